@@ -1,0 +1,422 @@
+//! The one state machine of jobs and their attempts. Every allowed transition is in [`apply`];
+//! anything else is an [`InvalidTransition`].
+//!
+//! ```text
+//!  queued ──StartAttempt──► dispatching ──Dispatched──► running ──ThreadSucceeded──► succeeded
+//!    ▲                        │  ▲  │                     │
+//!    │             DispatchDeferred │                     ├─ThreadFailed────────► retry_wait | given_up
+//!    │                        └──┘  └─DispatchRejected─►  ├─TimedOut──► timed_out ─Settle─► retry_wait | given_up
+//!    │                              failed (final)        ├─ThreadLost► lost ──────Settle─► retry_wait | given_up
+//!  Requeue                                                └─Interrupted in T3──► cancelled
+//!    │      retry_wait ──StartAttempt──► dispatching (a new attempt, new ids)
+//!  cancelled ◄──Cancel── any state that is not final
+//! ```
+//!
+//! The ledger records a [`Transition`] before the runtime carries out its [`Effect`], so a crash
+//! between the two leaves a state from which the effect is simply carried out again (T3
+//! deduplicates commands by id).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::{AttemptNo, AttemptState, JobState, RetryPolicy};
+
+/// What the machine needs to know about a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobStatus {
+    /// Its state.
+    pub state: JobState,
+    /// How many attempts were started so far.
+    pub attempts: u32,
+    /// How many times the live attempt's dispatch was tried so far (0 before the first).
+    pub dispatch_tries: u32,
+}
+
+/// Whether a failure may go away on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Another attempt may succeed (an agent error, a T3 outage).
+    Transient,
+    /// Another attempt would fail the same way (T3 refused the command, the prompt is invalid).
+    Permanent,
+}
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The dispatcher takes a queued or retry-waiting job: a new attempt, whose ids the ledger
+    /// stores with this transition.
+    StartAttempt,
+    /// T3 accepted both commands of the live attempt.
+    Dispatched,
+    /// Sending the live attempt's commands failed transiently; try again later with the same ids.
+    DispatchDeferred {
+        /// What went wrong.
+        error: String,
+    },
+    /// The live attempt could not be dispatched and never will be (T3 refused it, the prompt is
+    /// invalid): the job fails.
+    DispatchRejected {
+        /// Why, in T3's words where it gave some.
+        error: String,
+    },
+    /// The thread's turn completed.
+    ThreadSucceeded,
+    /// The thread's turn or session ended in error.
+    ThreadFailed {
+        /// T3's last error.
+        error: String,
+    },
+    /// Someone interrupted the thread in T3 (afk did not ask for it): afk leaves it be.
+    ThreadInterrupted,
+    /// The thread stalled or ran past the turn timeout: it must be interrupted.
+    TimedOut {
+        /// Which limit, and by how much.
+        reason: String,
+    },
+    /// The thread is gone from T3.
+    ThreadLost,
+    /// The timed-out or lost attempt is dealt with: retry or give up.
+    Settle,
+    /// The job's issue was withdrawn (removed, closed, unlabelled).
+    Cancel {
+        /// Why, for the event log.
+        reason: String,
+    },
+    /// A cancelled job's issue came back.
+    Requeue,
+}
+
+/// An action the runtime must carry out after the ledger has recorded the transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Send the live attempt's `thread.create` and `thread.turn.start` (with its stored ids).
+    Dispatch,
+    /// Interrupt the attempt's turn and stop its session.
+    StopThread,
+}
+
+/// How the live attempt changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptChange {
+    /// A new attempt starts, in state `dispatching`.
+    Start {
+        /// Its number within the job.
+        number: AttemptNo,
+    },
+    /// Its dispatch failed transiently; one more try was used.
+    DispatchRetry {
+        /// Tries used so far.
+        tries: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// Its thread is working.
+    Running,
+    /// It ended.
+    End {
+        /// How.
+        state: AttemptState,
+        /// Why, when it did not succeed.
+        error: Option<String>,
+        /// Its thread must be interrupted and its session stopped (recorded so that a crash
+        /// before the commands are sent does not leave an agent working).
+        stop_thread: bool,
+    },
+}
+
+/// The outcome of an event: what to record, and what to do once it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: JobState,
+    /// The state after.
+    pub to: JobState,
+    /// How the live attempt changes, if it does.
+    pub attempt: Option<AttemptChange>,
+    /// The job is not to be picked up again before this instant (retry back-off).
+    pub not_before: Option<DateTime<Utc>>,
+    /// What to do once recorded.
+    pub effect: Option<Effect>,
+    /// One line for the event log.
+    pub note: String,
+}
+
+/// An event that is not allowed in the job's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event} is not allowed for a job in state {state}")]
+pub struct InvalidTransition {
+    /// The job's state.
+    pub state: JobState,
+    /// The event, briefly.
+    pub event: String,
+}
+
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::StartAttempt => "start_attempt",
+        Event::Dispatched => "dispatched",
+        Event::DispatchDeferred { .. } => "dispatch_deferred",
+        Event::DispatchRejected { .. } => "dispatch_rejected",
+        Event::ThreadSucceeded => "thread_succeeded",
+        Event::ThreadFailed { .. } => "thread_failed",
+        Event::ThreadInterrupted => "thread_interrupted",
+        Event::TimedOut { .. } => "timed_out",
+        Event::ThreadLost => "thread_lost",
+        Event::Settle => "settle",
+        Event::Cancel { .. } => "cancel",
+        Event::Requeue => "requeue",
+    }
+}
+
+/// The transition `event` causes for a job in `job`'s state, at `now`, under `policy`.
+pub fn apply(
+    job: JobStatus,
+    event: &Event,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<Transition, InvalidTransition> {
+    use JobState as J;
+    let invalid = || InvalidTransition {
+        state: job.state,
+        event: event_name(event).to_owned(),
+    };
+    let step = |to: JobState, attempt: Option<AttemptChange>, effect: Option<Effect>, note: String| Transition {
+        from: job.state,
+        to,
+        attempt,
+        not_before: None,
+        effect,
+        note,
+    };
+    // After an attempt ended without success: wait and retry, or give up after the last one.
+    let retry_or_give_up = |attempt: Option<AttemptChange>, why: &str| {
+        if job.attempts >= policy.max_attempts {
+            step(
+                J::GivenUp,
+                attempt,
+                None,
+                format!("{why}; giving up after attempt {} of {}", job.attempts, policy.max_attempts),
+            )
+        } else {
+            let wait = policy.backoff(job.attempts);
+            Transition {
+                not_before: Some(now + chrono_duration(wait)),
+                ..step(
+                    J::RetryWait,
+                    attempt,
+                    None,
+                    format!(
+                        "{why}; attempt {} of {} will start in {}s",
+                        job.attempts + 1,
+                        policy.max_attempts,
+                        wait.as_secs_f64()
+                    ),
+                )
+            }
+        }
+    };
+    let end = |state: AttemptState, error: Option<String>, stop_thread: bool| {
+        Some(AttemptChange::End {
+            state,
+            error,
+            stop_thread,
+        })
+    };
+
+    let transition = match (job.state, event) {
+        (J::Queued | J::RetryWait, Event::StartAttempt) => {
+            if job.attempts >= policy.max_attempts {
+                return Err(invalid());
+            }
+            let number = AttemptNo(job.attempts + 1);
+            step(
+                J::Dispatching,
+                Some(AttemptChange::Start { number }),
+                Some(Effect::Dispatch),
+                format!("attempt {number} of {} dispatching", policy.max_attempts),
+            )
+        }
+        (J::Dispatching, Event::Dispatched) => step(
+            J::Running,
+            Some(AttemptChange::Running),
+            None,
+            format!("attempt {} running", job.attempts),
+        ),
+        (J::Dispatching, Event::DispatchDeferred { error }) => {
+            let tries = job.dispatch_tries + 1;
+            if tries >= policy.max_dispatch_tries {
+                retry_or_give_up(
+                    end(AttemptState::Failed, Some(error.clone()), false),
+                    &format!("dispatch failed {tries} times, last: {error}"),
+                )
+            } else {
+                let wait = policy.backoff(tries);
+                Transition {
+                    not_before: Some(now + chrono_duration(wait)),
+                    ..step(
+                        J::Dispatching,
+                        Some(AttemptChange::DispatchRetry {
+                            tries,
+                            error: error.clone(),
+                        }),
+                        Some(Effect::Dispatch),
+                        format!("dispatch try {tries} failed ({error}); trying again in {}s", wait.as_secs_f64()),
+                    )
+                }
+            }
+        }
+        (J::Dispatching, Event::DispatchRejected { error }) => step(
+            J::Failed,
+            end(AttemptState::Failed, Some(error.clone()), false),
+            None,
+            format!("dispatch refused: {error}"),
+        ),
+        (J::Running, Event::ThreadSucceeded) => step(
+            J::Succeeded,
+            end(AttemptState::Succeeded, None, false),
+            None,
+            format!("attempt {} succeeded", job.attempts),
+        ),
+        (J::Running, Event::ThreadFailed { error }) => retry_or_give_up(
+            end(AttemptState::Failed, Some(error.clone()), false),
+            &format!("attempt {} failed: {error}", job.attempts),
+        ),
+        (J::Running, Event::ThreadInterrupted) => step(
+            J::Cancelled,
+            end(AttemptState::Cancelled, Some("interrupted in T3".into()), false),
+            None,
+            "the thread was interrupted in T3; afk leaves it be".into(),
+        ),
+        (J::Running, Event::TimedOut { reason }) => step(
+            J::TimedOut,
+            end(AttemptState::TimedOut, Some(reason.clone()), true),
+            Some(Effect::StopThread),
+            format!("attempt {} timed out: {reason}; interrupting its thread", job.attempts),
+        ),
+        (J::Running | J::Dispatching, Event::ThreadLost) => step(
+            J::Lost,
+            end(AttemptState::Lost, Some("the thread is gone from T3".into()), false),
+            None,
+            format!("attempt {}'s thread is gone from T3", job.attempts),
+        ),
+        (J::TimedOut, Event::Settle) => retry_or_give_up(None, "timed out"),
+        (J::Lost, Event::Settle) => retry_or_give_up(None, "lost"),
+        (state, Event::Cancel { reason }) if !state.is_final() => {
+            let attempt = state
+                .has_live_attempt()
+                .then(|| end(AttemptState::Cancelled, Some(reason.clone()), true))
+                .flatten();
+            let effect = attempt.as_ref().map(|_| Effect::StopThread);
+            step(J::Cancelled, attempt, effect, format!("cancelled: {reason}"))
+        }
+        (J::Cancelled, Event::Requeue) => step(J::Queued, None, None, "requeued: the issue is back".into()),
+        _ => return Err(invalid()),
+    };
+    Ok(transition)
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, attempts: u32) -> JobStatus {
+        JobStatus {
+            state,
+            attempts,
+            dispatch_tries: 0,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn run(status: JobStatus, event: Event) -> Result<Transition, InvalidTransition> {
+        apply(status, &event, &RetryPolicy::default(), now())
+    }
+
+    #[test]
+    fn a_job_runs_from_queued_to_succeeded() {
+        let t = run(job(JobState::Queued, 0), Event::StartAttempt).unwrap();
+        assert_eq!(t.to, JobState::Dispatching);
+        assert_eq!(t.attempt, Some(AttemptChange::Start { number: AttemptNo(1) }));
+        assert_eq!(t.effect, Some(Effect::Dispatch));
+        let t = run(job(JobState::Dispatching, 1), Event::Dispatched).unwrap();
+        assert_eq!(t.to, JobState::Running);
+        let t = run(job(JobState::Running, 1), Event::ThreadSucceeded).unwrap();
+        assert_eq!(t.to, JobState::Succeeded);
+        assert!(t.to.is_final());
+    }
+
+    #[test]
+    fn failed_attempts_wait_with_backoff_then_give_up_after_the_last() {
+        let t = run(job(JobState::Running, 1), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        assert_eq!(t.to, JobState::RetryWait);
+        assert_eq!(t.not_before, Some(now() + chrono::Duration::seconds(10)));
+        let t = run(job(JobState::Running, 2), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        assert_eq!(t.not_before, Some(now() + chrono::Duration::seconds(20)));
+        let t = run(job(JobState::Running, 3), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        assert_eq!(t.to, JobState::GivenUp);
+        assert!(run(job(JobState::RetryWait, 3), Event::StartAttempt).is_err());
+    }
+
+    #[test]
+    fn a_timeout_stops_the_thread_before_the_retry_decision() {
+        let t = run(job(JobState::Running, 1), Event::TimedOut { reason: "stalled".into() }).unwrap();
+        assert_eq!(t.to, JobState::TimedOut);
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        assert!(matches!(t.attempt, Some(AttemptChange::End { stop_thread: true, .. })));
+        let t = run(job(JobState::TimedOut, 1), Event::Settle).unwrap();
+        assert_eq!(t.to, JobState::RetryWait);
+    }
+
+    #[test]
+    fn transient_dispatch_errors_retry_the_same_attempt_then_fail_it() {
+        let mut status = job(JobState::Dispatching, 1);
+        let t = run(status, Event::DispatchDeferred { error: "503".into() }).unwrap();
+        assert_eq!(t.to, JobState::Dispatching);
+        assert_eq!(t.effect, Some(Effect::Dispatch));
+        status.dispatch_tries = RetryPolicy::default().max_dispatch_tries - 1;
+        let t = run(status, Event::DispatchDeferred { error: "503".into() }).unwrap();
+        assert_eq!(t.to, JobState::RetryWait);
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                state: AttemptState::Failed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn permanent_dispatch_errors_fail_the_job() {
+        let t = run(job(JobState::Dispatching, 1), Event::DispatchRejected { error: "400".into() }).unwrap();
+        assert_eq!(t.to, JobState::Failed);
+        assert!(t.to.is_final());
+    }
+
+    #[test]
+    fn cancelling_a_running_job_stops_its_thread_and_a_queued_one_needs_nothing() {
+        let t = run(job(JobState::Running, 1), Event::Cancel { reason: "closed".into() }).unwrap();
+        assert_eq!(t.to, JobState::Cancelled);
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        let t = run(job(JobState::Queued, 0), Event::Cancel { reason: "closed".into() }).unwrap();
+        assert_eq!(t.effect, None);
+        assert_eq!(t.attempt, None);
+        assert!(run(job(JobState::Succeeded, 1), Event::Cancel { reason: "closed".into() }).is_err());
+        assert_eq!(run(job(JobState::Cancelled, 1), Event::Requeue).unwrap().to, JobState::Queued);
+    }
+
+    #[test]
+    fn events_out_of_place_are_refused() {
+        assert!(run(job(JobState::Queued, 0), Event::Dispatched).is_err());
+        assert!(run(job(JobState::Succeeded, 1), Event::StartAttempt).is_err());
+        assert!(run(job(JobState::Running, 1), Event::Settle).is_err());
+    }
+}

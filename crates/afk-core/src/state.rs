@@ -1,0 +1,136 @@
+//! The states of jobs and attempts, spelled as afk prints and stores them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A state name that afk does not know (a ledger written by a newer afk, or a typo).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {0:?}")]
+pub struct UnknownState(pub String);
+
+macro_rules! state_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every state, in lifecycle order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name afk prints and stores.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownState(other.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+state_enum!(
+    /// Where a job is in its life.
+    JobState {
+        /// Waiting for its first attempt.
+        Queued => "queued",
+        /// An attempt's ids are in the ledger and its commands are being sent to T3.
+        Dispatching => "dispatching",
+        /// An attempt's thread is working.
+        Running => "running",
+        /// The last attempt ended and the next waits out its back-off.
+        RetryWait => "retry_wait",
+        /// An attempt succeeded. Final.
+        Succeeded => "succeeded",
+        /// An attempt failed. Final when the failure was permanent; otherwise the retry policy
+        /// moves the job on to `retry_wait` or `given_up`.
+        Failed => "failed",
+        /// An attempt ran past its stall or turn timeout; its thread is being interrupted, then
+        /// the retry policy moves the job on.
+        TimedOut => "timed_out",
+        /// The job was withdrawn (issue removed, closed or unlabelled). Final.
+        Cancelled => "cancelled",
+        /// An attempt's thread vanished from T3; the retry policy moves the job on.
+        Lost => "lost",
+        /// The last allowed attempt ended without success. Final.
+        GivenUp => "given_up",
+    }
+);
+
+impl JobState {
+    /// True when nothing more will happen to the job unless its issue comes back.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Cancelled | JobState::GivenUp | JobState::Failed
+        )
+    }
+
+    /// True while an attempt is live (its thread may be working in T3).
+    pub fn has_live_attempt(self) -> bool {
+        matches!(self, JobState::Dispatching | JobState::Running)
+    }
+}
+
+state_enum!(
+    /// Where one attempt (one T3 thread) is.
+    AttemptState {
+        /// Its ids are chosen and its commands are being sent.
+        Dispatching => "dispatching",
+        /// Its thread is working.
+        Running => "running",
+        /// The turn completed.
+        Succeeded => "succeeded",
+        /// The turn, the session or the dispatch failed.
+        Failed => "failed",
+        /// It stalled or ran past the turn timeout and was interrupted.
+        TimedOut => "timed_out",
+        /// Its job was cancelled, or a person interrupted it in T3.
+        Cancelled => "cancelled",
+        /// Its thread vanished from T3.
+        Lost => "lost",
+    }
+);
+
+impl AttemptState {
+    /// True while the attempt's thread may be working.
+    pub fn is_live(self) -> bool {
+        matches!(self, AttemptState::Dispatching | AttemptState::Running)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), *s);
+        }
+        for s in AttemptState::ALL {
+            assert_eq!(s.as_str().parse::<AttemptState>().unwrap(), *s);
+        }
+        assert!("nope".parse::<JobState>().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! GitHub adapter (work in progress).

@@ -1,0 +1,1 @@
+//! Ledger (work in progress).

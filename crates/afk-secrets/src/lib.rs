@@ -1,0 +1,130 @@
+//! Secrets for afk.
+//!
+//! Two things live here and nowhere else:
+//! - [`Secret`], the only type that holds a token. Its `Debug` and `Display` print `[redacted]`, it
+//!   has no `Serialize`, and the only way to read it is [`Secret::expose`], so a token cannot reach a
+//!   log line, an error message or the ledger by accident.
+//! - [`SecretProvider`], the injected source of a credential. Callers ask it on **every** request
+//!   (T3's `orchestration:operate` token expires hourly and is refreshed out of band), and ask again
+//!   with [`Freshness::Refresh`] after the server answered 401.
+//!
+//! **Architecture invariant:** no error produced here contains a secret value.
+
+mod file;
+mod literal;
+
+pub use file::FileProvider;
+pub use literal::LiteralProvider;
+
+use std::fmt;
+
+/// A credential value. `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`]
+/// only at the point where it goes on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value. Surrounding whitespace is kept: providers trim before wrapping.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value, for the one place that must send it (an `Authorization` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the value is empty (providers refuse to hand out such a secret).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Whether a provider may answer from a cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// A cached value that has not expired is fine.
+    Cached,
+    /// The server refused the last value (401): bypass every cache and fetch anew.
+    Refresh,
+}
+
+/// Why a provider could not produce a secret. Messages name where the secret was looked for
+/// (a path, a variable, a command, a Vault path), never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The source exists but holds nothing usable (an empty file or variable).
+    #[error("{source_name} is empty")]
+    Empty {
+        /// Where the secret was looked for, e.g. `token file /run/secrets/t3`.
+        source_name: String,
+    },
+    /// The source could not be read (missing file, unset variable, command failed, Vault down).
+    #[error("cannot read {source_name}: {reason}")]
+    Unavailable {
+        /// Where the secret was looked for.
+        source_name: String,
+        /// What went wrong, without the value.
+        reason: String,
+        /// True when asking again later may succeed (Vault down, command timed out).
+        transient: bool,
+    },
+}
+
+impl SecretError {
+    /// True when a later attempt may succeed without a person changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SecretError::Empty { .. } => false,
+            SecretError::Unavailable { transient, .. } => *transient,
+        }
+    }
+}
+
+/// A source of one credential, asked before every request that needs it.
+///
+/// Implementations must be cheap when they can answer from a cache, must never log the value, and
+/// must bypass any cache when asked with [`Freshness::Refresh`].
+#[async_trait::async_trait]
+pub trait SecretProvider: Send + Sync + fmt::Debug {
+    /// The current value of the credential.
+    async fn get(&self, freshness: Freshness) -> Result<Secret, SecretError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let secret = Secret::new("hunter2-token");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted])");
+        assert_eq!(secret.expose(), "hunter2-token");
+    }
+}

@@ -1,0 +1,519 @@
+//! [`T3Client`]: the seed adapter's contract on T3's real wire.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use afk_secrets::{Freshness, SecretProvider};
+use serde::de::DeserializeOwned;
+use tracing::debug;
+
+use crate::error::{excerpt, T3Error};
+use crate::ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
+use crate::preamble::{message_text, STANDING_RULES};
+use crate::transport::{Method, Request, Transport};
+use crate::wire::{
+    t3_text_len, ClientCommand, DispatchResult, ErrorBody, InteractionMode, MessageRole, ModelSelection,
+    NonEmptyString, ProjectCreate, ReadModel, RuntimeMode, ThreadCreate, ThreadRef, ThreadSessionStop,
+    ThreadTurnInterrupt, ThreadTurnStart, Timestamp, TurnMessage, MAX_INPUT_CHARS,
+};
+
+const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
+const SNAPSHOT_PATH: &str = "/api/orchestration/snapshot";
+
+/// One issue of one repository, as the client names it in thread titles and branches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRef {
+    /// `OWNER/NAME`.
+    pub repo: String,
+    /// The issue number.
+    pub number: u64,
+    /// The issue's title, when known.
+    pub title: Option<String>,
+}
+
+impl IssueRef {
+    /// `OWNER/NAME#N: <title>`, or `OWNER/NAME#N` when no title is known.
+    pub fn thread_title(&self) -> String {
+        match self.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(title) => format!("{}#{}: {}", self.repo, self.number, title),
+            None => format!("{}#{}", self.repo, self.number),
+        }
+    }
+}
+
+/// How afk's threads are set up. The defaults are what every afk thread used in the seed.
+#[derive(Clone, PartialEq)]
+pub struct AgentSettings {
+    /// T3's provider instance (default `claudeAgent`).
+    pub instance_id: String,
+    /// The model (default `claude-sonnet-4-5`).
+    pub model: String,
+    /// Default `full-access`: nobody is at the keyboard to approve anything.
+    pub runtime_mode: RuntimeMode,
+    /// Default `default` (act, do not only plan).
+    pub interaction_mode: InteractionMode,
+    /// The standing rules put before every prompt (default [`STANDING_RULES`]).
+    pub preamble: String,
+    /// Branch names are this prefix followed by `issue-N` (default `afk/`).
+    pub branch_prefix: String,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: "claudeAgent".into(),
+            model: "claude-sonnet-4-5".into(),
+            runtime_mode: RuntimeMode::FullAccess,
+            interaction_mode: InteractionMode::Default,
+            preamble: STANDING_RULES.into(),
+            branch_prefix: "afk/".into(),
+        }
+    }
+}
+
+impl fmt::Debug for AgentSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentSettings")
+            .field("instance_id", &self.instance_id)
+            .field("model", &self.model)
+            .field("runtime_mode", &self.runtime_mode)
+            .field("interaction_mode", &self.interaction_mode)
+            .field("preamble_chars", &self.preamble.len())
+            .field("branch_prefix", &self.branch_prefix)
+            .finish()
+    }
+}
+
+impl AgentSettings {
+    /// The branch for `issue`: the prefix followed by `issue-N`.
+    pub fn branch_for(&self, issue: &IssueRef) -> String {
+        format!("{}issue-{}", self.branch_prefix, issue.number)
+    }
+
+    fn model_selection(&self) -> Result<ModelSelection, T3Error> {
+        Ok(ModelSelection {
+            instance_id: NonEmptyString::new(self.instance_id.clone())
+                .ok_or_else(|| T3Error::InvalidInput("the provider instance id is empty".into()))?,
+            model: NonEmptyString::new(self.model.clone())
+                .ok_or_else(|| T3Error::InvalidInput("the model is empty".into()))?,
+            options: None,
+        })
+    }
+}
+
+/// The ids of one attempt's two commands. Chosen once, before the first request, stored by the
+/// caller, and reused on every retry: T3 answers a repeated `commandId` with its original result,
+/// so a retry after a crash can never create a second thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchIds {
+    /// The thread to create.
+    pub thread_id: ThreadId,
+    /// The `thread.create` command.
+    pub create_command_id: CommandId,
+    /// The `thread.turn.start` command.
+    pub turn_command_id: CommandId,
+    /// The turn's user message.
+    pub message_id: MessageId,
+}
+
+impl DispatchIds {
+    /// Fresh random ids.
+    pub fn generate() -> Self {
+        Self {
+            thread_id: ThreadId::generate(),
+            create_command_id: CommandId::generate(),
+            turn_command_id: CommandId::generate(),
+            message_id: MessageId::generate(),
+        }
+    }
+}
+
+/// Everything one dispatch sends, decided before the first request. Build it with
+/// [`T3Client::plan`], which refuses a prompt over T3's limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchPlan {
+    /// The ids, reused on every retry.
+    pub ids: DispatchIds,
+    /// The repository's T3 project.
+    pub project_id: ProjectId,
+    /// The thread's title.
+    pub title: String,
+    /// The thread's branch.
+    pub branch: String,
+    /// The turn's message text: preamble and prompt.
+    pub text: String,
+}
+
+/// Which of the two dispatch requests failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchStage {
+    /// `thread.create` failed: no turn was sent; the thread may or may not exist (a timeout).
+    Create,
+    /// `thread.create` succeeded and `thread.turn.start` failed.
+    Turn,
+}
+
+/// A failed dispatch: the stage and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct DispatchError {
+    /// Where it failed.
+    pub stage: DispatchStage,
+    /// Why.
+    #[source]
+    pub error: T3Error,
+}
+
+/// A client for one T3 server.
+///
+/// The transport and the bearer provider are injected: nothing here opens a socket on its own,
+/// and the bearer is asked for on **every** request because T3's operate token expires hourly and
+/// is refreshed out of band. A 401 asks the provider again, bypassing its cache, and retries once.
+/// No other retry happens here: the caller owns the retry policy.
+#[derive(Clone)]
+pub struct T3Client {
+    base_url: String,
+    transport: Arc<dyn Transport>,
+    bearer: Arc<dyn SecretProvider>,
+    settings: AgentSettings,
+    projects: BTreeMap<String, ProjectId>,
+}
+
+impl fmt::Debug for T3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("T3Client")
+            .field("base_url", &self.base_url)
+            .field("bearer", &self.bearer)
+            .field("settings", &self.settings)
+            .field("projects", &self.projects)
+            .finish()
+    }
+}
+
+impl T3Client {
+    /// A client for the T3 at `base_url` (a trailing slash is fine).
+    pub fn new(base_url: &str, transport: Arc<dyn Transport>, bearer: Arc<dyn SecretProvider>) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            transport,
+            bearer,
+            settings: AgentSettings::default(),
+            projects: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces the thread settings (instance, model, modes, preamble, branch prefix).
+    pub fn with_settings(mut self, settings: AgentSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Maps repository `OWNER/NAME` to its T3 project, for [`T3Client::dispatch`].
+    pub fn with_project(mut self, repo: impl Into<String>, project: ProjectId) -> Self {
+        self.projects.insert(repo.into(), project);
+        self
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The thread settings in use.
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    /// The seed's contract: spawn one worker thread for `issue` of `repo` with `prompt` and return
+    /// its id, after exactly two POSTs (`thread.create`, then `thread.turn.start`). The repository
+    /// must have been mapped with [`T3Client::with_project`]. Ids are generated here; use
+    /// [`T3Client::plan`] and [`T3Client::dispatch_plan`] to choose or reuse them.
+    pub async fn dispatch(&self, repo: &str, issue: u64, prompt: &str) -> Result<ThreadId, DispatchError> {
+        let project = self.projects.get(repo).cloned().ok_or_else(|| DispatchError {
+            stage: DispatchStage::Create,
+            error: T3Error::InvalidInput(format!("no T3 project is configured for repository {repo}")),
+        })?;
+        let issue = IssueRef {
+            repo: repo.to_owned(),
+            number: issue,
+            title: None,
+        };
+        let plan = self
+            .plan(&issue, project, prompt, None)
+            .map_err(|error| DispatchError {
+                stage: DispatchStage::Create,
+                error,
+            })?;
+        self.dispatch_plan(&plan).await
+    }
+
+    /// Decides everything a dispatch will send: the ids (`ids`, or fresh ones), the title, the
+    /// branch and the message text (preamble, then `prompt`). Refuses a text over T3's limit, so
+    /// that nothing is sent for it.
+    pub fn plan(
+        &self,
+        issue: &IssueRef,
+        project_id: ProjectId,
+        prompt: &str,
+        ids: Option<DispatchIds>,
+    ) -> Result<DispatchPlan, T3Error> {
+        let text = message_text(&self.settings.preamble, prompt);
+        let len = t3_text_len(&text);
+        if len > MAX_INPUT_CHARS {
+            return Err(T3Error::PromptTooLong {
+                len,
+                limit: MAX_INPUT_CHARS,
+            });
+        }
+        if prompt.trim().is_empty() {
+            return Err(T3Error::InvalidInput("the prompt is empty".into()));
+        }
+        Ok(DispatchPlan {
+            ids: ids.unwrap_or_else(DispatchIds::generate),
+            project_id,
+            title: issue.thread_title(),
+            branch: self.settings.branch_for(issue),
+            text,
+        })
+    }
+
+    /// Sends `plan`: `thread.create`, then, only if T3 accepted it with a valid
+    /// `{"sequence": n}`, `thread.turn.start`. Returns the thread's id.
+    pub async fn dispatch_plan(&self, plan: &DispatchPlan) -> Result<ThreadId, DispatchError> {
+        self.create_thread(plan).await.map_err(|error| DispatchError {
+            stage: DispatchStage::Create,
+            error,
+        })?;
+        self.start_turn(plan).await.map_err(|error| DispatchError {
+            stage: DispatchStage::Turn,
+            error,
+        })?;
+        Ok(plan.ids.thread_id.clone())
+    }
+
+    /// The first half of a dispatch: `thread.create` with the plan's ids.
+    pub async fn create_thread(&self, plan: &DispatchPlan) -> Result<DispatchResult, T3Error> {
+        let title = NonEmptyString::new(plan.title.clone())
+            .ok_or_else(|| T3Error::InvalidInput("the thread title is empty".into()))?;
+        let command = ClientCommand::ThreadCreate(ThreadCreate {
+            command_id: plan.ids.create_command_id.clone(),
+            thread_id: plan.ids.thread_id.clone(),
+            project_id: plan.project_id.clone(),
+            title,
+            model_selection: self.settings.model_selection()?,
+            runtime_mode: self.settings.runtime_mode,
+            interaction_mode: self.settings.interaction_mode,
+            branch: Some(plan.branch.clone()).filter(|b| !b.is_empty()),
+            worktree_path: None,
+            created_at: Timestamp::now(),
+        });
+        self.send_command(&command).await
+    }
+
+    /// The second half of a dispatch: `thread.turn.start` with the plan's ids and text.
+    pub async fn start_turn(&self, plan: &DispatchPlan) -> Result<DispatchResult, T3Error> {
+        let len = t3_text_len(&plan.text);
+        if len > MAX_INPUT_CHARS {
+            return Err(T3Error::PromptTooLong {
+                len,
+                limit: MAX_INPUT_CHARS,
+            });
+        }
+        let command = ClientCommand::ThreadTurnStart(ThreadTurnStart {
+            command_id: plan.ids.turn_command_id.clone(),
+            thread_id: plan.ids.thread_id.clone(),
+            message: TurnMessage {
+                message_id: plan.ids.message_id.clone(),
+                role: MessageRole::User,
+                text: plan.text.clone(),
+                attachments: Vec::new(),
+            },
+            model_selection: None,
+            runtime_mode: self.settings.runtime_mode,
+            interaction_mode: self.settings.interaction_mode,
+            created_at: Timestamp::now(),
+        });
+        self.send_command(&command).await
+    }
+
+    /// A follow-up turn on an existing thread: `text` is sent as is (no preamble; the thread has
+    /// it already).
+    pub async fn follow_up(
+        &self,
+        thread: &ThreadId,
+        text: &str,
+        command_id: CommandId,
+        message_id: MessageId,
+    ) -> Result<DispatchResult, T3Error> {
+        let len = t3_text_len(text);
+        if len > MAX_INPUT_CHARS {
+            return Err(T3Error::PromptTooLong {
+                len,
+                limit: MAX_INPUT_CHARS,
+            });
+        }
+        let command = ClientCommand::ThreadTurnStart(ThreadTurnStart {
+            command_id,
+            thread_id: thread.clone(),
+            message: TurnMessage {
+                message_id,
+                role: MessageRole::User,
+                text: text.to_owned(),
+                attachments: Vec::new(),
+            },
+            model_selection: None,
+            runtime_mode: self.settings.runtime_mode,
+            interaction_mode: self.settings.interaction_mode,
+            created_at: Timestamp::now(),
+        });
+        self.send_command(&command).await
+    }
+
+    /// Interrupts the thread's running turn (`turn`, or whichever is running).
+    pub async fn interrupt_turn(
+        &self,
+        thread: &ThreadId,
+        turn: Option<&TurnId>,
+        command_id: CommandId,
+    ) -> Result<DispatchResult, T3Error> {
+        self.send_command(&ClientCommand::ThreadTurnInterrupt(ThreadTurnInterrupt {
+            command_id,
+            thread_id: thread.clone(),
+            turn_id: turn.cloned(),
+            created_at: Timestamp::now(),
+        }))
+        .await
+    }
+
+    /// Stops the thread's provider session.
+    pub async fn stop_session(&self, thread: &ThreadId, command_id: CommandId) -> Result<DispatchResult, T3Error> {
+        self.send_command(&ClientCommand::ThreadSessionStop(ThreadSessionStop {
+            command_id,
+            thread_id: thread.clone(),
+            created_at: Timestamp::now(),
+        }))
+        .await
+    }
+
+    /// Archives the thread.
+    pub async fn archive_thread(&self, thread: &ThreadId, command_id: CommandId) -> Result<DispatchResult, T3Error> {
+        self.send_command(&ClientCommand::ThreadArchive(ThreadRef {
+            command_id,
+            thread_id: thread.clone(),
+        }))
+        .await
+    }
+
+    /// Creates a project for a repository checkout at `workspace_root`.
+    pub async fn create_project(
+        &self,
+        project: &ProjectId,
+        title: &str,
+        workspace_root: &str,
+        command_id: CommandId,
+    ) -> Result<DispatchResult, T3Error> {
+        let title =
+            NonEmptyString::new(title).ok_or_else(|| T3Error::InvalidInput("the project title is empty".into()))?;
+        let workspace_root = NonEmptyString::new(workspace_root)
+            .ok_or_else(|| T3Error::InvalidInput("the workspace root is empty".into()))?;
+        self.send_command(&ClientCommand::ProjectCreate(ProjectCreate {
+            command_id,
+            project_id: project.clone(),
+            title,
+            workspace_root,
+            create_workspace_root_if_missing: None,
+            default_model_selection: None,
+            created_at: Timestamp::now(),
+        }))
+        .await
+    }
+
+    /// Sends any command to the dispatch endpoint and checks that the reply is a valid
+    /// `{"sequence": n}`.
+    pub async fn send_command(&self, command: &ClientCommand) -> Result<DispatchResult, T3Error> {
+        let what = command.kind();
+        let body = serde_json::to_vec(command)
+            .map_err(|e| T3Error::InvalidInput(format!("{what}: cannot encode the command: {e}")))?;
+        let reply = self.request(what, Method::Post, DISPATCH_PATH, Some(body)).await?;
+        decode(what, &reply)
+    }
+
+    /// The fleet: `GET /api/orchestration/snapshot`, decoded. A document that does not match T3's
+    /// read model fails with an error naming the offending path.
+    pub async fn snapshot(&self) -> Result<ReadModel, T3Error> {
+        let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
+        decode("snapshot", &reply)
+    }
+
+    /// The snapshot as raw JSON, for `afk t3 snapshot --json` (checked to decode first).
+    pub async fn snapshot_json(&self) -> Result<serde_json::Value, T3Error> {
+        let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
+        decode::<ReadModel>("snapshot", &reply)?;
+        decode("snapshot", &reply)
+    }
+
+    async fn request(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, T3Error> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut freshness = Freshness::Cached;
+        loop {
+            let bearer = self.bearer.get(freshness).await.map_err(|source| T3Error::Bearer {
+                what: what.to_owned(),
+                source,
+            })?;
+            let request = Request {
+                method,
+                url: url.clone(),
+                bearer: Some(bearer),
+                json_body: json_body.clone(),
+            };
+            let reply = self.transport.send(request).await.map_err(|source| T3Error::Transport {
+                what: what.to_owned(),
+                url: url.clone(),
+                source,
+            })?;
+            debug!(what, url = %url, status = reply.status, "t3 request");
+            if reply.status == 401 && freshness == Freshness::Cached {
+                // The token may have rotated since the provider last read it: ask again, once.
+                freshness = Freshness::Refresh;
+                continue;
+            }
+            if !(200..300).contains(&reply.status) {
+                let body = serde_json::from_slice::<ErrorBody>(&reply.body)
+                    .ok()
+                    .filter(|b| b.code.is_some() || b.tag.is_some());
+                let body_excerpt = body.is_none().then(|| excerpt(&reply.body));
+                return Err(T3Error::Status {
+                    what: what.to_owned(),
+                    status: reply.status,
+                    body,
+                    body_excerpt,
+                });
+            }
+            return Ok(reply.body);
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, T3Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("at {path}: {}", e.inner())
+        };
+        T3Error::MalformedReply {
+            what: what.to_owned(),
+            detail,
+            body_excerpt: excerpt(body),
+        }
+    })
+}
