@@ -1,0 +1,466 @@
+//! afk's configuration: one TOML file plus `AFK_...` environment overrides, validated at start.
+//!
+//! Every key has a default chosen so that `afk run` with no file works on one machine (T3 on
+//! 127.0.0.1:3773, a SQLite ledger `afk.db` and issue files in `issues/` in the working
+//! directory). Errors name the key and where its value came from (the file or the variable).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use afk_core::{Repo, RetryPolicy};
+use serde::{Deserialize, Deserializer};
+
+/// A configuration that cannot be used; the message names the key and its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// The file (or environment variable) the bad value came from.
+    pub source_name: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[t3]`: the T3 server.
+    pub t3: T3Config,
+    /// `[ledger]`: where state is kept.
+    pub ledger: LedgerConfig,
+    /// `[source]`: where issues come from.
+    pub source: SourceConfig,
+    /// `[limits]`: how much runs at once.
+    pub limits: LimitsConfig,
+    /// `[watch]`: how threads are watched.
+    pub watch: WatchConfig,
+    /// `[retry]`: back-off between attempts.
+    pub retry: RetryConfig,
+}
+
+/// `[t3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct T3Config {
+    /// T3's base URL.
+    pub url: String,
+    /// A file holding T3's bearer token (`orchestration:operate`), re-read on every request.
+    pub token_file: PathBuf,
+    /// Optional file with a read-only (`orchestration:read`) token for the watcher.
+    pub read_token_file: Option<PathBuf>,
+    /// `[t3.projects]`: `"OWNER/NAME" = "T3_PROJECT_ID"`.
+    pub projects: BTreeMap<String, String>,
+    /// T3's provider instance (default `claudeAgent`).
+    pub instance_id: String,
+    /// The model (default `claude-sonnet-4-5`).
+    pub model: String,
+    /// Branch names are this prefix and `issue-N` (default `afk/`).
+    pub branch_prefix: String,
+    /// A file whose text replaces the built-in standing-rules preamble.
+    pub preamble_file: Option<PathBuf>,
+    /// The T3 web UI's base URL, for links to threads (default: `url`).
+    pub web_url: Option<String>,
+    /// Connect timeout.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Request timeout.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for T3Config {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:3773".into(),
+            token_file: PathBuf::from("t3-token"),
+            read_token_file: None,
+            projects: BTreeMap::new(),
+            instance_id: "claudeAgent".into(),
+            model: "claude-sonnet-4-5".into(),
+            branch_prefix: "afk/".into(),
+            preamble_file: None,
+            web_url: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://afk.db".into(),
+        }
+    }
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `[source.local]`: a folder of Markdown issue files.
+    pub local: Option<LocalSourceConfig>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            local: Some(LocalSourceConfig::default()),
+        }
+    }
+}
+
+/// `[source.local]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSourceConfig {
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+impl Default for LocalSourceConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("issues"),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Live attempts at once, over all repositories.
+    pub max_concurrent: u32,
+    /// Live attempts at once per repository.
+    pub per_repo: u32,
+    /// Attempts per job, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 4,
+            per_repo: 2,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[watch]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// How often the fleet snapshot is read.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// A running thread unchanged this long is stalled.
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
+    /// A turn running this long is interrupted.
+    #[serde(deserialize_with = "duration")]
+    pub turn_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(15 * 60),
+            turn_timeout: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// The first back-off.
+    #[serde(deserialize_with = "duration")]
+    pub initial: Duration,
+    /// The longest back-off.
+    #[serde(deserialize_with = "duration")]
+    pub cap: Duration,
+    /// Tries of one dispatch against transient errors before the attempt fails.
+    pub max_dispatch_tries: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let p = RetryPolicy::default();
+        Self {
+            initial: p.initial,
+            cap: p.cap,
+            max_dispatch_tries: p.max_dispatch_tries,
+        }
+    }
+}
+
+/// A parsed duration such as `200ms`, `5s`, `15m`, `1h 30m`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(text.trim())
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like 200ms, 5s or 15m ({e})")))
+}
+
+/// Scalar keys that `AFK_<SECTION>_<KEY>` variables override, e.g. `AFK_LIMITS_PER_REPO`.
+const OVERRIDABLE: &[&str] = &[
+    "t3.url",
+    "t3.token_file",
+    "t3.read_token_file",
+    "t3.instance_id",
+    "t3.model",
+    "t3.branch_prefix",
+    "t3.preamble_file",
+    "t3.web_url",
+    "t3.connect_timeout",
+    "t3.request_timeout",
+    "ledger.url",
+    "source.local.dir",
+    "limits.max_concurrent",
+    "limits.per_repo",
+    "limits.max_attempts",
+    "watch.poll_interval",
+    "watch.stall_timeout",
+    "watch.turn_timeout",
+    "retry.initial",
+    "retry.cap",
+    "retry.max_dispatch_tries",
+];
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    format!("AFK_{}", key.replace('.', "_").to_uppercase())
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`), applies `AFK_...` overrides from `env`, and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let source_name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source_name: source_name.clone(),
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError {
+                    source_name: source_name.clone(),
+                    message: format!("not valid TOML: {}", e.message()),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overridden = BTreeMap::new();
+        for key in OVERRIDABLE {
+            let var = env_name(key);
+            if let Some(value) = env(&var) {
+                set_path(&mut table, key, scalar(&value));
+                overridden.insert(key.to_string(), var);
+            }
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let from = overridden.get(&key).map(|v| format!("environment {v}")).unwrap_or(source_name.clone());
+            ConfigError {
+                source_name: from,
+                message: format!("key {key}: {}", e.inner().message()),
+            }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError {
+            source_name: overridden
+                .get(key)
+                .map(|v| format!("environment {v}"))
+                .unwrap_or(source_name),
+            message: format!("key {key}: {message}"),
+        })?;
+        Ok(config)
+    }
+
+    /// Loads with the process environment.
+    pub fn load_from_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(path, &|name| std::env::var(name).ok())
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.t3.url.starts_with("http://") || self.t3.url.starts_with("https://")) {
+            return Err(("t3.url", format!("{:?} is not an http:// or https:// URL", self.t3.url)));
+        }
+        for (repo, project) in &self.t3.projects {
+            Repo::new(repo.clone()).map_err(|e| ("t3.projects", e.to_string()))?;
+            t3_client::ProjectId::new(project.clone())
+                .map_err(|e| ("t3.projects", format!("project id for {repo}: {e}")))?;
+        }
+        if !(self.ledger.url.starts_with("sqlite:") || self.ledger.url.starts_with("postgres")) {
+            return Err(("ledger.url", "must start with sqlite:// or postgres://".into()));
+        }
+        if self.limits.max_concurrent == 0 {
+            return Err(("limits.max_concurrent", "must be at least 1".into()));
+        }
+        if self.limits.per_repo == 0 {
+            return Err(("limits.per_repo", "must be at least 1".into()));
+        }
+        if self.limits.max_attempts == 0 {
+            return Err(("limits.max_attempts", "must be at least 1".into()));
+        }
+        if self.watch.poll_interval.is_zero() {
+            return Err(("watch.poll_interval", "must be longer than zero".into()));
+        }
+        if self.retry.max_dispatch_tries == 0 {
+            return Err(("retry.max_dispatch_tries", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The retry policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: self.retry.initial,
+            cap: self.retry.cap,
+            max_attempts: self.limits.max_attempts,
+            max_dispatch_tries: self.retry.max_dispatch_tries,
+        }
+    }
+
+    /// `[t3.projects]` as typed values (validated at load).
+    pub fn projects(&self) -> BTreeMap<Repo, t3_client::ProjectId> {
+        self.t3
+            .projects
+            .iter()
+            .filter_map(|(r, p)| Some((Repo::new(r.clone()).ok()?, t3_client::ProjectId::new(p.clone()).ok()?)))
+            .collect()
+    }
+}
+
+/// An environment value as TOML: an integer when it reads as one, else a string.
+fn scalar(value: &str) -> toml::Value {
+    match value.trim().parse::<i64>() {
+        Ok(n) => toml::Value::Integer(n),
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = match entry {
+            toml::Value::Table(t) => t,
+            _ => return,
+        };
+    }
+    current.insert(last.to_owned(), value);
+}
+
+impl fmt::Display for LimitsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "max_concurrent {}, per_repo {}, max_attempts {}",
+            self.max_concurrent, self.per_repo, self.max_attempts
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("afk.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(Some(&path), &|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn every_documented_key_is_read() {
+        let config = load(
+            r#"
+            [t3]
+            url = "http://t3:3773"
+            token_file = "/run/t3/token"
+            [t3.projects]
+            "acme/widgets" = "proj-widgets"
+            [ledger]
+            url = "postgres://afk@db/afk"
+            [source.local]
+            dir = "/srv/issues"
+            [limits]
+            max_concurrent = 8
+            per_repo = 3
+            max_attempts = 5
+            [watch]
+            poll_interval = "200ms"
+            stall_timeout = "5s"
+            turn_timeout = "15m"
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.t3.url, "http://t3:3773");
+        assert_eq!(config.t3.token_file, PathBuf::from("/run/t3/token"));
+        assert_eq!(config.projects().len(), 1);
+        assert_eq!(config.ledger.url, "postgres://afk@db/afk");
+        assert_eq!(config.source.local.unwrap().dir, PathBuf::from("/srv/issues"));
+        assert_eq!((config.limits.max_concurrent, config.limits.per_repo, config.limits.max_attempts), (8, 3, 5));
+        assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
+        assert_eq!(config.watch.stall_timeout, Duration::from_secs(5));
+        assert_eq!(config.watch.turn_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load("[limits]\nper_repo = 3\n", &[("AFK_LIMITS_PER_REPO", "7"), ("AFK_T3_URL", "http://x:1")])
+            .unwrap();
+        assert_eq!(config.limits.per_repo, 7);
+        assert_eq!(config.t3.url, "http://x:1");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let err = load("[watch]\npoll_interval = \"soon\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("afk.toml") && text.contains("watch.poll_interval"), "{text}");
+
+        let err = load("[limits]\nmax_concurent = 3\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_concurent"), "{err}");
+
+        let err = load("[limits]\nmax_concurrent = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("limits.max_concurrent"), "{err}");
+
+        let err = load("", &[("AFK_LIMITS_PER_REPO", "many")]).unwrap_err();
+        assert!(err.to_string().contains("AFK_LIMITS_PER_REPO"), "{err}");
+
+        let err = load("[t3.projects]\n\"not-a-repo\" = \"p\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("t3.projects"), "{err}");
+    }
+
+    #[test]
+    fn no_file_gives_working_defaults() {
+        let config = Config::load(None, &|_| None).unwrap();
+        assert_eq!(config.ledger.url, "sqlite://afk.db");
+        assert_eq!(config.watch.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.retry_policy(), RetryPolicy::default());
+    }
+}

@@ -1,0 +1,9 @@
+//! afk: the control plane that gets repository issues implemented by coding agents running in a
+//! T3 Code server. See ARCHITECTURE.md for the map; this crate holds the binary's parts:
+//! configuration, the local issue source, the control loop (dispatcher and watcher), the demo
+//! and the command line.
+
+pub mod cli;
+pub mod config;
+pub mod t3cmd;
+pub mod table;

@@ -1,0 +1,134 @@
+//! `afk t3 dispatch|snapshot`: the T3 client alone, against any T3 base URL, for people checking
+//! afk against a real T3.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use t3_client::{IssueRef, ProjectId, ReqwestTransport, SecretProvider, T3Client, ThreadState};
+
+/// Options every `afk t3` command takes.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// T3's base URL, e.g. http://127.0.0.1:3773 (a trailing slash is fine).
+    #[arg(long)]
+    pub base_url: String,
+    /// A file holding the bearer token; re-read on every request.
+    #[arg(long)]
+    pub token_file: PathBuf,
+}
+
+impl Target {
+    fn client(&self) -> T3Client {
+        let bearer: Arc<dyn SecretProvider> = Arc::new(afk_secrets::FileProvider::new(&self.token_file));
+        T3Client::new(&self.base_url, Arc::new(ReqwestTransport::default()), bearer)
+    }
+}
+
+/// `afk t3 dispatch`.
+#[derive(Debug, clap::Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The repository's T3 project id.
+    #[arg(long)]
+    pub project_id: String,
+    /// The repository, OWNER/NAME.
+    #[arg(long)]
+    pub repo: String,
+    /// The issue number.
+    #[arg(long)]
+    pub issue: u64,
+    /// The issue's title, for the thread's title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The prompt, or @FILE to read it from a file.
+    #[arg(long)]
+    pub prompt: String,
+}
+
+/// `afk t3 snapshot`.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print T3's read model as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Dispatches one thread and prints its id as the last line.
+pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
+    let repo = afk_core::Repo::new(args.repo.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+    let project = ProjectId::new(args.project_id.clone()).map_err(|e| anyhow::anyhow!("--project-id: {e}"))?;
+    let prompt = read_prompt(&args.prompt)?;
+    let client = args.target.client();
+    let issue = IssueRef {
+        repo: repo.to_string(),
+        number: args.issue,
+        title: args.title.clone(),
+    };
+    let plan = client.plan(&issue, project, &prompt, None)?;
+    let thread = client
+        .dispatch_plan(&plan)
+        .await
+        .with_context(|| format!("dispatching {repo}#{} to {}", args.issue, client.base_url()))?;
+    println!("{thread}");
+    Ok(())
+}
+
+/// Prints the fleet as a table, or T3's read model as JSON.
+pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let client = args.target.client();
+    if args.json {
+        let json = client.snapshot_json().await.with_context(|| format!("reading {}", client.base_url()))?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let model = client.snapshot().await.with_context(|| format!("reading {}", client.base_url()))?;
+    let rows: Vec<Vec<String>> = model
+        .threads
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.title.clone(),
+                t.latest_turn
+                    .as_ref()
+                    .map(|turn| format!("{:?}", turn.state).to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                t.session
+                    .as_ref()
+                    .map(|s| format!("{:?}", s.status).to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                thread_state_name(&ThreadState::of(Some(t))).into(),
+            ]
+        })
+        .collect();
+    print!("{}", crate::table::render(&["thread", "title", "turn", "session", "afk reads"], &rows));
+    println!("{} threads, snapshot sequence {}", model.threads.len(), model.snapshot_sequence);
+    Ok(())
+}
+
+fn thread_state_name(state: &ThreadState) -> &'static str {
+    match state {
+        ThreadState::Starting => "starting",
+        ThreadState::Running => "running",
+        ThreadState::Succeeded => "succeeded",
+        ThreadState::Failed { .. } => "failed",
+        ThreadState::Interrupted => "interrupted",
+        ThreadState::Lost => "lost",
+    }
+}
+
+/// `TEXT`, or the contents of `FILE` for `@FILE`.
+pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?,
+        None => arg.to_owned(),
+    };
+    if text.trim().is_empty() {
+        bail!("--prompt: the prompt is empty");
+    }
+    Ok(text)
+}
