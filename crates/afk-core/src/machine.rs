@@ -2,6 +2,7 @@
 //! anything else is an [`InvalidTransition`].
 //!
 //! ```text
+//!  queued ──Refused──► failed (final, no attempt)
 //!  queued ──StartAttempt──► dispatching ──Dispatched──► running ──ThreadSucceeded──► succeeded
 //!    ▲                        │  ▲  │                     │
 //!    │             DispatchDeferred │                     ├─ThreadFailed────────► retry_wait | given_up
@@ -48,6 +49,12 @@ pub enum Event {
     /// The dispatcher takes a queued or retry-waiting job: a new attempt, whose ids the ledger
     /// stores with this transition.
     StartAttempt,
+    /// The job cannot be dispatched at all (no T3 project for its repository, a prompt over T3's
+    /// limit or a template error): it fails without an attempt.
+    Refused {
+        /// Why.
+        error: String,
+    },
     /// T3 accepted both commands of the live attempt.
     Dispatched,
     /// Sending the live attempt's commands failed transiently; try again later with the same ids.
@@ -156,6 +163,7 @@ pub struct InvalidTransition {
 fn event_name(event: &Event) -> &'static str {
     match event {
         Event::StartAttempt => "start_attempt",
+        Event::Refused { .. } => "refused",
         Event::Dispatched => "dispatched",
         Event::DispatchDeferred { .. } => "dispatch_deferred",
         Event::DispatchRejected { .. } => "dispatch_rejected",
@@ -237,6 +245,9 @@ pub fn apply(
                 Some(Effect::Dispatch),
                 format!("attempt {number} of {} dispatching", policy.max_attempts),
             )
+        }
+        (J::Queued | J::RetryWait, Event::Refused { error }) => {
+            step(J::Failed, None, None, format!("cannot be dispatched: {error}"))
         }
         (J::Dispatching, Event::Dispatched) => step(
             J::Running,
@@ -411,6 +422,14 @@ mod tests {
         assert_eq!(t.attempt, None);
         assert!(run(job(JobState::Succeeded, 1), Event::Cancel { reason: "closed".into() }).is_err());
         assert_eq!(run(job(JobState::Cancelled, 1), Event::Requeue).unwrap().to, JobState::Queued);
+    }
+
+    #[test]
+    fn a_job_that_cannot_be_dispatched_fails_without_an_attempt() {
+        let t = run(job(JobState::Queued, 0), Event::Refused { error: "no project".into() }).unwrap();
+        assert_eq!(t.to, JobState::Failed);
+        assert_eq!(t.attempt, None);
+        assert!(t.note.contains("no project"));
     }
 
     #[test]

@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod source;
 pub mod t3cmd;
 pub mod table;
