@@ -1,1 +1,48 @@
-//! GitHub adapter (work in progress).
+//! afk's GitHub adapter: trusted intake, `AFK.md` policy, status reporting and webhooks.
+//!
+//! **API boundary.** Only this crate knows GitHub's JSON; callers see domain types
+//! ([`EligibleIssue`], [`RepoPolicy`], [`StatusReport`], [`WebhookEvent`]).
+//!
+//! Start with a [`GitHubClient`] (REST root + [`Credentials`]); it is shared by:
+//! - [`Intake`] — `scan()` lists issues that carry the trigger label **applied by someone with
+//!   write access** (the safety boundary: the agent runs with full access);
+//! - [`PolicyStore`] — each repository's `AFK.md` settings and strict prompt template;
+//! - [`Reporter`] — one status comment per issue, the `afk:*` labels, and pull-request detection;
+//! - [`webhook_router`] — a verified `POST /webhooks/github` feeding a channel.
+//!
+//! Behind the `testing` feature, [`testing::GitHubStandIn`] is a loopback GitHub for tests.
+//!
+//! **Invariants:** no token, private key or webhook secret reaches a log, an error or `Debug`;
+//! intake never writes to GitHub; a rate-limited client sends nothing until the limit resets.
+
+pub mod auth;
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod intake;
+mod model;
+pub mod policy;
+pub mod report;
+pub mod webhook;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
+pub use client::{ClientConfig, GitHubClient, GITHUB_API};
+pub use clock::{Clock, SystemClock};
+pub use error::GitHubError;
+pub use intake::{
+    priority_from_labels, EligibleIssue, Intake, IntakeConfig, Login, Permission, Scan, SkipReason,
+    SkippedIssue, Verdict, DEFAULT_TRIGGER_LABEL,
+};
+pub use policy::{
+    PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
+    BUILT_IN_TEMPLATE,
+};
+pub use report::{
+    closes_issue, render_comment, status_label, PullRequestMatch, PullRequestRef, PullRequestSearch,
+    Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED, LABEL_RUNNING,
+    STATUS_MARKER,
+};
+pub use webhook::{sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};

@@ -1,0 +1,210 @@
+//! How afk proves itself to GitHub: a personal token, or a GitHub App installation token.
+//!
+//! Both come from an injected [`SecretProvider`], asked on every request, so a token file that is
+//! rotated out of band is picked up without a restart. For an App, afk signs a short RS256 JWT with
+//! the App's private key and exchanges it for an installation token, which it caches and replaces
+//! [`APP_TOKEN_REFRESH_MARGIN`] before GitHub's `expires_at`, so no request ever carries a token
+//! that expires in flight.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use afk_secrets::{Freshness, Secret, SecretProvider};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::clock::Clock;
+use crate::error::GitHubError;
+
+/// How long before an installation token's `expires_at` afk fetches a new one.
+pub const APP_TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// A GitHub App's numeric id (the App settings page shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppId(pub u64);
+
+/// The numeric id of one installation of the App on an account or organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallationId(pub u64);
+
+/// What afk authenticates with.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A personal access token (classic or fine-grained), sent as a bearer token.
+    Token(Arc<dyn SecretProvider>),
+    /// A GitHub App installation.
+    App(AppCredentials),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Token(p) => f.debug_tuple("Token").field(p).finish(),
+            Credentials::App(a) => f.debug_tuple("App").field(a).finish(),
+        }
+    }
+}
+
+/// A GitHub App installation: the App id, the installation id and where the private key is.
+#[derive(Clone, Debug)]
+pub struct AppCredentials {
+    /// The App.
+    pub app_id: AppId,
+    /// The installation whose repositories afk works on.
+    pub installation_id: InstallationId,
+    /// Yields the App's private key as PEM (`-----BEGIN RSA PRIVATE KEY-----` or PKCS#8).
+    pub private_key: Arc<dyn SecretProvider>,
+}
+
+#[derive(Serialize)]
+struct AppJwtClaims {
+    iat: i64,
+    exp: i64,
+    iss: String,
+}
+
+#[derive(Deserialize)]
+struct AccessTokenReply {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+struct CachedInstallationToken {
+    token: Secret,
+    expires_at: DateTime<Utc>,
+}
+
+/// Produces the bearer for each request. Internal: [`crate::GitHubClient`] owns one.
+pub(crate) struct Authenticator {
+    credentials: Credentials,
+    // A tokio mutex, held across the token exchange, so that concurrent requests wait for one
+    // exchange instead of each minting a token.
+    installation_token: Mutex<Option<CachedInstallationToken>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            installation_token: Mutex::new(None),
+        }
+    }
+
+    /// The bearer for the next request. `Freshness::Refresh` (after a 401) bypasses every cache.
+    pub(crate) async fn bearer(
+        &self,
+        freshness: Freshness,
+        http: &reqwest::Client,
+        api_base: &url::Url,
+        clock: &dyn Clock,
+    ) -> Result<Secret, GitHubError> {
+        let app = match &self.credentials {
+            Credentials::Token(provider) => return Ok(provider.get(freshness).await?),
+            Credentials::App(app) => app,
+        };
+        let mut cached = self.installation_token.lock().await;
+        let now = clock.now();
+        if freshness == Freshness::Cached {
+            if let Some(token) = cached.as_ref() {
+                if now + APP_TOKEN_REFRESH_MARGIN < token.expires_at {
+                    return Ok(token.token.clone());
+                }
+            }
+        }
+        let fresh = exchange_app_jwt(app, freshness, http, api_base, now).await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+}
+
+/// Signs the App JWT and trades it for an installation token.
+async fn exchange_app_jwt(
+    app: &AppCredentials,
+    freshness: Freshness,
+    http: &reqwest::Client,
+    api_base: &url::Url,
+    now: DateTime<Utc>,
+) -> Result<CachedInstallationToken, GitHubError> {
+    let pem = app.private_key.get(freshness).await?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(|e| {
+        GitHubError::AppKey {
+            reason: format!("{:?}", e.kind()),
+        }
+    })?;
+    // GitHub allows at most 10 minutes; iat is back-dated a minute to tolerate clock drift, as
+    // GitHub's documentation recommends.
+    let claims = AppJwtClaims {
+        iat: (now - chrono::Duration::seconds(60)).timestamp(),
+        exp: (now + chrono::Duration::seconds(9 * 60)).timestamp(),
+        iss: app.app_id.0.to_string(),
+    };
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| GitHubError::AppKey {
+        reason: format!("{:?}", e.kind()),
+    })?;
+    let mut url = api_base.clone();
+    url.path_segments_mut()
+        .map_err(|()| GitHubError::Decode {
+            url: api_base.to_string(),
+            reason: "not a base URL".into(),
+        })?
+        .pop_if_empty()
+        .extend([
+            "app",
+            "installations",
+            &app.installation_id.0.to_string(),
+            "access_tokens",
+        ]);
+    let reply = http
+        .post(url.clone())
+        .bearer_auth(jwt)
+        .header(reqwest::header::ACCEPT, crate::client::ACCEPT_GITHUB_JSON)
+        .send()
+        .await
+        .map_err(|e| GitHubError::Transport {
+            url: url.to_string(),
+            reason: e.without_url().to_string(),
+        })?;
+    let status = reply.status();
+    let body = reply.bytes().await.map_err(|e| GitHubError::Transport {
+        url: url.to_string(),
+        reason: e.without_url().to_string(),
+    })?;
+    if !status.is_success() {
+        return Err(GitHubError::AppToken {
+            app_id: app.app_id.0,
+            installation_id: app.installation_id.0,
+            status: status.as_u16(),
+            message: crate::client::github_message(&body),
+        });
+    }
+    let reply: AccessTokenReply = serde_json::from_slice(&body).map_err(|e| GitHubError::Decode {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    tracing::debug!(
+        app_id = app.app_id.0,
+        installation_id = app.installation_id.0,
+        expires_at = %reply.expires_at,
+        "obtained a GitHub App installation token"
+    );
+    Ok(CachedInstallationToken {
+        token: Secret::new(reply.token),
+        expires_at: reply.expires_at,
+    })
+}

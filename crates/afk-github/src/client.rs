@@ -1,0 +1,440 @@
+//! The REST client: authentication, conditional requests, rate limits and pagination, in one place.
+//!
+//! Why reqwest and not octocrab: afk needs to see and control every request's `ETag` /
+//! `If-None-Match` pair (an idle poll must cost no rate limit) and the `x-ratelimit-*` and
+//! `Retry-After` headers (back off, never hammer); with reqwest those are a few lines here.
+//!
+//! Contract of [`GitHubClient`]:
+//! - every GET is conditional once a response for that URL carried an `ETag`; a `304` answers
+//!   from the cache and costs nothing;
+//! - after GitHub says the rate limit is exhausted (`x-ratelimit-remaining: 0`, or a 403/429 with
+//!   `Retry-After`), no request is sent until the announced time; calls meanwhile fail at once with
+//!   [`GitHubError::RateLimited`];
+//! - a 401 makes the client fetch a fresh credential and retry exactly once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use afk_secrets::Freshness;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::auth::{Authenticator, Credentials};
+use crate::clock::{Clock, SystemClock};
+use crate::error::GitHubError;
+
+pub(crate) const ACCEPT_GITHUB_JSON: &str = "application/vnd.github+json";
+const API_VERSION: &str = "2022-11-28";
+/// How long to wait when GitHub says "rate limited" without saying until when.
+const DEFAULT_BACK_OFF: Duration = Duration::from_secs(60);
+/// Bound on remembered ETags; past it the cache starts over (a few extra full responses).
+const ETAG_CACHE_LIMIT: usize = 20_000;
+/// Bound on pages followed for one listing, so a runaway `Link` chain cannot loop forever.
+pub(crate) const MAX_PAGES: usize = 50;
+
+/// The public GitHub API.
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// Settings for [`GitHubClient::new`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The REST API root: `https://api.github.com`, a GitHub Enterprise `https://HOST/api/v3`, or
+    /// the stand-in's URL. A trailing slash is fine.
+    pub api_base: Url,
+    /// How afk authenticates.
+    pub credentials: Credentials,
+    /// Sent as `User-Agent` (GitHub requires one).
+    pub user_agent: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for everything but the API root and the credentials.
+    pub fn new(api_base: Url, credentials: Credentials) -> Self {
+        Self {
+            api_base,
+            credentials,
+            user_agent: concat!("afk/", env!("CARGO_PKG_VERSION")).to_owned(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A GitHub REST client. Cheap to clone; clones share the ETag cache, the token cache and the
+/// rate-limit state, so one afk process never hammers GitHub from two places.
+#[derive(Clone)]
+pub struct GitHubClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    api_base: Url,
+    user_agent: String,
+    auth: Authenticator,
+    clock: Arc<dyn Clock>,
+    etags: Mutex<HashMap<String, CachedResponse>>,
+    blocked_until: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl fmt::Debug for GitHubClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHubClient")
+            .field("api_base", &self.inner.api_base.as_str())
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct CachedResponse {
+    etag: HeaderValue,
+    body: Bytes,
+    next: Option<Url>,
+}
+
+/// One answered request.
+pub(crate) struct Answer {
+    pub(crate) body: Bytes,
+    /// The `rel="next"` page, if any.
+    pub(crate) next: Option<Url>,
+}
+
+impl GitHubClient {
+    /// A client using the system clock.
+    pub fn new(config: ClientConfig) -> Result<Self, GitHubError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A client reading time from `clock` (tests move it forward to expire tokens and back-offs).
+    pub fn with_clock(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<Self, GitHubError> {
+        if config.api_base.cannot_be_a_base() {
+            return Err(GitHubError::Decode {
+                url: config.api_base.to_string(),
+                reason: "the GitHub API base must be an http(s) URL".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| GitHubError::Transport {
+                url: config.api_base.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                api_base: config.api_base,
+                user_agent: config.user_agent,
+                auth: Authenticator::new(config.credentials),
+                clock,
+                etags: Mutex::new(HashMap::new()),
+                blocked_until: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The clock this client reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// When requests may resume, if GitHub's rate limit currently holds them back.
+    pub fn rate_limited_until(&self) -> Option<DateTime<Utc>> {
+        let until = *lock(&self.inner.blocked_until);
+        until.filter(|u| *u > self.inner.clock.now())
+    }
+
+    /// `{api_base}/{segments...}?{query}`, each segment percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.api_base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// A GET decoded as `T`, conditional on the cached ETag.
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, GitHubError> {
+        let answer = self.send(Method::GET, url.clone(), None).await?;
+        decode(&url, &answer.body)
+    }
+
+    /// Every page of a listing, following `Link: rel="next"` (at most [`MAX_PAGES`]).
+    pub(crate) async fn get_all<T: DeserializeOwned>(&self, url: Url) -> Result<Vec<T>, GitHubError> {
+        let mut items = Vec::new();
+        let mut next = Some(url);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                tracing::warn!(%url, "stopped following pages after {MAX_PAGES}");
+                break;
+            }
+            let answer = self.send(Method::GET, url.clone(), None).await?;
+            let page: Vec<T> = decode(&url, &answer.body)?;
+            items.extend(page);
+            next = answer.next;
+        }
+        Ok(items)
+    }
+
+    /// A request with a JSON body (POST, PATCH, DELETE), decoded as `T`.
+    pub(crate) async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: &serde_json::Value,
+    ) -> Result<T, GitHubError> {
+        let answer = self.send(method, url.clone(), Some(body)).await?;
+        decode(&url, &answer.body)
+    }
+
+    /// A request whose answer body is not needed.
+    pub(crate) async fn send_ignoring_body(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), GitHubError> {
+        self.send(method, url, body).await.map(|_| ())
+    }
+
+    /// Sends one request: rate-limit gate, bearer, conditional GET, one retry after a 401.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        if let Some(until) = self.rate_limited_until() {
+            return Err(GitHubError::RateLimited { until });
+        }
+        let mut freshness = Freshness::Cached;
+        loop {
+            let bearer = self
+                .inner
+                .auth
+                .bearer(
+                    freshness,
+                    &self.inner.http,
+                    &self.inner.api_base,
+                    self.inner.clock.as_ref(),
+                )
+                .await?;
+            let cached = if method == Method::GET {
+                lock(&self.inner.etags).get(url.as_str()).cloned()
+            } else {
+                None
+            };
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(bearer.expose())
+                .header(reqwest::header::ACCEPT, ACCEPT_GITHUB_JSON)
+                .header("X-GitHub-Api-Version", API_VERSION)
+                .header(reqwest::header::USER_AGENT, self.inner.user_agent.as_str());
+            if let Some(cached) = &cached {
+                request = request.header(reqwest::header::IF_NONE_MATCH, cached.etag.clone());
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| transport(&url, e))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.map_err(|e| transport(&url, e))?;
+            self.note_rate_limit(status, &headers);
+
+            match status {
+                StatusCode::NOT_MODIFIED => {
+                    if let Some(cached) = cached {
+                        return Ok(Answer {
+                            body: cached.body,
+                            next: cached.next,
+                        });
+                    }
+                    return Err(GitHubError::Http {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                        message: "304 Not Modified without a cached copy".into(),
+                    });
+                }
+                StatusCode::UNAUTHORIZED if freshness == Freshness::Cached => {
+                    // The token may have been rotated or revoked since it was cached: ask anew, once.
+                    freshness = Freshness::Refresh;
+                    continue;
+                }
+                StatusCode::UNAUTHORIZED => return Err(GitHubError::Unauthorized { url: url.to_string() }),
+                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+                    if self.rate_limit_applies(status, &headers) =>
+                {
+                    let until = self.back_off_from(&headers);
+                    tracing::warn!(%url, %until, "GitHub rate limit reached; backing off");
+                    return Err(GitHubError::RateLimited { until });
+                }
+                StatusCode::NOT_FOUND => return Err(GitHubError::NotFound { url: url.to_string() }),
+                s if s.is_success() => {
+                    let next = next_link(&headers);
+                    if method == Method::GET {
+                        if let Some(etag) = headers.get(reqwest::header::ETAG) {
+                            let mut etags = lock(&self.inner.etags);
+                            if etags.len() >= ETAG_CACHE_LIMIT {
+                                etags.clear();
+                            }
+                            etags.insert(
+                                url.to_string(),
+                                CachedResponse {
+                                    etag: etag.clone(),
+                                    body: bytes.clone(),
+                                    next: next.clone(),
+                                },
+                            );
+                        }
+                    }
+                    return Ok(Answer { body: bytes, next });
+                }
+                s => {
+                    return Err(GitHubError::Http {
+                        method: method.to_string(),
+                        url: url.to_string(),
+                        status: s.as_u16(),
+                        message: github_message(&bytes),
+                    })
+                }
+            }
+        }
+    }
+
+    /// A 403 is a rate limit only when GitHub says so (headers); otherwise it is a permission error.
+    fn rate_limit_applies(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        status == StatusCode::TOO_MANY_REQUESTS
+            || headers.contains_key(reqwest::header::RETRY_AFTER)
+            || header_u64(headers, "x-ratelimit-remaining") == Some(0)
+    }
+
+    /// Records an exhausted primary limit so that no request goes out before its reset.
+    fn note_rate_limit(&self, status: StatusCode, headers: &HeaderMap) {
+        let exhausted = header_u64(headers, "x-ratelimit-remaining") == Some(0);
+        let refused = matches!(status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS)
+            && self.rate_limit_applies(status, headers);
+        if exhausted || refused {
+            let until = self.back_off_from(headers);
+            let mut blocked = lock(&self.inner.blocked_until);
+            if blocked.is_none_or(|b| b < until) {
+                *blocked = Some(until);
+            }
+        }
+    }
+
+    /// `Retry-After` wins; else `x-ratelimit-reset`; else a minute, as GitHub's docs advise.
+    fn back_off_from(&self, headers: &HeaderMap) -> DateTime<Utc> {
+        let now = self.inner.clock.now();
+        if let Some(secs) = header_u64(headers, reqwest::header::RETRY_AFTER.as_str()) {
+            return now + chrono::Duration::seconds(secs.min(24 * 3600) as i64);
+        }
+        if let Some(reset) = header_u64(headers, "x-ratelimit-reset")
+            .and_then(|r| i64::try_from(r).ok())
+            .and_then(|r| DateTime::from_timestamp(r, 0))
+        {
+            if reset > now {
+                return reset;
+            }
+        }
+        now + chrono::Duration::from_std(DEFAULT_BACK_OFF).unwrap_or_else(|_| chrono::Duration::seconds(60))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (plain inserts), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn transport(url: &Url, e: reqwest::Error) -> GitHubError {
+    GitHubError::Transport {
+        url: url.to_string(),
+        reason: e.without_url().to_string(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, GitHubError> {
+    serde_json::from_slice(body).map_err(|e| GitHubError::Decode {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The `rel="next"` URL of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<Url> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        if !is_next {
+            return None;
+        }
+        Url::parse(target.trim().strip_prefix('<')?.strip_suffix('>')?).ok()
+    })
+}
+
+/// GitHub's `message` field, or a short excerpt of a non-JSON body.
+pub(crate) fn github_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        message: String,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => b.message,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::LINK,
+            HeaderValue::from_static(
+                "<https://x/repos/a/b/issues?page=1>; rel=\"prev\", <https://x/repos/a/b/issues?page=3>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(
+            next_link(&headers).map(|u| u.to_string()).as_deref(),
+            Some("https://x/repos/a/b/issues?page=3")
+        );
+        assert!(next_link(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn error_message_prefers_githubs_message_field() {
+        assert_eq!(
+            github_message(br#"{"message":"Bad credentials","documentation_url":"x"}"#),
+            "Bad credentials"
+        );
+        assert_eq!(github_message(b"oops"), "oops");
+    }
+}

@@ -1,0 +1,83 @@
+//! The parts of GitHub's JSON that afk reads. Unknown fields are ignored (GitHub adds fields often);
+//! a missing required field is a decode error naming it.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct User {
+    pub(crate) login: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct LabelRef {
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Issue {
+    pub(crate) number: u64,
+    pub(crate) title: String,
+    #[serde(default)]
+    pub(crate) body: Option<String>,
+    #[serde(default)]
+    pub(crate) labels: Vec<LabelRef>,
+    pub(crate) user: User,
+    pub(crate) html_url: String,
+    pub(crate) state: String,
+    /// Present (with any value) when the "issue" is a pull request.
+    #[serde(default)]
+    pub(crate) pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct IssueEvent {
+    pub(crate) event: String,
+    #[serde(default)]
+    pub(crate) actor: Option<User>,
+    #[serde(default)]
+    pub(crate) label: Option<LabelRef>,
+    #[serde(default)]
+    pub(crate) created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CollaboratorPermission {
+    pub(crate) permission: String,
+    #[serde(default)]
+    pub(crate) role_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Comment {
+    pub(crate) id: u64,
+    #[serde(default)]
+    pub(crate) body: Option<String>,
+    pub(crate) html_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct PullHead {
+    #[serde(rename = "ref")]
+    pub(crate) branch: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Pull {
+    pub(crate) number: u64,
+    pub(crate) html_url: String,
+    #[serde(default)]
+    pub(crate) body: Option<String>,
+    pub(crate) head: PullHead,
+    #[serde(default)]
+    pub(crate) created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Contents {
+    pub(crate) sha: String,
+    #[serde(default)]
+    pub(crate) content: String,
+    #[serde(default)]
+    pub(crate) encoding: String,
+}

@@ -1,0 +1,468 @@
+//! Policy: a repository's `AFK.md` — YAML front matter with per-repository settings and a Markdown
+//! body that is the prompt template.
+//!
+//! Rendering is strict: a variable or filter the template names but afk does not provide is an error
+//! whose message names it, never a silent blank in the prompt. Checked twice: when `AFK.md` is read
+//! (every name the template uses must be one afk provides) and when it is rendered (minijinja's
+//! strict undefined behaviour catches the rest).
+//!
+//! The standing-rules preamble is **not** here: the T3 client prepends it to every prompt.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use afk_core::Repo;
+use base64::Engine as _;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::client::GitHubClient;
+use crate::error::GitHubError;
+use crate::intake::EligibleIssue;
+use crate::model;
+
+/// The policy file's name at the repository root.
+pub const POLICY_FILE: &str = "AFK.md";
+
+/// The template used when a repository has no `AFK.md` (or its `AFK.md` has an empty body).
+pub const BUILT_IN_TEMPLATE: &str = "\
+Resolve GitHub issue #{{ issue.number }} in {{ repo }}: {{ issue.title }}
+
+Issue: {{ issue.url }} (opened by {{ issue.author }}{% if issue.labels %}; labels: {{ issue.labels | join(\", \") }}{% endif %})
+
+{{ issue.body }}
+{% if previous_error %}
+This is attempt {{ attempt }}. The previous attempt failed with:
+
+{{ previous_error }}
+{% endif %}";
+
+/// The top-level variables a template may use.
+pub const TEMPLATE_VARIABLES: &[&str] = &["issue", "repo", "attempt", "previous_error"];
+/// The fields of `issue` a template may use.
+pub const ISSUE_FIELDS: &[&str] = &["number", "title", "body", "labels", "author", "url"];
+
+/// Per-repository settings from `AFK.md`'s front matter. Every key is optional; an unknown key is
+/// an error (a typo must not silently do nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// At most this many of the repository's issues run at once (the global limits still apply).
+    #[serde(default)]
+    pub max_concurrent: Option<NonZeroU32>,
+    /// Prefix of the branch each attempt works on, e.g. `afk/`.
+    #[serde(default)]
+    pub branch_prefix: Option<String>,
+    /// The model the agent should use, as T3 names it.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Labels afk adds to the issue while it works on it, besides its own status labels.
+    #[serde(default)]
+    pub extra_labels: Vec<String>,
+}
+
+/// Where a policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The repository has no `AFK.md`: default settings and [`BUILT_IN_TEMPLATE`].
+    BuiltIn,
+    /// `AFK.md` at the given blob sha.
+    AfkMd {
+        /// The git blob sha of the file (changes exactly when the content changes).
+        sha: String,
+    },
+}
+
+/// Why a policy could not be loaded or a prompt not rendered. The message names the repository
+/// and, for template errors, the offending variable or filter.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// `AFK.md` could not be fetched.
+    #[error("cannot fetch {POLICY_FILE} of {repo}: {source}")]
+    Fetch {
+        /// The repository.
+        repo: Repo,
+        /// Why.
+        source: GitHubError,
+    },
+    /// The front matter is not valid YAML for [`PolicySettings`] (e.g. an unknown key).
+    #[error("{POLICY_FILE} of {repo}: invalid settings in the front matter: {message}")]
+    Settings {
+        /// The repository (or `<local>` when parsed from text).
+        repo: String,
+        /// The YAML error, naming the key and line.
+        message: String,
+    },
+    /// `AFK.md` is not valid UTF-8, or its front matter is not closed by a `---` line.
+    #[error("{POLICY_FILE} of {repo}: {message}")]
+    Malformed {
+        /// The repository.
+        repo: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The template does not compile, names an unknown variable or filter, or fails to render.
+    #[error("{POLICY_FILE} of {repo}: prompt template error: {message}")]
+    Template {
+        /// The repository.
+        repo: String,
+        /// What is wrong, naming the variable or filter.
+        message: String,
+    },
+}
+
+/// The issue as the template sees it (`issue.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptIssue {
+    /// `issue.number`.
+    pub number: u64,
+    /// `issue.title`.
+    pub title: String,
+    /// `issue.body`.
+    pub body: String,
+    /// `issue.labels`, a list of names.
+    pub labels: Vec<String>,
+    /// `issue.author`, a login.
+    pub author: String,
+    /// `issue.url`, the issue's page.
+    pub url: String,
+}
+
+impl From<&EligibleIssue> for PromptIssue {
+    fn from(issue: &EligibleIssue) -> Self {
+        Self {
+            number: issue.number,
+            title: issue.title.clone(),
+            body: issue.body.clone(),
+            labels: issue.labels.clone(),
+            author: issue.author.as_str().to_owned(),
+            url: issue.url.to_string(),
+        }
+    }
+}
+
+/// Everything a template may refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PromptContext {
+    /// `issue`.
+    pub issue: PromptIssue,
+    /// `repo`, as `OWNER/NAME`.
+    pub repo: String,
+    /// `attempt`, 1 for the first.
+    pub attempt: u32,
+    /// `previous_error`: the previous attempt's error, none on the first attempt.
+    pub previous_error: Option<String>,
+}
+
+/// A repository's parsed policy: settings and a checked template.
+#[derive(Clone)]
+pub struct RepoPolicy {
+    /// The settings (defaults when the repository has no `AFK.md`).
+    pub settings: PolicySettings,
+    /// Where it came from.
+    pub source: PolicySource,
+    template: String,
+    label: String,
+}
+
+impl fmt::Debug for RepoPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepoPolicy")
+            .field("settings", &self.settings)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RepoPolicy {
+    /// Default settings and [`BUILT_IN_TEMPLATE`].
+    pub fn built_in() -> Self {
+        Self {
+            settings: PolicySettings::default(),
+            source: PolicySource::BuiltIn,
+            template: BUILT_IN_TEMPLATE.to_owned(),
+            label: "built-in".to_owned(),
+        }
+    }
+
+    /// Parses the text of an `AFK.md`: optional front matter between `---` lines, then the body.
+    /// `origin` names the repository in error messages. An empty body means the built-in template.
+    pub fn parse(origin: &str, text: &str, source: PolicySource) -> Result<Self, PolicyError> {
+        let (front, body) = split_front_matter(text).ok_or_else(|| PolicyError::Malformed {
+            repo: origin.to_owned(),
+            message: "the front matter opened with `---` is never closed by a `---` line".into(),
+        })?;
+        let settings = match front {
+            Some(yaml) if !yaml.trim().is_empty() => {
+                serde_norway::from_str::<PolicySettings>(yaml).map_err(|e| PolicyError::Settings {
+                    repo: origin.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            _ => PolicySettings::default(),
+        };
+        let template = if body.trim().is_empty() {
+            BUILT_IN_TEMPLATE
+        } else {
+            body
+        };
+        check_template(origin, template)?;
+        Ok(Self {
+            settings,
+            source,
+            template: template.to_owned(),
+            label: origin.to_owned(),
+        })
+    }
+
+    /// The prompt for `context`. Errors name the unknown variable or filter, or what failed.
+    pub fn render(&self, context: &PromptContext) -> Result<String, PolicyError> {
+        let env = environment();
+        let template_error = |e: minijinja::Error| PolicyError::Template {
+            repo: self.label.clone(),
+            message: describe(&e),
+        };
+        let template = env.template_from_str(&self.template).map_err(template_error)?;
+        template.render(context).map_err(template_error)
+    }
+
+    /// The template text (for `afk` to show what would be sent).
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+/// Compiles the template and rejects any variable afk does not provide, naming it.
+fn check_template(origin: &str, template: &str) -> Result<(), PolicyError> {
+    let env = environment();
+    let compiled = env
+        .template_from_str(template)
+        .map_err(|e| PolicyError::Template {
+            repo: origin.to_owned(),
+            message: describe(&e),
+        })?;
+    let unknown: BTreeSet<String> = compiled
+        .undeclared_variables(true)
+        .into_iter()
+        .filter(|name| {
+            let mut parts = name.split('.');
+            let top = parts.next().unwrap_or_default();
+            match (top, parts.next()) {
+                ("issue", Some(field)) => !ISSUE_FIELDS.contains(&field),
+                (top, _) => !TEMPLATE_VARIABLES.contains(&top),
+            }
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unknown.iter().map(|n| format!("`{n}`")).collect();
+    Err(PolicyError::Template {
+        repo: origin.to_owned(),
+        message: format!(
+            "unknown variable {}; available: issue.{{{}}}, {}",
+            names.join(", "),
+            ISSUE_FIELDS.join(", "),
+            TEMPLATE_VARIABLES[1..].join(", ")
+        ),
+    })
+}
+
+/// minijinja's error with its detail and line, e.g. "unknown filter: filter shout is unknown (line 1)".
+fn describe(e: &minijinja::Error) -> String {
+    let mut text = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    if let Some(line) = e.line() {
+        text.push_str(&format!(" (line {line})"));
+    }
+    text
+}
+
+/// `(front matter, body)`; `None` when the front matter is never closed.
+fn split_front_matter(text: &str) -> Option<(Option<&str>, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
+        return Some((None, text));
+    };
+    let mut offset = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.trim_end_matches(['\r', '\n']) == "---" {
+            return Some((Some(&rest[..offset]), &rest[offset + line.len()..]));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Fetches and caches each repository's policy. `AFK.md` is fetched conditionally (a 304 when
+/// unchanged) and re-parsed only when its blob sha changes.
+pub struct PolicyStore {
+    client: GitHubClient,
+    cache: Mutex<HashMap<Repo, Arc<RepoPolicy>>>,
+}
+
+impl fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyStore").finish_non_exhaustive()
+    }
+}
+
+impl PolicyStore {
+    /// A store over `client`.
+    pub fn new(client: GitHubClient) -> Self {
+        Self {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current policy of `repo`: its `AFK.md` on the default branch, or the built-in one
+    /// when there is none.
+    pub async fn policy(&self, repo: &Repo) -> Result<Arc<RepoPolicy>, PolicyError> {
+        let url = self.client.url(
+            &["repos", repo.owner(), repo.name(), "contents", POLICY_FILE],
+            &[],
+        );
+        let contents = match self.client.get_json::<model::Contents>(url).await {
+            Ok(c) => c,
+            Err(GitHubError::NotFound { .. }) => {
+                let policy = Arc::new(RepoPolicy::built_in());
+                lock(&self.cache).insert(repo.clone(), policy.clone());
+                return Ok(policy);
+            }
+            Err(source) => {
+                return Err(PolicyError::Fetch {
+                    repo: repo.clone(),
+                    source,
+                })
+            }
+        };
+        if let Some(cached) = lock(&self.cache).get(repo) {
+            if cached.source
+                == (PolicySource::AfkMd {
+                    sha: contents.sha.clone(),
+                })
+            {
+                return Ok(cached.clone());
+            }
+        }
+        let origin = repo.to_string();
+        let text = decode_contents(&origin, &contents)?;
+        let policy = Arc::new(RepoPolicy::parse(
+            &origin,
+            &text,
+            PolicySource::AfkMd { sha: contents.sha },
+        )?);
+        lock(&self.cache).insert(repo.clone(), policy.clone());
+        Ok(policy)
+    }
+}
+
+fn decode_contents(origin: &str, contents: &model::Contents) -> Result<String, PolicyError> {
+    if contents.encoding != "base64" {
+        return Err(PolicyError::Malformed {
+            repo: origin.to_owned(),
+            message: format!(
+                "GitHub sent it with encoding {:?}; only base64 is supported",
+                contents.encoding
+            ),
+        });
+    }
+    // GitHub wraps the base64 at 60 columns.
+    let packed: String = contents
+        .content
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(packed)
+        .map_err(|e| PolicyError::Malformed {
+            repo: origin.to_owned(),
+            message: format!("its content is not valid base64: {e}"),
+        })?;
+    String::from_utf8(bytes).map_err(|_| PolicyError::Malformed {
+        repo: origin.to_owned(),
+        message: "it is not valid UTF-8".into(),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> PromptContext {
+        PromptContext {
+            issue: PromptIssue {
+                number: 7,
+                title: "Crash on empty input".into(),
+                body: "It crashes.".into(),
+                labels: vec!["afk".into(), "bug".into()],
+                author: "octocat".into(),
+                url: "https://github.com/acme/widgets/issues/7".into(),
+            },
+            repo: "acme/widgets".into(),
+            attempt: 2,
+            previous_error: Some("tests failed".into()),
+        }
+    }
+
+    #[test]
+    fn built_in_template_mentions_the_issue_and_the_previous_error() {
+        let prompt = RepoPolicy::built_in().render(&context()).unwrap();
+        assert!(
+            prompt.contains("#7 in acme/widgets: Crash on empty input"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("labels: afk, bug"), "{prompt}");
+        assert!(
+            prompt.contains("attempt 2") && prompt.contains("tests failed"),
+            "{prompt}"
+        );
+        let mut first = context();
+        first.attempt = 1;
+        first.previous_error = None;
+        let prompt = RepoPolicy::built_in().render(&first).unwrap();
+        assert!(!prompt.contains("previous attempt"), "{prompt}");
+    }
+
+    #[test]
+    fn front_matter_is_optional_and_must_be_closed() {
+        assert_eq!(split_front_matter("hello"), Some((None, "hello")));
+        assert_eq!(
+            split_front_matter("---\na: 1\n---\nbody\n"),
+            Some((Some("a: 1\n"), "body\n"))
+        );
+        assert_eq!(
+            split_front_matter("---\r\na: 1\r\n---\r\nbody"),
+            Some((Some("a: 1\r\n"), "body"))
+        );
+        assert_eq!(split_front_matter("---\na: 1\n"), None);
+    }
+
+    #[test]
+    fn unknown_filter_is_named() {
+        let policy = RepoPolicy::parse("acme/widgets", "{{ issue.title | shout }}", PolicySource::BuiltIn)
+            .unwrap_or_else(|e| panic!("unknown filters are caught at render time, but parse said: {e}"));
+        let err = policy.render(&context()).unwrap_err().to_string();
+        assert!(err.contains("shout"), "{err}");
+    }
+}

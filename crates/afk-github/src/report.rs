@@ -1,0 +1,509 @@
+//! Reporting back on the issue: one status comment, the status labels, and the pull request.
+//!
+//! **Invariant:** an issue has at most one status comment from afk. It is found by
+//! [`STATUS_MARKER`] (an HTML comment, invisible on GitHub), created on the first report and
+//! edited in place afterwards; when the remembered comment id is lost (restart) or stale (the
+//! comment was deleted), the comments are searched before a new one is created.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use afk_core::{IssueKey, JobState};
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde_json::json;
+use url::Url;
+
+use crate::client::GitHubClient;
+use crate::error::GitHubError;
+use crate::model;
+
+/// The hidden marker that identifies afk's status comment.
+pub const STATUS_MARKER: &str = "<!-- afk:status -->";
+/// Label while afk works on the issue (queued, running, waiting to retry).
+pub const LABEL_RUNNING: &str = "afk:running";
+/// Label after success.
+pub const LABEL_DONE: &str = "afk:done";
+/// Label after afk gave up.
+pub const LABEL_FAILED: &str = "afk:failed";
+/// All of afk's status labels.
+pub const STATUS_LABELS: [&str; 3] = [LABEL_RUNNING, LABEL_DONE, LABEL_FAILED];
+
+/// The status label a job in `state` should carry; `None` for a cancelled job (afk stepped back,
+/// so none of its labels should remain).
+pub fn status_label(state: JobState) -> Option<&'static str> {
+    match state {
+        JobState::Succeeded => Some(LABEL_DONE),
+        JobState::Failed | JobState::GivenUp => Some(LABEL_FAILED),
+        JobState::Cancelled => None,
+        JobState::Queued
+        | JobState::Dispatching
+        | JobState::Running
+        | JobState::RetryWait
+        | JobState::TimedOut
+        | JobState::Lost => Some(LABEL_RUNNING),
+    }
+}
+
+/// The T3 thread of an attempt, as the comment shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadLink {
+    /// The T3 thread id.
+    pub id: String,
+    /// Where a person can watch the thread in T3's web UI, when afk knows T3's web URL.
+    pub url: Option<Url>,
+}
+
+/// How a pull request was matched to the issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRequestMatch {
+    /// Its head branch is the attempt's branch.
+    Branch,
+    /// Its description closes the issue (`Fixes #N`, `Closes #N`, `Resolves #N`).
+    ClosingReference,
+}
+
+/// A pull request found for an issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestRef {
+    /// Its number.
+    pub number: u64,
+    /// Its page.
+    pub url: Url,
+    /// Why it is believed to be the agent's.
+    pub matched_by: PullRequestMatch,
+}
+
+/// The outcome of looking for the agent's pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullRequestSearch {
+    /// Found one.
+    Found(PullRequestRef),
+    /// None has the attempt's branch or closes the issue.
+    NotFound {
+        /// The branch that was looked for, if any.
+        branch: Option<String>,
+    },
+}
+
+/// What the status comment says. Build one on every job transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The issue.
+    pub issue: IssueKey,
+    /// The attempt number, 1 for the first.
+    pub attempt: u32,
+    /// The job's state.
+    pub state: JobState,
+    /// The attempt's thread, once dispatched.
+    pub thread: Option<ThreadLink>,
+    /// When the attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended; `None` while it runs (the duration then counts up to the report's time).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// The result of the pull-request search (after success).
+    pub pull_request: Option<PullRequestSearch>,
+}
+
+/// The status comment on GitHub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusComment {
+    /// The comment id.
+    pub id: u64,
+    /// Its permalink.
+    pub url: String,
+}
+
+/// Writes status comments and labels. Keep one for the process: it remembers comment ids.
+pub struct Reporter {
+    client: GitHubClient,
+    comment_ids: Mutex<HashMap<IssueKey, u64>>,
+    // One report at a time per issue, so two quick transitions cannot both create a comment.
+    issue_locks: Mutex<HashMap<IssueKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter").finish_non_exhaustive()
+    }
+}
+
+impl Reporter {
+    /// A reporter over `client`.
+    pub fn new(client: GitHubClient) -> Self {
+        Self {
+            client,
+            comment_ids: Mutex::new(HashMap::new()),
+            issue_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates or edits the status comment and puts the status labels in step with `report.state`.
+    pub async fn report(&self, report: &StatusReport) -> Result<StatusComment, GitHubError> {
+        let issue_lock = lock(&self.issue_locks)
+            .entry(report.issue.clone())
+            .or_default()
+            .clone();
+        let _guard = issue_lock.lock().await;
+        let body = render_comment(report, self.client.clock().now());
+        let comment = self.upsert_comment(&report.issue, &body).await?;
+        self.set_status_labels(&report.issue, report.state).await?;
+        Ok(comment)
+    }
+
+    async fn upsert_comment(&self, issue: &IssueKey, body: &str) -> Result<StatusComment, GitHubError> {
+        let (owner, name) = (issue.repo.owner(), issue.repo.name());
+        let remembered = lock(&self.comment_ids).get(issue).copied();
+        let id = match remembered {
+            Some(id) => Some(id),
+            None => self.find_status_comment(issue).await?,
+        };
+        if let Some(id) = id {
+            let url = self.client.url(
+                &["repos", owner, name, "issues", "comments", &id.to_string()],
+                &[],
+            );
+            match self
+                .client
+                .send_json::<model::Comment>(Method::PATCH, url, &json!({ "body": body }))
+                .await
+            {
+                Ok(c) => {
+                    lock(&self.comment_ids).insert(issue.clone(), c.id);
+                    return Ok(StatusComment {
+                        id: c.id,
+                        url: c.html_url,
+                    });
+                }
+                // Deleted by someone: look again (another may exist) or create a new one.
+                Err(GitHubError::NotFound { .. }) if remembered.is_some() => {
+                    lock(&self.comment_ids).remove(issue);
+                    if let Some(found) = self.find_status_comment(issue).await? {
+                        let url = self.client.url(
+                            &["repos", owner, name, "issues", "comments", &found.to_string()],
+                            &[],
+                        );
+                        let c: model::Comment = self
+                            .client
+                            .send_json(Method::PATCH, url, &json!({ "body": body }))
+                            .await?;
+                        lock(&self.comment_ids).insert(issue.clone(), c.id);
+                        return Ok(StatusComment {
+                            id: c.id,
+                            url: c.html_url,
+                        });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let url = self.client.url(
+            &[
+                "repos",
+                owner,
+                name,
+                "issues",
+                &issue.number.to_string(),
+                "comments",
+            ],
+            &[],
+        );
+        let c: model::Comment = self
+            .client
+            .send_json(Method::POST, url, &json!({ "body": body }))
+            .await?;
+        lock(&self.comment_ids).insert(issue.clone(), c.id);
+        Ok(StatusComment {
+            id: c.id,
+            url: c.html_url,
+        })
+    }
+
+    /// The oldest comment on the issue carrying [`STATUS_MARKER`].
+    async fn find_status_comment(&self, issue: &IssueKey) -> Result<Option<u64>, GitHubError> {
+        let url = self.client.url(
+            &[
+                "repos",
+                issue.repo.owner(),
+                issue.repo.name(),
+                "issues",
+                &issue.number.to_string(),
+                "comments",
+            ],
+            &[("per_page", "100")],
+        );
+        let comments: Vec<model::Comment> = self.client.get_all(url).await?;
+        Ok(comments
+            .into_iter()
+            .find(|c| c.body.as_deref().is_some_and(|b| b.contains(STATUS_MARKER)))
+            .map(|c| c.id))
+    }
+
+    /// Adds the status label for `state` and removes afk's other status labels; labels that are
+    /// already right are left alone (no request).
+    pub async fn set_status_labels(&self, issue: &IssueKey, state: JobState) -> Result<(), GitHubError> {
+        let number = issue.number.to_string();
+        let (owner, name) = (issue.repo.owner(), issue.repo.name());
+        let url = self.client.url(
+            &["repos", owner, name, "issues", &number, "labels"],
+            &[("per_page", "100")],
+        );
+        let current: Vec<model::LabelRef> = self.client.get_all(url).await?;
+        let wanted = status_label(state);
+        if let Some(wanted) = wanted {
+            if !current.iter().any(|l| l.name == wanted) {
+                let url = self
+                    .client
+                    .url(&["repos", owner, name, "issues", &number, "labels"], &[]);
+                self.client
+                    .send_ignoring_body(Method::POST, url, Some(&json!({ "labels": [wanted] })))
+                    .await?;
+            }
+        }
+        for stale in current
+            .iter()
+            .filter(|l| STATUS_LABELS.contains(&l.name.as_str()) && Some(l.name.as_str()) != wanted)
+        {
+            let url = self.client.url(
+                &["repos", owner, name, "issues", &number, "labels", &stale.name],
+                &[],
+            );
+            match self.client.send_ignoring_body(Method::DELETE, url, None).await {
+                // Someone removed it meanwhile: the goal is reached.
+                Ok(()) | Err(GitHubError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks for the pull request the agent opened: first one whose head branch is `branch`, then
+    /// the most recent of the latest 100 whose description closes the issue.
+    pub async fn find_pull_request(
+        &self,
+        issue: &IssueKey,
+        branch: Option<&str>,
+    ) -> Result<PullRequestSearch, GitHubError> {
+        let (owner, name) = (issue.repo.owner(), issue.repo.name());
+        if let Some(branch) = branch {
+            let head = format!("{owner}:{branch}");
+            let url = self.client.url(
+                &["repos", owner, name, "pulls"],
+                &[("state", "all"), ("head", &head), ("per_page", "100")],
+            );
+            let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
+            if let Some(pull) = pulls.into_iter().find(|p| p.head.branch == branch) {
+                return pull_ref(pull, PullRequestMatch::Branch);
+            }
+        }
+        let url = self.client.url(
+            &["repos", owner, name, "pulls"],
+            &[
+                ("state", "all"),
+                ("sort", "created"),
+                ("direction", "desc"),
+                ("per_page", "100"),
+            ],
+        );
+        let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
+        let closing = pulls
+            .into_iter()
+            .filter(|p| p.body.as_deref().is_some_and(|b| closes_issue(b, issue)))
+            .max_by_key(|p| (p.created_at, p.number));
+        match closing {
+            Some(pull) => pull_ref(pull, PullRequestMatch::ClosingReference),
+            None => Ok(PullRequestSearch::NotFound {
+                branch: branch.map(str::to_owned),
+            }),
+        }
+    }
+}
+
+fn pull_ref(pull: model::Pull, matched_by: PullRequestMatch) -> Result<PullRequestSearch, GitHubError> {
+    let url = Url::parse(&pull.html_url).map_err(|e| GitHubError::Decode {
+        url: pull.html_url.clone(),
+        reason: format!("pull request #{} has an unusable html_url: {e}", pull.number),
+    })?;
+    Ok(PullRequestSearch::Found(PullRequestRef {
+        number: pull.number,
+        url,
+        matched_by,
+    }))
+}
+
+/// True when `body` contains a GitHub closing keyword followed by a reference to `issue`:
+/// `#N`, `OWNER/NAME#N` or the issue's URL.
+pub fn closes_issue(body: &str, issue: &IssueKey) -> bool {
+    const KEYWORDS: [&str; 9] = [
+        "close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved",
+    ];
+    let words: Vec<&str> = body.split_whitespace().collect();
+    words.windows(2).any(|pair| {
+        let keyword = pair[0]
+            .trim_start_matches(['(', '[', '*', '_'])
+            .trim_end_matches(':')
+            .to_ascii_lowercase();
+        KEYWORDS.contains(&keyword.as_str()) && references_issue(pair[1], issue)
+    })
+}
+
+fn references_issue(word: &str, issue: &IssueKey) -> bool {
+    let word = word.trim_end_matches(['.', ',', ';', ':', ')', ']', '!', '?', '*', '_']);
+    let number = issue.number.to_string();
+    let same_repo = |r: &str| r.eq_ignore_ascii_case(issue.repo.as_str());
+    if let Some(n) = word.strip_prefix('#') {
+        return n == number;
+    }
+    if let Some((repo, n)) = word.split_once('#') {
+        return same_repo(repo) && n == number;
+    }
+    if let Some(path) = word.strip_prefix("https://github.com/") {
+        if let Some((repo, n)) = path.split_once("/issues/") {
+            return same_repo(repo) && n == number;
+        }
+    }
+    false
+}
+
+/// The comment's Markdown for `report`, as of `now` (for the running duration).
+pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    out.push_str(STATUS_MARKER);
+    out.push('\n');
+    out.push_str(&format!(
+        "**afk** · attempt {} · **{}**\n\n",
+        report.attempt,
+        state_words(report.state)
+    ));
+    match &report.thread {
+        Some(ThreadLink { id, url: Some(url) }) => out.push_str(&format!("- T3 thread: [`{id}`]({url})\n")),
+        Some(ThreadLink { id, url: None }) => out.push_str(&format!("- T3 thread: `{id}`\n")),
+        None => out.push_str("- T3 thread: not started yet\n"),
+    }
+    if let Some(started) = report.started_at {
+        let end = report.finished_at.unwrap_or(now);
+        let secs = (end - started).num_seconds().max(0) as u64;
+        let running = if report.finished_at.is_none() {
+            " so far"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "- Duration: {}{running}\n",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        ));
+    }
+    match &report.pull_request {
+        Some(PullRequestSearch::Found(pr)) => {
+            let how = match pr.matched_by {
+                PullRequestMatch::Branch => "opened from the attempt's branch",
+                PullRequestMatch::ClosingReference => "its description closes this issue",
+            };
+            out.push_str(&format!("- Pull request: #{} {} ({how})\n", pr.number, pr.url));
+        }
+        Some(PullRequestSearch::NotFound { branch }) => {
+            let branch = branch
+                .as_deref()
+                .map(|b| format!("from branch `{b}` or "))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "- Pull request: **none found** (no pull request {branch}with `Fixes #{}` in its description)\n",
+                report.issue.number
+            ));
+        }
+        None => {}
+    }
+    if let Some(error) = &report.last_error {
+        // A fence longer than any backtick run in the error, so the error cannot end it early.
+        let longest = error.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+        let fence = "`".repeat(longest.max(2) + 1);
+        out.push_str(&format!(
+            "- Last error:\n\n{fence}\n{}\n{fence}\n",
+            error.trim_end()
+        ));
+    }
+    out.push_str(&format!(
+        "\n<sub>Updated by afk at {}.</sub>\n",
+        now.format("%Y-%m-%d %H:%M UTC")
+    ));
+    out
+}
+
+fn state_words(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "queued",
+        JobState::Dispatching => "starting",
+        JobState::Running => "running",
+        JobState::RetryWait => "waiting to retry",
+        JobState::Succeeded => "done",
+        JobState::Failed => "failed",
+        JobState::TimedOut => "timed out, being interrupted",
+        JobState::Cancelled => "cancelled",
+        JobState::Lost => "thread lost in T3",
+        JobState::GivenUp => "failed, no attempts left",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afk_core::Repo;
+
+    fn issue(n: u64) -> IssueKey {
+        IssueKey {
+            repo: Repo::new("acme/widgets").unwrap(),
+            number: n,
+        }
+    }
+
+    #[test]
+    fn closing_references_are_recognised_exactly() {
+        assert!(closes_issue("This change.\n\nFixes #12.", &issue(12)));
+        assert!(closes_issue("resolves: acme/widgets#12", &issue(12)));
+        assert!(closes_issue(
+            "Closes https://github.com/acme/widgets/issues/12",
+            &issue(12)
+        ));
+        assert!(
+            !closes_issue("Fixes #123", &issue(12)),
+            "a longer number is another issue"
+        );
+        assert!(!closes_issue("Fixes other/repo#12", &issue(12)));
+        assert!(!closes_issue("Mentions #12 only", &issue(12)));
+        assert!(
+            !closes_issue("prefixes #12", &issue(12)),
+            "a keyword must be a whole word"
+        );
+    }
+
+    #[test]
+    fn comment_shows_thread_duration_error_and_marker() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let report = StatusReport {
+            issue: issue(3),
+            attempt: 2,
+            state: JobState::Failed,
+            thread: Some(ThreadLink {
+                id: "th-1".into(),
+                url: Some(Url::parse("http://t3.local/th-1").unwrap()),
+            }),
+            started_at: Some(t0),
+            finished_at: Some(t0 + chrono::Duration::seconds(192)),
+            last_error: Some("boom ``` fence".into()),
+            pull_request: None,
+        };
+        let text = render_comment(&report, t0);
+        assert!(text.starts_with(STATUS_MARKER));
+        assert!(text.contains("attempt 2 · **failed**"), "{text}");
+        assert!(text.contains("[`th-1`](http://t3.local/th-1)"), "{text}");
+        assert!(text.contains("Duration: 3m 12s"), "{text}");
+        assert!(text.contains("````\nboom ``` fence\n````"), "{text}");
+    }
+}

@@ -1,0 +1,302 @@
+//! Webhooks: `POST /webhooks/github`, verified, deduplicated, turned into [`WebhookEvent`]s.
+//!
+//! **Invariant:** a request whose `X-Hub-Signature-256` is missing or wrong gets 401 and has no
+//! effect at all: nothing is sent on the channel and its delivery id is not remembered (so a forger
+//! cannot pre-empt a real delivery by reusing its id).
+//!
+//! Webhooks only make afk act sooner: polling stays the source of truth for missed deliveries, and
+//! a delivery seen twice is answered 200 and dropped.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use afk_core::Repo;
+use afk_secrets::{Freshness, SecretProvider};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+/// The path the router serves.
+pub const WEBHOOK_PATH: &str = "/webhooks/github";
+/// How many delivery ids are remembered for deduplication (GitHub redelivers within hours, and a
+/// duplicate beyond this window is harmless anyway).
+pub const DEDUP_CAPACITY: usize = 4096;
+
+/// What happened to an issue, as a webhook reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEventKind {
+    /// A label was added.
+    Labeled {
+        /// Its name.
+        label: String,
+    },
+    /// A label was removed.
+    Unlabeled {
+        /// Its name.
+        label: String,
+    },
+    /// The issue was closed.
+    Closed,
+    /// The issue was reopened.
+    Reopened,
+}
+
+/// One verified `issues` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// The repository.
+    pub repo: Repo,
+    /// The issue number.
+    pub number: u64,
+    /// What happened.
+    pub kind: WebhookEventKind,
+    /// GitHub's `X-GitHub-Delivery` id, for logs.
+    pub delivery: String,
+}
+
+#[derive(Clone)]
+struct WebhookState {
+    secret: Arc<dyn SecretProvider>,
+    events: mpsc::Sender<WebhookEvent>,
+    seen: Arc<Mutex<SeenDeliveries>>,
+}
+
+impl fmt::Debug for WebhookState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookState")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct SeenDeliveries {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl SeenDeliveries {
+    /// Remembers `id`; false when it was already known.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        while self.order.len() > DEDUP_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.ids.remove(id);
+        self.order.retain(|o| o != id);
+    }
+}
+
+/// A router serving `POST /webhooks/github`. `secret` is asked on every delivery (so a rotated
+/// secret applies at once); verified `issues` events labeled/unlabeled/closed/reopened are sent
+/// on `events`. Answers: 202 accepted, 200 duplicate, 204 ignored (other events or actions),
+/// 400 malformed, 401 bad or missing signature, 503 secret unavailable or receiver gone.
+pub fn webhook_router(secret: Arc<dyn SecretProvider>, events: mpsc::Sender<WebhookEvent>) -> Router {
+    let state = WebhookState {
+        secret,
+        events,
+        seen: Arc::new(Mutex::new(SeenDeliveries::default())),
+    };
+    Router::new().route(WEBHOOK_PATH, post(receive)).with_state(state)
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    action: String,
+    issue: PayloadIssue,
+    repository: PayloadRepository,
+    #[serde(default)]
+    label: Option<PayloadLabel>,
+}
+
+#[derive(Deserialize)]
+struct PayloadIssue {
+    number: u64,
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PayloadRepository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PayloadLabel {
+    name: String,
+}
+
+async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let secret = match state.secret.get(Freshness::Cached).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook secret unavailable; refusing deliveries");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhook secret unavailable\n".into(),
+            );
+        }
+    };
+    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if !signature_is_valid(secret.expose().as_bytes(), &body, signature) {
+        tracing::warn!(
+            signature_present = signature.is_some(),
+            "rejected a webhook delivery: the X-Hub-Signature-256 does not match the configured secret"
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256\n".into(),
+        );
+    }
+    let delivery = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if event == "ping" {
+        return (StatusCode::OK, "pong\n".into());
+    }
+    if event != "issues" {
+        return (StatusCode::NO_CONTENT, String::new());
+    }
+    let payload: Payload = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an issues event payload: {e}\n"),
+            )
+        }
+    };
+    let label = || payload.label.as_ref().map(|l| l.name.clone()).unwrap_or_default();
+    let kind = match payload.action.as_str() {
+        "labeled" => WebhookEventKind::Labeled { label: label() },
+        "unlabeled" => WebhookEventKind::Unlabeled { label: label() },
+        "closed" => WebhookEventKind::Closed,
+        "reopened" => WebhookEventKind::Reopened,
+        _ => return (StatusCode::NO_CONTENT, String::new()),
+    };
+    if payload.issue.pull_request.is_some() {
+        return (StatusCode::NO_CONTENT, String::new());
+    }
+    let repo = match Repo::new(payload.repository.full_name) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    if !delivery.is_empty() && !lock(&state.seen).insert(&delivery) {
+        tracing::debug!(%delivery, "duplicate webhook delivery ignored");
+        return (StatusCode::OK, "duplicate delivery\n".into());
+    }
+    let event = WebhookEvent {
+        repo,
+        number: payload.issue.number,
+        kind,
+        delivery: delivery.clone(),
+    };
+    tracing::debug!(?event, "webhook event accepted");
+    if state.events.send(event).await.is_err() {
+        // Nobody listens (shutting down): let GitHub redeliver later.
+        lock(&state.seen).forget(&delivery);
+        return (StatusCode::SERVICE_UNAVAILABLE, "not accepting events\n".into());
+    }
+    (StatusCode::ACCEPTED, "accepted\n".into())
+}
+
+/// Verifies `sha256=<hex>` against HMAC-SHA256(secret, body) in constant time.
+pub fn signature_is_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Some(expected) = decode_hex(hex) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The `X-Hub-Signature-256` value GitHub would send for `body` (for tests and the stand-in).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::from("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() & 1 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_round_trips_and_rejects_tampering() {
+        let header = sign(b"s3cret", b"{\"a\":1}");
+        assert!(signature_is_valid(b"s3cret", b"{\"a\":1}", Some(&header)));
+        assert!(!signature_is_valid(b"s3cret", b"{\"a\":2}", Some(&header)));
+        assert!(!signature_is_valid(b"other", b"{\"a\":1}", Some(&header)));
+        assert!(!signature_is_valid(b"s3cret", b"{\"a\":1}", None));
+        assert!(!signature_is_valid(b"s3cret", b"{\"a\":1}", Some("sha256=zz")));
+        assert!(!signature_is_valid(
+            b"s3cret",
+            b"{\"a\":1}",
+            Some(header.trim_start_matches("sha256="))
+        ));
+    }
+
+    #[test]
+    fn dedup_forgets_the_oldest_beyond_capacity() {
+        let mut seen = SeenDeliveries::default();
+        assert!(seen.insert("d-0"));
+        assert!(!seen.insert("d-0"));
+        for i in 1..=DEDUP_CAPACITY {
+            seen.insert(&format!("d-{i}"));
+        }
+        assert!(seen.insert("d-0"), "the oldest id was evicted");
+    }
+}
