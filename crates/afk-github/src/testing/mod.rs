@@ -1,4 +1,488 @@
-//! The stand-in GitHub (work in progress).
+//! A stand-in GitHub on loopback, for this crate's tests and afk's end-to-end tests.
+//!
+//! [`GitHubStandIn`] serves the REST endpoints afk uses, with GitHub's JSON shapes, and enforces
+//! what afk must cope with: authentication (401 on an unknown or expired token), App installation
+//! tokens minted from an RS256 JWT, conditional requests (`ETag` / `If-None-Match` → 304, not
+//! counted against the rate limit), and the rate limit itself (`x-ratelimit-*` headers, 403 or 429
+//! with `Retry-After` once exhausted). Every request is recorded for assertions.
+//!
+//! Test setup goes through methods (`open_issue`, `add_label`, `set_permission`, ...) rather than
+//! HTTP, so a test reads as the story it tells. The server stops when the value is dropped.
+//!
+//! It is not GitHub: ordering, filters and pagination follow GitHub's documentation only as far as
+//! afk relies on them.
 
-/// A loopback GitHub for tests (work in progress).
-pub struct GitHubStandIn;
+mod server;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use url::Url;
+
+use crate::clock::{Clock, SystemClock};
+
+/// A clock that moves only when told to. Starts at the system time of its creation, so JWTs
+/// signed with it are also acceptable to libraries that check expiry against the real clock.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock stopped at the current system time.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            now: Mutex::new(Utc::now()),
+        })
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.now);
+        *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.now)
+    }
+}
+
+/// One request the stand-in answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query, e.g. `/repos/acme/widgets/issues?state=open`.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// Whether it was charged against the rate limit (304s and 401s are not).
+    pub charged: bool,
+}
+
+/// How the stand-in answers once the rate limit is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitRefusal {
+    /// 403 with `x-ratelimit-remaining: 0` (GitHub's primary limit).
+    Forbidden,
+    /// 429 with `Retry-After` (GitHub's secondary limit).
+    TooManyRequests,
+}
+
+pub(crate) struct AppInstallation {
+    pub(crate) app_id: u64,
+    pub(crate) installation_id: u64,
+    pub(crate) key: jsonwebtoken::DecodingKey,
+    pub(crate) token_lifetime: chrono::Duration,
+}
+
+pub(crate) struct RateLimit {
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
+    pub(crate) reset_at: DateTime<Utc>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) refusal: RateLimitRefusal,
+}
+
+#[derive(Clone)]
+pub(crate) struct IssueEventData {
+    pub(crate) id: u64,
+    pub(crate) event: &'static str,
+    pub(crate) actor: String,
+    pub(crate) label: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+pub(crate) struct IssueData {
+    pub(crate) number: u64,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) author: String,
+    pub(crate) open: bool,
+    pub(crate) labels: Vec<String>,
+    pub(crate) events: Vec<IssueEventData>,
+    /// `Some(head branch)` when this "issue" is a pull request.
+    pub(crate) pull_head: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+pub(crate) struct CommentData {
+    pub(crate) id: u64,
+    pub(crate) issue: u64,
+    pub(crate) body: String,
+    pub(crate) author: String,
+}
+
+#[derive(Default)]
+pub(crate) struct RepoData {
+    pub(crate) issues: BTreeMap<u64, IssueData>,
+    pub(crate) permissions: HashMap<String, String>,
+    pub(crate) files: HashMap<String, String>,
+    pub(crate) comments: Vec<CommentData>,
+}
+
+pub(crate) struct World {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) base: String,
+    pub(crate) tokens: HashSet<String>,
+    pub(crate) app: Option<AppInstallation>,
+    pub(crate) installation_tokens: HashMap<String, DateTime<Utc>>,
+    pub(crate) installation_tokens_issued: u32,
+    pub(crate) repos: BTreeMap<String, RepoData>,
+    pub(crate) rate: RateLimit,
+    pub(crate) requests: Vec<RecordedRequest>,
+    pub(crate) next_id: u64,
+    /// Who writes through the API (comments and labels made with a token).
+    pub(crate) bot_login: String,
+}
+
+impl World {
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+/// The token [`GitHubStandIn::start`] accepts out of the box.
+pub const STAND_IN_TOKEN: &str = "stand-in-token";
+
+/// A stand-in GitHub serving on `127.0.0.1`, stopped on drop.
+pub struct GitHubStandIn {
+    addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for GitHubStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubStandIn")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for GitHubStandIn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+impl GitHubStandIn {
+    /// Starts on `127.0.0.1:0` with the system clock, accepting [`STAND_IN_TOKEN`], with a rate
+    /// limit of 5000 requests an hour.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// Starts with `clock` for token expiry and rate-limit windows (share it with the client under
+    /// test to move time forward).
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let now = clock.now();
+        let world = Arc::new(Mutex::new(World {
+            clock,
+            base: format!("http://{addr}"),
+            tokens: HashSet::from([STAND_IN_TOKEN.to_owned()]),
+            app: None,
+            installation_tokens: HashMap::new(),
+            installation_tokens_issued: 0,
+            repos: BTreeMap::new(),
+            rate: RateLimit {
+                limit: 5000,
+                remaining: 5000,
+                reset_at: now + chrono::Duration::hours(1),
+                retry_after: None,
+                refusal: RateLimitRefusal::Forbidden,
+            },
+            requests: Vec::new(),
+            next_id: 1000,
+            bot_login: "afk-bot".to_owned(),
+        }));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let app = server::router(world.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            world,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+
+    /// The REST API root to give [`crate::ClientConfig::new`].
+    pub fn api_url(&self) -> Url {
+        // A formatted socket address is always a valid URL host.
+        Url::parse(&format!("http://{}/", self.addr)).unwrap_or_else(|_| unreachable!("loopback URL"))
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    /// Accepts `token` as a personal access token.
+    pub fn add_token(&self, token: &str) {
+        self.world().tokens.insert(token.to_owned());
+    }
+
+    /// Stops accepting `token` (as a revoked or rotated token would be).
+    pub fn revoke_token(&self, token: &str) {
+        let mut world = self.world();
+        world.tokens.remove(token);
+        world.installation_tokens.remove(token);
+    }
+
+    /// Accepts App JWTs for `app_id` signed by the key whose public half is `public_key_pem`, and
+    /// mints installation tokens for `installation_id` that live `token_lifetime`.
+    pub fn enable_app(
+        &self,
+        app_id: u64,
+        installation_id: u64,
+        public_key_pem: &[u8],
+        token_lifetime: Duration,
+    ) {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem)
+            .unwrap_or_else(|e| panic!("the stand-in's App public key is not an RSA PEM key: {e}"));
+        self.world().app = Some(AppInstallation {
+            app_id,
+            installation_id,
+            key,
+            token_lifetime: chrono::Duration::from_std(token_lifetime).unwrap_or(chrono::Duration::hours(1)),
+        });
+    }
+
+    /// How many installation tokens were minted.
+    pub fn installation_tokens_issued(&self) -> u32 {
+        self.world().installation_tokens_issued
+    }
+
+    /// Sets the hourly limit and what is left of it now. With `retry_after`, refusals carry a
+    /// `Retry-After` of that many seconds.
+    pub fn set_rate_limit(
+        &self,
+        limit: u64,
+        remaining: u64,
+        retry_after: Option<u64>,
+        refusal: RateLimitRefusal,
+    ) {
+        let mut world = self.world();
+        let now = world.clock.now();
+        world.rate = RateLimit {
+            limit,
+            remaining,
+            reset_at: now + chrono::Duration::hours(1),
+            retry_after,
+            refusal,
+        };
+    }
+
+    /// What is left of the rate limit.
+    pub fn rate_limit_remaining(&self) -> u64 {
+        self.world().rate.remaining
+    }
+
+    /// Creates an empty repository `owner/name`.
+    pub fn create_repo(&self, repo: &str) {
+        self.world().repos.entry(repo.to_owned()).or_default();
+    }
+
+    /// Gives `login` a permission on `repo`: `admin`, `maintain`, `write`, `triage`, `read` or
+    /// `none`. A login never given one is not a collaborator (404).
+    pub fn set_permission(&self, repo: &str, login: &str, permission: &str) {
+        self.world()
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .permissions
+            .insert(login.to_owned(), permission.to_owned());
+    }
+
+    /// Opens an issue by `author`; returns its number.
+    pub fn open_issue(&self, repo: &str, author: &str, title: &str, body: &str) -> u64 {
+        self.insert_issue(repo, author, title, body, None)
+    }
+
+    /// Opens a pull request from `head_branch` with `body`; returns its number (shared with issues,
+    /// as on GitHub, and listed among issues with a `pull_request` key).
+    pub fn open_pull_request(
+        &self,
+        repo: &str,
+        author: &str,
+        head_branch: &str,
+        title: &str,
+        body: &str,
+    ) -> u64 {
+        self.insert_issue(repo, author, title, body, Some(head_branch.to_owned()))
+    }
+
+    fn insert_issue(
+        &self,
+        repo: &str,
+        author: &str,
+        title: &str,
+        body: &str,
+        pull_head: Option<String>,
+    ) -> u64 {
+        let mut world = self.world();
+        let now = world.clock.now();
+        let data = world.repos.entry(repo.to_owned()).or_default();
+        let number = data.issues.keys().next_back().copied().unwrap_or(0) + 1;
+        data.issues.insert(
+            number,
+            IssueData {
+                number,
+                title: title.to_owned(),
+                body: body.to_owned(),
+                author: author.to_owned(),
+                open: true,
+                labels: Vec::new(),
+                events: Vec::new(),
+                pull_head,
+                created_at: now,
+            },
+        );
+        number
+    }
+
+    /// `actor` adds `label` to the issue (recorded as a `labeled` event).
+    pub fn add_label(&self, repo: &str, number: u64, label: &str, actor: &str) {
+        self.with_issue(repo, number, |issue, event| {
+            if !issue.labels.iter().any(|l| l == label) {
+                issue.labels.push(label.to_owned());
+            }
+            issue.events.push(IssueEventData {
+                event: "labeled",
+                actor: actor.to_owned(),
+                label: Some(label.to_owned()),
+                ..event
+            });
+        });
+    }
+
+    /// `actor` removes `label` from the issue (recorded as an `unlabeled` event).
+    pub fn remove_label(&self, repo: &str, number: u64, label: &str, actor: &str) {
+        self.with_issue(repo, number, |issue, event| {
+            issue.labels.retain(|l| l != label);
+            issue.events.push(IssueEventData {
+                event: "unlabeled",
+                actor: actor.to_owned(),
+                label: Some(label.to_owned()),
+                ..event
+            });
+        });
+    }
+
+    /// `actor` closes the issue.
+    pub fn close_issue(&self, repo: &str, number: u64, actor: &str) {
+        self.with_issue(repo, number, |issue, event| {
+            issue.open = false;
+            issue.events.push(IssueEventData {
+                event: "closed",
+                actor: actor.to_owned(),
+                ..event
+            });
+        });
+    }
+
+    fn with_issue(&self, repo: &str, number: u64, change: impl FnOnce(&mut IssueData, IssueEventData)) {
+        let mut world = self.world();
+        let id = world.next_id();
+        let now = world.clock.now();
+        let event = IssueEventData {
+            id,
+            event: "",
+            actor: String::new(),
+            label: None,
+            created_at: now,
+        };
+        let issue = world
+            .repos
+            .get_mut(repo)
+            .and_then(|r| r.issues.get_mut(&number))
+            .unwrap_or_else(|| panic!("the stand-in has no issue {repo}#{number}"));
+        change(issue, event);
+    }
+
+    /// The issue's labels.
+    pub fn labels(&self, repo: &str, number: u64) -> Vec<String> {
+        self.world()
+            .repos
+            .get(repo)
+            .and_then(|r| r.issues.get(&number))
+            .map(|i| i.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// The bodies of the issue's comments, oldest first.
+    pub fn comments(&self, repo: &str, number: u64) -> Vec<String> {
+        self.world()
+            .repos
+            .get(repo)
+            .map(|r| {
+                r.comments
+                    .iter()
+                    .filter(|c| c.issue == number)
+                    .map(|c| c.body.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds a comment by `author` directly (as a person would), returning its id.
+    pub fn add_comment(&self, repo: &str, number: u64, author: &str, body: &str) -> u64 {
+        let mut world = self.world();
+        let id = world.next_id();
+        world
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .comments
+            .push(CommentData {
+                id,
+                issue: number,
+                body: body.to_owned(),
+                author: author.to_owned(),
+            });
+        id
+    }
+
+    /// Puts a file on the default branch (e.g. `AFK.md`).
+    pub fn set_file(&self, repo: &str, path: &str, content: &str) {
+        self.world()
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .files
+            .insert(path.to_owned(), content.to_owned());
+    }
+
+    /// Every request answered so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.world().requests.clone()
+    }
+
+    /// How many requests were charged against the rate limit.
+    pub fn charged_requests(&self) -> usize {
+        self.world().requests.iter().filter(|r| r.charged).count()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,557 @@
+//! The stand-in's HTTP side: one handler that authenticates, meters and routes every request, so
+//! that auth, ETags and rate limits apply uniformly as they do on GitHub.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{lock, CommentData, IssueData, IssueEventData, RateLimitRefusal, RecordedRequest, World};
+
+pub(crate) fn router(world: Arc<Mutex<World>>) -> Router {
+    Router::new().fallback(handle).with_state(world)
+}
+
+/// A routed answer before metering: status, JSON body, `Link` header.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    link: Option<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            link: None,
+        }
+    }
+    fn status(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            link: None,
+        }
+    }
+    fn not_found() -> Self {
+        Self::status(StatusCode::NOT_FOUND, json!({ "message": "Not Found" }))
+    }
+}
+
+async fn handle(
+    State(world): State<Arc<Mutex<World>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut world = lock(&world);
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| uri.path().to_owned());
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+        .unwrap_or_default()
+        .to_owned();
+    let segments: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+
+    // App token exchange: authenticated by the JWT, not metered.
+    if let ["app", "installations", id, "access_tokens"] = segs.as_slice() {
+        let (status, body) = mint_installation_token(&mut world, id, &bearer, &method);
+        record(&mut world, &method, &path, status, false);
+        return (status, axum::Json(body)).into_response();
+    }
+
+    let now = world.clock.now();
+    let authorised = world.tokens.contains(&bearer)
+        || world
+            .installation_tokens
+            .get(&bearer)
+            .is_some_and(|expires| *expires > now);
+    if bearer.is_empty() || !authorised {
+        record(&mut world, &method, &path, StatusCode::UNAUTHORIZED, false);
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "Bad credentials" })),
+        )
+            .into_response();
+    }
+
+    if now >= world.rate.reset_at {
+        world.rate.remaining = world.rate.limit;
+        world.rate.reset_at = now + chrono::Duration::hours(1);
+    }
+    if world.rate.remaining == 0 {
+        let status = match world.rate.refusal {
+            RateLimitRefusal::Forbidden => StatusCode::FORBIDDEN,
+            RateLimitRefusal::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        };
+        record(&mut world, &method, &path, status, false);
+        let mut response = (
+            status,
+            axum::Json(json!({ "message": "API rate limit exceeded" })),
+        )
+            .into_response();
+        rate_headers(&world, response.headers_mut());
+        if let Some(secs) = world.rate.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        return response;
+    }
+
+    let request: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let query = parse_query(uri.query().unwrap_or_default());
+    let reply = route(&mut world, &method, &segs, &query, &request, uri.path());
+
+    let body_bytes = serde_json::to_vec(&reply.body).unwrap_or_default();
+    let etag = format!("W/\"{}\"", hex(&Sha256::digest(&body_bytes)[..16]));
+    let not_modified = method == Method::GET
+        && reply.status == StatusCode::OK
+        && headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str());
+    // GitHub does not charge a conditional request answered 304.
+    let charged = !not_modified;
+    if charged {
+        world.rate.remaining = world.rate.remaining.saturating_sub(1);
+    }
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        reply.status
+    };
+    record(&mut world, &method, &path, status, charged);
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (status, axum::Json(reply.body)).into_response()
+    };
+    rate_headers(&world, response.headers_mut());
+    if method == Method::GET && reply.status == StatusCode::OK {
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert("etag", v);
+        }
+    }
+    if let Some(link) = reply.link {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", v);
+        }
+    }
+    response
+}
+
+fn record(world: &mut World, method: &Method, path: &str, status: StatusCode, charged: bool) {
+    world.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path: path.to_owned(),
+        status: status.as_u16(),
+        charged,
+    });
+}
+
+fn rate_headers(world: &World, headers: &mut HeaderMap) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(world.rate.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(world.rate.remaining));
+    headers.insert(
+        "x-ratelimit-used",
+        HeaderValue::from(world.rate.limit.saturating_sub(world.rate.remaining)),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(world.rate.reset_at.timestamp()),
+    );
+}
+
+fn mint_installation_token(world: &mut World, id: &str, jwt: &str, method: &Method) -> (StatusCode, Value) {
+    let bad = |message: &str| (StatusCode::UNAUTHORIZED, json!({ "message": message }));
+    if method != Method::POST {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({ "message": "Method Not Allowed" }),
+        );
+    }
+    let Some(app) = &world.app else {
+        return bad("this stand-in has no GitHub App enabled");
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[app.app_id.to_string()]);
+    if jsonwebtoken::decode::<Value>(jwt, &app.key, &validation).is_err() {
+        return bad("A JSON web token could not be decoded");
+    }
+    if id != app.installation_id.to_string() {
+        return (StatusCode::NOT_FOUND, json!({ "message": "Not Found" }));
+    }
+    let expires_at = world.clock.now() + app.token_lifetime;
+    world.installation_tokens_issued += 1;
+    let token = format!("ghs_standin_{}", world.installation_tokens_issued);
+    world.installation_tokens.insert(token.clone(), expires_at);
+    (
+        StatusCode::CREATED,
+        json!({ "token": token, "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
+    )
+}
+
+fn route(
+    world: &mut World,
+    method: &Method,
+    segs: &[&str],
+    query: &HashMap<String, String>,
+    request: &Value,
+    path: &str,
+) -> Reply {
+    let ["repos", owner, name, rest @ ..] = segs else {
+        return Reply::not_found();
+    };
+    let repo_name = format!("{owner}/{name}");
+    let base = world.base.clone();
+    let bot = world.bot_login.clone();
+    let new_id = world.next_id();
+    let now = world.clock.now();
+    let Some(repo) = world.repos.get_mut(&repo_name) else {
+        return Reply::not_found();
+    };
+    let issue_json = |i: &IssueData| issue_json(&base, &repo_name, i);
+    match (method.clone(), rest) {
+        (Method::GET, ["issues"]) => {
+            let state = query.get("state").map(String::as_str).unwrap_or("open");
+            let wanted: Vec<&str> = query
+                .get("labels")
+                .map(|l| l.split(',').collect())
+                .unwrap_or_default();
+            let items: Vec<Value> = repo
+                .issues
+                .values()
+                .filter(|i| match state {
+                    "all" => true,
+                    "closed" => !i.open,
+                    _ => i.open,
+                })
+                .filter(|i| wanted.iter().all(|w| i.labels.iter().any(|l| l == w)))
+                .map(issue_json)
+                .collect();
+            paginate(items, query, &base, path)
+        }
+        (Method::GET, ["issues", n]) => match find_issue(repo, n) {
+            Some(issue) => Reply::ok(issue_json(issue)),
+            None => Reply::not_found(),
+        },
+        (Method::GET, ["issues", n, "events"]) => match find_issue(repo, n) {
+            Some(issue) => {
+                let items = issue.events.iter().map(event_json).collect();
+                paginate(items, query, &base, path)
+            }
+            None => Reply::not_found(),
+        },
+        (Method::GET, ["issues", n, "labels"]) => match find_issue(repo, n) {
+            Some(issue) => paginate(labels_json(&issue.labels), query, &base, path),
+            None => Reply::not_found(),
+        },
+        (Method::POST, ["issues", n, "labels"]) => {
+            let Some(issue) = find_issue_mut(repo, n) else {
+                return Reply::not_found();
+            };
+            let names: Vec<String> = request
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default();
+            for name in names {
+                if !issue.labels.contains(&name) {
+                    issue.labels.push(name.clone());
+                    issue.events.push(IssueEventData {
+                        id: new_id,
+                        event: "labeled",
+                        actor: bot.clone(),
+                        label: Some(name),
+                        created_at: now,
+                    });
+                }
+            }
+            Reply::ok(Value::Array(labels_json(&issue.labels)))
+        }
+        (Method::DELETE, ["issues", n, "labels", label]) => {
+            let Some(issue) = find_issue_mut(repo, n) else {
+                return Reply::not_found();
+            };
+            if !issue.labels.iter().any(|l| l == label) {
+                return Reply::status(
+                    StatusCode::NOT_FOUND,
+                    json!({ "message": "Label does not exist" }),
+                );
+            }
+            issue.labels.retain(|l| l != label);
+            issue.events.push(IssueEventData {
+                id: new_id,
+                event: "unlabeled",
+                actor: bot,
+                label: Some((*label).to_owned()),
+                created_at: now,
+            });
+            Reply::ok(Value::Array(labels_json(&issue.labels)))
+        }
+        (Method::GET, ["issues", n, "comments"]) => {
+            let Some(number) = find_issue(repo, n).map(|i| i.number) else {
+                return Reply::not_found();
+            };
+            let items = repo
+                .comments
+                .iter()
+                .filter(|c| c.issue == number)
+                .map(|c| comment_json(&base, &repo_name, c))
+                .collect();
+            paginate(items, query, &base, path)
+        }
+        (Method::POST, ["issues", n, "comments"]) => {
+            let Some(number) = find_issue(repo, n).map(|i| i.number) else {
+                return Reply::not_found();
+            };
+            let Some(body) = request.get("body").and_then(Value::as_str) else {
+                return Reply::status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "message": "body is required" }),
+                );
+            };
+            let comment = CommentData {
+                id: new_id,
+                issue: number,
+                body: body.to_owned(),
+                author: bot,
+            };
+            let reply = comment_json(&base, &repo_name, &comment);
+            repo.comments.push(comment);
+            Reply::status(StatusCode::CREATED, reply)
+        }
+        (Method::PATCH, ["issues", "comments", id]) => {
+            let Some(body) = request.get("body").and_then(Value::as_str) else {
+                return Reply::status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "message": "body is required" }),
+                );
+            };
+            match repo.comments.iter_mut().find(|c| id.parse() == Ok(c.id)) {
+                Some(comment) => {
+                    comment.body = body.to_owned();
+                    Reply::ok(comment_json(&base, &repo_name, comment))
+                }
+                None => Reply::not_found(),
+            }
+        }
+        (Method::DELETE, ["issues", "comments", id]) => {
+            let before = repo.comments.len();
+            repo.comments.retain(|c| id.parse() != Ok(c.id));
+            if repo.comments.len() == before {
+                Reply::not_found()
+            } else {
+                Reply::status(StatusCode::NO_CONTENT, Value::Null)
+            }
+        }
+        (Method::GET, ["collaborators", login, "permission"]) => match repo.permissions.get(*login) {
+            Some(permission) => {
+                // GitHub's coarse `permission` folds maintain into write and triage into read.
+                let coarse = match permission.as_str() {
+                    "maintain" => "write",
+                    "triage" => "read",
+                    other => other,
+                };
+                Reply::ok(
+                    json!({ "permission": coarse, "role_name": permission, "user": { "login": login } }),
+                )
+            }
+            None => Reply::not_found(),
+        },
+        (Method::GET, ["pulls"]) => {
+            let state = query.get("state").map(String::as_str).unwrap_or("open");
+            let head = query.get("head").cloned();
+            let mut pulls: Vec<&IssueData> = repo
+                .issues
+                .values()
+                .filter(|i| i.pull_head.is_some())
+                .filter(|i| match state {
+                    "all" => true,
+                    "closed" => !i.open,
+                    _ => i.open,
+                })
+                .filter(|i| match &head {
+                    Some(h) => h.split_once(':').map(|(_, b)| b) == i.pull_head.as_deref(),
+                    None => true,
+                })
+                .collect();
+            if query.get("direction").map(String::as_str) == Some("desc") {
+                pulls.reverse();
+            }
+            let items = pulls
+                .into_iter()
+                .map(|p| pull_json(&base, &repo_name, p))
+                .collect();
+            paginate(items, query, &base, path)
+        }
+        (Method::GET, ["contents", file @ ..]) => {
+            let file = file.join("/");
+            match repo.files.get(&file) {
+                Some(content) => {
+                    let sha = hex(&Sha256::digest(content.as_bytes())[..20]);
+                    // GitHub wraps base64 content at 60 columns with newlines.
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+                    let wrapped: Vec<&str> = encoded
+                        .as_bytes()
+                        .chunks(60)
+                        .filter_map(|c| std::str::from_utf8(c).ok())
+                        .collect();
+                    Reply::ok(json!({
+                        "type": "file", "name": file.rsplit('/').next().unwrap_or(&file), "path": file,
+                        "sha": sha, "size": content.len(), "encoding": "base64", "content": wrapped.join("\n") + "\n",
+                    }))
+                }
+                None => Reply::not_found(),
+            }
+        }
+        _ => Reply::not_found(),
+    }
+}
+
+fn find_issue<'a>(repo: &'a super::RepoData, n: &str) -> Option<&'a IssueData> {
+    repo.issues.get(&n.parse().ok()?)
+}
+
+fn find_issue_mut<'a>(repo: &'a mut super::RepoData, n: &str) -> Option<&'a mut IssueData> {
+    repo.issues.get_mut(&n.parse().ok()?)
+}
+
+fn issue_json(base: &str, repo: &str, i: &IssueData) -> Value {
+    let kind = if i.pull_head.is_some() { "pull" } else { "issues" };
+    let mut v = json!({
+        "id": i.number + 500_000,
+        "number": i.number,
+        "title": i.title,
+        "body": if i.body.is_empty() { Value::Null } else { Value::from(i.body.clone()) },
+        "state": if i.open { "open" } else { "closed" },
+        "labels": labels_json(&i.labels),
+        "user": { "login": i.author },
+        "html_url": format!("{base}/{repo}/{kind}/{}", i.number),
+        "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if i.pull_head.is_some() {
+        v["pull_request"] = json!({ "html_url": format!("{base}/{repo}/pull/{}", i.number) });
+    }
+    v
+}
+
+fn pull_json(base: &str, repo: &str, i: &IssueData) -> Value {
+    json!({
+        "number": i.number,
+        "title": i.title,
+        "body": if i.body.is_empty() { Value::Null } else { Value::from(i.body.clone()) },
+        "state": if i.open { "open" } else { "closed" },
+        "html_url": format!("{base}/{repo}/pull/{}", i.number),
+        "head": { "ref": i.pull_head.clone().unwrap_or_default(), "label": format!("{}:{}", repo.split('/').next().unwrap_or(repo), i.pull_head.clone().unwrap_or_default()) },
+        "user": { "login": i.author },
+        "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+fn event_json(e: &IssueEventData) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "event": e.event,
+        "actor": { "login": e.actor },
+        "created_at": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    if let Some(label) = &e.label {
+        v["label"] = json!({ "name": label, "color": "ededed" });
+    }
+    v
+}
+
+fn comment_json(base: &str, repo: &str, c: &CommentData) -> Value {
+    json!({
+        "id": c.id,
+        "body": c.body,
+        "user": { "login": c.author },
+        "html_url": format!("{base}/{repo}/issues/{}#issuecomment-{}", c.issue, c.id),
+    })
+}
+
+fn labels_json(labels: &[String]) -> Vec<Value> {
+    labels
+        .iter()
+        .map(|l| json!({ "name": l, "color": "ededed" }))
+        .collect()
+}
+
+/// GitHub-style pages: `per_page` (default 30) and `page` (from 1), `Link: <...>; rel="next"`.
+fn paginate(items: Vec<Value>, query: &HashMap<String, String>, base: &str, path: &str) -> Reply {
+    let per_page = query
+        .get("per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = query
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let start = (page - 1) * per_page;
+    let page_items: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
+    let link = (start + per_page < items.len()).then(|| {
+        let mut next: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| k.as_str() != "page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        next.sort();
+        next.push(("page".into(), (page + 1).to_string()));
+        let query: Vec<String> = next
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        format!("<{base}{path}?{}>; rel=\"next\"", query.join("&"))
+    });
+    Reply {
+        status: StatusCode::OK,
+        body: Value::Array(page_items),
+        link,
+    }
+}
+
+fn parse_query(query: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_owned())
+}
+
+fn percent_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
