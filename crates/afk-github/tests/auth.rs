@@ -1,0 +1,141 @@
+//! Authentication: personal tokens, GitHub App installation tokens and their refresh.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use afk_github::testing::GitHubStandIn;
+use afk_github::{
+    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, GitHubError, InstallationId, Intake,
+    IntakeConfig,
+};
+use afk_secrets::LiteralProvider;
+use common::*;
+
+const APP_ID: u64 = 4242;
+const INSTALLATION: u64 = 77;
+
+fn app_client(
+    github: &GitHubStandIn,
+    clock: &Arc<afk_github::testing::ManualClock>,
+    key: Vec<u8>,
+) -> GitHubClient {
+    let key = String::from_utf8(key).expect("PEM is text");
+    let credentials = Credentials::App(AppCredentials {
+        app_id: AppId(APP_ID),
+        installation_id: InstallationId(INSTALLATION),
+        private_key: Arc::new(LiteralProvider::new(key)),
+    });
+    GitHubClient::with_clock(ClientConfig::new(github.api_url(), credentials), clock.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn app_token_is_reused_then_refreshed_before_it_expires() {
+    let (github, clock) = world().await;
+    github.enable_app(
+        APP_ID,
+        INSTALLATION,
+        &fixture("test-only-app-key.pub.pem"),
+        Duration::from_secs(3600),
+    );
+    labelled_issue(&github, "One", MAINTAINER);
+    let intake = Intake::new(
+        app_client(&github, &clock, fixture("test-only-app-key.pem")),
+        IntakeConfig::new(vec![repo()]),
+    );
+
+    assert_eq!(intake.scan().await.eligible.len(), 1);
+    assert_eq!(github.installation_tokens_issued(), 1);
+
+    // 50 minutes in, the token still has 10 minutes: reused.
+    clock.advance(Duration::from_secs(50 * 60));
+    assert!(intake.scan().await.complete);
+    assert_eq!(github.installation_tokens_issued(), 1);
+
+    // 56 minutes in, it has 4 minutes left, inside the 5-minute margin: replaced before use.
+    clock.advance(Duration::from_secs(6 * 60));
+    let scan = intake.scan().await;
+    assert!(scan.complete, "{:?}", scan.errors);
+    assert_eq!(github.installation_tokens_issued(), 2);
+    assert!(
+        github.requests().iter().all(|r| r.status != 401),
+        "no request ever carried an expired token"
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_for_the_wrong_app_is_refused_with_a_clear_error() {
+    let (github, clock) = world().await;
+    // The stand-in trusts this key for another App, so afk's JWT names the wrong issuer.
+    github.enable_app(
+        APP_ID + 1,
+        INSTALLATION,
+        &fixture("test-only-app-key.pub.pem"),
+        Duration::from_secs(3600),
+    );
+    let intake = Intake::new(
+        app_client(&github, &clock, fixture("test-only-app-key.pem")),
+        IntakeConfig::new(vec![repo()]),
+    );
+
+    let err = intake.check(&repo(), 1).await.unwrap_err();
+
+    assert!(matches!(err, GitHubError::AppToken { status: 401, .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("App 4242") && text.contains("installation 77"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_pem_is_reported_without_its_content() {
+    let (github, clock) = world().await;
+    github.enable_app(
+        APP_ID,
+        INSTALLATION,
+        &fixture("test-only-app-key.pub.pem"),
+        Duration::from_secs(3600),
+    );
+    let intake = Intake::new(
+        app_client(&github, &clock, b"not-a-key-but-a-secret-value".to_vec()),
+        IntakeConfig::new(vec![repo()]),
+    );
+
+    let err = intake.check(&repo(), 1).await.unwrap_err();
+
+    assert!(matches!(err, GitHubError::AppKey { .. }), "{err}");
+    assert!(!err.to_string().contains("secret-value"));
+    assert!(!format!("{err:?}").contains("secret-value"));
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_unauthorized_after_one_fresh_try() {
+    let (github, clock) = world().await;
+    github.revoke_token(afk_github::testing::STAND_IN_TOKEN);
+    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+
+    let err = intake.check(&repo(), 1).await.unwrap_err();
+
+    assert!(matches!(err, GitHubError::Unauthorized { .. }), "{err}");
+    assert_eq!(
+        github.requests().len(),
+        2,
+        "one retry with a refreshed credential, no more"
+    );
+    assert!(!err.to_string().contains(afk_github::testing::STAND_IN_TOKEN));
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_credentials() {
+    let (github, clock) = world().await;
+    let pem = fixture("test-only-app-key.pem");
+    let client = app_client(&github, &clock, pem);
+    let token_client = common::client(&github, &clock);
+
+    let text = format!("{client:?} {token_client:?}");
+
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(!text.contains(afk_github::testing::STAND_IN_TOKEN), "{text}");
+}

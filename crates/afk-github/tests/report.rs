@@ -1,0 +1,252 @@
+//! Reporting: one status comment edited in place, status labels in step, pull-request detection.
+
+mod common;
+
+use afk_core::{IssueKey, JobState};
+use afk_github::Clock;
+use afk_github::{
+    PullRequestMatch, PullRequestSearch, Reporter, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
+    LABEL_RUNNING, STATUS_MARKER,
+};
+use common::*;
+
+fn report(number: u64, state: JobState, attempt: u32) -> StatusReport {
+    StatusReport {
+        issue: IssueKey { repo: repo(), number },
+        attempt,
+        state,
+        thread: Some(ThreadLink {
+            id: format!("thread-{attempt}"),
+            url: Some(
+                format!("http://t3.example/threads/thread-{attempt}")
+                    .parse()
+                    .unwrap(),
+            ),
+        }),
+        started_at: None,
+        finished_at: None,
+        last_error: None,
+        pull_request: None,
+    }
+}
+
+#[tokio::test]
+async fn the_status_comment_is_edited_not_duplicated() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    github.add_comment(REPO, number, "octocat", "Thanks for looking at this!");
+    let reporter = Reporter::new(client(&github, &clock));
+
+    let first = reporter
+        .report(&report(number, JobState::Running, 1))
+        .await
+        .unwrap();
+    let mut failed = report(number, JobState::Failed, 1);
+    failed.last_error = Some("cargo test failed: 3 tests".into());
+    failed.started_at = Some(clock.now());
+    clock.advance(std::time::Duration::from_secs(125));
+    failed.finished_at = Some(clock.now());
+    let second = reporter.report(&failed).await.unwrap();
+
+    assert_eq!(first.id, second.id);
+    let comments = github.comments(REPO, number);
+    assert_eq!(
+        comments.len(),
+        2,
+        "the person's comment and one status comment: {comments:?}"
+    );
+    let status = &comments[1];
+    assert!(status.contains(STATUS_MARKER));
+    assert!(status.contains("attempt 1 · **failed**"), "{status}");
+    assert!(
+        status.contains("[`thread-1`](http://t3.example/threads/thread-1)"),
+        "{status}"
+    );
+    assert!(status.contains("Duration: 2m 5s"), "{status}");
+    assert!(status.contains("cargo test failed: 3 tests"), "{status}");
+}
+
+#[tokio::test]
+async fn a_restarted_reporter_finds_its_comment_by_the_marker() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    Reporter::new(client(&github, &clock))
+        .report(&report(number, JobState::Running, 1))
+        .await
+        .unwrap();
+
+    // A new process: the comment id is not in memory any more.
+    let reporter = Reporter::new(client(&github, &clock));
+    reporter
+        .report(&report(number, JobState::Running, 2))
+        .await
+        .unwrap();
+
+    let comments = github.comments(REPO, number);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].contains("attempt 2"), "{}", comments[0]);
+}
+
+#[tokio::test]
+async fn a_deleted_status_comment_is_recreated_once() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let reporter = Reporter::new(client(&github, &clock));
+    let first = reporter
+        .report(&report(number, JobState::Running, 1))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = github
+        .api_url()
+        .join(&format!("repos/{REPO}/issues/comments/{}", first.id))
+        .unwrap();
+    let deleted = http
+        .delete(url)
+        .bearer_auth(afk_github::testing::STAND_IN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(deleted.as_u16(), 204);
+
+    let second = reporter
+        .report(&report(number, JobState::Succeeded, 1))
+        .await
+        .unwrap();
+
+    assert_ne!(first.id, second.id);
+    assert_eq!(github.comments(REPO, number).len(), 1);
+}
+
+#[tokio::test]
+async fn status_labels_follow_the_job() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    github.add_label(REPO, number, "bug", "octocat");
+    let reporter = Reporter::new(client(&github, &clock));
+    let key = IssueKey { repo: repo(), number };
+
+    reporter
+        .report(&report(number, JobState::Running, 1))
+        .await
+        .unwrap();
+    assert_eq!(github.labels(REPO, number), vec!["afk", "bug", LABEL_RUNNING]);
+
+    reporter
+        .report(&report(number, JobState::Failed, 1))
+        .await
+        .unwrap();
+    assert_eq!(github.labels(REPO, number), vec!["afk", "bug", LABEL_FAILED]);
+
+    reporter
+        .report(&report(number, JobState::RetryWait, 2))
+        .await
+        .unwrap();
+    reporter
+        .report(&report(number, JobState::Succeeded, 2))
+        .await
+        .unwrap();
+    assert_eq!(github.labels(REPO, number), vec!["afk", "bug", LABEL_DONE]);
+
+    let before = github.requests().len();
+    reporter
+        .set_status_labels(&key, JobState::Succeeded)
+        .await
+        .unwrap();
+    let writes = github.requests()[before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    assert_eq!(writes, 0, "labels already right: nothing written");
+
+    reporter
+        .report(&report(number, JobState::Cancelled, 2))
+        .await
+        .unwrap();
+    assert_eq!(github.labels(REPO, number), vec!["afk", "bug"]);
+}
+
+#[tokio::test]
+async fn pull_request_found_by_branch() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    github.open_pull_request(REPO, "afk-bot", "other-branch", "Unrelated", "");
+    let pr = github.open_pull_request(REPO, "afk-bot", "afk/issue-1", "Fix it", "No keyword here.");
+    let reporter = Reporter::new(client(&github, &clock));
+    let key = IssueKey { repo: repo(), number };
+
+    let found = reporter
+        .find_pull_request(&key, Some("afk/issue-1"))
+        .await
+        .unwrap();
+
+    match found {
+        PullRequestSearch::Found(r) => {
+            assert_eq!(r.number, pr);
+            assert_eq!(r.matched_by, PullRequestMatch::Branch);
+        }
+        other => panic!("expected a pull request, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pull_request_found_by_closing_reference_and_shown_in_the_comment() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    github.open_pull_request(REPO, "someone", "x", "Mentions", &format!("Related to #{number}"));
+    let pr = github.open_pull_request(
+        REPO,
+        "someone",
+        "y",
+        "Fix",
+        &format!("Tidy up.\n\nFixes #{number}."),
+    );
+    let reporter = Reporter::new(client(&github, &clock));
+    let key = IssueKey { repo: repo(), number };
+
+    let search = reporter
+        .find_pull_request(&key, Some("afk/not-pushed"))
+        .await
+        .unwrap();
+    let mut done = report(number, JobState::Succeeded, 1);
+    done.pull_request = Some(search.clone());
+    reporter.report(&done).await.unwrap();
+
+    assert!(
+        matches!(
+            &search,
+            PullRequestSearch::Found(r) if r.number == pr && r.matched_by == PullRequestMatch::ClosingReference
+        ),
+        "{search:?}"
+    );
+    let comment = &github.comments(REPO, number)[0];
+    assert!(comment.contains(&format!("Pull request: #{pr} ")), "{comment}");
+}
+
+#[tokio::test]
+async fn no_pull_request_is_said_plainly() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    github.open_pull_request(REPO, "someone", "x", "Other", "Fixes #999");
+    let reporter = Reporter::new(client(&github, &clock));
+    let key = IssueKey { repo: repo(), number };
+
+    let search = reporter
+        .find_pull_request(&key, Some("afk/issue-1"))
+        .await
+        .unwrap();
+    let mut done = report(number, JobState::Succeeded, 1);
+    done.pull_request = Some(search.clone());
+    reporter.report(&done).await.unwrap();
+
+    assert_eq!(
+        search,
+        PullRequestSearch::NotFound {
+            branch: Some("afk/issue-1".into())
+        }
+    );
+    let comment = &github.comments(REPO, number)[0];
+    assert!(comment.contains("none found"), "{comment}");
+    assert!(comment.contains("`afk/issue-1`"), "{comment}");
+}

@@ -1,0 +1,153 @@
+//! Webhooks: signed deliveries become events at once; forged ones change nothing.
+
+use std::sync::Arc;
+
+use afk_github::{sign, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};
+use afk_secrets::LiteralProvider;
+use tokio::sync::mpsc;
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+struct Listener {
+    url: String,
+    events: mpsc::Receiver<WebhookEvent>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn listen() -> Listener {
+    let (tx, events) = mpsc::channel(16);
+    let app = webhook_router(Arc::new(LiteralProvider::new(SECRET)), tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{WEBHOOK_PATH}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        // Stops when the test drops its `Listener` (the sender is dropped, the receiver resolves).
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Listener {
+        url,
+        events,
+        _stop: stop,
+    }
+}
+
+fn payload(action: &str, number: u64, label: Option<&str>) -> String {
+    let mut v = serde_json::json!({
+        "action": action,
+        "issue": { "number": number, "title": "t", "state": "open" },
+        "repository": { "full_name": "acme/widgets" },
+        "sender": { "login": "mona" },
+    });
+    if let Some(label) = label {
+        v["label"] = serde_json::json!({ "name": label });
+    }
+    v.to_string()
+}
+
+async fn deliver(url: &str, body: &str, signature: Option<&str>, delivery: &str) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", delivery)
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_signed_delivery_becomes_an_event() {
+    let mut listener = listen().await;
+    let body = payload("labeled", 7, Some("afk"));
+
+    let status = deliver(
+        &listener.url,
+        &body,
+        Some(&sign(SECRET.as_bytes(), body.as_bytes())),
+        "d-1",
+    )
+    .await;
+
+    assert_eq!(status, 202);
+    let event = listener
+        .events
+        .try_recv()
+        .expect("an event was sent before the answer");
+    assert_eq!(event.repo.as_str(), "acme/widgets");
+    assert_eq!(event.number, 7);
+    assert_eq!(event.kind, WebhookEventKind::Labeled { label: "afk".into() });
+    assert_eq!(event.delivery, "d-1");
+}
+
+#[tokio::test]
+async fn every_issue_action_afk_cares_about_is_parsed() {
+    let mut listener = listen().await;
+    let cases = [
+        (
+            "unlabeled",
+            Some("afk"),
+            WebhookEventKind::Unlabeled { label: "afk".into() },
+        ),
+        ("closed", None, WebhookEventKind::Closed),
+        ("reopened", None, WebhookEventKind::Reopened),
+    ];
+    for (i, (action, label, kind)) in cases.into_iter().enumerate() {
+        let body = payload(action, 3, label);
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        assert_eq!(
+            deliver(&listener.url, &body, Some(&signature), &format!("d-{i}")).await,
+            202
+        );
+        assert_eq!(listener.events.try_recv().unwrap().kind, kind);
+    }
+    let body = payload("edited", 3, None);
+    let signature = sign(SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(
+        deliver(&listener.url, &body, Some(&signature), "d-edit").await,
+        204
+    );
+    assert!(listener.events.try_recv().is_err(), "other actions are ignored");
+}
+
+#[tokio::test]
+async fn forged_or_missing_signatures_get_401_and_change_nothing() {
+    let mut listener = listen().await;
+    let body = payload("labeled", 7, Some("afk"));
+    let forged = sign(b"not-the-secret", body.as_bytes());
+    let tampered = sign(SECRET.as_bytes(), payload("labeled", 8, Some("afk")).as_bytes());
+
+    assert_eq!(deliver(&listener.url, &body, Some(&forged), "d-1").await, 401);
+    assert_eq!(deliver(&listener.url, &body, Some(&tampered), "d-1").await, 401);
+    assert_eq!(deliver(&listener.url, &body, None, "d-1").await, 401);
+    assert!(listener.events.try_recv().is_err());
+
+    // The forgeries did not claim the delivery id: the genuine delivery still gets through.
+    let genuine = sign(SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(deliver(&listener.url, &body, Some(&genuine), "d-1").await, 202);
+    assert_eq!(listener.events.try_recv().unwrap().number, 7);
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_harmless() {
+    let mut listener = listen().await;
+    let body = payload("closed", 9, None);
+    let signature = sign(SECRET.as_bytes(), body.as_bytes());
+
+    assert_eq!(
+        deliver(&listener.url, &body, Some(&signature), "same-id").await,
+        202
+    );
+    assert_eq!(
+        deliver(&listener.url, &body, Some(&signature), "same-id").await,
+        200
+    );
+
+    assert_eq!(listener.events.try_recv().unwrap().kind, WebhookEventKind::Closed);
+    assert!(listener.events.try_recv().is_err(), "delivered once");
+}
