@@ -8,13 +8,33 @@
 //!   (T3's `orchestration:operate` token expires hourly and is refreshed out of band), and ask again
 //!   with [`Freshness::Refresh`] after the server answered 401.
 //!
-//! **Architecture invariant:** no error produced here contains a secret value.
+//! The providers: [`EnvProvider`], [`FileProvider`], [`CommandProvider`], [`VaultProvider`] and, for
+//! tests, [`LiteralProvider`]. Configuration names one with a [`ProviderSpec`] (a TOML table with a
+//! `provider` key) and [`ProviderSpec::build`] turns it into an `Arc<dyn SecretProvider>`.
+//! With the `testing` feature, [`testing::VaultStandIn`] is a Vault on loopback for tests.
+//!
+//! **Architecture invariant:** no error or log line produced here contains a secret value (a
+//! token, a Vault token, a service-account JWT); a test runs every provider with tracing at TRACE
+//! and searches the output.
 
+mod command;
+mod env;
 mod file;
 mod literal;
+mod spec;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod vault;
 
+pub use command::{CommandProvider, DEFAULT_COMMAND_TIMEOUT};
+pub use env::EnvProvider;
 pub use file::FileProvider;
 pub use literal::LiteralProvider;
+pub use spec::{ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
+pub use vault::{
+    VaultAuth, VaultConfig, VaultProvider, DEFAULT_KUBERNETES_AUTH_MOUNT, DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH,
+    DEFAULT_VAULT_CACHE_LIFETIME, DEFAULT_VAULT_TIMEOUT,
+};
 
 use std::fmt;
 

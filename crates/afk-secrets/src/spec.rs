@@ -1,0 +1,278 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::vault::{
+    DEFAULT_KUBERNETES_AUTH_MOUNT, DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH, DEFAULT_VAULT_CACHE_LIFETIME,
+    DEFAULT_VAULT_TIMEOUT,
+};
+use crate::{
+    CommandProvider, EnvProvider, FileProvider, LiteralProvider, Secret, SecretProvider, VaultAuth,
+    VaultConfig, VaultProvider, DEFAULT_COMMAND_TIMEOUT,
+};
+
+/// A configuration that cannot become a provider. The message names the offending key or value
+/// (never a secret); the caller adds which credential (`[t3.token]`) it configures.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// `command = []`.
+    #[error("`command` is empty; give the program and its arguments, e.g. [\"gh\", \"auth\", \"token\"]")]
+    EmptyCommand,
+    /// `shell = true` with more than one element in `command`.
+    #[error(
+        "with `shell = true`, `command` must be a single script string, e.g. [\"pass show t3 | head -1\"]"
+    )]
+    ShellNeedsOneScript,
+    /// A required key is empty.
+    #[error("`{key}` is empty")]
+    Missing {
+        /// The key, e.g. `path`.
+        key: &'static str,
+    },
+    /// `addr` is not an http(s) URL.
+    #[error("Vault address {addr:?} is not usable: {reason}")]
+    VaultAddr {
+        /// The configured address.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `ca_cert` cannot be read or holds no PEM certificate.
+    #[error("cannot use the CA certificate file {}: {reason}", path.display())]
+    CaCert {
+        /// The configured file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The HTTP client could not be set up (e.g. no TLS backend).
+    #[error("cannot set up the HTTP client for Vault: {0}")]
+    HttpClient(String),
+}
+
+/// Where one credential comes from, as written in afk's TOML configuration: a table with a
+/// `provider` key and that provider's settings, e.g.
+///
+/// ```toml
+/// [t3.token]
+/// provider = "file"
+/// path = "/var/run/secrets/t3/token"
+/// ```
+///
+/// Unknown keys are refused, so that a misspelt `cache_lifetime` is an error rather than ignored.
+/// Durations are written like `200ms`, `10s` or `5m`. `Debug` never shows a literal value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderSpec {
+    /// An environment variable, read on every request ([`EnvProvider`]).
+    Env {
+        /// The variable's name, e.g. `GITHUB_TOKEN`.
+        var: String,
+    },
+    /// A file re-read on every request ([`FileProvider`]), e.g. one that Vault Agent writes.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A command whose trimmed standard output is the token ([`CommandProvider`]).
+    Command {
+        /// The program and its arguments; with `shell = true`, one script for `sh -c`.
+        command: Vec<String>,
+        /// Run `command[0]` with `sh -c` (default false: no shell).
+        #[serde(default)]
+        shell: bool,
+        /// Kill the command after this long (default `10s`).
+        #[serde(default = "default_command_timeout", deserialize_with = "duration")]
+        timeout: Duration,
+        /// Reuse the output this long (default: run the command for every request).
+        #[serde(default, deserialize_with = "optional_duration")]
+        cache_lifetime: Option<Duration>,
+    },
+    /// A field of a HashiCorp Vault KV v2 secret ([`VaultProvider`]).
+    Vault(VaultSpec),
+    /// A value written in the configuration itself ([`LiteralProvider`]). **For tests only**: it
+    /// puts a token on disk in clear text, and building it logs a warning.
+    Literal {
+        /// The token.
+        #[serde(deserialize_with = "secret")]
+        value: Secret,
+    },
+}
+
+/// The settings of `provider = "vault"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSpec {
+    /// Vault's base URL, e.g. `https://vault:8200`.
+    pub addr: String,
+    /// The Vault Enterprise namespace, if any.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The KV v2 mount (default `secret`).
+    #[serde(default = "default_kv_mount")]
+    pub mount: String,
+    /// The secret's path inside the mount, e.g. `afk/t3`.
+    pub path: String,
+    /// The key inside the secret (default `token`).
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// How afk logs in to Vault.
+    pub auth: VaultAuthSpec,
+    /// How long a value read is used; re-read early at 80% (default `5m`).
+    #[serde(default = "default_vault_cache_lifetime", deserialize_with = "duration")]
+    pub cache_lifetime: Duration,
+    /// How long one request to Vault may take (default `10s`).
+    #[serde(default = "default_vault_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// A PEM file with the CA that signed Vault's certificate, if not a public CA.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `auth = { method = "token", token = { provider = "file", path = "..." } }` or
+/// `auth = { method = "kubernetes", role = "afk" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VaultAuthSpec {
+    /// A Vault token from another provider (typically the file Vault Agent keeps renewed).
+    Token {
+        /// Where the Vault token comes from.
+        token: Box<ProviderSpec>,
+    },
+    /// Vault's Kubernetes auth method with the pod's service-account token.
+    Kubernetes {
+        /// The Vault role bound to the pod's service account.
+        role: String,
+        /// The auth method's mount (default `kubernetes`).
+        #[serde(default = "default_k8s_mount")]
+        mount: String,
+        /// The service-account token file (default
+        /// `/var/run/secrets/kubernetes.io/serviceaccount/token`).
+        #[serde(default = "default_jwt_path")]
+        jwt_path: PathBuf,
+    },
+}
+
+impl ProviderSpec {
+    /// The provider this specification describes. Checks the settings (an empty command, a
+    /// malformed Vault address) but reads no secret and contacts nothing: a source that is down
+    /// at start shows up as an error from the first [`SecretProvider::get`], not here.
+    pub fn build(&self) -> Result<Arc<dyn SecretProvider>, SpecError> {
+        Ok(match self {
+            ProviderSpec::Env { var } => {
+                if var.trim().is_empty() {
+                    return Err(SpecError::Missing { key: "var" });
+                }
+                Arc::new(EnvProvider::new(var.trim()))
+            }
+            ProviderSpec::File { path } => {
+                if path.as_os_str().is_empty() {
+                    return Err(SpecError::Missing { key: "path" });
+                }
+                Arc::new(FileProvider::new(path))
+            }
+            ProviderSpec::Command {
+                command,
+                shell,
+                timeout,
+                cache_lifetime,
+            } => {
+                let mut provider = match (command.as_slice(), shell) {
+                    ([], _) => return Err(SpecError::EmptyCommand),
+                    ([script], true) => CommandProvider::shell(script),
+                    (_, true) => return Err(SpecError::ShellNeedsOneScript),
+                    ([program, args @ ..], false) => CommandProvider::new(program, args),
+                };
+                provider = provider.with_timeout(*timeout);
+                if let Some(lifetime) = cache_lifetime {
+                    provider = provider.with_cache_lifetime(*lifetime);
+                }
+                Arc::new(provider)
+            }
+            ProviderSpec::Vault(spec) => Arc::new(VaultProvider::new(spec.config()?)?),
+            ProviderSpec::Literal { value } => {
+                tracing::warn!("a literal token in the configuration is meant for tests; use a file, env or vault provider");
+                Arc::new(LiteralProvider::new(value.clone()))
+            }
+        })
+    }
+}
+
+impl VaultSpec {
+    /// The provider configuration, building the token provider of token auth.
+    pub fn config(&self) -> Result<VaultConfig, SpecError> {
+        let auth = match &self.auth {
+            VaultAuthSpec::Token { token } => VaultAuth::Token(token.build()?),
+            VaultAuthSpec::Kubernetes {
+                role,
+                mount,
+                jwt_path,
+            } => {
+                if role.trim().is_empty() {
+                    return Err(SpecError::Missing { key: "auth.role" });
+                }
+                VaultAuth::Kubernetes {
+                    mount: mount.clone(),
+                    role: role.clone(),
+                    jwt_path: jwt_path.clone(),
+                }
+            }
+        };
+        let mut config = VaultConfig::new(&self.addr, &self.mount, &self.path, &self.field, auth);
+        config.namespace = self.namespace.clone().filter(|n| !n.trim().is_empty());
+        config.cache_lifetime = self.cache_lifetime;
+        config.timeout = self.timeout;
+        config.ca_cert = self.ca_cert.clone();
+        Ok(config)
+    }
+}
+
+fn default_command_timeout() -> Duration {
+    DEFAULT_COMMAND_TIMEOUT
+}
+
+fn default_vault_cache_lifetime() -> Duration {
+    DEFAULT_VAULT_CACHE_LIFETIME
+}
+
+fn default_vault_timeout() -> Duration {
+    DEFAULT_VAULT_TIMEOUT
+}
+
+fn default_kv_mount() -> String {
+    "secret".into()
+}
+
+fn default_field() -> String {
+    "token".into()
+}
+
+fn default_k8s_mount() -> String {
+    DEFAULT_KUBERNETES_AUTH_MOUNT.into()
+}
+
+fn default_jwt_path() -> PathBuf {
+    PathBuf::from(DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH)
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like 200ms, 10s or 5m ({e})"))
+    })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+/// Wraps the value at once. Deserialised through a JSON value because serde's own type errors
+/// quote the offending value ("invalid type: integer `1234`"), which would put it in the error.
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(value) => Ok(Secret::new(value)),
+        _ => Err(serde::de::Error::custom("`value` must be a string")),
+    }
+}
