@@ -1,14 +1,91 @@
-//! The T3 stand-in (work in progress).
+//! A stand-in for T3 Code's orchestration server, for afk's tests, its demo and its benchmarks.
+//!
+//! It serves T3's HTTP API on loopback with T3's paths, JSON shapes, status codes and error
+//! bodies (`t3-api.md`), using the very wire types of [`t3_client::wire`], so that the client
+//! and the stand-in cannot drift apart:
+//!
+//! | method | path | scope |
+//! |---|---|---|
+//! | POST | `/api/orchestration/dispatch` | `orchestration:operate` |
+//! | GET | `/api/orchestration/snapshot` | `orchestration:read` |
+//! | GET | `/api/orchestration/shell` | `orchestration:read` |
+//! | GET | `/api/orchestration/threads/{threadId}` | `orchestration:read` |
+//! | GET | `/.well-known/t3/environment` | none |
+//!
+//! **Behaviour, as T3.**
+//! - Auth: no bearer → 401 `auth_invalid` (`missing_credential`); an unknown, revoked or expired
+//!   token → 401 `auth_invalid` (`invalid_credential`); a token without the endpoint's scope →
+//!   403 `insufficient_scope` naming the scope.
+//! - A body that does not decode as a client command (missing or mistyped field, unknown literal,
+//!   an id that is empty or not trimmed, an empty title, a message over 120,000 characters, an
+//!   attachment that is not an image upload) → 400 `invalid_request` / `invalid_command`. Such a
+//!   request never reaches the decider and leaves no receipt. Commands afk does not send
+//!   (`thread.meta.update`, …) are refused the same way.
+//! - A command the decider refuses (unknown or deleted project or thread, a thread id that
+//!   exists already, archiving an archived thread) → 500 `internal_error` /
+//!   `orchestration_dispatch_failed`, exactly as T3 reports it.
+//! - `commandId`: the same id for the same project or thread returns the original
+//!   `{"sequence": n}` (or the original refusal) and changes nothing; for another project or
+//!   thread it is refused as a conflict.
+//! - The sequence grows by one per event; `updatedAt` moves on every change.
+//! - The snapshot lists every project and thread (archived and deleted included, with their
+//!   `archivedAt` / `deletedAt`), with empty `messages`, `activities` and `checkpoints` as T3's
+//!   lightweight read model does; the shell lists live (neither archived nor deleted) projects and
+//!   threads; the thread detail carries the messages and answers 404 `thread_not_found` for an
+//!   unknown or deleted thread.
+//!
+//! **The simulated agent** (never a real one: its replies say so). After `thread.turn.start` the
+//! session is `starting` with `latestTurn` unchanged (`null` on a new thread) for
+//! [`SimConfig::startup_delay`]; then the turn is admitted (`latestTurn.state = running`, session
+//! `running` with its `activeTurnId`); after [`SimConfig::turn_duration`] it completes (session
+//! `ready`). Markers in the message text script it ([`TurnScript`]): `[sim:fail]`, `[sim:hang]`,
+//! `[sim:duration=MS]`, `[sim:fail-times=N]`. `thread.turn.interrupt` ends the active turn as
+//! `interrupted` (session `interrupted`); `thread.session.stop` ends it as `interrupted` with the
+//! session `stopped`; `thread.delete` stops the session too. A new turn on a thread whose turn is
+//! still active interrupts that turn first. All timing uses tokio's clock and one task serves
+//! every thread, so 10,000 threads cost memory, not CPU.
+//!
+//! **Faults** ([`FaultPlan`]): latency, a share of 500s, a share of dropped connections, a share of
+//! lost replies after a dispatch was applied, an outage window (503), expiring tokens; set at
+//! start, from `afk sim` flags or a scenario file ([`Scenario`]), or changed while running
+//! ([`SimServer::set_faults`], [`SimServer::set_unavailable`], [`SimServer::grant_token`],
+//! [`SimServer::revoke_token`]). Every random choice comes from one generator seeded with
+//! [`SimConfig::seed`], so a sequential client sees the same faults on every run.
+//!
+//! **Scripting from tests.** [`SimServer::pause`] holds dispatch requests of one command type
+//! before or after they are applied, so that a test can kill a client at a known point;
+//! [`SimServer::finish_turn`] ends a turn on demand; [`SimServer::threads`] and
+//! [`SimServer::read_model`] show the state without HTTP.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use t3_sim::{SimConfig, SimProject, SimServer, TokenGrant};
+//!
+//! let config = SimConfig {
+//!     tokens: vec![TokenGrant::operate("test-token")],
+//!     projects: vec![SimProject::new("proj-widgets", "/tmp/widgets")],
+//!     turn_duration: std::time::Duration::from_millis(100),
+//!     ..SimConfig::default()
+//! };
+//! let server = SimServer::start("127.0.0.1:0".parse().expect("an address"), config).await?;
+//! // Point a T3 client at server.url() with the bearer "test-token".
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
-pub mod cli {
-    //! `afk sim`.
+mod config;
+mod rng;
+mod script;
+mod server;
+mod world;
 
-    /// Arguments of `afk sim`.
-    #[derive(Debug, clap::Args)]
-    pub struct SimArgs {}
+pub mod cli;
 
-    /// Runs the stand-in until Ctrl-C.
-    pub async fn run(_args: SimArgs) -> anyhow::Result<()> {
-        anyhow::bail!("not yet")
-    }
-}
+pub use config::{
+    ConfigError, FaultPlan, Scenario, ScenarioFaults, ScenarioOutage, ScenarioProject, ScenarioToken,
+    SimConfig, SimProject, TokenGrant,
+};
+pub use script::TurnScript;
+pub use server::{Pause, PausePhase, SimServer};
+pub use world::{SimThread, SimThreadState, TurnOutcome};

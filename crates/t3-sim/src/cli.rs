@@ -1,0 +1,299 @@
+//! `afk sim`: the stand-in on a port until Ctrl-C.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tracing::info;
+
+use crate::config::{Scenario, SimConfig, SimProject, TokenGrant};
+use crate::server::SimServer;
+
+/// The help text that documents the scenario file and the agent's markers.
+const AFTER_HELP: &str = "\
+Simulated agent: after thread.turn.start the session is `starting`, then the turn runs for
+--turn-duration and completes. Markers in the message text script it: [sim:fail] ends the turn in
+error, [sim:hang] never ends it (interrupt or stop the session), [sim:duration=MS] sets its duration,
+[sim:fail-times=N] fails the first N threads with the same title that carry it.
+
+Scenario file (TOML, every key optional; flags override it, tokens and projects add up):
+  seed = 7
+  turn_duration = \"2s\"
+  startup_delay = \"50ms\"
+  [[tokens]]
+  token = \"...\"
+  scopes = [\"orchestration:read\", \"orchestration:operate\"]
+  lifetime = \"1h\"
+  [[projects]]
+  id = \"proj-widgets\"
+  workspace_root = \"/srv/widgets\"
+  [faults]
+  latency = \"20ms\"
+  error_rate = 0.05
+  drop_rate = 0.02
+  lost_reply_rate = 0.01
+  unavailable = { after = \"30s\", for = \"5s\" }
+
+Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.";
+
+/// Arguments of `afk sim`. `Debug` never shows the tokens.
+#[derive(Clone, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct SimArgs {
+    /// The address to listen on (port 0 picks a free port; the URL is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:3773")]
+    pub listen: SocketAddr,
+    /// A bearer token the stand-in accepts and its scopes, e.g.
+    /// `s3cret=orchestration:read,orchestration:operate` (repeatable). Never logged.
+    #[arg(long = "token", value_name = "TOKEN=SCOPE[,SCOPE...]")]
+    pub tokens: Vec<String>,
+    /// How long the --token tokens stay valid (e.g. `10m`); for ever when omitted.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub token_lifetime: Option<Duration>,
+    /// A project that exists from the start (repeatable).
+    #[arg(long = "project", value_name = "ID=WORKSPACE_ROOT")]
+    pub projects: Vec<String>,
+    /// How long a simulated turn runs [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub turn_duration: Option<Duration>,
+    /// How long a session stays `starting` before its turn runs [default: 50ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub startup_delay: Option<Duration>,
+    /// Seeds faults and minted ids [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Latency added to every request.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub latency: Option<Duration>,
+    /// Share (0 to 1) of requests answered 500 instead of handled.
+    #[arg(long, value_name = "SHARE")]
+    pub error_rate: Option<f64>,
+    /// Share (0 to 1) of requests whose connection is dropped instead of handled.
+    #[arg(long, value_name = "SHARE")]
+    pub drop_rate: Option<f64>,
+    /// Share (0 to 1) of accepted dispatches whose reply is lost after the command was applied.
+    #[arg(long, value_name = "SHARE")]
+    pub lost_reply_rate: Option<f64>,
+    /// Start of an outage (every request answered 503), after the server starts.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "unavailable_for")]
+    pub unavailable_after: Option<Duration>,
+    /// Length of that outage.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "unavailable_after")]
+    pub unavailable_for: Option<Duration>,
+    /// A scenario file (TOML) with any of these settings; see below.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+}
+
+impl fmt::Debug for SimArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimArgs")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("token_lifetime", &self.token_lifetime)
+            .field("projects", &self.projects)
+            .field("turn_duration", &self.turn_duration)
+            .field("startup_delay", &self.startup_delay)
+            .field("seed", &self.seed)
+            .field("latency", &self.latency)
+            .field("error_rate", &self.error_rate)
+            .field("drop_rate", &self.drop_rate)
+            .field("lost_reply_rate", &self.lost_reply_rate)
+            .field("unavailable_after", &self.unavailable_after)
+            .field("unavailable_for", &self.unavailable_for)
+            .field("scenario", &self.scenario)
+            .finish()
+    }
+}
+
+impl SimArgs {
+    /// The configuration these arguments describe: the scenario file first, then the flags.
+    /// Errors name the flag or file and never quote a token.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let mut config = SimConfig::default();
+        if let Some(path) = &self.scenario {
+            Scenario::load(path)?.apply_to(&mut config);
+        }
+        for (i, spec) in self.tokens.iter().enumerate() {
+            let mut grant = parse_token(spec).with_context(|| format!("--token #{}", i + 1))?;
+            grant.lifetime = self.token_lifetime;
+            config.tokens.push(grant);
+        }
+        for spec in &self.projects {
+            config.projects.push(parse_project(spec)?);
+        }
+        if let Some(d) = self.turn_duration {
+            config.turn_duration = d;
+        }
+        if let Some(d) = self.startup_delay {
+            config.startup_delay = d;
+        }
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        if let Some(latency) = self.latency {
+            config.faults.latency = latency;
+        }
+        if let Some(rate) = self.error_rate {
+            config.faults.error_rate = rate;
+        }
+        if let Some(rate) = self.drop_rate {
+            config.faults.drop_rate = rate;
+        }
+        if let Some(rate) = self.lost_reply_rate {
+            config.faults.lost_reply_rate = rate;
+        }
+        if let (Some(after), Some(lasting)) = (self.unavailable_after, self.unavailable_for) {
+            config.faults.unavailable = Some((after, lasting));
+        }
+        config.faults.validate()?;
+        Ok(config)
+    }
+}
+
+/// `TOKEN=SCOPE[,SCOPE...]`. The token may itself contain `=` (base64 padding): the scopes are
+/// what follows the last one.
+fn parse_token(spec: &str) -> anyhow::Result<TokenGrant> {
+    let Some((token, scopes)) = spec.rsplit_once('=') else {
+        bail!("expected TOKEN=SCOPE[,SCOPE...] (the value is not shown: it holds a token)");
+    };
+    let scopes: Vec<String> = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if token.trim().is_empty() || scopes.is_empty() {
+        bail!("expected a non-empty TOKEN and at least one SCOPE, e.g. TOKEN=orchestration:read");
+    }
+    Ok(TokenGrant {
+        token: token.trim().to_owned(),
+        scopes,
+        lifetime: None,
+    })
+}
+
+/// `ID=WORKSPACE_ROOT`.
+fn parse_project(spec: &str) -> anyhow::Result<SimProject> {
+    match spec.split_once('=') {
+        Some((id, root)) if !id.trim().is_empty() && !root.trim().is_empty() => {
+            Ok(SimProject::new(id.trim(), root.trim()))
+        }
+        _ => bail!("--project {spec:?}: expected ID=WORKSPACE_ROOT"),
+    }
+}
+
+/// Runs the stand-in until Ctrl-C: prints its URL on stdout, logs one line per request.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    info!(
+        tokens = config.tokens.len(),
+        projects = config.projects.len(),
+        turn_duration = ?config.turn_duration,
+        seed = config.seed,
+        faults = ?config.faults,
+        "t3-sim: starting"
+    );
+    let server = SimServer::start(args.listen, config)
+        .await
+        .with_context(|| format!("cannot start the T3 stand-in on {}", args.listen))?;
+    println!("{}", server.url());
+    info!(url = %server.url(), "t3-sim: serving T3's orchestration API (a stand-in: no real agent runs); Ctrl-C stops it");
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    info!("t3-sim: stopping");
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser, Subcommand};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Command {
+        Sim(SimArgs),
+    }
+
+    fn parse(args: &[&str]) -> SimArgs {
+        let mut argv = vec!["afk", "sim"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Sim(args),
+            }) => args,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let args = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "abc==:x=orchestration:read,orchestration:operate",
+            "--token-lifetime",
+            "10m",
+            "--project",
+            "proj=/w/proj",
+            "--turn-duration",
+            "300ms",
+            "--seed",
+            "9",
+            "--error-rate",
+            "0.1",
+            "--unavailable-after",
+            "1s",
+            "--unavailable-for",
+            "2s",
+        ]);
+        let config = args.to_config().expect("valid flags");
+        assert_eq!(config.tokens[0].token, "abc==:x");
+        assert_eq!(config.tokens[0].scopes.len(), 2);
+        assert_eq!(config.tokens[0].lifetime, Some(Duration::from_secs(600)));
+        assert_eq!(config.projects[0], SimProject::new("proj", "/w/proj"));
+        assert_eq!(config.turn_duration, Duration::from_millis(300));
+        assert_eq!(config.seed, 9);
+        assert_eq!(config.faults.error_rate, 0.1);
+        assert_eq!(
+            config.faults.unavailable,
+            Some((Duration::from_secs(1), Duration::from_secs(2)))
+        );
+    }
+
+    #[test]
+    fn a_bad_token_flag_is_refused_without_echoing_it() {
+        let args = parse(&["--token", "s3cret-no-scopes"]);
+        let err = format!("{:#}", args.to_config().unwrap_err());
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("--token #1"), "{err}");
+        assert!(!format!("{args:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_bad_rate_is_refused() {
+        let args = parse(&["--drop-rate", "2"]);
+        assert!(format!("{}", args.to_config().unwrap_err()).contains("drop_rate"));
+    }
+
+    #[test]
+    fn help_documents_the_scenario_file_and_markers() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("sim")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("[sim:fail-times=N]"), "{help}");
+        assert!(help.contains("[faults]"), "{help}");
+        assert!(help.contains("--scenario"), "{help}");
+    }
+}

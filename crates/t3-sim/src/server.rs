@@ -1,0 +1,717 @@
+//! The HTTP server: T3's orchestration endpoints over the [`World`], behind T3's bearer auth, with
+//! the fault plan and the pauses tests script.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use t3_client::ids::ThreadId;
+use t3_client::wire::{scopes, ClientCommand, DispatchResult, ErrorBody, ReadModel};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{FaultPlan, SimConfig, TokenGrant};
+use crate::rng::SplitMix64;
+use crate::world::{self, Refusal, SimThread, TurnOutcome, World};
+
+/// How long [`SimServer::shutdown`] lets requests in flight finish before it cuts them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// When a [`Pause`] holds a dispatch request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PausePhase {
+    /// After the request was authenticated and decoded, before the command is applied.
+    BeforeApply,
+    /// After the command was applied (or refused), before the reply is sent.
+    AfterApply,
+}
+
+/// A scripted hold on dispatch requests of one command type, from [`SimServer::pause`].
+///
+/// Until [`Pause::release`], every matching request is held at its phase; afterwards matching
+/// requests pass. Crash tests use it to kill a client at a known point: "T3 has the request but
+/// has not applied it" or "T3 applied it but the client never saw the reply".
+#[derive(Debug, Clone)]
+pub struct Pause {
+    inner: Arc<PauseInner>,
+}
+
+#[derive(Debug)]
+struct PauseInner {
+    command_type: String,
+    phase: PausePhase,
+    /// How many requests were held so far.
+    held: watch::Sender<u32>,
+    released: watch::Sender<bool>,
+}
+
+impl Pause {
+    /// Resolves once a matching request is held (at once if one was held already). Wrap it in a
+    /// timeout: it waits for ever if no such request comes.
+    pub async fn hit(&self) {
+        let mut held = self.inner.held.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = held.wait_for(|n| *n > 0).await;
+    }
+
+    /// How many requests this pause has held so far.
+    pub fn held(&self) -> u32 {
+        *self.inner.held.borrow()
+    }
+
+    /// Lets the held requests, and every later matching one, go on.
+    pub fn release(&self) {
+        self.inner.released.send_replace(true);
+    }
+
+    /// True once released.
+    pub fn is_released(&self) -> bool {
+        *self.inner.released.borrow()
+    }
+}
+
+/// A running stand-in on a TCP port. Dropping it stops the server (abruptly); prefer
+/// [`SimServer::shutdown`].
+#[derive(Debug)]
+pub struct SimServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<watch::Sender<bool>>,
+    server_task: Option<JoinHandle<()>>,
+    scheduler_task: Option<JoinHandle<()>>,
+}
+
+struct Grant {
+    scopes: Vec<String>,
+    expires_at: Option<Instant>,
+}
+
+struct FaultState {
+    plan: FaultPlan,
+    /// When the plan took effect: its outage window counts from here.
+    since: Instant,
+    rng: SplitMix64,
+}
+
+/// What the handlers share.
+struct Shared {
+    world: Mutex<World>,
+    /// Woken when a dispatch may have set an earlier timer.
+    timers_changed: Notify,
+    faults: Mutex<FaultState>,
+    forced_unavailable: AtomicBool,
+    tokens: Mutex<HashMap<String, Grant>>,
+    pauses: Mutex<Vec<Arc<PauseInner>>>,
+    environment: serde_json::Value,
+    trace_ids: Mutex<SplitMix64>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Deliberately shows no token.
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Locks `mutex`, recovering from a panic in another holder: the state stays consistent because
+/// every change is a few plain assignments.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimServer {
+    /// Starts a stand-in listening on `listen` (use port 0 for any free port) with `config`.
+    /// Fails when the address cannot be bound or the configuration is unusable (a fault rate
+    /// outside `[0, 1]`, an invalid project id).
+    pub async fn start(listen: SocketAddr, config: SimConfig) -> io::Result<SimServer> {
+        config
+            .faults
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let world = World::new(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let now = Instant::now();
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|grant| (grant.token.clone(), grant_at(grant, now)))
+            .collect();
+        let mut ids = SplitMix64::new(config.seed ^ 0xE7_u64.rotate_left(48));
+        let environment = serde_json::json!({
+            "environmentId": ids.uuid().to_string(),
+            "label": "t3-sim",
+            "platform": { "os": platform_os(), "arch": platform_arch() },
+            "serverVersion": concat!(env!("CARGO_PKG_VERSION"), "-t3-sim"),
+            "capabilities": { "repositoryIdentity": false },
+        });
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            timers_changed: Notify::new(),
+            faults: Mutex::new(FaultState {
+                plan: config.faults.clone(),
+                since: now,
+                rng: SplitMix64::new(config.seed),
+            }),
+            forced_unavailable: AtomicBool::new(false),
+            tokens: Mutex::new(tokens),
+            pauses: Mutex::new(Vec::new()),
+            environment,
+            trace_ids: Mutex::new(ids),
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let app = router(shared.clone());
+        let server_task = tokio::spawn(async move {
+            let signal = async move {
+                // Also ends when the sender is dropped with the server.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+                warn!(error = %e, "t3-sim: the server stopped with an error");
+            }
+        });
+        let scheduler_task = tokio::spawn(run_agent(shared.clone()));
+        Ok(SimServer {
+            addr,
+            shared,
+            stop: Some(stop),
+            server_task: Some(server_task),
+            scheduler_task: Some(scheduler_task),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:40123` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The read model `GET /api/orchestration/snapshot` would return now.
+    pub fn read_model(&self) -> ReadModel {
+        lock(&self.shared.world).read_model()
+    }
+
+    /// The current event sequence (`snapshotSequence`).
+    pub fn sequence(&self) -> u64 {
+        lock(&self.shared.world).sequence()
+    }
+
+    /// Every thread, in creation order, deleted ones included.
+    pub fn threads(&self) -> Vec<SimThread> {
+        lock(&self.shared.world).threads()
+    }
+
+    /// One thread, if it was ever created.
+    pub fn thread(&self, id: &ThreadId) -> Option<SimThread> {
+        lock(&self.shared.world).thread(id)
+    }
+
+    /// Replaces the fault plan; it takes effect with the next request and its outage window
+    /// counts from now. Rates outside `[0, 1]` are clamped (with a warning) rather than refused,
+    /// so that a test cannot leave the server in a state it did not ask for.
+    pub fn set_faults(&self, faults: FaultPlan) {
+        let mut plan = faults;
+        if let Err(e) = plan.validate() {
+            warn!("t3-sim: {e}; clamping the rates");
+            plan.error_rate = plan.error_rate.clamp(0.0, 1.0);
+            plan.drop_rate = plan.drop_rate.clamp(0.0, 1.0 - plan.error_rate);
+            plan.lost_reply_rate = plan.lost_reply_rate.clamp(0.0, 1.0);
+        }
+        let mut state = lock(&self.shared.faults);
+        state.plan = plan;
+        state.since = Instant::now();
+    }
+
+    /// While `on`, every request is answered 503, whatever the fault plan says.
+    pub fn set_unavailable(&self, on: bool) {
+        self.shared.forced_unavailable.store(on, Ordering::SeqCst);
+    }
+
+    /// Accepts `grant` from now on (its lifetime counts from now); replaces an earlier grant of
+    /// the same token.
+    pub fn grant_token(&self, grant: TokenGrant) {
+        let now = Instant::now();
+        lock(&self.shared.tokens).insert(grant.token.clone(), grant_at(&grant, now));
+    }
+
+    /// Stops accepting `token`: it gets 401 `auth_invalid` from the next request on.
+    pub fn revoke_token(&self, token: &str) {
+        lock(&self.shared.tokens).remove(token);
+    }
+
+    /// Holds dispatch requests whose command `type` is `command_type` (e.g. `thread.create`) at
+    /// `phase` until the returned [`Pause`] is released.
+    pub fn pause(&self, command_type: &str, phase: PausePhase) -> Pause {
+        let inner = Arc::new(PauseInner {
+            command_type: command_type.to_owned(),
+            phase,
+            held: watch::channel(0).0,
+            released: watch::channel(false).0,
+        });
+        lock(&self.shared.pauses).push(inner.clone());
+        Pause { inner }
+    }
+
+    /// Ends the thread's starting or running turn now with `outcome` (a `[sim:hang]` turn, for
+    /// instance). False when the thread is unknown or has no turn in progress.
+    pub fn finish_turn(&self, thread_id: &str, outcome: TurnOutcome) -> bool {
+        let Ok(id) = ThreadId::new(thread_id) else {
+            return false;
+        };
+        lock(&self.shared.world).finish_turn(&id, outcome)
+    }
+
+    /// Stops the server: releases every pause, stops accepting connections, lets requests in
+    /// flight finish (for at most a few seconds) and stops the simulated agent.
+    pub async fn shutdown(mut self) {
+        for pause in lock(&self.shared.pauses).iter() {
+            pause.released.send_replace(true);
+        }
+        if let Some(stop) = self.stop.take() {
+            stop.send_replace(true);
+        }
+        if let Some(mut task) = self.server_task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        if let Some(task) = self.scheduler_task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.server_task.take() {
+            task.abort();
+        }
+        if let Some(task) = self.scheduler_task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn grant_at(grant: &TokenGrant, now: Instant) -> Grant {
+    Grant {
+        scopes: grant.scopes.clone(),
+        expires_at: grant.lifetime.map(|lifetime| now + lifetime),
+    }
+}
+
+fn platform_os() -> &'static str {
+    match std::env::consts::OS {
+        "linux" => "linux",
+        "macos" => "darwin",
+        "windows" => "windows",
+        _ => "unknown",
+    }
+}
+
+fn platform_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        _ => "other",
+    }
+}
+
+/// The simulated agent: one task for all threads, sleeping until the next turn is due.
+async fn run_agent(shared: Arc<Shared>) {
+    loop {
+        let next = lock(&shared.world).fire_due(Instant::now());
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = shared.timers_changed.notified() => {}
+                }
+            }
+            None => shared.timers_changed.notified().await,
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/orchestration/dispatch", post(dispatch))
+        .route("/api/orchestration/snapshot", get(snapshot))
+        .route("/api/orchestration/shell", get(shell))
+        .route("/api/orchestration/threads/{thread_id}", get(thread_detail))
+        .route("/.well-known/t3/environment", get(environment))
+        .layer(middleware::from_fn(log_request))
+        .with_state(shared)
+}
+
+/// A note for the request's log line, carried on the response.
+#[derive(Clone)]
+struct LogNote(String);
+
+fn with_note(mut response: Response, note: impl Into<String>) -> Response {
+    response.extensions_mut().insert(LogNote(note.into()));
+    response
+}
+
+/// Logs one line per request: method, path, status, time taken and what happened. Never
+/// headers (the bearer) or bodies.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let note = response
+        .extensions()
+        .get::<LogNote>()
+        .map(|n| n.0.clone())
+        .unwrap_or_default();
+    info!(
+        "{method} {path} -> {} in {} ms{}{note}",
+        response.status().as_u16(),
+        started.elapsed().as_millis(),
+        if note.is_empty() { "" } else { ": " },
+    );
+    response
+}
+
+/// Which endpoint a request is for; names the 500 reason T3 gives for it.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Dispatch,
+    Snapshot,
+    Shell,
+    ThreadDetail,
+    Environment,
+}
+
+impl Endpoint {
+    fn internal_reason(self) -> &'static str {
+        match self {
+            Endpoint::Dispatch => "orchestration_dispatch_failed",
+            Endpoint::Snapshot | Endpoint::Shell => "orchestration_snapshot_failed",
+            Endpoint::ThreadDetail => "orchestration_thread_snapshot_failed",
+            Endpoint::Environment => "internal_error",
+        }
+    }
+}
+
+impl Shared {
+    fn trace_id(&self) -> String {
+        lock(&self.trace_ids).uuid().simple().to_string()
+    }
+
+    /// T3's error body with `_tag`, `code` and a fresh `traceId`.
+    fn error(&self, tag: &str, code: &str) -> ErrorBody {
+        ErrorBody {
+            tag: Some(tag.to_owned()),
+            code: Some(code.to_owned()),
+            reason: None,
+            required_scope: None,
+            trace_id: Some(self.trace_id()),
+        }
+    }
+
+    fn internal_error(&self, endpoint: Endpoint) -> Response {
+        let mut body = self.error("EnvironmentInternalError", "internal_error");
+        body.reason = Some(endpoint.internal_reason().to_owned());
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, &body)
+    }
+
+    fn invalid_command(&self) -> Response {
+        let mut body = self.error("EnvironmentRequestInvalidError", "invalid_request");
+        body.reason = Some("invalid_command".to_owned());
+        error_response(StatusCode::BAD_REQUEST, &body)
+    }
+
+    fn auth_invalid(&self, reason: &str) -> Response {
+        let mut body = self.error("EnvironmentAuthInvalidError", "auth_invalid");
+        body.reason = Some(reason.to_owned());
+        with_note(error_response(StatusCode::UNAUTHORIZED, &body), reason)
+    }
+
+    fn scope_required(&self, scope: &str) -> Response {
+        let mut body = self.error("EnvironmentScopeRequiredError", "insufficient_scope");
+        body.required_scope = Some(scope.to_owned());
+        with_note(
+            error_response(StatusCode::FORBIDDEN, &body),
+            format!("missing scope {scope}"),
+        )
+    }
+
+    fn thread_not_found(&self) -> Response {
+        let mut body = self.error("EnvironmentResourceNotFoundError", "not_found");
+        body.reason = Some("thread_not_found".to_owned());
+        error_response(StatusCode::NOT_FOUND, &body)
+    }
+
+    /// The faults every request meets first: latency, outage, a share of 5xx and dropped
+    /// connections. `Err` carries the response to send instead of handling the request (boxed:
+    /// a response is large and this is the rare path).
+    async fn enter(&self, endpoint: Endpoint) -> Result<(), Box<Response>> {
+        let latency = lock(&self.faults).plan.latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut faults = lock(&self.faults);
+        let now = Instant::now();
+        let in_outage = faults.plan.unavailable.is_some_and(|(after, lasting)| {
+            let start = faults.since + after;
+            now >= start && now < start + lasting
+        });
+        if in_outage || self.forced_unavailable.load(Ordering::SeqCst) {
+            drop(faults);
+            return Err(Box::new(unavailable()));
+        }
+        let (error_rate, drop_rate) = (faults.plan.error_rate, faults.plan.drop_rate);
+        if error_rate <= 0.0 && drop_rate <= 0.0 {
+            return Ok(());
+        }
+        let roll = faults.rng.next_f64();
+        drop(faults);
+        if roll < error_rate {
+            return Err(Box::new(with_note(self.internal_error(endpoint), "injected 500")));
+        }
+        if roll < error_rate + drop_rate {
+            return Err(Box::new(dropped_connection("injected dropped connection")));
+        }
+        Ok(())
+    }
+
+    /// T3's bearer check: a known, unexpired token carrying `scope`.
+    fn authorize(&self, headers: &HeaderMap, scope: &str) -> Result<(), Box<Response>> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(Box::new(self.auth_invalid("missing_credential")));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
+            return Err(Box::new(self.auth_invalid("invalid_credential")));
+        };
+        let tokens = lock(&self.tokens);
+        let Some(grant) = tokens.get(token) else {
+            drop(tokens);
+            return Err(Box::new(self.auth_invalid("invalid_credential")));
+        };
+        if grant.expires_at.is_some_and(|at| Instant::now() >= at) {
+            drop(tokens);
+            return Err(Box::new(with_note(
+                self.auth_invalid("invalid_credential"),
+                "expired token",
+            )));
+        }
+        if !grant.scopes.iter().any(|s| s == scope) {
+            drop(tokens);
+            return Err(Box::new(self.scope_required(scope)));
+        }
+        Ok(())
+    }
+
+    /// Holds the request while an unreleased pause matches it.
+    async fn hold(&self, command_type: &str, phase: PausePhase) {
+        let pause = lock(&self.pauses)
+            .iter()
+            .find(|p| p.command_type == command_type && p.phase == phase && !*p.released.borrow())
+            .cloned();
+        if let Some(pause) = pause {
+            let mut released = pause.released.subscribe();
+            pause.held.send_modify(|n| *n += 1);
+            // The sender lives in `pause`, held here, so this cannot fail.
+            let _ = released.wait_for(|r| *r).await;
+        }
+    }
+
+    fn roll_lost_reply(&self) -> bool {
+        let mut faults = lock(&self.faults);
+        let rate = faults.plan.lost_reply_rate;
+        rate > 0.0 && faults.rng.next_f64() < rate
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error_response(status: StatusCode, body: &ErrorBody) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => json_response(status, bytes),
+        Err(_) => status.into_response(),
+    }
+}
+
+fn unavailable() -> Response {
+    with_note(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "t3-sim: simulated outage (service unavailable)",
+        )
+            .into_response(),
+        "simulated outage",
+    )
+}
+
+/// A reply whose connection breaks before it completes: the status line may go out, the body
+/// never does, and the client sees the connection close.
+fn dropped_connection(note: &str) -> Response {
+    let body = futures_util::stream::once(async {
+        Err::<Bytes, io::Error>(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "t3-sim: dropped connection",
+        ))
+    });
+    with_note(Response::new(Body::from_stream(body)), note.to_owned())
+}
+
+async fn dispatch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(response) = shared.enter(Endpoint::Dispatch).await {
+        return *response;
+    }
+    if let Err(response) = shared.authorize(&headers, scopes::ORCHESTRATION_OPERATE) {
+        return *response;
+    }
+    let command = match serde_json::from_slice::<ClientCommand>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(world::validate)
+    {
+        Ok(command) => command,
+        Err(detail) => return with_note(shared.invalid_command(), format!("invalid_command: {detail}")),
+    };
+    let kind = command.kind();
+    shared.hold(kind, PausePhase::BeforeApply).await;
+    let outcome = lock(&shared.world).dispatch(&command, Instant::now());
+    shared.timers_changed.notify_one();
+    shared.hold(kind, PausePhase::AfterApply).await;
+    match outcome {
+        Ok(sequence) => {
+            if shared.roll_lost_reply() {
+                return dropped_connection(&format!(
+                    "{kind} applied at sequence {sequence}, reply lost (injected)"
+                ));
+            }
+            match serde_json::to_vec(&DispatchResult { sequence }) {
+                Ok(body) => with_note(
+                    json_response(StatusCode::OK, body),
+                    format!("{kind} sequence {sequence}"),
+                ),
+                Err(_) => shared.internal_error(Endpoint::Dispatch),
+            }
+        }
+        Err(Refusal(reason)) => with_note(
+            shared.internal_error(Endpoint::Dispatch),
+            format!("{kind} refused: {reason}"),
+        ),
+    }
+}
+
+async fn snapshot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(response) = shared.enter(Endpoint::Snapshot).await {
+        return *response;
+    }
+    if let Err(response) = shared.authorize(&headers, scopes::ORCHESTRATION_READ) {
+        return *response;
+    }
+    let body = lock(&shared.world).snapshot_json();
+    match body {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(_) => shared.internal_error(Endpoint::Snapshot),
+    }
+}
+
+async fn shell(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(response) = shared.enter(Endpoint::Shell).await {
+        return *response;
+    }
+    if let Err(response) = shared.authorize(&headers, scopes::ORCHESTRATION_READ) {
+        return *response;
+    }
+    let body = lock(&shared.world).shell_json();
+    match body {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(_) => shared.internal_error(Endpoint::Shell),
+    }
+}
+
+async fn thread_detail(
+    State(shared): State<Arc<Shared>>,
+    Path(thread_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = shared.enter(Endpoint::ThreadDetail).await {
+        return *response;
+    }
+    if let Err(response) = shared.authorize(&headers, scopes::ORCHESTRATION_READ) {
+        return *response;
+    }
+    let windowed = match thread_window(query.as_deref()) {
+        Ok(windowed) => windowed,
+        Err(message) => {
+            let body = serde_json::json!({ "_tag": "HttpApiDecodeError", "message": message, "issues": [] });
+            return with_note(
+                json_response(StatusCode::BAD_REQUEST, body.to_string().into_bytes()),
+                message,
+            );
+        }
+    };
+    let Ok(id) = ThreadId::new(thread_id) else {
+        return shared.thread_not_found();
+    };
+    let body = lock(&shared.world).thread_detail_json(&id, windowed);
+    match body {
+        None => shared.thread_not_found(),
+        Some(Ok(body)) => json_response(StatusCode::OK, body),
+        Some(Err(_)) => shared.internal_error(Endpoint::ThreadDetail),
+    }
+}
+
+/// Reads `turnLimit` (a positive integer) and `beforeCursor` (a non-empty string) as T3's
+/// `OrchestrationThreadDetailWindow`; true when a window was asked for.
+fn thread_window(query: Option<&str>) -> Result<bool, String> {
+    let mut windowed = false;
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "turnLimit" => {
+                if !value.parse::<u32>().is_ok_and(|n| n > 0) {
+                    return Err("turnLimit must be a positive integer".into());
+                }
+                windowed = true;
+            }
+            "beforeCursor" => {
+                if value.trim().is_empty() {
+                    return Err("beforeCursor must be a non-empty string".into());
+                }
+                windowed = true;
+            }
+            _ => {}
+        }
+    }
+    Ok(windowed)
+}
+
+async fn environment(State(shared): State<Arc<Shared>>) -> Response {
+    if let Err(response) = shared.enter(Endpoint::Environment).await {
+        return *response;
+    }
+    json_response(StatusCode::OK, shared.environment.to_string().into_bytes())
+}

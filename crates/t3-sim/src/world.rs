@@ -1,0 +1,1001 @@
+//! The stand-in's state: projects, threads, command receipts, the event sequence, and the
+//! simulated agent's schedule. Everything here is synchronous and driven by the caller's clock
+//! (`tokio::time::Instant`), so that it is easy to reason about and tests may pause time.
+//!
+//! **Invariants.**
+//! - The sequence only grows: every change (a command's events, a turn admitted or ended) adds
+//!   one; `updatedAt` of the snapshot and of each changed thread is set to the time of the change
+//!   and never goes backwards.
+//! - A `commandId` is decided once. Sent again for the same project or thread, it gets the
+//!   original `{"sequence": n}` (or the original refusal) and nothing happens twice; sent for
+//!   another project or thread, it is refused as a conflict (`t3-api.md`, T3's
+//!   `OrchestrationEngine`).
+//! - The agent costs nothing per thread while it waits: each pending turn is one entry in a
+//!   timer heap, which one task drains ([`World::fire_due`]).
+//! - Threads are never removed: deletion sets `deletedAt`, as T3's read model does.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_json::json;
+use t3_client::ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
+use t3_client::wire::{
+    t3_text_len, ClientCommand, InteractionMode, LatestTurn, ModelSelection, Project, ReadModel, RuntimeMode,
+    Session, SessionStatus, Thread, Timestamp, TurnState, MAX_INPUT_CHARS,
+};
+use tokio::time::Instant;
+
+use crate::config::SimConfig;
+use crate::rng::SplitMix64;
+use crate::script::TurnScript;
+
+/// What a simulated thread is doing, as a test wants to ask it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimThreadState {
+    /// No turn was ever started.
+    Idle,
+    /// A turn was requested; the session is starting and the turn is not admitted yet.
+    Starting,
+    /// The turn is running.
+    Running,
+    /// The latest turn completed.
+    Completed,
+    /// The latest turn ended in error.
+    Error,
+    /// The latest turn was interrupted.
+    Interrupted,
+    /// The session was stopped.
+    Stopped,
+}
+
+/// One thread as the stand-in holds it, for assertions in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimThread {
+    /// Its id.
+    pub id: ThreadId,
+    /// Its project.
+    pub project_id: ProjectId,
+    /// Its title.
+    pub title: String,
+    /// Its branch.
+    pub branch: Option<String>,
+    /// How many `thread.turn.start` commands were applied to it.
+    pub turns: u32,
+    /// What it is doing.
+    pub state: SimThreadState,
+    /// The session's last error, when it failed.
+    pub last_error: Option<String>,
+    /// `deletedAt` is set.
+    pub deleted: bool,
+    /// `archivedAt` is set.
+    pub archived: bool,
+}
+
+/// How [`crate::SimServer::finish_turn`] ends a running turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// The turn completes; the session is ready.
+    Completed,
+    /// The turn ends in error; the session is in error with this `lastError`.
+    Error(String),
+}
+
+/// A command T3's decider refuses (reported over HTTP as 500 `orchestration_dispatch_failed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal(pub(crate) String);
+
+/// What a `commandId` was aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Aggregate {
+    Project(ProjectId),
+    Thread(ThreadId),
+}
+
+impl Aggregate {
+    fn of(command: &ClientCommand) -> Aggregate {
+        match command {
+            ClientCommand::ProjectCreate(c) => Aggregate::Project(c.project_id.clone()),
+            ClientCommand::ThreadCreate(c) => Aggregate::Thread(c.thread_id.clone()),
+            ClientCommand::ThreadTurnStart(c) => Aggregate::Thread(c.thread_id.clone()),
+            ClientCommand::ThreadTurnInterrupt(c) => Aggregate::Thread(c.thread_id.clone()),
+            ClientCommand::ThreadSessionStop(c) => Aggregate::Thread(c.thread_id.clone()),
+            ClientCommand::ThreadArchive(c)
+            | ClientCommand::ThreadUnarchive(c)
+            | ClientCommand::ThreadDelete(c) => Aggregate::Thread(c.thread_id.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aggregate::Project(id) => write!(f, "project '{id}'"),
+            Aggregate::Thread(id) => write!(f, "thread '{id}'"),
+        }
+    }
+}
+
+struct Receipt {
+    aggregate: Aggregate,
+    outcome: Result<u64, String>,
+}
+
+/// How a turn will end when its time is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScriptedEnd {
+    Complete,
+    Fail(String),
+    Hang,
+}
+
+struct ActiveTurn {
+    turn_id: TurnId,
+    requested_at: Timestamp,
+    started_at: Option<Timestamp>,
+    end: ScriptedEnd,
+    duration: Duration,
+}
+
+/// How a turn ended.
+enum TurnEnd {
+    Completed,
+    Error(String),
+    Interrupted,
+    SessionStopped,
+}
+
+struct ThreadEntry {
+    /// The wire form served by the snapshot (messages, activities and checkpoints stay empty).
+    thread: Thread,
+    /// The thread's messages, served only by the thread detail endpoint.
+    messages: Vec<serde_json::Value>,
+    turns: u32,
+    /// Moves on whenever the active turn changes, so that a timer set for an earlier turn is
+    /// recognised as stale and ignored.
+    generation: u64,
+    active: Option<ActiveTurn>,
+    /// Whether this thread's `[sim:fail-times=N]` turns fail, decided at its first such turn.
+    fails_by_count: Option<bool>,
+    latest_user_message_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The session is up: the turn is admitted and runs.
+    Admit,
+    /// The turn's time is up: it ends as scripted.
+    Finish,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Instant,
+    /// Keeps timers due at the same instant in the order they were set.
+    order: u64,
+    thread: usize,
+    generation: u64,
+    kind: TimerKind,
+}
+
+/// The whole simulated T3.
+pub(crate) struct World {
+    sequence: u64,
+    updated_at: Timestamp,
+    projects: Vec<Project>,
+    project_index: HashMap<ProjectId, usize>,
+    threads: Vec<ThreadEntry>,
+    thread_index: HashMap<ThreadId, usize>,
+    receipts: HashMap<CommandId, Receipt>,
+    /// Per thread title: how many threads carried `[sim:fail-times=N]` so far.
+    fail_times_seen: HashMap<String, u32>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_order: u64,
+    ids: SplitMix64,
+    turn_duration: Duration,
+    startup_delay: Duration,
+}
+
+impl World {
+    /// A world holding `config`'s projects.
+    pub(crate) fn new(config: &SimConfig) -> Result<World, String> {
+        let now = Timestamp::now();
+        let mut world = World {
+            sequence: 0,
+            updated_at: now,
+            projects: Vec::new(),
+            project_index: HashMap::new(),
+            threads: Vec::new(),
+            thread_index: HashMap::new(),
+            receipts: HashMap::new(),
+            fail_times_seen: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_order: 0,
+            // A stream of its own, so that minting ids never shifts the fault rolls.
+            ids: SplitMix64::new(config.seed ^ 0x1D5_u64.rotate_left(40)),
+            turn_duration: config.turn_duration,
+            startup_delay: config.startup_delay,
+        };
+        for project in &config.projects {
+            let id = ProjectId::new(project.id.clone())
+                .map_err(|e| format!("project id {:?} is not a valid T3 id: {e}", project.id))?;
+            let title = project.title.clone().unwrap_or_else(|| project.id.clone());
+            if title.trim().is_empty() || project.workspace_root.trim().is_empty() {
+                return Err(format!(
+                    "project {:?} needs a non-empty title and workspace root",
+                    project.id
+                ));
+            }
+            if world.project_index.contains_key(&id) {
+                return Err(format!("project {:?} is given twice", project.id));
+            }
+            world.project_index.insert(id.clone(), world.projects.len());
+            world.projects.push(Project {
+                id,
+                title: title.trim().to_owned(),
+                workspace_root: project.workspace_root.trim().to_owned(),
+                repository_identity: None,
+                default_model_selection: None,
+                scripts: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            });
+        }
+        Ok(world)
+    }
+
+    /// The current event sequence.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Decides and applies `command` (already validated with [`validate`]) at `now`, honouring
+    /// the command's receipt if its id was seen before. Returns the sequence to answer with.
+    pub(crate) fn dispatch(&mut self, command: &ClientCommand, now: Instant) -> Result<u64, Refusal> {
+        let aggregate = Aggregate::of(command);
+        let id = command.command_id();
+        if let Some(receipt) = self.receipts.get(id) {
+            if receipt.aggregate != aggregate {
+                return Err(Refusal(format!(
+                    "Command '{id}' was already dispatched for {} and conflicts with this one for {aggregate}.",
+                    receipt.aggregate
+                )));
+            }
+            return match &receipt.outcome {
+                Ok(sequence) => Ok(*sequence),
+                Err(reason) => Err(Refusal(format!(
+                    "Command '{id}' was previously rejected: {reason}"
+                ))),
+            };
+        }
+        let outcome = self.decide(command, now);
+        self.receipts.insert(
+            id.clone(),
+            Receipt {
+                aggregate,
+                outcome: outcome.clone(),
+            },
+        );
+        outcome.map_err(Refusal)
+    }
+
+    fn decide(&mut self, command: &ClientCommand, now: Instant) -> Result<u64, String> {
+        match command {
+            ClientCommand::ProjectCreate(c) => {
+                if let Some(&i) = self.project_index.get(&c.project_id) {
+                    if self.projects[i].deleted_at.is_none() {
+                        return Err(format!(
+                            "Project '{}' already exists and cannot be created twice.",
+                            c.project_id
+                        ));
+                    }
+                }
+                let ts = self.stamp();
+                let project = Project {
+                    id: c.project_id.clone(),
+                    title: c.title.as_str().to_owned(),
+                    workspace_root: c.workspace_root.as_str().to_owned(),
+                    repository_identity: None,
+                    default_model_selection: c.default_model_selection.clone(),
+                    scripts: Vec::new(),
+                    created_at: ts,
+                    updated_at: ts,
+                    deleted_at: None,
+                };
+                match self.project_index.get(&c.project_id) {
+                    Some(&i) => self.projects[i] = project,
+                    None => {
+                        self.project_index
+                            .insert(c.project_id.clone(), self.projects.len());
+                        self.projects.push(project);
+                    }
+                }
+                Ok(self.bump())
+            }
+            ClientCommand::ThreadCreate(c) => {
+                let live_project = self
+                    .project_index
+                    .get(&c.project_id)
+                    .is_some_and(|&i| self.projects[i].deleted_at.is_none());
+                if !live_project {
+                    return Err(format!(
+                        "Project '{}' does not exist for command 'thread.create'.",
+                        c.project_id
+                    ));
+                }
+                if self.thread_index.contains_key(&c.thread_id) {
+                    return Err(format!(
+                        "Thread '{}' already exists and cannot be created twice.",
+                        c.thread_id
+                    ));
+                }
+                let ts = self.stamp();
+                let thread = Thread {
+                    id: c.thread_id.clone(),
+                    project_id: c.project_id.clone(),
+                    title: c.title.as_str().to_owned(),
+                    model_selection: c.model_selection.clone(),
+                    runtime_mode: c.runtime_mode,
+                    interaction_mode: c.interaction_mode,
+                    branch: c.branch.clone(),
+                    worktree_path: c.worktree_path.clone(),
+                    latest_turn: None,
+                    created_at: ts,
+                    updated_at: ts,
+                    archived_at: None,
+                    deleted_at: None,
+                    messages: Vec::new(),
+                    activities: Vec::new(),
+                    checkpoints: Vec::new(),
+                    session: None,
+                };
+                self.thread_index.insert(c.thread_id.clone(), self.threads.len());
+                self.threads.push(ThreadEntry {
+                    thread,
+                    messages: Vec::new(),
+                    turns: 0,
+                    generation: 0,
+                    active: None,
+                    fails_by_count: None,
+                    latest_user_message_at: None,
+                });
+                Ok(self.bump())
+            }
+            ClientCommand::ThreadTurnStart(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                let script = TurnScript::parse(&c.message.text);
+                let end = self.scripted_end(idx, &script);
+                let duration = script.duration.unwrap_or(self.turn_duration);
+                let turn_id = self.mint_turn_id();
+                if self.threads[idx].active.is_some() {
+                    // A new turn supersedes the running one (the stand-in runs one turn per
+                    // thread at a time).
+                    self.end_turn(idx, TurnEnd::Interrupted);
+                }
+                let ts = self.stamp();
+                let entry = &mut self.threads[idx];
+                entry.generation += 1;
+                entry.turns += 1;
+                entry.active = Some(ActiveTurn {
+                    turn_id,
+                    requested_at: ts,
+                    started_at: None,
+                    end,
+                    duration,
+                });
+                entry.messages.push(json!({
+                    "id": c.message.message_id,
+                    "role": "user",
+                    "text": c.message.text,
+                    "attachments": [],
+                    "turnId": null,
+                    "streaming": false,
+                    "createdAt": ts,
+                    "updatedAt": ts,
+                }));
+                entry.latest_user_message_at = Some(ts);
+                entry.thread.session = Some(Session {
+                    thread_id: c.thread_id.clone(),
+                    status: SessionStatus::Starting,
+                    provider_name: Some(entry.thread.model_selection.instance_id.as_str().to_owned()),
+                    runtime_mode: c.runtime_mode,
+                    active_turn_id: None,
+                    last_error: None,
+                    updated_at: ts,
+                });
+                entry.thread.updated_at = ts;
+                let generation = entry.generation;
+                // T3 records two events: the user message, then the turn-start request.
+                self.bump();
+                let sequence = self.bump();
+                self.set_timer(now + self.startup_delay, idx, generation, TimerKind::Admit);
+                Ok(sequence)
+            }
+            ClientCommand::ThreadTurnInterrupt(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                let aimed_at_active = match (&self.threads[idx].active, &c.turn_id) {
+                    (Some(active), Some(turn)) => &active.turn_id == turn,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                let sequence = self.bump();
+                if aimed_at_active {
+                    self.end_turn(idx, TurnEnd::Interrupted);
+                }
+                Ok(sequence)
+            }
+            ClientCommand::ThreadSessionStop(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                let sequence = self.bump();
+                self.stop_session(idx);
+                Ok(sequence)
+            }
+            ClientCommand::ThreadArchive(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                if self.threads[idx].thread.archived_at.is_some() {
+                    return Err(format!(
+                        "Thread '{}' is already archived and cannot handle command 'thread.archive'.",
+                        c.thread_id
+                    ));
+                }
+                let ts = self.stamp();
+                let thread = &mut self.threads[idx].thread;
+                thread.archived_at = Some(ts);
+                thread.updated_at = ts;
+                Ok(self.bump())
+            }
+            ClientCommand::ThreadUnarchive(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                if self.threads[idx].thread.archived_at.is_none() {
+                    return Err(format!(
+                        "Thread '{}' is not archived for command 'thread.unarchive'.",
+                        c.thread_id
+                    ));
+                }
+                let ts = self.stamp();
+                let thread = &mut self.threads[idx].thread;
+                thread.archived_at = None;
+                thread.updated_at = ts;
+                Ok(self.bump())
+            }
+            ClientCommand::ThreadDelete(c) => {
+                let idx = self.require_thread(&c.thread_id, command.kind())?;
+                let ts = self.stamp();
+                let thread = &mut self.threads[idx].thread;
+                thread.deleted_at = Some(ts);
+                thread.updated_at = ts;
+                let sequence = self.bump();
+                // T3 stops a deleted thread's session.
+                self.stop_session(idx);
+                Ok(sequence)
+            }
+        }
+    }
+
+    /// Runs every timer due at `now`; returns when the next one is due.
+    pub(crate) fn fire_due(&mut self, now: Instant) -> Option<Instant> {
+        loop {
+            match self.timers.peek() {
+                Some(Reverse(timer)) if timer.at <= now => {}
+                Some(Reverse(timer)) => return Some(timer.at),
+                None => return None,
+            }
+            if let Some(Reverse(timer)) = self.timers.pop() {
+                self.fire(timer);
+            }
+        }
+    }
+
+    /// Ends `thread`'s turn now with `outcome`. False when no turn was starting or running.
+    pub(crate) fn finish_turn(&mut self, thread: &ThreadId, outcome: TurnOutcome) -> bool {
+        let Some(&idx) = self.thread_index.get(thread) else {
+            return false;
+        };
+        if self.threads[idx].active.is_none() {
+            return false;
+        }
+        if self.threads[idx]
+            .active
+            .as_ref()
+            .is_some_and(|a| a.started_at.is_none())
+        {
+            self.admit(idx, None);
+        }
+        self.end_turn(
+            idx,
+            match outcome {
+                TurnOutcome::Completed => TurnEnd::Completed,
+                TurnOutcome::Error(message) => TurnEnd::Error(message),
+            },
+        );
+        true
+    }
+
+    fn fire(&mut self, timer: Timer) {
+        let Some(entry) = self.threads.get(timer.thread) else {
+            return;
+        };
+        if entry.generation != timer.generation {
+            return;
+        }
+        match timer.kind {
+            TimerKind::Admit => self.admit(timer.thread, Some(timer.at)),
+            TimerKind::Finish => {
+                let end = entry.active.as_ref().map(|a| a.end.clone());
+                match end {
+                    Some(ScriptedEnd::Complete) => {
+                        self.end_turn(timer.thread, TurnEnd::Completed);
+                    }
+                    Some(ScriptedEnd::Fail(message)) => {
+                        self.end_turn(timer.thread, TurnEnd::Error(message));
+                    }
+                    Some(ScriptedEnd::Hang) | None => {}
+                }
+            }
+        }
+    }
+
+    /// The session is up and the turn runs. With `due`, the turn's end is scheduled from then.
+    fn admit(&mut self, idx: usize, due: Option<Instant>) {
+        let ts = self.stamp();
+        let entry = &mut self.threads[idx];
+        let Some(active) = entry.active.as_mut() else {
+            return;
+        };
+        active.started_at = Some(ts);
+        entry.thread.latest_turn = Some(LatestTurn {
+            turn_id: active.turn_id.clone(),
+            state: TurnState::Running,
+            requested_at: active.requested_at,
+            started_at: Some(ts),
+            completed_at: None,
+            assistant_message_id: None,
+        });
+        if let Some(session) = entry.thread.session.as_mut() {
+            session.status = SessionStatus::Running;
+            session.active_turn_id = Some(active.turn_id.clone());
+            session.updated_at = ts;
+        }
+        entry.thread.updated_at = ts;
+        let finish = (active.end != ScriptedEnd::Hang).then_some(active.duration);
+        let generation = entry.generation;
+        self.bump();
+        if let (Some(due), Some(duration)) = (due, finish) {
+            self.set_timer(due + duration, idx, generation, TimerKind::Finish);
+        }
+    }
+
+    /// Ends the active turn, if any, and records how. Returns whether there was one.
+    fn end_turn(&mut self, idx: usize, end: TurnEnd) -> bool {
+        let assistant_message = matches!(end, TurnEnd::Completed).then(|| self.mint_message_id());
+        let ts = self.stamp();
+        let entry = &mut self.threads[idx];
+        let Some(active) = entry.active.take() else {
+            return false;
+        };
+        entry.generation += 1;
+        let (turn_state, session_status, last_error) = match end {
+            TurnEnd::Completed => (TurnState::Completed, SessionStatus::Ready, None),
+            TurnEnd::Error(message) => (TurnState::Error, SessionStatus::Error, Some(message)),
+            TurnEnd::Interrupted => (TurnState::Interrupted, SessionStatus::Interrupted, None),
+            TurnEnd::SessionStopped => (TurnState::Interrupted, SessionStatus::Stopped, None),
+        };
+        if let Some(id) = &assistant_message {
+            entry.messages.push(json!({
+                "id": id,
+                "role": "assistant",
+                "text": "t3-sim: the simulated agent finished this turn (no real agent ran).",
+                "turnId": active.turn_id,
+                "streaming": false,
+                "createdAt": ts,
+                "updatedAt": ts,
+            }));
+        }
+        entry.thread.latest_turn = Some(LatestTurn {
+            turn_id: active.turn_id,
+            state: turn_state,
+            requested_at: active.requested_at,
+            started_at: active.started_at,
+            completed_at: Some(ts),
+            assistant_message_id: assistant_message,
+        });
+        if let Some(session) = entry.thread.session.as_mut() {
+            session.status = session_status;
+            session.active_turn_id = None;
+            session.last_error = last_error;
+            session.updated_at = ts;
+        }
+        entry.thread.updated_at = ts;
+        self.bump();
+        true
+    }
+
+    /// Stops the thread's session, interrupting its turn if one is active.
+    fn stop_session(&mut self, idx: usize) {
+        if self.end_turn(idx, TurnEnd::SessionStopped) {
+            return;
+        }
+        let running = self.threads[idx]
+            .thread
+            .session
+            .as_ref()
+            .is_some_and(|s| s.status != SessionStatus::Stopped);
+        if running {
+            let ts = self.stamp();
+            let thread = &mut self.threads[idx].thread;
+            if let Some(session) = thread.session.as_mut() {
+                session.status = SessionStatus::Stopped;
+                session.active_turn_id = None;
+                session.updated_at = ts;
+            }
+            thread.updated_at = ts;
+            self.bump();
+        }
+    }
+
+    fn scripted_end(&mut self, idx: usize, script: &TurnScript) -> ScriptedEnd {
+        if script.hang {
+            return ScriptedEnd::Hang;
+        }
+        if script.fail {
+            return ScriptedEnd::Fail("t3-sim: the simulated agent failed, as scripted by [sim:fail]".into());
+        }
+        let Some(times) = script.fail_times else {
+            return ScriptedEnd::Complete;
+        };
+        let fails = match self.threads[idx].fails_by_count {
+            Some(fails) => fails,
+            None => {
+                let seen = self
+                    .fail_times_seen
+                    .entry(self.threads[idx].thread.title.clone())
+                    .or_insert(0);
+                let fails = *seen < times;
+                *seen += 1;
+                self.threads[idx].fails_by_count = Some(fails);
+                fails
+            }
+        };
+        if fails {
+            ScriptedEnd::Fail(format!(
+                "t3-sim: the simulated agent failed, as scripted by [sim:fail-times={times}]"
+            ))
+        } else {
+            ScriptedEnd::Complete
+        }
+    }
+
+    fn require_thread(&self, id: &ThreadId, kind: &str) -> Result<usize, String> {
+        match self.thread_index.get(id) {
+            Some(&idx) if self.threads[idx].thread.deleted_at.is_none() => Ok(idx),
+            Some(_) => Err(format!(
+                "Thread '{id}' was deleted and cannot handle command '{kind}'."
+            )),
+            None => Err(format!("Thread '{id}' does not exist for command '{kind}'.")),
+        }
+    }
+
+    fn set_timer(&mut self, at: Instant, thread: usize, generation: u64, kind: TimerKind) {
+        self.timer_order += 1;
+        self.timers.push(Reverse(Timer {
+            at,
+            order: self.timer_order,
+            thread,
+            generation,
+            kind,
+        }));
+    }
+
+    /// The time of a change: now, but never before the previous change.
+    fn stamp(&mut self) -> Timestamp {
+        let ts = Timestamp::now().max(self.updated_at);
+        self.updated_at = ts;
+        ts
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn mint_turn_id(&mut self) -> TurnId {
+        // A UUID is always a valid id; the fallback only keeps this free of panics.
+        TurnId::new(self.ids.uuid().to_string()).unwrap_or_else(|_| TurnId::generate())
+    }
+
+    fn mint_message_id(&mut self) -> MessageId {
+        MessageId::new(self.ids.uuid().to_string()).unwrap_or_else(|_| MessageId::generate())
+    }
+
+    /// The read model, owned (for tests).
+    pub(crate) fn read_model(&self) -> ReadModel {
+        ReadModel {
+            snapshot_sequence: self.sequence,
+            projects: self.projects.clone(),
+            threads: self.threads.iter().map(|e| e.thread.clone()).collect(),
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Every thread, in creation order (for tests).
+    pub(crate) fn threads(&self) -> Vec<SimThread> {
+        self.threads.iter().map(sim_thread).collect()
+    }
+
+    /// One thread (for tests).
+    pub(crate) fn thread(&self, id: &ThreadId) -> Option<SimThread> {
+        self.thread_index
+            .get(id)
+            .map(|&idx| sim_thread(&self.threads[idx]))
+    }
+
+    /// `GET /api/orchestration/snapshot`, serialised straight from the state.
+    pub(crate) fn snapshot_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&ReadModelView {
+            snapshot_sequence: self.sequence,
+            projects: &self.projects,
+            threads: Threads(&self.threads),
+            updated_at: self.updated_at,
+        })
+    }
+
+    /// `GET /api/orchestration/shell`: live projects and threads (neither archived nor deleted),
+    /// in T3's shell shapes.
+    pub(crate) fn shell_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&ShellView {
+            snapshot_sequence: self.sequence,
+            projects: ShellProjects(&self.projects),
+            threads: ShellThreads(&self.threads),
+            updated_at: self.updated_at,
+        })
+    }
+
+    /// `GET /api/orchestration/threads/:id`: the thread with its messages; `None` when it does
+    /// not exist or was deleted. With `windowed` (a `turnLimit` was asked), the reply carries
+    /// T3's `page` metadata; the stand-in always returns the whole thread.
+    pub(crate) fn thread_detail_json(
+        &self,
+        id: &ThreadId,
+        windowed: bool,
+    ) -> Option<serde_json::Result<Vec<u8>>> {
+        let &idx = self.thread_index.get(id)?;
+        let entry = &self.threads[idx];
+        if entry.thread.deleted_at.is_some() {
+            return None;
+        }
+        let mut thread = entry.thread.clone();
+        thread.messages = entry.messages.clone();
+        Some(serde_json::to_vec(&DetailView {
+            snapshot_sequence: self.sequence,
+            thread,
+            page: windowed.then_some(PageView {
+                before_cursor: None,
+                has_more: false,
+                snapshot_sequence: self.sequence,
+            }),
+        }))
+    }
+}
+
+fn sim_thread(entry: &ThreadEntry) -> SimThread {
+    let thread = &entry.thread;
+    let session = thread.session.as_ref();
+    let state = match (&entry.active, session.map(|s| s.status)) {
+        (Some(active), _) if active.started_at.is_none() => SimThreadState::Starting,
+        (Some(_), _) => SimThreadState::Running,
+        (None, Some(SessionStatus::Stopped)) => SimThreadState::Stopped,
+        (None, _) => match thread.latest_turn.as_ref().map(|t| t.state) {
+            Some(TurnState::Completed) => SimThreadState::Completed,
+            Some(TurnState::Error) => SimThreadState::Error,
+            Some(TurnState::Interrupted) => SimThreadState::Interrupted,
+            Some(TurnState::Running) => SimThreadState::Running,
+            None => SimThreadState::Idle,
+        },
+    };
+    SimThread {
+        id: thread.id.clone(),
+        project_id: thread.project_id.clone(),
+        title: thread.title.clone(),
+        branch: thread.branch.clone(),
+        turns: entry.turns,
+        state,
+        last_error: session.and_then(|s| s.last_error.clone()),
+        deleted: thread.deleted_at.is_some(),
+        archived: thread.archived_at.is_some(),
+    }
+}
+
+/// Checks what T3's schema checks beyond what decoding the command did, and normalises the
+/// command as T3 does (trimmed strings). An error here is a 400 `invalid_command`.
+pub(crate) fn validate(mut command: ClientCommand) -> Result<ClientCommand, String> {
+    match &mut command {
+        ClientCommand::ThreadCreate(c) => {
+            c.branch = trimmed_non_empty("branch", c.branch.take())?;
+            c.worktree_path = trimmed_non_empty("worktreePath", c.worktree_path.take())?;
+        }
+        ClientCommand::ThreadTurnStart(c) => {
+            let len = t3_text_len(&c.message.text);
+            if len > MAX_INPUT_CHARS {
+                return Err(format!(
+                    "message.text is {len} characters, over T3's limit of {MAX_INPUT_CHARS}"
+                ));
+            }
+            for (i, attachment) in c.message.attachments.iter().enumerate() {
+                check_attachment(attachment).map_err(|e| format!("message.attachments[{i}]: {e}"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(command)
+}
+
+fn trimmed_non_empty(field: &str, value: Option<String>) -> Result<Option<String>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(format!("{field} must be null or a non-empty string")),
+        Some(v) => Ok(Some(v.trim().to_owned())),
+    }
+}
+
+/// T3 accepts image uploads only: `{type: "image", name, mimeType: "image/…", sizeBytes, dataUrl}`.
+fn check_attachment(value: &serde_json::Value) -> Result<(), String> {
+    let object = value.as_object().ok_or("an attachment must be an object")?;
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    if object.get("type").and_then(|v| v.as_str()) != Some("image") {
+        return Err("type must be \"image\"".into());
+    }
+    if text("name").is_none() || text("dataUrl").is_none() {
+        return Err("name and dataUrl must be non-empty strings".into());
+    }
+    if !text("mimeType").is_some_and(|m| m.to_ascii_lowercase().starts_with("image/")) {
+        return Err("mimeType must be an image type".into());
+    }
+    if object.get("sizeBytes").and_then(|v| v.as_u64()).is_none() {
+        return Err("sizeBytes must be a non-negative integer".into());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadModelView<'a> {
+    snapshot_sequence: u64,
+    projects: &'a [Project],
+    threads: Threads<'a>,
+    updated_at: Timestamp,
+}
+
+struct Threads<'a>(&'a [ThreadEntry]);
+
+impl Serialize for Threads<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|e| &e.thread))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShellView<'a> {
+    snapshot_sequence: u64,
+    projects: ShellProjects<'a>,
+    threads: ShellThreads<'a>,
+    updated_at: Timestamp,
+}
+
+struct ShellProjects<'a>(&'a [Project]);
+
+impl Serialize for ShellProjects<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.0
+                .iter()
+                .filter(|p| p.deleted_at.is_none())
+                .map(|p| ShellProject {
+                    id: &p.id,
+                    title: &p.title,
+                    workspace_root: &p.workspace_root,
+                    default_model_selection: &p.default_model_selection,
+                    scripts: &p.scripts,
+                    created_at: p.created_at,
+                    updated_at: p.updated_at,
+                }),
+        )
+    }
+}
+
+/// T3's `OrchestrationProjectShell`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShellProject<'a> {
+    id: &'a ProjectId,
+    title: &'a str,
+    workspace_root: &'a str,
+    default_model_selection: &'a Option<ModelSelection>,
+    scripts: &'a [serde_json::Value],
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+struct ShellThreads<'a>(&'a [ThreadEntry]);
+
+impl Serialize for ShellThreads<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let live = self
+            .0
+            .iter()
+            .filter(|e| e.thread.deleted_at.is_none() && e.thread.archived_at.is_none());
+        serializer.collect_seq(live.map(|e| {
+            let t = &e.thread;
+            ShellThread {
+                id: &t.id,
+                project_id: &t.project_id,
+                title: &t.title,
+                model_selection: &t.model_selection,
+                runtime_mode: t.runtime_mode,
+                interaction_mode: t.interaction_mode,
+                branch: &t.branch,
+                worktree_path: &t.worktree_path,
+                latest_turn: &t.latest_turn,
+                created_at: t.created_at,
+                updated_at: t.updated_at,
+                archived_at: t.archived_at,
+                session: &t.session,
+                latest_user_message_at: e.latest_user_message_at,
+                has_pending_approvals: false,
+                has_pending_user_input: false,
+                has_actionable_proposed_plan: false,
+            }
+        }))
+    }
+}
+
+/// T3's `OrchestrationThreadShell` (the simulated agent never asks a person anything).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShellThread<'a> {
+    id: &'a ThreadId,
+    project_id: &'a ProjectId,
+    title: &'a str,
+    model_selection: &'a ModelSelection,
+    runtime_mode: RuntimeMode,
+    interaction_mode: InteractionMode,
+    branch: &'a Option<String>,
+    worktree_path: &'a Option<String>,
+    latest_turn: &'a Option<LatestTurn>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    archived_at: Option<Timestamp>,
+    session: &'a Option<Session>,
+    latest_user_message_at: Option<Timestamp>,
+    has_pending_approvals: bool,
+    has_pending_user_input: bool,
+    has_actionable_proposed_plan: bool,
+}
+
+/// T3's `OrchestrationThreadDetailSnapshot`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailView {
+    snapshot_sequence: u64,
+    thread: Thread,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<PageView>,
+}
+
+/// T3's `OrchestrationThreadDetailPage`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageView {
+    before_cursor: Option<String>,
+    has_more: bool,
+    snapshot_sequence: u64,
+}
