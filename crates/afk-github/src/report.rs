@@ -280,6 +280,31 @@ impl Reporter {
         Ok(())
     }
 
+    /// Adds `labels` to the issue (e.g. [`crate::PolicySettings::extra_labels`]); labels already
+    /// present are not sent again. GitHub creates a label that does not exist yet in the repository.
+    pub async fn add_labels(&self, issue: &IssueKey, labels: &[String]) -> Result<(), GitHubError> {
+        let number = issue.number.to_string();
+        let (owner, name) = (issue.repo.owner(), issue.repo.name());
+        let url = self.client.url(
+            &["repos", owner, name, "issues", &number, "labels"],
+            &[("per_page", "100")],
+        );
+        let current: Vec<model::LabelRef> = self.client.get_all(url).await?;
+        let missing: Vec<&String> = labels
+            .iter()
+            .filter(|l| !current.iter().any(|c| &c.name == *l))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let url = self
+            .client
+            .url(&["repos", owner, name, "issues", &number, "labels"], &[]);
+        self.client
+            .send_ignoring_body(Method::POST, url, Some(&json!({ "labels": missing })))
+            .await
+    }
+
     /// Looks for the pull request the agent opened: first one whose head branch is `branch`, then
     /// the most recent of the latest 100 whose description closes the issue.
     pub async fn find_pull_request(

@@ -61,6 +61,29 @@ pub struct WebhookEvent {
     pub delivery: String,
 }
 
+impl WebhookEvent {
+    /// True when the event withdraws the issue from afk: it was closed, or lost `trigger_label`.
+    /// The caller then interrupts the running thread and cancels the job.
+    pub fn withdraws(&self, trigger_label: &str) -> bool {
+        match &self.kind {
+            WebhookEventKind::Closed => true,
+            WebhookEventKind::Unlabeled { label } => label == trigger_label,
+            WebhookEventKind::Labeled { .. } | WebhookEventKind::Reopened => false,
+        }
+    }
+
+    /// True when the event may make the issue eligible: `trigger_label` was added, or the issue
+    /// was reopened. Eligibility still has to be checked ([`crate::Intake::check`]): the webhook
+    /// says nothing about whether the labeler is trusted.
+    pub fn may_make_eligible(&self, trigger_label: &str) -> bool {
+        match &self.kind {
+            WebhookEventKind::Labeled { label } => label == trigger_label,
+            WebhookEventKind::Reopened => true,
+            WebhookEventKind::Closed | WebhookEventKind::Unlabeled { .. } => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct WebhookState {
     secret: Arc<dyn SecretProvider>,
@@ -287,6 +310,24 @@ mod tests {
             b"{\"a\":1}",
             Some(header.trim_start_matches("sha256="))
         ));
+    }
+
+    #[test]
+    fn withdrawal_and_candidacy_depend_on_the_trigger_label() {
+        let event = |kind| WebhookEvent {
+            repo: Repo::new("a/b").unwrap(),
+            number: 1,
+            kind,
+            delivery: String::new(),
+        };
+        let unlabeled = |l: &str| event(WebhookEventKind::Unlabeled { label: l.into() });
+        let labeled = |l: &str| event(WebhookEventKind::Labeled { label: l.into() });
+        assert!(event(WebhookEventKind::Closed).withdraws("afk"));
+        assert!(unlabeled("afk").withdraws("afk"));
+        assert!(!unlabeled("bug").withdraws("afk"));
+        assert!(labeled("afk").may_make_eligible("afk"));
+        assert!(!labeled("afk:running").may_make_eligible("afk"));
+        assert!(event(WebhookEventKind::Reopened).may_make_eligible("afk"));
     }
 
     #[test]

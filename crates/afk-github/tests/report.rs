@@ -250,3 +250,18 @@ async fn no_pull_request_is_said_plainly() {
     assert!(comment.contains("none found"), "{comment}");
     assert!(comment.contains("`afk/issue-1`"), "{comment}");
 }
+
+#[tokio::test]
+async fn extra_labels_are_added_once() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let reporter = Reporter::new(client(&github, &clock));
+    let key = IssueKey { repo: repo(), number };
+    let extra = vec!["automated".to_owned(), "afk".to_owned()];
+
+    reporter.add_labels(&key, &extra).await.unwrap();
+    reporter.add_labels(&key, &extra).await.unwrap();
+
+    assert_eq!(github.labels(REPO, number), vec!["afk", "automated"]);
+    assert_eq!(github.requests().iter().filter(|r| r.method == "POST").count(), 1);
+}
