@@ -430,6 +430,31 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_appended_to_the_api_base_with_or_without_a_trailing_slash() {
+        let credentials = Credentials::Token(std::sync::Arc::new(afk_secrets::LiteralProvider::new("t")));
+        for base in ["https://ghe.example/api/v3", "https://ghe.example/api/v3/"] {
+            let config = ClientConfig::new(Url::parse(base).unwrap(), credentials.clone());
+            let client = GitHubClient::new(config).unwrap();
+            let url = client.url(
+                &[
+                    "repos",
+                    "acme",
+                    "widgets",
+                    "issues",
+                    "1",
+                    "labels",
+                    "afk:p1 urgent",
+                ],
+                &[("a", "b c")],
+            );
+            assert_eq!(
+                url.as_str(),
+                "https://ghe.example/api/v3/repos/acme/widgets/issues/1/labels/afk:p1%20urgent?a=b+c"
+            );
+        }
+    }
+
+    #[test]
     fn error_message_prefers_githubs_message_field() {
         assert_eq!(
             github_message(br#"{"message":"Bad credentials","documentation_url":"x"}"#),

@@ -139,3 +139,27 @@ async fn debug_output_never_shows_credentials() {
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     assert!(!text.contains(afk_github::testing::STAND_IN_TOKEN), "{text}");
 }
+
+#[tokio::test]
+async fn a_revoked_installation_token_is_replaced_on_the_401() {
+    let (github, clock) = world().await;
+    github.enable_app(
+        APP_ID,
+        INSTALLATION,
+        &fixture("test-only-app-key.pub.pem"),
+        Duration::from_secs(3600),
+    );
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let intake = Intake::new(
+        app_client(&github, &clock, fixture("test-only-app-key.pem")),
+        IntakeConfig::new(vec![repo()]),
+    );
+    assert!(intake.scan().await.complete);
+
+    // GitHub revokes installation tokens when the App's permissions change, long before expires_at.
+    github.revoke_token("ghs_standin_1");
+    let verdict = intake.check(&repo(), number).await.unwrap();
+
+    assert!(matches!(verdict, afk_github::Verdict::Eligible(_)), "{verdict:?}");
+    assert_eq!(github.installation_tokens_issued(), 2);
+}
