@@ -15,6 +15,8 @@
 //! **Invariants:** no token, private key or webhook secret reaches a log, an error or `Debug`;
 //! intake never writes to GitHub; a rate-limited client sends nothing until the limit resets.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod client;
 pub mod clock;
