@@ -69,6 +69,8 @@ struct Inner {
     secrets: HashMap<String, (BTreeMap<String, String>, u64)>,
     tokens: HashMap<String, TokenInfo>,
     roles: HashMap<String, Role>,
+    /// Every token ever issued, revoked or not.
+    issued: Vec<String>,
     counts: StandInCounts,
 }
 
@@ -126,7 +128,9 @@ impl VaultStandIn {
     /// issued here are not renewable, like a token handed to afk by someone else.
     pub fn issue_token(&self, ttl: Option<Duration>) -> String {
         let token = new_token();
-        self.shared.lock().tokens.insert(
+        let mut inner = self.shared.lock();
+        inner.issued.push(token.clone());
+        inner.tokens.insert(
             token.clone(),
             TokenInfo {
                 ttl,
@@ -162,6 +166,12 @@ impl VaultStandIn {
     /// Answers normally again.
     pub fn unseal(&self) {
         self.shared.lock().sealed = false;
+    }
+
+    /// Every Vault token it has issued, including those handed out by logins, so that hygiene
+    /// tests can search logs and errors for them.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().issued.clone()
     }
 
     /// What the stand-in has answered so far.
@@ -353,6 +363,7 @@ fn login(inner: &mut Inner, body: &[u8]) -> Response {
         renewable: true,
     };
     let token = new_token();
+    inner.issued.push(token.clone());
     let reply = auth_reply(&token, &info);
     inner.tokens.insert(token, info);
     inner.counts.logins += 1;
