@@ -11,11 +11,13 @@
 //! The providers: [`EnvProvider`], [`FileProvider`], [`CommandProvider`], [`VaultProvider`] and, for
 //! tests, [`LiteralProvider`]. Configuration names one with a [`ProviderSpec`] (a TOML table with a
 //! `provider` key) and [`ProviderSpec::build`] turns it into an `Arc<dyn SecretProvider>`.
-//! With the `testing` feature, [`testing::VaultStandIn`] is a Vault on loopback for tests.
+//! With the `testing` feature, `testing::VaultStandIn` is a Vault on loopback for tests.
 //!
 //! **Architecture invariant:** no error or log line produced here contains a secret value (a
 //! token, a Vault token, a service-account JWT); a test runs every provider with tracing at TRACE
 //! and searches the output.
+
+#![warn(missing_docs)]
 
 mod command;
 mod env;

@@ -6,7 +6,7 @@
 //! - `POST /v1/auth/kubernetes/login` (`{role, jwt}`, checked against [`VaultStandIn::add_kubernetes_role`]),
 //! - `GET /v1/auth/token/lookup-self` and `POST /v1/auth/token/renew-self`,
 //!
-//! with token TTLs enforced, a sealed state (503 `{"errors":["Vault is sealed"]}`), and a down
+//! with token TTLs enforced, an optional namespace ([`VaultStandIn::require_namespace`]), a sealed state (503 `{"errors":["Vault is sealed"]}`), and a down
 //! state in which nothing listens on its port. It logs no token or secret value.
 
 use std::collections::{BTreeMap, HashMap};
@@ -65,6 +65,8 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     sealed: bool,
+    /// The Vault Enterprise namespace every request must name, if any.
+    namespace: Option<String>,
     /// Path inside the KV mount → field → value, and the version of each path.
     secrets: HashMap<String, (BTreeMap<String, String>, u64)>,
     tokens: HashMap<String, TokenInfo>,
@@ -156,6 +158,12 @@ impl VaultStandIn {
                 ttl,
             },
         );
+    }
+
+    /// From now on, requests without `X-Vault-Namespace: {namespace}` are refused with 403, as
+    /// Vault Enterprise refuses a token used outside its namespace.
+    pub fn require_namespace(&self, namespace: &str) {
+        self.shared.lock().namespace = Some(namespace.to_owned());
     }
 
     /// From now on every request is answered 503 `{"errors":["Vault is sealed"]}`.
@@ -271,6 +279,12 @@ async fn handle(
     }
     let path = uri.path();
     tracing::trace!(%method, path, "stand-in Vault request");
+    if let Some(required) = &inner.namespace {
+        if headers.get("x-vault-namespace").and_then(|v| v.to_str().ok()) != Some(required.as_str()) {
+            inner.counts.refused += 1;
+            return vault_error(StatusCode::FORBIDDEN, "permission denied");
+        }
+    }
     if method == Method::POST && path == "/v1/auth/kubernetes/login" {
         return login(&mut inner, &body);
     }

@@ -108,9 +108,11 @@ impl VaultConfig {
 /// (`GET {addr}/v1/{mount}/data/{path}`, the value at `data.data[field]`).
 ///
 /// Contract:
+/// - the value is the field's string with surrounding whitespace trimmed; an empty one is an error;
 /// - [`Freshness::Cached`] answers from a cache while the value is younger than 80% of the cache
 ///   lifetime; past that it re-reads, and if Vault cannot be reached it keeps answering the cached
-///   value until the full lifetime is over (so a short Vault outage is invisible);
+///   value until the full lifetime is over (so a short Vault outage is invisible), trying Vault
+///   again at most every tenth of the lifetime (5s at most) meanwhile;
 /// - [`Freshness::Refresh`] drops the cached value and always reads Vault;
 /// - a sealed (503), overloaded or unreachable Vault is [`SecretError::Unavailable`] with
 ///   `transient: true` and a reason saying which; nothing is poisoned, the next call tries again;
@@ -142,6 +144,14 @@ impl fmt::Debug for VaultProvider {
 struct State {
     login: Option<Login>,
     value: Option<(Secret, Instant)>,
+    /// When an early re-read last failed while the cached value was still valid.
+    failed_at: Option<Instant>,
+}
+
+/// How long to keep answering a still-valid cached value after a failed early re-read before
+/// trying Vault again: a tenth of the lifetime, at most five seconds.
+fn retry_pause(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(5))
 }
 
 /// A Vault token obtained by a Kubernetes login.
@@ -531,7 +541,16 @@ impl SecretProvider for VaultProvider {
             state.value = None;
         }
         if let Some((secret, fetched_at)) = &state.value {
-            if fetched_at.elapsed() < lifetime * 4 / 5 {
+            let age = fetched_at.elapsed();
+            if age < lifetime * 4 / 5 {
+                return Ok(secret.clone());
+            }
+            // An early re-read failed moments ago: while the value is still valid, do not make
+            // every caller wait for an unreachable Vault (up to the timeout) again.
+            let paused = state
+                .failed_at
+                .is_some_and(|at| at.elapsed() < retry_pause(lifetime));
+            if paused && age < lifetime {
                 return Ok(secret.clone());
             }
         }
@@ -542,12 +561,15 @@ impl SecretProvider for VaultProvider {
             Ok(secret) => {
                 tracing::trace!(secret = %self.label, "read the secret from Vault");
                 state.value = Some((secret.clone(), Instant::now()));
+                state.failed_at = None;
                 Ok(secret)
             }
             Err(error) => match &state.value {
                 Some((secret, fetched_at)) if error.is_transient() && fetched_at.elapsed() < lifetime => {
                     tracing::warn!(%error, "cannot re-read the secret early; the cached value is still valid");
-                    Ok(secret.clone())
+                    let secret = secret.clone();
+                    state.failed_at = Some(Instant::now());
+                    Ok(secret)
                 }
                 _ => Err(error),
             },

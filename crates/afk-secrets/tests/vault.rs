@@ -344,3 +344,51 @@ async fn a_short_outage_during_the_early_re_read_is_invisible() {
     let err = provider.get(Freshness::Cached).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
 }
+
+#[tokio::test]
+async fn the_namespace_header_is_sent_when_configured() {
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    vault.require_namespace("team-a");
+    let without = VaultProvider::new(config(&vault, auth.clone(), Duration::from_secs(300))).unwrap();
+    assert!(without.get(Freshness::Cached).await.is_err());
+
+    let mut with_namespace = config(&vault, auth, Duration::from_secs(300));
+    with_namespace.namespace = Some("team-a".into());
+    let provider = VaultProvider::new(with_namespace).unwrap();
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_read() {
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    let provider = Arc::new(VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap());
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let provider = provider.clone();
+            tokio::spawn(async move {
+                provider
+                    .get(Freshness::Cached)
+                    .await
+                    .map(|s| s.expose().to_owned())
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().ok().as_deref(), Some("t3-token-1"));
+    }
+    let counts = vault.counts();
+    assert_eq!((counts.logins, counts.reads), (1, 1));
+}
+
+#[tokio::test]
+async fn a_revoked_kubernetes_login_is_replaced_by_a_new_login() {
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+
+    for token in vault.issued_tokens() {
+        vault.revoke_token(&token);
+    }
+    assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-1");
+    assert_eq!(vault.counts().logins, 2);
+}
