@@ -82,8 +82,8 @@ impl Pause {
     }
 }
 
-/// A running stand-in on a TCP port. Dropping it stops the server (abruptly); prefer
-/// [`SimServer::shutdown`].
+/// A running stand-in on a TCP port. Dropping it stops the server without waiting for it;
+/// [`SimServer::shutdown`] waits until it has stopped.
 #[derive(Debug)]
 pub struct SimServer {
     addr: SocketAddr,
@@ -298,9 +298,15 @@ impl SimServer {
 }
 
 impl Drop for SimServer {
+    /// Stops the server without waiting: held requests are released, the listener closes and
+    /// open connections are wound down by the server task on its own (it ends by itself once
+    /// they close), and the simulated agent stops.
     fn drop(&mut self) {
-        if let Some(task) = self.server_task.take() {
-            task.abort();
+        for pause in lock(&self.shared.pauses).iter() {
+            pause.released.send_replace(true);
+        }
+        if let Some(stop) = self.stop.take() {
+            stop.send_replace(true);
         }
         if let Some(task) = self.scheduler_task.take() {
             task.abort();
