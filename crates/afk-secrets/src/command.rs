@@ -21,6 +21,7 @@ const MAX_STDERR_CHARS: usize = 300;
 ///   which runs `sh -c SCRIPT`; its stdin is empty;
 /// - the token is its standard output with surrounding whitespace trimmed; empty output is an error;
 /// - it is killed when it runs longer than its timeout ([`DEFAULT_COMMAND_TIMEOUT`] by default);
+///   only the process afk started is killed, so a shell script's own children may outlive it;
 /// - a command that exits non-zero is an error carrying the last non-empty line of its stderr
 ///   (and never anything from its stdout, which may hold a partial token);
 /// - with a cache lifetime, [`Freshness::Cached`] reuses the last token while it is younger than

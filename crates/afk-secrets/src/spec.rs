@@ -1,3 +1,4 @@
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +198,32 @@ impl ProviderSpec {
                 Arc::new(LiteralProvider::new(value.clone()))
             }
         })
+    }
+}
+
+/// One line naming the source, for start-up logs and status pages: `file /run/t3/token`,
+/// `env GITHUB_TOKEN`, `command gh`, `vault secret/afk/t3 (field token) at https://vault:8200`,
+/// `literal`. Never a value.
+impl fmt::Display for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProviderSpec::Env { var } => write!(f, "env {var}"),
+            ProviderSpec::File { path } => write!(f, "file {}", path.display()),
+            ProviderSpec::Command { command, shell, .. } => match (shell, command.first()) {
+                (true, _) => f.write_str("command (sh -c)"),
+                (false, Some(program)) => write!(f, "command {program}"),
+                (false, None) => f.write_str("command (empty)"),
+            },
+            ProviderSpec::Vault(vault) => write!(
+                f,
+                "vault {}/{} (field {}) at {}",
+                vault.mount.trim_matches('/'),
+                vault.path.trim_matches('/'),
+                vault.field,
+                vault.addr
+            ),
+            ProviderSpec::Literal { .. } => f.write_str("literal"),
+        }
     }
 }
 

@@ -132,6 +132,7 @@ fn unknown_keys_and_providers_are_refused_by_name() {
 fn a_literal_value_never_shows_in_debug_or_parse_errors() {
     let spec = parse("provider = \"literal\"\nvalue = \"lit-secret-value\"").unwrap();
     assert!(!format!("{spec:?}").contains("lit-secret-value"), "{spec:?}");
+    assert_eq!(spec.to_string(), "literal");
     let err = parse("provider = \"literal\"\nvalue = 987654321").unwrap_err();
     assert!(!err.to_string().contains("987654321"), "{err}");
     assert!(err.to_string().contains("`value` must be a string"), "{err}");
@@ -212,4 +213,20 @@ async fn built_providers_answer() {
         vault.get(Freshness::Cached).await.unwrap().expose(),
         "vault-token-value"
     );
+}
+
+#[test]
+fn display_names_the_source() {
+    let file = parse("provider = \"file\"\npath = \"/run/t3/token\"").unwrap();
+    assert_eq!(file.to_string(), "file /run/t3/token");
+    let vault = parse(
+        "provider = \"vault\"\naddr = \"https://vault:8200\"\npath = \"afk/t3\"\nauth = { method = \"kubernetes\", role = \"afk\" }",
+    )
+    .unwrap();
+    assert_eq!(
+        vault.to_string(),
+        "vault secret/afk/t3 (field token) at https://vault:8200"
+    );
+    let command = parse("provider = \"command\"\ncommand = [\"gh\", \"auth\", \"token\"]").unwrap();
+    assert_eq!(command.to_string(), "command gh");
 }
