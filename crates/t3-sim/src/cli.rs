@@ -271,6 +271,31 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_file_is_read_and_flags_override_it() {
+        let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(
+            &mut file,
+            b"seed = 3\nturn_duration = \"1s\"\n[[projects]]\nid = \"a\"\nworkspace_root = \"/a\"\n",
+        )
+        .expect("written");
+        let path = file.path().to_str().expect("a UTF-8 path").to_owned();
+        let args = parse(&["--scenario", &path, "--seed", "4", "--project", "b=/b"]);
+        let config = args.to_config().expect("valid");
+        assert_eq!(config.seed, 4, "the flag wins");
+        assert_eq!(
+            config.turn_duration,
+            Duration::from_secs(1),
+            "the file's value stays"
+        );
+        let ids: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+
+        let missing = parse(&["--scenario", "/nonexistent/scenario.toml"]);
+        let err = format!("{:#}", missing.to_config().unwrap_err());
+        assert!(err.contains("/nonexistent/scenario.toml"), "{err}");
+    }
+
+    #[test]
     fn a_bad_token_flag_is_refused_without_echoing_it() {
         let args = parse(&["--token", "s3cret-no-scopes"]);
         let err = format!("{:#}", args.to_config().unwrap_err());

@@ -508,7 +508,11 @@ impl World {
             idx,
             match outcome {
                 TurnOutcome::Completed => TurnEnd::Completed,
-                TurnOutcome::Error(message) => TurnEnd::Error(message),
+                // T3's `lastError` is a trimmed non-empty string.
+                TurnOutcome::Error(message) if message.trim().is_empty() => {
+                    TurnEnd::Error("t3-sim: the turn was ended in error by the test".into())
+                }
+                TurnOutcome::Error(message) => TurnEnd::Error(message.trim().to_owned()),
             },
         );
         true
