@@ -194,7 +194,10 @@ impl ProviderSpec {
             }
             ProviderSpec::Vault(spec) => Arc::new(VaultProvider::new(spec.config()?)?),
             ProviderSpec::Literal { value } => {
-                tracing::warn!("a literal token in the configuration is meant for tests; use a file, env or vault provider");
+                tracing::warn!(
+                    "a literal token in the configuration is meant for tests; \
+                     use a file, env or vault provider"
+                );
                 Arc::new(LiteralProvider::new(value.clone()))
             }
         })

@@ -6,8 +6,9 @@
 //! - `POST /v1/auth/kubernetes/login` (`{role, jwt}`, checked against [`VaultStandIn::add_kubernetes_role`]),
 //! - `GET /v1/auth/token/lookup-self` and `POST /v1/auth/token/renew-self`,
 //!
-//! with token TTLs enforced, an optional namespace ([`VaultStandIn::require_namespace`]), a sealed state (503 `{"errors":["Vault is sealed"]}`), and a down
-//! state in which nothing listens on its port. It logs no token or secret value.
+//! with token TTLs enforced, an optional namespace ([`VaultStandIn::require_namespace`]), a sealed
+//! state (503 `{"errors":["Vault is sealed"]}`), and a down state in which nothing listens on its
+//! port. It logs no token or secret value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -312,8 +313,8 @@ async fn handle(
                 .expires_at
                 .map(|at| at.saturating_duration_since(Instant::now()).as_secs())
                 .unwrap_or(0);
-            Json(json!({ "data": { "ttl": ttl, "renewable": info.renewable, "policies": ["default", "afk"] } }))
-                .into_response()
+            let data = json!({ "ttl": ttl, "renewable": info.renewable, "policies": ["default", "afk"] });
+            Json(json!({ "data": data })).into_response()
         }
         (Method::POST, "/v1/auth/token/renew-self") => {
             let Some(info) = inner.tokens.get_mut(&token) else {

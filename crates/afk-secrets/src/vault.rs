@@ -408,13 +408,15 @@ impl VaultProvider {
                     if login.renewable && !login.expired() {
                         match self.renew(login).await {
                             Ok(renewed) if renewed.lease >= login.first_lease / 2 => {
-                                tracing::debug!(secret = %self.label, lease = ?renewed.lease, "renewed the Vault token");
+                                let lease = renewed.lease;
+                                tracing::debug!(secret = %self.label, ?lease, "renewed the Vault token");
                                 let token = renewed.token.clone();
                                 state.login = Some(renewed);
                                 return Ok(token);
                             }
                             Ok(_) => {
-                                tracing::debug!(secret = %self.label, "the Vault token nears its maximum TTL; logging in again")
+                                let why = "the Vault token nears its maximum TTL";
+                                tracing::debug!(secret = %self.label, why, "logging in to Vault again");
                             }
                             Err(failure) => tracing::debug!(
                                 secret = %self.label,
@@ -434,7 +436,9 @@ impl VaultProvider {
                     Err(error) => match &state.login {
                         // A login that fails while the old token still lives is no reason to stop.
                         Some(old) if !old.expired() && error.is_transient() => {
-                            tracing::warn!(secret = %self.label, %error, "cannot log in to Vault; using the current token");
+                            let label = &self.label;
+                            let why = "using the current token";
+                            tracing::warn!(secret = %label, %error, why, "cannot log in to Vault");
                             Ok(old.token.clone())
                         }
                         _ => Err(error),
@@ -519,7 +523,8 @@ impl VaultProvider {
             Err(VaultFailure::Refused(reason)) => reason,
             Err(other) => return Err(self.failure_to_error(other)),
         };
-        tracing::debug!(secret = %self.label, reason = %failure, "Vault refused the token; obtaining a new one");
+        let label = &self.label;
+        tracing::debug!(secret = %label, reason = %failure, "Vault refused the token; obtaining a new one");
         let token = self.vault_token(state, true).await?;
         self.read_field(&token).await.map_err(|f| match f {
             VaultFailure::Refused(reason) => self.error(
@@ -575,7 +580,8 @@ impl SecretProvider for VaultProvider {
             }
             Err(error) => match &state.value {
                 Some((secret, fetched_at)) if error.is_transient() && fetched_at.elapsed() < lifetime => {
-                    tracing::warn!(%error, "cannot re-read the secret early; the cached value is still valid");
+                    let why = "the cached value is still valid";
+                    tracing::warn!(%error, why, "cannot re-read the secret early");
                     let secret = secret.clone();
                     state.failed_at = Some(Instant::now());
                     Ok(secret)

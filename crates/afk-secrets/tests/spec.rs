@@ -34,8 +34,11 @@ fn file_env_and_command_tables_parse() {
         }
     );
     assert_eq!(
-        parse("provider = \"command\"\ncommand = [\"pass show t3\"]\nshell = true\ntimeout = \"2s\"\ncache_lifetime = \"5m\"")
-            .unwrap(),
+        parse(concat!(
+            "provider = \"command\"\ncommand = [\"pass show t3\"]\n",
+            "shell = true\ntimeout = \"2s\"\ncache_lifetime = \"5m\""
+        ))
+        .unwrap(),
         ProviderSpec::Command {
             command: vec!["pass show t3".into()],
             shell: true,
@@ -112,11 +115,17 @@ fn vault_table_with_token_auth_nests_a_provider() {
 fn unknown_keys_and_providers_are_refused_by_name() {
     let err = parse("provider = \"file\"\npath = \"/t\"\ncache = \"5m\"").unwrap_err();
     assert!(err.to_string().contains("unknown field `cache`"), "{err}");
-    let err = parse("provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\ntypo = 1\nauth = { method = \"kubernetes\", role = \"r\" }")
-        .unwrap_err();
+    let err = parse(concat!(
+        "provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\ntypo = 1\n",
+        "auth = { method = \"kubernetes\", role = \"r\" }"
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("unknown field `typo`"), "{err}");
-    let err = parse("provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\nauth = { method = \"kubernetes\", rol = \"r\" }")
-        .unwrap_err();
+    let err = parse(concat!(
+        "provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\n",
+        "auth = { method = \"kubernetes\", rol = \"r\" }"
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("unknown field `rol`"), "{err}");
     let err = parse("provider = \"keychain\"").unwrap_err();
     assert!(err.to_string().contains("unknown variant `keychain`"), "{err}");
@@ -157,7 +166,8 @@ fn build_refuses_unusable_settings() {
 
     let vault = |addr: &str| {
         parse(&format!(
-            "provider = \"vault\"\naddr = \"{addr}\"\npath = \"afk/t3\"\nauth = {{ method = \"kubernetes\", role = \"afk\" }}"
+            "provider = \"vault\"\naddr = \"{addr}\"\npath = \"afk/t3\"\n\
+             auth = {{ method = \"kubernetes\", role = \"afk\" }}"
         ))
         .unwrap()
     };
@@ -220,7 +230,8 @@ fn display_names_the_source() {
     let file = parse("provider = \"file\"\npath = \"/run/t3/token\"").unwrap();
     assert_eq!(file.to_string(), "file /run/t3/token");
     let vault = parse(
-        "provider = \"vault\"\naddr = \"https://vault:8200\"\npath = \"afk/t3\"\nauth = { method = \"kubernetes\", role = \"afk\" }",
+        "provider = \"vault\"\naddr = \"https://vault:8200\"\npath = \"afk/t3\"\n\
+         auth = { method = \"kubernetes\", role = \"afk\" }",
     )
     .unwrap();
     assert_eq!(
