@@ -160,6 +160,10 @@ struct ThreadEntry {
     /// Whether this thread's `[sim:fail-times=N]` turns fail, decided at its first such turn.
     fails_by_count: Option<bool>,
     latest_user_message_at: Option<Timestamp>,
+    /// The thread's snapshot JSON, kept until the thread changes: a snapshot of 10,000 threads
+    /// then re-serialises only the few that changed since the last one. Every change goes
+    /// through [`World::touch`], which drops it.
+    json: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -361,6 +365,7 @@ impl World {
                     active: None,
                     fails_by_count: None,
                     latest_user_message_at: None,
+                    json: None,
                 });
                 Ok(self.bump())
             }
@@ -376,7 +381,7 @@ impl World {
                     self.end_turn(idx, TurnEnd::Interrupted);
                 }
                 let ts = self.stamp();
-                let entry = &mut self.threads[idx];
+                let entry = self.touch(idx);
                 entry.generation += 1;
                 entry.turns += 1;
                 entry.active = Some(ActiveTurn {
@@ -442,7 +447,7 @@ impl World {
                     ));
                 }
                 let ts = self.stamp();
-                let thread = &mut self.threads[idx].thread;
+                let thread = &mut self.touch(idx).thread;
                 thread.archived_at = Some(ts);
                 thread.updated_at = ts;
                 Ok(self.bump())
@@ -456,7 +461,7 @@ impl World {
                     ));
                 }
                 let ts = self.stamp();
-                let thread = &mut self.threads[idx].thread;
+                let thread = &mut self.touch(idx).thread;
                 thread.archived_at = None;
                 thread.updated_at = ts;
                 Ok(self.bump())
@@ -464,7 +469,7 @@ impl World {
             ClientCommand::ThreadDelete(c) => {
                 let idx = self.require_thread(&c.thread_id, command.kind())?;
                 let ts = self.stamp();
-                let thread = &mut self.threads[idx].thread;
+                let thread = &mut self.touch(idx).thread;
                 thread.deleted_at = Some(ts);
                 thread.updated_at = ts;
                 let sequence = self.bump();
@@ -545,7 +550,7 @@ impl World {
     /// The session is up and the turn runs. With `due`, the turn's end is scheduled from then.
     fn admit(&mut self, idx: usize, due: Option<Instant>) {
         let ts = self.stamp();
-        let entry = &mut self.threads[idx];
+        let entry = self.touch(idx);
         let Some(active) = entry.active.as_mut() else {
             return;
         };
@@ -576,7 +581,7 @@ impl World {
     fn end_turn(&mut self, idx: usize, end: TurnEnd) -> bool {
         let assistant_message = matches!(end, TurnEnd::Completed).then(|| self.mint_message_id());
         let ts = self.stamp();
-        let entry = &mut self.threads[idx];
+        let entry = self.touch(idx);
         let Some(active) = entry.active.take() else {
             return false;
         };
@@ -629,7 +634,7 @@ impl World {
             .is_some_and(|s| s.status != SessionStatus::Stopped);
         if running {
             let ts = self.stamp();
-            let thread = &mut self.threads[idx].thread;
+            let thread = &mut self.touch(idx).thread;
             if let Some(session) = thread.session.as_mut() {
                 session.status = SessionStatus::Stopped;
                 session.active_turn_id = None;
@@ -670,6 +675,13 @@ impl World {
         } else {
             ScriptedEnd::Complete
         }
+    }
+
+    /// The thread at `idx`, to change: its cached snapshot JSON is dropped.
+    fn touch(&mut self, idx: usize) -> &mut ThreadEntry {
+        let entry = &mut self.threads[idx];
+        entry.json = None;
+        entry
     }
 
     fn require_thread(&self, id: &ThreadId, kind: &str) -> Result<usize, String> {
@@ -736,14 +748,34 @@ impl World {
             .map(|&idx| sim_thread(&self.threads[idx]))
     }
 
-    /// `GET /api/orchestration/snapshot`, serialised straight from the state.
-    pub(crate) fn snapshot_json(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&ReadModelView {
-            snapshot_sequence: self.sequence,
-            projects: &self.projects,
-            threads: Threads(&self.threads),
-            updated_at: self.updated_at,
-        })
+    /// `GET /api/orchestration/snapshot`, serialised from the state, reusing each unchanged
+    /// thread's JSON from the previous snapshot.
+    pub(crate) fn snapshot_json(&mut self) -> serde_json::Result<Vec<u8>> {
+        let mut threads_len = 0;
+        for entry in &mut self.threads {
+            if entry.json.is_none() {
+                entry.json = Some(serde_json::to_vec(&entry.thread)?);
+            }
+            threads_len += entry.json.as_ref().map_or(0, Vec::len) + 1;
+        }
+        let mut out = Vec::with_capacity(threads_len + 4096);
+        out.extend_from_slice(b"{\"snapshotSequence\":");
+        serde_json::to_writer(&mut out, &self.sequence)?;
+        out.extend_from_slice(b",\"projects\":");
+        serde_json::to_writer(&mut out, &self.projects)?;
+        out.extend_from_slice(b",\"threads\":[");
+        for (i, entry) in self.threads.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(json) = &entry.json {
+                out.extend_from_slice(json);
+            }
+        }
+        out.extend_from_slice(b"],\"updatedAt\":");
+        serde_json::to_writer(&mut out, &self.updated_at)?;
+        out.push(b'}');
+        Ok(out)
     }
 
     /// `GET /api/orchestration/shell`: live projects and threads (neither archived nor deleted),
@@ -871,23 +903,6 @@ fn check_attachment(value: &serde_json::Value) -> Result<(), String> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ReadModelView<'a> {
-    snapshot_sequence: u64,
-    projects: &'a [Project],
-    threads: Threads<'a>,
-    updated_at: Timestamp,
-}
-
-struct Threads<'a>(&'a [ThreadEntry]);
-
-impl Serialize for Threads<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|e| &e.thread))
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct ShellView<'a> {
     snapshot_sequence: u64,
     projects: ShellProjects<'a>,
@@ -1002,4 +1017,155 @@ struct PageView {
     before_cursor: Option<String>,
     has_more: bool,
     snapshot_sequence: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimProject;
+    use t3_client::wire::{
+        MessageRole, ModelSelection, NonEmptyString, ThreadCreate, ThreadTurnStart, TurnMessage,
+    };
+
+    fn world() -> World {
+        World::new(&SimConfig {
+            projects: vec![SimProject::new("p", "/w")],
+            turn_duration: Duration::from_secs(10),
+            startup_delay: Duration::from_secs(1),
+            ..SimConfig::default()
+        })
+        .expect("a valid config")
+    }
+
+    fn create(command: &str, thread: &str, title: &str) -> ClientCommand {
+        ClientCommand::ThreadCreate(ThreadCreate {
+            command_id: CommandId::new(command).expect("id"),
+            thread_id: ThreadId::new(thread).expect("id"),
+            project_id: ProjectId::new("p").expect("id"),
+            title: NonEmptyString::new(title).expect("title"),
+            model_selection: ModelSelection {
+                instance_id: NonEmptyString::new("claudeAgent").expect("instance"),
+                model: NonEmptyString::new("claude-sonnet-4-5").expect("model"),
+                options: None,
+            },
+            runtime_mode: RuntimeMode::FullAccess,
+            interaction_mode: InteractionMode::Default,
+            branch: None,
+            worktree_path: None,
+            created_at: Timestamp::now(),
+        })
+    }
+
+    fn turn(command: &str, thread: &str, text: &str) -> ClientCommand {
+        ClientCommand::ThreadTurnStart(ThreadTurnStart {
+            command_id: CommandId::new(command).expect("id"),
+            thread_id: ThreadId::new(thread).expect("id"),
+            message: TurnMessage {
+                message_id: MessageId::new(format!("m-{command}")).expect("id"),
+                role: MessageRole::User,
+                text: text.into(),
+                attachments: Vec::new(),
+            },
+            model_selection: None,
+            runtime_mode: RuntimeMode::FullAccess,
+            interaction_mode: InteractionMode::Default,
+            created_at: Timestamp::now(),
+        })
+    }
+
+    fn state(world: &World, thread: &str) -> SimThreadState {
+        world
+            .thread(&ThreadId::new(thread).expect("id"))
+            .map(|t| t.state)
+            .expect("the thread exists")
+    }
+
+    #[test]
+    fn a_turn_is_admitted_after_the_startup_delay_and_ends_after_its_duration() {
+        let mut world = world();
+        let t0 = Instant::now();
+        world.dispatch(&create("c1", "t1", "T"), t0).expect("created");
+        world.dispatch(&turn("c2", "t1", "go"), t0).expect("started");
+        assert_eq!(state(&world, "t1"), SimThreadState::Starting);
+        assert_eq!(world.fire_due(t0), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            world.fire_due(t0 + Duration::from_secs(1)),
+            Some(t0 + Duration::from_secs(11))
+        );
+        assert_eq!(state(&world, "t1"), SimThreadState::Running);
+        assert_eq!(world.fire_due(t0 + Duration::from_secs(11)), None);
+        assert_eq!(state(&world, "t1"), SimThreadState::Completed);
+    }
+
+    #[test]
+    fn timers_of_an_ended_turn_are_ignored() {
+        let mut world = world();
+        let t0 = Instant::now();
+        world.dispatch(&create("c1", "t1", "T"), t0).expect("created");
+        world.dispatch(&turn("c2", "t1", "go"), t0).expect("started");
+        assert!(world.finish_turn(&ThreadId::new("t1").expect("id"), TurnOutcome::Error("x".into())));
+        let sequence = world.sequence();
+        assert_eq!(world.fire_due(t0 + Duration::from_secs(60)), None);
+        assert_eq!(world.sequence(), sequence, "stale timers change nothing");
+        assert_eq!(state(&world, "t1"), SimThreadState::Error);
+    }
+
+    #[test]
+    fn the_sequence_grows_with_every_change_and_receipts_replay_it() {
+        let mut world = world();
+        let t0 = Instant::now();
+        let a = world.dispatch(&create("c1", "t1", "T"), t0).expect("created");
+        let b = world.dispatch(&turn("c2", "t1", "go"), t0).expect("started");
+        assert!(b > a);
+        world.fire_due(t0 + Duration::from_secs(1));
+        assert!(world.sequence() > b, "admitting the turn is a change");
+        assert_eq!(world.dispatch(&create("c1", "t1", "T"), t0), Ok(a));
+        assert!(
+            world.dispatch(&create("c1", "t2", "T"), t0).is_err(),
+            "a conflict"
+        );
+    }
+
+    #[test]
+    fn snapshot_of_ten_thousand_threads_serialises_every_thread() {
+        let mut world = world();
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            world
+                .dispatch(&create(&format!("c{i}"), &format!("t{i}"), "T"), t0)
+                .expect("created");
+            world
+                .dispatch(&turn(&format!("s{i}"), &format!("t{i}"), "go"), t0)
+                .expect("started");
+        }
+        world.fire_due(t0 + Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let body = world.snapshot_json().expect("serialises");
+        eprintln!(
+            "snapshot of 10k threads: {} bytes in {:?}",
+            body.len(),
+            started.elapsed()
+        );
+        let model: ReadModel = serde_json::from_slice(&body).expect("the client's read model decodes it");
+        assert_eq!(model.threads.len(), 10_000);
+        assert!(model
+            .threads
+            .iter()
+            .all(|t| t.latest_turn.as_ref().map(|l| l.state) == Some(TurnState::Running)));
+        assert_eq!(model, world.read_model());
+
+        // Again, after one thread changed: the cached JSON of the others is reused, the changed
+        // one is not.
+        assert!(world.finish_turn(&ThreadId::new("t7").expect("id"), TurnOutcome::Completed));
+        let started = std::time::Instant::now();
+        let body = world.snapshot_json().expect("serialises");
+        eprintln!("snapshot of 10k threads, one changed: {:?}", started.elapsed());
+        let model: ReadModel = serde_json::from_slice(&body).expect("decodes");
+        assert_eq!(model, world.read_model());
+        let t7 = model.thread(&ThreadId::new("t7").expect("id")).expect("t7");
+        assert_eq!(
+            t7.latest_turn.as_ref().map(|l| l.state),
+            Some(TurnState::Completed)
+        );
+    }
 }
