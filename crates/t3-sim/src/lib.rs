@@ -74,6 +74,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod rng;
 mod script;

@@ -472,3 +472,98 @@ async fn a_created_project_takes_threads() {
     );
     server.shutdown().await;
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn the_raw_snapshot_carries_exactly_t3s_read_model_keys() {
+    let server = start(config()).await;
+    let client = client(&server, OPERATE);
+    let thread_id = dispatch(&client, 15, "[sim:hang]").await;
+    wait_for_thread(&client, &thread_id, "the turn to run", |t| {
+        t.latest_turn.is_some()
+    })
+    .await;
+
+    let (status, model) = get(&server, Some(READ_ONLY), "/api/orchestration/snapshot").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        keys(&model),
+        ["projects", "snapshotSequence", "threads", "updatedAt"]
+    );
+    assert_eq!(
+        keys(&model["projects"][0]),
+        [
+            "createdAt",
+            "defaultModelSelection",
+            "deletedAt",
+            "id",
+            "scripts",
+            "title",
+            "updatedAt",
+            "workspaceRoot"
+        ]
+    );
+    let thread = &model["threads"][0];
+    assert_eq!(
+        keys(thread),
+        [
+            "activities",
+            "archivedAt",
+            "branch",
+            "checkpoints",
+            "createdAt",
+            "deletedAt",
+            "id",
+            "interactionMode",
+            "latestTurn",
+            "messages",
+            "modelSelection",
+            "projectId",
+            "runtimeMode",
+            "session",
+            "title",
+            "updatedAt",
+            "worktreePath",
+        ]
+    );
+    assert_eq!(
+        keys(&thread["latestTurn"]),
+        [
+            "assistantMessageId",
+            "completedAt",
+            "requestedAt",
+            "startedAt",
+            "state",
+            "turnId"
+        ]
+    );
+    assert_eq!(
+        keys(&thread["session"]),
+        [
+            "activeTurnId",
+            "lastError",
+            "providerName",
+            "runtimeMode",
+            "status",
+            "threadId",
+            "updatedAt"
+        ]
+    );
+    assert_eq!(thread["session"]["providerName"], "claudeAgent");
+    // ISO 8601 UTC with milliseconds, as T3 writes instants.
+    let created = thread["createdAt"].as_str().expect("a string");
+    assert!(
+        created.ends_with('Z') && created.len() == "2026-11-24T19:14:36.116Z".len(),
+        "{created}"
+    );
+    server.shutdown().await;
+}
