@@ -268,6 +268,19 @@ impl SimServer {
         Pause { inner }
     }
 
+    /// Applies `command` as if it had been dispatched over HTTP, but without auth, faults or
+    /// pauses: for tests and benchmarks that set up state quickly. `Err` is what T3 would have
+    /// refused it with (a body its schema rejects, or its decider's reason); the command's
+    /// receipt is kept, so sending the same `commandId` over HTTP later is answered the same.
+    pub fn apply_command(&self, command: ClientCommand) -> Result<DispatchResult, String> {
+        let command = world::validate(command)?;
+        let outcome = lock(&self.shared.world).dispatch(&command, Instant::now());
+        self.shared.timers_changed.notify_one();
+        outcome
+            .map(|sequence| DispatchResult { sequence })
+            .map_err(|Refusal(reason)| reason)
+    }
+
     /// Ends the thread's starting or running turn now with `outcome` (a `[sim:hang]` turn, for
     /// instance). False when the thread is unknown or has no turn in progress.
     pub fn finish_turn(&self, thread_id: &str, outcome: TurnOutcome) -> bool {

@@ -567,3 +567,37 @@ async fn the_raw_snapshot_carries_exactly_t3s_read_model_keys() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn commands_applied_in_process_behave_as_dispatched_ones() {
+    let server = start(config()).await;
+    let create: t3_client::wire::ClientCommand =
+        serde_json::from_value(thread_create_json("create-1", "t1")).expect("a valid command");
+    let first = server.apply_command(create.clone()).expect("applied");
+    assert_eq!(server.apply_command(create).expect("the receipt"), first);
+    let turn: t3_client::wire::ClientCommand =
+        serde_json::from_value(turn_start_json("turn-1", "t1", "[sim:duration=10]"))
+            .expect("a valid command");
+    server.apply_command(turn).expect("applied");
+    let missing: t3_client::wire::ClientCommand =
+        serde_json::from_value(turn_start_json("turn-2", "nope", "x")).expect("a valid command");
+    let refusal = server.apply_command(missing).expect_err("no such thread");
+    assert!(refusal.contains("does not exist"), "{refusal}");
+
+    // Over HTTP, the same command id is answered from the same receipt.
+    let (status, body) = post_dispatch(
+        &server,
+        Some(OPERATE),
+        &thread_create_json("create-1", "t1").to_string(),
+    )
+    .await;
+    assert_eq!((status, body["sequence"].as_u64()), (200, Some(first.sequence)));
+    let client = client(&server, OPERATE);
+    let thread = ThreadId::new("t1").expect("id");
+    let done = wait_for_thread(&client, &thread, "the turn", |t| {
+        ThreadState::of(Some(t)).is_final()
+    })
+    .await;
+    assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
+    server.shutdown().await;
+}
