@@ -211,8 +211,9 @@ impl Default for RetryConfig {
 /// A parsed duration such as `200ms`, `5s`, `15m`, `1h 30m`.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(text.trim())
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like 200ms, 5s or 15m ({e})")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like 200ms, 5s or 15m ({e})"))
+    })
 }
 
 /// Scalar keys that `AFK_<SECTION>_<KEY>` variables override, e.g. `AFK_LIMITS_PER_REPO`.
@@ -249,7 +250,9 @@ impl Config {
     /// Loads `path` (or only the defaults when `None`), applies `AFK_...` overrides from `env`, and
     /// validates the result.
     pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let source_name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+        let source_name = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into());
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -273,7 +276,10 @@ impl Config {
         }
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
-            let from = overridden.get(&key).map(|v| format!("environment {v}")).unwrap_or(source_name.clone());
+            let from = overridden
+                .get(&key)
+                .map(|v| format!("environment {v}"))
+                .unwrap_or(source_name.clone());
             ConfigError {
                 source_name: from,
                 message: format!("key {key}: {}", e.inner().message()),
@@ -296,7 +302,10 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(self.t3.url.starts_with("http://") || self.t3.url.starts_with("https://")) {
-            return Err(("t3.url", format!("{:?} is not an http:// or https:// URL", self.t3.url)));
+            return Err((
+                "t3.url",
+                format!("{:?} is not an http:// or https:// URL", self.t3.url),
+            ));
         }
         for (repo, project) in &self.t3.projects {
             Repo::new(repo.clone()).map_err(|e| ("t3.projects", e.to_string()))?;
@@ -339,7 +348,12 @@ impl Config {
         self.t3
             .projects
             .iter()
-            .filter_map(|(r, p)| Some((Repo::new(r.clone()).ok()?, t3_client::ProjectId::new(p.clone()).ok()?)))
+            .filter_map(|(r, p)| {
+                Some((
+                    Repo::new(r.clone()).ok()?,
+                    t3_client::ProjectId::new(p.clone()).ok()?,
+                ))
+            })
             .collect()
     }
 }
@@ -423,7 +437,14 @@ mod tests {
         assert_eq!(config.projects().len(), 1);
         assert_eq!(config.ledger.url, "postgres://afk@db/afk");
         assert_eq!(config.source.local.unwrap().dir, PathBuf::from("/srv/issues"));
-        assert_eq!((config.limits.max_concurrent, config.limits.per_repo, config.limits.max_attempts), (8, 3, 5));
+        assert_eq!(
+            (
+                config.limits.max_concurrent,
+                config.limits.per_repo,
+                config.limits.max_attempts
+            ),
+            (8, 3, 5)
+        );
         assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
         assert_eq!(config.watch.stall_timeout, Duration::from_secs(5));
         assert_eq!(config.watch.turn_timeout, Duration::from_secs(900));
@@ -431,8 +452,11 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let config = load("[limits]\nper_repo = 3\n", &[("AFK_LIMITS_PER_REPO", "7"), ("AFK_T3_URL", "http://x:1")])
-            .unwrap();
+        let config = load(
+            "[limits]\nper_repo = 3\n",
+            &[("AFK_LIMITS_PER_REPO", "7"), ("AFK_T3_URL", "http://x:1")],
+        )
+        .unwrap();
         assert_eq!(config.limits.per_repo, 7);
         assert_eq!(config.t3.url, "http://x:1");
     }
@@ -441,7 +465,10 @@ mod tests {
     fn errors_name_the_key_and_the_file() {
         let err = load("[watch]\npoll_interval = \"soon\"\n", &[]).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("afk.toml") && text.contains("watch.poll_interval"), "{text}");
+        assert!(
+            text.contains("afk.toml") && text.contains("watch.poll_interval"),
+            "{text}"
+        );
 
         let err = load("[limits]\nmax_concurent = 3\n", &[]).unwrap_err();
         assert!(err.to_string().contains("max_concurent"), "{err}");

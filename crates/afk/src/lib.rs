@@ -3,8 +3,13 @@
 //! configuration, the local issue source, the control loop (dispatcher and watcher), the demo
 //! and the command line.
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod demo;
+pub mod prompt;
+pub mod runcmd;
 pub mod source;
 pub mod t3cmd;
 pub mod table;

@@ -60,7 +60,8 @@ pub struct SnapshotArgs {
 /// Dispatches one thread and prints its id as the last line.
 pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     let repo = afk_core::Repo::new(args.repo.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
-    let project = ProjectId::new(args.project_id.clone()).map_err(|e| anyhow::anyhow!("--project-id: {e}"))?;
+    let project =
+        ProjectId::new(args.project_id.clone()).map_err(|e| anyhow::anyhow!("--project-id: {e}"))?;
     let prompt = read_prompt(&args.prompt)?;
     let client = args.target.client();
     let issue = IssueRef {
@@ -81,11 +82,17 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
 pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     let client = args.target.client();
     if args.json {
-        let json = client.snapshot_json().await.with_context(|| format!("reading {}", client.base_url()))?;
+        let json = client
+            .snapshot_json()
+            .await
+            .with_context(|| format!("reading {}", client.base_url()))?;
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    let model = client.snapshot().await.with_context(|| format!("reading {}", client.base_url()))?;
+    let model = client
+        .snapshot()
+        .await
+        .with_context(|| format!("reading {}", client.base_url()))?;
     let rows: Vec<Vec<String>> = model
         .threads
         .iter()
@@ -105,8 +112,15 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", crate::table::render(&["thread", "title", "turn", "session", "afk reads"], &rows));
-    println!("{} threads, snapshot sequence {}", model.threads.len(), model.snapshot_sequence);
+    print!(
+        "{}",
+        crate::table::render(&["thread", "title", "turn", "session", "afk reads"], &rows)
+    );
+    println!(
+        "{} threads, snapshot sequence {}",
+        model.threads.len(),
+        model.snapshot_sequence
+    );
     Ok(())
 }
 
@@ -124,7 +138,9 @@ fn thread_state_name(state: &ThreadState) -> &'static str {
 /// `TEXT`, or the contents of `FILE` for `@FILE`.
 pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
     let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?
+        }
         None => arg.to_owned(),
     };
     if text.trim().is_empty() {

@@ -35,7 +35,10 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn columns_line_up() {
-        let t = super::render(&["id", "state"], &[vec!["1".into(), "queued".into()], vec!["22".into(), "x".into()]]);
+        let t = super::render(
+            &["id", "state"],
+            &[vec!["1".into(), "queued".into()], vec!["22".into(), "x".into()]],
+        );
         assert_eq!(t, "id  state\n1   queued\n22  x\n");
     }
 }

@@ -58,9 +58,9 @@ pub fn parse_issue(path: &Path, text: &str) -> Result<SourceIssue, LocalIssueErr
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
         .ok_or_else(|| error("must start with a `---` line opening the YAML front matter".into()))?;
-    let (yaml, body) = split_front_matter(rest).ok_or_else(|| error("the front matter has no closing `---` line".into()))?;
-    let front: FrontMatter =
-        serde_norway::from_str(yaml).map_err(|e| error(format!("front matter: {e}")))?;
+    let (yaml, body) =
+        split_front_matter(rest).ok_or_else(|| error("the front matter has no closing `---` line".into()))?;
+    let front: FrontMatter = serde_norway::from_str(yaml).map_err(|e| error(format!("front matter: {e}")))?;
     if front.number == 0 {
         return Err(error("front matter: number must be at least 1".into()));
     }
@@ -185,10 +185,18 @@ mod tests {
             ("---\nrepo: acme/widgets\n", "no closing"),
             ("---\nrepo: acme\nnumber: 1\ntitle: t\n---\n", "OWNER/NAME"),
             ("---\nrepo: acme/w\ntitle: t\n---\n", "number"),
-            ("---\nrepo: acme/w\nnumber: 1\ntitle: t\npriority: p9\n---\n", "priority"),
+            (
+                "---\nrepo: acme/w\nnumber: 1\ntitle: t\npriority: p9\n---\n",
+                "priority",
+            ),
         ] {
-            let err = parse_issue(Path::new("dir/bad.md"), text).unwrap_err().to_string();
-            assert!(err.contains("dir/bad.md") && err.contains(expect), "{text:?}: {err}");
+            let err = parse_issue(Path::new("dir/bad.md"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("dir/bad.md") && err.contains(expect),
+                "{text:?}: {err}"
+            );
         }
     }
 

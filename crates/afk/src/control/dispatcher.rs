@@ -1,0 +1,183 @@
+//! The dispatcher: starts attempts for ready jobs in priority order within the limits, and
+//! finishes dispatches that a crash or a T3 outage interrupted, with the ids chosen before the
+//! first request.
+
+use std::collections::HashMap;
+
+use afk_core::{Event, JobState};
+use afk_ledger::{Attempt, Job, NewAttempt};
+use chrono::{DateTime, Utc};
+use t3_client::{
+    CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, MessageId, ProjectId,
+    ReadModel, T3Error, ThreadId,
+};
+
+use super::{ControlError, ControlPlane, TickReport};
+use crate::prompt;
+
+/// Resumes every attempt left in `dispatching` whose back-off has passed, resolved against the
+/// snapshot: a thread with a turn is already dispatched; a thread without one needs only its turn;
+/// no thread needs both commands. T3 deduplicates the command ids, so even a stale snapshot cannot
+/// make a second thread.
+pub(super) async fn resume(
+    plane: &ControlPlane,
+    snapshot: &ReadModel,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    for (job, attempt) in plane.ledger.live_attempts().await? {
+        if job.state != JobState::Dispatching || job.not_before.is_some_and(|t| t > now) {
+            continue;
+        }
+        let plan = match plan_of(&attempt) {
+            Ok(plan) => plan,
+            Err(error) => {
+                let event = Event::DispatchRejected {
+                    error: format!("the ledger's attempt cannot be sent again: {error}"),
+                };
+                plane.transition(&job, &event, None, now, report).await?;
+                continue;
+            }
+        };
+        let thread = snapshot.thread(&plan.ids.thread_id);
+        let outcome = match thread {
+            Some(thread) if thread.latest_turn.is_some() => Ok(()),
+            Some(_) => plane
+                .t3
+                .start_turn(&plan)
+                .await
+                .map(drop)
+                .map_err(|error| DispatchError {
+                    stage: DispatchStage::Turn,
+                    error,
+                }),
+            None => plane.t3.dispatch_plan(&plan).await.map(drop),
+        };
+        conclude(plane, &job, outcome, now, report).await?;
+    }
+    Ok(())
+}
+
+/// Starts a new attempt for each ready job, in priority order, while the global and per-repository
+/// limits allow. The attempt's ids are recorded with the transition, before the first request.
+pub(super) async fn dispatch_ready(
+    plane: &ControlPlane,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    let in_flight = plane
+        .ledger
+        .jobs_in(&[JobState::Dispatching, JobState::Running])
+        .await?;
+    let mut total = in_flight.len();
+    let mut per_repo: HashMap<String, usize> = HashMap::new();
+    for job in &in_flight {
+        *per_repo.entry(job.issue.repo.to_string()).or_default() += 1;
+    }
+    let limits = plane.settings.limits;
+    if total >= limits.max_concurrent {
+        return Ok(());
+    }
+    for job in plane.ledger.ready_jobs(now, usize::MAX).await? {
+        if total >= limits.max_concurrent {
+            break;
+        }
+        let repo_count = per_repo.entry(job.issue.repo.to_string()).or_default();
+        if *repo_count >= limits.per_repo {
+            continue;
+        }
+        let Some(project) = plane.settings.projects.get(&job.issue.repo).cloned() else {
+            let event = Event::Refused {
+                error: format!(
+                    "no T3 project is configured for repository {} (add it under [t3.projects])",
+                    job.issue.repo
+                ),
+            };
+            plane.transition(&job, &event, None, now, report).await?;
+            continue;
+        };
+        let plan = match new_plan(plane, &job, project) {
+            Ok(plan) => plan,
+            Err(error) => {
+                let event = Event::Refused {
+                    error: error.to_string(),
+                };
+                plane.transition(&job, &event, None, now, report).await?;
+                continue;
+            }
+        };
+        let attempt = NewAttempt {
+            thread_id: plan.ids.thread_id.to_string(),
+            project_id: plan.project_id.to_string(),
+            create_command_id: plan.ids.create_command_id.to_string(),
+            turn_command_id: plan.ids.turn_command_id.to_string(),
+            message_id: plan.ids.message_id.to_string(),
+            title: plan.title.clone(),
+            branch: plan.branch.clone(),
+            prompt: plan.text.clone(),
+        };
+        let Some((_, job)) = plane
+            .transition(&job, &Event::StartAttempt, Some(&attempt), now, report)
+            .await?
+        else {
+            continue;
+        };
+        total += 1;
+        *repo_count += 1;
+        let outcome = plane.t3.dispatch_plan(&plan).await.map(drop);
+        conclude(plane, &job, outcome, now, report).await?;
+    }
+    Ok(())
+}
+
+/// Records how a dispatch went: running, deferred (a transient failure: same ids, later) or
+/// rejected (T3 refused the command: the job fails with T3's reason).
+async fn conclude(
+    plane: &ControlPlane,
+    job: &Job,
+    outcome: Result<(), DispatchError>,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    let event = match outcome {
+        Ok(()) => Event::Dispatched,
+        Err(e) if e.error.is_transient() => Event::DispatchDeferred { error: describe(&e) },
+        Err(e) => Event::DispatchRejected { error: describe(&e) },
+    };
+    plane.transition(job, &event, None, now, report).await?;
+    Ok(())
+}
+
+fn describe(e: &DispatchError) -> String {
+    let stage = match e.stage {
+        DispatchStage::Create => "thread.create",
+        DispatchStage::Turn => "thread.turn.start",
+    };
+    format!("{stage}: {}", e.error)
+}
+
+fn new_plan(plane: &ControlPlane, job: &Job, project: ProjectId) -> Result<DispatchPlan, T3Error> {
+    let issue = IssueRef {
+        repo: job.issue.repo.to_string(),
+        number: job.issue.number,
+        title: Some(job.title.clone()),
+    };
+    let text = prompt::render(job);
+    plane.t3.plan(&issue, project, &text, None)
+}
+
+/// The plan an attempt was started with, rebuilt from the ledger exactly as first sent.
+fn plan_of(attempt: &Attempt) -> Result<DispatchPlan, t3_client::ids::InvalidId> {
+    Ok(DispatchPlan {
+        ids: DispatchIds {
+            thread_id: ThreadId::new(attempt.thread_id.clone())?,
+            create_command_id: CommandId::new(attempt.create_command_id.clone())?,
+            turn_command_id: CommandId::new(attempt.turn_command_id.clone())?,
+            message_id: MessageId::new(attempt.message_id.clone())?,
+        },
+        project_id: ProjectId::new(attempt.project_id.clone())?,
+        title: attempt.title.clone(),
+        branch: attempt.branch.clone(),
+        text: attempt.prompt.clone(),
+    })
+}

@@ -1,0 +1,98 @@
+//! Intake from the local issue folder: a new file queues a job, a removed file cancels it, and a
+//! file that comes back requeues the job it had.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use afk_core::{Event, IssueKey, JobState};
+use afk_ledger::NewJob;
+use chrono::{DateTime, Utc};
+
+use super::{ControlError, ControlPlane, TickReport};
+use crate::source::{local, SourceIssue};
+
+/// The source name the ledger keeps for jobs from the local folder.
+pub const LOCAL_SOURCE: &str = "local";
+
+/// Why a job is cancelled when its file goes away; also how a returning file recognises a job it
+/// may requeue (a job cancelled for another reason, say interrupted by a person in T3, stays so).
+pub const REMOVED_REASON: &str = "its issue file was removed";
+
+pub(super) async fn sync_local(
+    plane: &ControlPlane,
+    dir: &Path,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    // Reading the folder is blocking I/O: keep it off the runtime's worker.
+    let owned = dir.to_owned();
+    let scan = tokio::task::spawn_blocking(move || local::scan(&owned))
+        .await
+        .unwrap_or_default();
+    let known: BTreeMap<IssueKey, afk_ledger::Job> = plane
+        .ledger
+        .jobs()
+        .await?
+        .into_iter()
+        .map(|job| (job.issue.clone(), job))
+        .collect();
+    let mut present = BTreeSet::new();
+    for issue in &scan.issues {
+        present.insert(issue.key.clone());
+        match known.get(&issue.key) {
+            None => {
+                let (job, _) = plane.ledger.upsert_job(&new_job(issue), now).await?;
+                tracing::info!("{} queued from {} (job {})", job.issue, dir.display(), job.id);
+                report.progress.push(super::Progress {
+                    issue: job.issue.clone(),
+                    from: JobState::Queued,
+                    to: JobState::Queued,
+                    note: "queued".into(),
+                });
+            }
+            Some(job) => {
+                if job.title != issue.title
+                    || job.body != issue.body
+                    || job.labels != issue.labels
+                    || job.priority != issue.priority
+                {
+                    plane.ledger.upsert_job(&new_job(issue), now).await?;
+                }
+                if job.state == JobState::Cancelled && was_removed(plane, job).await? {
+                    plane.transition(job, &Event::Requeue, None, now, report).await?;
+                }
+            }
+        }
+    }
+    if !scan.complete {
+        // A file that could not be read may still describe a job: cancel nothing on a partial view.
+        return Ok(());
+    }
+    for job in known.values() {
+        if job.source == LOCAL_SOURCE && !job.state.is_final() && !present.contains(&job.issue) {
+            let event = Event::Cancel {
+                reason: REMOVED_REASON.into(),
+            };
+            plane.transition(job, &event, None, now, report).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn was_removed(plane: &ControlPlane, job: &afk_ledger::Job) -> Result<bool, ControlError> {
+    let events = plane.ledger.events(job.id).await?;
+    Ok(events
+        .last()
+        .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(REMOVED_REASON)))
+}
+
+fn new_job(issue: &SourceIssue) -> NewJob {
+    NewJob {
+        issue: issue.key.clone(),
+        title: issue.title.clone(),
+        body: issue.body.clone(),
+        labels: issue.labels.clone(),
+        priority: issue.priority,
+        source: LOCAL_SOURCE.into(),
+    }
+}

@@ -1,0 +1,221 @@
+//! The control plane: one loop that takes jobs from the sources, dispatches them to T3, watches
+//! their threads to the end and applies the retry policy.
+//!
+//! Every step follows the same rule: decide with [`afk_core::apply`], record the transition in the
+//! [`Ledger`], and only then send anything to T3. A crash at any point therefore leaves a ledger
+//! from which the next [`ControlPlane::tick`] carries the work on with the ids already chosen, so a
+//! job is never lost and never dispatched twice.
+
+mod dispatcher;
+mod intake;
+mod watcher;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use afk_core::{apply, Event, IssueKey, JobState, Repo, RetryPolicy, Transition};
+use afk_ledger::{Job, Ledger, LedgerError, NewAttempt};
+use chrono::{DateTime, Utc};
+use t3_client::{ProjectId, T3Client};
+
+pub use watcher::StallTracker;
+
+/// The limits on work in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Attempts in flight (dispatching or running) across all repositories.
+    pub max_concurrent: usize,
+    /// Attempts in flight per repository.
+    pub per_repo: usize,
+}
+
+/// How the watcher decides that a running thread has gone wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A running thread whose `updatedAt` has not moved for this long is stalled.
+    pub stall: Duration,
+    /// An attempt running for longer than this (from its start) has timed out.
+    pub turn: Duration,
+}
+
+/// Everything the control plane needs besides its ledger and its T3 client.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Retry and back-off.
+    pub retry: RetryPolicy,
+    /// Work in flight.
+    pub limits: Limits,
+    /// Stall and turn timeouts.
+    pub timeouts: Timeouts,
+    /// The T3 project of each repository; a job for a repository without one fails.
+    pub projects: BTreeMap<Repo, ProjectId>,
+    /// The local issue folder, when that source is on.
+    pub local_source: Option<PathBuf>,
+}
+
+/// One transition the control plane recorded, for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The job's issue.
+    pub issue: IssueKey,
+    /// Its state before.
+    pub from: JobState,
+    /// Its state after.
+    pub to: JobState,
+    /// The ledger's note.
+    pub note: String,
+}
+
+/// What one tick saw and did.
+#[derive(Debug, Clone, Default)]
+pub struct TickReport {
+    /// The transitions recorded, in order.
+    pub progress: Vec<Progress>,
+    /// False when T3 could not be reached (nothing was dispatched or watched).
+    pub t3_reachable: bool,
+}
+
+/// Errors that stop a tick. T3 errors never do: they are handled as events of the job concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// The control plane. Owns nothing but in-memory observations (for stall detection); all state
+/// that matters is in the ledger.
+pub struct ControlPlane {
+    ledger: Ledger,
+    t3: T3Client,
+    /// Reads the snapshot; the operate client unless a read-only token was configured.
+    reader: T3Client,
+    settings: Settings,
+    stalls: StallTracker,
+    t3_was_reachable: Option<bool>,
+}
+
+impl ControlPlane {
+    /// A control plane over `ledger`, sending to T3 with `t3`.
+    pub fn new(ledger: Ledger, t3: T3Client, settings: Settings) -> Self {
+        Self {
+            ledger,
+            reader: t3.clone(),
+            t3,
+            settings,
+            stalls: StallTracker::default(),
+            t3_was_reachable: None,
+        }
+    }
+
+    /// Reads T3's snapshot with `reader` (least privilege: a client with an `orchestration:read`
+    /// token) instead of the operate client.
+    pub fn with_reader(mut self, reader: T3Client) -> Self {
+        self.reader = reader;
+        self
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// One pass: sync the sources, read T3's snapshot, watch live attempts, stop threads that must
+    /// stop, settle timed-out and lost jobs, resume interrupted dispatches, and dispatch ready jobs
+    /// within the limits. When T3 cannot be reached, only the sources are synced.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
+        let mut report = TickReport::default();
+        if let Some(dir) = self.settings.local_source.clone() {
+            intake::sync_local(self, &dir, now, &mut report).await?;
+        }
+        let snapshot = match self.reader.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                if self.t3_was_reachable != Some(false) {
+                    tracing::warn!(
+                        "waiting for T3 at {}: {error}; nothing is dispatched or watched until it answers",
+                        self.t3.base_url()
+                    );
+                }
+                self.t3_was_reachable = Some(false);
+                return Ok(report);
+            }
+        };
+        if self.t3_was_reachable != Some(true) {
+            tracing::info!(
+                "T3 at {} is reachable ({} threads)",
+                self.t3.base_url(),
+                snapshot.threads.len()
+            );
+        }
+        self.t3_was_reachable = Some(true);
+        report.t3_reachable = true;
+        watcher::watch(self, &snapshot, now, &mut report).await?;
+        watcher::stop_threads(self).await?;
+        watcher::settle(self, now, &mut report).await?;
+        dispatcher::resume(self, &snapshot, now, &mut report).await?;
+        dispatcher::dispatch_ready(self, now, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Applies `event` to `job` and records it; `None` when the event does not apply to the job's
+    /// current state (someone else moved it on: a stale view, logged and skipped).
+    async fn transition(
+        &self,
+        job: &Job,
+        event: &Event,
+        new_attempt: Option<&NewAttempt>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<Option<(Transition, Job)>, ControlError> {
+        let transition = match apply(job.status(), event, &self.settings.retry, now) {
+            Ok(transition) => transition,
+            Err(invalid) => {
+                tracing::debug!("job {}: {invalid}", job.issue);
+                return Ok(None);
+            }
+        };
+        let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
+            Ok(updated) => updated,
+            Err(LedgerError::Conflict { .. }) => {
+                tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        tracing::info!(
+            "{} {} -> {}: {}",
+            job.issue,
+            transition.from,
+            transition.to,
+            transition.note
+        );
+        report.progress.push(Progress {
+            issue: job.issue.clone(),
+            from: transition.from,
+            to: transition.to,
+            note: transition.note.clone(),
+        });
+        Ok(Some((transition, updated)))
+    }
+
+    /// Runs ticks every `poll_interval` until `shutdown` resolves; a tick in progress is finished
+    /// first, so that no transition is left half done. `on_tick` sees each tick's report.
+    pub async fn run(
+        &mut self,
+        poll_interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut on_tick: impl FnMut(&TickReport),
+    ) -> Result<(), ControlError> {
+        tokio::pin!(shutdown);
+        loop {
+            let report = self.tick(Utc::now()).await?;
+            on_tick(&report);
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(poll_interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! `afk run`, `afk jobs`, `afk status` and `afk dispatch`: the control plane and the commands that
+//! read or feed its ledger.
+
+use std::path::PathBuf;
+
+use afk_core::{Event, IssueKey, JobState, Priority, Repo};
+use afk_ledger::{Job, Ledger, NewJob};
+use anyhow::{bail, Context};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::app;
+use crate::config::Config;
+
+/// `--config FILE`, shared by every command that reads the configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The TOML config file (default: ./afk.toml when it exists, else built-in defaults);
+    /// `AFK_<SECTION>_<KEY>` environment variables override it.
+    #[arg(long, env = "AFK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let default = PathBuf::from("afk.toml");
+        let path = self
+            .config
+            .clone()
+            .or_else(|| default.is_file().then_some(default));
+        Ok(Config::load_from_env(path.as_deref())?)
+    }
+}
+
+/// `afk run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// Runs the control plane until SIGTERM or Ctrl-C; the tick in progress is finished first.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let mut plane = app::control_plane(&config).await?;
+    tracing::info!(
+        "afk running: T3 at {}, ledger {}, polling every {}",
+        config.t3.url,
+        afk_ledger::redact_url(&config.ledger.url),
+        humantime::format_duration(config.watch.poll_interval)
+    );
+    plane
+        .run(config.watch.poll_interval, shutdown_signal(), |_| {})
+        .await
+        .context("the control plane stopped")?;
+    tracing::info!("afk stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: finishing the current tick"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: finishing the current tick"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `afk jobs`.
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print a JSON array of jobs instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One job as `afk jobs --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// The ledger's id.
+    pub id: i64,
+    /// `OWNER/NAME`.
+    pub repo: String,
+    /// The issue number.
+    pub number: u64,
+    /// The issue's title.
+    pub title: String,
+    /// `p0`..`p3`.
+    pub priority: String,
+    /// The job's state, as printed everywhere.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The latest attempt's thread, if any.
+    pub thread_id: Option<String>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Where the job came from (`local`, `manual`, ...).
+    pub source: String,
+    /// When the job was queued.
+    pub created_at: String,
+    /// When the job last changed.
+    pub updated_at: String,
+}
+
+/// The jobs in the ledger, with their latest attempt's thread.
+pub async fn job_views(ledger: &Ledger) -> anyhow::Result<Vec<JobView>> {
+    let mut views = Vec::new();
+    for job in ledger.jobs().await? {
+        let attempts = ledger.attempts(job.id).await?;
+        let last = attempts.last();
+        views.push(JobView {
+            id: job.id.0,
+            repo: job.issue.repo.to_string(),
+            number: job.issue.number,
+            title: job.title.clone(),
+            priority: job.priority.to_string(),
+            state: job.state.to_string(),
+            attempts: job.attempts,
+            thread_id: last.map(|a| a.thread_id.clone()),
+            // A job that succeeded in the end has no error to show, whatever earlier attempts met.
+            last_error: (job.state != JobState::Succeeded)
+                .then(|| {
+                    job.last_error
+                        .clone()
+                        .or_else(|| last.and_then(|a| a.last_error.clone()))
+                })
+                .flatten(),
+            source: job.source.clone(),
+            created_at: job.created_at.to_rfc3339(),
+            updated_at: job.updated_at.to_rfc3339(),
+        });
+    }
+    Ok(views)
+}
+
+/// Prints the ledger's jobs.
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let ledger = app::open_ledger(&config).await?;
+    let views = job_views(&ledger).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(());
+    }
+    if views.is_empty() {
+        println!("no jobs yet");
+        return Ok(());
+    }
+    print!("{}", jobs_table(&views));
+    Ok(())
+}
+
+/// The jobs as a table, as `afk jobs` and `afk demo` print it.
+pub fn jobs_table(views: &[JobView]) -> String {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                format!("{}#{}", v.repo, v.number),
+                truncate(&v.title, 40),
+                v.priority.clone(),
+                v.state.clone(),
+                v.attempts.to_string(),
+                v.thread_id.clone().unwrap_or_else(|| "-".into()),
+                truncate(v.last_error.as_deref().unwrap_or("-"), 60),
+            ]
+        })
+        .collect();
+    crate::table::render(
+        &[
+            "job",
+            "issue",
+            "title",
+            "prio",
+            "state",
+            "attempts",
+            "thread",
+            "last error",
+        ],
+        &rows,
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= max {
+        line.to_owned()
+    } else {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// `afk status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `afk status --json`.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The ledger, with any password removed.
+    pub ledger: String,
+    /// Jobs per state; every state is present.
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    /// Attempts in flight.
+    pub live: Vec<LiveView>,
+}
+
+/// One attempt in flight.
+#[derive(Debug, Serialize)]
+pub struct LiveView {
+    /// `OWNER/NAME#N`.
+    pub issue: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// `dispatching` or `running`.
+    pub state: String,
+    /// Its T3 thread.
+    pub thread_id: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+/// Prints job counts per state and the attempts in flight.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let ledger = app::open_ledger(&config).await?;
+    let mut jobs: std::collections::BTreeMap<String, u64> =
+        JobState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+    for (state, count) in ledger.counts_by_state().await? {
+        jobs.insert(state.to_string(), count);
+    }
+    let live = ledger
+        .live_attempts()
+        .await?
+        .into_iter()
+        .map(|(job, attempt)| LiveView {
+            issue: job.issue.to_string(),
+            attempt: attempt.number.0,
+            state: attempt.state.to_string(),
+            thread_id: attempt.thread_id.clone(),
+            started_at: attempt.created_at.to_rfc3339(),
+        })
+        .collect();
+    let view = StatusView {
+        ledger: afk_ledger::redact_url(&config.ledger.url),
+        jobs,
+        live,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    println!("ledger: {}", view.ledger);
+    let counts: Vec<String> = JobState::ALL
+        .iter()
+        .map(|s| format!("{} {}", view.jobs.get(s.as_str()).copied().unwrap_or(0), s))
+        .collect();
+    println!("jobs: {}", counts.join(", "));
+    if view.live.is_empty() {
+        println!("no attempts in flight");
+    } else {
+        let rows: Vec<Vec<String>> = view
+            .live
+            .iter()
+            .map(|l| {
+                vec![
+                    l.issue.clone(),
+                    l.attempt.to_string(),
+                    l.state.clone(),
+                    l.thread_id.clone(),
+                    l.started_at.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            crate::table::render(&["issue", "attempt", "state", "thread", "started"], &rows)
+        );
+    }
+    Ok(())
+}
+
+/// `afk dispatch`.
+#[derive(Debug, clap::Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The repository, OWNER/NAME (it needs a project under [t3.projects]).
+    #[arg(long)]
+    pub repo: String,
+    /// The issue number.
+    #[arg(long)]
+    pub issue: u64,
+    /// The prompt, or @FILE to read it from a file.
+    #[arg(long)]
+    pub prompt: String,
+    /// The issue's title (default: the prompt's first line).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Priority p0 (first) .. p3.
+    #[arg(long, default_value = "p2")]
+    pub priority: String,
+}
+
+/// Queues one job by hand; `afk run` dispatches it.
+pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
+    let repo = Repo::new(args.repo.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+    let priority: Priority = args
+        .priority
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--priority: {e}"))?;
+    let prompt = crate::t3cmd::read_prompt(&args.prompt)?;
+    if prompt.trim().is_empty() {
+        bail!("--prompt: the prompt is empty");
+    }
+    let config = args.config.load()?;
+    if !config.projects().contains_key(&repo) {
+        tracing::warn!(
+            "no T3 project is configured for {repo} under [t3.projects]: the job will fail when dispatched"
+        );
+    }
+    let ledger = app::open_ledger(&config).await?;
+    let title = args.title.clone().unwrap_or_else(|| {
+        prompt
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    });
+    let issue = IssueKey {
+        repo,
+        number: args.issue,
+    };
+    let now = Utc::now();
+    if let Some(existing) = ledger.job_by_issue(&issue).await? {
+        if existing.state != JobState::Cancelled {
+            bail!(
+                "{issue} already has job {} in state {}",
+                existing.id,
+                existing.state
+            );
+        }
+    }
+    let (job, created) = ledger
+        .upsert_job(
+            &NewJob {
+                issue: issue.clone(),
+                title,
+                body: prompt,
+                labels: Vec::new(),
+                priority,
+                source: "manual".into(),
+            },
+            now,
+        )
+        .await?;
+    if !created {
+        requeue(&ledger, &config, &job).await?;
+    }
+    println!("queued job {} for {issue}", job.id);
+    Ok(())
+}
+
+async fn requeue(ledger: &Ledger, config: &Config, job: &Job) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let transition = afk_core::apply(job.status(), &Event::Requeue, &config.retry_policy(), now)?;
+    ledger.record(job.id, &transition, None, now).await?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Helpers for afk's end-to-end tests: a T3 stand-in on loopback, a temporary folder with a SQLite
+//! ledger, a local issue folder and a token file, and a control plane wired to them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use afk::config::{Config, LocalSourceConfig};
+use afk::control::ControlPlane;
+use afk::source::{local, SourceIssue};
+use afk_core::{IssueKey, JobState, Priority, Repo};
+use afk_ledger::{Job, Ledger};
+use chrono::Utc;
+use t3_sim::{SimConfig, SimProject, SimServer, TokenGrant};
+
+pub const TOKEN: &str = "test-operate-token-5f2c";
+pub const REPO_A: &str = "acme/api";
+pub const REPO_B: &str = "acme/web";
+
+/// A stand-in T3, a temporary folder and a config pointing at both.
+pub struct World {
+    pub sim: SimServer,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl World {
+    /// A world whose simulated turns take `turn` unless a message says otherwise.
+    pub async fn new(turn: Duration) -> World {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let sim = SimServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            SimConfig {
+                tokens: vec![TokenGrant::operate(TOKEN)],
+                projects: [(REPO_A, "proj-api"), (REPO_B, "proj-web")]
+                    .iter()
+                    .map(|(repo, id)| SimProject {
+                        id: (*id).into(),
+                        workspace_root: format!("/srv/{repo}"),
+                        title: Some((*repo).into()),
+                    })
+                    .collect(),
+                turn_duration: turn,
+                seed: 1,
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .expect("the stand-in starts");
+        let token_file = dir.path().join("t3-token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let mut config = Config::default();
+        config.t3.url = sim.url();
+        config.t3.token_file = token_file;
+        config.t3.request_timeout = Duration::from_secs(5);
+        config.t3.projects = BTreeMap::from([
+            (REPO_A.to_string(), "proj-api".to_string()),
+            (REPO_B.to_string(), "proj-web".to_string()),
+        ]);
+        config.ledger.url = format!("sqlite://{}", dir.path().join("afk.db").display());
+        config.source.local = Some(LocalSourceConfig {
+            dir: dir.path().join("issues"),
+        });
+        config.watch.poll_interval = Duration::from_millis(25);
+        config.watch.stall_timeout = Duration::from_secs(60);
+        config.watch.turn_timeout = Duration::from_secs(60);
+        config.retry.initial = Duration::from_millis(20);
+        config.retry.cap = Duration::from_millis(100);
+        World { sim, dir, config }
+    }
+
+    pub fn issues_dir(&self) -> PathBuf {
+        self.dir.path().join("issues")
+    }
+
+    /// Writes a local issue file; returns its path.
+    pub fn add_issue(&self, repo: &str, number: u64, body: &str) -> PathBuf {
+        self.add_issue_with_priority(repo, number, body, Priority::DEFAULT)
+    }
+
+    pub fn add_issue_with_priority(
+        &self,
+        repo: &str,
+        number: u64,
+        body: &str,
+        priority: Priority,
+    ) -> PathBuf {
+        let issue = SourceIssue {
+            key: key(repo, number),
+            title: format!("Issue {number}"),
+            body: body.into(),
+            labels: vec!["afk".into()],
+            priority,
+        };
+        local::write_issue(
+            &self.issues_dir(),
+            &format!("{}-{number}.md", repo.replace('/', "-")),
+            &issue,
+        )
+        .unwrap()
+    }
+
+    pub async fn plane(&self) -> ControlPlane {
+        afk::app::control_plane(&self.config)
+            .await
+            .expect("the control plane is wired")
+    }
+
+    /// Writes the config as a TOML file for the `afk` binary.
+    pub fn write_config(&self) -> PathBuf {
+        let c = &self.config;
+        let text = format!(
+            r#"[t3]
+url = "{url}"
+token_file = "{token}"
+request_timeout = "5s"
+
+[t3.projects]
+"{a}" = "proj-api"
+"{b}" = "proj-web"
+
+[ledger]
+url = "{ledger}"
+
+[source.local]
+dir = "{issues}"
+
+[limits]
+max_concurrent = {mc}
+per_repo = {pr}
+max_attempts = {ma}
+
+[watch]
+poll_interval = "{poll}ms"
+stall_timeout = "{stall}ms"
+turn_timeout = "{turn}ms"
+
+[retry]
+initial = "{ri}ms"
+cap = "{rc}ms"
+"#,
+            url = c.t3.url,
+            token = c.t3.token_file.display(),
+            a = REPO_A,
+            b = REPO_B,
+            ledger = c.ledger.url,
+            issues = self.issues_dir().display(),
+            mc = c.limits.max_concurrent,
+            pr = c.limits.per_repo,
+            ma = c.limits.max_attempts,
+            poll = c.watch.poll_interval.as_millis(),
+            stall = c.watch.stall_timeout.as_millis(),
+            turn = c.watch.turn_timeout.as_millis(),
+            ri = c.retry.initial.as_millis(),
+            rc = c.retry.cap.as_millis(),
+        );
+        let path = self.dir.path().join("afk.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub async fn ledger(&self) -> Ledger {
+        Ledger::open(&self.config.ledger.url)
+            .await
+            .expect("the ledger opens")
+    }
+}
+
+pub fn key(repo: &str, number: u64) -> IssueKey {
+    IssueKey {
+        repo: Repo::new(repo).unwrap(),
+        number,
+    }
+}
+
+/// Ticks `plane` every poll interval until `done` holds for the ledger's jobs, calling `check`
+/// after every tick; panics (with the jobs) after `limit`.
+pub async fn tick_until(
+    plane: &mut ControlPlane,
+    limit: Duration,
+    mut check: impl FnMut(&[Job]),
+    done: impl Fn(&[Job]) -> bool,
+) -> Vec<Job> {
+    let deadline = Instant::now() + limit;
+    loop {
+        plane.tick(Utc::now()).await.expect("a tick");
+        let jobs = plane.ledger().jobs().await.unwrap();
+        check(&jobs);
+        if done(&jobs) {
+            return jobs;
+        }
+        assert!(Instant::now() < deadline, "not done within {limit:?}: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True when there are `n` jobs and all are final.
+pub fn all_final(n: usize) -> impl Fn(&[Job]) -> bool {
+    move |jobs| jobs.len() == n && jobs.iter().all(|j| j.state.is_final())
+}
+
+pub fn job<'a>(jobs: &'a [Job], repo: &str, number: u64) -> &'a Job {
+    jobs.iter()
+        .find(|j| j.issue == key(repo, number))
+        .expect("the job exists")
+}
+
+pub fn states(jobs: &[Job]) -> Vec<JobState> {
+    jobs.iter().map(|j| j.state).collect()
+}
+
+/// Total attempts over all jobs.
+pub async fn attempt_count(ledger: &Ledger) -> usize {
+    let mut n = 0;
+    for job in ledger.jobs().await.unwrap() {
+        n += ledger.attempts(job.id).await.unwrap().len();
+    }
+    n
+}

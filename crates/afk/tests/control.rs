@@ -1,0 +1,288 @@
+//! The control plane against the T3 stand-in over loopback: limits, retries, timeouts,
+//! cancellation, T3 outages. Each test drives `ControlPlane::tick` as `afk run` does.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use afk_core::{JobState, Priority};
+use common::*;
+use t3_client::wire::{SessionStatus, TurnState};
+
+#[tokio::test]
+async fn concurrency_limits_hold_globally_and_per_repository() {
+    let mut world = World::new(Duration::from_millis(150)).await;
+    world.config.limits.max_concurrent = 3;
+    world.config.limits.per_repo = 2;
+    for n in 1..=5 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    for n in 6..=8 {
+        world.add_issue(REPO_B, n, "Do it.");
+    }
+    let mut plane = world.plane().await;
+    let mut peak = 0;
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(30),
+        |jobs| {
+            let live: Vec<_> = jobs.iter().filter(|j| j.state.has_live_attempt()).collect();
+            let mut per_repo: HashMap<String, usize> = HashMap::new();
+            for j in &live {
+                *per_repo.entry(j.issue.repo.to_string()).or_default() += 1;
+            }
+            assert!(live.len() <= 3, "{} attempts in flight, limit 3", live.len());
+            assert!(
+                per_repo.values().all(|&n| n <= 2),
+                "per-repo limit broken: {per_repo:?}"
+            );
+            peak = peak.max(live.len());
+        },
+        all_final(8),
+    )
+    .await;
+    assert_eq!(peak, 3, "the global limit should be used fully");
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:#?}"
+    );
+    assert_eq!(world.sim.threads().len(), 8, "one thread per attempt");
+}
+
+#[tokio::test]
+async fn higher_priority_issues_are_dispatched_first() {
+    let mut world = World::new(Duration::from_millis(100)).await;
+    world.config.limits.max_concurrent = 1;
+    world.add_issue_with_priority(REPO_A, 1, "Later.", Priority::P3);
+    world.add_issue_with_priority(REPO_B, 2, "First.", Priority::P0);
+    let mut plane = world.plane().await;
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.iter().any(|j| j.state != JobState::Queued),
+    )
+    .await;
+    assert_eq!(job(&jobs, REPO_B, 2).state, JobState::Running);
+    assert_eq!(job(&jobs, REPO_A, 1).state, JobState::Queued);
+}
+
+#[tokio::test]
+async fn failed_turns_are_retried_with_new_threads_then_given_up() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.max_attempts = 3;
+    world.add_issue(REPO_A, 1, "Always breaks. [sim:fail]");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let job = job(&jobs, REPO_A, 1);
+    assert_eq!(job.state, JobState::GivenUp);
+    assert_eq!(job.attempts, 3);
+    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts
+        .iter()
+        .all(|a| a.last_error.as_deref().is_some_and(|e| !e.is_empty())));
+    let threads: std::collections::HashSet<_> = attempts.iter().map(|a| a.thread_id.clone()).collect();
+    assert_eq!(threads.len(), 3, "each attempt has its own thread");
+    assert_eq!(world.sim.threads().len(), 3);
+}
+
+#[tokio::test]
+async fn a_turn_that_fails_once_succeeds_on_the_retry_with_the_previous_error_in_the_prompt() {
+    let world = World::new(Duration::from_millis(50)).await;
+    world.add_issue(REPO_A, 1, "Flaky. [sim:fail-times=1]");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let job = job(&jobs, REPO_A, 1);
+    assert_eq!((job.state, job.attempts), (JobState::Succeeded, 2));
+    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    assert!(
+        attempts[1].prompt.contains("previous attempt ended with"),
+        "the retry's prompt names the previous error"
+    );
+}
+
+#[tokio::test]
+async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.max_attempts = 1;
+    world.config.watch.turn_timeout = Duration::from_millis(300);
+    world.add_issue(REPO_A, 1, "Never ends. [sim:hang]");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let job = job(&jobs, REPO_A, 1);
+    assert_eq!(job.state, JobState::GivenUp);
+    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].state, afk_core::AttemptState::TimedOut);
+    assert!(attempts[0]
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("turn timeout"));
+    let model = world.sim.read_model();
+    let thread = model
+        .threads
+        .iter()
+        .find(|t| t.id.as_str() == attempts[0].thread_id)
+        .unwrap();
+    assert_eq!(
+        thread.latest_turn.as_ref().map(|t| t.state),
+        Some(TurnState::Interrupted)
+    );
+    assert_eq!(
+        thread.session.as_ref().map(|s| s.status),
+        Some(SessionStatus::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_thread_is_interrupted_and_retried() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.max_attempts = 2;
+    world.config.watch.stall_timeout = Duration::from_millis(300);
+    world.add_issue(REPO_A, 1, "Goes quiet. [sim:hang]");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let job = job(&jobs, REPO_A, 1);
+    assert_eq!((job.state, job.attempts), (JobState::GivenUp, 2));
+    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    assert!(attempts[0]
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("stalled"));
+    let model = world.sim.read_model();
+    assert!(model
+        .threads
+        .iter()
+        .all(|t| t.latest_turn.as_ref().map(|t| t.state) == Some(TurnState::Interrupted)));
+}
+
+#[tokio::test]
+async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeued_when_back() {
+    let world = World::new(Duration::from_millis(50)).await;
+    let file = world.add_issue(REPO_A, 1, "Long. [sim:hang]");
+    let mut plane = world.plane().await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    std::fs::remove_file(&file).unwrap();
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Cancelled),
+    )
+    .await;
+    let attempts = plane.ledger().attempts(jobs[0].id).await.unwrap();
+    // One more tick carries out the stop that the cancellation recorded.
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| {
+            world.sim.read_model().threads[0]
+                .latest_turn
+                .as_ref()
+                .map(|t| t.state)
+                == Some(TurnState::Interrupted)
+        },
+    )
+    .await;
+    assert_eq!(attempts[0].state, afk_core::AttemptState::Cancelled);
+
+    // The file comes back: the job is queued again and runs a new attempt.
+    world.add_issue(REPO_A, 1, "Short now. [sim:duration=50]");
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Succeeded),
+    )
+    .await;
+    assert_eq!(jobs[0].attempts, 2);
+    assert_eq!(world.sim.threads().len(), 2);
+}
+
+#[tokio::test]
+async fn t3_answering_5xx_for_a_while_delays_but_loses_nothing() {
+    let world = World::new(Duration::from_millis(50)).await;
+    for n in 1..=3 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    world.sim.set_unavailable(true);
+    let mut plane = world.plane().await;
+    for _ in 0..5 {
+        let report = plane.tick(chrono::Utc::now()).await.unwrap();
+        assert!(!report.t3_reachable);
+    }
+    let jobs = plane.ledger().jobs().await.unwrap();
+    assert_eq!(
+        states(&jobs),
+        vec![JobState::Queued; 3],
+        "nothing moves while T3 is down"
+    );
+    world.sim.set_unavailable(false);
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(3)).await;
+    assert!(jobs
+        .iter()
+        .all(|j| j.state == JobState::Succeeded && j.attempts == 1));
+    assert_eq!(world.sim.threads().len(), 3);
+}
+
+#[tokio::test]
+async fn flaky_t3_during_dispatch_never_makes_a_second_thread() {
+    let world = World::new(Duration::from_millis(50)).await;
+    for n in 1..=6 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    world.sim.set_faults(t3_sim::FaultPlan {
+        error_rate: 0.4,
+        ..t3_sim::FaultPlan::default()
+    });
+    let mut plane = world.plane().await;
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(60),
+        |_| {},
+        |jobs| jobs.len() == 6 && jobs.iter().all(|j| j.state.is_final()),
+    )
+    .await;
+    let mut known = std::collections::HashSet::new();
+    for job in &jobs {
+        for attempt in plane.ledger().attempts(job.id).await.unwrap() {
+            known.insert(attempt.thread_id);
+        }
+    }
+    // Every thread in T3 belongs to an attempt the ledger knows: no retry made a stray second one.
+    for thread in world.sim.read_model().threads {
+        assert!(
+            known.contains(thread.id.as_str()),
+            "thread {} is no attempt's",
+            thread.id
+        );
+    }
+    assert!(jobs.iter().any(|j| j.state == JobState::Succeeded), "{jobs:#?}");
+}
+
+#[tokio::test]
+async fn a_repository_without_a_t3_project_fails_with_a_clear_reason() {
+    let world = World::new(Duration::from_millis(50)).await;
+    world.add_issue("someone/else", 7, "Do it.");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(10), |_| {}, all_final(1)).await;
+    assert_eq!(jobs[0].state, JobState::Failed);
+    let events = plane.ledger().events(jobs[0].id).await.unwrap();
+    assert!(events
+        .last()
+        .unwrap()
+        .note
+        .contains("no T3 project is configured for repository someone/else"));
+    assert_eq!(world.sim.threads().len(), 0);
+}

@@ -1,0 +1,160 @@
+//! Crash tests: the `afk` binary is killed with SIGKILL at each step of dispatch and watch, then
+//! started again; every job must end, and T3 must hold exactly one thread per attempt.
+//!
+//! The stand-in holds a chosen request (before or after applying it) so that the kill lands at a
+//! known step without any timing guesswork.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use afk_core::JobState;
+use common::*;
+use t3_sim::PausePhase;
+use tokio::process::{Child, Command};
+
+fn spawn_afk(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_afk"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("AFK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("afk starts")
+}
+
+async fn kill_9(mut child: Child) {
+    // tokio's kill is SIGKILL on Unix: no chance to finish anything.
+    child.kill().await.expect("afk is killed");
+}
+
+/// Waits (bounded) until every job in the ledger is final; returns them.
+async fn wait_all_final(world: &World, n: usize, limit: Duration) -> Vec<afk_ledger::Job> {
+    let deadline = Instant::now() + limit;
+    let ledger = world.ledger().await;
+    loop {
+        let jobs = ledger.jobs().await.unwrap();
+        if jobs.len() == n && jobs.iter().all(|j| j.state.is_final()) {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not final within {limit:?}: {jobs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_one_thread_per_attempt(world: &World, jobs: &[afk_ledger::Job]) {
+    let ledger = world.ledger().await;
+    let attempts = attempt_count(&ledger).await;
+    let threads = world.sim.threads();
+    assert_eq!(
+        threads.len(),
+        attempts,
+        "T3 threads {threads:#?} for {attempts} attempts; jobs {jobs:#?}"
+    );
+    for job in jobs {
+        assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
+        assert_eq!(job.attempts, 1, "a crash must not cost an attempt: {job:#?}");
+    }
+}
+
+/// Kills afk while the stand-in holds a `command` request at `phase`, restarts it, and checks the end.
+async fn crash_at(command: &str, phase: PausePhase) {
+    let world = World::new(Duration::from_millis(200)).await;
+    world.add_issue(REPO_A, 1, "Do it.");
+    let config = world.write_config();
+    let pause = world.sim.pause(command, phase);
+    let afk = spawn_afk(&config);
+    tokio::time::timeout(Duration::from_secs(30), pause.hit())
+        .await
+        .unwrap_or_else(|_| panic!("afk never sent {command}"));
+    kill_9(afk).await;
+    pause.release();
+    let afk = spawn_afk(&config);
+    let jobs = wait_all_final(&world, 1, Duration::from_secs(30)).await;
+    kill_9(afk).await;
+    assert_one_thread_per_attempt(&world, &jobs).await;
+}
+
+#[tokio::test]
+async fn killed_before_thread_create_reaches_t3() {
+    crash_at("thread.create", PausePhase::BeforeApply).await;
+}
+
+#[tokio::test]
+async fn killed_after_thread_create_was_applied_but_before_its_reply() {
+    crash_at("thread.create", PausePhase::AfterApply).await;
+}
+
+#[tokio::test]
+async fn killed_between_create_and_turn() {
+    crash_at("thread.turn.start", PausePhase::BeforeApply).await;
+}
+
+#[tokio::test]
+async fn killed_after_the_turn_started() {
+    crash_at("thread.turn.start", PausePhase::AfterApply).await;
+}
+
+#[tokio::test]
+async fn killed_mid_watch() {
+    let world = World::new(Duration::from_millis(1500)).await;
+    world.add_issue(REPO_A, 1, "Do it.");
+    world.add_issue(REPO_B, 2, "Do it.");
+    let config = world.write_config();
+    let afk = spawn_afk(&config);
+    let ledger = world.ledger().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = ledger.jobs().await.unwrap();
+        if jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Running) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never running: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(afk).await;
+    let afk = spawn_afk(&config);
+    let jobs = wait_all_final(&world, 2, Duration::from_secs(30)).await;
+    kill_9(afk).await;
+    assert_one_thread_per_attempt(&world, &jobs).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_afk_cleanly() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let config = world.write_config();
+    let afk = spawn_afk(&config);
+    let pid = afk.id().expect("a pid");
+    // Wait until afk is inside its loop: it has queued and dispatched the issue.
+    world.add_issue(REPO_A, 1, "Do it. [sim:hang]");
+    let ledger = world.ledger().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ledger
+        .jobs()
+        .await
+        .unwrap()
+        .first()
+        .is_some_and(|j| j.state == JobState::Running)
+    {
+        assert!(Instant::now() < deadline, "afk never dispatched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), afk.wait_with_output())
+        .await
+        .expect("afk exits after SIGTERM")
+        .unwrap();
+    assert!(out.status.success(), "afk exits 0 on SIGTERM: {:?}", out.status);
+}
