@@ -487,7 +487,8 @@ impl T3Client {
             if !(200..300).contains(&reply.status) {
                 let body = serde_json::from_slice::<ErrorBody>(&reply.body)
                     .ok()
-                    .filter(|b| b.code.is_some() || b.tag.is_some());
+                    .filter(|b| b.code.is_some() || b.tag.is_some())
+                    .map(Box::new);
                 let body_excerpt = body.is_none().then(|| excerpt(&reply.body));
                 return Err(T3Error::Status {
                     what: what.to_owned(),

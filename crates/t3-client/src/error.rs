@@ -29,8 +29,8 @@ pub enum T3Error {
         what: String,
         /// The HTTP status.
         status: u16,
-        /// T3's error body, when it sent one.
-        body: Option<ErrorBody>,
+        /// T3's error body, when it sent one (boxed: it is rare and large).
+        body: Option<Box<ErrorBody>>,
         /// The start of the body when it was not T3's error JSON.
         body_excerpt: Option<String>,
     },
@@ -91,13 +91,13 @@ impl T3Error {
     /// T3's error body, if it sent one.
     pub fn body(&self) -> Option<&ErrorBody> {
         match self {
-            T3Error::Status { body, .. } => body.as_ref(),
+            T3Error::Status { body, .. } => body.as_deref(),
             _ => None,
         }
     }
 }
 
-fn describe_body(body: &Option<ErrorBody>, excerpt: &Option<String>) -> String {
+fn describe_body(body: &Option<Box<ErrorBody>>, excerpt: &Option<String>) -> String {
     match (body, excerpt) {
         (Some(body), _) => {
             let mut parts = Vec::new();
