@@ -27,7 +27,9 @@ impl Repo {
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidIssue> {
         let value = value.into();
         let ok_part = |p: &str| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         match value.split_once('/') {
             Some((owner, name)) if ok_part(owner) && ok_part(name) => Ok(Self(value)),

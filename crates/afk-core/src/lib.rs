@@ -12,7 +12,9 @@ mod retry;
 mod state;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
-pub use machine::{apply, AttemptChange, Effect, Event, FailureKind, InvalidTransition, JobStatus, Transition};
+pub use machine::{
+    apply, AttemptChange, Effect, Event, FailureKind, InvalidTransition, JobStatus, Transition,
+};
 pub use retry::RetryPolicy;
 pub use state::{AttemptState, JobState, UnknownState};
 

@@ -190,14 +190,15 @@ pub fn apply(
         state: job.state,
         event: event_name(event).to_owned(),
     };
-    let step = |to: JobState, attempt: Option<AttemptChange>, effect: Option<Effect>, note: String| Transition {
-        from: job.state,
-        to,
-        attempt,
-        not_before: None,
-        effect,
-        note,
-    };
+    let step =
+        |to: JobState, attempt: Option<AttemptChange>, effect: Option<Effect>, note: String| Transition {
+            from: job.state,
+            to,
+            attempt,
+            not_before: None,
+            effect,
+            note,
+        };
     // After an attempt ended without success: wait and retry, or give up after the last one.
     let retry_or_give_up = |attempt: Option<AttemptChange>, why: &str| {
         if job.attempts >= policy.max_attempts {
@@ -205,7 +206,10 @@ pub fn apply(
                 J::GivenUp,
                 attempt,
                 None,
-                format!("{why}; giving up after attempt {} of {}", job.attempts, policy.max_attempts),
+                format!(
+                    "{why}; giving up after attempt {} of {}",
+                    job.attempts, policy.max_attempts
+                ),
             )
         } else {
             let wait = policy.backoff(job.attempts);
@@ -273,7 +277,10 @@ pub fn apply(
                             error: error.clone(),
                         }),
                         Some(Effect::Dispatch),
-                        format!("dispatch try {tries} failed ({error}); trying again in {}s", wait.as_secs_f64()),
+                        format!(
+                            "dispatch try {tries} failed ({error}); trying again in {}s",
+                            wait.as_secs_f64()
+                        ),
                     )
                 }
             }
@@ -304,11 +311,18 @@ pub fn apply(
             J::TimedOut,
             end(AttemptState::TimedOut, Some(reason.clone()), true),
             Some(Effect::StopThread),
-            format!("attempt {} timed out: {reason}; interrupting its thread", job.attempts),
+            format!(
+                "attempt {} timed out: {reason}; interrupting its thread",
+                job.attempts
+            ),
         ),
         (J::Running | J::Dispatching, Event::ThreadLost) => step(
             J::Lost,
-            end(AttemptState::Lost, Some("the thread is gone from T3".into()), false),
+            end(
+                AttemptState::Lost,
+                Some("the thread is gone from T3".into()),
+                false,
+            ),
             None,
             format!("attempt {}'s thread is gone from T3", job.attempts),
         ),
@@ -367,22 +381,46 @@ mod tests {
 
     #[test]
     fn failed_attempts_wait_with_backoff_then_give_up_after_the_last() {
-        let t = run(job(JobState::Running, 1), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        let t = run(
+            job(JobState::Running, 1),
+            Event::ThreadFailed { error: "boom".into() },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::RetryWait);
         assert_eq!(t.not_before, Some(now() + chrono::Duration::seconds(10)));
-        let t = run(job(JobState::Running, 2), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        let t = run(
+            job(JobState::Running, 2),
+            Event::ThreadFailed { error: "boom".into() },
+        )
+        .unwrap();
         assert_eq!(t.not_before, Some(now() + chrono::Duration::seconds(20)));
-        let t = run(job(JobState::Running, 3), Event::ThreadFailed { error: "boom".into() }).unwrap();
+        let t = run(
+            job(JobState::Running, 3),
+            Event::ThreadFailed { error: "boom".into() },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::GivenUp);
         assert!(run(job(JobState::RetryWait, 3), Event::StartAttempt).is_err());
     }
 
     #[test]
     fn a_timeout_stops_the_thread_before_the_retry_decision() {
-        let t = run(job(JobState::Running, 1), Event::TimedOut { reason: "stalled".into() }).unwrap();
+        let t = run(
+            job(JobState::Running, 1),
+            Event::TimedOut {
+                reason: "stalled".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::TimedOut);
         assert_eq!(t.effect, Some(Effect::StopThread));
-        assert!(matches!(t.attempt, Some(AttemptChange::End { stop_thread: true, .. })));
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                stop_thread: true,
+                ..
+            })
+        ));
         let t = run(job(JobState::TimedOut, 1), Event::Settle).unwrap();
         assert_eq!(t.to, JobState::RetryWait);
     }
@@ -407,26 +445,57 @@ mod tests {
 
     #[test]
     fn permanent_dispatch_errors_fail_the_job() {
-        let t = run(job(JobState::Dispatching, 1), Event::DispatchRejected { error: "400".into() }).unwrap();
+        let t = run(
+            job(JobState::Dispatching, 1),
+            Event::DispatchRejected { error: "400".into() },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::Failed);
         assert!(t.to.is_final());
     }
 
     #[test]
     fn cancelling_a_running_job_stops_its_thread_and_a_queued_one_needs_nothing() {
-        let t = run(job(JobState::Running, 1), Event::Cancel { reason: "closed".into() }).unwrap();
+        let t = run(
+            job(JobState::Running, 1),
+            Event::Cancel {
+                reason: "closed".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::Cancelled);
         assert_eq!(t.effect, Some(Effect::StopThread));
-        let t = run(job(JobState::Queued, 0), Event::Cancel { reason: "closed".into() }).unwrap();
+        let t = run(
+            job(JobState::Queued, 0),
+            Event::Cancel {
+                reason: "closed".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(t.effect, None);
         assert_eq!(t.attempt, None);
-        assert!(run(job(JobState::Succeeded, 1), Event::Cancel { reason: "closed".into() }).is_err());
-        assert_eq!(run(job(JobState::Cancelled, 1), Event::Requeue).unwrap().to, JobState::Queued);
+        assert!(run(
+            job(JobState::Succeeded, 1),
+            Event::Cancel {
+                reason: "closed".into()
+            }
+        )
+        .is_err());
+        assert_eq!(
+            run(job(JobState::Cancelled, 1), Event::Requeue).unwrap().to,
+            JobState::Queued
+        );
     }
 
     #[test]
     fn a_job_that_cannot_be_dispatched_fails_without_an_attempt() {
-        let t = run(job(JobState::Queued, 0), Event::Refused { error: "no project".into() }).unwrap();
+        let t = run(
+            job(JobState::Queued, 0),
+            Event::Refused {
+                error: "no project".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::Failed);
         assert_eq!(t.attempt, None);
         assert!(t.note.contains("no project"));

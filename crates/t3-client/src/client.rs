@@ -387,7 +387,11 @@ impl T3Client {
     }
 
     /// Stops the thread's provider session.
-    pub async fn stop_session(&self, thread: &ThreadId, command_id: CommandId) -> Result<DispatchResult, T3Error> {
+    pub async fn stop_session(
+        &self,
+        thread: &ThreadId,
+        command_id: CommandId,
+    ) -> Result<DispatchResult, T3Error> {
         self.send_command(&ClientCommand::ThreadSessionStop(ThreadSessionStop {
             command_id,
             thread_id: thread.clone(),
@@ -397,7 +401,11 @@ impl T3Client {
     }
 
     /// Archives the thread.
-    pub async fn archive_thread(&self, thread: &ThreadId, command_id: CommandId) -> Result<DispatchResult, T3Error> {
+    pub async fn archive_thread(
+        &self,
+        thread: &ThreadId,
+        command_id: CommandId,
+    ) -> Result<DispatchResult, T3Error> {
         self.send_command(&ClientCommand::ThreadArchive(ThreadRef {
             command_id,
             thread_id: thread.clone(),
@@ -413,8 +421,8 @@ impl T3Client {
         workspace_root: &str,
         command_id: CommandId,
     ) -> Result<DispatchResult, T3Error> {
-        let title =
-            NonEmptyString::new(title).ok_or_else(|| T3Error::InvalidInput("the project title is empty".into()))?;
+        let title = NonEmptyString::new(title)
+            .ok_or_else(|| T3Error::InvalidInput("the project title is empty".into()))?;
         let workspace_root = NonEmptyString::new(workspace_root)
             .ok_or_else(|| T3Error::InvalidInput("the workspace root is empty".into()))?;
         self.send_command(&ClientCommand::ProjectCreate(ProjectCreate {
@@ -435,7 +443,9 @@ impl T3Client {
         let what = command.kind();
         let body = serde_json::to_vec(command)
             .map_err(|e| T3Error::InvalidInput(format!("{what}: cannot encode the command: {e}")))?;
-        let reply = self.request(what, Method::Post, DISPATCH_PATH, Some(body)).await?;
+        let reply = self
+            .request(what, Method::Post, DISPATCH_PATH, Some(body))
+            .await?;
         decode(what, &reply)
     }
 
@@ -463,21 +473,29 @@ impl T3Client {
         let url = format!("{}{}", self.base_url, path);
         let mut freshness = Freshness::Cached;
         loop {
-            let bearer = self.bearer.get(freshness).await.map_err(|source| T3Error::Bearer {
-                what: what.to_owned(),
-                source,
-            })?;
+            let bearer = self
+                .bearer
+                .get(freshness)
+                .await
+                .map_err(|source| T3Error::Bearer {
+                    what: what.to_owned(),
+                    source,
+                })?;
             let request = Request {
                 method,
                 url: url.clone(),
                 bearer: Some(bearer),
                 json_body: json_body.clone(),
             };
-            let reply = self.transport.send(request).await.map_err(|source| T3Error::Transport {
-                what: what.to_owned(),
-                url: url.clone(),
-                source,
-            })?;
+            let reply = self
+                .transport
+                .send(request)
+                .await
+                .map_err(|source| T3Error::Transport {
+                    what: what.to_owned(),
+                    url: url.clone(),
+                    source,
+                })?;
             debug!(what, url = %url, status = reply.status, "t3 request");
             if reply.status == 401 && freshness == Freshness::Cached {
                 // The token may have rotated since the provider last read it: ask again, once.

@@ -53,7 +53,9 @@ pub enum T3Error {
         source: SecretError,
     },
     /// The turn's message text exceeds T3's input limit; nothing was sent.
-    #[error("the prompt is {len} characters with the preamble, over T3's limit of {limit}; nothing was sent")]
+    #[error(
+        "the prompt is {len} characters with the preamble, over T3's limit of {limit}; nothing was sent"
+    )]
     PromptTooLong {
         /// Its length as T3 counts it.
         len: usize,
@@ -76,7 +78,9 @@ impl T3Error {
             T3Error::Transport { .. } => true,
             T3Error::Status { status, .. } => *status >= 500 || *status == 429,
             T3Error::Bearer { source, .. } => source.is_transient(),
-            T3Error::MalformedReply { .. } | T3Error::PromptTooLong { .. } | T3Error::InvalidInput(_) => false,
+            T3Error::MalformedReply { .. } | T3Error::PromptTooLong { .. } | T3Error::InvalidInput(_) => {
+                false
+            }
         }
     }
 

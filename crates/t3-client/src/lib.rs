@@ -23,8 +23,12 @@ pub mod transport;
 pub mod wire;
 
 pub use afk_secrets::{Freshness, Secret, SecretError, SecretProvider};
-pub use client::{AgentSettings, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, T3Client};
+pub use client::{
+    AgentSettings, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, T3Client,
+};
 pub use error::T3Error;
 pub use ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
-pub use transport::{Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind};
+pub use transport::{
+    Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,
+};
 pub use wire::{ReadModel, ThreadState};

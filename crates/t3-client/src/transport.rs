@@ -127,7 +127,9 @@ impl Transport for ReqwestTransport {
             builder = builder.bearer_auth(bearer.expose());
         }
         if let Some(body) = request.json_body {
-            builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let reply = builder.send().await.map_err(classify)?;
         let status = reply.status().as_u16();
@@ -214,7 +216,10 @@ impl Recorder {
 #[async_trait::async_trait]
 impl Transport for Recorder {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).push(request);
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request);
         self.lock_script().pop_front().unwrap_or_else(|| {
             Err(TransportError {
                 kind: TransportErrorKind::Connection,

@@ -21,8 +21,16 @@ struct Seen {
     next: Arc<Mutex<Vec<(u16, String)>>>,
 }
 
-async fn dispatch(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>) -> impl IntoResponse {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+async fn dispatch(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> impl IntoResponse {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let n = {
         let mut requests = seen.requests.lock().unwrap();
         requests.push(("dispatch".into(), auth, body));
@@ -36,9 +44,18 @@ async fn dispatch(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json
 }
 
 async fn snapshot(State(seen): State<Seen>, headers: HeaderMap) -> impl IntoResponse {
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    seen.requests.lock().unwrap().push(("snapshot".into(), auth, Value::Null));
-    Json(json!({"snapshotSequence": 0, "projects": [], "threads": [], "updatedAt": "2026-11-24T19:14:40.000Z"}))
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    seen.requests
+        .lock()
+        .unwrap()
+        .push(("snapshot".into(), auth, Value::Null));
+    Json(
+        json!({"snapshotSequence": 0, "projects": [], "threads": [], "updatedAt": "2026-11-24T19:14:40.000Z"}),
+    )
 }
 
 async fn slow() -> impl IntoResponse {
@@ -100,7 +117,10 @@ async fn a_rejected_create_over_http_short_circuits_and_carries_t3s_reason() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
-    let err = client(&base, &token).dispatch("acme/widgets", 1, "p").await.unwrap_err();
+    let err = client(&base, &token)
+        .dispatch("acme/widgets", 1, "p")
+        .await
+        .unwrap_err();
     assert_eq!(err.stage, DispatchStage::Create);
     assert_eq!(seen.requests.lock().unwrap().len(), 1);
     let body = err.error.body().unwrap();
@@ -129,7 +149,10 @@ async fn an_unreachable_t3_is_a_transient_connect_error() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
-    let err = client(&format!("http://{addr}"), &token).snapshot().await.unwrap_err();
+    let err = client(&format!("http://{addr}"), &token)
+        .snapshot()
+        .await
+        .unwrap_err();
     match &err {
         T3Error::Transport { source, .. } => assert_eq!(source.kind, TransportErrorKind::Connect),
         other => panic!("expected a transport error, got {other}"),

@@ -28,7 +28,8 @@ impl SecretProvider for CountingBearer {
 }
 
 fn client(recorder: &Arc<Recorder>, bearer: &Arc<CountingBearer>, base: &str) -> T3Client {
-    T3Client::new(base, recorder.clone(), bearer.clone()).with_project("acme/widgets", ProjectId::new("proj-widgets").unwrap())
+    T3Client::new(base, recorder.clone(), bearer.clone())
+        .with_project("acme/widgets", ProjectId::new("proj-widgets").unwrap())
 }
 
 fn setup() -> (Arc<Recorder>, Arc<CountingBearer>, T3Client) {
@@ -41,13 +42,20 @@ fn setup() -> (Arc<Recorder>, Arc<CountingBearer>, T3Client) {
 #[tokio::test]
 async fn dispatch_posts_create_then_turn_for_the_same_thread() {
     let (recorder, _, client) = setup();
-    recorder.reply_json(200, json!({"sequence": 7})).reply_json(200, json!({"sequence": 8}));
+    recorder
+        .reply_json(200, json!({"sequence": 7}))
+        .reply_json(200, json!({"sequence": 8}));
 
-    let thread = client.dispatch("acme/widgets", 42, "Fix the widget.").await.unwrap();
+    let thread = client
+        .dispatch("acme/widgets", 42, "Fix the widget.")
+        .await
+        .unwrap();
 
     let requests = recorder.requests();
     assert_eq!(requests.len(), 2, "exactly two requests");
-    assert!(requests.iter().all(|r| r.url == "http://t3.test/api/orchestration/dispatch"));
+    assert!(requests
+        .iter()
+        .all(|r| r.url == "http://t3.test/api/orchestration/dispatch"));
     let bodies = recorder.posted_json();
     assert_eq!(bodies[0]["type"], "thread.create");
     assert_eq!(bodies[1]["type"], "thread.turn.start");
@@ -87,7 +95,10 @@ async fn a_trailing_slash_on_the_base_url_is_tolerated() {
     let client = client(&recorder, &bearer, "http://t3.test/");
     recorder.reply_json(200, json!({"sequence": 1, "threads": [], "projects": []}));
     let _ = client.snapshot().await;
-    assert_eq!(recorder.requests()[0].url, "http://t3.test/api/orchestration/snapshot");
+    assert_eq!(
+        recorder.requests()[0].url,
+        "http://t3.test/api/orchestration/snapshot"
+    );
 }
 
 #[tokio::test]
@@ -102,21 +113,40 @@ async fn a_failed_create_never_fires_a_turn() {
     assert_eq!(err.stage, DispatchStage::Create);
     assert_eq!(recorder.requests().len(), 1, "no turn after a failed create");
     let message = err.to_string();
-    assert!(message.contains("500") && message.contains("orchestration_dispatch_failed"), "{message}");
+    assert!(
+        message.contains("500") && message.contains("orchestration_dispatch_failed"),
+        "{message}"
+    );
     assert!(err.error.is_transient());
 }
 
 #[tokio::test]
 async fn a_create_reply_that_is_not_a_sequence_never_fires_a_turn() {
-    for reply in [r#"{"threadId": "abc"}"#, r#"{"sequence": -1}"#, "<html>proxy error</html>", ""] {
+    for reply in [
+        r#"{"threadId": "abc"}"#,
+        r#"{"sequence": -1}"#,
+        "<html>proxy error</html>",
+        "",
+    ] {
         let (recorder, _, client) = setup();
         recorder.reply(200, reply);
         let err = client.dispatch("acme/widgets", 42, "p").await.unwrap_err();
-        assert_eq!(recorder.requests().len(), 1, "reply {reply:?} must not fire a turn");
+        assert_eq!(
+            recorder.requests().len(),
+            1,
+            "reply {reply:?} must not fire a turn"
+        );
         assert!(matches!(err.error, T3Error::MalformedReply { .. }), "{err}");
         assert!(!err.error.is_transient());
-        let shown = if reply.is_empty() { "(an empty body)" } else { reply };
-        assert!(err.to_string().contains(shown), "error must say what came back: {err}");
+        let shown = if reply.is_empty() {
+            "(an empty body)"
+        } else {
+            reply
+        };
+        assert!(
+            err.to_string().contains(shown),
+            "error must say what came back: {err}"
+        );
     }
 }
 
@@ -140,7 +170,10 @@ async fn the_limit_counts_utf16_units_as_t3_does() {
     // 60,001 emoji are 120,002 UTF-16 units: over the limit although only 60,001 chars.
     let prompt = "😀".repeat(60_001);
     let err = client.dispatch("acme/widgets", 1, &prompt).await.unwrap_err();
-    assert!(matches!(err.error, T3Error::PromptTooLong { len: 120_002, .. }), "{err}");
+    assert!(
+        matches!(err.error, T3Error::PromptTooLong { len: 120_002, .. }),
+        "{err}"
+    );
     assert!(recorder.requests().is_empty());
 }
 
@@ -153,7 +186,11 @@ async fn a_401_asks_the_provider_again_and_retries_once() {
         .reply_json(401, unauthorized.clone())
         .reply_json(200, json!({"sequence": 3}));
     client
-        .interrupt_turn(&ThreadId::new("th").unwrap(), None, t3_client::CommandId::generate())
+        .interrupt_turn(
+            &ThreadId::new("th").unwrap(),
+            None,
+            t3_client::CommandId::generate(),
+        )
         .await
         .unwrap();
     assert_eq!(recorder.requests().len(), 2);
@@ -161,7 +198,9 @@ async fn a_401_asks_the_provider_again_and_retries_once() {
 
     // A second 401 in a row is final: no third request.
     let (recorder, _, client) = setup();
-    recorder.reply_json(401, unauthorized.clone()).reply_json(401, unauthorized);
+    recorder
+        .reply_json(401, unauthorized.clone())
+        .reply_json(401, unauthorized);
     let err = client.snapshot().await.unwrap_err();
     assert_eq!(recorder.requests().len(), 2);
     assert_eq!(err.status(), Some(401));
@@ -171,14 +210,26 @@ async fn a_401_asks_the_provider_again_and_retries_once() {
 
 #[tokio::test]
 async fn errors_say_whether_they_are_transient() {
-    let cases: Vec<(u16, bool)> = vec![(500, true), (502, true), (503, true), (429, true), (400, false), (403, false), (404, false)];
+    let cases: Vec<(u16, bool)> = vec![
+        (500, true),
+        (502, true),
+        (503, true),
+        (429, true),
+        (400, false),
+        (403, false),
+        (404, false),
+    ];
     for (status, transient) in cases {
         let (recorder, _, client) = setup();
         recorder.reply_json(status, json!({"_tag": "X", "code": "c", "traceId": "t"}));
         let err = client.snapshot().await.unwrap_err();
         assert_eq!(err.is_transient(), transient, "status {status}");
     }
-    for kind in [TransportErrorKind::Connect, TransportErrorKind::Timeout, TransportErrorKind::Connection] {
+    for kind in [
+        TransportErrorKind::Connect,
+        TransportErrorKind::Timeout,
+        TransportErrorKind::Connection,
+    ] {
         let (recorder, _, client) = setup();
         recorder.fail(kind);
         let err = client.snapshot().await.unwrap_err();
@@ -197,7 +248,12 @@ async fn the_caller_can_supply_the_ids_so_a_retry_reuses_them() {
         title: Some("Fix the widget".into()),
     };
     let plan = client
-        .plan(&issue, ProjectId::new("proj-widgets").unwrap(), "p", Some(ids.clone()))
+        .plan(
+            &issue,
+            ProjectId::new("proj-widgets").unwrap(),
+            "p",
+            Some(ids.clone()),
+        )
         .unwrap();
     for _ in 0..2 {
         recorder
@@ -207,7 +263,10 @@ async fn the_caller_can_supply_the_ids_so_a_retry_reuses_them() {
     }
     let bodies = recorder.posted_json();
     for (first, again) in [(0, 2), (1, 3)] {
-        assert_eq!(without_created_at(&bodies[first]), without_created_at(&bodies[again]));
+        assert_eq!(
+            without_created_at(&bodies[first]),
+            without_created_at(&bodies[again])
+        );
     }
     assert_eq!(bodies[0]["title"], "acme/widgets#42: Fix the widget");
     assert_eq!(bodies[0]["commandId"], ids.create_command_id.as_str());

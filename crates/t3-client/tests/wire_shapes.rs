@@ -11,7 +11,10 @@ use t3_client::wire::{
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
 
 fn at() -> Timestamp {
-    "2026-11-24T19:14:36.116Z".parse::<chrono::DateTime<chrono::Utc>>().map(Timestamp).unwrap()
+    "2026-11-24T19:14:36.116Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .map(Timestamp)
+        .unwrap()
 }
 
 fn text(s: &str) -> NonEmptyString {
@@ -104,7 +107,9 @@ fn commands() -> Vec<(&'static str, ClientCommand)> {
 }
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"))
 }
 
 #[test]
@@ -120,7 +125,10 @@ fn every_command_matches_its_golden_shape() {
         let expected: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(actual, expected, "{name} differs from {}", path.display());
         // And the shape decodes back to the same command, as the stand-in reads it.
-        assert_eq!(serde_json::from_value::<ClientCommand>(expected).unwrap(), command);
+        assert_eq!(
+            serde_json::from_value::<ClientCommand>(expected).unwrap(),
+            command
+        );
     }
 }
 
@@ -130,7 +138,10 @@ fn thread_create_always_sends_branch_and_worktree_path_even_when_null() {
     let mut json = serde_json::to_value(command).unwrap();
     assert!(json["worktreePath"].is_null());
     assert!(json.as_object().unwrap().contains_key("worktreePath"));
-    assert!(!json.as_object().unwrap().contains_key("retention"), "upstream T3 has no retention");
+    assert!(
+        !json.as_object().unwrap().contains_key("retention"),
+        "upstream T3 has no retention"
+    );
     // A command missing a required-nullable key is not a valid thread.create.
     json.as_object_mut().unwrap().remove("worktreePath");
     let err = serde_json::from_value::<ClientCommand>(json).unwrap_err();
@@ -139,7 +150,10 @@ fn thread_create_always_sends_branch_and_worktree_path_even_when_null() {
 
 #[test]
 fn literals_are_spelled_as_t3_spells_them() {
-    let all: Vec<Value> = commands().into_iter().map(|(_, c)| serde_json::to_value(c).unwrap()).collect();
+    let all: Vec<Value> = commands()
+        .into_iter()
+        .map(|(_, c)| serde_json::to_value(c).unwrap())
+        .collect();
     let types: Vec<&str> = all.iter().map(|c| c["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,

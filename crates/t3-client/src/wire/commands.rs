@@ -67,9 +67,9 @@ impl ClientCommand {
             ClientCommand::ThreadTurnStart(c) => &c.command_id,
             ClientCommand::ThreadTurnInterrupt(c) => &c.command_id,
             ClientCommand::ThreadSessionStop(c) => &c.command_id,
-            ClientCommand::ThreadArchive(c) | ClientCommand::ThreadUnarchive(c) | ClientCommand::ThreadDelete(c) => {
-                &c.command_id
-            }
+            ClientCommand::ThreadArchive(c)
+            | ClientCommand::ThreadUnarchive(c)
+            | ClientCommand::ThreadDelete(c) => &c.command_id,
         }
     }
 
@@ -81,9 +81,9 @@ impl ClientCommand {
             ClientCommand::ThreadTurnStart(c) => Some(&c.thread_id),
             ClientCommand::ThreadTurnInterrupt(c) => Some(&c.thread_id),
             ClientCommand::ThreadSessionStop(c) => Some(&c.thread_id),
-            ClientCommand::ThreadArchive(c) | ClientCommand::ThreadUnarchive(c) | ClientCommand::ThreadDelete(c) => {
-                Some(&c.thread_id)
-            }
+            ClientCommand::ThreadArchive(c)
+            | ClientCommand::ThreadUnarchive(c)
+            | ClientCommand::ThreadDelete(c) => Some(&c.thread_id),
         }
     }
 }

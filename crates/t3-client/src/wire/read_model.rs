@@ -221,7 +221,10 @@ impl ThreadState {
                 reason: thread.session.as_ref().and_then(|s| s.last_error.clone()),
             };
         }
-        let session_running = matches!(session_status, Some(SessionStatus::Starting | SessionStatus::Running));
+        let session_running = matches!(
+            session_status,
+            Some(SessionStatus::Starting | SessionStatus::Running)
+        );
         if turn_state == Some(TurnState::Running) || session_running {
             return ThreadState::Running;
         }
