@@ -29,14 +29,14 @@ pub async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
         .context("opening the ledger ([ledger] url)")
 }
 
-/// The T3 client for `[t3]`: the token file re-read on every request, the configured agent
-/// settings and projects.
+/// The T3 client for `[t3]`: the operate token from its provider (asked on every request), the
+/// configured agent settings and projects.
 pub fn t3_client(config: &Config) -> anyhow::Result<T3Client> {
-    t3_client_with(config, &config.t3.token_file)
+    let bearer = config.t3_token().build().context("[t3.token]")?;
+    t3_client_with(config, bearer)
 }
 
-fn t3_client_with(config: &Config, token_file: &std::path::Path) -> anyhow::Result<T3Client> {
-    let bearer: Arc<dyn SecretProvider> = Arc::new(afk_secrets::FileProvider::new(token_file));
+fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
     let transport = ReqwestTransport::new(TransportConfig {
         connect_timeout: config.t3.connect_timeout,
         request_timeout: config.t3.request_timeout,
@@ -80,8 +80,9 @@ pub fn settings(config: &Config) -> Settings {
 pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
     let ledger = open_ledger(config).await?;
     let mut plane = ControlPlane::new(ledger, t3_client(config)?, settings(config));
-    if let Some(read_token_file) = &config.t3.read_token_file {
-        plane = plane.with_reader(t3_client_with(config, read_token_file)?);
+    if let Some(read_token) = config.t3_read_token() {
+        let bearer = read_token.build().context("[t3.read_token]")?;
+        plane = plane.with_reader(t3_client_with(config, bearer)?);
     }
     Ok(plane)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use afk_core::{Repo, RetryPolicy};
+use afk_secrets::ProviderSpec;
 use serde::{Deserialize, Deserializer};
 
 /// A configuration that cannot be used; the message names the key and its source.
@@ -50,6 +51,12 @@ pub struct T3Config {
     pub token_file: PathBuf,
     /// Optional file with a read-only (`orchestration:read`) token for the watcher.
     pub read_token_file: Option<PathBuf>,
+    /// `[t3.token]`: where the operate token comes from (env, file, command, Vault); when set it
+    /// replaces `token_file`. See docs/secrets.md.
+    pub token: Option<ProviderSpec>,
+    /// `[t3.read_token]`: the watcher's read-only token, from any provider; replaces
+    /// `read_token_file`. Without either, the operate token reads the snapshot too.
+    pub read_token: Option<ProviderSpec>,
     /// `[t3.projects]`: `"OWNER/NAME" = "T3_PROJECT_ID"`.
     pub projects: BTreeMap<String, String>,
     /// T3's provider instance (default `claudeAgent`).
@@ -76,6 +83,8 @@ impl Default for T3Config {
             url: "http://127.0.0.1:3773".into(),
             token_file: PathBuf::from("t3-token"),
             read_token_file: None,
+            token: None,
+            read_token: None,
             projects: BTreeMap::new(),
             instance_id: "claudeAgent".into(),
             model: "claude-sonnet-4-5".into(),
@@ -333,6 +342,24 @@ impl Config {
         Ok(())
     }
 
+    /// Where the T3 operate token comes from: `[t3.token]`, else `token_file`.
+    pub fn t3_token(&self) -> ProviderSpec {
+        self.t3.token.clone().unwrap_or_else(|| ProviderSpec::File {
+            path: self.t3.token_file.clone(),
+        })
+    }
+
+    /// Where the watcher's read-only token comes from, if it has its own: `[t3.read_token]`, else
+    /// `read_token_file`.
+    pub fn t3_read_token(&self) -> Option<ProviderSpec> {
+        self.t3.read_token.clone().or_else(|| {
+            self.t3
+                .read_token_file
+                .clone()
+                .map(|path| ProviderSpec::File { path })
+        })
+    }
+
     /// The retry policy these settings describe.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
@@ -448,6 +475,41 @@ mod tests {
         assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
         assert_eq!(config.watch.stall_timeout, Duration::from_secs(5));
         assert_eq!(config.watch.turn_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn token_providers_are_configured_per_credential() {
+        let config = load(
+            r#"
+            [t3.token]
+            provider = "vault"
+            addr = "https://vault:8200"
+            path = "afk/t3"
+            auth = { method = "kubernetes", role = "afk" }
+            [t3.read_token]
+            provider = "env"
+            var = "T3_READ_TOKEN"
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(config.t3_token(), ProviderSpec::Vault(_)));
+        assert_eq!(
+            config.t3_read_token(),
+            Some(ProviderSpec::Env {
+                var: "T3_READ_TOKEN".into()
+            })
+        );
+        let defaults = load("", &[]).unwrap();
+        assert_eq!(
+            defaults.t3_token(),
+            ProviderSpec::File {
+                path: PathBuf::from("t3-token")
+            }
+        );
+        assert_eq!(defaults.t3_read_token(), None);
+        let err = load("[t3.token]\nprovider = \"file\"\npath = \"x\"\nmode = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("t3.token"), "{err}");
     }
 
     #[test]

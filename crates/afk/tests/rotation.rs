@@ -1,0 +1,95 @@
+//! Token rotation while afk works: the T3 stand-in stops accepting the old token mid-run and afk
+//! must pick up the new one from its provider on the next request, without a restart, without
+//! losing a job, and without ever writing a token into its log.
+
+mod common;
+
+use std::time::Duration;
+
+use afk_core::JobState;
+use afk_secrets::testing::VaultStandIn;
+use afk_secrets::ProviderSpec;
+use common::*;
+use t3_sim::TokenGrant;
+
+#[tokio::test]
+async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
+    let world = World::new(Duration::from_millis(50)).await;
+    for n in 1..=2 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    world.sim.revoke_token(TOKEN);
+    let mut plane = world.plane().await;
+    for _ in 0..3 {
+        let report = plane
+            .tick(chrono::Utc::now())
+            .await
+            .expect("a rejected token is not fatal");
+        assert!(!report.t3_reachable);
+    }
+    assert!(plane
+        .ledger()
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .all(|j| j.state == JobState::Queued));
+    // The operator fixes the token: work resumes.
+    world.sim.grant_token(TokenGrant::operate("t3-fixed-token-99"));
+    std::fs::write(&world.config.t3.token_file, "t3-fixed-token-99\n").unwrap();
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(2)).await;
+    assert!(jobs.iter().all(|j| j.state == JobState::Succeeded));
+}
+
+#[tokio::test]
+async fn a_token_changed_in_vault_is_read_again_after_t3_refuses_the_old_one() {
+    let vault = VaultStandIn::start().await.expect("the stand-in Vault starts");
+    let vault_token = vault.issue_token(None);
+    let mut world = World::new(Duration::from_millis(100)).await;
+    let vault_token_file = world.dir.path().join("vault-token");
+    std::fs::write(&vault_token_file, &vault_token).unwrap();
+    vault.set_secret("afk/t3", "token", TOKEN);
+    world.config.t3.token = Some(
+        toml::from_str::<ProviderSpec>(&format!(
+            r#"
+            provider = "vault"
+            addr = "{}"
+            path = "afk/t3"
+            cache_lifetime = "10m"
+            auth = {{ method = "token", token = {{ provider = "file", path = "{}" }} }}
+            "#,
+            vault.url(),
+            vault_token_file.display()
+        ))
+        .expect("a valid Vault provider spec"),
+    );
+    world.config.limits.max_concurrent = 1;
+    for n in 1..=3 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    let mut plane = world.plane().await;
+    let new = "t3-rotated-in-vault-51f0";
+    let mut rotated = false;
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(30),
+        |jobs| {
+            if !rotated && jobs.iter().any(|j| j.state == JobState::Succeeded) {
+                // The value changes in Vault long before afk's cache lifetime ends: only T3's 401
+                // makes afk read it again.
+                vault.set_secret("afk/t3", "token", new);
+                world.sim.grant_token(TokenGrant::operate(new));
+                world.sim.revoke_token(TOKEN);
+                rotated = true;
+            }
+        },
+        all_final(3),
+    )
+    .await;
+    assert!(rotated);
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:#?}"
+    );
+}
