@@ -7,8 +7,13 @@ use afk_ledger::Ledger;
 use anyhow::Context;
 use t3_client::{AgentSettings, ReqwestTransport, SecretProvider, T3Client, TransportConfig};
 
-use crate::config::Config;
-use crate::control::{ControlPlane, Limits, Settings, Timeouts};
+use afk_github::{
+    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId, Intake, IntakeConfig,
+    PolicyStore, Reporter,
+};
+
+use crate::config::{Config, GitHubAuth};
+use crate::control::{ControlPlane, GitHubSide, Limits, Settings, Timeouts};
 
 /// Opens the ledger named by `[ledger] url`, creating a SQLite file (and its folder) if needed.
 pub async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
@@ -85,4 +90,62 @@ pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
         plane = plane.with_reader(t3_client_with(config, bearer)?);
     }
     Ok(plane)
+}
+
+/// The GitHub side from `[github]` (`None` when the section is absent). `events` carries verified
+/// webhook deliveries when webhooks are on.
+pub fn github_side(
+    config: &Config,
+    events: Option<tokio::sync::mpsc::Receiver<afk_github::WebhookEvent>>,
+) -> anyhow::Result<Option<GitHubSide>> {
+    let Some(github) = &config.github else {
+        return Ok(None);
+    };
+    let credentials = match github.auth().map_err(|e| anyhow::anyhow!("[github]: {e}"))? {
+        GitHubAuth::Token(spec) => Credentials::Token(spec.build().context("[github] token")?),
+        GitHubAuth::App {
+            app_id,
+            installation_id,
+            private_key,
+        } => Credentials::App(AppCredentials {
+            app_id: AppId(app_id),
+            installation_id: InstallationId(installation_id),
+            private_key: private_key.build().context("[github] private_key")?,
+        }),
+    };
+    let api =
+        url::Url::parse(&github.api_url).with_context(|| format!("[github] api_url {:?}", github.api_url))?;
+    let client = GitHubClient::new(ClientConfig::new(api, credentials)).context("[github]")?;
+    let repos = github
+        .repos
+        .iter()
+        .map(|r| afk_core::Repo::new(r.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("[github] repos")?;
+    let mut intake_config = IntakeConfig::new(repos);
+    intake_config.trigger_label = github.trigger_label.clone();
+    intake_config.permission_ttl = github.permission_ttl;
+    let web = config.t3.web_url.clone().unwrap_or_else(|| config.t3.url.clone());
+    Ok(Some(GitHubSide::new(
+        Intake::new(client.clone(), intake_config),
+        PolicyStore::new(client.clone()),
+        Reporter::new(client),
+        github.poll_interval,
+        Some(web),
+        events,
+    )))
+}
+
+/// afk's HTTP listener: `GET /healthz`, and `POST /webhooks/github` when a webhook secret is
+/// configured (deliveries go to `events`).
+pub fn http_router(
+    config: &Config,
+    events: tokio::sync::mpsc::Sender<afk_github::WebhookEvent>,
+) -> anyhow::Result<axum::Router> {
+    let mut router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    if let Some(secret) = config.github.as_ref().and_then(|g| g.webhook_secret()) {
+        let secret = secret.build().context("[github] webhook_secret")?;
+        router = router.merge(afk_github::webhook_router(secret, events));
+    }
+    Ok(router)
 }

@@ -39,6 +39,125 @@ pub struct Config {
     pub watch: WatchConfig,
     /// `[retry]`: back-off between attempts.
     pub retry: RetryConfig,
+    /// `[github]`: issues from GitHub and status reported on them; off unless present.
+    pub github: Option<GitHubConfig>,
+    /// `[http]`: afk's HTTP listener (webhooks, health); off unless `listen` is set.
+    pub http: HttpConfig,
+}
+
+/// `[github]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitHubConfig {
+    /// The REST API root (GitHub Enterprise: `https://HOST/api/v3`).
+    pub api_url: String,
+    /// `OWNER/NAME` of each repository to take issues from; each needs a `[t3.projects]` entry.
+    pub repos: Vec<String>,
+    /// The label that hands an issue to afk.
+    pub trigger_label: String,
+    /// How often the repositories are polled (webhooks act at once; polling is the fallback).
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a labeler's looked-up permission is trusted.
+    #[serde(deserialize_with = "duration")]
+    pub permission_ttl: Duration,
+    /// A file holding a personal access token, re-read on every request.
+    pub token_file: Option<PathBuf>,
+    /// `[github.token]`: the token from any provider; replaces `token_file`.
+    pub token: Option<ProviderSpec>,
+    /// A GitHub App's id (with `installation_id` and a private key, instead of a token).
+    pub app_id: Option<u64>,
+    /// The App's installation id.
+    pub installation_id: Option<u64>,
+    /// The App's private key (PEM) file.
+    pub private_key_file: Option<PathBuf>,
+    /// `[github.private_key]`: the App's private key from any provider.
+    pub private_key: Option<ProviderSpec>,
+    /// A file with the webhook secret; webhooks are refused without one.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// `[github.webhook_secret]`: the webhook secret from any provider.
+    pub webhook_secret: Option<ProviderSpec>,
+}
+
+impl Default for GitHubConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.github.com".into(),
+            repos: Vec::new(),
+            trigger_label: "afk".into(),
+            poll_interval: Duration::from_secs(30),
+            permission_ttl: Duration::from_secs(600),
+            token_file: None,
+            token: None,
+            app_id: None,
+            installation_id: None,
+            private_key_file: None,
+            private_key: None,
+            webhook_secret_file: None,
+            webhook_secret: None,
+        }
+    }
+}
+
+/// How afk authenticates to GitHub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GitHubAuth {
+    /// A personal access token.
+    Token(ProviderSpec),
+    /// A GitHub App installation.
+    App {
+        /// The App id.
+        app_id: u64,
+        /// The installation id.
+        installation_id: u64,
+        /// The private key.
+        private_key: ProviderSpec,
+    },
+}
+
+impl GitHubConfig {
+    /// The credentials, as validated at load: a token or an App, never both or neither.
+    pub fn auth(&self) -> Result<GitHubAuth, String> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| self.token_file.clone().map(|path| ProviderSpec::File { path }));
+        let key = self.private_key.clone().or_else(|| {
+            self.private_key_file
+                .clone()
+                .map(|path| ProviderSpec::File { path })
+        });
+        match (token, self.app_id, self.installation_id, key) {
+            (Some(token), None, None, None) => Ok(GitHubAuth::Token(token)),
+            (None, Some(app_id), Some(installation_id), Some(private_key)) => Ok(GitHubAuth::App {
+                app_id,
+                installation_id,
+                private_key,
+            }),
+            (None, None, None, None) => {
+                Err("no credentials: set token_file (or [github.token]) or app_id, installation_id and private_key_file".into())
+            }
+            (Some(_), ..) => Err("give either a token or a GitHub App, not both".into()),
+            _ => Err("a GitHub App needs app_id, installation_id and private_key_file (or [github.private_key])".into()),
+        }
+    }
+
+    /// The webhook secret's provider, if webhooks are on.
+    pub fn webhook_secret(&self) -> Option<ProviderSpec> {
+        self.webhook_secret.clone().or_else(|| {
+            self.webhook_secret_file
+                .clone()
+                .map(|path| ProviderSpec::File { path })
+        })
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on, e.g. `0.0.0.0:8787`; serves `POST /webhooks/github` and `GET /healthz`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[t3]`.
@@ -248,6 +367,16 @@ const OVERRIDABLE: &[&str] = &[
     "retry.initial",
     "retry.cap",
     "retry.max_dispatch_tries",
+    "github.api_url",
+    "github.trigger_label",
+    "github.poll_interval",
+    "github.permission_ttl",
+    "github.token_file",
+    "github.app_id",
+    "github.installation_id",
+    "github.private_key_file",
+    "github.webhook_secret_file",
+    "http.listen",
 ];
 
 /// The environment variable that overrides `key`.
@@ -310,6 +439,35 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(github) = &self.github {
+            if !(github.api_url.starts_with("http://") || github.api_url.starts_with("https://")) {
+                return Err((
+                    "github.api_url",
+                    format!("{:?} is not an http:// or https:// URL", github.api_url),
+                ));
+            }
+            if github.repos.is_empty() {
+                return Err(("github.repos", "list at least one OWNER/NAME".into()));
+            }
+            for repo in &github.repos {
+                Repo::new(repo.clone()).map_err(|e| ("github.repos", e.to_string()))?;
+                if !self.t3.projects.contains_key(repo) {
+                    return Err((
+                        "github.repos",
+                        format!(
+                            "{repo} has no T3 project: add \"{repo}\" = \"PROJECT_ID\" under [t3.projects]"
+                        ),
+                    ));
+                }
+            }
+            if github.trigger_label.trim().is_empty() {
+                return Err(("github.trigger_label", "must not be empty".into()));
+            }
+            if github.poll_interval.is_zero() {
+                return Err(("github.poll_interval", "must be longer than zero".into()));
+            }
+            github.auth().map_err(|e| ("github", e))?;
+        }
         if !(self.t3.url.starts_with("http://") || self.t3.url.starts_with("https://")) {
             return Err((
                 "t3.url",

@@ -44,6 +44,39 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let mut plane = app::control_plane(&config).await?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(256);
+    let webhooks_on = config
+        .github
+        .as_ref()
+        .is_some_and(|g| g.webhook_secret().is_some());
+    if webhooks_on && config.http.listen.is_none() {
+        tracing::warn!(
+            "a GitHub webhook secret is configured but [http] listen is not: webhooks are off, polling only"
+        );
+    }
+    let events = (webhooks_on && config.http.listen.is_some()).then_some(events_rx);
+    if let Some(github) = app::github_side(&config, events)? {
+        plane = plane.with_github(github);
+    }
+    if let Some(listen) = config.http.listen {
+        let router = app::http_router(&config, events_tx)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} ([http] listen)"))?;
+        tracing::info!(
+            "HTTP listener on {listen}: GET /healthz{}",
+            if webhooks_on {
+                ", POST /webhooks/github"
+            } else {
+                ""
+            }
+        );
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!("the HTTP listener stopped: {error}");
+            }
+        });
+    }
     tracing::info!(
         "afk running: T3 at {}, ledger {}, polling every {}",
         config.t3.url,

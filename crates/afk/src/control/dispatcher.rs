@@ -9,11 +9,10 @@ use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, MessageId, ProjectId,
-    ReadModel, T3Error, ThreadId,
+    ReadModel, T3Client, ThreadId,
 };
 
-use super::{ControlError, ControlPlane, TickReport};
-use crate::prompt;
+use super::{ControlError, ControlPlane, JobPrompt, TickReport};
 
 /// Resumes every attempt left in `dispatching` whose back-off has passed, resolved against the
 /// snapshot: a thread with a turn is already dispatched; a thread without one needs only its turn;
@@ -61,7 +60,7 @@ pub(super) async fn resume(
 /// Starts a new attempt for each ready job, in priority order, while the global and per-repository
 /// limits allow. The attempt's ids are recorded with the transition, before the first request.
 pub(super) async fn dispatch_ready(
-    plane: &ControlPlane,
+    plane: &mut ControlPlane,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
@@ -96,7 +95,26 @@ pub(super) async fn dispatch_ready(
             plane.transition(&job, &event, None, now, report).await?;
             continue;
         };
-        let plan = match new_plan(plane, &job, project) {
+        let prompt = match plane.prompt_for(&job).await {
+            Ok(Some(prompt)) => prompt,
+            Ok(None) => continue,
+            Err(error) => {
+                plane
+                    .transition(&job, &Event::Refused { error }, None, now, report)
+                    .await?;
+                continue;
+            }
+        };
+        if prompt.max_concurrent.is_some_and(|limit| *repo_count >= limit) {
+            continue;
+        }
+        let client = client_for(&plane.t3, &prompt);
+        let issue = IssueRef {
+            repo: job.issue.repo.to_string(),
+            number: job.issue.number,
+            title: Some(job.title.clone()),
+        };
+        let plan = match client.plan(&issue, project, &prompt.text, None) {
             Ok(plan) => plan,
             Err(error) => {
                 let event = Event::Refused {
@@ -124,7 +142,7 @@ pub(super) async fn dispatch_ready(
         };
         total += 1;
         *repo_count += 1;
-        let outcome = plane.t3.dispatch_plan(&plan).await.map(drop);
+        let outcome = client.dispatch_plan(&plan).await.map(drop);
         conclude(plane, &job, outcome, now, report).await?;
     }
     Ok(())
@@ -156,14 +174,19 @@ fn describe(e: &DispatchError) -> String {
     format!("{stage}: {}", e.error)
 }
 
-fn new_plan(plane: &ControlPlane, job: &Job, project: ProjectId) -> Result<DispatchPlan, T3Error> {
-    let issue = IssueRef {
-        repo: job.issue.repo.to_string(),
-        number: job.issue.number,
-        title: Some(job.title.clone()),
-    };
-    let text = prompt::render(job);
-    plane.t3.plan(&issue, project, &text, None)
+/// The T3 client for a prompt whose repository overrides the branch prefix or the model.
+fn client_for(t3: &T3Client, prompt: &JobPrompt) -> T3Client {
+    if prompt.branch_prefix.is_none() && prompt.model.is_none() {
+        return t3.clone();
+    }
+    let mut settings = t3.settings().clone();
+    if let Some(prefix) = &prompt.branch_prefix {
+        settings.branch_prefix = prefix.clone();
+    }
+    if let Some(model) = &prompt.model {
+        settings.model = model.clone();
+    }
+    t3.clone().with_settings(settings)
 }
 
 /// The plan an attempt was started with, rebuilt from the ledger exactly as first sent.

@@ -7,6 +7,7 @@
 //! job is never lost and never dispatched twice.
 
 mod dispatcher;
+mod github;
 mod intake;
 mod watcher;
 
@@ -19,6 +20,8 @@ use afk_ledger::{Job, Ledger, LedgerError, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{ProjectId, T3Client};
 
+pub use github::{GitHubSide, JobPrompt, GITHUB_SOURCE, WITHDRAWN_REASON};
+pub use intake::{LOCAL_SOURCE, REMOVED_REASON};
 pub use watcher::StallTracker;
 
 /// The limits on work in flight.
@@ -94,6 +97,9 @@ pub struct ControlPlane {
     settings: Settings,
     stalls: StallTracker,
     t3_was_reachable: Option<bool>,
+    github: Option<GitHubSide>,
+    /// Webhook events that woke the run loop, handled at the start of the next tick.
+    pending_events: Vec<afk_github::WebhookEvent>,
 }
 
 impl ControlPlane {
@@ -106,7 +112,15 @@ impl ControlPlane {
             settings,
             stalls: StallTracker::default(),
             t3_was_reachable: None,
+            github: None,
+            pending_events: Vec::new(),
         }
+    }
+
+    /// Takes issues from GitHub and reports on them there, besides any local folder.
+    pub fn with_github(mut self, github: GitHubSide) -> Self {
+        self.github = Some(github);
+        self
     }
 
     /// Reads T3's snapshot with `reader` (least privilege: a client with an `orchestration:read`
@@ -129,8 +143,43 @@ impl ControlPlane {
         if let Some(dir) = self.settings.local_source.clone() {
             intake::sync_local(self, &dir, now, &mut report).await?;
         }
-        let snapshot = match self.reader.snapshot().await {
-            Ok(snapshot) => snapshot,
+        if let Some(mut gh) = self.github.take() {
+            let events = std::mem::take(&mut self.pending_events);
+            let synced = github::sync(self, &mut gh, events, now, &mut report).await;
+            self.github = Some(gh);
+            synced?;
+        }
+        if let Some(snapshot) = self.read_snapshot().await {
+            report.t3_reachable = true;
+            watcher::watch(self, &snapshot, now, &mut report).await?;
+            watcher::stop_threads(self).await?;
+            watcher::settle(self, now, &mut report).await?;
+            dispatcher::resume(self, &snapshot, now, &mut report).await?;
+            dispatcher::dispatch_ready(self, now, &mut report).await?;
+        }
+        if let Some(mut gh) = self.github.take() {
+            let reported = github::report(self, &mut gh, now).await;
+            self.github = Some(gh);
+            reported?;
+        }
+        Ok(report)
+    }
+
+    /// T3's snapshot, or `None` (logged once per outage) when T3 cannot be read: then nothing is
+    /// dispatched or watched until it answers.
+    async fn read_snapshot(&mut self) -> Option<t3_client::ReadModel> {
+        match self.reader.snapshot().await {
+            Ok(snapshot) => {
+                if self.t3_was_reachable != Some(true) {
+                    tracing::info!(
+                        "T3 at {} is reachable ({} threads)",
+                        self.t3.base_url(),
+                        snapshot.threads.len()
+                    );
+                }
+                self.t3_was_reachable = Some(true);
+                Some(snapshot)
+            }
             Err(error) => {
                 if self.t3_was_reachable != Some(false) {
                     tracing::warn!(
@@ -139,24 +188,24 @@ impl ControlPlane {
                     );
                 }
                 self.t3_was_reachable = Some(false);
-                return Ok(report);
+                None
             }
-        };
-        if self.t3_was_reachable != Some(true) {
-            tracing::info!(
-                "T3 at {} is reachable ({} threads)",
-                self.t3.base_url(),
-                snapshot.threads.len()
-            );
         }
-        self.t3_was_reachable = Some(true);
-        report.t3_reachable = true;
-        watcher::watch(self, &snapshot, now, &mut report).await?;
-        watcher::stop_threads(self).await?;
-        watcher::settle(self, now, &mut report).await?;
-        dispatcher::resume(self, &snapshot, now, &mut report).await?;
-        dispatcher::dispatch_ready(self, now, &mut report).await?;
-        Ok(report)
+    }
+
+    /// The prompt of `job`'s next attempt: from its repository's `AFK.md` for GitHub jobs, else
+    /// from the issue itself. `Ok(None)`: not now; `Err`: the job cannot be dispatched.
+    async fn prompt_for(&mut self, job: &Job) -> Result<Option<JobPrompt>, String> {
+        if job.source != GITHUB_SOURCE {
+            return Ok(Some(JobPrompt {
+                text: crate::prompt::render(job),
+                ..JobPrompt::default()
+            }));
+        }
+        match self.github.as_mut() {
+            Some(gh) => github::prompt(gh, job).await,
+            None => Err("the job came from GitHub, but [github] is not configured".into()),
+        }
     }
 
     /// Applies `event` to `job` and records it; `None` when the event does not apply to the job's
@@ -212,10 +261,22 @@ impl ControlPlane {
         loop {
             let report = self.tick(Utc::now()).await?;
             on_tick(&report);
-            tokio::select! {
+            let github = &mut self.github;
+            let woken_by = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(poll_interval) => {}
-            }
+                _ = tokio::time::sleep(poll_interval) => None,
+                event = next_webhook_event(github) => event,
+            };
+            // A webhook event wakes the loop at once: a closed issue's thread stops now, not at the
+            // next poll.
+            self.pending_events.extend(woken_by);
         }
+    }
+}
+
+async fn next_webhook_event(github: &mut Option<GitHubSide>) -> Option<afk_github::WebhookEvent> {
+    match github {
+        Some(gh) => gh.next_event().await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,282 @@
+//! Fleet benchmark: what watching N running attempts costs afk per tick, and how much of that is
+//! T3's snapshot rather than afk's own work.
+//!
+//! Run with `cargo bench -p afk --bench fleet`. Sizes default to 100, 1,000 and 10,000 running
+//! attempts; `AFK_FLEET_SIZES=100,1000` picks others (the first size is the baseline of the ratio
+//! column). Prints a Markdown table on stdout; progress goes to stderr.
+//!
+//! Every size gets a fresh world: the T3 stand-in on loopback, a SQLite ledger file in a temporary
+//! folder and a local issue folder with N issues whose turns never end (`[sim:hang]`). The jobs
+//! are queued and dispatched by the control plane itself, through the same path as `afk run`, and
+//! the benchmark checks that all N are running before it measures anything. Then, with nothing
+//! changing, it times:
+//!
+//! - `tick (local folder)`: a whole `ControlPlane::tick`, which also rescans the N issue files;
+//! - `tick (watch only)`: the same tick with the local source off: snapshot GET and decode, ledger
+//!   reads, the watcher's pass, settle, resume and the dispatcher's (empty) pass;
+//! - `snapshot GET + decode`: `T3Client::snapshot` alone, to show T3's share of the tick;
+//! - `ledger live_attempts`: the watcher's main ledger read alone (a tick makes it twice);
+//! - `intake of N files` and `dispatch of N jobs`: one sample each (they change the world), per
+//!   job, as a throughput figure.
+//!
+//! Speed is reported as medians and ratios from one run; the machine is shared, so absolute times
+//! are only indicative.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use afk::control::ControlPlane;
+use afk_core::JobState;
+use chrono::Utc;
+use common::{World, REPO_A, REPO_B};
+use t3_client::ThreadState;
+
+/// Untimed runs before the measured ones, to warm caches, connections and the allocator.
+const WARM_UP: usize = 2;
+/// How long the measured runs of one scenario may take, roughly; at least `MIN_RUNS` are made.
+const BUDGET: Duration = Duration::from_secs(3);
+const MIN_RUNS: usize = 5;
+const MAX_RUNS: usize = 31;
+
+/// One measured scenario at one fleet size.
+struct Row {
+    scenario: &'static str,
+    n: usize,
+    median: Duration,
+    runs: usize,
+}
+
+fn main() {
+    let sizes = sizes();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        eprintln!("fleet: {n} running attempts");
+        rows.extend(runtime.block_on(fleet(n)));
+    }
+    print_table(&rows, sizes[0]);
+}
+
+/// The fleet sizes from `AFK_FLEET_SIZES` (comma-separated), else 100, 1,000 and 10,000.
+fn sizes() -> Vec<usize> {
+    let defaults = vec![100, 1_000, 10_000];
+    let Ok(text) = std::env::var("AFK_FLEET_SIZES") else {
+        return defaults;
+    };
+    let sizes: Vec<usize> = text
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if sizes.is_empty() {
+        eprintln!("fleet: AFK_FLEET_SIZES={text:?} has no sizes; using the defaults");
+        return defaults;
+    }
+    sizes
+}
+
+/// Builds a world with `n` running attempts and measures every scenario in it.
+async fn fleet(n: usize) -> Vec<Row> {
+    let mut world = World::new(Duration::from_secs(3600)).await;
+    // Nothing may time out or stall while the benchmark runs, however slow the machine.
+    world.config.watch.stall_timeout = Duration::from_secs(24 * 3600);
+    world.config.watch.turn_timeout = Duration::from_secs(24 * 3600);
+    world.config.t3.request_timeout = Duration::from_secs(120);
+    world.config.limits.max_concurrent = u32::try_from(n).expect("a fleet size that fits u32");
+    world.config.limits.per_repo = world.config.limits.max_concurrent;
+    for i in 0..n {
+        let repo = if i % 2 == 0 { REPO_A } else { REPO_B };
+        world.add_issue(repo, i as u64 + 1, "Keep working until stopped. [sim:hang]");
+    }
+    let mut rows = Vec::new();
+
+    // Intake alone: a plane that may dispatch nothing (a limit no config file could set).
+    let mut intake_only = world.config.clone();
+    intake_only.limits.max_concurrent = 0;
+    let mut plane = afk::app::control_plane(&intake_only)
+        .await
+        .expect("the control plane is wired");
+    let started = Instant::now();
+    let report = plane.tick(Utc::now()).await.expect("the intake tick");
+    rows.push(Row {
+        scenario: "intake of N files (1 sample)",
+        n,
+        median: started.elapsed(),
+        runs: 1,
+    });
+    assert_eq!(report.progress.len(), n, "every issue file is queued");
+
+    // Dispatch: one tick sends all N (create + turn each) and records both transitions.
+    let mut plane = world.plane().await;
+    let started = Instant::now();
+    plane.tick(Utc::now()).await.expect("the dispatch tick");
+    rows.push(Row {
+        scenario: "dispatch of N jobs (1 sample)",
+        n,
+        median: started.elapsed(),
+        runs: 1,
+    });
+    assert_all_running(&plane, &world, n).await;
+
+    let mut watch_only = world.config.clone();
+    watch_only.source.local = None;
+    let mut watcher = afk::app::control_plane(&watch_only)
+        .await
+        .expect("the control plane is wired");
+    let t3 = afk::app::t3_client(&world.config).expect("a T3 client");
+    let ledger = world.ledger().await;
+
+    let (median, runs) = measure(|| quiet_tick(&mut plane)).await;
+    rows.push(Row {
+        scenario: "tick (local folder)",
+        n,
+        median,
+        runs,
+    });
+    let (median, runs) = measure(|| quiet_tick(&mut watcher)).await;
+    rows.push(Row {
+        scenario: "tick (watch only)",
+        n,
+        median,
+        runs,
+    });
+    let (median, runs) = measure(|| async {
+        let snapshot = t3.snapshot().await.expect("the snapshot");
+        assert_eq!(snapshot.threads.len(), n);
+    })
+    .await;
+    rows.push(Row {
+        scenario: "snapshot GET + decode",
+        n,
+        median,
+        runs,
+    });
+    let (median, runs) = measure(|| async {
+        let live = ledger.live_attempts().await.expect("the live attempts");
+        assert_eq!(live.len(), n);
+    })
+    .await;
+    rows.push(Row {
+        scenario: "ledger live_attempts",
+        n,
+        median,
+        runs,
+    });
+
+    // Still a quiet fleet: measuring changed nothing.
+    assert_all_running(&plane, &world, n).await;
+    ledger.close().await;
+    drop((plane, watcher));
+    world.sim.shutdown().await;
+    rows
+}
+
+/// A tick in which nothing may change: the fleet is all running and stays so.
+async fn quiet_tick(plane: &mut ControlPlane) {
+    let report = plane.tick(Utc::now()).await.expect("a tick");
+    assert!(report.t3_reachable, "T3 answered");
+    assert!(
+        report.progress.is_empty(),
+        "a quiet fleet made transitions: {:?}",
+        report.progress
+    );
+}
+
+/// Checks that the ledger has `n` running jobs and T3 `n` running threads.
+async fn assert_all_running(plane: &ControlPlane, world: &World, n: usize) {
+    let jobs = plane.ledger().jobs().await.expect("the jobs");
+    let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+    assert_eq!(running, n, "all jobs running");
+    let model = world.sim.read_model();
+    let threads = model
+        .threads
+        .iter()
+        .filter(|t| ThreadState::of(Some(t)) == ThreadState::Running)
+        .count();
+    assert_eq!(threads, n, "all threads running in T3");
+}
+
+/// Runs `run` `WARM_UP` times untimed, then times it until `BUDGET` is spent (within
+/// `MIN_RUNS..=MAX_RUNS` runs); returns the median and the number of timed runs.
+async fn measure<F, Fut>(mut run: F) -> (Duration, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..WARM_UP {
+        run().await;
+    }
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.len() < MIN_RUNS || (samples.len() < MAX_RUNS && started.elapsed() < BUDGET) {
+        let t = Instant::now();
+        run().await;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    (samples[samples.len() / 2], samples.len())
+}
+
+/// Prints the Markdown table: per scenario and size, the median, the cost per attempt and the
+/// ratio of the median to the same scenario's at `baseline` attempts.
+fn print_table(rows: &[Row], baseline: usize) {
+    println!("| scenario | N | median | per attempt | runs | ratio vs N={baseline} |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut scenarios: Vec<&str> = Vec::new();
+    for row in rows {
+        if !scenarios.contains(&row.scenario) {
+            scenarios.push(row.scenario);
+        }
+    }
+    for scenario in scenarios {
+        let of_scenario: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let base = of_scenario.iter().find(|r| r.n == baseline).map(|r| r.median);
+        for row in of_scenario {
+            let ratio = base.map_or("-".to_string(), |b| {
+                format!("{:.1}x", row.median.as_secs_f64() / b.as_secs_f64())
+            });
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                row.scenario,
+                row.n,
+                human(row.median),
+                human(row.median / row.n as u32),
+                row.runs,
+                ratio
+            );
+        }
+    }
+    // The snapshot's share of a watch-only tick, size by size.
+    println!();
+    for row in rows.iter().filter(|r| r.scenario == "tick (watch only)") {
+        let of = |scenario: &str| {
+            rows.iter()
+                .find(|r| r.scenario == scenario && r.n == row.n)
+                .map_or(0.0, |r| r.median.as_secs_f64() / row.median.as_secs_f64() * 100.0)
+        };
+        println!(
+            "- N={}: snapshot GET + decode is {:.0}% of a watch-only tick; one live_attempts read is {:.0}%",
+            row.n,
+            of("snapshot GET + decode"),
+            of("ledger live_attempts")
+        );
+    }
+}
+
+/// A duration with a unit that keeps three significant digits or so.
+fn human(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 1_000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 1_000_000.0 {
+        format!("{:.2} ms", micros / 1_000.0)
+    } else {
+        format!("{:.2} s", micros / 1_000_000.0)
+    }
+}

@@ -1,0 +1,353 @@
+//! The GitHub side of the control plane: trusted intake (polling and webhooks), each repository's
+//! `AFK.md` prompt policy, and the status comment and labels kept in step with the job.
+//!
+//! GitHub is reached only through `afk-github`; this module decides when to ask and what the
+//! answers mean for jobs. Reporting is best effort and idempotent: a report that fails is retried
+//! on the next tick, and after a restart every job still in flight is reported once more.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use afk_core::{Event, IssueKey, JobId, JobState, Repo};
+use afk_github::{
+    EligibleIssue, Intake, PolicyError, PolicySettings, PolicyStore, PromptContext, PromptIssue,
+    PullRequestSearch, Reporter, StatusReport, ThreadLink, Verdict, WebhookEvent,
+};
+use afk_ledger::{Job, NewJob};
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::{ControlError, ControlPlane, Progress, TickReport};
+
+/// The source name the ledger keeps for jobs from GitHub.
+pub const GITHUB_SOURCE: &str = "github";
+
+/// Why a job is cancelled when its issue leaves afk's hands; a job cancelled for this reason is
+/// requeued when the issue becomes eligible again.
+pub const WITHDRAWN_REASON: &str = "the issue was closed or lost its trigger label";
+
+/// Final jobs older than this are not reported again after a restart (their comment is already
+/// right, and reporting them all would spend the rate limit).
+const REPORT_AGAIN_AFTER_RESTART: chrono::Duration = chrono::Duration::hours(1);
+
+/// Everything the control plane needs to work with GitHub.
+pub struct GitHubSide {
+    intake: Intake,
+    policies: PolicyStore,
+    reporter: Reporter,
+    poll_interval: Duration,
+    next_poll: Option<Instant>,
+    /// The latest view of each eligible issue (author and URL are not kept in the ledger).
+    issues: HashMap<IssueKey, EligibleIssue>,
+    /// Per-repository `AFK.md` settings seen at the last prompt rendering.
+    settings: HashMap<Repo, PolicySettings>,
+    /// What was last reported for each job: its state and attempt count.
+    reported: HashMap<JobId, (JobState, u32)>,
+    /// T3's web UI, for links to threads (`{base}/{thread id}`).
+    thread_url_base: Option<String>,
+    events: Option<mpsc::Receiver<WebhookEvent>>,
+}
+
+/// A job's next prompt and the repository settings that go with it.
+#[derive(Debug, Clone, Default)]
+pub struct JobPrompt {
+    /// The prompt (the T3 client puts the standing rules before it).
+    pub text: String,
+    /// The repository's own limit on attempts in flight, if its `AFK.md` sets one.
+    pub max_concurrent: Option<usize>,
+    /// Branch prefix override.
+    pub branch_prefix: Option<String>,
+    /// Model override.
+    pub model: Option<String>,
+}
+
+impl GitHubSide {
+    /// A GitHub side polling every `poll_interval`, linking threads under `thread_url_base`, and
+    /// taking webhook events from `events` when webhooks are on.
+    pub fn new(
+        intake: Intake,
+        policies: PolicyStore,
+        reporter: Reporter,
+        poll_interval: Duration,
+        thread_url_base: Option<String>,
+        events: Option<mpsc::Receiver<WebhookEvent>>,
+    ) -> Self {
+        Self {
+            intake,
+            policies,
+            reporter,
+            poll_interval,
+            next_poll: None,
+            issues: HashMap::new(),
+            settings: HashMap::new(),
+            reported: HashMap::new(),
+            thread_url_base: thread_url_base.map(|b| b.trim_end_matches('/').to_owned()),
+            events,
+        }
+    }
+
+    /// Waits for the next webhook event (forever when webhooks are off); the run loop uses it to
+    /// tick at once when GitHub tells of a change.
+    pub async fn next_event(&mut self) -> Option<WebhookEvent> {
+        if let Some(events) = self.events.as_mut() {
+            if let Some(event) = events.recv().await {
+                return Some(event);
+            }
+            // The listener is gone: stop waiting on it rather than waking the loop forever.
+            self.events = None;
+        }
+        std::future::pending().await
+    }
+
+    fn trigger(&self) -> &str {
+        &self.intake.config().trigger_label
+    }
+}
+
+/// Acts on webhook events (`early` first, then any queued), then polls when due.
+pub(super) async fn sync(
+    plane: &ControlPlane,
+    gh: &mut GitHubSide,
+    early: Vec<WebhookEvent>,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    let mut events = early;
+    if let Some(rx) = gh.events.as_mut() {
+        while let Ok(event) = rx.try_recv() {
+            events.push(event);
+        }
+    }
+    for event in events {
+        let key = IssueKey {
+            repo: event.repo.clone(),
+            number: event.number,
+        };
+        if event.withdraws(gh.trigger()) {
+            gh.issues.remove(&key);
+            if let Some(job) = plane.ledger.job_by_issue(&key).await? {
+                withdraw(plane, &job, now, report).await?;
+            }
+        } else if event.may_make_eligible(gh.trigger()) {
+            match gh.intake.check(&event.repo, event.number).await {
+                Ok(Verdict::Eligible(issue)) => take(plane, gh, *issue, now, report).await?,
+                Ok(Verdict::Skipped(reason)) => tracing::info!("{key}: not taken: {reason}"),
+                // Polling will look again.
+                Err(error) => tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}"),
+            }
+        }
+    }
+
+    if gh.next_poll.is_some_and(|next| Instant::now() < next) {
+        return Ok(());
+    }
+    gh.next_poll = Some(Instant::now() + gh.poll_interval);
+    let scan = gh.intake.scan().await;
+    for skipped in &scan.skipped {
+        tracing::debug!("{}#{}: skipped: {}", skipped.repo, skipped.number, skipped.reason);
+    }
+    for error in &scan.errors {
+        tracing::warn!("GitHub poll: {error}");
+    }
+    let eligible: HashSet<IssueKey> = scan.eligible.iter().map(EligibleIssue::key).collect();
+    for issue in scan.eligible {
+        take(plane, gh, issue, now, report).await?;
+    }
+    if scan.complete {
+        for job in plane.ledger.jobs().await? {
+            if job.source == GITHUB_SOURCE && !job.state.is_final() && !eligible.contains(&job.issue) {
+                gh.issues.remove(&job.issue);
+                withdraw(plane, &job, now, report).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues (or refreshes, or requeues) the job of an eligible issue.
+async fn take(
+    plane: &ControlPlane,
+    gh: &mut GitHubSide,
+    issue: EligibleIssue,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    let key = issue.key();
+    let new = NewJob {
+        issue: key.clone(),
+        title: issue.title.clone(),
+        body: issue.body.clone(),
+        labels: issue.labels.clone(),
+        priority: issue.priority,
+        source: GITHUB_SOURCE.into(),
+    };
+    gh.issues.insert(key.clone(), issue);
+    match plane.ledger.job_by_issue(&key).await? {
+        None => {
+            let (job, _) = plane.ledger.upsert_job(&new, now).await?;
+            tracing::info!("{key} queued from GitHub (job {})", job.id);
+            report.progress.push(Progress {
+                issue: key,
+                from: JobState::Queued,
+                to: JobState::Queued,
+                note: "queued".into(),
+            });
+        }
+        Some(job) => {
+            if job.title != new.title
+                || job.body != new.body
+                || job.labels != new.labels
+                || job.priority != new.priority
+            {
+                plane.ledger.upsert_job(&new, now).await?;
+            }
+            if job.state == JobState::Cancelled && last_note_contains(plane, &job, WITHDRAWN_REASON).await? {
+                plane.transition(&job, &Event::Requeue, None, now, report).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn withdraw(
+    plane: &ControlPlane,
+    job: &Job,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Result<(), ControlError> {
+    if job.source != GITHUB_SOURCE || job.state.is_final() {
+        return Ok(());
+    }
+    let event = Event::Cancel {
+        reason: WITHDRAWN_REASON.into(),
+    };
+    plane.transition(job, &event, None, now, report).await?;
+    Ok(())
+}
+
+async fn last_note_contains(plane: &ControlPlane, job: &Job, text: &str) -> Result<bool, ControlError> {
+    let events = plane.ledger.events(job.id).await?;
+    Ok(events
+        .last()
+        .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(text)))
+}
+
+/// The prompt of a GitHub job's next attempt, from its repository's `AFK.md` (or the built-in
+/// template). `Ok(None)`: not now (the issue is not in view yet, or `AFK.md` could not be fetched);
+/// `Err`: the job cannot be dispatched (a template error), with the message to fail it with.
+pub(super) async fn prompt(gh: &mut GitHubSide, job: &Job) -> Result<Option<JobPrompt>, String> {
+    let Some(issue) = gh.issues.get(&job.issue) else {
+        return Ok(None);
+    };
+    let policy = match gh.policies.policy(&job.issue.repo).await {
+        Ok(policy) => policy,
+        Err(error @ PolicyError::Fetch { .. }) => {
+            tracing::warn!("{}: {error}; trying again next tick", job.issue);
+            return Ok(None);
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let context = PromptContext {
+        issue: PromptIssue::from(issue),
+        repo: job.issue.repo.to_string(),
+        attempt: job.attempts + 1,
+        previous_error: (job.attempts > 0).then(|| job.last_error.clone()).flatten(),
+    };
+    let text = policy.render(&context).map_err(|e| e.to_string())?;
+    gh.settings
+        .insert(job.issue.repo.clone(), policy.settings.clone());
+    Ok(Some(JobPrompt {
+        text,
+        max_concurrent: policy.settings.max_concurrent.map(|n| n.get() as usize),
+        branch_prefix: policy.settings.branch_prefix.clone(),
+        model: policy.settings.model.clone(),
+    }))
+}
+
+/// Brings the status comment and labels of every GitHub job whose state or attempt changed since
+/// it was last reported up to date. Failures are logged and retried on the next tick.
+pub(super) async fn report(
+    plane: &ControlPlane,
+    gh: &mut GitHubSide,
+    now: DateTime<Utc>,
+) -> Result<(), ControlError> {
+    for job in plane.ledger.jobs().await? {
+        if job.source != GITHUB_SOURCE {
+            continue;
+        }
+        let seen = (job.state, job.attempts);
+        match gh.reported.get(&job.id) {
+            Some(last) if *last == seen => continue,
+            None if job.state.is_final() && now - job.updated_at > REPORT_AGAIN_AFTER_RESTART => {
+                gh.reported.insert(job.id, seen);
+                continue;
+            }
+            _ => {}
+        }
+        // A comment appears with the first dispatch, or when the job fails without one.
+        if job.attempts == 0 && job.state != JobState::Failed {
+            continue;
+        }
+        let attempts = plane.ledger.attempts(job.id).await?;
+        let last = attempts.last();
+        let pull_request = if job.state == JobState::Succeeded {
+            match gh
+                .reporter
+                .find_pull_request(&job.issue, last.map(|a| a.branch.as_str()))
+                .await
+            {
+                Ok(found) => Some(found),
+                Err(error) => {
+                    tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let status = StatusReport {
+            issue: job.issue.clone(),
+            attempt: job.attempts,
+            state: job.state,
+            thread: last.map(|a| ThreadLink {
+                id: a.thread_id.clone(),
+                url: gh
+                    .thread_url_base
+                    .as_ref()
+                    .and_then(|base| url::Url::parse(&format!("{base}/{}", a.thread_id)).ok()),
+            }),
+            started_at: last.map(|a| a.created_at),
+            finished_at: last.and_then(|a| a.ended_at),
+            last_error: (job.state != JobState::Succeeded)
+                .then(|| {
+                    job.last_error
+                        .clone()
+                        .or_else(|| last.and_then(|a| a.last_error.clone()))
+                })
+                .flatten(),
+            pull_request,
+        };
+        if let Err(error) = gh.reporter.report(&status).await {
+            tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
+            continue;
+        }
+        let first_report_of_attempt = gh.reported.get(&job.id).is_none_or(|(_, n)| *n != job.attempts);
+        if job.state == JobState::Running || first_report_of_attempt {
+            let extra = gh
+                .settings
+                .get(&job.issue.repo)
+                .map(|s| s.extra_labels.clone())
+                .unwrap_or_default();
+            if !extra.is_empty() && !job.state.is_final() {
+                if let Err(error) = gh.reporter.add_labels(&job.issue, &extra).await {
+                    tracing::warn!("{}: cannot add labels {extra:?}: {error}", job.issue);
+                }
+            }
+        }
+        if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
+            tracing::info!("{}: succeeded, but no pull request for it was found", job.issue);
+        }
+        gh.reported.insert(job.id, seen);
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! afk with GitHub end to end: a stand-in GitHub and the T3 stand-in on loopback. An issue
+//! labelled by a maintainer becomes a T3 thread and its outcome shows on the issue; anyone else's
+//! label is ignored; closing the issue stops the work; a template error fails the job visibly.
+
+mod common;
+
+use std::time::Duration;
+
+use afk::config::GitHubConfig;
+use afk::control::ControlPlane;
+use afk_core::JobState;
+use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
+use common::*;
+use t3_client::wire::TurnState;
+
+const MAINTAINER: &str = "mona";
+const OUTSIDER: &str = "mallory";
+
+async fn github_world(turn: Duration) -> (World, GitHubStandIn) {
+    let mut world = World::new(turn).await;
+    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
+    github.create_repo(REPO_A);
+    github.set_permission(REPO_A, MAINTAINER, "write");
+    github.set_permission(REPO_A, OUTSIDER, "read");
+    let token_file = world.dir.path().join("github-token");
+    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
+    world.config.source.local = None;
+    world.config.github = Some(GitHubConfig {
+        api_url: github.api_url().to_string(),
+        repos: vec![REPO_A.into()],
+        poll_interval: Duration::from_millis(50),
+        token_file: Some(token_file),
+        ..GitHubConfig::default()
+    });
+    (world, github)
+}
+
+async fn plane_with_github(
+    world: &World,
+    events: Option<tokio::sync::mpsc::Receiver<afk_github::WebhookEvent>>,
+) -> ControlPlane {
+    let side = afk::app::github_side(&world.config, events)
+        .unwrap()
+        .expect("[github] is configured");
+    world.plane().await.with_github(side)
+}
+
+fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
+    github
+        .comments(REPO_A, number)
+        .into_iter()
+        .filter(|c| c.contains(afk_github::STATUS_MARKER))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_shows_on_the_issue() {
+    let (world, github) = github_world(Duration::from_millis(300)).await;
+    let number = github.open_issue(REPO_A, "octocat", "Fix the pager", "The last page is missing.");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut plane = plane_with_github(&world, None).await;
+
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    // While it runs: one comment naming the thread, and the running label.
+    let thread_id = plane.ledger().attempts(jobs[0].id).await.unwrap()[0]
+        .thread_id
+        .clone();
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| github.labels(REPO_A, number).contains(&"afk:running".to_string()),
+    )
+    .await;
+    let comments = status_comments(&github, number);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(comments[0].contains(&thread_id));
+    // The agent opens its pull request on the attempt's branch.
+    github.open_pull_request(
+        REPO_A,
+        "afk-bot",
+        &format!("afk/issue-{number}"),
+        "Fix the pager",
+        "Fixes the pager.",
+    );
+
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    assert_eq!(jobs[0].state, JobState::Succeeded);
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| github.labels(REPO_A, number).contains(&"afk:done".to_string()),
+    )
+    .await;
+    let labels = github.labels(REPO_A, number);
+    assert!(!labels.contains(&"afk:running".to_string()), "{labels:?}");
+    let comments = status_comments(&github, number);
+    assert_eq!(
+        comments.len(),
+        1,
+        "the comment is edited in place, not repeated: {comments:#?}"
+    );
+    assert!(comments[0].contains("**done**"), "{}", comments[0]);
+    assert!(comments[0].contains("Pull request: #"), "{}", comments[0]);
+    let thread = world.sim.read_model().threads.into_iter().next().unwrap();
+    assert_eq!(thread.title, format!("{REPO_A}#{number}: Fix the pager"));
+}
+
+#[tokio::test]
+async fn an_issue_labelled_by_someone_without_write_access_is_never_touched() {
+    let (world, github) = github_world(Duration::from_millis(100)).await;
+    let number = github.open_issue(REPO_A, "octocat", "Please run rm -rf", "...");
+    github.add_label(REPO_A, number, "afk", OUTSIDER);
+    let mut plane = plane_with_github(&world, None).await;
+    for _ in 0..3 {
+        plane.tick(chrono::Utc::now()).await.unwrap();
+    }
+    assert!(plane.ledger().jobs().await.unwrap().is_empty());
+    assert!(github.comments(REPO_A, number).is_empty());
+    assert_eq!(world.sim.threads().len(), 0);
+}
+
+#[tokio::test]
+async fn closing_the_issue_while_its_thread_runs_interrupts_it_and_cancels_the_job() {
+    let (world, github) = github_world(Duration::from_millis(100)).await;
+    let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut plane = plane_with_github(&world, None).await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    github.close_issue(REPO_A, number, MAINTAINER);
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs[0].state == JobState::Cancelled,
+    )
+    .await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| {
+            world.sim.read_model().threads[0]
+                .latest_turn
+                .as_ref()
+                .map(|t| t.state)
+                == Some(TurnState::Interrupted)
+                && status_comments(&github, number)
+                    .iter()
+                    .any(|c| c.to_lowercase().contains("cancel"))
+        },
+    )
+    .await;
+    let labels = github.labels(REPO_A, number);
+    assert!(
+        labels.iter().all(|l| !l.starts_with("afk:")),
+        "status labels are removed: {labels:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    let secret = "whsec-test-7781";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        // Polling would notice the close too, but not within this test.
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let number = github.open_issue(REPO_A, "octocat", "Long job", "[sim:hang]");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let router = afk::app::http_router(&world.config, tx).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut plane = plane_with_github(&world, Some(rx)).await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+
+    github.close_issue(REPO_A, number, MAINTAINER);
+    let body = serde_json::json!({
+        "action": "closed",
+        "issue": {"number": number},
+        "repository": {"full_name": REPO_A},
+    })
+    .to_string();
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/webhooks/github");
+    let forged = http
+        .post(&url)
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "d-1")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(b"wrong secret", body.as_bytes()),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    plane.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        plane.ledger().jobs().await.unwrap()[0].state,
+        JobState::Running,
+        "a forged delivery changes nothing"
+    );
+
+    let signed = http
+        .post(&url)
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "d-2")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 202);
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(5),
+        |_| {},
+        |jobs| jobs[0].state == JobState::Cancelled,
+    )
+    .await;
+    assert_eq!(jobs[0].state, JobState::Cancelled);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_template_error_in_afk_md_fails_the_job_with_a_message_naming_it() {
+    let (world, github) = github_world(Duration::from_millis(100)).await;
+    github.set_file(
+        REPO_A,
+        "AFK.md",
+        "---\nbranch_prefix: bots/\n---\nFix {{ issue.titel }} please.\n",
+    );
+    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut plane = plane_with_github(&world, None).await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    assert_eq!(jobs[0].state, JobState::Failed);
+    let events = plane.ledger().events(jobs[0].id).await.unwrap();
+    assert!(
+        events.last().unwrap().note.contains("titel"),
+        "{:?}",
+        events.last()
+    );
+    assert_eq!(world.sim.threads().len(), 0, "nothing was sent to T3");
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| {
+            status_comments(&github, number)
+                .iter()
+                .any(|c| c.contains("titel"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn afk_md_settings_choose_the_branch() {
+    let (world, github) = github_world(Duration::from_millis(100)).await;
+    github.set_file(
+        REPO_A,
+        "AFK.md",
+        "---\nbranch_prefix: bots/\n---\nFix #{{ issue.number }}: {{ issue.title }}\n",
+    );
+    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut plane = plane_with_github(&world, None).await;
+    tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let thread = world.sim.read_model().threads.into_iter().next().unwrap();
+    assert_eq!(
+        thread.branch.as_deref(),
+        Some(format!("bots/issue-{number}").as_str())
+    );
+}
