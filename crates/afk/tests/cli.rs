@@ -1,0 +1,180 @@
+//! The `afk` binary as people and scripts use it: exit codes, the last line of `afk t3 dispatch`,
+//! `afk jobs --json`, `afk dispatch`, `afk status`, and errors that name what is wrong.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+
+async fn afk(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(args)
+        .env("AFK_LOG", "warn")
+        .env_remove("AFK_CONFIG")
+        .output()
+        .await
+        .expect("afk runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn t3_dispatch_prints_the_thread_id_last_and_snapshot_shows_it() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let token = world.config.t3.token_file.display().to_string();
+    let base = format!("{}/", world.sim.url());
+    let out = afk(&[
+        "t3",
+        "dispatch",
+        "--base-url",
+        &base,
+        "--token-file",
+        &token,
+        "--project-id",
+        "proj-api",
+        "--repo",
+        REPO_A,
+        "--issue",
+        "12",
+        "--title",
+        "Fix it",
+        "--prompt",
+        "Please fix it.",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let thread_id = stdout(&out).lines().last().unwrap_or_default().trim().to_owned();
+    let threads = world.sim.threads();
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0].id.as_str(), thread_id);
+    assert_eq!(threads[0].title, format!("{REPO_A}#12: Fix it"));
+
+    let out = afk(&["t3", "snapshot", "--base-url", &base, "--token-file", &token]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&thread_id));
+    let out = afk(&[
+        "t3",
+        "snapshot",
+        "--base-url",
+        &base,
+        "--token-file",
+        &token,
+        "--json",
+    ])
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(json["threads"][0]["id"], thread_id.as_str());
+}
+
+#[tokio::test]
+async fn t3_dispatch_to_an_unknown_project_exits_non_zero_with_t3s_reason() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let token = world.config.t3.token_file.display().to_string();
+    let out = afk(&[
+        "t3",
+        "dispatch",
+        "--base-url",
+        &world.sim.url(),
+        "--token-file",
+        &token,
+        "--project-id",
+        "no-such-project",
+        "--repo",
+        REPO_A,
+        "--issue",
+        "1",
+        "--prompt",
+        "x",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("afk: error:") && err.contains("thread.create"),
+        "{err}"
+    );
+    assert_eq!(world.sim.threads().len(), 0);
+}
+
+#[tokio::test]
+async fn dispatch_queues_a_job_that_jobs_and_status_show() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let config = world.write_config();
+    let config = config.to_str().unwrap();
+    let out = afk(&[
+        "dispatch",
+        "--config",
+        config,
+        "--repo",
+        REPO_B,
+        "--issue",
+        "5",
+        "--prompt",
+        "Tidy the CSS.",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Twice is refused: the job exists.
+    let again = afk(&[
+        "dispatch", "--config", config, "--repo", REPO_B, "--issue", "5", "--prompt", "x",
+    ])
+    .await;
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already has job"), "{}", stderr(&again));
+
+    let out = afk(&["jobs", "--config", config, "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("an array of jobs");
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+    assert_eq!(jobs[0]["repo"], REPO_B);
+    assert_eq!(jobs[0]["number"], 5);
+    assert_eq!(jobs[0]["state"], "queued");
+    assert_eq!(jobs[0]["attempts"], 0);
+
+    let out = afk(&["status", "--config", config, "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["jobs"]["queued"], 1);
+    assert_eq!(status["jobs"]["given_up"], 0);
+    let out = afk(&["jobs", "--config", config]).await;
+    assert!(stdout(&out).contains(&format!("{REPO_B}#5")));
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("afk.toml");
+    std::fs::write(&path, "[limits]\nper_repo = 0\n").unwrap();
+    let out = afk(&["jobs", "--config", path.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("limits.per_repo") && err.contains("afk.toml"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
+
+    std::fs::write(&path, "[watch]\npoll_interval = \"5s\"\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(["jobs", "--config", path.to_str().unwrap()])
+        .env("AFK_WATCH_POLL_INTERVAL", "often")
+        .env(
+            "AFK_LEDGER_URL",
+            format!("sqlite://{}", dir.path().join("l.db").display()),
+        )
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("AFK_WATCH_POLL_INTERVAL"),
+        "{err}"
+    );
+}
