@@ -85,8 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     plane
         .run(config.watch.poll_interval, shutdown_signal(), |_| {})
-        .await
-        .context("the control plane stopped")?;
+        .await;
     tracing::info!("afk stopped");
     Ok(())
 }

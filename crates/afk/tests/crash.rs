@@ -158,3 +158,59 @@ async fn sigterm_stops_afk_cleanly() {
         .unwrap();
     assert!(out.status.success(), "afk exits 0 on SIGTERM: {:?}", out.status);
 }
+
+#[tokio::test]
+async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut world = World::new(Duration::from_millis(100)).await;
+    // A port nobody listens on yet; T3 comes up there later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    world.config.t3.url = format!("http://127.0.0.1:{port}");
+    world.add_issue(REPO_A, 1, "Do it.");
+    let config = world.write_config();
+    let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("AFK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(afk.stderr.take().unwrap()).lines();
+    let waiting = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            if line.contains("waiting for T3") {
+                return line;
+            }
+        }
+        panic!("afk's log ended without a line about waiting for T3");
+    })
+    .await
+    .expect("afk says it is waiting for T3");
+    assert!(waiting.contains(&format!("127.0.0.1:{port}")), "{waiting}");
+    assert!(afk.try_wait().unwrap().is_none(), "afk is still running");
+    // Keep draining the log so that afk never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+
+    let t3 = t3_sim::SimServer::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        t3_sim::SimConfig {
+            tokens: vec![t3_sim::TokenGrant::operate(TOKEN)],
+            projects: vec![t3_sim::SimProject::new("proj-api", "/srv/api")],
+            turn_duration: Duration::from_millis(100),
+            ..t3_sim::SimConfig::default()
+        },
+    )
+    .await
+    .expect("T3 comes up on the reserved port");
+    let jobs = wait_all_final(&world, 1, Duration::from_secs(30)).await;
+    assert_eq!(jobs[0].state, JobState::Succeeded);
+    assert_eq!(t3.threads().len(), 1);
+    kill_9(afk).await;
+}

@@ -250,20 +250,25 @@ impl ControlPlane {
     }
 
     /// Runs ticks every `poll_interval` until `shutdown` resolves; a tick in progress is finished
-    /// first, so that no transition is left half done. `on_tick` sees each tick's report.
+    /// first, so that no transition is left half done. `on_tick` sees each tick's report. A tick
+    /// that fails (the ledger is unreachable) is logged and the loop goes on.
     pub async fn run(
         &mut self,
         poll_interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
         mut on_tick: impl FnMut(&TickReport),
-    ) -> Result<(), ControlError> {
+    ) {
         tokio::pin!(shutdown);
         loop {
-            let report = self.tick(Utc::now()).await?;
-            on_tick(&report);
+            match self.tick(Utc::now()).await {
+                Ok(report) => on_tick(&report),
+                // The ledger is the source of truth: when it cannot be written, nothing is done
+                // and the next tick tries again (a database restart must not stop afk).
+                Err(error) => tracing::error!("tick failed, retrying at the next poll: {error}"),
+            }
             let github = &mut self.github;
             let woken_by = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => return,
                 _ = tokio::time::sleep(poll_interval) => None,
                 event = next_webhook_event(github) => event,
             };
