@@ -1,0 +1,117 @@
+//! What can go wrong with the ledger, worded so that a person can act on it.
+
+use std::fmt;
+
+use afk_core::{AttemptNo, JobId, JobState};
+
+use crate::AttemptId;
+
+/// A ledger row that an operation named but that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordRef {
+    /// A job, by id.
+    Job(JobId),
+    /// An attempt, by id.
+    Attempt(AttemptId),
+}
+
+impl fmt::Display for RecordRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordRef::Job(id) => write!(f, "job {id}"),
+            RecordRef::Attempt(id) => write!(f, "attempt {id}"),
+        }
+    }
+}
+
+/// Why a ledger operation failed.
+///
+/// No variant carries a database password: URLs are redacted (`user:***@host`) before they are
+/// stored here.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database could not be opened or reached.
+    #[error("cannot open the ledger at {url_redacted}: {source}")]
+    Open {
+        /// The ledger URL with any password replaced by `***`.
+        url_redacted: String,
+        /// What the database driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The URL names no backend the ledger supports.
+    #[error(
+        "unsupported ledger URL {url_redacted}: use sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB"
+    )]
+    UnsupportedUrl {
+        /// The ledger URL with any password replaced by `***`.
+        url_redacted: String,
+    },
+    /// The schema migrations failed (for example: the database was written by a newer afk, or a
+    /// migration was edited after it ran).
+    #[error("cannot bring the ledger at {url_redacted} up to date: {source}")]
+    Migrate {
+        /// The ledger URL with any password replaced by `***`.
+        url_redacted: String,
+        /// What the migrator said.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The job was no longer in the state the transition starts from: someone else (another
+    /// afk replica, or a concurrent task) moved it first. Nothing was written; re-read the job
+    /// and decide again.
+    #[error("job {job} is {actual}, not {expected} as the transition assumed; nothing was recorded")]
+    Conflict {
+        /// The job.
+        job: JobId,
+        /// The state the transition starts from.
+        expected: JobState,
+        /// The state the ledger holds.
+        actual: JobState,
+    },
+    /// The transition starts an attempt but no attempt ids were given to store with it.
+    #[error("the transition starts attempt {number} of job {job} but no attempt ids were given")]
+    MissingAttempt {
+        /// The job.
+        job: JobId,
+        /// The attempt the transition starts.
+        number: AttemptNo,
+    },
+    /// The transition changes the live attempt but the job has none (the ledger and the state
+    /// machine disagree). Nothing was written.
+    #[error("the transition changes the live attempt of job {job} but it has none; nothing was recorded")]
+    NoLiveAttempt {
+        /// The job.
+        job: JobId,
+    },
+    /// The named row does not exist.
+    #[error("{0} is not in the ledger")]
+    NotFound(RecordRef),
+    /// A value does not fit the ledger's columns (an issue number above 2^63, say).
+    #[error("{what} does not fit in the ledger")]
+    OutOfRange {
+        /// Which value.
+        what: String,
+    },
+    /// A stored row holds something afk cannot read (a state a newer afk wrote, a hand edit).
+    #[error("the ledger holds an unreadable value: {what}")]
+    Corrupt {
+        /// Which row and column, and what is wrong with it.
+        what: String,
+    },
+    /// The database failed a query (connection lost, disk full, a constraint violated).
+    #[error("ledger database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl LedgerError {
+    /// True when the database refused a write because it would break a uniqueness rule of the
+    /// schema: a second live attempt for one job, a thread id used twice, an attempt number
+    /// reused.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            LedgerError::Database(e) => e.as_database_error().is_some_and(|d| d.is_unique_violation()),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The ledger's records as the rest of afk sees them, and their conversion from database rows.
+
+use std::fmt;
+
+use afk_core::{AttemptNo, AttemptState, IssueKey, JobId, JobState, JobStatus, Priority, Repo};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::LedgerError;
+
+/// A ledger row id of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AttemptId(pub i64);
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An issue as a source reports it: what [`crate::Ledger::upsert_job`] stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The issue; a job exists at most once per issue.
+    pub issue: IssueKey,
+    /// The issue's title.
+    pub title: String,
+    /// The issue's body (Markdown).
+    pub body: String,
+    /// The issue's labels.
+    pub labels: Vec<String>,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// Where it came from (`local`, `github`, `manual`): kept from the first upsert.
+    pub source: String,
+}
+
+/// A job as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// Its ledger id.
+    pub id: JobId,
+    /// Its issue.
+    pub issue: IssueKey,
+    /// The issue's title, as last upserted.
+    pub title: String,
+    /// The issue's body, as last upserted.
+    pub body: String,
+    /// The issue's labels, as last upserted.
+    pub labels: Vec<String>,
+    /// Its priority, as last upserted.
+    pub priority: Priority,
+    /// Where it came from (`local`, `github`, `manual`), as first upserted.
+    pub source: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// How many attempts were started so far.
+    pub attempts: u32,
+    /// How many times the live attempt's dispatch was tried so far.
+    pub dispatch_tries: u32,
+    /// It is not to be picked up (or its dispatch tried again) before this instant.
+    pub not_before: Option<DateTime<Utc>>,
+    /// The last error any of its attempts (or its refusal) reported.
+    pub last_error: Option<String>,
+    /// When it was first upserted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// What the state machine needs to know about it.
+    pub fn status(&self) -> JobStatus {
+        JobStatus {
+            state: self.state,
+            attempts: self.attempts,
+            dispatch_tries: self.dispatch_tries,
+        }
+    }
+}
+
+/// The ids and content of an attempt, chosen before its first request to T3 and stored with the
+/// transition that starts it, so that every retry and every recovery after a crash reuses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttempt {
+    /// The T3 thread id (unique across the ledger).
+    pub thread_id: String,
+    /// The T3 project the thread belongs to.
+    pub project_id: String,
+    /// The command id of `thread.create`.
+    pub create_command_id: String,
+    /// The command id of `thread.turn.start`.
+    pub turn_command_id: String,
+    /// The id of the first user message.
+    pub message_id: String,
+    /// The thread's title.
+    pub title: String,
+    /// The branch the agent works on.
+    pub branch: String,
+    /// The rendered prompt.
+    pub prompt: String,
+}
+
+/// One attempt (one T3 thread) of a job, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// Its ledger id.
+    pub id: AttemptId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its number within the job: 1 for the first.
+    pub number: AttemptNo,
+    /// Where it is.
+    pub state: AttemptState,
+    /// The T3 thread id.
+    pub thread_id: String,
+    /// The T3 project id.
+    pub project_id: String,
+    /// The command id of `thread.create`.
+    pub create_command_id: String,
+    /// The command id of `thread.turn.start`.
+    pub turn_command_id: String,
+    /// The id of the first user message.
+    pub message_id: String,
+    /// The thread's title.
+    pub title: String,
+    /// The branch the agent works on.
+    pub branch: String,
+    /// The rendered prompt.
+    pub prompt: String,
+    /// How many times its dispatch failed transiently.
+    pub dispatch_tries: u32,
+    /// Its last error (T3's, or the dispatcher's).
+    pub last_error: Option<String>,
+    /// Its thread must still be interrupted and its session stopped.
+    pub stop_pending: bool,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it ended, if it did.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One recorded transition of a job: the append-only event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt the transition concerned, if any.
+    pub attempt: Option<AttemptNo>,
+    /// The state before.
+    pub from: JobState,
+    /// The state after.
+    pub to: JobState,
+    /// The machine's one-line note.
+    pub note: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: i64,
+    repo: String,
+    number: i64,
+    title: String,
+    body: String,
+    labels: String,
+    priority: i64,
+    source: String,
+    state: String,
+    attempts: i64,
+    dispatch_tries: i64,
+    not_before_ms: Option<i64>,
+    last_error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl JobRow {
+    pub(crate) fn into_job(self) -> Result<Job, LedgerError> {
+        let id = self.id;
+        let corrupt = |column: &str, why: String| LedgerError::Corrupt {
+            what: format!("jobs.{column} of job {id}: {why}"),
+        };
+        let repo = Repo::new(self.repo).map_err(|e| corrupt("repo", e.to_string()))?;
+        let number = u64::try_from(self.number).map_err(|e| corrupt("number", e.to_string()))?;
+        let labels: Vec<String> =
+            serde_json::from_str(&self.labels).map_err(|e| corrupt("labels", e.to_string()))?;
+        let priority = u8::try_from(self.priority)
+            .ok()
+            .and_then(|p| Priority::new(p).ok())
+            .ok_or_else(|| corrupt("priority", format!("{} is not 0..=3", self.priority)))?;
+        Ok(Job {
+            id: JobId(id),
+            issue: IssueKey { repo, number },
+            title: self.title,
+            body: self.body,
+            labels,
+            priority,
+            source: self.source,
+            state: self
+                .state
+                .parse()
+                .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
+            attempts: count(self.attempts).map_err(|e| corrupt("attempts", e))?,
+            dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,
+            not_before: self
+                .not_before_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("not_before_ms", e))?,
+            last_error: self.last_error,
+            created_at: instant(self.created_ms).map_err(|e| corrupt("created_ms", e))?,
+            updated_at: instant(self.updated_ms).map_err(|e| corrupt("updated_ms", e))?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    id: i64,
+    pub(crate) job_id: i64,
+    number: i64,
+    state: String,
+    thread_id: String,
+    project_id: String,
+    create_command_id: String,
+    turn_command_id: String,
+    message_id: String,
+    title: String,
+    branch: String,
+    prompt: String,
+    dispatch_tries: i64,
+    last_error: Option<String>,
+    stop_pending: bool,
+    created_ms: i64,
+    updated_ms: i64,
+    ended_ms: Option<i64>,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_attempt(self) -> Result<Attempt, LedgerError> {
+        let id = self.id;
+        let corrupt = |column: &str, why: String| LedgerError::Corrupt {
+            what: format!("attempts.{column} of attempt {id}: {why}"),
+        };
+        Ok(Attempt {
+            id: AttemptId(id),
+            job_id: JobId(self.job_id),
+            number: AttemptNo(count(self.number).map_err(|e| corrupt("number", e))?),
+            state: self
+                .state
+                .parse()
+                .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
+            thread_id: self.thread_id,
+            project_id: self.project_id,
+            create_command_id: self.create_command_id,
+            turn_command_id: self.turn_command_id,
+            message_id: self.message_id,
+            title: self.title,
+            branch: self.branch,
+            prompt: self.prompt,
+            dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,
+            last_error: self.last_error,
+            stop_pending: self.stop_pending,
+            created_at: instant(self.created_ms).map_err(|e| corrupt("created_ms", e))?,
+            updated_at: instant(self.updated_ms).map_err(|e| corrupt("updated_ms", e))?,
+            ended_at: self
+                .ended_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("ended_ms", e))?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: i64,
+    job_id: i64,
+    attempt: Option<i64>,
+    from_state: String,
+    to_state: String,
+    note: String,
+    at_ms: i64,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self) -> Result<EventRecord, LedgerError> {
+        let id = self.id;
+        let corrupt = |column: &str, why: String| LedgerError::Corrupt {
+            what: format!("events.{column} of event {id}: {why}"),
+        };
+        let state = |column: &str, text: String| {
+            text.parse::<JobState>()
+                .map_err(|e| corrupt(column, e.to_string()))
+        };
+        Ok(EventRecord {
+            job_id: JobId(self.job_id),
+            attempt: self
+                .attempt
+                .map(|n| count(n).map(AttemptNo))
+                .transpose()
+                .map_err(|e| corrupt("attempt", e))?,
+            from: state("from_state", self.from_state)?,
+            to: state("to_state", self.to_state)?,
+            note: self.note,
+            at: instant(self.at_ms).map_err(|e| corrupt("at_ms", e))?,
+        })
+    }
+}
+
+/// A stored count (attempts, tries) as the domain's `u32`.
+fn count(value: i64) -> Result<u32, String> {
+    u32::try_from(value).map_err(|_| format!("{value} is not a count"))
+}
+
+/// A stored unix-millisecond timestamp as an instant.
+fn instant(ms: i64) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{ms} is not a representable instant"))
+}
+
+/// An instant as the unix milliseconds the ledger stores.
+pub(crate) fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}

@@ -1,0 +1,922 @@
+//! The ledger's one test suite, run against both backends: SQLite (a file in a temporary
+//! directory) and PostgreSQL (at `AFK_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/test`,
+//! each test in a schema of its own, dropped at the end).
+//!
+//! When PostgreSQL is not reachable the PostgreSQL variants print a `SKIP:` line and pass, unless
+//! `AFK_REQUIRE_PG=1`, which makes them fail instead.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use afk_core::{
+    apply, AttemptNo, AttemptState, Event, IssueKey, JobId, JobState, Priority, Repo, RetryPolicy, Transition,
+};
+use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob};
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A ledger under test, on one backend, plus a raw connection pool to the same database for
+/// writes that bypass the ledger.
+struct Fixture {
+    url: String,
+    ledger: Ledger,
+    raw: Raw,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<PgSchema>,
+}
+
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // A directory that does not exist yet: the ledger creates it.
+        let path = dir.path().join("state").join("ledger.db");
+        let url = format!("sqlite://{}", path.display());
+        let ledger = Ledger::open(&url).await.expect("open a SQLite ledger");
+        assert_eq!(ledger.backend(), Backend::Sqlite);
+        let raw = sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("raw SQLite connection");
+        Fixture {
+            url,
+            ledger,
+            raw: Raw::Sqlite(raw),
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    /// A ledger in a fresh PostgreSQL schema, or `None` (after a `SKIP:` line) when PostgreSQL is
+    /// not reachable and not required.
+    async fn postgres() -> Option<Fixture> {
+        let base = std::env::var("AFK_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+        let reachable =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&base)).await;
+        let mut admin = match reachable {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return skip(&base, &e.to_string()),
+            Err(_) => return skip(&base, "no answer within 5 s"),
+        };
+        let schema = format!("afk_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test schema");
+        let _ = admin.close().await;
+        let guard = PgSchema {
+            base: base.clone(),
+            name: schema.clone(),
+        };
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        let ledger = Ledger::open(&url).await.expect("open a PostgreSQL ledger");
+        assert_eq!(ledger.backend(), Backend::Postgres);
+        let raw = sqlx::PgPool::connect(&url)
+            .await
+            .expect("raw PostgreSQL connection");
+        Some(Fixture {
+            url,
+            ledger,
+            raw: Raw::Postgres(raw),
+            _dir: None,
+            schema: Some(guard),
+        })
+    }
+
+    /// Runs `sql` on the raw connection, bypassing the ledger.
+    async fn raw_execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match &self.raw {
+            Raw::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+            Raw::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+        }
+    }
+}
+
+fn skip(url: &str, reason: &str) -> Option<Fixture> {
+    let require = std::env::var("AFK_REQUIRE_PG").is_ok_and(|v| v == "1");
+    assert!(
+        !require,
+        "PostgreSQL not reachable at {url} and AFK_REQUIRE_PG=1: {reason}"
+    );
+    eprintln!("SKIP: PostgreSQL not reachable at {url}: {reason}");
+    None
+}
+
+/// A PostgreSQL schema of one test, dropped by [`Fixture::finish`].
+struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn drop_now(&self) {
+        let dropped = async {
+            let mut conn = sqlx::PgConnection::connect(&self.base).await?;
+            // Never wait forever on a lock some leaked connection still holds.
+            sqlx::query("SET lock_timeout = '10s'").execute(&mut conn).await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await
+        };
+        if let Err(e) = dropped.await {
+            eprintln!("could not drop test schema {}: {e}", self.name);
+        }
+    }
+}
+
+impl Fixture {
+    /// Closes every connection and drops the test's PostgreSQL schema.
+    async fn finish(self) {
+        self.ledger.close().await;
+        match &self.raw {
+            Raw::Sqlite(pool) => pool.close().await,
+            Raw::Postgres(pool) => pool.close().await,
+        }
+        if let Some(schema) = &self.schema {
+            schema.drop_now().await;
+        }
+    }
+}
+
+/// Runs `test` on `fixture`, then tears the fixture down whether the test passed or panicked, and
+/// only then reports the panic.
+async fn run<F, Fut>(fixture: Fixture, test: F)
+where
+    F: FnOnce(Arc<Fixture>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let fixture = Arc::new(fixture);
+    let outcome = tokio::spawn(test(Arc::clone(&fixture))).await;
+    if let Some(fixture) = Arc::into_inner(fixture) {
+        fixture.finish().await;
+    }
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("the test task did not finish: {error}"),
+        }
+    }
+}
+
+/// Declares each named `async fn(&Fixture)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let fixture = super::Fixture::sqlite().await;
+                super::run(fixture, |fx| async move { super::$name(&fx).await }).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(fixture) = super::Fixture::postgres().await {
+                    super::run(fixture, |fx| async move { super::$name(&fx).await }).await;
+                }
+            }
+        }
+    )+};
+}
+
+on_both_backends!(
+    upsert_is_idempotent_and_never_moves_a_job,
+    a_job_lives_from_queued_to_succeeded_with_its_events,
+    a_stale_from_state_is_a_conflict_and_writes_nothing,
+    ready_jobs_come_by_priority_then_age_and_wait_out_their_backoff,
+    the_schema_rejects_a_second_live_attempt,
+    a_thread_id_belongs_to_one_attempt,
+    a_stop_stays_pending_until_the_thread_is_stopped,
+    reopening_the_ledger_keeps_everything,
+    counts_by_state_cover_every_state,
+    starting_an_attempt_needs_its_ids,
+    failed_attempts_retry_with_new_ids_until_given_up,
+    transient_dispatch_errors_keep_the_attempt_and_count_tries,
+    a_refused_job_fails_with_its_reason,
+    jobs_in_filters_by_state,
+);
+
+// ---- helpers -------------------------------------------------------------------------------
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("a valid instant")
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(seconds)
+}
+
+fn issue(number: u64) -> IssueKey {
+    IssueKey {
+        repo: Repo::new("acme/widgets").expect("valid repo"),
+        number,
+    }
+}
+
+fn new_job(number: u64, priority: u8) -> NewJob {
+    NewJob {
+        issue: issue(number),
+        title: format!("Issue {number}"),
+        body: format!("Body of issue {number}"),
+        labels: vec!["afk".into()],
+        priority: Priority::new(priority).expect("valid priority"),
+        source: "local".into(),
+    }
+}
+
+fn ids(thread: &str) -> NewAttempt {
+    NewAttempt {
+        thread_id: thread.into(),
+        project_id: "project-1".into(),
+        create_command_id: format!("{thread}-create"),
+        turn_command_id: format!("{thread}-turn"),
+        message_id: format!("{thread}-message"),
+        title: format!("Work on {thread}"),
+        branch: format!("afk/{thread}"),
+        prompt: "Implement it.".into(),
+    }
+}
+
+/// What the state machine says `event` does to `job` at `now` under the default policy.
+fn transition(job: &Job, event: Event, now: DateTime<Utc>) -> Transition {
+    apply(job.status(), &event, &RetryPolicy::default(), now).expect("an allowed transition")
+}
+
+/// Applies `event` to the job through the machine and records it.
+async fn step(
+    ledger: &Ledger,
+    job: &Job,
+    event: Event,
+    attempt: Option<&NewAttempt>,
+    now: DateTime<Utc>,
+) -> Job {
+    let t = transition(job, event, now);
+    ledger
+        .record(job.id, &t, attempt, now)
+        .await
+        .expect("record the transition")
+}
+
+async fn queued(ledger: &Ledger, number: u64, priority: u8, now: DateTime<Utc>) -> Job {
+    let (job, created) = ledger
+        .upsert_job(&new_job(number, priority), now)
+        .await
+        .expect("upsert");
+    assert!(created);
+    job
+}
+
+/// A job with a running first attempt on thread `thread`.
+async fn running(ledger: &Ledger, number: u64, thread: &str) -> Job {
+    let job = queued(ledger, number, 2, t0()).await;
+    let job = step(ledger, &job, Event::StartAttempt, Some(&ids(thread)), at(1)).await;
+    step(ledger, &job, Event::Dispatched, None, at(2)).await
+}
+
+fn raw_attempt_insert(job: JobId, number: u32, state: &str, thread: &str) -> String {
+    format!(
+        "INSERT INTO attempts (job_id, number, state, thread_id, project_id, create_command_id, \
+         turn_command_id, message_id, title, branch, prompt, dispatch_tries, stop_pending, created_ms, \
+         updated_ms) VALUES ({}, {number}, '{state}', '{thread}', 'p', 'c-{thread}', 't-{thread}', \
+         'm-{thread}', 'title', 'branch', 'prompt', 0, FALSE, 0, 0)",
+        job.0
+    )
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+// ---- the suite -----------------------------------------------------------------------------
+
+async fn upsert_is_idempotent_and_never_moves_a_job(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let (first, created) = ledger.upsert_job(&new_job(7, 2), t0()).await.unwrap();
+    assert!(created);
+    assert_eq!(first.state, JobState::Queued);
+    assert_eq!((first.attempts, first.dispatch_tries), (0, 0));
+    assert_eq!(first.labels, vec!["afk".to_owned()]);
+    assert_eq!(first.created_at, t0());
+
+    let (again, created) = ledger.upsert_job(&new_job(7, 2), at(10)).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        again, first,
+        "an unchanged issue leaves the job untouched, updated_at included"
+    );
+
+    let job = step(
+        ledger,
+        &first,
+        Event::StartAttempt,
+        Some(&ids("thread-7")),
+        at(20),
+    )
+    .await;
+    assert_eq!(job.state, JobState::Dispatching);
+
+    let mut edited = new_job(7, 0);
+    edited.title = "A better title".into();
+    edited.body = "More detail".into();
+    edited.labels = vec!["afk".into(), "afk:p0".into()];
+    edited.source = "github".into();
+    let (updated, created) = ledger.upsert_job(&edited, at(30)).await.unwrap();
+    assert!(!created);
+    assert_eq!(updated.id, first.id);
+    assert_eq!(
+        updated.state,
+        JobState::Dispatching,
+        "upserting never changes the state"
+    );
+    assert_eq!(updated.attempts, 1);
+    assert_eq!(updated.title, "A better title");
+    assert_eq!(updated.body, "More detail");
+    assert_eq!(updated.labels, edited.labels);
+    assert_eq!(updated.priority, Priority::P0);
+    assert_eq!(
+        updated.source, "local",
+        "the source is the one that first reported the issue"
+    );
+    assert_eq!(updated.created_at, t0());
+    assert_eq!(updated.updated_at, at(30));
+    assert_eq!(ledger.jobs().await.unwrap().len(), 1);
+    assert_eq!(
+        ledger.job_by_issue(&issue(7)).await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_eq!(ledger.job(updated.id).await.unwrap(), Some(updated));
+    assert_eq!(ledger.job_by_issue(&issue(8)).await.unwrap(), None);
+    assert_eq!(ledger.job(JobId(9999)).await.unwrap(), None);
+}
+
+async fn a_job_lives_from_queued_to_succeeded_with_its_events(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 1, 2, t0()).await;
+    let attempt_ids = ids("thread-1");
+
+    let dispatching = step(ledger, &job, Event::StartAttempt, Some(&attempt_ids), at(1)).await;
+    assert_eq!(dispatching.state, JobState::Dispatching);
+    assert_eq!(dispatching.attempts, 1);
+    let live = ledger.live_attempts().await.unwrap();
+    assert_eq!(live.len(), 1);
+    let (live_job, attempt) = &live[0];
+    assert_eq!(live_job, &dispatching);
+    assert_eq!(attempt.number, AttemptNo(1));
+    assert_eq!(attempt.state, AttemptState::Dispatching);
+    assert_eq!(attempt.thread_id, attempt_ids.thread_id);
+    assert_eq!(attempt.project_id, attempt_ids.project_id);
+    assert_eq!(attempt.create_command_id, attempt_ids.create_command_id);
+    assert_eq!(attempt.turn_command_id, attempt_ids.turn_command_id);
+    assert_eq!(attempt.message_id, attempt_ids.message_id);
+    assert_eq!(attempt.title, attempt_ids.title);
+    assert_eq!(attempt.branch, attempt_ids.branch);
+    assert_eq!(attempt.prompt, attempt_ids.prompt);
+    assert_eq!(attempt.created_at, at(1));
+    assert_eq!(attempt.ended_at, None);
+    assert!(!attempt.stop_pending);
+    assert_eq!(ledger.live_attempt(job.id).await.unwrap().as_ref(), Some(attempt));
+    assert_eq!(ledger.attempt(attempt.id).await.unwrap().as_ref(), Some(attempt));
+
+    let running = step(ledger, &dispatching, Event::Dispatched, None, at(2)).await;
+    assert_eq!(running.state, JobState::Running);
+    assert_eq!(
+        ledger.attempts(job.id).await.unwrap()[0].state,
+        AttemptState::Running
+    );
+
+    let done = step(ledger, &running, Event::ThreadSucceeded, None, at(3)).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.updated_at, at(3));
+    assert!(ledger.live_attempts().await.unwrap().is_empty());
+    let attempts = ledger.attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::Succeeded);
+    assert_eq!(attempts[0].ended_at, Some(at(3)));
+    assert_eq!(attempts[0].last_error, None);
+    assert_eq!(attempts[0].thread_id, "thread-1", "the ids never change");
+
+    let events = ledger.events(job.id).await.unwrap();
+    let path: Vec<(JobState, JobState, Option<AttemptNo>)> =
+        events.iter().map(|e| (e.from, e.to, e.attempt)).collect();
+    assert_eq!(
+        path,
+        vec![
+            (JobState::Queued, JobState::Dispatching, Some(AttemptNo(1))),
+            (JobState::Dispatching, JobState::Running, Some(AttemptNo(1))),
+            (JobState::Running, JobState::Succeeded, Some(AttemptNo(1))),
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.at).collect::<Vec<_>>(),
+        vec![at(1), at(2), at(3)]
+    );
+    assert!(events.iter().all(|e| e.job_id == job.id));
+    assert_eq!(events[2].note, "attempt 1 succeeded");
+}
+
+async fn a_stale_from_state_is_a_conflict_and_writes_nothing(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 2, 2, t0()).await;
+    let start = transition(&job, Event::StartAttempt, at(1));
+    ledger
+        .record(job.id, &start, Some(&ids("thread-2a")), at(1))
+        .await
+        .unwrap();
+
+    // A second writer that read the job while it was still queued.
+    let error = ledger
+        .record(job.id, &start, Some(&ids("thread-2b")), at(2))
+        .await
+        .unwrap_err();
+    match error {
+        LedgerError::Conflict {
+            job: id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(id, job.id);
+            assert_eq!(expected, JobState::Queued);
+            assert_eq!(actual, JobState::Dispatching);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let attempts = ledger.attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "the losing writer created no attempt");
+    assert_eq!(attempts[0].thread_id, "thread-2a");
+    assert_eq!(ledger.events(job.id).await.unwrap().len(), 1, "nor an event");
+    let now = ledger.job(job.id).await.unwrap().unwrap();
+    assert_eq!((now.state, now.attempts), (JobState::Dispatching, 1));
+
+    let missing = ledger
+        .record(JobId(424_242), &start, Some(&ids("thread-x")), at(3))
+        .await;
+    assert!(matches!(missing, Err(LedgerError::NotFound(_))), "{missing:?}");
+}
+
+async fn ready_jobs_come_by_priority_then_age_and_wait_out_their_backoff(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let low_old = queued(ledger, 10, 3, at(0)).await;
+    let normal_old = queued(ledger, 11, 2, at(1)).await;
+    let urgent_new = queued(ledger, 12, 0, at(5)).await;
+    let normal_new = queued(ledger, 13, 2, at(2)).await;
+    let same_time = queued(ledger, 14, 2, at(2)).await;
+
+    let order: Vec<JobId> = ledger
+        .ready_jobs(at(10), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            urgent_new.id,
+            normal_old.id,
+            normal_new.id,
+            same_time.id,
+            low_old.id
+        ]
+    );
+    let first_two: Vec<JobId> = ledger
+        .ready_jobs(at(10), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(first_two, vec![urgent_new.id, normal_old.id]);
+
+    // The urgent one runs and fails: it waits out its back-off (10 s) before it is ready again.
+    let job = step(
+        ledger,
+        &urgent_new,
+        Event::StartAttempt,
+        Some(&ids("thread-12")),
+        at(20),
+    )
+    .await;
+    let job = step(ledger, &job, Event::Dispatched, None, at(21)).await;
+    let waiting = step(
+        ledger,
+        &job,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(30),
+    )
+    .await;
+    assert_eq!(waiting.state, JobState::RetryWait);
+    assert_eq!(waiting.not_before, Some(at(40)));
+    assert_eq!(waiting.last_error.as_deref(), Some("boom"));
+
+    let ready = ledger.ready_jobs(at(39), 10).await.unwrap();
+    assert!(
+        !ready.iter().any(|j| j.id == urgent_new.id),
+        "not before its back-off ends"
+    );
+    assert_eq!(ready.len(), 4);
+    let ready = ledger.ready_jobs(at(40), 10).await.unwrap();
+    assert_eq!(ready[0].id, urgent_new.id, "due again, and still the most urgent");
+    assert_eq!(ready.len(), 5);
+    assert!(ledger.ready_jobs(at(40), 0).await.unwrap().is_empty());
+}
+
+async fn the_schema_rejects_a_second_live_attempt(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = running(ledger, 3, "thread-3").await;
+
+    // Straight into the table, past every check of the ledger's code.
+    let second = fx
+        .raw_execute(&raw_attempt_insert(job.id, 2, "dispatching", "thread-3b"))
+        .await;
+    let error = second.expect_err("a second live attempt must be refused by the schema");
+    assert!(is_unique_violation(&error), "{error}");
+    let also_running = fx
+        .raw_execute(&raw_attempt_insert(job.id, 2, "running", "thread-3c"))
+        .await;
+    assert!(also_running.is_err_and(|e| is_unique_violation(&e)));
+
+    // An ended attempt beside the live one is fine: it is history.
+    fx.raw_execute(&raw_attempt_insert(job.id, 2, "failed", "thread-3d"))
+        .await
+        .unwrap();
+    assert_eq!(ledger.attempts(job.id).await.unwrap().len(), 2);
+    assert_eq!(ledger.live_attempts().await.unwrap().len(), 1);
+}
+
+async fn a_thread_id_belongs_to_one_attempt(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let first = running(ledger, 4, "thread-shared").await;
+    let other = queued(ledger, 5, 2, t0()).await;
+    let start = transition(&other, Event::StartAttempt, at(5));
+    let error = ledger
+        .record(other.id, &start, Some(&ids("thread-shared")), at(5))
+        .await
+        .unwrap_err();
+    assert!(error.is_unique_violation(), "{error}");
+
+    // The whole transition was rolled back: the job is still queued, with no attempt or event.
+    let other_now = ledger.job(other.id).await.unwrap().unwrap();
+    assert_eq!((other_now.state, other_now.attempts), (JobState::Queued, 0));
+    assert!(ledger.attempts(other.id).await.unwrap().is_empty());
+    assert!(ledger.events(other.id).await.unwrap().is_empty());
+    assert_eq!(ledger.attempts(first.id).await.unwrap().len(), 1);
+}
+
+async fn a_stop_stays_pending_until_the_thread_is_stopped(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = running(ledger, 6, "thread-6").await;
+    let calm = running(ledger, 7, "thread-7").await;
+    assert!(ledger.attempts_to_stop().await.unwrap().is_empty());
+
+    let timed_out = step(
+        ledger,
+        &job,
+        Event::TimedOut {
+            reason: "stalled for 15m".into(),
+        },
+        None,
+        at(60),
+    )
+    .await;
+    assert_eq!(timed_out.state, JobState::TimedOut);
+    let to_stop = ledger.attempts_to_stop().await.unwrap();
+    assert_eq!(to_stop.len(), 1);
+    let (stop_job, attempt) = &to_stop[0];
+    assert_eq!(stop_job, &timed_out);
+    assert_eq!(attempt.thread_id, "thread-6");
+    assert_eq!(attempt.state, AttemptState::TimedOut);
+    assert!(attempt.stop_pending);
+    assert_eq!(attempt.last_error.as_deref(), Some("stalled for 15m"));
+    assert_eq!(attempt.ended_at, Some(at(60)));
+    assert_eq!(
+        ledger.live_attempts().await.unwrap().len(),
+        1,
+        "only the calm job's attempt is live"
+    );
+
+    ledger.mark_thread_stopped(attempt.id).await.unwrap();
+    assert!(ledger.attempts_to_stop().await.unwrap().is_empty());
+    assert!(!ledger.attempts(job.id).await.unwrap()[0].stop_pending);
+    ledger
+        .mark_thread_stopped(attempt.id)
+        .await
+        .expect("stopping twice is harmless");
+    let unknown = ledger.mark_thread_stopped(afk_ledger::AttemptId(987_654)).await;
+    assert!(matches!(unknown, Err(LedgerError::NotFound(_))), "{unknown:?}");
+
+    // A cancelled running job must have its thread stopped too.
+    let cancelled = step(
+        ledger,
+        &calm,
+        Event::Cancel {
+            reason: "issue closed".into(),
+        },
+        None,
+        at(70),
+    )
+    .await;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let to_stop = ledger.attempts_to_stop().await.unwrap();
+    assert_eq!(to_stop.len(), 1);
+    assert_eq!(to_stop[0].1.state, AttemptState::Cancelled);
+    assert_eq!(to_stop[0].0.id, calm.id);
+}
+
+async fn reopening_the_ledger_keeps_everything(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let done = running(ledger, 8, "thread-8").await;
+    let done = step(ledger, &done, Event::ThreadSucceeded, None, at(10)).await;
+    let live = running(ledger, 9, "thread-9").await;
+    let waiting = queued(ledger, 10, 1, at(3)).await;
+    let jobs = ledger.jobs().await.unwrap();
+    let events = ledger.events(done.id).await.unwrap();
+    let attempts = ledger.attempts(live.id).await.unwrap();
+    ledger.close().await;
+
+    // A second open of the same database (as after a restart); migrations are not run twice.
+    let reopened = Ledger::open(&fx.url).await.expect("reopen");
+    assert_eq!(reopened.jobs().await.unwrap(), jobs);
+    assert_eq!(reopened.events(done.id).await.unwrap(), events);
+    assert_eq!(reopened.attempts(live.id).await.unwrap(), attempts);
+    assert_eq!(reopened.live_attempts().await.unwrap().len(), 1);
+    assert_eq!(reopened.ready_jobs(at(100), 10).await.unwrap()[0].id, waiting.id);
+    // And it keeps working where the first left off.
+    let live = step(&reopened, &live, Event::ThreadSucceeded, None, at(20)).await;
+    assert_eq!(live.state, JobState::Succeeded);
+    reopened.close().await;
+}
+
+async fn counts_by_state_cover_every_state(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let empty = ledger.counts_by_state().await.unwrap();
+    assert_eq!(empty.len(), JobState::ALL.len());
+    assert!(empty.iter().all(|(_, n)| *n == 0));
+
+    queued(ledger, 20, 2, t0()).await;
+    queued(ledger, 21, 2, t0()).await;
+    running(ledger, 22, "thread-22").await;
+    let done = running(ledger, 23, "thread-23").await;
+    step(ledger, &done, Event::ThreadSucceeded, None, at(5)).await;
+
+    let counts = ledger.counts_by_state().await.unwrap();
+    let order: Vec<JobState> = counts.iter().map(|(s, _)| *s).collect();
+    assert_eq!(order, JobState::ALL.to_vec(), "every state, in lifecycle order");
+    let count = |state: JobState| counts.iter().find(|(s, _)| *s == state).map(|(_, n)| *n);
+    assert_eq!(count(JobState::Queued), Some(2));
+    assert_eq!(count(JobState::Running), Some(1));
+    assert_eq!(count(JobState::Succeeded), Some(1));
+    assert_eq!(count(JobState::Failed), Some(0));
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 4);
+}
+
+async fn starting_an_attempt_needs_its_ids(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 30, 2, t0()).await;
+    let start = transition(&job, Event::StartAttempt, at(1));
+    let error = ledger.record(job.id, &start, None, at(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LedgerError::MissingAttempt {
+                number: AttemptNo(1),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let unchanged = ledger.job(job.id).await.unwrap().unwrap();
+    assert_eq!(unchanged, job, "nothing was written");
+    assert!(ledger.events(job.id).await.unwrap().is_empty());
+}
+
+async fn failed_attempts_retry_with_new_ids_until_given_up(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let mut job = queued(ledger, 40, 2, t0()).await;
+    let mut now = 0;
+    for n in 1..=3u32 {
+        now += 1000;
+        job = step(
+            ledger,
+            &job,
+            Event::StartAttempt,
+            Some(&ids(&format!("thread-40-{n}"))),
+            at(now),
+        )
+        .await;
+        assert_eq!((job.attempts, job.not_before), (n, None));
+        job = step(ledger, &job, Event::Dispatched, None, at(now + 1)).await;
+        job = step(
+            ledger,
+            &job,
+            Event::ThreadFailed {
+                error: format!("failure {n}"),
+            },
+            None,
+            at(now + 2),
+        )
+        .await;
+    }
+    assert_eq!(job.state, JobState::GivenUp);
+    assert_eq!(job.attempts, 3);
+    assert_eq!(job.last_error.as_deref(), Some("failure 3"));
+    let attempts = ledger.attempts(job.id).await.unwrap();
+    let summary: Vec<(u32, AttemptState, &str)> = attempts
+        .iter()
+        .map(|a| (a.number.0, a.state, a.thread_id.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, AttemptState::Failed, "thread-40-1"),
+            (2, AttemptState::Failed, "thread-40-2"),
+            (3, AttemptState::Failed, "thread-40-3"),
+        ]
+    );
+    assert_eq!(attempts[1].last_error.as_deref(), Some("failure 2"));
+    let events = ledger.events(job.id).await.unwrap();
+    assert_eq!(events.len(), 9);
+    assert_eq!(events.last().map(|e| e.to), Some(JobState::GivenUp));
+    assert!(ledger.ready_jobs(at(100_000), 10).await.unwrap().is_empty());
+}
+
+async fn transient_dispatch_errors_keep_the_attempt_and_count_tries(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 50, 2, t0()).await;
+    let job = step(ledger, &job, Event::StartAttempt, Some(&ids("thread-50")), at(1)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::DispatchDeferred { error: "503".into() },
+        None,
+        at(2),
+    )
+    .await;
+    assert_eq!(job.state, JobState::Dispatching);
+    assert_eq!(job.dispatch_tries, 1);
+    assert_eq!(job.not_before, Some(at(12)));
+    assert_eq!(job.last_error.as_deref(), Some("503"));
+    let job = step(
+        ledger,
+        &job,
+        Event::DispatchDeferred { error: "502".into() },
+        None,
+        at(12),
+    )
+    .await;
+    assert_eq!(job.dispatch_tries, 2);
+    let attempts = ledger.attempts(job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "the same attempt, with the same ids");
+    assert_eq!(attempts[0].dispatch_tries, 2);
+    assert_eq!(attempts[0].last_error.as_deref(), Some("502"));
+    assert_eq!(attempts[0].state, AttemptState::Dispatching);
+
+    let job = step(ledger, &job, Event::Dispatched, None, at(40)).await;
+    assert_eq!((job.state, job.not_before), (JobState::Running, None));
+    // A lost thread, settled into a retry wait; the next attempt starts with fresh tries.
+    let job = step(ledger, &job, Event::ThreadLost, None, at(50)).await;
+    let job = step(ledger, &job, Event::Settle, None, at(51)).await;
+    assert_eq!(job.state, JobState::RetryWait);
+    let job = step(
+        ledger,
+        &job,
+        Event::StartAttempt,
+        Some(&ids("thread-50-2")),
+        at(100),
+    )
+    .await;
+    assert_eq!((job.attempts, job.dispatch_tries), (2, 0));
+    let attempts = ledger.attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].state, AttemptState::Lost);
+    assert_eq!(attempts[1].state, AttemptState::Dispatching);
+}
+
+async fn a_refused_job_fails_with_its_reason(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 60, 2, t0()).await;
+    let refused = Event::Refused {
+        error: "no T3 project for acme/widgets".into(),
+    };
+    let job = step(ledger, &job, refused, None, at(1)).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("no T3 project")));
+    assert!(ledger.attempts(job.id).await.unwrap().is_empty());
+    let events = ledger.events(job.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].attempt, None);
+
+    // A live-attempt change for a job without one is refused, not silently dropped.
+    let other = queued(ledger, 61, 2, t0()).await;
+    let bogus = Transition {
+        from: JobState::Queued,
+        to: JobState::Running,
+        attempt: Some(afk_core::AttemptChange::Running),
+        not_before: None,
+        effect: None,
+        note: "bogus".into(),
+    };
+    let error = ledger.record(other.id, &bogus, None, at(2)).await.unwrap_err();
+    assert!(matches!(error, LedgerError::NoLiveAttempt { .. }), "{error:?}");
+    assert_eq!(
+        ledger.job(other.id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+async fn jobs_in_filters_by_state(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let a = queued(ledger, 70, 2, t0()).await;
+    let b = running(ledger, 71, "thread-71").await;
+    let c = queued(ledger, 72, 2, t0()).await;
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ledger.jobs_in(&[JobState::Queued]).await.unwrap()),
+        vec![a.id, c.id]
+    );
+    assert_eq!(
+        ids(ledger
+            .jobs_in(&[JobState::Running, JobState::Queued])
+            .await
+            .unwrap()),
+        vec![a.id, b.id, c.id]
+    );
+    assert!(ledger.jobs_in(&[]).await.unwrap().is_empty());
+    assert!(ledger.jobs_in(&[JobState::Lost]).await.unwrap().is_empty());
+}
+
+// ---- opening -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_in_memory_ledger_works_for_demos() {
+    let ledger = Ledger::open("sqlite::memory:").await.unwrap();
+    let (job, created) = ledger.upsert_job(&new_job(1, 2), t0()).await.unwrap();
+    assert!(created);
+    let job = step(
+        &ledger,
+        &job,
+        Event::StartAttempt,
+        Some(&ids("thread-mem")),
+        at(1),
+    )
+    .await;
+    assert_eq!(ledger.live_attempts().await.unwrap().len(), 1);
+    assert_eq!(
+        ledger.job(job.id).await.unwrap().map(|j| j.state),
+        Some(JobState::Dispatching)
+    );
+}
+
+#[tokio::test]
+async fn open_errors_never_show_the_password() {
+    let error = Ledger::open("mysql://afk:hunter2@127.0.0.1/afk")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LedgerError::UnsupportedUrl { .. }), "{error:?}");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("afk:***@127.0.0.1"), "{text}");
+
+    // Nothing listens on port 1 of loopback: the connection is refused at once.
+    let error = Ledger::open("postgres://afk:hunter2@127.0.0.1:1/afk")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LedgerError::Open { .. }), "{error:?}");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn the_ledger_debug_output_hides_the_password() {
+    let Some(fixture) = Fixture::postgres().await else {
+        return;
+    };
+    run(fixture, |fx| async move {
+        // The same server with a password, which the trust-authenticating test server ignores.
+        let Some(rest) = fx.url.strip_prefix("postgres://postgres@") else {
+            eprintln!("SKIP: AFK_TEST_PG_URL is not of the form postgres://postgres@...");
+            return;
+        };
+        let ledger = Ledger::open(&format!("postgres://postgres:hunter2@{rest}"))
+            .await
+            .unwrap();
+        let debug = format!("{ledger:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            ledger.url_redacted().contains("postgres:***@"),
+            "{}",
+            ledger.url_redacted()
+        );
+        ledger.close().await;
+    })
+    .await;
+}
