@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 pub use afk_core::IssueKey;
 pub use error::{LedgerError, RecordRef};
@@ -162,6 +163,9 @@ impl Ledger {
                     .journal_mode(SqliteJournalMode::Wal);
                 SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
             };
+            if !in_memory {
+                probe(&options).await.map_err(open_error)?;
+            }
             let pool = pool_options
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
@@ -170,6 +174,7 @@ impl Ledger {
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            probe(&options).await.map_err(open_error)?;
             let pool = PgPoolOptions::new()
                 .max_connections(POSTGRES_MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -340,7 +345,9 @@ impl Ledger {
 
     /// Up to `limit` jobs that may start an attempt at `now`: `queued`, or `retry_wait` whose
     /// back-off has passed. Most urgent first (priority p0 before p3), then oldest, then lowest
-    /// id, so equal jobs are taken in the order they arrived.
+    /// id, so equal jobs are taken in the order they arrived. A `dispatching` job waiting to
+    /// retry its dispatch is not here: it already has its attempt (see [`Ledger::live_attempts`]
+    /// and [`Job::not_before`]).
     pub async fn ready_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<JobRow> = with_pool!(self, |pool| {
@@ -408,10 +415,17 @@ impl Ledger {
         let jobs_sql = format!(
             "SELECT * FROM jobs WHERE id IN (SELECT job_id FROM attempts WHERE {filter}) ORDER BY id"
         );
-        // Both reads in one transaction so that the PostgreSQL backend, too, can be given a
-        // consistent pair; jobs are never deleted, so every attempt finds its job regardless.
+        // Both reads see one snapshot, so each attempt comes with its job as it was at that
+        // instant. SQLite's transactions always do; PostgreSQL's default (read committed) takes a
+        // snapshot per statement, so ask it for one per transaction.
+        let postgres = self.backend() == Backend::Postgres;
         let (attempt_rows, job_rows): (Vec<AttemptRow>, Vec<JobRow>) =
             with_pool!(self, |pool| in_transaction!(pool, |tx| {
+                if postgres {
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let attempts = sqlx::query_as(&attempts_sql).fetch_all(&mut *tx).await?;
                 let jobs = sqlx::query_as(&jobs_sql).fetch_all(&mut *tx).await?;
                 Ok((attempts, jobs))
@@ -709,6 +723,23 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(plan)
+    }
+}
+
+/// Connects once, without retrying, and hangs up: a database that refuses us (wrong password, no
+/// such file or server) is reported at once, where the pool would keep retrying until its acquire
+/// timeout.
+async fn probe<O>(options: &O) -> Result<(), sqlx::Error>
+where
+    O: ConnectOptions,
+    O::Connection: Sized,
+{
+    match tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect()).await {
+        Ok(connection) => connection?.close().await,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", ACQUIRE_TIMEOUT.as_secs()),
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@
 //! `AFK_REQUIRE_PG=1`, which makes them fail instead.
 
 use std::future::Future;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,11 +77,19 @@ impl Fixture {
         };
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
-        let ledger = Ledger::open(&url).await.expect("open a PostgreSQL ledger");
+        let opened = async {
+            let ledger = Ledger::open(&url).await.map_err(|e| e.to_string())?;
+            let raw = sqlx::PgPool::connect(&url).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((ledger, raw))
+        };
+        let (ledger, raw) = match opened.await {
+            Ok(opened) => opened,
+            Err(e) => {
+                guard.drop_now().await;
+                panic!("cannot open a PostgreSQL ledger in schema {schema}: {e}");
+            }
+        };
         assert_eq!(ledger.backend(), Backend::Postgres);
-        let raw = sqlx::PgPool::connect(&url)
-            .await
-            .expect("raw PostgreSQL connection");
         Some(Fixture {
             url,
             ledger,
@@ -105,7 +114,12 @@ fn skip(url: &str, reason: &str) -> Option<Fixture> {
         !require,
         "PostgreSQL not reachable at {url} and AFK_REQUIRE_PG=1: {reason}"
     );
-    eprintln!("SKIP: PostgreSQL not reachable at {url}: {reason}");
+    // Straight to the stream, not through eprintln!, which the test harness captures and hides
+    // for a passing test: the skip must show in every run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP: PostgreSQL not reachable at {url}: {reason}"
+    );
     None
 }
 
@@ -201,6 +215,10 @@ on_both_backends!(
     transient_dispatch_errors_keep_the_attempt_and_count_tries,
     a_refused_job_fails_with_its_reason,
     jobs_in_filters_by_state,
+    concurrent_starts_of_one_job_make_exactly_one_attempt,
+    concurrent_upserts_of_one_issue_make_one_job,
+    a_cancelled_job_comes_back_queued_with_its_history,
+    an_unreadable_row_is_reported_not_guessed,
 );
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -854,6 +872,126 @@ async fn jobs_in_filters_by_state(fx: &Fixture) {
     assert!(ledger.jobs_in(&[JobState::Lost]).await.unwrap().is_empty());
 }
 
+async fn concurrent_starts_of_one_job_make_exactly_one_attempt(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 80, 2, t0()).await;
+    let start = transition(&job, Event::StartAttempt, at(1));
+    // Eight dispatchers (replicas, or tasks of one) race to start the same queued job.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let ledger = ledger.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                ledger
+                    .record(job.id, &start, Some(&ids(&format!("race-{i}"))), at(1))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.expect("racer task") {
+            Ok(job) => {
+                won += 1;
+                assert_eq!((job.state, job.attempts), (JobState::Dispatching, 1));
+            }
+            Err(LedgerError::Conflict { actual, .. }) => assert_eq!(actual, JobState::Dispatching),
+            Err(other) => panic!("a losing racer must see a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one dispatcher starts the attempt");
+    assert_eq!(ledger.attempts(job.id).await.unwrap().len(), 1);
+    assert_eq!(ledger.events(job.id).await.unwrap().len(), 1);
+}
+
+async fn concurrent_upserts_of_one_issue_make_one_job(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.upsert_job(&new_job(81, 2), t0()).await })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = Vec::new();
+    for racer in racers {
+        let (job, was_created) = racer.await.expect("racer task").expect("upsert");
+        created += usize::from(was_created);
+        ids.push(job.id);
+    }
+    assert_eq!(created, 1, "one upsert creates the job, the others find it");
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ledger.jobs().await.unwrap().len(), 1);
+}
+
+async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 82, 2, t0()).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::Cancel {
+            reason: "issue closed".into(),
+        },
+        None,
+        at(1),
+    )
+    .await;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.last_error, None, "a withdrawal is not an error");
+    assert!(
+        ledger.attempts_to_stop().await.unwrap().is_empty(),
+        "no thread to stop"
+    );
+    assert!(ledger.ready_jobs(at(2), 10).await.unwrap().is_empty());
+
+    let job = step(ledger, &job, Event::Requeue, None, at(2)).await;
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(ledger.ready_jobs(at(3), 10).await.unwrap()[0].id, job.id);
+    let notes: Vec<String> = ledger
+        .events(job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.note)
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            "cancelled: issue closed".to_owned(),
+            "requeued: the issue is back".to_owned()
+        ]
+    );
+}
+
+async fn an_unreadable_row_is_reported_not_guessed(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 83, 2, t0()).await;
+    // A state afk does not know cannot even be written: the schema checks it.
+    let bad_state = fx
+        .raw_execute(&format!(
+            "UPDATE jobs SET state = 'paused' WHERE id = {}",
+            job.id.0
+        ))
+        .await;
+    assert!(bad_state.is_err(), "the schema must refuse an unknown state");
+
+    fx.raw_execute(&format!(
+        "UPDATE jobs SET labels = 'not json' WHERE id = {}",
+        job.id.0
+    ))
+    .await
+    .unwrap();
+    let error = ledger.jobs().await.unwrap_err();
+    assert!(matches!(error, LedgerError::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("jobs.labels") && message.contains(&format!("job {}", job.id)),
+        "{message}"
+    );
+}
+
 // ---- opening -------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -874,6 +1012,22 @@ async fn an_in_memory_ledger_works_for_demos() {
         ledger.job(job.id).await.unwrap().map(|j| j.state),
         Some(JobState::Dispatching)
     );
+}
+
+#[tokio::test]
+async fn a_sqlite_ledger_runs_in_wal_mode() {
+    let fixture = Fixture::sqlite().await;
+    run(fixture, |fx| async move {
+        let Raw::Sqlite(pool) = &fx.raw else {
+            unreachable!("a SQLite fixture");
+        };
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -903,7 +1057,10 @@ async fn the_ledger_debug_output_hides_the_password() {
     run(fixture, |fx| async move {
         // The same server with a password, which the trust-authenticating test server ignores.
         let Some(rest) = fx.url.strip_prefix("postgres://postgres@") else {
-            eprintln!("SKIP: AFK_TEST_PG_URL is not of the form postgres://postgres@...");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP: AFK_TEST_PG_URL is not of the form postgres://postgres@..."
+            );
             return;
         };
         let ledger = Ledger::open(&format!("postgres://postgres:hunter2@{rest}"))
