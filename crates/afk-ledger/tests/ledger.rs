@@ -1031,6 +1031,21 @@ async fn a_sqlite_ledger_runs_in_wal_mode() {
 }
 
 #[tokio::test]
+async fn processes_opening_a_new_sqlite_file_at_once_all_succeed() {
+    // `afk run` and `afk jobs` started together on a fresh machine: both create the schema.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let (a, b, c) = tokio::join!(Ledger::open(&url), Ledger::open(&url), Ledger::open(&url));
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let (job, _) = a.upsert_job(&new_job(1, 2), t0()).await.unwrap();
+    assert_eq!(b.job(job.id).await.unwrap().map(|j| j.issue), Some(issue(1)));
+    assert_eq!(c.jobs().await.unwrap().len(), 1);
+    for ledger in [a, b, c] {
+        ledger.close().await;
+    }
+}
+
+#[tokio::test]
 async fn open_errors_never_show_the_password() {
     let error = Ledger::open("mysql://afk:hunter2@127.0.0.1/afk")
         .await
