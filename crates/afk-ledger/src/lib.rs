@@ -131,81 +131,13 @@ impl Ledger {
     /// Errors name the URL with its password redacted.
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
         let url_redacted = redact_url(url);
-        let open_error = |source: sqlx::Error| LedgerError::Open {
-            url_redacted: url_redacted.clone(),
-            source,
-        };
         let pool = if url.starts_with("sqlite:") {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let mut options = SqliteConnectOptions::from_str(url)
-                .map_err(open_error)?
-                .foreign_keys(true)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT);
-            let pool_options = if in_memory {
-                // One connection that never closes: the database lives exactly as long as it.
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
-                let dir = options
-                    .get_filename()
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty());
-                if let Some(dir) = dir {
-                    std::fs::create_dir_all(dir).map_err(|e| open_error(sqlx::Error::Io(e)))?;
-                }
-                // WAL with the default synchronous=FULL: a committed transition survives a power
-                // cut, which the "record before effect" rule depends on.
-                options = options
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal);
-                SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
-            };
-            if !in_memory {
-                probe(&options).await.map_err(open_error)?;
-            }
-            let pool = pool_options
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(open_error)?;
-            Pool::Sqlite(pool)
+            Pool::Sqlite(open_sqlite(url, &url_redacted).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(open_error)?;
-            probe(&options).await.map_err(open_error)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(POSTGRES_MAX_CONNECTIONS)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(open_error)?;
-            Pool::Postgres(pool)
+            Pool::Postgres(open_postgres(url, &url_redacted).await?)
         } else {
             return Err(LedgerError::UnsupportedUrl { url_redacted });
         };
-        let migrate_error = |source| LedgerError::Migrate {
-            url_redacted: url_redacted.clone(),
-            source,
-        };
-        match &pool {
-            Pool::Sqlite(p) => {
-                // SQLite has no migration lock: two processes opening a new file at once (`afk run`
-                // and `afk jobs`) race, and the loser's CREATE TABLE fails with "already exists".
-                // Each migration commits with its record, so running again skips what the winner
-                // applied.
-                let mut tries = 0;
-                loop {
-                    match SQLITE_MIGRATIONS.run(p).await {
-                        Ok(()) => break,
-                        Err(_) if tries < 3 => tries += 1,
-                        Err(error) => return Err(migrate_error(error)),
-                    }
-                }
-            }
-            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await.map_err(migrate_error)?,
-        }
         tracing::debug!("ledger open at {url_redacted}");
         Ok(Ledger { pool, url_redacted })
     }
@@ -724,6 +656,125 @@ impl<'a> Plan<'a> {
         }
         Ok(plan)
     }
+}
+
+/// Opens (creating when missing) the SQLite database at `url` and migrates it.
+///
+/// SQLite has no migration lock and briefly locks a new file while one connection switches it to
+/// WAL: two processes opening a new file at once (`afk run` and `afk jobs`) can see "database is
+/// locked" or the loser's `CREATE TABLE` fail with "already exists". Both are passing states, so
+/// the whole open is tried again for up to the busy timeout; each migration commits with its
+/// record, so a retry skips what the winner applied.
+async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, LedgerError> {
+    let open_error = |source: sqlx::Error| LedgerError::Open {
+        url_redacted: url_redacted.to_owned(),
+        source,
+    };
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut options = SqliteConnectOptions::from_str(url)
+        .map_err(open_error)?
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let pool_options = if in_memory {
+        // One connection that never closes: the database lives exactly as long as it.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        let dir = options
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+        }
+        // WAL with the default synchronous=FULL: a committed transition survives a power cut,
+        // which the "record before effect" rule depends on.
+        options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+    };
+    let pool_options = pool_options.acquire_timeout(ACQUIRE_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        let attempt = async {
+            if !in_memory {
+                probe(&options).await.map_err(open_error)?;
+            }
+            let pool = pool_options
+                .clone()
+                .connect_with(options.clone())
+                .await
+                .map_err(open_error)?;
+            if let Err(source) = SQLITE_MIGRATIONS.run(&pool).await {
+                pool.close().await;
+                return Err(LedgerError::Migrate {
+                    url_redacted: url_redacted.to_owned(),
+                    source,
+                });
+            }
+            Ok(pool)
+        };
+        match attempt.await {
+            Ok(pool) => return Ok(pool),
+            Err(error) if is_passing_sqlite_race(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!("ledger at {url_redacted} busy while opening, trying again: {error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// True for the errors another process opening the same new SQLite file at the same moment can
+/// cause; false for lasting ones (a migration edited after it ran, a file that is not a database).
+fn is_passing_sqlite_race(error: &LedgerError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let busy = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .and_then(|code| code.parse::<i32>().ok())
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with any extended code.
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+    };
+    match error {
+        LedgerError::Open { source, .. } => busy(source),
+        LedgerError::Migrate { source, .. } => {
+            matches!(
+                source,
+                MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Connects to the PostgreSQL database at `url` and migrates it. Concurrent migrations are
+/// serialised by the migrator's advisory lock.
+async fn open_postgres(url: &str, url_redacted: &str) -> Result<PgPool, LedgerError> {
+    let open_error = |source: sqlx::Error| LedgerError::Open {
+        url_redacted: url_redacted.to_owned(),
+        source,
+    };
+    let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+    probe(&options).await.map_err(open_error)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POSTGRES_MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(open_error)?;
+    POSTGRES_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|source| LedgerError::Migrate {
+            url_redacted: url_redacted.to_owned(),
+            source,
+        })?;
+    Ok(pool)
 }
 
 /// Connects once, without retrying, and hangs up: a database that refuses us (wrong password, no
