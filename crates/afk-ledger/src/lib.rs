@@ -12,6 +12,12 @@
 //!   attempts with one thread id, whatever the code above it does.
 //! - Timestamps are stored as unix milliseconds (BIGINT) and appear as `DateTime<Utc>` here.
 //! - No database password reaches an error, a log line or `Debug` output.
+//!
+//! **Migrations** live in `migrations/sqlite` and `migrations/postgres`, one file per step and the
+//! same step number in both. A migration that has run anywhere is never edited (the migrator
+//! refuses a changed checksum): change the schema with a new step in both directories.
+
+#![warn(missing_docs)]
 
 mod error;
 mod model;

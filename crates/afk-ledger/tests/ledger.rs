@@ -372,6 +372,11 @@ async fn upsert_is_idempotent_and_never_moves_a_job(fx: &Fixture) {
     assert_eq!(ledger.job(updated.id).await.unwrap(), Some(updated));
     assert_eq!(ledger.job_by_issue(&issue(8)).await.unwrap(), None);
     assert_eq!(ledger.job(JobId(9999)).await.unwrap(), None);
+
+    let mut huge = new_job(0, 2);
+    huge.issue.number = u64::MAX;
+    let error = ledger.upsert_job(&huge, t0()).await.unwrap_err();
+    assert!(matches!(error, LedgerError::OutOfRange { .. }), "{error:?}");
 }
 
 async fn a_job_lives_from_queued_to_succeeded_with_its_events(fx: &Fixture) {
