@@ -25,7 +25,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use afk::control::ControlPlane;
@@ -33,13 +32,42 @@ use afk_core::JobState;
 use chrono::Utc;
 use common::{World, REPO_A, REPO_B};
 use t3_client::ThreadState;
+use t3_sim::TurnOutcome;
 
 /// Untimed runs before the measured ones, to warm caches, connections and the allocator.
 const WARM_UP: usize = 2;
 /// How long the measured runs of one scenario may take, roughly; at least `MIN_RUNS` are made.
-const BUDGET: Duration = Duration::from_secs(3);
+const BUDGET: Duration = Duration::from_secs(2);
 const MIN_RUNS: usize = 5;
 const MAX_RUNS: usize = 31;
+/// A paragraph of a typical bug report; an issue body repeats it to about 1.5 KB, so that rows,
+/// prompts and T3's messages have a realistic size.
+const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor the handler returns \
+    500 instead of the first page. Steps: call GET /api/orders?cursor= with a valid token. Expected: \
+    the first page, as without the parameter. Actual: a stack trace in the logs.\n\n";
+
+/// The attempts running beside the N finished ones in the history scenario.
+const LIVE_BESIDE_HISTORY: usize = 100;
+
+/// Evaluates the future `$run` `WARM_UP` times untimed, then times it until `BUDGET` is spent
+/// (within `MIN_RUNS..=MAX_RUNS` runs); yields the median and the number of timed runs. A macro
+/// rather than a function so that the future may borrow the plane mutably, run after run.
+macro_rules! measure {
+    ($run:expr) => {{
+        for _ in 0..WARM_UP {
+            $run.await;
+        }
+        let mut samples: Vec<Duration> = Vec::new();
+        let started = Instant::now();
+        while samples.len() < MIN_RUNS || (samples.len() < MAX_RUNS && started.elapsed() < BUDGET) {
+            let t = Instant::now();
+            $run.await;
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        (samples[samples.len() / 2], samples.len())
+    }};
+}
 
 /// One measured scenario at one fleet size.
 struct Row {
@@ -90,11 +118,13 @@ async fn fleet(n: usize) -> Vec<Row> {
     world.config.t3.request_timeout = Duration::from_secs(120);
     world.config.limits.max_concurrent = u32::try_from(n).expect("a fleet size that fits u32");
     world.config.limits.per_repo = world.config.limits.max_concurrent;
+    // `[sim:hang]`: the turns never end by themselves, so the fleet stays running.
+    let body = format!("{}Keep working until stopped. [sim:hang]", PARAGRAPH.repeat(6));
     for i in 0..n {
         let repo = if i % 2 == 0 { REPO_A } else { REPO_B };
-        world.add_issue(repo, i as u64 + 1, "Keep working until stopped. [sim:hang]");
+        world.add_issue(repo, i as u64 + 1, &body);
     }
-    let mut rows = Vec::new();
+    let mut setup = Vec::new();
 
     // Intake alone: a plane that may dispatch nothing (a limit no config file could set).
     let mut intake_only = world.config.clone();
@@ -104,7 +134,7 @@ async fn fleet(n: usize) -> Vec<Row> {
         .expect("the control plane is wired");
     let started = Instant::now();
     let report = plane.tick(Utc::now()).await.expect("the intake tick");
-    rows.push(Row {
+    setup.push(Row {
         scenario: "intake of N files (1 sample)",
         n,
         median: started.elapsed(),
@@ -116,13 +146,13 @@ async fn fleet(n: usize) -> Vec<Row> {
     let mut plane = world.plane().await;
     let started = Instant::now();
     plane.tick(Utc::now()).await.expect("the dispatch tick");
-    rows.push(Row {
+    setup.push(Row {
         scenario: "dispatch of N jobs (1 sample)",
         n,
         median: started.elapsed(),
         runs: 1,
     });
-    assert_all_running(&plane, &world, n).await;
+    assert_all_running(&plane, &world, n, n).await;
 
     let mut watch_only = world.config.clone();
     watch_only.source.local = None;
@@ -132,45 +162,88 @@ async fn fleet(n: usize) -> Vec<Row> {
     let t3 = afk::app::t3_client(&world.config).expect("a T3 client");
     let ledger = world.ledger().await;
 
-    let (median, runs) = measure(|| quiet_tick(&mut plane)).await;
-    rows.push(Row {
-        scenario: "tick (local folder)",
-        n,
-        median,
-        runs,
-    });
-    let (median, runs) = measure(|| quiet_tick(&mut watcher)).await;
-    rows.push(Row {
-        scenario: "tick (watch only)",
-        n,
-        median,
-        runs,
-    });
-    let (median, runs) = measure(|| async {
-        let snapshot = t3.snapshot().await.expect("the snapshot");
-        assert_eq!(snapshot.threads.len(), n);
-    })
-    .await;
-    rows.push(Row {
-        scenario: "snapshot GET + decode",
-        n,
-        median,
-        runs,
-    });
-    let (median, runs) = measure(|| async {
-        let live = ledger.live_attempts().await.expect("the live attempts");
-        assert_eq!(live.len(), n);
-    })
-    .await;
-    rows.push(Row {
-        scenario: "ledger live_attempts",
-        n,
-        median,
-        runs,
-    });
-
+    let mut rows = setup;
+    let mut push = |scenario: &'static str, (median, runs): (Duration, usize)| {
+        rows.push(Row {
+            scenario,
+            n,
+            median,
+            runs,
+        })
+    };
+    push("tick (local folder)", measure!(quiet_tick(&mut plane)));
+    push("tick (watch only)", measure!(quiet_tick(&mut watcher)));
+    push(
+        "snapshot GET + decode",
+        measure!(async {
+            let snapshot = t3.snapshot().await.expect("the snapshot");
+            assert_eq!(snapshot.threads.len(), n);
+        }),
+    );
+    push(
+        "ledger live_attempts",
+        measure!(async {
+            let live = ledger.live_attempts().await.expect("the live attempts");
+            assert_eq!(live.len(), n);
+        }),
+    );
+    push(
+        "ledger jobs_in(dispatching, running)",
+        measure!(async {
+            let jobs = ledger
+                .jobs_in(&[JobState::Dispatching, JobState::Running])
+                .await
+                .expect("the jobs in flight");
+            assert_eq!(jobs.len(), n);
+        }),
+    );
+    push(
+        "ledger attempts_to_stop (none)",
+        measure!(async {
+            let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
+            assert!(stop.is_empty());
+        }),
+    );
+    push(
+        "ledger jobs (all)",
+        measure!(async {
+            let jobs = ledger.jobs().await.expect("the jobs");
+            assert_eq!(jobs.len(), n);
+        }),
+    );
     // Still a quiet fleet: measuring changed nothing.
-    assert_all_running(&plane, &world, n).await;
+    assert_all_running(&plane, &world, n, n).await;
+
+    // History: all N turns end at once, then a small fleet runs beside N finished threads, as
+    // after a busy week. T3's snapshot keeps every thread, and the ledger every job.
+    for thread in world.sim.threads() {
+        assert!(world.sim.finish_turn(thread.id.as_str(), TurnOutcome::Completed));
+    }
+    let started = Instant::now();
+    let report = plane.tick(Utc::now()).await.expect("the completing tick");
+    let completing = started.elapsed();
+    assert_eq!(report.progress.len(), n, "every attempt completes in one tick");
+    push("complete N attempts (1 sample)", (completing, 1));
+    let finished = plane
+        .ledger()
+        .jobs_in(&[JobState::Succeeded])
+        .await
+        .expect("the jobs");
+    assert_eq!(finished.len(), n, "every job succeeded");
+    for i in 0..LIVE_BESIDE_HISTORY {
+        world.add_issue(REPO_A, (n + i + 1) as u64, &body);
+    }
+    plane.tick(Utc::now()).await.expect("the dispatch tick");
+    assert_all_running(&plane, &world, LIVE_BESIDE_HISTORY, n + LIVE_BESIDE_HISTORY).await;
+    push(
+        "tick, 100 live + N done (local folder)",
+        measure!(quiet_tick(&mut plane)),
+    );
+    push(
+        "tick, 100 live + N done (watch only)",
+        measure!(quiet_tick(&mut watcher)),
+    );
+
     ledger.close().await;
     drop((plane, watcher));
     world.sim.shutdown().await;
@@ -188,39 +261,19 @@ async fn quiet_tick(plane: &mut ControlPlane) {
     );
 }
 
-/// Checks that the ledger has `n` running jobs and T3 `n` running threads.
-async fn assert_all_running(plane: &ControlPlane, world: &World, n: usize) {
+/// Checks that the ledger has `n` running jobs and T3 `n` running threads out of `threads`.
+async fn assert_all_running(plane: &ControlPlane, world: &World, n: usize, threads: usize) {
     let jobs = plane.ledger().jobs().await.expect("the jobs");
     let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
     assert_eq!(running, n, "all jobs running");
     let model = world.sim.read_model();
-    let threads = model
+    assert_eq!(model.threads.len(), threads, "one thread per attempt in T3");
+    let running = model
         .threads
         .iter()
         .filter(|t| ThreadState::of(Some(t)) == ThreadState::Running)
         .count();
-    assert_eq!(threads, n, "all threads running in T3");
-}
-
-/// Runs `run` `WARM_UP` times untimed, then times it until `BUDGET` is spent (within
-/// `MIN_RUNS..=MAX_RUNS` runs); returns the median and the number of timed runs.
-async fn measure<F, Fut>(mut run: F) -> (Duration, usize)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    for _ in 0..WARM_UP {
-        run().await;
-    }
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    while samples.len() < MIN_RUNS || (samples.len() < MAX_RUNS && started.elapsed() < BUDGET) {
-        let t = Instant::now();
-        run().await;
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-    (samples[samples.len() / 2], samples.len())
+    assert_eq!(running, n, "all threads running in T3");
 }
 
 /// Prints the Markdown table: per scenario and size, the median, the cost per attempt and the
