@@ -6,18 +6,27 @@
 //! column). Prints a Markdown table on stdout; progress goes to stderr.
 //!
 //! Every size gets a fresh world: the T3 stand-in on loopback, a SQLite ledger file in a temporary
-//! folder and a local issue folder with N issues whose turns never end (`[sim:hang]`). The jobs
-//! are queued and dispatched by the control plane itself, through the same path as `afk run`, and
-//! the benchmark checks that all N are running before it measures anything. Then, with nothing
-//! changing, it times:
+//! folder and a local issue folder with N issues (bodies of about 1.5 KB) whose turns never end
+//! (`[sim:hang]`). The jobs are queued and dispatched by the control plane itself, through the
+//! same path as `afk run`, and the benchmark checks that all N are running in the ledger and in T3
+//! before it measures anything. Then, with nothing changing (every timed tick is checked to
+//! record no transition), it times, interleaved round by round so that a shared machine's load
+//! falls on all alike:
 //!
 //! - `tick (local folder)`: a whole `ControlPlane::tick`, which also rescans the N issue files;
 //! - `tick (watch only)`: the same tick with the local source off: snapshot GET and decode, ledger
 //!   reads, the watcher's pass, settle, resume and the dispatcher's (empty) pass;
 //! - `snapshot GET + decode`: `T3Client::snapshot` alone, to show T3's share of the tick;
-//! - `ledger live_attempts`: the watcher's main ledger read alone (a tick makes it twice);
-//! - `intake of N files` and `dispatch of N jobs`: one sample each (they change the world), per
-//!   job, as a throughput figure.
+//! - the ledger reads a quiet tick makes, alone: `live_attempts` (made twice per tick: by the
+//!   watcher and by the resumption of dispatches), `jobs_in(dispatching, running)` (the
+//!   dispatcher's count of work in flight), `attempts_to_stop`, and `jobs` (intake's view).
+//!
+//! Then all N turns end at once (`complete N attempts`, one tick), 100 new issues start, and the
+//! ticks and the snapshot are timed again with 100 live attempts beside N finished ones: T3 keeps
+//! every thread in its snapshot and the ledger keeps every job, so history has a cost of its own.
+//!
+//! `intake of N files`, `dispatch of N jobs` and `complete N attempts` change the world, so they
+//! are one sample each: throughput figures, not medians.
 //!
 //! Speed is reported as medians and ratios from one run; the machine is shared, so absolute times
 //! are only indicative.
@@ -36,7 +45,7 @@ use t3_sim::TurnOutcome;
 
 /// Untimed runs before the measured ones, to warm caches, connections and the allocator.
 const WARM_UP: usize = 2;
-/// How long the measured runs of one scenario may take, roughly; at least `MIN_RUNS` are made.
+/// How long the timed runs of one scenario may take, roughly; at least `MIN_RUNS` are made.
 const BUDGET: Duration = Duration::from_secs(2);
 const MIN_RUNS: usize = 5;
 const MAX_RUNS: usize = 31;
@@ -49,23 +58,44 @@ const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor t
 /// The attempts running beside the N finished ones in the history scenario.
 const LIVE_BESIDE_HISTORY: usize = 100;
 
-/// Evaluates the future `$run` `WARM_UP` times untimed, then times it until `BUDGET` is spent
-/// (within `MIN_RUNS..=MAX_RUNS` runs); yields the median and the number of timed runs. A macro
-/// rather than a function so that the future may borrow the plane mutably, run after run.
-macro_rules! measure {
-    ($run:expr) => {{
-        for _ in 0..WARM_UP {
-            $run.await;
+/// Times the futures `$run`, one after the other in rounds, so that the load of a shared machine
+/// falls on all of them alike: `WARM_UP` untimed rounds, then timed rounds until their sum of
+/// budgets is spent (within `MIN_RUNS..=MAX_RUNS` rounds). Yields, per future in order, the
+/// median and the number of timed runs. A macro rather than a function so that the futures may
+/// borrow the plane mutably, round after round.
+macro_rules! interleaved {
+    ($($run:expr),+ $(,)?) => {{
+        let mut samples: Vec<Vec<Duration>> = Vec::new();
+        let mut started = Instant::now();
+        let mut round = 0;
+        loop {
+            if round == WARM_UP {
+                started = Instant::now();
+            }
+            let mut k = 0;
+            $(
+                let t = Instant::now();
+                $run.await;
+                if round >= WARM_UP {
+                    samples.resize_with(samples.len().max(k + 1), Vec::new);
+                    samples[k].push(t.elapsed());
+                }
+                k += 1;
+            )+
+            round += 1;
+            let timed = round.saturating_sub(WARM_UP);
+            let budget = BUDGET * u32::try_from(k).unwrap_or(u32::MAX);
+            if timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= budget) {
+                break;
+            }
         }
-        let mut samples: Vec<Duration> = Vec::new();
-        let started = Instant::now();
-        while samples.len() < MIN_RUNS || (samples.len() < MAX_RUNS && started.elapsed() < BUDGET) {
-            let t = Instant::now();
-            $run.await;
-            samples.push(t.elapsed());
-        }
-        samples.sort();
-        (samples[samples.len() / 2], samples.len())
+        samples
+            .into_iter()
+            .map(|mut s| {
+                s.sort();
+                (s[s.len() / 2], s.len())
+            })
+            .collect::<Vec<(Duration, usize)>>()
     }};
 }
 
@@ -171,46 +201,45 @@ async fn fleet(n: usize) -> Vec<Row> {
             runs,
         })
     };
-    push("tick (local folder)", measure!(quiet_tick(&mut plane)));
-    push("tick (watch only)", measure!(quiet_tick(&mut watcher)));
-    push(
-        "snapshot GET + decode",
-        measure!(async {
+    let measured = interleaved!(
+        quiet_tick(&mut plane),
+        quiet_tick(&mut watcher),
+        async {
             let snapshot = t3.snapshot().await.expect("the snapshot");
             assert_eq!(snapshot.threads.len(), n);
-        }),
-    );
-    push(
-        "ledger live_attempts",
-        measure!(async {
+        },
+        async {
             let live = ledger.live_attempts().await.expect("the live attempts");
             assert_eq!(live.len(), n);
-        }),
-    );
-    push(
-        "ledger jobs_in(dispatching, running)",
-        measure!(async {
+        },
+        async {
             let jobs = ledger
                 .jobs_in(&[JobState::Dispatching, JobState::Running])
                 .await
                 .expect("the jobs in flight");
             assert_eq!(jobs.len(), n);
-        }),
-    );
-    push(
-        "ledger attempts_to_stop (none)",
-        measure!(async {
+        },
+        async {
             let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
             assert!(stop.is_empty());
-        }),
-    );
-    push(
-        "ledger jobs (all)",
-        measure!(async {
+        },
+        async {
             let jobs = ledger.jobs().await.expect("the jobs");
             assert_eq!(jobs.len(), n);
-        }),
+        },
     );
+    let names = [
+        "tick (local folder)",
+        "tick (watch only)",
+        "snapshot GET + decode",
+        "ledger live_attempts",
+        "ledger jobs_in(dispatching, running)",
+        "ledger attempts_to_stop (none)",
+        "ledger jobs (all)",
+    ];
+    for (name, m) in names.into_iter().zip(measured) {
+        push(name, m);
+    }
     // Still a quiet fleet: measuring changed nothing.
     assert_all_running(&plane, &world, n, n).await;
 
@@ -235,14 +264,18 @@ async fn fleet(n: usize) -> Vec<Row> {
     }
     plane.tick(Utc::now()).await.expect("the dispatch tick");
     assert_all_running(&plane, &world, LIVE_BESIDE_HISTORY, n + LIVE_BESIDE_HISTORY).await;
-    push(
+    let measured = interleaved!(quiet_tick(&mut plane), quiet_tick(&mut watcher), async {
+        let snapshot = t3.snapshot().await.expect("the snapshot");
+        assert_eq!(snapshot.threads.len(), n + LIVE_BESIDE_HISTORY);
+    },);
+    let names = [
         "tick, 100 live + N done (local folder)",
-        measure!(quiet_tick(&mut plane)),
-    );
-    push(
         "tick, 100 live + N done (watch only)",
-        measure!(quiet_tick(&mut watcher)),
-    );
+        "snapshot, 100 live + N done",
+    ];
+    for (name, m) in names.into_iter().zip(measured) {
+        push(name, m);
+    }
 
     ledger.close().await;
     drop((plane, watcher));
@@ -305,19 +338,27 @@ fn print_table(rows: &[Row], baseline: usize) {
             );
         }
     }
-    // The snapshot's share of a watch-only tick, size by size.
+    // Where a watch-only tick goes, size by size: the parts it is made of, measured alone. A tick
+    // reads the live attempts twice (the watcher, then the resumption of dispatches).
     println!();
     for row in rows.iter().filter(|r| r.scenario == "tick (watch only)") {
-        let of = |scenario: &str| {
+        let share = |scenario: &str, times: f64| {
             rows.iter()
                 .find(|r| r.scenario == scenario && r.n == row.n)
-                .map_or(0.0, |r| r.median.as_secs_f64() / row.median.as_secs_f64() * 100.0)
+                .map_or(0.0, |r| {
+                    times * r.median.as_secs_f64() / row.median.as_secs_f64() * 100.0
+                })
         };
+        let snapshot = share("snapshot GET + decode", 1.0);
+        let live = share("ledger live_attempts", 2.0);
+        let in_flight = share("ledger jobs_in(dispatching, running)", 1.0);
+        let stop = share("ledger attempts_to_stop (none)", 1.0);
         println!(
-            "- N={}: snapshot GET + decode is {:.0}% of a watch-only tick; one live_attempts read is {:.0}%",
+            "- N={}, watch-only tick: snapshot {snapshot:.0}%, live_attempts x2 {live:.0}%, \
+             jobs_in(dispatching, running) {in_flight:.0}%, attempts_to_stop {stop:.0}%, \
+             the rest {:.0}%",
             row.n,
-            of("snapshot GET + decode"),
-            of("ledger live_attempts")
+            100.0 - snapshot - live - in_flight - stop
         );
     }
 }
