@@ -93,3 +93,26 @@ async fn a_token_changed_in_vault_is_read_again_after_t3_refuses_the_old_one() {
         "{jobs:#?}"
     );
 }
+
+#[tokio::test]
+async fn least_privilege_the_watcher_reads_with_its_own_read_only_token() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    let operate_only = "t3-operate-only-2d1c";
+    let read_only = "t3-read-only-9a0f";
+    world.sim.revoke_token(TOKEN);
+    // This token may dispatch but not read the snapshot: if afk read with it, nothing would move.
+    world.sim.grant_token(TokenGrant {
+        token: operate_only.into(),
+        scopes: vec!["orchestration:operate".into()],
+        lifetime: None,
+    });
+    world.sim.grant_token(TokenGrant::read_only(read_only));
+    std::fs::write(&world.config.t3.token_file, operate_only).unwrap();
+    let read_file = world.dir.path().join("t3-read-token");
+    std::fs::write(&read_file, read_only).unwrap();
+    world.config.t3.read_token_file = Some(read_file);
+    world.add_issue(REPO_A, 1, "Do it.");
+    let mut plane = world.plane().await;
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    assert_eq!(jobs[0].state, JobState::Succeeded);
+}
