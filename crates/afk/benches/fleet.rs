@@ -46,9 +46,9 @@ use t3_sim::TurnOutcome;
 /// Untimed runs before the measured ones, to warm caches, connections and the allocator.
 const WARM_UP: usize = 2;
 /// How long the timed runs of one scenario may take, roughly; at least `MIN_RUNS` are made.
-const BUDGET: Duration = Duration::from_secs(2);
+const BUDGET: Duration = Duration::from_secs(1);
 const MIN_RUNS: usize = 5;
-const MAX_RUNS: usize = 31;
+const MAX_RUNS: usize = 21;
 /// A paragraph of a typical bug report; an issue body repeats it to about 1.5 KB, so that rows,
 /// prompts and T3's messages have a realistic size.
 const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor the handler returns \
@@ -141,6 +141,9 @@ fn sizes() -> Vec<usize> {
 
 /// Builds a world with `n` running attempts and measures every scenario in it.
 async fn fleet(n: usize) -> Vec<Row> {
+    let clock = Instant::now();
+    // Progress on stderr, so that a slow phase of a long run can be told from a hung one.
+    let phase = |what: &str| eprintln!("fleet: N={n}: {what} ({:.1?} in)", clock.elapsed());
     let mut world = World::new(Duration::from_secs(3600)).await;
     // Nothing may time out or stall while the benchmark runs, however slow the machine.
     world.config.watch.stall_timeout = Duration::from_secs(24 * 3600);
@@ -154,6 +157,7 @@ async fn fleet(n: usize) -> Vec<Row> {
         let repo = if i % 2 == 0 { REPO_A } else { REPO_B };
         world.add_issue(repo, i as u64 + 1, &body);
     }
+    phase("issue files written");
     let mut setup = Vec::new();
 
     // Intake alone: a plane that may dispatch nothing (a limit no config file could set).
@@ -183,6 +187,7 @@ async fn fleet(n: usize) -> Vec<Row> {
         runs: 1,
     });
     assert_all_running(&plane, &world, n, n).await;
+    phase("all running");
 
     let mut watch_only = world.config.clone();
     watch_only.source.local = None;
@@ -242,6 +247,7 @@ async fn fleet(n: usize) -> Vec<Row> {
     }
     // Still a quiet fleet: measuring changed nothing.
     assert_all_running(&plane, &world, n, n).await;
+    phase("quiet fleet measured");
 
     // History: all N turns end at once, then a small fleet runs beside N finished threads, as
     // after a busy week. T3's snapshot keeps every thread, and the ledger every job.
@@ -264,6 +270,7 @@ async fn fleet(n: usize) -> Vec<Row> {
     }
     plane.tick(Utc::now()).await.expect("the dispatch tick");
     assert_all_running(&plane, &world, LIVE_BESIDE_HISTORY, n + LIVE_BESIDE_HISTORY).await;
+    phase("history set up");
     let measured = interleaved!(quiet_tick(&mut plane), quiet_tick(&mut watcher), async {
         let snapshot = t3.snapshot().await.expect("the snapshot");
         assert_eq!(snapshot.threads.len(), n + LIVE_BESIDE_HISTORY);
@@ -277,9 +284,11 @@ async fn fleet(n: usize) -> Vec<Row> {
         push(name, m);
     }
 
+    phase("history measured");
     ledger.close().await;
     drop((plane, watcher));
     world.sim.shutdown().await;
+    phase("shut down");
     rows
 }
 
