@@ -49,8 +49,8 @@ const WARM_UP: usize = 2;
 const BUDGET: Duration = Duration::from_secs(1);
 const MIN_RUNS: usize = 5;
 const MAX_RUNS: usize = 21;
-/// A paragraph of a typical bug report; an issue body repeats it to about 1.5 KB, so that rows,
-/// prompts and T3's messages have a realistic size.
+/// A paragraph of a typical bug report; an issue body repeats it to about 1.5 KB, so that the
+/// ledger's rows (issue body, prompt) have a realistic size. T3's snapshot carries no messages.
 const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor the handler returns \
     500 instead of the first page. Steps: call GET /api/orders?cursor= with a valid token. Expected: \
     the first page, as without the parameter. Actual: a stack trace in the logs.\n\n";
