@@ -32,6 +32,16 @@ pub struct JobStatus {
     pub attempts: u32,
     /// How many times the live attempt's dispatch was tried so far (0 before the first).
     pub dispatch_tries: u32,
+    /// `attempts` when the job was last requeued (0 if never): the retry budget counts the
+    /// attempts since, so a requeued job gets a full budget again.
+    pub attempts_base: u32,
+}
+
+impl JobStatus {
+    /// Attempts started within the current budget.
+    pub fn attempts_used(&self) -> u32 {
+        self.attempts.saturating_sub(self.attempts_base)
+    }
 }
 
 /// Whether a failure may go away on its own.
@@ -148,6 +158,9 @@ pub struct Transition {
     pub effect: Option<Effect>,
     /// One line for the event log.
     pub note: String,
+    /// The job starts a new retry budget (a requeue): the ledger sets its `attempts_base` to its
+    /// `attempts`.
+    pub fresh_budget: bool,
 }
 
 /// An event that is not allowed in the job's state.
@@ -198,21 +211,20 @@ pub fn apply(
             not_before: None,
             effect,
             note,
+            fresh_budget: false,
         };
+    let used = job.attempts_used();
     // After an attempt ended without success: wait and retry, or give up after the last one.
     let retry_or_give_up = |attempt: Option<AttemptChange>, why: &str| {
-        if job.attempts >= policy.max_attempts {
+        if used >= policy.max_attempts {
             step(
                 J::GivenUp,
                 attempt,
                 None,
-                format!(
-                    "{why}; giving up after attempt {} of {}",
-                    job.attempts, policy.max_attempts
-                ),
+                format!("{why}; giving up after attempt {used} of {}", policy.max_attempts),
             )
         } else {
-            let wait = policy.backoff(job.attempts);
+            let wait = policy.backoff(used);
             Transition {
                 not_before: Some(now + chrono_duration(wait)),
                 ..step(
@@ -221,7 +233,7 @@ pub fn apply(
                     None,
                     format!(
                         "{why}; attempt {} of {} will start in {}s",
-                        job.attempts + 1,
+                        used + 1,
                         policy.max_attempts,
                         wait.as_secs_f64()
                     ),
@@ -239,7 +251,7 @@ pub fn apply(
 
     let transition = match (job.state, event) {
         (J::Queued | J::RetryWait, Event::StartAttempt) => {
-            if job.attempts >= policy.max_attempts {
+            if used >= policy.max_attempts {
                 return Err(invalid());
             }
             let number = AttemptNo(job.attempts + 1);
@@ -247,7 +259,7 @@ pub fn apply(
                 J::Dispatching,
                 Some(AttemptChange::Start { number }),
                 Some(Effect::Dispatch),
-                format!("attempt {number} of {} dispatching", policy.max_attempts),
+                format!("attempt {} of {} dispatching", used + 1, policy.max_attempts),
             )
         }
         (J::Queued | J::RetryWait, Event::Refused { error }) => {
@@ -262,10 +274,15 @@ pub fn apply(
         (J::Dispatching, Event::DispatchDeferred { error }) => {
             let tries = job.dispatch_tries + 1;
             if tries >= policy.max_dispatch_tries {
-                retry_or_give_up(
-                    end(AttemptState::Failed, Some(error.clone()), false),
-                    &format!("dispatch failed {tries} times, last: {error}"),
-                )
+                // The last try may have reached T3 even though its reply did not reach afk: the
+                // thread may be working, so it is stopped before any retry starts beside it.
+                Transition {
+                    effect: Some(Effect::StopThread),
+                    ..retry_or_give_up(
+                        end(AttemptState::Failed, Some(error.clone()), true),
+                        &format!("dispatch failed {tries} times, last: {error}"),
+                    )
+                }
             } else {
                 let wait = policy.backoff(tries);
                 Transition {
@@ -336,7 +353,15 @@ pub fn apply(
             let effect = attempt.as_ref().map(|_| Effect::StopThread);
             step(J::Cancelled, attempt, effect, format!("cancelled: {reason}"))
         }
-        (J::Cancelled, Event::Requeue) => step(J::Queued, None, None, "requeued: the issue is back".into()),
+        (J::Cancelled | J::Failed | J::GivenUp, Event::Requeue) => Transition {
+            fresh_budget: true,
+            ..step(
+                J::Queued,
+                None,
+                None,
+                format!("requeued with a fresh budget of {} attempts", policy.max_attempts),
+            )
+        },
         _ => return Err(invalid()),
     };
     Ok(transition)
@@ -355,6 +380,7 @@ mod tests {
             state,
             attempts,
             dispatch_tries: 0,
+            attempts_base: 0,
         }
     }
 
@@ -499,6 +525,43 @@ mod tests {
         assert_eq!(t.to, JobState::Failed);
         assert_eq!(t.attempt, None);
         assert!(t.note.contains("no project"));
+    }
+
+    #[test]
+    fn a_requeued_job_gets_a_fresh_budget() {
+        let t = run(job(JobState::GivenUp, 3), Event::Requeue).unwrap();
+        assert_eq!(t.to, JobState::Queued);
+        assert!(t.fresh_budget);
+        let requeued = JobStatus {
+            attempts_base: 3,
+            ..job(JobState::Queued, 3)
+        };
+        let t = run(requeued, Event::StartAttempt).unwrap();
+        assert_eq!(t.attempt, Some(AttemptChange::Start { number: AttemptNo(4) }));
+        assert!(t.note.contains("attempt 1 of 3"), "{}", t.note);
+    }
+
+    #[test]
+    fn running_out_of_dispatch_tries_stops_the_thread_that_may_exist() {
+        let status = JobStatus {
+            dispatch_tries: RetryPolicy::default().max_dispatch_tries - 1,
+            ..job(JobState::Dispatching, 1)
+        };
+        let t = run(
+            status,
+            Event::DispatchDeferred {
+                error: "timeout".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                stop_thread: true,
+                ..
+            })
+        ));
     }
 
     #[test]

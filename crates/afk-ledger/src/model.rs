@@ -57,6 +57,8 @@ pub struct Job {
     pub state: JobState,
     /// How many attempts were started so far.
     pub attempts: u32,
+    /// `attempts` when the job was last requeued: its retry budget counts the attempts since.
+    pub attempts_base: u32,
     /// How many times the live attempt's dispatch was tried so far.
     pub dispatch_tries: u32,
     /// It is not to be picked up (or its dispatch tried again) before this instant.
@@ -76,6 +78,7 @@ impl Job {
             state: self.state,
             attempts: self.attempts,
             dispatch_tries: self.dispatch_tries,
+            attempts_base: self.attempts_base,
         }
     }
 }
@@ -172,6 +175,7 @@ pub(crate) struct JobRow {
     source: String,
     state: String,
     attempts: i64,
+    attempts_base: i64,
     dispatch_tries: i64,
     not_before_ms: Option<i64>,
     last_error: Option<String>,
@@ -206,6 +210,7 @@ impl JobRow {
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
             attempts: count(self.attempts).map_err(|e| corrupt("attempts", e))?,
+            attempts_base: count(self.attempts_base).map_err(|e| corrupt("attempts_base", e))?,
             dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,
             not_before: self
                 .not_before_ms

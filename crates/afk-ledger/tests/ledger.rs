@@ -847,6 +847,7 @@ async fn a_refused_job_fails_with_its_reason(fx: &Fixture) {
         not_before: None,
         effect: None,
         note: "bogus".into(),
+        fresh_budget: false,
     };
     let error = ledger.record(other.id, &bogus, None, at(2)).await.unwrap_err();
     assert!(matches!(error, LedgerError::NoLiveAttempt { .. }), "{error:?}");
@@ -965,7 +966,7 @@ async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {
         notes,
         vec![
             "cancelled: issue closed".to_owned(),
-            "requeued: the issue is back".to_owned()
+            "requeued with a fresh budget of 3 attempts".to_owned()
         ]
     );
 }

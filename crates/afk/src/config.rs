@@ -408,7 +408,7 @@ impl Config {
         for key in OVERRIDABLE {
             let var = env_name(key);
             if let Some(value) = env(&var) {
-                set_path(&mut table, key, scalar(&value));
+                set_path(&mut table, key, scalar(key, &value));
                 overridden.insert(key.to_string(), var);
             }
         }
@@ -491,8 +491,17 @@ impl Config {
         if self.limits.max_attempts == 0 {
             return Err(("limits.max_attempts", "must be at least 1".into()));
         }
-        if self.watch.poll_interval.is_zero() {
-            return Err(("watch.poll_interval", "must be longer than zero".into()));
+        let positive = [
+            ("watch.poll_interval", self.watch.poll_interval),
+            ("watch.stall_timeout", self.watch.stall_timeout),
+            ("watch.turn_timeout", self.watch.turn_timeout),
+            ("t3.connect_timeout", self.t3.connect_timeout),
+            ("t3.request_timeout", self.t3.request_timeout),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return Err((key, "must be longer than zero".into()));
+            }
         }
         if self.retry.max_dispatch_tries == 0 {
             return Err(("retry.max_dispatch_tries", "must be at least 1".into()));
@@ -544,11 +553,24 @@ impl Config {
 }
 
 /// An environment value as TOML: an integer when it reads as one, else a string.
-fn scalar(value: &str) -> toml::Value {
-    match value.trim().parse::<i64>() {
-        Ok(n) => toml::Value::Integer(n),
-        Err(_) => toml::Value::String(value.to_owned()),
+/// Keys whose values are integers; every other overridable key is a string (so that
+/// `AFK_T3_MODEL=4` stays the string "4").
+const INTEGER_KEYS: &[&str] = &[
+    "limits.max_concurrent",
+    "limits.per_repo",
+    "limits.max_attempts",
+    "retry.max_dispatch_tries",
+    "github.app_id",
+    "github.installation_id",
+];
+
+fn scalar(key: &str, value: &str) -> toml::Value {
+    if INTEGER_KEYS.contains(&key) {
+        if let Ok(n) = value.trim().parse::<i64>() {
+            return toml::Value::Integer(n);
+        }
     }
+    toml::Value::String(value.to_owned())
 }
 
 fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
@@ -668,6 +690,14 @@ mod tests {
         assert_eq!(defaults.t3_read_token(), None);
         let err = load("[t3.token]\nprovider = \"file\"\npath = \"x\"\nmode = 1\n", &[]).unwrap_err();
         assert!(err.to_string().contains("t3.token"), "{err}");
+    }
+
+    #[test]
+    fn string_keys_stay_strings_and_zero_timeouts_are_refused() {
+        let config = load("", &[("AFK_T3_MODEL", "4")]).unwrap();
+        assert_eq!(config.t3.model, "4");
+        let err = load("[watch]\nturn_timeout = \"0s\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("watch.turn_timeout"), "{err}");
     }
 
     #[test]

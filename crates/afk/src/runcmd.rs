@@ -390,13 +390,29 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         number: args.issue,
     };
     let now = Utc::now();
-    if let Some(existing) = ledger.job_by_issue(&issue).await? {
-        if existing.state != JobState::Cancelled {
+    let existing = ledger.job_by_issue(&issue).await?;
+    if let Some(existing) = &existing {
+        // A job that ended without success can be asked for again (with a fresh budget of
+        // attempts); one that is queued, working or done cannot.
+        if !matches!(
+            existing.state,
+            JobState::Cancelled | JobState::Failed | JobState::GivenUp
+        ) {
             bail!(
                 "{issue} already has job {} in state {}",
                 existing.id,
                 existing.state
             );
+        }
+        if existing.source != "manual" {
+            // Its text belongs to its source (a file, a GitHub issue); only the retry is manual.
+            requeue(&ledger, &config, existing).await?;
+            println!(
+                "requeued job {} for {issue} with a fresh budget of attempts; its prompt still comes \
+                 from the {} source, not from --prompt",
+                existing.id, existing.source
+            );
+            return Ok(());
         }
     }
     let (job, created) = ledger
@@ -412,10 +428,15 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             now,
         )
         .await?;
-    if !created {
+    if created {
+        println!("queued job {} for {issue}", job.id);
+    } else {
         requeue(&ledger, &config, &job).await?;
+        println!(
+            "requeued job {} for {issue} with a fresh budget of attempts",
+            job.id
+        );
     }
-    println!("queued job {} for {issue}", job.id);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, MessageId, ProjectId,
-    ReadModel, T3Client, ThreadId,
+    ReadModel, T3Client, T3Error, ThreadId,
 };
 
 use super::{ControlError, ControlPlane, JobPrompt, TickReport};
@@ -21,20 +21,21 @@ use super::{ControlError, ControlPlane, JobPrompt, TickReport};
 pub(super) async fn resume(
     plane: &ControlPlane,
     snapshot: &ReadModel,
+    live: &[(Job, Attempt)],
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
-    for (job, attempt) in plane.ledger.live_attempts().await? {
+    for (job, attempt) in live {
         if job.state != JobState::Dispatching || job.not_before.is_some_and(|t| t > now) {
             continue;
         }
-        let plan = match plan_of(&attempt) {
+        let plan = match plan_of(attempt) {
             Ok(plan) => plan,
             Err(error) => {
                 let event = Event::DispatchRejected {
                     error: format!("the ledger's attempt cannot be sent again: {error}"),
                 };
-                plane.transition(&job, &event, None, now, report).await?;
+                plane.transition(job, &event, None, now, report).await?;
                 continue;
             }
         };
@@ -52,7 +53,7 @@ pub(super) async fn resume(
                 }),
             None => plane.t3.dispatch_plan(&plan).await.map(drop),
         };
-        conclude(plane, &job, outcome, now, report).await?;
+        conclude(plane, job, outcome, now, report).await?;
     }
     Ok(())
 }
@@ -64,22 +65,42 @@ pub(super) async fn dispatch_ready(
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
+    let ready = plane.ledger.ready_jobs(now, usize::MAX).await?;
+    if ready.is_empty() {
+        return Ok(());
+    }
     let in_flight = plane
         .ledger
         .jobs_in(&[JobState::Dispatching, JobState::Running])
         .await?;
-    let mut total = in_flight.len();
+    // A thread still being stopped may still be working: it counts against the limits, and its
+    // job gets no new attempt until the stop is confirmed.
+    let stopping: HashMap<afk_core::JobId, Job> = plane
+        .ledger
+        .attempts_to_stop()
+        .await?
+        .into_iter()
+        .map(|(job, _)| (job.id, job))
+        .collect();
+    let mut total = 0;
     let mut per_repo: HashMap<String, usize> = HashMap::new();
-    for job in &in_flight {
+    let busy = in_flight
+        .iter()
+        .chain(stopping.values().filter(|j| !j.state.has_live_attempt()));
+    for job in busy {
+        total += 1;
         *per_repo.entry(job.issue.repo.to_string()).or_default() += 1;
     }
     let limits = plane.settings.limits;
     if total >= limits.max_concurrent {
         return Ok(());
     }
-    for job in plane.ledger.ready_jobs(now, usize::MAX).await? {
+    for job in ready {
         if total >= limits.max_concurrent {
             break;
+        }
+        if stopping.contains_key(&job.id) {
+            continue;
         }
         let repo_count = per_repo.entry(job.issue.repo.to_string()).or_default();
         if *repo_count >= limits.per_repo {
@@ -149,7 +170,9 @@ pub(super) async fn dispatch_ready(
 }
 
 /// Records how a dispatch went: running, deferred (a transient failure: same ids, later) or
-/// rejected (T3 refused the command: the job fails with T3's reason).
+/// rejected (T3 refused the command: the job fails with T3's reason). A dispatch blocked by the
+/// operate token (missing, empty, expired or without scope) records nothing: the same attempt is
+/// tried again next tick without spending its tries, and the log says what to fix.
 async fn conclude(
     plane: &ControlPlane,
     job: &Job,
@@ -159,19 +182,30 @@ async fn conclude(
 ) -> Result<(), ControlError> {
     let event = match outcome {
         Ok(()) => Event::Dispatched,
-        Err(e) if e.error.is_transient() => Event::DispatchDeferred { error: describe(&e) },
-        Err(e) => Event::DispatchRejected { error: describe(&e) },
+        Err(e) if is_blocked(&e.error) => {
+            tracing::error!(
+                "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
+                 token_file): {}",
+                job.issue,
+                e.error
+            );
+            return Ok(());
+        }
+        Err(e) if e.error.is_transient() => Event::DispatchDeferred {
+            error: e.error.to_string(),
+        },
+        Err(e) => Event::DispatchRejected {
+            error: e.error.to_string(),
+        },
     };
     plane.transition(job, &event, None, now, report).await?;
     Ok(())
 }
 
-fn describe(e: &DispatchError) -> String {
-    let stage = match e.stage {
-        DispatchStage::Create => "thread.create",
-        DispatchStage::Turn => "thread.turn.start",
-    };
-    format!("{stage}: {}", e.error)
+/// True when T3 could not be asked at all for lack of a valid bearer token: no token, or T3 said
+/// 401 (after the client's one fresh read) or 403. Not the job's fault, so never held against it.
+pub(super) fn is_blocked(error: &T3Error) -> bool {
+    matches!(error, T3Error::Bearer { .. }) || matches!(error.status(), Some(401 | 403))
 }
 
 /// The T3 client for a prompt whose repository overrides the branch prefix or the model.

@@ -123,6 +123,11 @@ pub(super) async fn sync(
             repo: event.repo.clone(),
             number: event.number,
         };
+        if !gh.intake.config().repos.contains(&event.repo) {
+            // An organisation webhook or an App installed more widely than afk is configured.
+            tracing::info!("{key}: webhook for a repository not under [github] repos; ignored");
+            continue;
+        }
         if event.withdraws(gh.trigger()) {
             gh.issues.remove(&key);
             if let Some(job) = plane.ledger.job_by_issue(&key).await? {
@@ -194,14 +199,28 @@ async fn take(
             });
         }
         Some(job) => {
-            if job.title != new.title
-                || job.body != new.body
-                || job.labels != new.labels
-                || job.priority != new.priority
+            let withdrawn =
+                job.state == JobState::Cancelled && last_note_contains(plane, &job, WITHDRAWN_REASON).await?;
+            // The text the agent gets is the text a trusted person labelled: an edit after the
+            // label (perhaps by an untrusted author) is not taken until the issue is handed to
+            // afk again. Labels and priority follow the issue.
+            let refreshed = if withdrawn {
+                new
+            } else {
+                NewJob {
+                    title: job.title.clone(),
+                    body: job.body.clone(),
+                    ..new
+                }
+            };
+            if job.title != refreshed.title
+                || job.body != refreshed.body
+                || job.labels != refreshed.labels
+                || job.priority != refreshed.priority
             {
-                plane.ledger.upsert_job(&new, now).await?;
+                plane.ledger.upsert_job(&refreshed, now).await?;
             }
-            if job.state == JobState::Cancelled && last_note_contains(plane, &job, WITHDRAWN_REASON).await? {
+            if withdrawn {
                 plane.transition(&job, &Event::Requeue, None, now, report).await?;
             }
         }
@@ -248,7 +267,12 @@ pub(super) async fn prompt(gh: &mut GitHubSide, job: &Job) -> Result<Option<JobP
         Err(error) => return Err(error.to_string()),
     };
     let context = PromptContext {
-        issue: PromptIssue::from(issue),
+        // Title and body as afk took them (see `take`), not as last polled.
+        issue: PromptIssue {
+            title: job.title.clone(),
+            body: job.body.clone(),
+            ..PromptIssue::from(issue)
+        },
         repo: job.issue.repo.to_string(),
         attempt: job.attempts + 1,
         previous_error: (job.attempts > 0).then(|| job.last_error.clone()).flatten(),

@@ -87,8 +87,8 @@ pub enum ControlError {
     Ledger(#[from] LedgerError),
 }
 
-/// The control plane. Owns nothing but in-memory observations (for stall detection); all state
-/// that matters is in the ledger.
+/// The control plane. Keeps nothing in memory but observations and caches (stall timers, GitHub's
+/// latest view, what was reported); all state that matters is in the ledger.
 pub struct ControlPlane {
     ledger: Ledger,
     t3: T3Client,
@@ -151,10 +151,13 @@ impl ControlPlane {
         }
         if let Some(snapshot) = self.read_snapshot().await {
             report.t3_reachable = true;
-            watcher::watch(self, &snapshot, now, &mut report).await?;
-            watcher::stop_threads(self).await?;
+            // Read once and shared: the watcher looks only at running attempts and resumption only
+            // at dispatching ones, and nothing in between moves a dispatching job.
+            let live = self.ledger.live_attempts().await?;
+            watcher::watch(self, &snapshot, &live, now, &mut report).await?;
+            watcher::stop_threads(self, &snapshot).await?;
             watcher::settle(self, now, &mut report).await?;
-            dispatcher::resume(self, &snapshot, now, &mut report).await?;
+            dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
             dispatcher::dispatch_ready(self, now, &mut report).await?;
         }
         if let Some(mut gh) = self.github.take() {

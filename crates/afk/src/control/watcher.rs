@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use afk_core::{AttemptState, Event, JobState};
+use afk_ledger::{Attempt, Job};
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
-use t3_client::{CommandId, ReadModel, ThreadId, ThreadState};
+use t3_client::{CommandId, ReadModel, T3Error, ThreadId, ThreadState};
 
 use super::{ControlError, ControlPlane, TickReport};
 
@@ -15,7 +16,12 @@ use super::{ControlError, ControlPlane, TickReport};
 #[derive(Debug, Default)]
 pub struct StallTracker {
     seen: HashMap<String, (Timestamp, DateTime<Utc>)>,
+    absent: HashMap<String, u32>,
 }
+
+/// A thread is lost only when this many snapshots in a row lack it: one snapshot taken just as
+/// T3 applies a command may not show it yet.
+const ABSENT_SNAPSHOTS_FOR_LOST: u32 = 2;
 
 impl StallTracker {
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
@@ -27,20 +33,33 @@ impl StallTracker {
         now - entry.1
     }
 
-    /// Forgets threads that are no longer watched.
-    pub fn retain(&mut self, live: &std::collections::HashSet<String>) {
+    /// Counts one more snapshot in a row without `thread`; returns how many.
+    pub fn note_absent(&mut self, thread: &str) -> u32 {
+        let count = self.absent.entry(thread.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Forgets threads that are no longer watched, and absences that did not last.
+    pub fn retain(
+        &mut self,
+        live: &std::collections::HashSet<String>,
+        absent: &std::collections::HashSet<String>,
+    ) {
         self.seen.retain(|thread, _| live.contains(thread));
+        self.absent.retain(|thread, _| absent.contains(thread));
     }
 }
 
 pub(super) async fn watch(
     plane: &mut ControlPlane,
     snapshot: &ReadModel,
+    live: &[(Job, Attempt)],
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
-    let live = plane.ledger.live_attempts().await?;
     let mut watched = std::collections::HashSet::new();
+    let mut absent = std::collections::HashSet::new();
     // One pass over the snapshot, so that a fleet of thousands costs one hash lookup per attempt.
     let threads: HashMap<&str, &t3_client::wire::Thread> =
         snapshot.threads.iter().map(|t| (t.id.as_str(), t)).collect();
@@ -80,56 +99,77 @@ pub(super) async fn watch(
                 error: reason.unwrap_or_else(|| "the turn ended in error (T3 gave no reason)".into()),
             },
             ThreadState::Interrupted => Event::ThreadInterrupted,
+            ThreadState::Lost if thread.is_none() => {
+                absent.insert(attempt.thread_id.clone());
+                if plane.stalls.note_absent(&attempt.thread_id) < ABSENT_SNAPSHOTS_FOR_LOST {
+                    continue;
+                }
+                Event::ThreadLost
+            }
             ThreadState::Lost => Event::ThreadLost,
         };
-        plane.transition(&job, &event, None, now, report).await?;
+        plane.transition(job, &event, None, now, report).await?;
     }
-    plane.stalls.retain(&watched);
+    plane.stalls.retain(&watched, &absent);
     Ok(())
 }
 
-/// Interrupts the turn and stops the session of every attempt the ledger marked for stopping. The
-/// command ids derive from the thread id, so a stop repeated after a crash is deduplicated by T3.
-pub(super) async fn stop_threads(plane: &ControlPlane) -> Result<(), ControlError> {
+/// Stops the thread of every attempt the ledger marked for stopping. A stop is done when the
+/// snapshot shows the thread not working (gone, deleted, or its turn and session ended); until
+/// then each tick sends `thread.turn.interrupt` and `thread.session.stop` again (fresh command
+/// ids: a refused try must not make T3 refuse every later one), whatever T3 answered before.
+pub(super) async fn stop_threads(plane: &ControlPlane, snapshot: &ReadModel) -> Result<(), ControlError> {
     for (job, attempt) in plane.ledger.attempts_to_stop().await? {
-        let Ok(thread) = ThreadId::new(attempt.thread_id.clone()) else {
+        let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
         };
-        let interrupt = command_id(&thread, "interrupt");
-        let stop = command_id(&thread, "stop");
-        let outcome = match plane.t3.interrupt_turn(&thread, None, interrupt).await {
-            Ok(_) => plane.t3.stop_session(&thread, stop).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(_) => {
-                tracing::info!(
-                    "{} attempt {}: thread {thread} interrupted and stopped",
-                    job.issue,
-                    attempt.number
-                );
-                plane.ledger.mark_thread_stopped(attempt.id).await?;
-            }
-            Err(error) if error.is_transient() => {
-                tracing::warn!(
-                    "{} attempt {}: cannot stop thread {thread} yet: {error}",
-                    job.issue,
-                    attempt.number
-                );
-            }
-            Err(error) => {
-                // T3 refused: the thread has no turn to interrupt or no session to stop any more.
-                tracing::info!(
-                    "{} attempt {}: T3 refused to stop thread {thread} ({error}); it is not working",
-                    job.issue,
-                    attempt.number
-                );
-                plane.ledger.mark_thread_stopped(attempt.id).await?;
-            }
+        let thread = snapshot.thread(&thread_id);
+        if !matches!(ThreadState::of(thread), ThreadState::Running) {
+            tracing::info!(
+                "{} attempt {}: thread {thread_id} is not working; stopped",
+                job.issue,
+                attempt.number
+            );
+            plane.ledger.mark_thread_stopped(attempt.id).await?;
+            continue;
+        }
+        let turn = thread
+            .and_then(|t| t.latest_turn.as_ref())
+            .map(|t| t.turn_id.clone());
+        if let Err(error) = plane
+            .t3
+            .interrupt_turn(&thread_id, turn.as_ref(), CommandId::generate())
+            .await
+        {
+            warn_stop(
+                &job.issue,
+                attempt.number,
+                &thread_id,
+                "interrupt its turn",
+                &error,
+            );
+        }
+        if let Err(error) = plane.t3.stop_session(&thread_id, CommandId::generate()).await {
+            warn_stop(&job.issue, attempt.number, &thread_id, "stop its session", &error);
         }
     }
     Ok(())
+}
+
+fn warn_stop(
+    issue: &afk_core::IssueKey,
+    attempt: afk_core::AttemptNo,
+    thread: &ThreadId,
+    what: &str,
+    error: &T3Error,
+) {
+    let hint = if super::dispatcher::is_blocked(error) {
+        " (check the T3 token: [t3.token] or token_file)"
+    } else {
+        ""
+    };
+    tracing::warn!("{issue} attempt {attempt}: cannot {what} of thread {thread} yet: {error}{hint}");
 }
 
 /// Hands timed-out and lost jobs to the retry policy, once their thread is stopped: a retry must
@@ -151,10 +191,6 @@ pub(super) async fn settle(
         plane.transition(&job, &Event::Settle, None, now, report).await?;
     }
     Ok(())
-}
-
-fn command_id(thread: &ThreadId, what: &str) -> CommandId {
-    CommandId::new(format!("{thread}:{what}")).expect("a thread id with a suffix is a valid command id")
 }
 
 fn chrono_duration(d: std::time::Duration) -> chrono::Duration {

@@ -90,15 +90,16 @@ fn split_front_matter(rest: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Reads every `*.md` file in `dir`. A missing folder is an empty, complete scan (nothing to do
-/// yet); an unreadable file is logged and makes the scan incomplete.
+/// Reads every `*.md` file in `dir`. A missing folder is an empty but incomplete scan: it may be
+/// a volume not mounted yet or a wrong working directory, which must not cancel every job. An
+/// unreadable file or folder entry is logged and makes the scan incomplete too.
 pub fn scan(dir: &Path) -> Scan {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Scan {
                 issues: Vec::new(),
-                complete: true,
+                complete: false,
             }
         }
         Err(e) => {
@@ -106,14 +107,22 @@ pub fn scan(dir: &Path) -> Scan {
             return Scan::default();
         }
     };
+    let mut entry_failed = false;
     let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| match e {
+            Ok(e) => Some(e.path()),
+            Err(error) => {
+                warn!(dir = %dir.display(), %error, "cannot read an entry of the local issue folder");
+                entry_failed = true;
+                None
+            }
+        })
         .filter(|p| p.extension().is_some_and(|x| x == "md") && p.is_file())
         .collect();
     paths.sort();
     let mut scan = Scan {
         issues: Vec::new(),
-        complete: true,
+        complete: !entry_failed,
     };
     let mut seen = std::collections::BTreeMap::<IssueKey, PathBuf>::new();
     for path in paths {

@@ -1,0 +1,2 @@
+-- A requeued job gets a fresh retry budget: its attempts are counted from `attempts_base`.
+ALTER TABLE jobs ADD COLUMN attempts_base INTEGER NOT NULL DEFAULT 0 CHECK (attempts_base >= 0);
