@@ -162,7 +162,9 @@ async fn a_stalled_thread_is_interrupted_and_retried() {
 
 #[tokio::test]
 async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeued_when_back() {
-    let world = World::new(Duration::from_millis(50)).await;
+    let mut world = World::new(Duration::from_millis(50)).await;
+    // Its only attempt is used up when it is cancelled: coming back gives it a fresh budget.
+    world.config.limits.max_attempts = 1;
     let file = world.add_issue(REPO_A, 1, "Long. [sim:hang]");
     let mut plane = world.plane().await;
     tick_until(
@@ -285,4 +287,74 @@ async fn a_repository_without_a_t3_project_fails_with_a_clear_reason() {
         .note
         .contains("no T3 project is configured for repository someone/else"));
     assert_eq!(world.sim.threads().len(), 0);
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.retry.max_dispatch_tries = 2;
+    world.config.limits.max_attempts = 2;
+    world.add_issue(REPO_A, 1, "Long. [sim:hang]");
+    // T3 applies every command but afk never hears back.
+    world.sim.set_faults(t3_sim::FaultPlan {
+        lost_reply_rate: 1.0,
+        ..t3_sim::FaultPlan::default()
+    });
+    let mut plane = world.plane().await;
+    let running_threads = |sim: &t3_sim::SimServer| {
+        sim.read_model()
+            .threads
+            .iter()
+            .filter(|t| t3_client::ThreadState::of(Some(t)) == t3_client::ThreadState::Running)
+            .count()
+    };
+    let jobs = tick_until(
+        &mut plane,
+        Duration::from_secs(30),
+        |_| assert!(running_threads(&world.sim) <= 1, "two agents work on one issue"),
+        all_final(1),
+    )
+    .await;
+    assert_eq!(jobs[0].state, JobState::GivenUp);
+    // The last attempt's thread is stopped too, once the stop is confirmed by the snapshot.
+    world.sim.set_faults(t3_sim::FaultPlan::default());
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| running_threads(&world.sim) == 0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejected_operate_token_holds_dispatch_without_failing_jobs() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    let read_file = world.dir.path().join("t3-read-token");
+    std::fs::write(&read_file, "t3-read-only-77").unwrap();
+    world
+        .sim
+        .grant_token(t3_sim::TokenGrant::read_only("t3-read-only-77"));
+    world.config.t3.read_token_file = Some(read_file);
+    // The operate token is wrong: the watcher can read, nothing can be dispatched.
+    std::fs::write(&world.config.t3.token_file, "expired-operate-token").unwrap();
+    for n in 1..=2 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    let mut plane = world.plane().await;
+    for _ in 0..4 {
+        plane.tick(chrono::Utc::now()).await.unwrap();
+    }
+    let jobs = plane.ledger().jobs().await.unwrap();
+    assert!(
+        jobs.iter().all(|j| !j.state.is_final()),
+        "a token problem fails no job: {jobs:#?}"
+    );
+    std::fs::write(&world.config.t3.token_file, TOKEN).unwrap();
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(2)).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:#?}"
+    );
 }
