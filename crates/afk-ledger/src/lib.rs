@@ -518,8 +518,8 @@ impl Ledger {
                     sqlx::query(
                         "INSERT INTO attempts (job_id, number, state, thread_id, project_id, \
                          create_command_id, turn_command_id, message_id, title, branch, prompt, \
-                         dispatch_tries, stop_pending, created_ms, updated_ms) \
-                         VALUES ($1, $2, 'dispatching', $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, $11, $12)",
+                         dispatch_tries, stop_pending, created_ms, updated_ms, model) \
+                         VALUES ($1, $2, 'dispatching', $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, $11, $12, $13)",
                     )
                     .bind(job.0)
                     .bind(*number)
@@ -533,6 +533,7 @@ impl Ledger {
                     .bind(&ids.prompt)
                     .bind(now)
                     .bind(now)
+                    .bind(ids.model.as_deref())
                     .execute(&mut *tx)
                     .await?;
                     Some(*number)

@@ -103,6 +103,8 @@ pub struct NewAttempt {
     pub branch: String,
     /// The rendered prompt.
     pub prompt: String,
+    /// The model the thread is created with, when it is not afk's configured default.
+    pub model: Option<String>,
 }
 
 /// One attempt (one T3 thread) of a job, as the ledger holds it.
@@ -132,6 +134,8 @@ pub struct Attempt {
     pub branch: String,
     /// The rendered prompt.
     pub prompt: String,
+    /// The model the thread is created with, when it is not afk's configured default.
+    pub model: Option<String>,
     /// How many times its dispatch failed transiently.
     pub dispatch_tries: u32,
     /// Its last error (T3's, or the dispatcher's).
@@ -238,6 +242,7 @@ pub(crate) struct AttemptRow {
     title: String,
     branch: String,
     prompt: String,
+    model: Option<String>,
     dispatch_tries: i64,
     last_error: Option<String>,
     stop_pending: bool,
@@ -268,6 +273,7 @@ impl AttemptRow {
             title: self.title,
             branch: self.branch,
             prompt: self.prompt,
+            model: self.model,
             dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,
             last_error: self.last_error,
             stop_pending: self.stop_pending,

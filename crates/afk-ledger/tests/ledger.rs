@@ -259,6 +259,7 @@ fn ids(thread: &str) -> NewAttempt {
         title: format!("Work on {thread}"),
         branch: format!("afk/{thread}"),
         prompt: "Implement it.".into(),
+        model: Some("claude-opus-4-1".into()),
     }
 }
 
@@ -401,6 +402,10 @@ async fn a_job_lives_from_queued_to_succeeded_with_its_events(fx: &Fixture) {
     assert_eq!(attempt.title, attempt_ids.title);
     assert_eq!(attempt.branch, attempt_ids.branch);
     assert_eq!(attempt.prompt, attempt_ids.prompt);
+    assert_eq!(
+        attempt.model, attempt_ids.model,
+        "the chosen model is kept for a resumed dispatch"
+    );
     assert_eq!(attempt.created_at, at(1));
     assert_eq!(attempt.ended_at, None);
     assert!(!attempt.stop_pending);

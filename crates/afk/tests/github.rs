@@ -285,12 +285,12 @@ async fn a_template_error_in_afk_md_fails_the_job_with_a_message_naming_it() {
 }
 
 #[tokio::test]
-async fn afk_md_settings_choose_the_branch() {
+async fn afk_md_settings_choose_the_branch_and_the_model() {
     let (world, github) = github_world(Duration::from_millis(100)).await;
     github.set_file(
         REPO_A,
         "AFK.md",
-        "---\nbranch_prefix: bots/\n---\nFix #{{ issue.number }}: {{ issue.title }}\n",
+        "---\nbranch_prefix: bots/\nmodel: claude-opus-4-1\n---\nFix #{{ issue.number }}: {{ issue.title }}\n",
     );
     let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
     github.add_label(REPO_A, number, "afk", MAINTAINER);
@@ -301,4 +301,5 @@ async fn afk_md_settings_choose_the_branch() {
         thread.branch.as_deref(),
         Some(format!("bots/issue-{number}").as_str())
     );
+    assert_eq!(thread.model_selection.model.as_str(), "claude-opus-4-1");
 }

@@ -39,11 +39,18 @@ pub(super) async fn resume(
                 continue;
             }
         };
+        // Created exactly as first planned: with the model the repository chose, if any.
+        let client = client_for(
+            &plane.t3,
+            &JobPrompt {
+                model: attempt.model.clone(),
+                ..JobPrompt::default()
+            },
+        );
         let thread = snapshot.thread(&plan.ids.thread_id);
         let outcome = match thread {
             Some(thread) if thread.latest_turn.is_some() => Ok(()),
-            Some(_) => plane
-                .t3
+            Some(_) => client
                 .start_turn(&plan)
                 .await
                 .map(drop)
@@ -51,7 +58,7 @@ pub(super) async fn resume(
                     stage: DispatchStage::Turn,
                     error,
                 }),
-            None => plane.t3.dispatch_plan(&plan).await.map(drop),
+            None => client.dispatch_plan(&plan).await.map(drop),
         };
         conclude(plane, job, outcome, now, report).await?;
     }
@@ -154,6 +161,7 @@ pub(super) async fn dispatch_ready(
             title: plan.title.clone(),
             branch: plan.branch.clone(),
             prompt: plan.text.clone(),
+            model: prompt.model.clone(),
         };
         let Some((_, job)) = plane
             .transition(&job, &Event::StartAttempt, Some(&attempt), now, report)
