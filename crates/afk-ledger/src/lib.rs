@@ -409,6 +409,23 @@ impl Ledger {
         }
     }
 
+    /// Records what was last reported on `job`'s issue (an opaque marker chosen by the reporter).
+    /// Does not count as a change of the job (`updated_at` stays). [`LedgerError::NotFound`] for
+    /// an unknown job.
+    pub async fn mark_reported(&self, job: JobId, marker: &str) -> Result<(), LedgerError> {
+        let found: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar("UPDATE jobs SET reported = $1 WHERE id = $2 RETURNING id")
+                .bind(marker)
+                .bind(job.0)
+                .fetch_optional(pool)
+                .await?
+        });
+        match found {
+            Some(_) => Ok(()),
+            None => Err(LedgerError::NotFound(RecordRef::Job(job))),
+        }
+    }
+
     /// The event log of `job`, oldest first. Empty for an unknown job.
     pub async fn events(&self, job: JobId) -> Result<Vec<EventRecord>, LedgerError> {
         let rows: Vec<EventRow> = with_pool!(self, |pool| {

@@ -69,6 +69,8 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// What was last reported on its issue ([`crate::Ledger::mark_reported`]), if anything.
+    pub reported: Option<String>,
 }
 
 impl Job {
@@ -185,6 +187,7 @@ pub(crate) struct JobRow {
     last_error: Option<String>,
     created_ms: i64,
     updated_ms: i64,
+    reported: Option<String>,
 }
 
 impl JobRow {
@@ -224,6 +227,7 @@ impl JobRow {
             last_error: self.last_error,
             created_at: instant(self.created_ms).map_err(|e| corrupt("created_ms", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("updated_ms", e))?,
+            reported: self.reported,
         })
     }
 }

@@ -111,6 +111,16 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     assert!(comments[0].contains("Pull request: #"), "{}", comments[0]);
     let thread = world.sim.read_model().threads.into_iter().next().unwrap();
     assert_eq!(thread.title, format!("{REPO_A}#{number}: Fix the pager"));
+
+    // After a restart, what was reported is not reported again.
+    drop(plane);
+    let writes = |github: &GitHubStandIn| github.requests().iter().filter(|r| r.method != "GET").count();
+    let before = writes(&github);
+    let mut plane = plane_with_github(&world, None).await;
+    for _ in 0..3 {
+        plane.tick(chrono::Utc::now()).await.unwrap();
+    }
+    assert_eq!(writes(&github), before, "nothing new to say on the issue");
 }
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 //!
 //! GitHub is reached only through `afk-github`; this module decides when to ask and what the
 //! answers mean for jobs. Reporting is best effort and idempotent: a report that fails is retried
-//! on the next tick, and after a restart every job still in flight is reported once more.
+//! on the next tick. What was reported is kept in the ledger, so a report lost to a crash is made
+//! after the restart and one already made is not repeated.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use afk_core::{Event, IssueKey, JobId, JobState, Repo};
+use afk_core::{Event, IssueKey, JobState, Repo};
 use afk_github::{
     EligibleIssue, Intake, PolicyError, PolicySettings, PolicyStore, PromptContext, PromptIssue,
     PullRequestSearch, Reporter, StatusReport, ThreadLink, Verdict, WebhookEvent,
@@ -26,10 +27,6 @@ pub const GITHUB_SOURCE: &str = "github";
 /// requeued when the issue becomes eligible again.
 pub const WITHDRAWN_REASON: &str = "the issue was closed or lost its trigger label";
 
-/// Final jobs older than this are not reported again after a restart (their comment is already
-/// right, and reporting them all would spend the rate limit).
-const REPORT_AGAIN_AFTER_RESTART: chrono::Duration = chrono::Duration::hours(1);
-
 /// Everything the control plane needs to work with GitHub.
 pub struct GitHubSide {
     intake: Intake,
@@ -41,8 +38,6 @@ pub struct GitHubSide {
     issues: HashMap<IssueKey, EligibleIssue>,
     /// Per-repository `AFK.md` settings seen at the last prompt rendering.
     settings: HashMap<Repo, PolicySettings>,
-    /// What was last reported for each job: its state and attempt count.
-    reported: HashMap<JobId, (JobState, u32)>,
     /// T3's web UI, for links to threads (`{base}/{thread id}`).
     thread_url_base: Option<String>,
     events: Option<mpsc::Receiver<WebhookEvent>>,
@@ -80,7 +75,6 @@ impl GitHubSide {
             next_poll: None,
             issues: HashMap::new(),
             settings: HashMap::new(),
-            reported: HashMap::new(),
             thread_url_base: thread_url_base.map(|b| b.trim_end_matches('/').to_owned()),
             events,
         }
@@ -290,23 +284,14 @@ pub(super) async fn prompt(gh: &mut GitHubSide, job: &Job) -> Result<Option<JobP
 
 /// Brings the status comment and labels of every GitHub job whose state or attempt changed since
 /// it was last reported up to date. Failures are logged and retried on the next tick.
-pub(super) async fn report(
-    plane: &ControlPlane,
-    gh: &mut GitHubSide,
-    now: DateTime<Utc>,
-) -> Result<(), ControlError> {
+pub(super) async fn report(plane: &ControlPlane, gh: &mut GitHubSide) -> Result<(), ControlError> {
     for job in plane.ledger.jobs().await? {
         if job.source != GITHUB_SOURCE {
             continue;
         }
-        let seen = (job.state, job.attempts);
-        match gh.reported.get(&job.id) {
-            Some(last) if *last == seen => continue,
-            None if job.state.is_final() && now - job.updated_at > REPORT_AGAIN_AFTER_RESTART => {
-                gh.reported.insert(job.id, seen);
-                continue;
-            }
-            _ => {}
+        let marker = format!("{}:{}", job.state, job.attempts);
+        if job.reported.as_deref() == Some(marker.as_str()) {
+            continue;
         }
         // A comment appears with the first dispatch, or when the job fails without one.
         if job.attempts == 0 && job.state != JobState::Failed {
@@ -355,7 +340,11 @@ pub(super) async fn report(
             tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
             continue;
         }
-        let first_report_of_attempt = gh.reported.get(&job.id).is_none_or(|(_, n)| *n != job.attempts);
+        let first_report_of_attempt = job
+            .reported
+            .as_deref()
+            .and_then(|r| r.rsplit_once(':'))
+            .is_none_or(|(_, n)| n != job.attempts.to_string());
         if job.state == JobState::Running || first_report_of_attempt {
             let extra = gh
                 .settings
@@ -371,7 +360,7 @@ pub(super) async fn report(
         if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
             tracing::info!("{}: succeeded, but no pull request for it was found", job.issue);
         }
-        gh.reported.insert(job.id, seen);
+        plane.ledger.mark_reported(job.id, &marker).await?;
     }
     Ok(())
 }

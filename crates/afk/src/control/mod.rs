@@ -161,7 +161,7 @@ impl ControlPlane {
             dispatcher::dispatch_ready(self, now, &mut report).await?;
         }
         if let Some(mut gh) = self.github.take() {
-            let reported = github::report(self, &mut gh, now).await;
+            let reported = github::report(self, &mut gh).await;
             self.github = Some(gh);
             reported?;
         }

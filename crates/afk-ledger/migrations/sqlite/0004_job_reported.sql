@@ -1,0 +1,3 @@
+-- What was last reported on the job's issue (its state and attempt count), so that a report lost to
+-- a crash is sent after the restart and a report already made is not sent again.
+ALTER TABLE jobs ADD COLUMN reported TEXT;
