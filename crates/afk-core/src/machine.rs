@@ -250,6 +250,16 @@ pub fn apply(
     };
 
     let transition = match (job.state, event) {
+        // The budget was lowered (a config change) below what this job already used.
+        (J::RetryWait, Event::StartAttempt) if used >= policy.max_attempts => step(
+            J::GivenUp,
+            None,
+            None,
+            format!(
+                "giving up: {used} attempts used, the limit is now {}",
+                policy.max_attempts
+            ),
+        ),
         (J::Queued | J::RetryWait, Event::StartAttempt) => {
             if used >= policy.max_attempts {
                 return Err(invalid());
@@ -426,7 +436,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.to, JobState::GivenUp);
-        assert!(run(job(JobState::RetryWait, 3), Event::StartAttempt).is_err());
+        // A budget lowered below what the job used gives up rather than waiting forever.
+        assert_eq!(
+            run(job(JobState::RetryWait, 3), Event::StartAttempt).unwrap().to,
+            JobState::GivenUp
+        );
     }
 
     #[test]

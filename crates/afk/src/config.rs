@@ -420,7 +420,16 @@ impl Config {
                 .unwrap_or(source_name.clone());
             ConfigError {
                 source_name: from,
-                message: format!("key {key}: {}", e.inner().message()),
+                message: if is_secret_key(&key) {
+                    // serde would quote the value, and a token typed straight into the file must
+                    // not end up in a terminal or a log.
+                    format!(
+                        "key {key}: expected a provider table such as {{ provider = \"file\", path = \"...\" }} \
+                         (see docs/secrets.md); the value is not shown"
+                    )
+                } else {
+                    format!("key {key}: {}", e.inner().message())
+                },
             }
         })?;
         config.validate().map_err(|(key, message)| ConfigError {
@@ -553,6 +562,19 @@ impl Config {
 }
 
 /// An environment value as TOML: an integer when it reads as one, else a string.
+/// True for the keys that hold a secret provider: their values are never echoed in errors.
+fn is_secret_key(key: &str) -> bool {
+    [
+        "t3.token",
+        "t3.read_token",
+        "github.token",
+        "github.private_key",
+        "github.webhook_secret",
+    ]
+    .iter()
+    .any(|k| key == *k || key == format!("{k}.value") || key.starts_with(&format!("{k}.auth.token")))
+}
+
 /// Keys whose values are integers; every other overridable key is a string (so that
 /// `AFK_T3_MODEL=4` stays the string "4").
 const INTEGER_KEYS: &[&str] = &[
@@ -698,6 +720,13 @@ mod tests {
         assert_eq!(config.t3.model, "4");
         let err = load("[watch]\nturn_timeout = \"0s\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("watch.turn_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_token_typed_into_the_file_is_never_echoed() {
+        let err = load("[t3]\ntoken = \"sk-SECRET-abc123\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("t3.token") && !text.contains("sk-SECRET"), "{text}");
     }
 
     #[test]

@@ -163,12 +163,16 @@ pub(super) async fn dispatch_ready(
             prompt: plan.text.clone(),
             model: prompt.model.clone(),
         };
-        let Some((_, job)) = plane
+        let Some((transition, job)) = plane
             .transition(&job, &Event::StartAttempt, Some(&attempt), now, report)
             .await?
         else {
             continue;
         };
+        if transition.effect != Some(afk_core::Effect::Dispatch) {
+            // No attempt after all (its budget is spent): nothing to send.
+            continue;
+        }
         total += 1;
         *repo_count += 1;
         let outcome = client.dispatch_plan(&plan).await.map(drop);

@@ -117,15 +117,33 @@ pub(super) async fn sync(
             repo: event.repo.clone(),
             number: event.number,
         };
-        if !gh.intake.config().repos.contains(&event.repo) {
+        let configured = gh
+            .intake
+            .config()
+            .repos
+            .iter()
+            .any(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str()));
+        if !configured {
             // An organisation webhook or an App installed more widely than afk is configured.
             tracing::info!("{key}: webhook for a repository not under [github] repos; ignored");
             continue;
         }
         if event.withdraws(gh.trigger()) {
-            gh.issues.remove(&key);
-            if let Some(job) = plane.ledger.job_by_issue(&key).await? {
-                withdraw(plane, &job, now, report).await?;
+            // Deliveries may arrive late or out of order (a `closed` after the `reopened`):
+            // withdraw only what GitHub says is not eligible now.
+            match gh.intake.check(&event.repo, event.number).await {
+                Ok(Verdict::Eligible(_)) => {
+                    tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
+                }
+                Ok(Verdict::Skipped(_)) => {
+                    gh.issues.remove(&key);
+                    if let Some(job) = plane.ledger.job_by_issue(&key).await? {
+                        withdraw(plane, &job, now, report).await?;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
+                }
             }
         } else if event.may_make_eligible(gh.trigger()) {
             match gh.intake.check(&event.repo, event.number).await {
@@ -195,17 +213,13 @@ async fn take(
         Some(job) => {
             let withdrawn =
                 job.state == JobState::Cancelled && last_note_contains(plane, &job, WITHDRAWN_REASON).await?;
-            // The text the agent gets is the text a trusted person labelled: an edit after the
-            // label (perhaps by an untrusted author) is not taken until the issue is handed to
-            // afk again. Labels and priority follow the issue.
-            let refreshed = if withdrawn {
-                new
-            } else {
-                NewJob {
-                    title: job.title.clone(),
-                    body: job.body.clone(),
-                    ..new
-                }
+            // The text the agent gets is the text afk took when a trusted person handed the issue
+            // over: a later edit (perhaps by an untrusted author, who may also close and reopen
+            // the issue) is never taken. Labels and priority follow the issue.
+            let refreshed = NewJob {
+                title: job.title.clone(),
+                body: job.body.clone(),
+                ..new
             };
             if job.title != refreshed.title
                 || job.body != refreshed.body
@@ -336,9 +350,21 @@ pub(super) async fn report(plane: &ControlPlane, gh: &mut GitHubSide) -> Result<
                 .flatten(),
             pull_request,
         };
-        if let Err(error) = gh.reporter.report(&status).await {
-            tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
-            continue;
+        match gh.reporter.report(&status).await {
+            Ok(_) => {}
+            Err(error @ afk_github::GitHubError::NotFound { .. }) => {
+                // The issue was deleted or moved: there is nowhere to report, now or later.
+                tracing::warn!(
+                    "{}: cannot report on the issue, GitHub no longer has it: {error}",
+                    job.issue
+                );
+                plane.ledger.mark_reported(job.id, &marker).await?;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
+                continue;
+            }
         }
         let first_report_of_attempt = job
             .reported

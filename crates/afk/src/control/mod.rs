@@ -38,7 +38,7 @@ pub struct Limits {
 pub struct Timeouts {
     /// A running thread whose `updatedAt` has not moved for this long is stalled.
     pub stall: Duration,
-    /// An attempt running for longer than this (from its start) has timed out.
+    /// An attempt running for longer than this (from when T3 accepted its turn) has timed out.
     pub turn: Duration,
 }
 

@@ -17,6 +17,7 @@ use super::{ControlError, ControlPlane, TickReport};
 pub struct StallTracker {
     seen: HashMap<String, (Timestamp, DateTime<Utc>)>,
     absent: HashMap<String, u32>,
+    stop_absent: HashMap<String, u32>,
 }
 
 /// A thread is lost only when this many snapshots in a row lack it: one snapshot taken just as
@@ -38,6 +39,18 @@ impl StallTracker {
         let count = self.absent.entry(thread.to_owned()).or_default();
         *count += 1;
         *count
+    }
+
+    /// Counts one more snapshot in a row without `thread`, a thread being stopped; returns how many.
+    pub fn note_stop_absent(&mut self, thread: &str) -> u32 {
+        let count = self.stop_absent.entry(thread.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Forgets stop absences that did not last.
+    pub fn retain_stop_absent(&mut self, absent: &std::collections::HashSet<String>) {
+        self.stop_absent.retain(|thread, _| absent.contains(thread));
     }
 
     /// Forgets threads that are no longer watched, and absences that did not last.
@@ -73,7 +86,10 @@ pub(super) async fn watch(
                 let Some(thread) = thread else { continue };
                 watched.insert(attempt.thread_id.clone());
                 let unchanged = plane.stalls.observe(&attempt.thread_id, thread.updated_at, now);
-                let running_for = now - attempt.created_at;
+                // While an attempt runs its row changes no more, so `updated_at` is when it
+                // started running: time spent dispatching (T3 down, a rejected token) is not held
+                // against the agent.
+                let running_for = now - attempt.updated_at;
                 let turn = chrono_duration(plane.settings.timeouts.turn);
                 let stall = chrono_duration(plane.settings.timeouts.stall);
                 if running_for > turn {
@@ -118,20 +134,37 @@ pub(super) async fn watch(
 /// snapshot shows the thread not working (gone, deleted, or its turn and session ended); until
 /// then each tick sends `thread.turn.interrupt` and `thread.session.stop` again (fresh command
 /// ids: a refused try must not make T3 refuse every later one), whatever T3 answered before.
-pub(super) async fn stop_threads(plane: &ControlPlane, snapshot: &ReadModel) -> Result<(), ControlError> {
+pub(super) async fn stop_threads(plane: &mut ControlPlane, snapshot: &ReadModel) -> Result<(), ControlError> {
+    let mut still_absent = std::collections::HashSet::new();
     for (job, attempt) in plane.ledger.attempts_to_stop().await? {
         let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
         };
         let thread = snapshot.thread(&thread_id);
-        if !matches!(ThreadState::of(thread), ThreadState::Running) {
+        let stopped = match ThreadState::of(thread) {
+            // A thread T3 has not shown yet may still be created by a request in flight: only
+            // absence in consecutive snapshots counts.
+            ThreadState::Lost if thread.is_none() => {
+                still_absent.insert(attempt.thread_id.clone());
+                plane.stalls.note_stop_absent(&attempt.thread_id) >= ABSENT_SNAPSHOTS_FOR_LOST
+            }
+            ThreadState::Starting | ThreadState::Running => false,
+            ThreadState::Succeeded
+            | ThreadState::Failed { .. }
+            | ThreadState::Interrupted
+            | ThreadState::Lost => true,
+        };
+        if stopped {
             tracing::info!(
                 "{} attempt {}: thread {thread_id} is not working; stopped",
                 job.issue,
                 attempt.number
             );
             plane.ledger.mark_thread_stopped(attempt.id).await?;
+            continue;
+        }
+        if thread.is_none() {
             continue;
         }
         let turn = thread
@@ -154,6 +187,7 @@ pub(super) async fn stop_threads(plane: &ControlPlane, snapshot: &ReadModel) -> 
             warn_stop(&job.issue, attempt.number, &thread_id, "stop its session", &error);
         }
     }
+    plane.stalls.retain_stop_absent(&still_absent);
     Ok(())
 }
 
