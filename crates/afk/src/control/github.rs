@@ -113,25 +113,31 @@ pub(super) async fn sync(
         }
     }
     for event in events {
-        let key = IssueKey {
-            repo: event.repo.clone(),
-            number: event.number,
-        };
+        // GitHub names are case-insensitive; jobs are keyed by the spelling in [github] repos.
         let configured = gh
             .intake
             .config()
             .repos
             .iter()
-            .any(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str()));
-        if !configured {
+            .find(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str()))
+            .cloned();
+        let Some(repo) = configured else {
             // An organisation webhook or an App installed more widely than afk is configured.
-            tracing::info!("{key}: webhook for a repository not under [github] repos; ignored");
+            tracing::info!(
+                "{}#{}: webhook for a repository not under [github] repos; ignored",
+                event.repo,
+                event.number
+            );
             continue;
-        }
+        };
+        let key = IssueKey {
+            repo: repo.clone(),
+            number: event.number,
+        };
         if event.withdraws(gh.trigger()) {
             // Deliveries may arrive late or out of order (a `closed` after the `reopened`):
             // withdraw only what GitHub says is not eligible now.
-            match gh.intake.check(&event.repo, event.number).await {
+            match gh.intake.check(&repo, event.number).await {
                 Ok(Verdict::Eligible(_)) => {
                     tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
                 }
@@ -146,7 +152,7 @@ pub(super) async fn sync(
                 }
             }
         } else if event.may_make_eligible(gh.trigger()) {
-            match gh.intake.check(&event.repo, event.number).await {
+            match gh.intake.check(&repo, event.number).await {
                 Ok(Verdict::Eligible(issue)) => take(plane, gh, *issue, now, report).await?,
                 Ok(Verdict::Skipped(reason)) => tracing::info!("{key}: not taken: {reason}"),
                 // Polling will look again.
