@@ -50,6 +50,15 @@ pub(super) async fn sync_local(
                     note: "queued".into(),
                 });
             }
+            Some(job) if job.source != LOCAL_SOURCE => {
+                // The issue belongs to another source (GitHub, queued by hand): a file must not
+                // change its text.
+                tracing::warn!(
+                    "{}: a local file describes an issue that came from the {} source; the file is ignored",
+                    job.issue,
+                    job.source
+                );
+            }
             Some(job) => {
                 if job.title != issue.title
                     || job.body != issue.body
