@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod leader;
 mod model;
 mod redact;
 
@@ -37,6 +38,7 @@ use sqlx::{ConnectOptions, Connection};
 
 pub use afk_core::IssueKey;
 pub use error::{LedgerError, RecordRef};
+pub use leader::Leadership;
 pub use model::{Attempt, AttemptId, EventRecord, Job, NewAttempt, NewJob};
 pub use redact::redact_url;
 

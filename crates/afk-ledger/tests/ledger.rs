@@ -219,6 +219,7 @@ on_both_backends!(
     concurrent_upserts_of_one_issue_make_one_job,
     a_cancelled_job_comes_back_queued_with_its_history,
     an_unreadable_row_is_reported_not_guessed,
+    one_process_leads_the_ledger_at_a_time,
 );
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -1102,4 +1103,27 @@ async fn the_ledger_debug_output_hides_the_password() {
         ledger.close().await;
     })
     .await;
+}
+
+async fn one_process_leads_the_ledger_at_a_time(fx: &Fixture) {
+    // A second afk (another process in real life: a second pool here) opens the same ledger.
+    let other = Ledger::open(&fx.url)
+        .await
+        .expect("a second handle on the same ledger");
+    let lead = fx.ledger.try_lead().await.unwrap().expect("the first one leads");
+    assert!(
+        other.try_lead().await.unwrap().is_none(),
+        "the second one stands by"
+    );
+    assert!(
+        other.try_lead().await.unwrap().is_none(),
+        "asking again changes nothing"
+    );
+    lead.release().await;
+    let taken_over = other.try_lead().await.unwrap();
+    assert!(
+        taken_over.is_some(),
+        "the standby takes over once the leader is gone"
+    );
+    other.close().await;
 }

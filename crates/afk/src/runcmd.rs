@@ -77,15 +77,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // One control plane per ledger: a second `afk run` stands by and takes over when the first
+    // is gone (the lock dies with its process).
+    let ledger = plane.ledger().clone();
+    let mut standing_by = false;
+    let leadership = loop {
+        match ledger.try_lead().await {
+            Ok(Some(leadership)) => break leadership,
+            Ok(None) if !standing_by => {
+                tracing::warn!(
+                    "another afk run is working on ledger {}: standing by until it stops",
+                    ledger.url_redacted()
+                );
+                standing_by = true;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!("cannot take the lead of the ledger yet: {error}"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(config.watch.poll_interval) => {}
+        }
+    };
     tracing::info!(
         "afk running: T3 at {}, ledger {}, polling every {}",
         config.t3.url,
-        afk_ledger::redact_url(&config.ledger.url),
+        ledger.url_redacted(),
         humantime::format_duration(config.watch.poll_interval)
     );
-    plane
-        .run(config.watch.poll_interval, shutdown_signal(), |_| {})
-        .await;
+    plane.run(config.watch.poll_interval, &mut shutdown, |_| {}).await;
+    leadership.release().await;
     tracing::info!("afk stopped");
     Ok(())
 }

@@ -214,3 +214,53 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
     assert_eq!(t3.threads().len(), 1);
     kill_9(afk).await;
 }
+
+#[tokio::test]
+async fn a_second_afk_on_the_same_ledger_stands_by_and_takes_over_when_the_first_dies() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let world = World::new(Duration::from_millis(300)).await;
+    for n in 1..=3 {
+        world.add_issue(REPO_A, n, "Do it.");
+    }
+    let config = world.write_config();
+    let first = spawn_afk(&config);
+    let ledger = world.ledger().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ledger
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.state == JobState::Running)
+    {
+        assert!(Instant::now() < deadline, "the first afk never dispatched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("AFK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(second.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            if line.contains("standing by") {
+                return;
+            }
+        }
+        panic!("the second afk's log ended without standing by");
+    })
+    .await
+    .expect("the second afk stands by");
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+
+    kill_9(first).await;
+    let jobs = wait_all_final(&world, 3, Duration::from_secs(30)).await;
+    kill_9(second).await;
+    assert_one_thread_per_attempt(&world, &jobs).await;
+}
