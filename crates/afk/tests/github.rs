@@ -313,3 +313,43 @@ async fn afk_md_settings_choose_the_branch_and_the_model() {
     );
     assert_eq!(thread.model_selection.model.as_str(), "claude-opus-4-1");
 }
+
+#[tokio::test]
+async fn removing_the_trigger_label_while_its_thread_runs_stops_it_and_cancels_the_job() {
+    let (world, github) = github_world(Duration::from_millis(100)).await;
+    let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut plane = plane_with_github(&world, None).await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    github.remove_label(REPO_A, number, "afk", MAINTAINER);
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs[0].state == JobState::Cancelled,
+    )
+    .await;
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| {
+            world.sim.read_model().threads[0]
+                .latest_turn
+                .as_ref()
+                .map(|t| t.state)
+                == Some(TurnState::Interrupted)
+                && status_comments(&github, number)
+                    .iter()
+                    .any(|c| c.to_lowercase().contains("cancel"))
+        },
+    )
+    .await;
+    assert_eq!(status_comments(&github, number).len(), 1, "one comment, edited");
+}
