@@ -116,3 +116,43 @@ async fn least_privilege_the_watcher_reads_with_its_own_read_only_token() {
     let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
 }
+
+#[tokio::test]
+async fn vault_down_holds_afk_without_a_crash_or_a_lost_job() {
+    let mut vault = VaultStandIn::start().await.expect("the stand-in Vault starts");
+    let vault_token = vault.issue_token(None);
+    let mut world = World::new(Duration::from_millis(50)).await;
+    let vault_token_file = world.dir.path().join("vault-token");
+    std::fs::write(&vault_token_file, &vault_token).unwrap();
+    vault.set_secret("afk/t3", "token", TOKEN);
+    world.config.t3.token = Some(
+        toml::from_str::<ProviderSpec>(&format!(
+            r#"
+            provider = "vault"
+            addr = "{}"
+            path = "afk/t3"
+            cache_lifetime = "1s"
+            timeout = "1s"
+            auth = {{ method = "token", token = {{ provider = "file", path = "{}" }} }}
+            "#,
+            vault.url(),
+            vault_token_file.display()
+        ))
+        .expect("a valid Vault provider spec"),
+    );
+    world.add_issue(REPO_A, 1, "Do it.");
+    // Vault is down before afk ever read the token.
+    vault.go_down().await;
+    let mut plane = world.plane().await;
+    for _ in 0..3 {
+        let report = plane
+            .tick(chrono::Utc::now())
+            .await
+            .expect("Vault down is not fatal");
+        assert!(!report.t3_reachable, "no token, no T3");
+    }
+    assert_eq!(plane.ledger().jobs().await.unwrap()[0].state, JobState::Queued);
+    vault.come_back().await.expect("Vault comes back");
+    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    assert_eq!(jobs[0].state, JobState::Succeeded);
+}
