@@ -12,6 +12,7 @@
 //!   [`GitHubError::RateLimited`];
 //! - a 401 makes the client fetch a fresh credential and retry exactly once.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -356,12 +357,6 @@ impl GitHubClient {
         }
         now + chrono::Duration::from_std(DEFAULT_BACK_OFF).unwrap_or_else(|_| chrono::Duration::seconds(60))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them inconsistent (plain inserts), so a
-    // poisoned lock is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn transport(url: &Url, e: reqwest::Error) -> GitHubError {

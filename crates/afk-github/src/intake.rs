@@ -9,6 +9,7 @@
 //! [`Scan::skipped`] and logged, never answered with a comment (that would let strangers make afk
 //! post on demand).
 
+use crate::lock;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
@@ -467,10 +468,6 @@ pub fn priority_from_labels<S: AsRef<str>>(labels: &[S]) -> Priority {
         .filter_map(|l| l.as_ref().parse::<Priority>().ok())
         .min()
         .unwrap_or_default()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -48,3 +48,9 @@ pub use report::{
     STATUS_MARKER,
 };
 pub use webhook::{sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};
+
+/// Locks `m`, also when a panic poisoned it: every lock in this crate guards plain caches and
+/// counters (single inserts and reads), which a panic cannot leave half-written.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -8,6 +8,7 @@
 //!
 //! The standing-rules preamble is **not** here: the T3 client prepends it to every prompt.
 
+use crate::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
@@ -400,10 +401,6 @@ fn decode_contents(origin: &str, contents: &model::Contents) -> Result<String, P
         repo: origin.to_owned(),
         message: "it is not valid UTF-8".into(),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

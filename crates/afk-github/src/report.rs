@@ -5,6 +5,7 @@
 //! edited in place afterwards; when the remembered comment id is lost (restart) or stale (the
 //! comment was deleted), the comments are searched before a new one is created.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -470,10 +471,6 @@ fn state_words(state: JobState) -> &'static str {
         JobState::Lost => "thread lost in T3",
         JobState::GivenUp => "failed, no attempts left",
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! Webhooks only make afk act sooner: polling stays the source of truth for missed deliveries, and
 //! a delivery seen twice is answered 200 and dropped.
 
+use crate::lock;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -287,10 +288,6 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
                 .and_then(|pair| u8::from_str_radix(pair, 16).ok())
         })
         .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
