@@ -84,6 +84,13 @@ impl T3Error {
         }
     }
 
+    /// True when T3 could not be asked at all for lack of a valid bearer token: the provider had
+    /// none, or T3 answered 401 (after the client's one fresh read) or 403. Nothing about the
+    /// request itself was judged, so a caller should not hold it against the work it carries.
+    pub fn is_credential_problem(&self) -> bool {
+        matches!(self, T3Error::Bearer { .. }) || matches!(self.status(), Some(401 | 403))
+    }
+
     /// The HTTP status T3 answered, if it answered with an error.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -9,7 +9,7 @@ use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, MessageId, ProjectId,
-    ReadModel, T3Client, T3Error, ThreadId,
+    ReadModel, T3Client, ThreadId,
 };
 
 use super::{ControlError, ControlPlane, JobPrompt, TickReport};
@@ -194,7 +194,7 @@ async fn conclude(
 ) -> Result<(), ControlError> {
     let event = match outcome {
         Ok(()) => Event::Dispatched,
-        Err(e) if is_blocked(&e.error) => {
+        Err(e) if e.error.is_credential_problem() => {
             tracing::error!(
                 "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
                  token_file): {}",
@@ -212,12 +212,6 @@ async fn conclude(
     };
     plane.transition(job, &event, None, now, report).await?;
     Ok(())
-}
-
-/// True when T3 could not be asked at all for lack of a valid bearer token: no token, or T3 said
-/// 401 (after the client's one fresh read) or 403. Not the job's fault, so never held against it.
-pub(super) fn is_blocked(error: &T3Error) -> bool {
-    matches!(error, T3Error::Bearer { .. }) || matches!(error.status(), Some(401 | 403))
 }
 
 /// The T3 client for a prompt whose repository overrides the branch prefix or the model.

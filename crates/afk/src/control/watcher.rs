@@ -198,7 +198,7 @@ fn warn_stop(
     what: &str,
     error: &T3Error,
 ) {
-    let hint = if super::dispatcher::is_blocked(error) {
+    let hint = if error.is_credential_problem() {
         " (check the T3 token: [t3.token] or token_file)"
     } else {
         ""
