@@ -506,6 +506,9 @@ impl Config {
             ("watch.turn_timeout", self.watch.turn_timeout),
             ("t3.connect_timeout", self.t3.connect_timeout),
             ("t3.request_timeout", self.t3.request_timeout),
+            // A retry always waits a little: it is what keeps an attempt that just ended (whose
+            // thread is still being stopped) from being replaced within the same tick.
+            ("retry.initial", self.retry.initial),
         ];
         for (key, value) in positive {
             if value.is_zero() {

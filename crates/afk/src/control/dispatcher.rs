@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use afk_core::{Event, JobState};
+use afk_core::{Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
@@ -69,6 +69,7 @@ pub(super) async fn resume(
 /// limits allow. The attempt's ids are recorded with the transition, before the first request.
 pub(super) async fn dispatch_ready(
     plane: &mut ControlPlane,
+    stopping: &HashMap<JobId, Job>,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
@@ -82,13 +83,6 @@ pub(super) async fn dispatch_ready(
         .await?;
     // A thread still being stopped may still be working: it counts against the limits, and its
     // job gets no new attempt until the stop is confirmed.
-    let stopping: HashMap<afk_core::JobId, Job> = plane
-        .ledger
-        .attempts_to_stop()
-        .await?
-        .into_iter()
-        .map(|(job, _)| (job.id, job))
-        .collect();
     let mut total = 0;
     let mut per_repo: HashMap<String, usize> = HashMap::new();
     let busy = in_flight

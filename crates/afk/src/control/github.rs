@@ -18,7 +18,7 @@ use afk_ledger::{Job, NewJob};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::{ControlError, ControlPlane, Progress, TickReport};
+use super::{ControlError, ControlPlane, TickReport};
 
 /// The source name the ledger keeps for jobs from GitHub.
 pub const GITHUB_SOURCE: &str = "github";
@@ -208,17 +208,10 @@ async fn take(
     match plane.ledger.job_by_issue(&key).await? {
         None => {
             let (job, _) = plane.ledger.upsert_job(&new, now).await?;
-            tracing::info!("{key} queued from GitHub (job {})", job.id);
-            report.progress.push(Progress {
-                issue: key,
-                from: JobState::Queued,
-                to: JobState::Queued,
-                note: "queued".into(),
-            });
+            ControlPlane::queued(&job, "GitHub", report);
         }
         Some(job) => {
-            let withdrawn =
-                job.state == JobState::Cancelled && last_note_contains(plane, &job, WITHDRAWN_REASON).await?;
+            let withdrawn = plane.cancelled_for(&job, WITHDRAWN_REASON).await?;
             // The text the agent gets is the text afk took when a trusted person handed the issue
             // over: a later edit (perhaps by an untrusted author, who may also close and reopen
             // the issue) is never taken. Labels and priority follow the issue.
@@ -256,13 +249,6 @@ async fn withdraw(
     };
     plane.transition(job, &event, None, now, report).await?;
     Ok(())
-}
-
-async fn last_note_contains(plane: &ControlPlane, job: &Job, text: &str) -> Result<bool, ControlError> {
-    let events = plane.ledger.events(job.id).await?;
-    Ok(events
-        .last()
-        .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(text)))
 }
 
 /// The prompt of a GitHub job's next attempt, from its repository's `AFK.md` (or the built-in

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use afk_core::{Event, IssueKey, JobState};
+use afk_core::{Event, IssueKey};
 use afk_ledger::NewJob;
 use chrono::{DateTime, Utc};
 
@@ -42,13 +42,7 @@ pub(super) async fn sync_local(
         match known.get(&issue.key) {
             None => {
                 let (job, _) = plane.ledger.upsert_job(&new_job(issue), now).await?;
-                tracing::info!("{} queued from {} (job {})", job.issue, dir.display(), job.id);
-                report.progress.push(super::Progress {
-                    issue: job.issue.clone(),
-                    from: JobState::Queued,
-                    to: JobState::Queued,
-                    note: "queued".into(),
-                });
+                ControlPlane::queued(&job, &dir.display().to_string(), report);
             }
             Some(job) if job.source != LOCAL_SOURCE => {
                 // The issue belongs to another source (GitHub, queued by hand): a file must not
@@ -67,7 +61,7 @@ pub(super) async fn sync_local(
                 {
                     plane.ledger.upsert_job(&new_job(issue), now).await?;
                 }
-                if job.state == JobState::Cancelled && was_removed(plane, job).await? {
+                if plane.cancelled_for(job, REMOVED_REASON).await? {
                     plane.transition(job, &Event::Requeue, None, now, report).await?;
                 }
             }
@@ -86,13 +80,6 @@ pub(super) async fn sync_local(
         }
     }
     Ok(())
-}
-
-async fn was_removed(plane: &ControlPlane, job: &afk_ledger::Job) -> Result<bool, ControlError> {
-    let events = plane.ledger.events(job.id).await?;
-    Ok(events
-        .last()
-        .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(REMOVED_REASON)))
 }
 
 fn new_job(issue: &SourceIssue) -> NewJob {

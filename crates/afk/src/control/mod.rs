@@ -155,10 +155,12 @@ impl ControlPlane {
             // at dispatching ones, and nothing in between moves a dispatching job.
             let live = self.ledger.live_attempts().await?;
             watcher::watch(self, &snapshot, &live, now, &mut report).await?;
-            watcher::stop_threads(self, &snapshot).await?;
-            watcher::settle(self, now, &mut report).await?;
+            // Jobs whose previous thread may still be working: they neither settle nor get a new
+            // attempt, and they count against the limits.
+            let stopping = watcher::stop_threads(self, &snapshot).await?;
+            watcher::settle(self, &stopping, now, &mut report).await?;
             dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
-            dispatcher::dispatch_ready(self, now, &mut report).await?;
+            dispatcher::dispatch_ready(self, &stopping, now, &mut report).await?;
         }
         if let Some(mut gh) = self.github.take() {
             let reported = github::report(self, &mut gh).await;
@@ -250,6 +252,29 @@ impl ControlPlane {
             note: transition.note.clone(),
         });
         Ok(Some((transition, updated)))
+    }
+
+    /// True when `job` is cancelled and its cancellation gave `reason`: how a source tells a job
+    /// it withdrew (and may requeue) from one cancelled for another reason.
+    async fn cancelled_for(&self, job: &Job, reason: &str) -> Result<bool, ControlError> {
+        if job.state != JobState::Cancelled {
+            return Ok(false);
+        }
+        let events = self.ledger.events(job.id).await?;
+        Ok(events
+            .last()
+            .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(reason)))
+    }
+
+    /// Reports a job a source just queued.
+    fn queued(job: &Job, from: &str, report: &mut TickReport) {
+        tracing::info!("{} queued from {from} (job {})", job.issue, job.id);
+        report.progress.push(Progress {
+            issue: job.issue.clone(),
+            from: JobState::Queued,
+            to: JobState::Queued,
+            note: "queued".into(),
+        });
     }
 
     /// Runs ticks every `poll_interval` until `shutdown` resolves; a tick in progress is finished

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use afk_core::{AttemptState, Event, JobState};
+use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job};
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
@@ -134,8 +134,13 @@ pub(super) async fn watch(
 /// snapshot shows the thread not working (gone, deleted, or its turn and session ended); until
 /// then each tick sends `thread.turn.interrupt` and `thread.session.stop` again (fresh command
 /// ids: a refused try must not make T3 refuse every later one), whatever T3 answered before.
-pub(super) async fn stop_threads(plane: &mut ControlPlane, snapshot: &ReadModel) -> Result<(), ControlError> {
+/// Returns the jobs whose thread is still being stopped.
+pub(super) async fn stop_threads(
+    plane: &mut ControlPlane,
+    snapshot: &ReadModel,
+) -> Result<HashMap<JobId, Job>, ControlError> {
     let mut still_absent = std::collections::HashSet::new();
+    let mut stopping = HashMap::new();
     for (job, attempt) in plane.ledger.attempts_to_stop().await? {
         let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
             plane.ledger.mark_thread_stopped(attempt.id).await?;
@@ -164,31 +169,29 @@ pub(super) async fn stop_threads(plane: &mut ControlPlane, snapshot: &ReadModel)
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
         }
-        if thread.is_none() {
-            continue;
+        if let Some(thread) = thread {
+            let turn = thread.latest_turn.as_ref().map(|t| t.turn_id.clone());
+            if let Err(error) = plane
+                .t3
+                .interrupt_turn(&thread_id, turn.as_ref(), CommandId::generate())
+                .await
+            {
+                warn_stop(
+                    &job.issue,
+                    attempt.number,
+                    &thread_id,
+                    "interrupt its turn",
+                    &error,
+                );
+            }
+            if let Err(error) = plane.t3.stop_session(&thread_id, CommandId::generate()).await {
+                warn_stop(&job.issue, attempt.number, &thread_id, "stop its session", &error);
+            }
         }
-        let turn = thread
-            .and_then(|t| t.latest_turn.as_ref())
-            .map(|t| t.turn_id.clone());
-        if let Err(error) = plane
-            .t3
-            .interrupt_turn(&thread_id, turn.as_ref(), CommandId::generate())
-            .await
-        {
-            warn_stop(
-                &job.issue,
-                attempt.number,
-                &thread_id,
-                "interrupt its turn",
-                &error,
-            );
-        }
-        if let Err(error) = plane.t3.stop_session(&thread_id, CommandId::generate()).await {
-            warn_stop(&job.issue, attempt.number, &thread_id, "stop its session", &error);
-        }
+        stopping.insert(job.id, job);
     }
     plane.stalls.retain_stop_absent(&still_absent);
-    Ok(())
+    Ok(stopping)
 }
 
 fn warn_stop(
@@ -206,10 +209,12 @@ fn warn_stop(
     tracing::warn!("{issue} attempt {attempt}: cannot {what} of thread {thread} yet: {error}{hint}");
 }
 
-/// Hands timed-out and lost jobs to the retry policy, once their thread is stopped: a retry must
-/// never run beside a thread that is still working on the same issue.
+/// Hands timed-out and lost jobs to the retry policy, once their thread is stopped (`stopping`
+/// lists the jobs whose thread is not): a retry must never run beside a thread that is still
+/// working on the same issue.
 pub(super) async fn settle(
     plane: &ControlPlane,
+    stopping: &HashMap<JobId, Job>,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
@@ -218,11 +223,9 @@ pub(super) async fn settle(
         .jobs_in(&[JobState::TimedOut, JobState::Lost])
         .await?
     {
-        let attempts = plane.ledger.attempts(job.id).await?;
-        if attempts.last().is_some_and(|a| a.stop_pending) {
-            continue;
+        if !stopping.contains_key(&job.id) {
+            plane.transition(&job, &Event::Settle, None, now, report).await?;
         }
-        plane.transition(&job, &Event::Settle, None, now, report).await?;
     }
     Ok(())
 }
