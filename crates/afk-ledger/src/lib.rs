@@ -283,6 +283,22 @@ impl Ledger {
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
+    /// The jobs from `source` whose state or attempt count changed since [`Ledger::mark_reported`]
+    /// last recorded them (marked as `STATE:ATTEMPTS`), ordered by id: what a reporter still has
+    /// to say, read without loading every job on every tick.
+    pub async fn jobs_to_report(&self, source: &str) -> Result<Vec<Job>, LedgerError> {
+        let rows: Vec<JobRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT * FROM jobs WHERE source = $1 \
+                 AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
+            )
+            .bind(source)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
     /// Up to `limit` jobs that may start an attempt at `now`: `queued`, or `retry_wait` whose
     /// back-off has passed. Most urgent first (priority p0 before p3), then oldest, then lowest
     /// id, so equal jobs are taken in the order they arrived. A `dispatching` job waiting to
@@ -411,7 +427,8 @@ impl Ledger {
         }
     }
 
-    /// Records what was last reported on `job`'s issue (an opaque marker chosen by the reporter).
+    /// Records what was last reported on `job`'s issue: `STATE:ATTEMPTS`, which
+    /// [`Ledger::jobs_to_report`] compares with the job.
     /// Does not count as a change of the job (`updated_at` stays). [`LedgerError::NotFound`] for
     /// an unknown job.
     pub async fn mark_reported(&self, job: JobId, marker: &str) -> Result<(), LedgerError> {

@@ -220,6 +220,7 @@ on_both_backends!(
     a_cancelled_job_comes_back_queued_with_its_history,
     an_unreadable_row_is_reported_not_guessed,
     one_process_leads_the_ledger_at_a_time,
+    a_reported_job_is_not_to_report_until_it_changes,
 );
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -1126,4 +1127,32 @@ async fn one_process_leads_the_ledger_at_a_time(fx: &Fixture) {
         "the standby takes over once the leader is gone"
     );
     other.close().await;
+}
+
+async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = queued(ledger, 91, 2, t0()).await;
+    let to_report = |ledger: &Ledger| {
+        let ledger = ledger.clone();
+        async move {
+            ledger
+                .jobs_to_report("local")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(to_report(ledger).await, vec![job.id], "never reported yet");
+    assert!(
+        ledger.jobs_to_report("github").await.unwrap().is_empty(),
+        "another source's jobs are not listed"
+    );
+    ledger.mark_reported(job.id, "queued:0").await.unwrap();
+    assert!(to_report(ledger).await.is_empty(), "reported as it is");
+    let job = step(ledger, &job, Event::StartAttempt, Some(&ids("t-91")), at(1)).await;
+    assert_eq!(to_report(ledger).await, vec![job.id], "it moved on since");
+    ledger.mark_reported(job.id, "dispatching:1").await.unwrap();
+    assert!(to_report(ledger).await.is_empty());
 }

@@ -291,14 +291,8 @@ pub(super) async fn prompt(gh: &mut GitHubSide, job: &Job) -> Result<Option<JobP
 /// Brings the status comment and labels of every GitHub job whose state or attempt changed since
 /// it was last reported up to date. Failures are logged and retried on the next tick.
 pub(super) async fn report(plane: &ControlPlane, gh: &mut GitHubSide) -> Result<(), ControlError> {
-    for job in plane.ledger.jobs().await? {
-        if job.source != GITHUB_SOURCE {
-            continue;
-        }
+    for job in plane.ledger.jobs_to_report(GITHUB_SOURCE).await? {
         let marker = format!("{}:{}", job.state, job.attempts);
-        if job.reported.as_deref() == Some(marker.as_str()) {
-            continue;
-        }
         // A comment appears with the first dispatch, or when the job fails without one.
         if job.attempts == 0 && job.state != JobState::Failed {
             continue;
