@@ -167,34 +167,16 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
     world.config.limits.max_attempts = 1;
     let file = world.add_issue(REPO_A, 1, "Long. [sim:hang]");
     let mut plane = world.plane().await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
+    tick_until_first_job_is(&mut plane, JobState::Running).await;
     std::fs::remove_file(&file).unwrap();
-    let jobs = tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Cancelled),
-    )
-    .await;
+    let jobs = tick_until_first_job_is(&mut plane, JobState::Cancelled).await;
     let attempts = plane.ledger().attempts(jobs[0].id).await.unwrap();
     // One more tick carries out the stop that the cancellation recorded.
     tick_until(
         &mut plane,
         Duration::from_secs(20),
         |_| {},
-        |_| {
-            world.sim.read_model().threads[0]
-                .latest_turn
-                .as_ref()
-                .map(|t| t.state)
-                == Some(TurnState::Interrupted)
-        },
+        |_| first_thread_interrupted(&world.sim),
     )
     .await;
     assert_eq!(attempts[0].state, afk_core::AttemptState::Cancelled);

@@ -27,6 +27,35 @@ fn spawn_afk(config: &std::path::Path) -> Child {
         .expect("afk starts")
 }
 
+/// Starts `afk run` with its log piped, and waits (bounded) for a log line containing `needle`;
+/// returns afk and that line. The rest of the log is drained so that afk never blocks on it.
+async fn spawn_afk_until_log(config: &std::path::Path, needle: &str) -> (Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("AFK_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("afk starts");
+    let mut log = BufReader::new(afk.stderr.take().expect("a piped log")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = log.next_line().await.expect("afk's log") {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("afk's log ended without {needle:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("afk never logged {needle:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    (afk, line)
+}
+
 async fn kill_9(mut child: Child) {
     // tokio's kill is SIGKILL on Unix: no chance to finish anything.
     child.kill().await.expect("afk is killed");
@@ -161,8 +190,6 @@ async fn sigterm_stops_afk_cleanly() {
 
 #[tokio::test]
 async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let mut world = World::new(Duration::from_millis(100)).await;
     // A port nobody listens on yet; T3 comes up there later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -173,30 +200,9 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
     world.config.t3.url = format!("http://127.0.0.1:{port}");
     world.add_issue(REPO_A, 1, "Do it.");
     let config = world.write_config();
-    let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AFK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(afk.stderr.take().unwrap()).lines();
-    let waiting = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = log.next_line().await.unwrap() {
-            if line.contains("waiting for T3") {
-                return line;
-            }
-        }
-        panic!("afk's log ended without a line about waiting for T3");
-    })
-    .await
-    .expect("afk says it is waiting for T3");
+    let (mut afk, waiting) = spawn_afk_until_log(&config, "waiting for T3").await;
     assert!(waiting.contains(&format!("127.0.0.1:{port}")), "{waiting}");
     assert!(afk.try_wait().unwrap().is_none(), "afk is still running");
-    // Keep draining the log so that afk never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
 
     let t3 = t3_sim::SimServer::start(
         format!("127.0.0.1:{port}").parse().unwrap(),
@@ -217,8 +223,6 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
 
 #[tokio::test]
 async fn a_second_afk_on_the_same_ledger_stands_by_and_takes_over_when_the_first_dies() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let world = World::new(Duration::from_millis(300)).await;
     for n in 1..=3 {
         world.add_issue(REPO_A, n, "Do it.");
@@ -237,27 +241,7 @@ async fn a_second_afk_on_the_same_ledger_stands_by_and_takes_over_when_the_first
         assert!(Instant::now() < deadline, "the first afk never dispatched");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut second = Command::new(env!("CARGO_BIN_EXE_afk"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AFK_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(second.stderr.take().unwrap()).lines();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = log.next_line().await.unwrap() {
-            if line.contains("standing by") {
-                return;
-            }
-        }
-        panic!("the second afk's log ended without standing by");
-    })
-    .await
-    .expect("the second afk stands by");
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let (second, _) = spawn_afk_until_log(&config, "standing by").await;
 
     kill_9(first).await;
     let jobs = wait_all_final(&world, 3, Duration::from_secs(30)).await;

@@ -11,7 +11,6 @@ use afk::control::ControlPlane;
 use afk_core::JobState;
 use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
 use common::*;
-use t3_client::wire::TurnState;
 
 const MAINTAINER: &str = "mona";
 const OUTSIDER: &str = "mallory";
@@ -60,13 +59,7 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     github.add_label(REPO_A, number, "afk", MAINTAINER);
     let mut plane = plane_with_github(&world, None).await;
 
-    let jobs = tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
+    let jobs = tick_until_first_job_is(&mut plane, JobState::Running).await;
     // While it runs: one comment naming the thread, and the running label.
     let thread_id = plane.ledger().attempts(jobs[0].id).await.unwrap()[0]
         .thread_id
@@ -137,43 +130,35 @@ async fn an_issue_labelled_by_someone_without_write_access_is_never_touched() {
     assert_eq!(world.sim.threads().len(), 0);
 }
 
-#[tokio::test]
-async fn closing_the_issue_while_its_thread_runs_interrupts_it_and_cancels_the_job() {
+/// A running issue withdrawn on GitHub by `withdraw`: the job is cancelled, the thread interrupted,
+/// and the one status comment says so. Returns the issue number.
+async fn withdrawn_while_running(withdraw: impl FnOnce(&GitHubStandIn, u64)) -> (GitHubStandIn, u64) {
     let (world, github) = github_world(Duration::from_millis(100)).await;
     let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
     github.add_label(REPO_A, number, "afk", MAINTAINER);
     let mut plane = plane_with_github(&world, None).await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
-    github.close_issue(REPO_A, number, MAINTAINER);
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs[0].state == JobState::Cancelled,
-    )
-    .await;
+    tick_until_first_job_is(&mut plane, JobState::Running).await;
+    withdraw(&github, number);
+    tick_until_first_job_is(&mut plane, JobState::Cancelled).await;
     tick_until(
         &mut plane,
         Duration::from_secs(20),
         |_| {},
         |_| {
-            world.sim.read_model().threads[0]
-                .latest_turn
-                .as_ref()
-                .map(|t| t.state)
-                == Some(TurnState::Interrupted)
+            first_thread_interrupted(&world.sim)
                 && status_comments(&github, number)
                     .iter()
                     .any(|c| c.to_lowercase().contains("cancel"))
         },
     )
     .await;
+    (github, number)
+}
+
+#[tokio::test]
+async fn closing_the_issue_while_its_thread_runs_interrupts_it_and_cancels_the_job() {
+    let (github, number) =
+        withdrawn_while_running(|github, number| github.close_issue(REPO_A, number, MAINTAINER)).await;
     let labels = github.labels(REPO_A, number);
     assert!(
         labels.iter().all(|l| !l.starts_with("afk:")),
@@ -200,13 +185,7 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let mut plane = plane_with_github(&world, Some(rx)).await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
+    tick_until_first_job_is(&mut plane, JobState::Running).await;
 
     github.close_issue(REPO_A, number, MAINTAINER);
     let body = serde_json::json!({
@@ -316,40 +295,8 @@ async fn afk_md_settings_choose_the_branch_and_the_model() {
 
 #[tokio::test]
 async fn removing_the_trigger_label_while_its_thread_runs_stops_it_and_cancels_the_job() {
-    let (world, github) = github_world(Duration::from_millis(100)).await;
-    let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let mut plane = plane_with_github(&world, None).await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
-    github.remove_label(REPO_A, number, "afk", MAINTAINER);
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs[0].state == JobState::Cancelled,
-    )
-    .await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| {
-            world.sim.read_model().threads[0]
-                .latest_turn
-                .as_ref()
-                .map(|t| t.state)
-                == Some(TurnState::Interrupted)
-                && status_comments(&github, number)
-                    .iter()
-                    .any(|c| c.to_lowercase().contains("cancel"))
-        },
-    )
-    .await;
+    let (github, number) =
+        withdrawn_while_running(|github, number| github.remove_label(REPO_A, number, "afk", MAINTAINER))
+            .await;
     assert_eq!(status_comments(&github, number).len(), 1, "one comment, edited");
 }

@@ -41,28 +41,29 @@ async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded));
 }
 
+/// A world whose T3 operate token is read from a stand-in Vault (`afk/t3`, field `token`, holding
+/// the stand-in T3's token), with token auth from a file and the extra provider `settings` (TOML
+/// lines, e.g. `cache_lifetime = "10m"`).
+async fn vault_world(turn: Duration, settings: &str) -> (VaultStandIn, World) {
+    let vault = VaultStandIn::start().await.expect("the stand-in Vault starts");
+    let mut world = World::new(turn).await;
+    let vault_token_file = world.dir.path().join("vault-token");
+    std::fs::write(&vault_token_file, vault.issue_token(None)).unwrap();
+    vault.set_secret("afk/t3", "token", TOKEN);
+    let spec = format!(
+        "provider = \"vault\"\naddr = \"{}\"\npath = \"afk/t3\"\n{}\n\
+         auth = {{ method = \"token\", token = {{ provider = \"file\", path = \"{}\" }} }}\n",
+        vault.url(),
+        settings,
+        vault_token_file.display()
+    );
+    world.config.t3.token = Some(toml::from_str::<ProviderSpec>(&spec).expect("a valid Vault provider spec"));
+    (vault, world)
+}
+
 #[tokio::test]
 async fn a_token_changed_in_vault_is_read_again_after_t3_refuses_the_old_one() {
-    let vault = VaultStandIn::start().await.expect("the stand-in Vault starts");
-    let vault_token = vault.issue_token(None);
-    let mut world = World::new(Duration::from_millis(100)).await;
-    let vault_token_file = world.dir.path().join("vault-token");
-    std::fs::write(&vault_token_file, &vault_token).unwrap();
-    vault.set_secret("afk/t3", "token", TOKEN);
-    world.config.t3.token = Some(
-        toml::from_str::<ProviderSpec>(&format!(
-            r#"
-            provider = "vault"
-            addr = "{}"
-            path = "afk/t3"
-            cache_lifetime = "10m"
-            auth = {{ method = "token", token = {{ provider = "file", path = "{}" }} }}
-            "#,
-            vault.url(),
-            vault_token_file.display()
-        ))
-        .expect("a valid Vault provider spec"),
-    );
+    let (vault, mut world) = vault_world(Duration::from_millis(100), r#"cache_lifetime = "10m""#).await;
     world.config.limits.max_concurrent = 1;
     for n in 1..=3 {
         world.add_issue(REPO_A, n, "Do it.");
@@ -119,27 +120,12 @@ async fn least_privilege_the_watcher_reads_with_its_own_read_only_token() {
 
 #[tokio::test]
 async fn vault_down_holds_afk_without_a_crash_or_a_lost_job() {
-    let mut vault = VaultStandIn::start().await.expect("the stand-in Vault starts");
-    let vault_token = vault.issue_token(None);
-    let mut world = World::new(Duration::from_millis(50)).await;
-    let vault_token_file = world.dir.path().join("vault-token");
-    std::fs::write(&vault_token_file, &vault_token).unwrap();
-    vault.set_secret("afk/t3", "token", TOKEN);
-    world.config.t3.token = Some(
-        toml::from_str::<ProviderSpec>(&format!(
-            r#"
-            provider = "vault"
-            addr = "{}"
-            path = "afk/t3"
-            cache_lifetime = "1s"
-            timeout = "1s"
-            auth = {{ method = "token", token = {{ provider = "file", path = "{}" }} }}
-            "#,
-            vault.url(),
-            vault_token_file.display()
-        ))
-        .expect("a valid Vault provider spec"),
-    );
+    let (mut vault, world) = vault_world(
+        Duration::from_millis(50),
+        r#"cache_lifetime = "1s"
+timeout = "1s""#,
+    )
+    .await;
     world.add_issue(REPO_A, 1, "Do it.");
     // Vault is down before afk ever read the token.
     vault.go_down().await;

@@ -218,3 +218,22 @@ pub async fn attempt_count(ledger: &Ledger) -> usize {
     }
     n
 }
+
+/// True when the first job is in `state` (for tests with one issue).
+pub fn first_job_is(state: JobState) -> impl Fn(&[Job]) -> bool {
+    move |jobs| jobs.first().is_some_and(|j| j.state == state)
+}
+
+/// Ticks until the first job is in `state`; panics after 20 s.
+pub async fn tick_until_first_job_is(plane: &mut ControlPlane, state: JobState) -> Vec<Job> {
+    tick_until(plane, Duration::from_secs(20), |_| {}, first_job_is(state)).await
+}
+
+/// True once the first thread in T3 had its turn interrupted.
+pub fn first_thread_interrupted(sim: &SimServer) -> bool {
+    sim.read_model()
+        .threads
+        .first()
+        .and_then(|t| t.latest_turn.as_ref())
+        .is_some_and(|t| t.state == t3_client::wire::TurnState::Interrupted)
+}
