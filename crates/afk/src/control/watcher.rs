@@ -89,17 +89,17 @@ pub(super) async fn watch(
                 // While an attempt runs its row changes no more, so `updated_at` is when it
                 // started running: time spent dispatching (T3 down, a rejected token) is not held
                 // against the agent.
-                let running_for = now - attempt.updated_at;
-                let turn = chrono_duration(plane.settings.timeouts.turn);
-                let stall = chrono_duration(plane.settings.timeouts.stall);
-                if running_for > turn {
+                // A negative span (clock stepped back) reads as zero: never a timeout.
+                let running_for = (now - attempt.updated_at).to_std().unwrap_or_default();
+                let unchanged = unchanged.to_std().unwrap_or_default();
+                if running_for > plane.settings.timeouts.turn {
                     Event::TimedOut {
                         reason: format!(
                             "ran longer than the turn timeout of {}",
                             humantime::format_duration(plane.settings.timeouts.turn)
                         ),
                     }
-                } else if unchanged > stall {
+                } else if unchanged > plane.settings.timeouts.stall {
                     Event::TimedOut {
                         reason: format!(
                             "stalled: no change in T3 for {}",
@@ -228,8 +228,4 @@ pub(super) async fn settle(
         }
     }
     Ok(())
-}
-
-fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
