@@ -332,6 +332,7 @@ impl T3Client {
             model_selection: None,
             runtime_mode: self.settings.runtime_mode,
             interaction_mode: self.settings.interaction_mode,
+            bootstrap: None,
             created_at: Timestamp::now(),
         });
         self.send_command(&command).await
@@ -365,6 +366,7 @@ impl T3Client {
             model_selection: None,
             runtime_mode: self.settings.runtime_mode,
             interaction_mode: self.settings.interaction_mode,
+            bootstrap: None,
             created_at: Timestamp::now(),
         });
         self.send_command(&command).await

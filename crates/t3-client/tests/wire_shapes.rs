@@ -57,6 +57,7 @@ fn commands() -> Vec<(&'static str, ClientCommand)> {
                 model_selection: None,
                 runtime_mode: RuntimeMode::FullAccess,
                 interaction_mode: InteractionMode::Default,
+                bootstrap: None,
                 created_at: at(),
             }),
         ),

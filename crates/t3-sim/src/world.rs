@@ -1069,6 +1069,7 @@ mod tests {
             model_selection: None,
             runtime_mode: RuntimeMode::FullAccess,
             interaction_mode: InteractionMode::Default,
+            bootstrap: None,
             created_at: Timestamp::now(),
         })
     }

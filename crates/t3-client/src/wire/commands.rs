@@ -178,8 +178,68 @@ pub struct ThreadTurnStart {
     pub runtime_mode: RuntimeMode,
     /// Act or plan.
     pub interaction_mode: InteractionMode,
+    /// Create the thread and its worktree first. T3 honours it only over the WebSocket RPC
+    /// (`orchestration.dispatchCommand`); omitted when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<TurnBootstrap>,
     /// When the client sent it.
     pub created_at: Timestamp,
+}
+
+/// `thread.turn.start`'s `bootstrap`: what T3 sets up before the turn, in this order, deleting
+/// the thread again if any step fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnBootstrap {
+    /// Create the thread (the turn's `threadId`) with these fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_thread: Option<BootstrapThread>,
+    /// Add a git worktree on a new branch and record it on the thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_worktree: Option<PrepareWorktree>,
+    /// Run the project's setup script in the new worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_setup_script: Option<bool>,
+}
+
+/// `bootstrap.createThread`: `thread.create`'s fields without `type`, `commandId` and `threadId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapThread {
+    /// The project the thread belongs to.
+    pub project_id: ProjectId,
+    /// The thread's title (non-empty).
+    pub title: NonEmptyString,
+    /// Provider instance and model.
+    pub model_selection: ModelSelection,
+    /// How much the agent may do without asking.
+    pub runtime_mode: RuntimeMode,
+    /// Act or plan.
+    pub interaction_mode: InteractionMode,
+    /// The git branch, `null` for none (required key).
+    #[serde(deserialize_with = "required_nullable")]
+    pub branch: Option<String>,
+    /// The worktree, `null` for none (required key); T3 fills it in from `prepareWorktree`.
+    #[serde(deserialize_with = "required_nullable")]
+    pub worktree_path: Option<String>,
+    /// When the client sent it.
+    pub created_at: Timestamp,
+}
+
+/// `bootstrap.prepareWorktree`: where T3 adds the thread's git worktree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareWorktree {
+    /// The repository checkout to add the worktree to (the project's workspace root).
+    pub project_cwd: NonEmptyString,
+    /// The branch the new branch starts from.
+    pub base_branch: NonEmptyString,
+    /// The new branch; T3 names one when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<NonEmptyString>,
+    /// Start from the remote's copy of the base branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_from_origin: Option<bool>,
 }
 
 /// `thread.turn.interrupt`.

@@ -9,10 +9,13 @@
 mod commands;
 mod errors;
 mod read_model;
+pub mod rpc;
+mod shell;
 
 pub use commands::*;
 pub use errors::*;
 pub use read_model::*;
+pub use shell::*;
 
 use std::fmt;
 
