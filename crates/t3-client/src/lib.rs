@@ -17,6 +17,7 @@
 
 mod client;
 mod error;
+pub mod fleet;
 pub mod ids;
 pub mod preamble;
 pub mod transport;
@@ -27,6 +28,7 @@ pub use client::{
     AgentSettings, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, T3Client,
 };
 pub use error::T3Error;
+pub use fleet::{Fleet, FleetChange};
 pub use ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
 pub use transport::{
     Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,

@@ -1,0 +1,218 @@
+//! [`Fleet`]: the watcher's view of T3's threads, indexed by id, built from the HTTP snapshot or
+//! kept up to date from the shell stream.
+
+use std::collections::HashMap;
+
+use crate::ids::{ProjectId, ThreadId};
+use crate::wire::{ProjectShell, ReadModel, ShellItem, ShellSnapshot, Thread, ThreadState};
+
+/// T3's threads and projects as of one event sequence. A thread T3 deleted keeps its entry with
+/// `deletedAt` set (the snapshot lists deleted threads so; a `thread-removed` event marks it so),
+/// so that [`ThreadState::of`] reads it as [`ThreadState::Lost`] at once rather than as a thread
+/// not seen yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fleet {
+    sequence: u64,
+    threads: HashMap<ThreadId, Thread>,
+    projects: HashMap<ProjectId, ProjectShell>,
+}
+
+/// What applying one stream item changed, for waking the control plane only when it matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetChange {
+    /// Nothing afk reads changed (a project, an `updatedAt` tick, an item already applied).
+    Quiet,
+    /// These threads changed state ([`ThreadState`]) or were removed.
+    Threads(Vec<ThreadId>),
+    /// The whole view was replaced (a snapshot).
+    Replaced,
+}
+
+impl Fleet {
+    /// The view of a shell snapshot.
+    pub fn from_shell(snapshot: ShellSnapshot) -> Self {
+        Self {
+            sequence: snapshot.snapshot_sequence,
+            threads: snapshot
+                .threads
+                .into_iter()
+                .map(|t| (t.id.clone(), t.into_thread()))
+                .collect(),
+            projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+        }
+    }
+
+    /// The event sequence this view reflects.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The thread with this id, if T3 knows it (deleted ones included).
+    pub fn thread(&self, id: &ThreadId) -> Option<&Thread> {
+        self.threads.get(id)
+    }
+
+    /// The project with this id, unless T3 does not know it or deleted it.
+    pub fn project(&self, id: &ProjectId) -> Option<&ProjectShell> {
+        self.projects.get(id)
+    }
+
+    /// Every thread, deleted ones included, in no particular order.
+    pub fn threads(&self) -> impl Iterator<Item = &Thread> {
+        self.threads.values()
+    }
+
+    /// How many threads there are, deleted ones included.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// True when T3 has no thread.
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Applies one shell stream item. Events at or below the view's sequence are ignored (a replay
+    /// after a reconnect may repeat them), so applying a stream twice changes nothing.
+    pub fn apply(&mut self, item: ShellItem) -> FleetChange {
+        if let ShellItem::Snapshot { snapshot } = item {
+            *self = Fleet::from_shell(snapshot);
+            return FleetChange::Replaced;
+        }
+        let Some(sequence) = item.sequence() else {
+            return FleetChange::Quiet;
+        };
+        if sequence <= self.sequence {
+            return FleetChange::Quiet;
+        }
+        self.sequence = sequence;
+        match item {
+            ShellItem::ThreadUpserted { thread, .. } => {
+                let thread = thread.into_thread();
+                let before = self.threads.get(&thread.id).map(|t| ThreadState::of(Some(t)));
+                let after = ThreadState::of(Some(&thread));
+                let id = thread.id.clone();
+                self.threads.insert(id.clone(), thread);
+                if before.as_ref() == Some(&after) {
+                    FleetChange::Quiet
+                } else {
+                    FleetChange::Threads(vec![id])
+                }
+            }
+            ShellItem::ThreadRemoved { thread_id, .. } => match self.threads.get_mut(&thread_id) {
+                Some(thread) if thread.deleted_at.is_none() => {
+                    // The event carries no time; the thread's last change is the closest known.
+                    thread.deleted_at = Some(thread.updated_at);
+                    FleetChange::Threads(vec![thread_id])
+                }
+                _ => FleetChange::Quiet,
+            },
+            ShellItem::ProjectUpserted { project, .. } => {
+                self.projects.insert(project.id.clone(), project);
+                FleetChange::Quiet
+            }
+            ShellItem::ProjectRemoved { project_id, .. } => {
+                self.projects.remove(&project_id);
+                FleetChange::Quiet
+            }
+            ShellItem::Snapshot { .. } | ShellItem::Synchronized | ShellItem::Other => FleetChange::Quiet,
+        }
+    }
+}
+
+impl From<ReadModel> for Fleet {
+    /// The view of an HTTP snapshot (deleted projects left out).
+    fn from(model: ReadModel) -> Self {
+        Self {
+            sequence: model.snapshot_sequence,
+            projects: model
+                .projects
+                .iter()
+                .filter(|p| p.deleted_at.is_none())
+                .map(|p| (p.id.clone(), ProjectShell::from(p)))
+                .collect(),
+            threads: model.threads.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{
+        InteractionMode, LatestTurn, ModelSelection, NonEmptyString, RuntimeMode, ThreadShell, Timestamp,
+        TurnState,
+    };
+    use crate::TurnId;
+
+    fn shell(id: &str, turn: Option<TurnState>) -> ThreadShell {
+        let at = Timestamp::now();
+        ThreadShell {
+            id: ThreadId::new(id).expect("id"),
+            project_id: ProjectId::new("p").expect("id"),
+            title: "t".into(),
+            model_selection: ModelSelection {
+                instance_id: NonEmptyString::new("claudeAgent").expect("instance"),
+                model: NonEmptyString::new("m").expect("model"),
+                options: None,
+            },
+            runtime_mode: RuntimeMode::FullAccess,
+            interaction_mode: InteractionMode::Default,
+            branch: None,
+            worktree_path: None,
+            latest_turn: turn.map(|state| LatestTurn {
+                turn_id: TurnId::new("turn").expect("id"),
+                state,
+                requested_at: at,
+                started_at: None,
+                completed_at: None,
+                assistant_message_id: None,
+            }),
+            created_at: at,
+            updated_at: at,
+            archived_at: None,
+            session: None,
+            latest_user_message_at: None,
+            has_pending_approvals: false,
+            has_pending_user_input: false,
+            has_actionable_proposed_plan: false,
+        }
+    }
+
+    fn upsert(sequence: u64, thread: ThreadShell) -> ShellItem {
+        ShellItem::ThreadUpserted { sequence, thread }
+    }
+
+    #[test]
+    fn state_changes_removals_and_replays_are_told_apart() {
+        let mut fleet = Fleet::default();
+        let a = ThreadId::new("a").expect("id");
+        assert_eq!(
+            fleet.apply(upsert(1, shell("a", None))),
+            FleetChange::Threads(vec![a.clone()])
+        );
+        // Same state, newer sequence: nothing afk acts on.
+        assert_eq!(fleet.apply(upsert(2, shell("a", None))), FleetChange::Quiet);
+        assert_eq!(
+            fleet.apply(upsert(3, shell("a", Some(TurnState::Completed)))),
+            FleetChange::Threads(vec![a.clone()])
+        );
+        assert_eq!(ThreadState::of(fleet.thread(&a)), ThreadState::Succeeded);
+        // A replayed older event is ignored: the view does not go back.
+        assert_eq!(fleet.apply(upsert(2, shell("a", None))), FleetChange::Quiet);
+        assert_eq!(ThreadState::of(fleet.thread(&a)), ThreadState::Succeeded);
+        assert_eq!(
+            fleet.apply(ShellItem::ThreadRemoved {
+                sequence: 4,
+                thread_id: a.clone()
+            }),
+            FleetChange::Threads(vec![a.clone()])
+        );
+        assert_eq!(ThreadState::of(fleet.thread(&a)), ThreadState::Lost);
+        assert!(
+            fleet.thread(&a).is_some(),
+            "a removed thread reads as deleted, not as unseen"
+        );
+        assert_eq!(fleet.sequence(), 4);
+    }
+}
