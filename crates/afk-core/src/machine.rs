@@ -6,8 +6,10 @@
 //!  queued ──StartAttempt──► dispatching ──Dispatched──► running ──ThreadSucceeded──► succeeded
 //!    ▲                        │  ▲  │                     │
 //!    │             DispatchDeferred │                     ├─ThreadFailed────────► retry_wait | given_up
-//!    │                        └──┘  └─DispatchRejected─►  ├─TimedOut──► timed_out ─Settle─► retry_wait | given_up
-//!    │                              failed (final)        ├─ThreadLost► lost ──────Settle─► retry_wait | given_up
+//!    │                        └──┘  ├─DispatchRejected─►  ├─TimedOut──► timed_out ─Settle─► retry_wait | given_up
+//!    │                              │  failed (final)     │
+//!    │                              └─BootstrapFailed──► retry_wait | given_up
+//!    │                                                    ├─ThreadLost► lost ──────Settle─► retry_wait | given_up
 //!  Requeue                                                └─Interrupted in T3──► cancelled
 //!    │      retry_wait ──StartAttempt──► dispatching (a new attempt, new ids)
 //!  cancelled ◄──Cancel── any state that is not final
@@ -76,6 +78,12 @@ pub enum Event {
     /// invalid): the job fails.
     DispatchRejected {
         /// Why, in T3's words where it gave some.
+        error: String,
+    },
+    /// T3 could not set the live attempt up (its worktree or setup script failed) and undid it:
+    /// no thread is left, the attempt failed, and the retry policy decides what follows.
+    BootstrapFailed {
+        /// Why, in T3's words.
         error: String,
     },
     /// The thread's turn completed.
@@ -180,6 +188,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Dispatched => "dispatched",
         Event::DispatchDeferred { .. } => "dispatch_deferred",
         Event::DispatchRejected { .. } => "dispatch_rejected",
+        Event::BootstrapFailed { .. } => "bootstrap_failed",
         Event::ThreadSucceeded => "thread_succeeded",
         Event::ThreadFailed { .. } => "thread_failed",
         Event::ThreadInterrupted => "thread_interrupted",
@@ -318,6 +327,10 @@ pub fn apply(
             None,
             format!("dispatch refused: {error}"),
         ),
+        (J::Dispatching, Event::BootstrapFailed { error }) => retry_or_give_up(
+            end(AttemptState::Failed, Some(error.clone()), false),
+            &format!("attempt {} could not be set up in T3: {error}", job.attempts),
+        ),
         (J::Running, Event::ThreadSucceeded) => step(
             J::Succeeded,
             end(AttemptState::Succeeded, None, false),
@@ -440,6 +453,33 @@ mod tests {
         assert_eq!(
             run(job(JobState::RetryWait, 3), Event::StartAttempt).unwrap().to,
             JobState::GivenUp
+        );
+    }
+
+    #[test]
+    fn a_failed_bootstrap_fails_the_attempt_and_leaves_the_rest_to_the_retry_policy() {
+        let error = || Event::BootstrapFailed {
+            error: "worktree: branch afk/issue-1 exists".into(),
+        };
+        let t = run(job(JobState::Dispatching, 1), error()).unwrap();
+        assert_eq!(t.to, JobState::RetryWait);
+        assert_eq!(t.effect, None, "T3 undid the thread: nothing to stop");
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                state: AttemptState::Failed,
+                stop_thread: false,
+                ..
+            })
+        ));
+        assert!(t.note.contains("branch afk/issue-1 exists"), "{}", t.note);
+        assert_eq!(
+            run(job(JobState::Dispatching, 3), error()).unwrap().to,
+            JobState::GivenUp
+        );
+        assert!(
+            run(job(JobState::Running, 1), error()).is_err(),
+            "only a dispatch can fail so"
         );
     }
 
