@@ -11,11 +11,14 @@ use tracing::debug;
 use crate::error::{excerpt, T3Error};
 use crate::ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
 use crate::preamble::{message_text, STANDING_RULES};
+use crate::rpc::{RpcConnection, RpcSettings};
 use crate::transport::{Method, Request, Transport};
+use crate::wire::rpc::DISPATCH_COMMAND;
 use crate::wire::{
-    t3_text_len, ClientCommand, DispatchResult, ErrorBody, InteractionMode, MessageRole, ModelSelection,
-    NonEmptyString, ProjectCreate, ReadModel, RuntimeMode, ThreadCreate, ThreadRef, ThreadSessionStop,
-    ThreadTurnInterrupt, ThreadTurnStart, Timestamp, TurnMessage, MAX_INPUT_CHARS,
+    t3_text_len, BootstrapThread, ClientCommand, DispatchResult, ErrorBody, InteractionMode, MessageRole,
+    ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel, RuntimeMode, ThreadCreate,
+    ThreadRef, ThreadSessionStop, ThreadTurnInterrupt, ThreadTurnStart, Timestamp, TurnBootstrap,
+    TurnMessage, MAX_INPUT_CHARS,
 };
 
 const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
@@ -145,13 +148,28 @@ pub struct DispatchPlan {
     pub text: String,
 }
 
-/// Which of the two dispatch requests failed.
+/// Which dispatch request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchStage {
     /// `thread.create` failed: no turn was sent; the thread may or may not exist (a timeout).
     Create,
     /// `thread.create` succeeded and `thread.turn.start` failed.
     Turn,
+    /// The one worktree-isolated `thread.turn.start` ([`T3Client::dispatch_isolated`]) failed:
+    /// T3 deletes a half-made thread itself, and a retry with the same ids is safe.
+    Bootstrap,
+}
+
+/// Where T3 makes a worktree-isolated thread's git worktree ([`T3Client::dispatch_isolated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreePlan {
+    /// The repository checkout T3 adds the worktree to (the project's workspace root, as T3 sees
+    /// it).
+    pub project_cwd: String,
+    /// The branch the thread's new branch starts from.
+    pub base_branch: String,
+    /// Run the project's setup script in the new worktree before the turn.
+    pub run_setup_script: bool,
 }
 
 /// A failed dispatch: the stage and the error.
@@ -171,6 +189,10 @@ pub struct DispatchError {
 /// and the bearer is asked for on **every** request because T3's operate token expires hourly and
 /// is refreshed out of band. A 401 asks the provider again, bypassing its cache, and retries once.
 /// No other retry happens here: the caller owns the retry policy.
+///
+/// Commands may also go over T3's WebSocket RPC ([`T3Client::send_command_rpc`],
+/// [`T3Client::dispatch_isolated`]): clones share one lazily connected [`RpcConnection`], replaced
+/// by a new one on the next call once it died.
 #[derive(Clone)]
 pub struct T3Client {
     base_url: String,
@@ -178,6 +200,8 @@ pub struct T3Client {
     bearer: Arc<dyn SecretProvider>,
     settings: AgentSettings,
     projects: BTreeMap<String, ProjectId>,
+    rpc_settings: RpcSettings,
+    rpc: Arc<tokio::sync::Mutex<Option<RpcConnection>>>,
 }
 
 impl fmt::Debug for T3Client {
@@ -187,6 +211,7 @@ impl fmt::Debug for T3Client {
             .field("bearer", &self.bearer)
             .field("settings", &self.settings)
             .field("projects", &self.projects)
+            .field("rpc_settings", &self.rpc_settings)
             .finish()
     }
 }
@@ -200,7 +225,25 @@ impl T3Client {
             bearer,
             settings: AgentSettings::default(),
             projects: BTreeMap::new(),
+            rpc_settings: RpcSettings::default(),
+            rpc: Arc::new(tokio::sync::Mutex::new(None)),
         }
+    }
+
+    /// Replaces the WebSocket RPC's timing (pings, timeouts) for connections made from now on.
+    pub fn with_rpc_settings(mut self, settings: RpcSettings) -> Self {
+        self.rpc_settings = settings;
+        self
+    }
+
+    /// The WebSocket RPC's timing.
+    pub fn rpc_settings(&self) -> RpcSettings {
+        self.rpc_settings
+    }
+
+    /// The bearer provider, so that a [`crate::ShellFeed`] can connect with the same credentials.
+    pub fn bearer(&self) -> Arc<dyn SecretProvider> {
+        self.bearer.clone()
     }
 
     /// Replaces the thread settings (instance, model, modes, preamble, branch prefix).
@@ -449,6 +492,111 @@ impl T3Client {
             .request(what, Method::Post, DISPATCH_PATH, Some(body))
             .await?;
         decode(what, &reply)
+    }
+
+    /// Sends any command over the WebSocket RPC (`orchestration.dispatchCommand`) and checks that
+    /// the reply is a valid `{"sequence": n}`. Connects first if there is no live connection.
+    pub async fn send_command_rpc(&self, command: &ClientCommand) -> Result<DispatchResult, T3Error> {
+        let what = format!("{} ({DISPATCH_COMMAND})", command.kind());
+        let payload = serde_json::to_value(command)
+            .map_err(|e| T3Error::InvalidInput(format!("{what}: cannot encode the command: {e}")))?;
+        let connection = self.rpc_connection().await?;
+        let value = connection.call_as(&what, DISPATCH_COMMAND, payload).await?;
+        serde_json::from_value::<DispatchResult>(value.clone()).map_err(|e| T3Error::MalformedReply {
+            what,
+            detail: e.to_string(),
+            body_excerpt: excerpt(value.to_string().as_bytes()),
+        })
+    }
+
+    /// One worktree-isolated dispatch over the WebSocket RPC: ONE `thread.turn.start` with the
+    /// plan's turn command id, thread id, message id and text, carrying `bootstrap`:
+    /// `createThread` (the fields [`T3Client::create_thread`] sends: title, model selection, modes,
+    /// `branch` = the plan's branch, `worktreePath` null), `prepareWorktree` (`projectCwd`,
+    /// `baseBranch`, `branch` = the plan's branch) and `runSetupScript`. T3 creates the thread,
+    /// its worktree on the new branch, runs the setup script and starts the turn, deleting the
+    /// thread if a step fails. The plan's ids are the same on every retry, so T3's command receipt
+    /// makes a retry safe. Errors carry [`DispatchStage::Bootstrap`].
+    pub async fn dispatch_isolated(
+        &self,
+        plan: &DispatchPlan,
+        worktree: &WorktreePlan,
+    ) -> Result<ThreadId, DispatchError> {
+        let fail = |error| DispatchError {
+            stage: DispatchStage::Bootstrap,
+            error,
+        };
+        let command = self.isolated_turn(plan, worktree).map_err(fail)?;
+        self.send_command_rpc(&command).await.map_err(fail)?;
+        Ok(plan.ids.thread_id.clone())
+    }
+
+    fn isolated_turn(&self, plan: &DispatchPlan, worktree: &WorktreePlan) -> Result<ClientCommand, T3Error> {
+        let len = t3_text_len(&plan.text);
+        if len > MAX_INPUT_CHARS {
+            return Err(T3Error::PromptTooLong {
+                len,
+                limit: MAX_INPUT_CHARS,
+            });
+        }
+        let title = NonEmptyString::new(plan.title.clone())
+            .ok_or_else(|| T3Error::InvalidInput("the thread title is empty".into()))?;
+        let branch = NonEmptyString::new(plan.branch.clone()).ok_or_else(|| {
+            T3Error::InvalidInput("a worktree-isolated thread needs a branch; the plan has none".into())
+        })?;
+        let project_cwd = NonEmptyString::new(worktree.project_cwd.clone()).ok_or_else(|| {
+            T3Error::InvalidInput("the project's checkout (projectCwd) for the worktree is empty".into())
+        })?;
+        let base_branch = NonEmptyString::new(worktree.base_branch.clone())
+            .ok_or_else(|| T3Error::InvalidInput("the worktree's base branch is empty".into()))?;
+        let now = Timestamp::now();
+        Ok(ClientCommand::ThreadTurnStart(ThreadTurnStart {
+            command_id: plan.ids.turn_command_id.clone(),
+            thread_id: plan.ids.thread_id.clone(),
+            message: TurnMessage {
+                message_id: plan.ids.message_id.clone(),
+                role: MessageRole::User,
+                text: plan.text.clone(),
+                attachments: Vec::new(),
+            },
+            model_selection: None,
+            runtime_mode: self.settings.runtime_mode,
+            interaction_mode: self.settings.interaction_mode,
+            bootstrap: Some(TurnBootstrap {
+                create_thread: Some(BootstrapThread {
+                    project_id: plan.project_id.clone(),
+                    title,
+                    model_selection: self.settings.model_selection()?,
+                    runtime_mode: self.settings.runtime_mode,
+                    interaction_mode: self.settings.interaction_mode,
+                    branch: Some(branch.to_string()),
+                    worktree_path: None,
+                    created_at: now,
+                }),
+                prepare_worktree: Some(PrepareWorktree {
+                    project_cwd,
+                    base_branch,
+                    branch: Some(branch),
+                    start_from_origin: None,
+                }),
+                run_setup_script: Some(worktree.run_setup_script),
+            }),
+            created_at: now,
+        }))
+    }
+
+    /// The shared RPC connection: the live one, or a new one when there is none or it died. The
+    /// lock is held while connecting so that concurrent callers share one new socket.
+    async fn rpc_connection(&self) -> Result<RpcConnection, T3Error> {
+        let mut slot = self.rpc.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| c.is_alive()) {
+            return Ok(connection.clone());
+        }
+        *slot = None;
+        let connection =
+            RpcConnection::connect(&self.base_url, self.bearer.clone(), self.rpc_settings).await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
     }
 
     /// The fleet: `GET /api/orchestration/snapshot`, decoded. A document that does not match T3's

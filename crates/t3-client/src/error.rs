@@ -65,6 +65,38 @@ pub enum T3Error {
     /// A caller-supplied value is unusable (an empty title, an unknown repository). Permanent.
     #[error("{0}")]
     InvalidInput(String),
+    /// T3's WebSocket RPC (`/ws`) could not be used: the upgrade was refused or failed, the socket
+    /// died or stopped answering pings, or no reply came in time. Transient unless T3 refused the
+    /// upgrade with a 4xx other than 429 (`status`).
+    #[error("{what}: WebSocket {url}: {detail}")]
+    Socket {
+        /// What was being done, e.g. `orchestration.dispatchCommand (thread.turn.start)`.
+        what: String,
+        /// The WebSocket URL.
+        url: String,
+        /// What went wrong, including whether a call may have been applied.
+        detail: String,
+        /// The HTTP status T3 answered the upgrade with, when it refused it.
+        status: Option<u16>,
+    },
+    /// An RPC call over `/ws` ended in a failure exit: T3 refused it (a tagged error such as
+    /// `EnvironmentAuthorizationError`, or its decider's refusal; permanent) or failed unexpectedly
+    /// (a defect or an interruption on its side, `defect: true`; transient).
+    #[error("{what}: T3 failed the call over {url}: {message}{}", describe_scope(.required_scope))]
+    Rpc {
+        /// What was being done (the RPC method and the command).
+        what: String,
+        /// The WebSocket URL.
+        url: String,
+        /// The error's `_tag`, when T3 sent a typed error.
+        tag: Option<String>,
+        /// T3's reason, one line (`tag: message`).
+        message: String,
+        /// The scope the token lacks, for an authorization error.
+        required_scope: Option<String>,
+        /// True when T3 died or was interrupted rather than refusing the call.
+        defect: bool,
+    },
 }
 
 impl T3Error {
@@ -78,6 +110,11 @@ impl T3Error {
             T3Error::Transport { .. } => true,
             T3Error::Status { status, .. } => *status >= 500 || *status == 429,
             T3Error::Bearer { source, .. } => source.is_transient(),
+            T3Error::Socket { status, .. } => match status {
+                None => true,
+                Some(status) => *status >= 500 || *status == 429,
+            },
+            T3Error::Rpc { defect, .. } => *defect,
             T3Error::MalformedReply { .. } | T3Error::PromptTooLong { .. } | T3Error::InvalidInput(_) => {
                 false
             }
@@ -85,16 +122,26 @@ impl T3Error {
     }
 
     /// True when T3 could not be asked at all for lack of a valid bearer token: the provider had
-    /// none, or T3 answered 401 (after the client's one fresh read) or 403. Nothing about the
-    /// request itself was judged, so a caller should not hold it against the work it carries.
+    /// none, T3 answered 401 (after the client's one fresh read) or 403, over HTTP or on the
+    /// WebSocket upgrade, or an RPC call failed for want of authorization or a scope. Nothing
+    /// about the request itself was judged, so a caller should not hold it against the work it
+    /// carries.
     pub fn is_credential_problem(&self) -> bool {
-        matches!(self, T3Error::Bearer { .. }) || matches!(self.status(), Some(401 | 403))
+        match self {
+            T3Error::Bearer { .. } => true,
+            T3Error::Rpc {
+                tag, required_scope, ..
+            } => required_scope.is_some() || tag.as_deref().is_some_and(|tag| CREDENTIAL_TAGS.contains(&tag)),
+            _ => matches!(self.status(), Some(401 | 403)),
+        }
     }
 
-    /// The HTTP status T3 answered, if it answered with an error.
+    /// The HTTP status T3 answered, if it answered with an error (a refused WebSocket upgrade
+    /// included).
     pub fn status(&self) -> Option<u16> {
         match self {
             T3Error::Status { status, .. } => Some(*status),
+            T3Error::Socket { status, .. } => *status,
             _ => None,
         }
     }
@@ -105,6 +152,20 @@ impl T3Error {
             T3Error::Status { body, .. } => body.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// The `_tag`s of T3's errors that mean "this token may not do this", whatever the call was.
+const CREDENTIAL_TAGS: &[&str] = &[
+    "EnvironmentAuthorizationError",
+    "EnvironmentAuthInvalidError",
+    "EnvironmentScopeRequiredError",
+];
+
+fn describe_scope(scope: &Option<String>) -> String {
+    match scope {
+        Some(scope) => format!(" (required scope {scope})"),
+        None => String::new(),
     }
 }
 

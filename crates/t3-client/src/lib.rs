@@ -20,16 +20,18 @@ mod error;
 pub mod fleet;
 pub mod ids;
 pub mod preamble;
+pub mod rpc;
 pub mod transport;
 pub mod wire;
 
 pub use afk_secrets::{Freshness, Secret, SecretError, SecretProvider};
 pub use client::{
-    AgentSettings, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, T3Client,
+    AgentSettings, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, T3Client, WorktreePlan,
 };
 pub use error::T3Error;
 pub use fleet::{Fleet, FleetChange};
 pub use ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
+pub use rpc::{RpcConnection, RpcSettings, RpcStream};
 pub use transport::{
     Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,
 };

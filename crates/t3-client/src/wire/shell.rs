@@ -28,6 +28,9 @@ pub struct SubscribeShell {
 
 /// One item of the shell stream, tagged by its `kind`. Kinds this crate does not know (T3 and its
 /// forks add some: spaces, runs) decode as [`ShellItem::Other`] and are skipped.
+// Thread upserts are the common item and the large one: boxing them would add an allocation to
+// nearly every item for the sake of the rare small ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ShellItem {
