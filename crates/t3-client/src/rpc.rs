@@ -521,6 +521,9 @@ async fn run_socket<S>(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unanswered: u32 = 0;
+    // A peer that stopped reading fills the TCP buffer and blocks a send, and with it this loop's
+    // pings: a send that takes as long as the missed pongs would is a dead socket too.
+    let stall = interval * settings.missed_pongs.max(1);
 
     let reason = loop {
         tokio::select! {
@@ -528,8 +531,8 @@ async fn run_socket<S>(
                 // Every handle and stream is gone: nobody can be waiting.
                 None => break None,
                 Some(message) => {
-                    if let Err(e) = sink.send(frame(&message)).await {
-                        break Some(format!("the socket failed while sending: {e}"));
+                    if let Err(reason) = send(&mut sink, &message, stall).await {
+                        break Some(reason);
                     }
                 }
             },
@@ -549,8 +552,8 @@ async fn run_socket<S>(
                     Routed::Done => {}
                     Routed::Pong => unanswered = 0,
                     Routed::AnswerPing => {
-                        if let Err(e) = sink.send(frame(&ClientMessage::Pong)).await {
-                            break Some(format!("the socket failed while sending: {e}"));
+                        if let Err(reason) = send(&mut sink, &ClientMessage::Pong, stall).await {
+                            break Some(reason);
                         }
                     }
                     Routed::Fatal(reason) => break Some(reason),
@@ -566,8 +569,8 @@ async fn run_socket<S>(
                         settings.ping_interval
                     ));
                 }
-                if let Err(e) = sink.send(frame(&ClientMessage::Ping)).await {
-                    break Some(format!("the socket failed while sending: {e}"));
+                if let Err(reason) = send(&mut sink, &ClientMessage::Ping, stall).await {
+                    break Some(reason);
                 }
                 unanswered += 1;
             }
@@ -629,9 +632,18 @@ fn route(book: &Book, text: &str, url: &str) -> Routed {
     }
 }
 
-fn frame(message: &ClientMessage) -> Message {
+/// Sends one message, within `stall`; why the socket is dead otherwise.
+async fn send<W>(sink: &mut W, message: &ClientMessage, stall: Duration) -> Result<(), String>
+where
+    W: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     // Serialising these enums of strings, numbers and JSON values cannot fail.
-    Message::text(serde_json::to_string(message).unwrap_or_default())
+    let frame = Message::text(serde_json::to_string(message).unwrap_or_default());
+    match tokio::time::timeout(stall, sink.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the socket failed while sending: {e}")),
+        Err(_) => Err(format!("T3 read nothing for {stall:?}")),
+    }
 }
 
 /// `<base>/ws`, with the scheme turned from HTTP to WebSocket.

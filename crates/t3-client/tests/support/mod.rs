@@ -173,6 +173,11 @@ impl Peer {
         )
     }
 
+    /// The client's next message, or `None` once it hung up.
+    pub async fn recv_or_closed(&mut self) -> Option<Value> {
+        self.incoming.recv().await
+    }
+
     /// Waits until the client hangs up.
     pub async fn closed(&mut self) {
         tokio::time::timeout(PATIENCE, async { while self.incoming.recv().await.is_some() {} })

@@ -1,0 +1,313 @@
+//! [`ShellFeed`]: the fleet pushed by T3 (`orchestration.subscribeShell`) instead of polled.
+//!
+//! A background task keeps one subscription open on its own [`RpcConnection`] and applies every
+//! item to a [`Fleet`]. The view is offered ([`ShellFeed::fleet`]) only while it is known to be
+//! complete: from T3's `synchronized` marker after each (re)connect until the socket is lost. In
+//! between the caller gets `None` and falls back to the HTTP snapshot, so a gap in the stream can
+//! never read as "these threads are gone".
+//!
+//! After a lost socket the task reconnects with exponential back-off and resumes with
+//! `afterSequence` = the last sequence it applied, keeping its fleet: T3 replays what was missed
+//! (or sends a fresh snapshot, which replaces the fleet). Chunks are Acked as they are applied, so
+//! T3 never runs ahead of the view.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::client::T3Client;
+use crate::error::{excerpt, T3Error};
+use crate::fleet::{Fleet, FleetChange};
+use crate::rpc::{RpcConnection, RpcSettings};
+use crate::wire::rpc::SUBSCRIBE_SHELL;
+use crate::wire::{ShellItem, SubscribeShell};
+
+/// How a [`ShellFeed`] connects and reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// The subscription's socket: pings, connect timeout.
+    pub rpc: RpcSettings,
+    /// The first wait before reconnecting after a loss (default 200 ms); it doubles per failure.
+    pub reconnect_initial: Duration,
+    /// The longest wait between reconnects (default 10 s).
+    pub reconnect_max: Duration,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            rpc: RpcSettings::default(),
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a [`ShellFeed`] stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedStatus {
+    /// Started, not synchronized yet, and nothing failed so far.
+    Connecting,
+    /// Synchronized and streaming: [`ShellFeed::fleet`] is the current view as of `sequence`.
+    Live {
+        /// The last event sequence applied.
+        sequence: u64,
+    },
+    /// Not synchronized since the last failure (reconnecting, or connected and catching up).
+    Down {
+        /// The last failure, one line.
+        error: String,
+    },
+}
+
+/// The shell stream, kept open in a background task. Dropping it stops the task and closes its
+/// socket.
+pub struct ShellFeed {
+    shared: Arc<Shared>,
+    changes: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    view: Mutex<View>,
+    changes: watch::Sender<u64>,
+}
+
+struct View {
+    /// The fleet, only while synchronized.
+    fleet: Option<Arc<Fleet>>,
+    status: FeedStatus,
+}
+
+impl Shared {
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl ShellFeed {
+    /// Spawns the feed's task for `client`'s T3 (its base URL and bearer provider): connect,
+    /// subscribe with `requestCompletionMarker`, apply every item, Ack as it goes; on a lost socket
+    /// reconnect with back-off and resume after the last sequence seen. An outage is logged once
+    /// (warn) and the recovery once (info). Must be called within a Tokio runtime.
+    pub fn start(client: &T3Client, settings: FeedSettings) -> ShellFeed {
+        let (changes_tx, changes) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            view: Mutex::new(View {
+                fleet: None,
+                status: FeedStatus::Connecting,
+            }),
+            changes: changes_tx,
+        });
+        let feeder = Feeder {
+            base_url: client.base_url().to_owned(),
+            bearer: client.bearer(),
+            settings,
+            shared: shared.clone(),
+            fleet: Arc::new(Fleet::default()),
+            has_base: false,
+            live: false,
+            outage_logged: false,
+        };
+        let task = tokio::spawn(feeder.run());
+        ShellFeed {
+            shared,
+            changes,
+            task,
+        }
+    }
+
+    /// The current view, only while the stream is live and synchronized since the last
+    /// (re)connect; `None` otherwise (the caller then reads the HTTP snapshot). Cheap: the view is
+    /// shared, copied by the task only when it changes while someone holds it.
+    pub fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.shared.view().fleet.clone()
+    }
+
+    /// Where the feed stands.
+    pub fn status(&self) -> FeedStatus {
+        self.shared.view().status.clone()
+    }
+
+    /// A counter bumped on every fleet change that is not [`FleetChange::Quiet`] and on every
+    /// transition between live and not live; await `changed()` on it to react within
+    /// milliseconds. The value itself means nothing.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+}
+
+impl std::fmt::Debug for ShellFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShellFeed")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Drop for ShellFeed {
+    fn drop(&mut self) {
+        // Dropping the task drops its stream (Interrupt) and its connection (the socket closes).
+        self.task.abort();
+    }
+}
+
+/// The task's state.
+struct Feeder {
+    base_url: String,
+    bearer: Arc<dyn afk_secrets::SecretProvider>,
+    settings: FeedSettings,
+    shared: Arc<Shared>,
+    /// The view being kept, across reconnects; published while live.
+    fleet: Arc<Fleet>,
+    /// A snapshot was applied, so `fleet.sequence()` is a point to resume after.
+    has_base: bool,
+    /// Synchronized since the last (re)connect.
+    live: bool,
+    /// The current outage was logged.
+    outage_logged: bool,
+}
+
+impl Feeder {
+    async fn run(mut self) {
+        let mut backoff = self.settings.reconnect_initial;
+        loop {
+            let error = self.follow().await;
+            if self.live {
+                // The stream was live before this failure: start the back-off afresh.
+                backoff = self.settings.reconnect_initial;
+            }
+            self.went_down(&error);
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(self.settings.reconnect_max);
+        }
+    }
+
+    /// One connection: subscribe and apply items until the stream fails or ends.
+    async fn follow(&mut self) -> T3Error {
+        let connection =
+            match RpcConnection::connect(&self.base_url, self.bearer.clone(), self.settings.rpc).await {
+                Ok(connection) => connection,
+                Err(error) => return error,
+            };
+        let request = SubscribeShell {
+            after_sequence: self.has_base.then(|| self.fleet.sequence()),
+            request_completion_marker: Some(true),
+        };
+        debug!(url = %connection.url(), after = ?request.after_sequence, "t3 shell feed: subscribing");
+        let payload = serde_json::to_value(&request).unwrap_or_default();
+        let mut stream = match connection.stream(SUBSCRIBE_SHELL, payload).await {
+            Ok(stream) => stream,
+            Err(error) => return error,
+        };
+        loop {
+            let values = match stream.next_chunk().await {
+                Some(Ok(values)) => values,
+                Some(Err(error)) => return error,
+                None => {
+                    return T3Error::Socket {
+                        what: SUBSCRIBE_SHELL.to_owned(),
+                        url: connection.url().to_owned(),
+                        detail: "T3 ended the stream".into(),
+                        status: None,
+                    }
+                }
+            };
+            if let Err(error) = self.apply(values) {
+                return error;
+            }
+        }
+    }
+
+    /// Applies one chunk and publishes the result; the next `next_chunk` Acks it.
+    fn apply(&mut self, values: Vec<serde_json::Value>) -> Result<(), T3Error> {
+        let mut changed = false;
+        let mut synchronized = false;
+        // Decode the whole chunk first, so that a bad item leaves the view as it was (the feed
+        // then reconnects and resumes before it).
+        let items = values
+            .iter()
+            .map(|value| {
+                ShellItem::deserialize(value).map_err(|e| T3Error::MalformedReply {
+                    what: SUBSCRIBE_SHELL.to_owned(),
+                    detail: format!("not a shell stream item: {e}"),
+                    body_excerpt: excerpt(value.to_string().as_bytes()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let fleet = Arc::make_mut(&mut self.fleet);
+        for item in items {
+            match item {
+                ShellItem::Synchronized => synchronized = true,
+                ShellItem::Snapshot { .. } => {
+                    self.has_base = true;
+                    fleet.apply(item);
+                    changed = true;
+                }
+                item => changed |= fleet.apply(item) != FleetChange::Quiet,
+            }
+        }
+        let became_live = synchronized && !self.live;
+        if !self.live && !became_live {
+            // Catching up: nothing to show yet.
+            return Ok(());
+        }
+        self.live = true;
+        {
+            let mut view = self.shared.view();
+            view.fleet = Some(self.fleet.clone());
+            view.status = FeedStatus::Live {
+                sequence: self.fleet.sequence(),
+            };
+        }
+        if became_live {
+            if self.outage_logged {
+                info!(url = %self.base_url, sequence = self.fleet.sequence(), "T3's shell stream is back");
+            }
+            self.outage_logged = false;
+        }
+        if became_live || changed {
+            self.shared.bump();
+        }
+        Ok(())
+    }
+
+    /// Hides the view after `error`: logs the outage once and bumps the counter on the way down.
+    fn went_down(&mut self, error: &T3Error) {
+        let error = error.to_string();
+        let was_live = std::mem::replace(&mut self.live, false);
+        {
+            let mut view = self.shared.view();
+            view.fleet = None;
+            view.status = FeedStatus::Down { error: error.clone() };
+        }
+        if !self.outage_logged {
+            warn!(error = %error, "T3's shell stream is down; reconnecting (the HTTP snapshot serves meanwhile)");
+            self.outage_logged = true;
+        } else {
+            debug!(error = %error, "t3 shell feed: still down");
+        }
+        if was_live {
+            self.shared.bump();
+        }
+    }
+}
+
+/// A wait between half of `backoff` and all of it, so that many afk instances do not reconnect
+/// in lockstep after a T3 restart.
+fn jitter(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+}
