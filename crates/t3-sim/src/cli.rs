@@ -17,11 +17,15 @@ Simulated agent: after thread.turn.start the session is `starting`, then the tur
 --turn-duration and completes. Markers in the message text script it: [sim:fail] ends the turn in
 error, [sim:hang] never ends it (interrupt or stop the session), [sim:duration=MS] sets its duration,
 [sim:fail-times=N] fails the first N threads with the same title that carry it.
+Over the WebSocket RPC (/ws), a thread.turn.start with `bootstrap` creates the thread, records a
+worktree under --worktrees-dir and starts the turn; [sim:worktree-fail] fails it at the worktree,
+[sim:setup-fail] at the setup script (runSetupScript: true), and the thread is deleted again.
 
 Scenario file (TOML, every key optional; flags override it, tokens and projects add up):
   seed = 7
   turn_duration = \"2s\"
   startup_delay = \"50ms\"
+  worktrees_dir = \"/tmp/t3-sim/worktrees\"
   [[tokens]]
   token = \"...\"
   scopes = [\"orchestration:read\", \"orchestration:operate\"]
@@ -35,6 +39,7 @@ Scenario file (TOML, every key optional; flags override it, tokens and projects 
   drop_rate = 0.02
   lost_reply_rate = 0.01
   unavailable = { after = \"30s\", for = \"5s\" }
+  ws_drop_after_items = 50
 
 Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.";
 
@@ -82,6 +87,13 @@ pub struct SimArgs {
     /// Length of that outage.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "unavailable_after")]
     pub unavailable_for: Option<Duration>,
+    /// Where bootstrapped threads' worktrees are said to be (nothing is created there)
+    /// [default: /tmp/t3-sim/worktrees].
+    #[arg(long, value_name = "DIR")]
+    pub worktrees_dir: Option<PathBuf>,
+    /// Drop a WebSocket after it has sent this many shell stream items.
+    #[arg(long, value_name = "N")]
+    pub ws_drop_after_items: Option<u64>,
     /// A scenario file (TOML) with any of these settings; see below.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
@@ -103,6 +115,8 @@ impl fmt::Debug for SimArgs {
             .field("lost_reply_rate", &self.lost_reply_rate)
             .field("unavailable_after", &self.unavailable_after)
             .field("unavailable_for", &self.unavailable_for)
+            .field("worktrees_dir", &self.worktrees_dir)
+            .field("ws_drop_after_items", &self.ws_drop_after_items)
             .field("scenario", &self.scenario)
             .finish()
     }
@@ -147,6 +161,12 @@ impl SimArgs {
         }
         if let (Some(after), Some(lasting)) = (self.unavailable_after, self.unavailable_for) {
             config.faults.unavailable = Some((after, lasting));
+        }
+        if let Some(dir) = &self.worktrees_dir {
+            config.worktrees_dir = dir.clone();
+        }
+        if let Some(items) = self.ws_drop_after_items {
+            config.faults.ws_drop_after_items = Some(items);
         }
         config.faults.validate()?;
         Ok(config)
@@ -200,7 +220,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start the T3 stand-in on {}", args.listen))?;
     println!("{}", server.url());
-    info!(url = %server.url(), "t3-sim: serving T3's orchestration API (a stand-in: no real agent runs); Ctrl-C stops it");
+    info!(url = %server.url(), ws = %server.ws_url(), "t3-sim: serving T3's orchestration API and WebSocket RPC (a stand-in: no real agent runs); Ctrl-C stops it");
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     info!("t3-sim: stopping");
     server.shutdown().await;
@@ -255,6 +275,10 @@ mod tests {
             "1s",
             "--unavailable-for",
             "2s",
+            "--worktrees-dir",
+            "/w/trees",
+            "--ws-drop-after-items",
+            "5",
         ]);
         let config = args.to_config().expect("valid flags");
         assert_eq!(config.tokens[0].token, "abc==:x");
@@ -264,6 +288,8 @@ mod tests {
         assert_eq!(config.turn_duration, Duration::from_millis(300));
         assert_eq!(config.seed, 9);
         assert_eq!(config.faults.error_rate, 0.1);
+        assert_eq!(config.worktrees_dir, PathBuf::from("/w/trees"));
+        assert_eq!(config.faults.ws_drop_after_items, Some(5));
         assert_eq!(
             config.faults.unavailable,
             Some((Duration::from_secs(1), Duration::from_secs(2)))

@@ -2,7 +2,7 @@
 //! inject; and the scenario file that holds the same settings for `afk sim --scenario`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -26,6 +26,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// The faults to inject. Default: none.
     pub faults: FaultPlan,
+    /// Where T3 would add the git worktrees of bootstrapped threads (T3's `worktrees` base
+    /// dir): a thread's worktree path is `<worktrees_dir>/<basename of projectCwd>/<branch with
+    /// '/' replaced by '-'>`, as T3 names it. Nothing is created there. Default
+    /// `/tmp/t3-sim/worktrees`.
+    pub worktrees_dir: PathBuf,
 }
 
 impl Default for SimConfig {
@@ -37,6 +42,7 @@ impl Default for SimConfig {
             startup_delay: Duration::from_millis(50),
             seed: 0,
             faults: FaultPlan::default(),
+            worktrees_dir: PathBuf::from("/tmp/t3-sim/worktrees"),
         }
     }
 }
@@ -135,6 +141,10 @@ pub struct FaultPlan {
     /// A burst of unavailability: starting this long after the plan takes effect (server start,
     /// or [`crate::SimServer::set_faults`]), for this long, every request is answered 503.
     pub unavailable: Option<(Duration, Duration)>,
+    /// WebSocket only: drop a socket (TCP closed, no close frame) once it has sent this many
+    /// shell stream items (`subscribeShell` values, counted per connection over all its
+    /// streams). A chunk that would pass the count is cut at it. `None`: never.
+    pub ws_drop_after_items: Option<u64>,
 }
 
 impl FaultPlan {
@@ -203,6 +213,7 @@ pub enum ConfigError {
 /// seed = 7
 /// turn_duration = "2s"          # humantime: "500ms", "2s", "1m"
 /// startup_delay = "50ms"
+/// worktrees_dir = "/tmp/t3-sim/worktrees"
 ///
 /// [[tokens]]
 /// token = "test-operate-token"
@@ -220,6 +231,7 @@ pub enum ConfigError {
 /// drop_rate = 0.02
 /// lost_reply_rate = 0.01
 /// unavailable = { after = "30s", for = "5s" }
+/// ws_drop_after_items = 50      # WebSocket: drop a socket after 50 shell stream items
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +244,8 @@ pub struct Scenario {
     /// [`SimConfig::startup_delay`].
     #[serde(default, deserialize_with = "opt_duration")]
     pub startup_delay: Option<Duration>,
+    /// [`SimConfig::worktrees_dir`].
+    pub worktrees_dir: Option<PathBuf>,
     /// Tokens, added to those given otherwise.
     #[serde(default)]
     pub tokens: Vec<ScenarioToken>,
@@ -293,6 +307,8 @@ pub struct ScenarioFaults {
     pub lost_reply_rate: Option<f64>,
     /// [`FaultPlan::unavailable`].
     pub unavailable: Option<ScenarioOutage>,
+    /// [`FaultPlan::ws_drop_after_items`].
+    pub ws_drop_after_items: Option<u64>,
 }
 
 /// `unavailable = { after = "30s", for = "5s" }`.
@@ -359,6 +375,9 @@ impl Scenario {
         if let Some(d) = self.startup_delay {
             config.startup_delay = d;
         }
+        if let Some(dir) = &self.worktrees_dir {
+            config.worktrees_dir = dir.clone();
+        }
         config.tokens.extend(self.tokens.iter().map(|t| TokenGrant {
             token: t.token.clone(),
             scopes: t.scopes.clone(),
@@ -384,6 +403,9 @@ impl Scenario {
         }
         if let Some(outage) = &faults.unavailable {
             config.faults.unavailable = Some((outage.after, outage.lasting));
+        }
+        if let Some(items) = faults.ws_drop_after_items {
+            config.faults.ws_drop_after_items = Some(items);
         }
     }
 }
@@ -422,6 +444,7 @@ mod tests {
             latency = "5ms"
             error_rate = 0.25
             unavailable = { after = "1s", for = "2s" }
+            ws_drop_after_items = 3
             "#,
         )
         .expect("valid scenario");
@@ -437,6 +460,7 @@ mod tests {
             config.faults.unavailable,
             Some((Duration::from_secs(1), Duration::from_secs(2)))
         );
+        assert_eq!(config.faults.ws_drop_after_items, Some(3));
     }
 
     #[test]

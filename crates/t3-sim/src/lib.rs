@@ -1,8 +1,8 @@
 //! A stand-in for T3 Code's orchestration server, for afk's tests, its demo and its benchmarks.
 //!
-//! It serves T3's HTTP API on loopback with T3's paths, JSON shapes, status codes and error
-//! bodies (`t3-api.md`), using the very wire types of [`t3_client::wire`], so that the client
-//! and the stand-in cannot drift apart:
+//! It serves T3's HTTP API and T3's WebSocket RPC on loopback with T3's paths, JSON shapes,
+//! status codes and error bodies (`t3-api.md`), using the very wire types of
+//! [`t3_client::wire`], so that the client and the stand-in cannot drift apart:
 //!
 //! | method | path | scope |
 //! |---|---|---|
@@ -11,6 +11,7 @@
 //! | GET | `/api/orchestration/shell` | `orchestration:read` |
 //! | GET | `/api/orchestration/threads/{threadId}` | `orchestration:read` |
 //! | GET | `/.well-known/t3/environment` | none |
+//! | GET | `/ws` (WebSocket RPC) | a valid token to upgrade; per call: `orchestration.dispatchCommand` needs `orchestration:operate`, `orchestration.subscribeShell` needs `orchestration:read` |
 //!
 //! **Behaviour, as T3.**
 //! - Auth: no bearer → 401 `auth_invalid` (`missing_credential`); an unknown, revoked or expired
@@ -34,6 +35,34 @@
 //!   threads; the thread detail carries the messages and answers 404 `thread_not_found` for an
 //!   unknown or deleted thread.
 //!
+//! **WebSocket RPC (`/ws`), as T3 and Effect RPC do it.** The upgrade is refused with the HTTP
+//! error bodies above (never upgraded) without a valid token. Text frames carry Effect RPC
+//! envelopes; request ids are strings of digits, echoed as sent.
+//! - `orchestration.dispatchCommand`: one client command, decided exactly as over HTTP (same
+//!   validation, decider, receipts); success `{"sequence": n}`; a payload that does not decode
+//!   ends with a `Die` cause; a refusal with `Fail` `OrchestrationDispatchCommandError
+//!   {message}` carrying T3's reason text; a missing scope with `Fail`
+//!   `EnvironmentAuthorizationError {message, requiredScope}`.
+//! - Only here does `thread.turn.start` honour `bootstrap` (HTTP decodes and ignores it, as T3
+//!   does): create the thread, record a worktree on the new branch (`branch`, or
+//!   `t3code/<8 hex>`; path `<worktrees_dir>/<basename of projectCwd>/<branch, '/' → '-'>`, see
+//!   [`SimConfig::worktrees_dir`]; nothing is created on disk), run the setup script, start the
+//!   turn. A failing step deletes the thread again (`thread-removed` on the stream, `deletedAt`
+//!   in the snapshot) and fails with `bootstrapThreadDisposition: "deleted"` and a message naming
+//!   the step: `[sim:worktree-fail]` fails `prepareWorktree`, `[sim:setup-fail]` fails
+//!   `runSetupScript` (when it is true), and a branch git already has in that repository fails
+//!   like `git worktree add -b` (git keeps a branch after its thread is deleted). As in T3,
+//!   only the final turn start carries the client's `commandId`: the same bootstrap sent again
+//!   fails at `createThread` ("already exists") and creates nothing twice.
+//! - `orchestration.subscribeShell`: the shell snapshot (or, with `afterSequence`, the events
+//!   after it when at most 1,000 behind, else a snapshot), `synchronized` if asked, then every
+//!   event as it happens — each change to a thread is a `thread-upserted` (or `thread-removed`
+//!   for a deleted or archived thread) with the change's sequence. One `Chunk` carries all
+//!   pending items; the next waits for the client's `Ack`. `Interrupt` ends the stream with an
+//!   `Interrupt` cause.
+//! - `Ping` → `Pong`; a frame that is not JSON, an unknown method or a non-string request id →
+//!   a `Defect` message, and the socket stays open.
+//!
 //! **The simulated agent** (never a real one: its replies say so). After `thread.turn.start` the
 //! session is `starting` with `latestTurn` unchanged (`null` on a new thread) for
 //! [`SimConfig::startup_delay`]; then the turn is admitted (`latestTurn.state = running`, session
@@ -49,11 +78,16 @@
 //! lost replies after a dispatch was applied, an outage window (503), expiring tokens; set at
 //! start, from `afk sim` flags or a scenario file ([`Scenario`]), or changed while running
 //! ([`SimServer::set_faults`], [`SimServer::set_unavailable`], [`SimServer::grant_token`],
-//! [`SimServer::revoke_token`]). Every random choice comes from one generator seeded with
+//! [`SimServer::revoke_token`]). On the WebSocket the same plan applies per call (an outage or a
+//! dropped connection drops the socket, an injected 500 refuses the call unapplied, a lost reply
+//! drops the socket after applying), plus [`FaultPlan::ws_drop_after_items`],
+//! [`SimServer::drop_sockets`] (TCP closed without a close frame) and
+//! [`SimServer::stall_sockets`] (nothing sent, not even pongs, while the socket stays open);
+//! [`SimServer::ws_connections`] counts connections so that a test can see a reconnect. Every random choice comes from one generator seeded with
 //! [`SimConfig::seed`], so a sequential client sees the same faults on every run.
 //!
-//! **Scripting from tests.** [`SimServer::pause`] holds dispatch requests of one command type
-//! before or after they are applied, so that a test can kill a client at a known point;
+//! **Scripting from tests.** [`SimServer::pause`] holds dispatch requests (HTTP or WebSocket) of
+//! one command type before or after they are applied, so that a test can kill a client at a known point;
 //! [`SimServer::finish_turn`] ends a turn on demand; [`SimServer::threads`] and
 //! [`SimServer::read_model`] show the state without HTTP.
 //!
@@ -81,6 +115,7 @@ mod rng;
 mod script;
 mod server;
 mod world;
+mod ws;
 
 pub mod cli;
 

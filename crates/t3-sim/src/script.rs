@@ -7,7 +7,11 @@
 //! - `[sim:duration=MS]`: the turn takes MS milliseconds instead of the configured duration;
 //! - `[sim:fail-times=N]`: the first N threads *with the same title* whose turn carries this
 //!   marker fail, later ones succeed (afk opens one thread per attempt, all with the issue's
-//!   title, so this scripts "fails N times, then succeeds").
+//!   title, so this scripts "fails N times, then succeeds");
+//! - `[sim:worktree-fail]`: a bootstrapped turn (WebSocket RPC only) fails at `prepareWorktree`,
+//!   as if `git worktree add` failed;
+//! - `[sim:setup-fail]`: a bootstrapped turn with `runSetupScript: true` fails at the setup
+//!   script.
 //!
 //! Unknown markers and malformed values are ignored: the text is the agent's prompt, not a
 //! command language, and a typo must not make the stand-in refuse a turn.
@@ -25,6 +29,10 @@ pub struct TurnScript {
     pub duration: Option<Duration>,
     /// `[sim:fail-times=N]`, when present and a valid number.
     pub fail_times: Option<u32>,
+    /// `[sim:worktree-fail]` was present.
+    pub worktree_fail: bool,
+    /// `[sim:setup-fail]` was present.
+    pub setup_fail: bool,
 }
 
 impl TurnScript {
@@ -41,6 +49,8 @@ impl TurnScript {
             match marker.split_once('=') {
                 None if marker == "fail" => script.fail = true,
                 None if marker == "hang" => script.hang = true,
+                None if marker == "worktree-fail" => script.worktree_fail = true,
+                None if marker == "setup-fail" => script.setup_fail = true,
                 Some(("duration", ms)) => {
                     if let Ok(ms) = ms.trim().parse::<u64>() {
                         script.duration = Some(Duration::from_millis(ms));
@@ -66,7 +76,9 @@ mod tests {
     #[test]
     fn reads_every_marker() {
         let script =
-            TurnScript::parse("rules\n\nfix it [sim:fail] [sim:duration=50] [sim:fail-times=2] [sim:hang]");
+            TurnScript::parse(
+            "rules\n\nfix it [sim:fail] [sim:duration=50] [sim:fail-times=2] [sim:hang] [sim:worktree-fail] [sim:setup-fail]",
+        );
         assert_eq!(
             script,
             TurnScript {
@@ -74,6 +86,8 @@ mod tests {
                 hang: true,
                 duration: Some(Duration::from_millis(50)),
                 fail_times: Some(2),
+                worktree_fail: true,
+                setup_fail: true,
             }
         );
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -98,24 +98,32 @@ struct Grant {
     expires_at: Option<Instant>,
 }
 
-struct FaultState {
-    plan: FaultPlan,
+pub(crate) struct FaultState {
+    pub(crate) plan: FaultPlan,
     /// When the plan took effect: its outage window counts from here.
     since: Instant,
     rng: SplitMix64,
 }
 
 /// What the handlers share.
-struct Shared {
-    world: Mutex<World>,
+pub(crate) struct Shared {
+    pub(crate) world: Mutex<World>,
     /// Woken when a dispatch may have set an earlier timer.
-    timers_changed: Notify,
-    faults: Mutex<FaultState>,
+    pub(crate) timers_changed: Notify,
+    pub(crate) faults: Mutex<FaultState>,
     forced_unavailable: AtomicBool,
     tokens: Mutex<HashMap<String, Grant>>,
     pauses: Mutex<Vec<Arc<PauseInner>>>,
     environment: serde_json::Value,
     trace_ids: Mutex<SplitMix64>,
+    /// WebSocket connections accepted so far.
+    ws_accepted: AtomicU64,
+    /// WebSocket connections open now.
+    ws_open: AtomicUsize,
+    /// While true, open sockets send nothing ([`SimServer::stall_sockets`]).
+    pub(crate) ws_stall: watch::Sender<bool>,
+    /// Bumped to drop every open socket ([`SimServer::drop_sockets`]).
+    pub(crate) ws_drops: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -127,7 +135,7 @@ impl std::fmt::Debug for Shared {
 
 /// Locks `mutex`, recovering from a panic in another holder: the state stays consistent because
 /// every change is a few plain assignments.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -170,6 +178,10 @@ impl SimServer {
             pauses: Mutex::new(Vec::new()),
             environment,
             trace_ids: Mutex::new(ids),
+            ws_accepted: AtomicU64::new(0),
+            ws_open: AtomicUsize::new(0),
+            ws_stall: watch::channel(false).0,
+            ws_drops: watch::channel(0).0,
         });
         let (stop, mut stopped) = watch::channel(false);
         let app = router(shared.clone());
@@ -200,6 +212,34 @@ impl SimServer {
     /// Its base URL, e.g. `http://127.0.0.1:40123` (no trailing slash).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL of its WebSocket RPC, e.g. `ws://127.0.0.1:40123/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Drops every open WebSocket now: the TCP connection closes without a close frame, as when
+    /// T3 or the network dies. Calls in flight still apply (their replies are lost); streams end.
+    pub fn drop_sockets(&self) {
+        self.shared.ws_drops.send_modify(|n| *n += 1);
+    }
+
+    /// While `stalled`, open WebSockets send nothing — no chunk, no exit, no pong — but stay
+    /// open, and the server keeps reading and applying what arrives; a client can tell only by
+    /// its pings going unanswered. What was held back is sent once unstalled.
+    pub fn stall_sockets(&self, stalled: bool) {
+        self.shared.ws_stall.send_replace(stalled);
+    }
+
+    /// How many WebSocket connections were accepted so far (a reconnect counts again).
+    pub fn ws_connections(&self) -> u64 {
+        self.shared.ws_accepted.load(Ordering::SeqCst)
+    }
+
+    /// How many WebSocket connections are open now.
+    pub fn ws_open_connections(&self) -> usize {
+        self.shared.ws_open.load(Ordering::SeqCst)
     }
 
     /// The read model `GET /api/orchestration/snapshot` would return now.
@@ -299,6 +339,8 @@ impl SimServer {
         if let Some(stop) = self.stop.take() {
             stop.send_replace(true);
         }
+        // Upgraded connections are not the HTTP server's to wind down: end them here.
+        self.drop_sockets();
         if let Some(mut task) = self.server_task.take() {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
                 task.abort();
@@ -321,6 +363,7 @@ impl Drop for SimServer {
         if let Some(stop) = self.stop.take() {
             stop.send_replace(true);
         }
+        self.drop_sockets();
         if let Some(task) = self.scheduler_task.take() {
             task.abort();
         }
@@ -374,6 +417,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/orchestration/shell", get(shell))
         .route("/api/orchestration/threads/{thread_id}", get(thread_detail))
         .route("/.well-known/t3/environment", get(environment))
+        .route("/ws", get(crate::ws::upgrade))
         .layer(middleware::from_fn(log_request))
         .with_state(shared)
 }
@@ -410,12 +454,30 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 /// Which endpoint a request is for; names the 500 reason T3 gives for it.
 #[derive(Clone, Copy)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     Dispatch,
     Snapshot,
     Shell,
     ThreadDetail,
     Environment,
+    /// The WebSocket upgrade (`GET /ws`).
+    Socket,
+}
+
+/// A fault drawn for a call over an open WebSocket.
+pub(crate) enum SocketFault {
+    /// Drop the connection instead of handling the call (an outage, a dropped connection).
+    Drop(String),
+    /// Refuse the call with an injected failure, not applied (the fault plan's `error_rate`).
+    Error,
+}
+
+/// What the fault plan decided for one request.
+enum Draw {
+    Pass,
+    Outage,
+    Error,
+    Drop,
 }
 
 impl Endpoint {
@@ -424,7 +486,7 @@ impl Endpoint {
             Endpoint::Dispatch => "orchestration_dispatch_failed",
             Endpoint::Snapshot | Endpoint::Shell => "orchestration_snapshot_failed",
             Endpoint::ThreadDetail => "orchestration_thread_snapshot_failed",
-            Endpoint::Environment => "internal_error",
+            Endpoint::Environment | Endpoint::Socket => "internal_error",
         }
     }
 }
@@ -481,7 +543,28 @@ impl Shared {
     /// The faults every request meets first: latency, outage, a share of 5xx and dropped
     /// connections. `Err` carries the response to send instead of handling the request (boxed:
     /// a response is large and this is the rare path).
-    async fn enter(&self, endpoint: Endpoint) -> Result<(), Box<Response>> {
+    pub(crate) async fn enter(&self, endpoint: Endpoint) -> Result<(), Box<Response>> {
+        match self.draw().await {
+            Draw::Pass => Ok(()),
+            Draw::Outage => Err(Box::new(unavailable())),
+            Draw::Error => Err(Box::new(with_note(self.internal_error(endpoint), "injected 500"))),
+            Draw::Drop => Err(Box::new(dropped_connection("injected dropped connection"))),
+        }
+    }
+
+    /// The same faults for a call on an open WebSocket: an outage or a dropped connection
+    /// drops the socket, an injected 500 becomes a refused call.
+    pub(crate) async fn socket_fault(&self) -> Option<SocketFault> {
+        match self.draw().await {
+            Draw::Pass => None,
+            Draw::Outage => Some(SocketFault::Drop("simulated outage".into())),
+            Draw::Error => Some(SocketFault::Error),
+            Draw::Drop => Some(SocketFault::Drop("injected dropped connection".into())),
+        }
+    }
+
+    /// Waits out the latency, then draws the request's fate from the seeded generator.
+    async fn draw(&self) -> Draw {
         let latency = lock(&self.faults).plan.latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -493,26 +576,45 @@ impl Shared {
             now >= start && now < start + lasting
         });
         if in_outage || self.forced_unavailable.load(Ordering::SeqCst) {
-            drop(faults);
-            return Err(Box::new(unavailable()));
+            return Draw::Outage;
         }
         let (error_rate, drop_rate) = (faults.plan.error_rate, faults.plan.drop_rate);
         if error_rate <= 0.0 && drop_rate <= 0.0 {
-            return Ok(());
+            return Draw::Pass;
         }
         let roll = faults.rng.next_f64();
-        drop(faults);
         if roll < error_rate {
-            return Err(Box::new(with_note(self.internal_error(endpoint), "injected 500")));
+            Draw::Error
+        } else if roll < error_rate + drop_rate {
+            Draw::Drop
+        } else {
+            Draw::Pass
         }
-        if roll < error_rate + drop_rate {
-            return Err(Box::new(dropped_connection("injected dropped connection")));
-        }
-        Ok(())
+    }
+
+    /// A WebSocket connection was accepted; returns its number (from 1).
+    pub(crate) fn ws_connected(&self) -> u64 {
+        self.ws_open.fetch_add(1, Ordering::SeqCst);
+        self.ws_accepted.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// A WebSocket connection ended.
+    pub(crate) fn ws_disconnected(&self) {
+        self.ws_open.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// T3's bearer check: a known, unexpired token carrying `scope`.
     fn authorize(&self, headers: &HeaderMap, scope: &str) -> Result<(), Box<Response>> {
+        let scopes = self.authenticate(headers)?;
+        if !scopes.iter().any(|s| s == scope) {
+            return Err(Box::new(self.scope_required(scope)));
+        }
+        Ok(())
+    }
+
+    /// T3's bearer check without a scope: a known, unexpired token. Returns its scopes (the
+    /// WebSocket checks them per call).
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Vec<String>, Box<Response>> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Box::new(self.auth_invalid("missing_credential")));
         };
@@ -538,15 +640,11 @@ impl Shared {
                 "expired token",
             )));
         }
-        if !grant.scopes.iter().any(|s| s == scope) {
-            drop(tokens);
-            return Err(Box::new(self.scope_required(scope)));
-        }
-        Ok(())
+        Ok(grant.scopes.clone())
     }
 
     /// Holds the request while an unreleased pause matches it.
-    async fn hold(&self, command_type: &str, phase: PausePhase) {
+    pub(crate) async fn hold(&self, command_type: &str, phase: PausePhase) {
         let pause = lock(&self.pauses)
             .iter()
             .find(|p| p.command_type == command_type && p.phase == phase && !*p.released.borrow())
@@ -559,7 +657,7 @@ impl Shared {
         }
     }
 
-    fn roll_lost_reply(&self) -> bool {
+    pub(crate) fn roll_lost_reply(&self) -> bool {
         let mut faults = lock(&self.faults);
         let rate = faults.plan.lost_reply_rate;
         rate > 0.0 && faults.rng.next_f64() < rate

@@ -15,17 +15,21 @@
 //! - Threads are never removed: deletion sets `deletedAt`, as T3's read model does.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::json;
 use t3_client::ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
 use t3_client::wire::{
-    t3_text_len, ClientCommand, InteractionMode, LatestTurn, ModelSelection, Project, ReadModel, RuntimeMode,
-    Session, SessionStatus, Thread, Timestamp, TurnState, MAX_INPUT_CHARS,
+    t3_text_len, ClientCommand, LatestTurn, Project, ProjectShell, ReadModel, Session, SessionStatus,
+    ShellItem, ShellSnapshot, Thread, ThreadCreate, ThreadRef, ThreadShell, ThreadTurnStart, Timestamp,
+    TurnBootstrap, TurnState, MAX_INPUT_CHARS,
 };
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::SimConfig;
@@ -62,6 +66,8 @@ pub struct SimThread {
     pub title: String,
     /// Its branch.
     pub branch: Option<String>,
+    /// The worktree it works in (`null` for the project's checkout).
+    pub worktree_path: Option<String>,
     /// How many `thread.turn.start` commands were applied to it.
     pub turns: u32,
     /// What it is doing.
@@ -72,6 +78,45 @@ pub struct SimThread {
     pub deleted: bool,
     /// `archivedAt` is set.
     pub archived: bool,
+}
+
+/// How many events the stand-in keeps for a shell subscriber resuming with `afterSequence`:
+/// T3's `SHELL_RESUME_MAX_GAP`. A larger gap gets a fresh snapshot instead.
+pub(crate) const SHELL_REPLAY_LIMIT: usize = 1_000;
+
+/// The aggregate an event is about (the index into `World::threads` or `World::projects`).
+#[derive(Debug, Clone, Copy)]
+enum Changed {
+    Thread(usize),
+    Project(usize),
+}
+
+/// Why a command sent over the WebSocket RPC failed, as T3's `OrchestrationDispatchCommandError`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DispatchFailure {
+    /// T3's reason text, or the failed step and why.
+    pub(crate) message: String,
+    /// The thread the bootstrap created was deleted again (`bootstrapThreadDisposition:
+    /// "deleted"`).
+    pub(crate) thread_deleted: bool,
+}
+
+impl From<Refusal> for DispatchFailure {
+    fn from(Refusal(message): Refusal) -> Self {
+        DispatchFailure {
+            message,
+            thread_deleted: false,
+        }
+    }
+}
+
+/// The git state of one repository (a `projectCwd`) as far as worktrees go: every branch
+/// `git worktree add -b` made there. Git keeps a branch after its thread is deleted, so a
+/// second worktree on the same new branch is refused for ever, as `git worktree add -b` would.
+#[derive(Debug, Default)]
+struct Repository {
+    branches: HashSet<String>,
 }
 
 /// How [`crate::SimServer::finish_turn`] ends a running turn.
@@ -200,6 +245,16 @@ pub(crate) struct World {
     ids: SplitMix64,
     turn_duration: Duration,
     startup_delay: Duration,
+    /// The shell items of the last [`SHELL_REPLAY_LIMIT`] events, one per sequence, oldest
+    /// first, ending with the current sequence.
+    shell_events: VecDeque<Arc<ShellItem>>,
+    /// The current sequence, for shell streams to wait on.
+    head: watch::Sender<u64>,
+    worktrees_dir: PathBuf,
+    /// Per `projectCwd`: the branches worktrees were added on.
+    repositories: HashMap<String, Repository>,
+    /// Every worktree path handed out (a second `git worktree add` there fails).
+    worktree_paths: HashSet<String>,
 }
 
 impl World {
@@ -221,6 +276,11 @@ impl World {
             ids: SplitMix64::new(config.seed ^ 0x1D5_u64.rotate_left(40)),
             turn_duration: config.turn_duration,
             startup_delay: config.startup_delay,
+            shell_events: VecDeque::with_capacity(SHELL_REPLAY_LIMIT),
+            head: watch::channel(0).0,
+            worktrees_dir: config.worktrees_dir.clone(),
+            repositories: HashMap::new(),
+            worktree_paths: HashSet::new(),
         };
         for project in &config.projects {
             let id = ProjectId::new(project.id.clone())
@@ -286,6 +346,137 @@ impl World {
         outcome.map_err(Refusal)
     }
 
+    /// Applies a `thread.turn.start` carrying `bootstrap` as T3's WebSocket RPC does
+    /// (`apps/server/src/ws.ts`, `dispatchBootstrapTurnStart`), all at once: create the thread
+    /// (`createThread`, under a server command id), add its worktree on the new branch and
+    /// record `branch` / `worktreePath` on it (`prepareWorktree`), run the setup script
+    /// (`runSetupScript`), then start the turn under the command's own id — the one receipt
+    /// the client's `commandId` gets. If a step fails after the thread was created, the thread
+    /// is deleted again.
+    ///
+    /// As in T3, only the final turn start is deduplicated by `commandId`: the same bootstrap
+    /// sent again fails at `createThread` because the thread exists, and makes nothing twice.
+    pub(crate) fn dispatch_bootstrap(
+        &mut self,
+        turn: &ThreadTurnStart,
+        now: Instant,
+    ) -> Result<u64, DispatchFailure> {
+        let mut created = false;
+        let outcome = self.run_bootstrap(turn, now, &mut created);
+        outcome.map_err(|message| {
+            let thread_deleted = created && {
+                let delete = ClientCommand::ThreadDelete(ThreadRef {
+                    command_id: self.server_command_id("bootstrap-thread-delete"),
+                    thread_id: turn.thread_id.clone(),
+                });
+                self.dispatch(&delete, now).is_ok()
+            };
+            DispatchFailure {
+                message,
+                thread_deleted,
+            }
+        })
+    }
+
+    fn run_bootstrap(
+        &mut self,
+        turn: &ThreadTurnStart,
+        now: Instant,
+        created: &mut bool,
+    ) -> Result<u64, String> {
+        let bootstrap = turn.bootstrap.clone().unwrap_or(TurnBootstrap {
+            create_thread: None,
+            prepare_worktree: None,
+            run_setup_script: None,
+        });
+        let script = TurnScript::parse(&turn.message.text);
+        let mut worktree_path = None;
+        if let Some(thread) = &bootstrap.create_thread {
+            worktree_path = thread.worktree_path.clone();
+            let create = ClientCommand::ThreadCreate(ThreadCreate {
+                command_id: self.server_command_id("bootstrap-thread-create"),
+                thread_id: turn.thread_id.clone(),
+                project_id: thread.project_id.clone(),
+                title: thread.title.clone(),
+                model_selection: thread.model_selection.clone(),
+                runtime_mode: thread.runtime_mode,
+                interaction_mode: thread.interaction_mode,
+                branch: thread.branch.clone(),
+                worktree_path: thread.worktree_path.clone(),
+                created_at: thread.created_at,
+            });
+            self.dispatch(&create, now).map_err(|Refusal(reason)| reason)?;
+            *created = true;
+        }
+        if let Some(prepare) = &bootstrap.prepare_worktree {
+            let cwd = prepare.project_cwd.as_str();
+            let branch = match &prepare.branch {
+                Some(branch) => branch.as_str().to_owned(),
+                // T3's clients name a new branch `t3code/<8 hex>`.
+                None => format!("t3code/{}", &self.ids.uuid().simple().to_string()[..8]),
+            };
+            // T3: `<worktrees dir>/<basename of the repository>/<branch, '/' → '-'>`.
+            let repository = Path::new(cwd)
+                .file_name()
+                .map_or_else(|| cwd.to_owned(), |name| name.to_string_lossy().into_owned());
+            let path = self
+                .worktrees_dir
+                .join(repository)
+                .join(branch.replace('/', "-"))
+                .display()
+                .to_string();
+            let git = format!(
+                "git worktree add -b {branch} {path} {}",
+                prepare.base_branch.as_str()
+            );
+            if script.worktree_fail {
+                return Err(format!(
+                    "prepareWorktree failed: {git}: fatal: could not create work tree dir (scripted by [sim:worktree-fail])"
+                ));
+            }
+            let repo = self.repositories.entry(cwd.to_owned()).or_default();
+            if repo.branches.contains(&branch) {
+                return Err(format!(
+                    "prepareWorktree failed: {git}: fatal: a branch named '{branch}' already exists"
+                ));
+            }
+            if self.worktree_paths.contains(&path) {
+                return Err(format!(
+                    "prepareWorktree failed: {git}: fatal: '{path}' already exists"
+                ));
+            }
+            repo.branches.insert(branch.clone());
+            self.worktree_paths.insert(path.clone());
+            // T3 records the worktree with a `thread.meta.update` of its own.
+            let idx = self.require_thread(&turn.thread_id, "thread.meta.update")?;
+            let ts = self.stamp();
+            let thread = &mut self.touch(idx).thread;
+            thread.branch = Some(branch);
+            thread.worktree_path = Some(path.clone());
+            thread.updated_at = ts;
+            self.bump(Changed::Thread(idx));
+            worktree_path = Some(path);
+        }
+        // T3 runs the setup script only in a worktree.
+        if bootstrap.run_setup_script == Some(true) && worktree_path.is_some() && script.setup_fail {
+            return Err(
+                "runSetupScript failed: the project's setup script exited with status 1 (scripted by [sim:setup-fail])"
+                    .into(),
+            );
+        }
+        let mut start = turn.clone();
+        start.bootstrap = None;
+        self.dispatch(&ClientCommand::ThreadTurnStart(start), now)
+            .map_err(|Refusal(reason)| reason)
+    }
+
+    /// A command id of T3's own (`server:<what>:<uuid>`), for the commands a bootstrap sends.
+    fn server_command_id(&mut self, what: &str) -> CommandId {
+        let id = format!("server:{what}:{}", self.ids.uuid());
+        // Always a valid id; the fallback only keeps this free of panics.
+        CommandId::new(id).unwrap_or_else(|_| CommandId::generate())
+    }
+
     fn decide(&mut self, command: &ClientCommand, now: Instant) -> Result<u64, String> {
         match command {
             ClientCommand::ProjectCreate(c) => {
@@ -317,7 +508,7 @@ impl World {
                         self.projects.push(project);
                     }
                 }
-                Ok(self.bump())
+                Ok(self.bump(Changed::Project(self.project_index[&c.project_id])))
             }
             ClientCommand::ThreadCreate(c) => {
                 let live_project = self
@@ -367,7 +558,7 @@ impl World {
                     latest_user_message_at: None,
                     json: None,
                 });
-                Ok(self.bump())
+                Ok(self.bump(Changed::Thread(self.threads.len() - 1)))
             }
             ClientCommand::ThreadTurnStart(c) => {
                 let idx = self.require_thread(&c.thread_id, command.kind())?;
@@ -414,8 +605,8 @@ impl World {
                 entry.thread.updated_at = ts;
                 let generation = entry.generation;
                 // T3 records two events: the user message, then the turn-start request.
-                self.bump();
-                let sequence = self.bump();
+                self.bump(Changed::Thread(idx));
+                let sequence = self.bump(Changed::Thread(idx));
                 self.set_timer(now + self.startup_delay, idx, generation, TimerKind::Admit);
                 Ok(sequence)
             }
@@ -426,7 +617,7 @@ impl World {
                     (Some(_), None) => true,
                     (None, _) => false,
                 };
-                let sequence = self.bump();
+                let sequence = self.bump(Changed::Thread(idx));
                 if aimed_at_active {
                     self.end_turn(idx, TurnEnd::Interrupted);
                 }
@@ -434,7 +625,7 @@ impl World {
             }
             ClientCommand::ThreadSessionStop(c) => {
                 let idx = self.require_thread(&c.thread_id, command.kind())?;
-                let sequence = self.bump();
+                let sequence = self.bump(Changed::Thread(idx));
                 self.stop_session(idx);
                 Ok(sequence)
             }
@@ -450,7 +641,7 @@ impl World {
                 let thread = &mut self.touch(idx).thread;
                 thread.archived_at = Some(ts);
                 thread.updated_at = ts;
-                Ok(self.bump())
+                Ok(self.bump(Changed::Thread(idx)))
             }
             ClientCommand::ThreadUnarchive(c) => {
                 let idx = self.require_thread(&c.thread_id, command.kind())?;
@@ -464,7 +655,7 @@ impl World {
                 let thread = &mut self.touch(idx).thread;
                 thread.archived_at = None;
                 thread.updated_at = ts;
-                Ok(self.bump())
+                Ok(self.bump(Changed::Thread(idx)))
             }
             ClientCommand::ThreadDelete(c) => {
                 let idx = self.require_thread(&c.thread_id, command.kind())?;
@@ -472,7 +663,7 @@ impl World {
                 let thread = &mut self.touch(idx).thread;
                 thread.deleted_at = Some(ts);
                 thread.updated_at = ts;
-                let sequence = self.bump();
+                let sequence = self.bump(Changed::Thread(idx));
                 // T3 stops a deleted thread's session.
                 self.stop_session(idx);
                 Ok(sequence)
@@ -571,7 +762,7 @@ impl World {
         entry.thread.updated_at = ts;
         let finish = (active.end != ScriptedEnd::Hang).then_some(active.duration);
         let generation = entry.generation;
-        self.bump();
+        self.bump(Changed::Thread(idx));
         if let (Some(due), Some(duration)) = (due, finish) {
             self.set_timer(due + duration, idx, generation, TimerKind::Finish);
         }
@@ -618,7 +809,7 @@ impl World {
             session.updated_at = ts;
         }
         entry.thread.updated_at = ts;
-        self.bump();
+        self.bump(Changed::Thread(idx));
         true
     }
 
@@ -641,7 +832,7 @@ impl World {
                 session.updated_at = ts;
             }
             thread.updated_at = ts;
-            self.bump();
+            self.bump(Changed::Thread(idx));
         }
     }
 
@@ -712,9 +903,71 @@ impl World {
         ts
     }
 
-    fn bump(&mut self) -> u64 {
+    /// Records one event about `changed`: the sequence grows by one, the shell item of the
+    /// aggregate as it is now is kept for resuming subscribers, and subscribers are woken.
+    fn bump(&mut self, changed: Changed) -> u64 {
         self.sequence += 1;
-        self.sequence
+        let sequence = self.sequence;
+        let item = match changed {
+            Changed::Thread(idx) => {
+                let entry = &self.threads[idx];
+                let thread = &entry.thread;
+                if thread.deleted_at.is_some() || thread.archived_at.is_some() {
+                    // T3 announces a deleted or archived thread as removed from the shell.
+                    ShellItem::ThreadRemoved {
+                        sequence,
+                        thread_id: thread.id.clone(),
+                    }
+                } else {
+                    ShellItem::ThreadUpserted {
+                        sequence,
+                        thread: thread_shell(entry),
+                    }
+                }
+            }
+            Changed::Project(idx) => {
+                let project = &self.projects[idx];
+                if project.deleted_at.is_some() {
+                    ShellItem::ProjectRemoved {
+                        sequence,
+                        project_id: project.id.clone(),
+                    }
+                } else {
+                    ShellItem::ProjectUpserted {
+                        sequence,
+                        project: ProjectShell::from(project),
+                    }
+                }
+            }
+        };
+        if self.shell_events.len() == SHELL_REPLAY_LIMIT {
+            self.shell_events.pop_front();
+        }
+        self.shell_events.push_back(Arc::new(item));
+        self.head.send_replace(sequence);
+        sequence
+    }
+
+    /// A receiver of the event sequence, which changes with every event: what shell streams
+    /// wait on, so that they send a change the moment it happens.
+    pub(crate) fn watch_sequence(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// The shell stream items of the events after `after`, oldest first; `None` when they are
+    /// no longer kept (more than [`SHELL_REPLAY_LIMIT`] events ago) or `after` is ahead of the
+    /// sequence: the subscriber then needs a snapshot, as T3 sends one.
+    pub(crate) fn shell_events_after(&self, after: u64) -> Option<Vec<Arc<ShellItem>>> {
+        if after > self.sequence {
+            return None;
+        }
+        // The kept events are the sequences `first..=self.sequence`, one each.
+        let first = self.sequence + 1 - self.shell_events.len() as u64;
+        if after + 1 < first {
+            return None;
+        }
+        let skip = usize::try_from(after + 1 - first).ok()?;
+        Some(self.shell_events.iter().skip(skip).cloned().collect())
     }
 
     fn mint_turn_id(&mut self) -> TurnId {
@@ -778,15 +1031,31 @@ impl World {
         Ok(out)
     }
 
-    /// `GET /api/orchestration/shell`: live projects and threads (neither archived nor deleted),
-    /// in T3's shell shapes.
-    pub(crate) fn shell_json(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&ShellView {
+    /// The shell snapshot (`GET /api/orchestration/shell` and the first item of
+    /// `orchestration.subscribeShell`): live projects and threads (neither archived nor
+    /// deleted), in T3's shell shapes.
+    pub(crate) fn shell_snapshot(&self) -> ShellSnapshot {
+        ShellSnapshot {
             snapshot_sequence: self.sequence,
-            projects: ShellProjects(&self.projects),
-            threads: ShellThreads(&self.threads),
+            projects: self
+                .projects
+                .iter()
+                .filter(|p| p.deleted_at.is_none())
+                .map(ProjectShell::from)
+                .collect(),
+            threads: self
+                .threads
+                .iter()
+                .filter(|e| e.thread.deleted_at.is_none() && e.thread.archived_at.is_none())
+                .map(thread_shell)
+                .collect(),
             updated_at: self.updated_at,
-        })
+        }
+    }
+
+    /// `GET /api/orchestration/shell`, serialised.
+    pub(crate) fn shell_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&self.shell_snapshot())
     }
 
     /// `GET /api/orchestration/threads/:id`: the thread with its messages; `None` when it does
@@ -836,6 +1105,7 @@ fn sim_thread(entry: &ThreadEntry) -> SimThread {
         project_id: thread.project_id.clone(),
         title: thread.title.clone(),
         branch: thread.branch.clone(),
+        worktree_path: thread.worktree_path.clone(),
         turns: entry.turns,
         state,
         last_error: session.and_then(|s| s.last_error.clone()),
@@ -853,6 +1123,11 @@ pub(crate) fn validate(mut command: ClientCommand) -> Result<ClientCommand, Stri
             c.worktree_path = trimmed_non_empty("worktreePath", c.worktree_path.take())?;
         }
         ClientCommand::ThreadTurnStart(c) => {
+            if let Some(thread) = c.bootstrap.as_mut().and_then(|b| b.create_thread.as_mut()) {
+                thread.branch = trimmed_non_empty("bootstrap.createThread.branch", thread.branch.take())?;
+                thread.worktree_path =
+                    trimmed_non_empty("bootstrap.createThread.worktreePath", thread.worktree_path.take())?;
+            }
             let len = t3_text_len(&c.message.text);
             if len > MAX_INPUT_CHARS {
                 return Err(format!(
@@ -901,103 +1176,12 @@ fn check_attachment(value: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ShellView<'a> {
-    snapshot_sequence: u64,
-    projects: ShellProjects<'a>,
-    threads: ShellThreads<'a>,
-    updated_at: Timestamp,
-}
-
-struct ShellProjects<'a>(&'a [Project]);
-
-impl Serialize for ShellProjects<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            self.0
-                .iter()
-                .filter(|p| p.deleted_at.is_none())
-                .map(|p| ShellProject {
-                    id: &p.id,
-                    title: &p.title,
-                    workspace_root: &p.workspace_root,
-                    default_model_selection: &p.default_model_selection,
-                    scripts: &p.scripts,
-                    created_at: p.created_at,
-                    updated_at: p.updated_at,
-                }),
-        )
-    }
-}
-
-/// T3's `OrchestrationProjectShell`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ShellProject<'a> {
-    id: &'a ProjectId,
-    title: &'a str,
-    workspace_root: &'a str,
-    default_model_selection: &'a Option<ModelSelection>,
-    scripts: &'a [serde_json::Value],
-    created_at: Timestamp,
-    updated_at: Timestamp,
-}
-
-struct ShellThreads<'a>(&'a [ThreadEntry]);
-
-impl Serialize for ShellThreads<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let live = self
-            .0
-            .iter()
-            .filter(|e| e.thread.deleted_at.is_none() && e.thread.archived_at.is_none());
-        serializer.collect_seq(live.map(|e| {
-            let t = &e.thread;
-            ShellThread {
-                id: &t.id,
-                project_id: &t.project_id,
-                title: &t.title,
-                model_selection: &t.model_selection,
-                runtime_mode: t.runtime_mode,
-                interaction_mode: t.interaction_mode,
-                branch: &t.branch,
-                worktree_path: &t.worktree_path,
-                latest_turn: &t.latest_turn,
-                created_at: t.created_at,
-                updated_at: t.updated_at,
-                archived_at: t.archived_at,
-                session: &t.session,
-                latest_user_message_at: e.latest_user_message_at,
-                has_pending_approvals: false,
-                has_pending_user_input: false,
-                has_actionable_proposed_plan: false,
-            }
-        }))
-    }
-}
-
-/// T3's `OrchestrationThreadShell` (the simulated agent never asks a person anything).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ShellThread<'a> {
-    id: &'a ThreadId,
-    project_id: &'a ProjectId,
-    title: &'a str,
-    model_selection: &'a ModelSelection,
-    runtime_mode: RuntimeMode,
-    interaction_mode: InteractionMode,
-    branch: &'a Option<String>,
-    worktree_path: &'a Option<String>,
-    latest_turn: &'a Option<LatestTurn>,
-    created_at: Timestamp,
-    updated_at: Timestamp,
-    archived_at: Option<Timestamp>,
-    session: &'a Option<Session>,
-    latest_user_message_at: Option<Timestamp>,
-    has_pending_approvals: bool,
-    has_pending_user_input: bool,
-    has_actionable_proposed_plan: bool,
+/// T3's `OrchestrationThreadShell` of a thread (the simulated agent never asks a person
+/// anything, so nothing is pending).
+fn thread_shell(entry: &ThreadEntry) -> ThreadShell {
+    let mut shell = ThreadShell::of(&entry.thread);
+    shell.latest_user_message_at = entry.latest_user_message_at;
+    shell
 }
 
 /// T3's `OrchestrationThreadDetailSnapshot`.
@@ -1024,7 +1208,7 @@ mod tests {
     use super::*;
     use crate::config::SimProject;
     use t3_client::wire::{
-        MessageRole, ModelSelection, NonEmptyString, ThreadCreate, ThreadTurnStart, TurnMessage,
+        InteractionMode, MessageRole, ModelSelection, NonEmptyString, RuntimeMode, TurnMessage,
     };
 
     fn world() -> World {
