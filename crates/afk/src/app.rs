@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use afk_ledger::Ledger;
 use anyhow::Context;
-use t3_client::{AgentSettings, ReqwestTransport, SecretProvider, T3Client, TransportConfig};
+use t3_client::{
+    AgentSettings, FeedSettings, ReqwestTransport, SecretProvider, ShellFeed, T3Client, TransportConfig,
+};
 
 use afk_github::{
     AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId, Intake, IntakeConfig,
@@ -75,8 +77,9 @@ pub fn settings(config: &Config) -> Settings {
         timeouts: Timeouts {
             stall: config.watch.stall_timeout,
             turn: config.watch.turn_timeout,
+            lost_after: config.watch.poll_interval,
         },
-        projects: config.projects(),
+        projects: config.targets(),
         local_source: config.source.local.as_ref().map(|l| l.dir.clone()),
     }
 }
@@ -84,10 +87,31 @@ pub fn settings(config: &Config) -> Settings {
 /// A control plane wired from `config`.
 pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
     let ledger = open_ledger(config).await?;
-    let mut plane = ControlPlane::new(ledger, t3_client(config)?, settings(config));
-    if let Some(read_token) = config.t3_read_token() {
-        let bearer = read_token.build().context("[t3.read_token]")?;
-        plane = plane.with_reader(t3_client_with(config, bearer)?);
+    let operate = t3_client(config)?;
+    let reader = match config.t3_read_token() {
+        Some(read_token) => {
+            let bearer = read_token.build().context("[t3.read_token]")?;
+            t3_client_with(config, bearer)?
+        }
+        None => operate.clone(),
+    };
+    for (repo, target) in config.targets() {
+        if target.shares_checkout() {
+            tracing::warn!(
+                "{repo}: dispatch = \"http\" without a worktree_path: its threads would share the \
+                 project's checkout, so at most one of them runs at a time ([t3.projects])"
+            );
+        } else {
+            tracing::info!(
+                "{repo}: T3 project {}, dispatch {}",
+                target.project,
+                target.dispatch.name()
+            );
+        }
+    }
+    let mut plane = ControlPlane::new(ledger, operate, settings(config)).with_reader(reader.clone());
+    if config.watch.push {
+        plane = plane.with_feed(ShellFeed::start(&reader, FeedSettings::default()));
     }
     Ok(plane)
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use afk_core::{Repo, RetryPolicy};
+
+use crate::control::{Dispatch, RepoTarget, WorktreeTemplate};
 use afk_secrets::ProviderSpec;
 use serde::{Deserialize, Deserializer};
 
@@ -176,8 +178,15 @@ pub struct T3Config {
     /// `[t3.read_token]`: the watcher's read-only token, from any provider; replaces
     /// `read_token_file`. Without either, the operate token reads the snapshot too.
     pub read_token: Option<ProviderSpec>,
-    /// `[t3.projects]`: `"OWNER/NAME" = "T3_PROJECT_ID"`.
-    pub projects: BTreeMap<String, String>,
+    /// `[t3.projects]`: `"OWNER/NAME" = "T3_PROJECT_ID"`, or a table with the project and how
+    /// the repository's threads are dispatched.
+    #[serde(deserialize_with = "project_entries")]
+    pub projects: BTreeMap<String, ProjectEntry>,
+    /// How threads are started, unless a project says otherwise: `ws-worktree` (one git worktree
+    /// per thread, made by T3) or `http` (the seed's two POSTs; threads share the checkout).
+    pub dispatch: DispatchMode,
+    /// The branch worktrees start from, unless a project says otherwise.
+    pub base_branch: String,
     /// T3's provider instance (default `claudeAgent`).
     pub instance_id: String,
     /// The model (default `claude-sonnet-4-5`).
@@ -205,6 +214,8 @@ impl Default for T3Config {
             token: None,
             read_token: None,
             projects: BTreeMap::new(),
+            dispatch: DispatchMode::WsWorktree,
+            base_branch: "main".into(),
             instance_id: "claudeAgent".into(),
             model: "claude-sonnet-4-5".into(),
             branch_prefix: "afk/".into(),
@@ -214,6 +225,84 @@ impl Default for T3Config {
             request_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// How a repository's threads are started in T3 (`dispatch = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DispatchMode {
+    /// One `thread.turn.start` with a bootstrap over T3's WebSocket RPC: T3 makes a git worktree
+    /// per thread.
+    #[serde(rename = "ws-worktree")]
+    WsWorktree,
+    /// `thread.create` and `thread.turn.start` over HTTP, as the seed does: no worktree.
+    #[serde(rename = "http")]
+    Http,
+}
+
+/// One `[t3.projects]` entry: `"OWNER/NAME" = "PROJECT_ID"`, or a table
+/// `{ project = "PROJECT_ID", dispatch = "http", worktree_path = "...", base_branch = "...",
+/// run_setup_script = true }` whose keys other than `project` default to `[t3]`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectEntry {
+    /// The T3 project id.
+    pub project: String,
+    /// How the repository's threads are started (default: `[t3] dispatch`).
+    #[serde(default)]
+    pub dispatch: Option<DispatchMode>,
+    /// `ws-worktree` only: the branch worktrees start from (default: `[t3] base_branch`).
+    #[serde(default)]
+    pub base_branch: Option<String>,
+    /// `ws-worktree` only: run the project's setup script in each new worktree (default: when the
+    /// project has a script marked to run on worktree creation).
+    #[serde(default)]
+    pub run_setup_script: Option<bool>,
+    /// `http` only: where each thread works, a template with `{owner}`, `{name}`, `{issue}`,
+    /// `{branch}`, `{attempt}` (default: the project's checkout, one thread at a time).
+    #[serde(default)]
+    pub worktree_path: Option<String>,
+}
+
+impl From<&str> for ProjectEntry {
+    fn from(project: &str) -> Self {
+        Self {
+            project: project.to_owned(),
+            dispatch: None,
+            base_branch: None,
+            run_setup_script: None,
+            worktree_path: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProjectEntryOrId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ProjectEntryOrId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a T3 project id, or a table with `project` and dispatch settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ProjectEntryOrId(ProjectEntry::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ProjectEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ProjectEntryOrId)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Decodes `[t3.projects]`'s two forms (a bare id or a table) with errors naming the key.
+struct ProjectEntryOrId(ProjectEntry);
+
+fn project_entries<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, ProjectEntry>, D::Error> {
+    let raw = BTreeMap::<String, ProjectEntryOrId>::deserialize(deserializer)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// `[ledger]`.
@@ -299,6 +388,9 @@ pub struct WatchConfig {
     /// A turn running this long is interrupted.
     #[serde(deserialize_with = "duration")]
     pub turn_timeout: Duration,
+    /// Follow T3's shell stream over its WebSocket RPC and act on a change at once; the snapshot
+    /// is polled only while the stream is down. Off: poll only.
+    pub push: bool,
 }
 
 impl Default for WatchConfig {
@@ -307,6 +399,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(15 * 60),
             turn_timeout: Duration::from_secs(60 * 60),
+            push: true,
         }
     }
 }
@@ -356,6 +449,8 @@ const OVERRIDABLE: &[&str] = &[
     "t3.web_url",
     "t3.connect_timeout",
     "t3.request_timeout",
+    "t3.dispatch",
+    "t3.base_branch",
     "ledger.url",
     "source.local.dir",
     "limits.max_concurrent",
@@ -364,6 +459,7 @@ const OVERRIDABLE: &[&str] = &[
     "watch.poll_interval",
     "watch.stall_timeout",
     "watch.turn_timeout",
+    "watch.push",
     "retry.initial",
     "retry.cap",
     "retry.max_dispatch_tries",
@@ -483,10 +579,13 @@ impl Config {
                 format!("{:?} is not an http:// or https:// URL", self.t3.url),
             ));
         }
-        for (repo, project) in &self.t3.projects {
+        if self.t3.base_branch.trim().is_empty() {
+            return Err(("t3.base_branch", "must not be empty".into()));
+        }
+        for repo in self.t3.projects.keys() {
             Repo::new(repo.clone()).map_err(|e| ("t3.projects", e.to_string()))?;
-            t3_client::ProjectId::new(project.clone())
-                .map_err(|e| ("t3.projects", format!("project id for {repo}: {e}")))?;
+            self.repo_target(repo)
+                .map_err(|e| ("t3.projects", format!("{repo}: {e}")))?;
         }
         if !(self.ledger.url.starts_with("sqlite:") || self.ledger.url.starts_with("postgres")) {
             return Err(("ledger.url", "must start with sqlite:// or postgres://".into()));
@@ -551,16 +650,68 @@ impl Config {
 
     /// `[t3.projects]` as typed values (validated at load).
     pub fn projects(&self) -> BTreeMap<Repo, t3_client::ProjectId> {
+        self.targets()
+            .into_iter()
+            .map(|(repo, target)| (repo, target.project))
+            .collect()
+    }
+
+    /// Each repository's project and dispatch mode (validated at load).
+    pub fn targets(&self) -> BTreeMap<Repo, RepoTarget> {
         self.t3
             .projects
-            .iter()
-            .filter_map(|(r, p)| {
-                Some((
-                    Repo::new(r.clone()).ok()?,
-                    t3_client::ProjectId::new(p.clone()).ok()?,
-                ))
-            })
+            .keys()
+            .filter_map(|r| Some((Repo::new(r.clone()).ok()?, self.repo_target(r).ok()?)))
             .collect()
+    }
+
+    /// One repository's project and dispatch mode, its entry's keys over `[t3]`'s defaults.
+    fn repo_target(&self, repo: &str) -> Result<RepoTarget, String> {
+        let entry = self
+            .t3
+            .projects
+            .get(repo)
+            .ok_or_else(|| format!("{repo} has no entry"))?;
+        let project =
+            t3_client::ProjectId::new(entry.project.clone()).map_err(|e| format!("project id: {e}"))?;
+        let mode = entry.dispatch.unwrap_or(self.t3.dispatch);
+        let dispatch = match mode {
+            DispatchMode::Http => {
+                if entry.base_branch.is_some() || entry.run_setup_script.is_some() {
+                    return Err(
+                        "base_branch and run_setup_script apply to dispatch = \"ws-worktree\" only".into(),
+                    );
+                }
+                Dispatch::Http {
+                    worktree_path: entry
+                        .worktree_path
+                        .clone()
+                        .map(WorktreeTemplate::new)
+                        .transpose()
+                        .map_err(|e| format!("worktree_path: {e}"))?,
+                }
+            }
+            DispatchMode::WsWorktree => {
+                if entry.worktree_path.is_some() {
+                    return Err(
+                        "worktree_path applies to dispatch = \"http\" only (with ws-worktree T3 makes the worktree)"
+                            .into(),
+                    );
+                }
+                let base_branch = entry
+                    .base_branch
+                    .clone()
+                    .unwrap_or_else(|| self.t3.base_branch.clone());
+                if base_branch.trim().is_empty() {
+                    return Err("base_branch must not be empty".into());
+                }
+                Dispatch::WsWorktree {
+                    base_branch,
+                    run_setup_script: entry.run_setup_script,
+                }
+            }
+        };
+        Ok(RepoTarget { project, dispatch })
     }
 }
 
@@ -589,7 +740,15 @@ const INTEGER_KEYS: &[&str] = &[
     "github.installation_id",
 ];
 
+/// Keys whose values are booleans (`true`/`false`).
+const BOOL_KEYS: &[&str] = &["watch.push"];
+
 fn scalar(key: &str, value: &str) -> toml::Value {
+    if BOOL_KEYS.contains(&key) {
+        if let Ok(b) = value.trim().parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
+    }
     if INTEGER_KEYS.contains(&key) {
         if let Ok(n) = value.trim().parse::<i64>() {
             return toml::Value::Integer(n);
@@ -680,6 +839,84 @@ mod tests {
         assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
         assert_eq!(config.watch.stall_timeout, Duration::from_secs(5));
         assert_eq!(config.watch.turn_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn each_repository_chooses_its_dispatch_mode() {
+        let config = load(
+            r#"
+            [t3]
+            base_branch = "trunk"
+            [t3.projects]
+            "acme/api" = "proj-api"
+            "acme/web" = { project = "proj-web", dispatch = "http" }
+            "acme/lib" = { project = "proj-lib", dispatch = "http", worktree_path = "/wt/{name}/{issue}" }
+            "acme/app" = { project = "proj-app", base_branch = "develop", run_setup_script = false }
+            "#,
+            &[("AFK_WATCH_PUSH", "false")],
+        )
+        .unwrap();
+        let targets = config.targets();
+        let target = |repo: &str| targets[&Repo::new(repo).unwrap()].clone();
+        assert_eq!(
+            target("acme/api").dispatch,
+            Dispatch::WsWorktree {
+                base_branch: "trunk".into(),
+                run_setup_script: None
+            },
+            "ws-worktree is the default, with [t3] base_branch"
+        );
+        assert!(target("acme/web").shares_checkout());
+        assert_eq!(target("acme/web").in_flight_limit(2), 1);
+        assert_eq!(target("acme/lib").in_flight_limit(2), 2);
+        assert_eq!(
+            target("acme/app").dispatch,
+            Dispatch::WsWorktree {
+                base_branch: "develop".into(),
+                run_setup_script: Some(false)
+            }
+        );
+        assert!(!config.watch.push, "AFK_WATCH_PUSH=false turns push watching off");
+        assert!(Config::default().watch.push, "push watching is on by default");
+    }
+
+    #[test]
+    fn dispatch_settings_that_do_not_fit_the_mode_are_refused_with_the_repository_named() {
+        let err = load(
+            "[t3.projects]\n\"acme/api\" = { project = \"p\", worktree_path = \"/wt/{name}\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("t3.projects") && err.contains("acme/api") && err.contains("worktree_path"),
+            "{err}"
+        );
+        let err = load(
+            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"http\", worktree_path = \"/wt/{repo}\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("{repo}"), "{err}");
+        let err = load(
+            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"grpc\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("grpc") && err.contains("ws-worktree"), "{err}");
+        let err = load(
+            "[t3.projects]\n\"acme/api\" = { project = \"p\", colour = \"red\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let err = load("[t3.projects]\n\"acme/api\" = 7\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t3.projects"), "{err}");
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub async fn run() -> anyhow::Result<()> {
     config.t3.token_file = token_file;
     config.t3.projects = projects
         .iter()
-        .map(|(r, p)| (r.to_string(), p.to_string()))
+        .map(|(r, p)| (r.to_string(), (*p).into()))
         .collect();
     config.ledger.url = format!("sqlite://{}", dir.path().join("afk.db").display());
     let issues = dir.path().join("issues");

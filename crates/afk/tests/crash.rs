@@ -9,6 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use afk::config::DispatchMode;
 use afk_core::JobState;
 use common::*;
 use t3_sim::PausePhase;
@@ -93,9 +94,11 @@ async fn assert_one_thread_per_attempt(world: &World, jobs: &[afk_ledger::Job]) 
     }
 }
 
-/// Kills afk while the stand-in holds a `command` request at `phase`, restarts it, and checks the end.
-async fn crash_at(command: &str, phase: PausePhase) {
-    let world = World::new(Duration::from_millis(200)).await;
+/// Kills afk while the stand-in holds a `command` request at `phase` (sent as `dispatch`
+/// prescribes), restarts it, and checks the end.
+async fn crash_at(dispatch: DispatchMode, command: &str, phase: PausePhase) {
+    let mut world = World::new(Duration::from_millis(200)).await;
+    world.config.t3.dispatch = dispatch;
     world.add_issue(REPO_A, 1, "Do it.");
     let config = world.write_config();
     let pause = world.sim.pause(command, phase);
@@ -113,22 +116,44 @@ async fn crash_at(command: &str, phase: PausePhase) {
 
 #[tokio::test]
 async fn killed_before_thread_create_reaches_t3() {
-    crash_at("thread.create", PausePhase::BeforeApply).await;
+    crash_at(DispatchMode::Http, "thread.create", PausePhase::BeforeApply).await;
 }
 
 #[tokio::test]
 async fn killed_after_thread_create_was_applied_but_before_its_reply() {
-    crash_at("thread.create", PausePhase::AfterApply).await;
+    crash_at(DispatchMode::Http, "thread.create", PausePhase::AfterApply).await;
 }
 
 #[tokio::test]
 async fn killed_between_create_and_turn() {
-    crash_at("thread.turn.start", PausePhase::BeforeApply).await;
+    crash_at(DispatchMode::Http, "thread.turn.start", PausePhase::BeforeApply).await;
 }
 
 #[tokio::test]
 async fn killed_after_the_turn_started() {
-    crash_at("thread.turn.start", PausePhase::AfterApply).await;
+    crash_at(DispatchMode::Http, "thread.turn.start", PausePhase::AfterApply).await;
+}
+
+#[tokio::test]
+async fn killed_before_a_worktree_bootstrap_reaches_t3() {
+    crash_at(
+        DispatchMode::WsWorktree,
+        "thread.turn.start",
+        PausePhase::BeforeApply,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn killed_after_a_worktree_bootstrap_was_applied_but_before_its_reply() {
+    // T3 made the thread under a command id of its own: a blind resend would be refused as
+    // "already exists"; afk must read T3's view instead and carry on with the one thread.
+    crash_at(
+        DispatchMode::WsWorktree,
+        "thread.turn.start",
+        PausePhase::AfterApply,
+    )
+    .await;
 }
 
 #[tokio::test]

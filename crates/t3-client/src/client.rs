@@ -144,6 +144,9 @@ pub struct DispatchPlan {
     pub title: String,
     /// The thread's branch.
     pub branch: String,
+    /// Where the thread works, for `thread.create` over HTTP (T3 creates nothing there: the
+    /// path must be prepared by other means); `None`: the project's checkout.
+    pub worktree_path: Option<String>,
     /// The turn's message text: preamble and prompt.
     pub text: String,
 }
@@ -317,6 +320,7 @@ impl T3Client {
             project_id,
             title: issue.thread_title(),
             branch: self.settings.branch_for(issue),
+            worktree_path: None,
             text,
         })
     }
@@ -348,7 +352,7 @@ impl T3Client {
             runtime_mode: self.settings.runtime_mode,
             interaction_mode: self.settings.interaction_mode,
             branch: Some(plan.branch.clone()).filter(|b| !b.is_empty()),
-            worktree_path: None,
+            worktree_path: plan.worktree_path.clone(),
             created_at: Timestamp::now(),
         });
         self.send_command(&command).await

@@ -136,6 +136,21 @@ impl T3Error {
         }
     }
 
+    /// True when T3's decider refused to create `thread` because its id exists already. On a
+    /// retried bootstrap this is what T3 answers when an earlier try landed (T3 creates the
+    /// thread under a command id of its own, so the client's id does not deduplicate it), when
+    /// an earlier try failed and was undone, or while it is still being set up: only T3's view of
+    /// the thread tells which.
+    pub fn is_existing_thread(&self, thread: &crate::ThreadId) -> bool {
+        match self {
+            // T3's decider words it "Thread '<id>' already exists and cannot be created twice."
+            T3Error::Rpc { message, defect, .. } => {
+                !defect && message.contains(&format!("Thread '{thread}' already exists"))
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status T3 answered, if it answered with an error (a refused WebSocket upgrade
     /// included).
     pub fn status(&self) -> Option<u16> {

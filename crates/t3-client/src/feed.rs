@@ -48,6 +48,16 @@ impl Default for FeedSettings {
     }
 }
 
+impl std::fmt::Display for FeedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedStatus::Connecting => f.write_str("connecting"),
+            FeedStatus::Live { sequence } => write!(f, "live at sequence {sequence}"),
+            FeedStatus::Down { error } => write!(f, "down: {error}"),
+        }
+    }
+}
+
 /// Where a [`ShellFeed`] stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedStatus {

@@ -8,19 +8,21 @@ use afk_core::{Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
-    CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, IssueRef, MessageId, ProjectId,
-    ReadModel, T3Client, ThreadId,
+    CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, MessageId,
+    ProjectId, T3Client, ThreadId, WorktreePlan,
 };
 
+use super::target::{attempt_branch, Dispatch, RepoTarget};
 use super::{ControlError, ControlPlane, JobPrompt, TickReport};
 
 /// Resumes every attempt left in `dispatching` whose back-off has passed, resolved against the
-/// snapshot: a thread with a turn is already dispatched; a thread without one needs only its turn;
-/// no thread needs both commands. T3 deduplicates the command ids, so even a stale snapshot cannot
-/// make a second thread.
+/// fleet: a thread with a turn is already dispatched; otherwise the attempt's commands are sent
+/// again with their recorded ids — over HTTP only what is missing (the turn, or both), with
+/// worktrees the one bootstrap command. T3 deduplicates the command ids, so even a stale view
+/// cannot make a second thread.
 pub(super) async fn resume(
     plane: &ControlPlane,
-    snapshot: &ReadModel,
+    fleet: &Fleet,
     live: &[(Job, Attempt)],
     now: DateTime<Utc>,
     report: &mut TickReport,
@@ -29,7 +31,7 @@ pub(super) async fn resume(
         if job.state != JobState::Dispatching || job.not_before.is_some_and(|t| t > now) {
             continue;
         }
-        let plan = match plan_of(attempt) {
+        let plan = match plan_of(job, attempt, plane.settings.projects.get(&job.issue.repo)) {
             Ok(plan) => plan,
             Err(error) => {
                 let event = Event::DispatchRejected {
@@ -47,10 +49,41 @@ pub(super) async fn resume(
                 ..JobPrompt::default()
             },
         );
-        let thread = snapshot.thread(&plan.ids.thread_id);
-        let outcome = match thread {
-            Some(thread) if thread.latest_turn.is_some() => Ok(()),
-            Some(_) => client
+        let thread = fleet.thread(&plan.ids.thread_id);
+        let target = plane.settings.projects.get(&job.issue.repo);
+        let outcome = match (thread, target.map(|t| &t.dispatch)) {
+            (Some(thread), _) if thread.latest_turn.is_some() => Ok(()),
+            // With worktrees T3 sets the thread up in one command and deletes it if a step
+            // fails: a deleted thread is a failed setup, one without a turn is still being set
+            // up (sending anything now could start a turn outside its worktree).
+            (Some(thread), Some(Dispatch::WsWorktree { .. })) => {
+                let event = if thread.deleted_at.is_some() {
+                    Event::BootstrapFailed {
+                        error:
+                            "T3 deleted the thread while setting it up (its worktree or setup script failed)"
+                                .into(),
+                    }
+                } else {
+                    Event::DispatchDeferred {
+                        error: "T3 is still setting the thread up".into(),
+                    }
+                };
+                plane.transition(job, &event, None, now, report).await?;
+                continue;
+            }
+            (None, Some(Dispatch::WsWorktree { .. })) => {
+                let Some(target) = target else { continue };
+                match worktree_plan(target, fleet) {
+                    Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
+                    Err(error) => {
+                        plane
+                            .transition(job, &Event::DispatchRejected { error }, None, now, report)
+                            .await?;
+                        continue;
+                    }
+                }
+            }
+            (Some(_), _) => client
                 .start_turn(&plan)
                 .await
                 .map(drop)
@@ -58,9 +91,9 @@ pub(super) async fn resume(
                     stage: DispatchStage::Turn,
                     error,
                 }),
-            None => client.dispatch_plan(&plan).await.map(drop),
+            (None, _) => client.dispatch_plan(&plan).await.map(drop),
         };
-        conclude(plane, job, outcome, now, report).await?;
+        conclude(plane, job, &plan.ids.thread_id, outcome, now, report).await?;
     }
     Ok(())
 }
@@ -69,6 +102,7 @@ pub(super) async fn resume(
 /// limits allow. The attempt's ids are recorded with the transition, before the first request.
 pub(super) async fn dispatch_ready(
     plane: &mut ControlPlane,
+    fleet: &Fleet,
     stopping: &HashMap<JobId, Job>,
     now: DateTime<Utc>,
     report: &mut TickReport,
@@ -104,10 +138,7 @@ pub(super) async fn dispatch_ready(
             continue;
         }
         let repo_count = per_repo.entry(job.issue.repo.to_string()).or_default();
-        if *repo_count >= limits.per_repo {
-            continue;
-        }
-        let Some(project) = plane.settings.projects.get(&job.issue.repo).cloned() else {
+        let Some(target) = plane.settings.projects.get(&job.issue.repo).cloned() else {
             let event = Event::Refused {
                 error: format!(
                     "no T3 project is configured for repository {} (add it under [t3.projects])",
@@ -116,6 +147,22 @@ pub(super) async fn dispatch_ready(
             };
             plane.transition(&job, &event, None, now, report).await?;
             continue;
+        };
+        if *repo_count >= target.in_flight_limit(limits.per_repo) {
+            continue;
+        }
+        // Decided before anything is recorded: a worktree needs the project's checkout in T3.
+        let worktree = match &target.dispatch {
+            Dispatch::WsWorktree { .. } => match worktree_plan(&target, fleet) {
+                Ok(worktree) => Some(worktree),
+                Err(error) => {
+                    plane
+                        .transition(&job, &Event::Refused { error }, None, now, report)
+                        .await?;
+                    continue;
+                }
+            },
+            Dispatch::Http { .. } => None,
         };
         let prompt = match plane.prompt_for(&job).await {
             Ok(Some(prompt)) => prompt,
@@ -136,8 +183,9 @@ pub(super) async fn dispatch_ready(
             number: job.issue.number,
             title: Some(job.title.clone()),
         };
-        let plan = match client.plan(&issue, project, &prompt.text, None) {
-            Ok(plan) => plan,
+        let number = job.attempts + 1;
+        let plan = match client.plan(&issue, target.project.clone(), &prompt.text, None) {
+            Ok(plan) => with_target(plan, &job, &target, number),
             Err(error) => {
                 let event = Event::Refused {
                     error: error.to_string(),
@@ -169,19 +217,67 @@ pub(super) async fn dispatch_ready(
         }
         total += 1;
         *repo_count += 1;
-        let outcome = client.dispatch_plan(&plan).await.map(drop);
-        conclude(plane, &job, outcome, now, report).await?;
+        let outcome = match &worktree {
+            Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+            None => client.dispatch_plan(&plan).await.map(drop),
+        };
+        conclude(plane, &job, &plan.ids.thread_id, outcome, now, report).await?;
     }
     Ok(())
 }
 
-/// Records how a dispatch went: running, deferred (a transient failure: same ids, later) or
-/// rejected (T3 refused the command: the job fails with T3's reason). A dispatch blocked by the
+/// What T3 needs to add a worktree for `target`'s threads: the project's checkout (from T3's own
+/// view of the project), the base branch, and whether to run the setup script. `Err` when T3 has
+/// no such project.
+fn worktree_plan(target: &RepoTarget, fleet: &Fleet) -> Result<WorktreePlan, String> {
+    let Dispatch::WsWorktree {
+        base_branch,
+        run_setup_script,
+    } = &target.dispatch
+    else {
+        return Err("the repository is not dispatched with worktrees".into());
+    };
+    let project = fleet.project(&target.project).ok_or_else(|| {
+        format!(
+            "T3 has no project {} to add a worktree to (check [t3.projects])",
+            target.project
+        )
+    })?;
+    // As T3's own UI decides: run it when the project has a script marked for new worktrees.
+    let has_setup_script = project
+        .scripts
+        .iter()
+        .any(|s| s.get("runOnWorktreeCreate").and_then(|v| v.as_bool()) == Some(true));
+    Ok(WorktreePlan {
+        project_cwd: project.workspace_root.clone(),
+        base_branch: base_branch.clone(),
+        run_setup_script: run_setup_script.unwrap_or(has_setup_script),
+    })
+}
+
+/// `plan` for attempt `number` of `job` in `target`: with worktrees each attempt has its own
+/// branch (T3 creates it, and a branch can have only one worktree); over HTTP with a worktree
+/// template, the thread works in its rendered path.
+fn with_target(mut plan: DispatchPlan, job: &Job, target: &RepoTarget, number: u32) -> DispatchPlan {
+    match &target.dispatch {
+        Dispatch::WsWorktree { .. } => plan.branch = attempt_branch(&plan.branch, number),
+        Dispatch::Http {
+            worktree_path: Some(template),
+        } => plan.worktree_path = Some(template.render(&job.issue, &plan.branch, number)),
+        Dispatch::Http { worktree_path: None } => {}
+    }
+    plan
+}
+
+/// Records how a dispatch went: running, deferred (a transient failure: same ids, later),
+/// bootstrap failed (T3 could not set the worktree up and undid the thread: the attempt fails and
+/// the retry policy decides) or rejected (T3 refused the command: the job fails with T3's reason). A dispatch blocked by the
 /// operate token (missing, empty, expired or without scope) records nothing: the same attempt is
 /// tried again next tick without spending its tries, and the log says what to fix.
 async fn conclude(
     plane: &ControlPlane,
     job: &Job,
+    thread: &ThreadId,
     outcome: Result<(), DispatchError>,
     now: DateTime<Utc>,
     report: &mut TickReport,
@@ -198,6 +294,18 @@ async fn conclude(
             return Ok(());
         }
         Err(e) if e.error.is_transient() => Event::DispatchDeferred {
+            error: e.error.to_string(),
+        },
+        // T3 undoes a bootstrap that failed (worktree, setup script): the attempt failed, and a
+        // new one (new ids, its own branch) may well succeed.
+        // A retried bootstrap whose thread exists: an earlier try landed, failed or is still
+        // under way; the next tick's view of the thread tells which (see `resume`).
+        Err(e) if e.stage == DispatchStage::Bootstrap && e.error.is_existing_thread(thread) => {
+            Event::DispatchDeferred {
+                error: e.error.to_string(),
+            }
+        }
+        Err(e) if e.stage == DispatchStage::Bootstrap => Event::BootstrapFailed {
             error: e.error.to_string(),
         },
         Err(e) => Event::DispatchRejected {
@@ -223,8 +331,19 @@ fn client_for(t3: &T3Client, prompt: &JobPrompt) -> T3Client {
     t3.clone().with_settings(settings)
 }
 
-/// The plan an attempt was started with, rebuilt from the ledger exactly as first sent.
-fn plan_of(attempt: &Attempt) -> Result<DispatchPlan, t3_client::ids::InvalidId> {
+/// The plan an attempt was started with, rebuilt from the ledger exactly as first sent (the
+/// worktree path is rendered again from the repository's template: same inputs, same path).
+fn plan_of(
+    job: &Job,
+    attempt: &Attempt,
+    target: Option<&RepoTarget>,
+) -> Result<DispatchPlan, t3_client::ids::InvalidId> {
+    let worktree_path = match target.map(|t| &t.dispatch) {
+        Some(Dispatch::Http {
+            worktree_path: Some(template),
+        }) => Some(template.render(&job.issue, &attempt.branch, attempt.number.0)),
+        _ => None,
+    };
     Ok(DispatchPlan {
         ids: DispatchIds {
             thread_id: ThreadId::new(attempt.thread_id.clone())?,
@@ -235,6 +354,7 @@ fn plan_of(attempt: &Attempt) -> Result<DispatchPlan, t3_client::ids::InvalidId>
         project_id: ProjectId::new(attempt.project_id.clone())?,
         title: attempt.title.clone(),
         branch: attempt.branch.clone(),
+        worktree_path,
         text: attempt.prompt.clone(),
     })
 }

@@ -9,19 +9,22 @@
 mod dispatcher;
 mod github;
 mod intake;
+mod target;
 mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use afk_core::{apply, Event, IssueKey, JobState, Repo, RetryPolicy, Transition};
 use afk_ledger::{Job, Ledger, LedgerError, NewAttempt};
 use chrono::{DateTime, Utc};
-use t3_client::{ProjectId, T3Client};
+use t3_client::{Fleet, ShellFeed, T3Client};
 
 pub use github::{GitHubSide, JobPrompt, GITHUB_SOURCE, WITHDRAWN_REASON};
 pub use intake::{LOCAL_SOURCE, REMOVED_REASON};
+pub use target::{attempt_branch, Dispatch, RepoTarget, WorktreeTemplate, WORKTREE_PLACEHOLDERS};
 pub use watcher::StallTracker;
 
 /// The limits on work in flight.
@@ -40,6 +43,10 @@ pub struct Timeouts {
     pub stall: Duration,
     /// An attempt running for longer than this (from when T3 accepted its turn) has timed out.
     pub turn: Duration,
+    /// A thread is lost only when T3's view has lacked it for this long (and in two views in a
+    /// row): a view taken just as T3 applies a command, or a stream a moment behind a dispatch
+    /// reply, may not show it yet. The poll interval.
+    pub lost_after: Duration,
 }
 
 /// Everything the control plane needs besides its ledger and its T3 client.
@@ -51,8 +58,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Stall and turn timeouts.
     pub timeouts: Timeouts,
-    /// The T3 project of each repository; a job for a repository without one fails.
-    pub projects: BTreeMap<Repo, ProjectId>,
+    /// The T3 project and dispatch mode of each repository; a job for a repository without one
+    /// fails.
+    pub projects: BTreeMap<Repo, RepoTarget>,
     /// The local issue folder, when that source is on.
     pub local_source: Option<PathBuf>,
 }
@@ -100,6 +108,10 @@ pub struct ControlPlane {
     github: Option<GitHubSide>,
     /// Webhook events that woke the run loop, handled at the start of the next tick.
     pending_events: Vec<afk_github::WebhookEvent>,
+    /// T3's shell stream, when push watching is on; the snapshot is polled while it is down.
+    feed: Option<ShellFeed>,
+    /// Whether the last view came from the stream (for logging the switch once).
+    following_stream: Option<bool>,
 }
 
 impl ControlPlane {
@@ -114,7 +126,16 @@ impl ControlPlane {
             t3_was_reachable: None,
             github: None,
             pending_events: Vec::new(),
+            feed: None,
+            following_stream: None,
         }
+    }
+
+    /// Watches T3 through `feed` (its shell stream), polling the snapshot only while the stream
+    /// is down; [`ControlPlane::run`] then also ticks as soon as a thread changes state.
+    pub fn with_feed(mut self, feed: ShellFeed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Takes issues from GitHub and reports on them there, besides any local folder.
@@ -157,10 +178,10 @@ impl ControlPlane {
             watcher::watch(self, &snapshot, &live, now, &mut report).await?;
             // Jobs whose previous thread may still be working: they neither settle nor get a new
             // attempt, and they count against the limits.
-            let stopping = watcher::stop_threads(self, &snapshot).await?;
+            let stopping = watcher::stop_threads(self, &snapshot, now).await?;
             watcher::settle(self, &stopping, now, &mut report).await?;
             dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
-            dispatcher::dispatch_ready(self, &stopping, now, &mut report).await?;
+            dispatcher::dispatch_ready(self, &snapshot, &stopping, now, &mut report).await?;
         }
         if let Some(mut gh) = self.github.take() {
             let reported = github::report(self, &mut gh).await;
@@ -170,16 +191,47 @@ impl ControlPlane {
         Ok(report)
     }
 
-    /// T3's snapshot, or `None` (logged once per outage) when T3 cannot be read: then nothing is
-    /// dispatched or watched until it answers.
-    async fn read_snapshot(&mut self) -> Option<t3_client::ReadModel> {
-        match self.reader.snapshot().await {
+    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`
+    /// (logged once per outage) when T3 cannot be read: then nothing is dispatched or watched
+    /// until it answers.
+    async fn read_snapshot(&mut self) -> Option<Arc<Fleet>> {
+        if let Some(feed) = &self.feed {
+            match feed.fleet() {
+                Some(fleet) => {
+                    if self.following_stream != Some(true) {
+                        tracing::info!(
+                            "following T3's shell stream at {} ({} threads)",
+                            self.t3.base_url(),
+                            fleet.len()
+                        );
+                    }
+                    self.following_stream = Some(true);
+                    self.t3_was_reachable = Some(true);
+                    return Some(fleet);
+                }
+                None => {
+                    if self.following_stream == Some(true) {
+                        tracing::warn!(
+                            "T3's shell stream is down ({}); polling the snapshot until it is back",
+                            feed.status()
+                        );
+                    }
+                    self.following_stream = Some(false);
+                }
+            }
+        }
+        match self
+            .reader
+            .snapshot()
+            .await
+            .map(|model| Arc::new(Fleet::from(model)))
+        {
             Ok(snapshot) => {
                 if self.t3_was_reachable != Some(true) {
                     tracing::info!(
                         "T3 at {} is reachable ({} threads)",
                         self.t3.base_url(),
-                        snapshot.threads.len()
+                        snapshot.len()
                     );
                 }
                 self.t3_was_reachable = Some(true);
@@ -287,6 +339,7 @@ impl ControlPlane {
         mut on_tick: impl FnMut(&TickReport),
     ) {
         tokio::pin!(shutdown);
+        let mut changes = self.feed.as_ref().map(ShellFeed::changes);
         loop {
             match self.tick(Utc::now()).await {
                 Ok(report) => on_tick(&report),
@@ -299,11 +352,26 @@ impl ControlPlane {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(poll_interval) => None,
                 event = next_webhook_event(github) => event,
+                // A thread that changed state in T3 is acted on at once, not at the next poll.
+                () = next_fleet_change(&mut changes) => None,
             };
             // A webhook event wakes the loop at once: a closed issue's thread stops now, not at the
             // next poll.
             self.pending_events.extend(woken_by);
         }
+    }
+}
+
+async fn next_fleet_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The feed is gone: only the poll timer and webhooks wake the loop now.
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

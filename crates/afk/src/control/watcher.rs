@@ -7,7 +7,7 @@ use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job};
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
-use t3_client::{CommandId, ReadModel, T3Error, ThreadId, ThreadState};
+use t3_client::{CommandId, Fleet, T3Error, ThreadId, ThreadState};
 
 use super::{ControlError, ControlPlane, TickReport};
 
@@ -16,13 +16,37 @@ use super::{ControlError, ControlPlane, TickReport};
 #[derive(Debug, Default)]
 pub struct StallTracker {
     seen: HashMap<String, (Timestamp, DateTime<Utc>)>,
-    absent: HashMap<String, u32>,
-    stop_absent: HashMap<String, u32>,
+    absent: HashMap<String, Absence>,
+    stop_absent: HashMap<String, Absence>,
 }
 
-/// A thread is lost only when this many snapshots in a row lack it: one snapshot taken just as
-/// T3 applies a command may not show it yet.
-const ABSENT_SNAPSHOTS_FOR_LOST: u32 = 2;
+/// How long, and in how many views in a row, a thread has been missing from T3's view.
+#[derive(Debug, Clone, Copy)]
+struct Absence {
+    since: DateTime<Utc>,
+    views: u32,
+}
+
+impl Absence {
+    /// Counts one more view without the thread in `absences`; true once it is missing for good:
+    /// in [`ABSENT_VIEWS_FOR_LOST`] views in a row and for at least `after`.
+    fn note(
+        absences: &mut HashMap<String, Absence>,
+        thread: &str,
+        now: DateTime<Utc>,
+        after: std::time::Duration,
+    ) -> bool {
+        let absence = absences
+            .entry(thread.to_owned())
+            .or_insert(Absence { since: now, views: 0 });
+        absence.views += 1;
+        absence.views >= ABSENT_VIEWS_FOR_LOST && (now - absence.since).to_std().unwrap_or_default() >= after
+    }
+}
+
+/// A thread is lost only when this many views in a row lack it: one view taken just as T3
+/// applies a command may not show it yet.
+const ABSENT_VIEWS_FOR_LOST: u32 = 2;
 
 impl StallTracker {
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
@@ -34,18 +58,15 @@ impl StallTracker {
         now - entry.1
     }
 
-    /// Counts one more snapshot in a row without `thread`; returns how many.
-    pub fn note_absent(&mut self, thread: &str) -> u32 {
-        let count = self.absent.entry(thread.to_owned()).or_default();
-        *count += 1;
-        *count
+    /// Counts one more view in a row without `thread`; true once it counts as gone (see
+    /// [`Timeouts::lost_after`](super::Timeouts::lost_after)).
+    pub fn note_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
+        Absence::note(&mut self.absent, thread, now, after)
     }
 
-    /// Counts one more snapshot in a row without `thread`, a thread being stopped; returns how many.
-    pub fn note_stop_absent(&mut self, thread: &str) -> u32 {
-        let count = self.stop_absent.entry(thread.to_owned()).or_default();
-        *count += 1;
-        *count
+    /// The same for a thread being stopped.
+    pub fn note_stop_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
+        Absence::note(&mut self.stop_absent, thread, now, after)
     }
 
     /// Forgets stop absences that did not last.
@@ -66,21 +87,21 @@ impl StallTracker {
 
 pub(super) async fn watch(
     plane: &mut ControlPlane,
-    snapshot: &ReadModel,
+    fleet: &Fleet,
     live: &[(Job, Attempt)],
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
     let mut watched = std::collections::HashSet::new();
     let mut absent = std::collections::HashSet::new();
-    // One pass over the snapshot, so that a fleet of thousands costs one hash lookup per attempt.
-    let threads: HashMap<&str, &t3_client::wire::Thread> =
-        snapshot.threads.iter().map(|t| (t.id.as_str(), t)).collect();
     for (job, attempt) in live {
         if attempt.state != AttemptState::Running || job.state != JobState::Running {
             continue;
         }
-        let thread = threads.get(attempt.thread_id.as_str()).copied();
+        // An id that is not a valid thread id cannot be in T3: absent, and in time lost.
+        let thread = ThreadId::new(attempt.thread_id.clone())
+            .ok()
+            .and_then(|id| fleet.thread(&id));
         let event = match ThreadState::of(thread) {
             ThreadState::Starting | ThreadState::Running => {
                 let Some(thread) = thread else { continue };
@@ -117,7 +138,8 @@ pub(super) async fn watch(
             ThreadState::Interrupted => Event::ThreadInterrupted,
             ThreadState::Lost if thread.is_none() => {
                 absent.insert(attempt.thread_id.clone());
-                if plane.stalls.note_absent(&attempt.thread_id) < ABSENT_SNAPSHOTS_FOR_LOST {
+                let after = plane.settings.timeouts.lost_after;
+                if !plane.stalls.note_absent(&attempt.thread_id, now, after) {
                     continue;
                 }
                 Event::ThreadLost
@@ -137,7 +159,8 @@ pub(super) async fn watch(
 /// Returns the jobs whose thread is still being stopped.
 pub(super) async fn stop_threads(
     plane: &mut ControlPlane,
-    snapshot: &ReadModel,
+    fleet: &Fleet,
+    now: DateTime<Utc>,
 ) -> Result<HashMap<JobId, Job>, ControlError> {
     let mut still_absent = std::collections::HashSet::new();
     let mut stopping = HashMap::new();
@@ -146,13 +169,14 @@ pub(super) async fn stop_threads(
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
         };
-        let thread = snapshot.thread(&thread_id);
+        let thread = fleet.thread(&thread_id);
         let stopped = match ThreadState::of(thread) {
             // A thread T3 has not shown yet may still be created by a request in flight: only
             // absence in consecutive snapshots counts.
             ThreadState::Lost if thread.is_none() => {
                 still_absent.insert(attempt.thread_id.clone());
-                plane.stalls.note_stop_absent(&attempt.thread_id) >= ABSENT_SNAPSHOTS_FOR_LOST
+                let after = plane.settings.timeouts.lost_after;
+                plane.stalls.note_stop_absent(&attempt.thread_id, now, after)
             }
             ThreadState::Starting | ThreadState::Running => false,
             ThreadState::Succeeded

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use afk::config::{Config, LocalSourceConfig};
+use afk::config::{Config, DispatchMode, LocalSourceConfig};
 use afk::control::ControlPlane;
 use afk::source::{local, SourceIssue};
 use afk_core::{IssueKey, JobState, Priority, Repo};
@@ -55,8 +55,8 @@ impl World {
         config.t3.token_file = token_file;
         config.t3.request_timeout = Duration::from_secs(5);
         config.t3.projects = BTreeMap::from([
-            (REPO_A.to_string(), "proj-api".to_string()),
-            (REPO_B.to_string(), "proj-web".to_string()),
+            (REPO_A.to_string(), "proj-api".into()),
+            (REPO_B.to_string(), "proj-web".into()),
         ]);
         config.ledger.url = format!("sqlite://{}", dir.path().join("afk.db").display());
         config.source.local = Some(LocalSourceConfig {
@@ -115,6 +115,7 @@ impl World {
 url = "{url}"
 token_file = "{token}"
 request_timeout = "5s"
+dispatch = "{dispatch}"
 
 [t3.projects]
 "{a}" = "proj-api"
@@ -135,6 +136,7 @@ max_attempts = {ma}
 poll_interval = "{poll}ms"
 stall_timeout = "{stall}ms"
 turn_timeout = "{turn}ms"
+push = {push}
 
 [retry]
 initial = "{ri}ms"
@@ -154,6 +156,11 @@ cap = "{rc}ms"
             turn = c.watch.turn_timeout.as_millis(),
             ri = c.retry.initial.as_millis(),
             rc = c.retry.cap.as_millis(),
+            dispatch = match c.t3.dispatch {
+                DispatchMode::Http => "http",
+                DispatchMode::WsWorktree => "ws-worktree",
+            },
+            push = c.watch.push,
         );
         let path = self.dir.path().join("afk.toml");
         std::fs::write(&path, text).unwrap();
