@@ -214,6 +214,16 @@ async fn sigterm_stops_afk_cleanly() {
 }
 
 #[tokio::test]
+async fn afk_says_at_start_that_a_repository_sharing_its_checkout_runs_one_thread_at_a_time() {
+    let mut world = World::new(Duration::from_millis(100)).await;
+    world.config.t3.dispatch = DispatchMode::Http;
+    let config = world.write_config();
+    let (afk, line) = spawn_afk_until_log(&config, "at most one of them runs at a time").await;
+    assert!(line.contains(REPO_A) || line.contains(REPO_B), "{line}");
+    kill_9(afk).await;
+}
+
+#[tokio::test]
 async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
     let mut world = World::new(Duration::from_millis(100)).await;
     // A port nobody listens on yet; T3 comes up there later.
