@@ -80,8 +80,9 @@ pub enum Event {
         /// Why, in T3's words where it gave some.
         error: String,
     },
-    /// T3 could not set the live attempt up (its worktree or setup script failed) and undid it:
-    /// no thread is left, the attempt failed, and the retry policy decides what follows.
+    /// T3 refused to set the live attempt up (its worktree or setup script failed) and undid it:
+    /// the attempt failed, its thread is stopped (confirmed gone) before anything else, and the
+    /// retry policy decides what follows.
     BootstrapFailed {
         /// Why, in T3's words.
         error: String,
@@ -327,10 +328,15 @@ pub fn apply(
             None,
             format!("dispatch refused: {error}"),
         ),
-        (J::Dispatching, Event::BootstrapFailed { error }) => retry_or_give_up(
-            end(AttemptState::Failed, Some(error.clone()), false),
-            &format!("attempt {} could not be set up in T3: {error}", job.attempts),
-        ),
+        // T3 deletes a thread it could not set up; the stop confirms that from T3's view (and
+        // deletes a thread left without a turn) before any retry starts beside it.
+        (J::Dispatching, Event::BootstrapFailed { error }) => Transition {
+            effect: Some(Effect::StopThread),
+            ..retry_or_give_up(
+                end(AttemptState::Failed, Some(error.clone()), true),
+                &format!("attempt {} could not be set up in T3: {error}", job.attempts),
+            )
+        },
         (J::Running, Event::ThreadSucceeded) => step(
             J::Succeeded,
             end(AttemptState::Succeeded, None, false),
@@ -463,12 +469,16 @@ mod tests {
         };
         let t = run(job(JobState::Dispatching, 1), error()).unwrap();
         assert_eq!(t.to, JobState::RetryWait);
-        assert_eq!(t.effect, None, "T3 undid the thread: nothing to stop");
+        assert_eq!(
+            t.effect,
+            Some(Effect::StopThread),
+            "T3's view must confirm the thread is gone before a retry"
+        );
         assert!(matches!(
             t.attempt,
             Some(AttemptChange::End {
                 state: AttemptState::Failed,
-                stop_thread: false,
+                stop_thread: true,
                 ..
             })
         ));

@@ -883,7 +883,7 @@ mod tests {
     #[test]
     fn dispatch_settings_that_do_not_fit_the_mode_are_refused_with_the_repository_named() {
         let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", worktree_path = \"/wt/{name}\" }\n",
+            "[t3.projects]\n\"acme/api\" = { project = \"p\", worktree_path = \"/wt/{name}/{issue}\" }\n",
             &[],
         )
         .unwrap_err()

@@ -462,6 +462,19 @@ impl T3Client {
         .await
     }
 
+    /// Deletes the thread (T3 stops its session too).
+    pub async fn delete_thread(
+        &self,
+        thread: &ThreadId,
+        command_id: CommandId,
+    ) -> Result<DispatchResult, T3Error> {
+        self.send_command(&ClientCommand::ThreadDelete(ThreadRef {
+            command_id,
+            thread_id: thread.clone(),
+        }))
+        .await
+    }
+
     /// Creates a project for a repository checkout at `workspace_root`.
     pub async fn create_project(
         &self,

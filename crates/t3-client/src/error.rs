@@ -136,6 +136,12 @@ impl T3Error {
         }
     }
 
+    /// True when T3 judged the call and refused it (a typed failure exit of the RPC, not a defect,
+    /// a dropped socket or a credential problem): nothing of it was kept.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, T3Error::Rpc { defect: false, .. }) && !self.is_credential_problem()
+    }
+
     /// True when T3's decider refused to create `thread` because its id exists already. On a
     /// retried bootstrap this is what T3 answers when an earlier try landed (T3 creates the
     /// thread under a command id of its own, so the client's id does not deduplicate it), when

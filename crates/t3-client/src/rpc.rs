@@ -287,11 +287,13 @@ impl RpcConnection {
         let id = self
             .register(method, payload, Pending::Call(reply))
             .map_err(|reason| self.lost(what, &reason, "nothing was sent"))?;
-        // Interrupts the call if this future is dropped (a caller's timeout) before the Exit.
+        // Interrupts the call if this future is dropped (a caller's timeout) before the Exit. Never
+        // a command: interrupting a bootstrap half-way leaves T3 with a thread and no turn, while
+        // an unanswered command is resolved safely by its id and T3's view of the thread.
         let mut guard = InterruptOnDrop {
             connection: self,
             id,
-            armed: true,
+            armed: method != crate::wire::rpc::DISPATCH_COMMAND,
         };
         let delivery = match tokio::time::timeout(self.shared.settings.call_timeout, answer).await {
             Err(_) => {

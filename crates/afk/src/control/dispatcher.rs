@@ -9,7 +9,7 @@ use afk_ledger::{Attempt, Job, NewAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, MessageId,
-    ProjectId, T3Client, ThreadId, WorktreePlan,
+    ProjectId, T3Client, T3Error, ThreadId, WorktreePlan,
 };
 
 use super::target::{attempt_branch, Dispatch, RepoTarget};
@@ -296,8 +296,6 @@ async fn conclude(
         Err(e) if e.error.is_transient() => Event::DispatchDeferred {
             error: e.error.to_string(),
         },
-        // T3 undoes a bootstrap that failed (worktree, setup script): the attempt failed, and a
-        // new one (new ids, its own branch) may well succeed.
         // A retried bootstrap whose thread exists: an earlier try landed, failed or is still
         // under way; the next tick's view of the thread tells which (see `resume`).
         Err(e) if e.stage == DispatchStage::Bootstrap && e.error.is_existing_thread(thread) => {
@@ -305,7 +303,19 @@ async fn conclude(
                 error: e.error.to_string(),
             }
         }
-        Err(e) if e.stage == DispatchStage::Bootstrap => Event::BootstrapFailed {
+        // T3 refused a bootstrap (worktree, setup script) and undid it: the attempt failed, and a
+        // new one (new ids, its own branch) may well succeed once the thread is confirmed gone.
+        Err(e) if e.stage == DispatchStage::Bootstrap && e.error.is_refusal() => Event::BootstrapFailed {
+            error: e.error.to_string(),
+        },
+        // T3 answered, but not with anything readable: the command may have been applied, so the
+        // next tick resolves it from T3's view, with the same ids.
+        Err(
+            e @ DispatchError {
+                error: T3Error::MalformedReply { .. },
+                ..
+            },
+        ) => Event::DispatchDeferred {
             error: e.error.to_string(),
         },
         Err(e) => Event::DispatchRejected {

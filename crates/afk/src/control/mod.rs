@@ -170,18 +170,20 @@ impl ControlPlane {
             self.github = Some(gh);
             synced?;
         }
-        if let Some(snapshot) = self.read_snapshot().await {
+        if let Some(view) = self.read_snapshot().await {
             report.t3_reachable = true;
             // Read once and shared: the watcher looks only at running attempts and resumption only
             // at dispatching ones, and nothing in between moves a dispatching job.
             let live = self.ledger.live_attempts().await?;
-            watcher::watch(self, &snapshot, &live, now, &mut report).await?;
-            // Jobs whose previous thread may still be working: they neither settle nor get a new
-            // attempt, and they count against the limits.
-            let stopping = watcher::stop_threads(self, &snapshot, now).await?;
-            watcher::settle(self, &stopping, now, &mut report).await?;
-            dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
-            dispatcher::dispatch_ready(self, &snapshot, &stopping, now, &mut report).await?;
+            if let Some(snapshot) = self.confirmed(view, &live).await? {
+                watcher::watch(self, &snapshot, &live, now, &mut report).await?;
+                // Jobs whose previous thread may still be working: they neither settle nor get a
+                // new attempt, and they count against the limits.
+                let stopping = watcher::stop_threads(self, &snapshot, now).await?;
+                watcher::settle(self, &stopping, now, &mut report).await?;
+                dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
+                dispatcher::dispatch_ready(self, &snapshot, &stopping, now, &mut report).await?;
+            }
         }
         if let Some(mut gh) = self.github.take() {
             let reported = github::report(self, &mut gh).await;
@@ -189,6 +191,33 @@ impl ControlPlane {
             reported?;
         }
         Ok(report)
+    }
+
+    /// `view`, unless it came from the stream and lacks the thread of a running attempt or of one
+    /// being stopped: a stream can lag or stall, so a thread is judged gone (or stopped) only on
+    /// T3's own snapshot, which then replaces the view. `None` when that snapshot cannot be read:
+    /// nothing is concluded this tick.
+    async fn confirmed(
+        &self,
+        view: Arc<Fleet>,
+        live: &[(Job, afk_ledger::Attempt)],
+    ) -> Result<Option<Arc<Fleet>>, ControlError> {
+        if self.following_stream != Some(true) {
+            return Ok(Some(view));
+        }
+        let to_stop = self.ledger.attempts_to_stop().await?;
+        if !watcher::lacks_any(&view, live, &to_stop) {
+            return Ok(Some(view));
+        }
+        Ok(match self.reader.snapshot().await {
+            Ok(model) => Some(Arc::new(Fleet::from(model))),
+            Err(error) => {
+                tracing::debug!(
+                    "cannot confirm the stream's view with a snapshot, concluding nothing: {error}"
+                );
+                None
+            }
+        })
     }
 
     /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`

@@ -80,7 +80,8 @@ pub struct WorktreeTemplate(String);
 pub const WORKTREE_PLACEHOLDERS: &[&str] = &["owner", "name", "issue", "branch", "attempt"];
 
 impl WorktreeTemplate {
-    /// Accepts a non-empty template whose `{...}` placeholders are all known.
+    /// Accepts a non-empty template whose `{...}` placeholders are all known and that tells
+    /// threads apart (it uses `{issue}` or `{branch}`).
     pub fn new(template: impl Into<String>) -> Result<Self, String> {
         let template = template.into();
         if template.trim().is_empty() {
@@ -99,6 +100,12 @@ impl WorktreeTemplate {
                 ));
             }
             rest = &after[close + 1..];
+        }
+        // The template is what lifts the one-thread limit: two live threads must never share a path.
+        if !(template.contains("{issue}") || template.contains("{branch}")) {
+            return Err(format!(
+                "{template:?} gives every thread the same path; use {{issue}} or {{branch}} in it"
+            ));
         }
         Ok(Self(template))
     }
@@ -152,6 +159,8 @@ mod tests {
         assert!(err.contains("{repo}") && err.contains("{owner}"), "{err}");
         assert!(WorktreeTemplate::new("/wt/{name").is_err());
         assert!(WorktreeTemplate::new("  ").is_err());
+        let err = WorktreeTemplate::new("/wt/{name}").unwrap_err();
+        assert!(err.contains("same path"), "{err}");
     }
 
     #[test]

@@ -193,7 +193,14 @@ pub(super) async fn stop_threads(
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
         }
-        if let Some(thread) = thread {
+        if let Some(thread) = thread.filter(|t| t.latest_turn.is_none()) {
+            // A thread that never got its turn (a setup cut short, a dispatch that ran out of
+            // tries between its two commands) has nothing to interrupt and would never read as
+            // stopped: it is deleted, which also keeps a late turn from ever starting in it.
+            if let Err(error) = plane.t3.delete_thread(&thread.id, CommandId::generate()).await {
+                warn_stop(&job.issue, attempt.number, &thread_id, "delete it", &error);
+            }
+        } else if let Some(thread) = thread {
             let turn = thread.latest_turn.as_ref().map(|t| t.turn_id.clone());
             if let Err(error) = plane
                 .t3
@@ -231,6 +238,21 @@ fn warn_stop(
         ""
     };
     tracing::warn!("{issue} attempt {attempt}: cannot {what} of thread {thread} yet: {error}{hint}");
+}
+
+/// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
+/// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
+/// snapshot before anything is concluded from it.
+pub(super) fn lacks_any(fleet: &Fleet, live: &[(Job, Attempt)], to_stop: &[(Job, Attempt)]) -> bool {
+    live.iter()
+        .filter(|(job, attempt)| attempt.state == AttemptState::Running && job.state == JobState::Running)
+        .chain(to_stop.iter())
+        .any(|(_, attempt)| {
+            ThreadId::new(attempt.thread_id.clone())
+                .ok()
+                .and_then(|id| fleet.thread(&id))
+                .is_none_or(|thread| thread.deleted_at.is_some())
+        })
 }
 
 /// Hands timed-out and lost jobs to the retry policy, once their thread is stopped (`stopping`
