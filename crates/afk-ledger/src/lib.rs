@@ -39,10 +39,10 @@ use sqlx::{ConnectOptions, Connection};
 pub use afk_core::IssueKey;
 pub use error::{LedgerError, RecordRef};
 pub use leader::Leadership;
-pub use model::{Attempt, AttemptId, EventRecord, Job, NewAttempt, NewJob};
+pub use model::{Attempt, AttemptId, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use redact::redact_url;
 
-use model::{millis, AttemptRow, EventRow, JobRow};
+use model::{millis, AttemptRow, EventRow, JobRow, WatchedRow};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -355,6 +355,23 @@ impl Ledger {
     /// watcher watches and what recovery resolves after a restart.
     pub async fn live_attempts(&self) -> Result<Vec<(Job, Attempt)>, LedgerError> {
         self.attempts_with_jobs(LIVE).await
+    }
+
+    /// Every live attempt (`dispatching` or `running`) as [`Ledger::live_attempts`] lists them,
+    /// ordered by job id, but only what watching needs ([`WatchedAttempt`]): no issue body, no
+    /// prompt, no ids of commands. One statement over an index that covers it, so both backends
+    /// read one consistent snapshot and SQLite never reads the attempts' rows, whose prompts
+    /// spill onto overflow pages: at 10,000 running attempts this read is a small fraction of
+    /// [`Ledger::live_attempts`] in time and memory (see BENCHMARKS.md).
+    pub async fn watched_attempts(&self) -> Result<Vec<WatchedAttempt>, LedgerError> {
+        // Ordered by job only, as in `attempts_with_jobs`: one live attempt per job (the schema
+        // says so), so the order is total without walking the UNIQUE (job_id, number) index.
+        const SQL: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, \
+             j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms \
+             FROM attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
+        let rows: Vec<WatchedRow> = with_pool!(self, |pool| { sqlx::query_as(SQL).fetch_all(pool).await? });
+        rows.into_iter().map(WatchedRow::into_watched).collect()
     }
 
     /// Every attempt whose thread must still be interrupted and its session stopped (recorded by

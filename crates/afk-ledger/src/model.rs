@@ -152,6 +152,31 @@ pub struct Attempt {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// What watching a live attempt needs, without the issue's text or the prompt: one row of
+/// [`crate::Ledger::watched_attempts`]. A watcher that sees a change loads the whole job
+/// ([`crate::Ledger::job`]) and attempt ([`crate::Ledger::live_attempt`]) to record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatchedAttempt {
+    /// The attempt's job.
+    pub job_id: JobId,
+    /// The job's issue.
+    pub issue: IssueKey,
+    /// The job's state (`dispatching` or `running` while the ledger is consistent).
+    pub job_state: JobState,
+    /// The job is not to be dispatched again before this instant (a dispatch retry's back-off).
+    pub job_not_before: Option<DateTime<Utc>>,
+    /// The attempt's ledger id.
+    pub attempt_id: AttemptId,
+    /// Its number within the job.
+    pub number: AttemptNo,
+    /// `dispatching` or `running`.
+    pub state: AttemptState,
+    /// The T3 thread id.
+    pub thread_id: String,
+    /// When the attempt last changed: for a running attempt, when it started running.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// One recorded transition of a job: the append-only event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventRecord {
@@ -288,6 +313,53 @@ impl AttemptRow {
                 .map(instant)
                 .transpose()
                 .map_err(|e| corrupt("ended_ms", e))?,
+        })
+    }
+}
+
+/// A row of the watcher's slim read: the live attempt's columns it needs and its job's.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WatchedRow {
+    id: i64,
+    pub(crate) job_id: i64,
+    number: i64,
+    state: String,
+    thread_id: String,
+    updated_ms: i64,
+    repo: String,
+    issue_number: i64,
+    job_state: String,
+    not_before_ms: Option<i64>,
+}
+
+impl WatchedRow {
+    pub(crate) fn into_watched(self) -> Result<WatchedAttempt, LedgerError> {
+        let id = self.id;
+        let corrupt = |column: &str, why: String| LedgerError::Corrupt {
+            what: format!("{column} of attempt {id}: {why}"),
+        };
+        let repo = Repo::new(self.repo).map_err(|e| corrupt("jobs.repo", e.to_string()))?;
+        let number = u64::try_from(self.issue_number).map_err(|e| corrupt("jobs.number", e.to_string()))?;
+        Ok(WatchedAttempt {
+            job_id: JobId(self.job_id),
+            issue: IssueKey { repo, number },
+            job_state: self
+                .job_state
+                .parse()
+                .map_err(|e: afk_core::UnknownState| corrupt("jobs.state", e.to_string()))?,
+            job_not_before: self
+                .not_before_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("jobs.not_before_ms", e))?,
+            attempt_id: AttemptId(id),
+            number: AttemptNo(count(self.number).map_err(|e| corrupt("attempts.number", e))?),
+            state: self
+                .state
+                .parse()
+                .map_err(|e: afk_core::UnknownState| corrupt("attempts.state", e.to_string()))?,
+            thread_id: self.thread_id,
+            updated_at: instant(self.updated_ms).map_err(|e| corrupt("attempts.updated_ms", e))?,
         })
     }
 }

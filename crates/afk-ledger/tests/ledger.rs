@@ -13,7 +13,7 @@ use std::time::Duration;
 use afk_core::{
     apply, AttemptNo, AttemptState, Event, IssueKey, JobId, JobState, Priority, Repo, RetryPolicy, Transition,
 };
-use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob};
+use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 
@@ -221,6 +221,7 @@ on_both_backends!(
     an_unreadable_row_is_reported_not_guessed,
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
+    watched_attempts_are_the_live_attempts_without_their_text,
 );
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -1155,4 +1156,58 @@ async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {
     assert_eq!(to_report(ledger).await, vec![job.id], "it moved on since");
     ledger.mark_reported(job.id, "dispatching:1").await.unwrap();
     assert!(to_report(ledger).await.is_empty());
+}
+
+async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    assert!(ledger.watched_attempts().await.unwrap().is_empty());
+    let run = running(ledger, 1, "thread-run").await;
+    let queued_job = queued(ledger, 2, 2, t0()).await;
+    let dispatching = step(
+        ledger,
+        &queued_job,
+        Event::StartAttempt,
+        Some(&ids("thread-disp")),
+        at(3),
+    )
+    .await;
+    let done = running(ledger, 3, "thread-done").await;
+    step(ledger, &done, Event::ThreadSucceeded, None, at(4)).await;
+    queued(ledger, 4, 2, t0()).await;
+
+    let watched = ledger.watched_attempts().await.unwrap();
+    let live = ledger.live_attempts().await.unwrap();
+    let expected: Vec<WatchedAttempt> = live
+        .iter()
+        .map(|(job, attempt)| WatchedAttempt {
+            job_id: job.id,
+            issue: job.issue.clone(),
+            job_state: job.state,
+            job_not_before: job.not_before,
+            attempt_id: attempt.id,
+            number: attempt.number,
+            state: attempt.state,
+            thread_id: attempt.thread_id.clone(),
+            updated_at: attempt.updated_at,
+        })
+        .collect();
+    assert_eq!(
+        watched, expected,
+        "the same attempts, in the same order, with the same facts"
+    );
+    let threads: Vec<&str> = watched.iter().map(|w| w.thread_id.as_str()).collect();
+    assert_eq!(
+        threads,
+        ["thread-run", "thread-disp"],
+        "only live attempts, by job"
+    );
+    assert_eq!(watched[0].job_id, run.id);
+    assert_eq!(watched[0].state, AttemptState::Running);
+    assert_eq!(
+        watched[0].updated_at,
+        at(2),
+        "a running attempt's change is when it started running"
+    );
+    assert_eq!(watched[1].job_id, dispatching.id);
+    assert_eq!(watched[1].job_state, JobState::Dispatching);
 }
