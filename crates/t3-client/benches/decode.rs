@@ -1,0 +1,99 @@
+//! Snapshot decode: what reading T3's read model costs afk, against the parse floor.
+//!
+//! Run with `cargo bench -p t3-client --bench decode` (divan; add `-- --sample-count 20` for a
+//! quicker run). For read models of 100, 1,000 and 10,000 threads in T3's real shapes
+//! (`support/read_model.rs`, about 950 bytes per thread), it times:
+//!
+//! - `afk_snapshot`: [`T3Client::snapshot`] over an in-memory transport, exactly the decode afk
+//!   runs on every tick (the transport's copy of the body included: a memcpy, about 2% of it);
+//! - `typed`: `serde_json::from_slice` into [`ReadModel`], afk's typed structs alone;
+//! - `ignored_any`: `serde_json` into [`serde::de::IgnoredAny`]: the parse floor, every byte
+//!   read and validated, nothing kept;
+//! - `value`: `serde_json` into a [`serde_json::Value`] tree, what an untyped client keeps;
+//! - `derive_states`: [`ThreadState::of`] over every thread of a decoded model.
+//!
+//! `afk`'s `compare` bench times the same decodes interleaved with everything else and prints
+//! their ratios; this bench is for looking at decode alone.
+
+#[path = "support/read_model.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use divan::{black_box, Bencher};
+use t3_client::transport::{Method, Request, Response};
+use t3_client::{ReadModel, T3Client, ThreadState, Transport, TransportError};
+
+const SIZES: [usize; 3] = [100, 1_000, 10_000];
+
+fn main() {
+    divan::main();
+}
+
+/// Answers every request with the same snapshot body, as T3 would.
+#[derive(Debug)]
+struct Canned(Vec<u8>);
+
+#[async_trait::async_trait]
+impl Transport for Canned {
+    async fn send(&self, request: Request) -> Result<Response, TransportError> {
+        debug_assert_eq!(request.method, Method::Get);
+        Ok(Response {
+            status: 200,
+            body: self.0.clone(),
+        })
+    }
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn afk_snapshot(bencher: Bencher, n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a Tokio runtime");
+    let client = T3Client::new(
+        "http://t3.invalid",
+        Arc::new(Canned(support::read_model_json(n))),
+        Arc::new(afk_secrets::LiteralProvider::new("bench-token")),
+    );
+    bencher.bench_local(|| {
+        let model = runtime.block_on(client.snapshot()).expect("the snapshot decodes");
+        assert_eq!(model.threads.len(), n);
+        model
+    });
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn typed(bencher: Bencher, n: usize) {
+    let json = support::read_model_json(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| serde_json::from_slice::<ReadModel>(black_box(&json)).expect("decodes"));
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn ignored_any(bencher: Bencher, n: usize) {
+    let json = support::read_model_json(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&json)).expect("parses"));
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn value(bencher: Bencher, n: usize) {
+    let json = support::read_model_json(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| serde_json::from_slice::<serde_json::Value>(black_box(&json)).expect("parses"));
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn derive_states(bencher: Bencher, n: usize) {
+    let model = support::read_model(n);
+    bencher.bench_local(|| {
+        black_box(&model)
+            .threads
+            .iter()
+            .filter(|t| ThreadState::of(Some(t)) == ThreadState::Running)
+            .count()
+    });
+}
