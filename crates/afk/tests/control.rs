@@ -340,3 +340,40 @@ async fn a_rejected_operate_token_holds_dispatch_without_failing_jobs() {
         "{jobs:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_thread_left_without_its_turn_is_deleted_before_the_job_moves_on() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.t3.dispatch = afk::config::DispatchMode::Http;
+    world.config.t3.request_timeout = Duration::from_millis(300);
+    world.config.retry.max_dispatch_tries = 2;
+    world.config.limits.max_attempts = 1;
+    world.add_issue(REPO_A, 1, "Do it.");
+    // thread.create goes through; the turn never does: a thread without a turn is left behind.
+    let _held = world
+        .sim
+        .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
+    let mut plane = world.plane().await;
+    let jobs = tick_until_first_job_is(&mut plane, JobState::GivenUp).await;
+    assert_eq!(jobs[0].attempts, 1, "{jobs:#?}");
+    // It has nothing to interrupt and would never read as stopped: afk deletes it.
+    tick_until(
+        &mut plane,
+        Duration::from_secs(20),
+        |_| {},
+        |_| world.sim.threads().iter().all(|t| t.deleted),
+    )
+    .await;
+    let threads = world.sim.threads();
+    assert_eq!(threads.len(), 1, "{threads:#?}");
+    assert_eq!(threads[0].turns, 0, "no turn ever started in it");
+    // The next view shows it deleted: the stop is confirmed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !plane.ledger().attempts_to_stop().await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop is never confirmed"
+        );
+        plane.tick(chrono::Utc::now()).await.expect("a tick");
+    }
+}
