@@ -688,6 +688,11 @@ impl T3Client {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, T3Error> {
+    // The fast path first: tracking the path costs as much as the decoding itself, and it is only
+    // needed to say where a document went wrong.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

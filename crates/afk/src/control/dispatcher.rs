@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use afk_core::{Event, JobId, JobState};
-use afk_ledger::{Attempt, Job, NewAttempt};
+use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, MessageId,
@@ -23,14 +23,22 @@ use super::{ControlError, ControlPlane, JobPrompt, TickReport};
 pub(super) async fn resume(
     plane: &ControlPlane,
     fleet: &Fleet,
-    live: &[(Job, Attempt)],
+    live: &[WatchedAttempt],
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
-    for (job, attempt) in live {
-        if job.state != JobState::Dispatching || job.not_before.is_some_and(|t| t > now) {
+    for watched in live {
+        if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
             continue;
         }
+        // The whole rows (issue, prompt) only for the few attempts being dispatched.
+        let (Some(job), Some(attempt)) = (
+            plane.ledger.job(watched.job_id).await?,
+            plane.ledger.live_attempt(watched.job_id).await?,
+        ) else {
+            continue;
+        };
+        let (job, attempt) = (&job, &attempt);
         let plan = match plan_of(job, attempt, plane.settings.projects.get(&job.issue.repo)) {
             Ok(plan) => plan,
             Err(error) => {

@@ -174,7 +174,7 @@ impl ControlPlane {
             report.t3_reachable = true;
             // Read once and shared: the watcher looks only at running attempts and resumption only
             // at dispatching ones, and nothing in between moves a dispatching job.
-            let live = self.ledger.live_attempts().await?;
+            let live = self.ledger.watched_attempts().await?;
             if let Some(snapshot) = self.confirmed(view, &live).await? {
                 watcher::watch(self, &snapshot, &live, now, &mut report).await?;
                 // Jobs whose previous thread may still be working: they neither settle nor get a
@@ -200,7 +200,7 @@ impl ControlPlane {
     async fn confirmed(
         &self,
         view: Arc<Fleet>,
-        live: &[(Job, afk_ledger::Attempt)],
+        live: &[afk_ledger::WatchedAttempt],
     ) -> Result<Option<Arc<Fleet>>, ControlError> {
         if self.following_stream != Some(true) {
             return Ok(Some(view));

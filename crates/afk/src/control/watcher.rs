@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use afk_core::{AttemptState, Event, JobId, JobState};
-use afk_ledger::{Attempt, Job};
+use afk_ledger::{Attempt, Job, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
 use t3_client::{CommandId, Fleet, T3Error, ThreadId, ThreadState};
@@ -88,14 +88,14 @@ impl StallTracker {
 pub(super) async fn watch(
     plane: &mut ControlPlane,
     fleet: &Fleet,
-    live: &[(Job, Attempt)],
+    live: &[WatchedAttempt],
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
     let mut watched = std::collections::HashSet::new();
     let mut absent = std::collections::HashSet::new();
-    for (job, attempt) in live {
-        if attempt.state != AttemptState::Running || job.state != JobState::Running {
+    for attempt in live {
+        if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
             continue;
         }
         // An id that is not a valid thread id cannot be in T3: absent, and in time lost.
@@ -146,7 +146,11 @@ pub(super) async fn watch(
             }
             ThreadState::Lost => Event::ThreadLost,
         };
-        plane.transition(job, &event, None, now, report).await?;
+        // Only now is the whole job read: a quiet tick reads no issue text at all.
+        let Some(job) = plane.ledger.job(attempt.job_id).await? else {
+            continue;
+        };
+        plane.transition(&job, &event, None, now, report).await?;
     }
     plane.stalls.retain(&watched, &absent);
     Ok(())
@@ -243,16 +247,17 @@ fn warn_stop(
 /// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
-pub(super) fn lacks_any(fleet: &Fleet, live: &[(Job, Attempt)], to_stop: &[(Job, Attempt)]) -> bool {
+pub(super) fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
+    let lacks = |thread_id: &str| {
+        ThreadId::new(thread_id.to_owned())
+            .ok()
+            .and_then(|id| fleet.thread(&id))
+            .is_none_or(|thread| thread.deleted_at.is_some())
+    };
     live.iter()
-        .filter(|(job, attempt)| attempt.state == AttemptState::Running && job.state == JobState::Running)
-        .chain(to_stop.iter())
-        .any(|(_, attempt)| {
-            ThreadId::new(attempt.thread_id.clone())
-                .ok()
-                .and_then(|id| fleet.thread(&id))
-                .is_none_or(|thread| thread.deleted_at.is_some())
-        })
+        .filter(|a| a.state == AttemptState::Running && a.job_state == JobState::Running)
+        .any(|a| lacks(&a.thread_id))
+        || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
 }
 
 /// Hands timed-out and lost jobs to the retry policy, once their thread is stopped (`stopping`
