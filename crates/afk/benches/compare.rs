@@ -464,7 +464,7 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
     // first tick's snapshot.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("is reachable") {
+            if line.contains("is reachable") || line.contains("following T3's shell stream") {
                 let _ = ready_tx.send(());
             }
             if line.contains("ERROR") || line.contains(" -> ") {
@@ -640,6 +640,36 @@ async fn fleet(n: usize, table: &mut Table) {
     let mut plane = afk::app::control_plane(&watch_only)
         .await
         .expect("the control plane is wired");
+    // The same fleet watched the default way: T3's shell stream keeps the view, no fetch per tick.
+    let mut push_only = watch_only.clone();
+    push_only.watch.push = true;
+    let mut push_plane = afk::app::control_plane(&push_only)
+        .await
+        .expect("the control plane is wired");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        quiet_tick(&mut push_plane).await;
+        if push_plane.is_following_stream() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shell stream never synchronized");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same fleet watched the default way: T3's shell stream keeps the view, no fetch per tick.
+    let mut push_only = watch_only.clone();
+    push_only.watch.push = true;
+    let mut push_plane = afk::app::control_plane(&push_only)
+        .await
+        .expect("the control plane is wired");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        quiet_tick(&mut push_plane).await;
+        if push_plane.is_following_stream() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shell stream never synchronized");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let t3 = afk::app::t3_client(&config).expect("a T3 client");
     let ledger = plane.ledger().clone();
     let hyper = hyper_client();
@@ -648,8 +678,8 @@ async fn fleet(n: usize, table: &mut Table) {
     let mut seed = Seed::start(&sim.url);
 
     // 0 tick wall, 1 tick CPU, 2 seed wall, 3 seed CPU, 4 floor, 5 snapshot, 6 live_attempts,
-    // 7 watched_attempts
-    let mut rounds = Rounds::new(8);
+    // 7 watched_attempts, 8 push tick wall, 9 push tick CPU
+    let mut rounds = Rounds::new(10);
     while rounds.next() {
         let (t, cpu) = (Instant::now(), cpu_time());
         quiet_tick(&mut plane).await;
@@ -680,6 +710,14 @@ async fn fleet(n: usize, table: &mut Table) {
         let watched = ledger.watched_attempts().await.expect("the watched attempts");
         rounds.push(7, t.elapsed().as_secs_f64());
         assert_eq!(watched.len(), n);
+        let (t, cpu) = (Instant::now(), cpu_time());
+        quiet_tick(&mut push_plane).await;
+        rounds.push(8, t.elapsed().as_secs_f64());
+        rounds.push(9, cpu_time() - cpu);
+        assert!(
+            push_plane.is_following_stream(),
+            "the push tick read the stream's view"
+        );
     }
     let timed = rounds.samples[0].len();
     let tick_target = if n >= 10_000 {
@@ -695,6 +733,24 @@ async fn fleet(n: usize, table: &mut Table) {
         rounds.median(4),
         Unit::Time,
         tick_target,
+    );
+    table.row(
+        "watcher tick, quiet, push (afk: ControlPlane::tick on the shell stream's view, the default; seed: snapshot() + derive)",
+        n,
+        rounds.median(8),
+        rounds.median(2),
+        rounds.median(4),
+        Unit::Time,
+        tick_target,
+    );
+    table.row(
+        "watcher tick, push, CPU time of the process",
+        n,
+        rounds.median(9),
+        rounds.median(3),
+        None,
+        Unit::Time,
+        Target::None,
     );
     table.row(
         "watcher tick, CPU time of the process",
@@ -742,16 +798,35 @@ async fn fleet(n: usize, table: &mut Table) {
         Seed::secs(&reply, "max_rss_bytes")
     });
     drop(plane);
+    drop(push_plane);
     ledger.close().await;
 
     // Peak memory of the real binary watching the same fleet.
     // The file `config_for` wrote has no source: watch only.
     let run_config = dir.path().join("afk-run.toml");
     let peak = tokio::task::block_in_place(|| afk_run_peak_memory(&run_config));
+    let push_config = dir.path().join("afk-run-push.toml");
+    let text = std::fs::read_to_string(&run_config).expect("the run config");
+    std::fs::write(&push_config, text.replace("push = false", "push = true")).expect("the push config");
+    let push_peak = tokio::task::block_in_place(|| afk_run_peak_memory(&push_config));
     table.row(
         "peak memory (afk: `afk run` VmHWM; seed: driver's max RSS)",
         n,
         peak,
+        seed_rss,
+        None,
+        Unit::Bytes,
+        if n >= 10_000 {
+            Target::Below(64.0 * 1024.0 * 1024.0)
+        } else {
+            Target::None
+        },
+    );
+
+    table.row(
+        "peak memory, push (afk: `afk run` VmHWM following the shell stream; seed: driver's max RSS)",
+        n,
+        push_peak,
         seed_rss,
         None,
         Unit::Bytes,

@@ -151,6 +151,11 @@ impl ControlPlane {
         self
     }
 
+    /// True when the last tick read T3's view from the shell stream (not the snapshot).
+    pub fn is_following_stream(&self) -> bool {
+        self.following_stream == Some(true)
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
