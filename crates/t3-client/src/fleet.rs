@@ -52,6 +52,11 @@ impl Fleet {
         self.threads.get(id)
     }
 
+    /// [`Fleet::thread`] by the id's text (as a ledger stores it), without building an id.
+    pub fn thread_by_id(&self, id: &str) -> Option<&Thread> {
+        self.threads.get(id)
+    }
+
     /// The project with this id, unless T3 does not know it or deleted it.
     pub fn project(&self, id: &ProjectId) -> Option<&ProjectShell> {
         self.projects.get(id)

@@ -51,6 +51,14 @@ macro_rules! id_type {
             }
         }
 
+        // Hash and Eq derive from the one String field, so they agree with str's: maps keyed by
+        // the id can be searched with a borrowed string.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

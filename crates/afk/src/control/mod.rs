@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afk_core::{apply, Event, IssueKey, JobState, Repo, RetryPolicy, Transition};
-use afk_ledger::{Job, Ledger, LedgerError, NewAttempt};
+use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{Fleet, ShellFeed, T3Client};
 
@@ -112,7 +112,14 @@ pub struct ControlPlane {
     feed: Option<ShellFeed>,
     /// Whether the last view came from the stream (for logging the switch once).
     following_stream: Option<bool>,
+    /// The live attempts as last read, reused while nothing was recorded: see
+    /// [`ControlPlane::watched_attempts`].
+    watched: std::sync::Mutex<Option<(Arc<Vec<WatchedAttempt>>, std::time::Instant)>>,
 }
+
+/// How long a cached read of the live attempts may be reused at most, even when this control plane
+/// recorded nothing: a bound on trusting that nothing else wrote the ledger.
+const WATCHED_REREAD: Duration = Duration::from_secs(30);
 
 impl ControlPlane {
     /// A control plane over `ledger`, sending to T3 with `t3`.
@@ -128,6 +135,7 @@ impl ControlPlane {
             pending_events: Vec::new(),
             feed: None,
             following_stream: None,
+            watched: std::sync::Mutex::new(None),
         }
     }
 
@@ -179,7 +187,7 @@ impl ControlPlane {
             report.t3_reachable = true;
             // Read once and shared: the watcher looks only at running attempts and resumption only
             // at dispatching ones, and nothing in between moves a dispatching job.
-            let live = self.ledger.watched_attempts().await?;
+            let live = self.watched_attempts().await?;
             if let Some(snapshot) = self.confirmed(view, &live).await? {
                 watcher::watch(self, &snapshot, &live, now, &mut report).await?;
                 // Jobs whose previous thread may still be working: they neither settle nor get a
@@ -198,6 +206,32 @@ impl ControlPlane {
         Ok(report)
     }
 
+    /// The live attempts, read from the ledger only when this control plane recorded a transition
+    /// since the last read (every change to an attempt goes through [`ControlPlane::transition`],
+    /// and one control plane holds the ledger) or the last read is older than [`WATCHED_REREAD`]:
+    /// a quiet tick over a large fleet then reads nothing.
+    async fn watched_attempts(&self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
+        let cached = self
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < WATCHED_REREAD)
+            .map(|(live, _)| live.clone());
+        if let Some(live) = cached {
+            return Ok(live);
+        }
+        let live = Arc::new(self.ledger.watched_attempts().await?);
+        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((live.clone(), std::time::Instant::now()));
+        Ok(live)
+    }
+
+    /// Forgets the cached live attempts: the ledger changed.
+    fn ledger_changed(&self) {
+        *self.watched.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// `view`, unless it came from the stream and lacks the thread of a running attempt or of one
     /// being stopped: a stream can lag or stall, so a thread is judged gone (or stopped) only on
     /// T3's own snapshot, which then replaces the view. `None` when that snapshot cannot be read:
@@ -205,7 +239,7 @@ impl ControlPlane {
     async fn confirmed(
         &self,
         view: Arc<Fleet>,
-        live: &[afk_ledger::WatchedAttempt],
+        live: &[WatchedAttempt],
     ) -> Result<Option<Arc<Fleet>>, ControlError> {
         if self.following_stream != Some(true) {
             return Ok(Some(view));
@@ -316,6 +350,9 @@ impl ControlPlane {
                 return Ok(None);
             }
         };
+        // Whatever the outcome, the cached live attempts may be stale now (a conflict means
+        // someone else moved the job).
+        self.ledger_changed();
         let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
             Ok(updated) => updated,
             Err(LedgerError::Conflict { .. }) => {

@@ -51,11 +51,15 @@ const ABSENT_VIEWS_FOR_LOST: u32 = 2;
 impl StallTracker {
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
     pub fn observe(&mut self, thread: &str, updated_at: Timestamp, now: DateTime<Utc>) -> chrono::Duration {
-        let entry = self.seen.entry(thread.to_owned()).or_insert((updated_at, now));
-        if entry.0 != updated_at {
-            *entry = (updated_at, now);
+        // Looked up by reference first: a quiet tick over thousands of threads allocates nothing.
+        if let Some(entry) = self.seen.get_mut(thread) {
+            if entry.0 != updated_at {
+                *entry = (updated_at, now);
+            }
+            return now - entry.1;
         }
-        now - entry.1
+        self.seen.insert(thread.to_owned(), (updated_at, now));
+        chrono::Duration::zero()
     }
 
     /// Counts one more view in a row without `thread`; true once it counts as gone (see
@@ -98,10 +102,7 @@ pub(super) async fn watch(
         if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
             continue;
         }
-        // An id that is not a valid thread id cannot be in T3: absent, and in time lost.
-        let thread = ThreadId::new(attempt.thread_id.clone())
-            .ok()
-            .and_then(|id| fleet.thread(&id));
+        let thread = fleet.thread_by_id(&attempt.thread_id);
         let event = match ThreadState::of(thread) {
             ThreadState::Starting | ThreadState::Running => {
                 let Some(thread) = thread else { continue };
@@ -249,9 +250,8 @@ fn warn_stop(
 /// snapshot before anything is concluded from it.
 pub(super) fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
     let lacks = |thread_id: &str| {
-        ThreadId::new(thread_id.to_owned())
-            .ok()
-            .and_then(|id| fleet.thread(&id))
+        fleet
+            .thread_by_id(thread_id)
             .is_none_or(|thread| thread.deleted_at.is_some())
     };
     live.iter()
