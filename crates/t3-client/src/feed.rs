@@ -257,6 +257,11 @@ impl Feeder {
         if items.is_empty() {
             return Ok(());
         }
+        // The view's lock is held while the chunk is applied, and the published copy is let go
+        // first: the fleet is then changed in place, not copied whole for every chunk (readers
+        // wait the few microseconds instead; one still holding an older view costs one copy).
+        let mut view = self.shared.view();
+        view.fleet = None;
         let fleet = Arc::make_mut(&mut self.fleet);
         for item in items {
             match item {
@@ -275,13 +280,11 @@ impl Feeder {
             return Ok(());
         }
         self.live = true;
-        {
-            let mut view = self.shared.view();
-            view.fleet = Some(self.fleet.clone());
-            view.status = FeedStatus::Live {
-                sequence: self.fleet.sequence(),
-            };
-        }
+        view.fleet = Some(self.fleet.clone());
+        view.status = FeedStatus::Live {
+            sequence: self.fleet.sequence(),
+        };
+        drop(view);
         if became_live {
             if self.outage_logged {
                 info!(url = %self.base_url, sequence = self.fleet.sequence(), "T3's shell stream is back");
