@@ -15,7 +15,10 @@ use super::{ControlError, ControlPlane, TickReport};
 /// after a restart a thread gets a full stall timeout again, which errs on the side of patience.
 #[derive(Debug, Default)]
 pub struct StallTracker {
-    seen: HashMap<String, (Timestamp, DateTime<Utc>)>,
+    /// Per thread: its last `updatedAt`, when that was first seen, and the pass that last saw it.
+    seen: HashMap<String, (Timestamp, DateTime<Utc>, u64)>,
+    /// The watcher's current pass (one per tick): threads not observed in it are forgotten.
+    pass: u64,
     absent: HashMap<String, Absence>,
     stop_absent: HashMap<String, Absence>,
 }
@@ -54,11 +57,12 @@ impl StallTracker {
         // Looked up by reference first: a quiet tick over thousands of threads allocates nothing.
         if let Some(entry) = self.seen.get_mut(thread) {
             if entry.0 != updated_at {
-                *entry = (updated_at, now);
+                (entry.0, entry.1) = (updated_at, now);
             }
+            entry.2 = self.pass;
             return now - entry.1;
         }
-        self.seen.insert(thread.to_owned(), (updated_at, now));
+        self.seen.insert(thread.to_owned(), (updated_at, now, self.pass));
         chrono::Duration::zero()
     }
 
@@ -78,13 +82,15 @@ impl StallTracker {
         self.stop_absent.retain(|thread, _| absent.contains(thread));
     }
 
-    /// Forgets threads that are no longer watched, and absences that did not last.
-    pub fn retain(
-        &mut self,
-        live: &std::collections::HashSet<String>,
-        absent: &std::collections::HashSet<String>,
-    ) {
-        self.seen.retain(|thread, _| live.contains(thread));
+    /// Starts a watcher pass: threads observed from now on count as still watched.
+    pub fn begin_pass(&mut self) {
+        self.pass += 1;
+    }
+
+    /// Ends a pass: forgets threads it did not observe, and absences that did not last.
+    pub fn end_pass(&mut self, absent: &std::collections::HashSet<String>) {
+        let pass = self.pass;
+        self.seen.retain(|_, entry| entry.2 == pass);
         self.absent.retain(|thread, _| absent.contains(thread));
     }
 }
@@ -96,7 +102,7 @@ pub(super) async fn watch(
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
-    let mut watched = std::collections::HashSet::new();
+    plane.stalls.begin_pass();
     let mut absent = std::collections::HashSet::new();
     for attempt in live {
         if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
@@ -106,7 +112,6 @@ pub(super) async fn watch(
         let event = match ThreadState::of(thread) {
             ThreadState::Starting | ThreadState::Running => {
                 let Some(thread) = thread else { continue };
-                watched.insert(attempt.thread_id.clone());
                 let unchanged = plane.stalls.observe(&attempt.thread_id, thread.updated_at, now);
                 // While an attempt runs its row changes no more, so `updated_at` is when it
                 // started running: time spent dispatching (T3 down, a rejected token) is not held
@@ -153,7 +158,7 @@ pub(super) async fn watch(
         };
         plane.transition(&job, &event, None, now, report).await?;
     }
-    plane.stalls.retain(&watched, &absent);
+    plane.stalls.end_pass(&absent);
     Ok(())
 }
 
