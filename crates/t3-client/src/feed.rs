@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -239,7 +238,7 @@ impl Feeder {
     }
 
     /// Applies one chunk and publishes the result; the next `next_chunk` Acks it.
-    fn apply(&mut self, values: Vec<serde_json::Value>) -> Result<(), T3Error> {
+    fn apply(&mut self, values: Vec<Box<serde_json::value::RawValue>>) -> Result<(), T3Error> {
         let mut changed = false;
         let mut synchronized = false;
         // Decode the whole chunk first, so that a bad item leaves the view as it was (the feed
@@ -247,13 +246,15 @@ impl Feeder {
         let items = values
             .iter()
             .map(|value| {
-                ShellItem::deserialize(value).map_err(|e| T3Error::MalformedReply {
+                serde_json::from_str::<ShellItem>(value.get()).map_err(|e| T3Error::MalformedReply {
                     what: SUBSCRIBE_SHELL.to_owned(),
                     detail: format!("not a shell stream item: {e}"),
-                    body_excerpt: excerpt(value.to_string().as_bytes()),
+                    body_excerpt: excerpt(value.get().as_bytes()),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The raw text is not needed once decoded: a first snapshot can be megabytes.
+        drop(values);
         if items.is_empty() {
             return Ok(());
         }

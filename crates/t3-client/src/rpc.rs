@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 use crate::error::{excerpt, T3Error};
 use crate::wire::rpc::{ClientMessage, RpcCause, RpcExit, RpcId, ServerMessage};
 use crate::wire::ErrorBody;
+use serde_json::value::RawValue;
 
 /// The path of T3's WebSocket RPC endpoint, below the base URL.
 const WS_PATH: &str = "/ws";
@@ -108,7 +109,7 @@ enum Pending {
 /// what it was doing.
 #[derive(Debug)]
 enum Delivery {
-    Chunk(Vec<Value>),
+    Chunk(Vec<Box<RawValue>>),
     Exit(RpcExit),
     /// The socket is gone, for this reason.
     Lost(String),
@@ -146,7 +147,7 @@ impl Book {
                 let delivery = match delivery {
                     Delivery::Chunk(values) => Delivery::Malformed {
                         detail: "T3 sent a stream chunk for a unary call".into(),
-                        excerpt: excerpt(Value::Array(values).to_string().as_bytes()),
+                        excerpt: excerpt(values.first().map(|v| v.get()).unwrap_or_default().as_bytes()),
                     },
                     other => other,
                 };
@@ -455,7 +456,11 @@ impl RpcStream {
     /// The next chunk's values. Acks the previous chunk first (so T3 sends the next one only now).
     /// `None` once T3 ended the stream successfully; an error (and then `None`) when it failed or
     /// the socket died (transient).
-    pub async fn next_chunk(&mut self) -> Option<Result<Vec<Value>, T3Error>> {
+    ///
+    /// The values come as raw JSON text, for the consumer to decode into its own types: a chunk
+    /// can be a whole fleet, and a `serde_json::Value` tree of it would cost several times its
+    /// size.
+    pub async fn next_chunk(&mut self) -> Option<Result<Vec<Box<RawValue>>, T3Error>> {
         if self.finished {
             return None;
         }
@@ -592,14 +597,36 @@ enum Routed {
     Fatal(String),
 }
 
+/// A `Chunk` message with its values left as raw JSON text.
+#[derive(serde::Deserialize)]
+struct RawChunk {
+    #[serde(rename = "_tag")]
+    tag: String,
+    #[serde(rename = "requestId")]
+    request_id: RpcId,
+    values: Vec<Box<RawValue>>,
+}
+
 /// Hands one text frame from T3 to whoever waits for it.
 fn route(book: &Book, text: &str, url: &str) -> Routed {
+    // Chunks first, their values kept as raw text (see `RpcStream::next_chunk`).
+    if let Ok(chunk) = serde_json::from_str::<RawChunk>(text) {
+        if chunk.tag == "Chunk" {
+            book.deliver(chunk.request_id.0, Delivery::Chunk(chunk.values));
+            return Routed::Done;
+        }
+    }
     match serde_json::from_str::<ServerMessage>(text) {
         Ok(ServerMessage::Exit { request_id, exit }) => {
             book.deliver(request_id.0, Delivery::Exit(exit));
             Routed::Done
         }
         Ok(ServerMessage::Chunk { request_id, values }) => {
+            // Only reached if the raw form above did not read it; same values, re-encoded.
+            let values = values
+                .iter()
+                .filter_map(|v| serde_json::value::to_raw_value(v).ok())
+                .collect();
             book.deliver(request_id.0, Delivery::Chunk(values));
             Routed::Done
         }
