@@ -341,13 +341,11 @@ impl T3Client {
 
     /// The first half of a dispatch: `thread.create` with the plan's ids.
     pub async fn create_thread(&self, plan: &DispatchPlan) -> Result<DispatchResult, T3Error> {
-        let title = NonEmptyString::new(plan.title.clone())
-            .ok_or_else(|| T3Error::InvalidInput("the thread title is empty".into()))?;
         let command = ClientCommand::ThreadCreate(ThreadCreate {
             command_id: plan.ids.create_command_id.clone(),
             thread_id: plan.ids.thread_id.clone(),
             project_id: plan.project_id.clone(),
-            title,
+            title: thread_title(plan)?,
             model_selection: self.settings.model_selection()?,
             runtime_mode: self.settings.runtime_mode,
             interaction_mode: self.settings.interaction_mode,
@@ -360,28 +358,13 @@ impl T3Client {
 
     /// The second half of a dispatch: `thread.turn.start` with the plan's ids and text.
     pub async fn start_turn(&self, plan: &DispatchPlan) -> Result<DispatchResult, T3Error> {
-        let len = t3_text_len(&plan.text);
-        if len > MAX_INPUT_CHARS {
-            return Err(T3Error::PromptTooLong {
-                len,
-                limit: MAX_INPUT_CHARS,
-            });
-        }
-        let command = ClientCommand::ThreadTurnStart(ThreadTurnStart {
-            command_id: plan.ids.turn_command_id.clone(),
-            thread_id: plan.ids.thread_id.clone(),
-            message: TurnMessage {
-                message_id: plan.ids.message_id.clone(),
-                role: MessageRole::User,
-                text: plan.text.clone(),
-                attachments: Vec::new(),
-            },
-            model_selection: None,
-            runtime_mode: self.settings.runtime_mode,
-            interaction_mode: self.settings.interaction_mode,
-            bootstrap: None,
-            created_at: Timestamp::now(),
-        });
+        let command = self.user_turn(
+            &plan.ids.thread_id,
+            plan.ids.turn_command_id.clone(),
+            plan.ids.message_id.clone(),
+            &plan.text,
+            None,
+        )?;
         self.send_command(&command).await
     }
 
@@ -394,6 +377,20 @@ impl T3Client {
         command_id: CommandId,
         message_id: MessageId,
     ) -> Result<DispatchResult, T3Error> {
+        let command = self.user_turn(thread, command_id, message_id, text, None)?;
+        self.send_command(&command).await
+    }
+
+    /// `thread.turn.start` with `text` as the user's message, refused before anything is sent
+    /// when the text is over T3's limit.
+    fn user_turn(
+        &self,
+        thread: &ThreadId,
+        command_id: CommandId,
+        message_id: MessageId,
+        text: &str,
+        bootstrap: Option<TurnBootstrap>,
+    ) -> Result<ClientCommand, T3Error> {
         let len = t3_text_len(text);
         if len > MAX_INPUT_CHARS {
             return Err(T3Error::PromptTooLong {
@@ -401,7 +398,7 @@ impl T3Client {
                 limit: MAX_INPUT_CHARS,
             });
         }
-        let command = ClientCommand::ThreadTurnStart(ThreadTurnStart {
+        Ok(ClientCommand::ThreadTurnStart(ThreadTurnStart {
             command_id,
             thread_id: thread.clone(),
             message: TurnMessage {
@@ -413,10 +410,9 @@ impl T3Client {
             model_selection: None,
             runtime_mode: self.settings.runtime_mode,
             interaction_mode: self.settings.interaction_mode,
-            bootstrap: None,
+            bootstrap,
             created_at: Timestamp::now(),
-        });
-        self.send_command(&command).await
+        }))
     }
 
     /// Interrupts the thread's running turn (`turn`, or whichever is running).
@@ -549,15 +545,6 @@ impl T3Client {
     }
 
     fn isolated_turn(&self, plan: &DispatchPlan, worktree: &WorktreePlan) -> Result<ClientCommand, T3Error> {
-        let len = t3_text_len(&plan.text);
-        if len > MAX_INPUT_CHARS {
-            return Err(T3Error::PromptTooLong {
-                len,
-                limit: MAX_INPUT_CHARS,
-            });
-        }
-        let title = NonEmptyString::new(plan.title.clone())
-            .ok_or_else(|| T3Error::InvalidInput("the thread title is empty".into()))?;
         let branch = NonEmptyString::new(plan.branch.clone()).ok_or_else(|| {
             T3Error::InvalidInput("a worktree-isolated thread needs a branch; the plan has none".into())
         })?;
@@ -566,40 +553,32 @@ impl T3Client {
         })?;
         let base_branch = NonEmptyString::new(worktree.base_branch.clone())
             .ok_or_else(|| T3Error::InvalidInput("the worktree's base branch is empty".into()))?;
-        let now = Timestamp::now();
-        Ok(ClientCommand::ThreadTurnStart(ThreadTurnStart {
-            command_id: plan.ids.turn_command_id.clone(),
-            thread_id: plan.ids.thread_id.clone(),
-            message: TurnMessage {
-                message_id: plan.ids.message_id.clone(),
-                role: MessageRole::User,
-                text: plan.text.clone(),
-                attachments: Vec::new(),
-            },
-            model_selection: None,
-            runtime_mode: self.settings.runtime_mode,
-            interaction_mode: self.settings.interaction_mode,
-            bootstrap: Some(TurnBootstrap {
-                create_thread: Some(BootstrapThread {
-                    project_id: plan.project_id.clone(),
-                    title,
-                    model_selection: self.settings.model_selection()?,
-                    runtime_mode: self.settings.runtime_mode,
-                    interaction_mode: self.settings.interaction_mode,
-                    branch: Some(branch.to_string()),
-                    worktree_path: None,
-                    created_at: now,
-                }),
-                prepare_worktree: Some(PrepareWorktree {
-                    project_cwd,
-                    base_branch,
-                    branch: Some(branch),
-                    start_from_origin: None,
-                }),
-                run_setup_script: Some(worktree.run_setup_script),
+        let bootstrap = TurnBootstrap {
+            create_thread: Some(BootstrapThread {
+                project_id: plan.project_id.clone(),
+                title: thread_title(plan)?,
+                model_selection: self.settings.model_selection()?,
+                runtime_mode: self.settings.runtime_mode,
+                interaction_mode: self.settings.interaction_mode,
+                branch: Some(branch.to_string()),
+                worktree_path: None,
+                created_at: Timestamp::now(),
             }),
-            created_at: now,
-        }))
+            prepare_worktree: Some(PrepareWorktree {
+                project_cwd,
+                base_branch,
+                branch: Some(branch),
+                start_from_origin: None,
+            }),
+            run_setup_script: Some(worktree.run_setup_script),
+        };
+        self.user_turn(
+            &plan.ids.thread_id,
+            plan.ids.turn_command_id.clone(),
+            plan.ids.message_id.clone(),
+            &plan.text,
+            Some(bootstrap),
+        )
     }
 
     /// The shared RPC connection: the live one, or a new one when there is none or it died. The
@@ -685,6 +664,12 @@ impl T3Client {
             return Ok(reply.body);
         }
     }
+}
+
+/// The plan's title as T3 requires it (non-empty once trimmed).
+fn thread_title(plan: &DispatchPlan) -> Result<NonEmptyString, T3Error> {
+    NonEmptyString::new(plan.title.clone())
+        .ok_or_else(|| T3Error::InvalidInput("the thread title is empty".into()))
 }
 
 fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, T3Error> {
