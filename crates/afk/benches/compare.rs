@@ -37,6 +37,7 @@
 
 #[path = "../../t3-client/benches/support/read_model.rs"]
 mod shapes;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -45,7 +46,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use afk::config::{Config, LocalSourceConfig};
-use afk::control::ControlPlane;
 use afk::source::{local, SourceIssue};
 use afk_core::{IssueKey, Priority, Repo};
 use bytes::Bytes;
@@ -229,16 +229,7 @@ impl Table {
 /// A time in seconds or a size in bytes, with a unit that keeps three significant digits or so.
 fn human(value: f64, unit: Unit) -> String {
     match unit {
-        Unit::Time => {
-            let micros = value * 1e6;
-            if micros < 1_000.0 {
-                format!("{micros:.1} µs")
-            } else if micros < 1_000_000.0 {
-                format!("{:.2} ms", micros / 1_000.0)
-            } else {
-                format!("{:.2} s", micros / 1_000_000.0)
-            }
-        }
+        Unit::Time => support::human_secs(value),
         Unit::Bytes => format!("{:.1} MB", value / (1024.0 * 1024.0)),
     }
 }
@@ -620,17 +611,6 @@ async fn running_fleet(n: usize, sim: &Sim, dir: &Path) -> Config {
     config
 }
 
-/// A tick in which nothing may change: the fleet is all running and stays so.
-async fn quiet_tick(plane: &mut ControlPlane) {
-    let report = plane.tick(Utc::now()).await.expect("a tick");
-    assert!(report.t3_reachable, "T3 answered");
-    assert!(
-        report.progress.is_empty(),
-        "a quiet fleet made transitions: {:?}",
-        report.progress
-    );
-}
-
 async fn fleet(n: usize, table: &mut Table) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let sim = Sim::start();
@@ -648,7 +628,7 @@ async fn fleet(n: usize, table: &mut Table) {
         .expect("the control plane is wired");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        quiet_tick(&mut push_plane).await;
+        support::quiet_tick(&mut push_plane).await;
         if push_plane.is_following_stream() {
             break;
         }
@@ -663,7 +643,7 @@ async fn fleet(n: usize, table: &mut Table) {
         .expect("the control plane is wired");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        quiet_tick(&mut push_plane).await;
+        support::quiet_tick(&mut push_plane).await;
         if push_plane.is_following_stream() {
             break;
         }
@@ -682,7 +662,7 @@ async fn fleet(n: usize, table: &mut Table) {
     let mut rounds = Rounds::new(10);
     while rounds.next() {
         let (t, cpu) = (Instant::now(), cpu_time());
-        quiet_tick(&mut plane).await;
+        support::quiet_tick(&mut plane).await;
         rounds.push(0, t.elapsed().as_secs_f64());
         rounds.push(1, cpu_time() - cpu);
         if let Some(seed) = seed.as_mut() {
@@ -711,7 +691,7 @@ async fn fleet(n: usize, table: &mut Table) {
         rounds.push(7, t.elapsed().as_secs_f64());
         assert_eq!(watched.len(), n);
         let (t, cpu) = (Instant::now(), cpu_time());
-        quiet_tick(&mut push_plane).await;
+        support::quiet_tick(&mut push_plane).await;
         rounds.push(8, t.elapsed().as_secs_f64());
         rounds.push(9, cpu_time() - cpu);
         assert!(

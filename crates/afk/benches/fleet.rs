@@ -34,6 +34,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -208,8 +209,8 @@ async fn fleet(n: usize) -> Vec<Row> {
         })
     };
     let measured = interleaved!(
-        quiet_tick(&mut plane),
-        quiet_tick(&mut watcher),
+        support::quiet_tick(&mut plane),
+        support::quiet_tick(&mut watcher),
         async {
             let snapshot = t3.snapshot().await.expect("the snapshot");
             assert_eq!(snapshot.threads.len(), n);
@@ -272,10 +273,14 @@ async fn fleet(n: usize) -> Vec<Row> {
     plane.tick(Utc::now()).await.expect("the dispatch tick");
     assert_all_running(&plane, &world, LIVE_BESIDE_HISTORY, n + LIVE_BESIDE_HISTORY).await;
     phase("history set up");
-    let measured = interleaved!(quiet_tick(&mut plane), quiet_tick(&mut watcher), async {
-        let snapshot = t3.snapshot().await.expect("the snapshot");
-        assert_eq!(snapshot.threads.len(), n + LIVE_BESIDE_HISTORY);
-    },);
+    let measured = interleaved!(
+        support::quiet_tick(&mut plane),
+        support::quiet_tick(&mut watcher),
+        async {
+            let snapshot = t3.snapshot().await.expect("the snapshot");
+            assert_eq!(snapshot.threads.len(), n + LIVE_BESIDE_HISTORY);
+        },
+    );
     let names = [
         "tick, 100 live + N done (local folder)",
         "tick, 100 live + N done (watch only)",
@@ -291,17 +296,6 @@ async fn fleet(n: usize) -> Vec<Row> {
     world.sim.shutdown().await;
     phase("shut down");
     rows
-}
-
-/// A tick in which nothing may change: the fleet is all running and stays so.
-async fn quiet_tick(plane: &mut ControlPlane) {
-    let report = plane.tick(Utc::now()).await.expect("a tick");
-    assert!(report.t3_reachable, "T3 answered");
-    assert!(
-        report.progress.is_empty(),
-        "a quiet fleet made transitions: {:?}",
-        report.progress
-    );
 }
 
 /// Checks that the ledger has `n` running jobs and T3 `n` running threads out of `threads`.
@@ -373,12 +367,5 @@ fn print_table(rows: &[Row], baseline: usize) {
 
 /// A duration with a unit that keeps three significant digits or so.
 fn human(d: Duration) -> String {
-    let micros = d.as_secs_f64() * 1e6;
-    if micros < 1_000.0 {
-        format!("{micros:.1} µs")
-    } else if micros < 1_000_000.0 {
-        format!("{:.2} ms", micros / 1_000.0)
-    } else {
-        format!("{:.2} s", micros / 1_000_000.0)
-    }
+    support::human_secs(d.as_secs_f64())
 }

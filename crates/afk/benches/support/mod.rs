@@ -1,0 +1,28 @@
+//! Helpers shared by afk's bench targets.
+#![allow(dead_code)]
+
+use afk::control::ControlPlane;
+use chrono::Utc;
+
+/// A tick in which nothing may change: the fleet is all running and stays so.
+pub async fn quiet_tick(plane: &mut ControlPlane) {
+    let report = plane.tick(Utc::now()).await.expect("a tick");
+    assert!(report.t3_reachable, "T3 answered");
+    assert!(
+        report.progress.is_empty(),
+        "a quiet fleet made transitions: {:?}",
+        report.progress
+    );
+}
+
+/// A duration in seconds as µs, ms or s with two or three significant digits.
+pub fn human_secs(secs: f64) -> String {
+    let micros = secs * 1e6;
+    if micros < 1_000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 1_000_000.0 {
+        format!("{:.2} ms", micros / 1_000.0)
+    } else {
+        format!("{:.2} s", micros / 1_000_000.0)
+    }
+}
