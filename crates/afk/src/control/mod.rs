@@ -188,11 +188,19 @@ impl ControlPlane {
             // Read once and shared: the watcher looks only at running attempts and resumption only
             // at dispatching ones, and nothing in between moves a dispatching job.
             let live = self.watched_attempts().await?;
-            if let Some(snapshot) = self.confirmed(view, &live).await? {
+            let to_stop = self.ledger.attempts_to_stop().await?;
+            if let Some(snapshot) = self.confirmed(view, &live, &to_stop).await {
+                let recorded = report.progress.len();
                 watcher::watch(self, &snapshot, &live, now, &mut report).await?;
+                // A timeout the watcher just recorded adds a thread to stop: read them again then.
+                let to_stop = if report.progress.len() > recorded {
+                    self.ledger.attempts_to_stop().await?
+                } else {
+                    to_stop
+                };
                 // Jobs whose previous thread may still be working: they neither settle nor get a
                 // new attempt, and they count against the limits.
-                let stopping = watcher::stop_threads(self, &snapshot, now).await?;
+                let stopping = watcher::stop_threads(self, &snapshot, to_stop, now).await?;
                 watcher::settle(self, &stopping, now, &mut report).await?;
                 dispatcher::resume(self, &snapshot, &live, now, &mut report).await?;
                 dispatcher::dispatch_ready(self, &snapshot, &stopping, now, &mut report).await?;
@@ -240,15 +248,12 @@ impl ControlPlane {
         &self,
         view: Arc<Fleet>,
         live: &[WatchedAttempt],
-    ) -> Result<Option<Arc<Fleet>>, ControlError> {
-        if self.following_stream != Some(true) {
-            return Ok(Some(view));
+        to_stop: &[(Job, afk_ledger::Attempt)],
+    ) -> Option<Arc<Fleet>> {
+        if self.following_stream != Some(true) || !watcher::lacks_any(&view, live, to_stop) {
+            return Some(view);
         }
-        let to_stop = self.ledger.attempts_to_stop().await?;
-        if !watcher::lacks_any(&view, live, &to_stop) {
-            return Ok(Some(view));
-        }
-        Ok(match self.reader.snapshot().await {
+        match self.reader.snapshot().await {
             Ok(model) => Some(Arc::new(Fleet::from(model))),
             Err(error) => {
                 tracing::debug!(
@@ -256,7 +261,7 @@ impl ControlPlane {
                 );
                 None
             }
-        })
+        }
     }
 
     /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`

@@ -162,7 +162,8 @@ pub(super) async fn watch(
     Ok(())
 }
 
-/// Stops the thread of every attempt the ledger marked for stopping. A stop is done when the
+/// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after the
+/// watcher's pass). A stop is done when the
 /// snapshot shows the thread not working (gone, deleted, or its turn and session ended); until
 /// then each tick sends `thread.turn.interrupt` and `thread.session.stop` again (fresh command
 /// ids: a refused try must not make T3 refuse every later one), whatever T3 answered before.
@@ -170,11 +171,12 @@ pub(super) async fn watch(
 pub(super) async fn stop_threads(
     plane: &mut ControlPlane,
     fleet: &Fleet,
+    to_stop: Vec<(Job, Attempt)>,
     now: DateTime<Utc>,
 ) -> Result<HashMap<JobId, Job>, ControlError> {
     let mut still_absent = std::collections::HashSet::new();
     let mut stopping = HashMap::new();
-    for (job, attempt) in plane.ledger.attempts_to_stop().await? {
+    for (job, attempt) in to_stop {
         let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
             plane.ledger.mark_thread_stopped(attempt.id).await?;
             continue;
