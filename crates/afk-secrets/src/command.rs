@@ -4,7 +4,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{Freshness, Secret, SecretError, SecretProvider};
+use crate::error::shorten;
+use crate::{trimmed, FailureKind, Freshness, Secret, SecretError, SecretProvider};
 
 /// How long a command may run before it is killed, unless configured otherwise.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,8 +23,11 @@ const MAX_STDERR_CHARS: usize = 300;
 /// - the token is its standard output with surrounding whitespace trimmed; empty output is an error;
 /// - it is killed when it runs longer than its timeout ([`DEFAULT_COMMAND_TIMEOUT`] by default);
 ///   only the process afk started is killed, so a shell script's own children may outlive it;
-/// - a command that exits non-zero is an error carrying the last non-empty line of its stderr
-///   (and never anything from its stdout, which may hold a partial token);
+/// - a command that exits non-zero is a [`FailureKind::CommandFailed`] error (a person must act)
+///   carrying the last non-empty line of its stderr, the whole stderr in
+///   [`SecretError::detail`], and never anything from its stdout, which may hold a partial token;
+///   one that cannot be started is [`FailureKind::Missing`]; one killed at its timeout is
+///   [`FailureKind::TimedOut`] (it may pass);
 /// - with a cache lifetime, [`Freshness::Cached`] reuses the last token while it is younger than
 ///   the lifetime and [`Freshness::Refresh`] runs the command unless another call ran it after this
 ///   one began; without one, every call runs it. Concurrent callers wait for one run rather than
@@ -72,12 +76,8 @@ impl CommandProvider {
         self
     }
 
-    fn unavailable(&self, reason: String, transient: bool) -> SecretError {
-        SecretError::Unavailable {
-            source_name: self.label.clone(),
-            reason,
-            transient,
-        }
+    fn error(&self, kind: FailureKind, reason: impl Into<String>) -> SecretError {
+        SecretError::new(self.label.clone(), kind, reason)
     }
 
     async fn run(&self) -> Result<Secret, SecretError> {
@@ -90,49 +90,45 @@ impl CommandProvider {
             // Dropping the output future on timeout must not leave the command running.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| self.unavailable(format!("cannot start it: {e}"), false))?;
+            .map_err(|e| {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::NotFound => FailureKind::Missing,
+                    std::io::ErrorKind::PermissionDenied => FailureKind::PermissionDenied,
+                    _ => FailureKind::Unusable,
+                };
+                self.error(kind, format!("cannot start it: {e}"))
+            })?;
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err(self.unavailable(format!("cannot read its output: {e}"), true)),
+            Ok(Err(e)) => {
+                return Err(self.error(FailureKind::Unavailable, format!("cannot read its output: {e}")))
+            }
             Err(_) => {
-                return Err(self.unavailable(
-                    format!(
-                        "it did not finish within {} and was killed",
-                        humantime::format_duration(self.timeout)
-                    ),
-                    true,
-                ))
+                let waited = humantime::format_duration(self.timeout);
+                return Err(self.error(
+                    FailureKind::TimedOut,
+                    format!("it did not finish within {waited} and was killed"),
+                ));
             }
         };
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr.lines().map(str::trim).rfind(|l| !l.is_empty());
+            // The tool's own error is usually its last line; earlier ones are progress or warnings.
             let reason = match last {
-                Some(line) => format!("it failed ({}): {}", output.status, truncate(line)),
+                Some(line) => format!(
+                    "it failed ({}): {}",
+                    output.status,
+                    shorten(line, MAX_STDERR_CHARS)
+                ),
                 None => format!("it failed ({}) without a message on stderr", output.status),
             };
-            // A failing fetch (network, expired login) may well succeed on the next request.
-            return Err(self.unavailable(reason, true));
+            return Err(self.error(FailureKind::CommandFailed, reason).with_detail(stderr));
         }
         let stdout = String::from_utf8(output.stdout)
-            .map_err(|_| self.unavailable("its output is not valid UTF-8".into(), false))?;
-        let value = stdout.trim();
-        if value.is_empty() {
-            return Err(SecretError::Empty {
-                source_name: format!("the output of {}", self.label),
-            });
-        }
-        Ok(Secret::new(value))
+            .map_err(|_| self.error(FailureKind::Unusable, "its output is not valid UTF-8"))?;
+        trimmed(&stdout, || format!("the output of {}", self.label))
     }
-}
-
-fn truncate(line: &str) -> String {
-    if line.chars().count() <= MAX_STDERR_CHARS {
-        return line.to_owned();
-    }
-    let mut short: String = line.chars().take(MAX_STDERR_CHARS).collect();
-    short.push('…');
-    short
 }
 
 #[async_trait::async_trait]

@@ -1,9 +1,10 @@
 use std::env::VarError;
 
-use crate::{Freshness, Secret, SecretError, SecretProvider};
+use crate::{trimmed, FailureKind, Freshness, Secret, SecretError, SecretProvider};
 
 /// A token read from an environment variable on every call. Surrounding whitespace is trimmed; an
-/// unset, non-UTF-8 or empty variable is an error naming the variable (never its value).
+/// unset, non-UTF-8 or empty variable is an error naming the variable (never its value) that a
+/// person must fix.
 ///
 /// The variable is read each time rather than once at start so that a test or an embedding
 /// process that sets it later is honoured; a running process cannot see its parent change it.
@@ -22,30 +23,20 @@ impl EnvProvider {
     pub fn var(&self) -> &str {
         &self.var
     }
-
-    fn source_name(&self) -> String {
-        format!("environment variable {}", self.var)
-    }
 }
 
 #[async_trait::async_trait]
 impl SecretProvider for EnvProvider {
     async fn get(&self, _freshness: Freshness) -> Result<Secret, SecretError> {
-        let raw = std::env::var(&self.var).map_err(|e| SecretError::Unavailable {
-            source_name: self.source_name(),
-            // VarError's Display carries no value, but spell the two cases out for the reader.
-            reason: match e {
-                VarError::NotPresent => "it is not set".into(),
-                VarError::NotUnicode(_) => "its value is not valid UTF-8".into(),
-            },
-            transient: false,
+        let source_name = || format!("environment variable {}", self.var);
+        let raw = std::env::var(&self.var).map_err(|e| match e {
+            VarError::NotPresent => SecretError::new(source_name(), FailureKind::Missing, "it is not set"),
+            VarError::NotUnicode(_) => SecretError::new(
+                source_name(),
+                FailureKind::Unusable,
+                "its value is not valid UTF-8",
+            ),
         })?;
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err(SecretError::Empty {
-                source_name: self.source_name(),
-            });
-        }
-        Ok(Secret::new(value))
+        trimmed(&raw, source_name)
     }
 }

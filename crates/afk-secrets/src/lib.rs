@@ -21,6 +21,7 @@
 
 mod command;
 mod env;
+mod error;
 mod file;
 mod literal;
 mod spec;
@@ -30,6 +31,7 @@ mod vault;
 
 pub use command::{CommandProvider, DEFAULT_COMMAND_TIMEOUT};
 pub use env::EnvProvider;
+pub use error::{FailureKind, SecretError};
 pub use file::FileProvider;
 pub use literal::LiteralProvider;
 pub use spec::{ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
@@ -95,35 +97,12 @@ pub enum Freshness {
     Refresh,
 }
 
-/// Why a provider could not produce a secret. Messages name where the secret was looked for
-/// (a path, a variable, a command, a Vault path), never the value.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The source exists but holds nothing usable (an empty file or variable).
-    #[error("{source_name} is empty")]
-    Empty {
-        /// Where the secret was looked for, e.g. `token file /run/secrets/t3`.
-        source_name: String,
-    },
-    /// The source could not be read (missing file, unset variable, command failed, Vault down).
-    #[error("cannot read {source_name}: {reason}")]
-    Unavailable {
-        /// Where the secret was looked for.
-        source_name: String,
-        /// What went wrong, without the value.
-        reason: String,
-        /// True when asking again later may succeed (Vault down, command timed out).
-        transient: bool,
-    },
-}
-
-impl SecretError {
-    /// True when a later attempt may succeed without a person changing anything.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SecretError::Empty { .. } => false,
-            SecretError::Unavailable { transient, .. } => *transient,
-        }
+/// The secret in `raw` with surrounding whitespace trimmed, or an [`FailureKind::Empty`] error
+/// naming `source_name` when nothing is left.
+pub(crate) fn trimmed(raw: &str, source_name: impl FnOnce() -> String) -> Result<Secret, SecretError> {
+    match raw.trim() {
+        "" => Err(SecretError::empty(source_name())),
+        value => Ok(Secret::new(value)),
     }
 }
 

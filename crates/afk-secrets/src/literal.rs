@@ -16,9 +16,7 @@ impl LiteralProvider {
 impl SecretProvider for LiteralProvider {
     async fn get(&self, _freshness: Freshness) -> Result<Secret, SecretError> {
         if self.0.is_empty() {
-            return Err(SecretError::Empty {
-                source_name: "literal token".into(),
-            });
+            return Err(SecretError::empty("literal token"));
         }
         Ok(self.0.clone())
     }

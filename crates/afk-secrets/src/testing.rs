@@ -9,6 +9,16 @@
 //! with token TTLs enforced, an optional namespace ([`VaultStandIn::require_namespace`]), a sealed
 //! state (503 `{"errors":["Vault is sealed"]}`), and a down state in which nothing listens on its
 //! port. It logs no token or secret value.
+//!
+//! Its refusals are worded as real Vault words them, because afk tells them apart:
+//! - an unknown, revoked or expired token: 403 with the multi-error text
+//!   `"2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"`;
+//! - a live token whose policy does not allow the read ([`VaultStandIn::deny_reads`]): 403
+//!   `"1 error occurred:\n\t* permission denied\n\n"`;
+//! - a Kubernetes login with an unknown role: 400 `invalid role name "ROLE"`; with a JWT the role
+//!   does not accept: 403 `permission denied`;
+//! - a KV path with no secret: 404 `{"errors":[]}`;
+//! - any answer at all, for faults: [`VaultStandIn::fail_with`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -44,7 +54,17 @@ pub struct StandInCounts {
     pub refused: u32,
     /// Requests answered 503 because the stand-in was sealed.
     pub sealed: u32,
+    /// Kubernetes login requests, refused or not.
+    pub login_attempts: u32,
+    /// Every request received.
+    pub requests: u32,
 }
+
+/// What real Vault answers (403) to a request with an unknown, revoked or expired token.
+pub const INVALID_TOKEN_ERROR: &str = "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n";
+
+/// What real Vault answers (403) to a live token whose policy does not allow the request.
+pub const PERMISSION_DENIED_ERROR: &str = "1 error occurred:\n\t* permission denied\n\n";
 
 /// A Vault on `127.0.0.1`, on a port chosen by the system. Dropping it stops the server.
 pub struct VaultStandIn {
@@ -74,6 +94,10 @@ struct Inner {
     roles: HashMap<String, Role>,
     /// Every token ever issued, revoked or not.
     issued: Vec<String>,
+    /// KV paths no token may read.
+    denied: Vec<String>,
+    /// Every request is answered with this status and `errors` text while set.
+    fault: Option<(StatusCode, String)>,
     counts: StandInCounts,
 }
 
@@ -165,6 +189,29 @@ impl VaultStandIn {
     /// Vault Enterprise refuses a token used outside its namespace.
     pub fn require_namespace(&self, namespace: &str) {
         self.shared.lock().namespace = Some(namespace.to_owned());
+    }
+
+    /// From now on reading `path` (inside [`KV_MOUNT`]) is refused as a policy refuses it: 403
+    /// [`PERMISSION_DENIED_ERROR`], even with a live token.
+    pub fn deny_reads(&self, path: &str) {
+        self.shared.lock().denied.push(path.trim_matches('/').to_owned());
+    }
+
+    /// Lets `path` be read again after [`VaultStandIn::deny_reads`].
+    pub fn allow_reads(&self, path: &str) {
+        self.shared.lock().denied.retain(|p| p != path.trim_matches('/'));
+    }
+
+    /// From now on every request is answered `status` with `{"errors":[message]}` (`message` may
+    /// span lines, as Vault's own texts do), until [`VaultStandIn::clear_fault`].
+    pub fn fail_with(&self, status: u16, message: &str) {
+        let status = StatusCode::from_u16(status).expect("an HTTP status");
+        self.shared.lock().fault = Some((status, message.to_owned()));
+    }
+
+    /// Answers normally again after [`VaultStandIn::fail_with`].
+    pub fn clear_fault(&self) {
+        self.shared.lock().fault = None;
     }
 
     /// From now on every request is answered 503 `{"errors":["Vault is sealed"]}`.
@@ -274,6 +321,10 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let mut inner = shared.lock();
+    inner.counts.requests += 1;
+    if let Some((status, message)) = &inner.fault {
+        return vault_error(*status, message);
+    }
     if inner.sealed {
         inner.counts.sealed += 1;
         return vault_error(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed");
@@ -283,7 +334,7 @@ async fn handle(
     if let Some(required) = &inner.namespace {
         if headers.get("x-vault-namespace").and_then(|v| v.to_str().ok()) != Some(required.as_str()) {
             inner.counts.refused += 1;
-            return vault_error(StatusCode::FORBIDDEN, "permission denied");
+            return vault_error(StatusCode::FORBIDDEN, PERMISSION_DENIED_ERROR);
         }
     }
     if method == Method::POST && path == "/v1/auth/kubernetes/login" {
@@ -301,13 +352,13 @@ async fn handle(
         .is_some_and(|t| t.expires_at.is_none_or(|at| Instant::now() < at));
     if !live {
         inner.counts.refused += 1;
-        return vault_error(StatusCode::FORBIDDEN, "permission denied");
+        return vault_error(StatusCode::FORBIDDEN, INVALID_TOKEN_ERROR);
     }
     match (method, path) {
         (Method::GET, "/v1/auth/token/lookup-self") => {
             inner.counts.lookups += 1;
             let Some(info) = inner.tokens.get(&token) else {
-                return vault_error(StatusCode::FORBIDDEN, "permission denied");
+                return vault_error(StatusCode::FORBIDDEN, INVALID_TOKEN_ERROR);
             };
             let ttl = info
                 .expires_at
@@ -318,7 +369,7 @@ async fn handle(
         }
         (Method::POST, "/v1/auth/token/renew-self") => {
             let Some(info) = inner.tokens.get_mut(&token) else {
-                return vault_error(StatusCode::FORBIDDEN, "permission denied");
+                return vault_error(StatusCode::FORBIDDEN, INVALID_TOKEN_ERROR);
             };
             if !info.renewable {
                 return vault_error(StatusCode::BAD_REQUEST, "lease is not renewable");
@@ -332,7 +383,12 @@ async fn handle(
             let Some(rest) = path.strip_prefix(&format!("/v1/{KV_MOUNT}/data/")) else {
                 return vault_error(StatusCode::NOT_FOUND, "no handler for route");
             };
-            let Some((fields, version)) = inner.secrets.get(rest.trim_matches('/')) else {
+            let rest = rest.trim_matches('/');
+            if inner.denied.iter().any(|p| p == rest) {
+                inner.counts.refused += 1;
+                return vault_error(StatusCode::FORBIDDEN, PERMISSION_DENIED_ERROR);
+            }
+            let Some((fields, version)) = inner.secrets.get(rest) else {
                 return (StatusCode::NOT_FOUND, Json(json!({ "errors": [] }))).into_response();
             };
             let reply = Json(json!({
@@ -354,6 +410,7 @@ async fn handle(
 }
 
 fn login(inner: &mut Inner, body: &[u8]) -> Response {
+    inner.counts.login_attempts += 1;
     #[derive(serde::Deserialize)]
     struct LoginRequest {
         role: String,
@@ -383,4 +440,38 @@ fn login(inner: &mut Inner, body: &[u8]) -> Response {
     inner.tokens.insert(token, info);
     inner.counts.logins += 1;
     reply
+}
+
+/// A log destination in memory, for tests that search what was logged: a
+/// [`tracing_subscriber::fmt::MakeWriter`] whose writers append to one shared buffer.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{Freshness, Secret, SecretError, SecretProvider, SpecError};
+use crate::error::fold;
+use crate::{FailureKind, FileProvider, Freshness, Secret, SecretError, SecretProvider, SpecError};
 
 /// How long a value read from Vault is used before it is read again, unless configured otherwise.
 pub const DEFAULT_VAULT_CACHE_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -22,9 +23,6 @@ pub const DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernete
 
 /// The mount of Vault's Kubernetes auth method, unless configured otherwise.
 pub const DEFAULT_KUBERNETES_AUTH_MOUNT: &str = "kubernetes";
-
-/// The longest piece of a Vault error message carried into an error.
-const MAX_REASON_CHARS: usize = 300;
 
 /// How afk proves itself to Vault.
 #[derive(Debug, Clone)]
@@ -177,12 +175,67 @@ impl Login {
     }
 }
 
-/// How a Vault request failed, before it is turned into a [`SecretError`].
-enum VaultFailure {
-    /// 401/403: the Vault token (or the JWT) was refused.
-    Refused(String),
-    /// Anything else, already phrased.
-    Other { reason: String, transient: bool },
+/// How a Vault request failed, before the caller says what it means.
+enum Failure {
+    /// No usable answer (cannot connect, no answer in time, cut off, not the JSON expected),
+    /// already phrased.
+    Transport(FailureKind, String),
+    /// Vault answered with a non-2xx status.
+    Status(Refusal),
+}
+
+/// A non-2xx answer from Vault: its status and its `errors`, joined by newlines.
+struct Refusal {
+    status: StatusCode,
+    errors: String,
+}
+
+impl Refusal {
+    fn says(&self, text: &str) -> bool {
+        self.errors.to_ascii_lowercase().contains(text)
+    }
+
+    fn kind(&self) -> FailureKind {
+        classify(self.status, &self.errors)
+    }
+
+    /// ` (403): permission denied; invalid token`, or ` (404)` when Vault said nothing more.
+    fn summary(&self) -> String {
+        let (line, _) = fold(&self.errors);
+        match line.is_empty() {
+            true => format!(" ({})", self.status.as_u16()),
+            false => format!(" ({}): {line}", self.status.as_u16()),
+        }
+    }
+}
+
+/// What a non-2xx answer from Vault means. Real Vault answers an invalid, expired or revoked
+/// token with 403 `permission denied` **and** `invalid token` (a multi-error text), and a valid
+/// token whose policy does not allow the request with 403 `permission denied` alone.
+fn classify(status: StatusCode, errors: &str) -> FailureKind {
+    let says = |text: &str| errors.to_ascii_lowercase().contains(text);
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE if says("sealed") => FailureKind::Sealed,
+        // Older Kubernetes auth plugins answer an unbound service account with 500.
+        _ if says("invalid role name") || says("not authorized") => FailureKind::LoginRefused,
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => FailureKind::Unavailable,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if says("invalid token") => {
+            FailureKind::InvalidToken
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => FailureKind::PermissionDenied,
+        StatusCode::NOT_FOUND => FailureKind::Missing,
+        _ => FailureKind::Unusable,
+    }
+}
+
+/// What a request was for, to say what a refusal means for it.
+enum Purpose<'a> {
+    /// Reading the secret at `api_path`.
+    Read { api_path: &'a str },
+    /// A Kubernetes login with `role` at the auth mount `mount`.
+    Login { mount: &'a str, role: &'a str },
+    /// Renewing the Vault token.
+    Renew,
 }
 
 impl VaultProvider {
@@ -227,10 +280,10 @@ impl VaultProvider {
         }
         let http = http.build().map_err(|e| SpecError::HttpClient(e.to_string()))?;
         let label = format!(
-            "Vault secret {}/{} (field {})",
-            config.mount.trim_matches('/'),
-            config.path.trim_matches('/'),
-            config.field
+            "Vault secret {} (field {}) at {}",
+            kv_path(&config),
+            config.field,
+            config.addr.trim()
         );
         Ok(Self {
             config,
@@ -246,18 +299,70 @@ impl VaultProvider {
         &self.config
     }
 
-    fn error(&self, reason: String, transient: bool) -> SecretError {
-        SecretError::Unavailable {
-            source_name: self.label.clone(),
-            reason,
-            transient,
-        }
+    fn error(&self, kind: FailureKind, reason: impl Into<String>) -> SecretError {
+        SecretError::new(self.label.clone(), kind, reason)
     }
 
-    fn failure_to_error(&self, failure: VaultFailure) -> SecretError {
-        match failure {
-            VaultFailure::Refused(reason) => self.error(reason, false),
-            VaultFailure::Other { reason, transient } => self.error(reason, transient),
+    fn failure_to_error(&self, failure: Failure, purpose: Purpose<'_>) -> SecretError {
+        let refusal = match failure {
+            Failure::Transport(kind, reason) => return self.error(kind, reason),
+            Failure::Status(refusal) => refusal,
+        };
+        let kind = refusal.kind();
+        let summary = refusal.summary();
+        let error = match (kind, &purpose) {
+            (FailureKind::Sealed, _) => {
+                self.error(kind, "Vault is sealed (503); it answers again once unsealed")
+            }
+            (FailureKind::Unavailable, _) => self.error(kind, format!("Vault is unavailable{summary}")),
+            (FailureKind::LoginRefused | FailureKind::PermissionDenied, Purpose::Login { mount, role }) => {
+                let action = if refusal.says("invalid role name") {
+                    format!("a person must create role {role} in Vault's auth/{mount} or fix `auth.role`")
+                } else {
+                    format!("check that role {role} is bound to this pod's service account and namespace")
+                };
+                self.error(
+                    FailureKind::LoginRefused,
+                    format!("Vault refused the Kubernetes login to role {role} at auth/{mount}{summary}"),
+                )
+                .with_action(action)
+            }
+            (FailureKind::Missing, Purpose::Login { mount, .. }) => self
+                .error(kind, format!("Vault has no auth method at auth/{mount}{summary}"))
+                .with_action(format!(
+                    "a person must enable Kubernetes auth at auth/{mount} or fix `auth.mount`"
+                )),
+            (FailureKind::InvalidToken, _) => {
+                let action = match &self.config.auth {
+                    VaultAuth::Token(_) => {
+                        "a person must give afk a valid Vault token (it is invalid, expired or revoked)"
+                    }
+                    VaultAuth::Kubernetes { .. } => {
+                        "a token just issued by the Kubernetes login was refused; check the role's token settings"
+                    }
+                };
+                self.error(kind, format!("Vault does not accept the Vault token{summary}"))
+                    .with_action(action)
+            }
+            (FailureKind::PermissionDenied, Purpose::Read { api_path }) => self
+                .error(kind, format!("Vault denied reading {api_path}{summary}"))
+                .with_action(format!(
+                    "a person must fix the Vault policy: afk's token needs `read` on {}",
+                    policy_path(&self.config)
+                )),
+            (FailureKind::Missing, Purpose::Read { api_path }) => self
+                .error(kind, format!("Vault has nothing at {api_path}{summary}"))
+                .with_action("a person must write the secret there or fix `mount` and `path`"),
+            (_, Purpose::Read { api_path }) => self.error(kind, format!("Vault refused {api_path}{summary}")),
+            (_, Purpose::Login { mount, .. }) => {
+                self.error(kind, format!("Vault refused the login at auth/{mount}{summary}"))
+            }
+            (_, Purpose::Renew) => self.error(kind, format!("Vault refused to renew its token{summary}")),
+        };
+        let (_, whole) = fold(&refusal.errors);
+        match whole {
+            Some(whole) => error.with_detail(whole),
+            None => error,
         }
     }
 
@@ -268,10 +373,12 @@ impl VaultProvider {
         api_path: &str,
         token: Option<&Secret>,
         body: Option<serde_json::Value>,
-    ) -> Result<Vec<u8>, VaultFailure> {
-        let url = self.base.join(api_path).map_err(|e| VaultFailure::Other {
-            reason: format!("cannot form the URL for {api_path}: {e}"),
-            transient: false,
+    ) -> Result<Vec<u8>, Failure> {
+        let url = self.base.join(api_path).map_err(|e| {
+            Failure::Transport(
+                FailureKind::Unusable,
+                format!("cannot form the URL for {api_path}: {e}"),
+            )
         })?;
         let mut request = self.http.request(method, url);
         if let Some(namespace) = &self.config.namespace {
@@ -279,7 +386,8 @@ impl VaultProvider {
         }
         if let Some(token) = token {
             let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
-                VaultFailure::Refused(
+                Failure::Transport(
+                    FailureKind::Unusable,
                     "the Vault token contains characters that cannot go in an HTTP header".into(),
                 )
             })?;
@@ -289,93 +397,71 @@ impl VaultProvider {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| VaultFailure::Other {
-            reason: if e.is_timeout() {
-                format!(
-                    "Vault at {} did not answer within {}",
-                    self.config.addr,
-                    humantime::format_duration(self.config.timeout)
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                let waited = humantime::format_duration(self.config.timeout);
+                Failure::Transport(
+                    FailureKind::TimedOut,
+                    format!("Vault did not answer within {waited}"),
                 )
             } else {
-                format!("cannot reach Vault at {}: {}", self.config.addr, error_chain(&e))
-            },
-            transient: true,
+                // The URL is in the label already; a URL in the chain could carry userinfo.
+                let chain = error_chain(&e.without_url());
+                Failure::Transport(FailureKind::Unreachable, format!("cannot reach Vault: {chain}"))
+            }
         })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| VaultFailure::Other {
-            reason: format!(
-                "the answer from Vault at {} broke off: {}",
-                self.config.addr,
-                error_chain(&e)
-            ),
-            transient: true,
+        let body = response.bytes().await.map_err(|e| {
+            let chain = error_chain(&e.without_url());
+            Failure::Transport(
+                FailureKind::Unavailable,
+                format!("the answer from Vault broke off: {chain}"),
+            )
         })?;
         if status.is_success() {
             return Ok(body.to_vec());
         }
-        let message = vault_errors(&body);
-        let detail = if message.is_empty() {
-            String::new()
-        } else {
-            format!(": {message}")
-        };
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => VaultFailure::Refused(format!(
-                "Vault refused the request to {api_path} ({status}){detail}"
-            )),
-            StatusCode::SERVICE_UNAVAILABLE if message.to_ascii_lowercase().contains("sealed") => {
-                VaultFailure::Other {
-                    reason: format!(
-                        "Vault at {} is sealed (503); it answers again once unsealed",
-                        self.config.addr
-                    ),
-                    transient: true,
-                }
-            }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => VaultFailure::Other {
-                reason: format!("Vault at {} is unavailable ({status}){detail}", self.config.addr),
-                transient: true,
-            },
-            StatusCode::NOT_FOUND => VaultFailure::Other {
-                reason: format!("Vault has nothing at {api_path} (404){detail}"),
-                transient: false,
-            },
-            _ => VaultFailure::Other {
-                reason: format!("Vault answered {status} to {api_path}{detail}"),
-                transient: false,
-            },
-        })
+        Err(Failure::Status(Refusal {
+            status,
+            errors: vault_errors(&body),
+        }))
     }
 
     /// Reads the field from KV v2 with `token`.
-    async fn read_field(&self, token: &Secret) -> Result<Secret, VaultFailure> {
-        let api_path = format!(
-            "v1/{}/data/{}",
-            self.config.mount.trim_matches('/'),
-            self.config.path.trim_matches('/')
-        );
-        let body = self.call(Method::GET, &api_path, Some(token), None).await?;
+    async fn read_field(&self, token: &Secret, api_path: &str) -> Result<Secret, SecretError> {
+        let body = self
+            .call(Method::GET, api_path, Some(token), None)
+            .await
+            .map_err(|f| self.failure_to_error(f, Purpose::Read { api_path }))?;
         // Parsed into a map of JSON values so that no serde error can quote a value back.
-        let reply: KvReadReply = serde_json::from_slice(&body).map_err(|_| VaultFailure::Other {
-            reason: format!("Vault's answer to {api_path} is not a KV v2 secret (no data.data object)"),
-            transient: false,
+        let reply: KvReadReply = serde_json::from_slice(&body).map_err(|_| {
+            self.error(
+                FailureKind::Unusable,
+                format!("Vault's answer to {api_path} is not a KV v2 secret (no data.data object)"),
+            )
         })?;
         let Some(data) = reply.data.data else {
-            return Err(VaultFailure::Other {
-                reason: format!("the latest version of {api_path} is deleted or destroyed"),
-                transient: false,
-            });
+            return Err(self
+                .error(
+                    FailureKind::Missing,
+                    format!("the latest version of {api_path} is deleted or destroyed"),
+                )
+                .with_action("a person must write the secret again or undelete it"));
         };
-        match data.get(&self.config.field) {
+        let field = &self.config.field;
+        match data.get(field) {
             Some(serde_json::Value::String(value)) => Ok(Secret::new(value.trim())),
-            Some(_) => Err(VaultFailure::Other {
-                reason: format!("field {} of {api_path} is not a string", self.config.field),
-                transient: false,
-            }),
-            None => Err(VaultFailure::Other {
-                reason: format!("{api_path} has no field {}", self.config.field),
-                transient: false,
-            }),
+            Some(_) => Err(self.error(
+                FailureKind::Unusable,
+                format!("field {field} of {api_path} is not a string"),
+            )),
+            None => {
+                // Field names are not secret, and they say what `field` should be.
+                let names: Vec<&str> = data.keys().map(String::as_str).collect();
+                Err(self
+                    .error(FailureKind::Missing, format!("{api_path} has no field {field}"))
+                    .with_action(format!("its fields are: {}; fix `field`", names.join(", "))))
+            }
         }
     }
 
@@ -388,10 +474,10 @@ impl VaultProvider {
                 } else {
                     Freshness::Cached
                 };
-                provider.get(freshness).await.map_err(|e| {
-                    let transient = e.is_transient();
-                    self.error(format!("no Vault token: {e}"), transient)
-                })
+                provider
+                    .get(freshness)
+                    .await
+                    .map_err(|e| e.within(self.label.clone(), "no Vault token"))
             }
             VaultAuth::Kubernetes {
                 mount,
@@ -418,9 +504,9 @@ impl VaultProvider {
                                 let why = "the Vault token nears its maximum TTL";
                                 tracing::debug!(secret = %self.label, why, "logging in to Vault again");
                             }
-                            Err(failure) => tracing::debug!(
+                            Err(error) => tracing::debug!(
                                 secret = %self.label,
-                                error = %self.failure_to_error(failure),
+                                error = %error,
                                 "cannot renew the Vault token; logging in again"
                             ),
                         }
@@ -449,39 +535,29 @@ impl VaultProvider {
     }
 
     async fn login(&self, mount: &str, role: &str, jwt_path: &PathBuf) -> Result<Login, SecretError> {
-        let jwt = tokio::fs::read_to_string(jwt_path).await.map_err(|e| {
-            self.error(
-                format!(
-                    "cannot read the service-account token {}: {e}",
-                    jwt_path.display()
-                ),
-                false,
-            )
-        })?;
-        let jwt = jwt.trim();
-        if jwt.is_empty() {
-            return Err(self.error(
-                format!("the service-account token {} is empty", jwt_path.display()),
-                false,
-            ));
-        }
-        let api_path = format!("v1/auth/{}/login", mount.trim_matches('/'));
-        let body = serde_json::json!({ "role": role, "jwt": jwt });
+        let jwt_source = || format!("the service-account token {}", jwt_path.display());
+        // A Secret, so that the JWT cannot show in Debug output.
+        let jwt = FileProvider::new(jwt_path)
+            .get(Freshness::Cached)
+            .await
+            .map_err(|e| {
+                let reason = match e.kind() {
+                    FailureKind::Empty => format!("{} is empty", jwt_source()),
+                    _ => format!("cannot read {}: {}", jwt_source(), e.reason()),
+                };
+                self.error(e.kind(), reason)
+            })?;
+        let mount = mount.trim_matches('/');
+        let api_path = format!("v1/auth/{mount}/login");
+        let body = serde_json::json!({ "role": role, "jwt": jwt.expose() });
         let reply = self
             .call(Method::POST, &api_path, None, Some(body))
             .await
-            .map_err(|f| match f {
-                VaultFailure::Refused(reason) => self.error(
-                    format!("{reason}; check that role {role} is bound to this pod's service account"),
-                    false,
-                ),
-                other => self.failure_to_error(other),
-            })?;
+            .map_err(|f| self.failure_to_error(f, Purpose::Login { mount, role }))?;
         self.parse_auth(&reply, &api_path, None)
-            .map_err(|f| self.failure_to_error(f))
     }
 
-    async fn renew(&self, login: &Login) -> Result<Login, VaultFailure> {
+    async fn renew(&self, login: &Login) -> Result<Login, SecretError> {
         let api_path = "v1/auth/token/renew-self";
         let reply = self
             .call(
@@ -490,7 +566,8 @@ impl VaultProvider {
                 Some(&login.token),
                 Some(serde_json::json!({})),
             )
-            .await?;
+            .await
+            .map_err(|f| self.failure_to_error(f, Purpose::Renew))?;
         self.parse_auth(&reply, api_path, Some(login.first_lease))
     }
 
@@ -499,11 +576,13 @@ impl VaultProvider {
         body: &[u8],
         api_path: &str,
         first_lease: Option<Duration>,
-    ) -> Result<Login, VaultFailure> {
+    ) -> Result<Login, SecretError> {
         // serde's messages could quote a value, so they are not passed on.
-        let reply: AuthReply = serde_json::from_slice(body).map_err(|_| VaultFailure::Other {
-            reason: format!("Vault's answer to {api_path} has no auth.client_token and auth.lease_duration"),
-            transient: false,
+        let reply: AuthReply = serde_json::from_slice(body).map_err(|_| {
+            self.error(
+                FailureKind::Unusable,
+                format!("Vault's answer to {api_path} has no auth.client_token and auth.lease_duration"),
+            )
         })?;
         let lease = Duration::from_secs(reply.auth.lease_duration);
         Ok(Login {
@@ -517,23 +596,45 @@ impl VaultProvider {
 
     /// One read of the secret, obtaining a new Vault token once if Vault refuses the current one.
     async fn read(&self, state: &mut State) -> Result<Secret, SecretError> {
+        let api_path = format!("v1/{}", policy_path(&self.config));
         let token = self.vault_token(state, false).await?;
-        let failure = match self.read_field(&token).await {
+        let error = match self.read_field(&token, &api_path).await {
             Ok(secret) => return Ok(secret),
-            Err(VaultFailure::Refused(reason)) => reason,
-            Err(other) => return Err(self.failure_to_error(other)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    FailureKind::InvalidToken | FailureKind::PermissionDenied
+                ) =>
+            {
+                error
+            }
+            Err(error) => return Err(error),
         };
+        // A new token may carry other policies (a re-login after the role changed) or replace a
+        // revoked one (Vault Agent rotated the file).
         let label = &self.label;
-        tracing::debug!(secret = %label, reason = %failure, "Vault refused the token; obtaining a new one");
+        tracing::debug!(secret = %label, %error, "Vault refused the token; obtaining a new one");
         let token = self.vault_token(state, true).await?;
-        self.read_field(&token).await.map_err(|f| match f {
-            VaultFailure::Refused(reason) => self.error(
-                format!("{reason}; the Vault policy must allow reading this path"),
-                false,
-            ),
-            other => self.failure_to_error(other),
-        })
+        self.read_field(&token, &api_path).await
     }
+}
+
+/// `mount/path` of the secret, e.g. `secret/afk/t3`.
+fn kv_path(config: &VaultConfig) -> String {
+    format!(
+        "{}/{}",
+        config.mount.trim_matches('/'),
+        config.path.trim_matches('/')
+    )
+}
+
+/// The path a Vault policy must allow reading: `mount/data/path`, e.g. `secret/data/afk/t3`.
+fn policy_path(config: &VaultConfig) -> String {
+    format!(
+        "{}/data/{}",
+        config.mount.trim_matches('/'),
+        config.path.trim_matches('/')
+    )
 }
 
 #[async_trait::async_trait]
@@ -569,9 +670,7 @@ impl SecretProvider for VaultProvider {
             }
         }
         match self.read(&mut state).await {
-            Ok(secret) if secret.is_empty() => Err(SecretError::Empty {
-                source_name: self.label.clone(),
-            }),
+            Ok(secret) if secret.is_empty() => Err(SecretError::empty(self.label.clone())),
             Ok(secret) => {
                 tracing::trace!(secret = %self.label, "read the secret from Vault");
                 state.value = Some((secret.clone(), Instant::now()));
@@ -616,22 +715,17 @@ struct AuthInfo {
     renewable: bool,
 }
 
-/// Vault's `{"errors": [...]}`, joined and shortened; empty when the body has none.
+/// Vault's `{"errors": [...]}` joined by newlines (each may itself span lines); empty when the
+/// body has none.
 fn vault_errors(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Errors {
         #[serde(default)]
         errors: Vec<String>,
     }
-    let joined = serde_json::from_slice::<Errors>(body)
-        .map(|e| e.errors.join("; "))
-        .unwrap_or_default();
-    if joined.chars().count() <= MAX_REASON_CHARS {
-        return joined;
-    }
-    let mut short: String = joined.chars().take(MAX_REASON_CHARS).collect();
-    short.push('…');
-    short
+    serde_json::from_slice::<Errors>(body)
+        .map(|e| e.errors.join("\n"))
+        .unwrap_or_default()
 }
 
 /// An error and its causes on one line: reqwest's own message alone says only "error sending request".

@@ -2,47 +2,14 @@
 //! paths, with tracing at TRACE (every crate, including reqwest and hyper) written to a buffer,
 //! and neither the buffer nor any error's Display or Debug may contain a value.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afk_secrets::testing::VaultStandIn;
+use afk_secrets::testing::{LogCapture, VaultStandIn};
 use afk_secrets::{
     CommandProvider, EnvProvider, FileProvider, Freshness, LiteralProvider, ProviderSpec, SecretError,
     SecretProvider, VaultAuth, VaultConfig, VaultProvider,
 };
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 /// Everything a scenario observed: successful values are checked by the scenario, errors are
 /// kept for the search.
@@ -66,7 +33,11 @@ impl Seen {
     }
 
     fn record(&mut self, error: &SecretError) {
-        self.errors.push(format!("{error} | {error:?}"));
+        self.errors.push(format!(
+            "{error} | {error:?} | {} | {}",
+            error.reason(),
+            error.detail().unwrap_or_default()
+        ));
     }
 }
 
@@ -80,7 +51,7 @@ const LITERAL: &str = "literal-SECRET-value";
 
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_or_an_error() {
-    let buffer = Buffer::default();
+    let buffer = LogCapture::default();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(buffer.clone())

@@ -1,18 +1,12 @@
 //! The providers that read something on this machine: an environment variable, a file, a command.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
-use afk_secrets::{CommandProvider, EnvProvider, FileProvider, Freshness, SecretError, SecretProvider};
-
-async fn value(provider: &dyn SecretProvider, freshness: Freshness) -> String {
-    provider
-        .get(freshness)
-        .await
-        .expect("a secret")
-        .expose()
-        .to_owned()
-}
+use afk_secrets::{CommandProvider, EnvProvider, FailureKind, FileProvider, Freshness};
+use support::{error, value};
 
 #[tokio::test]
 async fn env_provider_reads_and_trims_the_variable() {
@@ -24,19 +18,17 @@ async fn env_provider_reads_and_trims_the_variable() {
 #[tokio::test]
 async fn env_provider_names_an_unset_or_empty_variable() {
     let provider = EnvProvider::new("AFK_SECRETS_TEST_ENV_UNSET");
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
+    let err = error(&provider, Freshness::Cached).await;
     assert_eq!(
         err.to_string(),
         "cannot read environment variable AFK_SECRETS_TEST_ENV_UNSET: it is not set"
     );
-    assert!(!err.is_transient());
+    assert_eq!(err.kind(), FailureKind::Missing);
+    assert!(err.needs_person());
 
     std::env::set_var("AFK_SECRETS_TEST_ENV_EMPTY", " ");
-    let err = EnvProvider::new("AFK_SECRETS_TEST_ENV_EMPTY")
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, SecretError::Empty { .. }), "{err:?}");
+    let err = error(&EnvProvider::new("AFK_SECRETS_TEST_ENV_EMPTY"), Freshness::Cached).await;
+    assert_eq!(err.kind(), FailureKind::Empty, "{err:?}");
     assert_eq!(
         err.to_string(),
         "environment variable AFK_SECRETS_TEST_ENV_EMPTY is empty"
@@ -75,16 +67,19 @@ async fn file_provider_names_a_missing_or_empty_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
     let provider = FileProvider::new(&path);
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
+    let err = error(&provider, Freshness::Cached).await;
     assert!(
         err.to_string()
             .starts_with(&format!("cannot read token file {}", path.display())),
         "{err}"
     );
+    assert_eq!(err.kind(), FailureKind::Missing);
 
     std::fs::write(&path, "\n").unwrap();
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
+    let err = error(&provider, Freshness::Cached).await;
     assert_eq!(err.to_string(), format!("token file {} is empty", path.display()));
+    assert_eq!(err.kind(), FailureKind::Empty);
+    assert!(err.needs_person());
 }
 
 #[tokio::test]
@@ -104,34 +99,38 @@ async fn command_provider_runs_a_shell_script_when_asked() {
 async fn failing_command_reports_the_last_line_of_its_stderr_and_not_its_stdout() {
     let provider =
         CommandProvider::shell("echo half-a-token; echo first problem >&2; echo 'login expired' >&2; exit 3");
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
+    let err = error(&provider, Freshness::Cached).await;
     let text = err.to_string();
-    assert!(text.contains("login expired"), "{text}");
-    assert!(text.contains("exit status: 3"), "{text}");
-    assert!(!text.contains("first problem"), "{text}");
-    assert!(
-        !text.contains("half-a-token") && !format!("{err:?}").contains("half-a-token"),
-        "{text}"
+    assert_eq!(
+        text,
+        "cannot read shell command (sh -c): it failed (exit status: 3): login expired"
     );
-    assert!(err.is_transient());
+    // The whole stderr is kept for a log field; stdout never.
+    assert_eq!(err.detail(), Some("first problem\nlogin expired"));
+    assert!(!format!("{err:?}").contains("half-a-token"), "{err:?}");
+    assert_eq!(err.kind(), FailureKind::CommandFailed);
+    assert!(err.needs_person());
 }
 
 #[tokio::test]
 async fn missing_program_and_empty_output_are_clear_errors() {
-    let err = CommandProvider::new("afk-no-such-program", Vec::<String>::new())
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
+    let err = error(
+        &CommandProvider::new("afk-no-such-program", Vec::<String>::new()),
+        Freshness::Cached,
+    )
+    .await;
     assert!(
         err.to_string()
             .starts_with("cannot read command `afk-no-such-program`: cannot start it"),
         "{err}"
     );
+    assert_eq!(err.kind(), FailureKind::Missing);
 
-    let err = CommandProvider::new("true", Vec::<String>::new())
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
+    let err = error(
+        &CommandProvider::new("true", Vec::<String>::new()),
+        Freshness::Cached,
+    )
+    .await;
     assert_eq!(err.to_string(), "the output of command `true` is empty");
 }
 
@@ -139,7 +138,7 @@ async fn missing_program_and_empty_output_are_clear_errors() {
 async fn command_that_outlives_its_timeout_is_killed_and_reported() {
     let provider = CommandProvider::new("sleep", ["5"]).with_timeout(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
+    let err = error(&provider, Freshness::Cached).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -149,12 +148,17 @@ async fn command_that_outlives_its_timeout_is_killed_and_reported() {
         err.to_string(),
         "cannot read command `sleep`: it did not finish within 200ms and was killed"
     );
-    assert!(err.is_transient());
+    assert_eq!(err.kind(), FailureKind::TimedOut);
+    assert!(!err.needs_person());
 }
 
-/// A script that counts its runs in `runs` and prints the content of `token`.
-fn counting_command(dir: &Path) -> CommandProvider {
-    CommandProvider::shell(format!("echo run >> '{0}/runs'; cat '{0}/token'", dir.display()))
+/// A script that counts its runs in `runs` and prints the content of `token`, which holds
+/// `cmd-token-1` at first.
+fn counting_command() -> (tempfile::TempDir, CommandProvider) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "cmd-token-1").unwrap();
+    let script = format!("echo run >> '{0}/runs'; cat '{0}/token'", dir.path().display());
+    (dir, CommandProvider::shell(script))
 }
 
 fn runs(dir: &Path) -> usize {
@@ -165,9 +169,7 @@ fn runs(dir: &Path) -> usize {
 
 #[tokio::test]
 async fn command_without_cache_runs_on_every_request() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "cmd-token-1").unwrap();
-    let provider = counting_command(dir.path());
+    let (dir, provider) = counting_command();
     value(&provider, Freshness::Cached).await;
     value(&provider, Freshness::Cached).await;
     assert_eq!(runs(dir.path()), 2);
@@ -175,9 +177,8 @@ async fn command_without_cache_runs_on_every_request() {
 
 #[tokio::test]
 async fn cached_command_output_is_reused_within_its_lifetime_and_refresh_reruns() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "cmd-token-1").unwrap();
-    let provider = counting_command(dir.path()).with_cache_lifetime(Duration::from_secs(300));
+    let (dir, provider) = counting_command();
+    let provider = provider.with_cache_lifetime(Duration::from_secs(300));
     assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
     std::fs::write(dir.path().join("token"), "cmd-token-2").unwrap();
     assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
@@ -189,9 +190,8 @@ async fn cached_command_output_is_reused_within_its_lifetime_and_refresh_reruns(
 
 #[tokio::test]
 async fn cached_command_output_expires_after_its_lifetime() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "cmd-token-1").unwrap();
-    let provider = counting_command(dir.path()).with_cache_lifetime(Duration::from_millis(300));
+    let (dir, provider) = counting_command();
+    let provider = provider.with_cache_lifetime(Duration::from_millis(300));
     assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
     std::fs::write(dir.path().join("token"), "cmd-token-2").unwrap();
 

@@ -1,90 +1,26 @@
 //! The Vault provider against the stand-in Vault on loopback.
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afk_secrets::testing::VaultStandIn;
+use afk_secrets::testing::INVALID_TOKEN_ERROR;
 use afk_secrets::{
-    FileProvider, Freshness, LiteralProvider, SecretError, SecretProvider, VaultAuth, VaultConfig,
-    VaultProvider,
+    FailureKind, FileProvider, Freshness, LiteralProvider, SecretProvider, VaultAuth, VaultProvider,
+};
+use support::{
+    config, error, kubernetes_auth, poll_until, value, vault_provider, vault_with_kubernetes,
+    vault_with_token_file, PATH, ROLE,
 };
 
-const PATH: &str = "afk/t3";
-const ROLE: &str = "afk";
-const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.service-account.sig";
-
-async fn value(provider: &VaultProvider, freshness: Freshness) -> String {
-    provider
-        .get(freshness)
-        .await
-        .expect("a secret")
-        .expose()
-        .to_owned()
-}
-
-fn config(vault: &VaultStandIn, auth: VaultAuth, lifetime: Duration) -> VaultConfig {
-    let mut config = VaultConfig::new(vault.url(), "secret", PATH, "token", auth);
-    config.cache_lifetime = lifetime;
-    config.timeout = Duration::from_secs(2);
-    config
-}
-
-/// A Vault with the T3 token stored and a file holding a Vault token (what Vault Agent writes).
-async fn vault_with_token_file() -> (VaultStandIn, tempfile::TempDir, PathBuf) {
-    let vault = VaultStandIn::start().await.unwrap();
-    vault.set_secret(PATH, "token", "t3-token-1");
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("vault-token");
-    std::fs::write(&token_file, vault.issue_token(None)).unwrap();
-    (vault, dir, token_file)
-}
-
-/// A Vault with the T3 token stored, a Kubernetes role, and the pod's service-account token file.
-async fn vault_with_kubernetes(ttl: Duration) -> (VaultStandIn, tempfile::TempDir, VaultAuth) {
-    let vault = VaultStandIn::start().await.unwrap();
-    vault.set_secret(PATH, "token", "t3-token-1");
-    vault.add_kubernetes_role(ROLE, JWT, ttl);
-    let dir = tempfile::tempdir().unwrap();
-    let jwt_path = dir.path().join("sa-token");
-    std::fs::write(&jwt_path, format!("{JWT}\n")).unwrap();
-    let auth = VaultAuth::Kubernetes {
-        mount: "kubernetes".into(),
-        role: ROLE.into(),
-        jwt_path,
-    };
-    (vault, dir, auth)
-}
-
-/// Calls `get` until `done` holds, failing after a bounded deadline.
-async fn poll_until(
-    provider: &VaultProvider,
-    what: &str,
-    mut done: impl FnMut(&Result<String, SecretError>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let result = provider
-            .get(Freshness::Cached)
-            .await
-            .map(|s| s.expose().to_owned());
-        if done(&result) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what}; last answer {:?}",
-            result.map(|_| ())
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+const LONG: Duration = Duration::from_secs(300);
 
 #[tokio::test]
 async fn token_auth_reads_the_field_and_caches_it() {
     let (vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    let provider = vault_provider(&vault, auth, LONG);
 
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
@@ -99,7 +35,7 @@ async fn token_auth_reads_the_field_and_caches_it() {
 async fn a_changed_value_is_picked_up_at_once_on_refresh() {
     let (vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    let provider = vault_provider(&vault, auth, LONG);
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
     vault.set_secret(PATH, "token", "t3-token-2");
@@ -116,7 +52,7 @@ async fn a_changed_value_is_picked_up_at_once_on_refresh() {
 async fn a_changed_value_is_picked_up_after_the_cache_lifetime() {
     let (vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_millis(500))).unwrap();
+    let provider = vault_provider(&vault, auth, Duration::from_millis(500));
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
     vault.set_secret(PATH, "token", "t3-token-2");
@@ -142,7 +78,7 @@ async fn a_changed_value_is_picked_up_after_the_cache_lifetime() {
 async fn a_rotated_vault_token_file_is_used_when_vault_refuses_the_old_one() {
     let (vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    let provider = vault_provider(&vault, auth, LONG);
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
     // Vault Agent rotated the token: the old one is revoked, the file holds the new one.
@@ -154,57 +90,70 @@ async fn a_rotated_vault_token_file_is_used_when_vault_refuses_the_old_one() {
 }
 
 #[tokio::test]
-async fn a_refused_vault_token_is_a_permanent_error_naming_the_secret() {
-    let vault = VaultStandIn::start().await.unwrap();
-    vault.set_secret(PATH, "token", "t3-token-1");
+async fn an_invalid_vault_token_is_told_apart_from_a_policy_that_denies_the_path() {
+    let (vault, _dir, token_file) = vault_with_token_file().await;
+
+    // Real Vault: an unknown, expired or revoked token gets "permission denied" *and* "invalid token".
     let auth = VaultAuth::Token(Arc::new(LiteralProvider::new("hvs.not-a-token")));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
-    let err = provider.get(Freshness::Cached).await.unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.starts_with("cannot read Vault secret secret/afk/t3 (field token):"),
-        "{text}"
+    let err = error(&vault_provider(&vault, auth, LONG), Freshness::Cached).await;
+    assert_eq!(err.kind(), FailureKind::InvalidToken, "{err}");
+    assert!(err.needs_person());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot read Vault secret secret/afk/t3 (field token) at {}: Vault does not accept the \
+             Vault token (403): permission denied; invalid token; a person must give afk a valid \
+             Vault token (it is invalid, expired or revoked)",
+            vault.url()
+        )
     );
-    assert!(text.contains("permission denied"), "{text}");
-    assert!(!err.is_transient());
+    assert!(!err.to_string().contains("policy"), "{err}");
+    // The multi-line text Vault sent is kept whole for a log field.
+    assert_eq!(err.detail(), Some(INVALID_TOKEN_ERROR.trim()));
+
+    // A live token whose policy does not allow the path gets "permission denied" alone.
+    vault.deny_reads(PATH);
+    let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
+    let err = error(&vault_provider(&vault, auth, LONG), Freshness::Cached).await;
+    assert_eq!(err.kind(), FailureKind::PermissionDenied, "{err}");
+    assert!(err.needs_person());
+    assert_eq!(
+        err.reason(),
+        "Vault denied reading v1/secret/data/afk/t3 (403): permission denied"
+    );
+    assert_eq!(
+        err.action(),
+        Some("a person must fix the Vault policy: afk's token needs `read` on secret/data/afk/t3")
+    );
+    assert!(!err.to_string().contains('\n'), "{err}");
 }
 
 #[tokio::test]
 async fn a_missing_secret_or_field_is_a_clear_error() {
     let (vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let mut missing_field = config(&vault, auth.clone(), Duration::from_secs(300));
+    let mut missing_field = config(&vault, auth.clone(), LONG);
     missing_field.field = "operate_token".into();
-    let err = VaultProvider::new(missing_field)
-        .unwrap()
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("v1/secret/data/afk/t3 has no field operate_token"),
-        "{err}"
-    );
+    let err = error(&VaultProvider::new(missing_field).unwrap(), Freshness::Cached).await;
+    assert_eq!(err.kind(), FailureKind::Missing);
+    assert_eq!(err.reason(), "v1/secret/data/afk/t3 has no field operate_token");
+    assert_eq!(err.action(), Some("its fields are: token; fix `field`"));
 
-    let mut missing_path = config(&vault, auth, Duration::from_secs(300));
+    let mut missing_path = config(&vault, auth, LONG);
     missing_path.path = "afk/nothing".into();
-    let err = VaultProvider::new(missing_path)
-        .unwrap()
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("Vault has nothing at v1/secret/data/afk/nothing (404"),
-        "{err}"
+    let err = error(&VaultProvider::new(missing_path).unwrap(), Freshness::Cached).await;
+    assert_eq!(err.kind(), FailureKind::Missing);
+    assert!(err.needs_person());
+    assert_eq!(
+        err.reason(),
+        "Vault has nothing at v1/secret/data/afk/nothing (404)"
     );
-    assert!(!err.is_transient());
 }
 
 #[tokio::test]
 async fn kubernetes_auth_logs_in_with_the_service_account_token() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    let provider = vault_provider(&vault, auth, LONG);
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
     vault.set_secret(PATH, "token", "t3-token-2");
     assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-2");
@@ -218,50 +167,45 @@ async fn kubernetes_auth_logs_in_with_the_service_account_token() {
 #[tokio::test]
 async fn kubernetes_auth_with_a_wrong_role_or_jwt_says_what_to_check() {
     let (vault, dir, _) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let jwt_path = dir.path().join("sa-token");
-    let wrong_role = VaultAuth::Kubernetes {
-        mount: "kubernetes".into(),
-        role: "nobody".into(),
-        jwt_path: jwt_path.clone(),
-    };
-    let err = VaultProvider::new(config(&vault, wrong_role, Duration::from_secs(300)))
-        .unwrap()
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("invalid role name \"nobody\""), "{err}");
+    let err = error(
+        &vault_provider(&vault, kubernetes_auth(&dir, "nobody"), LONG),
+        Freshness::Cached,
+    )
+    .await;
+    assert_eq!(err.kind(), FailureKind::LoginRefused);
+    assert_eq!(
+        err.reason(),
+        "Vault refused the Kubernetes login to role nobody at auth/kubernetes (400): invalid role name \"nobody\""
+    );
+    assert_eq!(
+        err.action(),
+        Some("a person must create role nobody in Vault's auth/kubernetes or fix `auth.role`")
+    );
 
-    std::fs::write(&jwt_path, "some-other-jwt").unwrap();
-    let err = VaultProvider::new(config(
-        &vault,
-        VaultAuth::kubernetes(ROLE),
-        Duration::from_secs(300),
-    ))
-    .unwrap()
-    .get(Freshness::Cached)
-    .await
-    .unwrap_err();
     // The default path does not exist on a test machine: the error names it.
+    let err = error(
+        &vault_provider(&vault, VaultAuth::kubernetes(ROLE), LONG),
+        Freshness::Cached,
+    )
+    .await;
+    assert_eq!(err.kind(), FailureKind::Missing);
     assert!(
-        err.to_string()
-            .contains("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        err.reason().starts_with(
+            "cannot read the service-account token /var/run/secrets/kubernetes.io/serviceaccount/token"
+        ),
         "{err}"
     );
 
-    let auth = VaultAuth::Kubernetes {
-        mount: "kubernetes".into(),
-        role: ROLE.into(),
-        jwt_path,
-    };
-    let err = VaultProvider::new(config(&vault, auth, Duration::from_secs(300)))
-        .unwrap()
-        .get(Freshness::Cached)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("check that role afk is bound to this pod's service account"),
-        "{err}"
+    std::fs::write(dir.path().join("sa-token"), "some-other-jwt").unwrap();
+    let err = error(
+        &vault_provider(&vault, kubernetes_auth(&dir, ROLE), LONG),
+        Freshness::Cached,
+    )
+    .await;
+    assert_eq!(err.kind(), FailureKind::LoginRefused);
+    assert_eq!(
+        err.action(),
+        Some("check that role afk is bound to this pod's service account and namespace")
     );
 }
 
@@ -269,7 +213,7 @@ async fn kubernetes_auth_with_a_wrong_role_or_jwt_says_what_to_check() {
 async fn kubernetes_token_is_renewed_before_it_expires() {
     // Vault counts TTLs in whole seconds: a 3s token is renewed after 2s, a second to spare.
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3)).await;
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_millis(100))).unwrap();
+    let provider = vault_provider(&vault, auth, Duration::from_millis(100));
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
     poll_until(&provider, "two renewals", |r| {
@@ -287,51 +231,75 @@ async fn kubernetes_token_is_renewed_before_it_expires() {
     assert_eq!(counts.refused, 0, "the token was never used after it expired");
 }
 
-#[tokio::test]
-async fn sealed_vault_is_a_transient_error_and_reads_resume_after_unseal() {
-    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
-    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
-
-    vault.seal();
-    let err = provider.get(Freshness::Refresh).await.unwrap_err();
-    assert!(err.is_transient());
-    assert!(
-        err.to_string()
-            .contains(&format!("Vault at {} is sealed (503)", vault.url())),
-        "{err}"
-    );
-
-    vault.unseal();
-    vault.set_secret(PATH, "token", "t3-token-2");
-    assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-2");
+/// A way for Vault to be out of service for a while.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    Sealed,
+    Down,
+    /// 500 with a multi-line error text.
+    Failing,
 }
 
 #[tokio::test]
-async fn vault_down_is_a_transient_error_and_reads_resume_when_it_is_back() {
-    let (mut vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
-    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+async fn outages_are_transient_errors_and_reads_resume_after_them() {
+    for outage in [Outage::Sealed, Outage::Down, Outage::Failing] {
+        let (mut vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+        let provider = vault_provider(&vault, auth, LONG);
+        assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
-    vault.go_down().await;
-    let err = provider.get(Freshness::Refresh).await.unwrap_err();
-    assert!(err.is_transient());
-    assert!(
-        err.to_string()
-            .contains(&format!("cannot reach Vault at {}", vault.url())),
-        "{err}"
-    );
+        let (kind, reason) = match outage {
+            Outage::Sealed => {
+                vault.seal();
+                (
+                    FailureKind::Sealed,
+                    "Vault is sealed (503); it answers again once unsealed",
+                )
+            }
+            Outage::Down => {
+                vault.go_down().await;
+                (FailureKind::Unreachable, "cannot reach Vault: ")
+            }
+            Outage::Failing => {
+                vault.fail_with(500, "internal error\nstorage: context deadline exceeded\n");
+                (
+                    FailureKind::Unavailable,
+                    "Vault is unavailable (500): internal error",
+                )
+            }
+        };
+        let err = error(&provider, Freshness::Refresh).await;
+        assert_eq!(err.kind(), kind, "{outage:?}: {err}");
+        assert!(err.is_transient() && !err.needs_person(), "{outage:?}");
+        assert!(err.reason().starts_with(reason), "{outage:?}: {err}");
+        assert!(
+            err.source_name().ends_with(&format!("at {}", vault.url())),
+            "{err}"
+        );
+        assert!(!err.to_string().contains('\n'), "{outage:?}: {err}");
+        if let Outage::Failing = outage {
+            assert_eq!(
+                err.detail(),
+                Some("internal error\nstorage: context deadline exceeded")
+            );
+        }
 
-    vault.come_back().await.unwrap();
-    vault.set_secret(PATH, "token", "t3-token-2");
-    assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-2");
+        vault.unseal();
+        vault.clear_fault();
+        vault.come_back().await.unwrap();
+        vault.set_secret(PATH, "token", "t3-token-2");
+        assert_eq!(
+            value(&provider, Freshness::Refresh).await,
+            "t3-token-2",
+            "{outage:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_short_outage_during_the_early_re_read_is_invisible() {
     let (mut vault, _dir, token_file) = vault_with_token_file().await;
     let auth = VaultAuth::Token(Arc::new(FileProvider::new(&token_file)));
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(3))).unwrap();
+    let provider = vault_provider(&vault, auth, Duration::from_secs(3));
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
     let read_at = Instant::now();
 
@@ -354,10 +322,10 @@ async fn a_short_outage_during_the_early_re_read_is_invisible() {
 async fn the_namespace_header_is_sent_when_configured() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
     vault.require_namespace("team-a");
-    let without = VaultProvider::new(config(&vault, auth.clone(), Duration::from_secs(300))).unwrap();
+    let without = vault_provider(&vault, auth.clone(), LONG);
     assert!(without.get(Freshness::Cached).await.is_err());
 
-    let mut with_namespace = config(&vault, auth, Duration::from_secs(300));
+    let mut with_namespace = config(&vault, auth, LONG);
     with_namespace.namespace = Some("team-a".into());
     let provider = VaultProvider::new(with_namespace).unwrap();
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
@@ -366,7 +334,7 @@ async fn the_namespace_header_is_sent_when_configured() {
 #[tokio::test]
 async fn concurrent_callers_share_one_read() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = Arc::new(VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap());
+    let provider = Arc::new(vault_provider(&vault, auth, LONG));
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let provider = provider.clone();
@@ -388,7 +356,7 @@ async fn concurrent_callers_share_one_read() {
 #[tokio::test]
 async fn a_revoked_kubernetes_login_is_replaced_by_a_new_login() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap();
+    let provider = vault_provider(&vault, auth, LONG);
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 
     for token in vault.issued_tokens() {
@@ -401,8 +369,8 @@ async fn a_revoked_kubernetes_login_is_replaced_by_a_new_login() {
 #[tokio::test]
 async fn concurrent_refreshes_share_one_read() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
-    let provider = Arc::new(VaultProvider::new(config(&vault, auth, Duration::from_secs(300))).unwrap());
-    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+    let provider = Arc::new(vault_provider(&vault, auth, LONG));
+    assert_eq!(value(provider.as_ref(), Freshness::Cached).await, "t3-token-1");
     vault.set_secret(PATH, "token", "t3-token-2");
 
     // Eight requests refused with 401 at the same moment all ask for a fresh value.
@@ -426,6 +394,6 @@ async fn concurrent_refreshes_share_one_read() {
         "one read at start, one shared by the refreshes"
     );
     // A refresh asked after that read reads again.
-    assert_eq!(value(&provider, Freshness::Refresh).await, "t3-token-2");
+    assert_eq!(value(provider.as_ref(), Freshness::Refresh).await, "t3-token-2");
     assert_eq!(vault.counts().reads, 3);
 }
