@@ -24,6 +24,7 @@ mod env;
 mod error;
 mod file;
 mod literal;
+pub mod redact;
 mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -48,9 +49,13 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a value. Surrounding whitespace is kept: providers trim before wrapping.
+    /// Wraps a value and registers it in the process-wide [`redact::global`] registry, so that
+    /// [`redact::scrub`] and the log writer remove it from any text. Surrounding whitespace is
+    /// kept: providers trim before wrapping.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        redact::global().register(&value);
+        Self(value)
     }
 
     /// The raw value, for the one place that must send it (an `Authorization` header).
@@ -78,13 +83,13 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self::new(value)
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Self(value.to_owned())
+        Self::new(value)
     }
 }
 

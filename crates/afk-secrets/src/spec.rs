@@ -223,7 +223,7 @@ impl fmt::Display for ProviderSpec {
                 vault.mount.trim_matches('/'),
                 vault.path.trim_matches('/'),
                 vault.field,
-                vault.addr
+                crate::redact::redact_url(&vault.addr)
             ),
             ProviderSpec::Literal { .. } => f.write_str("literal"),
         }

@@ -243,12 +243,12 @@ impl VaultProvider {
     /// cannot be read; it does not contact Vault (the first [`SecretProvider::get`] does).
     pub fn new(config: VaultConfig) -> Result<Self, SpecError> {
         let mut base = Url::parse(config.addr.trim()).map_err(|e| SpecError::VaultAddr {
-            addr: config.addr.clone(),
+            addr: crate::redact::url_without_userinfo(&config.addr).into_owned(),
             reason: e.to_string(),
         })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(SpecError::VaultAddr {
-                addr: config.addr.clone(),
+                addr: crate::redact::url_without_userinfo(&config.addr).into_owned(),
                 reason: "it must start with http:// or https://".into(),
             });
         }
@@ -283,7 +283,7 @@ impl VaultProvider {
             "Vault secret {} (field {}) at {}",
             kv_path(&config),
             config.field,
-            config.addr.trim()
+            crate::redact::url_without_userinfo(config.addr.trim())
         );
         Ok(Self {
             config,
@@ -536,7 +536,7 @@ impl VaultProvider {
 
     async fn login(&self, mount: &str, role: &str, jwt_path: &PathBuf) -> Result<Login, SecretError> {
         let jwt_source = || format!("the service-account token {}", jwt_path.display());
-        // A Secret, so that the JWT cannot show in Debug output.
+        // A Secret, so that the JWT is registered for redaction like every value afk holds.
         let jwt = FileProvider::new(jwt_path)
             .get(Freshness::Cached)
             .await
