@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+mod backoff;
 mod command;
 mod env;
 mod error;
@@ -30,6 +31,7 @@ mod spec;
 pub mod testing;
 mod vault;
 
+pub use backoff::{Backoff, BackoffProvider, Clock, SystemClock, DEFAULT_BACKOFF_FIRST, DEFAULT_BACKOFF_MAX};
 pub use command::{CommandProvider, DEFAULT_COMMAND_TIMEOUT};
 pub use env::EnvProvider;
 pub use error::{FailureKind, SecretError};

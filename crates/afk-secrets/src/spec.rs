@@ -10,8 +10,8 @@ use crate::vault::{
     DEFAULT_VAULT_TIMEOUT,
 };
 use crate::{
-    CommandProvider, EnvProvider, FileProvider, LiteralProvider, Secret, SecretProvider, VaultAuth,
-    VaultConfig, VaultProvider, DEFAULT_COMMAND_TIMEOUT,
+    BackoffProvider, CommandProvider, EnvProvider, FileProvider, LiteralProvider, Secret, SecretProvider,
+    VaultAuth, VaultConfig, VaultProvider, DEFAULT_COMMAND_TIMEOUT,
 };
 
 /// A configuration that cannot become a provider. The message names the offending key or value
@@ -160,6 +160,9 @@ impl ProviderSpec {
     /// The provider this specification describes. Checks the settings (an empty command, a
     /// malformed Vault address) but reads no secret and contacts nothing: a source that is down
     /// at start shows up as an error from the first [`SecretProvider::get`], not here.
+    ///
+    /// The command and Vault providers come behind a [`BackoffProvider`] with the default
+    /// back-off: while a failure that needs a person lasts, they are not asked at every request.
     pub fn build(&self) -> Result<Arc<dyn SecretProvider>, SpecError> {
         Ok(match self {
             ProviderSpec::Env { var } => {
@@ -190,9 +193,12 @@ impl ProviderSpec {
                 if let Some(lifetime) = cache_lifetime {
                     provider = provider.with_cache_lifetime(*lifetime);
                 }
-                Arc::new(provider)
+                Arc::new(BackoffProvider::new(Arc::new(provider)))
             }
-            ProviderSpec::Vault(spec) => Arc::new(VaultProvider::new(spec.config()?)?),
+            ProviderSpec::Vault(spec) => {
+                let provider = VaultProvider::new(spec.config()?)?;
+                Arc::new(BackoffProvider::new(Arc::new(provider)))
+            }
             ProviderSpec::Literal { value } => {
                 tracing::warn!(
                     "a literal token in the configuration is meant for tests; \

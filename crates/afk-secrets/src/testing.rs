@@ -442,6 +442,34 @@ fn login(inner: &mut Inner, body: &[u8]) -> Response {
     reply
 }
 
+/// A clock that moves only when told, for tests of [`crate::BackoffProvider`] without sleeping.
+#[derive(Debug)]
+pub struct ManualClock {
+    start: Instant,
+    offset: Mutex<Duration>,
+}
+
+impl ManualClock {
+    /// A clock standing at the present moment.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            offset: Mutex::new(Duration::ZERO),
+        })
+    }
+
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        *self.offset.lock().unwrap_or_else(|p| p.into_inner()) += by;
+    }
+}
+
+impl crate::Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.start + *self.offset.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A log destination in memory, for tests that search what was logged: a
 /// [`tracing_subscriber::fmt::MakeWriter`] whose writers append to one shared buffer.
 #[derive(Clone, Default)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use afk_secrets::testing::VaultStandIn;
-use afk_secrets::{Freshness, ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
+use afk_secrets::{FailureKind, Freshness, ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
 
 fn parse(text: &str) -> Result<ProviderSpec, toml::de::Error> {
     toml::from_str(text)
@@ -240,4 +240,44 @@ fn display_names_the_source() {
     );
     let command = parse("provider = \"command\"\ncommand = [\"gh\", \"auth\", \"token\"]").unwrap();
     assert_eq!(command.to_string(), "command gh");
+}
+
+#[tokio::test]
+async fn built_vault_and_command_providers_back_off_while_a_person_must_act() {
+    let vault_server = VaultStandIn::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("sa-token");
+    std::fs::write(&jwt, "a-service-account-jwt").unwrap();
+    let vault = parse(&format!(
+        "provider = \"vault\"\naddr = \"{}\"\npath = \"afk/t3\"\n\
+         auth = {{ method = \"kubernetes\", role = \"nobody\", jwt_path = \"{}\" }}",
+        vault_server.url(),
+        jwt.display()
+    ))
+    .unwrap()
+    .build()
+    .unwrap();
+    for _ in 0..3 {
+        let err = vault.get(Freshness::Cached).await.unwrap_err();
+        assert_eq!(err.kind(), FailureKind::LoginRefused, "{err}");
+    }
+    assert_eq!(
+        vault_server.counts().login_attempts,
+        1,
+        "a refused role is not retried at every request"
+    );
+
+    let runs = dir.path().join("runs");
+    let command = parse(&format!(
+        "provider = \"command\"\nshell = true\ncommand = [\"echo run >> '{}'; exit 1\"]",
+        runs.display()
+    ))
+    .unwrap()
+    .build()
+    .unwrap();
+    for _ in 0..3 {
+        let err = command.get(Freshness::Cached).await.unwrap_err();
+        assert_eq!(err.kind(), FailureKind::CommandFailed, "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
 }

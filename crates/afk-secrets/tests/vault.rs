@@ -5,9 +5,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use afk_secrets::testing::INVALID_TOKEN_ERROR;
+use afk_secrets::testing::{ManualClock, INVALID_TOKEN_ERROR};
 use afk_secrets::{
-    FailureKind, FileProvider, Freshness, LiteralProvider, SecretProvider, VaultAuth, VaultProvider,
+    BackoffProvider, FailureKind, FileProvider, Freshness, LiteralProvider, SecretProvider, VaultAuth,
+    VaultProvider,
 };
 use support::{
     config, error, kubernetes_auth, poll_until, value, vault_provider, vault_with_kubernetes,
@@ -396,4 +397,67 @@ async fn concurrent_refreshes_share_one_read() {
     // A refresh asked after that read reads again.
     assert_eq!(value(provider.as_ref(), Freshness::Refresh).await, "t3-token-2");
     assert_eq!(vault.counts().reads, 3);
+}
+
+#[tokio::test]
+async fn a_failure_that_needs_a_person_backs_off_and_a_success_resets_it() {
+    let (vault, dir, _) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    let clock = ManualClock::new();
+    let inner = Arc::new(vault_provider(&vault, kubernetes_auth(&dir, "nobody"), LONG));
+    let provider = BackoffProvider::new(inner)
+        .with_limits(Duration::from_secs(5), Duration::from_secs(60))
+        .with_clock(clock.clone());
+
+    // A wrong role: one login, then the same error without asking Vault, for either freshness.
+    let first = error(&provider, Freshness::Cached).await;
+    assert_eq!(first.kind(), FailureKind::LoginRefused);
+    for freshness in [Freshness::Cached, Freshness::Refresh, Freshness::Cached] {
+        assert_eq!(error(&provider, freshness).await, first);
+    }
+    assert_eq!(vault.counts().login_attempts, 1);
+
+    // After 5s Vault is asked again; refused again, the wait doubles to 10s.
+    clock.advance(Duration::from_secs(5));
+    error(&provider, Freshness::Cached).await;
+    assert_eq!(vault.counts().login_attempts, 2);
+    clock.advance(Duration::from_secs(9));
+    error(&provider, Freshness::Cached).await;
+    assert_eq!(vault.counts().login_attempts, 2);
+
+    // A person creates the role: at the end of the wait the login succeeds.
+    vault.add_kubernetes_role("nobody", support::JWT, Duration::from_secs(3600));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+    assert_eq!(vault.counts().login_attempts, 3);
+
+    // The success reset the back-off: a new refusal waits 5s again, not 20s.
+    vault.deny_reads(PATH);
+    assert_eq!(
+        error(&provider, Freshness::Refresh).await.kind(),
+        FailureKind::PermissionDenied
+    );
+    let requests = vault.counts().requests;
+    clock.advance(Duration::from_secs(4));
+    error(&provider, Freshness::Cached).await;
+    assert_eq!(vault.counts().requests, requests, "still waiting");
+    clock.advance(Duration::from_secs(1));
+    vault.allow_reads(PATH);
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
+}
+
+#[tokio::test]
+async fn a_failure_that_will_pass_is_retried_at_every_request() {
+    let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
+    let provider =
+        BackoffProvider::new(Arc::new(vault_provider(&vault, auth, LONG))).with_clock(ManualClock::new());
+    vault.seal();
+    for attempt in 1..=3 {
+        assert_eq!(
+            error(&provider, Freshness::Cached).await.kind(),
+            FailureKind::Sealed
+        );
+        assert_eq!(vault.counts().sealed, attempt);
+    }
+    vault.unseal();
+    assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 }
