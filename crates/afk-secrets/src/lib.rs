@@ -25,6 +25,7 @@ mod env;
 mod error;
 mod file;
 mod literal;
+mod parse;
 pub mod redact;
 mod spec;
 #[cfg(feature = "testing")]
@@ -37,6 +38,7 @@ pub use env::EnvProvider;
 pub use error::{FailureKind, SecretError};
 pub use file::FileProvider;
 pub use literal::LiteralProvider;
+pub use parse::ProviderTableError;
 pub use spec::{ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
 pub use vault::{
     VaultAuth, VaultConfig, VaultProvider, DEFAULT_KUBERNETES_AUTH_MOUNT, DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH,

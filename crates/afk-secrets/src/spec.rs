@@ -3,15 +3,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
-
-use crate::vault::{
-    DEFAULT_KUBERNETES_AUTH_MOUNT, DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH, DEFAULT_VAULT_CACHE_LIFETIME,
-    DEFAULT_VAULT_TIMEOUT,
-};
 use crate::{
     BackoffProvider, CommandProvider, EnvProvider, FileProvider, LiteralProvider, Secret, SecretProvider,
-    VaultAuth, VaultConfig, VaultProvider, DEFAULT_COMMAND_TIMEOUT,
+    VaultAuth, VaultConfig, VaultProvider,
 };
 
 /// A configuration that cannot become a provider. The message names the offending key or value
@@ -62,10 +56,10 @@ pub enum SpecError {
 /// path = "/var/run/secrets/t3/token"
 /// ```
 ///
-/// Unknown keys are refused, so that a misspelt `cache_lifetime` is an error rather than ignored.
-/// Durations are written like `200ms`, `10s` or `5m`. `Debug` never shows a literal value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+/// Read with [`ProviderSpec::from_toml`] (or `Deserialize`, which goes through it). Unknown keys
+/// are refused, so that a misspelt `cache_lifetime` is an error rather than ignored. Durations
+/// are written like `200ms`, `10s` or `5m`. `Debug` never shows a literal value.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderSpec {
     /// An environment variable, read on every request ([`EnvProvider`]).
     Env {
@@ -82,13 +76,10 @@ pub enum ProviderSpec {
         /// The program and its arguments; with `shell = true`, one script for `sh -c`.
         command: Vec<String>,
         /// Run `command[0]` with `sh -c` (default false: no shell).
-        #[serde(default)]
         shell: bool,
         /// Kill the command after this long (default `10s`).
-        #[serde(default = "default_command_timeout", deserialize_with = "duration")]
         timeout: Duration,
         /// Reuse the output this long (default: run the command for every request).
-        #[serde(default, deserialize_with = "optional_duration")]
         cache_lifetime: Option<Duration>,
     },
     /// A field of a HashiCorp Vault KV v2 secret ([`VaultProvider`]).
@@ -97,45 +88,36 @@ pub enum ProviderSpec {
     /// puts a token on disk in clear text, and building it logs a warning.
     Literal {
         /// The token.
-        #[serde(deserialize_with = "secret")]
         value: Secret,
     },
 }
 
 /// The settings of `provider = "vault"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VaultSpec {
     /// Vault's base URL, e.g. `https://vault:8200`.
     pub addr: String,
     /// The Vault Enterprise namespace, if any.
-    #[serde(default)]
     pub namespace: Option<String>,
     /// The KV v2 mount (default `secret`).
-    #[serde(default = "default_kv_mount")]
     pub mount: String,
     /// The secret's path inside the mount, e.g. `afk/t3`.
     pub path: String,
     /// The key inside the secret (default `token`).
-    #[serde(default = "default_field")]
     pub field: String,
     /// How afk logs in to Vault.
     pub auth: VaultAuthSpec,
     /// How long a value read is used; re-read early at 80% (default `5m`).
-    #[serde(default = "default_vault_cache_lifetime", deserialize_with = "duration")]
     pub cache_lifetime: Duration,
     /// How long one request to Vault may take (default `10s`).
-    #[serde(default = "default_vault_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
     /// A PEM file with the CA that signed Vault's certificate, if not a public CA.
-    #[serde(default)]
     pub ca_cert: Option<PathBuf>,
 }
 
 /// `auth = { method = "token", token = { provider = "file", path = "..." } }` or
 /// `auth = { method = "kubernetes", role = "afk" }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum VaultAuthSpec {
     /// A Vault token from another provider (typically the file Vault Agent keeps renewed).
     Token {
@@ -147,11 +129,9 @@ pub enum VaultAuthSpec {
         /// The Vault role bound to the pod's service account.
         role: String,
         /// The auth method's mount (default `kubernetes`).
-        #[serde(default = "default_k8s_mount")]
         mount: String,
         /// The service-account token file (default
         /// `/var/run/secrets/kubernetes.io/serviceaccount/token`).
-        #[serde(default = "default_jwt_path")]
         jwt_path: PathBuf,
     },
 }
@@ -262,53 +242,5 @@ impl VaultSpec {
         config.timeout = self.timeout;
         config.ca_cert = self.ca_cert.clone();
         Ok(config)
-    }
-}
-
-fn default_command_timeout() -> Duration {
-    DEFAULT_COMMAND_TIMEOUT
-}
-
-fn default_vault_cache_lifetime() -> Duration {
-    DEFAULT_VAULT_CACHE_LIFETIME
-}
-
-fn default_vault_timeout() -> Duration {
-    DEFAULT_VAULT_TIMEOUT
-}
-
-fn default_kv_mount() -> String {
-    "secret".into()
-}
-
-fn default_field() -> String {
-    "token".into()
-}
-
-fn default_k8s_mount() -> String {
-    DEFAULT_KUBERNETES_AUTH_MOUNT.into()
-}
-
-fn default_jwt_path() -> PathBuf {
-    PathBuf::from(DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH)
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!("{text:?} is not a duration like 200ms, 10s or 5m ({e})"))
-    })
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    duration(deserializer).map(Some)
-}
-
-/// Wraps the value at once. Deserialised through a JSON value because serde's own type errors
-/// quote the offending value ("invalid type: integer `1234`"), which would put it in the error.
-fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
-    match serde_json::Value::deserialize(deserializer)? {
-        serde_json::Value::String(value) => Ok(Secret::new(value)),
-        _ => Err(serde::de::Error::custom("`value` must be a string")),
     }
 }

@@ -111,28 +111,115 @@ fn vault_table_with_token_auth_nests_a_provider() {
     );
 }
 
+/// The error reading `text` as the table at `t3.token`.
+fn table_error(text: &str) -> String {
+    let value: toml::Value = toml::from_str(text).expect("valid TOML");
+    ProviderSpec::from_toml(&value, "t3.token")
+        .expect_err("a refused table")
+        .to_string()
+}
+
 #[test]
-fn unknown_keys_and_providers_are_refused_by_name() {
-    let err = parse("provider = \"file\"\npath = \"/t\"\ncache = \"5m\"").unwrap_err();
-    assert!(err.to_string().contains("unknown field `cache`"), "{err}");
-    let err = parse(concat!(
-        "provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\ntypo = 1\n",
-        "auth = { method = \"kubernetes\", role = \"r\" }"
-    ))
-    .unwrap_err();
-    assert!(err.to_string().contains("unknown field `typo`"), "{err}");
-    let err = parse(concat!(
-        "provider = \"vault\"\naddr = \"http://v\"\npath = \"p\"\n",
-        "auth = { method = \"kubernetes\", rol = \"r\" }"
-    ))
-    .unwrap_err();
-    assert!(err.to_string().contains("unknown field `rol`"), "{err}");
-    let err = parse("provider = \"keychain\"").unwrap_err();
-    assert!(err.to_string().contains("unknown variant `keychain`"), "{err}");
+fn errors_name_the_full_key_and_the_form_expected() {
+    let k8s = r#"provider = "vault"
+addr = "http://v"
+path = "p"
+"#;
+    let cases: &[(&str, &str)] = &[
+        (
+            "provider = \"command\"\ncommand = [\"x\"]\ncache_lifetime = \"soon\"",
+            r#"t3.token.cache_lifetime: expected a duration such as "30s" or "5m", got "soon""#,
+        ),
+        (
+            "provider = \"command\"\ncommand = [\"x\"]\ntimeout = 30",
+            r#"t3.token.timeout: expected a duration such as "30s" or "5m", got an integer"#,
+        ),
+        (
+            "provider = \"file\"",
+            r#"t3.token.path: missing; give the token file, e.g. path = "/var/run/secrets/t3/token""#,
+        ),
+        ("provider = \"file\"\npath = \"\"", "t3.token.path: is empty"),
+        (
+            "provider = \"file\"\npath = \"/t\"\ncache = \"5m\"",
+            "t3.token.cache: unknown key; a file provider takes path",
+        ),
+        (
+            "provider = \"keychain\"",
+            r#"t3.token.provider: unknown provider "keychain"; expected one of "env", "file", "command", "vault", "literal""#,
+        ),
+        (
+            "path = \"/t\"",
+            r#"t3.token.provider: missing; expected one of "env", "file", "command", "vault", "literal""#,
+        ),
+        ("provider = \"env\"\nvar = 12", "t3.token.var: expected a string, got an integer"),
+        (
+            "provider = \"command\"\ncommand = \"gh auth token\"",
+            r#"t3.token.command: expected an array of strings, got a string; give the program and its arguments, e.g. command = ["gh", "auth", "token"]"#,
+        ),
+        (
+            "provider = \"command\"\ncommand = [\"gh\", 1]",
+            "t3.token.command[1]: expected a string, got an integer",
+        ),
+        (
+            "provider = \"command\"\ncommand = [\"a\", \"b\"]\nshell = true",
+            r#"t3.token.command: has more than one string; with shell = true, give one script, e.g. command = ["pass show t3 | head -1"]"#,
+        ),
+        (
+            "provider = \"command\"\ncommand = [\"x\"]\nshell = \"yes\"",
+            "t3.token.shell: expected true or false, got a string",
+        ),
+        (
+            &format!("{k8s}auth = {{ method = \"kubernetes\" }}"),
+            r#"t3.token.auth.role: missing; Kubernetes auth needs the Vault role bound to afk's service account, e.g. auth = { method = "kubernetes", role = "afk" }"#,
+        ),
+        (
+            &format!("{k8s}auth = {{ method = \"tokn\" }}"),
+            r#"t3.token.auth.method: unknown method "tokn"; expected one of "token", "kubernetes""#,
+        ),
+        (
+            &format!("{k8s}auth = {{ method = \"kubernetes\", rol = \"r\" }}"),
+            "t3.token.auth.rol: unknown key; Kubernetes auth takes method, role, mount, jwt_path",
+        ),
+        (
+            &format!("{k8s}auth = {{ method = \"token\", token = {{ provider = \"file\" }} }}"),
+            r#"t3.token.auth.token.path: missing; give the token file, e.g. path = "/var/run/secrets/t3/token""#,
+        ),
+        (
+            &format!("{k8s}auth = \"kubernetes\""),
+            r#"t3.token.auth: expected a table such as { method = "kubernetes", role = "afk" }, got a string; the value is not shown"#,
+        ),
+        (
+            "provider = \"vault\"\naddr = \"http://v\"\nauth = { method = \"kubernetes\", role = \"r\" }",
+            r#"t3.token.path: missing; give the secret's path inside the KV mount, e.g. path = "afk/t3""#,
+        ),
+        (
+            &format!("{k8s}typo = 1\nauth = {{ method = \"kubernetes\", role = \"r\" }}"),
+            "t3.token.typo: unknown key; a vault provider takes addr, namespace, mount, path, field, auth, cache_lifetime, timeout, ca_cert",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(table_error(text), *expected, "{text}");
+    }
+}
+
+#[test]
+fn a_token_written_in_place_of_a_table_is_not_shown() {
+    let value = toml::Value::String("ghp_written-straight-in".into());
+    let err = ProviderSpec::from_toml(&value, "github.token").unwrap_err();
+    assert_eq!(err.key(), "github.token");
+    assert!(!err.to_string().contains("ghp_written"), "{err}");
+    assert!(
+        err.problem().starts_with("expected a provider table such as"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_table_read_through_serde_names_the_key_inside_it() {
     let err = parse("provider = \"command\"\ncommand = [\"x\"]\ntimeout = \"soon\"").unwrap_err();
     assert!(
         err.to_string()
-            .contains("\"soon\" is not a duration like 200ms, 10s or 5m"),
+            .contains(r#"timeout: expected a duration such as "30s" or "5m", got "soon""#),
         "{err}"
     );
 }
@@ -144,7 +231,11 @@ fn a_literal_value_never_shows_in_debug_or_parse_errors() {
     assert_eq!(spec.to_string(), "literal");
     let err = parse("provider = \"literal\"\nvalue = 987654321").unwrap_err();
     assert!(!err.to_string().contains("987654321"), "{err}");
-    assert!(err.to_string().contains("`value` must be a string"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("value: expected a string, got an integer"),
+        "{err}"
+    );
 }
 
 #[test]
