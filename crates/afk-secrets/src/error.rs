@@ -107,8 +107,12 @@ impl fmt::Display for FailureKind {
 /// - an outside text that does not fit on one line (Vault's multi-line `errors`, a command's
 ///   whole stderr) is folded into the reason; the whole text is [`detail`](Self::detail), for a
 ///   structured log field.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretError(Box<Inner>);
+
+/// Boxed so that the errors of the crates that carry a `SecretError` stay small.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretError {
+struct Inner {
     source_name: String,
     kind: FailureKind,
     reason: String,
@@ -120,13 +124,13 @@ impl SecretError {
     /// An error of `kind` from `source_name` (where the secret was looked for) with a one-line
     /// `reason` (what went wrong, never the value).
     pub fn new(source_name: impl Into<String>, kind: FailureKind, reason: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             source_name: source_name.into(),
             kind,
             reason: reason.into(),
             action: None,
             detail: None,
-        }
+        }))
     }
 
     /// The source exists but holds nothing usable; shown as `SOURCE is empty`.
@@ -136,7 +140,7 @@ impl SecretError {
 
     /// Adds what a person must do, e.g. `a person must let the Vault policy read secret/data/afk/t3`.
     pub fn with_action(mut self, action: impl Into<String>) -> Self {
-        self.action = Some(action.into());
+        self.0.action = Some(action.into());
         self
     }
 
@@ -145,8 +149,8 @@ impl SecretError {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         let detail = detail.into();
         let detail = detail.trim();
-        if !detail.is_empty() && !self.reason.contains(detail) {
-            self.detail = Some(shorten(detail, MAX_DETAIL_CHARS));
+        if !detail.is_empty() && !self.0.reason.contains(detail) {
+            self.0.detail = Some(shorten(detail, MAX_DETAIL_CHARS));
         }
         self
     }
@@ -154,34 +158,34 @@ impl SecretError {
     /// Where the secret was looked for: which provider and its file, variable, command or Vault
     /// address and path. Never a value.
     pub fn source_name(&self) -> &str {
-        &self.source_name
+        &self.0.source_name
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> FailureKind {
-        self.kind
+        self.0.kind
     }
 
     /// What went wrong, on one line.
     pub fn reason(&self) -> &str {
-        &self.reason
+        &self.0.reason
     }
 
     /// What a person must do, when the reason alone does not say it.
     pub fn action(&self) -> Option<&str> {
-        self.action.as_deref()
+        self.0.action.as_deref()
     }
 
     /// The whole outside text (Vault's `errors`, a command's stderr) when the reason holds only
     /// part of it; for a structured log field.
     pub fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.0.detail.as_deref()
     }
 
     /// True when the failure stays until a person changes something; see
     /// [`FailureKind::needs_person`].
     pub fn needs_person(&self) -> bool {
-        self.kind.needs_person()
+        self.0.kind.needs_person()
     }
 
     /// True when a later attempt may succeed without a person changing anything: the opposite of
@@ -192,28 +196,33 @@ impl SecretError {
 
     /// The same failure seen through another source, e.g. the Vault token's file failing inside
     /// a Vault provider: `outer` becomes the source, and the inner source and reason the reason.
-    pub(crate) fn within(self, outer: impl Into<String>, what: &str) -> Self {
-        let reason = if self.kind == FailureKind::Empty && self.reason == EMPTY {
-            format!("{what}: {} is empty", self.source_name)
+    pub(crate) fn within(mut self, outer: impl Into<String>, what: &str) -> Self {
+        let inner = &mut *self.0;
+        inner.reason = if inner.kind == FailureKind::Empty && inner.reason == EMPTY {
+            format!("{what}: {} is empty", inner.source_name)
         } else {
-            format!("{what}: cannot read {}: {}", self.source_name, self.reason)
+            format!("{what}: cannot read {}: {}", inner.source_name, inner.reason)
         };
-        Self {
-            source_name: outer.into(),
-            reason,
-            ..self
-        }
+        inner.source_name = outer.into();
+        self
+    }
+}
+
+impl fmt::Debug for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
 impl fmt::Display for SecretError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kind == FailureKind::Empty && self.reason == EMPTY {
-            write!(f, "{} is empty", self.source_name)?;
+        let this = &self.0;
+        if this.kind == FailureKind::Empty && this.reason == EMPTY {
+            write!(f, "{} is empty", this.source_name)?;
         } else {
-            write!(f, "cannot read {}: {}", self.source_name, self.reason)?;
+            write!(f, "cannot read {}: {}", this.source_name, this.reason)?;
         }
-        if let Some(action) = &self.action {
+        if let Some(action) = &this.action {
             write!(f, "; {action}")?;
         }
         Ok(())
@@ -301,25 +310,6 @@ mod tests {
         let (folded, whole) = fold(&long);
         assert_eq!(folded.chars().count(), MAX_REASON_CHARS + 1);
         assert_eq!(whole.as_deref(), Some(long.as_str()));
-    }
-
-    #[test]
-    fn needs_person_table() {
-        use FailureKind::*;
-        for kind in [
-            Missing,
-            Empty,
-            PermissionDenied,
-            InvalidToken,
-            LoginRefused,
-            CommandFailed,
-            Unusable,
-        ] {
-            assert!(kind.needs_person(), "{kind}");
-        }
-        for kind in [Sealed, Unreachable, TimedOut, Unavailable] {
-            assert!(!kind.needs_person(), "{kind}");
-        }
     }
 
     #[test]
