@@ -161,6 +161,16 @@ fn counting_command() -> (tempfile::TempDir, CommandProvider) {
     (dir, CommandProvider::shell(script))
 }
 
+/// A [`counting_command`] cached for `lifetime` that has answered `cmd-token-1` once, after
+/// which its token became `cmd-token-2`.
+async fn cached_then_rotated(lifetime: Duration) -> (tempfile::TempDir, CommandProvider) {
+    let (dir, provider) = counting_command();
+    let provider = provider.with_cache_lifetime(lifetime);
+    assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
+    std::fs::write(dir.path().join("token"), "cmd-token-2").unwrap();
+    (dir, provider)
+}
+
 fn runs(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("runs"))
         .map(|s| s.lines().count())
@@ -177,10 +187,7 @@ async fn command_without_cache_runs_on_every_request() {
 
 #[tokio::test]
 async fn cached_command_output_is_reused_within_its_lifetime_and_refresh_reruns() {
-    let (dir, provider) = counting_command();
-    let provider = provider.with_cache_lifetime(Duration::from_secs(300));
-    assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
-    std::fs::write(dir.path().join("token"), "cmd-token-2").unwrap();
+    let (dir, provider) = cached_then_rotated(Duration::from_secs(300)).await;
     assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
     assert_eq!(runs(dir.path()), 1);
 
@@ -190,10 +197,7 @@ async fn cached_command_output_is_reused_within_its_lifetime_and_refresh_reruns(
 
 #[tokio::test]
 async fn cached_command_output_expires_after_its_lifetime() {
-    let (dir, provider) = counting_command();
-    let provider = provider.with_cache_lifetime(Duration::from_millis(300));
-    assert_eq!(value(&provider, Freshness::Cached).await, "cmd-token-1");
-    std::fs::write(dir.path().join("token"), "cmd-token-2").unwrap();
+    let (dir, provider) = cached_then_rotated(Duration::from_millis(300)).await;
 
     // Poll until the lifetime has passed; the new output must show up, and soon.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

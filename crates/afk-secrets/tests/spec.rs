@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use afk_secrets::testing::VaultStandIn;
-use afk_secrets::{FailureKind, Freshness, ProviderSpec, SpecError, VaultAuthSpec, VaultSpec};
+use afk_secrets::{
+    FailureKind, Freshness, ProviderSpec, SecretProvider, SpecError, VaultAuthSpec, VaultSpec,
+};
 
 fn parse(text: &str) -> Result<ProviderSpec, toml::de::Error> {
     toml::from_str(text)
@@ -333,6 +335,14 @@ fn display_names_the_source() {
     assert_eq!(command.to_string(), "command gh");
 }
 
+/// Asks `provider` three times; each answer must be an error of `kind`.
+async fn assert_fails_thrice(provider: &dyn SecretProvider, kind: FailureKind) {
+    for _ in 0..3 {
+        let err = provider.get(Freshness::Cached).await.unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+    }
+}
+
 #[tokio::test]
 async fn built_vault_and_command_providers_back_off_while_a_person_must_act() {
     let vault_server = VaultStandIn::start().await.unwrap();
@@ -348,10 +358,7 @@ async fn built_vault_and_command_providers_back_off_while_a_person_must_act() {
     .unwrap()
     .build()
     .unwrap();
-    for _ in 0..3 {
-        let err = vault.get(Freshness::Cached).await.unwrap_err();
-        assert_eq!(err.kind(), FailureKind::LoginRefused, "{err}");
-    }
+    assert_fails_thrice(vault.as_ref(), FailureKind::LoginRefused).await;
     assert_eq!(
         vault_server.counts().login_attempts,
         1,
@@ -366,9 +373,6 @@ async fn built_vault_and_command_providers_back_off_while_a_person_must_act() {
     .unwrap()
     .build()
     .unwrap();
-    for _ in 0..3 {
-        let err = command.get(Freshness::Cached).await.unwrap_err();
-        assert_eq!(err.kind(), FailureKind::CommandFailed, "{err}");
-    }
+    assert_fails_thrice(command.as_ref(), FailureKind::CommandFailed).await;
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
 }

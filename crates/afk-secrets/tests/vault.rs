@@ -332,23 +332,27 @@ async fn the_namespace_header_is_sent_when_configured() {
     assert_eq!(value(&provider, Freshness::Cached).await, "t3-token-1");
 }
 
+/// What `n` callers asking `provider` at the same moment got.
+async fn ask_at_once(provider: &Arc<VaultProvider>, n: usize, freshness: Freshness) -> Vec<Option<String>> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.get(freshness).await.ok().map(|s| s.expose().to_owned()) })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for call in calls {
+        answers.push(call.await.expect("the call ran"));
+    }
+    answers
+}
+
 #[tokio::test]
 async fn concurrent_callers_share_one_read() {
     let (vault, _dir, auth) = vault_with_kubernetes(Duration::from_secs(3600)).await;
     let provider = Arc::new(vault_provider(&vault, auth, LONG));
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                provider
-                    .get(Freshness::Cached)
-                    .await
-                    .map(|s| s.expose().to_owned())
-            })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.unwrap().ok().as_deref(), Some("t3-token-1"));
+    for answer in ask_at_once(&provider, 8, Freshness::Cached).await {
+        assert_eq!(answer.as_deref(), Some("t3-token-1"));
     }
     let counts = vault.counts();
     assert_eq!((counts.logins, counts.reads), (1, 1));
@@ -375,19 +379,8 @@ async fn concurrent_refreshes_share_one_read() {
     vault.set_secret(PATH, "token", "t3-token-2");
 
     // Eight requests refused with 401 at the same moment all ask for a fresh value.
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let provider = provider.clone();
-            tokio::spawn(async move {
-                provider
-                    .get(Freshness::Refresh)
-                    .await
-                    .map(|s| s.expose().to_owned())
-            })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.unwrap().ok().as_deref(), Some("t3-token-2"));
+    for answer in ask_at_once(&provider, 8, Freshness::Refresh).await {
+        assert_eq!(answer.as_deref(), Some("t3-token-2"));
     }
     assert_eq!(
         vault.counts().reads,
