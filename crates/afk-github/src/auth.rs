@@ -157,46 +157,35 @@ async fn exchange_app_jwt(
     .map_err(|e| GitHubError::AppKey {
         reason: format!("{:?}", e.kind()),
     })?;
-    let mut url = api_base.clone();
-    url.path_segments_mut()
-        .map_err(|()| GitHubError::Decode {
-            url: api_base.to_string(),
-            reason: "not a base URL".into(),
-        })?
-        .pop_if_empty()
-        .extend([
+    let url = crate::http::join(
+        api_base,
+        &[
             "app",
             "installations",
             &app.installation_id.0.to_string(),
             "access_tokens",
-        ]);
+        ],
+        &[],
+    );
     let reply = http
         .post(url.clone())
         .bearer_auth(jwt)
-        .header(reqwest::header::ACCEPT, crate::client::ACCEPT_GITHUB_JSON)
+        .header(reqwest::header::ACCEPT, crate::http::ACCEPT_GITHUB_JSON)
+        .header("X-GitHub-Api-Version", crate::http::API_VERSION)
         .send()
         .await
-        .map_err(|e| GitHubError::Transport {
-            url: url.to_string(),
-            reason: e.without_url().to_string(),
-        })?;
+        .map_err(|e| crate::http::transport(&url, e))?;
     let status = reply.status();
-    let body = reply.bytes().await.map_err(|e| GitHubError::Transport {
-        url: url.to_string(),
-        reason: e.without_url().to_string(),
-    })?;
+    let body = reply.bytes().await.map_err(|e| crate::http::transport(&url, e))?;
     if !status.is_success() {
         return Err(GitHubError::AppToken {
             app_id: app.app_id.0,
             installation_id: app.installation_id.0,
             status: status.as_u16(),
-            message: crate::client::github_message(&body),
+            message: crate::http::github_message(&body),
         });
     }
-    let reply: AccessTokenReply = serde_json::from_slice(&body).map_err(|e| GitHubError::Decode {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
+    let reply: AccessTokenReply = crate::http::decode(&url, &body)?;
     tracing::debug!(
         app_id = app.app_id.0,
         installation_id = app.installation_id.0,

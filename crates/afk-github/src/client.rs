@@ -29,9 +29,8 @@ use url::Url;
 use crate::auth::{Authenticator, Credentials};
 use crate::clock::{Clock, SystemClock};
 use crate::error::GitHubError;
+use crate::http::{decode, github_message, header_u64, transport, ACCEPT_GITHUB_JSON, API_VERSION};
 
-pub(crate) const ACCEPT_GITHUB_JSON: &str = "application/vnd.github+json";
-const API_VERSION: &str = "2022-11-28";
 /// How long to wait when GitHub says "rate limited" without saying until when.
 const DEFAULT_BACK_OFF: Duration = Duration::from_secs(60);
 /// Bound on remembered ETags; past it the cache starts over (a few extra full responses).
@@ -156,14 +155,7 @@ impl GitHubClient {
 
     /// `{api_base}/{segments...}?{query}`, each segment percent-encoded.
     pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.inner.api_base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
+        crate::http::join(&self.inner.api_base, segments, query)
     }
 
     /// A GET decoded as `T`, conditional on the cached ETag.
@@ -359,24 +351,6 @@ impl GitHubClient {
     }
 }
 
-fn transport(url: &Url, e: reqwest::Error) -> GitHubError {
-    GitHubError::Transport {
-        url: url.to_string(),
-        reason: e.without_url().to_string(),
-    }
-}
-
-fn decode<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, GitHubError> {
-    serde_json::from_slice(body).map_err(|e| GitHubError::Decode {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
 /// The `rel="next"` URL of a `Link` header.
 fn next_link(headers: &HeaderMap) -> Option<Url> {
     let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
@@ -390,18 +364,6 @@ fn next_link(headers: &HeaderMap) -> Option<Url> {
         }
         Url::parse(target.trim().strip_prefix('<')?.strip_suffix('>')?).ok()
     })
-}
-
-/// GitHub's `message` field, or a short excerpt of a non-JSON body.
-pub(crate) fn github_message(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        message: String,
-    }
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => b.message,
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -422,39 +384,5 @@ mod tests {
             Some("https://x/repos/a/b/issues?page=3")
         );
         assert!(next_link(&HeaderMap::new()).is_none());
-    }
-
-    #[test]
-    fn paths_are_appended_to_the_api_base_with_or_without_a_trailing_slash() {
-        let credentials = Credentials::Token(std::sync::Arc::new(afk_secrets::LiteralProvider::new("t")));
-        for base in ["https://ghe.example/api/v3", "https://ghe.example/api/v3/"] {
-            let config = ClientConfig::new(Url::parse(base).unwrap(), credentials.clone());
-            let client = GitHubClient::new(config).unwrap();
-            let url = client.url(
-                &[
-                    "repos",
-                    "acme",
-                    "widgets",
-                    "issues",
-                    "1",
-                    "labels",
-                    "afk:p1 urgent",
-                ],
-                &[("a", "b c")],
-            );
-            assert_eq!(
-                url.as_str(),
-                "https://ghe.example/api/v3/repos/acme/widgets/issues/1/labels/afk:p1%20urgent?a=b+c"
-            );
-        }
-    }
-
-    #[test]
-    fn error_message_prefers_githubs_message_field() {
-        assert_eq!(
-            github_message(br#"{"message":"Bad credentials","documentation_url":"x"}"#),
-            "Bad credentials"
-        );
-        assert_eq!(github_message(b"oops"), "oops");
     }
 }

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod error;
+mod http;
 pub mod intake;
 mod model;
 pub mod policy;
