@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::Clock;
 use crate::error::GitHubError;
+use crate::rate_limit::RateGate;
 
 /// How long before an installation token's `expires_at` afk fetches a new one.
 pub const APP_TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
@@ -107,6 +108,7 @@ impl Authenticator {
         http: &reqwest::Client,
         api_base: &url::Url,
         clock: &dyn Clock,
+        gate: &RateGate,
     ) -> Result<Secret, GitHubError> {
         let app = match &self.credentials {
             Credentials::Token(provider) => return Ok(provider.get(freshness).await?),
@@ -121,7 +123,7 @@ impl Authenticator {
                 }
             }
         }
-        let fresh = exchange_app_jwt(app, freshness, http, api_base, now).await?;
+        let fresh = exchange_app_jwt(app, freshness, http, api_base, clock, gate).await?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -134,8 +136,10 @@ async fn exchange_app_jwt(
     freshness: Freshness,
     http: &reqwest::Client,
     api_base: &url::Url,
-    now: DateTime<Utc>,
+    clock: &dyn Clock,
+    gate: &RateGate,
 ) -> Result<CachedInstallationToken, GitHubError> {
+    let now = clock.now();
     let pem = app.private_key.get(freshness).await?;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(|e| {
         GitHubError::AppKey {
@@ -167,6 +171,9 @@ async fn exchange_app_jwt(
         ],
         &[],
     );
+    // The exchange is a request like any other: not sent while a rate limit holds, and its answer
+    // may start one.
+    gate.check(now)?;
     let reply = http
         .post(url.clone())
         .bearer_auth(jwt)
@@ -176,7 +183,15 @@ async fn exchange_app_jwt(
         .await
         .map_err(|e| crate::http::transport(&url, e))?;
     let status = reply.status();
+    let headers = reply.headers().clone();
     let body = reply.bytes().await.map_err(|e| crate::http::transport(&url, e))?;
+    gate.observe(
+        "the installation token exchange",
+        status,
+        &headers,
+        &body,
+        clock.now(),
+    )?;
     if !status.is_success() {
         return Err(GitHubError::AppToken {
             app_id: app.app_id.0,

@@ -7,9 +7,9 @@
 //! Contract of [`GitHubClient`]:
 //! - every GET is conditional once a response for that URL carried an `ETag`; a `304` answers
 //!   from the cache and costs nothing;
-//! - after GitHub says the rate limit is exhausted (`x-ratelimit-remaining: 0`, or a 403/429 with
-//!   `Retry-After`), no request is sent until the announced time; calls meanwhile fail at once with
-//!   [`GitHubError::RateLimited`];
+//! - while one of GitHub's rate limits applies (see [`crate::rate_limit`]: primary, or secondary
+//!   with or without `Retry-After`), no request of this client or its clones is sent, the App
+//!   token exchange included; calls meanwhile fail at once with [`GitHubError::RateLimited`];
 //! - a 401 makes the client fetch a fresh credential and retry exactly once.
 
 use crate::lock;
@@ -29,10 +29,9 @@ use url::Url;
 use crate::auth::{Authenticator, Credentials};
 use crate::clock::{Clock, SystemClock};
 use crate::error::GitHubError;
-use crate::http::{decode, github_message, header_u64, transport, ACCEPT_GITHUB_JSON, API_VERSION};
+use crate::http::{decode, github_message, transport, ACCEPT_GITHUB_JSON, API_VERSION};
+use crate::rate_limit::{RateGate, RateLimitBlock};
 
-/// How long to wait when GitHub says "rate limited" without saying until when.
-const DEFAULT_BACK_OFF: Duration = Duration::from_secs(60);
 /// Bound on remembered ETags; past it the cache starts over (a few extra full responses).
 const ETAG_CACHE_LIMIT: usize = 20_000;
 /// Bound on pages followed for one listing, so a runaway `Link` chain cannot loop forever.
@@ -81,7 +80,7 @@ struct Inner {
     auth: Authenticator,
     clock: Arc<dyn Clock>,
     etags: Mutex<HashMap<String, CachedResponse>>,
-    blocked_until: Mutex<Option<DateTime<Utc>>>,
+    rate_gate: RateGate,
 }
 
 impl fmt::Debug for GitHubClient {
@@ -137,7 +136,7 @@ impl GitHubClient {
                 auth: Authenticator::new(config.credentials),
                 clock,
                 etags: Mutex::new(HashMap::new()),
-                blocked_until: Mutex::new(None),
+                rate_gate: RateGate::default(),
             }),
         })
     }
@@ -149,8 +148,12 @@ impl GitHubClient {
 
     /// When requests may resume, if GitHub's rate limit currently holds them back.
     pub fn rate_limited_until(&self) -> Option<DateTime<Utc>> {
-        let until = *lock(&self.inner.blocked_until);
-        until.filter(|u| *u > self.inner.clock.now())
+        self.rate_limit().map(|b| b.until)
+    }
+
+    /// The rate limit holding requests back now (which one, and until when), if any.
+    pub fn rate_limit(&self) -> Option<RateLimitBlock> {
+        self.inner.rate_gate.blocked(self.inner.clock.now())
     }
 
     /// `{api_base}/{segments...}?{query}`, each segment percent-encoded.
@@ -211,11 +214,9 @@ impl GitHubClient {
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
-        if let Some(until) = self.rate_limited_until() {
-            return Err(GitHubError::RateLimited { until });
-        }
         let mut freshness = Freshness::Cached;
         loop {
+            self.inner.rate_gate.check(self.inner.clock.now())?;
             let bearer = self
                 .inner
                 .auth
@@ -224,8 +225,11 @@ impl GitHubClient {
                     &self.inner.http,
                     &self.inner.api_base,
                     self.inner.clock.as_ref(),
+                    &self.inner.rate_gate,
                 )
                 .await?;
+            // The exchange above may have met a limit; nothing more goes out then.
+            self.inner.rate_gate.check(self.inner.clock.now())?;
             let cached = if method == Method::GET {
                 lock(&self.inner.etags).get(url.as_str()).cloned()
             } else {
@@ -249,7 +253,13 @@ impl GitHubClient {
             let status = response.status();
             let headers = response.headers().clone();
             let bytes = response.bytes().await.map_err(|e| transport(&url, e))?;
-            self.note_rate_limit(status, &headers);
+            self.inner.rate_gate.observe(
+                &format!("{method} {}", url.path()),
+                status,
+                &headers,
+                &bytes,
+                self.inner.clock.now(),
+            )?;
 
             match status {
                 StatusCode::NOT_MODIFIED => {
@@ -272,13 +282,6 @@ impl GitHubClient {
                     continue;
                 }
                 StatusCode::UNAUTHORIZED => return Err(GitHubError::Unauthorized { url: url.to_string() }),
-                StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
-                    if self.rate_limit_applies(status, &headers) =>
-                {
-                    let until = self.back_off_from(&headers);
-                    tracing::warn!(%url, %until, "GitHub rate limit reached; backing off");
-                    return Err(GitHubError::RateLimited { until });
-                }
                 StatusCode::NOT_FOUND => return Err(GitHubError::NotFound { url: url.to_string() }),
                 s if s.is_success() => {
                     let next = next_link(&headers);
@@ -310,44 +313,6 @@ impl GitHubClient {
                 }
             }
         }
-    }
-
-    /// A 403 is a rate limit only when GitHub says so (headers); otherwise it is a permission error.
-    fn rate_limit_applies(&self, status: StatusCode, headers: &HeaderMap) -> bool {
-        status == StatusCode::TOO_MANY_REQUESTS
-            || headers.contains_key(reqwest::header::RETRY_AFTER)
-            || header_u64(headers, "x-ratelimit-remaining") == Some(0)
-    }
-
-    /// Records an exhausted primary limit so that no request goes out before its reset.
-    fn note_rate_limit(&self, status: StatusCode, headers: &HeaderMap) {
-        let exhausted = header_u64(headers, "x-ratelimit-remaining") == Some(0);
-        let refused = matches!(status, StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS)
-            && self.rate_limit_applies(status, headers);
-        if exhausted || refused {
-            let until = self.back_off_from(headers);
-            let mut blocked = lock(&self.inner.blocked_until);
-            if blocked.is_none_or(|b| b < until) {
-                *blocked = Some(until);
-            }
-        }
-    }
-
-    /// `Retry-After` wins; else `x-ratelimit-reset`; else a minute, as GitHub's docs advise.
-    fn back_off_from(&self, headers: &HeaderMap) -> DateTime<Utc> {
-        let now = self.inner.clock.now();
-        if let Some(secs) = header_u64(headers, reqwest::header::RETRY_AFTER.as_str()) {
-            return now + chrono::Duration::seconds(secs.min(24 * 3600) as i64);
-        }
-        if let Some(reset) = header_u64(headers, "x-ratelimit-reset")
-            .and_then(|r| i64::try_from(r).ok())
-            .and_then(|r| DateTime::from_timestamp(r, 0))
-        {
-            if reset > now {
-                return reset;
-            }
-        }
-        now + chrono::Duration::from_std(DEFAULT_BACK_OFF).unwrap_or_else(|_| chrono::Duration::seconds(60))
     }
 }
 

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use crate::rate_limit::RateLimitKind;
+
 /// An error from the GitHub adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
@@ -39,11 +41,13 @@ pub enum GitHubError {
         /// The request that was refused.
         url: String,
     },
-    /// The rate limit is exhausted; afk sends nothing to GitHub before `until`.
-    #[error("GitHub rate limit exhausted; backing off until {until}")]
+    /// One of GitHub's rate limits applies; afk sends nothing to GitHub before `until`.
+    #[error("GitHub {limit} rate limit reached; sending nothing to GitHub until {until}")]
     RateLimited {
         /// When requests may resume.
         until: DateTime<Utc>,
+        /// Which limit.
+        limit: RateLimitKind,
     },
     /// The resource does not exist or the credentials may not see it.
     #[error("not found on GitHub (HTTP 404): {url}; check the repository name and the token's access")]

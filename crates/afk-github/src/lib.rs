@@ -25,6 +25,7 @@ mod http;
 pub mod intake;
 mod model;
 pub mod policy;
+pub mod rate_limit;
 pub mod report;
 pub mod webhook;
 
@@ -43,6 +44,7 @@ pub use policy::{
     PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
     BUILT_IN_TEMPLATE,
 };
+pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{
     closes_issue, render_comment, status_label, PullRequestMatch, PullRequestRef, PullRequestSearch,
     Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED, LABEL_RUNNING,

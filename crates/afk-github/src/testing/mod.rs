@@ -66,13 +66,31 @@ pub struct RecordedRequest {
     pub charged: bool,
 }
 
-/// How the stand-in answers once the rate limit is exhausted.
+/// Which status the stand-in refuses with when a rate limit applies: GitHub documents both 403
+/// and 429, for its primary and its secondary limits alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimitRefusal {
-    /// 403 with `x-ratelimit-remaining: 0` (GitHub's primary limit).
+    /// 403 Forbidden.
     Forbidden,
-    /// 429 with `Retry-After` (GitHub's secondary limit).
+    /// 429 Too Many Requests.
     TooManyRequests,
+}
+
+impl RateLimitRefusal {
+    fn status(self) -> axum::http::StatusCode {
+        match self {
+            RateLimitRefusal::Forbidden => axum::http::StatusCode::FORBIDDEN,
+            RateLimitRefusal::TooManyRequests => axum::http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+/// A secondary rate limit in force: every request is refused until `until`, while the primary
+/// budget (`x-ratelimit-remaining`) is left as it is.
+pub(crate) struct SecondaryLimit {
+    pub(crate) until: DateTime<Utc>,
+    pub(crate) refusal: RateLimitRefusal,
+    pub(crate) retry_after: Option<u64>,
 }
 
 pub(crate) struct AppInstallation {
@@ -136,6 +154,7 @@ pub(crate) struct World {
     pub(crate) installation_tokens_issued: u32,
     pub(crate) repos: BTreeMap<String, RepoData>,
     pub(crate) rate: RateLimit,
+    pub(crate) secondary: Option<SecondaryLimit>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_id: u64,
     /// Who writes through the API (comments and labels made with a token).
@@ -205,6 +224,7 @@ impl GitHubStandIn {
                 retry_after: None,
                 refusal: RateLimitRefusal::Forbidden,
             },
+            secondary: None,
             requests: Vec::new(),
             next_id: 1000,
             bot_login: "afk-bot".to_owned(),
@@ -290,6 +310,26 @@ impl GitHubStandIn {
             retry_after,
             refusal,
         };
+    }
+
+    /// Trips GitHub's secondary limit for `lasting` (on the stand-in's clock): every request is
+    /// refused with `refusal`'s status and GitHub's "You have exceeded a secondary rate limit"
+    /// message, with `Retry-After: retry_after` seconds when given, and `x-ratelimit-remaining`
+    /// unchanged (the hourly budget is not what ran out). Refusals are not charged.
+    pub fn impose_secondary_limit(
+        &self,
+        lasting: Duration,
+        refusal: RateLimitRefusal,
+        retry_after: Option<u64>,
+    ) {
+        let mut world = self.world();
+        let until =
+            world.clock.now() + chrono::Duration::from_std(lasting).unwrap_or(chrono::Duration::zero());
+        world.secondary = Some(SecondaryLimit {
+            until,
+            refusal,
+            retry_after,
+        });
     }
 
     /// What is left of the rate limit.

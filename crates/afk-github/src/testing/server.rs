@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{lock, CommentData, IssueData, IssueEventData, RateLimitRefusal, RecordedRequest, World};
+use super::{lock, CommentData, IssueData, IssueEventData, RecordedRequest, World};
 
 pub(crate) fn router(world: Arc<Mutex<World>>) -> Router {
     Router::new().fallback(handle).with_state(world)
@@ -98,24 +98,27 @@ async fn handle(
         world.rate.remaining = world.rate.limit;
         world.rate.reset_at = now + chrono::Duration::hours(1);
     }
-    if world.rate.remaining == 0 {
-        let status = match world.rate.refusal {
-            RateLimitRefusal::Forbidden => StatusCode::FORBIDDEN,
-            RateLimitRefusal::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        };
-        record(&mut world, &method, &path, status, false);
-        let mut response = (
+    if let Some(secondary) = world.secondary.as_ref().filter(|s| now < s.until) {
+        let (status, retry_after) = (secondary.refusal.status(), secondary.retry_after);
+        return refuse(
+            &mut world,
+            &method,
+            &path,
             status,
-            axum::Json(json!({ "message": "API rate limit exceeded" })),
-        )
-            .into_response();
-        rate_headers(&world, response.headers_mut());
-        if let Some(secs) = world.rate.retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(secs));
-        }
-        return response;
+            retry_after,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        );
+    }
+    if world.rate.remaining == 0 {
+        let (status, retry_after) = (world.rate.refusal.status(), world.rate.retry_after);
+        return refuse(
+            &mut world,
+            &method,
+            &path,
+            status,
+            retry_after,
+            "API rate limit exceeded",
+        );
     }
 
     let request: Value = if body.is_empty() {
@@ -157,6 +160,26 @@ async fn handle(
         if let Ok(v) = HeaderValue::from_str(&link) {
             response.headers_mut().insert("link", v);
         }
+    }
+    response
+}
+
+/// A rate-limit refusal: not charged, with the rate headers and `Retry-After` when set.
+fn refuse(
+    world: &mut World,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    retry_after: Option<u64>,
+    message: &str,
+) -> Response {
+    record(world, method, path, status, false);
+    let mut response = (status, axum::Json(json!({ "message": message }))).into_response();
+    rate_headers(world, response.headers_mut());
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
     }
     response
 }
