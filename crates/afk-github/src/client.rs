@@ -36,6 +36,8 @@ use crate::rate_limit::{RateGate, RateLimitBlock};
 const ETAG_CACHE_LIMIT: usize = 20_000;
 /// Bound on pages followed for one listing, so a runaway `Link` chain cannot loop forever.
 pub(crate) const MAX_PAGES: usize = 50;
+/// GitHub's page size when a listing does not ask for one.
+const GITHUB_PER_PAGE: usize = 30;
 
 /// The public GitHub API.
 pub const GITHUB_API: &str = "https://api.github.com";
@@ -96,14 +98,14 @@ impl fmt::Debug for GitHubClient {
 struct CachedResponse {
     etag: HeaderValue,
     body: Bytes,
-    next: Option<Url>,
 }
 
 /// One answered request.
 pub(crate) struct Answer {
     pub(crate) body: Bytes,
-    /// The `rel="next"` page, if any.
-    pub(crate) next: Option<Url>,
+    /// Whether a fresh answer's `Link` header named a `rel="next"` page. Never taken from the
+    /// cache: a 304 speaks for its own page's body only.
+    pub(crate) more: bool,
 }
 
 impl GitHubClient {
@@ -167,22 +169,32 @@ impl GitHubClient {
         decode(&url, &answer.body)
     }
 
-    /// Every page of a listing, following `Link: rel="next"` (at most [`MAX_PAGES`]).
+    /// Every page of a page-numbered listing (`page=1, 2, ...`, at most [`MAX_PAGES`]).
+    ///
+    /// Each page is its own conditional request, and GitHub's `ETag` covers that page's body only:
+    /// a 304 for one page says nothing about the pages after it (an issue labelled later lands on
+    /// a page that did not exist when the last page was fetched). So a full page is always
+    /// followed by a request for the next one, whatever the `Link` header said last time; the
+    /// listing ends at the first page with fewer than `per_page` items (GitHub's default 30).
     pub(crate) async fn get_all<T: DeserializeOwned>(&self, url: Url) -> Result<Vec<T>, GitHubError> {
+        let per_page = query_number(&url, "per_page").unwrap_or(GITHUB_PER_PAGE).max(1);
+        let first = query_number(&url, "page").unwrap_or(1);
         let mut items = Vec::new();
-        let mut next = Some(url);
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            pages += 1;
-            if pages > MAX_PAGES {
-                tracing::warn!(%url, "stopped following pages after {MAX_PAGES}");
-                break;
+        for page in first..first + MAX_PAGES {
+            let page_url = if page == first {
+                url.clone()
+            } else {
+                with_page(&url, page)
+            };
+            let answer = self.send(Method::GET, page_url.clone(), None).await?;
+            let batch: Vec<T> = decode(&page_url, &answer.body)?;
+            let full = batch.len() >= per_page;
+            items.extend(batch);
+            if !full && !answer.more {
+                return Ok(items);
             }
-            let answer = self.send(Method::GET, url.clone(), None).await?;
-            let page: Vec<T> = decode(&url, &answer.body)?;
-            items.extend(page);
-            next = answer.next;
         }
+        tracing::warn!(%url, "stopped following pages after {MAX_PAGES}");
         Ok(items)
     }
 
@@ -266,7 +278,7 @@ impl GitHubClient {
                     if let Some(cached) = cached {
                         return Ok(Answer {
                             body: cached.body,
-                            next: cached.next,
+                            more: false,
                         });
                     }
                     return Err(GitHubError::Http {
@@ -284,7 +296,7 @@ impl GitHubClient {
                 StatusCode::UNAUTHORIZED => return Err(GitHubError::Unauthorized { url: url.to_string() }),
                 StatusCode::NOT_FOUND => return Err(GitHubError::NotFound { url: url.to_string() }),
                 s if s.is_success() => {
-                    let next = next_link(&headers);
+                    let more = next_link(&headers).is_some();
                     if method == Method::GET {
                         if let Some(etag) = headers.get(reqwest::header::ETAG) {
                             let mut etags = lock(&self.inner.etags);
@@ -296,12 +308,11 @@ impl GitHubClient {
                                 CachedResponse {
                                     etag: etag.clone(),
                                     body: bytes.clone(),
-                                    next: next.clone(),
                                 },
                             );
                         }
                     }
-                    return Ok(Answer { body: bytes, next });
+                    return Ok(Answer { body: bytes, more });
                 }
                 s => {
                     return Err(GitHubError::Http {
@@ -314,6 +325,28 @@ impl GitHubClient {
             }
         }
     }
+}
+
+/// `url` with its `page` query parameter set to `page` (the other parameters kept in order).
+fn with_page(url: &Url, page: usize) -> Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "page")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair("page", &page.to_string());
+    out
+}
+
+/// A numeric query parameter of `url`.
+fn query_number(url: &Url, name: &str) -> Option<usize> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// The `rel="next"` URL of a `Link` header.
@@ -349,5 +382,20 @@ mod tests {
             Some("https://x/repos/a/b/issues?page=3")
         );
         assert!(next_link(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn the_next_page_keeps_every_other_parameter() {
+        let url = Url::parse("https://x/repos/a/b/issues?state=open&labels=afk&per_page=100").unwrap();
+        assert_eq!(
+            with_page(&url, 2).as_str(),
+            "https://x/repos/a/b/issues?state=open&labels=afk&per_page=100&page=2"
+        );
+        assert_eq!(
+            with_page(&with_page(&url, 2), 3).as_str(),
+            "https://x/repos/a/b/issues?state=open&labels=afk&per_page=100&page=3"
+        );
+        assert_eq!(query_number(&url, "per_page"), Some(100));
+        assert_eq!(query_number(&url, "page"), None);
     }
 }

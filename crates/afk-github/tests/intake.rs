@@ -214,3 +214,26 @@ async fn a_custom_trigger_label_is_honoured() {
     let eligible: Vec<u64> = scan.eligible.iter().map(|i| i.number).collect();
     assert_eq!(eligible, vec![number]);
 }
+
+#[tokio::test]
+async fn an_issue_labelled_after_an_exactly_full_last_page_is_seen() {
+    let (github, clock) = world().await;
+    for i in 0..100 {
+        labelled_issue(&github, &format!("Issue {i}"), MAINTAINER);
+    }
+    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    assert_eq!(intake.scan().await.eligible.len(), 100);
+
+    // Page 1 is unchanged (a 304), but the new issue is on a page 2 that did not exist before.
+    let late = labelled_issue(&github, "Labelled later", MAINTAINER);
+    let scan = intake.scan().await;
+
+    assert!(scan.complete, "{:?}", scan.errors);
+    assert_eq!(scan.eligible.len(), 101);
+    assert_eq!(scan.eligible.last().map(|i| i.number), Some(late));
+
+    // An idle poll after that still costs nothing: every page answers 304.
+    let before = github.charged_requests();
+    assert_eq!(intake.scan().await.eligible.len(), 101);
+    assert_eq!(github.charged_requests(), before);
+}

@@ -156,7 +156,9 @@ async fn handle(
             response.headers_mut().insert("etag", v);
         }
     }
-    if let Some(link) = reply.link {
+    // GitHub's ETag covers the page's body only; a 304 carries no `Link`, so a client cannot
+    // learn from it whether more pages exist now.
+    if let Some(link) = reply.link.filter(|_| !not_modified) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             response.headers_mut().insert("link", v);
         }
