@@ -46,11 +46,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
-/// What the code under test logs (info and above) while the returned value lives, on this thread
-/// (`#[tokio::test]` runs the test on one thread).
+/// What the code under test logs (info and above) on this thread while the returned value lives
+/// (`#[tokio::test]` runs the test and everything it spawns on one thread).
 pub struct Logs {
     buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
 }
 
 impl Logs {
@@ -59,26 +58,44 @@ impl Logs {
     }
 }
 
+impl Drop for Logs {
+    fn drop(&mut self) {
+        LOG_BUFFER.with(|b| b.borrow_mut().take());
+    }
+}
+
+thread_local! {
+    static LOG_BUFFER: std::cell::RefCell<Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One process-wide subscriber writing to the capturing thread's buffer: a per-thread default
+/// subscriber would race with tests on other threads over tracing's cached callsite interest.
 pub fn capture_logs() -> Logs {
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    struct Sink;
     impl std::io::Write for Sink {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
+            LOG_BUFFER.with(|b| {
+                if let Some(buffer) = b.borrow().as_ref() {
+                    buffer.lock().unwrap().extend_from_slice(bytes);
+                }
+            });
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| Sink)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber in tests");
+    });
     let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || Sink(sink.clone()))
-        .finish();
-    Logs {
-        buffer,
-        _guard: tracing::subscriber::set_default(subscriber),
-    }
+    LOG_BUFFER.with(|b| *b.borrow_mut() = Some(buffer.clone()));
+    Logs { buffer }
 }
