@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use afk_core::Repo;
 use afk_secrets::Freshness;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -28,7 +29,7 @@ use url::Url;
 
 use crate::auth::{Authenticator, Credentials};
 use crate::clock::{Clock, SystemClock};
-use crate::error::GitHubError;
+use crate::error::{GitHubError, IssueGone};
 use crate::http::{decode, github_message, transport, ACCEPT_GITHUB_JSON, API_VERSION};
 use crate::rate_limit::{RateGate, RateLimitBlock};
 
@@ -124,6 +125,9 @@ impl GitHubClient {
         }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            // A 301 is an answer, not a detour: it means a transferred issue or a renamed
+            // repository, which afk must notice rather than follow to another issue.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| GitHubError::Transport {
@@ -161,6 +165,27 @@ impl GitHubClient {
     /// `{api_base}/{segments...}?{query}`, each segment percent-encoded.
     pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         crate::http::join(&self.inner.api_base, segments, query)
+    }
+
+    /// What `error`, met on one of `repo`'s issue endpoints, says about the issue: deleted (410),
+    /// transferred (301), or missing (404) while the repository itself is readable. `Ok(None)`
+    /// for any other error. A 404 is checked against the repository first, so that a token that
+    /// lost access to the whole repository is reported as that (`Err`), not as a missing issue.
+    pub(crate) async fn issue_gone(
+        &self,
+        repo: &Repo,
+        error: &GitHubError,
+    ) -> Result<Option<IssueGone>, GitHubError> {
+        Ok(Some(match error {
+            GitHubError::Gone { .. } => IssueGone::Deleted,
+            GitHubError::Moved { location, .. } => IssueGone::Transferred { to: location.clone() },
+            GitHubError::NotFound { .. } => {
+                let url = self.url(&["repos", repo.owner(), repo.name()], &[]);
+                self.send(Method::GET, url, None).await?;
+                IssueGone::NotFound
+            }
+            _ => return Ok(None),
+        }))
     }
 
     /// A GET decoded as `T`, conditional on the cached ETag.
@@ -295,6 +320,16 @@ impl GitHubClient {
                 }
                 StatusCode::UNAUTHORIZED => return Err(GitHubError::Unauthorized { url: url.to_string() }),
                 StatusCode::NOT_FOUND => return Err(GitHubError::NotFound { url: url.to_string() }),
+                StatusCode::GONE => return Err(GitHubError::Gone { url: url.to_string() }),
+                StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT => {
+                    return Err(GitHubError::Moved {
+                        url: url.to_string(),
+                        location: headers
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|l| l.to_str().ok())
+                            .map(str::to_owned),
+                    })
+                }
                 s if s.is_success() => {
                     let more = next_link(&headers).is_some();
                     if method == Method::GET {

@@ -55,6 +55,24 @@ pub enum GitHubError {
         /// The request.
         url: String,
     },
+    /// The resource was deleted (HTTP 410): a deleted issue.
+    #[error("GitHub says {url} is gone (HTTP 410): it was deleted")]
+    Gone {
+        /// The request.
+        url: String,
+    },
+    /// The resource moved (HTTP 301): a transferred issue, or a renamed or transferred repository.
+    #[error(
+        "GitHub says {url} moved (HTTP 301){}: a transferred issue, or a renamed repository \
+         (then correct the name under [github] repos)",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Moved {
+        /// The request.
+        url: String,
+        /// Where GitHub says it is now, if it said.
+        location: Option<String>,
+    },
     /// Any other unsuccessful HTTP status.
     #[error("GitHub answered HTTP {status} for {method} {url}: {message}")]
     Http {
@@ -99,7 +117,42 @@ impl GitHubError {
             GitHubError::AppKey { .. }
             | GitHubError::Unauthorized { .. }
             | GitHubError::NotFound { .. }
+            | GitHubError::Gone { .. }
+            | GitHubError::Moved { .. }
             | GitHubError::Decode { .. } => false,
+        }
+    }
+}
+
+/// Why GitHub no longer has an issue where afk looks for it. Final: afk stops polling and
+/// reporting on the issue, and its job is cancelled with this reason (its `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueGone {
+    /// GitHub answered 410 Gone: the issue was deleted.
+    Deleted,
+    /// GitHub answered 301: the issue was transferred to another repository.
+    Transferred {
+        /// Where GitHub says it is now (an API URL), if it said.
+        to: Option<String>,
+    },
+    /// GitHub answered 404 for the issue while the repository itself is readable.
+    NotFound,
+}
+
+impl std::fmt::Display for IssueGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IssueGone::Deleted => f.write_str("the issue was deleted on GitHub (HTTP 410)"),
+            IssueGone::Transferred { to: Some(to) } => write!(
+                f,
+                "the issue was transferred to another repository (HTTP 301, now {to})"
+            ),
+            IssueGone::Transferred { to: None } => {
+                f.write_str("the issue was transferred to another repository (HTTP 301)")
+            }
+            IssueGone::NotFound => {
+                f.write_str("GitHub has no such issue any more (HTTP 404, while the repository is readable)")
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::client::GitHubClient;
-use crate::error::GitHubError;
+use crate::error::{GitHubError, IssueGone};
 use crate::model;
 
 /// The trigger label used when none is configured.
@@ -183,6 +183,8 @@ pub enum SkipReason {
     NotLabelled,
     /// It is a pull request, not an issue.
     PullRequest,
+    /// GitHub no longer has the issue here (deleted, transferred, or 404): final.
+    Gone(IssueGone),
 }
 
 impl fmt::Display for SkipReason {
@@ -199,6 +201,7 @@ impl fmt::Display for SkipReason {
             SkipReason::Closed => f.write_str("the issue is closed"),
             SkipReason::NotLabelled => f.write_str("the issue does not carry the trigger label"),
             SkipReason::PullRequest => f.write_str("it is a pull request, not an issue"),
+            SkipReason::Gone(gone) => gone.fmt(f),
         }
     }
 }
@@ -323,13 +326,33 @@ impl Intake {
         scan
     }
 
-    /// Checks one issue now (e.g. when a webhook says it was labelled).
+    /// Checks one issue now (e.g. when a webhook says it was labelled, closed, deleted or
+    /// transferred). A deleted or transferred issue (or one GitHub answers 404 for while the
+    /// repository is readable) is `Skipped(SkipReason::Gone)`: final, its job is to be cancelled
+    /// with that reason.
     pub async fn check(&self, repo: &Repo, number: u64) -> Result<Verdict, GitHubError> {
         let url = self.client.url(
             &["repos", repo.owner(), repo.name(), "issues", &number.to_string()],
             &[],
         );
-        let issue: model::Issue = self.client.get_json(url).await?;
+        let issue: model::Issue = match self.client.get_json(url).await {
+            Ok(issue) => issue,
+            Err(error) => {
+                return match self.client.issue_gone(repo, &error).await? {
+                    Some(gone) => {
+                        self.log_skip(
+                            &IssueKey {
+                                repo: repo.clone(),
+                                number,
+                            },
+                            &SkipReason::Gone(gone.clone()),
+                        );
+                        Ok(Verdict::Skipped(SkipReason::Gone(gone)))
+                    }
+                    None => Err(error),
+                }
+            }
+        };
         self.judge(repo, issue).await
     }
 

@@ -35,7 +35,7 @@ pub mod testing;
 pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
 pub use client::{ClientConfig, GitHubClient, GITHUB_API};
 pub use clock::{Clock, SystemClock};
-pub use error::GitHubError;
+pub use error::{GitHubError, IssueGone};
 pub use intake::{
     priority_from_labels, EligibleIssue, Intake, IntakeConfig, Login, Permission, Scan, SkipReason,
     SkippedIssue, Verdict, DEFAULT_TRIGGER_LABEL,
@@ -47,8 +47,8 @@ pub use policy::{
 pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{
     closes_issue, render_comment, status_label, PullRequestMatch, PullRequestRef, PullRequestSearch,
-    Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED, LABEL_RUNNING,
-    STATUS_MARKER,
+    ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
+    LABEL_RUNNING, STATUS_MARKER,
 };
 pub use webhook::{sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};
 

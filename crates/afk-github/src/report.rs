@@ -17,7 +17,7 @@ use serde_json::json;
 use url::Url;
 
 use crate::client::GitHubClient;
-use crate::error::GitHubError;
+use crate::error::{GitHubError, IssueGone};
 use crate::model;
 
 /// The hidden marker that identifies afk's status comment.
@@ -118,10 +118,32 @@ pub struct StatusComment {
     pub url: String,
 }
 
+/// What [`Reporter::report`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The status comment is written and the labels are in step.
+    Reported(StatusComment),
+    /// GitHub no longer has the issue: nothing was (or will be) written; cancel the job with
+    /// this reason.
+    IssueGone(IssueGone),
+}
+
+impl ReportOutcome {
+    /// The status comment, when one was written.
+    pub fn comment(&self) -> Option<&StatusComment> {
+        match self {
+            ReportOutcome::Reported(c) => Some(c),
+            ReportOutcome::IssueGone(_) => None,
+        }
+    }
+}
+
 /// Writes status comments and labels. Keep one for the process: it remembers comment ids.
 pub struct Reporter {
     client: GitHubClient,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
+    /// Issues GitHub no longer has: nothing more is sent for them.
+    gone: Mutex<HashMap<IssueKey, IssueGone>>,
     // One report at a time per issue, so two quick transitions cannot both create a comment.
     issue_locks: Mutex<HashMap<IssueKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -138,74 +160,70 @@ impl Reporter {
         Self {
             client,
             comment_ids: Mutex::new(HashMap::new()),
+            gone: Mutex::new(HashMap::new()),
             issue_locks: Mutex::new(HashMap::new()),
         }
     }
 
     /// Creates or edits the status comment and puts the status labels in step with `report.state`.
-    pub async fn report(&self, report: &StatusReport) -> Result<StatusComment, GitHubError> {
+    ///
+    /// When GitHub no longer has the issue (deleted: 410; transferred: 301; 404 while the
+    /// repository is readable) the answer is `Ok(ReportOutcome::IssueGone)`: there is nowhere to
+    /// report, now or later, so this reporter sends nothing more for that issue, and the caller
+    /// cancels the job with that reason. A 404 for the whole repository stays an `Err`.
+    pub async fn report(&self, report: &StatusReport) -> Result<ReportOutcome, GitHubError> {
+        if let Some(gone) = lock(&self.gone).get(&report.issue).cloned() {
+            return Ok(ReportOutcome::IssueGone(gone));
+        }
         let issue_lock = lock(&self.issue_locks)
             .entry(report.issue.clone())
             .or_default()
             .clone();
         let _guard = issue_lock.lock().await;
         let body = render_comment(report, self.client.clock().now());
-        let comment = self.upsert_comment(&report.issue, &body).await?;
-        self.set_status_labels(&report.issue, report.state).await?;
-        Ok(comment)
+        let written = match self.upsert_comment(&report.issue, &body).await {
+            Ok(comment) => self
+                .set_status_labels(&report.issue, report.state)
+                .await
+                .map(|()| comment),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(comment) => Ok(ReportOutcome::Reported(comment)),
+            Err(error) => match self.client.issue_gone(&report.issue.repo, &error).await? {
+                Some(gone) => {
+                    tracing::warn!(
+                        issue = %report.issue,
+                        "{gone}; afk stops reporting on it"
+                    );
+                    lock(&self.gone).insert(report.issue.clone(), gone.clone());
+                    Ok(ReportOutcome::IssueGone(gone))
+                }
+                None => Err(error),
+            },
+        }
     }
 
     async fn upsert_comment(&self, issue: &IssueKey, body: &str) -> Result<StatusComment, GitHubError> {
-        let (owner, name) = (issue.repo.owner(), issue.repo.name());
         let remembered = lock(&self.comment_ids).get(issue).copied();
-        let id = match remembered {
-            Some(id) => Some(id),
-            None => self.find_status_comment(issue).await?,
-        };
-        if let Some(id) = id {
-            let url = self.client.url(
-                &["repos", owner, name, "issues", "comments", &id.to_string()],
-                &[],
-            );
-            match self
-                .client
-                .send_json::<model::Comment>(Method::PATCH, url, &json!({ "body": body }))
-                .await
-            {
-                Ok(c) => {
-                    lock(&self.comment_ids).insert(issue.clone(), c.id);
-                    return Ok(StatusComment {
-                        id: c.id,
-                        url: c.html_url,
-                    });
-                }
+        if let Some(id) = remembered {
+            match self.edit_comment(issue, id, body).await {
+                Ok(comment) => return Ok(comment),
                 // Deleted by someone: look again (another may exist) or create a new one.
-                Err(GitHubError::NotFound { .. }) if remembered.is_some() => {
+                Err(GitHubError::NotFound { .. }) => {
                     lock(&self.comment_ids).remove(issue);
-                    if let Some(found) = self.find_status_comment(issue).await? {
-                        let url = self.client.url(
-                            &["repos", owner, name, "issues", "comments", &found.to_string()],
-                            &[],
-                        );
-                        let c: model::Comment = self
-                            .client
-                            .send_json(Method::PATCH, url, &json!({ "body": body }))
-                            .await?;
-                        lock(&self.comment_ids).insert(issue.clone(), c.id);
-                        return Ok(StatusComment {
-                            id: c.id,
-                            url: c.html_url,
-                        });
-                    }
                 }
                 Err(e) => return Err(e),
             }
         }
+        if let Some(id) = self.find_status_comment(issue).await? {
+            return self.edit_comment(issue, id, body).await;
+        }
         let url = self.client.url(
             &[
                 "repos",
-                owner,
-                name,
+                issue.repo.owner(),
+                issue.repo.name(),
                 "issues",
                 &issue.number.to_string(),
                 "comments",
@@ -215,6 +233,34 @@ impl Reporter {
         let c: model::Comment = self
             .client
             .send_json(Method::POST, url, &json!({ "body": body }))
+            .await?;
+        lock(&self.comment_ids).insert(issue.clone(), c.id);
+        Ok(StatusComment {
+            id: c.id,
+            url: c.html_url,
+        })
+    }
+
+    async fn edit_comment(
+        &self,
+        issue: &IssueKey,
+        id: u64,
+        body: &str,
+    ) -> Result<StatusComment, GitHubError> {
+        let url = self.client.url(
+            &[
+                "repos",
+                issue.repo.owner(),
+                issue.repo.name(),
+                "issues",
+                "comments",
+                &id.to_string(),
+            ],
+            &[],
+        );
+        let c: model::Comment = self
+            .client
+            .send_json(Method::PATCH, url, &json!({ "body": body }))
             .await?;
         lock(&self.comment_ids).insert(issue.clone(), c.id);
         Ok(StatusComment {

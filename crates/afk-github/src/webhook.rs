@@ -47,6 +47,10 @@ pub enum WebhookEventKind {
     Closed,
     /// The issue was reopened.
     Reopened,
+    /// The issue was deleted.
+    Deleted,
+    /// The issue was transferred to another repository.
+    Transferred,
 }
 
 /// One verified `issues` event.
@@ -63,11 +67,13 @@ pub struct WebhookEvent {
 }
 
 impl WebhookEvent {
-    /// True when the event withdraws the issue from afk: it was closed, or lost `trigger_label`.
-    /// The caller then interrupts the running thread and cancels the job.
+    /// True when the event withdraws the issue from afk: it was closed, deleted or transferred,
+    /// or lost `trigger_label`. The caller checks the issue as it is now
+    /// ([`crate::Intake::check`]) and, unless it is still eligible, interrupts the running thread
+    /// and cancels the job.
     pub fn withdraws(&self, trigger_label: &str) -> bool {
         match &self.kind {
-            WebhookEventKind::Closed => true,
+            WebhookEventKind::Closed | WebhookEventKind::Deleted | WebhookEventKind::Transferred => true,
             WebhookEventKind::Unlabeled { label } => label == trigger_label,
             WebhookEventKind::Labeled { .. } | WebhookEventKind::Reopened => false,
         }
@@ -80,7 +86,10 @@ impl WebhookEvent {
         match &self.kind {
             WebhookEventKind::Labeled { label } => label == trigger_label,
             WebhookEventKind::Reopened => true,
-            WebhookEventKind::Closed | WebhookEventKind::Unlabeled { .. } => false,
+            WebhookEventKind::Closed
+            | WebhookEventKind::Deleted
+            | WebhookEventKind::Transferred
+            | WebhookEventKind::Unlabeled { .. } => false,
         }
     }
 }
@@ -128,7 +137,8 @@ impl SeenDeliveries {
 }
 
 /// A router serving `POST /webhooks/github`. `secret` is asked on every delivery (so a rotated
-/// secret applies at once); verified `issues` events labeled/unlabeled/closed/reopened are sent
+/// secret applies at once); verified `issues` events labeled, unlabeled, closed, reopened,
+/// deleted and transferred are sent
 /// on `events`. Answers: 202 accepted, 200 duplicate, 204 ignored (other events or actions),
 /// 400 malformed, 401 bad or missing signature, 503 secret unavailable or receiver gone.
 pub fn webhook_router(secret: Arc<dyn SecretProvider>, events: mpsc::Sender<WebhookEvent>) -> Router {
@@ -218,6 +228,8 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         "unlabeled" => WebhookEventKind::Unlabeled { label: label() },
         "closed" => WebhookEventKind::Closed,
         "reopened" => WebhookEventKind::Reopened,
+        "deleted" => WebhookEventKind::Deleted,
+        "transferred" => WebhookEventKind::Transferred,
         _ => return (StatusCode::NO_CONTENT, String::new()),
     };
     if payload.issue.pull_request.is_some() {
@@ -320,6 +332,9 @@ mod tests {
         let unlabeled = |l: &str| event(WebhookEventKind::Unlabeled { label: l.into() });
         let labeled = |l: &str| event(WebhookEventKind::Labeled { label: l.into() });
         assert!(event(WebhookEventKind::Closed).withdraws("afk"));
+        assert!(event(WebhookEventKind::Deleted).withdraws("afk"));
+        assert!(event(WebhookEventKind::Transferred).withdraws("afk"));
+        assert!(!event(WebhookEventKind::Deleted).may_make_eligible("afk"));
         assert!(unlabeled("afk").withdraws("afk"));
         assert!(!unlabeled("bug").withdraws("afk"));
         assert!(labeled("afk").may_make_eligible("afk"));

@@ -3,7 +3,7 @@
 mod common;
 
 use afk_core::Priority;
-use afk_github::{Intake, IntakeConfig, Permission, SkipReason, Verdict};
+use afk_github::{Intake, IntakeConfig, IssueGone, Permission, SkipReason, Verdict};
 use common::*;
 
 #[tokio::test]
@@ -236,4 +236,43 @@ async fn an_issue_labelled_after_an_exactly_full_last_page_is_seen() {
     let before = github.charged_requests();
     assert_eq!(intake.scan().await.eligible.len(), 101);
     assert_eq!(github.charged_requests(), before);
+}
+
+#[tokio::test]
+async fn a_deleted_or_transferred_issue_is_final_and_no_longer_listed() {
+    let (github, clock) = world().await;
+    github.create_repo("acme/elsewhere");
+    let deleted = labelled_issue(&github, "Deleted", MAINTAINER);
+    let transferred = labelled_issue(&github, "Transferred", MAINTAINER);
+    let kept = labelled_issue(&github, "Kept", MAINTAINER);
+    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    assert_eq!(intake.scan().await.eligible.len(), 3);
+
+    github.delete_issue(REPO, deleted);
+    github.transfer_issue(REPO, transferred, "acme/elsewhere");
+    let scan = intake.scan().await;
+
+    assert!(scan.complete, "{:?}", scan.errors);
+    let listed: Vec<u64> = scan.eligible.iter().map(|i| i.number).collect();
+    assert_eq!(listed, vec![kept]);
+    assert_eq!(
+        intake.check(&repo(), deleted).await.unwrap(),
+        Verdict::Skipped(SkipReason::Gone(IssueGone::Deleted))
+    );
+    let verdict = intake.check(&repo(), transferred).await.unwrap();
+    assert!(
+        matches!(
+            verdict,
+            Verdict::Skipped(SkipReason::Gone(IssueGone::Transferred { .. }))
+        ),
+        "{verdict:?}"
+    );
+    assert!(verdict_text(&verdict).contains("transferred"), "{verdict:?}");
+}
+
+fn verdict_text(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Skipped(reason) => reason.to_string(),
+        Verdict::Eligible(_) => String::new(),
+    }
 }

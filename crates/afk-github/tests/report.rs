@@ -5,8 +5,8 @@ mod common;
 use afk_core::{IssueKey, JobState};
 use afk_github::Clock;
 use afk_github::{
-    PullRequestMatch, PullRequestSearch, Reporter, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
-    LABEL_RUNNING, STATUS_MARKER,
+    IssueGone, PullRequestMatch, PullRequestSearch, ReportOutcome, Reporter, StatusComment, StatusReport,
+    ThreadLink, LABEL_DONE, LABEL_FAILED, LABEL_RUNNING, STATUS_MARKER,
 };
 use common::*;
 
@@ -30,6 +30,14 @@ fn report(number: u64, state: JobState, attempt: u32) -> StatusReport {
     }
 }
 
+/// Reports, expecting a written comment.
+async fn posted(reporter: &Reporter, report: &StatusReport) -> StatusComment {
+    match reporter.report(report).await {
+        Ok(ReportOutcome::Reported(comment)) => comment,
+        other => panic!("expected a written status comment, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_status_comment_is_edited_not_duplicated() {
     let (github, clock) = world().await;
@@ -37,16 +45,13 @@ async fn the_status_comment_is_edited_not_duplicated() {
     github.add_comment(REPO, number, "octocat", "Thanks for looking at this!");
     let reporter = Reporter::new(client(&github, &clock));
 
-    let first = reporter
-        .report(&report(number, JobState::Running, 1))
-        .await
-        .unwrap();
+    let first = posted(&reporter, &report(number, JobState::Running, 1)).await;
     let mut failed = report(number, JobState::Failed, 1);
     failed.last_error = Some("cargo test failed: 3 tests".into());
     failed.started_at = Some(clock.now());
     clock.advance(std::time::Duration::from_secs(125));
     failed.finished_at = Some(clock.now());
-    let second = reporter.report(&failed).await.unwrap();
+    let second = posted(&reporter, &failed).await;
 
     assert_eq!(first.id, second.id);
     let comments = github.comments(REPO, number);
@@ -92,10 +97,7 @@ async fn a_deleted_status_comment_is_recreated_once() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "One", MAINTAINER);
     let reporter = Reporter::new(client(&github, &clock));
-    let first = reporter
-        .report(&report(number, JobState::Running, 1))
-        .await
-        .unwrap();
+    let first = posted(&reporter, &report(number, JobState::Running, 1)).await;
     let http = reqwest::Client::new();
     let url = github
         .api_url()
@@ -110,10 +112,7 @@ async fn a_deleted_status_comment_is_recreated_once() {
         .status();
     assert_eq!(deleted.as_u16(), 204);
 
-    let second = reporter
-        .report(&report(number, JobState::Succeeded, 1))
-        .await
-        .unwrap();
+    let second = posted(&reporter, &report(number, JobState::Succeeded, 1)).await;
 
     assert_ne!(first.id, second.id);
     assert_eq!(github.comments(REPO, number).len(), 1);
@@ -264,4 +263,75 @@ async fn extra_labels_are_added_once() {
 
     assert_eq!(github.labels(REPO, number), vec!["afk", "automated"]);
     assert_eq!(github.requests().iter().filter(|r| r.method == "POST").count(), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_issue_is_reported_gone_once_and_then_left_alone() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let reporter = Reporter::new(client(&github, &clock));
+    posted(&reporter, &report(number, JobState::Running, 1)).await;
+    github.delete_issue(REPO, number);
+
+    let outcome = reporter
+        .report(&report(number, JobState::Cancelled, 1))
+        .await
+        .unwrap();
+    let sent = github.requests().len();
+    let again = reporter
+        .report(&report(number, JobState::Cancelled, 1))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome, ReportOutcome::IssueGone(IssueGone::Deleted));
+    assert_eq!(again, outcome);
+    assert_eq!(
+        github.requests().len(),
+        sent,
+        "nothing more is sent for a deleted issue"
+    );
+    assert!(outcome_reason(&outcome).contains("deleted"), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_transferred_issue_is_reported_gone_not_followed() {
+    let (github, clock) = world().await;
+    github.create_repo("acme/elsewhere");
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let reporter = Reporter::new(client(&github, &clock));
+    let moved_to = github.transfer_issue(REPO, number, "acme/elsewhere");
+
+    let outcome = reporter
+        .report(&report(number, JobState::Running, 1))
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(&outcome, ReportOutcome::IssueGone(IssueGone::Transferred { to: Some(to) })
+            if to.ends_with(&format!("/acme/elsewhere/issues/{moved_to}"))),
+        "{outcome:?}"
+    );
+    assert!(
+        github.comments("acme/elsewhere", moved_to).is_empty(),
+        "afk did not follow the redirect to write on another repository's issue"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_repository_is_an_error_not_a_gone_issue() {
+    let (github, clock) = world().await;
+    let reporter = Reporter::new(client(&github, &clock));
+    let mut status = report(1, JobState::Running, 1);
+    status.issue.repo = afk_core::Repo::new("acme/renamed-away").unwrap();
+
+    let err = reporter.report(&status).await.unwrap_err();
+
+    assert!(matches!(err, afk_github::GitHubError::NotFound { .. }), "{err}");
+}
+
+fn outcome_reason(outcome: &ReportOutcome) -> String {
+    match outcome {
+        ReportOutcome::IssueGone(gone) => gone.to_string(),
+        ReportOutcome::Reported(_) => String::new(),
+    }
 }

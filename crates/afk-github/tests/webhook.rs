@@ -96,6 +96,8 @@ async fn every_issue_action_afk_cares_about_is_parsed() {
         ),
         ("closed", None, WebhookEventKind::Closed),
         ("reopened", None, WebhookEventKind::Reopened),
+        ("deleted", None, WebhookEventKind::Deleted),
+        ("transferred", None, WebhookEventKind::Transferred),
     ];
     for (i, (action, label, kind)) in cases.into_iter().enumerate() {
         let body = payload(action, 3, label);

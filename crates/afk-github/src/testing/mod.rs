@@ -143,6 +143,10 @@ pub(crate) struct RepoData {
     pub(crate) permissions: HashMap<String, String>,
     pub(crate) files: HashMap<String, String>,
     pub(crate) comments: Vec<CommentData>,
+    /// Numbers of deleted issues (410 Gone).
+    pub(crate) deleted: HashSet<u64>,
+    /// Transferred issues: old number → (new repository, new number) (301).
+    pub(crate) transferred: HashMap<u64, (String, u64)>,
 }
 
 pub(crate) struct World {
@@ -457,6 +461,46 @@ impl GitHubStandIn {
             .and_then(|r| r.issues.get_mut(&number))
             .unwrap_or_else(|| panic!("the stand-in has no issue {repo}#{number}"));
         change(issue, event);
+    }
+
+    /// Deletes the issue (as an admin would): from now on GitHub answers 410 Gone for it and its
+    /// comments and events, and it is no longer listed.
+    pub fn delete_issue(&self, repo: &str, number: u64) {
+        let mut world = self.world();
+        let data = world.repos.entry(repo.to_owned()).or_default();
+        data.issues.remove(&number);
+        data.comments.retain(|c| c.issue != number);
+        data.deleted.insert(number);
+    }
+
+    /// Transfers the issue to `to_repo`, where it gets the next free number (returned): from now
+    /// on its old address answers 301 with a `Location` pointing at the new one, and it is no
+    /// longer listed in `repo`. Labels and comments move with it.
+    pub fn transfer_issue(&self, repo: &str, number: u64, to_repo: &str) -> u64 {
+        let mut world = self.world();
+        let data = world.repos.entry(repo.to_owned()).or_default();
+        let Some(mut issue) = data.issues.remove(&number) else {
+            panic!("the stand-in has no issue {repo}#{number}");
+        };
+        let (comments, kept): (Vec<CommentData>, Vec<CommentData>) = std::mem::take(&mut data.comments)
+            .into_iter()
+            .partition(|c| c.issue == number);
+        data.comments = kept;
+        let target = world.repos.entry(to_repo.to_owned()).or_default();
+        let new_number = target.issues.keys().next_back().copied().unwrap_or(0) + 1;
+        issue.number = new_number;
+        target.issues.insert(new_number, issue);
+        target.comments.extend(comments.into_iter().map(|c| CommentData {
+            issue: new_number,
+            ..c
+        }));
+        world
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .transferred
+            .insert(number, (to_repo.to_owned(), new_number));
+        new_number
     }
 
     /// The issue's labels.

@@ -19,26 +19,24 @@ pub(crate) fn router(world: Arc<Mutex<World>>) -> Router {
     Router::new().fallback(handle).with_state(world)
 }
 
-/// A routed answer before metering: status, JSON body, `Link` header.
+/// A routed answer before metering: status, JSON body, `Link` and `Location` headers.
 struct Reply {
     status: StatusCode,
     body: Value,
     link: Option<String>,
+    location: Option<String>,
 }
 
 impl Reply {
     fn ok(body: Value) -> Self {
-        Self {
-            status: StatusCode::OK,
-            body,
-            link: None,
-        }
+        Self::status(StatusCode::OK, body)
     }
     fn status(status: StatusCode, body: Value) -> Self {
         Self {
             status,
             body,
             link: None,
+            location: None,
         }
     }
     fn not_found() -> Self {
@@ -158,6 +156,9 @@ async fn handle(
     }
     // GitHub's ETag covers the page's body only; a 304 carries no `Link`, so a client cannot
     // learn from it whether more pages exist now.
+    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert("location", location);
+    }
     if let Some(link) = reply.link.filter(|_| !not_modified) {
         if let Ok(v) = HeaderValue::from_str(&link) {
             response.headers_mut().insert("link", v);
@@ -257,8 +258,31 @@ fn route(
     let Some(repo) = world.repos.get_mut(&repo_name) else {
         return Reply::not_found();
     };
+    // A deleted issue answers 410 and a transferred one 301 on all of its endpoints, as on GitHub.
+    if let ["issues", n, ..] = rest {
+        if let Ok(number) = n.parse::<u64>() {
+            if repo.deleted.contains(&number) {
+                return Reply::status(StatusCode::GONE, json!({ "message": "This issue was deleted" }));
+            }
+            if let Some((to_repo, to_number)) = repo.transferred.get(&number) {
+                let target = format!("{base}/repos/{to_repo}/issues/{to_number}");
+                return Reply {
+                    location: Some(target.clone()),
+                    ..Reply::status(
+                        StatusCode::MOVED_PERMANENTLY,
+                        json!({ "message": "Moved Permanently", "url": target }),
+                    )
+                };
+            }
+        }
+    }
     let issue_json = |i: &IssueData| issue_json(&base, &repo_name, i);
     match (method.clone(), rest) {
+        (Method::GET, []) => Reply::ok(json!({
+            "full_name": repo_name,
+            "name": name,
+            "owner": { "login": owner },
+        })),
         (Method::GET, ["issues"]) => {
             let state = query.get("state").map(String::as_str).unwrap_or("open");
             let wanted: Vec<&str> = query
@@ -554,9 +578,8 @@ fn paginate(items: Vec<Value>, query: &HashMap<String, String>, base: &str, path
         format!("<{base}{path}?{}>; rel=\"next\"", query.join("&"))
     });
     Reply {
-        status: StatusCode::OK,
-        body: Value::Array(page_items),
         link,
+        ..Reply::ok(Value::Array(page_items))
     }
 }
 
