@@ -10,104 +10,21 @@
 //! post on demand).
 
 use crate::lock;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use afk_core::{IssueKey, Priority, Repo};
-use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::client::GitHubClient;
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
+use crate::trust::{Login, Permission, Permissions};
 
 /// The trigger label used when none is configured.
 pub const DEFAULT_TRIGGER_LABEL: &str = "afk";
-
-/// A GitHub user's login.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Login(String);
-
-impl Login {
-    /// Wraps a login as GitHub spells it.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The login.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Login {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Login {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-/// A person's permission on a repository, as GitHub's collaborator-permission endpoint reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    /// Full control.
-    Admin,
-    /// Manages the repository without destructive admin rights.
-    Maintain,
-    /// May push.
-    Write,
-    /// May manage issues and pull requests, but not push.
-    Triage,
-    /// May read.
-    Read,
-    /// Not a collaborator.
-    None,
-}
-
-impl Permission {
-    /// True for write, maintain and admin: the people who may hand an issue to an agent.
-    pub fn is_trusted(self) -> bool {
-        matches!(self, Permission::Admin | Permission::Maintain | Permission::Write)
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "admin" => Permission::Admin,
-            "maintain" => Permission::Maintain,
-            "write" | "push" => Permission::Write,
-            "triage" => Permission::Triage,
-            "read" | "pull" => Permission::Read,
-            "none" => Permission::None,
-            _ => return None,
-        })
-    }
-
-    /// GitHub's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Admin => "admin",
-            Permission::Maintain => "maintain",
-            Permission::Write => "write",
-            Permission::Triage => "triage",
-            Permission::Read => "read",
-            Permission::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What intake watches.
 #[derive(Debug, Clone)]
@@ -240,16 +157,11 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
-struct CachedPermission {
-    permission: Permission,
-    fetched_at: DateTime<Utc>,
-}
-
 /// Finds eligible issues. Holds the permission cache, so keep one for the life of the process.
 pub struct Intake {
     client: GitHubClient,
     config: IntakeConfig,
-    permissions: Mutex<HashMap<(Repo, Login), CachedPermission>>,
+    permissions: Permissions,
     // Issues already logged as skipped, so a 30-second poll does not repeat the same line forever.
     logged_skips: Mutex<HashSet<(IssueKey, String)>>,
 }
@@ -266,9 +178,9 @@ impl Intake {
     /// Intake over `client` with `config`.
     pub fn new(client: GitHubClient, config: IntakeConfig) -> Self {
         Self {
+            permissions: Permissions::new(client.clone(), config.permission_ttl),
             client,
             config,
-            permissions: Mutex::new(HashMap::new()),
             logged_skips: Mutex::new(HashSet::new()),
         }
     }
@@ -375,7 +287,7 @@ impl Intake {
             self.log_skip(&key, &SkipReason::LabelerUnknown);
             return Ok(Verdict::Skipped(SkipReason::LabelerUnknown));
         };
-        let permission = self.permission(repo, &labeler).await?;
+        let permission = self.permissions.of(repo, &labeler).await?;
         if !permission.is_trusted() {
             let reason = SkipReason::UntrustedLabeler {
                 login: labeler,
@@ -425,52 +337,6 @@ impl Intake {
             .max_by_key(|(i, e)| (e.created_at, *i))
             .and_then(|(_, e)| e.actor);
         Ok(latest.map(|a| Login::new(a.login)))
-    }
-
-    /// `login`'s permission on `repo`, cached for [`IntakeConfig::permission_ttl`].
-    async fn permission(&self, repo: &Repo, login: &Login) -> Result<Permission, GitHubError> {
-        let now = self.client.clock().now();
-        let ttl = chrono::Duration::from_std(self.config.permission_ttl).unwrap_or(chrono::Duration::MAX);
-        let cache_key = (repo.clone(), login.clone());
-        if let Some(cached) = lock(&self.permissions).get(&cache_key) {
-            if now < cached.fetched_at + ttl {
-                return Ok(cached.permission);
-            }
-        }
-        let url = self.client.url(
-            &[
-                "repos",
-                repo.owner(),
-                repo.name(),
-                "collaborators",
-                login.as_str(),
-                "permission",
-            ],
-            &[],
-        );
-        let permission = match self.client.get_json::<model::CollaboratorPermission>(url).await {
-            Ok(p) => {
-                // role_name is the precise role (maintain, triage, custom); permission is GitHub's
-                // older coarse value. Trust if either says write or better.
-                let coarse = Permission::parse(&p.permission).unwrap_or(Permission::None);
-                let precise = p.role_name.as_deref().and_then(Permission::parse);
-                match precise {
-                    Some(r) if r.is_trusted() || !coarse.is_trusted() => r,
-                    _ => coarse,
-                }
-            }
-            // GitHub answers 404 for a user who is not a collaborator at all.
-            Err(GitHubError::NotFound { .. }) => Permission::None,
-            Err(e) => return Err(e),
-        };
-        lock(&self.permissions).insert(
-            cache_key,
-            CachedPermission {
-                permission,
-                fetched_at: now,
-            },
-        );
-        Ok(permission)
     }
 
     fn log_skip(&self, key: &IssueKey, reason: &SkipReason) {

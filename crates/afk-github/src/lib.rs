@@ -27,6 +27,7 @@ mod model;
 pub mod policy;
 pub mod rate_limit;
 pub mod report;
+pub mod trust;
 pub mod webhook;
 
 #[cfg(feature = "testing")]
@@ -37,8 +38,8 @@ pub use client::{ClientConfig, GitHubClient, GITHUB_API};
 pub use clock::{Clock, SystemClock};
 pub use error::{GitHubError, IssueGone};
 pub use intake::{
-    priority_from_labels, EligibleIssue, Intake, IntakeConfig, Login, Permission, Scan, SkipReason,
-    SkippedIssue, Verdict, DEFAULT_TRIGGER_LABEL,
+    priority_from_labels, EligibleIssue, Intake, IntakeConfig, Scan, SkipReason, SkippedIssue, Verdict,
+    DEFAULT_TRIGGER_LABEL,
 };
 pub use policy::{
     PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
@@ -50,6 +51,7 @@ pub use report::{
     ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
     LABEL_RUNNING, STATUS_MARKER,
 };
+pub use trust::{Login, Permission};
 pub use webhook::{sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};
 
 /// Locks `m`, also when a panic poisoned it: every lock in this crate guards plain caches and
