@@ -101,6 +101,24 @@ impl Authenticator {
         }
     }
 
+    /// True when afk authenticates as a GitHub App (its identity is then the App's bot account).
+    pub(crate) fn is_app(&self) -> bool {
+        matches!(self.credentials, Credentials::App(_))
+    }
+
+    /// A freshly signed App JWT, for the few endpoints that speak to the App itself (`GET /app`);
+    /// `None` with a personal token.
+    pub(crate) async fn app_jwt(
+        &self,
+        freshness: Freshness,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Secret>, GitHubError> {
+        match &self.credentials {
+            Credentials::Token(_) => Ok(None),
+            Credentials::App(app) => Ok(Some(Secret::new(sign_app_jwt(app, freshness, now).await?))),
+        }
+    }
+
     /// The bearer for the next request. `Freshness::Refresh` (after a 401) bypasses every cache.
     pub(crate) async fn bearer(
         &self,
@@ -130,16 +148,12 @@ impl Authenticator {
     }
 }
 
-/// Signs the App JWT and trades it for an installation token.
-async fn exchange_app_jwt(
+/// The App's JWT: RS256 with the App's private key, issued by the App id, valid 9 minutes.
+async fn sign_app_jwt(
     app: &AppCredentials,
     freshness: Freshness,
-    http: &reqwest::Client,
-    api_base: &url::Url,
-    clock: &dyn Clock,
-    gate: &RateGate,
-) -> Result<CachedInstallationToken, GitHubError> {
-    let now = clock.now();
+    now: DateTime<Utc>,
+) -> Result<String, GitHubError> {
     let pem = app.private_key.get(freshness).await?;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(|e| {
         GitHubError::AppKey {
@@ -153,14 +167,27 @@ async fn exchange_app_jwt(
         exp: (now + chrono::Duration::seconds(9 * 60)).timestamp(),
         iss: app.app_id.0.to_string(),
     };
-    let jwt = jsonwebtoken::encode(
+    jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
         &claims,
         &key,
     )
     .map_err(|e| GitHubError::AppKey {
         reason: format!("{:?}", e.kind()),
-    })?;
+    })
+}
+
+/// Signs the App JWT and trades it for an installation token.
+async fn exchange_app_jwt(
+    app: &AppCredentials,
+    freshness: Freshness,
+    http: &reqwest::Client,
+    api_base: &url::Url,
+    clock: &dyn Clock,
+    gate: &RateGate,
+) -> Result<CachedInstallationToken, GitHubError> {
+    let now = clock.now();
+    let jwt = sign_app_jwt(app, freshness, now).await?;
     let url = crate::http::join(
         api_base,
         &[

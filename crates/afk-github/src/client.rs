@@ -31,7 +31,9 @@ use crate::auth::{Authenticator, Credentials};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{GitHubError, IssueGone};
 use crate::http::{decode, github_message, transport, ACCEPT_GITHUB_JSON, API_VERSION};
+use crate::model;
 use crate::rate_limit::{RateGate, RateLimitBlock};
+use crate::trust::Login;
 
 /// Bound on remembered ETags; past it the cache starts over (a few extra full responses).
 const ETAG_CACHE_LIMIT: usize = 20_000;
@@ -101,6 +103,15 @@ struct CachedResponse {
     body: Bytes,
 }
 
+/// Which credential a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bearer {
+    /// The personal token, or the App's installation token: what every repository request uses.
+    Installation,
+    /// The App's own JWT (`GET /app`).
+    AppJwt,
+}
+
 /// One answered request.
 pub(crate) struct Answer {
     pub(crate) body: Bytes,
@@ -165,6 +176,23 @@ impl GitHubClient {
     /// `{api_base}/{segments...}?{query}`, each segment percent-encoded.
     pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         crate::http::join(&self.inner.api_base, segments, query)
+    }
+
+    /// afk's own account on GitHub, the author of everything it writes: the token's user
+    /// (`GET /user`) or, for an App, its bot account `<slug>[bot]` (`GET /app`, signed with the
+    /// App's JWT). Both are conditional requests, so asking again costs no rate limit, and a
+    /// token rotated to another account is noticed at once.
+    pub async fn identity(&self) -> Result<Login, GitHubError> {
+        if self.inner.auth.is_app() {
+            let url = self.url(&["app"], &[]);
+            let answer = self
+                .send_as(Method::GET, url.clone(), None, Bearer::AppJwt)
+                .await?;
+            let app: model::App = decode(&url, &answer.body)?;
+            return Ok(Login::new(format!("{}[bot]", app.slug)));
+        }
+        let user: model::User = self.get_json(self.url(&["user"], &[])).await?;
+        Ok(Login::new(user.login))
     }
 
     /// What `error`, met on one of `repo`'s issue endpoints, says about the issue: deleted (410),
@@ -251,20 +279,43 @@ impl GitHubClient {
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
+        self.send_as(method, url, body, Bearer::Installation).await
+    }
+
+    /// [`Self::send`] with the chosen bearer.
+    async fn send_as(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        as_who: Bearer,
+    ) -> Result<Answer, GitHubError> {
         let mut freshness = Freshness::Cached;
         loop {
             self.inner.rate_gate.check(self.inner.clock.now())?;
-            let bearer = self
-                .inner
-                .auth
-                .bearer(
-                    freshness,
-                    &self.inner.http,
-                    &self.inner.api_base,
-                    self.inner.clock.as_ref(),
-                    &self.inner.rate_gate,
-                )
-                .await?;
+            let bearer = match as_who {
+                Bearer::Installation => {
+                    self.inner
+                        .auth
+                        .bearer(
+                            freshness,
+                            &self.inner.http,
+                            &self.inner.api_base,
+                            self.inner.clock.as_ref(),
+                            &self.inner.rate_gate,
+                        )
+                        .await?
+                }
+                Bearer::AppJwt => self
+                    .inner
+                    .auth
+                    .app_jwt(freshness, self.inner.clock.now())
+                    .await?
+                    .ok_or_else(|| GitHubError::Decode {
+                        url: url.to_string(),
+                        reason: "only a GitHub App can ask as itself".into(),
+                    })?,
+            };
             // The exchange above may have met a limit; nothing more goes out then.
             self.inner.rate_gate.check(self.inner.clock.now())?;
             let cached = if method == Method::GET {

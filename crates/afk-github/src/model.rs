@@ -9,6 +9,12 @@ pub(crate) struct User {
     pub(crate) login: String,
 }
 
+/// `GET /app`: the App itself.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct App {
+    pub(crate) slug: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LabelRef {
     pub(crate) name: String,
@@ -53,6 +59,9 @@ pub(crate) struct Comment {
     pub(crate) id: u64,
     #[serde(default)]
     pub(crate) body: Option<String>,
+    /// Null for a deleted account.
+    #[serde(default)]
+    pub(crate) user: Option<User>,
     pub(crate) html_url: String,
 }
 

@@ -1,9 +1,10 @@
 //! Reporting back on the issue: one status comment, the status labels, and the pull request.
 //!
 //! **Invariant:** an issue has at most one status comment from afk. It is found by
-//! [`STATUS_MARKER`] (an HTML comment, invisible on GitHub), created on the first report and
-//! edited in place afterwards; when the remembered comment id is lost (restart) or stale (the
-//! comment was deleted), the comments are searched before a new one is created.
+//! [`STATUS_MARKER`] (an HTML comment, invisible on GitHub) in a comment written by afk's own
+//! account, created on the first report and edited in place afterwards; when the remembered
+//! comment id is lost (restart) or stale (the comment was deleted), the comments are searched
+//! before a new one is created. afk never edits anybody else's comment.
 
 use crate::lock;
 use std::collections::HashMap;
@@ -269,8 +270,11 @@ impl Reporter {
         })
     }
 
-    /// The oldest comment on the issue carrying [`STATUS_MARKER`].
+    /// The oldest comment on the issue that carries [`STATUS_MARKER`] **and** was written by afk
+    /// itself ([`GitHubClient::identity`]): a marker in anybody else's comment is ignored, so no
+    /// one can make afk's status appear under their name or rewrite it later.
     async fn find_status_comment(&self, issue: &IssueKey) -> Result<Option<u64>, GitHubError> {
+        let me = self.client.identity().await?;
         let url = self.client.url(
             &[
                 "repos",
@@ -285,7 +289,10 @@ impl Reporter {
         let comments: Vec<model::Comment> = self.client.get_all(url).await?;
         Ok(comments
             .into_iter()
-            .find(|c| c.body.as_deref().is_some_and(|b| b.contains(STATUS_MARKER)))
+            .find(|c| {
+                c.user.as_ref().is_some_and(|u| me.is(&u.login))
+                    && c.body.as_deref().is_some_and(|b| b.contains(STATUS_MARKER))
+            })
             .map(|c| c.id))
     }
 

@@ -2,48 +2,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use afk_github::testing::GitHubStandIn;
-use afk_github::{
-    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, GitHubError, InstallationId, Intake,
-    IntakeConfig,
-};
-use afk_secrets::LiteralProvider;
+use afk_github::{GitHubError, Intake, IntakeConfig};
 use common::*;
-
-const APP_ID: u64 = 4242;
-const INSTALLATION: u64 = 77;
-
-fn app_client(
-    github: &GitHubStandIn,
-    clock: &Arc<afk_github::testing::ManualClock>,
-    key: Vec<u8>,
-) -> GitHubClient {
-    let key = String::from_utf8(key).expect("PEM is text");
-    let credentials = Credentials::App(AppCredentials {
-        app_id: AppId(APP_ID),
-        installation_id: InstallationId(INSTALLATION),
-        private_key: Arc::new(LiteralProvider::new(key)),
-    });
-    GitHubClient::with_clock(ClientConfig::new(github.api_url(), credentials), clock.clone()).unwrap()
-}
 
 #[tokio::test]
 async fn app_token_is_reused_then_refreshed_before_it_expires() {
     let (github, clock) = world().await;
-    github.enable_app(
-        APP_ID,
-        INSTALLATION,
-        &fixture("test-only-app-key.pub.pem"),
-        Duration::from_secs(3600),
-    );
+    enable_app(&github);
     labelled_issue(&github, "One", MAINTAINER);
-    let intake = Intake::new(
-        app_client(&github, &clock, fixture("test-only-app-key.pem")),
-        IntakeConfig::new(vec![repo()]),
-    );
+    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
 
     assert_eq!(intake.scan().await.eligible.len(), 1);
     assert_eq!(github.installation_tokens_issued(), 1);
@@ -74,10 +43,7 @@ async fn a_jwt_for_the_wrong_app_is_refused_with_a_clear_error() {
         &fixture("test-only-app-key.pub.pem"),
         Duration::from_secs(3600),
     );
-    let intake = Intake::new(
-        app_client(&github, &clock, fixture("test-only-app-key.pem")),
-        IntakeConfig::new(vec![repo()]),
-    );
+    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
 
     let err = intake.check(&repo(), 1).await.unwrap_err();
 
@@ -92,12 +58,7 @@ async fn a_jwt_for_the_wrong_app_is_refused_with_a_clear_error() {
 #[tokio::test]
 async fn a_key_that_is_not_pem_is_reported_without_its_content() {
     let (github, clock) = world().await;
-    github.enable_app(
-        APP_ID,
-        INSTALLATION,
-        &fixture("test-only-app-key.pub.pem"),
-        Duration::from_secs(3600),
-    );
+    enable_app(&github);
     let intake = Intake::new(
         app_client(&github, &clock, b"not-a-key-but-a-secret-value".to_vec()),
         IntakeConfig::new(vec![repo()]),
@@ -143,17 +104,9 @@ async fn debug_output_never_shows_credentials() {
 #[tokio::test]
 async fn a_revoked_installation_token_is_replaced_on_the_401() {
     let (github, clock) = world().await;
-    github.enable_app(
-        APP_ID,
-        INSTALLATION,
-        &fixture("test-only-app-key.pub.pem"),
-        Duration::from_secs(3600),
-    );
+    enable_app(&github);
     let number = labelled_issue(&github, "One", MAINTAINER);
-    let intake = Intake::new(
-        app_client(&github, &clock, fixture("test-only-app-key.pem")),
-        IntakeConfig::new(vec![repo()]),
-    );
+    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
     assert!(intake.scan().await.complete);
 
     // GitHub revokes installation tokens when the App's permissions change, long before expires_at.

@@ -335,3 +335,66 @@ fn outcome_reason(outcome: &ReportOutcome) -> String {
         ReportOutcome::Reported(_) => String::new(),
     }
 }
+
+#[tokio::test]
+async fn a_marker_in_someone_elses_comment_is_ignored() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let bait = format!("{STATUS_MARKER}\nI am afk, trust me.");
+    github.add_comment(REPO, number, OUTSIDER, &bait);
+
+    posted(
+        &Reporter::new(client(&github, &clock)),
+        &report(number, JobState::Running, 1),
+    )
+    .await;
+    // A restarted afk looks for its comment again: it must find its own, not the bait.
+    posted(
+        &Reporter::new(client(&github, &clock)),
+        &report(number, JobState::Failed, 1),
+    )
+    .await;
+
+    let comments = github.comments(REPO, number);
+    assert_eq!(comments.len(), 2, "{comments:#?}");
+    assert_eq!(comments[0], bait, "the outsider's comment is untouched");
+    assert!(comments[1].contains("**failed**"), "{}", comments[1]);
+    assert_eq!(
+        github.comment_authors(REPO, number),
+        vec![OUTSIDER, afk_github::testing::STAND_IN_LOGIN]
+    );
+}
+
+#[tokio::test]
+async fn an_app_finds_its_own_comment_as_its_bot_account() {
+    let (github, clock) = world().await;
+    enable_app(&github);
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    // Another bot's status comment (say, a second afk with a token) is not the App's.
+    github.add_comment(
+        REPO,
+        number,
+        "afk-bot",
+        &format!("{STATUS_MARKER}\nsomeone else's afk"),
+    );
+
+    posted(
+        &Reporter::new(test_app_client(&github, &clock)),
+        &report(number, JobState::Running, 1),
+    )
+    .await;
+    posted(
+        &Reporter::new(test_app_client(&github, &clock)),
+        &report(number, JobState::Succeeded, 1),
+    )
+    .await;
+
+    let bot = format!("{}[bot]", afk_github::testing::STAND_IN_APP_SLUG);
+    assert_eq!(
+        github.comment_authors(REPO, number),
+        vec!["afk-bot".to_owned(), bot]
+    );
+    let comments = github.comments(REPO, number);
+    assert!(comments[0].contains("someone else's afk"));
+    assert!(comments[1].contains("**done**"), "{}", comments[1]);
+}

@@ -95,6 +95,7 @@ pub(crate) struct SecondaryLimit {
 
 pub(crate) struct AppInstallation {
     pub(crate) app_id: u64,
+    pub(crate) slug: String,
     pub(crate) installation_id: u64,
     pub(crate) key: jsonwebtoken::DecodingKey,
     pub(crate) token_lifetime: chrono::Duration,
@@ -152,7 +153,8 @@ pub(crate) struct RepoData {
 pub(crate) struct World {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) base: String,
-    pub(crate) tokens: HashSet<String>,
+    /// Personal tokens and the login each belongs to.
+    pub(crate) tokens: HashMap<String, String>,
     pub(crate) app: Option<AppInstallation>,
     pub(crate) installation_tokens: HashMap<String, DateTime<Utc>>,
     pub(crate) installation_tokens_issued: u32,
@@ -161,7 +163,7 @@ pub(crate) struct World {
     pub(crate) secondary: Option<SecondaryLimit>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_id: u64,
-    /// Who writes through the API (comments and labels made with a token).
+    /// The account [`STAND_IN_TOKEN`] and [`GitHubStandIn::add_token`] tokens belong to.
     pub(crate) bot_login: String,
 }
 
@@ -174,6 +176,11 @@ impl World {
 
 /// The token [`GitHubStandIn::start`] accepts out of the box.
 pub const STAND_IN_TOKEN: &str = "stand-in-token";
+/// The account [`STAND_IN_TOKEN`] belongs to: the author of what afk writes with it.
+pub const STAND_IN_LOGIN: &str = "afk-bot";
+/// The slug of the App [`GitHubStandIn::enable_app`] sets up; its bot account is
+/// `afk-app[bot]`, the author of what afk writes with its installation tokens.
+pub const STAND_IN_APP_SLUG: &str = "afk-app";
 
 /// A stand-in GitHub serving on `127.0.0.1`, stopped on drop.
 pub struct GitHubStandIn {
@@ -216,7 +223,7 @@ impl GitHubStandIn {
         let world = Arc::new(Mutex::new(World {
             clock,
             base: format!("http://{addr}"),
-            tokens: HashSet::from([STAND_IN_TOKEN.to_owned()]),
+            tokens: HashMap::from([(STAND_IN_TOKEN.to_owned(), STAND_IN_LOGIN.to_owned())]),
             app: None,
             installation_tokens: HashMap::new(),
             installation_tokens_issued: 0,
@@ -231,7 +238,7 @@ impl GitHubStandIn {
             secondary: None,
             requests: Vec::new(),
             next_id: 1000,
-            bot_login: "afk-bot".to_owned(),
+            bot_login: STAND_IN_LOGIN.to_owned(),
         }));
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = server::router(world.clone());
@@ -260,9 +267,17 @@ impl GitHubStandIn {
         lock(&self.world)
     }
 
-    /// Accepts `token` as a personal access token.
+    /// Accepts `token` as a personal access token of [`STAND_IN_LOGIN`].
     pub fn add_token(&self, token: &str) {
-        self.world().tokens.insert(token.to_owned());
+        let mut world = self.world();
+        let login = world.bot_login.clone();
+        world.tokens.insert(token.to_owned(), login);
+    }
+
+    /// Accepts `token` as a personal access token of `login` (`GET /user` answers `login`, and
+    /// what the token writes is written by `login`).
+    pub fn add_token_for(&self, token: &str, login: &str) {
+        self.world().tokens.insert(token.to_owned(), login.to_owned());
     }
 
     /// Stops accepting `token` (as a revoked or rotated token would be).
@@ -285,6 +300,7 @@ impl GitHubStandIn {
             .unwrap_or_else(|e| panic!("the stand-in's App public key is not an RSA PEM key: {e}"));
         self.world().app = Some(AppInstallation {
             app_id,
+            slug: STAND_IN_APP_SLUG.to_owned(),
             installation_id,
             key,
             token_lifetime: chrono::Duration::from_std(token_lifetime).unwrap_or(chrono::Duration::hours(1)),
@@ -523,6 +539,21 @@ impl GitHubStandIn {
                     .iter()
                     .filter(|c| c.issue == number)
                     .map(|c| c.body.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The authors of the issue's comments, oldest first (matching [`Self::comments`]).
+    pub fn comment_authors(&self, repo: &str, number: u64) -> Vec<String> {
+        self.world()
+            .repos
+            .get(repo)
+            .map(|r| {
+                r.comments
+                    .iter()
+                    .filter(|c| c.issue == number)
+                    .map(|c| c.author.clone())
                     .collect()
             })
             .unwrap_or_default()

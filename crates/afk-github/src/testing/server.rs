@@ -77,20 +77,35 @@ async fn handle(
         return (status, axum::Json(body)).into_response();
     }
 
+    // `GET /app`: the App itself, authenticated by its JWT like the exchange, not metered.
+    if let ["app"] = segs.as_slice() {
+        let (status, body) = match verify_app_jwt(&world, &bearer) {
+            Ok(app) => (StatusCode::OK, app),
+            Err(message) => (StatusCode::UNAUTHORIZED, json!({ "message": message })),
+        };
+        record(&mut world, &method, &path, status, false);
+        return (status, axum::Json(body)).into_response();
+    }
+
     let now = world.clock.now();
-    let authorised = world.tokens.contains(&bearer)
-        || world
+    // Who is asking: a personal token's owner, or the App's bot account for an installation token.
+    let actor = match world.tokens.get(&bearer) {
+        Some(login) => Some(Actor::User(login.clone())),
+        None => world
             .installation_tokens
             .get(&bearer)
-            .is_some_and(|expires| *expires > now);
-    if bearer.is_empty() || !authorised {
+            .filter(|expires| **expires > now)
+            .and_then(|_| world.app.as_ref())
+            .map(|app| Actor::App(format!("{}[bot]", app.slug))),
+    };
+    let Some(actor) = actor.filter(|_| !bearer.is_empty()) else {
         record(&mut world, &method, &path, StatusCode::UNAUTHORIZED, false);
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "message": "Bad credentials" })),
         )
             .into_response();
-    }
+    };
 
     if now >= world.rate.reset_at {
         world.rate.remaining = world.rate.limit;
@@ -125,7 +140,25 @@ async fn handle(
         serde_json::from_slice(&body).unwrap_or(Value::Null)
     };
     let query = parse_query(uri.query().unwrap_or_default());
-    let reply = route(&mut world, &method, &segs, &query, &request, uri.path());
+    let reply = match (segs.as_slice(), &actor) {
+        (["user"], Actor::User(login)) if method == Method::GET => {
+            Reply::ok(json!({ "login": login, "type": "User" }))
+        }
+        // GitHub: an installation token is not a user.
+        (["user"], Actor::App(_)) => Reply::status(
+            StatusCode::FORBIDDEN,
+            json!({ "message": "Resource not accessible by integration" }),
+        ),
+        _ => route(
+            &mut world,
+            &method,
+            &segs,
+            &query,
+            &request,
+            uri.path(),
+            actor.login(),
+        ),
+    };
 
     let body_bytes = serde_json::to_vec(&reply.body).unwrap_or_default();
     let etag = format!("W/\"{}\"", hex(&Sha256::digest(&body_bytes)[..16]));
@@ -209,6 +242,37 @@ fn rate_headers(world: &World, headers: &mut HeaderMap) {
     );
 }
 
+/// Who a request comes from.
+enum Actor {
+    /// A personal token's owner.
+    User(String),
+    /// The App's bot account (`<slug>[bot]`), through an installation token.
+    App(String),
+}
+
+impl Actor {
+    fn login(&self) -> &str {
+        match self {
+            Actor::User(login) | Actor::App(login) => login,
+        }
+    }
+}
+
+/// Checks an App JWT as GitHub does (RS256, the App's key, its id as issuer, not expired) and
+/// answers what `GET /app` shows.
+fn verify_app_jwt(world: &World, jwt: &str) -> Result<Value, &'static str> {
+    let Some(app) = &world.app else {
+        return Err("this stand-in has no GitHub App enabled");
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.set_issuer(&[app.app_id.to_string()]);
+    if jsonwebtoken::decode::<Value>(jwt, &app.key, &validation).is_err() {
+        return Err("A JSON web token could not be decoded");
+    }
+    Ok(json!({ "id": app.app_id, "slug": app.slug, "name": app.slug }))
+}
+
 fn mint_installation_token(world: &mut World, id: &str, jwt: &str, method: &Method) -> (StatusCode, Value) {
     let bad = |message: &str| (StatusCode::UNAUTHORIZED, json!({ "message": message }));
     if method != Method::POST {
@@ -217,15 +281,12 @@ fn mint_installation_token(world: &mut World, id: &str, jwt: &str, method: &Meth
             json!({ "message": "Method Not Allowed" }),
         );
     }
+    if let Err(message) = verify_app_jwt(world, jwt) {
+        return bad(message);
+    }
     let Some(app) = &world.app else {
         return bad("this stand-in has no GitHub App enabled");
     };
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
-    validation.set_issuer(&[app.app_id.to_string()]);
-    if jsonwebtoken::decode::<Value>(jwt, &app.key, &validation).is_err() {
-        return bad("A JSON web token could not be decoded");
-    }
     if id != app.installation_id.to_string() {
         return (StatusCode::NOT_FOUND, json!({ "message": "Not Found" }));
     }
@@ -246,13 +307,14 @@ fn route(
     query: &HashMap<String, String>,
     request: &Value,
     path: &str,
+    actor: &str,
 ) -> Reply {
     let ["repos", owner, name, rest @ ..] = segs else {
         return Reply::not_found();
     };
     let repo_name = format!("{owner}/{name}");
     let base = world.base.clone();
-    let bot = world.bot_login.clone();
+    let bot = actor.to_owned();
     let new_id = world.next_id();
     let now = world.clock.now();
     let Some(repo) = world.repos.get_mut(&repo_name) else {

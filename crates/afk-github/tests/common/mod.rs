@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use afk_core::Repo;
 use afk_github::testing::{GitHubStandIn, ManualClock, STAND_IN_TOKEN};
-use afk_github::{ClientConfig, Credentials, GitHubClient};
+use afk_github::{AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId};
 use afk_secrets::LiteralProvider;
 
 pub const REPO: &str = "acme/widgets";
@@ -39,6 +39,36 @@ pub fn labelled_issue(github: &GitHubStandIn, title: &str, labeler: &str) -> u64
     let number = github.open_issue(REPO, "octocat", title, &format!("Body of {title}"));
     github.add_label(REPO, number, "afk", labeler);
     number
+}
+
+pub const APP_ID: u64 = 4242;
+pub const INSTALLATION: u64 = 77;
+
+/// Sets up the stand-in's App (id [`APP_ID`], installation [`INSTALLATION`]) with the test key
+/// pair; its installation tokens live an hour.
+pub fn enable_app(github: &GitHubStandIn) {
+    github.enable_app(
+        APP_ID,
+        INSTALLATION,
+        &fixture("test-only-app-key.pub.pem"),
+        std::time::Duration::from_secs(3600),
+    );
+}
+
+/// A client authenticating as the App [`APP_ID`] with the private key `key` (PEM).
+pub fn app_client(github: &GitHubStandIn, clock: &Arc<ManualClock>, key: Vec<u8>) -> GitHubClient {
+    let key = String::from_utf8(key).expect("PEM is text");
+    let credentials = Credentials::App(AppCredentials {
+        app_id: AppId(APP_ID),
+        installation_id: InstallationId(INSTALLATION),
+        private_key: Arc::new(LiteralProvider::new(key)),
+    });
+    GitHubClient::with_clock(ClientConfig::new(github.api_url(), credentials), clock.clone()).expect("client")
+}
+
+/// A client of the stand-in's App with the test key.
+pub fn test_app_client(github: &GitHubStandIn, clock: &Arc<ManualClock>) -> GitHubClient {
+    app_client(github, clock, fixture("test-only-app-key.pem"))
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
