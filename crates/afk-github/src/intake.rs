@@ -21,7 +21,7 @@ use url::Url;
 use crate::client::GitHubClient;
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
-use crate::trust::{Login, Permission, Permissions};
+use crate::trust::{Login, Permission, Permissions, PERMISSION_TTL};
 
 /// The trigger label used when none is configured.
 pub const DEFAULT_TRIGGER_LABEL: &str = "afk";
@@ -44,7 +44,7 @@ impl IntakeConfig {
         Self {
             repos,
             trigger_label: DEFAULT_TRIGGER_LABEL.to_owned(),
-            permission_ttl: Duration::from_secs(10 * 60),
+            permission_ttl: PERMISSION_TTL,
         }
     }
 }

@@ -69,6 +69,14 @@ pub(crate) struct Comment {
 pub(crate) struct PullHead {
     #[serde(rename = "ref")]
     pub(crate) branch: String,
+    /// The repository the head branch is in; null when that fork was deleted.
+    #[serde(default)]
+    pub(crate) repo: Option<RepoRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct RepoRef {
+    pub(crate) full_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +86,9 @@ pub(crate) struct Pull {
     #[serde(default)]
     pub(crate) body: Option<String>,
     pub(crate) head: PullHead,
+    /// Who opened it; null for a deleted account.
+    #[serde(default)]
+    pub(crate) user: Option<User>,
     #[serde(default)]
     pub(crate) created_at: Option<DateTime<Utc>>,
 }

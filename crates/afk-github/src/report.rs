@@ -20,6 +20,7 @@ use url::Url;
 use crate::client::GitHubClient;
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
+use crate::trust::{Login, Permissions, PERMISSION_TTL};
 
 /// The hidden marker that identifies afk's status comment.
 pub const STATUS_MARKER: &str = "<!-- afk:status -->";
@@ -60,9 +61,10 @@ pub struct ThreadLink {
 /// How a pull request was matched to the issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullRequestMatch {
-    /// Its head branch is the attempt's branch.
+    /// Its head branch is one of the attempts' branches, in the issue's repository.
     Branch,
-    /// Its description closes the issue (`Fixes #N`, `Closes #N`, `Resolves #N`).
+    /// Its description closes the issue (`Fixes #N`, `Closes #N`, `Resolves #N`) and its author
+    /// is afk or has write access.
     ClosingReference,
 }
 
@@ -82,10 +84,10 @@ pub struct PullRequestRef {
 pub enum PullRequestSearch {
     /// Found one.
     Found(PullRequestRef),
-    /// None has the attempt's branch or closes the issue.
+    /// None is on an attempt's branch, and none that closes the issue is by afk or a writer.
     NotFound {
-        /// The branch that was looked for, if any.
-        branch: Option<String>,
+        /// The attempt branches that were looked for.
+        branches: Vec<String>,
     },
 }
 
@@ -142,6 +144,8 @@ impl ReportOutcome {
 /// Writes status comments and labels. Keep one for the process: it remembers comment ids.
 pub struct Reporter {
     client: GitHubClient,
+    /// Who may author a pull request afk names (cached as long as intake's default).
+    permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
     /// Issues GitHub no longer has: nothing more is sent for them.
     gone: Mutex<HashMap<IssueKey, IssueGone>>,
@@ -159,6 +163,7 @@ impl Reporter {
     /// A reporter over `client`.
     pub fn new(client: GitHubClient) -> Self {
         Self {
+            permissions: Permissions::new(client.clone(), PERMISSION_TTL),
             client,
             comment_ids: Mutex::new(HashMap::new()),
             gone: Mutex::new(HashMap::new()),
@@ -359,24 +364,48 @@ impl Reporter {
             .await
     }
 
-    /// Looks for the pull request the agent opened: first one whose head branch is `branch`, then
-    /// the most recent of the latest 100 whose description closes the issue.
-    pub async fn find_pull_request(
+    /// Looks for the pull request the agent opened for `issue`, among pull requests afk can
+    /// trust (the agent's work is named on the issue, so a stranger's must never be):
+    ///
+    /// 1. one whose head branch is one of `branches` (the job's attempt branches) **in the
+    ///    issue's own repository**; a fork's branch of the same name does not count. Only people
+    ///    with write access can push there. The most recent wins.
+    /// 2. failing that, the most recent of the latest 100 whose description closes the issue
+    ///    (`Fixes #N`, ...) **and** whose author is afk itself or has write access. A fork pull
+    ///    request by anyone else is never named.
+    pub async fn find_pull_request<I, S>(
         &self,
         issue: &IssueKey,
-        branch: Option<&str>,
-    ) -> Result<PullRequestSearch, GitHubError> {
+        branches: I,
+    ) -> Result<PullRequestSearch, GitHubError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut wanted: Vec<String> = Vec::new();
+        for branch in branches {
+            let branch = branch.as_ref();
+            if !wanted.iter().any(|w| w == branch) {
+                wanted.push(branch.to_owned());
+            }
+        }
         let (owner, name) = (issue.repo.owner(), issue.repo.name());
-        if let Some(branch) = branch {
+        let mut on_branch: Vec<model::Pull> = Vec::new();
+        for branch in &wanted {
             let head = format!("{owner}:{branch}");
             let url = self.client.url(
                 &["repos", owner, name, "pulls"],
                 &[("state", "all"), ("head", &head), ("per_page", "100")],
             );
             let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
-            if let Some(pull) = pulls.into_iter().find(|p| p.head.branch == branch) {
-                return pull_ref(pull, PullRequestMatch::Branch);
-            }
+            on_branch.extend(
+                pulls
+                    .into_iter()
+                    .filter(|p| &p.head.branch == branch && from_repository(p, issue)),
+            );
+        }
+        if let Some(pull) = on_branch.into_iter().max_by_key(|p| (p.created_at, p.number)) {
+            return pull_ref(pull, PullRequestMatch::Branch);
         }
         let url = self.client.url(
             &["repos", owner, name, "pulls"],
@@ -387,18 +416,43 @@ impl Reporter {
                 ("per_page", "100"),
             ],
         );
-        let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
-        let closing = pulls
+        let mut closing: Vec<model::Pull> = self
+            .client
+            .get_json::<Vec<model::Pull>>(url)
+            .await?
             .into_iter()
             .filter(|p| p.body.as_deref().is_some_and(|b| closes_issue(b, issue)))
-            .max_by_key(|p| (p.created_at, p.number));
-        match closing {
-            Some(pull) => pull_ref(pull, PullRequestMatch::ClosingReference),
-            None => Ok(PullRequestSearch::NotFound {
-                branch: branch.map(str::to_owned),
-            }),
+            .collect();
+        closing.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.number)));
+        let mut me: Option<Login> = None;
+        for pull in closing {
+            let Some(author) = pull.user.as_ref().map(|u| Login::new(u.login.clone())) else {
+                continue;
+            };
+            if me.is_none() {
+                me = Some(self.client.identity().await?);
+            }
+            let by_afk = me.as_ref().is_some_and(|me| me.is(author.as_str()));
+            if by_afk || self.permissions.of(&issue.repo, &author).await?.is_trusted() {
+                return pull_ref(pull, PullRequestMatch::ClosingReference);
+            }
+            tracing::info!(
+                %issue,
+                pull = pull.number,
+                %author,
+                "not naming a pull request that closes the issue: its author has no write access"
+            );
         }
+        Ok(PullRequestSearch::NotFound { branches: wanted })
     }
+}
+
+/// True when the pull request's head branch is in the issue's own repository (not a fork).
+fn from_repository(pull: &model::Pull, issue: &IssueKey) -> bool {
+    pull.head
+        .repo
+        .as_ref()
+        .is_some_and(|r| r.full_name.eq_ignore_ascii_case(issue.repo.as_str()))
 }
 
 fn pull_ref(pull: model::Pull, matched_by: PullRequestMatch) -> Result<PullRequestSearch, GitHubError> {
@@ -483,13 +537,20 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
             };
             out.push_str(&format!("- Pull request: #{} {} ({how})\n", pr.number, pr.url));
         }
-        Some(PullRequestSearch::NotFound { branch }) => {
-            let branch = branch
-                .as_deref()
-                .map(|b| format!("from branch `{b}` or "))
-                .unwrap_or_default();
+        Some(PullRequestSearch::NotFound { branches }) => {
+            let from = match branches.as_slice() {
+                [] => String::new(),
+                [one] => format!("from branch `{one}` or "),
+                many => format!(
+                    "from branches {} or ",
+                    many.iter()
+                        .map(|b| format!("`{b}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             out.push_str(&format!(
-                "- Pull request: **none found** (no pull request {branch}with `Fixes #{}` in its description)\n",
+                "- Pull request: **none found** (no pull request {from}with `Fixes #{}` in its description by afk or a writer)\n",
                 report.issue.number
             ));
         }

@@ -106,6 +106,9 @@ impl fmt::Display for Permission {
     }
 }
 
+/// How long a looked-up permission is trusted unless configured otherwise.
+pub const PERMISSION_TTL: Duration = Duration::from_secs(10 * 60);
+
 struct CachedPermission {
     permission: Permission,
     fetched_at: DateTime<Utc>,

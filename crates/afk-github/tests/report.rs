@@ -1,12 +1,13 @@
-//! Reporting: one status comment edited in place, status labels in step, pull-request detection.
+//! Reporting: one status comment of afk's own edited in place, status labels in step, and an
+//! issue GitHub no longer has.
 
 mod common;
 
 use afk_core::{IssueKey, JobState};
 use afk_github::Clock;
 use afk_github::{
-    IssueGone, PullRequestMatch, PullRequestSearch, ReportOutcome, Reporter, StatusComment, StatusReport,
-    ThreadLink, LABEL_DONE, LABEL_FAILED, LABEL_RUNNING, STATUS_MARKER,
+    IssueGone, ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
+    LABEL_RUNNING, STATUS_MARKER,
 };
 use common::*;
 
@@ -164,90 +165,6 @@ async fn status_labels_follow_the_job() {
         .await
         .unwrap();
     assert_eq!(github.labels(REPO, number), vec!["afk", "bug"]);
-}
-
-#[tokio::test]
-async fn pull_request_found_by_branch() {
-    let (github, clock) = world().await;
-    let number = labelled_issue(&github, "One", MAINTAINER);
-    github.open_pull_request(REPO, "afk-bot", "other-branch", "Unrelated", "");
-    let pr = github.open_pull_request(REPO, "afk-bot", "afk/issue-1", "Fix it", "No keyword here.");
-    let reporter = Reporter::new(client(&github, &clock));
-    let key = IssueKey { repo: repo(), number };
-
-    let found = reporter
-        .find_pull_request(&key, Some("afk/issue-1"))
-        .await
-        .unwrap();
-
-    match found {
-        PullRequestSearch::Found(r) => {
-            assert_eq!(r.number, pr);
-            assert_eq!(r.matched_by, PullRequestMatch::Branch);
-        }
-        other => panic!("expected a pull request, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn pull_request_found_by_closing_reference_and_shown_in_the_comment() {
-    let (github, clock) = world().await;
-    let number = labelled_issue(&github, "One", MAINTAINER);
-    github.open_pull_request(REPO, "someone", "x", "Mentions", &format!("Related to #{number}"));
-    let pr = github.open_pull_request(
-        REPO,
-        "someone",
-        "y",
-        "Fix",
-        &format!("Tidy up.\n\nFixes #{number}."),
-    );
-    let reporter = Reporter::new(client(&github, &clock));
-    let key = IssueKey { repo: repo(), number };
-
-    let search = reporter
-        .find_pull_request(&key, Some("afk/not-pushed"))
-        .await
-        .unwrap();
-    let mut done = report(number, JobState::Succeeded, 1);
-    done.pull_request = Some(search.clone());
-    reporter.report(&done).await.unwrap();
-
-    assert!(
-        matches!(
-            &search,
-            PullRequestSearch::Found(r) if r.number == pr && r.matched_by == PullRequestMatch::ClosingReference
-        ),
-        "{search:?}"
-    );
-    let comment = &github.comments(REPO, number)[0];
-    assert!(comment.contains(&format!("Pull request: #{pr} ")), "{comment}");
-}
-
-#[tokio::test]
-async fn no_pull_request_is_said_plainly() {
-    let (github, clock) = world().await;
-    let number = labelled_issue(&github, "One", MAINTAINER);
-    github.open_pull_request(REPO, "someone", "x", "Other", "Fixes #999");
-    let reporter = Reporter::new(client(&github, &clock));
-    let key = IssueKey { repo: repo(), number };
-
-    let search = reporter
-        .find_pull_request(&key, Some("afk/issue-1"))
-        .await
-        .unwrap();
-    let mut done = report(number, JobState::Succeeded, 1);
-    done.pull_request = Some(search.clone());
-    reporter.report(&done).await.unwrap();
-
-    assert_eq!(
-        search,
-        PullRequestSearch::NotFound {
-            branch: Some("afk/issue-1".into())
-        }
-    );
-    let comment = &github.comments(REPO, number)[0];
-    assert!(comment.contains("none found"), "{comment}");
-    assert!(comment.contains("`afk/issue-1`"), "{comment}");
 }
 
 #[tokio::test]

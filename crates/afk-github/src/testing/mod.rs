@@ -126,9 +126,17 @@ pub(crate) struct IssueData {
     pub(crate) open: bool,
     pub(crate) labels: Vec<String>,
     pub(crate) events: Vec<IssueEventData>,
-    /// `Some(head branch)` when this "issue" is a pull request.
-    pub(crate) pull_head: Option<String>,
+    /// Set when this "issue" is a pull request.
+    pub(crate) pull: Option<PullHead>,
     pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Where a pull request's changes come from.
+pub(crate) struct PullHead {
+    /// The head branch.
+    pub(crate) branch: String,
+    /// The repository the branch is in (`owner/name`): the base repository itself, or a fork.
+    pub(crate) repo: String,
 }
 
 pub(crate) struct CommentData {
@@ -378,8 +386,8 @@ impl GitHubStandIn {
         self.insert_issue(repo, author, title, body, None)
     }
 
-    /// Opens a pull request from `head_branch` with `body`; returns its number (shared with issues,
-    /// as on GitHub, and listed among issues with a `pull_request` key).
+    /// Opens a pull request from `head_branch` of `repo` itself with `body`; returns its number
+    /// (shared with issues, as on GitHub, and listed among issues with a `pull_request` key).
     pub fn open_pull_request(
         &self,
         repo: &str,
@@ -388,17 +396,33 @@ impl GitHubStandIn {
         title: &str,
         body: &str,
     ) -> u64 {
-        self.insert_issue(repo, author, title, body, Some(head_branch.to_owned()))
+        let head = PullHead {
+            branch: head_branch.to_owned(),
+            repo: repo.to_owned(),
+        };
+        self.insert_issue(repo, author, title, body, Some(head))
     }
 
-    fn insert_issue(
+    /// Opens a pull request into `repo` from `head_branch` of the fork `fork` (`owner/name`), as
+    /// anyone may: GitHub labels its head `<fork owner>:<branch>` and names the fork as its head
+    /// repository.
+    pub fn open_fork_pull_request(
         &self,
         repo: &str,
+        fork: &str,
         author: &str,
+        head_branch: &str,
         title: &str,
         body: &str,
-        pull_head: Option<String>,
     ) -> u64 {
+        let head = PullHead {
+            branch: head_branch.to_owned(),
+            repo: fork.to_owned(),
+        };
+        self.insert_issue(repo, author, title, body, Some(head))
+    }
+
+    fn insert_issue(&self, repo: &str, author: &str, title: &str, body: &str, pull: Option<PullHead>) -> u64 {
         let mut world = self.world();
         let now = world.clock.now();
         let data = world.repos.entry(repo.to_owned()).or_default();
@@ -413,7 +437,7 @@ impl GitHubStandIn {
                 open: true,
                 labels: Vec::new(),
                 events: Vec::new(),
-                pull_head,
+                pull,
                 created_at: now,
             },
         );

@@ -498,14 +498,15 @@ fn route(
             let mut pulls: Vec<&IssueData> = repo
                 .issues
                 .values()
-                .filter(|i| i.pull_head.is_some())
+                .filter(|i| i.pull.is_some())
                 .filter(|i| match state {
                     "all" => true,
                     "closed" => !i.open,
                     _ => i.open,
                 })
                 .filter(|i| match &head {
-                    Some(h) => h.split_once(':').map(|(_, b)| b) == i.pull_head.as_deref(),
+                    // GitHub filters on the head's label, `<owner>:<branch>`.
+                    Some(h) => i.pull.as_ref().is_some_and(|p| head_label(p) == *h),
                     None => true,
                 })
                 .collect();
@@ -551,7 +552,7 @@ fn find_issue_mut<'a>(repo: &'a mut super::RepoData, n: &str) -> Option<&'a mut 
 }
 
 fn issue_json(base: &str, repo: &str, i: &IssueData) -> Value {
-    let kind = if i.pull_head.is_some() { "pull" } else { "issues" };
+    let kind = if i.pull.is_some() { "pull" } else { "issues" };
     let mut v = json!({
         "id": i.number + 500_000,
         "number": i.number,
@@ -563,7 +564,7 @@ fn issue_json(base: &str, repo: &str, i: &IssueData) -> Value {
         "html_url": format!("{base}/{repo}/{kind}/{}", i.number),
         "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    if i.pull_head.is_some() {
+    if i.pull.is_some() {
         v["pull_request"] = json!({ "html_url": format!("{base}/{repo}/pull/{}", i.number) });
     }
     v
@@ -576,10 +577,19 @@ fn pull_json(base: &str, repo: &str, i: &IssueData) -> Value {
         "body": if i.body.is_empty() { Value::Null } else { Value::from(i.body.clone()) },
         "state": if i.open { "open" } else { "closed" },
         "html_url": format!("{base}/{repo}/pull/{}", i.number),
-        "head": { "ref": i.pull_head.clone().unwrap_or_default(), "label": format!("{}:{}", repo.split('/').next().unwrap_or(repo), i.pull_head.clone().unwrap_or_default()) },
+        "head": i.pull.as_ref().map(|p| json!({
+            "ref": p.branch,
+            "label": head_label(p),
+            "repo": { "full_name": p.repo },
+        })),
         "user": { "login": i.author },
         "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     })
+}
+
+fn head_label(head: &super::PullHead) -> String {
+    let owner = head.repo.split('/').next().unwrap_or(&head.repo);
+    format!("{owner}:{}", head.branch)
 }
 
 fn event_json(e: &IssueEventData) -> Value {
