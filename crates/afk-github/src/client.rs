@@ -251,6 +251,42 @@ impl GitHubClient {
         Ok(items)
     }
 
+    /// A GraphQL query (`POST {graphql root}` with `query` and `variables`), its `data` decoded as
+    /// `T`. GraphQL answers 200 even when a query fails: any `errors` entry makes this an
+    /// [`GitHubError::GraphQl`], never a partial answer. The GraphQL root is derived from the REST
+    /// root: `https://api.github.com/graphql`, or `https://HOST/api/graphql` for Enterprise.
+    pub(crate) async fn graphql<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<T, GitHubError> {
+        #[derive(serde::Deserialize)]
+        struct Reply<T> {
+            data: Option<T>,
+            #[serde(default)]
+            errors: Vec<ReplyError>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ReplyError {
+            message: String,
+        }
+        let url = graphql_url(&self.inner.api_base);
+        let body = serde_json::json!({ "query": query, "variables": variables });
+        let answer = self.send(Method::POST, url.clone(), Some(&body)).await?;
+        let reply: Reply<T> = decode(&url, &answer.body)?;
+        if !reply.errors.is_empty() {
+            let messages: Vec<String> = reply.errors.into_iter().map(|e| e.message).collect();
+            return Err(GitHubError::GraphQl {
+                url: url.to_string(),
+                message: messages.join("; "),
+            });
+        }
+        reply.data.ok_or_else(|| GitHubError::Decode {
+            url: url.to_string(),
+            reason: "a GraphQL answer with neither data nor errors".into(),
+        })
+    }
+
     /// A request with a JSON body (POST, PATCH, DELETE), decoded as `T`.
     pub(crate) async fn send_json<T: DeserializeOwned>(
         &self,
@@ -413,6 +449,19 @@ impl GitHubClient {
     }
 }
 
+/// GitHub's GraphQL root for a REST root: `…/api/v3` (Enterprise) becomes `…/api/graphql`;
+/// anything else (api.github.com, the stand-in) gets `/graphql` appended.
+fn graphql_url(api_base: &Url) -> Url {
+    let mut url = api_base.clone();
+    let path = url.path().trim_end_matches('/').to_owned();
+    match path.strip_suffix("/api/v3") {
+        Some(root) => url.set_path(&format!("{root}/api/graphql")),
+        None => url.set_path(&format!("{path}/graphql")),
+    }
+    url.set_query(None);
+    url
+}
+
 /// `url` with its `page` query parameter set to `page` (the other parameters kept in order).
 fn with_page(url: &Url, page: usize) -> Url {
     let pairs: Vec<(String, String)> = url
@@ -468,6 +517,24 @@ mod tests {
             Some("https://x/repos/a/b/issues?page=3")
         );
         assert!(next_link(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn the_graphql_root_follows_the_rest_root() {
+        let cases = [
+            ("https://api.github.com", "https://api.github.com/graphql"),
+            ("https://api.github.com/", "https://api.github.com/graphql"),
+            ("https://ghe.example/api/v3", "https://ghe.example/api/graphql"),
+            ("https://ghe.example/api/v3/", "https://ghe.example/api/graphql"),
+            ("http://127.0.0.1:4000/", "http://127.0.0.1:4000/graphql"),
+        ];
+        for (rest, graphql) in cases {
+            assert_eq!(
+                graphql_url(&Url::parse(rest).unwrap()).as_str(),
+                graphql,
+                "{rest}"
+            );
+        }
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub enum GitHubError {
         /// Where GitHub says it is now, if it said.
         location: Option<String>,
     },
+    /// A GraphQL query failed (GitHub says so in the answer's `errors`, with HTTP 200).
+    #[error("GitHub's GraphQL API at {url} refused afk's query: {message}; check that the credentials may read issues")]
+    GraphQl {
+        /// The GraphQL endpoint.
+        url: String,
+        /// GitHub's messages.
+        message: String,
+    },
     /// Any other unsuccessful HTTP status.
     #[error("GitHub answered HTTP {status} for {method} {url}: {message}")]
     Http {
@@ -119,6 +127,7 @@ impl GitHubError {
             | GitHubError::NotFound { .. }
             | GitHubError::Gone { .. }
             | GitHubError::Moved { .. }
+            | GitHubError::GraphQl { .. }
             | GitHubError::Decode { .. } => false,
         }
     }

@@ -5,22 +5,29 @@
 //! permission on the repository. The agent runs with full access, so this check is the safety
 //! boundary: anyone can open an issue, only a trusted person can hand it to an agent.
 //!
+//! The text handed to the agent must be text a trusted person has seen: when the title or body
+//! changed after that label by someone without write access, the issue is not taken
+//! ([`SkipReason::UntrustedEdit`], see [`crate::edits`]) until a trusted person labels it again.
+//!
 //! **Invariant:** intake never writes to GitHub. An untrusted labeler is reported in
 //! [`Scan::skipped`] and logged, never answered with a comment (that would let strangers make afk
 //! post on demand).
 
 use crate::lock;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use afk_core::{IssueKey, Priority, Repo};
+use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::client::GitHubClient;
+use crate::edits::{edits_after_label, EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
+use crate::report::{LABEL_DONE, LABEL_FAILED, STATUS_LABELS};
 use crate::trust::{Login, Permission, Permissions, PERMISSION_TTL};
 
 /// The trigger label used when none is configured.
@@ -70,6 +77,9 @@ pub struct EligibleIssue {
     pub priority: Priority,
     /// Who applied the trigger label (trusted, by construction).
     pub labeled_by: Login,
+    /// When: the title and body are as this person saw them then, or changed since only by
+    /// trusted people. A job that took its text before this instant may take it again.
+    pub labeled_at: Option<DateTime<Utc>>,
 }
 
 impl EligibleIssue {
@@ -102,6 +112,30 @@ pub enum SkipReason {
     PullRequest,
     /// GitHub no longer has the issue here (deleted, transferred, or 404): final.
     Gone(IssueGone),
+    /// A trusted person labelled it, but its title or body changed afterwards by someone without
+    /// write access. The issue stays handed over (a job that took the vouched text may go on, see
+    /// [`SkipReason::withdraws`]); no job may start from the current text until a trusted person
+    /// applies the label again. The one refusal afk says on the issue
+    /// ([`crate::Reporter::report_untrusted_edit`]).
+    UntrustedEdit(Box<UntrustedEdit>),
+    /// afk already took this issue under the current trigger label and finished with it: its own
+    /// `afk:done` or `afk:failed` label came after the trigger label and is still there. No new
+    /// job starts, and its text is not examined again (afk keeps the text it took; every restart
+    /// would otherwise ask GitHub about every finished issue that still carries the label). The
+    /// issue stays handed over ([`SkipReason::withdraws`] is false).
+    Finished {
+        /// afk's status label on it.
+        status: String,
+    },
+}
+
+impl SkipReason {
+    /// True when the issue is no longer handed to afk, so its job must be cancelled: every reason
+    /// but [`SkipReason::UntrustedEdit`] (the label still stands; only the current text is not
+    /// vouched for, and the job keeps the text it took) and [`SkipReason::Finished`].
+    pub fn withdraws(&self) -> bool {
+        !matches!(self, SkipReason::UntrustedEdit(_) | SkipReason::Finished { .. })
+    }
 }
 
 impl fmt::Display for SkipReason {
@@ -119,6 +153,11 @@ impl fmt::Display for SkipReason {
             SkipReason::NotLabelled => f.write_str("the issue does not carry the trigger label"),
             SkipReason::PullRequest => f.write_str("it is a pull request, not an issue"),
             SkipReason::Gone(gone) => gone.fmt(f),
+            SkipReason::UntrustedEdit(edit) => edit.fmt(f),
+            SkipReason::Finished { status } => write!(
+                f,
+                "afk already finished it since the trigger label was applied (its `{status}` label)"
+            ),
         }
     }
 }
@@ -132,6 +171,16 @@ pub struct SkippedIssue {
     pub number: u64,
     /// Why.
     pub reason: SkipReason,
+}
+
+impl SkippedIssue {
+    /// The job key for this issue.
+    pub fn key(&self) -> IssueKey {
+        IssueKey {
+            repo: self.repo.clone(),
+            number: self.number,
+        }
+    }
 }
 
 /// The answer for one issue, from [`Intake::check`].
@@ -148,7 +197,7 @@ pub enum Verdict {
 pub struct Scan {
     /// Eligible issues, in repository order then issue number order.
     pub eligible: Vec<EligibleIssue>,
-    /// Labelled issues refused because of who labelled them.
+    /// Labelled issues not taken: because of who labelled them, or who changed their text since.
     pub skipped: Vec<SkippedIssue>,
     /// False when some repository, page or permission lookup failed. The caller must then not
     /// conclude that an issue missing from `eligible` lost its label (don't cancel on a partial scan).
@@ -157,11 +206,38 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
+impl Scan {
+    /// The issues still handed to afk: the eligible ones, and those held back only because their
+    /// text changed under an untrusted editor since the label ([`SkipReason::withdraws`] is
+    /// false: a job that already took the vouched text may go on). On a complete scan, a job
+    /// whose issue is not in this set is to be withdrawn.
+    pub fn handed_over(&self) -> HashSet<IssueKey> {
+        self.eligible
+            .iter()
+            .map(EligibleIssue::key)
+            .chain(
+                self.skipped
+                    .iter()
+                    .filter(|s| !s.reason.withdraws())
+                    .map(SkippedIssue::key),
+            )
+            .collect()
+    }
+}
+
+/// The GraphQL query for an issue body's last edit.
+const BODY_EDIT_QUERY: &str = "query($owner: String!, $name: String!, $number: Int!) { \
+    repository(owner: $owner, name: $name) { issue(number: $number) { lastEditedAt editor { login } } } }";
+/// Bound on remembered body edits; past it the cache starts over (a few extra queries).
+const BODY_EDIT_CACHE_LIMIT: usize = 10_000;
+
 /// Finds eligible issues. Holds the permission cache, so keep one for the life of the process.
 pub struct Intake {
     client: GitHubClient,
     config: IntakeConfig,
     permissions: Permissions,
+    /// Each issue's last body edit, with the issue's `updated_at` when it was asked.
+    body_edits: Mutex<HashMap<IssueKey, (DateTime<Utc>, Option<TextEdit>)>>,
     // Issues already logged as skipped, so a 30-second poll does not repeat the same line forever.
     logged_skips: Mutex<HashSet<(IssueKey, String)>>,
 }
@@ -181,6 +257,7 @@ impl Intake {
             permissions: Permissions::new(client.clone(), config.permission_ttl),
             client,
             config,
+            body_edits: Mutex::new(HashMap::new()),
             logged_skips: Mutex::new(HashSet::new()),
         }
     }
@@ -283,16 +360,30 @@ impl Intake {
             repo: repo.clone(),
             number: issue.number,
         };
-        let Some(labeler) = self.labeler(repo, issue.number).await? else {
+        let events = self.events(repo, issue.number).await?;
+        let Some((label_position, label)) = self.trusted_label_candidate(&events) else {
             self.log_skip(&key, &SkipReason::LabelerUnknown);
             return Ok(Verdict::Skipped(SkipReason::LabelerUnknown));
         };
-        let permission = self.permissions.of(repo, &labeler).await?;
+        let permission = self.permissions.of(repo, &label.by).await?;
         if !permission.is_trusted() {
             let reason = SkipReason::UntrustedLabeler {
-                login: labeler,
+                login: label.by,
                 permission,
             };
+            self.log_skip(&key, &reason);
+            return Ok(Verdict::Skipped(reason));
+        }
+        if let Some(status) = self.finished_since(&issue, &events, label_position).await? {
+            let reason = SkipReason::Finished { status };
+            self.log_skip(&key, &reason);
+            return Ok(Verdict::Skipped(reason));
+        }
+        if let Some(untrusted) = self
+            .untrusted_edit(&key, &issue, &events, label_position, &label)
+            .await?
+        {
+            let reason = SkipReason::UntrustedEdit(Box::new(untrusted));
             self.log_skip(&key, &reason);
             return Ok(Verdict::Skipped(reason));
         }
@@ -310,12 +401,13 @@ impl Intake {
             labels,
             author: Login::new(issue.user.login),
             url,
-            labeled_by: labeler,
+            labeled_by: label.by,
+            labeled_at: label.at,
         })))
     }
 
-    /// The actor of the latest `labeled` event for the trigger label.
-    async fn labeler(&self, repo: &Repo, number: u64) -> Result<Option<Login>, GitHubError> {
+    /// The issue's events, oldest first.
+    async fn events(&self, repo: &Repo, number: u64) -> Result<Vec<model::IssueEvent>, GitHubError> {
         let url = self.client.url(
             &[
                 "repos",
@@ -327,16 +419,152 @@ impl Intake {
             ],
             &[("per_page", "100")],
         );
-        let events: Vec<model::IssueEvent> = self.client.get_all(url).await?;
+        self.client.get_all(url).await
+    }
+
+    /// The latest `labeled` event for the trigger label (its position among `events`), if it
+    /// names who applied it. Whether that person is trusted is checked next.
+    fn trusted_label_candidate(&self, events: &[model::IssueEvent]) -> Option<(usize, TrustedLabel)> {
         let trigger = &self.config.trigger_label;
         // Events come oldest first; ties on created_at keep list order, so the last one wins.
-        let latest = events
-            .into_iter()
+        let (position, event) = events
+            .iter()
             .enumerate()
             .filter(|(_, e)| e.event == "labeled" && e.label.as_ref().is_some_and(|l| &l.name == trigger))
-            .max_by_key(|(i, e)| (e.created_at, *i))
-            .and_then(|(_, e)| e.actor);
-        Ok(latest.map(|a| Login::new(a.login)))
+            .max_by_key(|(i, e)| (e.created_at, *i))?;
+        let by = Login::new(event.actor.as_ref()?.login.clone());
+        Some((
+            position,
+            TrustedLabel {
+                label: trigger.clone(),
+                by,
+                at: event.created_at,
+            },
+        ))
+    }
+
+    /// afk's own final status label (`afk:done` or `afk:failed`), when afk applied it after the
+    /// trusted label, it is still on the issue, and afk applied no other status label since: afk
+    /// took the issue under this label and finished with it.
+    async fn finished_since(
+        &self,
+        issue: &model::Issue,
+        events: &[model::IssueEvent],
+        label_position: usize,
+    ) -> Result<Option<String>, GitHubError> {
+        let status_events: Vec<&model::IssueEvent> = events
+            .iter()
+            .skip(label_position + 1)
+            .filter(|e| e.event == "labeled")
+            .filter(|e| {
+                e.label
+                    .as_ref()
+                    .is_some_and(|l| STATUS_LABELS.contains(&l.name.as_str()))
+            })
+            .collect();
+        if status_events.is_empty() {
+            return Ok(None);
+        }
+        let me = self.client.identity().await?;
+        let latest = status_events
+            .into_iter()
+            .rev()
+            .find(|e| e.actor.as_ref().is_some_and(|a| me.is(&a.login)))
+            .and_then(|e| e.label.as_ref())
+            .map(|l| l.name.clone());
+        Ok(latest.filter(|name| {
+            (name == LABEL_DONE || name == LABEL_FAILED) && issue.labels.iter().any(|l| &l.name == name)
+        }))
+    }
+
+    /// The first change to the title or body since the trusted label whose author may not vouch
+    /// for it, if any (see [`crate::edits`]).
+    async fn untrusted_edit(
+        &self,
+        key: &IssueKey,
+        issue: &model::Issue,
+        events: &[model::IssueEvent],
+        label_position: usize,
+        label: &TrustedLabel,
+    ) -> Result<Option<UntrustedEdit>, GitHubError> {
+        let renames: Vec<(usize, TextEdit)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.event == "renamed")
+            .filter_map(|(i, e)| {
+                Some((
+                    i,
+                    TextEdit {
+                        field: EditedField::Title,
+                        editor: e.actor.as_ref().map(|a| Login::new(a.login.clone())),
+                        at: e.created_at?,
+                    },
+                ))
+            })
+            .collect();
+        let body_edit = self.last_body_edit(key, issue).await?;
+        for edit in edits_after_label(label_position, label.at, &renames, body_edit.as_ref()) {
+            let permission = match &edit.editor {
+                Some(editor) => self.permissions.of(&key.repo, editor).await?,
+                None => Permission::None,
+            };
+            if !permission.is_trusted() {
+                return Ok(Some(UntrustedEdit {
+                    edit,
+                    permission,
+                    label: label.clone(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The body's last edit (GraphQL; REST has no record of it). Remembered per issue with the
+    /// issue's `updated_at`, which moves with every change: while it stands still, so does the
+    /// answer, and an idle poll sends no query.
+    async fn last_body_edit(
+        &self,
+        key: &IssueKey,
+        issue: &model::Issue,
+    ) -> Result<Option<TextEdit>, GitHubError> {
+        if let Some(updated_at) = issue.updated_at {
+            if let Some((seen_at, edit)) = lock(&self.body_edits).get(key) {
+                if *seen_at == updated_at {
+                    return Ok(edit.clone());
+                }
+            }
+        }
+        let data: model::IssueEditsData = self
+            .client
+            .graphql(
+                BODY_EDIT_QUERY,
+                serde_json::json!({
+                    "owner": key.repo.owner(),
+                    "name": key.repo.name(),
+                    "number": key.number,
+                }),
+            )
+            .await?;
+        let edits = data
+            .repository
+            .and_then(|r| r.issue)
+            .ok_or_else(|| GitHubError::GraphQl {
+                url: key.to_string(),
+                message: "the issue is missing from GitHub's answer".into(),
+            })?;
+        let edit = edits.last_edited_at.map(|at| TextEdit {
+            field: EditedField::Body,
+            editor: edits.editor.map(|u| Login::new(u.login)),
+            at,
+        });
+        if let Some(updated_at) = issue.updated_at {
+            let mut cache = lock(&self.body_edits);
+            if cache.len() >= BODY_EDIT_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key.clone(), (updated_at, edit.clone()));
+        }
+        Ok(edit)
     }
 
     fn log_skip(&self, key: &IssueKey, reason: &SkipReason) {

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod edits;
 pub mod error;
 mod http;
 pub mod intake;
@@ -36,6 +37,7 @@ pub mod testing;
 pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
 pub use client::{ClientConfig, GitHubClient, GITHUB_API};
 pub use clock::{Clock, SystemClock};
+pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};
 pub use intake::{
     priority_from_labels, EligibleIssue, Intake, IntakeConfig, Scan, SkipReason, SkippedIssue, Verdict,

@@ -31,6 +31,10 @@ pub(crate) struct Issue {
     pub(crate) user: User,
     pub(crate) html_url: String,
     pub(crate) state: String,
+    /// Moves with every change (labels, comments, edits, state): an unchanged value proves that
+    /// nothing about the issue changed.
+    #[serde(default)]
+    pub(crate) updated_at: Option<DateTime<Utc>>,
     /// Present (with any value) when the "issue" is a pull request.
     #[serde(default)]
     pub(crate) pull_request: Option<serde_json::Value>,
@@ -45,6 +49,29 @@ pub(crate) struct IssueEvent {
     pub(crate) label: Option<LabelRef>,
     #[serde(default)]
     pub(crate) created_at: Option<DateTime<Utc>>,
+}
+
+/// The GraphQL answer to [`crate::intake`]'s issue-edits query.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct IssueEditsData {
+    pub(crate) repository: Option<IssueEditsRepository>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct IssueEditsRepository {
+    pub(crate) issue: Option<IssueEdits>,
+}
+
+/// The issue body's last edit (GraphQL `Comment.lastEditedAt` and `Comment.editor`); both null
+/// when the body was never edited. Titles are not covered: their changes are `renamed` events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IssueEdits {
+    #[serde(default)]
+    pub(crate) last_edited_at: Option<DateTime<Utc>>,
+    /// Null for a deleted account.
+    #[serde(default)]
+    pub(crate) editor: Option<User>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

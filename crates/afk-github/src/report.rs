@@ -7,7 +7,7 @@
 //! before a new one is created. afk never edits anybody else's comment.
 
 use crate::lock;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +18,7 @@ use serde_json::json;
 use url::Url;
 
 use crate::client::GitHubClient;
+use crate::edits::UntrustedEdit;
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
 use crate::trust::{Login, Permissions, PERMISSION_TTL};
@@ -147,6 +148,8 @@ pub struct Reporter {
     /// Who may author a pull request afk names (cached as long as intake's default).
     permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
+    /// Untrusted-edit notices already on GitHub: (issue, marker).
+    noticed: Mutex<HashSet<(IssueKey, String)>>,
     /// Issues GitHub no longer has: nothing more is sent for them.
     gone: Mutex<HashMap<IssueKey, IssueGone>>,
     // One report at a time per issue, so two quick transitions cannot both create a comment.
@@ -167,6 +170,7 @@ impl Reporter {
             client,
             comment_ids: Mutex::new(HashMap::new()),
             gone: Mutex::new(HashMap::new()),
+            noticed: Mutex::new(HashSet::new()),
             issue_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -225,17 +229,7 @@ impl Reporter {
         if let Some(id) = self.find_status_comment(issue).await? {
             return self.edit_comment(issue, id, body).await;
         }
-        let url = self.client.url(
-            &[
-                "repos",
-                issue.repo.owner(),
-                issue.repo.name(),
-                "issues",
-                &issue.number.to_string(),
-                "comments",
-            ],
-            &[],
-        );
+        let url = self.comments_url(issue, &[]);
         let c: model::Comment = self
             .client
             .send_json(Method::POST, url, &json!({ "body": body }))
@@ -280,7 +274,22 @@ impl Reporter {
     /// one can make afk's status appear under their name or rewrite it later.
     async fn find_status_comment(&self, issue: &IssueKey) -> Result<Option<u64>, GitHubError> {
         let me = self.client.identity().await?;
-        let url = self.client.url(
+        Ok(self
+            .comments(issue)
+            .await?
+            .into_iter()
+            .find(|c| by(c, &me) && c.body.as_deref().is_some_and(|b| b.contains(STATUS_MARKER)))
+            .map(|c| c.id))
+    }
+
+    /// Every comment on the issue, oldest first.
+    async fn comments(&self, issue: &IssueKey) -> Result<Vec<model::Comment>, GitHubError> {
+        let url = self.comments_url(issue, &[("per_page", "100")]);
+        self.client.get_all(url).await
+    }
+
+    fn comments_url(&self, issue: &IssueKey, query: &[(&str, &str)]) -> Url {
+        self.client.url(
             &[
                 "repos",
                 issue.repo.owner(),
@@ -289,16 +298,52 @@ impl Reporter {
                 &issue.number.to_string(),
                 "comments",
             ],
-            &[("per_page", "100")],
-        );
-        let comments: Vec<model::Comment> = self.client.get_all(url).await?;
-        Ok(comments
+            query,
+        )
+    }
+
+    /// Says on the issue, once per trusted label, why afk did not take it: its text changed after
+    /// that label by someone without write access ([`crate::SkipReason::UntrustedEdit`]). The
+    /// comment carries a hidden marker naming the label's time; when a comment of afk's own with
+    /// that marker is there already (afk restarted), nothing is sent. Returns whether it posted.
+    ///
+    /// Only for an issue a trusted person handed over: a stranger cannot make afk post at will
+    /// (one comment per trusted label at most).
+    pub async fn report_untrusted_edit(
+        &self,
+        issue: &IssueKey,
+        edit: &UntrustedEdit,
+    ) -> Result<bool, GitHubError> {
+        let marker = untrusted_edit_marker(edit);
+        if lock(&self.noticed).contains(&(issue.clone(), marker.clone())) {
+            return Ok(false);
+        }
+        let me = self.client.identity().await?;
+        let exists = self
+            .comments(issue)
+            .await?
             .into_iter()
-            .find(|c| {
-                c.user.as_ref().is_some_and(|u| me.is(&u.login))
-                    && c.body.as_deref().is_some_and(|b| b.contains(STATUS_MARKER))
-            })
-            .map(|c| c.id))
+            .any(|c| by(&c, &me) && c.body.as_deref().is_some_and(|b| b.contains(&marker)));
+        if !exists {
+            let editor = match &edit.edit.editor {
+                Some(login) => format!("`{login}` (permission: {})", edit.permission),
+                None => "a deleted account".to_owned(),
+            };
+            let body = format!(
+                "{marker}\n**afk** has not taken this issue: its {} was changed by {editor} after \
+                 `{}` applied the `{}` label. afk hands an agent only text that someone with write \
+                 access has seen. To hand over the current text, someone with write access removes \
+                 and re-applies the `{}` label.\n",
+                edit.edit.field, edit.label.by, edit.label.label, edit.label.label
+            );
+            let url = self.comments_url(issue, &[]);
+            self.client
+                .send_ignoring_body(Method::POST, url, Some(&json!({ "body": body })))
+                .await?;
+            tracing::info!(%issue, "said on the issue why it was not taken: {edit}");
+        }
+        lock(&self.noticed).insert((issue.clone(), marker));
+        Ok(!exists)
     }
 
     /// Adds the status label for `state` and removes afk's other status labels; labels that are
@@ -445,6 +490,21 @@ impl Reporter {
         }
         Ok(PullRequestSearch::NotFound { branches: wanted })
     }
+}
+
+/// True when `comment` was written by `me`.
+fn by(comment: &model::Comment, me: &Login) -> bool {
+    comment.user.as_ref().is_some_and(|u| me.is(&u.login))
+}
+
+/// The hidden marker of the untrusted-edit notice for one trusted label.
+fn untrusted_edit_marker(edit: &UntrustedEdit) -> String {
+    let at = edit
+        .label
+        .at
+        .map(|at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "unknown".into());
+    format!("<!-- afk:untrusted-edit label-at={at} -->")
 }
 
 /// True when the pull request's head branch is in the issue's own repository (not a fork).

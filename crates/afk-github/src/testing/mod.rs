@@ -115,6 +115,8 @@ pub(crate) struct IssueEventData {
     pub(crate) event: &'static str,
     pub(crate) actor: String,
     pub(crate) label: Option<String>,
+    /// For a `renamed` event: the title before and after.
+    pub(crate) rename: Option<(String, String)>,
     pub(crate) created_at: DateTime<Utc>,
 }
 
@@ -129,6 +131,10 @@ pub(crate) struct IssueData {
     /// Set when this "issue" is a pull request.
     pub(crate) pull: Option<PullHead>,
     pub(crate) created_at: DateTime<Utc>,
+    /// Moves with every change to the issue (labels, comments, edits, state), as GitHub's does.
+    pub(crate) updated_at: DateTime<Utc>,
+    /// The last edit of the body: who and when (GraphQL `editor` and `lastEditedAt`).
+    pub(crate) body_edit: Option<(String, DateTime<Utc>)>,
 }
 
 /// Where a pull request's changes come from.
@@ -439,6 +445,8 @@ impl GitHubStandIn {
                 events: Vec::new(),
                 pull,
                 created_at: now,
+                updated_at: now,
+                body_edit: None,
             },
         );
         number
@@ -472,6 +480,28 @@ impl GitHubStandIn {
         });
     }
 
+    /// `editor` replaces the issue's body (GitHub keeps no event for it; GraphQL's `editor` and
+    /// `lastEditedAt` show the last edit).
+    pub fn edit_issue_body(&self, repo: &str, number: u64, editor: &str, body: &str) {
+        self.with_issue(repo, number, |issue, event| {
+            issue.body = body.to_owned();
+            issue.body_edit = Some((editor.to_owned(), event.created_at));
+        });
+    }
+
+    /// `actor` changes the issue's title (recorded as a `renamed` event with the old and new title).
+    pub fn rename_issue(&self, repo: &str, number: u64, actor: &str, title: &str) {
+        self.with_issue(repo, number, |issue, event| {
+            let from = std::mem::replace(&mut issue.title, title.to_owned());
+            issue.events.push(IssueEventData {
+                event: "renamed",
+                actor: actor.to_owned(),
+                rename: Some((from, title.to_owned())),
+                ..event
+            });
+        });
+    }
+
     /// `actor` closes the issue.
     pub fn close_issue(&self, repo: &str, number: u64, actor: &str) {
         self.with_issue(repo, number, |issue, event| {
@@ -493,6 +523,7 @@ impl GitHubStandIn {
             event: "",
             actor: String::new(),
             label: None,
+            rename: None,
             created_at: now,
         };
         let issue = world
@@ -501,6 +532,7 @@ impl GitHubStandIn {
             .and_then(|r| r.issues.get_mut(&number))
             .unwrap_or_else(|| panic!("the stand-in has no issue {repo}#{number}"));
         change(issue, event);
+        issue.updated_at = now;
     }
 
     /// Deletes the issue (as an admin would): from now on GitHub answers 410 Gone for it and its
@@ -587,17 +619,17 @@ impl GitHubStandIn {
     pub fn add_comment(&self, repo: &str, number: u64, author: &str, body: &str) -> u64 {
         let mut world = self.world();
         let id = world.next_id();
-        world
-            .repos
-            .entry(repo.to_owned())
-            .or_default()
-            .comments
-            .push(CommentData {
-                id,
-                issue: number,
-                body: body.to_owned(),
-                author: author.to_owned(),
-            });
+        let now = world.clock.now();
+        let data = world.repos.entry(repo.to_owned()).or_default();
+        if let Some(issue) = data.issues.get_mut(&number) {
+            issue.updated_at = now;
+        }
+        data.comments.push(CommentData {
+            id,
+            issue: number,
+            body: body.to_owned(),
+            author: author.to_owned(),
+        });
         id
     }
 

@@ -145,6 +145,7 @@ async fn handle(
             Reply::ok(json!({ "login": login, "type": "User" }))
         }
         // GitHub: an installation token is not a user.
+        (["graphql"], _) if method == Method::POST => graphql(&world, &request),
         (["user"], Actor::App(_)) => Reply::status(
             StatusCode::FORBIDDEN,
             json!({ "message": "Resource not accessible by integration" }),
@@ -396,8 +397,10 @@ fn route(
                         event: "labeled",
                         actor: bot.clone(),
                         label: Some(name),
+                        rename: None,
                         created_at: now,
                     });
+                    issue.updated_at = now;
                 }
             }
             Reply::ok(Value::Array(labels_json(&issue.labels)))
@@ -418,8 +421,10 @@ fn route(
                 event: "unlabeled",
                 actor: bot,
                 label: Some((*label).to_owned()),
+                rename: None,
                 created_at: now,
             });
+            issue.updated_at = now;
             Reply::ok(Value::Array(labels_json(&issue.labels)))
         }
         (Method::GET, ["issues", n, "comments"]) => {
@@ -452,6 +457,9 @@ fn route(
             };
             let reply = comment_json(&base, &repo_name, &comment);
             repo.comments.push(comment);
+            if let Some(issue) = repo.issues.get_mut(&number) {
+                issue.updated_at = now;
+            }
             Reply::status(StatusCode::CREATED, reply)
         }
         (Method::PATCH, ["issues", "comments", id]) => {
@@ -562,7 +570,8 @@ fn issue_json(base: &str, repo: &str, i: &IssueData) -> Value {
         "labels": labels_json(&i.labels),
         "user": { "login": i.author },
         "html_url": format!("{base}/{repo}/{kind}/{}", i.number),
-        "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "created_at": timestamp(i.created_at),
+        "updated_at": timestamp(i.updated_at),
     });
     if i.pull.is_some() {
         v["pull_request"] = json!({ "html_url": format!("{base}/{repo}/pull/{}", i.number) });
@@ -587,6 +596,58 @@ fn pull_json(base: &str, repo: &str, i: &IssueData) -> Value {
     })
 }
 
+/// GitHub's timestamps: UTC, whole seconds.
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `POST /graphql`, for the one query afk sends: an issue's last body edit. Real GraphQL is not
+/// parsed; the variables name the issue, and GitHub's shapes (including `errors` for what does not
+/// resolve) are answered.
+fn graphql(world: &World, request: &Value) -> Reply {
+    let vars = &request["variables"];
+    let (Some(owner), Some(name), Some(number)) = (
+        vars["owner"].as_str(),
+        vars["name"].as_str(),
+        vars["number"].as_u64(),
+    ) else {
+        return Reply::ok(
+            json!({ "errors": [{ "message": "the stand-in answers only afk's issue-edits query (variables owner, name, number)" }] }),
+        );
+    };
+    if !request["query"]
+        .as_str()
+        .is_some_and(|q| q.contains("lastEditedAt"))
+    {
+        return Reply::ok(
+            json!({ "errors": [{ "message": "the stand-in answers only afk's issue-edits query" }] }),
+        );
+    }
+    let Some(repo) = world.repos.get(&format!("{owner}/{name}")) else {
+        return Reply::ok(json!({
+            "data": { "repository": null },
+            "errors": [{ "type": "NOT_FOUND", "path": ["repository"],
+                "message": format!("Could not resolve to a Repository with the name '{owner}/{name}'.") }],
+        }));
+    };
+    let Some(issue) = repo.issues.get(&number).filter(|i| i.pull.is_none()) else {
+        return Reply::ok(json!({
+            "data": { "repository": { "issue": null } },
+            "errors": [{ "type": "NOT_FOUND", "path": ["repository", "issue"],
+                "message": format!("Could not resolve to an Issue with the number of {number}.") }],
+        }));
+    };
+    let (editor, at) = match &issue.body_edit {
+        Some((editor, at)) => (json!({ "login": editor }), json!(timestamp(*at))),
+        None => (Value::Null, Value::Null),
+    };
+    Reply::ok(json!({
+        "data": { "repository": { "issue": {
+            "lastEditedAt": at, "editor": editor, "updatedAt": timestamp(issue.updated_at),
+        } } }
+    }))
+}
+
 fn head_label(head: &super::PullHead) -> String {
     let owner = head.repo.split('/').next().unwrap_or(&head.repo);
     format!("{owner}:{}", head.branch)
@@ -601,6 +662,9 @@ fn event_json(e: &IssueEventData) -> Value {
     });
     if let Some(label) = &e.label {
         v["label"] = json!({ "name": label, "color": "ededed" });
+    }
+    if let Some((from, to)) = &e.rename {
+        v["rename"] = json!({ "from": from, "to": to });
     }
     v
 }
