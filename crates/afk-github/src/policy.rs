@@ -59,8 +59,8 @@ pub struct PolicySettings {
     /// The model the agent should use, as T3 names it.
     #[serde(default)]
     pub model: Option<String>,
-    /// Labels afk adds to the issue when it starts work on it (and leaves there), besides its own
-    /// status labels.
+    /// Labels afk adds to the issue when it starts work on it, besides its own status labels, and
+    /// removes when the job ends (only those afk added: one already there stays).
     #[serde(default)]
     pub extra_labels: Vec<String>,
 }

@@ -385,7 +385,9 @@ impl Reporter {
     }
 
     /// Adds `labels` to the issue (e.g. [`crate::PolicySettings::extra_labels`]); labels already
-    /// present are not sent again. GitHub creates a label that does not exist yet in the repository.
+    /// present are not sent again (and so are not afk's to remove later, see
+    /// [`Self::remove_added_labels`]). GitHub creates a label that does not exist yet in the
+    /// repository.
     pub async fn add_labels(&self, issue: &IssueKey, labels: &[String]) -> Result<(), GitHubError> {
         let number = issue.number.to_string();
         let (owner, name) = (issue.repo.owner(), issue.repo.name());
@@ -407,6 +409,59 @@ impl Reporter {
         self.client
             .send_ignoring_body(Method::POST, url, Some(&json!({ "labels": missing })))
             .await
+    }
+
+    /// Removes, when the job ends, the `labels` afk added when it started ([`Self::add_labels`],
+    /// e.g. [`crate::PolicySettings::extra_labels`]): only those whose latest `labeled` event is
+    /// afk's own. A label that was there before afk came, or that a person applied again since,
+    /// stays. Idempotent and needs no memory of what was added (the issue's events tell), so it
+    /// also holds after a restart. Returns the labels removed.
+    pub async fn remove_added_labels(
+        &self,
+        issue: &IssueKey,
+        labels: &[String],
+    ) -> Result<Vec<String>, GitHubError> {
+        let number = issue.number.to_string();
+        let (owner, name) = (issue.repo.owner(), issue.repo.name());
+        let url = self.client.url(
+            &["repos", owner, name, "issues", &number, "labels"],
+            &[("per_page", "100")],
+        );
+        let current: Vec<model::LabelRef> = self.client.get_all(url).await?;
+        let present: Vec<&String> = labels
+            .iter()
+            .filter(|l| current.iter().any(|c| &c.name == *l))
+            .collect();
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        let me = self.client.identity().await?;
+        let url = self.client.url(
+            &["repos", owner, name, "issues", &number, "events"],
+            &[("per_page", "100")],
+        );
+        let events: Vec<model::IssueEvent> = self.client.get_all(url).await?;
+        let mut removed = Vec::new();
+        for label in present {
+            let added_by_afk = events
+                .iter()
+                .rev()
+                .find(|e| e.event == "labeled" && e.label.as_ref().is_some_and(|l| &l.name == label))
+                .and_then(|e| e.actor.as_ref())
+                .is_some_and(|actor| me.is(&actor.login));
+            if !added_by_afk {
+                continue;
+            }
+            let url = self
+                .client
+                .url(&["repos", owner, name, "issues", &number, "labels", label], &[]);
+            match self.client.send_ignoring_body(Method::DELETE, url, None).await {
+                // Someone removed it meanwhile: the goal is reached.
+                Ok(()) | Err(GitHubError::NotFound { .. }) => removed.push(label.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// Looks for the pull request the agent opened for `issue`, among pull requests afk can

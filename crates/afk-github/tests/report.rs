@@ -168,18 +168,44 @@ async fn status_labels_follow_the_job() {
 }
 
 #[tokio::test]
-async fn extra_labels_are_added_once() {
+async fn extra_labels_are_added_once_and_only_afks_are_removed_at_the_end() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "One", MAINTAINER);
+    github.add_label(REPO, number, "bug", "octocat");
     let reporter = Reporter::new(client(&github, &clock));
     let key = IssueKey { repo: repo(), number };
-    let extra = vec!["automated".to_owned(), "afk".to_owned()];
+    let extra: Vec<String> = ["automated", "triaged", "bug", "afk"].map(String::from).to_vec();
 
     reporter.add_labels(&key, &extra).await.unwrap();
     reporter.add_labels(&key, &extra).await.unwrap();
-
-    assert_eq!(github.labels(REPO, number), vec!["afk", "automated"]);
+    assert_eq!(
+        github.labels(REPO, number),
+        vec!["afk", "bug", "automated", "triaged"]
+    );
     assert_eq!(github.requests().iter().filter(|r| r.method == "POST").count(), 1);
+    // A maintainer takes `triaged` over: removed and applied again by hand, it is theirs now.
+    github.remove_label(REPO, number, "triaged", MAINTAINER);
+    github.add_label(REPO, number, "triaged", MAINTAINER);
+
+    // The job ends (a restarted afk: nothing is remembered but what the issue's events say).
+    let removed = Reporter::new(client(&github, &clock))
+        .remove_added_labels(&key, &extra)
+        .await
+        .unwrap();
+
+    assert_eq!(removed, vec!["automated"]);
+    assert_eq!(github.labels(REPO, number), vec!["afk", "bug", "triaged"]);
+    let deletes = github.requests().iter().filter(|r| r.method == "DELETE").count();
+    assert!(reporter
+        .remove_added_labels(&key, &extra)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        github.requests().iter().filter(|r| r.method == "DELETE").count(),
+        deletes,
+        "nothing left to remove"
+    );
 }
 
 #[tokio::test]
