@@ -130,13 +130,23 @@ mod tests {
         }
     }
 
+    /// (case, label position, label time, renames, last body edit, expected).
+    type Case = (
+        &'static str,
+        usize,
+        Option<i64>,
+        Vec<(usize, TextEdit)>,
+        Option<TextEdit>,
+        Vec<TextEdit>,
+    );
+
     #[test]
     fn only_the_last_change_of_each_part_after_the_label_is_checked() {
         use EditedField::*;
         let title = |who, s| edit(Title, who, s);
         let body = |who, s| edit(Body, who, s);
         #[rustfmt::skip]
-        let cases: Vec<(&str, usize, Option<i64>, Vec<(usize, TextEdit)>, Option<TextEdit>, Vec<TextEdit>)> = vec![
+        let cases: Vec<Case> = vec![
             ("never edited", 3, Some(10), vec![], None, vec![]),
             ("edited before the label", 3, Some(10), vec![(1, title("a", 5))], Some(body("a", 9)), vec![]),
             ("renamed after the label", 3, Some(10), vec![(1, title("a", 5)), (4, title("b", 10))], None,

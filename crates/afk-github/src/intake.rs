@@ -225,6 +225,9 @@ impl Scan {
     }
 }
 
+/// An issue body's last edit as GitHub told it, and the issue's `updated_at` at the time.
+type SeenBodyEdit = (DateTime<Utc>, Option<TextEdit>);
+
 /// The GraphQL query for an issue body's last edit.
 const BODY_EDIT_QUERY: &str = "query($owner: String!, $name: String!, $number: Int!) { \
     repository(owner: $owner, name: $name) { issue(number: $number) { lastEditedAt editor { login } } } }";
@@ -237,7 +240,7 @@ pub struct Intake {
     config: IntakeConfig,
     permissions: Permissions,
     /// Each issue's last body edit, with the issue's `updated_at` when it was asked.
-    body_edits: Mutex<HashMap<IssueKey, (DateTime<Utc>, Option<TextEdit>)>>,
+    body_edits: Mutex<HashMap<IssueKey, SeenBodyEdit>>,
     // Issues already logged as skipped, so a 30-second poll does not repeat the same line forever.
     logged_skips: Mutex<HashSet<(IssueKey, String)>>,
 }

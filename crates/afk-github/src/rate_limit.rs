@@ -246,6 +246,9 @@ mod tests {
         h
     }
 
+    /// (case, status, headers, body, secondary streak, expected).
+    type Case = (&'static str, u16, HeaderMap, &'static [u8], u32, Assessment);
+
     #[test]
     fn each_documented_case_gets_its_limit_and_wait() {
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
@@ -259,7 +262,7 @@ mod tests {
         use RateLimitKind::*;
         let block = |kind, until| RateLimitBlock { kind, until };
         #[rustfmt::skip]
-        let cases: Vec<(&str, u16, HeaderMap, &[u8], u32, Assessment)> = vec![
+        let cases: Vec<Case> = vec![
             ("a plain success", 200, headers(&[("x-ratelimit-remaining", "41".into())]), b"[]", 0, Clear),
             ("a success that spent the budget blocks until the reset", 200,
                 headers(&[("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", reset.clone())]), b"[]", 0,
