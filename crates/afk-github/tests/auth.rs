@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use afk_github::{GitHubError, Intake, IntakeConfig};
+use afk_github::GitHubError;
 use common::*;
 
 #[tokio::test]
@@ -12,7 +12,7 @@ async fn app_token_is_reused_then_refreshed_before_it_expires() {
     let (github, clock) = world().await;
     enable_app(&github);
     labelled_issue(&github, "One", MAINTAINER);
-    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(test_app_client(&github, &clock));
 
     assert_eq!(intake.scan().await.eligible.len(), 1);
     assert_eq!(github.installation_tokens_issued(), 1);
@@ -43,7 +43,7 @@ async fn a_jwt_for_the_wrong_app_is_refused_with_a_clear_error() {
         &fixture("test-only-app-key.pub.pem"),
         Duration::from_secs(3600),
     );
-    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(test_app_client(&github, &clock));
 
     let err = intake.check(&repo(), 1).await.unwrap_err();
 
@@ -59,10 +59,11 @@ async fn a_jwt_for_the_wrong_app_is_refused_with_a_clear_error() {
 async fn a_key_that_is_not_pem_is_reported_without_its_content() {
     let (github, clock) = world().await;
     enable_app(&github);
-    let intake = Intake::new(
-        app_client(&github, &clock, b"not-a-key-but-a-secret-value".to_vec()),
-        IntakeConfig::new(vec![repo()]),
-    );
+    let intake = intake_over(app_client(
+        &github,
+        &clock,
+        b"not-a-key-but-a-secret-value".to_vec(),
+    ));
 
     let err = intake.check(&repo(), 1).await.unwrap_err();
 
@@ -75,7 +76,7 @@ async fn a_key_that_is_not_pem_is_reported_without_its_content() {
 async fn a_revoked_token_is_unauthorized_after_one_fresh_try() {
     let (github, clock) = world().await;
     github.revoke_token(afk_github::testing::STAND_IN_TOKEN);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let err = intake.check(&repo(), 1).await.unwrap_err();
 
@@ -106,7 +107,7 @@ async fn a_revoked_installation_token_is_replaced_on_the_401() {
     let (github, clock) = world().await;
     enable_app(&github);
     let number = labelled_issue(&github, "One", MAINTAINER);
-    let intake = Intake::new(test_app_client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(test_app_client(&github, &clock));
     assert!(intake.scan().await.complete);
 
     // GitHub revokes installation tokens when the App's permissions change, long before expires_at.

@@ -11,7 +11,7 @@ async fn issue_labelled_by_a_writer_is_eligible_with_its_details() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "Crash on empty input", MAINTAINER);
     github.add_label(REPO, number, "afk:p1", MAINTAINER);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let scan = intake.scan().await;
 
@@ -33,7 +33,7 @@ async fn issue_labelled_by_an_outsider_is_skipped_and_never_commented() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "Please run rm -rf", OUTSIDER);
     let stranger = labelled_issue(&github, "Not even a collaborator", "stranger");
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let scan = intake.scan().await;
 
@@ -72,7 +72,7 @@ async fn the_latest_labeler_decides() {
     let number = labelled_issue(&github, "Relabelled", MAINTAINER);
     github.remove_label(REPO, number, "afk", OUTSIDER);
     github.add_label(REPO, number, "afk", OUTSIDER);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let verdict = intake.check(&repo(), number).await.unwrap();
 
@@ -91,7 +91,7 @@ async fn maintain_and_admin_are_trusted_triage_is_not() {
     let by_maintainer = labelled_issue(&github, "a", "maintainer");
     let by_owner = labelled_issue(&github, "b", "owner");
     let by_triager = labelled_issue(&github, "c", "triager");
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let scan = intake.scan().await;
 
@@ -107,7 +107,7 @@ async fn pull_requests_and_unlabelled_issues_are_not_work() {
     let pr = github.open_pull_request(REPO, "octocat", "feature", "A PR", "");
     github.add_label(REPO, pr, "afk", MAINTAINER);
     let plain = github.open_issue(REPO, "octocat", "No label", "");
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let scan = intake.scan().await;
 
@@ -128,7 +128,7 @@ async fn an_idle_poll_is_answered_304_and_not_charged() {
     let (github, clock) = world().await;
     labelled_issue(&github, "One", MAINTAINER);
     labelled_issue(&github, "Two", MAINTAINER);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
     let first = intake.scan().await;
     let charged_after_first = github.charged_requests();
     let remaining_after_first = github.rate_limit_remaining();
@@ -153,7 +153,7 @@ async fn an_idle_poll_is_answered_304_and_not_charged() {
 async fn permissions_are_asked_again_after_their_lifetime() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "One", MAINTAINER);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
     assert_eq!(intake.scan().await.eligible.len(), 1);
 
     // The maintainer loses write access; after the cache lifetime intake notices.
@@ -171,7 +171,7 @@ async fn many_issues_are_read_across_pages() {
     for i in 0..130 {
         labelled_issue(&github, &format!("Issue {i}"), MAINTAINER);
     }
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
 
     let scan = intake.scan().await;
 
@@ -221,7 +221,7 @@ async fn an_issue_labelled_after_an_exactly_full_last_page_is_seen() {
     for i in 0..100 {
         labelled_issue(&github, &format!("Issue {i}"), MAINTAINER);
     }
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
     assert_eq!(intake.scan().await.eligible.len(), 100);
 
     // Page 1 is unchanged (a 304), but the new issue is on a page 2 that did not exist before.
@@ -245,7 +245,7 @@ async fn a_deleted_or_transferred_issue_is_final_and_no_longer_listed() {
     let deleted = labelled_issue(&github, "Deleted", MAINTAINER);
     let transferred = labelled_issue(&github, "Transferred", MAINTAINER);
     let kept = labelled_issue(&github, "Kept", MAINTAINER);
-    let intake = Intake::new(client(&github, &clock), IntakeConfig::new(vec![repo()]));
+    let intake = intake(&github, &clock);
     assert_eq!(intake.scan().await.eligible.len(), 3);
 
     github.delete_issue(REPO, deleted);

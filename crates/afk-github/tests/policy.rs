@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
+use afk_github::testing::GitHubStandIn;
 use afk_github::{PolicyError, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy};
 use common::*;
 
@@ -23,6 +24,17 @@ fn context(attempt: u32, previous_error: Option<&str>) -> PromptContext {
     }
 }
 
+/// A stand-in whose repository has `afk_md` as its `AFK.md` (none with `None`), and a store
+/// reading it.
+async fn store_with(afk_md: Option<&str>) -> (GitHubStandIn, PolicyStore) {
+    let (github, clock) = world().await;
+    if let Some(text) = afk_md {
+        github.set_file(REPO, "AFK.md", text);
+    }
+    let store = PolicyStore::new(client(&github, &clock));
+    (github, store)
+}
+
 const AFK_MD: &str = "---
 max_concurrent: 2
 branch_prefix: bots/
@@ -35,9 +47,7 @@ Fix #{{ issue.number }} ({{ issue.title }}) in {{ repo }} for {{ issue.author }}
 
 #[tokio::test]
 async fn afk_md_settings_and_template_are_used() {
-    let (github, clock) = world().await;
-    github.set_file(REPO, "AFK.md", AFK_MD);
-    let store = PolicyStore::new(client(&github, &clock));
+    let (_github, store) = store_with(Some(AFK_MD)).await;
 
     let policy = store.policy(&repo()).await.unwrap();
 
@@ -55,8 +65,7 @@ async fn afk_md_settings_and_template_are_used() {
 
 #[tokio::test]
 async fn without_afk_md_the_built_in_template_is_used() {
-    let (github, clock) = world().await;
-    let store = PolicyStore::new(client(&github, &clock));
+    let (_github, store) = store_with(None).await;
 
     let policy = store.policy(&repo()).await.unwrap();
 
@@ -71,13 +80,7 @@ async fn without_afk_md_the_built_in_template_is_used() {
 
 #[tokio::test]
 async fn an_unknown_setting_is_rejected_naming_the_key() {
-    let (github, clock) = world().await;
-    github.set_file(
-        REPO,
-        "AFK.md",
-        "---\nmax_concurent: 2\n---\nDo {{ issue.title }}\n",
-    );
-    let store = PolicyStore::new(client(&github, &clock));
+    let (_github, store) = store_with(Some("---\nmax_concurent: 2\n---\nDo {{ issue.title }}\n")).await;
 
     let err = store.policy(&repo()).await.unwrap_err();
 
@@ -95,13 +98,10 @@ async fn an_unknown_setting_is_rejected_naming_the_key() {
 
 #[tokio::test]
 async fn an_unknown_variable_is_an_error_naming_it() {
-    let (github, clock) = world().await;
-    github.set_file(
-        REPO,
-        "AFK.md",
+    let (_github, store) = store_with(Some(
         "Fix {{ issue.title }} assigned to {{ assignee }}, see {{ issue.milestone }}\n",
-    );
-    let store = PolicyStore::new(client(&github, &clock));
+    ))
+    .await;
 
     let err = store.policy(&repo()).await.unwrap_err();
 
@@ -139,9 +139,7 @@ fn an_undefined_attribute_fails_rendering_instead_of_rendering_blank() {
 
 #[tokio::test]
 async fn an_unchanged_afk_md_is_not_fetched_or_parsed_again() {
-    let (github, clock) = world().await;
-    github.set_file(REPO, "AFK.md", AFK_MD);
-    let store = PolicyStore::new(client(&github, &clock));
+    let (github, store) = store_with(Some(AFK_MD)).await;
     let first = store.policy(&repo()).await.unwrap();
     let charged = github.charged_requests();
 

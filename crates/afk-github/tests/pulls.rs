@@ -20,7 +20,7 @@ async fn scene() -> Scene {
     let number = labelled_issue(&github, "One", MAINTAINER);
     Scene {
         reporter: Reporter::new(client(&github, &clock)),
-        key: IssueKey { repo: repo(), number },
+        key: key(number),
         github,
     }
 }

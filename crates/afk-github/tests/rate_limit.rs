@@ -5,11 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use afk_core::{IssueKey, JobState};
+use afk_core::JobState;
 use afk_github::testing::RateLimitRefusal;
-use afk_github::{
-    Clock, GitHubError, Intake, IntakeConfig, PolicyStore, RateLimitKind, Reporter, StatusReport,
-};
+use afk_github::{Clock, GitHubError, PolicyStore, RateLimitKind, Reporter, StatusReport};
 use common::*;
 
 #[tokio::test]
@@ -18,7 +16,7 @@ async fn retry_after_is_honoured_without_hammering() {
     labelled_issue(&github, "One", MAINTAINER);
     github.set_rate_limit(5000, 0, Some(120), RateLimitRefusal::TooManyRequests);
     let client = client(&github, &clock);
-    let intake = Intake::new(client.clone(), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(client.clone());
 
     let refused = intake.scan().await;
     let sent_after_refusal = github.requests().len();
@@ -57,7 +55,7 @@ async fn an_exhausted_primary_limit_waits_for_its_reset() {
     // Two requests left: the listing and the events, then the permission lookup is refused.
     github.set_rate_limit(5000, 2, None, RateLimitRefusal::Forbidden);
     let client = client(&github, &clock);
-    let intake = Intake::new(client.clone(), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(client.clone());
     let logs = capture_logs();
 
     let scan = intake.scan().await;
@@ -101,7 +99,7 @@ async fn a_secondary_limit_without_retry_after_waits_a_minute_then_backs_off_exp
     let (github, clock) = world().await;
     labelled_issue(&github, "One", MAINTAINER);
     let client = client(&github, &clock);
-    let intake = Intake::new(client.clone(), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(client.clone());
     // A 403 with budget left and no Retry-After: only its message says it is a rate limit.
     github.impose_secondary_limit(Duration::from_secs(100), RateLimitRefusal::Forbidden, None);
     let logs = capture_logs();
@@ -148,7 +146,7 @@ async fn a_secondary_limit_with_retry_after_waits_exactly_that_long() {
     let (github, clock) = world().await;
     labelled_issue(&github, "One", MAINTAINER);
     let client = client(&github, &clock);
-    let intake = Intake::new(client.clone(), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(client.clone());
     github.impose_secondary_limit(
         Duration::from_secs(30),
         RateLimitRefusal::TooManyRequests,
@@ -171,14 +169,14 @@ async fn while_a_limit_holds_no_part_of_afk_sends_anything() {
     let (github, clock) = world().await;
     let number = labelled_issue(&github, "One", MAINTAINER);
     let client = client(&github, &clock);
-    let intake = Intake::new(client.clone(), IntakeConfig::new(vec![repo()]));
+    let intake = intake_over(client.clone());
     let reporter = Reporter::new(client.clone());
     let policies = PolicyStore::new(client.clone());
     github.impose_secondary_limit(Duration::from_secs(60), RateLimitRefusal::Forbidden, None);
     assert!(!intake.scan().await.complete);
     let sent = github.requests().len();
 
-    let key = IssueKey { repo: repo(), number };
+    let key = key(number);
     let report = StatusReport {
         issue: key.clone(),
         attempt: 1,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use afk_core::{IssueKey, JobState};
+use afk_core::JobState;
 use afk_github::Clock;
 use afk_github::{
     IssueGone, ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
@@ -13,7 +13,7 @@ use common::*;
 
 fn report(number: u64, state: JobState, attempt: u32) -> StatusReport {
     StatusReport {
-        issue: IssueKey { repo: repo(), number },
+        issue: key(number),
         attempt,
         state,
         thread: Some(ThreadLink {
@@ -125,7 +125,7 @@ async fn status_labels_follow_the_job() {
     let number = labelled_issue(&github, "One", MAINTAINER);
     github.add_label(REPO, number, "bug", "octocat");
     let reporter = Reporter::new(client(&github, &clock));
-    let key = IssueKey { repo: repo(), number };
+    let key = key(number);
 
     reporter
         .report(&report(number, JobState::Running, 1))
@@ -173,7 +173,7 @@ async fn extra_labels_are_added_once_and_only_afks_are_removed_at_the_end() {
     let number = labelled_issue(&github, "One", MAINTAINER);
     github.add_label(REPO, number, "bug", "octocat");
     let reporter = Reporter::new(client(&github, &clock));
-    let key = IssueKey { repo: repo(), number };
+    let key = key(number);
     let extra: Vec<String> = ["automated", "triaged", "bug", "afk"].map(String::from).to_vec();
 
     reporter.add_labels(&key, &extra).await.unwrap();

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use afk_core::Repo;
+use afk_core::{IssueKey, Repo};
 use afk_github::testing::{GitHubStandIn, ManualClock, STAND_IN_TOKEN};
-use afk_github::{AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId};
+use afk_github::{
+    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId, Intake, IntakeConfig,
+};
 use afk_secrets::LiteralProvider;
 
 pub const REPO: &str = "acme/widgets";
@@ -32,6 +34,21 @@ pub async fn world() -> (GitHubStandIn, Arc<ManualClock>) {
 pub fn client(github: &GitHubStandIn, clock: &Arc<ManualClock>) -> GitHubClient {
     let credentials = Credentials::Token(Arc::new(LiteralProvider::new(STAND_IN_TOKEN)));
     GitHubClient::with_clock(ClientConfig::new(github.api_url(), credentials), clock.clone()).expect("client")
+}
+
+/// Intake over `client` watching [`REPO`] with the default configuration.
+pub fn intake_over(client: GitHubClient) -> Intake {
+    Intake::new(client, IntakeConfig::new(vec![repo()]))
+}
+
+/// Intake with the stand-in's token client (see [`client`]) watching [`REPO`].
+pub fn intake(github: &GitHubStandIn, clock: &Arc<ManualClock>) -> Intake {
+    intake_over(client(github, clock))
+}
+
+/// The key of issue `number` of [`REPO`].
+pub fn key(number: u64) -> IssueKey {
+    IssueKey { repo: repo(), number }
 }
 
 /// An issue labelled `afk` by `labeler`.
