@@ -3,17 +3,25 @@
 //! **API boundary.** Only this crate knows GitHub's JSON; callers see domain types
 //! ([`EligibleIssue`], [`RepoPolicy`], [`StatusReport`], [`WebhookEvent`]).
 //!
-//! Start with a [`GitHubClient`] (REST root + [`Credentials`]); it is shared by:
+//! Start with a [`GitHubClient`] (REST root + [`Credentials`]; conditional requests, GitHub's
+//! rate-limit rules in [`rate_limit`], afk's own identity); it is shared by:
 //! - [`Intake`] — `scan()` lists issues that carry the trigger label **applied by someone with
-//!   write access** (the safety boundary: the agent runs with full access);
+//!   write access**, whose title and body nobody without write access changed since
+//!   ([`edits`]): the safety boundary, as the agent runs with full access;
 //! - [`PolicyStore`] — each repository's `AFK.md` settings and strict prompt template;
-//! - [`Reporter`] — one status comment per issue, the `afk:*` labels, and pull-request detection;
+//! - [`Reporter`] — one status comment per issue (afk's own), the `afk:*` and extra labels, the
+//!   untrusted-edit notice, and detection of a pull request afk can trust;
 //! - [`webhook_router`] — a verified `POST /webhooks/github` feeding a channel.
+//!
+//! [`trust`] says who is trusted (write, maintain, admin); the private `http` and `model` modules
+//! hold the wire details.
 //!
 //! Behind the `testing` feature, [`testing::GitHubStandIn`] is a loopback GitHub for tests.
 //!
 //! **Invariants:** no token, private key or webhook secret reaches a log, an error or `Debug`;
-//! intake never writes to GitHub; a rate-limited client sends nothing until the limit resets.
+//! intake never writes to GitHub; while a rate limit applies the client sends nothing at all;
+//! afk edits only comments it wrote and names only pull requests from its attempts' branches or
+//! by trusted authors; an issue GitHub no longer has (410, 301, 404) is final.
 
 #![warn(missing_docs)]
 

@@ -9,8 +9,9 @@
 //!   `x-ratelimit-reset` when `remaining` is 0; else at least a minute, doubling while the
 //!   refusals repeat (up to [`MAX_SECONDARY_BACK_OFF`]).
 //!
-//! [`assess`] is the decision, a pure function; [`RateGate`] keeps the state and logs each new
-//! block once, saying which limit and until when.
+//! The decision is a pure function (`assess`, table-tested); a gate per client keeps the state,
+//! holds every request back while a block lasts, and logs each new block once, saying which limit
+//! and until when.
 
 use std::fmt;
 use std::sync::Mutex;

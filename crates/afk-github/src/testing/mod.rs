@@ -1,10 +1,21 @@
 //! A stand-in GitHub on loopback, for this crate's tests and afk's end-to-end tests.
 //!
-//! [`GitHubStandIn`] serves the REST endpoints afk uses, with GitHub's JSON shapes, and enforces
-//! what afk must cope with: authentication (401 on an unknown or expired token), App installation
-//! tokens minted from an RS256 JWT, conditional requests (`ETag` / `If-None-Match` → 304, not
-//! counted against the rate limit), and the rate limit itself (`x-ratelimit-*` headers, 403 or 429
-//! with `Retry-After` once exhausted). Every request is recorded for assertions.
+//! [`GitHubStandIn`] serves the REST endpoints afk uses (and the one GraphQL query), with GitHub's
+//! JSON shapes, and behaves as GitHub documents where afk must cope with it:
+//! - authentication: 401 on an unknown or expired token; App installation tokens minted from an
+//!   RS256 JWT; each token belongs to an account (`GET /user`; `GET /app` with the JWT), and what
+//!   a request writes is written by that account (`<slug>[bot]` for the App);
+//! - conditional requests: an `ETag` per page, over the page's body only; a 304 is not charged
+//!   and carries no `Link`;
+//! - rate limits: `x-ratelimit-*` headers; the primary limit (403 or 429 with remaining 0, with
+//!   `Retry-After` when set); a secondary limit (403 or 429 with budget left, GitHub's message,
+//!   with or without `Retry-After`);
+//! - issues: `updated_at` moving with every change; body edits (GraphQL `lastEditedAt` and
+//!   `editor`), title changes (`renamed` events); deleted issues (410) and transferred ones (301
+//!   with `Location`);
+//! - comments with their authors; pull requests with authors and head repositories (forks).
+//!
+//! Every request is recorded for assertions.
 //!
 //! Test setup goes through methods (`open_issue`, `add_label`, `set_permission`, ...) rather than
 //! HTTP, so a test reads as the story it tells. The server stops when the value is dropped.
