@@ -364,7 +364,7 @@ impl Intake {
             number: issue.number,
         };
         let events = self.events(repo, issue.number).await?;
-        let Some((label_position, label)) = self.trusted_label_candidate(&events) else {
+        let Some((label_position, label)) = self.latest_trigger_label(&events) else {
             self.log_skip(&key, &SkipReason::LabelerUnknown);
             return Ok(Verdict::Skipped(SkipReason::LabelerUnknown));
         };
@@ -427,7 +427,7 @@ impl Intake {
 
     /// The latest `labeled` event for the trigger label (its position among `events`), if it
     /// names who applied it. Whether that person is trusted is checked next.
-    fn trusted_label_candidate(&self, events: &[model::IssueEvent]) -> Option<(usize, TrustedLabel)> {
+    fn latest_trigger_label(&self, events: &[model::IssueEvent]) -> Option<(usize, TrustedLabel)> {
         let trigger = &self.config.trigger_label;
         // Events come oldest first; ties on created_at keep list order, so the last one wins.
         let (position, event) = events
@@ -494,15 +494,16 @@ impl Intake {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.event == "renamed")
-            .filter_map(|(i, e)| {
-                Some((
+            .map(|(i, e)| {
+                (
                     i,
                     TextEdit {
                         field: EditedField::Title,
                         editor: e.actor.as_ref().map(|a| Login::new(a.login.clone())),
-                        at: e.created_at?,
+                        // Only shown in messages: the order against the label is the list's.
+                        at: e.created_at.unwrap_or_else(|| self.client.clock().now()),
                     },
-                ))
+                )
             })
             .collect();
         let body_edit = self.last_body_edit(key, issue).await?;
