@@ -5,6 +5,7 @@ use std::fmt;
 use afk_core::{AttemptNo, AttemptState, IssueKey, JobId, JobState, JobStatus, Priority, Repo};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
 
 use crate::LedgerError;
 
@@ -90,15 +91,15 @@ impl Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAttempt {
     /// The T3 thread id (unique across the ledger).
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// The T3 project the thread belongs to.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// The command id of `thread.create`.
-    pub create_command_id: String,
+    pub create_command_id: CommandId,
     /// The command id of `thread.turn.start`.
-    pub turn_command_id: String,
+    pub turn_command_id: CommandId,
     /// The id of the first user message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The thread's title.
     pub title: String,
     /// The branch the agent works on.
@@ -121,15 +122,15 @@ pub struct Attempt {
     /// Where it is.
     pub state: AttemptState,
     /// The T3 thread id.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// The T3 project id.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// The command id of `thread.create`.
-    pub create_command_id: String,
+    pub create_command_id: CommandId,
     /// The command id of `thread.turn.start`.
-    pub turn_command_id: String,
+    pub turn_command_id: CommandId,
     /// The id of the first user message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The thread's title.
     pub title: String,
     /// The branch the agent works on.
@@ -172,7 +173,7 @@ pub struct WatchedAttempt {
     /// `dispatching` or `running`.
     pub state: AttemptState,
     /// The T3 thread id.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// When the attempt last changed: for a running attempt, when it started running.
     pub updated_at: DateTime<Utc>,
 }
@@ -294,11 +295,11 @@ impl AttemptRow {
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
-            thread_id: self.thread_id,
-            project_id: self.project_id,
-            create_command_id: self.create_command_id,
-            turn_command_id: self.turn_command_id,
-            message_id: self.message_id,
+            thread_id: id_of(self.thread_id).map_err(|e| corrupt("thread_id", e))?,
+            project_id: id_of(self.project_id).map_err(|e| corrupt("project_id", e))?,
+            create_command_id: id_of(self.create_command_id).map_err(|e| corrupt("create_command_id", e))?,
+            turn_command_id: id_of(self.turn_command_id).map_err(|e| corrupt("turn_command_id", e))?,
+            message_id: id_of(self.message_id).map_err(|e| corrupt("message_id", e))?,
             title: self.title,
             branch: self.branch,
             prompt: self.prompt,
@@ -358,7 +359,7 @@ impl WatchedRow {
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("attempts.state", e.to_string()))?,
-            thread_id: self.thread_id,
+            thread_id: id_of(self.thread_id).map_err(|e| corrupt("attempts.thread_id", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("attempts.updated_ms", e))?,
         })
     }
@@ -398,6 +399,12 @@ impl EventRow {
             at: instant(self.at_ms).map_err(|e| corrupt("at_ms", e))?,
         })
     }
+}
+
+/// A stored T3 id as its type: the ledger wrote only ids the client had validated, so a failure
+/// here means a row was edited by hand.
+fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
+    text.parse().map_err(|e: t3_client::ids::InvalidId| e.to_string())
 }
 
 /// A stored count (attempts, tries) as the domain's `u32`.

@@ -16,6 +16,7 @@ use afk_core::{
 use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
+use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -254,11 +255,11 @@ fn new_job(number: u64, priority: u8) -> NewJob {
 
 fn ids(thread: &str) -> NewAttempt {
     NewAttempt {
-        thread_id: thread.into(),
-        project_id: "project-1".into(),
-        create_command_id: format!("{thread}-create"),
-        turn_command_id: format!("{thread}-turn"),
-        message_id: format!("{thread}-message"),
+        thread_id: ThreadId::new(thread).unwrap(),
+        project_id: ProjectId::new("project-1").unwrap(),
+        create_command_id: CommandId::new(format!("{thread}-create")).unwrap(),
+        turn_command_id: CommandId::new(format!("{thread}-turn")).unwrap(),
+        message_id: MessageId::new(format!("{thread}-message")).unwrap(),
         title: format!("Work on {thread}"),
         branch: format!("afk/{thread}"),
         prompt: "Implement it.".into(),

@@ -214,7 +214,7 @@ pub async fn run() -> anyhow::Result<()> {
             rows.push(vec![
                 job.issue.to_string(),
                 attempt.number.to_string(),
-                attempt.thread_id.clone(),
+                attempt.thread_id.to_string(),
                 attempt.state.to_string(),
                 took,
                 attempt.last_error.clone().unwrap_or_else(|| "-".into()),

@@ -189,7 +189,7 @@ pub async fn job_views(ledger: &Ledger) -> anyhow::Result<Vec<JobView>> {
             priority: job.priority.to_string(),
             state: job.state.to_string(),
             attempts: job.attempts,
-            thread_id: last.map(|a| a.thread_id.clone()),
+            thread_id: last.map(|a| a.thread_id.to_string()),
             // A job that succeeded in the end has no error to show, whatever earlier attempts met.
             last_error: (job.state != JobState::Succeeded)
                 .then(|| {
@@ -317,7 +317,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             issue: job.issue.to_string(),
             attempt: attempt.number.0,
             state: attempt.state.to_string(),
-            thread_id: attempt.thread_id.clone(),
+            thread_id: attempt.thread_id.to_string(),
             started_at: attempt.created_at.to_rfc3339(),
         })
         .collect();

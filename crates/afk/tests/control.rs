@@ -125,7 +125,7 @@ async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
     let thread = model
         .threads
         .iter()
-        .find(|t| t.id.as_str() == attempts[0].thread_id)
+        .find(|t| t.id == attempts[0].thread_id)
         .unwrap();
     assert_eq!(
         thread.latest_turn.as_ref().map(|t| t.state),

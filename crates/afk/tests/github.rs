@@ -73,7 +73,7 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     .await;
     let comments = status_comments(&github, number);
     assert_eq!(comments.len(), 1, "{comments:#?}");
-    assert!(comments[0].contains(&thread_id));
+    assert!(comments[0].contains(thread_id.as_str()));
     // The agent opens its pull request on the attempt's branch.
     github.open_pull_request(
         REPO_A,

@@ -8,8 +8,8 @@ use afk_core::{Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
-    CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, MessageId,
-    ProjectId, T3Client, T3Error, ThreadId, WorktreePlan,
+    DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
+    WorktreePlan,
 };
 
 use super::target::{attempt_branch, Dispatch, RepoTarget};
@@ -39,16 +39,7 @@ pub(super) async fn resume(
             continue;
         };
         let (job, attempt) = (&job, &attempt);
-        let plan = match plan_of(job, attempt, plane.settings.projects.get(&job.issue.repo)) {
-            Ok(plan) => plan,
-            Err(error) => {
-                let event = Event::DispatchRejected {
-                    error: format!("the ledger's attempt cannot be sent again: {error}"),
-                };
-                plane.transition(job, &event, None, now, report).await?;
-                continue;
-            }
-        };
+        let plan = plan_of(job, attempt, plane.settings.projects.get(&job.issue.repo));
         // Created exactly as first planned: with the model the repository chose, if any.
         let client = client_for(
             &plane.t3,
@@ -203,11 +194,11 @@ pub(super) async fn dispatch_ready(
             }
         };
         let attempt = NewAttempt {
-            thread_id: plan.ids.thread_id.to_string(),
-            project_id: plan.project_id.to_string(),
-            create_command_id: plan.ids.create_command_id.to_string(),
-            turn_command_id: plan.ids.turn_command_id.to_string(),
-            message_id: plan.ids.message_id.to_string(),
+            thread_id: plan.ids.thread_id.clone(),
+            project_id: plan.project_id.clone(),
+            create_command_id: plan.ids.create_command_id.clone(),
+            turn_command_id: plan.ids.turn_command_id.clone(),
+            message_id: plan.ids.message_id.clone(),
             title: plan.title.clone(),
             branch: plan.branch.clone(),
             prompt: plan.text.clone(),
@@ -251,15 +242,11 @@ fn worktree_plan(target: &RepoTarget, fleet: &Fleet) -> Result<WorktreePlan, Str
             target.project
         )
     })?;
-    // As T3's own UI decides: run it when the project has a script marked for new worktrees.
-    let has_setup_script = project
-        .scripts
-        .iter()
-        .any(|s| s.get("runOnWorktreeCreate").and_then(|v| v.as_bool()) == Some(true));
     Ok(WorktreePlan {
         project_cwd: project.workspace_root.clone(),
         base_branch: base_branch.clone(),
-        run_setup_script: run_setup_script.unwrap_or(has_setup_script),
+        // As T3's own UI decides, unless the repository says otherwise.
+        run_setup_script: run_setup_script.unwrap_or_else(|| project.has_worktree_setup_script()),
     })
 }
 
@@ -351,28 +338,24 @@ fn client_for(t3: &T3Client, prompt: &JobPrompt) -> T3Client {
 
 /// The plan an attempt was started with, rebuilt from the ledger exactly as first sent (the
 /// worktree path is rendered again from the repository's template: same inputs, same path).
-fn plan_of(
-    job: &Job,
-    attempt: &Attempt,
-    target: Option<&RepoTarget>,
-) -> Result<DispatchPlan, t3_client::ids::InvalidId> {
+fn plan_of(job: &Job, attempt: &Attempt, target: Option<&RepoTarget>) -> DispatchPlan {
     let worktree_path = match target.map(|t| &t.dispatch) {
         Some(Dispatch::Http {
             worktree_path: Some(template),
         }) => Some(template.render(&job.issue, &attempt.branch, attempt.number.0)),
         _ => None,
     };
-    Ok(DispatchPlan {
+    DispatchPlan {
         ids: DispatchIds {
-            thread_id: ThreadId::new(attempt.thread_id.clone())?,
-            create_command_id: CommandId::new(attempt.create_command_id.clone())?,
-            turn_command_id: CommandId::new(attempt.turn_command_id.clone())?,
-            message_id: MessageId::new(attempt.message_id.clone())?,
+            thread_id: attempt.thread_id.clone(),
+            create_command_id: attempt.create_command_id.clone(),
+            turn_command_id: attempt.turn_command_id.clone(),
+            message_id: attempt.message_id.clone(),
         },
-        project_id: ProjectId::new(attempt.project_id.clone())?,
+        project_id: attempt.project_id.clone(),
         title: attempt.title.clone(),
         branch: attempt.branch.clone(),
         worktree_path,
         text: attempt.prompt.clone(),
-    })
+    }
 }

@@ -319,7 +319,7 @@ pub(super) async fn report(plane: &ControlPlane, gh: &mut GitHubSide) -> Result<
             attempt: job.attempts,
             state: job.state,
             thread: last.map(|a| ThreadLink {
-                id: a.thread_id.clone(),
+                id: a.thread_id.to_string(),
                 url: gh
                     .thread_url_base
                     .as_ref()

@@ -16,11 +16,11 @@ use super::{ControlError, ControlPlane, TickReport};
 #[derive(Debug, Default)]
 pub struct StallTracker {
     /// Per thread: its last `updatedAt`, when that was first seen, and the pass that last saw it.
-    seen: HashMap<String, (Timestamp, DateTime<Utc>, u64)>,
+    seen: HashMap<ThreadId, (Timestamp, DateTime<Utc>, u64)>,
     /// The watcher's current pass (one per tick): threads not observed in it are forgotten.
     pass: u64,
-    absent: HashMap<String, Absence>,
-    stop_absent: HashMap<String, Absence>,
+    absent: HashMap<ThreadId, Absence>,
+    stop_absent: HashMap<ThreadId, Absence>,
 }
 
 /// How long, and in how many views in a row, a thread has been missing from T3's view.
@@ -34,13 +34,13 @@ impl Absence {
     /// Counts one more view without the thread in `absences`; true once it is missing for good:
     /// in [`ABSENT_VIEWS_FOR_LOST`] views in a row and for at least `after`.
     fn note(
-        absences: &mut HashMap<String, Absence>,
-        thread: &str,
+        absences: &mut HashMap<ThreadId, Absence>,
+        thread: &ThreadId,
         now: DateTime<Utc>,
         after: std::time::Duration,
     ) -> bool {
         let absence = absences
-            .entry(thread.to_owned())
+            .entry(thread.clone())
             .or_insert(Absence { since: now, views: 0 });
         absence.views += 1;
         absence.views >= ABSENT_VIEWS_FOR_LOST && (now - absence.since).to_std().unwrap_or_default() >= after
@@ -53,7 +53,12 @@ const ABSENT_VIEWS_FOR_LOST: u32 = 2;
 
 impl StallTracker {
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
-    pub fn observe(&mut self, thread: &str, updated_at: Timestamp, now: DateTime<Utc>) -> chrono::Duration {
+    pub fn observe(
+        &mut self,
+        thread: &ThreadId,
+        updated_at: Timestamp,
+        now: DateTime<Utc>,
+    ) -> chrono::Duration {
         // Looked up by reference first: a quiet tick over thousands of threads allocates nothing.
         if let Some(entry) = self.seen.get_mut(thread) {
             if entry.0 != updated_at {
@@ -62,23 +67,28 @@ impl StallTracker {
             entry.2 = self.pass;
             return now - entry.1;
         }
-        self.seen.insert(thread.to_owned(), (updated_at, now, self.pass));
+        self.seen.insert(thread.clone(), (updated_at, now, self.pass));
         chrono::Duration::zero()
     }
 
     /// Counts one more view in a row without `thread`; true once it counts as gone (see
     /// [`Timeouts::lost_after`](super::Timeouts::lost_after)).
-    pub fn note_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
+    pub fn note_absent(&mut self, thread: &ThreadId, now: DateTime<Utc>, after: std::time::Duration) -> bool {
         Absence::note(&mut self.absent, thread, now, after)
     }
 
     /// The same for a thread being stopped.
-    pub fn note_stop_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
+    pub fn note_stop_absent(
+        &mut self,
+        thread: &ThreadId,
+        now: DateTime<Utc>,
+        after: std::time::Duration,
+    ) -> bool {
         Absence::note(&mut self.stop_absent, thread, now, after)
     }
 
     /// Forgets stop absences that did not last.
-    pub fn retain_stop_absent(&mut self, absent: &std::collections::HashSet<String>) {
+    pub fn retain_stop_absent(&mut self, absent: &std::collections::HashSet<ThreadId>) {
         self.stop_absent.retain(|thread, _| absent.contains(thread));
     }
 
@@ -88,7 +98,7 @@ impl StallTracker {
     }
 
     /// Ends a pass: forgets threads it did not observe, and absences that did not last.
-    pub fn end_pass(&mut self, absent: &std::collections::HashSet<String>) {
+    pub fn end_pass(&mut self, absent: &std::collections::HashSet<ThreadId>) {
         let pass = self.pass;
         self.seen.retain(|_, entry| entry.2 == pass);
         self.absent.retain(|thread, _| absent.contains(thread));
@@ -108,7 +118,7 @@ pub(super) async fn watch(
         if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
             continue;
         }
-        let thread = fleet.thread_by_id(&attempt.thread_id);
+        let thread = fleet.thread(&attempt.thread_id);
         let event = match ThreadState::of(thread) {
             ThreadState::Starting | ThreadState::Running => {
                 let Some(thread) = thread else { continue };
@@ -177,10 +187,7 @@ pub(super) async fn stop_threads(
     let mut still_absent = std::collections::HashSet::new();
     let mut stopping = HashMap::new();
     for (job, attempt) in to_stop {
-        let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
-            plane.ledger.mark_thread_stopped(attempt.id).await?;
-            continue;
-        };
+        let thread_id = attempt.thread_id.clone();
         let thread = fleet.thread(&thread_id);
         let stopped = match ThreadState::of(thread) {
             // A thread T3 has not shown yet may still be created by a request in flight: only
@@ -256,9 +263,9 @@ fn warn_stop(
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
 pub(super) fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
-    let lacks = |thread_id: &str| {
+    let lacks = |thread_id: &ThreadId| {
         fleet
-            .thread_by_id(thread_id)
+            .thread(thread_id)
             .is_none_or(|thread| thread.deleted_at.is_some())
     };
     live.iter()
