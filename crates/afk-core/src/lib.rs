@@ -8,13 +8,13 @@
 
 mod issue;
 mod machine;
+mod reason;
 mod retry;
 mod state;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
-pub use machine::{
-    apply, AttemptChange, Effect, Event, FailureKind, InvalidTransition, JobStatus, Transition,
-};
+pub use machine::{apply, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition};
+pub use reason::{CancelReason, JobSource, UnknownName};
 pub use retry::RetryPolicy;
 pub use state::{AttemptState, JobState, UnknownState};
 

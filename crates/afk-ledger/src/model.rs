@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use afk_core::{AttemptNo, AttemptState, IssueKey, JobId, JobState, JobStatus, Priority, Repo};
+use afk_core::{
+    AttemptNo, AttemptState, CancelReason, IssueKey, JobId, JobSource, JobState, JobStatus, Priority, Repo,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
@@ -33,8 +35,8 @@ pub struct NewJob {
     pub labels: Vec<String>,
     /// How urgent it is.
     pub priority: Priority,
-    /// Where it came from (`local`, `github`, `manual`): kept from the first upsert.
-    pub source: String,
+    /// Where it came from: kept from the first upsert.
+    pub source: JobSource,
 }
 
 /// A job as the ledger holds it.
@@ -52,10 +54,12 @@ pub struct Job {
     pub labels: Vec<String>,
     /// Its priority, as last upserted.
     pub priority: Priority,
-    /// Where it came from (`local`, `github`, `manual`), as first upserted.
-    pub source: String,
+    /// Where it came from, as first upserted.
+    pub source: JobSource,
     /// Where it is in its life.
     pub state: JobState,
+    /// Why it is cancelled, while it is.
+    pub cancel_reason: Option<CancelReason>,
     /// How many attempts were started so far.
     pub attempts: u32,
     /// `attempts` when the job was last requeued: its retry budget counts the attempts since.
@@ -82,6 +86,7 @@ impl Job {
             attempts: self.attempts,
             dispatch_tries: self.dispatch_tries,
             attempts_base: self.attempts_base,
+            cancel_reason: self.cancel_reason,
         }
     }
 }
@@ -206,6 +211,7 @@ pub(crate) struct JobRow {
     priority: i64,
     source: String,
     state: String,
+    cancel_reason: Option<String>,
     attempts: i64,
     attempts_base: i64,
     dispatch_tries: i64,
@@ -237,11 +243,19 @@ impl JobRow {
             body: self.body,
             labels,
             priority,
-            source: self.source,
+            source: self
+                .source
+                .parse()
+                .map_err(|e: afk_core::UnknownName| corrupt("source", e.to_string()))?,
             state: self
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
+            cancel_reason: self
+                .cancel_reason
+                .map(|r| r.parse())
+                .transpose()
+                .map_err(|e: afk_core::UnknownName| corrupt("cancel_reason", e.to_string()))?,
             attempts: count(self.attempts).map_err(|e| corrupt("attempts", e))?,
             attempts_base: count(self.attempts_base).map_err(|e| corrupt("attempts_base", e))?,
             dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use afk_core::{JobId, JobState};
+use afk_core::{JobId, JobSource, JobState};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, AttemptRow, EventRow, JobRow, WatchedRow};
@@ -69,13 +69,13 @@ impl Ledger {
     /// The jobs from `source` whose state or attempt count changed since [`Ledger::mark_reported`]
     /// last recorded them (marked as `STATE:ATTEMPTS`), ordered by id: what a reporter still has
     /// to say, read without loading every job on every tick.
-    pub async fn jobs_to_report(&self, source: &str) -> Result<Vec<Job>, LedgerError> {
+    pub async fn jobs_to_report(&self, source: JobSource) -> Result<Vec<Job>, LedgerError> {
         let rows: Vec<JobRow> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT * FROM jobs WHERE source = $1 \
                  AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
             )
-            .bind(source)
+            .bind(source.as_str())
             .fetch_all(pool)
             .await?
         });

@@ -1,7 +1,7 @@
 //! Writing the ledger: jobs as sources report them, transitions as the machine decides them, and
 //! the marks the control plane keeps (a thread stopped, a job reported).
 
-use afk_core::{AttemptChange, AttemptState, JobId, JobState, Transition};
+use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Transition};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
@@ -32,7 +32,7 @@ impl Ledger {
             .bind(&job.body)
             .bind(&labels)
             .bind(priority)
-            .bind(&job.source)
+            .bind(job.source.as_str())
             .bind(now)
             .bind(now)
             .fetch_optional(&mut *tx)
@@ -74,7 +74,8 @@ impl Ledger {
     ///
     /// - compare-and-set: the job must still be in `transition.from`, else nothing is written and
     ///   the result is [`LedgerError::Conflict`] (or [`LedgerError::NotFound`]);
-    /// - the job takes `transition.to` and `transition.not_before` (none clears it); a started
+    /// - the job takes `transition.to`, `transition.not_before` and `transition.cancel_reason`
+    ///   (none clears them); a started
     ///   attempt counts one more attempt and resets the dispatch tries; a dispatch retry stores
     ///   the machine's try count; an error the transition carries becomes the job's
     ///   `last_error` (for a refusal, which has no attempt, its note does);
@@ -105,7 +106,8 @@ impl Ledger {
                 "UPDATE jobs SET state = $1, attempts = attempts + $2, \
                  dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
                  last_error = COALESCE($5, last_error), updated_ms = $6, \
-                 attempts_base = CASE WHEN $9 THEN attempts ELSE attempts_base END \
+                 attempts_base = CASE WHEN $9 THEN attempts ELSE attempts_base END, \
+                 cancel_reason = $10 \
                  WHERE id = $7 AND state = $8 RETURNING *",
             )
             .bind(transition.to.as_str())
@@ -117,6 +119,7 @@ impl Ledger {
             .bind(job.0)
             .bind(transition.from.as_str())
             .bind(transition.fresh_budget)
+            .bind(transition.cancel_reason.map(CancelReason::as_str))
             .fetch_optional(&mut *tx)
             .await?;
             let Some(updated) = updated else {

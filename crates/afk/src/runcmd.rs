@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use afk_core::{Event, IssueKey, JobState, Priority, Repo};
+use afk_core::{Event, IssueKey, JobSource, JobState, Priority, Repo, RequeueBy};
 use afk_ledger::{Job, Ledger, NewJob};
 use anyhow::{bail, Context};
 use chrono::Utc;
@@ -167,8 +167,8 @@ pub struct JobView {
     pub thread_id: Option<String>,
     /// The last error, if any.
     pub last_error: Option<String>,
-    /// Where the job came from (`local`, `manual`, ...).
-    pub source: String,
+    /// Where the job came from (`local`, `github`, `manual`).
+    pub source: JobSource,
     /// When the job was queued.
     pub created_at: String,
     /// When the job last changed.
@@ -198,7 +198,7 @@ pub async fn job_views(ledger: &Ledger) -> anyhow::Result<Vec<JobView>> {
                         .or_else(|| last.and_then(|a| a.last_error.clone()))
                 })
                 .flatten(),
-            source: job.source.clone(),
+            source: job.source,
             created_at: job.created_at.to_rfc3339(),
             updated_at: job.updated_at.to_rfc3339(),
         });
@@ -416,18 +416,15 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     let existing = ledger.job_by_issue(&issue).await?;
     if let Some(existing) = &existing {
         // A job that ended without success can be asked for again (with a fresh budget of
-        // attempts); one that is queued, working or done cannot.
-        if !matches!(
-            existing.state,
-            JobState::Cancelled | JobState::Failed | JobState::GivenUp
-        ) {
+        // attempts); one that is queued, working or done cannot: the machine decides.
+        if afk_core::apply(existing.status(), &BY_HAND, &config.retry_policy(), now).is_err() {
             bail!(
                 "{issue} already has job {} in state {}",
                 existing.id,
                 existing.state
             );
         }
-        if existing.source != "manual" {
+        if existing.source != JobSource::Manual {
             // Its text belongs to its source (a file, a GitHub issue); only the retry is manual.
             requeue(&ledger, &config, existing).await?;
             println!(
@@ -446,7 +443,7 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
                 body: prompt,
                 labels: Vec::new(),
                 priority,
-                source: "manual".into(),
+                source: JobSource::Manual,
             },
             now,
         )
@@ -463,9 +460,14 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `afk dispatch` asking again for a job that ended without success.
+const BY_HAND: Event = Event::Requeue {
+    by: RequeueBy::Person,
+};
+
 async fn requeue(ledger: &Ledger, config: &Config, job: &Job) -> anyhow::Result<()> {
     let now = Utc::now();
-    let transition = afk_core::apply(job.status(), &Event::Requeue, &config.retry_policy(), now)?;
+    let transition = afk_core::apply(job.status(), &BY_HAND, &config.retry_policy(), now)?;
     ledger.record(job.id, &transition, None, now).await?;
     Ok(())
 }

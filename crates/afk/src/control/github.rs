@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use afk_core::{Event, IssueKey, JobState, Repo};
+use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, Repo, RequeueBy};
 use afk_github::{
     EligibleIssue, Intake, PolicyError, PolicySettings, PolicyStore, PromptContext, PromptIssue,
     PullRequestSearch, Reporter, StatusReport, ThreadLink, Verdict, WebhookEvent,
@@ -19,13 +19,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::{ControlError, ControlPlane, TickReport};
-
-/// The source name the ledger keeps for jobs from GitHub.
-pub const GITHUB_SOURCE: &str = "github";
-
-/// Why a job is cancelled when its issue leaves afk's hands; a job cancelled for this reason is
-/// requeued when the issue becomes eligible again.
-pub const WITHDRAWN_REASON: &str = "the issue was closed or lost its trigger label";
 
 /// Everything the control plane needs to work with GitHub.
 pub struct GitHubSide {
@@ -178,7 +171,7 @@ pub(super) async fn sync(
     }
     if scan.complete {
         for job in plane.ledger.jobs().await? {
-            if job.source == GITHUB_SOURCE && !job.state.is_final() && !eligible.contains(&job.issue) {
+            if job.source == JobSource::GitHub && !job.state.is_final() && !eligible.contains(&job.issue) {
                 gh.issues.remove(&job.issue);
                 withdraw(plane, &job, now, report).await?;
             }
@@ -202,7 +195,7 @@ async fn take(
         body: issue.body.clone(),
         labels: issue.labels.clone(),
         priority: issue.priority,
-        source: GITHUB_SOURCE.into(),
+        source: JobSource::GitHub,
     };
     gh.issues.insert(key.clone(), issue);
     match plane.ledger.job_by_issue(&key).await? {
@@ -211,7 +204,6 @@ async fn take(
             ControlPlane::queued(&job, "GitHub", report);
         }
         Some(job) => {
-            let withdrawn = plane.cancelled_for(&job, WITHDRAWN_REASON).await?;
             // The text the agent gets is the text afk took when a trusted person handed the issue
             // over: a later edit (perhaps by an untrusted author, who may also close and reopen
             // the issue) is never taken. Labels and priority follow the issue.
@@ -227,8 +219,12 @@ async fn take(
             {
                 plane.ledger.upsert_job(&refreshed, now).await?;
             }
-            if withdrawn {
-                plane.transition(&job, &Event::Requeue, None, now, report).await?;
+            if job.state == JobState::Cancelled {
+                // Requeued only when GitHub withdrew it (the machine decides).
+                let back = Event::Requeue {
+                    by: RequeueBy::Source(JobSource::GitHub),
+                };
+                plane.offer(&job, &back, now, report).await?;
             }
         }
     }
@@ -241,11 +237,11 @@ async fn withdraw(
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Result<(), ControlError> {
-    if job.source != GITHUB_SOURCE || job.state.is_final() {
+    if job.source != JobSource::GitHub || job.state.is_final() {
         return Ok(());
     }
     let event = Event::Cancel {
-        reason: WITHDRAWN_REASON.into(),
+        reason: CancelReason::Withdrawn,
     };
     plane.transition(job, &event, None, now, report).await?;
     Ok(())
@@ -291,7 +287,7 @@ pub(super) async fn prompt(gh: &mut GitHubSide, job: &Job) -> Result<Option<JobP
 /// Brings the status comment and labels of every GitHub job whose state or attempt changed since
 /// it was last reported up to date. Failures are logged and retried on the next tick.
 pub(super) async fn report(plane: &ControlPlane, gh: &mut GitHubSide) -> Result<(), ControlError> {
-    for job in plane.ledger.jobs_to_report(GITHUB_SOURCE).await? {
+    for job in plane.ledger.jobs_to_report(JobSource::GitHub).await? {
         let marker = format!("{}:{}", job.state, job.attempts);
         // A comment appears with the first dispatch, or when the job fails without one.
         if job.attempts == 0 && job.state != JobState::Failed {

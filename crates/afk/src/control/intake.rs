@@ -4,19 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use afk_core::{Event, IssueKey};
+use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
 use afk_ledger::NewJob;
 use chrono::{DateTime, Utc};
 
 use super::{ControlError, ControlPlane, TickReport};
 use crate::source::{local, SourceIssue};
-
-/// The source name the ledger keeps for jobs from the local folder.
-pub const LOCAL_SOURCE: &str = "local";
-
-/// Why a job is cancelled when its file goes away; also how a returning file recognises a job it
-/// may requeue (a job cancelled for another reason, say interrupted by a person in T3, stays so).
-pub const REMOVED_REASON: &str = "its issue file was removed";
 
 pub(super) async fn sync_local(
     plane: &ControlPlane,
@@ -44,7 +37,7 @@ pub(super) async fn sync_local(
                 let (job, _) = plane.ledger.upsert_job(&new_job(issue), now).await?;
                 ControlPlane::queued(&job, &dir.display().to_string(), report);
             }
-            Some(job) if job.source != LOCAL_SOURCE => {
+            Some(job) if job.source != JobSource::Local => {
                 // The issue belongs to another source (GitHub, queued by hand): a file must not
                 // change its text.
                 tracing::warn!(
@@ -61,8 +54,13 @@ pub(super) async fn sync_local(
                 {
                     plane.ledger.upsert_job(&new_job(issue), now).await?;
                 }
-                if plane.cancelled_for(job, REMOVED_REASON).await? {
-                    plane.transition(job, &Event::Requeue, None, now, report).await?;
+                if job.state == JobState::Cancelled {
+                    // Requeued only when the file's removal cancelled it (the machine decides):
+                    // a job a person interrupted in T3 stays cancelled.
+                    let back = Event::Requeue {
+                        by: RequeueBy::Source(JobSource::Local),
+                    };
+                    plane.offer(job, &back, now, report).await?;
                 }
             }
         }
@@ -72,9 +70,9 @@ pub(super) async fn sync_local(
         return Ok(());
     }
     for job in known.values() {
-        if job.source == LOCAL_SOURCE && !job.state.is_final() && !present.contains(&job.issue) {
+        if job.source == JobSource::Local && !job.state.is_final() && !present.contains(&job.issue) {
             let event = Event::Cancel {
-                reason: REMOVED_REASON.into(),
+                reason: CancelReason::FileRemoved,
             };
             plane.transition(job, &event, None, now, report).await?;
         }
@@ -89,6 +87,6 @@ fn new_job(issue: &SourceIssue) -> NewJob {
         body: issue.body.clone(),
         labels: issue.labels.clone(),
         priority: issue.priority,
-        source: LOCAL_SOURCE.into(),
+        source: JobSource::Local,
     }
 }

@@ -22,8 +22,7 @@ use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{Fleet, ShellFeed, T3Client};
 
-pub use github::{GitHubSide, JobPrompt, GITHUB_SOURCE, WITHDRAWN_REASON};
-pub use intake::{LOCAL_SOURCE, REMOVED_REASON};
+pub use github::{GitHubSide, JobPrompt};
 pub use target::{attempt_branch, Dispatch, RepoTarget, WorktreeTemplate, WORKTREE_PLACEHOLDERS};
 pub use watcher::StallTracker;
 
@@ -326,7 +325,7 @@ impl ControlPlane {
     /// The prompt of `job`'s next attempt: from its repository's `AFK.md` for GitHub jobs, else
     /// from the issue itself. `Ok(None)`: not now; `Err`: the job cannot be dispatched.
     async fn prompt_for(&mut self, job: &Job) -> Result<Option<JobPrompt>, String> {
-        if job.source != GITHUB_SOURCE {
+        if job.source != afk_core::JobSource::GitHub {
             return Ok(Some(JobPrompt {
                 text: crate::prompt::render(job),
                 ..JobPrompt::default()
@@ -382,16 +381,20 @@ impl ControlPlane {
         Ok(Some((transition, updated)))
     }
 
-    /// True when `job` is cancelled and its cancellation gave `reason`: how a source tells a job
-    /// it withdrew (and may requeue) from one cancelled for another reason.
-    async fn cancelled_for(&self, job: &Job, reason: &str) -> Result<bool, ControlError> {
-        if job.state != JobState::Cancelled {
-            return Ok(false);
+    /// Records `event` when the machine allows it for `job`, and quietly does nothing when it
+    /// does not: for events a source offers on every scan (an issue that is back may or may not
+    /// bring its job back).
+    async fn offer(
+        &self,
+        job: &Job,
+        event: &Event,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), ControlError> {
+        if apply(job.status(), event, &self.settings.retry, now).is_ok() {
+            self.transition(job, event, None, now, report).await?;
         }
-        let events = self.ledger.events(job.id).await?;
-        Ok(events
-            .last()
-            .is_some_and(|e| e.to == JobState::Cancelled && e.note.contains(reason)))
+        Ok(())
     }
 
     /// Reports a job a source just queued.
