@@ -11,12 +11,14 @@ mod machine;
 mod reason;
 mod retry;
 mod state;
+mod worktree;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
 pub use machine::{apply, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition};
 pub use reason::{CancelReason, JobSource, UnknownName};
 pub use retry::RetryPolicy;
 pub use state::{AttemptState, JobState, UnknownState};
+pub use worktree::{WorktreeTemplate, WORKTREE_PLACEHOLDERS};
 
 /// A ledger row id of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -1,7 +1,10 @@
 //! Wiring: the parts of afk built from a [`Config`]. The only place that knows how config keys map
 //! onto the parts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use afk_core::Repo;
 
 use afk_ledger::Ledger;
 use anyhow::Context;
@@ -14,8 +17,9 @@ use afk_github::{
     PolicyStore, Reporter,
 };
 
-use crate::config::{Config, GitHubAuth};
+use crate::config::{Config, DispatchMode, GitHubAuth};
 use crate::control::{ControlPlane, GitHubSide, Limits, Settings, Timeouts};
+use crate::policy::{Dispatch, RepoTarget};
 
 /// Opens the ledger named by `[ledger] url`, creating a SQLite file (and its folder) if needed.
 pub async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
@@ -60,7 +64,7 @@ fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::R
     }
     let mut client = T3Client::new(&config.t3.url, Arc::new(transport), bearer).with_settings(settings);
     for (repo, project) in config.projects() {
-        client = client.with_project(repo.to_string(), project);
+        client = client.with_project(repo.to_string(), project.project);
     }
     Ok(client)
 }
@@ -79,9 +83,33 @@ pub fn settings(config: &Config) -> Settings {
             turn: config.watch.turn_timeout,
             lost_after: config.watch.poll_interval,
         },
-        projects: config.targets(),
+        projects: repo_targets(config),
         local_source: config.source.local.as_ref().map(|l| l.dir.clone()),
     }
+}
+
+/// Each repository's T3 project and dispatch mode, from `[t3.projects]` over `[t3]`'s defaults.
+pub fn repo_targets(config: &Config) -> BTreeMap<Repo, RepoTarget> {
+    config
+        .projects()
+        .into_iter()
+        .map(|(repo, p)| {
+            let dispatch = match p.dispatch {
+                DispatchMode::Http => Dispatch::Http {
+                    worktree_path: p.worktree_path,
+                },
+                DispatchMode::WsWorktree => Dispatch::WsWorktree {
+                    base_branch: p.base_branch,
+                    run_setup_script: p.run_setup_script,
+                },
+            };
+            let target = RepoTarget {
+                project: p.project,
+                dispatch,
+            };
+            (repo, target)
+        })
+        .collect()
 }
 
 /// A control plane wired from `config`.
@@ -95,7 +123,7 @@ pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
         }
         None => operate.clone(),
     };
-    for (repo, target) in config.targets() {
+    for (repo, target) in repo_targets(config) {
         if target.shares_checkout() {
             tracing::warn!(
                 "{repo}: dispatch = \"http\" without a worktree_path: its threads would share the \
@@ -172,4 +200,48 @@ pub fn http_router(
         router = router.merge(afk_github::webhook_router(secret, events));
     }
     Ok(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_repository_gets_its_dispatch_target_and_shared_checkouts_run_one_thread() {
+        let mut config = Config::default();
+        config.t3.base_branch = "trunk".into();
+        config.t3.projects = [
+            ("acme/api", "proj-api", None, None),
+            ("acme/web", "proj-web", Some(DispatchMode::Http), None),
+            (
+                "acme/lib",
+                "proj-lib",
+                Some(DispatchMode::Http),
+                Some("/wt/{name}/{issue}"),
+            ),
+        ]
+        .into_iter()
+        .map(|(repo, project, dispatch, worktree_path)| {
+            let entry = crate::config::ProjectEntry {
+                dispatch,
+                worktree_path: worktree_path.map(str::to_owned),
+                ..crate::config::ProjectEntry::from(project)
+            };
+            (repo.to_owned(), entry)
+        })
+        .collect();
+        let targets = repo_targets(&config);
+        let target = |repo: &str| targets[&Repo::new(repo).unwrap()].clone();
+        assert_eq!(
+            target("acme/api").dispatch,
+            Dispatch::WsWorktree {
+                base_branch: "trunk".into(),
+                run_setup_script: None
+            },
+            "ws-worktree is the default, with [t3] base_branch"
+        );
+        assert!(target("acme/web").shares_checkout());
+        assert_eq!(target("acme/web").in_flight_limit(2), 1);
+        assert_eq!(target("acme/lib").in_flight_limit(2), 2);
+    }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod policy;
 pub mod prompt;
 pub mod runcmd;
 pub mod source;

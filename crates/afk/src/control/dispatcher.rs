@@ -12,8 +12,8 @@ use t3_client::{
     WorktreePlan,
 };
 
-use super::target::{attempt_branch, Dispatch, RepoTarget};
 use super::{ControlError, ControlPlane, JobPrompt, TickReport};
+use crate::policy::{attempt_branch, Dispatch, RepoTarget};
 
 /// Resumes every attempt left in `dispatching` whose back-off has passed, resolved against the
 /// fleet: a thread with a turn is already dispatched; otherwise the attempt's commands are sent

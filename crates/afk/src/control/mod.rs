@@ -9,7 +9,6 @@
 mod dispatcher;
 mod github;
 mod intake;
-mod target;
 mod watcher;
 
 use std::collections::BTreeMap;
@@ -18,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afk_core::{apply, Event, IssueKey, JobState, Repo, RetryPolicy, Transition};
+
+use crate::policy::RepoTarget;
 use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{Fleet, ShellFeed, T3Client};
 
 pub use github::{GitHubSide, JobPrompt};
-pub use target::{attempt_branch, Dispatch, RepoTarget, WorktreeTemplate, WORKTREE_PLACEHOLDERS};
 pub use watcher::StallTracker;
 
 /// The limits on work in flight.
