@@ -12,9 +12,9 @@ use t3_sim::{SimConfig, SimProject, SimServer, TokenGrant};
 
 use crate::config::{Config, LocalSourceConfig};
 use crate::control::TickReport;
-use crate::runcmd::{job_views, jobs_table};
 use crate::source::{local, SourceIssue};
-use crate::{app, table};
+use crate::views::{jobs as job_views, jobs_table};
+use crate::{app, views};
 
 /// One scripted sample issue and how it must end.
 struct Sample {
@@ -197,34 +197,8 @@ pub async fn run() -> anyhow::Result<()> {
     let ledger = plane.ledger().clone();
     let views = job_views(&ledger).await?;
     println!("\nJobs\n{}", jobs_table(&views));
-    let mut rows = Vec::new();
-    let mut attempts_total = 0;
-    for job in ledger.jobs().await? {
-        for attempt in ledger.attempts(job.id).await? {
-            attempts_total += 1;
-            let took = attempt
-                .ended_at
-                .map(|end| {
-                    format!(
-                        "{:.1}s",
-                        (end - attempt.created_at).num_milliseconds() as f64 / 1000.0
-                    )
-                })
-                .unwrap_or_else(|| "-".into());
-            rows.push(vec![
-                job.issue.to_string(),
-                attempt.number.to_string(),
-                attempt.thread_id.to_string(),
-                attempt.state.to_string(),
-                took,
-                attempt.last_error.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-    }
-    println!(
-        "Attempts\n{}",
-        table::render(&["issue", "attempt", "thread", "outcome", "took", "error"], &rows)
-    );
+    let (attempts, attempts_total) = views::attempts_table(&ledger).await?;
+    println!("Attempts\n{attempts}");
 
     let mut wrong = Vec::new();
     for sample in SAMPLES {

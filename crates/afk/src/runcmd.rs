@@ -3,11 +3,10 @@
 
 use std::path::PathBuf;
 
-use afk_core::{Event, IssueKey, JobSource, JobState, Priority, Repo, RequeueBy};
+use afk_core::{Event, IssueKey, JobSource, Priority, Repo, RequeueBy};
 use afk_ledger::{Job, Ledger, NewJob};
 use anyhow::{bail, Context};
 use chrono::Utc;
-use serde::Serialize;
 
 use crate::app;
 use crate::config::Config;
@@ -146,71 +145,11 @@ pub struct JobsArgs {
     pub json: bool,
 }
 
-/// One job as `afk jobs --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct JobView {
-    /// The ledger's id.
-    pub id: i64,
-    /// `OWNER/NAME`.
-    pub repo: String,
-    /// The issue number.
-    pub number: u64,
-    /// The issue's title.
-    pub title: String,
-    /// `p0`..`p3`.
-    pub priority: String,
-    /// The job's state, as printed everywhere.
-    pub state: String,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// The latest attempt's thread, if any.
-    pub thread_id: Option<String>,
-    /// The last error, if any.
-    pub last_error: Option<String>,
-    /// Where the job came from (`local`, `github`, `manual`).
-    pub source: JobSource,
-    /// When the job was queued.
-    pub created_at: String,
-    /// When the job last changed.
-    pub updated_at: String,
-}
-
-/// The jobs in the ledger, with their latest attempt's thread.
-pub async fn job_views(ledger: &Ledger) -> anyhow::Result<Vec<JobView>> {
-    let mut views = Vec::new();
-    for job in ledger.jobs().await? {
-        let attempts = ledger.attempts(job.id).await?;
-        let last = attempts.last();
-        views.push(JobView {
-            id: job.id.0,
-            repo: job.issue.repo.to_string(),
-            number: job.issue.number,
-            title: job.title.clone(),
-            priority: job.priority.to_string(),
-            state: job.state.to_string(),
-            attempts: job.attempts,
-            thread_id: last.map(|a| a.thread_id.to_string()),
-            // A job that succeeded in the end has no error to show, whatever earlier attempts met.
-            last_error: (job.state != JobState::Succeeded)
-                .then(|| {
-                    job.last_error
-                        .clone()
-                        .or_else(|| last.and_then(|a| a.last_error.clone()))
-                })
-                .flatten(),
-            source: job.source,
-            created_at: job.created_at.to_rfc3339(),
-            updated_at: job.updated_at.to_rfc3339(),
-        });
-    }
-    Ok(views)
-}
-
 /// Prints the ledger's jobs.
 pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let ledger = app::open_ledger(&config).await?;
-    let views = job_views(&ledger).await?;
+    let views = crate::views::jobs(&ledger).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(());
@@ -219,49 +158,8 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
         println!("no jobs yet");
         return Ok(());
     }
-    print!("{}", jobs_table(&views));
+    print!("{}", crate::views::jobs_table(&views));
     Ok(())
-}
-
-/// The jobs as a table, as `afk jobs` and `afk demo` print it.
-pub fn jobs_table(views: &[JobView]) -> String {
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            vec![
-                v.id.to_string(),
-                format!("{}#{}", v.repo, v.number),
-                truncate(&v.title, 40),
-                v.priority.clone(),
-                v.state.clone(),
-                v.attempts.to_string(),
-                v.thread_id.clone().unwrap_or_else(|| "-".into()),
-                truncate(v.last_error.as_deref().unwrap_or("-"), 60),
-            ]
-        })
-        .collect();
-    crate::table::render(
-        &[
-            "job",
-            "issue",
-            "title",
-            "prio",
-            "state",
-            "attempts",
-            "thread",
-            "last error",
-        ],
-        &rows,
-    )
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() <= max {
-        line.to_owned()
-    } else {
-        format!("{}…", line.chars().take(max - 1).collect::<String>())
-    }
 }
 
 /// `afk status`.
@@ -274,88 +172,15 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `afk status --json`.
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    /// The ledger, with any password removed.
-    pub ledger: String,
-    /// Jobs per state; every state is present.
-    pub jobs: std::collections::BTreeMap<String, u64>,
-    /// Attempts in flight.
-    pub live: Vec<LiveView>,
-}
-
-/// One attempt in flight.
-#[derive(Debug, Serialize)]
-pub struct LiveView {
-    /// `OWNER/NAME#N`.
-    pub issue: String,
-    /// The attempt's number.
-    pub attempt: u32,
-    /// `dispatching` or `running`.
-    pub state: String,
-    /// Its T3 thread.
-    pub thread_id: String,
-    /// When it started.
-    pub started_at: String,
-}
-
 /// Prints job counts per state and the attempts in flight.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let ledger = app::open_ledger(&config).await?;
-    let mut jobs: std::collections::BTreeMap<String, u64> =
-        JobState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-    for (state, count) in ledger.counts_by_state().await? {
-        jobs.insert(state.to_string(), count);
-    }
-    let live = ledger
-        .live_attempts()
-        .await?
-        .into_iter()
-        .map(|(job, attempt)| LiveView {
-            issue: job.issue.to_string(),
-            attempt: attempt.number.0,
-            state: attempt.state.to_string(),
-            thread_id: attempt.thread_id.to_string(),
-            started_at: attempt.created_at.to_rfc3339(),
-        })
-        .collect();
-    let view = StatusView {
-        ledger: afk_ledger::redact_url(&config.ledger.url),
-        jobs,
-        live,
-    };
+    let view = crate::views::status(&ledger).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
-        return Ok(());
-    }
-    println!("ledger: {}", view.ledger);
-    let counts: Vec<String> = JobState::ALL
-        .iter()
-        .map(|s| format!("{} {}", view.jobs.get(s.as_str()).copied().unwrap_or(0), s))
-        .collect();
-    println!("jobs: {}", counts.join(", "));
-    if view.live.is_empty() {
-        println!("no attempts in flight");
     } else {
-        let rows: Vec<Vec<String>> = view
-            .live
-            .iter()
-            .map(|l| {
-                vec![
-                    l.issue.clone(),
-                    l.attempt.to_string(),
-                    l.state.clone(),
-                    l.thread_id.clone(),
-                    l.started_at.clone(),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            crate::table::render(&["issue", "attempt", "state", "thread", "started"], &rows)
-        );
+        print!("{}", view.text());
     }
     Ok(())
 }

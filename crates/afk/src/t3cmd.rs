@@ -114,7 +114,7 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         .collect();
     print!(
         "{}",
-        crate::table::render(&["thread", "title", "turn", "session", "afk reads"], &rows)
+        crate::views::table(&["thread", "title", "turn", "session", "afk reads"], &rows)
     );
     println!(
         "{} threads, snapshot sequence {}",
