@@ -13,7 +13,7 @@ mod target;
 use std::collections::{BTreeMap, HashMap};
 
 use afk_core::{JobSource, Repo};
-use afk_github::{EligibleIssue, PolicyError, PolicyStore, PromptContext, PromptIssue};
+use afk_github::{EligibleIssue, PolicyError, PolicySettings, PolicyStore, PromptContext, PromptIssue};
 use afk_ledger::Job;
 
 pub use afk_core::{WorktreeTemplate, WORKTREE_PLACEHOLDERS};
@@ -35,6 +35,22 @@ pub struct RepoPolicy {
     pub model: Option<String>,
     /// Labels added to the issue while afk works on it (`AFK.md`), besides afk's own.
     pub extra_labels: Vec<String>,
+}
+
+impl RepoPolicy {
+    /// This policy with a repository's `AFK.md` settings over it: its own limit can only lower
+    /// the configured one; its branch prefix and model replace `[t3]`'s.
+    pub fn with_afk_md(self, settings: &PolicySettings) -> RepoPolicy {
+        RepoPolicy {
+            limit: settings
+                .max_concurrent
+                .map_or(self.limit, |n| self.limit.min(n.get() as usize)),
+            branch_prefix: settings.branch_prefix.clone().unwrap_or(self.branch_prefix),
+            model: settings.model.clone(),
+            extra_labels: settings.extra_labels.clone(),
+            target: self.target,
+        }
+    }
 }
 
 /// What [`Policies::resolve`] found for a job.
@@ -141,16 +157,7 @@ impl Policies {
             Ok(prompt) => prompt,
             Err(error) => return Resolution::Refused(error.to_string()),
         };
-        let settings = &file.settings;
-        let policy = RepoPolicy {
-            limit: settings
-                .max_concurrent
-                .map_or(configured.limit, |n| configured.limit.min(n.get() as usize)),
-            branch_prefix: settings.branch_prefix.clone().unwrap_or(configured.branch_prefix),
-            model: settings.model.clone(),
-            extra_labels: settings.extra_labels.clone(),
-            target: configured.target,
-        };
+        let policy = configured.with_afk_md(&file.settings);
         self.resolved.insert(job.issue.repo.clone(), policy.clone());
         Resolution::Ready { policy, prompt }
     }
@@ -162,5 +169,107 @@ impl Policies {
             .get(repo)
             .map(|p| p.extra_labels.as_slice())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use t3_client::ProjectId;
+
+    use super::*;
+
+    fn policies() -> Policies {
+        let repo = |r: &str| Repo::new(r).unwrap();
+        let target = |mode| RepoTarget {
+            project: ProjectId::new("p").unwrap(),
+            dispatch: mode,
+        };
+        let worktrees = Dispatch::WsWorktree {
+            base_branch: "main".into(),
+            run_setup_script: None,
+        };
+        let shared = Dispatch::Http { worktree_path: None };
+        let targets = BTreeMap::from([
+            (repo("acme/api"), target(worktrees)),
+            (repo("acme/web"), target(shared)),
+        ]);
+        Policies::new(targets, 3, "afk/".into())
+    }
+
+    #[test]
+    fn the_configured_policy_names_the_repository_it_lacks() {
+        let policies = policies();
+        let api = policies.configured(&Repo::new("acme/api").unwrap()).unwrap();
+        assert_eq!(
+            (api.limit, api.branch_prefix.as_str(), api.model),
+            (3, "afk/", None)
+        );
+        let web = policies.configured(&Repo::new("acme/web").unwrap()).unwrap();
+        assert_eq!(web.limit, 1, "threads sharing a checkout run one at a time");
+        let error = policies
+            .configured(&Repo::new("someone/else").unwrap())
+            .unwrap_err();
+        assert!(
+            error.contains("no T3 project is configured for repository someone/else"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn afk_md_settings_merge_over_the_configured_ones() {
+        let api = policies().configured(&Repo::new("acme/api").unwrap()).unwrap();
+        let settings = |max: Option<u32>, prefix: Option<&str>, model: Option<&str>| PolicySettings {
+            max_concurrent: max.and_then(NonZeroU32::new),
+            branch_prefix: prefix.map(str::to_owned),
+            model: model.map(str::to_owned),
+            extra_labels: vec!["bot".into()],
+        };
+        // (AFK.md, limit, branch prefix, model, why)
+        let cases = [
+            (
+                settings(None, None, None),
+                3,
+                "afk/",
+                None,
+                "nothing set: the configured policy",
+            ),
+            (
+                settings(Some(1), None, None),
+                1,
+                "afk/",
+                None,
+                "a lower limit applies",
+            ),
+            (
+                settings(Some(9), None, None),
+                3,
+                "afk/",
+                None,
+                "a higher limit does not",
+            ),
+            (
+                settings(None, Some("bots/"), Some("claude-opus-4-1")),
+                3,
+                "bots/",
+                Some("claude-opus-4-1"),
+                "its branch prefix and model replace [t3]'s",
+            ),
+        ];
+        for (afk_md, limit, prefix, model, why) in cases {
+            let merged = api.clone().with_afk_md(&afk_md);
+            assert_eq!(
+                (
+                    merged.limit,
+                    merged.branch_prefix.as_str(),
+                    merged.model.as_deref()
+                ),
+                (limit, prefix, model),
+                "{why}"
+            );
+            assert_eq!(merged.extra_labels, ["bot"], "{why}");
+            assert_eq!(merged.target, api.target, "{why}");
+        }
     }
 }
