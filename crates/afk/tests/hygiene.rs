@@ -59,10 +59,10 @@ async fn a_token_file_rewritten_mid_run_is_used_at_once_and_never_logged() {
     for n in 1..=6 {
         world.add_issue(REPO_A, n, "Do it.");
     }
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let mut rotated = false;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(30),
         |jobs| {
             if !rotated && jobs.iter().any(|j| j.state == JobState::Succeeded) {

@@ -19,15 +19,15 @@ async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
         world.add_issue(REPO_A, n, "Do it.");
     }
     world.sim.revoke_token(TOKEN);
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     for _ in 0..3 {
-        let report = plane
+        let report = app
             .tick(chrono::Utc::now())
             .await
             .expect("a rejected token is not fatal");
         assert!(!report.t3_reachable);
     }
-    assert!(plane
+    assert!(app
         .ledger()
         .jobs()
         .await
@@ -37,7 +37,7 @@ async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
     // The operator fixes the token: work resumes.
     world.sim.grant_token(TokenGrant::operate("t3-fixed-token-99"));
     std::fs::write(&world.config.t3.token_file, "t3-fixed-token-99\n").unwrap();
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(2)).await;
+    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(2)).await;
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded));
 }
 
@@ -68,11 +68,11 @@ async fn a_token_changed_in_vault_is_read_again_after_t3_refuses_the_old_one() {
     for n in 1..=3 {
         world.add_issue(REPO_A, n, "Do it.");
     }
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let new = "t3-rotated-in-vault-51f0";
     let mut rotated = false;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(30),
         |jobs| {
             if !rotated && jobs.iter().any(|j| j.state == JobState::Succeeded) {
@@ -113,8 +113,8 @@ async fn least_privilege_the_watcher_reads_with_its_own_read_only_token() {
     std::fs::write(&read_file, read_only).unwrap();
     world.config.t3.read_token_file = Some(read_file);
     world.add_issue(REPO_A, 1, "Do it.");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
 }
 
@@ -129,16 +129,16 @@ timeout = "1s""#,
     world.add_issue(REPO_A, 1, "Do it.");
     // Vault is down before afk ever read the token.
     vault.go_down().await;
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     for _ in 0..3 {
-        let report = plane
+        let report = app
             .tick(chrono::Utc::now())
             .await
             .expect("Vault down is not fatal");
         assert!(!report.t3_reachable, "no token, no T3");
     }
-    assert_eq!(plane.ledger().jobs().await.unwrap()[0].state, JobState::Queued);
+    assert_eq!(app.ledger().jobs().await.unwrap()[0].state, JobState::Queued);
     vault.come_back().await.expect("Vault comes back");
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
 }

@@ -1,11 +1,11 @@
 //! Helpers shared by afk's bench targets.
 #![allow(dead_code)]
 
-use afk::control::ControlPlane;
+use afk::app::App;
 use chrono::Utc;
 
 /// A tick in which nothing may change: the fleet is all running and stays so.
-pub async fn quiet_tick(plane: &mut ControlPlane) {
+pub async fn quiet_tick(plane: &mut App) {
     let report = plane.tick(Utc::now()).await.expect("a tick");
     assert!(report.t3_reachable, "T3 answered");
     assert!(

@@ -1,13 +1,13 @@
 //! Helpers for afk's end-to-end tests: a T3 stand-in on loopback, a temporary folder with a SQLite
-//! ledger, a local issue folder and a token file, and a control plane wired to them.
+//! ledger, a local issue folder and a token file, and afk wired to them (`App`, as `afk run` builds it).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use afk::app::App;
 use afk::config::{Config, DispatchMode, LocalSourceConfig};
-use afk::control::ControlPlane;
 use afk::source::{local, SourceIssue};
 use afk_core::{IssueKey, JobState, Priority, Repo};
 use afk_ledger::{Job, Ledger};
@@ -101,10 +101,9 @@ impl World {
         .unwrap()
     }
 
-    pub async fn plane(&self) -> ControlPlane {
-        afk::app::control_plane(&self.config)
-            .await
-            .expect("the control plane is wired")
+    /// afk wired from this world's config, as `afk run` wires it.
+    pub async fn app(&self) -> App {
+        App::build(self.config.clone()).await.expect("afk is wired")
     }
 
     /// Writes the config as a TOML file for the `afk` binary.
@@ -181,18 +180,18 @@ pub fn key(repo: &str, number: u64) -> IssueKey {
     }
 }
 
-/// Ticks `plane` every poll interval until `done` holds for the ledger's jobs, calling `check`
+/// Ticks `app` every poll interval until `done` holds for the ledger's jobs, calling `check`
 /// after every tick; panics (with the jobs) after `limit`.
 pub async fn tick_until(
-    plane: &mut ControlPlane,
+    app: &mut App,
     limit: Duration,
     mut check: impl FnMut(&[Job]),
     done: impl Fn(&[Job]) -> bool,
 ) -> Vec<Job> {
     let deadline = Instant::now() + limit;
     loop {
-        plane.tick(Utc::now()).await.expect("a tick");
-        let jobs = plane.ledger().jobs().await.unwrap();
+        app.tick(Utc::now()).await.expect("a tick");
+        let jobs = app.ledger().jobs().await.unwrap();
         check(&jobs);
         if done(&jobs) {
             return jobs;
@@ -232,8 +231,8 @@ pub fn first_job_is(state: JobState) -> impl Fn(&[Job]) -> bool {
 }
 
 /// Ticks until the first job is in `state`; panics after 20 s.
-pub async fn tick_until_first_job_is(plane: &mut ControlPlane, state: JobState) -> Vec<Job> {
-    tick_until(plane, Duration::from_secs(20), |_| {}, first_job_is(state)).await
+pub async fn tick_until_first_job_is(app: &mut App, state: JobState) -> Vec<Job> {
+    tick_until(app, Duration::from_secs(20), |_| {}, first_job_is(state)).await
 }
 
 /// True once the first thread in T3 had its turn interrupted.

@@ -1,0 +1,50 @@
+//! One file per command; [`crate::cli`] is the table that routes to them.
+
+pub mod demo;
+pub mod enqueue;
+pub mod jobs;
+pub mod run;
+pub mod sim;
+pub mod status;
+pub mod t3;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::config::Config;
+
+/// `--config FILE`, shared by every command that reads the configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The TOML config file (default: ./afk.toml when it exists, else built-in defaults);
+    /// `AFK_<SECTION>_<KEY>` environment variables override it.
+    #[arg(long, env = "AFK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let default = PathBuf::from("afk.toml");
+        let path = self
+            .config
+            .clone()
+            .or_else(|| default.is_file().then_some(default));
+        Ok(Config::load_from_env(path.as_deref())?)
+    }
+}
+
+/// `--prompt`'s value: `TEXT`, or the contents of `FILE` for `@FILE`; never empty.
+pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?
+        }
+        None => arg.to_owned(),
+    };
+    if text.trim().is_empty() {
+        bail!("--prompt: the prompt is empty");
+    }
+    Ok(text)
+}
