@@ -2,102 +2,42 @@
 //! [`crate::apply`] to decide whether a cancelled job may come back.
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
-/// A stored name afk does not know (a ledger written by a newer afk, or a hand edit).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} {name:?}")]
-pub struct UnknownName {
-    /// What the name was meant to be (`job source`, `cancel reason`).
-    pub kind: &'static str,
-    /// The name.
-    pub name: String,
-}
-
-/// Where a job came from. Kept from the job's first upsert: the source owns the issue's text,
-/// and only it withdraws or brings back the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobSource {
-    /// A Markdown file in the local issue folder (`[source.local]`).
-    Local,
-    /// A GitHub issue labelled by someone with write access (`[github]`).
-    #[serde(rename = "github")]
-    GitHub,
-    /// Queued by a person with `afk dispatch`.
-    Manual,
-}
-
-impl JobSource {
-    /// The name afk prints and stores (`local`, `github`, `manual`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobSource::Local => "local",
-            JobSource::GitHub => "github",
-            JobSource::Manual => "manual",
-        }
+named_enum!(
+    /// Where a job came from. Kept from the job's first upsert: the source owns the issue's text,
+    /// and only it withdraws or brings back the job.
+    JobSource ("job source") {
+        /// A Markdown file in the local issue folder (`[source.local]`).
+        Local => "local",
+        /// A GitHub issue labelled by someone with write access (`[github]`).
+        GitHub => "github",
+        /// Queued by a person with `afk dispatch`.
+        Manual => "manual",
     }
-}
+);
 
-impl fmt::Display for JobSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+display_as_name!(JobSource);
+
+named_enum!(
+    /// Why a job was cancelled. Stored beside the job while it is cancelled; it decides who may
+    /// bring the job back ([`CancelReason::undone_by`]).
+    CancelReason ("cancel reason") {
+        /// The job's issue file left the local folder; the file coming back requeues the job.
+        FileRemoved => "file_removed",
+        /// The GitHub issue was closed or lost its trigger label; the issue becoming eligible
+        /// again requeues the job.
+        Withdrawn => "withdrawn",
+        /// A person interrupted the job's thread in T3: afk leaves it be, and only a person
+        /// (`afk dispatch`) brings the job back.
+        InterruptedInT3 => "interrupted_in_t3",
+        /// A person cancelled the job by other means (also what a job cancelled before afk
+        /// stored reasons gets when its note names none of the above): only a person brings it
+        /// back.
+        ByHand => "by_hand",
     }
-}
-
-impl FromStr for JobSource {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [JobSource::Local, JobSource::GitHub, JobSource::Manual]
-            .into_iter()
-            .find(|source| source.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "job source",
-                name: s.to_owned(),
-            })
-    }
-}
-
-/// Why a job was cancelled. Stored beside the job while it is cancelled; it decides who may bring
-/// the job back ([`CancelReason::undone_by`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelReason {
-    /// The job's issue file left the local folder; the file coming back requeues the job.
-    FileRemoved,
-    /// The GitHub issue was closed or lost its trigger label; the issue becoming eligible again
-    /// requeues the job.
-    Withdrawn,
-    /// A person interrupted the job's thread in T3: afk leaves it be, and only a person
-    /// (`afk dispatch`) brings the job back.
-    #[serde(rename = "interrupted_in_t3")]
-    InterruptedInT3,
-    /// A person cancelled the job by other means (also what a job cancelled before afk stored
-    /// reasons gets when its note names none of the above): only a person brings it back.
-    ByHand,
-}
+);
 
 impl CancelReason {
-    /// Every reason.
-    pub const ALL: &'static [CancelReason] = &[
-        CancelReason::FileRemoved,
-        CancelReason::Withdrawn,
-        CancelReason::InterruptedInT3,
-        CancelReason::ByHand,
-    ];
-
-    /// The name the ledger stores.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CancelReason::FileRemoved => "file_removed",
-            CancelReason::Withdrawn => "withdrawn",
-            CancelReason::InterruptedInT3 => "interrupted_in_t3",
-            CancelReason::ByHand => "by_hand",
-        }
-    }
-
     /// The source whose issue coming back undoes this cancellation, if any: a source requeues
     /// only what it withdrew itself, never a job a person stopped.
     pub fn undone_by(self) -> Option<JobSource> {
@@ -121,28 +61,13 @@ impl fmt::Display for CancelReason {
     }
 }
 
-impl FromStr for CancelReason {
-    type Err = UnknownName;
-    /// Parses the stored name ([`CancelReason::as_str`]).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CancelReason::ALL
-            .iter()
-            .copied()
-            .find(|reason| reason.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "cancel reason",
-                name: s.to_owned(),
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip_and_unknown_ones_are_refused() {
-        for source in [JobSource::Local, JobSource::GitHub, JobSource::Manual] {
+        for &source in JobSource::ALL {
             assert_eq!(source.as_str().parse::<JobSource>(), Ok(source));
             assert_eq!(
                 serde_json::to_value(source).unwrap(),

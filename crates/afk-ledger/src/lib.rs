@@ -35,10 +35,10 @@ mod redact;
 
 use std::fmt;
 
-pub use afk_core::IssueKey;
+pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
 pub use leader::Leadership;
-pub use model::{Attempt, AttemptId, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
+pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use redact::redact_url;
 
 use sqlx::postgres::PgPool;
@@ -68,6 +68,14 @@ macro_rules! with_pool {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
         }
+    };
+}
+
+/// Runs the query `$sql` with the parameters `$bind`s on either backend and `$fetch`es its rows
+/// (`fetch_all`, `fetch_optional`, ...) into the `FromRow` type the caller names.
+macro_rules! fetch {
+    ($ledger:expr, $fetch:ident, $sql:expr $(, $bind:expr)* $(,)?) => {
+        with_pool!($ledger, |pool| sqlx::query_as($sql)$(.bind($bind))*.$fetch(pool).await?)
     };
 }
 

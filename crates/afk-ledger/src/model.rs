@@ -1,26 +1,14 @@
 //! The ledger's records as the rest of afk sees them, and their conversion from database rows.
 
-use std::fmt;
-
 use afk_core::{
-    AttemptNo, AttemptState, CancelReason, IssueKey, JobId, JobSource, JobState, JobStatus, Priority, Repo,
+    AttemptId, AttemptNo, AttemptState, CancelReason, IssueKey, JobId, JobSource, JobState, JobStatus,
+    Priority, Repo,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
 
 use crate::LedgerError;
-
-/// A ledger row id of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AttemptId(pub i64);
-
-impl fmt::Display for AttemptId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// An issue as a source reports it: what [`crate::Ledger::upsert_job`] stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
