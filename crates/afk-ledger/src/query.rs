@@ -14,35 +14,26 @@ use crate::{
 impl Ledger {
     /// The job with id `id`, if any.
     pub async fn job(&self, id: JobId) -> Result<Option<Job>, LedgerError> {
-        let row: Option<JobRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<JobRow> = fetch!(self, fetch_optional, "SELECT * FROM jobs WHERE id = $1", id.0);
         row.map(JobRow::into_job).transpose()
     }
 
     /// The job of `issue`, if any.
     pub async fn job_by_issue(&self, issue: &IssueKey) -> Result<Option<Job>, LedgerError> {
         let number = issue_number(issue)?;
-        let row: Option<JobRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM jobs WHERE repo = $1 AND number = $2")
-                .bind(issue.repo.as_str())
-                .bind(number)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<JobRow> = fetch!(
+            self,
+            fetch_optional,
+            "SELECT * FROM jobs WHERE repo = $1 AND number = $2",
+            issue.repo.as_str(),
+            number
+        );
         row.map(JobRow::into_job).transpose()
     }
 
     /// Every job, ordered by id (oldest first).
     pub async fn jobs(&self) -> Result<Vec<Job>, LedgerError> {
-        let rows: Vec<JobRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM jobs ORDER BY id")
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, "SELECT * FROM jobs ORDER BY id");
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
@@ -70,15 +61,13 @@ impl Ledger {
     /// last recorded them (marked as `STATE:ATTEMPTS`), ordered by id: what a reporter still has
     /// to say, read without loading every job on every tick.
     pub async fn jobs_to_report(&self, source: JobSource) -> Result<Vec<Job>, LedgerError> {
-        let rows: Vec<JobRow> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT * FROM jobs WHERE source = $1 \
-                 AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
-            )
-            .bind(source.as_str())
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<JobRow> = fetch!(
+            self,
+            fetch_all,
+            "SELECT * FROM jobs WHERE source = $1 \
+             AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
+            source.as_str()
+        );
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
@@ -89,48 +78,40 @@ impl Ledger {
     /// and [`Job::not_before`]).
     pub async fn ready_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<JobRow> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT * FROM jobs WHERE state = 'queued' \
-                 OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= $1)) \
-                 ORDER BY priority ASC, created_ms ASC, id ASC LIMIT $2",
-            )
-            .bind(millis(now))
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<JobRow> = fetch!(
+            self,
+            fetch_all,
+            "SELECT * FROM jobs WHERE state = 'queued' \
+             OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= $1)) \
+             ORDER BY priority ASC, created_ms ASC, id ASC LIMIT $2",
+            millis(now),
+            limit
+        );
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
     /// The attempts of `job`, first to last. Empty for an unknown job.
     pub async fn attempts(&self, job: JobId) -> Result<Vec<Attempt>, LedgerError> {
-        let rows: Vec<AttemptRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM attempts WHERE job_id = $1 ORDER BY number")
-                .bind(job.0)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<AttemptRow> = fetch!(
+            self,
+            fetch_all,
+            "SELECT * FROM attempts WHERE job_id = $1 ORDER BY number",
+            job.0
+        );
         rows.into_iter().map(AttemptRow::into_attempt).collect()
     }
 
     /// The attempt with id `id`, if any.
     pub async fn attempt(&self, id: AttemptId) -> Result<Option<Attempt>, LedgerError> {
-        let row: Option<AttemptRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM attempts WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(pool)
-                .await?
-        });
+        let row: Option<AttemptRow> =
+            fetch!(self, fetch_optional, "SELECT * FROM attempts WHERE id = $1", id.0);
         row.map(AttemptRow::into_attempt).transpose()
     }
 
     /// The live attempt (`dispatching` or `running`) of `job`, if it has one.
     pub async fn live_attempt(&self, job: JobId) -> Result<Option<Attempt>, LedgerError> {
         let sql = format!("SELECT * FROM attempts WHERE job_id = $1 AND {LIVE}");
-        let row: Option<AttemptRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(job.0).fetch_optional(pool).await?
-        });
+        let row: Option<AttemptRow> = fetch!(self, fetch_optional, &sql, job.0);
         row.map(AttemptRow::into_attempt).transpose()
     }
 
@@ -153,7 +134,7 @@ impl Ledger {
              j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms \
              FROM attempts a JOIN jobs j ON j.id = a.job_id \
              WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
-        let rows: Vec<WatchedRow> = with_pool!(self, |pool| { sqlx::query_as(SQL).fetch_all(pool).await? });
+        let rows: Vec<WatchedRow> = fetch!(self, fetch_all, SQL);
         rows.into_iter().map(WatchedRow::into_watched).collect()
     }
 
@@ -214,23 +195,20 @@ impl Ledger {
 
     /// The event log of `job`, oldest first. Empty for an unknown job.
     pub async fn events(&self, job: JobId) -> Result<Vec<EventRecord>, LedgerError> {
-        let rows: Vec<EventRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT * FROM events WHERE job_id = $1 ORDER BY id")
-                .bind(job.0)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<EventRow> = fetch!(
+            self,
+            fetch_all,
+            "SELECT * FROM events WHERE job_id = $1 ORDER BY id",
+            job.0
+        );
         rows.into_iter().map(EventRow::into_event).collect()
     }
 
     /// How many jobs are in each state: every [`JobState`], in lifecycle order
     /// ([`JobState::ALL`]), zeros included.
     pub async fn counts_by_state(&self) -> Result<Vec<(JobState, u64)>, LedgerError> {
-        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<(String, i64)> =
+            fetch!(self, fetch_all, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
         let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
         for (state, n) in rows {
             let state: JobState =

@@ -213,16 +213,11 @@ impl Ledger {
     /// Records that the thread of `attempt` was interrupted and its session stopped: it leaves
     /// [`Ledger::attempts_to_stop`]. Idempotent; [`LedgerError::NotFound`] for an unknown attempt.
     pub async fn mark_thread_stopped(&self, attempt: AttemptId) -> Result<(), LedgerError> {
-        let found: Option<i64> = with_pool!(self, |pool| {
-            sqlx::query_scalar("UPDATE attempts SET stop_pending = FALSE WHERE id = $1 RETURNING id")
-                .bind(attempt.0)
-                .fetch_optional(pool)
-                .await?
-        });
-        match found {
-            Some(_) => Ok(()),
-            None => Err(LedgerError::NotFound(RecordRef::Attempt(attempt))),
-        }
+        let sql = "UPDATE attempts SET stop_pending = FALSE WHERE id = $1 RETURNING id";
+        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, attempt.0);
+        found
+            .map(drop)
+            .ok_or(LedgerError::NotFound(RecordRef::Attempt(attempt)))
     }
 
     /// Records what was last reported on `job`'s issue: `STATE:ATTEMPTS`, which
@@ -230,17 +225,9 @@ impl Ledger {
     /// Does not count as a change of the job (`updated_at` stays). [`LedgerError::NotFound`] for
     /// an unknown job.
     pub async fn mark_reported(&self, job: JobId, marker: &str) -> Result<(), LedgerError> {
-        let found: Option<i64> = with_pool!(self, |pool| {
-            sqlx::query_scalar("UPDATE jobs SET reported = $1 WHERE id = $2 RETURNING id")
-                .bind(marker)
-                .bind(job.0)
-                .fetch_optional(pool)
-                .await?
-        });
-        match found {
-            Some(_) => Ok(()),
-            None => Err(LedgerError::NotFound(RecordRef::Job(job))),
-        }
+        let sql = "UPDATE jobs SET reported = $1 WHERE id = $2 RETURNING id";
+        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, marker, job.0);
+        found.map(drop).ok_or(LedgerError::NotFound(RecordRef::Job(job)))
     }
 }
 
