@@ -15,12 +15,8 @@ async fn concurrency_limits_hold_globally_and_per_repository() {
     let mut world = World::new(Duration::from_millis(150)).await;
     world.config.limits.max_concurrent = 3;
     world.config.limits.per_repo = 2;
-    for n in 1..=5 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    for n in 6..=8 {
-        world.add_issue(REPO_B, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=5);
+    world.add_issues(REPO_B, 6..=8);
     let mut app = world.app().await;
     let mut peak = 0;
     let jobs = tick_until(
@@ -43,11 +39,7 @@ async fn concurrency_limits_hold_globally_and_per_repository() {
     )
     .await;
     assert_eq!(peak, 3, "the global limit should be used fully");
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    assert_all_succeeded_first_time(&jobs);
     assert_eq!(world.sim.threads().len(), 8, "one thread per attempt");
 }
 
@@ -75,7 +67,7 @@ async fn failed_turns_are_retried_with_new_threads_then_given_up() {
     world.config.limits.max_attempts = 3;
     world.add_issue(REPO_A, 1, "Always breaks. [sim:fail]");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!(job.state, JobState::GivenUp);
     assert_eq!(job.attempts, 3);
@@ -94,7 +86,7 @@ async fn a_turn_that_fails_once_succeeds_on_the_retry_with_the_previous_error_in
     let world = World::new(Duration::from_millis(50)).await;
     world.add_issue(REPO_A, 1, "Flaky. [sim:fail-times=1]");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!((job.state, job.attempts), (JobState::Succeeded, 2));
     let attempts = app.ledger().attempts(job.id).await.unwrap();
@@ -111,7 +103,7 @@ async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
     world.config.watch.turn_timeout = Duration::from_millis(300);
     world.add_issue(REPO_A, 1, "Never ends. [sim:hang]");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!(job.state, JobState::GivenUp);
     let attempts = app.ledger().attempts(job.id).await.unwrap();
@@ -144,7 +136,7 @@ async fn a_stalled_thread_is_interrupted_and_retried() {
     world.config.watch.stall_timeout = Duration::from_millis(300);
     world.add_issue(REPO_A, 1, "Goes quiet. [sim:hang]");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!((job.state, job.attempts), (JobState::GivenUp, 2));
     let attempts = app.ledger().attempts(job.id).await.unwrap();
@@ -172,13 +164,7 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
     let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
     let attempts = app.ledger().attempts(jobs[0].id).await.unwrap();
     // One more tick carries out the stop that the cancellation recorded.
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| first_thread_interrupted(&world.sim),
-    )
-    .await;
+    tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
     assert_eq!(attempts[0].state, afk_core::AttemptState::Cancelled);
 
     // The file comes back: the job is queued again and runs a new attempt.
@@ -197,15 +183,10 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
 #[tokio::test]
 async fn t3_answering_5xx_for_a_while_delays_but_loses_nothing() {
     let world = World::new(Duration::from_millis(50)).await;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=3);
     world.sim.set_unavailable(true);
     let mut app = world.app().await;
-    for _ in 0..5 {
-        let report = app.tick(chrono::Utc::now()).await.unwrap();
-        assert!(!report.t3_reachable);
-    }
+    tick_without_t3(&mut app, 5, "T3 down is not fatal").await;
     let jobs = app.ledger().jobs().await.unwrap();
     assert_eq!(
         states(&jobs),
@@ -213,19 +194,15 @@ async fn t3_answering_5xx_for_a_while_delays_but_loses_nothing() {
         "nothing moves while T3 is down"
     );
     world.sim.set_unavailable(false);
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(3)).await;
-    assert!(jobs
-        .iter()
-        .all(|j| j.state == JobState::Succeeded && j.attempts == 1));
+    let jobs = tick_until_all_final(&mut app, 3).await;
+    assert_all_succeeded_first_time(&jobs);
     assert_eq!(world.sim.threads().len(), 3);
 }
 
 #[tokio::test]
 async fn flaky_t3_during_dispatch_never_makes_a_second_thread() {
     let world = World::new(Duration::from_millis(50)).await;
-    for n in 1..=6 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=6);
     world.sim.set_faults(t3_sim::FaultPlan {
         error_rate: 0.4,
         ..t3_sim::FaultPlan::default()
@@ -300,13 +277,7 @@ async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
     assert_eq!(jobs[0].state, JobState::GivenUp);
     // The last attempt's thread is stopped too, once the stop is confirmed by the snapshot.
     world.sim.set_faults(t3_sim::FaultPlan::default());
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| running_threads(&world.sim) == 0,
-    )
-    .await;
+    tick_until_true(&mut app, || running_threads(&world.sim) == 0).await;
 }
 
 #[tokio::test]
@@ -320,9 +291,7 @@ async fn a_rejected_operate_token_holds_dispatch_without_failing_jobs() {
     world.config.t3.read_token_file = Some(read_file);
     // The operate token is wrong: the watcher can read, nothing can be dispatched.
     std::fs::write(&world.config.t3.token_file, "expired-operate-token").unwrap();
-    for n in 1..=2 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=2);
     let mut app = world.app().await;
     for _ in 0..4 {
         app.tick(chrono::Utc::now()).await.unwrap();
@@ -333,12 +302,8 @@ async fn a_rejected_operate_token_holds_dispatch_without_failing_jobs() {
         "a token problem fails no job: {jobs:#?}"
     );
     std::fs::write(&world.config.t3.token_file, TOKEN).unwrap();
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(2)).await;
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    let jobs = tick_until_all_final(&mut app, 2).await;
+    assert_all_succeeded_first_time(&jobs);
 }
 
 #[tokio::test]
@@ -357,13 +322,7 @@ async fn a_thread_left_without_its_turn_is_deleted_before_the_job_moves_on() {
     let jobs = tick_until_first_job_is(&mut app, JobState::GivenUp).await;
     assert_eq!(jobs[0].attempts, 1, "{jobs:#?}");
     // It has nothing to interrupt and would never read as stopped: afk deletes it.
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| world.sim.threads().iter().all(|t| t.deleted),
-    )
-    .await;
+    tick_until_true(&mut app, || world.sim.threads().iter().all(|t| t.deleted)).await;
     let threads = world.sim.threads();
     assert_eq!(threads.len(), 1, "{threads:#?}");
     assert_eq!(threads[0].turns, 0, "no turn ever started in it");

@@ -33,6 +33,13 @@ async fn github_world(turn: Duration) -> (World, GitHubStandIn) {
     (world, github)
 }
 
+/// An issue opened by someone and labelled by a maintainer: handed over to afk. Its number.
+fn handed_over(github: &GitHubStandIn, title: &str, body: &str) -> u64 {
+    let number = github.open_issue(REPO_A, "octocat", title, body);
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    number
+}
+
 fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
     github
         .comments(REPO_A, number)
@@ -44,8 +51,7 @@ fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
 #[tokio::test]
 async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_shows_on_the_issue() {
     let (world, github) = github_world(Duration::from_millis(300)).await;
-    let number = github.open_issue(REPO_A, "octocat", "Fix the pager", "The last page is missing.");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let number = handed_over(&github, "Fix the pager", "The last page is missing.");
     let mut app = world.app().await;
 
     let jobs = tick_until_first_job_is(&mut app, JobState::Running).await;
@@ -53,12 +59,9 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     let thread_id = app.ledger().attempts(jobs[0].id).await.unwrap()[0]
         .thread_id
         .clone();
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| github.labels(REPO_A, number).contains(&"afk:running".to_string()),
-    )
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:running".to_string())
+    })
     .await;
     let comments = status_comments(&github, number);
     assert_eq!(comments.len(), 1, "{comments:#?}");
@@ -72,14 +75,11 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
         "Fixes the pager.",
     );
 
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| github.labels(REPO_A, number).contains(&"afk:done".to_string()),
-    )
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:done".to_string())
+    })
     .await;
     let labels = github.labels(REPO_A, number);
     assert!(!labels.contains(&"afk:running".to_string()), "{labels:?}");
@@ -123,23 +123,17 @@ async fn an_issue_labelled_by_someone_without_write_access_is_never_touched() {
 /// and the one status comment says so. Returns the issue number.
 async fn withdrawn_while_running(withdraw: impl FnOnce(&GitHubStandIn, u64)) -> (GitHubStandIn, u64) {
     let (world, github) = github_world(Duration::from_millis(100)).await;
-    let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let number = handed_over(&github, "Long job", "Takes forever. [sim:hang]");
     let mut app = world.app().await;
     tick_until_first_job_is(&mut app, JobState::Running).await;
     withdraw(&github, number);
     tick_until_first_job_is(&mut app, JobState::Cancelled).await;
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| {
-            first_thread_interrupted(&world.sim)
-                && status_comments(&github, number)
-                    .iter()
-                    .any(|c| c.to_lowercase().contains("cancel"))
-        },
-    )
+    tick_until_true(&mut app, || {
+        first_thread_interrupted(&world.sim)
+            && status_comments(&github, number)
+                .iter()
+                .any(|c| c.to_lowercase().contains("cancel"))
+    })
     .await;
     (github, number)
 }
@@ -166,8 +160,7 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
         // Polling would notice the close too, but not within this test.
         gh.poll_interval = Duration::from_secs(3600);
     }
-    let number = github.open_issue(REPO_A, "octocat", "Long job", "[sim:hang]");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let number = handed_over(&github, "Long job", "[sim:hang]");
     world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut app = world.app().await;
     let addr = app.http_addr().expect("afk listens");
@@ -233,10 +226,9 @@ async fn a_template_error_in_afk_md_fails_the_job_with_a_message_naming_it() {
         "AFK.md",
         "---\nbranch_prefix: bots/\n---\nFix {{ issue.titel }} please.\n",
     );
-    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let number = handed_over(&github, "Typo", "...");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Failed);
     let events = app.ledger().events(jobs[0].id).await.unwrap();
     assert!(
@@ -245,16 +237,11 @@ async fn a_template_error_in_afk_md_fails_the_job_with_a_message_naming_it() {
         events.last()
     );
     assert_eq!(world.sim.threads().len(), 0, "nothing was sent to T3");
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |_| {
-            status_comments(&github, number)
-                .iter()
-                .any(|c| c.contains("titel"))
-        },
-    )
+    tick_until_true(&mut app, || {
+        status_comments(&github, number)
+            .iter()
+            .any(|c| c.contains("titel"))
+    })
     .await;
 }
 
@@ -266,10 +253,9 @@ async fn afk_md_settings_choose_the_branch_and_the_model() {
         "AFK.md",
         "---\nbranch_prefix: bots/\nmodel: claude-opus-4-1\n---\nFix #{{ issue.number }}: {{ issue.title }}\n",
     );
-    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let number = handed_over(&github, "Typo", "...");
     let mut app = world.app().await;
-    tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    tick_until_all_final(&mut app, 1).await;
     let thread = world.sim.read_model().threads.into_iter().next().unwrap();
     assert_eq!(
         thread.branch.as_deref(),

@@ -99,7 +99,7 @@ async fn a_failed_bootstrap_leaves_no_thread_and_fails_the_attempt_with_t3s_reas
     world.config.limits.max_attempts = 2;
     world.add_issue(REPO_A, 1, "Set up the repo. [sim:worktree-fail]");
     let mut app = world.app().await;
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = &jobs[0];
     assert_eq!(job.state, JobState::GivenUp, "{job:#?}");
     assert_eq!(job.attempts, 2, "each failed setup is one attempt: {job:#?}");
@@ -127,9 +127,7 @@ async fn http_dispatch_without_a_worktree_runs_one_thread_per_repository_at_a_ti
     let mut world = World::new(Duration::from_millis(120)).await;
     world.config.t3.dispatch = DispatchMode::Http;
     world.config.limits.per_repo = 3;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=3);
     let mut app = world.app().await;
     let jobs = tick_until(
         &mut app,
