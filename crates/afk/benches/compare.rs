@@ -80,10 +80,7 @@ type Hyper = Client<HttpConnector, Full<Bytes>>;
 
 fn main() {
     let sizes = sizes();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let runtime = support::runtime();
     let mut table = Table::default();
     for &n in &sizes {
         eprintln!("compare: N={n}");
@@ -772,6 +769,11 @@ async fn fleet(n: usize, table: &mut Table) {
     let push_config = dir.path().join("afk-run-push.toml");
     let text = std::fs::read_to_string(&run_config).expect("the run config");
     std::fs::write(&push_config, text.replace("push = false", "push = true")).expect("the push config");
+    let memory_target = if n >= 10_000 {
+        Target::Below(64.0 * 1024.0 * 1024.0)
+    } else {
+        Target::None
+    };
     let push_peak = tokio::task::block_in_place(|| afk_run_peak_memory(&push_config));
     table.row(
         "peak memory (afk: `afk run` VmHWM; seed: driver's max RSS)",
@@ -780,11 +782,7 @@ async fn fleet(n: usize, table: &mut Table) {
         seed_rss,
         None,
         Unit::Bytes,
-        if n >= 10_000 {
-            Target::Below(64.0 * 1024.0 * 1024.0)
-        } else {
-            Target::None
-        },
+        memory_target,
     );
 
     table.row(
@@ -794,11 +792,7 @@ async fn fleet(n: usize, table: &mut Table) {
         seed_rss,
         None,
         Unit::Bytes,
-        if n >= 10_000 {
-            Target::Below(64.0 * 1024.0 * 1024.0)
-        } else {
-            Target::None
-        },
+        memory_target,
     );
 
     decode(n, dir.path(), seed.as_mut(), table).await;

@@ -111,10 +111,7 @@ struct Row {
 
 fn main() {
     let sizes = sizes();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let runtime = support::runtime();
     let mut rows = Vec::new();
     for &n in &sizes {
         eprintln!("fleet: {n} running attempts");

@@ -1,30 +1,15 @@
-//! `afk jobs`: the ledger's jobs as a table, or as JSON.
+//! `afk jobs`: the ledger's jobs as a table, or as a JSON array.
 
-use crate::{app, views};
-
-use super::ConfigArg;
+use crate::views;
 
 /// `afk jobs`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// Print a JSON array of jobs instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+pub type Args = super::ReadArgs;
 
 /// Prints the ledger's jobs.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.load()?;
-    let ledger = app::open_ledger(&config).await?;
-    let jobs = views::jobs(&ledger).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
-    } else if jobs.is_empty() {
-        println!("no jobs yet");
-    } else {
-        print!("{}", views::jobs_table(&jobs));
-    }
-    Ok(())
+    let jobs = views::jobs(&args.ledger().await?).await?;
+    args.print(&jobs, |jobs| match jobs.is_empty() {
+        true => "no jobs yet\n".to_owned(),
+        false => views::jobs_table(jobs),
+    })
 }

@@ -10,7 +10,9 @@ pub mod t3;
 
 use std::path::PathBuf;
 
+use afk_ledger::Ledger;
 use anyhow::{bail, Context};
+use serde::Serialize;
 
 use crate::config::Config;
 
@@ -32,6 +34,33 @@ impl ConfigArg {
             .clone()
             .or_else(|| default.is_file().then_some(default));
         Ok(Config::load_from_env(path.as_deref())?)
+    }
+}
+
+/// `--config` and `--json`: what the commands that only read the ledger take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReadArgs {
+    /// The configured ledger.
+    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+        crate::app::open_ledger(&self.config.load()?).await
+    }
+
+    /// Prints `view` as JSON with `--json`, else as `text` renders it.
+    pub fn print<T: Serialize>(&self, view: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(view)?);
+        } else {
+            print!("{}", text(view));
+        }
+        Ok(())
     }
 }
 

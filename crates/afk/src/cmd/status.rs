@@ -1,28 +1,12 @@
-//! `afk status`: job counts per state and the attempts in flight.
+//! `afk status`: job counts per state and the attempts in flight, as text or JSON.
 
-use crate::{app, views};
-
-use super::ConfigArg;
+use crate::views;
 
 /// `afk status`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
+pub type Args = super::ReadArgs;
 
 /// Prints job counts per state and the attempts in flight.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.load()?;
-    let ledger = app::open_ledger(&config).await?;
-    let status = views::status(&ledger).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!("{}", status.text());
-    }
-    Ok(())
+    let status = views::status(&args.ledger().await?).await?;
+    args.print(&status, views::StatusView::text)
 }

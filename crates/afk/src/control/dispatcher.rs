@@ -215,65 +215,22 @@ impl Dispatcher {
                 continue;
             }
             let repo_count = per_repo.entry(job.issue.repo.clone()).or_default();
-            let configured = match policies.configured(&job.issue.repo) {
-                Ok(configured) => configured,
-                Err(error) => {
+            let start = match self.next_for(&job, *repo_count, policies, intake, fleet).await {
+                Next::Wait => continue,
+                Next::Refuse(error) => {
                     recorder
                         .record(&job, &Event::Refused { error }, None, now)
                         .await?;
                     continue;
                 }
+                Next::Start(start) => start,
             };
-            // Checked before `AFK.md` is read (a request to GitHub), which can only lower it.
-            if *repo_count >= configured.limit {
-                continue;
-            }
-            // Decided before anything is recorded: a worktree needs the project's checkout in T3.
-            let worktree = match worktree_target(&configured.target) {
-                Some(settings) => match worktree_plan(&configured.target, settings, fleet) {
-                    Ok(worktree) => Some(worktree),
-                    Err(error) => {
-                        recorder
-                            .record(&job, &Event::Refused { error }, None, now)
-                            .await?;
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            let (policy, prompt) = match policies
-                .resolve(&job, configured, intake.github_issue(&job.issue))
-                .await
-            {
-                Resolution::Ready { policy, prompt } => (policy, prompt),
-                Resolution::NotNow => continue,
-                Resolution::Refused(error) => {
-                    recorder
-                        .record(&job, &Event::Refused { error }, None, now)
-                        .await?;
-                    continue;
-                }
-            };
-            if *repo_count >= policy.limit {
-                continue;
-            }
-            let client = client_for(&self.t3, Some(&policy.branch_prefix), policy.model.as_deref());
-            let issue = IssueRef {
-                repo: job.issue.repo.to_string(),
-                number: job.issue.number,
-                title: Some(job.title.clone()),
-            };
-            let plan = match client.plan(&issue, policy.target.project.clone(), &prompt, None) {
-                Ok(plan) => with_target(plan, &job, &policy.target, job.attempts + 1),
-                Err(error) => {
-                    let event = Event::Refused {
-                        error: error.to_string(),
-                    };
-                    recorder.record(&job, &event, None, now).await?;
-                    continue;
-                }
-            };
-            let attempt = new_attempt(&plan, &policy);
+            let Start {
+                client,
+                plan,
+                attempt,
+                worktree,
+            } = *start;
             let Some((transition, job)) = recorder
                 .record(&job, &Event::StartAttempt, Some(&attempt), now)
                 .await?
@@ -293,6 +250,80 @@ impl Dispatcher {
             conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
         }
         Ok(())
+    }
+}
+
+/// What a ready job gets this tick.
+enum Next {
+    /// Nothing yet: its repository is at its limit, or its prompt is not ready.
+    Wait,
+    /// It cannot be dispatched: it fails, with this reason.
+    Refuse(String),
+    /// A new attempt.
+    Start(Box<Start>),
+}
+
+/// A new attempt, decided before anything is recorded or sent.
+struct Start {
+    /// The client with the repository's branch prefix and model.
+    client: T3Client,
+    plan: DispatchPlan,
+    attempt: NewAttempt,
+    /// Where T3 makes its worktree, for a repository dispatched with worktrees.
+    worktree: Option<WorktreePlan>,
+}
+
+impl Dispatcher {
+    /// What `job` gets, its repository having `in_repo` attempts in flight: its policy resolved
+    /// once (the configured limit is checked before `AFK.md` is read, a request to GitHub, which
+    /// can only lower it), its worktree decided (it needs the project's checkout in T3) and its
+    /// plan made (which refuses a prompt over T3's limit).
+    async fn next_for(
+        &self,
+        job: &Job,
+        in_repo: usize,
+        policies: &mut Policies,
+        intake: &Intake,
+        fleet: &Fleet,
+    ) -> Next {
+        let configured = match policies.configured(&job.issue.repo) {
+            Ok(configured) if in_repo >= configured.limit => return Next::Wait,
+            Ok(configured) => configured,
+            Err(error) => return Next::Refuse(error),
+        };
+        let worktree = match worktree_target(&configured.target) {
+            Some(settings) => match worktree_plan(&configured.target, settings, fleet) {
+                Ok(worktree) => Some(worktree),
+                Err(error) => return Next::Refuse(error),
+            },
+            None => None,
+        };
+        let issue = intake.github_issue(&job.issue);
+        let (policy, prompt) = match policies.resolve(job, configured, issue).await {
+            Resolution::Ready { policy, .. } if in_repo >= policy.limit => return Next::Wait,
+            Resolution::Ready { policy, prompt } => (policy, prompt),
+            Resolution::NotNow => return Next::Wait,
+            Resolution::Refused(error) => return Next::Refuse(error),
+        };
+        let client = client_for(&self.t3, Some(&policy.branch_prefix), policy.model.as_deref());
+        let issue = IssueRef {
+            repo: job.issue.repo.to_string(),
+            number: job.issue.number,
+            title: Some(job.title.clone()),
+        };
+        match client.plan(&issue, policy.target.project.clone(), &prompt, None) {
+            Ok(plan) => {
+                let plan = with_target(plan, job, &policy.target, job.attempts + 1);
+                let attempt = new_attempt(&plan, &policy);
+                Next::Start(Box::new(Start {
+                    client,
+                    plan,
+                    attempt,
+                    worktree,
+                }))
+            }
+            Err(error) => Next::Refuse(error.to_string()),
+        }
     }
 }
 
