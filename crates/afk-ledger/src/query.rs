@@ -21,13 +21,8 @@ impl Ledger {
     /// The job of `issue`, if any.
     pub async fn job_by_issue(&self, issue: &IssueKey) -> Result<Option<Job>, LedgerError> {
         let number = issue_number(issue)?;
-        let row: Option<JobRow> = fetch!(
-            self,
-            fetch_optional,
-            "SELECT * FROM jobs WHERE repo = $1 AND number = $2",
-            issue.repo.as_str(),
-            number
-        );
+        let sql = "SELECT * FROM jobs WHERE repo = $1 AND number = $2";
+        let row: Option<JobRow> = fetch!(self, fetch_optional, sql, issue.repo.as_str(), number);
         row.map(JobRow::into_job).transpose()
     }
 
@@ -61,13 +56,9 @@ impl Ledger {
     /// last recorded them (marked as `STATE:ATTEMPTS`), ordered by id: what a reporter still has
     /// to say, read without loading every job on every tick.
     pub async fn jobs_to_report(&self, source: JobSource) -> Result<Vec<Job>, LedgerError> {
-        let rows: Vec<JobRow> = fetch!(
-            self,
-            fetch_all,
-            "SELECT * FROM jobs WHERE source = $1 \
-             AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
-            source.as_str()
-        );
+        let sql = "SELECT * FROM jobs WHERE source = $1 \
+                   AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id";
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, sql, source.as_str());
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
@@ -78,26 +69,17 @@ impl Ledger {
     /// and [`Job::not_before`]).
     pub async fn ready_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, LedgerError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<JobRow> = fetch!(
-            self,
-            fetch_all,
-            "SELECT * FROM jobs WHERE state = 'queued' \
-             OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= $1)) \
-             ORDER BY priority ASC, created_ms ASC, id ASC LIMIT $2",
-            millis(now),
-            limit
-        );
+        let sql = "SELECT * FROM jobs WHERE state = 'queued' \
+                   OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= $1)) \
+                   ORDER BY priority ASC, created_ms ASC, id ASC LIMIT $2";
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, sql, millis(now), limit);
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
     /// The attempts of `job`, first to last. Empty for an unknown job.
     pub async fn attempts(&self, job: JobId) -> Result<Vec<Attempt>, LedgerError> {
-        let rows: Vec<AttemptRow> = fetch!(
-            self,
-            fetch_all,
-            "SELECT * FROM attempts WHERE job_id = $1 ORDER BY number",
-            job.0
-        );
+        let sql = "SELECT * FROM attempts WHERE job_id = $1 ORDER BY number";
+        let rows: Vec<AttemptRow> = fetch!(self, fetch_all, sql, job.0);
         rows.into_iter().map(AttemptRow::into_attempt).collect()
     }
 
@@ -195,12 +177,8 @@ impl Ledger {
 
     /// The event log of `job`, oldest first. Empty for an unknown job.
     pub async fn events(&self, job: JobId) -> Result<Vec<EventRecord>, LedgerError> {
-        let rows: Vec<EventRow> = fetch!(
-            self,
-            fetch_all,
-            "SELECT * FROM events WHERE job_id = $1 ORDER BY id",
-            job.0
-        );
+        let sql = "SELECT * FROM events WHERE job_id = $1 ORDER BY id";
+        let rows: Vec<EventRow> = fetch!(self, fetch_all, sql, job.0);
         rows.into_iter().map(EventRow::into_event).collect()
     }
 

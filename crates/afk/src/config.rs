@@ -891,41 +891,29 @@ mod tests {
 
     #[test]
     fn dispatch_settings_that_do_not_fit_the_mode_are_refused_with_the_repository_named() {
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", worktree_path = \"/wt/{name}/{issue}\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("t3.projects") && err.contains("acme/api") && err.contains("worktree_path"),
-            "{err}"
-        );
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"http\", worktree_path = \"/wt/{repo}\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("{repo}"), "{err}");
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"grpc\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("grpc") && err.contains("ws-worktree"), "{err}");
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", colour = \"red\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("colour"), "{err}");
-        let err = load("[t3.projects]\n\"acme/api\" = 7\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("t3.projects"), "{err}");
+        // (the entry of "acme/api", what the error must name)
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                r#"{ project = "p", worktree_path = "/wt/{name}/{issue}" }"#,
+                &["t3.projects", "acme/api", "worktree_path"],
+            ),
+            (
+                r#"{ project = "p", dispatch = "http", worktree_path = "/wt/{repo}" }"#,
+                &["{repo}"],
+            ),
+            (
+                r#"{ project = "p", dispatch = "grpc" }"#,
+                &["grpc", "ws-worktree"],
+            ),
+            (r#"{ project = "p", colour = "red" }"#, &["colour"]),
+            ("7", &["t3.projects"]),
+        ];
+        for (entry, named) in cases {
+            let err = load(&format!("[t3.projects]\n\"acme/api\" = {entry}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(named.iter().all(|n| err.contains(n)), "{entry}: {err}");
+        }
     }
 
     #[test]

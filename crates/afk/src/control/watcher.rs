@@ -275,56 +275,35 @@ impl Watcher {
     /// (logged once per outage) when T3 cannot be read: then nothing is dispatched or watched
     /// until it answers.
     pub(crate) async fn view(&mut self) -> Option<Arc<Fleet>> {
+        // Each switch (stream up or down, T3 reachable or not) is logged once, when it happens.
+        let base = self.reader.base_url();
         if let Some(feed) = &self.feed {
-            match feed.fleet() {
-                Some(fleet) => {
-                    if self.following_stream != Some(true) {
-                        tracing::info!(
-                            "following T3's shell stream at {} ({} threads)",
-                            self.reader.base_url(),
-                            fleet.len()
-                        );
-                    }
-                    self.following_stream = Some(true);
-                    self.t3_was_reachable = Some(true);
-                    return Some(fleet);
-                }
-                None => {
-                    if self.following_stream == Some(true) {
-                        tracing::warn!(
-                            "T3's shell stream is down ({}); polling the snapshot until it is back",
-                            feed.status()
-                        );
-                    }
-                    self.following_stream = Some(false);
-                }
-            }
-        }
-        match self
-            .reader
-            .snapshot()
-            .await
-            .map(|model| Arc::new(Fleet::from(model)))
-        {
-            Ok(snapshot) => {
-                if self.t3_was_reachable != Some(true) {
-                    tracing::info!(
-                        "T3 at {} is reachable ({} threads)",
-                        self.reader.base_url(),
-                        snapshot.len()
-                    );
+            if let Some(fleet) = feed.fleet() {
+                if self.following_stream.replace(true) != Some(true) {
+                    tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
                 }
                 self.t3_was_reachable = Some(true);
+                return Some(fleet);
+            }
+            if self.following_stream.replace(false) == Some(true) {
+                let status = feed.status();
+                tracing::warn!("T3's shell stream is down ({status}); polling the snapshot until it is back");
+            }
+        }
+        match self.reader.snapshot().await {
+            Ok(model) => {
+                let snapshot = Arc::new(Fleet::from(model));
+                if self.t3_was_reachable.replace(true) != Some(true) {
+                    tracing::info!("T3 at {base} is reachable ({} threads)", snapshot.len());
+                }
                 Some(snapshot)
             }
             Err(error) => {
-                if self.t3_was_reachable != Some(false) {
+                if self.t3_was_reachable.replace(false) != Some(false) {
                     tracing::warn!(
-                        "waiting for T3 at {}: {error}; nothing is dispatched or watched until it answers",
-                        self.reader.base_url()
+                        "waiting for T3 at {base}: {error}; nothing is dispatched or watched until it answers"
                     );
                 }
-                self.t3_was_reachable = Some(false);
                 None
             }
         }
@@ -544,148 +523,65 @@ mod tests {
 
     #[test]
     fn every_thread_state_calls_for_its_event() {
-        let timed_out = |why: &str| {
-            Some(Event::TimedOut {
-                reason: why.to_owned(),
-            })
-        };
+        use ThreadState::{Interrupted, Lost, Running, Starting, Succeeded};
+        let turn_timeout = || timed_out("ran longer than the turn timeout of 10m");
+        let stalled = || timed_out("stalled: no change in T3 for 1m");
+        let missing = |for_good| Sighting::Missing { for_good };
+        let lost = Some(Event::ThreadLost);
+        const NO_REASON: &str = "the turn ended in error (T3 gave no reason)";
         // (what T3 shows, running for seconds, the event, why)
+        #[rustfmt::skip]
         let cases = [
-            (
-                seen(ThreadState::Running, true, 10),
-                100,
-                None,
-                "working within its limits",
-            ),
-            (
-                seen(ThreadState::Starting, false, 10),
-                100,
-                None,
-                "its turn not admitted yet",
-            ),
-            (
-                seen(ThreadState::Running, true, 10),
-                601,
-                timed_out("ran longer than the turn timeout of 10m"),
-                "past the turn timeout",
-            ),
-            (
-                seen(ThreadState::Running, true, 61),
-                100,
-                timed_out("stalled: no change in T3 for 1m"),
-                "no change for longer than the stall timeout",
-            ),
-            (
-                seen(ThreadState::Running, true, 61),
-                601,
-                timed_out("ran longer than the turn timeout of 10m"),
-                "the turn timeout is named first",
-            ),
-            (
-                seen(ThreadState::Starting, false, 61),
-                100,
-                timed_out("stalled: no change in T3 for 1m"),
-                "a thread whose turn never starts stalls",
-            ),
-            (
-                seen(ThreadState::Succeeded, true, 0),
-                100,
-                Some(Event::ThreadSucceeded),
-                "succeeded",
-            ),
-            (
-                seen(failed(Some("rate limited")), true, 0),
-                100,
-                Some(Event::ThreadFailed {
-                    error: "rate limited".into(),
-                }),
-                "failed with T3's reason",
-            ),
-            (
-                seen(failed(None), true, 0),
-                100,
-                Some(Event::ThreadFailed {
-                    error: "the turn ended in error (T3 gave no reason)".into(),
-                }),
-                "failed without a reason",
-            ),
-            (
-                seen(ThreadState::Interrupted, true, 0),
-                100,
-                Some(Event::ThreadInterrupted),
-                "a person interrupted it",
-            ),
-            (
-                seen(ThreadState::Lost, true, 0),
-                100,
-                Some(Event::ThreadLost),
-                "deleted in T3: lost at once",
-            ),
-            (
-                Sighting::Missing { for_good: false },
-                100,
-                None,
-                "missing from one view: not yet",
-            ),
-            (
-                Sighting::Missing { for_good: true },
-                100,
-                Some(Event::ThreadLost),
-                "missing for good",
-            ),
-            (
-                seen(ThreadState::Succeeded, true, 0),
-                601,
-                Some(Event::ThreadSucceeded),
-                "an ended turn is no timeout",
-            ),
+            (seen(Running, true, 10), 100, None, "working within its limits"),
+            (seen(Starting, false, 10), 100, None, "its turn not admitted yet"),
+            (seen(Running, true, 10), 601, turn_timeout(), "past the turn timeout"),
+            (seen(Running, true, 61), 100, stalled(), "no change for longer than the stall timeout"),
+            (seen(Running, true, 61), 601, turn_timeout(), "the turn timeout is named first"),
+            (seen(Starting, false, 61), 100, stalled(), "a thread whose turn never starts stalls"),
+            (seen(Succeeded, true, 0), 100, Some(Event::ThreadSucceeded), "succeeded"),
+            (seen(Succeeded, true, 0), 601, Some(Event::ThreadSucceeded), "an ended turn is no timeout"),
+            (seen(failed(Some("rate limited")), true, 0), 100, thread_failed("rate limited"), "T3's reason"),
+            (seen(failed(None), true, 0), 100, thread_failed(NO_REASON), "failed without a reason"),
+            (seen(Interrupted, true, 0), 100, Some(Event::ThreadInterrupted), "a person interrupted it"),
+            (seen(Lost, true, 0), 100, lost.clone(), "deleted in T3: lost at once"),
+            (missing(false), 100, None, "missing from one view: not yet"),
+            (missing(true), 100, lost, "missing for good"),
         ];
         for (sighting, running_secs, expected, why) in cases {
-            assert_eq!(
-                thread_event(&sighting, Duration::from_secs(running_secs), &timeouts()),
-                expected,
-                "{why}: {sighting:?}"
-            );
+            let running_for = Duration::from_secs(running_secs);
+            let event = thread_event(&sighting, running_for, &timeouts());
+            assert_eq!(event, expected, "{why}: {sighting:?}");
         }
+    }
+
+    fn timed_out(reason: &str) -> Option<Event> {
+        Some(Event::TimedOut {
+            reason: reason.to_owned(),
+        })
+    }
+
+    fn thread_failed(error: &str) -> Option<Event> {
+        Some(Event::ThreadFailed {
+            error: error.to_owned(),
+        })
     }
 
     #[test]
     fn a_stop_is_confirmed_only_by_a_thread_that_is_not_working() {
+        use StopStep::{Delete, Interrupt, Stopped, Wait};
+        use ThreadState::{Interrupted, Lost, Running, Starting, Succeeded};
         // (what T3 shows, the step, why)
+        #[rustfmt::skip]
         let cases = [
-            (
-                seen(ThreadState::Running, true, 0),
-                StopStep::Interrupt,
-                "working: interrupt",
-            ),
-            (
-                seen(ThreadState::Starting, true, 0),
-                StopStep::Interrupt,
-                "its turn about to start: interrupt",
-            ),
-            (
-                seen(ThreadState::Starting, false, 0),
-                StopStep::Delete,
-                "never got its turn: delete",
-            ),
-            (seen(ThreadState::Succeeded, true, 0), StopStep::Stopped, "ended"),
-            (seen(failed(None), true, 0), StopStep::Stopped, "failed"),
-            (
-                seen(ThreadState::Interrupted, true, 0),
-                StopStep::Stopped,
-                "interrupted",
-            ),
-            (seen(ThreadState::Lost, false, 0), StopStep::Stopped, "deleted"),
-            (
-                Sighting::Missing { for_good: false },
-                StopStep::Wait,
-                "not in view yet: a request in flight may create it",
-            ),
-            (
-                Sighting::Missing { for_good: true },
-                StopStep::Stopped,
-                "gone for good",
-            ),
+            (seen(Running, true, 0), Interrupt, "working: interrupt"),
+            (seen(Starting, true, 0), Interrupt, "its turn about to start: interrupt"),
+            (seen(Starting, false, 0), Delete, "never got its turn: delete"),
+            (seen(Succeeded, true, 0), Stopped, "ended"),
+            (seen(failed(None), true, 0), Stopped, "failed"),
+            (seen(Interrupted, true, 0), Stopped, "interrupted"),
+            (seen(Lost, false, 0), Stopped, "deleted"),
+            (Sighting::Missing { for_good: false }, Wait, "a request in flight may still create it"),
+            (Sighting::Missing { for_good: true }, Stopped, "gone for good"),
         ];
         for (sighting, expected, why) in cases {
             assert_eq!(stop_step(&sighting), expected, "{why}: {sighting:?}");
