@@ -84,7 +84,7 @@ impl App {
         self.http.as_ref().map(|l| l.addr)
     }
 
-    /// The ledger.
+    /// The ledger this afk records in (a clone shares its connections).
     pub fn ledger(&self) -> &Ledger {
         self.plane.ledger()
     }

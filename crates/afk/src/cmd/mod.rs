@@ -48,7 +48,7 @@ pub struct ReadArgs {
 }
 
 impl ReadArgs {
-    /// The configured ledger.
+    /// Opens the ledger the configuration names (creating a SQLite file when missing).
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
         crate::app::open_ledger(&self.config.load()?).await
     }

@@ -201,7 +201,7 @@ impl ControlPlane {
         self.watcher.is_following_stream()
     }
 
-    /// The ledger.
+    /// The ledger the control plane records in (a clone shares its connections).
     pub fn ledger(&self) -> &Ledger {
         self.recorder.ledger()
     }
