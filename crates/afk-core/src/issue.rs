@@ -42,12 +42,12 @@ impl Repo {
         &self.0
     }
 
-    /// The owner.
+    /// The part before the `/`: a user or an organisation.
     pub fn owner(&self) -> &str {
         self.0.split_once('/').map(|(o, _)| o).unwrap_or(&self.0)
     }
 
-    /// The name.
+    /// The part after the `/`.
     pub fn name(&self) -> &str {
         self.0.split_once('/').map(|(_, n)| n).unwrap_or(&self.0)
     }

@@ -6,36 +6,48 @@
 //! [`Transition`]: the new states and the [`Effect`] to carry out. The ledger writes the
 //! transition first; only then does the runtime perform the effect.
 
+#[macro_use]
+mod names;
 mod issue;
 mod machine;
+mod reason;
 mod retry;
 mod state;
+mod worktree;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
-pub use machine::{
-    apply, AttemptChange, Effect, Event, FailureKind, InvalidTransition, JobStatus, Transition,
-};
+pub use machine::{apply, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition};
+pub use names::{UnknownName, UnknownState};
+pub use reason::{CancelReason, JobSource};
 pub use retry::RetryPolicy;
-pub use state::{AttemptState, JobState, UnknownState};
+pub use state::{AttemptState, JobState};
+pub use worktree::{WorktreeTemplate, WORKTREE_PLACEHOLDERS};
 
-/// A ledger row id of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct JobId(pub i64);
+/// A number that names a row or an attempt: `Display` as the number, serialised as it.
+macro_rules! number_newtype {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
 
-impl std::fmt::Display for JobId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-/// The number of an attempt within its job: 1 for the first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct AttemptNo(pub u32);
-
-impl std::fmt::Display for AttemptNo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+number_newtype!(
+    /// A job's ledger row id.
+    JobId(i64)
+);
+number_newtype!(
+    /// An attempt's ledger row id.
+    AttemptId(i64)
+);
+number_newtype!(
+    /// The number of an attempt within its job: 1 for the first.
+    AttemptNo(u32)
+);

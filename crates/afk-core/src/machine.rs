@@ -15,6 +15,10 @@
 //!  cancelled ◄──Cancel── any state that is not final
 //! ```
 //!
+//! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
+//! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
+//! job that ended without success.
+//!
 //! The ledger records a [`Transition`] before the runtime carries out its [`Effect`], so a crash
 //! between the two leaves a state from which the effect is simply carried out again (T3
 //! deduplicates commands by id).
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{AttemptNo, AttemptState, JobState, RetryPolicy};
+use crate::{AttemptNo, AttemptState, CancelReason, JobSource, JobState, RetryPolicy};
 
 /// What the machine needs to know about a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct JobStatus {
     /// `attempts` when the job was last requeued (0 if never): the retry budget counts the
     /// attempts since, so a requeued job gets a full budget again.
     pub attempts_base: u32,
+    /// Why it is cancelled, while it is.
+    pub cancel_reason: Option<CancelReason>,
 }
 
 impl JobStatus {
@@ -46,13 +52,14 @@ impl JobStatus {
     }
 }
 
-/// Whether a failure may go away on its own.
+/// Who asks for a job to be queued again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Another attempt may succeed (an agent error, a T3 outage).
-    Transient,
-    /// Another attempt would fail the same way (T3 refused the command, the prompt is invalid).
-    Permanent,
+pub enum RequeueBy {
+    /// The job's source: its issue is back (the file reappeared, the issue is eligible again).
+    /// Allowed only for a job that source withdrew.
+    Source(JobSource),
+    /// A person (`afk dispatch`): allowed for any job that ended without success.
+    Person,
 }
 
 /// Something that happened to a job.
@@ -105,13 +112,17 @@ pub enum Event {
     ThreadLost,
     /// The timed-out or lost attempt is dealt with: retry or give up.
     Settle,
-    /// The job's issue was withdrawn (removed, closed, unlabelled).
+    /// The job's issue was withdrawn (removed, closed, unlabelled), or a person cancelled it.
     Cancel {
-        /// Why, for the event log.
-        reason: String,
+        /// Why: stored with the job, it decides who may requeue it.
+        reason: CancelReason,
     },
-    /// A cancelled job's issue came back.
-    Requeue,
+    /// The job is asked for again, with a fresh budget of attempts.
+    Requeue {
+        /// By whom: its source only after it withdrew the job, a person after any end short of
+        /// success.
+        by: RequeueBy,
+    },
 }
 
 /// An action the runtime must carry out after the ledger has recorded the transition.
@@ -170,6 +181,8 @@ pub struct Transition {
     /// The job starts a new retry budget (a requeue): the ledger sets its `attempts_base` to its
     /// `attempts`.
     pub fresh_budget: bool,
+    /// Why the job is cancelled: set exactly when `to` is `cancelled`.
+    pub cancel_reason: Option<CancelReason>,
 }
 
 /// An event that is not allowed in the job's state.
@@ -197,7 +210,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::ThreadLost => "thread_lost",
         Event::Settle => "settle",
         Event::Cancel { .. } => "cancel",
-        Event::Requeue => "requeue",
+        Event::Requeue { .. } => "requeue",
     }
 }
 
@@ -222,6 +235,7 @@ pub fn apply(
             effect,
             note,
             fresh_budget: false,
+            cancel_reason: None,
         };
     let used = job.attempts_used();
     // After an attempt ended without success: wait and retry, or give up after the last one.
@@ -250,6 +264,15 @@ pub fn apply(
                 )
             }
         }
+    };
+    let requeued = || Transition {
+        fresh_budget: true,
+        ..step(
+            J::Queued,
+            None,
+            None,
+            format!("requeued with a fresh budget of {} attempts", policy.max_attempts),
+        )
     };
     let end = |state: AttemptState, error: Option<String>, stop_thread: bool| {
         Some(AttemptChange::End {
@@ -347,12 +370,19 @@ pub fn apply(
             end(AttemptState::Failed, Some(error.clone()), false),
             &format!("attempt {} failed: {error}", job.attempts),
         ),
-        (J::Running, Event::ThreadInterrupted) => step(
-            J::Cancelled,
-            end(AttemptState::Cancelled, Some("interrupted in T3".into()), false),
-            None,
-            "the thread was interrupted in T3; afk leaves it be".into(),
-        ),
+        (J::Running, Event::ThreadInterrupted) => Transition {
+            cancel_reason: Some(CancelReason::InterruptedInT3),
+            ..step(
+                J::Cancelled,
+                end(
+                    AttemptState::Cancelled,
+                    Some(CancelReason::InterruptedInT3.to_string()),
+                    false,
+                ),
+                None,
+                "the thread was interrupted in T3; afk leaves it be".into(),
+            )
+        },
         (J::Running, Event::TimedOut { reason }) => step(
             J::TimedOut,
             end(AttemptState::TimedOut, Some(reason.clone()), true),
@@ -377,20 +407,26 @@ pub fn apply(
         (state, Event::Cancel { reason }) if !state.is_final() => {
             let attempt = state
                 .has_live_attempt()
-                .then(|| end(AttemptState::Cancelled, Some(reason.clone()), true))
+                .then(|| end(AttemptState::Cancelled, Some(reason.to_string()), true))
                 .flatten();
             let effect = attempt.as_ref().map(|_| Effect::StopThread);
-            step(J::Cancelled, attempt, effect, format!("cancelled: {reason}"))
+            Transition {
+                cancel_reason: Some(*reason),
+                ..step(J::Cancelled, attempt, effect, format!("cancelled: {reason}"))
+            }
         }
-        (J::Cancelled | J::Failed | J::GivenUp, Event::Requeue) => Transition {
-            fresh_budget: true,
-            ..step(
-                J::Queued,
-                None,
-                None,
-                format!("requeued with a fresh budget of {} attempts", policy.max_attempts),
-            )
-        },
+        (
+            J::Cancelled,
+            Event::Requeue {
+                by: RequeueBy::Source(source),
+            },
+        ) if job.cancel_reason.and_then(CancelReason::undone_by) == Some(*source) => requeued(),
+        (
+            J::Cancelled | J::Failed | J::GivenUp,
+            Event::Requeue {
+                by: RequeueBy::Person,
+            },
+        ) => requeued(),
         _ => return Err(invalid()),
     };
     Ok(transition)
@@ -410,6 +446,7 @@ mod tests {
             attempts,
             dispatch_tries: 0,
             attempts_base: 0,
+            cancel_reason: None,
         }
     }
 
@@ -549,7 +586,7 @@ mod tests {
         let t = run(
             job(JobState::Running, 1),
             Event::Cancel {
-                reason: "closed".into(),
+                reason: CancelReason::Withdrawn,
             },
         )
         .unwrap();
@@ -558,7 +595,7 @@ mod tests {
         let t = run(
             job(JobState::Queued, 0),
             Event::Cancel {
-                reason: "closed".into(),
+                reason: CancelReason::Withdrawn,
             },
         )
         .unwrap();
@@ -567,12 +604,19 @@ mod tests {
         assert!(run(
             job(JobState::Succeeded, 1),
             Event::Cancel {
-                reason: "closed".into()
+                reason: CancelReason::Withdrawn
             }
         )
         .is_err());
         assert_eq!(
-            run(job(JobState::Cancelled, 1), Event::Requeue).unwrap().to,
+            run(
+                job(JobState::Cancelled, 1),
+                Event::Requeue {
+                    by: RequeueBy::Person
+                }
+            )
+            .unwrap()
+            .to,
             JobState::Queued
         );
     }
@@ -593,7 +637,13 @@ mod tests {
 
     #[test]
     fn a_requeued_job_gets_a_fresh_budget() {
-        let t = run(job(JobState::GivenUp, 3), Event::Requeue).unwrap();
+        let t = run(
+            job(JobState::GivenUp, 3),
+            Event::Requeue {
+                by: RequeueBy::Person,
+            },
+        )
+        .unwrap();
         assert_eq!(t.to, JobState::Queued);
         assert!(t.fresh_budget);
         let requeued = JobStatus {
@@ -626,6 +676,70 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_cancelled_job_keeps_its_reason_and_only_its_cause_may_undo_it() {
+        let t = run(
+            job(JobState::Running, 1),
+            Event::Cancel {
+                reason: CancelReason::FileRemoved,
+            },
+        )
+        .unwrap();
+        assert_eq!(t.cancel_reason, Some(CancelReason::FileRemoved));
+        assert_eq!(t.note, "cancelled: its issue file was removed");
+        let t = run(job(JobState::Running, 1), Event::ThreadInterrupted).unwrap();
+        assert_eq!(
+            (t.to, t.cancel_reason),
+            (JobState::Cancelled, Some(CancelReason::InterruptedInT3))
+        );
+        assert_eq!(
+            run(job(JobState::Running, 1), Event::ThreadSucceeded)
+                .unwrap()
+                .cancel_reason,
+            None
+        );
+
+        use JobSource::{GitHub, Local};
+        use RequeueBy::{Person, Source};
+        let cancelled = |reason| JobStatus {
+            cancel_reason: Some(reason),
+            ..job(JobState::Cancelled, 1)
+        };
+        // (job, who asks, may it come back)
+        let cases = [
+            (cancelled(CancelReason::FileRemoved), Source(Local), true),
+            (cancelled(CancelReason::FileRemoved), Source(GitHub), false),
+            (cancelled(CancelReason::Withdrawn), Source(GitHub), true),
+            (cancelled(CancelReason::Withdrawn), Source(Local), false),
+            (cancelled(CancelReason::InterruptedInT3), Source(Local), false),
+            (cancelled(CancelReason::InterruptedInT3), Source(GitHub), false),
+            (cancelled(CancelReason::ByHand), Source(Local), false),
+            (cancelled(CancelReason::InterruptedInT3), Person, true),
+            (cancelled(CancelReason::ByHand), Person, true),
+            (job(JobState::Failed, 1), Person, true),
+            (job(JobState::GivenUp, 3), Person, true),
+            (job(JobState::Failed, 1), Source(Local), false),
+            (job(JobState::GivenUp, 3), Source(GitHub), false),
+            (job(JobState::Succeeded, 1), Person, false),
+            (job(JobState::Running, 1), Person, false),
+            (job(JobState::Queued, 0), Person, false),
+        ];
+        for (status, by, may) in cases {
+            let outcome = run(status, Event::Requeue { by });
+            assert_eq!(
+                outcome.is_ok(),
+                may,
+                "{:?} job cancelled for {:?}, requeued by {by:?}: {outcome:?}",
+                status.state,
+                status.cancel_reason
+            );
+            if let Ok(t) = outcome {
+                assert_eq!((t.to, t.cancel_reason), (JobState::Queued, None));
+                assert!(t.fresh_budget);
+            }
+        }
     }
 
     #[test]

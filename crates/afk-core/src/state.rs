@@ -1,57 +1,8 @@
 //! The states of jobs and attempts, spelled as afk prints and stores them.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-/// A state name that afk does not know (a ledger written by a newer afk, or a typo).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown state {0:?}")]
-pub struct UnknownState(pub String);
-
-macro_rules! state_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            /// Every state, in lifecycle order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The name afk prints and stores.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownState;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(UnknownState(other.to_owned())),
-                }
-            }
-        }
-    };
-}
-
-state_enum!(
+named_enum!(
     /// Where a job is in its life.
-    JobState {
+    JobState ("state") {
         /// Waiting for its first attempt.
         Queued => "queued",
         /// An attempt's ids are in the ledger and its commands are being sent to T3.
@@ -77,6 +28,8 @@ state_enum!(
     }
 );
 
+display_as_name!(JobState, AttemptState);
+
 impl JobState {
     /// True when nothing more will happen to the job unless its issue comes back.
     pub fn is_final(self) -> bool {
@@ -92,9 +45,9 @@ impl JobState {
     }
 }
 
-state_enum!(
+named_enum!(
     /// Where one attempt (one T3 thread) is.
-    AttemptState {
+    AttemptState ("state") {
         /// Its ids are chosen and its commands are being sent.
         Dispatching => "dispatching",
         /// Its thread is working.

@@ -1,23 +1,14 @@
 //! The ledger's records as the rest of afk sees them, and their conversion from database rows.
 
-use std::fmt;
-
-use afk_core::{AttemptNo, AttemptState, IssueKey, JobId, JobState, JobStatus, Priority, Repo};
+use afk_core::{
+    AttemptId, AttemptNo, AttemptState, CancelReason, IssueKey, JobId, JobSource, JobState, JobStatus,
+    Priority, Repo,
+};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
 
 use crate::LedgerError;
-
-/// A ledger row id of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AttemptId(pub i64);
-
-impl fmt::Display for AttemptId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// An issue as a source reports it: what [`crate::Ledger::upsert_job`] stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +23,8 @@ pub struct NewJob {
     pub labels: Vec<String>,
     /// How urgent it is.
     pub priority: Priority,
-    /// Where it came from (`local`, `github`, `manual`): kept from the first upsert.
-    pub source: String,
+    /// Where it came from: kept from the first upsert.
+    pub source: JobSource,
 }
 
 /// A job as the ledger holds it.
@@ -51,10 +42,12 @@ pub struct Job {
     pub labels: Vec<String>,
     /// Its priority, as last upserted.
     pub priority: Priority,
-    /// Where it came from (`local`, `github`, `manual`), as first upserted.
-    pub source: String,
+    /// Where it came from, as first upserted.
+    pub source: JobSource,
     /// Where it is in its life.
     pub state: JobState,
+    /// Why it is cancelled, while it is.
+    pub cancel_reason: Option<CancelReason>,
     /// How many attempts were started so far.
     pub attempts: u32,
     /// `attempts` when the job was last requeued: its retry budget counts the attempts since.
@@ -81,6 +74,7 @@ impl Job {
             attempts: self.attempts,
             dispatch_tries: self.dispatch_tries,
             attempts_base: self.attempts_base,
+            cancel_reason: self.cancel_reason,
         }
     }
 }
@@ -90,15 +84,15 @@ impl Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAttempt {
     /// The T3 thread id (unique across the ledger).
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// The T3 project the thread belongs to.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// The command id of `thread.create`.
-    pub create_command_id: String,
+    pub create_command_id: CommandId,
     /// The command id of `thread.turn.start`.
-    pub turn_command_id: String,
+    pub turn_command_id: CommandId,
     /// The id of the first user message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The thread's title.
     pub title: String,
     /// The branch the agent works on.
@@ -121,15 +115,15 @@ pub struct Attempt {
     /// Where it is.
     pub state: AttemptState,
     /// The T3 thread id.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// The T3 project id.
-    pub project_id: String,
+    pub project_id: ProjectId,
     /// The command id of `thread.create`.
-    pub create_command_id: String,
+    pub create_command_id: CommandId,
     /// The command id of `thread.turn.start`.
-    pub turn_command_id: String,
+    pub turn_command_id: CommandId,
     /// The id of the first user message.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// The thread's title.
     pub title: String,
     /// The branch the agent works on.
@@ -172,7 +166,7 @@ pub struct WatchedAttempt {
     /// `dispatching` or `running`.
     pub state: AttemptState,
     /// The T3 thread id.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// When the attempt last changed: for a running attempt, when it started running.
     pub updated_at: DateTime<Utc>,
 }
@@ -205,6 +199,7 @@ pub(crate) struct JobRow {
     priority: i64,
     source: String,
     state: String,
+    cancel_reason: Option<String>,
     attempts: i64,
     attempts_base: i64,
     dispatch_tries: i64,
@@ -236,11 +231,19 @@ impl JobRow {
             body: self.body,
             labels,
             priority,
-            source: self.source,
+            source: self
+                .source
+                .parse()
+                .map_err(|e: afk_core::UnknownName| corrupt("source", e.to_string()))?,
             state: self
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
+            cancel_reason: self
+                .cancel_reason
+                .map(|r| r.parse())
+                .transpose()
+                .map_err(|e: afk_core::UnknownName| corrupt("cancel_reason", e.to_string()))?,
             attempts: count(self.attempts).map_err(|e| corrupt("attempts", e))?,
             attempts_base: count(self.attempts_base).map_err(|e| corrupt("attempts_base", e))?,
             dispatch_tries: count(self.dispatch_tries).map_err(|e| corrupt("dispatch_tries", e))?,
@@ -294,11 +297,11 @@ impl AttemptRow {
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("state", e.to_string()))?,
-            thread_id: self.thread_id,
-            project_id: self.project_id,
-            create_command_id: self.create_command_id,
-            turn_command_id: self.turn_command_id,
-            message_id: self.message_id,
+            thread_id: id_of(self.thread_id).map_err(|e| corrupt("thread_id", e))?,
+            project_id: id_of(self.project_id).map_err(|e| corrupt("project_id", e))?,
+            create_command_id: id_of(self.create_command_id).map_err(|e| corrupt("create_command_id", e))?,
+            turn_command_id: id_of(self.turn_command_id).map_err(|e| corrupt("turn_command_id", e))?,
+            message_id: id_of(self.message_id).map_err(|e| corrupt("message_id", e))?,
             title: self.title,
             branch: self.branch,
             prompt: self.prompt,
@@ -358,7 +361,7 @@ impl WatchedRow {
                 .state
                 .parse()
                 .map_err(|e: afk_core::UnknownState| corrupt("attempts.state", e.to_string()))?,
-            thread_id: self.thread_id,
+            thread_id: id_of(self.thread_id).map_err(|e| corrupt("attempts.thread_id", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("attempts.updated_ms", e))?,
         })
     }
@@ -398,6 +401,12 @@ impl EventRow {
             at: instant(self.at_ms).map_err(|e| corrupt("at_ms", e))?,
         })
     }
+}
+
+/// A stored T3 id as its type: the ledger wrote only ids the client had validated, so a failure
+/// here means a row was edited by hand.
+fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
+    text.parse().map_err(|e: t3_client::ids::InvalidId| e.to_string())
 }
 
 /// A stored count (attempts, tries) as the domain's `u32`.

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afk_core::{
-    apply, AttemptNo, AttemptState, Event, IssueKey, JobId, JobState, Priority, Repo, RetryPolicy, Transition,
+    apply, AttemptNo, AttemptState, CancelReason, Event, IssueKey, JobId, JobSource, JobState, Priority,
+    Repo, RequeueBy, RetryPolicy, Transition,
 };
 use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
+use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -57,26 +59,8 @@ impl Fixture {
     /// A ledger in a fresh PostgreSQL schema, or `None` (after a `SKIP:` line) when PostgreSQL is
     /// not reachable and not required.
     async fn postgres() -> Option<Fixture> {
-        let base = std::env::var("AFK_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-        let reachable =
-            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&base)).await;
-        let mut admin = match reachable {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return skip(&base, &e.to_string()),
-            Err(_) => return skip(&base, "no answer within 5 s"),
-        };
-        let schema = format!("afk_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test schema");
-        let _ = admin.close().await;
-        let guard = PgSchema {
-            base: base.clone(),
-            name: schema.clone(),
-        };
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        let (url, guard) = PgSchema::create().await?;
+        let schema = guard.name.clone();
         let opened = async {
             let ledger = Ledger::open(&url).await.map_err(|e| e.to_string())?;
             let raw = sqlx::PgPool::connect(&url).await.map_err(|e| e.to_string())?;
@@ -108,7 +92,7 @@ impl Fixture {
     }
 }
 
-fn skip(url: &str, reason: &str) -> Option<Fixture> {
+fn skip<T>(url: &str, reason: &str) -> Option<T> {
     let require = std::env::var("AFK_REQUIRE_PG").is_ok_and(|v| v == "1");
     assert!(
         !require,
@@ -130,6 +114,28 @@ struct PgSchema {
 }
 
 impl PgSchema {
+    /// A fresh schema and the URL of a database in it, or `None` (after a `SKIP:` line) when
+    /// PostgreSQL is not reachable and not required.
+    async fn create() -> Option<(String, PgSchema)> {
+        let base = std::env::var("AFK_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+        let reachable =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&base)).await;
+        let mut admin = match reachable {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return skip(&base, &e.to_string()),
+            Err(_) => return skip(&base, "no answer within 5 s"),
+        };
+        let schema = format!("afk_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test schema");
+        let _ = admin.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some((url, PgSchema { base, name: schema }))
+    }
+
     async fn drop_now(&self) {
         let dropped = async {
             let mut conn = sqlx::PgConnection::connect(&self.base).await?;
@@ -224,6 +230,160 @@ on_both_backends!(
     watched_attempts_are_the_live_attempts_without_their_text,
 );
 
+/// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
+/// left it, reached through `raw`.
+async fn migrate_before(step: i64, backend: &str, raw: &Raw) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut older = sqlx::migrate::Migrator::new(dir).await.expect("the migrations");
+    older.migrations = older
+        .migrations
+        .iter()
+        .filter(|m| m.version < step)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    match raw {
+        Raw::Sqlite(pool) => older.run(pool).await,
+        Raw::Postgres(pool) => older.run(pool).await,
+    }
+    .expect("the older migrations run");
+}
+
+/// Cancelled jobs an older afk left (step 5: no cancel reason column), opened by this afk: each
+/// gets the reason its last event's note named, once, and that reason decides who may requeue it.
+async fn cancelled_jobs_of_an_older_ledger_get_their_reason(url: &str, raw: Raw, backend: &str) {
+    migrate_before(6, backend, &raw).await;
+    // (issue number, state, notes oldest first)
+    let jobs: [(u64, &str, &[&str]); 6] = [
+        (
+            1,
+            "cancelled",
+            &[
+                "attempt 1 of 3 dispatching",
+                "cancelled: its issue file was removed",
+            ],
+        ),
+        (
+            2,
+            "cancelled",
+            &["cancelled: the issue was closed or lost its trigger label"],
+        ),
+        (
+            3,
+            "cancelled",
+            &["the thread was interrupted in T3; afk leaves it be"],
+        ),
+        (
+            4,
+            "cancelled",
+            &[
+                "cancelled: its issue file was removed",
+                "requeued with a fresh budget of 3 attempts",
+                "the thread was interrupted in T3; afk leaves it be",
+            ],
+        ),
+        (5, "cancelled", &["cancelled: for a reason no afk wrote"]),
+        (
+            6,
+            "running",
+            &[
+                "cancelled: its issue file was removed",
+                "requeued with a fresh budget of 3 attempts",
+                "attempt 1 running",
+            ],
+        ),
+    ];
+    for (number, state, notes) in jobs {
+        let mut statements = vec![format!(
+            "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+             dispatch_tries, created_ms, updated_ms) \
+             VALUES ('acme/widgets', {number}, 't', 'b', '[]', 2, 'local', '{state}', 1, 0, 0, 0)"
+        )];
+        for note in notes {
+            statements.push(format!(
+                "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+                 SELECT id, NULL, 'queued', '{state}', '{note}', 0 FROM jobs WHERE number = {number}"
+            ));
+        }
+        for sql in statements {
+            match &raw {
+                Raw::Sqlite(pool) => sqlx::query(&sql).execute(pool).await.map(drop),
+                Raw::Postgres(pool) => sqlx::query(&sql).execute(pool).await.map(drop),
+            }
+            .expect("an older afk's row");
+        }
+    }
+    match &raw {
+        Raw::Sqlite(pool) => pool.close().await,
+        Raw::Postgres(pool) => pool.close().await,
+    }
+
+    let ledger = Ledger::open(url).await.expect("this afk opens the older ledger");
+    let expected = [
+        (1, Some(CancelReason::FileRemoved)),
+        (2, Some(CancelReason::Withdrawn)),
+        (3, Some(CancelReason::InterruptedInT3)),
+        (4, Some(CancelReason::InterruptedInT3)),
+        (5, Some(CancelReason::ByHand)),
+        (6, None),
+    ];
+    for (number, reason) in expected {
+        let job = ledger
+            .job_by_issue(&issue(number))
+            .await
+            .unwrap()
+            .expect("the job");
+        assert_eq!(
+            job.cancel_reason, reason,
+            "job of issue {number}: the last note decides"
+        );
+    }
+    // As before the column: the returning file requeues the job it removed, not the one a person
+    // interrupted.
+    let back = Event::Requeue {
+        by: RequeueBy::Source(JobSource::Local),
+    };
+    let removed = ledger.job_by_issue(&issue(1)).await.unwrap().unwrap();
+    let requeued = step(&ledger, &removed, back.clone(), None, at(1)).await;
+    assert_eq!((requeued.state, requeued.cancel_reason), (JobState::Queued, None));
+    let interrupted = ledger.job_by_issue(&issue(4)).await.unwrap().unwrap();
+    assert!(apply(interrupted.status(), &back, &RetryPolicy::default(), at(1)).is_err());
+    ledger.close().await;
+}
+
+mod cancelled_jobs_of_an_older_ledger_get_their_reason {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let raw = sqlx::SqlitePool::connect_with(options).await.expect("raw SQLite");
+        cancelled_jobs_of_an_older_ledger_get_their_reason(&url, Raw::Sqlite(raw), "sqlite").await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some((url, schema)) = PgSchema::create().await else {
+            return;
+        };
+        let raw = sqlx::PgPool::connect(&url).await.expect("raw PostgreSQL");
+        let outcome = tokio::spawn(async move {
+            cancelled_jobs_of_an_older_ledger_get_their_reason(&url, Raw::Postgres(raw), "postgres").await
+        })
+        .await;
+        schema.drop_now().await;
+        if let Err(error) = outcome {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+}
+
 // ---- helpers -------------------------------------------------------------------------------
 
 fn t0() -> DateTime<Utc> {
@@ -248,17 +408,17 @@ fn new_job(number: u64, priority: u8) -> NewJob {
         body: format!("Body of issue {number}"),
         labels: vec!["afk".into()],
         priority: Priority::new(priority).expect("valid priority"),
-        source: "local".into(),
+        source: JobSource::Local,
     }
 }
 
 fn ids(thread: &str) -> NewAttempt {
     NewAttempt {
-        thread_id: thread.into(),
-        project_id: "project-1".into(),
-        create_command_id: format!("{thread}-create"),
-        turn_command_id: format!("{thread}-turn"),
-        message_id: format!("{thread}-message"),
+        thread_id: ThreadId::new(thread).unwrap(),
+        project_id: ProjectId::new("project-1").unwrap(),
+        create_command_id: CommandId::new(format!("{thread}-create")).unwrap(),
+        turn_command_id: CommandId::new(format!("{thread}-turn")).unwrap(),
+        message_id: MessageId::new(format!("{thread}-message")).unwrap(),
         title: format!("Work on {thread}"),
         branch: format!("afk/{thread}"),
         prompt: "Implement it.".into(),
@@ -348,7 +508,7 @@ async fn upsert_is_idempotent_and_never_moves_a_job(fx: &Fixture) {
     edited.title = "A better title".into();
     edited.body = "More detail".into();
     edited.labels = vec!["afk".into(), "afk:p0".into()];
-    edited.source = "github".into();
+    edited.source = JobSource::GitHub;
     let (updated, created) = ledger.upsert_job(&edited, at(30)).await.unwrap();
     assert!(!created);
     assert_eq!(updated.id, first.id);
@@ -363,7 +523,8 @@ async fn upsert_is_idempotent_and_never_moves_a_job(fx: &Fixture) {
     assert_eq!(updated.labels, edited.labels);
     assert_eq!(updated.priority, Priority::P0);
     assert_eq!(
-        updated.source, "local",
+        updated.source,
+        JobSource::Local,
         "the source is the one that first reported the issue"
     );
     assert_eq!(updated.created_at, t0());
@@ -648,7 +809,7 @@ async fn a_stop_stays_pending_until_the_thread_is_stopped(fx: &Fixture) {
         ledger,
         &calm,
         Event::Cancel {
-            reason: "issue closed".into(),
+            reason: CancelReason::Withdrawn,
         },
         None,
         at(70),
@@ -856,6 +1017,7 @@ async fn a_refused_job_fails_with_its_reason(fx: &Fixture) {
         effect: None,
         note: "bogus".into(),
         fresh_budget: false,
+        cancel_reason: None,
     };
     let error = ledger.record(other.id, &bogus, None, at(2)).await.unwrap_err();
     assert!(matches!(error, LedgerError::NoLiveAttempt { .. }), "{error:?}");
@@ -946,13 +1108,14 @@ async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {
         ledger,
         &job,
         Event::Cancel {
-            reason: "issue closed".into(),
+            reason: CancelReason::Withdrawn,
         },
         None,
         at(1),
     )
     .await;
     assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.cancel_reason, Some(CancelReason::Withdrawn));
     assert_eq!(job.last_error, None, "a withdrawal is not an error");
     assert!(
         ledger.attempts_to_stop().await.unwrap().is_empty(),
@@ -960,8 +1123,12 @@ async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {
     );
     assert!(ledger.ready_jobs(at(2), 10).await.unwrap().is_empty());
 
-    let job = step(ledger, &job, Event::Requeue, None, at(2)).await;
+    let requeue = Event::Requeue {
+        by: RequeueBy::Source(JobSource::GitHub),
+    };
+    let job = step(ledger, &job, requeue, None, at(2)).await;
     assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.cancel_reason, None, "a queued job is not cancelled");
     assert_eq!(ledger.ready_jobs(at(3), 10).await.unwrap()[0].id, job.id);
     let notes: Vec<String> = ledger
         .events(job.id)
@@ -973,7 +1140,7 @@ async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {
     assert_eq!(
         notes,
         vec![
-            "cancelled: issue closed".to_owned(),
+            "cancelled: the issue was closed or lost its trigger label".to_owned(),
             "requeued with a fresh budget of 3 attempts".to_owned()
         ]
     );
@@ -1137,7 +1304,7 @@ async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {
         let ledger = ledger.clone();
         async move {
             ledger
-                .jobs_to_report("local")
+                .jobs_to_report(JobSource::Local)
                 .await
                 .unwrap()
                 .into_iter()
@@ -1147,7 +1314,7 @@ async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {
     };
     assert_eq!(to_report(ledger).await, vec![job.id], "never reported yet");
     assert!(
-        ledger.jobs_to_report("github").await.unwrap().is_empty(),
+        ledger.jobs_to_report(JobSource::GitHub).await.unwrap().is_empty(),
         "another source's jobs are not listed"
     );
     ledger.mark_reported(job.id, "queued:0").await.unwrap();

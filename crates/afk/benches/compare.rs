@@ -12,7 +12,7 @@
 //!
 //! - **watcher tick**: N issues are queued and dispatched by afk's own control plane (local folder,
 //!   `[sim:hang]` turns that never end), then, interleaved round by round so that a shared
-//!   machine's load falls on all alike: a quiet watch-only `ControlPlane::tick` (snapshot GET +
+//!   machine's load falls on all alike: a quiet watch-only `App::tick` (snapshot GET +
 //!   decode, the watcher's diff against the ledger, stops, settle, resume, dispatch; each is checked
 //!   to record nothing); the seed's `T3Client.snapshot()` + per-thread derivation in Python; and
 //!   the floor, a bare hyper GET of the same snapshot parsed into `IgnoredAny`. Also timed alone:
@@ -45,6 +45,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use afk::app::App;
 use afk::config::{Config, LocalSourceConfig};
 use afk::source::{local, SourceIssue};
 use afk_core::{IssueKey, Priority, Repo};
@@ -79,10 +80,7 @@ type Hyper = Client<HttpConnector, Full<Bytes>>;
 
 fn main() {
     let sizes = sizes();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let runtime = support::runtime();
     let mut table = Table::default();
     for &n in &sizes {
         eprintln!("compare: N={n}");
@@ -563,7 +561,7 @@ async fn running_fleet(n: usize, sim: &Sim, dir: &Path) -> Config {
         )
         .expect("an issue file");
     }
-    let mut plane = afk::app::control_plane(&config)
+    let mut plane = App::build(config.clone())
         .await
         .expect("the control plane is wired");
     let started = Instant::now();
@@ -617,34 +615,17 @@ async fn fleet(n: usize, table: &mut Table) {
     let config = running_fleet(n, &sim, dir.path()).await;
     let mut watch_only = config.clone();
     watch_only.source.local = None;
-    let mut plane = afk::app::control_plane(&watch_only)
+    let mut plane = App::build(watch_only.clone())
         .await
         .expect("the control plane is wired");
     // The same fleet watched the default way: T3's shell stream keeps the view, no fetch per tick.
     let mut push_only = watch_only.clone();
     push_only.watch.push = true;
-    let mut push_plane = afk::app::control_plane(&push_only)
-        .await
-        .expect("the control plane is wired");
+    let mut push_plane = App::build(push_only).await.expect("the control plane is wired");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         support::quiet_tick(&mut push_plane).await;
-        if push_plane.is_following_stream() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the shell stream never synchronized");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The same fleet watched the default way: T3's shell stream keeps the view, no fetch per tick.
-    let mut push_only = watch_only.clone();
-    push_only.watch.push = true;
-    let mut push_plane = afk::app::control_plane(&push_only)
-        .await
-        .expect("the control plane is wired");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        support::quiet_tick(&mut push_plane).await;
-        if push_plane.is_following_stream() {
+        if push_plane.control_plane().is_following_stream() {
             break;
         }
         assert!(Instant::now() < deadline, "the shell stream never synchronized");
@@ -695,7 +676,7 @@ async fn fleet(n: usize, table: &mut Table) {
         rounds.push(8, t.elapsed().as_secs_f64());
         rounds.push(9, cpu_time() - cpu);
         assert!(
-            push_plane.is_following_stream(),
+            push_plane.control_plane().is_following_stream(),
             "the push tick read the stream's view"
         );
     }
@@ -788,6 +769,11 @@ async fn fleet(n: usize, table: &mut Table) {
     let push_config = dir.path().join("afk-run-push.toml");
     let text = std::fs::read_to_string(&run_config).expect("the run config");
     std::fs::write(&push_config, text.replace("push = false", "push = true")).expect("the push config");
+    let memory_target = if n >= 10_000 {
+        Target::Below(64.0 * 1024.0 * 1024.0)
+    } else {
+        Target::None
+    };
     let push_peak = tokio::task::block_in_place(|| afk_run_peak_memory(&push_config));
     table.row(
         "peak memory (afk: `afk run` VmHWM; seed: driver's max RSS)",
@@ -796,11 +782,7 @@ async fn fleet(n: usize, table: &mut Table) {
         seed_rss,
         None,
         Unit::Bytes,
-        if n >= 10_000 {
-            Target::Below(64.0 * 1024.0 * 1024.0)
-        } else {
-            Target::None
-        },
+        memory_target,
     );
 
     table.row(
@@ -810,11 +792,7 @@ async fn fleet(n: usize, table: &mut Table) {
         seed_rss,
         None,
         Unit::Bytes,
-        if n >= 10_000 {
-            Target::Below(64.0 * 1024.0 * 1024.0)
-        } else {
-            Target::None
-        },
+        memory_target,
     );
 
     decode(n, dir.path(), seed.as_mut(), table).await;

@@ -13,7 +13,7 @@
 //! record no transition), it times, interleaved round by round so that a shared machine's load
 //! falls on all alike:
 //!
-//! - `tick (local folder)`: a whole `ControlPlane::tick`, which also rescans the N issue files;
+//! - `tick (local folder)`: a whole `App::tick`, which also rescans the N issue files;
 //! - `tick (watch only)`: the same tick with the local source off: snapshot GET and decode, ledger
 //!   reads, the watcher's pass, settle, resume and the dispatcher's (empty) pass;
 //! - `snapshot GET + decode`: `T3Client::snapshot` alone, to show T3's share of the tick;
@@ -38,7 +38,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use afk::control::ControlPlane;
+use afk::app::App;
 use afk_core::JobState;
 use chrono::Utc;
 use common::{World, REPO_A, REPO_B};
@@ -111,10 +111,7 @@ struct Row {
 
 fn main() {
     let sizes = sizes();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    let runtime = support::runtime();
     let mut rows = Vec::new();
     for &n in &sizes {
         eprintln!("fleet: {n} running attempts");
@@ -165,7 +162,7 @@ async fn fleet(n: usize) -> Vec<Row> {
     // Intake alone: a plane that may dispatch nothing (a limit no config file could set).
     let mut intake_only = world.config.clone();
     intake_only.limits.max_concurrent = 0;
-    let mut plane = afk::app::control_plane(&intake_only)
+    let mut plane = App::build(intake_only.clone())
         .await
         .expect("the control plane is wired");
     let started = Instant::now();
@@ -179,7 +176,7 @@ async fn fleet(n: usize) -> Vec<Row> {
     assert_eq!(report.progress.len(), n, "every issue file is queued");
 
     // Dispatch: one tick sends all N (create + turn each) and records both transitions.
-    let mut plane = world.plane().await;
+    let mut plane = world.app().await;
     let started = Instant::now();
     plane.tick(Utc::now()).await.expect("the dispatch tick");
     setup.push(Row {
@@ -193,7 +190,7 @@ async fn fleet(n: usize) -> Vec<Row> {
 
     let mut watch_only = world.config.clone();
     watch_only.source.local = None;
-    let mut watcher = afk::app::control_plane(&watch_only)
+    let mut watcher = App::build(watch_only.clone())
         .await
         .expect("the control plane is wired");
     let t3 = afk::app::t3_client(&world.config).expect("a T3 client");
@@ -299,7 +296,7 @@ async fn fleet(n: usize) -> Vec<Row> {
 }
 
 /// Checks that the ledger has `n` running jobs and T3 `n` running threads out of `threads`.
-async fn assert_all_running(plane: &ControlPlane, world: &World, n: usize, threads: usize) {
+async fn assert_all_running(plane: &App, world: &World, n: usize, threads: usize) {
     let jobs = plane.ledger().jobs().await.expect("the jobs");
     let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
     assert_eq!(running, n, "all jobs running");

@@ -1,21 +1,185 @@
-//! Wiring: the parts of afk built from a [`Config`]. The only place that knows how config keys map
-//! onto the parts.
+//! Start-up: [`App::build`] wires every part of afk from a [`Config`] (this is the only place that
+//! knows which key feeds which part), and [`App::run_until_stopped`] runs them until a shutdown.
+//! `afk run`, `afk demo`, the tests and the benchmarks all start afk this way; tests listen on
+//! port 0 and read the address back with [`App::http_addr`].
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use afk_core::Repo;
+use afk_github::{
+    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId, Intake, IntakeConfig,
+    PolicyStore, Reporter, WebhookEvent,
+};
 use afk_ledger::Ledger;
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use t3_client::{
     AgentSettings, FeedSettings, ReqwestTransport, SecretProvider, ShellFeed, T3Client, TransportConfig,
 };
+use tokio::sync::mpsc;
 
-use afk_github::{
-    AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId, Intake, IntakeConfig,
-    PolicyStore, Reporter,
-};
+use crate::config::{Config, DispatchMode, GitHubAuth};
+use crate::control::{ControlError, ControlPlane, GitHubSide, Limits, Settings, TickReport, Timeouts};
+use crate::policy::{Dispatch, RepoTarget};
+use crate::status_surface;
 
-use crate::config::{Config, GitHubAuth};
-use crate::control::{ControlPlane, GitHubSide, Limits, Settings, Timeouts};
+/// afk, wired from its configuration: the control plane and, when `[http] listen` is set, its
+/// HTTP listener (already serving once built).
+pub struct App {
+    plane: ControlPlane,
+    http: Option<Listener>,
+    poll_interval: std::time::Duration,
+    t3_url: String,
+}
+
+/// The HTTP listener's address and the task serving it, stopped with the [`App`].
+struct Listener {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl App {
+    /// Opens the ledger, builds the T3 clients (and the shell stream with `[watch] push`), the
+    /// GitHub side with `[github]`, and binds and serves `[http] listen`. Errors name the key
+    /// whose value could not be used.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let webhooks_on = config
+            .github
+            .as_ref()
+            .is_some_and(|g| g.webhook_secret().is_some());
+        if webhooks_on && config.http.listen.is_none() {
+            tracing::warn!(
+                "a GitHub webhook secret is configured but [http] listen is not: webhooks are off, polling only"
+            );
+        }
+        let events = (webhooks_on && config.http.listen.is_some()).then_some(events_rx);
+        let mut plane = control_plane(&config).await?;
+        if let Some(github) = github_side(&config, events)? {
+            plane = plane.with_github(github);
+        }
+        let http = match config.http.listen {
+            Some(listen) => Some(serve(&config, listen, events_tx).await?),
+            None => None,
+        };
+        Ok(App {
+            plane,
+            http,
+            poll_interval: config.watch.poll_interval,
+            t3_url: config.t3.url.clone(),
+        })
+    }
+
+    /// Where the HTTP listener listens (the port chosen when `[http] listen` asked for port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|l| l.addr)
+    }
+
+    /// The ledger this afk records in (a clone shares its connections).
+    pub fn ledger(&self) -> &Ledger {
+        self.plane.ledger()
+    }
+
+    /// The control plane, for driving it tick by tick.
+    pub fn control_plane(&mut self) -> &mut ControlPlane {
+        &mut self.plane
+    }
+
+    /// One pass of the control loop at `now` (tests and benchmarks drive afk so; the run loop
+    /// does the same on every poll).
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
+        self.plane.tick(now).await
+    }
+
+    /// Runs afk until `shutdown` resolves: see [`App::run`].
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.run(shutdown, |_| {}).await
+    }
+
+    /// Takes the ledger's leadership (standing by while another `afk run` holds it: one control
+    /// plane per ledger), then ticks every `[watch] poll_interval`, and at once on a webhook or a
+    /// thread changing state, until `shutdown` resolves; the tick in progress is finished first.
+    /// `on_tick` sees each tick's report. The HTTP listener stops with it.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        on_tick: impl FnMut(&TickReport),
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let ledger = self.plane.ledger().clone();
+        let mut standing_by = false;
+        let leadership = loop {
+            match ledger.try_lead().await {
+                Ok(Some(leadership)) => break leadership,
+                Ok(None) if !standing_by => {
+                    tracing::warn!(
+                        "another afk run is working on ledger {}: standing by until it stops",
+                        ledger.url_redacted()
+                    );
+                    standing_by = true;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!("cannot take the lead of the ledger yet: {error}"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        };
+        tracing::info!(
+            "afk running: T3 at {}, ledger {}, polling every {}",
+            self.t3_url,
+            ledger.url_redacted(),
+            humantime::format_duration(self.poll_interval)
+        );
+        self.plane.run(self.poll_interval, &mut shutdown, on_tick).await;
+        leadership.release().await;
+        tracing::info!("afk stopped");
+        Ok(())
+    }
+}
+
+/// Binds `listen` and serves the status surface there, with GitHub's webhooks going to `events`
+/// when a webhook secret is configured.
+async fn serve(
+    config: &Config,
+    listen: SocketAddr,
+    events: mpsc::Sender<WebhookEvent>,
+) -> anyhow::Result<Listener> {
+    let webhook = match config.github.as_ref().and_then(|g| g.webhook_secret()) {
+        Some(secret) => Some((secret.build().context("[github] webhook_secret")?, events)),
+        None => None,
+    };
+    let webhooks_on = webhook.is_some();
+    let router = status_surface::router(webhook);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} ([http] listen)"))?;
+    let addr = listener.local_addr().context("[http] listen")?;
+    tracing::info!(
+        "HTTP listener on {addr}: GET /healthz{}",
+        if webhooks_on {
+            ", POST /webhooks/github"
+        } else {
+            ""
+        }
+    );
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!("the HTTP listener stopped: {error}");
+        }
+    });
+    Ok(Listener { addr, task })
+}
 
 /// Opens the ledger named by `[ledger] url`, creating a SQLite file (and its folder) if needed.
 pub async fn open_ledger(config: &Config) -> anyhow::Result<Ledger> {
@@ -60,14 +224,14 @@ fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::R
     }
     let mut client = T3Client::new(&config.t3.url, Arc::new(transport), bearer).with_settings(settings);
     for (repo, project) in config.projects() {
-        client = client.with_project(repo.to_string(), project);
+        client = client.with_project(repo.to_string(), project.project);
     }
     Ok(client)
 }
 
 /// The control plane's settings from `[limits]`, `[watch]`, `[retry]`, `[t3.projects]` and
 /// `[source.local]`.
-pub fn settings(config: &Config) -> Settings {
+fn settings(config: &Config) -> Settings {
     Settings {
         retry: config.retry_policy(),
         limits: Limits {
@@ -79,13 +243,37 @@ pub fn settings(config: &Config) -> Settings {
             turn: config.watch.turn_timeout,
             lost_after: config.watch.poll_interval,
         },
-        projects: config.targets(),
+        projects: repo_targets(config),
         local_source: config.source.local.as_ref().map(|l| l.dir.clone()),
     }
 }
 
-/// A control plane wired from `config`.
-pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
+/// Each repository's T3 project and dispatch mode, from `[t3.projects]` over `[t3]`'s defaults.
+pub fn repo_targets(config: &Config) -> BTreeMap<Repo, RepoTarget> {
+    config
+        .projects()
+        .into_iter()
+        .map(|(repo, p)| {
+            let dispatch = match p.dispatch {
+                DispatchMode::Http => Dispatch::Http {
+                    worktree_path: p.worktree_path,
+                },
+                DispatchMode::WsWorktree => Dispatch::WsWorktree {
+                    base_branch: p.base_branch,
+                    run_setup_script: p.run_setup_script,
+                },
+            };
+            let target = RepoTarget {
+                project: p.project,
+                dispatch,
+            };
+            (repo, target)
+        })
+        .collect()
+}
+
+/// The control plane wired from `config`, without GitHub.
+async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
     let ledger = open_ledger(config).await?;
     let operate = t3_client(config)?;
     let reader = match config.t3_read_token() {
@@ -95,7 +283,7 @@ pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
         }
         None => operate.clone(),
     };
-    for (repo, target) in config.targets() {
+    for (repo, target) in repo_targets(config) {
         if target.shares_checkout() {
             tracing::warn!(
                 "{repo}: dispatch = \"http\" without a worktree_path: its threads would share the \
@@ -118,9 +306,9 @@ pub async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
 
 /// The GitHub side from `[github]` (`None` when the section is absent). `events` carries verified
 /// webhook deliveries when webhooks are on.
-pub fn github_side(
+fn github_side(
     config: &Config,
-    events: Option<tokio::sync::mpsc::Receiver<afk_github::WebhookEvent>>,
+    events: Option<mpsc::Receiver<WebhookEvent>>,
 ) -> anyhow::Result<Option<GitHubSide>> {
     let Some(github) = &config.github else {
         return Ok(None);
@@ -160,16 +348,46 @@ pub fn github_side(
     )))
 }
 
-/// afk's HTTP listener: `GET /healthz`, and `POST /webhooks/github` when a webhook secret is
-/// configured (deliveries go to `events`).
-pub fn http_router(
-    config: &Config,
-    events: tokio::sync::mpsc::Sender<afk_github::WebhookEvent>,
-) -> anyhow::Result<axum::Router> {
-    let mut router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    if let Some(secret) = config.github.as_ref().and_then(|g| g.webhook_secret()) {
-        let secret = secret.build().context("[github] webhook_secret")?;
-        router = router.merge(afk_github::webhook_router(secret, events));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_repository_gets_its_dispatch_target_and_shared_checkouts_run_one_thread() {
+        let mut config = Config::default();
+        config.t3.base_branch = "trunk".into();
+        config.t3.projects = [
+            ("acme/api", "proj-api", None, None),
+            ("acme/web", "proj-web", Some(DispatchMode::Http), None),
+            (
+                "acme/lib",
+                "proj-lib",
+                Some(DispatchMode::Http),
+                Some("/wt/{name}/{issue}"),
+            ),
+        ]
+        .into_iter()
+        .map(|(repo, project, dispatch, worktree_path)| {
+            let entry = crate::config::ProjectEntry {
+                dispatch,
+                worktree_path: worktree_path.map(str::to_owned),
+                ..crate::config::ProjectEntry::from(project)
+            };
+            (repo.to_owned(), entry)
+        })
+        .collect();
+        let targets = repo_targets(&config);
+        let target = |repo: &str| targets[&Repo::new(repo).unwrap()].clone();
+        assert_eq!(
+            target("acme/api").dispatch,
+            Dispatch::WsWorktree {
+                base_branch: "trunk".into(),
+                run_setup_script: None
+            },
+            "ws-worktree is the default, with [t3] base_branch"
+        );
+        assert!(target("acme/web").shares_checkout());
+        assert_eq!(target("acme/web").in_flight_limit(2), 1);
+        assert_eq!(target("acme/lib").in_flight_limit(2), 2);
     }
-    Ok(router)
 }

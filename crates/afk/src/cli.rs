@@ -1,11 +1,10 @@
-//! The command line: `afk run`, `afk demo`, `afk jobs`, `afk status`, `afk dispatch`, `afk t3` and
-//! `afk sim`.
+//! The command line: the table of afk's commands, each routed to its file under `cmd/`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, runcmd, t3cmd};
+use crate::cmd;
 
 /// afk: gets repository issues implemented by coding agents running in T3 Code.
 #[derive(Debug, Parser)]
@@ -18,28 +17,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: take issues, dispatch them to T3, watch them to the end.
-    Run(runcmd::RunArgs),
+    Run(cmd::run::Args),
     /// afk end to end with no external service: a T3 stand-in, sample issues, a throwaway ledger.
     Demo,
     /// List the ledger's jobs.
-    Jobs(runcmd::JobsArgs),
+    Jobs(cmd::jobs::Args),
     /// Job counts per state and the attempts in flight.
-    Status(runcmd::StatusArgs),
+    Status(cmd::status::Args),
     /// Queue one job by hand (afk run dispatches it).
-    Dispatch(runcmd::DispatchArgs),
+    Dispatch(cmd::enqueue::Args),
     /// The T3 client alone, against any T3 server.
     #[command(subcommand)]
-    T3(T3Command),
+    T3(cmd::t3::Command),
     /// Run the T3 stand-in on a port until Ctrl-C.
-    Sim(t3_sim::cli::SimArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum T3Command {
-    /// Create a thread for an issue and start its turn; prints the thread id last.
-    Dispatch(t3cmd::DispatchArgs),
-    /// Print T3's threads as a table (or its read model with --json).
-    Snapshot(t3cmd::SnapshotArgs),
+    Sim(cmd::sim::Args),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code; errors are
@@ -53,14 +44,13 @@ pub async fn main() -> ExitCode {
         "info"
     });
     let outcome = match cli.command {
-        Command::Run(args) => runcmd::run(args).await,
-        Command::Demo => demo::run().await,
-        Command::Jobs(args) => runcmd::jobs(args).await,
-        Command::Status(args) => runcmd::status(args).await,
-        Command::Dispatch(args) => runcmd::dispatch(args).await,
-        Command::T3(T3Command::Dispatch(args)) => t3cmd::dispatch(args).await,
-        Command::T3(T3Command::Snapshot(args)) => t3cmd::snapshot(args).await,
-        Command::Sim(args) => t3_sim::cli::run(args).await,
+        Command::Run(args) => cmd::run::run(args).await,
+        Command::Demo => cmd::demo::run().await,
+        Command::Jobs(args) => cmd::jobs::run(args).await,
+        Command::Status(args) => cmd::status::run(args).await,
+        Command::Dispatch(args) => cmd::enqueue::run(args).await,
+        Command::T3(command) => cmd::t3::run(command).await,
+        Command::Sim(args) => cmd::sim::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +61,7 @@ pub async fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `default_level`, or as `AFK_LOG` says.
 fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

@@ -3,17 +3,19 @@
 //! Every key has a default chosen so that `afk run` with no file works on one machine (T3 on
 //! 127.0.0.1:3773, a SQLite ledger `afk.db` and issue files in `issues/` in the working
 //! directory). Errors name the key and where its value came from (the file or the variable).
+//!
+//! **A leaf:** this module knows the file and nothing of the parts it configures; `app.rs` builds
+//! the parts from it.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use afk_core::{Repo, RetryPolicy};
-
-use crate::control::{Dispatch, RepoTarget, WorktreeTemplate};
+use afk_core::{Repo, RetryPolicy, WorktreeTemplate};
 use afk_secrets::ProviderSpec;
 use serde::{Deserialize, Deserializer};
+use t3_client::ProjectId;
 
 /// A configuration that cannot be used; the message names the key and its source.
 #[derive(Debug, thiserror::Error)]
@@ -584,7 +586,7 @@ impl Config {
         }
         for repo in self.t3.projects.keys() {
             Repo::new(repo.clone()).map_err(|e| ("t3.projects", e.to_string()))?;
-            self.repo_target(repo)
+            self.project_settings(repo)
                 .map_err(|e| ("t3.projects", format!("{repo}: {e}")))?;
         }
         if !(self.ledger.url.starts_with("sqlite:") || self.ledger.url.starts_with("postgres")) {
@@ -648,48 +650,48 @@ impl Config {
         }
     }
 
-    /// `[t3.projects]` as typed values (validated at load).
-    pub fn projects(&self) -> BTreeMap<Repo, t3_client::ProjectId> {
-        self.targets()
-            .into_iter()
-            .map(|(repo, target)| (repo, target.project))
-            .collect()
-    }
-
-    /// Each repository's project and dispatch mode (validated at load).
-    pub fn targets(&self) -> BTreeMap<Repo, RepoTarget> {
+    /// Each repository's `[t3.projects]` entry with `[t3]`'s defaults filled in (validated at
+    /// load).
+    pub fn projects(&self) -> BTreeMap<Repo, ProjectSettings> {
         self.t3
             .projects
             .keys()
-            .filter_map(|r| Some((Repo::new(r.clone()).ok()?, self.repo_target(r).ok()?)))
+            .filter_map(|r| Some((Repo::new(r.clone()).ok()?, self.project_settings(r).ok()?)))
             .collect()
     }
 
-    /// One repository's project and dispatch mode, its entry's keys over `[t3]`'s defaults.
-    fn repo_target(&self, repo: &str) -> Result<RepoTarget, String> {
+    /// One repository's entry, its keys over `[t3]`'s defaults; `Err` names what does not fit.
+    fn project_settings(&self, repo: &str) -> Result<ProjectSettings, String> {
         let entry = self
             .t3
             .projects
             .get(repo)
             .ok_or_else(|| format!("{repo} has no entry"))?;
-        let project =
-            t3_client::ProjectId::new(entry.project.clone()).map_err(|e| format!("project id: {e}"))?;
-        let mode = entry.dispatch.unwrap_or(self.t3.dispatch);
-        let dispatch = match mode {
+        let project = ProjectId::new(entry.project.clone()).map_err(|e| format!("project id: {e}"))?;
+        let dispatch = entry.dispatch.unwrap_or(self.t3.dispatch);
+        let mut settings = ProjectSettings {
+            project,
+            dispatch,
+            base_branch: entry
+                .base_branch
+                .clone()
+                .unwrap_or_else(|| self.t3.base_branch.clone()),
+            run_setup_script: entry.run_setup_script,
+            worktree_path: None,
+        };
+        match dispatch {
             DispatchMode::Http => {
                 if entry.base_branch.is_some() || entry.run_setup_script.is_some() {
                     return Err(
                         "base_branch and run_setup_script apply to dispatch = \"ws-worktree\" only".into(),
                     );
                 }
-                Dispatch::Http {
-                    worktree_path: entry
-                        .worktree_path
-                        .clone()
-                        .map(WorktreeTemplate::new)
-                        .transpose()
-                        .map_err(|e| format!("worktree_path: {e}"))?,
-                }
+                settings.worktree_path = entry
+                    .worktree_path
+                    .clone()
+                    .map(WorktreeTemplate::new)
+                    .transpose()
+                    .map_err(|e| format!("worktree_path: {e}"))?;
             }
             DispatchMode::WsWorktree => {
                 if entry.worktree_path.is_some() {
@@ -698,21 +700,28 @@ impl Config {
                             .into(),
                     );
                 }
-                let base_branch = entry
-                    .base_branch
-                    .clone()
-                    .unwrap_or_else(|| self.t3.base_branch.clone());
-                if base_branch.trim().is_empty() {
+                if settings.base_branch.trim().is_empty() {
                     return Err("base_branch must not be empty".into());
                 }
-                Dispatch::WsWorktree {
-                    base_branch,
-                    run_setup_script: entry.run_setup_script,
-                }
             }
-        };
-        Ok(RepoTarget { project, dispatch })
+        }
+        Ok(settings)
     }
+}
+
+/// One repository's `[t3.projects]` entry with `[t3]`'s defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSettings {
+    /// The T3 project.
+    pub project: ProjectId,
+    /// How its threads are started.
+    pub dispatch: DispatchMode,
+    /// `ws-worktree`: the branch worktrees start from.
+    pub base_branch: String,
+    /// `ws-worktree`: whether to run the setup script (`None`: as the project's scripts say).
+    pub run_setup_script: Option<bool>,
+    /// `http`: where each thread works (`None`: the project's checkout).
+    pub worktree_path: Option<WorktreeTemplate>,
 }
 
 /// An environment value as TOML: an integer when it reads as one, else a string.
@@ -856,25 +865,25 @@ mod tests {
             &[("AFK_WATCH_PUSH", "false")],
         )
         .unwrap();
-        let targets = config.targets();
-        let target = |repo: &str| targets[&Repo::new(repo).unwrap()].clone();
+        let projects = config.projects();
+        let project = |repo: &str| projects[&Repo::new(repo).unwrap()].clone();
+        let api = project("acme/api");
         assert_eq!(
-            target("acme/api").dispatch,
-            Dispatch::WsWorktree {
-                base_branch: "trunk".into(),
-                run_setup_script: None
-            },
+            (api.dispatch, api.base_branch.as_str(), api.run_setup_script),
+            (DispatchMode::WsWorktree, "trunk", None),
             "ws-worktree is the default, with [t3] base_branch"
         );
-        assert!(target("acme/web").shares_checkout());
-        assert_eq!(target("acme/web").in_flight_limit(2), 1);
-        assert_eq!(target("acme/lib").in_flight_limit(2), 2);
+        let web = project("acme/web");
+        assert_eq!((web.dispatch, web.worktree_path), (DispatchMode::Http, None));
+        let lib = project("acme/lib");
         assert_eq!(
-            target("acme/app").dispatch,
-            Dispatch::WsWorktree {
-                base_branch: "develop".into(),
-                run_setup_script: Some(false)
-            }
+            lib.worktree_path,
+            Some(WorktreeTemplate::new("/wt/{name}/{issue}").unwrap())
+        );
+        let app = project("acme/app");
+        assert_eq!(
+            (app.dispatch, app.base_branch.as_str(), app.run_setup_script),
+            (DispatchMode::WsWorktree, "develop", Some(false))
         );
         assert!(!config.watch.push, "AFK_WATCH_PUSH=false turns push watching off");
         assert!(Config::default().watch.push, "push watching is on by default");
@@ -882,41 +891,29 @@ mod tests {
 
     #[test]
     fn dispatch_settings_that_do_not_fit_the_mode_are_refused_with_the_repository_named() {
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", worktree_path = \"/wt/{name}/{issue}\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("t3.projects") && err.contains("acme/api") && err.contains("worktree_path"),
-            "{err}"
-        );
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"http\", worktree_path = \"/wt/{repo}\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("{repo}"), "{err}");
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", dispatch = \"grpc\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("grpc") && err.contains("ws-worktree"), "{err}");
-        let err = load(
-            "[t3.projects]\n\"acme/api\" = { project = \"p\", colour = \"red\" }\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("colour"), "{err}");
-        let err = load("[t3.projects]\n\"acme/api\" = 7\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("t3.projects"), "{err}");
+        // (the entry of "acme/api", what the error must name)
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                r#"{ project = "p", worktree_path = "/wt/{name}/{issue}" }"#,
+                &["t3.projects", "acme/api", "worktree_path"],
+            ),
+            (
+                r#"{ project = "p", dispatch = "http", worktree_path = "/wt/{repo}" }"#,
+                &["{repo}"],
+            ),
+            (
+                r#"{ project = "p", dispatch = "grpc" }"#,
+                &["grpc", "ws-worktree"],
+            ),
+            (r#"{ project = "p", colour = "red" }"#, &["colour"]),
+            ("7", &["t3.projects"]),
+        ];
+        for (entry, named) in cases {
+            let err = load(&format!("[t3.projects]\n\"acme/api\" = {entry}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(named.iter().all(|n| err.contains(n)), "{entry}: {err}");
+        }
     }
 
     #[test]

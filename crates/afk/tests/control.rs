@@ -1,5 +1,5 @@
-//! The control plane against the T3 stand-in over loopback: limits, retries, timeouts,
-//! cancellation, T3 outages. Each test drives `ControlPlane::tick` as `afk run` does.
+//! The control app against the T3 stand-in over loopback: limits, retries, timeouts,
+//! cancellation, T3 outages. Each test drives `App::tick` as `afk run` does.
 
 mod common;
 
@@ -15,16 +15,12 @@ async fn concurrency_limits_hold_globally_and_per_repository() {
     let mut world = World::new(Duration::from_millis(150)).await;
     world.config.limits.max_concurrent = 3;
     world.config.limits.per_repo = 2;
-    for n in 1..=5 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    for n in 6..=8 {
-        world.add_issue(REPO_B, n, "Do it.");
-    }
-    let mut plane = world.plane().await;
+    world.add_issues(REPO_A, 1..=5);
+    world.add_issues(REPO_B, 6..=8);
+    let mut app = world.app().await;
     let mut peak = 0;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(30),
         |jobs| {
             let live: Vec<_> = jobs.iter().filter(|j| j.state.has_live_attempt()).collect();
@@ -43,11 +39,7 @@ async fn concurrency_limits_hold_globally_and_per_repository() {
     )
     .await;
     assert_eq!(peak, 3, "the global limit should be used fully");
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    assert_all_succeeded_first_time(&jobs);
     assert_eq!(world.sim.threads().len(), 8, "one thread per attempt");
 }
 
@@ -57,9 +49,9 @@ async fn higher_priority_issues_are_dispatched_first() {
     world.config.limits.max_concurrent = 1;
     world.add_issue_with_priority(REPO_A, 1, "Later.", Priority::P3);
     world.add_issue_with_priority(REPO_B, 2, "First.", Priority::P0);
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(20),
         |_| {},
         |jobs| jobs.iter().any(|j| j.state != JobState::Queued),
@@ -74,12 +66,12 @@ async fn failed_turns_are_retried_with_new_threads_then_given_up() {
     let mut world = World::new(Duration::from_millis(50)).await;
     world.config.limits.max_attempts = 3;
     world.add_issue(REPO_A, 1, "Always breaks. [sim:fail]");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!(job.state, JobState::GivenUp);
     assert_eq!(job.attempts, 3);
-    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    let attempts = app.ledger().attempts(job.id).await.unwrap();
     assert_eq!(attempts.len(), 3);
     assert!(attempts
         .iter()
@@ -93,11 +85,11 @@ async fn failed_turns_are_retried_with_new_threads_then_given_up() {
 async fn a_turn_that_fails_once_succeeds_on_the_retry_with_the_previous_error_in_the_prompt() {
     let world = World::new(Duration::from_millis(50)).await;
     world.add_issue(REPO_A, 1, "Flaky. [sim:fail-times=1]");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!((job.state, job.attempts), (JobState::Succeeded, 2));
-    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    let attempts = app.ledger().attempts(job.id).await.unwrap();
     assert!(
         attempts[1].prompt.contains("previous attempt ended with"),
         "the retry's prompt names the previous error"
@@ -110,11 +102,11 @@ async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
     world.config.limits.max_attempts = 1;
     world.config.watch.turn_timeout = Duration::from_millis(300);
     world.add_issue(REPO_A, 1, "Never ends. [sim:hang]");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!(job.state, JobState::GivenUp);
-    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    let attempts = app.ledger().attempts(job.id).await.unwrap();
     assert_eq!(attempts[0].state, afk_core::AttemptState::TimedOut);
     assert!(attempts[0]
         .last_error
@@ -125,7 +117,7 @@ async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
     let thread = model
         .threads
         .iter()
-        .find(|t| t.id.as_str() == attempts[0].thread_id)
+        .find(|t| t.id == attempts[0].thread_id)
         .unwrap();
     assert_eq!(
         thread.latest_turn.as_ref().map(|t| t.state),
@@ -143,11 +135,11 @@ async fn a_stalled_thread_is_interrupted_and_retried() {
     world.config.limits.max_attempts = 2;
     world.config.watch.stall_timeout = Duration::from_millis(300);
     world.add_issue(REPO_A, 1, "Goes quiet. [sim:hang]");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = job(&jobs, REPO_A, 1);
     assert_eq!((job.state, job.attempts), (JobState::GivenUp, 2));
-    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    let attempts = app.ledger().attempts(job.id).await.unwrap();
     assert!(attempts[0]
         .last_error
         .as_deref()
@@ -166,25 +158,19 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
     // Its only attempt is used up when it is cancelled: coming back gives it a fresh budget.
     world.config.limits.max_attempts = 1;
     let file = world.add_issue(REPO_A, 1, "Long. [sim:hang]");
-    let mut plane = world.plane().await;
-    tick_until_first_job_is(&mut plane, JobState::Running).await;
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
     std::fs::remove_file(&file).unwrap();
-    let jobs = tick_until_first_job_is(&mut plane, JobState::Cancelled).await;
-    let attempts = plane.ledger().attempts(jobs[0].id).await.unwrap();
+    let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+    let attempts = app.ledger().attempts(jobs[0].id).await.unwrap();
     // One more tick carries out the stop that the cancellation recorded.
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| first_thread_interrupted(&world.sim),
-    )
-    .await;
+    tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
     assert_eq!(attempts[0].state, afk_core::AttemptState::Cancelled);
 
     // The file comes back: the job is queued again and runs a new attempt.
     world.add_issue(REPO_A, 1, "Short now. [sim:duration=50]");
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(20),
         |_| {},
         |jobs| jobs.first().is_some_and(|j| j.state == JobState::Succeeded),
@@ -197,42 +183,33 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
 #[tokio::test]
 async fn t3_answering_5xx_for_a_while_delays_but_loses_nothing() {
     let world = World::new(Duration::from_millis(50)).await;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=3);
     world.sim.set_unavailable(true);
-    let mut plane = world.plane().await;
-    for _ in 0..5 {
-        let report = plane.tick(chrono::Utc::now()).await.unwrap();
-        assert!(!report.t3_reachable);
-    }
-    let jobs = plane.ledger().jobs().await.unwrap();
+    let mut app = world.app().await;
+    tick_without_t3(&mut app, 5, "T3 down is not fatal").await;
+    let jobs = app.ledger().jobs().await.unwrap();
     assert_eq!(
         states(&jobs),
         vec![JobState::Queued; 3],
         "nothing moves while T3 is down"
     );
     world.sim.set_unavailable(false);
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(3)).await;
-    assert!(jobs
-        .iter()
-        .all(|j| j.state == JobState::Succeeded && j.attempts == 1));
+    let jobs = tick_until_all_final(&mut app, 3).await;
+    assert_all_succeeded_first_time(&jobs);
     assert_eq!(world.sim.threads().len(), 3);
 }
 
 #[tokio::test]
 async fn flaky_t3_during_dispatch_never_makes_a_second_thread() {
     let world = World::new(Duration::from_millis(50)).await;
-    for n in 1..=6 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=6);
     world.sim.set_faults(t3_sim::FaultPlan {
         error_rate: 0.4,
         ..t3_sim::FaultPlan::default()
     });
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(60),
         |_| {},
         |jobs| jobs.len() == 6 && jobs.iter().all(|j| j.state.is_final()),
@@ -240,7 +217,7 @@ async fn flaky_t3_during_dispatch_never_makes_a_second_thread() {
     .await;
     let mut known = std::collections::HashSet::new();
     for job in &jobs {
-        for attempt in plane.ledger().attempts(job.id).await.unwrap() {
+        for attempt in app.ledger().attempts(job.id).await.unwrap() {
             known.insert(attempt.thread_id);
         }
     }
@@ -259,10 +236,10 @@ async fn flaky_t3_during_dispatch_never_makes_a_second_thread() {
 async fn a_repository_without_a_t3_project_fails_with_a_clear_reason() {
     let world = World::new(Duration::from_millis(50)).await;
     world.add_issue("someone/else", 7, "Do it.");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(10), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until(&mut app, Duration::from_secs(10), |_| {}, all_final(1)).await;
     assert_eq!(jobs[0].state, JobState::Failed);
-    let events = plane.ledger().events(jobs[0].id).await.unwrap();
+    let events = app.ledger().events(jobs[0].id).await.unwrap();
     assert!(events
         .last()
         .unwrap()
@@ -282,7 +259,7 @@ async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
         lost_reply_rate: 1.0,
         ..t3_sim::FaultPlan::default()
     });
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let running_threads = |sim: &t3_sim::SimServer| {
         sim.read_model()
             .threads
@@ -291,7 +268,7 @@ async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
             .count()
     };
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(30),
         |_| assert!(running_threads(&world.sim) <= 1, "two agents work on one issue"),
         all_final(1),
@@ -300,13 +277,7 @@ async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
     assert_eq!(jobs[0].state, JobState::GivenUp);
     // The last attempt's thread is stopped too, once the stop is confirmed by the snapshot.
     world.sim.set_faults(t3_sim::FaultPlan::default());
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| running_threads(&world.sim) == 0,
-    )
-    .await;
+    tick_until_true(&mut app, || running_threads(&world.sim) == 0).await;
 }
 
 #[tokio::test]
@@ -320,25 +291,19 @@ async fn a_rejected_operate_token_holds_dispatch_without_failing_jobs() {
     world.config.t3.read_token_file = Some(read_file);
     // The operate token is wrong: the watcher can read, nothing can be dispatched.
     std::fs::write(&world.config.t3.token_file, "expired-operate-token").unwrap();
-    for n in 1..=2 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    let mut plane = world.plane().await;
+    world.add_issues(REPO_A, 1..=2);
+    let mut app = world.app().await;
     for _ in 0..4 {
-        plane.tick(chrono::Utc::now()).await.unwrap();
+        app.tick(chrono::Utc::now()).await.unwrap();
     }
-    let jobs = plane.ledger().jobs().await.unwrap();
+    let jobs = app.ledger().jobs().await.unwrap();
     assert!(
         jobs.iter().all(|j| !j.state.is_final()),
         "a token problem fails no job: {jobs:#?}"
     );
     std::fs::write(&world.config.t3.token_file, TOKEN).unwrap();
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(2)).await;
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    let jobs = tick_until_all_final(&mut app, 2).await;
+    assert_all_succeeded_first_time(&jobs);
 }
 
 #[tokio::test]
@@ -353,27 +318,21 @@ async fn a_thread_left_without_its_turn_is_deleted_before_the_job_moves_on() {
     let _held = world
         .sim
         .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
-    let mut plane = world.plane().await;
-    let jobs = tick_until_first_job_is(&mut plane, JobState::GivenUp).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_first_job_is(&mut app, JobState::GivenUp).await;
     assert_eq!(jobs[0].attempts, 1, "{jobs:#?}");
     // It has nothing to interrupt and would never read as stopped: afk deletes it.
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| world.sim.threads().iter().all(|t| t.deleted),
-    )
-    .await;
+    tick_until_true(&mut app, || world.sim.threads().iter().all(|t| t.deleted)).await;
     let threads = world.sim.threads();
     assert_eq!(threads.len(), 1, "{threads:#?}");
     assert_eq!(threads[0].turns, 0, "no turn ever started in it");
     // The next view shows it deleted: the stop is confirmed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !plane.ledger().attempts_to_stop().await.unwrap().is_empty() {
+    while !app.ledger().attempts_to_stop().await.unwrap().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the stop is never confirmed"
         );
-        plane.tick(chrono::Utc::now()).await.expect("a tick");
+        app.tick(chrono::Utc::now()).await.expect("a tick");
     }
 }

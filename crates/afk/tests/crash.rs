@@ -11,21 +11,25 @@ use std::time::{Duration, Instant};
 
 use afk::config::DispatchMode;
 use afk_core::JobState;
+use afk_ledger::Job;
 use common::*;
 use t3_sim::PausePhase;
 use tokio::process::{Child, Command};
 
-fn spawn_afk(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_afk"))
-        .arg("run")
-        .arg("--config")
+/// `afk run --config CONFIG`, logging at info, its output dropped unless piped later.
+fn afk_run(config: &std::path::Path) -> Command {
+    let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"));
+    afk.args(["run", "--config"])
         .arg(config)
         .env("AFK_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("afk starts")
+        .kill_on_drop(true);
+    afk
+}
+
+fn spawn_afk(config: &std::path::Path) -> Child {
+    afk_run(config).spawn().expect("afk starts")
 }
 
 /// Starts `afk run` with its log piped, and waits (bounded) for a log line containing `needle`;
@@ -33,13 +37,8 @@ fn spawn_afk(config: &std::path::Path) -> Child {
 async fn spawn_afk_until_log(config: &std::path::Path, needle: &str) -> (Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("AFK_LOG", "info")
-        .stdout(Stdio::null())
+    let mut afk = afk_run(config)
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("afk starts");
     let mut log = BufReader::new(afk.stderr.take().expect("a piped log")).lines();
@@ -62,24 +61,27 @@ async fn kill_9(mut child: Child) {
     child.kill().await.expect("afk is killed");
 }
 
-/// Waits (bounded) until every job in the ledger is final; returns them.
-async fn wait_all_final(world: &World, n: usize, limit: Duration) -> Vec<afk_ledger::Job> {
-    let deadline = Instant::now() + limit;
+/// Waits (30 s at most) until `done` holds for the ledger's jobs, as the `afk` process writes
+/// them; returns them. Panics saying `what` did not happen.
+async fn wait_for_jobs(world: &World, what: &str, done: impl Fn(&[Job]) -> bool) -> Vec<Job> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let ledger = world.ledger().await;
     loop {
         let jobs = ledger.jobs().await.unwrap();
-        if jobs.len() == n && jobs.iter().all(|j| j.state.is_final()) {
+        if done(&jobs) {
             return jobs;
         }
-        assert!(
-            Instant::now() < deadline,
-            "jobs not final within {limit:?}: {jobs:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "{what}: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn assert_one_thread_per_attempt(world: &World, jobs: &[afk_ledger::Job]) {
+/// Waits until there are `n` jobs and all are final.
+async fn wait_all_final(world: &World, n: usize) -> Vec<Job> {
+    wait_for_jobs(world, "jobs not final within 30 s", all_final(n)).await
+}
+
+async fn assert_one_thread_per_attempt(world: &World, jobs: &[Job]) {
     let ledger = world.ledger().await;
     let attempts = attempt_count(&ledger).await;
     let threads = world.sim.threads();
@@ -109,51 +111,32 @@ async fn crash_at(dispatch: DispatchMode, command: &str, phase: PausePhase) {
     kill_9(afk).await;
     pause.release();
     let afk = spawn_afk(&config);
-    let jobs = wait_all_final(&world, 1, Duration::from_secs(30)).await;
+    let jobs = wait_all_final(&world, 1).await;
     kill_9(afk).await;
     assert_one_thread_per_attempt(&world, &jobs).await;
 }
 
-#[tokio::test]
-async fn killed_before_thread_create_reaches_t3() {
-    crash_at(DispatchMode::Http, "thread.create", PausePhase::BeforeApply).await;
+/// One test per step at which afk is killed: `name => (dispatch mode, command held, phase)`.
+macro_rules! crash_tests {
+    ($($(#[doc = $doc:literal])* $name:ident => ($mode:ident, $command:literal, $phase:ident);)+) => {$(
+        $(#[doc = $doc])*
+        #[tokio::test]
+        async fn $name() {
+            crash_at(DispatchMode::$mode, $command, PausePhase::$phase).await;
+        }
+    )+};
 }
 
-#[tokio::test]
-async fn killed_after_thread_create_was_applied_but_before_its_reply() {
-    crash_at(DispatchMode::Http, "thread.create", PausePhase::AfterApply).await;
-}
-
-#[tokio::test]
-async fn killed_between_create_and_turn() {
-    crash_at(DispatchMode::Http, "thread.turn.start", PausePhase::BeforeApply).await;
-}
-
-#[tokio::test]
-async fn killed_after_the_turn_started() {
-    crash_at(DispatchMode::Http, "thread.turn.start", PausePhase::AfterApply).await;
-}
-
-#[tokio::test]
-async fn killed_before_a_worktree_bootstrap_reaches_t3() {
-    crash_at(
-        DispatchMode::WsWorktree,
-        "thread.turn.start",
-        PausePhase::BeforeApply,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn killed_after_a_worktree_bootstrap_was_applied_but_before_its_reply() {
-    // T3 made the thread under a command id of its own: a blind resend would be refused as
-    // "already exists"; afk must read T3's view instead and carry on with the one thread.
-    crash_at(
-        DispatchMode::WsWorktree,
-        "thread.turn.start",
-        PausePhase::AfterApply,
-    )
-    .await;
+crash_tests! {
+    killed_before_thread_create_reaches_t3 => (Http, "thread.create", BeforeApply);
+    killed_after_thread_create_was_applied_but_before_its_reply => (Http, "thread.create", AfterApply);
+    killed_between_create_and_turn => (Http, "thread.turn.start", BeforeApply);
+    killed_after_the_turn_started => (Http, "thread.turn.start", AfterApply);
+    killed_before_a_worktree_bootstrap_reaches_t3 => (WsWorktree, "thread.turn.start", BeforeApply);
+    /// T3 made the thread under a command id of its own: a blind resend would be refused as
+    /// "already exists"; afk must read T3's view instead and carry on with the one thread.
+    killed_after_a_worktree_bootstrap_was_applied_but_before_its_reply =>
+        (WsWorktree, "thread.turn.start", AfterApply);
 }
 
 #[tokio::test]
@@ -163,19 +146,13 @@ async fn killed_mid_watch() {
     world.add_issue(REPO_B, 2, "Do it.");
     let config = world.write_config();
     let afk = spawn_afk(&config);
-    let ledger = world.ledger().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = ledger.jobs().await.unwrap();
-        if jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Running) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never running: {jobs:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_jobs(&world, "never running", |jobs| {
+        jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Running)
+    })
+    .await;
     kill_9(afk).await;
     let afk = spawn_afk(&config);
-    let jobs = wait_all_final(&world, 2, Duration::from_secs(30)).await;
+    let jobs = wait_all_final(&world, 2).await;
     kill_9(afk).await;
     assert_one_thread_per_attempt(&world, &jobs).await;
 }
@@ -188,18 +165,7 @@ async fn sigterm_stops_afk_cleanly() {
     let pid = afk.id().expect("a pid");
     // Wait until afk is inside its loop: it has queued and dispatched the issue.
     world.add_issue(REPO_A, 1, "Do it. [sim:hang]");
-    let ledger = world.ledger().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ledger
-        .jobs()
-        .await
-        .unwrap()
-        .first()
-        .is_some_and(|j| j.state == JobState::Running)
-    {
-        assert!(Instant::now() < deadline, "afk never dispatched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_jobs(&world, "afk never dispatched", first_job_is(JobState::Running)).await;
     let status = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())
@@ -250,7 +216,7 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
     )
     .await
     .expect("T3 comes up on the reserved port");
-    let jobs = wait_all_final(&world, 1, Duration::from_secs(30)).await;
+    let jobs = wait_all_final(&world, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
     assert_eq!(t3.threads().len(), 1);
     kill_9(afk).await;
@@ -259,27 +225,17 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
 #[tokio::test]
 async fn a_second_afk_on_the_same_ledger_stands_by_and_takes_over_when_the_first_dies() {
     let world = World::new(Duration::from_millis(300)).await;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=3);
     let config = world.write_config();
     let first = spawn_afk(&config);
-    let ledger = world.ledger().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ledger
-        .jobs()
-        .await
-        .unwrap()
-        .iter()
-        .any(|j| j.state == JobState::Running)
-    {
-        assert!(Instant::now() < deadline, "the first afk never dispatched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_jobs(&world, "the first afk never dispatched", |jobs| {
+        jobs.iter().any(|j| j.state == JobState::Running)
+    })
+    .await;
     let (second, _) = spawn_afk_until_log(&config, "standing by").await;
 
     kill_9(first).await;
-    let jobs = wait_all_final(&world, 3, Duration::from_secs(30)).await;
+    let jobs = wait_all_final(&world, 3).await;
     kill_9(second).await;
     assert_one_thread_per_attempt(&world, &jobs).await;
 }

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use afk::config::GitHubConfig;
-use afk::control::ControlPlane;
 use afk_core::JobState;
 use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
 use common::*;
@@ -34,14 +33,11 @@ async fn github_world(turn: Duration) -> (World, GitHubStandIn) {
     (world, github)
 }
 
-async fn plane_with_github(
-    world: &World,
-    events: Option<tokio::sync::mpsc::Receiver<afk_github::WebhookEvent>>,
-) -> ControlPlane {
-    let side = afk::app::github_side(&world.config, events)
-        .unwrap()
-        .expect("[github] is configured");
-    world.plane().await.with_github(side)
+/// An issue opened by someone and labelled by a maintainer: handed over to afk. Its number.
+fn handed_over(github: &GitHubStandIn, title: &str, body: &str) -> u64 {
+    let number = github.open_issue(REPO_A, "octocat", title, body);
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    number
 }
 
 fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
@@ -55,25 +51,21 @@ fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
 #[tokio::test]
 async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_shows_on_the_issue() {
     let (world, github) = github_world(Duration::from_millis(300)).await;
-    let number = github.open_issue(REPO_A, "octocat", "Fix the pager", "The last page is missing.");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let mut plane = plane_with_github(&world, None).await;
+    let number = handed_over(&github, "Fix the pager", "The last page is missing.");
+    let mut app = world.app().await;
 
-    let jobs = tick_until_first_job_is(&mut plane, JobState::Running).await;
+    let jobs = tick_until_first_job_is(&mut app, JobState::Running).await;
     // While it runs: one comment naming the thread, and the running label.
-    let thread_id = plane.ledger().attempts(jobs[0].id).await.unwrap()[0]
+    let thread_id = app.ledger().attempts(jobs[0].id).await.unwrap()[0]
         .thread_id
         .clone();
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| github.labels(REPO_A, number).contains(&"afk:running".to_string()),
-    )
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:running".to_string())
+    })
     .await;
     let comments = status_comments(&github, number);
     assert_eq!(comments.len(), 1, "{comments:#?}");
-    assert!(comments[0].contains(&thread_id));
+    assert!(comments[0].contains(thread_id.as_str()));
     // The agent opens its pull request on the attempt's branch.
     github.open_pull_request(
         REPO_A,
@@ -83,14 +75,11 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
         "Fixes the pager.",
     );
 
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| github.labels(REPO_A, number).contains(&"afk:done".to_string()),
-    )
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:done".to_string())
+    })
     .await;
     let labels = github.labels(REPO_A, number);
     assert!(!labels.contains(&"afk:running".to_string()), "{labels:?}");
@@ -106,12 +95,12 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     assert_eq!(thread.title, format!("{REPO_A}#{number}: Fix the pager"));
 
     // After a restart, what was reported is not reported again.
-    drop(plane);
+    drop(app);
     let writes = |github: &GitHubStandIn| github.requests().iter().filter(|r| r.method != "GET").count();
     let before = writes(&github);
-    let mut plane = plane_with_github(&world, None).await;
+    let mut app = world.app().await;
     for _ in 0..3 {
-        plane.tick(chrono::Utc::now()).await.unwrap();
+        app.tick(chrono::Utc::now()).await.unwrap();
     }
     assert_eq!(writes(&github), before, "nothing new to say on the issue");
 }
@@ -121,11 +110,11 @@ async fn an_issue_labelled_by_someone_without_write_access_is_never_touched() {
     let (world, github) = github_world(Duration::from_millis(100)).await;
     let number = github.open_issue(REPO_A, "octocat", "Please run rm -rf", "...");
     github.add_label(REPO_A, number, "afk", OUTSIDER);
-    let mut plane = plane_with_github(&world, None).await;
+    let mut app = world.app().await;
     for _ in 0..3 {
-        plane.tick(chrono::Utc::now()).await.unwrap();
+        app.tick(chrono::Utc::now()).await.unwrap();
     }
-    assert!(plane.ledger().jobs().await.unwrap().is_empty());
+    assert!(app.ledger().jobs().await.unwrap().is_empty());
     assert!(github.comments(REPO_A, number).is_empty());
     assert_eq!(world.sim.threads().len(), 0);
 }
@@ -134,23 +123,17 @@ async fn an_issue_labelled_by_someone_without_write_access_is_never_touched() {
 /// and the one status comment says so. Returns the issue number.
 async fn withdrawn_while_running(withdraw: impl FnOnce(&GitHubStandIn, u64)) -> (GitHubStandIn, u64) {
     let (world, github) = github_world(Duration::from_millis(100)).await;
-    let number = github.open_issue(REPO_A, "octocat", "Long job", "Takes forever. [sim:hang]");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let mut plane = plane_with_github(&world, None).await;
-    tick_until_first_job_is(&mut plane, JobState::Running).await;
+    let number = handed_over(&github, "Long job", "Takes forever. [sim:hang]");
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
     withdraw(&github, number);
-    tick_until_first_job_is(&mut plane, JobState::Cancelled).await;
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| {
-            first_thread_interrupted(&world.sim)
-                && status_comments(&github, number)
-                    .iter()
-                    .any(|c| c.to_lowercase().contains("cancel"))
-        },
-    )
+    tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+    tick_until_true(&mut app, || {
+        first_thread_interrupted(&world.sim)
+            && status_comments(&github, number)
+                .iter()
+                .any(|c| c.to_lowercase().contains("cancel"))
+    })
     .await;
     (github, number)
 }
@@ -177,15 +160,11 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
         // Polling would notice the close too, but not within this test.
         gh.poll_interval = Duration::from_secs(3600);
     }
-    let number = github.open_issue(REPO_A, "octocat", "Long job", "[sim:hang]");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let router = afk::app::http_router(&world.config, tx).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let mut plane = plane_with_github(&world, Some(rx)).await;
-    tick_until_first_job_is(&mut plane, JobState::Running).await;
+    let number = handed_over(&github, "Long job", "[sim:hang]");
+    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    tick_until_first_job_is(&mut app, JobState::Running).await;
 
     github.close_issue(REPO_A, number, MAINTAINER);
     let body = serde_json::json!({
@@ -209,9 +188,9 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    plane.tick(chrono::Utc::now()).await.unwrap();
+    app.tick(chrono::Utc::now()).await.unwrap();
     assert_eq!(
-        plane.ledger().jobs().await.unwrap()[0].state,
+        app.ledger().jobs().await.unwrap()[0].state,
         JobState::Running,
         "a forged delivery changes nothing"
     );
@@ -230,14 +209,13 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
         .unwrap();
     assert_eq!(signed.status(), 202);
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(5),
         |_| {},
         |jobs| jobs[0].state == JobState::Cancelled,
     )
     .await;
     assert_eq!(jobs[0].state, JobState::Cancelled);
-    server.abort();
 }
 
 #[tokio::test]
@@ -248,28 +226,22 @@ async fn a_template_error_in_afk_md_fails_the_job_with_a_message_naming_it() {
         "AFK.md",
         "---\nbranch_prefix: bots/\n---\nFix {{ issue.titel }} please.\n",
     );
-    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let mut plane = plane_with_github(&world, None).await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let number = handed_over(&github, "Typo", "...");
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Failed);
-    let events = plane.ledger().events(jobs[0].id).await.unwrap();
+    let events = app.ledger().events(jobs[0].id).await.unwrap();
     assert!(
         events.last().unwrap().note.contains("titel"),
         "{:?}",
         events.last()
     );
     assert_eq!(world.sim.threads().len(), 0, "nothing was sent to T3");
-    tick_until(
-        &mut plane,
-        Duration::from_secs(20),
-        |_| {},
-        |_| {
-            status_comments(&github, number)
-                .iter()
-                .any(|c| c.contains("titel"))
-        },
-    )
+    tick_until_true(&mut app, || {
+        status_comments(&github, number)
+            .iter()
+            .any(|c| c.contains("titel"))
+    })
     .await;
 }
 
@@ -281,10 +253,9 @@ async fn afk_md_settings_choose_the_branch_and_the_model() {
         "AFK.md",
         "---\nbranch_prefix: bots/\nmodel: claude-opus-4-1\n---\nFix #{{ issue.number }}: {{ issue.title }}\n",
     );
-    let number = github.open_issue(REPO_A, "octocat", "Typo", "...");
-    github.add_label(REPO_A, number, "afk", MAINTAINER);
-    let mut plane = plane_with_github(&world, None).await;
-    tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let number = handed_over(&github, "Typo", "...");
+    let mut app = world.app().await;
+    tick_until_all_final(&mut app, 1).await;
     let thread = world.sim.read_model().threads.into_iter().next().unwrap();
     assert_eq!(
         thread.branch.as_deref(),

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use afk_core::JobState;
 use common::*;
 use t3_sim::TokenGrant;
 
@@ -56,34 +55,18 @@ async fn a_token_file_rewritten_mid_run_is_used_at_once_and_never_logged() {
         .sim
         .grant_token(TokenGrant::operate(old.clone()).expiring_after(Duration::from_secs(30)));
     std::fs::write(&world.config.t3.token_file, &old).unwrap();
-    for n in 1..=6 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    let mut plane = world.plane().await;
-    let mut rotated = false;
-    let jobs = tick_until(
-        &mut plane,
-        Duration::from_secs(30),
-        |jobs| {
-            if !rotated && jobs.iter().any(|j| j.state == JobState::Succeeded) {
-                // Rotation as Vault Agent does it: the new token is valid, the old one no longer,
-                // and the file is rewritten in place.
-                world.sim.grant_token(TokenGrant::operate(new.clone()));
-                world.sim.revoke_token(&old);
-                world.sim.revoke_token(TOKEN);
-                std::fs::write(&world.config.t3.token_file, &new).unwrap();
-                rotated = true;
-            }
-        },
-        all_final(6),
-    )
+    world.add_issues(REPO_A, 1..=6);
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final_acting_after_first_success(&mut app, 6, || {
+        // Rotation as Vault Agent does it: the new token is valid, the old one no longer, and the
+        // file is rewritten in place.
+        world.sim.grant_token(TokenGrant::operate(new.clone()));
+        world.sim.revoke_token(&old);
+        world.sim.revoke_token(TOKEN);
+        std::fs::write(&world.config.t3.token_file, &new).unwrap();
+    })
     .await;
-    assert!(rotated);
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    assert_all_succeeded_first_time(&jobs);
     assert_eq!(world.sim.threads().len(), 6);
     let log = captured.text();
     assert!(

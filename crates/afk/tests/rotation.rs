@@ -15,19 +15,11 @@ use t3_sim::TokenGrant;
 #[tokio::test]
 async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
     let world = World::new(Duration::from_millis(50)).await;
-    for n in 1..=2 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
+    world.add_issues(REPO_A, 1..=2);
     world.sim.revoke_token(TOKEN);
-    let mut plane = world.plane().await;
-    for _ in 0..3 {
-        let report = plane
-            .tick(chrono::Utc::now())
-            .await
-            .expect("a rejected token is not fatal");
-        assert!(!report.t3_reachable);
-    }
-    assert!(plane
+    let mut app = world.app().await;
+    tick_without_t3(&mut app, 3, "a rejected token is not fatal").await;
+    assert!(app
         .ledger()
         .jobs()
         .await
@@ -37,7 +29,7 @@ async fn with_an_expired_token_and_no_new_one_afk_waits_and_loses_nothing() {
     // The operator fixes the token: work resumes.
     world.sim.grant_token(TokenGrant::operate("t3-fixed-token-99"));
     std::fs::write(&world.config.t3.token_file, "t3-fixed-token-99\n").unwrap();
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(2)).await;
+    let jobs = tick_until_all_final(&mut app, 2).await;
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded));
 }
 
@@ -65,34 +57,18 @@ async fn vault_world(turn: Duration, settings: &str) -> (VaultStandIn, World) {
 async fn a_token_changed_in_vault_is_read_again_after_t3_refuses_the_old_one() {
     let (vault, mut world) = vault_world(Duration::from_millis(100), r#"cache_lifetime = "10m""#).await;
     world.config.limits.max_concurrent = 1;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    let mut plane = world.plane().await;
+    world.add_issues(REPO_A, 1..=3);
+    let mut app = world.app().await;
     let new = "t3-rotated-in-vault-51f0";
-    let mut rotated = false;
-    let jobs = tick_until(
-        &mut plane,
-        Duration::from_secs(30),
-        |jobs| {
-            if !rotated && jobs.iter().any(|j| j.state == JobState::Succeeded) {
-                // The value changes in Vault long before afk's cache lifetime ends: only T3's 401
-                // makes afk read it again.
-                vault.set_secret("afk/t3", "token", new);
-                world.sim.grant_token(TokenGrant::operate(new));
-                world.sim.revoke_token(TOKEN);
-                rotated = true;
-            }
-        },
-        all_final(3),
-    )
+    let jobs = tick_until_all_final_acting_after_first_success(&mut app, 3, || {
+        // The value changes in Vault long before afk's cache lifetime ends: only T3's 401 makes
+        // afk read it again.
+        vault.set_secret("afk/t3", "token", new);
+        world.sim.grant_token(TokenGrant::operate(new));
+        world.sim.revoke_token(TOKEN);
+    })
     .await;
-    assert!(rotated);
-    assert!(
-        jobs.iter()
-            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
-        "{jobs:#?}"
-    );
+    assert_all_succeeded_first_time(&jobs);
 }
 
 #[tokio::test]
@@ -113,8 +89,8 @@ async fn least_privilege_the_watcher_reads_with_its_own_read_only_token() {
     std::fs::write(&read_file, read_only).unwrap();
     world.config.t3.read_token_file = Some(read_file);
     world.add_issue(REPO_A, 1, "Do it.");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
 }
 
@@ -129,16 +105,10 @@ timeout = "1s""#,
     world.add_issue(REPO_A, 1, "Do it.");
     // Vault is down before afk ever read the token.
     vault.go_down().await;
-    let mut plane = world.plane().await;
-    for _ in 0..3 {
-        let report = plane
-            .tick(chrono::Utc::now())
-            .await
-            .expect("Vault down is not fatal");
-        assert!(!report.t3_reachable, "no token, no T3");
-    }
-    assert_eq!(plane.ledger().jobs().await.unwrap()[0].state, JobState::Queued);
+    let mut app = world.app().await;
+    tick_without_t3(&mut app, 3, "Vault down is not fatal").await;
+    assert_eq!(app.ledger().jobs().await.unwrap()[0].state, JobState::Queued);
     vault.come_back().await.expect("Vault comes back");
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::Succeeded);
 }

@@ -7,37 +7,27 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use afk::app::App;
 use afk::config::DispatchMode;
-use afk::control::ControlPlane;
 use afk_core::JobState;
-use afk_ledger::Job;
+use afk_ledger::{Job, Ledger};
 use common::*;
 use t3_sim::FaultPlan;
 
-/// Runs `plane`'s own loop (as `afk run` does) until `done` holds for the ledger's jobs, calling
-/// `each` every few milliseconds meanwhile; panics with the jobs after `limit`. Returns the plane
-/// (stopped) and the jobs.
+/// Runs afk as `afk run` does (`App::run_until_stopped`) until `done` holds for the ledger's
+/// jobs, calling `each` every few milliseconds meanwhile; panics with the jobs after `limit`.
+/// Returns the ledger and the jobs once afk stopped.
 async fn run_until(
-    mut plane: ControlPlane,
-    poll_interval: Duration,
+    app: App,
     limit: Duration,
     mut each: impl FnMut(&[Job]),
     done: impl Fn(&[Job]) -> bool,
-) -> (ControlPlane, Vec<Job>) {
-    let ledger = plane.ledger().clone();
+) -> (Ledger, Vec<Job>) {
+    let ledger = app.ledger().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn(async move {
-        plane
-            .run(
-                poll_interval,
-                async {
-                    let _ = stopped.await;
-                },
-                |_| {},
-            )
-            .await;
-        plane
-    });
+    let runner = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
     let deadline = Instant::now() + limit;
     let jobs = loop {
         let jobs = ledger.jobs().await.expect("the ledger answers");
@@ -49,19 +39,17 @@ async fn run_until(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let _ = stop.send(());
-    (runner.await.expect("the run loop ends"), jobs)
+    runner
+        .await
+        .expect("the run loop ends")
+        .expect("afk stops cleanly");
+    (ledger, jobs)
 }
 
 /// The transitions of `job` as `from -> to` pairs.
-async fn transitions(plane: &ControlPlane, job: &Job) -> Vec<(JobState, JobState)> {
-    plane
-        .ledger()
-        .events(job.id)
-        .await
-        .expect("events")
-        .iter()
-        .map(|e| (e.from, e.to))
-        .collect()
+async fn transitions(ledger: &Ledger, job: &Job) -> Vec<(JobState, JobState)> {
+    let events = ledger.events(job.id).await.expect("events");
+    events.iter().map(|e| (e.from, e.to)).collect()
 }
 
 #[tokio::test]
@@ -70,10 +58,10 @@ async fn two_issues_of_one_repository_work_in_two_worktrees_on_their_own_branche
     world.config.limits.per_repo = 2;
     world.add_issue(REPO_A, 1, "Fix the parser.");
     world.add_issue(REPO_A, 2, "Fix the printer.");
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let mut peak = 0;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(20),
         |jobs| peak = peak.max(jobs.iter().filter(|j| j.state == JobState::Running).count()),
         all_final(2),
@@ -110,8 +98,8 @@ async fn a_failed_bootstrap_leaves_no_thread_and_fails_the_attempt_with_t3s_reas
     let mut world = World::new(Duration::from_millis(100)).await;
     world.config.limits.max_attempts = 2;
     world.add_issue(REPO_A, 1, "Set up the repo. [sim:worktree-fail]");
-    let mut plane = world.plane().await;
-    let jobs = tick_until(&mut plane, Duration::from_secs(20), |_| {}, all_final(1)).await;
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
     let job = &jobs[0];
     assert_eq!(job.state, JobState::GivenUp, "{job:#?}");
     assert_eq!(job.attempts, 2, "each failed setup is one attempt: {job:#?}");
@@ -120,7 +108,7 @@ async fn a_failed_bootstrap_leaves_no_thread_and_fails_the_attempt_with_t3s_reas
         error.contains("prepareWorktree"),
         "T3's reason reaches the job: {error}"
     );
-    let attempts = plane.ledger().attempts(job.id).await.unwrap();
+    let attempts = app.ledger().attempts(job.id).await.unwrap();
     assert!(
         attempts.iter().all(|a| a.state == afk_core::AttemptState::Failed),
         "{attempts:#?}"
@@ -139,12 +127,10 @@ async fn http_dispatch_without_a_worktree_runs_one_thread_per_repository_at_a_ti
     let mut world = World::new(Duration::from_millis(120)).await;
     world.config.t3.dispatch = DispatchMode::Http;
     world.config.limits.per_repo = 3;
-    for n in 1..=3 {
-        world.add_issue(REPO_A, n, "Do it.");
-    }
-    let mut plane = world.plane().await;
+    world.add_issues(REPO_A, 1..=3);
+    let mut app = world.app().await;
     let jobs = tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(20),
         |jobs| {
             let live = jobs.iter().filter(|j| j.state.has_live_attempt()).count();
@@ -177,10 +163,10 @@ async fn http_dispatch_with_a_worktree_template_names_each_threads_path() {
     );
     world.add_issue(REPO_A, 1, "Do it.");
     world.add_issue(REPO_A, 2, "Do it.");
-    let mut plane = world.plane().await;
+    let mut app = world.app().await;
     let mut peak = 0;
     tick_until(
-        &mut plane,
+        &mut app,
         Duration::from_secs(20),
         |jobs| peak = peak.max(jobs.iter().filter(|j| j.state == JobState::Running).count()),
         all_final(2),
@@ -201,19 +187,18 @@ async fn http_dispatch_with_a_worktree_template_names_each_threads_path() {
 
 #[tokio::test]
 async fn the_watcher_sees_a_finished_turn_through_the_stream_without_polling() {
-    let world = World::new(Duration::from_millis(300)).await;
-    world.add_issue(REPO_A, 1, "Do it.");
-    let plane = world.plane().await;
+    let mut world = World::new(Duration::from_millis(300)).await;
     // The poll timer never fires in this test: only the stream can tell afk the turn ended.
-    let (plane, jobs) = run_until(
-        plane,
-        Duration::from_secs(3600),
+    world.config.watch.poll_interval = Duration::from_secs(3600);
+    world.add_issue(REPO_A, 1, "Do it.");
+    let (ledger, jobs) = run_until(
+        world.app().await,
         Duration::from_secs(20),
         |_| {},
         first_job_is(JobState::Succeeded),
     )
     .await;
-    let events = plane.ledger().events(jobs[0].id).await.unwrap();
+    let events = ledger.events(jobs[0].id).await.unwrap();
     let noticed = events
         .iter()
         .find(|e| e.to == JobState::Succeeded)
@@ -233,17 +218,16 @@ async fn the_watcher_sees_a_finished_turn_through_the_stream_without_polling() {
 
 #[tokio::test]
 async fn a_dropped_stream_resumes_without_missing_or_repeating_a_transition() {
-    let world = World::new(Duration::from_millis(400)).await;
+    let mut world = World::new(Duration::from_millis(400)).await;
+    world.config.watch.poll_interval = Duration::from_secs(3600);
     for n in 1..=3 {
         world.add_issue(if n % 2 == 0 { REPO_B } else { REPO_A }, n, "Do it.");
     }
-    let plane = world.plane().await;
     // Drop every socket once all three are running: their turns end while afk is reconnecting
     // or after, and it must hear of each exactly once.
     let mut dropped = false;
-    let (plane, jobs) = run_until(
-        plane,
-        Duration::from_secs(3600),
+    let (ledger, jobs) = run_until(
+        world.app().await,
         Duration::from_secs(30),
         |jobs| {
             if !dropped && jobs.len() == 3 && jobs.iter().all(|j| j.state == JobState::Running) {
@@ -259,7 +243,7 @@ async fn a_dropped_stream_resumes_without_missing_or_repeating_a_transition() {
     for job in &jobs {
         assert_eq!(job.state, JobState::Succeeded, "{job:#?}");
         assert_eq!(
-            transitions(&plane, job).await,
+            transitions(&ledger, job).await,
             vec![
                 (JobState::Queued, JobState::Dispatching),
                 (JobState::Dispatching, JobState::Running),
@@ -281,15 +265,7 @@ async fn polling_takes_over_while_the_stream_is_down() {
     });
     world.add_issue(REPO_A, 1, "Do it.");
     world.add_issue(REPO_B, 2, "Do it.");
-    let plane = world.plane().await;
-    let (_plane, jobs) = run_until(
-        plane,
-        Duration::from_millis(25),
-        Duration::from_secs(20),
-        |_| {},
-        all_final(2),
-    )
-    .await;
+    let (_, jobs) = run_until(world.app().await, Duration::from_secs(20), |_| {}, all_final(2)).await;
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded), "{jobs:#?}");
     assert!(world.sim.ws_connections() >= 2, "afk kept trying the stream");
 }

@@ -1,11 +1,19 @@
 //! Helpers shared by afk's bench targets.
 #![allow(dead_code)]
 
-use afk::control::ControlPlane;
+use afk::app::App;
 use chrono::Utc;
 
+/// The multi-threaded Tokio runtime a bench target runs in, as `afk run`'s.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
 /// A tick in which nothing may change: the fleet is all running and stays so.
-pub async fn quiet_tick(plane: &mut ControlPlane) {
+pub async fn quiet_tick(plane: &mut App) {
     let report = plane.tick(Utc::now()).await.expect("a tick");
     assert!(report.t3_reachable, "T3 answered");
     assert!(

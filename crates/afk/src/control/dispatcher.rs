@@ -1,265 +1,403 @@
 //! The dispatcher: starts attempts for ready jobs in priority order within the limits, and
 //! finishes dispatches that a crash or a T3 outage interrupted, with the ids chosen before the
 //! first request.
+//!
+//! The decisions are the plain functions [`dispatch_event`] (how T3 answered → the job's event)
+//! and [`resume_step`] (T3's view of an interrupted dispatch → what to send or record); the
+//! [`Dispatcher`] reads the ledger and T3's view, records the attempt before sending it, sends,
+//! and records the outcome.
 
 use std::collections::HashMap;
 
-use afk_core::{Event, JobId, JobState};
+use afk_core::{Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
-    CommandId, DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, MessageId,
-    ProjectId, T3Client, T3Error, ThreadId, WorktreePlan,
+    DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
+    WorktreePlan,
 };
 
-use super::target::{attempt_branch, Dispatch, RepoTarget};
-use super::{ControlError, ControlPlane, JobPrompt, TickReport};
+use super::intake::Intake;
+use super::record::Recorder;
+use super::{ControlError, Limits};
+use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
-/// Resumes every attempt left in `dispatching` whose back-off has passed, resolved against the
-/// fleet: a thread with a turn is already dispatched; otherwise the attempt's commands are sent
-/// again with their recorded ids — over HTTP only what is missing (the turn, or both), with
-/// worktrees the one bootstrap command. T3 deduplicates the command ids, so even a stale view
-/// cannot make a second thread.
-pub(super) async fn resume(
-    plane: &ControlPlane,
-    fleet: &Fleet,
-    live: &[WatchedAttempt],
-    now: DateTime<Utc>,
-    report: &mut TickReport,
-) -> Result<(), ControlError> {
-    for watched in live {
-        if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
-            continue;
-        }
-        // The whole rows (issue, prompt) only for the few attempts being dispatched.
-        let (Some(job), Some(attempt)) = (
-            plane.ledger.job(watched.job_id).await?,
-            plane.ledger.live_attempt(watched.job_id).await?,
-        ) else {
-            continue;
-        };
-        let (job, attempt) = (&job, &attempt);
-        let plan = match plan_of(job, attempt, plane.settings.projects.get(&job.issue.repo)) {
-            Ok(plan) => plan,
-            Err(error) => {
-                let event = Event::DispatchRejected {
-                    error: format!("the ledger's attempt cannot be sent again: {error}"),
-                };
-                plane.transition(job, &event, None, now, report).await?;
-                continue;
-            }
-        };
-        // Created exactly as first planned: with the model the repository chose, if any.
-        let client = client_for(
-            &plane.t3,
-            &JobPrompt {
-                model: attempt.model.clone(),
-                ..JobPrompt::default()
-            },
-        );
-        let thread = fleet.thread(&plan.ids.thread_id);
-        let target = plane.settings.projects.get(&job.issue.repo);
-        let outcome = match (thread, target.map(|t| &t.dispatch)) {
-            (Some(thread), _) if thread.latest_turn.is_some() => Ok(()),
-            // With worktrees T3 sets the thread up in one command and deletes it if a step
-            // fails: a deleted thread is a failed setup, one without a turn is still being set
-            // up (sending anything now could start a turn outside its worktree).
-            (Some(thread), Some(Dispatch::WsWorktree { .. })) => {
-                let event = if thread.deleted_at.is_some() {
-                    Event::BootstrapFailed {
-                        error:
-                            "T3 deleted the thread while setting it up (its worktree or setup script failed)"
-                                .into(),
-                    }
-                } else {
-                    Event::DispatchDeferred {
-                        error: "T3 is still setting the thread up".into(),
-                    }
-                };
-                plane.transition(job, &event, None, now, report).await?;
-                continue;
-            }
-            (None, Some(Dispatch::WsWorktree { .. })) => {
-                let Some(target) = target else { continue };
-                match worktree_plan(target, fleet) {
-                    Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
-                    Err(error) => {
-                        plane
-                            .transition(job, &Event::DispatchRejected { error }, None, now, report)
-                            .await?;
-                        continue;
-                    }
-                }
-            }
-            (Some(_), _) => client
-                .start_turn(&plan)
-                .await
-                .map(drop)
-                .map_err(|error| DispatchError {
-                    stage: DispatchStage::Turn,
-                    error,
-                }),
-            (None, _) => client.dispatch_plan(&plan).await.map(drop),
-        };
-        conclude(plane, job, &plan.ids.thread_id, outcome, now, report).await?;
-    }
-    Ok(())
+/// The event a dispatch's outcome calls for; `None` when nothing is to be recorded: T3 refused
+/// afk's operate token (missing, empty, expired or without scope), which is never the job's
+/// fault, so the same attempt is tried again next tick without spending its tries.
+///
+/// - accepted: running;
+/// - transient (no reply, 5xx, 429, a dropped socket): deferred, same ids, later;
+/// - a retried bootstrap whose thread exists: deferred, since an earlier try landed, failed or is
+///   still under way and only T3's view of the thread tells which (see [`resume_step`]);
+/// - a bootstrap T3 refused (its worktree or setup script failed) and undid: the attempt failed,
+///   and the retry policy decides (a new attempt has new ids and its own branch);
+/// - a reply T3 sent but not in its contract's shape: deferred, since the command may have been
+///   applied and the next view resolves it with the same ids;
+/// - anything else T3 refused (a 4xx, a refused command, a prompt too long): rejected, the job
+///   fails with T3's reason.
+pub fn dispatch_event(outcome: &Result<(), DispatchError>, thread: &ThreadId) -> Option<Event> {
+    let e = match outcome {
+        Ok(()) => return Some(Event::Dispatched),
+        Err(e) => e,
+    };
+    let error = e.error.to_string();
+    let bootstrap = e.stage == DispatchStage::Bootstrap;
+    Some(if e.error.is_credential_problem() {
+        return None;
+    } else if e.error.is_transient()
+        || (bootstrap && e.error.is_existing_thread(thread))
+        || matches!(e.error, T3Error::MalformedReply { .. })
+    {
+        Event::DispatchDeferred { error }
+    } else if bootstrap && e.error.is_refusal() {
+        Event::BootstrapFailed { error }
+    } else {
+        Event::DispatchRejected { error }
+    })
 }
 
-/// Starts a new attempt for each ready job, in priority order, while the global and per-repository
-/// limits allow. The attempt's ids are recorded with the transition, before the first request.
-pub(super) async fn dispatch_ready(
-    plane: &mut ControlPlane,
-    fleet: &Fleet,
-    stopping: &HashMap<JobId, Job>,
-    now: DateTime<Utc>,
-    report: &mut TickReport,
-) -> Result<(), ControlError> {
-    let ready = plane.ledger.ready_jobs(now, usize::MAX).await?;
-    if ready.is_empty() {
-        return Ok(());
+/// What T3's view shows of an interrupted dispatch's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenThread {
+    /// Its turn has started (or ended).
+    pub has_turn: bool,
+    /// T3 deleted it.
+    pub deleted: bool,
+}
+
+/// How to carry on with an attempt left in `dispatching`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeStep {
+    /// Record this event: the dispatch landed, or T3's view already tells how it ended.
+    Record(Event),
+    /// Send the one worktree bootstrap command again (T3 has no thread).
+    Bootstrap,
+    /// Send `thread.turn.start` (over HTTP the thread exists without its turn).
+    Turn,
+    /// Send `thread.create` and `thread.turn.start` (over HTTP, no thread yet).
+    CreateAndTurn,
+}
+
+/// What to do for an attempt left in `dispatching` whose thread T3 shows as `thread` (`None`:
+/// T3 has none), dispatched with worktrees or not. Everything is sent with the attempt's recorded
+/// ids: T3 deduplicates command ids, so even a stale view cannot make a second thread.
+pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
+    match (thread, worktrees) {
+        (Some(SeenThread { has_turn: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
+        // With worktrees T3 sets the thread up in one command and deletes it if a step fails: a
+        // deleted thread is a failed setup, one without a turn is still being set up (sending
+        // anything now could start a turn outside its worktree).
+        (Some(SeenThread { deleted: true, .. }), true) => ResumeStep::Record(Event::BootstrapFailed {
+            error: "T3 deleted the thread while setting it up (its worktree or setup script failed)".into(),
+        }),
+        (Some(_), true) => ResumeStep::Record(Event::DispatchDeferred {
+            error: "T3 is still setting the thread up".into(),
+        }),
+        (None, true) => ResumeStep::Bootstrap,
+        (Some(_), false) => ResumeStep::Turn,
+        (None, false) => ResumeStep::CreateAndTurn,
     }
-    let in_flight = plane
-        .ledger
-        .jobs_in(&[JobState::Dispatching, JobState::Running])
-        .await?;
-    // A thread still being stopped may still be working: it counts against the limits, and its
-    // job gets no new attempt until the stop is confirmed.
-    let mut total = 0;
-    let mut per_repo: HashMap<String, usize> = HashMap::new();
-    let busy = in_flight
-        .iter()
-        .chain(stopping.values().filter(|j| !j.state.has_live_attempt()));
-    for job in busy {
-        total += 1;
-        *per_repo.entry(job.issue.repo.to_string()).or_default() += 1;
+}
+
+/// Starts and resumes attempts through the operate client.
+pub(crate) struct Dispatcher {
+    t3: T3Client,
+    limits: Limits,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(t3: T3Client, limits: Limits) -> Self {
+        Self { t3, limits }
     }
-    let limits = plane.settings.limits;
-    if total >= limits.max_concurrent {
-        return Ok(());
-    }
-    for job in ready {
-        if total >= limits.max_concurrent {
-            break;
-        }
-        if stopping.contains_key(&job.id) {
-            continue;
-        }
-        let repo_count = per_repo.entry(job.issue.repo.to_string()).or_default();
-        let Some(target) = plane.settings.projects.get(&job.issue.repo).cloned() else {
-            let event = Event::Refused {
-                error: format!(
-                    "no T3 project is configured for repository {} (add it under [t3.projects])",
-                    job.issue.repo
-                ),
+
+    /// Resumes every attempt left in `dispatching` whose back-off has passed, as [`resume_step`]
+    /// says from T3's view.
+    pub(crate) async fn resume(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        fleet: &Fleet,
+        live: &[WatchedAttempt],
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        for watched in live {
+            if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
+                continue;
+            }
+            // The whole rows (issue, prompt) only for the few attempts being dispatched.
+            let ledger = recorder.ledger();
+            let (Some(job), Some(attempt)) = (
+                ledger.job(watched.job_id).await?,
+                ledger.live_attempt(watched.job_id).await?,
+            ) else {
+                continue;
             };
-            plane.transition(&job, &event, None, now, report).await?;
-            continue;
-        };
-        if *repo_count >= target.in_flight_limit(limits.per_repo) {
-            continue;
+            // The repository's configured part only: the rest of the policy is in the attempt.
+            let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
+            let plan = plan_of(&job, &attempt, target.as_ref());
+            // Created exactly as first planned: with the model the repository chose, if any.
+            let client = client_for(&self.t3, None, attempt.model.as_deref());
+            let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
+                has_turn: t.latest_turn.is_some(),
+                deleted: t.deleted_at.is_some(),
+            });
+            let worktrees = target.as_ref().and_then(worktree_target);
+            let outcome = match resume_step(seen, worktrees.is_some()) {
+                ResumeStep::Record(event) => {
+                    recorder.record(&job, &event, None, now).await?;
+                    continue;
+                }
+                ResumeStep::Bootstrap => {
+                    let Some((target, settings)) = target.as_ref().zip(worktrees) else {
+                        continue;
+                    };
+                    match worktree_plan(target, settings, fleet) {
+                        Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
+                        Err(error) => {
+                            let event = Event::DispatchRejected { error };
+                            recorder.record(&job, &event, None, now).await?;
+                            continue;
+                        }
+                    }
+                }
+                ResumeStep::Turn => client
+                    .start_turn(&plan)
+                    .await
+                    .map(drop)
+                    .map_err(|error| DispatchError {
+                        stage: DispatchStage::Turn,
+                        error,
+                    }),
+                ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
+            };
+            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
         }
-        // Decided before anything is recorded: a worktree needs the project's checkout in T3.
-        let worktree = match &target.dispatch {
-            Dispatch::WsWorktree { .. } => match worktree_plan(&target, fleet) {
-                Ok(worktree) => Some(worktree),
-                Err(error) => {
-                    plane
-                        .transition(&job, &Event::Refused { error }, None, now, report)
+        Ok(())
+    }
+
+    /// Starts a new attempt for each ready job, in priority order, while the global and
+    /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
+    /// are recorded with the transition, before the first request.
+    pub(crate) async fn dispatch_ready(
+        &self,
+        recorder: &mut Recorder,
+        policies: &mut Policies,
+        intake: &Intake,
+        fleet: &Fleet,
+        stopping: &HashMap<JobId, Job>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let ledger = recorder.ledger();
+        let ready = ledger.ready_jobs(now, usize::MAX).await?;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let in_flight = ledger
+            .jobs_in(&[JobState::Dispatching, JobState::Running])
+            .await?;
+        // A thread still being stopped may still be working: it counts against the limits, and
+        // its job gets no new attempt until the stop is confirmed.
+        let mut total = 0;
+        let mut per_repo: HashMap<Repo, usize> = HashMap::new();
+        let busy = in_flight
+            .iter()
+            .chain(stopping.values().filter(|j| !j.state.has_live_attempt()));
+        for job in busy {
+            total += 1;
+            *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
+        }
+        for job in ready {
+            if total >= self.limits.max_concurrent {
+                break;
+            }
+            if stopping.contains_key(&job.id) {
+                continue;
+            }
+            let repo_count = per_repo.entry(job.issue.repo.clone()).or_default();
+            let start = match self.next_for(&job, *repo_count, policies, intake, fleet).await {
+                Next::Wait => continue,
+                Next::Refuse(error) => {
+                    recorder
+                        .record(&job, &Event::Refused { error }, None, now)
                         .await?;
                     continue;
                 }
-            },
-            Dispatch::Http { .. } => None,
-        };
-        let prompt = match plane.prompt_for(&job).await {
-            Ok(Some(prompt)) => prompt,
-            Ok(None) => continue,
-            Err(error) => {
-                plane
-                    .transition(&job, &Event::Refused { error }, None, now, report)
-                    .await?;
+                Next::Start(start) => start,
+            };
+            let Start {
+                client,
+                plan,
+                attempt,
+                worktree,
+            } = *start;
+            let Some((transition, job)) = recorder
+                .record(&job, &Event::StartAttempt, Some(&attempt), now)
+                .await?
+            else {
+                continue;
+            };
+            if transition.effect != Some(Effect::Dispatch) {
+                // No attempt after all (its budget is spent): nothing to send.
                 continue;
             }
-        };
-        if prompt.max_concurrent.is_some_and(|limit| *repo_count >= limit) {
-            continue;
+            total += 1;
+            *repo_count += 1;
+            let outcome = match &worktree {
+                Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+                None => client.dispatch_plan(&plan).await.map(drop),
+            };
+            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
         }
-        let client = client_for(&plane.t3, &prompt);
+        Ok(())
+    }
+}
+
+/// What a ready job gets this tick.
+enum Next {
+    /// Nothing yet: its repository is at its limit, or its prompt is not ready.
+    Wait,
+    /// It cannot be dispatched: it fails, with this reason.
+    Refuse(String),
+    /// A new attempt.
+    Start(Box<Start>),
+}
+
+/// A new attempt, decided before anything is recorded or sent.
+struct Start {
+    /// The client with the repository's branch prefix and model.
+    client: T3Client,
+    plan: DispatchPlan,
+    attempt: NewAttempt,
+    /// Where T3 makes its worktree, for a repository dispatched with worktrees.
+    worktree: Option<WorktreePlan>,
+}
+
+impl Dispatcher {
+    /// What `job` gets, its repository having `in_repo` attempts in flight: its policy resolved
+    /// once (the configured limit is checked before `AFK.md` is read, a request to GitHub, which
+    /// can only lower it), its worktree decided (it needs the project's checkout in T3) and its
+    /// plan made (which refuses a prompt over T3's limit).
+    async fn next_for(
+        &self,
+        job: &Job,
+        in_repo: usize,
+        policies: &mut Policies,
+        intake: &Intake,
+        fleet: &Fleet,
+    ) -> Next {
+        let configured = match policies.configured(&job.issue.repo) {
+            Ok(configured) if in_repo >= configured.limit => return Next::Wait,
+            Ok(configured) => configured,
+            Err(error) => return Next::Refuse(error),
+        };
+        let worktree = match worktree_target(&configured.target) {
+            Some(settings) => match worktree_plan(&configured.target, settings, fleet) {
+                Ok(worktree) => Some(worktree),
+                Err(error) => return Next::Refuse(error),
+            },
+            None => None,
+        };
+        let issue = intake.github_issue(&job.issue);
+        let (policy, prompt) = match policies.resolve(job, configured, issue).await {
+            Resolution::Ready { policy, .. } if in_repo >= policy.limit => return Next::Wait,
+            Resolution::Ready { policy, prompt } => (policy, prompt),
+            Resolution::NotNow => return Next::Wait,
+            Resolution::Refused(error) => return Next::Refuse(error),
+        };
+        let client = client_for(&self.t3, Some(&policy.branch_prefix), policy.model.as_deref());
         let issue = IssueRef {
             repo: job.issue.repo.to_string(),
             number: job.issue.number,
             title: Some(job.title.clone()),
         };
-        let number = job.attempts + 1;
-        let plan = match client.plan(&issue, target.project.clone(), &prompt.text, None) {
-            Ok(plan) => with_target(plan, &job, &target, number),
-            Err(error) => {
-                let event = Event::Refused {
-                    error: error.to_string(),
-                };
-                plane.transition(&job, &event, None, now, report).await?;
-                continue;
+        match client.plan(&issue, policy.target.project.clone(), &prompt, None) {
+            Ok(plan) => {
+                let plan = with_target(plan, job, &policy.target, job.attempts + 1);
+                let attempt = new_attempt(&plan, &policy);
+                Next::Start(Box::new(Start {
+                    client,
+                    plan,
+                    attempt,
+                    worktree,
+                }))
             }
-        };
-        let attempt = NewAttempt {
-            thread_id: plan.ids.thread_id.to_string(),
-            project_id: plan.project_id.to_string(),
-            create_command_id: plan.ids.create_command_id.to_string(),
-            turn_command_id: plan.ids.turn_command_id.to_string(),
-            message_id: plan.ids.message_id.to_string(),
-            title: plan.title.clone(),
-            branch: plan.branch.clone(),
-            prompt: plan.text.clone(),
-            model: prompt.model.clone(),
-        };
-        let Some((transition, job)) = plane
-            .transition(&job, &Event::StartAttempt, Some(&attempt), now, report)
-            .await?
-        else {
-            continue;
-        };
-        if transition.effect != Some(afk_core::Effect::Dispatch) {
-            // No attempt after all (its budget is spent): nothing to send.
-            continue;
+            Err(error) => Next::Refuse(error.to_string()),
         }
-        total += 1;
-        *repo_count += 1;
-        let outcome = match &worktree {
-            Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
-            None => client.dispatch_plan(&plan).await.map(drop),
-        };
-        conclude(plane, &job, &plan.ids.thread_id, outcome, now, report).await?;
+    }
+}
+
+/// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
+/// records nothing and says in the log what to fix.
+async fn conclude(
+    recorder: &mut Recorder,
+    job: &Job,
+    thread: &ThreadId,
+    outcome: Result<(), DispatchError>,
+    now: DateTime<Utc>,
+) -> Result<(), ControlError> {
+    match (dispatch_event(&outcome, thread), outcome) {
+        (Some(event), _) => {
+            recorder.record(job, &event, None, now).await?;
+        }
+        (None, Err(e)) => tracing::error!(
+            "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
+             token_file): {}",
+            job.issue,
+            e.error
+        ),
+        (None, Ok(())) => {}
     }
     Ok(())
+}
+
+/// The attempt `plan` starts, under `policy`: its ids, chosen now and stored before the first
+/// request, and what it was created with.
+fn new_attempt(plan: &DispatchPlan, policy: &RepoPolicy) -> NewAttempt {
+    NewAttempt {
+        thread_id: plan.ids.thread_id.clone(),
+        project_id: plan.project_id.clone(),
+        create_command_id: plan.ids.create_command_id.clone(),
+        turn_command_id: plan.ids.turn_command_id.clone(),
+        message_id: plan.ids.message_id.clone(),
+        title: plan.title.clone(),
+        branch: plan.branch.clone(),
+        prompt: plan.text.clone(),
+        model: policy.model.clone(),
+    }
+}
+
+/// The worktree settings of `target` (base branch, setup script), when it is dispatched with
+/// worktrees.
+fn worktree_target(target: &RepoTarget) -> Option<(&str, Option<bool>)> {
+    match &target.dispatch {
+        Dispatch::WsWorktree {
+            base_branch,
+            run_setup_script,
+        } => Some((base_branch, *run_setup_script)),
+        Dispatch::Http { .. } => None,
+    }
 }
 
 /// What T3 needs to add a worktree for `target`'s threads: the project's checkout (from T3's own
 /// view of the project), the base branch, and whether to run the setup script. `Err` when T3 has
 /// no such project.
-fn worktree_plan(target: &RepoTarget, fleet: &Fleet) -> Result<WorktreePlan, String> {
-    let Dispatch::WsWorktree {
-        base_branch,
-        run_setup_script,
-    } = &target.dispatch
-    else {
-        return Err("the repository is not dispatched with worktrees".into());
-    };
+fn worktree_plan(
+    target: &RepoTarget,
+    (base_branch, run_setup_script): (&str, Option<bool>),
+    fleet: &Fleet,
+) -> Result<WorktreePlan, String> {
     let project = fleet.project(&target.project).ok_or_else(|| {
         format!(
             "T3 has no project {} to add a worktree to (check [t3.projects])",
             target.project
         )
     })?;
-    // As T3's own UI decides: run it when the project has a script marked for new worktrees.
-    let has_setup_script = project
-        .scripts
-        .iter()
-        .any(|s| s.get("runOnWorktreeCreate").and_then(|v| v.as_bool()) == Some(true));
     Ok(WorktreePlan {
         project_cwd: project.workspace_root.clone(),
-        base_branch: base_branch.clone(),
-        run_setup_script: run_setup_script.unwrap_or(has_setup_script),
+        base_branch: base_branch.to_owned(),
+        // As T3's own UI decides, unless the repository says otherwise.
+        run_setup_script: run_setup_script.unwrap_or_else(|| project.has_worktree_setup_script()),
     })
 }
 
@@ -277,102 +415,249 @@ fn with_target(mut plan: DispatchPlan, job: &Job, target: &RepoTarget, number: u
     plan
 }
 
-/// Records how a dispatch went: running, deferred (a transient failure: same ids, later),
-/// bootstrap failed (T3 could not set the worktree up and undid the thread: the attempt fails and
-/// the retry policy decides) or rejected (T3 refused the command: the job fails with T3's reason). A dispatch blocked by the
-/// operate token (missing, empty, expired or without scope) records nothing: the same attempt is
-/// tried again next tick without spending its tries, and the log says what to fix.
-async fn conclude(
-    plane: &ControlPlane,
-    job: &Job,
-    thread: &ThreadId,
-    outcome: Result<(), DispatchError>,
-    now: DateTime<Utc>,
-    report: &mut TickReport,
-) -> Result<(), ControlError> {
-    let event = match outcome {
-        Ok(()) => Event::Dispatched,
-        Err(e) if e.error.is_credential_problem() => {
-            tracing::error!(
-                "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
-                 token_file): {}",
-                job.issue,
-                e.error
-            );
-            return Ok(());
-        }
-        Err(e) if e.error.is_transient() => Event::DispatchDeferred {
-            error: e.error.to_string(),
-        },
-        // A retried bootstrap whose thread exists: an earlier try landed, failed or is still
-        // under way; the next tick's view of the thread tells which (see `resume`).
-        Err(e) if e.stage == DispatchStage::Bootstrap && e.error.is_existing_thread(thread) => {
-            Event::DispatchDeferred {
-                error: e.error.to_string(),
-            }
-        }
-        // T3 refused a bootstrap (worktree, setup script) and undid it: the attempt failed, and a
-        // new one (new ids, its own branch) may well succeed once the thread is confirmed gone.
-        Err(e) if e.stage == DispatchStage::Bootstrap && e.error.is_refusal() => Event::BootstrapFailed {
-            error: e.error.to_string(),
-        },
-        // T3 answered, but not with anything readable: the command may have been applied, so the
-        // next tick resolves it from T3's view, with the same ids.
-        Err(
-            e @ DispatchError {
-                error: T3Error::MalformedReply { .. },
-                ..
-            },
-        ) => Event::DispatchDeferred {
-            error: e.error.to_string(),
-        },
-        Err(e) => Event::DispatchRejected {
-            error: e.error.to_string(),
-        },
-    };
-    plane.transition(job, &event, None, now, report).await?;
-    Ok(())
-}
-
-/// The T3 client for a prompt whose repository overrides the branch prefix or the model.
-fn client_for(t3: &T3Client, prompt: &JobPrompt) -> T3Client {
-    if prompt.branch_prefix.is_none() && prompt.model.is_none() {
+/// The T3 client with `branch_prefix` and `model` where they differ from its own settings.
+fn client_for(t3: &T3Client, branch_prefix: Option<&str>, model: Option<&str>) -> T3Client {
+    let settings = t3.settings();
+    let prefix = branch_prefix.filter(|p| *p != settings.branch_prefix);
+    let model = model.filter(|m| *m != settings.model);
+    if prefix.is_none() && model.is_none() {
         return t3.clone();
     }
-    let mut settings = t3.settings().clone();
-    if let Some(prefix) = &prompt.branch_prefix {
-        settings.branch_prefix = prefix.clone();
+    let mut settings = settings.clone();
+    if let Some(prefix) = prefix {
+        settings.branch_prefix = prefix.to_owned();
     }
-    if let Some(model) = &prompt.model {
-        settings.model = model.clone();
+    if let Some(model) = model {
+        settings.model = model.to_owned();
     }
     t3.clone().with_settings(settings)
 }
 
 /// The plan an attempt was started with, rebuilt from the ledger exactly as first sent (the
 /// worktree path is rendered again from the repository's template: same inputs, same path).
-fn plan_of(
-    job: &Job,
-    attempt: &Attempt,
-    target: Option<&RepoTarget>,
-) -> Result<DispatchPlan, t3_client::ids::InvalidId> {
+fn plan_of(job: &Job, attempt: &Attempt, target: Option<&RepoTarget>) -> DispatchPlan {
     let worktree_path = match target.map(|t| &t.dispatch) {
         Some(Dispatch::Http {
             worktree_path: Some(template),
         }) => Some(template.render(&job.issue, &attempt.branch, attempt.number.0)),
         _ => None,
     };
-    Ok(DispatchPlan {
+    DispatchPlan {
         ids: DispatchIds {
-            thread_id: ThreadId::new(attempt.thread_id.clone())?,
-            create_command_id: CommandId::new(attempt.create_command_id.clone())?,
-            turn_command_id: CommandId::new(attempt.turn_command_id.clone())?,
-            message_id: MessageId::new(attempt.message_id.clone())?,
+            thread_id: attempt.thread_id.clone(),
+            create_command_id: attempt.create_command_id.clone(),
+            turn_command_id: attempt.turn_command_id.clone(),
+            message_id: attempt.message_id.clone(),
         },
-        project_id: ProjectId::new(attempt.project_id.clone())?,
+        project_id: attempt.project_id.clone(),
         title: attempt.title.clone(),
         branch: attempt.branch.clone(),
         worktree_path,
         text: attempt.prompt.clone(),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use t3_client::{TransportError, TransportErrorKind};
+
+    fn status(code: u16) -> T3Error {
+        T3Error::Status {
+            what: "thread.create".into(),
+            status: code,
+            body: None,
+            body_excerpt: None,
+        }
+    }
+
+    fn rpc(message: &str, tag: Option<&str>, defect: bool) -> T3Error {
+        T3Error::Rpc {
+            what: "orchestration.dispatchCommand (thread.turn.start)".into(),
+            url: "ws://t3/ws".into(),
+            tag: tag.map(str::to_owned),
+            message: message.into(),
+            required_scope: None,
+            defect,
+        }
+    }
+
+    #[test]
+    fn every_way_t3_answers_a_dispatch_calls_for_its_event() {
+        use DispatchStage::{Bootstrap, Create, Turn};
+        let thread = ThreadId::new("thread-1").unwrap();
+        let exists = "Thread 'thread-1' already exists and cannot be created twice.";
+        // (stage, error, the event's kind, why)
+        let cases: Vec<(DispatchStage, T3Error, &str, &str)> = vec![
+            (
+                Create,
+                T3Error::Transport {
+                    what: "thread.create".into(),
+                    url: "http://t3".into(),
+                    source: TransportError {
+                        kind: TransportErrorKind::Connect,
+                        message: "connection refused".into(),
+                    },
+                },
+                "deferred",
+                "no reply",
+            ),
+            (Create, status(503), "deferred", "T3 overloaded"),
+            (Turn, status(429), "deferred", "rate limited"),
+            (
+                Create,
+                status(401),
+                "nothing",
+                "a refused token is not the job's fault",
+            ),
+            (Turn, status(403), "nothing", "a token without the scope"),
+            (
+                Bootstrap,
+                rpc("no", Some("EnvironmentAuthorizationError"), false),
+                "nothing",
+                "an RPC refused for want of authorization",
+            ),
+            (Create, status(400), "rejected", "T3 refused the command"),
+            (
+                Create,
+                T3Error::PromptTooLong { len: 9, limit: 8 },
+                "rejected",
+                "a prompt over T3's limit",
+            ),
+            (
+                Create,
+                T3Error::InvalidInput("the prompt is empty".into()),
+                "rejected",
+                "an unusable input",
+            ),
+            (
+                Create,
+                T3Error::MalformedReply {
+                    what: "thread.create".into(),
+                    detail: "sequence: missing".into(),
+                    body_excerpt: "{}".into(),
+                },
+                "deferred",
+                "an unreadable reply may hide an applied command",
+            ),
+            (
+                Bootstrap,
+                T3Error::Socket {
+                    what: "dispatch".into(),
+                    url: "ws://t3/ws".into(),
+                    detail: "the socket closed; the call may or may not have been applied".into(),
+                    status: None,
+                },
+                "deferred",
+                "a dropped socket",
+            ),
+            (
+                Bootstrap,
+                rpc("T3 died", None, true),
+                "deferred",
+                "a defect on T3's side",
+            ),
+            (
+                Bootstrap,
+                rpc(exists, Some("OrchestrationCommandInvariantError"), false),
+                "deferred",
+                "a resent bootstrap whose thread exists: T3's view decides",
+            ),
+            (
+                Bootstrap,
+                rpc("git worktree add failed", Some("GitCommandError"), false),
+                "bootstrap_failed",
+                "T3 could not set the worktree up and undid it",
+            ),
+            (
+                Turn,
+                rpc(exists, Some("OrchestrationCommandInvariantError"), false),
+                "rejected",
+                "only a bootstrap's existing thread is a landed try",
+            ),
+        ];
+        for (stage, error, expected, why) in cases {
+            let outcome = Err(DispatchError { stage, error });
+            let kind = match dispatch_event(&outcome, &thread) {
+                None => "nothing",
+                Some(Event::DispatchDeferred { .. }) => "deferred",
+                Some(Event::BootstrapFailed { .. }) => "bootstrap_failed",
+                Some(Event::DispatchRejected { .. }) => "rejected",
+                Some(other) => panic!("{why}: unexpected {other:?}"),
+            };
+            assert_eq!(kind, expected, "{why}: {outcome:?}");
+        }
+        assert_eq!(dispatch_event(&Ok(()), &thread), Some(Event::Dispatched));
+        // The event carries T3's words, for the job's last error.
+        let event = dispatch_event(
+            &Err(DispatchError {
+                stage: Create,
+                error: status(400),
+            }),
+            &thread,
+        );
+        assert!(
+            matches!(&event, Some(Event::DispatchRejected { error }) if error.contains("400")),
+            "{event:?}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_dispatch_resumes_from_t3s_view_of_its_thread() {
+        let thread = |has_turn, deleted| Some(SeenThread { has_turn, deleted });
+        let record = |kind: &str| kind.to_owned();
+        // (T3's view, worktrees, the step, why)
+        let cases = [
+            (
+                thread(true, false),
+                true,
+                record("dispatched"),
+                "the bootstrap landed",
+            ),
+            (
+                thread(true, false),
+                false,
+                record("dispatched"),
+                "both commands landed",
+            ),
+            (
+                thread(true, true),
+                false,
+                record("dispatched"),
+                "a turn started: the watcher sees the rest",
+            ),
+            (
+                thread(false, true),
+                true,
+                record("bootstrap_failed"),
+                "T3 deleted a thread it could not set up",
+            ),
+            (
+                thread(false, false),
+                true,
+                record("deferred"),
+                "still being set up: sending now could start a turn outside its worktree",
+            ),
+            (None, true, "bootstrap".into(), "no thread: the bootstrap again"),
+            (
+                thread(false, false),
+                false,
+                "turn".into(),
+                "created without its turn",
+            ),
+            (None, false, "create_and_turn".into(), "nothing landed"),
+        ];
+        for (seen, worktrees, expected, why) in cases {
+            let step = match resume_step(seen, worktrees) {
+                ResumeStep::Record(Event::Dispatched) => "dispatched".to_owned(),
+                ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed".to_owned(),
+                ResumeStep::Record(Event::DispatchDeferred { .. }) => "deferred".to_owned(),
+                ResumeStep::Record(other) => panic!("{why}: unexpected {other:?}"),
+                ResumeStep::Bootstrap => "bootstrap".to_owned(),
+                ResumeStep::Turn => "turn".to_owned(),
+                ResumeStep::CreateAndTurn => "create_and_turn".to_owned(),
+            };
+            assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
+        }
+    }
 }

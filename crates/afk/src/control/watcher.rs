@@ -1,26 +1,135 @@
-//! The watcher: maps each running attempt's thread in T3's snapshot to an event, detects stalls
-//! and turn timeouts, and stops the threads of attempts that ended early.
+//! The watcher: follows T3's view of the fleet (the shell stream while it is live, else the
+//! snapshot), turns each running attempt's thread into an event ([`thread_event`]), detects stalls
+//! and turn timeouts, stops the threads of attempts that ended early ([`stop_step`]) and hands
+//! timed-out and lost jobs to the retry policy once their thread is stopped.
+//!
+//! The decisions are the plain functions [`thread_event`] and [`stop_step`]; the [`Watcher`]
+//! reads T3 and the ledger, asks them, records through the recorder and sends the stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use afk_core::{AttemptState, Event, JobId, JobState};
-use afk_ledger::{Attempt, Job, WatchedAttempt};
+use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
-use t3_client::{CommandId, Fleet, T3Error, ThreadId, ThreadState};
+use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 
-use super::{ControlError, ControlPlane, TickReport};
+use super::record::Recorder;
+use super::{ControlError, Timeouts};
 
-/// Remembers when each running thread's `updatedAt` last moved, to detect stalls. In memory only:
-/// after a restart a thread gets a full stall timeout again, which errs on the side of patience.
+/// What T3's view shows of an attempt's thread: the watcher's input to [`thread_event`] and
+/// [`stop_step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sighting {
+    /// The view has the thread (deleted ones included).
+    Seen {
+        /// Its state, as the T3 client reads it.
+        state: ThreadState,
+        /// It has a turn (it may be stopped by interrupting it; without one it is deleted).
+        has_turn: bool,
+        /// How long its `updatedAt` has not moved (counted only while it is starting or running).
+        unchanged_for: Duration,
+    },
+    /// The view lacks the thread.
+    Missing {
+        /// It has been missing for good: from enough views in a row, for long enough (a view
+        /// taken just as T3 applies a command, or a stream a moment behind, may lack a thread
+        /// that exists).
+        for_good: bool,
+    },
+}
+
+/// The event a running attempt whose thread T3 shows as `sighting` calls for, `running_for` after
+/// it started running, under `timeouts`; `None` while it is working within its limits (or has
+/// not been missing for long).
+pub fn thread_event(sighting: &Sighting, running_for: Duration, timeouts: &Timeouts) -> Option<Event> {
+    let (state, unchanged_for) = match sighting {
+        Sighting::Missing { for_good } => return for_good.then_some(Event::ThreadLost),
+        Sighting::Seen {
+            state, unchanged_for, ..
+        } => (state, unchanged_for),
+    };
+    match state {
+        ThreadState::Starting | ThreadState::Running => {
+            if running_for > timeouts.turn {
+                Some(Event::TimedOut {
+                    reason: format!(
+                        "ran longer than the turn timeout of {}",
+                        humantime::format_duration(timeouts.turn)
+                    ),
+                })
+            } else if *unchanged_for > timeouts.stall {
+                Some(Event::TimedOut {
+                    reason: format!(
+                        "stalled: no change in T3 for {}",
+                        humantime::format_duration(timeouts.stall)
+                    ),
+                })
+            } else {
+                None
+            }
+        }
+        ThreadState::Succeeded => Some(Event::ThreadSucceeded),
+        ThreadState::Failed { reason } => Some(Event::ThreadFailed {
+            error: reason
+                .clone()
+                .unwrap_or_else(|| "the turn ended in error (T3 gave no reason)".into()),
+        }),
+        ThreadState::Interrupted => Some(Event::ThreadInterrupted),
+        // In the view but deleted: T3 removed it.
+        ThreadState::Lost => Some(Event::ThreadLost),
+    }
+}
+
+/// Where stopping a thread stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopStep {
+    /// The thread is not working (ended, deleted, or gone for good): the stop is confirmed.
+    Stopped,
+    /// T3's view lacks the thread, not yet for good: a request in flight may still create it, so
+    /// nothing is sent and the job waits.
+    Wait,
+    /// The thread never got its turn (a setup cut short, a dispatch out of tries between its two
+    /// commands): nothing to interrupt, and it would never read as stopped, so it is deleted,
+    /// which also keeps a late turn from ever starting in it.
+    Delete,
+    /// Interrupt its turn and stop its session (again, with fresh command ids, on every tick
+    /// until T3's view shows it stopped: T3's reply does not confirm a stop).
+    Interrupt,
+}
+
+/// How to go on stopping a thread T3 shows as `sighting`. A thread that has not started its turn
+/// is stopped like a running one: it may be about to.
+pub fn stop_step(sighting: &Sighting) -> StopStep {
+    match sighting {
+        Sighting::Missing { for_good: true } => StopStep::Stopped,
+        Sighting::Missing { for_good: false } => StopStep::Wait,
+        Sighting::Seen {
+            state: ThreadState::Starting | ThreadState::Running,
+            has_turn: false,
+            ..
+        } => StopStep::Delete,
+        Sighting::Seen {
+            state: ThreadState::Starting | ThreadState::Running,
+            ..
+        } => StopStep::Interrupt,
+        Sighting::Seen { .. } => StopStep::Stopped,
+    }
+}
+
+/// Remembers when each running thread's `updatedAt` last moved, to detect stalls, and how long
+/// threads have been missing from T3's view. In memory only: after a restart a thread gets a full
+/// stall timeout again, which errs on the side of patience.
 #[derive(Debug, Default)]
-pub struct StallTracker {
+struct StallTracker {
     /// Per thread: its last `updatedAt`, when that was first seen, and the pass that last saw it.
-    seen: HashMap<String, (Timestamp, DateTime<Utc>, u64)>,
+    seen: HashMap<ThreadId, (Timestamp, DateTime<Utc>, u64)>,
     /// The watcher's current pass (one per tick): threads not observed in it are forgotten.
     pass: u64,
-    absent: HashMap<String, Absence>,
-    stop_absent: HashMap<String, Absence>,
+    absent: HashMap<ThreadId, Absence>,
+    stop_absent: HashMap<ThreadId, Absence>,
 }
 
 /// How long, and in how many views in a row, a thread has been missing from T3's view.
@@ -30,235 +139,354 @@ struct Absence {
     views: u32,
 }
 
+/// A thread is lost only when this many views in a row lack it: one view taken just as T3
+/// applies a command may not show it yet.
+const ABSENT_VIEWS_FOR_LOST: u32 = 2;
+
 impl Absence {
-    /// Counts one more view without the thread in `absences`; true once it is missing for good:
-    /// in [`ABSENT_VIEWS_FOR_LOST`] views in a row and for at least `after`.
+    /// Counts one more view without `thread` in `absences`; true once it is missing for good: in
+    /// [`ABSENT_VIEWS_FOR_LOST`] views in a row and for at least `after`.
     fn note(
-        absences: &mut HashMap<String, Absence>,
-        thread: &str,
+        absences: &mut HashMap<ThreadId, Absence>,
+        thread: &ThreadId,
         now: DateTime<Utc>,
-        after: std::time::Duration,
+        after: Duration,
     ) -> bool {
         let absence = absences
-            .entry(thread.to_owned())
+            .entry(thread.clone())
             .or_insert(Absence { since: now, views: 0 });
         absence.views += 1;
         absence.views >= ABSENT_VIEWS_FOR_LOST && (now - absence.since).to_std().unwrap_or_default() >= after
     }
 }
 
-/// A thread is lost only when this many views in a row lack it: one view taken just as T3
-/// applies a command may not show it yet.
-const ABSENT_VIEWS_FOR_LOST: u32 = 2;
-
 impl StallTracker {
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
-    pub fn observe(&mut self, thread: &str, updated_at: Timestamp, now: DateTime<Utc>) -> chrono::Duration {
+    fn observe(&mut self, thread: &ThreadId, updated_at: Timestamp, now: DateTime<Utc>) -> Duration {
         // Looked up by reference first: a quiet tick over thousands of threads allocates nothing.
-        if let Some(entry) = self.seen.get_mut(thread) {
-            if entry.0 != updated_at {
-                (entry.0, entry.1) = (updated_at, now);
+        let since = match self.seen.get_mut(thread) {
+            Some(entry) => {
+                if entry.0 != updated_at {
+                    (entry.0, entry.1) = (updated_at, now);
+                }
+                entry.2 = self.pass;
+                entry.1
             }
-            entry.2 = self.pass;
-            return now - entry.1;
-        }
-        self.seen.insert(thread.to_owned(), (updated_at, now, self.pass));
-        chrono::Duration::zero()
-    }
-
-    /// Counts one more view in a row without `thread`; true once it counts as gone (see
-    /// [`Timeouts::lost_after`](super::Timeouts::lost_after)).
-    pub fn note_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
-        Absence::note(&mut self.absent, thread, now, after)
-    }
-
-    /// The same for a thread being stopped.
-    pub fn note_stop_absent(&mut self, thread: &str, now: DateTime<Utc>, after: std::time::Duration) -> bool {
-        Absence::note(&mut self.stop_absent, thread, now, after)
-    }
-
-    /// Forgets stop absences that did not last.
-    pub fn retain_stop_absent(&mut self, absent: &std::collections::HashSet<String>) {
-        self.stop_absent.retain(|thread, _| absent.contains(thread));
-    }
-
-    /// Starts a watcher pass: threads observed from now on count as still watched.
-    pub fn begin_pass(&mut self) {
-        self.pass += 1;
-    }
-
-    /// Ends a pass: forgets threads it did not observe, and absences that did not last.
-    pub fn end_pass(&mut self, absent: &std::collections::HashSet<String>) {
-        let pass = self.pass;
-        self.seen.retain(|_, entry| entry.2 == pass);
-        self.absent.retain(|thread, _| absent.contains(thread));
+            None => {
+                self.seen.insert(thread.clone(), (updated_at, now, self.pass));
+                now
+            }
+        };
+        // A negative span (clock stepped back) reads as zero: never a timeout.
+        (now - since).to_std().unwrap_or_default()
     }
 }
 
-pub(super) async fn watch(
-    plane: &mut ControlPlane,
-    fleet: &Fleet,
-    live: &[WatchedAttempt],
-    now: DateTime<Utc>,
-    report: &mut TickReport,
-) -> Result<(), ControlError> {
-    plane.stalls.begin_pass();
-    let mut absent = std::collections::HashSet::new();
-    for attempt in live {
-        if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
-            continue;
-        }
-        let thread = fleet.thread_by_id(&attempt.thread_id);
-        let event = match ThreadState::of(thread) {
-            ThreadState::Starting | ThreadState::Running => {
-                let Some(thread) = thread else { continue };
-                let unchanged = plane.stalls.observe(&attempt.thread_id, thread.updated_at, now);
-                // While an attempt runs its row changes no more, so `updated_at` is when it
-                // started running: time spent dispatching (T3 down, a rejected token) is not held
-                // against the agent.
-                // A negative span (clock stepped back) reads as zero: never a timeout.
-                let running_for = (now - attempt.updated_at).to_std().unwrap_or_default();
-                let unchanged = unchanged.to_std().unwrap_or_default();
-                if running_for > plane.settings.timeouts.turn {
-                    Event::TimedOut {
-                        reason: format!(
-                            "ran longer than the turn timeout of {}",
-                            humantime::format_duration(plane.settings.timeouts.turn)
-                        ),
-                    }
-                } else if unchanged > plane.settings.timeouts.stall {
-                    Event::TimedOut {
-                        reason: format!(
-                            "stalled: no change in T3 for {}",
-                            humantime::format_duration(plane.settings.timeouts.stall)
-                        ),
-                    }
-                } else {
-                    continue;
-                }
-            }
-            ThreadState::Succeeded => Event::ThreadSucceeded,
-            ThreadState::Failed { reason } => Event::ThreadFailed {
-                error: reason.unwrap_or_else(|| "the turn ended in error (T3 gave no reason)".into()),
-            },
-            ThreadState::Interrupted => Event::ThreadInterrupted,
-            ThreadState::Lost if thread.is_none() => {
-                absent.insert(attempt.thread_id.clone());
-                let after = plane.settings.timeouts.lost_after;
-                if !plane.stalls.note_absent(&attempt.thread_id, now, after) {
-                    continue;
-                }
-                Event::ThreadLost
-            }
-            ThreadState::Lost => Event::ThreadLost,
-        };
-        // Only now is the whole job read: a quiet tick reads no issue text at all.
-        let Some(job) = plane.ledger.job(attempt.job_id).await? else {
-            continue;
-        };
-        plane.transition(&job, &event, None, now, report).await?;
-    }
-    plane.stalls.end_pass(&absent);
-    Ok(())
+/// Whose absences a [`sighting`] counts: a running attempt's thread (whose stalls are tracked
+/// too), or a thread being stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Watch,
+    Stop,
 }
 
-/// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after the
-/// watcher's pass). A stop is done when the
-/// snapshot shows the thread not working (gone, deleted, or its turn and session ended); until
-/// then each tick sends `thread.turn.interrupt` and `thread.session.stop` again (fresh command
-/// ids: a refused try must not make T3 refuse every later one), whatever T3 answered before.
-/// Returns the jobs whose thread is still being stopped.
-pub(super) async fn stop_threads(
-    plane: &mut ControlPlane,
+/// What T3's view shows of thread `id`, counting in `stalls` how long it has been missing (into
+/// `absent` when it is) and, when watching a thread that is starting or running, unchanged.
+fn sighting(
     fleet: &Fleet,
-    to_stop: Vec<(Job, Attempt)>,
+    id: &ThreadId,
+    purpose: Purpose,
+    stalls: &mut StallTracker,
+    absent: &mut HashSet<ThreadId>,
     now: DateTime<Utc>,
-) -> Result<HashMap<JobId, Job>, ControlError> {
-    let mut still_absent = std::collections::HashSet::new();
-    let mut stopping = HashMap::new();
-    for (job, attempt) in to_stop {
-        let Ok(thread_id) = ThreadId::new(attempt.thread_id.clone()) else {
-            plane.ledger.mark_thread_stopped(attempt.id).await?;
-            continue;
+    lost_after: Duration,
+) -> Sighting {
+    let Some(thread) = fleet.thread(id) else {
+        absent.insert(id.clone());
+        let absences = match purpose {
+            Purpose::Watch => &mut stalls.absent,
+            Purpose::Stop => &mut stalls.stop_absent,
         };
-        let thread = fleet.thread(&thread_id);
-        let stopped = match ThreadState::of(thread) {
-            // A thread T3 has not shown yet may still be created by a request in flight: only
-            // absence in consecutive snapshots counts.
-            ThreadState::Lost if thread.is_none() => {
-                still_absent.insert(attempt.thread_id.clone());
-                let after = plane.settings.timeouts.lost_after;
-                plane.stalls.note_stop_absent(&attempt.thread_id, now, after)
-            }
-            ThreadState::Starting | ThreadState::Running => false,
-            ThreadState::Succeeded
-            | ThreadState::Failed { .. }
-            | ThreadState::Interrupted
-            | ThreadState::Lost => true,
+        return Sighting::Missing {
+            for_good: Absence::note(absences, id, now, lost_after),
         };
-        if stopped {
-            tracing::info!(
-                "{} attempt {}: thread {thread_id} is not working; stopped",
-                job.issue,
-                attempt.number
-            );
-            plane.ledger.mark_thread_stopped(attempt.id).await?;
-            continue;
+    };
+    let state = ThreadState::of(Some(thread));
+    let unchanged_for = match state {
+        ThreadState::Starting | ThreadState::Running if purpose == Purpose::Watch => {
+            stalls.observe(id, thread.updated_at, now)
         }
-        if let Some(thread) = thread.filter(|t| t.latest_turn.is_none()) {
-            // A thread that never got its turn (a setup cut short, a dispatch that ran out of
-            // tries between its two commands) has nothing to interrupt and would never read as
-            // stopped: it is deleted, which also keeps a late turn from ever starting in it.
-            if let Err(error) = plane.t3.delete_thread(&thread.id, CommandId::generate()).await {
-                warn_stop(&job.issue, attempt.number, &thread_id, "delete it", &error);
+        _ => Duration::ZERO,
+    };
+    Sighting::Seen {
+        state,
+        has_turn: thread.latest_turn.is_some(),
+        unchanged_for,
+    }
+}
+
+/// Follows T3 and acts on what its threads do.
+pub(crate) struct Watcher {
+    /// Reads the snapshot: the operate client unless a read-only token was configured.
+    reader: T3Client,
+    /// Sends the stop commands.
+    operate: T3Client,
+    /// T3's shell stream, when push watching is on; the snapshot is polled while it is down.
+    feed: Option<ShellFeed>,
+    /// Whether the last view came from the stream (for logging the switch once).
+    following_stream: Option<bool>,
+    /// Whether T3 answered last time (for logging an outage once).
+    t3_was_reachable: Option<bool>,
+    timeouts: Timeouts,
+    stalls: StallTracker,
+}
+
+impl Watcher {
+    pub(crate) fn new(operate: T3Client, timeouts: Timeouts) -> Self {
+        Self {
+            reader: operate.clone(),
+            operate,
+            feed: None,
+            following_stream: None,
+            t3_was_reachable: None,
+            timeouts,
+            stalls: StallTracker::default(),
+        }
+    }
+
+    pub(crate) fn read_with(&mut self, reader: T3Client) {
+        self.reader = reader;
+    }
+
+    pub(crate) fn follow(&mut self, feed: ShellFeed) {
+        self.feed = Some(feed);
+    }
+
+    /// Ticks whenever a thread changes state in the stream (`None` without push watching).
+    pub(crate) fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.feed.as_ref().map(ShellFeed::changes)
+    }
+
+    pub(crate) fn is_following_stream(&self) -> bool {
+        self.following_stream == Some(true)
+    }
+
+    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`
+    /// (logged once per outage) when T3 cannot be read: then nothing is dispatched or watched
+    /// until it answers.
+    pub(crate) async fn view(&mut self) -> Option<Arc<Fleet>> {
+        // Each switch (stream up or down, T3 reachable or not) is logged once, when it happens.
+        let base = self.reader.base_url();
+        if let Some(feed) = &self.feed {
+            if let Some(fleet) = feed.fleet() {
+                if self.following_stream.replace(true) != Some(true) {
+                    tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
+                }
+                self.t3_was_reachable = Some(true);
+                return Some(fleet);
             }
-        } else if let Some(thread) = thread {
-            let turn = thread.latest_turn.as_ref().map(|t| t.turn_id.clone());
-            if let Err(error) = plane
-                .t3
-                .interrupt_turn(&thread_id, turn.as_ref(), CommandId::generate())
-                .await
-            {
-                warn_stop(
-                    &job.issue,
-                    attempt.number,
-                    &thread_id,
-                    "interrupt its turn",
-                    &error,
+            if self.following_stream.replace(false) == Some(true) {
+                let status = feed.status();
+                tracing::warn!("T3's shell stream is down ({status}); polling the snapshot until it is back");
+            }
+        }
+        match self.reader.snapshot().await {
+            Ok(model) => {
+                let snapshot = Arc::new(Fleet::from(model));
+                if self.t3_was_reachable.replace(true) != Some(true) {
+                    tracing::info!("T3 at {base} is reachable ({} threads)", snapshot.len());
+                }
+                Some(snapshot)
+            }
+            Err(error) => {
+                if self.t3_was_reachable.replace(false) != Some(false) {
+                    tracing::warn!(
+                        "waiting for T3 at {base}: {error}; nothing is dispatched or watched until it answers"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// `view`, unless it came from the stream and lacks the thread of a running attempt or of one
+    /// being stopped: a stream can lag or stall, so a thread is judged gone (or stopped) only on
+    /// T3's own snapshot, which then replaces the view. `None` when that snapshot cannot be read:
+    /// nothing is concluded this tick.
+    pub(crate) async fn confirmed(
+        &self,
+        view: Arc<Fleet>,
+        live: &[WatchedAttempt],
+        to_stop: &[(Job, Attempt)],
+    ) -> Option<Arc<Fleet>> {
+        if !self.is_following_stream() || !lacks_any(&view, live, to_stop) {
+            return Some(view);
+        }
+        match self.reader.snapshot().await {
+            Ok(model) => Some(Arc::new(Fleet::from(model))),
+            Err(error) => {
+                tracing::debug!(
+                    "cannot confirm the stream's view with a snapshot, concluding nothing: {error}"
                 );
-            }
-            if let Err(error) = plane.t3.stop_session(&thread_id, CommandId::generate()).await {
-                warn_stop(&job.issue, attempt.number, &thread_id, "stop its session", &error);
+                None
             }
         }
-        stopping.insert(job.id, job);
     }
-    plane.stalls.retain_stop_absent(&still_absent);
-    Ok(stopping)
+
+    /// Records the event each running attempt's thread calls for. Returns true when it recorded
+    /// any.
+    pub(crate) async fn watch(
+        &mut self,
+        recorder: &mut Recorder,
+        fleet: &Fleet,
+        live: &[WatchedAttempt],
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControlError> {
+        self.stalls.pass += 1;
+        let mut absent = HashSet::new();
+        let mut recorded = false;
+        for attempt in live {
+            if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
+                continue;
+            }
+            let seen = sighting(
+                fleet,
+                &attempt.thread_id,
+                Purpose::Watch,
+                &mut self.stalls,
+                &mut absent,
+                now,
+                self.timeouts.lost_after,
+            );
+            // While an attempt runs its row changes no more, so `updated_at` is when it started
+            // running: time spent dispatching (T3 down, a rejected token) is not held against the
+            // agent. A negative span (clock stepped back) reads as zero: never a timeout.
+            let running_for = (now - attempt.updated_at).to_std().unwrap_or_default();
+            let Some(event) = thread_event(&seen, running_for, &self.timeouts) else {
+                continue;
+            };
+            // Only now is the whole job read: a quiet tick reads no issue text at all.
+            let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
+                continue;
+            };
+            recorded |= recorder.record(&job, &event, None, now).await?.is_some();
+        }
+        // Forget threads this pass did not observe, and absences that did not last.
+        let pass = self.stalls.pass;
+        self.stalls.seen.retain(|_, entry| entry.2 == pass);
+        self.stalls.absent.retain(|thread, _| absent.contains(thread));
+        Ok(recorded)
+    }
+
+    /// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after
+    /// the watcher's pass), as [`stop_step`] says; a confirmed stop is marked in the ledger.
+    /// Returns the jobs whose thread is still being stopped: they neither settle nor get a new
+    /// attempt, and they count against the limits.
+    pub(crate) async fn stop_threads(
+        &mut self,
+        ledger: &Ledger,
+        fleet: &Fleet,
+        to_stop: Vec<(Job, Attempt)>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<JobId, Job>, ControlError> {
+        let mut absent = HashSet::new();
+        let mut stopping = HashMap::new();
+        for (job, attempt) in to_stop {
+            let thread = &attempt.thread_id;
+            let seen = sighting(
+                fleet,
+                thread,
+                Purpose::Stop,
+                &mut self.stalls,
+                &mut absent,
+                now,
+                self.timeouts.lost_after,
+            );
+            let failed = |what: &str, error: T3Error| warn_stop(&job, &attempt, what, &error);
+            match stop_step(&seen) {
+                StopStep::Stopped => {
+                    tracing::info!(
+                        "{} attempt {}: thread {thread} is not working; stopped",
+                        job.issue,
+                        attempt.number
+                    );
+                    ledger.mark_thread_stopped(attempt.id).await?;
+                    continue;
+                }
+                StopStep::Wait => {}
+                StopStep::Delete => {
+                    if let Err(error) = self.operate.delete_thread(thread, CommandId::generate()).await {
+                        failed("delete it", error);
+                    }
+                }
+                StopStep::Interrupt => {
+                    let turn = fleet
+                        .thread(thread)
+                        .and_then(|t| t.latest_turn.as_ref())
+                        .map(|t| t.turn_id.clone());
+                    if let Err(error) = self
+                        .operate
+                        .interrupt_turn(thread, turn.as_ref(), CommandId::generate())
+                        .await
+                    {
+                        failed("interrupt its turn", error);
+                    }
+                    if let Err(error) = self.operate.stop_session(thread, CommandId::generate()).await {
+                        failed("stop its session", error);
+                    }
+                }
+            }
+            stopping.insert(job.id, job);
+        }
+        self.stalls
+            .stop_absent
+            .retain(|thread, _| absent.contains(thread));
+        Ok(stopping)
+    }
+
+    /// Hands timed-out and lost jobs to the retry policy, once their thread is stopped
+    /// (`stopping` lists the jobs whose thread is not): a retry must never run beside a thread
+    /// that is still working on the same issue.
+    pub(crate) async fn settle(
+        &self,
+        recorder: &mut Recorder,
+        stopping: &HashMap<JobId, Job>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let ended = recorder
+            .ledger()
+            .jobs_in(&[JobState::TimedOut, JobState::Lost])
+            .await?;
+        for job in ended {
+            if !stopping.contains_key(&job.id) {
+                recorder.record(&job, &Event::Settle, None, now).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
-fn warn_stop(
-    issue: &afk_core::IssueKey,
-    attempt: afk_core::AttemptNo,
-    thread: &ThreadId,
-    what: &str,
-    error: &T3Error,
-) {
+fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
     let hint = if error.is_credential_problem() {
         " (check the T3 token: [t3.token] or token_file)"
     } else {
         ""
     };
-    tracing::warn!("{issue} attempt {attempt}: cannot {what} of thread {thread} yet: {error}{hint}");
+    tracing::warn!(
+        "{} attempt {}: cannot {what} of thread {} yet: {error}{hint}",
+        job.issue,
+        attempt.number,
+        attempt.thread_id
+    );
 }
 
 /// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
-pub(super) fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
-    let lacks = |thread_id: &str| {
+fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
+    let lacks = |thread_id: &ThreadId| {
         fleet
-            .thread_by_id(thread_id)
+            .thread(thread_id)
             .is_none_or(|thread| thread.deleted_at.is_some())
     };
     live.iter()
@@ -267,23 +495,96 @@ pub(super) fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job,
         || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
 }
 
-/// Hands timed-out and lost jobs to the retry policy, once their thread is stopped (`stopping`
-/// lists the jobs whose thread is not): a retry must never run beside a thread that is still
-/// working on the same issue.
-pub(super) async fn settle(
-    plane: &ControlPlane,
-    stopping: &HashMap<JobId, Job>,
-    now: DateTime<Utc>,
-    report: &mut TickReport,
-) -> Result<(), ControlError> {
-    for job in plane
-        .ledger
-        .jobs_in(&[JobState::TimedOut, JobState::Lost])
-        .await?
-    {
-        if !stopping.contains_key(&job.id) {
-            plane.transition(&job, &Event::Settle, None, now, report).await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            stall: Duration::from_secs(60),
+            turn: Duration::from_secs(600),
+            lost_after: Duration::from_secs(5),
         }
     }
-    Ok(())
+
+    fn seen(state: ThreadState, has_turn: bool, unchanged_secs: u64) -> Sighting {
+        Sighting::Seen {
+            state,
+            has_turn,
+            unchanged_for: Duration::from_secs(unchanged_secs),
+        }
+    }
+
+    fn failed(reason: Option<&str>) -> ThreadState {
+        ThreadState::Failed {
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn every_thread_state_calls_for_its_event() {
+        use ThreadState::{Interrupted, Lost, Running, Starting, Succeeded};
+        let turn_timeout = || timed_out("ran longer than the turn timeout of 10m");
+        let stalled = || timed_out("stalled: no change in T3 for 1m");
+        let missing = |for_good| Sighting::Missing { for_good };
+        let lost = Some(Event::ThreadLost);
+        const NO_REASON: &str = "the turn ended in error (T3 gave no reason)";
+        // (what T3 shows, running for seconds, the event, why)
+        #[rustfmt::skip]
+        let cases = [
+            (seen(Running, true, 10), 100, None, "working within its limits"),
+            (seen(Starting, false, 10), 100, None, "its turn not admitted yet"),
+            (seen(Running, true, 10), 601, turn_timeout(), "past the turn timeout"),
+            (seen(Running, true, 61), 100, stalled(), "no change for longer than the stall timeout"),
+            (seen(Running, true, 61), 601, turn_timeout(), "the turn timeout is named first"),
+            (seen(Starting, false, 61), 100, stalled(), "a thread whose turn never starts stalls"),
+            (seen(Succeeded, true, 0), 100, Some(Event::ThreadSucceeded), "succeeded"),
+            (seen(Succeeded, true, 0), 601, Some(Event::ThreadSucceeded), "an ended turn is no timeout"),
+            (seen(failed(Some("rate limited")), true, 0), 100, thread_failed("rate limited"), "T3's reason"),
+            (seen(failed(None), true, 0), 100, thread_failed(NO_REASON), "failed without a reason"),
+            (seen(Interrupted, true, 0), 100, Some(Event::ThreadInterrupted), "a person interrupted it"),
+            (seen(Lost, true, 0), 100, lost.clone(), "deleted in T3: lost at once"),
+            (missing(false), 100, None, "missing from one view: not yet"),
+            (missing(true), 100, lost, "missing for good"),
+        ];
+        for (sighting, running_secs, expected, why) in cases {
+            let running_for = Duration::from_secs(running_secs);
+            let event = thread_event(&sighting, running_for, &timeouts());
+            assert_eq!(event, expected, "{why}: {sighting:?}");
+        }
+    }
+
+    fn timed_out(reason: &str) -> Option<Event> {
+        Some(Event::TimedOut {
+            reason: reason.to_owned(),
+        })
+    }
+
+    fn thread_failed(error: &str) -> Option<Event> {
+        Some(Event::ThreadFailed {
+            error: error.to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_stop_is_confirmed_only_by_a_thread_that_is_not_working() {
+        use StopStep::{Delete, Interrupt, Stopped, Wait};
+        use ThreadState::{Interrupted, Lost, Running, Starting, Succeeded};
+        // (what T3 shows, the step, why)
+        #[rustfmt::skip]
+        let cases = [
+            (seen(Running, true, 0), Interrupt, "working: interrupt"),
+            (seen(Starting, true, 0), Interrupt, "its turn about to start: interrupt"),
+            (seen(Starting, false, 0), Delete, "never got its turn: delete"),
+            (seen(Succeeded, true, 0), Stopped, "ended"),
+            (seen(failed(None), true, 0), Stopped, "failed"),
+            (seen(Interrupted, true, 0), Stopped, "interrupted"),
+            (seen(Lost, false, 0), Stopped, "deleted"),
+            (Sighting::Missing { for_good: false }, Wait, "a request in flight may still create it"),
+            (Sighting::Missing { for_good: true }, Stopped, "gone for good"),
+        ];
+        for (sighting, expected, why) in cases {
+            assert_eq!(stop_step(&sighting), expected, "{why}: {sighting:?}");
+        }
+    }
 }

@@ -1,22 +1,18 @@
-//! Issue sources: where jobs come from. Each source yields the issues that should be worked on
-//! now; the control loop queues new ones and cancels jobs whose issue is gone.
+//! Issue sources read from outside afk: today the local folder (GitHub's issues come through
+//! `afk-github`). A source yields the issues that should be worked on now; intake
+//! (`control/intake/`) queues new ones and cancels jobs whose issue is gone.
 
 pub mod local;
 
 use afk_core::{IssueKey, Priority};
 
-/// One issue as a source sees it.
+/// One issue as a source sees it: what the job is created from (the body is Markdown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceIssue {
-    /// Repository and number.
     pub key: IssueKey,
-    /// Its title.
     pub title: String,
-    /// Its body (Markdown).
     pub body: String,
-    /// Its labels.
     pub labels: Vec<String>,
-    /// Its priority.
     pub priority: Priority,
 }
 

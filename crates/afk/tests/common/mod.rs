@@ -1,13 +1,13 @@
 //! Helpers for afk's end-to-end tests: a T3 stand-in on loopback, a temporary folder with a SQLite
-//! ledger, a local issue folder and a token file, and a control plane wired to them.
+//! ledger, a local issue folder and a token file, and afk wired to them (`App`, as `afk run` builds it).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use afk::app::App;
 use afk::config::{Config, DispatchMode, LocalSourceConfig};
-use afk::control::ControlPlane;
 use afk::source::{local, SourceIssue};
 use afk_core::{IssueKey, JobState, Priority, Repo};
 use afk_ledger::{Job, Ledger};
@@ -79,6 +79,13 @@ impl World {
         self.add_issue_with_priority(repo, number, body, Priority::DEFAULT)
     }
 
+    /// Writes an issue file "Do it." for each of `numbers` of `repo`.
+    pub fn add_issues(&self, repo: &str, numbers: std::ops::RangeInclusive<u64>) {
+        for n in numbers {
+            self.add_issue(repo, n, "Do it.");
+        }
+    }
+
     pub fn add_issue_with_priority(
         &self,
         repo: &str,
@@ -101,10 +108,9 @@ impl World {
         .unwrap()
     }
 
-    pub async fn plane(&self) -> ControlPlane {
-        afk::app::control_plane(&self.config)
-            .await
-            .expect("the control plane is wired")
+    /// afk wired from this world's config, as `afk run` wires it.
+    pub async fn app(&self) -> App {
+        App::build(self.config.clone()).await.expect("afk is wired")
     }
 
     /// Writes the config as a TOML file for the `afk` binary.
@@ -181,18 +187,18 @@ pub fn key(repo: &str, number: u64) -> IssueKey {
     }
 }
 
-/// Ticks `plane` every poll interval until `done` holds for the ledger's jobs, calling `check`
+/// Ticks `app` every poll interval until `done` holds for the ledger's jobs, calling `check`
 /// after every tick; panics (with the jobs) after `limit`.
 pub async fn tick_until(
-    plane: &mut ControlPlane,
+    app: &mut App,
     limit: Duration,
     mut check: impl FnMut(&[Job]),
     done: impl Fn(&[Job]) -> bool,
 ) -> Vec<Job> {
     let deadline = Instant::now() + limit;
     loop {
-        plane.tick(Utc::now()).await.expect("a tick");
-        let jobs = plane.ledger().jobs().await.unwrap();
+        app.tick(Utc::now()).await.expect("a tick");
+        let jobs = app.ledger().jobs().await.unwrap();
         check(&jobs);
         if done(&jobs) {
             return jobs;
@@ -231,9 +237,57 @@ pub fn first_job_is(state: JobState) -> impl Fn(&[Job]) -> bool {
     move |jobs| jobs.first().is_some_and(|j| j.state == state)
 }
 
+/// Ticks until there are `n` jobs and all are final; panics (with the jobs) after 20 s.
+pub async fn tick_until_all_final(app: &mut App, n: usize) -> Vec<Job> {
+    tick_until(app, Duration::from_secs(20), |_| {}, all_final(n)).await
+}
+
+/// Ticks until `condition` (about anything but the jobs: T3, GitHub) holds; panics after 20 s.
+pub async fn tick_until_true(app: &mut App, condition: impl Fn() -> bool) {
+    tick_until(app, Duration::from_secs(20), |_| {}, |_| condition()).await;
+}
+
+/// Ticks `n` times, each of which must find T3 out of reach (`why`); a tick that fails is a
+/// failure too.
+pub async fn tick_without_t3(app: &mut App, n: usize, why: &str) {
+    for _ in 0..n {
+        let report = app.tick(Utc::now()).await.expect(why);
+        assert!(!report.t3_reachable, "{why}: T3 answered");
+    }
+}
+
+/// Ticks until `n` jobs are final (30 s at most), calling `act` once as soon as a first job has
+/// succeeded (a token rotated mid-run, say); panics if no job succeeded before all ended.
+pub async fn tick_until_all_final_acting_after_first_success(
+    app: &mut App,
+    n: usize,
+    act: impl FnOnce(),
+) -> Vec<Job> {
+    let mut act = Some(act);
+    let check = |jobs: &[Job]| {
+        if jobs.iter().any(|j| j.state == JobState::Succeeded) {
+            if let Some(act) = act.take() {
+                act();
+            }
+        }
+    };
+    let jobs = tick_until(app, Duration::from_secs(30), check, all_final(n)).await;
+    assert!(act.is_none(), "no job succeeded before all ended: {jobs:#?}");
+    jobs
+}
+
+/// Asserts that every job succeeded with its first attempt.
+pub fn assert_all_succeeded_first_time(jobs: &[Job]) {
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:#?}"
+    );
+}
+
 /// Ticks until the first job is in `state`; panics after 20 s.
-pub async fn tick_until_first_job_is(plane: &mut ControlPlane, state: JobState) -> Vec<Job> {
-    tick_until(plane, Duration::from_secs(20), |_| {}, first_job_is(state)).await
+pub async fn tick_until_first_job_is(app: &mut App, state: JobState) -> Vec<Job> {
+    tick_until(app, Duration::from_secs(20), |_| {}, first_job_is(state)).await
 }
 
 /// True once the first thread in T3 had its turn interrupted.

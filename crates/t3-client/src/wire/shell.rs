@@ -144,6 +144,17 @@ impl From<&Project> for ProjectShell {
     }
 }
 
+impl ProjectShell {
+    /// True when one of the project's scripts is marked to run in every new worktree
+    /// (`runOnWorktreeCreate`): how T3's own UI decides whether a new worktree gets the setup
+    /// script. The scripts stay T3's JSON; only this reading of them leaves the client.
+    pub fn has_worktree_setup_script(&self) -> bool {
+        self.scripts
+            .iter()
+            .any(|s| s.get("runOnWorktreeCreate").and_then(serde_json::Value::as_bool) == Some(true))
+    }
+}
+
 /// A thread in the shell view (T3's `OrchestrationThreadShell`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

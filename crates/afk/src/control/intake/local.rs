@@ -4,33 +4,26 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use afk_core::{Event, IssueKey};
-use afk_ledger::NewJob;
+use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
+use afk_ledger::{Job, NewJob};
 use chrono::{DateTime, Utc};
 
-use super::{ControlError, ControlPlane, TickReport};
+use crate::control::record::Recorder;
+use crate::control::ControlError;
 use crate::source::{local, SourceIssue};
 
-/// The source name the ledger keeps for jobs from the local folder.
-pub const LOCAL_SOURCE: &str = "local";
-
-/// Why a job is cancelled when its file goes away; also how a returning file recognises a job it
-/// may requeue (a job cancelled for another reason, say interrupted by a person in T3, stays so).
-pub const REMOVED_REASON: &str = "its issue file was removed";
-
-pub(super) async fn sync_local(
-    plane: &ControlPlane,
+pub(super) async fn sync(
     dir: &Path,
+    recorder: &mut Recorder,
     now: DateTime<Utc>,
-    report: &mut TickReport,
 ) -> Result<(), ControlError> {
     // Reading the folder is blocking I/O: keep it off the runtime's worker.
     let owned = dir.to_owned();
     let scan = tokio::task::spawn_blocking(move || local::scan(&owned))
         .await
         .unwrap_or_default();
-    let known: BTreeMap<IssueKey, afk_ledger::Job> = plane
-        .ledger
+    let known: BTreeMap<IssueKey, Job> = recorder
+        .ledger()
         .jobs()
         .await?
         .into_iter()
@@ -41,10 +34,10 @@ pub(super) async fn sync_local(
         present.insert(issue.key.clone());
         match known.get(&issue.key) {
             None => {
-                let (job, _) = plane.ledger.upsert_job(&new_job(issue), now).await?;
-                ControlPlane::queued(&job, &dir.display().to_string(), report);
+                let (job, _) = recorder.ledger().upsert_job(&new_job(issue), now).await?;
+                recorder.queued(&job, &dir.display().to_string());
             }
-            Some(job) if job.source != LOCAL_SOURCE => {
+            Some(job) if job.source != JobSource::Local => {
                 // The issue belongs to another source (GitHub, queued by hand): a file must not
                 // change its text.
                 tracing::warn!(
@@ -59,10 +52,15 @@ pub(super) async fn sync_local(
                     || job.labels != issue.labels
                     || job.priority != issue.priority
                 {
-                    plane.ledger.upsert_job(&new_job(issue), now).await?;
+                    recorder.ledger().upsert_job(&new_job(issue), now).await?;
                 }
-                if plane.cancelled_for(job, REMOVED_REASON).await? {
-                    plane.transition(job, &Event::Requeue, None, now, report).await?;
+                if job.state == JobState::Cancelled {
+                    // Back only if the file's removal cancelled it: a job a person interrupted in
+                    // T3 stays cancelled.
+                    let back = Event::Requeue {
+                        by: RequeueBy::Source(JobSource::Local),
+                    };
+                    recorder.offer(job, &back, now).await?;
                 }
             }
         }
@@ -71,12 +69,12 @@ pub(super) async fn sync_local(
         // A file that could not be read may still describe a job: cancel nothing on a partial view.
         return Ok(());
     }
+    let removed = Event::Cancel {
+        reason: CancelReason::FileRemoved,
+    };
     for job in known.values() {
-        if job.source == LOCAL_SOURCE && !job.state.is_final() && !present.contains(&job.issue) {
-            let event = Event::Cancel {
-                reason: REMOVED_REASON.into(),
-            };
-            plane.transition(job, &event, None, now, report).await?;
+        if job.source == JobSource::Local && !job.state.is_final() && !present.contains(&job.issue) {
+            recorder.record(job, &removed, None, now).await?;
         }
     }
     Ok(())
@@ -89,6 +87,6 @@ fn new_job(issue: &SourceIssue) -> NewJob {
         body: issue.body.clone(),
         labels: issue.labels.clone(),
         priority: issue.priority,
-        source: LOCAL_SOURCE.into(),
+        source: JobSource::Local,
     }
 }

@@ -1,8 +1,6 @@
 //! Where a repository's jobs go in T3: its project, and how its threads are started there.
 
-use std::fmt;
-
-use afk_core::IssueKey;
+use afk_core::WorktreeTemplate;
 use t3_client::ProjectId;
 
 /// How a repository's threads are started in T3.
@@ -71,64 +69,6 @@ impl RepoTarget {
     }
 }
 
-/// A worktree path template for HTTP dispatch. Placeholders: `{owner}`, `{name}`, `{issue}`
-/// (the issue number), `{branch}` and `{attempt}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WorktreeTemplate(String);
-
-/// The placeholders a [`WorktreeTemplate`] may use.
-pub const WORKTREE_PLACEHOLDERS: &[&str] = &["owner", "name", "issue", "branch", "attempt"];
-
-impl WorktreeTemplate {
-    /// Accepts a non-empty template whose `{...}` placeholders are all known and that tells
-    /// threads apart (it uses `{issue}` or `{branch}`).
-    pub fn new(template: impl Into<String>) -> Result<Self, String> {
-        let template = template.into();
-        if template.trim().is_empty() {
-            return Err("the worktree path template is empty".into());
-        }
-        let mut rest = template.as_str();
-        while let Some(open) = rest.find('{') {
-            let after = &rest[open + 1..];
-            let Some(close) = after.find('}') else {
-                return Err(format!("{template:?} has a '{{' without a closing '}}'"));
-            };
-            let name = &after[..close];
-            if !WORKTREE_PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "{template:?} uses {{{name}}}; the placeholders are {{owner}}, {{name}}, {{issue}}, {{branch}} and {{attempt}}"
-                ));
-            }
-            rest = &after[close + 1..];
-        }
-        // The template is what lifts the one-thread limit: two live threads must never share a path.
-        if !(template.contains("{issue}") || template.contains("{branch}")) {
-            return Err(format!(
-                "{template:?} gives every thread the same path; use {{issue}} or {{branch}} in it"
-            ));
-        }
-        Ok(Self(template))
-    }
-
-    /// The path for one attempt.
-    pub fn render(&self, issue: &IssueKey, branch: &str, attempt: u32) -> String {
-        let repo = issue.repo.to_string();
-        let (owner, name) = repo.split_once('/').unwrap_or(("", repo.as_str()));
-        self.0
-            .replace("{owner}", owner)
-            .replace("{name}", name)
-            .replace("{issue}", &issue.number.to_string())
-            .replace("{branch}", branch)
-            .replace("{attempt}", &attempt.to_string())
-    }
-}
-
-impl fmt::Debug for WorktreeTemplate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
 /// The branch of an attempt in a repository dispatched with worktrees: T3 creates the branch, so
 /// each attempt needs its own (`afk/issue-42`, then `afk/issue-42-2`, ...).
 pub fn attempt_branch(base: &str, attempt: u32) -> String {
@@ -142,26 +82,6 @@ pub fn attempt_branch(base: &str, attempt: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use afk_core::Repo;
-
-    #[test]
-    fn templates_render_every_placeholder_and_refuse_unknown_ones() {
-        let issue = IssueKey {
-            repo: Repo::new("acme/api").expect("repo"),
-            number: 42,
-        };
-        let t = WorktreeTemplate::new("/wt/{owner}/{name}/{issue}-{attempt}/{branch}").expect("valid");
-        assert_eq!(
-            t.render(&issue, "afk/issue-42", 2),
-            "/wt/acme/api/42-2/afk/issue-42"
-        );
-        let err = WorktreeTemplate::new("/wt/{repo}").unwrap_err();
-        assert!(err.contains("{repo}") && err.contains("{owner}"), "{err}");
-        assert!(WorktreeTemplate::new("/wt/{name").is_err());
-        assert!(WorktreeTemplate::new("  ").is_err());
-        let err = WorktreeTemplate::new("/wt/{name}").unwrap_err();
-        assert!(err.contains("same path"), "{err}");
-    }
 
     #[test]
     fn shared_checkouts_run_one_thread_at_a_time() {

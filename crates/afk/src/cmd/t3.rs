@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+
+use super::read_prompt;
 use t3_client::{IssueRef, ProjectId, ReqwestTransport, SecretProvider, T3Client, ThreadState};
 
 /// Options every `afk t3` command takes.
@@ -22,6 +24,23 @@ impl Target {
     fn client(&self) -> T3Client {
         let bearer: Arc<dyn SecretProvider> = Arc::new(afk_secrets::FileProvider::new(&self.token_file));
         T3Client::new(&self.base_url, Arc::new(ReqwestTransport::default()), bearer)
+    }
+}
+
+/// `afk t3`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create a thread for an issue and start its turn; prints the thread id last.
+    Dispatch(DispatchArgs),
+    /// Print T3's threads as a table (or its read model with --json).
+    Snapshot(SnapshotArgs),
+}
+
+/// Runs an `afk t3` command.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Dispatch(args) => dispatch(args).await,
+        Command::Snapshot(args) => snapshot(args).await,
     }
 }
 
@@ -58,7 +77,7 @@ pub struct SnapshotArgs {
 }
 
 /// Dispatches one thread and prints its id as the last line.
-pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
+async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     let repo = afk_core::Repo::new(args.repo.clone()).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
     let project =
         ProjectId::new(args.project_id.clone()).map_err(|e| anyhow::anyhow!("--project-id: {e}"))?;
@@ -79,7 +98,7 @@ pub async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
 }
 
 /// Prints the fleet as a table, or T3's read model as JSON.
-pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     let client = args.target.client();
     if args.json {
         let json = client
@@ -114,7 +133,7 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         .collect();
     print!(
         "{}",
-        crate::table::render(&["thread", "title", "turn", "session", "afk reads"], &rows)
+        crate::views::table(&["thread", "title", "turn", "session", "afk reads"], &rows)
     );
     println!(
         "{} threads, snapshot sequence {}",
@@ -133,18 +152,4 @@ fn thread_state_name(state: &ThreadState) -> &'static str {
         ThreadState::Interrupted => "interrupted",
         ThreadState::Lost => "lost",
     }
-}
-
-/// `TEXT`, or the contents of `FILE` for `@FILE`.
-pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
-    let text = match arg.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?
-        }
-        None => arg.to_owned(),
-    };
-    if text.trim().is_empty() {
-        bail!("--prompt: the prompt is empty");
-    }
-    Ok(text)
 }

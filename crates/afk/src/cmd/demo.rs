@@ -6,15 +6,15 @@
 use std::time::{Duration, Instant};
 
 use afk_core::{IssueKey, JobState, Priority, Repo};
+use afk_ledger::{Ledger, LedgerError};
 use anyhow::{bail, Context};
-use chrono::Utc;
 use t3_sim::{SimConfig, SimProject, SimServer, TokenGrant};
 
+use crate::app::App;
 use crate::config::{Config, LocalSourceConfig};
 use crate::control::TickReport;
-use crate::runcmd::{job_views, jobs_table};
 use crate::source::{local, SourceIssue};
-use crate::{app, table};
+use crate::views;
 
 /// One scripted sample issue and how it must end.
 struct Sample {
@@ -164,7 +164,8 @@ pub async fn run() -> anyhow::Result<()> {
         )?;
     }
 
-    let mut plane = app::control_plane(&config).await?;
+    let app = App::build(config.clone()).await?;
+    let ledger = app.ledger().clone();
     let print = |report: &TickReport| {
         for p in &report.progress {
             let elapsed = started.elapsed().as_secs_f64();
@@ -181,55 +182,26 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     };
-    loop {
-        let report = plane.tick(Utc::now()).await?;
-        print(&report);
-        let jobs = plane.ledger().jobs().await?;
-        if jobs.len() == SAMPLES.len() && jobs.iter().all(|j| j.state.is_final()) {
-            break;
+    // afk runs as `afk run` does, until every sample has ended (or the deadline passed).
+    let finished = async {
+        while started.elapsed() < DEADLINE && !all_ended(&ledger).await.unwrap_or(false) {
+            tokio::time::sleep(config.watch.poll_interval).await;
         }
-        if started.elapsed() > DEADLINE {
-            bail!("the demo did not finish within {}s", DEADLINE.as_secs());
-        }
-        tokio::time::sleep(config.watch.poll_interval).await;
+    };
+    app.run(finished, print).await?;
+    if !all_ended(&ledger).await? {
+        bail!("the demo did not finish within {}s", DEADLINE.as_secs());
     }
 
-    let ledger = plane.ledger().clone();
-    let views = job_views(&ledger).await?;
-    println!("\nJobs\n{}", jobs_table(&views));
-    let mut rows = Vec::new();
-    let mut attempts_total = 0;
-    for job in ledger.jobs().await? {
-        for attempt in ledger.attempts(job.id).await? {
-            attempts_total += 1;
-            let took = attempt
-                .ended_at
-                .map(|end| {
-                    format!(
-                        "{:.1}s",
-                        (end - attempt.created_at).num_milliseconds() as f64 / 1000.0
-                    )
-                })
-                .unwrap_or_else(|| "-".into());
-            rows.push(vec![
-                job.issue.to_string(),
-                attempt.number.to_string(),
-                attempt.thread_id.clone(),
-                attempt.state.to_string(),
-                took,
-                attempt.last_error.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-    }
-    println!(
-        "Attempts\n{}",
-        table::render(&["issue", "attempt", "thread", "outcome", "took", "error"], &rows)
-    );
+    let jobs = views::jobs(&ledger).await?;
+    println!("\nJobs\n{}", views::jobs_table(&jobs));
+    let (attempts, attempts_total) = views::attempts_table(&ledger).await?;
+    println!("Attempts\n{attempts}");
 
     let mut wrong = Vec::new();
     for sample in SAMPLES {
         let key = format!("{}#{}", sample.repo, sample.number);
-        match views.iter().find(|v| format!("{}#{}", v.repo, v.number) == key) {
+        match jobs.iter().find(|v| format!("{}#{}", v.repo, v.number) == key) {
             Some(v) if v.state == sample.expect_state.as_str() && v.attempts == sample.expect_attempts => {}
             Some(v) => wrong.push(format!(
                 "{key}: expected {} after {} attempts, got {} after {}",
@@ -254,4 +226,10 @@ pub async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// True when every sample has a job and all of them are final.
+async fn all_ended(ledger: &Ledger) -> Result<bool, LedgerError> {
+    let jobs = ledger.jobs().await?;
+    Ok(jobs.len() == SAMPLES.len() && jobs.iter().all(|j| j.state.is_final()))
 }

@@ -1,0 +1,205 @@
+//! Reading the ledger: jobs, attempts and events as the rest of afk sees them.
+
+use std::collections::HashMap;
+
+use afk_core::{JobId, JobSource, JobState};
+use chrono::{DateTime, Utc};
+
+use crate::model::{millis, AttemptRow, EventRow, JobRow, WatchedRow};
+use crate::{
+    issue_number, Attempt, AttemptId, Backend, EventRecord, IssueKey, Job, Ledger, LedgerError, Pool,
+    WatchedAttempt, LIVE,
+};
+
+impl Ledger {
+    /// The job with id `id`, if any.
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>, LedgerError> {
+        let row: Option<JobRow> = fetch!(self, fetch_optional, "SELECT * FROM jobs WHERE id = $1", id.0);
+        row.map(JobRow::into_job).transpose()
+    }
+
+    /// The job of `issue`, if any.
+    pub async fn job_by_issue(&self, issue: &IssueKey) -> Result<Option<Job>, LedgerError> {
+        let number = issue_number(issue)?;
+        let sql = "SELECT * FROM jobs WHERE repo = $1 AND number = $2";
+        let row: Option<JobRow> = fetch!(self, fetch_optional, sql, issue.repo.as_str(), number);
+        row.map(JobRow::into_job).transpose()
+    }
+
+    /// Every job, ordered by id (oldest first).
+    pub async fn jobs(&self) -> Result<Vec<Job>, LedgerError> {
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, "SELECT * FROM jobs ORDER BY id");
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// The jobs in any of `states`, ordered by id. No states, no jobs.
+    pub async fn jobs_in(&self, states: &[JobState]) -> Result<Vec<Job>, LedgerError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT * FROM jobs WHERE state IN ({}) ORDER BY id",
+            placeholders.join(", ")
+        );
+        let rows: Vec<JobRow> = with_pool!(self, |pool| {
+            let mut query = sqlx::query_as(&sql);
+            for state in states {
+                query = query.bind(state.as_str());
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// The jobs from `source` whose state or attempt count changed since [`Ledger::mark_reported`]
+    /// last recorded them (marked as `STATE:ATTEMPTS`), ordered by id: what a reporter still has
+    /// to say, read without loading every job on every tick.
+    pub async fn jobs_to_report(&self, source: JobSource) -> Result<Vec<Job>, LedgerError> {
+        let sql = "SELECT * FROM jobs WHERE source = $1 \
+                   AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id";
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, sql, source.as_str());
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// Up to `limit` jobs that may start an attempt at `now`: `queued`, or `retry_wait` whose
+    /// back-off has passed. Most urgent first (priority p0 before p3), then oldest, then lowest
+    /// id, so equal jobs are taken in the order they arrived. A `dispatching` job waiting to
+    /// retry its dispatch is not here: it already has its attempt (see [`Ledger::live_attempts`]
+    /// and [`Job::not_before`]).
+    pub async fn ready_jobs(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Job>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = "SELECT * FROM jobs WHERE state = 'queued' \
+                   OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= $1)) \
+                   ORDER BY priority ASC, created_ms ASC, id ASC LIMIT $2";
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, sql, millis(now), limit);
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    /// The attempts of `job`, first to last. Empty for an unknown job.
+    pub async fn attempts(&self, job: JobId) -> Result<Vec<Attempt>, LedgerError> {
+        let sql = "SELECT * FROM attempts WHERE job_id = $1 ORDER BY number";
+        let rows: Vec<AttemptRow> = fetch!(self, fetch_all, sql, job.0);
+        rows.into_iter().map(AttemptRow::into_attempt).collect()
+    }
+
+    /// The attempt with id `id`, if any.
+    pub async fn attempt(&self, id: AttemptId) -> Result<Option<Attempt>, LedgerError> {
+        let row: Option<AttemptRow> =
+            fetch!(self, fetch_optional, "SELECT * FROM attempts WHERE id = $1", id.0);
+        row.map(AttemptRow::into_attempt).transpose()
+    }
+
+    /// The live attempt (`dispatching` or `running`) of `job`, if it has one.
+    pub async fn live_attempt(&self, job: JobId) -> Result<Option<Attempt>, LedgerError> {
+        let sql = format!("SELECT * FROM attempts WHERE job_id = $1 AND {LIVE}");
+        let row: Option<AttemptRow> = fetch!(self, fetch_optional, &sql, job.0);
+        row.map(AttemptRow::into_attempt).transpose()
+    }
+
+    /// Every live attempt (`dispatching` or `running`) with its job, ordered by job id: what the
+    /// watcher watches and what recovery resolves after a restart.
+    pub async fn live_attempts(&self) -> Result<Vec<(Job, Attempt)>, LedgerError> {
+        self.attempts_with_jobs(LIVE).await
+    }
+
+    /// Every live attempt (`dispatching` or `running`) as [`Ledger::live_attempts`] lists them,
+    /// ordered by job id, but only what watching needs ([`WatchedAttempt`]): no issue body, no
+    /// prompt, no ids of commands. One statement over an index that covers it, so both backends
+    /// read one consistent snapshot and SQLite never reads the attempts' rows, whose prompts
+    /// spill onto overflow pages: at 10,000 running attempts this read is a small fraction of
+    /// [`Ledger::live_attempts`] in time and memory (see BENCHMARKS.md).
+    pub async fn watched_attempts(&self) -> Result<Vec<WatchedAttempt>, LedgerError> {
+        // Ordered by job only, as in `attempts_with_jobs`: one live attempt per job (the schema
+        // says so), so the order is total without walking the UNIQUE (job_id, number) index.
+        const SQL: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, \
+             j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms \
+             FROM attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
+        let rows: Vec<WatchedRow> = fetch!(self, fetch_all, SQL);
+        rows.into_iter().map(WatchedRow::into_watched).collect()
+    }
+
+    /// Every attempt whose thread must still be interrupted and its session stopped (recorded by
+    /// an `End { stop_thread: true }` transition, cleared by [`Ledger::mark_thread_stopped`]),
+    /// with its job, ordered by job id.
+    pub async fn attempts_to_stop(&self) -> Result<Vec<(Job, Attempt)>, LedgerError> {
+        self.attempts_with_jobs("stop_pending").await
+    }
+
+    /// The attempts matching the SQL condition `filter` (a constant of this crate, never input),
+    /// each with its job.
+    async fn attempts_with_jobs(&self, filter: &str) -> Result<Vec<(Job, Attempt)>, LedgerError> {
+        // Ordered by job only (attempts of one job are sorted below): `ORDER BY job_id, number`
+        // makes SQLite walk the UNIQUE(job_id, number) index over every attempt ever made instead
+        // of the small partial index that matches `filter` (see BENCHMARKS.md).
+        let attempts_sql = format!("SELECT * FROM attempts WHERE {filter} ORDER BY job_id");
+        let jobs_sql = format!(
+            "SELECT * FROM jobs WHERE id IN (SELECT job_id FROM attempts WHERE {filter}) ORDER BY id"
+        );
+        // Both reads see one snapshot, so each attempt comes with its job as it was at that
+        // instant. SQLite's transactions always do; PostgreSQL's default (read committed) takes a
+        // snapshot per statement, so ask it for one per transaction.
+        let postgres = self.backend() == Backend::Postgres;
+        let (attempt_rows, job_rows): (Vec<AttemptRow>, Vec<JobRow>) =
+            with_pool!(self, |pool| in_transaction!(pool, |tx| {
+                if postgres {
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let attempts = sqlx::query_as(&attempts_sql).fetch_all(&mut *tx).await?;
+                let jobs = sqlx::query_as(&jobs_sql).fetch_all(&mut *tx).await?;
+                Ok((attempts, jobs))
+            }))?;
+        let mut jobs: HashMap<i64, Job> = HashMap::with_capacity(job_rows.len());
+        for row in job_rows {
+            let job = row.into_job()?;
+            jobs.insert(job.id.0, job);
+        }
+        attempt_rows
+            .into_iter()
+            .map(|row| {
+                let job = jobs
+                    .get(&row.job_id)
+                    .cloned()
+                    .ok_or_else(|| LedgerError::Corrupt {
+                        what: format!("attempts of job {} whose job row is missing", row.job_id),
+                    })?;
+                Ok((job, row.into_attempt()?))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map(|mut pairs| {
+                pairs.sort_by_key(|(job, attempt)| (job.id.0, attempt.number.0));
+                pairs
+            })
+    }
+
+    /// The event log of `job`, oldest first. Empty for an unknown job.
+    pub async fn events(&self, job: JobId) -> Result<Vec<EventRecord>, LedgerError> {
+        let sql = "SELECT * FROM events WHERE job_id = $1 ORDER BY id";
+        let rows: Vec<EventRow> = fetch!(self, fetch_all, sql, job.0);
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    /// How many jobs are in each state: every [`JobState`], in lifecycle order
+    /// ([`JobState::ALL`]), zeros included.
+    pub async fn counts_by_state(&self) -> Result<Vec<(JobState, u64)>, LedgerError> {
+        let rows: Vec<(String, i64)> =
+            fetch!(self, fetch_all, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+        let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+        for (state, n) in rows {
+            let state: JobState =
+                state
+                    .parse()
+                    .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
+                        what: format!("jobs.state: {e}"),
+                    })?;
+            let n = u64::try_from(n).unwrap_or(0);
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+}

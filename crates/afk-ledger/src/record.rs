@@ -1,0 +1,323 @@
+//! Writing the ledger: jobs as sources report them, transitions as the machine decides them, and
+//! the marks the control plane keeps (a thread stopped, a job reported).
+
+use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Transition};
+use chrono::{DateTime, Utc};
+
+use crate::model::{millis, JobRow};
+use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE};
+
+impl Ledger {
+    /// Stores the issue `job` describes. A new issue becomes a `queued` job (returned with
+    /// `true`); a known one gets its title, body, labels and priority updated (returned with
+    /// `false`) and keeps its state, attempts and source: upserting is idempotent and never moves
+    /// a job. `updated_at` changes only when something did.
+    pub async fn upsert_job(&self, job: &NewJob, now: DateTime<Utc>) -> Result<(Job, bool), LedgerError> {
+        let number = issue_number(&job.issue)?;
+        let labels = serde_json::to_string(&job.labels).map_err(|e| LedgerError::OutOfRange {
+            what: format!("the labels of {}: {e}", job.issue),
+        })?;
+        let priority = i64::from(job.priority.level());
+        let now = millis(now);
+        let row: Option<JobRow> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            let inserted: Option<JobRow> = sqlx::query_as(
+                "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+                 dispatch_tries, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $9) \
+                 ON CONFLICT (repo, number) DO NOTHING RETURNING *",
+            )
+            .bind(job.issue.repo.as_str())
+            .bind(number)
+            .bind(&job.title)
+            .bind(&job.body)
+            .bind(&labels)
+            .bind(priority)
+            .bind(job.source.as_str())
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                sqlx::query(
+                    "UPDATE jobs SET title = $1, body = $2, labels = $3, priority = $4, updated_ms = $5 \
+                     WHERE repo = $6 AND number = $7 \
+                     AND (title <> $1 OR body <> $2 OR labels <> $3 OR priority <> $4)",
+                )
+                .bind(&job.title)
+                .bind(&job.body)
+                .bind(&labels)
+                .bind(priority)
+                .bind(now)
+                .bind(job.issue.repo.as_str())
+                .bind(number)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(inserted)
+        }))?;
+        match row {
+            Some(row) => Ok((row.into_job()?, true)),
+            None => {
+                let job = self
+                    .job_by_issue(&job.issue)
+                    .await?
+                    .ok_or_else(|| LedgerError::Corrupt {
+                        what: format!("{} was neither inserted nor found", job.issue),
+                    })?;
+                Ok((job, false))
+            }
+        }
+    }
+
+    /// Records `transition` for `job` atomically, in one database transaction, and returns the
+    /// job as it now is:
+    ///
+    /// - compare-and-set: the job must still be in `transition.from`, else nothing is written and
+    ///   the result is [`LedgerError::Conflict`] (or [`LedgerError::NotFound`]);
+    /// - the job takes `transition.to`, `transition.not_before` and `transition.cancel_reason`
+    ///   (none clears them); a started
+    ///   attempt counts one more attempt and resets the dispatch tries; a dispatch retry stores
+    ///   the machine's try count; an error the transition carries becomes the job's
+    ///   `last_error` (for a refusal, which has no attempt, its note does);
+    /// - the live attempt changes per `transition.attempt`: `Start` inserts it in `dispatching`
+    ///   with the ids of `new_attempt` (required, else [`LedgerError::MissingAttempt`]; ignored
+    ///   for every other change), `DispatchRetry` stores its tries and error, `Running` moves it
+    ///   to `running`, `End` stores its final state, error and end time and whether its thread
+    ///   must still be stopped. A change to a live attempt the job does not have is
+    ///   [`LedgerError::NoLiveAttempt`];
+    /// - one event is appended.
+    ///
+    /// The schema rejects a second live attempt or a reused thread id
+    /// ([`LedgerError::is_unique_violation`]); the whole transaction is then rolled back.
+    pub async fn record(
+        &self,
+        job: JobId,
+        transition: &Transition,
+        new_attempt: Option<&NewAttempt>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, LedgerError> {
+        let plan = Plan::new(job, transition, new_attempt)?;
+        let now = millis(now);
+        // The compare-and-set is the transaction's first statement and a write, so SQLite takes
+        // its write lock (waiting out the busy timeout) before reading anything: no lock upgrade
+        // can deadlock.
+        let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            let updated: Option<JobRow> = sqlx::query_as(
+                "UPDATE jobs SET state = $1, attempts = attempts + $2, \
+                 dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
+                 last_error = COALESCE($5, last_error), updated_ms = $6, \
+                 attempts_base = CASE WHEN $9 THEN attempts ELSE attempts_base END, \
+                 cancel_reason = $10 \
+                 WHERE id = $7 AND state = $8 RETURNING *",
+            )
+            .bind(transition.to.as_str())
+            .bind(plan.attempts_added)
+            .bind(plan.dispatch_tries)
+            .bind(transition.not_before.map(millis))
+            .bind(plan.last_error.as_deref())
+            .bind(now)
+            .bind(job.0)
+            .bind(transition.from.as_str())
+            .bind(transition.fresh_budget)
+            .bind(transition.cancel_reason.map(CancelReason::as_str))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(updated) = updated else {
+                let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                    .bind(job.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Err(match actual {
+                    None => LedgerError::NotFound(RecordRef::Job(job)),
+                    Some(actual) => LedgerError::Conflict {
+                        job,
+                        expected: transition.from,
+                        actual: actual
+                            .parse()
+                            .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
+                                what: format!("jobs.state of job {job}: {e}"),
+                            })?,
+                    },
+                });
+            };
+            let attempt_no = match &plan.attempt {
+                AttemptWrite::None => None,
+                AttemptWrite::Insert { number, ids } => {
+                    sqlx::query(
+                        "INSERT INTO attempts (job_id, number, state, thread_id, project_id, \
+                         create_command_id, turn_command_id, message_id, title, branch, prompt, \
+                         dispatch_tries, stop_pending, created_ms, updated_ms, model) \
+                         VALUES ($1, $2, 'dispatching', $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, $11, $12, $13)",
+                    )
+                    .bind(job.0)
+                    .bind(*number)
+                    .bind(ids.thread_id.as_str())
+                    .bind(ids.project_id.as_str())
+                    .bind(ids.create_command_id.as_str())
+                    .bind(ids.turn_command_id.as_str())
+                    .bind(ids.message_id.as_str())
+                    .bind(&ids.title)
+                    .bind(&ids.branch)
+                    .bind(&ids.prompt)
+                    .bind(now)
+                    .bind(now)
+                    .bind(ids.model.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                    Some(*number)
+                }
+                AttemptWrite::Update {
+                    state,
+                    dispatch_tries,
+                    last_error,
+                    stop_pending,
+                    ended,
+                } => {
+                    let number: Option<i64> = sqlx::query_scalar(&format!(
+                        "UPDATE attempts SET state = $1, dispatch_tries = COALESCE($2, dispatch_tries), \
+                         last_error = COALESCE($3, last_error), stop_pending = COALESCE($4, stop_pending), \
+                         ended_ms = $5, updated_ms = $6 WHERE job_id = $7 AND {LIVE} RETURNING number"
+                    ))
+                    .bind(state.as_str())
+                    .bind(*dispatch_tries)
+                    .bind(last_error.as_deref())
+                    .bind(*stop_pending)
+                    .bind(ended.then_some(now))
+                    .bind(now)
+                    .bind(job.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match number {
+                        Some(n) => Some(n),
+                        None => return Err(LedgerError::NoLiveAttempt { job }),
+                    }
+                }
+            };
+            sqlx::query(
+                "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(job.0)
+            .bind(attempt_no)
+            .bind(transition.from.as_str())
+            .bind(transition.to.as_str())
+            .bind(&transition.note)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(updated)
+        }))?;
+        row.into_job()
+    }
+
+    /// Records that the thread of `attempt` was interrupted and its session stopped: it leaves
+    /// [`Ledger::attempts_to_stop`]. Idempotent; [`LedgerError::NotFound`] for an unknown attempt.
+    pub async fn mark_thread_stopped(&self, attempt: AttemptId) -> Result<(), LedgerError> {
+        let sql = "UPDATE attempts SET stop_pending = FALSE WHERE id = $1 RETURNING id";
+        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, attempt.0);
+        found
+            .map(drop)
+            .ok_or(LedgerError::NotFound(RecordRef::Attempt(attempt)))
+    }
+
+    /// Records what was last reported on `job`'s issue: `STATE:ATTEMPTS`, which
+    /// [`Ledger::jobs_to_report`] compares with the job.
+    /// Does not count as a change of the job (`updated_at` stays). [`LedgerError::NotFound`] for
+    /// an unknown job.
+    pub async fn mark_reported(&self, job: JobId, marker: &str) -> Result<(), LedgerError> {
+        let sql = "UPDATE jobs SET reported = $1 WHERE id = $2 RETURNING id";
+        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, marker, job.0);
+        found.map(drop).ok_or(LedgerError::NotFound(RecordRef::Job(job)))
+    }
+}
+
+/// What [`Ledger::record`] writes, worked out before the database is touched so that a malformed
+/// request fails without a transaction.
+struct Plan<'a> {
+    attempts_added: i64,
+    dispatch_tries: Option<i64>,
+    last_error: Option<String>,
+    attempt: AttemptWrite<'a>,
+}
+
+enum AttemptWrite<'a> {
+    None,
+    Insert {
+        number: i64,
+        ids: &'a NewAttempt,
+    },
+    Update {
+        state: AttemptState,
+        dispatch_tries: Option<i64>,
+        last_error: Option<String>,
+        stop_pending: Option<bool>,
+        ended: bool,
+    },
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        job: JobId,
+        transition: &Transition,
+        new_attempt: Option<&'a NewAttempt>,
+    ) -> Result<Plan<'a>, LedgerError> {
+        let mut plan = Plan {
+            attempts_added: 0,
+            dispatch_tries: None,
+            last_error: None,
+            attempt: AttemptWrite::None,
+        };
+        match &transition.attempt {
+            None => {
+                // A refusal fails the job without an attempt: its note is the only reason there is.
+                if transition.to == JobState::Failed {
+                    plan.last_error = Some(transition.note.clone());
+                }
+            }
+            Some(AttemptChange::Start { number }) => {
+                let ids = new_attempt.ok_or(LedgerError::MissingAttempt { job, number: *number })?;
+                plan.attempts_added = 1;
+                plan.dispatch_tries = Some(0);
+                plan.attempt = AttemptWrite::Insert {
+                    number: i64::from(number.0),
+                    ids,
+                };
+            }
+            Some(AttemptChange::DispatchRetry { tries, error }) => {
+                plan.dispatch_tries = Some(i64::from(*tries));
+                plan.last_error = Some(error.clone());
+                plan.attempt = AttemptWrite::Update {
+                    state: AttemptState::Dispatching,
+                    dispatch_tries: Some(i64::from(*tries)),
+                    last_error: Some(error.clone()),
+                    stop_pending: None,
+                    ended: false,
+                };
+            }
+            Some(AttemptChange::Running) => {
+                plan.attempt = AttemptWrite::Update {
+                    state: AttemptState::Running,
+                    dispatch_tries: None,
+                    last_error: None,
+                    stop_pending: None,
+                    ended: false,
+                };
+            }
+            Some(AttemptChange::End {
+                state,
+                error,
+                stop_thread,
+            }) => {
+                plan.last_error = error.clone();
+                plan.attempt = AttemptWrite::Update {
+                    state: *state,
+                    dispatch_tries: None,
+                    last_error: error.clone(),
+                    stop_pending: Some(*stop_thread),
+                    ended: true,
+                };
+            }
+        }
+        Ok(plan)
+    }
+}

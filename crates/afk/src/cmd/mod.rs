@@ -1,0 +1,79 @@
+//! One file per command; [`crate::cli`] is the table that routes to them.
+
+pub mod demo;
+pub mod enqueue;
+pub mod jobs;
+pub mod run;
+pub mod sim;
+pub mod status;
+pub mod t3;
+
+use std::path::PathBuf;
+
+use afk_ledger::Ledger;
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// `--config FILE`, shared by every command that reads the configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The TOML config file (default: ./afk.toml when it exists, else built-in defaults);
+    /// `AFK_<SECTION>_<KEY>` environment variables override it.
+    #[arg(long, env = "AFK_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let default = PathBuf::from("afk.toml");
+        let path = self
+            .config
+            .clone()
+            .or_else(|| default.is_file().then_some(default));
+        Ok(Config::load_from_env(path.as_deref())?)
+    }
+}
+
+/// `--config` and `--json`: what the commands that only read the ledger take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReadArgs {
+    /// Opens the ledger the configuration names (creating a SQLite file when missing).
+    pub async fn ledger(&self) -> anyhow::Result<Ledger> {
+        crate::app::open_ledger(&self.config.load()?).await
+    }
+
+    /// Prints `view` as JSON with `--json`, else as `text` renders it.
+    pub fn print<T: Serialize>(&self, view: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(view)?);
+        } else {
+            print!("{}", text(view));
+        }
+        Ok(())
+    }
+}
+
+/// `--prompt`'s value: `TEXT`, or the contents of `FILE` for `@FILE`; never empty.
+pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--prompt: cannot read {path}"))?
+        }
+        None => arg.to_owned(),
+    };
+    if text.trim().is_empty() {
+        bail!("--prompt: the prompt is empty");
+    }
+    Ok(text)
+}

@@ -1,0 +1,66 @@
+//! Intake: the sources' issues become jobs. A new issue queues a job, a withdrawn one cancels
+//! it, and one that is back is offered to the machine for a requeue (which it allows only when
+//! the same source withdrew the job). A job belongs to the source that first reported its issue;
+//! no other source changes its text.
+
+mod github;
+mod local;
+
+use std::path::PathBuf;
+
+use afk_core::IssueKey;
+use afk_github::{EligibleIssue, WebhookEvent};
+use chrono::{DateTime, Utc};
+
+pub use github::GitHubIntake;
+
+use super::record::Recorder;
+use super::ControlError;
+
+/// The sources a control plane takes issues from.
+#[derive(Default)]
+pub(crate) struct Intake {
+    /// The local issue folder, when that source is on.
+    pub(crate) local: Option<PathBuf>,
+    /// GitHub, when `[github]` is configured.
+    pub(crate) github: Option<GitHubIntake>,
+}
+
+impl Intake {
+    /// Brings the ledger's jobs in line with every source: the local folder, then GitHub's
+    /// webhook events and, when due, its poll.
+    pub(crate) async fn sync(
+        &mut self,
+        recorder: &mut Recorder,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        if let Some(dir) = &self.local {
+            local::sync(dir, recorder, now).await?;
+        }
+        if let Some(github) = &mut self.github {
+            github.sync(recorder, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The latest view of an eligible GitHub issue (its author and URL, which the ledger does not
+    /// keep), for its prompt.
+    pub(crate) fn github_issue(&self, issue: &IssueKey) -> Option<&EligibleIssue> {
+        self.github.as_ref().and_then(|g| g.issue(issue))
+    }
+
+    /// Waits for the next webhook event (forever when webhooks are off).
+    pub(crate) async fn next_event(&mut self) -> Option<WebhookEvent> {
+        match &mut self.github {
+            Some(github) => github.next_event().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Keeps `event` (one that woke the run loop) for the next sync.
+    pub(crate) fn defer(&mut self, event: WebhookEvent) {
+        if let Some(github) = &mut self.github {
+            github.defer(event);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! [`Recorder`]: the one place where a job moves. Every part of the control plane hands its events
+//! here; the machine decides, the ledger records, and only then does the caller send anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
+use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
+use chrono::{DateTime, Utc};
+
+use super::{ControlError, Progress};
+
+/// How long a cached read of the live attempts may be reused at most, even when this control plane
+/// recorded nothing: a bound on trusting that nothing else wrote the ledger.
+const WATCHED_REREAD: Duration = Duration::from_secs(30);
+
+/// Decides and records transitions, and keeps what the tick reports of them.
+pub(crate) struct Recorder {
+    ledger: Ledger,
+    retry: RetryPolicy,
+    /// The transitions recorded since the last [`Recorder::take_progress`].
+    progress: Vec<Progress>,
+    /// The live attempts as last read, reused while nothing was recorded: see
+    /// [`Recorder::watched_attempts`].
+    watched: Option<(Arc<Vec<WatchedAttempt>>, Instant)>,
+}
+
+impl Recorder {
+    pub(crate) fn new(ledger: Ledger, retry: RetryPolicy) -> Self {
+        Self {
+            ledger,
+            retry,
+            progress: Vec::new(),
+            watched: None,
+        }
+    }
+
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Applies `event` to `job` and records it; `None` when the event does not apply to the job's
+    /// current state (someone else moved it on: a stale view, logged and skipped).
+    pub(crate) async fn record(
+        &mut self,
+        job: &Job,
+        event: &Event,
+        new_attempt: Option<&NewAttempt>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Transition, Job)>, ControlError> {
+        let transition = match apply(job.status(), event, &self.retry, now) {
+            Ok(transition) => transition,
+            Err(invalid) => {
+                tracing::debug!("job {}: {invalid}", job.issue);
+                return Ok(None);
+            }
+        };
+        // Whatever the outcome, the cached live attempts may be stale now (a conflict means
+        // someone else moved the job).
+        self.watched = None;
+        let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
+            Ok(updated) => updated,
+            Err(LedgerError::Conflict { .. }) => {
+                tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        tracing::info!(
+            "{} {} -> {}: {}",
+            job.issue,
+            transition.from,
+            transition.to,
+            transition.note
+        );
+        self.progress.push(Progress {
+            issue: job.issue.clone(),
+            from: transition.from,
+            to: transition.to,
+            note: transition.note.clone(),
+        });
+        Ok(Some((transition, updated)))
+    }
+
+    /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
+    /// not: for events a source offers on every scan (an issue that is back may or may not bring
+    /// its job back, as [`afk_core::apply`] decides).
+    pub(crate) async fn offer(
+        &mut self,
+        job: &Job,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        if apply(job.status(), event, &self.retry, now).is_ok() {
+            self.record(job, event, None, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports a job a source just queued (`from` names the source).
+    pub(crate) fn queued(&mut self, job: &Job, from: &str) {
+        tracing::info!("{} queued from {from} (job {})", job.issue, job.id);
+        self.progress.push(Progress {
+            issue: job.issue.clone(),
+            from: JobState::Queued,
+            to: JobState::Queued,
+            note: "queued".into(),
+        });
+    }
+
+    /// The transitions recorded since the last call.
+    pub(crate) fn take_progress(&mut self) -> Vec<Progress> {
+        std::mem::take(&mut self.progress)
+    }
+
+    /// The live attempts, read from the ledger only when a transition was recorded since the last
+    /// read (every change to an attempt goes through [`Recorder::record`], and one control plane
+    /// holds the ledger) or the last read is older than [`WATCHED_REREAD`]: a quiet tick over a
+    /// large fleet then reads nothing.
+    pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
+        if let Some((live, at)) = &self.watched {
+            if at.elapsed() < WATCHED_REREAD {
+                return Ok(live.clone());
+            }
+        }
+        let live = Arc::new(self.ledger.watched_attempts().await?);
+        self.watched = Some((live.clone(), Instant::now()));
+        Ok(live)
+    }
+}

@@ -1,0 +1,269 @@
+//! What people and scripts see of the ledger: the job, status and attempt views behind `afk jobs`,
+//! `afk status` and `afk demo` (as JSON with `--json`, else as plain-text tables), and the one
+//! rule of which error a job shows, which the reporter uses too.
+
+use std::collections::BTreeMap;
+
+use afk_core::{JobSource, JobState};
+use afk_ledger::{Attempt, Job, Ledger, LedgerError};
+use serde::Serialize;
+
+/// The error `job` shows, `last` being its latest attempt: its own or that attempt's, and none
+/// once it succeeded, whatever earlier attempts met.
+pub fn last_error(job: &Job, last: Option<&Attempt>) -> Option<String> {
+    (job.state != JobState::Succeeded)
+        .then(|| {
+            job.last_error
+                .clone()
+                .or_else(|| last.and_then(|a| a.last_error.clone()))
+        })
+        .flatten()
+}
+
+/// One job as `afk jobs --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// The ledger's id.
+    pub id: i64,
+    /// `OWNER/NAME`.
+    pub repo: String,
+    /// The issue number.
+    pub number: u64,
+    /// The issue's title.
+    pub title: String,
+    /// `p0`..`p3`.
+    pub priority: String,
+    /// The job's state, as printed everywhere.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The latest attempt's thread, if any.
+    pub thread_id: Option<String>,
+    /// The error it shows ([`last_error`]).
+    pub last_error: Option<String>,
+    /// Where the job came from (`local`, `github`, `manual`).
+    pub source: JobSource,
+    /// When the job was queued.
+    pub created_at: String,
+    /// When the job last changed.
+    pub updated_at: String,
+}
+
+/// Every job in the ledger, oldest first, with its latest attempt's thread.
+pub async fn jobs(ledger: &Ledger) -> Result<Vec<JobView>, LedgerError> {
+    let mut views = Vec::new();
+    for job in ledger.jobs().await? {
+        let attempts = ledger.attempts(job.id).await?;
+        let last = attempts.last();
+        views.push(JobView {
+            id: job.id.0,
+            repo: job.issue.repo.to_string(),
+            number: job.issue.number,
+            title: job.title.clone(),
+            priority: job.priority.to_string(),
+            state: job.state.to_string(),
+            attempts: job.attempts,
+            thread_id: last.map(|a| a.thread_id.to_string()),
+            last_error: last_error(&job, last),
+            source: job.source,
+            created_at: job.created_at.to_rfc3339(),
+            updated_at: job.updated_at.to_rfc3339(),
+        });
+    }
+    Ok(views)
+}
+
+/// The jobs as a table, as `afk jobs` and `afk demo` print it.
+pub fn jobs_table(views: &[JobView]) -> String {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                format!("{}#{}", v.repo, v.number),
+                truncate(&v.title, 40),
+                v.priority.clone(),
+                v.state.clone(),
+                v.attempts.to_string(),
+                v.thread_id.clone().unwrap_or_else(|| "-".into()),
+                truncate(v.last_error.as_deref().unwrap_or("-"), 60),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "job",
+            "issue",
+            "title",
+            "prio",
+            "state",
+            "attempts",
+            "thread",
+            "last error",
+        ],
+        &rows,
+    )
+}
+
+/// Every attempt of every job as a table (issue, number, thread, outcome, how long it took, its
+/// error), as `afk demo` ends with; and how many there are.
+pub async fn attempts_table(ledger: &Ledger) -> Result<(String, usize), LedgerError> {
+    let mut rows = Vec::new();
+    for job in ledger.jobs().await? {
+        for attempt in ledger.attempts(job.id).await? {
+            let took = attempt
+                .ended_at
+                .map(|end| {
+                    format!(
+                        "{:.1}s",
+                        (end - attempt.created_at).num_milliseconds() as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push(vec![
+                job.issue.to_string(),
+                attempt.number.to_string(),
+                attempt.thread_id.to_string(),
+                attempt.state.to_string(),
+                took,
+                attempt.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    let count = rows.len();
+    let text = table(&["issue", "attempt", "thread", "outcome", "took", "error"], &rows);
+    Ok((text, count))
+}
+
+/// `afk status --json`.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The ledger, with any password removed.
+    pub ledger: String,
+    /// Jobs per state; every state is present.
+    pub jobs: BTreeMap<String, u64>,
+    /// Attempts in flight.
+    pub live: Vec<LiveView>,
+}
+
+/// One attempt in flight.
+#[derive(Debug, Serialize)]
+pub struct LiveView {
+    /// `OWNER/NAME#N`.
+    pub issue: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// `dispatching` or `running`.
+    pub state: String,
+    /// Its T3 thread.
+    pub thread_id: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+/// Job counts per state and the attempts in flight.
+pub async fn status(ledger: &Ledger) -> Result<StatusView, LedgerError> {
+    let mut jobs: BTreeMap<String, u64> = JobState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+    for (state, count) in ledger.counts_by_state().await? {
+        jobs.insert(state.to_string(), count);
+    }
+    let live = ledger
+        .live_attempts()
+        .await?
+        .into_iter()
+        .map(|(job, attempt)| LiveView {
+            issue: job.issue.to_string(),
+            attempt: attempt.number.0,
+            state: attempt.state.to_string(),
+            thread_id: attempt.thread_id.to_string(),
+            started_at: attempt.created_at.to_rfc3339(),
+        })
+        .collect();
+    Ok(StatusView {
+        ledger: ledger.url_redacted().to_owned(),
+        jobs,
+        live,
+    })
+}
+
+impl StatusView {
+    /// As `afk status` prints it: the ledger, the counts in lifecycle order, and the attempts in
+    /// flight as a table.
+    pub fn text(&self) -> String {
+        let counts: Vec<String> = JobState::ALL
+            .iter()
+            .map(|s| format!("{} {}", self.jobs.get(s.as_str()).copied().unwrap_or(0), s))
+            .collect();
+        let mut out = format!("ledger: {}\njobs: {}\n", self.ledger, counts.join(", "));
+        if self.live.is_empty() {
+            out.push_str("no attempts in flight\n");
+        } else {
+            let rows: Vec<Vec<String>> = self
+                .live
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.issue.clone(),
+                        l.attempt.to_string(),
+                        l.state.clone(),
+                        l.thread_id.clone(),
+                        l.started_at.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["issue", "attempt", "state", "thread", "started"], &rows));
+        }
+        out
+    }
+}
+
+/// Renders `rows` under `headers` as aligned columns separated by two spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+/// The first line of `text`, cut to `max` characters with an ellipsis.
+fn truncate(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= max {
+        line.to_owned()
+    } else {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_line_up() {
+        let t = super::table(
+            &["id", "state"],
+            &[vec!["1".into(), "queued".into()], vec!["22".into(), "x".into()]],
+        );
+        assert_eq!(t, "id  state\n1   queued\n22  x\n");
+    }
+}
