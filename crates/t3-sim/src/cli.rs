@@ -1,4 +1,5 @@
-//! `afk sim`: the stand-in on a port until Ctrl-C.
+//! `afk sim`: the stand-in on a port until Ctrl-C; `afk sim agent`: the simulated agent as a
+//! codex app-server for the real T3 ([`crate::agent`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tracing::info;
 
+use crate::agent::AgentArgs;
 use crate::config::{Scenario, SimConfig, SimProject, TokenGrant};
 use crate::server::SimServer;
 
@@ -41,12 +43,18 @@ Scenario file (TOML, every key optional; flags override it, tokens and projects 
   unavailable = { after = \"30s\", for = \"5s\" }
   ws_drop_after_items = 50
 
-Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.";
+Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.
+
+`afk sim agent app-server` is the simulated agent for the REAL T3 Code server: point T3's
+providers.codex.binaryPath at a script `exec afk sim agent \"$@\"`; see `afk sim agent --help`.";
 
 /// Arguments of `afk sim`. `Debug` never shows the tokens.
 #[derive(Clone, clap::Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct SimArgs {
+    /// `agent`: run the simulated agent for the real T3 instead of the stand-in server.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
     /// The address to listen on (port 0 picks a free port; the URL is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:3773")]
     pub listen: SocketAddr,
@@ -99,9 +107,20 @@ pub struct SimArgs {
     pub scenario: Option<PathBuf>,
 }
 
+/// What `afk sim` runs besides the stand-in server.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SimCommand {
+    /// The simulated agent as a codex app-server, spawned by the real T3 Code server (point
+    /// `providers.codex.binaryPath` at a script `exec afk sim agent "$@"`). Markers in a turn's
+    /// text script it: [sim:fail], [sim:hang], [sim:duration=MS], [sim:ask] (asks a person and
+    /// waits); without one it commits a file in its working directory and completes.
+    Agent(AgentArgs),
+}
+
 impl fmt::Debug for SimArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimArgs")
+            .field("command", &self.command)
             .field("listen", &self.listen)
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
             .field("token_lifetime", &self.token_lifetime)
@@ -205,8 +224,12 @@ fn parse_project(spec: &str) -> anyhow::Result<SimProject> {
     }
 }
 
-/// Runs the stand-in until Ctrl-C: prints its URL on stdout, logs one line per request.
+/// Runs the stand-in until Ctrl-C: prints its URL on stdout, logs one line per request. With
+/// `agent`, runs the simulated agent instead ([`crate::agent::run`]).
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    if let Some(SimCommand::Agent(agent)) = args.command {
+        return crate::agent::run(agent).await;
+    }
     let config = args.to_config()?;
     info!(
         tokens = config.tokens.len(),
@@ -328,6 +351,35 @@ mod tests {
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("--token #1"), "{err}");
         assert!(!format!("{args:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn agent_takes_t3s_arguments_and_the_stand_in_keeps_its_flags() {
+        let args = parse(&[
+            "agent",
+            "app-server",
+            "-c",
+            "mcp_servers.t3-code.url=http://127.0.0.1:1/mcp",
+            "--config=x",
+        ]);
+        match args.command {
+            Some(SimCommand::Agent(AgentArgs {
+                mode: crate::agent::AgentMode::AppServer { args },
+                ..
+            })) => assert_eq!(args.len(), 3, "{args:?}"),
+            other => panic!("not the agent's app-server: {other:?}"),
+        }
+        let args = parse(&["agent", "--turn-duration", "2s", "exec", "--json", "-"]);
+        assert!(matches!(
+            args.command,
+            Some(SimCommand::Agent(AgentArgs {
+                turn_duration: Some(d),
+                mode: crate::agent::AgentMode::Exec { .. },
+            })) if d == Duration::from_secs(2)
+        ));
+        let args = parse(&["--listen", "127.0.0.1:0"]);
+        assert!(args.command.is_none());
+        assert_eq!(args.listen.port(), 0);
     }
 
     #[test]

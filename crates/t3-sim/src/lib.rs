@@ -110,6 +110,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 mod config;
 mod rng;
 mod script;
@@ -118,6 +119,8 @@ mod world;
 mod ws;
 
 pub mod cli;
+#[cfg(feature = "real-t3")]
+pub mod real;
 
 pub use config::{
     ConfigError, FaultPlan, Scenario, ScenarioFaults, ScenarioOutage, ScenarioProject, ScenarioToken,
