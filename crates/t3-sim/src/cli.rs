@@ -18,15 +18,19 @@ const AFTER_HELP: &str = "\
 Simulated agent: after thread.turn.start the session is `starting`, then the turn runs for
 --turn-duration and completes. Markers in the message text script it: [sim:fail] ends the turn in
 error, [sim:hang] never ends it (interrupt or stop the session), [sim:duration=MS] sets its duration,
-[sim:fail-times=N] fails the first N threads with the same title that carry it.
+[sim:fail-times=N] fails the first N threads with the same title that carry it, [sim:start-fail]
+fails the session start (no turn), [sim:ask] asks a person first (thread.user-input.respond).
 Over the WebSocket RPC (/ws), a thread.turn.start with `bootstrap` creates the thread, records a
-worktree under --worktrees-dir and starts the turn; [sim:worktree-fail] fails it at the worktree,
-[sim:setup-fail] at the setup script (runSetupScript: true), and the thread is deleted again.
+worktree under --worktrees-dir (after --bootstrap-delay) and starts the turn; [sim:worktree-fail]
+fails it at the worktree and the thread is deleted again; [sim:setup-fail] records a setup script
+that failed to start (runSetupScript: true) and the turn goes on, as in T3.
 
 Scenario file (TOML, every key optional; flags override it, tokens and projects add up):
   seed = 7
   turn_duration = \"2s\"
   startup_delay = \"50ms\"
+  bootstrap_delay = \"500ms\"
+  interrupt_settle = \"150ms\"
   worktrees_dir = \"/tmp/t3-sim/worktrees\"
   [[tokens]]
   token = \"...\"
@@ -74,6 +78,13 @@ pub struct SimArgs {
     /// How long a session stays `starting` before its turn runs [default: 50ms].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub startup_delay: Option<Duration>,
+    /// How long a worktree bootstrap takes to answer after creating its thread [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub bootstrap_delay: Option<Duration>,
+    /// The real T3's pace: 500ms bootstraps, 750ms session starts, 150ms interrupt steps
+    /// (other flags and the scenario file override it).
+    #[arg(long)]
+    pub realistic: bool,
     /// Seeds faults and minted ids [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -127,6 +138,8 @@ impl fmt::Debug for SimArgs {
             .field("projects", &self.projects)
             .field("turn_duration", &self.turn_duration)
             .field("startup_delay", &self.startup_delay)
+            .field("bootstrap_delay", &self.bootstrap_delay)
+            .field("realistic", &self.realistic)
             .field("seed", &self.seed)
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
@@ -145,7 +158,11 @@ impl SimArgs {
     /// The configuration these arguments describe: the scenario file first, then the flags.
     /// Errors name the flag or file and never quote a token.
     pub fn to_config(&self) -> anyhow::Result<SimConfig> {
-        let mut config = SimConfig::default();
+        let mut config = if self.realistic {
+            SimConfig::realistic()
+        } else {
+            SimConfig::default()
+        };
         if let Some(path) = &self.scenario {
             Scenario::load(path)?.apply_to(&mut config);
         }
@@ -162,6 +179,9 @@ impl SimArgs {
         }
         if let Some(d) = self.startup_delay {
             config.startup_delay = d;
+        }
+        if let Some(d) = self.bootstrap_delay {
+            config.bootstrap_delay = d;
         }
         if let Some(seed) = self.seed {
             config.seed = seed;

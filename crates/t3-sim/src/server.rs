@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{FaultPlan, SimConfig, TokenGrant};
 use crate::rng::SplitMix64;
-use crate::world::{self, Refusal, SimThread, TurnOutcome, World};
+use crate::world::{self, SimThread, TurnOutcome, World};
 
 /// How long [`SimServer::shutdown`] lets requests in flight finish before it cuts them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -318,7 +318,7 @@ impl SimServer {
         self.shared.timers_changed.notify_one();
         outcome
             .map(|sequence| DispatchResult { sequence })
-            .map_err(|Refusal(reason)| reason)
+            .map_err(|refusal| refusal.message)
     }
 
     /// Ends the thread's starting or running turn now with `outcome` (a `[sim:hang]` turn, for
@@ -328,6 +328,14 @@ impl SimServer {
             return false;
         };
         lock(&self.shared.world).finish_turn(&id, outcome)
+    }
+
+    /// Every agent process is gone while each session keeps its status, as after the real T3
+    /// restarted: turns in progress never end by themselves, and a `thread.turn.interrupt` for a
+    /// thread whose session is not stopped makes T3 start its agent again to deliver it (the
+    /// session reads `starting` for the startup delay). [`SimThread::agent_running`] shows it.
+    pub fn lose_agents(&self) {
+        lock(&self.shared.world).lose_agents();
     }
 
     /// Stops the server: releases every pause, stops accepting connections, lets requests in
@@ -733,9 +741,9 @@ async fn dispatch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
                 Err(_) => shared.internal_error(Endpoint::Dispatch),
             }
         }
-        Err(Refusal(reason)) => with_note(
+        Err(refusal) => with_note(
             shared.internal_error(Endpoint::Dispatch),
-            format!("{kind} refused: {reason}"),
+            format!("{kind} refused: {}", refusal.message),
         ),
     }
 }

@@ -135,22 +135,37 @@ async fn a_hanging_turn_runs_until_interrupted() {
         running.latest_turn.as_ref().map(|t| t.turn_id.clone())
     );
 
+    // As in T3: an interrupt naming the turn shows it `interrupted` (the session still
+    // `running`), then the session `ready`, then T3 marks the turn `completed`.
+    let turn = running.latest_turn.as_ref().map(|t| t.turn_id.clone());
     client
-        .interrupt_turn(&thread_id, None, command_id())
+        .interrupt_turn(&thread_id, turn.as_ref(), command_id())
         .await
         .expect("interrupt is accepted");
-    let done = wait_for_thread(&client, &thread_id, "the interrupt", |t| {
+    let interrupted = wait_for_thread(&client, &thread_id, "the interrupt", |t| {
         ThreadState::of(Some(t)).is_final()
     })
     .await;
-    assert_eq!(ThreadState::of(Some(&done)), ThreadState::Interrupted);
-    assert_eq!(done.session.map(|s| s.status), Some(SessionStatus::Interrupted));
-    assert!(done.latest_turn.and_then(|t| t.completed_at).is_some());
+    assert_eq!(
+        interrupted.latest_turn.as_ref().map(|t| t.state),
+        Some(TurnState::Interrupted)
+    );
+    assert!(interrupted.latest_turn.and_then(|t| t.completed_at).is_some());
+    let done = wait_for_thread(&client, &thread_id, "T3 to mark the turn completed", |t| {
+        t.latest_turn.as_ref().map(|t| t.state) == Some(TurnState::Completed)
+    })
+    .await;
+    assert_eq!(done.session.map(|s| s.status), Some(SessionStatus::Ready));
+    assert_eq!(
+        server.thread(&thread_id).map(|t| t.agent_running),
+        Some(true),
+        "an interrupt ends the turn, not the agent"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
-async fn an_interrupt_for_another_turn_changes_nothing() {
+async fn an_interrupt_naming_another_turn_interrupts_the_running_one() {
     let server = start(config()).await;
     let client = client(&server, OPERATE);
     let thread_id = dispatch(&client, 5, "[sim:hang]").await;
@@ -159,6 +174,7 @@ async fn an_interrupt_for_another_turn_changes_nothing() {
     })
     .await;
 
+    // T3 interrupts by session: the running turn ends, and never reads `interrupted`.
     let other_turn = t3_client::TurnId::new("some-other-turn").expect("a valid id");
     client
         .interrupt_turn(&thread_id, Some(&other_turn), command_id())
@@ -166,7 +182,7 @@ async fn an_interrupt_for_another_turn_changes_nothing() {
         .expect("T3 accepts it");
     assert_eq!(
         server.thread(&thread_id).map(|t| t.state),
-        Some(SimThreadState::Running)
+        Some(SimThreadState::Completed)
     );
     server.shutdown().await;
 }
@@ -334,9 +350,23 @@ async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
         .expect("a deleted thread stays in the read model");
     assert!(gone.deleted_at.is_some());
     assert_eq!(ThreadState::of(Some(gone)), ThreadState::Lost);
-    assert_eq!(
+    // As in T3, a deleted thread's view freezes as it was (here its session was still starting
+    // or running), and its commands are still accepted.
+    assert!(matches!(
         gone.session.as_ref().map(|s| s.status),
-        Some(SessionStatus::Stopped)
+        Some(SessionStatus::Starting | SessionStatus::Running)
+    ));
+    client
+        .stop_session(&deleted, command_id())
+        .await
+        .expect("a command for a deleted thread is accepted");
+    assert_eq!(
+        snapshot(&client)
+            .await
+            .thread(&deleted)
+            .and_then(|t| t.session.clone()),
+        gone.session,
+        "and changes nothing"
     );
 
     let (status, shell) = get(&server, Some(READ_ONLY), "/api/orchestration/shell").await;
