@@ -150,6 +150,25 @@ impl Target {
         }
     }
 
+    /// How many times an agent was started for `thread` (working in `worktree`).
+    fn agent_starts(&self, thread: &str, worktree: &str) -> usize {
+        match self {
+            Target::Sim { server, .. } => t3_client::ids::ThreadId::new(thread)
+                .ok()
+                .and_then(|id| server.thread(&id))
+                .map_or(0, |t| t.agent_starts as usize),
+            Target::Real { t3, .. } => t3.agent_starts_in(std::path::Path::new(worktree)),
+        }
+    }
+
+    /// T3 restarts: every agent process is gone, sessions keep their status.
+    async fn restart(&self) {
+        match self {
+            Target::Sim { server, .. } => server.lose_agents(),
+            Target::Real { t3, .. } => t3.restart().await.expect("T3 restarts"),
+        }
+    }
+
     async fn http(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -1111,4 +1130,87 @@ async fn interrupts_go_to_the_session() {
         );
     })
     .await;
+}
+
+/// After T3 restarted (its agents gone, sessions as they were), an interrupt makes T3 start the
+/// thread's agent again to deliver it, which then stays; a session stop starts nothing.
+#[tokio::test]
+async fn after_a_restart_an_interrupt_starts_the_agent_again() {
+    let name = "conformance::after_a_restart_an_interrupt_starts_the_agent_again against the real T3";
+    if real::skip_unless_available(name) {
+        let t3 = RealT3::start(real::Options { agent: Some(agent()) })
+            .await
+            .unwrap_or_else(|e| panic!("the real T3 did not start: {e:#}"));
+        let project = t3
+            .add_project("proj-restart", "restart")
+            .await
+            .expect("a project");
+        restart(Target::Real {
+            t3: Held::Owned(Box::new(t3)),
+            project,
+        })
+        .await;
+    }
+    restart(Target::sim().await).await;
+}
+
+async fn restart(target: Target) {
+    let conn = target.connect().await;
+    let (interrupted, stopped) = (uuid(), uuid());
+    for (thread, branch) in [(&interrupted, "afk/issue-17"), (&stopped, "afk/issue-18")] {
+        conn.dispatch(bootstrap(&target, thread, branch, "Done [sim:duration=100]"))
+            .await;
+        conn.trail_until(thread, "completed/ready").await;
+    }
+    let worktree = |id: &str| {
+        let target = &target;
+        let id = id.to_owned();
+        async move {
+            target.snapshot_thread(&id).await["worktreePath"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let (interrupted_tree, stopped_tree) = (worktree(&interrupted).await, worktree(&stopped).await);
+    assert_eq!(
+        target.agent_starts(&interrupted, &interrupted_tree),
+        1,
+        "{}",
+        target.name()
+    );
+    target.restart().await;
+    assert!(
+        !target.agent_running(&interrupted, Some(&interrupted_tree)),
+        "{}",
+        target.name()
+    );
+    let conn = target.connect().await;
+    let exit = conn
+        .dispatch(command("thread.turn.interrupt", &interrupted, json!({})))
+        .await;
+    assert_success(&target, &exit, "the interrupt");
+    wait_for("the agent to start again", || {
+        (target.agent_starts(&interrupted, &interrupted_tree) == 2).then_some(())
+    })
+    .await;
+    // The session reads `starting` meanwhile, which T3's stream may coalesce away.
+    conn.trail_until(&interrupted, "completed/ready").await;
+    assert!(
+        target.agent_running(&interrupted, Some(&interrupted_tree)),
+        "{}",
+        target.name()
+    );
+
+    let exit = conn
+        .dispatch(command("thread.session.stop", &stopped, json!({})))
+        .await;
+    assert_success(&target, &exit, "the stop");
+    conn.trail_until(&stopped, "completed/stopped").await;
+    assert_eq!(
+        target.agent_starts(&stopped, &stopped_tree),
+        1,
+        "{}",
+        target.name()
+    );
 }

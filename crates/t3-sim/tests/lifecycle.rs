@@ -631,3 +631,47 @@ async fn commands_applied_in_process_behave_as_dispatched_ones() {
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn after_t3_restarts_an_interrupt_starts_the_lost_agent_again_and_a_stop_does_not() {
+    let server = start(config()).await;
+    let client = client(&server, OPERATE);
+    let interrupted = dispatch(&client, 20, "[sim:duration=10]").await;
+    let stopped = dispatch(&client, 21, "[sim:duration=10]").await;
+    for id in [&interrupted, &stopped] {
+        wait_for_thread(&client, id, "the turn to complete", |t| {
+            ThreadState::of(Some(t)) == ThreadState::Succeeded
+        })
+        .await;
+    }
+    server.lose_agents();
+    let sim = |id: &ThreadId| server.thread(id).expect("the thread");
+    assert!(!sim(&interrupted).agent_running && !sim(&stopped).agent_running);
+    assert_eq!(sim(&interrupted).agent_starts, 1);
+
+    client
+        .interrupt_turn(&interrupted, None, command_id())
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (sim(&interrupted).agent_starts, sim(&interrupted).agent_running),
+        (2, true),
+        "T3 starts the agent again to deliver the interrupt"
+    );
+    let recovered = wait_for_thread(&client, &interrupted, "the session to be back", |t| {
+        t.session.as_ref().map(|s| s.status) == Some(SessionStatus::Ready)
+    })
+    .await;
+    assert_eq!(recovered.latest_turn.map(|t| t.state), Some(TurnState::Completed));
+
+    client
+        .stop_session(&stopped, command_id())
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (sim(&stopped).agent_starts, sim(&stopped).agent_running),
+        (1, false),
+        "a stop starts nothing"
+    );
+    server.shutdown().await;
+}

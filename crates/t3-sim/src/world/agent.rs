@@ -336,6 +336,7 @@ impl World {
         let ts = self.stamp();
         let entry = self.touch(idx);
         entry.agent = AgentProcess::Running;
+        entry.agent_starts += 1;
         if let Some(session) = entry.thread.session.as_mut() {
             session.status = SessionStatus::Starting;
             session.updated_at = ts;

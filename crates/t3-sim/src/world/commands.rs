@@ -263,6 +263,7 @@ impl World {
                     question: None,
                     pending_user_input: false,
                     agent: AgentProcess::None,
+                    agent_starts: 0,
                     json: None,
                 });
                 Ok(self.bump(Changed::Thread(self.threads.len() - 1)))
@@ -408,7 +409,10 @@ impl World {
                 last_error: None,
                 updated_at: ts,
             });
-            entry.agent = AgentProcess::Running;
+            if entry.agent != AgentProcess::Running {
+                entry.agent = AgentProcess::Running;
+                entry.agent_starts += 1;
+            }
         }
         entry.thread.updated_at = ts;
         let generation = entry.generation;

@@ -262,6 +262,8 @@ struct ThreadEntry {
     /// The shell's `hasPendingUserInput` (it stays set after a session stop, as in T3).
     pending_user_input: bool,
     agent: AgentProcess,
+    /// How many times T3 started an agent process for it.
+    agent_starts: u32,
     /// The thread's snapshot JSON, kept until the thread changes: a snapshot of 10,000 threads
     /// then re-serialises only the few that changed since the last one. Every change goes
     /// through [`World::touch`], which drops it.

@@ -57,6 +57,9 @@ pub struct SimThread {
     pub agent_running: bool,
     /// The agent waits for a person's answer.
     pub pending_user_input: bool,
+    /// How many times T3 started an agent process for it (once per session start; again when
+    /// an interrupt for a lost agent starts it anew).
+    pub agent_starts: u32,
 }
 
 impl World {
@@ -199,6 +202,7 @@ fn sim_thread(entry: &ThreadEntry) -> SimThread {
         archived: thread.archived_at.is_some(),
         agent_running: entry.agent == AgentProcess::Running,
         pending_user_input: entry.pending_user_input,
+        agent_starts: entry.agent_starts,
     }
 }
 

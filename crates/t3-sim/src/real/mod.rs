@@ -21,11 +21,16 @@
 //!   the server answers (it takes several seconds on its own);
 //! - the agent's stderr lines become activities of the thread, so the agent keeps stderr quiet.
 
+mod proxy;
+
+pub use proxy::{Proxy, Trap, TrapAction};
+
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -113,10 +118,12 @@ pub struct RealT3 {
     token: String,
     owner: String,
     server: Mutex<Child>,
-    /// Held open for the watchdog: when this process dies, the pipe closes and the watchdog
-    /// kills the server's process group.
-    _watchdog: Mutex<ChildStdin>,
-    pgid: i32,
+    /// Held open for the watchdogs: when this process dies, the pipes close and each watchdog
+    /// kills the server's process group it was started for.
+    watchdogs: Mutex<Vec<ChildStdin>>,
+    pgid: AtomicI32,
+    port: u16,
+    workspace: PathBuf,
 }
 
 /// A project made by [`RealT3::add_project`]: a git repository with one commit on `main`.
@@ -169,40 +176,8 @@ impl RealT3 {
             serde_json::to_vec_pretty(&settings)?,
         )?;
         let port = free_port()?;
-        let log = std::fs::File::create(root.path().join("t3.log"))?;
-        let server = Command::new(folder.join("bin/t3"))
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--base-dir",
-            ])
-            .arg(&state)
-            .arg(&workspace)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("cannot run t3 serve")?;
+        let (server, watchdog) = spawn_server(&folder, &state, &workspace, port, root.path())?;
         let pgid = i32::try_from(server.id()).context("a pid out of range")?;
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                "read _ignored; kill -KILL -- -\"$1\" 2>/dev/null",
-                "t3-watchdog",
-            ])
-            .arg(pgid.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start the watchdog")?;
-        let mut watchdog = watchdog;
-        let watchdog_stdin = watchdog.stdin.take().context("the watchdog's stdin")?;
         let mut t3 = RealT3 {
             folder,
             root,
@@ -211,12 +186,47 @@ impl RealT3 {
             token: String::new(),
             owner,
             server: Mutex::new(server),
-            _watchdog: Mutex::new(watchdog_stdin),
-            pgid,
+            watchdogs: Mutex::new(vec![watchdog]),
+            pgid: AtomicI32::new(pgid),
+            port,
+            workspace,
         };
         t3.wait_ready().await?;
         t3.token = t3.mint_token().await?;
         Ok(t3)
+    }
+
+    /// Kills the server (and with it every agent it runs) and starts it again on the same port
+    /// and state, as when the machine running T3 restarts; returns once it answers. Threads keep
+    /// the session status they had, though no agent runs for them any more.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        self.kill();
+        let (server, watchdog) = spawn_server(
+            &self.folder,
+            &self.state,
+            &self.workspace,
+            self.port,
+            self.root.path(),
+        )?;
+        let pgid = i32::try_from(server.id()).context("a pid out of range")?;
+        self.pgid.store(pgid, Ordering::SeqCst);
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = server;
+        self.watchdogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(watchdog);
+        self.wait_ready().await
+    }
+
+    /// How many times T3 started an agent whose working directory is `dir` or below it (the
+    /// agent wrapper writes one line per start).
+    pub fn agent_starts_in(&self, dir: &Path) -> usize {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        std::fs::read_to_string(self.root.path().join("agent-starts.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| Path::new(line).starts_with(&dir))
+            .count()
     }
 
     /// Its base URL, e.g. `http://127.0.0.1:40123`.
@@ -421,9 +431,17 @@ impl RealT3 {
 impl Drop for RealT3 {
     /// Kills the server's process group and every agent it started, and reaps the server.
     fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl RealT3 {
+    /// Kills the server's process group and every agent it started, and reaps the server.
+    fn kill(&self) {
+        let pgid = self.pgid.load(Ordering::SeqCst);
         // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
         unsafe {
-            libc::kill(-self.pgid, libc::SIGKILL);
+            libc::kill(-pgid, libc::SIGKILL);
         }
         for agent in self.agent_processes() {
             if let Ok(pid) = i32::try_from(agent.pid) {
@@ -436,6 +454,53 @@ impl Drop for RealT3 {
         let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
         let _ = server.wait();
     }
+}
+
+/// Starts `t3 serve` in a process group of its own, its output appended to `dir/t3.log`, and a
+/// watchdog that kills that group when this process dies (the returned pipe closes then).
+fn spawn_server(
+    folder: &Path,
+    state: &Path,
+    workspace: &Path,
+    port: u16,
+    dir: &Path,
+) -> anyhow::Result<(Child, ChildStdin)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("t3.log"))?;
+    let server = Command::new(folder.join("bin/t3"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--base-dir",
+        ])
+        .arg(state)
+        .arg(workspace)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot run t3 serve")?;
+    let mut watchdog = Command::new("sh")
+        .args([
+            "-c",
+            "read _ignored; kill -KILL -- -\"$1\" 2>/dev/null",
+            "t3-watchdog",
+        ])
+        .arg(server.id().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the watchdog")?;
+    let pipe = watchdog.stdin.take().context("the watchdog's stdin")?;
+    Ok((server, pipe))
 }
 
 /// `git init` at `path` with one commit on `main`.
@@ -498,6 +563,14 @@ fn write_wrapper(dir: &Path, agent: &Agent, owner: &str) -> anyhow::Result<PathB
         "# The simulated agent, run by the real T3 as its codex binary."
     )?;
     writeln!(file, "export {OWNER_ENV}={owner}")?;
+    writeln!(
+        file,
+        "pwd >> '{}' 2>/dev/null",
+        dir.join("agent-starts.log")
+            .display()
+            .to_string()
+            .replace('\'', "")
+    )?;
     writeln!(
         file,
         "export T3_SIM_AGENT_TURN_DURATION={}ms",
