@@ -125,7 +125,8 @@ pub enum SimCommand {
     /// `providers.codex.binaryPath` at a script `exec afk sim agent "$@"`). Markers in a turn's
     /// text script it: [sim:fail], [sim:hang], [sim:duration=MS], [sim:ask] (asks a person and
     /// waits); without one it commits a file in its working directory and completes.
-    Agent(AgentArgs),
+    // Boxed: the agent's arguments would make every `afk` command as large as them.
+    Agent(Box<AgentArgs>),
 }
 
 impl fmt::Debug for SimArgs {
@@ -248,7 +249,7 @@ fn parse_project(spec: &str) -> anyhow::Result<SimProject> {
 /// `agent`, runs the simulated agent instead ([`crate::agent::run`]).
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     if let Some(SimCommand::Agent(agent)) = args.command {
-        return crate::agent::run(agent).await;
+        return crate::agent::run(*agent).await;
     }
     let config = args.to_config()?;
     info!(
@@ -382,21 +383,19 @@ mod tests {
             "mcp_servers.t3-code.url=http://127.0.0.1:1/mcp",
             "--config=x",
         ]);
-        match args.command {
-            Some(SimCommand::Agent(AgentArgs {
-                mode: crate::agent::AgentMode::AppServer { args },
-                ..
-            })) => assert_eq!(args.len(), 3, "{args:?}"),
+        let Some(SimCommand::Agent(agent)) = args.command else {
+            panic!("not the agent: {args:?}");
+        };
+        match agent.mode {
+            crate::agent::AgentMode::AppServer { args } => assert_eq!(args.len(), 3, "{args:?}"),
             other => panic!("not the agent's app-server: {other:?}"),
         }
         let args = parse(&["agent", "--turn-duration", "2s", "exec", "--json", "-"]);
-        assert!(matches!(
-            args.command,
-            Some(SimCommand::Agent(AgentArgs {
-                turn_duration: Some(d),
-                mode: crate::agent::AgentMode::Exec { .. },
-            })) if d == Duration::from_secs(2)
-        ));
+        let Some(SimCommand::Agent(agent)) = args.command else {
+            panic!("not the agent: {args:?}");
+        };
+        assert_eq!(agent.turn_duration, Some(Duration::from_secs(2)));
+        assert!(matches!(agent.mode, crate::agent::AgentMode::Exec { .. }));
         let args = parse(&["--listen", "127.0.0.1:0"]);
         assert!(args.command.is_none());
         assert_eq!(args.listen.port(), 0);

@@ -78,6 +78,9 @@ pub struct Agent {
     pub args: Vec<String>,
     /// How long an unscripted turn works (`T3_SIM_AGENT_TURN_DURATION`).
     pub turn_duration: Duration,
+    /// How long the agent takes to start before it answers T3 at all (a slow binary): T3's
+    /// session start is in flight, the thread `starting`, for that long.
+    pub start_delay: Duration,
 }
 
 impl Agent {
@@ -87,6 +90,7 @@ impl Agent {
             program: program.into(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             turn_duration: Duration::from_millis(300),
+            start_delay: Duration::ZERO,
         }
     }
 }
@@ -576,6 +580,9 @@ fn write_wrapper(dir: &Path, agent: &Agent, owner: &str) -> anyhow::Result<PathB
         "export T3_SIM_AGENT_TURN_DURATION={}ms",
         agent.turn_duration.as_millis()
     )?;
+    if !agent.start_delay.is_zero() {
+        writeln!(file, "sleep {:.3}", agent.start_delay.as_secs_f64())?;
+    }
     writeln!(file, "exec {command} \"$@\"")?;
     drop(file);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;

@@ -47,18 +47,29 @@ pub struct Trap {
 struct TrapInner {
     needle: String,
     action: TrapAction,
+    /// Set when it caught its request.
+    taken: std::sync::atomic::AtomicBool,
+    /// Set once it acted: the request held, the reply held (T3 answered), or the connections
+    /// cut after forwarding.
     sprung: watch::Sender<bool>,
 }
 
+impl TrapInner {
+    fn spring(&self) {
+        self.sprung.send_replace(true);
+    }
+}
+
 impl Trap {
-    /// Resolves once the trap caught its request. Wrap it in a timeout.
+    /// Resolves once the trap acted on its request: held it, held T3's reply to it (so T3 has
+    /// answered), or cut the connections after forwarding it. Wrap it in a timeout.
     pub async fn sprung(&self) {
         let mut sprung = self.inner.sprung.subscribe();
         // The sender lives as long as `self`.
         let _ = sprung.wait_for(|s| *s).await;
     }
 
-    /// True once it caught its request.
+    /// True once it acted.
     pub fn is_sprung(&self) -> bool {
         *self.inner.sprung.borrow()
     }
@@ -70,14 +81,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// The unsprung trap `text` matches, now sprung.
-    fn catch(&self, text: &str) -> Option<TrapAction> {
+    /// The trap `text` matches, if one not taken yet does; it is taken now.
+    fn catch(&self, text: &str) -> Option<Arc<TrapInner>> {
+        use std::sync::atomic::Ordering;
         let traps = self.traps.lock().unwrap_or_else(|e| e.into_inner());
         let trap = traps
             .iter()
-            .find(|t| !*t.sprung.borrow() && text.contains(&t.needle))?;
-        trap.sprung.send_replace(true);
-        Some(trap.action)
+            .find(|t| !t.taken.load(Ordering::SeqCst) && text.contains(&t.needle))?;
+        trap.taken.store(true, Ordering::SeqCst);
+        Some(trap.clone())
     }
 }
 
@@ -127,6 +139,7 @@ impl Proxy {
         let inner = Arc::new(TrapInner {
             needle: needle.to_owned(),
             action,
+            taken: std::sync::atomic::AtomicBool::new(false),
             sprung: watch::channel(false).0,
         });
         self.shared
@@ -150,8 +163,9 @@ async fn http(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let action = shared.catch(&String::from_utf8_lossy(&body));
-    if action == Some(TrapAction::HoldRequest) {
+    let trap = shared.catch(&String::from_utf8_lossy(&body));
+    if let Some(trap) = trap.as_ref().filter(|t| t.action == TrapAction::HoldRequest) {
+        trap.spring();
         return std::future::pending().await;
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -171,8 +185,9 @@ async fn http(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let status = reply.status();
     let content_type = reply.headers().get("content-type").cloned();
     let bytes: Bytes = reply.bytes().await.unwrap_or_default();
-    if action.is_some() {
-        // Applied by T3; its reply is held (a cut over HTTP is a held reply, too).
+    if let Some(trap) = trap {
+        // T3 answered; its reply is held (a cut over HTTP is a held reply, too).
+        trap.spring();
         return std::future::pending().await;
     }
     let mut response = Response::new(Body::from(bytes));
@@ -216,8 +231,8 @@ async fn relay(
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut t3_tx, mut t3_rx) = upstream.split();
-    // Request ids whose reply is held.
-    let mut held: Vec<String> = Vec::new();
+    // Request ids whose reply is held, with their traps.
+    let mut held: Vec<(String, Arc<TrapInner>)> = Vec::new();
     loop {
         tokio::select! {
             from_client = client_rx.next() => {
@@ -227,14 +242,18 @@ async fn relay(
                         let text = text.as_str().to_owned();
                         let caught = if text.contains("\"Request\"") { shared.catch(&text) } else { None };
                         match caught {
-                            Some(TrapAction::HoldRequest) => continue,
-                            Some(TrapAction::HoldReply) => {
+                            Some(trap) if trap.action == TrapAction::HoldRequest => {
+                                trap.spring();
+                                continue;
+                            }
+                            Some(trap) if trap.action == TrapAction::HoldReply => {
                                 if let Some(id) = request_id(&text, "id") {
-                                    held.push(id);
+                                    held.push((id, trap));
                                 }
                             }
-                            Some(TrapAction::CutAfterForwarding) => {
+                            Some(trap) => {
                                 let _ = t3_tx.send(TgMessage::text(text)).await;
+                                trap.spring();
                                 // Gone at once, without a close frame: T3 sees a client that died.
                                 break;
                             }
@@ -256,9 +275,10 @@ async fn relay(
                 let message = match message {
                     TgMessage::Text(text) => {
                         let text = text.as_str().to_owned();
-                        if request_id(&text, "requestId").is_some_and(|id| held.contains(&id))
-                            && text.contains("\"Exit\"")
-                        {
+                        let reply_to = request_id(&text, "requestId");
+                        let trap = held.iter().find(|(id, _)| Some(id) == reply_to.as_ref());
+                        if let Some((_, trap)) = trap.filter(|_| text.contains("\"Exit\"")) {
+                            trap.spring();
                             continue;
                         }
                         AxMessage::Text(text.into())

@@ -2,7 +2,8 @@
 //! (`t3-api.md`, "Observed behaviour of the real server"; `t3_sim::real`):
 //! - a turn is admitted after the startup delay, then ends as its text scripts it;
 //! - `[sim:start-fail]`: the provider session cannot start — session `error` with T3's
-//!   multi-line, multi-kilobyte `lastError`, no turn, a `provider.turn.start.failed` activity;
+//!   multi-line, multi-kilobyte `lastError` (for a `claudeAgent` thread: session `stopped` with
+//!   `Claude runtime stream failed.`), no turn, a `provider.turn.start.failed` activity;
 //! - `[sim:ask]`: once admitted, the agent asks a person (`hasPendingUserInput` in the shell, a
 //!   `user-input.requested` activity) and works only once `thread.user-input.respond` answers;
 //! - an interrupt naming the running turn shows `interrupted/running`, then `interrupted/ready`,
@@ -264,10 +265,19 @@ impl World {
         entry.generation += 1;
         entry.agent = AgentProcess::None;
         let instance = entry.thread.model_selection.instance_id.as_str().to_owned();
-        let error = spawn_failure(&instance, entry.thread.id.as_str());
+        // As T3 reports it: codex (and the rest) fail to spawn, session `error`; claudeAgent's
+        // runtime stream fails, session `stopped` (`t3-api.md`).
+        let (status, error) = if instance == "claudeAgent" {
+            (SessionStatus::Stopped, "Claude runtime stream failed.".to_owned())
+        } else {
+            (
+                SessionStatus::Error,
+                spawn_failure(&instance, entry.thread.id.as_str()),
+            )
+        };
         entry.thread.session = Some(t3_client::wire::Session {
             thread_id: entry.thread.id.clone(),
-            status: SessionStatus::Error,
+            status,
             provider_name: Some(instance),
             runtime_mode: entry.thread.runtime_mode,
             active_turn_id: None,
