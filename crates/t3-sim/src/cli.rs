@@ -123,8 +123,8 @@ pub struct SimArgs {
 pub enum SimCommand {
     /// The simulated agent as a codex app-server, spawned by the real T3 Code server (point
     /// `providers.codex.binaryPath` at a script `exec afk sim agent "$@"`). Markers in a turn's
-    /// text script it: [sim:fail], [sim:hang], [sim:duration=MS], [sim:ask] (asks a person and
-    /// waits); without one it commits a file in its working directory and completes.
+    /// text script it: `[sim:fail]`, `[sim:hang]`, `[sim:duration=MS]`, `[sim:ask]` (asks a
+    /// person and waits); without one it commits a file in its working directory and completes.
     // Boxed: the agent's arguments would make every `afk` command as large as them.
     Agent(Box<AgentArgs>),
 }

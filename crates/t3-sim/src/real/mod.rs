@@ -13,12 +13,46 @@
 //! process kills it too when the test process dies without dropping it (a shared server lives in
 //! a `static`, which is never dropped), so no server outlives its tests.
 //!
-//! **What the real server does that `t3-api.md` does not say** (T3 Code 0.0.33, seen through this
-//! harness; the stand-in models them where afk depends on them):
-//! - the codex provider's instance id is `codex`; a thread whose `modelSelection.instanceId` is
-//!   `codex` runs the agent configured here, with any model slug;
-//! - `t3 auth session issue --token-only` needs the server's state dir initialised: run it once
-//!   the server answers (it takes several seconds on its own);
+//! **What the real server does that `t3-api.md` does not say, or says otherwise** (T3 Code
+//! 0.0.33, fork 45b7b4f, seen through this harness and `afk sim agent`; the stand-in models what
+//! afk depends on, `tests/conformance.rs` checks it):
+//! - the codex provider's instance id is `codex` and any model slug is accepted; T3's turn id is
+//!   the agent's, its assistant message id `assistant:<the agent's item id>`;
+//! - `latestTurn.startedAt` equals `requestedAt` (T3's time of receiving the turn start; for a
+//!   bootstrap, also the thread's `createdAt`), not when the agent started;
+//! - the shell stream's first chunk holds the snapshot alone; `synchronized` comes only after that
+//!   chunk is acked, at the end of the next chunk, after the changes made meanwhile;
+//! - an interrupt naming the running turn: `interrupted/running`, `interrupted/ready`, then
+//!   `completed/ready` (`completed/stopped` only when a session stop follows, as afk sends one);
+//!   an interrupt without a turn id, or naming another turn, interrupts the running turn all the
+//!   same (T3 interrupts by session) and the turn reads `completed` without ever showing
+//!   `interrupted`; an interrupt while the session still starts does nothing, the turn then runs;
+//! - an interrupt and a session stop sent together may leave the session `ready` rather than
+//!   `stopped` (a late provider event), though the agent is gone;
+//! - an agent stays alive after its turn (session `ready`) until a session stop or a delete; a
+//!   killed agent is not noticed (the session stays `ready`); after T3 restarts, sessions keep
+//!   their status with no agent, and an **interrupt** for a thread whose session is not stopped
+//!   starts its agent again (`thread/resume`), which stays; a session stop never starts one;
+//! - commands for a deleted thread are accepted (T3's decider still finds it): deleting it again,
+//!   interrupting it, stopping it; only a thread id never used is refused as missing;
+//! - a client that disconnects mid-bootstrap leaves the thread with `session: null` too (not only
+//!   no worktree and no turn); T3 creates the thread even if the client left before its request
+//!   was handled;
+//! - over `/ws` a refusal is `OrchestrationDispatchCommandError {message, cause}` with the
+//!   decider's message `Orchestration command invariant failed (<type>): <detail>` and its error as
+//!   the cause (`{name, message}`); a failed bootstrap step carries the step's whole Effect
+//!   `Cause` (e.g. `GitCommandError`), its message `Git command failed in
+//!   GitVcsDriver.createWorktree (<cwd>): git worktree add failed` for a branch that exists;
+//! - a setup script that fails to start does not fail the bootstrap: a `setup-script.failed`
+//!   activity, and the turn goes on;
+//! - a codex session that cannot start: the first line of `lastError` is `ProviderAdapterProcessError:
+//!   Provider adapter process error (codex) for thread <id>: Failed to spawn Codex App Server
+//!   process for command: <binary> app-server` (the `spawn … ENOENT` is four causes down), with a
+//!   `provider.turn.start.failed` activity as for claudeAgent; the stream may or may not show
+//!   `starting` in between (T3 coalesces changes);
+//! - `t3 auth session issue --token-only` takes about 7 s and needs the state dir made by a first
+//!   `serve`; a request sent while the server starts can go unanswered for good, so every request
+//!   of this harness has a timeout;
 //! - the agent's stderr lines become activities of the thread, so the agent keeps stderr quiet.
 
 mod proxy;
