@@ -133,6 +133,7 @@ mod config;
 mod rng;
 mod script;
 mod server;
+mod shared;
 mod world;
 mod ws;
 
@@ -145,5 +146,6 @@ pub use config::{
     SimConfig, SimProject, TokenGrant,
 };
 pub use script::TurnScript;
-pub use server::{Pause, PausePhase, SimServer};
+pub use server::{Pause, SimServer};
+pub use shared::PausePhase;
 pub use world::{SimThread, SimThreadState, TurnOutcome};

@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::server::{lock, Endpoint, PausePhase, Shared, SocketFault};
+use crate::shared::{lock, Endpoint, PausePhase, Shared, SocketFault};
 use crate::world::{self, DispatchFailure};
 
 /// The message of the fault plan's injected `/ws` failure: an internal failure, worded as T3
