@@ -20,8 +20,7 @@ async fn dispatch(client: &t3_client::T3Client, issue: u64, prompt: &str) -> Thr
 
 #[tokio::test]
 async fn a_dispatched_thread_shows_in_the_snapshot_and_completes() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let before = snapshot(&client).await;
 
     let thread_id = dispatch(&client, 1, "Fix the widget").await;
@@ -92,8 +91,7 @@ async fn the_session_starts_before_the_turn_is_admitted() {
 
 #[tokio::test]
 async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 3, "Fix it [sim:fail]").await;
 
     let done = wait_for_thread(&client, &thread_id, "the turn to fail", |t| {
@@ -111,8 +109,7 @@ async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
 
 #[tokio::test]
 async fn a_hanging_turn_runs_until_interrupted() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 4, "Fix it [sim:hang]").await;
 
     let running = wait_for_thread(&client, &thread_id, "the turn to run", |t| {
@@ -166,8 +163,7 @@ async fn a_hanging_turn_runs_until_interrupted() {
 
 #[tokio::test]
 async fn an_interrupt_naming_another_turn_interrupts_the_running_one() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 5, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
@@ -189,8 +185,7 @@ async fn an_interrupt_naming_another_turn_interrupts_the_running_one() {
 
 #[tokio::test]
 async fn stopping_the_session_interrupts_the_turn_and_stops_the_session() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 6, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
@@ -225,8 +220,7 @@ async fn stopping_the_session_interrupts_the_turn_and_stops_the_session() {
 
 #[tokio::test]
 async fn fail_times_fails_the_first_threads_of_a_title_then_succeeds() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let mut outcomes = Vec::new();
     for _attempt in 0..3 {
         // One new thread per attempt, all with the issue's title, as afk retries.
@@ -268,8 +262,7 @@ async fn a_duration_marker_overrides_the_turn_duration() {
 
 #[tokio::test]
 async fn finish_turn_ends_a_turn_on_demand() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 10, "[sim:hang]").await;
 
     assert!(server.finish_turn(thread_id.as_str(), TurnOutcome::Error("the agent gave up".into())));
@@ -294,8 +287,7 @@ async fn finish_turn_ends_a_turn_on_demand() {
 
 #[tokio::test]
 async fn a_follow_up_turn_runs_on_the_same_thread() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 11, "First").await;
     let first = wait_for_thread(&client, &thread_id, "the first turn", |t| {
         ThreadState::of(Some(t)).is_final()
@@ -324,8 +316,7 @@ async fn a_follow_up_turn_runs_on_the_same_thread() {
 
 #[tokio::test]
 async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let archived = dispatch(&client, 12, "[sim:duration=10]").await;
     let deleted = dispatch(&client, 13, "[sim:hang]").await;
 
@@ -391,8 +382,7 @@ async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
 
 #[tokio::test]
 async fn shell_thread_detail_and_environment_have_t3s_shapes() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 14, "Show me").await;
     wait_for_thread(&client, &thread_id, "the turn to end", |t| {
         ThreadState::of(Some(t)).is_final()
@@ -465,8 +455,7 @@ async fn shell_thread_detail_and_environment_have_t3s_shapes() {
 
 #[tokio::test]
 async fn a_created_project_takes_threads() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let project = t3_client::ProjectId::new("proj-gadgets").expect("a valid id");
     client
         .create_project(&project, "gadgets", "/tmp/gadgets", command_id())
@@ -515,8 +504,7 @@ fn keys(value: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_raw_snapshot_carries_exactly_t3s_read_model_keys() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 15, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
@@ -634,8 +622,7 @@ async fn commands_applied_in_process_behave_as_dispatched_ones() {
 
 #[tokio::test]
 async fn after_t3_restarts_an_interrupt_starts_the_lost_agent_again_and_a_stop_does_not() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let interrupted = dispatch(&client, 20, "[sim:duration=10]").await;
     let stopped = dispatch(&client, 21, "[sim:duration=10]").await;
     for id in [&interrupted, &stopped] {

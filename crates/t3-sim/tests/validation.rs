@@ -226,8 +226,7 @@ async fn a_rejected_command_id_stays_rejected_and_a_reused_one_conflicts() {
 
 #[tokio::test]
 async fn a_retried_dispatch_plan_never_creates_a_second_thread() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let issue = t3_client::IssueRef {
         repo: REPO.into(),
         number: 42,
