@@ -97,7 +97,10 @@ pub fn skip_unless_available(test: &str) -> bool {
     if folder().is_some() {
         return true;
     }
-    println!(
+    // Straight to the stream, not through eprintln!, which the test harness captures and hides
+    // for a passing test: the skip must show in every run.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIP: {test}: {ENV} does not name an installed real T3 Code server (run ../shared/t3code/setup and export {ENV}=<the folder it prints>)"
     );
     false
@@ -495,7 +498,8 @@ impl RealT3 {
 }
 
 /// Starts `t3 serve` in a process group of its own, its output appended to `dir/t3.log`, and a
-/// watchdog that kills that group when this process dies (the returned pipe closes then).
+/// watchdog that kills that group and removes `dir` when this process dies (the returned pipe
+/// closes then). The agents T3 runs end with it: their stdin is T3's socket.
 fn spawn_server(
     folder: &Path,
     state: &Path,
@@ -524,13 +528,16 @@ fn spawn_server(
         .process_group(0)
         .spawn()
         .context("cannot run t3 serve")?;
+    // dash's `kill` takes no `--`: `-PGID` alone names the group. The folder goes too, so that a
+    // shared server (never dropped) leaves nothing behind.
     let mut watchdog = Command::new("sh")
         .args([
             "-c",
-            "read _ignored; kill -KILL -- -\"$1\" 2>/dev/null",
+            "read _ignored; kill -KILL -\"$1\" 2>/dev/null; sleep 1; rm -rf \"$2\"",
             "t3-watchdog",
         ])
         .arg(server.id().to_string())
+        .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
