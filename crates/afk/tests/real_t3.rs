@@ -567,7 +567,7 @@ async fn worktree_dispatch(mut run: Run) {
     let attempts = run.attempts().await;
     let mut worktrees = Vec::new();
     for attempt in &attempts {
-        let thread = run.thread(&attempt.thread_id).await;
+        let thread = run.thread(attempt.thread_id.as_str()).await;
         assert_eq!(thread["branch"], attempt.branch, "{}", run.name());
         let worktree = thread["worktreePath"].as_str().unwrap_or_default().to_owned();
         assert!(
@@ -625,7 +625,7 @@ async fn http_dispatch(mut run: Run) {
     assert_eq!(jobs[0]["state"], "succeeded", "{}: {jobs:#?}", run.name());
     run.assert_one_thread_per_attempt().await;
     let attempt = &run.attempts().await[0];
-    let thread = run.thread(&attempt.thread_id).await;
+    let thread = run.thread(attempt.thread_id.as_str()).await;
     assert_eq!(thread["worktreePath"], Value::Null, "{}", run.name());
     if let Backend::Real { project, .. } = &run.backend {
         let subject = real::git(&project.workspace, &["log", "-1", "--format=%s"]).expect("git log");
@@ -766,7 +766,7 @@ async fn turn_timeout(mut run: Run, issues: u64, allowance: Duration) {
             run.name()
         );
         let thread = run
-            .thread_until(&attempt.thread_id, "stopped working", |t| {
+            .thread_until(attempt.thread_id.as_str(), "stopped working", |t| {
                 t["latestTurn"]["state"] != "running"
                     && !matches!(t["session"]["status"].as_str(), Some("starting" | "running"))
             })
@@ -787,7 +787,7 @@ async fn turn_timeout(mut run: Run, issues: u64, allowance: Duration) {
             timeout.num_milliseconds()
         );
         let worktree = thread["worktreePath"].as_str().unwrap_or_default().to_owned();
-        run.agent_gone(&attempt.thread_id, &worktree).await;
+        run.agent_gone(attempt.thread_id.as_str(), &worktree).await;
     }
     run.kill_afk().await;
 }

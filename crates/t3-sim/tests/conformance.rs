@@ -374,11 +374,18 @@ impl Conn {
 
     /// Waits until the thread's trail ends with `last`; returns the trail.
     async fn trail_until(&self, thread: &str, last: &str) -> Vec<String> {
-        wait_for(&format!("thread {thread} to reach {last}"), || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
             let trail = self.trail(thread);
-            (trail.last().map(String::as_str) == Some(last)).then_some(trail)
-        })
-        .await
+            if trail.last().map(String::as_str) == Some(last) {
+                return trail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for thread {thread} to reach {last}: its trail is {trail:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Closes the socket at once (a client that dies).
@@ -396,6 +403,41 @@ fn state_of(thread: &Value) -> String {
     let turn = thread["latestTurn"]["state"].as_str().unwrap_or("null");
     let session = thread["session"]["status"].as_str().unwrap_or("null");
     format!("{turn}/{session}")
+}
+
+/// The trail of a turn that ran and completed.
+const RAN: [&str; 4] = ["null/null", "null/starting", "running/running", "completed/ready"];
+
+/// Checks a thread's trail against what the real server was seen doing (`expected`). The
+/// stand-in must show exactly that. The real T3 coalesces the changes of 50 ms into one stream
+/// item, so a state that lasted less may not show: its trail must be `expected` with some states
+/// left out, ending as `expected` does, and show one state of each of `required`.
+fn assert_trail(target: &Target, trail: &[String], expected: &[&str], required: &[&[&str]]) {
+    if let Target::Sim { .. } = target {
+        assert_eq!(trail, expected, "{}", target.name());
+        return;
+    }
+    let mut rest = expected.iter();
+    for step in trail {
+        assert!(
+            rest.any(|e| e == step),
+            "{}: trail {trail:?} is not {expected:?} with states left out",
+            target.name()
+        );
+    }
+    assert_eq!(
+        trail.last().map(String::as_str),
+        expected.last().copied(),
+        "{}",
+        target.name()
+    );
+    for any in required {
+        assert!(
+            trail.iter().any(|s| any.contains(&s.as_str())),
+            "{}: trail {trail:?} shows none of {any:?}",
+            target.name()
+        );
+    }
 }
 
 async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -497,12 +539,7 @@ async fn a_bootstrapped_turn_runs_in_its_worktree() {
             target.name()
         );
         let trail = conn.trail_until(&thread, "completed/ready").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running", "completed/ready"],
-            "{}",
-            target.name()
-        );
+        assert_trail(&target, &trail, &RAN, &[]);
         let snapshot = target.snapshot_thread(&thread).await;
         assert_eq!(snapshot["branch"], "afk/issue-1", "{}", target.name());
         let worktree = snapshot["worktreePath"].as_str().unwrap_or_default();
@@ -548,11 +585,11 @@ async fn a_failing_turn_ends_in_error() {
             .await;
         assert_success(&target, &exit, "the bootstrap");
         let trail = conn.trail_until(&thread, "error/error").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running", "error/error"],
-            "{}",
-            target.name()
+        assert_trail(
+            &target,
+            &trail,
+            &["null/null", "null/starting", "running/running", "error/error"],
+            &[],
         );
         let snapshot = target.snapshot_thread(&thread).await;
         let error = snapshot["session"]["lastError"].as_str().unwrap_or_default();
@@ -579,18 +616,18 @@ async fn an_interrupted_turn_ends_completed() {
             .await;
         assert_success(&target, &exit, "the interrupt");
         let trail = conn.trail_until(&named, "completed/ready").await;
-        assert_eq!(
-            trail,
-            [
+        assert_trail(
+            &target,
+            &trail,
+            &[
                 "null/null",
                 "null/starting",
                 "running/running",
                 "interrupted/running",
                 "interrupted/ready",
-                "completed/ready"
+                "completed/ready",
             ],
-            "{}",
-            target.name()
+            &[&["interrupted/running", "interrupted/ready"]],
         );
 
         let unnamed = uuid();
@@ -604,12 +641,7 @@ async fn an_interrupted_turn_ends_completed() {
             .await;
         assert_success(&target, &exit, "the interrupt");
         let trail = conn.trail_until(&unnamed, "completed/ready").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running", "completed/ready"],
-            "{}",
-            target.name()
-        );
+        assert_trail(&target, &trail, &RAN, &[]);
     })
     .await;
 }
@@ -848,7 +880,7 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
     .await;
 }
 
-/// `[sim:ask]`: the thread keeps `running/running` while it waits; only the shell shows
+/// `[sim:ask]`: the thread keeps running while it waits; only the shell shows
 /// `hasPendingUserInput`; the detail has a `user-input.requested` activity; the answer
 /// (`thread.user-input.respond`) clears the flag and the turn completes.
 #[tokio::test]
@@ -864,7 +896,13 @@ async fn a_question_waits_for_the_answer() {
         ))
         .await;
         let asked = wait_for_async(&target, &thread, |t| t["hasPendingUserInput"] == true).await;
-        assert_eq!(state_of(&asked), "running/running", "{}", target.name());
+        // The turn runs (T3 once showed the flag while the session still read `starting`).
+        assert!(
+            ["running/running", "null/starting"].contains(&state_of(&asked).as_str()),
+            "{}: {}",
+            target.name(),
+            state_of(&asked)
+        );
         assert_eq!(asked["hasPendingApprovals"], false, "{}", target.name());
         assert!(
             target
@@ -904,7 +942,23 @@ async fn a_question_waits_for_the_answer() {
             ))
             .await;
         assert_success(&target, &exit, "the answer");
-        conn.trail_until(&thread, "completed/ready").await;
+        let trail = wait_for("the turn to end", || {
+            let trail = conn.trail(&thread);
+            matches!(
+                trail.last().map(String::as_str),
+                Some("completed/ready" | "error/error")
+            )
+            .then_some(trail)
+        })
+        .await;
+        if trail.last().map(String::as_str) == Some("error/error") {
+            let failed = target.snapshot_thread(&thread).await;
+            panic!(
+                "{}: the turn failed after the answer: {}",
+                target.name(),
+                failed["session"]["lastError"]
+            );
+        }
         assert_eq!(
             target.shell_thread(&thread).await["hasPendingUserInput"],
             false,
@@ -971,9 +1025,19 @@ async fn the_shell_stream_sends_synchronized_only_after_the_ack() {
         assert_eq!(lock(&chunks).len(), 1, "{}: no chunk before the ack", target.name());
         let _ = conn.out.send(Message::text(json!({"_tag": "Ack", "requestId": id}).to_string()));
         let second = wait_for("the second chunk", || lock(&chunks).get(1).cloned()).await;
-        let kinds: Vec<&str> = second.iter().filter_map(|v| v["kind"].as_str()).collect();
-        assert_eq!(kinds, ["thread-upserted", "synchronized"], "{}: {second:?}", target.name());
-        assert_eq!(second[0]["thread"]["id"], thread, "{}", target.name());
+        // The changes made meanwhile (other tests' too, on a shared server), then `synchronized`.
+        let (last, changes) = second.split_last().expect("a chunk has values");
+        assert_eq!(*last, json!({"kind": "synchronized"}), "{}: {second:?}", target.name());
+        assert!(
+            changes.iter().all(|v| v["kind"] == "thread-upserted" || v["kind"] == "thread-removed"),
+            "{}: {second:?}",
+            target.name()
+        );
+        assert!(
+            changes.iter().any(|v| v["thread"]["id"] == thread),
+            "{}: {second:?}",
+            target.name()
+        );
     })
     .await;
 }
@@ -1002,12 +1066,7 @@ async fn http_dispatch_runs_in_the_checkout() {
             .await;
         assert_eq!(status, 200, "{}: {body}", target.name());
         let trail = conn.trail_until(&thread, "completed/ready").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running", "completed/ready"],
-            "{}",
-            target.name()
-        );
+        assert_trail(&target, &trail, &RAN, &[]);
         let snapshot = target.snapshot_thread(&thread).await;
         assert_eq!(snapshot["worktreePath"], Value::Null, "{}", target.name());
         assert_eq!(snapshot["branch"], "afk/issue-13", "{}", target.name());
@@ -1047,10 +1106,13 @@ async fn start_fail(target: Target) {
         ))
         .await;
     assert_success(&target, &exit, "the bootstrap");
-    let mut trail = conn.trail_until(&thread, "null/error").await;
-    // T3's stream coalesces changes: the moment the session was `starting` shows or not.
-    trail.retain(|s| s != "null/starting");
-    assert_eq!(trail, ["null/null", "null/error"], "{}", target.name());
+    let trail = conn.trail_until(&thread, "null/error").await;
+    // The stand-in shows no `starting`; the real T3 may (it coalesces changes).
+    let expected: &[&str] = match target {
+        Target::Sim { .. } => &["null/null", "null/error"],
+        Target::Real { .. } => &["null/null", "null/starting", "null/error"],
+    };
+    assert_trail(&target, &trail, expected, &[]);
     let snapshot = target.snapshot_thread(&thread).await;
     let error = snapshot["session"]["lastError"].as_str().unwrap_or_default();
     let first = error.lines().next().unwrap_or_default();
@@ -1102,12 +1164,7 @@ async fn interrupts_go_to_the_session() {
             .await;
         assert_success(&target, &exit, "the interrupt");
         let trail = conn.trail_until(&other, "completed/ready").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running", "completed/ready"],
-            "{}",
-            target.name()
-        );
+        assert_trail(&target, &trail, &RAN, &[]);
 
         let starting = uuid();
         conn.dispatch(bootstrap(&target, &starting, "afk/issue-16", "Hang [sim:hang]"))
@@ -1122,11 +1179,11 @@ async fn interrupts_go_to_the_session() {
             .await;
         assert_success(&target, &exit, "the interrupt");
         let trail = conn.trail_until(&starting, "running/running").await;
-        assert_eq!(
-            trail,
-            ["null/null", "null/starting", "running/running"],
-            "{}",
-            target.name()
+        assert_trail(
+            &target,
+            &trail,
+            &["null/null", "null/starting", "running/running"],
+            &[],
         );
     })
     .await;

@@ -69,8 +69,28 @@ pub(crate) async fn commit_work(cwd: &Path, turn_id: &str, prompt: &str) -> Resu
     })
 }
 
-/// Runs `git ARGS` in `cwd`; its stdout, or one line naming the command and git's complaint.
+/// How many times a git command that found the index locked is tried.
+const LOCKED_TRIES: u32 = 40;
+/// How long between two such tries.
+const LOCKED_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs `git ARGS` in `cwd`; its stdout, or one line naming the command and git's complaint. T3
+/// runs git in the same worktree (it captures a checkpoint of every turn), so a command that
+/// finds the index locked is tried again, for about two seconds at most.
 async fn git(cwd: &Path, args: &[&str]) -> Result<String, String> {
+    let mut tries = 1;
+    loop {
+        match git_once(cwd, args).await {
+            Err(why) if why.contains("index.lock") && tries < LOCKED_TRIES => {
+                tries += 1;
+                tokio::time::sleep(LOCKED_WAIT).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn git_once(cwd: &Path, args: &[&str]) -> Result<String, String> {
     let output = Command::new("git")
         .args(args)
         .current_dir(cwd)
@@ -121,6 +141,25 @@ mod tests {
         let files = run(repo, &["show", "--name-only", "--format=", "HEAD"]).await;
         assert_eq!(files.trim(), "t3-sim-work/turn-1.md");
         assert!(work.file.ends_with("t3-sim-work/turn-1.md"));
+    }
+
+    #[tokio::test]
+    async fn a_locked_index_is_waited_for() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let repo = dir.path().to_owned();
+        run(&repo, &["init", "--quiet", "-b", "main"]).await;
+        // Another git (T3 capturing a checkpoint) holds the index for a moment.
+        let lock = repo.join(".git/index.lock");
+        std::fs::write(&lock, "").expect("the lock");
+        let holder = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            std::fs::remove_file(lock).expect("the lock goes");
+        });
+        let work = commit_work(&repo, "turn-2", "Fix it")
+            .await
+            .expect("committed once free");
+        assert!(work.commit.is_some());
+        holder.await.expect("the holder ran");
     }
 
     #[tokio::test]
