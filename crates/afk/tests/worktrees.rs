@@ -105,7 +105,7 @@ async fn a_failed_bootstrap_leaves_no_thread_and_fails_the_attempt_with_t3s_reas
     assert_eq!(job.attempts, 2, "each failed setup is one attempt: {job:#?}");
     let error = job.last_error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("prepareWorktree"),
+        error.contains("git worktree add failed"),
         "T3's reason reaches the job: {error}"
     );
     let attempts = app.ledger().attempts(job.id).await.unwrap();

@@ -1,4 +1,5 @@
-//! `afk sim`: the stand-in on a port until Ctrl-C.
+//! `afk sim`: the stand-in on a port until Ctrl-C; `afk sim agent`: the simulated agent as a
+//! codex app-server for the real T3 ([`crate::agent`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tracing::info;
 
+use crate::agent::AgentArgs;
 use crate::config::{Scenario, SimConfig, SimProject, TokenGrant};
 use crate::server::SimServer;
 
@@ -16,15 +18,19 @@ const AFTER_HELP: &str = "\
 Simulated agent: after thread.turn.start the session is `starting`, then the turn runs for
 --turn-duration and completes. Markers in the message text script it: [sim:fail] ends the turn in
 error, [sim:hang] never ends it (interrupt or stop the session), [sim:duration=MS] sets its duration,
-[sim:fail-times=N] fails the first N threads with the same title that carry it.
+[sim:fail-times=N] fails the first N threads with the same title that carry it, [sim:start-fail]
+fails the session start (no turn), [sim:ask] asks a person first (thread.user-input.respond).
 Over the WebSocket RPC (/ws), a thread.turn.start with `bootstrap` creates the thread, records a
-worktree under --worktrees-dir and starts the turn; [sim:worktree-fail] fails it at the worktree,
-[sim:setup-fail] at the setup script (runSetupScript: true), and the thread is deleted again.
+worktree under --worktrees-dir (after --bootstrap-delay) and starts the turn; [sim:worktree-fail]
+fails it at the worktree and the thread is deleted again; [sim:setup-fail] records a setup script
+that failed to start (runSetupScript: true) and the turn goes on, as in T3.
 
 Scenario file (TOML, every key optional; flags override it, tokens and projects add up):
   seed = 7
   turn_duration = \"2s\"
   startup_delay = \"50ms\"
+  bootstrap_delay = \"500ms\"
+  interrupt_settle = \"150ms\"
   worktrees_dir = \"/tmp/t3-sim/worktrees\"
   [[tokens]]
   token = \"...\"
@@ -41,12 +47,18 @@ Scenario file (TOML, every key optional; flags override it, tokens and projects 
   unavailable = { after = \"30s\", for = \"5s\" }
   ws_drop_after_items = 50
 
-Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.";
+Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.
+
+`afk sim agent app-server` is the simulated agent for the REAL T3 Code server: point T3's
+providers.codex.binaryPath at a script `exec afk sim agent \"$@\"`; see `afk sim agent --help`.";
 
 /// Arguments of `afk sim`. `Debug` never shows the tokens.
 #[derive(Clone, clap::Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct SimArgs {
+    /// `agent`: run the simulated agent for the real T3 instead of the stand-in server.
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
     /// The address to listen on (port 0 picks a free port; the URL is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:3773")]
     pub listen: SocketAddr,
@@ -66,6 +78,13 @@ pub struct SimArgs {
     /// How long a session stays `starting` before its turn runs [default: 50ms].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub startup_delay: Option<Duration>,
+    /// How long a worktree bootstrap takes to answer after creating its thread [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub bootstrap_delay: Option<Duration>,
+    /// The real T3's pace: 500ms bootstraps, 750ms session starts, 150ms interrupt steps
+    /// (other flags and the scenario file override it).
+    #[arg(long)]
+    pub realistic: bool,
     /// Seeds faults and minted ids [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -99,15 +118,29 @@ pub struct SimArgs {
     pub scenario: Option<PathBuf>,
 }
 
+/// What `afk sim` runs besides the stand-in server.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SimCommand {
+    /// The simulated agent as a codex app-server, spawned by the real T3 Code server (point
+    /// `providers.codex.binaryPath` at a script `exec afk sim agent "$@"`). Markers in a turn's
+    /// text script it: `[sim:fail]`, `[sim:hang]`, `[sim:duration=MS]`, `[sim:ask]` (asks a
+    /// person and waits); without one it commits a file in its working directory and completes.
+    // Boxed: the agent's arguments would make every `afk` command as large as them.
+    Agent(Box<AgentArgs>),
+}
+
 impl fmt::Debug for SimArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimArgs")
+            .field("command", &self.command)
             .field("listen", &self.listen)
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
             .field("token_lifetime", &self.token_lifetime)
             .field("projects", &self.projects)
             .field("turn_duration", &self.turn_duration)
             .field("startup_delay", &self.startup_delay)
+            .field("bootstrap_delay", &self.bootstrap_delay)
+            .field("realistic", &self.realistic)
             .field("seed", &self.seed)
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
@@ -126,7 +159,11 @@ impl SimArgs {
     /// The configuration these arguments describe: the scenario file first, then the flags.
     /// Errors name the flag or file and never quote a token.
     pub fn to_config(&self) -> anyhow::Result<SimConfig> {
-        let mut config = SimConfig::default();
+        let mut config = if self.realistic {
+            SimConfig::realistic()
+        } else {
+            SimConfig::default()
+        };
         if let Some(path) = &self.scenario {
             Scenario::load(path)?.apply_to(&mut config);
         }
@@ -143,6 +180,9 @@ impl SimArgs {
         }
         if let Some(d) = self.startup_delay {
             config.startup_delay = d;
+        }
+        if let Some(d) = self.bootstrap_delay {
+            config.bootstrap_delay = d;
         }
         if let Some(seed) = self.seed {
             config.seed = seed;
@@ -205,8 +245,12 @@ fn parse_project(spec: &str) -> anyhow::Result<SimProject> {
     }
 }
 
-/// Runs the stand-in until Ctrl-C: prints its URL on stdout, logs one line per request.
+/// Runs the stand-in until Ctrl-C: prints its URL on stdout, logs one line per request. With
+/// `agent`, runs the simulated agent instead ([`crate::agent::run`]).
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    if let Some(SimCommand::Agent(agent)) = args.command {
+        return crate::agent::run(*agent).await;
+    }
     let config = args.to_config()?;
     info!(
         tokens = config.tokens.len(),
@@ -328,6 +372,33 @@ mod tests {
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("--token #1"), "{err}");
         assert!(!format!("{args:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn agent_takes_t3s_arguments_and_the_stand_in_keeps_its_flags() {
+        let args = parse(&[
+            "agent",
+            "app-server",
+            "-c",
+            "mcp_servers.t3-code.url=http://127.0.0.1:1/mcp",
+            "--config=x",
+        ]);
+        let Some(SimCommand::Agent(agent)) = args.command else {
+            panic!("not the agent: {args:?}");
+        };
+        match agent.mode {
+            crate::agent::AgentMode::AppServer { args } => assert_eq!(args.len(), 3, "{args:?}"),
+            other => panic!("not the agent's app-server: {other:?}"),
+        }
+        let args = parse(&["agent", "--turn-duration", "2s", "exec", "--json", "-"]);
+        let Some(SimCommand::Agent(agent)) = args.command else {
+            panic!("not the agent: {args:?}");
+        };
+        assert_eq!(agent.turn_duration, Some(Duration::from_secs(2)));
+        assert!(matches!(agent.mode, crate::agent::AgentMode::Exec { .. }));
+        let args = parse(&["--listen", "127.0.0.1:0"]);
+        assert!(args.command.is_none());
+        assert_eq!(args.listen.port(), 0);
     }
 
     #[test]

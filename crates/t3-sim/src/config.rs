@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer};
 use t3_client::wire::scopes;
 
 /// Everything a stand-in starts with. `Default` has no token (so every authenticated request is
-/// refused until a test adds one), no project, a 2 s turn, seed 0 and no faults.
+/// refused until a test adds one), no project, a 2 s turn, seed 0, no faults and a fast pace (a
+/// bootstrap answers at once, a session starts in 50 ms); [`SimConfig::realistic`] has the real
+/// T3's pace.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
     /// The bearer tokens the stand-in accepts, with their scopes and lifetimes.
@@ -22,6 +24,14 @@ pub struct SimConfig {
     /// How long a session stays `starting` (with no turn admitted yet) before its turn runs.
     /// Default 50 ms: afk must cope with a thread whose `latestTurn` is still `null`.
     pub startup_delay: Duration,
+    /// How long a worktree bootstrap takes between creating its thread and answering (T3 adds
+    /// the git worktree meanwhile); a client that disconnects in this window leaves the thread
+    /// half made. Default 0 (no window); the real T3 takes 0.25–1.5 s.
+    pub bootstrap_delay: Duration,
+    /// After an interrupt naming the running turn: how long until the session reads `ready`,
+    /// and again until T3 marks the turn `completed`. Default 20 ms; the real T3 takes
+    /// 0.1–0.3 s for each.
+    pub interrupt_settle: Duration,
     /// Seeds every random choice (faults and the ids the stand-in mints), so that a run repeats.
     pub seed: u64,
     /// The faults to inject. Default: none.
@@ -40,9 +50,26 @@ impl Default for SimConfig {
             projects: Vec::new(),
             turn_duration: Duration::from_secs(2),
             startup_delay: Duration::from_millis(50),
+            bootstrap_delay: Duration::ZERO,
+            interrupt_settle: Duration::from_millis(20),
             seed: 0,
             faults: FaultPlan::default(),
             worktrees_dir: PathBuf::from("/tmp/t3-sim/worktrees"),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The default configuration at the real T3's pace, as measured against it (`t3_sim::real`):
+    /// a bootstrap answers after 500 ms, its turn starts 750 ms later (`latestTurn` null,
+    /// session `starting` meanwhile), an interrupt settles in 150 ms steps. For tests whose
+    /// subject is timing; the default is fast.
+    pub fn realistic() -> SimConfig {
+        SimConfig {
+            bootstrap_delay: Duration::from_millis(500),
+            startup_delay: Duration::from_millis(750),
+            interrupt_settle: Duration::from_millis(150),
+            ..SimConfig::default()
         }
     }
 }
@@ -213,6 +240,8 @@ pub enum ConfigError {
 /// seed = 7
 /// turn_duration = "2s"          # humantime: "500ms", "2s", "1m"
 /// startup_delay = "50ms"
+/// bootstrap_delay = "500ms"     # a bootstrap's worktree step (default 0)
+/// interrupt_settle = "150ms"
 /// worktrees_dir = "/tmp/t3-sim/worktrees"
 ///
 /// [[tokens]]
@@ -244,6 +273,12 @@ pub struct Scenario {
     /// [`SimConfig::startup_delay`].
     #[serde(default, deserialize_with = "opt_duration")]
     pub startup_delay: Option<Duration>,
+    /// [`SimConfig::bootstrap_delay`].
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub bootstrap_delay: Option<Duration>,
+    /// [`SimConfig::interrupt_settle`].
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interrupt_settle: Option<Duration>,
     /// [`SimConfig::worktrees_dir`].
     pub worktrees_dir: Option<PathBuf>,
     /// Tokens, added to those given otherwise.
@@ -375,6 +410,12 @@ impl Scenario {
         if let Some(d) = self.startup_delay {
             config.startup_delay = d;
         }
+        if let Some(d) = self.bootstrap_delay {
+            config.bootstrap_delay = d;
+        }
+        if let Some(d) = self.interrupt_settle {
+            config.interrupt_settle = d;
+        }
         if let Some(dir) = &self.worktrees_dir {
             config.worktrees_dir = dir.clone();
         }
@@ -433,6 +474,7 @@ mod tests {
             r#"
             seed = 7
             turn_duration = "150ms"
+            bootstrap_delay = "300ms"
             [[tokens]]
             token = "tok"
             scopes = ["orchestration:read"]
@@ -452,6 +494,7 @@ mod tests {
         scenario.apply_to(&mut config);
         assert_eq!(config.seed, 7);
         assert_eq!(config.turn_duration, Duration::from_millis(150));
+        assert_eq!(config.bootstrap_delay, Duration::from_millis(300));
         assert_eq!(config.tokens[0].lifetime, Some(Duration::from_secs(3600)));
         assert_eq!(config.projects[0].id, "p");
         assert_eq!(config.faults.latency, Duration::from_millis(5));

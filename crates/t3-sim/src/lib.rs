@@ -22,9 +22,11 @@
 //!   attachment that is not an image upload) → 400 `invalid_request` / `invalid_command`. Such a
 //!   request never reaches the decider and leaves no receipt. Commands afk does not send
 //!   (`thread.meta.update`, …) are refused the same way.
-//! - A command the decider refuses (unknown or deleted project or thread, a thread id that
-//!   exists already, archiving an archived thread) → 500 `internal_error` /
-//!   `orchestration_dispatch_failed`, exactly as T3 reports it.
+//! - A command the decider refuses (an unknown project or thread, a thread id that exists
+//!   already — deleted threads included —, archiving an archived thread) → 500
+//!   `internal_error` / `orchestration_dispatch_failed`, exactly as T3 reports it. As T3's
+//!   decider, it still finds a deleted thread: commands for one are accepted and change
+//!   nothing.
 //! - `commandId`: the same id for the same project or thread returns the original
 //!   `{"sequence": n}` (or the original refusal) and changes nothing; for another project or
 //!   thread it is refused as a conflict.
@@ -41,21 +43,27 @@
 //! - `orchestration.dispatchCommand`: one client command, decided exactly as over HTTP (same
 //!   validation, decider, receipts); success `{"sequence": n}`; a payload that does not decode
 //!   ends with a `Die` cause; a refusal with `Fail` `OrchestrationDispatchCommandError
-//!   {message}` carrying T3's reason text; a missing scope with `Fail`
+//!   {message, cause}` (T3's error message, e.g. `Orchestration command invariant failed
+//!   (thread.turn.start): Thread '…' does not exist for command 'thread.turn.start'.`, and the
+//!   error itself as the cause; no other field); a missing scope with `Fail`
 //!   `EnvironmentAuthorizationError {message, requiredScope}`.
 //! - Only here does `thread.turn.start` honour `bootstrap` (HTTP decodes and ignores it, as T3
-//!   does): create the thread, record a worktree on the new branch (`branch`, or
-//!   `t3code/<8 hex>`; path `<worktrees_dir>/<basename of projectCwd>/<branch, '/' → '-'>`, see
-//!   [`SimConfig::worktrees_dir`]; nothing is created on disk), run the setup script, start the
-//!   turn. A failing step deletes the thread again (`thread-removed` on the stream, `deletedAt`
-//!   in the snapshot) and fails with `bootstrapThreadDisposition: "deleted"` and a message naming
-//!   the step: `[sim:worktree-fail]` fails `prepareWorktree`, `[sim:setup-fail]` fails
-//!   `runSetupScript` (when it is true), and a branch git already has in that repository fails
-//!   like `git worktree add -b` (git keeps a branch after its thread is deleted). As in T3,
-//!   only the final turn start carries the client's `commandId`: the same bootstrap sent again
-//!   fails at `createThread` ("already exists") and creates nothing twice.
+//!   does, so a turn for a thread that does not exist is refused): create the thread, record a
+//!   worktree on the new branch (`branch`, or `t3code/<8 hex>`; path `<worktrees_dir>/<basename
+//!   of projectCwd>/<branch, '/' → '-'>`, see [`SimConfig::worktrees_dir`]; nothing is created
+//!   on disk) after [`SimConfig::bootstrap_delay`], run the setup script, start the turn. A
+//!   client that disconnects during the delay leaves the thread half made (its branch recorded,
+//!   no worktree, no turn, never cleaned up). A failing worktree step deletes the thread again
+//!   (`thread-removed` on the stream, `deletedAt` in the snapshot) and fails with T3's message
+//!   (`Git command failed in GitVcsDriver.createWorktree (…): git worktree add failed`):
+//!   `[sim:worktree-fail]`, or a branch git already has in that repository (git keeps a branch
+//!   after its thread is deleted). A setup script that fails to start (`[sim:setup-fail]` with
+//!   `runSetupScript`) is a `setup-script.failed` activity and the turn goes on, as in T3. As
+//!   in T3, only the final turn start carries the client's `commandId`: the same bootstrap sent
+//!   again fails at `createThread` ("already exists") and creates nothing twice.
 //! - `orchestration.subscribeShell`: the shell snapshot (or, with `afterSequence`, the events
-//!   after it when at most 1,000 behind, else a snapshot), `synchronized` if asked, then every
+//!   after it when at most 1,000 behind, else a snapshot) alone in the first chunk, then — once
+//!   that chunk is acked — the changes made meanwhile and `synchronized` if asked, then every
 //!   event as it happens — each change to a thread is a `thread-upserted` (or `thread-removed`
 //!   for a deleted or archived thread) with the change's sequence. One `Chunk` carries all
 //!   pending items; the next waits for the client's `Ack`. `Interrupt` ends the stream with an
@@ -63,16 +71,26 @@
 //! - `Ping` → `Pong`; a frame that is not JSON, an unknown method or a non-string request id →
 //!   a `Defect` message, and the socket stays open.
 //!
-//! **The simulated agent** (never a real one: its replies say so). After `thread.turn.start` the
-//! session is `starting` with `latestTurn` unchanged (`null` on a new thread) for
-//! [`SimConfig::startup_delay`]; then the turn is admitted (`latestTurn.state = running`, session
-//! `running` with its `activeTurnId`); after [`SimConfig::turn_duration`] it completes (session
-//! `ready`). Markers in the message text script it ([`TurnScript`]): `[sim:fail]`, `[sim:hang]`,
-//! `[sim:duration=MS]`, `[sim:fail-times=N]`. `thread.turn.interrupt` ends the active turn as
-//! `interrupted` (session `interrupted`); `thread.session.stop` ends it as `interrupted` with the
-//! session `stopped`; `thread.delete` stops the session too. A new turn on a thread whose turn is
-//! still active interrupts that turn first. All timing uses tokio's clock and one task serves
-//! every thread, so 10,000 threads cost memory, not CPU.
+//! **The simulated agent** (never a real one: its replies say so), with T3 around it as the real
+//! server was seen behaving (`t3-api.md`; the conformance tests run the same scenarios against
+//! both). After `thread.turn.start` the session is `starting` with `latestTurn` unchanged
+//! (`null` on a new thread) for [`SimConfig::startup_delay`]; then the turn is admitted
+//! (`latestTurn.state = running`, session `running` with its `activeTurnId`); after
+//! [`SimConfig::turn_duration`] it completes (session `ready`). Markers in the message text
+//! script it ([`TurnScript`]): `[sim:fail]`, `[sim:hang]`, `[sim:duration=MS]`,
+//! `[sim:fail-times=N]`, `[sim:start-fail]` (the session cannot start: `error` with T3's
+//! multi-kilobyte stack trace as `lastError`, no turn), `[sim:ask]` (the agent asks a person:
+//! `hasPendingUserInput` in the shell, a `user-input.requested` activity in the detail, until
+//! `thread.user-input.respond` answers). `thread.turn.interrupt` naming the running turn shows
+//! `interrupted/running`, then `interrupted/ready`, then T3 marks the turn `completed`
+//! ([`SimConfig::interrupt_settle`] per step); without a turn id (or naming another turn) it
+//! interrupts the running turn, which reads `completed` at once; while the session still starts
+//! it does nothing. `thread.session.stop` ends the turn as `interrupted` with the session
+//! `stopped`, and the agent. `thread.delete` freezes the thread's view; the agent of a session
+//! still starting works on unseen ([`SimThread::agent_running`]). [`SimServer::lose_agents`]
+//! plays a T3 restart: an interrupt then starts the lost agent again. A new turn on a thread
+//! whose turn is still active interrupts that turn first. All timing uses tokio's clock and one
+//! task serves every thread, so 10,000 threads cost memory, not CPU.
 //!
 //! **Faults** ([`FaultPlan`]): latency, a share of 500s, a share of dropped connections, a share of
 //! lost replies after a dispatch was applied, an outage window (503), expiring tokens; set at
@@ -110,19 +128,24 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 mod config;
 mod rng;
 mod script;
 mod server;
+mod shared;
 mod world;
 mod ws;
 
 pub mod cli;
+#[cfg(feature = "real-t3")]
+pub mod real;
 
 pub use config::{
     ConfigError, FaultPlan, Scenario, ScenarioFaults, ScenarioOutage, ScenarioProject, ScenarioToken,
     SimConfig, SimProject, TokenGrant,
 };
 pub use script::TurnScript;
-pub use server::{Pause, PausePhase, SimServer};
+pub use server::{Pause, SimServer};
+pub use shared::PausePhase;
 pub use world::{SimThread, SimThreadState, TurnOutcome};

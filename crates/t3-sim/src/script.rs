@@ -10,8 +10,12 @@
 //!   title, so this scripts "fails N times, then succeeds");
 //! - `[sim:worktree-fail]`: a bootstrapped turn (WebSocket RPC only) fails at `prepareWorktree`,
 //!   as if `git worktree add` failed;
-//! - `[sim:setup-fail]`: a bootstrapped turn with `runSetupScript: true` fails at the setup
-//!   script.
+//! - `[sim:setup-fail]`: in a bootstrapped turn with `runSetupScript: true`, the setup script
+//!   fails to start: as in T3, a `setup-script.failed` activity, and the turn goes on;
+//! - `[sim:start-fail]`: the provider session cannot start (as when T3 cannot spawn the agent's
+//!   binary): session `error` with T3's multi-line `lastError`, no turn;
+//! - `[sim:ask]`: the agent asks a person a question and waits for the answer before it goes on
+//!   (only the agent T3 runs, `afk sim agent`, asks: T3's `item/tool/requestUserInput`).
 //!
 //! Unknown markers and malformed values are ignored: the text is the agent's prompt, not a
 //! command language, and a typo must not make the stand-in refuse a turn.
@@ -33,6 +37,10 @@ pub struct TurnScript {
     pub worktree_fail: bool,
     /// `[sim:setup-fail]` was present.
     pub setup_fail: bool,
+    /// `[sim:ask]` was present.
+    pub ask: bool,
+    /// `[sim:start-fail]` was present.
+    pub start_fail: bool,
 }
 
 impl TurnScript {
@@ -51,6 +59,8 @@ impl TurnScript {
                 None if marker == "hang" => script.hang = true,
                 None if marker == "worktree-fail" => script.worktree_fail = true,
                 None if marker == "setup-fail" => script.setup_fail = true,
+                None if marker == "ask" => script.ask = true,
+                None if marker == "start-fail" => script.start_fail = true,
                 Some(("duration", ms)) => {
                     if let Ok(ms) = ms.trim().parse::<u64>() {
                         script.duration = Some(Duration::from_millis(ms));
@@ -77,7 +87,7 @@ mod tests {
     fn reads_every_marker() {
         let script =
             TurnScript::parse(
-            "rules\n\nfix it [sim:fail] [sim:duration=50] [sim:fail-times=2] [sim:hang] [sim:worktree-fail] [sim:setup-fail]",
+            "rules\n\nfix it [sim:fail] [sim:duration=50] [sim:fail-times=2] [sim:hang] [sim:worktree-fail] [sim:setup-fail] [sim:ask] [sim:start-fail]",
         );
         assert_eq!(
             script,
@@ -88,6 +98,8 @@ mod tests {
                 fail_times: Some(2),
                 worktree_fail: true,
                 setup_fail: true,
+                ask: true,
+                start_fail: true,
             }
         );
     }

@@ -1,22 +1,22 @@
 //! The HTTP server: T3's orchestration endpoints over the [`World`], behind T3's bearer auth, with
-//! the fault plan and the pauses tests script.
+//! the fault plan and the pauses tests script ([`crate::shared`]); the router mounts `/ws`
+//! ([`crate::ws`]).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use t3_client::ids::ThreadId;
-use t3_client::wire::{scopes, ClientCommand, DispatchResult, ErrorBody, ReadModel};
+use t3_client::wire::{scopes, ClientCommand, DispatchResult, ReadModel};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -24,19 +24,14 @@ use tracing::{info, warn};
 
 use crate::config::{FaultPlan, SimConfig, TokenGrant};
 use crate::rng::SplitMix64;
-use crate::world::{self, Refusal, SimThread, TurnOutcome, World};
+use crate::shared::{
+    dropped_connection, grant_at, json_response, lock, with_note, Endpoint, FaultState, LogNote, PauseInner,
+    PausePhase, Shared,
+};
+use crate::world::{self, SimThread, TurnOutcome, World};
 
 /// How long [`SimServer::shutdown`] lets requests in flight finish before it cuts them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// When a [`Pause`] holds a dispatch request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PausePhase {
-    /// After the request was authenticated and decoded, before the command is applied.
-    BeforeApply,
-    /// After the command was applied (or refused), before the reply is sent.
-    AfterApply,
-}
 
 /// A scripted hold on dispatch requests of one command type, from [`SimServer::pause`].
 ///
@@ -46,15 +41,6 @@ pub enum PausePhase {
 #[derive(Debug, Clone)]
 pub struct Pause {
     inner: Arc<PauseInner>,
-}
-
-#[derive(Debug)]
-struct PauseInner {
-    command_type: String,
-    phase: PausePhase,
-    /// How many requests were held so far.
-    held: watch::Sender<u32>,
-    released: watch::Sender<bool>,
 }
 
 impl Pause {
@@ -91,52 +77,6 @@ pub struct SimServer {
     stop: Option<watch::Sender<bool>>,
     server_task: Option<JoinHandle<()>>,
     scheduler_task: Option<JoinHandle<()>>,
-}
-
-struct Grant {
-    scopes: Vec<String>,
-    expires_at: Option<Instant>,
-}
-
-pub(crate) struct FaultState {
-    pub(crate) plan: FaultPlan,
-    /// When the plan took effect: its outage window counts from here.
-    since: Instant,
-    rng: SplitMix64,
-}
-
-/// What the handlers share.
-pub(crate) struct Shared {
-    pub(crate) world: Mutex<World>,
-    /// Woken when a dispatch may have set an earlier timer.
-    pub(crate) timers_changed: Notify,
-    pub(crate) faults: Mutex<FaultState>,
-    forced_unavailable: AtomicBool,
-    tokens: Mutex<HashMap<String, Grant>>,
-    pauses: Mutex<Vec<Arc<PauseInner>>>,
-    environment: serde_json::Value,
-    trace_ids: Mutex<SplitMix64>,
-    /// WebSocket connections accepted so far.
-    ws_accepted: AtomicU64,
-    /// WebSocket connections open now.
-    ws_open: AtomicUsize,
-    /// While true, open sockets send nothing ([`SimServer::stall_sockets`]).
-    pub(crate) ws_stall: watch::Sender<bool>,
-    /// Bumped to drop every open socket ([`SimServer::drop_sockets`]).
-    pub(crate) ws_drops: watch::Sender<u64>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Deliberately shows no token.
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
-}
-
-/// Locks `mutex`, recovering from a panic in another holder: the state stays consistent because
-/// every change is a few plain assignments.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SimServer {
@@ -318,7 +258,7 @@ impl SimServer {
         self.shared.timers_changed.notify_one();
         outcome
             .map(|sequence| DispatchResult { sequence })
-            .map_err(|Refusal(reason)| reason)
+            .map_err(|refusal| refusal.message)
     }
 
     /// Ends the thread's starting or running turn now with `outcome` (a `[sim:hang]` turn, for
@@ -328,6 +268,14 @@ impl SimServer {
             return false;
         };
         lock(&self.shared.world).finish_turn(&id, outcome)
+    }
+
+    /// Every agent process is gone while each session keeps its status, as after the real T3
+    /// restarted: turns in progress never end by themselves, and a `thread.turn.interrupt` for a
+    /// thread whose session is not stopped makes T3 start its agent again to deliver it (the
+    /// session reads `starting` for the startup delay). [`SimThread::agent_running`] shows it.
+    pub fn lose_agents(&self) {
+        lock(&self.shared.world).lose_agents();
     }
 
     /// Stops the server: releases every pause, stops accepting connections, lets requests in
@@ -367,13 +315,6 @@ impl Drop for SimServer {
         if let Some(task) = self.scheduler_task.take() {
             task.abort();
         }
-    }
-}
-
-fn grant_at(grant: &TokenGrant, now: Instant) -> Grant {
-    Grant {
-        scopes: grant.scopes.clone(),
-        expires_at: grant.lifetime.map(|lifetime| now + lifetime),
     }
 }
 
@@ -422,15 +363,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// A note for the request's log line, carried on the response.
-#[derive(Clone)]
-struct LogNote(String);
-
-fn with_note(mut response: Response, note: impl Into<String>) -> Response {
-    response.extensions_mut().insert(LogNote(note.into()));
-    response
-}
-
 /// Logs one line per request: method, path, status, time taken and what happened. Never
 /// headers (the bearer) or bodies.
 async fn log_request(request: Request, next: Next) -> Response {
@@ -450,253 +382,6 @@ async fn log_request(request: Request, next: Next) -> Response {
         if note.is_empty() { "" } else { ": " },
     );
     response
-}
-
-/// Which endpoint a request is for; names the 500 reason T3 gives for it.
-#[derive(Clone, Copy)]
-pub(crate) enum Endpoint {
-    Dispatch,
-    Snapshot,
-    Shell,
-    ThreadDetail,
-    Environment,
-    /// The WebSocket upgrade (`GET /ws`).
-    Socket,
-}
-
-/// A fault drawn for a call over an open WebSocket.
-pub(crate) enum SocketFault {
-    /// Drop the connection instead of handling the call (an outage, a dropped connection).
-    Drop(String),
-    /// Refuse the call with an injected failure, not applied (the fault plan's `error_rate`).
-    Error,
-}
-
-/// What the fault plan decided for one request.
-enum Draw {
-    Pass,
-    Outage,
-    Error,
-    Drop,
-}
-
-impl Endpoint {
-    fn internal_reason(self) -> &'static str {
-        match self {
-            Endpoint::Dispatch => "orchestration_dispatch_failed",
-            Endpoint::Snapshot | Endpoint::Shell => "orchestration_snapshot_failed",
-            Endpoint::ThreadDetail => "orchestration_thread_snapshot_failed",
-            Endpoint::Environment | Endpoint::Socket => "internal_error",
-        }
-    }
-}
-
-impl Shared {
-    fn trace_id(&self) -> String {
-        lock(&self.trace_ids).uuid().simple().to_string()
-    }
-
-    /// T3's error body with `_tag`, `code` and a fresh `traceId`.
-    fn error(&self, tag: &str, code: &str) -> ErrorBody {
-        ErrorBody {
-            tag: Some(tag.to_owned()),
-            code: Some(code.to_owned()),
-            reason: None,
-            required_scope: None,
-            trace_id: Some(self.trace_id()),
-        }
-    }
-
-    fn internal_error(&self, endpoint: Endpoint) -> Response {
-        let mut body = self.error("EnvironmentInternalError", "internal_error");
-        body.reason = Some(endpoint.internal_reason().to_owned());
-        error_response(StatusCode::INTERNAL_SERVER_ERROR, &body)
-    }
-
-    fn invalid_command(&self) -> Response {
-        let mut body = self.error("EnvironmentRequestInvalidError", "invalid_request");
-        body.reason = Some("invalid_command".to_owned());
-        error_response(StatusCode::BAD_REQUEST, &body)
-    }
-
-    fn auth_invalid(&self, reason: &str) -> Response {
-        let mut body = self.error("EnvironmentAuthInvalidError", "auth_invalid");
-        body.reason = Some(reason.to_owned());
-        with_note(error_response(StatusCode::UNAUTHORIZED, &body), reason)
-    }
-
-    fn scope_required(&self, scope: &str) -> Response {
-        let mut body = self.error("EnvironmentScopeRequiredError", "insufficient_scope");
-        body.required_scope = Some(scope.to_owned());
-        with_note(
-            error_response(StatusCode::FORBIDDEN, &body),
-            format!("missing scope {scope}"),
-        )
-    }
-
-    fn thread_not_found(&self) -> Response {
-        let mut body = self.error("EnvironmentResourceNotFoundError", "not_found");
-        body.reason = Some("thread_not_found".to_owned());
-        error_response(StatusCode::NOT_FOUND, &body)
-    }
-
-    /// The faults every request meets first: latency, outage, a share of 5xx and dropped
-    /// connections. `Err` carries the response to send instead of handling the request (boxed:
-    /// a response is large and this is the rare path).
-    pub(crate) async fn enter(&self, endpoint: Endpoint) -> Result<(), Box<Response>> {
-        match self.draw().await {
-            Draw::Pass => Ok(()),
-            Draw::Outage => Err(Box::new(unavailable())),
-            Draw::Error => Err(Box::new(with_note(self.internal_error(endpoint), "injected 500"))),
-            Draw::Drop => Err(Box::new(dropped_connection("injected dropped connection"))),
-        }
-    }
-
-    /// The same faults for a call on an open WebSocket: an outage or a dropped connection
-    /// drops the socket, an injected 500 becomes a refused call.
-    pub(crate) async fn socket_fault(&self) -> Option<SocketFault> {
-        match self.draw().await {
-            Draw::Pass => None,
-            Draw::Outage => Some(SocketFault::Drop("simulated outage".into())),
-            Draw::Error => Some(SocketFault::Error),
-            Draw::Drop => Some(SocketFault::Drop("injected dropped connection".into())),
-        }
-    }
-
-    /// Waits out the latency, then draws the request's fate from the seeded generator.
-    async fn draw(&self) -> Draw {
-        let latency = lock(&self.faults).plan.latency;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        let mut faults = lock(&self.faults);
-        let now = Instant::now();
-        let in_outage = faults.plan.unavailable.is_some_and(|(after, lasting)| {
-            let start = faults.since + after;
-            now >= start && now < start + lasting
-        });
-        if in_outage || self.forced_unavailable.load(Ordering::SeqCst) {
-            return Draw::Outage;
-        }
-        let (error_rate, drop_rate) = (faults.plan.error_rate, faults.plan.drop_rate);
-        if error_rate <= 0.0 && drop_rate <= 0.0 {
-            return Draw::Pass;
-        }
-        let roll = faults.rng.next_f64();
-        if roll < error_rate {
-            Draw::Error
-        } else if roll < error_rate + drop_rate {
-            Draw::Drop
-        } else {
-            Draw::Pass
-        }
-    }
-
-    /// A WebSocket connection was accepted; returns its number (from 1).
-    pub(crate) fn ws_connected(&self) -> u64 {
-        self.ws_open.fetch_add(1, Ordering::SeqCst);
-        self.ws_accepted.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    /// A WebSocket connection ended.
-    pub(crate) fn ws_disconnected(&self) {
-        self.ws_open.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// T3's bearer check: a known, unexpired token carrying `scope`.
-    fn authorize(&self, headers: &HeaderMap, scope: &str) -> Result<(), Box<Response>> {
-        let scopes = self.authenticate(headers)?;
-        if !scopes.iter().any(|s| s == scope) {
-            return Err(Box::new(self.scope_required(scope)));
-        }
-        Ok(())
-    }
-
-    /// T3's bearer check without a scope: a known, unexpired token. Returns its scopes (the
-    /// WebSocket checks them per call).
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Vec<String>, Box<Response>> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(Box::new(self.auth_invalid("missing_credential")));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty());
-        let Some(token) = token else {
-            return Err(Box::new(self.auth_invalid("invalid_credential")));
-        };
-        let tokens = lock(&self.tokens);
-        let Some(grant) = tokens.get(token) else {
-            drop(tokens);
-            return Err(Box::new(self.auth_invalid("invalid_credential")));
-        };
-        if grant.expires_at.is_some_and(|at| Instant::now() >= at) {
-            drop(tokens);
-            return Err(Box::new(with_note(
-                self.auth_invalid("invalid_credential"),
-                "expired token",
-            )));
-        }
-        Ok(grant.scopes.clone())
-    }
-
-    /// Holds the request while an unreleased pause matches it.
-    pub(crate) async fn hold(&self, command_type: &str, phase: PausePhase) {
-        let pause = lock(&self.pauses)
-            .iter()
-            .find(|p| p.command_type == command_type && p.phase == phase && !*p.released.borrow())
-            .cloned();
-        if let Some(pause) = pause {
-            let mut released = pause.released.subscribe();
-            pause.held.send_modify(|n| *n += 1);
-            // The sender lives in `pause`, held here, so this cannot fail.
-            let _ = released.wait_for(|r| *r).await;
-        }
-    }
-
-    pub(crate) fn roll_lost_reply(&self) -> bool {
-        let mut faults = lock(&self.faults);
-        let rate = faults.plan.lost_reply_rate;
-        rate > 0.0 && faults.rng.next_f64() < rate
-    }
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn error_response(status: StatusCode, body: &ErrorBody) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => json_response(status, bytes),
-        Err(_) => status.into_response(),
-    }
-}
-
-fn unavailable() -> Response {
-    with_note(
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "t3-sim: simulated outage (service unavailable)",
-        )
-            .into_response(),
-        "simulated outage",
-    )
-}
-
-/// A reply whose connection breaks before it completes: the status line may go out, the body
-/// never does, and the client sees the connection close.
-fn dropped_connection(note: &str) -> Response {
-    let body = futures_util::stream::once(async {
-        Err::<Bytes, io::Error>(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "t3-sim: dropped connection",
-        ))
-    });
-    with_note(Response::new(Body::from_stream(body)), note.to_owned())
 }
 
 async fn dispatch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -733,9 +418,9 @@ async fn dispatch(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
                 Err(_) => shared.internal_error(Endpoint::Dispatch),
             }
         }
-        Err(Refusal(reason)) => with_note(
+        Err(refusal) => with_note(
             shared.internal_error(Endpoint::Dispatch),
-            format!("{kind} refused: {reason}"),
+            format!("{kind} refused: {}", refusal.message),
         ),
     }
 }

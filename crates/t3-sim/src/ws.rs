@@ -17,9 +17,18 @@
 //! - a payload that does not decode (or a command T3's schema refuses) ends the call with a
 //!   `Die` cause carrying the decoding error, before any scope check;
 //! - a missing scope is a `Fail` with `EnvironmentAuthorizationError`; a refused command a
-//!   `Fail` with `OrchestrationDispatchCommandError` carrying T3's reason text;
+//!   `Fail` with `OrchestrationDispatchCommandError {message, cause}` — nothing else: its
+//!   `message` is the underlying error's (`Orchestration command invariant failed (…): …` for
+//!   the decider, the failed step's for a bootstrap) and its `cause` that error. A refusal and an
+//!   internal failure (the fault plan's injected ones look like a database error) carry the same
+//!   tag: only the cause tells them apart, and over HTTP both are a 500;
 //! - a stream sends one `Chunk` with everything pending, then waits for the client's `Ack`
-//!   before the next; an `Interrupt` ends it with an `Exit` whose cause is `Interrupt`.
+//!   before the next; the snapshot (or replay) is a chunk of its own, and `synchronized` comes
+//!   only after it was acked, at the end of the next chunk (after the changes made meanwhile);
+//!   an `Interrupt` ends the stream with an `Exit` whose cause is `Interrupt`;
+//! - a worktree bootstrap takes [`crate::SimConfig::bootstrap_delay`] between creating its
+//!   thread and finishing; a client that disconnects meanwhile leaves the thread half made
+//!   (branch recorded, no worktree, no turn), as T3 skips its cleanup for an interrupted call.
 //!
 //! [`SimServer::stall_sockets`]: crate::SimServer::stall_sockets
 //! [`SimServer::drop_sockets`]: crate::SimServer::drop_sockets
@@ -41,8 +50,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::server::{lock, Endpoint, PausePhase, Shared, SocketFault};
+use crate::shared::{lock, Endpoint, PausePhase, Shared, SocketFault};
 use crate::world::{self, DispatchFailure};
+
+/// The message of the fault plan's injected `/ws` failure: an internal failure, worded as T3
+/// words a database error (`PersistenceSqlError`).
+const INJECTED_FAILURE: &str =
+    "SQL error in OrchestrationEngine.dispatch: t3-sim: injected failure (the command was not applied)";
 
 /// What the connection task writes next.
 enum Outgoing {
@@ -161,6 +175,7 @@ async fn serve(shared: Arc<Shared>, mut socket: WebSocket, scopes: Vec<String>) 
         stream_tasks: Vec::new(),
         items_sent: Arc::new(AtomicU64::new(0)),
         number,
+        closed: watch::channel(false).0,
     };
     let mut stall = shared.ws_stall.subscribe();
     let mut drops = shared.ws_drops.subscribe();
@@ -203,6 +218,7 @@ async fn serve(shared: Arc<Shared>, mut socket: WebSocket, scopes: Vec<String>) 
     for task in &connection.stream_tasks {
         task.abort();
     }
+    connection.closed.send_replace(true);
     shared.ws_disconnected();
     info!("WS connection #{number} closed: {why}");
     // Dropping the socket closes the TCP connection; after a fault no close frame was sent.
@@ -222,6 +238,8 @@ struct Connection {
     /// Shell stream items sent on this connection (for [`crate::FaultPlan::ws_drop_after_items`]).
     items_sent: Arc<AtomicU64>,
     number: u64,
+    /// Set once the connection ended: a bootstrap in its middle steps stops there.
+    closed: watch::Sender<bool>,
 }
 
 impl Connection {
@@ -333,6 +351,7 @@ impl Connection {
             id,
             command,
             self.number,
+            self.closed.subscribe(),
         ));
     }
 
@@ -384,7 +403,14 @@ fn syntax_error(message: &str) -> Value {
 
 /// `orchestration.dispatchCommand`: the fault plan, the pauses, the command (or the bootstrap
 /// of a `thread.turn.start`), then the reply — unless the reply is lost.
-async fn dispatch(shared: Arc<Shared>, replies: Replies, id: String, command: ClientCommand, number: u64) {
+async fn dispatch(
+    shared: Arc<Shared>,
+    replies: Replies,
+    id: String,
+    command: ClientCommand,
+    number: u64,
+    mut closed: watch::Receiver<bool>,
+) {
     let kind = command.kind();
     match shared.socket_fault().await {
         None => {}
@@ -397,25 +423,40 @@ async fn dispatch(shared: Arc<Shared>, replies: Replies, id: String, command: Cl
             info!("WS #{number}: {kind} (request {id}) not applied: injected failure");
             replies.fail(
                 &id,
-                json!({
-                    "_tag": "OrchestrationDispatchCommandError",
-                    "message": "t3-sim: injected failure (the command was not applied)",
+                dispatch_error(&DispatchFailure {
+                    message: INJECTED_FAILURE.to_owned(),
+                    cause: json!({ "name": "PersistenceSqlError", "message": INJECTED_FAILURE }),
                 }),
             );
             return;
         }
     }
     shared.hold(kind, PausePhase::BeforeApply).await;
-    let outcome = {
-        let mut world = lock(&shared.world);
-        match &command {
-            ClientCommand::ThreadTurnStart(turn) if turn.bootstrap.is_some() => {
-                world.dispatch_bootstrap(turn, Instant::now())
+    let outcome = match &command {
+        ClientCommand::ThreadTurnStart(turn) if turn.bootstrap.is_some() => {
+            let begun = lock(&shared.world).begin_bootstrap(turn, Instant::now());
+            match begun {
+                Err(failure) => Err(failure),
+                Ok(begun) => {
+                    // T3 adds the worktree now; a client gone meanwhile interrupts the call,
+                    // and T3 does not clean up after an interrupted bootstrap.
+                    let delay = lock(&shared.world).bootstrap_delay();
+                    let interrupted = !delay.is_zero()
+                        && tokio::select! {
+                            _ = tokio::time::sleep(delay) => false,
+                            _ = closed.wait_for(|c| *c) => true,
+                        };
+                    if interrupted {
+                        info!("WS #{number}: {kind} (request {id}) interrupted mid-bootstrap: the thread stays half made");
+                        return;
+                    }
+                    lock(&shared.world).finish_bootstrap(turn, begun, Instant::now())
+                }
             }
-            _ => world
-                .dispatch(&command, Instant::now())
-                .map_err(DispatchFailure::from),
         }
+        _ => lock(&shared.world)
+            .dispatch(&command, Instant::now())
+            .map_err(DispatchFailure::from),
     };
     shared.timers_changed.notify_one();
     shared.hold(kind, PausePhase::AfterApply).await;
@@ -432,16 +473,18 @@ async fn dispatch(shared: Arc<Shared>, replies: Replies, id: String, command: Cl
         }
         Err(failure) => {
             info!("WS #{number}: {kind} (request {id}) refused: {}", failure.message);
-            let mut error = json!({
-                "_tag": "OrchestrationDispatchCommandError",
-                "message": failure.message,
-            });
-            if failure.thread_deleted {
-                error["bootstrapThreadDisposition"] = json!("deleted");
-            }
-            replies.fail(&id, error);
+            replies.fail(&id, dispatch_error(&failure));
         }
     }
+}
+
+/// T3's `OrchestrationDispatchCommandError`: `message` and `cause`, no other field.
+fn dispatch_error(failure: &DispatchFailure) -> Value {
+    json!({
+        "_tag": "OrchestrationDispatchCommandError",
+        "message": failure.message,
+        "cause": failure.cause,
+    })
 }
 
 /// One `orchestration.subscribeShell` stream.
@@ -475,11 +518,21 @@ async fn shell_stream(mut stream: ShellStream) {
         };
         (head, pending, world.sequence())
     };
-    if stream.input.request_completion_marker == Some(true) {
-        pending.push(Arc::new(ShellItem::Synchronized));
-    }
+    // T3 sends `synchronized` only once the client acked the snapshot, after the changes made
+    // meanwhile, in the same chunk.
+    let mut marker = stream.input.request_completion_marker == Some(true);
     let mut chunks = 0u64;
     loop {
+        if pending.is_empty() && std::mem::take(&mut marker) {
+            let world = lock(&shared.world);
+            head.borrow_and_update();
+            pending = world
+                .shell_events_after(cursor)
+                .unwrap_or_else(|| vec![snapshot_item(&world)]);
+            cursor = world.sequence();
+            pending.push(Arc::new(ShellItem::Synchronized));
+            continue;
+        }
         if pending.is_empty() {
             tokio::select! {
                 // An interrupt wins: its handle is gone once sent, which also closes the acks.

@@ -56,8 +56,7 @@ async fn an_unknown_token_gets_401_invalid_credential_through_the_client() {
 
 #[tokio::test]
 async fn a_read_only_token_cannot_dispatch_and_is_told_the_scope() {
-    let server = start(config()).await;
-    let client = client(&server, READ_ONLY);
+    let (server, client) = started(READ_ONLY).await;
     client.snapshot().await.expect("a read-only token reads");
     let error = client.dispatch(REPO, 1, "Fix it").await.expect_err("refused");
     assert_eq!(error.error.status(), Some(403));
@@ -114,8 +113,7 @@ async fn an_expired_token_gets_401_and_a_fresh_grant_works() {
 
 #[tokio::test]
 async fn a_revoked_token_is_refused_from_the_next_request() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     client.snapshot().await.expect("valid");
     server.revoke_token(OPERATE);
     let error = client.snapshot().await.expect_err("revoked");

@@ -103,8 +103,7 @@ async fn a_dropped_connection_reaches_the_client_as_a_transport_error_and_applie
 
 #[tokio::test]
 async fn a_lost_reply_was_applied_and_the_retry_with_the_same_ids_is_answered_as_the_original() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let issue = IssueRef {
         repo: REPO.into(),
         number: 5,
@@ -132,8 +131,7 @@ async fn a_lost_reply_was_applied_and_the_retry_with_the_same_ids_is_answered_as
 
 #[tokio::test]
 async fn an_outage_window_answers_503_and_then_recovers() {
-    let server = start(config()).await;
-    let client = client(&server, READ_ONLY);
+    let (server, client) = started(READ_ONLY).await;
 
     server.set_faults(FaultPlan {
         unavailable: Some((Duration::from_secs(3600), Duration::from_secs(1))),
@@ -187,8 +185,7 @@ async fn latency_delays_every_request() {
 
 #[tokio::test]
 async fn a_pause_before_apply_holds_the_request_until_released() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let pause = server.pause("thread.create", PausePhase::BeforeApply);
     let dispatching = tokio::spawn({
         let client = client.clone();
@@ -212,8 +209,7 @@ async fn a_pause_before_apply_holds_the_request_until_released() {
 
 #[tokio::test]
 async fn a_pause_after_apply_holds_the_reply_of_an_applied_command() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let pause = server.pause("thread.turn.start", PausePhase::AfterApply);
     let dispatching = tokio::spawn({
         let client = client.clone();
@@ -231,8 +227,7 @@ async fn a_pause_after_apply_holds_the_reply_of_an_applied_command() {
 
 #[tokio::test]
 async fn a_client_killed_while_held_retries_without_a_second_thread() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let issue = IssueRef {
         repo: REPO.into(),
         number: 3,

@@ -20,8 +20,7 @@ async fn dispatch(client: &t3_client::T3Client, issue: u64, prompt: &str) -> Thr
 
 #[tokio::test]
 async fn a_dispatched_thread_shows_in_the_snapshot_and_completes() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let before = snapshot(&client).await;
 
     let thread_id = dispatch(&client, 1, "Fix the widget").await;
@@ -92,8 +91,7 @@ async fn the_session_starts_before_the_turn_is_admitted() {
 
 #[tokio::test]
 async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 3, "Fix it [sim:fail]").await;
 
     let done = wait_for_thread(&client, &thread_id, "the turn to fail", |t| {
@@ -111,8 +109,7 @@ async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
 
 #[tokio::test]
 async fn a_hanging_turn_runs_until_interrupted() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 4, "Fix it [sim:hang]").await;
 
     let running = wait_for_thread(&client, &thread_id, "the turn to run", |t| {
@@ -135,30 +132,45 @@ async fn a_hanging_turn_runs_until_interrupted() {
         running.latest_turn.as_ref().map(|t| t.turn_id.clone())
     );
 
+    // As in T3: an interrupt naming the turn shows it `interrupted` (the session still
+    // `running`), then the session `ready`, then T3 marks the turn `completed`.
+    let turn = running.latest_turn.as_ref().map(|t| t.turn_id.clone());
     client
-        .interrupt_turn(&thread_id, None, command_id())
+        .interrupt_turn(&thread_id, turn.as_ref(), command_id())
         .await
         .expect("interrupt is accepted");
-    let done = wait_for_thread(&client, &thread_id, "the interrupt", |t| {
+    let interrupted = wait_for_thread(&client, &thread_id, "the interrupt", |t| {
         ThreadState::of(Some(t)).is_final()
     })
     .await;
-    assert_eq!(ThreadState::of(Some(&done)), ThreadState::Interrupted);
-    assert_eq!(done.session.map(|s| s.status), Some(SessionStatus::Interrupted));
-    assert!(done.latest_turn.and_then(|t| t.completed_at).is_some());
+    assert_eq!(
+        interrupted.latest_turn.as_ref().map(|t| t.state),
+        Some(TurnState::Interrupted)
+    );
+    assert!(interrupted.latest_turn.and_then(|t| t.completed_at).is_some());
+    let done = wait_for_thread(&client, &thread_id, "T3 to mark the turn completed", |t| {
+        t.latest_turn.as_ref().map(|t| t.state) == Some(TurnState::Completed)
+    })
+    .await;
+    assert_eq!(done.session.map(|s| s.status), Some(SessionStatus::Ready));
+    assert_eq!(
+        server.thread(&thread_id).map(|t| t.agent_running),
+        Some(true),
+        "an interrupt ends the turn, not the agent"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
-async fn an_interrupt_for_another_turn_changes_nothing() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+async fn an_interrupt_naming_another_turn_interrupts_the_running_one() {
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 5, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
     })
     .await;
 
+    // T3 interrupts by session: the running turn ends, and never reads `interrupted`.
     let other_turn = t3_client::TurnId::new("some-other-turn").expect("a valid id");
     client
         .interrupt_turn(&thread_id, Some(&other_turn), command_id())
@@ -166,15 +178,14 @@ async fn an_interrupt_for_another_turn_changes_nothing() {
         .expect("T3 accepts it");
     assert_eq!(
         server.thread(&thread_id).map(|t| t.state),
-        Some(SimThreadState::Running)
+        Some(SimThreadState::Completed)
     );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn stopping_the_session_interrupts_the_turn_and_stops_the_session() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 6, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
@@ -209,8 +220,7 @@ async fn stopping_the_session_interrupts_the_turn_and_stops_the_session() {
 
 #[tokio::test]
 async fn fail_times_fails_the_first_threads_of_a_title_then_succeeds() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let mut outcomes = Vec::new();
     for _attempt in 0..3 {
         // One new thread per attempt, all with the issue's title, as afk retries.
@@ -252,8 +262,7 @@ async fn a_duration_marker_overrides_the_turn_duration() {
 
 #[tokio::test]
 async fn finish_turn_ends_a_turn_on_demand() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 10, "[sim:hang]").await;
 
     assert!(server.finish_turn(thread_id.as_str(), TurnOutcome::Error("the agent gave up".into())));
@@ -278,8 +287,7 @@ async fn finish_turn_ends_a_turn_on_demand() {
 
 #[tokio::test]
 async fn a_follow_up_turn_runs_on_the_same_thread() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 11, "First").await;
     let first = wait_for_thread(&client, &thread_id, "the first turn", |t| {
         ThreadState::of(Some(t)).is_final()
@@ -308,8 +316,7 @@ async fn a_follow_up_turn_runs_on_the_same_thread() {
 
 #[tokio::test]
 async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let archived = dispatch(&client, 12, "[sim:duration=10]").await;
     let deleted = dispatch(&client, 13, "[sim:hang]").await;
 
@@ -334,9 +341,23 @@ async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
         .expect("a deleted thread stays in the read model");
     assert!(gone.deleted_at.is_some());
     assert_eq!(ThreadState::of(Some(gone)), ThreadState::Lost);
-    assert_eq!(
+    // As in T3, a deleted thread's view freezes as it was (here its session was still starting
+    // or running), and its commands are still accepted.
+    assert!(matches!(
         gone.session.as_ref().map(|s| s.status),
-        Some(SessionStatus::Stopped)
+        Some(SessionStatus::Starting | SessionStatus::Running)
+    ));
+    client
+        .stop_session(&deleted, command_id())
+        .await
+        .expect("a command for a deleted thread is accepted");
+    assert_eq!(
+        snapshot(&client)
+            .await
+            .thread(&deleted)
+            .and_then(|t| t.session.clone()),
+        gone.session,
+        "and changes nothing"
     );
 
     let (status, shell) = get(&server, Some(READ_ONLY), "/api/orchestration/shell").await;
@@ -361,8 +382,7 @@ async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
 
 #[tokio::test]
 async fn shell_thread_detail_and_environment_have_t3s_shapes() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 14, "Show me").await;
     wait_for_thread(&client, &thread_id, "the turn to end", |t| {
         ThreadState::of(Some(t)).is_final()
@@ -435,8 +455,7 @@ async fn shell_thread_detail_and_environment_have_t3s_shapes() {
 
 #[tokio::test]
 async fn a_created_project_takes_threads() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let project = t3_client::ProjectId::new("proj-gadgets").expect("a valid id");
     client
         .create_project(&project, "gadgets", "/tmp/gadgets", command_id())
@@ -485,8 +504,7 @@ fn keys(value: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn the_raw_snapshot_carries_exactly_t3s_read_model_keys() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 15, "[sim:hang]").await;
     wait_for_thread(&client, &thread_id, "the turn to run", |t| {
         t.latest_turn.is_some()
@@ -599,5 +617,48 @@ async fn commands_applied_in_process_behave_as_dispatched_ones() {
     })
     .await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_t3_restarts_an_interrupt_starts_the_lost_agent_again_and_a_stop_does_not() {
+    let (server, client) = started(OPERATE).await;
+    let interrupted = dispatch(&client, 20, "[sim:duration=10]").await;
+    let stopped = dispatch(&client, 21, "[sim:duration=10]").await;
+    for id in [&interrupted, &stopped] {
+        wait_for_thread(&client, id, "the turn to complete", |t| {
+            ThreadState::of(Some(t)) == ThreadState::Succeeded
+        })
+        .await;
+    }
+    server.lose_agents();
+    let sim = |id: &ThreadId| server.thread(id).expect("the thread");
+    assert!(!sim(&interrupted).agent_running && !sim(&stopped).agent_running);
+    assert_eq!(sim(&interrupted).agent_starts, 1);
+
+    client
+        .interrupt_turn(&interrupted, None, command_id())
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (sim(&interrupted).agent_starts, sim(&interrupted).agent_running),
+        (2, true),
+        "T3 starts the agent again to deliver the interrupt"
+    );
+    let recovered = wait_for_thread(&client, &interrupted, "the session to be back", |t| {
+        t.session.as_ref().map(|s| s.status) == Some(SessionStatus::Ready)
+    })
+    .await;
+    assert_eq!(recovered.latest_turn.map(|t| t.state), Some(TurnState::Completed));
+
+    client
+        .stop_session(&stopped, command_id())
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (sim(&stopped).agent_starts, sim(&stopped).agent_running),
+        (1, false),
+        "a stop starts nothing"
+    );
     server.shutdown().await;
 }

@@ -129,8 +129,21 @@ async fn commands_the_decider_refuses_get_500_dispatch_failed() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_dispatch_failed(&server, &turn_start_json("c10", "t1", "on a deleted thread")).await;
-    // A deleted thread's id cannot be reused either.
+    // As in T3, whose decider still finds a deleted thread: a turn for it is accepted (and
+    // runs nothing), but its id cannot be reused.
+    let (status, body) = post_dispatch(
+        &server,
+        Some(OPERATE),
+        &turn_start_json("c10", "t1", "on a deleted thread").to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .thread(&t3_client::ids::ThreadId::new("t1").expect("an id"))
+            .map(|t| (t.turns, t.agent_running)),
+        Some((0, false))
+    );
     assert_dispatch_failed(&server, &thread_create_json("c11", "t1")).await;
     server.shutdown().await;
 }
@@ -213,8 +226,7 @@ async fn a_rejected_command_id_stays_rejected_and_a_reused_one_conflicts() {
 
 #[tokio::test]
 async fn a_retried_dispatch_plan_never_creates_a_second_thread() {
-    let server = start(config()).await;
-    let client = client(&server, OPERATE);
+    let (server, client) = started(OPERATE).await;
     let issue = t3_client::IssueRef {
         repo: REPO.into(),
         number: 42,

@@ -402,7 +402,7 @@ async fn a_bootstrap_sent_twice_makes_one_thread_and_a_plain_command_gets_its_re
 }
 
 #[tokio::test]
-async fn a_failed_worktree_or_setup_script_deletes_the_thread_and_names_the_step() {
+async fn a_failed_worktree_deletes_the_thread_and_a_failed_setup_script_does_not() {
     let server = start(ws_config()).await;
     let mut rpc = Rpc::connect(&server, OPERATE).await;
     let mut shell = Rpc::connect(&server, READ_ONLY).await;
@@ -410,57 +410,71 @@ async fn a_failed_worktree_or_setup_script_deletes_the_thread_and_names_the_step
     shell.chunk(&stream).await;
     shell.ack(&stream).await;
 
-    for (thread_id, text, setup, step) in [
-        ("t1", "Fix it [sim:worktree-fail]", false, "prepareWorktree"),
-        ("t2", "Fix it [sim:setup-fail]", true, "runSetupScript"),
-    ] {
+    let exit = rpc
+        .dispatch(bootstrap_turn(
+            "c-t1",
+            "t1",
+            "Fix it [sim:worktree-fail]",
+            Some("afk/t1"),
+            false,
+        ))
+        .await;
+    let error = error_of(&exit);
+    assert_eq!(error["_tag"], "OrchestrationDispatchCommandError");
+    let message = error["message"].as_str().expect("a message");
+    assert_eq!(
+        message,
+        "Git command failed in GitVcsDriver.createWorktree (/tmp/widgets): git worktree add failed"
+    );
+    assert_eq!(error["cause"]["failures"][0]["error"]["_tag"], "GitCommandError");
+    assert!(
+        error.get("bootstrapThreadDisposition").is_none(),
+        "T3's error has no such field: {error}"
+    );
+    let gone = thread(&server, "t1");
+    assert!(gone.deleted, "t1 is deleted again");
+    assert_eq!(gone.turns, 0, "no turn started");
+    let model = snapshot(&client(&server, OPERATE)).await;
+    let wire = model.thread(&ThreadId::new("t1").expect("id")).expect("listed");
+    assert!(wire.deleted_at.is_some());
+    // The stream saw it come and go.
+    let mut removed = false;
+    while !removed {
+        for item in items(shell.chunk(&stream).await) {
+            if let ShellItem::ThreadRemoved { thread_id: id, .. } = item {
+                removed |= id.as_str() == "t1";
+            }
+        }
+        shell.ack(&stream).await;
+    }
+
+    // A setup script that fails to start is recorded on the thread, whose turn goes on, as in
+    // T3; without runSetupScript no script runs at all.
+    for (thread_id, setup) in [("t2", true), ("t3", false)] {
         let branch = format!("afk/{thread_id}");
-        let exit = rpc
-            .dispatch(bootstrap_turn(
+        sequence_of(
+            &rpc.dispatch(bootstrap_turn(
                 &format!("c-{thread_id}"),
                 thread_id,
-                text,
+                "Fix it [sim:setup-fail]",
                 Some(&branch),
                 setup,
             ))
-            .await;
-        let error = error_of(&exit);
-        assert_eq!(error["_tag"], "OrchestrationDispatchCommandError");
-        let message = error["message"].as_str().expect("a message");
-        assert!(message.contains(step), "{message}");
-        assert_eq!(error["bootstrapThreadDisposition"], "deleted");
-        let gone = thread(&server, thread_id);
-        assert!(gone.deleted, "{thread_id} is deleted again");
-        assert_eq!(gone.turns, 0, "no turn started");
-        let model = snapshot(&client(&server, OPERATE)).await;
-        let wire = model
-            .thread(&ThreadId::new(thread_id).expect("id"))
-            .expect("listed");
-        assert!(wire.deleted_at.is_some());
-
-        // The stream saw it come and go.
-        let mut removed = false;
-        while !removed {
-            for item in items(shell.chunk(&stream).await) {
-                if let ShellItem::ThreadRemoved { thread_id: id, .. } = item {
-                    removed |= id.as_str() == thread_id;
-                }
-            }
-            shell.ack(&stream).await;
-        }
+            .await,
+        );
+        let kept = thread(&server, thread_id);
+        assert!(!kept.deleted && kept.turns == 1, "{kept:?}");
+        let (_, detail) = get(
+            &server,
+            Some(OPERATE),
+            &format!("/api/orchestration/threads/{thread_id}"),
+        )
+        .await;
+        let failed = detail["thread"]["activities"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["kind"] == "setup-script.failed"));
+        assert_eq!(failed, setup, "{detail}");
     }
-
-    // [sim:setup-fail] without runSetupScript runs no script, so nothing fails.
-    sequence_of(
-        &rpc.dispatch(bootstrap_turn(
-            "c-t3",
-            "t3",
-            "Fix it [sim:setup-fail]",
-            Some("afk/t3"),
-            false,
-        ))
-        .await,
-    );
     server.shutdown().await;
 }
 
@@ -477,11 +491,8 @@ async fn a_branch_that_exists_is_refused_like_git_worktree_add() {
         .await;
     let error = error_of(&exit);
     let message = error["message"].as_str().expect("a message");
-    assert!(
-        message.contains("a branch named 'afk/issue-1' already exists"),
-        "{message}"
-    );
-    assert_eq!(error["bootstrapThreadDisposition"], "deleted");
+    assert!(message.ends_with("git worktree add failed"), "{message}");
+    assert!(error.get("bootstrapThreadDisposition").is_none(), "{error}");
     assert!(thread(&server, "t2").deleted);
     assert!(!thread(&server, "t1").deleted);
 
@@ -521,14 +532,16 @@ async fn the_shell_stream_sends_the_snapshot_then_every_change_in_order() {
     let mut rpc = Rpc::connect(&server, OPERATE).await;
     let stream = rpc.subscribe(json!({"requestCompletionMarker": true})).await;
     let first = items(rpc.chunk(&stream).await);
-    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first.len(), 1, "the snapshot alone, as T3 sends it: {first:?}");
     let ShellItem::Snapshot { snapshot } = first[0].clone() else {
         panic!("the snapshot comes first: {first:?}");
     };
-    assert_eq!(first[1], ShellItem::Synchronized);
     assert_eq!(snapshot.projects.len(), 1);
     let start_sequence = snapshot.snapshot_sequence;
     let mut fleet = Fleet::from_shell(snapshot);
+    rpc.expect_silence("synchronized waits for the ack").await;
+    rpc.ack(&stream).await;
+    assert_eq!(items(rpc.chunk(&stream).await), [ShellItem::Synchronized]);
     rpc.ack(&stream).await;
 
     // A dispatch over HTTP, a turn the agent admits and completes: every event is an item.
@@ -588,9 +601,9 @@ async fn resuming_after_a_sequence_replays_exactly_the_missed_events() {
     let stream = rpc
         .subscribe(json!({"afterSequence": seen, "requestCompletionMarker": true}))
         .await;
-    let replay = items(rpc.chunk(&stream).await);
-    let (last, events) = replay.split_last().expect("items");
-    assert_eq!(*last, ShellItem::Synchronized);
+    let events = items(rpc.chunk(&stream).await);
+    rpc.ack(&stream).await;
+    assert_eq!(items(rpc.chunk(&stream).await), [ShellItem::Synchronized]);
     let sequences: Vec<u64> = events.iter().map(|i| i.sequence().expect("an event")).collect();
     assert_eq!(sequences, (seen + 1..=head).collect::<Vec<_>>());
     assert!(events
@@ -727,7 +740,9 @@ async fn a_socket_is_dropped_after_the_configured_number_of_stream_items() {
     });
     let mut rpc = Rpc::connect(&server, READ_ONLY).await;
     let stream = rpc.subscribe(json!({"requestCompletionMarker": true})).await;
-    assert_eq!(rpc.chunk(&stream).await.len(), 2);
+    assert_eq!(rpc.chunk(&stream).await.len(), 1, "the snapshot");
+    rpc.ack(&stream).await;
+    assert_eq!(rpc.chunk(&stream).await.len(), 1, "synchronized");
     rpc.ack(&stream).await;
     apply(&server, thread_create("c1", "t1"));
     apply(&server, thread_create("c2", "t2"));

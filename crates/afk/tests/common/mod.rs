@@ -290,11 +290,19 @@ pub async fn tick_until_first_job_is(app: &mut App, state: JobState) -> Vec<Job>
     tick_until(app, Duration::from_secs(20), |_| {}, first_job_is(state)).await
 }
 
-/// True once the first thread in T3 had its turn interrupted.
+/// True once afk carried out the stop of the first thread in T3: its turn no longer runs and its
+/// session is stopped, or (a thread stopped before its turn started) it was deleted. Like the
+/// real T3, the stand-in shows an interrupted turn `interrupted` for a moment and then
+/// `completed`, so the turn's state alone does not tell; whether the agent of a deleted thread
+/// really stopped is another matter (`real_t3.rs`, issue 12 defect 2).
 pub fn first_thread_interrupted(sim: &SimServer) -> bool {
-    sim.read_model()
-        .threads
-        .first()
-        .and_then(|t| t.latest_turn.as_ref())
-        .is_some_and(|t| t.state == t3_client::wire::TurnState::Interrupted)
+    use t3_client::wire::{SessionStatus, TurnState};
+    sim.read_model().threads.first().is_some_and(|t| {
+        let stopped = t
+            .latest_turn
+            .as_ref()
+            .is_some_and(|turn| matches!(turn.state, TurnState::Interrupted | TurnState::Completed))
+            && t.session.as_ref().map(|s| s.status) == Some(SessionStatus::Stopped);
+        stopped || t.deleted_at.is_some()
+    })
 }

@@ -172,6 +172,8 @@ pub fn thread(i: usize, base: DateTime<Utc>) -> Thread {
         messages: Vec::new(),
         activities: Vec::new(),
         checkpoints: Vec::new(),
+        has_pending_user_input: false,
+        has_pending_approvals: false,
         session,
     }
 }

@@ -45,6 +45,9 @@ pub enum ClientCommand {
     /// Delete the thread.
     #[serde(rename = "thread.delete")]
     ThreadDelete(ThreadRef),
+    /// Answer the agent's question (a pending user input).
+    #[serde(rename = "thread.user-input.respond")]
+    ThreadUserInputRespond(ThreadUserInputRespond),
 }
 
 impl ClientCommand {
@@ -59,6 +62,7 @@ impl ClientCommand {
             ClientCommand::ThreadArchive(_) => "thread.archive",
             ClientCommand::ThreadUnarchive(_) => "thread.unarchive",
             ClientCommand::ThreadDelete(_) => "thread.delete",
+            ClientCommand::ThreadUserInputRespond(_) => "thread.user-input.respond",
         }
     }
 
@@ -73,6 +77,7 @@ impl ClientCommand {
             ClientCommand::ThreadArchive(c)
             | ClientCommand::ThreadUnarchive(c)
             | ClientCommand::ThreadDelete(c) => &c.command_id,
+            ClientCommand::ThreadUserInputRespond(c) => &c.command_id,
         }
     }
 
@@ -87,6 +92,7 @@ impl ClientCommand {
             ClientCommand::ThreadArchive(c)
             | ClientCommand::ThreadUnarchive(c)
             | ClientCommand::ThreadDelete(c) => Some(&c.thread_id),
+            ClientCommand::ThreadUserInputRespond(c) => Some(&c.thread_id),
         }
     }
 }
@@ -280,4 +286,21 @@ pub struct ThreadRef {
     pub command_id: CommandId,
     /// The thread.
     pub thread_id: ThreadId,
+}
+
+/// `thread.user-input.respond`: a person's answers to the question the agent asked (the
+/// `requestId` of the thread's `user-input.requested` activity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadUserInputRespond {
+    /// The command's id.
+    pub command_id: CommandId,
+    /// The thread whose agent asked.
+    pub thread_id: ThreadId,
+    /// T3's id of the question (`payload.requestId` of the `user-input.requested` activity).
+    pub request_id: NonEmptyString,
+    /// Per question id, the answer: a text or a list of the chosen options' labels.
+    pub answers: serde_json::Map<String, serde_json::Value>,
+    /// When the client sent it.
+    pub created_at: Timestamp,
 }

@@ -114,6 +114,64 @@ pub struct Thread {
     /// The provider session, `null` when none was started.
     #[serde(deserialize_with = "required_nullable")]
     pub session: Option<Session>,
+    /// The agent waits for a person's answer (`item/tool/requestUserInput`). Only the shell
+    /// (`GET /api/orchestration/shell`, `orchestration.subscribeShell`) carries this flag; the
+    /// snapshot has none, so a thread read from it says `false`. Not serialised when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub has_pending_user_input: bool,
+    /// The agent waits for a person's approval; shell only, like `has_pending_user_input`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub has_pending_approvals: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl Thread {
+    /// Its activities, typed (the thread detail has them; the snapshot's are empty). An entry
+    /// that is not an activity is skipped.
+    pub fn typed_activities(&self) -> Vec<Activity> {
+        self.activities
+            .iter()
+            .filter_map(|a| serde_json::from_value(a.clone()).ok())
+            .collect()
+    }
+}
+
+/// `GET /api/orchestration/threads/:threadId`: one thread with its messages and activities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadDetail {
+    /// The event sequence this detail reflects.
+    pub snapshot_sequence: u64,
+    /// The thread, hydrated.
+    pub thread: Thread,
+}
+
+/// One entry of a thread's activity log (T3's `OrchestrationThreadActivity`), e.g.
+/// `user-input.requested` (payload `{requestId, questions}`), `user-input.resolved` (payload
+/// `{requestId, answers}`), `provider.turn.start.failed` (payload `{detail}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// Its id.
+    pub id: String,
+    /// `info`, `error`, …
+    pub tone: String,
+    /// What happened, e.g. `user-input.requested`.
+    pub kind: String,
+    /// A line for people.
+    pub summary: String,
+    /// The kind's details.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// The turn it belongs to, if any.
+    #[serde(default)]
+    pub turn_id: Option<TurnId>,
+    /// When.
+    #[serde(deserialize_with = "timestamp")]
+    pub created_at: Timestamp,
 }
 
 /// The state of a turn.

@@ -226,6 +226,8 @@ impl ThreadShell {
             activities: Vec::new(),
             checkpoints: Vec::new(),
             session: self.session,
+            has_pending_user_input: self.has_pending_user_input,
+            has_pending_approvals: self.has_pending_approvals,
         }
     }
 
@@ -246,8 +248,8 @@ impl ThreadShell {
             archived_at: thread.archived_at,
             session: thread.session.clone(),
             latest_user_message_at: None,
-            has_pending_approvals: false,
-            has_pending_user_input: false,
+            has_pending_approvals: thread.has_pending_approvals,
+            has_pending_user_input: thread.has_pending_user_input,
             has_actionable_proposed_plan: false,
         }
     }

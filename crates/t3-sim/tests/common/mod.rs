@@ -45,6 +45,14 @@ pub async fn start(config: SimConfig) -> SimServer {
     }
 }
 
+/// A stand-in with [`config`] and the real T3 client against it with `token`: what most tests
+/// start with.
+pub async fn started(token: &str) -> (SimServer, T3Client) {
+    let server = start(config()).await;
+    let client = client(&server, token);
+    (server, client)
+}
+
 /// The real T3 client against `server`, with `token`, mapping [`REPO`] to [`PROJECT`].
 pub fn client(server: &SimServer, token: &str) -> T3Client {
     let transport = ReqwestTransport::new(TransportConfig {
