@@ -14,7 +14,7 @@ use afk_core::{
     apply, AttemptNo, AttemptState, CancelReason, Event, IssueKey, JobId, JobSource, JobState, Priority,
     Repo, RequeueBy, RetryPolicy, Transition,
 };
-use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, WatchedAttempt};
+use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
@@ -228,6 +228,7 @@ on_both_backends!(
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
+    a_wait_is_kept_per_topic_until_it_is_over,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1377,4 +1378,44 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
     );
     assert_eq!(watched[1].job_id, dispatching.id);
     assert_eq!(watched[1].job_state, JobState::Dispatching);
+}
+
+async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    assert!(ledger.waits().await.unwrap().is_empty());
+    let sealed = Wait {
+        topic: "t3_read".into(),
+        part: "Vault secret secret/afk/t3 (field token) at https://vault:8200".into(),
+        message: "T3 is not read: T3's operate token from Vault …: Vault is sealed (503) — it will pass".into(),
+        kind: "sealed".into(),
+        needs_person: false,
+        since: at(1),
+        updated_at: at(1),
+    };
+    ledger.set_wait(&sealed).await.unwrap();
+    let refused = Wait {
+        topic: "github".into(),
+        part: "GitHub at https://api.github.com".into(),
+        message: "GitHub rejected the credentials (HTTP 401)".into(),
+        kind: "refused".into(),
+        needs_person: true,
+        since: at(2),
+        updated_at: at(2),
+    };
+    ledger.set_wait(&refused).await.unwrap();
+    assert_eq!(ledger.waits().await.unwrap(), vec![refused.clone(), sealed.clone()]);
+    // Another reason on the same topic replaces the first.
+    let denied = Wait {
+        kind: "permission_denied".into(),
+        needs_person: true,
+        since: at(3),
+        updated_at: at(4),
+        ..sealed.clone()
+    };
+    ledger.set_wait(&denied).await.unwrap();
+    assert_eq!(ledger.waits().await.unwrap(), vec![refused.clone(), denied]);
+    ledger.clear_wait("t3_read").await.unwrap();
+    assert_eq!(ledger.waits().await.unwrap(), vec![refused]);
+    ledger.clear_waits().await.unwrap();
+    assert!(ledger.waits().await.unwrap().is_empty());
 }

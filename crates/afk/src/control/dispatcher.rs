@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 
-use afk_core::{Effect, Event, JobId, JobState, Repo};
+use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
@@ -19,7 +20,7 @@ use t3_client::{
 
 use super::intake::Intake;
 use super::record::Recorder;
-use super::{ControlError, Limits};
+use super::{job_span, ControlError, Limits};
 use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
 /// The event a dispatch's outcome calls for; `None` when nothing is to be recorded: T3 refused
@@ -125,55 +126,75 @@ impl Dispatcher {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
             }
-            // The whole rows (issue, prompt) only for the few attempts being dispatched.
-            let ledger = recorder.ledger();
-            let (Some(job), Some(attempt)) = (
-                ledger.job(watched.job_id).await?,
-                ledger.live_attempt(watched.job_id).await?,
-            ) else {
-                continue;
-            };
-            // The repository's configured part only: the rest of the policy is in the attempt.
-            let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
-            let plan = plan_of(&job, &attempt, target.as_ref());
-            // Created exactly as first planned: with the model the repository chose, if any.
-            let client = client_for(&self.t3, None, attempt.model.as_deref());
-            let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
-                has_turn: t.latest_turn.is_some(),
-                deleted: t.deleted_at.is_some(),
-            });
-            let worktrees = target.as_ref().and_then(worktree_target);
-            let outcome = match resume_step(seen, worktrees.is_some()) {
-                ResumeStep::Record(event) => {
-                    recorder.record(&job, &event, None, now).await?;
-                    continue;
-                }
-                ResumeStep::Bootstrap => {
-                    let Some((target, settings)) = target.as_ref().zip(worktrees) else {
-                        continue;
-                    };
-                    match worktree_plan(target, settings, fleet) {
-                        Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
-                        Err(error) => {
-                            let event = Event::DispatchRejected { error };
-                            recorder.record(&job, &event, None, now).await?;
-                            continue;
-                        }
-                    }
-                }
-                ResumeStep::Turn => client
-                    .start_turn(&plan)
-                    .await
-                    .map(drop)
-                    .map_err(|error| DispatchError {
-                        stage: DispatchStage::Turn,
-                        error,
-                    }),
-                ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
-            };
-            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
+            let span = job_span(
+                &watched.issue,
+                watched.job_id,
+                Some(watched.number),
+                Some(&watched.thread_id),
+            );
+            self.resume_one(recorder, policies, fleet, watched, now)
+                .instrument(span)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet`.
+    async fn resume_one(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        fleet: &Fleet,
+        watched: &WatchedAttempt,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        // The whole rows (issue, prompt) only for the few attempts being dispatched.
+        let ledger = recorder.ledger();
+        let (Some(job), Some(attempt)) = (
+            ledger.job(watched.job_id).await?,
+            ledger.live_attempt(watched.job_id).await?,
+        ) else {
+            return Ok(());
+        };
+        // The repository's configured part only: the rest of the policy is in the attempt.
+        let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
+        let plan = plan_of(&job, &attempt, target.as_ref());
+        // Created exactly as first planned: with the model the repository chose, if any.
+        let client = client_for(&self.t3, None, attempt.model.as_deref());
+        let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
+            has_turn: t.latest_turn.is_some(),
+            deleted: t.deleted_at.is_some(),
+        });
+        let worktrees = target.as_ref().and_then(worktree_target);
+        let outcome = match resume_step(seen, worktrees.is_some()) {
+            ResumeStep::Record(event) => {
+                recorder.record(&job, &event, None, now).await?;
+                return Ok(());
+            }
+            ResumeStep::Bootstrap => {
+                let Some((target, settings)) = target.as_ref().zip(worktrees) else {
+                    return Ok(());
+                };
+                match worktree_plan(target, settings, fleet) {
+                    Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
+                    Err(error) => {
+                        let event = Event::DispatchRejected { error };
+                        recorder.record(&job, &event, None, now).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            ResumeStep::Turn => client
+                .start_turn(&plan)
+                .await
+                .map(drop)
+                .map_err(|error| DispatchError {
+                    stage: DispatchStage::Turn,
+                    error,
+                }),
+            ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
+        };
+        conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
@@ -225,29 +246,16 @@ impl Dispatcher {
                 }
                 Next::Start(start) => start,
             };
-            let Start {
-                client,
-                plan,
-                attempt,
-                worktree,
-            } = *start;
-            let Some((transition, job)) = recorder
-                .record(&job, &Event::StartAttempt, Some(&attempt), now)
-                .await?
-            else {
-                continue;
-            };
-            if transition.effect != Some(Effect::Dispatch) {
-                // No attempt after all (its budget is spent): nothing to send.
-                continue;
+            let span = job_span(
+                &job.issue,
+                job.id,
+                Some(AttemptNo(job.attempts + 1)),
+                Some(&start.plan.ids.thread_id),
+            );
+            if start_attempt(recorder, &job, *start, now).instrument(span).await? {
+                total += 1;
+                *repo_count += 1;
             }
-            total += 1;
-            *repo_count += 1;
-            let outcome = match &worktree {
-                Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
-                None => client.dispatch_plan(&plan).await.map(drop),
-            };
-            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
         }
         Ok(())
     }
@@ -325,6 +333,37 @@ impl Dispatcher {
             Err(error) => Next::Refuse(error.to_string()),
         }
     }
+}
+
+/// Records `start`'s attempt for `job`, then sends it and records how it went; false when the
+/// machine started no attempt after all (its budget is spent), and nothing was sent.
+async fn start_attempt(
+    recorder: &mut Recorder,
+    job: &Job,
+    start: Start,
+    now: DateTime<Utc>,
+) -> Result<bool, ControlError> {
+    let Start {
+        client,
+        plan,
+        attempt,
+        worktree,
+    } = start;
+    let Some((transition, job)) = recorder
+        .record(job, &Event::StartAttempt, Some(&attempt), now)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if transition.effect != Some(Effect::Dispatch) {
+        return Ok(false);
+    }
+    let outcome = match &worktree {
+        Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+        None => client.dispatch_plan(&plan).await.map(drop),
+    };
+    conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
+    Ok(true)
 }
 
 /// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token

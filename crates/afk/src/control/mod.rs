@@ -28,11 +28,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afk_core::{IssueKey, JobState, Repo, RetryPolicy};
+use afk_core::{AttemptNo, IssueKey, JobId, JobState, Repo, RetryPolicy};
 use afk_github::{Intake as GitHubIssues, PolicyStore, Reporter, WebhookEvent};
 use afk_ledger::{Ledger, LedgerError};
 use chrono::{DateTime, Utc};
-use t3_client::{ShellFeed, T3Client};
+use t3_client::{ShellFeed, T3Client, ThreadId};
 use tokio::sync::mpsc;
 
 pub use intake::GitHubIntake;
@@ -296,6 +296,24 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// The span of work on one job (and its attempt and thread, when known): every log line inside it
+/// carries `issue`, `job`, `attempt` and `thread`, which log collectors filter on. At ERROR level
+/// so that it exists whatever the filter: a warning inside it names its job even at `AFK_LOG=warn`.
+pub(crate) fn job_span(
+    issue: &IssueKey,
+    job: JobId,
+    attempt: Option<AttemptNo>,
+    thread: Option<&ThreadId>,
+) -> tracing::Span {
+    tracing::error_span!(
+        "job",
+        issue = %issue,
+        job = job.0,
+        attempt = attempt.map(|a| a.0),
+        thread = thread.map(ThreadId::as_str),
+    )
 }
 
 async fn next_fleet_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {

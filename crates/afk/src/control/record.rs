@@ -67,6 +67,10 @@ impl Recorder {
             Err(other) => return Err(other.into()),
         };
         tracing::info!(
+            issue = %job.issue,
+            job = job.id.0,
+            attempt = (updated.attempts > 0).then_some(updated.attempts),
+            thread = new_attempt.map(|a| a.thread_id.as_str()),
             "{} {} -> {}: {}",
             job.issue,
             transition.from,
@@ -99,7 +103,13 @@ impl Recorder {
 
     /// Reports a job a source just queued (`from` names the source).
     pub(crate) fn queued(&mut self, job: &Job, from: &str) {
-        tracing::info!("{} queued from {from} (job {})", job.issue, job.id);
+        tracing::info!(
+            issue = %job.issue,
+            job = job.id.0,
+            "{} queued from {from} (job {})",
+            job.issue,
+            job.id
+        );
         self.progress.push(Progress {
             issue: job.issue.clone(),
             from: JobState::Queued,

@@ -13,11 +13,12 @@ use std::time::Duration;
 use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use t3_client::wire::Timestamp;
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 
 use super::record::Recorder;
-use super::{ControlError, Timeouts};
+use super::{job_span, ControlError, Timeouts};
 
 /// What T3's view shows of an attempt's thread: the watcher's input to [`thread_event`] and
 /// [`stop_step`].
@@ -369,7 +370,12 @@ impl Watcher {
             let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
                 continue;
             };
-            recorded |= recorder.record(&job, &event, None, now).await?.is_some();
+            let span = job_span(&job.issue, job.id, Some(attempt.number), Some(&attempt.thread_id));
+            recorded |= recorder
+                .record(&job, &event, None, now)
+                .instrument(span)
+                .await?
+                .is_some();
         }
         // Forget threads this pass did not observe, and absences that did not last.
         let pass = self.stalls.pass;
@@ -406,6 +412,10 @@ impl Watcher {
             match stop_step(&seen) {
                 StopStep::Stopped => {
                     tracing::info!(
+                        issue = %job.issue,
+                        job = job.id.0,
+                        attempt = attempt.number.0,
+                        thread = thread.as_str(),
                         "{} attempt {}: thread {thread} is not working; stopped",
                         job.issue,
                         attempt.number
@@ -473,6 +483,10 @@ fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
         ""
     };
     tracing::warn!(
+        issue = %job.issue,
+        job = job.id.0,
+        attempt = attempt.number.0,
+        thread = attempt.thread_id.as_str(),
         "{} attempt {}: cannot {what} of thread {} yet: {error}{hint}",
         job.issue,
         attempt.number,
