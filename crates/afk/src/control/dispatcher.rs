@@ -101,27 +101,58 @@ pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
     }
 }
 
+/// How T3 took afk's operate token since it was last asked: refused (no job's fault; nothing was
+/// recorded, and nothing more is sent this tick), or accepted by a dispatch that got through.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCheck {
+    /// The last refusal: T3 answered 401/403, or the token's provider had none.
+    pub(crate) refused: Option<T3Error>,
+    /// A dispatch went through.
+    pub(crate) accepted: bool,
+}
+
 /// Starts and resumes attempts through the operate client.
 pub(crate) struct Dispatcher {
     t3: T3Client,
     limits: Limits,
+    tokens: TokenCheck,
+    /// Send nothing this tick: afk leaves T3 alone while a refused operate token backs off.
+    held: bool,
 }
 
 impl Dispatcher {
     pub(crate) fn new(t3: T3Client, limits: Limits) -> Self {
-        Self { t3, limits }
+        Self {
+            t3,
+            limits,
+            tokens: TokenCheck::default(),
+            held: false,
+        }
+    }
+
+    /// The operate client's T3 URL.
+    pub(crate) fn base_url(&self) -> &str {
+        self.t3.base_url()
+    }
+
+    /// How T3 took the operate token since the last call.
+    pub(crate) fn take_token_check(&mut self) -> TokenCheck {
+        std::mem::take(&mut self.tokens)
     }
 
     /// Resumes every attempt left in `dispatching` whose back-off has passed, as [`resume_step`]
-    /// says from T3's view.
+    /// says from T3's view; sends nothing unless `may_send` (afk leaves T3 alone while a refused
+    /// operate token backs off), and nothing more once T3 refused the token.
     pub(crate) async fn resume(
-        &self,
+        &mut self,
         recorder: &mut Recorder,
         policies: &Policies,
         fleet: &Fleet,
         live: &[WatchedAttempt],
+        may_send: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        self.held = !may_send;
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
@@ -132,20 +163,26 @@ impl Dispatcher {
                 Some(watched.number),
                 Some(&watched.thread_id),
             );
-            self.resume_one(recorder, policies, fleet, watched, now)
+            let mut tokens = std::mem::take(&mut self.tokens);
+            let resumed = self
+                .resume_one(recorder, policies, fleet, watched, &mut tokens, now)
                 .instrument(span)
-                .await?;
+                .await;
+            self.tokens = tokens;
+            resumed?;
         }
         Ok(())
     }
 
-    /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet`.
+    /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet` (recording what
+    /// T3's view tells, and sending only when `may_send`).
     async fn resume_one(
         &self,
         recorder: &mut Recorder,
         policies: &Policies,
         fleet: &Fleet,
         watched: &WatchedAttempt,
+        tokens: &mut TokenCheck,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         // The whole rows (issue, prompt) only for the few attempts being dispatched.
@@ -166,7 +203,12 @@ impl Dispatcher {
             deleted: t.deleted_at.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
-        let outcome = match resume_step(seen, worktrees.is_some()) {
+        let step = resume_step(seen, worktrees.is_some());
+        let sends = !matches!(step, ResumeStep::Record(_));
+        if sends && (self.held || tokens.refused.is_some()) {
+            return Ok(());
+        }
+        let outcome = match step {
             ResumeStep::Record(event) => {
                 recorder.record(&job, &event, None, now).await?;
                 return Ok(());
@@ -194,14 +236,16 @@ impl Dispatcher {
                 }),
             ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
         };
-        conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await
+        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
     /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
-    /// are recorded with the transition, before the first request.
+    /// are recorded with the transition, before the first request. Nothing at all while afk
+    /// leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and nothing more once T3 refused the
+    /// operate token.
     pub(crate) async fn dispatch_ready(
-        &self,
+        &mut self,
         recorder: &mut Recorder,
         policies: &mut Policies,
         intake: &Intake,
@@ -209,6 +253,9 @@ impl Dispatcher {
         stopping: &HashMap<JobId, Job>,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        if self.held || self.tokens.refused.is_some() {
+            return Ok(());
+        }
         let ledger = recorder.ledger();
         let ready = ledger.ready_jobs(now, usize::MAX).await?;
         if ready.is_empty() {
@@ -229,7 +276,7 @@ impl Dispatcher {
             *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
         }
         for job in ready {
-            if total >= self.limits.max_concurrent {
+            if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 break;
             }
             if stopping.contains_key(&job.id) {
@@ -252,7 +299,10 @@ impl Dispatcher {
                 Some(AttemptNo(job.attempts + 1)),
                 Some(&start.plan.ids.thread_id),
             );
-            if start_attempt(recorder, &job, *start, now).instrument(span).await? {
+            if start_attempt(recorder, &job, *start, &mut self.tokens, now)
+                .instrument(span)
+                .await?
+            {
                 total += 1;
                 *repo_count += 1;
             }
@@ -341,6 +391,7 @@ async fn start_attempt(
     recorder: &mut Recorder,
     job: &Job,
     start: Start,
+    tokens: &mut TokenCheck,
     now: DateTime<Utc>,
 ) -> Result<bool, ControlError> {
     let Start {
@@ -362,29 +413,30 @@ async fn start_attempt(
         Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
         None => client.dispatch_plan(&plan).await.map(drop),
     };
-    conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
+    conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await?;
     Ok(true)
 }
 
 /// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
-/// records nothing and says in the log what to fix.
+/// records nothing and is noted in `tokens`, for the control plane to say why afk waits (the
+/// token's provider, or T3 refusing it).
 async fn conclude(
     recorder: &mut Recorder,
     job: &Job,
     thread: &ThreadId,
     outcome: Result<(), DispatchError>,
+    tokens: &mut TokenCheck,
     now: DateTime<Utc>,
 ) -> Result<(), ControlError> {
     match (dispatch_event(&outcome, thread), outcome) {
-        (Some(event), _) => {
+        (Some(event), outcome) => {
+            tokens.accepted |= outcome.is_ok();
             recorder.record(job, &event, None, now).await?;
         }
-        (None, Err(e)) => tracing::error!(
-            "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
-             token_file): {}",
-            job.issue,
-            e.error
-        ),
+        (None, Err(e)) => {
+            tracing::debug!("{}: the operate token was refused: {}", job.issue, e.error);
+            tokens.refused = Some(e.error);
+        }
         (None, Ok(())) => {}
     }
     Ok(())

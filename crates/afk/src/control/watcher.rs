@@ -14,6 +14,7 @@ use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
+use afk_secrets::redact::redact_url;
 use t3_client::wire::Timestamp;
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 
@@ -272,24 +273,33 @@ impl Watcher {
         self.following_stream == Some(true)
     }
 
-    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`
-    /// (logged once per outage) when T3 cannot be read: then nothing is dispatched or watched
-    /// until it answers.
-    pub(crate) async fn view(&mut self) -> Option<Arc<Fleet>> {
-        // Each switch (stream up or down, T3 reachable or not) is logged once, when it happens.
-        let base = self.reader.base_url();
+    /// The T3 this watcher reads, as configured (it may carry a password: redact it to show it).
+    pub(crate) fn base_url(&self) -> &str {
+        self.reader.base_url()
+    }
+
+    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot when
+    /// `may_read` (afk is not leaving T3 alone after a refusal). `None` when it did not ask; the
+    /// error when T3 could not be read, for the caller to say why afk waits: nothing is
+    /// dispatched or watched until T3 answers.
+    pub(crate) async fn view(&mut self, may_read: bool) -> Option<Result<Arc<Fleet>, T3Error>> {
+        // Each switch (stream up or down, T3 reachable) is logged once, when it happens.
+        let base = redact_url(self.reader.base_url()).into_owned();
         if let Some(feed) = &self.feed {
             if let Some(fleet) = feed.fleet() {
                 if self.following_stream.replace(true) != Some(true) {
                     tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
                 }
                 self.t3_was_reachable = Some(true);
-                return Some(fleet);
+                return Some(Ok(fleet));
             }
             if self.following_stream.replace(false) == Some(true) {
                 let status = feed.status();
                 tracing::warn!("T3's shell stream is down ({status}); polling the snapshot until it is back");
             }
+        }
+        if !may_read {
+            return None;
         }
         match self.reader.snapshot().await {
             Ok(model) => {
@@ -297,15 +307,11 @@ impl Watcher {
                 if self.t3_was_reachable.replace(true) != Some(true) {
                     tracing::info!("T3 at {base} is reachable ({} threads)", snapshot.len());
                 }
-                Some(snapshot)
+                Some(Ok(snapshot))
             }
             Err(error) => {
-                if self.t3_was_reachable.replace(false) != Some(false) {
-                    tracing::warn!(
-                        "waiting for T3 at {base}: {error}; nothing is dispatched or watched until it answers"
-                    );
-                }
-                None
+                self.t3_was_reachable = Some(false);
+                Some(Err(error))
             }
         }
     }
