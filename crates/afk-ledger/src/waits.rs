@@ -42,7 +42,10 @@ impl WaitRow {
     fn into_wait(self) -> Result<Wait, LedgerError> {
         let instant = |ms: i64, column: &str| {
             DateTime::from_timestamp_millis(ms).ok_or_else(|| LedgerError::Corrupt {
-                what: format!("waits.{column} of topic {}: {ms} is not a representable instant", self.topic),
+                what: format!(
+                    "waits.{column} of topic {}: {ms} is not a representable instant",
+                    self.topic
+                ),
             })
         };
         Ok(Wait {

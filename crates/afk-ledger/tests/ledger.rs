@@ -1386,7 +1386,8 @@ async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {
     let sealed = Wait {
         topic: "t3_read".into(),
         part: "Vault secret secret/afk/t3 (field token) at https://vault:8200".into(),
-        message: "T3 is not read: T3's operate token from Vault …: Vault is sealed (503) — it will pass".into(),
+        message: "T3 is not read: T3's operate token from Vault …: Vault is sealed (503) — it will pass"
+            .into(),
         kind: "sealed".into(),
         needs_person: false,
         since: at(1),
@@ -1403,7 +1404,10 @@ async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {
         updated_at: at(2),
     };
     ledger.set_wait(&refused).await.unwrap();
-    assert_eq!(ledger.waits().await.unwrap(), vec![refused.clone(), sealed.clone()]);
+    assert_eq!(
+        ledger.waits().await.unwrap(),
+        vec![refused.clone(), sealed.clone()]
+    );
     // Another reason on the same topic replaces the first.
     let denied = Wait {
         kind: "permission_denied".into(),

@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
-use tracing::Instrument;
 use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
 };
+use tracing::Instrument;
 
 use super::intake::Intake;
 use super::record::Recorder;

@@ -228,9 +228,7 @@ impl ControlPlane {
         // What a failed tick recorded was logged; the report covers this tick only.
         self.recorder.take_progress();
         let may_poll_github = self.waits.may_try(Topic::GitHub, now);
-        self.intake
-            .sync(&mut self.recorder, may_poll_github, now)
-            .await?;
+        self.intake.sync(&mut self.recorder, may_poll_github, now).await?;
         match self.intake.github_poll_outcome() {
             Some(Ok(())) => self.wait_over(Topic::GitHub).await?,
             Some(Err(waiting)) => self.wait_on(waiting, now).await?,
@@ -315,7 +313,10 @@ impl ControlPlane {
         let since = self.waits.current(waiting.topic).map_or(now, |(_, since)| since);
         say_waiting(&waiting, say, since);
         if waiting.topic != Topic::Ledger {
-            self.recorder.ledger().set_wait(&wait_record(&waiting, since, now)).await?;
+            self.recorder
+                .ledger()
+                .set_wait(&wait_record(&waiting, since, now))
+                .await?;
         }
         Ok(())
     }
@@ -382,16 +383,37 @@ impl ControlPlane {
 /// the failure's class as fields (and the whole outside text, when the reason holds part of it).
 fn say_waiting(waiting: &Waiting, say: Say, since: DateTime<Utc>) {
     let again = match say {
-        Say::Again => format!(" (since {})", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Say::Again => format!(
+            " (since {})",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
         _ => String::new(),
     };
     let message = waiting.message();
-    let (topic, part, kind) = (waiting.topic.as_str(), waiting.part.as_str(), waiting.kind.as_str());
+    let (topic, part, kind) = (
+        waiting.topic.as_str(),
+        waiting.part.as_str(),
+        waiting.kind.as_str(),
+    );
     let detail = waiting.detail.as_deref();
     if waiting.needs_person {
-        tracing::error!(topic, part, kind, needs_person = true, detail, "waiting: {message}{again}");
+        tracing::error!(
+            topic,
+            part,
+            kind,
+            needs_person = true,
+            detail,
+            "waiting: {message}{again}"
+        );
     } else {
-        tracing::warn!(topic, part, kind, needs_person = false, detail, "waiting: {message}{again}");
+        tracing::warn!(
+            topic,
+            part,
+            kind,
+            needs_person = false,
+            detail,
+            "waiting: {message}{again}"
+        );
     }
 }
 

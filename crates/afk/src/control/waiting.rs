@@ -131,7 +131,10 @@ impl Waiting {
                         "{t3} refused {} (401): it is invalid or expired, also when read again",
                         credential.name
                     ),
-                    Some(format!("a person must give afk a valid token ({})", credential.key)),
+                    Some(format!(
+                        "a person must give afk a valid token ({})",
+                        credential.key
+                    )),
                     "refused",
                     true,
                 ),
@@ -448,7 +451,10 @@ mod tests {
                 "{error}"
             );
             let message = waiting.message();
-            assert!(message.starts_with("nothing is dispatched or watched: "), "{message}");
+            assert!(
+                message.starts_with("nothing is dispatched or watched: "),
+                "{message}"
+            );
             assert!(said.iter().all(|s| message.contains(s)), "{error}: {message}");
             assert!(!message.contains("pa55"), "{message}");
         }
@@ -468,14 +474,22 @@ mod tests {
         ];
         for (error, kind, needs_person) in cases {
             let waiting = Waiting::github(&error);
-            assert_eq!((waiting.kind.as_str(), waiting.needs_person), (kind, needs_person), "{error}");
+            assert_eq!(
+                (waiting.kind.as_str(), waiting.needs_person),
+                (kind, needs_person),
+                "{error}"
+            );
             assert!(waiting.message().starts_with("no issue is taken from GitHub: "));
         }
-        let from_env = Waiting::github(
-            &GitHubError::Credentials(SecretError::new("environment variable GITHUB_TOKEN", FailureKind::Missing, "it is not set")),
-        );
+        let from_env = Waiting::github(&GitHubError::Credentials(SecretError::new(
+            "environment variable GITHUB_TOKEN",
+            FailureKind::Missing,
+            "it is not set",
+        )));
         assert_eq!(from_env.part, "environment variable GITHUB_TOKEN");
-        assert!(from_env.message().contains("afk's GitHub credentials from environment variable GITHUB_TOKEN: it is not set"));
+        assert!(from_env
+            .message()
+            .contains("afk's GitHub credentials from environment variable GITHUB_TOKEN: it is not set"));
     }
 
     fn sealed() -> Waiting {
@@ -510,9 +524,17 @@ mod tests {
         for (secs, waiting, say, why) in steps {
             assert_eq!(waits.note(waiting, at(secs)), say, "{why}");
         }
-        assert_eq!(waits.current(Topic::T3Read).unwrap().1, at(310), "since the cause changed");
+        assert_eq!(
+            waits.current(Topic::T3Read).unwrap().1,
+            at(310),
+            "since the cause changed"
+        );
         assert_eq!(waits.clear(Topic::T3Read).map(|w| w.kind), Some("refused".into()));
-        assert_eq!(waits.note(refused(), at(320)), Say::New, "a reason after a clear is new");
+        assert_eq!(
+            waits.note(refused(), at(320)),
+            Say::New,
+            "a reason after a clear is new"
+        );
     }
 
     #[test]
@@ -525,16 +547,24 @@ mod tests {
         let mut waited = Vec::new();
         for _ in 0..9 {
             waits.note(refused(), at(now));
-            let next = (now..now + 1000).find(|s| waits.may_try(Topic::T3Read, at(*s))).unwrap();
+            let next = (now..now + 1000)
+                .find(|s| waits.may_try(Topic::T3Read, at(*s)))
+                .unwrap();
             waited.push(next - now);
             now = next;
         }
         assert_eq!(waited, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert!(waits.may_try(Topic::T3Operate, at(now)), "topics back off apart");
         waits.note(sealed(), at(now));
-        assert!(waits.may_try(Topic::T3Read, at(now)), "a sealed Vault is asked again at the next poll");
+        assert!(
+            waits.may_try(Topic::T3Read, at(now)),
+            "a sealed Vault is asked again at the next poll"
+        );
         waits.note(refused(), at(now));
         assert!(!waits.may_try(Topic::T3Read, at(now + 4)));
-        assert!(waits.may_try(Topic::T3Read, at(now + 5)), "the back-off starts over");
+        assert!(
+            waits.may_try(Topic::T3Read, at(now + 5)),
+            "the back-off starts over"
+        );
     }
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
-use chrono::{DateTime, Utc};
-use tracing::Instrument;
 use afk_secrets::redact::redact_url;
+use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
+use tracing::Instrument;
 
 use super::record::Recorder;
 use super::{job_span, ControlError, Timeouts};
