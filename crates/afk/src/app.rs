@@ -353,6 +353,15 @@ fn github_side(
     intake_config.trigger_label = github.trigger_label.clone();
     intake_config.permission_ttl = github.permission_ttl;
     let web = config.t3.web_url.clone().unwrap_or_else(|| config.t3.url.clone());
+    // Links go into public comments: never with a password in them.
+    let web = match url::Url::parse(&web) {
+        Ok(mut link) if !link.username().is_empty() || link.password().is_some() => {
+            let _ = link.set_username("");
+            let _ = link.set_password(None);
+            link.to_string().trim_end_matches('/').to_owned()
+        }
+        _ => web,
+    };
     Ok(Some(GitHubSide::new(
         Intake::new(client.clone(), intake_config),
         PolicyStore::new(client.clone()),
