@@ -208,9 +208,18 @@ mod tests {
             .expect("recorded");
         let job = ledger.job(job.id).await.unwrap().unwrap();
         let kept = job.last_error.unwrap();
-        assert!(kept.contains("T3 answered 400: {\"echo\": \"[redacted]\""), "{kept}");
-        assert!(!kept.contains(token.expose()) && !kept.contains("abc.def"), "{kept}");
+        assert!(
+            kept.contains("T3 answered 400: {\"echo\": \"[redacted]\""),
+            "{kept}"
+        );
+        assert!(
+            !kept.contains(token.expose()) && !kept.contains("abc.def"),
+            "{kept}"
+        );
         let events = ledger.events(job.id).await.unwrap();
-        assert!(events.iter().all(|e| !e.note.contains(token.expose())), "{events:#?}");
+        assert!(
+            events.iter().all(|e| !e.note.contains(token.expose())),
+            "{events:#?}"
+        );
     }
 }
