@@ -25,11 +25,13 @@
 //! - `model.rs`: the records as the rest of afk sees them and their decoding from rows;
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
+//! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
 
 #![warn(missing_docs)]
 
 mod error;
+mod inspect;
 mod leader;
 mod model;
 mod redact;
@@ -38,6 +40,7 @@ use std::fmt;
 
 pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
+pub use inspect::Inspection;
 pub use leader::Leadership;
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use redact::redact_url;

@@ -229,6 +229,7 @@ on_both_backends!(
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
     a_wait_is_kept_per_topic_until_it_is_over,
+    inspecting_changes_nothing_and_sees_migrations_and_the_leader,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1422,4 +1423,48 @@ async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {
     assert_eq!(ledger.waits().await.unwrap(), vec![refused]);
     ledger.clear_waits().await.unwrap();
     assert!(ledger.waits().await.unwrap().is_empty());
+}
+
+async fn inspecting_changes_nothing_and_sees_migrations_and_the_leader(fx: &Fixture) {
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    assert!(seen.exists);
+    assert!(seen.applied >= 7, "{seen:?}");
+    assert!(
+        seen.pending.is_empty() && seen.unknown.is_empty() && seen.failed.is_empty(),
+        "{seen:?}"
+    );
+    assert!(!seen.led, "nobody leads it");
+    assert!(!seen.url_redacted.contains("password"));
+    let leadership = fx.ledger.try_lead().await.unwrap().expect("the lead");
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    match fx.ledger.backend() {
+        Backend::Sqlite if fx.url.contains(":memory:") => {}
+        _ => assert!(seen.led, "an afk run leads it: {seen:?}"),
+    }
+    leadership.release().await;
+    assert!(!Ledger::inspect(&fx.url).await.unwrap().led, "given up");
+    // A newer afk's migration, and one that did not finish.
+    fx.raw_execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer afk', TRUE, 'x', 0)",
+    )
+    .await
+    .unwrap();
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    assert_eq!(seen.unknown, [9999]);
+}
+
+#[tokio::test]
+async fn inspecting_a_sqlite_ledger_that_does_not_exist_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("afk.db");
+    let seen = Ledger::inspect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert!(!seen.exists && !seen.led);
+    assert!(
+        seen.pending.len() >= 7 && seen.applied == 0,
+        "every migration is pending: {seen:?}"
+    );
+    assert!(!path.exists(), "nothing was created");
 }
