@@ -218,7 +218,8 @@ pub fn t3_client(config: &Config) -> anyhow::Result<T3Client> {
     t3_client_with(config, bearer)
 }
 
-fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
+/// The T3 client for `[t3]` with the credential `bearer` (the read or the operate token).
+pub fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
     let transport = ReqwestTransport::new(TransportConfig {
         connect_timeout: config.t3.connect_timeout,
         request_timeout: config.t3.request_timeout,

@@ -36,8 +36,10 @@ enum Command {
     Demo,
     /// List the ledger's jobs.
     Jobs(cmd::jobs::Args),
-    /// Job counts per state and the attempts in flight.
+    /// Job counts per state, the attempts in flight, and why afk waits.
     Status(cmd::status::Args),
+    /// Checks the configuration, the tokens, T3, GitHub and the ledger, and says what to fix.
+    Doctor(cmd::doctor::Args),
     /// Queue one job by hand (afk run dispatches it).
     Dispatch(cmd::enqueue::Args),
     /// The T3 client alone, against any T3 server.
@@ -62,6 +64,7 @@ pub async fn main() -> ExitCode {
         Command::Demo => cmd::demo::run().await,
         Command::Jobs(args) => cmd::jobs::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
+        Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Dispatch(args) => cmd::enqueue::run(args).await,
         Command::T3(command) => cmd::t3::run(command).await,
         Command::Sim(args) => cmd::sim::run(args).await,

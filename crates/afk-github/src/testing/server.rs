@@ -358,7 +358,7 @@ fn route(
     let issue_json = |i: &IssueData| issue_json(&base, &repo_name, i);
     match (method.clone(), rest) {
         (Method::GET, []) => {
-            // What the asking account may do here, as GitHub says it (an App's bot has no role).
+            // What the asking account may do here, as GitHub says it.
             let role = repo.permissions.get(actor).map(String::as_str).unwrap_or("read");
             let at_least = |level: usize| {
                 ["none", "read", "triage", "write", "maintain", "admin"]
@@ -367,15 +367,19 @@ fn route(
                     .unwrap_or(0)
                     >= level
             };
-            Reply::ok(json!({
+            let mut body = json!({
                 "full_name": repo_name,
                 "name": name,
                 "owner": { "login": owner },
-                "permissions": {
+            });
+            // An App's installation token has no role: its permissions are the installation's.
+            if !actor.ends_with("[bot]") {
+                body["permissions"] = json!({
                     "pull": at_least(1), "triage": at_least(2), "push": at_least(3),
                     "maintain": at_least(4), "admin": at_least(5),
-                },
-            }))
+                });
+            }
+            Reply::ok(body)
         }
         (Method::GET, ["issues"]) => {
             let state = query.get("state").map(String::as_str).unwrap_or("open");
