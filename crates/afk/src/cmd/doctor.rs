@@ -363,13 +363,15 @@ async fn check_t3(config: &Config, tokens: &Tokens, checks: &mut Vec<Check>) {
         Some(reader) => check_read(&url, reader, credential, checks).await,
         None => None,
     };
-    if let Some(operate) = &operate {
-        check_operate(&url, operate, checks).await;
-    }
+    let operate_refused = match &operate {
+        Some(operate) => !check_operate(&url, operate, checks).await,
+        None => true,
+    };
     if let Some(model) = &model {
         check_projects(config, model, checks);
     }
-    if let Some(operate) = &operate {
+    // The upgrade carries the same token: a refusal is said above already.
+    if let (Some(operate), false) = (&operate, operate_refused) {
         let websocket = config.watch.push
             || config
                 .projects()
@@ -414,11 +416,11 @@ async fn check_read(
 }
 
 /// The operate token's scope, with a `thread.session.stop` for a thread that does not exist: T3
-/// checks the token first, then refuses the command, and nothing happens.
-async fn check_operate(url: &str, operate: &T3Client, checks: &mut Vec<Check>) {
-    let nobody = match ThreadId::new(format!("afk-doctor-{}", uuid::Uuid::new_v4())) {
-        Ok(id) => id,
-        Err(_) => return,
+/// checks the token first, then refuses the command, and nothing happens. False when T3 refused
+/// the token.
+async fn check_operate(url: &str, operate: &T3Client, checks: &mut Vec<Check>) -> bool {
+    let Ok(nobody) = ThreadId::new(format!("afk-doctor-{}", uuid::Uuid::new_v4())) else {
+        return false;
     };
     let judged = match operate.stop_session(&nobody, CommandId::generate()).await {
         Ok(_) => Ok(()),
@@ -432,13 +434,17 @@ async fn check_operate(url: &str, operate: &T3Client, checks: &mut Vec<Check>) {
         Err(error) => Err(error),
     };
     match judged {
-        Ok(()) => checks.push(Check::ok(
-            "t3.operate",
-            format!("T3 at {url} accepts afk's T3 operate token for dispatching (orchestration:operate)"),
-        )),
+        Ok(()) => {
+            checks.push(Check::ok(
+                "t3.operate",
+                format!("T3 at {url} accepts afk's T3 operate token for dispatching (orchestration:operate)"),
+            ));
+            true
+        }
         Err(error) => {
             let waiting = Waiting::t3(Topic::T3Operate, Credential::OPERATE, operate.base_url(), &error);
             checks.push(Check::waiting("t3.operate", &waiting));
+            !error.is_credential_problem()
         }
     }
 }
