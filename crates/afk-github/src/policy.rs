@@ -4,7 +4,8 @@
 //! Rendering is strict: a variable or filter the template names but afk does not provide is an error
 //! whose message names it, never a silent blank in the prompt. Checked twice: when `AFK.md` is read
 //! (every name the template uses must be one afk provides) and when it is rendered (minijinja's
-//! strict undefined behaviour catches the rest).
+//! strict undefined behaviour catches the rest, and the error names the expression, its line and
+//! why it is undefined, e.g. that labels are plain names).
 //!
 //! The standing-rules preamble is **not** here: the T3 client prepends it to every prompt.
 
