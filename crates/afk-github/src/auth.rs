@@ -106,6 +106,14 @@ impl Authenticator {
         matches!(self.credentials, Credentials::App(_))
     }
 
+    /// The App's installation, when afk authenticates as a GitHub App.
+    pub(crate) fn installation_id(&self) -> Option<InstallationId> {
+        match &self.credentials {
+            Credentials::App(app) => Some(app.installation_id),
+            Credentials::Token(_) => None,
+        }
+    }
+
     /// A freshly signed App JWT, for the few endpoints that speak to the App itself (`GET /app`);
     /// `None` with a personal token.
     pub(crate) async fn app_jwt(

@@ -105,7 +105,7 @@ struct CachedResponse {
 
 /// Which credential a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bearer {
+pub(crate) enum Bearer {
     /// The personal token, or the App's installation token: what every repository request uses.
     Installation,
     /// The App's own JWT (`GET /app`).
@@ -318,8 +318,13 @@ impl GitHubClient {
         self.send_as(method, url, body, Bearer::Installation).await
     }
 
+    /// The App's installation, when afk authenticates as a GitHub App.
+    pub(crate) fn installation_id(&self) -> Option<crate::InstallationId> {
+        self.inner.auth.installation_id()
+    }
+
     /// [`Self::send`] with the chosen bearer.
-    async fn send_as(
+    pub(crate) async fn send_as(
         &self,
         method: Method,
         url: Url,

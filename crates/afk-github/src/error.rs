@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use crate::rate_limit::RateLimitKind;
 
 /// An error from the GitHub adapter.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GitHubError {
     /// The credential provider could not produce a token or an App private key.
     #[error("GitHub credentials unavailable: {0}")]

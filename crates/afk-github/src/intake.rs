@@ -204,6 +204,9 @@ pub struct Scan {
     pub complete: bool,
     /// The failures behind `complete == false`, for logs and the status surface.
     pub errors: Vec<String>,
+    /// The same failures as errors, for deciding what they mean (a person must act, or it will
+    /// pass).
+    pub failures: Vec<GitHubError>,
 }
 
 impl Scan {
@@ -291,9 +294,11 @@ impl Intake {
             let issues: Vec<model::Issue> = match self.client.get_all(url).await {
                 Ok(issues) => issues,
                 Err(e) => {
-                    tracing::warn!(%repo, error = %e, "cannot list issues; this poll is partial");
+                    // Said by the caller, once per cause rather than once per poll.
+                    tracing::debug!(%repo, error = %e, "cannot list issues; this poll is partial");
                     scan.complete = false;
                     scan.errors.push(format!("{repo}: {e}"));
+                    scan.failures.push(e);
                     continue;
                 }
             };
@@ -308,9 +313,10 @@ impl Intake {
                         reason,
                     }),
                     Err(e) => {
-                        tracing::warn!(%repo, issue = number, error = %e, "cannot check issue; this poll is partial");
+                        tracing::debug!(%repo, issue = number, error = %e, "cannot check issue; this poll is partial");
                         scan.complete = false;
                         scan.errors.push(format!("{repo}#{number}: {e}"));
+                        scan.failures.push(e);
                     }
                 }
             }

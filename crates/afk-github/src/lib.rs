@@ -13,7 +13,8 @@
 //!   untrusted-edit notice, and detection of a pull request afk can trust;
 //! - [`webhook_router`] — a verified `POST /webhooks/github` feeding a channel.
 //!
-//! [`trust`] says who is trusted (write, maintain, admin); the private `http` and `model` modules
+//! [`access`] says what the credentials may do in each repository (for `afk doctor`); [`trust`]
+//! says who is trusted (write, maintain, admin); the private `http` and `model` modules
 //! hold the wire details.
 //!
 //! Behind the `testing` feature, [`testing::GitHubStandIn`] is a loopback GitHub for tests.
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod auth;
 pub mod client;
 pub mod clock;
@@ -42,6 +44,7 @@ pub mod webhook;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use access::RepoAccess;
 pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
 pub use client::{ClientConfig, GitHubClient, GITHUB_API};
 pub use clock::{Clock, SystemClock};

@@ -4,7 +4,8 @@
 //! Rendering is strict: a variable or filter the template names but afk does not provide is an error
 //! whose message names it, never a silent blank in the prompt. Checked twice: when `AFK.md` is read
 //! (every name the template uses must be one afk provides) and when it is rendered (minijinja's
-//! strict undefined behaviour catches the rest).
+//! strict undefined behaviour catches the rest, and the error names the expression, its line and
+//! why it is undefined, e.g. that labels are plain names).
 //!
 //! The standing-rules preamble is **not** here: the T3 client prepends it to every prompt.
 
@@ -219,12 +220,17 @@ impl RepoPolicy {
         })
     }
 
-    /// The prompt for `context`. Errors name the unknown variable or filter, or what failed.
+    /// The prompt for `context`. Errors name the unknown variable or filter, or what failed; an
+    /// undefined value names the expression and why it is undefined (`` `l.name` is undefined
+    /// (line 1): `l` is an item of `issue.labels`, and labels are plain names ``).
     pub fn render(&self, context: &PromptContext) -> Result<String, PolicyError> {
         let env = environment();
         let template_error = |e: minijinja::Error| PolicyError::Template {
             repo: self.label.clone(),
-            message: describe(&e),
+            message: match e.kind() {
+                minijinja::ErrorKind::UndefinedError => explain_undefined(&self.template, &e),
+                _ => describe(&e),
+            },
         };
         let template = env.template_from_str(&self.template).map_err(template_error)?;
         template.render(context).map_err(template_error)
@@ -290,6 +296,255 @@ fn describe(e: &minijinja::Error) -> String {
         text.push_str(&format!(" (line {line})"));
     }
     text
+}
+
+/// What an undefined value in `template` is and why, from minijinja's error `e` (which says only
+/// "undefined value" and where): the expression at fault and what the value it is read from
+/// holds, e.g. "`l.name` is undefined (line 1): `l` is an item of `issue.labels`, and labels are
+/// plain names (strings) with no attributes; write `{{ l }}`". Falls back to the tag's text.
+fn explain_undefined(template: &str, e: &minijinja::Error) -> String {
+    let line = e.line().map(|l| format!(" (line {l})")).unwrap_or_default();
+    let Some(at) = e.range().map(|r| r.start).filter(|at| *at <= template.len()) else {
+        return describe(e);
+    };
+    let Some(tag) = enclosing_tag(template, at) else {
+        return describe(e);
+    };
+    let loops = loop_variables(&template[..at.min(template.len())]);
+    for chain in chains(tag) {
+        if let Some(why) = why_undefined(&chain, &loops) {
+            return format!("`{}` is undefined{line}: {why}", chain.text);
+        }
+    }
+    format!("a value in `{}` is undefined{line}", tag.trim())
+}
+
+/// What a template value holds, as far as afk knows its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `issue`: a map of [`ISSUE_FIELDS`].
+    Issue,
+    /// `issue.labels`: a list of names.
+    Labels,
+    /// One of `issue.labels`: a plain name.
+    Label,
+    /// Text (`issue.title`, `repo`, ...).
+    Text,
+    /// Text, or none on a first attempt (`previous_error`).
+    TextOrNone,
+    /// A number (`issue.number`, `attempt`).
+    Number,
+}
+
+impl Shape {
+    fn of_variable(name: &str) -> Option<Shape> {
+        Some(match name {
+            "issue" => Shape::Issue,
+            "repo" => Shape::Text,
+            "attempt" => Shape::Number,
+            "previous_error" => Shape::TextOrNone,
+            _ => return None,
+        })
+    }
+
+    fn of_issue_field(name: &str) -> Option<Shape> {
+        Some(match name {
+            "number" => Shape::Number,
+            "labels" => Shape::Labels,
+            "title" | "body" | "author" | "url" => Shape::Text,
+            _ => return None,
+        })
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Shape::Issue => "the issue (fields number, title, body, labels, author, url)",
+            Shape::Labels => "a list of label names",
+            Shape::Label => "a plain name (a string)",
+            Shape::Text => "text (a string)",
+            Shape::TextOrNone => "text, or none on a first attempt",
+            Shape::Number => "a number",
+        }
+    }
+}
+
+/// A variable with attributes or indexes read from it, as written: `l.name`, `issue.labels[0]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Chain {
+    text: String,
+    root: String,
+    /// Each step: `Some(attribute)`, or `None` for an index.
+    steps: Vec<Option<String>>,
+}
+
+/// Why `chain` is undefined in afk's context (with `loops`, the loop variables in scope and what
+/// they iterate over), or `None` when it is not, or afk cannot tell.
+fn why_undefined(chain: &Chain, loops: &[(String, String)]) -> Option<String> {
+    let (mut shape, mut path) = match loops.iter().rev().find(|(var, _)| *var == chain.root) {
+        Some((_, over)) if over == "issue.labels" => (Shape::Label, chain.root.clone()),
+        Some(_) => return None,
+        None => (Shape::of_variable(&chain.root)?, chain.root.clone()),
+    };
+    for step in &chain.steps {
+        let next = match (shape, step) {
+            (Shape::Issue, Some(field)) => match Shape::of_issue_field(field) {
+                Some(next) => next,
+                None => {
+                    return Some(format!(
+                        "the issue has no field `{field}`; its fields are {}",
+                        ISSUE_FIELDS.join(", ")
+                    ))
+                }
+            },
+            (Shape::Labels, None) => Shape::Label,
+            (Shape::Label, Some(attribute)) => {
+                let item = match path == chain.root {
+                    true => format!("`{path}` is an item of `issue.labels`"),
+                    false => format!("`{path}` is a label"),
+                };
+                return Some(format!(
+                    "{item}, and labels are plain names (strings) with no attribute `{attribute}`; \
+                     write `{{{{ {path} }}}}` for the name"
+                ));
+            }
+            (shape, Some(attribute)) => {
+                return Some(format!(
+                    "`{path}` is {}, which has no attribute `{attribute}`",
+                    shape.describe()
+                ))
+            }
+            // An index into text or a list may be out of range: afk cannot tell from here.
+            (_, None) => return None,
+        };
+        path = match step {
+            Some(attribute) => format!("{path}.{attribute}"),
+            None => format!("{path}[…]"),
+        };
+        shape = next;
+    }
+    None
+}
+
+/// The text inside the `{{ … }}` or `{% … %}` tag around byte `at` of `template`.
+fn enclosing_tag(template: &str, at: usize) -> Option<&str> {
+    let before = template.get(..at)?;
+    let open = before.rfind("{{").into_iter().chain(before.rfind("{%")).max()?;
+    let start = open + 2;
+    let close = ["}}", "%}"]
+        .iter()
+        .filter_map(|c| template[start..].find(c))
+        .min()?;
+    let inner = &template[start..start + close];
+    Some(inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()))
+}
+
+/// The loop variables of the `{% for X in CHAIN %}` tags in `before` (outermost first), with
+/// the chain each iterates over. Loops already closed are kept too: a best effort for messages.
+fn loop_variables(before: &str) -> Vec<(String, String)> {
+    let mut loops = Vec::new();
+    let mut rest = before;
+    while let Some(open) = rest.find("{%") {
+        rest = &rest[open + 2..];
+        let Some(close) = rest.find("%}") else { break };
+        let tag = rest[..close].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let words: Vec<&str> = tag.split_whitespace().collect();
+        if let ["for", var, "in", over, ..] = words.as_slice() {
+            loops.push((var.to_string(), over.to_string()));
+        }
+        rest = &rest[close + 2..];
+    }
+    loops
+}
+
+/// Keywords and tests of the template language: never a variable.
+const TEMPLATE_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "if",
+    "else",
+    "elif",
+    "endif",
+    "for",
+    "endfor",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "loop",
+    "set",
+    "endset",
+    "defined",
+    "undefined",
+    "recursive",
+];
+
+/// The variable chains written in a tag's text, left to right (string literals, filters, tests,
+/// calls and keywords skipped).
+fn chains(tag: &str) -> Vec<Chain> {
+    let chars: Vec<char> = tag.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            continue;
+        }
+        if !(c.is_alphabetic() || c == '_') {
+            i += 1;
+            continue;
+        }
+        let previous = chars[..i].iter().rev().find(|c| !c.is_whitespace()).copied();
+        let start = i;
+        while i < chars.len() && ident(chars[i]) {
+            i += 1;
+        }
+        let root: String = chars[start..i].iter().collect();
+        let mut steps = Vec::new();
+        loop {
+            match chars.get(i) {
+                Some('.') if chars.get(i + 1).is_some_and(|c| c.is_alphabetic() || *c == '_') => {
+                    let from = i + 1;
+                    i = from;
+                    while i < chars.len() && ident(chars[i]) {
+                        i += 1;
+                    }
+                    steps.push(Some(chars[from..i].iter().collect()));
+                }
+                Some('[') => match chars[i..].iter().position(|c| *c == ']') {
+                    Some(end) => {
+                        steps.push(None);
+                        i += end + 1;
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        let before: String = chars[..start].iter().collect();
+        let previous_word = before.split_whitespace().next_back();
+        let is_filter_or_test = previous == Some('|') || previous_word == Some("is");
+        let is_call = chars.get(i) == Some(&'(');
+        if is_filter_or_test || is_call || TEMPLATE_WORDS.contains(&root.as_str()) {
+            continue;
+        }
+        found.push(Chain {
+            text: chars[start..i].iter().collect(),
+            root,
+            steps,
+        });
+    }
+    found
 }
 
 /// `(front matter, body)`; `None` when the front matter is never closed.
@@ -454,6 +709,62 @@ mod tests {
             Some((Some("a: 1\r\n"), "body"))
         );
         assert_eq!(split_front_matter("---\na: 1\n"), None);
+    }
+
+    #[test]
+    fn an_undefined_value_names_the_expression_and_why() {
+        // (template, what the error must say)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "{% for l in issue.labels %}{{ l.name }}{% endfor %}",
+                &[
+                    "`l.name` is undefined (line 1)",
+                    "`l` is an item of `issue.labels`",
+                    "plain names",
+                    "`{{ l }}`",
+                ],
+            ),
+            (
+                "Labels:\n{% for label in issue.labels -%}\n- {{ label.name | upper }}\n{% endfor %}",
+                &["`label.name` is undefined (line 3)", "plain names"],
+            ),
+            (
+                "{% for l in issue.labels %}{% if l.name == 'bug' %}!{% endif %}{% endfor %}",
+                &["`l.name` is undefined", "plain names"],
+            ),
+            (
+                "{{ issue.labels[0].name }}",
+                &[
+                    "`issue.labels[0].name` is undefined",
+                    "`issue.labels[…]` is a label",
+                ],
+            ),
+            (
+                "a\n{{ issue.title.text }}",
+                &[
+                    "`issue.title.text` is undefined (line 2)",
+                    "`issue.title` is text",
+                    "`text`",
+                ],
+            ),
+            (
+                "{{ attempt.count }}",
+                &["`attempt.count` is undefined", "`attempt` is a number"],
+            ),
+            (
+                "{{ repo ~ ': ' ~ issue.number.value }}",
+                &["`issue.number.value`", "a number"],
+            ),
+        ];
+        for (template, said) in cases {
+            let policy = RepoPolicy::parse("acme/widgets", template, PolicySource::BuiltIn).unwrap();
+            let err = policy.render(&context()).unwrap_err().to_string();
+            assert!(
+                err.starts_with("AFK.md of acme/widgets: prompt template error: "),
+                "{err}"
+            );
+            assert!(said.iter().all(|s| err.contains(s)), "{template:?}: {err}");
+        }
     }
 
     #[test]

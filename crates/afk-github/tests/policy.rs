@@ -134,7 +134,11 @@ fn an_undefined_attribute_fails_rendering_instead_of_rendering_blank() {
 
     let err = policy.render(&context(1, None)).unwrap_err().to_string();
 
-    assert!(err.contains("undefined"), "{err}");
+    // Which expression, where, and why: labels are plain names.
+    assert!(
+        err.contains("`l.colour` is undefined (line 1)") && err.contains("plain names"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -24,11 +24,14 @@
 //! - `query.rs`: the reads;
 //! - `model.rs`: the records as the rest of afk sees them and their decoding from rows;
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
+//! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
+//! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
 
 #![warn(missing_docs)]
 
 mod error;
+mod inspect;
 mod leader;
 mod model;
 mod redact;
@@ -37,9 +40,11 @@ use std::fmt;
 
 pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
+pub use inspect::Inspection;
 pub use leader::Leadership;
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use redact::redact_url;
+pub use waits::Wait;
 
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -126,6 +131,7 @@ const LIVE: &str = "state IN ('dispatching', 'running')";
 mod open;
 mod query;
 mod record;
+mod waits;
 
 impl Ledger {
     /// Which database the ledger is kept in.

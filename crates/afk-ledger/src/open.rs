@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::{redact_url, Ledger, LedgerError, Pool};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a SQLite writer waits for another connection's write to finish before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,7 +14,7 @@ use afk_core::{
     apply, AttemptNo, AttemptState, CancelReason, Event, IssueKey, JobId, JobSource, JobState, Priority,
     Repo, RequeueBy, RetryPolicy, Transition,
 };
-use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, WatchedAttempt};
+use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
@@ -228,6 +228,8 @@ on_both_backends!(
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
+    a_wait_is_kept_per_topic_until_it_is_over,
+    inspecting_changes_nothing_and_sees_migrations_and_the_leader,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1377,4 +1379,92 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
     );
     assert_eq!(watched[1].job_id, dispatching.id);
     assert_eq!(watched[1].job_state, JobState::Dispatching);
+}
+
+async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    assert!(ledger.waits().await.unwrap().is_empty());
+    let sealed = Wait {
+        topic: "t3_read".into(),
+        part: "Vault secret secret/afk/t3 (field token) at https://vault:8200".into(),
+        message: "T3 is not read: T3's operate token from Vault …: Vault is sealed (503) — it will pass"
+            .into(),
+        kind: "sealed".into(),
+        needs_person: false,
+        since: at(1),
+        updated_at: at(1),
+    };
+    ledger.set_wait(&sealed).await.unwrap();
+    let refused = Wait {
+        topic: "github".into(),
+        part: "GitHub at https://api.github.com".into(),
+        message: "GitHub rejected the credentials (HTTP 401)".into(),
+        kind: "refused".into(),
+        needs_person: true,
+        since: at(2),
+        updated_at: at(2),
+    };
+    ledger.set_wait(&refused).await.unwrap();
+    assert_eq!(
+        ledger.waits().await.unwrap(),
+        vec![refused.clone(), sealed.clone()]
+    );
+    // Another reason on the same topic replaces the first.
+    let denied = Wait {
+        kind: "permission_denied".into(),
+        needs_person: true,
+        since: at(3),
+        updated_at: at(4),
+        ..sealed.clone()
+    };
+    ledger.set_wait(&denied).await.unwrap();
+    assert_eq!(ledger.waits().await.unwrap(), vec![refused.clone(), denied]);
+    ledger.clear_wait("t3_read").await.unwrap();
+    assert_eq!(ledger.waits().await.unwrap(), vec![refused]);
+    ledger.clear_waits().await.unwrap();
+    assert!(ledger.waits().await.unwrap().is_empty());
+}
+
+async fn inspecting_changes_nothing_and_sees_migrations_and_the_leader(fx: &Fixture) {
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    assert!(seen.exists);
+    assert!(seen.applied >= 7, "{seen:?}");
+    assert!(
+        seen.pending.is_empty() && seen.unknown.is_empty() && seen.failed.is_empty(),
+        "{seen:?}"
+    );
+    assert!(!seen.led, "nobody leads it");
+    assert!(!seen.url_redacted.contains("password"));
+    let leadership = fx.ledger.try_lead().await.unwrap().expect("the lead");
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    match fx.ledger.backend() {
+        Backend::Sqlite if fx.url.contains(":memory:") => {}
+        _ => assert!(seen.led, "an afk run leads it: {seen:?}"),
+    }
+    leadership.release().await;
+    assert!(!Ledger::inspect(&fx.url).await.unwrap().led, "given up");
+    // A newer afk's migration, and one that did not finish.
+    fx.raw_execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer afk', TRUE, 'x', 0)",
+    )
+    .await
+    .unwrap();
+    let seen = Ledger::inspect(&fx.url).await.unwrap();
+    assert_eq!(seen.unknown, [9999]);
+}
+
+#[tokio::test]
+async fn inspecting_a_sqlite_ledger_that_does_not_exist_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("afk.db");
+    let seen = Ledger::inspect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert!(!seen.exists && !seen.led);
+    assert!(
+        seen.pending.len() >= 7 && seen.applied == 0,
+        "every migration is pending: {seen:?}"
+    );
+    assert!(!path.exists(), "nothing was created");
 }

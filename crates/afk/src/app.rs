@@ -14,6 +14,7 @@ use afk_github::{
     PolicyStore, Reporter, WebhookEvent,
 };
 use afk_ledger::Ledger;
+use afk_secrets::redact::redact_url;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use t3_client::{
@@ -137,14 +138,24 @@ impl App {
         };
         tracing::info!(
             "afk running: T3 at {}, ledger {}, polling every {}",
-            self.t3_url,
+            redact_url(&self.t3_url),
             ledger.url_redacted(),
             humantime::format_duration(self.poll_interval)
         );
+        // Reasons an earlier run left are not this run's: it says its own from the first tick.
+        forget_waits(&ledger).await;
         self.plane.run(self.poll_interval, &mut shutdown, on_tick).await;
+        forget_waits(&ledger).await;
         leadership.release().await;
         tracing::info!("afk stopped");
         Ok(())
+    }
+}
+
+/// Clears the reasons kept for `afk status`: a leader that starts or stops waits for nothing yet.
+async fn forget_waits(ledger: &Ledger) {
+    if let Err(error) = ledger.clear_waits().await {
+        tracing::warn!("cannot clear the waiting reasons kept in the ledger: {error}");
     }
 }
 
@@ -207,7 +218,8 @@ pub fn t3_client(config: &Config) -> anyhow::Result<T3Client> {
     t3_client_with(config, bearer)
 }
 
-fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
+/// The T3 client for `[t3]` with the credential `bearer` (the read or the operate token).
+pub fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
     let transport = ReqwestTransport::new(TransportConfig {
         connect_timeout: config.t3.connect_timeout,
         request_timeout: config.t3.request_timeout,
@@ -276,13 +288,14 @@ pub fn repo_targets(config: &Config) -> BTreeMap<Repo, RepoTarget> {
 async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
     let ledger = open_ledger(config).await?;
     let operate = t3_client(config)?;
-    let reader = match config.t3_read_token() {
+    let read_only = match config.t3_read_token() {
         Some(read_token) => {
             let bearer = read_token.build().context("[t3.read_token]")?;
-            t3_client_with(config, bearer)?
+            Some(t3_client_with(config, bearer)?)
         }
-        None => operate.clone(),
+        None => None,
     };
+    let reader = read_only.clone().unwrap_or_else(|| operate.clone());
     for (repo, target) in repo_targets(config) {
         if target.shares_checkout() {
             tracing::warn!(
@@ -297,7 +310,10 @@ async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
             );
         }
     }
-    let mut plane = ControlPlane::new(ledger, operate, settings(config)).with_reader(reader.clone());
+    let mut plane = ControlPlane::new(ledger, operate, settings(config));
+    if let Some(read_only) = read_only {
+        plane = plane.with_reader(read_only);
+    }
     if config.watch.push {
         plane = plane.with_feed(ShellFeed::start(&reader, FeedSettings::default()));
     }
@@ -338,6 +354,15 @@ fn github_side(
     intake_config.trigger_label = github.trigger_label.clone();
     intake_config.permission_ttl = github.permission_ttl;
     let web = config.t3.web_url.clone().unwrap_or_else(|| config.t3.url.clone());
+    // Links go into public comments: never with a password in them.
+    let web = match url::Url::parse(&web) {
+        Ok(mut link) if !link.username().is_empty() || link.password().is_some() => {
+            let _ = link.set_username("");
+            let _ = link.set_password(None);
+            link.to_string().trim_end_matches('/').to_owned()
+        }
+        _ => web,
+    };
     Ok(Some(GitHubSide::new(
         Intake::new(client.clone(), intake_config),
         PolicyStore::new(client.clone()),

@@ -5,14 +5,28 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::cmd;
+use crate::logging::{self, LogFormat};
 
 /// afk: gets repository issues implemented by coding agents running in T3 Code.
 #[derive(Debug, Parser)]
-#[command(name = "afk", version, about)]
+#[command(name = "afk", version, about, after_help = ENVIRONMENT)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the log on stderr is written: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(long, global = true, value_enum, env = "AFK_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
+
+/// What `--help` says about the environment.
+const ENVIRONMENT: &str = "\
+Environment:
+  AFK_LOG         which log records to write: a level (error, warn, info, debug, trace) or
+                  directives such as `info,afk=debug,t3_client=trace` (default: info; warn for
+                  `afk demo`); RUST_LOG is read when AFK_LOG is unset
+  AFK_LOG_FORMAT  text or json, as --log-format
+  AFK_CONFIG      the config file, as --config; AFK_<SECTION>_<KEY> overrides one key";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -22,8 +36,10 @@ enum Command {
     Demo,
     /// List the ledger's jobs.
     Jobs(cmd::jobs::Args),
-    /// Job counts per state and the attempts in flight.
+    /// Job counts per state, the attempts in flight, and why afk waits.
     Status(cmd::status::Args),
+    /// Checks the configuration, the tokens, T3, GitHub and the ledger, and says what to fix.
+    Doctor(cmd::doctor::Args),
     /// Queue one job by hand (afk run dispatches it).
     Dispatch(cmd::enqueue::Args),
     /// The T3 client alone, against any T3 server.
@@ -38,16 +54,17 @@ enum Command {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; its log shows only what went wrong.
-    init_tracing(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
+    let default_level = match cli.command {
+        Command::Demo => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_level);
     let outcome = match cli.command {
         Command::Run(args) => cmd::run::run(args).await,
         Command::Demo => cmd::demo::run().await,
         Command::Jobs(args) => cmd::jobs::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
+        Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Dispatch(args) => cmd::enqueue::run(args).await,
         Command::T3(command) => cmd::t3::run(command).await,
         Command::Sim(args) => cmd::sim::run(args).await,
@@ -59,15 +76,4 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr at `default_level`, or as `AFK_LOG` says.
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AFK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }

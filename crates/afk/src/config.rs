@@ -497,7 +497,7 @@ impl Config {
                 })?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError {
                     source_name: source_name.clone(),
-                    message: format!("not valid TOML: {}", e.message()),
+                    message: toml_syntax_error(&text, &e),
                 })?
             }
             None => toml::Table::new(),
@@ -510,7 +510,8 @@ impl Config {
                 overridden.insert(key.to_string(), var);
             }
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let table = toml::Value::Table(table);
+        let config: Config = serde_path_to_error::deserialize(table.clone()).map_err(|e| {
             let key = e.path().to_string();
             let from = overridden
                 .get(&key)
@@ -518,15 +519,16 @@ impl Config {
                 .unwrap_or(source_name.clone());
             ConfigError {
                 source_name: from,
-                message: if is_secret_key(&key) {
-                    // serde would quote the value, and a token typed straight into the file must
-                    // not end up in a terminal or a log.
-                    format!(
+                message: match provider_table_at(&table, &key) {
+                    // Read again on its own, for the full key and the form expected
+                    // (`t3.token.cache_lifetime: expected a duration ...`); a value typed where a
+                    // table belongs (a token) is never quoted back.
+                    Some(Err(error)) => format!("key {}: {}", error.key(), error.problem()),
+                    _ if is_secret_key(&key) => format!(
                         "key {key}: expected a provider table such as {{ provider = \"file\", path = \"...\" }} \
                          (see docs/secrets.md); the value is not shown"
-                    )
-                } else {
-                    format!("key {key}: {}", e.inner().message())
+                    ),
+                    _ => format!("key {key}: {}", e.inner().message()),
                 },
             }
         })?;
@@ -724,18 +726,59 @@ pub struct ProjectSettings {
     pub worktree_path: Option<WorktreeTemplate>,
 }
 
-/// An environment value as TOML: an integer when it reads as one, else a string.
+/// The keys that hold a secret provider table.
+const PROVIDER_KEYS: &[&str] = &[
+    "t3.token",
+    "t3.read_token",
+    "github.token",
+    "github.private_key",
+    "github.webhook_secret",
+];
+
 /// True for the keys that hold a secret provider: their values are never echoed in errors.
 fn is_secret_key(key: &str) -> bool {
-    [
-        "t3.token",
-        "t3.read_token",
-        "github.token",
-        "github.private_key",
-        "github.webhook_secret",
-    ]
-    .iter()
-    .any(|k| key == *k || key == format!("{k}.value") || key.starts_with(&format!("{k}.auth.token")))
+    PROVIDER_KEYS
+        .iter()
+        .any(|k| key == *k || key == format!("{k}.value") || key.starts_with(&format!("{k}.auth.token")))
+}
+
+/// The provider table at or above `key` in `config` (a file's table with its overrides), read on
+/// its own with errors naming the full key; `None` when `key` is not inside a provider table.
+fn provider_table_at(
+    config: &toml::Value,
+    key: &str,
+) -> Option<Result<ProviderSpec, afk_secrets::ProviderTableError>> {
+    let provider_key = PROVIDER_KEYS
+        .iter()
+        .find(|k| key == **k || key.starts_with(&format!("{k}.")))?;
+    let value = provider_key
+        .split('.')
+        .try_fold(config, |value, part| value.get(part))?;
+    Some(ProviderSpec::from_toml(value, provider_key))
+}
+
+/// A TOML syntax error as one line with where it is: `not valid TOML at line 3, column 9: ...`.
+fn toml_syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let (line, column) = line_and_column(text, span.start);
+            format!("not valid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("not valid TOML: {message}"),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    (line, column)
 }
 
 /// Keys whose values are integers; every other overridable key is a string (so that
@@ -752,6 +795,7 @@ const INTEGER_KEYS: &[&str] = &[
 /// Keys whose values are booleans (`true`/`false`).
 const BOOL_KEYS: &[&str] = &["watch.push"];
 
+/// An environment value as TOML: an integer when it reads as one, else a string.
 fn scalar(key: &str, value: &str) -> toml::Value {
     if BOOL_KEYS.contains(&key) {
         if let Ok(b) = value.trim().parse::<bool>() {
@@ -997,6 +1041,55 @@ mod tests {
 
         let err = load("[t3.projects]\n\"not-a-repo\" = \"p\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("t3.projects"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_inside_a_provider_table_name_the_full_key_and_the_form_expected() {
+        // (the [t3.token] table, what the error must name)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "provider = \"command\"\ncommand = [\"gh\"]\ncache_lifetime = \"soon\"",
+                &["key t3.token.cache_lifetime", "a duration such as", "\"soon\""],
+            ),
+            ("provider = \"file\"", &["key t3.token.path", "missing", "path = "]),
+            (
+                "provider = \"vault\"\naddr = \"https://vault:8200\"\npath = \"afk/t3\"\nauth = { method = \"kubernetes\" }",
+                &["key t3.token.auth.role", "missing", "role = \"afk\""],
+            ),
+            (
+                "provider = \"vault\"\naddr = \"https://vault:8200\"\npath = \"afk/t3\"\nauth = { method = \"tokn\" }",
+                &["key t3.token.auth.method", "\"tokn\"", "\"token\", \"kubernetes\""],
+            ),
+            ("provider = \"file\"\npath = \"x\"\ncache = \"5m\"", &["key t3.token.cache", "unknown key"]),
+        ];
+        for (table, named) in cases {
+            let err = load(&format!("[t3.token]\n{table}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("afk.toml"), "{err}");
+            assert!(named.iter().all(|n| err.contains(n)), "{table}: {err}");
+            assert!(!err.contains("expected a provider table"), "{table}: {err}");
+        }
+        let err = load("[github.token]\nprovider = \"env\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key github.token.var"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_say_the_line_and_column() {
+        let err = load("[t3]\nurl = \"http://t3\"\nmodel = claude\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("afk.toml") && err.contains("line 3, column 9"),
+            "{err}"
+        );
+        let err = load("[limits]\nper_repo = 2\n[limits]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert_eq!(line_and_column("ab\ncdé\nf", 7), (2, 4));
     }
 
     #[test]

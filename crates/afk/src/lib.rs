@@ -8,6 +8,7 @@
 //!   and the tests; the only place that knows which config key feeds which part;
 //! - [`config`]: the TOML file and its `AFK_...` overrides, validated (a leaf: it knows no part);
 //! - [`control`]: the control plane (intake, dispatcher, watcher, reporter, around one recorder);
+//! - [`logging`]: the log (text or JSON, one record per line, scrubbed of secrets);
 //! - [`policy`]: each repository's policy (T3 project, dispatch mode, limits, `AFK.md`) and
 //!   prompts;
 //! - [`source`]: issue sources read from outside (the local folder);
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod control;
+pub mod logging;
 pub mod policy;
 pub mod source;
 pub mod status_surface;

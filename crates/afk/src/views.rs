@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use afk_core::{JobSource, JobState};
-use afk_ledger::{Attempt, Job, Ledger, LedgerError};
+use afk_ledger::{Attempt, Job, Ledger, LedgerError, Wait};
 use serde::Serialize;
 
 /// The error `job` shows, `last` being its latest attempt: its own or that attempt's, and none
@@ -144,6 +144,8 @@ pub struct StatusView {
     pub jobs: BTreeMap<String, u64>,
     /// Attempts in flight.
     pub live: Vec<LiveView>,
+    /// Why the running `afk run` waits, if it does: one reason per part of the work held up.
+    pub waiting: Vec<Wait>,
 }
 
 /// One attempt in flight.
@@ -183,6 +185,7 @@ pub async fn status(ledger: &Ledger) -> Result<StatusView, LedgerError> {
         ledger: ledger.url_redacted().to_owned(),
         jobs,
         live,
+        waiting: ledger.waits().await?,
     })
 }
 
@@ -195,6 +198,17 @@ impl StatusView {
             .map(|s| format!("{} {}", self.jobs.get(s.as_str()).copied().unwrap_or(0), s))
             .collect();
         let mut out = format!("ledger: {}\njobs: {}\n", self.ledger, counts.join(", "));
+        for wait in &self.waiting {
+            let who = match wait.needs_person {
+                true => "a person must act",
+                false => "it will pass",
+            };
+            out.push_str(&format!(
+                "waiting since {} ({who}): {}\n",
+                wait.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                wait.message
+            ));
+        }
         if self.live.is_empty() {
             out.push_str("no attempts in flight\n");
         } else {

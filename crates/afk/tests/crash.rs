@@ -201,7 +201,9 @@ async fn afk_waits_for_a_t3_that_is_not_up_yet_and_then_does_the_work() {
     world.config.t3.url = format!("http://127.0.0.1:{port}");
     world.add_issue(REPO_A, 1, "Do it.");
     let config = world.write_config();
-    let (mut afk, waiting) = spawn_afk_until_log(&config, "waiting for T3").await;
+    let (mut afk, waiting) =
+        spawn_afk_until_log(&config, "waiting: nothing is dispatched or watched: T3 at").await;
+    assert!(waiting.contains("it will pass"), "{waiting}");
     assert!(waiting.contains(&format!("127.0.0.1:{port}")), "{waiting}");
     assert!(afk.try_wait().unwrap().is_none(), "afk is still running");
 

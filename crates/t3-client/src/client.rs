@@ -15,14 +15,15 @@ use crate::rpc::{RpcConnection, RpcSettings};
 use crate::transport::{Method, Request, Transport};
 use crate::wire::rpc::DISPATCH_COMMAND;
 use crate::wire::{
-    t3_text_len, BootstrapThread, ClientCommand, DispatchResult, ErrorBody, InteractionMode, MessageRole,
-    ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel, RuntimeMode, ThreadCreate,
-    ThreadRef, ThreadSessionStop, ThreadTurnInterrupt, ThreadTurnStart, Timestamp, TurnBootstrap,
-    TurnMessage, MAX_INPUT_CHARS,
+    t3_text_len, BootstrapThread, ClientCommand, DispatchResult, EnvironmentDescriptor, ErrorBody,
+    InteractionMode, MessageRole, ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel,
+    RuntimeMode, ServerConfig, ThreadCreate, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
+    ThreadTurnStart, Timestamp, TurnBootstrap, TurnMessage, MAX_INPUT_CHARS, SERVER_GET_CONFIG,
 };
 
 const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
 const SNAPSHOT_PATH: &str = "/api/orchestration/snapshot";
+const ENVIRONMENT_PATH: &str = "/.well-known/t3/environment";
 
 /// One issue of one repository, as the client names it in thread titles and branches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,6 +601,52 @@ impl T3Client {
     pub async fn snapshot(&self) -> Result<ReadModel, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
         decode("snapshot", &reply)
+    }
+
+    /// T3's environment descriptor (`GET /.well-known/t3/environment`): whether T3 answers at
+    /// all, and its version. Sent without a credential (T3 asks for none), so that it tells a T3
+    /// that is down from a token that is refused.
+    pub async fn environment(&self) -> Result<EnvironmentDescriptor, T3Error> {
+        let what = "environment";
+        let url = format!("{}{}", self.base_url, ENVIRONMENT_PATH);
+        let request = Request {
+            method: Method::Get,
+            url: url.clone(),
+            bearer: None,
+            json_body: None,
+        };
+        let reply = self
+            .transport
+            .send(request)
+            .await
+            .map_err(|source| T3Error::Transport {
+                what: what.to_owned(),
+                url,
+                source,
+            })?;
+        if !(200..300).contains(&reply.status) {
+            return Err(T3Error::Status {
+                what: what.to_owned(),
+                status: reply.status,
+                body: None,
+                body_excerpt: Some(excerpt(&reply.body)),
+            });
+        }
+        decode(what, &reply.body)
+    }
+
+    /// T3's server config (`server.getConfig` over the RPC; needs `orchestration:read`): its
+    /// provider instances.
+    pub async fn server_config(&self) -> Result<ServerConfig, T3Error> {
+        let connection = self.rpc_connection().await?;
+        let value = connection
+            .call_as(SERVER_GET_CONFIG, SERVER_GET_CONFIG, serde_json::json!({}))
+            .await?;
+        serde_json::from_value::<ServerConfig>(value.clone()).map_err(|e| T3Error::MalformedReply {
+            what: SERVER_GET_CONFIG.to_owned(),
+            detail: e.to_string(),
+            body_excerpt: excerpt(value.to_string().as_bytes()),
+        })
     }
 
     /// The snapshot as raw JSON, for `afk t3 snapshot --json` (checked to decode first).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use t3_client::wire::scopes;
+use t3_client::wire::{scopes, ServerProvider};
 
 /// Everything a stand-in starts with. `Default` has no token (so every authenticated request is
 /// refused until a test adds one), no project, a 2 s turn, seed 0, no faults and a fast pace (a
@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// '/' replaced by '-'>`, as T3 names it. Nothing is created there. Default
     /// `/tmp/t3-sim/worktrees`.
     pub worktrees_dir: PathBuf,
+    /// The provider instances `server.getConfig` reports, as T3 reports its own. Default:
+    /// `claudeAgent` and `codex`, both enabled and ready ([`SimConfig::default_providers`]).
+    pub providers: Vec<ServerProvider>,
 }
 
 impl Default for SimConfig {
@@ -55,6 +58,7 @@ impl Default for SimConfig {
             seed: 0,
             faults: FaultPlan::default(),
             worktrees_dir: PathBuf::from("/tmp/t3-sim/worktrees"),
+            providers: SimConfig::default_providers(),
         }
     }
 }
@@ -71,6 +75,24 @@ impl SimConfig {
             interrupt_settle: Duration::from_millis(150),
             ..SimConfig::default()
         }
+    }
+
+    /// `claudeAgent` and `codex`, enabled, installed and ready: a T3 set up to run agents.
+    pub fn default_providers() -> Vec<ServerProvider> {
+        ["claudeAgent", "codex"]
+            .into_iter()
+            .map(|id| ServerProvider {
+                instance_id: id.into(),
+                driver: id.into(),
+                enabled: true,
+                installed: true,
+                version: Some("1.0.0".into()),
+                status: "ready".into(),
+                availability: None,
+                unavailable_reason: None,
+                message: None,
+            })
+            .collect()
     }
 }
 

@@ -105,6 +105,15 @@ impl SimServer {
             "serverVersion": concat!(env!("CARGO_PKG_VERSION"), "-t3-sim"),
             "capabilities": { "repositoryIdentity": false },
         });
+        // T3's `ServerConfig` carries much more (keybindings, settings, observability); these
+        // are the parts a client reads to know the server and its agents.
+        let server_config = serde_json::json!({
+            "environment": environment.clone(),
+            "cwd": "/",
+            "providers": config.providers,
+            "availableEditors": [],
+            "issues": [],
+        });
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             timers_changed: Notify::new(),
@@ -117,6 +126,7 @@ impl SimServer {
             tokens: Mutex::new(tokens),
             pauses: Mutex::new(Vec::new()),
             environment,
+            server_config,
             trace_ids: Mutex::new(ids),
             ws_accepted: AtomicU64::new(0),
             ws_open: AtomicUsize::new(0),

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) tokens: Mutex<HashMap<String, Grant>>,
     pub(crate) pauses: Mutex<Vec<Arc<PauseInner>>>,
     pub(crate) environment: serde_json::Value,
+    /// What `server.getConfig` answers over the RPC.
+    pub(crate) server_config: serde_json::Value,
     pub(crate) trace_ids: Mutex<SplitMix64>,
     /// WebSocket connections accepted so far.
     pub(crate) ws_accepted: AtomicU64,

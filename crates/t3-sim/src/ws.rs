@@ -1,5 +1,6 @@
 //! T3's WebSocket RPC (`GET /ws`): Effect RPC envelopes, one JSON value per text frame, carrying
-//! `orchestration.dispatchCommand` and the `orchestration.subscribeShell` stream
+//! `orchestration.dispatchCommand`, the `orchestration.subscribeShell` stream and
+//! `server.getConfig` (the provider instances, [`crate::SimConfig::providers`])
 //! (`t3-api.md`, "WebSocket RPC"; T3's `apps/server/src/ws.ts`; Effect's `RpcServer`).
 //!
 //! **How a connection runs.** One task owns the socket: it reads frames, answers what is quick
@@ -44,7 +45,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{json, Value};
 use t3_client::wire::rpc::{DISPATCH_COMMAND, SUBSCRIBE_SHELL};
-use t3_client::wire::{scopes, ClientCommand, ShellItem, SubscribeShell};
+use t3_client::wire::{scopes, ClientCommand, ShellItem, SubscribeShell, SERVER_GET_CONFIG};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -287,7 +288,7 @@ impl Connection {
 
     fn request(&mut self, message: &Value) {
         let method = message.get("tag").and_then(Value::as_str).unwrap_or_default();
-        if method != DISPATCH_COMMAND && method != SUBSCRIBE_SHELL {
+        if ![DISPATCH_COMMAND, SUBSCRIBE_SHELL, SERVER_GET_CONFIG].contains(&method) {
             self.replies
                 .defect(Value::String(format!("Unknown request tag: {method}")));
             return;
@@ -307,10 +308,10 @@ impl Connection {
             return;
         }
         let payload = message.get("payload").cloned().unwrap_or(Value::Null);
-        if method == DISPATCH_COMMAND {
-            self.dispatch(id, payload);
-        } else {
-            self.subscribe_shell(id, payload);
+        match method {
+            DISPATCH_COMMAND => self.dispatch(id, payload),
+            SUBSCRIBE_SHELL => self.subscribe_shell(id, payload),
+            _ => self.server_config(id),
         }
     }
 
@@ -379,6 +380,13 @@ impl Connection {
         }));
         self.streams.insert(id, StreamHandle { acks, interrupt });
         self.keep(task);
+    }
+
+    /// `server.getConfig`: the server and its provider instances (`orchestration:read`).
+    fn server_config(&mut self, id: String) {
+        if self.has_scope(scopes::ORCHESTRATION_READ, &id) {
+            self.replies.success(&id, self.shared.server_config.clone());
+        }
     }
 
     fn keep(&mut self, task: JoinHandle<()>) {

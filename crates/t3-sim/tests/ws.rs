@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use t3_client::ids::ThreadId;
 use t3_client::wire::{ShellItem, ThreadState, TurnState};
 use t3_client::Fleet;
-use t3_sim::{FaultPlan, PausePhase, SimConfig, SimServer, SimThreadState};
+use t3_sim::{FaultPlan, PausePhase, SimConfig, SimServer, SimThreadState, TokenGrant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -803,4 +803,43 @@ async fn several_subscribers_are_independent() {
     );
     slow.expect_silence("the one that did not ack waits").await;
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_get_config_reports_the_provider_instances_to_a_reader() {
+    let mut providers = SimConfig::default_providers();
+    providers[1].enabled = false;
+    providers[1].status = "disabled".into();
+    let server = start(SimConfig {
+        providers,
+        tokens: vec![
+            TokenGrant::read_only(READ_ONLY),
+            TokenGrant {
+                token: "operate-only".into(),
+                scopes: vec!["orchestration:operate".into()],
+                lifetime: None,
+            },
+        ],
+        ..ws_config()
+    })
+    .await;
+    let config = common::client(&server, READ_ONLY).server_config().await.unwrap();
+    let states: Vec<(&str, bool)> = config
+        .providers
+        .iter()
+        .map(|p| (p.instance_id.as_str(), p.enabled))
+        .collect();
+    assert_eq!(states, [("claudeAgent", true), ("codex", false)]);
+    let environment = common::client(&server, "no token at all")
+        .environment()
+        .await
+        .unwrap();
+    assert!(environment.server_version.ends_with("-t3-sim"), "{environment:?}");
+
+    let mut rpc = Rpc::connect(&server, "operate-only").await;
+    let exit = rpc.call("server.getConfig", json!({})).await;
+    assert_eq!(
+        exit["cause"][0]["error"]["requiredScope"], "orchestration:read",
+        "as T3 does, server.getConfig needs the read scope: {exit}"
+    );
 }

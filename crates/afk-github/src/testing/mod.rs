@@ -108,6 +108,8 @@ pub(crate) struct AppInstallation {
     pub(crate) app_id: u64,
     pub(crate) slug: String,
     pub(crate) installation_id: u64,
+    /// The installation's repository permissions, as `GET /app/installations/{id}` shows them.
+    pub(crate) permissions: BTreeMap<String, String>,
     pub(crate) key: jsonwebtoken::DecodingKey,
     pub(crate) token_lifetime: chrono::Duration,
 }
@@ -327,9 +329,29 @@ impl GitHubStandIn {
             app_id,
             slug: STAND_IN_APP_SLUG.to_owned(),
             installation_id,
+            permissions: [
+                ("issues", "write"),
+                ("pull_requests", "read"),
+                ("contents", "read"),
+                ("metadata", "read"),
+            ]
+            .into_iter()
+            .map(|(name, access)| (name.to_owned(), access.to_owned()))
+            .collect(),
             key,
             token_lifetime: chrono::Duration::from_std(token_lifetime).unwrap_or(chrono::Duration::hours(1)),
         });
+    }
+
+    /// Replaces the App installation's repository permissions (`issues` → `write`, …; by default
+    /// what docs/github.md lists). Does nothing before [`GitHubStandIn::enable_app`].
+    pub fn set_app_permissions(&self, permissions: &[(&str, &str)]) {
+        if let Some(app) = self.world().app.as_mut() {
+            app.permissions = permissions
+                .iter()
+                .map(|(name, access)| (name.to_string(), access.to_string()))
+                .collect();
+        }
     }
 
     /// How many installation tokens were minted.

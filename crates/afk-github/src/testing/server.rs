@@ -77,6 +77,22 @@ async fn handle(
         return (status, axum::Json(body)).into_response();
     }
 
+    // `GET /app/installations/{id}`: the installation and its permissions, by the App's JWT.
+    if let ["app", "installations", id] = segs.as_slice() {
+        let (status, body) = match verify_app_jwt(&world, &bearer) {
+            Err(message) => (StatusCode::UNAUTHORIZED, json!({ "message": message })),
+            Ok(_) => match &world.app {
+                Some(app) if *id == app.installation_id.to_string() => (
+                    StatusCode::OK,
+                    json!({ "id": app.installation_id, "app_id": app.app_id, "permissions": app.permissions }),
+                ),
+                _ => (StatusCode::NOT_FOUND, json!({ "message": "Not Found" })),
+            },
+        };
+        record(&mut world, &method, &path, status, false);
+        return (status, axum::Json(body)).into_response();
+    }
+
     // `GET /app`: the App itself, authenticated by its JWT like the exchange, not metered.
     if let ["app"] = segs.as_slice() {
         let (status, body) = match verify_app_jwt(&world, &bearer) {
@@ -341,11 +357,30 @@ fn route(
     }
     let issue_json = |i: &IssueData| issue_json(&base, &repo_name, i);
     match (method.clone(), rest) {
-        (Method::GET, []) => Reply::ok(json!({
-            "full_name": repo_name,
-            "name": name,
-            "owner": { "login": owner },
-        })),
+        (Method::GET, []) => {
+            // What the asking account may do here, as GitHub says it.
+            let role = repo.permissions.get(actor).map(String::as_str).unwrap_or("read");
+            let at_least = |level: usize| {
+                ["none", "read", "triage", "write", "maintain", "admin"]
+                    .iter()
+                    .position(|r| *r == role)
+                    .unwrap_or(0)
+                    >= level
+            };
+            let mut body = json!({
+                "full_name": repo_name,
+                "name": name,
+                "owner": { "login": owner },
+            });
+            // An App's installation token has no role: its permissions are the installation's.
+            if !actor.ends_with("[bot]") {
+                body["permissions"] = json!({
+                    "pull": at_least(1), "triage": at_least(2), "push": at_least(3),
+                    "maintain": at_least(4), "admin": at_least(5),
+                });
+            }
+            Reply::ok(body)
+        }
         (Method::GET, ["issues"]) => {
             let state = query.get("state").map(String::as_str).unwrap_or("open");
             let wanted: Vec<&str> = query

@@ -1,6 +1,7 @@
 //! One file per command; [`crate::cli`] is the table that routes to them.
 
 pub mod demo;
+pub mod doctor;
 pub mod enqueue;
 pub mod jobs;
 pub mod run;
@@ -26,14 +27,18 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
+    /// The file to read: `--config`, else `./afk.toml` when it exists, else none (the built-in
+    /// defaults).
+    pub fn path(&self) -> Option<PathBuf> {
+        let default = PathBuf::from("afk.toml");
+        self.config
+            .clone()
+            .or_else(|| default.is_file().then_some(default))
+    }
+
     /// Loads and validates the configuration.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let default = PathBuf::from("afk.toml");
-        let path = self
-            .config
-            .clone()
-            .or_else(|| default.is_file().then_some(default));
-        Ok(Config::load_from_env(path.as_deref())?)
+        Ok(Config::load_from_env(self.path().as_deref())?)
     }
 }
 

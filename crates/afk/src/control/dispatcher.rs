@@ -9,17 +9,18 @@
 
 use std::collections::HashMap;
 
-use afk_core::{Effect, Event, JobId, JobState, Repo};
+use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
 };
+use tracing::Instrument;
 
 use super::intake::Intake;
 use super::record::Recorder;
-use super::{ControlError, Limits};
+use super::{job_span, ControlError, Limits};
 use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
 /// The event a dispatch's outcome calls for; `None` when nothing is to be recorded: T3 refused
@@ -100,87 +101,151 @@ pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
     }
 }
 
+/// How T3 took afk's operate token since it was last asked: refused (no job's fault; nothing was
+/// recorded, and nothing more is sent this tick), or accepted by a dispatch that got through.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCheck {
+    /// The last refusal: T3 answered 401/403, or the token's provider had none.
+    pub(crate) refused: Option<T3Error>,
+    /// A dispatch went through.
+    pub(crate) accepted: bool,
+}
+
 /// Starts and resumes attempts through the operate client.
 pub(crate) struct Dispatcher {
     t3: T3Client,
     limits: Limits,
+    tokens: TokenCheck,
+    /// Send nothing this tick: afk leaves T3 alone while a refused operate token backs off.
+    held: bool,
 }
 
 impl Dispatcher {
     pub(crate) fn new(t3: T3Client, limits: Limits) -> Self {
-        Self { t3, limits }
+        Self {
+            t3,
+            limits,
+            tokens: TokenCheck::default(),
+            held: false,
+        }
+    }
+
+    /// The operate client's T3 URL.
+    pub(crate) fn base_url(&self) -> &str {
+        self.t3.base_url()
+    }
+
+    /// How T3 took the operate token since the last call.
+    pub(crate) fn take_token_check(&mut self) -> TokenCheck {
+        std::mem::take(&mut self.tokens)
     }
 
     /// Resumes every attempt left in `dispatching` whose back-off has passed, as [`resume_step`]
-    /// says from T3's view.
+    /// says from T3's view; sends nothing unless `may_send` (afk leaves T3 alone while a refused
+    /// operate token backs off), and nothing more once T3 refused the token.
     pub(crate) async fn resume(
-        &self,
+        &mut self,
         recorder: &mut Recorder,
         policies: &Policies,
         fleet: &Fleet,
         live: &[WatchedAttempt],
+        may_send: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        self.held = !may_send;
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
             }
-            // The whole rows (issue, prompt) only for the few attempts being dispatched.
-            let ledger = recorder.ledger();
-            let (Some(job), Some(attempt)) = (
-                ledger.job(watched.job_id).await?,
-                ledger.live_attempt(watched.job_id).await?,
-            ) else {
-                continue;
-            };
-            // The repository's configured part only: the rest of the policy is in the attempt.
-            let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
-            let plan = plan_of(&job, &attempt, target.as_ref());
-            // Created exactly as first planned: with the model the repository chose, if any.
-            let client = client_for(&self.t3, None, attempt.model.as_deref());
-            let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
-                has_turn: t.latest_turn.is_some(),
-                deleted: t.deleted_at.is_some(),
-            });
-            let worktrees = target.as_ref().and_then(worktree_target);
-            let outcome = match resume_step(seen, worktrees.is_some()) {
-                ResumeStep::Record(event) => {
-                    recorder.record(&job, &event, None, now).await?;
-                    continue;
-                }
-                ResumeStep::Bootstrap => {
-                    let Some((target, settings)) = target.as_ref().zip(worktrees) else {
-                        continue;
-                    };
-                    match worktree_plan(target, settings, fleet) {
-                        Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
-                        Err(error) => {
-                            let event = Event::DispatchRejected { error };
-                            recorder.record(&job, &event, None, now).await?;
-                            continue;
-                        }
-                    }
-                }
-                ResumeStep::Turn => client
-                    .start_turn(&plan)
-                    .await
-                    .map(drop)
-                    .map_err(|error| DispatchError {
-                        stage: DispatchStage::Turn,
-                        error,
-                    }),
-                ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
-            };
-            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
+            let span = job_span(
+                &watched.issue,
+                watched.job_id,
+                Some(watched.number),
+                Some(&watched.thread_id),
+            );
+            let mut tokens = std::mem::take(&mut self.tokens);
+            let resumed = self
+                .resume_one(recorder, policies, fleet, watched, &mut tokens, now)
+                .instrument(span)
+                .await;
+            self.tokens = tokens;
+            resumed?;
         }
         Ok(())
     }
 
+    /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet` (recording what
+    /// T3's view tells, and sending only when `may_send`).
+    async fn resume_one(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        fleet: &Fleet,
+        watched: &WatchedAttempt,
+        tokens: &mut TokenCheck,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        // The whole rows (issue, prompt) only for the few attempts being dispatched.
+        let ledger = recorder.ledger();
+        let (Some(job), Some(attempt)) = (
+            ledger.job(watched.job_id).await?,
+            ledger.live_attempt(watched.job_id).await?,
+        ) else {
+            return Ok(());
+        };
+        // The repository's configured part only: the rest of the policy is in the attempt.
+        let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
+        let plan = plan_of(&job, &attempt, target.as_ref());
+        // Created exactly as first planned: with the model the repository chose, if any.
+        let client = client_for(&self.t3, None, attempt.model.as_deref());
+        let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
+            has_turn: t.latest_turn.is_some(),
+            deleted: t.deleted_at.is_some(),
+        });
+        let worktrees = target.as_ref().and_then(worktree_target);
+        let step = resume_step(seen, worktrees.is_some());
+        let sends = !matches!(step, ResumeStep::Record(_));
+        if sends && (self.held || tokens.refused.is_some()) {
+            return Ok(());
+        }
+        let outcome = match step {
+            ResumeStep::Record(event) => {
+                recorder.record(&job, &event, None, now).await?;
+                return Ok(());
+            }
+            ResumeStep::Bootstrap => {
+                let Some((target, settings)) = target.as_ref().zip(worktrees) else {
+                    return Ok(());
+                };
+                match worktree_plan(target, settings, fleet) {
+                    Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
+                    Err(error) => {
+                        let event = Event::DispatchRejected { error };
+                        recorder.record(&job, &event, None, now).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            ResumeStep::Turn => client
+                .start_turn(&plan)
+                .await
+                .map(drop)
+                .map_err(|error| DispatchError {
+                    stage: DispatchStage::Turn,
+                    error,
+                }),
+            ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
+        };
+        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await
+    }
+
     /// Starts a new attempt for each ready job, in priority order, while the global and
     /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
-    /// are recorded with the transition, before the first request.
+    /// are recorded with the transition, before the first request. Nothing at all while afk
+    /// leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and nothing more once T3 refused the
+    /// operate token.
     pub(crate) async fn dispatch_ready(
-        &self,
+        &mut self,
         recorder: &mut Recorder,
         policies: &mut Policies,
         intake: &Intake,
@@ -188,6 +253,9 @@ impl Dispatcher {
         stopping: &HashMap<JobId, Job>,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        if self.held || self.tokens.refused.is_some() {
+            return Ok(());
+        }
         let ledger = recorder.ledger();
         let ready = ledger.ready_jobs(now, usize::MAX).await?;
         if ready.is_empty() {
@@ -208,7 +276,7 @@ impl Dispatcher {
             *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
         }
         for job in ready {
-            if total >= self.limits.max_concurrent {
+            if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 break;
             }
             if stopping.contains_key(&job.id) {
@@ -225,29 +293,19 @@ impl Dispatcher {
                 }
                 Next::Start(start) => start,
             };
-            let Start {
-                client,
-                plan,
-                attempt,
-                worktree,
-            } = *start;
-            let Some((transition, job)) = recorder
-                .record(&job, &Event::StartAttempt, Some(&attempt), now)
+            let span = job_span(
+                &job.issue,
+                job.id,
+                Some(AttemptNo(job.attempts + 1)),
+                Some(&start.plan.ids.thread_id),
+            );
+            if start_attempt(recorder, &job, *start, &mut self.tokens, now)
+                .instrument(span)
                 .await?
-            else {
-                continue;
-            };
-            if transition.effect != Some(Effect::Dispatch) {
-                // No attempt after all (its budget is spent): nothing to send.
-                continue;
+            {
+                total += 1;
+                *repo_count += 1;
             }
-            total += 1;
-            *repo_count += 1;
-            let outcome = match &worktree {
-                Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
-                None => client.dispatch_plan(&plan).await.map(drop),
-            };
-            conclude(recorder, &job, &plan.ids.thread_id, outcome, now).await?;
         }
         Ok(())
     }
@@ -327,25 +385,58 @@ impl Dispatcher {
     }
 }
 
+/// Records `start`'s attempt for `job`, then sends it and records how it went; false when the
+/// machine started no attempt after all (its budget is spent), and nothing was sent.
+async fn start_attempt(
+    recorder: &mut Recorder,
+    job: &Job,
+    start: Start,
+    tokens: &mut TokenCheck,
+    now: DateTime<Utc>,
+) -> Result<bool, ControlError> {
+    let Start {
+        client,
+        plan,
+        attempt,
+        worktree,
+    } = start;
+    let Some((transition, job)) = recorder
+        .record(job, &Event::StartAttempt, Some(&attempt), now)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if transition.effect != Some(Effect::Dispatch) {
+        return Ok(false);
+    }
+    let outcome = match &worktree {
+        Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+        None => client.dispatch_plan(&plan).await.map(drop),
+    };
+    conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await?;
+    Ok(true)
+}
+
 /// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
-/// records nothing and says in the log what to fix.
+/// records nothing and is noted in `tokens`, for the control plane to say why afk waits (the
+/// token's provider, or T3 refusing it).
 async fn conclude(
     recorder: &mut Recorder,
     job: &Job,
     thread: &ThreadId,
     outcome: Result<(), DispatchError>,
+    tokens: &mut TokenCheck,
     now: DateTime<Utc>,
 ) -> Result<(), ControlError> {
     match (dispatch_event(&outcome, thread), outcome) {
-        (Some(event), _) => {
+        (Some(event), outcome) => {
+            tokens.accepted |= outcome.is_ok();
             recorder.record(job, &event, None, now).await?;
         }
-        (None, Err(e)) => tracing::error!(
-            "{}: T3 refused afk's operate token, nothing changes until it is fixed ([t3.token] or \
-             token_file): {}",
-            job.issue,
-            e.error
-        ),
+        (None, Err(e)) => {
+            tracing::debug!("{}: the operate token was refused: {}", job.issue, e.error);
+            tokens.refused = Some(e.error);
+        }
         (None, Ok(())) => {}
     }
     Ok(())

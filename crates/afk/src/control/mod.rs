@@ -22,17 +22,18 @@ pub mod dispatcher;
 mod intake;
 mod record;
 mod reporter;
+pub mod waiting;
 pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afk_core::{IssueKey, JobState, Repo, RetryPolicy};
+use afk_core::{AttemptNo, IssueKey, JobId, JobState, Repo, RetryPolicy};
 use afk_github::{Intake as GitHubIssues, PolicyStore, Reporter, WebhookEvent};
-use afk_ledger::{Ledger, LedgerError};
+use afk_ledger::{Ledger, LedgerError, Wait};
 use chrono::{DateTime, Utc};
-use t3_client::{ShellFeed, T3Client};
+use t3_client::{ShellFeed, T3Client, ThreadId};
 use tokio::sync::mpsc;
 
 pub use intake::GitHubIntake;
@@ -42,6 +43,7 @@ use crate::policy::{Policies, RepoTarget};
 use dispatcher::Dispatcher;
 use intake::Intake;
 use record::Recorder;
+use waiting::{Credential, Say, Topic, Waiting, Waits};
 use watcher::Watcher;
 
 /// The limits on work in flight.
@@ -150,6 +152,10 @@ pub struct ControlPlane {
     dispatcher: Dispatcher,
     watcher: Watcher,
     reporter: Option<StatusReporter>,
+    /// Why afk waits now, if it does (kept in the ledger too, for `afk status`).
+    waits: Waits,
+    /// The token the watcher reads T3 with.
+    read_credential: Credential,
 }
 
 impl ControlPlane {
@@ -170,6 +176,8 @@ impl ControlPlane {
             watcher: Watcher::new(t3.clone(), settings.timeouts),
             dispatcher: Dispatcher::new(t3, settings.limits),
             reporter: None,
+            waits: Waits::new(settings.timeouts.lost_after),
+            read_credential: Credential::OPERATE,
         }
     }
 
@@ -193,7 +201,13 @@ impl ControlPlane {
     /// token) instead of the operate client.
     pub fn with_reader(mut self, reader: T3Client) -> Self {
         self.watcher.read_with(reader);
+        self.read_credential = Credential::READ;
         self
+    }
+
+    /// Why afk waits on `topic` now, and since when; `None` when it does not.
+    pub fn waiting(&self, topic: Topic) -> Option<(&Waiting, DateTime<Utc>)> {
+        self.waits.current(topic)
     }
 
     /// True when the last tick read T3's view from the shell stream (not the snapshot).
@@ -213,7 +227,13 @@ impl ControlPlane {
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
         // What a failed tick recorded was logged; the report covers this tick only.
         self.recorder.take_progress();
-        self.intake.sync(&mut self.recorder, now).await?;
+        let may_poll_github = self.waits.may_try(Topic::GitHub, now);
+        self.intake.sync(&mut self.recorder, may_poll_github, now).await?;
+        match self.intake.github_poll_outcome() {
+            Some(Ok(())) => self.wait_over(Topic::GitHub).await?,
+            Some(Err(waiting)) => self.wait_on(waiting, now).await?,
+            None => {}
+        }
         let t3_reachable = self.follow_t3(now).await?;
         if let Some(reporter) = &self.reporter {
             reporter.report(self.recorder.ledger(), &self.policies).await?;
@@ -226,9 +246,19 @@ impl ControlPlane {
 
     /// The part of a tick that needs T3's view; false when T3 cannot be read.
     async fn follow_t3(&mut self, now: DateTime<Utc>) -> Result<bool, ControlError> {
-        let Some(view) = self.watcher.view().await else {
-            return Ok(false);
+        let may_read = self.waits.may_try(Topic::T3Read, now);
+        let view = match self.watcher.view(may_read).await {
+            Some(Ok(view)) => view,
+            Some(Err(error)) => {
+                let base = self.watcher.base_url();
+                let waiting = Waiting::t3(Topic::T3Read, self.read_credential, base, &error);
+                self.wait_on(waiting, now).await?;
+                return Ok(false);
+            }
+            // Left alone while a refusal backs off: the reason stands.
+            None => return Ok(false),
         };
+        self.wait_over(Topic::T3Read).await?;
         // Read once and shared: the watcher looks only at running attempts and resumption only
         // at dispatching ones, and nothing in between moves a dispatching job.
         let live = self.recorder.watched_attempts().await?;
@@ -248,8 +278,9 @@ impl ControlPlane {
             .stop_threads(self.recorder.ledger(), &fleet, to_stop, now)
             .await?;
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
+        let may_send = self.waits.may_try(Topic::T3Operate, now);
         self.dispatcher
-            .resume(&mut self.recorder, &self.policies, &fleet, &live, now)
+            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, now)
             .await?;
         self.dispatcher
             .dispatch_ready(
@@ -261,7 +292,49 @@ impl ControlPlane {
                 now,
             )
             .await?;
+        let tokens = self.dispatcher.take_token_check();
+        if let Some(error) = tokens.refused {
+            let base = self.dispatcher.base_url();
+            let waiting = Waiting::t3(Topic::T3Operate, Credential::OPERATE, base, &error);
+            self.wait_on(waiting, now).await?;
+        } else if tokens.accepted {
+            self.wait_over(Topic::T3Operate).await?;
+        }
         Ok(true)
+    }
+
+    /// Notes that afk waits for `waiting`: said (and kept in the ledger) when it is new or its
+    /// cause changed, and again every few minutes while it lasts.
+    async fn wait_on(&mut self, waiting: Waiting, now: DateTime<Utc>) -> Result<(), ControlError> {
+        let say = self.waits.note(waiting.clone(), now);
+        if say == Say::Nothing {
+            return Ok(());
+        }
+        let since = self.waits.current(waiting.topic).map_or(now, |(_, since)| since);
+        say_waiting(&waiting, say, since);
+        if waiting.topic != Topic::Ledger {
+            self.recorder
+                .ledger()
+                .set_wait(&wait_record(&waiting, since, now))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Afk no longer waits on `topic`: said once, and forgotten in the ledger.
+    async fn wait_over(&mut self, topic: Topic) -> Result<(), ControlError> {
+        if let Some(waiting) = self.waits.clear(topic) {
+            tracing::info!(
+                topic = topic.as_str(),
+                part = waiting.part.as_str(),
+                "no longer waiting: {} works again",
+                waiting.part
+            );
+            if topic != Topic::Ledger {
+                self.recorder.ledger().clear_wait(topic.as_str()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs ticks every `poll_interval` until `shutdown` resolves; a tick in progress is finished
@@ -276,11 +349,19 @@ impl ControlPlane {
         tokio::pin!(shutdown);
         let mut changes = self.watcher.changes();
         loop {
-            match self.tick(Utc::now()).await {
-                Ok(report) => on_tick(&report),
+            let now = Utc::now();
+            match self.tick(now).await {
+                Ok(report) => {
+                    // A tick that went through wrote the ledger (or could have).
+                    let _ = self.wait_over(Topic::Ledger).await;
+                    on_tick(&report)
+                }
                 // The ledger is the source of truth: when it cannot be written, nothing is done
                 // and the next tick tries again (a database restart must not stop afk).
-                Err(error) => tracing::error!("tick failed, retrying at the next poll: {error}"),
+                Err(ControlError::Ledger(error)) => {
+                    let waiting = Waiting::ledger(self.recorder.ledger().url_redacted(), &error);
+                    let _ = self.wait_on(waiting, now).await;
+                }
             }
             let woken_by = tokio::select! {
                 _ = &mut shutdown => return,
@@ -296,6 +377,75 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// Says why afk waits: at ERROR when a person must act, else at WARN, with the part at fault and
+/// the failure's class as fields (and the whole outside text, when the reason holds part of it).
+fn say_waiting(waiting: &Waiting, say: Say, since: DateTime<Utc>) {
+    let again = match say {
+        Say::Again => format!(
+            " (since {})",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        _ => String::new(),
+    };
+    let message = waiting.message();
+    let (topic, part, kind) = (
+        waiting.topic.as_str(),
+        waiting.part.as_str(),
+        waiting.kind.as_str(),
+    );
+    let detail = waiting.detail.as_deref();
+    if waiting.needs_person {
+        tracing::error!(
+            topic,
+            part,
+            kind,
+            needs_person = true,
+            detail,
+            "waiting: {message}{again}"
+        );
+    } else {
+        tracing::warn!(
+            topic,
+            part,
+            kind,
+            needs_person = false,
+            detail,
+            "waiting: {message}{again}"
+        );
+    }
+}
+
+/// `waiting` as the ledger keeps it.
+fn wait_record(waiting: &Waiting, since: DateTime<Utc>, now: DateTime<Utc>) -> Wait {
+    Wait {
+        topic: waiting.topic.as_str().to_owned(),
+        part: waiting.part.clone(),
+        message: waiting.message(),
+        kind: waiting.kind.clone(),
+        needs_person: waiting.needs_person,
+        since,
+        updated_at: now,
+    }
+}
+
+/// The span of work on one job (and its attempt and thread, when known): every log line inside it
+/// carries `issue`, `job`, `attempt` and `thread`, which log collectors filter on. At ERROR level
+/// so that it exists whatever the filter: a warning inside it names its job even at `AFK_LOG=warn`.
+pub(crate) fn job_span(
+    issue: &IssueKey,
+    job: JobId,
+    attempt: Option<AttemptNo>,
+    thread: Option<&ThreadId>,
+) -> tracing::Span {
+    tracing::error_span!(
+        "job",
+        issue = %issue,
+        job = job.0,
+        attempt = attempt.map(|a| a.0),
+        thread = thread.map(ThreadId::as_str),
+    )
 }
 
 async fn next_fleet_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {

@@ -1,11 +1,13 @@
 //! [`Recorder`]: the one place where a job moves. Every part of the control plane hands its events
 //! here; the machine decides, the ledger records, and only then does the caller send anything.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
 use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
+use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
 
 use super::{ControlError, Progress};
@@ -13,6 +15,35 @@ use super::{ControlError, Progress};
 /// How long a cached read of the live attempts may be reused at most, even when this control plane
 /// recorded nothing: a bound on trusting that nothing else wrote the ledger.
 const WATCHED_REREAD: Duration = Duration::from_secs(30);
+
+/// `event` with every secret value afk holds (and every credential form) removed from the outside
+/// text it carries: T3's or the agent's error, which may echo a token, goes into the ledger, the
+/// log and the issue's status comment.
+fn scrubbed(event: &Event) -> Cow<'_, Event> {
+    let text = match event {
+        Event::Refused { error }
+        | Event::DispatchDeferred { error }
+        | Event::DispatchRejected { error }
+        | Event::BootstrapFailed { error }
+        | Event::ThreadFailed { error }
+        | Event::TimedOut { reason: error } => error,
+        _ => return Cow::Borrowed(event),
+    };
+    let Cow::Owned(clean) = scrub(text) else {
+        return Cow::Borrowed(event);
+    };
+    let mut event = event.clone();
+    match &mut event {
+        Event::Refused { error }
+        | Event::DispatchDeferred { error }
+        | Event::DispatchRejected { error }
+        | Event::BootstrapFailed { error }
+        | Event::ThreadFailed { error }
+        | Event::TimedOut { reason: error } => *error = clean,
+        _ => {}
+    }
+    Cow::Owned(event)
+}
 
 /// Decides and records transitions, and keeps what the tick reports of them.
 pub(crate) struct Recorder {
@@ -48,6 +79,8 @@ impl Recorder {
         new_attempt: Option<&NewAttempt>,
         now: DateTime<Utc>,
     ) -> Result<Option<(Transition, Job)>, ControlError> {
+        // The note and the error are kept in the ledger and shown on the issue: no secret.
+        let event = &scrubbed(event);
         let transition = match apply(job.status(), event, &self.retry, now) {
             Ok(transition) => transition,
             Err(invalid) => {
@@ -67,6 +100,10 @@ impl Recorder {
             Err(other) => return Err(other.into()),
         };
         tracing::info!(
+            issue = %job.issue,
+            job = job.id.0,
+            attempt = (updated.attempts > 0).then_some(updated.attempts),
+            thread = new_attempt.map(|a| a.thread_id.as_str()),
             "{} {} -> {}: {}",
             job.issue,
             transition.from,
@@ -99,7 +136,13 @@ impl Recorder {
 
     /// Reports a job a source just queued (`from` names the source).
     pub(crate) fn queued(&mut self, job: &Job, from: &str) {
-        tracing::info!("{} queued from {from} (job {})", job.issue, job.id);
+        tracing::info!(
+            issue = %job.issue,
+            job = job.id.0,
+            "{} queued from {from} (job {})",
+            job.issue,
+            job.id
+        );
         self.progress.push(Progress {
             issue: job.issue.clone(),
             from: JobState::Queued,
@@ -126,5 +169,57 @@ impl Recorder {
         let live = Arc::new(self.ledger.watched_attempts().await?);
         self.watched = Some((live.clone(), Instant::now()));
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afk_core::{IssueKey, JobSource, Priority, Repo};
+    use afk_ledger::NewJob;
+    use afk_secrets::Secret;
+
+    #[tokio::test]
+    async fn an_outside_error_echoing_a_secret_is_recorded_without_it() {
+        let token = Secret::new("t3-operate-echoed-7f3a9c");
+        let ledger = Ledger::open("sqlite::memory:").await.unwrap();
+        let now = Utc::now();
+        let new = NewJob {
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number: 1,
+            },
+            title: "t".into(),
+            body: "b".into(),
+            labels: vec![],
+            priority: Priority::DEFAULT,
+            source: JobSource::Local,
+        };
+        let (job, _) = ledger.upsert_job(&new, now).await.unwrap();
+        let mut recorder = Recorder::new(ledger.clone(), RetryPolicy::default());
+        let error = format!(
+            "T3 answered 400: {{\"echo\": \"{}\", \"authorization\": \"Bearer abc.def\"}}",
+            token.expose()
+        );
+        recorder
+            .record(&job, &Event::Refused { error }, None, now)
+            .await
+            .unwrap()
+            .expect("recorded");
+        let job = ledger.job(job.id).await.unwrap().unwrap();
+        let kept = job.last_error.unwrap();
+        assert!(
+            kept.contains("T3 answered 400: {\"echo\": \"[redacted]\""),
+            "{kept}"
+        );
+        assert!(
+            !kept.contains(token.expose()) && !kept.contains("abc.def"),
+            "{kept}"
+        );
+        let events = ledger.events(job.id).await.unwrap();
+        assert!(
+            events.iter().all(|e| !e.note.contains(token.expose())),
+            "{events:#?}"
+        );
     }
 }

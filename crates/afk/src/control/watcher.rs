@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
+use afk_secrets::redact::redact_url;
 use chrono::{DateTime, Utc};
 use t3_client::wire::Timestamp;
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
+use tracing::Instrument;
 
 use super::record::Recorder;
-use super::{ControlError, Timeouts};
+use super::{job_span, ControlError, Timeouts};
 
 /// What T3's view shows of an attempt's thread: the watcher's input to [`thread_event`] and
 /// [`stop_step`].
@@ -271,24 +273,33 @@ impl Watcher {
         self.following_stream == Some(true)
     }
 
-    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot; `None`
-    /// (logged once per outage) when T3 cannot be read: then nothing is dispatched or watched
-    /// until it answers.
-    pub(crate) async fn view(&mut self) -> Option<Arc<Fleet>> {
-        // Each switch (stream up or down, T3 reachable or not) is logged once, when it happens.
-        let base = self.reader.base_url();
+    /// The T3 this watcher reads, as configured (it may carry a password: redact it to show it).
+    pub(crate) fn base_url(&self) -> &str {
+        self.reader.base_url()
+    }
+
+    /// T3's view of the fleet: the shell stream's while it is live, else the snapshot when
+    /// `may_read` (afk is not leaving T3 alone after a refusal). `None` when it did not ask; the
+    /// error when T3 could not be read, for the caller to say why afk waits: nothing is
+    /// dispatched or watched until T3 answers.
+    pub(crate) async fn view(&mut self, may_read: bool) -> Option<Result<Arc<Fleet>, T3Error>> {
+        // Each switch (stream up or down, T3 reachable) is logged once, when it happens.
+        let base = redact_url(self.reader.base_url()).into_owned();
         if let Some(feed) = &self.feed {
             if let Some(fleet) = feed.fleet() {
                 if self.following_stream.replace(true) != Some(true) {
                     tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
                 }
                 self.t3_was_reachable = Some(true);
-                return Some(fleet);
+                return Some(Ok(fleet));
             }
             if self.following_stream.replace(false) == Some(true) {
                 let status = feed.status();
                 tracing::warn!("T3's shell stream is down ({status}); polling the snapshot until it is back");
             }
+        }
+        if !may_read {
+            return None;
         }
         match self.reader.snapshot().await {
             Ok(model) => {
@@ -296,15 +307,11 @@ impl Watcher {
                 if self.t3_was_reachable.replace(true) != Some(true) {
                     tracing::info!("T3 at {base} is reachable ({} threads)", snapshot.len());
                 }
-                Some(snapshot)
+                Some(Ok(snapshot))
             }
             Err(error) => {
-                if self.t3_was_reachable.replace(false) != Some(false) {
-                    tracing::warn!(
-                        "waiting for T3 at {base}: {error}; nothing is dispatched or watched until it answers"
-                    );
-                }
-                None
+                self.t3_was_reachable = Some(false);
+                Some(Err(error))
             }
         }
     }
@@ -369,7 +376,12 @@ impl Watcher {
             let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
                 continue;
             };
-            recorded |= recorder.record(&job, &event, None, now).await?.is_some();
+            let span = job_span(&job.issue, job.id, Some(attempt.number), Some(&attempt.thread_id));
+            recorded |= recorder
+                .record(&job, &event, None, now)
+                .instrument(span)
+                .await?
+                .is_some();
         }
         // Forget threads this pass did not observe, and absences that did not last.
         let pass = self.stalls.pass;
@@ -406,6 +418,10 @@ impl Watcher {
             match stop_step(&seen) {
                 StopStep::Stopped => {
                     tracing::info!(
+                        issue = %job.issue,
+                        job = job.id.0,
+                        attempt = attempt.number.0,
+                        thread = thread.as_str(),
                         "{} attempt {}: thread {thread} is not working; stopped",
                         job.issue,
                         attempt.number
@@ -473,6 +489,10 @@ fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
         ""
     };
     tracing::warn!(
+        issue = %job.issue,
+        job = job.id.0,
+        attempt = attempt.number.0,
+        thread = attempt.thread_id.as_str(),
         "{} attempt {}: cannot {what} of thread {} yet: {error}{hint}",
         job.issue,
         attempt.number,

@@ -10,11 +10,13 @@ mod commands;
 mod errors;
 mod read_model;
 pub mod rpc;
+mod server;
 mod shell;
 
 pub use commands::*;
 pub use errors::*;
 pub use read_model::*;
+pub use server::*;
 pub use shell::*;
 
 use std::fmt;

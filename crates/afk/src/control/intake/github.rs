@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::control::record::Recorder;
+use crate::control::waiting::Waiting;
 use crate::control::ControlError;
 
 /// The GitHub source: trusted intake by poll and webhook, and the latest view of each eligible
@@ -25,6 +26,8 @@ pub struct GitHubIntake {
     events: Option<mpsc::Receiver<WebhookEvent>>,
     /// Deliveries that woke the run loop, acted on at the next sync.
     deferred: Vec<WebhookEvent>,
+    /// How the last poll went, until the control plane takes it.
+    poll_outcome: Option<Result<(), Waiting>>,
 }
 
 impl GitHubIntake {
@@ -41,7 +44,14 @@ impl GitHubIntake {
             issues: HashMap::new(),
             events,
             deferred: Vec::new(),
+            poll_outcome: None,
         }
+    }
+
+    /// How the last poll went (what afk waits for, when it failed); `None` when no poll happened
+    /// since the last call.
+    pub(super) fn take_poll_outcome(&mut self) -> Option<Result<(), Waiting>> {
+        self.poll_outcome.take()
     }
 
     pub(super) fn issue(&self, key: &IssueKey) -> Option<&EligibleIssue> {
@@ -69,10 +79,12 @@ impl GitHubIntake {
         &self.intake.config().trigger_label
     }
 
-    /// Acts on webhook events (deferred ones first, then any queued), then polls when due.
+    /// Acts on webhook events (deferred ones first, then any queued), then polls when due and
+    /// `may_poll`.
     pub(super) async fn sync(
         &mut self,
         recorder: &mut Recorder,
+        may_poll: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         let mut events = std::mem::take(&mut self.deferred);
@@ -84,7 +96,7 @@ impl GitHubIntake {
         for event in events {
             self.on_event(event, recorder, now).await?;
         }
-        if self.next_poll.is_some_and(|next| Instant::now() < next) {
+        if !may_poll || self.next_poll.is_some_and(|next| Instant::now() < next) {
             return Ok(());
         }
         self.next_poll = Some(Instant::now() + self.poll_interval);
@@ -92,9 +104,19 @@ impl GitHubIntake {
         for skipped in &scan.skipped {
             tracing::debug!("{}#{}: skipped: {}", skipped.repo, skipped.number, skipped.reason);
         }
+        // Said by the control plane once per cause (the first that needs a person, if any).
         for error in &scan.errors {
-            tracing::warn!("GitHub poll: {error}");
+            tracing::debug!("GitHub poll: {error}");
         }
+        let failure = scan
+            .failures
+            .iter()
+            .find(|e| !e.is_transient())
+            .or(scan.failures.first());
+        self.poll_outcome = Some(match failure {
+            Some(error) => Err(Waiting::github(error)),
+            None => Ok(()),
+        });
         let eligible: HashSet<IssueKey> = scan.eligible.iter().map(EligibleIssue::key).collect();
         for issue in scan.eligible {
             self.take(issue, recorder, now).await?;

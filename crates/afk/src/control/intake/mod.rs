@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 pub use github::GitHubIntake;
 
 use super::record::Recorder;
+use super::waiting::Waiting;
 use super::ControlError;
 
 /// The sources a control plane takes issues from.
@@ -28,19 +29,26 @@ pub(crate) struct Intake {
 
 impl Intake {
     /// Brings the ledger's jobs in line with every source: the local folder, then GitHub's
-    /// webhook events and, when due, its poll.
+    /// webhook events and, when due and `may_poll_github` (afk is not leaving GitHub alone after
+    /// a failure a person must fix), its poll.
     pub(crate) async fn sync(
         &mut self,
         recorder: &mut Recorder,
+        may_poll_github: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         if let Some(dir) = &self.local {
             local::sync(dir, recorder, now).await?;
         }
         if let Some(github) = &mut self.github {
-            github.sync(recorder, now).await?;
+            github.sync(recorder, may_poll_github, now).await?;
         }
         Ok(())
+    }
+
+    /// How GitHub's last poll went, once per poll: `None` when none happened since the last call.
+    pub(crate) fn github_poll_outcome(&mut self) -> Option<Result<(), Waiting>> {
+        self.github.as_mut().and_then(GitHubIntake::take_poll_outcome)
     }
 
     /// The latest view of an eligible GitHub issue (its author and URL, which the ledger does not
