@@ -102,9 +102,7 @@ pub enum LedgerError {
     /// This handle took the ledger's leadership as `epoch`, but another `afk run` has taken it
     /// since (this one lost its lock: a terminated database session, a deleted lock file, a
     /// pause). Nothing was written; this process must stop acting as the leader.
-    #[error(
-        "another afk run leads the ledger now (this one led it as epoch {epoch}); nothing was recorded"
-    )]
+    #[error("another afk run leads the ledger now (this one led it as epoch {epoch}); nothing was recorded")]
     Deposed {
         /// The epoch this handle led as.
         epoch: i64,

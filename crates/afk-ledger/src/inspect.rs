@@ -72,7 +72,8 @@ impl Ledger {
             };
             let _ = connection.close().await;
             let led = !in_memory
-                && lock_file_held(&lock_path(&path)).map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
+                && lock_file_held(&lock_path(&path))
+                    .map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
             Ok(Inspection::of(
                 url_redacted,
                 Backend::Sqlite,

@@ -85,7 +85,8 @@ impl Leadership {
                 }
             }
             Hold::Postgres { session } => {
-                let asked = sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1").fetch_one(session);
+                let asked =
+                    sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1").fetch_one(session);
                 match tokio::time::timeout(CHECK_TIMEOUT, asked).await {
                     Ok(Ok(epoch)) => epoch,
                     Ok(Err(error)) => {

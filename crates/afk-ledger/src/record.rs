@@ -231,7 +231,10 @@ impl Ledger {
         let sql = "UPDATE attempts SET stop_pending = FALSE WHERE id = $1 RETURNING id";
         let found: Option<(i64,)> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
-            Ok(sqlx::query_as(sql).bind(attempt.0).fetch_optional(&mut *tx).await?)
+            Ok(sqlx::query_as(sql)
+                .bind(attempt.0)
+                .fetch_optional(&mut *tx)
+                .await?)
         }))?;
         found
             .map(drop)

@@ -232,6 +232,7 @@ on_both_backends!(
     inspecting_changes_nothing_and_sees_migrations_and_the_leader,
     a_leader_that_lost_its_lock_notices_and_cannot_write,
     only_the_current_leaders_writes_land,
+    a_value_the_ledger_cannot_store_is_refused_as_the_items_fault,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1353,7 +1354,11 @@ async fn a_leader_that_lost_its_lock_notices_and_cannot_write(fx: &Fixture) {
     let dispatched = transition(&job, Event::Dispatched, at(2));
     let refused = old.record(job.id, &dispatched, None, at(2)).await.unwrap_err();
     assert!(refused.is_deposed(), "{refused}");
-    assert!(old.upsert_job(&new_job(2, 2), at(2)).await.unwrap_err().is_deposed());
+    assert!(old
+        .upsert_job(&new_job(2, 2), at(2))
+        .await
+        .unwrap_err()
+        .is_deposed());
     assert!(old.mark_reported(job.id, "x").await.unwrap_err().is_deposed());
     let wait = Wait {
         topic: "t3_read".into(),
@@ -1407,6 +1412,21 @@ async fn only_the_current_leaders_writes_land(fx: &Fixture) {
     lead2.release().await;
     first.close().await;
     second.close().await;
+}
+
+async fn a_value_the_ledger_cannot_store_is_refused_as_the_items_fault(fx: &Fixture) {
+    let mut nul = new_job(5, 2);
+    nul.body = "before\0after".into();
+    let error = fx.ledger.upsert_job(&nul, t0()).await.unwrap_err();
+    assert!(
+        error.is_bad_value() && error.to_string().contains("NUL"),
+        "{error}"
+    );
+    let mut huge = new_job(6, 2);
+    huge.issue.number = u64::MAX;
+    let error = fx.ledger.upsert_job(&huge, t0()).await.unwrap_err();
+    assert!(error.is_bad_value(), "{error}");
+    assert!(fx.ledger.jobs().await.unwrap().is_empty());
 }
 
 async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {

@@ -199,13 +199,24 @@ async fn a_leader_that_has_not_noticed_its_loss_cannot_write_or_dispatch() {
     old.tick(Utc::now()).await.expect("the leader ticks");
     std::fs::remove_file(world.dir.path().join("afk.db.lock")).unwrap();
     let standby = world.app().await;
-    let new_lead = standby.ledger().try_lead().await.unwrap().expect("the standby leads");
+    let new_lead = standby
+        .ledger()
+        .try_lead()
+        .await
+        .unwrap()
+        .expect("the standby leads");
     world.add_issue(REPO_A, 2, "Do it.");
     let before = standby.ledger().jobs().await.unwrap();
     let threads = world.sim.threads().len();
 
-    let error = old.tick(Utc::now()).await.expect_err("the old leader's tick is refused");
-    assert!(error.to_string().contains("another afk run leads the ledger"), "{error}");
+    let error = old
+        .tick(Utc::now())
+        .await
+        .expect_err("the old leader's tick is refused");
+    assert!(
+        error.to_string().contains("another afk run leads the ledger"),
+        "{error}"
+    );
     assert_eq!(standby.ledger().jobs().await.unwrap(), before, "nothing written");
     assert_eq!(world.sim.threads().len(), threads, "nothing sent to T3");
     new_lead.release().await;

@@ -169,7 +169,7 @@ impl ControlPlane {
         Self {
             recorder: Recorder::new(ledger, settings.retry),
             intake: Intake {
-                local: settings.local_source,
+                local: settings.local_source.map(intake::LocalIntake::new),
                 github: None,
             },
             policies,
