@@ -28,6 +28,66 @@ pub struct GitHubIntake {
     deferred: Vec<WebhookEvent>,
     /// How the last poll went, until the control plane takes it.
     poll_outcome: Option<Result<(), Waiting>>,
+    /// What webhook deliveries cost GitHub in the current poll interval.
+    budget: CheckBudget,
+}
+
+/// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
+/// the interval are left to one early poll: a burst of deliveries costs GitHub at most about one
+/// poll's worth of requests.
+const WEBHOOK_CHECKS_PER_POLL: u32 = 10;
+
+/// The checks webhook deliveries spent since `since`, and whether the interval's early poll was
+/// asked for.
+#[derive(Debug, Default)]
+struct CheckBudget {
+    since: Option<Instant>,
+    used: u32,
+    polled_early: bool,
+}
+
+impl CheckBudget {
+    /// True when one more check fits in the interval (and counts it).
+    fn spend(&mut self, interval: Duration) -> bool {
+        let now = Instant::now();
+        if self.since.is_none_or(|since| now >= since + interval) {
+            *self = CheckBudget {
+                since: Some(now),
+                ..CheckBudget::default()
+            };
+        }
+        if self.used >= WEBHOOK_CHECKS_PER_POLL {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+
+    /// True the first time per interval that the budget ran out: poll early, once.
+    fn poll_early(&mut self) -> bool {
+        !std::mem::replace(&mut self.polled_early, true)
+    }
+}
+
+/// The deliveries of one sync, one per issue (in order of first delivery), each with whether any
+/// of the issue's deliveries withdraws it and whether any may make it eligible: one check of the
+/// issue answers them all.
+fn coalesce(events: Vec<WebhookEvent>, trigger: &str) -> Vec<(WebhookEvent, bool, bool)> {
+    let mut merged: Vec<(WebhookEvent, bool, bool)> = Vec::new();
+    for event in events {
+        let (withdraws, may_take) = (event.withdraws(trigger), event.may_make_eligible(trigger));
+        let same = merged.iter_mut().find(|(e, ..)| {
+            e.number == event.number && e.repo.as_str().eq_ignore_ascii_case(event.repo.as_str())
+        });
+        match same {
+            Some(entry) => {
+                entry.1 |= withdraws;
+                entry.2 |= may_take;
+            }
+            None => merged.push((event, withdraws, may_take)),
+        }
+    }
+    merged
 }
 
 impl GitHubIntake {
@@ -45,6 +105,7 @@ impl GitHubIntake {
             events,
             deferred: Vec::new(),
             poll_outcome: None,
+            budget: CheckBudget::default(),
         }
     }
 
@@ -93,8 +154,29 @@ impl GitHubIntake {
                 events.push(event);
             }
         }
-        for event in events {
-            self.on_event(event, recorder, now).await?;
+        let trigger = self.trigger().to_owned();
+        for (event, withdraws, may_take) in coalesce(events, &trigger) {
+            if !(withdraws || may_take) {
+                continue;
+            }
+            if !self.budget.spend(self.poll_interval) {
+                // Past the interval's budget: one early poll answers this delivery and the rest.
+                if self.budget.poll_early() {
+                    tracing::info!(
+                        "more webhook deliveries than {WEBHOOK_CHECKS_PER_POLL} per poll interval: \
+                         polling GitHub now instead of checking each issue"
+                    );
+                    self.next_poll = None;
+                }
+                continue;
+            }
+            let delivery = event.delivery.clone();
+            match self.on_event(event, withdraws, recorder, now).await {
+                Err(ControlError::Ledger(error)) if error.is_bad_value() => {
+                    tracing::warn!(%delivery, "webhook delivery {delivery} skipped: {error}");
+                }
+                other => other?,
+            }
         }
         if !may_poll || self.next_poll.is_some_and(|next| Instant::now() < next) {
             return Ok(());
@@ -133,9 +215,12 @@ impl GitHubIntake {
         Ok(())
     }
 
+    /// Checks the issue of `event` (and of every delivery about it this sync) as it is now on
+    /// GitHub: takes it when eligible, withdraws it when not and a delivery (`withdraws`) said so.
     async fn on_event(
         &mut self,
         event: WebhookEvent,
+        withdraws: bool,
         recorder: &mut Recorder,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
@@ -160,29 +245,21 @@ impl GitHubIntake {
             repo: repo.clone(),
             number: event.number,
         };
-        if event.withdraws(self.trigger()) {
-            // Deliveries may arrive late or out of order (a `closed` after the `reopened`):
-            // withdraw only what GitHub says is not eligible now.
-            match self.intake.check(&repo, event.number).await {
-                Ok(Verdict::Eligible(_)) => {
-                    tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
-                }
-                Ok(Verdict::Skipped(_)) => {
-                    self.issues.remove(&key);
-                    if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
-                        withdraw(&job, recorder, now).await?;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
+        // Deliveries may arrive late or out of order (a `closed` after the `reopened`): act on what
+        // GitHub says now.
+        match self.intake.check(&repo, event.number).await {
+            Ok(Verdict::Eligible(issue)) => self.take(*issue, recorder, now).await?,
+            Ok(Verdict::Skipped(reason)) if withdraws => {
+                tracing::info!("{key}: withdrawn: {reason}");
+                self.issues.remove(&key);
+                if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
+                    withdraw(&job, recorder, now).await?;
                 }
             }
-        } else if event.may_make_eligible(self.trigger()) {
-            match self.intake.check(&repo, event.number).await {
-                Ok(Verdict::Eligible(issue)) => self.take(*issue, recorder, now).await?,
-                Ok(Verdict::Skipped(reason)) => tracing::info!("{key}: not taken: {reason}"),
-                // Polling will look again.
-                Err(error) => tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}"),
+            Ok(Verdict::Skipped(reason)) => tracing::info!("{key}: not taken: {reason}"),
+            // Polling will look again.
+            Err(error) => {
+                tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
             }
         }
         Ok(())
