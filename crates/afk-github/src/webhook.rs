@@ -230,37 +230,12 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     if event == "ping" {
         return (StatusCode::OK, "pong\n".into());
     }
-    if event != "issues" {
-        return (StatusCode::NO_CONTENT, String::new());
-    }
-    let payload: Payload = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(delivery = %named, "webhook delivery {named} skipped: not an issues event payload: {e}");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an issues event payload: {e}\n"),
-            );
-        }
-    };
-    let label = || payload.label.as_ref().map(|l| l.name.clone()).unwrap_or_default();
-    let kind = match payload.action.as_str() {
-        "labeled" => WebhookEventKind::Labeled { label: label() },
-        "unlabeled" => WebhookEventKind::Unlabeled { label: label() },
-        "closed" => WebhookEventKind::Closed,
-        "reopened" => WebhookEventKind::Reopened,
-        "deleted" => WebhookEventKind::Deleted,
-        "transferred" => WebhookEventKind::Transferred,
-        _ => return (StatusCode::NO_CONTENT, String::new()),
-    };
-    if payload.issue.pull_request.is_some() {
-        return (StatusCode::NO_CONTENT, String::new());
-    }
-    let repo = match Repo::new(payload.repository.full_name) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(delivery = %named, "webhook delivery {named} skipped: {e}");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    let (repo, number, kind) = match read_delivery(event, &body) {
+        Ok(Some(read)) => read,
+        Ok(None) => return (StatusCode::NO_CONTENT, String::new()),
+        Err(why) => {
+            tracing::warn!(delivery = %named, "webhook delivery {named} skipped: {why}");
+            return (StatusCode::BAD_REQUEST, format!("{why}\n"));
         }
     };
     let mut keys = vec![format!("body:{digest}")];
@@ -273,7 +248,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     }
     let event = WebhookEvent {
         repo,
-        number: payload.issue.number,
+        number,
         kind,
         delivery: delivery.clone(),
     };
@@ -287,6 +262,33 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         return (StatusCode::SERVICE_UNAVAILABLE, "not accepting events\n".into());
     }
     (StatusCode::ACCEPTED, "accepted\n".into())
+}
+
+/// What a verified delivery of event type `event` (`X-GitHub-Event`) with `body` says: the
+/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and pull
+/// requests); `Err` with why for an `issues` payload afk cannot read. Never panics, whatever the
+/// body.
+pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    if event != "issues" {
+        return Ok(None);
+    }
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| format!("not an issues event payload: {e}"))?;
+    let label = || payload.label.as_ref().map(|l| l.name.clone()).unwrap_or_default();
+    let kind = match payload.action.as_str() {
+        "labeled" => WebhookEventKind::Labeled { label: label() },
+        "unlabeled" => WebhookEventKind::Unlabeled { label: label() },
+        "closed" => WebhookEventKind::Closed,
+        "reopened" => WebhookEventKind::Reopened,
+        "deleted" => WebhookEventKind::Deleted,
+        "transferred" => WebhookEventKind::Transferred,
+        _ => return Ok(None),
+    };
+    if payload.issue.pull_request.is_some() {
+        return Ok(None);
+    }
+    let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
+    Ok(Some((repo, payload.issue.number, kind)))
 }
 
 /// The SHA-256 of a delivery's body, in hex: what the signature covers, so what a replay cannot
