@@ -833,7 +833,6 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_stan
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3() {
     let settings = Settings {
         turn: Duration::from_secs(8),
@@ -852,7 +851,6 @@ async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_stand_in() {
     let settings = Settings {
         turn: Duration::from_secs(3),

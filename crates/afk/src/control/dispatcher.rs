@@ -16,11 +16,12 @@ use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
 };
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::intake::Intake;
 use super::record::Recorder;
-use super::{job_span, ControlError, Limits};
+use super::{job_span, ControlError, Limits, TickClock};
 use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
 /// The event a dispatch's outcome calls for; `None` when nothing is to be recorded: T3 refused
@@ -150,8 +151,9 @@ impl Dispatcher {
         fleet: &Fleet,
         live: &[WatchedAttempt],
         may_send: bool,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
+        let now = clock.start();
         self.held = !may_send;
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
@@ -165,7 +167,7 @@ impl Dispatcher {
             );
             let mut tokens = std::mem::take(&mut self.tokens);
             let resumed = self
-                .resume_one(recorder, policies, fleet, watched, &mut tokens, now)
+                .resume_one(recorder, policies, fleet, watched, &mut tokens, clock)
                 .instrument(span)
                 .await;
             self.tokens = tokens;
@@ -183,7 +185,7 @@ impl Dispatcher {
         fleet: &Fleet,
         watched: &WatchedAttempt,
         tokens: &mut TokenCheck,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
         // The whole rows (issue, prompt) only for the few attempts being dispatched.
         let ledger = recorder.ledger();
@@ -210,7 +212,7 @@ impl Dispatcher {
         }
         let outcome = match step {
             ResumeStep::Record(event) => {
-                recorder.record(&job, &event, None, now).await?;
+                recorder.record(&job, &event, None, clock.now()).await?;
                 return Ok(());
             }
             ResumeStep::Bootstrap => {
@@ -221,7 +223,7 @@ impl Dispatcher {
                     Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
                     Err(error) => {
                         let event = Event::DispatchRejected { error };
-                        recorder.record(&job, &event, None, now).await?;
+                        recorder.record(&job, &event, None, clock.now()).await?;
                         return Ok(());
                     }
                 }
@@ -236,14 +238,17 @@ impl Dispatcher {
                 }),
             ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
         };
-        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await
+        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, clock.now()).await
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
     /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
-    /// are recorded with the transition, before the first request. Nothing at all while afk
-    /// leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and nothing more once T3 refused the
-    /// operate token.
+    /// are recorded with the transition, before the first request; up to
+    /// [`Limits::parallel_dispatches`] dispatches are in flight at once, and each outcome is
+    /// recorded when it arrives, stamped with its own time (the turn timeout counts from it).
+    /// Nothing at all while afk leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and
+    /// nothing more once T3 refused the operate token.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn dispatch_ready(
         &mut self,
         recorder: &mut Recorder,
@@ -251,8 +256,9 @@ impl Dispatcher {
         intake: &Intake,
         fleet: &Fleet,
         stopping: &HashMap<JobId, Job>,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
+        let now = clock.start();
         if self.held || self.tokens.refused.is_some() {
             return Ok(());
         }
@@ -275,6 +281,8 @@ impl Dispatcher {
             total += 1;
             *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
         }
+        let parallel = self.limits.parallel_dispatches.max(1);
+        let mut sends: JoinSet<Sent> = JoinSet::new();
         for job in ready {
             if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 break;
@@ -287,7 +295,7 @@ impl Dispatcher {
                 Next::Wait => continue,
                 Next::Refuse(error) => {
                     recorder
-                        .record(&job, &Event::Refused { error }, None, now)
+                        .record(&job, &Event::Refused { error }, None, clock.now())
                         .await?;
                     continue;
                 }
@@ -299,15 +307,89 @@ impl Dispatcher {
                 Some(AttemptNo(job.attempts + 1)),
                 Some(&start.plan.ids.thread_id),
             );
-            if start_attempt(recorder, &job, *start, &mut self.tokens, now)
-                .instrument(span)
+            let Some(job) = record_start(recorder, &job, &start, clock)
+                .instrument(span.clone())
                 .await?
-            {
-                total += 1;
-                *repo_count += 1;
+            else {
+                continue;
+            };
+            total += 1;
+            *repo_count += 1;
+            // At the bound, the next dispatch waits for one in flight to be answered.
+            while sends.len() >= parallel {
+                self.conclude_next(recorder, &mut sends, clock).await?;
             }
+            sends.spawn(send(*start, job, span));
+        }
+        while !sends.is_empty() {
+            self.conclude_next(recorder, &mut sends, clock).await?;
         }
         Ok(())
+    }
+
+    /// Waits for the next dispatch in `sends` to be answered and records its outcome, stamped
+    /// with when it arrived.
+    async fn conclude_next(
+        &mut self,
+        recorder: &mut Recorder,
+        sends: &mut JoinSet<Sent>,
+        clock: TickClock,
+    ) -> Result<(), ControlError> {
+        let Some(joined) = sends.join_next().await else {
+            return Ok(());
+        };
+        let Sent {
+            job,
+            thread,
+            outcome,
+            at,
+            span,
+        } = match joined {
+            Ok(sent) => sent,
+            // A send cannot panic short of a bug; its attempt stays `dispatching` and is resumed
+            // from T3's view next tick.
+            Err(error) => {
+                tracing::error!("a dispatch task failed: {error}");
+                return Ok(());
+            }
+        };
+        conclude(recorder, &job, &thread, outcome, &mut self.tokens, clock.at_instant(at))
+            .instrument(span)
+            .await
+    }
+}
+
+/// A dispatch that T3 answered: the job it was for, how it went and when the answer came.
+struct Sent {
+    job: Job,
+    thread: ThreadId,
+    outcome: Result<(), DispatchError>,
+    at: std::time::Instant,
+    span: tracing::Span,
+}
+
+/// Sends `start`'s commands for `job` (recorded `dispatching` already).
+async fn send(start: Start, job: Job, span: tracing::Span) -> Sent {
+    let Start {
+        client,
+        plan,
+        worktree,
+        ..
+    } = start;
+    let outcome = async {
+        match &worktree {
+            Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+            None => client.dispatch_plan(&plan).await.map(drop),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    Sent {
+        job,
+        thread: plan.ids.thread_id,
+        outcome,
+        at: std::time::Instant::now(),
+        span,
     }
 }
 
@@ -385,36 +467,21 @@ impl Dispatcher {
     }
 }
 
-/// Records `start`'s attempt for `job`, then sends it and records how it went; false when the
-/// machine started no attempt after all (its budget is spent), and nothing was sent.
-async fn start_attempt(
+/// Records `start`'s attempt for `job`; the job as recorded when the machine started the
+/// attempt and it is to be sent, `None` when it started none after all (its budget is spent).
+async fn record_start(
     recorder: &mut Recorder,
     job: &Job,
-    start: Start,
-    tokens: &mut TokenCheck,
-    now: DateTime<Utc>,
-) -> Result<bool, ControlError> {
-    let Start {
-        client,
-        plan,
-        attempt,
-        worktree,
-    } = start;
+    start: &Start,
+    clock: TickClock,
+) -> Result<Option<Job>, ControlError> {
     let Some((transition, job)) = recorder
-        .record(job, &Event::StartAttempt, Some(&attempt), now)
+        .record(job, &Event::StartAttempt, Some(&start.attempt), clock.now())
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
-    if transition.effect != Some(Effect::Dispatch) {
-        return Ok(false);
-    }
-    let outcome = match &worktree {
-        Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
-        None => client.dispatch_plan(&plan).await.map(drop),
-    };
-    conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await?;
-    Ok(true)
+    Ok((transition.effect == Some(Effect::Dispatch)).then_some(job))
 }
 
 /// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
