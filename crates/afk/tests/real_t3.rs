@@ -1192,7 +1192,6 @@ async fn killed_before_a_bootstrap_reaches_the_real_t3() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_real_t3() {
     killed_at_real(
         "real_t3::killed_mid_bootstrap_against_the_real_t3",
@@ -1265,7 +1264,6 @@ async fn killed_after_the_real_t3_applied_a_turn_start() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_stand_in() {
     let run = Run::sim(
         "kill-mid-bootstrap",

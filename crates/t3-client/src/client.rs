@@ -545,6 +545,30 @@ impl T3Client {
         Ok(plan.ids.thread_id.clone())
     }
 
+    /// Finishes the setup of `plan`'s thread that T3 left half made (a bootstrap cut off after
+    /// T3 created the thread, before its worktree: the thread exists with no worktree, no
+    /// session and no turn, and T3 never cleans it up): the same bootstrap without creating the
+    /// thread, so T3 adds the worktree on the plan's branch and starts the turn under the plan's
+    /// turn command id.
+    pub async fn finish_isolated(
+        &self,
+        plan: &DispatchPlan,
+        worktree: &WorktreePlan,
+    ) -> Result<ThreadId, DispatchError> {
+        let fail = |error| DispatchError {
+            stage: DispatchStage::Bootstrap,
+            error,
+        };
+        let mut command = self.isolated_turn(plan, worktree).map_err(fail)?;
+        if let ClientCommand::ThreadTurnStart(turn) = &mut command {
+            if let Some(bootstrap) = turn.bootstrap.as_mut() {
+                bootstrap.create_thread = None;
+            }
+        }
+        self.send_command_rpc(&command).await.map_err(fail)?;
+        Ok(plan.ids.thread_id.clone())
+    }
+
     fn isolated_turn(&self, plan: &DispatchPlan, worktree: &WorktreePlan) -> Result<ClientCommand, T3Error> {
         let branch = NonEmptyString::new(plan.branch.clone()).ok_or_else(|| {
             T3Error::InvalidInput("a worktree-isolated thread needs a branch; the plan has none".into())

@@ -876,6 +876,23 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
         assert_eq!(half["session"], Value::Null, "{}", target.name());
         assert_eq!(half["deletedAt"], Value::Null, "{}", target.name());
         assert_eq!(watcher.trail(&thread), ["null/null"], "{}", target.name());
+
+        // The same bootstrap without `createThread` finishes it (afk's recovery, with the
+        // attempt's ids): T3 adds the worktree on the branch and the turn runs.
+        let mut finish = bootstrap(&target, &thread, "afk/issue-10", "Finished [sim:duration=100]");
+        if let Some(bootstrap) = finish["bootstrap"].as_object_mut() {
+            bootstrap.remove("createThread");
+        }
+        let exit = watcher.dispatch(finish).await;
+        assert_success(&target, &exit, "finishing the half-made thread");
+        watcher.trail_until(&thread, "completed/ready").await;
+        let done = target.snapshot_thread(&thread).await;
+        assert_eq!(done["branch"], "afk/issue-10", "{}: {done}", target.name());
+        assert!(
+            done["worktreePath"].as_str().is_some_and(|p| p.ends_with("afk-issue-10")),
+            "{}: {done}",
+            target.name()
+        );
     })
     .await;
 }

@@ -66,6 +66,10 @@ pub struct SeenThread {
     pub has_turn: bool,
     /// T3 deleted it.
     pub deleted: bool,
+    /// It has a session (T3 took its turn start and started, or failed to start, its agent).
+    pub has_session: bool,
+    /// It has a worktree (`worktreePath`).
+    pub has_worktree: bool,
 }
 
 /// How to carry on with an attempt left in `dispatching`.
@@ -75,7 +79,11 @@ pub enum ResumeStep {
     Record(Event),
     /// Send the one worktree bootstrap command again (T3 has no thread).
     Bootstrap,
-    /// Send `thread.turn.start` (over HTTP the thread exists without its turn).
+    /// Finish a half-made thread (a bootstrap cut off after T3 created the thread, before its
+    /// worktree): the bootstrap again without creating the thread, same ids.
+    FinishBootstrap,
+    /// Send `thread.turn.start` (the thread exists without its turn: over HTTP, or a bootstrap
+    /// cut off after its worktree was made).
     Turn,
     /// Send `thread.create` and `thread.turn.start` (over HTTP, no thread yet).
     CreateAndTurn,
@@ -84,18 +92,23 @@ pub enum ResumeStep {
 /// What to do for an attempt left in `dispatching` whose thread T3 shows as `thread` (`None`:
 /// T3 has none), dispatched with worktrees or not. Everything is sent with the attempt's recorded
 /// ids: T3 deduplicates command ids, so even a stale view cannot make a second thread.
+///
+/// A dispatching attempt has no request of afk's in flight (a tick awaits its dispatches, and a
+/// call cut off or given up is interrupted in T3), so a worktree thread without a session is
+/// not being set up: T3 left it half made (it does not clean up an interrupted bootstrap) and
+/// it is finished at once, with the same attempt.
 pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
     match (thread, worktrees) {
         (Some(SeenThread { has_turn: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
-        // With worktrees T3 sets the thread up in one command and deletes it if a step fails: a
-        // deleted thread is a failed setup, one without a turn is still being set up (sending
-        // anything now could start a turn outside its worktree).
+        // With worktrees T3 sets the thread up in one command and deletes it if a step fails.
         (Some(SeenThread { deleted: true, .. }), true) => ResumeStep::Record(Event::BootstrapFailed {
             error: "T3 deleted the thread while setting it up (its worktree or setup script failed)".into(),
         }),
-        (Some(_), true) => ResumeStep::Record(Event::DispatchDeferred {
-            error: "T3 is still setting the thread up".into(),
-        }),
+        // T3 took the turn start: its session is starting (or could not start); the watcher
+        // follows it from here.
+        (Some(SeenThread { has_session: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
+        (Some(SeenThread { has_worktree: true, .. }), true) => ResumeStep::Turn,
+        (Some(_), true) => ResumeStep::FinishBootstrap,
         (None, true) => ResumeStep::Bootstrap,
         (Some(_), false) => ResumeStep::Turn,
         (None, false) => ResumeStep::CreateAndTurn,
@@ -203,6 +216,8 @@ impl Dispatcher {
         let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
             has_turn: t.latest_turn.is_some(),
             deleted: t.deleted_at.is_some(),
+            has_session: t.session.is_some(),
+            has_worktree: t.worktree_path.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
         let step = resume_step(seen, worktrees.is_some());
@@ -210,16 +225,26 @@ impl Dispatcher {
         if sends && (self.held || tokens.refused.is_some()) {
             return Ok(());
         }
+        let finish = step == ResumeStep::FinishBootstrap;
         let outcome = match step {
             ResumeStep::Record(event) => {
                 recorder.record(&job, &event, None, clock.now()).await?;
                 return Ok(());
             }
-            ResumeStep::Bootstrap => {
+            ResumeStep::Bootstrap | ResumeStep::FinishBootstrap => {
                 let Some((target, settings)) = target.as_ref().zip(worktrees) else {
                     return Ok(());
                 };
                 match worktree_plan(target, settings, fleet) {
+                    Ok(worktree) if finish => {
+                        tracing::info!(
+                            "{} attempt {}: T3 left thread {} half made (no worktree, no session); finishing its setup",
+                            job.issue,
+                            attempt.number,
+                            plan.ids.thread_id
+                        );
+                        client.finish_isolated(&plan, &worktree).await.map(drop)
+                    }
                     Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
                     Err(error) => {
                         let event = Event::DispatchRejected { error };
@@ -762,58 +787,39 @@ mod tests {
 
     #[test]
     fn an_interrupted_dispatch_resumes_from_t3s_view_of_its_thread() {
-        let thread = |has_turn, deleted| Some(SeenThread { has_turn, deleted });
-        let record = |kind: &str| kind.to_owned();
+        let thread = |has_turn, deleted, has_session, has_worktree| {
+            Some(SeenThread {
+                has_turn,
+                deleted,
+                has_session,
+                has_worktree,
+            })
+        };
         // (T3's view, worktrees, the step, why)
+        #[rustfmt::skip]
         let cases = [
-            (
-                thread(true, false),
-                true,
-                record("dispatched"),
-                "the bootstrap landed",
-            ),
-            (
-                thread(true, false),
-                false,
-                record("dispatched"),
-                "both commands landed",
-            ),
-            (
-                thread(true, true),
-                false,
-                record("dispatched"),
-                "a turn started: the watcher sees the rest",
-            ),
-            (
-                thread(false, true),
-                true,
-                record("bootstrap_failed"),
-                "T3 deleted a thread it could not set up",
-            ),
-            (
-                thread(false, false),
-                true,
-                record("deferred"),
-                "still being set up: sending now could start a turn outside its worktree",
-            ),
-            (None, true, "bootstrap".into(), "no thread: the bootstrap again"),
-            (
-                thread(false, false),
-                false,
-                "turn".into(),
-                "created without its turn",
-            ),
-            (None, false, "create_and_turn".into(), "nothing landed"),
+            (thread(true, false, true, true), true, "dispatched", "the bootstrap landed"),
+            (thread(true, false, true, false), false, "dispatched", "both commands landed"),
+            (thread(true, true, true, false), false, "dispatched", "a turn started: the watcher sees the rest"),
+            (thread(false, true, false, false), true, "bootstrap_failed", "T3 deleted a thread it could not set up"),
+            (thread(false, false, true, true), true, "dispatched", "T3 took the turn: its session is starting"),
+            (thread(false, false, true, false), false, "dispatched", "over HTTP too: the session is T3's answer to the turn"),
+            (thread(false, false, false, false), true, "finish_bootstrap",
+                "half made by a bootstrap cut off mid-way: finished at once, same attempt"),
+            (thread(false, false, false, true), true, "turn", "cut off after its worktree: only the turn is missing"),
+            (None, true, "bootstrap", "no thread: the bootstrap again"),
+            (thread(false, false, false, false), false, "turn", "created without its turn"),
+            (None, false, "create_and_turn", "nothing landed"),
         ];
         for (seen, worktrees, expected, why) in cases {
             let step = match resume_step(seen, worktrees) {
-                ResumeStep::Record(Event::Dispatched) => "dispatched".to_owned(),
-                ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed".to_owned(),
-                ResumeStep::Record(Event::DispatchDeferred { .. }) => "deferred".to_owned(),
+                ResumeStep::Record(Event::Dispatched) => "dispatched",
+                ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed",
                 ResumeStep::Record(other) => panic!("{why}: unexpected {other:?}"),
-                ResumeStep::Bootstrap => "bootstrap".to_owned(),
-                ResumeStep::Turn => "turn".to_owned(),
-                ResumeStep::CreateAndTurn => "create_and_turn".to_owned(),
+                ResumeStep::Bootstrap => "bootstrap",
+                ResumeStep::FinishBootstrap => "finish_bootstrap",
+                ResumeStep::Turn => "turn",
+                ResumeStep::CreateAndTurn => "create_and_turn",
             };
             assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
         }
