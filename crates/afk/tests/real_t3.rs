@@ -1030,7 +1030,6 @@ fn polling() -> Settings {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3() {
     if let Some(run) = Run::real(
         "real_t3::a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3",
@@ -1044,7 +1043,6 @@ async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_re
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_stand_in() {
     person_interrupts(Run::sim("interrupt-poll", polling(), SimConfig::realistic()).await).await;
 }

@@ -17,12 +17,13 @@ use crate::wire::rpc::DISPATCH_COMMAND;
 use crate::wire::{
     t3_text_len, BootstrapThread, ClientCommand, DispatchResult, EnvironmentDescriptor, ErrorBody,
     InteractionMode, MessageRole, ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel,
-    RuntimeMode, ServerConfig, ThreadCreate, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
+    RuntimeMode, ServerConfig, ThreadCreate, ThreadDetail, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
     ThreadTurnStart, Timestamp, TurnBootstrap, TurnMessage, MAX_INPUT_CHARS, SERVER_GET_CONFIG,
 };
 
 const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
 const SNAPSHOT_PATH: &str = "/api/orchestration/snapshot";
+const THREADS_PATH: &str = "/api/orchestration/threads";
 const ENVIRONMENT_PATH: &str = "/.well-known/t3/environment";
 
 /// One issue of one repository, as the client names it in thread titles and branches.
@@ -625,6 +626,17 @@ impl T3Client {
     pub async fn snapshot(&self) -> Result<ReadModel, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
         decode("snapshot", &reply)
+    }
+
+    /// One thread with its messages and activities (`GET /api/orchestration/threads/:id`);
+    /// `None` when T3 answers 404 (no such thread, or a deleted one).
+    pub async fn thread_detail(&self, thread: &ThreadId) -> Result<Option<ThreadDetail>, T3Error> {
+        let path = format!("{THREADS_PATH}/{thread}");
+        match self.request("thread detail", Method::Get, &path, None).await {
+            Ok(reply) => decode("thread detail", &reply).map(Some),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// T3's environment descriptor (`GET /.well-known/t3/environment`): whether T3 answers at

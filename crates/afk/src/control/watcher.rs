@@ -372,6 +372,16 @@ impl Watcher {
             let Some(event) = thread_event(&seen, running_for, &self.timeouts) else {
                 continue;
             };
+            let event = match event {
+                // T3 turns an interrupted turn into a completed one within half a second: a
+                // success is recorded only when the thread's detail shows no interrupt.
+                Event::ThreadSucceeded => match self.interrupted(fleet, &attempt.thread_id).await {
+                    Some(true) => Event::ThreadInterrupted,
+                    Some(false) => Event::ThreadSucceeded,
+                    None => continue,
+                },
+                other => other,
+            };
             // Only now is the whole job read: a quiet tick reads no issue text at all.
             let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
                 continue;
@@ -388,6 +398,22 @@ impl Watcher {
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
         Ok(recorded)
+    }
+
+    /// Whether the latest turn of `thread` (which T3's view shows completed) was interrupted, as
+    /// its detail shows ([`t3_client::wire::Thread::turn_was_interrupted`]); `None` when that
+    /// cannot be told now (T3 did not answer, or no longer has the thread): nothing is concluded
+    /// this tick.
+    async fn interrupted(&self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
+        let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
+        match self.reader.thread_detail(thread).await {
+            Ok(Some(detail)) => Some(detail.thread.turn_was_interrupted(&turn)),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!("cannot read thread {thread}'s detail to confirm its success yet: {error}");
+                None
+            }
+        }
     }
 
     /// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after

@@ -129,6 +129,22 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl Thread {
+    /// True when this thread's detail (not the snapshot, whose threads carry no activities)
+    /// shows that `turn` was interrupted. T3 marks an interrupted turn `completed` within half a
+    /// second (its checkpoint reactor captures the interrupted turn's checkpoint as `missing`,
+    /// then captures it again as `ready`), so `latestTurn.state` cannot tell; the
+    /// `checkpoint.captured` activity with `status: "missing"` for the turn stays.
+    pub fn turn_was_interrupted(&self, turn: &TurnId) -> bool {
+        self.activities.iter().any(|activity| {
+            activity.get("kind").and_then(serde_json::Value::as_str) == Some("checkpoint.captured")
+                && activity.get("turnId").and_then(serde_json::Value::as_str) == Some(turn.as_str())
+                && activity
+                    .pointer("/payload/status")
+                    .and_then(serde_json::Value::as_str)
+                    == Some("missing")
+        })
+    }
+
     /// Its activities, typed (the thread detail has them; the snapshot's are empty). An entry
     /// that is not an activity is skipped.
     pub fn typed_activities(&self) -> Vec<Activity> {
