@@ -937,7 +937,6 @@ async fn stopped_while_starting(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_real_t3() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -961,7 +960,6 @@ async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_stand_in() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -1312,7 +1310,6 @@ async fn stop_after_restart(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3() {
     if let Some(run) = Run::real_owned(
         "real_t3::stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3",
@@ -1327,7 +1324,6 @@ async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_stand_in() {
     stop_after_restart(Run::sim("restart", Settings::default(), SimConfig::default()).await).await;
 }
