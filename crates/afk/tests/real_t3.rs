@@ -1471,7 +1471,6 @@ async fn internal_failures_over_http_are_retried() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 7: a refused /ws dispatch always spends the attempt, though T3 uses the same error for an internal failure"]
 async fn internal_failures_over_the_websocket_are_retried_as_over_http() {
     internal_failures("ws-worktree").await;
 }

@@ -32,8 +32,12 @@ use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, 
 /// - transient (no reply, 5xx, 429, a dropped socket): deferred, same ids, later;
 /// - a retried bootstrap whose thread exists: deferred, since an earlier try landed, failed or is
 ///   still under way and only T3's view of the thread tells which (see [`resume_step`]);
-/// - a bootstrap T3 refused (its worktree or setup script failed) and undid: the attempt failed,
-///   and the retry policy decides (a new attempt has new ids and its own branch);
+/// - a command T3 failed without saying whether it was refused or failed inside (over `/ws`
+///   `OrchestrationDispatchCommandError`, over HTTP a 500 `orchestration_dispatch_failed`):
+///   deferred, retried with the same ids up to `retry.max_dispatch_tries`; a bootstrap T3 undid
+///   is then seen in T3's view (its thread deleted: [`resume_step`]);
+/// - a bootstrap refused with another error: the attempt failed, and the retry policy decides
+///   (a new attempt has new ids and its own branch);
 /// - a reply T3 sent but not in its contract's shape: deferred, since the command may have been
 ///   applied and the next view resolves it with the same ids;
 /// - anything else T3 refused (a 4xx, a refused command, a prompt too long): rejected, the job
@@ -48,6 +52,7 @@ pub fn dispatch_event(outcome: &Result<(), DispatchError>, thread: &ThreadId) ->
     Some(if e.error.is_credential_problem() {
         return None;
     } else if e.error.is_transient()
+        || e.error.is_dispatch_failure()
         || (bootstrap && e.error.is_existing_thread(thread))
         || matches!(e.error, T3Error::MalformedReply { .. })
     {
@@ -751,6 +756,26 @@ mod tests {
                 rpc("git worktree add failed", Some("GitCommandError"), false),
                 "bootstrap_failed",
                 "T3 could not set the worktree up and undid it",
+            ),
+            (
+                Bootstrap,
+                rpc(
+                    "OrchestrationDispatchCommandError: SQL error in OrchestrationEngine.dispatch",
+                    Some("OrchestrationDispatchCommandError"),
+                    false,
+                ),
+                "deferred",
+                "over /ws T3 fails a refused command and an internal failure alike: retried as over HTTP",
+            ),
+            (
+                Turn,
+                rpc(
+                    "OrchestrationDispatchCommandError: Orchestration command invariant failed",
+                    Some("OrchestrationDispatchCommandError"),
+                    false,
+                ),
+                "deferred",
+                "a refusal over /ws is retried a bounded number of times, then spends the attempt",
             ),
             (
                 Turn,
