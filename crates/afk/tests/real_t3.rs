@@ -10,8 +10,9 @@
 //! server is shared by the file, each test has a project and git repository of its own, and the
 //! tests against it run one at a time (the machine has two cores).
 //!
-//! Tests that fail today because of one of issue 12's defects are `#[ignore]`d with the defect
-//! named; they were run and seen failing for that reason.
+//! Each of issue 12's seven defects is reproduced by tests here (against the real T3 where only
+//! it shows the defect, and against the stand-in); they were seen failing for that reason
+//! before its fix.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -792,11 +793,8 @@ async fn turn_timeout(mut run: Run, issues: u64, allowance: Duration) {
     run.kill_afk().await;
 }
 
-/// How much earlier than its timeout a lone attempt may be timed out today: the time of its
-/// worktree bootstrap (up to 1.5 s against the real T3), which afk counts in (issue 12 defect
-/// 1, whose own test has no such allowance).
-const BOOTSTRAP_ALLOWANCE: Duration = Duration::from_millis(1_800);
-/// Clock and rounding.
+/// Clock and rounding: the turn timeout counts from when T3 accepted the turn (issue 12
+/// defect 1), not from the tick that dispatched it.
 const EXACT: Duration = Duration::from_millis(300);
 
 #[tokio::test]
@@ -813,7 +811,7 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_real
     )
     .await
     {
-        turn_timeout(run, 1, BOOTSTRAP_ALLOWANCE).await;
+        turn_timeout(run, 1, EXACT).await;
     }
 }
 
@@ -827,7 +825,7 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_stan
     turn_timeout(
         Run::sim("timeout", settings, SimConfig::realistic()).await,
         1,
-        BOOTSTRAP_ALLOWANCE,
+        EXACT,
     )
     .await;
 }
@@ -1116,7 +1114,6 @@ async fn long_error_logged_by_its_first_line(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: T3's multi-kilobyte lastError is printed whole into one log line"]
 async fn t3s_long_error_is_logged_by_its_first_line_against_the_stand_in() {
     long_error_logged_by_its_first_line(Run::sim("long-error", one_attempt(), SimConfig::default()).await)
         .await;
@@ -1152,9 +1149,7 @@ async fn killed_at(mut run: Run, proxy: &Proxy, needle: &str, action: TrapAction
 }
 
 /// Dispatch retries spaced as a user would (the defaults are 10 s apart) rather than a test's
-/// 0.1 s: T3 answers a bootstrap before its session has started (`latestTurn` null for up to a
-/// second), which afk reads as "still being set up" and retries, so retries faster than that
-/// spend an attempt on a crash after T3 applied a bootstrap.
+/// 0.1 s.
 fn crash_settings(dispatch: &'static str) -> Settings {
     Settings {
         dispatch,
@@ -1348,7 +1343,6 @@ async fn t3_snapshot(run: &Run, json: bool) -> (String, String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread whose session failed to start (stopped, lastError, no turn) as starting"]
 async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
     let settings = Settings {
         instance: "claudeAgent",
@@ -1375,7 +1369,6 @@ async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread T3 deleted as lost"]
 async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
     let run = Run::sim("snapshot-deleted", Settings::default(), SimConfig::default()).await;
     let thread_id = uuid();
@@ -1397,7 +1390,6 @@ async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot --json | head panics with Broken pipe"]
 async fn afk_t3_snapshot_survives_a_closed_pipe() {
     let run = Run::sim("snapshot-pipe", Settings::default(), SimConfig::default()).await;
     for _ in 0..300 {
