@@ -305,9 +305,12 @@ pub fn apply(
                 format!("attempt {} of {} dispatching", used + 1, policy.max_attempts),
             )
         }
-        (J::Queued | J::RetryWait, Event::Refused { error }) => {
-            step(J::Failed, None, None, format!("cannot be dispatched: {}", first_line(error)))
-        }
+        (J::Queued | J::RetryWait, Event::Refused { error }) => step(
+            J::Failed,
+            None,
+            None,
+            format!("cannot be dispatched: {}", first_line(error)),
+        ),
         (J::Dispatching, Event::Dispatched) => step(
             J::Running,
             Some(AttemptChange::Running),
@@ -770,15 +773,19 @@ mod tests {
 
     #[test]
     fn notes_carry_the_first_line_of_an_outside_error_and_the_attempt_all_of_it() {
-        let error = "ProviderAdapterProcessError: cannot spawn\n    at startSession (x.ts:1:2)\n  [cause]: ENOENT";
+        let error =
+            "ProviderAdapterProcessError: cannot spawn\n    at startSession (x.ts:1:2)\n  [cause]: ENOENT";
         let t = run(
             job(JobState::Running, 1),
-            Event::ThreadFailed {
-                error: error.into(),
-            },
+            Event::ThreadFailed { error: error.into() },
         )
         .unwrap();
-        assert!(t.note.contains("failed: ProviderAdapterProcessError: cannot spawn […]"), "{}", t.note);
+        assert!(
+            t.note
+                .contains("failed: ProviderAdapterProcessError: cannot spawn […]"),
+            "{}",
+            t.note
+        );
         assert!(!t.note.contains('\n'), "{}", t.note);
         assert!(
             matches!(&t.attempt, Some(AttemptChange::End { error: Some(kept), .. }) if kept == error),

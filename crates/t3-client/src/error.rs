@@ -149,10 +149,10 @@ impl T3Error {
     /// ids a bounded number of times, then treat it as permanent.
     pub fn is_dispatch_failure(&self) -> bool {
         match self {
-            T3Error::Rpc { tag, defect, .. } => {
-                !defect && tag.as_deref() == Some(DISPATCH_COMMAND_ERROR)
-            }
-            T3Error::Status { status: 500, body, .. } => body
+            T3Error::Rpc { tag, defect, .. } => !defect && tag.as_deref() == Some(DISPATCH_COMMAND_ERROR),
+            T3Error::Status {
+                status: 500, body, ..
+            } => body
                 .as_deref()
                 .and_then(|b| b.reason.as_deref())
                 .is_some_and(|reason| reason == "orchestration_dispatch_failed"),

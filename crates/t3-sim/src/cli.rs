@@ -1,8 +1,8 @@
 //! `afk sim`: the stand-in on a port until Ctrl-C; `afk sim agent`: the simulated agent as a
 //! codex app-server for the real T3 ([`crate::agent`]).
 
-use std::io::Write as _;
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

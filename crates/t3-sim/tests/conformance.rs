@@ -654,7 +654,10 @@ async fn an_interrupted_turn_ends_completed() {
                 captured(detail).iter().any(|(_, status)| status == "missing")
             })
             .await;
-            let turn = detail["thread"]["latestTurn"]["turnId"].as_str().unwrap_or_default().to_owned();
+            let turn = detail["thread"]["latestTurn"]["turnId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             assert!(
                 captured(&detail).contains(&(turn, "missing".to_owned())),
                 "{}: {:?}",
@@ -945,7 +948,9 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
         let done = target.snapshot_thread(&thread).await;
         assert_eq!(done["branch"], "afk/issue-10", "{}: {done}", target.name());
         assert!(
-            done["worktreePath"].as_str().is_some_and(|p| p.ends_with("afk-issue-10")),
+            done["worktreePath"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("afk-issue-10")),
             "{}: {done}",
             target.name()
         );

@@ -81,7 +81,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             outln!(
                 "requeued job {} for {issue} with a fresh budget of attempts; its prompt still comes \
                  from the {} source, not from --prompt",
-                existing.id, existing.source
+                existing.id,
+                existing.source
             )?;
             return Ok(());
         }

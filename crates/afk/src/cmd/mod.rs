@@ -1,10 +1,10 @@
 //! One file per command; [`crate::cli`] is the table that routes to them.
 
-pub mod out;
 pub mod demo;
 pub mod doctor;
 pub mod enqueue;
 pub mod jobs;
+pub mod out;
 pub mod run;
 pub mod sim;
 pub mod status;

@@ -111,8 +111,18 @@ pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
         }),
         // T3 took the turn start: its session is starting (or could not start); the watcher
         // follows it from here.
-        (Some(SeenThread { has_session: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
-        (Some(SeenThread { has_worktree: true, .. }), true) => ResumeStep::Turn,
+        (
+            Some(SeenThread {
+                has_session: true, ..
+            }),
+            _,
+        ) => ResumeStep::Record(Event::Dispatched),
+        (
+            Some(SeenThread {
+                has_worktree: true, ..
+            }),
+            true,
+        ) => ResumeStep::Turn,
         (Some(_), true) => ResumeStep::FinishBootstrap,
         (None, true) => ResumeStep::Bootstrap,
         (Some(_), false) => ResumeStep::Turn,
@@ -383,9 +393,16 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        conclude(recorder, &job, &thread, outcome, &mut self.tokens, clock.at_instant(at))
-            .instrument(span)
-            .await
+        conclude(
+            recorder,
+            &job,
+            &thread,
+            outcome,
+            &mut self.tokens,
+            clock.at_instant(at),
+        )
+        .instrument(span)
+        .await
     }
 }
 

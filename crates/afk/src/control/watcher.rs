@@ -515,8 +515,7 @@ impl Watcher {
             let sent = match memo.sent {
                 None => StopSent::Nothing,
                 Some((then, at))
-                    if then == updated_at
-                        && (now - at).to_std().unwrap_or_default() < STOP_RESEND_AFTER =>
+                    if then == updated_at && (now - at).to_std().unwrap_or_default() < STOP_RESEND_AFTER =>
                 {
                     StopSent::Unanswered
                 }
@@ -549,7 +548,9 @@ impl Watcher {
                 }
                 StopStep::StopSession => {
                     if sent == StopSent::Unheeded {
-                        tracing::debug!("thread {thread} still works after its stop; stopping its session again");
+                        tracing::debug!(
+                            "thread {thread} still works after its stop; stopping its session again"
+                        );
                     }
                     if let Err(error) = self.operate.stop_session(thread, CommandId::generate()).await {
                         failed("stop its session", error);

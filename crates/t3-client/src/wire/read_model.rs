@@ -304,10 +304,12 @@ impl ThreadState {
         let last_error = thread.session.as_ref().and_then(|s| s.last_error.clone());
         // A session that could not start: `error`, or (claudeAgent) `stopped` with a
         // `lastError` and never a turn.
-        let start_failed = turn_state.is_none()
-            && session_status == Some(SessionStatus::Stopped)
-            && last_error.is_some();
-        if turn_state == Some(TurnState::Error) || session_status == Some(SessionStatus::Error) || start_failed {
+        let start_failed =
+            turn_state.is_none() && session_status == Some(SessionStatus::Stopped) && last_error.is_some();
+        if turn_state == Some(TurnState::Error)
+            || session_status == Some(SessionStatus::Error)
+            || start_failed
+        {
             return ThreadState::Failed { reason: last_error };
         }
         let session_running = matches!(

@@ -398,7 +398,9 @@ impl World {
             TurnEnd::SessionStopped => (TurnState::Interrupted, SessionStatus::Stopped, None),
         };
         for status in checkpoints {
-            entry.activities.push(checkpoint_captured(&active.turn_id, status, ts));
+            entry
+                .activities
+                .push(checkpoint_captured(&active.turn_id, status, ts));
         }
         if let Some(id) = &assistant_message {
             entry.messages.push(json!({
