@@ -10,8 +10,9 @@
 //! server is shared by the file, each test has a project and git repository of its own, and the
 //! tests against it run one at a time (the machine has two cores).
 //!
-//! Tests that fail today because of one of issue 12's defects are `#[ignore]`d with the defect
-//! named; they were run and seen failing for that reason.
+//! Each of issue 12's seven defects is reproduced by tests here (against the real T3 where only
+//! it shows the defect, and against the stand-in); they were seen failing for that reason
+//! before its fix.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -792,11 +793,8 @@ async fn turn_timeout(mut run: Run, issues: u64, allowance: Duration) {
     run.kill_afk().await;
 }
 
-/// How much earlier than its timeout a lone attempt may be timed out today: the time of its
-/// worktree bootstrap (up to 1.5 s against the real T3), which afk counts in (issue 12 defect
-/// 1, whose own test has no such allowance).
-const BOOTSTRAP_ALLOWANCE: Duration = Duration::from_millis(1_800);
-/// Clock and rounding.
+/// Clock and rounding: the turn timeout counts from when T3 accepted the turn (issue 12
+/// defect 1), not from the tick that dispatched it.
 const EXACT: Duration = Duration::from_millis(300);
 
 #[tokio::test]
@@ -813,7 +811,7 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_real
     )
     .await
     {
-        turn_timeout(run, 1, BOOTSTRAP_ALLOWANCE).await;
+        turn_timeout(run, 1, EXACT).await;
     }
 }
 
@@ -827,13 +825,12 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_stan
     turn_timeout(
         Run::sim("timeout", settings, SimConfig::realistic()).await,
         1,
-        BOOTSTRAP_ALLOWANCE,
+        EXACT,
     )
     .await;
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3() {
     let settings = Settings {
         turn: Duration::from_secs(8),
@@ -852,7 +849,6 @@ async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_stand_in() {
     let settings = Settings {
         turn: Duration::from_secs(3),
@@ -939,7 +935,6 @@ async fn stopped_while_starting(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_real_t3() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -963,7 +958,6 @@ async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_stand_in() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -1032,7 +1026,6 @@ fn polling() -> Settings {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3() {
     if let Some(run) = Run::real(
         "real_t3::a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3",
@@ -1046,7 +1039,6 @@ async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_re
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_stand_in() {
     person_interrupts(Run::sim("interrupt-poll", polling(), SimConfig::realistic()).await).await;
 }
@@ -1122,7 +1114,6 @@ async fn long_error_logged_by_its_first_line(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: T3's multi-kilobyte lastError is printed whole into one log line"]
 async fn t3s_long_error_is_logged_by_its_first_line_against_the_stand_in() {
     long_error_logged_by_its_first_line(Run::sim("long-error", one_attempt(), SimConfig::default()).await)
         .await;
@@ -1158,9 +1149,7 @@ async fn killed_at(mut run: Run, proxy: &Proxy, needle: &str, action: TrapAction
 }
 
 /// Dispatch retries spaced as a user would (the defaults are 10 s apart) rather than a test's
-/// 0.1 s: T3 answers a bootstrap before its session has started (`latestTurn` null for up to a
-/// second), which afk reads as "still being set up" and retries, so retries faster than that
-/// spend an attempt on a crash after T3 applied a bootstrap.
+/// 0.1 s.
 fn crash_settings(dispatch: &'static str) -> Settings {
     Settings {
         dispatch,
@@ -1194,7 +1183,6 @@ async fn killed_before_a_bootstrap_reaches_the_real_t3() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_real_t3() {
     killed_at_real(
         "real_t3::killed_mid_bootstrap_against_the_real_t3",
@@ -1267,7 +1255,6 @@ async fn killed_after_the_real_t3_applied_a_turn_start() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_stand_in() {
     let run = Run::sim(
         "kill-mid-bootstrap",
@@ -1318,7 +1305,6 @@ async fn stop_after_restart(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3() {
     if let Some(run) = Run::real_owned(
         "real_t3::stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3",
@@ -1333,7 +1319,6 @@ async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_stand_in() {
     stop_after_restart(Run::sim("restart", Settings::default(), SimConfig::default()).await).await;
 }
@@ -1358,7 +1343,6 @@ async fn t3_snapshot(run: &Run, json: bool) -> (String, String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread whose session failed to start (stopped, lastError, no turn) as starting"]
 async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
     let settings = Settings {
         instance: "claudeAgent",
@@ -1385,7 +1369,6 @@ async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread T3 deleted as lost"]
 async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
     let run = Run::sim("snapshot-deleted", Settings::default(), SimConfig::default()).await;
     let thread_id = uuid();
@@ -1407,7 +1390,6 @@ async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot --json | head panics with Broken pipe"]
 async fn afk_t3_snapshot_survives_a_closed_pipe() {
     let run = Run::sim("snapshot-pipe", Settings::default(), SimConfig::default()).await;
     for _ in 0..300 {
@@ -1481,7 +1463,6 @@ async fn internal_failures_over_http_are_retried() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 7: a refused /ws dispatch always spends the attempt, though T3 uses the same error for an internal failure"]
 async fn internal_failures_over_the_websocket_are_retried_as_over_http() {
     internal_failures("ws-worktree").await;
 }
