@@ -738,6 +738,7 @@ mod tests {
             (cancelled(CancelReason::InterruptedInT3), Source(Local), false),
             (cancelled(CancelReason::InterruptedInT3), Source(GitHub), false),
             (cancelled(CancelReason::ByHand), Source(Local), false),
+            (cancelled(CancelReason::IssueGone), Source(GitHub), false),
             (cancelled(CancelReason::InterruptedInT3), Person, true),
             (cancelled(CancelReason::ByHand), Person, true),
             (job(JobState::Failed, 1), Person, true),

@@ -274,8 +274,10 @@ impl ControlPlane {
             None => {}
         }
         let t3_reachable = self.follow_t3(TickClock::started(now)).await?;
+        let notices = self.intake.github_notices();
         if let Some(reporter) = &self.reporter {
-            reporter.report(self.recorder.ledger(), &self.policies).await?;
+            reporter.say_untrusted_edits(&notices).await;
+            reporter.report(&mut self.recorder, &self.policies, now).await?;
         }
         Ok(TickReport {
             progress: self.recorder.take_progress(),
