@@ -130,7 +130,8 @@ pub enum Event {
 pub enum Effect {
     /// Send the live attempt's `thread.create` and `thread.turn.start` (with its stored ids).
     Dispatch,
-    /// Interrupt the attempt's turn and stop its session.
+    /// Stop the attempt's thread (its session; a thread that never started one is deleted),
+    /// until T3's view shows it not working.
     StopThread,
 }
 
@@ -157,8 +158,8 @@ pub enum AttemptChange {
         state: AttemptState,
         /// Why, when it did not succeed.
         error: Option<String>,
-        /// Its thread must be interrupted and its session stopped (recorded so that a crash
-        /// before the commands are sent does not leave an agent working).
+        /// Its thread must be stopped (recorded so that a crash before the stop is sent does not
+        /// leave an agent working).
         stop_thread: bool,
     },
 }

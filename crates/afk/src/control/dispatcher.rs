@@ -235,7 +235,17 @@ impl Dispatcher {
             has_worktree: t.worktree_path.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
-        let step = resume_step(seen, worktrees.is_some());
+        let step = match resume_step(seen, worktrees.is_some()) {
+            // T3's own words on the failed setup came with the try that failed (its answer
+            // deferred the attempt): the job shows them first.
+            ResumeStep::Record(Event::BootstrapFailed { error }) => match &attempt.last_error {
+                Some(answer) => ResumeStep::Record(Event::BootstrapFailed {
+                    error: format!("{answer} ({error})"),
+                }),
+                None => ResumeStep::Record(Event::BootstrapFailed { error }),
+            },
+            step => step,
+        };
         let sends = !matches!(step, ResumeStep::Record(_));
         if sends && (self.held || tokens.refused.is_some()) {
             return Ok(());
@@ -324,6 +334,11 @@ impl Dispatcher {
         let parallel = self.limits.parallel_dispatches.max(1);
         let mut sends: JoinSet<Sent> = JoinSet::new();
         for job in ready {
+            // At the bound, the next dispatch waits for one in flight to be answered (which may
+            // be T3 refusing the token: then nothing more is started).
+            while sends.len() >= parallel {
+                self.conclude_next(recorder, &mut sends, clock).await?;
+            }
             if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 break;
             }
@@ -355,10 +370,6 @@ impl Dispatcher {
             };
             total += 1;
             *repo_count += 1;
-            // At the bound, the next dispatch waits for one in flight to be answered.
-            while sends.len() >= parallel {
-                self.conclude_next(recorder, &mut sends, clock).await?;
-            }
             sends.spawn(send(*start, job, span));
         }
         while !sends.is_empty() {
