@@ -299,6 +299,7 @@ impl GitHubIntake {
             priority: issue.priority,
             source: JobSource::GitHub,
         };
+        let labeled_at = issue.labeled_at;
         self.issues.insert(key.clone(), issue);
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
@@ -306,12 +307,21 @@ impl GitHubIntake {
                 recorder.queued(&job, "GitHub");
             }
             Some(job) => {
+                // A trusted person applied the trigger label after the job ended without success
+                // (e.g. after fixing AFK.md): they ask for it again. afk's own `afk:failed` after
+                // an older label makes intake skip the issue as finished, so an eligible issue
+                // with a label older than the job's end is one afk has not reported on yet.
+                let relabelled = matches!(
+                    job.state,
+                    JobState::Failed | JobState::GivenUp | JobState::Cancelled
+                ) && labeled_at.is_some_and(|at| at > job.updated_at);
                 // An eligible issue's text is vouched for (nobody untrusted changed it since the
                 // trusted label): a job that has not started yet, or one that comes back, takes
                 // it. A job under way keeps the text it started with. Labels and priority follow
                 // the issue.
-                let fresh_start =
-                    (job.state == JobState::Queued && job.attempts == 0) || job.state == JobState::Cancelled;
+                let fresh_start = (job.state == JobState::Queued && job.attempts == 0)
+                    || job.state == JobState::Cancelled
+                    || relabelled;
                 let refreshed = if fresh_start {
                     new
                 } else {
@@ -328,7 +338,13 @@ impl GitHubIntake {
                 {
                     recorder.ledger().upsert_job(&refreshed, now).await?;
                 }
-                if job.state == JobState::Cancelled {
+                if relabelled {
+                    // With a fresh budget, whatever ended it (the machine decides).
+                    let back = Event::Requeue {
+                        by: RequeueBy::Relabelled,
+                    };
+                    recorder.offer(&job, &back, now).await?;
+                } else if job.state == JobState::Cancelled {
                     // Back only if GitHub withdrew it (the machine decides).
                     let back = Event::Requeue {
                         by: RequeueBy::Source(JobSource::GitHub),
