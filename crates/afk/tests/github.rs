@@ -633,3 +633,48 @@ async fn a_maintainer_relabelling_a_failed_issue_requeues_it_with_a_fresh_budget
     .await;
     assert!(!github.labels(REPO_A, number).contains(&"afk:failed".to_string()));
 }
+
+#[tokio::test]
+async fn a_queued_job_held_back_by_an_untrusted_edit_starts_after_a_restart_with_the_text_it_took() {
+    let clock = ManualClock::new();
+    let (mut world, github) = github_world_at(Duration::from_millis(100), clock.clone()).await;
+    world.config.limits.max_concurrent = 1;
+    let busy = github.open_issue(REPO_A, AUTHOR, "Busy", "[sim:hang]");
+    let waiting = github.open_issue(REPO_A, AUTHOR, "Waiting", "The first text.");
+    clock.advance(MINUTE);
+    github.add_label(REPO_A, busy, "afk", MAINTAINER);
+    github.add_label(REPO_A, waiting, "afk", MAINTAINER);
+    clock.advance(MINUTE);
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+    github.edit_issue_body(REPO_A, waiting, AUTHOR, "An untrusted text.");
+    clock.advance(MINUTE);
+    tick_through_polls(&mut app, &github, 2).await;
+
+    // afk restarts with room for the waiting job: it starts with the text it took.
+    drop(app);
+    world.config.limits.max_concurrent = 2;
+    let mut app = world.app().await;
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(10),
+        |_| {},
+        |jobs| job(jobs, REPO_A, waiting).state == JobState::Running,
+    )
+    .await;
+    let attempts = app
+        .ledger()
+        .attempts(job(&jobs, REPO_A, waiting).id)
+        .await
+        .unwrap();
+    assert!(
+        attempts[0].prompt.contains("The first text."),
+        "{}",
+        attempts[0].prompt
+    );
+    assert!(
+        !attempts[0].prompt.contains("untrusted"),
+        "{}",
+        attempts[0].prompt
+    );
+}

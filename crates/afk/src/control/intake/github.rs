@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
-use afk_github::{EligibleIssue, Intake, SkipReason, UntrustedEdit, Verdict, WebhookEvent};
+use afk_github::{EligibleIssue, Intake, SkipReason, SkippedIssue, UntrustedEdit, Verdict, WebhookEvent};
 use afk_ledger::{Job, NewJob};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -143,6 +143,7 @@ impl GitHubIntake {
             .chain(scan.skipped.iter().map(|s| s.key()))
             .collect();
         for skipped in scan.skipped {
+            self.keep_view(&skipped, recorder).await?;
             self.skipped(skipped.key(), skipped.reason, recorder, now).await?;
         }
         for issue in scan.eligible {
@@ -155,6 +156,44 @@ impl GitHubIntake {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a view of an issue held back for an untrusted edit whose live job took the vouched
+    /// text, when afk has none (it restarted since): the job's next attempt needs the issue's
+    /// author and URL for its prompt. The view's title and body are the job's, never the edited
+    /// ones.
+    async fn keep_view(
+        &mut self,
+        skipped: &SkippedIssue,
+        recorder: &mut Recorder,
+    ) -> Result<(), ControlError> {
+        let (SkipReason::UntrustedEdit(edit), Some(url)) = (&skipped.reason, &skipped.url) else {
+            return Ok(());
+        };
+        let key = skipped.key();
+        if self.issues.contains_key(&key) {
+            return Ok(());
+        }
+        let Some(job) = recorder.ledger().job_by_issue(&key).await? else {
+            return Ok(());
+        };
+        if job.state.is_final() {
+            return Ok(());
+        }
+        let view = EligibleIssue {
+            repo: key.repo.clone(),
+            number: key.number,
+            title: job.title.clone(),
+            body: job.body.clone(),
+            labels: job.labels.clone(),
+            author: skipped.author.clone(),
+            url: url.clone(),
+            priority: job.priority,
+            labeled_by: edit.label.by.clone(),
+            labeled_at: edit.label.at,
+        };
+        self.issues.insert(key, view);
         Ok(())
     }
 
