@@ -190,12 +190,18 @@ async fn main() {
     let middle = jobs / 2;
     let reads = [
         ("GET /api/v1/state", "/api/v1/state".to_owned()),
-        ("GET /api/v1/jobs?limit=100 (first page)", "/api/v1/jobs?limit=100".to_owned()),
+        (
+            "GET /api/v1/jobs?limit=100 (first page)",
+            "/api/v1/jobs?limit=100".to_owned(),
+        ),
         (
             "GET /api/v1/jobs?state=given_up&limit=100",
             "/api/v1/jobs?state=given_up&limit=100".to_owned(),
         ),
-        ("GET /api/v1/acme/api/N (one issue)", format!("/api/v1/acme/api/{middle}")),
+        (
+            "GET /api/v1/acme/api/N (one issue)",
+            format!("/api/v1/acme/api/{middle}"),
+        ),
         ("GET /metrics", "/metrics".to_owned()),
         ("GET /healthz", "/healthz".to_owned()),
     ];

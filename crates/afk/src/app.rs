@@ -427,7 +427,7 @@ async fn control_plane(
 fn github_side(
     config: &Config,
     events: Option<mpsc::Receiver<WebhookEvent>>,
-    _metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<Option<GitHubSide>> {
     let Some(github) = &config.github else {
         return Ok(None);
@@ -446,7 +446,16 @@ fn github_side(
     };
     let api =
         url::Url::parse(&github.api_url).with_context(|| format!("[github] api_url {:?}", github.api_url))?;
-    let client = GitHubClient::new(ClientConfig::new(api, credentials)).context("[github]")?;
+    let mut client_config = ClientConfig::new(api, credentials);
+    if let Some(metrics) = metrics {
+        client_config.observer = Some(afk_github::RequestObserver(Arc::new(move |status| {
+            metrics.github_request(match status {
+                Some(status) => status::metrics::RequestOutcome::of_status(status),
+                None => status::metrics::RequestOutcome::Unreachable,
+            })
+        })));
+    }
+    let client = GitHubClient::new(client_config).context("[github]")?;
     let repos = github
         .repos
         .iter()

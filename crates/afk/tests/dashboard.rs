@@ -28,9 +28,7 @@ struct Browser {
 impl Browser {
     /// Starts `chromium` and connects to its first page; `None` when it is not installed.
     async fn start() -> Option<Browser> {
-        let binary = ["chromium", "chromium-browser"]
-            .into_iter()
-            .find(|b| which(b))?;
+        let binary = ["chromium", "chromium-browser"].into_iter().find(|b| which(b))?;
         let profile = tempfile::tempdir().unwrap();
         let mut process = tokio::process::Command::new(binary)
             .args([
@@ -81,7 +79,9 @@ impl Browser {
             .and_then(|t| t["webSocketDebuggerUrl"].as_str())
             .expect("a page")
             .to_owned();
-        let (page, _) = tokio_tungstenite::connect_async(page_ws).await.expect("the page's socket");
+        let (page, _) = tokio_tungstenite::connect_async(page_ws)
+            .await
+            .expect("the page's socket");
         Some(Browser {
             _process: process,
             _profile: profile,
@@ -137,7 +137,8 @@ impl Browser {
 }
 
 fn which(binary: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
 #[tokio::test]
@@ -165,7 +166,9 @@ async fn the_dashboard_shows_an_attempt_run_and_succeed_live_with_its_links() {
     let loaded_at = browser.eval("window.afkLoadedAt").await;
     assert!(loaded_at.is_number(), "{loaded_at}");
     assert_eq!(
-        browser.eval("document.querySelectorAll('#running tbody tr').length").await,
+        browser
+            .eval("document.querySelectorAll('#running tbody tr').length")
+            .await,
         json!(0)
     );
 
@@ -180,15 +183,25 @@ async fn the_dashboard_shows_an_attempt_run_and_succeed_live_with_its_links() {
         .wait_for(&format!("{row} !== null"), Duration::from_secs(20))
         .await;
     let jobs = ledger.jobs().await.unwrap();
-    let thread = ledger.attempts(jobs[0].id).await.unwrap()[0].thread_id.to_string();
+    let thread = ledger.attempts(jobs[0].id).await.unwrap()[0]
+        .thread_id
+        .to_string();
     assert_eq!(
         browser.eval(&format!("{row}.dataset.thread")).await,
         json!(thread),
         "the running row is the attempt's"
     );
-    let thread_href = browser.eval(&format!("{row}.querySelector('a.thread-link').href")).await;
-    assert_eq!(thread_href, json!(format!("{}/{thread}", world.sim.url())), "linked to T3's web UI");
-    let issue_href = browser.eval(&format!("{row}.querySelector('a.issue-link').href")).await;
+    let thread_href = browser
+        .eval(&format!("{row}.querySelector('a.thread-link').href"))
+        .await;
+    assert_eq!(
+        thread_href,
+        json!(format!("{}/{thread}", world.sim.url())),
+        "linked to T3's web UI"
+    );
+    let issue_href = browser
+        .eval(&format!("{row}.querySelector('a.issue-link').href"))
+        .await;
     assert_eq!(
         issue_href,
         json!(format!("http://{addr}/api/v1/acme/api/1")),
@@ -199,7 +212,9 @@ async fn the_dashboard_shows_an_attempt_run_and_succeed_live_with_its_links() {
     let issue_page: Value = issue_page.json().await.unwrap();
     assert_eq!(issue_page["issue_identifier"], "acme/api#1");
     assert_eq!(
-        browser.eval("document.querySelector('#counts li[data-state=\"running\"] b').textContent").await,
+        browser
+            .eval("document.querySelector('#counts li[data-state=\"running\"] b').textContent")
+            .await,
         json!("1")
     );
 
@@ -212,7 +227,11 @@ async fn the_dashboard_shows_an_attempt_run_and_succeed_live_with_its_links() {
         )
         .await;
     assert_eq!(ledger.jobs().await.unwrap()[0].state, JobState::Succeeded);
-    assert_eq!(browser.eval("window.afkLoadedAt").await, loaded_at, "the page was not reloaded");
+    assert_eq!(
+        browser.eval("window.afkLoadedAt").await,
+        loaded_at,
+        "the page was not reloaded"
+    );
     assert_eq!(
         browser
             .eval("document.querySelector('#recent tr[data-issue=\"acme/api#1\"] a.thread-link').href")
@@ -234,7 +253,9 @@ async fn the_dashboard_shows_an_attempt_run_and_succeed_live_with_its_links() {
         )
         .await;
     if let Ok(path) = std::env::var("AFK_DASHBOARD_SCREENSHOT") {
-        let shot = browser.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let shot = browser
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let png = base64_decode(shot["data"].as_str().unwrap());
         std::fs::write(path, png).unwrap();
     }

@@ -537,3 +537,49 @@ async fn the_listener_holds_under_idle_slow_and_many_clients_and_intake_goes_on(
     let _ = stop.send(());
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn requests_to_github_are_counted_and_github_issues_link_to_their_page() {
+    use afk::config::GitHubConfig;
+    use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
+
+    let mut world = World::new(Duration::from_millis(200)).await;
+    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
+    github.create_repo(REPO_A);
+    github.set_permission(REPO_A, "mona", "write");
+    let token_file = world.dir.path().join("github-token");
+    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
+    world.config.source.local = None;
+    world.config.github = Some(GitHubConfig {
+        api_url: github.api_url().to_string(),
+        repos: vec![REPO_A.into()],
+        poll_interval: Duration::from_millis(50),
+        token_file: Some(token_file),
+        ..GitHubConfig::default()
+    });
+    let number = github.open_issue(REPO_A, "octocat", "Fix the pager", "The last page is missing.");
+    github.add_label(REPO_A, number, "afk", "mona");
+    let mut app = world.app().await;
+    let addr = app.http_addr().unwrap();
+    tick_until_all_final(&mut app, 1).await;
+
+    let (_, state) = get(addr, "/api/v1/state").await;
+    let web = github.api_url().to_string();
+    assert_eq!(
+        state["recent"][0]["issue_url"],
+        format!("{}/{REPO_A}/issues/{number}", web.trim_end_matches('/')).as_str(),
+        "{state}"
+    );
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ok: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("afk_github_requests_total{outcome=\"ok\"}"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(ok >= 2.0, "{text}");
+}
