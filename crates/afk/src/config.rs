@@ -951,6 +951,29 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_is_on_by_default_off_when_asked_and_a_bad_address_names_the_key() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.http.listen, Some(DEFAULT_LISTEN));
+        assert!(config.http.token.is_none(), "actions are off by default");
+        let config = load("[http]\nlisten = \"off\"\n", &[]).unwrap();
+        assert_eq!(config.http.listen, None);
+        let config = load("", &[("AFK_HTTP_LISTEN", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(config.http.listen, Some("0.0.0.0:9000".parse().unwrap()));
+        let config = load(
+            "[http]\nheader_timeout = \"2s\"\nmax_connections = 64\n[http.token]\nprovider = \"env\"\nvar = \"AFK_HTTP_TOKEN\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.http.max_connections, 64);
+        assert!(config.http.token.is_some());
+        let err = load("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.listen") && err.contains("\"off\""), "{err}");
+        let err = load("[http]\nmax_connections = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.max_connections"), "{err}");
+    }
+
+    #[test]
     fn each_repository_chooses_its_dispatch_mode() {
         let config = load(
             r#"

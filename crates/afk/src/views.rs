@@ -148,10 +148,11 @@ pub async fn status_with(
     now: DateTime<Utc>,
 ) -> Result<StatusView, LedgerError> {
     let state = crate::status::views::state(ledger, links, now).await?;
-    let mut jobs: BTreeMap<String, u64> = JobState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-    for (state, count) in ledger.counts_by_state().await? {
-        jobs.insert(state.to_string(), count);
-    }
+    // Every state, as the counts have them (without Symphony's `retrying` alias).
+    let jobs: BTreeMap<String, u64> = JobState::ALL
+        .iter()
+        .map(|s| (s.to_string(), state.counts.get(s.as_str()).copied().unwrap_or(0)))
+        .collect();
     let live = state
         .running
         .iter()
