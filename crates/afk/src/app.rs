@@ -325,6 +325,7 @@ fn settings(config: &Config) -> Settings {
         limits: Limits {
             max_concurrent: config.limits.max_concurrent as usize,
             per_repo: config.limits.per_repo as usize,
+            parallel_dispatches: config.limits.parallel_dispatches as usize,
         },
         timeouts: Timeouts {
             stall: config.watch.stall_timeout,

@@ -411,6 +411,8 @@ pub struct LimitsConfig {
     pub per_repo: u32,
     /// Attempts per job, the first included.
     pub max_attempts: u32,
+    /// Dispatches of one tick sent to T3 at once.
+    pub parallel_dispatches: u32,
 }
 
 impl Default for LimitsConfig {
@@ -419,6 +421,7 @@ impl Default for LimitsConfig {
             max_concurrent: 4,
             per_repo: 2,
             max_attempts: 3,
+            parallel_dispatches: 8,
         }
     }
 }
@@ -504,6 +507,7 @@ const OVERRIDABLE: &[&str] = &[
     "limits.max_concurrent",
     "limits.per_repo",
     "limits.max_attempts",
+    "limits.parallel_dispatches",
     "watch.poll_interval",
     "watch.stall_timeout",
     "watch.turn_timeout",
@@ -654,6 +658,9 @@ impl Config {
         }
         if self.limits.max_attempts == 0 {
             return Err(("limits.max_attempts", "must be at least 1".into()));
+        }
+        if self.limits.parallel_dispatches == 0 {
+            return Err(("limits.parallel_dispatches", "must be at least 1".into()));
         }
         let positive = [
             ("watch.poll_interval", self.watch.poll_interval),
@@ -842,6 +849,7 @@ const INTEGER_KEYS: &[&str] = &[
     "limits.max_concurrent",
     "limits.per_repo",
     "limits.max_attempts",
+    "limits.parallel_dispatches",
     "retry.max_dispatch_tries",
     "github.app_id",
     "github.installation_id",
@@ -889,8 +897,8 @@ impl fmt::Display for LimitsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max_concurrent {}, per_repo {}, max_attempts {}",
-            self.max_concurrent, self.per_repo, self.max_attempts
+            "max_concurrent {}, per_repo {}, max_attempts {}, parallel_dispatches {}",
+            self.max_concurrent, self.per_repo, self.max_attempts, self.parallel_dispatches
         )
     }
 }

@@ -55,7 +55,7 @@ pub fn jobs_table(views: &[JobView]) -> String {
                 v.state.clone(),
                 v.attempts.to_string(),
                 v.thread_id.clone().unwrap_or_else(|| "-".into()),
-                truncate(v.last_error.as_deref().unwrap_or("-"), 60),
+                truncate(&afk_core::first_line(v.last_error.as_deref().unwrap_or("-")), 60),
             ]
         })
         .collect();
@@ -95,7 +95,10 @@ pub async fn attempts_table(ledger: &Ledger) -> Result<(String, usize), LedgerEr
                 attempt.thread_id.to_string(),
                 attempt.state.to_string(),
                 took,
-                attempt.last_error.clone().unwrap_or_else(|| "-".into()),
+                attempt
+                    .last_error
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |e| afk_core::first_line(e).into_owned()),
             ]);
         }
     }

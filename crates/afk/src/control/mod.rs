@@ -54,6 +54,45 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Attempts in flight per repository.
     pub per_repo: usize,
+    /// Dispatches of one tick sent at once (worktree bootstraps take T3 up to seconds each): one
+    /// slow bootstrap does not hold the others back.
+    pub parallel_dispatches: usize,
+}
+
+/// The tick's clock: the tick's `now` (an argument, so tests drive time) plus the time the
+/// tick has taken since. A transition recorded late in a tick (an attempt whose dispatch was
+/// answered seconds after the tick began) is stamped with when it happened, not with the tick's
+/// start: the turn timeout counts from when T3 accepted the attempt's turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TickClock {
+    start: DateTime<Utc>,
+    at: std::time::Instant,
+}
+
+impl TickClock {
+    /// A clock reading `now` at this instant.
+    pub(crate) fn started(now: DateTime<Utc>) -> Self {
+        Self {
+            start: now,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// The tick's start.
+    pub(crate) fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+
+    /// The time now: the tick's start plus what has passed since.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.at_instant(std::time::Instant::now())
+    }
+
+    /// The time at `instant` (taken after the clock started).
+    pub(crate) fn at_instant(&self, instant: std::time::Instant) -> DateTime<Utc> {
+        let passed = instant.saturating_duration_since(self.at);
+        self.start + chrono::Duration::from_std(passed).unwrap_or_default()
+    }
 }
 
 /// How the watcher decides that a running thread has gone wrong.
@@ -274,9 +313,11 @@ impl ControlPlane {
             Some(Err(waiting)) => self.wait_on(waiting, now).await?,
             None => {}
         }
-        let t3_reachable = self.follow_t3(now).await?;
+        let t3_reachable = self.follow_t3(TickClock::started(now)).await?;
+        let notices = self.intake.github_notices();
         if let Some(reporter) = &self.reporter {
-            reporter.report(self.recorder.ledger(), &self.policies).await?;
+            reporter.say_untrusted_edits(&notices).await;
+            reporter.report(&mut self.recorder, &self.policies, now).await?;
         }
         Ok(TickReport {
             progress: self.recorder.take_progress(),
@@ -285,7 +326,8 @@ impl ControlPlane {
     }
 
     /// The part of a tick that needs T3's view; false when T3 cannot be read.
-    async fn follow_t3(&mut self, now: DateTime<Utc>) -> Result<bool, ControlError> {
+    async fn follow_t3(&mut self, clock: TickClock) -> Result<bool, ControlError> {
+        let now = clock.start();
         let may_read = self.waits.may_try(Topic::T3Read, now);
         let view = match self.watcher.view(may_read).await {
             Some(Ok(view)) => view,
@@ -320,7 +362,7 @@ impl ControlPlane {
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
         let may_send = self.waits.may_try(Topic::T3Operate, now);
         self.dispatcher
-            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, now)
+            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, clock)
             .await?;
         self.dispatcher
             .dispatch_ready(
@@ -329,7 +371,7 @@ impl ControlPlane {
                 &self.intake,
                 &fleet,
                 &stopping,
-                now,
+                clock,
             )
             .await?;
         let tokens = self.dispatcher.take_token_check();
