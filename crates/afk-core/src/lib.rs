@@ -16,7 +16,9 @@ mod state;
 mod worktree;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
-pub use machine::{apply, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition};
+pub use machine::{
+    apply, first_line, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition,
+};
 pub use names::{UnknownName, UnknownState};
 pub use reason::{CancelReason, JobSource};
 pub use retry::RetryPolicy;

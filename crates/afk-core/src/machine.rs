@@ -17,7 +17,8 @@
 //!
 //! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
 //! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
-//! job that ended without success.
+//! job that ended without success, and `Requeue` for a trusted relabel on GitHub for any job that
+//! ended without success while GitHub still has its issue.
 //!
 //! The ledger records a [`Transition`] before the runtime carries out its [`Effect`], so a crash
 //! between the two leaves a state from which the effect is simply carried out again (T3
@@ -60,6 +61,10 @@ pub enum RequeueBy {
     Source(JobSource),
     /// A person (`afk dispatch`): allowed for any job that ended without success.
     Person,
+    /// A person with write access applied the GitHub issue's trigger label again after the job
+    /// ended: allowed for any job that ended without success (failed, given up, cancelled), except
+    /// one whose issue GitHub no longer has ([`CancelReason::IssueGone`]).
+    Relabelled,
 }
 
 /// Something that happened to a job.
@@ -130,7 +135,8 @@ pub enum Event {
 pub enum Effect {
     /// Send the live attempt's `thread.create` and `thread.turn.start` (with its stored ids).
     Dispatch,
-    /// Interrupt the attempt's turn and stop its session.
+    /// Stop the attempt's thread (its session; a thread that never started one is deleted),
+    /// until T3's view shows it not working.
     StopThread,
 }
 
@@ -157,8 +163,8 @@ pub enum AttemptChange {
         state: AttemptState,
         /// Why, when it did not succeed.
         error: Option<String>,
-        /// Its thread must be interrupted and its session stopped (recorded so that a crash
-        /// before the commands are sent does not leave an agent working).
+        /// Its thread must be stopped (recorded so that a crash before the stop is sent does not
+        /// leave an agent working).
         stop_thread: bool,
     },
 }
@@ -305,9 +311,12 @@ pub fn apply(
                 format!("attempt {} of {} dispatching", used + 1, policy.max_attempts),
             )
         }
-        (J::Queued | J::RetryWait, Event::Refused { error }) => {
-            step(J::Failed, None, None, format!("cannot be dispatched: {error}"))
-        }
+        (J::Queued | J::RetryWait, Event::Refused { error }) => step(
+            J::Failed,
+            None,
+            None,
+            format!("cannot be dispatched: {}", first_line(error)),
+        ),
         (J::Dispatching, Event::Dispatched) => step(
             J::Running,
             Some(AttemptChange::Running),
@@ -323,7 +332,7 @@ pub fn apply(
                     effect: Some(Effect::StopThread),
                     ..retry_or_give_up(
                         end(AttemptState::Failed, Some(error.clone()), true),
-                        &format!("dispatch failed {tries} times, last: {error}"),
+                        &format!("dispatch failed {tries} times, last: {}", first_line(error)),
                     )
                 }
             } else {
@@ -338,7 +347,8 @@ pub fn apply(
                         }),
                         Some(Effect::Dispatch),
                         format!(
-                            "dispatch try {tries} failed ({error}); trying again in {}s",
+                            "dispatch try {tries} failed ({}); trying again in {}s",
+                            first_line(error),
                             wait.as_secs_f64()
                         ),
                     )
@@ -349,7 +359,7 @@ pub fn apply(
             J::Failed,
             end(AttemptState::Failed, Some(error.clone()), false),
             None,
-            format!("dispatch refused: {error}"),
+            format!("dispatch refused: {}", first_line(error)),
         ),
         // T3 deletes a thread it could not set up; the stop confirms that from T3's view (and
         // deletes a thread left without a turn) before any retry starts beside it.
@@ -357,7 +367,11 @@ pub fn apply(
             effect: Some(Effect::StopThread),
             ..retry_or_give_up(
                 end(AttemptState::Failed, Some(error.clone()), true),
-                &format!("attempt {} could not be set up in T3: {error}", job.attempts),
+                &format!(
+                    "attempt {} could not be set up in T3: {}",
+                    job.attempts,
+                    first_line(error)
+                ),
             )
         },
         (J::Running, Event::ThreadSucceeded) => step(
@@ -368,7 +382,7 @@ pub fn apply(
         ),
         (J::Running, Event::ThreadFailed { error }) => retry_or_give_up(
             end(AttemptState::Failed, Some(error.clone()), false),
-            &format!("attempt {} failed: {error}", job.attempts),
+            &format!("attempt {} failed: {}", job.attempts, first_line(error)),
         ),
         (J::Running, Event::ThreadInterrupted) => Transition {
             cancel_reason: Some(CancelReason::InterruptedInT3),
@@ -388,8 +402,9 @@ pub fn apply(
             end(AttemptState::TimedOut, Some(reason.clone()), true),
             Some(Effect::StopThread),
             format!(
-                "attempt {} timed out: {reason}; interrupting its thread",
-                job.attempts
+                "attempt {} timed out: {}; stopping its thread",
+                job.attempts,
+                first_line(reason)
             ),
         ),
         (J::Running | J::Dispatching, Event::ThreadLost) => step(
@@ -427,9 +442,34 @@ pub fn apply(
                 by: RequeueBy::Person,
             },
         ) => requeued(),
+        (
+            J::Cancelled | J::Failed | J::GivenUp,
+            Event::Requeue {
+                by: RequeueBy::Relabelled,
+            },
+        ) if job.cancel_reason != Some(CancelReason::IssueGone) => Transition {
+            note: format!(
+                "the trigger label was applied again: requeued with a fresh budget of {} attempts",
+                policy.max_attempts
+            ),
+            ..requeued()
+        },
         _ => return Err(invalid()),
     };
     Ok(transition)
+}
+
+/// The first line of an outside error, for a note (the log, the event log): T3's `lastError`
+/// can be a multi-kilobyte stack trace. The whole text stays with the attempt (and the job's
+/// last error, `afk jobs --json`).
+pub fn first_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut lines = text.trim().lines();
+    let first = lines.next().unwrap_or_default().trim_end();
+    if lines.next().is_some() {
+        std::borrow::Cow::Owned(format!("{first} […]"))
+    } else {
+        std::borrow::Cow::Borrowed(first)
+    }
 }
 
 /// `wait` after `now`, saturating at the last instant a date can hold: a back-off too long for
@@ -721,7 +761,7 @@ mod tests {
         );
 
         use JobSource::{GitHub, Local};
-        use RequeueBy::{Person, Source};
+        use RequeueBy::{Person, Relabelled, Source};
         let cancelled = |reason| JobStatus {
             cancel_reason: Some(reason),
             ..job(JobState::Cancelled, 1)
@@ -735,6 +775,15 @@ mod tests {
             (cancelled(CancelReason::InterruptedInT3), Source(Local), false),
             (cancelled(CancelReason::InterruptedInT3), Source(GitHub), false),
             (cancelled(CancelReason::ByHand), Source(Local), false),
+            (cancelled(CancelReason::IssueGone), Source(GitHub), false),
+            (cancelled(CancelReason::IssueGone), Relabelled, false),
+            (cancelled(CancelReason::ByHand), Relabelled, true),
+            (cancelled(CancelReason::Withdrawn), Relabelled, true),
+            (job(JobState::Failed, 1), Relabelled, true),
+            (job(JobState::GivenUp, 3), Relabelled, true),
+            (job(JobState::Succeeded, 1), Relabelled, false),
+            (job(JobState::Running, 1), Relabelled, false),
+            (job(JobState::Queued, 0), Relabelled, false),
             (cancelled(CancelReason::InterruptedInT3), Person, true),
             (cancelled(CancelReason::ByHand), Person, true),
             (job(JobState::Failed, 1), Person, true),
@@ -766,5 +815,29 @@ mod tests {
         assert!(run(job(JobState::Queued, 0), Event::Dispatched).is_err());
         assert!(run(job(JobState::Succeeded, 1), Event::StartAttempt).is_err());
         assert!(run(job(JobState::Running, 1), Event::Settle).is_err());
+    }
+
+    #[test]
+    fn notes_carry_the_first_line_of_an_outside_error_and_the_attempt_all_of_it() {
+        let error =
+            "ProviderAdapterProcessError: cannot spawn\n    at startSession (x.ts:1:2)\n  [cause]: ENOENT";
+        let t = run(
+            job(JobState::Running, 1),
+            Event::ThreadFailed { error: error.into() },
+        )
+        .unwrap();
+        assert!(
+            t.note
+                .contains("failed: ProviderAdapterProcessError: cannot spawn […]"),
+            "{}",
+            t.note
+        );
+        assert!(!t.note.contains('\n'), "{}", t.note);
+        assert!(
+            matches!(&t.attempt, Some(AttemptChange::End { error: Some(kept), .. }) if kept == error),
+            "{:?}",
+            t.attempt
+        );
+        assert_eq!(first_line("one line"), "one line");
     }
 }

@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::leader::{is_memory, lock_file_held, lock_path, PG_TRY_LOCK};
+use crate::leader::{is_memory, lock_file_held, lock_path, PG_TRY_LOCK, PG_UNLOCK};
 use crate::open::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use crate::{redact_url, Backend, Ledger, LedgerError};
 
@@ -100,6 +100,12 @@ impl Ledger {
             };
             // The lock `try_lead` takes, taken and given back at once: held elsewhere, it is led.
             let free: bool = sqlx::query_scalar(PG_TRY_LOCK).fetch_one(&mut connection).await?;
+            if free {
+                // Given back on this connection before it closes: a backend ends after the client
+                // has gone, and until it does, the lock would still refuse the `afk run` that a
+                // person starts right after `afk doctor`.
+                sqlx::query(PG_UNLOCK).execute(&mut connection).await?;
+            }
             let _ = connection.close().await;
             Ok(Inspection::of(
                 url_redacted,

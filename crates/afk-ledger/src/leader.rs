@@ -30,6 +30,10 @@ use crate::{Ledger, LedgerError, Pool};
 pub(crate) const PG_TRY_LOCK: &str =
     "SELECT pg_try_advisory_lock(hashtext('afk-ledger-leader:' || current_schema()))";
 
+/// Gives the advisory lock of the ledger's schema back on this session.
+pub(crate) const PG_UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtext('afk-ledger-leader:' || current_schema()))";
+
 /// How long [`Leadership::check`] waits for the database before it counts the lock as lost.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -71,6 +71,8 @@ pub async fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`| head`): nothing went wrong that it would see.
+        Err(err) if err.downcast_ref::<cmd::out::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("afk: error: {err:#}");
             ExitCode::FAILURE

@@ -269,17 +269,17 @@ async fn a_dispatch_whose_replies_are_lost_never_leaves_two_agents_working() {
             .filter(|t| t3_client::ThreadState::of(Some(t)) == t3_client::ThreadState::Running)
             .count()
     };
+    // T3's view shows the bootstrap landed (the thread's session started): the attempt runs,
+    // though afk never heard T3's answer, and no second attempt or thread is made for it.
     let jobs = tick_until(
         &mut app,
         Duration::from_secs(30),
         |_| assert!(running_threads(&world.sim) <= 1, "two agents work on one issue"),
-        all_final(1),
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
     )
     .await;
-    assert_eq!(jobs[0].state, JobState::GivenUp);
-    // The last attempt's thread is stopped too, once the stop is confirmed by the snapshot.
-    world.sim.set_faults(t3_sim::FaultPlan::default());
-    tick_until_true(&mut app, || running_threads(&world.sim) == 0).await;
+    assert_eq!(jobs[0].attempts, 1, "{jobs:#?}");
+    assert_eq!(world.sim.threads().len(), 1, "one thread for the one attempt");
 }
 
 #[tokio::test]

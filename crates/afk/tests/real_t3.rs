@@ -10,8 +10,9 @@
 //! server is shared by the file, each test has a project and git repository of its own, and the
 //! tests against it run one at a time (the machine has two cores).
 //!
-//! Tests that fail today because of one of issue 12's defects are `#[ignore]`d with the defect
-//! named; they were run and seen failing for that reason.
+//! Each of issue 12's seven defects is reproduced by tests here (against the real T3 where only
+//! it shows the defect, and against the stand-in); they were seen failing for that reason
+//! before its fix.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -276,6 +277,9 @@ push = {push}
 initial = "{ri}ms"
 cap = "{rc}ms"
 max_dispatch_tries = {tries}
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             url = self.url,
             token = self.dir.path().join("t3-token").display(),
@@ -792,11 +796,8 @@ async fn turn_timeout(mut run: Run, issues: u64, allowance: Duration) {
     run.kill_afk().await;
 }
 
-/// How much earlier than its timeout a lone attempt may be timed out today: the time of its
-/// worktree bootstrap (up to 1.5 s against the real T3), which afk counts in (issue 12 defect
-/// 1, whose own test has no such allowance).
-const BOOTSTRAP_ALLOWANCE: Duration = Duration::from_millis(1_800);
-/// Clock and rounding.
+/// Clock and rounding: the turn timeout counts from when T3 accepted the turn (issue 12
+/// defect 1), not from the tick that dispatched it.
 const EXACT: Duration = Duration::from_millis(300);
 
 #[tokio::test]
@@ -813,7 +814,7 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_real
     )
     .await
     {
-        turn_timeout(run, 1, BOOTSTRAP_ALLOWANCE).await;
+        turn_timeout(run, 1, EXACT).await;
     }
 }
 
@@ -827,13 +828,12 @@ async fn a_turn_timeout_stops_the_thread_after_its_full_timeout_against_the_stan
     turn_timeout(
         Run::sim("timeout", settings, SimConfig::realistic()).await,
         1,
-        BOOTSTRAP_ALLOWANCE,
+        EXACT,
     )
     .await;
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3() {
     let settings = Settings {
         turn: Duration::from_secs(8),
@@ -852,7 +852,6 @@ async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_real_t3
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 1: a tick stamps every transition with its start, so an attempt dispatched late in a slow tick is timed out early"]
 async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_stand_in() {
     let settings = Settings {
         turn: Duration::from_secs(3),
@@ -865,6 +864,75 @@ async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_stand_i
         EXACT,
     )
     .await;
+}
+
+/// The dispatches of one tick go out at once: while T3 holds every bootstrap it was sent (a
+/// slow one), the others are sent all the same, and each job then succeeds.
+#[tokio::test]
+async fn one_slow_bootstrap_does_not_hold_the_others_against_the_stand_in() {
+    let mut run = Run::sim("parallel", Settings::default(), SimConfig::realistic()).await;
+    let Backend::Sim { sim, .. } = &run.backend else {
+        unreachable!("a stand-in run")
+    };
+    let held = sim.pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
+    for n in 0..5 {
+        run.add_issue(70 + n, "Quick. [sim:duration=100]");
+    }
+    run.start_afk();
+    let deadline = Instant::now() + LIMIT;
+    while held.held() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 5 bootstraps were sent while the first was held: {}",
+            held.held(),
+            run.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    held.release();
+    let jobs = run.final_jobs(5).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "succeeded" && j["attempts"] == 1),
+        "{jobs:#?}"
+    );
+    run.kill_afk().await;
+}
+
+/// A failing attempt dispatched in the same busy tick as attempts that hang is recorded failed,
+/// not timed out: its turn timeout counts from its own turn.
+#[tokio::test]
+async fn a_failing_attempt_in_a_busy_tick_is_recorded_failed_against_the_stand_in() {
+    let settings = Settings {
+        turn: Duration::from_secs(3),
+        max_attempts: 1,
+        ..Settings::default()
+    };
+    let mut run = Run::sim("busy-fail", settings, SimConfig::realistic()).await;
+    for n in 0..6 {
+        run.add_issue(80 + n, "Never ends. [sim:hang]");
+    }
+    run.add_issue(86, "Breaks late. [sim:fail] [sim:duration=2000]");
+    run.start_afk();
+    let jobs = run.final_jobs(7).await;
+    run.kill_afk().await;
+    let attempts = run.attempts().await;
+    let failing = attempts
+        .iter()
+        .find(|a| a.branch == "afk/issue-86")
+        .unwrap_or_else(|| panic!("no attempt for issue 86: {attempts:#?}"));
+    assert_eq!(
+        failing.state,
+        afk_core::AttemptState::Failed,
+        "{failing:#?}\n{jobs:#?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.branch != "afk/issue-86")
+            .all(|a| a.state == afk_core::AttemptState::TimedOut),
+        "{attempts:#?}"
+    );
 }
 
 /// A removed issue: its job is cancelled, its thread stopped and its agent gone.
@@ -939,7 +1007,6 @@ async fn stopped_while_starting(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_real_t3() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -963,7 +1030,6 @@ async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 2: afk deletes a thread whose session is starting, and T3's session start in flight still spawns the agent, which runs on"]
 async fn an_attempt_stopped_while_its_session_starts_leaves_no_agent_against_the_stand_in() {
     let settings = Settings {
         poll: Duration::from_millis(100),
@@ -1032,7 +1098,6 @@ fn polling() -> Settings {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3() {
     if let Some(run) = Run::real(
         "real_t3::a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3",
@@ -1046,7 +1111,6 @@ async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_re
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 4: T3 marks an interrupted turn completed within 0.5 s, and a poller records the attempt succeeded"]
 async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_stand_in() {
     person_interrupts(Run::sim("interrupt-poll", polling(), SimConfig::realistic()).await).await;
 }
@@ -1122,7 +1186,6 @@ async fn long_error_logged_by_its_first_line(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: T3's multi-kilobyte lastError is printed whole into one log line"]
 async fn t3s_long_error_is_logged_by_its_first_line_against_the_stand_in() {
     long_error_logged_by_its_first_line(Run::sim("long-error", one_attempt(), SimConfig::default()).await)
         .await;
@@ -1158,9 +1221,7 @@ async fn killed_at(mut run: Run, proxy: &Proxy, needle: &str, action: TrapAction
 }
 
 /// Dispatch retries spaced as a user would (the defaults are 10 s apart) rather than a test's
-/// 0.1 s: T3 answers a bootstrap before its session has started (`latestTurn` null for up to a
-/// second), which afk reads as "still being set up" and retries, so retries faster than that
-/// spend an attempt on a crash after T3 applied a bootstrap.
+/// 0.1 s.
 fn crash_settings(dispatch: &'static str) -> Settings {
     Settings {
         dispatch,
@@ -1194,7 +1255,6 @@ async fn killed_before_a_bootstrap_reaches_the_real_t3() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_real_t3() {
     killed_at_real(
         "real_t3::killed_mid_bootstrap_against_the_real_t3",
@@ -1267,7 +1327,6 @@ async fn killed_after_the_real_t3_applied_a_turn_start() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 3: a crash mid-bootstrap leaves a half-made thread that afk waits out, deletes, and replaces with a new attempt"]
 async fn killed_mid_bootstrap_against_the_stand_in() {
     let run = Run::sim(
         "kill-mid-bootstrap",
@@ -1318,7 +1377,6 @@ async fn stop_after_restart(mut run: Run) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3() {
     if let Some(run) = Run::real_owned(
         "real_t3::stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_t3",
@@ -1333,7 +1391,6 @@ async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_real_
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 5: afk interrupts a thread whose agent is gone, and T3 starts the agent again to deliver it"]
 async fn stopping_a_thread_whose_agent_is_gone_starts_no_agent_against_the_stand_in() {
     stop_after_restart(Run::sim("restart", Settings::default(), SimConfig::default()).await).await;
 }
@@ -1358,7 +1415,6 @@ async fn t3_snapshot(run: &Run, json: bool) -> (String, String) {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread whose session failed to start (stopped, lastError, no turn) as starting"]
 async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
     let settings = Settings {
         instance: "claudeAgent",
@@ -1385,7 +1441,6 @@ async fn afk_t3_snapshot_shows_a_session_that_could_not_start_as_failed() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot shows a thread T3 deleted as lost"]
 async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
     let run = Run::sim("snapshot-deleted", Settings::default(), SimConfig::default()).await;
     let thread_id = uuid();
@@ -1407,7 +1462,6 @@ async fn afk_t3_snapshot_shows_a_deleted_thread_as_deleted() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 6: afk t3 snapshot --json | head panics with Broken pipe"]
 async fn afk_t3_snapshot_survives_a_closed_pipe() {
     let run = Run::sim("snapshot-pipe", Settings::default(), SimConfig::default()).await;
     for _ in 0..300 {
@@ -1481,7 +1535,6 @@ async fn internal_failures_over_http_are_retried() {
 }
 
 #[tokio::test]
-#[ignore = "issue 12 defect 7: a refused /ws dispatch always spends the attempt, though T3 uses the same error for an internal failure"]
 async fn internal_failures_over_the_websocket_are_retried_as_over_http() {
     internal_failures("ws-worktree").await;
 }

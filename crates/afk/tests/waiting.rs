@@ -153,6 +153,9 @@ async fn a_dispatch_refused_for_its_token_is_waiting_not_failing() {
     std::fs::write(&world.config.t3.token_file, "t3-read-only-as-operate").unwrap();
     world.config.t3.read_token_file = Some(read_file);
     world.add_issues(REPO_A, 1..=3);
+    // One dispatch at a time, so that the first refusal visibly holds the rest of the tick's
+    // (concurrent ones would all be on their way before it came back).
+    world.config.limits.parallel_dispatches = 1;
     let mut app = world.app().await;
     let t0 = Utc::now();
     for n in 0..10 {

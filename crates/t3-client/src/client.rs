@@ -17,12 +17,13 @@ use crate::wire::rpc::DISPATCH_COMMAND;
 use crate::wire::{
     t3_text_len, BootstrapThread, ClientCommand, DispatchResult, EnvironmentDescriptor, ErrorBody,
     InteractionMode, MessageRole, ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel,
-    RuntimeMode, ServerConfig, ThreadCreate, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
+    RuntimeMode, ServerConfig, ThreadCreate, ThreadDetail, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
     ThreadTurnStart, Timestamp, TurnBootstrap, TurnMessage, MAX_INPUT_CHARS, SERVER_GET_CONFIG,
 };
 
 const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
 const SNAPSHOT_PATH: &str = "/api/orchestration/snapshot";
+const THREADS_PATH: &str = "/api/orchestration/threads";
 const ENVIRONMENT_PATH: &str = "/.well-known/t3/environment";
 
 /// One issue of one repository, as the client names it in thread titles and branches.
@@ -545,6 +546,30 @@ impl T3Client {
         Ok(plan.ids.thread_id.clone())
     }
 
+    /// Finishes the setup of `plan`'s thread that T3 left half made (a bootstrap cut off after
+    /// T3 created the thread, before its worktree: the thread exists with no worktree, no
+    /// session and no turn, and T3 never cleans it up): the same bootstrap without creating the
+    /// thread, so T3 adds the worktree on the plan's branch and starts the turn under the plan's
+    /// turn command id.
+    pub async fn finish_isolated(
+        &self,
+        plan: &DispatchPlan,
+        worktree: &WorktreePlan,
+    ) -> Result<ThreadId, DispatchError> {
+        let fail = |error| DispatchError {
+            stage: DispatchStage::Bootstrap,
+            error,
+        };
+        let mut command = self.isolated_turn(plan, worktree).map_err(fail)?;
+        if let ClientCommand::ThreadTurnStart(turn) = &mut command {
+            if let Some(bootstrap) = turn.bootstrap.as_mut() {
+                bootstrap.create_thread = None;
+            }
+        }
+        self.send_command_rpc(&command).await.map_err(fail)?;
+        Ok(plan.ids.thread_id.clone())
+    }
+
     fn isolated_turn(&self, plan: &DispatchPlan, worktree: &WorktreePlan) -> Result<ClientCommand, T3Error> {
         let branch = NonEmptyString::new(plan.branch.clone()).ok_or_else(|| {
             T3Error::InvalidInput("a worktree-isolated thread needs a branch; the plan has none".into())
@@ -613,6 +638,17 @@ impl T3Client {
             Ok((model, unreadable)) => Ok(crate::Fleet::from_read_model(model, unreadable)),
             // Decoded again for the error's path.
             Err(_) => decode::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
+        }
+    }
+
+    /// One thread with its messages and activities (`GET /api/orchestration/threads/:id`);
+    /// `None` when T3 answers 404 (no such thread, or a deleted one).
+    pub async fn thread_detail(&self, thread: &ThreadId) -> Result<Option<ThreadDetail>, T3Error> {
+        let path = format!("{THREADS_PATH}/{thread}");
+        match self.request("thread detail", Method::Get, &path, None).await {
+            Ok(reply) => decode("thread detail", &reply).map(Some),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 

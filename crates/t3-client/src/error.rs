@@ -142,6 +142,24 @@ impl T3Error {
         matches!(self, T3Error::Rpc { defect: false, .. }) && !self.is_credential_problem()
     }
 
+    /// True when T3 failed a dispatched command in a way that does not say whether a retry can
+    /// succeed: over `/ws` an `OrchestrationDispatchCommandError` (T3 uses it both for its
+    /// decider's refusal and for an internal failure such as a database error), over HTTP its
+    /// 500 `orchestration_dispatch_failed` (the same two). Callers retry it with the same command
+    /// ids a bounded number of times, then treat it as permanent.
+    pub fn is_dispatch_failure(&self) -> bool {
+        match self {
+            T3Error::Rpc { tag, defect, .. } => !defect && tag.as_deref() == Some(DISPATCH_COMMAND_ERROR),
+            T3Error::Status {
+                status: 500, body, ..
+            } => body
+                .as_deref()
+                .and_then(|b| b.reason.as_deref())
+                .is_some_and(|reason| reason == "orchestration_dispatch_failed"),
+            _ => false,
+        }
+    }
+
     /// True when T3's decider refused to create `thread` because its id exists already. On a
     /// retried bootstrap this is what T3 answers when an earlier try landed (T3 creates the
     /// thread under a command id of its own, so the client's id does not deduplicate it), when
@@ -175,6 +193,9 @@ impl T3Error {
         }
     }
 }
+
+/// The `_tag` of T3's error for any dispatched command that failed over `/ws`.
+const DISPATCH_COMMAND_ERROR: &str = "OrchestrationDispatchCommandError";
 
 /// The `_tag`s of T3's errors that mean "this token may not do this", whatever the call was.
 const CREDENTIAL_TAGS: &[&str] = &[

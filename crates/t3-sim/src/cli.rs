@@ -2,6 +2,7 @@
 //! codex app-server for the real T3 ([`crate::agent`]).
 
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -263,7 +264,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let server = SimServer::start(args.listen, config)
         .await
         .with_context(|| format!("cannot start the T3 stand-in on {}", args.listen))?;
-    println!("{}", server.url());
+    // A reader that went away (`afk sim | head -1`) is no reason to stop serving.
+    let _ = writeln!(std::io::stdout(), "{}", server.url()).and_then(|()| std::io::stdout().flush());
     info!(url = %server.url(), ws = %server.ws_url(), "t3-sim: serving T3's orchestration API and WebSocket RPC (a stand-in: no real agent runs); Ctrl-C stops it");
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     info!("t3-sim: stopping");

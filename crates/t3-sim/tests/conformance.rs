@@ -557,6 +557,10 @@ async fn a_bootstrapped_turn_runs_in_its_worktree() {
             .unwrap_or_default();
         assert_eq!(messages.len(), 2, "{}: {messages:?}", target.name());
         assert_eq!(messages[1]["role"], "assistant", "{}", target.name());
+        // A turn that ran to its end has its checkpoint captured `ready`, never `missing`.
+        let detail = wait_for_detail(&target, &thread, |d| !captured(d).is_empty()).await;
+        let statuses: Vec<String> = captured(&detail).into_iter().map(|(_, status)| status).collect();
+        assert_eq!(statuses, ["ready"], "{}", target.name());
         if let Target::Real { project, .. } = &target {
             let log = real::git(std::path::Path::new(worktree), &["log", "-1", "--format=%s"])
                 .expect("the worktree is a git checkout");
@@ -642,8 +646,63 @@ async fn an_interrupted_turn_ends_completed() {
         assert_success(&target, &exit, "the interrupt");
         let trail = conn.trail_until(&unnamed, "completed/ready").await;
         assert_trail(&target, &trail, &RAN, &[]);
+
+        // The one sign left in T3's data (afk reads it before calling a completed turn a
+        // success): the interrupted turn's checkpoint was captured `missing`.
+        for thread in [&named, &unnamed] {
+            let detail = wait_for_detail(&target, thread, |detail| {
+                captured(detail).iter().any(|(_, status)| status == "missing")
+            })
+            .await;
+            let turn = detail["thread"]["latestTurn"]["turnId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                captured(&detail).contains(&(turn, "missing".to_owned())),
+                "{}: {:?}",
+                target.name(),
+                captured(&detail)
+            );
+        }
     })
     .await;
+}
+
+/// The `checkpoint.captured` activities of a thread's detail: (turn id, status).
+fn captured(detail: &Value) -> Vec<(String, String)> {
+    detail["thread"]["activities"]
+        .as_array()
+        .map(|activities| {
+            activities
+                .iter()
+                .filter(|a| a["kind"] == "checkpoint.captured")
+                .map(|a| {
+                    (
+                        a["turnId"].as_str().unwrap_or_default().to_owned(),
+                        a["payload"]["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until thread `id`'s detail satisfies `done`; returns it.
+async fn wait_for_detail(target: &Target, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, detail) = target.detail(id).await;
+        if status == 200 && done(&detail) {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: thread {id}'s detail never showed it: {detail}",
+            target.name()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A session stop ends the turn `interrupted/stopped` and the agent; stopping again changes
@@ -876,6 +935,25 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
         assert_eq!(half["session"], Value::Null, "{}", target.name());
         assert_eq!(half["deletedAt"], Value::Null, "{}", target.name());
         assert_eq!(watcher.trail(&thread), ["null/null"], "{}", target.name());
+
+        // The same bootstrap without `createThread` finishes it (afk's recovery, with the
+        // attempt's ids): T3 adds the worktree on the branch and the turn runs.
+        let mut finish = bootstrap(&target, &thread, "afk/issue-10", "Finished [sim:duration=100]");
+        if let Some(bootstrap) = finish["bootstrap"].as_object_mut() {
+            bootstrap.remove("createThread");
+        }
+        let exit = watcher.dispatch(finish).await;
+        assert_success(&target, &exit, "finishing the half-made thread");
+        watcher.trail_until(&thread, "completed/ready").await;
+        let done = target.snapshot_thread(&thread).await;
+        assert_eq!(done["branch"], "afk/issue-10", "{}: {done}", target.name());
+        assert!(
+            done["worktreePath"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("afk-issue-10")),
+            "{}: {done}",
+            target.name()
+        );
     })
     .await;
 }

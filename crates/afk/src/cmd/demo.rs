@@ -3,6 +3,7 @@
 //! with a SQLite ledger in a temporary folder, prints progress as it happens, and ends with a table
 //! of jobs and attempts. It succeeds when every job ended as its script says.
 
+use crate::cmd::out::outln;
 use std::time::{Duration, Instant};
 
 use afk_core::{IssueKey, JobState, Priority, Repo};
@@ -133,19 +134,26 @@ pub async fn run() -> anyhow::Result<()> {
     config.watch.turn_timeout = Duration::from_secs(3);
     config.retry.initial = Duration::from_millis(500);
     config.retry.cap = Duration::from_secs(2);
+    // The status surface where `afk run` serves it, unless that port is taken (an `afk run` on
+    // this machine): then any free port.
+    let free = std::net::TcpListener::bind(crate::config::DEFAULT_LISTEN).is_ok();
+    config.http.listen = Some(match free {
+        true => crate::config::DEFAULT_LISTEN,
+        false => "127.0.0.1:0".parse().expect("a valid socket address"),
+    });
 
-    println!(
+    outln!(
         "afk demo: T3 stand-in at {}, ledger and issues in {}",
         sim.url(),
         dir.path().display()
-    );
-    println!(
+    )?;
+    outln!(
         "limits: {} at once, {} per repository, {} attempts; turn timeout {}\n",
         config.limits.max_concurrent,
         config.limits.per_repo,
         config.limits.max_attempts,
         humantime::format_duration(config.watch.turn_timeout)
-    );
+    )?;
     for sample in SAMPLES {
         let issue = SourceIssue {
             key: IssueKey {
@@ -165,14 +173,18 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     let app = App::build(config.clone()).await?;
+    if let Some(addr) = app.http_addr() {
+        outln!("dashboard and JSON API: http://{addr}/ (while the demo runs)\n")?;
+    }
     let ledger = app.ledger().clone();
     let print = |report: &TickReport| {
         for p in &report.progress {
             let elapsed = started.elapsed().as_secs_f64();
             if p.from == p.to {
-                println!("{elapsed:6.1}s  {:<20} {}", p.issue.to_string(), p.note);
+                // A closed stdout stops only the output, not the demo.
+                let _ = outln!("{elapsed:6.1}s  {:<20} {}", p.issue.to_string(), p.note);
             } else {
-                println!(
+                let _ = outln!(
                     "{elapsed:6.1}s  {:<20} {} -> {}: {}",
                     p.issue.to_string(),
                     p.from,
@@ -194,9 +206,9 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     let jobs = views::jobs(&ledger).await?;
-    println!("\nJobs\n{}", views::jobs_table(&jobs));
+    outln!("\nJobs\n{}", views::jobs_table(&jobs))?;
     let (attempts, attempts_total) = views::attempts_table(&ledger).await?;
-    println!("Attempts\n{attempts}");
+    outln!("Attempts\n{attempts}")?;
 
     let mut wrong = Vec::new();
     for sample in SAMPLES {
@@ -220,11 +232,11 @@ pub async fn run() -> anyhow::Result<()> {
     if !wrong.is_empty() {
         bail!("the demo did not go as scripted:\n  {}", wrong.join("\n  "));
     }
-    println!(
+    outln!(
         "All {} jobs ended as scripted, one T3 thread per attempt ({attempts_total} in all), in {:.1}s.",
         SAMPLES.len(),
         started.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 //! person must fix failed; a failure that will pass by itself (a sealed Vault) is shown but does
 //! not fail it.
 
+use crate::cmd::out::{out, outln};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +52,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let path = args.config.path();
     let report = diagnose(path.as_deref(), &|name| std::env::var(name).ok()).await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.text());
+        out!("{}", report.text())?;
     }
     match report.failed_for_a_person() {
         0 => Ok(()),

@@ -1,5 +1,6 @@
 //! `afk dispatch`: queue one job by hand; `afk run` dispatches it.
 
+use crate::cmd::out::outln;
 use afk_core::{apply, Event, IssueKey, JobSource, Priority, Repo, RequeueBy, RetryPolicy};
 use afk_ledger::{Job, Ledger, NewJob};
 use anyhow::bail;
@@ -77,11 +78,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if existing.source != JobSource::Manual {
             // Its text belongs to its source (a file, a GitHub issue); only the retry is manual.
             requeue(&ledger, &retry, &existing, now).await?;
-            println!(
+            outln!(
                 "requeued job {} for {issue} with a fresh budget of attempts; its prompt still comes \
                  from the {} source, not from --prompt",
-                existing.id, existing.source
-            );
+                existing.id,
+                existing.source
+            )?;
             return Ok(());
         }
     }
@@ -95,13 +97,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (job, created) = ledger.upsert_job(&new, now).await?;
     if created {
-        println!("queued job {} for {issue}", job.id);
+        outln!("queued job {} for {issue}", job.id)?;
     } else {
         requeue(&ledger, &retry, &job, now).await?;
-        println!(
+        outln!(
             "requeued job {} for {issue} with a fresh budget of attempts",
             job.id
-        );
+        )?;
     }
     Ok(())
 }

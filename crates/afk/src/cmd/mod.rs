@@ -4,11 +4,13 @@ pub mod demo;
 pub mod doctor;
 pub mod enqueue;
 pub mod jobs;
+pub mod out;
 pub mod run;
 pub mod sim;
 pub mod status;
 pub mod t3;
 
+use crate::cmd::out::{out, outln};
 use std::path::PathBuf;
 
 use afk_ledger::Ledger;
@@ -61,9 +63,9 @@ impl ReadArgs {
     /// Prints `view` as JSON with `--json`, else as `text` renders it.
     pub fn print<T: Serialize>(&self, view: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(view)?);
+            outln!("{}", serde_json::to_string_pretty(view)?)?;
         } else {
-            print!("{}", text(view));
+            out!("{}", text(view))?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `afk t3 dispatch|snapshot`: the T3 client alone, against any T3 base URL, for people checking
 //! afk against a real T3.
 
+use crate::cmd::out::{out, outln};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -93,7 +94,7 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         .dispatch_plan(&plan)
         .await
         .with_context(|| format!("dispatching {repo}#{} to {}", args.issue, client.base_url()))?;
-    println!("{thread}");
+    outln!("{thread}")?;
     Ok(())
 }
 
@@ -105,42 +106,59 @@ async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
             .snapshot_json()
             .await
             .with_context(|| format!("reading {}", client.base_url()))?;
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
     let model = client
         .snapshot()
         .await
         .with_context(|| format!("reading {}", client.base_url()))?;
-    let rows: Vec<Vec<String>> = model
-        .threads
-        .iter()
-        .map(|t| {
-            vec![
-                t.id.to_string(),
-                t.title.clone(),
-                t.latest_turn
-                    .as_ref()
-                    .map(|turn| format!("{:?}", turn.state).to_lowercase())
-                    .unwrap_or_else(|| "-".into()),
-                t.session
-                    .as_ref()
-                    .map(|s| format!("{:?}", s.status).to_lowercase())
-                    .unwrap_or_else(|| "-".into()),
-                thread_state_name(&ThreadState::of(Some(t))).into(),
-            ]
-        })
-        .collect();
-    print!(
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(model.threads.len());
+    for t in &model.threads {
+        rows.push(vec![
+            t.id.to_string(),
+            t.title.clone(),
+            t.latest_turn
+                .as_ref()
+                .map(|turn| format!("{:?}", turn.state).to_lowercase())
+                .unwrap_or_else(|| "-".into()),
+            t.session
+                .as_ref()
+                .map(|s| format!("{:?}", s.status).to_lowercase())
+                .unwrap_or_else(|| "-".into()),
+            afk_reads(&client, t).await.into(),
+        ]);
+    }
+    out!(
         "{}",
         crate::views::table(&["thread", "title", "turn", "session", "afk reads"], &rows)
-    );
-    println!(
+    )?;
+    outln!(
         "{} threads, snapshot sequence {}",
         model.threads.len(),
         model.snapshot_sequence
-    );
+    )?;
     Ok(())
+}
+
+/// What afk makes of `thread`, as its watcher does: a deleted thread is `deleted`, and a
+/// completed turn is a success only when the thread's detail shows no interrupt (T3 marks an
+/// interrupted turn completed within half a second).
+async fn afk_reads(client: &T3Client, thread: &t3_client::wire::Thread) -> &'static str {
+    if thread.deleted_at.is_some() {
+        return "deleted";
+    }
+    let state = ThreadState::of(Some(thread));
+    let turn = thread.latest_turn.as_ref().map(|t| &t.turn_id);
+    match (&state, turn) {
+        (ThreadState::Succeeded, Some(turn)) => match client.thread_detail(&thread.id).await {
+            Ok(Some(detail)) if detail.thread.turn_was_interrupted(turn) => "interrupted",
+            Ok(Some(_)) => "succeeded",
+            // Not confirmed: T3 did not show the turn's activities.
+            _ => "completed?",
+        },
+        _ => thread_state_name(&state),
+    }
 }
 
 fn thread_state_name(state: &ThreadState) -> &'static str {

@@ -16,11 +16,12 @@ use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
 };
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::intake::Intake;
 use super::record::Recorder;
-use super::{job_span, ControlError, Limits};
+use super::{job_span, ControlError, Limits, TickClock};
 use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
 /// The event a dispatch's outcome calls for; `None` when nothing is to be recorded: T3 refused
@@ -31,8 +32,12 @@ use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, 
 /// - transient (no reply, 5xx, 429, a dropped socket): deferred, same ids, later;
 /// - a retried bootstrap whose thread exists: deferred, since an earlier try landed, failed or is
 ///   still under way and only T3's view of the thread tells which (see [`resume_step`]);
-/// - a bootstrap T3 refused (its worktree or setup script failed) and undid: the attempt failed,
-///   and the retry policy decides (a new attempt has new ids and its own branch);
+/// - a command T3 failed without saying whether it was refused or failed inside (over `/ws`
+///   `OrchestrationDispatchCommandError`, over HTTP a 500 `orchestration_dispatch_failed`):
+///   deferred, retried with the same ids up to `retry.max_dispatch_tries`; a bootstrap T3 undid
+///   is then seen in T3's view (its thread deleted: [`resume_step`]);
+/// - a bootstrap refused with another error: the attempt failed, and the retry policy decides
+///   (a new attempt has new ids and its own branch);
 /// - a reply T3 sent but not in its contract's shape: deferred, since the command may have been
 ///   applied and the next view resolves it with the same ids;
 /// - anything else T3 refused (a 4xx, a refused command, a prompt too long): rejected, the job
@@ -47,6 +52,7 @@ pub fn dispatch_event(outcome: &Result<(), DispatchError>, thread: &ThreadId) ->
     Some(if e.error.is_credential_problem() {
         return None;
     } else if e.error.is_transient()
+        || e.error.is_dispatch_failure()
         || (bootstrap && e.error.is_existing_thread(thread))
         || matches!(e.error, T3Error::MalformedReply { .. })
     {
@@ -65,6 +71,10 @@ pub struct SeenThread {
     pub has_turn: bool,
     /// T3 deleted it.
     pub deleted: bool,
+    /// It has a session (T3 took its turn start and started, or failed to start, its agent).
+    pub has_session: bool,
+    /// It has a worktree (`worktreePath`).
+    pub has_worktree: bool,
 }
 
 /// How to carry on with an attempt left in `dispatching`.
@@ -74,7 +84,11 @@ pub enum ResumeStep {
     Record(Event),
     /// Send the one worktree bootstrap command again (T3 has no thread).
     Bootstrap,
-    /// Send `thread.turn.start` (over HTTP the thread exists without its turn).
+    /// Finish a half-made thread (a bootstrap cut off after T3 created the thread, before its
+    /// worktree): the bootstrap again without creating the thread, same ids.
+    FinishBootstrap,
+    /// Send `thread.turn.start` (the thread exists without its turn: over HTTP, or a bootstrap
+    /// cut off after its worktree was made).
     Turn,
     /// Send `thread.create` and `thread.turn.start` (over HTTP, no thread yet).
     CreateAndTurn,
@@ -83,18 +97,33 @@ pub enum ResumeStep {
 /// What to do for an attempt left in `dispatching` whose thread T3 shows as `thread` (`None`:
 /// T3 has none), dispatched with worktrees or not. Everything is sent with the attempt's recorded
 /// ids: T3 deduplicates command ids, so even a stale view cannot make a second thread.
+///
+/// A dispatching attempt has no request of afk's in flight (a tick awaits its dispatches, and a
+/// call cut off or given up is interrupted in T3), so a worktree thread without a session is
+/// not being set up: T3 left it half made (it does not clean up an interrupted bootstrap) and
+/// it is finished at once, with the same attempt.
 pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
     match (thread, worktrees) {
         (Some(SeenThread { has_turn: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
-        // With worktrees T3 sets the thread up in one command and deletes it if a step fails: a
-        // deleted thread is a failed setup, one without a turn is still being set up (sending
-        // anything now could start a turn outside its worktree).
+        // With worktrees T3 sets the thread up in one command and deletes it if a step fails.
         (Some(SeenThread { deleted: true, .. }), true) => ResumeStep::Record(Event::BootstrapFailed {
             error: "T3 deleted the thread while setting it up (its worktree or setup script failed)".into(),
         }),
-        (Some(_), true) => ResumeStep::Record(Event::DispatchDeferred {
-            error: "T3 is still setting the thread up".into(),
-        }),
+        // T3 took the turn start: its session is starting (or could not start); the watcher
+        // follows it from here.
+        (
+            Some(SeenThread {
+                has_session: true, ..
+            }),
+            _,
+        ) => ResumeStep::Record(Event::Dispatched),
+        (
+            Some(SeenThread {
+                has_worktree: true, ..
+            }),
+            true,
+        ) => ResumeStep::Turn,
+        (Some(_), true) => ResumeStep::FinishBootstrap,
         (None, true) => ResumeStep::Bootstrap,
         (Some(_), false) => ResumeStep::Turn,
         (None, false) => ResumeStep::CreateAndTurn,
@@ -150,8 +179,9 @@ impl Dispatcher {
         fleet: &Fleet,
         live: &[WatchedAttempt],
         may_send: bool,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
+        let now = clock.start();
         self.held = !may_send;
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
@@ -165,7 +195,7 @@ impl Dispatcher {
             );
             let mut tokens = std::mem::take(&mut self.tokens);
             let resumed = self
-                .resume_one(recorder, policies, fleet, watched, &mut tokens, now)
+                .resume_one(recorder, policies, fleet, watched, &mut tokens, clock)
                 .instrument(span)
                 .await;
             self.tokens = tokens;
@@ -183,7 +213,7 @@ impl Dispatcher {
         fleet: &Fleet,
         watched: &WatchedAttempt,
         tokens: &mut TokenCheck,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
         // The whole rows (issue, prompt) only for the few attempts being dispatched.
         let ledger = recorder.ledger();
@@ -205,27 +235,49 @@ impl Dispatcher {
         let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
             has_turn: t.latest_turn.is_some(),
             deleted: t.deleted_at.is_some(),
+            has_session: t.session.is_some(),
+            has_worktree: t.worktree_path.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
-        let step = resume_step(seen, worktrees.is_some());
+        let step = match resume_step(seen, worktrees.is_some()) {
+            // T3's own words on the failed setup came with the try that failed (its answer
+            // deferred the attempt): the job shows them first.
+            ResumeStep::Record(Event::BootstrapFailed { error }) => match &attempt.last_error {
+                Some(answer) => ResumeStep::Record(Event::BootstrapFailed {
+                    error: format!("{answer} ({error})"),
+                }),
+                None => ResumeStep::Record(Event::BootstrapFailed { error }),
+            },
+            step => step,
+        };
         let sends = !matches!(step, ResumeStep::Record(_));
         if sends && (self.held || tokens.refused.is_some()) {
             return Ok(());
         }
+        let finish = step == ResumeStep::FinishBootstrap;
         let outcome = match step {
             ResumeStep::Record(event) => {
-                recorder.record(&job, &event, None, now).await?;
+                recorder.record(&job, &event, None, clock.now()).await?;
                 return Ok(());
             }
-            ResumeStep::Bootstrap => {
+            ResumeStep::Bootstrap | ResumeStep::FinishBootstrap => {
                 let Some((target, settings)) = target.as_ref().zip(worktrees) else {
                     return Ok(());
                 };
                 match worktree_plan(target, settings, fleet) {
+                    Ok(worktree) if finish => {
+                        tracing::info!(
+                            "{} attempt {}: T3 left thread {} half made (no worktree, no session); finishing its setup",
+                            job.issue,
+                            attempt.number,
+                            plan.ids.thread_id
+                        );
+                        client.finish_isolated(&plan, &worktree).await.map(drop)
+                    }
                     Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
                     Err(error) => {
                         let event = Event::DispatchRejected { error };
-                        recorder.record(&job, &event, None, now).await?;
+                        recorder.record(&job, &event, None, clock.now()).await?;
                         return Ok(());
                     }
                 }
@@ -240,14 +292,17 @@ impl Dispatcher {
                 }),
             ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
         };
-        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await
+        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, clock.now()).await
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
     /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
-    /// are recorded with the transition, before the first request. Nothing at all while afk
-    /// leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and nothing more once T3 refused the
-    /// operate token.
+    /// are recorded with the transition, before the first request; up to
+    /// [`Limits::parallel_dispatches`] dispatches are in flight at once, and each outcome is
+    /// recorded when it arrives, stamped with its own time (the turn timeout counts from it).
+    /// Nothing at all while afk leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and
+    /// nothing more once T3 refused the operate token.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn dispatch_ready(
         &mut self,
         recorder: &mut Recorder,
@@ -255,8 +310,9 @@ impl Dispatcher {
         intake: &Intake,
         fleet: &Fleet,
         stopping: &HashMap<JobId, Job>,
-        now: DateTime<Utc>,
+        clock: TickClock,
     ) -> Result<(), ControlError> {
+        let now = clock.start();
         if self.held || self.tokens.refused.is_some() {
             return Ok(());
         }
@@ -279,7 +335,14 @@ impl Dispatcher {
             total += 1;
             *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
         }
+        let parallel = self.limits.parallel_dispatches.max(1);
+        let mut sends: JoinSet<Sent> = JoinSet::new();
         for job in ready {
+            // At the bound, the next dispatch waits for one in flight to be answered (which may
+            // be T3 refusing the token: then nothing more is started).
+            while sends.len() >= parallel {
+                self.conclude_next(recorder, &mut sends, clock).await?;
+            }
             if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 break;
             }
@@ -291,7 +354,7 @@ impl Dispatcher {
                 Next::Wait => continue,
                 Next::Refuse(error) => {
                     recorder
-                        .record(&job, &Event::Refused { error }, None, now)
+                        .record(&job, &Event::Refused { error }, None, clock.now())
                         .await?;
                     continue;
                 }
@@ -303,15 +366,92 @@ impl Dispatcher {
                 Some(AttemptNo(job.attempts + 1)),
                 Some(&start.plan.ids.thread_id),
             );
-            if start_attempt(recorder, &job, *start, &mut self.tokens, now)
-                .instrument(span)
+            let Some(job) = record_start(recorder, &job, &start, clock)
+                .instrument(span.clone())
                 .await?
-            {
-                total += 1;
-                *repo_count += 1;
-            }
+            else {
+                continue;
+            };
+            total += 1;
+            *repo_count += 1;
+            sends.spawn(send(*start, job, span));
+        }
+        while !sends.is_empty() {
+            self.conclude_next(recorder, &mut sends, clock).await?;
         }
         Ok(())
+    }
+
+    /// Waits for the next dispatch in `sends` to be answered and records its outcome, stamped
+    /// with when it arrived.
+    async fn conclude_next(
+        &mut self,
+        recorder: &mut Recorder,
+        sends: &mut JoinSet<Sent>,
+        clock: TickClock,
+    ) -> Result<(), ControlError> {
+        let Some(joined) = sends.join_next().await else {
+            return Ok(());
+        };
+        let Sent {
+            job,
+            thread,
+            outcome,
+            at,
+            span,
+        } = match joined {
+            Ok(sent) => sent,
+            // A send cannot panic short of a bug; its attempt stays `dispatching` and is resumed
+            // from T3's view next tick.
+            Err(error) => {
+                tracing::error!("a dispatch task failed: {error}");
+                return Ok(());
+            }
+        };
+        conclude(
+            recorder,
+            &job,
+            &thread,
+            outcome,
+            &mut self.tokens,
+            clock.at_instant(at),
+        )
+        .instrument(span)
+        .await
+    }
+}
+
+/// A dispatch that T3 answered: the job it was for, how it went and when the answer came.
+struct Sent {
+    job: Job,
+    thread: ThreadId,
+    outcome: Result<(), DispatchError>,
+    at: std::time::Instant,
+    span: tracing::Span,
+}
+
+/// Sends `start`'s commands for `job` (recorded `dispatching` already).
+async fn send(start: Start, job: Job, span: tracing::Span) -> Sent {
+    let Start {
+        client,
+        plan,
+        worktree,
+        ..
+    } = start;
+    let outcome = async {
+        match &worktree {
+            Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+            None => client.dispatch_plan(&plan).await.map(drop),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    Sent {
+        job,
+        thread: plan.ids.thread_id,
+        outcome,
+        at: std::time::Instant::now(),
+        span,
     }
 }
 
@@ -389,36 +529,21 @@ impl Dispatcher {
     }
 }
 
-/// Records `start`'s attempt for `job`, then sends it and records how it went; false when the
-/// machine started no attempt after all (its budget is spent), and nothing was sent.
-async fn start_attempt(
+/// Records `start`'s attempt for `job`; the job as recorded when the machine started the
+/// attempt and it is to be sent, `None` when it started none after all (its budget is spent).
+async fn record_start(
     recorder: &mut Recorder,
     job: &Job,
-    start: Start,
-    tokens: &mut TokenCheck,
-    now: DateTime<Utc>,
-) -> Result<bool, ControlError> {
-    let Start {
-        client,
-        plan,
-        attempt,
-        worktree,
-    } = start;
+    start: &Start,
+    clock: TickClock,
+) -> Result<Option<Job>, ControlError> {
     let Some((transition, job)) = recorder
-        .record(job, &Event::StartAttempt, Some(&attempt), now)
+        .record(job, &Event::StartAttempt, Some(&start.attempt), clock.now())
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
-    if transition.effect != Some(Effect::Dispatch) {
-        return Ok(false);
-    }
-    let outcome = match &worktree {
-        Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
-        None => client.dispatch_plan(&plan).await.map(drop),
-    };
-    conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, now).await?;
-    Ok(true)
+    Ok((transition.effect == Some(Effect::Dispatch)).then_some(job))
 }
 
 /// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
@@ -665,6 +790,26 @@ mod tests {
                 "T3 could not set the worktree up and undid it",
             ),
             (
+                Bootstrap,
+                rpc(
+                    "OrchestrationDispatchCommandError: SQL error in OrchestrationEngine.dispatch",
+                    Some("OrchestrationDispatchCommandError"),
+                    false,
+                ),
+                "deferred",
+                "over /ws T3 fails a refused command and an internal failure alike: retried as over HTTP",
+            ),
+            (
+                Turn,
+                rpc(
+                    "OrchestrationDispatchCommandError: Orchestration command invariant failed",
+                    Some("OrchestrationDispatchCommandError"),
+                    false,
+                ),
+                "deferred",
+                "a refusal over /ws is retried a bounded number of times, then spends the attempt",
+            ),
+            (
                 Turn,
                 rpc(exists, Some("OrchestrationCommandInvariantError"), false),
                 "rejected",
@@ -699,58 +844,39 @@ mod tests {
 
     #[test]
     fn an_interrupted_dispatch_resumes_from_t3s_view_of_its_thread() {
-        let thread = |has_turn, deleted| Some(SeenThread { has_turn, deleted });
-        let record = |kind: &str| kind.to_owned();
+        let thread = |has_turn, deleted, has_session, has_worktree| {
+            Some(SeenThread {
+                has_turn,
+                deleted,
+                has_session,
+                has_worktree,
+            })
+        };
         // (T3's view, worktrees, the step, why)
+        #[rustfmt::skip]
         let cases = [
-            (
-                thread(true, false),
-                true,
-                record("dispatched"),
-                "the bootstrap landed",
-            ),
-            (
-                thread(true, false),
-                false,
-                record("dispatched"),
-                "both commands landed",
-            ),
-            (
-                thread(true, true),
-                false,
-                record("dispatched"),
-                "a turn started: the watcher sees the rest",
-            ),
-            (
-                thread(false, true),
-                true,
-                record("bootstrap_failed"),
-                "T3 deleted a thread it could not set up",
-            ),
-            (
-                thread(false, false),
-                true,
-                record("deferred"),
-                "still being set up: sending now could start a turn outside its worktree",
-            ),
-            (None, true, "bootstrap".into(), "no thread: the bootstrap again"),
-            (
-                thread(false, false),
-                false,
-                "turn".into(),
-                "created without its turn",
-            ),
-            (None, false, "create_and_turn".into(), "nothing landed"),
+            (thread(true, false, true, true), true, "dispatched", "the bootstrap landed"),
+            (thread(true, false, true, false), false, "dispatched", "both commands landed"),
+            (thread(true, true, true, false), false, "dispatched", "a turn started: the watcher sees the rest"),
+            (thread(false, true, false, false), true, "bootstrap_failed", "T3 deleted a thread it could not set up"),
+            (thread(false, false, true, true), true, "dispatched", "T3 took the turn: its session is starting"),
+            (thread(false, false, true, false), false, "dispatched", "over HTTP too: the session is T3's answer to the turn"),
+            (thread(false, false, false, false), true, "finish_bootstrap",
+                "half made by a bootstrap cut off mid-way: finished at once, same attempt"),
+            (thread(false, false, false, true), true, "turn", "cut off after its worktree: only the turn is missing"),
+            (None, true, "bootstrap", "no thread: the bootstrap again"),
+            (thread(false, false, false, false), false, "turn", "created without its turn"),
+            (None, false, "create_and_turn", "nothing landed"),
         ];
         for (seen, worktrees, expected, why) in cases {
             let step = match resume_step(seen, worktrees) {
-                ResumeStep::Record(Event::Dispatched) => "dispatched".to_owned(),
-                ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed".to_owned(),
-                ResumeStep::Record(Event::DispatchDeferred { .. }) => "deferred".to_owned(),
+                ResumeStep::Record(Event::Dispatched) => "dispatched",
+                ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed",
                 ResumeStep::Record(other) => panic!("{why}: unexpected {other:?}"),
-                ResumeStep::Bootstrap => "bootstrap".to_owned(),
-                ResumeStep::Turn => "turn".to_owned(),
-                ResumeStep::CreateAndTurn => "create_and_turn".to_owned(),
+                ResumeStep::Bootstrap => "bootstrap",
+                ResumeStep::FinishBootstrap => "finish_bootstrap",
+                ResumeStep::Turn => "turn",
+                ResumeStep::CreateAndTurn => "create_and_turn",
             };
             assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
         }

@@ -18,6 +18,7 @@
 //! **Errors:** T3's errors are events of the job concerned (or, for a refused token, nothing at
 //! all); a ledger error ends the tick ([`ControlError`]) and the next tick starts afresh.
 
+mod actions;
 pub mod dispatcher;
 mod intake;
 mod record;
@@ -53,6 +54,45 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Attempts in flight per repository.
     pub per_repo: usize,
+    /// Dispatches of one tick sent at once (worktree bootstraps take T3 up to seconds each): one
+    /// slow bootstrap does not hold the others back.
+    pub parallel_dispatches: usize,
+}
+
+/// The tick's clock: the tick's `now` (an argument, so tests drive time) plus the time the
+/// tick has taken since. A transition recorded late in a tick (an attempt whose dispatch was
+/// answered seconds after the tick began) is stamped with when it happened, not with the tick's
+/// start: the turn timeout counts from when T3 accepted the attempt's turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TickClock {
+    start: DateTime<Utc>,
+    at: std::time::Instant,
+}
+
+impl TickClock {
+    /// A clock reading `now` at this instant.
+    pub(crate) fn started(now: DateTime<Utc>) -> Self {
+        Self {
+            start: now,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// The tick's start.
+    pub(crate) fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+
+    /// The time now: the tick's start plus what has passed since.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.at_instant(std::time::Instant::now())
+    }
+
+    /// The time at `instant` (taken after the clock started).
+    pub(crate) fn at_instant(&self, instant: std::time::Instant) -> DateTime<Utc> {
+        let passed = instant.saturating_duration_since(self.at);
+        self.start + chrono::Duration::from_std(passed).unwrap_or_default()
+    }
 }
 
 /// How the watcher decides that a running thread has gone wrong.
@@ -156,6 +196,10 @@ pub struct ControlPlane {
     waits: Waits,
     /// The token the watcher reads T3 with.
     read_credential: Credential,
+    /// The status surface: actions to carry out, refresh requests, what to tell of each tick.
+    status: Option<crate::status::PlaneLink>,
+    /// True when T3's view is followed through the shell stream (`[watch] push`).
+    has_feed: bool,
 }
 
 impl ControlPlane {
@@ -178,13 +222,24 @@ impl ControlPlane {
             reporter: None,
             waits: Waits::new(settings.timeouts.lost_after),
             read_credential: Credential::OPERATE,
+            status: None,
+            has_feed: false,
         }
+    }
+
+    /// Serves the status surface: carries out its actions at the start of each tick, ticks at
+    /// once on its refresh requests, and tells it (and its metrics) what each tick did.
+    pub fn with_status(mut self, link: crate::status::PlaneLink) -> Self {
+        self.recorder.observe(link.metrics());
+        self.status = Some(link);
+        self
     }
 
     /// Watches T3 through `feed` (its shell stream), polling the snapshot only while the stream
     /// is down; [`ControlPlane::run`] then also ticks as soon as a thread changes state.
     pub fn with_feed(mut self, feed: ShellFeed) -> Self {
         self.watcher.follow(feed);
+        self.has_feed = true;
         self
     }
 
@@ -225,8 +280,32 @@ impl ControlPlane {
     /// within the limits, and report on GitHub. When T3 cannot be reached, only the sources are
     /// synced and reported on.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
+        let started = std::time::Instant::now();
+        if let Some(status) = &self.status {
+            status.tick_started();
+        }
+        let outcome = self.tick_inner(now).await;
+        if let Some(status) = &self.status {
+            let streaming = self.has_feed.then(|| self.watcher.is_following_stream());
+            match &outcome {
+                Ok(report) => status.tick_finished(
+                    report.progress.len(),
+                    report.t3_reachable,
+                    started.elapsed(),
+                    streaming,
+                ),
+                Err(ControlError::Ledger(error)) => status.tick_failed(&error.to_string(), started.elapsed()),
+            }
+        }
+        outcome
+    }
+
+    async fn tick_inner(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
         // What a failed tick recorded was logged; the report covers this tick only.
         self.recorder.take_progress();
+        if let Some(status) = &mut self.status {
+            actions::carry_out(&mut self.recorder, status, now).await?;
+        }
         let may_poll_github = self.waits.may_try(Topic::GitHub, now);
         self.intake.sync(&mut self.recorder, may_poll_github, now).await?;
         match self.intake.github_poll_outcome() {
@@ -234,9 +313,11 @@ impl ControlPlane {
             Some(Err(waiting)) => self.wait_on(waiting, now).await?,
             None => {}
         }
-        let t3_reachable = self.follow_t3(now).await?;
+        let t3_reachable = self.follow_t3(TickClock::started(now)).await?;
+        let notices = self.intake.github_notices();
         if let Some(reporter) = &self.reporter {
-            reporter.report(self.recorder.ledger(), &self.policies).await?;
+            reporter.say_untrusted_edits(&notices).await;
+            reporter.report(&mut self.recorder, &self.policies, now).await?;
         }
         Ok(TickReport {
             progress: self.recorder.take_progress(),
@@ -245,7 +326,8 @@ impl ControlPlane {
     }
 
     /// The part of a tick that needs T3's view; false when T3 cannot be read.
-    async fn follow_t3(&mut self, now: DateTime<Utc>) -> Result<bool, ControlError> {
+    async fn follow_t3(&mut self, clock: TickClock) -> Result<bool, ControlError> {
+        let now = clock.start();
         let may_read = self.waits.may_try(Topic::T3Read, now);
         let view = match self.watcher.view(may_read).await {
             Some(Ok(view)) => view,
@@ -280,7 +362,7 @@ impl ControlPlane {
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
         let may_send = self.waits.may_try(Topic::T3Operate, now);
         self.dispatcher
-            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, now)
+            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, clock)
             .await?;
         self.dispatcher
             .dispatch_ready(
@@ -289,7 +371,7 @@ impl ControlPlane {
                 &self.intake,
                 &fleet,
                 &stopping,
-                now,
+                clock,
             )
             .await?;
         let tokens = self.dispatcher.take_token_check();
@@ -376,6 +458,8 @@ impl ControlPlane {
                 event = self.intake.next_event() => event,
                 // A thread that changed state in T3 is acted on at once, not at the next poll.
                 () = next_fleet_change(&mut changes) => None,
+                // So is a refresh or an action asked through the status surface.
+                () = refresh_requested(self.status.as_ref()) => None,
             };
             if let Some(event) = woken_by {
                 self.intake.defer(event);
@@ -466,6 +550,13 @@ pub(crate) fn job_span(
         attempt = attempt.map(|a| a.0),
         thread = thread.map(ThreadId::as_str),
     )
+}
+
+async fn refresh_requested(status: Option<&crate::status::PlaneLink>) {
+    match status {
+        Some(status) => status.refresh_requested().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_fleet_change(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {

@@ -14,7 +14,7 @@ use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use afk_secrets::redact::redact_url;
 use chrono::{DateTime, Utc};
-use t3_client::wire::Timestamp;
+use t3_client::wire::{SessionStatus, Timestamp};
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 use tracing::Instrument;
 
@@ -29,8 +29,10 @@ pub enum Sighting {
     Seen {
         /// Its state, as the T3 client reads it.
         state: ThreadState,
-        /// It has a turn (it may be stopped by interrupting it; without one it is deleted).
+        /// It has a turn.
         has_turn: bool,
+        /// Its session's status, when it has a session.
+        session: Option<SessionStatus>,
         /// How long its `updatedAt` has not moved (counted only while it is starting or running).
         unchanged_for: Duration,
     },
@@ -90,35 +92,74 @@ pub fn thread_event(sighting: &Sighting, running_for: Duration, timeouts: &Timeo
 pub enum StopStep {
     /// The thread is not working (ended, deleted, or gone for good): the stop is confirmed.
     Stopped,
-    /// T3's view lacks the thread, not yet for good: a request in flight may still create it, so
-    /// nothing is sent and the job waits.
+    /// Send nothing now: T3's view lacks the thread, not yet for good (a request in flight may
+    /// still create it); or its session is starting and no stop would end it yet (T3's session
+    /// start in flight still spawns the agent and starts its turn, whatever was sent before);
+    /// or a stop was sent and T3's view has not moved since.
     Wait,
-    /// The thread never got its turn (a setup cut short, a dispatch out of tries between its two
-    /// commands): nothing to interrupt, and it would never read as stopped, so it is deleted,
-    /// which also keeps a late turn from ever starting in it.
+    /// The thread has neither a turn nor a session (a setup cut short, a dispatch out of tries
+    /// between its two commands): nothing runs, and it would never read as stopped, so it is
+    /// deleted, which also keeps a late turn from ever starting in it.
     Delete,
-    /// Interrupt its turn and stop its session (again, with fresh command ids, on every tick
-    /// until T3's view shows it stopped: T3's reply does not confirm a stop).
-    Interrupt,
+    /// Stop its session: the agent ends and its turn reads interrupted. Never an interrupt: T3
+    /// resumes an agent that has exited to deliver one, and a session stop starts none.
+    StopSession,
 }
 
-/// How to go on stopping a thread T3 shows as `sighting`. A thread that has not started its turn
-/// is stopped like a running one: it may be about to.
-pub fn stop_step(sighting: &Sighting) -> StopStep {
-    match sighting {
-        Sighting::Missing { for_good: true } => StopStep::Stopped,
-        Sighting::Missing { for_good: false } => StopStep::Wait,
+/// What afk has sent to stop a thread so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSent {
+    /// Nothing yet.
+    Nothing,
+    /// A stop, and T3's view of the thread has not changed since (nor has long passed): T3 is
+    /// still to act on it.
+    Unanswered,
+    /// A stop, and T3's view changed since (or long passed) yet shows the thread working.
+    Unheeded,
+}
+
+/// How long a stop is waited for before it is sent again when T3's view does not move at all (a
+/// command lost on the way).
+pub const STOP_RESEND_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a session that is starting is left to come up before its stop is sent anyway.
+pub const STARTING_PATIENCE: Duration = Duration::from_secs(120);
+
+/// How to go on stopping a thread T3 shows as `sighting`, after `sent`; `starting_for` is how
+/// long it has been seen with its session starting and no turn. A stop is sent once, and again
+/// only when T3's view shows the thread still working after it.
+pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) -> StopStep {
+    let (has_turn, session) = match sighting {
+        Sighting::Missing { for_good: true } => return StopStep::Stopped,
+        Sighting::Missing { for_good: false } => return StopStep::Wait,
         Sighting::Seen {
             state: ThreadState::Starting | ThreadState::Running,
-            has_turn: false,
+            has_turn,
+            session,
             ..
-        } => StopStep::Delete,
-        Sighting::Seen {
-            state: ThreadState::Starting | ThreadState::Running,
-            ..
-        } => StopStep::Interrupt,
-        Sighting::Seen { .. } => StopStep::Stopped,
+        } => (*has_turn, *session),
+        Sighting::Seen { .. } => return StopStep::Stopped,
+    };
+    let step = match (has_turn, session) {
+        (false, None) => StopStep::Delete,
+        (false, Some(SessionStatus::Starting)) if starting_for < STARTING_PATIENCE => StopStep::Wait,
+        _ => StopStep::StopSession,
+    };
+    if sent == StopSent::Unanswered {
+        StopStep::Wait
+    } else {
+        step
     }
+}
+
+/// A stop afk is carrying out: what it sent last, and since when the thread's session has been
+/// seen starting.
+#[derive(Debug, Clone)]
+struct StopMemo {
+    /// T3's `updatedAt` of the thread when the stop was last sent, and when it was sent.
+    sent: Option<(Option<Timestamp>, DateTime<Utc>)>,
+    /// When the thread was first seen with its session starting and no turn.
+    starting_since: Option<DateTime<Utc>>,
 }
 
 /// Remembers when each running thread's `updatedAt` last moved, to detect stalls, and how long
@@ -241,6 +282,7 @@ fn sighting(
     Sighting::Seen {
         state,
         has_turn: thread.latest_turn.is_some(),
+        session: thread.session.as_ref().map(|s| s.status),
         unchanged_for,
     }
 }
@@ -259,6 +301,8 @@ pub(crate) struct Watcher {
     t3_was_reachable: Option<bool>,
     timeouts: Timeouts,
     stalls: StallTracker,
+    /// The stops being carried out, by thread.
+    stops: HashMap<ThreadId, StopMemo>,
 }
 
 impl Watcher {
@@ -271,6 +315,7 @@ impl Watcher {
             t3_was_reachable: None,
             timeouts,
             stalls: StallTracker::default(),
+            stops: HashMap::new(),
         }
     }
 
@@ -395,6 +440,16 @@ impl Watcher {
             let Some(event) = thread_event(&seen, running_for, &self.timeouts) else {
                 continue;
             };
+            let event = match event {
+                // T3 turns an interrupted turn into a completed one within half a second: a
+                // success is recorded only when the thread's detail shows no interrupt.
+                Event::ThreadSucceeded => match self.interrupted(fleet, &attempt.thread_id).await {
+                    Some(true) => Event::ThreadInterrupted,
+                    Some(false) => Event::ThreadSucceeded,
+                    None => continue,
+                },
+                other => other,
+            };
             // Only now is the whole job read: a quiet tick reads no issue text at all.
             let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
                 continue;
@@ -416,6 +471,22 @@ impl Watcher {
         Ok(recorded)
     }
 
+    /// Whether the latest turn of `thread` (which T3's view shows completed) was interrupted, as
+    /// its detail shows ([`t3_client::wire::Thread::turn_was_interrupted`]); `None` when that
+    /// cannot be told now (T3 did not answer, or no longer has the thread): nothing is concluded
+    /// this tick.
+    async fn interrupted(&self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
+        let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
+        match self.reader.thread_detail(thread).await {
+            Ok(Some(detail)) => Some(detail.thread.turn_was_interrupted(&turn)),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!("cannot read thread {thread}'s detail to confirm its success yet: {error}");
+                None
+            }
+        }
+    }
+
     /// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after
     /// the watcher's pass), as [`stop_step`] says; a confirmed stop is marked in the ledger.
     /// Returns the jobs whose thread is still being stopped: they neither settle nor get a new
@@ -429,6 +500,8 @@ impl Watcher {
     ) -> Result<HashMap<JobId, Job>, ControlError> {
         let mut absent = HashSet::new();
         let mut stopping = HashMap::new();
+        // The threads being stopped this pass: what afk remembers of others' stops is forgotten.
+        let stopped_now: HashSet<ThreadId> = to_stop.iter().map(|(_, a)| a.thread_id.clone()).collect();
         for (job, attempt) in to_stop {
             let thread = &attempt.thread_id;
             if let Some(reason) = fleet.unreadable(thread) {
@@ -447,7 +520,44 @@ impl Watcher {
                 self.timeouts.lost_after,
             );
             let failed = |what: &str, error: T3Error| warn_stop(&job, &attempt, what, &error);
-            match stop_step(&seen) {
+            let updated_at = fleet.thread(thread).map(|t| t.updated_at);
+            let memo = self.stops.entry(thread.clone()).or_insert(StopMemo {
+                sent: None,
+                starting_since: None,
+            });
+            let starting = matches!(
+                &seen,
+                Sighting::Seen {
+                    has_turn: false,
+                    session: Some(SessionStatus::Starting),
+                    ..
+                }
+            );
+            if !starting {
+                memo.starting_since = None;
+            }
+            let starting_for = match (starting, memo.starting_since) {
+                (true, Some(since)) => (now - since).to_std().unwrap_or_default(),
+                (true, None) => {
+                    memo.starting_since = Some(now);
+                    Duration::ZERO
+                }
+                (false, _) => Duration::ZERO,
+            };
+            let sent = match memo.sent {
+                None => StopSent::Nothing,
+                Some((then, at))
+                    if then == updated_at && (now - at).to_std().unwrap_or_default() < STOP_RESEND_AFTER =>
+                {
+                    StopSent::Unanswered
+                }
+                Some(_) => StopSent::Unheeded,
+            };
+            let step = stop_step(&seen, sent, starting_for);
+            if matches!(step, StopStep::Delete | StopStep::StopSession) {
+                memo.sent = Some((updated_at, now));
+            }
+            match step {
                 StopStep::Stopped => {
                     tracing::info!(
                         issue = %job.issue,
@@ -458,6 +568,7 @@ impl Watcher {
                         job.issue,
                         attempt.number
                     );
+                    self.stops.remove(thread);
                     ledger.mark_thread_stopped(attempt.id).await?;
                     continue;
                 }
@@ -467,17 +578,11 @@ impl Watcher {
                         failed("delete it", error);
                     }
                 }
-                StopStep::Interrupt => {
-                    let turn = fleet
-                        .thread(thread)
-                        .and_then(|t| t.latest_turn.as_ref())
-                        .map(|t| t.turn_id.clone());
-                    if let Err(error) = self
-                        .operate
-                        .interrupt_turn(thread, turn.as_ref(), CommandId::generate())
-                        .await
-                    {
-                        failed("interrupt its turn", error);
+                StopStep::StopSession => {
+                    if sent == StopSent::Unheeded {
+                        tracing::debug!(
+                            "thread {thread} still works after its stop; stopping its session again"
+                        );
                     }
                     if let Err(error) = self.operate.stop_session(thread, CommandId::generate()).await {
                         failed("stop its session", error);
@@ -489,6 +594,7 @@ impl Watcher {
         self.stalls
             .stop_absent
             .retain(|thread, _| absent.contains(thread));
+        self.stops.retain(|thread, _| stopped_now.contains(thread));
         Ok(stopping)
     }
 
@@ -563,7 +669,17 @@ mod tests {
         Sighting::Seen {
             state,
             has_turn,
+            session: Some(SessionStatus::Running),
             unchanged_for: Duration::from_secs(unchanged_secs),
+        }
+    }
+
+    fn with_session(state: ThreadState, has_turn: bool, session: Option<SessionStatus>) -> Sighting {
+        Sighting::Seen {
+            state,
+            has_turn,
+            session,
+            unchanged_for: Duration::ZERO,
         }
     }
 
@@ -619,24 +735,40 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_is_confirmed_only_by_a_thread_that_is_not_working() {
-        use StopStep::{Delete, Interrupt, Stopped, Wait};
+    fn a_stop_is_sent_once_and_again_only_while_t3_shows_the_thread_working() {
+        use SessionStatus as S;
+        use StopSent::{Nothing, Unanswered, Unheeded};
+        use StopStep::{Delete, StopSession, Stopped, Wait};
         use ThreadState::{Interrupted, Lost, Running, Starting, Succeeded};
-        // (what T3 shows, the step, why)
+        let soon = Duration::from_secs(1);
+        let long = STARTING_PATIENCE + soon;
+        // (what T3 shows, what was sent, starting for, the step, why)
         #[rustfmt::skip]
         let cases = [
-            (seen(Running, true, 0), Interrupt, "working: interrupt"),
-            (seen(Starting, true, 0), Interrupt, "its turn about to start: interrupt"),
-            (seen(Starting, false, 0), Delete, "never got its turn: delete"),
-            (seen(Succeeded, true, 0), Stopped, "ended"),
-            (seen(failed(None), true, 0), Stopped, "failed"),
-            (seen(Interrupted, true, 0), Stopped, "interrupted"),
-            (seen(Lost, false, 0), Stopped, "deleted"),
-            (Sighting::Missing { for_good: false }, Wait, "a request in flight may still create it"),
-            (Sighting::Missing { for_good: true }, Stopped, "gone for good"),
+            (seen(Running, true, 0), Nothing, soon, StopSession, "working: its session is stopped, never interrupted"),
+            (seen(Running, true, 0), Unanswered, soon, Wait, "stopped once: T3 has not moved since"),
+            (seen(Running, true, 0), Unheeded, soon, StopSession, "T3 moved on and shows it working: again"),
+            (with_session(Starting, true, Some(S::Starting)), Nothing, soon, StopSession, "its turn about to start"),
+            (with_session(Starting, false, Some(S::Starting)), Nothing, soon, Wait,
+                "its session is starting: a delete or an interrupt now would not stop the agent it spawns"),
+            (with_session(Starting, false, Some(S::Starting)), Nothing, long, StopSession,
+                "a session that never comes up is stopped all the same"),
+            (with_session(Running, false, Some(S::Running)), Nothing, soon, StopSession, "up, its turn not shown yet"),
+            (with_session(Starting, false, None), Nothing, soon, Delete, "neither a turn nor a session: delete"),
+            (with_session(Starting, false, None), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
+            (seen(Succeeded, true, 0), Unanswered, soon, Stopped, "ended"),
+            (seen(failed(None), true, 0), Nothing, soon, Stopped, "failed"),
+            (seen(Interrupted, true, 0), Nothing, soon, Stopped, "interrupted"),
+            (seen(Lost, false, 0), Nothing, soon, Stopped, "deleted"),
+            (Sighting::Missing { for_good: false }, Nothing, soon, Wait, "a request in flight may still create it"),
+            (Sighting::Missing { for_good: true }, Unanswered, soon, Stopped, "gone for good"),
         ];
-        for (sighting, expected, why) in cases {
-            assert_eq!(stop_step(&sighting), expected, "{why}: {sighting:?}");
+        for (sighting, sent, starting_for, expected, why) in cases {
+            assert_eq!(
+                stop_step(&sighting, sent, starting_for),
+                expected,
+                "{why}: {sighting:?} after {sent:?}"
+            );
         }
     }
 }

@@ -196,6 +196,22 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl Thread {
+    /// True when this thread's detail (not the snapshot, whose threads carry no activities)
+    /// shows that `turn` was interrupted. T3 marks an interrupted turn `completed` within half a
+    /// second (its checkpoint reactor captures the interrupted turn's checkpoint as `missing`,
+    /// then captures it again as `ready`), so `latestTurn.state` cannot tell; the
+    /// `checkpoint.captured` activity with `status: "missing"` for the turn stays.
+    pub fn turn_was_interrupted(&self, turn: &TurnId) -> bool {
+        self.activities.iter().any(|activity| {
+            activity.get("kind").and_then(serde_json::Value::as_str) == Some("checkpoint.captured")
+                && activity.get("turnId").and_then(serde_json::Value::as_str) == Some(turn.as_str())
+                && activity
+                    .pointer("/payload/status")
+                    .and_then(serde_json::Value::as_str)
+                    == Some("missing")
+        })
+    }
+
     /// Its activities, typed (the thread detail has them; the snapshot's are empty). An entry
     /// that is not an activity is skipped.
     pub fn typed_activities(&self) -> Vec<Activity> {
@@ -352,10 +368,16 @@ impl ThreadState {
         }
         let session_status = thread.session.as_ref().map(|s| s.status);
         let turn_state = thread.latest_turn.as_ref().map(|t| t.state);
-        if turn_state == Some(TurnState::Error) || session_status == Some(SessionStatus::Error) {
-            return ThreadState::Failed {
-                reason: thread.session.as_ref().and_then(|s| s.last_error.clone()),
-            };
+        let last_error = thread.session.as_ref().and_then(|s| s.last_error.clone());
+        // A session that could not start: `error`, or (claudeAgent) `stopped` with a
+        // `lastError` and never a turn.
+        let start_failed =
+            turn_state.is_none() && session_status == Some(SessionStatus::Stopped) && last_error.is_some();
+        if turn_state == Some(TurnState::Error)
+            || session_status == Some(SessionStatus::Error)
+            || start_failed
+        {
+            return ThreadState::Failed { reason: last_error };
         }
         let session_running = matches!(
             session_status,
@@ -499,5 +521,54 @@ mod tests {
         let missing =
             turn(r#","completedAt":null,"assistantMessageId":null"#).expect_err("startedAt is required");
         assert!(missing.to_string().contains("startedAt"), "{missing}");
+    }
+
+    #[test]
+    fn a_thread_reads_as_the_state_afk_gives_its_attempt() {
+        let thread = |turn: Option<&str>, session: Option<&str>, last_error: Option<&str>, deleted: bool| {
+            let turn = turn.map(|state| {
+                serde_json::json!({"turnId": "t1", "state": state, "requestedAt": "2026-11-24T19:14:36.116Z",
+                    "startedAt": null, "completedAt": null, "assistantMessageId": null})
+            });
+            let session = session.map(|status| {
+                serde_json::json!({"threadId": "th", "status": status, "providerName": "codex",
+                    "runtimeMode": "full-access", "activeTurnId": null, "lastError": last_error,
+                    "updatedAt": "2026-11-24T19:14:36.116Z"})
+            });
+            let deleted = deleted.then_some("2026-11-24T19:15:00.000Z");
+            serde_json::from_value::<Thread>(serde_json::json!({
+                "id": "th", "projectId": "p", "title": "t",
+                "modelSelection": {"instanceId": "codex", "model": "m"},
+                "runtimeMode": "full-access", "interactionMode": "default", "branch": null,
+                "worktreePath": null, "latestTurn": turn, "createdAt": "2026-11-24T19:14:36.116Z",
+                "updatedAt": "2026-11-24T19:14:36.116Z", "archivedAt": null, "deletedAt": deleted,
+                "session": session,
+            }))
+            .expect("a thread")
+        };
+        let failed = |reason: Option<&str>| ThreadState::Failed {
+            reason: reason.map(str::to_owned),
+        };
+        // (latestTurn.state, session.status, lastError, deleted, the state, why)
+        #[rustfmt::skip]
+        let cases = [
+            (None, None, None, false, ThreadState::Starting, "created, its turn not yet asked for"),
+            (None, Some("starting"), None, false, ThreadState::Running, "its session starts"),
+            (Some("running"), Some("running"), None, false, ThreadState::Running, "working"),
+            (Some("completed"), Some("ready"), None, false, ThreadState::Succeeded, "done"),
+            (Some("interrupted"), Some("ready"), None, false, ThreadState::Interrupted, "interrupted"),
+            (Some("error"), Some("error"), Some("boom"), false, failed(Some("boom")), "the turn failed"),
+            (None, Some("error"), Some("spawn ENOENT"), false, failed(Some("spawn ENOENT")),
+                "codex could not start"),
+            (None, Some("stopped"), Some("Claude runtime stream failed."), false,
+                failed(Some("Claude runtime stream failed.")), "claudeAgent could not start"),
+            (None, Some("stopped"), None, false, ThreadState::Starting, "stopped without a reason or a turn"),
+            (Some("completed"), Some("ready"), None, true, ThreadState::Lost, "deleted"),
+        ];
+        for (turn, session, last_error, deleted, expected, why) in cases {
+            let thread = thread(turn, session, last_error, deleted);
+            assert_eq!(ThreadState::of(Some(&thread)), expected, "{why}");
+        }
+        assert_eq!(ThreadState::of(None), ThreadState::Lost, "absent");
     }
 }

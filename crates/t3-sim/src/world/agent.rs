@@ -86,6 +86,7 @@ impl World {
                 self.bump(Changed::Thread(idx));
             }
             TimerKind::InterruptCompleted => {
+                let ts = self.stamp();
                 let entry = self.touch(idx);
                 let Some(turn) = entry.thread.latest_turn.as_mut() else {
                     return;
@@ -94,6 +95,8 @@ impl World {
                     return;
                 }
                 turn.state = TurnState::Completed;
+                let checkpoint = checkpoint_captured(&turn.turn_id, "ready", ts);
+                entry.activities.push(checkpoint);
                 if let Some(session) = entry.thread.session.as_mut() {
                     if session.status == SessionStatus::Running {
                         session.status = SessionStatus::Ready;
@@ -377,6 +380,16 @@ impl World {
         };
         entry.generation += 1;
         entry.question = None;
+        // T3 captures the ended turn's checkpoint: `missing` for an interrupted turn (then, as
+        // its reactor captures it again, `ready`, and the turn reads `completed`), `error` for a
+        // failed one. The activity stays: the one sign in T3's data of an interrupted turn.
+        let checkpoints: &[&str] = match &end {
+            TurnEnd::Completed => &["ready"],
+            TurnEnd::Error(_) => &["error"],
+            TurnEnd::Interrupted => &["missing"],
+            TurnEnd::InterruptedUnnamed => &["missing", "ready"],
+            TurnEnd::SessionStopped => &[],
+        };
         let (turn_state, session_status, last_error) = match end {
             TurnEnd::Completed => (TurnState::Completed, SessionStatus::Ready, None),
             TurnEnd::Error(message) => (TurnState::Error, SessionStatus::Error, Some(message)),
@@ -384,6 +397,11 @@ impl World {
             TurnEnd::InterruptedUnnamed => (TurnState::Completed, SessionStatus::Ready, None),
             TurnEnd::SessionStopped => (TurnState::Interrupted, SessionStatus::Stopped, None),
         };
+        for status in checkpoints {
+            entry
+                .activities
+                .push(checkpoint_captured(&active.turn_id, status, ts));
+        }
         if let Some(id) = &assistant_message {
             entry.messages.push(json!({
                 "id": id,
@@ -474,6 +492,19 @@ impl World {
             ScriptedEnd::Complete
         }
     }
+}
+
+/// T3's `checkpoint.captured` activity for `turn`'s checkpoint, captured with `status`.
+fn checkpoint_captured(turn: &TurnId, status: &str, ts: t3_client::wire::Timestamp) -> Value {
+    json!({
+        "id": format!("activity-checkpoint-{turn}-{status}"),
+        "tone": "info",
+        "kind": "checkpoint.captured",
+        "summary": "Checkpoint captured",
+        "payload": { "turnCount": 1, "status": status },
+        "turnId": turn,
+        "createdAt": ts,
+    })
 }
 
 /// The `lastError` T3 records when it cannot spawn a provider's binary: a multi-line stack
