@@ -76,3 +76,95 @@ async fn a_dangling_symlinked_issue_file_is_unreadable_not_removed() {
     std::fs::remove_file(&issue).unwrap();
     tick_until_first_job_is(&mut app, JobState::Cancelled).await;
 }
+
+/// A T3 in front of the stand-in whose snapshot, while `garble` is on, describes every finished
+/// turn with a state afk does not know (`paused`): the way a newer T3, or a broken one, may.
+async fn garbling_proxy(upstream: String, garble: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use std::sync::atomic::Ordering;
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |request: Request| {
+        let (http, upstream, garble) = (http.clone(), upstream.clone(), garble.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut forward = http.request(parts.method.clone(), format!("{upstream}{}", parts.uri));
+            for (name, value) in &parts.headers {
+                if name != "host" && name != "content-length" {
+                    forward = forward.header(name, value);
+                }
+            }
+            let reply = forward.body(body).send().await.unwrap();
+            let status = reply.status();
+            let mut text = reply.text().await.unwrap();
+            if parts.uri.path() == "/api/orchestration/snapshot" && garble.load(Ordering::SeqCst) {
+                text = text.replace("\"state\":\"completed\"", "\"state\":\"paused\"");
+            }
+            axum::response::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(text))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_thread_t3_describes_unreadably_is_unknown_until_readable_and_the_others_go_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Turns last a second: long enough to garble T3's view before the first one ends.
+    let mut world = World::new(Duration::from_secs(1)).await;
+    let garble = std::sync::Arc::new(AtomicBool::new(false));
+    world.config.t3.url = garbling_proxy(world.sim.url(), garble.clone()).await;
+    // Over HTTP only: the proxy passes no WebSocket.
+    world.config.watch.push = false;
+    world.config.t3.dispatch = afk::config::DispatchMode::Http;
+    world.add_issue(REPO_A, 1, "Do it.");
+    world.add_issue(REPO_B, 2, "Long. [sim:hang]");
+    let mut app = world.app().await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Running),
+    )
+    .await;
+    garble.store(true, Ordering::SeqCst);
+    // Issue 1's turn completes in T3, which now describes it unreadably: afk must neither
+    // conclude it succeeded nor lose it, and the other job is still watched.
+    let finished = |sim: &t3_sim::SimServer| {
+        sim.read_model().threads.iter().any(|t| {
+            t.latest_turn
+                .as_ref()
+                .is_some_and(|turn| turn.state == t3_client::wire::TurnState::Completed)
+        })
+    };
+    tick_until_true(&mut app, || finished(&world.sim)).await;
+    for _ in 0..10 {
+        let report = app.tick(Utc::now()).await.expect("a tick goes through");
+        assert!(report.t3_reachable, "T3's view is read despite the odd thread");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(
+        states(&jobs),
+        [JobState::Running, JobState::Running],
+        "unknown, not succeeded nor lost: {jobs:#?}"
+    );
+    // Readable again: it succeeds.
+    garble.store(false, Ordering::SeqCst);
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| job(jobs, REPO_A, 1).state == JobState::Succeeded,
+    )
+    .await;
+}
