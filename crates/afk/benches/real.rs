@@ -178,8 +178,9 @@ async fn dispatch_batch(target: &Target, n: usize) -> Batch {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(n));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for plan in plans.iter().cloned() {
-        let (client, worktree, semaphore) = (client.clone(), worktree.clone(), semaphore.clone());
+    for plan in plans {
+        let (plan, client, worktree) = (plan.clone(), client.clone(), worktree.clone());
+        let semaphore = semaphore.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("a permit");
             let sent = Instant::now();
@@ -205,7 +206,13 @@ async fn dispatch_batch(target: &Target, n: usize) -> Batch {
         p95: at(0.95),
         per_sec: latencies.len() as f64 / took.as_secs_f64(),
     };
-    stop_all(&client, std::iter::once(warm).chain(plans.iter()).map(|p| &p.ids.thread_id)).await;
+    stop_all(
+        &client,
+        std::iter::once(warm)
+            .chain(plans.iter())
+            .map(|p| &p.ids.thread_id),
+    )
+    .await;
     batch
 }
 
@@ -237,6 +244,8 @@ async fn tick_with_ready_issues(target: &Target) -> (Duration, usize) {
     config.limits.max_concurrent = TICK_ISSUES as u32;
     config.limits.per_repo = TICK_ISSUES as u32;
     config.watch.push = false;
+    // No status surface: it is not what this bench measures, and its default port may be taken.
+    config.http.listen = None;
     let mut app = App::build(config).await.expect("afk builds");
     let started = Instant::now();
     let report = app.tick(Utc::now()).await.expect("a tick");
