@@ -141,7 +141,9 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
         Sighting::Seen { .. } => return StopStep::Stopped,
     };
     let step = match (has_turn, session) {
-        (false, None) => StopStep::Delete,
+        // A session stopped before any turn (a stop of a session that never came up) runs
+        // nothing, and stopping it again would change nothing: delete the thread.
+        (false, None | Some(SessionStatus::Stopped)) => StopStep::Delete,
         (false, Some(SessionStatus::Starting)) if starting_for < STARTING_PATIENCE => StopStep::Wait,
         _ => StopStep::StopSession,
     };
@@ -522,9 +524,6 @@ impl Watcher {
                 Some(_) => StopSent::Unheeded,
             };
             let step = stop_step(&seen, sent, starting_for);
-            if matches!(step, StopStep::Delete | StopStep::StopSession) {
-                memo.sent = Some((updated_at, now));
-            }
             match step {
                 StopStep::Stopped => {
                     tracing::info!(
@@ -541,19 +540,21 @@ impl Watcher {
                     continue;
                 }
                 StopStep::Wait => {}
-                StopStep::Delete => {
-                    if let Err(error) = self.operate.delete_thread(thread, CommandId::generate()).await {
-                        failed("delete it", error);
-                    }
-                }
+                // Only a command T3 took counts as sent: one that never reached it is sent again
+                // at the next tick, not after STOP_RESEND_AFTER.
+                StopStep::Delete => match self.operate.delete_thread(thread, CommandId::generate()).await {
+                    Ok(_) => memo.sent = Some((updated_at, now)),
+                    Err(error) => failed("delete it", error),
+                },
                 StopStep::StopSession => {
                     if sent == StopSent::Unheeded {
                         tracing::debug!(
                             "thread {thread} still works after its stop; stopping its session again"
                         );
                     }
-                    if let Err(error) = self.operate.stop_session(thread, CommandId::generate()).await {
-                        failed("stop its session", error);
+                    match self.operate.stop_session(thread, CommandId::generate()).await {
+                        Ok(_) => memo.sent = Some((updated_at, now)),
+                        Err(error) => failed("stop its session", error),
                     }
                 }
             }
@@ -724,6 +725,10 @@ mod tests {
             (with_session(Running, false, Some(S::Running)), Nothing, soon, StopSession, "up, its turn not shown yet"),
             (with_session(Starting, false, None), Nothing, soon, Delete, "neither a turn nor a session: delete"),
             (with_session(Starting, false, None), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
+            (with_session(Starting, false, Some(S::Stopped)), Nothing, soon, Delete,
+                "its session stopped before any turn (stopped after STARTING_PATIENCE): nothing runs, delete"),
+            (with_session(Starting, false, Some(S::Stopped)), Unheeded, long, Delete,
+                "and never a stop again, which would leave the attempt stopping for ever"),
             (seen(Succeeded, true, 0), Unanswered, soon, Stopped, "ended"),
             (seen(failed(None), true, 0), Nothing, soon, Stopped, "failed"),
             (seen(Interrupted, true, 0), Nothing, soon, Stopped, "interrupted"),
