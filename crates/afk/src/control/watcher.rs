@@ -287,6 +287,9 @@ pub(crate) struct Watcher {
     stalls: StallTracker,
     /// The stops being carried out, by thread.
     stops: HashMap<ThreadId, StopMemo>,
+    /// Threads whose success cannot be confirmed because their detail cannot be read, with the
+    /// error last logged: it is logged at WARN once per error, not every tick.
+    unconfirmed: HashMap<ThreadId, String>,
 }
 
 impl Watcher {
@@ -298,6 +301,7 @@ impl Watcher {
             following_stream: None,
             t3_was_reachable: None,
             timeouts,
+            unconfirmed: HashMap::new(),
             stalls: StallTracker::default(),
             stops: HashMap::new(),
         }
@@ -444,6 +448,8 @@ impl Watcher {
         let pass = self.stalls.pass;
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
+        let seen = &self.stalls.seen;
+        self.unconfirmed.retain(|thread, _| seen.contains_key(thread));
         Ok(recorded)
     }
 
@@ -451,16 +457,27 @@ impl Watcher {
     /// its detail shows ([`t3_client::wire::Thread::turn_was_interrupted`]); `None` when that
     /// cannot be told now (T3 did not answer, or no longer has the thread): nothing is concluded
     /// this tick.
-    async fn interrupted(&self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
+    ///
+    /// A detail that cannot be read is said at WARN (once per distinct error): the attempt stays
+    /// running, never recorded succeeded unconfirmed, so a person must see why.
+    async fn interrupted(&mut self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
         let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
-        match self.reader.thread_detail(thread).await {
-            Ok(Some(detail)) => Some(detail.thread.turn_was_interrupted(&turn)),
-            Ok(None) => None,
-            Err(error) => {
-                tracing::debug!("cannot read thread {thread}'s detail to confirm its success yet: {error}");
-                None
+        let problem = match self.reader.thread_detail(thread).await {
+            Ok(Some(detail)) => {
+                self.unconfirmed.remove(thread);
+                return Some(detail.thread.turn_was_interrupted(&turn));
             }
+            Ok(None) => "T3 has no detail for it".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        if self.unconfirmed.get(thread) != Some(&problem) {
+            tracing::warn!(
+                thread = thread.as_str(),
+                "thread {thread} completed, but afk cannot read its detail to confirm the turn was not interrupted, so its attempt stays running until it can: {problem}"
+            );
+            self.unconfirmed.insert(thread.clone(), problem);
         }
+        None
     }
 
     /// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after
