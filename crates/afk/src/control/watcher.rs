@@ -448,8 +448,7 @@ impl Watcher {
         let pass = self.stalls.pass;
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
-        let seen = &self.stalls.seen;
-        self.unconfirmed.retain(|thread, _| seen.contains_key(thread));
+        self.unconfirmed.retain(|thread, _| fleet.thread(thread).is_some());
         Ok(recorded)
     }
 
