@@ -40,18 +40,23 @@ fn spawn_afk(config: &std::path::Path) -> (Child, mpsc::UnboundedReceiver<String
     (afk, rx)
 }
 
-/// Waits (30 s at most) for a log line containing `needle`.
+/// Waits (30 s at most) for a log line containing `needle`; on failure, shows the lines seen.
 async fn log_line(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = log.recv().await {
             if line.contains(needle) {
-                return line;
+                return Some(line);
             }
+            seen.push(line);
         }
-        panic!("afk's log ended without {needle:?}");
+        None
     })
-    .await
-    .unwrap_or_else(|_| panic!("afk never logged {needle:?}"))
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("afk never logged {needle:?}; its log:\n{}", seen.join("\n")),
+    }
 }
 
 fn signal(child: &Child, signal: &str) {
