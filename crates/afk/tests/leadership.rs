@@ -42,10 +42,16 @@ fn spawn_afk(config: &std::path::Path) -> (Child, mpsc::UnboundedReceiver<String
 
 /// Waits (30 s at most) for a log line containing `needle`; on failure, shows the lines seen.
 async fn log_line(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    log_line_any(log, &[needle]).await
+}
+
+/// Waits (30 s at most) for a log line containing any of `needles`.
+async fn log_line_any(log: &mut mpsc::UnboundedReceiver<String>, needles: &[&str]) -> String {
+    let needle = needles.join("\" or \"");
     let mut seen = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = log.recv().await {
-            if line.contains(needle) {
+            if needles.iter().any(|n| line.contains(n)) {
                 return Some(line);
             }
             seen.push(line);
@@ -140,13 +146,19 @@ async fn a_paused_leader_whose_lock_file_was_deleted_stands_down_when_resumed() 
 
     signal(&first, "-STOP");
     std::fs::remove_file(world.dir.path().join("afk.db.lock")).expect("delete the lock file");
-    let took = log_line(&mut second_log, "afk running").await;
-    assert!(took.contains("leader epoch 2"), "{took}");
-    // More work while the first is paused: only the second may take it.
+    // The standby locks a new file and takes the lead, unless the first was paused inside a
+    // write: SQLite's write lock then holds the standby's epoch bump until the first resumes.
+    let took = log_line_any(&mut second_log, &["afk running", "cannot take the lead"]).await;
+    // More work while the first is paused: only a leader of a new epoch may take it.
     world.add_issues(REPO_B, 3..=5);
     signal(&first, "-CONT");
     let lost = log_line(&mut first_log, "lost the lead").await;
-    assert!(lost.contains("standing by"), "{lost}");
+    assert!(lost.contains("standing by"), "{lost} (the standby said: {took})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ledger.current_epoch().await.unwrap() < 2 {
+        assert!(Instant::now() < deadline, "nobody took the lead again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_the_work_was_done_once_within_the_limits(&world, &ledger, 5).await;
     drop((first, second));
 }
