@@ -43,6 +43,10 @@
 //!   the cause (`{name, message}`); a failed bootstrap step carries the step's whole Effect
 //!   `Cause` (e.g. `GitCommandError`), its message `Git command failed in
 //!   GitVcsDriver.createWorktree (<cwd>): git worktree add failed` for a branch that exists;
+//! - two bootstraps into one checkout at once can fail: after `git worktree add`, T3 runs `git
+//!   config branch.<branch>.gh-merge-base` in the checkout, and the two writes race for its
+//!   `config.lock` (`Git command failed in GitVcsDriver.createWorktree.configureBaseRef`); the
+//!   thread is deleted, its branch and worktree stay (seen with 8 at once);
 //! - a setup script that fails to start does not fail the bootstrap: a `setup-script.failed`
 //!   activity, and the turn goes on;
 //! - a codex session that cannot start: the first line of `lastError` is `ProviderAdapterProcessError:
