@@ -34,6 +34,10 @@ named_enum!(
         /// stored reasons gets when its note names none of the above): only a person brings it
         /// back.
         ByHand => "by_hand",
+        /// GitHub no longer has the issue (deleted, transferred to another repository, or 404
+        /// while the repository is readable): final, nothing brings the job back and afk no longer
+        /// polls or reports on the issue.
+        IssueGone => "issue_gone",
     }
 );
 
@@ -44,7 +48,7 @@ impl CancelReason {
         match self {
             CancelReason::FileRemoved => Some(JobSource::Local),
             CancelReason::Withdrawn => Some(JobSource::GitHub),
-            CancelReason::InterruptedInT3 | CancelReason::ByHand => None,
+            CancelReason::InterruptedInT3 | CancelReason::ByHand | CancelReason::IssueGone => None,
         }
     }
 }
@@ -57,6 +61,7 @@ impl fmt::Display for CancelReason {
             CancelReason::Withdrawn => "the issue was closed or lost its trigger label",
             CancelReason::InterruptedInT3 => "interrupted in T3",
             CancelReason::ByHand => "cancelled by hand",
+            CancelReason::IssueGone => "GitHub no longer has the issue (deleted or transferred)",
         })
     }
 }
@@ -89,6 +94,7 @@ mod tests {
             (CancelReason::Withdrawn, Some(JobSource::GitHub)),
             (CancelReason::InterruptedInT3, None),
             (CancelReason::ByHand, None),
+            (CancelReason::IssueGone, None),
         ];
         for (reason, undone_by) in cases {
             assert_eq!(reason.undone_by(), undone_by, "{reason:?}");

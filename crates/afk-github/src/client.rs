@@ -57,6 +57,19 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Told of every request's outcome (for afk's metrics), if set.
+    pub observer: Option<RequestObserver>,
+}
+
+/// Told how each request to GitHub ended: its status, or `None` when no answer came (refused,
+/// timed out, cut off). For metrics; it must not block.
+#[derive(Clone)]
+pub struct RequestObserver(pub Arc<dyn Fn(Option<u16>) + Send + Sync>);
+
+impl fmt::Debug for RequestObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestObserver")
+    }
 }
 
 impl ClientConfig {
@@ -67,6 +80,7 @@ impl ClientConfig {
             credentials,
             user_agent: concat!("afk/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: Duration::from_secs(30),
+            observer: None,
         }
     }
 }
@@ -86,6 +100,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     etags: Mutex<HashMap<String, CachedResponse>>,
     rate_gate: RateGate,
+    observer: Option<RequestObserver>,
 }
 
 impl fmt::Debug for GitHubClient {
@@ -154,6 +169,7 @@ impl GitHubClient {
                 clock,
                 etags: Mutex::new(HashMap::new()),
                 rate_gate: RateGate::default(),
+                observer: config.observer,
             }),
         })
     }
@@ -378,7 +394,11 @@ impl GitHubClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|e| transport(&url, e))?;
+            let sent = request.send().await;
+            if let Some(observer) = &self.inner.observer {
+                (observer.0)(sent.as_ref().ok().map(|r| r.status().as_u16()));
+            }
+            let response = sent.map_err(|e| transport(&url, e))?;
             let status = response.status();
             let headers = response.headers().clone();
             let bytes = response.bytes().await.map_err(|e| transport(&url, e))?;

@@ -46,7 +46,7 @@ pub mod testing;
 
 pub use access::RepoAccess;
 pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
-pub use client::{ClientConfig, GitHubClient, GITHUB_API};
+pub use client::{ClientConfig, GitHubClient, RequestObserver, GITHUB_API};
 pub use clock::{Clock, SystemClock};
 pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};

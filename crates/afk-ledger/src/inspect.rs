@@ -102,6 +102,14 @@ impl Ledger {
             )
             .fetch_one(&mut connection)
             .await?;
+            if free {
+                // Given back on this connection before it closes: a backend ends after the client
+                // has gone, and until it does, the lock would still refuse the `afk run` that a
+                // person starts right after `afk doctor`.
+                sqlx::query("SELECT pg_advisory_unlock(hashtext('afk-ledger-leader:' || current_schema()))")
+                    .execute(&mut connection)
+                    .await?;
+            }
             let _ = connection.close().await;
             Ok(Inspection::of(
                 url_redacted,

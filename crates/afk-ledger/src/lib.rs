@@ -21,7 +21,8 @@
 //! - `open.rs`: connecting to either database and running its migrations;
 //! - `record.rs`: the writes (jobs as sources report them, [`Ledger::record`] for transitions, and
 //!   the marks the control plane keeps);
-//! - `query.rs`: the reads;
+//! - `query.rs`: the reads; `overview.rs`: the slim, capped reads of the status surface and the
+//!   CLI's views;
 //! - `model.rs`: the records as the rest of afk sees them and their decoding from rows;
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
@@ -43,6 +44,7 @@ pub use error::{LedgerError, RecordRef};
 pub use inspect::Inspection;
 pub use leader::Leadership;
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
+pub use overview::{AttemptSummary, AttemptTotals, JobSummary, LedgerSize, MAX_PAGE};
 pub use redact::redact_url;
 pub use waits::Wait;
 
@@ -129,6 +131,7 @@ const LIVE: &str = "state IN ('dispatching', 'running')";
 
 // After the macros: the modules below use them.
 mod open;
+mod overview;
 mod query;
 mod record;
 mod waits;

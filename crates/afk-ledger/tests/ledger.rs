@@ -224,6 +224,7 @@ on_both_backends!(
     concurrent_starts_of_one_job_make_exactly_one_attempt,
     concurrent_upserts_of_one_issue_make_one_job,
     a_cancelled_job_comes_back_queued_with_its_history,
+    every_cancel_reason_is_kept,
     an_unreadable_row_is_reported_not_guessed,
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
@@ -1101,6 +1102,17 @@ async fn concurrent_upserts_of_one_issue_make_one_job(fx: &Fixture) {
     ids.dedup();
     assert_eq!(ids.len(), 1);
     assert_eq!(ledger.jobs().await.unwrap().len(), 1);
+}
+
+async fn every_cancel_reason_is_kept(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    for (i, reason) in CancelReason::ALL.iter().enumerate() {
+        let job = queued(ledger, 300 + i as u64, 2, t0()).await;
+        let job = step(ledger, &job, Event::Cancel { reason: *reason }, None, at(1)).await;
+        assert_eq!(job.cancel_reason, Some(*reason));
+        let read = ledger.job(job.id).await.unwrap().expect("the job");
+        assert_eq!(read.cancel_reason, Some(*reason), "{reason:?} read back");
+    }
 }
 
 async fn a_cancelled_job_comes_back_queued_with_its_history(fx: &Fixture) {

@@ -531,6 +531,8 @@ fn config_for(sim: &Sim, dir: &Path, n: usize) -> Config {
     let path = dir.join("afk-run.toml");
     std::fs::write(&path, &text).expect("the config file");
     let mut config = Config::load_from_env(Some(&path)).expect("the config loads");
+    // Several control planes are built side by side: none of them serves the status surface.
+    config.http.listen = None;
     config.source.local = Some(LocalSourceConfig {
         dir: dir.join("issues"),
     });

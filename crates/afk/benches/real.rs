@@ -274,6 +274,8 @@ async fn tick_with_ready_issues(target: &Target) -> (Duration, usize) {
     config.limits.max_concurrent = TICK_ISSUES as u32;
     config.limits.per_repo = TICK_ISSUES as u32;
     config.watch.push = false;
+    // No status surface: it is not what this bench measures, and its default port may be taken.
+    config.http.listen = None;
     let mut app = App::build(config).await.expect("afk builds");
     let started = Instant::now();
     let report = app.tick(Utc::now()).await.expect("a tick");

@@ -25,27 +25,16 @@ use tokio::sync::mpsc;
 use crate::config::{Config, DispatchMode, GitHubAuth};
 use crate::control::{ControlError, ControlPlane, GitHubSide, Limits, Settings, TickReport, Timeouts};
 use crate::policy::{Dispatch, RepoTarget};
-use crate::status_surface;
+use crate::status::{self, Hub, Leadership, Links, Listener, Metrics};
 
-/// afk, wired from its configuration: the control plane and, when `[http] listen` is set, its
-/// HTTP listener (already serving once built).
+/// afk, wired from its configuration: the control plane and, unless `[http] listen` is `"off"`,
+/// its HTTP listener (already serving once built).
 pub struct App {
     plane: ControlPlane,
     http: Option<Listener>,
+    hub: Option<Arc<Hub>>,
     poll_interval: std::time::Duration,
     t3_url: String,
-}
-
-/// The HTTP listener's address and the task serving it, stopped with the [`App`].
-struct Listener {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl App {
@@ -64,17 +53,36 @@ impl App {
             );
         }
         let events = (webhooks_on && config.http.listen.is_some()).then_some(events_rx);
-        let mut plane = control_plane(&config).await?;
-        if let Some(github) = github_side(&config, events)? {
+        let ledger = open_ledger(&config).await?;
+        let hub = match config.http.listen {
+            Some(_) => {
+                let token = match &config.http.token {
+                    Some(spec) => Some(spec.build().context("[http.token]")?),
+                    None => None,
+                };
+                Some(Hub::new(ledger.clone(), token, links(&config)))
+            }
+            None => None,
+        };
+        let metrics = hub.as_ref().map(|(hub, _)| hub.metrics().clone());
+        let mut plane = control_plane(&config, ledger, metrics.clone()).await?;
+        if let Some(github) = github_side(&config, events, metrics)? {
             plane = plane.with_github(github);
         }
-        let http = match config.http.listen {
-            Some(listen) => Some(serve(&config, listen, events_tx).await?),
-            None => None,
+        let (http, hub) = match (config.http.listen, hub) {
+            (Some(listen), Some((hub, link))) => {
+                plane = plane.with_status(link);
+                (
+                    Some(serve(&config, listen, hub.clone(), events_tx).await?),
+                    Some(hub),
+                )
+            }
+            _ => (None, None),
         };
         Ok(App {
             plane,
             http,
+            hub,
             poll_interval: config.watch.poll_interval,
             t3_url: config.t3.url.clone(),
         })
@@ -83,6 +91,11 @@ impl App {
     /// Where the HTTP listener listens (the port chosen when `[http] listen` asked for port 0).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|l| l.addr)
+    }
+
+    /// The status surface's hub, when the listener is on.
+    pub fn status(&self) -> Option<&Arc<Hub>> {
+        self.hub.as_ref()
     }
 
     /// The ledger this afk records in (a clone shares its connections).
@@ -126,6 +139,9 @@ impl App {
                         "another afk run is working on ledger {}: standing by until it stops",
                         ledger.url_redacted()
                     );
+                    self.set_leadership(Leadership::StandingBy {
+                        why: format!("another afk run leads ledger {}", ledger.url_redacted()),
+                    });
                     standing_by = true;
                 }
                 Ok(None) => {}
@@ -142,13 +158,23 @@ impl App {
             ledger.url_redacted(),
             humantime::format_duration(self.poll_interval)
         );
+        self.set_leadership(Leadership::Leading);
         // Reasons an earlier run left are not this run's: it says its own from the first tick.
         forget_waits(&ledger).await;
         self.plane.run(self.poll_interval, &mut shutdown, on_tick).await;
+        self.set_leadership(Leadership::NotRunning);
         forget_waits(&ledger).await;
         leadership.release().await;
         tracing::info!("afk stopped");
         Ok(())
+    }
+}
+
+impl App {
+    fn set_leadership(&self, leadership: Leadership) {
+        if let Some(hub) = &self.hub {
+            hub.set_leadership(leadership);
+        }
     }
 }
 
@@ -164,6 +190,7 @@ async fn forget_waits(ledger: &Ledger) {
 async fn serve(
     config: &Config,
     listen: SocketAddr,
+    hub: Arc<Hub>,
     events: mpsc::Sender<WebhookEvent>,
 ) -> anyhow::Result<Listener> {
     let webhook = match config.github.as_ref().and_then(|g| g.webhook_secret()) {
@@ -171,25 +198,58 @@ async fn serve(
         None => None,
     };
     let webhooks_on = webhook.is_some();
-    let router = status_surface::router(webhook);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen} ([http] listen)"))?;
-    let addr = listener.local_addr().context("[http] listen")?;
+    let limits = status::Limits {
+        max_connections: config.http.max_connections as usize,
+        header_timeout: config.http.header_timeout,
+        request_timeout: config.http.request_timeout,
+    };
+    let router = status::router(hub, webhook, &limits);
+    let listener = status::serve(listen, router, limits).await?;
     tracing::info!(
-        "HTTP listener on {addr}: GET /healthz{}",
+        "status surface on http://{}/ (JSON API under /api/v1, /metrics, /healthz, /readyz){}",
+        listener.addr,
         if webhooks_on {
-            ", POST /webhooks/github"
+            "; GitHub webhooks at POST /webhooks/github"
         } else {
             ""
         }
     );
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!("the HTTP listener stopped: {error}");
+    Ok(listener)
+}
+
+/// Where the status surface links to: T3's web UI (`t3.web_url`, else `t3.url`) and GitHub's
+/// issue pages.
+fn links(config: &Config) -> Links {
+    Links {
+        t3_web: Some(t3_web_base(config)),
+        github_web: config.github.as_ref().map(|g| github_web_root(&g.api_url)),
+    }
+}
+
+/// T3's web UI base for links to threads, without any userinfo (links go into public comments
+/// and pages).
+fn t3_web_base(config: &Config) -> String {
+    let web = config.t3.web_url.clone().unwrap_or_else(|| config.t3.url.clone());
+    match url::Url::parse(&web) {
+        Ok(mut link) if !link.username().is_empty() || link.password().is_some() => {
+            let _ = link.set_username("");
+            let _ = link.set_password(None);
+            link.to_string().trim_end_matches('/').to_owned()
         }
-    });
-    Ok(Listener { addr, task })
+        _ => web.trim_end_matches('/').to_owned(),
+    }
+}
+
+/// The web root of the GitHub whose REST API is at `api_url`: `https://github.com` for the public
+/// API, the host's root for GitHub Enterprise (`https://HOST/api/v3`).
+fn github_web_root(api_url: &str) -> String {
+    let api = api_url.trim_end_matches('/');
+    if let Ok(url) = url::Url::parse(api) {
+        if url.host_str() == Some("api.github.com") {
+            return "https://github.com".to_owned();
+        }
+    }
+    api.strip_suffix("/api/v3").unwrap_or(api).to_owned()
 }
 
 /// Opens the ledger named by `[ledger] url`, creating a SQLite file (and its folder) if needed.
@@ -220,10 +280,26 @@ pub fn t3_client(config: &Config) -> anyhow::Result<T3Client> {
 
 /// The T3 client for `[t3]` with the credential `bearer` (the read or the operate token).
 pub fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyhow::Result<T3Client> {
-    let transport = ReqwestTransport::new(TransportConfig {
+    t3_client_observed(config, bearer, None)
+}
+
+/// [`t3_client_with`], counting each request's outcome in `metrics` when given.
+fn t3_client_observed(
+    config: &Config,
+    bearer: Arc<dyn SecretProvider>,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<T3Client> {
+    let reqwest = ReqwestTransport::new(TransportConfig {
         connect_timeout: config.t3.connect_timeout,
         request_timeout: config.t3.request_timeout,
     });
+    let transport: Arc<dyn t3_client::Transport> = match metrics {
+        Some(metrics) => Arc::new(CountedTransport {
+            inner: reqwest,
+            metrics,
+        }),
+        None => Arc::new(reqwest),
+    };
     let mut settings = AgentSettings {
         instance_id: config.t3.instance_id.clone(),
         model: config.t3.model.clone(),
@@ -234,7 +310,7 @@ pub fn t3_client_with(config: &Config, bearer: Arc<dyn SecretProvider>) -> anyho
         settings.preamble = std::fs::read_to_string(path)
             .with_context(|| format!("reading [t3] preamble_file {}", path.display()))?;
     }
-    let mut client = T3Client::new(&config.t3.url, Arc::new(transport), bearer).with_settings(settings);
+    let mut client = T3Client::new(&config.t3.url, transport, bearer).with_settings(settings);
     for (repo, project) in config.projects() {
         client = client.with_project(repo.to_string(), project.project);
     }
@@ -285,14 +361,40 @@ pub fn repo_targets(config: &Config) -> BTreeMap<Repo, RepoTarget> {
         .collect()
 }
 
-/// The control plane wired from `config`, without GitHub.
-async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
-    let ledger = open_ledger(config).await?;
-    let operate = t3_client(config)?;
+/// A T3 transport that counts each request's outcome for `/metrics`.
+struct CountedTransport {
+    inner: ReqwestTransport,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait::async_trait]
+impl t3_client::Transport for CountedTransport {
+    async fn send(
+        &self,
+        request: t3_client::transport::Request,
+    ) -> Result<t3_client::transport::Response, t3_client::transport::TransportError> {
+        let outcome = self.inner.send(request).await;
+        self.metrics.t3_request(match &outcome {
+            Ok(response) => status::metrics::RequestOutcome::of_status(response.status),
+            Err(_) => status::metrics::RequestOutcome::Unreachable,
+        });
+        outcome
+    }
+}
+
+/// The control plane wired from `config` over `ledger`, without GitHub; its T3 requests are
+/// counted in `metrics` when given.
+async fn control_plane(
+    config: &Config,
+    ledger: Ledger,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<ControlPlane> {
+    let bearer = config.t3_token().build().context("[t3.token]")?;
+    let operate = t3_client_observed(config, bearer, metrics.clone())?;
     let read_only = match config.t3_read_token() {
         Some(read_token) => {
             let bearer = read_token.build().context("[t3.read_token]")?;
-            Some(t3_client_with(config, bearer)?)
+            Some(t3_client_observed(config, bearer, metrics)?)
         }
         None => None,
     };
@@ -326,6 +428,7 @@ async fn control_plane(config: &Config) -> anyhow::Result<ControlPlane> {
 fn github_side(
     config: &Config,
     events: Option<mpsc::Receiver<WebhookEvent>>,
+    metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<Option<GitHubSide>> {
     let Some(github) = &config.github else {
         return Ok(None);
@@ -344,7 +447,16 @@ fn github_side(
     };
     let api =
         url::Url::parse(&github.api_url).with_context(|| format!("[github] api_url {:?}", github.api_url))?;
-    let client = GitHubClient::new(ClientConfig::new(api, credentials)).context("[github]")?;
+    let mut client_config = ClientConfig::new(api, credentials);
+    if let Some(metrics) = metrics {
+        client_config.observer = Some(afk_github::RequestObserver(Arc::new(move |status| {
+            metrics.github_request(match status {
+                Some(status) => status::metrics::RequestOutcome::of_status(status),
+                None => status::metrics::RequestOutcome::Unreachable,
+            })
+        })));
+    }
+    let client = GitHubClient::new(client_config).context("[github]")?;
     let repos = github
         .repos
         .iter()
@@ -354,16 +466,8 @@ fn github_side(
     let mut intake_config = IntakeConfig::new(repos);
     intake_config.trigger_label = github.trigger_label.clone();
     intake_config.permission_ttl = github.permission_ttl;
-    let web = config.t3.web_url.clone().unwrap_or_else(|| config.t3.url.clone());
     // Links go into public comments: never with a password in them.
-    let web = match url::Url::parse(&web) {
-        Ok(mut link) if !link.username().is_empty() || link.password().is_some() => {
-            let _ = link.set_username("");
-            let _ = link.set_password(None);
-            link.to_string().trim_end_matches('/').to_owned()
-        }
-        _ => web,
-    };
+    let web = t3_web_base(config);
     Ok(Some(GitHubSide::new(
         Intake::new(client.clone(), intake_config),
         PolicyStore::new(client.clone()),

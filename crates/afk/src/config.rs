@@ -45,7 +45,7 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[github]`: issues from GitHub and status reported on them; off unless present.
     pub github: Option<GitHubConfig>,
-    /// `[http]`: afk's HTTP listener (webhooks, health); off unless `listen` is set.
+    /// `[http]`: afk's HTTP listener (status surface, webhooks); on `127.0.0.1:8787` by default.
     pub http: HttpConfig,
 }
 
@@ -156,12 +156,58 @@ impl GitHubConfig {
     }
 }
 
-/// `[http]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[http]`: the status surface (JSON API, metrics, dashboard, health) and GitHub's webhooks.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address to listen on, e.g. `0.0.0.0:8787`; serves `POST /webhooks/github` and `GET /healthz`.
+    /// Address to listen on (default `127.0.0.1:8787`; `"off"`: no listener, so no webhooks and
+    /// no status surface). Port 0 picks a free port.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: Option<std::net::SocketAddr>,
+    /// `[http.token]`: the bearer token the status API's actions (requeue, cancel) require, from
+    /// any provider; without it the actions are off (403).
+    pub token: Option<ProviderSpec>,
+    /// Connections served at once; further ones wait in the listen queue (default 512).
+    pub max_connections: u32,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request (default 10s).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, and how long a request may take in
+    /// all (default 30s).
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+/// Where afk listens when the configuration does not say.
+pub const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8787);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(DEFAULT_LISTEN),
+            token: None,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[http] listen`: an address such as `127.0.0.1:8787`, or `"off"`.
+fn listen_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim() {
+        "off" => Ok(None),
+        address => address.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an address like \"127.0.0.1:8787\" or \"0.0.0.0:8787\" (or \"off\")"
+            ))
+        }),
+    }
 }
 
 /// `[t3]`.
@@ -479,6 +525,9 @@ const OVERRIDABLE: &[&str] = &[
     "github.private_key_file",
     "github.webhook_secret_file",
     "http.listen",
+    "http.max_connections",
+    "http.header_timeout",
+    "http.request_timeout",
 ];
 
 /// The environment variable that overrides `key`.
@@ -598,6 +647,9 @@ impl Config {
         if !(self.ledger.url.starts_with("sqlite:") || self.ledger.url.starts_with("postgres")) {
             return Err(("ledger.url", "must start with sqlite:// or postgres://".into()));
         }
+        if self.http.max_connections == 0 {
+            return Err(("http.max_connections", "must be at least 1".into()));
+        }
         if self.limits.max_concurrent == 0 {
             return Err(("limits.max_concurrent", "must be at least 1".into()));
         }
@@ -616,6 +668,8 @@ impl Config {
             ("watch.turn_timeout", self.watch.turn_timeout),
             ("t3.connect_timeout", self.t3.connect_timeout),
             ("t3.request_timeout", self.t3.request_timeout),
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.request_timeout", self.http.request_timeout),
             // A retry always waits a little: it is what keeps an attempt that just ended (whose
             // thread is still being stopped) from being replaced within the same tick.
             ("retry.initial", self.retry.initial),
@@ -740,6 +794,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "github.token",
     "github.private_key",
     "github.webhook_secret",
+    "http.token",
 ];
 
 /// True for the keys that hold a secret provider: their values are never echoed in errors.
@@ -798,6 +853,7 @@ const INTEGER_KEYS: &[&str] = &[
     "retry.max_dispatch_tries",
     "github.app_id",
     "github.installation_id",
+    "http.max_connections",
 ];
 
 /// Keys whose values are booleans (`true`/`false`).
@@ -900,6 +956,29 @@ mod tests {
         assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
         assert_eq!(config.watch.stall_timeout, Duration::from_secs(5));
         assert_eq!(config.watch.turn_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_listener_is_on_by_default_off_when_asked_and_a_bad_address_names_the_key() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.http.listen, Some(DEFAULT_LISTEN));
+        assert!(config.http.token.is_none(), "actions are off by default");
+        let config = load("[http]\nlisten = \"off\"\n", &[]).unwrap();
+        assert_eq!(config.http.listen, None);
+        let config = load("", &[("AFK_HTTP_LISTEN", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(config.http.listen, Some("0.0.0.0:9000".parse().unwrap()));
+        let config = load(
+            "[http]\nheader_timeout = \"2s\"\nmax_connections = 64\n[http.token]\nprovider = \"env\"\nvar = \"AFK_HTTP_TOKEN\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.http.max_connections, 64);
+        assert!(config.http.token.is_some());
+        let err = load("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.listen") && err.contains("\"off\""), "{err}");
+        let err = load("[http]\nmax_connections = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.max_connections"), "{err}");
     }
 
     #[test]

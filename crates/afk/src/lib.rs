@@ -12,7 +12,7 @@
 //! - [`policy`]: each repository's policy (T3 project, dispatch mode, limits, `AFK.md`) and
 //!   prompts;
 //! - [`source`]: issue sources read from outside (the local folder);
-//! - [`status_surface`]: the HTTP listener;
+//! - [`status`]: the HTTP listener: JSON API, metrics, health, dashboard, webhooks;
 //! - [`views`]: what `afk jobs`, `afk status` and `afk demo` print.
 
 pub mod app;
@@ -23,5 +23,5 @@ pub mod control;
 pub mod logging;
 pub mod policy;
 pub mod source;
-pub mod status_surface;
+pub mod status;
 pub mod views;

@@ -4,9 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use afk_core::{JobSource, JobState};
+use afk_core::JobState;
 use afk_ledger::{Attempt, Job, Ledger, LedgerError, Wait};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use crate::status::views::StateView;
+use crate::status::Links;
 
 /// The error `job` shows, `last` being its latest attempt: its own or that attempt's, and none
 /// once it succeeded, whatever earlier attempts met.
@@ -20,57 +24,22 @@ pub fn last_error(job: &Job, last: Option<&Attempt>) -> Option<String> {
         .flatten()
 }
 
-/// One job as `afk jobs --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct JobView {
-    /// The ledger's id.
-    pub id: i64,
-    /// `OWNER/NAME`.
-    pub repo: String,
-    /// The issue number.
-    pub number: u64,
-    /// The issue's title.
-    pub title: String,
-    /// `p0`..`p3`.
-    pub priority: String,
-    /// The job's state, as printed everywhere.
-    pub state: String,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// The latest attempt's thread, if any.
-    pub thread_id: Option<String>,
-    /// The error it shows ([`last_error`]).
-    pub last_error: Option<String>,
-    /// Where the job came from (`local`, `github`, `manual`).
-    pub source: JobSource,
-    /// When the job was queued.
-    pub created_at: String,
-    /// When the job last changed.
-    pub updated_at: String,
-}
+/// One job as `afk jobs --json` prints it (and `GET /api/v1/jobs` lists it).
+pub use crate::status::views::JobView;
 
-/// Every job in the ledger, oldest first, with its latest attempt's thread.
+/// Every job in the ledger, oldest first, with its latest attempt's thread: read a page at a time
+/// from the ledger's slim overview (no issue bodies, no prompts).
 pub async fn jobs(ledger: &Ledger) -> Result<Vec<JobView>, LedgerError> {
     let mut views = Vec::new();
-    for job in ledger.jobs().await? {
-        let attempts = ledger.attempts(job.id).await?;
-        let last = attempts.last();
-        views.push(JobView {
-            id: job.id.0,
-            repo: job.issue.repo.to_string(),
-            number: job.issue.number,
-            title: job.title.clone(),
-            priority: job.priority.to_string(),
-            state: job.state.to_string(),
-            attempts: job.attempts,
-            thread_id: last.map(|a| a.thread_id.to_string()),
-            last_error: last_error(&job, last),
-            source: job.source,
-            created_at: job.created_at.to_rfc3339(),
-            updated_at: job.updated_at.to_rfc3339(),
-        });
+    let mut after = None;
+    loop {
+        let page = ledger.job_page(&[], after, afk_ledger::MAX_PAGE).await?;
+        views.extend(page.iter().map(JobView::of));
+        match page.last() {
+            Some(last) if page.len() == afk_ledger::MAX_PAGE => after = Some(last.id),
+            _ => return Ok(views),
+        }
     }
-    Ok(views)
 }
 
 /// The jobs as a table, as `afk jobs` and `afk demo` print it.
@@ -138,7 +107,7 @@ pub async fn attempts_table(ledger: &Ledger) -> Result<(String, usize), LedgerEr
     Ok((text, count))
 }
 
-/// `afk status --json`.
+/// `afk status --json`, and `GET /api/v1/state` (the same data).
 #[derive(Debug, Serialize)]
 pub struct StatusView {
     /// The ledger, with any password removed.
@@ -149,6 +118,10 @@ pub struct StatusView {
     pub live: Vec<LiveView>,
     /// Why the running `afk run` waits, if it does: one reason per part of the work held up.
     pub waiting: Vec<Wait>,
+    /// The status surface's view: counts, running attempts, retry back-offs, recent outcomes,
+    /// jobs that need a person, totals.
+    #[serde(flatten)]
+    pub state: StateView,
 }
 
 /// One attempt in flight.
@@ -166,22 +139,32 @@ pub struct LiveView {
     pub started_at: String,
 }
 
-/// Job counts per state and the attempts in flight.
+/// Job counts per state, the attempts in flight and the status surface's view, without links.
 pub async fn status(ledger: &Ledger) -> Result<StatusView, LedgerError> {
-    let mut jobs: BTreeMap<String, u64> = JobState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-    for (state, count) in ledger.counts_by_state().await? {
-        jobs.insert(state.to_string(), count);
-    }
-    let live = ledger
-        .live_attempts()
-        .await?
-        .into_iter()
-        .map(|(job, attempt)| LiveView {
-            issue: job.issue.to_string(),
-            attempt: attempt.number.0,
-            state: attempt.state.to_string(),
-            thread_id: attempt.thread_id.to_string(),
-            started_at: attempt.created_at.to_rfc3339(),
+    status_with(ledger, &Links::default(), Utc::now()).await
+}
+
+/// [`status`] at `now`, linking threads and issues as `links` says.
+pub async fn status_with(
+    ledger: &Ledger,
+    links: &Links,
+    now: DateTime<Utc>,
+) -> Result<StatusView, LedgerError> {
+    let state = crate::status::views::state(ledger, links, now).await?;
+    // Every state, as the counts have them (without Symphony's `retrying` alias).
+    let jobs: BTreeMap<String, u64> = JobState::ALL
+        .iter()
+        .map(|s| (s.to_string(), state.counts.get(s.as_str()).copied().unwrap_or(0)))
+        .collect();
+    let live = state
+        .running
+        .iter()
+        .map(|r| LiveView {
+            issue: r.issue.issue_identifier.clone(),
+            attempt: r.attempt,
+            state: r.state.clone(),
+            thread_id: r.thread_id.clone(),
+            started_at: r.started_at.clone(),
         })
         .collect();
     Ok(StatusView {
@@ -189,6 +172,7 @@ pub async fn status(ledger: &Ledger) -> Result<StatusView, LedgerError> {
         jobs,
         live,
         waiting: ledger.waits().await?,
+        state,
     })
 }
 

@@ -60,9 +60,6 @@ api_url = "{api}"
 repos = ["{a}", "{b}"]
 token_file = "{token}"
 webhook_secret_file = "{secret}"
-
-[http]
-listen = "127.0.0.1:0"
 "#,
             vault = vault.url(),
             jwt = jwt_file.display(),
@@ -413,7 +410,7 @@ async fn github_mistakes_name_the_repository_and_the_access_it_lacks() {
     .await;
     mistake(
         |_| {},
-        |text| text.replace("listen = \"127.0.0.1:0\"", ""),
+        |text| text.replace("listen = \"127.0.0.1:0\"", "listen = \"off\""),
         "github.webhooks",
         &["[http] listen is not: webhooks are off", "set [http] listen"],
         true,

@@ -277,6 +277,9 @@ push = {push}
 initial = "{ri}ms"
 cap = "{rc}ms"
 max_dispatch_tries = {tries}
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             url = self.url,
             token = self.dir.path().join("t3-token").display(),

@@ -33,6 +33,26 @@ async fn error_pattern(server: &t3_sim::SimServer, n: usize) -> Vec<bool> {
     pattern
 }
 
+/// Starts dispatching issue 1 of [`REPO`] in a task of its own and returns it once `pause` holds
+/// the request (`what` names what is held, for the panic when it never is).
+async fn dispatch_until_held(
+    client: &t3_client::T3Client,
+    pause: &t3_sim::Pause,
+    what: &str,
+) -> tokio::task::JoinHandle<Result<t3_client::ids::ThreadId, t3_client::DispatchError>> {
+    let dispatching = tokio::spawn({
+        let client = client.clone();
+        async move { client.dispatch(REPO, 1, "Fix it").await }
+    });
+    held(pause, what).await;
+    dispatching
+}
+
+/// Waits (within [`PATIENCE`]) until `pause` holds a request.
+async fn held(pause: &t3_sim::Pause, what: &str) {
+    tokio::time::timeout(PATIENCE, pause.hit()).await.expect(what);
+}
+
 #[tokio::test]
 async fn an_error_rate_answers_that_share_with_500s_the_same_way_for_the_same_seed() {
     let plan = FaultPlan {
@@ -187,13 +207,7 @@ async fn latency_delays_every_request() {
 async fn a_pause_before_apply_holds_the_request_until_released() {
     let (server, client) = started(OPERATE).await;
     let pause = server.pause("thread.create", PausePhase::BeforeApply);
-    let dispatching = tokio::spawn({
-        let client = client.clone();
-        async move { client.dispatch(REPO, 1, "Fix it").await }
-    });
-    tokio::time::timeout(PATIENCE, pause.hit())
-        .await
-        .expect("the request is held");
+    let dispatching = dispatch_until_held(&client, &pause, "the request is held").await;
     assert_eq!(pause.held(), 1);
     assert!(server.threads().is_empty(), "held before it was applied");
     assert!(!dispatching.is_finished());
@@ -211,13 +225,7 @@ async fn a_pause_before_apply_holds_the_request_until_released() {
 async fn a_pause_after_apply_holds_the_reply_of_an_applied_command() {
     let (server, client) = started(OPERATE).await;
     let pause = server.pause("thread.turn.start", PausePhase::AfterApply);
-    let dispatching = tokio::spawn({
-        let client = client.clone();
-        async move { client.dispatch(REPO, 1, "Fix it").await }
-    });
-    tokio::time::timeout(PATIENCE, pause.hit())
-        .await
-        .expect("the reply is held");
+    let dispatching = dispatch_until_held(&client, &pause, "the reply is held").await;
     assert_eq!(server.threads()[0].turns, 1, "applied before the reply is held");
     assert!(!dispatching.is_finished());
     pause.release();
@@ -239,9 +247,7 @@ async fn a_client_killed_while_held_retries_without_a_second_thread() {
         let (client, plan) = (client.clone(), plan.clone());
         async move { client.dispatch_plan(&plan).await }
     });
-    tokio::time::timeout(PATIENCE, pause.hit())
-        .await
-        .expect("the request is held");
+    held(&pause, "the request is held").await;
     doomed.abort(); // the client dies with its request in T3's hands
     pause.release();
 
@@ -253,10 +259,7 @@ async fn a_client_killed_while_held_retries_without_a_second_thread() {
     let threads = server.threads();
     assert_eq!(threads.len(), 1);
     assert_eq!(threads[0].turns, 1);
-    let done = wait_for_thread(&client, &thread, "the turn", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &thread, "the turn").await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     server.shutdown().await;
 }
@@ -267,13 +270,7 @@ async fn shutdown_releases_held_requests_and_stops_serving() {
     let url = server.url();
     let client = client(&server, OPERATE);
     let pause = server.pause("thread.create", PausePhase::BeforeApply);
-    let dispatching = tokio::spawn({
-        let client = client.clone();
-        async move { client.dispatch(REPO, 1, "Fix it").await }
-    });
-    tokio::time::timeout(PATIENCE, pause.hit())
-        .await
-        .expect("the request is held");
+    let dispatching = dispatch_until_held(&client, &pause, "the request is held").await;
     tokio::time::timeout(PATIENCE, server.shutdown())
         .await
         .expect("shutdown finishes");

@@ -40,10 +40,7 @@ async fn a_dispatched_thread_shows_in_the_snapshot_and_completes() {
     assert!(first.snapshot_sequence > before.snapshot_sequence);
     assert!(first.updated_at >= before.updated_at);
 
-    let done = wait_for_thread(&client, &thread_id, "the turn to complete", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &thread_id, "the turn to complete").await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     let turn = done.latest_turn.as_ref().expect("a latest turn");
     assert_eq!(turn.state, TurnState::Completed);
@@ -68,23 +65,14 @@ async fn the_session_starts_before_the_turn_is_admitted() {
     let client = client(&server, OPERATE);
     let thread_id = dispatch(&client, 2, "Fix it").await;
 
-    let thread = snapshot(&client)
-        .await
-        .thread(&thread_id)
-        .cloned()
-        .expect("the thread");
     assert_eq!(
-        thread.latest_turn, None,
-        "the turn is not admitted while the session starts"
-    );
-    assert_eq!(
-        thread.session.as_ref().map(|s| s.status),
-        Some(SessionStatus::Starting)
-    );
-    assert_eq!(ThreadState::of(Some(&thread)), ThreadState::Running);
-    assert_eq!(
-        server.thread(&thread_id).map(|t| t.state),
-        Some(SimThreadState::Starting)
+        observe(&server, &client, &thread_id).await,
+        Observed {
+            session: Some(SessionStatus::Starting),
+            turn: None, // not admitted while the session starts
+            state: ThreadState::Running,
+            sim: Some(SimThreadState::Starting),
+        }
     );
     server.shutdown().await;
 }
@@ -94,10 +82,7 @@ async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
     let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 3, "Fix it [sim:fail]").await;
 
-    let done = wait_for_thread(&client, &thread_id, "the turn to fail", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &thread_id, "the turn to fail").await;
     match ThreadState::of(Some(&done)) {
         ThreadState::Failed { reason: Some(reason) } => assert!(reason.contains("[sim:fail]"), "{reason}"),
         other => panic!("expected a failure with a reason, got {other:?}"),
@@ -109,7 +94,13 @@ async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
 
 #[tokio::test]
 async fn a_hanging_turn_runs_until_interrupted() {
-    let (server, client) = started(OPERATE).await;
+    // Each step of the interrupt lasts long enough for a poll on a loaded machine to see it.
+    let server = start(t3_sim::SimConfig {
+        interrupt_settle: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    let client = client(&server, OPERATE);
     let thread_id = dispatch(&client, 4, "Fix it [sim:hang]").await;
 
     let running = wait_for_thread(&client, &thread_id, "the turn to run", |t| {
@@ -121,11 +112,7 @@ async fn a_hanging_turn_runs_until_interrupted() {
     // Several turn durations later it still runs (this sleep asserts an absence, it does not
     // synchronise anything).
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let still = snapshot(&client)
-        .await
-        .thread(&thread_id)
-        .cloned()
-        .expect("the thread");
+    let still = thread_now(&client, &thread_id).await;
     assert_eq!(ThreadState::of(Some(&still)), ThreadState::Running);
     assert_eq!(
         still.session.as_ref().and_then(|s| s.active_turn_id.clone()),
@@ -139,10 +126,7 @@ async fn a_hanging_turn_runs_until_interrupted() {
         .interrupt_turn(&thread_id, turn.as_ref(), command_id())
         .await
         .expect("interrupt is accepted");
-    let interrupted = wait_for_thread(&client, &thread_id, "the interrupt", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let interrupted = wait_until_final(&client, &thread_id, "the interrupt").await;
     assert_eq!(
         interrupted.latest_turn.as_ref().map(|t| t.state),
         Some(TurnState::Interrupted)
@@ -197,23 +181,14 @@ async fn stopping_the_session_interrupts_the_turn_and_stops_the_session() {
         .await
         .expect("stop is accepted");
 
-    let thread = snapshot(&client)
-        .await
-        .thread(&thread_id)
-        .cloned()
-        .expect("the thread");
     assert_eq!(
-        thread.session.as_ref().map(|s| s.status),
-        Some(SessionStatus::Stopped)
-    );
-    assert_eq!(
-        thread.latest_turn.as_ref().map(|t| t.state),
-        Some(TurnState::Interrupted)
-    );
-    assert_eq!(ThreadState::of(Some(&thread)), ThreadState::Interrupted);
-    assert_eq!(
-        server.thread(&thread_id).map(|t| t.state),
-        Some(SimThreadState::Stopped)
+        observe(&server, &client, &thread_id).await,
+        Observed {
+            session: Some(SessionStatus::Stopped),
+            turn: Some(TurnState::Interrupted),
+            state: ThreadState::Interrupted,
+            sim: Some(SimThreadState::Stopped),
+        }
     );
     server.shutdown().await;
 }
@@ -225,20 +200,14 @@ async fn fail_times_fails_the_first_threads_of_a_title_then_succeeds() {
     for _attempt in 0..3 {
         // One new thread per attempt, all with the title, as afk retries.
         let thread_id = dispatch(&client, 7, "Fix it [sim:fail-times=2]").await;
-        let done = wait_for_thread(&client, &thread_id, "the attempt to end", |t| {
-            ThreadState::of(Some(t)).is_final()
-        })
-        .await;
+        let done = wait_until_final(&client, &thread_id, "the attempt to end").await;
         outcomes.push(matches!(ThreadState::of(Some(&done)), ThreadState::Succeeded));
     }
     assert_eq!(outcomes, vec![false, false, true]);
 
     // Another title has its own count.
     let other = dispatch(&client, 8, "Fix it [sim:fail-times=1]").await;
-    let done = wait_for_thread(&client, &other, "the other issue's attempt", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &other, "the other issue's attempt").await;
     assert!(matches!(ThreadState::of(Some(&done)), ThreadState::Failed { .. }));
     server.shutdown().await;
 }
@@ -252,10 +221,7 @@ async fn a_duration_marker_overrides_the_turn_duration() {
     .await;
     let client = client(&server, OPERATE);
     let thread_id = dispatch(&client, 9, "Quick one [sim:duration=50]").await;
-    let done = wait_for_thread(&client, &thread_id, "the short turn", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &thread_id, "the short turn").await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     server.shutdown().await;
 }
@@ -266,11 +232,7 @@ async fn finish_turn_ends_a_turn_on_demand() {
     let thread_id = dispatch(&client, 10, "[sim:hang]").await;
 
     assert!(server.finish_turn(thread_id.as_str(), TurnOutcome::Error("the agent gave up".into())));
-    let thread = snapshot(&client)
-        .await
-        .thread(&thread_id)
-        .cloned()
-        .expect("the thread");
+    let thread = thread_now(&client, &thread_id).await;
     assert_eq!(
         ThreadState::of(Some(&thread)),
         ThreadState::Failed {
@@ -289,10 +251,7 @@ async fn finish_turn_ends_a_turn_on_demand() {
 async fn a_follow_up_turn_runs_on_the_same_thread() {
     let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 11, "First").await;
-    let first = wait_for_thread(&client, &thread_id, "the first turn", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let first = wait_until_final(&client, &thread_id, "the first turn").await;
 
     client
         .follow_up(
@@ -384,10 +343,7 @@ async fn archived_threads_leave_the_shell_and_deleted_threads_are_lost() {
 async fn shell_thread_detail_and_environment_have_t3s_shapes() {
     let (server, client) = started(OPERATE).await;
     let thread_id = dispatch(&client, 14, "Show me").await;
-    wait_for_thread(&client, &thread_id, "the turn to end", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    wait_until_final(&client, &thread_id, "the turn to end").await;
 
     let (status, shell) = get(&server, Some(READ_ONLY), "/api/orchestration/shell").await;
     assert_eq!(status, 200);
@@ -612,10 +568,7 @@ async fn commands_applied_in_process_behave_as_dispatched_ones() {
     assert_eq!((status, body["sequence"].as_u64()), (200, Some(first.sequence)));
     let client = client(&server, OPERATE);
     let thread = ThreadId::new("t1").expect("id");
-    let done = wait_for_thread(&client, &thread, "the turn", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &thread, "the turn").await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     server.shutdown().await;
 }

@@ -241,10 +241,7 @@ async fn a_retried_dispatch_plan_never_creates_a_second_thread() {
     assert_eq!(first, again);
     assert_eq!(server.threads().len(), 1);
     assert_eq!(server.threads()[0].turns, 1);
-    let done = wait_for_thread(&client, &first, "the turn", |t| {
-        ThreadState::of(Some(t)).is_final()
-    })
-    .await;
+    let done = wait_until_final(&client, &first, "the turn").await;
     assert_eq!(ThreadState::of(Some(&done)), ThreadState::Succeeded);
     server.shutdown().await;
 }

@@ -77,6 +77,14 @@ pub struct RecordedRequest {
     pub charged: bool,
 }
 
+impl RecordedRequest {
+    /// Whether it changed something on GitHub: any method but `GET`, except a GraphQL query
+    /// (a `POST` that only reads).
+    pub fn is_write(&self) -> bool {
+        self.method != "GET" && !(self.method == "POST" && self.path.starts_with("/graphql"))
+    }
+}
+
 /// Which status the stand-in refuses with when a rate limit applies: GitHub documents both 403
 /// and 429, for its primary and its secondary limits alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

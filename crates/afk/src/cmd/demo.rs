@@ -134,6 +134,13 @@ pub async fn run() -> anyhow::Result<()> {
     config.watch.turn_timeout = Duration::from_secs(3);
     config.retry.initial = Duration::from_millis(500);
     config.retry.cap = Duration::from_secs(2);
+    // The status surface where `afk run` serves it, unless that port is taken (an `afk run` on
+    // this machine): then any free port.
+    let free = std::net::TcpListener::bind(crate::config::DEFAULT_LISTEN).is_ok();
+    config.http.listen = Some(match free {
+        true => crate::config::DEFAULT_LISTEN,
+        false => "127.0.0.1:0".parse().expect("a valid socket address"),
+    });
 
     outln!(
         "afk demo: T3 stand-in at {}, ledger and issues in {}",
@@ -166,6 +173,9 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     let app = App::build(config.clone()).await?;
+    if let Some(addr) = app.http_addr() {
+        outln!("dashboard and JSON API: http://{addr}/ (while the demo runs)\n")?;
+    }
     let ledger = app.ledger().clone();
     let print = |report: &TickReport| {
         for p in &report.progress {

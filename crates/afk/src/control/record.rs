@@ -54,6 +54,8 @@ pub(crate) struct Recorder {
     /// The live attempts as last read, reused while nothing was recorded: see
     /// [`Recorder::watched_attempts`].
     watched: Option<(Arc<Vec<WatchedAttempt>>, Instant)>,
+    /// The status surface's metrics, told of every transition recorded.
+    metrics: Option<Arc<crate::status::Metrics>>,
 }
 
 impl Recorder {
@@ -63,11 +65,22 @@ impl Recorder {
             retry,
             progress: Vec::new(),
             watched: None,
+            metrics: None,
         }
+    }
+
+    /// Tells `metrics` of every transition recorded from now on.
+    pub(crate) fn observe(&mut self, metrics: Arc<crate::status::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     pub(crate) fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The retry policy the machine decides with.
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Applies `event` to `job` and records it; `None` when the event does not apply to the job's
@@ -99,6 +112,9 @@ impl Recorder {
             }
             Err(other) => return Err(other.into()),
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.transition(job, &transition, now);
+        }
         tracing::info!(
             issue = %job.issue,
             job = job.id.0,

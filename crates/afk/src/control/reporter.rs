@@ -1,14 +1,17 @@
 //! The reporter: one status comment and the `afk:*` labels on each GitHub job's issue, kept in
-//! step with the job, and the pull request looked for once it succeeded.
+//! step with the job, the pull request looked for once it succeeded, the `AFK.md` labels afk added
+//! removed once it ended, and the one note on an issue held back for an untrusted edit.
 //!
 //! Reporting is best effort and idempotent: a report that fails is tried again on the next tick.
 //! What was reported is kept in the ledger (`Ledger::mark_reported`), so a report lost to a crash
-//! is made after the restart and one already made is not repeated.
+//! is made after the restart and one already made is not repeated. An issue GitHub no longer has
+//! (deleted, transferred) ends its job ([`CancelReason::IssueGone`]) and is not written to again.
 
-use afk_core::{JobSource, JobState};
-use afk_github::{PullRequestSearch, Reporter, StatusReport, ThreadLink};
-use afk_ledger::Ledger;
+use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState};
+use afk_github::{PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink, UntrustedEdit};
+use chrono::{DateTime, Utc};
 
+use super::record::Recorder;
 use super::ControlError;
 use crate::policy::Policies;
 use crate::views;
@@ -32,9 +35,24 @@ impl StatusReporter {
     /// Brings the status comment and labels of every GitHub job whose state or attempt changed
     /// since it was last reported up to date. Failures are logged and retried on the next tick;
     /// only a ledger error ends it.
-    pub(crate) async fn report(&self, ledger: &Ledger, policies: &Policies) -> Result<(), ControlError> {
+    ///
+    /// When GitHub no longer has a job's issue, a live job is cancelled with
+    /// [`CancelReason::IssueGone`] (recorded before anything else happens to it) and nothing more
+    /// is written to the issue.
+    pub(crate) async fn report(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let ledger = recorder.ledger().clone();
         for job in ledger.jobs_to_report(JobSource::GitHub).await? {
             let marker = format!("{}:{}", job.state, job.attempts);
+            if job.cancel_reason == Some(CancelReason::IssueGone) {
+                // GitHub no longer has the issue: there is nothing to write to.
+                ledger.mark_reported(job.id, &marker).await?;
+                continue;
+            }
             // A comment appears with the first dispatch, or when the job fails without one.
             if job.attempts == 0 && job.state != JobState::Failed {
                 continue;
@@ -44,7 +62,8 @@ impl StatusReporter {
             let pull_request = if job.state == JobState::Succeeded {
                 match self
                     .reporter
-                    .find_pull_request(&job.issue, last.map(|a| a.branch.as_str()))
+                    // Any attempt's branch: an earlier attempt may have opened the pull request.
+                    .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
                     .await
                 {
                     Ok(found) => Some(found),
@@ -73,13 +92,22 @@ impl StatusReporter {
                 pull_request,
             };
             match self.reporter.report(&status).await {
-                Ok(_) => {}
-                Err(error @ afk_github::GitHubError::NotFound { .. }) => {
-                    // The issue was deleted or moved: there is nowhere to report, now or later.
-                    tracing::warn!(
-                        "{}: cannot report on the issue, GitHub no longer has it: {error}",
-                        job.issue
-                    );
+                Ok(ReportOutcome::Reported(_)) => {}
+                Ok(ReportOutcome::IssueGone(gone)) => {
+                    // There is nowhere to report, now or later: the job ends (its thread is
+                    // stopped as for a withdrawn issue) and the issue is left alone.
+                    let cancel = Event::Cancel {
+                        reason: CancelReason::IssueGone,
+                    };
+                    if !job.state.is_final() {
+                        tracing::warn!(
+                            "{}: {gone}; its job ends and afk no longer looks at it",
+                            job.issue
+                        );
+                        recorder.record(&job, &cancel, None, now).await?;
+                        // Its cancellation is reported (to nobody) on the next tick.
+                        continue;
+                    }
                     ledger.mark_reported(job.id, &marker).await?;
                     continue;
                 }
@@ -101,11 +129,55 @@ impl StatusReporter {
                     }
                 }
             }
+            if job.state.is_final() && !self.remove_extra_labels(&job.issue, policies).await {
+                // Tried again at the next tick (the comment is then edited to the same text).
+                continue;
+            }
             if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
                 tracing::info!("{}: succeeded, but no pull request for it was found", job.issue);
             }
             ledger.mark_reported(job.id, &marker).await?;
         }
         Ok(())
+    }
+
+    /// Removes the `AFK.md` labels afk added to an issue whose job ended (only those whose latest
+    /// `labeled` event is afk's own: a label a person applied stays). False when it could not be
+    /// done now but may be later (a transient failure); a refusal is logged and not asked again.
+    async fn remove_extra_labels(&self, issue: &IssueKey, policies: &Policies) -> bool {
+        let Some(extra) = policies.extra_labels_to_remove(&issue.repo).await else {
+            return false;
+        };
+        if extra.is_empty() {
+            return true;
+        }
+        match self.reporter.remove_added_labels(issue, &extra).await {
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    tracing::info!("{issue}: the job ended; removed the labels afk added: {removed:?}");
+                }
+                true
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!("{issue}: cannot remove the labels afk added {extra:?} yet: {error}");
+                false
+            }
+            // Asking again every tick would not help: say it and leave the labels.
+            Err(error) => {
+                tracing::warn!("{issue}: cannot remove the labels afk added {extra:?}: {error}");
+                true
+            }
+        }
+    }
+
+    /// Says on each issue of `notices` why afk did not take it (its text changed under an
+    /// untrusted editor after the trusted label): once per trusted label, whatever the number of
+    /// polls that find it. Best effort: a failure is logged and tried at the next poll.
+    pub(crate) async fn say_untrusted_edits(&self, notices: &[(IssueKey, UntrustedEdit)]) {
+        for (issue, edit) in notices {
+            if let Err(error) = self.reporter.report_untrusted_edit(issue, edit).await {
+                tracing::warn!("{issue}: cannot say on the issue why it was not taken yet: {error}");
+            }
+        }
     }
 }

@@ -67,6 +67,8 @@ impl World {
         config.watch.turn_timeout = Duration::from_secs(60);
         config.retry.initial = Duration::from_millis(20);
         config.retry.cap = Duration::from_millis(100);
+        // A port of its own: tests run side by side.
+        config.http.listen = Some("127.0.0.1:0".parse().unwrap());
         World { sim, dir, config }
     }
 
@@ -147,6 +149,9 @@ push = {push}
 [retry]
 initial = "{ri}ms"
 cap = "{rc}ms"
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             url = c.t3.url,
             token = c.t3.token_file.display(),

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use afk_secrets::LiteralProvider;
 use t3_client::ids::{CommandId, ProjectId, ThreadId};
-use t3_client::wire::{ReadModel, Thread};
-use t3_client::{ReqwestTransport, T3Client, TransportConfig};
-use t3_sim::{SimConfig, SimProject, SimServer, TokenGrant};
+use t3_client::wire::{ReadModel, SessionStatus, Thread, TurnState};
+use t3_client::{ReqwestTransport, T3Client, ThreadState, TransportConfig};
+use t3_sim::{SimConfig, SimProject, SimServer, SimThreadState, TokenGrant};
 
 /// The operate token every test server accepts.
 pub const OPERATE: &str = "test-operate-token";
@@ -109,6 +109,45 @@ pub async fn wait_for_thread(
     .await
 }
 
+/// Polls the snapshot until `thread` has ended (succeeded, failed or interrupted); returns it.
+pub async fn wait_until_final(client: &T3Client, thread: &ThreadId, what: &str) -> Thread {
+    wait_for_thread(client, thread, what, |t| ThreadState::of(Some(t)).is_final()).await
+}
+
+/// `thread` as the snapshot shows it now, or a panic when the snapshot lacks it.
+pub async fn thread_now(client: &T3Client, thread: &ThreadId) -> Thread {
+    match snapshot(client).await.thread(thread) {
+        Some(found) => found.clone(),
+        None => panic!("the snapshot lacks thread {thread}"),
+    }
+}
+
+/// One thread at one moment, seen from both sides: its session and turn in T3's read model, the
+/// state afk reads from them, and the stand-in's own record. Compared whole, so that a test states
+/// every side at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// The session's status in the snapshot.
+    pub session: Option<SessionStatus>,
+    /// The latest turn's state in the snapshot.
+    pub turn: Option<TurnState>,
+    /// What afk concludes from the snapshot.
+    pub state: ThreadState,
+    /// The stand-in's own state of the thread.
+    pub sim: Option<SimThreadState>,
+}
+
+/// [`Observed`] for `thread` now.
+pub async fn observe(server: &SimServer, client: &T3Client, thread: &ThreadId) -> Observed {
+    let seen = thread_now(client, thread).await;
+    Observed {
+        session: seen.session.as_ref().map(|s| s.status),
+        turn: seen.latest_turn.as_ref().map(|t| t.state),
+        state: ThreadState::of(Some(&seen)),
+        sim: server.thread(thread).map(|t| t.state),
+    }
+}
+
 /// The snapshot, or a panic naming the error.
 pub async fn snapshot(client: &T3Client) -> ReadModel {
     match client.snapshot().await {
@@ -128,25 +167,22 @@ pub fn raw() -> reqwest::Client {
 /// POSTs `body` to the dispatch endpoint with `token`; returns the status and the JSON body
 /// (`Null` when the body is not JSON).
 pub async fn post_dispatch(server: &SimServer, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let mut request = raw()
+    let request = raw()
         .post(format!("{}/api/orchestration/dispatch", server.url()))
         .header("content-type", "application/json")
         .body(body.to_owned());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let reply = request.send().await.expect("the stand-in answers");
-    let status = reply.status().as_u16();
-    let bytes = reply.bytes().await.expect("a complete body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    send(request, token).await
 }
 
 /// GETs `path` with `token`; returns the status and the JSON body.
 pub async fn get(server: &SimServer, token: Option<&str>, path: &str) -> (u16, serde_json::Value) {
-    let mut request = raw().get(format!("{}{}", server.url(), path));
+    let request = raw().get(format!("{}{}", server.url(), path));
+    send(request, token).await
+}
+
+/// Sends `request` (with `token` as its bearer, when given); returns the status and the JSON body
+/// (`Null` when the body is not JSON).
+async fn send(mut request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, serde_json::Value) {
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
-use afk_github::{EligibleIssue, Intake, Verdict, WebhookEvent};
+use afk_github::{EligibleIssue, Intake, SkipReason, SkippedIssue, UntrustedEdit, Verdict, WebhookEvent};
 use afk_ledger::{Job, NewJob};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -28,6 +28,9 @@ pub struct GitHubIntake {
     deferred: Vec<WebhookEvent>,
     /// How the last poll went, until the control plane takes it.
     poll_outcome: Option<Result<(), Waiting>>,
+    /// Issues held back because their text changed under an untrusted editor before afk took
+    /// it: to be said on the issue by the reporter (intake never writes to GitHub).
+    notices: Vec<(IssueKey, UntrustedEdit)>,
 }
 
 impl GitHubIntake {
@@ -45,6 +48,7 @@ impl GitHubIntake {
             events,
             deferred: Vec::new(),
             poll_outcome: None,
+            notices: Vec::new(),
         }
     }
 
@@ -52,6 +56,11 @@ impl GitHubIntake {
     /// since the last call.
     pub(super) fn take_poll_outcome(&mut self) -> Option<Result<(), Waiting>> {
         self.poll_outcome.take()
+    }
+
+    /// The untrusted-edit notices found since the last call, for the reporter to say on the issues.
+    pub(super) fn take_notices(&mut self) -> Vec<(IssueKey, UntrustedEdit)> {
+        std::mem::take(&mut self.notices)
     }
 
     pub(super) fn issue(&self, key: &IssueKey) -> Option<&EligibleIssue> {
@@ -93,8 +102,15 @@ impl GitHubIntake {
                 events.push(event);
             }
         }
-        for event in events {
-            self.on_event(event, recorder, now).await?;
+        let mut pending = events.into_iter();
+        while let Some(event) = pending.next() {
+            if let Err(error) = self.on_event(event.clone(), recorder, now).await {
+                // The ledger failed: keep this delivery and the ones after it for the next sync
+                // (GitHub does not send a delivery again, and the next poll may be an hour away).
+                self.deferred.push(event);
+                self.deferred.extend(pending);
+                return Err(error);
+            }
         }
         if !may_poll || self.next_poll.is_some_and(|next| Instant::now() < next) {
             return Ok(());
@@ -117,18 +133,138 @@ impl GitHubIntake {
             Some(error) => Err(Waiting::github(error)),
             None => Ok(()),
         });
-        let eligible: HashSet<IssueKey> = scan.eligible.iter().map(EligibleIssue::key).collect();
+        // Every labelled issue the poll saw: eligible, held back (its text changed under an
+        // untrusted editor since the label: a job that took the vouched text goes on) or not
+        // handed over (its job is withdrawn).
+        let listed: HashSet<IssueKey> = scan
+            .eligible
+            .iter()
+            .map(EligibleIssue::key)
+            .chain(scan.skipped.iter().map(|s| s.key()))
+            .collect();
+        for skipped in scan.skipped {
+            self.keep_view(&skipped, recorder).await?;
+            self.skipped(skipped.key(), skipped.reason, recorder, now).await?;
+        }
         for issue in scan.eligible {
             self.take(issue, recorder, now).await?;
         }
         if scan.complete {
             for job in recorder.ledger().jobs().await? {
-                if job.source == JobSource::GitHub && !job.state.is_final() && !eligible.contains(&job.issue)
-                {
-                    self.issues.remove(&job.issue);
-                    withdraw(&job, recorder, now).await?;
+                if job.source == JobSource::GitHub && !job.state.is_final() && !listed.contains(&job.issue) {
+                    self.left(&job, recorder, now).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps a view of an issue held back for an untrusted edit whose live job took the vouched
+    /// text, when afk has none (it restarted since): the job's next attempt needs the issue's
+    /// author and URL for its prompt. The view's title and body are the job's, never the edited
+    /// ones.
+    async fn keep_view(
+        &mut self,
+        skipped: &SkippedIssue,
+        recorder: &mut Recorder,
+    ) -> Result<(), ControlError> {
+        let (SkipReason::UntrustedEdit(edit), Some(url)) = (&skipped.reason, &skipped.url) else {
+            return Ok(());
+        };
+        let key = skipped.key();
+        if self.issues.contains_key(&key) {
+            return Ok(());
+        }
+        let Some(job) = recorder.ledger().job_by_issue(&key).await? else {
+            return Ok(());
+        };
+        if job.state.is_final() {
+            return Ok(());
+        }
+        let view = EligibleIssue {
+            repo: key.repo.clone(),
+            number: key.number,
+            title: job.title.clone(),
+            body: job.body.clone(),
+            labels: job.labels.clone(),
+            author: skipped.author.clone(),
+            url: url.clone(),
+            priority: job.priority,
+            labeled_by: edit.label.by.clone(),
+            labeled_at: edit.label.at,
+        };
+        self.issues.insert(key, view);
+        Ok(())
+    }
+
+    /// A live job whose issue a complete poll no longer lists: asks GitHub about that issue
+    /// alone, so that one it deleted or transferred ends with that reason (final) and one that was
+    /// closed or unlabelled is withdrawn (back when it is handed over again).
+    async fn left(
+        &mut self,
+        job: &Job,
+        recorder: &mut Recorder,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let key = &job.issue;
+        match self.intake.check(&key.repo, key.number).await {
+            // Labelled again between the list and this look.
+            Ok(Verdict::Eligible(issue)) => self.take(*issue, recorder, now).await,
+            Ok(Verdict::Skipped(reason)) => self.skipped(key.clone(), reason, recorder, now).await,
+            Err(error) => {
+                // The list says it is not handed over any more; what exactly happened can wait.
+                tracing::debug!("{key}: cannot look at the issue on its own: {error}; withdrawn");
+                self.issues.remove(key);
+                cancel(job, CancelReason::Withdrawn, recorder, now).await
+            }
+        }
+    }
+
+    /// Acts on an issue GitHub says afk may not take now: a deleted or transferred issue's job is
+    /// cancelled for good, a withdrawn one's is cancelled until it is handed over again, and one
+    /// held back for an untrusted edit keeps its job (see [`Self::held_back`]).
+    async fn skipped(
+        &mut self,
+        key: IssueKey,
+        reason: SkipReason,
+        recorder: &mut Recorder,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let cancel_reason = match &reason {
+            SkipReason::Gone(_) => CancelReason::IssueGone,
+            reason if reason.withdraws() => CancelReason::Withdrawn,
+            _ => return self.held_back(key, reason, recorder).await,
+        };
+        self.issues.remove(&key);
+        if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
+            if let SkipReason::Gone(gone) = &reason {
+                tracing::warn!("{key}: {gone}; its job ends and afk no longer looks at it");
+            }
+            cancel(&job, cancel_reason, recorder, now).await?;
+        }
+        Ok(())
+    }
+
+    /// An issue still handed over but not to be taken now. When its text changed under an
+    /// untrusted editor and afk has not taken it (no job, or only a cancelled one), a notice is
+    /// queued for the reporter, which says it on the issue once per trusted label; a job that
+    /// took the vouched text goes on with it.
+    async fn held_back(
+        &mut self,
+        key: IssueKey,
+        reason: SkipReason,
+        recorder: &mut Recorder,
+    ) -> Result<(), ControlError> {
+        let SkipReason::UntrustedEdit(edit) = reason else {
+            return Ok(());
+        };
+        let taken = recorder
+            .ledger()
+            .job_by_issue(&key)
+            .await?
+            .is_some_and(|job| job.state != JobState::Cancelled);
+        if !taken {
+            self.notices.push((key, *edit));
         }
         Ok(())
     }
@@ -167,12 +303,7 @@ impl GitHubIntake {
                 Ok(Verdict::Eligible(_)) => {
                     tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
                 }
-                Ok(Verdict::Skipped(_)) => {
-                    self.issues.remove(&key);
-                    if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
-                        withdraw(&job, recorder, now).await?;
-                    }
-                }
+                Ok(Verdict::Skipped(reason)) => self.skipped(key, reason, recorder, now).await?,
                 Err(error) => {
                     tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
                 }
@@ -180,7 +311,10 @@ impl GitHubIntake {
         } else if event.may_make_eligible(self.trigger()) {
             match self.intake.check(&repo, event.number).await {
                 Ok(Verdict::Eligible(issue)) => self.take(*issue, recorder, now).await?,
-                Ok(Verdict::Skipped(reason)) => tracing::info!("{key}: not taken: {reason}"),
+                Ok(Verdict::Skipped(reason)) => {
+                    tracing::info!("{key}: not taken: {reason}");
+                    self.skipped(key, reason, recorder, now).await?;
+                }
                 // Polling will look again.
                 Err(error) => tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}"),
             }
@@ -204,6 +338,7 @@ impl GitHubIntake {
             priority: issue.priority,
             source: JobSource::GitHub,
         };
+        let labeled_at = issue.labeled_at;
         self.issues.insert(key.clone(), issue);
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
@@ -211,18 +346,44 @@ impl GitHubIntake {
                 recorder.queued(&job, "GitHub");
             }
             Some(job) => {
-                // The text the agent gets is the text afk took when a trusted person handed the
-                // issue over: a later edit (perhaps by an untrusted author, who may also close and
-                // reopen the issue) is never taken. Labels and priority follow the issue.
-                let refreshed = NewJob {
-                    title: job.title.clone(),
-                    body: job.body.clone(),
-                    ..new
+                // A trusted person applied the trigger label after the job ended without success
+                // (e.g. after fixing AFK.md): they ask for it again. afk's own `afk:failed` after
+                // an older label makes intake skip the issue as finished, so an eligible issue
+                // with a label older than the job's end is one afk has not reported on yet.
+                let relabelled = matches!(
+                    job.state,
+                    JobState::Failed | JobState::GivenUp | JobState::Cancelled
+                ) && labeled_at.is_some_and(|at| at > job.updated_at);
+                // An eligible issue's text is vouched for (nobody untrusted changed it since the
+                // trusted label): a job that has not started yet, or one that comes back, takes
+                // it. A job under way keeps the text it started with. Labels and priority follow
+                // the issue.
+                let fresh_start = (job.state == JobState::Queued && job.attempts == 0)
+                    || job.state == JobState::Cancelled
+                    || relabelled;
+                let refreshed = if fresh_start {
+                    new
+                } else {
+                    NewJob {
+                        title: job.title.clone(),
+                        body: job.body.clone(),
+                        ..new
+                    }
                 };
-                if job.labels != refreshed.labels || job.priority != refreshed.priority {
+                if job.title != refreshed.title
+                    || job.body != refreshed.body
+                    || job.labels != refreshed.labels
+                    || job.priority != refreshed.priority
+                {
                     recorder.ledger().upsert_job(&refreshed, now).await?;
                 }
-                if job.state == JobState::Cancelled {
+                if relabelled {
+                    // With a fresh budget, whatever ended it (the machine decides).
+                    let back = Event::Requeue {
+                        by: RequeueBy::Relabelled,
+                    };
+                    recorder.offer(&job, &back, now).await?;
+                } else if job.state == JobState::Cancelled {
                     // Back only if GitHub withdrew it (the machine decides).
                     let back = Event::Requeue {
                         by: RequeueBy::Source(JobSource::GitHub),
@@ -235,14 +396,16 @@ impl GitHubIntake {
     }
 }
 
-/// Cancels a GitHub job whose issue left afk's hands.
-async fn withdraw(job: &Job, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+/// Cancels a GitHub job whose issue left afk's hands, for `reason`.
+async fn cancel(
+    job: &Job,
+    reason: CancelReason,
+    recorder: &mut Recorder,
+    now: DateTime<Utc>,
+) -> Result<(), ControlError> {
     if job.source != JobSource::GitHub || job.state.is_final() {
         return Ok(());
     }
-    let event = Event::Cancel {
-        reason: CancelReason::Withdrawn,
-    };
-    recorder.record(job, &event, None, now).await?;
+    recorder.record(job, &Event::Cancel { reason }, None, now).await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ mod local;
 use std::path::PathBuf;
 
 use afk_core::IssueKey;
-use afk_github::{EligibleIssue, WebhookEvent};
+use afk_github::{EligibleIssue, UntrustedEdit, WebhookEvent};
 use chrono::{DateTime, Utc};
 
 pub use github::GitHubIntake;
@@ -49,6 +49,15 @@ impl Intake {
     /// How GitHub's last poll went, once per poll: `None` when none happened since the last call.
     pub(crate) fn github_poll_outcome(&mut self) -> Option<Result<(), Waiting>> {
         self.github.as_mut().and_then(GitHubIntake::take_poll_outcome)
+    }
+
+    /// Issues held back for an untrusted edit before afk took them, found since the last call:
+    /// the reporter says so on each (once per trusted label).
+    pub(crate) fn github_notices(&mut self) -> Vec<(IssueKey, UntrustedEdit)> {
+        self.github
+            .as_mut()
+            .map(GitHubIntake::take_notices)
+            .unwrap_or_default()
     }
 
     /// The latest view of an eligible GitHub issue (its author and URL, which the ledger does not
