@@ -37,7 +37,9 @@
 //!   interrupting it, stopping it; only a thread id never used is refused as missing;
 //! - a client that disconnects mid-bootstrap leaves the thread with `session: null` too (not only
 //!   no worktree and no turn); T3 creates the thread even if the client left before its request
-//!   was handled;
+//!   was handled; the bootstrap again without `createThread` finishes such a thread, unless the
+//!   disconnect came after T3's `git worktree add` (its branch and worktree exist, the thread
+//!   does not know them): then it fails with `git worktree add failed`;
 //! - over `/ws` a refusal is `OrchestrationDispatchCommandError {message, cause}` with the
 //!   decider's message `Orchestration command invariant failed (<type>): <detail>` and its error as
 //!   the cause (`{name, message}`); a failed bootstrap step carries the step's whole Effect
