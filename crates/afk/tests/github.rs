@@ -678,3 +678,45 @@ async fn a_queued_job_held_back_by_an_untrusted_edit_starts_after_a_restart_with
         attempts[0].prompt
     );
 }
+
+#[tokio::test]
+async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    let secret = "whsec-test-5120";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        // Only the first poll: the delivery is the only news.
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let number = handed_over(&github, "Long job", "[sim:hang]");
+    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+
+    github.delete_issue(REPO_A, number);
+    let body = serde_json::json!({
+        "action": "deleted",
+        "issue": {"number": number},
+        "repository": {"full_name": REPO_A},
+    })
+    .to_string();
+    let delivered = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "d-deleted")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 202);
+    let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+    assert_eq!(jobs[0].cancel_reason, Some(CancelReason::IssueGone));
+    tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
+}
