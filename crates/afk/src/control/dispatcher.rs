@@ -268,6 +268,10 @@ impl Dispatcher {
         let plan = plan_of(&job, &attempt, target.as_ref());
         // Created exactly as first planned: with the model the repository chose, if any.
         let client = client_for(&self.t3, None, attempt.model.as_deref());
+        if fleet.unreadable(&plan.ids.thread_id).is_some() {
+            // Unknown: T3 lists the thread but afk cannot read it; wait until it can.
+            return Ok(());
+        }
         let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
             has_turn: t.latest_turn.is_some(),
             deleted: t.deleted_at.is_some(),
