@@ -151,6 +151,37 @@ async fn withdrawn_while_running(withdraw: impl FnOnce(&GitHubStandIn, u64)) -> 
     (github, number)
 }
 
+/// A GitHub world whose webhooks are signed with `secret` and whose listener is on a free port;
+/// GitHub is polled once, at the first tick, so deliveries are the only news after it.
+async fn webhook_world(secret: &str) -> (World, GitHubStandIn) {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    (world, github)
+}
+
+/// Delivers an `issues` event with `body` to afk at `addr` under delivery id `id`, signed with
+/// `secret`; returns afk's answer.
+async fn deliver(addr: std::net::SocketAddr, secret: &str, id: &str, body: String) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", id)
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn closing_the_issue_while_its_thread_runs_interrupts_it_and_cancels_the_job() {
     let (github, number) =
@@ -164,17 +195,9 @@ async fn closing_the_issue_while_its_thread_runs_interrupts_it_and_cancels_the_j
 
 #[tokio::test]
 async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
-    let (mut world, github) = github_world(Duration::from_millis(100)).await;
     let secret = "whsec-test-7781";
-    let secret_file = world.dir.path().join("webhook-secret");
-    std::fs::write(&secret_file, secret).unwrap();
-    if let Some(gh) = world.config.github.as_mut() {
-        gh.webhook_secret_file = Some(secret_file);
-        // Polling would notice the close too, but not within this test.
-        gh.poll_interval = Duration::from_secs(3600);
-    }
+    let (world, github) = webhook_world(secret).await;
     let number = handed_over(&github, "Long job", "[sim:hang]");
-    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut app = world.app().await;
     let addr = app.http_addr().expect("afk listens");
     tick_until_first_job_is(&mut app, JobState::Running).await;
@@ -523,17 +546,9 @@ async fn labels_afk_md_added_are_removed_when_the_job_ends_and_others_stay() {
 #[tokio::test]
 async fn a_webhook_delivery_taken_in_a_tick_whose_ledger_write_fails_is_acted_on_later() {
     use sqlx::Connection;
-    let (mut world, github) = github_world(Duration::from_millis(100)).await;
     let secret = "whsec-test-4410";
-    let secret_file = world.dir.path().join("webhook-secret");
-    std::fs::write(&secret_file, secret).unwrap();
-    if let Some(gh) = world.config.github.as_mut() {
-        gh.webhook_secret_file = Some(secret_file);
-        // Only the first poll: the webhook is the only news of the close.
-        gh.poll_interval = Duration::from_secs(3600);
-    }
+    let (world, github) = webhook_world(secret).await;
     let number = handed_over(&github, "Long job", "[sim:hang]");
-    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut app = world.app().await;
     let addr = app.http_addr().expect("afk listens");
     tick_until_first_job_is(&mut app, JobState::Running).await;
@@ -545,18 +560,7 @@ async fn a_webhook_delivery_taken_in_a_tick_whose_ledger_write_fails_is_acted_on
         "repository": {"full_name": REPO_A},
     })
     .to_string();
-    let delivered = reqwest::Client::new()
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("x-github-event", "issues")
-        .header("x-github-delivery", "d-close")
-        .header(
-            "x-hub-signature-256",
-            afk_github::sign(secret.as_bytes(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let delivered = deliver(addr, secret, "d-close", body).await;
     assert_eq!(delivered.status(), 202);
 
     // The ledger breaks (its jobs table is away) for the tick that takes the delivery.
@@ -681,17 +685,9 @@ async fn a_queued_job_held_back_by_an_untrusted_edit_starts_after_a_restart_with
 
 #[tokio::test]
 async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
-    let (mut world, github) = github_world(Duration::from_millis(100)).await;
     let secret = "whsec-test-5120";
-    let secret_file = world.dir.path().join("webhook-secret");
-    std::fs::write(&secret_file, secret).unwrap();
-    if let Some(gh) = world.config.github.as_mut() {
-        gh.webhook_secret_file = Some(secret_file);
-        // Only the first poll: the delivery is the only news.
-        gh.poll_interval = Duration::from_secs(3600);
-    }
+    let (world, github) = webhook_world(secret).await;
     let number = handed_over(&github, "Long job", "[sim:hang]");
-    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     let mut app = world.app().await;
     let addr = app.http_addr().expect("afk listens");
     tick_until_first_job_is(&mut app, JobState::Running).await;
@@ -703,18 +699,7 @@ async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
         "repository": {"full_name": REPO_A},
     })
     .to_string();
-    let delivered = reqwest::Client::new()
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("x-github-event", "issues")
-        .header("x-github-delivery", "d-deleted")
-        .header(
-            "x-hub-signature-256",
-            afk_github::sign(secret.as_bytes(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let delivered = deliver(addr, secret, "d-deleted", body).await;
     assert_eq!(delivered.status(), 202);
     let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
     assert_eq!(jobs[0].cancel_reason, Some(CancelReason::IssueGone));
@@ -723,15 +708,8 @@ async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
 
 #[tokio::test]
 async fn a_burst_of_webhook_deliveries_costs_github_at_most_a_poll_and_a_few_checks() {
-    let (mut world, github) = github_world(Duration::from_millis(100)).await;
     let secret = "whsec-burst-1";
-    let secret_file = world.dir.path().join("webhook-secret");
-    std::fs::write(&secret_file, secret).unwrap();
-    if let Some(gh) = world.config.github.as_mut() {
-        gh.webhook_secret_file = Some(secret_file);
-        gh.poll_interval = Duration::from_secs(3600);
-    }
-    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (world, github) = webhook_world(secret).await;
     let mut app = world.app().await;
     let url = format!("http://{}/webhooks/github", app.http_addr().unwrap());
     let count = |github: &GitHubStandIn| github.requests().len();
