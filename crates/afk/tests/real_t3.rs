@@ -27,6 +27,24 @@ use t3_sim::{FaultPlan, SimConfig, SimProject, SimServer, TokenGrant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// One scenario as two tests: `$real` against the real T3 (one `SKIP:` line without it) and `$sim`
+/// against the stand-in, each in a folder named `$dir`, with afk's `$settings`.
+macro_rules! on_both {
+    ($real:ident, $sim:ident, $scenario:ident, $dir:literal, $settings:expr, $sim_config:expr) => {
+        #[tokio::test]
+        async fn $real() {
+            if let Some(run) = Run::real(concat!("real_t3::", stringify!($real)), $dir, $settings).await {
+                $scenario(run).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn $sim() {
+            $scenario(Run::sim($dir, $settings, $sim_config).await).await;
+        }
+    };
+}
+
 const AFK: &str = env!("CARGO_BIN_EXE_afk");
 /// How long a scenario may take to come to its end.
 const LIMIT: Duration = Duration::from_secs(150);
@@ -602,23 +620,14 @@ async fn worktree_dispatch(mut run: Run) {
     run.kill_afk().await;
 }
 
-#[tokio::test]
-async fn worktree_dispatch_against_the_real_t3() {
-    if let Some(run) = Run::real(
-        "real_t3::worktree_dispatch_against_the_real_t3",
-        "worktrees",
-        Settings::default(),
-    )
-    .await
-    {
-        worktree_dispatch(run).await;
-    }
-}
-
-#[tokio::test]
-async fn worktree_dispatch_against_the_stand_in() {
-    worktree_dispatch(Run::sim("worktrees", Settings::default(), SimConfig::default()).await).await;
-}
+on_both!(
+    worktree_dispatch_against_the_real_t3,
+    worktree_dispatch_against_the_stand_in,
+    worktree_dispatch,
+    "worktrees",
+    Settings::default(),
+    SimConfig::default()
+);
 
 /// HTTP dispatch: the thread works in the project's checkout (no worktree), the agent commits
 /// there.
@@ -727,23 +736,14 @@ async fn failure_then_given_up(mut run: Run) {
     run.kill_afk().await;
 }
 
-#[tokio::test]
-async fn failure_is_retried_then_given_up_against_the_real_t3() {
-    if let Some(run) = Run::real(
-        "real_t3::failure_is_retried_then_given_up_against_the_real_t3",
-        "failure",
-        Settings::default(),
-    )
-    .await
-    {
-        failure_then_given_up(run).await;
-    }
-}
-
-#[tokio::test]
-async fn failure_is_retried_then_given_up_against_the_stand_in() {
-    failure_then_given_up(Run::sim("failure", Settings::default(), SimConfig::default()).await).await;
-}
+on_both!(
+    failure_is_retried_then_given_up_against_the_real_t3,
+    failure_is_retried_then_given_up_against_the_stand_in,
+    failure_then_given_up,
+    "failure",
+    Settings::default(),
+    SimConfig::default()
+);
 
 /// A turn timeout: each hung attempt runs its full timeout, counted from when T3 accepted its
 /// turn (`latestTurn.requestedAt`, T3's time of receiving it), give or take `allowance`; it is
@@ -927,23 +927,14 @@ async fn removed_issue(mut run: Run) {
     run.kill_afk().await;
 }
 
-#[tokio::test]
-async fn a_removed_issue_is_cancelled_and_its_agent_stopped_against_the_real_t3() {
-    if let Some(run) = Run::real(
-        "real_t3::a_removed_issue_is_cancelled_and_its_agent_stopped_against_the_real_t3",
-        "removed",
-        Settings::default(),
-    )
-    .await
-    {
-        removed_issue(run).await;
-    }
-}
-
-#[tokio::test]
-async fn a_removed_issue_is_cancelled_and_its_agent_stopped_against_the_stand_in() {
-    removed_issue(Run::sim("removed", Settings::default(), SimConfig::default()).await).await;
-}
+on_both!(
+    a_removed_issue_is_cancelled_and_its_agent_stopped_against_the_real_t3,
+    a_removed_issue_is_cancelled_and_its_agent_stopped_against_the_stand_in,
+    removed_issue,
+    "removed",
+    Settings::default(),
+    SimConfig::default()
+);
 
 /// An attempt ended while its session is still starting (`latestTurn` null): afk must not leave
 /// its agent running.
@@ -1038,23 +1029,14 @@ async fn person_interrupts(mut run: Run) {
     run.kill_afk().await;
 }
 
-#[tokio::test]
-async fn a_person_interrupting_in_t3_cancels_the_job_with_push_against_the_real_t3() {
-    if let Some(run) = Run::real(
-        "real_t3::a_person_interrupting_in_t3_cancels_the_job_with_push_against_the_real_t3",
-        "interrupt-push",
-        Settings::default(),
-    )
-    .await
-    {
-        person_interrupts(run).await;
-    }
-}
-
-#[tokio::test]
-async fn a_person_interrupting_in_t3_cancels_the_job_with_push_against_the_stand_in() {
-    person_interrupts(Run::sim("interrupt-push", Settings::default(), SimConfig::realistic()).await).await;
-}
+on_both!(
+    a_person_interrupting_in_t3_cancels_the_job_with_push_against_the_real_t3,
+    a_person_interrupting_in_t3_cancels_the_job_with_push_against_the_stand_in,
+    person_interrupts,
+    "interrupt-push",
+    Settings::default(),
+    SimConfig::realistic()
+);
 
 fn polling() -> Settings {
     Settings {
@@ -1064,23 +1046,14 @@ fn polling() -> Settings {
     }
 }
 
-#[tokio::test]
-async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3() {
-    if let Some(run) = Run::real(
-        "real_t3::a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3",
-        "interrupt-poll",
-        polling(),
-    )
-    .await
-    {
-        person_interrupts(run).await;
-    }
-}
-
-#[tokio::test]
-async fn a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_stand_in() {
-    person_interrupts(Run::sim("interrupt-poll", polling(), SimConfig::realistic()).await).await;
-}
+on_both!(
+    a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_real_t3,
+    a_person_interrupting_in_t3_cancels_the_job_when_polling_against_the_stand_in,
+    person_interrupts,
+    "interrupt-poll",
+    polling(),
+    SimConfig::realistic()
+);
 
 /// A session that cannot start (the agent's binary is missing): the attempt fails at once, the
 /// job's error is T3's reason (whole in `afk jobs --json`).
