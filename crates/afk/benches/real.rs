@@ -205,7 +205,13 @@ async fn dispatch_batch(target: &Target, n: usize) -> Batch {
         p95: at(0.95),
         per_sec: latencies.len() as f64 / took.as_secs_f64(),
     };
-    stop_all(&client, std::iter::once(warm).chain(plans.iter()).map(|p| &p.ids.thread_id)).await;
+    stop_all(
+        &client,
+        std::iter::once(warm)
+            .chain(plans.iter())
+            .map(|p| &p.ids.thread_id),
+    )
+    .await;
     batch
 }
 

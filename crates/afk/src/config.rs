@@ -975,9 +975,13 @@ mod tests {
         assert_eq!(config.http.header_timeout, Duration::from_secs(2));
         assert_eq!(config.http.max_connections, 64);
         assert!(config.http.token.is_some());
-        let err = load("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
+        let err = load("[http]\nlisten = \"localhost\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http.listen") && err.contains("\"off\""), "{err}");
-        let err = load("[http]\nmax_connections = 0\n", &[]).unwrap_err().to_string();
+        let err = load("[http]\nmax_connections = 0\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http.max_connections"), "{err}");
     }
 

@@ -222,9 +222,15 @@ async fn issue(
     let Path((owner, name, number)) =
         path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
     let key = issue_of(&owner, &name, &number)?;
-    match views::issue(&hub.ledger, &hub.links, &key, Utc::now())
-        .await
-        .map_err(ApiError::ledger)?
+    match views::issue(
+        &hub.ledger,
+        &hub.links,
+        &key,
+        &|thread| hub.worktree(thread),
+        Utc::now(),
+    )
+    .await
+    .map_err(ApiError::ledger)?
     {
         Some(view) => Ok(Json(view).into_response()),
         None => Err(not_found(&key)),
