@@ -17,7 +17,8 @@
 //!
 //! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
 //! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
-//! job that ended without success.
+//! job that ended without success, and `Requeue` for a trusted relabel on GitHub for any job that
+//! ended without success while GitHub still has its issue.
 //!
 //! The ledger records a [`Transition`] before the runtime carries out its [`Effect`], so a crash
 //! between the two leaves a state from which the effect is simply carried out again (T3
@@ -60,6 +61,10 @@ pub enum RequeueBy {
     Source(JobSource),
     /// A person (`afk dispatch`): allowed for any job that ended without success.
     Person,
+    /// A person with write access applied the GitHub issue's trigger label again after the job
+    /// ended: allowed for any job that ended without success (failed, given up, cancelled), except
+    /// one whose issue GitHub no longer has ([`CancelReason::IssueGone`]).
+    Relabelled,
 }
 
 /// Something that happened to a job.
@@ -437,6 +442,18 @@ pub fn apply(
                 by: RequeueBy::Person,
             },
         ) => requeued(),
+        (
+            J::Cancelled | J::Failed | J::GivenUp,
+            Event::Requeue {
+                by: RequeueBy::Relabelled,
+            },
+        ) if job.cancel_reason != Some(CancelReason::IssueGone) => Transition {
+            note: format!(
+                "the trigger label was applied again: requeued with a fresh budget of {} attempts",
+                policy.max_attempts
+            ),
+            ..requeued()
+        },
         _ => return Err(invalid()),
     };
     Ok(transition)
@@ -725,7 +742,7 @@ mod tests {
         );
 
         use JobSource::{GitHub, Local};
-        use RequeueBy::{Person, Source};
+        use RequeueBy::{Person, Relabelled, Source};
         let cancelled = |reason| JobStatus {
             cancel_reason: Some(reason),
             ..job(JobState::Cancelled, 1)
@@ -740,6 +757,14 @@ mod tests {
             (cancelled(CancelReason::InterruptedInT3), Source(GitHub), false),
             (cancelled(CancelReason::ByHand), Source(Local), false),
             (cancelled(CancelReason::IssueGone), Source(GitHub), false),
+            (cancelled(CancelReason::IssueGone), Relabelled, false),
+            (cancelled(CancelReason::ByHand), Relabelled, true),
+            (cancelled(CancelReason::Withdrawn), Relabelled, true),
+            (job(JobState::Failed, 1), Relabelled, true),
+            (job(JobState::GivenUp, 3), Relabelled, true),
+            (job(JobState::Succeeded, 1), Relabelled, false),
+            (job(JobState::Running, 1), Relabelled, false),
+            (job(JobState::Queued, 0), Relabelled, false),
             (cancelled(CancelReason::InterruptedInT3), Person, true),
             (cancelled(CancelReason::ByHand), Person, true),
             (job(JobState::Failed, 1), Person, true),

@@ -171,6 +171,10 @@ pub struct SkippedIssue {
     pub number: u64,
     /// Why.
     pub reason: SkipReason,
+    /// Who opened it.
+    pub author: Login,
+    /// Its page on GitHub, when GitHub gave a valid one.
+    pub url: Option<Url>,
 }
 
 impl SkippedIssue {
@@ -304,6 +308,8 @@ impl Intake {
             };
             for issue in issues {
                 let number = issue.number;
+                let author = Login::new(issue.user.login.clone());
+                let url = Url::parse(&issue.html_url).ok();
                 match self.judge(repo, issue).await {
                     Ok(Verdict::Eligible(e)) => scan.eligible.push(*e),
                     Ok(Verdict::Skipped(SkipReason::PullRequest)) => {}
@@ -311,6 +317,8 @@ impl Intake {
                         repo: repo.clone(),
                         number,
                         reason,
+                        author,
+                        url,
                     }),
                     Err(e) => {
                         tracing::debug!(%repo, issue = number, error = %e, "cannot check issue; this poll is partial");

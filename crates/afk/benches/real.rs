@@ -178,8 +178,9 @@ async fn dispatch_batch(target: &Target, n: usize) -> Batch {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(n));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for plan in plans.iter().cloned() {
-        let (client, worktree, semaphore) = (client.clone(), worktree.clone(), semaphore.clone());
+    for plan in plans {
+        let (plan, client, worktree) = (plan.clone(), client.clone(), worktree.clone());
+        let semaphore = semaphore.clone();
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("a permit");
             let sent = Instant::now();

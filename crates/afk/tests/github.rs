@@ -580,3 +580,143 @@ async fn a_webhook_delivery_taken_in_a_tick_whose_ledger_write_fails_is_acted_on
     assert_eq!(jobs[0].cancel_reason, Some(CancelReason::Withdrawn));
     tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
 }
+
+#[tokio::test]
+async fn a_maintainer_relabelling_a_failed_issue_requeues_it_with_a_fresh_budget() {
+    let clock = ManualClock::new();
+    let (world, github) = github_world_at(Duration::from_millis(100), clock.clone()).await;
+    github.set_file(REPO_A, "AFK.md", "Fix {{ issue.titel }} please.\n");
+    let number = github.open_issue(REPO_A, AUTHOR, "Typo", "...");
+    clock.advance(MINUTE);
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
+    assert_eq!(jobs[0].state, JobState::Failed);
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:failed".to_string())
+    })
+    .await;
+    // The failure stands while nobody asks again.
+    tick_through_polls(&mut app, &github, 3).await;
+    assert_eq!(app.ledger().jobs().await.unwrap()[0].state, JobState::Failed);
+
+    // A maintainer fixes AFK.md and hands the issue over again.
+    github.set_file(REPO_A, "AFK.md", "Fix {{ issue.title }} please.\n");
+    clock.advance(MINUTE);
+    github.remove_label(REPO_A, number, "afk", MAINTAINER);
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(10),
+        |_| {},
+        |jobs| jobs[0].state == JobState::Succeeded,
+    )
+    .await;
+    assert_eq!(jobs[0].attempts, 1, "one attempt, in the fresh budget");
+    let notes: Vec<String> = app
+        .ledger()
+        .events(jobs[0].id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("trigger label was applied again")),
+        "{notes:#?}"
+    );
+    tick_until_true(&mut app, || {
+        github.labels(REPO_A, number).contains(&"afk:done".to_string())
+    })
+    .await;
+    assert!(!github.labels(REPO_A, number).contains(&"afk:failed".to_string()));
+}
+
+#[tokio::test]
+async fn a_queued_job_held_back_by_an_untrusted_edit_starts_after_a_restart_with_the_text_it_took() {
+    let clock = ManualClock::new();
+    let (mut world, github) = github_world_at(Duration::from_millis(100), clock.clone()).await;
+    world.config.limits.max_concurrent = 1;
+    let busy = github.open_issue(REPO_A, AUTHOR, "Busy", "[sim:hang]");
+    let waiting = github.open_issue(REPO_A, AUTHOR, "Waiting", "The first text.");
+    clock.advance(MINUTE);
+    github.add_label(REPO_A, busy, "afk", MAINTAINER);
+    github.add_label(REPO_A, waiting, "afk", MAINTAINER);
+    clock.advance(MINUTE);
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+    github.edit_issue_body(REPO_A, waiting, AUTHOR, "An untrusted text.");
+    clock.advance(MINUTE);
+    tick_through_polls(&mut app, &github, 2).await;
+
+    // afk restarts with room for the waiting job: it starts with the text it took.
+    drop(app);
+    world.config.limits.max_concurrent = 2;
+    let mut app = world.app().await;
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(10),
+        |_| {},
+        |jobs| job(jobs, REPO_A, waiting).state == JobState::Running,
+    )
+    .await;
+    let attempts = app
+        .ledger()
+        .attempts(job(&jobs, REPO_A, waiting).id)
+        .await
+        .unwrap();
+    assert!(
+        attempts[0].prompt.contains("The first text."),
+        "{}",
+        attempts[0].prompt
+    );
+    assert!(
+        !attempts[0].prompt.contains("untrusted"),
+        "{}",
+        attempts[0].prompt
+    );
+}
+
+#[tokio::test]
+async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    let secret = "whsec-test-5120";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        // Only the first poll: the delivery is the only news.
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let number = handed_over(&github, "Long job", "[sim:hang]");
+    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+
+    github.delete_issue(REPO_A, number);
+    let body = serde_json::json!({
+        "action": "deleted",
+        "issue": {"number": number},
+        "repository": {"full_name": REPO_A},
+    })
+    .to_string();
+    let delivered = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "d-deleted")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 202);
+    let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+    assert_eq!(jobs[0].cancel_reason, Some(CancelReason::IssueGone));
+    tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
+}

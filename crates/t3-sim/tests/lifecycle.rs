@@ -94,7 +94,13 @@ async fn a_fail_marker_ends_the_turn_in_error_with_a_last_error() {
 
 #[tokio::test]
 async fn a_hanging_turn_runs_until_interrupted() {
-    let (server, client) = started(OPERATE).await;
+    // Each step of the interrupt lasts long enough for a poll on a loaded machine to see it.
+    let server = start(t3_sim::SimConfig {
+        interrupt_settle: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    let client = client(&server, OPERATE);
     let thread_id = dispatch(&client, 4, "Fix it [sim:hang]").await;
 
     let running = wait_for_thread(&client, &thread_id, "the turn to run", |t| {

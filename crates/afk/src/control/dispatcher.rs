@@ -8,6 +8,7 @@
 //! and records the outcome.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
@@ -92,17 +93,38 @@ pub enum ResumeStep {
     Turn,
     /// Send `thread.create` and `thread.turn.start` (over HTTP, no thread yet).
     CreateAndTurn,
+    /// Send nothing yet: a bootstrap this process sent for the thread was never answered and may
+    /// still be running in T3 (a call that timed out, a tick cut short), and finishing the thread
+    /// now would start a second setup beside it, or the agent before its setup script is done.
+    Wait,
 }
+
+/// How long a bootstrap of this process's that was never answered may still be running in T3
+/// (its setup script included); after that a half-made thread is finished all the same.
+pub const UNANSWERED_PATIENCE: Duration = Duration::from_secs(300);
 
 /// What to do for an attempt left in `dispatching` whose thread T3 shows as `thread` (`None`:
 /// T3 has none), dispatched with worktrees or not. Everything is sent with the attempt's recorded
 /// ids: T3 deduplicates command ids, so even a stale view cannot make a second thread.
 ///
-/// A dispatching attempt has no request of afk's in flight (a tick awaits its dispatches, and a
-/// call cut off or given up is interrupted in T3), so a worktree thread without a session is
-/// not being set up: T3 left it half made (it does not clean up an interrupted bootstrap) and
-/// it is finished at once, with the same attempt.
-pub fn resume_step(thread: Option<SeenThread>, worktrees: bool) -> ResumeStep {
+/// A worktree thread without a session is not being set up when no bootstrap of this process
+/// for it may still be running (`unanswered`: one was sent within [`UNANSWERED_PATIENCE`] and
+/// never answered): T3 left it half made (a client that died mid-bootstrap; T3 does not clean
+/// up) and it is finished at once, with the same attempt. While one may still be running, it is
+/// waited for.
+pub fn resume_step(thread: Option<SeenThread>, worktrees: bool, unanswered: bool) -> ResumeStep {
+    let half_made = matches!(
+        thread,
+        Some(SeenThread {
+            has_turn: false,
+            deleted: false,
+            has_session: false,
+            ..
+        })
+    );
+    if worktrees && half_made && unanswered {
+        return ResumeStep::Wait;
+    }
     match (thread, worktrees) {
         (Some(SeenThread { has_turn: true, .. }), _) => ResumeStep::Record(Event::Dispatched),
         // With worktrees T3 sets the thread up in one command and deletes it if a step fails.
@@ -147,6 +169,10 @@ pub(crate) struct Dispatcher {
     tokens: TokenCheck,
     /// Send nothing this tick: afk leaves T3 alone while a refused operate token backs off.
     held: bool,
+    /// The threads whose dispatch this process sent and T3 never answered (a call that timed out
+    /// or was cut off, a tick that ended on a ledger error with sends in flight), and when it was
+    /// sent: their bootstrap may still be running in T3 ([`resume_step`]).
+    unanswered: HashMap<ThreadId, std::time::Instant>,
 }
 
 impl Dispatcher {
@@ -156,6 +182,7 @@ impl Dispatcher {
             limits,
             tokens: TokenCheck::default(),
             held: false,
+            unanswered: HashMap::new(),
         }
     }
 
@@ -194,11 +221,21 @@ impl Dispatcher {
                 Some(&watched.thread_id),
             );
             let mut tokens = std::mem::take(&mut self.tokens);
+            let mut unanswered = std::mem::take(&mut self.unanswered);
             let resumed = self
-                .resume_one(recorder, policies, fleet, watched, &mut tokens, clock)
+                .resume_one(
+                    recorder,
+                    policies,
+                    fleet,
+                    watched,
+                    &mut tokens,
+                    &mut unanswered,
+                    clock,
+                )
                 .instrument(span)
                 .await;
             self.tokens = tokens;
+            self.unanswered = unanswered;
             resumed?;
         }
         Ok(())
@@ -206,6 +243,7 @@ impl Dispatcher {
 
     /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet` (recording what
     /// T3's view tells, and sending only when `may_send`).
+    #[allow(clippy::too_many_arguments)]
     async fn resume_one(
         &self,
         recorder: &mut Recorder,
@@ -213,6 +251,7 @@ impl Dispatcher {
         fleet: &Fleet,
         watched: &WatchedAttempt,
         tokens: &mut TokenCheck,
+        unanswered: &mut HashMap<ThreadId, std::time::Instant>,
         clock: TickClock,
     ) -> Result<(), ControlError> {
         // The whole rows (issue, prompt) only for the few attempts being dispatched.
@@ -235,7 +274,10 @@ impl Dispatcher {
             has_worktree: t.worktree_path.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
-        let step = match resume_step(seen, worktrees.is_some()) {
+        let in_doubt = unanswered
+            .get(&plan.ids.thread_id)
+            .is_some_and(|sent| sent.elapsed() < UNANSWERED_PATIENCE);
+        let step = match resume_step(seen, worktrees.is_some(), in_doubt) {
             // T3's own words on the failed setup came with the try that failed (its answer
             // deferred the attempt): the job shows them first.
             ResumeStep::Record(Event::BootstrapFailed { error }) => match &attempt.last_error {
@@ -246,12 +288,16 @@ impl Dispatcher {
             },
             step => step,
         };
-        let sends = !matches!(step, ResumeStep::Record(_));
+        let sends = !matches!(step, ResumeStep::Record(_) | ResumeStep::Wait);
         if sends && (self.held || tokens.refused.is_some()) {
             return Ok(());
         }
         let finish = step == ResumeStep::FinishBootstrap;
+        if sends {
+            unanswered.insert(plan.ids.thread_id.clone(), std::time::Instant::now());
+        }
         let outcome = match step {
+            ResumeStep::Wait => return Ok(()),
             ResumeStep::Record(event) => {
                 recorder.record(&job, &event, None, clock.now()).await?;
                 return Ok(());
@@ -288,6 +334,7 @@ impl Dispatcher {
                 }),
             ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
         };
+        note_answer(unanswered, &plan.ids.thread_id, &outcome);
         conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, clock.now()).await
     }
 
@@ -370,6 +417,8 @@ impl Dispatcher {
             };
             total += 1;
             *repo_count += 1;
+            self.unanswered
+                .insert(start.plan.ids.thread_id.clone(), std::time::Instant::now());
             sends.spawn(send(*start, job, span));
         }
         while !sends.is_empty() {
@@ -404,6 +453,7 @@ impl Dispatcher {
                 return Ok(());
             }
         };
+        note_answer(&mut self.unanswered, &thread, &outcome);
         conclude(
             recorder,
             &job,
@@ -414,6 +464,28 @@ impl Dispatcher {
         )
         .instrument(span)
         .await
+    }
+}
+
+/// Forgets `thread`'s send once T3 answered it either way; keeps it when the call ended without
+/// an answer (a transport failure or timeout, a socket lost, T3 dying mid-call), when what it
+/// started may still be running in T3.
+fn note_answer(
+    unanswered: &mut HashMap<ThreadId, std::time::Instant>,
+    thread: &ThreadId,
+    outcome: &Result<(), DispatchError>,
+) {
+    let answered = match outcome {
+        Ok(()) => true,
+        Err(e) => !matches!(
+            e.error,
+            T3Error::Transport { .. }
+                | T3Error::Socket { status: None, .. }
+                | T3Error::Rpc { defect: true, .. }
+        ),
+    };
+    if answered {
+        unanswered.remove(thread);
     }
 }
 
@@ -865,7 +937,29 @@ mod tests {
             (None, false, "create_and_turn", "nothing landed"),
         ];
         for (seen, worktrees, expected, why) in cases {
-            let step = match resume_step(seen, worktrees) {
+            let step = step_name(resume_step(seen, worktrees, false), why);
+            assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
+        }
+        // A bootstrap of this process's that was never answered may still be setting the thread
+        // up: a half-made worktree thread waits for it; anything T3 already settled does not.
+        #[rustfmt::skip]
+        let unanswered = [
+            (thread(false, false, false, false), true, "wait", "no worktree yet: the first setup may still run"),
+            (thread(false, false, false, true), true, "wait", "a worktree, no session: its setup script may still run"),
+            (thread(true, false, true, true), true, "dispatched", "the bootstrap landed"),
+            (thread(false, true, false, false), true, "bootstrap_failed", "T3 deleted it"),
+            (None, true, "bootstrap", "no thread: the same ids again, which T3 refuses if it is being made"),
+            (thread(false, false, false, false), false, "turn", "over HTTP the create was answered"),
+        ];
+        for (seen, worktrees, expected, why) in unanswered {
+            let step = step_name(resume_step(seen, worktrees, true), why);
+            assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
+        }
+    }
+
+    fn step_name(step: ResumeStep, why: &str) -> &'static str {
+        {
+            match step {
                 ResumeStep::Record(Event::Dispatched) => "dispatched",
                 ResumeStep::Record(Event::BootstrapFailed { .. }) => "bootstrap_failed",
                 ResumeStep::Record(other) => panic!("{why}: unexpected {other:?}"),
@@ -873,8 +967,8 @@ mod tests {
                 ResumeStep::FinishBootstrap => "finish_bootstrap",
                 ResumeStep::Turn => "turn",
                 ResumeStep::CreateAndTurn => "create_and_turn",
-            };
-            assert_eq!(step, expected, "{why}: {seen:?}, worktrees {worktrees}");
+                ResumeStep::Wait => "wait",
+            }
         }
     }
 }

@@ -301,6 +301,9 @@ impl ControlPlane {
     }
 
     async fn tick_inner(&mut self, now: DateTime<Utc>) -> Result<TickReport, ControlError> {
+        // Started before the sources are synced: a slow GitHub poll must not make what follows
+        // in this tick look earlier than it happened (a turn timeout would then fire early).
+        let clock = TickClock::started(now);
         // What a failed tick recorded was logged; the report covers this tick only.
         self.recorder.take_progress();
         if let Some(status) = &mut self.status {
@@ -313,7 +316,7 @@ impl ControlPlane {
             Some(Err(waiting)) => self.wait_on(waiting, now).await?,
             None => {}
         }
-        let t3_reachable = self.follow_t3(TickClock::started(now)).await?;
+        let t3_reachable = self.follow_t3(clock).await?;
         let notices = self.intake.github_notices();
         if let Some(reporter) = &self.reporter {
             reporter.say_untrusted_edits(&notices).await;

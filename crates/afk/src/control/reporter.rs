@@ -143,7 +143,7 @@ impl StatusReporter {
 
     /// Removes the `AFK.md` labels afk added to an issue whose job ended (only those whose latest
     /// `labeled` event is afk's own: a label a person applied stays). False when it could not be
-    /// done now.
+    /// done now but may be later (a transient failure); a refusal is logged and not asked again.
     async fn remove_extra_labels(&self, issue: &IssueKey, policies: &Policies) -> bool {
         let Some(extra) = policies.extra_labels_to_remove(&issue.repo).await else {
             return false;
@@ -158,9 +158,14 @@ impl StatusReporter {
                 }
                 true
             }
-            Err(error) => {
+            Err(error) if error.is_transient() => {
                 tracing::warn!("{issue}: cannot remove the labels afk added {extra:?} yet: {error}");
                 false
+            }
+            // Asking again every tick would not help: say it and leave the labels.
+            Err(error) => {
+                tracing::warn!("{issue}: cannot remove the labels afk added {extra:?}: {error}");
+                true
             }
         }
     }

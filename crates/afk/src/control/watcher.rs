@@ -141,7 +141,9 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
         Sighting::Seen { .. } => return StopStep::Stopped,
     };
     let step = match (has_turn, session) {
-        (false, None) => StopStep::Delete,
+        // A session stopped before any turn (a stop of a session that never came up) runs
+        // nothing, and stopping it again would change nothing: delete the thread.
+        (false, None | Some(SessionStatus::Stopped)) => StopStep::Delete,
         (false, Some(SessionStatus::Starting)) if starting_for < STARTING_PATIENCE => StopStep::Wait,
         _ => StopStep::StopSession,
     };
@@ -285,6 +287,9 @@ pub(crate) struct Watcher {
     stalls: StallTracker,
     /// The stops being carried out, by thread.
     stops: HashMap<ThreadId, StopMemo>,
+    /// Threads whose success cannot be confirmed because their detail cannot be read, with the
+    /// error last logged: it is logged at WARN once per error, not every tick.
+    unconfirmed: HashMap<ThreadId, String>,
 }
 
 impl Watcher {
@@ -296,6 +301,7 @@ impl Watcher {
             following_stream: None,
             t3_was_reachable: None,
             timeouts,
+            unconfirmed: HashMap::new(),
             stalls: StallTracker::default(),
             stops: HashMap::new(),
         }
@@ -442,6 +448,7 @@ impl Watcher {
         let pass = self.stalls.pass;
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
+        self.unconfirmed.retain(|thread, _| fleet.thread(thread).is_some());
         Ok(recorded)
     }
 
@@ -449,16 +456,27 @@ impl Watcher {
     /// its detail shows ([`t3_client::wire::Thread::turn_was_interrupted`]); `None` when that
     /// cannot be told now (T3 did not answer, or no longer has the thread): nothing is concluded
     /// this tick.
-    async fn interrupted(&self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
+    ///
+    /// A detail that cannot be read is said at WARN (once per distinct error): the attempt stays
+    /// running, never recorded succeeded unconfirmed, so a person must see why.
+    async fn interrupted(&mut self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
         let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
-        match self.reader.thread_detail(thread).await {
-            Ok(Some(detail)) => Some(detail.thread.turn_was_interrupted(&turn)),
-            Ok(None) => None,
-            Err(error) => {
-                tracing::debug!("cannot read thread {thread}'s detail to confirm its success yet: {error}");
-                None
+        let problem = match self.reader.thread_detail(thread).await {
+            Ok(Some(detail)) => {
+                self.unconfirmed.remove(thread);
+                return Some(detail.thread.turn_was_interrupted(&turn));
             }
+            Ok(None) => "T3 has no detail for it".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        if self.unconfirmed.get(thread) != Some(&problem) {
+            tracing::warn!(
+                thread = thread.as_str(),
+                "thread {thread} completed, but afk cannot read its detail to confirm the turn was not interrupted, so its attempt stays running until it can: {problem}"
+            );
+            self.unconfirmed.insert(thread.clone(), problem);
         }
+        None
     }
 
     /// Stops the thread of every attempt the ledger marked for stopping (`to_stop`, as read after
@@ -522,9 +540,6 @@ impl Watcher {
                 Some(_) => StopSent::Unheeded,
             };
             let step = stop_step(&seen, sent, starting_for);
-            if matches!(step, StopStep::Delete | StopStep::StopSession) {
-                memo.sent = Some((updated_at, now));
-            }
             match step {
                 StopStep::Stopped => {
                     tracing::info!(
@@ -541,19 +556,21 @@ impl Watcher {
                     continue;
                 }
                 StopStep::Wait => {}
-                StopStep::Delete => {
-                    if let Err(error) = self.operate.delete_thread(thread, CommandId::generate()).await {
-                        failed("delete it", error);
-                    }
-                }
+                // Only a command T3 took counts as sent: one that never reached it is sent again
+                // at the next tick, not after STOP_RESEND_AFTER.
+                StopStep::Delete => match self.operate.delete_thread(thread, CommandId::generate()).await {
+                    Ok(_) => memo.sent = Some((updated_at, now)),
+                    Err(error) => failed("delete it", error),
+                },
                 StopStep::StopSession => {
                     if sent == StopSent::Unheeded {
                         tracing::debug!(
                             "thread {thread} still works after its stop; stopping its session again"
                         );
                     }
-                    if let Err(error) = self.operate.stop_session(thread, CommandId::generate()).await {
-                        failed("stop its session", error);
+                    match self.operate.stop_session(thread, CommandId::generate()).await {
+                        Ok(_) => memo.sent = Some((updated_at, now)),
+                        Err(error) => failed("stop its session", error),
                     }
                 }
             }
@@ -724,6 +741,10 @@ mod tests {
             (with_session(Running, false, Some(S::Running)), Nothing, soon, StopSession, "up, its turn not shown yet"),
             (with_session(Starting, false, None), Nothing, soon, Delete, "neither a turn nor a session: delete"),
             (with_session(Starting, false, None), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
+            (with_session(Starting, false, Some(S::Stopped)), Nothing, soon, Delete,
+                "its session stopped before any turn (stopped after STARTING_PATIENCE): nothing runs, delete"),
+            (with_session(Starting, false, Some(S::Stopped)), Unheeded, long, Delete,
+                "and never a stop again, which would leave the attempt stopping for ever"),
             (seen(Succeeded, true, 0), Unanswered, soon, Stopped, "ended"),
             (seen(failed(None), true, 0), Nothing, soon, Stopped, "failed"),
             (seen(Interrupted, true, 0), Nothing, soon, Stopped, "interrupted"),

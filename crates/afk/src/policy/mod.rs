@@ -173,7 +173,7 @@ impl Policies {
 
     /// The labels `repo`'s `AFK.md` adds, for removing them when a job ends: as last resolved,
     /// else read from `AFK.md` now (afk restarted since the job was dispatched). `None` when
-    /// `AFK.md` cannot be read now (try again later).
+    /// `AFK.md` cannot be fetched now (try again later); none for an `AFK.md` afk cannot use.
     pub async fn extra_labels_to_remove(&self, repo: &Repo) -> Option<Vec<String>> {
         if let Some(resolved) = self.resolved.get(repo) {
             return Some(resolved.extra_labels.clone());
@@ -181,10 +181,12 @@ impl Policies {
         let afk_md = self.afk_md.as_ref()?;
         match afk_md.policy(repo).await {
             Ok(file) => Some(file.settings.extra_labels.clone()),
-            Err(error) => {
-                tracing::debug!("{repo}: cannot read AFK.md for the labels to remove: {error}");
+            Err(error @ PolicyError::Fetch { .. }) => {
+                tracing::debug!("{repo}: cannot read AFK.md for the labels to remove yet: {error}");
                 None
             }
+            // An AFK.md afk cannot use added no labels either.
+            Err(_) => Some(Vec::new()),
         }
     }
 }

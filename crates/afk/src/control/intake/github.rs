@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
-use afk_github::{EligibleIssue, Intake, SkipReason, UntrustedEdit, Verdict, WebhookEvent};
+use afk_github::{EligibleIssue, Intake, SkipReason, SkippedIssue, UntrustedEdit, Verdict, WebhookEvent};
 use afk_ledger::{Job, NewJob};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -143,6 +143,7 @@ impl GitHubIntake {
             .chain(scan.skipped.iter().map(|s| s.key()))
             .collect();
         for skipped in scan.skipped {
+            self.keep_view(&skipped, recorder).await?;
             self.skipped(skipped.key(), skipped.reason, recorder, now).await?;
         }
         for issue in scan.eligible {
@@ -155,6 +156,44 @@ impl GitHubIntake {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a view of an issue held back for an untrusted edit whose live job took the vouched
+    /// text, when afk has none (it restarted since): the job's next attempt needs the issue's
+    /// author and URL for its prompt. The view's title and body are the job's, never the edited
+    /// ones.
+    async fn keep_view(
+        &mut self,
+        skipped: &SkippedIssue,
+        recorder: &mut Recorder,
+    ) -> Result<(), ControlError> {
+        let (SkipReason::UntrustedEdit(edit), Some(url)) = (&skipped.reason, &skipped.url) else {
+            return Ok(());
+        };
+        let key = skipped.key();
+        if self.issues.contains_key(&key) {
+            return Ok(());
+        }
+        let Some(job) = recorder.ledger().job_by_issue(&key).await? else {
+            return Ok(());
+        };
+        if job.state.is_final() {
+            return Ok(());
+        }
+        let view = EligibleIssue {
+            repo: key.repo.clone(),
+            number: key.number,
+            title: job.title.clone(),
+            body: job.body.clone(),
+            labels: job.labels.clone(),
+            author: skipped.author.clone(),
+            url: url.clone(),
+            priority: job.priority,
+            labeled_by: edit.label.by.clone(),
+            labeled_at: edit.label.at,
+        };
+        self.issues.insert(key, view);
         Ok(())
     }
 
@@ -299,6 +338,7 @@ impl GitHubIntake {
             priority: issue.priority,
             source: JobSource::GitHub,
         };
+        let labeled_at = issue.labeled_at;
         self.issues.insert(key.clone(), issue);
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
@@ -306,12 +346,21 @@ impl GitHubIntake {
                 recorder.queued(&job, "GitHub");
             }
             Some(job) => {
+                // A trusted person applied the trigger label after the job ended without success
+                // (e.g. after fixing AFK.md): they ask for it again. afk's own `afk:failed` after
+                // an older label makes intake skip the issue as finished, so an eligible issue
+                // with a label older than the job's end is one afk has not reported on yet.
+                let relabelled = matches!(
+                    job.state,
+                    JobState::Failed | JobState::GivenUp | JobState::Cancelled
+                ) && labeled_at.is_some_and(|at| at > job.updated_at);
                 // An eligible issue's text is vouched for (nobody untrusted changed it since the
                 // trusted label): a job that has not started yet, or one that comes back, takes
                 // it. A job under way keeps the text it started with. Labels and priority follow
                 // the issue.
-                let fresh_start =
-                    (job.state == JobState::Queued && job.attempts == 0) || job.state == JobState::Cancelled;
+                let fresh_start = (job.state == JobState::Queued && job.attempts == 0)
+                    || job.state == JobState::Cancelled
+                    || relabelled;
                 let refreshed = if fresh_start {
                     new
                 } else {
@@ -328,7 +377,13 @@ impl GitHubIntake {
                 {
                     recorder.ledger().upsert_job(&refreshed, now).await?;
                 }
-                if job.state == JobState::Cancelled {
+                if relabelled {
+                    // With a fresh budget, whatever ended it (the machine decides).
+                    let back = Event::Requeue {
+                        by: RequeueBy::Relabelled,
+                    };
+                    recorder.offer(&job, &back, now).await?;
+                } else if job.state == JobState::Cancelled {
                     // Back only if GitHub withdrew it (the machine decides).
                     let back = Event::Requeue {
                         by: RequeueBy::Source(JobSource::GitHub),
