@@ -448,7 +448,8 @@ impl Watcher {
         let pass = self.stalls.pass;
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
-        self.unconfirmed.retain(|thread, _| fleet.thread(thread).is_some());
+        self.unconfirmed
+            .retain(|thread, _| fleet.thread(thread).is_some());
         Ok(recorded)
     }
 
