@@ -317,9 +317,11 @@ pub fn router(
     webhook: Option<(Arc<dyn SecretProvider>, mpsc::Sender<WebhookEvent>)>,
     limits: &Limits,
 ) -> axum::Router {
-    let router = api::router(hub, limits);
-    match webhook {
+    let router = api::router(hub);
+    let router = match webhook {
         Some((secret, events)) => router.merge(afk_github::webhook_router(secret, events)),
         None => router,
-    }
+    };
+    // After the merge: a slow webhook body is cut off like any other.
+    api::with_deadline(router, limits)
 }
