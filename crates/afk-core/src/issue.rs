@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidIssue {
     /// Not `OWNER/NAME`.
-    #[error("repository {0:?} is not of the form OWNER/NAME")]
+    #[error(
+        "repository {0:?} is not of the form OWNER/NAME (an owner is letters, digits, `-` and `_`; a name also `.`, not `.` or `..`)"
+    )]
     Repo(String),
     /// Not `p0`..`p3` or `0`..`3`.
     #[error("priority {0:?} is not one of p0, p1, p2, p3")]
@@ -22,17 +24,29 @@ pub enum InvalidIssue {
 pub struct Repo(String);
 
 impl Repo {
-    /// Accepts `OWNER/NAME` where both parts are non-empty and made of letters, digits, `-`, `_`
-    /// and `.`.
+    /// Accepts `OWNER/NAME` as GitHub allows them (see the rules below): never a path such as
+    /// `../..`.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidIssue> {
         let value = value.into();
-        let ok_part = |p: &str| {
-            !p.is_empty()
+        // GitHub's rules: an owner (user or organisation) is letters, digits and single hyphens,
+        // not starting or ending with one (managed users add `_`); a name is letters, digits,
+        // `-`, `_` and `.`, but not `.` or `..`. Both at most 100 characters.
+        let ok_owner = |p: &str| {
+            (1..=100).contains(&p.len())
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                && !p.starts_with('-')
+                && !p.ends_with('-')
+        };
+        let ok_name = |p: &str| {
+            (1..=100).contains(&p.len())
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && p != "."
+                && p != ".."
         };
         match value.split_once('/') {
-            Some((owner, name)) if ok_part(owner) && ok_part(name) => Ok(Self(value)),
+            Some((owner, name)) if ok_owner(owner) && ok_name(name) => Ok(Self(value)),
             _ => Err(InvalidIssue::Repo(value)),
         }
     }
@@ -173,6 +187,14 @@ mod tests {
         assert!(Repo::new("acme/").is_err());
         assert!(Repo::new("a/b/c").is_err());
         assert!(Repo::new("acme/wid gets").is_err());
+        for bad in [
+            "../..", "acme/..", "acme/.", "-acme/x", "acme-/x", "ac.me/x", "a:b/c",
+        ] {
+            assert!(Repo::new(bad).is_err(), "{bad}");
+        }
+        for good in ["a/b", "acme-corp/my.repo_2", "user_shortcode/.github", "a/..x"] {
+            assert!(Repo::new(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

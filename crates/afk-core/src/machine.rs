@@ -256,7 +256,7 @@ pub fn apply(
         } else {
             let wait = policy.backoff(used);
             Transition {
-                not_before: Some(now + chrono_duration(wait)),
+                not_before: Some(later(now, wait)),
                 ..step(
                     J::RetryWait,
                     attempt,
@@ -338,7 +338,7 @@ pub fn apply(
             } else {
                 let wait = policy.backoff(tries);
                 Transition {
-                    not_before: Some(now + chrono_duration(wait)),
+                    not_before: Some(later(now, wait)),
                     ..step(
                         J::Dispatching,
                         Some(AttemptChange::DispatchRetry {
@@ -472,8 +472,13 @@ pub fn first_line(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// `wait` after `now`, saturating at the last instant a date can hold: a back-off too long for
+/// the calendar (`[retry] initial = "300000y"`) waits forever rather than panicking.
+fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|wait| now.checked_add_signed(wait))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -509,6 +514,20 @@ mod tests {
         let t = run(job(JobState::Running, 1), Event::ThreadSucceeded).unwrap();
         assert_eq!(t.to, JobState::Succeeded);
         assert!(t.to.is_final());
+    }
+
+    #[test]
+    fn a_backoff_past_the_last_date_waits_until_then_without_panicking() {
+        let policy = RetryPolicy {
+            initial: Duration::from_secs(300_000 * 365 * 24 * 3600),
+            cap: Duration::MAX,
+            ..RetryPolicy::default()
+        };
+        let failed = Event::ThreadFailed { error: "boom".into() };
+        for used in 1..3 {
+            let t = apply(job(JobState::Running, used), &failed, &policy, now()).unwrap();
+            assert_eq!(t.not_before, Some(DateTime::<Utc>::MAX_UTC));
+        }
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub use report::{
     LABEL_RUNNING, STATUS_MARKER,
 };
 pub use trust::{Login, Permission};
-pub use webhook::{sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH};
+pub use webhook::{
+    read_delivery, sign, signature_is_valid, webhook_router, WebhookEvent, WebhookEventKind, WEBHOOK_PATH,
+};
 
 /// Locks `m`, also when a panic poisoned it: every lock in this crate guards plain caches and
 /// counters (single inserts and reads), which a panic cannot leave half-written.

@@ -5,7 +5,9 @@
 //! cannot pre-empt a real delivery by reusing its id).
 //!
 //! Webhooks only make afk act sooner: polling stays the source of truth for missed deliveries, and
-//! a delivery seen twice is answered 200 and dropped.
+//! a delivery seen twice is answered 200 and dropped. "Seen" is judged by the signed content (a
+//! SHA-256 digest of the verified body) as well as by the unsigned `X-GitHub-Delivery` id: a
+//! replayed body under a new or missing id is a duplicate too.
 
 use crate::lock;
 use std::collections::{HashSet, VecDeque};
@@ -26,7 +28,7 @@ use tokio::sync::mpsc;
 
 /// The path the router serves.
 pub const WEBHOOK_PATH: &str = "/webhooks/github";
-/// How many delivery ids are remembered for deduplication (GitHub redelivers within hours, and a
+/// How many delivery ids and body digests are remembered for deduplication (GitHub redelivers within hours, and a
 /// duplicate beyond this window is harmless anyway).
 pub const DEDUP_CAPACITY: usize = 4096;
 
@@ -130,6 +132,17 @@ impl SeenDeliveries {
         true
     }
 
+    /// Remembers every key of one delivery; false (remembering nothing new) when any was known.
+    fn insert_all(&mut self, keys: &[String]) -> bool {
+        if keys.iter().any(|k| self.ids.contains(k)) {
+            return false;
+        }
+        for key in keys {
+            self.insert(key);
+        }
+        true
+    }
+
     fn forget(&mut self, id: &str) {
         self.ids.remove(id);
         self.order.retain(|o| o != id);
@@ -203,6 +216,13 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // Named in the log by its id, else by its content (an id is not signed and may be missing).
+    let digest = body_digest(&body);
+    let named = if delivery.is_empty() {
+        format!("with body digest {}", &digest[..16])
+    } else {
+        delivery.clone()
+    };
     let event = headers
         .get("x-github-event")
         .and_then(|v| v.to_str().ok())
@@ -210,18 +230,50 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
     if event == "ping" {
         return (StatusCode::OK, "pong\n".into());
     }
-    if event != "issues" {
-        return (StatusCode::NO_CONTENT, String::new());
-    }
-    let payload: Payload = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an issues event payload: {e}\n"),
-            )
+    let (repo, number, kind) = match read_delivery(event, &body) {
+        Ok(Some(read)) => read,
+        Ok(None) => return (StatusCode::NO_CONTENT, String::new()),
+        Err(why) => {
+            tracing::warn!(delivery = %named, "webhook delivery {named} skipped: {why}");
+            return (StatusCode::BAD_REQUEST, format!("{why}\n"));
         }
     };
+    let mut keys = vec![format!("body:{digest}")];
+    if !delivery.is_empty() {
+        keys.push(format!("id:{delivery}"));
+    }
+    if !lock(&state.seen).insert_all(&keys) {
+        tracing::debug!(delivery = %named, "duplicate webhook delivery ignored");
+        return (StatusCode::OK, "duplicate delivery\n".into());
+    }
+    let event = WebhookEvent {
+        repo,
+        number,
+        kind,
+        delivery: delivery.clone(),
+    };
+    tracing::debug!(?event, "webhook event accepted");
+    if state.events.send(event).await.is_err() {
+        // Nobody listens (shutting down): let GitHub redeliver later.
+        let mut seen = lock(&state.seen);
+        for key in &keys {
+            seen.forget(key);
+        }
+        return (StatusCode::SERVICE_UNAVAILABLE, "not accepting events\n".into());
+    }
+    (StatusCode::ACCEPTED, "accepted\n".into())
+}
+
+/// What a verified delivery of event type `event` (`X-GitHub-Event`) with `body` says: the
+/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and pull
+/// requests); `Err` with why for an `issues` payload afk cannot read. Never panics, whatever the
+/// body.
+pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    if event != "issues" {
+        return Ok(None);
+    }
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| format!("not an issues event payload: {e}"))?;
     let label = || payload.label.as_ref().map(|l| l.name.clone()).unwrap_or_default();
     let kind = match payload.action.as_str() {
         "labeled" => WebhookEventKind::Labeled { label: label() },
@@ -230,32 +282,20 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
         "reopened" => WebhookEventKind::Reopened,
         "deleted" => WebhookEventKind::Deleted,
         "transferred" => WebhookEventKind::Transferred,
-        _ => return (StatusCode::NO_CONTENT, String::new()),
+        _ => return Ok(None),
     };
     if payload.issue.pull_request.is_some() {
-        return (StatusCode::NO_CONTENT, String::new());
+        return Ok(None);
     }
-    let repo = match Repo::new(payload.repository.full_name) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
-    if !delivery.is_empty() && !lock(&state.seen).insert(&delivery) {
-        tracing::debug!(%delivery, "duplicate webhook delivery ignored");
-        return (StatusCode::OK, "duplicate delivery\n".into());
-    }
-    let event = WebhookEvent {
-        repo,
-        number: payload.issue.number,
-        kind,
-        delivery: delivery.clone(),
-    };
-    tracing::debug!(?event, "webhook event accepted");
-    if state.events.send(event).await.is_err() {
-        // Nobody listens (shutting down): let GitHub redeliver later.
-        lock(&state.seen).forget(&delivery);
-        return (StatusCode::SERVICE_UNAVAILABLE, "not accepting events\n".into());
-    }
-    (StatusCode::ACCEPTED, "accepted\n".into())
+    let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
+    Ok(Some((repo, payload.issue.number, kind)))
+}
+
+/// The SHA-256 of a delivery's body, in hex: what the signature covers, so what a replay cannot
+/// change.
+fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Verifies `sha256=<hex>` against HMAC-SHA256(secret, body) in constant time.

@@ -153,3 +153,30 @@ async fn a_duplicate_delivery_is_harmless() {
     assert_eq!(listener.events.try_recv().unwrap().kind, WebhookEventKind::Closed);
     assert!(listener.events.try_recv().is_err(), "delivered once");
 }
+
+#[tokio::test]
+async fn a_replayed_body_under_a_new_or_missing_id_is_a_duplicate() {
+    let mut listener = listen().await;
+    let body = payload("labeled", 11, Some("afk"));
+    let signature = sign(SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(deliver(&listener.url, &body, Some(&signature), "d-1").await, 202);
+    // The id is not signed: a replay may carry any.
+    assert_eq!(deliver(&listener.url, &body, Some(&signature), "d-2").await, 200);
+    let without_id = reqwest::Client::new()
+        .post(&listener.url)
+        .header("x-github-event", "issues")
+        .header("x-hub-signature-256", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(without_id, 200);
+    assert_eq!(listener.events.try_recv().unwrap().number, 11);
+    assert!(listener.events.try_recv().is_err(), "taken once");
+    // Another event (another body) under the replayed id's neighbour still gets through.
+    let other = payload("unlabeled", 11, Some("afk"));
+    let signed = sign(SECRET.as_bytes(), other.as_bytes());
+    assert_eq!(deliver(&listener.url, &other, Some(&signed), "d-3").await, 202);
+}

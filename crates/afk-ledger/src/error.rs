@@ -99,12 +99,40 @@ pub enum LedgerError {
         /// Which row and column, and what is wrong with it.
         what: String,
     },
+    /// This handle took the ledger's leadership as `epoch`, but another `afk run` has taken it
+    /// since (this one lost its lock: a terminated database session, a deleted lock file, a
+    /// pause). Nothing was written; this process must stop acting as the leader.
+    #[error("another afk run leads the ledger now (this one led it as epoch {epoch}); nothing was recorded")]
+    Deposed {
+        /// The epoch this handle led as.
+        epoch: i64,
+    },
     /// The database failed a query (connection lost, disk full, a constraint violated).
     #[error("ledger database error: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 impl LedgerError {
+    /// True when the ledger refused a value itself (too large for its column, a NUL byte, text
+    /// the database cannot store): the item that carried it is at fault, not the ledger.
+    pub fn is_bad_value(&self) -> bool {
+        match self {
+            LedgerError::OutOfRange { .. } => true,
+            // SQLSTATE class 22: data exception (PostgreSQL's "invalid byte sequence", numeric
+            // overflow, ...).
+            LedgerError::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code.starts_with("22")),
+            _ => false,
+        }
+    }
+
+    /// True when the write was refused because another process leads the ledger now.
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, LedgerError::Deposed { .. })
+    }
+
     /// True when the database refused a write because it would break a uniqueness rule of the
     /// schema: a second live attempt for one job, a thread id used twice, an attempt number
     /// reused.

@@ -2,7 +2,6 @@
 //! migrations current, and does an `afk run` lead it. [`Ledger::open`] would migrate it and
 //! create a missing SQLite file; this does neither.
 
-use std::fs::{OpenOptions, TryLockError};
 use std::str::FromStr;
 
 use sqlx::migrate::Migrator;
@@ -10,6 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::leader::{is_memory, lock_file_held, lock_path, PG_TRY_LOCK, PG_UNLOCK};
 use crate::open::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use crate::{redact_url, Backend, Ledger, LedgerError};
 
@@ -48,7 +48,7 @@ impl Ledger {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(open_error)?;
             let path = options.get_filename().to_owned();
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let in_memory = is_memory(url);
             if !in_memory && !path.exists() {
                 return Ok(Inspection::fresh(
                     url_redacted,
@@ -71,7 +71,9 @@ impl Ledger {
                 None => Vec::new(),
             };
             let _ = connection.close().await;
-            let led = !in_memory && sqlite_led(&path)?;
+            let led = !in_memory
+                && lock_file_held(&lock_path(&path))
+                    .map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
             Ok(Inspection::of(
                 url_redacted,
                 Backend::Sqlite,
@@ -97,18 +99,12 @@ impl Ledger {
                 false => Vec::new(),
             };
             // The lock `try_lead` takes, taken and given back at once: held elsewhere, it is led.
-            let free: bool = sqlx::query_scalar(
-                "SELECT pg_try_advisory_lock(hashtext('afk-ledger-leader:' || current_schema()))",
-            )
-            .fetch_one(&mut connection)
-            .await?;
+            let free: bool = sqlx::query_scalar(PG_TRY_LOCK).fetch_one(&mut connection).await?;
             if free {
                 // Given back on this connection before it closes: a backend ends after the client
                 // has gone, and until it does, the lock would still refuse the `afk run` that a
                 // person starts right after `afk doctor`.
-                sqlx::query("SELECT pg_advisory_unlock(hashtext('afk-ledger-leader:' || current_schema()))")
-                    .execute(&mut connection)
-                    .await?;
+                sqlx::query(PG_UNLOCK).execute(&mut connection).await?;
             }
             let _ = connection.close().await;
             Ok(Inspection::of(
@@ -121,23 +117,6 @@ impl Ledger {
         } else {
             Err(LedgerError::UnsupportedUrl { url_redacted })
         }
-    }
-}
-
-/// True when another process holds `PATH.lock` (a missing lock file is never held).
-fn sqlite_led(path: &std::path::Path) -> Result<bool, LedgerError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let file = match OpenOptions::new().write(true).open(&lock_path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(LedgerError::Database(sqlx::Error::Io(e))),
-    };
-    match file.try_lock() {
-        // Dropping the file unlocks it at once.
-        Ok(()) => Ok(false),
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(e)) => Err(LedgerError::Database(sqlx::Error::Io(e))),
     }
 }
 

@@ -33,16 +33,17 @@
 
 mod error;
 mod inspect;
-mod leader;
 mod model;
 mod redact;
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
 pub use inspect::Inspection;
-pub use leader::Leadership;
+pub use leader::{Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobSummary, LedgerSize, MAX_PAGE};
 pub use redact::redact_url;
@@ -109,11 +110,15 @@ macro_rules! in_transaction {
     }};
 }
 
-/// afk's durable ledger. Cheap to clone: clones share one connection pool.
+/// afk's durable ledger. Cheap to clone: clones share one connection pool (and the leadership
+/// fence, see [`Ledger::try_lead`]).
 #[derive(Clone)]
 pub struct Ledger {
     pool: Pool,
     url_redacted: String,
+    /// The leadership epoch this handle (and its clones) took with [`Ledger::try_lead`]; 0 when it
+    /// never led. Once set, every write checks it in its own transaction.
+    fence: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for Ledger {
@@ -126,10 +131,32 @@ impl fmt::Debug for Ledger {
     }
 }
 
+/// Fences a write: when `$ledger` took the leadership, checks in the transaction `$tx` that its
+/// epoch is still the ledger's, else ends the body with [`LedgerError::Deposed`]. The check is a
+/// write (of the epoch onto itself), so that a new leader's bump waits for a fenced transaction in
+/// flight and SQLite takes its write lock first (no lock upgrade can deadlock), and a fenced
+/// transaction that starts after the bump sees the new epoch.
+macro_rules! fence {
+    ($ledger:expr, $tx:ident) => {
+        if let Some(epoch) = $ledger.epoch() {
+            let held: Option<i64> = sqlx::query_scalar(
+                "UPDATE leadership SET epoch = epoch WHERE id = 1 AND epoch = $1 RETURNING epoch",
+            )
+            .bind(epoch)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if held.is_none() {
+                return Err(LedgerError::Deposed { epoch });
+            }
+        }
+    };
+}
+
 /// SQL for the columns that tell a live attempt (one whose thread may be working).
 const LIVE: &str = "state IN ('dispatching', 'running')";
 
 // After the macros: the modules below use them.
+mod leader;
 mod open;
 mod overview;
 mod query;
@@ -148,6 +175,11 @@ impl Ledger {
     /// The URL the ledger was opened with, its password redacted: safe to print.
     pub fn url_redacted(&self) -> &str {
         &self.url_redacted
+    }
+
+    /// The leadership epoch this handle writes under, when it took the lead.
+    pub fn epoch(&self) -> Option<i64> {
+        Some(self.fence.load(Ordering::SeqCst)).filter(|&epoch| epoch > 0)
     }
 
     /// Closes every connection; waits for queries in flight. Other clones stop working.

@@ -43,7 +43,11 @@ impl Ledger {
             return Err(LedgerError::UnsupportedUrl { url_redacted });
         };
         tracing::debug!("ledger open at {url_redacted}");
-        Ok(Ledger { pool, url_redacted })
+        Ok(Ledger {
+            pool,
+            url_redacted,
+            fence: Default::default(),
+        })
     }
 }
 

@@ -14,12 +14,24 @@ impl Ledger {
     /// a job. `updated_at` changes only when something did.
     pub async fn upsert_job(&self, job: &NewJob, now: DateTime<Utc>) -> Result<(Job, bool), LedgerError> {
         let number = issue_number(&job.issue)?;
+        // Refused here for both backends alike: PostgreSQL's text cannot hold a NUL.
+        let nul = [
+            ("title", job.title.contains('\0')),
+            ("body", job.body.contains('\0')),
+            ("labels", job.labels.iter().any(|l| l.contains('\0'))),
+        ];
+        if let Some((part, _)) = nul.iter().find(|(_, has)| *has) {
+            return Err(LedgerError::OutOfRange {
+                what: format!("the {part} of {} (it holds a NUL byte)", job.issue),
+            });
+        }
         let labels = serde_json::to_string(&job.labels).map_err(|e| LedgerError::OutOfRange {
             what: format!("the labels of {}: {e}", job.issue),
         })?;
         let priority = i64::from(job.priority.level());
         let now = millis(now);
         let row: Option<JobRow> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
             let inserted: Option<JobRow> = sqlx::query_as(
                 "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
                  dispatch_tries, created_ms, updated_ms) \
@@ -72,6 +84,8 @@ impl Ledger {
     /// Records `transition` for `job` atomically, in one database transaction, and returns the
     /// job as it now is:
     ///
+    /// - fenced: when this handle took the ledger's leadership ([`Ledger::try_lead`]) and another
+    ///   process has taken it since, nothing is written ([`LedgerError::Deposed`]);
     /// - compare-and-set: the job must still be in `transition.from`, else nothing is written and
     ///   the result is [`LedgerError::Conflict`] (or [`LedgerError::NotFound`]);
     /// - the job takes `transition.to`, `transition.not_before` and `transition.cancel_reason`
@@ -98,10 +112,11 @@ impl Ledger {
     ) -> Result<Job, LedgerError> {
         let plan = Plan::new(job, transition, new_attempt)?;
         let now = millis(now);
-        // The compare-and-set is the transaction's first statement and a write, so SQLite takes
-        // its write lock (waiting out the busy timeout) before reading anything: no lock upgrade
-        // can deadlock.
+        // The fence (for a leader) and then the compare-and-set are the transaction's first
+        // statements and writes, so SQLite takes its write lock (waiting out the busy timeout)
+        // before reading anything: no lock upgrade can deadlock.
         let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
             let updated: Option<JobRow> = sqlx::query_as(
                 "UPDATE jobs SET state = $1, attempts = attempts + $2, \
                  dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
@@ -214,7 +229,13 @@ impl Ledger {
     /// [`Ledger::attempts_to_stop`]. Idempotent; [`LedgerError::NotFound`] for an unknown attempt.
     pub async fn mark_thread_stopped(&self, attempt: AttemptId) -> Result<(), LedgerError> {
         let sql = "UPDATE attempts SET stop_pending = FALSE WHERE id = $1 RETURNING id";
-        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, attempt.0);
+        let found: Option<(i64,)> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
+            Ok(sqlx::query_as(sql)
+                .bind(attempt.0)
+                .fetch_optional(&mut *tx)
+                .await?)
+        }))?;
         found
             .map(drop)
             .ok_or(LedgerError::NotFound(RecordRef::Attempt(attempt)))
@@ -226,7 +247,14 @@ impl Ledger {
     /// an unknown job.
     pub async fn mark_reported(&self, job: JobId, marker: &str) -> Result<(), LedgerError> {
         let sql = "UPDATE jobs SET reported = $1 WHERE id = $2 RETURNING id";
-        let found: Option<(i64,)> = fetch!(self, fetch_optional, sql, marker, job.0);
+        let found: Option<(i64,)> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
+            Ok(sqlx::query_as(sql)
+                .bind(marker)
+                .bind(job.0)
+                .fetch_optional(&mut *tx)
+                .await?)
+        }))?;
         found.map(drop).ok_or(LedgerError::NotFound(RecordRef::Job(job)))
     }
 }

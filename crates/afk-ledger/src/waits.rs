@@ -68,7 +68,8 @@ impl Ledger {
                    ON CONFLICT (topic) DO UPDATE SET part = excluded.part, message = excluded.message, \
                    kind = excluded.kind, needs_person = excluded.needs_person, since = excluded.since, \
                    updated_at = excluded.updated_at";
-        with_pool!(self, |pool| {
+        with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
             sqlx::query(sql)
                 .bind(&wait.topic)
                 .bind(&wait.part)
@@ -77,32 +78,31 @@ impl Ledger {
                 .bind(wait.needs_person)
                 .bind(millis(wait.since))
                 .bind(millis(wait.updated_at))
-                .execute(pool)
-                .await
-                .map(drop)?
-        });
-        Ok(())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }))
     }
 
     /// Afk no longer waits on `topic`.
     pub async fn clear_wait(&self, topic: &str) -> Result<(), LedgerError> {
-        with_pool!(self, |pool| {
+        with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
             sqlx::query("DELETE FROM waits WHERE topic = $1")
                 .bind(topic)
-                .execute(pool)
-                .await
-                .map(drop)?
-        });
-        Ok(())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }))
     }
 
     /// Forgets every reason: an `afk run` that starts or stops leading the ledger knows none yet.
     pub async fn clear_waits(&self) -> Result<(), LedgerError> {
-        with_pool!(self, |pool| sqlx::query("DELETE FROM waits")
-            .execute(pool)
-            .await
-            .map(drop)?);
-        Ok(())
+        with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
+            sqlx::query("DELETE FROM waits").execute(&mut *tx).await?;
+            Ok(())
+        }))
     }
 
     /// Every reason the running afk waits, by topic.

@@ -231,6 +231,9 @@ on_both_backends!(
     watched_attempts_are_the_live_attempts_without_their_text,
     a_wait_is_kept_per_topic_until_it_is_over,
     inspecting_changes_nothing_and_sees_migrations_and_the_leader,
+    a_leader_that_lost_its_lock_notices_and_cannot_write,
+    only_the_current_leaders_writes_land,
+    a_value_the_ledger_cannot_store_is_refused_as_the_items_fault,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1309,6 +1312,133 @@ async fn one_process_leads_the_ledger_at_a_time(fx: &Fixture) {
         "the standby takes over once the leader is gone"
     );
     other.close().await;
+}
+
+/// Takes the leader's lock away from under it, as the world does: the lock file deleted (SQLite),
+/// the lock's PostgreSQL session terminated (`pg_terminate_backend`: a reaper, a restart).
+async fn break_the_lock(fx: &Fixture) {
+    match &fx.raw {
+        Raw::Sqlite(_) => {
+            let db = fx.url.strip_prefix("sqlite://").unwrap();
+            std::fs::remove_file(format!("{db}.lock")).expect("delete the lock file");
+        }
+        Raw::Postgres(pool) => {
+            // The advisory lock of this schema (a 32-bit key: pg_locks shows it in `objid`).
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND objsubid = 1 AND objid::bigint = \
+                 (hashtext('afk-ledger-leader:' || current_schema())::bigint & 4294967295)",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            assert_eq!(killed, [true], "one backend holds the leader lock");
+        }
+    }
+}
+
+async fn a_leader_that_lost_its_lock_notices_and_cannot_write(fx: &Fixture) {
+    let old = &fx.ledger;
+    let job = queued(old, 1, 2, t0()).await;
+    let mut lead = old.try_lead().await.unwrap().expect("the first one leads");
+    assert_eq!(old.epoch(), Some(lead.epoch()));
+    lead.check().await.expect("it leads");
+    let job = step(old, &job, Event::StartAttempt, Some(&ids("fence-1")), at(1)).await;
+
+    break_the_lock(fx).await;
+    let lost = tokio::time::timeout(Duration::from_secs(20), lead.check())
+        .await
+        .expect("the check answers")
+        .expect_err("the lock is gone");
+    assert!(
+        lost.0.contains("lock file") || lost.0.contains("PostgreSQL session"),
+        "{lost}"
+    );
+    let standby = Ledger::open(&fx.url).await.unwrap();
+    let mut new_lead = standby
+        .try_lead()
+        .await
+        .unwrap()
+        .expect("a standby takes the lead");
+    assert!(new_lead.epoch() > lead.epoch());
+
+    // The old leader has not noticed: each of its writes is refused and writes nothing.
+    let dispatched = transition(&job, Event::Dispatched, at(2));
+    let refused = old.record(job.id, &dispatched, None, at(2)).await.unwrap_err();
+    assert!(refused.is_deposed(), "{refused}");
+    assert!(old
+        .upsert_job(&new_job(2, 2), at(2))
+        .await
+        .unwrap_err()
+        .is_deposed());
+    assert!(old.mark_reported(job.id, "x").await.unwrap_err().is_deposed());
+    let wait = Wait {
+        topic: "t3_read".into(),
+        part: "T3".into(),
+        message: "m".into(),
+        kind: "k".into(),
+        needs_person: false,
+        since: at(2),
+        updated_at: at(2),
+    };
+    assert!(old.set_wait(&wait).await.unwrap_err().is_deposed());
+    assert!(old.clear_waits().await.unwrap_err().is_deposed());
+    let seen = standby.job(job.id).await.unwrap().unwrap();
+    assert_eq!(seen.state, JobState::Dispatching, "nothing of the old leader's");
+    assert!(standby.job_by_issue(&issue(2)).await.unwrap().is_none());
+
+    // The new leader writes; the old one, asked again, has lost to it.
+    let job = step(&standby, &seen, Event::Dispatched, None, at(3)).await;
+    assert_eq!(job.state, JobState::Running);
+    let lost = lead.check().await.expect_err("still lost");
+    assert!(!lost.0.is_empty());
+    new_lead.check().await.expect("the new one leads");
+    new_lead.release().await;
+    standby.close().await;
+}
+
+async fn only_the_current_leaders_writes_land(fx: &Fixture) {
+    // Two leaders in turn on one ledger, each through its own handle: the epoch moves on with
+    // each, and a handle writes only under its own.
+    let first = Ledger::open(&fx.url).await.unwrap();
+    let second = Ledger::open(&fx.url).await.unwrap();
+    let lead = first.try_lead().await.unwrap().unwrap();
+    let a = queued(&first, 10, 2, t0()).await;
+    lead.release().await;
+    let lead2 = second.try_lead().await.unwrap().unwrap();
+    assert_eq!(second.current_epoch().await.unwrap(), lead2.epoch());
+    // Concurrent writes of both: only the current leader's land.
+    let writes = (0..8u64).map(|n| {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            let old = first.upsert_job(&new_job(100 + n, 2), t0()).await;
+            let new = second.upsert_job(&new_job(200 + n, 2), t0()).await;
+            (old.map(drop), new.map(drop))
+        }
+    });
+    for (old, new) in futures::future::join_all(writes).await {
+        assert!(old.unwrap_err().is_deposed());
+        new.unwrap();
+    }
+    assert_eq!(second.job(a.id).await.unwrap().unwrap().state, JobState::Queued);
+    lead2.release().await;
+    first.close().await;
+    second.close().await;
+}
+
+async fn a_value_the_ledger_cannot_store_is_refused_as_the_items_fault(fx: &Fixture) {
+    let mut nul = new_job(5, 2);
+    nul.body = "before\0after".into();
+    let error = fx.ledger.upsert_job(&nul, t0()).await.unwrap_err();
+    assert!(
+        error.is_bad_value() && error.to_string().contains("NUL"),
+        "{error}"
+    );
+    let mut huge = new_job(6, 2);
+    huge.issue.number = u64::MAX;
+    let error = fx.ledger.upsert_job(&huge, t0()).await.unwrap_err();
+    assert!(error.is_bad_value(), "{error}");
+    assert!(fx.ledger.jobs().await.unwrap().is_empty());
 }
 
 async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {

@@ -8,13 +8,15 @@
 //!
 //! - **dispatch**: `T3Client::dispatch_isolated` (the one `/ws` bootstrap afk sends per attempt:
 //!   T3 creates the thread and its git worktree and starts the turn), `n` at a time, each with a
-//!   branch of its own; latency is from sending to T3's answer (median and 95th percentile),
-//!   throughput the dispatches answered per second of the batch. The agent (`afk sim agent`)
+//!   branch of its own and, since T3 adds one worktree to a checkout at a time, each of the `n`
+//!   in a repository of its own (16 dispatches, or 64 for 64 in flight); latency is from sending
+//!   to T3's answer (median and 95th percentile), throughput the dispatches answered per second
+//!   of the batch. The agent (`afk sim agent`)
 //!   ends each turn after 100 ms; every thread's session is stopped after its batch, so no agent
 //!   is left running.
 //! - **tick with 20 ready issues**: `App::tick` as `afk run` makes it, the first one after 20
-//!   issue files appeared (`max_concurrent` 20): intake, T3's view, 20 attempts recorded and
-//!   dispatched (`[limits] parallel_dispatches`, 8 by default).
+//!   issue files appeared (`max_concurrent` 20), all of one repository: intake, T3's view, 20
+//!   attempts recorded and dispatched (the repository's bootstraps one after the other).
 //!
 //! Each figure is one sample on a shared two-core machine: read the ratios, not the absolute
 //! times.
@@ -98,7 +100,11 @@ impl Target {
 async fn sim_target() -> Target {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let projects = std::iter::once("tick".to_owned())
-        .chain(IN_FLIGHT.iter().map(|n| format!("dispatch-{n}")))
+        .chain(
+            IN_FLIGHT
+                .iter()
+                .flat_map(|n| (0..*n).map(move |k| format!("dispatch-{n}-{k}"))),
+        )
         .map(|name| SimProject::new(format!("proj-{name}"), format!("/srv/bench/{name}")))
         .collect();
     let sim = SimServer::start(
@@ -142,77 +148,101 @@ async fn real_target() -> Option<Target> {
 /// One batch of dispatches, `n` in flight: medians of latency and the throughput.
 struct Batch {
     in_flight: usize,
+    /// Dispatches T3 answered with success.
     count: usize,
+    /// Dispatches that failed (no answer within the client's 30 s, or refused).
+    failed: usize,
     p50: Duration,
     p95: Duration,
     per_sec: f64,
 }
 
 async fn dispatch_batch(target: &Target, n: usize) -> Batch {
-    let (project, workspace) = target.project(&format!("dispatch-{n}")).await;
+    // T3 adds one worktree to a checkout at a time (afk queues a checkout's bootstraps): `n` in
+    // flight are `n` repositories, each sending its share one after the other.
+    let mut slots = Vec::new();
+    for k in 0..n {
+        let (project, workspace) = target.project(&format!("dispatch-{n}-{k}")).await;
+        let worktree = WorktreePlan {
+            project_cwd: workspace,
+            base_branch: "main".into(),
+            run_setup_script: false,
+        };
+        slots.push((project, worktree, Vec::new()));
+    }
     let client = target.client();
-    let worktree = WorktreePlan {
-        project_cwd: workspace,
-        base_branch: "main".into(),
-        run_setup_script: false,
-    };
-    // A warm-up dispatch opens the socket (and, on the real T3, warms its git and agent paths).
-    let count = n.max(8);
-    let plans: Vec<_> = (0..=count as u64)
-        .map(|i| {
-            let issue = IssueRef {
-                repo: "bench/dispatch".into(),
-                number: n as u64 * 1_000 + i,
-                title: Some(format!("bench {n}/{i}")),
-            };
+    let count = n.max(16);
+    for i in 0..count {
+        let (project, _, plans) = &mut slots[i % n];
+        let issue = IssueRef {
+            repo: "bench/dispatch".into(),
+            number: (n * 1_000 + i) as u64,
+            title: Some(format!("bench {n}/{i}")),
+        };
+        plans.push(
             client
                 .plan(&issue, project.clone(), "Bench. [sim:duration=100]", None)
-                .expect("a plan")
-        })
-        .collect();
-    let (warm, plans) = plans.split_first().expect("plans");
-    client
-        .dispatch_isolated(warm, &worktree)
-        .await
-        .unwrap_or_else(|e| panic!("{}: the warm-up dispatch: {}", target.name, e.error));
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(n));
+                .expect("a plan"),
+        );
+    }
+    // A warm-up dispatch opens the socket (and, on the real T3, warms its git and agent paths).
+    let warm = {
+        let issue = IssueRef {
+            repo: "bench/dispatch".into(),
+            number: (n * 1_000 + 999) as u64,
+            title: Some("warm-up".into()),
+        };
+        let plan = client
+            .plan(&issue, slots[0].0.clone(), "Bench. [sim:duration=100]", None)
+            .expect("a plan");
+        client
+            .dispatch_isolated(&plan, &slots[0].1)
+            .await
+            .unwrap_or_else(|e| panic!("{}: the warm-up dispatch: {}", target.name, e.error));
+        plan.ids.thread_id
+    };
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for plan in plans {
-        let (plan, client, worktree) = (plan.clone(), client.clone(), worktree.clone());
-        let semaphore = semaphore.clone();
+    let mut threads = vec![warm];
+    for (_, worktree, plans) in slots {
+        threads.extend(plans.iter().map(|p| p.ids.thread_id.clone()));
+        let client = client.clone();
         tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("a permit");
-            let sent = Instant::now();
-            let outcome = client.dispatch_isolated(&plan, &worktree).await;
-            (sent.elapsed(), outcome.map(drop).map_err(|e| e.error.to_string()))
+            let mut latencies = Vec::new();
+            let mut failures = Vec::new();
+            for plan in plans {
+                let sent = Instant::now();
+                match client.dispatch_isolated(&plan, &worktree).await {
+                    Ok(_) => latencies.push(sent.elapsed()),
+                    Err(e) => failures.push(e.error.to_string()),
+                }
+            }
+            (latencies, failures)
         });
     }
     let mut latencies = Vec::new();
+    let mut failures = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (latency, outcome) = joined.expect("a dispatch task");
-        if let Err(error) = outcome {
-            panic!("{}: a dispatch failed: {error}", target.name);
-        }
-        latencies.push(latency);
+        let (slot, failed) = joined.expect("a dispatch task");
+        latencies.extend(slot);
+        failures.extend(failed);
     }
     let took = started.elapsed();
+    for failure in &failures {
+        eprintln!("{}: a dispatch failed: {failure}", target.name);
+    }
+    assert!(!latencies.is_empty(), "{}: no dispatch went through", target.name);
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     let batch = Batch {
         in_flight: n,
         count: latencies.len(),
+        failed: failures.len(),
         p50: at(0.5),
         p95: at(0.95),
         per_sec: latencies.len() as f64 / took.as_secs_f64(),
     };
-    stop_all(
-        &client,
-        std::iter::once(warm)
-            .chain(plans.iter())
-            .map(|p| &p.ids.thread_id),
-    )
-    .await;
+    stop_all(&client, threads.iter()).await;
     batch
 }
 
@@ -281,14 +311,15 @@ fn main() {
             let tick = tick_with_ready_issues(target).await;
             rows.push((target.name.to_owned(), batches, tick));
         }
-        println!("| T3 | in flight | dispatches | latency p50 | latency p95 | dispatches/s |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!("| T3 | in flight | answered | failed | latency p50 | latency p95 | dispatches/s |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
         for (name, batches, _) in &rows {
             for b in batches {
                 println!(
-                    "| {name} | {} | {} | {} | {} | {:.1} |",
+                    "| {name} | {} | {} | {} | {} | {} | {:.1} |",
                     b.in_flight,
                     b.count,
+                    b.failed,
                     support::human_secs(b.p50.as_secs_f64()),
                     support::human_secs(b.p95.as_secs_f64()),
                     b.per_sec

@@ -23,7 +23,9 @@ use t3_client::{
 use tokio::sync::mpsc;
 
 use crate::config::{Config, DispatchMode, GitHubAuth};
-use crate::control::{ControlError, ControlPlane, GitHubSide, Limits, Settings, TickReport, Timeouts};
+use crate::control::{
+    ControlError, ControlPlane, GitHubSide, Limits, RunEnd, Settings, TickReport, Timeouts,
+};
 use crate::policy::{Dispatch, RepoTarget};
 use crate::status::{self, Hub, Leadership, Links, Listener, Metrics};
 
@@ -123,17 +125,76 @@ impl App {
     /// plane per ledger), then ticks every `[watch] poll_interval`, and at once on a webhook or a
     /// thread changing state, until `shutdown` resolves; the tick in progress is finished first.
     /// `on_tick` sees each tick's report. The HTTP listener stops with it.
+    ///
+    /// Leadership is checked every poll interval ([`afk_ledger::Leadership::check`]) and every
+    /// write is fenced by its epoch: once this afk learns another one leads (its lock was lost),
+    /// it stops acting at once and stands by again.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
-        on_tick: impl FnMut(&TickReport),
+        mut on_tick: impl FnMut(&TickReport),
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let ledger = self.plane.ledger().clone();
+        loop {
+            let Some(mut leadership) = self.stand_by(&ledger, &mut shutdown).await else {
+                return Ok(());
+            };
+            tracing::info!(
+                "afk running: T3 at {}, ledger {} (leader epoch {}), polling every {}",
+                redact_url(&self.t3_url),
+                ledger.url_redacted(),
+                leadership.epoch(),
+                humantime::format_duration(self.poll_interval)
+            );
+            self.set_leadership(Leadership::Leading);
+            self.plane.forget_cached_ledger();
+            // Reasons an earlier run left are not this run's: it says its own from the first tick.
+            forget_waits(&ledger).await;
+            let mut lost = None;
+            let end = {
+                let stop = async {
+                    tokio::select! {
+                        _ = &mut shutdown => {}
+                        reason = leadership.lost(self.poll_interval) => lost = Some(reason.to_string()),
+                    }
+                };
+                self.plane.run(self.poll_interval, stop, &mut on_tick).await
+            };
+            let lost = match end {
+                RunEnd::Deposed(error) => Some(error.to_string()),
+                RunEnd::Stopped => lost,
+            };
+            match lost {
+                None => {
+                    self.set_leadership(Leadership::NotRunning);
+                    forget_waits(&ledger).await;
+                    leadership.release().await;
+                    tracing::info!("afk stopped");
+                    return Ok(());
+                }
+                Some(reason) => {
+                    tracing::warn!(
+                        "lost the lead of ledger {}: {reason}; stopped acting, standing by",
+                        ledger.url_redacted()
+                    );
+                    drop(leadership);
+                }
+            }
+        }
+    }
+
+    /// Waits until this afk takes the lead of `ledger` (trying every poll interval), or `None`
+    /// when `shutdown` resolves first.
+    async fn stand_by(
+        &self,
+        ledger: &Ledger,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<afk_ledger::Leadership> {
         let mut standing_by = false;
-        let leadership = loop {
+        loop {
             match ledger.try_lead().await {
-                Ok(Some(leadership)) => break leadership,
+                Ok(Some(leadership)) => return Some(leadership),
                 Ok(None) if !standing_by => {
                     tracing::warn!(
                         "another afk run is working on ledger {}: standing by until it stops",
@@ -148,25 +209,10 @@ impl App {
                 Err(error) => tracing::warn!("cannot take the lead of the ledger yet: {error}"),
             }
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = shutdown.as_mut() => return None,
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
-        };
-        tracing::info!(
-            "afk running: T3 at {}, ledger {}, polling every {}",
-            redact_url(&self.t3_url),
-            ledger.url_redacted(),
-            humantime::format_duration(self.poll_interval)
-        );
-        self.set_leadership(Leadership::Leading);
-        // Reasons an earlier run left are not this run's: it says its own from the first tick.
-        forget_waits(&ledger).await;
-        self.plane.run(self.poll_interval, &mut shutdown, on_tick).await;
-        self.set_leadership(Leadership::NotRunning);
-        forget_waits(&ledger).await;
-        leadership.release().await;
-        tracing::info!("afk stopped");
-        Ok(())
+        }
     }
 }
 

@@ -480,6 +480,58 @@ impl Default for RetryConfig {
     }
 }
 
+/// The shortest poll interval (`[watch]` and `[github]`): shorter only burns CPU and T3's or
+/// GitHub's patience.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest duration any key takes (3650 days): a longer one would overflow a date when added
+/// to now.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// `Ok` when `text` is an `http://` or `https://` URL with a host.
+fn http_url(text: &str) -> Result<(), String> {
+    match url::Url::parse(text) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(format!("{text:?} is not an http:// or https:// URL with a host")),
+        Err(e) => Err(format!("{text:?} is not a URL ({e})")),
+    }
+}
+
+/// `Ok` when `name` is a valid git branch name (`git check-ref-format --branch`'s rules): no
+/// `..`, `@{`, control characters, space, `~ ^ : ? * [ \`, no part starting with `.` or ending
+/// with `.lock`, no `//`, not starting or ending with `/`, not ending with `.`, not `@`.
+fn git_ref_part(name: &str) -> Result<(), String> {
+    let bad_char = name
+        .chars()
+        .find(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+    let problem = if name.is_empty() {
+        Some("is empty".to_owned())
+    } else if let Some(c) = bad_char {
+        Some(format!("holds {c:?}"))
+    } else if name.contains("..") || name.contains("@{") || name.contains("//") {
+        Some("holds `..`, `@{` or `//`".to_owned())
+    } else if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') || name == "@" {
+        Some("starts or ends with `/`, ends with `.`, or is `@`".to_owned())
+    } else if name.starts_with('-') {
+        Some("starts with `-`".to_owned())
+    } else if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        Some("has a part starting with `.` or ending with `.lock`".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(format!("not a valid git branch name: {problem}")),
+        None => Ok(()),
+    }
+}
+
 /// A parsed duration such as `200ms`, `5s`, `15m`, `1h 30m`.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -595,19 +647,40 @@ impl Config {
         Ok(config)
     }
 
-    /// Loads with the process environment.
+    /// Loads with the process environment. An `AFK_...` override that is not UTF-8 is refused
+    /// with the variable's name (never silently ignored).
     pub fn load_from_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        for key in OVERRIDABLE {
+            let var = env_name(key);
+            if matches!(std::env::var(&var), Err(std::env::VarError::NotUnicode(_))) {
+                return Err(ConfigError {
+                    source_name: format!("environment {var}"),
+                    message: format!("key {key}: the value is not UTF-8 text"),
+                });
+            }
+        }
         Config::load(path, &|name| std::env::var(name).ok())
+    }
+
+    /// What `afk run` needs beyond [`Config::load`]'s checks: a ledger that outlives the process
+    /// (a memory database would forget every job and dispatch them all again after a restart).
+    pub fn check_for_run(&self) -> Result<(), ConfigError> {
+        let url = &self.ledger.url;
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            return Err(ConfigError {
+                source_name: "afk run".into(),
+                message: format!(
+                    "key ledger.url: {url:?} keeps nothing after afk stops; afk run needs a file \
+                     (sqlite://PATH) or PostgreSQL"
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(github) = &self.github {
-            if !(github.api_url.starts_with("http://") || github.api_url.starts_with("https://")) {
-                return Err((
-                    "github.api_url",
-                    format!("{:?} is not an http:// or https:// URL", github.api_url),
-                ));
-            }
+            http_url(&github.api_url).map_err(|e| ("github.api_url", e))?;
             if github.repos.is_empty() {
                 return Err(("github.repos", "list at least one OWNER/NAME".into()));
             }
@@ -625,19 +698,33 @@ impl Config {
             if github.trigger_label.trim().is_empty() {
                 return Err(("github.trigger_label", "must not be empty".into()));
             }
-            if github.poll_interval.is_zero() {
-                return Err(("github.poll_interval", "must be longer than zero".into()));
+            if github.poll_interval < MIN_POLL_INTERVAL {
+                return Err(("github.poll_interval", "must be at least 100ms".into()));
             }
             github.auth().map_err(|e| ("github", e))?;
         }
-        if !(self.t3.url.starts_with("http://") || self.t3.url.starts_with("https://")) {
-            return Err((
-                "t3.url",
-                format!("{:?} is not an http:// or https:// URL", self.t3.url),
-            ));
+        http_url(&self.t3.url).map_err(|e| ("t3.url", e))?;
+        if let Some(web) = &self.t3.web_url {
+            http_url(web).map_err(|e| ("t3.web_url", e))?;
         }
         if self.t3.base_branch.trim().is_empty() {
             return Err(("t3.base_branch", "must not be empty".into()));
+        }
+        git_ref_part(&self.t3.base_branch).map_err(|e| ("t3.base_branch", e))?;
+        // The prefix is followed by `issue-N`: the whole must be a valid branch name.
+        git_ref_part(&format!("{}issue-1", self.t3.branch_prefix)).map_err(|e| {
+            (
+                "t3.branch_prefix",
+                format!("{:?} + \"issue-N\": {e}", self.t3.branch_prefix),
+            )
+        })?;
+        for (key, value) in [
+            ("t3.instance_id", &self.t3.instance_id),
+            ("t3.model", &self.t3.model),
+        ] {
+            if value.trim().is_empty() {
+                return Err((key, "must not be empty".into()));
+            }
         }
         for repo in self.t3.projects.keys() {
             Repo::new(repo.clone()).map_err(|e| ("t3.projects", e.to_string()))?;
@@ -646,6 +733,14 @@ impl Config {
         }
         if !(self.ledger.url.starts_with("sqlite:") || self.ledger.url.starts_with("postgres")) {
             return Err(("ledger.url", "must start with sqlite:// or postgres://".into()));
+        }
+        if let Some(path) = self.ledger.url.strip_prefix("sqlite://") {
+            if path.split('?').next().unwrap_or_default().is_empty() {
+                return Err((
+                    "ledger.url",
+                    "sqlite:// names no file: write sqlite://PATH (e.g. sqlite://afk.db)".into(),
+                ));
+            }
         }
         if self.http.max_connections == 0 {
             return Err(("http.max_connections", "must be at least 1".into()));
@@ -678,6 +773,36 @@ impl Config {
             if value.is_zero() {
                 return Err((key, "must be longer than zero".into()));
             }
+        }
+        let mut durations = vec![
+            ("watch.poll_interval", self.watch.poll_interval),
+            ("watch.stall_timeout", self.watch.stall_timeout),
+            ("watch.turn_timeout", self.watch.turn_timeout),
+            ("t3.connect_timeout", self.t3.connect_timeout),
+            ("t3.request_timeout", self.t3.request_timeout),
+            ("retry.initial", self.retry.initial),
+            ("retry.cap", self.retry.cap),
+        ];
+        if let Some(github) = &self.github {
+            durations.push(("github.poll_interval", github.poll_interval));
+            durations.push(("github.permission_ttl", github.permission_ttl));
+        }
+        for (key, value) in durations {
+            if value > MAX_DURATION {
+                return Err((key, "must be at most 3650 days".into()));
+            }
+        }
+        if self.watch.poll_interval < MIN_POLL_INTERVAL {
+            return Err(("watch.poll_interval", "must be at least 100ms".into()));
+        }
+        if self.retry.cap < self.retry.initial {
+            return Err((
+                "retry.cap",
+                format!(
+                    "must be at least retry.initial ({})",
+                    humantime::format_duration(self.retry.initial)
+                ),
+            ));
         }
         if self.retry.max_dispatch_tries == 0 {
             return Err(("retry.max_dispatch_tries", "must be at least 1".into()));
@@ -1110,6 +1235,104 @@ mod tests {
         .unwrap();
         assert_eq!(config.limits.per_repo, 7);
         assert_eq!(config.t3.url, "http://x:1");
+    }
+
+    #[test]
+    fn values_out_of_bounds_are_refused_naming_the_key_and_the_bound() {
+        let github =
+            "[github]\nrepos = [\"acme/api\"]\ntoken_file = \"t\"\n[t3.projects]\n\"acme/api\" = \"p\"\n";
+        for (text, key, bound) in [
+            (
+                "[watch]\npoll_interval = \"1ns\"\n",
+                "watch.poll_interval",
+                "at least 100ms",
+            ),
+            (
+                "[watch]\npoll_interval = \"99ms\"\n",
+                "watch.poll_interval",
+                "at least 100ms",
+            ),
+            ("[retry]\ncap = \"0s\"\n", "retry.cap", "at least retry.initial"),
+            (
+                "[retry]\ninitial = \"10m\"\ncap = \"5m\"\n",
+                "retry.cap",
+                "at least retry.initial (10m)",
+            ),
+            (
+                "[retry]\ninitial = \"300000y\"\ncap = \"300000y\"\n",
+                "retry.initial",
+                "at most 3650 days",
+            ),
+            (
+                "[watch]\nturn_timeout = \"20000y\"\n",
+                "watch.turn_timeout",
+                "at most 3650 days",
+            ),
+            ("[t3]\nurl = \"http://\"\n", "t3.url", "URL"),
+            ("[t3]\nurl = \"ftp://t3\"\n", "t3.url", "http:// or https://"),
+            ("[t3]\nweb_url = \"not a url\"\n", "t3.web_url", "not a URL"),
+            (
+                "[t3]\nbranch_prefix = \"../..~^:x\"\n",
+                "t3.branch_prefix",
+                "git branch name",
+            ),
+            (
+                "[t3]\nbranch_prefix = \"a b/\"\n",
+                "t3.branch_prefix",
+                "git branch name",
+            ),
+            (
+                "[t3]\nbranch_prefix = \".hidden/\"\n",
+                "t3.branch_prefix",
+                "git branch name",
+            ),
+            (
+                "[t3]\nbase_branch = \"main..x\"\n",
+                "t3.base_branch",
+                "git branch name",
+            ),
+            (
+                "[t3]\ninstance_id = \"\"\n",
+                "t3.instance_id",
+                "must not be empty",
+            ),
+            ("[t3]\nmodel = \" \"\n", "t3.model", "must not be empty"),
+            ("[t3.projects]\n\"../..\" = \"p\"\n", "t3.projects", "OWNER/NAME"),
+            ("[ledger]\nurl = \"sqlite://\"\n", "ledger.url", "names no file"),
+        ] {
+            let err = load(text, &[]).map(drop).expect_err(text).to_string();
+            assert!(err.contains(key) && err.contains(bound), "{text}: {err}");
+        }
+        let with = |extra: &str| github.replace("[t3.projects]", &format!("{extra}\n[t3.projects]"));
+        let err = load(&with("poll_interval = \"10ms\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("github.poll_interval") && err.contains("100ms"),
+            "{err}"
+        );
+        let err = load(&with("repos = [\"../..\"]"), &[]).map(drop);
+        assert!(err.is_err());
+        // Long but representable durations, and the defaults, are fine.
+        load(
+            "[watch]\nturn_timeout = \"3650days\"\npoll_interval = \"100ms\"\n",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn afk_run_refuses_a_ledger_that_does_not_persist() {
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory"] {
+            let config = load(&format!("[ledger]\nurl = \"{url}\"\n"), &[]).unwrap();
+            let err = config.check_for_run().unwrap_err().to_string();
+            assert!(
+                err.contains("ledger.url") && err.contains("keeps nothing"),
+                "{err}"
+            );
+        }
+        let config = load("[ledger]\nurl = \"sqlite://afk.db\"\n", &[]).unwrap();
+        config.check_for_run().unwrap();
     }
 
     #[test]

@@ -178,3 +178,33 @@ async fn a_bad_config_names_the_key_and_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_non_utf8_override_is_refused_naming_the_variable() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_afk"))
+        .args(["jobs"])
+        .env("AFK_LOG", "warn")
+        .env_remove("AFK_CONFIG")
+        .env("AFK_T3_MODEL", std::ffi::OsStr::from_bytes(b"claude-\xff"))
+        .output()
+        .await
+        .expect("afk runs");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("AFK_T3_MODEL") && err.contains("not UTF-8"), "{err}");
+}
+
+#[tokio::test]
+async fn afk_run_refuses_a_memory_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("afk.toml");
+    std::fs::write(&config, "[ledger]\nurl = \"sqlite::memory:\"\n").unwrap();
+    let out = afk(&["run", "--config", config.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("ledger.url") && err.contains("keeps nothing"),
+        "{err}"
+    );
+}

@@ -720,3 +720,87 @@ async fn a_signed_deleted_delivery_ends_the_job_for_good_at_once() {
     assert_eq!(jobs[0].cancel_reason, Some(CancelReason::IssueGone));
     tick_until_true(&mut app, || first_thread_interrupted(&world.sim)).await;
 }
+
+#[tokio::test]
+async fn a_burst_of_webhook_deliveries_costs_github_at_most_a_poll_and_a_few_checks() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    let secret = "whsec-burst-1";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    world.config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut app = world.app().await;
+    let url = format!("http://{}/webhooks/github", app.http_addr().unwrap());
+    let count = |github: &GitHubStandIn| github.requests().len();
+    app.tick(chrono::Utc::now()).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let deliver = |number: u64, id: String| {
+        let body = serde_json::json!({
+            "action": "labeled",
+            "label": {"name": "afk"},
+            "issue": {"number": number},
+            "repository": {"full_name": REPO_A},
+        })
+        .to_string();
+        http.post(&url)
+            .header("x-github-event", "issues")
+            .header("x-github-delivery", id)
+            .header(
+                "x-hub-signature-256",
+                afk_github::sign(secret.as_bytes(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+    };
+    // One delivery: what one check costs.
+    let number = github.open_issue(REPO_A, "octocat", "One", "Do it.");
+    github.add_label(REPO_A, number, "afk", MAINTAINER);
+    assert_eq!(deliver(number, "one".into()).await.unwrap().status(), 202);
+    let before = count(&github);
+    app.tick(chrono::Utc::now()).await.unwrap();
+    let check = count(&github) - before;
+    assert!(check >= 1, "the delivery was checked");
+
+    // A burst: 200 deliveries about 100 issues, each replayed under a new id.
+    let mut numbers = Vec::new();
+    for i in 0..100 {
+        let n = github.open_issue(REPO_A, "octocat", &format!("Burst {i}"), "Do it.");
+        github.add_label(REPO_A, n, "afk", MAINTAINER);
+        numbers.push(n);
+    }
+    for (i, n) in numbers.iter().enumerate() {
+        deliver(*n, format!("b-{i}")).await.unwrap();
+        let replay = deliver(*n, format!("replay-{i}")).await.unwrap();
+        assert_eq!(replay.status(), 200, "a replayed body is a duplicate");
+    }
+    let before = count(&github);
+    app.tick(chrono::Utc::now()).await.unwrap();
+    // Each check reads the issue itself (`GET /repos/R/issues/N`); a poll lists the open issues
+    // labelled `afk` (and then reads what it must of each, as any poll of them would).
+    let requests = &github.requests()[before..];
+    let issue_path = format!("/repos/{REPO_A}/issues/");
+    let checks = requests
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter(|r| {
+            r.path
+                .split_once(&issue_path)
+                .is_some_and(|(_, rest)| rest.chars().all(|c| c.is_ascii_digit()))
+        })
+        .count();
+    let polls = requests
+        .iter()
+        .filter(|r| r.path.contains("/issues?state=open") && !r.path.contains("&page="))
+        .count();
+    assert!(
+        checks <= 10 && polls == 1,
+        "{checks} issue checks and {polls} polls for 200 deliveries (one check costs {check} requests)"
+    );
+    // Nothing was lost: the early poll took every issue.
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(jobs.len(), 101, "{} jobs", jobs.len());
+}

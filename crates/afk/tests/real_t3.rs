@@ -866,39 +866,6 @@ async fn a_turn_timeout_counts_from_each_turn_in_a_busy_tick_against_the_stand_i
     .await;
 }
 
-/// The dispatches of one tick go out at once: while T3 holds every bootstrap it was sent (a
-/// slow one), the others are sent all the same, and each job then succeeds.
-#[tokio::test]
-async fn one_slow_bootstrap_does_not_hold_the_others_against_the_stand_in() {
-    let mut run = Run::sim("parallel", Settings::default(), SimConfig::realistic()).await;
-    let Backend::Sim { sim, .. } = &run.backend else {
-        unreachable!("a stand-in run")
-    };
-    let held = sim.pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
-    for n in 0..5 {
-        run.add_issue(70 + n, "Quick. [sim:duration=100]");
-    }
-    run.start_afk();
-    let deadline = Instant::now() + LIMIT;
-    while held.held() < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of 5 bootstraps were sent while the first was held: {}",
-            held.held(),
-            run.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    held.release();
-    let jobs = run.final_jobs(5).await;
-    assert!(
-        jobs.iter()
-            .all(|j| j["state"] == "succeeded" && j["attempts"] == 1),
-        "{jobs:#?}"
-    );
-    run.kill_afk().await;
-}
-
 /// A failing attempt dispatched in the same busy tick as attempts that hang is recorded failed,
 /// not timed out: its turn timeout counts from its own turn.
 #[tokio::test]

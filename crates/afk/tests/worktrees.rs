@@ -93,6 +93,50 @@ async fn two_issues_of_one_repository_work_in_two_worktrees_on_their_own_branche
     }
 }
 
+/// A tick's dispatches go out at once: while T3 holds a bootstrap (a slow one), another
+/// repository's is sent all the same. A checkout's own bootstraps go one at a time (the real T3
+/// cannot add two worktrees to one checkout at once): the second of acme/api waits.
+#[tokio::test]
+async fn one_slow_bootstrap_does_not_hold_another_repositorys() {
+    let mut world = World::new(Duration::from_millis(100)).await;
+    world.config.limits.per_repo = 2;
+    world.add_issue(REPO_A, 1, "One. [sim:duration=50]");
+    world.add_issue(REPO_A, 2, "Two. [sim:duration=50]");
+    world.add_issue(REPO_B, 3, "Three. [sim:duration=50]");
+    let held = world
+        .sim
+        .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
+    let app = world.app().await;
+    let releaser = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while held.held() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} bootstrap was sent while one was held",
+                    held.held()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let sent = held.held();
+            held.release();
+            sent
+        })
+    };
+    let (_, jobs) = run_until(app, Duration::from_secs(30), |_| {}, all_final(3)).await;
+    assert_eq!(
+        releaser.await.expect("the releaser"),
+        2,
+        "one bootstrap per checkout at a time, both repositories at once"
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "{jobs:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_bootstrap_leaves_no_thread_and_fails_the_attempt_with_t3s_reason() {
     let mut world = World::new(Duration::from_millis(100)).await;

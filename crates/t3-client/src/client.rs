@@ -628,6 +628,19 @@ impl T3Client {
         decode("snapshot", &reply)
     }
 
+    /// The fleet as the watcher reads it: `GET /api/orchestration/snapshot`, decoded thread by
+    /// thread, so that a thread afk cannot read is set aside in the view
+    /// ([`Fleet::unreadable`]) instead of failing it. A document that cannot be read otherwise
+    /// fails as [`T3Client::snapshot`] does.
+    pub async fn fleet(&self) -> Result<crate::Fleet, T3Error> {
+        let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
+        match ReadModel::decode_per_thread(&reply) {
+            Ok((model, unreadable)) => Ok(crate::Fleet::from_read_model(model, unreadable)),
+            // Decoded again for the error's path.
+            Err(_) => decode::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
+        }
+    }
+
     /// One thread with its messages and activities (`GET /api/orchestration/threads/:id`);
     /// `None` when T3 answers 404 (no such thread, or a deleted one).
     pub async fn thread_detail(&self, thread: &ThreadId) -> Result<Option<ThreadDetail>, T3Error> {

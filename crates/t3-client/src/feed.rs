@@ -246,7 +246,7 @@ impl Feeder {
         let items = values
             .iter()
             .map(|value| {
-                serde_json::from_str::<ShellItem>(value.get()).map_err(|e| T3Error::MalformedReply {
+                ShellItem::decode(value.get()).map_err(|e| T3Error::MalformedReply {
                     what: SUBSCRIBE_SHELL.to_owned(),
                     detail: format!("not a shell stream item: {e}"),
                     body_excerpt: excerpt(value.get().as_bytes()),
@@ -267,7 +267,7 @@ impl Feeder {
         for item in items {
             match item {
                 ShellItem::Synchronized => synchronized = true,
-                ShellItem::Snapshot { .. } => {
+                ShellItem::Snapshot { .. } | ShellItem::PartialSnapshot { .. } => {
                     self.has_base = true;
                     fleet.apply(item);
                     changed = true;

@@ -4,17 +4,22 @@
 use std::collections::HashMap;
 
 use crate::ids::{ProjectId, ThreadId};
-use crate::wire::{ProjectShell, ReadModel, ShellItem, ShellSnapshot, Thread, ThreadState};
+use crate::wire::{ProjectShell, ReadModel, ShellItem, ShellSnapshot, Thread, ThreadState, UnreadableThread};
 
 /// T3's threads and projects as of one event sequence. A thread T3 deleted keeps its entry with
 /// `deletedAt` set (the snapshot lists deleted threads so; a `thread-removed` event marks it so),
 /// so that [`ThreadState::of`] reads it as [`ThreadState::Lost`] at once rather than as a thread
 /// not seen yet.
+///
+/// A thread T3 lists but afk cannot read (see [`UnreadableThread`]), or lists twice in one view,
+/// is in neither [`Fleet::thread`] nor lost: [`Fleet::unreadable`] says why, and its attempt is
+/// unknown until T3 describes it readably again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {
     sequence: u64,
     threads: HashMap<ThreadId, Thread>,
     projects: HashMap<ProjectId, ProjectShell>,
+    unreadable: HashMap<ThreadId, String>,
 }
 
 /// What applying one stream item changed, for waking the control plane only when it matters.
@@ -31,15 +36,64 @@ pub enum FleetChange {
 impl Fleet {
     /// The view of a shell snapshot.
     pub fn from_shell(snapshot: ShellSnapshot) -> Self {
+        Self::from_shell_with(snapshot, Vec::new())
+    }
+
+    /// The view of a shell snapshot that also listed `unreadable` threads.
+    pub fn from_shell_with(snapshot: ShellSnapshot, unreadable: Vec<UnreadableThread>) -> Self {
+        let threads = snapshot.threads.into_iter().map(|t| t.into_thread());
         Self {
             sequence: snapshot.snapshot_sequence,
-            threads: snapshot
-                .threads
-                .into_iter()
-                .map(|t| (t.id.clone(), t.into_thread()))
-                .collect(),
             projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+            ..Self::of_threads(threads, unreadable)
         }
+    }
+
+    /// The view of a read model that also listed `unreadable` threads (deleted projects left
+    /// out).
+    pub fn from_read_model(model: ReadModel, unreadable: Vec<UnreadableThread>) -> Self {
+        Self {
+            sequence: model.snapshot_sequence,
+            projects: model
+                .projects
+                .iter()
+                .filter(|p| p.deleted_at.is_none())
+                .map(|p| (p.id.clone(), ProjectShell::from(p)))
+                .collect(),
+            ..Self::of_threads(model.threads.into_iter(), unreadable)
+        }
+    }
+
+    /// The threads of one view: an id listed twice says two things at once about one thread, so
+    /// it is unreadable, not the last (or first) of its entries.
+    fn of_threads(listed: impl Iterator<Item = Thread>, unreadable: Vec<UnreadableThread>) -> Self {
+        let mut threads = HashMap::with_capacity(listed.size_hint().0);
+        let mut unreadable: HashMap<ThreadId, String> =
+            unreadable.into_iter().map(|u| (u.id, u.reason)).collect();
+        for thread in listed {
+            if unreadable.contains_key(&thread.id) {
+                unreadable.insert(thread.id, "listed more than once in one view".into());
+            } else if let Some(twice) = threads.insert(thread.id.clone(), thread) {
+                threads.remove(&twice.id);
+                unreadable.insert(twice.id, "listed more than once in one view".into());
+            }
+        }
+        Self {
+            threads,
+            unreadable,
+            ..Self::default()
+        }
+    }
+
+    /// Why T3 lists the thread `id` in a way afk cannot read, when it does: its attempt is then
+    /// neither lost nor ended, only unknown.
+    pub fn unreadable(&self, id: &ThreadId) -> Option<&str> {
+        self.unreadable.get(id).map(String::as_str)
+    }
+
+    /// Every thread afk cannot read, with why.
+    pub fn unreadable_threads(&self) -> impl Iterator<Item = (&ThreadId, &str)> {
+        self.unreadable.iter().map(|(id, why)| (id, why.as_str()))
     }
 
     /// The event sequence this view reflects.
@@ -80,9 +134,16 @@ impl Fleet {
     /// Applies one shell stream item. Events at or below the view's sequence are ignored (a replay
     /// after a reconnect may repeat them), so applying a stream twice changes nothing.
     pub fn apply(&mut self, item: ShellItem) -> FleetChange {
-        if let ShellItem::Snapshot { snapshot } = item {
-            *self = Fleet::from_shell(snapshot);
-            return FleetChange::Replaced;
+        match item {
+            ShellItem::Snapshot { snapshot } => {
+                *self = Fleet::from_shell(snapshot);
+                return FleetChange::Replaced;
+            }
+            ShellItem::PartialSnapshot { snapshot, unreadable } => {
+                *self = Fleet::from_shell_with(snapshot, unreadable);
+                return FleetChange::Replaced;
+            }
+            _ => {}
         }
         let Some(sequence) = item.sequence() else {
             return FleetChange::Quiet;
@@ -92,13 +153,24 @@ impl Fleet {
         }
         self.sequence = sequence;
         match item {
+            ShellItem::ThreadUnreadable { thread, .. } => {
+                self.threads.remove(&thread.id);
+                let id = thread.id.clone();
+                let changed = self.unreadable.insert(thread.id, thread.reason).is_none();
+                if changed {
+                    FleetChange::Threads(vec![id])
+                } else {
+                    FleetChange::Quiet
+                }
+            }
             ShellItem::ThreadUpserted { thread, .. } => {
                 let thread = thread.into_thread();
+                let was_unreadable = self.unreadable.remove(&thread.id).is_some();
                 let before = self.threads.get(&thread.id).map(|t| ThreadState::of(Some(t)));
                 let after = ThreadState::of(Some(&thread));
                 let id = thread.id.clone();
                 self.threads.insert(id.clone(), thread);
-                if before.as_ref() == Some(&after) {
+                if before.as_ref() == Some(&after) && !was_unreadable {
                     FleetChange::Quiet
                 } else {
                     FleetChange::Threads(vec![id])
@@ -120,7 +192,10 @@ impl Fleet {
                 self.projects.remove(&project_id);
                 FleetChange::Quiet
             }
-            ShellItem::Snapshot { .. } | ShellItem::Synchronized | ShellItem::Other => FleetChange::Quiet,
+            ShellItem::Snapshot { .. }
+            | ShellItem::PartialSnapshot { .. }
+            | ShellItem::Synchronized
+            | ShellItem::Other => FleetChange::Quiet,
         }
     }
 }
@@ -128,16 +203,7 @@ impl Fleet {
 impl From<ReadModel> for Fleet {
     /// The view of an HTTP snapshot (deleted projects left out).
     fn from(model: ReadModel) -> Self {
-        Self {
-            sequence: model.snapshot_sequence,
-            projects: model
-                .projects
-                .iter()
-                .filter(|p| p.deleted_at.is_none())
-                .map(|p| (p.id.clone(), ProjectShell::from(p)))
-                .collect(),
-            threads: model.threads.into_iter().map(|t| (t.id.clone(), t)).collect(),
-        }
+        Fleet::from_read_model(model, Vec::new())
     }
 }
 

@@ -46,4 +46,4 @@ pub use rpc::{RpcConnection, RpcSettings, RpcStream};
 pub use transport::{
     Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,
 };
-pub use wire::{ReadModel, ThreadState};
+pub use wire::{ReadModel, ThreadState, UnreadableThread};

@@ -347,3 +347,113 @@ fn sample_snapshot() -> Value {
       }]
     })
 }
+
+/// `sample_snapshot`'s thread as thread `id`, changed by `edit`.
+fn thread_like(id: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut thread = sample_snapshot()["threads"][0].clone();
+    thread["id"] = json!(id);
+    thread["session"]["threadId"] = json!(id);
+    edit(&mut thread);
+    thread
+}
+
+#[tokio::test]
+async fn a_thread_afk_cannot_read_is_set_aside_and_the_others_are_read() {
+    let (recorder, _, client) = setup();
+    let mut doc = sample_snapshot();
+    doc["threads"] = json!([
+        thread_like("good", |_| {}),
+        thread_like("paused", |t| t["latestTurn"]["state"] = json!("paused")),
+        thread_like("bad-time", |t| t["updatedAt"] = json!("yesterday")),
+        thread_like("surrogate", |t| t["title"] = json!("LONE-SURROGATE")),
+        thread_like("twice", |_| {}),
+        thread_like("twice", |t| t["latestTurn"]["state"] = json!("completed")),
+    ]);
+    // serde_json cannot make a lone surrogate: it is written into the text.
+    let text = doc.to_string().replace("LONE-SURROGATE", "\\ud800 title");
+    recorder.reply(200, text.clone());
+    let fleet = client.fleet().await.expect("the view is read");
+    let id = |s: &str| ThreadId::new(s).unwrap();
+    assert_eq!(
+        t3_client::ThreadState::of(fleet.thread(&id("good"))),
+        t3_client::ThreadState::Running
+    );
+    for (thread, why) in [
+        ("paused", "paused"),
+        ("bad-time", "yesterday"),
+        ("surrogate", "escape"),
+        ("twice", "more than once"),
+    ] {
+        assert!(fleet.thread(&id(thread)).is_none(), "{thread}");
+        let reason = fleet
+            .unreadable(&id(thread))
+            .unwrap_or_else(|| panic!("{thread} unreadable"));
+        assert!(reason.contains(why), "{thread}: {reason}");
+    }
+    assert!(fleet.unreadable(&id("good")).is_none());
+
+    // The strict read of the same document still says where it went wrong.
+    recorder.reply(200, text);
+    let err = client.snapshot().await.unwrap_err();
+    assert!(err.to_string().contains("threads[1]"), "{err}");
+}
+
+#[tokio::test]
+async fn a_thread_whose_id_cannot_be_read_makes_the_view_unreadable() {
+    let (recorder, _, client) = setup();
+    let mut doc = sample_snapshot();
+    doc["threads"] = json!([
+        thread_like("good", |_| {}),
+        thread_like("x", |t| t["id"] = json!(7))
+    ]);
+    recorder.reply_json(200, doc);
+    let err = client.fleet().await.unwrap_err();
+    assert!(err.to_string().contains("threads[1].id"), "{err}");
+}
+
+#[test]
+fn a_shell_item_with_a_thread_afk_cannot_read_is_kept_with_the_thread_set_aside() {
+    use t3_client::wire::ShellItem;
+    let thread = |id: &str, state: &str| {
+        let mut t = thread_like(id, |t| {
+            t["latestTurn"]["state"] = json!(state);
+            if state == "completed" {
+                t["session"]["status"] = json!("ready");
+            }
+        });
+        for key in ["deletedAt", "messages", "activities", "checkpoints"] {
+            t.as_object_mut().unwrap().remove(key);
+        }
+        t
+    };
+    let upsert = json!({"kind": "thread-upserted", "sequence": 5, "thread": thread("a", "paused")});
+    match ShellItem::decode(&upsert.to_string()).expect("decoded") {
+        ShellItem::ThreadUnreadable { sequence, thread } => {
+            assert_eq!(sequence, 5);
+            assert_eq!(thread.id.as_str(), "a");
+            assert!(thread.reason.contains("paused"), "{}", thread.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    let snapshot = json!({"kind": "snapshot", "snapshot": {
+        "snapshotSequence": 9, "updatedAt": "2026-11-24T19:14:40.000Z", "projects": [],
+        "threads": [thread("a", "running"), thread("b", "paused")]}});
+    let ShellItem::PartialSnapshot { snapshot, unreadable } =
+        ShellItem::decode(&snapshot.to_string()).expect("decoded")
+    else {
+        panic!("a partial snapshot");
+    };
+    let mut fleet = t3_client::Fleet::from_shell_with(snapshot, unreadable);
+    let b = ThreadId::new("b").unwrap();
+    assert!(fleet.unreadable(&b).is_some() && fleet.thread(&b).is_none());
+    // Readable again: back in the view, and no longer unreadable.
+    let back = json!({"kind": "thread-upserted", "sequence": 10, "thread": thread("b", "completed")});
+    fleet.apply(ShellItem::decode(&back.to_string()).unwrap());
+    assert!(fleet.unreadable(&b).is_none());
+    assert_eq!(
+        t3_client::ThreadState::of(fleet.thread(&b)),
+        t3_client::ThreadState::Succeeded
+    );
+    // A kind afk knows with a shape it does not is still an error (the feed reconnects).
+    assert!(ShellItem::decode(r#"{"kind":"thread-removed","sequence":"x"}"#).is_err());
+}

@@ -937,12 +937,30 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
         assert_eq!(watcher.trail(&thread), ["null/null"], "{}", target.name());
 
         // The same bootstrap without `createThread` finishes it (afk's recovery, with the
-        // attempt's ids): T3 adds the worktree on the branch and the turn runs.
+        // attempt's ids): T3 adds the worktree on the branch and the turn runs. Unless the
+        // disconnect came after T3's `git worktree add` (the branch exists, the thread does not
+        // know its worktree): then T3 refuses it, and afk's attempt ends after its dispatch tries.
+        let branch_made = match &target {
+            Target::Real { project, .. } => real::git(
+                &project.workspace,
+                &["rev-parse", "--verify", "--quiet", "afk/issue-10"],
+            )
+            .is_ok(),
+            Target::Sim { .. } => false,
+        };
         let mut finish = bootstrap(&target, &thread, "afk/issue-10", "Finished [sim:duration=100]");
         if let Some(bootstrap) = finish["bootstrap"].as_object_mut() {
             bootstrap.remove("createThread");
         }
         let exit = watcher.dispatch(finish).await;
+        if branch_made {
+            assert!(
+                exit.to_string().contains("git worktree add failed"),
+                "{}: {exit}",
+                target.name()
+            );
+            return;
+        }
         assert_success(&target, &exit, "finishing the half-made thread");
         watcher.trail_until(&thread, "completed/ready").await;
         let done = target.snapshot_thread(&thread).await;

@@ -14,6 +14,7 @@ pub struct Args {
 /// Runs afk until SIGTERM or Ctrl-C; the tick in progress is finished first.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    config.check_for_run()?;
     App::build(config)
         .await?
         .run_until_stopped(shutdown_signal())

@@ -8,6 +8,7 @@
 //! and records the outcome.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
@@ -267,6 +268,10 @@ impl Dispatcher {
         let plan = plan_of(&job, &attempt, target.as_ref());
         // Created exactly as first planned: with the model the repository chose, if any.
         let client = client_for(&self.t3, None, attempt.model.as_deref());
+        if fleet.unreadable(&plan.ids.thread_id).is_some() {
+            // Unknown: T3 lists the thread but afk cannot read it; wait until it can.
+            return Ok(());
+        }
         let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
             has_turn: t.latest_turn.is_some(),
             deleted: t.deleted_at.is_some(),
@@ -380,6 +385,10 @@ impl Dispatcher {
         }
         let parallel = self.limits.parallel_dispatches.max(1);
         let mut sends: JoinSet<Sent> = JoinSet::new();
+        // The real T3 cannot add two worktrees to one checkout at once (both write its git
+        // config; one fails, after its branch was made): a checkout's bootstraps queue on its
+        // lock, in order, while other repositories' go on.
+        let mut checkouts: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         for job in ready {
             // At the bound, the next dispatch waits for one in flight to be answered (which may
             // be T3 refusing the token: then nothing more is started).
@@ -419,7 +428,11 @@ impl Dispatcher {
             *repo_count += 1;
             self.unanswered
                 .insert(start.plan.ids.thread_id.clone(), std::time::Instant::now());
-            sends.spawn(send(*start, job, span));
+            let checkout = start
+                .worktree
+                .as_ref()
+                .map(|w| checkouts.entry(w.project_cwd.clone()).or_default().clone());
+            sends.spawn(send(*start, job, checkout, span));
         }
         while !sends.is_empty() {
             self.conclude_next(recorder, &mut sends, clock).await?;
@@ -498,14 +511,24 @@ struct Sent {
     span: tracing::Span,
 }
 
-/// Sends `start`'s commands for `job` (recorded `dispatching` already).
-async fn send(start: Start, job: Job, span: tracing::Span) -> Sent {
+/// Sends `start`'s commands for `job` (recorded `dispatching` already), a worktree bootstrap
+/// once it holds its `checkout`'s lock.
+async fn send(
+    start: Start,
+    job: Job,
+    checkout: Option<Arc<tokio::sync::Mutex<()>>>,
+    span: tracing::Span,
+) -> Sent {
     let Start {
         client,
         plan,
         worktree,
         ..
     } = start;
+    let _turn = match &checkout {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
     let outcome = async {
         match &worktree {
             Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),

@@ -213,7 +213,7 @@ impl ControlPlane {
         Self {
             recorder: Recorder::new(ledger, settings.retry),
             intake: Intake {
-                local: settings.local_source,
+                local: settings.local_source.map(intake::LocalIntake::new),
                 github: None,
             },
             policies,
@@ -430,13 +430,15 @@ impl ControlPlane {
 
     /// Runs ticks every `poll_interval` until `shutdown` resolves; a tick in progress is finished
     /// first, so that no transition is left half done. `on_tick` sees each tick's report. A tick
-    /// that fails (the ledger is unreachable) is logged and the loop goes on.
+    /// that fails (the ledger is unreachable) is logged and the loop goes on, except when the
+    /// ledger refused a write because another afk leads it now: the loop ends at once
+    /// ([`RunEnd::Deposed`]) and acts no more.
     pub async fn run(
         &mut self,
         poll_interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
         mut on_tick: impl FnMut(&TickReport),
-    ) {
+    ) -> RunEnd {
         tokio::pin!(shutdown);
         let mut changes = self.watcher.changes();
         loop {
@@ -447,6 +449,9 @@ impl ControlPlane {
                     let _ = self.wait_over(Topic::Ledger).await;
                     on_tick(&report)
                 }
+                Err(ControlError::Ledger(error)) if error.is_deposed() => {
+                    return RunEnd::Deposed(error);
+                }
                 // The ledger is the source of truth: when it cannot be written, nothing is done
                 // and the next tick tries again (a database restart must not stop afk).
                 Err(ControlError::Ledger(error)) => {
@@ -455,7 +460,7 @@ impl ControlPlane {
                 }
             }
             let woken_by = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return RunEnd::Stopped,
                 _ = tokio::time::sleep(poll_interval) => None,
                 // A webhook event wakes the loop at once: a closed issue's thread stops now, not
                 // at the next poll.
@@ -470,6 +475,21 @@ impl ControlPlane {
             }
         }
     }
+
+    /// Forgets what this control plane cached of the ledger: called when it (again) takes the
+    /// lead, since another afk may have written the ledger meanwhile.
+    pub fn forget_cached_ledger(&mut self) {
+        self.recorder.forget_cache();
+    }
+}
+
+/// Why [`ControlPlane::run`] returned.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// The shutdown future resolved.
+    Stopped,
+    /// The ledger refused a write: another afk leads it now.
+    Deposed(LedgerError),
 }
 
 /// Says why afk waits: at ERROR when a person must act, else at WARN, with the part at fault and

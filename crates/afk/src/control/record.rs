@@ -167,6 +167,11 @@ impl Recorder {
         });
     }
 
+    /// Forgets the cached live attempts: the next read goes to the ledger.
+    pub(crate) fn forget_cache(&mut self) {
+        self.watched = None;
+    }
+
     /// The transitions recorded since the last call.
     pub(crate) fn take_progress(&mut self) -> Vec<Progress> {
         std::mem::take(&mut self.progress)

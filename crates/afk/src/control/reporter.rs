@@ -88,7 +88,9 @@ impl StatusReporter {
                 }),
                 started_at: last.map(|a| a.created_at),
                 finished_at: last.and_then(|a| a.ended_at),
-                last_error: views::last_error(&job, last),
+                // Its first line: T3's error can be a multi-kilobyte stack trace, which belongs
+                // in `afk jobs --json`, not in a comment on the issue.
+                last_error: views::last_error(&job, last).map(|e| afk_core::first_line(&e).into_owned()),
                 pull_request,
             };
             match self.reporter.report(&status).await {

@@ -175,6 +175,9 @@ struct StallTracker {
     pass: u64,
     absent: HashMap<ThreadId, Absence>,
     stop_absent: HashMap<ThreadId, Absence>,
+    /// Threads of afk's attempts that T3 describes in a way afk cannot read, and the reason
+    /// last warned about (once per thread and reason).
+    warned_unreadable: HashMap<ThreadId, String>,
 }
 
 /// How long, and in how many views in a row, a thread has been missing from T3's view.
@@ -206,6 +209,21 @@ impl Absence {
 }
 
 impl StallTracker {
+    /// Notes that afk's thread `thread` cannot be read (`reason`): warned once per reason. Its
+    /// absence and stall clocks stop: it is not missing, and its changes cannot be seen.
+    fn unreadable(&mut self, thread: &ThreadId, reason: &str) {
+        self.absent.remove(thread);
+        self.stop_absent.remove(thread);
+        if self.warned_unreadable.get(thread).map(String::as_str) != Some(reason) {
+            tracing::warn!(
+                thread = thread.as_str(),
+                "T3 describes thread {thread} in a way afk cannot read ({reason}); its attempt is \
+                 unknown (neither lost nor ended) until T3 describes it readably"
+            );
+            self.warned_unreadable.insert(thread.clone(), reason.to_owned());
+        }
+    }
+
     /// Records `updated_at` for `thread` at `now`; returns how long it has been unchanged.
     fn observe(&mut self, thread: &ThreadId, updated_at: Timestamp, now: DateTime<Utc>) -> Duration {
         // Looked up by reference first: a quiet tick over thousands of threads allocates nothing.
@@ -352,9 +370,9 @@ impl Watcher {
         if !may_read {
             return None;
         }
-        match self.reader.snapshot().await {
+        match self.reader.fleet().await {
             Ok(model) => {
-                let snapshot = Arc::new(Fleet::from(model));
+                let snapshot = Arc::new(model);
                 if self.t3_was_reachable.replace(true) != Some(true) {
                     tracing::info!("T3 at {base} is reachable ({} threads)", snapshot.len());
                 }
@@ -380,8 +398,8 @@ impl Watcher {
         if !self.is_following_stream() || !lacks_any(&view, live, to_stop) {
             return Some(view);
         }
-        match self.reader.snapshot().await {
-            Ok(model) => Some(Arc::new(Fleet::from(model))),
+        match self.reader.fleet().await {
+            Ok(fleet) => Some(Arc::new(fleet)),
             Err(error) => {
                 tracing::debug!(
                     "cannot confirm the stream's view with a snapshot, concluding nothing: {error}"
@@ -405,6 +423,11 @@ impl Watcher {
         let mut recorded = false;
         for attempt in live {
             if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
+                continue;
+            }
+            if let Some(reason) = fleet.unreadable(&attempt.thread_id) {
+                // Unknown until T3 describes it readably: neither lost nor ended.
+                self.stalls.unreadable(&attempt.thread_id, reason);
                 continue;
             }
             let seen = sighting(
@@ -447,6 +470,9 @@ impl Watcher {
         // Forget threads this pass did not observe, and absences that did not last.
         let pass = self.stalls.pass;
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
+        self.stalls
+            .warned_unreadable
+            .retain(|thread, _| fleet.unreadable(thread).is_some());
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
         self.unconfirmed
             .retain(|thread, _| fleet.thread(thread).is_some());
@@ -497,6 +523,12 @@ impl Watcher {
         let stopped_now: HashSet<ThreadId> = to_stop.iter().map(|(_, a)| a.thread_id.clone()).collect();
         for (job, attempt) in to_stop {
             let thread = &attempt.thread_id;
+            if let Some(reason) = fleet.unreadable(thread) {
+                // Unknown: still being stopped, as far as afk can tell.
+                self.stalls.unreadable(thread, reason);
+                stopping.insert(job.id, job);
+                continue;
+            }
             let seen = sighting(
                 fleet,
                 thread,

@@ -15,18 +15,21 @@
 //!
 //! Adding a file queues a job; removing it cancels the job. A file that cannot be read is
 //! reported with its path and skipped, and then no job is cancelled in that scan (its issue may
-//! be the one that is missing).
+//! be the one that is missing). A symlink whose target is missing (or that loops) is such a file,
+//! not a removed one. A FIFO, a socket or a folder named `*.md` is no issue file: it is reported
+//! and skipped, and does not hold cancellations up. A file larger than [`MAX_ISSUE_FILE_BYTES`]
+//! is refused unread.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use afk_core::{IssueKey, Priority, Repo};
 use serde::Deserialize;
-use tracing::warn;
 
 use super::{Scan, SourceIssue};
 
 /// A local issue file that cannot be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("issue file {path}: {message}")]
 pub struct LocalIssueError {
     /// The file.
@@ -34,6 +37,14 @@ pub struct LocalIssueError {
     /// What is wrong.
     pub message: String,
 }
+
+/// The largest issue file afk reads (1 MiB): an issue is a page of text, and the folder is read
+/// on every tick.
+pub const MAX_ISSUE_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The largest issue number: the ledger stores it as a signed 64-bit integer (GitHub's are far
+/// smaller).
+const MAX_ISSUE_NUMBER: u64 = i64::MAX as u64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,11 +72,22 @@ pub fn parse_issue(path: &Path, text: &str) -> Result<SourceIssue, LocalIssueErr
     let (yaml, body) =
         split_front_matter(rest).ok_or_else(|| error("the front matter has no closing `---` line".into()))?;
     let front: FrontMatter = serde_norway::from_str(yaml).map_err(|e| error(format!("front matter: {e}")))?;
-    if front.number == 0 {
-        return Err(error("front matter: number must be at least 1".into()));
+    if front.number == 0 || front.number > MAX_ISSUE_NUMBER {
+        return Err(error(format!(
+            "front matter: number must be from 1 to {MAX_ISSUE_NUMBER}"
+        )));
     }
     if front.title.trim().is_empty() {
         return Err(error("front matter: title is empty".into()));
+    }
+    // A NUL cannot be stored (PostgreSQL's text refuses it) nor handed to an agent usefully.
+    let nul = [
+        ("title", front.title.contains('\0')),
+        ("body", body.contains('\0')),
+        ("labels", front.labels.iter().any(|l| l.contains('\0'))),
+    ];
+    if let Some((part, _)) = nul.iter().find(|(_, has)| *has) {
+        return Err(error(format!("the {part} holds a NUL byte")));
     }
     Ok(SourceIssue {
         key: IssueKey {
@@ -90,60 +112,122 @@ fn split_front_matter(rest: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// What a folder entry named `*.md` is.
+enum Entry {
+    /// A regular file (through any symlinks): read it.
+    File(std::fs::Metadata),
+    /// Not an issue file (a folder, a FIFO, a socket, a device): skipped, with why.
+    NotAFile(&'static str),
+    /// Cannot be told (a dangling or looping symlink, no permission): unreadable.
+    Unreadable(std::io::Error),
+}
+
+fn entry(path: &Path) -> Entry {
+    // `metadata` follows symlinks: a dangling one or a loop fails here, and never reads as gone.
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Entry::File(meta),
+        Ok(meta) if meta.is_dir() => Entry::NotAFile("a folder"),
+        Ok(_) => Entry::NotAFile("not a regular file (a FIFO, socket or device)"),
+        Err(error) => Entry::Unreadable(error),
+    }
+}
+
+/// Reads the issue file at `path`, refusing one over [`MAX_ISSUE_FILE_BYTES`] without reading
+/// it whole (it may grow while read).
+fn read_issue_file(path: &Path, meta: &std::fs::Metadata) -> Result<String, String> {
+    let too_large = || format!("larger than the {MAX_ISSUE_FILE_BYTES}-byte limit for an issue file");
+    if meta.len() > MAX_ISSUE_FILE_BYTES {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ISSUE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_ISSUE_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
+}
+
 /// Reads every `*.md` file in `dir`. A missing folder is an empty but incomplete scan: it may be
-/// a volume not mounted yet or a wrong working directory, which must not cancel every job. An
-/// unreadable file or folder entry is logged and makes the scan incomplete too.
+/// a volume not mounted yet or a wrong working directory, which must not cancel every job. A file
+/// or folder entry that cannot be read makes the scan incomplete too. Nothing is logged here: the
+/// scan lists each file it could not take with why ([`Scan::problems`]), for the caller to say
+/// once.
 pub fn scan(dir: &Path) -> Scan {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Scan {
-                issues: Vec::new(),
                 complete: false,
+                ..Scan::default()
             }
         }
         Err(e) => {
-            warn!(dir = %dir.display(), error = %e, "cannot read the local issue folder");
-            return Scan::default();
+            return Scan {
+                problems: vec![LocalIssueError {
+                    path: dir.to_owned(),
+                    message: format!("cannot read the local issue folder: {e}"),
+                }],
+                ..Scan::default()
+            };
         }
     };
-    let mut entry_failed = false;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| match e {
-            Ok(e) => Some(e.path()),
-            Err(error) => {
-                warn!(dir = %dir.display(), %error, "cannot read an entry of the local issue folder");
-                entry_failed = true;
-                None
-            }
-        })
-        .filter(|p| p.extension().is_some_and(|x| x == "md") && p.is_file())
-        .collect();
-    paths.sort();
     let mut scan = Scan {
-        issues: Vec::new(),
-        complete: !entry_failed,
+        complete: true,
+        ..Scan::default()
     };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => paths.push(e.path()),
+            Err(error) => {
+                scan.problems.push(LocalIssueError {
+                    path: dir.to_owned(),
+                    message: format!("cannot read an entry of the folder: {error}"),
+                });
+                scan.complete = false;
+            }
+        }
+    }
+    paths.retain(|p| p.extension().is_some_and(|x| x == "md"));
+    paths.sort();
     let mut seen = std::collections::BTreeMap::<IssueKey, PathBuf>::new();
     for path in paths {
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|e| LocalIssueError {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-            .and_then(|text| parse_issue(&path, &text));
+        let problem = |message: String| LocalIssueError {
+            path: path.clone(),
+            message,
+        };
+        let parsed = match entry(&path) {
+            Entry::NotAFile(what) => {
+                scan.problems
+                    .push(problem(format!("is {what}, not an issue file; skipped")));
+                continue;
+            }
+            Entry::Unreadable(error) => Err(problem(format!(
+                "cannot be read ({error}); its job is left as it is"
+            ))),
+            Entry::File(meta) => read_issue_file(&path, &meta)
+                .map_err(problem)
+                .and_then(|text| parse_issue(&path, &text)),
+        };
         match parsed {
             Ok(issue) => {
                 if let Some(first) = seen.get(&issue.key) {
-                    warn!(file = %path.display(), first = %first.display(), issue = %issue.key,
-                          "two files describe the same issue; using the first");
+                    scan.problems.push(problem(format!(
+                        "describes {} as {} does; using the first",
+                        issue.key,
+                        first.display()
+                    )));
                     continue;
                 }
-                seen.insert(issue.key.clone(), path);
+                seen.insert(issue.key.clone(), path.clone());
+                scan.files.insert(issue.key.clone(), path);
                 scan.issues.push(issue);
             }
             Err(e) => {
-                warn!("{e}; skipped");
+                scan.problems.push(e);
                 scan.complete = false;
             }
         }

@@ -4,6 +4,9 @@
 
 pub mod local;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use afk_core::{IssueKey, Priority};
 
 /// One issue as a source sees it: what the job is created from (the body is Markdown).
@@ -24,4 +27,8 @@ pub struct Scan {
     /// True when the scan is complete, so that a job whose issue is missing from it may be
     /// cancelled. A scan that met an unreadable file is not complete.
     pub complete: bool,
+    /// The file each issue was read from.
+    pub files: BTreeMap<IssueKey, PathBuf>,
+    /// Each file that could not be taken, and why: the caller says each once.
+    pub problems: Vec<local::LocalIssueError>,
 }

@@ -162,7 +162,8 @@ listen = "127.0.0.1:0"
             mc = c.limits.max_concurrent,
             pr = c.limits.per_repo,
             ma = c.limits.max_attempts,
-            poll = c.watch.poll_interval.as_millis(),
+            // afk refuses a poll interval under 100 ms ([watch] poll_interval).
+            poll = c.watch.poll_interval.as_millis().max(100),
             stall = c.watch.stall_timeout.as_millis(),
             turn = c.watch.turn_timeout.as_millis(),
             ri = c.retry.initial.as_millis(),

@@ -28,7 +28,74 @@ pub struct ReadModel {
     pub updated_at: Timestamp,
 }
 
+/// A thread T3 listed that afk cannot read (a turn state it does not know, a bad timestamp, a
+/// title with a lone surrogate, an id listed twice): its id and why. afk reads its attempt as
+/// unknown (neither lost nor ended) until T3 describes it readably again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableThread {
+    /// The thread's id (a thread whose id cannot be read makes the whole view unreadable).
+    pub id: ThreadId,
+    /// What is wrong with it, in the decoder's words.
+    pub reason: String,
+}
+
+/// Only the id of a thread, for naming one whose other fields cannot be read.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: ThreadId,
+}
+
+/// Decodes each thread of `raw` on its own: the readable ones, and the id and reason of each that
+/// is not. `Err` when a thread's id itself cannot be read (the view cannot say which thread is
+/// missing then).
+pub(crate) fn threads_one_by_one<T: serde::de::DeserializeOwned>(
+    raw: Vec<Box<serde_json::value::RawValue>>,
+) -> Result<(Vec<T>, Vec<UnreadableThread>), serde_json::Error> {
+    let mut readable = Vec::with_capacity(raw.len());
+    let mut unreadable = Vec::new();
+    for thread in raw {
+        match serde_json::from_str::<T>(thread.get()) {
+            Ok(thread) => readable.push(thread),
+            Err(error) => unreadable.push(UnreadableThread {
+                id: serde_json::from_str::<IdOnly>(thread.get())?.id,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    Ok((readable, unreadable))
+}
+
+/// [`ReadModel`] with its threads left undecoded, for [`ReadModel::decode_per_thread`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseReadModel {
+    snapshot_sequence: u64,
+    projects: Vec<Project>,
+    threads: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(deserialize_with = "timestamp")]
+    updated_at: Timestamp,
+}
+
 impl ReadModel {
+    /// Decodes a snapshot document thread by thread: a thread that cannot be read is set aside
+    /// (its id and why) instead of failing the whole view. A document whose other parts (or a
+    /// thread's id) cannot be read fails as [`serde_json::from_slice`] would. Decodes in one pass
+    /// when every thread is readable.
+    pub fn decode_per_thread(body: &[u8]) -> Result<(ReadModel, Vec<UnreadableThread>), serde_json::Error> {
+        if let Ok(model) = serde_json::from_slice::<ReadModel>(body) {
+            return Ok((model, Vec::new()));
+        }
+        let loose: LooseReadModel = serde_json::from_slice(body)?;
+        let (threads, unreadable) = threads_one_by_one(loose.threads)?;
+        let model = ReadModel {
+            snapshot_sequence: loose.snapshot_sequence,
+            projects: loose.projects,
+            threads,
+            updated_at: loose.updated_at,
+        };
+        Ok((model, unreadable))
+    }
+
     /// The thread with this id, if T3 knows it.
     pub fn thread(&self, id: &ThreadId) -> Option<&Thread> {
         self.threads.iter().find(|t| &t.id == id)

@@ -7,10 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::read_model::threads_one_by_one;
 use super::{
     required_nullable, InteractionMode, LatestTurn, ModelSelection, RuntimeMode, Session, Timestamp,
 };
-use super::{Project, Thread};
+use super::{Project, Thread, UnreadableThread};
 use crate::ids::{ProjectId, ThreadId};
 
 /// The payload of `orchestration.subscribeShell`.
@@ -71,19 +72,114 @@ pub enum ShellItem {
         #[serde(rename = "threadId")]
         thread_id: ThreadId,
     },
+    /// A snapshot some of whose threads afk cannot read (never sent by T3 as such: see
+    /// [`ShellItem::decode`]).
+    #[serde(skip)]
+    PartialSnapshot {
+        /// The snapshot without the unreadable threads.
+        snapshot: ShellSnapshot,
+        /// The threads it lists that cannot be read.
+        unreadable: Vec<UnreadableThread>,
+    },
+    /// A thread upsert afk cannot read (see [`ShellItem::decode`]).
+    #[serde(skip)]
+    ThreadUnreadable {
+        /// The event's sequence.
+        sequence: u64,
+        /// The thread and why it cannot be read.
+        thread: UnreadableThread,
+    },
     /// A kind this crate does not know; skipped.
     #[serde(other)]
     Other,
 }
 
+/// A snapshot item with its threads left undecoded.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseSnapshotItem {
+    snapshot: LooseShellSnapshot,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseShellSnapshot {
+    snapshot_sequence: u64,
+    projects: Vec<ProjectShell>,
+    threads: Vec<Box<serde_json::value::RawValue>>,
+    updated_at: Timestamp,
+}
+
+/// A thread upsert with its thread left undecoded.
+#[derive(Deserialize)]
+struct LooseThreadUpsert {
+    sequence: u64,
+    thread: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    kind: String,
+}
+
 impl ShellItem {
+    /// Decodes one stream item; a thread afk cannot read (in a snapshot or an upsert) does not
+    /// fail the item but becomes [`ShellItem::PartialSnapshot`] or [`ShellItem::ThreadUnreadable`],
+    /// so that one odd thread never blinds the view of all the others. An item that cannot be
+    /// read otherwise (or whose thread id cannot) fails as [`serde_json::from_str`] would.
+    pub fn decode(text: &str) -> Result<ShellItem, serde_json::Error> {
+        let strict = match serde_json::from_str::<ShellItem>(text) {
+            Ok(item) => return Ok(item),
+            Err(error) => error,
+        };
+        let Ok(KindOnly { kind }) = serde_json::from_str::<KindOnly>(text) else {
+            return Err(strict);
+        };
+        match kind.as_str() {
+            "snapshot" => {
+                let loose = serde_json::from_str::<LooseSnapshotItem>(text)
+                    .map_err(|_| strict)?
+                    .snapshot;
+                let (threads, unreadable) = threads_one_by_one::<ThreadShell>(loose.threads)?;
+                Ok(ShellItem::PartialSnapshot {
+                    snapshot: ShellSnapshot {
+                        snapshot_sequence: loose.snapshot_sequence,
+                        projects: loose.projects,
+                        threads,
+                        updated_at: loose.updated_at,
+                    },
+                    unreadable,
+                })
+            }
+            "thread-upserted" => {
+                let loose = serde_json::from_str::<LooseThreadUpsert>(text).map_err(|_| strict)?;
+                let (readable, mut unreadable) = threads_one_by_one::<ThreadShell>(vec![loose.thread])?;
+                match (readable.into_iter().next(), unreadable.pop()) {
+                    (Some(thread), _) => Ok(ShellItem::ThreadUpserted {
+                        sequence: loose.sequence,
+                        thread,
+                    }),
+                    (None, Some(thread)) => Ok(ShellItem::ThreadUnreadable {
+                        sequence: loose.sequence,
+                        thread,
+                    }),
+                    (None, None) => unreachable!("one thread in, one out"),
+                }
+            }
+            _ => Err(strict),
+        }
+    }
+
     /// The event's sequence, for the kinds that carry one.
     pub fn sequence(&self) -> Option<u64> {
         match self {
-            ShellItem::Snapshot { snapshot } => Some(snapshot.snapshot_sequence),
+            ShellItem::Snapshot { snapshot } | ShellItem::PartialSnapshot { snapshot, .. } => {
+                Some(snapshot.snapshot_sequence)
+            }
             ShellItem::ProjectUpserted { sequence, .. }
             | ShellItem::ProjectRemoved { sequence, .. }
             | ShellItem::ThreadUpserted { sequence, .. }
+            | ShellItem::ThreadUnreadable { sequence, .. }
             | ShellItem::ThreadRemoved { sequence, .. } => Some(*sequence),
             ShellItem::Synchronized | ShellItem::Other => None,
         }

@@ -37,12 +37,18 @@
 //!   interrupting it, stopping it; only a thread id never used is refused as missing;
 //! - a client that disconnects mid-bootstrap leaves the thread with `session: null` too (not only
 //!   no worktree and no turn); T3 creates the thread even if the client left before its request
-//!   was handled;
+//!   was handled; the bootstrap again without `createThread` finishes such a thread, unless the
+//!   disconnect came after T3's `git worktree add` (its branch and worktree exist, the thread
+//!   does not know them): then it fails with `git worktree add failed`;
 //! - over `/ws` a refusal is `OrchestrationDispatchCommandError {message, cause}` with the
 //!   decider's message `Orchestration command invariant failed (<type>): <detail>` and its error as
 //!   the cause (`{name, message}`); a failed bootstrap step carries the step's whole Effect
 //!   `Cause` (e.g. `GitCommandError`), its message `Git command failed in
 //!   GitVcsDriver.createWorktree (<cwd>): git worktree add failed` for a branch that exists;
+//! - two bootstraps into one checkout at once can fail: after `git worktree add`, T3 runs `git
+//!   config branch.<branch>.gh-merge-base` in the checkout, and the two writes race for its
+//!   `config.lock` (`Git command failed in GitVcsDriver.createWorktree.configureBaseRef`); the
+//!   thread is deleted, its branch and worktree stay (seen with 8 at once);
 //! - a setup script that fails to start does not fail the bootstrap: a `setup-script.failed`
 //!   activity, and the turn goes on;
 //! - a codex session that cannot start: the first line of `lastError` is `ProviderAdapterProcessError:

@@ -31,6 +31,79 @@ pub struct GitHubIntake {
     /// Issues held back because their text changed under an untrusted editor before afk took
     /// it: to be said on the issue by the reporter (intake never writes to GitHub).
     notices: Vec<(IssueKey, UntrustedEdit)>,
+    /// What webhook deliveries cost GitHub in the current poll interval.
+    budget: CheckBudget,
+}
+
+/// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
+/// the interval are left to one early poll: a burst of deliveries costs GitHub at most about one
+/// poll's worth of requests.
+const WEBHOOK_CHECKS_PER_POLL: u32 = 10;
+
+/// The checks webhook deliveries spent since `since`, and whether the interval's early poll was
+/// asked for.
+#[derive(Debug, Default)]
+struct CheckBudget {
+    since: Option<Instant>,
+    used: u32,
+    polled_early: bool,
+}
+
+impl CheckBudget {
+    /// True when one more check fits in the interval (and counts it).
+    fn spend(&mut self, interval: Duration) -> bool {
+        let now = Instant::now();
+        if self.since.is_none_or(|since| now >= since + interval) {
+            *self = CheckBudget {
+                since: Some(now),
+                ..CheckBudget::default()
+            };
+        }
+        if self.used >= WEBHOOK_CHECKS_PER_POLL {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+
+    /// True the first time per interval that the budget ran out: poll early, once.
+    fn poll_early(&mut self) -> bool {
+        !std::mem::replace(&mut self.polled_early, true)
+    }
+}
+
+/// The deliveries of one sync about one issue: one check of the issue answers them all.
+struct IssueDeliveries {
+    events: Vec<WebhookEvent>,
+    /// One of them withdraws the issue.
+    withdraws: bool,
+    /// One of them may make it eligible.
+    may_take: bool,
+}
+
+/// The deliveries of one sync grouped per issue, in order of first delivery.
+fn coalesce(events: Vec<WebhookEvent>, trigger: &str) -> Vec<IssueDeliveries> {
+    let mut merged: Vec<IssueDeliveries> = Vec::new();
+    for event in events {
+        let (withdraws, may_take) = (event.withdraws(trigger), event.may_make_eligible(trigger));
+        let same = merged.iter_mut().find(|group| {
+            let first = &group.events[0];
+            first.number == event.number && first.repo.as_str().eq_ignore_ascii_case(event.repo.as_str())
+        });
+        match same {
+            Some(group) => {
+                group.withdraws |= withdraws;
+                group.may_take |= may_take;
+                group.events.push(event);
+            }
+            None => merged.push(IssueDeliveries {
+                events: vec![event],
+                withdraws,
+                may_take,
+            }),
+        }
+    }
+    merged
 }
 
 impl GitHubIntake {
@@ -49,6 +122,7 @@ impl GitHubIntake {
             deferred: Vec::new(),
             poll_outcome: None,
             notices: Vec::new(),
+            budget: CheckBudget::default(),
         }
     }
 
@@ -102,14 +176,41 @@ impl GitHubIntake {
                 events.push(event);
             }
         }
-        let mut pending = events.into_iter();
-        while let Some(event) = pending.next() {
-            if let Err(error) = self.on_event(event.clone(), recorder, now).await {
-                // The ledger failed: keep this delivery and the ones after it for the next sync
-                // (GitHub does not send a delivery again, and the next poll may be an hour away).
-                self.deferred.push(event);
-                self.deferred.extend(pending);
-                return Err(error);
+        let trigger = self.trigger().to_owned();
+        let mut pending = coalesce(events, &trigger).into_iter();
+        while let Some(group) = pending.next() {
+            if !(group.withdraws || group.may_take) {
+                continue;
+            }
+            if !self.budget.spend(self.poll_interval) {
+                // Past the interval's budget: one early poll answers this delivery and the rest.
+                if self.budget.poll_early() {
+                    tracing::info!(
+                        "more webhook deliveries than {WEBHOOK_CHECKS_PER_POLL} per poll interval: \
+                         polling GitHub now instead of checking each issue"
+                    );
+                    self.next_poll = None;
+                }
+                continue;
+            }
+            let first = group.events[0].clone();
+            match self
+                .on_event(first, group.withdraws, group.may_take, recorder, now)
+                .await
+            {
+                Ok(()) => {}
+                Err(ControlError::Ledger(error)) if error.is_bad_value() => {
+                    let delivery = &group.events[0].delivery;
+                    tracing::warn!(%delivery, "webhook delivery {delivery} skipped: {error}");
+                }
+                Err(error) => {
+                    // The ledger failed: keep these deliveries and the ones after them for the
+                    // next sync (GitHub does not send a delivery again, and the next poll may be
+                    // an hour away).
+                    self.deferred.extend(group.events);
+                    self.deferred.extend(pending.flat_map(|g| g.events));
+                    return Err(error);
+                }
             }
         }
         if !may_poll || self.next_poll.is_some_and(|next| Instant::now() < next) {
@@ -269,9 +370,13 @@ impl GitHubIntake {
         Ok(())
     }
 
+    /// Checks the issue of `event` (and of every delivery about it this sync: one of them
+    /// `withdraws` it, one `may_take` it) as it is now on GitHub, and acts on what GitHub says.
     async fn on_event(
         &mut self,
         event: WebhookEvent,
+        withdraws: bool,
+        may_take: bool,
         recorder: &mut Recorder,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
@@ -296,27 +401,22 @@ impl GitHubIntake {
             repo: repo.clone(),
             number: event.number,
         };
-        if event.withdraws(self.trigger()) {
-            // Deliveries may arrive late or out of order (a `closed` after the `reopened`):
-            // withdraw only what GitHub says is not eligible now.
-            match self.intake.check(&repo, event.number).await {
-                Ok(Verdict::Eligible(_)) => {
-                    tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
-                }
-                Ok(Verdict::Skipped(reason)) => self.skipped(key, reason, recorder, now).await?,
-                Err(error) => {
-                    tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
-                }
+        // Deliveries may arrive late or out of order (a `closed` after the `reopened`): act on what
+        // GitHub says now, once for all of them.
+        match self.intake.check(&repo, event.number).await {
+            Ok(Verdict::Eligible(issue)) if may_take => self.take(*issue, recorder, now).await?,
+            Ok(Verdict::Eligible(_)) => {
+                tracing::info!("{key}: a stale webhook withdrew an issue that is still eligible; ignored")
             }
-        } else if event.may_make_eligible(self.trigger()) {
-            match self.intake.check(&repo, event.number).await {
-                Ok(Verdict::Eligible(issue)) => self.take(*issue, recorder, now).await?,
-                Ok(Verdict::Skipped(reason)) => {
+            Ok(Verdict::Skipped(reason)) => {
+                if !withdraws {
                     tracing::info!("{key}: not taken: {reason}");
-                    self.skipped(key, reason, recorder, now).await?;
                 }
-                // Polling will look again.
-                Err(error) => tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}"),
+                self.skipped(key, reason, recorder, now).await?;
+            }
+            // Polling will look again.
+            Err(error) => {
+                tracing::warn!("{key}: cannot check the issue on GitHub yet: {error}; polling will")
             }
         }
         Ok(())

@@ -1,8 +1,8 @@
 //! Intake from the local issue folder: a new file queues a job, a removed file cancels it, and a
 //! file that comes back requeues the job it had.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
 use afk_ledger::{Job, NewJob};
@@ -10,18 +10,62 @@ use chrono::{DateTime, Utc};
 
 use crate::control::record::Recorder;
 use crate::control::ControlError;
-use crate::source::{local, SourceIssue};
+use crate::source::local::{self, LocalIssueError};
+use crate::source::SourceIssue;
 
-pub(super) async fn sync(
+/// The local folder as a source: where it is, and which of its files were said to be unusable (each
+/// is said once, and again only when why changes).
+pub(crate) struct LocalIntake {
+    dir: PathBuf,
+    warned: HashMap<PathBuf, String>,
+}
+
+impl LocalIntake {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            warned: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn sync(
+        &mut self,
+        recorder: &mut Recorder,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        // Reading the folder is blocking I/O: keep it off the runtime's worker.
+        let owned = self.dir.clone();
+        let mut scan = tokio::task::spawn_blocking(move || local::scan(&owned))
+            .await
+            .unwrap_or_default();
+        let mut problems = std::mem::take(&mut scan.problems);
+        problems.extend(sync(&self.dir, scan, recorder, now).await?);
+        self.warned
+            .retain(|path, _| problems.iter().any(|p| &p.path == path));
+        for problem in problems {
+            if self.warned.get(&problem.path) != Some(&problem.message) {
+                tracing::warn!(file = %problem.path.display(), "{problem}");
+                self.warned.insert(problem.path, problem.message);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when the ledger refused `error`'s value itself (too large, not storable): that one issue
+/// is skipped; any other error is the ledger's and ends the tick.
+fn is_bad_value(error: &ControlError) -> bool {
+    matches!(error, ControlError::Ledger(e) if e.is_bad_value())
+}
+
+/// Brings the ledger in line with `scan`; returns the files whose issue the ledger refused.
+async fn sync(
     dir: &Path,
+    mut scan: crate::source::Scan,
     recorder: &mut Recorder,
     now: DateTime<Utc>,
-) -> Result<(), ControlError> {
-    // Reading the folder is blocking I/O: keep it off the runtime's worker.
-    let owned = dir.to_owned();
-    let scan = tokio::task::spawn_blocking(move || local::scan(&owned))
-        .await
-        .unwrap_or_default();
+) -> Result<Vec<LocalIssueError>, ControlError> {
+    let mut refused = Vec::new();
     let known: BTreeMap<IssueKey, Job> = recorder
         .ledger()
         .jobs()
@@ -32,42 +76,22 @@ pub(super) async fn sync(
     let mut present = BTreeSet::new();
     for issue in &scan.issues {
         present.insert(issue.key.clone());
-        match known.get(&issue.key) {
-            None => {
-                let (job, _) = recorder.ledger().upsert_job(&new_job(issue), now).await?;
-                recorder.queued(&job, &dir.display().to_string());
+        let taken = take(dir, issue, known.get(&issue.key), recorder, now).await;
+        if let Err(error) = taken {
+            if !is_bad_value(&error) {
+                return Err(error);
             }
-            Some(job) if job.source != JobSource::Local => {
-                // The issue belongs to another source (GitHub, queued by hand): a file must not
-                // change its text.
-                tracing::warn!(
-                    "{}: a local file describes an issue that came from the {} source; the file is ignored",
-                    job.issue,
-                    job.source
-                );
-            }
-            Some(job) => {
-                if job.title != issue.title
-                    || job.body != issue.body
-                    || job.labels != issue.labels
-                    || job.priority != issue.priority
-                {
-                    recorder.ledger().upsert_job(&new_job(issue), now).await?;
-                }
-                if job.state == JobState::Cancelled {
-                    // Back only if the file's removal cancelled it: a job a person interrupted in
-                    // T3 stays cancelled.
-                    let back = Event::Requeue {
-                        by: RequeueBy::Source(JobSource::Local),
-                    };
-                    recorder.offer(job, &back, now).await?;
-                }
-            }
+            // One issue the ledger cannot take: skipped (said once), the others go on, and its
+            // job (if any) is neither cancelled nor changed.
+            refused.push(LocalIssueError {
+                path: scan.files.remove(&issue.key).unwrap_or_else(|| dir.to_owned()),
+                message: format!("cannot be taken: {error}; skipped"),
+            });
         }
     }
     if !scan.complete {
         // A file that could not be read may still describe a job: cancel nothing on a partial view.
-        return Ok(());
+        return Ok(refused);
     }
     let removed = Event::Cancel {
         reason: CancelReason::FileRemoved,
@@ -75,6 +99,49 @@ pub(super) async fn sync(
     for job in known.values() {
         if job.source == JobSource::Local && !job.state.is_final() && !present.contains(&job.issue) {
             recorder.record(job, &removed, None, now).await?;
+        }
+    }
+    Ok(refused)
+}
+
+/// Queues `issue`'s job, or brings the `known` one in line with it.
+async fn take(
+    dir: &Path,
+    issue: &SourceIssue,
+    known: Option<&Job>,
+    recorder: &mut Recorder,
+    now: DateTime<Utc>,
+) -> Result<(), ControlError> {
+    match known {
+        None => {
+            let (job, _) = recorder.ledger().upsert_job(&new_job(issue), now).await?;
+            recorder.queued(&job, &dir.display().to_string());
+        }
+        Some(job) if job.source != JobSource::Local => {
+            // The issue belongs to another source (GitHub, queued by hand): a file must not
+            // change its text.
+            tracing::warn!(
+                "{}: a local file describes an issue that came from the {} source; the file is ignored",
+                job.issue,
+                job.source
+            );
+        }
+        Some(job) => {
+            if job.title != issue.title
+                || job.body != issue.body
+                || job.labels != issue.labels
+                || job.priority != issue.priority
+            {
+                recorder.ledger().upsert_job(&new_job(issue), now).await?;
+            }
+            if job.state == JobState::Cancelled {
+                // Back only if the file's removal cancelled it: a job a person interrupted in
+                // T3 stays cancelled.
+                let back = Event::Requeue {
+                    by: RequeueBy::Source(JobSource::Local),
+                };
+                recorder.offer(job, &back, now).await?;
+            }
         }
     }
     Ok(())

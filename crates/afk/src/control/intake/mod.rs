@@ -6,13 +6,12 @@
 mod github;
 mod local;
 
-use std::path::PathBuf;
-
 use afk_core::IssueKey;
 use afk_github::{EligibleIssue, UntrustedEdit, WebhookEvent};
 use chrono::{DateTime, Utc};
 
 pub use github::GitHubIntake;
+pub(crate) use local::LocalIntake;
 
 use super::record::Recorder;
 use super::waiting::Waiting;
@@ -22,7 +21,7 @@ use super::ControlError;
 #[derive(Default)]
 pub(crate) struct Intake {
     /// The local issue folder, when that source is on.
-    pub(crate) local: Option<PathBuf>,
+    pub(crate) local: Option<LocalIntake>,
     /// GitHub, when `[github]` is configured.
     pub(crate) github: Option<GitHubIntake>,
 }
@@ -37,8 +36,8 @@ impl Intake {
         may_poll_github: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
-        if let Some(dir) = &self.local {
-            local::sync(dir, recorder, now).await?;
+        if let Some(local) = &mut self.local {
+            local.sync(recorder, now).await?;
         }
         if let Some(github) = &mut self.github {
             github.sync(recorder, may_poll_github, now).await?;

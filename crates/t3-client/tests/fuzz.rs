@@ -1,0 +1,137 @@
+//! Fuzzing T3's read model and shell items (proptest): whatever T3 sends, decoding never panics,
+//! and a document afk can read gives a [`Fleet`] in which every thread listed is either readable
+//! or set aside as unreadable. Cheap by default (proptest's 256 cases); `PROPTEST_CASES=N` runs
+//! longer.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use t3_client::wire::ShellItem;
+use t3_client::{Fleet, ReadModel};
+
+fn thread(id: &str) -> Value {
+    json!({
+        "id": id, "projectId": "proj", "title": "acme/widgets#42: Fix",
+        "modelSelection": {"instanceId": "claudeAgent", "model": "claude-sonnet-4-5"},
+        "runtimeMode": "full-access", "interactionMode": "default",
+        "branch": "afk/issue-42", "worktreePath": null,
+        "latestTurn": {"turnId": "turn-1", "state": "running", "requestedAt": "2026-11-24T19:14:36.200Z",
+                       "startedAt": "2026-11-24T19:14:36.300Z", "completedAt": null, "assistantMessageId": null},
+        "createdAt": "2026-11-24T19:14:36.116Z", "updatedAt": "2026-11-24T19:14:40.000Z",
+        "archivedAt": null, "deletedAt": null,
+        "session": {"threadId": id, "status": "running", "providerName": "claudeAgent",
+                    "runtimeMode": "full-access", "activeTurnId": "turn-1", "lastError": null,
+                    "updatedAt": "2026-11-24T19:14:40.000Z"}
+    })
+}
+
+fn snapshot(threads: usize) -> Value {
+    json!({
+        "snapshotSequence": 12, "updatedAt": "2026-11-24T19:14:40.000Z",
+        "projects": [{"id": "proj", "title": "w", "workspaceRoot": "/w", "defaultModelSelection": null,
+                      "scripts": [], "createdAt": "2026-11-24T19:00:00.000Z",
+                      "updatedAt": "2026-11-24T19:00:00.000Z", "deletedAt": null}],
+        "threads": (0..threads).map(|i| thread(&format!("t{i}"))).collect::<Vec<_>>(),
+    })
+}
+
+/// A JSON value of any shape, small.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("running"),
+            Just("completed"),
+            Just("paused"),
+            Just("2026-02-30T00:00:00.000Z"),
+            Just("9999-12-31T23:59:59.999Z"),
+            Just("")
+        ]
+        .prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Replaces the value found by following `path` (indices into object keys and array items, modulo
+/// their lengths) with `with`.
+fn mutate(doc: &mut Value, path: &[usize], with: Value) {
+    let Some((step, rest)) = path.split_first() else {
+        *doc = with;
+        return;
+    };
+    match doc {
+        Value::Object(map) if !map.is_empty() => {
+            let key = map.keys().nth(step % map.len()).cloned().unwrap();
+            mutate(map.get_mut(&key).unwrap(), rest, with);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let n = items.len();
+            mutate(&mut items[step % n], rest, with);
+        }
+        _ => *doc = with,
+    }
+}
+
+fn check_read_model(body: &[u8]) {
+    let strict = serde_json::from_slice::<ReadModel>(body);
+    match ReadModel::decode_per_thread(body) {
+        Ok((model, unreadable)) => {
+            let listed = model.threads.len() + unreadable.len();
+            let fleet = Fleet::from_read_model(model, unreadable);
+            assert!(fleet.len() + fleet.unreadable_threads().count() <= listed);
+        }
+        Err(_) => assert!(strict.is_err(), "what decodes strictly decodes per thread"),
+    }
+}
+
+fn check_shell_item(text: &str) {
+    if let Ok(item) = ShellItem::decode(text) {
+        let mut fleet = Fleet::default();
+        let _ = item.sequence();
+        fleet.apply(item);
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_never_panic_the_read_model_or_a_shell_item(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_read_model(&bytes);
+        check_shell_item(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn a_mutated_snapshot_never_panics_and_sets_aside_only_what_it_must(
+        threads in 1usize..4,
+        path in prop::collection::vec(any::<usize>(), 0..6),
+        with in any_json(),
+    ) {
+        let mut doc = snapshot(threads);
+        mutate(&mut doc, &path, with);
+        check_read_model(doc.to_string().as_bytes());
+        // The same mutation inside a shell snapshot and a thread upsert.
+        let mut shell = doc.clone();
+        if let Some(threads) = shell.get_mut("threads").and_then(Value::as_array_mut) {
+            for t in threads.iter_mut().filter_map(Value::as_object_mut) {
+                t.remove("deletedAt");
+            }
+        }
+        check_shell_item(&json!({"kind": "snapshot", "snapshot": shell}).to_string());
+        let upsert = json!({"kind": "thread-upserted", "sequence": 3, "thread": shell["threads"][0].clone()});
+        check_shell_item(&upsert.to_string());
+    }
+
+    #[test]
+    fn escapes_and_surrogates_in_titles_never_panic(title in r#"(\\u[dD][89abAB][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\[nrt"\\/]|[a-z ])*"#) {
+        let text = snapshot(2).to_string().replacen("acme/widgets#42: Fix", &title, 1);
+        check_read_model(text.as_bytes());
+    }
+}
