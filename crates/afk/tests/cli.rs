@@ -208,3 +208,28 @@ async fn afk_run_refuses_a_memory_ledger() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn status_and_jobs_say_there_is_no_ledger_instead_of_making_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("nowhere").join("afk.db");
+    let config = dir.path().join("afk.toml");
+    std::fs::write(
+        &config,
+        format!("[ledger]\nurl = \"sqlite://{}\"\n", ledger.display()),
+    )
+    .unwrap();
+    for command in ["status", "jobs"] {
+        let out = afk(&[command, "--config", config.to_str().unwrap()]).await;
+        assert!(!out.status.success(), "{command}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("no ledger at {}", ledger.display())) && err.contains("afk run creates it"),
+            "{command}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "neither made a folder nor a file"
+    );
+}

@@ -31,6 +31,7 @@ struct Setup {
 impl Setup {
     async fn new() -> Setup {
         let world = World::new(Duration::from_millis(100)).await;
+        std::fs::create_dir_all(world.dir.path().join("issues")).unwrap();
         world.sim.grant_token(TokenGrant::read_only(READ));
         let vault = VaultStandIn::start().await.unwrap();
         vault.add_kubernetes_role("afk", JWT, Duration::from_secs(3600));
@@ -123,6 +124,7 @@ async fn a_working_setup_passes_every_check_in_order() {
             "t3.project.acme/web",
             "t3.websocket",
             "t3.provider",
+            "source.local",
             "github.credentials",
             "github.repo.acme/api",
             "github.repo.acme/web",
@@ -151,7 +153,7 @@ async fn a_working_setup_passes_every_check_in_order() {
         "{text}"
     );
     assert!(text.contains("afk run creates it"), "{text}");
-    assert!(text.ends_with("all 17 checks passed\n"), "{text}");
+    assert!(text.ends_with("all 18 checks passed\n"), "{text}");
 
     // With a ledger: its migrations, and whether an afk run leads it.
     let ledger = Ledger::open(&setup.world.config.ledger.url).await.unwrap();
@@ -227,6 +229,20 @@ async fn configuration_mistakes_name_the_key_the_file_and_where() {
         |text| text.replace("role = \"afk\"", "role = \"\""),
         "config",
         &["t3.read_token.auth.role"],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_issue_folder_is_named() {
+    // afk run takes nothing from a folder that is not there and cancels nothing, so without
+    // this check a wrong working directory would look like an empty queue.
+    mistake(
+        |setup| std::fs::remove_dir_all(setup.world.dir.path().join("issues")).unwrap(),
+        same,
+        "source.local",
+        &["the local issue folder", "cannot be read", "[source.local] dir"],
         true,
     )
     .await;

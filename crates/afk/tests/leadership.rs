@@ -40,18 +40,29 @@ fn spawn_afk(config: &std::path::Path) -> (Child, mpsc::UnboundedReceiver<String
     (afk, rx)
 }
 
-/// Waits (30 s at most) for a log line containing `needle`.
+/// Waits (30 s at most) for a log line containing `needle`; on failure, shows the lines seen.
 async fn log_line(log: &mut mpsc::UnboundedReceiver<String>, needle: &str) -> String {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    log_line_any(log, &[needle]).await
+}
+
+/// Waits (30 s at most) for a log line containing any of `needles`.
+async fn log_line_any(log: &mut mpsc::UnboundedReceiver<String>, needles: &[&str]) -> String {
+    let needle = needles.join("\" or \"");
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = log.recv().await {
-            if line.contains(needle) {
-                return line;
+            if needles.iter().any(|n| line.contains(n)) {
+                return Some(line);
             }
+            seen.push(line);
         }
-        panic!("afk's log ended without {needle:?}");
+        None
     })
-    .await
-    .unwrap_or_else(|_| panic!("afk never logged {needle:?}"))
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("afk never logged {needle:?}; its log:\n{}", seen.join("\n")),
+    }
 }
 
 fn signal(child: &Child, signal: &str) {
@@ -135,13 +146,19 @@ async fn a_paused_leader_whose_lock_file_was_deleted_stands_down_when_resumed() 
 
     signal(&first, "-STOP");
     std::fs::remove_file(world.dir.path().join("afk.db.lock")).expect("delete the lock file");
-    let took = log_line(&mut second_log, "afk running").await;
-    assert!(took.contains("leader epoch 2"), "{took}");
-    // More work while the first is paused: only the second may take it.
+    // The standby locks a new file and takes the lead, unless the first was paused inside a
+    // write: SQLite's write lock then holds the standby's epoch bump until the first resumes.
+    let took = log_line_any(&mut second_log, &["afk running", "cannot take the lead"]).await;
+    // More work while the first is paused: only a leader of a new epoch may take it.
     world.add_issues(REPO_B, 3..=5);
     signal(&first, "-CONT");
     let lost = log_line(&mut first_log, "lost the lead").await;
-    assert!(lost.contains("standing by"), "{lost}");
+    assert!(lost.contains("standing by"), "{lost} (the standby said: {took})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ledger.current_epoch().await.unwrap() < 2 {
+        assert!(Instant::now() < deadline, "nobody took the lead again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_the_work_was_done_once_within_the_limits(&world, &ledger, 5).await;
     drop((first, second));
 }
@@ -163,6 +180,7 @@ async fn a_leader_whose_postgres_lock_session_was_terminated_stands_down() {
     let ledger = Ledger::open(&url).await.unwrap();
     let (second, mut second_log) = spawn_afk(&config);
     log_line(&mut second_log, "standing by").await;
+    assert_eq!(ledger.current_epoch().await.unwrap(), 1);
 
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     let killed: Vec<bool> = sqlx::query_scalar(
@@ -174,9 +192,15 @@ async fn a_leader_whose_postgres_lock_session_was_terminated_stands_down() {
     .await
     .unwrap();
     assert_eq!(killed, [true], "one session holds the leader lock");
-    log_line(&mut second_log, "afk running").await;
     let lost = log_line(&mut first_log, "lost the lead").await;
     assert!(lost.contains("standing by"), "{lost}");
+    // Whichever process takes the lock next leads, under a new epoch (the first, having stood
+    // down, may take it back before the second tries again).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ledger.current_epoch().await.unwrap() < 2 {
+        assert!(Instant::now() < deadline, "nobody took the lead again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     world.add_issues(REPO_B, 3..=4);
     assert_the_work_was_done_once_within_the_limits(&world, &ledger, 4).await;
     drop((first, second));

@@ -172,6 +172,7 @@ pub async fn diagnose(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>)
             checks.push(Check::ok("config", format!("{source} is valid")));
             let tokens = check_secrets(&config, &mut checks).await;
             check_t3(&config, &tokens, &mut checks).await;
+            check_local_source(&config, &mut checks);
             check_github(&config, &tokens, &mut checks).await;
             check_ledger(&config, &mut checks).await;
         }
@@ -188,6 +189,32 @@ pub async fn diagnose(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>)
     };
     report.ok = report.failed_for_a_person() == 0;
     report
+}
+
+/// The local issue folder, when `[source.local]` is on: it exists and can be listed. A missing
+/// folder stops nothing (afk takes nothing from it, and cancels nothing), so it is easy to miss.
+fn check_local_source(config: &Config, checks: &mut Vec<Check>) {
+    let Some(local) = &config.source.local else {
+        return;
+    };
+    let dir = &local.dir;
+    checks.push(match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let files = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
+                .count();
+            Check::ok(
+                "source.local",
+                format!("{} lists {files} issue file(s)", dir.display()),
+            )
+        }
+        Err(error) => Check::failed(
+            "source.local",
+            format!("the local issue folder {} cannot be read: {error}", dir.display()),
+            "create it, or correct [source.local] dir (a relative path is taken from the working directory)",
+        ),
+    });
 }
 
 /// The providers that produced their value, for the checks that need them.

@@ -55,9 +55,21 @@ pub struct ReadArgs {
 }
 
 impl ReadArgs {
-    /// Opens the ledger the configuration names (creating a SQLite file when missing).
+    /// Opens the ledger the configuration names. A SQLite file that does not exist is an error,
+    /// not a new empty ledger: an empty answer from a wrong working directory or URL would look
+    /// like lost work.
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
-        crate::app::open_ledger(&self.config.load()?).await
+        let config = self.config.load()?;
+        if let Some(path) = config.ledger.url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+            if !path.as_os_str().is_empty() && !path.exists() {
+                anyhow::bail!(
+                    "no ledger at {} ([ledger] url): afk run creates it; check the working directory or the URL",
+                    path.display()
+                );
+            }
+        }
+        crate::app::open_ledger(&config).await
     }
 
     /// Prints `view` as JSON with `--json`, else as `text` renders it.

@@ -161,6 +161,13 @@ pub fn scan(dir: &Path) -> Scan {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Scan {
                 complete: false,
+                problems: vec![LocalIssueError {
+                    path: dir.to_owned(),
+                    message: format!(
+                        "the local issue folder {} does not exist: nothing is taken from it, and nothing cancelled, until it does (check [source.local] dir and the working directory)",
+                        dir.display()
+                    ),
+                }],
                 ..Scan::default()
             }
         }
