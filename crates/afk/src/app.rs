@@ -178,6 +178,9 @@ impl App {
                         "lost the lead of ledger {}: {reason}; stopped acting, standing by",
                         ledger.url_redacted()
                     );
+                    self.set_leadership(Leadership::StandingBy {
+                        why: format!("lost the lead of ledger {}: {reason}", ledger.url_redacted()),
+                    });
                     drop(leadership);
                 }
             }

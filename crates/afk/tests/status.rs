@@ -107,6 +107,13 @@ async fn the_state_shows_an_attempt_running_then_its_outcome_and_the_issue_its_w
         .as_str()
         .unwrap()
         .contains("issue-7"));
+    let worktree = world.sim.read_model().threads[0].worktree_path.clone();
+    assert!(worktree.is_some(), "the stand-in made a worktree");
+    assert_eq!(
+        issue["attempt_list"][0]["worktree"].as_str(),
+        worktree.as_deref(),
+        "the worktree T3 showed: {issue}"
+    );
     let events: Vec<&str> = issue["recent_events"]
         .as_array()
         .unwrap()

@@ -351,6 +351,12 @@ impl ControlPlane {
         let Some(fleet) = self.watcher.confirmed(view, &live, &to_stop).await else {
             return Ok(true);
         };
+        if let Some(status) = &self.status {
+            status.saw_worktrees(live.iter().filter_map(|a| {
+                let path = fleet.thread(&a.thread_id)?.worktree_path.clone()?;
+                Some((a.thread_id.to_string(), path))
+            }));
+        }
         let recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
         let to_stop = if recorded {

@@ -77,9 +77,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API's routes, the dashboard, metrics and health, with the request deadline.
-pub fn router(hub: Arc<Hub>, limits: &Limits) -> Router {
-    let deadline = limits.request_timeout;
+/// The API's routes, the dashboard, metrics and health (the caller adds [`with_deadline`]).
+pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -106,9 +105,14 @@ pub fn router(hub: Arc<Hub>, limits: &Limits) -> Router {
             )
         })
         .with_state(hub)
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            within(deadline, request, next)
-        }))
+}
+
+/// `router` with every request (its body included) held to `limits.request_timeout`.
+pub fn with_deadline(router: Router, limits: &Limits) -> Router {
+    let deadline = limits.request_timeout;
+    router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+        within(deadline, request, next)
+    }))
 }
 
 /// Answers 408 when a request (its body included) takes longer than `deadline`: a slow client
@@ -222,9 +226,15 @@ async fn issue(
     let Path((owner, name, number)) =
         path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
     let key = issue_of(&owner, &name, &number)?;
-    match views::issue(&hub.ledger, &hub.links, &key, Utc::now())
-        .await
-        .map_err(ApiError::ledger)?
+    match views::issue(
+        &hub.ledger,
+        &hub.links,
+        &key,
+        &|thread| hub.worktree(thread),
+        Utc::now(),
+    )
+    .await
+    .map_err(ApiError::ledger)?
     {
         Some(view) => Ok(Json(view).into_response()),
         None => Err(not_found(&key)),

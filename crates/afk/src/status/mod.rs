@@ -29,6 +29,7 @@ pub mod metrics;
 mod serve;
 pub mod views;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,7 +134,14 @@ pub struct Hub {
     /// Bumped after each tick that recorded something (and on actions): the dashboard's live
     /// updates follow it.
     changes: watch::Sender<u64>,
+    /// Each live attempt's worktree as T3 last showed it to this process, by thread id (the
+    /// ledger does not keep it: T3 chooses it).
+    worktrees: Mutex<HashMap<String, String>>,
 }
+
+/// How many worktree paths the hub remembers at most (it forgets them all past that: they are a
+/// convenience of the issue view).
+const WORKTREES_KEPT: usize = 10_000;
 
 /// The control plane's end of the [`Hub`]: the actions to carry out, the refresh trigger, and
 /// where to say what a tick did.
@@ -164,6 +172,7 @@ impl Hub {
             token,
             links,
             changes: watch::channel(0).0,
+            worktrees: Mutex::new(HashMap::new()),
         });
         let link = PlaneLink {
             hub: hub.clone(),
@@ -216,6 +225,15 @@ impl Hub {
         .await
         .ok()
         .flatten()
+    }
+
+    /// The worktree T3 showed for `thread`, if this process saw it.
+    pub fn worktree(&self, thread: &str) -> Option<String> {
+        self.worktrees
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(thread)
+            .cloned()
     }
 
     fn changed(&self) {
@@ -275,6 +293,17 @@ impl PlaneLink {
         self.hub.metrics.tick_failed(took);
     }
 
+    /// Notes the worktrees T3 shows for live attempts (thread id, path).
+    pub fn saw_worktrees(&self, seen: impl Iterator<Item = (String, String)>) {
+        let mut worktrees = self.hub.worktrees.lock().unwrap_or_else(|p| p.into_inner());
+        for (thread, path) in seen {
+            if worktrees.len() >= WORKTREES_KEPT && !worktrees.contains_key(&thread) {
+                worktrees.clear();
+            }
+            worktrees.insert(thread, path);
+        }
+    }
+
     /// Notes that an action changed a job.
     pub fn acted(&self) {
         self.hub.changed();
@@ -288,9 +317,11 @@ pub fn router(
     webhook: Option<(Arc<dyn SecretProvider>, mpsc::Sender<WebhookEvent>)>,
     limits: &Limits,
 ) -> axum::Router {
-    let router = api::router(hub, limits);
-    match webhook {
+    let router = api::router(hub);
+    let router = match webhook {
         Some((secret, events)) => router.merge(afk_github::webhook_router(secret, events)),
         None => router,
-    }
+    };
+    // After the merge: a slow webhook body is cut off like any other.
+    api::with_deadline(router, limits)
 }

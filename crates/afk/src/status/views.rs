@@ -436,8 +436,11 @@ pub struct AttemptView {
     pub thread_url: Option<String>,
     /// The T3 project.
     pub project_id: String,
-    /// The branch its agent works on (T3 makes the worktree for it: see T3's thread).
+    /// The branch its agent works on.
     pub branch: String,
+    /// Its worktree, as T3 showed it to this afk while the attempt was live (null when not seen,
+    /// or when the thread works in the project's checkout).
+    pub worktree: Option<String>,
     /// The model, when not afk's default.
     pub model: Option<String>,
     /// Its error.
@@ -457,7 +460,7 @@ pub struct AttemptView {
 }
 
 impl AttemptView {
-    fn of(a: &Attempt, links: &Links, now: DateTime<Utc>) -> AttemptView {
+    fn of(a: &Attempt, links: &Links, worktree: Option<String>, now: DateTime<Utc>) -> AttemptView {
         AttemptView {
             number: a.number.0,
             state: a.state.to_string(),
@@ -465,6 +468,7 @@ impl AttemptView {
             thread_url: links.thread_url(a.thread_id.as_str()),
             project_id: a.project_id.to_string(),
             branch: a.branch.clone(),
+            worktree,
             model: a.model.clone(),
             error: a.last_error.clone(),
             dispatch_tries: a.dispatch_tries,
@@ -568,11 +572,13 @@ pub struct RetryInfo {
     pub error: Option<String>,
 }
 
-/// The issue view of `issue`'s job; `None` when the ledger has no job for it.
+/// The issue view of `issue`'s job; `None` when the ledger has no job for it. `worktree` gives
+/// an attempt's worktree by its thread id, when known.
 pub async fn issue(
     ledger: &Ledger,
     links: &Links,
     issue: &IssueKey,
+    worktree: &(dyn Fn(&str) -> Option<String> + Sync),
     now: DateTime<Utc>,
 ) -> Result<Option<IssueView>, LedgerError> {
     let Some(job) = ledger.job_by_issue(issue).await? else {
@@ -580,7 +586,7 @@ pub async fn issue(
     };
     let attempts = ledger.attempts(job.id).await?;
     let events = ledger.recent_events(job.id, EVENTS_CAP).await?;
-    Ok(Some(issue_view(&job, &attempts, &events, links, now)))
+    Ok(Some(issue_view(&job, &attempts, &events, links, worktree, now)))
 }
 
 fn issue_view(
@@ -588,14 +594,13 @@ fn issue_view(
     attempts: &[Attempt],
     events: &[EventRecord],
     links: &Links,
+    worktree: &(dyn Fn(&str) -> Option<String> + Sync),
     now: DateTime<Utc>,
 ) -> IssueView {
+    let view = |a: &Attempt| AttemptView::of(a, links, worktree(a.thread_id.as_str()), now);
     let last = attempts.last();
     let last_error = crate::views::last_error(job, last);
-    let live = attempts
-        .iter()
-        .find(|a| a.state.is_live())
-        .map(|a| AttemptView::of(a, links, now));
+    let live = attempts.iter().find(|a| a.state.is_live()).map(view);
     IssueView {
         issue_identifier: job.issue.to_string(),
         issue_id: job.issue.to_string(),
@@ -627,7 +632,7 @@ fn issue_view(
             due_at: job.not_before.map(instant),
             error: last_error.clone(),
         }),
-        attempt_list: attempts.iter().map(|a| AttemptView::of(a, links, now)).collect(),
+        attempt_list: attempts.iter().map(view).collect(),
         recent_events: events
             .iter()
             .map(|e| EventView {
