@@ -377,11 +377,11 @@ listen = "127.0.0.1:0"
             .output()
             .await
             .expect("afk jobs runs");
-        assert!(
-            output.status.success(),
-            "afk jobs failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() && stderr.contains("no ledger at") {
+            return Vec::new(); // afk run has not made its ledger yet
+        }
+        assert!(output.status.success(), "afk jobs failed: {stderr}");
         serde_json::from_slice(&output.stdout).expect("afk jobs --json prints JSON")
     }
 

@@ -158,6 +158,10 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     let (status, body) = get(addr, "/api/v1/jobs?limit=0").await;
     assert_eq!(status, 400);
     assert_error(&body, "bad_query");
+    // A typo'd state is an error, not an empty list.
+    let (status, body) = get(addr, "/api/v1/jobs?state=runing").await;
+    assert_eq!(status, 400, "{body}");
+    assert_error(&body, "bad_query");
     let (status, body) = post(addr, "/api/v1/state", None).await;
     assert_eq!(status, 405);
     assert_error(&body, "method_not_allowed");
@@ -278,6 +282,14 @@ async fn actions_need_the_token_and_go_through_the_state_machine() {
     let (status, body) = post(addr, "/api/v1/acme/api/9/cancel", Some(ACTION_TOKEN)).await;
     assert_eq!(status, 404);
     assert_error(&body, "issue_not_found");
+    // The scheme is case-insensitive: a lower-case `bearer` gets past the token check too.
+    let lower = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/acme/api/9/cancel"))
+        .header("authorization", format!("bearer {ACTION_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 404, "lower-case bearer");
     let (status, body) = post(addr, "/api/v1/acme/api/1/requeue", Some(ACTION_TOKEN)).await;
     assert_eq!(status, 409, "a running job cannot be requeued: {body}");
     assert_error(&body, "not_allowed");

@@ -29,7 +29,13 @@ pub(super) async fn carry_out(
     link: &mut PlaneLink,
     now: DateTime<Utc>,
 ) -> Result<(), ControlError> {
-    for action in link.take_actions() {
+    let mut actions = link.take_actions().into_iter();
+    while let Some(action) = actions.next() {
+        // The asker was answered 503 (not taken) when it stopped waiting: carrying the action
+        // out now would contradict that answer.
+        if action.reply.is_closed() {
+            continue;
+        }
         let outcome = act(recorder, &action.issue, action.kind, now).await;
         let (answer, failure) = match outcome {
             Ok(answer) => (answer, None),
@@ -41,6 +47,10 @@ pub(super) async fn carry_out(
         // The asker may have given up waiting: nothing to do then.
         let _ = action.reply.send(answer);
         if let Some(error) = failure {
+            // The ones not reached are answered too, not dropped (which reads as "not running").
+            for rest in actions {
+                let _ = rest.reply.send(Err(ActionError::Ledger(error.to_string())));
+            }
             return Err(error);
         }
     }

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afk_core::{IssueKey, JobId, Repo};
+use afk_core::{IssueKey, JobId, JobState, Repo};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -163,7 +163,17 @@ async fn jobs(State(hub): State<Arc<Hub>>, RawQuery(query): RawQuery) -> Result<
             )
         };
         match key.as_ref() {
-            "state" => states.extend(value.split(',').filter(|s| !s.is_empty()).map(str::to_owned)),
+            "state" => {
+                for state in value.split(',').filter(|s| !s.is_empty()) {
+                    // A typo must not read as "no such jobs"; and each state is a bound parameter.
+                    let state: JobState = state
+                        .parse()
+                        .map_err(|_| bad("not a job state (docs/api.md lists them)"))?;
+                    if !states.iter().any(|s| s == state.as_str()) {
+                        states.push(state.as_str().to_owned());
+                    }
+                }
+            }
             "after" => after = Some(JobId(value.parse().map_err(|_| bad("expected a job id"))?)),
             "limit" => {
                 limit = value

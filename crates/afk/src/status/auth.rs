@@ -1,5 +1,6 @@
 //! The actions' bearer token (`[http.token]`, from any secret provider): asked of its provider on
-//! every action, so a rotated token applies at once, and compared in constant time. Without a
+//! every action (a rotated token applies as soon as the provider's cache lets it: at once for a
+//! file, after `cache_lifetime` for Vault or a command), and compared in constant time. Without a
 //! configured token the actions are off (403); a missing or wrong token is 401.
 
 use afk_secrets::{Freshness, SecretProvider};
@@ -20,8 +21,10 @@ pub async fn check(token: Option<&dyn SecretProvider>, headers: &HeaderMap) -> R
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -38,7 +41,7 @@ pub async fn check(token: Option<&dyn SecretProvider>, headers: &HeaderMap) -> R
             "[http.token] cannot be read now; see afk's log",
         )
     })?;
-    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    if same_secret(given, expected.expose()) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -47,4 +50,11 @@ pub async fn check(token: Option<&dyn SecretProvider>, headers: &HeaderMap) -> R
             "the bearer token is wrong",
         ))
     }
+}
+
+/// Compares digests in constant time, so that neither the token's bytes nor its length show in
+/// how long a refusal takes.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())))
 }
