@@ -602,3 +602,33 @@ async fn requests_to_github_are_counted_and_github_issues_link_to_their_page() {
         .unwrap_or(0.0);
     assert!(ok >= 2.0, "{text}");
 }
+
+#[tokio::test]
+async fn event_streams_are_capped_so_health_checks_still_get_through() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let app = world.app().await;
+    let addr = app.http_addr().unwrap();
+    let client = reqwest::Client::new();
+    let events = format!("http://{addr}/api/v1/events");
+    let mut streams = Vec::new();
+    for _ in 0..32 {
+        let stream = client.get(&events).send().await.unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let (status, body) = get(addr, "/api/v1/events").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "too_many_streams");
+    assert_eq!(
+        get(addr, "/healthz").await.0,
+        200,
+        "health checks still get through"
+    );
+    // Closed streams free their places (the server sees it at its next keep-alive at the latest).
+    drop(streams);
+    wait_for(Duration::from_secs(40), || async {
+        client.get(&events).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    drop(app);
+}

@@ -451,7 +451,18 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/events`: server-sent events, one `change` each time the ledger changed (a tick
 /// recorded something, an action), for the dashboard's live updates.
-async fn events(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+/// At most [`MAX_EVENT_STREAMS`] at once: each holds one of the listener's connections for as long
+/// as its client likes, and no token is needed, so without a cap they could take every connection
+/// from `/healthz` and the actions. Past it: 503, and the dashboard polls instead.
+async fn events(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.changes.receiver_count() >= MAX_EVENT_STREAMS {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{MAX_EVENT_STREAMS} event streams are open already; poll /api/v1/state instead"),
+        )
+        .into_response();
+    }
     let changes = hub.changes.subscribe();
     let stream = futures_util::stream::unfold(changes, |mut changes| async move {
         changes.changed().await.ok()?;
@@ -461,5 +472,10 @@ async fn events(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
             changes,
         ))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
+
+/// How many `/api/v1/events` streams may be open at once.
+const MAX_EVENT_STREAMS: usize = 32;
