@@ -268,7 +268,7 @@ async fn serve(
 
 /// Where the status surface links to: T3's web UI (`t3.web_url`, else `t3.url`) and GitHub's
 /// issue pages.
-fn links(config: &Config) -> Links {
+pub(crate) fn links(config: &Config) -> Links {
     Links {
         t3_web: Some(t3_web_base(config)),
         github_web: config.github.as_ref().map(|g| github_web_root(&g.api_url)),

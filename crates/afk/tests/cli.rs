@@ -233,3 +233,21 @@ async fn status_and_jobs_say_there_is_no_ledger_instead_of_making_one() {
         "neither made a folder nor a file"
     );
 }
+
+#[tokio::test]
+async fn status_links_each_live_attempt_to_its_thread_in_t3() {
+    let world = World::new(Duration::from_secs(3600)).await;
+    world.add_issue(REPO_A, 1, "Long.");
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, afk_core::JobState::Running).await;
+    let config = world.write_config();
+    let out = afk(&["status", "--config", config.to_str().unwrap(), "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let thread = world.sim.threads()[0].id.as_str().to_owned();
+    assert_eq!(
+        status["running"][0]["thread_url"],
+        format!("{}/{thread}", world.sim.url().trim_end_matches('/')),
+        "{status:#}"
+    );
+}
