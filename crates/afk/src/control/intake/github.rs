@@ -15,6 +15,9 @@ use crate::control::record::Recorder;
 use crate::control::waiting::Waiting;
 use crate::control::ControlError;
 
+/// How many webhook deliveries wait for the ledger at most ([`GitHubIntake::defer`]).
+const MAX_DEFERRED: usize = 10_000;
+
 /// The GitHub source: trusted intake by poll and webhook, and the latest view of each eligible
 /// issue (its author and URL, for prompts; the ledger keeps neither).
 pub struct GitHubIntake {
@@ -143,6 +146,20 @@ impl GitHubIntake {
 
     pub(super) fn defer(&mut self, event: WebhookEvent) {
         self.deferred.push(event);
+        self.bound_deferred();
+    }
+
+    /// Keeps at most [`MAX_DEFERRED`] deliveries (a long ledger outage under a stream of
+    /// webhooks would otherwise grow them without bound); past that the rest are dropped and the
+    /// next sync polls GitHub instead, which sees every labelled issue as it is.
+    fn bound_deferred(&mut self) {
+        if self.deferred.len() > MAX_DEFERRED {
+            tracing::warn!(
+                "more than {MAX_DEFERRED} webhook deliveries wait for the ledger: dropping the rest; GitHub is polled instead"
+            );
+            self.deferred.truncate(MAX_DEFERRED);
+            self.next_poll = None;
+        }
     }
 
     /// Waits for the next webhook event (forever when webhooks are off); the run loop uses it to
@@ -209,6 +226,7 @@ impl GitHubIntake {
                     // an hour away).
                     self.deferred.extend(group.events);
                     self.deferred.extend(pending.flat_map(|g| g.events));
+                    self.bound_deferred();
                     return Err(error);
                 }
             }
