@@ -231,18 +231,7 @@ async fn a_signed_webhook_cancels_at_once_and_a_forged_one_changes_nothing() {
         "a forged delivery changes nothing"
     );
 
-    let signed = http
-        .post(&url)
-        .header("x-github-event", "issues")
-        .header("x-github-delivery", "d-2")
-        .header(
-            "x-hub-signature-256",
-            afk_github::sign(secret.as_bytes(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let signed = deliver(addr, secret, "d-2", body).await;
     assert_eq!(signed.status(), 202);
     let jobs = tick_until(
         &mut app,

@@ -143,25 +143,21 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     let app = world.app().await;
     let addr = app.http_addr().unwrap();
 
-    let (status, body) = get(addr, "/api/v1/acme/api/404").await;
-    assert_eq!(status, 404);
-    assert_error(&body, "issue_not_found");
-    let (status, body) = get(addr, "/api/v1/acme/api/seven").await;
-    assert_eq!(status, 400);
-    assert_error(&body, "bad_path");
-    let (status, body) = get(addr, "/api/v1/acme/..%2F../1").await;
-    assert_eq!(status, 400, "{body}");
-    assert_error(&body, "bad_path");
-    let (status, body) = get(addr, "/api/v1/acme").await;
-    assert_eq!(status, 404);
-    assert_error(&body, "not_found");
-    let (status, body) = get(addr, "/api/v1/jobs?limit=0").await;
-    assert_eq!(status, 400);
-    assert_error(&body, "bad_query");
-    // A typo'd state is an error, not an empty list.
-    let (status, body) = get(addr, "/api/v1/jobs?state=runing").await;
-    assert_eq!(status, 400, "{body}");
-    assert_error(&body, "bad_query");
+    // (path, status, error code)
+    let cases = [
+        ("/api/v1/acme/api/404", 404, "issue_not_found"),
+        ("/api/v1/acme/api/seven", 400, "bad_path"),
+        ("/api/v1/acme/..%2F../1", 400, "bad_path"),
+        ("/api/v1/acme", 404, "not_found"),
+        ("/api/v1/jobs?limit=0", 400, "bad_query"),
+        // A typo'd state is an error, not an empty list.
+        ("/api/v1/jobs?state=runing", 400, "bad_query"),
+    ];
+    for (path, expected, code) in cases {
+        let (status, body) = get(addr, path).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        assert_error(&body, code);
+    }
     let (status, body) = post(addr, "/api/v1/state", None).await;
     assert_eq!(status, 405);
     assert_error(&body, "method_not_allowed");

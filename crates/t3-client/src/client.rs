@@ -537,13 +537,7 @@ impl T3Client {
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
     ) -> Result<ThreadId, DispatchError> {
-        let fail = |error| DispatchError {
-            stage: DispatchStage::Bootstrap,
-            error,
-        };
-        let command = self.isolated_turn(plan, worktree).map_err(fail)?;
-        self.send_command_rpc(&command).await.map_err(fail)?;
-        Ok(plan.ids.thread_id.clone())
+        self.send_bootstrap(plan, worktree, true).await
     }
 
     /// Finishes the setup of `plan`'s thread that T3 left half made (a bootstrap cut off after
@@ -556,14 +550,27 @@ impl T3Client {
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
     ) -> Result<ThreadId, DispatchError> {
+        self.send_bootstrap(plan, worktree, false).await
+    }
+
+    /// Sends `plan`'s bootstrapped turn start, with the thread's creation or (`create_thread`
+    /// false) without it.
+    async fn send_bootstrap(
+        &self,
+        plan: &DispatchPlan,
+        worktree: &WorktreePlan,
+        create_thread: bool,
+    ) -> Result<ThreadId, DispatchError> {
         let fail = |error| DispatchError {
             stage: DispatchStage::Bootstrap,
             error,
         };
         let mut command = self.isolated_turn(plan, worktree).map_err(fail)?;
-        if let ClientCommand::ThreadTurnStart(turn) = &mut command {
-            if let Some(bootstrap) = turn.bootstrap.as_mut() {
-                bootstrap.create_thread = None;
+        if !create_thread {
+            if let ClientCommand::ThreadTurnStart(turn) = &mut command {
+                if let Some(bootstrap) = turn.bootstrap.as_mut() {
+                    bootstrap.create_thread = None;
+                }
             }
         }
         self.send_command_rpc(&command).await.map_err(fail)?;
