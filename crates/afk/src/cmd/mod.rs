@@ -59,17 +59,7 @@ impl ReadArgs {
     /// not a new empty ledger: an empty answer from a wrong working directory or URL would look
     /// like lost work.
     pub async fn ledger(&self) -> anyhow::Result<Ledger> {
-        let config = self.config.load()?;
-        if let Some(path) = config.ledger.url.strip_prefix("sqlite://") {
-            let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-            if !path.as_os_str().is_empty() && !path.exists() {
-                anyhow::bail!(
-                    "no ledger at {} ([ledger] url): afk run creates it; check the working directory or the URL",
-                    path.display()
-                );
-            }
-        }
-        crate::app::open_ledger(&config).await
+        existing_ledger(&self.config.load()?).await
     }
 
     /// Prints `view` as JSON with `--json`, else as `text` renders it.
@@ -95,4 +85,18 @@ pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
         bail!("--prompt: the prompt is empty");
     }
     Ok(text)
+}
+
+/// Opens the ledger `config` names, which must exist already (see [`ReadArgs::ledger`]).
+pub(crate) async fn existing_ledger(config: &crate::config::Config) -> anyhow::Result<Ledger> {
+    if let Some(path) = config.ledger.url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if !path.as_os_str().is_empty() && !path.exists() {
+            anyhow::bail!(
+                "no ledger at {} ([ledger] url): afk run creates it; check the working directory or the URL",
+                path.display()
+            );
+        }
+    }
+    crate::app::open_ledger(config).await
 }

@@ -8,7 +8,8 @@ pub type Args = super::ReadArgs;
 /// Prints job counts per state and the attempts in flight.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Linked as the status surface links them: each attempt to its thread in T3's web UI.
-    let links = crate::app::links(&args.config.load()?);
-    let status = views::status_with(&args.ledger().await?, &links, chrono::Utc::now()).await?;
+    let config = args.config.load()?;
+    let ledger = super::existing_ledger(&config).await?;
+    let status = views::status_with(&ledger, &crate::app::links(&config), chrono::Utc::now()).await?;
     args.print(&status, views::StatusView::text)
 }
