@@ -211,6 +211,9 @@ impl Dispatcher {
     ) -> Result<(), ControlError> {
         let now = clock.start();
         self.held = !may_send;
+        // Past its patience an unanswered send no longer matters: forget it.
+        self.unanswered
+            .retain(|_, sent| sent.elapsed() < UNANSWERED_PATIENCE);
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
