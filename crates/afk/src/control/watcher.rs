@@ -177,7 +177,32 @@ struct StallTracker {
     stop_absent: HashMap<ThreadId, Absence>,
     /// Threads of afk's attempts that T3 describes in a way afk cannot read, and the reason
     /// last warned about (once per thread and reason).
-    warned_unreadable: HashMap<ThreadId, String>,
+    warned_unreadable: SaidOnce,
+}
+
+/// The reason last said for each thread: a lasting problem is logged once per reason, not at
+/// every tick.
+#[derive(Debug, Default)]
+struct SaidOnce(HashMap<ThreadId, String>);
+
+impl SaidOnce {
+    /// True when `reason` was not the last said for `thread` (and now is).
+    fn first(&mut self, thread: &ThreadId, reason: &str) -> bool {
+        if self.0.get(thread).map(String::as_str) == Some(reason) {
+            return false;
+        }
+        self.0.insert(thread.clone(), reason.to_owned());
+        true
+    }
+
+    fn forget(&mut self, thread: &ThreadId) {
+        self.0.remove(thread);
+    }
+
+    /// Keeps only the threads for which `still` holds.
+    fn retain(&mut self, mut still: impl FnMut(&ThreadId) -> bool) {
+        self.0.retain(|thread, _| still(thread));
+    }
 }
 
 /// How long, and in how many views in a row, a thread has been missing from T3's view.
@@ -214,13 +239,12 @@ impl StallTracker {
     fn unreadable(&mut self, thread: &ThreadId, reason: &str) {
         self.absent.remove(thread);
         self.stop_absent.remove(thread);
-        if self.warned_unreadable.get(thread).map(String::as_str) != Some(reason) {
+        if self.warned_unreadable.first(thread, reason) {
             tracing::warn!(
                 thread = thread.as_str(),
                 "T3 describes thread {thread} in a way afk cannot read ({reason}); its attempt is \
                  unknown (neither lost nor ended) until T3 describes it readably"
             );
-            self.warned_unreadable.insert(thread.clone(), reason.to_owned());
         }
     }
 
@@ -307,7 +331,7 @@ pub(crate) struct Watcher {
     stops: HashMap<ThreadId, StopMemo>,
     /// Threads whose success cannot be confirmed because their detail cannot be read, with the
     /// error last logged: it is logged at WARN once per error, not every tick.
-    unconfirmed: HashMap<ThreadId, String>,
+    unconfirmed: SaidOnce,
 }
 
 impl Watcher {
@@ -319,7 +343,7 @@ impl Watcher {
             following_stream: None,
             t3_was_reachable: None,
             timeouts,
-            unconfirmed: HashMap::new(),
+            unconfirmed: SaidOnce::default(),
             stalls: StallTracker::default(),
             stops: HashMap::new(),
         }
@@ -472,10 +496,9 @@ impl Watcher {
         self.stalls.seen.retain(|_, entry| entry.2 == pass);
         self.stalls
             .warned_unreadable
-            .retain(|thread, _| fleet.unreadable(thread).is_some());
+            .retain(|thread| fleet.unreadable(thread).is_some());
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
-        self.unconfirmed
-            .retain(|thread, _| fleet.thread(thread).is_some());
+        self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
         Ok(recorded)
     }
 
@@ -490,18 +513,17 @@ impl Watcher {
         let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
         let problem = match self.reader.thread_detail(thread).await {
             Ok(Some(detail)) => {
-                self.unconfirmed.remove(thread);
+                self.unconfirmed.forget(thread);
                 return Some(detail.thread.turn_was_interrupted(&turn));
             }
             Ok(None) => "T3 has no detail for it".to_owned(),
             Err(error) => error.to_string(),
         };
-        if self.unconfirmed.get(thread) != Some(&problem) {
+        if self.unconfirmed.first(thread, &problem) {
             tracing::warn!(
                 thread = thread.as_str(),
                 "thread {thread} completed, but afk cannot read its detail to confirm the turn was not interrupted, so its attempt stays running until it can: {problem}"
             );
-            self.unconfirmed.insert(thread.clone(), problem);
         }
         None
     }
