@@ -14,6 +14,7 @@ use crate::preamble::{message_text, STANDING_RULES};
 use crate::rpc::{RpcConnection, RpcSettings};
 use crate::transport::{Method, Request, Transport};
 use crate::wire::rpc::DISPATCH_COMMAND;
+use crate::wire::vcs::{ListRefs, RefPage, RemoveWorktree, VcsRef, VCS_LIST_REFS, VCS_REMOVE_WORKTREE};
 use crate::wire::{
     t3_text_len, BootstrapThread, ClientCommand, DispatchResult, EnvironmentDescriptor, ErrorBody,
     InteractionMode, MessageRole, ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel,
@@ -175,6 +176,21 @@ pub struct WorktreePlan {
     pub base_branch: String,
     /// Run the project's setup script in the new worktree before the turn.
     pub run_setup_script: bool,
+}
+
+/// How many pages of `vcs.listRefs` are read looking for one branch before it is taken as absent.
+const MAX_REF_PAGES: usize = 20;
+
+/// What a worktree bootstrap asks of T3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bootstrap {
+    /// Create the thread, add its worktree on a new branch, run the setup script, start the turn.
+    CreateThread,
+    /// The same for a thread that exists (T3 left it half made).
+    FinishThread,
+    /// The same for a thread that exists, checking out its existing branch (a bootstrap cut off
+    /// after `git worktree add` made it).
+    AdoptBranch,
 }
 
 /// A failed dispatch: the stage and the error.
@@ -537,39 +553,132 @@ impl T3Client {
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
     ) -> Result<ThreadId, DispatchError> {
-        self.send_bootstrap(plan, worktree, true).await
+        self.send_bootstrap(plan, worktree, Bootstrap::CreateThread).await
     }
 
     /// Finishes the setup of `plan`'s thread that T3 left half made (a bootstrap cut off after
-    /// T3 created the thread, before its worktree: the thread exists with no worktree, no
+    /// T3 created the thread: the thread exists with its branch recorded but no worktree, no
     /// session and no turn, and T3 never cleans it up): the same bootstrap without creating the
     /// thread, so T3 adds the worktree on the plan's branch and starts the turn under the plan's
     /// turn command id.
+    ///
+    /// When the cut came after T3's `git worktree add` (the branch exists; T3 would refuse to
+    /// create it again), the branch is adopted instead: the worktree the cut-off bootstrap made
+    /// (nobody ever worked in it: the thread never had a session) is removed, and the bootstrap
+    /// checks the existing branch out in a new one, so T3 records it and runs the setup script
+    /// as for any thread. T3's git answers are read first (`vcs.listRefs`), so nothing is
+    /// guessed from an error's text.
     pub async fn finish_isolated(
         &self,
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
     ) -> Result<ThreadId, DispatchError> {
-        self.send_bootstrap(plan, worktree, false).await
+        let fail = |error| DispatchError {
+            stage: DispatchStage::Bootstrap,
+            error,
+        };
+        let Some(existing) = self
+            .local_branch(&worktree.project_cwd, &plan.branch)
+            .await
+            .map_err(fail)?
+        else {
+            return self.send_bootstrap(plan, worktree, Bootstrap::FinishThread).await;
+        };
+        if let Some(path) = existing.worktree_path.as_deref() {
+            debug!(
+                "thread {}: removing the worktree {path} a cut-off bootstrap left on branch {}",
+                plan.ids.thread_id, plan.branch
+            );
+            self.remove_worktree(&worktree.project_cwd, path)
+                .await
+                .map_err(fail)?;
+        }
+        self.send_bootstrap(plan, worktree, Bootstrap::AdoptBranch).await
     }
 
-    /// Sends `plan`'s bootstrapped turn start, with the thread's creation or (`create_thread`
-    /// false) without it.
+    /// The local branch `name` of the repository checked out at `cwd`, as T3's git sees it now
+    /// (`vcs.listRefs`, read afresh), with the worktree it is checked out in; `None` when the
+    /// repository has no such branch.
+    pub async fn local_branch(&self, cwd: &str, name: &str) -> Result<Option<VcsRef>, T3Error> {
+        let mut cursor = None;
+        // The query matches by substring: pages are read until the exact name or the end.
+        for _ in 0..MAX_REF_PAGES {
+            let page: RefPage = self
+                .rpc_call(
+                    VCS_LIST_REFS,
+                    &ListRefs {
+                        cwd: cwd.to_owned(),
+                        query: Some(name.to_owned()),
+                        cursor,
+                        ref_kind: Some("local".into()),
+                        refresh: Some(true),
+                        limit: Some(100),
+                    },
+                )
+                .await?;
+            if let Some(found) = page.refs.into_iter().find(|r| !r.is_remote && r.name == name) {
+                return Ok(Some(found));
+            }
+            match page.next_cursor {
+                Some(next) if Some(next) != cursor => cursor = Some(next),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes the worktree at `path` of the repository checked out at `cwd` (`vcs.removeWorktree`
+    /// with `--force`: whatever is in it is lost).
+    pub async fn remove_worktree(&self, cwd: &str, path: &str) -> Result<(), T3Error> {
+        let input = RemoveWorktree {
+            cwd: cwd.to_owned(),
+            path: path.to_owned(),
+            force: Some(true),
+        };
+        self.rpc_call::<serde_json::Value>(VCS_REMOVE_WORKTREE, &input)
+            .await
+            .map(drop)
+    }
+
+    /// One RPC call with `input`, its success decoded as `T`.
+    async fn rpc_call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        input: &impl serde::Serialize,
+    ) -> Result<T, T3Error> {
+        let payload = serde_json::to_value(input)
+            .map_err(|e| T3Error::InvalidInput(format!("{method}: cannot encode the input: {e}")))?;
+        let connection = self.rpc_connection().await?;
+        let value = connection.call_as(method, method, payload).await?;
+        serde_json::from_value::<T>(value.clone()).map_err(|e| T3Error::MalformedReply {
+            what: method.to_owned(),
+            detail: e.to_string(),
+            body_excerpt: excerpt(value.to_string().as_bytes()),
+        })
+    }
+
+    /// Sends `plan`'s bootstrapped turn start, shaped as `how` says.
     async fn send_bootstrap(
         &self,
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
-        create_thread: bool,
+        how: Bootstrap,
     ) -> Result<ThreadId, DispatchError> {
         let fail = |error| DispatchError {
             stage: DispatchStage::Bootstrap,
             error,
         };
         let mut command = self.isolated_turn(plan, worktree).map_err(fail)?;
-        if !create_thread {
-            if let ClientCommand::ThreadTurnStart(turn) = &mut command {
-                if let Some(bootstrap) = turn.bootstrap.as_mut() {
+        if let ClientCommand::ThreadTurnStart(turn) = &mut command {
+            if let Some(bootstrap) = turn.bootstrap.as_mut() {
+                if how != Bootstrap::CreateThread {
                     bootstrap.create_thread = None;
+                }
+                if let (Bootstrap::AdoptBranch, Some(prepare)) = (how, bootstrap.prepare_worktree.as_mut()) {
+                    // `git worktree add PATH BRANCH`: the branch as it is, no new one.
+                    if let Some(branch) = prepare.branch.take() {
+                        prepare.base_branch = branch;
+                    }
                 }
             }
         }

@@ -22,7 +22,7 @@ error, [sim:hang] never ends it (interrupt or stop the session), [sim:duration=M
 [sim:fail-times=N] fails the first N threads with the same title that carry it, [sim:start-fail]
 fails the session start (no turn), [sim:ask] asks a person first (thread.user-input.respond).
 Over the WebSocket RPC (/ws), a thread.turn.start with `bootstrap` creates the thread, records a
-worktree under --worktrees-dir (after --bootstrap-delay) and starts the turn; [sim:worktree-fail]
+worktree under --worktrees-dir (after --bootstrap-delay and --worktree-add) and starts the turn; [sim:worktree-fail]
 fails it at the worktree and the thread is deleted again; [sim:setup-fail] records a setup script
 that failed to start (runSetupScript: true) and the turn goes on, as in T3.
 
@@ -30,7 +30,8 @@ Scenario file (TOML, every key optional; flags override it, tokens and projects 
   seed = 7
   turn_duration = \"2s\"
   startup_delay = \"50ms\"
-  bootstrap_delay = \"500ms\"
+  bootstrap_delay = \"250ms\"
+  worktree_add = \"250ms\"
   interrupt_settle = \"150ms\"
   worktrees_dir = \"/tmp/t3-sim/worktrees\"
   [[tokens]]
@@ -82,7 +83,11 @@ pub struct SimArgs {
     /// How long a worktree bootstrap takes to answer after creating its thread [default: 0].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub bootstrap_delay: Option<Duration>,
-    /// The real T3's pace: 500ms bootstraps, 750ms session starts, 150ms interrupt steps
+    /// How long a worktree bootstrap's `git worktree add` takes; a client gone meanwhile leaves
+    /// the branch and worktree made but not on the thread [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub worktree_add: Option<Duration>,
+    /// The real T3's pace: 500ms bootstraps (half of it `git worktree add`), 750ms session starts, 150ms interrupt steps
     /// (other flags and the scenario file override it).
     #[arg(long)]
     pub realistic: bool,
@@ -141,6 +146,7 @@ impl fmt::Debug for SimArgs {
             .field("turn_duration", &self.turn_duration)
             .field("startup_delay", &self.startup_delay)
             .field("bootstrap_delay", &self.bootstrap_delay)
+            .field("worktree_add", &self.worktree_add)
             .field("realistic", &self.realistic)
             .field("seed", &self.seed)
             .field("latency", &self.latency)
@@ -184,6 +190,9 @@ impl SimArgs {
         }
         if let Some(d) = self.bootstrap_delay {
             config.bootstrap_delay = d;
+        }
+        if let Some(d) = self.worktree_add {
+            config.worktree_add = d;
         }
         if let Some(seed) = self.seed {
             config.seed = seed;

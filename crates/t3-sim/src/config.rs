@@ -24,10 +24,16 @@ pub struct SimConfig {
     /// How long a session stays `starting` (with no turn admitted yet) before its turn runs.
     /// Default 50 ms: afk must cope with a thread whose `latestTurn` is still `null`.
     pub startup_delay: Duration,
-    /// How long a worktree bootstrap takes between creating its thread and answering (T3 adds
-    /// the git worktree meanwhile); a client that disconnects in this window leaves the thread
-    /// half made. Default 0 (no window); the real T3 takes 0.25–1.5 s.
+    /// How long a worktree bootstrap takes between creating its thread and its `git worktree
+    /// add` (see `worktree_add`); a client that disconnects in this window leaves the thread
+    /// half made, with no branch. Default 0 (no window); the real T3 takes 0.25–1.5 s for the
+    /// two together.
     pub bootstrap_delay: Duration,
+    /// How long the `git worktree add` of a worktree bootstrap takes, after `bootstrap_delay`:
+    /// a client that disconnects in this window leaves the thread half made with its branch and
+    /// worktree made but not recorded on it (git runs to its end; T3 records the worktree only
+    /// after it). Default 0 (no window).
+    pub worktree_add: Duration,
     /// After an interrupt naming the running turn: how long until the session reads `ready`,
     /// and again until T3 marks the turn `completed`. Default 20 ms; the real T3 takes
     /// 0.1–0.3 s for each.
@@ -54,6 +60,7 @@ impl Default for SimConfig {
             turn_duration: Duration::from_secs(2),
             startup_delay: Duration::from_millis(50),
             bootstrap_delay: Duration::ZERO,
+            worktree_add: Duration::ZERO,
             interrupt_settle: Duration::from_millis(20),
             seed: 0,
             faults: FaultPlan::default(),
@@ -65,12 +72,13 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// The default configuration at the real T3's pace, as measured against it (`t3_sim::real`):
-    /// a bootstrap answers after 500 ms, its turn starts 750 ms later (`latestTurn` null,
+    /// a bootstrap answers after 500 ms (half of it its `git worktree add`), its turn starts 750 ms later (`latestTurn` null,
     /// session `starting` meanwhile), an interrupt settles in 150 ms steps. For tests whose
     /// subject is timing; the default is fast.
     pub fn realistic() -> SimConfig {
         SimConfig {
-            bootstrap_delay: Duration::from_millis(500),
+            bootstrap_delay: Duration::from_millis(250),
+            worktree_add: Duration::from_millis(250),
             startup_delay: Duration::from_millis(750),
             interrupt_settle: Duration::from_millis(150),
             ..SimConfig::default()
@@ -262,7 +270,8 @@ pub enum ConfigError {
 /// seed = 7
 /// turn_duration = "2s"          # humantime: "500ms", "2s", "1m"
 /// startup_delay = "50ms"
-/// bootstrap_delay = "500ms"     # a bootstrap's worktree step (default 0)
+/// bootstrap_delay = "250ms"     # a bootstrap's steps before `git worktree add` (default 0)
+/// worktree_add = "250ms"        # a bootstrap's `git worktree add` (default 0)
 /// interrupt_settle = "150ms"
 /// worktrees_dir = "/tmp/t3-sim/worktrees"
 ///
@@ -298,6 +307,9 @@ pub struct Scenario {
     /// [`SimConfig::bootstrap_delay`].
     #[serde(default, deserialize_with = "opt_duration")]
     pub bootstrap_delay: Option<Duration>,
+    /// [`SimConfig::worktree_add`].
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub worktree_add: Option<Duration>,
     /// [`SimConfig::interrupt_settle`].
     #[serde(default, deserialize_with = "opt_duration")]
     pub interrupt_settle: Option<Duration>,
@@ -434,6 +446,9 @@ impl Scenario {
         }
         if let Some(d) = self.bootstrap_delay {
             config.bootstrap_delay = d;
+        }
+        if let Some(d) = self.worktree_add {
+            config.worktree_add = d;
         }
         if let Some(d) = self.interrupt_settle {
             config.interrupt_settle = d;

@@ -49,11 +49,14 @@
 //!   `EnvironmentAuthorizationError {message, requiredScope}`.
 //! - Only here does `thread.turn.start` honour `bootstrap` (HTTP decodes and ignores it, as T3
 //!   does, so a turn for a thread that does not exist is refused): create the thread, record a
-//!   worktree on the new branch (`branch`, or `t3code/<8 hex>`; path `<worktrees_dir>/<basename
-//!   of projectCwd>/<branch, '/' → '-'>`, see [`SimConfig::worktrees_dir`]; nothing is created
-//!   on disk) after [`SimConfig::bootstrap_delay`], run the setup script, start the turn. A
-//!   client that disconnects during the delay leaves the thread half made (its branch recorded,
-//!   no worktree, no turn, never cleaned up). A failing worktree step deletes the thread again
+//!   worktree on the new branch `branch` (without one, `baseBranch` itself is checked out; path
+//!   `<worktrees_dir>/<basename of projectCwd>/<branch, '/' → '-'>`, see
+//!   [`SimConfig::worktrees_dir`]; nothing is created on disk) after
+//!   [`SimConfig::bootstrap_delay`] and [`SimConfig::worktree_add`], run the setup script,
+//!   start the turn. A client that disconnects during the first delay leaves the thread half
+//!   made (its branch recorded, no worktree, no turn, never cleaned up); during the second, also
+//!   the branch and its worktree made in git but not recorded on the thread. `vcs.listRefs`,
+//!   `vcs.removeWorktree` and `vcs.createWorktree` answer from the same git model. A failing worktree step deletes the thread again
 //!   (`thread-removed` on the stream, `deletedAt` in the snapshot) and fails with T3's message
 //!   (`Git command failed in GitVcsDriver.createWorktree (…): git worktree add failed`):
 //!   `[sim:worktree-fail]`, or a branch git already has in that repository (git keeps a branch

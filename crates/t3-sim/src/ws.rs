@@ -28,8 +28,12 @@
 //!   only after it was acked, at the end of the next chunk (after the changes made meanwhile);
 //!   an `Interrupt` ends the stream with an `Exit` whose cause is `Interrupt`;
 //! - a worktree bootstrap takes [`crate::SimConfig::bootstrap_delay`] between creating its
-//!   thread and finishing; a client that disconnects meanwhile leaves the thread half made
-//!   (branch recorded, no worktree, no turn), as T3 skips its cleanup for an interrupted call.
+//!   thread and `git worktree add`, and [`crate::SimConfig::worktree_add`] for that; a client
+//!   that disconnects meanwhile leaves the thread half made (branch recorded, no worktree, no
+//!   turn; after the second, the branch and worktree exist in git), as T3 skips its cleanup for
+//!   an interrupted call;
+//! - the git methods `vcs.listRefs`, `vcs.removeWorktree` and `vcs.createWorktree` answer at
+//!   once; a git failure is a `Fail` with T3's `GitCommandError`.
 //!
 //! [`SimServer::stall_sockets`]: crate::SimServer::stall_sockets
 //! [`SimServer::drop_sockets`]: crate::SimServer::drop_sockets
@@ -37,6 +41,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -45,6 +50,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{json, Value};
 use t3_client::wire::rpc::{DISPATCH_COMMAND, SUBSCRIBE_SHELL};
+use t3_client::wire::vcs::{
+    CreateWorktree, ListRefs, RemoveWorktree, VCS_CREATE_WORKTREE, VCS_LIST_REFS, VCS_REMOVE_WORKTREE,
+};
 use t3_client::wire::{scopes, ClientCommand, ShellItem, SubscribeShell, SERVER_GET_CONFIG};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -288,7 +296,16 @@ impl Connection {
 
     fn request(&mut self, message: &Value) {
         let method = message.get("tag").and_then(Value::as_str).unwrap_or_default();
-        if ![DISPATCH_COMMAND, SUBSCRIBE_SHELL, SERVER_GET_CONFIG].contains(&method) {
+        if ![
+            DISPATCH_COMMAND,
+            SUBSCRIBE_SHELL,
+            SERVER_GET_CONFIG,
+            VCS_LIST_REFS,
+            VCS_REMOVE_WORKTREE,
+            VCS_CREATE_WORKTREE,
+        ]
+        .contains(&method)
+        {
             self.replies
                 .defect(Value::String(format!("Unknown request tag: {method}")));
             return;
@@ -311,7 +328,8 @@ impl Connection {
         match method {
             DISPATCH_COMMAND => self.dispatch(id, payload),
             SUBSCRIBE_SHELL => self.subscribe_shell(id, payload),
-            _ => self.server_config(id),
+            SERVER_GET_CONFIG => self.server_config(id),
+            _ => self.git(method, id, payload),
         }
     }
 
@@ -389,6 +407,47 @@ impl Connection {
         }
     }
 
+    /// The git methods (`vcs.listRefs` with `orchestration:read`, `vcs.removeWorktree` and
+    /// `vcs.createWorktree` with `orchestration:operate`), answered at once.
+    fn git(&mut self, method: &str, id: String, payload: Value) {
+        let scope = if method == VCS_LIST_REFS {
+            scopes::ORCHESTRATION_READ
+        } else {
+            scopes::ORCHESTRATION_OPERATE
+        };
+        let answer = match method {
+            VCS_LIST_REFS => serde_json::from_value::<ListRefs>(payload).map(|input| {
+                self.has_scope(scope, &id).then(|| {
+                    let page = lock(&self.shared.world).list_refs(&input);
+                    Ok(json!(page))
+                })
+            }),
+            VCS_REMOVE_WORKTREE => serde_json::from_value::<RemoveWorktree>(payload).map(|input| {
+                self.has_scope(scope, &id)
+                    .then(|| lock(&self.shared.world).remove_worktree(&input))
+            }),
+            _ => serde_json::from_value::<CreateWorktree>(payload).map(|input| {
+                self.has_scope(scope, &id)
+                    .then(|| lock(&self.shared.world).create_worktree(&input))
+            }),
+        };
+        match answer {
+            Err(e) => self.replies.die(&id, e.to_string()),
+            Ok(None) => {}
+            Ok(Some(Ok(value))) => {
+                self.shared.timers_changed.notify_one();
+                self.replies.success(&id, value);
+            }
+            Ok(Some(Err(failure))) => {
+                info!(
+                    "WS #{}: {method} (request {id}) failed: {}",
+                    self.number, failure.message
+                );
+                self.replies.fail(&id, git_error(&failure));
+            }
+        }
+    }
+
     fn keep(&mut self, task: JoinHandle<()>) {
         self.stream_tasks.retain(|t| !t.is_finished());
         self.stream_tasks.push(task);
@@ -446,19 +505,22 @@ async fn dispatch(
             match begun {
                 Err(failure) => Err(failure),
                 Ok(begun) => {
-                    // T3 adds the worktree now; a client gone meanwhile interrupts the call,
+                    // T3 prepares the worktree now; a client gone meanwhile interrupts the call,
                     // and T3 does not clean up after an interrupted bootstrap.
                     let delay = lock(&shared.world).bootstrap_delay();
-                    let interrupted = !delay.is_zero()
-                        && tokio::select! {
-                            _ = tokio::time::sleep(delay) => false,
-                            _ = closed.wait_for(|c| *c) => true,
-                        };
-                    if interrupted {
+                    if until_closed(delay, &mut closed).await {
                         info!("WS #{number}: {kind} (request {id}) interrupted mid-bootstrap: the thread stays half made");
                         return;
                     }
-                    lock(&shared.world).finish_bootstrap(turn, begun, Instant::now())
+                    let added = lock(&shared.world).add_bootstrap_worktree(turn);
+                    // `git worktree add` runs to its end; a client gone before T3 records the
+                    // worktree leaves the branch and the worktree made, the thread without them.
+                    let git = lock(&shared.world).worktree_add();
+                    if matches!(added, Ok(Some(_))) && until_closed(git, &mut closed).await {
+                        info!("WS #{number}: {kind} (request {id}) interrupted after git worktree add: the thread stays half made, its branch and worktree exist");
+                        return;
+                    }
+                    lock(&shared.world).finish_bootstrap(turn, begun, added, Instant::now())
                 }
             }
         }
@@ -484,6 +546,28 @@ async fn dispatch(
             replies.fail(&id, dispatch_error(&failure));
         }
     }
+}
+
+/// T3's `GitCommandError` as a git RPC method fails with it: the error itself, with its message.
+fn git_error(failure: &DispatchFailure) -> Value {
+    let mut error = failure
+        .cause
+        .pointer("/failures/0/error")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(fields) = error.as_object_mut() {
+        fields.insert("message".into(), Value::String(failure.message.clone()));
+    }
+    error
+}
+
+/// Waits `delay`; true when the client went away first (a zero delay is no window at all).
+async fn until_closed(delay: Duration, closed: &mut watch::Receiver<bool>) -> bool {
+    !delay.is_zero()
+        && tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = closed.wait_for(|c| *c) => true,
+        }
 }
 
 /// T3's `OrchestrationDispatchCommandError`: `message` and `cause`, no other field.

@@ -334,10 +334,15 @@ impl Conn {
     }
 
     async fn dispatch(&self, command: Value) -> Value {
-        let (_, exit) = self.request("orchestration.dispatchCommand", command);
+        self.call("orchestration.dispatchCommand", command).await
+    }
+
+    /// One unary RPC call; its `Exit`.
+    async fn call(&self, method: &str, payload: Value) -> Value {
+        let (_, exit) = self.request(method, payload);
         tokio::time::timeout(PATIENCE, exit)
             .await
-            .expect("the dispatch is answered in time")
+            .unwrap_or_else(|_| panic!("{method} is answered in time"))
             .expect("the connection stays open")
     }
 
@@ -939,7 +944,8 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
         // The same bootstrap without `createThread` finishes it (afk's recovery, with the
         // attempt's ids): T3 adds the worktree on the branch and the turn runs. Unless the
         // disconnect came after T3's `git worktree add` (the branch exists, the thread does not
-        // know its worktree): then T3 refuses it, and afk's attempt ends after its dispatch tries.
+        // know its worktree): then T3 refuses it, and afk adopts the branch instead
+        // (`a_branch_left_by_a_cut_off_bootstrap_is_adopted`).
         let branch_made = match &target {
             Target::Real { project, .. } => real::git(
                 &project.workspace,
@@ -972,6 +978,87 @@ async fn a_disconnect_mid_bootstrap_leaves_a_half_made_thread() {
             "{}: {done}",
             target.name()
         );
+    })
+    .await;
+}
+
+/// A bootstrap cut off after T3's `git worktree add` leaves the branch and its worktree in git
+/// and the thread without them: T3 refuses to make the branch again. afk's recovery adopts it:
+/// `vcs.listRefs` shows the branch with its worktree, `vcs.removeWorktree` removes that, and the
+/// bootstrap without `createThread` and without `branch` (`baseBranch` = the branch) checks the
+/// existing branch out in a worktree of T3's; the turn runs there, under the same command id.
+#[tokio::test]
+async fn a_branch_left_by_a_cut_off_bootstrap_is_adopted() {
+    both("adopt", |target| async move {
+        let conn = target.connect().await;
+        let cwd = target.cwd();
+        let thread = uuid();
+        let branch = "afk/issue-12";
+        // What the cut-off bootstrap did before the cut: the thread on its branch, the worktree.
+        let create = command(
+            "thread.create",
+            &thread,
+            json!({
+                "projectId": target.project(),
+                "title": "conformance: adopt",
+                "modelSelection": {"instanceId": "codex", "model": "gpt-5-codex"},
+                "runtimeMode": "full-access",
+                "interactionMode": "default",
+                "branch": branch,
+                "worktreePath": null,
+            }),
+        );
+        assert_success(&target, &conn.dispatch(create).await, "thread.create");
+        let exit = conn
+            .call(
+                "vcs.createWorktree",
+                json!({"cwd": cwd, "refName": "main", "newRefName": branch, "baseRefName": "main", "path": null}),
+            )
+            .await;
+        assert_success(&target, &exit, "vcs.createWorktree");
+        let made = exit["value"]["worktree"]["path"].as_str().unwrap_or_default().to_owned();
+        assert!(made.ends_with("/afk-issue-12"), "{}: {exit}", target.name());
+
+        let listed = |exit: &Value| {
+            exit["value"]["refs"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["name"] == branch).cloned())
+        };
+        let refs = json!({"cwd": cwd, "query": branch, "refKind": "local", "refresh": true});
+        let exit = conn.call("vcs.listRefs", refs.clone()).await;
+        assert_success(&target, &exit, "vcs.listRefs");
+        let found = listed(&exit).unwrap_or_else(|| panic!("{}: the branch is listed: {exit}", target.name()));
+        assert_eq!(found["worktreePath"], made.as_str(), "{}: {found}", target.name());
+
+        let mut finish = bootstrap(&target, &thread, branch, "Adopted [sim:duration=100]");
+        if let Some(bootstrap) = finish["bootstrap"].as_object_mut() {
+            bootstrap.remove("createThread");
+        }
+        let exit = conn.dispatch(finish.clone()).await;
+        assert!(
+            exit.to_string().contains("git worktree add failed"),
+            "{}: T3 refuses to make the branch again: {exit}",
+            target.name()
+        );
+
+        let exit = conn
+            .call("vcs.removeWorktree", json!({"cwd": cwd, "path": made, "force": true}))
+            .await;
+        assert_success(&target, &exit, "vcs.removeWorktree");
+        let exit = conn.call("vcs.listRefs", refs).await;
+        let kept = listed(&exit).unwrap_or_else(|| panic!("{}: the branch stays: {exit}", target.name()));
+        assert_eq!(kept["worktreePath"], Value::Null, "{}: {kept}", target.name());
+
+        if let Some(prepare) = finish["bootstrap"]["prepareWorktree"].as_object_mut() {
+            prepare.remove("branch");
+            prepare.insert("baseBranch".into(), json!(branch));
+        }
+        let exit = conn.dispatch(finish).await;
+        assert_success(&target, &exit, "the bootstrap on the existing branch");
+        conn.trail_until(&thread, "completed/ready").await;
+        let done = target.snapshot_thread(&thread).await;
+        assert_eq!(done["branch"], branch, "{}: {done}", target.name());
+        assert_eq!(done["worktreePath"], made.as_str(), "{}: {done}", target.name());
     })
     .await;
 }

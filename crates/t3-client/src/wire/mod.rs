@@ -12,6 +12,7 @@ mod read_model;
 pub mod rpc;
 mod server;
 mod shell;
+pub mod vcs;
 
 pub use commands::*;
 pub use errors::*;

@@ -1,8 +1,6 @@
 //! The decider: each client command as T3's `decider.ts` decides it, and the worktree bootstrap
 //! of T3's WebSocket RPC (`ws.ts`, `dispatchBootstrapTurnStart`).
 
-use std::path::Path;
-
 use serde_json::json;
 use t3_client::wire::{
     ClientCommand, Project, Session, SessionStatus, Thread, ThreadCreate, ThreadRef, ThreadTurnStart,
@@ -10,12 +8,15 @@ use t3_client::wire::{
 };
 use tokio::time::Instant;
 
-use super::{ActiveTurn, AgentProcess, Changed, DispatchFailure, Refusal, ThreadEntry, TimerKind, World};
+use super::{
+    ActiveTurn, AddedWorktree, AgentProcess, Changed, DispatchFailure, Refusal, ThreadEntry, TimerKind, World,
+};
 use crate::script::TurnScript;
 
 /// What the first step of a bootstrap left for the rest ([`World::begin_bootstrap`]); a
 /// bootstrap is `begin_bootstrap`, then (after [`World::bootstrap_delay`], unless the client
-/// went away) [`World::finish_bootstrap`].
+/// went away) [`World::add_bootstrap_worktree`], then (after [`World::worktree_add`], unless the
+/// client went away) [`World::finish_bootstrap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bootstrapping {
     /// The bootstrap created the thread (so a failing later step deletes it).
@@ -51,11 +52,47 @@ impl World {
         Ok(Bootstrapping { created: true })
     }
 
-    /// The rest of a bootstrap: add the worktree on the new branch and record `branch` /
-    /// `worktreePath` on the thread (`prepareWorktree`), run the setup script
-    /// (`runSetupScript`), then start the turn under the command's own id — the one receipt
-    /// the client's `commandId` gets. If a step fails after the thread was created, the thread
-    /// is deleted again.
+    /// A bootstrap's `git worktree add` (`prepareWorktree`): on the new `branch` from
+    /// `baseBranch`, or, without `branch`, checking `baseBranch` itself out. `None` when the
+    /// bootstrap prepares no worktree. The worktree is not on the thread yet: a client that
+    /// disconnects before [`World::finish_bootstrap`] leaves the branch and its worktree made
+    /// and the thread without them, as in T3.
+    pub(crate) fn add_bootstrap_worktree(
+        &mut self,
+        turn: &ThreadTurnStart,
+    ) -> Result<Option<AddedWorktree>, DispatchFailure> {
+        let Some(prepare) = turn.bootstrap.as_ref().and_then(|b| b.prepare_worktree.as_ref()) else {
+            return Ok(None);
+        };
+        let cwd = prepare.project_cwd.as_str();
+        if TurnScript::parse(&turn.message.text).worktree_fail {
+            return Err(DispatchFailure::of_step(
+                format!("Git command failed in GitVcsDriver.createWorktree ({cwd}): git worktree add failed"),
+                json!({
+                    "_tag": "GitCommandError",
+                    "operation": "GitVcsDriver.createWorktree",
+                    "command": "git",
+                    "cwd": cwd,
+                    "exitCode": 128,
+                    "detail": "git worktree add failed",
+                }),
+            ));
+        }
+        self.git_worktree_add(
+            cwd,
+            prepare.base_branch.as_str(),
+            prepare.branch.as_ref().map(|b| b.as_str()),
+            None,
+        )
+        .map(Some)
+        .map_err(|(message, error)| DispatchFailure::of_step(message, error))
+    }
+
+    /// The rest of a bootstrap after its worktree was added (`added`, or why that failed):
+    /// record `branch` / `worktreePath` on the thread, run the setup script (`runSetupScript`),
+    /// then start the turn under the command's own id — the one receipt the client's
+    /// `commandId` gets. If a step fails after the thread was created, the thread is deleted
+    /// again (the worktree and branch stay, as in T3).
     ///
     /// As in T3, only the final turn start is deduplicated by `commandId`: the same bootstrap
     /// sent again fails at `createThread` because the thread exists, and makes nothing twice.
@@ -63,9 +100,10 @@ impl World {
         &mut self,
         turn: &ThreadTurnStart,
         begun: Bootstrapping,
+        added: Result<Option<AddedWorktree>, DispatchFailure>,
         now: Instant,
     ) -> Result<u64, DispatchFailure> {
-        let outcome = self.run_bootstrap(turn, now);
+        let outcome = added.and_then(|added| self.run_bootstrap(turn, added, now));
         if outcome.is_err() && begun.created {
             let delete = ClientCommand::ThreadDelete(ThreadRef {
                 command_id: self.server_command_id("bootstrap-thread-delete"),
@@ -77,7 +115,12 @@ impl World {
         outcome
     }
 
-    fn run_bootstrap(&mut self, turn: &ThreadTurnStart, now: Instant) -> Result<u64, DispatchFailure> {
+    fn run_bootstrap(
+        &mut self,
+        turn: &ThreadTurnStart,
+        added: Option<AddedWorktree>,
+        now: Instant,
+    ) -> Result<u64, DispatchFailure> {
         let bootstrap = turn.bootstrap.clone().unwrap_or(TurnBootstrap {
             create_thread: None,
             prepare_worktree: None,
@@ -88,52 +131,7 @@ impl World {
             .create_thread
             .as_ref()
             .and_then(|t| t.worktree_path.clone());
-        if let Some(prepare) = &bootstrap.prepare_worktree {
-            let cwd = prepare.project_cwd.as_str();
-            let branch = match &prepare.branch {
-                Some(branch) => branch.as_str().to_owned(),
-                // T3's clients name a new branch `t3code/<8 hex>`.
-                None => format!("t3code/{}", &self.ids.uuid().simple().to_string()[..8]),
-            };
-            // T3: `<worktrees dir>/<basename of the repository>/<branch, '/' → '-'>`.
-            let repository = Path::new(cwd)
-                .file_name()
-                .map_or_else(|| cwd.to_owned(), |name| name.to_string_lossy().into_owned());
-            let path = self
-                .worktrees_dir
-                .join(repository)
-                .join(branch.replace('/', "-"))
-                .display()
-                .to_string();
-            let taken = self
-                .repositories
-                .get(cwd)
-                .is_some_and(|repo| repo.branches.contains(&branch))
-                || self.worktree_paths.contains(&path);
-            if script.worktree_fail || taken {
-                // What T3 reports when `git worktree add -b BRANCH PATH BASE` fails (the branch
-                // or the path exists, or git cannot write there).
-                return Err(DispatchFailure::of_step(
-                    format!(
-                        "Git command failed in GitVcsDriver.createWorktree ({cwd}): git worktree add failed"
-                    ),
-                    json!({
-                        "_tag": "GitCommandError",
-                        "operation": "GitVcsDriver.createWorktree",
-                        "command": "git",
-                        "cwd": cwd,
-                        "argumentCount": 6,
-                        "exitCode": if taken { 255 } else { 128 },
-                        "detail": "git worktree add failed",
-                    }),
-                ));
-            }
-            self.repositories
-                .entry(cwd.to_owned())
-                .or_default()
-                .branches
-                .insert(branch.clone());
-            self.worktree_paths.insert(path.clone());
+        if let Some(AddedWorktree { path, branch }) = added {
             // T3 records the worktree with a `thread.meta.update` of its own.
             let idx = self
                 .require_thread(&turn.thread_id, "thread.meta.update")

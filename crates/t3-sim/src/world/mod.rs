@@ -22,6 +22,7 @@
 
 mod agent;
 mod commands;
+mod git;
 mod validate;
 mod views;
 
@@ -41,6 +42,7 @@ use tokio::time::Instant;
 use crate::config::SimConfig;
 use crate::rng::SplitMix64;
 
+pub(crate) use git::AddedWorktree;
 pub(crate) use validate::validate;
 pub use views::{SimThread, SimThreadState};
 
@@ -145,14 +147,6 @@ impl DispatchFailure {
             cause: json!({ "_id": "Cause", "failures": [{ "_tag": "Fail", "error": error }] }),
         }
     }
-}
-
-/// The git state of one repository (a `projectCwd`) as far as worktrees go: every branch
-/// `git worktree add -b` made there. Git keeps a branch after its thread is deleted, so a
-/// second worktree on the same new branch is refused for ever, as `git worktree add -b` would.
-#[derive(Debug, Default)]
-struct Repository {
-    branches: HashSet<String>,
 }
 
 /// How [`crate::SimServer::finish_turn`] ends a running turn.
@@ -311,6 +305,7 @@ pub(crate) struct World {
     turn_duration: Duration,
     startup_delay: Duration,
     bootstrap_delay: Duration,
+    worktree_add: Duration,
     interrupt_settle: Duration,
     /// The shell items of the last [`SHELL_REPLAY_LIMIT`] events, one per sequence, oldest
     /// first, ending with the current sequence.
@@ -319,7 +314,7 @@ pub(crate) struct World {
     head: watch::Sender<u64>,
     worktrees_dir: PathBuf,
     /// Per `projectCwd`: the branches worktrees were added on.
-    repositories: HashMap<String, Repository>,
+    repositories: HashMap<String, git::Repository>,
     /// Every worktree path handed out (a second `git worktree add` there fails).
     worktree_paths: HashSet<String>,
 }
@@ -344,6 +339,7 @@ impl World {
             turn_duration: config.turn_duration,
             startup_delay: config.startup_delay,
             bootstrap_delay: config.bootstrap_delay,
+            worktree_add: config.worktree_add,
             interrupt_settle: config.interrupt_settle,
             shell_events: VecDeque::with_capacity(SHELL_REPLAY_LIMIT),
             head: watch::channel(0).0,
@@ -389,6 +385,12 @@ impl World {
     /// starting its turn).
     pub(crate) fn bootstrap_delay(&self) -> Duration {
         self.bootstrap_delay
+    }
+
+    /// How long a bootstrap's `git worktree add` takes (after which T3 records the worktree on
+    /// the thread).
+    pub(crate) fn worktree_add(&self) -> Duration {
+        self.worktree_add
     }
 
     /// Decides and applies `command` (already validated with [`validate`]) at `now`, honouring
