@@ -360,6 +360,16 @@ listen = "127.0.0.1:0"
         self.afk = Some(afk);
     }
 
+    /// Whether T3's git has the local `branch` (in the run's repository).
+    fn branch_made(&self, branch: &str) -> bool {
+        match &self.backend {
+            Backend::Real { project, .. } => {
+                real::git(&project.workspace, &["rev-parse", "--verify", "--quiet", branch]).is_ok()
+            }
+            Backend::Sim { sim, .. } => sim.branch(branch).is_some(),
+        }
+    }
+
     /// `kill -9` of `afk run`.
     async fn kill_afk(&mut self) {
         if let Some(mut afk) = self.afk.take() {
@@ -1276,6 +1286,87 @@ async fn killed_mid_bootstrap_against_the_stand_in() {
     .await;
     let proxy = Proxy::start(&run.t3_url()).await.expect("the proxy starts");
     killed_at(run, &proxy, BOOTSTRAP, TrapAction::CutAfterForwarding).await;
+}
+
+/// `kill -9` of `afk run` while T3's `git worktree add` runs for its bootstrap (a slow
+/// post-checkout hook keeps it running on the real server; `worktree_add` on the stand-in): the
+/// branch and its worktree exist, the thread T3 left half made does not know them, and T3
+/// refuses to make the branch again. After the restart afk adopts the branch: the job succeeds
+/// with its one attempt and one thread.
+async fn killed_during_git_worktree_add(mut run: Run) {
+    if let Backend::Real { project, .. } = &run.backend {
+        let hook = project.workspace.join(".git/hooks/post-checkout");
+        std::fs::write(&hook, "#!/bin/sh\nsleep 3\n").expect("the hook is written");
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("the hook is executable");
+    }
+    run.add_issue(32, "Do it. [sim:duration=300]");
+    run.start_afk();
+    // The attempt's branch is in the ledger before its bootstrap is sent; `kill -9` as soon as
+    // T3's git has made it (afk's socket closes with it, which cuts the bootstrap off in T3).
+    let deadline = Instant::now() + LIMIT;
+    let branch = loop {
+        if let Some(attempt) = run.attempts().await.first() {
+            break attempt.branch.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no attempt: {}",
+            run.name(),
+            run.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while !run.branch_made(&branch) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: T3 never made {branch}",
+            run.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.kill_afk().await;
+    run.start_afk();
+    let jobs = run.final_jobs(1).await;
+    run.kill_afk().await;
+    assert_eq!(
+        jobs[0]["state"],
+        "succeeded",
+        "{}: {jobs:#?}\n{}",
+        run.name(),
+        run.log_tail(40)
+    );
+    assert_eq!(
+        jobs[0]["attempts"],
+        1,
+        "{}: a crash must not cost an attempt: {jobs:#?}",
+        run.name()
+    );
+    assert!(
+        lock(&run.log).iter().any(|line| line.contains("half made")),
+        "{}: T3 left the thread half made and afk finished it: {}",
+        run.name(),
+        run.log_tail(40)
+    );
+    run.assert_one_thread_per_attempt().await;
+}
+
+#[tokio::test]
+async fn killed_during_git_worktree_add_against_the_real_t3() {
+    let test = "real_t3::killed_during_git_worktree_add_against_the_real_t3";
+    if let Some(run) = Run::real(test, "kill-in-git", crash_settings("ws-worktree")).await {
+        killed_during_git_worktree_add(run).await;
+    }
+}
+
+#[tokio::test]
+async fn killed_during_git_worktree_add_against_the_stand_in() {
+    let config = SimConfig {
+        worktree_add: Duration::from_secs(3),
+        ..SimConfig::default()
+    };
+    let run = Run::sim("kill-in-git", crash_settings("ws-worktree"), config).await;
+    killed_during_git_worktree_add(run).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -212,6 +212,12 @@ impl SimServer {
         lock(&self.shared.world).thread(id)
     }
 
+    /// Whether git has the local `branch` in any repository (a worktree was added on it), and
+    /// the worktree it is checked out in: `None` when no repository has it.
+    pub fn branch(&self, branch: &str) -> Option<Option<String>> {
+        lock(&self.shared.world).branch(branch)
+    }
+
     /// Replaces the fault plan; it takes effect with the next request and its outage window
     /// counts from now. Rates outside `[0, 1]` are clamped (with a warning) rather than refused,
     /// so that a test cannot leave the server in a state it did not ask for.

@@ -138,6 +138,13 @@ impl World {
         }
     }
 
+    /// The local `branch` in any repository, with the worktree it is checked out in.
+    pub(crate) fn branch(&self, branch: &str) -> Option<Option<String>> {
+        self.repositories
+            .values()
+            .find_map(|repo| repo.branches.get(branch).cloned())
+    }
+
     /// `vcs.removeWorktree`: `git worktree remove [--force] PATH` in `cwd`; the branch stays.
     pub(crate) fn remove_worktree(&mut self, input: &RemoveWorktree) -> Result<Value, DispatchFailure> {
         let checked_out = self.repositories.get_mut(&input.cwd).and_then(|repo| {
