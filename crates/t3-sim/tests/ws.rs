@@ -343,6 +343,8 @@ async fn a_bootstrapped_turn_creates_the_thread_with_its_worktree_and_runs() {
     server.shutdown().await;
 }
 
+/// Each new branch gets a worktree of its own; without a branch T3 checks the base branch itself
+/// out (`git worktree add PATH main`), which git allows once.
 #[tokio::test]
 async fn two_bootstraps_on_one_project_get_two_worktrees() {
     let server = start(ws_config()).await;
@@ -364,12 +366,13 @@ async fn two_bootstraps_on_one_project_get_two_worktrees() {
         .map(|t| thread(&server, t).worktree_path.expect("a worktree"))
         .collect();
     assert_ne!(paths[0], paths[1]);
-    let named = thread(&server, "t3").branch.expect("a branch T3 named");
-    assert!(
-        named.starts_with("t3code/") && named.len() == "t3code/".len() + 8,
-        "{named}"
-    );
-    assert!(paths[2].ends_with(&named.replace('/', "-")), "{}", paths[2]);
+    assert_eq!(thread(&server, "t3").branch.as_deref(), Some("main"));
+    assert!(paths[2].ends_with("/widgets/main"), "{}", paths[2]);
+    let again = rpc
+        .dispatch(bootstrap_turn("c4", "t4", "four", None, false))
+        .await;
+    let message = error_of(&again)["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("git worktree add failed"), "{message}");
     server.shutdown().await;
 }
 
