@@ -129,6 +129,13 @@ async fn dispatch_queues_a_job_that_jobs_and_status_show() {
     .await;
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already has job"), "{}", stderr(&again));
+    // GitHub numbers issues from 1: issue 0 is a typo, refused before anything is written.
+    let zero = afk(&[
+        "dispatch", "--config", config, "--repo", REPO_B, "--issue", "0", "--prompt", "x",
+    ])
+    .await;
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--issue"), "{}", stderr(&zero));
 
     let out = afk(&["jobs", "--config", config, "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -223,6 +223,19 @@ impl SimArgs {
     }
 }
 
+/// Every scope T3 knows (its `AuthEnvironmentScope`): a misspelt one would give a token that T3
+/// never accepts, and a test or a person would chase the wrong cause.
+const T3_SCOPES: &[&str] = &[
+    "orchestration:read",
+    "orchestration:operate",
+    "terminal:operate",
+    "review:write",
+    "access:read",
+    "access:write",
+    "relay:read",
+    "relay:write",
+];
+
 /// `TOKEN=SCOPE[,SCOPE...]`. The token may itself contain `=` (base64 padding): the scopes are
 /// what follows the last one.
 fn parse_token(spec: &str) -> anyhow::Result<TokenGrant> {
@@ -237,6 +250,12 @@ fn parse_token(spec: &str) -> anyhow::Result<TokenGrant> {
         .collect();
     if token.trim().is_empty() || scopes.is_empty() {
         bail!("expected a non-empty TOKEN and at least one SCOPE, e.g. TOKEN=orchestration:read");
+    }
+    if let Some(unknown) = scopes.iter().find(|s| !T3_SCOPES.contains(&s.as_str())) {
+        bail!(
+            "unknown scope {unknown:?}: T3's scopes are {} (the token is not shown)",
+            T3_SCOPES.join(", ")
+        );
     }
     Ok(TokenGrant {
         token: token.trim().to_owned(),
@@ -383,6 +402,13 @@ mod tests {
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("--token #1"), "{err}");
         assert!(!format!("{args:?}").contains("s3cret"));
+
+        let misspelt = parse(&["--token", "s3cret=orchestration:raed"]);
+        let err = format!("{:#}", misspelt.to_config().unwrap_err());
+        assert!(err.contains("unknown scope \"orchestration:raed\""), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let known = parse(&["--token", "s3cret=orchestration:read,terminal:operate"]);
+        assert_eq!(known.to_config().expect("valid").tokens[0].scopes.len(), 2);
     }
 
     #[test]

@@ -371,7 +371,10 @@ async fn two_bootstraps_on_one_project_get_two_worktrees() {
     let again = rpc
         .dispatch(bootstrap_turn("c4", "t4", "four", None, false))
         .await;
-    let message = error_of(&again)["message"].as_str().unwrap_or_default().to_owned();
+    let message = error_of(&again)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("git worktree add failed"), "{message}");
     server.shutdown().await;
 }

@@ -17,8 +17,8 @@ pub struct Args {
     /// The repository, OWNER/NAME (it needs a project under [t3.projects]).
     #[arg(long)]
     pub repo: String,
-    /// The issue number.
-    #[arg(long)]
+    /// The issue number (1 or more, as GitHub numbers issues).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub issue: u64,
     /// The prompt, or @FILE to read it from a file.
     #[arg(long)]
