@@ -212,6 +212,64 @@ impl Thread {
         })
     }
 
+    /// What the agent asks people and nobody answered yet, oldest first, as the thread's detail
+    /// says it (the snapshot's threads have no activities: empty there): every
+    /// `user-input.requested` and `approval.requested` activity without a later
+    /// `user-input.resolved` / `approval.resolved` of the same `requestId`. Tolerant: an activity
+    /// or a question afk cannot read is skipped, and missing texts read as empty.
+    pub fn pending_requests(&self) -> Vec<PendingRequest> {
+        let activities = self.typed_activities();
+        let request_id = |a: &Activity| {
+            a.payload
+                .get("requestId")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let resolved = |kind: &str, id: &Option<String>| {
+            activities
+                .iter()
+                .any(|a| a.kind == kind && id.is_some() && request_id(a) == *id)
+        };
+        let mut pending = Vec::new();
+        for activity in &activities {
+            let id = request_id(activity);
+            match activity.kind.as_str() {
+                "user-input.requested" if !resolved("user-input.resolved", &id) => {
+                    let questions = activity
+                        .payload
+                        .get("questions")
+                        .and_then(serde_json::Value::as_array)
+                        .map(|qs| {
+                            qs.iter()
+                                .filter_map(|q| serde_json::from_value::<Question>(q.clone()).ok())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    pending.push(PendingRequest::UserInput {
+                        request_id: id,
+                        questions,
+                    });
+                }
+                "approval.requested" if !resolved("approval.resolved", &id) => {
+                    let text = |key: &str| {
+                        activity
+                            .payload
+                            .get(key)
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    pending.push(PendingRequest::Approval {
+                        request_id: id,
+                        summary: activity.summary.clone(),
+                        detail: text("detail"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        pending
+    }
+
     /// Its activities, typed (the thread detail has them; the snapshot's are empty). An entry
     /// that is not an activity is skipped.
     pub fn typed_activities(&self) -> Vec<Activity> {
@@ -230,6 +288,57 @@ pub struct ThreadDetail {
     pub snapshot_sequence: u64,
     /// The thread, hydrated.
     pub thread: Thread,
+}
+
+/// Something the agent asks a person and waits for (see [`Thread::pending_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingRequest {
+    /// A question (`user-input.requested`; a person answers with `thread.user-input.respond`).
+    UserInput {
+        /// T3's id of the request (`payload.requestId`), when it gave one.
+        request_id: Option<String>,
+        /// The questions, as far as they could be read.
+        questions: Vec<Question>,
+    },
+    /// An approval of a command or a change (`approval.requested`).
+    Approval {
+        /// T3's id of the request, when it gave one.
+        request_id: Option<String>,
+        /// T3's line for people, e.g. "Command approval requested".
+        summary: String,
+        /// What is to be approved (the command, the file), when T3 says.
+        detail: Option<String>,
+    },
+}
+
+/// One question of a `user-input.requested` activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    /// Its id (the key of its answer in `thread.user-input.respond`).
+    #[serde(default)]
+    pub id: String,
+    /// A short heading, when given.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The question itself.
+    #[serde(default)]
+    pub question: String,
+    /// The answers offered, if any.
+    #[serde(default)]
+    pub options: Vec<QuestionOption>,
+}
+
+/// One answer a question offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionOption {
+    /// The answer.
+    #[serde(default)]
+    pub label: String,
+    /// What it means, when given.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// One entry of a thread's activity log (T3's `OrchestrationThreadActivity`), e.g.
