@@ -212,6 +212,16 @@ impl Thread {
         })
     }
 
+    /// True when the agent waits for a person: the shell's `hasPendingUserInput` or
+    /// `hasPendingApprovals` (false in a thread read from the snapshot, which lacks them), counted
+    /// only while the thread runs with its session `running`: on T3 the flag stays true for good
+    /// after a session stop, and once showed while the session was still starting.
+    pub fn waits_for_person(&self) -> bool {
+        (self.has_pending_user_input || self.has_pending_approvals)
+            && self.session.as_ref().map(|s| s.status) == Some(SessionStatus::Running)
+            && ThreadState::of(Some(self)) == ThreadState::Running
+    }
+
     /// What the agent asks people and nobody answered yet, oldest first, as the thread's detail
     /// says it (the snapshot's threads have no activities: empty there): every
     /// `user-input.requested` and `approval.requested` activity without a later
