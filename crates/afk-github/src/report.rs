@@ -810,6 +810,9 @@ mod tests {
             "the agent's words are fenced: {text}"
         );
         assert_eq!(status_label(JobState::NeedsInput), Some(LABEL_NEEDS_YOU));
-        assert!(STATUS_LABELS.contains(&LABEL_NEEDS_YOU), "removed again when it no longer applies");
+        assert!(
+            STATUS_LABELS.contains(&LABEL_NEEDS_YOU),
+            "removed again when it no longer applies"
+        );
     }
 }

@@ -526,10 +526,15 @@ impl Watcher {
         let mut absent = HashSet::new();
         let mut recorded = false;
         let shell = self.waits_view(fleet, live).await;
-        let waits = if fleet.shows_waits() { Some(fleet) } else { shell.as_ref() };
+        let waits = if fleet.shows_waits() {
+            Some(fleet)
+        } else {
+            shell.as_ref()
+        };
         for attempt in live {
             let waiting = attempt.job_state == JobState::NeedsInput;
-            if attempt.state != AttemptState::Running || !(attempt.job_state == JobState::Running || waiting) {
+            if attempt.state != AttemptState::Running || !(attempt.job_state == JobState::Running || waiting)
+            {
                 continue;
             }
             if let Some(reason) = fleet.unreadable(&attempt.thread_id) {
@@ -555,13 +560,18 @@ impl Watcher {
                 .unwrap_or_default()
                 .saturating_sub(attempt.input_waited);
             // Whether the thread waits for a person; `None` when T3's shell cannot say this tick.
-            let asks = waits.map(|view| view.thread(&attempt.thread_id).is_some_and(|t| t.waits_for_person()));
+            let asks = waits.map(|view| {
+                view.thread(&attempt.thread_id)
+                    .is_some_and(|t| t.waits_for_person())
+            });
             let waited = attempt
                 .input_wait_since
                 .map(|since| (now - since).to_std().unwrap_or_default());
-            let Some(event) = wait_event(&seen, waiting, asks, waited, &self.timeouts)
-                .or_else(|| (!waiting).then(|| thread_event(&seen, running_for, &self.timeouts)).flatten())
-            else {
+            let Some(event) = wait_event(&seen, waiting, asks, waited, &self.timeouts).or_else(|| {
+                (!waiting)
+                    .then(|| thread_event(&seen, running_for, &self.timeouts))
+                    .flatten()
+            }) else {
                 continue;
             };
             let event = match event {
@@ -835,7 +845,8 @@ fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)])
     };
     live.iter()
         .filter(|a| {
-            a.state == AttemptState::Running && matches!(a.job_state, JobState::Running | JobState::NeedsInput)
+            a.state == AttemptState::Running
+                && matches!(a.job_state, JobState::Running | JobState::NeedsInput)
         })
         .any(|a| lacks(&a.thread_id))
         || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
