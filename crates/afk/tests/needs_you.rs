@@ -257,3 +257,66 @@ async fn a_restart_while_the_thread_waits_keeps_the_wait_and_its_start() {
     assert_eq!(jobs[0].attempts, 1);
     assert_eq!(sent(&world.sim, "thread.turn.interrupt"), 0);
 }
+
+#[tokio::test]
+async fn on_github_the_issue_says_what_the_agent_asks_with_the_link_and_wears_needs_you_until_answered() {
+    use afk::config::GitHubConfig;
+    use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
+
+    let mut world = World::new(Duration::from_millis(50)).await;
+    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
+    github.create_repo(REPO_A);
+    github.set_permission(REPO_A, "mona", "write");
+    let token_file = world.dir.path().join("github-token");
+    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
+    world.config.source.local = None;
+    world.config.github = Some(GitHubConfig {
+        api_url: github.api_url().to_string(),
+        repos: vec![REPO_A.into()],
+        poll_interval: Duration::from_millis(50),
+        token_file: Some(token_file),
+        ..GitHubConfig::default()
+    });
+    let number = github.open_issue(REPO_A, "octocat", "Drop the old API", "[sim:ask] Do it.");
+    github.add_label(REPO_A, number, "afk", "mona");
+    let mut app = world.app().await;
+    let clock = Clock::default();
+    let labels = |github: &GitHubStandIn| github.labels(REPO_A, number);
+    let status = |github: &GitHubStandIn| {
+        github
+            .comments(REPO_A, number)
+            .into_iter()
+            .filter(|c| c.contains(afk_github::STATUS_MARKER))
+            .collect::<Vec<_>>()
+    };
+
+    tick_at_until(&mut app, &clock, first_is(JobState::NeedsInput)).await;
+    let thread = the_thread(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !labels(&github).contains(&"afk:needs-you".to_string()) {
+        assert!(Instant::now() < deadline, "no afk:needs-you: {:?}", labels(&github));
+        app.tick(clock.now()).await.expect("a tick");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!labels(&github).contains(&"afk:running".to_string()), "{:?}", labels(&github));
+    let comments = status(&github);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    let link = format!("[in T3]({}/{thread})", world.sim.url().trim_end_matches('/'));
+    assert!(comments[0].contains("**needs you**"), "{}", comments[0]);
+    assert!(comments[0].contains(&link), "the link to answer it: {}", comments[0]);
+    assert!(comments[0].contains("may it go on?"), "what the agent asks: {}", comments[0]);
+
+    answer(&world.sim, &thread).await;
+    tick_at_until(&mut app, &clock, first_is(JobState::Succeeded)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !labels(&github).contains(&"afk:done".to_string()) {
+        assert!(Instant::now() < deadline, "no afk:done: {:?}", labels(&github));
+        app.tick(clock.now()).await.expect("a tick");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!labels(&github).contains(&"afk:needs-you".to_string()), "{:?}", labels(&github));
+    let comments = status(&github);
+    assert_eq!(comments.len(), 1, "edited in place: {comments:#?}");
+    assert!(!comments[0].contains("Needs you"), "{}", comments[0]);
+    assert_eq!(sent(&world.sim, "thread.turn.interrupt"), 0);
+}
