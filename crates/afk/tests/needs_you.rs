@@ -294,17 +294,33 @@ async fn on_github_the_issue_says_what_the_agent_asks_with_the_link_and_wears_ne
     let thread = the_thread(&app).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !labels(&github).contains(&"afk:needs-you".to_string()) {
-        assert!(Instant::now() < deadline, "no afk:needs-you: {:?}", labels(&github));
+        assert!(
+            Instant::now() < deadline,
+            "no afk:needs-you: {:?}",
+            labels(&github)
+        );
         app.tick(clock.now()).await.expect("a tick");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!labels(&github).contains(&"afk:running".to_string()), "{:?}", labels(&github));
+    assert!(
+        !labels(&github).contains(&"afk:running".to_string()),
+        "{:?}",
+        labels(&github)
+    );
     let comments = status(&github);
     assert_eq!(comments.len(), 1, "{comments:#?}");
     let link = format!("[in T3]({}/{thread})", world.sim.url().trim_end_matches('/'));
     assert!(comments[0].contains("**needs you**"), "{}", comments[0]);
-    assert!(comments[0].contains(&link), "the link to answer it: {}", comments[0]);
-    assert!(comments[0].contains("may it go on?"), "what the agent asks: {}", comments[0]);
+    assert!(
+        comments[0].contains(&link),
+        "the link to answer it: {}",
+        comments[0]
+    );
+    assert!(
+        comments[0].contains("may it go on?"),
+        "what the agent asks: {}",
+        comments[0]
+    );
 
     answer(&world.sim, &thread).await;
     tick_at_until(&mut app, &clock, first_is(JobState::Succeeded)).await;
@@ -314,7 +330,11 @@ async fn on_github_the_issue_says_what_the_agent_asks_with_the_link_and_wears_ne
         app.tick(clock.now()).await.expect("a tick");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!labels(&github).contains(&"afk:needs-you".to_string()), "{:?}", labels(&github));
+    assert!(
+        !labels(&github).contains(&"afk:needs-you".to_string()),
+        "{:?}",
+        labels(&github)
+    );
     let comments = status(&github);
     assert_eq!(comments.len(), 1, "edited in place: {comments:#?}");
     assert!(!comments[0].contains("Needs you"), "{}", comments[0]);

@@ -1055,11 +1055,22 @@ async fn open_question(run: &Run, id: &str) -> (String, String) {
         .expect("the detail is JSON");
     let asked = detail["thread"]["activities"]
         .as_array()
-        .and_then(|a| a.iter().rev().find(|a| a["kind"] == "user-input.requested").cloned())
+        .and_then(|a| {
+            a.iter()
+                .rev()
+                .find(|a| a["kind"] == "user-input.requested")
+                .cloned()
+        })
         .unwrap_or_else(|| panic!("{}: thread {id} asks nothing: {detail}", run.name()));
     (
-        asked["payload"]["requestId"].as_str().expect("a request id").to_owned(),
-        asked["payload"]["questions"][0]["id"].as_str().expect("a question id").to_owned(),
+        asked["payload"]["requestId"]
+            .as_str()
+            .expect("a request id")
+            .to_owned(),
+        asked["payload"]["questions"][0]["id"]
+            .as_str()
+            .expect("a question id")
+            .to_owned(),
     )
 }
 
@@ -1074,7 +1085,8 @@ async fn first_job_in(run: &Run, state: &str) -> String {
 /// The agent asks a person (`[sim:ask]`): the job waits in `needs_input` for longer than the
 /// stall and turn timeouts without being stopped (on the real T3 the thread's `updatedAt` does
 /// not move while it waits, and only the shell shows the wait), goes back to running once a
-/// person answers with `thread.user-input.respond`, and succeeds with its first attempt.
+/// person answers with `thread.user-input.respond`, and succeeds with its first attempt. A
+/// `kill -9` of afk while the thread waits changes none of that.
 async fn asks_a_person(mut run: Run) {
     run.add_issue(30, "[sim:ask] Do it.");
     run.start_afk();
@@ -1083,10 +1095,42 @@ async fn asks_a_person(mut run: Run) {
     let until = Instant::now() + run.settings.turn + Duration::from_secs(2);
     while Instant::now() < until {
         let jobs = run.jobs().await;
-        assert_eq!(jobs[0]["state"], "needs_input", "{}: {jobs:#?}
-{}", run.name(), run.log_tail(30));
+        assert_eq!(
+            jobs[0]["state"],
+            "needs_input",
+            "{}: {jobs:#?}
+{}",
+            run.name(),
+            run.log_tail(30)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // kill -9 while it waits: the restarted afk finds the wait where it was.
+    let since = Ledger::open(&run.ledger_url())
+        .await
+        .expect("the ledger")
+        .jobs()
+        .await
+        .expect("jobs")[0]
+        .input_wait_since;
+    run.kill_afk().await;
+    run.start_afk();
+    run.jobs_until("the restarted afk's ledger", |jobs| jobs.len() == 1)
+        .await;
+    tokio::time::sleep(run.settings.poll * 3).await; // a few of its ticks, to see it leaves the job be
+    let job = Ledger::open(&run.ledger_url())
+        .await
+        .expect("the ledger")
+        .jobs()
+        .await
+        .expect("jobs")[0]
+        .clone();
+    assert_eq!(
+        (job.state, job.input_wait_since),
+        (afk_core::JobState::NeedsInput, since),
+        "{}: after kill -9 the wait goes on from where it began",
+        run.name()
+    );
     let (request, question) = open_question(&run, &thread_id).await;
     run.t3_command(json!({
         "type": "thread.user-input.respond", "commandId": uuid(), "threadId": thread_id,
@@ -1094,11 +1138,22 @@ async fn asks_a_person(mut run: Run) {
     }))
     .await;
     let jobs = run.final_jobs(1).await;
-    assert_eq!(jobs[0]["state"], "succeeded", "{}: {jobs:#?}
-{}", run.name(), run.log_tail(30));
+    assert_eq!(
+        jobs[0]["state"],
+        "succeeded",
+        "{}: {jobs:#?}
+{}",
+        run.name(),
+        run.log_tail(30)
+    );
     assert_eq!(jobs[0]["attempts"], 1, "{}: {jobs:#?}", run.name());
     let thread = run.thread(&thread_id).await;
-    assert_eq!(thread["latestTurn"]["state"], "completed", "{}: {thread}", run.name());
+    assert_eq!(
+        thread["latestTurn"]["state"],
+        "completed",
+        "{}: {thread}",
+        run.name()
+    );
     run.kill_afk().await;
 }
 
@@ -1141,7 +1196,9 @@ async fn nobody_answers(mut run: Run) {
     run.start_afk();
     let thread_id = first_job_in(&run, "needs_input").await;
     let jobs = run
-        .jobs_until("a failed job", |jobs| jobs.first().is_some_and(|j| j["state"] == "failed"))
+        .jobs_until("a failed job", |jobs| {
+            jobs.first().is_some_and(|j| j["state"] == "failed")
+        })
         .await;
     let error = jobs[0]["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("nobody answered"), "{}: {jobs:#?}", run.name());
@@ -1153,7 +1210,12 @@ async fn nobody_answers(mut run: Run) {
     run.add_issue(32, "Do it.");
     let jobs = run.final_jobs(2).await;
     let next = jobs.iter().find(|j| j["number"] == 32).expect("the next job");
-    assert_eq!(next["state"], "succeeded", "{}: T3 still runs turns: {jobs:#?}", run.name());
+    assert_eq!(
+        next["state"],
+        "succeeded",
+        "{}: T3 still runs turns: {jobs:#?}",
+        run.name()
+    );
     run.kill_afk().await;
 }
 

@@ -935,6 +935,83 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_for_a_person_is_never_timed_out_and_ends_when_answered_or_unanswered_too_long() {
+        use ThreadState::{Running, Starting, Succeeded};
+        let asks = || {
+            Some(Event::InputRequested {
+                question: String::new(),
+            })
+        };
+        let unanswered = |secs| {
+            Some(Event::NobodyAnswered {
+                waited: Duration::from_secs(secs),
+                limit: Duration::from_secs(3600),
+            })
+        };
+        let hours = |h| Some(Duration::from_secs(h * 3600));
+        // (what T3 shows, the job waits, the thread asks, waited, the event, why)
+        #[rustfmt::skip]
+        let cases = [
+            (seen(Running, true, 10), false, Some(true), None, asks(), "a running thread asks: the job waits"),
+            (seen(Running, true, 10), false, Some(false), None, None, "a running thread that does not ask: the timeouts decide"),
+            (seen(Running, true, 10), false, None, None, None, "T3's shell cannot say: nothing concluded"),
+            (seen(Starting, false, 10), false, Some(true), None, None, "a thread not running yet does not ask"),
+            (seen(Running, true, 9_999), true, Some(true), hours(0), None, "waiting: never stalled"),
+            (seen(Running, true, 10), true, Some(true), Some(Duration::from_secs(3599)), None, "within the answer timeout"),
+            (seen(Running, true, 10), true, Some(true), Some(Duration::from_secs(3601)), unanswered(3601), "past it"),
+            (seen(Running, true, 10), true, Some(false), hours(5), Some(Event::InputAnswered), "answered"),
+            (seen(Running, true, 10), true, None, hours(5), None, "cannot tell: it waits on"),
+            (seen(Succeeded, true, 0), true, Some(false), hours(1), Some(Event::ThreadSucceeded), "answered and done between two looks"),
+            (seen(failed(Some("boom")), true, 0), true, None, hours(1), thread_failed("boom"), "ended while waiting"),
+            (Sighting::Missing { for_good: true }, true, None, hours(1), Some(Event::ThreadLost), "gone while waiting"),
+            (seen(Starting, false, 9_999), true, None, hours(1), None, "not back yet, never a stall"),
+        ];
+        for (sighting, waiting, asks, waited, expected, why) in cases {
+            assert_eq!(
+                wait_event(&sighting, waiting, asks, waited, &timeouts()),
+                expected,
+                "{why}: {sighting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_agent_asks_reads_as_its_questions_with_their_offered_answers() {
+        use t3_client::wire::{Question, QuestionOption};
+        let question = Question {
+            id: "q1".into(),
+            header: Some("Schema".into()),
+            question: "May I drop the old table?".into(),
+            options: vec![
+                QuestionOption {
+                    label: "yes".into(),
+                    description: None,
+                },
+                QuestionOption {
+                    label: "no".into(),
+                    description: Some("keep it".into()),
+                },
+            ],
+        };
+        let requests = [
+            PendingRequest::UserInput {
+                request_id: Some("r1".into()),
+                questions: vec![question],
+            },
+            PendingRequest::Approval {
+                request_id: None,
+                summary: "Command approval requested".into(),
+                detail: Some("rm -rf build".into()),
+            },
+        ];
+        assert_eq!(
+            describe_requests(&requests),
+            "Schema: May I drop the old table? (answers offered: yes / no)\nCommand approval requested: rm -rf build"
+        );
+        assert!(describe_requests(&[]).contains("names no open question yet"));
+    }
+
+    #[test]
     fn a_stop_is_sent_once_and_again_only_while_t3_shows_the_thread_working() {
         use SessionStatus as S;
         use StopSent::{Nothing, Unanswered, Unheeded};

@@ -690,4 +690,105 @@ mod tests {
         }
         assert_eq!(ThreadState::of(None), ThreadState::Lost, "absent");
     }
+    fn waiting_thread(turn: &str, session: &str, flag: bool, activities: serde_json::Value) -> Thread {
+        serde_json::from_value::<Thread>(serde_json::json!({
+            "id": "th", "projectId": "p", "title": "t",
+            "modelSelection": {"instanceId": "codex", "model": "m"},
+            "runtimeMode": "full-access", "interactionMode": "default", "branch": null,
+            "worktreePath": null,
+            "latestTurn": {"turnId": "t1", "state": turn, "requestedAt": "2026-11-24T19:14:36.116Z",
+                "startedAt": null, "completedAt": null, "assistantMessageId": null},
+            "createdAt": "2026-11-24T19:14:36.116Z", "updatedAt": "2026-11-24T19:14:36.116Z",
+            "archivedAt": null, "deletedAt": null,
+            "session": {"threadId": "th", "status": session, "providerName": "codex",
+                "runtimeMode": "full-access", "activeTurnId": null, "lastError": null,
+                "updatedAt": "2026-11-24T19:14:36.116Z"},
+            "hasPendingUserInput": flag,
+            "activities": activities,
+        }))
+        .expect("a thread")
+    }
+
+    #[test]
+    fn a_thread_waits_for_a_person_only_while_it_runs_with_the_flag_up() {
+        let none = serde_json::json!([]);
+        // (turn, session, flag, waits, why)
+        let cases = [
+            ("running", "running", true, true, "asked while running"),
+            ("running", "running", false, false, "no flag"),
+            (
+                "interrupted",
+                "stopped",
+                true,
+                false,
+                "the flag stays up for good after a session stop",
+            ),
+            (
+                "running",
+                "starting",
+                true,
+                false,
+                "it once showed while the session was starting",
+            ),
+            ("completed", "ready", true, false, "done"),
+        ];
+        for (turn, session, flag, waits, why) in cases {
+            assert_eq!(
+                waiting_thread(turn, session, flag, none.clone()).waits_for_person(),
+                waits,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_requests_are_the_questions_and_approvals_nobody_resolved() {
+        let activity = |kind: &str, payload: serde_json::Value| {
+            serde_json::json!({"id": format!("a-{kind}"), "tone": "info", "kind": kind, "summary": "s",
+                "payload": payload, "turnId": "t1", "createdAt": "2026-11-24T19:14:36.116Z"})
+        };
+        let asked = |id: &str| {
+            activity(
+                "user-input.requested",
+                serde_json::json!({"requestId": id, "questions": [
+                    {"id": "q", "header": "H", "question": "Go on?", "options": [{"label": "yes", "description": "d"}],
+                     "multiSelect": false},
+                    {"unexpected": true},
+                ]}),
+            )
+        };
+        let activities = serde_json::json!([
+            asked("r1"),
+            activity("user-input.resolved", serde_json::json!({"requestId": "r1", "answers": {}})),
+            asked("r2"),
+            activity("approval.requested", serde_json::json!({"requestId": "p1", "detail": "rm -rf x"})),
+            {"not": "an activity"},
+        ]);
+        let thread = waiting_thread("running", "running", true, activities);
+        let pending = thread.pending_requests();
+        assert_eq!(pending.len(), 2, "{pending:?}");
+        let PendingRequest::UserInput {
+            request_id,
+            questions,
+        } = &pending[0]
+        else {
+            panic!("{pending:?}");
+        };
+        assert_eq!(request_id.as_deref(), Some("r2"), "r1 was answered");
+        assert_eq!(questions[0].question, "Go on?");
+        assert_eq!(questions[0].options[0].label, "yes");
+        assert_eq!(
+            questions.len(),
+            2,
+            "an odd question reads with empty texts, not as an error"
+        );
+        assert_eq!(
+            pending[1],
+            PendingRequest::Approval {
+                request_id: Some("p1".into()),
+                summary: "s".into(),
+                detail: Some("rm -rf x".into()),
+            }
+        );
+    }
 }
