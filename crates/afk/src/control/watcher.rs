@@ -948,7 +948,7 @@ mod tests {
                 limit: Duration::from_secs(3600),
             })
         };
-        let hours = |h| Some(Duration::from_secs(h * 3600));
+        let hours = |h: u64| Some(Duration::from_secs(h * 3600));
         // (what T3 shows, the job waits, the thread asks, waited, the event, why)
         #[rustfmt::skip]
         let cases = [
