@@ -15,6 +15,14 @@
 //!  cancelled ◄──Cancel── any state that is not final
 //! ```
 //!
+//! A running job whose thread waits for a person (the agent asked in T3) moves to `needs_input`
+//! (`InputRequested`) and back to `running` when the person answered (`InputAnswered`); from
+//! `needs_input` the thread's end (succeeded, failed, interrupted, lost) counts as from `running`
+//! (the answer and the end can fall between two looks), a cancel stops the session, and
+//! `NobodyAnswered` (no answer within `[limits] answer_timeout`) fails the job for good (a person
+//! or a relabel may requeue it) after stopping the session. It is never timed out: its thread is
+//! never interrupted (on T3 that blocks every other thread's provider commands).
+//!
 //! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
 //! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
 //! job that ended without success, and `Requeue` for a trusted relabel on GitHub for any job that
@@ -115,6 +123,22 @@ pub enum Event {
     },
     /// The thread is gone from T3.
     ThreadLost,
+    /// The running attempt's thread waits for a person (T3's shell shows a pending question or
+    /// approval while its session runs): the job waits, without a stall or turn timeout.
+    InputRequested {
+        /// What the agent asks, in its words (or why afk cannot tell), for the status comment.
+        question: String,
+    },
+    /// A person answered in T3 (the thread no longer waits and still runs): back to running.
+    InputAnswered,
+    /// Nobody answered within the answer timeout: the thread's session is stopped (never
+    /// interrupted) and the job fails; a person (or a relabel) may requeue it.
+    NobodyAnswered {
+        /// How long the thread waited, and the limit, as a person reads them.
+        waited: Duration,
+        /// The answer timeout.
+        limit: Duration,
+    },
     /// The timed-out or lost attempt is dealt with: retry or give up.
     Settle,
     /// The job's issue was withdrawn (removed, closed, unlabelled), or a person cancelled it.
@@ -138,6 +162,20 @@ pub enum Effect {
     /// Stop the attempt's thread (its session; a thread that never started one is deleted),
     /// until T3's view shows it not working.
     StopThread,
+}
+
+/// How the job's wait for a person changes (stored with the job: when it began, what the agent
+/// asks, and how long the live attempt waited in all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputWait {
+    /// A wait begins now, for `question`.
+    Began {
+        /// What the agent asks.
+        question: String,
+    },
+    /// The wait ends now: its length joins the live attempt's waiting time and the question is
+    /// forgotten.
+    Ended,
 }
 
 /// How the live attempt changes.
@@ -189,6 +227,9 @@ pub struct Transition {
     pub fresh_budget: bool,
     /// Why the job is cancelled: set exactly when `to` is `cancelled`.
     pub cancel_reason: Option<CancelReason>,
+    /// How its wait for a person changes: set exactly when `from` or `to` (not both) is
+    /// `needs_input`.
+    pub input_wait: Option<InputWait>,
 }
 
 /// An event that is not allowed in the job's state.
@@ -214,6 +255,9 @@ fn event_name(event: &Event) -> &'static str {
         Event::ThreadInterrupted => "thread_interrupted",
         Event::TimedOut { .. } => "timed_out",
         Event::ThreadLost => "thread_lost",
+        Event::InputRequested { .. } => "input_requested",
+        Event::InputAnswered => "input_answered",
+        Event::NobodyAnswered { .. } => "nobody_answered",
         Event::Settle => "settle",
         Event::Cancel { .. } => "cancel",
         Event::Requeue { .. } => "requeue",
@@ -242,6 +286,7 @@ pub fn apply(
             note,
             fresh_budget: false,
             cancel_reason: None,
+            input_wait: None,
         };
     let used = job.attempts_used();
     // After an attempt ended without success: wait and retry, or give up after the last one.
@@ -374,17 +419,17 @@ pub fn apply(
                 ),
             )
         },
-        (J::Running, Event::ThreadSucceeded) => step(
+        (J::Running | J::NeedsInput, Event::ThreadSucceeded) => step(
             J::Succeeded,
             end(AttemptState::Succeeded, None, false),
             None,
             format!("attempt {} succeeded", job.attempts),
         ),
-        (J::Running, Event::ThreadFailed { error }) => retry_or_give_up(
+        (J::Running | J::NeedsInput, Event::ThreadFailed { error }) => retry_or_give_up(
             end(AttemptState::Failed, Some(error.clone()), false),
             &format!("attempt {} failed: {}", job.attempts, first_line(error)),
         ),
-        (J::Running, Event::ThreadInterrupted) => Transition {
+        (J::Running | J::NeedsInput, Event::ThreadInterrupted) => Transition {
             cancel_reason: Some(CancelReason::InterruptedInT3),
             ..step(
                 J::Cancelled,
@@ -407,7 +452,7 @@ pub fn apply(
                 first_line(reason)
             ),
         ),
-        (J::Running | J::Dispatching, Event::ThreadLost) => step(
+        (J::Running | J::NeedsInput | J::Dispatching, Event::ThreadLost) => step(
             J::Lost,
             end(
                 AttemptState::Lost,
@@ -417,6 +462,41 @@ pub fn apply(
             None,
             format!("attempt {}'s thread is gone from T3", job.attempts),
         ),
+        (J::Running, Event::InputRequested { question }) => Transition {
+            input_wait: Some(InputWait::Began {
+                question: question.clone(),
+            }),
+            ..step(
+                J::NeedsInput,
+                None,
+                None,
+                format!(
+                    "attempt {} waits for a person: {}",
+                    job.attempts,
+                    first_line(question)
+                ),
+            )
+        },
+        (J::NeedsInput, Event::InputAnswered) => step(
+            J::Running,
+            None,
+            None,
+            format!("attempt {}: a person answered; the agent goes on", job.attempts),
+        ),
+        (J::NeedsInput, Event::NobodyAnswered { waited, limit }) => {
+            let why = format!(
+                "nobody answered the agent's question within {} (it waited {}); its session was \
+                 stopped; requeue the job to try again",
+                humantime::format_duration(*limit),
+                humantime::format_duration(Duration::from_secs(waited.as_secs()))
+            );
+            step(
+                J::Failed,
+                end(AttemptState::Failed, Some(why.clone()), true),
+                Some(Effect::StopThread),
+                format!("attempt {} failed: {why}", job.attempts),
+            )
+        }
         (J::TimedOut, Event::Settle) => retry_or_give_up(None, "timed out"),
         (J::Lost, Event::Settle) => retry_or_give_up(None, "lost"),
         (state, Event::Cancel { reason }) if !state.is_final() => {
@@ -455,6 +535,15 @@ pub fn apply(
             ..requeued()
         },
         _ => return Err(invalid()),
+    };
+    // Every way out of `needs_input` ends the wait (its time is kept with the job).
+    let transition = if job.state == J::NeedsInput && transition.to != J::NeedsInput {
+        Transition {
+            input_wait: Some(InputWait::Ended),
+            ..transition
+        }
+    } else {
+        transition
     };
     Ok(transition)
 }
@@ -808,6 +897,164 @@ mod tests {
                 assert!(t.fresh_budget);
             }
         }
+    }
+
+    #[test]
+    fn a_thread_that_asks_waits_for_a_person_and_goes_on_when_answered() {
+        let asks = || Event::InputRequested {
+            question: "May I delete the old API?\nDetails follow".into(),
+        };
+        let t = run(job(JobState::Running, 1), asks()).unwrap();
+        assert_eq!(t.to, JobState::NeedsInput);
+        assert_eq!(
+            (t.attempt.clone(), t.effect),
+            (None, None),
+            "the attempt stays live, untouched"
+        );
+        assert_eq!(
+            t.input_wait,
+            Some(InputWait::Began {
+                question: "May I delete the old API?\nDetails follow".into()
+            })
+        );
+        assert!(
+            t.note
+                .contains("waits for a person: May I delete the old API? […]"),
+            "{}",
+            t.note
+        );
+        assert!(JobState::NeedsInput.has_live_attempt());
+        assert!(!JobState::NeedsInput.is_final());
+
+        let t = run(job(JobState::NeedsInput, 1), Event::InputAnswered).unwrap();
+        assert_eq!(
+            (t.to, t.attempt.clone(), t.effect),
+            (JobState::Running, None, None)
+        );
+        assert_eq!(t.input_wait, Some(InputWait::Ended));
+
+        // (event, allowed from needs_input, why)
+        let cases = [
+            (
+                Event::TimedOut {
+                    reason: "stalled".into(),
+                },
+                false,
+                "a waiting thread never times out",
+            ),
+            (
+                Event::InputRequested {
+                    question: "again".into(),
+                },
+                false,
+                "it already waits",
+            ),
+            (Event::Settle, false, "nothing to settle"),
+            (Event::Dispatched, false, "it runs"),
+            (Event::StartAttempt, false, "it has a live attempt"),
+        ];
+        for (event, allowed, why) in cases {
+            assert_eq!(run(job(JobState::NeedsInput, 1), event).is_ok(), allowed, "{why}");
+        }
+        assert!(
+            run(job(JobState::Queued, 0), asks()).is_err(),
+            "only a running thread asks"
+        );
+        assert!(run(job(JobState::Running, 1), Event::InputAnswered).is_err());
+    }
+
+    #[test]
+    fn a_waiting_job_ends_as_a_running_one_would_and_its_wait_ends_with_it() {
+        let from = |event| run(job(JobState::NeedsInput, 1), event).unwrap();
+        // (event, the job's state after, the attempt's state, stop its thread)
+        let cases = [
+            (
+                Event::ThreadSucceeded,
+                JobState::Succeeded,
+                AttemptState::Succeeded,
+                false,
+            ),
+            (
+                Event::ThreadFailed { error: "boom".into() },
+                JobState::RetryWait,
+                AttemptState::Failed,
+                false,
+            ),
+            (
+                Event::ThreadInterrupted,
+                JobState::Cancelled,
+                AttemptState::Cancelled,
+                false,
+            ),
+            (Event::ThreadLost, JobState::Lost, AttemptState::Lost, false),
+            (
+                Event::Cancel {
+                    reason: CancelReason::Withdrawn,
+                },
+                JobState::Cancelled,
+                AttemptState::Cancelled,
+                true,
+            ),
+        ];
+        for (event, to, attempt, stop) in cases {
+            let what = format!("{event:?}");
+            let t = from(event);
+            assert_eq!(t.to, to, "{what}");
+            assert!(
+                matches!(t.attempt, Some(AttemptChange::End { state, stop_thread, .. }) if state == attempt && stop_thread == stop),
+                "{what}: {:?}",
+                t.attempt
+            );
+            assert_eq!(t.input_wait, Some(InputWait::Ended), "{what}");
+            assert_eq!(t.effect.is_some(), stop, "{what}: a cancel stops the session");
+        }
+        // From running nothing about a wait changes.
+        let t = run(job(JobState::Running, 1), Event::ThreadSucceeded).unwrap();
+        assert_eq!(t.input_wait, None);
+    }
+
+    #[test]
+    fn nobody_answering_stops_the_session_and_fails_the_job_for_a_person_to_requeue() {
+        let t = run(
+            job(JobState::NeedsInput, 1),
+            Event::NobodyAnswered {
+                waited: Duration::from_secs(86_401),
+                limit: Duration::from_secs(86_400),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.to, JobState::Failed);
+        assert!(t.to.is_final(), "not retried: the agent would only ask again");
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                state: AttemptState::Failed,
+                stop_thread: true,
+                ..
+            })
+        ));
+        assert!(
+            t.note
+                .contains("nobody answered the agent's question within 1day"),
+            "{}",
+            t.note
+        );
+        assert_eq!(t.input_wait, Some(InputWait::Ended));
+        for by in [RequeueBy::Person, RequeueBy::Relabelled] {
+            assert!(
+                run(job(JobState::Failed, 1), Event::Requeue { by }).is_ok(),
+                "{by:?}"
+            );
+        }
+        assert!(run(
+            job(JobState::Running, 1),
+            Event::NobodyAnswered {
+                waited: Duration::ZERO,
+                limit: Duration::ZERO
+            }
+        )
+        .is_err());
     }
 
     #[test]

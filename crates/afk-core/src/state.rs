@@ -9,6 +9,10 @@ named_enum!(
         Dispatching => "dispatching",
         /// An attempt's thread is working.
         Running => "running",
+        /// The live attempt's thread waits for a person (the agent asked a question or for an
+        /// approval in T3). Its attempt is still live; it is neither stalled nor timed out nor
+        /// retried, and its waiting time does not count against the turn timeout.
+        NeedsInput => "needs_input",
         /// The last attempt ended and the next waits out its back-off.
         RetryWait => "retry_wait",
         /// An attempt succeeded. Final.
@@ -41,7 +45,10 @@ impl JobState {
 
     /// True while an attempt is live (its thread may be working in T3).
     pub fn has_live_attempt(self) -> bool {
-        matches!(self, JobState::Dispatching | JobState::Running)
+        matches!(
+            self,
+            JobState::Dispatching | JobState::Running | JobState::NeedsInput
+        )
     }
 }
 

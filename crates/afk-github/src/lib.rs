@@ -62,7 +62,7 @@ pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{
     closes_issue, render_comment, status_label, PullRequestMatch, PullRequestRef, PullRequestSearch,
     ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
-    LABEL_RUNNING, STATUS_MARKER,
+    LABEL_NEEDS_YOU, LABEL_RUNNING, STATUS_MARKER,
 };
 pub use trust::{Login, Permission};
 pub use webhook::{

@@ -31,8 +31,10 @@ pub const LABEL_RUNNING: &str = "afk:running";
 pub const LABEL_DONE: &str = "afk:done";
 /// Label after afk gave up.
 pub const LABEL_FAILED: &str = "afk:failed";
+/// Label while the agent waits for a person to answer it in T3 (the job is `needs_input`).
+pub const LABEL_NEEDS_YOU: &str = "afk:needs-you";
 /// All of afk's status labels.
-pub const STATUS_LABELS: [&str; 3] = [LABEL_RUNNING, LABEL_DONE, LABEL_FAILED];
+pub const STATUS_LABELS: [&str; 4] = [LABEL_RUNNING, LABEL_DONE, LABEL_FAILED, LABEL_NEEDS_YOU];
 
 /// The status label a job in `state` should carry; `None` for a cancelled job (afk stepped back,
 /// so none of its labels should remain).
@@ -41,6 +43,7 @@ pub fn status_label(state: JobState) -> Option<&'static str> {
         JobState::Succeeded => Some(LABEL_DONE),
         JobState::Failed | JobState::GivenUp => Some(LABEL_FAILED),
         JobState::Cancelled => None,
+        JobState::NeedsInput => Some(LABEL_NEEDS_YOU),
         JobState::Queued
         | JobState::Dispatching
         | JobState::Running
@@ -111,6 +114,8 @@ pub struct StatusReport {
     pub last_error: Option<String>,
     /// The result of the pull-request search (after success).
     pub pull_request: Option<PullRequestSearch>,
+    /// What the agent asks, while the job waits for a person (`needs_input`).
+    pub question: Option<String>,
 }
 
 /// The status comment on GitHub.
@@ -644,6 +649,23 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
             humantime::format_duration(std::time::Duration::from_secs(secs))
         ));
     }
+    if report.state == JobState::NeedsInput {
+        // The agent's words, fenced: they are not afk's Markdown (no mentions, no links).
+        let question = report
+            .question
+            .as_deref()
+            .unwrap_or("the agent waits for a person in T3");
+        let longest = question.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+        let fence = "`".repeat(longest.max(2) + 1);
+        let where_ = match &report.thread {
+            Some(ThreadLink { url: Some(url), .. }) => format!("[in T3]({url})"),
+            _ => "in T3".to_owned(),
+        };
+        out.push_str(&format!(
+            "- **Needs you:** the agent asks, and waits for an answer {where_}:\n\n{fence}\n{}\n{fence}\n\n",
+            question.trim_end()
+        ));
+    }
     match &report.pull_request {
         Some(PullRequestSearch::Found(pr)) => {
             let how = match pr.matched_by {
@@ -692,6 +714,7 @@ fn state_words(state: JobState) -> &'static str {
         JobState::Queued => "queued",
         JobState::Dispatching => "starting",
         JobState::Running => "running",
+        JobState::NeedsInput => "needs you",
         JobState::RetryWait => "waiting to retry",
         JobState::Succeeded => "done",
         JobState::Failed => "failed",
@@ -749,6 +772,7 @@ mod tests {
             finished_at: Some(t0 + chrono::Duration::seconds(192)),
             last_error: Some("boom ``` fence".into()),
             pull_request: None,
+            question: None,
         };
         let text = render_comment(&report, t0);
         assert!(text.starts_with(STATUS_MARKER));
@@ -756,5 +780,39 @@ mod tests {
         assert!(text.contains("[`th-1`](http://t3.local/th-1)"), "{text}");
         assert!(text.contains("Duration: 3m 12s"), "{text}");
         assert!(text.contains("````\nboom ``` fence\n````"), "{text}");
+    }
+
+    #[test]
+    fn a_waiting_job_says_what_the_agent_asks_with_the_link_to_answer_it() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let report = StatusReport {
+            issue: issue(3),
+            attempt: 1,
+            state: JobState::NeedsInput,
+            thread: Some(ThreadLink {
+                id: "th-1".into(),
+                url: Some(Url::parse("http://t3.local/th-1").unwrap()),
+            }),
+            started_at: Some(t0),
+            finished_at: None,
+            last_error: None,
+            pull_request: None,
+            question: Some("May I drop table `users`? @someone".into()),
+        };
+        let text = render_comment(&report, t0);
+        assert!(text.contains("attempt 1 · **needs you**"), "{text}");
+        assert!(
+            text.contains("waits for an answer [in T3](http://t3.local/th-1)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("```\nMay I drop table `users`? @someone\n```"),
+            "the agent's words are fenced: {text}"
+        );
+        assert_eq!(status_label(JobState::NeedsInput), Some(LABEL_NEEDS_YOU));
+        assert!(
+            STATUS_LABELS.contains(&LABEL_NEEDS_YOU),
+            "removed again when it no longer applies"
+        );
     }
 }

@@ -64,6 +64,13 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// What was last reported on its issue ([`crate::Ledger::mark_reported`]), if anything.
     pub reported: Option<String>,
+    /// When its thread began to wait for a person, while the job is `needs_input`.
+    pub input_wait_since: Option<DateTime<Utc>>,
+    /// What the agent asks, while the job is `needs_input`.
+    pub input_question: Option<String>,
+    /// How long the live attempt's thread waited for people in all, the current wait left out
+    /// (reset when an attempt starts): time the turn timeout does not count.
+    pub input_waited: std::time::Duration,
 }
 
 impl Job {
@@ -169,6 +176,10 @@ pub struct WatchedAttempt {
     pub thread_id: ThreadId,
     /// When the attempt last changed: for a running attempt, when it started running.
     pub updated_at: DateTime<Utc>,
+    /// When its thread began to wait for a person, while the job is `needs_input`.
+    pub input_wait_since: Option<DateTime<Utc>>,
+    /// How long its thread waited for people before the current wait, if any.
+    pub input_waited: std::time::Duration,
 }
 
 /// One recorded transition of a job: the append-only event log.
@@ -208,6 +219,9 @@ pub(crate) struct JobRow {
     created_ms: i64,
     updated_ms: i64,
     reported: Option<String>,
+    input_wait_since_ms: Option<i64>,
+    input_question: Option<String>,
+    input_waited_ms: i64,
 }
 
 impl JobRow {
@@ -256,6 +270,13 @@ impl JobRow {
             created_at: instant(self.created_ms).map_err(|e| corrupt("created_ms", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("updated_ms", e))?,
             reported: self.reported,
+            input_wait_since: self
+                .input_wait_since_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("input_wait_since_ms", e))?,
+            input_question: self.input_question,
+            input_waited: waited(self.input_waited_ms).map_err(|e| corrupt("input_waited_ms", e))?,
         })
     }
 }
@@ -333,6 +354,8 @@ pub(crate) struct WatchedRow {
     issue_number: i64,
     job_state: String,
     not_before_ms: Option<i64>,
+    input_wait_since_ms: Option<i64>,
+    input_waited_ms: i64,
 }
 
 impl WatchedRow {
@@ -363,6 +386,12 @@ impl WatchedRow {
                 .map_err(|e: afk_core::UnknownState| corrupt("attempts.state", e.to_string()))?,
             thread_id: id_of(self.thread_id).map_err(|e| corrupt("attempts.thread_id", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("attempts.updated_ms", e))?,
+            input_wait_since: self
+                .input_wait_since_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("jobs.input_wait_since_ms", e))?,
+            input_waited: waited(self.input_waited_ms).map_err(|e| corrupt("jobs.input_waited_ms", e))?,
         })
     }
 }
@@ -412,6 +441,13 @@ fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) ->
 /// A stored count (attempts, tries) as the domain's `u32`.
 fn count(value: i64) -> Result<u32, String> {
     u32::try_from(value).map_err(|_| format!("{value} is not a count"))
+}
+
+/// A stored length in milliseconds as a duration.
+fn waited(ms: i64) -> Result<std::time::Duration, String> {
+    u64::try_from(ms)
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| format!("{ms} is not a length of time"))
 }
 
 /// A stored unix-millisecond timestamp as an instant.

@@ -1,7 +1,7 @@
 //! Writing the ledger: jobs as sources report them, transitions as the machine decides them, and
 //! the marks the control plane keeps (a thread stopped, a job reported).
 
-use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Transition};
+use afk_core::{AttemptChange, AttemptState, CancelReason, InputWait, JobId, JobState, Transition};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
@@ -99,6 +99,9 @@ impl Ledger {
     ///   to `running`, `End` stores its final state, error and end time and whether its thread
     ///   must still be stopped. A change to a live attempt the job does not have is
     ///   [`LedgerError::NoLiveAttempt`];
+    /// - the job's wait for a person changes per `transition.input_wait`: `Began` stores now and
+    ///   the question, `Ended` adds the wait's length to the live attempt's waiting time and
+    ///   clears both; a started attempt starts with no waiting time;
     /// - one event is appended.
     ///
     /// The schema rejects a second live attempt or a reused thread id
@@ -154,6 +157,37 @@ impl Ledger {
                             })?,
                     },
                 });
+            };
+            // The wait for a person, in a statement of its own so the compare-and-set above stays
+            // the transaction's first write; its row is the job as it now is.
+            let updated = match (&transition.input_wait, plan.attempts_added > 0) {
+                (None, false) => updated,
+                (wait, started) => {
+                    let (began, ended, question) = match wait {
+                        Some(InputWait::Began { question }) => (true, false, Some(question.as_str())),
+                        Some(InputWait::Ended) => (false, true, None),
+                        None => (false, false, None),
+                    };
+                    sqlx::query_as(
+                        "UPDATE jobs SET \
+                         input_waited_ms = CASE WHEN $1 THEN 0 \
+                             WHEN $2 AND input_wait_since_ms IS NOT NULL AND $3 > input_wait_since_ms \
+                             THEN input_waited_ms + ($3 - input_wait_since_ms) \
+                             ELSE input_waited_ms END, \
+                         input_wait_since_ms = CASE WHEN $4 THEN $3 WHEN $2 THEN NULL \
+                             ELSE input_wait_since_ms END, \
+                         input_question = CASE WHEN $4 THEN $5 WHEN $2 THEN NULL ELSE input_question END \
+                         WHERE id = $6 RETURNING *",
+                    )
+                    .bind(started)
+                    .bind(ended)
+                    .bind(now)
+                    .bind(began)
+                    .bind(question)
+                    .bind(job.0)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
             };
             let attempt_no = match &plan.attempt {
                 AttemptWrite::None => None,

@@ -234,6 +234,7 @@ on_both_backends!(
     a_leader_that_lost_its_lock_notices_and_cannot_write,
     only_the_current_leaders_writes_land,
     a_value_the_ledger_cannot_store_is_refused_as_the_items_fault,
+    a_wait_for_a_person_is_kept_and_its_length_summed,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -875,6 +876,85 @@ async fn counts_by_state_cover_every_state(fx: &Fixture) {
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 4);
 }
 
+async fn a_wait_for_a_person_is_kept_and_its_length_summed(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = running(ledger, 90, "thread-90").await;
+    assert_eq!((job.input_wait_since, job.input_waited), (None, Duration::ZERO));
+    let asks = |question: &str| Event::InputRequested {
+        question: question.to_owned(),
+    };
+    let waiting = step(ledger, &job, asks("May I drop the table?"), None, at(10)).await;
+    assert_eq!(waiting.state, JobState::NeedsInput);
+    assert_eq!(waiting.input_wait_since, Some(at(10)));
+    assert_eq!(waiting.input_question.as_deref(), Some("May I drop the table?"));
+    let watched = ledger.watched_attempts().await.unwrap();
+    assert_eq!(
+        (watched[0].job_state, watched[0].input_wait_since),
+        (JobState::NeedsInput, Some(at(10))),
+        "the watcher reads the wait with the live attempt"
+    );
+    let attempt = ledger.live_attempt(job.id).await.unwrap().expect("still live");
+    assert_eq!(
+        (attempt.state, attempt.updated_at),
+        (AttemptState::Running, at(2)),
+        "the attempt runs on: its running start (the turn timeout's origin) stays"
+    );
+
+    let reopened = Ledger::open(&fx.url).await.expect("reopen");
+    assert_eq!(
+        reopened.job(job.id).await.unwrap(),
+        Some(waiting.clone()),
+        "a restart keeps the wait"
+    );
+
+    let answered = step(ledger, &waiting, Event::InputAnswered, None, at(70)).await;
+    assert_eq!(answered.state, JobState::Running);
+    assert_eq!(
+        (answered.input_wait_since, answered.input_question.as_deref()),
+        (None, None)
+    );
+    assert_eq!(answered.input_waited, Duration::from_secs(60));
+    let again = step(ledger, &answered, asks("And the index?"), None, at(100)).await;
+    let done = step(ledger, &again, Event::ThreadSucceeded, None, at(130)).await;
+    assert_eq!(
+        (done.state, done.input_waited, done.input_wait_since),
+        (JobState::Succeeded, Duration::from_secs(90), None),
+        "an end while waiting ends the wait too"
+    );
+    let events = ledger.events(job.id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.note.contains("waits for a person: May I drop the table?")),
+        "{events:?}"
+    );
+
+    // A new attempt starts without the last one's waiting time.
+    let other = running(ledger, 91, "thread-91").await;
+    let other = step(ledger, &other, asks("?"), None, at(10)).await;
+    let other = step(
+        ledger,
+        &other,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(20),
+    )
+    .await;
+    assert_eq!(
+        (other.state, other.input_waited),
+        (JobState::RetryWait, Duration::from_secs(10))
+    );
+    let retried = step(
+        ledger,
+        &other,
+        Event::StartAttempt,
+        Some(&ids("thread-91b")),
+        at(60),
+    )
+    .await;
+    assert_eq!(retried.input_waited, Duration::ZERO);
+}
+
 async fn starting_an_attempt_needs_its_ids(fx: &Fixture) {
     let ledger = &fx.ledger;
     let job = queued(ledger, 30, 2, t0()).await;
@@ -1024,6 +1104,7 @@ async fn a_refused_job_fails_with_its_reason(fx: &Fixture) {
         note: "bogus".into(),
         fresh_budget: false,
         cancel_reason: None,
+        input_wait: None,
     };
     let error = ledger.record(other.id, &bogus, None, at(2)).await.unwrap_err();
     assert!(matches!(error, LedgerError::NoLiveAttempt { .. }), "{error:?}");
@@ -1500,6 +1581,8 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
             state: attempt.state,
             thread_id: attempt.thread_id.clone(),
             updated_at: attempt.updated_at,
+            input_wait_since: job.input_wait_since,
+            input_waited: job.input_waited,
         })
         .collect();
     assert_eq!(

@@ -379,6 +379,7 @@ fn settings(config: &Config) -> Settings {
         timeouts: Timeouts {
             stall: config.watch.stall_timeout,
             turn: config.watch.turn_timeout,
+            answer: config.limits.answer_timeout,
             lost_after: config.watch.poll_interval,
         },
         projects: repo_targets(config),

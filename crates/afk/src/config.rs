@@ -413,6 +413,10 @@ pub struct LimitsConfig {
     pub max_attempts: u32,
     /// Dispatches of one tick sent to T3 at once.
     pub parallel_dispatches: u32,
+    /// How long a thread may wait for a person (the agent asked in T3) before afk stops its
+    /// session and fails the job with a note that nobody answered.
+    #[serde(deserialize_with = "duration")]
+    pub answer_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -422,6 +426,7 @@ impl Default for LimitsConfig {
             per_repo: 2,
             max_attempts: 3,
             parallel_dispatches: 8,
+            answer_timeout: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -560,6 +565,7 @@ const OVERRIDABLE: &[&str] = &[
     "limits.per_repo",
     "limits.max_attempts",
     "limits.parallel_dispatches",
+    "limits.answer_timeout",
     "watch.poll_interval",
     "watch.stall_timeout",
     "watch.turn_timeout",
@@ -761,6 +767,7 @@ impl Config {
             ("watch.poll_interval", self.watch.poll_interval),
             ("watch.stall_timeout", self.watch.stall_timeout),
             ("watch.turn_timeout", self.watch.turn_timeout),
+            ("limits.answer_timeout", self.limits.answer_timeout),
             ("t3.connect_timeout", self.t3.connect_timeout),
             ("t3.request_timeout", self.t3.request_timeout),
             ("http.header_timeout", self.http.header_timeout),
@@ -778,6 +785,7 @@ impl Config {
             ("watch.poll_interval", self.watch.poll_interval),
             ("watch.stall_timeout", self.watch.stall_timeout),
             ("watch.turn_timeout", self.watch.turn_timeout),
+            ("limits.answer_timeout", self.limits.answer_timeout),
             ("t3.connect_timeout", self.t3.connect_timeout),
             ("t3.request_timeout", self.t3.request_timeout),
             ("retry.initial", self.retry.initial),

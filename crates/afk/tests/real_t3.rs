@@ -94,6 +94,7 @@ struct Settings {
     retry_initial: Duration,
     retry_cap: Duration,
     max_dispatch_tries: u32,
+    answer: Duration,
 }
 
 impl Default for Settings {
@@ -110,6 +111,7 @@ impl Default for Settings {
             retry_initial: Duration::from_millis(100),
             retry_cap: Duration::from_millis(500),
             max_dispatch_tries: 3,
+            answer: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -284,6 +286,7 @@ dir = "{issues}"
 max_concurrent = {mc}
 per_repo = {mc}
 max_attempts = {ma}
+answer_timeout = "{answer}ms"
 
 [watch]
 poll_interval = "{poll}ms"
@@ -316,6 +319,7 @@ listen = "127.0.0.1:0"
             tries = s.max_dispatch_tries,
             ri = s.retry_initial.as_millis(),
             rc = s.retry_cap.as_millis(),
+            answer = s.answer.as_millis(),
         );
         std::fs::write(self.config_path(), text).expect("the config file");
     }
@@ -1045,6 +1049,195 @@ on_both!(
     person_interrupts,
     "interrupt-push",
     Settings::default(),
+    SimConfig::realistic()
+);
+
+/// The open question of thread `id` as T3's detail shows it: its `requestId` and first question id.
+async fn open_question(run: &Run, id: &str) -> (String, String) {
+    let detail: Value = reqwest::Client::new()
+        .get(format!("{}/api/orchestration/threads/{id}", run.t3_url()))
+        .bearer_auth(run.token())
+        .send()
+        .await
+        .expect("T3 answers")
+        .json()
+        .await
+        .expect("the detail is JSON");
+    let asked = detail["thread"]["activities"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .rev()
+                .find(|a| a["kind"] == "user-input.requested")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{}: thread {id} asks nothing: {detail}", run.name()));
+    (
+        asked["payload"]["requestId"]
+            .as_str()
+            .expect("a request id")
+            .to_owned(),
+        asked["payload"]["questions"][0]["id"]
+            .as_str()
+            .expect("a question id")
+            .to_owned(),
+    )
+}
+
+/// Waits until `afk jobs` shows the first job in `state`; returns its thread id.
+async fn first_job_in(run: &Run, state: &str) -> String {
+    let jobs = run
+        .jobs_until(state, |jobs| jobs.first().is_some_and(|j| j["state"] == state))
+        .await;
+    jobs[0]["thread_id"].as_str().expect("a thread").to_owned()
+}
+
+/// The agent asks a person (`[sim:ask]`): the job waits in `needs_input` for longer than the
+/// stall and turn timeouts without being stopped (on the real T3 the thread's `updatedAt` does
+/// not move while it waits, and only the shell shows the wait), goes back to running once a
+/// person answers with `thread.user-input.respond`, and succeeds with its first attempt. A
+/// `kill -9` of afk while the thread waits changes none of that.
+async fn asks_a_person(mut run: Run) {
+    run.add_issue(30, "[sim:ask] Do it.");
+    run.start_afk();
+    let thread_id = first_job_in(&run, "needs_input").await;
+    // Past the stall (2 s) and turn (4 s) timeouts, the job still waits.
+    let until = Instant::now() + run.settings.turn + Duration::from_secs(2);
+    while Instant::now() < until {
+        let jobs = run.jobs().await;
+        assert_eq!(
+            jobs[0]["state"],
+            "needs_input",
+            "{}: {jobs:#?}
+{}",
+            run.name(),
+            run.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // kill -9 while it waits: the restarted afk finds the wait where it was.
+    let since = Ledger::open(&run.ledger_url())
+        .await
+        .expect("the ledger")
+        .jobs()
+        .await
+        .expect("jobs")[0]
+        .input_wait_since;
+    run.kill_afk().await;
+    run.start_afk();
+    run.jobs_until("the restarted afk's ledger", |jobs| jobs.len() == 1)
+        .await;
+    tokio::time::sleep(run.settings.poll * 3).await; // a few of its ticks, to see it leaves the job be
+    let job = Ledger::open(&run.ledger_url())
+        .await
+        .expect("the ledger")
+        .jobs()
+        .await
+        .expect("jobs")[0]
+        .clone();
+    assert_eq!(
+        (job.state, job.input_wait_since),
+        (afk_core::JobState::NeedsInput, since),
+        "{}: after kill -9 the wait goes on from where it began",
+        run.name()
+    );
+    let (request, question) = open_question(&run, &thread_id).await;
+    run.t3_command(json!({
+        "type": "thread.user-input.respond", "commandId": uuid(), "threadId": thread_id,
+        "requestId": request, "answers": { question: "yes" }, "createdAt": now(),
+    }))
+    .await;
+    let jobs = run.final_jobs(1).await;
+    assert_eq!(
+        jobs[0]["state"],
+        "succeeded",
+        "{}: {jobs:#?}
+{}",
+        run.name(),
+        run.log_tail(30)
+    );
+    assert_eq!(jobs[0]["attempts"], 1, "{}: {jobs:#?}", run.name());
+    let thread = run.thread(&thread_id).await;
+    assert_eq!(
+        thread["latestTurn"]["state"],
+        "completed",
+        "{}: {thread}",
+        run.name()
+    );
+    run.kill_afk().await;
+}
+
+fn waiting() -> Settings {
+    Settings {
+        stall: Duration::from_secs(2),
+        turn: Duration::from_secs(4),
+        max_attempts: 1,
+        ..Settings::default()
+    }
+}
+
+on_both!(
+    a_question_waits_for_a_person_and_goes_on_once_answered_against_the_real_t3,
+    a_question_waits_for_a_person_and_goes_on_once_answered_against_the_stand_in,
+    asks_a_person,
+    "asks",
+    waiting(),
+    SimConfig::realistic()
+);
+
+on_both!(
+    a_question_waits_for_a_person_when_polling_against_the_real_t3,
+    a_question_waits_for_a_person_when_polling_against_the_stand_in,
+    asks_a_person,
+    "asks-poll",
+    Settings {
+        push: false,
+        poll: Duration::from_millis(500),
+        ..waiting()
+    },
+    SimConfig::realistic()
+);
+
+/// Nobody answers within `[limits] answer_timeout`: afk stops the session (never an interrupt,
+/// which on the real T3 would stop it delivering provider commands to every thread), the job
+/// fails saying so, its agent is gone, and T3 still runs the next job's turn.
+async fn nobody_answers(mut run: Run) {
+    run.add_issue(31, "[sim:ask] Do it.");
+    run.start_afk();
+    let thread_id = first_job_in(&run, "needs_input").await;
+    let jobs = run
+        .jobs_until("a failed job", |jobs| {
+            jobs.first().is_some_and(|j| j["state"] == "failed")
+        })
+        .await;
+    let error = jobs[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("nobody answered"), "{}: {jobs:#?}", run.name());
+    let thread = run
+        .thread_until(&thread_id, "stopped", |t| t["session"]["status"] == "stopped")
+        .await;
+    let worktree = thread["worktreePath"].as_str().unwrap_or_default().to_owned();
+    run.agent_gone(&thread_id, &worktree).await;
+    run.add_issue(32, "Do it.");
+    let jobs = run.final_jobs(2).await;
+    let next = jobs.iter().find(|j| j["number"] == 32).expect("the next job");
+    assert_eq!(
+        next["state"],
+        "succeeded",
+        "{}: T3 still runs turns: {jobs:#?}",
+        run.name()
+    );
+    run.kill_afk().await;
+}
+
+on_both!(
+    nobody_answering_stops_the_session_and_t3_goes_on_against_the_real_t3,
+    nobody_answering_stops_the_session_and_t3_goes_on_against_the_stand_in,
+    nobody_answers,
+    "unanswered",
+    Settings {
+        answer: Duration::from_secs(3),
+        ..waiting()
+    },
     SimConfig::realistic()
 );
 

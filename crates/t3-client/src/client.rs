@@ -18,13 +18,15 @@ use crate::wire::vcs::{ListRefs, RefPage, RemoveWorktree, VcsRef, VCS_LIST_REFS,
 use crate::wire::{
     t3_text_len, BootstrapThread, ClientCommand, DispatchResult, EnvironmentDescriptor, ErrorBody,
     InteractionMode, MessageRole, ModelSelection, NonEmptyString, PrepareWorktree, ProjectCreate, ReadModel,
-    RuntimeMode, ServerConfig, ThreadCreate, ThreadDetail, ThreadRef, ThreadSessionStop, ThreadTurnInterrupt,
-    ThreadTurnStart, Timestamp, TurnBootstrap, TurnMessage, MAX_INPUT_CHARS, SERVER_GET_CONFIG,
+    RuntimeMode, ServerConfig, ShellSnapshot, ThreadCreate, ThreadDetail, ThreadRef, ThreadSessionStop,
+    ThreadTurnInterrupt, ThreadTurnStart, Timestamp, TurnBootstrap, TurnMessage, MAX_INPUT_CHARS,
+    SERVER_GET_CONFIG,
 };
 
 const DISPATCH_PATH: &str = "/api/orchestration/dispatch";
 const SNAPSHOT_PATH: &str = "/api/orchestration/snapshot";
 const THREADS_PATH: &str = "/api/orchestration/threads";
+const SHELL_PATH: &str = "/api/orchestration/shell";
 const ENVIRONMENT_PATH: &str = "/.well-known/t3/environment";
 
 /// One issue of one repository, as the client names it in thread titles and branches.
@@ -754,6 +756,17 @@ impl T3Client {
             Ok((model, unreadable)) => Ok(crate::Fleet::from_read_model(model, unreadable)),
             // Decoded again for the error's path.
             Err(_) => decode::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
+        }
+    }
+
+    /// T3's shell view (`GET /api/orchestration/shell`), decoded thread by thread like
+    /// [`T3Client::fleet`]: the only HTTP view that says which threads wait for a person
+    /// (`hasPendingUserInput`, `hasPendingApprovals`; the snapshot has no such flags).
+    pub async fn shell(&self) -> Result<crate::Fleet, T3Error> {
+        let reply = self.request("shell", Method::Get, SHELL_PATH, None).await?;
+        match ShellSnapshot::decode_per_thread(&reply) {
+            Ok((shell, unreadable)) => Ok(crate::Fleet::from_shell_with(shell, unreadable)),
+            Err(_) => decode::<ShellSnapshot>("shell", &reply).map(crate::Fleet::from_shell),
         }
     }
 

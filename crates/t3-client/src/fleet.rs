@@ -20,6 +20,9 @@ pub struct Fleet {
     threads: HashMap<ThreadId, Thread>,
     projects: HashMap<ProjectId, ProjectShell>,
     unreadable: HashMap<ThreadId, String>,
+    /// Built from T3's shell (stream or `GET /api/orchestration/shell`), whose threads carry the
+    /// flags that say who waits for a person; the snapshot's do not.
+    shows_waits: bool,
 }
 
 /// What applying one stream item changed, for waking the control plane only when it matters.
@@ -45,6 +48,7 @@ impl Fleet {
         Self {
             sequence: snapshot.snapshot_sequence,
             projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+            shows_waits: true,
             ..Self::of_threads(threads, unreadable)
         }
     }
@@ -83,6 +87,12 @@ impl Fleet {
             unreadable,
             ..Self::default()
         }
+    }
+
+    /// True when this view came from T3's shell, so that [`Thread::waits_for_person`] can be read
+    /// from its threads; false for the snapshot's view, whose threads never say so.
+    pub fn shows_waits(&self) -> bool {
+        self.shows_waits
     }
 
     /// Why T3 lists the thread `id` in a way afk cannot read, when it does: its attempt is then
@@ -166,8 +176,12 @@ impl Fleet {
             ShellItem::ThreadUpserted { thread, .. } => {
                 let thread = thread.into_thread();
                 let was_unreadable = self.unreadable.remove(&thread.id).is_some();
-                let before = self.threads.get(&thread.id).map(|t| ThreadState::of(Some(t)));
-                let after = ThreadState::of(Some(&thread));
+                // A thread beginning or ending a wait for a person changes what afk does too.
+                let before = self
+                    .threads
+                    .get(&thread.id)
+                    .map(|t| (ThreadState::of(Some(t)), t.waits_for_person()));
+                let after = (ThreadState::of(Some(&thread)), thread.waits_for_person());
                 let id = thread.id.clone();
                 self.threads.insert(id.clone(), thread);
                 if before.as_ref() == Some(&after) && !was_unreadable {

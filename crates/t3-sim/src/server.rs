@@ -277,6 +277,13 @@ impl SimServer {
             .map_err(|refusal| refusal.message)
     }
 
+    /// Every client command dispatched to the stand-in so far (over HTTP or the RPC, with a
+    /// worktree bootstrap's own steps left out), in order: its type (`thread.turn.interrupt`, …)
+    /// and the thread it names.
+    pub fn commands_received(&self) -> Vec<(&'static str, Option<ThreadId>)> {
+        lock(&self.shared.world).received()
+    }
+
     /// Ends the thread's starting or running turn now with `outcome` (a `[sim:hang]` turn, for
     /// instance). False when the thread is unknown or has no turn in progress.
     pub fn finish_turn(&self, thread_id: &str, outcome: TurnOutcome) -> bool {

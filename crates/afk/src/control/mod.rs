@@ -100,8 +100,12 @@ impl TickClock {
 pub struct Timeouts {
     /// A running thread whose `updatedAt` has not moved for this long is stalled.
     pub stall: Duration,
-    /// An attempt running for longer than this (from when T3 accepted its turn) has timed out.
+    /// An attempt running for longer than this (from when T3 accepted its turn, the time its
+    /// thread waited for people left out) has timed out.
     pub turn: Duration,
+    /// A thread waiting for a person this long is given up on: its session is stopped (never
+    /// interrupted) and its job fails (`[limits] answer_timeout`).
+    pub answer: Duration,
     /// A thread is lost only when T3's view has lacked it for this long (and in two views in a
     /// row): a view taken just as T3 applies a command, or a stream a moment behind a dispatch
     /// reply, may not show it yet. The poll interval.

@@ -26,7 +26,8 @@ fn scrubbed(event: &Event) -> Cow<'_, Event> {
         | Event::DispatchRejected { error }
         | Event::BootstrapFailed { error }
         | Event::ThreadFailed { error }
-        | Event::TimedOut { reason: error } => error,
+        | Event::TimedOut { reason: error }
+        | Event::InputRequested { question: error } => error,
         _ => return Cow::Borrowed(event),
     };
     let Cow::Owned(clean) = scrub(text) else {
@@ -39,7 +40,8 @@ fn scrubbed(event: &Event) -> Cow<'_, Event> {
         | Event::DispatchRejected { error }
         | Event::BootstrapFailed { error }
         | Event::ThreadFailed { error }
-        | Event::TimedOut { reason: error } => *error = clean,
+        | Event::TimedOut { reason: error }
+        | Event::InputRequested { question: error } => *error = clean,
         _ => {}
     }
     Cow::Owned(event)

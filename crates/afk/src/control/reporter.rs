@@ -92,6 +92,7 @@ impl StatusReporter {
                 // in `afk jobs --json`, not in a comment on the issue.
                 last_error: views::last_error(&job, last).map(|e| afk_core::first_line(&e).into_owned()),
                 pull_request,
+                question: job.input_question.clone(),
             };
             match self.reporter.report(&status).await {
                 Ok(ReportOutcome::Reported(_)) => {}

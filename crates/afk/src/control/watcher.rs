@@ -14,7 +14,7 @@ use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use afk_secrets::redact::redact_url;
 use chrono::{DateTime, Utc};
-use t3_client::wire::{SessionStatus, Timestamp};
+use t3_client::wire::{PendingRequest, SessionStatus, Timestamp};
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 use tracing::Instrument;
 
@@ -85,6 +85,86 @@ pub fn thread_event(sighting: &Sighting, running_for: Duration, timeouts: &Timeo
         // In the view but deleted: T3 removed it.
         ThreadState::Lost => Some(Event::ThreadLost),
     }
+}
+
+/// The event a wait for a person calls for, for an attempt whose job waits (`waiting`) or runs:
+/// T3 shows the thread as `sighting`, `asks` says whether it waits for a person (`None`: T3's
+/// shell cannot say now) and `waited` how long the current wait has lasted. `None` leaves the
+/// rest to [`thread_event`] for a running job, and means "nothing now" for a waiting one, which
+/// is never timed out or judged stalled: its thread is never interrupted.
+pub fn wait_event(
+    sighting: &Sighting,
+    waiting: bool,
+    asks: Option<bool>,
+    waited: Option<Duration>,
+    timeouts: &Timeouts,
+) -> Option<Event> {
+    let runs = matches!(
+        sighting,
+        Sighting::Seen {
+            state: ThreadState::Running,
+            ..
+        }
+    );
+    match (waiting, runs, asks) {
+        (false, true, Some(true)) => Some(Event::InputRequested {
+            question: String::new(),
+        }),
+        (false, _, _) => None,
+        (true, true, Some(true)) => {
+            let waited = waited.unwrap_or_default();
+            (waited > timeouts.answer).then_some(Event::NobodyAnswered {
+                waited,
+                limit: timeouts.answer,
+            })
+        }
+        (true, true, Some(false)) => Some(Event::InputAnswered),
+        (true, true, None) => None,
+        // Ended, gone or not yet back: as for a running attempt, minus the timeouts.
+        (true, false, _) => match thread_event(sighting, Duration::ZERO, timeouts) {
+            Some(Event::TimedOut { .. }) | None => None,
+            Some(other) => Some(other),
+        },
+    }
+}
+
+/// What the agent asks, as people read it: each question with its offered answers, each approval
+/// with what is to be approved, one per line.
+pub fn describe_requests(requests: &[PendingRequest]) -> String {
+    let mut lines = Vec::new();
+    for request in requests {
+        match request {
+            PendingRequest::UserInput { questions, .. } => {
+                for q in questions {
+                    let mut line = match q.header.as_deref().filter(|h| !h.trim().is_empty()) {
+                        Some(header) => format!("{header}: {}", q.question.trim()),
+                        None => q.question.trim().to_owned(),
+                    };
+                    let options: Vec<&str> = q
+                        .options
+                        .iter()
+                        .map(|o| o.label.trim())
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    if !options.is_empty() {
+                        line.push_str(&format!(" (answers offered: {})", options.join(" / ")));
+                    }
+                    lines.push(line);
+                }
+                if questions.is_empty() {
+                    lines.push("the agent asks a question afk cannot read; see the thread in T3".into());
+                }
+            }
+            PendingRequest::Approval { summary, detail, .. } => lines.push(match detail {
+                Some(detail) => format!("{summary}: {}", detail.trim()),
+                None => summary.clone(),
+            }),
+        }
+    }
+    if lines.is_empty() {
+        return "the agent waits for a person in T3 (its thread names no open question yet)".into();
+    }
+    lines.join("\n")
 }
 
 /// Where stopping a thread stands.
@@ -445,8 +525,16 @@ impl Watcher {
         self.stalls.pass += 1;
         let mut absent = HashSet::new();
         let mut recorded = false;
+        let shell = self.waits_view(fleet, live).await;
+        let waits = if fleet.shows_waits() {
+            Some(fleet)
+        } else {
+            shell.as_ref()
+        };
         for attempt in live {
-            if attempt.state != AttemptState::Running || attempt.job_state != JobState::Running {
+            let waiting = attempt.job_state == JobState::NeedsInput;
+            if attempt.state != AttemptState::Running || !(attempt.job_state == JobState::Running || waiting)
+            {
                 continue;
             }
             if let Some(reason) = fleet.unreadable(&attempt.thread_id) {
@@ -465,11 +553,39 @@ impl Watcher {
             );
             // While an attempt runs its row changes no more, so `updated_at` is when it started
             // running: time spent dispatching (T3 down, a rejected token) is not held against the
-            // agent. A negative span (clock stepped back) reads as zero: never a timeout.
-            let running_for = (now - attempt.updated_at).to_std().unwrap_or_default();
-            let Some(event) = thread_event(&seen, running_for, &self.timeouts) else {
+            // agent, nor is the time its thread waited for people. A negative span (clock stepped
+            // back) reads as zero: never a timeout.
+            let running_for = (now - attempt.updated_at)
+                .to_std()
+                .unwrap_or_default()
+                .saturating_sub(attempt.input_waited);
+            // Whether the thread waits for a person; `None` when T3's shell cannot say this tick.
+            let asks = waits.map(|view| {
+                view.thread(&attempt.thread_id)
+                    .is_some_and(|t| t.waits_for_person())
+            });
+            let waited = attempt
+                .input_wait_since
+                .map(|since| (now - since).to_std().unwrap_or_default());
+            let Some(event) = wait_event(&seen, waiting, asks, waited, &self.timeouts).or_else(|| {
+                (!waiting)
+                    .then(|| thread_event(&seen, running_for, &self.timeouts))
+                    .flatten()
+            }) else {
                 continue;
             };
+            let event = match event {
+                // What the agent asks is read once per wait, when it begins.
+                Event::InputRequested { .. } => Event::InputRequested {
+                    question: self.question(&attempt.thread_id).await,
+                },
+                other => other,
+            };
+            if event == Event::InputAnswered {
+                // The thread's `updatedAt` may not have moved for the whole wait: its stall clock
+                // starts again now.
+                self.stalls.seen.remove(&attempt.thread_id);
+            }
             let event = match event {
                 // T3 turns an interrupted turn into a completed one within half a second: a
                 // success is recorded only when the thread's detail shows no interrupt.
@@ -500,6 +616,46 @@ impl Watcher {
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
         self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
         Ok(recorded)
+    }
+
+    /// T3's shell view, read over HTTP (`GET /api/orchestration/shell`) when `fleet` is the
+    /// snapshot's (which cannot say who waits for a person) and a running or waiting attempt's
+    /// thread runs in it; `None` when not needed or when T3 does not answer (then nothing about a
+    /// wait is concluded this tick).
+    async fn waits_view(&mut self, fleet: &Fleet, live: &[WatchedAttempt]) -> Option<Fleet> {
+        if fleet.shows_waits() {
+            return None;
+        }
+        let needed = live.iter().any(|a| {
+            a.state == AttemptState::Running
+                && matches!(a.job_state, JobState::Running | JobState::NeedsInput)
+                && fleet
+                    .thread(&a.thread_id)
+                    .is_some_and(|t| ThreadState::of(Some(t)) == ThreadState::Running)
+        });
+        if !needed {
+            return None;
+        }
+        match self.reader.shell().await {
+            Ok(shell) => Some(shell),
+            Err(error) => {
+                tracing::debug!("cannot read T3's shell to see which threads wait for a person: {error}");
+                None
+            }
+        }
+    }
+
+    /// What the agent of `thread` asks, for people (the status comment, the event log), from the
+    /// thread's detail; when that cannot be read, a line saying so (the wait is recorded all the
+    /// same: the question is only shown, never acted on).
+    async fn question(&self, thread: &ThreadId) -> String {
+        match self.reader.thread_detail(thread).await {
+            Ok(Some(detail)) => describe_requests(&detail.thread.pending_requests()),
+            Ok(None) => "the agent waits for a person in T3 (T3 has no detail for its thread)".into(),
+            Err(error) => {
+                format!("the agent waits for a person in T3 (afk cannot read what it asks: {error})")
+            }
+        }
     }
 
     /// Whether the latest turn of `thread` (which T3's view shows completed) was interrupted, as
@@ -688,7 +844,10 @@ fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)])
             .is_none_or(|thread| thread.deleted_at.is_some())
     };
     live.iter()
-        .filter(|a| a.state == AttemptState::Running && a.job_state == JobState::Running)
+        .filter(|a| {
+            a.state == AttemptState::Running
+                && matches!(a.job_state, JobState::Running | JobState::NeedsInput)
+        })
         .any(|a| lacks(&a.thread_id))
         || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
 }
@@ -701,6 +860,7 @@ mod tests {
         Timeouts {
             stall: Duration::from_secs(60),
             turn: Duration::from_secs(600),
+            answer: Duration::from_secs(3600),
             lost_after: Duration::from_secs(5),
         }
     }
@@ -772,6 +932,83 @@ mod tests {
         Some(Event::ThreadFailed {
             error: error.to_owned(),
         })
+    }
+
+    #[test]
+    fn a_wait_for_a_person_is_never_timed_out_and_ends_when_answered_or_unanswered_too_long() {
+        use ThreadState::{Running, Starting, Succeeded};
+        let asks = || {
+            Some(Event::InputRequested {
+                question: String::new(),
+            })
+        };
+        let unanswered = |secs| {
+            Some(Event::NobodyAnswered {
+                waited: Duration::from_secs(secs),
+                limit: Duration::from_secs(3600),
+            })
+        };
+        let hours = |h: u64| Some(Duration::from_secs(h * 3600));
+        // (what T3 shows, the job waits, the thread asks, waited, the event, why)
+        #[rustfmt::skip]
+        let cases = [
+            (seen(Running, true, 10), false, Some(true), None, asks(), "a running thread asks: the job waits"),
+            (seen(Running, true, 10), false, Some(false), None, None, "a running thread that does not ask: the timeouts decide"),
+            (seen(Running, true, 10), false, None, None, None, "T3's shell cannot say: nothing concluded"),
+            (seen(Starting, false, 10), false, Some(true), None, None, "a thread not running yet does not ask"),
+            (seen(Running, true, 9_999), true, Some(true), hours(0), None, "waiting: never stalled"),
+            (seen(Running, true, 10), true, Some(true), Some(Duration::from_secs(3599)), None, "within the answer timeout"),
+            (seen(Running, true, 10), true, Some(true), Some(Duration::from_secs(3601)), unanswered(3601), "past it"),
+            (seen(Running, true, 10), true, Some(false), hours(5), Some(Event::InputAnswered), "answered"),
+            (seen(Running, true, 10), true, None, hours(5), None, "cannot tell: it waits on"),
+            (seen(Succeeded, true, 0), true, Some(false), hours(1), Some(Event::ThreadSucceeded), "answered and done between two looks"),
+            (seen(failed(Some("boom")), true, 0), true, None, hours(1), thread_failed("boom"), "ended while waiting"),
+            (Sighting::Missing { for_good: true }, true, None, hours(1), Some(Event::ThreadLost), "gone while waiting"),
+            (seen(Starting, false, 9_999), true, None, hours(1), None, "not back yet, never a stall"),
+        ];
+        for (sighting, waiting, asks, waited, expected, why) in cases {
+            assert_eq!(
+                wait_event(&sighting, waiting, asks, waited, &timeouts()),
+                expected,
+                "{why}: {sighting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_agent_asks_reads_as_its_questions_with_their_offered_answers() {
+        use t3_client::wire::{Question, QuestionOption};
+        let question = Question {
+            id: "q1".into(),
+            header: Some("Schema".into()),
+            question: "May I drop the old table?".into(),
+            options: vec![
+                QuestionOption {
+                    label: "yes".into(),
+                    description: None,
+                },
+                QuestionOption {
+                    label: "no".into(),
+                    description: Some("keep it".into()),
+                },
+            ],
+        };
+        let requests = [
+            PendingRequest::UserInput {
+                request_id: Some("r1".into()),
+                questions: vec![question],
+            },
+            PendingRequest::Approval {
+                request_id: None,
+                summary: "Command approval requested".into(),
+                detail: Some("rm -rf build".into()),
+            },
+        ];
+        assert_eq!(
+            describe_requests(&requests),
+            "Schema: May I drop the old table? (answers offered: yes / no)\nCommand approval requested: rm -rf build"
+        );
+        assert!(describe_requests(&[]).contains("names no open question yet"));
     }
 
     #[test]

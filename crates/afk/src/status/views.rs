@@ -119,6 +119,8 @@ pub struct RunningView {
     pub issue: IssueRef,
     /// `dispatching` or `running` (the attempt's state).
     pub state: String,
+    /// The job's state: `needs_input` while the thread waits for a person to answer it in T3.
+    pub job_state: String,
     /// The attempt's number.
     pub attempt: u32,
     /// Its T3 thread (Symphony's `session_id`).
@@ -267,6 +269,7 @@ pub async fn state(ledger: &Ledger, links: &Links, now: DateTime<Utc>) -> Result
             Some(RunningView {
                 issue: IssueRef::of(job, links),
                 state: a.state.to_string(),
+                job_state: job.state.to_string(),
                 attempt: a.number.0,
                 session_id: a.thread_id.to_string(),
                 thread_id: a.thread_id.to_string(),

@@ -212,6 +212,74 @@ impl Thread {
         })
     }
 
+    /// True when the agent waits for a person: the shell's `hasPendingUserInput` or
+    /// `hasPendingApprovals` (false in a thread read from the snapshot, which lacks them), counted
+    /// only while the thread runs with its session `running`: on T3 the flag stays true for good
+    /// after a session stop, and once showed while the session was still starting.
+    pub fn waits_for_person(&self) -> bool {
+        (self.has_pending_user_input || self.has_pending_approvals)
+            && self.session.as_ref().map(|s| s.status) == Some(SessionStatus::Running)
+            && ThreadState::of(Some(self)) == ThreadState::Running
+    }
+
+    /// What the agent asks people and nobody answered yet, oldest first, as the thread's detail
+    /// says it (the snapshot's threads have no activities: empty there): every
+    /// `user-input.requested` and `approval.requested` activity without a later
+    /// `user-input.resolved` / `approval.resolved` of the same `requestId`. Tolerant: an activity
+    /// or a question afk cannot read is skipped, and missing texts read as empty.
+    pub fn pending_requests(&self) -> Vec<PendingRequest> {
+        let activities = self.typed_activities();
+        let request_id = |a: &Activity| {
+            a.payload
+                .get("requestId")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let resolved = |kind: &str, id: &Option<String>| {
+            activities
+                .iter()
+                .any(|a| a.kind == kind && id.is_some() && request_id(a) == *id)
+        };
+        let mut pending = Vec::new();
+        for activity in &activities {
+            let id = request_id(activity);
+            match activity.kind.as_str() {
+                "user-input.requested" if !resolved("user-input.resolved", &id) => {
+                    let questions = activity
+                        .payload
+                        .get("questions")
+                        .and_then(serde_json::Value::as_array)
+                        .map(|qs| {
+                            qs.iter()
+                                .filter_map(|q| serde_json::from_value::<Question>(q.clone()).ok())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    pending.push(PendingRequest::UserInput {
+                        request_id: id,
+                        questions,
+                    });
+                }
+                "approval.requested" if !resolved("approval.resolved", &id) => {
+                    let text = |key: &str| {
+                        activity
+                            .payload
+                            .get(key)
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    pending.push(PendingRequest::Approval {
+                        request_id: id,
+                        summary: activity.summary.clone(),
+                        detail: text("detail"),
+                    });
+                }
+                _ => {}
+            }
+        }
+        pending
+    }
+
     /// Its activities, typed (the thread detail has them; the snapshot's are empty). An entry
     /// that is not an activity is skipped.
     pub fn typed_activities(&self) -> Vec<Activity> {
@@ -230,6 +298,57 @@ pub struct ThreadDetail {
     pub snapshot_sequence: u64,
     /// The thread, hydrated.
     pub thread: Thread,
+}
+
+/// Something the agent asks a person and waits for (see [`Thread::pending_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingRequest {
+    /// A question (`user-input.requested`; a person answers with `thread.user-input.respond`).
+    UserInput {
+        /// T3's id of the request (`payload.requestId`), when it gave one.
+        request_id: Option<String>,
+        /// The questions, as far as they could be read.
+        questions: Vec<Question>,
+    },
+    /// An approval of a command or a change (`approval.requested`).
+    Approval {
+        /// T3's id of the request, when it gave one.
+        request_id: Option<String>,
+        /// T3's line for people, e.g. "Command approval requested".
+        summary: String,
+        /// What is to be approved (the command, the file), when T3 says.
+        detail: Option<String>,
+    },
+}
+
+/// One question of a `user-input.requested` activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    /// Its id (the key of its answer in `thread.user-input.respond`).
+    #[serde(default)]
+    pub id: String,
+    /// A short heading, when given.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The question itself.
+    #[serde(default)]
+    pub question: String,
+    /// The answers offered, if any.
+    #[serde(default)]
+    pub options: Vec<QuestionOption>,
+}
+
+/// One answer a question offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionOption {
+    /// The answer.
+    #[serde(default)]
+    pub label: String,
+    /// What it means, when given.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// One entry of a thread's activity log (T3's `OrchestrationThreadActivity`), e.g.
@@ -570,5 +689,106 @@ mod tests {
             assert_eq!(ThreadState::of(Some(&thread)), expected, "{why}");
         }
         assert_eq!(ThreadState::of(None), ThreadState::Lost, "absent");
+    }
+    fn waiting_thread(turn: &str, session: &str, flag: bool, activities: serde_json::Value) -> Thread {
+        serde_json::from_value::<Thread>(serde_json::json!({
+            "id": "th", "projectId": "p", "title": "t",
+            "modelSelection": {"instanceId": "codex", "model": "m"},
+            "runtimeMode": "full-access", "interactionMode": "default", "branch": null,
+            "worktreePath": null,
+            "latestTurn": {"turnId": "t1", "state": turn, "requestedAt": "2026-11-24T19:14:36.116Z",
+                "startedAt": null, "completedAt": null, "assistantMessageId": null},
+            "createdAt": "2026-11-24T19:14:36.116Z", "updatedAt": "2026-11-24T19:14:36.116Z",
+            "archivedAt": null, "deletedAt": null,
+            "session": {"threadId": "th", "status": session, "providerName": "codex",
+                "runtimeMode": "full-access", "activeTurnId": null, "lastError": null,
+                "updatedAt": "2026-11-24T19:14:36.116Z"},
+            "hasPendingUserInput": flag,
+            "activities": activities,
+        }))
+        .expect("a thread")
+    }
+
+    #[test]
+    fn a_thread_waits_for_a_person_only_while_it_runs_with_the_flag_up() {
+        let none = serde_json::json!([]);
+        // (turn, session, flag, waits, why)
+        let cases = [
+            ("running", "running", true, true, "asked while running"),
+            ("running", "running", false, false, "no flag"),
+            (
+                "interrupted",
+                "stopped",
+                true,
+                false,
+                "the flag stays up for good after a session stop",
+            ),
+            (
+                "running",
+                "starting",
+                true,
+                false,
+                "it once showed while the session was starting",
+            ),
+            ("completed", "ready", true, false, "done"),
+        ];
+        for (turn, session, flag, waits, why) in cases {
+            assert_eq!(
+                waiting_thread(turn, session, flag, none.clone()).waits_for_person(),
+                waits,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_requests_are_the_questions_and_approvals_nobody_resolved() {
+        let activity = |kind: &str, payload: serde_json::Value| {
+            serde_json::json!({"id": format!("a-{kind}"), "tone": "info", "kind": kind, "summary": "s",
+                "payload": payload, "turnId": "t1", "createdAt": "2026-11-24T19:14:36.116Z"})
+        };
+        let asked = |id: &str| {
+            activity(
+                "user-input.requested",
+                serde_json::json!({"requestId": id, "questions": [
+                    {"id": "q", "header": "H", "question": "Go on?", "options": [{"label": "yes", "description": "d"}],
+                     "multiSelect": false},
+                    {"unexpected": true},
+                ]}),
+            )
+        };
+        let activities = serde_json::json!([
+            asked("r1"),
+            activity("user-input.resolved", serde_json::json!({"requestId": "r1", "answers": {}})),
+            asked("r2"),
+            activity("approval.requested", serde_json::json!({"requestId": "p1", "detail": "rm -rf x"})),
+            {"not": "an activity"},
+        ]);
+        let thread = waiting_thread("running", "running", true, activities);
+        let pending = thread.pending_requests();
+        assert_eq!(pending.len(), 2, "{pending:?}");
+        let PendingRequest::UserInput {
+            request_id,
+            questions,
+        } = &pending[0]
+        else {
+            panic!("{pending:?}");
+        };
+        assert_eq!(request_id.as_deref(), Some("r2"), "r1 was answered");
+        assert_eq!(questions[0].question, "Go on?");
+        assert_eq!(questions[0].options[0].label, "yes");
+        assert_eq!(
+            questions.len(),
+            2,
+            "an odd question reads with empty texts, not as an error"
+        );
+        assert_eq!(
+            pending[1],
+            PendingRequest::Approval {
+                request_id: Some("p1".into()),
+                summary: "s".into(),
+                detail: Some("rm -rf x".into()),
+            }
+        );
     }
 }

@@ -200,6 +200,28 @@ pub struct ShellSnapshot {
     pub updated_at: Timestamp,
 }
 
+impl ShellSnapshot {
+    /// Decodes `GET /api/orchestration/shell`'s document thread by thread, as
+    /// [`super::ReadModel::decode_per_thread`] does the snapshot: a thread afk cannot read is set
+    /// aside (its id and why) instead of failing the whole view.
+    pub fn decode_per_thread(
+        body: &[u8],
+    ) -> Result<(ShellSnapshot, Vec<UnreadableThread>), serde_json::Error> {
+        if let Ok(shell) = serde_json::from_slice::<ShellSnapshot>(body) {
+            return Ok((shell, Vec::new()));
+        }
+        let loose: LooseShellSnapshot = serde_json::from_slice(body)?;
+        let (threads, unreadable) = threads_one_by_one::<ThreadShell>(loose.threads)?;
+        let shell = ShellSnapshot {
+            snapshot_sequence: loose.snapshot_sequence,
+            projects: loose.projects,
+            threads,
+            updated_at: loose.updated_at,
+        };
+        Ok((shell, unreadable))
+    }
+}
+
 /// A project in the shell view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

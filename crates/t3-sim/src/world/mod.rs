@@ -317,6 +317,9 @@ pub(crate) struct World {
     repositories: HashMap<String, git::Repository>,
     /// Every worktree path handed out (a second `git worktree add` there fails).
     worktree_paths: HashSet<String>,
+    /// Every client command dispatched to this world, in order (its type and thread), repeats
+    /// of a known command id included: what tests check afk sent (or never sent).
+    received: Vec<(&'static str, Option<ThreadId>)>,
 }
 
 impl World {
@@ -346,6 +349,7 @@ impl World {
             worktrees_dir: config.worktrees_dir.clone(),
             repositories: HashMap::new(),
             worktree_paths: HashSet::new(),
+            received: Vec::new(),
         };
         for project in &config.projects {
             let id = ProjectId::new(project.id.clone())
@@ -383,6 +387,11 @@ impl World {
 
     /// How long a worktree bootstrap's middle steps take (between creating the thread and
     /// starting its turn).
+    /// Every client command dispatched so far, in order: its type and thread.
+    pub(crate) fn received(&self) -> Vec<(&'static str, Option<ThreadId>)> {
+        self.received.clone()
+    }
+
     pub(crate) fn bootstrap_delay(&self) -> Duration {
         self.bootstrap_delay
     }
@@ -396,6 +405,7 @@ impl World {
     /// Decides and applies `command` (already validated with [`validate`]) at `now`, honouring
     /// the command's receipt if its id was seen before. Returns the sequence to answer with.
     pub(crate) fn dispatch(&mut self, command: &ClientCommand, now: Instant) -> Result<u64, Refusal> {
+        self.received.push((command.kind(), command.thread_id().cloned()));
         let aggregate = Aggregate::of(command);
         let id = command.command_id();
         if let Some(receipt) = self.receipts.get(id) {
