@@ -17,7 +17,8 @@ mod worktree;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
 pub use machine::{
-    apply, first_line, AttemptChange, Effect, Event, InvalidTransition, JobStatus, RequeueBy, Transition,
+    apply, first_line, AttemptChange, Effect, Event, FollowUpBy, InvalidTransition, JobStatus, RequeueBy,
+    Transition,
 };
 pub use names::{UnknownName, UnknownState};
 pub use reason::{CancelReason, JobSource};
