@@ -32,6 +32,7 @@ pub mod client;
 pub mod clock;
 pub mod edits;
 pub mod error;
+pub mod follow;
 mod http;
 pub mod intake;
 mod model;
@@ -50,6 +51,9 @@ pub use client::{ClientConfig, GitHubClient, RequestObserver, GITHUB_API};
 pub use clock::{Clock, SystemClock};
 pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};
+pub use follow::{
+    ChangesRequested, CheckKind, FailedCheck, LineComment, PullRequestActivity, PullRequestState,
+};
 pub use intake::{
     priority_from_labels, EligibleIssue, Intake, IntakeConfig, Scan, SkipReason, SkippedIssue, Verdict,
     DEFAULT_TRIGGER_LABEL,

@@ -200,7 +200,7 @@ pub(crate) struct JobRow {
     source: String,
     state: String,
     cancel_reason: Option<String>,
-    attempts: i64,
+    pub(crate) attempts: i64,
     attempts_base: i64,
     dispatch_tries: i64,
     not_before_ms: Option<i64>,
@@ -405,17 +405,17 @@ impl EventRow {
 
 /// A stored T3 id as its type: the ledger wrote only ids the client had validated, so a failure
 /// here means a row was edited by hand.
-fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
+pub(crate) fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
     text.parse().map_err(|e: t3_client::ids::InvalidId| e.to_string())
 }
 
 /// A stored count (attempts, tries) as the domain's `u32`.
-fn count(value: i64) -> Result<u32, String> {
+pub(crate) fn count(value: i64) -> Result<u32, String> {
     u32::try_from(value).map_err(|_| format!("{value} is not a count"))
 }
 
 /// A stored unix-millisecond timestamp as an instant.
-fn instant(ms: i64) -> Result<DateTime<Utc>, String> {
+pub(crate) fn instant(ms: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{ms} is not a representable instant"))
 }
 
