@@ -31,8 +31,21 @@ pub const LABEL_RUNNING: &str = "afk:running";
 pub const LABEL_DONE: &str = "afk:done";
 /// Label after afk gave up.
 pub const LABEL_FAILED: &str = "afk:failed";
+/// Label while afk follows the job's pull request (its checks, reviews and state).
+pub const LABEL_IN_REVIEW: &str = "afk:in-review";
+/// Label after the job's pull request was merged.
+pub const LABEL_MERGED: &str = "afk:merged";
+/// Label after the job's pull request was closed without being merged.
+pub const LABEL_CLOSED: &str = "afk:closed";
 /// All of afk's status labels.
-pub const STATUS_LABELS: [&str; 3] = [LABEL_RUNNING, LABEL_DONE, LABEL_FAILED];
+pub const STATUS_LABELS: [&str; 6] = [
+    LABEL_RUNNING,
+    LABEL_DONE,
+    LABEL_FAILED,
+    LABEL_IN_REVIEW,
+    LABEL_MERGED,
+    LABEL_CLOSED,
+];
 
 /// The status label a job in `state` should carry; `None` for a cancelled job (afk stepped back,
 /// so none of its labels should remain).
@@ -41,6 +54,9 @@ pub fn status_label(state: JobState) -> Option<&'static str> {
         JobState::Succeeded => Some(LABEL_DONE),
         JobState::Failed | JobState::GivenUp => Some(LABEL_FAILED),
         JobState::Cancelled => None,
+        JobState::InReview => Some(LABEL_IN_REVIEW),
+        JobState::Merged => Some(LABEL_MERGED),
+        JobState::Closed => Some(LABEL_CLOSED),
         JobState::Queued
         | JobState::Dispatching
         | JobState::Running
@@ -111,6 +127,21 @@ pub struct StatusReport {
     pub last_error: Option<String>,
     /// The result of the pull-request search (after success).
     pub pull_request: Option<PullRequestSearch>,
+    /// The follow-through of its pull request, once afk follows one.
+    pub follow_ups: Option<FollowUpStatus>,
+}
+
+/// How the follow-through of a job's pull request stands, for the status comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpStatus {
+    /// Follow-up turns so far.
+    pub used: u32,
+    /// The most allowed (`followup.max_turns`).
+    pub max_turns: u32,
+    /// What the latest follow-up answered, one line.
+    pub latest_cause: Option<String>,
+    /// Past the limit: what waits for a person, one line.
+    pub waiting_for_person: Option<String>,
 }
 
 /// The status comment on GitHub.
@@ -144,9 +175,9 @@ impl ReportOutcome {
 
 /// Writes status comments and labels. Keep one for the process: it remembers comment ids.
 pub struct Reporter {
-    client: GitHubClient,
+    pub(crate) client: GitHubClient,
     /// Who may author a pull request afk names (cached as long as intake's default).
-    permissions: Permissions,
+    pub(crate) permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
     /// Untrusted-edit notices already on GitHub: (issue, marker).
     noticed: Mutex<HashSet<(IssueKey, String)>>,
@@ -671,6 +702,21 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
         }
         None => {}
     }
+    if let Some(follow) = &report.follow_ups {
+        if follow.used > 0 {
+            out.push_str(&format!("- Follow-up {} of {}", follow.used, follow.max_turns));
+            match &follow.latest_cause {
+                Some(cause) => out.push_str(&format!(": {cause}\n")),
+                None => out.push('\n'),
+            }
+        }
+        if let Some(waiting) = &follow.waiting_for_person {
+            out.push_str(&format!(
+                "- **Waiting for a person**: {waiting} (the limit of {} follow-up turns is reached)\n",
+                follow.max_turns
+            ));
+        }
+    }
     if let Some(error) = &report.last_error {
         // A fence longer than any backtick run in the error, so the error cannot end it early.
         let longest = error.split(|c| c != '`').map(str::len).max().unwrap_or(0);
@@ -699,6 +745,9 @@ fn state_words(state: JobState) -> &'static str {
         JobState::Cancelled => "cancelled",
         JobState::Lost => "thread lost in T3",
         JobState::GivenUp => "failed, no attempts left",
+        JobState::InReview => "in review",
+        JobState::Merged => "merged",
+        JobState::Closed => "closed without merging",
     }
 }
 
@@ -749,6 +798,7 @@ mod tests {
             finished_at: Some(t0 + chrono::Duration::seconds(192)),
             last_error: Some("boom ``` fence".into()),
             pull_request: None,
+            follow_ups: None,
         };
         let text = render_comment(&report, t0);
         assert!(text.starts_with(STATUS_MARKER));

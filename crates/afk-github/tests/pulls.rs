@@ -146,6 +146,7 @@ async fn the_comment_names_the_pull_request_or_says_plainly_there_is_none() {
         finished_at: None,
         last_error: None,
         pull_request: Some(search),
+        follow_ups: None,
     };
     s.github
         .open_pull_request(REPO, MAINTAINER, "x", "Other", "Fixes #999");

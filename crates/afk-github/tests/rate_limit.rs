@@ -186,6 +186,7 @@ async fn while_a_limit_holds_no_part_of_afk_sends_anything() {
         finished_at: None,
         last_error: None,
         pull_request: None,
+        follow_ups: None,
     };
     let reported = reporter.report(&report).await;
     let policy = policies.policy(&repo()).await;

@@ -28,6 +28,7 @@ fn report(number: u64, state: JobState, attempt: u32) -> StatusReport {
         finished_at: None,
         last_error: None,
         pull_request: None,
+        follow_ups: None,
     }
 }
 

@@ -233,7 +233,8 @@ impl Ledger {
     /// Every follow-up turn recorded but not yet known to have reached T3, oldest first, with
     /// its thread.
     pub async fn unsent_follow_ups(&self) -> Result<Vec<FollowUpToSend>, LedgerError> {
-        const SQL: &str = "SELECT f.id, f.job_id, f.attempt, f.number, a.thread_id, f.prompt, \
+        const SQL: &str = "SELECT f.id, f.job_id, CAST(f.attempt AS BIGINT) AS attempt, \
+             CAST(f.number AS BIGINT) AS number, a.thread_id, f.prompt, \
              f.turn_command_id, f.message_id FROM follow_ups f \
              JOIN attempts a ON a.job_id = f.job_id AND a.number = f.attempt \
              WHERE f.number IS NOT NULL AND NOT f.sent ORDER BY f.id";
