@@ -113,7 +113,7 @@ impl Ledger {
         let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
             let updated: Option<JobRow> = sqlx::query_as(
-                "UPDATE jobs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4 RETURNING *",
+                "UPDATE jobs SET state = $1, updated_ms = $2, reported = NULL WHERE id = $3 AND state = $4 RETURNING *",
             )
             .bind(transition.to.as_str())
             .bind(now)
@@ -228,6 +228,24 @@ impl Ledger {
         at.map(instant).transpose().map_err(|why| LedgerError::Corrupt {
             what: format!("the follow-ups of job {job}: {why}"),
         })
+    }
+
+    /// The latest follow-up of `job`: its number (`None` when the limit was reached and no turn
+    /// was started) and what it answered.
+    pub async fn latest_follow_up(&self, job: JobId) -> Result<Option<(Option<u32>, String)>, LedgerError> {
+        let row: Option<(Option<i64>, String)> = with_pool!(self, |pool| sqlx::query_as(
+            "SELECT CAST(number AS BIGINT), cause FROM follow_ups WHERE job_id = $1 ORDER BY id DESC LIMIT 1"
+        )
+        .bind(job.0)
+        .fetch_optional(pool)
+        .await?);
+        row.map(|(number, cause)| {
+            let number = number.map(count).transpose().map_err(|why| LedgerError::Corrupt {
+                what: format!("the follow-ups of job {job}: {why}"),
+            })?;
+            Ok((number, cause))
+        })
+        .transpose()
     }
 
     /// Every follow-up turn recorded but not yet known to have reached T3, oldest first, with

@@ -169,6 +169,9 @@ pub struct WatchedAttempt {
     pub thread_id: ThreadId,
     /// When the attempt last changed: for a running attempt, when it started running.
     pub updated_at: DateTime<Utc>,
+    /// When its latest follow-up turn was recorded, if it had one: a turn of its thread that
+    /// completed before then is the turn followed up, not the follow-up's.
+    pub follow_up_at: Option<DateTime<Utc>>,
 }
 
 /// One recorded transition of a job: the append-only event log.
@@ -333,6 +336,7 @@ pub(crate) struct WatchedRow {
     issue_number: i64,
     job_state: String,
     not_before_ms: Option<i64>,
+    follow_up_ms: Option<i64>,
 }
 
 impl WatchedRow {
@@ -363,6 +367,11 @@ impl WatchedRow {
                 .map_err(|e: afk_core::UnknownState| corrupt("attempts.state", e.to_string()))?,
             thread_id: id_of(self.thread_id).map_err(|e| corrupt("attempts.thread_id", e))?,
             updated_at: instant(self.updated_ms).map_err(|e| corrupt("attempts.updated_ms", e))?,
+            follow_up_at: self
+                .follow_up_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("follow_ups.created_ms", e))?,
         })
     }
 }

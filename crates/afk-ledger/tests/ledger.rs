@@ -1501,6 +1501,7 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
             state: attempt.state,
             thread_id: attempt.thread_id.clone(),
             updated_at: attempt.updated_at,
+            follow_up_at: None,
         })
         .collect();
     assert_eq!(
@@ -1654,6 +1655,7 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
     assert_eq!(watched.len(), 1);
     assert_eq!(watched[0].thread_id.as_str(), "thread-f");
     assert_eq!(watched[0].updated_at, at(5), "the turn timeout counts from the follow-up");
+    assert_eq!(watched[0].follow_up_at, Some(at(5)));
     assert_eq!(ledger.latest_follow_up_at(job.id, AttemptNo(1)).await.unwrap(), Some(at(5)));
     let unsent = ledger.unsent_follow_ups().await.unwrap();
     assert_eq!(unsent.len(), 1);
