@@ -696,7 +696,7 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
                 ),
             };
             out.push_str(&format!(
-                "- Pull request: **none found** (no pull request {from}with `Fixes #{}` in its description by afk or a writer)\n",
+                "- Pull request: **none found** (no pull request {from}with `Fixes #{}` in its description by afk or a writer): nothing to follow\n",
                 report.issue.number
             ));
         }

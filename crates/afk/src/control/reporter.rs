@@ -76,14 +76,17 @@ impl StatusReporter {
             }
             let attempts = ledger.attempts(job.id).await?;
             let last = attempts.last();
-            let pull_request = if job.state == JobState::Succeeded {
+            let pull_request = if matches!(
+                job.state,
+                JobState::Succeeded | JobState::InReview | JobState::Merged | JobState::Closed
+            ) {
                 match self
                     .reporter
                     // Any attempt's branch: an earlier attempt may have opened the pull request.
                     .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
                     .await
                 {
-                        Ok(PullRequestSearch::Found(pr)) => {
+                        Ok(PullRequestSearch::Found(pr)) if job.state == JobState::Succeeded => {
                         // Followed from now on: recorded before anything is reported, and the
                         // job is reported `in_review` on the next pass.
                         let follow = Event::FollowPullRequest {
@@ -180,7 +183,10 @@ impl StatusReporter {
                 continue;
             }
             if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
-                tracing::info!("{}: succeeded, but no pull request for it was found", job.issue);
+                tracing::info!(
+                    "{}: succeeded, but no pull request for it was found: nothing to follow",
+                    job.issue
+                );
             }
             ledger.mark_reported(job.id, &marker).await?;
         }
