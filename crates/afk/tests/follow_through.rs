@@ -51,12 +51,21 @@ fn issue_with_pull_request(github: &GitHubStandIn) -> (u64, u64) {
     (number, pr)
 }
 
-/// The texts of the user messages the one thread received, in order.
-fn user_messages(world: &World) -> Vec<String> {
-    let model = world.sim.read_model();
-    let thread = model.threads.first().expect("a thread");
-    thread
-        .messages
+/// The texts of the user messages the one thread received, in order (from T3's thread detail).
+async fn user_messages(world: &World) -> Vec<String> {
+    let thread = world.sim.threads().first().expect("a thread").id.clone();
+    let detail: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/orchestration/threads/{thread}", world.sim.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the thread detail")
+        .json()
+        .await
+        .expect("its JSON");
+    detail["thread"]["messages"]
+        .as_array()
+        .expect("its messages")
         .iter()
         .filter(|m| m["role"] == "user")
         .filter_map(|m| m["text"].as_str().map(str::to_owned))
@@ -98,7 +107,7 @@ async fn a_red_check_becomes_a_follow_up_on_the_same_thread_and_a_merge_ends_the
     );
     tick_until_true(&mut app, || turns(&world) == 2).await;
     assert_eq!(world.sim.threads().len(), 1, "the same thread, not a new one");
-    let messages = user_messages(&world);
+    let messages = user_messages(&world).await;
     let follow_up = messages.last().expect("the follow-up's message");
     assert!(follow_up.contains(&format!("pull request #{pr}")), "{follow_up}");
     assert!(follow_up.contains("- test (failure): "), "{follow_up}");
@@ -142,7 +151,7 @@ async fn a_writers_request_for_changes_is_followed_up_and_a_readers_is_ignored()
         &[("src/pager.rs", 42, "Count from zero.")],
     );
     tick_until_true(&mut app, || turns(&world) == 2).await;
-    let messages = user_messages(&world);
+    let messages = user_messages(&world).await;
     let follow_up = messages.last().unwrap();
     assert!(follow_up.contains(&format!("Review by {MAINTAINER} requesting changes")), "{follow_up}");
     assert!(follow_up.contains("- src/pager.rs:42\n  Count from zero."), "{follow_up}");
