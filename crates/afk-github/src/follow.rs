@@ -10,7 +10,108 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::model::User;
-use crate::{GitHubError, Login, Reporter};
+use crate::policy::{describe, environment};
+use crate::{GitHubError, Login, PolicyError, Reporter};
+
+/// The follow-up prompt's built-in template (minijinja, strictly rendered, like `AFK.md`'s
+/// prompt; `AFK.md`'s `followup.template` replaces it). It is given `pull_request` (`number`,
+/// `url`, `head_sha`), `failed_checks` (each `name`, `conclusion`, `summary`, `summary_lines`,
+/// `url`, empty when none) and `reviews` (each `reviewer`, `body`, `body_lines`, `url` and
+/// `comments`, each `path`, `line` (none when GitHub no longer places it), `at`
+/// (`path:line`), `body` and `body_lines`): only what the follow-up answers.
+pub const BUILT_IN_FOLLOW_UP_TEMPLATE: &str = "\
+Your pull request #{{ pull_request.number }} ({{ pull_request.url }}) needs more work on the same \
+branch. Fix what follows, commit and push to the branch; do not open another pull request.
+{% if failed_checks %}
+Failed checks on commit {{ pull_request.head_sha }}:
+{% for check in failed_checks %}
+- {{ check.name }} ({{ check.conclusion }}){% if check.url %}: {{ check.url }}{% endif %}
+{% for line in check.summary_lines %}  {{ line }}
+{% endfor %}{% endfor %}{% endif %}{% for review in reviews %}
+Review by {{ review.reviewer }} requesting changes ({{ review.url }}):
+{% for line in review.body_lines %}  {{ line }}
+{% endfor %}{% for comment in review.comments %}
+- {{ comment.at }}
+{% for line in comment.body_lines %}  {{ line }}
+{% endfor %}{% endfor %}{% endfor %}";
+
+/// The follow-up prompt answering the causes `keys` of `activity` (see
+/// [`PullRequestActivity::cause_keys`]), from `template` (`AFK.md`'s `followup.template`) or the
+/// built-in one. `origin` names the repository in errors, which name the undefined variable or
+/// the template's fault.
+pub fn render_follow_up(
+    template: Option<&str>,
+    origin: &str,
+    activity: &PullRequestActivity,
+    keys: &[String],
+) -> Result<String, PolicyError> {
+    use minijinja::context;
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let wanted = |key: String| keys.contains(&key);
+    let checks: Vec<_> = activity
+        .failed_checks
+        .iter()
+        .filter(|c| wanted(activity.check_key(c)))
+        .map(|c| {
+            context! {
+                name => c.name, conclusion => c.conclusion, summary => c.summary,
+                summary_lines => lines(&c.summary), url => c.url.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let reviews: Vec<_> = activity
+        .changes_requested
+        .iter()
+        .filter(|r| wanted(review_key(r)))
+        .map(|r| {
+            let comments: Vec<_> = r
+                .comments
+                .iter()
+                .map(|c| {
+                    let at = match c.line {
+                        Some(line) => format!("{}:{line}", c.path),
+                        None => c.path.clone(),
+                    };
+                    context! {
+                        path => c.path, line => c.line, at => at, body => c.body,
+                        body_lines => c.body.lines().map(str::to_owned).collect::<Vec<_>>(),
+                    }
+                })
+                .collect();
+            context! {
+                reviewer => r.reviewer.as_str(), body => r.body, body_lines => lines(&r.body),
+                url => r.url, comments => comments,
+            }
+        })
+        .collect();
+    let env = environment();
+    let fault = |e: minijinja::Error| PolicyError::Template {
+        repo: format!("{origin} (followup.template)"),
+        message: describe(&e),
+    };
+    let compiled = env
+        .template_from_str(template.unwrap_or(BUILT_IN_FOLLOW_UP_TEMPLATE))
+        .map_err(fault)?;
+    compiled
+        .render(context! {
+            pull_request => context! {
+                number => activity.number, url => activity.url, head_sha => activity.head_sha,
+            },
+            failed_checks => checks,
+            reviews => reviews,
+        })
+        .map_err(fault)
+}
+
+/// A review's follow-up key.
+fn review_key(review: &ChangesRequested) -> String {
+    format!("review:{}", review.id)
+}
 
 /// Where a pull request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +287,37 @@ struct ReviewComment {
     html_url: String,
 }
 
+impl PullRequestActivity {
+    /// A failed check's follow-up key: the head commit and the check, so the same failure is
+    /// answered once and a new commit's is answered again.
+    pub fn check_key(&self, check: &FailedCheck) -> String {
+        format!("{}:{}:{}", self.head_sha, check.kind.as_str(), check.id)
+    }
+
+    /// The follow-up key of each cause for a follow-up, with a line for people: the failed
+    /// checks once none is still running, and the standing requests for changes by writers.
+    pub fn cause_keys(&self) -> Vec<(String, String)> {
+        let short = &self.head_sha[..self.head_sha.len().min(7)];
+        let mut causes = Vec::new();
+        if !self.checks_pending {
+            for check in &self.failed_checks {
+                let what = match check.kind {
+                    CheckKind::CheckRun => "check",
+                    CheckKind::Status => "status",
+                };
+                causes.push((
+                    self.check_key(check),
+                    format!("{what} \"{}\" {} on {short}", check.name, check.conclusion),
+                ));
+            }
+        }
+        for review in &self.changes_requested {
+            causes.push((review_key(review), format!("{} requested changes", review.reviewer)));
+        }
+        causes
+    }
+}
+
 /// Conclusions of a completed check run that call for a follow-up.
 const FAILED_CONCLUSIONS: &[&str] = &["failure", "timed_out", "cancelled", "action_required", "startup_failure"];
 
@@ -347,4 +479,88 @@ pub fn pull_request_number(url: &Url) -> Option<u64> {
     let mut segments = url.path_segments()?.rev();
     let number = segments.next()?.parse().ok()?;
     (segments.next()? == "pull").then_some(number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity() -> PullRequestActivity {
+        PullRequestActivity {
+            number: 7,
+            url: "https://github.com/acme/api/pull/7".into(),
+            state: PullRequestState::Open,
+            head_sha: "1a2b3c4d5e".into(),
+            failed_checks: vec![FailedCheck {
+                kind: CheckKind::CheckRun,
+                id: 42,
+                name: "test".into(),
+                conclusion: "failure".into(),
+                summary: "2 tests failed\ntests::parse".into(),
+                url: Some("https://github.com/acme/api/runs/42".into()),
+            }],
+            checks_pending: false,
+            changes_requested: vec![ChangesRequested {
+                id: 9,
+                reviewer: Login::new("mona"),
+                body: "Two things.".into(),
+                url: "https://github.com/acme/api/pull/7#pullrequestreview-9".into(),
+                comments: vec![LineComment {
+                    path: "src/lib.rs".into(),
+                    line: Some(12),
+                    body: "Handle the empty case.".into(),
+                    url: "u".into(),
+                }],
+            }],
+        }
+    }
+
+    fn keys(a: &PullRequestActivity) -> Vec<String> {
+        a.cause_keys().into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn the_built_in_prompt_names_failed_checks_and_review_comments_with_file_and_line() {
+        let a = activity();
+        let causes = a.cause_keys();
+        assert_eq!(keys(&a), vec!["1a2b3c4d5e:check_run:42", "review:9"]);
+        assert_eq!(causes[0].1, "check \"test\" failure on 1a2b3c4");
+        let prompt = render_follow_up(None, "acme/api", &a, &keys(&a)).unwrap();
+        assert!(
+            prompt.starts_with("Your pull request #7 (https://github.com/acme/api/pull/7) needs more work"),
+            "{prompt}"
+        );
+        assert!(
+            prompt.contains(
+                "\n- test (failure): https://github.com/acme/api/runs/42\n  2 tests failed\n  tests::parse\n"
+            ),
+            "{prompt}"
+        );
+        assert!(prompt.contains("Review by mona requesting changes"), "{prompt}");
+        assert!(prompt.contains("\n- src/lib.rs:12\n  Handle the empty case.\n"), "{prompt}");
+        // Only the causes asked for are named.
+        let prompt = render_follow_up(None, "acme/api", &a, &keys(&a)[1..]).unwrap();
+        assert!(!prompt.contains("Failed checks"), "{prompt}");
+    }
+
+    #[test]
+    fn failed_checks_wait_until_no_check_runs() {
+        let a = PullRequestActivity {
+            checks_pending: true,
+            ..activity()
+        };
+        assert_eq!(keys(&a), vec!["review:9".to_owned()]);
+    }
+
+    #[test]
+    fn afk_md_may_replace_the_template_and_an_unknown_name_is_named() {
+        let a = activity();
+        let template = "Fix {% for c in failed_checks %}{{ c.name }}{% endfor %} on #{{ pull_request.number }}";
+        let prompt = render_follow_up(Some(template), "acme/api", &a, &keys(&a)).unwrap();
+        assert_eq!(prompt, "Fix test on #7");
+        let error = render_follow_up(Some("{{ pull_request.title }}"), "acme/api", &a, &keys(&a)).unwrap_err();
+        let error = error.to_string();
+        assert!(error.contains("acme/api (followup.template)"), "{error}");
+        assert!(error.contains("undefined"), "{error}");
+    }
 }

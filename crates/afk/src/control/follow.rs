@@ -5,7 +5,7 @@
 //! ([`afk_github::Reporter::pull_request_activity`], ETag-cached): merged → `merged`, closed →
 //! `closed`; a failed check of the head commit (once no check is still running) or a review
 //! requesting changes by a writer becomes a **follow-up turn** on the same thread, with a prompt
-//! from [`follow_up_prompt`]. Each cause is answered once (keyed by the head SHA and the check id,
+//! from [`render_follow_up`](afk_github::follow::render_follow_up) (`AFK.md`'s `followup.template` or the built-in one). Each cause is answered once (keyed by the head SHA and the check id,
 //! or the review id), also past `followup.max_turns`, when the job waits for a person instead.
 //!
 //! [`start_follow_up`] is the one way to start a follow-up turn (a comment command `/afk
@@ -15,13 +15,15 @@
 //! crash too) with the same ids, which T3 deduplicates.
 
 use afk_core::{Event, FollowUpBy, JobSource, JobState};
-use afk_github::{CheckKind, PullRequestActivity, PullRequestSearch, PullRequestState, Reporter};
+use afk_github::follow::render_follow_up;
+use afk_github::{PullRequestSearch, PullRequestState, Reporter};
 use afk_ledger::{Job, NewFollowUp};
 use chrono::{DateTime, Utc};
 use t3_client::{CommandId, MessageId, T3Client};
 
 use super::record::Recorder;
 use super::ControlError;
+use crate::policy::Policies;
 
 /// Follows the pull requests of `in_review` jobs and sends follow-up turns.
 pub(crate) struct FollowThrough {
@@ -88,6 +90,7 @@ impl FollowThrough {
         &self,
         recorder: &mut Recorder,
         reporter: &Reporter,
+        policies: &Policies,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         let jobs = recorder.ledger().jobs_in(&[JobState::InReview]).await?;
@@ -126,26 +129,37 @@ impl FollowThrough {
                 PullRequestState::Open => {}
             }
             let answered = recorder.ledger().follow_up_causes(job.id).await?;
-            let causes: Vec<Cause> = causes_of(&activity)
+            let causes: Vec<(String, String)> = activity
+                .cause_keys()
                 .into_iter()
-                .filter(|c| !answered.iter().any(|a| a.split('+').any(|k| k == c.key)))
+                .filter(|(key, _)| !answered.iter().any(|a| a.split('+').any(|k| k == key)))
                 .collect();
             if causes.is_empty() {
                 continue;
             }
-            let key = causes.iter().map(|c| c.key.as_str()).collect::<Vec<_>>().join("+");
-            let line = causes.iter().map(|c| c.line.as_str()).collect::<Vec<_>>().join("; ");
-            let prompt = follow_up_prompt(&activity, &causes);
-            start_follow_up(
-                recorder,
-                &job,
-                FollowUpBy::PullRequest,
-                self.max_turns,
-                Cause { key, line },
-                prompt,
-                now,
-            )
-            .await?;
+            let keys: Vec<String> = causes.iter().map(|(key, _)| key.clone()).collect();
+            let line = causes.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("; ");
+            // AFK.md may lower the limit and replace the template; read through its cache.
+            let settings = policies.follow_up_settings(&job.issue.repo).await;
+            let max_turns = settings
+                .max_turns
+                .map_or(self.max_turns, |lower| lower.min(self.max_turns));
+            let origin = job.issue.repo.to_string();
+            let prompt = match render_follow_up(settings.template.as_deref(), &origin, &activity, &keys) {
+                Ok(prompt) => prompt,
+                Err(error) => {
+                    // Said, and answered with the built-in template: the pull request still
+                    // needs the work, and the person who fixes AFK.md sees the next one.
+                    tracing::warn!("{}: {error}; the built-in follow-up template is used", job.issue);
+                    render_follow_up(None, &origin, &activity, &keys)
+                        .unwrap_or_else(|e| format!("Fix this on your pull request: {line} ({e})"))
+                }
+            };
+            let cause = Cause {
+                key: keys.join("+"),
+                line,
+            };
+            start_follow_up(recorder, &job, FollowUpBy::PullRequest, max_turns, cause, prompt, now).await?;
         }
         Ok(())
     }
@@ -187,146 +201,4 @@ pub(crate) async fn start_follow_up(
     };
     let recorded = recorder.record_follow_up(job, &event, &follow_up, now).await?;
     Ok(recorded.is_some_and(|(t, _)| t.to == JobState::Running))
-}
-
-/// What in `activity` calls for a follow-up: the failed checks of the head commit once none is
-/// still running, and the standing requests for changes by writers.
-pub(crate) fn causes_of(activity: &PullRequestActivity) -> Vec<Cause> {
-    let short = &activity.head_sha[..activity.head_sha.len().min(7)];
-    let mut causes = Vec::new();
-    if !activity.checks_pending {
-        for check in &activity.failed_checks {
-            let what = match check.kind {
-                CheckKind::CheckRun => "check",
-                CheckKind::Status => "status",
-            };
-            causes.push(Cause {
-                key: format!("{}:{}:{}", activity.head_sha, check.kind.as_str(), check.id),
-                line: format!("{what} \"{}\" {} on {short}", check.name, check.conclusion),
-            });
-        }
-    }
-    for review in &activity.changes_requested {
-        causes.push(Cause {
-            key: format!("review:{}", review.id),
-            line: format!("{} requested changes", review.reviewer),
-        });
-    }
-    causes
-}
-
-/// The follow-up prompt for `causes` of `activity`: a strict built-in template naming each failed
-/// check with its summary and link, and each review's comments with file and line.
-pub(crate) fn follow_up_prompt(activity: &PullRequestActivity, causes: &[Cause]) -> String {
-    let mut out = format!(
-        "Your pull request #{} ({}) needs more work on the same branch. Fix what follows, commit and \
-         push to the branch; do not open another pull request.\n",
-        activity.number, activity.url
-    );
-    let wanted = |key: &str| causes.iter().any(|c| c.key == key);
-    let checks: Vec<_> = activity
-        .failed_checks
-        .iter()
-        .filter(|c| wanted(&format!("{}:{}:{}", activity.head_sha, c.kind.as_str(), c.id)))
-        .collect();
-    if !checks.is_empty() {
-        out.push_str(&format!("\nFailed checks on commit {}:\n", activity.head_sha));
-        for check in checks {
-            out.push_str(&format!("\n- {} ({})", check.name, check.conclusion));
-            if let Some(url) = &check.url {
-                out.push_str(&format!(": {url}"));
-            }
-            out.push('\n');
-            for line in check.summary.lines().filter(|l| !l.trim().is_empty()) {
-                out.push_str(&format!("  {line}\n"));
-            }
-        }
-    }
-    for review in activity
-        .changes_requested
-        .iter()
-        .filter(|r| wanted(&format!("review:{}", r.id)))
-    {
-        out.push_str(&format!("\nReview by {} requesting changes ({}):\n", review.reviewer, review.url));
-        for line in review.body.lines().filter(|l| !l.trim().is_empty()) {
-            out.push_str(&format!("  {line}\n"));
-        }
-        for comment in &review.comments {
-            let at = match comment.line {
-                Some(line) => format!("{}:{line}", comment.path),
-                None => comment.path.clone(),
-            };
-            out.push_str(&format!("\n- {at}\n"));
-            for line in comment.body.lines() {
-                out.push_str(&format!("  {line}\n"));
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use afk_github::{ChangesRequested, FailedCheck, LineComment, Login};
-
-    fn activity() -> PullRequestActivity {
-        PullRequestActivity {
-            number: 7,
-            url: "https://github.com/acme/api/pull/7".into(),
-            state: PullRequestState::Open,
-            head_sha: "1a2b3c4d5e".into(),
-            failed_checks: vec![FailedCheck {
-                kind: CheckKind::CheckRun,
-                id: 42,
-                name: "test".into(),
-                conclusion: "failure".into(),
-                summary: "2 tests failed\ntests::parse".into(),
-                url: Some("https://github.com/acme/api/runs/42".into()),
-            }],
-            checks_pending: false,
-            changes_requested: vec![ChangesRequested {
-                id: 9,
-                reviewer: Login::new("mona"),
-                body: "Two things.".into(),
-                url: "https://github.com/acme/api/pull/7#pullrequestreview-9".into(),
-                comments: vec![LineComment {
-                    path: "src/lib.rs".into(),
-                    line: Some(12),
-                    body: "Handle the empty case.".into(),
-                    url: "u".into(),
-                }],
-            }],
-        }
-    }
-
-    #[test]
-    fn the_prompt_names_failed_checks_and_review_comments_with_file_and_line() {
-        let a = activity();
-        let causes = causes_of(&a);
-        let keys: Vec<_> = causes.iter().map(|c| c.key.as_str()).collect();
-        assert_eq!(keys, vec!["1a2b3c4d5e:check_run:42", "review:9"]);
-        assert_eq!(causes[0].line, "check \"test\" failure on 1a2b3c4");
-        let prompt = follow_up_prompt(&a, &causes);
-        assert!(prompt.starts_with("Your pull request #7 (https://github.com/acme/api/pull/7)"), "{prompt}");
-        assert!(
-            prompt.contains("- test (failure): https://github.com/acme/api/runs/42\n  2 tests failed\n  tests::parse\n"),
-            "{prompt}"
-        );
-        assert!(prompt.contains("Review by mona requesting changes"), "{prompt}");
-        assert!(prompt.contains("- src/lib.rs:12\n  Handle the empty case.\n"), "{prompt}");
-        // Only the causes asked for are named.
-        let prompt = follow_up_prompt(&a, &causes[1..]);
-        assert!(!prompt.contains("Failed checks"), "{prompt}");
-    }
-
-    #[test]
-    fn failed_checks_wait_until_no_check_runs() {
-        let a = PullRequestActivity {
-            checks_pending: true,
-            ..activity()
-        };
-        let keys: Vec<_> = causes_of(&a).into_iter().map(|c| c.key).collect();
-        assert_eq!(keys, vec!["review:9".to_owned()]);
-    }
 }

@@ -330,7 +330,9 @@ impl ControlPlane {
             reporter.report(&mut self.recorder, &self.policies, now).await?;
             // The pull requests of jobs in review, then the follow-up turns recorded (now or
             // before a crash) and not yet accepted by T3.
-            self.follow.follow(&mut self.recorder, reporter.github(), now).await?;
+            self.follow
+                .follow(&mut self.recorder, reporter.github(), &self.policies, now)
+                .await?;
             if t3_reachable {
                 self.follow.send_unsent(&self.recorder).await?;
             }
