@@ -17,7 +17,8 @@ mod worktree;
 
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
 pub use machine::{
-    apply, first_line, AttemptChange, Effect, Event, InputWait, InvalidTransition, JobStatus, RequeueBy,
+    apply, first_line, AttemptChange, Effect, Event, FollowUpBy, InputWait, InvalidTransition, JobStatus,
+    RequeueBy,
     Transition,
 };
 pub use names::{UnknownName, UnknownState};

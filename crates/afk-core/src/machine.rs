@@ -13,6 +13,11 @@
 //!  Requeue                                                └─Interrupted in T3──► cancelled
 //!    │      retry_wait ──StartAttempt──► dispatching (a new attempt, new ids)
 //!  cancelled ◄──Cancel── any state that is not final
+//!
+//!  succeeded ──FollowPullRequest──► in_review ──PullRequestMerged──► merged (final)
+//!      ▲                                │        ──PullRequestClosed──► closed (final)
+//!      │ ThreadSucceeded                │ FollowUp
+//!      └──────────────── running ◄──────┘ (the same attempt, thread and branch)
 //! ```
 //!
 //! A running job whose thread waits for a person (the agent asked in T3) moves to `needs_input`
@@ -22,6 +27,12 @@
 //! `NobodyAnswered` (no answer within `[limits] answer_timeout`) fails the job for good (a person
 //! or a relabel may requeue it) after stopping the session. It is never timed out: its thread is
 //! never interrupted (on T3 that blocks every other thread's provider commands).
+//!
+//! A follow-up turn ([`Event::FollowUp`]) reopens the job's last attempt: a new
+//! `thread.turn.start` on its thread, with a command and message id the ledger stores with the
+//! transition. Past `followup.max_turns` automatic follow-ups the job stays `in_review`, waiting
+//! for a person, with a note saying so. A job that succeeded without a pull request stays
+//! `succeeded`: there is nothing to follow.
 //!
 //! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
 //! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
@@ -73,6 +84,17 @@ pub enum RequeueBy {
     /// ended: allowed for any job that ended without success (failed, given up, cancelled), except
     /// one whose issue GitHub no longer has ([`CancelReason::IssueGone`]).
     Relabelled,
+}
+
+/// Who asks for a follow-up turn on a job's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUpBy {
+    /// The pull request's follow-through: a failed check or a review requesting changes by a
+    /// writer. Bounded by `followup.max_turns`.
+    PullRequest,
+    /// A person with write access (a comment command `/afk <instruction>`): the person the job
+    /// waits for once the limit is reached, so not bounded by it.
+    Person,
 }
 
 /// Something that happened to a job.
@@ -152,6 +174,27 @@ pub enum Event {
         /// success.
         by: RequeueBy,
     },
+    /// The succeeded job's pull request was found: afk follows it (`in_review`).
+    FollowPullRequest {
+        /// The pull request, for the note (`#12` or its URL).
+        pull_request: String,
+    },
+    /// A new turn on the job's thread (the same attempt, worktree and branch), whose command and
+    /// message id the ledger stores with the transition, before anything is sent.
+    FollowUp {
+        /// Who asks.
+        by: FollowUpBy,
+        /// What it answers, one line (`check "ci/test" failed on 1a2b3c4`).
+        cause: String,
+        /// Follow-up turns the job had so far.
+        used: u32,
+        /// The most automatic follow-ups allowed (`followup.max_turns`, maybe lowered by AFK.md).
+        max_turns: u32,
+    },
+    /// The job's pull request was merged.
+    PullRequestMerged,
+    /// The job's pull request was closed without being merged.
+    PullRequestClosed,
 }
 
 /// An action the runtime must carry out after the ledger has recorded the transition.
@@ -162,6 +205,9 @@ pub enum Effect {
     /// Stop the attempt's thread (its session; a thread that never started one is deleted),
     /// until T3's view shows it not working.
     StopThread,
+    /// Send the follow-up turn recorded with the transition (`thread.turn.start` on the thread,
+    /// with its stored ids).
+    SendFollowUp,
 }
 
 /// How the job's wait for a person changes (stored with the job: when it began, what the agent
@@ -195,6 +241,11 @@ pub enum AttemptChange {
     },
     /// Its thread is working.
     Running,
+    /// The attempt, which succeeded, is reopened (`running`) for a follow-up turn on its thread.
+    FollowUp {
+        /// The follow-up's number within the job, 1 for the first.
+        number: u32,
+    },
     /// It ended.
     End {
         /// How.
@@ -261,6 +312,10 @@ fn event_name(event: &Event) -> &'static str {
         Event::Settle => "settle",
         Event::Cancel { .. } => "cancel",
         Event::Requeue { .. } => "requeue",
+        Event::FollowPullRequest { .. } => "follow_pull_request",
+        Event::FollowUp { .. } => "follow_up",
+        Event::PullRequestMerged => "pull_request_merged",
+        Event::PullRequestClosed => "pull_request_closed",
     }
 }
 
@@ -495,6 +550,73 @@ pub fn apply(
                 end(AttemptState::Failed, Some(why.clone()), true),
                 Some(Effect::StopThread),
                 format!("attempt {} failed: {why}", job.attempts),
+            )
+        }
+        (J::Succeeded, Event::FollowPullRequest { pull_request }) => step(
+            J::InReview,
+            None,
+            None,
+            format!("following pull request {pull_request}: its checks, reviews and state"),
+        ),
+        // The follow-up's limit is for what afk starts on its own; past it the job waits for a
+        // person, who may still ask (a comment command), also on a job without a pull request.
+        (
+            J::InReview,
+            Event::FollowUp {
+                by: FollowUpBy::PullRequest,
+                cause,
+                used,
+                max_turns,
+            },
+        ) if used >= max_turns => step(
+            J::InReview,
+            None,
+            None,
+            format!(
+                "{}; not followed up: the limit of {max_turns} follow-up turns is reached, \
+                 waiting for a person",
+                first_line(cause)
+            ),
+        ),
+        (J::InReview, Event::FollowUp { by, cause, used, max_turns })
+        | (J::Succeeded, Event::FollowUp { by: by @ FollowUpBy::Person, cause, used, max_turns }) => {
+            let number = used + 1;
+            let of = match by {
+                FollowUpBy::PullRequest => format!("follow-up {number} of {max_turns}"),
+                FollowUpBy::Person => format!("follow-up {number}, asked by a person"),
+            };
+            step(
+                J::Running,
+                Some(AttemptChange::FollowUp { number }),
+                Some(Effect::SendFollowUp),
+                format!("{of} on attempt {}'s thread: {}", job.attempts, first_line(cause)),
+            )
+        }
+        (J::InReview | J::Succeeded, Event::PullRequestMerged) => {
+            step(J::Merged, None, None, "the pull request was merged".into())
+        }
+        (J::InReview | J::Succeeded, Event::PullRequestClosed) => step(
+            J::Closed,
+            None,
+            None,
+            "the pull request was closed without being merged".into(),
+        ),
+        // A follow-up turn is working when the pull request ends: nothing it does matters now.
+        (J::Running, Event::PullRequestMerged | Event::PullRequestClosed) => {
+            let (to, what) = if *event == Event::PullRequestMerged {
+                (J::Merged, "merged")
+            } else {
+                (J::Closed, "closed without being merged")
+            };
+            step(
+                to,
+                end(
+                    AttemptState::Cancelled,
+                    Some(format!("the pull request was {what}")),
+                    true,
+                ),
+                Some(Effect::StopThread),
+                format!("the pull request was {what} during a follow-up turn; stopping its thread"),
             )
         }
         (J::TimedOut, Event::Settle) => retry_or_give_up(None, "timed out"),
@@ -1086,5 +1208,95 @@ mod tests {
             t.attempt
         );
         assert_eq!(first_line("one line"), "one line");
+    }
+
+    fn follow_up(by: FollowUpBy, used: u32) -> Event {
+        Event::FollowUp {
+            by,
+            cause: "check \"ci/test\" failed on 1a2b3c4".into(),
+            used,
+            max_turns: 3,
+        }
+    }
+
+    #[test]
+    fn a_pull_request_is_followed_through_follow_ups_on_the_same_attempt_to_merged() {
+        let t = run(
+            job(JobState::Succeeded, 1),
+            Event::FollowPullRequest {
+                pull_request: "#7".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.to, JobState::InReview);
+        assert!(!t.to.is_final() && !t.to.has_live_attempt());
+        let t = run(job(JobState::InReview, 1), follow_up(FollowUpBy::PullRequest, 0)).unwrap();
+        assert_eq!(t.to, JobState::Running);
+        assert_eq!(t.attempt, Some(AttemptChange::FollowUp { number: 1 }));
+        assert_eq!(t.effect, Some(Effect::SendFollowUp));
+        assert!(t.note.contains("follow-up 1 of 3"), "{}", t.note);
+        // The follow-up turn completing is the attempt succeeding again.
+        assert_eq!(
+            run(job(JobState::Running, 1), Event::ThreadSucceeded).unwrap().to,
+            JobState::Succeeded
+        );
+        let t = run(job(JobState::InReview, 1), Event::PullRequestMerged).unwrap();
+        assert_eq!(t.to, JobState::Merged);
+        assert!(t.to.is_final());
+        let t = run(job(JobState::InReview, 1), Event::PullRequestClosed).unwrap();
+        assert_eq!(t.to, JobState::Closed);
+        assert!(t.to.is_final());
+        // Nothing follows a merged or closed job.
+        for state in [JobState::Merged, JobState::Closed] {
+            assert!(run(job(state, 1), follow_up(FollowUpBy::Person, 0)).is_err());
+            assert!(run(job(state, 1), Event::PullRequestMerged).is_err());
+        }
+    }
+
+    #[test]
+    fn past_the_follow_up_limit_the_job_waits_for_a_person_who_may_still_ask() {
+        let t = run(job(JobState::InReview, 1), follow_up(FollowUpBy::PullRequest, 3)).unwrap();
+        assert_eq!(t.to, JobState::InReview);
+        assert_eq!((t.attempt, t.effect), (None, None));
+        assert!(t.note.contains("waiting for a person"), "{}", t.note);
+        let t = run(job(JobState::InReview, 1), follow_up(FollowUpBy::Person, 3)).unwrap();
+        assert_eq!(t.attempt, Some(AttemptChange::FollowUp { number: 4 }));
+        // A person may follow up a job that succeeded without a pull request; the follow-through
+        // may not.
+        assert!(run(job(JobState::Succeeded, 1), follow_up(FollowUpBy::PullRequest, 0)).is_err());
+        assert_eq!(
+            run(job(JobState::Succeeded, 1), follow_up(FollowUpBy::Person, 0))
+                .unwrap()
+                .to,
+            JobState::Running
+        );
+        // No follow-up while a turn is working or after the job ended otherwise.
+        for state in [JobState::Running, JobState::Dispatching, JobState::GivenUp, JobState::Cancelled] {
+            assert!(run(job(state, 1), follow_up(FollowUpBy::Person, 0)).is_err(), "{state}");
+        }
+    }
+
+    #[test]
+    fn a_pull_request_ending_during_a_follow_up_turn_stops_its_thread() {
+        let t = run(job(JobState::Running, 1), Event::PullRequestMerged).unwrap();
+        assert_eq!(t.to, JobState::Merged);
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        assert!(matches!(
+            t.attempt,
+            Some(AttemptChange::End {
+                state: AttemptState::Cancelled,
+                stop_thread: true,
+                ..
+            })
+        ));
+        // A job in review can still be cancelled (its issue withdrawn); there is no thread to stop.
+        let t = run(
+            job(JobState::InReview, 1),
+            Event::Cancel {
+                reason: CancelReason::Withdrawn,
+            },
+        )
+        .unwrap();
+        assert_eq!((t.to, t.effect), (JobState::Cancelled, None));
     }
 }

@@ -29,6 +29,14 @@ named_enum!(
         Lost => "lost",
         /// The last allowed attempt ended without success. Final.
         GivenUp => "given_up",
+        /// An attempt succeeded and opened a pull request, which afk follows (its checks, reviews
+        /// and state); a failed check or a review requesting changes becomes a follow-up turn on
+        /// the same thread.
+        InReview => "in_review",
+        /// The job's pull request was merged. Final.
+        Merged => "merged",
+        /// The job's pull request was closed without being merged. Final.
+        Closed => "closed",
     }
 );
 
@@ -39,7 +47,12 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Cancelled | JobState::GivenUp | JobState::Failed
+            JobState::Succeeded
+                | JobState::Cancelled
+                | JobState::GivenUp
+                | JobState::Failed
+                | JobState::Merged
+                | JobState::Closed
         )
     }
 

@@ -27,7 +27,7 @@ use crate::client::GitHubClient;
 use crate::edits::{edits_after_label, EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 use crate::error::{GitHubError, IssueGone};
 use crate::model;
-use crate::report::{LABEL_DONE, LABEL_FAILED, STATUS_LABELS};
+use crate::report::{LABEL_CLOSED, LABEL_DONE, LABEL_FAILED, LABEL_MERGED, STATUS_LABELS};
 use crate::trust::{Login, Permission, Permissions, PERMISSION_TTL};
 
 /// The trigger label used when none is configured.
@@ -490,7 +490,7 @@ impl Intake {
             .and_then(|e| e.label.as_ref())
             .map(|l| l.name.clone());
         Ok(latest.filter(|name| {
-            (name == LABEL_DONE || name == LABEL_FAILED) && issue.labels.iter().any(|l| &l.name == name)
+            [LABEL_DONE, LABEL_FAILED, LABEL_MERGED, LABEL_CLOSED].contains(&name.as_str()) && issue.labels.iter().any(|l| &l.name == name)
         }))
     }
 

@@ -32,6 +32,7 @@ pub mod client;
 pub mod clock;
 pub mod edits;
 pub mod error;
+pub mod follow;
 mod http;
 pub mod intake;
 mod model;
@@ -50,6 +51,9 @@ pub use client::{ClientConfig, GitHubClient, RequestObserver, GITHUB_API};
 pub use clock::{Clock, SystemClock};
 pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};
+pub use follow::{
+    ChangesRequested, CheckKind, FailedCheck, LineComment, PullRequestActivity, PullRequestState,
+};
 pub use intake::{
     priority_from_labels, EligibleIssue, Intake, IntakeConfig, Scan, SkipReason, SkippedIssue, Verdict,
     DEFAULT_TRIGGER_LABEL,
@@ -61,8 +65,8 @@ pub use policy::{
 pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{
     closes_issue, render_comment, status_label, PullRequestMatch, PullRequestRef, PullRequestSearch,
-    ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_DONE, LABEL_FAILED,
-    LABEL_NEEDS_YOU, LABEL_RUNNING, STATUS_MARKER,
+    FollowUpStatus, ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_CLOSED,
+    LABEL_DONE, LABEL_FAILED, LABEL_IN_REVIEW, LABEL_MERGED, LABEL_NEEDS_YOU, LABEL_RUNNING, STATUS_MARKER,
 };
 pub use trust::{Login, Permission};
 pub use webhook::{

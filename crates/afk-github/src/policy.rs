@@ -64,6 +64,22 @@ pub struct PolicySettings {
     /// removes when the job ends (only those afk added: one already there stays).
     #[serde(default)]
     pub extra_labels: Vec<String>,
+    /// `followup:`: the pull request follow-through of this repository's jobs.
+    #[serde(default)]
+    pub followup: FollowUpSettings,
+}
+
+/// `AFK.md`'s `followup:` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpSettings {
+    /// At most this many follow-up turns per job: lowers `[followup] max_turns`, never raises it.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// The follow-up prompt's template (minijinja, strictly rendered), instead of
+    /// [`crate::follow::BUILT_IN_FOLLOW_UP_TEMPLATE`].
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// Where a policy came from.
@@ -242,7 +258,7 @@ impl RepoPolicy {
     }
 }
 
-fn environment() -> Environment<'static> {
+pub(crate) fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -286,7 +302,7 @@ fn check_template(origin: &str, template: &str) -> Result<(), PolicyError> {
 }
 
 /// minijinja's error with its detail and line, e.g. "unknown filter: filter shout is unknown (line 1)".
-fn describe(e: &minijinja::Error) -> String {
+pub(crate) fn describe(e: &minijinja::Error) -> String {
     let mut text = e.kind().to_string();
     if let Some(detail) = e.detail() {
         text.push_str(": ");

@@ -33,8 +33,22 @@ pub const LABEL_DONE: &str = "afk:done";
 pub const LABEL_FAILED: &str = "afk:failed";
 /// Label while the agent waits for a person to answer it in T3 (the job is `needs_input`).
 pub const LABEL_NEEDS_YOU: &str = "afk:needs-you";
+/// Label while afk follows the job's pull request (its checks, reviews and state).
+pub const LABEL_IN_REVIEW: &str = "afk:in-review";
+/// Label after the job's pull request was merged.
+pub const LABEL_MERGED: &str = "afk:merged";
+/// Label after the job's pull request was closed without being merged.
+pub const LABEL_CLOSED: &str = "afk:closed";
 /// All of afk's status labels.
-pub const STATUS_LABELS: [&str; 4] = [LABEL_RUNNING, LABEL_DONE, LABEL_FAILED, LABEL_NEEDS_YOU];
+pub const STATUS_LABELS: [&str; 7] = [
+    LABEL_RUNNING,
+    LABEL_DONE,
+    LABEL_FAILED,
+    LABEL_NEEDS_YOU,
+    LABEL_IN_REVIEW,
+    LABEL_MERGED,
+    LABEL_CLOSED,
+];
 
 /// The status label a job in `state` should carry; `None` for a cancelled job (afk stepped back,
 /// so none of its labels should remain).
@@ -44,6 +58,9 @@ pub fn status_label(state: JobState) -> Option<&'static str> {
         JobState::Failed | JobState::GivenUp => Some(LABEL_FAILED),
         JobState::Cancelled => None,
         JobState::NeedsInput => Some(LABEL_NEEDS_YOU),
+        JobState::InReview => Some(LABEL_IN_REVIEW),
+        JobState::Merged => Some(LABEL_MERGED),
+        JobState::Closed => Some(LABEL_CLOSED),
         JobState::Queued
         | JobState::Dispatching
         | JobState::Running
@@ -116,6 +133,21 @@ pub struct StatusReport {
     pub pull_request: Option<PullRequestSearch>,
     /// What the agent asks, while the job waits for a person (`needs_input`).
     pub question: Option<String>,
+    /// The follow-through of its pull request, once afk follows one.
+    pub follow_ups: Option<FollowUpStatus>,
+}
+
+/// How the follow-through of a job's pull request stands, for the status comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpStatus {
+    /// Follow-up turns so far.
+    pub used: u32,
+    /// The most allowed (`followup.max_turns`).
+    pub max_turns: u32,
+    /// What the latest follow-up answered, one line.
+    pub latest_cause: Option<String>,
+    /// Past the limit: what waits for a person, one line.
+    pub waiting_for_person: Option<String>,
 }
 
 /// The status comment on GitHub.
@@ -149,9 +181,9 @@ impl ReportOutcome {
 
 /// Writes status comments and labels. Keep one for the process: it remembers comment ids.
 pub struct Reporter {
-    client: GitHubClient,
+    pub(crate) client: GitHubClient,
     /// Who may author a pull request afk names (cached as long as intake's default).
-    permissions: Permissions,
+    pub(crate) permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
     /// Untrusted-edit notices already on GitHub: (issue, marker).
     noticed: Mutex<HashSet<(IssueKey, String)>>,
@@ -687,11 +719,26 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
                 ),
             };
             out.push_str(&format!(
-                "- Pull request: **none found** (no pull request {from}with `Fixes #{}` in its description by afk or a writer)\n",
+                "- Pull request: **none found** (no pull request {from}with `Fixes #{}` in its description by afk or a writer): nothing to follow\n",
                 report.issue.number
             ));
         }
         None => {}
+    }
+    if let Some(follow) = &report.follow_ups {
+        if follow.used > 0 {
+            out.push_str(&format!("- Follow-up {} of {}", follow.used, follow.max_turns));
+            match &follow.latest_cause {
+                Some(cause) => out.push_str(&format!(": {cause}\n")),
+                None => out.push('\n'),
+            }
+        }
+        if let Some(waiting) = &follow.waiting_for_person {
+            out.push_str(&format!(
+                "- **Waiting for a person**: {waiting} (the limit of {} follow-up turns is reached)\n",
+                follow.max_turns
+            ));
+        }
     }
     if let Some(error) = &report.last_error {
         // A fence longer than any backtick run in the error, so the error cannot end it early.
@@ -722,6 +769,9 @@ fn state_words(state: JobState) -> &'static str {
         JobState::Cancelled => "cancelled",
         JobState::Lost => "thread lost in T3",
         JobState::GivenUp => "failed, no attempts left",
+        JobState::InReview => "in review",
+        JobState::Merged => "merged",
+        JobState::Closed => "closed without merging",
     }
 }
 
@@ -773,6 +823,7 @@ mod tests {
             last_error: Some("boom ``` fence".into()),
             pull_request: None,
             question: None,
+            follow_ups: None,
         };
         let text = render_comment(&report, t0);
         assert!(text.starts_with(STATUS_MARKER));

@@ -53,6 +53,11 @@ pub enum WebhookEventKind {
     Deleted,
     /// The issue was transferred to another repository.
     Transferred,
+    /// A pull request changed (`pull_request`: opened, pushed to, closed, merged), was reviewed
+    /// (`pull_request_review`) or its checks moved (`check_run`, `check_suite`): the pull
+    /// requests afk follows are read at once instead of at the next poll. `number` is the pull
+    /// request's (0 when a check names none).
+    PullRequestActivity,
 }
 
 /// One verified `issues` event.
@@ -77,7 +82,9 @@ impl WebhookEvent {
         match &self.kind {
             WebhookEventKind::Closed | WebhookEventKind::Deleted | WebhookEventKind::Transferred => true,
             WebhookEventKind::Unlabeled { label } => label == trigger_label,
-            WebhookEventKind::Labeled { .. } | WebhookEventKind::Reopened => false,
+            WebhookEventKind::Labeled { .. }
+            | WebhookEventKind::Reopened
+            | WebhookEventKind::PullRequestActivity => false,
         }
     }
 
@@ -91,7 +98,8 @@ impl WebhookEvent {
             WebhookEventKind::Closed
             | WebhookEventKind::Deleted
             | WebhookEventKind::Transferred
-            | WebhookEventKind::Unlabeled { .. } => false,
+            | WebhookEventKind::Unlabeled { .. }
+            | WebhookEventKind::PullRequestActivity => false,
         }
     }
 }
@@ -184,6 +192,30 @@ struct PayloadRepository {
     full_name: String,
 }
 
+/// The parts of `pull_request`, `pull_request_review`, `check_run` and `check_suite` payloads
+/// afk reads.
+#[derive(Deserialize)]
+struct PullRequestPayload {
+    repository: PayloadRepository,
+    #[serde(default)]
+    pull_request: Option<PayloadNumber>,
+    #[serde(default)]
+    check_run: Option<PayloadCheck>,
+    #[serde(default)]
+    check_suite: Option<PayloadCheck>,
+}
+
+#[derive(Deserialize)]
+struct PayloadNumber {
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct PayloadCheck {
+    #[serde(default)]
+    pull_requests: Vec<PayloadNumber>,
+}
+
 #[derive(Deserialize)]
 struct PayloadLabel {
     name: String,
@@ -269,6 +301,20 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
 /// requests); `Err` with why for an `issues` payload afk cannot read. Never panics, whatever the
 /// body.
 pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    if matches!(event, "pull_request" | "pull_request_review" | "check_run" | "check_suite") {
+        let payload: PullRequestPayload =
+            serde_json::from_slice(body).map_err(|e| format!("not a {event} event payload: {e}"))?;
+        let number = payload
+            .pull_request
+            .map(|p| p.number)
+            .or_else(|| {
+                let check = payload.check_run.or(payload.check_suite)?;
+                check.pull_requests.first().map(|p| p.number)
+            })
+            .unwrap_or(0);
+        let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
+        return Ok(Some((repo, number, WebhookEventKind::PullRequestActivity)));
+    }
     if event != "issues" {
         return Ok(None);
     }

@@ -147,6 +147,7 @@ async fn the_comment_names_the_pull_request_or_says_plainly_there_is_none() {
         last_error: None,
         pull_request: Some(search),
         question: None,
+        follow_ups: None,
     };
     s.github
         .open_pull_request(REPO, MAINTAINER, "x", "Other", "Fixes #999");

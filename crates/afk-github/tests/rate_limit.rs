@@ -187,6 +187,7 @@ async fn while_a_limit_holds_no_part_of_afk_sends_anything() {
         last_error: None,
         pull_request: None,
         question: None,
+        follow_ups: None,
     };
     let reported = reporter.report(&report).await;
     let policy = policies.policy(&repo()).await;

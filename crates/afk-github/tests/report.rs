@@ -29,6 +29,7 @@ fn report(number: u64, state: JobState, attempt: u32) -> StatusReport {
         last_error: None,
         pull_request: None,
         question: None,
+        follow_ups: None,
     }
 }
 

@@ -180,3 +180,37 @@ async fn a_replayed_body_under_a_new_or_missing_id_is_a_duplicate() {
     let signed = sign(SECRET.as_bytes(), other.as_bytes());
     assert_eq!(deliver(&listener.url, &other, Some(&signed), "d-3").await, 202);
 }
+
+#[tokio::test]
+async fn pull_request_reviews_and_checks_wake_the_follow_through() {
+    let mut listener = listen().await;
+    let repository = r#""repository": {"full_name": "acme/widgets"}"#;
+    let cases = [
+        ("pull_request", format!(r#"{{"action": "closed", "number": 9, "pull_request": {{"number": 9, "merged": true}}, {repository}}}"#), 9),
+        ("pull_request_review", format!(r#"{{"action": "submitted", "review": {{"id": 1, "state": "changes_requested"}}, "pull_request": {{"number": 9}}, {repository}}}"#), 9),
+        ("check_run", format!(r#"{{"action": "completed", "check_run": {{"id": 5, "conclusion": "failure", "pull_requests": [{{"number": 9}}]}}, {repository}}}"#), 9),
+        ("check_suite", format!(r#"{{"action": "completed", "check_suite": {{"id": 6, "pull_requests": []}}, {repository}}}"#), 0),
+    ];
+    for (i, (event, body, number)) in cases.into_iter().enumerate() {
+        let signature = sign(SECRET.as_bytes(), body.as_bytes());
+        let status = reqwest::Client::new()
+            .post(&listener.url)
+            .header("x-github-event", event)
+            .header("x-github-delivery", format!("pr-{i}"))
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 202, "{event}");
+        let received = listener.events.try_recv().unwrap();
+        assert_eq!(
+            (received.kind.clone(), received.number),
+            (WebhookEventKind::PullRequestActivity, number),
+            "{event}"
+        );
+        assert!(!received.withdraws("afk") && !received.may_make_eligible("afk"));
+    }
+}

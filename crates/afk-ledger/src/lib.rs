@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
+pub use follow_ups::{FollowUpToSend, NewFollowUp};
 pub use inspect::Inspection;
 pub use leader::{Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
@@ -156,6 +157,7 @@ macro_rules! fence {
 const LIVE: &str = "state IN ('dispatching', 'running')";
 
 // After the macros: the modules below use them.
+mod follow_ups;
 mod leader;
 mod open;
 mod overview;

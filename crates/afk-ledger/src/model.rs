@@ -180,6 +180,9 @@ pub struct WatchedAttempt {
     pub input_wait_since: Option<DateTime<Utc>>,
     /// How long its thread waited for people before the current wait, if any.
     pub input_waited: std::time::Duration,
+    /// When its latest follow-up turn was recorded, if it had one: a turn of its thread that
+    /// completed before then is the turn followed up, not the follow-up's.
+    pub follow_up_at: Option<DateTime<Utc>>,
 }
 
 /// One recorded transition of a job: the append-only event log.
@@ -211,7 +214,7 @@ pub(crate) struct JobRow {
     source: String,
     state: String,
     cancel_reason: Option<String>,
-    attempts: i64,
+    pub(crate) attempts: i64,
     attempts_base: i64,
     dispatch_tries: i64,
     not_before_ms: Option<i64>,
@@ -356,6 +359,7 @@ pub(crate) struct WatchedRow {
     not_before_ms: Option<i64>,
     input_wait_since_ms: Option<i64>,
     input_waited_ms: i64,
+    follow_up_ms: Option<i64>,
 }
 
 impl WatchedRow {
@@ -392,6 +396,11 @@ impl WatchedRow {
                 .transpose()
                 .map_err(|e| corrupt("jobs.input_wait_since_ms", e))?,
             input_waited: waited(self.input_waited_ms).map_err(|e| corrupt("jobs.input_waited_ms", e))?,
+            follow_up_at: self
+                .follow_up_ms
+                .map(instant)
+                .transpose()
+                .map_err(|e| corrupt("follow_ups.created_ms", e))?,
         })
     }
 }
@@ -434,12 +443,12 @@ impl EventRow {
 
 /// A stored T3 id as its type: the ledger wrote only ids the client had validated, so a failure
 /// here means a row was edited by hand.
-fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
+pub(crate) fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
     text.parse().map_err(|e: t3_client::ids::InvalidId| e.to_string())
 }
 
 /// A stored count (attempts, tries) as the domain's `u32`.
-fn count(value: i64) -> Result<u32, String> {
+pub(crate) fn count(value: i64) -> Result<u32, String> {
     u32::try_from(value).map_err(|_| format!("{value} is not a count"))
 }
 
@@ -451,7 +460,7 @@ fn waited(ms: i64) -> Result<std::time::Duration, String> {
 }
 
 /// A stored unix-millisecond timestamp as an instant.
-fn instant(ms: i64) -> Result<DateTime<Utc>, String> {
+pub(crate) fn instant(ms: i64) -> Result<DateTime<Utc>, String> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("{ms} is not a representable instant"))
 }
 

@@ -114,7 +114,9 @@ impl Ledger {
         // says so), so the order is total without walking the UNIQUE (job_id, number) index.
         const SQL: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, \
              j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms, \
-             j.input_wait_since_ms, j.input_waited_ms \
+             j.input_wait_since_ms, j.input_waited_ms, \
+             (SELECT MAX(f.created_ms) FROM follow_ups f WHERE f.job_id = a.job_id \
+              AND f.attempt = a.number AND f.number IS NOT NULL) AS follow_up_ms \
              FROM attempts a JOIN jobs j ON j.id = a.job_id \
              WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
         let rows: Vec<WatchedRow> = fetch!(self, fetch_all, SQL);

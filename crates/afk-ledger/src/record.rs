@@ -356,6 +356,12 @@ impl<'a> Plan<'a> {
                     ended: false,
                 };
             }
+            // A follow-up stores its turn's ids with it: `Ledger::record_follow_up`.
+            Some(AttemptChange::FollowUp { .. }) => {
+                return Err(LedgerError::Corrupt {
+                    what: format!("a follow-up of job {job} recorded without its turn"),
+                })
+            }
             Some(AttemptChange::Running) => {
                 plan.attempt = AttemptWrite::Update {
                     state: AttemptState::Running,

@@ -235,6 +235,7 @@ on_both_backends!(
     only_the_current_leaders_writes_land,
     a_value_the_ledger_cannot_store_is_refused_as_the_items_fault,
     a_wait_for_a_person_is_kept_and_its_length_summed,
+    a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1583,6 +1584,7 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
             updated_at: attempt.updated_at,
             input_wait_since: job.input_wait_since,
             input_waited: job.input_waited,
+            follow_up_at: None,
         })
         .collect();
     assert_eq!(
@@ -1692,4 +1694,93 @@ async fn inspecting_a_sqlite_ledger_that_does_not_exist_creates_nothing() {
         "every migration is pending: {seen:?}"
     );
     assert!(!path.exists(), "nothing was created");
+}
+
+fn follow_up(cause_key: &str, n: u32) -> afk_ledger::NewFollowUp {
+    afk_ledger::NewFollowUp {
+        cause_key: cause_key.into(),
+        cause: format!("check failed ({cause_key})"),
+        prompt: format!("Fix {cause_key}."),
+        turn_command_id: CommandId::new(format!("follow-up-{n}-turn")).unwrap(),
+        message_id: MessageId::new(format!("follow-up-{n}-message")).unwrap(),
+    }
+}
+
+async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = running(ledger, 1, "thread-f").await;
+    let job = step(ledger, &job, Event::ThreadSucceeded, None, at(3)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::FollowPullRequest {
+            pull_request: "#5".into(),
+        },
+        None,
+        at(4),
+    )
+    .await;
+    assert_eq!(job.state, JobState::InReview);
+    let event = |used| Event::FollowUp {
+        by: afk_core::FollowUpBy::PullRequest,
+        cause: "check failed".into(),
+        used,
+        max_turns: 1,
+    };
+    let t = transition(&job, event(0), at(5));
+    let job = ledger
+        .record_follow_up(job.id, &t, &follow_up("sha1:check_run:1", 1), at(5))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.attempts, 1, "the same attempt");
+    let watched = ledger.watched_attempts().await.unwrap();
+    assert_eq!(watched.len(), 1);
+    assert_eq!(watched[0].thread_id.as_str(), "thread-f");
+    assert_eq!(watched[0].updated_at, at(5), "the turn timeout counts from the follow-up");
+    assert_eq!(watched[0].follow_up_at, Some(at(5)));
+    assert_eq!(ledger.latest_follow_up_at(job.id, AttemptNo(1)).await.unwrap(), Some(at(5)));
+    let unsent = ledger.unsent_follow_ups().await.unwrap();
+    assert_eq!(unsent.len(), 1);
+    assert_eq!(unsent[0].thread_id.as_str(), "thread-f");
+    assert_eq!(unsent[0].turn_command_id.as_str(), "follow-up-1-turn");
+    assert_eq!(unsent[0].prompt, "Fix sha1:check_run:1.");
+    ledger.mark_follow_up_sent(unsent[0].id).await.unwrap();
+    assert!(ledger.unsent_follow_ups().await.unwrap().is_empty());
+    assert_eq!(ledger.follow_ups_used(job.id).await.unwrap(), 1);
+
+    // Back in review; the limit (1) is reached: the next cause is answered without a turn.
+    let job = step(ledger, &job, Event::ThreadSucceeded, None, at(6)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::FollowPullRequest {
+            pull_request: "#5".into(),
+        },
+        None,
+        at(7),
+    )
+    .await;
+    let t = transition(&job, event(1), at(8));
+    let job = ledger
+        .record_follow_up(job.id, &t, &follow_up("sha2:check_run:2", 2), at(8))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::InReview);
+    assert_eq!(ledger.follow_ups_used(job.id).await.unwrap(), 1);
+    assert!(ledger.unsent_follow_ups().await.unwrap().is_empty());
+    assert_eq!(
+        ledger.follow_up_causes(job.id).await.unwrap(),
+        vec!["sha1:check_run:1".to_owned(), "sha2:check_run:2".to_owned()]
+    );
+    // The same cause twice is refused and writes nothing.
+    let t = transition(&job, event(1), at(9));
+    let again = ledger
+        .record_follow_up(job.id, &t, &follow_up("sha2:check_run:2", 3), at(9))
+        .await
+        .unwrap_err();
+    assert!(again.is_unique_violation(), "{again}");
+    assert_eq!(ledger.job(job.id).await.unwrap().unwrap().state, JobState::InReview);
+    let merged = step(ledger, &job, Event::PullRequestMerged, None, at(10)).await;
+    assert_eq!(merged.state, JobState::Merged);
 }

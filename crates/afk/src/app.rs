@@ -384,6 +384,7 @@ fn settings(config: &Config) -> Settings {
         },
         projects: repo_targets(config),
         local_source: config.source.local.as_ref().map(|l| l.dir.clone()),
+        follow_up_max_turns: config.followup.max_turns,
     }
 }
 
@@ -518,14 +519,16 @@ fn github_side(
     intake_config.permission_ttl = github.permission_ttl;
     // Links go into public comments: never with a password in them.
     let web = t3_web_base(config);
-    Ok(Some(GitHubSide::new(
+    let mut side = GitHubSide::new(
         Intake::new(client.clone(), intake_config),
         PolicyStore::new(client.clone()),
         Reporter::new(client),
         github.poll_interval,
         Some(web),
         events,
-    )))
+    );
+    side.reporter = side.reporter.with_max_turns(config.followup.max_turns);
+    Ok(Some(side))
 }
 
 #[cfg(test)]

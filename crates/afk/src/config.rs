@@ -47,6 +47,24 @@ pub struct Config {
     pub github: Option<GitHubConfig>,
     /// `[http]`: afk's HTTP listener (status surface, webhooks); on `127.0.0.1:8787` by default.
     pub http: HttpConfig,
+    /// `[followup]`: follow-up turns on a job's pull request (failed checks, requested changes).
+    pub followup: FollowUpConfig,
+}
+
+/// `[followup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FollowUpConfig {
+    /// Follow-up turns afk starts on its own per job (a failed check, a review requesting
+    /// changes); past them the job waits for a person. 0: the pull request is followed to its
+    /// end but never answered.
+    pub max_turns: u32,
+}
+
+impl Default for FollowUpConfig {
+    fn default() -> Self {
+        Self { max_turns: 3 }
+    }
 }
 
 /// `[github]`.
@@ -573,6 +591,7 @@ const OVERRIDABLE: &[&str] = &[
     "retry.initial",
     "retry.cap",
     "retry.max_dispatch_tries",
+    "followup.max_turns",
     "github.api_url",
     "github.trigger_label",
     "github.poll_interval",
@@ -984,6 +1003,7 @@ const INTEGER_KEYS: &[&str] = &[
     "limits.max_attempts",
     "limits.parallel_dispatches",
     "retry.max_dispatch_tries",
+    "followup.max_turns",
     "github.app_id",
     "github.installation_id",
     "http.max_connections",

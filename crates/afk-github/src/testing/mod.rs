@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use url::Url;
 
@@ -164,6 +165,44 @@ pub(crate) struct PullHead {
     pub(crate) branch: String,
     /// The repository the branch is in (`owner/name`): the base repository itself, or a fork.
     pub(crate) repo: String,
+    /// The head commit's SHA (40 hex digits).
+    pub(crate) sha: String,
+    /// When it was merged.
+    pub(crate) merged_at: Option<DateTime<Utc>>,
+}
+
+/// A check run on a commit (`GET /repos/{repo}/commits/{sha}/check-runs`).
+pub(crate) struct CheckRunData {
+    pub(crate) id: u64,
+    pub(crate) sha: String,
+    pub(crate) name: String,
+    /// `None` while it runs.
+    pub(crate) conclusion: Option<String>,
+    pub(crate) title: String,
+    pub(crate) summary: String,
+}
+
+/// A commit status (`GET /repos/{repo}/commits/{sha}/statuses`).
+pub(crate) struct CommitStatusData {
+    pub(crate) id: u64,
+    pub(crate) sha: String,
+    pub(crate) context: String,
+    pub(crate) state: String,
+    pub(crate) description: String,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// A pull request review, with its comments on lines.
+pub(crate) struct ReviewData {
+    pub(crate) id: u64,
+    pub(crate) pull: u64,
+    pub(crate) reviewer: String,
+    pub(crate) state: String,
+    pub(crate) body: String,
+    pub(crate) commit_id: String,
+    pub(crate) submitted_at: DateTime<Utc>,
+    /// (comment id, path, line, body).
+    pub(crate) comments: Vec<(u64, String, u64, String)>,
 }
 
 pub(crate) struct CommentData {
@@ -183,6 +222,9 @@ pub(crate) struct RepoData {
     pub(crate) deleted: HashSet<u64>,
     /// Transferred issues: old number → (new repository, new number) (301).
     pub(crate) transferred: HashMap<u64, (String, u64)>,
+    pub(crate) check_runs: Vec<CheckRunData>,
+    pub(crate) statuses: Vec<CommitStatusData>,
+    pub(crate) reviews: Vec<ReviewData>,
 }
 
 pub(crate) struct World {
@@ -207,6 +249,13 @@ impl World {
         self.next_id += 1;
         self.next_id
     }
+}
+
+/// A deterministic commit SHA for the `push`th commit of pull request `number` of `repo`.
+fn commit_sha(repo: &str, number: u64, push: u64) -> String {
+    let digest = Sha256::digest(format!("{repo}#{number}").as_bytes());
+    let prefix: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{push:08x}")
 }
 
 /// The token [`GitHubStandIn::start`] accepts out of the box.
@@ -446,6 +495,8 @@ impl GitHubStandIn {
         let head = PullHead {
             branch: head_branch.to_owned(),
             repo: repo.to_owned(),
+            sha: String::new(),
+            merged_at: None,
         };
         self.insert_issue(repo, author, title, body, Some(head))
     }
@@ -465,15 +516,20 @@ impl GitHubStandIn {
         let head = PullHead {
             branch: head_branch.to_owned(),
             repo: fork.to_owned(),
+            sha: String::new(),
+            merged_at: None,
         };
         self.insert_issue(repo, author, title, body, Some(head))
     }
 
-    fn insert_issue(&self, repo: &str, author: &str, title: &str, body: &str, pull: Option<PullHead>) -> u64 {
+    fn insert_issue(&self, repo: &str, author: &str, title: &str, body: &str, mut pull: Option<PullHead>) -> u64 {
         let mut world = self.world();
         let now = world.clock.now();
         let data = world.repos.entry(repo.to_owned()).or_default();
         let number = data.issues.keys().next_back().copied().unwrap_or(0) + 1;
+        if let Some(pull) = &mut pull {
+            pull.sha = commit_sha(repo, number, 1);
+        }
         data.issues.insert(
             number,
             IssueData {
@@ -491,6 +547,123 @@ impl GitHubStandIn {
             },
         );
         number
+    }
+
+    /// The head commit's SHA of pull request `number`.
+    ///
+    /// # Panics
+    /// When `number` is not a pull request of `repo` (a test's mistake).
+    pub fn pull_head_sha(&self, repo: &str, number: u64) -> String {
+        let world = self.world();
+        let pull = world.repos.get(repo).and_then(|r| r.issues.get(&number)).and_then(|i| i.pull.as_ref());
+        pull.expect("a pull request of the stand-in").sha.clone()
+    }
+
+    /// A new commit is pushed to pull request `number`'s branch; returns its SHA.
+    ///
+    /// # Panics
+    /// When `number` is not a pull request of `repo` (a test's mistake).
+    pub fn push_commit(&self, repo: &str, number: u64) -> String {
+        let mut world = self.world();
+        let now = world.clock.now();
+        let issue = world.repos.get_mut(repo).and_then(|r| r.issues.get_mut(&number));
+        let issue = issue.expect("a pull request of the stand-in");
+        let pull = issue.pull.as_mut().expect("a pull request of the stand-in");
+        let pushes = u64::from_str_radix(&pull.sha[32..], 16).unwrap_or(0) + 1;
+        pull.sha = commit_sha(repo, number, pushes);
+        issue.updated_at = now;
+        pull.sha.clone()
+    }
+
+    /// A check run named `name` on commit `sha`: completed with `conclusion` (`success`,
+    /// `failure`, `timed_out`, ...) or, with `None`, still in progress. Returns its id.
+    pub fn add_check_run(
+        &self,
+        repo: &str,
+        sha: &str,
+        name: &str,
+        conclusion: Option<&str>,
+        title: &str,
+        summary: &str,
+    ) -> u64 {
+        let mut world = self.world();
+        let id = world.next_id();
+        world.repos.entry(repo.to_owned()).or_default().check_runs.push(CheckRunData {
+            id,
+            sha: sha.to_owned(),
+            name: name.to_owned(),
+            conclusion: conclusion.map(str::to_owned),
+            title: title.to_owned(),
+            summary: summary.to_owned(),
+        });
+        id
+    }
+
+    /// A commit status `state` (`pending`, `success`, `failure`, `error`) for `context` on
+    /// commit `sha`. Returns its id.
+    pub fn add_commit_status(&self, repo: &str, sha: &str, context: &str, state: &str, description: &str) -> u64 {
+        let mut world = self.world();
+        let id = world.next_id();
+        let now = world.clock.now();
+        world.repos.entry(repo.to_owned()).or_default().statuses.push(CommitStatusData {
+            id,
+            sha: sha.to_owned(),
+            context: context.to_owned(),
+            state: state.to_owned(),
+            description: description.to_owned(),
+            created_at: now,
+        });
+        id
+    }
+
+    /// `reviewer` reviews pull request `number` at its head commit: `state` is GitHub's
+    /// (`CHANGES_REQUESTED`, `APPROVED`, `COMMENTED`), `comments` are (path, line, text).
+    /// Returns the review's id.
+    ///
+    /// # Panics
+    /// When `number` is not a pull request of `repo` (a test's mistake).
+    pub fn add_review(
+        &self,
+        repo: &str,
+        number: u64,
+        reviewer: &str,
+        state: &str,
+        body: &str,
+        comments: &[(&str, u64, &str)],
+    ) -> u64 {
+        let sha = self.pull_head_sha(repo, number);
+        let mut world = self.world();
+        let id = world.next_id();
+        let now = world.clock.now();
+        let comments = comments
+            .iter()
+            .map(|(path, line, text)| (world.next_id(), (*path).to_owned(), *line, (*text).to_owned()))
+            .collect();
+        world.repos.entry(repo.to_owned()).or_default().reviews.push(ReviewData {
+            id,
+            pull: number,
+            reviewer: reviewer.to_owned(),
+            state: state.to_owned(),
+            body: body.to_owned(),
+            commit_id: sha,
+            submitted_at: now,
+            comments,
+        });
+        id
+    }
+
+    /// Merges pull request `number` (it is closed and merged, as GitHub shows a merged one).
+    ///
+    /// # Panics
+    /// When `number` is not a pull request of `repo` (a test's mistake).
+    pub fn merge_pull_request(&self, repo: &str, number: u64) {
+        let mut world = self.world();
+        let now = world.clock.now();
+        let issue = world.repos.get_mut(repo).and_then(|r| r.issues.get_mut(&number));
+        let issue = issue.expect("a pull request of the stand-in");
+        issue.open = false;
+        issue.updated_at = now;
+        issue.pull.as_mut().expect("a pull request of the stand-in").merged_at = Some(now);
     }
 
     /// `actor` adds `label` to the issue (recorded as a `labeled` event).

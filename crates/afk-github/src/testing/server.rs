@@ -562,6 +562,108 @@ fn route(
                 .collect();
             paginate(items, query, &base, path)
         }
+        (Method::GET, ["pulls", n]) => match find_issue(repo, n).filter(|i| i.pull.is_some()) {
+            Some(pull) => Reply::ok(pull_json(&base, &repo_name, pull)),
+            None => Reply::not_found(),
+        },
+        (Method::GET, ["pulls", n, "reviews"]) => {
+            let Some(number) = find_issue(repo, n).filter(|i| i.pull.is_some()).map(|i| i.number) else {
+                return Reply::not_found();
+            };
+            let items = repo
+                .reviews
+                .iter()
+                .filter(|r| r.pull == number)
+                .map(|r| {
+                    json!({
+                        "id": r.id,
+                        "node_id": format!("PRR_{}", r.id),
+                        "user": { "login": r.reviewer, "type": "User" },
+                        "body": r.body,
+                        "state": r.state,
+                        "html_url": format!("{base}/{repo_name}/pull/{number}#pullrequestreview-{}", r.id),
+                        "pull_request_url": format!("{base}/repos/{repo_name}/pulls/{number}"),
+                        "author_association": "CONTRIBUTOR",
+                        "submitted_at": timestamp(r.submitted_at),
+                        "commit_id": r.commit_id,
+                    })
+                })
+                .collect();
+            paginate(items, query, &base, path)
+        }
+        (Method::GET, ["pulls", n, "reviews", id, "comments"]) => {
+            let number = n.parse::<u64>().ok();
+            let Some(review) = repo
+                .reviews
+                .iter()
+                .find(|r| Some(r.pull) == number && id.parse() == Ok(r.id))
+            else {
+                return Reply::not_found();
+            };
+            let items = review
+                .comments
+                .iter()
+                .map(|(id, file, line, body)| {
+                    json!({
+                        "id": id,
+                        "pull_request_review_id": review.id,
+                        "path": file,
+                        "line": line,
+                        "original_line": line,
+                        "side": "RIGHT",
+                        "position": 1,
+                        "body": body,
+                        "user": { "login": review.reviewer },
+                        "commit_id": review.commit_id,
+                        "html_url": format!("{base}/{repo_name}/pull/{}#discussion_r{id}", review.pull),
+                    })
+                })
+                .collect();
+            paginate(items, query, &base, path)
+        }
+        (Method::GET, ["commits", sha, "check-runs"]) => {
+            let runs: Vec<Value> = repo
+                .check_runs
+                .iter()
+                .filter(|c| c.sha == *sha)
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "head_sha": c.sha,
+                        "name": c.name,
+                        "status": if c.conclusion.is_some() { "completed" } else { "in_progress" },
+                        "conclusion": c.conclusion,
+                        "html_url": format!("{base}/{repo_name}/runs/{}", c.id),
+                        "details_url": format!("{base}/{repo_name}/actions/runs/{}", c.id),
+                        "output": { "title": c.title, "summary": c.summary, "text": null, "annotations_count": 0 },
+                        "app": { "slug": "github-actions" },
+                    })
+                })
+                .collect();
+            Reply::ok(json!({ "total_count": runs.len(), "check_runs": runs }))
+        }
+        (Method::GET, ["commits", sha, "statuses"]) => {
+            // Newest first, as GitHub lists them.
+            let items = repo
+                .statuses
+                .iter()
+                .rev()
+                .filter(|c| c.sha == *sha)
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "context": c.context,
+                        "state": c.state,
+                        "description": c.description,
+                        "target_url": format!("{base}/ci/{}", c.id),
+                        "created_at": timestamp(c.created_at),
+                        "updated_at": timestamp(c.created_at),
+                        "creator": { "login": "ci-bot" },
+                    })
+                })
+                .collect();
+            paginate(items, query, &base, path)
+        }
         (Method::GET, ["contents", file @ ..]) => {
             let file = file.join("/");
             match repo.files.get(&file) {
@@ -623,9 +725,12 @@ fn pull_json(base: &str, repo: &str, i: &IssueData) -> Value {
         "html_url": format!("{base}/{repo}/pull/{}", i.number),
         "head": i.pull.as_ref().map(|p| json!({
             "ref": p.branch,
+            "sha": p.sha,
             "label": head_label(p),
             "repo": { "full_name": p.repo },
         })),
+        "merged": i.pull.as_ref().is_some_and(|p| p.merged_at.is_some()),
+        "merged_at": i.pull.as_ref().and_then(|p| p.merged_at).map(timestamp),
         "user": { "login": i.author },
         "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     })

@@ -20,6 +20,7 @@
 
 mod actions;
 pub mod dispatcher;
+mod follow;
 mod intake;
 mod record;
 mod reporter;
@@ -126,6 +127,8 @@ pub struct Settings {
     pub projects: BTreeMap<Repo, RepoTarget>,
     /// The local issue folder, when that source is on.
     pub local_source: Option<PathBuf>,
+    /// `[followup] max_turns`: follow-up turns afk starts on its own per job.
+    pub follow_up_max_turns: u32,
 }
 
 /// The GitHub side of afk: intake, `AFK.md` and reporting, all through `afk-github`.
@@ -204,6 +207,8 @@ pub struct ControlPlane {
     status: Option<crate::status::PlaneLink>,
     /// True when T3's view is followed through the shell stream (`[watch] push`).
     has_feed: bool,
+    /// Pull request follow-through and follow-up turns.
+    follow: follow::FollowThrough,
 }
 
 impl ControlPlane {
@@ -214,6 +219,7 @@ impl ControlPlane {
             settings.limits.per_repo,
             t3.settings().branch_prefix.clone(),
         );
+        let follow = follow::FollowThrough::new(t3.clone(), settings.follow_up_max_turns);
         Self {
             recorder: Recorder::new(ledger, settings.retry),
             intake: Intake {
@@ -228,6 +234,7 @@ impl ControlPlane {
             read_credential: Credential::OPERATE,
             status: None,
             has_feed: false,
+            follow,
         }
     }
 
@@ -325,6 +332,14 @@ impl ControlPlane {
         if let Some(reporter) = &self.reporter {
             reporter.say_untrusted_edits(&notices).await;
             reporter.report(&mut self.recorder, &self.policies, now).await?;
+            // The pull requests of jobs in review, then the follow-up turns recorded (now or
+            // before a crash) and not yet accepted by T3.
+            self.follow
+                .follow(&mut self.recorder, reporter.github(), &self.policies, now)
+                .await?;
+            if t3_reachable {
+                self.follow.send_unsent(&self.recorder).await?;
+            }
         }
         Ok(TickReport {
             progress: self.recorder.take_progress(),

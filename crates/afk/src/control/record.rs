@@ -140,6 +140,58 @@ impl Recorder {
     /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
     /// not: for events a source offers on every scan (an issue that is back may or may not bring
     /// its job back, as [`afk_core::apply`] decides).
+    /// Records a [`Event::FollowUp`] of `job` with `follow_up` (its cause, prompt and the ids of
+    /// its turn), through the machine, before anything is sent. `None` when the machine or the
+    /// ledger refused it (the job moved, or the cause was answered already).
+    pub(crate) async fn record_follow_up(
+        &mut self,
+        job: &Job,
+        event: &Event,
+        follow_up: &afk_ledger::NewFollowUp,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Transition, Job)>, ControlError> {
+        let transition = match apply(job.status(), event, &self.retry, now) {
+            Ok(transition) => transition,
+            Err(invalid) => {
+                tracing::debug!("job {}: {invalid}", job.issue);
+                return Ok(None);
+            }
+        };
+        self.watched = None;
+        let updated = match self.ledger.record_follow_up(job.id, &transition, follow_up, now).await {
+            Ok(updated) => updated,
+            Err(LedgerError::Conflict { .. }) => {
+                tracing::debug!("job {}: changed under us, skipping its follow-up", job.issue);
+                return Ok(None);
+            }
+            Err(error) if error.is_unique_violation() => {
+                tracing::debug!("job {}: {} was followed up already", job.issue, follow_up.cause_key);
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.transition(job, &transition, now);
+        }
+        tracing::info!(
+            issue = %job.issue,
+            job = job.id.0,
+            attempt = updated.attempts,
+            "{} {} -> {}: {}",
+            job.issue,
+            transition.from,
+            transition.to,
+            transition.note
+        );
+        self.progress.push(Progress {
+            issue: job.issue.clone(),
+            from: transition.from,
+            to: transition.to,
+            note: transition.note.clone(),
+        });
+        Ok(Some((transition, updated)))
+    }
+
     pub(crate) async fn offer(
         &mut self,
         job: &Job,

@@ -8,7 +8,9 @@
 //! (deleted, transferred) ends its job ([`CancelReason::IssueGone`]) and is not written to again.
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState};
-use afk_github::{PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink, UntrustedEdit};
+use afk_github::{
+    FollowUpStatus, PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink, UntrustedEdit,
+};
 use chrono::{DateTime, Utc};
 
 use super::record::Recorder;
@@ -21,6 +23,8 @@ pub struct StatusReporter {
     reporter: Reporter,
     /// T3's web UI, for links to threads (`{base}/{thread id}`).
     thread_url_base: Option<String>,
+    /// `[followup] max_turns`, for the status comment.
+    max_turns: u32,
 }
 
 impl StatusReporter {
@@ -29,7 +33,20 @@ impl StatusReporter {
         Self {
             reporter,
             thread_url_base: thread_url_base.map(|b| b.trim_end_matches('/').to_owned()),
+            max_turns: 3,
         }
+    }
+
+    /// Says `max_turns` (`[followup] max_turns`) in the status comment's follow-up line.
+    pub fn with_max_turns(mut self, max_turns: u32) -> Self {
+        self.max_turns = max_turns;
+        self
+    }
+
+    /// The GitHub reporter (its client, permission cache and ETags), for the pull request
+    /// follow-through.
+    pub(crate) fn github(&self) -> &Reporter {
+        &self.reporter
     }
 
     /// Brings the status comment and labels of every GitHub job whose state or attempt changed
@@ -59,19 +76,48 @@ impl StatusReporter {
             }
             let attempts = ledger.attempts(job.id).await?;
             let last = attempts.last();
-            let pull_request = if job.state == JobState::Succeeded {
+            let pull_request = if matches!(
+                job.state,
+                JobState::Succeeded | JobState::InReview | JobState::Merged | JobState::Closed
+            ) {
                 match self
                     .reporter
                     // Any attempt's branch: an earlier attempt may have opened the pull request.
                     .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
                     .await
                 {
+                        Ok(PullRequestSearch::Found(pr)) if job.state == JobState::Succeeded => {
+                        // Followed from now on: recorded before anything is reported, and the
+                        // job is reported `in_review` on the next pass.
+                        let follow = Event::FollowPullRequest {
+                            pull_request: format!("#{} {}", pr.number, pr.url),
+                        };
+                        recorder.record(&job, &follow, None, now).await?;
+                        continue;
+                    }
                     Ok(found) => Some(found),
                     Err(error) => {
                         tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
                         continue;
                     }
                 }
+            } else {
+                None
+            };
+            let follow_ups = if matches!(
+                job.state,
+                JobState::InReview | JobState::Merged | JobState::Closed | JobState::Running
+            ) {
+                let used = ledger.follow_ups_used(job.id).await?;
+                let latest = ledger.latest_follow_up(job.id).await?;
+                (used > 0 || job.state != JobState::Running).then(|| FollowUpStatus {
+                    used,
+                    max_turns: self.max_turns,
+                    latest_cause: latest.as_ref().filter(|(n, _)| n.is_some()).map(|(_, c)| c.clone()),
+                    waiting_for_person: latest
+                        .filter(|(n, _)| n.is_none() && job.state == JobState::InReview)
+                        .map(|(_, c)| c),
+                })
             } else {
                 None
             };
@@ -93,6 +139,7 @@ impl StatusReporter {
                 last_error: views::last_error(&job, last).map(|e| afk_core::first_line(&e).into_owned()),
                 pull_request,
                 question: job.input_question.clone(),
+                follow_ups,
             };
             match self.reporter.report(&status).await {
                 Ok(ReportOutcome::Reported(_)) => {}
@@ -137,7 +184,10 @@ impl StatusReporter {
                 continue;
             }
             if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
-                tracing::info!("{}: succeeded, but no pull request for it was found", job.issue);
+                tracing::info!(
+                    "{}: succeeded, but no pull request for it was found: nothing to follow",
+                    job.issue
+                );
             }
             ledger.mark_reported(job.id, &marker).await?;
         }

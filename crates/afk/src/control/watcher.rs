@@ -574,6 +574,15 @@ impl Watcher {
             }) else {
                 continue;
             };
+            // A follow-up turn T3 has not started yet: the thread still shows the turn it follows
+            // up, which ended before the follow-up was recorded.
+            if matches!(event, Event::ThreadSucceeded | Event::ThreadInterrupted)
+                && attempt
+                    .follow_up_at
+                    .is_some_and(|since| ended_before(fleet, &attempt.thread_id, since))
+            {
+                continue;
+            }
             let event = match event {
                 // What the agent asks is read once per wait, when it begins.
                 Event::InputRequested { .. } => Event::InputRequested {
@@ -837,6 +846,14 @@ fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
 /// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
+/// True when the latest turn of `thread` ended before `since` (when a follow-up was recorded).
+fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool {
+    fleet
+        .thread(thread)
+        .and_then(|t| t.latest_turn.as_ref())
+        .is_some_and(|turn| turn.completed_at.unwrap_or(turn.requested_at).0 < since)
+}
+
 fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
     let lacks = |thread_id: &ThreadId| {
         fleet

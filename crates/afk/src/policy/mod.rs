@@ -171,6 +171,22 @@ impl Policies {
             .unwrap_or_default()
     }
 
+    /// `repo`'s `AFK.md` `followup:` settings (its cache, re-read when the file changed);
+    /// defaults when there is none or it cannot be read now (said at DEBUG: the dispatcher says
+    /// why an `AFK.md` cannot be used).
+    pub async fn follow_up_settings(&self, repo: &Repo) -> afk_github::policy::FollowUpSettings {
+        let Some(afk_md) = self.afk_md.as_ref() else {
+            return Default::default();
+        };
+        match afk_md.policy(repo).await {
+            Ok(file) => file.settings.followup.clone(),
+            Err(error) => {
+                tracing::debug!("{repo}: AFK.md's followup settings are not used: {error}");
+                Default::default()
+            }
+        }
+    }
+
     /// The labels `repo`'s `AFK.md` adds, for removing them when a job ends: as last resolved,
     /// else read from `AFK.md` now (afk restarted since the job was dispatched). `None` when
     /// `AFK.md` cannot be fetched now (try again later); none for an `AFK.md` afk cannot use.
@@ -244,6 +260,7 @@ mod tests {
             branch_prefix: prefix.map(str::to_owned),
             model: model.map(str::to_owned),
             extra_labels: vec!["bot".into()],
+            followup: Default::default(),
         };
         // (AFK.md, limit, branch prefix, model, why)
         let cases = [

@@ -229,7 +229,7 @@ impl Metrics {
                     })
                     .inc();
             }
-            Some(AttemptChange::DispatchRetry { .. }) | None => {}
+            Some(AttemptChange::DispatchRetry { .. } | AttemptChange::FollowUp { .. }) | None => {}
         }
     }
 
