@@ -340,3 +340,32 @@ async fn on_github_the_issue_says_what_the_agent_asks_with_the_link_and_wears_ne
     assert!(!comments[0].contains("Needs you"), "{}", comments[0]);
     assert_eq!(sent(&world.sim, "thread.turn.interrupt"), 0);
 }
+
+#[tokio::test]
+async fn a_thread_waiting_for_a_person_holds_its_slot_against_the_limits() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.max_concurrent = 1;
+    world.add_issue(REPO_A, 1, "[sim:ask] Do it.");
+    let mut app = world.app().await;
+    let clock = Clock::default();
+    tick_at_until(&mut app, &clock, first_is(JobState::NeedsInput)).await;
+    let thread = the_thread(&app).await;
+    world.add_issue(REPO_A, 2, "Do it.");
+    for _ in 0..5 {
+        app.tick(clock.now()).await.expect("a tick");
+    }
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(
+        (jobs[0].state, jobs[1].state),
+        (JobState::NeedsInput, JobState::Queued),
+        "the second job waits for the slot: {jobs:#?}"
+    );
+    assert_eq!(world.sim.threads().len(), 1);
+
+    answer(&world.sim, &thread).await;
+    let jobs = tick_at_until(&mut app, &clock, |jobs| {
+        jobs.len() == 2 && jobs.iter().all(|j| j.state == JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(jobs.len(), 2);
+}

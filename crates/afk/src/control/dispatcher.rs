@@ -372,8 +372,9 @@ impl Dispatcher {
         if ready.is_empty() {
             return Ok(());
         }
+        // A thread waiting for a person is live too: it holds its slot (and its checkout).
         let in_flight = ledger
-            .jobs_in(&[JobState::Dispatching, JobState::Running])
+            .jobs_in(&[JobState::Dispatching, JobState::Running, JobState::NeedsInput])
             .await?;
         // A thread still being stopped may still be working: it counts against the limits, and
         // its job gets no new attempt until the stop is confirmed.
