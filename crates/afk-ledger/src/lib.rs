@@ -25,6 +25,8 @@
 //!   CLI's views;
 //! - `model.rs`: the records as the rest of afk sees them and their decoding from rows;
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
+//! - `commands.rs`: comment commands taken from GitHub (`/afk ...`), taken once and answered in
+//!   the same transaction as the job's move, and the instruction a job's prompt carries;
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
 //! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
@@ -44,6 +46,10 @@ pub use afk_core::{AttemptId, IssueKey};
 pub use error::{LedgerError, RecordRef};
 pub use inspect::Inspection;
 pub use leader::{Leadership, LeadershipLost};
+pub use commands::{
+    CommandAnswer, CommandState, CommentCommand, CommentCommandId, CommentCommandKind, InstructionChange,
+    JobInstruction, NewCommentCommand, Reaction,
+};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobSummary, LedgerSize, MAX_PAGE};
 pub use redact::redact_url;
@@ -160,7 +166,9 @@ mod leader;
 mod open;
 mod overview;
 mod query;
+#[macro_use]
 mod record;
+mod commands;
 mod waits;
 
 impl Ledger {
