@@ -9,6 +9,7 @@
 //! SHA-256 digest of the verified body) as well as by the unsigned `X-GitHub-Delivery` id: a
 //! replayed body under a new or missing id is a duplicate too.
 
+use crate::commands::IssueComment;
 use crate::lock;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -53,6 +54,14 @@ pub enum WebhookEventKind {
     Deleted,
     /// The issue was transferred to another repository.
     Transferred,
+    /// A comment was made on the issue or on a pull request (`issue_comment` `created`; an edit
+    /// is not delivered: a command is taken once, as first seen).
+    Commented {
+        /// The comment.
+        comment: IssueComment,
+        /// True when it is on a pull request.
+        on_pull_request: bool,
+    },
 }
 
 /// One verified `issues` event.
@@ -77,7 +86,9 @@ impl WebhookEvent {
         match &self.kind {
             WebhookEventKind::Closed | WebhookEventKind::Deleted | WebhookEventKind::Transferred => true,
             WebhookEventKind::Unlabeled { label } => label == trigger_label,
-            WebhookEventKind::Labeled { .. } | WebhookEventKind::Reopened => false,
+            WebhookEventKind::Labeled { .. }
+            | WebhookEventKind::Reopened
+            | WebhookEventKind::Commented { .. } => false,
         }
     }
 
@@ -91,7 +102,8 @@ impl WebhookEvent {
             WebhookEventKind::Closed
             | WebhookEventKind::Deleted
             | WebhookEventKind::Transferred
-            | WebhookEventKind::Unlabeled { .. } => false,
+            | WebhookEventKind::Unlabeled { .. }
+            | WebhookEventKind::Commented { .. } => false,
         }
     }
 }
@@ -151,7 +163,7 @@ impl SeenDeliveries {
 
 /// A router serving `POST /webhooks/github`. `secret` is asked on every delivery (so a rotated
 /// secret applies at once); verified `issues` events labeled, unlabeled, closed, reopened,
-/// deleted and transferred are sent
+/// deleted and transferred, and `issue_comment` created, are sent
 /// on `events`. Answers: 202 accepted, 200 duplicate, 204 ignored (other events or actions),
 /// 400 malformed, 401 bad or missing signature, 503 secret unavailable or receiver gone.
 pub fn webhook_router(secret: Arc<dyn SecretProvider>, events: mpsc::Sender<WebhookEvent>) -> Router {
@@ -170,6 +182,9 @@ struct Payload {
     repository: PayloadRepository,
     #[serde(default)]
     label: Option<PayloadLabel>,
+    /// On `issue_comment` events.
+    #[serde(default)]
+    comment: Option<crate::model::Comment>,
 }
 
 #[derive(Deserialize)]
@@ -265,10 +280,14 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
 }
 
 /// What a verified delivery of event type `event` (`X-GitHub-Event`) with `body` says: the
-/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and pull
-/// requests); `Err` with why for an `issues` payload afk cannot read. Never panics, whatever the
+/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and `issues` events of pull
+/// requests; a comment on a pull request is read, as a command may be on it); `Err` with why for
+/// an `issues` or `issue_comment` payload afk cannot read. Never panics, whatever the
 /// body.
 pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    if event == "issue_comment" {
+        return read_comment_delivery(body);
+    }
     if event != "issues" {
         return Ok(None);
     }
@@ -289,6 +308,29 @@ pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, Webh
     }
     let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
     Ok(Some((repo, payload.issue.number, kind)))
+}
+
+/// An `issue_comment` delivery: only `created` is read (an edited comment is not taken again, and
+/// one first seen edited is found by polling).
+fn read_comment_delivery(body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| format!("not an issue_comment event payload: {e}"))?;
+    if payload.action != "created" {
+        return Ok(None);
+    }
+    let comment = payload
+        .comment
+        .ok_or_else(|| "an issue_comment event without its comment".to_owned())?;
+    let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
+    let number = payload.issue.number;
+    Ok(Some((
+        repo,
+        number,
+        WebhookEventKind::Commented {
+            comment: IssueComment::from_model(number, comment),
+            on_pull_request: payload.issue.pull_request.is_some(),
+        },
+    )))
 }
 
 /// The SHA-256 of a delivery's body, in hex: what the signature covers, so what a replay cannot
