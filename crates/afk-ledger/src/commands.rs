@@ -381,3 +381,19 @@ impl Ledger {
     }
 }
 
+
+impl Ledger {
+    /// The job of `repo` one of whose attempts worked on `branch` (the latest such attempt's), if
+    /// any: how a comment on a pull request afk's agent opened finds its job.
+    pub async fn job_by_branch(&self, repo: &Repo, branch: &str) -> Result<Option<Job>, LedgerError> {
+        let row: Option<JobRow> = fetch!(
+            self,
+            fetch_optional,
+            "SELECT j.* FROM jobs j JOIN attempts a ON a.job_id = j.id \
+             WHERE j.repo = $1 AND a.branch = $2 ORDER BY a.id DESC LIMIT 1",
+            repo.as_str(),
+            branch
+        );
+        row.map(JobRow::into_job).transpose()
+    }
+}

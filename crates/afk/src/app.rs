@@ -517,14 +517,18 @@ fn github_side(
     intake_config.permission_ttl = github.permission_ttl;
     // Links go into public comments: never with a password in them.
     let web = t3_web_base(config);
-    Ok(Some(GitHubSide::new(
-        Intake::new(client.clone(), intake_config),
-        PolicyStore::new(client.clone()),
-        Reporter::new(client),
-        github.poll_interval,
-        Some(web),
-        events,
-    )))
+    let commands = afk_github::CommentCommands::new(client.clone());
+    Ok(Some(
+        GitHubSide::new(
+            Intake::new(client.clone(), intake_config),
+            PolicyStore::new(client.clone()),
+            Reporter::new(client),
+            github.poll_interval,
+            Some(web),
+            events,
+        )
+        .with_comment_commands(commands, github.poll_interval),
+    ))
 }
 
 #[cfg(test)]
