@@ -809,7 +809,11 @@ mod tests {
             (job(JobState::Succeeded, 1), Commanded, false),
             (job(JobState::Running, 1), Commanded, false),
             (job(JobState::RetryWait, 1), Commanded, false),
-            (cancelled(CancelReason::StoppedByCommand), Source(JobSource::GitHub), false),
+            (
+                cancelled(CancelReason::StoppedByCommand),
+                Source(JobSource::GitHub),
+                false,
+            ),
             (cancelled(CancelReason::StoppedByCommand), Person, true),
             (cancelled(CancelReason::InterruptedInT3), Person, true),
             (cancelled(CancelReason::ByHand), Person, true),

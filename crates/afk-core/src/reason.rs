@@ -69,7 +69,9 @@ impl fmt::Display for CancelReason {
             CancelReason::InterruptedInT3 => "interrupted in T3",
             CancelReason::ByHand => "cancelled by hand",
             CancelReason::IssueGone => "GitHub no longer has the issue (deleted or transferred)",
-            CancelReason::StoppedByCommand => "stopped by a `/afk stop` comment of a person with write access",
+            CancelReason::StoppedByCommand => {
+                "stopped by a `/afk stop` comment of a person with write access"
+            }
         })
     }
 }

@@ -186,7 +186,14 @@ impl CommentCommands {
         }
         let number = issue.number.to_string();
         let url = self.client.url(
-            &["repos", issue.repo.owner(), issue.repo.name(), "issues", &number, "comments"],
+            &[
+                "repos",
+                issue.repo.owner(),
+                issue.repo.name(),
+                "issues",
+                &number,
+                "comments",
+            ],
             &query,
         );
         let comments: Vec<model::Comment> = self.client.get_all(url).await?;
@@ -205,10 +212,23 @@ impl CommentCommands {
     /// Puts `reaction` on the comment `comment` of `repo`:
     /// `POST /repos/{o}/{r}/issues/comments/{id}/reactions`. GitHub answers 200 for a reaction
     /// afk already left, so asking again after a crash adds nothing.
-    pub async fn react(&self, repo: &Repo, comment: CommentId, reaction: CommandReaction) -> Result<(), GitHubError> {
+    pub async fn react(
+        &self,
+        repo: &Repo,
+        comment: CommentId,
+        reaction: CommandReaction,
+    ) -> Result<(), GitHubError> {
         let id = comment.to_string();
         let url = self.client.url(
-            &["repos", repo.owner(), repo.name(), "issues", "comments", &id, "reactions"],
+            &[
+                "repos",
+                repo.owner(),
+                repo.name(),
+                "issues",
+                "comments",
+                &id,
+                "reactions",
+            ],
             &[],
         );
         self.client
@@ -219,24 +239,42 @@ impl CommentCommands {
     /// Replies `text` (one line) on `issue` to the comment `comment`, once: a reply of afk's own
     /// naming that comment (a hidden marker) already there is not sent again. Returns whether
     /// it posted.
-    pub async fn reply(&self, issue: &IssueKey, comment: CommentId, author: &str, text: &str) -> Result<bool, GitHubError> {
+    pub async fn reply(
+        &self,
+        issue: &IssueKey,
+        comment: CommentId,
+        author: &str,
+        text: &str,
+    ) -> Result<bool, GitHubError> {
         let marker = reply_marker(comment);
         let me = self.client.identity().await?;
         let number = issue.number.to_string();
-        let segments = ["repos", issue.repo.owner(), issue.repo.name(), "issues", &number, "comments"];
+        let segments = [
+            "repos",
+            issue.repo.owner(),
+            issue.repo.name(),
+            "issues",
+            &number,
+            "comments",
+        ];
         let existing: Vec<model::Comment> = self
             .client
             .get_all(self.client.url(&segments, &[("per_page", "100")]))
             .await?;
         let replied = existing.iter().any(|c| {
-            c.user.as_ref().is_some_and(|u| me.is(&u.login)) && c.body.as_deref().is_some_and(|b| b.contains(&marker))
+            c.user.as_ref().is_some_and(|u| me.is(&u.login))
+                && c.body.as_deref().is_some_and(|b| b.contains(&marker))
         });
         if replied {
             return Ok(false);
         }
         let body = format!("{marker}\n@{author}: {text}\n");
         self.client
-            .send_ignoring_body(Method::POST, self.client.url(&segments, &[]), Some(&json!({ "body": body })))
+            .send_ignoring_body(
+                Method::POST,
+                self.client.url(&segments, &[]),
+                Some(&json!({ "body": body })),
+            )
             .await?;
         Ok(true)
     }
@@ -246,7 +284,9 @@ impl CommentCommands {
     /// is not a pull request.
     pub async fn pull_request_branch(&self, repo: &Repo, number: u64) -> Result<Option<String>, GitHubError> {
         let n = number.to_string();
-        let url = self.client.url(&["repos", repo.owner(), repo.name(), "pulls", &n], &[]);
+        let url = self
+            .client
+            .url(&["repos", repo.owner(), repo.name(), "pulls", &n], &[]);
         let pull: model::Pull = match self.client.get_json(url).await {
             Ok(pull) => pull,
             Err(GitHubError::NotFound { .. }) => return Ok(None),
@@ -274,7 +314,10 @@ mod tests {
             ("\n\n  \n/afk stop\n", Parsed::Command(Command::Stop)),
             ("/afk retry  ", Parsed::Command(Command::Retry)),
             ("/afk fix the tests", instruct("fix the tests")),
-            ("/afk\nfix the tests\nand the docs", instruct("fix the tests\nand the docs")),
+            (
+                "/afk\nfix the tests\nand the docs",
+                instruct("fix the tests\nand the docs"),
+            ),
             ("/afk please retry", instruct("please retry")),
             ("/AFK retry", Parsed::NotACommand),
             ("/afkretry", Parsed::NotACommand),
@@ -294,6 +337,9 @@ mod tests {
         let long = format!("/afk {}", "x".repeat(MAX_COMMAND_BYTES));
         assert!(malformed(&parse_command(&long)));
         // Not a command, however long: never answered.
-        assert_eq!(parse_command(&"x".repeat(MAX_COMMAND_BYTES * 2)), Parsed::NotACommand);
+        assert_eq!(
+            parse_command(&"x".repeat(MAX_COMMAND_BYTES * 2)),
+            Parsed::NotACommand
+        );
     }
 }

@@ -31,8 +31,8 @@
 pub mod access;
 pub mod auth;
 pub mod client;
-pub mod commands;
 pub mod clock;
+pub mod commands;
 pub mod edits;
 pub mod error;
 mod http;
@@ -52,8 +52,8 @@ pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REF
 pub use client::{ClientConfig, GitHubClient, RequestObserver, GITHUB_API};
 pub use clock::{Clock, SystemClock};
 pub use commands::{
-    parse_command, Command, CommandReaction, CommentCommands, CommentId, IssueComment, Parsed, COMMAND_PREFIX,
-    MAX_COMMAND_BYTES,
+    parse_command, Command, CommandReaction, CommentCommands, CommentId, IssueComment, Parsed,
+    COMMAND_PREFIX, MAX_COMMAND_BYTES,
 };
 pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};

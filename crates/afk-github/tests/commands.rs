@@ -51,9 +51,18 @@ async fn comments_are_listed_since_an_instant_and_an_edit_lists_one_again() {
 async fn only_people_with_write_access_may_command() {
     let (github, clock) = world().await;
     let commands = CommentCommands::new(client(&github, &clock));
-    assert!(commands.may_command(&repo(), &Login::new(MAINTAINER)).await.unwrap());
-    assert!(!commands.may_command(&repo(), &Login::new(OUTSIDER)).await.unwrap());
-    assert!(!commands.may_command(&repo(), &Login::new("stranger")).await.unwrap());
+    assert!(commands
+        .may_command(&repo(), &Login::new(MAINTAINER))
+        .await
+        .unwrap());
+    assert!(!commands
+        .may_command(&repo(), &Login::new(OUTSIDER))
+        .await
+        .unwrap());
+    assert!(!commands
+        .may_command(&repo(), &Login::new("stranger"))
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
@@ -152,9 +161,19 @@ async fn a_comment_on_a_pull_request_is_marked_so_and_its_branch_is_found() {
     let body = serde_json::to_vec(&github.issue_comment_payload(REPO, comment).unwrap()).unwrap();
     let (_, n, kind) = read_delivery("issue_comment", &body).unwrap().unwrap();
     assert_eq!(n, pull);
-    assert!(matches!(kind, WebhookEventKind::Commented { on_pull_request: true, .. }));
+    assert!(matches!(
+        kind,
+        WebhookEventKind::Commented {
+            on_pull_request: true,
+            ..
+        }
+    ));
     assert_eq!(
-        commands.pull_request_branch(&repo(), pull).await.unwrap().as_deref(),
+        commands
+            .pull_request_branch(&repo(), pull)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("afk/issue-1")
     );
 }

@@ -198,7 +198,9 @@ impl CommandRow {
                 .ok_or_else(|| corrupt("state", format!("unknown state {:?}", self.state)))?,
             reaction: self
                 .reaction
-                .map(|r| Reaction::parse(&r).ok_or_else(|| corrupt("reaction", format!("unknown reaction {r:?}"))))
+                .map(|r| {
+                    Reaction::parse(&r).ok_or_else(|| corrupt("reaction", format!("unknown reaction {r:?}")))
+                })
                 .transpose()?,
             reply: self.reply,
             taken_at: DateTime::from_timestamp_millis(self.taken_ms)
@@ -209,7 +211,9 @@ impl CommandRow {
 
 /// A GitHub number as the ledger stores it (BIGINT).
 fn stored(what: &str, n: u64) -> Result<i64, LedgerError> {
-    i64::try_from(n).map_err(|_| LedgerError::OutOfRange { what: what.to_owned() })
+    i64::try_from(n).map_err(|_| LedgerError::OutOfRange {
+        what: what.to_owned(),
+    })
 }
 
 impl Ledger {
@@ -349,10 +353,12 @@ impl Ledger {
     pub async fn acknowledge_comment_command(&self, id: CommentCommandId) -> Result<(), LedgerError> {
         with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
-            sqlx::query("UPDATE comment_commands SET state = 'acknowledged' WHERE id = $1 AND state = 'answered'")
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE comment_commands SET state = 'acknowledged' WHERE id = $1 AND state = 'answered'",
+            )
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
             Ok(())
         }))
     }
@@ -380,7 +386,6 @@ impl Ledger {
         rows.into_iter().map(CommandRow::into_command).collect()
     }
 }
-
 
 impl Ledger {
     /// The job of `repo` one of whose attempts worked on `branch` (the latest such attempt's), if

@@ -43,13 +43,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use afk_core::{AttemptId, IssueKey};
-pub use error::{LedgerError, RecordRef};
-pub use inspect::Inspection;
-pub use leader::{Leadership, LeadershipLost};
 pub use commands::{
     CommandAnswer, CommandState, CommentCommand, CommentCommandId, CommentCommandKind, InstructionChange,
     JobInstruction, NewCommentCommand, Reaction,
 };
+pub use error::{LedgerError, RecordRef};
+pub use inspect::Inspection;
+pub use leader::{Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobSummary, LedgerSize, MAX_PAGE};
 pub use redact::redact_url;

@@ -1617,7 +1617,9 @@ on_both_backends!(a_comment_command_is_taken_once_and_answered_with_the_jobs_mov
 /// transaction with the job's move and its instruction, then acknowledged; a job that moved
 /// meanwhile leaves it taken, with nothing written.
 async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fixture) {
-    use afk_ledger::{CommandAnswer, CommandState, CommentCommandKind, InstructionChange, NewCommentCommand, Reaction};
+    use afk_ledger::{
+        CommandAnswer, CommandState, CommentCommandKind, InstructionChange, NewCommentCommand, Reaction,
+    };
     let ledger = &fx.ledger;
     let job = running(ledger, 900, "thread-cmd-1").await;
     let command = NewCommentCommand {
@@ -1629,22 +1631,44 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         kind: CommentCommandKind::Instruct,
         argument: Some("fix the tests".into()),
     };
-    assert!(!ledger.comment_command_known(&command.repo, command.comment_id).await.unwrap());
+    assert!(!ledger
+        .comment_command_known(&command.repo, command.comment_id)
+        .await
+        .unwrap());
     assert!(ledger.take_comment_command(&command, false, at(1)).await.unwrap());
     let edited = NewCommentCommand {
         kind: CommentCommandKind::Stop,
         argument: None,
         ..command.clone()
     };
-    assert!(!ledger.take_comment_command(&edited, false, at(2)).await.unwrap(), "taken once");
-    assert!(ledger.comment_command_known(&command.repo, command.comment_id).await.unwrap());
+    assert!(
+        !ledger.take_comment_command(&edited, false, at(2)).await.unwrap(),
+        "taken once"
+    );
+    assert!(ledger
+        .comment_command_known(&command.repo, command.comment_id)
+        .await
+        .unwrap());
     let open = ledger.open_comment_commands(10).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!((open[0].state, &open[0].command), (CommandState::Taken, &command));
 
     // Answered against a stale view of the job: nothing is written.
-    let cancel = transition(&job, Event::Cancel { reason: CancelReason::StoppedByCommand }, at(3));
-    let moved = step(ledger, &job, Event::ThreadFailed { error: "boom".into() }, None, at(3)).await;
+    let cancel = transition(
+        &job,
+        Event::Cancel {
+            reason: CancelReason::StoppedByCommand,
+        },
+        at(3),
+    );
+    let moved = step(
+        ledger,
+        &job,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(3),
+    )
+    .await;
     let answer = CommandAnswer {
         reaction: Reaction::Eyes,
         reply: None,
@@ -1657,25 +1681,44 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         .answer_comment_command(open[0].id, job.id, Some(&cancel), &answer, at(4))
         .await;
     assert!(matches!(stale, Err(LedgerError::Conflict { .. })), "{stale:?}");
-    assert_eq!(ledger.open_comment_commands(10).await.unwrap()[0].state, CommandState::Taken);
+    assert_eq!(
+        ledger.open_comment_commands(10).await.unwrap()[0].state,
+        CommandState::Taken
+    );
     assert_eq!(ledger.job_instruction(job.id).await.unwrap(), None, "rolled back");
 
     // Answered against the job as it is: the move, the instruction and the answer together.
-    let cancel = transition(&moved, Event::Cancel { reason: CancelReason::StoppedByCommand }, at(5));
+    let cancel = transition(
+        &moved,
+        Event::Cancel {
+            reason: CancelReason::StoppedByCommand,
+        },
+        at(5),
+    );
     let updated = ledger
         .answer_comment_command(open[0].id, job.id, Some(&cancel), &answer, at(5))
         .await
         .unwrap()
         .expect("the job moved");
     assert_eq!(updated.cancel_reason, Some(CancelReason::StoppedByCommand));
-    let instruction = ledger.job_instruction(job.id).await.unwrap().expect("an instruction");
-    assert_eq!((instruction.text.as_str(), instruction.author.as_str()), ("fix the tests", "mona"));
+    let instruction = ledger
+        .job_instruction(job.id)
+        .await
+        .unwrap()
+        .expect("an instruction");
+    assert_eq!(
+        (instruction.text.as_str(), instruction.author.as_str()),
+        ("fix the tests", "mona")
+    );
     let again = ledger
         .answer_comment_command(open[0].id, job.id, None, &answer, at(6))
         .await;
     assert!(again.is_err(), "answered once");
     let open = ledger.open_comment_commands(10).await.unwrap();
-    assert_eq!((open[0].state, open[0].reaction), (CommandState::Answered, Some(Reaction::Eyes)));
+    assert_eq!(
+        (open[0].state, open[0].reaction),
+        (CommandState::Answered, Some(Reaction::Eyes))
+    );
     ledger.acknowledge_comment_command(open[0].id).await.unwrap();
     assert!(ledger.open_comment_commands(10).await.unwrap().is_empty());
     let all = ledger.comment_commands_of(job.id).await.unwrap();

@@ -93,7 +93,10 @@ async fn a_writers_stop_cancels_the_job_and_stops_its_threads_session_and_a_read
     tick_a_while(&mut app).await;
     let jobs = app.ledger().jobs().await.unwrap();
     assert_eq!(jobs[0].state, JobState::Running, "a reader cannot stop the job");
-    assert!(github.reactions(REPO_A, outsiders).is_empty(), "no reaction for a reader");
+    assert!(
+        github.reactions(REPO_A, outsiders).is_empty(),
+        "no reaction for a reader"
+    );
     assert!(replies(&github, number).is_empty(), "no reply to a reader");
     let kept = app.ledger().comment_commands_of(jobs[0].id).await.unwrap();
     assert_eq!(kept.len(), 1);
@@ -106,14 +109,26 @@ async fn a_writers_stop_cancels_the_job_and_stops_its_threads_session_and_a_read
         first_thread_interrupted(&world.sim) && github.reactions(REPO_A, writers) == eyes()
     })
     .await;
-    let session = world.sim.read_model().threads[0].session.as_ref().map(|s| s.status);
-    assert_eq!(session, Some(t3_client::wire::SessionStatus::Stopped), "its session is stopped");
+    let session = world.sim.read_model().threads[0]
+        .session
+        .as_ref()
+        .map(|s| s.status);
+    assert_eq!(
+        session,
+        Some(t3_client::wire::SessionStatus::Stopped),
+        "its session is stopped"
+    );
     let notes = notes(&app, jobs[0].id).await;
     assert!(
-        notes.iter().any(|n| n.contains("/afk stop") && n.contains(MAINTAINER)),
+        notes
+            .iter()
+            .any(|n| n.contains("/afk stop") && n.contains(MAINTAINER)),
         "the note says who stopped it: {notes:#?}"
     );
-    assert!(replies(&github, number).is_empty(), "a taken command gets no reply");
+    assert!(
+        replies(&github, number).is_empty(),
+        "a taken command gets no reply"
+    );
     assert!(github.reactions(REPO_A, outsiders).is_empty());
 }
 
@@ -126,12 +141,20 @@ async fn retry_after_giving_up_requeues_with_a_fresh_budget_and_runs() {
     tick_until_first_job_is(&mut app, JobState::GivenUp).await;
 
     let retry = github.add_comment(REPO_A, number, MAINTAINER, "/afk retry");
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, first_job_is(JobState::Succeeded)).await;
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        first_job_is(JobState::Succeeded),
+    )
+    .await;
     assert_eq!(jobs[0].attempts, 2);
     tick_until_true(&mut app, || github.reactions(REPO_A, retry) == eyes()).await;
     let notes = notes(&app, jobs[0].id).await;
     assert!(
-        notes.iter().any(|n| n.contains("commanded in a comment") && n.contains(MAINTAINER)),
+        notes
+            .iter()
+            .any(|n| n.contains("commanded in a comment") && n.contains(MAINTAINER)),
         "{notes:#?}"
     );
 }
@@ -144,13 +167,26 @@ async fn an_instruction_when_no_attempt_is_alive_starts_one_whose_prompt_carries
     let mut app = world.app().await;
     tick_until_first_job_is(&mut app, JobState::GivenUp).await;
 
-    let comment = github.add_comment(REPO_A, number, MAINTAINER, "/afk fix the tests\nand keep the API as it is");
-    let jobs = tick_until(&mut app, Duration::from_secs(20), |_| {}, first_job_is(JobState::Succeeded)).await;
+    let comment = github.add_comment(
+        REPO_A,
+        number,
+        MAINTAINER,
+        "/afk fix the tests\nand keep the API as it is",
+    );
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        first_job_is(JobState::Succeeded),
+    )
+    .await;
     let attempts = app.ledger().attempts(jobs[0].id).await.unwrap();
     assert_eq!(attempts.len(), 2);
     assert!(!attempts[0].prompt.contains("fix the tests"));
     assert!(
-        attempts[1].prompt.contains("fix the tests\nand keep the API as it is")
+        attempts[1]
+            .prompt
+            .contains("fix the tests\nand keep the API as it is")
             && attempts[1].prompt.contains(MAINTAINER),
         "{}",
         attempts[1].prompt
@@ -172,7 +208,10 @@ async fn an_instruction_to_a_live_thread_is_refused_for_now_and_its_edit_is_not_
     .await;
     let said = replies(&github, number);
     assert_eq!(said.len(), 1, "{said:#?}");
-    assert!(said[0].contains("follow-up turns are not available yet"), "{said:#?}");
+    assert!(
+        said[0].contains("follow-up turns are not available yet"),
+        "{said:#?}"
+    );
 
     // Edited into a stop after afk took it: never read again.
     github.edit_comment(REPO_A, comment, "/afk stop");
@@ -181,7 +220,10 @@ async fn an_instruction_to_a_live_thread_is_refused_for_now_and_its_edit_is_not_
     assert_eq!(now[0].state, JobState::Running, "the edit is not a new command");
     assert_eq!(github.reactions(REPO_A, comment), thumbs_down());
     assert_eq!(replies(&github, number).len(), 1);
-    assert_eq!(app.ledger().comment_commands_of(jobs[0].id).await.unwrap().len(), 1);
+    assert_eq!(
+        app.ledger().comment_commands_of(jobs[0].id).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -197,7 +239,11 @@ async fn a_crash_after_a_command_was_recorded_and_before_its_reaction_acts_once_
     let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
     assert!(github.reactions(REPO_A, comment).is_empty());
     let commands = app.ledger().comment_commands_of(jobs[0].id).await.unwrap();
-    assert_eq!(commands[0].state, CommandState::Answered, "recorded, not yet acknowledged");
+    assert_eq!(
+        commands[0].state,
+        CommandState::Answered,
+        "recorded, not yet acknowledged"
+    );
     drop(app);
 
     let mut app = world.app().await;
@@ -207,7 +253,9 @@ async fn a_crash_after_a_command_was_recorded_and_before_its_reaction_acts_once_
     let reaction_posts = github
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.path.contains(&format!("/comments/{comment}/reactions")) && r.status < 300)
+        .filter(|r| {
+            r.method == "POST" && r.path.contains(&format!("/comments/{comment}/reactions")) && r.status < 300
+        })
         .count();
     assert_eq!(reaction_posts, 1, "reacted once");
     let stops = notes(&app, jobs[0].id)
@@ -244,7 +292,10 @@ async fn a_signed_issue_comment_webhook_acts_at_once() {
         .post(format!("http://{addr}/webhooks/github"))
         .header("x-github-event", "issue_comment")
         .header("x-github-delivery", "c-1")
-        .header("x-hub-signature-256", afk_github::sign(secret.as_bytes(), body.as_bytes()))
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
         .body(body)
         .send()
         .await

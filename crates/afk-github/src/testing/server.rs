@@ -473,7 +473,10 @@ fn route(
                 return Reply::not_found();
             };
             // GitHub: `since` lists the comments updated at or after it.
-            let since = match query.get("since").map(|s| chrono::DateTime::parse_from_rfc3339(s)) {
+            let since = match query
+                .get("since")
+                .map(|s| chrono::DateTime::parse_from_rfc3339(s))
+            {
                 None => None,
                 Some(Ok(at)) => Some(at.with_timezone(&chrono::Utc)),
                 Some(Err(_)) => {
@@ -537,8 +540,16 @@ fn route(
         // GitHub: 201 with the new reaction, 200 with the existing one when this account left
         // the same reaction already; 422 for an unknown content.
         (Method::POST, ["issues", "comments", id, "reactions"]) => {
-            let content = request.get("content").and_then(Value::as_str).unwrap_or_default().to_owned();
-            if !["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"].contains(&content.as_str()) {
+            let content = request
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if ![
+                "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
+            ]
+            .contains(&content.as_str())
+            {
                 return Reply::status(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     json!({ "message": "Validation Failed", "errors": [{ "field": "content", "code": "invalid" }] }),
@@ -547,10 +558,12 @@ fn route(
             let Some(comment) = repo.comments.iter_mut().find(|c| id.parse() == Ok(c.id)) else {
                 return Reply::not_found();
             };
-            let reaction = |id: u64| {
-                json!({ "id": id, "user": { "login": bot }, "content": content, "created_at": timestamp(now) })
-            };
-            if comment.reactions.iter().any(|(who, what)| *who == bot && *what == content) {
+            let reaction = |id: u64| json!({ "id": id, "user": { "login": bot }, "content": content, "created_at": timestamp(now) });
+            if comment
+                .reactions
+                .iter()
+                .any(|(who, what)| *who == bot && *what == content)
+            {
                 Reply::ok(reaction(new_id))
             } else {
                 comment.reactions.push((bot.clone(), content.clone()));

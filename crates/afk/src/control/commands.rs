@@ -22,8 +22,8 @@ use afk_github::{
     WebhookEventKind,
 };
 use afk_ledger::{
-    CommandAnswer, CommandState, CommentCommand, CommentCommandKind, InstructionChange, Job, NewCommentCommand,
-    Reaction,
+    CommandAnswer, CommandState, CommentCommand, CommentCommandKind, InstructionChange, Job,
+    NewCommentCommand, Reaction,
 };
 use chrono::{DateTime, Utc};
 
@@ -86,7 +86,9 @@ pub(crate) fn decide(
     let may_requeue = apply(job.status(), &requeue, retry, now).is_ok();
     let gone = job.cancel_reason == Some(CancelReason::IssueGone);
     match kind {
-        CommentCommandKind::Malformed => Decision::Refuse(argument.unwrap_or("afk cannot read this command").to_owned()),
+        CommentCommandKind::Malformed => {
+            Decision::Refuse(argument.unwrap_or("afk cannot read this command").to_owned())
+        }
         CommentCommandKind::Stop if !state.is_final() => Decision::Take {
             event: Some(Event::Cancel {
                 reason: CancelReason::StoppedByCommand,
@@ -112,7 +114,9 @@ pub(crate) fn decide(
                     event: Some(requeue),
                     instruction: set,
                 },
-                J::Failed | J::GivenUp | J::Cancelled => Decision::Refuse("GitHub no longer has the issue".into()),
+                J::Failed | J::GivenUp | J::Cancelled => {
+                    Decision::Refuse("GitHub no longer has the issue".into())
+                }
                 // No attempt is alive and one will start: it gets the instruction.
                 J::Queued | J::RetryWait => Decision::Take {
                     event: None,
@@ -171,10 +175,14 @@ impl CommentIntake {
             else {
                 continue;
             };
-            let Some(repo) = repos.iter().find(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str())) else {
+            let Some(repo) = repos
+                .iter()
+                .find(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str()))
+            else {
                 continue;
             };
-            self.consider(recorder, repo, comment, on_pull_request, now).await?;
+            self.consider(recorder, repo, comment, on_pull_request, now)
+                .await?;
         }
         if may_poll && self.next_round.is_none_or(|next| Instant::now() >= next) {
             self.next_round = Some(Instant::now() + self.poll_interval);
@@ -310,7 +318,14 @@ impl CommentIntake {
             };
             let author = command.command.author.as_str();
             let argument = command.command.argument.as_deref();
-            let mut decision = decide(&job, command.command.kind, argument, author, recorder.retry(), now);
+            let mut decision = decide(
+                &job,
+                command.command.kind,
+                argument,
+                author,
+                recorder.retry(),
+                now,
+            );
             if let Decision::FollowUp(instruction) = &decision {
                 decision = request_follow_up_turn(&job, author, instruction).await;
             }
@@ -386,7 +401,9 @@ impl CommentIntake {
             Some(Reaction::ThumbsDown) => CommandReaction::Refused,
             _ => CommandReaction::Taken,
         };
-        self.github.react(&c.repo, CommentId(c.comment_id), reaction).await?;
+        self.github
+            .react(&c.repo, CommentId(c.comment_id), reaction)
+            .await?;
         if let Some(reply) = &command.reply {
             let place = IssueKey {
                 repo: c.repo.clone(),
@@ -446,14 +463,35 @@ mod tests {
             text: "fix the tests".into(),
             author: "mona".into(),
         };
-        let take = |event: Option<Event>, instruction: InstructionChange| Decision::Take { event, instruction };
+        let take =
+            |event: Option<Event>, instruction: InstructionChange| Decision::Take { event, instruction };
         let refused = |d: &Decision, words: &str| matches!(d, Decision::Refuse(r) if r.contains(words));
         let cases: Vec<(JobState, Option<CancelReason>, CommentCommandKind, Decision)> = vec![
-            (J::Running, None, Stop, take(stop.clone(), InstructionChange::Keep)),
+            (
+                J::Running,
+                None,
+                Stop,
+                take(stop.clone(), InstructionChange::Keep),
+            ),
             (J::Queued, None, Stop, take(stop.clone(), InstructionChange::Keep)),
-            (J::RetryWait, None, Stop, take(stop.clone(), InstructionChange::Keep)),
-            (J::GivenUp, None, Retry, take(requeue.clone(), InstructionChange::Clear)),
-            (J::Failed, None, Retry, take(requeue.clone(), InstructionChange::Clear)),
+            (
+                J::RetryWait,
+                None,
+                Stop,
+                take(stop.clone(), InstructionChange::Keep),
+            ),
+            (
+                J::GivenUp,
+                None,
+                Retry,
+                take(requeue.clone(), InstructionChange::Clear),
+            ),
+            (
+                J::Failed,
+                None,
+                Retry,
+                take(requeue.clone(), InstructionChange::Clear),
+            ),
             (
                 J::Cancelled,
                 Some(CancelReason::StoppedByCommand),
@@ -463,8 +501,18 @@ mod tests {
             (J::Failed, None, Instruct, take(requeue.clone(), set.clone())),
             (J::Queued, None, Instruct, take(None, set.clone())),
             (J::RetryWait, None, Instruct, take(None, set.clone())),
-            (J::Running, None, Instruct, Decision::FollowUp("fix the tests".into())),
-            (J::Succeeded, None, Instruct, Decision::FollowUp("fix the tests".into())),
+            (
+                J::Running,
+                None,
+                Instruct,
+                Decision::FollowUp("fix the tests".into()),
+            ),
+            (
+                J::Succeeded,
+                None,
+                Instruct,
+                Decision::FollowUp("fix the tests".into()),
+            ),
         ];
         for (state, reason, kind, expected) in cases {
             let argument = (kind == Instruct).then_some("fix the tests");
@@ -476,8 +524,18 @@ mod tests {
             (J::GivenUp, None, Stop, "nothing to stop"),
             (J::Succeeded, None, Retry, "nothing to retry"),
             (J::Running, None, Retry, "nothing to retry"),
-            (J::Cancelled, Some(CancelReason::IssueGone), Retry, "no longer has"),
-            (J::Cancelled, Some(CancelReason::IssueGone), Instruct, "no longer has"),
+            (
+                J::Cancelled,
+                Some(CancelReason::IssueGone),
+                Retry,
+                "no longer has",
+            ),
+            (
+                J::Cancelled,
+                Some(CancelReason::IssueGone),
+                Instruct,
+                "no longer has",
+            ),
             (J::TimedOut, None, Instruct, "still being stopped"),
             (J::Running, None, Malformed, "takes nothing"),
         ];

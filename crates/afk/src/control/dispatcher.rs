@@ -603,7 +603,10 @@ impl Dispatcher {
         let issue = intake.github_issue(&job.issue);
         let (policy, prompt) = match policies.resolve(job, configured, issue).await {
             Resolution::Ready { policy, .. } if in_repo >= policy.limit => return Next::Wait,
-            Resolution::Ready { policy, prompt } => (policy, crate::policy::prompt::with_instruction(prompt, instruction)),
+            Resolution::Ready { policy, prompt } => (
+                policy,
+                crate::policy::prompt::with_instruction(prompt, instruction),
+            ),
             Resolution::NotNow => return Next::Wait,
             Resolution::Refused(error) => return Next::Refuse(error),
         };

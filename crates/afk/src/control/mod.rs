@@ -160,7 +160,11 @@ impl GitHubSide {
 
     /// Takes comment commands (`/afk ...`) through `commands`, polling a few jobs' issues for
     /// them every `poll_interval` besides `issue_comment` webhooks.
-    pub fn with_comment_commands(mut self, commands: afk_github::CommentCommands, poll_interval: Duration) -> Self {
+    pub fn with_comment_commands(
+        mut self,
+        commands: afk_github::CommentCommands,
+        poll_interval: Duration,
+    ) -> Self {
         self.commands = Some(commands::CommentIntake::new(commands, poll_interval));
         self
     }
@@ -341,7 +345,13 @@ impl ControlPlane {
             // Before T3's view: a stop recorded now is carried out in this tick.
             let events = self.intake.github_comment_events();
             commands
-                .sync(&mut self.recorder, events, &self.github_repos, may_poll_github, now)
+                .sync(
+                    &mut self.recorder,
+                    events,
+                    &self.github_repos,
+                    may_poll_github,
+                    now,
+                )
                 .await?;
         }
         let t3_reachable = self.follow_t3(clock).await?;

@@ -149,7 +149,10 @@ impl Recorder {
         answer: &afk_ledger::CommandAnswer,
         now: DateTime<Utc>,
     ) -> Result<Option<Job>, ControlError> {
-        let transition = match event.map(|e| apply(job.status(), e, &self.retry, now)).transpose() {
+        let transition = match event
+            .map(|e| apply(job.status(), e, &self.retry, now))
+            .transpose()
+        {
             Ok(transition) => transition.map(|t| Transition {
                 note: format!("{} ({by})", t.note),
                 ..t
