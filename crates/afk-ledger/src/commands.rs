@@ -275,13 +275,25 @@ impl Ledger {
     }
 
     /// The commands taken and not yet acknowledged (`taken`, then `answered`), oldest first, at
-    /// most `limit`.
-    pub async fn open_comment_commands(&self, limit: u32) -> Result<Vec<CommentCommand>, LedgerError> {
+    /// most `limit`; only those in `state` when it is given (so that answers owed to a GitHub
+    /// that is down never hold back the answering of newer commands).
+    pub async fn open_comment_commands(
+        &self,
+        state: Option<CommandState>,
+        limit: u32,
+    ) -> Result<Vec<CommentCommand>, LedgerError> {
+        let states = match state {
+            Some(state) => vec![state.as_str()],
+            None => vec![CommandState::Taken.as_str(), CommandState::Answered.as_str()],
+        };
         let rows: Vec<CommandRow> = fetch!(
             self,
             fetch_all,
             "SELECT id, repo, comment_id, number, job_id, author, command, argument, state, reaction, reply, \
-             taken_ms FROM comment_commands WHERE state IN ('taken', 'answered') ORDER BY id LIMIT $1",
+             taken_ms FROM comment_commands WHERE state IN ('taken', 'answered') AND (state = $1 OR state = $2) \
+             ORDER BY id LIMIT $3",
+            states[0],
+            states[states.len() - 1],
             i64::from(limit)
         );
         rows.into_iter().map(CommandRow::into_command).collect()

@@ -1649,7 +1649,7 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         .comment_command_known(&command.repo, command.comment_id)
         .await
         .unwrap());
-    let open = ledger.open_comment_commands(10).await.unwrap();
+    let open = ledger.open_comment_commands(None, 10).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!((open[0].state, &open[0].command), (CommandState::Taken, &command));
 
@@ -1682,7 +1682,7 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         .await;
     assert!(matches!(stale, Err(LedgerError::Conflict { .. })), "{stale:?}");
     assert_eq!(
-        ledger.open_comment_commands(10).await.unwrap()[0].state,
+        ledger.open_comment_commands(None, 10).await.unwrap()[0].state,
         CommandState::Taken
     );
     assert_eq!(ledger.job_instruction(job.id).await.unwrap(), None, "rolled back");
@@ -1714,13 +1714,21 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         .answer_comment_command(open[0].id, job.id, None, &answer, at(6))
         .await;
     assert!(again.is_err(), "answered once");
-    let open = ledger.open_comment_commands(10).await.unwrap();
+    assert!(ledger
+        .open_comment_commands(Some(CommandState::Taken), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let open = ledger
+        .open_comment_commands(Some(CommandState::Answered), 10)
+        .await
+        .unwrap();
     assert_eq!(
         (open[0].state, open[0].reaction),
         (CommandState::Answered, Some(Reaction::Eyes))
     );
     ledger.acknowledge_comment_command(open[0].id).await.unwrap();
-    assert!(ledger.open_comment_commands(10).await.unwrap().is_empty());
+    assert!(ledger.open_comment_commands(None, 10).await.unwrap().is_empty());
     let all = ledger.comment_commands_of(job.id).await.unwrap();
     assert_eq!(all[0].state, CommandState::Acknowledged);
 
@@ -1731,5 +1739,5 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
         ..command
     };
     assert!(ledger.take_comment_command(&ignored, true, at(7)).await.unwrap());
-    assert!(ledger.open_comment_commands(10).await.unwrap().is_empty());
+    assert!(ledger.open_comment_commands(None, 10).await.unwrap().is_empty());
 }

@@ -311,8 +311,11 @@ impl CommentIntake {
 
     /// Answers the taken commands: decides, and records the job's move with the answer.
     async fn answer(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
-        let open = recorder.ledger().open_comment_commands(COMMANDS_PER_TICK).await?;
-        for command in open.into_iter().filter(|c| c.state == CommandState::Taken) {
+        let open = recorder
+            .ledger()
+            .open_comment_commands(Some(CommandState::Taken), COMMANDS_PER_TICK)
+            .await?;
+        for command in open {
             let Some(job) = recorder.ledger().job(command.command.job).await? else {
                 continue;
             };
@@ -370,8 +373,11 @@ impl CommentIntake {
     /// acknowledged. A failure leaves the command for the next tick; one GitHub will never
     /// accept (the comment was deleted) is given up with a warning.
     async fn acknowledge(&mut self, recorder: &mut Recorder) -> Result<(), ControlError> {
-        let open = recorder.ledger().open_comment_commands(COMMANDS_PER_TICK).await?;
-        for command in open.into_iter().filter(|c| c.state == CommandState::Answered) {
+        let open = recorder
+            .ledger()
+            .open_comment_commands(Some(CommandState::Answered), COMMANDS_PER_TICK)
+            .await?;
+        for command in open {
             match self.send_answer(&command).await {
                 Ok(()) => {}
                 Err(error) if error.is_transient() => {
