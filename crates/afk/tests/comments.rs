@@ -305,3 +305,56 @@ async fn a_signed_issue_comment_webhook_acts_at_once() {
     assert_eq!(jobs[0].cancel_reason, Some(CancelReason::StoppedByCommand));
     tick_until_true(&mut app, || github.reactions(REPO_A, comment) == eyes()).await;
 }
+
+#[tokio::test]
+async fn a_stop_on_the_pull_request_of_the_jobs_branch_stops_the_job() {
+    let secret = "whsec-comments-pr-5521";
+    let (mut world, github) = github_world().await;
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let number = handed_over(&github, "Long job", "Takes forever. [sim:hang]");
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    let jobs = tick_until_first_job_is(&mut app, JobState::Running).await;
+    let branch = app.ledger().attempts(jobs[0].id).await.unwrap()[0].branch.clone();
+    let pull = github.open_pull_request(
+        REPO_A,
+        STAND_IN_LOGIN,
+        &branch,
+        "Fix",
+        &format!("Fixes #{number}"),
+    );
+    // A pull request of another branch is not the job's: its command is not taken.
+    let other = github.open_pull_request(REPO_A, OUTSIDER, "feature/x", "Other", "Unrelated");
+
+    for (n, on) in [(1, other), (2, pull)] {
+        let comment = github.add_comment(REPO_A, on, MAINTAINER, "/afk stop");
+        let body = github.issue_comment_payload(REPO_A, comment).unwrap().to_string();
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/webhooks/github"))
+            .header("x-github-event", "issue_comment")
+            .header("x-github-delivery", format!("pr-{n}"))
+            .header(
+                "x-hub-signature-256",
+                afk_github::sign(secret.as_bytes(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        if on == other {
+            tick_a_while(&mut app).await;
+            assert_eq!(app.ledger().jobs().await.unwrap()[0].state, JobState::Running);
+            assert!(github.reactions(REPO_A, comment).is_empty());
+        } else {
+            let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+            assert_eq!(jobs[0].cancel_reason, Some(CancelReason::StoppedByCommand));
+            tick_until_true(&mut app, || github.reactions(REPO_A, comment) == eyes()).await;
+        }
+    }
+}
