@@ -84,6 +84,11 @@ pub enum RequeueBy {
     /// ended: allowed for any job that ended without success (failed, given up, cancelled), except
     /// one whose issue GitHub no longer has ([`CancelReason::IssueGone`]).
     Relabelled,
+    /// A person with write access commanded it in a comment on the GitHub issue or its pull
+    /// request (`/afk retry`, or `/afk <instruction>` when no attempt is alive): allowed for any
+    /// job that ended without success, except one whose issue GitHub no longer has
+    /// ([`CancelReason::IssueGone`]). Who commanded it is kept with the command in the ledger.
+    Commanded,
 }
 
 /// Who asks for a follow-up turn on a job's thread.
@@ -656,6 +661,18 @@ pub fn apply(
             ),
             ..requeued()
         },
+        (
+            J::Cancelled | J::Failed | J::GivenUp,
+            Event::Requeue {
+                by: RequeueBy::Commanded,
+            },
+        ) if job.cancel_reason != Some(CancelReason::IssueGone) => Transition {
+            note: format!(
+                "commanded in a comment: requeued with a fresh budget of {} attempts",
+                policy.max_attempts
+            ),
+            ..requeued()
+        },
         _ => return Err(invalid()),
     };
     // Every way out of `needs_input` ends the wait (its time is kept with the job).
@@ -972,7 +989,7 @@ mod tests {
         );
 
         use JobSource::{GitHub, Local};
-        use RequeueBy::{Person, Relabelled, Source};
+        use RequeueBy::{Commanded, Person, Relabelled, Source};
         let cancelled = |reason| JobStatus {
             cancel_reason: Some(reason),
             ..job(JobState::Cancelled, 1)
@@ -995,6 +1012,20 @@ mod tests {
             (job(JobState::Succeeded, 1), Relabelled, false),
             (job(JobState::Running, 1), Relabelled, false),
             (job(JobState::Queued, 0), Relabelled, false),
+            (cancelled(CancelReason::IssueGone), Commanded, false),
+            (cancelled(CancelReason::StoppedByCommand), Commanded, true),
+            (cancelled(CancelReason::InterruptedInT3), Commanded, true),
+            (job(JobState::Failed, 1), Commanded, true),
+            (job(JobState::GivenUp, 3), Commanded, true),
+            (job(JobState::Succeeded, 1), Commanded, false),
+            (job(JobState::Running, 1), Commanded, false),
+            (job(JobState::RetryWait, 1), Commanded, false),
+            (
+                cancelled(CancelReason::StoppedByCommand),
+                Source(JobSource::GitHub),
+                false,
+            ),
+            (cancelled(CancelReason::StoppedByCommand), Person, true),
             (cancelled(CancelReason::InterruptedInT3), Person, true),
             (cancelled(CancelReason::ByHand), Person, true),
             (job(JobState::Failed, 1), Person, true),

@@ -38,6 +38,10 @@ named_enum!(
         /// while the repository is readable): final, nothing brings the job back and afk no longer
         /// polls or reports on the issue.
         IssueGone => "issue_gone",
+        /// A person with write access commented `/afk stop` on the issue or its pull request (who
+        /// is kept with the command in the ledger): only a person brings the job back (`/afk
+        /// retry`, `afk dispatch`), never the source.
+        StoppedByCommand => "stopped_by_command",
     }
 );
 
@@ -48,7 +52,10 @@ impl CancelReason {
         match self {
             CancelReason::FileRemoved => Some(JobSource::Local),
             CancelReason::Withdrawn => Some(JobSource::GitHub),
-            CancelReason::InterruptedInT3 | CancelReason::ByHand | CancelReason::IssueGone => None,
+            CancelReason::InterruptedInT3
+            | CancelReason::ByHand
+            | CancelReason::IssueGone
+            | CancelReason::StoppedByCommand => None,
         }
     }
 }
@@ -62,6 +69,9 @@ impl fmt::Display for CancelReason {
             CancelReason::InterruptedInT3 => "interrupted in T3",
             CancelReason::ByHand => "cancelled by hand",
             CancelReason::IssueGone => "GitHub no longer has the issue (deleted or transferred)",
+            CancelReason::StoppedByCommand => {
+                "stopped by a `/afk stop` comment of a person with write access"
+            }
         })
     }
 }
@@ -95,6 +105,7 @@ mod tests {
             (CancelReason::InterruptedInT3, None),
             (CancelReason::ByHand, None),
             (CancelReason::IssueGone, None),
+            (CancelReason::StoppedByCommand, None),
         ];
         for (reason, undone_by) in cases {
             assert_eq!(reason.undone_by(), undone_by, "{reason:?}");

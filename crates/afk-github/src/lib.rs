@@ -11,6 +11,8 @@
 //! - [`PolicyStore`] — each repository's `AFK.md` settings and strict prompt template;
 //! - [`Reporter`] — one status comment per issue (afk's own), the `afk:*` and extra labels, the
 //!   untrusted-edit notice, and detection of a pull request afk can trust;
+//! - [`CommentCommands`] — comment commands (`/afk ...`, read by [`parse_command`]): an issue's
+//!   comments since an instant, whether their author may command afk, reactions and replies;
 //! - [`webhook_router`] — a verified `POST /webhooks/github` feeding a channel.
 //!
 //! [`access`] says what the credentials may do in each repository (for `afk doctor`); [`trust`]
@@ -30,6 +32,7 @@ pub mod access;
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod edits;
 pub mod error;
 pub mod follow;
@@ -49,6 +52,10 @@ pub use access::RepoAccess;
 pub use auth::{AppCredentials, AppId, Credentials, InstallationId, APP_TOKEN_REFRESH_MARGIN};
 pub use client::{ClientConfig, GitHubClient, RequestObserver, GITHUB_API};
 pub use clock::{Clock, SystemClock};
+pub use commands::{
+    parse_command, Command, CommandReaction, CommentCommands, CommentId, IssueComment, Parsed,
+    COMMAND_PREFIX, MAX_COMMAND_BYTES,
+};
 pub use edits::{EditedField, TextEdit, TrustedLabel, UntrustedEdit};
 pub use error::{GitHubError, IssueGone};
 pub use follow::{

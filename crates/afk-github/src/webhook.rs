@@ -9,6 +9,7 @@
 //! SHA-256 digest of the verified body) as well as by the unsigned `X-GitHub-Delivery` id: a
 //! replayed body under a new or missing id is a duplicate too.
 
+use crate::commands::IssueComment;
 use crate::lock;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -58,6 +59,14 @@ pub enum WebhookEventKind {
     /// requests afk follows are read at once instead of at the next poll. `number` is the pull
     /// request's (0 when a check names none).
     PullRequestActivity,
+    /// A comment was made on the issue or on a pull request (`issue_comment` `created`; an edit
+    /// is not delivered: a command is taken once, as first seen).
+    Commented {
+        /// The comment.
+        comment: IssueComment,
+        /// True when it is on a pull request.
+        on_pull_request: bool,
+    },
 }
 
 /// One verified `issues` event.
@@ -84,7 +93,8 @@ impl WebhookEvent {
             WebhookEventKind::Unlabeled { label } => label == trigger_label,
             WebhookEventKind::Labeled { .. }
             | WebhookEventKind::Reopened
-            | WebhookEventKind::PullRequestActivity => false,
+            | WebhookEventKind::PullRequestActivity
+            | WebhookEventKind::Commented { .. } => false,
         }
     }
 
@@ -99,7 +109,8 @@ impl WebhookEvent {
             | WebhookEventKind::Deleted
             | WebhookEventKind::Transferred
             | WebhookEventKind::Unlabeled { .. }
-            | WebhookEventKind::PullRequestActivity => false,
+            | WebhookEventKind::PullRequestActivity
+            | WebhookEventKind::Commented { .. } => false,
         }
     }
 }
@@ -159,7 +170,7 @@ impl SeenDeliveries {
 
 /// A router serving `POST /webhooks/github`. `secret` is asked on every delivery (so a rotated
 /// secret applies at once); verified `issues` events labeled, unlabeled, closed, reopened,
-/// deleted and transferred are sent
+/// deleted and transferred, and `issue_comment` created, are sent
 /// on `events`. Answers: 202 accepted, 200 duplicate, 204 ignored (other events or actions),
 /// 400 malformed, 401 bad or missing signature, 503 secret unavailable or receiver gone.
 pub fn webhook_router(secret: Arc<dyn SecretProvider>, events: mpsc::Sender<WebhookEvent>) -> Router {
@@ -178,6 +189,9 @@ struct Payload {
     repository: PayloadRepository,
     #[serde(default)]
     label: Option<PayloadLabel>,
+    /// On `issue_comment` events.
+    #[serde(default)]
+    comment: Option<crate::model::Comment>,
 }
 
 #[derive(Deserialize)]
@@ -297,8 +311,9 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
 }
 
 /// What a verified delivery of event type `event` (`X-GitHub-Event`) with `body` says: the
-/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and pull
-/// requests); `Err` with why for an `issues` payload afk cannot read. Never panics, whatever the
+/// repository, issue and what happened; `Ok(None)` for events and actions afk ignores (and `issues` events of pull
+/// requests; a comment on a pull request is read, as a command may be on it); `Err` with why for
+/// an `issues` or `issue_comment` payload afk cannot read. Never panics, whatever the
 /// body.
 pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
     if matches!(event, "pull_request" | "pull_request_review" | "check_run" | "check_suite") {
@@ -314,6 +329,9 @@ pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, Webh
             .unwrap_or(0);
         let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
         return Ok(Some((repo, number, WebhookEventKind::PullRequestActivity)));
+    }
+    if event == "issue_comment" {
+        return read_comment_delivery(body);
     }
     if event != "issues" {
         return Ok(None);
@@ -335,6 +353,29 @@ pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, Webh
     }
     let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
     Ok(Some((repo, payload.issue.number, kind)))
+}
+
+/// An `issue_comment` delivery: only `created` is read (an edited comment is not taken again, and
+/// one first seen edited is found by polling).
+fn read_comment_delivery(body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| format!("not an issue_comment event payload: {e}"))?;
+    if payload.action != "created" {
+        return Ok(None);
+    }
+    let comment = payload
+        .comment
+        .ok_or_else(|| "an issue_comment event without its comment".to_owned())?;
+    let repo = Repo::new(payload.repository.full_name).map_err(|e| e.to_string())?;
+    let number = payload.issue.number;
+    Ok(Some((
+        repo,
+        number,
+        WebhookEventKind::Commented {
+            comment: IssueComment::from_model(number, comment),
+            on_pull_request: payload.issue.pull_request.is_some(),
+        },
+    )))
 }
 
 /// The SHA-256 of a delivery's body, in hex: what the signature covers, so what a replay cannot

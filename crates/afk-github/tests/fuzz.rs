@@ -34,7 +34,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 proptest! {
     #[test]
-    fn any_body_never_panics(event in prop_oneof![Just("issues".to_owned()), Just("ping".to_owned()), ".{0,8}"], body in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn any_body_never_panics(event in prop_oneof![Just("issues".to_owned()), Just("issue_comment".to_owned()), Just("ping".to_owned()), ".{0,8}"], body in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = read_delivery(&event, &body);
     }
 
@@ -57,5 +57,35 @@ proptest! {
         if let Ok(Some((repo, _, _))) = read_delivery("issues", payload.to_string().as_bytes()) {
             prop_assert!(repo.name() != ".." && repo.name() != "." && !repo.owner().is_empty());
         }
+    }
+
+    #[test]
+    fn a_comment_payload_with_any_field_changed_never_panics(
+        field in prop_oneof![Just("action"), Just("issue"), Just("comment"), Just("body"), Just("user"), Just("id"), Just("updated_at")],
+        with in any_json(),
+    ) {
+        let mut payload = json!({
+            "action": "created",
+            "issue": {"number": 7, "title": "t"},
+            "comment": {"id": 1, "body": "/afk stop", "user": {"login": "mona"}, "html_url": "https://x/1",
+                "updated_at": "2026-01-01T00:00:00Z"},
+            "repository": {"full_name": "acme/api"},
+        });
+        match field {
+            "body" | "user" | "id" | "updated_at" => payload["comment"][field] = with,
+            other => payload[other] = with,
+        }
+        if let Ok(Some((_, _, afk_github::WebhookEventKind::Commented { comment, .. }))) =
+            read_delivery("issue_comment", payload.to_string().as_bytes())
+        {
+            let _ = afk_github::parse_command(&comment.body);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_comment_body_parses_without_panicking(prefix in prop_oneof![Just(""), Just("/afk"), Just("/afk "), Just("\n /afk")], body in ".{0,300}") {
+        let _ = afk_github::parse_command(&format!("{prefix}{body}"));
     }
 }

@@ -25,6 +25,8 @@
 //!   CLI's views;
 //! - `model.rs`: the records as the rest of afk sees them and their decoding from rows;
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
+//! - `commands.rs`: comment commands taken from GitHub (`/afk ...`), taken once and answered in
+//!   the same transaction as the job's move, and the instruction a job's prompt carries;
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
 //! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
@@ -41,6 +43,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use afk_core::{AttemptId, IssueKey};
+pub use commands::{
+    CommandAnswer, CommandState, CommentCommand, CommentCommandId, CommentCommandKind, InstructionChange,
+    JobInstruction, NewCommentCommand, Reaction,
+};
 pub use error::{LedgerError, RecordRef};
 pub use follow_ups::{FollowUpToSend, NewFollowUp};
 pub use inspect::Inspection;
@@ -162,7 +168,9 @@ mod leader;
 mod open;
 mod overview;
 mod query;
+#[macro_use]
 mod record;
+mod commands;
 mod waits;
 
 impl Ledger {

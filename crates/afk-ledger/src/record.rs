@@ -7,6 +7,151 @@ use chrono::{DateTime, Utc};
 use crate::model::{millis, JobRow};
 use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE};
 
+/// The writes of [`Ledger::record`] after its fence, inside the caller's transaction `$tx`:
+/// evaluates to the job's updated row, or ends the enclosing body with the error (so the caller's
+/// transaction is rolled back). Shared with the writes that must move a job in the same
+/// transaction as something else (a comment command and its answer, `commands.rs`).
+macro_rules! record_in {
+    ($tx:ident, $job:expr, $transition:expr, $plan:expr, $now:expr) => {{
+        let (job, transition, plan, now): (JobId, &Transition, &Plan<'_>, i64) = ($job, $transition, &$plan, $now);
+        let updated: Option<JobRow> = sqlx::query_as(
+            "UPDATE jobs SET state = $1, attempts = attempts + $2, \
+             dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
+             last_error = COALESCE($5, last_error), updated_ms = $6, \
+             attempts_base = CASE WHEN $9 THEN attempts ELSE attempts_base END, \
+             cancel_reason = $10 \
+             WHERE id = $7 AND state = $8 RETURNING *",
+        )
+        .bind(transition.to.as_str())
+        .bind(plan.attempts_added)
+        .bind(plan.dispatch_tries)
+        .bind(transition.not_before.map(millis))
+        .bind(plan.last_error.as_deref())
+        .bind(now)
+        .bind(job.0)
+        .bind(transition.from.as_str())
+        .bind(transition.fresh_budget)
+        .bind(transition.cancel_reason.map(CancelReason::as_str))
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let Some(updated) = updated else {
+            let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                .bind(job.0)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            return Err(match actual {
+                None => LedgerError::NotFound(RecordRef::Job(job)),
+                Some(actual) => LedgerError::Conflict {
+                    job,
+                    expected: transition.from,
+                    actual: actual
+                        .parse()
+                        .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
+                            what: format!("jobs.state of job {job}: {e}"),
+                        })?,
+                },
+            });
+        };
+        // The wait for a person, in a statement of its own so the compare-and-set above stays
+        // the transaction's first write; its row is the job as it now is.
+        let updated: JobRow = match (&transition.input_wait, plan.attempts_added > 0) {
+            (None, false) => updated,
+            (wait, started) => {
+                let (began, ended, question) = match wait {
+                    Some(InputWait::Began { question }) => (true, false, Some(question.as_str())),
+                    Some(InputWait::Ended) => (false, true, None),
+                    None => (false, false, None),
+                };
+                sqlx::query_as(
+                    "UPDATE jobs SET \
+                     input_waited_ms = CASE WHEN $1 THEN 0 \
+                         WHEN $2 AND input_wait_since_ms IS NOT NULL AND $3 > input_wait_since_ms \
+                         THEN input_waited_ms + ($3 - input_wait_since_ms) \
+                         ELSE input_waited_ms END, \
+                     input_wait_since_ms = CASE WHEN $4 THEN $3 WHEN $2 THEN NULL \
+                         ELSE input_wait_since_ms END, \
+                     input_question = CASE WHEN $4 THEN $5 WHEN $2 THEN NULL ELSE input_question END \
+                     WHERE id = $6 RETURNING *",
+                )
+                .bind(started)
+                .bind(ended)
+                .bind(now)
+                .bind(began)
+                .bind(question)
+                .bind(job.0)
+                .fetch_one(&mut *$tx)
+                .await?
+            }
+        };
+        let attempt_no = match &plan.attempt {
+            AttemptWrite::None => None,
+            AttemptWrite::Insert { number, ids } => {
+                sqlx::query(
+                    "INSERT INTO attempts (job_id, number, state, thread_id, project_id, \
+                     create_command_id, turn_command_id, message_id, title, branch, prompt, \
+                     dispatch_tries, stop_pending, created_ms, updated_ms, model) \
+                     VALUES ($1, $2, 'dispatching', $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, $11, $12, $13)",
+                )
+                .bind(job.0)
+                .bind(*number)
+                .bind(ids.thread_id.as_str())
+                .bind(ids.project_id.as_str())
+                .bind(ids.create_command_id.as_str())
+                .bind(ids.turn_command_id.as_str())
+                .bind(ids.message_id.as_str())
+                .bind(&ids.title)
+                .bind(&ids.branch)
+                .bind(&ids.prompt)
+                .bind(now)
+                .bind(now)
+                .bind(ids.model.as_deref())
+                .execute(&mut *$tx)
+                .await?;
+                Some(*number)
+            }
+            AttemptWrite::Update {
+                state,
+                dispatch_tries,
+                last_error,
+                stop_pending,
+                ended,
+            } => {
+                let number: Option<i64> = sqlx::query_scalar(&format!(
+                    "UPDATE attempts SET state = $1, dispatch_tries = COALESCE($2, dispatch_tries), \
+                     last_error = COALESCE($3, last_error), stop_pending = COALESCE($4, stop_pending), \
+                     ended_ms = $5, updated_ms = $6 WHERE job_id = $7 AND {LIVE} RETURNING number"
+                ))
+                .bind(state.as_str())
+                .bind(*dispatch_tries)
+                .bind(last_error.as_deref())
+                .bind(*stop_pending)
+                .bind(ended.then_some(now))
+                .bind(now)
+                .bind(job.0)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                match number {
+                    Some(n) => Some(n),
+                    None => return Err(LedgerError::NoLiveAttempt { job }),
+                }
+            }
+        };
+        sqlx::query(
+            "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(job.0)
+        .bind(attempt_no)
+        .bind(transition.from.as_str())
+        .bind(transition.to.as_str())
+        .bind(&transition.note)
+        .bind(now)
+        .execute(&mut *$tx)
+        .await?;
+        updated
+    }};
+}
+
 impl Ledger {
     /// Stores the issue `job` describes. A new issue becomes a `queued` job (returned with
     /// `true`); a known one gets its title, body, labels and priority updated (returned with
@@ -120,141 +265,7 @@ impl Ledger {
         // before reading anything: no lock upgrade can deadlock.
         let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
-            let updated: Option<JobRow> = sqlx::query_as(
-                "UPDATE jobs SET state = $1, attempts = attempts + $2, \
-                 dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
-                 last_error = COALESCE($5, last_error), updated_ms = $6, \
-                 attempts_base = CASE WHEN $9 THEN attempts ELSE attempts_base END, \
-                 cancel_reason = $10 \
-                 WHERE id = $7 AND state = $8 RETURNING *",
-            )
-            .bind(transition.to.as_str())
-            .bind(plan.attempts_added)
-            .bind(plan.dispatch_tries)
-            .bind(transition.not_before.map(millis))
-            .bind(plan.last_error.as_deref())
-            .bind(now)
-            .bind(job.0)
-            .bind(transition.from.as_str())
-            .bind(transition.fresh_budget)
-            .bind(transition.cancel_reason.map(CancelReason::as_str))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(updated) = updated else {
-                let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-                    .bind(job.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                return Err(match actual {
-                    None => LedgerError::NotFound(RecordRef::Job(job)),
-                    Some(actual) => LedgerError::Conflict {
-                        job,
-                        expected: transition.from,
-                        actual: actual
-                            .parse()
-                            .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
-                                what: format!("jobs.state of job {job}: {e}"),
-                            })?,
-                    },
-                });
-            };
-            // The wait for a person, in a statement of its own so the compare-and-set above stays
-            // the transaction's first write; its row is the job as it now is.
-            let updated = match (&transition.input_wait, plan.attempts_added > 0) {
-                (None, false) => updated,
-                (wait, started) => {
-                    let (began, ended, question) = match wait {
-                        Some(InputWait::Began { question }) => (true, false, Some(question.as_str())),
-                        Some(InputWait::Ended) => (false, true, None),
-                        None => (false, false, None),
-                    };
-                    sqlx::query_as(
-                        "UPDATE jobs SET \
-                         input_waited_ms = CASE WHEN $1 THEN 0 \
-                             WHEN $2 AND input_wait_since_ms IS NOT NULL AND $3 > input_wait_since_ms \
-                             THEN input_waited_ms + ($3 - input_wait_since_ms) \
-                             ELSE input_waited_ms END, \
-                         input_wait_since_ms = CASE WHEN $4 THEN $3 WHEN $2 THEN NULL \
-                             ELSE input_wait_since_ms END, \
-                         input_question = CASE WHEN $4 THEN $5 WHEN $2 THEN NULL ELSE input_question END \
-                         WHERE id = $6 RETURNING *",
-                    )
-                    .bind(started)
-                    .bind(ended)
-                    .bind(now)
-                    .bind(began)
-                    .bind(question)
-                    .bind(job.0)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-            };
-            let attempt_no = match &plan.attempt {
-                AttemptWrite::None => None,
-                AttemptWrite::Insert { number, ids } => {
-                    sqlx::query(
-                        "INSERT INTO attempts (job_id, number, state, thread_id, project_id, \
-                         create_command_id, turn_command_id, message_id, title, branch, prompt, \
-                         dispatch_tries, stop_pending, created_ms, updated_ms, model) \
-                         VALUES ($1, $2, 'dispatching', $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, $11, $12, $13)",
-                    )
-                    .bind(job.0)
-                    .bind(*number)
-                    .bind(ids.thread_id.as_str())
-                    .bind(ids.project_id.as_str())
-                    .bind(ids.create_command_id.as_str())
-                    .bind(ids.turn_command_id.as_str())
-                    .bind(ids.message_id.as_str())
-                    .bind(&ids.title)
-                    .bind(&ids.branch)
-                    .bind(&ids.prompt)
-                    .bind(now)
-                    .bind(now)
-                    .bind(ids.model.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-                    Some(*number)
-                }
-                AttemptWrite::Update {
-                    state,
-                    dispatch_tries,
-                    last_error,
-                    stop_pending,
-                    ended,
-                } => {
-                    let number: Option<i64> = sqlx::query_scalar(&format!(
-                        "UPDATE attempts SET state = $1, dispatch_tries = COALESCE($2, dispatch_tries), \
-                         last_error = COALESCE($3, last_error), stop_pending = COALESCE($4, stop_pending), \
-                         ended_ms = $5, updated_ms = $6 WHERE job_id = $7 AND {LIVE} RETURNING number"
-                    ))
-                    .bind(state.as_str())
-                    .bind(*dispatch_tries)
-                    .bind(last_error.as_deref())
-                    .bind(*stop_pending)
-                    .bind(ended.then_some(now))
-                    .bind(now)
-                    .bind(job.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match number {
-                        Some(n) => Some(n),
-                        None => return Err(LedgerError::NoLiveAttempt { job }),
-                    }
-                }
-            };
-            sqlx::query(
-                "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(job.0)
-            .bind(attempt_no)
-            .bind(transition.from.as_str())
-            .bind(transition.to.as_str())
-            .bind(&transition.note)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            Ok(updated)
+            Ok(record_in!(tx, job, transition, plan, now))
         }))?;
         row.into_job()
     }
@@ -295,14 +306,14 @@ impl Ledger {
 
 /// What [`Ledger::record`] writes, worked out before the database is touched so that a malformed
 /// request fails without a transaction.
-struct Plan<'a> {
-    attempts_added: i64,
-    dispatch_tries: Option<i64>,
-    last_error: Option<String>,
-    attempt: AttemptWrite<'a>,
+pub(crate) struct Plan<'a> {
+    pub(crate) attempts_added: i64,
+    pub(crate) dispatch_tries: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) attempt: AttemptWrite<'a>,
 }
 
-enum AttemptWrite<'a> {
+pub(crate) enum AttemptWrite<'a> {
     None,
     Insert {
         number: i64,
@@ -318,7 +329,7 @@ enum AttemptWrite<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(
+    pub(crate) fn new(
         job: JobId,
         transition: &Transition,
         new_attempt: Option<&'a NewAttempt>,

@@ -1783,4 +1783,133 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
     assert_eq!(ledger.job(job.id).await.unwrap().unwrap().state, JobState::InReview);
     let merged = step(ledger, &job, Event::PullRequestMerged, None, at(10)).await;
     assert_eq!(merged.state, JobState::Merged);
+on_both_backends!(a_comment_command_is_taken_once_and_answered_with_the_jobs_move);
+
+/// A comment command (issue 16): taken once whatever its later edits, answered in one
+/// transaction with the job's move and its instruction, then acknowledged; a job that moved
+/// meanwhile leaves it taken, with nothing written.
+async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fixture) {
+    use afk_ledger::{
+        CommandAnswer, CommandState, CommentCommandKind, InstructionChange, NewCommentCommand, Reaction,
+    };
+    let ledger = &fx.ledger;
+    let job = running(ledger, 900, "thread-cmd-1").await;
+    let command = NewCommentCommand {
+        repo: issue(900).repo,
+        comment_id: 4_000_000_001,
+        number: 900,
+        job: job.id,
+        author: "mona".into(),
+        kind: CommentCommandKind::Instruct,
+        argument: Some("fix the tests".into()),
+    };
+    assert!(!ledger
+        .comment_command_known(&command.repo, command.comment_id)
+        .await
+        .unwrap());
+    assert!(ledger.take_comment_command(&command, false, at(1)).await.unwrap());
+    let edited = NewCommentCommand {
+        kind: CommentCommandKind::Stop,
+        argument: None,
+        ..command.clone()
+    };
+    assert!(
+        !ledger.take_comment_command(&edited, false, at(2)).await.unwrap(),
+        "taken once"
+    );
+    assert!(ledger
+        .comment_command_known(&command.repo, command.comment_id)
+        .await
+        .unwrap());
+    let open = ledger.open_comment_commands(None, 10).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].state, &open[0].command), (CommandState::Taken, &command));
+
+    // Answered against a stale view of the job: nothing is written.
+    let cancel = transition(
+        &job,
+        Event::Cancel {
+            reason: CancelReason::StoppedByCommand,
+        },
+        at(3),
+    );
+    let moved = step(
+        ledger,
+        &job,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(3),
+    )
+    .await;
+    let answer = CommandAnswer {
+        reaction: Reaction::Eyes,
+        reply: None,
+        instruction: InstructionChange::Set {
+            text: "fix the tests".into(),
+            author: "mona".into(),
+        },
+    };
+    let stale = ledger
+        .answer_comment_command(open[0].id, job.id, Some(&cancel), &answer, at(4))
+        .await;
+    assert!(matches!(stale, Err(LedgerError::Conflict { .. })), "{stale:?}");
+    assert_eq!(
+        ledger.open_comment_commands(None, 10).await.unwrap()[0].state,
+        CommandState::Taken
+    );
+    assert_eq!(ledger.job_instruction(job.id).await.unwrap(), None, "rolled back");
+
+    // Answered against the job as it is: the move, the instruction and the answer together.
+    let cancel = transition(
+        &moved,
+        Event::Cancel {
+            reason: CancelReason::StoppedByCommand,
+        },
+        at(5),
+    );
+    let updated = ledger
+        .answer_comment_command(open[0].id, job.id, Some(&cancel), &answer, at(5))
+        .await
+        .unwrap()
+        .expect("the job moved");
+    assert_eq!(updated.cancel_reason, Some(CancelReason::StoppedByCommand));
+    let instruction = ledger
+        .job_instruction(job.id)
+        .await
+        .unwrap()
+        .expect("an instruction");
+    assert_eq!(
+        (instruction.text.as_str(), instruction.author.as_str()),
+        ("fix the tests", "mona")
+    );
+    let again = ledger
+        .answer_comment_command(open[0].id, job.id, None, &answer, at(6))
+        .await;
+    assert!(again.is_err(), "answered once");
+    assert!(ledger
+        .open_comment_commands(Some(CommandState::Taken), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let open = ledger
+        .open_comment_commands(Some(CommandState::Answered), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (open[0].state, open[0].reaction),
+        (CommandState::Answered, Some(Reaction::Eyes))
+    );
+    ledger.acknowledge_comment_command(open[0].id).await.unwrap();
+    assert!(ledger.open_comment_commands(None, 10).await.unwrap().is_empty());
+    let all = ledger.comment_commands_of(job.id).await.unwrap();
+    assert_eq!(all[0].state, CommandState::Acknowledged);
+
+    // Someone without write access: kept as ignored, never open.
+    let ignored = NewCommentCommand {
+        comment_id: 4_000_000_002,
+        author: "mallory".into(),
+        ..command
+    };
+    assert!(ledger.take_comment_command(&ignored, true, at(7)).await.unwrap());
+    assert!(ledger.open_comment_commands(None, 10).await.unwrap().is_empty());
 }

@@ -519,6 +519,7 @@ fn github_side(
     intake_config.permission_ttl = github.permission_ttl;
     // Links go into public comments: never with a password in them.
     let web = t3_web_base(config);
+    let commands = afk_github::CommentCommands::new(client.clone());
     let mut side = GitHubSide::new(
         Intake::new(client.clone(), intake_config),
         PolicyStore::new(client.clone()),
@@ -526,7 +527,8 @@ fn github_side(
         github.poll_interval,
         Some(web),
         events,
-    );
+    )
+    .with_comment_commands(commands, github.poll_interval);
     side.reporter = side.reporter.with_max_turns(config.followup.max_turns);
     Ok(Some(side))
 }

@@ -210,6 +210,11 @@ pub(crate) struct CommentData {
     pub(crate) issue: u64,
     pub(crate) body: String,
     pub(crate) author: String,
+    pub(crate) created_at: DateTime<Utc>,
+    /// Moves with every edit (GitHub's `since` filters on it).
+    pub(crate) updated_at: DateTime<Utc>,
+    /// Reactions on it: (login, content), one per login and content as on GitHub.
+    pub(crate) reactions: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -242,6 +247,8 @@ pub(crate) struct World {
     pub(crate) next_id: u64,
     /// The account [`STAND_IN_TOKEN`] and [`GitHubStandIn::add_token`] tokens belong to.
     pub(crate) bot_login: String,
+    /// Reaction requests still to fail with 502 ([`GitHubStandIn::fail_reactions`]).
+    pub(crate) failing_reactions: u32,
 }
 
 impl World {
@@ -323,6 +330,7 @@ impl GitHubStandIn {
             requests: Vec::new(),
             next_id: 1000,
             bot_login: STAND_IN_LOGIN.to_owned(),
+            failing_reactions: 0,
         }));
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = server::router(world.clone());
@@ -843,8 +851,68 @@ impl GitHubStandIn {
             issue: number,
             body: body.to_owned(),
             author: author.to_owned(),
+            created_at: now,
+            updated_at: now,
+            reactions: Vec::new(),
         });
         id
+    }
+
+    /// Edits the comment `id` of `repo` (as its author would): its body changes and its
+    /// `updated_at` moves, so a `since` listing shows it again.
+    pub fn edit_comment(&self, repo: &str, id: u64, body: &str) {
+        let mut world = self.world();
+        let now = world.clock.now();
+        if let Some(comment) = world
+            .repos
+            .get_mut(repo)
+            .and_then(|r| r.comments.iter_mut().find(|c| c.id == id))
+        {
+            comment.body = body.to_owned();
+            comment.updated_at = now;
+        }
+    }
+
+    /// The reactions on the comment `id` of `repo`: (login, content), oldest first.
+    pub fn reactions(&self, repo: &str, id: u64) -> Vec<(String, String)> {
+        self.world()
+            .repos
+            .get(repo)
+            .and_then(|r| r.comments.iter().find(|c| c.id == id))
+            .map(|c| c.reactions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Makes the next `count` reaction requests fail with 502 (afk must try them again later).
+    pub fn fail_reactions(&self, count: u32) {
+        self.world().failing_reactions = count;
+    }
+
+    /// The body of an `issue_comment` `created` webhook delivery (GitHub's shape) for the comment
+    /// `id` of `repo` as it is now; `None` when there is no such comment.
+    pub fn issue_comment_payload(&self, repo: &str, id: u64) -> Option<serde_json::Value> {
+        let world = self.world();
+        let data = world.repos.get(repo)?;
+        let comment = data.comments.iter().find(|c| c.id == id)?;
+        let issue = data.issues.get(&comment.issue)?;
+        let mut issue_json = serde_json::json!({
+            "number": issue.number,
+            "title": issue.title,
+            "state": if issue.open { "open" } else { "closed" },
+            "user": { "login": issue.author },
+        });
+        if issue.pull.is_some() {
+            issue_json["pull_request"] = serde_json::json!({
+                "url": format!("{}/repos/{repo}/pulls/{}", world.base, issue.number),
+            });
+        }
+        Some(serde_json::json!({
+            "action": "created",
+            "issue": issue_json,
+            "comment": server::comment_json(&world.base, repo, comment),
+            "repository": { "full_name": repo },
+            "sender": { "login": comment.author },
+        }))
     }
 
     /// Puts a file on the default branch (e.g. `AFK.md`).

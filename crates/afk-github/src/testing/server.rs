@@ -334,6 +334,12 @@ fn route(
     let bot = actor.to_owned();
     let new_id = world.next_id();
     let now = world.clock.now();
+    if let ["issues", "comments", _, "reactions"] = rest {
+        if *method == Method::POST && world.failing_reactions > 0 {
+            world.failing_reactions -= 1;
+            return Reply::status(StatusCode::BAD_GATEWAY, json!({ "message": "Server Error" }));
+        }
+    }
     let Some(repo) = world.repos.get_mut(&repo_name) else {
         return Reply::not_found();
     };
@@ -466,10 +472,25 @@ fn route(
             let Some(number) = find_issue(repo, n).map(|i| i.number) else {
                 return Reply::not_found();
             };
+            // GitHub: `since` lists the comments updated at or after it.
+            let since = match query
+                .get("since")
+                .map(|s| chrono::DateTime::parse_from_rfc3339(s))
+            {
+                None => None,
+                Some(Ok(at)) => Some(at.with_timezone(&chrono::Utc)),
+                Some(Err(_)) => {
+                    return Reply::status(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "Validation Failed: since is not an ISO 8601 timestamp" }),
+                    )
+                }
+            };
             let items = repo
                 .comments
                 .iter()
                 .filter(|c| c.issue == number)
+                .filter(|c| since.is_none_or(|since| c.updated_at >= since))
                 .map(|c| comment_json(&base, &repo_name, c))
                 .collect();
             paginate(items, query, &base, path)
@@ -489,6 +510,9 @@ fn route(
                 issue: number,
                 body: body.to_owned(),
                 author: bot,
+                created_at: now,
+                updated_at: now,
+                reactions: Vec::new(),
             };
             let reply = comment_json(&base, &repo_name, &comment);
             repo.comments.push(comment);
@@ -507,9 +531,43 @@ fn route(
             match repo.comments.iter_mut().find(|c| id.parse() == Ok(c.id)) {
                 Some(comment) => {
                     comment.body = body.to_owned();
+                    comment.updated_at = now;
                     Reply::ok(comment_json(&base, &repo_name, comment))
                 }
                 None => Reply::not_found(),
+            }
+        }
+        // GitHub: 201 with the new reaction, 200 with the existing one when this account left
+        // the same reaction already; 422 for an unknown content.
+        (Method::POST, ["issues", "comments", id, "reactions"]) => {
+            let content = request
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if ![
+                "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
+            ]
+            .contains(&content.as_str())
+            {
+                return Reply::status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "message": "Validation Failed", "errors": [{ "field": "content", "code": "invalid" }] }),
+                );
+            }
+            let Some(comment) = repo.comments.iter_mut().find(|c| id.parse() == Ok(c.id)) else {
+                return Reply::not_found();
+            };
+            let reaction = |id: u64| json!({ "id": id, "user": { "login": bot }, "content": content, "created_at": timestamp(now) });
+            if comment
+                .reactions
+                .iter()
+                .any(|(who, what)| *who == bot && *what == content)
+            {
+                Reply::ok(reaction(new_id))
+            } else {
+                comment.reactions.push((bot.clone(), content.clone()));
+                Reply::status(StatusCode::CREATED, reaction(new_id))
             }
         }
         (Method::DELETE, ["issues", "comments", id]) => {
@@ -533,6 +591,10 @@ fn route(
                     json!({ "permission": coarse, "role_name": permission, "user": { "login": login } }),
                 )
             }
+            None => Reply::not_found(),
+        },
+        (Method::GET, ["pulls", n]) => match find_issue(repo, n).filter(|i| i.pull.is_some()) {
+            Some(pull) => Reply::ok(pull_json(&base, &repo_name, pull)),
             None => Reply::not_found(),
         },
         (Method::GET, ["pulls"]) => {
@@ -809,12 +871,15 @@ fn event_json(e: &IssueEventData) -> Value {
     v
 }
 
-fn comment_json(base: &str, repo: &str, c: &CommentData) -> Value {
+pub(crate) fn comment_json(base: &str, repo: &str, c: &CommentData) -> Value {
     json!({
         "id": c.id,
         "body": c.body,
         "user": { "login": c.author },
         "html_url": format!("{base}/{repo}/issues/{}#issuecomment-{}", c.issue, c.id),
+        "issue_url": format!("{base}/repos/{repo}/issues/{}", c.issue),
+        "created_at": timestamp(c.created_at),
+        "updated_at": timestamp(c.updated_at),
     })
 }
 

@@ -406,7 +406,12 @@ impl Dispatcher {
                 continue;
             }
             let repo_count = per_repo.entry(job.issue.repo.clone()).or_default();
-            let start = match self.next_for(&job, *repo_count, policies, intake, fleet).await {
+            // A person's `/afk <instruction>` for this job, if any, goes with its prompt.
+            let instruction = recorder.ledger().job_instruction(job.id).await?;
+            let start = match self
+                .next_for(&job, *repo_count, policies, intake, fleet, instruction.as_ref())
+                .await
+            {
                 Next::Wait => continue,
                 Next::Refuse(error) => {
                     recorder
@@ -582,6 +587,7 @@ impl Dispatcher {
         policies: &mut Policies,
         intake: &Intake,
         fleet: &Fleet,
+        instruction: Option<&afk_ledger::JobInstruction>,
     ) -> Next {
         let configured = match policies.configured(&job.issue.repo) {
             Ok(configured) if in_repo >= configured.limit => return Next::Wait,
@@ -598,7 +604,10 @@ impl Dispatcher {
         let issue = intake.github_issue(&job.issue);
         let (policy, prompt) = match policies.resolve(job, configured, issue).await {
             Resolution::Ready { policy, .. } if in_repo >= policy.limit => return Next::Wait,
-            Resolution::Ready { policy, prompt } => (policy, prompt),
+            Resolution::Ready { policy, prompt } => (
+                policy,
+                crate::policy::prompt::with_instruction(prompt, instruction),
+            ),
             Resolution::NotNow => return Next::Wait,
             Resolution::Refused(error) => return Next::Refuse(error),
         };

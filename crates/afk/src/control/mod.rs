@@ -13,12 +13,15 @@
 //! - `intake/`: the sources' issues become jobs (`local.rs`: the folder; `github.rs`: GitHub);
 //! - `dispatcher.rs`: ready jobs become attempts in T3; interrupted dispatches are finished;
 //! - `watcher.rs`: T3's view becomes events; stalls, timeouts, stopping threads;
-//! - `reporter.rs`: the status comment and labels on GitHub issues.
+//! - `reporter.rs`: the status comment and labels on GitHub issues;
+//! - `commands.rs`: comment commands (`/afk retry|stop|<instruction>`) from people with write
+//!   access, taken once, answered with a reaction.
 //!
 //! **Errors:** T3's errors are events of the job concerned (or, for a refused token, nothing at
 //! all); a ledger error ends the tick ([`ControlError`]) and the next tick starts afresh.
 
 mod actions;
+pub mod commands;
 pub mod dispatcher;
 mod follow;
 mod intake;
@@ -139,6 +142,8 @@ pub struct GitHubSide {
     pub policies: PolicyStore,
     /// The status comment and labels.
     pub reporter: StatusReporter,
+    /// Comment commands, when on.
+    pub commands: Option<commands::CommentIntake>,
 }
 
 impl GitHubSide {
@@ -156,7 +161,19 @@ impl GitHubSide {
             intake: GitHubIntake::new(intake, poll_interval, events),
             policies,
             reporter: StatusReporter::new(reporter, thread_url_base),
+            commands: None,
         }
+    }
+
+    /// Takes comment commands (`/afk ...`) through `commands`, polling a few jobs' issues for
+    /// them every `poll_interval` besides `issue_comment` webhooks.
+    pub fn with_comment_commands(
+        mut self,
+        commands: afk_github::CommentCommands,
+        poll_interval: Duration,
+    ) -> Self {
+        self.commands = Some(commands::CommentIntake::new(commands, poll_interval));
+        self
     }
 }
 
@@ -199,6 +216,10 @@ pub struct ControlPlane {
     dispatcher: Dispatcher,
     watcher: Watcher,
     reporter: Option<StatusReporter>,
+    /// Comment commands on GitHub, when on.
+    commands: Option<commands::CommentIntake>,
+    /// The configured GitHub repositories (jobs are keyed by their spelling).
+    github_repos: Vec<Repo>,
     /// Why afk waits now, if it does (kept in the ledger too, for `afk status`).
     waits: Waits,
     /// The token the watcher reads T3 with.
@@ -230,6 +251,8 @@ impl ControlPlane {
             watcher: Watcher::new(t3.clone(), settings.timeouts),
             dispatcher: Dispatcher::new(t3, settings.limits),
             reporter: None,
+            commands: None,
+            github_repos: Vec::new(),
             waits: Waits::new(settings.timeouts.lost_after),
             read_credential: Credential::OPERATE,
             status: None,
@@ -257,7 +280,9 @@ impl ControlPlane {
     /// Takes issues from GitHub, reads their repositories' `AFK.md` and reports on them there,
     /// besides any local folder.
     pub fn with_github(mut self, github: GitHubSide) -> Self {
+        self.github_repos = github.intake.repos().to_vec();
         self.intake.github = Some(github.intake);
+        self.commands = github.commands;
         self.policies.read_afk_md(github.policies);
         self.reporter = Some(github.reporter);
         self
@@ -326,6 +351,19 @@ impl ControlPlane {
             Some(Ok(())) => self.wait_over(Topic::GitHub).await?,
             Some(Err(waiting)) => self.wait_on(waiting, now).await?,
             None => {}
+        }
+        if let Some(commands) = &mut self.commands {
+            // Before T3's view: a stop recorded now is carried out in this tick.
+            let events = self.intake.github_comment_events();
+            commands
+                .sync(
+                    &mut self.recorder,
+                    events,
+                    &self.github_repos,
+                    may_poll_github,
+                    now,
+                )
+                .await?;
         }
         let t3_reachable = self.follow_t3(clock).await?;
         let notices = self.intake.github_notices();

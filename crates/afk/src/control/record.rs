@@ -137,6 +137,67 @@ impl Recorder {
         Ok(Some((transition, updated)))
     }
 
+    /// Answers the taken comment command `command` in one ledger transaction with the job's move:
+    /// `event` (when there is one) applied to `job`, its note naming `by` (the command's author
+    /// and comment), and `answer`. `None` when the job moved meanwhile (decide again at the next
+    /// tick) or the command was answered already; an event the machine refuses is an error of
+    /// the caller's decision, answered as nothing recorded too.
+    pub(crate) async fn answer_command(
+        &mut self,
+        job: &Job,
+        event: Option<&Event>,
+        by: &str,
+        command: afk_ledger::CommentCommandId,
+        answer: &afk_ledger::CommandAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>, ControlError> {
+        let transition = match event
+            .map(|e| apply(job.status(), e, &self.retry, now))
+            .transpose()
+        {
+            Ok(transition) => transition.map(|t| Transition {
+                note: format!("{} ({by})", t.note),
+                ..t
+            }),
+            Err(invalid) => {
+                tracing::debug!("job {}: {invalid}", job.issue);
+                return Ok(None);
+            }
+        };
+        self.watched = None;
+        let updated = match self
+            .ledger
+            .answer_comment_command(command, job.id, transition.as_ref(), answer, now)
+            .await
+        {
+            Ok(updated) => updated,
+            Err(LedgerError::Conflict { .. } | LedgerError::NotFound(_)) => return Ok(None),
+            Err(other) => return Err(other.into()),
+        };
+        if let (Some(transition), Some(updated)) = (&transition, &updated) {
+            if let Some(metrics) = &self.metrics {
+                metrics.transition(job, transition, now);
+            }
+            tracing::info!(
+                issue = %job.issue,
+                job = job.id.0,
+                attempt = (updated.attempts > 0).then_some(updated.attempts),
+                "{} {} -> {}: {}",
+                job.issue,
+                transition.from,
+                transition.to,
+                transition.note
+            );
+            self.progress.push(Progress {
+                issue: job.issue.clone(),
+                from: transition.from,
+                to: transition.to,
+                note: transition.note.clone(),
+            });
+        }
+        Ok(Some(updated.unwrap_or_else(|| job.clone())))
+    }
+
     /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
     /// not: for events a source offers on every scan (an issue that is back may or may not bring
     /// its job back, as [`afk_core::apply`] decides).

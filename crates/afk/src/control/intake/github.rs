@@ -36,6 +36,8 @@ pub struct GitHubIntake {
     notices: Vec<(IssueKey, UntrustedEdit)>,
     /// What webhook deliveries cost GitHub in the current poll interval.
     budget: CheckBudget,
+    /// Comments webhooks delivered, for the comment commands (`control/commands.rs`).
+    comment_events: Vec<WebhookEvent>,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -126,7 +128,18 @@ impl GitHubIntake {
             poll_outcome: None,
             notices: Vec::new(),
             budget: CheckBudget::default(),
+            comment_events: Vec::new(),
         }
+    }
+
+    /// The configured repositories.
+    pub(crate) fn repos(&self) -> &[afk_core::Repo] {
+        &self.intake.config().repos
+    }
+
+    /// The comments webhooks delivered since the last call.
+    pub(super) fn take_comment_events(&mut self) -> Vec<WebhookEvent> {
+        std::mem::take(&mut self.comment_events)
     }
 
     /// How the last poll went (what afk waits for, when it failed); `None` when no poll happened
@@ -193,6 +206,11 @@ impl GitHubIntake {
                 events.push(event);
             }
         }
+        // Comments are the comment commands' (they say nothing about the issue's eligibility).
+        let (comments, events): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|e| matches!(e.kind, afk_github::WebhookEventKind::Commented { .. }));
+        self.comment_events.extend(comments);
         let trigger = self.trigger().to_owned();
         let mut pending = coalesce(events, &trigger).into_iter();
         while let Some(group) = pending.next() {

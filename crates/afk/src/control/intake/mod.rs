@@ -59,6 +59,14 @@ impl Intake {
             .unwrap_or_default()
     }
 
+    /// The comments webhooks delivered since the last call, for the comment commands.
+    pub(crate) fn github_comment_events(&mut self) -> Vec<WebhookEvent> {
+        self.github
+            .as_mut()
+            .map(GitHubIntake::take_comment_events)
+            .unwrap_or_default()
+    }
+
     /// The latest view of an eligible GitHub issue (its author and URL, which the ledger does not
     /// keep), for its prompt.
     pub(crate) fn github_issue(&self, issue: &IssueKey) -> Option<&EligibleIssue> {

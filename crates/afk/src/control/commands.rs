@@ -1,0 +1,567 @@
+//! Comment commands: `/afk retry`, `/afk stop` and `/afk <instruction>` in a comment on an issue
+//! afk has a job for (or on the pull request its agent opened), from people with write access.
+//!
+//! Comments come from `issue_comment` webhooks (at once) and, as the fallback, from polling each
+//! job's issue for comments since the last one seen (a few issues per poll interval, each page
+//! conditional on its ETag). A command goes through the ledger in three steps
+//! (`afk_ledger::commands`): taken before anything is done, answered together with the job's move
+//! in one transaction, acknowledged once its reaction (👀 taken, 👎 refused with a one-line reply)
+//! went out. So kill -9 at any point neither loses a command nor carries one out twice, and an
+//! edited comment is never taken again. A command from anyone without write access is kept as
+//! ignored: said once in the log, never answered (no noise on the issue).
+//!
+//! `/afk <instruction>` while the job's thread is alive or finished asks for a follow-up turn:
+//! [`request_follow_up_turn`] is that seam.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use afk_core::{apply, CancelReason, Event, IssueKey, JobSource, JobState, Repo, RequeueBy, RetryPolicy};
+use afk_github::{
+    parse_command, Command, CommandReaction, CommentCommands, CommentId, IssueComment, Parsed, WebhookEvent,
+    WebhookEventKind,
+};
+use afk_ledger::{
+    CommandAnswer, CommandState, CommentCommand, CommentCommandKind, InstructionChange, Job,
+    NewCommentCommand, Reaction,
+};
+use chrono::{DateTime, Utc};
+
+use super::record::Recorder;
+use super::ControlError;
+
+/// Issues whose comments one poll round lists at most (the rest wait for the next rounds).
+const POLLS_PER_ROUND: usize = 10;
+/// Commands answered or acknowledged per tick at most.
+const COMMANDS_PER_TICK: u32 = 50;
+
+/// What afk does about a taken command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Carry it out: the job's event (if any) and what becomes of its instruction; 👀.
+    Take {
+        /// The event for the state machine.
+        event: Option<Event>,
+        /// The job's instruction after it.
+        instruction: InstructionChange,
+    },
+    /// Refuse it: 👎 and this one-line reply.
+    Refuse(String),
+    /// `/afk <instruction>` while the job's thread is alive or finished: a follow-up turn
+    /// ([`request_follow_up_turn`] decides).
+    FollowUp(String),
+}
+
+/// **The follow-up seam.** Asked for `/afk <instruction>` by `author` (write access checked)
+/// when `job`'s thread is alive or finished: a follow-up turn with `instruction` on that thread.
+/// Follow-up turns are built elsewhere; until they are wired here, this refuses (👎 with a
+/// one-line reply). Replace its body with the follow-up mechanism: it returns the decision the
+/// command is answered with (an event recorded with the answer, in one transaction).
+pub(crate) async fn request_follow_up_turn(job: &Job, author: &str, instruction: &str) -> Decision {
+    tracing::debug!(
+        issue = %job.issue,
+        "{}: a follow-up turn asked by {author} ({} bytes of instruction); not available yet",
+        job.issue,
+        instruction.len()
+    );
+    Decision::Refuse("refused: follow-up turns are not available yet".into())
+}
+
+/// What afk does about a command of `kind` (with `argument`, the instruction or why it is
+/// malformed) given by `author` for `job`: a plain function of the job's state, asking the state
+/// machine whether a requeue is allowed.
+pub(crate) fn decide(
+    job: &Job,
+    kind: CommentCommandKind,
+    argument: Option<&str>,
+    author: &str,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Decision {
+    use JobState as J;
+    let state = job.state;
+    let requeue = Event::Requeue {
+        by: RequeueBy::Commanded,
+    };
+    let may_requeue = apply(job.status(), &requeue, retry, now).is_ok();
+    let gone = job.cancel_reason == Some(CancelReason::IssueGone);
+    match kind {
+        CommentCommandKind::Malformed => {
+            Decision::Refuse(argument.unwrap_or("afk cannot read this command").to_owned())
+        }
+        CommentCommandKind::Stop if !state.is_final() => Decision::Take {
+            event: Some(Event::Cancel {
+                reason: CancelReason::StoppedByCommand,
+            }),
+            instruction: InstructionChange::Keep,
+        },
+        CommentCommandKind::Stop => Decision::Refuse(format!("nothing to stop: the job is {state}")),
+        CommentCommandKind::Retry if may_requeue => Decision::Take {
+            event: Some(requeue),
+            instruction: InstructionChange::Clear,
+        },
+        CommentCommandKind::Retry if gone => Decision::Refuse("GitHub no longer has the issue".into()),
+        CommentCommandKind::Retry => Decision::Refuse(format!("nothing to retry: the job is {state}")),
+        CommentCommandKind::Instruct => {
+            let text = argument.unwrap_or_default().to_owned();
+            let set = InstructionChange::Set {
+                text: text.clone(),
+                author: author.to_owned(),
+            };
+            match state {
+                J::Dispatching | J::Running | J::Succeeded => Decision::FollowUp(text),
+                J::Failed | J::GivenUp | J::Cancelled if may_requeue => Decision::Take {
+                    event: Some(requeue),
+                    instruction: set,
+                },
+                J::Failed | J::GivenUp | J::Cancelled => {
+                    Decision::Refuse("GitHub no longer has the issue".into())
+                }
+                // No attempt is alive and one will start: it gets the instruction.
+                J::Queued | J::RetryWait => Decision::Take {
+                    event: None,
+                    instruction: set,
+                },
+                J::TimedOut | J::Lost => Decision::Refuse(
+                    "the last attempt is still being stopped; say it again in a minute".into(),
+                ),
+            }
+        }
+    }
+}
+
+/// Comment commands on GitHub: intake (webhook and polling), answers and acknowledgements.
+pub struct CommentIntake {
+    github: CommentCommands,
+    /// A poll round at most this often (GitHub's `[github] poll_interval`).
+    poll_interval: Duration,
+    next_round: Option<Instant>,
+    /// Per issue: the latest `updated_at` of its comments seen (GitHub's clock), the `since` of
+    /// its next poll. An issue not yet polled since afk started is listed whole (the ledger
+    /// knows which commands were taken).
+    cursors: HashMap<IssueKey, DateTime<Utc>>,
+    /// Where the next round starts among the jobs' issues.
+    turn: usize,
+}
+
+impl CommentIntake {
+    /// Comment commands through `github`, polling a few issues every `poll_interval`.
+    pub fn new(github: CommentCommands, poll_interval: Duration) -> Self {
+        Self {
+            github,
+            poll_interval,
+            next_round: None,
+            cursors: HashMap::new(),
+            turn: 0,
+        }
+    }
+
+    /// One pass: the comments webhooks delivered (`events`), a poll round when due and
+    /// `may_poll`, then the taken commands answered and the answered ones acknowledged.
+    /// `repos` are the configured repositories (jobs are keyed by their spelling).
+    pub(crate) async fn sync(
+        &mut self,
+        recorder: &mut Recorder,
+        events: Vec<WebhookEvent>,
+        repos: &[Repo],
+        may_poll: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        for event in events {
+            let WebhookEventKind::Commented {
+                comment,
+                on_pull_request,
+            } = event.kind
+            else {
+                continue;
+            };
+            let Some(repo) = repos
+                .iter()
+                .find(|r| r.as_str().eq_ignore_ascii_case(event.repo.as_str()))
+            else {
+                continue;
+            };
+            self.consider(recorder, repo, comment, on_pull_request, now)
+                .await?;
+        }
+        if may_poll && self.next_round.is_none_or(|next| Instant::now() >= next) {
+            self.next_round = Some(Instant::now() + self.poll_interval);
+            self.poll_round(recorder, now).await?;
+        }
+        self.answer(recorder, now).await?;
+        self.acknowledge(recorder).await
+    }
+
+    /// Lists the comments of up to [`POLLS_PER_ROUND`] jobs' issues, in turn, since the last
+    /// comment seen on each.
+    async fn poll_round(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+        let mut issues: Vec<IssueKey> = recorder
+            .ledger()
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.source == JobSource::GitHub && j.cancel_reason != Some(CancelReason::IssueGone))
+            .map(|j| j.issue)
+            .collect();
+        if issues.is_empty() {
+            return Ok(());
+        }
+        issues.sort_by(|a, b| (a.repo.as_str(), a.number).cmp(&(b.repo.as_str(), b.number)));
+        let start = self.turn % issues.len();
+        let count = issues.len().min(POLLS_PER_ROUND);
+        self.turn = start + count;
+        for issue in issues.iter().cycle().skip(start).take(count) {
+            let since = self.cursors.get(issue).copied();
+            let comments = match self.github.list_since(issue, since).await {
+                Ok(comments) => comments,
+                Err(error) => {
+                    tracing::debug!("{issue}: cannot list its comments for commands yet: {error}");
+                    continue;
+                }
+            };
+            for comment in comments {
+                if let Some(at) = comment.updated_at {
+                    let cursor = self.cursors.entry(issue.clone()).or_insert(at);
+                    *cursor = (*cursor).max(at);
+                }
+                self.consider(recorder, &issue.repo, comment, false, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `comment` (on issue or pull request `comment.number` of `repo`) when it is a
+    /// command afk has not seen, for a job afk has: as ignored when its author may not command
+    /// afk (said once), else as taken. Nothing else happens here.
+    async fn consider(
+        &mut self,
+        recorder: &mut Recorder,
+        repo: &Repo,
+        comment: IssueComment,
+        on_pull_request: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let (kind, argument) = match parse_command(&comment.body) {
+            Parsed::NotACommand => return Ok(()),
+            Parsed::Command(Command::Retry) => (CommentCommandKind::Retry, None),
+            Parsed::Command(Command::Stop) => (CommentCommandKind::Stop, None),
+            Parsed::Command(Command::Instruct(text)) => (CommentCommandKind::Instruct, Some(text)),
+            Parsed::Malformed(why) => (CommentCommandKind::Malformed, Some(why)),
+        };
+        let ledger = recorder.ledger().clone();
+        // Taken once: a later edit of a command afk saw is never read again.
+        if ledger.comment_command_known(repo, comment.id.0).await? {
+            return Ok(());
+        }
+        let place = format!("{repo}#{}", comment.number);
+        let job = if on_pull_request {
+            match self.github.pull_request_branch(repo, comment.number).await {
+                Ok(Some(branch)) => ledger.job_by_branch(repo, &branch).await?,
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::warn!("{place}: cannot read the pull request of a `/afk` comment yet: {error}");
+                    return Ok(());
+                }
+            }
+        } else {
+            ledger
+                .job_by_issue(&IssueKey {
+                    repo: repo.clone(),
+                    number: comment.number,
+                })
+                .await?
+        };
+        let Some(job) = job.filter(|j| j.source == JobSource::GitHub) else {
+            tracing::debug!("{place}: a `/afk` comment where afk has no job; ignored");
+            return Ok(());
+        };
+        let Some(author) = comment.author else {
+            return Ok(());
+        };
+        let may_command = match self.github.may_command(repo, &author).await {
+            Ok(may) => may,
+            Err(error) => {
+                // Polling sees the comment again.
+                tracing::warn!("{place}: cannot ask whether {author} may command afk yet: {error}");
+                return Ok(());
+            }
+        };
+        let new = NewCommentCommand {
+            repo: repo.clone(),
+            comment_id: comment.id.0,
+            number: comment.number,
+            job: job.id,
+            author: author.as_str().to_owned(),
+            kind,
+            argument,
+        };
+        let taken = ledger.take_comment_command(&new, !may_command, now).await?;
+        if taken && !may_command {
+            tracing::info!(
+                issue = %job.issue,
+                "{place}: ignored the `/afk {}` comment {} by {author}: only people with write access can command afk",
+                kind.as_str(),
+                comment.id
+            );
+        } else if taken {
+            tracing::info!(issue = %job.issue, "{place}: took the `/afk {}` comment {} by {author}", kind.as_str(), comment.id);
+        }
+        Ok(())
+    }
+
+    /// Answers the taken commands: decides, and records the job's move with the answer.
+    async fn answer(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+        let open = recorder
+            .ledger()
+            .open_comment_commands(Some(CommandState::Taken), COMMANDS_PER_TICK)
+            .await?;
+        for command in open {
+            let Some(job) = recorder.ledger().job(command.command.job).await? else {
+                continue;
+            };
+            let author = command.command.author.as_str();
+            let argument = command.command.argument.as_deref();
+            let mut decision = decide(
+                &job,
+                command.command.kind,
+                argument,
+                author,
+                recorder.retry(),
+                now,
+            );
+            if let Decision::FollowUp(instruction) = &decision {
+                decision = request_follow_up_turn(&job, author, instruction).await;
+            }
+            let (event, answer) = match decision {
+                Decision::Take { event, instruction } => (
+                    event,
+                    CommandAnswer {
+                        reaction: Reaction::Eyes,
+                        reply: None,
+                        instruction,
+                    },
+                ),
+                Decision::Refuse(reply) => (
+                    None,
+                    CommandAnswer {
+                        reaction: Reaction::ThumbsDown,
+                        reply: Some(reply),
+                        instruction: InstructionChange::Keep,
+                    },
+                ),
+                Decision::FollowUp(_) => continue,
+            };
+            let by = format!(
+                "by {author} in comment {} on #{}",
+                command.command.comment_id, command.command.number
+            );
+            let answered = recorder
+                .answer_command(&job, event.as_ref(), &by, command.id, &answer, now)
+                .await?;
+            match (answered, &answer.reply) {
+                (None, _) => tracing::debug!("{}: the job moved; the command is decided again", job.issue),
+                (Some(_), Some(reply)) => {
+                    tracing::info!(issue = %job.issue, "{}: refused the `/afk {}` comment {}: {reply}", job.issue, command.command.kind.as_str(), command.command.comment_id)
+                }
+                (Some(_), None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the reactions (and replies) owed for answered commands, then marks them
+    /// acknowledged. A failure leaves the command for the next tick; one GitHub will never
+    /// accept (the comment was deleted) is given up with a warning.
+    async fn acknowledge(&mut self, recorder: &mut Recorder) -> Result<(), ControlError> {
+        let open = recorder
+            .ledger()
+            .open_comment_commands(Some(CommandState::Answered), COMMANDS_PER_TICK)
+            .await?;
+        for command in open {
+            match self.send_answer(&command).await {
+                Ok(()) => {}
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(
+                        "{}#{}: cannot answer the `/afk` comment {} yet: {error}",
+                        command.command.repo,
+                        command.command.number,
+                        command.command.comment_id
+                    );
+                    continue;
+                }
+                Err(error) => tracing::warn!(
+                    "{}#{}: cannot answer the `/afk` comment {}: {error}; not trying again",
+                    command.command.repo,
+                    command.command.number,
+                    command.command.comment_id
+                ),
+            }
+            recorder.ledger().acknowledge_comment_command(command.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_answer(&self, command: &CommentCommand) -> Result<(), afk_github::GitHubError> {
+        let c = &command.command;
+        let reaction = match command.reaction {
+            Some(Reaction::ThumbsDown) => CommandReaction::Refused,
+            _ => CommandReaction::Taken,
+        };
+        self.github
+            .react(&c.repo, CommentId(c.comment_id), reaction)
+            .await?;
+        if let Some(reply) = &command.reply {
+            let place = IssueKey {
+                repo: c.repo.clone(),
+                number: c.number,
+            };
+            self.github
+                .reply(&place, CommentId(c.comment_id), &c.author, reply)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afk_core::{JobId, Priority};
+
+    fn job(state: JobState, cancel_reason: Option<CancelReason>) -> Job {
+        let now = Utc::now();
+        Job {
+            id: JobId(1),
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number: 7,
+            },
+            title: "t".into(),
+            body: "b".into(),
+            labels: vec![],
+            priority: Priority::DEFAULT,
+            source: JobSource::GitHub,
+            state,
+            cancel_reason,
+            attempts: 1,
+            attempts_base: 0,
+            dispatch_tries: 0,
+            not_before: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            reported: None,
+        }
+    }
+
+    #[test]
+    fn commands_are_decided_from_the_jobs_state() {
+        use CommentCommandKind::{Instruct, Malformed, Retry, Stop};
+        use JobState as J;
+        let retry = RetryPolicy::default();
+        let requeue = Some(Event::Requeue {
+            by: RequeueBy::Commanded,
+        });
+        let stop = Some(Event::Cancel {
+            reason: CancelReason::StoppedByCommand,
+        });
+        let set = InstructionChange::Set {
+            text: "fix the tests".into(),
+            author: "mona".into(),
+        };
+        let take =
+            |event: Option<Event>, instruction: InstructionChange| Decision::Take { event, instruction };
+        let refused = |d: &Decision, words: &str| matches!(d, Decision::Refuse(r) if r.contains(words));
+        let cases: Vec<(JobState, Option<CancelReason>, CommentCommandKind, Decision)> = vec![
+            (
+                J::Running,
+                None,
+                Stop,
+                take(stop.clone(), InstructionChange::Keep),
+            ),
+            (J::Queued, None, Stop, take(stop.clone(), InstructionChange::Keep)),
+            (
+                J::RetryWait,
+                None,
+                Stop,
+                take(stop.clone(), InstructionChange::Keep),
+            ),
+            (
+                J::GivenUp,
+                None,
+                Retry,
+                take(requeue.clone(), InstructionChange::Clear),
+            ),
+            (
+                J::Failed,
+                None,
+                Retry,
+                take(requeue.clone(), InstructionChange::Clear),
+            ),
+            (
+                J::Cancelled,
+                Some(CancelReason::StoppedByCommand),
+                Retry,
+                take(requeue.clone(), InstructionChange::Clear),
+            ),
+            (J::Failed, None, Instruct, take(requeue.clone(), set.clone())),
+            (J::Queued, None, Instruct, take(None, set.clone())),
+            (J::RetryWait, None, Instruct, take(None, set.clone())),
+            (
+                J::Running,
+                None,
+                Instruct,
+                Decision::FollowUp("fix the tests".into()),
+            ),
+            (
+                J::Succeeded,
+                None,
+                Instruct,
+                Decision::FollowUp("fix the tests".into()),
+            ),
+        ];
+        for (state, reason, kind, expected) in cases {
+            let argument = (kind == Instruct).then_some("fix the tests");
+            let got = decide(&job(state, reason), kind, argument, "mona", &retry, Utc::now());
+            assert_eq!(got, expected, "{state} {kind:?}");
+        }
+        let refusals = [
+            (J::Succeeded, None, Stop, "nothing to stop"),
+            (J::GivenUp, None, Stop, "nothing to stop"),
+            (J::Succeeded, None, Retry, "nothing to retry"),
+            (J::Running, None, Retry, "nothing to retry"),
+            (
+                J::Cancelled,
+                Some(CancelReason::IssueGone),
+                Retry,
+                "no longer has",
+            ),
+            (
+                J::Cancelled,
+                Some(CancelReason::IssueGone),
+                Instruct,
+                "no longer has",
+            ),
+            (J::TimedOut, None, Instruct, "still being stopped"),
+            (J::Running, None, Malformed, "takes nothing"),
+        ];
+        for (state, reason, kind, words) in refusals {
+            let argument = match kind {
+                Malformed => Some("`/afk stop` takes nothing after it"),
+                Instruct => Some("fix the tests"),
+                _ => None,
+            };
+            let got = decide(&job(state, reason), kind, argument, "mona", &retry, Utc::now());
+            assert!(refused(&got, words), "{state} {kind:?}: {got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_turn_is_refused_until_it_is_wired() {
+        let got = request_follow_up_turn(&job(JobState::Running, None), "mona", "fix the tests").await;
+        assert_eq!(
+            got,
+            Decision::Refuse("refused: follow-up turns are not available yet".into())
+        );
+    }
+}
