@@ -119,11 +119,15 @@ impl FollowThrough {
             };
             match activity.state {
                 PullRequestState::Merged => {
-                    recorder.record(&job, &Event::PullRequestMerged, None, now).await?;
+                    recorder
+                        .record(&job, &Event::PullRequestMerged, None, now)
+                        .await?;
                     continue;
                 }
                 PullRequestState::Closed => {
-                    recorder.record(&job, &Event::PullRequestClosed, None, now).await?;
+                    recorder
+                        .record(&job, &Event::PullRequestClosed, None, now)
+                        .await?;
                     continue;
                 }
                 PullRequestState::Open => {}
@@ -138,7 +142,11 @@ impl FollowThrough {
                 continue;
             }
             let keys: Vec<String> = causes.iter().map(|(key, _)| key.clone()).collect();
-            let line = causes.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("; ");
+            let line = causes
+                .iter()
+                .map(|(_, line)| line.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
             // AFK.md may lower the limit and replace the template; read through its cache.
             let settings = policies.follow_up_settings(&job.issue.repo).await;
             let max_turns = settings
@@ -159,7 +167,16 @@ impl FollowThrough {
                 key: keys.join("+"),
                 line,
             };
-            start_follow_up(recorder, &job, FollowUpBy::PullRequest, max_turns, cause, prompt, now).await?;
+            start_follow_up(
+                recorder,
+                &job,
+                FollowUpBy::PullRequest,
+                max_turns,
+                cause,
+                prompt,
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
