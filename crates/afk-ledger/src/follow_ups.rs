@@ -235,15 +235,14 @@ impl Ledger {
     /// The latest follow-up of `job`: its number (`None` when the limit was reached and no turn
     /// was started) and what it answered.
     pub async fn latest_follow_up(&self, job: JobId) -> Result<Option<(Option<u32>, String)>, LedgerError> {
-        let row: Option<(Option<i64>, String)> =
-            with_pool!(self, |pool| {
-                sqlx::query_as(
+        let row: Option<(Option<i64>, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
             "SELECT CAST(number AS BIGINT), cause FROM follow_ups WHERE job_id = $1 ORDER BY id DESC LIMIT 1"
         )
         .bind(job.0)
         .fetch_optional(pool)
         .await?
-            });
+        });
         row.map(|(number, cause)| {
             let number = number
                 .map(count)

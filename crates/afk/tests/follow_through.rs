@@ -308,3 +308,47 @@ async fn killed_after_recording_a_follow_up_before_t3_applied_it() {
 async fn killed_after_t3_applied_a_follow_up_before_its_reply() {
     killed_around_a_follow_up(PausePhase::AfterApply).await;
 }
+
+#[tokio::test]
+async fn a_pull_request_delivery_acts_at_once_between_polls() {
+    let (mut world, github) = follow_world().await;
+    let secret = "whsec-follow-3391";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let (_, pr) = issue_with_pull_request(&github);
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("the listener");
+    tick_until_first_job_is(&mut app, JobState::InReview).await;
+    github.merge_pull_request(REPO_A, pr);
+    for _ in 0..5 {
+        app.tick(chrono::Utc::now()).await.unwrap();
+    }
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(
+        jobs[0].state,
+        JobState::InReview,
+        "not polled again within the hour"
+    );
+
+    let body = format!(
+        r#"{{"action": "closed", "number": {pr}, "pull_request": {{"number": {pr}, "merged": true}}, "repository": {{"full_name": "{REPO_A}"}}}}"#
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "pr-merged-1")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    tick_until_first_job_is(&mut app, JobState::Merged).await;
+}

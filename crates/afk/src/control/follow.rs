@@ -29,6 +29,8 @@ use crate::policy::Policies;
 pub(crate) struct FollowThrough {
     t3: T3Client,
     max_turns: u32,
+    /// When the pull requests were last read.
+    last_read: Option<std::time::Instant>,
 }
 
 /// One reason for a follow-up: its key (answered once per job) and its part of the prompt.
@@ -42,7 +44,22 @@ pub(crate) struct Cause {
 
 impl FollowThrough {
     pub(crate) fn new(t3: T3Client, max_turns: u32) -> Self {
-        Self { t3, max_turns }
+        Self {
+            t3,
+            max_turns,
+            last_read: None,
+        }
+    }
+
+    /// True when the pull requests are to be read now: `woken` by a delivery, or `interval`
+    /// passed since they were last read (and counts this read).
+    pub(crate) fn due(&mut self, woken: bool, interval: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        if woken || self.last_read.is_none_or(|at| now >= at + interval) {
+            self.last_read = Some(now);
+            return true;
+        }
+        false
     }
 
     /// Sends every recorded follow-up turn T3 has not accepted yet (with its stored ids) and

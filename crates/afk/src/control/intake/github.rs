@@ -36,6 +36,8 @@ pub struct GitHubIntake {
     notices: Vec<(IssueKey, UntrustedEdit)>,
     /// What webhook deliveries cost GitHub in the current poll interval.
     budget: CheckBudget,
+    /// A pull request, review or check delivery arrived since the follow-through last asked.
+    pull_request_activity: bool,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -110,6 +112,17 @@ fn coalesce(events: Vec<WebhookEvent>, trigger: &str) -> Vec<IssueDeliveries> {
 }
 
 impl GitHubIntake {
+    /// True once after a pull request, review or check delivery: the follow-through reads the
+    /// pull requests it follows at once rather than at its next poll.
+    pub(crate) fn take_pull_request_activity(&mut self) -> bool {
+        std::mem::take(&mut self.pull_request_activity)
+    }
+
+    /// How often GitHub is polled (`[github] poll_interval`): the follow-through's pace too.
+    pub(crate) fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
     /// Polls through `intake` every `poll_interval` and acts on the deliveries `events` brings.
     pub fn new(
         intake: Intake,
@@ -126,6 +139,7 @@ impl GitHubIntake {
             poll_outcome: None,
             notices: Vec::new(),
             budget: CheckBudget::default(),
+            pull_request_activity: false,
         }
     }
 
@@ -192,6 +206,12 @@ impl GitHubIntake {
             while let Ok(event) = rx.try_recv() {
                 events.push(event);
             }
+        }
+        if events
+            .iter()
+            .any(|e| e.kind == afk_github::WebhookEventKind::PullRequestActivity)
+        {
+            self.pull_request_activity = true;
         }
         let trigger = self.trigger().to_owned();
         let mut pending = coalesce(events, &trigger).into_iter();
