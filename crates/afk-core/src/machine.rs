@@ -583,8 +583,24 @@ pub fn apply(
                 first_line(cause)
             ),
         ),
-        (J::InReview, Event::FollowUp { by, cause, used, max_turns })
-        | (J::Succeeded, Event::FollowUp { by: by @ FollowUpBy::Person, cause, used, max_turns }) => {
+        (
+            J::InReview,
+            Event::FollowUp {
+                by,
+                cause,
+                used,
+                max_turns,
+            },
+        )
+        | (
+            J::Succeeded,
+            Event::FollowUp {
+                by: by @ FollowUpBy::Person,
+                cause,
+                used,
+                max_turns,
+            },
+        ) => {
             let number = used + 1;
             let of = match by {
                 FollowUpBy::PullRequest => format!("follow-up {number} of {max_turns}"),
@@ -1302,8 +1318,16 @@ mod tests {
             JobState::Running
         );
         // No follow-up while a turn is working or after the job ended otherwise.
-        for state in [JobState::Running, JobState::Dispatching, JobState::GivenUp, JobState::Cancelled] {
-            assert!(run(job(state, 1), follow_up(FollowUpBy::Person, 0)).is_err(), "{state}");
+        for state in [
+            JobState::Running,
+            JobState::Dispatching,
+            JobState::GivenUp,
+            JobState::Cancelled,
+        ] {
+            assert!(
+                run(job(state, 1), follow_up(FollowUpBy::Person, 0)).is_err(),
+                "{state}"
+            );
         }
     }
 

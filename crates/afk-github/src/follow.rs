@@ -312,14 +312,23 @@ impl PullRequestActivity {
             }
         }
         for review in &self.changes_requested {
-            causes.push((review_key(review), format!("{} requested changes", review.reviewer)));
+            causes.push((
+                review_key(review),
+                format!("{} requested changes", review.reviewer),
+            ));
         }
         causes
     }
 }
 
 /// Conclusions of a completed check run that call for a follow-up.
-const FAILED_CONCLUSIONS: &[&str] = &["failure", "timed_out", "cancelled", "action_required", "startup_failure"];
+const FAILED_CONCLUSIONS: &[&str] = &[
+    "failure",
+    "timed_out",
+    "cancelled",
+    "action_required",
+    "startup_failure",
+];
 
 impl Reporter {
     /// What pull request `number` of `repo` shows now: its state, its head commit's failed and
@@ -332,7 +341,10 @@ impl Reporter {
     ) -> Result<PullRequestActivity, GitHubError> {
         let (owner, name) = (repo.owner(), repo.name());
         let n = number.to_string();
-        let pull: Pull = self.client.get_json(self.client.url(&["repos", owner, name, "pulls", &n], &[])).await?;
+        let pull: Pull = self
+            .client
+            .get_json(self.client.url(&["repos", owner, name, "pulls", &n], &[]))
+            .await?;
         let state = if pull.merged == Some(true) || pull.merged_at.is_some() {
             PullRequestState::Merged
         } else if pull.state == "open" {
@@ -425,7 +437,10 @@ impl Reporter {
         // Each reviewer's latest deciding review (a comment alone decides nothing).
         let mut latest: Vec<Review> = Vec::new();
         for review in reviews {
-            if !matches!(review.state.as_str(), "CHANGES_REQUESTED" | "APPROVED" | "DISMISSED") {
+            if !matches!(
+                review.state.as_str(),
+                "CHANGES_REQUESTED" | "APPROVED" | "DISMISSED"
+            ) {
                 continue;
             }
             let who = review.user.as_ref().map(|u| u.login.to_ascii_lowercase());
@@ -537,7 +552,10 @@ mod tests {
             "{prompt}"
         );
         assert!(prompt.contains("Review by mona requesting changes"), "{prompt}");
-        assert!(prompt.contains("\n- src/lib.rs:12\n  Handle the empty case.\n"), "{prompt}");
+        assert!(
+            prompt.contains("\n- src/lib.rs:12\n  Handle the empty case.\n"),
+            "{prompt}"
+        );
         // Only the causes asked for are named.
         let prompt = render_follow_up(None, "acme/api", &a, &keys(&a)[1..]).unwrap();
         assert!(!prompt.contains("Failed checks"), "{prompt}");
@@ -555,10 +573,12 @@ mod tests {
     #[test]
     fn afk_md_may_replace_the_template_and_an_unknown_name_is_named() {
         let a = activity();
-        let template = "Fix {% for c in failed_checks %}{{ c.name }}{% endfor %} on #{{ pull_request.number }}";
+        let template =
+            "Fix {% for c in failed_checks %}{{ c.name }}{% endfor %} on #{{ pull_request.number }}";
         let prompt = render_follow_up(Some(template), "acme/api", &a, &keys(&a)).unwrap();
         assert_eq!(prompt, "Fix test on #7");
-        let error = render_follow_up(Some("{{ pull_request.title }}"), "acme/api", &a, &keys(&a)).unwrap_err();
+        let error =
+            render_follow_up(Some("{{ pull_request.title }}"), "acme/api", &a, &keys(&a)).unwrap_err();
         let error = error.to_string();
         assert!(error.contains("acme/api (followup.template)"), "{error}");
         assert!(error.contains("undefined"), "{error}");

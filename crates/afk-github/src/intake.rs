@@ -490,7 +490,8 @@ impl Intake {
             .and_then(|e| e.label.as_ref())
             .map(|l| l.name.clone());
         Ok(latest.filter(|name| {
-            [LABEL_DONE, LABEL_FAILED, LABEL_MERGED, LABEL_CLOSED].contains(&name.as_str()) && issue.labels.iter().any(|l| &l.name == name)
+            [LABEL_DONE, LABEL_FAILED, LABEL_MERGED, LABEL_CLOSED].contains(&name.as_str())
+                && issue.labels.iter().any(|l| &l.name == name)
         }))
     }
 

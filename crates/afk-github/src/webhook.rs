@@ -316,7 +316,10 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: By
 /// an `issues` or `issue_comment` payload afk cannot read. Never panics, whatever the
 /// body.
 pub fn read_delivery(event: &str, body: &[u8]) -> Result<Option<(Repo, u64, WebhookEventKind)>, String> {
-    if matches!(event, "pull_request" | "pull_request_review" | "check_run" | "check_suite") {
+    if matches!(
+        event,
+        "pull_request" | "pull_request_review" | "check_run" | "check_suite"
+    ) {
         let payload: PullRequestPayload =
             serde_json::from_slice(body).map_err(|e| format!("not a {event} event payload: {e}"))?;
         let number = payload

@@ -50,7 +50,10 @@ async fn failed_checks_of_the_head_commit_are_read_with_their_summaries() {
         activity.failed_checks[0].summary,
         "2 tests failed\ntests::parse and tests::render failed"
     );
-    assert!(activity.failed_checks[0].url.as_deref().is_some_and(|u| u.contains("/runs/")));
+    assert!(activity.failed_checks[0]
+        .url
+        .as_deref()
+        .is_some_and(|u| u.contains("/runs/")));
 
     // A new commit has no checks yet: nothing failed on it.
     github.push_commit(REPO, pr);
@@ -65,19 +68,33 @@ async fn only_a_writers_standing_request_for_changes_counts_with_its_line_commen
     github.set_permission(REPO, "reader", "read");
     let reporter = Reporter::new(client(&github, &clock));
     let pr = github.open_pull_request(REPO, STAND_IN_LOGIN, "afk/issue-1", "Fix it", "");
-    github.add_review(REPO, pr, "reader", "CHANGES_REQUESTED", "Rewrite it all", &[("a.rs", 1, "no")]);
+    github.add_review(
+        REPO,
+        pr,
+        "reader",
+        "CHANGES_REQUESTED",
+        "Rewrite it all",
+        &[("a.rs", 1, "no")],
+    );
     let review = github.add_review(
         REPO,
         pr,
         MAINTAINER,
         "CHANGES_REQUESTED",
         "Almost: two things.",
-        &[("src/lib.rs", 12, "Handle the empty case."), ("README.md", 3, "Typo.")],
+        &[
+            ("src/lib.rs", 12, "Handle the empty case."),
+            ("README.md", 3, "Typo."),
+        ],
     );
     github.add_review(REPO, pr, MAINTAINER, "COMMENTED", "A note, deciding nothing", &[]);
 
     let activity = reporter.pull_request_activity(&repo(), pr).await.unwrap();
-    assert_eq!(activity.changes_requested.len(), 1, "the reader's review is ignored");
+    assert_eq!(
+        activity.changes_requested.len(),
+        1,
+        "the reader's review is ignored"
+    );
     let changes = &activity.changes_requested[0];
     assert_eq!(changes.id, review);
     assert_eq!(changes.reviewer.as_str(), MAINTAINER);

@@ -186,10 +186,34 @@ async fn pull_request_reviews_and_checks_wake_the_follow_through() {
     let mut listener = listen().await;
     let repository = r#""repository": {"full_name": "acme/widgets"}"#;
     let cases = [
-        ("pull_request", format!(r#"{{"action": "closed", "number": 9, "pull_request": {{"number": 9, "merged": true}}, {repository}}}"#), 9),
-        ("pull_request_review", format!(r#"{{"action": "submitted", "review": {{"id": 1, "state": "changes_requested"}}, "pull_request": {{"number": 9}}, {repository}}}"#), 9),
-        ("check_run", format!(r#"{{"action": "completed", "check_run": {{"id": 5, "conclusion": "failure", "pull_requests": [{{"number": 9}}]}}, {repository}}}"#), 9),
-        ("check_suite", format!(r#"{{"action": "completed", "check_suite": {{"id": 6, "pull_requests": []}}, {repository}}}"#), 0),
+        (
+            "pull_request",
+            format!(
+                r#"{{"action": "closed", "number": 9, "pull_request": {{"number": 9, "merged": true}}, {repository}}}"#
+            ),
+            9,
+        ),
+        (
+            "pull_request_review",
+            format!(
+                r#"{{"action": "submitted", "review": {{"id": 1, "state": "changes_requested"}}, "pull_request": {{"number": 9}}, {repository}}}"#
+            ),
+            9,
+        ),
+        (
+            "check_run",
+            format!(
+                r#"{{"action": "completed", "check_run": {{"id": 5, "conclusion": "failure", "pull_requests": [{{"number": 9}}]}}, {repository}}}"#
+            ),
+            9,
+        ),
+        (
+            "check_suite",
+            format!(
+                r#"{{"action": "completed", "check_suite": {{"id": 6, "pull_requests": []}}, {repository}}}"#
+            ),
+            0,
+        ),
     ];
     for (i, (event, body, number)) in cases.into_iter().enumerate() {
         let signature = sign(SECRET.as_bytes(), body.as_bytes());

@@ -218,13 +218,15 @@ impl Ledger {
         job: JobId,
         attempt: AttemptNo,
     ) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        let at: Option<i64> = with_pool!(self, |pool| sqlx::query_scalar(
+        let at: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
             "SELECT MAX(created_ms) FROM follow_ups WHERE job_id = $1 AND attempt = $2 AND number IS NOT NULL"
         )
         .bind(job.0)
         .bind(i64::from(attempt.0))
         .fetch_one(pool)
-        .await?);
+        .await?
+        });
         at.map(instant).transpose().map_err(|why| LedgerError::Corrupt {
             what: format!("the follow-ups of job {job}: {why}"),
         })
@@ -233,16 +235,21 @@ impl Ledger {
     /// The latest follow-up of `job`: its number (`None` when the limit was reached and no turn
     /// was started) and what it answered.
     pub async fn latest_follow_up(&self, job: JobId) -> Result<Option<(Option<u32>, String)>, LedgerError> {
-        let row: Option<(Option<i64>, String)> = with_pool!(self, |pool| sqlx::query_as(
+        let row: Option<(Option<i64>, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
             "SELECT CAST(number AS BIGINT), cause FROM follow_ups WHERE job_id = $1 ORDER BY id DESC LIMIT 1"
         )
         .bind(job.0)
         .fetch_optional(pool)
-        .await?);
+        .await?
+        });
         row.map(|(number, cause)| {
-            let number = number.map(count).transpose().map_err(|why| LedgerError::Corrupt {
-                what: format!("the follow-ups of job {job}: {why}"),
-            })?;
+            let number = number
+                .map(count)
+                .transpose()
+                .map_err(|why| LedgerError::Corrupt {
+                    what: format!("the follow-ups of job {job}: {why}"),
+                })?;
             Ok((number, cause))
         })
         .transpose()

@@ -443,7 +443,9 @@ impl EventRow {
 
 /// A stored T3 id as its type: the ledger wrote only ids the client had validated, so a failure
 /// here means a row was edited by hand.
-pub(crate) fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(text: String) -> Result<T, String> {
+pub(crate) fn id_of<T: std::str::FromStr<Err = t3_client::ids::InvalidId>>(
+    text: String,
+) -> Result<T, String> {
     text.parse().map_err(|e: t3_client::ids::InvalidId| e.to_string())
 }
 

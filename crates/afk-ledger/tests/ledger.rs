@@ -1737,9 +1737,16 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
     let watched = ledger.watched_attempts().await.unwrap();
     assert_eq!(watched.len(), 1);
     assert_eq!(watched[0].thread_id.as_str(), "thread-f");
-    assert_eq!(watched[0].updated_at, at(5), "the turn timeout counts from the follow-up");
+    assert_eq!(
+        watched[0].updated_at,
+        at(5),
+        "the turn timeout counts from the follow-up"
+    );
     assert_eq!(watched[0].follow_up_at, Some(at(5)));
-    assert_eq!(ledger.latest_follow_up_at(job.id, AttemptNo(1)).await.unwrap(), Some(at(5)));
+    assert_eq!(
+        ledger.latest_follow_up_at(job.id, AttemptNo(1)).await.unwrap(),
+        Some(at(5))
+    );
     let unsent = ledger.unsent_follow_ups().await.unwrap();
     assert_eq!(unsent.len(), 1);
     assert_eq!(unsent[0].thread_id.as_str(), "thread-f");
@@ -1780,7 +1787,10 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
         .await
         .unwrap_err();
     assert!(again.is_unique_violation(), "{again}");
-    assert_eq!(ledger.job(job.id).await.unwrap().unwrap().state, JobState::InReview);
+    assert_eq!(
+        ledger.job(job.id).await.unwrap().unwrap().state,
+        JobState::InReview
+    );
     let merged = step(ledger, &job, Event::PullRequestMerged, None, at(10)).await;
     assert_eq!(merged.state, JobState::Merged);
 on_both_backends!(a_comment_command_is_taken_once_and_answered_with_the_jobs_move);

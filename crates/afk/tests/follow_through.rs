@@ -114,7 +114,10 @@ async fn a_red_check_becomes_a_follow_up_on_the_same_thread_and_a_merge_ends_the
     assert!(follow_up.contains("pager::last_page panicked"), "{follow_up}");
     let jobs = tick_until_first_job_is(&mut app, JobState::InReview).await;
     assert_eq!(jobs[0].attempts, 1, "a follow-up is no new attempt");
-    tick_until_true(&mut app, || status_comment(&github, number).contains("Follow-up 1 of 3")).await;
+    tick_until_true(&mut app, || {
+        status_comment(&github, number).contains("Follow-up 1 of 3")
+    })
+    .await;
 
     // The same failure is not followed up twice; a green run and a merge end the job.
     let green = github.push_commit(REPO_A, pr);
@@ -136,7 +139,14 @@ async fn a_writers_request_for_changes_is_followed_up_and_a_readers_is_ignored()
     let mut app = world.app().await;
     tick_until_first_job_is(&mut app, JobState::InReview).await;
 
-    github.add_review(REPO_A, pr, READER, "CHANGES_REQUESTED", "Delete everything", &[("a.rs", 1, "no")]);
+    github.add_review(
+        REPO_A,
+        pr,
+        READER,
+        "CHANGES_REQUESTED",
+        "Delete everything",
+        &[("a.rs", 1, "no")],
+    );
     for _ in 0..5 {
         app.tick(chrono::Utc::now()).await.unwrap();
     }
@@ -153,8 +163,14 @@ async fn a_writers_request_for_changes_is_followed_up_and_a_readers_is_ignored()
     tick_until_true(&mut app, || turns(&world) == 2).await;
     let messages = user_messages(&world).await;
     let follow_up = messages.last().unwrap();
-    assert!(follow_up.contains(&format!("Review by {MAINTAINER} requesting changes")), "{follow_up}");
-    assert!(follow_up.contains("- src/pager.rs:42\n  Count from zero."), "{follow_up}");
+    assert!(
+        follow_up.contains(&format!("Review by {MAINTAINER} requesting changes")),
+        "{follow_up}"
+    );
+    assert!(
+        follow_up.contains("- src/pager.rs:42\n  Count from zero."),
+        "{follow_up}"
+    );
     assert!(!follow_up.contains("Delete everything"), "{follow_up}");
 }
 
@@ -189,7 +205,11 @@ async fn past_max_turns_the_job_waits_for_a_person() {
     .await;
     assert_eq!(turns(&world), 2, "no turn past the limit");
     let jobs = app.ledger().jobs().await.unwrap();
-    assert_eq!(jobs[0].state, JobState::InReview, "still followed: a merge or close ends it");
+    assert_eq!(
+        jobs[0].state,
+        JobState::InReview,
+        "still followed: a merge or close ends it"
+    );
 }
 
 /// Writes the world's config for the `afk` binary, with its GitHub side.
@@ -236,7 +256,12 @@ async fn killed_around_a_follow_up(phase: PausePhase) {
     let ledger = world.ledger().await;
     let afk = spawn_afk(&config);
     wait_until("in review", async || {
-        ledger.jobs().await.unwrap().first().is_some_and(|j| j.state == JobState::InReview)
+        ledger
+            .jobs()
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|j| j.state == JobState::InReview)
     })
     .await;
     let pause = world.sim.pause("thread.turn.start", phase);
@@ -249,12 +274,15 @@ async fn killed_around_a_follow_up(phase: PausePhase) {
     afk.kill().await.expect("afk is killed");
     pause.release();
     let afk = spawn_afk(&config);
-    wait_until("the follow-up turn ran and the job is in review again", async || {
-        let jobs = ledger.jobs().await.unwrap();
-        turns(&world) >= 2
-            && jobs.first().is_some_and(|j| j.state == JobState::InReview)
-            && ledger.unsent_follow_ups().await.unwrap().is_empty()
-    })
+    wait_until(
+        "the follow-up turn ran and the job is in review again",
+        async || {
+            let jobs = ledger.jobs().await.unwrap();
+            turns(&world) >= 2
+                && jobs.first().is_some_and(|j| j.state == JobState::InReview)
+                && ledger.unsent_follow_ups().await.unwrap().is_empty()
+        },
+    )
     .await;
     // A few more of afk's ticks: nothing is sent again.
     let settled = Instant::now() + Duration::from_millis(500);
@@ -262,7 +290,13 @@ async fn killed_around_a_follow_up(phase: PausePhase) {
     drop(afk);
     assert_eq!(turns(&world), 2, "one follow-up turn, exactly");
     assert_eq!(world.sim.threads().len(), 1);
-    assert_eq!(ledger.follow_ups_used(ledger.jobs().await.unwrap()[0].id).await.unwrap(), 1);
+    assert_eq!(
+        ledger
+            .follow_ups_used(ledger.jobs().await.unwrap()[0].id)
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -273,4 +307,48 @@ async fn killed_after_recording_a_follow_up_before_t3_applied_it() {
 #[tokio::test]
 async fn killed_after_t3_applied_a_follow_up_before_its_reply() {
     killed_around_a_follow_up(PausePhase::AfterApply).await;
+}
+
+#[tokio::test]
+async fn a_pull_request_delivery_acts_at_once_between_polls() {
+    let (mut world, github) = follow_world().await;
+    let secret = "whsec-follow-3391";
+    let secret_file = world.dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    if let Some(gh) = world.config.github.as_mut() {
+        gh.webhook_secret_file = Some(secret_file);
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let (_, pr) = issue_with_pull_request(&github);
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("the listener");
+    tick_until_first_job_is(&mut app, JobState::InReview).await;
+    github.merge_pull_request(REPO_A, pr);
+    for _ in 0..5 {
+        app.tick(chrono::Utc::now()).await.unwrap();
+    }
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(
+        jobs[0].state,
+        JobState::InReview,
+        "not polled again within the hour"
+    );
+
+    let body = format!(
+        r#"{{"action": "closed", "number": {pr}, "pull_request": {{"number": {pr}, "merged": true}}, "repository": {{"full_name": "{REPO_A}"}}}}"#
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "pr-merged-1")
+        .header(
+            "x-hub-signature-256",
+            afk_github::sign(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    tick_until_first_job_is(&mut app, JobState::Merged).await;
 }

@@ -90,7 +90,9 @@ async fn an_issue_labelled_by_a_maintainer_becomes_a_thread_and_its_outcome_show
     // Its pull request found, the job follows it (in review) until it is merged.
     tick_until_first_job_is(&mut app, JobState::InReview).await;
     tick_until_true(&mut app, || {
-        github.labels(REPO_A, number).contains(&"afk:in-review".to_string())
+        github
+            .labels(REPO_A, number)
+            .contains(&"afk:in-review".to_string())
     })
     .await;
     let labels = github.labels(REPO_A, number);

@@ -1762,3 +1762,64 @@ async fn internal_failures_over_http_are_retried() {
 async fn internal_failures_over_the_websocket_are_retried_as_over_http() {
     internal_failures("ws-worktree").await;
 }
+
+/// A follow-up turn (issue 16's pull request follow-through): a second `thread.turn.start` on a
+/// thread whose turn completed works on the thread again, and the same command sent again (afk
+/// after a crash) starts nothing more.
+async fn follow_up_turn(mut run: Run) {
+    use t3_client::{CommandId, MessageId, ReqwestTransport, T3Client, ThreadId};
+
+    run.add_issue(31, "First turn. [sim:duration=200]");
+    run.start_afk();
+    let jobs = run.final_jobs(1).await;
+    assert_eq!(jobs[0]["state"], "succeeded", "{}: {jobs:#?}", run.name());
+    run.kill_afk().await;
+    let thread_id = jobs[0]["thread_id"].as_str().expect("a thread").to_owned();
+    let first = run.thread(&thread_id).await["latestTurn"]["turnId"].clone();
+    let client = T3Client::new(
+        &run.t3_url(),
+        Arc::new(ReqwestTransport::default()),
+        Arc::new(afk_secrets::LiteralProvider::new(run.token())),
+    );
+    let thread = ThreadId::new(thread_id.clone()).expect("a thread id");
+    let (command, message) = (CommandId::generate(), MessageId::generate());
+    let text = "A follow-up. [sim:duration=200]";
+    client
+        .follow_up(&thread, text, command.clone(), message.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{}: a second turn on a finished thread: {e}", run.name()));
+    // Sent again with the same ids, as afk does after a crash: accepted or refused, never a turn.
+    let again = client.follow_up(&thread, text, command, message).await;
+    let done = run
+        .thread_until(&thread_id, "completed a second turn", |t| {
+            t["latestTurn"]["turnId"] != first && t["latestTurn"]["state"] == "completed"
+        })
+        .await;
+    let detail: Value = reqwest::Client::new()
+        .get(format!("{}/api/orchestration/threads/{thread_id}", run.t3_url()))
+        .bearer_auth(run.token())
+        .send()
+        .await
+        .expect("T3 answers")
+        .json()
+        .await
+        .expect("the thread's detail is JSON");
+    let user_messages = detail["thread"]["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "user").count());
+    assert_eq!(
+        user_messages,
+        2,
+        "{}: the first prompt and one follow-up (the resend answered {again:?}): {done}",
+        run.name()
+    );
+}
+
+on_both!(
+    a_follow_up_turn_on_a_finished_thread_against_the_real_t3,
+    a_follow_up_turn_on_a_finished_thread_against_the_stand_in,
+    follow_up_turn,
+    "follow-up",
+    Settings::default(),
+    SimConfig::default()
+);

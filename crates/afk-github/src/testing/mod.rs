@@ -530,7 +530,14 @@ impl GitHubStandIn {
         self.insert_issue(repo, author, title, body, Some(head))
     }
 
-    fn insert_issue(&self, repo: &str, author: &str, title: &str, body: &str, mut pull: Option<PullHead>) -> u64 {
+    fn insert_issue(
+        &self,
+        repo: &str,
+        author: &str,
+        title: &str,
+        body: &str,
+        mut pull: Option<PullHead>,
+    ) -> u64 {
         let mut world = self.world();
         let now = world.clock.now();
         let data = world.repos.entry(repo.to_owned()).or_default();
@@ -563,7 +570,11 @@ impl GitHubStandIn {
     /// When `number` is not a pull request of `repo` (a test's mistake).
     pub fn pull_head_sha(&self, repo: &str, number: u64) -> String {
         let world = self.world();
-        let pull = world.repos.get(repo).and_then(|r| r.issues.get(&number)).and_then(|i| i.pull.as_ref());
+        let pull = world
+            .repos
+            .get(repo)
+            .and_then(|r| r.issues.get(&number))
+            .and_then(|i| i.pull.as_ref());
         pull.expect("a pull request of the stand-in").sha.clone()
     }
 
@@ -596,31 +607,48 @@ impl GitHubStandIn {
     ) -> u64 {
         let mut world = self.world();
         let id = world.next_id();
-        world.repos.entry(repo.to_owned()).or_default().check_runs.push(CheckRunData {
-            id,
-            sha: sha.to_owned(),
-            name: name.to_owned(),
-            conclusion: conclusion.map(str::to_owned),
-            title: title.to_owned(),
-            summary: summary.to_owned(),
-        });
+        world
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .check_runs
+            .push(CheckRunData {
+                id,
+                sha: sha.to_owned(),
+                name: name.to_owned(),
+                conclusion: conclusion.map(str::to_owned),
+                title: title.to_owned(),
+                summary: summary.to_owned(),
+            });
         id
     }
 
     /// A commit status `state` (`pending`, `success`, `failure`, `error`) for `context` on
     /// commit `sha`. Returns its id.
-    pub fn add_commit_status(&self, repo: &str, sha: &str, context: &str, state: &str, description: &str) -> u64 {
+    pub fn add_commit_status(
+        &self,
+        repo: &str,
+        sha: &str,
+        context: &str,
+        state: &str,
+        description: &str,
+    ) -> u64 {
         let mut world = self.world();
         let id = world.next_id();
         let now = world.clock.now();
-        world.repos.entry(repo.to_owned()).or_default().statuses.push(CommitStatusData {
-            id,
-            sha: sha.to_owned(),
-            context: context.to_owned(),
-            state: state.to_owned(),
-            description: description.to_owned(),
-            created_at: now,
-        });
+        world
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .statuses
+            .push(CommitStatusData {
+                id,
+                sha: sha.to_owned(),
+                context: context.to_owned(),
+                state: state.to_owned(),
+                description: description.to_owned(),
+                created_at: now,
+            });
         id
     }
 
@@ -647,16 +675,21 @@ impl GitHubStandIn {
             .iter()
             .map(|(path, line, text)| (world.next_id(), (*path).to_owned(), *line, (*text).to_owned()))
             .collect();
-        world.repos.entry(repo.to_owned()).or_default().reviews.push(ReviewData {
-            id,
-            pull: number,
-            reviewer: reviewer.to_owned(),
-            state: state.to_owned(),
-            body: body.to_owned(),
-            commit_id: sha,
-            submitted_at: now,
-            comments,
-        });
+        world
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .reviews
+            .push(ReviewData {
+                id,
+                pull: number,
+                reviewer: reviewer.to_owned(),
+                state: state.to_owned(),
+                body: body.to_owned(),
+                commit_id: sha,
+                submitted_at: now,
+                comments,
+            });
         id
     }
 
@@ -671,7 +704,11 @@ impl GitHubStandIn {
         let issue = issue.expect("a pull request of the stand-in");
         issue.open = false;
         issue.updated_at = now;
-        issue.pull.as_mut().expect("a pull request of the stand-in").merged_at = Some(now);
+        issue
+            .pull
+            .as_mut()
+            .expect("a pull request of the stand-in")
+            .merged_at = Some(now);
     }
 
     /// `actor` adds `label` to the issue (recorded as a `labeled` event).

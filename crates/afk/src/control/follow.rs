@@ -29,6 +29,8 @@ use crate::policy::Policies;
 pub(crate) struct FollowThrough {
     t3: T3Client,
     max_turns: u32,
+    /// When the pull requests were last read.
+    last_read: Option<std::time::Instant>,
 }
 
 /// One reason for a follow-up: its key (answered once per job) and its part of the prompt.
@@ -42,7 +44,22 @@ pub(crate) struct Cause {
 
 impl FollowThrough {
     pub(crate) fn new(t3: T3Client, max_turns: u32) -> Self {
-        Self { t3, max_turns }
+        Self {
+            t3,
+            max_turns,
+            last_read: None,
+        }
+    }
+
+    /// True when the pull requests are to be read now: `woken` by a delivery, or `interval`
+    /// passed since they were last read (and counts this read).
+    pub(crate) fn due(&mut self, woken: bool, interval: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        if woken || self.last_read.is_none_or(|at| now >= at + interval) {
+            self.last_read = Some(now);
+            return true;
+        }
+        false
     }
 
     /// Sends every recorded follow-up turn T3 has not accepted yet (with its stored ids) and
@@ -119,11 +136,15 @@ impl FollowThrough {
             };
             match activity.state {
                 PullRequestState::Merged => {
-                    recorder.record(&job, &Event::PullRequestMerged, None, now).await?;
+                    recorder
+                        .record(&job, &Event::PullRequestMerged, None, now)
+                        .await?;
                     continue;
                 }
                 PullRequestState::Closed => {
-                    recorder.record(&job, &Event::PullRequestClosed, None, now).await?;
+                    recorder
+                        .record(&job, &Event::PullRequestClosed, None, now)
+                        .await?;
                     continue;
                 }
                 PullRequestState::Open => {}
@@ -138,7 +159,11 @@ impl FollowThrough {
                 continue;
             }
             let keys: Vec<String> = causes.iter().map(|(key, _)| key.clone()).collect();
-            let line = causes.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("; ");
+            let line = causes
+                .iter()
+                .map(|(_, line)| line.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
             // AFK.md may lower the limit and replace the template; read through its cache.
             let settings = policies.follow_up_settings(&job.issue.repo).await;
             let max_turns = settings
@@ -159,7 +184,16 @@ impl FollowThrough {
                 key: keys.join("+"),
                 line,
             };
-            start_follow_up(recorder, &job, FollowUpBy::PullRequest, max_turns, cause, prompt, now).await?;
+            start_follow_up(
+                recorder,
+                &job,
+                FollowUpBy::PullRequest,
+                max_turns,
+                cause,
+                prompt,
+                now,
+            )
+            .await?;
         }
         Ok(())
     }

@@ -372,9 +372,17 @@ impl ControlPlane {
             reporter.report(&mut self.recorder, &self.policies, now).await?;
             // The pull requests of jobs in review, then the follow-up turns recorded (now or
             // before a crash) and not yet accepted by T3.
-            self.follow
-                .follow(&mut self.recorder, reporter.github(), &self.policies, now)
-                .await?;
+            // Every `[github] poll_interval`, and at once after a pull request, review or
+            // check delivery.
+            let (woken, interval) = match self.intake.github.as_mut() {
+                Some(github) => (github.take_pull_request_activity(), github.poll_interval()),
+                None => (false, Duration::ZERO),
+            };
+            if self.follow.due(woken, interval) {
+                self.follow
+                    .follow(&mut self.recorder, reporter.github(), &self.policies, now)
+                    .await?;
+            }
             if t3_reachable {
                 self.follow.send_unsent(&self.recorder).await?;
             }

@@ -219,14 +219,22 @@ impl Recorder {
             }
         };
         self.watched = None;
-        let updated = match self.ledger.record_follow_up(job.id, &transition, follow_up, now).await {
+        let updated = match self
+            .ledger
+            .record_follow_up(job.id, &transition, follow_up, now)
+            .await
+        {
             Ok(updated) => updated,
             Err(LedgerError::Conflict { .. }) => {
                 tracing::debug!("job {}: changed under us, skipping its follow-up", job.issue);
                 return Ok(None);
             }
             Err(error) if error.is_unique_violation() => {
-                tracing::debug!("job {}: {} was followed up already", job.issue, follow_up.cause_key);
+                tracing::debug!(
+                    "job {}: {} was followed up already",
+                    job.issue,
+                    follow_up.cause_key
+                );
                 return Ok(None);
             }
             Err(other) => return Err(other.into()),

@@ -86,7 +86,7 @@ impl StatusReporter {
                     .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
                     .await
                 {
-                        Ok(PullRequestSearch::Found(pr)) if job.state == JobState::Succeeded => {
+                    Ok(PullRequestSearch::Found(pr)) if job.state == JobState::Succeeded => {
                         // Followed from now on: recorded before anything is reported, and the
                         // job is reported `in_review` on the next pass.
                         let follow = Event::FollowPullRequest {
@@ -113,7 +113,10 @@ impl StatusReporter {
                 (used > 0 || job.state != JobState::Running).then(|| FollowUpStatus {
                     used,
                     max_turns: self.max_turns,
-                    latest_cause: latest.as_ref().filter(|(n, _)| n.is_some()).map(|(_, c)| c.clone()),
+                    latest_cause: latest
+                        .as_ref()
+                        .filter(|(n, _)| n.is_some())
+                        .map(|(_, c)| c.clone()),
                     waiting_for_person: latest
                         .filter(|(n, _)| n.is_none() && job.state == JobState::InReview)
                         .map(|(_, c)| c),

@@ -576,13 +576,24 @@ impl Watcher {
             };
             // A follow-up turn T3 has not started yet: the thread still shows the turn it follows
             // up, which ended before the follow-up was recorded.
-            if matches!(event, Event::ThreadSucceeded | Event::ThreadInterrupted)
+            // One T3 never starts is a stall like any other.
+            let event = if matches!(event, Event::ThreadSucceeded | Event::ThreadInterrupted)
                 && attempt
                     .follow_up_at
                     .is_some_and(|since| ended_before(fleet, &attempt.thread_id, since))
             {
-                continue;
-            }
+                if running_for <= self.timeouts.stall {
+                    continue;
+                }
+                Event::TimedOut {
+                    reason: format!(
+                        "T3 did not start the follow-up turn within the stall timeout ({})",
+                        humantime::format_duration(self.timeouts.stall)
+                    ),
+                }
+            } else {
+                event
+            };
             let event = match event {
                 // What the agent asks is read once per wait, when it begins.
                 Event::InputRequested { .. } => Event::InputRequested {

@@ -38,6 +38,8 @@ pub struct GitHubIntake {
     budget: CheckBudget,
     /// Comments webhooks delivered, for the comment commands (`control/commands.rs`).
     comment_events: Vec<WebhookEvent>,
+    /// A pull request, review or check delivery arrived since the follow-through last asked.
+    pull_request_activity: bool,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -112,6 +114,17 @@ fn coalesce(events: Vec<WebhookEvent>, trigger: &str) -> Vec<IssueDeliveries> {
 }
 
 impl GitHubIntake {
+    /// True once after a pull request, review or check delivery: the follow-through reads the
+    /// pull requests it follows at once rather than at its next poll.
+    pub(crate) fn take_pull_request_activity(&mut self) -> bool {
+        std::mem::take(&mut self.pull_request_activity)
+    }
+
+    /// How often GitHub is polled (`[github] poll_interval`): the follow-through's pace too.
+    pub(crate) fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
     /// Polls through `intake` every `poll_interval` and acts on the deliveries `events` brings.
     pub fn new(
         intake: Intake,
@@ -129,6 +142,7 @@ impl GitHubIntake {
             notices: Vec::new(),
             budget: CheckBudget::default(),
             comment_events: Vec::new(),
+            pull_request_activity: false,
         }
     }
 
@@ -211,6 +225,12 @@ impl GitHubIntake {
             .into_iter()
             .partition(|e| matches!(e.kind, afk_github::WebhookEventKind::Commented { .. }));
         self.comment_events.extend(comments);
+        if events
+            .iter()
+            .any(|e| matches!(e.kind, afk_github::WebhookEventKind::PullRequestActivity))
+        {
+            self.pull_request_activity = true;
+        }
         let trigger = self.trigger().to_owned();
         let mut pending = coalesce(events, &trigger).into_iter();
         while let Some(group) = pending.next() {

@@ -3,8 +3,8 @@
 // textContent: no text from an issue or an agent is ever read as HTML.
 "use strict";
 
-const STATE_ORDER = ["queued", "dispatching", "running", "retry_wait", "needs_input", "succeeded",
-  "failed", "timed_out", "lost", "cancelled", "given_up"];
+const STATE_ORDER = ["queued", "dispatching", "running", "retry_wait", "needs_input", "in_review",
+  "succeeded", "merged", "closed", "failed", "timed_out", "lost", "cancelled", "given_up"];
 
 let last = null;
 let fetching = false;
