@@ -183,12 +183,24 @@ impl Ledger {
         rows.into_iter().map(SummaryRow::into_summary).collect()
     }
 
-    /// How many jobs `filter` selects.
-    pub async fn count_jobs(&self, filter: &JobFilter<'_>) -> Result<u64, LedgerError> {
-        let (conditions, binds) = filter.conditions(1);
-        let sql = format!("SELECT COUNT(*) FROM jobs j WHERE TRUE{conditions}");
+    /// How many jobs `filter` selects with ids below `before` (all when `None`), counting no
+    /// further than `cap`: what `afk jobs` says is left after its page. The cap keeps the count's
+    /// cost bounded however long the history (counting 100,000 rows costs 10× the page itself on
+    /// PostgreSQL; see BENCHMARKS.md).
+    pub async fn count_jobs(
+        &self,
+        filter: &JobFilter<'_>,
+        before: Option<JobId>,
+        cap: u64,
+    ) -> Result<u64, LedgerError> {
+        let (conditions, binds) = filter.conditions(3);
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.id < $1{conditions} LIMIT $2) capped"
+        );
+        let before = before.map_or(i64::MAX, |id| id.0);
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let count: i64 = with_pool!(self, |pool| {
-            let mut query = sqlx::query_scalar(&sql);
+            let mut query = sqlx::query_scalar(&sql).bind(before).bind(cap);
             for value in &binds {
                 query = query.bind(*value);
             }

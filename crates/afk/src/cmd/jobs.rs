@@ -9,6 +9,10 @@ use crate::views;
 /// How many jobs `afk jobs` lists without `--limit`.
 pub const DEFAULT_LIMIT: u64 = 50;
 
+/// How far `afk jobs` counts the jobs left after its page: beyond, it says "10000+ more", so a
+/// long history costs a bounded count.
+pub const COUNT_CAP: u64 = 10_000;
+
 /// `afk jobs`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
@@ -44,12 +48,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     let jobs = views::newest_jobs(&ledger, &filter, limit).await?;
     // Counting is only needed when the page is full: a shorter one is everything there is.
-    let more = match jobs.len() == limit {
-        true => ledger
-            .count_jobs(&filter)
-            .await?
-            .saturating_sub(jobs.len() as u64),
-        false => 0,
+    let more = match (jobs.len() == limit, jobs.last()) {
+        (true, Some(last)) => {
+            ledger
+                .count_jobs(&filter, Some(afk_core::JobId(last.id)), COUNT_CAP)
+                .await?
+        }
+        _ => 0,
     };
     let filtered = !states.is_empty() || args.repo.is_some();
     args.read.print(&jobs, |jobs| {
@@ -72,5 +77,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// What says that the listing is not everything.
 fn more_line(shown: usize, more: u64) -> String {
+    let more = match more >= COUNT_CAP {
+        true => format!("{COUNT_CAP}+"),
+        false => more.to_string(),
+    };
     format!("… and {more} more (the newest {shown} are shown; --limit N lists more)")
 }
