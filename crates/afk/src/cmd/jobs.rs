@@ -17,7 +17,7 @@ pub const COUNT_CAP: u64 = 10_000;
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
 By default the newest 50 jobs (highest id first) are listed, followed by a line saying how many \
-more match (on stderr with --json, whose stdout stays one JSON array).")]
+more match, counted up to 10000 (on stderr with --json, whose stdout stays one JSON array).")]
 pub struct Args {
     #[command(flatten)]
     pub read: super::ReadArgs,
