@@ -230,6 +230,7 @@ async fn print_plans(s: &Subject) {
         "SELECT * FROM jobs WHERE source = 'github' AND (reported IS NULL OR reported <> state || ':' || attempts) ORDER BY id",
         "SELECT * FROM jobs WHERE state = 'queued' OR (state = 'retry_wait' AND (not_before_ms IS NULL OR not_before_ms <= 0)) ORDER BY priority ASC, created_ms ASC, id ASC LIMIT 100",
         "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id",
+        "SELECT a.id, j.repo FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.state IN ('dispatching', 'running') AND j.id >= (SELECT MIN(job_id) FROM attempts WHERE state IN ('dispatching', 'running')) ORDER BY a.job_id",
         "SELECT * FROM jobs WHERE id IN (SELECT job_id FROM attempts WHERE stop_pending) ORDER BY id",
         "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.id < 109000 LIMIT 10000) capped",
         "SELECT j.id FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts WHERE j.id < 9223372036854775807 ORDER BY j.id DESC LIMIT 50",
