@@ -52,7 +52,7 @@ pub use follow_ups::{FollowUpToSend, NewFollowUp};
 pub use inspect::Inspection;
 pub use leader::{Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
-pub use overview::{AttemptSummary, AttemptTotals, JobSummary, LedgerSize, MAX_PAGE};
+pub use overview::{AttemptSummary, AttemptTotals, JobFilter, JobSummary, LedgerSize, MAX_PAGE};
 pub use redact::redact_url;
 pub use waits::Wait;
 

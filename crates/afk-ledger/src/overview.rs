@@ -84,6 +84,37 @@ pub struct LedgerSize {
     pub events: u64,
 }
 
+/// Which jobs a listing selects: every job when empty.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter<'a> {
+    /// Only jobs in one of these states (names, so a state this afk does not know yet matches
+    /// nothing); any state when empty.
+    pub states: &'a [&'a str],
+    /// Only the jobs of this repository.
+    pub repo: Option<&'a Repo>,
+}
+
+impl JobFilter<'_> {
+    /// The filter as ` AND ...` conditions on `jobs j` whose placeholders start at `$first`, and
+    /// the values to bind to them in order.
+    fn conditions(&self, first: usize) -> (String, Vec<&str>) {
+        let mut sql = String::new();
+        let mut binds: Vec<&str> = Vec::new();
+        if !self.states.is_empty() {
+            let placeholders: Vec<String> = (0..self.states.len())
+                .map(|i| format!("${}", first + i))
+                .collect();
+            sql.push_str(&format!(" AND j.state IN ({})", placeholders.join(", ")));
+            binds.extend(self.states.iter().copied());
+        }
+        if let Some(repo) = self.repo {
+            sql.push_str(&format!(" AND j.repo = ${}", first + binds.len()));
+            binds.push(repo.as_str());
+        }
+        (sql, binds)
+    }
+}
+
 /// The job's columns and one attempt's, as every overview selects them.
 const SUMMARY_COLUMNS: &str = "j.id, j.repo, j.number, j.title, j.priority, j.source, j.state, \
      j.cancel_reason, j.attempts, j.not_before_ms, j.last_error, j.created_ms, j.updated_ms, \
@@ -126,6 +157,56 @@ impl Ledger {
             query.fetch_all(pool).await?
         });
         rows.into_iter().map(SummaryRow::into_summary).collect()
+    }
+
+    /// Up to `limit` jobs (at most [`MAX_PAGE`]) that `filter` selects with ids below `before`
+    /// (all when `None`), newest (highest id) first, each with its latest attempt: `afk jobs`'s
+    /// listing, read backwards a page at a time.
+    pub async fn newest_jobs(
+        &self,
+        filter: &JobFilter<'_>,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, LedgerError> {
+        let (conditions, binds) = filter.conditions(3);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} {WITH_LATEST} WHERE j.id < $1{conditions} ORDER BY j.id DESC LIMIT $2"
+        );
+        let before = before.map_or(i64::MAX, |id| id.0);
+        let rows: Vec<SummaryRow> = with_pool!(self, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(before).bind(limit_of(limit));
+            for value in &binds {
+                query = query.bind(*value);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(SummaryRow::into_summary).collect()
+    }
+
+    /// How many jobs `filter` selects with ids below `before` (all when `None`), counting no
+    /// further than `cap`: what `afk jobs` says is left after its page. The cap keeps the count's
+    /// cost bounded however long the history (counting 100,000 rows costs 10× the page itself on
+    /// PostgreSQL; see BENCHMARKS.md).
+    pub async fn count_jobs(
+        &self,
+        filter: &JobFilter<'_>,
+        before: Option<JobId>,
+        cap: u64,
+    ) -> Result<u64, LedgerError> {
+        let (conditions, binds) = filter.conditions(3);
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.id < $1{conditions} LIMIT $2) capped"
+        );
+        let before = before.map_or(i64::MAX, |id| id.0);
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let count: i64 = with_pool!(self, |pool| {
+            let mut query = sqlx::query_scalar(&sql).bind(before).bind(cap);
+            for value in &binds {
+                query = query.bind(*value);
+            }
+            query.fetch_one(pool).await?
+        });
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Up to `limit` jobs in any of `states` (names), most recently changed first, each with its

@@ -119,7 +119,20 @@ impl Ledger {
               AND f.attempt = a.number AND f.number IS NOT NULL) AS follow_up_ms \
              FROM attempts a JOIN jobs j ON j.id = a.job_id \
              WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
-        let rows: Vec<WatchedRow> = fetch!(self, fetch_all, SQL);
+        // PostgreSQL merge-joins over the jobs' index (`jobs_watched`, migration 0016) from its
+        // first entry, every finished job included; starting it at the oldest live job (a bound
+        // every joined row meets anyway) leaves the year of history behind that unread.
+        const SQL_POSTGRES: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, \
+             a.updated_ms, j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms \
+             FROM attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE a.state IN ('dispatching', 'running') AND j.id >= \
+             (SELECT MIN(job_id) FROM attempts WHERE state IN ('dispatching', 'running')) \
+             ORDER BY a.job_id";
+        let sql = match self.backend() {
+            Backend::Postgres => SQL_POSTGRES,
+            Backend::Sqlite => SQL,
+        };
+        let rows: Vec<WatchedRow> = fetch!(self, fetch_all, sql);
         rows.into_iter().map(WatchedRow::into_watched).collect()
     }
 

@@ -221,6 +221,7 @@ on_both_backends!(
     transient_dispatch_errors_keep_the_attempt_and_count_tries,
     a_refused_job_fails_with_its_reason,
     jobs_in_filters_by_state,
+    newest_jobs_page_backwards_by_state_and_repository_and_count_what_is_left,
     concurrent_starts_of_one_job_make_exactly_one_attempt,
     concurrent_upserts_of_one_issue_make_one_job,
     a_cancelled_job_comes_back_queued_with_its_history,
@@ -400,6 +401,81 @@ fn t0() -> DateTime<Utc> {
 
 fn at(seconds: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::seconds(seconds)
+}
+
+async fn newest_jobs_page_backwards_by_state_and_repository_and_count_what_is_left(fx: &Fixture) {
+    use afk_ledger::JobFilter;
+    let ledger = &fx.ledger;
+    let mut queued_ids = Vec::new();
+    for number in 1..=5 {
+        queued_ids.push(queued(ledger, number, 2, t0()).await.id);
+    }
+    let other = Repo::new("acme/other").unwrap();
+    let mut elsewhere = new_job(1, 2);
+    elsewhere.issue.repo = other.clone();
+    let (elsewhere, _) = ledger.upsert_job(&elsewhere, t0()).await.unwrap();
+    let busy = running(ledger, 6, "thread-6").await;
+    let ids = |jobs: Vec<afk_ledger::JobSummary>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+
+    let all = JobFilter::default();
+    let page = ledger.newest_jobs(&all, None, 3).await.unwrap();
+    assert_eq!(
+        page[0].attempt.as_ref().map(|a| a.thread_id.as_str()),
+        Some("thread-6")
+    );
+    let first = ids(page);
+    assert_eq!(first, vec![busy.id, elsewhere.id, queued_ids[4]], "newest first");
+    let rest = ids(ledger.newest_jobs(&all, Some(queued_ids[4]), 10).await.unwrap());
+    assert_eq!(
+        rest,
+        vec![queued_ids[3], queued_ids[2], queued_ids[1], queued_ids[0]]
+    );
+    assert_eq!(
+        ledger.count_jobs(&all, Some(queued_ids[4]), 100).await.unwrap(),
+        4
+    );
+    assert_eq!(ledger.count_jobs(&all, None, 100).await.unwrap(), 7);
+    assert_eq!(
+        ledger.count_jobs(&all, None, 2).await.unwrap(),
+        2,
+        "the count stops at its cap"
+    );
+
+    let queued_here = JobFilter {
+        states: &["queued"],
+        repo: Some(&issue(1).repo),
+    };
+    let page = ids(ledger.newest_jobs(&queued_here, None, 2).await.unwrap());
+    assert_eq!(page, vec![queued_ids[4], queued_ids[3]]);
+    assert_eq!(
+        ledger
+            .count_jobs(&queued_here, Some(queued_ids[3]), 100)
+            .await
+            .unwrap(),
+        3
+    );
+    let there = JobFilter {
+        states: &[],
+        repo: Some(&other),
+    };
+    assert_eq!(
+        ids(ledger.newest_jobs(&there, None, 50).await.unwrap()),
+        vec![elsewhere.id]
+    );
+    let running_or_lost = JobFilter {
+        states: &["running", "lost"],
+        repo: None,
+    };
+    assert_eq!(
+        ids(ledger.newest_jobs(&running_or_lost, None, 50).await.unwrap()),
+        vec![busy.id]
+    );
+    let unknown = JobFilter {
+        states: &["no_such_state"],
+        repo: None,
+    };
+    assert!(ledger.newest_jobs(&unknown, None, 50).await.unwrap().is_empty());
+    assert_eq!(ledger.count_jobs(&unknown, None, 100).await.unwrap(), 0);
 }
 
 fn issue(number: u64) -> IssueKey {

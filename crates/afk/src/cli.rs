@@ -34,7 +34,7 @@ enum Command {
     Run(cmd::run::Args),
     /// afk end to end with no external service: a T3 stand-in, sample issues, a throwaway ledger.
     Demo,
-    /// List the ledger's jobs.
+    /// List the ledger's jobs, newest first (the newest 50 unless --limit says otherwise).
     Jobs(cmd::jobs::Args),
     /// Job counts per state, the attempts in flight, and why afk waits.
     Status(cmd::status::Args),

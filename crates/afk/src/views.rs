@@ -42,6 +42,28 @@ pub async fn jobs(ledger: &Ledger) -> Result<Vec<JobView>, LedgerError> {
     }
 }
 
+/// Up to `limit` jobs that `filter` selects, newest first, with their latest attempts: read
+/// backwards a page at a time from the ledger's slim overview, so a long history costs only the
+/// pages listed.
+pub async fn newest_jobs(
+    ledger: &Ledger,
+    filter: &afk_ledger::JobFilter<'_>,
+    limit: usize,
+) -> Result<Vec<JobView>, LedgerError> {
+    let mut views = Vec::new();
+    let mut before = None;
+    while views.len() < limit {
+        let want = (limit - views.len()).min(afk_ledger::MAX_PAGE);
+        let page = ledger.newest_jobs(filter, before, want).await?;
+        views.extend(page.iter().map(JobView::of));
+        match page.last() {
+            Some(last) if page.len() == want => before = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(views)
+}
+
 /// The jobs as a table, as `afk jobs` and `afk demo` print it.
 pub fn jobs_table(views: &[JobView]) -> String {
     let rows: Vec<Vec<String>> = views

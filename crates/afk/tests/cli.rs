@@ -258,3 +258,114 @@ async fn status_links_each_live_attempt_to_its_thread_in_t3() {
         "{status:#}"
     );
 }
+
+/// A ledger at the world's URL holding `count` queued jobs, REPO_A's issues 1.. then REPO_B's.
+async fn ledger_with_jobs(world: &World, for_a: u64, for_b: u64) {
+    let ledger = afk_ledger::Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("the ledger opens");
+    let now = chrono::Utc::now();
+    for (repo, count) in [(REPO_A, for_a), (REPO_B, for_b)] {
+        for number in 1..=count {
+            let job = afk_ledger::NewJob {
+                issue: afk_core::IssueKey {
+                    repo: afk_core::Repo::new(repo.to_owned()).unwrap(),
+                    number,
+                },
+                title: format!("Issue {number}"),
+                body: String::new(),
+                labels: Vec::new(),
+                priority: afk_core::Priority::new(2).unwrap(),
+                source: afk_core::JobSource::Manual,
+            };
+            ledger.upsert_job(&job, now).await.expect("a job is queued");
+        }
+    }
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn jobs_lists_the_newest_fifty_and_says_how_many_more() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let config = world.write_config();
+    let config = config.to_str().unwrap();
+    ledger_with_jobs(&world, 40, 20).await;
+
+    let out = afk(&["jobs", "--config", config, "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    let jobs = jobs.as_array().expect("an array");
+    assert_eq!(jobs.len(), 50);
+    let ids: Vec<i64> = jobs.iter().map(|j| j["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.first(), Some(&60), "newest first");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    assert!(stderr(&out).contains("10 more"), "{}", stderr(&out));
+
+    let out = afk(&["jobs", "--config", config]).await;
+    let text = stdout(&out);
+    assert!(text.contains(&format!("{REPO_B}#20")) && !text.contains(&format!("{REPO_A}#10 ")));
+    assert!(text.trim_end().ends_with("--limit N lists more)"), "{text}");
+    assert!(text.contains("and 10 more"), "{text}");
+
+    // Everything fits: no line about more.
+    let out = afk(&["jobs", "--config", config, "--limit", "100"]).await;
+    assert!(stdout(&out).contains(&format!("{REPO_A}#1 ")));
+    assert!(!stdout(&out).contains("more"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn jobs_filters_by_repository_and_state() {
+    let world = World::new(Duration::from_millis(100)).await;
+    let config = world.write_config();
+    let config = config.to_str().unwrap();
+    ledger_with_jobs(&world, 40, 20).await;
+
+    let out = afk(&[
+        "jobs", "--config", config, "--json", "--limit", "5", "--repo", REPO_B,
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let numbers: Vec<u64> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|j| assert_eq!(j["repo"], REPO_B))
+        .map(|j| j["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [20, 19, 18, 17, 16]);
+    assert!(stderr(&out).contains("15 more"), "{}", stderr(&out));
+
+    let out = afk(&[
+        "jobs",
+        "--config",
+        config,
+        "--json",
+        "--limit",
+        "1000",
+        "--state",
+        "queued,running",
+    ])
+    .await;
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(60));
+
+    let out = afk(&[
+        "jobs",
+        "--config",
+        config,
+        "--state",
+        "succeeded",
+        "--state",
+        "given_up",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "no jobs match\n");
+
+    let out = afk(&["jobs", "--config", config, "--state", "done"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--state"), "{}", stderr(&out));
+    let out = afk(&["jobs", "--config", config, "--limit", "0"]).await;
+    assert!(!out.status.success());
+}

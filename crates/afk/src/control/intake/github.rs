@@ -307,8 +307,11 @@ impl GitHubIntake {
             self.take(issue, recorder, now).await?;
         }
         if scan.complete {
-            for job in recorder.ledger().jobs().await? {
-                if job.source == JobSource::GitHub && !job.state.is_final() && !listed.contains(&job.issue) {
+            // Only the jobs not yet final: reading every job would make each poll cost the
+            // ledger's whole history (issue #18).
+            let open: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_final()).collect();
+            for job in recorder.ledger().jobs_in(&open).await? {
+                if job.source == JobSource::GitHub && !listed.contains(&job.issue) {
                     self.left(&job, recorder, now).await?;
                 }
             }
