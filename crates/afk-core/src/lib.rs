@@ -18,8 +18,7 @@ mod worktree;
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
 pub use machine::{
     apply, first_line, AttemptChange, Effect, Event, FollowUpBy, InputWait, InvalidTransition, JobStatus,
-    RequeueBy,
-    Transition,
+    RequeueBy, Transition,
 };
 pub use names::{UnknownName, UnknownState};
 pub use reason::{CancelReason, JobSource};

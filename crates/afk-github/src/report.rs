@@ -848,6 +848,7 @@ mod tests {
             finished_at: None,
             last_error: None,
             pull_request: None,
+            follow_ups: None,
             question: Some("May I drop table `users`? @someone".into()),
         };
         let text = render_comment(&report, t0);

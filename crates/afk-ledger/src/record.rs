@@ -1,7 +1,7 @@
 //! Writing the ledger: jobs as sources report them, transitions as the machine decides them, and
 //! the marks the control plane keeps (a thread stopped, a job reported).
 
-use afk_core::{AttemptChange, AttemptState, CancelReason, InputWait, JobId, JobState, Transition};
+use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Transition};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
@@ -58,8 +58,8 @@ macro_rules! record_in {
             (None, false) => updated,
             (wait, started) => {
                 let (began, ended, question) = match wait {
-                    Some(InputWait::Began { question }) => (true, false, Some(question.as_str())),
-                    Some(InputWait::Ended) => (false, true, None),
+                    Some(afk_core::InputWait::Began { question }) => (true, false, Some(question.as_str())),
+                    Some(afk_core::InputWait::Ended) => (false, true, None),
                     None => (false, false, None),
                 };
                 sqlx::query_as(

@@ -1869,6 +1869,8 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
     );
     let merged = step(ledger, &job, Event::PullRequestMerged, None, at(10)).await;
     assert_eq!(merged.state, JobState::Merged);
+}
+
 on_both_backends!(a_comment_command_is_taken_once_and_answered_with_the_jobs_move);
 
 /// A comment command (issue 16): taken once whatever its later edits, answered in one

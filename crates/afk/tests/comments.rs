@@ -194,8 +194,61 @@ async fn an_instruction_when_no_attempt_is_alive_starts_one_whose_prompt_carries
     tick_until_true(&mut app, || github.reactions(REPO_A, comment) == eyes()).await;
 }
 
+/// After the agent's turn ended, `/afk <instruction>` is a follow-up turn on the same thread
+/// (same worktree and branch), with the instruction and who gave it, acknowledged with 👀; the
+/// job runs again and comes back to its end. The same comment is never a second turn.
 #[tokio::test]
-async fn an_instruction_to_a_live_thread_is_refused_for_now_and_its_edit_is_not_taken() {
+async fn an_instruction_after_the_turn_ended_is_a_follow_up_turn_on_the_same_thread() {
+    let (world, github) = github_world().await;
+    let number = handed_over(&github, "Small job", "Tidy it. [sim:duration=50]");
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Succeeded).await;
+    let thread = world.sim.threads()[0].id.clone();
+
+    let comment = github.add_comment(REPO_A, number, MAINTAINER, "/afk also update the changelog");
+    tick_until_true(&mut app, || {
+        world.sim.thread(&thread).is_some_and(|t| t.turns == 2)
+    })
+    .await;
+    let jobs = tick_until_first_job_is(&mut app, JobState::Succeeded).await;
+    tick_until_true(&mut app, || github.reactions(REPO_A, comment) == eyes()).await;
+    assert_eq!(world.sim.threads().len(), 1, "the same thread, not a new one");
+    let attempts = app.ledger().attempts(jobs[0].id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "the same attempt");
+    let detail: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/orchestration/threads/{thread}", world.sim.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the thread detail")
+        .json()
+        .await
+        .expect("its JSON");
+    let follow_up = detail["thread"]["messages"]
+        .as_array()
+        .and_then(|m| m.iter().filter(|m| m["role"] == "user").nth(1))
+        .and_then(|m| m["text"].as_str())
+        .expect("a second message of the person's")
+        .to_owned();
+    assert!(
+        follow_up.contains("also update the changelog") && follow_up.contains(MAINTAINER),
+        "{follow_up}"
+    );
+    tick_a_while(&mut app).await;
+    assert_eq!(
+        world.sim.thread(&thread).map(|t| t.turns),
+        Some(2),
+        "one turn per comment"
+    );
+    assert!(
+        replies(&github, number).is_empty(),
+        "{:#?}",
+        replies(&github, number)
+    );
+}
+
+#[tokio::test]
+async fn an_instruction_to_a_working_agent_is_refused_and_its_edit_is_not_taken() {
     let (world, github) = github_world().await;
     let number = handed_over(&github, "Long job", "Takes forever. [sim:hang]");
     let mut app = world.app().await;
@@ -208,10 +261,7 @@ async fn an_instruction_to_a_live_thread_is_refused_for_now_and_its_edit_is_not_
     .await;
     let said = replies(&github, number);
     assert_eq!(said.len(), 1, "{said:#?}");
-    assert!(
-        said[0].contains("follow-up turns are not available yet"),
-        "{said:#?}"
-    );
+    assert!(said[0].contains("the agent is working on it"), "{said:#?}");
 
     // Edited into a stop after afk took it: never read again.
     github.edit_comment(REPO_A, comment, "/afk stop");

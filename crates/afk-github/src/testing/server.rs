@@ -624,10 +624,6 @@ fn route(
                 .collect();
             paginate(items, query, &base, path)
         }
-        (Method::GET, ["pulls", n]) => match find_issue(repo, n).filter(|i| i.pull.is_some()) {
-            Some(pull) => Reply::ok(pull_json(&base, &repo_name, pull)),
-            None => Reply::not_found(),
-        },
         (Method::GET, ["pulls", n, "reviews"]) => {
             let Some(number) = find_issue(repo, n).filter(|i| i.pull.is_some()).map(|i| i.number) else {
                 return Reply::not_found();

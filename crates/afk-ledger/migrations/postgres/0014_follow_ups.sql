@@ -1,7 +1,8 @@
--- Pull request follow-through (afk_core::JobState::InReview, Merged, Closed) and follow-up turns.
+-- Pull request follow-through (afk_core::JobState::InReview, Merged, Closed) and follow-up turns
+-- (every state before them is kept, `needs_input` of 0013 included).
 ALTER TABLE jobs DROP CONSTRAINT jobs_state_check;
 ALTER TABLE jobs ADD CONSTRAINT jobs_state_check
-    CHECK (state IN ('queued', 'dispatching', 'running', 'retry_wait', 'succeeded', 'failed',
+    CHECK (state IN ('queued', 'dispatching', 'running', 'needs_input', 'retry_wait', 'succeeded', 'failed',
         'timed_out', 'cancelled', 'lost', 'given_up', 'in_review', 'merged', 'closed'));
 
 -- One row per pull-request event afk answered (a failed check, a review requesting changes) or a

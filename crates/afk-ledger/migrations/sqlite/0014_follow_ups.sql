@@ -1,9 +1,10 @@
--- Pull request follow-through (afk_core::JobState::InReview, Merged, Closed) and follow-up turns.
+-- Pull request follow-through (afk_core::JobState::InReview, Merged, Closed) and follow-up turns
+-- (every state before them is kept, `needs_input` of 0013 included).
 -- SQLite cannot change a CHECK constraint in place: the state column is replaced by one whose
 -- CHECK allows the new states, keeping every value (its index is dropped and made again).
 DROP INDEX jobs_state;
 ALTER TABLE jobs ADD COLUMN state_0014 TEXT NOT NULL DEFAULT 'queued'
-    CHECK (state_0014 IN ('queued', 'dispatching', 'running', 'retry_wait', 'succeeded', 'failed',
+    CHECK (state_0014 IN ('queued', 'dispatching', 'running', 'needs_input', 'retry_wait', 'succeeded', 'failed',
         'timed_out', 'cancelled', 'lost', 'given_up', 'in_review', 'merged', 'closed'));
 UPDATE jobs SET state_0014 = state;
 ALTER TABLE jobs DROP COLUMN state;

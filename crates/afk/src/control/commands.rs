@@ -10,13 +10,16 @@
 //! edited comment is never taken again. A command from anyone without write access is kept as
 //! ignored: said once in the log, never answered (no noise on the issue).
 //!
-//! `/afk <instruction>` while the job's thread is alive or finished asks for a follow-up turn:
-//! [`request_follow_up_turn`] is that seam.
+//! `/afk <instruction>` after the job's turn ended (`succeeded`, `in_review`) is a follow-up turn on
+//! its thread ([`request_follow_up_turn`]); while the agent works or waits for a person it is
+//! refused with a reply saying when to ask again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use afk_core::{apply, CancelReason, Event, IssueKey, JobSource, JobState, Repo, RequeueBy, RetryPolicy};
+use afk_core::{
+    apply, CancelReason, Event, FollowUpBy, IssueKey, JobSource, JobState, Repo, RequeueBy, RetryPolicy,
+};
 use afk_github::{
     parse_command, Command, CommandReaction, CommentCommands, CommentId, IssueComment, Parsed, WebhookEvent,
     WebhookEventKind,
@@ -27,6 +30,7 @@ use afk_ledger::{
 };
 use chrono::{DateTime, Utc};
 
+use super::follow;
 use super::record::Recorder;
 use super::ControlError;
 
@@ -52,19 +56,40 @@ pub(crate) enum Decision {
     FollowUp(String),
 }
 
-/// **The follow-up seam.** Asked for `/afk <instruction>` by `author` (write access checked)
-/// when `job`'s thread is alive or finished: a follow-up turn with `instruction` on that thread.
-/// Follow-up turns are built elsewhere; until they are wired here, this refuses (👎 with a
-/// one-line reply). Replace its body with the follow-up mechanism: it returns the decision the
-/// command is answered with (an event recorded with the answer, in one transaction).
-pub(crate) async fn request_follow_up_turn(job: &Job, author: &str, instruction: &str) -> Decision {
-    tracing::debug!(
-        issue = %job.issue,
-        "{}: a follow-up turn asked by {author} ({} bytes of instruction); not available yet",
-        job.issue,
-        instruction.len()
-    );
-    Decision::Refuse("refused: follow-up turns are not available yet".into())
+/// `/afk <instruction>` by `author` (write access checked) in comment `comment` for `job`, whose
+/// turn succeeded (its pull request followed or not): a follow-up turn with `instruction` on the
+/// job's thread, through [`follow::start_follow_up`] (recorded with its ids before it is sent,
+/// keyed by the comment, so a restart between that and the command's answer finds it recorded
+/// and does not ask twice). A person is not held to `followup.max_turns`.
+pub(crate) async fn request_follow_up_turn(
+    recorder: &mut Recorder,
+    job: &Job,
+    comment: CommentId,
+    author: &str,
+    instruction: &str,
+    max_turns: u32,
+    now: DateTime<Utc>,
+) -> Result<Decision, ControlError> {
+    let taken = Decision::Take {
+        event: None,
+        instruction: InstructionChange::Keep,
+    };
+    let key = format!("comment:{comment}");
+    if recorder.ledger().follow_up_causes(job.id).await?.contains(&key) {
+        return Ok(taken);
+    }
+    let cause = follow::Cause {
+        key,
+        line: format!("{author} asks in comment {comment}"),
+    };
+    let prompt = format!("{author} (with write access) asks in a comment on the issue:\n\n{instruction}");
+    let started =
+        follow::start_follow_up(recorder, job, FollowUpBy::Person, max_turns, cause, prompt, now).await?;
+    Ok(if started {
+        taken
+    } else {
+        Decision::Refuse(format!("no follow-up turn now: the job is {}", job.state))
+    })
 }
 
 /// What afk does about a command of `kind` (with `argument`, the instruction or why it is
@@ -109,7 +134,19 @@ pub(crate) fn decide(
                 author: author.to_owned(),
             };
             match state {
-                J::Dispatching | J::Running | J::Succeeded => Decision::FollowUp(text),
+                // Its turn ended: a follow-up turn on its thread.
+                J::Succeeded | J::InReview => Decision::FollowUp(text),
+                // T3 takes one turn at a time; the agent is not interrupted for a comment.
+                J::Dispatching | J::Running => Decision::Refuse(
+                    "the agent is working on it; say it again once its turn has ended".into(),
+                ),
+                J::NeedsInput => Decision::Refuse(
+                    "the agent waits for an answer in T3: answer it there (the status comment links the thread)"
+                        .into(),
+                ),
+                J::Merged | J::Closed => {
+                    Decision::Refuse(format!("nothing to follow up: the pull request was {state}"))
+                }
                 J::Failed | J::GivenUp | J::Cancelled if may_requeue => Decision::Take {
                     event: Some(requeue),
                     instruction: set,
@@ -165,6 +202,7 @@ impl CommentIntake {
         events: Vec<WebhookEvent>,
         repos: &[Repo],
         may_poll: bool,
+        follow_up_max_turns: u32,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         for event in events {
@@ -188,7 +226,7 @@ impl CommentIntake {
             self.next_round = Some(Instant::now() + self.poll_interval);
             self.poll_round(recorder, now).await?;
         }
-        self.answer(recorder, now).await?;
+        self.answer(recorder, follow_up_max_turns, now).await?;
         self.acknowledge(recorder).await
     }
 
@@ -310,7 +348,12 @@ impl CommentIntake {
     }
 
     /// Answers the taken commands: decides, and records the job's move with the answer.
-    async fn answer(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+    async fn answer(
+        &mut self,
+        recorder: &mut Recorder,
+        max_turns: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
         let open = recorder
             .ledger()
             .open_comment_commands(Some(CommandState::Taken), COMMANDS_PER_TICK)
@@ -330,7 +373,16 @@ impl CommentIntake {
                 now,
             );
             if let Decision::FollowUp(instruction) = &decision {
-                decision = request_follow_up_turn(&job, author, instruction).await;
+                decision = request_follow_up_turn(
+                    recorder,
+                    &job,
+                    CommentId(command.command.comment_id),
+                    author,
+                    instruction,
+                    max_turns,
+                    now,
+                )
+                .await?;
             }
             let (event, answer) = match decision {
                 Decision::Take { event, instruction } => (
@@ -450,6 +502,9 @@ mod tests {
             last_error: None,
             created_at: now,
             updated_at: now,
+            input_question: None,
+            input_wait_since: None,
+            input_waited: std::time::Duration::ZERO,
             reported: None,
         }
     }
@@ -508,16 +563,27 @@ mod tests {
             (J::Queued, None, Instruct, take(None, set.clone())),
             (J::RetryWait, None, Instruct, take(None, set.clone())),
             (
-                J::Running,
+                J::Succeeded,
                 None,
                 Instruct,
                 Decision::FollowUp("fix the tests".into()),
             ),
             (
-                J::Succeeded,
+                J::InReview,
                 None,
                 Instruct,
                 Decision::FollowUp("fix the tests".into()),
+            ),
+            (
+                J::InReview,
+                None,
+                Stop,
+                take(
+                    Some(Event::Cancel {
+                        reason: CancelReason::StoppedByCommand,
+                    }),
+                    InstructionChange::Keep,
+                ),
             ),
         ];
         for (state, reason, kind, expected) in cases {
@@ -543,6 +609,11 @@ mod tests {
                 "no longer has",
             ),
             (J::TimedOut, None, Instruct, "still being stopped"),
+            (J::Running, None, Instruct, "working on it"),
+            (J::NeedsInput, None, Instruct, "answer it there"),
+            (J::Merged, None, Instruct, "was merged"),
+            (J::Merged, None, Stop, "nothing to stop"),
+            (J::Closed, None, Retry, "nothing to retry"),
             (J::Running, None, Malformed, "takes nothing"),
         ];
         for (state, reason, kind, words) in refusals {
@@ -554,14 +625,5 @@ mod tests {
             let got = decide(&job(state, reason), kind, argument, "mona", &retry, Utc::now());
             assert!(refused(&got, words), "{state} {kind:?}: {got:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn a_follow_up_turn_is_refused_until_it_is_wired() {
-        let got = request_follow_up_turn(&job(JobState::Running, None), "mona", "fix the tests").await;
-        assert_eq!(
-            got,
-            Decision::Refuse("refused: follow-up turns are not available yet".into())
-        );
     }
 }

@@ -43,6 +43,11 @@ pub(crate) struct Cause {
 }
 
 impl FollowThrough {
+    /// `[followup] max_turns`, before a repository's `AFK.md` lowers it.
+    pub(crate) fn max_turns(&self) -> u32 {
+        self.max_turns
+    }
+
     pub(crate) fn new(t3: T3Client, max_turns: u32) -> Self {
         Self {
             t3,

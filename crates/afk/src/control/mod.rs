@@ -361,6 +361,7 @@ impl ControlPlane {
                     events,
                     &self.github_repos,
                     may_poll_github,
+                    self.follow.max_turns(),
                     now,
                 )
                 .await?;
