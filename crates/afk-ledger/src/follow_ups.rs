@@ -113,7 +113,10 @@ impl Ledger {
         let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
             let updated: Option<JobRow> = sqlx::query_as(
-                "UPDATE jobs SET state = $1, updated_ms = $2, reported = NULL WHERE id = $3 AND state = $4 RETURNING *",
+                // A follow-up turn starts with no waiting time: its turn timeout counts its own running.
+                "UPDATE jobs SET state = $1, updated_ms = $2, reported = NULL, input_waited_ms = 0, \
+                 input_wait_since_ms = NULL, input_question = NULL \
+                 WHERE id = $3 AND state = $4 RETURNING *",
             )
             .bind(transition.to.as_str())
             .bind(now)

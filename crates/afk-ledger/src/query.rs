@@ -112,22 +112,29 @@ impl Ledger {
     pub async fn watched_attempts(&self) -> Result<Vec<WatchedAttempt>, LedgerError> {
         // Ordered by job only, as in `attempts_with_jobs`: one live attempt per job (the schema
         // says so), so the order is total without walking the UNIQUE (job_id, number) index.
-        const SQL: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, \
-             j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms, \
-             j.input_wait_since_ms, j.input_waited_ms, \
-             (SELECT MAX(f.created_ms) FROM follow_ups f WHERE f.job_id = a.job_id \
-              AND f.attempt = a.number AND f.number IS NOT NULL) AS follow_up_ms \
-             FROM attempts a JOIN jobs j ON j.id = a.job_id \
-             WHERE a.state IN ('dispatching', 'running') ORDER BY a.job_id";
+        // One column list for both backends, so the two statements cannot drift apart.
+        macro_rules! watched {
+            ($tail:literal) => {
+                concat!(
+                    "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, a.updated_ms, \
+                     j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms, \
+                     j.input_wait_since_ms, j.input_waited_ms, \
+                     (SELECT MAX(f.created_ms) FROM follow_ups f WHERE f.job_id = a.job_id \
+                      AND f.attempt = a.number AND f.number IS NOT NULL) AS follow_up_ms \
+                     FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                     WHERE a.state IN ('dispatching', 'running') ",
+                    $tail
+                )
+            };
+        }
+        const SQL: &str = watched!("ORDER BY a.job_id");
         // PostgreSQL merge-joins over the jobs' index (`jobs_watched`, migration 0016) from its
         // first entry, every finished job included; starting it at the oldest live job (a bound
         // every joined row meets anyway) leaves the year of history behind that unread.
-        const SQL_POSTGRES: &str = "SELECT a.id, a.job_id, a.number, a.state, a.thread_id, \
-             a.updated_ms, j.repo, j.number AS issue_number, j.state AS job_state, j.not_before_ms \
-             FROM attempts a JOIN jobs j ON j.id = a.job_id \
-             WHERE a.state IN ('dispatching', 'running') AND j.id >= \
-             (SELECT MIN(job_id) FROM attempts WHERE state IN ('dispatching', 'running')) \
-             ORDER BY a.job_id";
+        const SQL_POSTGRES: &str = watched!(
+            "AND j.id >= (SELECT MIN(job_id) FROM attempts WHERE state IN ('dispatching', 'running')) \
+             ORDER BY a.job_id"
+        );
         let sql = match self.backend() {
             Backend::Postgres => SQL_POSTGRES,
             Backend::Sqlite => SQL,

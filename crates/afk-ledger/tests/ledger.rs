@@ -1785,6 +1785,19 @@ fn follow_up(cause_key: &str, n: u32) -> afk_ledger::NewFollowUp {
 async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &Fixture) {
     let ledger = &fx.ledger;
     let job = running(ledger, 1, "thread-f").await;
+    // The first turn waited a second for a person; the follow-up's turn starts without that.
+    let job = step(
+        ledger,
+        &job,
+        Event::InputRequested {
+            question: "May I?".into(),
+        },
+        None,
+        at(2),
+    )
+    .await;
+    let job = step(ledger, &job, Event::InputAnswered, None, at(3)).await;
+    assert_eq!(job.input_waited, std::time::Duration::from_secs(1));
     let job = step(ledger, &job, Event::ThreadSucceeded, None, at(3)).await;
     let job = step(
         ledger,
@@ -1819,6 +1832,11 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
         "the turn timeout counts from the follow-up"
     );
     assert_eq!(watched[0].follow_up_at, Some(at(5)));
+    assert_eq!(
+        watched[0].input_waited,
+        std::time::Duration::ZERO,
+        "a follow-up turn starts without the earlier turns' waits"
+    );
     assert_eq!(
         ledger.latest_follow_up_at(job.id, AttemptNo(1)).await.unwrap(),
         Some(at(5))

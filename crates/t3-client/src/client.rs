@@ -166,6 +166,10 @@ pub enum DispatchStage {
     /// The one worktree-isolated `thread.turn.start` ([`T3Client::dispatch_isolated`]) failed:
     /// T3 deletes a half-made thread itself, and a retry with the same ids is safe.
     Bootstrap,
+    /// Reading or tidying T3's git before finishing a half-made thread (`vcs.listRefs`,
+    /// `vcs.removeWorktree`: [`T3Client::finish_isolated`]) failed: nothing was sent for the
+    /// thread itself, so the same finish can be tried again later.
+    Recovery,
 }
 
 /// Where T3 makes a worktree-isolated thread's git worktree ([`T3Client::dispatch_isolated`]).
@@ -182,6 +186,8 @@ pub struct WorktreePlan {
 
 /// How many pages of `vcs.listRefs` are read looking for one branch before it is taken as absent.
 const MAX_REF_PAGES: usize = 20;
+/// Refs per `vcs.listRefs` page (T3's most).
+const REFS_PER_PAGE: u32 = 200;
 
 /// What a worktree bootstrap asks of T3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -569,21 +575,26 @@ impl T3Client {
     /// (nobody ever worked in it: the thread never had a session) is removed, and the bootstrap
     /// checks the existing branch out in a new one, so T3 records it and runs the setup script
     /// as for any thread. T3's git answers are read first (`vcs.listRefs`), so nothing is
-    /// guessed from an error's text.
+    /// guessed from an error's text. The caller says whether the branch may be adopted
+    /// (`may_adopt`: no other thread of T3's records it); a failure of those git calls is
+    /// [`DispatchStage::Recovery`].
     pub async fn finish_isolated(
         &self,
         plan: &DispatchPlan,
         worktree: &WorktreePlan,
+        may_adopt: bool,
     ) -> Result<ThreadId, DispatchError> {
-        let fail = |error| DispatchError {
-            stage: DispatchStage::Bootstrap,
+        let recovering = |error| DispatchError {
+            stage: DispatchStage::Recovery,
             error,
         };
-        let Some(existing) = self
+        let existing = self
             .local_branch(&worktree.project_cwd, &plan.branch)
             .await
-            .map_err(fail)?
-        else {
+            .map_err(recovering)?;
+        let Some(existing) = existing.filter(|_| may_adopt) else {
+            // No branch yet (or one the caller knows is another thread's: T3 then refuses to make
+            // it again, and nothing of that thread is touched).
             return self.send_bootstrap(plan, worktree, Bootstrap::FinishThread).await;
         };
         if let Some(path) = existing.worktree_path.as_deref() {
@@ -593,7 +604,7 @@ impl T3Client {
             );
             self.remove_worktree(&worktree.project_cwd, path)
                 .await
-                .map_err(fail)?;
+                .map_err(recovering)?;
         }
         self.send_bootstrap(plan, worktree, Bootstrap::AdoptBranch).await
     }
@@ -614,7 +625,7 @@ impl T3Client {
                         cursor,
                         ref_kind: Some("local".into()),
                         refresh: Some(true),
-                        limit: Some(100),
+                        limit: Some(REFS_PER_PAGE),
                     },
                 )
                 .await?;
@@ -626,7 +637,11 @@ impl T3Client {
                 _ => return Ok(None),
             }
         }
-        Ok(None)
+        // Unknown is not absent: the caller must not act as if the branch were not there.
+        Err(T3Error::InvalidInput(format!(
+            "{VCS_LIST_REFS}: more than {} branches of {cwd} contain {name:?}; cannot tell whether it exists",
+            MAX_REF_PAGES * REFS_PER_PAGE as usize
+        )))
     }
 
     /// Removes the worktree at `path` of the repository checked out at `cwd` (`vcs.removeWorktree`

@@ -14,4 +14,4 @@ CREATE INDEX jobs_unreported ON jobs ((reported IS NULL OR reported <> state || 
 -- (Ledger::watched_attempts). PostgreSQL joins that by hashing a scan of every job, whose rows
 -- carry issue bodies; this index holds the columns the read needs, so the join walks a narrow
 -- index (index-only once vacuumed) instead of the table.
-CREATE INDEX jobs_watched ON jobs (id) INCLUDE (repo, number, state, not_before_ms);
+CREATE INDEX jobs_watched ON jobs (id) INCLUDE (repo, number, state, not_before_ms, input_wait_since_ms, input_waited_ms);

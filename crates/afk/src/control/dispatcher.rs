@@ -40,6 +40,8 @@ use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, 
 ///   is then seen in T3's view (its thread deleted: [`resume_step`]);
 /// - a bootstrap refused with another error: the attempt failed, and the retry policy decides
 ///   (a new attempt has new ids and its own branch);
+/// - T3's git could not be read or tidied before finishing a half-made thread
+///   ([`DispatchStage::Recovery`]: nothing was sent for the thread): deferred;
 /// - a reply T3 sent but not in its contract's shape: deferred, since the command may have been
 ///   applied and the next view resolves it with the same ids;
 /// - anything else T3 refused (a 4xx, a refused command, a prompt too long): rejected, the job
@@ -53,7 +55,8 @@ pub fn dispatch_event(outcome: &Result<(), DispatchError>, thread: &ThreadId) ->
     let bootstrap = e.stage == DispatchStage::Bootstrap;
     Some(if e.error.is_credential_problem() {
         return None;
-    } else if e.error.is_transient()
+    } else if e.stage == DispatchStage::Recovery
+        || e.error.is_transient()
         || e.error.is_dispatch_failure()
         || (bootstrap && e.error.is_existing_thread(thread))
         || matches!(e.error, T3Error::MalformedReply { .. })
@@ -322,7 +325,20 @@ impl Dispatcher {
                             attempt.number,
                             plan.ids.thread_id
                         );
-                        client.finish_isolated(&plan, &worktree).await.map(drop)
+                        // A branch another thread of T3's records is never adopted (its worktree
+                        // would be removed): T3 then refuses the finish, and the attempt ends.
+                        let foreign = fleet.threads().any(|t| {
+                            t.id != plan.ids.thread_id && t.branch.as_deref() == Some(plan.branch.as_str())
+                        });
+                        if foreign {
+                            tracing::warn!(
+                                "{} attempt {}: branch {} is another T3 thread's; not adopting it",
+                                job.issue,
+                                attempt.number,
+                                plan.branch
+                            );
+                        }
+                        client.finish_isolated(&plan, &worktree, !foreign).await.map(drop)
                     }
                     Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
                     Err(error) => {
