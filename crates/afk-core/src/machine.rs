@@ -660,13 +660,13 @@ pub fn apply(
             },
         ) if job.cancel_reason.and_then(CancelReason::undone_by) == Some(*source) => requeued(),
         (
-            J::Cancelled | J::Failed | J::GivenUp,
+            J::Cancelled | J::Failed | J::GivenUp | J::Closed,
             Event::Requeue {
                 by: RequeueBy::Person,
             },
         ) => requeued(),
         (
-            J::Cancelled | J::Failed | J::GivenUp,
+            J::Cancelled | J::Failed | J::GivenUp | J::Closed,
             Event::Requeue {
                 by: RequeueBy::Relabelled,
             },
@@ -678,7 +678,7 @@ pub fn apply(
             ..requeued()
         },
         (
-            J::Cancelled | J::Failed | J::GivenUp,
+            J::Cancelled | J::Failed | J::GivenUp | J::Closed,
             Event::Requeue {
                 by: RequeueBy::Commanded,
             },
@@ -745,6 +745,19 @@ mod tests {
 
     fn run(status: JobStatus, event: Event) -> Result<Transition, InvalidTransition> {
         apply(status, &event, &RetryPolicy::default(), now())
+    }
+
+    #[test]
+    fn a_job_whose_pull_request_was_closed_may_be_asked_for_again_and_a_merged_one_not() {
+        for by in [RequeueBy::Person, RequeueBy::Relabelled, RequeueBy::Commanded] {
+            let t = run(job(JobState::Closed, 1), Event::Requeue { by }).unwrap();
+            assert_eq!(t.to, JobState::Queued, "{by:?}");
+            assert!(t.fresh_budget);
+            assert!(
+                run(job(JobState::Merged, 1), Event::Requeue { by }).is_err(),
+                "{by:?}"
+            );
+        }
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct IssueComment {
     pub author: Option<Login>,
     /// Its text as it is now.
     pub body: String,
+    /// When it was made.
+    pub created_at: Option<DateTime<Utc>>,
     /// When it was last changed (GitHub's `since` filters on this).
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -121,6 +123,7 @@ impl IssueComment {
             number,
             author: c.user.map(|u| Login::new(u.login)),
             body: c.body.unwrap_or_default(),
+            created_at: c.created_at,
             updated_at: c.updated_at,
         }
     }

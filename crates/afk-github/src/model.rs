@@ -90,6 +90,9 @@ pub(crate) struct Comment {
     #[serde(default)]
     pub(crate) user: Option<User>,
     pub(crate) html_url: String,
+    /// When it was made (absent from older fixtures).
+    #[serde(default)]
+    pub(crate) created_at: Option<DateTime<Utc>>,
     /// When it was last changed (absent from older fixtures).
     #[serde(default)]
     pub(crate) updated_at: Option<DateTime<Utc>>,

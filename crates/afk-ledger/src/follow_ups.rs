@@ -259,13 +259,19 @@ impl Ledger {
     }
 
     /// Every follow-up turn recorded but not yet known to have reached T3, oldest first, with
-    /// its thread.
+    /// its thread: only the latest follow-up of a job that still runs it (the job `running` on
+    /// that attempt). One whose job moved on meanwhile (stopped, timed out, cancelled, a newer
+    /// follow-up) is never sent: its thread was given up, and a turn there would work unwatched.
     pub async fn unsent_follow_ups(&self) -> Result<Vec<FollowUpToSend>, LedgerError> {
         const SQL: &str = "SELECT f.id, f.job_id, CAST(f.attempt AS BIGINT) AS attempt, \
              CAST(f.number AS BIGINT) AS number, a.thread_id, f.prompt, \
              f.turn_command_id, f.message_id FROM follow_ups f \
              JOIN attempts a ON a.job_id = f.job_id AND a.number = f.attempt \
-             WHERE f.number IS NOT NULL AND NOT f.sent ORDER BY f.id";
+             JOIN jobs j ON j.id = f.job_id \
+             WHERE f.number IS NOT NULL AND NOT f.sent \
+             AND a.state = 'running' AND j.state = 'running' \
+             AND f.number = (SELECT MAX(g.number) FROM follow_ups g WHERE g.job_id = f.job_id) \
+             ORDER BY f.id";
         let rows: Vec<ToSendRow> = fetch!(self, fetch_all, SQL);
         rows.into_iter().map(ToSendRow::into_follow_up).collect()
     }

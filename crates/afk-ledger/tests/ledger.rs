@@ -237,6 +237,7 @@ on_both_backends!(
     a_value_the_ledger_cannot_store_is_refused_as_the_items_fault,
     a_wait_for_a_person_is_kept_and_its_length_summed,
     a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once,
+    a_follow_up_whose_job_moved_on_is_never_sent,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1887,6 +1888,50 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
     );
     let merged = step(ledger, &job, Event::PullRequestMerged, None, at(10)).await;
     assert_eq!(merged.state, JobState::Merged);
+}
+
+/// A follow-up recorded but not sent (T3 was down) whose job then moved on (a person stopped
+/// it) is never sent: its thread was given up.
+async fn a_follow_up_whose_job_moved_on_is_never_sent(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let job = running(ledger, 1, "thread-g").await;
+    let job = step(ledger, &job, Event::ThreadSucceeded, None, at(3)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::FollowPullRequest {
+            pull_request: "#6".into(),
+        },
+        None,
+        at(4),
+    )
+    .await;
+    let event = Event::FollowUp {
+        by: afk_core::FollowUpBy::PullRequest,
+        cause: "check failed".into(),
+        used: 0,
+        max_turns: 3,
+    };
+    let t = transition(&job, event, at(5));
+    let job = ledger
+        .record_follow_up(job.id, &t, &follow_up("sha1:check_run:9", 9), at(5))
+        .await
+        .unwrap();
+    assert_eq!(ledger.unsent_follow_ups().await.unwrap().len(), 1);
+    step(
+        ledger,
+        &job,
+        Event::Cancel {
+            reason: CancelReason::ByHand,
+        },
+        None,
+        at(6),
+    )
+    .await;
+    assert!(
+        ledger.unsent_follow_ups().await.unwrap().is_empty(),
+        "a stopped job's follow-up is not sent"
+    );
 }
 
 on_both_backends!(a_comment_command_is_taken_once_and_answered_with_the_jobs_move);

@@ -155,6 +155,8 @@ pub struct LiveView {
     pub attempt: u32,
     /// `dispatching` or `running`.
     pub state: String,
+    /// Its job's state: `needs_input` while the thread waits for a person in T3.
+    pub job_state: String,
     /// Its T3 thread.
     pub thread_id: String,
     /// When it started.
@@ -185,6 +187,7 @@ pub async fn status_with(
             issue: r.issue.issue_identifier.clone(),
             attempt: r.attempt,
             state: r.state.clone(),
+            job_state: r.job_state.clone(),
             thread_id: r.thread_id.clone(),
             started_at: r.started_at.clone(),
         })
@@ -228,7 +231,12 @@ impl StatusView {
                     vec![
                         l.issue.clone(),
                         l.attempt.to_string(),
-                        l.state.clone(),
+                        // A thread waiting for a person is what a reader must notice.
+                        if l.job_state == "needs_input" {
+                            "needs_input".to_owned()
+                        } else {
+                            l.state.clone()
+                        },
                         l.thread_id.clone(),
                         l.started_at.clone(),
                     ]

@@ -46,7 +46,9 @@ fn issue_with_pull_request(github: &GitHubStandIn) -> (u64, u64) {
         "afk-bot",
         &format!("afk/issue-{number}"),
         "Fix the pager",
-        "Fixes the pager.",
+        // As afk's standing rules ask: the merge closes the issue, which must not read as the
+        // issue being withdrawn.
+        &format!("Fixes the pager.\n\nCloses #{number}"),
     );
     (number, pr)
 }

@@ -709,6 +709,16 @@ impl GitHubStandIn {
             .as_mut()
             .expect("a pull request of the stand-in")
             .merged_at = Some(now);
+        // As GitHub does: the issues its body closes (`Closes #N`, `fixes #N`, ...) close too.
+        let closed = closing_references(&issue.body);
+        if let Some(repo) = world.repos.get_mut(repo) {
+            for n in closed {
+                if let Some(linked) = repo.issues.get_mut(&n).filter(|i| i.pull.is_none()) {
+                    linked.open = false;
+                    linked.updated_at = now;
+                }
+            }
+        }
     }
 
     /// `actor` adds `label` to the issue (recorded as a `labeled` event).
@@ -974,3 +984,18 @@ impl GitHubStandIn {
 }
 
 pub(crate) use crate::lock;
+
+/// The issue numbers a pull request's body closes on merge, as GitHub reads its keywords
+/// (`close`, `fix`, `resolve` and their forms, then `#N`), case-insensitively.
+fn closing_references(body: &str) -> Vec<u64> {
+    const KEYWORDS: [&str; 9] = [
+        "close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved",
+    ];
+    let words: Vec<&str> = body.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| KEYWORDS.contains(&w[0].trim_end_matches(':').to_lowercase().as_str()))
+        .filter_map(|w| w[1].strip_prefix('#'))
+        .filter_map(|n| n.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .collect()
+}

@@ -8,3 +8,5 @@
 -- both backends use a partial index only when the query states its condition.
 CREATE INDEX jobs_unreported ON jobs (source, id)
     WHERE reported IS NULL OR reported <> state || ':' || attempts;
+-- A later step that replaces `state`, `reported` or `attempts` (as 0013 and 0014 replace `state`)
+-- must DROP INDEX jobs_unreported first: SQLite refuses to drop a column an index uses.

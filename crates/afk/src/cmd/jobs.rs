@@ -24,8 +24,9 @@ pub struct Args {
     /// List at most N jobs, newest first (default 50).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: u64,
-    /// Only jobs in state S (queued, dispatching, running, retry_wait, succeeded, failed,
-    /// timed_out, cancelled, lost, given_up); repeat it or separate states with commas.
+    /// Only jobs in state S (queued, dispatching, running, needs_input, retry_wait, succeeded,
+    /// in_review, merged, closed, failed, timed_out, cancelled, lost, given_up); repeat it or
+    /// separate states with commas.
     #[arg(long, value_name = "S", value_delimiter = ',')]
     pub state: Vec<JobState>,
     /// Only the jobs of the repository OWNER/NAME.

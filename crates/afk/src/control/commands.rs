@@ -36,6 +36,9 @@ use super::ControlError;
 
 /// Issues whose comments one poll round lists at most (the rest wait for the next rounds).
 const POLLS_PER_ROUND: usize = 10;
+/// How far GitHub's clock (a comment's time) may be behind afk's (the job's) before a comment
+/// counts as older than the job.
+const COMMENT_CLOCK_SLACK_SECS: i64 = 60;
 /// Commands answered or acknowledged per tick at most.
 const COMMANDS_PER_TICK: u32 = 50;
 
@@ -82,7 +85,7 @@ pub(crate) async fn request_follow_up_turn(
         key,
         line: format!("{author} asks in comment {comment}"),
     };
-    let prompt = format!("{author} (with write access) asks in a comment on the issue:\n\n{instruction}");
+    let prompt = format!("{author} (with write access) asks in a comment:\n\n{instruction}");
     let started =
         follow::start_follow_up(recorder, job, FollowUpBy::Person, max_turns, cause, prompt, now).await?;
     Ok(if started {
@@ -313,6 +316,15 @@ impl CommentIntake {
             tracing::debug!("{place}: a `/afk` comment where afk has no job; ignored");
             return Ok(());
         };
+        // A command is for the job that exists: one written before it (months-old comments a
+        // first poll lists in full after a start or an upgrade) is not a command to it.
+        if comment
+            .created_at
+            .is_some_and(|made| made + chrono::Duration::seconds(COMMENT_CLOCK_SLACK_SECS) < job.created_at)
+        {
+            tracing::debug!("{place}: a `/afk` comment older than afk's job for it; ignored");
+            return Ok(());
+        }
         let Some(author) = comment.author else {
             return Ok(());
         };
@@ -364,14 +376,29 @@ impl CommentIntake {
             };
             let author = command.command.author.as_str();
             let argument = command.command.argument.as_deref();
-            let mut decision = decide(
-                &job,
-                command.command.kind,
-                argument,
-                author,
-                recorder.retry(),
-                now,
-            );
+            // A follow-up turn this command started before a crash (recorded, not yet answered):
+            // taken, whatever the job's state now.
+            let started = command.command.kind == CommentCommandKind::Instruct
+                && recorder
+                    .ledger()
+                    .follow_up_causes(job.id)
+                    .await?
+                    .contains(&format!("comment:{}", command.command.comment_id));
+            let mut decision = if started {
+                Decision::Take {
+                    event: None,
+                    instruction: InstructionChange::Keep,
+                }
+            } else {
+                decide(
+                    &job,
+                    command.command.kind,
+                    argument,
+                    author,
+                    recorder.retry(),
+                    now,
+                )
+            };
             if let Decision::FollowUp(instruction) = &decision {
                 decision = request_follow_up_turn(
                     recorder,
@@ -613,7 +640,7 @@ mod tests {
             (J::NeedsInput, None, Instruct, "answer it there"),
             (J::Merged, None, Instruct, "was merged"),
             (J::Merged, None, Stop, "nothing to stop"),
-            (J::Closed, None, Retry, "nothing to retry"),
+            (J::Merged, None, Retry, "nothing to retry"),
             (J::Running, None, Malformed, "takes nothing"),
         ];
         for (state, reason, kind, words) in refusals {

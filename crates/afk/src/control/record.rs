@@ -198,9 +198,6 @@ impl Recorder {
         Ok(Some(updated.unwrap_or_else(|| job.clone())))
     }
 
-    /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
-    /// not: for events a source offers on every scan (an issue that is back may or may not bring
-    /// its job back, as [`afk_core::apply`] decides).
     /// Records a [`Event::FollowUp`] of `job` with `follow_up` (its cause, prompt and the ids of
     /// its turn), through the machine, before anything is sent. `None` when the machine or the
     /// ledger refused it (the job moved, or the cause was answered already).
@@ -261,6 +258,9 @@ impl Recorder {
         Ok(Some((transition, updated)))
     }
 
+    /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
+    /// not: for events a source offers on every scan (an issue that is back may or may not bring
+    /// its job back, as [`afk_core::apply`] decides).
     pub(crate) async fn offer(
         &mut self,
         job: &Job,

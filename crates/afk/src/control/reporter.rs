@@ -9,7 +9,8 @@
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState};
 use afk_github::{
-    FollowUpStatus, PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink, UntrustedEdit,
+    FollowUpStatus, PullRequestMatch, PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink,
+    UntrustedEdit,
 };
 use chrono::{DateTime, Utc};
 
@@ -86,7 +87,12 @@ impl StatusReporter {
                     .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
                     .await
                 {
-                    Ok(PullRequestSearch::Found(pr)) if job.state == JobState::Succeeded => {
+                    // Only the pull request of an attempt's own branch is followed: follow-up
+                    // turns push to that branch. One that merely says it closes the issue (a
+                    // person's, a fork's) is linked, not followed.
+                    Ok(PullRequestSearch::Found(pr))
+                        if job.state == JobState::Succeeded && pr.matched_by == PullRequestMatch::Branch =>
+                    {
                         // Followed from now on: recorded before anything is reported, and the
                         // job is reported `in_review` on the next pass.
                         let follow = Event::FollowPullRequest {

@@ -164,8 +164,17 @@ pub fn describe_requests(requests: &[PendingRequest]) -> String {
     if lines.is_empty() {
         return "the agent waits for a person in T3 (its thread names no open question yet)".into();
     }
-    lines.join("\n")
+    let all = lines.join("\n");
+    // An approval can carry a whole diff or script; the status comment must stay well inside
+    // GitHub's 65,536 characters, and T3 shows the rest.
+    match all.char_indices().nth(MAX_QUESTION_CHARS) {
+        Some((cut, _)) => format!("{}… (the rest in T3)", &all[..cut]),
+        None => all,
+    }
 }
+
+/// The most of what the agent asks that afk keeps and shows (characters).
+const MAX_QUESTION_CHARS: usize = 4_000;
 
 /// Where stopping a thread stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,10 +569,8 @@ impl Watcher {
                 .unwrap_or_default()
                 .saturating_sub(attempt.input_waited);
             // Whether the thread waits for a person; `None` when T3's shell cannot say this tick.
-            let asks = waits.map(|view| {
-                view.thread(&attempt.thread_id)
-                    .is_some_and(|t| t.waits_for_person())
-            });
+            // A thread the shell does not list says nothing either way (never "answered").
+            let asks = waits.and_then(|view| view.thread(&attempt.thread_id).map(|t| t.waits_for_person()));
             let waited = attempt
                 .input_wait_since
                 .map(|since| (now - since).to_std().unwrap_or_default());
@@ -574,6 +581,14 @@ impl Watcher {
             }) else {
                 continue;
             };
+            // On T3 a thread waiting for a person looks stalled (its `updatedAt` stands still):
+            // while the shell cannot tell whether it waits, no timeout is concluded.
+            let may_wait = fleet
+                .thread(&attempt.thread_id)
+                .is_some_and(|t| ThreadState::of(Some(t)) == ThreadState::Running);
+            if asks.is_none() && may_wait && matches!(event, Event::TimedOut { .. }) {
+                continue;
+            }
             // A follow-up turn T3 has not started yet: the thread still shows the turn it follows
             // up, which ended before the follow-up was recorded.
             // One T3 never starts is a stall like any other.
@@ -1037,6 +1052,17 @@ mod tests {
             "Schema: May I drop the old table? (answers offered: yes / no)\nCommand approval requested: rm -rf build"
         );
         assert!(describe_requests(&[]).contains("names no open question yet"));
+        let diff = PendingRequest::Approval {
+            request_id: None,
+            summary: "File change approval requested".into(),
+            detail: Some("é".repeat(70_000)),
+        };
+        let shown = describe_requests(&[diff]);
+        assert_eq!(
+            shown.chars().count(),
+            MAX_QUESTION_CHARS + "… (the rest in T3)".chars().count()
+        );
+        assert!(shown.ends_with("… (the rest in T3)"), "{shown:.80}");
     }
 
     #[test]

@@ -511,7 +511,7 @@ impl GitHubIntake {
                 // with a label older than the job's end is one afk has not reported on yet.
                 let relabelled = matches!(
                     job.state,
-                    JobState::Failed | JobState::GivenUp | JobState::Cancelled
+                    JobState::Failed | JobState::GivenUp | JobState::Cancelled | JobState::Closed
                 ) && labeled_at.is_some_and(|at| at > job.updated_at);
                 // An eligible issue's text is vouched for (nobody untrusted changed it since the
                 // trusted label): a job that has not started yet, or one that comes back, takes
@@ -563,6 +563,15 @@ async fn cancel(
     now: DateTime<Utc>,
 ) -> Result<(), ControlError> {
     if job.source != JobSource::GitHub || job.state.is_final() {
+        return Ok(());
+    }
+    // While afk follows the job's pull request, the pull request decides how the job ends: its
+    // merge closes the issue (`Closes #N`), which must read as `merged`, not as a withdrawal.
+    if job.state == JobState::InReview && reason == CancelReason::Withdrawn {
+        tracing::debug!(
+            "{}: left afk's hands while its pull request is followed; the pull request decides",
+            job.issue
+        );
         return Ok(());
     }
     recorder.record(job, &Event::Cancel { reason }, None, now).await?;

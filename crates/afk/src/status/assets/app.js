@@ -80,7 +80,9 @@ function render(state) {
   fill("running", state.running, (r) => el("tr", { "data-issue": r.issue_identifier, "data-thread": r.thread_id, class: "running-row" },
     issueCell(r),
     el("td", { "data-label": "attempt", class: "num" }, r.attempt),
-    el("td", { "data-label": "state", class: `state-${r.state}` }, r.state),
+    // A thread waiting for a person shows as such, not as running.
+    el("td", { "data-label": "state", class: `state-${r.job_state === "needs_input" ? r.job_state : r.state}` },
+      (r.job_state === "needs_input" ? r.job_state : r.state).replace("_", " ")),
     el("td", { "data-label": "running for", class: "num elapsed", "data-started": r.started_at }, duration(r.seconds_running)),
     threadCell(r)));
 
