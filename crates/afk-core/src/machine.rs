@@ -623,7 +623,7 @@ pub fn apply(
             "the pull request was closed without being merged".into(),
         ),
         // A follow-up turn is working when the pull request ends: nothing it does matters now.
-        (J::Running, Event::PullRequestMerged | Event::PullRequestClosed) => {
+        (J::Running | J::NeedsInput, Event::PullRequestMerged | Event::PullRequestClosed) => {
             let (to, what) = if *event == Event::PullRequestMerged {
                 (J::Merged, "merged")
             } else {

@@ -38,7 +38,8 @@ Review by {{ review.reviewer }} requesting changes ({{ review.url }}):
 /// The follow-up prompt answering the causes `keys` of `activity` (see
 /// [`PullRequestActivity::cause_keys`]), from `template` (`AFK.md`'s `followup.template`) or the
 /// built-in one. `origin` names the repository in errors, which name the undefined variable or
-/// the template's fault.
+/// the template's fault. Each check summary, review and comment is cut at
+/// [`MAX_CAUSE_TEXT_CHARS`] (a check's output can be 65 KB; T3 refuses a long prompt).
 pub fn render_follow_up(
     template: Option<&str>,
     origin: &str,
@@ -46,8 +47,11 @@ pub fn render_follow_up(
     keys: &[String],
 ) -> Result<String, PolicyError> {
     use minijinja::context;
+    // Each text (a check's summary, a review, a comment) is cut to a size a prompt can carry;
+    // the links lead to the rest.
     let lines = |text: &str| -> Vec<String> {
-        text.lines()
+        clip(text)
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_owned)
             .collect()
@@ -59,7 +63,7 @@ pub fn render_follow_up(
         .filter(|c| wanted(activity.check_key(c)))
         .map(|c| {
             context! {
-                name => c.name, conclusion => c.conclusion, summary => c.summary,
+                name => c.name, conclusion => c.conclusion, summary => clip(&c.summary),
                 summary_lines => lines(&c.summary), url => c.url.clone().unwrap_or_default(),
             }
         })
@@ -78,13 +82,13 @@ pub fn render_follow_up(
                         None => c.path.clone(),
                     };
                     context! {
-                        path => c.path, line => c.line, at => at, body => c.body,
-                        body_lines => c.body.lines().map(str::to_owned).collect::<Vec<_>>(),
+                        path => c.path, line => c.line, at => at, body => clip(&c.body),
+                        body_lines => clip(&c.body).lines().map(str::to_owned).collect::<Vec<_>>(),
                     }
                 })
                 .collect();
             context! {
-                reviewer => r.reviewer.as_str(), body => r.body, body_lines => lines(&r.body),
+                reviewer => r.reviewer.as_str(), body => clip(&r.body), body_lines => lines(&r.body),
                 url => r.url, comments => comments,
             }
         })
@@ -106,7 +110,18 @@ pub fn render_follow_up(
             reviews => reviews,
         })
         .map_err(fault)
+        .map(
+            |prompt| match prompt.char_indices().nth(MAX_FOLLOW_UP_PROMPT_CHARS) {
+                // Many causes at once: the prompt stays well inside what T3 takes.
+                Some((cut, _)) => format!("{}\n… (cut; see the pull request for the rest)", &prompt[..cut]),
+                None => prompt,
+            },
+        )
 }
+
+/// The most a follow-up prompt carries (T3 refuses a message over 120,000 characters, and the
+/// standing rules come before it).
+pub const MAX_FOLLOW_UP_PROMPT_CHARS: usize = 60_000;
 
 /// A review's follow-up key.
 fn review_key(review: &ChangesRequested) -> String {
@@ -297,7 +312,7 @@ impl PullRequestActivity {
     /// The follow-up key of each cause for a follow-up, with a line for people: the failed
     /// checks once none is still running, and the standing requests for changes by writers.
     pub fn cause_keys(&self) -> Vec<(String, String)> {
-        let short = &self.head_sha[..self.head_sha.len().min(7)];
+        let short: String = self.head_sha.chars().take(7).collect();
         let mut causes = Vec::new();
         if !self.checks_pending {
             for check in &self.failed_checks {
@@ -562,6 +577,22 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_check_output_is_cut_and_a_non_ascii_sha_does_not_panic() {
+        let mut a = activity();
+        a.head_sha = "ééééééééé".into();
+        a.failed_checks[0].summary = "x".repeat(100_000);
+        a.changes_requested[0].comments[0].body = "y".repeat(100_000);
+        let prompt = render_follow_up(None, "acme/api", &a, &keys(&a)).unwrap();
+        assert!(
+            prompt.chars().count() < 2 * MAX_CAUSE_TEXT_CHARS + 2_000,
+            "{}",
+            prompt.len()
+        );
+        assert!(prompt.contains("the rest behind the link"));
+        assert!(a.cause_keys()[0].1.ends_with("on ééééééé"));
+    }
+
+    #[test]
     fn failed_checks_wait_until_no_check_runs() {
         let a = PullRequestActivity {
             checks_pending: true,
@@ -582,5 +613,16 @@ mod tests {
         let error = error.to_string();
         assert!(error.contains("acme/api (followup.template)"), "{error}");
         assert!(error.contains("undefined"), "{error}");
+    }
+}
+
+/// The most of one check summary, review or review comment a follow-up prompt carries.
+pub const MAX_CAUSE_TEXT_CHARS: usize = 4_000;
+
+/// `text` cut at [`MAX_CAUSE_TEXT_CHARS`], saying so.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_CAUSE_TEXT_CHARS) {
+        Some((cut, _)) => format!("{}\n… (cut; the rest behind the link)", &text[..cut]),
+        None => text.to_owned(),
     }
 }

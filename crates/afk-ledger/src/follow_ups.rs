@@ -201,6 +201,15 @@ impl Ledger {
         .await?))
     }
 
+    /// The jobs working on a follow-up turn (or waiting for a person in one), ordered by id:
+    /// those whose pull request must still be watched for a merge or a close.
+    pub async fn jobs_in_follow_up_turns(&self) -> Result<Vec<Job>, LedgerError> {
+        const SQL: &str = "SELECT * FROM jobs WHERE state IN ('running', 'needs_input') \
+             AND id IN (SELECT job_id FROM follow_ups WHERE number IS NOT NULL) ORDER BY id";
+        let rows: Vec<JobRow> = fetch!(self, fetch_all, SQL);
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
     /// How many follow-up turns `job` had (started, sent or not).
     pub async fn follow_ups_used(&self, job: JobId) -> Result<u32, LedgerError> {
         let used: i64 = with_pool!(self, |pool| sqlx::query_scalar(

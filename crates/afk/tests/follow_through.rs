@@ -134,6 +134,39 @@ async fn a_red_check_becomes_a_follow_up_on_the_same_thread_and_a_merge_ends_the
     assert!(status_comment(&github, number).contains("**merged**"));
 }
 
+/// A pull request merged while a follow-up turn works (its merge also closes the issue) ends the
+/// job `merged`, not withdrawn, and stops that turn's session.
+#[tokio::test]
+async fn a_merge_during_a_follow_up_turn_ends_the_job_merged_and_stops_the_turn() {
+    let (world, github) = follow_world().await;
+    let (_number, pr) = issue_with_pull_request(&github);
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::InReview).await;
+    let sha = github.pull_head_sha(REPO_A, pr);
+    // The check's output is in the follow-up prompt, where it scripts the stand-in's agent: the
+    // follow-up turn works until it is stopped.
+    github.add_check_run(
+        REPO_A,
+        &sha,
+        "test",
+        Some("failure"),
+        "1 test failed",
+        "[sim:hang]",
+    );
+    tick_until_true(&mut app, || turns(&world) == 2).await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+    let thread = world.sim.threads()[0].id.clone();
+    assert!(world.sim.thread(&thread).is_some_and(|t| t.agent_running));
+
+    github.merge_pull_request(REPO_A, pr);
+    let jobs = tick_until_first_job_is(&mut app, JobState::Merged).await;
+    assert_eq!(jobs[0].cancel_reason, None, "{jobs:#?}");
+    tick_until_true(&mut app, || {
+        world.sim.thread(&thread).is_some_and(|t| !t.agent_running)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_writers_request_for_changes_is_followed_up_and_a_readers_is_ignored() {
     let (world, github) = follow_world().await;

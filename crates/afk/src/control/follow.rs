@@ -107,7 +107,8 @@ impl FollowThrough {
     }
 
     /// Reads the pull request of every `in_review` GitHub job and records what it calls for:
-    /// merged, closed, or a follow-up turn (sent by [`FollowThrough::send_unsent`]).
+    /// merged, closed, or a follow-up turn (sent by [`FollowThrough::send_unsent`]); of a job in
+    /// a follow-up turn, only whether it was merged or closed.
     pub(crate) async fn follow(
         &self,
         recorder: &mut Recorder,
@@ -115,8 +116,12 @@ impl FollowThrough {
         policies: &Policies,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
-        let jobs = recorder.ledger().jobs_in(&[JobState::InReview]).await?;
+        // A job whose follow-up turn is working (or waits for a person) is read too: its pull
+        // request may be merged or closed meanwhile, which ends the job and stops that turn.
+        let mut jobs = recorder.ledger().jobs_in(&[JobState::InReview]).await?;
+        jobs.extend(recorder.ledger().jobs_in_follow_up_turns().await?);
         for job in jobs.into_iter().filter(|j| j.source == JobSource::GitHub) {
+            let in_follow_up = job.state != JobState::InReview;
             let attempts = recorder.ledger().attempts(job.id).await?;
             let found = reporter
                 .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
@@ -152,6 +157,7 @@ impl FollowThrough {
                         .await?;
                     continue;
                 }
+                PullRequestState::Open if in_follow_up => continue,
                 PullRequestState::Open => {}
             }
             let answered = recorder.ledger().follow_up_causes(job.id).await?;

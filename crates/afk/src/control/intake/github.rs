@@ -565,9 +565,15 @@ async fn cancel(
     if job.source != JobSource::GitHub || job.state.is_final() {
         return Ok(());
     }
-    // While afk follows the job's pull request, the pull request decides how the job ends: its
-    // merge closes the issue (`Closes #N`), which must read as `merged`, not as a withdrawal.
-    if job.state == JobState::InReview && reason == CancelReason::Withdrawn {
+    // While afk follows the job's pull request (in review, or in a follow-up turn), the pull
+    // request decides how the job ends: its merge closes the issue (`Closes #N`), which must read
+    // as `merged`, not as a withdrawal.
+    let followed = match job.state {
+        JobState::InReview => true,
+        JobState::Running | JobState::NeedsInput => recorder.ledger().follow_ups_used(job.id).await? > 0,
+        _ => false,
+    };
+    if followed && reason == CancelReason::Withdrawn {
         tracing::debug!(
             "{}: left afk's hands while its pull request is followed; the pull request decides",
             job.issue
