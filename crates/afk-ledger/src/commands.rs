@@ -400,6 +400,24 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// The issues whose comments may hold a command for their job, ordered by repository and
+    /// number: every GitHub job's but those whose pull request was merged and those GitHub no
+    /// longer has. Keys only (no bodies), for polling comments every round.
+    pub async fn issues_for_commands(&self) -> Result<Vec<afk_core::IssueKey>, LedgerError> {
+        const SQL: &str = "SELECT repo, number FROM jobs WHERE source = 'github' AND state <> 'merged' \
+             AND (cancel_reason IS NULL OR cancel_reason <> 'issue_gone') ORDER BY repo, number";
+        let rows: Vec<(String, i64)> = fetch!(self, fetch_all, SQL);
+        rows.into_iter()
+            .map(|(repo, number)| {
+                let corrupt = |what: String| LedgerError::Corrupt { what };
+                Ok(afk_core::IssueKey {
+                    repo: Repo::new(repo).map_err(|e| corrupt(format!("jobs.repo: {e}")))?,
+                    number: u64::try_from(number).map_err(|_| corrupt(format!("jobs.number {number}")))?,
+                })
+            })
+            .collect()
+    }
+
     /// The job of `repo` one of whose attempts worked on `branch` (the latest such attempt's), if
     /// any: how a comment on a pull request afk's agent opened finds its job.
     pub async fn job_by_branch(&self, repo: &Repo, branch: &str) -> Result<Option<Job>, LedgerError> {

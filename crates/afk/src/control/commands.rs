@@ -39,6 +39,8 @@ const POLLS_PER_ROUND: usize = 10;
 /// How far GitHub's clock (a comment's time) may be behind afk's (the job's) before a comment
 /// counts as older than the job.
 const COMMENT_CLOCK_SLACK_SECS: i64 = 60;
+/// Delivered comments kept for another try while GitHub cannot be asked about them, at most.
+const MAX_DEFERRED_COMMENTS: usize = 1_000;
 /// Commands answered or acknowledged per tick at most.
 const COMMANDS_PER_TICK: u32 = 50;
 
@@ -182,6 +184,9 @@ pub struct CommentIntake {
     cursors: HashMap<IssueKey, DateTime<Utc>>,
     /// Where the next round starts among the jobs' issues.
     turn: usize,
+    /// Delivered comments GitHub could not yet say whose they are or who may command, tried
+    /// again on the next pass (a comment on a pull request is seen by webhook only).
+    deferred: Vec<(Repo, IssueComment, bool)>,
 }
 
 impl CommentIntake {
@@ -193,6 +198,7 @@ impl CommentIntake {
             next_round: None,
             cursors: HashMap::new(),
             turn: 0,
+            deferred: Vec::new(),
         }
     }
 
@@ -208,6 +214,7 @@ impl CommentIntake {
         follow_up_max_turns: u32,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        let mut delivered = std::mem::take(&mut self.deferred);
         for event in events {
             let WebhookEventKind::Commented {
                 comment,
@@ -222,8 +229,16 @@ impl CommentIntake {
             else {
                 continue;
             };
-            self.consider(recorder, repo, comment, on_pull_request, now)
-                .await?;
+            delivered.push((repo.clone(), comment, on_pull_request));
+        }
+        for (repo, comment, on_pull_request) in delivered {
+            if !self
+                .consider(recorder, &repo, comment.clone(), on_pull_request, now)
+                .await?
+                && self.deferred.len() < MAX_DEFERRED_COMMENTS
+            {
+                self.deferred.push((repo, comment, on_pull_request));
+            }
         }
         if may_poll && self.next_round.is_none_or(|next| Instant::now() >= next) {
             self.next_round = Some(Instant::now() + self.poll_interval);
@@ -236,18 +251,10 @@ impl CommentIntake {
     /// Lists the comments of up to [`POLLS_PER_ROUND`] jobs' issues, in turn, since the last
     /// comment seen on each.
     async fn poll_round(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
-        let mut issues: Vec<IssueKey> = recorder
-            .ledger()
-            .jobs()
-            .await?
-            .into_iter()
-            .filter(|j| j.source == JobSource::GitHub && j.cancel_reason != Some(CancelReason::IssueGone))
-            .map(|j| j.issue)
-            .collect();
+        let issues: Vec<IssueKey> = recorder.ledger().issues_for_commands().await?;
         if issues.is_empty() {
             return Ok(());
         }
-        issues.sort_by(|a, b| (a.repo.as_str(), a.number).cmp(&(b.repo.as_str(), b.number)));
         let start = self.turn % issues.len();
         let count = issues.len().min(POLLS_PER_ROUND);
         self.turn = start + count;
@@ -261,11 +268,16 @@ impl CommentIntake {
                 }
             };
             for comment in comments {
-                if let Some(at) = comment.updated_at {
+                let at = comment.updated_at;
+                if !self.consider(recorder, &issue.repo, comment, false, now).await? {
+                    // GitHub could not say who wrote it or whose it is: this comment and the
+                    // ones after it are listed again next time.
+                    break;
+                }
+                if let Some(at) = at {
                     let cursor = self.cursors.entry(issue.clone()).or_insert(at);
                     *cursor = (*cursor).max(at);
                 }
-                self.consider(recorder, &issue.repo, comment, false, now).await?;
             }
         }
         Ok(())
@@ -273,7 +285,8 @@ impl CommentIntake {
 
     /// Takes `comment` (on issue or pull request `comment.number` of `repo`) when it is a
     /// command afk has not seen, for a job afk has: as ignored when its author may not command
-    /// afk (said once), else as taken. Nothing else happens here.
+    /// afk (said once), else as taken. Nothing else happens here. False when GitHub could not say
+    /// whose it is or who may command (try it again later); true when it is dealt with.
     async fn consider(
         &mut self,
         recorder: &mut Recorder,
@@ -281,9 +294,9 @@ impl CommentIntake {
         comment: IssueComment,
         on_pull_request: bool,
         now: DateTime<Utc>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<bool, ControlError> {
         let (kind, argument) = match parse_command(&comment.body) {
-            Parsed::NotACommand => return Ok(()),
+            Parsed::NotACommand => return Ok(true),
             Parsed::Command(Command::Retry) => (CommentCommandKind::Retry, None),
             Parsed::Command(Command::Stop) => (CommentCommandKind::Stop, None),
             Parsed::Command(Command::Instruct(text)) => (CommentCommandKind::Instruct, Some(text)),
@@ -292,7 +305,7 @@ impl CommentIntake {
         let ledger = recorder.ledger().clone();
         // Taken once: a later edit of a command afk saw is never read again.
         if ledger.comment_command_known(repo, comment.id.0).await? {
-            return Ok(());
+            return Ok(true);
         }
         let place = format!("{repo}#{}", comment.number);
         let job = if on_pull_request {
@@ -301,7 +314,7 @@ impl CommentIntake {
                 Ok(None) => None,
                 Err(error) => {
                     tracing::warn!("{place}: cannot read the pull request of a `/afk` comment yet: {error}");
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         } else {
@@ -314,7 +327,7 @@ impl CommentIntake {
         };
         let Some(job) = job.filter(|j| j.source == JobSource::GitHub) else {
             tracing::debug!("{place}: a `/afk` comment where afk has no job; ignored");
-            return Ok(());
+            return Ok(true);
         };
         // A command is for the job that exists: one written before it (months-old comments a
         // first poll lists in full after a start or an upgrade) is not a command to it.
@@ -323,17 +336,17 @@ impl CommentIntake {
             .is_some_and(|made| made + chrono::Duration::seconds(COMMENT_CLOCK_SLACK_SECS) < job.created_at)
         {
             tracing::debug!("{place}: a `/afk` comment older than afk's job for it; ignored");
-            return Ok(());
+            return Ok(true);
         }
         let Some(author) = comment.author else {
-            return Ok(());
+            return Ok(true);
         };
         let may_command = match self.github.may_command(repo, &author).await {
             Ok(may) => may,
             Err(error) => {
                 // Polling sees the comment again.
                 tracing::warn!("{place}: cannot ask whether {author} may command afk yet: {error}");
-                return Ok(());
+                return Ok(false);
             }
         };
         let new = NewCommentCommand {
@@ -345,7 +358,18 @@ impl CommentIntake {
             kind,
             argument,
         };
-        let taken = ledger.take_comment_command(&new, !may_command, now).await?;
+        let taken = match ledger.take_comment_command(&new, !may_command, now).await {
+            Ok(taken) => taken,
+            // A comment the ledger cannot store (a NUL in it) is that comment's fault alone.
+            Err(error) if error.is_bad_value() => {
+                tracing::warn!(
+                    "{place}: the `/afk` comment {} cannot be taken: {error}",
+                    comment.id
+                );
+                return Ok(true);
+            }
+            Err(error) => return Err(error.into()),
+        };
         if taken && !may_command {
             tracing::info!(
                 issue = %job.issue,
@@ -356,7 +380,7 @@ impl CommentIntake {
         } else if taken {
             tracing::info!(issue = %job.issue, "{place}: took the `/afk {}` comment {} by {author}", kind.as_str(), comment.id);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Answers the taken commands: decides, and records the job's move with the answer.
