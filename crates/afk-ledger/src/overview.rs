@@ -108,7 +108,8 @@ impl JobFilter<'_> {
             binds.extend(self.states.iter().copied());
         }
         if let Some(repo) = self.repo {
-            sql.push_str(&format!(" AND j.repo = ${}", first + binds.len()));
+            // GitHub's names are case-insensitive; jobs keep the configured spelling.
+            sql.push_str(&format!(" AND LOWER(j.repo) = LOWER(${})", first + binds.len()));
             binds.push(repo.as_str());
         }
         (sql, binds)

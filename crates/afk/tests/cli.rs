@@ -335,6 +335,14 @@ async fn jobs_filters_by_repository_and_state() {
         .collect();
     assert_eq!(numbers, [20, 19, 18, 17, 16]);
     assert!(stderr(&out).contains("15 more"), "{}", stderr(&out));
+    // GitHub's names are case-insensitive: so is the filter.
+    let shouted = REPO_B.to_uppercase();
+    let out = afk(&[
+        "jobs", "--config", config, "--json", "--limit", "5", "--repo", &shouted,
+    ])
+    .await;
+    let same: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(same.as_array().map(Vec::len), Some(5), "{}", stderr(&out));
 
     let out = afk(&[
         "jobs",
