@@ -869,10 +869,9 @@ fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
     );
 }
 
-/// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
-/// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
-/// snapshot before anything is concluded from it.
 /// True when the latest turn of `thread` ended before `since` (when a follow-up was recorded).
+/// T3's clock against afk's: on one host they agree; across hosts a skew of more than the gap
+/// between a turn's end and its follow-up would misread which turn T3 shows.
 fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool {
     fleet
         .thread(thread)
@@ -880,6 +879,9 @@ fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool 
         .is_some_and(|turn| turn.completed_at.unwrap_or(turn.requested_at).0 < since)
 }
 
+/// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
+/// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
+/// snapshot before anything is concluded from it.
 fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
     let lacks = |thread_id: &ThreadId| {
         fleet
