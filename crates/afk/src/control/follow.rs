@@ -176,7 +176,10 @@ impl FollowThrough {
                 .collect::<Vec<_>>()
                 .join("; ");
             // AFK.md may lower the limit and replace the template; read through its cache.
-            let settings = policies.follow_up_settings(&job.issue.repo).await;
+            let Some(settings) = policies.follow_up_settings(&job.issue.repo).await else {
+                // Next pass: the cause stays unanswered until AFK.md can be read.
+                continue;
+            };
             let max_turns = settings
                 .max_turns
                 .map_or(self.max_turns, |lower| lower.min(self.max_turns));

@@ -172,17 +172,21 @@ impl Policies {
     }
 
     /// `repo`'s `AFK.md` `followup:` settings (its cache, re-read when the file changed);
-    /// defaults when there is none or it cannot be read now (said at DEBUG: the dispatcher says
-    /// why an `AFK.md` cannot be used).
-    pub async fn follow_up_settings(&self, repo: &Repo) -> afk_github::policy::FollowUpSettings {
+    /// defaults when there is none or afk cannot use it (the dispatcher says why). `None` while
+    /// it cannot be fetched now: its lowered limit must not be lifted by a passing GitHub error.
+    pub async fn follow_up_settings(&self, repo: &Repo) -> Option<afk_github::policy::FollowUpSettings> {
         let Some(afk_md) = self.afk_md.as_ref() else {
-            return Default::default();
+            return Some(Default::default());
         };
         match afk_md.policy(repo).await {
-            Ok(file) => file.settings.followup.clone(),
+            Ok(file) => Some(file.settings.followup.clone()),
+            Err(error @ PolicyError::Fetch { .. }) => {
+                tracing::debug!("{repo}: cannot read AFK.md's followup settings yet: {error}");
+                None
+            }
             Err(error) => {
                 tracing::debug!("{repo}: AFK.md's followup settings are not used: {error}");
-                Default::default()
+                Some(Default::default())
             }
         }
     }
