@@ -511,6 +511,17 @@ pub fn pull_request_number(url: &Url) -> Option<u64> {
     (segments.next()? == "pull").then_some(number)
 }
 
+/// The most of one check summary, review or review comment a follow-up prompt carries.
+pub const MAX_CAUSE_TEXT_CHARS: usize = 4_000;
+
+/// `text` cut at [`MAX_CAUSE_TEXT_CHARS`], saying so.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_CAUSE_TEXT_CHARS) {
+        Some((cut, _)) => format!("{}\n… (cut; the rest behind the link)", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,16 +624,5 @@ mod tests {
         let error = error.to_string();
         assert!(error.contains("acme/api (followup.template)"), "{error}");
         assert!(error.contains("undefined"), "{error}");
-    }
-}
-
-/// The most of one check summary, review or review comment a follow-up prompt carries.
-pub const MAX_CAUSE_TEXT_CHARS: usize = 4_000;
-
-/// `text` cut at [`MAX_CAUSE_TEXT_CHARS`], saying so.
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(MAX_CAUSE_TEXT_CHARS) {
-        Some((cut, _)) => format!("{}\n… (cut; the rest behind the link)", &text[..cut]),
-        None => text.to_owned(),
     }
 }
