@@ -8,35 +8,20 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afk::config::GitHubConfig;
 use afk_core::{CancelReason, JobState};
-use afk_github::testing::{GitHubStandIn, STAND_IN_LOGIN, STAND_IN_TOKEN};
+use afk_github::testing::{GitHubStandIn, STAND_IN_LOGIN};
 use afk_github::SystemClock;
 use afk_ledger::CommandState;
 use common::*;
 
-const MAINTAINER: &str = "mona";
-const OUTSIDER: &str = "mallory";
+const MAINTAINER: &str = GITHUB_WRITER;
+const OUTSIDER: &str = GITHUB_READER;
 
 async fn github_world() -> (World, GitHubStandIn) {
-    let mut world = World::new(Duration::from_millis(100)).await;
-    let github = GitHubStandIn::start_with_clock(Arc::new(SystemClock))
+    World::new(Duration::from_millis(100))
         .await
-        .expect("the stand-in GitHub starts");
-    github.create_repo(REPO_A);
-    github.set_permission(REPO_A, MAINTAINER, "write");
-    github.set_permission(REPO_A, OUTSIDER, "read");
-    let token_file = world.dir.path().join("github-token");
-    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
-    world.config.source.local = None;
-    world.config.github = Some(GitHubConfig {
-        api_url: github.api_url().to_string(),
-        repos: vec![REPO_A.into()],
-        poll_interval: Duration::from_millis(50),
-        token_file: Some(token_file),
-        ..GitHubConfig::default()
-    });
-    (world, github)
+        .on_github(Duration::from_millis(50), Arc::new(SystemClock))
+        .await
 }
 
 fn handed_over(github: &GitHubStandIn, title: &str, body: &str) -> u64 {

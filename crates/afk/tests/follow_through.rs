@@ -8,32 +8,22 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use afk::config::GitHubConfig;
 use afk_core::JobState;
-use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
+use afk_github::testing::GitHubStandIn;
 use common::*;
 use t3_sim::PausePhase;
 
-const MAINTAINER: &str = "mona";
-const READER: &str = "mallory";
+const MAINTAINER: &str = GITHUB_WRITER;
+const READER: &str = GITHUB_READER;
 
 async fn follow_world() -> (World, GitHubStandIn) {
-    let mut world = World::new(Duration::from_millis(100)).await;
-    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
-    github.create_repo(REPO_A);
-    github.set_permission(REPO_A, MAINTAINER, "write");
-    github.set_permission(REPO_A, READER, "read");
-    let token_file = world.dir.path().join("github-token");
-    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
-    world.config.source.local = None;
-    world.config.github = Some(GitHubConfig {
-        api_url: github.api_url().to_string(),
-        repos: vec![REPO_A.into()],
-        poll_interval: Duration::from_millis(100),
-        token_file: Some(token_file),
-        ..GitHubConfig::default()
-    });
-    (world, github)
+    World::new(Duration::from_millis(100))
+        .await
+        .on_github(
+            Duration::from_millis(100),
+            std::sync::Arc::new(afk_github::SystemClock),
+        )
+        .await
 }
 
 /// An issue handed over to afk, with the pull request its agent opens on the attempt's branch:

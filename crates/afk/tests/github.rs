@@ -9,14 +9,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afk::config::GitHubConfig;
 use afk_core::{CancelReason, JobState};
-use afk_github::testing::{GitHubStandIn, ManualClock, STAND_IN_TOKEN};
+use afk_github::testing::{GitHubStandIn, ManualClock};
 use afk_github::{Clock, SystemClock};
 use common::*;
 
-const MAINTAINER: &str = "mona";
-const OUTSIDER: &str = "mallory";
+const MAINTAINER: &str = GITHUB_WRITER;
+const OUTSIDER: &str = GITHUB_READER;
 
 async fn github_world(turn: Duration) -> (World, GitHubStandIn) {
     github_world_at(turn, Arc::new(SystemClock)).await
@@ -25,24 +24,10 @@ async fn github_world(turn: Duration) -> (World, GitHubStandIn) {
 /// A world whose stand-in GitHub tells time by `clock` (edits and labels in the same second are
 /// told apart only by moving it).
 async fn github_world_at(turn: Duration, clock: Arc<dyn Clock>) -> (World, GitHubStandIn) {
-    let mut world = World::new(turn).await;
-    let github = GitHubStandIn::start_with_clock(clock)
+    World::new(turn)
         .await
-        .expect("the stand-in GitHub starts");
-    github.create_repo(REPO_A);
-    github.set_permission(REPO_A, MAINTAINER, "write");
-    github.set_permission(REPO_A, OUTSIDER, "read");
-    let token_file = world.dir.path().join("github-token");
-    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
-    world.config.source.local = None;
-    world.config.github = Some(GitHubConfig {
-        api_url: github.api_url().to_string(),
-        repos: vec![REPO_A.into()],
-        poll_interval: Duration::from_millis(50),
-        token_file: Some(token_file),
-        ..GitHubConfig::default()
-    });
-    (world, github)
+        .on_github(Duration::from_millis(50), clock)
+        .await
 }
 
 /// An issue opened by someone and labelled by a maintainer: handed over to afk. Its number.

@@ -260,23 +260,15 @@ async fn a_restart_while_the_thread_waits_keeps_the_wait_and_its_start() {
 
 #[tokio::test]
 async fn on_github_the_issue_says_what_the_agent_asks_with_the_link_and_wears_needs_you_until_answered() {
-    use afk::config::GitHubConfig;
-    use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
+    use afk_github::testing::GitHubStandIn;
 
-    let mut world = World::new(Duration::from_millis(50)).await;
-    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
-    github.create_repo(REPO_A);
-    github.set_permission(REPO_A, "mona", "write");
-    let token_file = world.dir.path().join("github-token");
-    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
-    world.config.source.local = None;
-    world.config.github = Some(GitHubConfig {
-        api_url: github.api_url().to_string(),
-        repos: vec![REPO_A.into()],
-        poll_interval: Duration::from_millis(50),
-        token_file: Some(token_file),
-        ..GitHubConfig::default()
-    });
+    let (world, github) = World::new(Duration::from_millis(50))
+        .await
+        .on_github(
+            Duration::from_millis(50),
+            std::sync::Arc::new(afk_github::SystemClock),
+        )
+        .await;
     let number = github.open_issue(REPO_A, "octocat", "Drop the old API", "[sim:ask] Do it.");
     github.add_label(REPO_A, number, "afk", "mona");
     let mut app = world.app().await;

@@ -555,23 +555,13 @@ async fn the_listener_holds_under_idle_slow_and_many_clients_and_intake_goes_on(
 
 #[tokio::test]
 async fn requests_to_github_are_counted_and_github_issues_link_to_their_page() {
-    use afk::config::GitHubConfig;
-    use afk_github::testing::{GitHubStandIn, STAND_IN_TOKEN};
-
-    let mut world = World::new(Duration::from_millis(200)).await;
-    let github = GitHubStandIn::start().await.expect("the stand-in GitHub starts");
-    github.create_repo(REPO_A);
-    github.set_permission(REPO_A, "mona", "write");
-    let token_file = world.dir.path().join("github-token");
-    std::fs::write(&token_file, STAND_IN_TOKEN).unwrap();
-    world.config.source.local = None;
-    world.config.github = Some(GitHubConfig {
-        api_url: github.api_url().to_string(),
-        repos: vec![REPO_A.into()],
-        poll_interval: Duration::from_millis(50),
-        token_file: Some(token_file),
-        ..GitHubConfig::default()
-    });
+    let (world, github) = World::new(Duration::from_millis(200))
+        .await
+        .on_github(
+            Duration::from_millis(50),
+            std::sync::Arc::new(afk_github::SystemClock),
+        )
+        .await;
     let number = github.open_issue(REPO_A, "octocat", "Fix the pager", "The last page is missing.");
     github.add_label(REPO_A, number, "afk", "mona");
     let mut app = world.app().await;

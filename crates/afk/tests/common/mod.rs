@@ -18,11 +18,46 @@ pub const TOKEN: &str = "test-operate-token-5f2c";
 pub const REPO_A: &str = "acme/api";
 pub const REPO_B: &str = "acme/web";
 
+/// Who the stand-in GitHub of [`World::on_github`] lets write to `REPO_A` (trusted to label and to
+/// command afk).
+pub const GITHUB_WRITER: &str = "mona";
+/// Who may only read `REPO_A` there.
+pub const GITHUB_READER: &str = "mallory";
+
 /// A stand-in T3, a temporary folder and a config pointing at both.
 pub struct World {
     pub sim: SimServer,
     pub dir: tempfile::TempDir,
     pub config: Config,
+}
+
+impl World {
+    /// This world with its issues taken from a stand-in GitHub (telling time by `clock`) instead
+    /// of the issue folder: `REPO_A`, where [`GITHUB_WRITER`] may write and [`GITHUB_READER`] only
+    /// read, polled every `poll`.
+    pub async fn on_github(
+        mut self,
+        poll: Duration,
+        clock: std::sync::Arc<dyn afk_github::Clock>,
+    ) -> (World, afk_github::testing::GitHubStandIn) {
+        let github = afk_github::testing::GitHubStandIn::start_with_clock(clock)
+            .await
+            .expect("the stand-in GitHub starts");
+        github.create_repo(REPO_A);
+        github.set_permission(REPO_A, GITHUB_WRITER, "write");
+        github.set_permission(REPO_A, GITHUB_READER, "read");
+        let token_file = self.dir.path().join("github-token");
+        std::fs::write(&token_file, afk_github::testing::STAND_IN_TOKEN).expect("the token file");
+        self.config.source.local = None;
+        self.config.github = Some(afk::config::GitHubConfig {
+            api_url: github.api_url().to_string(),
+            repos: vec![REPO_A.into()],
+            poll_interval: poll,
+            token_file: Some(token_file),
+            ..afk::config::GitHubConfig::default()
+        });
+        (self, github)
+    }
 }
 
 impl World {
