@@ -114,26 +114,7 @@ impl Recorder {
             }
             Err(other) => return Err(other.into()),
         };
-        if let Some(metrics) = &self.metrics {
-            metrics.transition(job, &transition, now);
-        }
-        tracing::info!(
-            issue = %job.issue,
-            job = job.id.0,
-            attempt = (updated.attempts > 0).then_some(updated.attempts),
-            thread = new_attempt.map(|a| a.thread_id.as_str()),
-            "{} {} -> {}: {}",
-            job.issue,
-            transition.from,
-            transition.to,
-            transition.note
-        );
-        self.progress.push(Progress {
-            issue: job.issue.clone(),
-            from: transition.from,
-            to: transition.to,
-            note: transition.note.clone(),
-        });
+        self.recorded(job, &transition, &updated, new_attempt.map(|a| &a.thread_id), now);
         Ok(Some((transition, updated)))
     }
 
@@ -175,25 +156,7 @@ impl Recorder {
             Err(other) => return Err(other.into()),
         };
         if let (Some(transition), Some(updated)) = (&transition, &updated) {
-            if let Some(metrics) = &self.metrics {
-                metrics.transition(job, transition, now);
-            }
-            tracing::info!(
-                issue = %job.issue,
-                job = job.id.0,
-                attempt = (updated.attempts > 0).then_some(updated.attempts),
-                "{} {} -> {}: {}",
-                job.issue,
-                transition.from,
-                transition.to,
-                transition.note
-            );
-            self.progress.push(Progress {
-                issue: job.issue.clone(),
-                from: transition.from,
-                to: transition.to,
-                note: transition.note.clone(),
-            });
+            self.recorded(job, transition, updated, None, now);
         }
         Ok(Some(updated.unwrap_or_else(|| job.clone())))
     }
@@ -236,13 +199,28 @@ impl Recorder {
             }
             Err(other) => return Err(other.into()),
         };
+        self.recorded(job, &transition, &updated, None, now);
+        Ok(Some((transition, updated)))
+    }
+
+    /// What follows every transition the ledger took: counted, logged (with the job's attempt and,
+    /// when it starts one, its thread), and kept for the tick's progress.
+    fn recorded(
+        &mut self,
+        job: &Job,
+        transition: &Transition,
+        updated: &Job,
+        thread: Option<&t3_client::ThreadId>,
+        now: DateTime<Utc>,
+    ) {
         if let Some(metrics) = &self.metrics {
-            metrics.transition(job, &transition, now);
+            metrics.transition(job, transition, now);
         }
         tracing::info!(
             issue = %job.issue,
             job = job.id.0,
-            attempt = updated.attempts,
+            attempt = (updated.attempts > 0).then_some(updated.attempts),
+            thread = thread.map(|t| t.as_str()),
             "{} {} -> {}: {}",
             job.issue,
             transition.from,
@@ -255,7 +233,6 @@ impl Recorder {
             to: transition.to,
             note: transition.note.clone(),
         });
-        Ok(Some((transition, updated)))
     }
 
     /// Records `event` when the machine allows it for `job`, and quietly does nothing when it does
