@@ -524,11 +524,19 @@ listen = "127.0.0.1:0"
     async fn agent_gone(&self, id: &str, worktree: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.agent_running(id, worktree) {
-            assert!(
-                Instant::now() < deadline,
-                "{}: the agent of thread {id} still runs after afk ended its attempt",
-                self.name()
-            );
+            if Instant::now() >= deadline {
+                // What T3 and afk say, for whoever meets this: a stopped thread must stay stopped.
+                let thread = self.thread(id).await;
+                panic!(
+                    "{}: the agent of thread {id} still runs after afk ended its attempt; T3 shows \
+                     latestTurn {} session {} deletedAt {}\nafk's log:\n{}",
+                    self.name(),
+                    thread["latestTurn"],
+                    thread["session"],
+                    thread["deletedAt"],
+                    self.log_tail(40)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
