@@ -125,22 +125,7 @@ impl Ledger {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(updated) = updated else {
-                let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-                    .bind(job.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                return Err(match actual {
-                    None => LedgerError::NotFound(RecordRef::Job(job)),
-                    Some(actual) => LedgerError::Conflict {
-                        job,
-                        expected: transition.from,
-                        actual: actual
-                            .parse()
-                            .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
-                                what: format!("jobs.state of job {job}: {e}"),
-                            })?,
-                    },
-                });
+                return Err(refused_move!(tx, job, transition.from));
             };
             let attempt = updated.attempts;
             if number.is_some() {

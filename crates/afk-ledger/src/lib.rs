@@ -163,7 +163,6 @@ macro_rules! fence {
 const LIVE: &str = "state IN ('dispatching', 'running')";
 
 // After the macros: the modules below use them.
-mod follow_ups;
 mod leader;
 mod open;
 mod overview;
@@ -171,6 +170,7 @@ mod query;
 #[macro_use]
 mod record;
 mod commands;
+mod follow_ups;
 mod waits;
 
 impl Ledger {

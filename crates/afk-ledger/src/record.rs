@@ -11,6 +11,29 @@ use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJo
 /// evaluates to the job's updated row, or ends the enclosing body with the error (so the caller's
 /// transaction is rolled back). Shared with the writes that must move a job in the same
 /// transaction as something else (a comment command and its answer, `commands.rs`).
+/// Why a compare-and-set on job `job` that updated no row was refused, read in the same
+/// transaction `tx`: the job is gone, or it is in another state than `expected`.
+macro_rules! refused_move {
+    ($tx:ident, $job:expr, $expected:expr) => {{
+        let (job, expected): (JobId, afk_core::JobState) = ($job, $expected);
+        let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(job.0)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match actual.map(|a| a.parse::<afk_core::JobState>()) {
+            None => LedgerError::NotFound(RecordRef::Job(job)),
+            Some(Ok(actual)) => LedgerError::Conflict {
+                job,
+                expected,
+                actual,
+            },
+            Some(Err(e)) => LedgerError::Corrupt {
+                what: format!("jobs.state of job {job}: {e}"),
+            },
+        }
+    }};
+}
+
 macro_rules! record_in {
     ($tx:ident, $job:expr, $transition:expr, $plan:expr, $now:expr) => {{
         let (job, transition, plan, now): (JobId, &Transition, &Plan<'_>, i64) = ($job, $transition, &$plan, $now);
@@ -35,22 +58,7 @@ macro_rules! record_in {
         .fetch_optional(&mut *$tx)
         .await?;
         let Some(updated) = updated else {
-            let actual: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-                .bind(job.0)
-                .fetch_optional(&mut *$tx)
-                .await?;
-            return Err(match actual {
-                None => LedgerError::NotFound(RecordRef::Job(job)),
-                Some(actual) => LedgerError::Conflict {
-                    job,
-                    expected: transition.from,
-                    actual: actual
-                        .parse()
-                        .map_err(|e: afk_core::UnknownState| LedgerError::Corrupt {
-                            what: format!("jobs.state of job {job}: {e}"),
-                        })?,
-                },
-            });
+            return Err(refused_move!($tx, job, transition.from));
         };
         // The wait for a person, in a statement of its own so the compare-and-set above stays
         // the transaction's first write; its row is the job as it now is.

@@ -61,11 +61,15 @@ pub(crate) enum Decision {
     FollowUp(String),
 }
 
+/// The follow-up cause a comment's instruction is recorded under: one turn per comment.
+fn follow_up_key(comment: CommentId) -> String {
+    format!("comment:{comment}")
+}
+
 /// `/afk <instruction>` by `author` (write access checked) in comment `comment` for `job`, whose
 /// turn succeeded (its pull request followed or not): a follow-up turn with `instruction` on the
 /// job's thread, through [`follow::start_follow_up`] (recorded with its ids before it is sent,
-/// keyed by the comment, so a restart between that and the command's answer finds it recorded
-/// and does not ask twice). A person is not held to `followup.max_turns`.
+/// keyed by the comment: the ledger refuses the same comment's turn twice). A person is not held to `followup.max_turns`.
 pub(crate) async fn request_follow_up_turn(
     recorder: &mut Recorder,
     job: &Job,
@@ -79,12 +83,10 @@ pub(crate) async fn request_follow_up_turn(
         event: None,
         instruction: InstructionChange::Keep,
     };
-    let key = format!("comment:{comment}");
-    if recorder.ledger().follow_up_causes(job.id).await?.contains(&key) {
-        return Ok(taken);
-    }
+    // Whether this comment started its turn before a crash is asked before the command is
+    // decided (`CommentIntake::answer`), so it is not asked again here.
     let cause = follow::Cause {
-        key,
+        key: follow_up_key(comment),
         line: format!("{author} asks in comment {comment}"),
     };
     let prompt = format!("{author} (with write access) asks in a comment:\n\n{instruction}");
@@ -407,7 +409,7 @@ impl CommentIntake {
                     .ledger()
                     .follow_up_causes(job.id)
                     .await?
-                    .contains(&format!("comment:{}", command.command.comment_id));
+                    .contains(&follow_up_key(CommentId(command.command.comment_id)));
             let mut decision = if started {
                 Decision::Take {
                     event: None,
