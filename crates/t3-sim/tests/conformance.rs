@@ -772,6 +772,78 @@ async fn a_session_stop_stops_the_agent() {
     .await;
 }
 
+/// A session stop of a thread that never had a session leaves it a `stopped` one (afk then
+/// deletes the thread). A stop sent while a session starts is lost: T3 may show the session
+/// `stopped`, but the start goes on and, once the agent is up, the session reads `starting` (or
+/// `ready`) again, the turn never delivered, until a stop sent then ends it. So
+/// afk leaves a starting session alone (`STARTING_PATIENCE`), and stops rather than deletes a
+/// thread that shows neither turn nor session, after a grace: its view may lag a session start.
+#[tokio::test]
+async fn a_session_stop_while_the_session_starts_is_lost() {
+    both("stop-early", |target| async move {
+        let conn = target.connect().await;
+        let bare = uuid();
+        let (status, body) = target
+            .http_dispatch(&json!({
+                "type": "thread.create", "commandId": uuid(), "threadId": bare, "projectId": target.project(),
+                "title": "bare", "modelSelection": {"instanceId": "codex", "model": "gpt-5-codex"},
+                "runtimeMode": "full-access", "interactionMode": "default", "branch": "afk/issue-14",
+                "worktreePath": null, "createdAt": now(),
+            }))
+            .await;
+        assert_eq!(status, 200, "{}: {body}", target.name());
+        conn.trail_until(&bare, "null/null").await;
+        let exit = conn
+            .dispatch(command("thread.session.stop", &bare, json!({})))
+            .await;
+        assert_success(&target, &exit, "a stop of a thread without a session");
+        conn.trail_until(&bare, "null/stopped").await;
+
+        let thread = uuid();
+        let exit = conn
+            .dispatch(bootstrap(&target, &thread, "afk/issue-15", "Hang [sim:hang]"))
+            .await;
+        assert_success(&target, &exit, "the bootstrap");
+        let exit = conn
+            .dispatch(command("thread.session.stop", &thread, json!({})))
+            .await;
+        assert_success(&target, &exit, "the stop right after it");
+        // A later thread that completes shows that T3 went on (its session start came after
+        // this one's). The real server was seen to end this race three ways: the stop shown and
+        // lost (`stopped`, then `starting` again once the agent is up), not shown at all
+        // (`starting`), or the session `ready`. Never with the turn running.
+        let later = uuid();
+        conn.dispatch(bootstrap(
+            &target,
+            &later,
+            "afk/issue-15-2",
+            "Later [sim:duration=100]",
+        ))
+        .await;
+        conn.trail_until(&later, "completed/ready").await;
+        let trail = conn.trail(&thread);
+        assert!(
+            !trail.iter().any(|s| s.starts_with("running"))
+                && ["null/starting", "null/ready"].contains(&trail.last().map_or("", String::as_str)),
+            "{}: a stop sent while the session starts: {trail:?}",
+            target.name()
+        );
+        let worktree = target.snapshot_thread(&thread).await["worktreePath"]
+            .as_str()
+            .map(str::to_owned);
+        let exit = conn
+            .dispatch(command("thread.session.stop", &thread, json!({})))
+            .await;
+        assert_success(&target, &exit, "the stop once the agent is up");
+        conn.trail_until(&thread, "null/stopped").await;
+        wait_for("the agent to end", || {
+            (!target.agent_running(&thread, worktree.as_deref())).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
 /// A deleted thread: `thread-removed` on the stream, kept in the snapshot with `deletedAt` and
 /// its turn and session frozen, 404 on the detail, gone from the shell; commands for it are
 /// still accepted.

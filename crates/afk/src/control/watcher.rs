@@ -186,12 +186,18 @@ pub enum StopStep {
     /// start in flight still spawns the agent and starts its turn, whatever was sent before);
     /// or a stop was sent and T3's view has not moved since.
     Wait,
-    /// The thread has neither a turn nor a session (a setup cut short, a dispatch out of tries
-    /// between its two commands): nothing runs, and it would never read as stopped, so it is
-    /// deleted, which also keeps a late turn from ever starting in it.
+    /// The thread's session was stopped before any turn (a setup cut short, a dispatch out of
+    /// tries between its two commands, a session that never came up): nothing runs, and it
+    /// would never read as stopped, so it is deleted, which also keeps a late turn from ever
+    /// starting in it.
     Delete,
     /// Stop its session: the agent ends and its turn reads interrupted. Never an interrupt: T3
-    /// resumes an agent that has exited to deliver one, and a session stop starts none.
+    /// resumes an agent that has exited to deliver one, and a session stop starts none. Also
+    /// the first step for a thread that has shown neither a turn nor a session for
+    /// [`NO_SESSION_GRACE`]: its session then reads `stopped` and the thread is deleted. A
+    /// delete at once would orphan the agent of a session start afk's view has not caught up
+    /// with (T3 stops a deleted thread's session only if it is up); a stop that races a start
+    /// leaves the session `starting`, which the patience above then stops.
     StopSession,
 }
 
@@ -214,8 +220,13 @@ pub const STOP_RESEND_AFTER: Duration = Duration::from_secs(30);
 /// How long a session that is starting is left to come up before its stop is sent anyway.
 pub const STARTING_PATIENCE: Duration = Duration::from_secs(120);
 
+/// How long a thread that shows neither a turn nor a session is left before afk stops it: T3's
+/// view can lag a session start by a moment (its shell stream reads the projection, which a
+/// session start reaches later), and T3 does not stop a session still starting.
+pub const NO_SESSION_GRACE: Duration = Duration::from_secs(10);
+
 /// How to go on stopping a thread T3 shows as `sighting`, after `sent`; `starting_for` is how
-/// long it has been seen with its session starting and no turn. A stop is sent once, and again
+/// long it has been seen with no turn and its session starting or absent. A stop is sent once, and again
 /// only when T3's view shows the thread still working after it.
 pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) -> StopStep {
     let (has_turn, session) = match sighting {
@@ -232,8 +243,9 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
     let step = match (has_turn, session) {
         // A session stopped before any turn (a stop of a session that never came up) runs
         // nothing, and stopping it again would change nothing: delete the thread.
-        (false, None | Some(SessionStatus::Stopped)) => StopStep::Delete,
+        (false, Some(SessionStatus::Stopped)) => StopStep::Delete,
         (false, Some(SessionStatus::Starting)) if starting_for < STARTING_PATIENCE => StopStep::Wait,
+        (false, None) if starting_for < NO_SESSION_GRACE => StopStep::Wait,
         _ => StopStep::StopSession,
     };
     if sent == StopSent::Unanswered {
@@ -249,7 +261,7 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
 struct StopMemo {
     /// T3's `updatedAt` of the thread when the stop was last sent, and when it was sent.
     sent: Option<(Option<Timestamp>, DateTime<Utc>)>,
-    /// When the thread was first seen with its session starting and no turn.
+    /// When the thread was first seen with no turn and its session starting or absent.
     starting_since: Option<DateTime<Utc>>,
 }
 
@@ -761,7 +773,7 @@ impl Watcher {
                 &seen,
                 Sighting::Seen {
                     has_turn: false,
-                    session: Some(SessionStatus::Starting),
+                    session: None | Some(SessionStatus::Starting),
                     ..
                 }
             );
@@ -1087,8 +1099,12 @@ mod tests {
             (with_session(Starting, false, Some(S::Starting)), Nothing, long, StopSession,
                 "a session that never comes up is stopped all the same"),
             (with_session(Running, false, Some(S::Running)), Nothing, soon, StopSession, "up, its turn not shown yet"),
-            (with_session(Starting, false, None), Nothing, soon, Delete, "neither a turn nor a session: delete"),
-            (with_session(Starting, false, None), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
+            (with_session(Starting, false, None), Nothing, soon, Wait,
+                "neither a turn nor a session: a view that lags T3 may not show a session that starts"),
+            (with_session(Starting, false, None), Nothing, NO_SESSION_GRACE, StopSession,
+                "still none after the grace: stopped, then deleted once the session reads stopped"),
+            (with_session(Starting, false, None), Unanswered, soon, Wait, "stopped once: T3 has not moved since"),
+            (with_session(Starting, false, Some(S::Stopped)), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
             (with_session(Starting, false, Some(S::Stopped)), Nothing, soon, Delete,
                 "its session stopped before any turn (stopped after STARTING_PATIENCE): nothing runs, delete"),
             (with_session(Starting, false, Some(S::Stopped)), Unheeded, long, Delete,

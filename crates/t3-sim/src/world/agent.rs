@@ -161,6 +161,18 @@ impl World {
             self.fail_session_start(idx);
             return;
         }
+        if self.threads[idx].active.as_ref().is_some_and(|a| a.stop_lost) {
+            // The start outlived a stop: the session is bound again, the turn never runs.
+            let ts = self.stamp();
+            let entry = self.touch(idx);
+            if let Some(session) = entry.thread.session.as_mut() {
+                session.status = SessionStatus::Starting;
+                session.updated_at = ts;
+            }
+            entry.thread.updated_at = ts;
+            self.bump(Changed::Thread(idx));
+            return;
+        }
         let question = self.threads[idx]
             .active
             .as_ref()
@@ -437,24 +449,79 @@ impl World {
     }
 
     /// Stops the thread's session, interrupting its turn if one is active; the agent ends.
-    /// Never starts an agent (T3 does not resume a session to stop it).
+    /// Never starts an agent (T3 does not resume a session to stop it). A thread that never had
+    /// a session gets a `stopped` one, as on the real server (its reactor sets the session
+    /// whether or not one was up).
     pub(super) fn stop_session(&mut self, idx: usize) {
-        if self.end_turn(idx, TurnEnd::SessionStopped) {
-            return;
+        let unadmitted = self.threads[idx]
+            .active
+            .as_ref()
+            .filter(|a| a.started_at.is_none() && !a.start_fail)
+            .map(|a| a.stop_lost);
+        match unadmitted {
+            // The session is still starting: T3 marks it stopped, and its start goes on.
+            Some(false) => {
+                let ts = self.stamp();
+                let entry = self.touch(idx);
+                if let Some(active) = entry.active.as_mut() {
+                    active.stop_lost = true;
+                }
+                if let Some(session) = entry.thread.session.as_mut() {
+                    session.status = SessionStatus::Stopped;
+                    session.updated_at = ts;
+                }
+                entry.thread.updated_at = ts;
+                self.bump(Changed::Thread(idx));
+                return;
+            }
+            // Still starting after a lost stop: this one is lost as well.
+            Some(true)
+                if self.threads[idx]
+                    .thread
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.status == SessionStatus::Stopped) =>
+            {
+                return;
+            }
+            // Up again after a lost stop: this stop ends the agent; no turn ever ran.
+            Some(true) => {
+                let entry = self.touch(idx);
+                entry.active = None;
+                entry.generation += 1;
+            }
+            None => {
+                if self.end_turn(idx, TurnEnd::SessionStopped) {
+                    return;
+                }
+            }
         }
-        let up = self.threads[idx]
+        let stopped = self.threads[idx]
             .thread
             .session
             .as_ref()
-            .is_some_and(|s| s.status != SessionStatus::Stopped);
+            .is_some_and(|s| s.status == SessionStatus::Stopped);
         self.threads[idx].agent = AgentProcess::None;
-        if up {
+        if !stopped {
             let ts = self.stamp();
             let thread = &mut self.touch(idx).thread;
-            if let Some(session) = thread.session.as_mut() {
-                session.status = SessionStatus::Stopped;
-                session.active_turn_id = None;
-                session.updated_at = ts;
+            match thread.session.as_mut() {
+                Some(session) => {
+                    session.status = SessionStatus::Stopped;
+                    session.active_turn_id = None;
+                    session.updated_at = ts;
+                }
+                None => {
+                    thread.session = Some(t3_client::wire::Session {
+                        thread_id: thread.id.clone(),
+                        status: SessionStatus::Stopped,
+                        provider_name: None,
+                        runtime_mode: thread.runtime_mode,
+                        active_turn_id: None,
+                        last_error: None,
+                        updated_at: ts,
+                    })
+                }
             }
             thread.updated_at = ts;
             self.bump(Changed::Thread(idx));

@@ -383,6 +383,7 @@ impl World {
             duration,
             ask: script.ask,
             start_fail: script.start_fail,
+            stop_lost: false,
         });
         entry.messages.push(json!({
             "id": c.message.message_id,

@@ -222,6 +222,10 @@ struct ActiveTurn {
     ask: bool,
     /// `[sim:start-fail]`: the provider session never starts.
     start_fail: bool,
+    /// A session stop came while the session was starting. As on the real server, T3 showed
+    /// the session `stopped` but its start went on: when the agent is up, the session reads
+    /// `starting` again and the turn is never delivered, until another stop ends the agent.
+    stop_lost: bool,
 }
 
 /// The agent process of a thread, as T3 runs one per provider session.
