@@ -134,14 +134,7 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
     // What afk asks of GitHub is counted and said below; the budget is not this bench's subject.
     github.set_rate_limit(1_000_000, 1_000_000, None, RateLimitRefusal::Forbidden);
     let numbers: Vec<u64> = (0..issues)
-        .map(|i| {
-            github.open_issue(
-                REPO,
-                "octocat",
-                &format!("Latency {i}"),
-                "Make the pager faster.",
-            )
-        })
+        .map(|i| github.open_issue(REPO, "octocat", &format!("Latency {i}"), "Make the pager faster."))
         .collect();
 
     let config = write_config(dir.path(), &sim, &github, in_flight);
