@@ -210,6 +210,11 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
     let requests = github.requests();
     let writes_total = requests.iter().filter(|r| r.is_write()).count();
     let charged = github.charged_requests();
+    // One per poll of the labelled issues (its first page).
+    let listings = requests
+        .iter()
+        .filter(|r| r.path.contains("/issues?state=open") && !r.path.contains("&page="))
+        .count();
 
     println!(
         "| latency ({issues} issues, {in_flight} in flight, `afk run`, webhooks and push on) | measured | p50 | p99 | max | target | met? |"
@@ -244,7 +249,7 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
         );
     }
     println!(
-        "- GitHub: {} requests ({charged} charged, {writes_total} writes), {:.1} charged per issue",
+        "- GitHub: {} requests ({charged} charged, {writes_total} writes, {listings} polls of the labelled issues), {:.1} charged per issue",
         requests.len(),
         charged as f64 / sent.len().max(1) as f64
     );
