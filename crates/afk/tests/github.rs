@@ -758,3 +758,103 @@ async fn a_burst_of_webhook_deliveries_costs_github_at_most_a_poll_and_a_few_che
     let jobs = app.ledger().jobs().await.unwrap();
     assert_eq!(jobs.len(), 101, "{} jobs", jobs.len());
 }
+
+/// Waits (20 s at most, looking every 10 ms) until the ledger holds `n` jobs; panics with them
+/// otherwise.
+async fn until_jobs(ledger: &afk_ledger::Ledger, n: usize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = ledger.jobs().await.unwrap();
+        if jobs.len() >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} of {n} jobs within 20 s",
+            jobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_labelled_webhook_past_the_check_budget_is_taken_without_waiting_for_the_poll_interval() {
+    let secret = "whsec-steady-2";
+    let (mut world, github) = webhook_world(secret).await;
+    // Only a webhook, or afk's own schedule, can wake the loop: GitHub and T3 are polled every
+    // hour and T3's stream is off.
+    world.config.watch.push = false;
+    world.config.watch.poll_interval = Duration::from_secs(3600);
+    let app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    let ledger = app.ledger().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    until_listings(&github, 1, "the first tick's poll").await;
+    // A burst past the interval's budget of checks: the early poll takes them all.
+    let burst: Vec<u64> = (0..11)
+        .map(|i| handed_over(&github, &format!("Burst {i}"), "Do it. [sim:hang]"))
+        .collect();
+    for n in &burst {
+        let body = labeled_delivery(*n);
+        assert_eq!(
+            deliver(addr, secret, &format!("burst-{n}"), body).await.status(),
+            202
+        );
+    }
+    until_jobs(&ledger, burst.len(), "the burst").await;
+    until_listings(&github, 2, "the burst's early poll").await;
+
+    // One more label in the same poll interval, the budget spent: it is taken at the next early
+    // poll, not an hour later at the regular one.
+    let late = handed_over(&github, "Late", "Do it. [sim:hang]");
+    let listings_before = listings(&github);
+    assert_eq!(
+        deliver(addr, secret, "late", labeled_delivery(late))
+            .await
+            .status(),
+        202
+    );
+    until_jobs(&ledger, burst.len() + 1, "the late label").await;
+    assert!(
+        listings(&github) - listings_before <= 2,
+        "one early poll (or two) answered it, not a poll per tick"
+    );
+    let _ = stop.send(());
+    runner.await.unwrap().expect("afk stops cleanly");
+}
+
+/// Waits (20 s at most, looking every 10 ms) until afk listed the labelled issues `n` times.
+async fn until_listings(github: &GitHubStandIn, n: usize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while listings(github) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not made within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An `issues` `labeled` delivery of the trigger label on `number`.
+fn labeled_delivery(number: u64) -> String {
+    serde_json::json!({
+        "action": "labeled",
+        "label": {"name": "afk"},
+        "issue": {"number": number},
+        "repository": {"full_name": REPO_A},
+    })
+    .to_string()
+}
+
+/// How many times afk listed the labelled issues (one per poll).
+fn listings(github: &GitHubStandIn) -> usize {
+    github
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/issues?state=open") && !r.path.contains("&page="))
+        .count()
+}

@@ -230,6 +230,25 @@ pub(crate) struct RepoData {
     pub(crate) check_runs: Vec<CheckRunData>,
     pub(crate) statuses: Vec<CommitStatusData>,
     pub(crate) reviews: Vec<ReviewData>,
+    /// Every comment created or edited through the API, in order ([`GitHubStandIn::comment_writes`]).
+    pub(crate) comment_writes: Vec<CommentWrite>,
+}
+
+/// A comment written through the API (created or edited), with when the stand-in applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentWrite {
+    /// The issue (or pull request) number the comment is on.
+    pub issue: u64,
+    /// The comment's id.
+    pub comment: u64,
+    /// The body written.
+    pub body: String,
+    /// True when the write created the comment, false when it edited it.
+    pub created: bool,
+    /// When the stand-in applied the write, by the system's wall clock (not the stand-in's
+    /// clock, which a test may stop): comparable with another stand-in's timestamps, for
+    /// latency measurements.
+    pub at: DateTime<Utc>,
 }
 
 pub(crate) struct World {
@@ -970,6 +989,16 @@ impl GitHubStandIn {
             .or_default()
             .files
             .insert(path.to_owned(), content.to_owned());
+    }
+
+    /// Every comment created or edited on `repo` through the API so far, oldest first, with when
+    /// each was applied (wall clock).
+    pub fn comment_writes(&self, repo: &str) -> Vec<CommentWrite> {
+        self.world()
+            .repos
+            .get(repo)
+            .map(|r| r.comment_writes.clone())
+            .unwrap_or_default()
     }
 
     /// Every request answered so far.

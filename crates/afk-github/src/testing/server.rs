@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{lock, CommentData, IssueData, IssueEventData, RecordedRequest, World};
+use super::{lock, CommentData, CommentWrite, IssueData, IssueEventData, RecordedRequest, World};
 
 pub(crate) fn router(world: Arc<Mutex<World>>) -> Router {
     Router::new().fallback(handle).with_state(world)
@@ -515,6 +515,13 @@ fn route(
                 reactions: Vec::new(),
             };
             let reply = comment_json(&base, &repo_name, &comment);
+            repo.comment_writes.push(CommentWrite {
+                issue: number,
+                comment: comment.id,
+                body: comment.body.clone(),
+                created: true,
+                at: chrono::Utc::now(),
+            });
             repo.comments.push(comment);
             if let Some(issue) = repo.issues.get_mut(&number) {
                 issue.updated_at = now;
@@ -532,7 +539,16 @@ fn route(
                 Some(comment) => {
                     comment.body = body.to_owned();
                     comment.updated_at = now;
-                    Reply::ok(comment_json(&base, &repo_name, comment))
+                    let reply = comment_json(&base, &repo_name, comment);
+                    let write = CommentWrite {
+                        issue: comment.issue,
+                        comment: comment.id,
+                        body: comment.body.clone(),
+                        created: false,
+                        at: chrono::Utc::now(),
+                    };
+                    repo.comment_writes.push(write);
+                    Reply::ok(reply)
                 }
                 None => Reply::not_found(),
             }

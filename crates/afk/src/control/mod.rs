@@ -525,9 +525,15 @@ impl ControlPlane {
                     let _ = self.wait_on(waiting, now).await;
                 }
             }
+            // Webhook deliveries past GitHub's check budget wait for an early poll: tick when
+            // it is due rather than a whole poll interval later.
+            let sleep = match self.intake.github_early_poll_due() {
+                Some(due) => poll_interval.min(due.saturating_duration_since(std::time::Instant::now())),
+                None => poll_interval,
+            };
             let woken_by = tokio::select! {
                 _ = &mut shutdown => return RunEnd::Stopped,
-                _ = tokio::time::sleep(poll_interval) => None,
+                _ = tokio::time::sleep(sleep) => None,
                 // A webhook event wakes the loop at once: a closed issue's thread stops now, not
                 // at the next poll.
                 event = self.intake.next_event() => event,

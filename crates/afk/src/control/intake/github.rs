@@ -24,6 +24,11 @@ pub struct GitHubIntake {
     intake: Intake,
     poll_interval: Duration,
     next_poll: Option<Instant>,
+    /// When the last poll ran.
+    last_poll: Option<Instant>,
+    /// Set while deliveries past the check budget wait for an early poll: when it is due. The
+    /// run loop wakes then ([`GitHubIntake::early_poll_due`]).
+    early_poll: Option<Instant>,
     issues: HashMap<IssueKey, EligibleIssue>,
     /// Verified webhook deliveries, when webhooks are on.
     events: Option<mpsc::Receiver<WebhookEvent>>,
@@ -43,12 +48,20 @@ pub struct GitHubIntake {
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
-/// the interval are left to one early poll: a burst of deliveries costs GitHub at most about one
-/// poll's worth of requests.
+/// the interval are answered by polling early instead (see [`EARLY_POLL_GAP`]): a burst of
+/// deliveries costs GitHub about one poll's worth of requests.
 const WEBHOOK_CHECKS_PER_POLL: u32 = 10;
 
-/// The checks webhook deliveries spent since `since`, and whether the interval's early poll was
-/// asked for.
+/// How soon after a poll an early poll may follow it. Deliveries past the check budget are
+/// answered by a poll at once the first time in a poll interval, then by a poll at most this long
+/// after the last one (never later than the regular poll),
+/// so a steady stream of labels waits this long at most instead of the rest of the poll interval,
+/// while costing GitHub at most one listing per gap (the pages and issues that did not change
+/// since are answered 304, which GitHub does not charge).
+const EARLY_POLL_GAP: Duration = Duration::from_millis(250);
+
+/// The checks webhook deliveries spent since `since`, and whether the interval's first early
+/// poll was said.
 #[derive(Debug, Default)]
 struct CheckBudget {
     since: Option<Instant>,
@@ -57,9 +70,8 @@ struct CheckBudget {
 }
 
 impl CheckBudget {
-    /// True when one more check fits in the interval (and counts it).
-    fn spend(&mut self, interval: Duration) -> bool {
-        let now = Instant::now();
+    /// True when one more check fits in the interval that holds `now` (and counts it).
+    fn spend(&mut self, interval: Duration, now: Instant) -> bool {
         if self.since.is_none_or(|since| now >= since + interval) {
             *self = CheckBudget {
                 since: Some(now),
@@ -73,10 +85,20 @@ impl CheckBudget {
         true
     }
 
-    /// True the first time per interval that the budget ran out: poll early, once.
-    fn poll_early(&mut self) -> bool {
+    /// True the first time per interval that the budget ran out: that poll is made at once, and
+    /// said.
+    fn first_early_poll(&mut self) -> bool {
         !std::mem::replace(&mut self.polled_early, true)
     }
+}
+
+/// When to poll once deliveries past the check budget wait at `now`, given when the last poll
+/// ran and when the next one is due (`None`: at the next sync): [`EARLY_POLL_GAP`] after the last
+/// poll, or at once when that has passed, and never later than the poll already due.
+fn early_poll_at(last_poll: Option<Instant>, next_poll: Option<Instant>, now: Instant) -> Option<Instant> {
+    let next = next_poll?;
+    let early = last_poll.map_or(now, |last| (last + EARLY_POLL_GAP).max(now));
+    Some(next.min(early))
 }
 
 /// The deliveries of one sync about one issue: one check of the issue answers them all.
@@ -135,6 +157,8 @@ impl GitHubIntake {
             intake,
             poll_interval,
             next_poll: None,
+            last_poll: None,
+            early_poll: None,
             issues: HashMap::new(),
             events,
             deferred: Vec::new(),
@@ -189,6 +213,12 @@ impl GitHubIntake {
         }
     }
 
+    /// When a poll answering webhook deliveries past the check budget is due, while some wait
+    /// for it: the run loop ticks then rather than at its next poll interval.
+    pub(super) fn early_poll_due(&self) -> Option<Instant> {
+        self.early_poll
+    }
+
     /// Waits for the next webhook event (forever when webhooks are off); the run loop uses it to
     /// tick at once when GitHub tells of a change.
     pub(super) async fn next_event(&mut self) -> Option<WebhookEvent> {
@@ -237,15 +267,20 @@ impl GitHubIntake {
             if !(group.withdraws || group.may_take) {
                 continue;
             }
-            if !self.budget.spend(self.poll_interval) {
-                // Past the interval's budget: one early poll answers this delivery and the rest.
-                if self.budget.poll_early() {
+            if !self.budget.spend(self.poll_interval, Instant::now()) {
+                // Past the interval's budget: a poll answers this delivery and the rest, soon
+                // (not at the next regular poll, which may be many seconds away).
+                self.next_poll = if self.budget.first_early_poll() {
                     tracing::info!(
                         "more webhook deliveries than {WEBHOOK_CHECKS_PER_POLL} per poll interval: \
-                         polling GitHub now instead of checking each issue"
+                         polling GitHub instead of checking each issue"
                     );
-                    self.next_poll = None;
-                }
+                    // The first time in the interval: at once (a burst is answered in this tick).
+                    None
+                } else {
+                    early_poll_at(self.last_poll, self.next_poll, Instant::now())
+                };
+                self.early_poll = self.next_poll.or(Some(Instant::now()));
                 continue;
             }
             let first = group.events[0].clone();
@@ -269,10 +304,18 @@ impl GitHubIntake {
                 }
             }
         }
-        if !may_poll || self.next_poll.is_some_and(|next| Instant::now() < next) {
+        if !may_poll {
+            // GitHub is left alone for now: the deliveries wait for the poll after the wait.
+            self.early_poll = None;
             return Ok(());
         }
-        self.next_poll = Some(Instant::now() + self.poll_interval);
+        if self.next_poll.is_some_and(|next| Instant::now() < next) {
+            return Ok(());
+        }
+        let polled = Instant::now();
+        self.next_poll = Some(polled + self.poll_interval);
+        self.last_poll = Some(polled);
+        self.early_poll = None;
         let scan = self.intake.scan().await;
         for skipped in &scan.skipped {
             tracing::debug!("{}#{}: skipped: {}", skipped.repo, skipped.number, skipped.reason);
@@ -582,4 +625,50 @@ async fn cancel(
     }
     recorder.record(job, &Event::Cancel { reason }, None, now).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_past_the_budget_are_answered_by_a_poll_at_once_when_the_last_is_older_than_the_gap() {
+        let now = Instant::now();
+        let last = now.checked_sub(EARLY_POLL_GAP * 2).unwrap_or(now);
+        let regular = now + Duration::from_secs(30);
+        assert_eq!(early_poll_at(Some(last), Some(regular), now), Some(now));
+    }
+
+    #[test]
+    fn deliveries_just_after_a_poll_wait_for_the_gap_not_the_poll_interval() {
+        let now = Instant::now();
+        let regular = now + Duration::from_secs(30);
+        assert_eq!(
+            early_poll_at(Some(now), Some(regular), now + EARLY_POLL_GAP / 2),
+            Some(now + EARLY_POLL_GAP)
+        );
+    }
+
+    #[test]
+    fn a_poll_due_sooner_than_the_gap_stays_and_one_never_made_stays_due_at_once() {
+        let now = Instant::now();
+        let soon = now + EARLY_POLL_GAP / 4;
+        assert_eq!(early_poll_at(Some(now), Some(soon), now), Some(soon));
+        assert_eq!(early_poll_at(None, None, now), None);
+    }
+
+    #[test]
+    fn the_check_budget_holds_ten_checks_per_interval_and_renews_with_the_next() {
+        let interval = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut budget = CheckBudget::default();
+        let spent = (0..15).filter(|_| budget.spend(interval, start)).count();
+        assert_eq!(spent, WEBHOOK_CHECKS_PER_POLL as usize);
+        assert!(budget.first_early_poll(), "the first time past it is said");
+        assert!(!budget.first_early_poll(), "once per interval");
+        assert!(
+            budget.spend(interval, start + interval),
+            "a new interval, a new budget"
+        );
+    }
 }

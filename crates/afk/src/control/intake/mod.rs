@@ -73,6 +73,11 @@ impl Intake {
         self.github.as_ref().and_then(|g| g.issue(issue))
     }
 
+    /// When GitHub is to be polled early for webhook deliveries that wait for it, if any.
+    pub(crate) fn github_early_poll_due(&self) -> Option<std::time::Instant> {
+        self.github.as_ref().and_then(GitHubIntake::early_poll_due)
+    }
+
     /// Waits for the next webhook event (forever when webhooks are off).
     pub(crate) async fn next_event(&mut self) -> Option<WebhookEvent> {
         match &mut self.github {
