@@ -66,7 +66,7 @@ pub use intake::{
     DEFAULT_TRIGGER_LABEL,
 };
 pub use policy::{
-    PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
+    BudgetSettings, PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
     BUILT_IN_TEMPLATE,
 };
 pub use rate_limit::{RateLimitBlock, RateLimitKind};

@@ -1816,6 +1816,7 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
         cause: "check failed".into(),
         used,
         max_turns: 1,
+        over_budget: None,
     };
     let t = transition(&job, event(0), at(5));
     let job = ledger
@@ -1911,6 +1912,7 @@ async fn a_follow_up_whose_job_moved_on_is_never_sent(fx: &Fixture) {
         cause: "check failed".into(),
         used: 0,
         max_turns: 3,
+        over_budget: None,
     };
     let t = transition(&job, event, at(5));
     let job = ledger
