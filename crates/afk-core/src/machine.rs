@@ -1362,7 +1362,11 @@ mod tests {
             Some(AttemptChange::End { state: AttemptState::Failed, stop_thread: true, error: Some(e) })
                 if e.contains("used 4h 12m of 4h")
         ));
-        assert!(t.note.starts_with("attempt 2 stopped: agent time budget"), "{}", t.note);
+        assert!(
+            t.note.starts_with("attempt 2 stopped: agent time budget"),
+            "{}",
+            t.note
+        );
         // Never a thread waiting for a person, nothing not in flight, nothing twice.
         for state in [
             JobState::NeedsInput,
@@ -1388,14 +1392,18 @@ mod tests {
     #[test]
     fn a_job_over_its_agent_time_is_not_followed_up_on_its_own_but_may_be_by_a_person() {
         let spent = |by| Event::FollowUp {
+            by,
+            cause: "check \"ci/test\" failed on 1a2b3c4".into(),
+            used: 0,
+            max_turns: 3,
             over_budget: Some(overrun()),
-            ..follow_up(by, 0)
         };
         let t = run(job(JobState::InReview, 1), spent(FollowUpBy::PullRequest)).unwrap();
         assert_eq!(t.to, JobState::InReview);
         assert_eq!((t.attempt, t.effect), (None, None));
         assert!(
-            t.note.ends_with("not followed up: agent time budget: used 4h 12m of 4h, waiting for a person"),
+            t.note
+                .ends_with("not followed up: agent time budget: used 4h 12m of 4h, waiting for a person"),
             "{}",
             t.note
         );

@@ -8,7 +8,7 @@ use afk_core::{JobId, Repo};
 use chrono::{DateTime, Utc};
 
 use crate::model::{count, millis};
-use crate::{Ledger, LedgerError};
+use crate::{Ledger, LedgerError, Pool};
 
 /// What one repository used in one day (UTC), as [`Ledger::repo_day_usage`] reads it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -172,9 +172,9 @@ mod overview;
 mod query;
 #[macro_use]
 mod record;
+mod budgets;
 mod commands;
 mod follow_ups;
-mod budgets;
 mod waits;
 
 impl Ledger {

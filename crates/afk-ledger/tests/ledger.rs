@@ -2078,9 +2078,7 @@ async fn agent_time_is_summed_per_job_budget_and_per_repository_day(fx: &Fixture
     let job = step(
         ledger,
         &job,
-        Event::InputRequested {
-            question: "?".into(),
-        },
+        Event::InputRequested { question: "?".into() },
         None,
         at(10),
     )
@@ -2100,7 +2098,14 @@ async fn agent_time_is_summed_per_job_budget_and_per_repository_day(fx: &Fixture
     );
     // Turn 2 (a retry, dispatched at 201 s) fails at 251 s: 50 s more. A dispatch that never ran
     // is no agent time.
-    let job = step(ledger, &job, Event::StartAttempt, Some(&ids("thread-70b")), at(200)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::StartAttempt,
+        Some(&ids("thread-70b")),
+        at(200),
+    )
+    .await;
     let job = step(ledger, &job, Event::Dispatched, None, at(201)).await;
     let job = step(
         ledger,

@@ -846,16 +846,17 @@ impl Config {
         ];
         let budgets = [
             ("budget.job_agent_time", self.budget.job_agent_time),
-            ("budget.repo_agent_time_per_day", self.budget.repo_agent_time_per_day),
+            (
+                "budget.repo_agent_time_per_day",
+                self.budget.repo_agent_time_per_day,
+            ),
         ];
         for (key, value) in budgets {
             match value {
                 Some(value) if value.is_zero() => {
                     return Err((key, "must be longer than zero (\"off\" for no limit)".into()))
                 }
-                Some(value) if value > MAX_DURATION => {
-                    return Err((key, "must be at most 3650 days".into()))
-                }
+                Some(value) if value > MAX_DURATION => return Err((key, "must be at most 3650 days".into())),
                 _ => {}
             }
         }

@@ -67,7 +67,10 @@ async fn a_job_whose_turns_spend_its_agent_time_gives_up_before_its_next_attempt
         Utc::now(),
     )
     .unwrap();
-    app.ledger().record(job.id, &requeue, None, Utc::now()).await.unwrap();
+    app.ledger()
+        .record(job.id, &requeue, None, Utc::now())
+        .await
+        .unwrap();
     let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::GivenUp);
     assert!(
@@ -91,7 +94,8 @@ async fn a_turn_that_alone_runs_past_the_budget_has_its_session_stopped() {
     assert_eq!(attempts[0].state, AttemptState::Failed);
     let error = attempts[0].last_error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("agent time budget: used") && error.contains("of 300ms (its running turn alone is past it)"),
+        error.contains("agent time budget: used")
+            && error.contains("of 300ms (its running turn alone is past it)"),
         "{error}"
     );
     // The recorded stop is carried out: the session is stopped, never left working.
@@ -138,7 +142,9 @@ async fn a_repository_over_its_daily_new_jobs_keeps_the_rest_queued_until_utc_mi
     let jobs = tick_at_until(&mut app, evening, succeeded(3)).await;
     let queued: Vec<_> = jobs.iter().filter(|j| j.state == JobState::Queued).collect();
     assert_eq!(queued.len(), 2, "{jobs:#?}");
-    assert!(queued.iter().all(|j| j.issue.repo.as_str() == REPO_A && j.attempts == 0));
+    assert!(queued
+        .iter()
+        .all(|j| j.issue.repo.as_str() == REPO_A && j.attempts == 0));
     // It stays so for as long as the day lasts, and `afk status` says why.
     let jobs = tick_at_until(&mut app, evening + chrono::Duration::seconds(60), |_| true).await;
     assert_eq!(jobs.iter().filter(|j| j.state == JobState::Queued).count(), 2);
@@ -156,7 +162,13 @@ async fn a_repository_over_its_daily_new_jobs_keeps_the_rest_queued_until_utc_mi
     let morning: DateTime<Utc> = "2026-12-01T00:00:01Z".parse().unwrap();
     let jobs = tick_at_until(&mut app, morning, succeeded(5)).await;
     assert!(jobs.iter().all(|j| j.attempts == 1), "{jobs:#?}");
-    assert!(app.ledger().waits().await.unwrap().iter().all(|w| !w.topic.starts_with("budget:")));
+    assert!(app
+        .ledger()
+        .waits()
+        .await
+        .unwrap()
+        .iter()
+        .all(|w| !w.topic.starts_with("budget:")));
 }
 
 #[tokio::test]
@@ -177,7 +189,10 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
     let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::GivenUp);
     let error = jobs[0].last_error.as_deref().unwrap_or_default();
-    assert!(error.contains("of 300ms"), "AFK.md's lower budget applies: {error}");
+    assert!(
+        error.contains("of 300ms"),
+        "AFK.md's lower budget applies: {error}"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +212,7 @@ async fn afk_md_cannot_raise_a_repository_budget() {
         github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
     }
     let mut app = world.app().await;
-    let jobs = tick_until(
+    tick_until(
         &mut app,
         Duration::from_secs(20),
         |_| {},
@@ -216,7 +231,9 @@ async fn afk_md_cannot_raise_a_repository_budget() {
     );
     let waits = app.ledger().waits().await.unwrap();
     assert!(
-        waits.iter().any(|w| w.message.contains("its daily budget of 1 new job;")),
+        waits
+            .iter()
+            .any(|w| w.message.contains("its daily budget of 1 new job;")),
         "{waits:#?}"
     );
 }
@@ -253,7 +270,10 @@ async fn killed_while_stopping_an_over_budget_turn_the_job_is_neither_lost_nor_s
     let mut afk = afk_run();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !first_thread_interrupted(&world.sim) {
-        assert!(Instant::now() < deadline, "the restarted afk never stopped the session");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted afk never stopped the session"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Until the stop is marked done in the ledger: nothing left to stop.

@@ -64,7 +64,8 @@ impl RepoHolds {
         limits: &BudgetLimits,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        if job.attempts > 0 || (limits.repo_new_jobs_per_day.is_none() && limits.repo_agent_time_per_day.is_none())
+        if job.attempts > 0
+            || (limits.repo_new_jobs_per_day.is_none() && limits.repo_agent_time_per_day.is_none())
         {
             return Ok(true);
         }
@@ -153,7 +154,10 @@ pub(crate) async fn stop_over_budget(
         if job.state != JobState::Running || job.attempts != attempt.number.0 {
             continue;
         }
-        let finished = recorder.ledger().job_agent_time(job.id, job.attempts_base).await?;
+        let finished = recorder
+            .ledger()
+            .job_agent_time(job.id, job.attempts_base)
+            .await?;
         let Some(overrun) = turn_overrun(finished, running, &limits) else {
             continue;
         };

@@ -454,7 +454,11 @@ impl Dispatcher {
                     .await?;
                 continue;
             }
-            if !self.holds.may_start(ledger, &job, &start.budget, clock.now()).await? {
+            if !self
+                .holds
+                .may_start(ledger, &job, &start.budget, clock.now())
+                .await?
+            {
                 continue;
             }
             let span = job_span(

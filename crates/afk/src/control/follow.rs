@@ -199,8 +199,9 @@ impl FollowThrough {
                 line,
             };
             // A safe point of the job's agent time budget ([budget]): past it, no turn of its own.
-            let over_budget = super::budget::job_gate_at_review(recorder.ledger(), &job, &policies.budget(&job.issue.repo))
-                .await?;
+            let over_budget =
+                super::budget::job_gate_at_review(recorder.ledger(), &job, &policies.budget(&job.issue.repo))
+                    .await?;
             start_follow_up_within(
                 recorder,
                 &job,

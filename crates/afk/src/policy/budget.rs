@@ -33,7 +33,11 @@ pub fn job_overrun(finished: Duration, limits: &BudgetLimits) -> Option<AgentTim
 /// The overrun of a job whose turn has run for `running` (its waits for people left out), its
 /// finished turns having used `finished`: only when the running turn alone is past the budget
 /// (a job is stopped mid-turn only then; otherwise at the turn's end).
-pub fn turn_overrun(finished: Duration, running: Duration, limits: &BudgetLimits) -> Option<AgentTimeOverrun> {
+pub fn turn_overrun(
+    finished: Duration,
+    running: Duration,
+    limits: &BudgetLimits,
+) -> Option<AgentTimeOverrun> {
     let limit = limits.job_agent_time?;
     (running >= limit).then_some(AgentTimeOverrun {
         used: finished + running,
@@ -54,14 +58,16 @@ pub struct RepoHold {
 /// Whether `repo`, having used `usage` today (at `now`), may start a new job under `limits`:
 /// `None` when it may, else until when its new jobs stay queued and why (the number of new jobs
 /// is named first when both budgets are spent).
-pub fn repo_hold(repo: &Repo, usage: RepoDayUsage, limits: &BudgetLimits, now: DateTime<Utc>) -> Option<RepoHold> {
+pub fn repo_hold(
+    repo: &Repo,
+    usage: RepoDayUsage,
+    limits: &BudgetLimits,
+    now: DateTime<Utc>,
+) -> Option<RepoHold> {
     let why = if let Some(limit) = limits.repo_new_jobs_per_day.filter(|l| usage.new_jobs >= *l) {
         let jobs = if limit == 1 { "job" } else { "jobs" };
         format!("its daily budget of {limit} new {jobs}")
-    } else if let Some(limit) = limits
-        .repo_agent_time_per_day
-        .filter(|l| usage.agent_time >= *l)
-    {
+    } else if let Some(limit) = limits.repo_agent_time_per_day.filter(|l| usage.agent_time >= *l) {
         format!(
             "its daily agent time budget (used {} of {})",
             span(usage.agent_time),
@@ -128,7 +134,11 @@ mod tests {
             job_agent_time: Some(h(4)),
             ..BudgetLimits::default()
         };
-        assert_eq!(turn_overrun(h(3), h(2), &limits), None, "at the turn's end instead");
+        assert_eq!(
+            turn_overrun(h(3), h(2), &limits),
+            None,
+            "at the turn's end instead"
+        );
         let over = turn_overrun(h(3), h(4), &limits).unwrap();
         assert_eq!((over.used, over.limit), (h(7), h(4)));
         assert_eq!(job_overrun(h(3), &limits), None);
