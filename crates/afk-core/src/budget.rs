@@ -67,9 +67,15 @@ impl fmt::Display for AgentTimeOverrun {
     }
 }
 
-/// A duration as a person reads it in a note, to the second (`4h 12m 3s`; `0s` for none).
+/// A duration as a person reads it in a note: to the second from a minute on (`4h 12m 3s`), to
+/// the millisecond below (`1s 250ms`; `0s` for none).
 pub fn span(duration: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+    let rounded = if duration >= Duration::from_secs(60) {
+        Duration::from_secs(duration.as_secs())
+    } else {
+        Duration::from_millis(duration.as_millis() as u64)
+    };
+    humantime::format_duration(rounded).to_string()
 }
 
 #[cfg(test)]
@@ -109,5 +115,7 @@ mod tests {
         let over = AgentTimeOverrun::of(Duration::from_millis(15_123_456), Some(h(4))).unwrap();
         assert_eq!(over.to_string(), "agent time budget: used 4h 12m 3s of 4h");
         assert_eq!(AgentTimeOverrun::of(h(1000), None), None);
+        assert_eq!(span(Duration::from_micros(1_250_700)), "1s 250ms");
+        assert_eq!(span(Duration::ZERO), "0s");
     }
 }

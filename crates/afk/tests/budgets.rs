@@ -45,10 +45,13 @@ async fn a_job_whose_turns_spend_its_agent_time_gives_up_before_its_next_attempt
     );
     let notes = notes(&app).await;
     let last = notes.last().unwrap();
-    assert_eq!(
-        last,
-        &format!("giving up before attempt {}: {error}", job.attempts + 1),
-        "{notes:#?}"
+    assert_eq!(last, error, "the note is the job's error: {notes:#?}");
+    assert!(
+        error.starts_with(&format!(
+            "giving up before attempt {}: agent time budget: used ",
+            job.attempts + 1
+        )),
+        "{error}"
     );
     // No attempt started after it, and no turn was cut short: each ended by itself.
     let attempts = app.ledger().attempts(job.id).await.unwrap();
@@ -181,7 +184,7 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
     github.set_file(
         REPO_A,
         "AFK.md",
-        "---\nbudget:\n  job_agent_time: 300ms\n---\nFix {{ issue.title }}\n",
+        "---\nbudget:\n  job_agent_time: 300ms\n---\nFix {{ issue.title }}: {{ issue.body }}\n",
     );
     let number = github.open_issue(REPO_A, "octocat", "Endless", "Never ends. [sim:hang]");
     github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
