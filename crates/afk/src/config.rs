@@ -1338,6 +1338,33 @@ mod tests {
     }
 
     #[test]
+    fn budgets_are_off_unless_set_and_read_from_the_file_or_the_environment() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.budget.limits(), afk_core::BudgetLimits::default());
+        let config = load(
+            "[budget]\njob_agent_time = \"4h\"\nrepo_agent_time_per_day = \"off\"\nrepo_new_jobs_per_day = 20\n",
+            &[("AFK_BUDGET_REPO_AGENT_TIME_PER_DAY", "1d")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.budget.limits(),
+            afk_core::BudgetLimits {
+                job_agent_time: Some(Duration::from_secs(4 * 3600)),
+                repo_agent_time_per_day: Some(Duration::from_secs(24 * 3600)),
+                repo_new_jobs_per_day: Some(20),
+            }
+        );
+        let error = load("[budget]\njob_agent_time = \"soon\"\n", &[]).unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with("key budget.job_agent_time: \"soon\" is not a duration"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
     fn values_out_of_bounds_are_refused_naming_the_key_and_the_bound() {
         let github =
             "[github]\nrepos = [\"acme/api\"]\ntoken_file = \"t\"\n[t3.projects]\n\"acme/api\" = \"p\"\n";
@@ -1353,6 +1380,21 @@ mod tests {
                 "at least 100ms",
             ),
             ("[retry]\ncap = \"0s\"\n", "retry.cap", "at least retry.initial"),
+            (
+                "[budget]\njob_agent_time = \"0s\"\n",
+                "budget.job_agent_time",
+                "longer than zero (\"off\" for no limit)",
+            ),
+            (
+                "[budget]\nrepo_agent_time_per_day = \"20000y\"\n",
+                "budget.repo_agent_time_per_day",
+                "at most 3650 days",
+            ),
+            (
+                "[budget]\nrepo_new_jobs_per_day = 0\n",
+                "budget.repo_new_jobs_per_day",
+                "at least 1 (leave it out for no limit)",
+            ),
             (
                 "[retry]\ninitial = \"10m\"\ncap = \"5m\"\n",
                 "retry.cap",
