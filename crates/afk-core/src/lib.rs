@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod names;
+mod budget;
 mod issue;
 mod machine;
 mod reason;
@@ -15,6 +16,7 @@ mod retry;
 mod state;
 mod worktree;
 
+pub use budget::{span, AgentTimeOverrun, BudgetLimits};
 pub use issue::{InvalidIssue, IssueKey, Priority, Repo};
 pub use machine::{
     apply, first_line, AttemptChange, Effect, Event, FollowUpBy, InputWait, InvalidTransition, JobStatus,

@@ -34,6 +34,13 @@
 //! for a person, with a note saying so. A job that succeeded without a pull request stays
 //! `succeeded`: there is nothing to follow.
 //!
+//! A job whose agent time (`[budget] job_agent_time`) is spent stops at the next safe point
+//! ([`Event::OverBudget`]): before its next attempt (`retry_wait` → `given_up`) or, when its
+//! running turn alone is past the budget, at once (`running` → `given_up`, its session stopped);
+//! a follow-up turn the pull request asks for is then not started (the job waits for a person in
+//! `in_review`). A thread waiting for a person is never stopped for its budget: its waiting time
+//! is not agent time. A requeue gives the job a fresh budget.
+//!
 //! A cancelled job keeps its [`CancelReason`]; `Requeue` by its source is allowed only when that
 //! source caused the cancellation ([`CancelReason::undone_by`]), `Requeue` by a person for any
 //! job that ended without success, and `Requeue` for a trusted relabel on GitHub for any job that
@@ -47,7 +54,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{AttemptNo, AttemptState, CancelReason, JobSource, JobState, RetryPolicy};
+use crate::{AgentTimeOverrun, AttemptNo, AttemptState, CancelReason, JobSource, JobState, RetryPolicy};
 
 /// What the machine needs to know about a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +202,17 @@ pub enum Event {
         used: u32,
         /// The most automatic follow-ups allowed (`followup.max_turns`, maybe lowered by AFK.md).
         max_turns: u32,
+        /// The job's agent time budget is spent: a follow-up the pull request asks for is not
+        /// started (the job waits for a person); a person's is.
+        over_budget: Option<AgentTimeOverrun>,
+    },
+    /// The job's agent time budget is spent ([`AgentTimeOverrun`]): from `retry_wait` (the safe
+    /// point before its next attempt) it gives up; from `running` (only when the running turn
+    /// alone is past the budget) its attempt fails, its session is stopped and it gives up. Never
+    /// from `needs_input`: a thread waiting for a person uses no agent time.
+    OverBudget {
+        /// Which budget, and its figures.
+        overrun: AgentTimeOverrun,
     },
     /// The job's pull request was merged.
     PullRequestMerged,
@@ -319,6 +337,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Requeue { .. } => "requeue",
         Event::FollowPullRequest { .. } => "follow_pull_request",
         Event::FollowUp { .. } => "follow_up",
+        Event::OverBudget { .. } => "over_budget",
         Event::PullRequestMerged => "pull_request_merged",
         Event::PullRequestClosed => "pull_request_closed",
     }
@@ -563,6 +582,38 @@ pub fn apply(
             None,
             format!("following pull request {pull_request}: its checks, reviews and state"),
         ),
+        (
+            J::InReview,
+            Event::FollowUp {
+                by: FollowUpBy::PullRequest,
+                cause,
+                over_budget: Some(overrun),
+                ..
+            },
+        ) => step(
+            J::InReview,
+            None,
+            None,
+            format!(
+                "{}; not followed up: {overrun}, waiting for a person",
+                first_line(cause)
+            ),
+        ),
+        (J::RetryWait, Event::OverBudget { overrun }) => step(
+            J::GivenUp,
+            None,
+            None,
+            format!("giving up before attempt {}: {overrun}", used + 1),
+        ),
+        (J::Running, Event::OverBudget { overrun }) => {
+            let why = format!("{overrun} (its running turn alone is past it); its session was stopped");
+            step(
+                J::GivenUp,
+                end(AttemptState::Failed, Some(why.clone()), true),
+                Some(Effect::StopThread),
+                format!("attempt {} stopped: {why}", job.attempts),
+            )
+        }
         // The follow-up's limit is for what afk starts on its own; past it the job waits for a
         // person, who may still ask (a comment command), also on a job without a pull request.
         (
@@ -572,6 +623,7 @@ pub fn apply(
                 cause,
                 used,
                 max_turns,
+                ..
             },
         ) if used >= max_turns => step(
             J::InReview,
@@ -590,6 +642,7 @@ pub fn apply(
                 cause,
                 used,
                 max_turns,
+                ..
             },
         )
         | (
@@ -599,6 +652,7 @@ pub fn apply(
                 cause,
                 used,
                 max_turns,
+                ..
             },
         ) => {
             let number = used + 1;
@@ -1276,7 +1330,85 @@ mod tests {
             cause: "check \"ci/test\" failed on 1a2b3c4".into(),
             used,
             max_turns: 3,
+            over_budget: None,
         }
+    }
+
+    fn overrun() -> AgentTimeOverrun {
+        AgentTimeOverrun {
+            used: Duration::from_secs(4 * 3600 + 12 * 60),
+            limit: Duration::from_secs(4 * 3600),
+        }
+    }
+
+    #[test]
+    fn a_job_over_its_agent_time_stops_at_the_next_safe_point_with_its_figures() {
+        let over = || Event::OverBudget { overrun: overrun() };
+        // Before its next attempt: it gives up, nothing to stop.
+        let t = run(job(JobState::RetryWait, 1), over()).unwrap();
+        assert_eq!(t.to, JobState::GivenUp);
+        assert!(t.to.is_final());
+        assert_eq!((t.attempt, t.effect), (None, None));
+        assert_eq!(
+            t.note,
+            "giving up before attempt 2: agent time budget: used 4h 12m of 4h"
+        );
+        // Mid-turn (the turn alone is past the budget): its session is stopped, recorded first.
+        let t = run(job(JobState::Running, 2), over()).unwrap();
+        assert_eq!(t.to, JobState::GivenUp);
+        assert_eq!(t.effect, Some(Effect::StopThread));
+        assert!(matches!(
+            &t.attempt,
+            Some(AttemptChange::End { state: AttemptState::Failed, stop_thread: true, error: Some(e) })
+                if e.contains("used 4h 12m of 4h")
+        ));
+        assert!(
+            t.note.starts_with("attempt 2 stopped: agent time budget"),
+            "{}",
+            t.note
+        );
+        // Never a thread waiting for a person, nothing not in flight, nothing twice.
+        for state in [
+            JobState::NeedsInput,
+            JobState::Queued,
+            JobState::Dispatching,
+            JobState::GivenUp,
+            JobState::Succeeded,
+            JobState::InReview,
+        ] {
+            assert!(run(job(state, 1), over()).is_err(), "{state}");
+        }
+        // A requeue after it gives a fresh budget, as after any give-up.
+        let t = run(
+            job(JobState::GivenUp, 2),
+            Event::Requeue {
+                by: RequeueBy::Person,
+            },
+        )
+        .unwrap();
+        assert!(t.fresh_budget);
+    }
+
+    #[test]
+    fn a_job_over_its_agent_time_is_not_followed_up_on_its_own_but_may_be_by_a_person() {
+        let spent = |by| Event::FollowUp {
+            by,
+            cause: "check \"ci/test\" failed on 1a2b3c4".into(),
+            used: 0,
+            max_turns: 3,
+            over_budget: Some(overrun()),
+        };
+        let t = run(job(JobState::InReview, 1), spent(FollowUpBy::PullRequest)).unwrap();
+        assert_eq!(t.to, JobState::InReview);
+        assert_eq!((t.attempt, t.effect), (None, None));
+        assert!(
+            t.note
+                .ends_with("not followed up: agent time budget: used 4h 12m of 4h, waiting for a person"),
+            "{}",
+            t.note
+        );
+        let t = run(job(JobState::InReview, 1), spent(FollowUpBy::Person)).unwrap();
+        assert_eq!(t.to, JobState::Running);
     }
 
     #[test]

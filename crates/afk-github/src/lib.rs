@@ -66,8 +66,8 @@ pub use intake::{
     DEFAULT_TRIGGER_LABEL,
 };
 pub use policy::{
-    PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue, RepoPolicy,
-    BUILT_IN_TEMPLATE,
+    BudgetSettings, PolicyError, PolicySettings, PolicySource, PolicyStore, PromptContext, PromptIssue,
+    RepoPolicy, BUILT_IN_TEMPLATE,
 };
 pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{

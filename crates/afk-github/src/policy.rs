@@ -67,6 +67,65 @@ pub struct PolicySettings {
     /// `followup:`: the pull request follow-through of this repository's jobs.
     #[serde(default)]
     pub followup: FollowUpSettings,
+    /// `budget:`: this repository's budgets, each lowering the configured `[budget]` key of the
+    /// same name (or setting one it leaves off), never raising it.
+    #[serde(default)]
+    pub budget: BudgetSettings,
+}
+
+/// `AFK.md`'s `budget:` settings (durations as `30m`, `4h`; counts at least 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// Agent time per job: lowers `[budget] job_agent_time`.
+    #[serde(default, with = "duration_text")]
+    pub job_agent_time: Option<std::time::Duration>,
+    /// Agent time of the repository per day (UTC): lowers `[budget] repo_agent_time_per_day`.
+    #[serde(default, with = "duration_text")]
+    pub repo_agent_time_per_day: Option<std::time::Duration>,
+    /// New jobs of the repository per day (UTC): lowers `[budget] repo_new_jobs_per_day`.
+    #[serde(default)]
+    pub repo_new_jobs_per_day: Option<NonZeroU32>,
+}
+
+impl BudgetSettings {
+    /// As limits to lower the configured ones with ([`afk_core::BudgetLimits::lowered_by`]).
+    pub fn limits(&self) -> afk_core::BudgetLimits {
+        afk_core::BudgetLimits {
+            job_agent_time: self.job_agent_time,
+            repo_agent_time_per_day: self.repo_agent_time_per_day,
+            repo_new_jobs_per_day: self.repo_new_jobs_per_day.map(NonZeroU32::get),
+        }
+    }
+}
+
+/// An optional duration written as text (`30m`, `4h`), longer than zero.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => Err(serde::de::Error::custom(format!(
+                "{text:?} must be longer than zero"
+            ))),
+            Ok(d) => Ok(Some(d)),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 30m or 4h ({e})"
+            ))),
+        }
+    }
 }
 
 /// `AFK.md`'s `followup:` settings.

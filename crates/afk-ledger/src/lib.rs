@@ -27,6 +27,8 @@
 //! - `leader.rs`: one `afk run` per ledger ([`Leadership`]);
 //! - `commands.rs`: comment commands taken from GitHub (`/afk ...`), taken once and answered in
 //!   the same transaction as the job's move, and the instruction a job's prompt carries;
+//! - `budgets.rs`: the figures the budgets are decided on (a job's agent time, a repository's
+//!   use of a day);
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
 //! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
@@ -43,6 +45,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use afk_core::{AttemptId, IssueKey};
+pub use budgets::RepoDayUsage;
 pub use commands::{
     CommandAnswer, CommandState, CommentCommand, CommentCommandId, CommentCommandKind, InstructionChange,
     JobInstruction, NewCommentCommand, Reaction,
@@ -169,6 +172,7 @@ mod overview;
 mod query;
 #[macro_use]
 mod record;
+mod budgets;
 mod commands;
 mod follow_ups;
 mod waits;

@@ -205,7 +205,7 @@ pub struct EventRecord {
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
     id: i64,
-    repo: String,
+    pub(crate) repo: String,
     number: i64,
     title: String,
     body: String,
@@ -224,7 +224,7 @@ pub(crate) struct JobRow {
     reported: Option<String>,
     input_wait_since_ms: Option<i64>,
     input_question: Option<String>,
-    input_waited_ms: i64,
+    pub(crate) input_waited_ms: i64,
 }
 
 impl JobRow {

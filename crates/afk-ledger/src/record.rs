@@ -124,6 +124,31 @@ macro_rules! record_in {
                 stop_pending,
                 ended,
             } => {
+                // A running attempt that ends ends its agent's turn: the turn's agent time (from
+                // when it started running, its waits for people left out) is kept for the budgets.
+                if *ended {
+                    let live: Option<(String, i64, i64)> = sqlx::query_as(&format!(
+                        "SELECT state, CAST(number AS BIGINT), updated_ms FROM attempts \
+                         WHERE job_id = $1 AND {LIVE}"
+                    ))
+                    .bind(job.0)
+                    .fetch_optional(&mut *$tx)
+                    .await?;
+                    if let Some((_, number, started)) = live.filter(|(state, ..)| state == "running") {
+                        let agent_ms = (now - started - updated.input_waited_ms).max(0);
+                        sqlx::query(
+                            "INSERT INTO agent_turns (job_id, repo, attempt, agent_ms, ended_ms) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(job.0)
+                        .bind(&updated.repo)
+                        .bind(number)
+                        .bind(agent_ms)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                }
                 let number: Option<i64> = sqlx::query_scalar(&format!(
                     "UPDATE attempts SET state = $1, dispatch_tries = COALESCE($2, dispatch_tries), \
                      last_error = COALESCE($3, last_error), stop_pending = COALESCE($4, stop_pending), \
@@ -350,8 +375,9 @@ impl<'a> Plan<'a> {
         };
         match &transition.attempt {
             None => {
-                // A refusal fails the job without an attempt: its note is the only reason there is.
-                if transition.to == JobState::Failed {
+                // A refusal fails the job without an attempt, and a job gives up before its next
+                // attempt (its budget spent): the note is the only reason there is.
+                if matches!(transition.to, JobState::Failed | JobState::GivenUp) {
                     plan.last_error = Some(transition.note.clone());
                 }
             }

@@ -238,6 +238,7 @@ on_both_backends!(
     a_wait_for_a_person_is_kept_and_its_length_summed,
     a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once,
     a_follow_up_whose_job_moved_on_is_never_sent,
+    agent_time_is_summed_per_job_budget_and_per_repository_day,
 );
 
 /// The ledger of an older afk: a database migrated up to (not including) step `step`, as that afk
@@ -1816,6 +1817,7 @@ async fn a_follow_up_reopens_the_attempt_with_its_ids_and_is_answered_once(fx: &
         cause: "check failed".into(),
         used,
         max_turns: 1,
+        over_budget: None,
     };
     let t = transition(&job, event(0), at(5));
     let job = ledger
@@ -1911,6 +1913,7 @@ async fn a_follow_up_whose_job_moved_on_is_never_sent(fx: &Fixture) {
         cause: "check failed".into(),
         used: 0,
         max_turns: 3,
+        over_budget: None,
     };
     let t = transition(&job, event, at(5));
     let job = ledger
@@ -2063,4 +2066,106 @@ async fn a_comment_command_is_taken_once_and_answered_with_the_jobs_move(fx: &Fi
     };
     assert!(ledger.take_comment_command(&ignored, true, at(7)).await.unwrap());
     assert!(ledger.open_comment_commands(None, 10).await.unwrap().is_empty());
+}
+
+/// The budgets' figures: each turn that ends is recorded with its agent time (its waits for a
+/// person left out), summed per job since its last requeue and per repository per day.
+async fn agent_time_is_summed_per_job_budget_and_per_repository_day(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let repo = Repo::new("acme/widgets").unwrap();
+    // Turn 1: running from 2 s to 100 s, of which 30 s waiting for a person: 68 s.
+    let job = running(ledger, 70, "thread-70").await;
+    let job = step(
+        ledger,
+        &job,
+        Event::InputRequested { question: "?".into() },
+        None,
+        at(10),
+    )
+    .await;
+    let job = step(ledger, &job, Event::InputAnswered, None, at(40)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(100),
+    )
+    .await;
+    assert_eq!(
+        ledger.job_agent_time(job.id, job.attempts_base).await.unwrap(),
+        Duration::from_secs(68)
+    );
+    // Turn 2 (a retry, dispatched at 201 s) fails at 251 s: 50 s more. A dispatch that never ran
+    // is no agent time.
+    let job = step(
+        ledger,
+        &job,
+        Event::StartAttempt,
+        Some(&ids("thread-70b")),
+        at(200),
+    )
+    .await;
+    let job = step(ledger, &job, Event::Dispatched, None, at(201)).await;
+    let job = step(
+        ledger,
+        &job,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(251),
+    )
+    .await;
+    assert_eq!(
+        ledger.job_agent_time(job.id, job.attempts_base).await.unwrap(),
+        Duration::from_secs(118)
+    );
+    let usage = ledger.repo_day_usage(&repo, t0()).await.unwrap();
+    assert_eq!(
+        (usage.new_jobs, usage.agent_time),
+        (1, Duration::from_secs(118)),
+        "one new job (a retry is not one), both turns"
+    );
+    assert_eq!(
+        ledger.repo_day_usage(&repo, at(200)).await.unwrap(),
+        afk_ledger::RepoDayUsage {
+            new_jobs: 0,
+            agent_time: Duration::from_secs(50)
+        },
+        "only what ended since the day began"
+    );
+    let other = Repo::new("acme/other").unwrap();
+    assert_eq!(
+        ledger.repo_day_usage(&other, t0()).await.unwrap(),
+        afk_ledger::RepoDayUsage::default()
+    );
+    // Over its budget before its next attempt: it gives up, and a requeue gives a fresh budget
+    // (the turns before it no longer count for the job).
+    assert_eq!(job.state, JobState::RetryWait);
+    let over = Event::OverBudget {
+        overrun: afk_core::AgentTimeOverrun {
+            used: Duration::from_secs(118),
+            limit: Duration::from_secs(100),
+        },
+    };
+    let job = step(ledger, &job, over, None, at(253)).await;
+    assert_eq!(job.state, JobState::GivenUp);
+    assert_eq!(
+        job.last_error.as_deref(),
+        Some("giving up before attempt 3: agent time budget: used 1m 58s of 1m 40s"),
+        "the budget and its figures are the job's error"
+    );
+    let job = step(
+        ledger,
+        &job,
+        Event::Requeue {
+            by: RequeueBy::Person,
+        },
+        None,
+        at(300),
+    )
+    .await;
+    assert_eq!(
+        ledger.job_agent_time(job.id, job.attempts_base).await.unwrap(),
+        Duration::ZERO
+    );
 }

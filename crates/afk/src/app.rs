@@ -385,6 +385,7 @@ fn settings(config: &Config) -> Settings {
         projects: repo_targets(config),
         local_source: config.source.local.as_ref().map(|l| l.dir.clone()),
         follow_up_max_turns: config.followup.max_turns,
+        budget: config.budget.limits(),
     }
 }
 

@@ -49,6 +49,39 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[followup]`: follow-up turns on a job's pull request (failed checks, requested changes).
     pub followup: FollowUpConfig,
+    /// `[budget]`: how much agent time a job, and agent time and new jobs a repository a day, may
+    /// use; off unless set.
+    pub budget: BudgetConfig,
+}
+
+/// `[budget]`. Each key is off (no limit) unless set; a repository's `AFK.md` may lower each for
+/// itself (`budget:` in its front matter), never raise it. A job's attempts are bounded by
+/// `[limits] max_attempts` and its follow-up turns by `[followup] max_turns`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Agent time per job (the sum of its turns' durations since it was last queued, the time
+    /// its thread waited for a person left out): past it the job stops at the next safe point.
+    #[serde(deserialize_with = "optional_duration")]
+    pub job_agent_time: Option<Duration>,
+    /// Agent time per repository per day (UTC, the turns that ended that day): past it the
+    /// repository's new jobs stay queued until the next day.
+    #[serde(deserialize_with = "optional_duration")]
+    pub repo_agent_time_per_day: Option<Duration>,
+    /// New jobs (first attempts started) per repository per day (UTC): past it the repository's
+    /// new jobs stay queued until the next day.
+    pub repo_new_jobs_per_day: Option<u32>,
+}
+
+impl BudgetConfig {
+    /// The limits as the control plane applies them.
+    pub fn limits(&self) -> afk_core::BudgetLimits {
+        afk_core::BudgetLimits {
+            job_agent_time: self.job_agent_time,
+            repo_agent_time_per_day: self.repo_agent_time_per_day,
+            repo_new_jobs_per_day: self.repo_new_jobs_per_day,
+        }
+    }
 }
 
 /// `[followup]`.
@@ -563,6 +596,19 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     })
 }
 
+/// A duration, or `"off"` for none (`None`).
+fn optional_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim()).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration like 30m or 4h, nor \"off\" ({e})"
+        ))
+    })
+}
+
 /// Scalar keys that `AFK_<SECTION>_<KEY>` variables override, e.g. `AFK_LIMITS_PER_REPO`.
 const OVERRIDABLE: &[&str] = &[
     "t3.url",
@@ -592,6 +638,9 @@ const OVERRIDABLE: &[&str] = &[
     "retry.cap",
     "retry.max_dispatch_tries",
     "followup.max_turns",
+    "budget.job_agent_time",
+    "budget.repo_agent_time_per_day",
+    "budget.repo_new_jobs_per_day",
     "github.api_url",
     "github.trigger_label",
     "github.poll_interval",
@@ -795,6 +844,28 @@ impl Config {
             // thread is still being stopped) from being replaced within the same tick.
             ("retry.initial", self.retry.initial),
         ];
+        let budgets = [
+            ("budget.job_agent_time", self.budget.job_agent_time),
+            (
+                "budget.repo_agent_time_per_day",
+                self.budget.repo_agent_time_per_day,
+            ),
+        ];
+        for (key, value) in budgets {
+            match value {
+                Some(value) if value.is_zero() => {
+                    return Err((key, "must be longer than zero (\"off\" for no limit)".into()))
+                }
+                Some(value) if value > MAX_DURATION => return Err((key, "must be at most 3650 days".into())),
+                _ => {}
+            }
+        }
+        if self.budget.repo_new_jobs_per_day == Some(0) {
+            return Err((
+                "budget.repo_new_jobs_per_day",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
         for (key, value) in positive {
             if value.is_zero() {
                 return Err((key, "must be longer than zero".into()));
@@ -1004,6 +1075,7 @@ const INTEGER_KEYS: &[&str] = &[
     "limits.parallel_dispatches",
     "retry.max_dispatch_tries",
     "followup.max_turns",
+    "budget.repo_new_jobs_per_day",
     "github.app_id",
     "github.installation_id",
     "http.max_connections",
@@ -1266,6 +1338,33 @@ mod tests {
     }
 
     #[test]
+    fn budgets_are_off_unless_set_and_read_from_the_file_or_the_environment() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.budget.limits(), afk_core::BudgetLimits::default());
+        let config = load(
+            "[budget]\njob_agent_time = \"4h\"\nrepo_agent_time_per_day = \"off\"\nrepo_new_jobs_per_day = 20\n",
+            &[("AFK_BUDGET_REPO_AGENT_TIME_PER_DAY", "1d")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.budget.limits(),
+            afk_core::BudgetLimits {
+                job_agent_time: Some(Duration::from_secs(4 * 3600)),
+                repo_agent_time_per_day: Some(Duration::from_secs(24 * 3600)),
+                repo_new_jobs_per_day: Some(20),
+            }
+        );
+        let error = load("[budget]\njob_agent_time = \"soon\"\n", &[]).unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with("key budget.job_agent_time: \"soon\" is not a duration"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
     fn values_out_of_bounds_are_refused_naming_the_key_and_the_bound() {
         let github =
             "[github]\nrepos = [\"acme/api\"]\ntoken_file = \"t\"\n[t3.projects]\n\"acme/api\" = \"p\"\n";
@@ -1281,6 +1380,21 @@ mod tests {
                 "at least 100ms",
             ),
             ("[retry]\ncap = \"0s\"\n", "retry.cap", "at least retry.initial"),
+            (
+                "[budget]\njob_agent_time = \"0s\"\n",
+                "budget.job_agent_time",
+                "longer than zero (\"off\" for no limit)",
+            ),
+            (
+                "[budget]\nrepo_agent_time_per_day = \"20000y\"\n",
+                "budget.repo_agent_time_per_day",
+                "at most 3650 days",
+            ),
+            (
+                "[budget]\nrepo_new_jobs_per_day = 0\n",
+                "budget.repo_new_jobs_per_day",
+                "at least 1 (leave it out for no limit)",
+            ),
             (
                 "[retry]\ninitial = \"10m\"\ncap = \"5m\"\n",
                 "retry.cap",

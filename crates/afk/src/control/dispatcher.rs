@@ -21,6 +21,7 @@ use t3_client::{
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::budget::{job_gate, RepoHolds};
 use super::intake::Intake;
 use super::record::Recorder;
 use super::{job_span, ControlError, Limits, TickClock};
@@ -177,6 +178,8 @@ pub(crate) struct Dispatcher {
     /// or was cut off, a tick that ended on a ledger error with sends in flight), and when it was
     /// sent: their bootstrap may still be running in T3 ([`resume_step`]).
     unanswered: HashMap<ThreadId, std::time::Instant>,
+    /// The repositories whose new jobs wait for the next UTC day (`[budget]`).
+    holds: RepoHolds,
 }
 
 impl Dispatcher {
@@ -187,6 +190,7 @@ impl Dispatcher {
             tokens: TokenCheck::default(),
             held: false,
             unanswered: HashMap::new(),
+            holds: RepoHolds::default(),
         }
     }
 
@@ -384,6 +388,7 @@ impl Dispatcher {
             return Ok(());
         }
         let ledger = recorder.ledger();
+        self.holds.expire(ledger, now).await?;
         let ready = ledger.ready_jobs(now, usize::MAX).await?;
         if ready.is_empty() {
             return Ok(());
@@ -421,6 +426,10 @@ impl Dispatcher {
             if stopping.contains_key(&job.id) {
                 continue;
             }
+            // A repository over a daily budget: its new jobs wait for the next day, unread.
+            if job.attempts == 0 && self.holds.holds(&job.issue.repo) {
+                continue;
+            }
             let repo_count = per_repo.entry(job.issue.repo.clone()).or_default();
             // A person's `/afk <instruction>` for this job, if any, goes with its prompt.
             let instruction = recorder.ledger().job_instruction(job.id).await?;
@@ -437,6 +446,21 @@ impl Dispatcher {
                 }
                 Next::Start(start) => start,
             };
+            // The budgets, under the policy just resolved (`AFK.md` may lower them).
+            let ledger = recorder.ledger();
+            if let Some(overrun) = job_gate(ledger, &job, &start.budget).await? {
+                recorder
+                    .record(&job, &Event::OverBudget { overrun }, None, clock.now())
+                    .await?;
+                continue;
+            }
+            if !self
+                .holds
+                .may_start(ledger, &job, &start.budget, clock.now())
+                .await?
+            {
+                continue;
+            }
             let span = job_span(
                 &job.issue,
                 job.id,
@@ -589,6 +613,8 @@ struct Start {
     attempt: NewAttempt,
     /// Where T3 makes its worktree, for a repository dispatched with worktrees.
     worktree: Option<WorktreePlan>,
+    /// The budgets of its repository's jobs, as resolved for it.
+    budget: afk_core::BudgetLimits,
 }
 
 impl Dispatcher {
@@ -642,6 +668,7 @@ impl Dispatcher {
                     plan,
                     attempt,
                     worktree,
+                    budget: policy.budget,
                 }))
             }
             Err(error) => Next::Refuse(error.to_string()),

@@ -198,11 +198,16 @@ impl FollowThrough {
                 key: keys.join("+"),
                 line,
             };
-            start_follow_up(
+            // A safe point of the job's agent time budget ([budget]): past it, no turn of its own.
+            let over_budget =
+                super::budget::job_gate_at_review(recorder.ledger(), &job, &policies.budget(&job.issue.repo))
+                    .await?;
+            start_follow_up_within(
                 recorder,
                 &job,
                 FollowUpBy::PullRequest,
                 max_turns,
+                over_budget,
                 cause,
                 prompt,
                 now,
@@ -233,12 +238,30 @@ pub(crate) async fn start_follow_up(
     prompt: String,
     now: DateTime<Utc>,
 ) -> Result<bool, ControlError> {
+    start_follow_up_within(recorder, job, by, max_turns, None, cause, prompt, now).await
+}
+
+/// [`start_follow_up`] for a job whose agent time budget may be spent (`over_budget`): a
+/// follow-up the pull request asks for is then not started, its cause is recorded as answered
+/// and the job waits for a person, with a note naming the budget and its figures.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_follow_up_within(
+    recorder: &mut Recorder,
+    job: &Job,
+    by: FollowUpBy,
+    max_turns: u32,
+    over_budget: Option<afk_core::AgentTimeOverrun>,
+    cause: Cause,
+    prompt: String,
+    now: DateTime<Utc>,
+) -> Result<bool, ControlError> {
     let used = recorder.ledger().follow_ups_used(job.id).await?;
     let event = Event::FollowUp {
         by,
         cause: cause.line.clone(),
         used,
         max_turns,
+        over_budget,
     };
     let follow_up = NewFollowUp {
         cause_key: cause.key,

@@ -21,6 +21,7 @@
 //! all); a ledger error ends the tick ([`ControlError`]) and the next tick starts afresh.
 
 mod actions;
+mod budget;
 pub mod commands;
 pub mod dispatcher;
 mod follow;
@@ -132,6 +133,8 @@ pub struct Settings {
     pub local_source: Option<PathBuf>,
     /// `[followup] max_turns`: follow-up turns afk starts on its own per job.
     pub follow_up_max_turns: u32,
+    /// `[budget]`: agent time per job, agent time and new jobs per repository per day.
+    pub budget: afk_core::BudgetLimits,
 }
 
 /// The GitHub side of afk: intake, `AFK.md` and reporting, all through `afk-github`.
@@ -239,7 +242,8 @@ impl ControlPlane {
             settings.projects,
             settings.limits.per_repo,
             t3.settings().branch_prefix.clone(),
-        );
+        )
+        .with_budget(settings.budget);
         let follow = follow::FollowThrough::new(t3.clone(), settings.follow_up_max_turns);
         Self {
             recorder: Recorder::new(ledger, settings.retry),
@@ -423,7 +427,9 @@ impl ControlPlane {
                 Some((a.thread_id.to_string(), path))
             }));
         }
-        let recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
+        let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
+        // A turn that alone ran past its job's agent time budget is stopped ([budget]).
+        recorded |= budget::stop_over_budget(&mut self.recorder, &self.policies, &live, now).await?;
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
         let to_stop = if recorded {
             self.recorder.ledger().attempts_to_stop().await?

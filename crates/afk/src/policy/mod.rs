@@ -7,12 +7,13 @@
 //! The standing-rules preamble every prompt starts with is the T3 client's (`[t3] preamble_file`
 //! replaces it); the prompt of a job without a template of its own is [`prompt::render`].
 
+pub mod budget;
 pub mod prompt;
 mod target;
 
 use std::collections::{BTreeMap, HashMap};
 
-use afk_core::{JobSource, Repo};
+use afk_core::{BudgetLimits, JobSource, Repo};
 use afk_github::{EligibleIssue, PolicyError, PolicySettings, PolicyStore, PromptContext, PromptIssue};
 use afk_ledger::Job;
 
@@ -35,6 +36,8 @@ pub struct RepoPolicy {
     pub model: Option<String>,
     /// Labels added to the issue while afk works on it (`AFK.md`), besides afk's own.
     pub extra_labels: Vec<String>,
+    /// The budgets of the repository's jobs: `[budget]`, lowered by `AFK.md`'s `budget:`.
+    pub budget: BudgetLimits,
 }
 
 impl RepoPolicy {
@@ -48,6 +51,7 @@ impl RepoPolicy {
             branch_prefix: settings.branch_prefix.clone().unwrap_or(self.branch_prefix),
             model: settings.model.clone(),
             extra_labels: settings.extra_labels.clone(),
+            budget: self.budget.lowered_by(settings.budget.limits()),
             target: self.target,
         }
     }
@@ -79,6 +83,8 @@ pub struct Policies {
     afk_md: Option<PolicyStore>,
     /// The last policy resolved per repository, for the reporter's labels.
     resolved: HashMap<Repo, RepoPolicy>,
+    /// `[budget]`.
+    budget: BudgetLimits,
 }
 
 impl Policies {
@@ -90,7 +96,21 @@ impl Policies {
             branch_prefix,
             afk_md: None,
             resolved: HashMap::new(),
+            budget: BudgetLimits::default(),
         }
+    }
+
+    /// Applies `[budget]`'s limits (none by default) to every repository's jobs.
+    pub fn with_budget(mut self, budget: BudgetLimits) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The budgets of `repo`'s jobs as last resolved for a dispatch of it (with its `AFK.md`),
+    /// else `[budget]`'s: what the watcher and the follow-through hold a running or reviewed
+    /// job to without asking GitHub on every tick.
+    pub fn budget(&self, repo: &Repo) -> BudgetLimits {
+        self.resolved.get(repo).map_or(self.budget, |p| p.budget)
     }
 
     /// Reads each GitHub job's `AFK.md` through `afk_md` from now on.
@@ -110,6 +130,7 @@ impl Policies {
             branch_prefix: self.branch_prefix.clone(),
             model: None,
             extra_labels: Vec::new(),
+            budget: self.budget,
         })
     }
 
@@ -265,6 +286,7 @@ mod tests {
             model: model.map(str::to_owned),
             extra_labels: vec!["bot".into()],
             followup: Default::default(),
+            budget: Default::default(),
         };
         // (AFK.md, limit, branch prefix, model, why)
         let cases = [
