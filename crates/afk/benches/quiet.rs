@@ -4,9 +4,10 @@
 //!
 //! Run with `cargo bench -p afk --bench quiet`; `AFK_QUIET_SIZES=1000,10000` picks other sizes
 //! (the first is the baseline of the ratio column). Prints a Markdown table on stdout; progress
-//! goes to stderr. `AFK_QUIET_SPIN=SECS` then ticks the largest fleet for SECS more seconds and
-//! says so on stderr first (`quiet: spinning`), for attaching a profiler (`perf record -p PID`)
-//! to the quiet ticks alone.
+//! goes to stderr. `AFK_QUIET_SPIN=SECS` then ticks the largest fleet for SECS more seconds with
+//! the pass skipped, and SECS more with the whole pass, saying so on stderr as each starts
+//! (`quiet: spinning (skipped pass) ... (pid PID)`), for attaching a profiler (`perf record -p
+//! PID`) to the quiet ticks alone.
 //!
 //! Every size gets a fresh world: the T3 stand-in (`t3-sim`) on loopback and a SQLite ledger
 //! file. Dispatching 100,000 jobs through T3's HTTP commands would take minutes, so the world is
@@ -22,7 +23,11 @@
 //! Timed, interleaved round by round so that the load of the shared machine falls on all alike:
 //!
 //! - `quiet tick, push`: `App::tick` (the whole control plane: status actions, intake, T3's view
-//!   from the stream, the watcher, stops, settle, resume, dispatch);
+//!   from the stream, the watcher, stops, settle, resume, dispatch), checked to skip the watcher's
+//!   pass (`ControlPlane::skipped_passes`);
+//! - the same tick with skipping off (`ControlPlane::skip_quiet_passes(false)`): the whole pass
+//!   over every live attempt, as every quiet tick made it before, and as a tick after any change
+//!   at T3 still does;
 //! - `its ledger reads alone`: what a quiet tick still reads from the ledger whatever the fleet
 //!   (`attempts_to_stop`, `jobs_in(timed_out, lost)` for settle, `ready_jobs`), for comparison.
 //!
@@ -152,16 +157,29 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
     drop(jobs);
     let sequence = world.sim.sequence();
 
-    let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut samples: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut round = 0;
     let mut started = Instant::now();
     loop {
         if round == WARM_UP {
             started = Instant::now();
         }
+        // The whole pass, as every quiet tick made it before passes were skipped (and as any
+        // tick after a change at T3 still does).
+        app.control_plane().skip_quiet_passes(false);
+        let t = Instant::now();
+        support::quiet_tick(&mut app).await;
+        let whole = t.elapsed();
+        app.control_plane().skip_quiet_passes(true);
+        let skipped = app.control_plane().skipped_passes();
         let t = Instant::now();
         support::quiet_tick(&mut app).await;
         let tick = t.elapsed();
+        assert_eq!(
+            app.control_plane().skipped_passes(),
+            skipped + 1,
+            "the quiet tick skipped its pass"
+        );
         let t = Instant::now();
         let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
         let ended = ledger
@@ -173,7 +191,8 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
         assert!(stop.is_empty() && ended.is_empty() && ready.is_empty());
         if round >= WARM_UP {
             samples[0].push(tick);
-            samples[1].push(reads);
+            samples[1].push(whole);
+            samples[2].push(reads);
         }
         round += 1;
         let timed = round.saturating_sub(WARM_UP);
@@ -185,17 +204,26 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
     assert!(app.control_plane().is_following_stream(), "still following the stream");
     phase("measured");
     if let Some(spin) = spin {
-        eprintln!("quiet: spinning for {spin:?} (pid {})", std::process::id());
-        let until = Instant::now() + spin;
-        let mut ticks = 0u64;
-        while Instant::now() < until {
-            support::quiet_tick(&mut app).await;
-            ticks += 1;
+        // First the ticks as they are (the pass skipped), then with the whole pass, each said on
+        // stderr as it starts so that a profiler attaches to one of them.
+        for (what, skip) in [("skipped", true), ("whole", false)] {
+            app.control_plane().skip_quiet_passes(skip);
+            eprintln!("quiet: spinning ({what} pass) for {spin:?} (pid {})", std::process::id());
+            let until = Instant::now() + spin;
+            let mut ticks = 0u64;
+            while Instant::now() < until {
+                support::quiet_tick(&mut app).await;
+                ticks += 1;
+            }
+            eprintln!("quiet: spun {ticks} ticks ({what} pass)");
         }
-        eprintln!("quiet: spun {ticks} ticks");
     }
 
-    let names = ["quiet tick, push (ControlPlane::tick)", "its ledger reads alone"];
+    let names = [
+        "quiet tick, push (ControlPlane::tick; the pass skipped)",
+        "the same tick with the whole pass (skipping off: as before this change)",
+        "its ledger reads alone (attempts_to_stop, jobs_in(timed_out, lost), ready_jobs)",
+    ];
     let rows = names
         .into_iter()
         .zip(samples)
@@ -258,7 +286,9 @@ async fn seed_ledger(url: &str, n: usize) {
             .await
             .expect("seeded");
     }
-    sqlx::query("ANALYZE").execute(&pool).await.expect("analyzed");
+    // No ANALYZE: afk never runs it, and with every job in one state SQLite's statistics would
+    // make it scan all jobs for `jobs_in` and `ready_jobs` instead of searching `jobs_state`
+    // (BENCHMARKS.md).
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(&pool)
         .await

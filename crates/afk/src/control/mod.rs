@@ -313,6 +313,13 @@ impl ControlPlane {
         self.watcher.skipped_passes()
     }
 
+    /// Skips quiet passes (`true`, the default) or never (`false`): for benchmarks, to measure
+    /// what a quiet tick costs when the whole pass runs, as after any change at T3. Decisions are
+    /// the same either way.
+    pub fn skip_quiet_passes(&mut self, on: bool) {
+        self.watcher.skip_quiet_passes(on);
+    }
+
     /// The ledger the control plane records in (a clone shares its connections).
     pub fn ledger(&self) -> &Ledger {
         self.recorder.ledger()

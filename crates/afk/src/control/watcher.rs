@@ -430,6 +430,8 @@ pub(crate) struct Watcher {
     skipped: u64,
     /// The stream's change counter, read just before the current view was taken from it.
     view_bumps: Option<u64>,
+    /// False when passes are never skipped (benchmarks measure the whole pass so).
+    may_skip_passes: bool,
 }
 
 /// What a [`Watcher::watch`] pass decided, for knowing whether the next one may be skipped.
@@ -475,6 +477,7 @@ impl Watcher {
             quiet: None,
             skipped: 0,
             view_bumps: None,
+            may_skip_passes: true,
         }
     }
 
@@ -492,7 +495,8 @@ impl Watcher {
         stopping_any: bool,
         now: DateTime<Utc>,
     ) -> bool {
-        let skip = !stopping_any
+        let skip = self.may_skip_passes
+            && !stopping_any
             && self.is_following_stream()
             && view.shows_waits()
             && self.quiet.as_ref().is_some_and(|quiet| {
@@ -534,6 +538,11 @@ impl Watcher {
             }
             _ => None,
         };
+    }
+
+    /// Never skips a pass when `on` is false (the cost of the whole pass, for benchmarks).
+    pub(crate) fn skip_quiet_passes(&mut self, on: bool) {
+        self.may_skip_passes = on;
     }
 
     /// How many passes [`Watcher::may_skip`] skipped so far.
