@@ -186,7 +186,10 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
             .jobs_in(&[JobState::TimedOut, JobState::Lost])
             .await
             .expect("the ended jobs");
-        let ready = ledger.ready_jobs(Utc::now(), usize::MAX).await.expect("the ready jobs");
+        let ready = ledger
+            .ready_jobs(Utc::now(), usize::MAX)
+            .await
+            .expect("the ready jobs");
         let reads = t.elapsed();
         assert!(stop.is_empty() && ended.is_empty() && ready.is_empty());
         if round >= WARM_UP {
@@ -200,15 +203,25 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
             break;
         }
     }
-    assert_eq!(world.sim.sequence(), sequence, "nothing changed at T3 while timing");
-    assert!(app.control_plane().is_following_stream(), "still following the stream");
+    assert_eq!(
+        world.sim.sequence(),
+        sequence,
+        "nothing changed at T3 while timing"
+    );
+    assert!(
+        app.control_plane().is_following_stream(),
+        "still following the stream"
+    );
     phase("measured");
     if let Some(spin) = spin {
         // First the ticks as they are (the pass skipped), then with the whole pass, each said on
         // stderr as it starts so that a profiler attaches to one of them.
         for (what, skip) in [("skipped", true), ("whole", false)] {
             app.control_plane().skip_quiet_passes(skip);
-            eprintln!("quiet: spinning ({what} pass) for {spin:?} (pid {})", std::process::id());
+            eprintln!(
+                "quiet: spinning ({what} pass) for {spin:?} (pid {})",
+                std::process::id()
+            );
             let until = Instant::now() + spin;
             let mut ticks = 0u64;
             while Instant::now() < until {

@@ -107,7 +107,9 @@ async fn a_change_at_t3_after_skipped_ticks_is_seen_on_the_next_tick() {
     }
     assert_eq!(app.control_plane().skipped_passes(), skipped + 3);
 
-    let thread = app.ledger().watched_attempts().await.unwrap()[0].thread_id.clone();
+    let thread = app.ledger().watched_attempts().await.unwrap()[0]
+        .thread_id
+        .clone();
     assert!(world.sim.finish_turn(thread.as_str(), TurnOutcome::Completed));
     // No clock jump, no timeout near: only the stream's news can end the job.
     let jobs = tick_at_until(&mut app, &clock, first_is(JobState::Succeeded)).await;

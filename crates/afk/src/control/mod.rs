@@ -472,7 +472,14 @@ impl ControlPlane {
         // dispatching attempt waits out a back-off that has not passed.
         let resumable: &[afk_ledger::WatchedAttempt] = if skip { &[] } else { &live };
         self.dispatcher
-            .resume(&mut self.recorder, &self.policies, &fleet, resumable, may_send, clock)
+            .resume(
+                &mut self.recorder,
+                &self.policies,
+                &fleet,
+                resumable,
+                may_send,
+                clock,
+            )
             .await?;
         if !skip {
             self.watcher.pass_was_quiet(
