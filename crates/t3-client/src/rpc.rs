@@ -70,6 +70,18 @@ impl Default for RpcSettings {
     }
 }
 
+/// The most one message (or frame) from T3 may hold. The shell stream's first item is the whole
+/// fleet in one message, about 0.8 KB a thread: tungstenite's defaults (64 MiB a message, 16 MiB a
+/// frame) refused it from about 20,000 threads on, and the stream then never came up.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// The socket's limits: [`MAX_MESSAGE_BYTES`] for a message and for a frame.
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
 /// One WebSocket to T3's `/ws`, shared: clones are handles to the same socket. The socket closes
 /// when the last handle (and the last [`RpcStream`]) is dropped.
 #[derive(Clone)]
@@ -218,7 +230,7 @@ impl RpcConnection {
 
             let attempt = tokio::time::timeout(
                 settings.connect_timeout,
-                tokio_tungstenite::connect_async(request),
+                tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), false),
             )
             .await;
             let refusal = match attempt {

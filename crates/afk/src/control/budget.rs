@@ -119,6 +119,20 @@ pub(crate) async fn job_gate_at_review(
     Ok(job_overrun(finished, limits))
 }
 
+/// The earliest instant a running turn of `live` alone reaches its job's agent time budget (as
+/// last resolved for its repository), when [`stop_over_budget`] may first record anything: a
+/// tick that skips the watcher's pass skips that too, so it must not skip past this.
+pub(crate) fn turn_deadline(policies: &Policies, live: &[WatchedAttempt]) -> Option<DateTime<Utc>> {
+    live.iter()
+        .filter(|a| a.job_state == JobState::Running && a.state == AttemptState::Running)
+        .filter_map(|a| {
+            let limit = policies.budget(&a.issue.repo).job_agent_time?;
+            let after = chrono::Duration::from_std(limit + a.input_waited).ok()?;
+            Some(a.updated_at + after)
+        })
+        .min()
+}
+
 /// Stops each running turn of `live` that alone ran past its job's agent time budget (as last
 /// resolved for its repository): records [`Event::OverBudget`], whose stop of the session the
 /// watcher carries out. A thread waiting for a person is never stopped so (its waiting is not

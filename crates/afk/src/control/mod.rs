@@ -310,6 +310,20 @@ impl ControlPlane {
         self.watcher.is_following_stream()
     }
 
+    /// How many ticks so far skipped the watcher's pass over the live attempts because nothing
+    /// changed at T3 or in the ledger since a pass that decided nothing and no timeout was due
+    /// (push watching only). For tests and benchmarks; nothing depends on it.
+    pub fn skipped_passes(&self) -> u64 {
+        self.watcher.skipped_passes()
+    }
+
+    /// Skips quiet passes (`true`, the default) or never (`false`): for benchmarks, to measure
+    /// what a quiet tick costs when the whole pass runs, as after any change at T3. Decisions are
+    /// the same either way.
+    pub fn skip_quiet_passes(&mut self, on: bool) {
+        self.watcher.skip_quiet_passes(on);
+    }
+
     /// The ledger the control plane records in (a clone shares its connections).
     pub fn ledger(&self) -> &Ledger {
         self.recorder.ledger()
@@ -418,19 +432,38 @@ impl ControlPlane {
         // at dispatching ones, and nothing in between moves a dispatching job.
         let live = self.recorder.watched_attempts().await?;
         let to_stop = self.recorder.ledger().attempts_to_stop().await?;
-        let Some(fleet) = self.watcher.confirmed(view, &live, &to_stop).await else {
-            return Ok(true);
+        // Nothing changed at T3 nor in the ledger since a pass that decided nothing, and no
+        // deadline it met has come: the walks over every live attempt below would decide nothing
+        // again, so a quiet tick costs the same whatever the size of the fleet.
+        let skip = self.watcher.may_skip(&view, &live, !to_stop.is_empty(), now);
+        // Whether the pass runs on the view as read, not on a snapshot that replaced it.
+        let (fleet, as_read) = if skip {
+            (view, true)
+        } else {
+            let Some(fleet) = self.watcher.confirmed(view.clone(), &live, &to_stop).await else {
+                return Ok(true);
+            };
+            let as_read = std::sync::Arc::ptr_eq(&view, &fleet);
+            // Held no longer than needed: the stream's task copies a view someone still holds.
+            drop(view);
+            (fleet, as_read)
         };
-        if let Some(status) = &self.status {
+        if let (Some(status), false) = (&self.status, skip) {
             status.saw_worktrees(live.iter().filter_map(|a| {
                 let path = fleet.thread(&a.thread_id)?.worktree_path.clone()?;
                 Some((a.thread_id.to_string(), path))
             }));
         }
-        let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
-        // A turn that alone ran past its job's agent time budget is stopped ([budget]).
-        recorded |= budget::stop_over_budget(&mut self.recorder, &self.policies, &live, now).await?;
+        let recorded = if skip {
+            false
+        } else {
+            let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
+            // A turn that alone ran past its job's agent time budget is stopped ([budget]).
+            recorded |= budget::stop_over_budget(&mut self.recorder, &self.policies, &live, now).await?;
+            recorded
+        };
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
+        let stopped_any = !to_stop.is_empty();
         let to_stop = if recorded {
             self.recorder.ledger().attempts_to_stop().await?
         } else {
@@ -442,9 +475,29 @@ impl ControlPlane {
             .await?;
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
         let may_send = self.waits.may_try(Topic::T3Operate, now);
+        // A skipped tick has no dispatch to resume: a pass is only skipped when every
+        // dispatching attempt waits out a back-off that has not passed.
+        let resumable: &[afk_ledger::WatchedAttempt] = if skip { &[] } else { &live };
         self.dispatcher
-            .resume(&mut self.recorder, &self.policies, &fleet, &live, may_send, clock)
+            .resume(
+                &mut self.recorder,
+                &self.policies,
+                &fleet,
+                resumable,
+                may_send,
+                clock,
+            )
             .await?;
+        if !skip {
+            self.watcher.pass_was_quiet(
+                &fleet,
+                as_read,
+                &live,
+                stopped_any || !stopping.is_empty(),
+                dispatching_until(&live, now)
+                    .map(|until| watcher::earliest(until, budget::turn_deadline(&self.policies, &live))),
+            );
+        }
         self.dispatcher
             .dispatch_ready(
                 &mut self.recorder,
@@ -559,6 +612,23 @@ impl ControlPlane {
     pub fn forget_cached_ledger(&mut self) {
         self.recorder.forget_cache();
     }
+}
+
+/// The earliest instant at which a dispatching attempt of `live` is to be resumed, while none is
+/// due at `now` (`None`: none waits); `Err` when one is due now (its resumption may need the
+/// next tick too, so no tick is skipped).
+fn dispatching_until(
+    live: &[afk_ledger::WatchedAttempt],
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ()> {
+    let mut until = None;
+    for attempt in live.iter().filter(|a| a.job_state == JobState::Dispatching) {
+        match attempt.job_not_before {
+            Some(at) if at > now => until = watcher::earliest(until, Some(at)),
+            _ => return Err(()),
+        }
+    }
+    Ok(until)
 }
 
 /// Why [`ControlPlane::run`] returned.

@@ -280,14 +280,22 @@ impl Recorder {
     /// The live attempts, read from the ledger only when a transition was recorded since the last
     /// read (every change to an attempt goes through [`Recorder::record`], and one control plane
     /// holds the ledger) or the last read is older than [`WATCHED_REREAD`]: a quiet tick over a
-    /// large fleet then reads nothing.
+    /// large fleet then reads nothing. The same `Arc` (by [`Arc::ptr_eq`]) is returned for as
+    /// long as the live attempts are unchanged, re-reads included: a new one means a transition
+    /// was recorded since, or the ledger changed.
     pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
         if let Some((live, at)) = &self.watched {
             if at.elapsed() < WATCHED_REREAD {
                 return Ok(live.clone());
             }
         }
-        let live = Arc::new(self.ledger.watched_attempts().await?);
+        let read = self.ledger.watched_attempts().await?;
+        // A re-read that finds what was cached keeps the cached read itself: the watcher then
+        // knows, by identity, that the ledger changed nothing it watches.
+        let live = match self.watched.take() {
+            Some((cached, _)) if *cached == read => cached,
+            _ => Arc::new(read),
+        };
         self.watched = Some((live.clone(), Instant::now()));
         Ok(live)
     }

@@ -433,6 +433,44 @@ pub(crate) struct Watcher {
     /// Threads whose success cannot be confirmed because their detail cannot be read, with the
     /// error last logged: it is logged at WARN once per error, not every tick.
     unconfirmed: SaidOnce,
+    /// What the last [`Watcher::watch`] pass concluded nothing from, and until when nothing can
+    /// come of it without a change: see [`Watcher::pass_was_quiet`].
+    last_pass: PassOutcome,
+    /// The pass the control plane may skip: see [`Watcher::may_skip`].
+    quiet: Option<QuietPass>,
+    /// How many passes were skipped so far (for tests and benchmarks).
+    skipped: u64,
+    /// The stream's change counter, read just before the current view was taken from it.
+    view_bumps: Option<u64>,
+    /// False when passes are never skipped (benchmarks measure the whole pass so).
+    may_skip_passes: bool,
+}
+
+/// What a [`Watcher::watch`] pass decided, for knowing whether the next one may be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassOutcome {
+    /// It recorded something, or left something for later that may be decided differently
+    /// without any change (a thread missing, a detail that could not be read, a recording the
+    /// ledger refused): the next pass must run.
+    Busy,
+    /// It decided nothing, and nothing can be decided before `until` (the earliest turn, stall
+    /// or answer deadline it met; `None`: no deadline at all) unless T3's view or the live
+    /// attempts change.
+    Quiet { until: Option<DateTime<Utc>> },
+}
+
+/// A pass that decided nothing on the shell stream's view: while the stream shows the same
+/// sequence, the live attempts are the same read and `now` is before `until`, a new pass would
+/// visit the same threads with the same inputs and decide nothing again.
+#[derive(Debug, Clone)]
+struct QuietPass {
+    sequence: u64,
+    /// The stream's change counter when that view was taken: a view replaced whole (a new
+    /// snapshot after a reconnect, say from a T3 that restarted its sequence) bumps it even at
+    /// the same sequence.
+    bumps: Option<u64>,
+    live: Arc<Vec<WatchedAttempt>>,
+    until: Option<DateTime<Utc>>,
 }
 
 impl Watcher {
@@ -447,7 +485,81 @@ impl Watcher {
             unconfirmed: SaidOnce::default(),
             stalls: StallTracker::default(),
             stops: HashMap::new(),
+            last_pass: PassOutcome::Busy,
+            quiet: None,
+            skipped: 0,
+            view_bumps: None,
+            may_skip_passes: true,
         }
+    }
+
+    /// True when the pass over `live` on `view` (read at `now`, with no thread to stop) may be
+    /// skipped, and counts it: the view is the shell stream's at the same sequence as a pass that
+    /// decided nothing (T3 changed nothing since), `live` is the very read that pass watched (the
+    /// ledger changed nothing afk watches), and `now` is before the earliest deadline that pass
+    /// met. Every decision of [`thread_event`], [`wait_event`] and [`stop_step`] would then be
+    /// the same "nothing": only what is visited changes, never what is decided. Never while
+    /// polling: each snapshot is a new read.
+    pub(crate) fn may_skip(
+        &mut self,
+        view: &Fleet,
+        live: &Arc<Vec<WatchedAttempt>>,
+        stopping_any: bool,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let skip = self.may_skip_passes
+            && !stopping_any
+            && self.is_following_stream()
+            && view.shows_waits()
+            && self.quiet.as_ref().is_some_and(|quiet| {
+                quiet.sequence == view.sequence()
+                    && quiet.bumps == self.view_bumps
+                    && Arc::ptr_eq(&quiet.live, live)
+                    && quiet.until.is_none_or(|until| now < until)
+            });
+        if skip {
+            self.skipped += 1;
+        } else {
+            self.quiet = None;
+        }
+        skip
+    }
+
+    /// Notes how the tick that just ran its pass over `live` on `view` ended: when the pass
+    /// decided nothing, ran on the stream's own view, nothing was being stopped and nothing else
+    /// in the tick waits on time before `also_until` (`Err`: something does now), the next ticks
+    /// may skip it ([`Watcher::may_skip`]).
+    pub(crate) fn pass_was_quiet(
+        &mut self,
+        view: &Fleet,
+        on_stream_view: bool,
+        live: &Arc<Vec<WatchedAttempt>>,
+        stopping_any: bool,
+        also_until: Result<Option<DateTime<Utc>>, ()>,
+    ) {
+        self.quiet = match (self.last_pass, also_until) {
+            (PassOutcome::Quiet { until }, Ok(also))
+                if on_stream_view && !stopping_any && self.is_following_stream() && view.shows_waits() =>
+            {
+                Some(QuietPass {
+                    sequence: view.sequence(),
+                    bumps: self.view_bumps,
+                    live: live.clone(),
+                    until: earliest(until, also),
+                })
+            }
+            _ => None,
+        };
+    }
+
+    /// Never skips a pass when `on` is false (the cost of the whole pass, for benchmarks).
+    pub(crate) fn skip_quiet_passes(&mut self, on: bool) {
+        self.may_skip_passes = on;
+    }
+
+    /// How many passes [`Watcher::may_skip`] skipped so far.
+    pub(crate) fn skipped_passes(&self) -> u64 {
+        self.skipped
     }
 
     pub(crate) fn read_with(&mut self, reader: T3Client) {
@@ -479,7 +591,10 @@ impl Watcher {
     pub(crate) async fn view(&mut self, may_read: bool) -> Option<Result<Arc<Fleet>, T3Error>> {
         // Each switch (stream up or down, T3 reachable) is logged once, when it happens.
         let base = redact_url(self.reader.base_url()).into_owned();
+        self.view_bumps = None;
         if let Some(feed) = &self.feed {
+            // Read before the view: a view replaced after this read bumps it past this value.
+            self.view_bumps = Some(*feed.changes().borrow());
             if let Some(fleet) = feed.fleet() {
                 if self.following_stream.replace(true) != Some(true) {
                     tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
@@ -546,6 +661,10 @@ impl Watcher {
         self.stalls.pass += 1;
         let mut absent = HashSet::new();
         let mut recorded = false;
+        // Whether this pass concluded anything (or left anything to retry), and the earliest
+        // time at which one of its "nothing yet" could turn into an event with no change at T3.
+        let mut busy = false;
+        let mut until: Option<DateTime<Utc>> = None;
         let shell = self.waits_view(fleet, live).await;
         let waits = if fleet.shows_waits() {
             Some(fleet)
@@ -591,8 +710,18 @@ impl Watcher {
                     .then(|| thread_event(&seen, running_for, &self.timeouts))
                     .flatten()
             }) else {
+                if matches!(seen, Sighting::Missing { .. }) {
+                    // Counted per view: the next pass must count it again.
+                    busy = true;
+                }
+                until = earliest(
+                    until,
+                    quiet_until(&seen, waiting, asks, running_for, waited, &self.timeouts, now),
+                );
                 continue;
             };
+            // Every branch below records, or leaves the attempt to a later pass.
+            busy = true;
             // On T3 a thread waiting for a person looks stalled (its `updatedAt` stands still):
             // while the shell cannot tell whether it waits, no timeout is concluded.
             let may_wait = fleet
@@ -662,6 +791,11 @@ impl Watcher {
             .retain(|thread| fleet.unreadable(thread).is_some());
         self.stalls.absent.retain(|thread, _| absent.contains(thread));
         self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
+        self.last_pass = if busy || recorded || !absent.is_empty() {
+            PassOutcome::Busy
+        } else {
+            PassOutcome::Quiet { until }
+        };
         Ok(recorded)
     }
 
@@ -881,6 +1015,52 @@ fn warn_stop(job: &Job, attempt: &Attempt, what: &str, error: &T3Error) {
     );
 }
 
+/// The earlier of two optional instants (`None`: never).
+pub(crate) fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// For an attempt whose thread T3 shows as `sighting` and for which [`wait_event`] and
+/// [`thread_event`] decided nothing at `now` (with the same arguments), the earliest instant at
+/// which they could decide something while T3's view and the ledger stay as they are: the turn
+/// timeout and the stall timeout of a starting or running thread, the answer timeout of a wait
+/// for a person. `None`: nothing can happen without a change. An instant at or before which
+/// both still decide nothing (the timeouts fire strictly after their limit).
+fn quiet_until(
+    sighting: &Sighting,
+    waiting: bool,
+    asks: Option<bool>,
+    running_for: Duration,
+    waited: Option<Duration>,
+    timeouts: &Timeouts,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let after = |limit: Duration, spent: Duration| {
+        now.checked_add_signed(chrono::Duration::from_std(limit.saturating_sub(spent)).ok()?)
+    };
+    let Sighting::Seen {
+        state, unchanged_for, ..
+    } = sighting
+    else {
+        return None;
+    };
+    let working = matches!(state, ThreadState::Starting | ThreadState::Running);
+    match (waiting, working) {
+        (false, true) => earliest(
+            after(timeouts.turn, running_for),
+            after(timeouts.stall, *unchanged_for),
+        ),
+        (true, true) if *state == ThreadState::Running && asks == Some(true) => {
+            after(timeouts.answer, waited.unwrap_or_default())
+        }
+        _ => None,
+    }
+}
+
 /// True when the latest turn of `thread` ended before `since` (when a follow-up was recorded).
 /// T3's clock against afk's: on one host they agree; across hosts a skew of more than the gap
 /// between a turn's end and its follow-up would misread which turn T3 shows.
@@ -1029,6 +1209,65 @@ mod tests {
                 expected,
                 "{why}: {sighting:?}"
             );
+        }
+    }
+
+    #[test]
+    fn nothing_is_decided_before_a_quiet_pass_deadline_and_something_is_just_after_it() {
+        use ThreadState::{Running, Starting};
+        let t = timeouts();
+        let now = Utc::now();
+        let secs = Duration::from_secs;
+        // (state, the job waits, the thread asks, running for, unchanged for, waited, the
+        // deadline in seconds from now, why)
+        #[rustfmt::skip]
+        let cases = [
+            (Running, false, Some(false), 100, 10, None, Some(50), "the stall comes first"),
+            (Running, false, Some(false), 590, 10, None, Some(10), "the turn timeout comes first"),
+            (Starting, false, None, 0, 0, None, Some(60), "a turn that never starts stalls"),
+            (Running, true, Some(true), 0, 9_999, Some(3_000), Some(600), "the answer timeout"),
+            (Running, true, None, 0, 0, Some(10), None, "the shell cannot say: nothing without a change"),
+            (Starting, true, None, 0, 0, Some(10), None, "a waiting thread not back yet is never timed out"),
+        ];
+        for (state, waiting, asks, running, unchanged, waited, expected, why) in cases {
+            let decide = |later: Duration| {
+                let seen = Sighting::Seen {
+                    state: state.clone(),
+                    has_turn: true,
+                    session: Some(SessionStatus::Running),
+                    unchanged_for: secs(unchanged) + later,
+                };
+                let waited = waited.map(|w| secs(w) + later);
+                wait_event(&seen, waiting, asks, waited, &t).or_else(|| {
+                    (!waiting)
+                        .then(|| thread_event(&seen, secs(running) + later, &t))
+                        .flatten()
+                })
+            };
+            assert_eq!(decide(Duration::ZERO), None, "{why}: quiet now");
+            let seen = Sighting::Seen {
+                state: state.clone(),
+                has_turn: true,
+                session: Some(SessionStatus::Running),
+                unchanged_for: secs(unchanged),
+            };
+            let until = quiet_until(&seen, waiting, asks, secs(running), waited.map(secs), &t, now);
+            let left = until.map(|u| (u - now).to_std().expect("a deadline ahead"));
+            assert_eq!(left, expected.map(secs), "{why}");
+            match left {
+                Some(left) => {
+                    assert_eq!(decide(left), None, "{why}: nothing at the deadline itself");
+                    assert!(
+                        decide(left + Duration::from_millis(1)).is_some(),
+                        "{why}: something just after it"
+                    );
+                }
+                None => {
+                    for later in [secs(3_600), secs(1_000 * 3_600)] {
+                        assert_eq!(decide(later), None, "{why}: nothing ever");
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,395 @@
+//! A quiet tick in push mode (issue 18): what `ControlPlane::tick` costs when afk follows T3's
+//! shell stream (`orchestration.subscribeShell`, the default `[watch] push = true`) and nothing
+//! changed at T3 or in the sources, at 1,000, 10,000 and 100,000 running threads.
+//!
+//! Run with `cargo bench -p afk --bench quiet`; `AFK_QUIET_SIZES=1000,10000` picks other sizes
+//! (the first is the baseline of the ratio column). Prints a Markdown table on stdout; progress
+//! goes to stderr. `AFK_QUIET_SPIN=SECS` then ticks the largest fleet for SECS more seconds with
+//! the pass skipped, and SECS more with the whole pass, saying so on stderr as each starts
+//! (`quiet: spinning (skipped pass) ... (pid PID)`), for attaching a profiler (`perf record -p
+//! PID`) to the quiet ticks alone.
+//!
+//! Every size gets a fresh world: the T3 stand-in (`t3-sim`) on loopback and a SQLite ledger
+//! file. Dispatching 100,000 jobs through T3's HTTP commands would take minutes, so the world is
+//! **seeded directly**: the ledger by SQL shaped as the state machine records a dispatch (N
+//! `running` jobs from the local source, each with its `running` attempt and the events
+//! `queued → dispatching → running`), and the stand-in by applying each attempt's `thread.create`
+//! and `thread.turn.start` in process (`SimServer::apply_command`, the same decider as over HTTP),
+//! with a `[sim:hang]` turn that never ends. The bench checks that all N threads run in T3 before
+//! anything is timed. afk itself is built as `afk run` builds it (`App::build`, local source off,
+//! push on) and ticks until it follows the stream; then the ticks are afk's real `ControlPlane::
+//! tick` on real data, each checked to record nothing and to find T3 reachable.
+//!
+//! Timed, interleaved round by round so that the load of the shared machine falls on all alike:
+//!
+//! - `quiet tick, push`: `App::tick` (the whole control plane: status actions, intake, T3's view
+//!   from the stream, the watcher, stops, settle, resume, dispatch), checked to skip the watcher's
+//!   pass (`ControlPlane::skipped_passes`);
+//! - the same tick with skipping off (`ControlPlane::skip_quiet_passes(false)`): the whole pass
+//!   over every live attempt, as every quiet tick made it before, and as a tick after any change
+//!   at T3 still does;
+//! - `its ledger reads alone`: what a quiet tick still reads from the ledger whatever the fleet
+//!   (`attempts_to_stop`, `jobs_in(timed_out, lost)` for settle, `ready_jobs`), for comparison.
+//!
+//! Medians and ratios from one run; the machine is shared, so absolute times are only indicative.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use afk::app::App;
+use afk_core::JobState;
+use afk_ledger::Ledger;
+use chrono::Utc;
+use common::World;
+use t3_client::wire::ClientCommand;
+use t3_client::ThreadState;
+
+/// Untimed rounds first, to warm caches and the allocator.
+const WARM_UP: usize = 3;
+const MIN_RUNS: usize = 15;
+const MAX_RUNS: usize = 201;
+/// Roughly how long the timed rounds of one size may take.
+const BUDGET: Duration = Duration::from_secs(3);
+/// A paragraph of a typical bug report; an issue body and a prompt repeat it to about 1.5 KB.
+const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor the handler returns \
+    500 instead of the first page. Steps: call GET /api/orders?cursor= with a valid token. Expected: \
+    the first page, as without the parameter. Actual: a stack trace in the logs.\n\n";
+
+struct Row {
+    scenario: &'static str,
+    n: usize,
+    median: Duration,
+    fastest: Duration,
+    slowest: Duration,
+    runs: usize,
+}
+
+fn main() {
+    let sizes = sizes();
+    let spin = std::env::var("AFK_QUIET_SPIN")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let runtime = support::runtime();
+    let mut rows = Vec::new();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    for &n in &sizes {
+        eprintln!("quiet: {n} running threads");
+        let spin = spin.filter(|_| n == largest);
+        rows.extend(runtime.block_on(quiet(n, spin)));
+    }
+    print_table(&rows, sizes[0]);
+}
+
+/// The sizes from `AFK_QUIET_SIZES` (comma-separated), else 1,000, 10,000 and 100,000.
+fn sizes() -> Vec<usize> {
+    let defaults = vec![1_000, 10_000, 100_000];
+    let Ok(text) = std::env::var("AFK_QUIET_SIZES") else {
+        return defaults;
+    };
+    let sizes: Vec<usize> = text
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if sizes.is_empty() {
+        eprintln!("quiet: AFK_QUIET_SIZES={text:?} has no sizes; using the defaults");
+        return defaults;
+    }
+    sizes
+}
+
+async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
+    let clock = Instant::now();
+    let phase = |what: &str| eprintln!("quiet: N={n}: {what} ({:.1?} in)", clock.elapsed());
+    let mut world = World::new(Duration::from_secs(3600)).await;
+    // Nothing may time out or stall while the bench runs, however slow the machine.
+    world.config.watch.stall_timeout = Duration::from_secs(24 * 3600);
+    world.config.watch.turn_timeout = Duration::from_secs(24 * 3600);
+    world.config.watch.push = true;
+    world.config.t3.request_timeout = Duration::from_secs(300);
+    world.config.limits.max_concurrent = u32::try_from(n).expect("a size that fits u32");
+    world.config.limits.per_repo = world.config.limits.max_concurrent;
+    world.config.source.local = None;
+
+    let ledger = Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("the ledger opens");
+    seed_ledger(&world.config.ledger.url, n).await;
+    phase("ledger seeded");
+    let live = ledger.watched_attempts().await.expect("the live attempts");
+    assert_eq!(live.len(), n, "every job has its running attempt");
+    for attempt in &live {
+        for command in [
+            thread_create(attempt.thread_id.as_str(), attempt.job_id.0),
+            turn_start(attempt.thread_id.as_str(), attempt.job_id.0),
+        ] {
+            let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
+            world.sim.apply_command(command).expect("T3 takes it");
+        }
+    }
+    drop(live);
+    phase("T3 seeded");
+    wait_all_running(&world, n).await;
+    phase("all running in T3");
+
+    let mut app = App::build(world.config.clone())
+        .await
+        .expect("the control plane is wired");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        support::quiet_tick(&mut app).await;
+        if app.control_plane().is_following_stream() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shell stream never synchronized");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    phase("following the stream");
+    let jobs = ledger
+        .jobs_in(&[JobState::Running])
+        .await
+        .expect("the running jobs");
+    assert_eq!(jobs.len(), n, "all jobs running");
+    drop(jobs);
+    let sequence = world.sim.sequence();
+
+    let mut samples: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut round = 0;
+    let mut started = Instant::now();
+    loop {
+        if round == WARM_UP {
+            started = Instant::now();
+        }
+        // The whole pass, as every quiet tick made it before passes were skipped (and as any
+        // tick after a change at T3 still does).
+        app.control_plane().skip_quiet_passes(false);
+        let t = Instant::now();
+        support::quiet_tick(&mut app).await;
+        let whole = t.elapsed();
+        app.control_plane().skip_quiet_passes(true);
+        let skipped = app.control_plane().skipped_passes();
+        let t = Instant::now();
+        support::quiet_tick(&mut app).await;
+        let tick = t.elapsed();
+        assert_eq!(
+            app.control_plane().skipped_passes(),
+            skipped + 1,
+            "the quiet tick skipped its pass"
+        );
+        let t = Instant::now();
+        let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
+        let ended = ledger
+            .jobs_in(&[JobState::TimedOut, JobState::Lost])
+            .await
+            .expect("the ended jobs");
+        let ready = ledger
+            .ready_jobs(Utc::now(), usize::MAX)
+            .await
+            .expect("the ready jobs");
+        let reads = t.elapsed();
+        assert!(stop.is_empty() && ended.is_empty() && ready.is_empty());
+        if round >= WARM_UP {
+            samples[0].push(tick);
+            samples[1].push(whole);
+            samples[2].push(reads);
+        }
+        round += 1;
+        let timed = round.saturating_sub(WARM_UP);
+        if timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= BUDGET) {
+            break;
+        }
+    }
+    assert_eq!(
+        world.sim.sequence(),
+        sequence,
+        "nothing changed at T3 while timing"
+    );
+    assert!(
+        app.control_plane().is_following_stream(),
+        "still following the stream"
+    );
+    phase("measured");
+    if let Some(spin) = spin {
+        // First the ticks as they are (the pass skipped), then with the whole pass, each said on
+        // stderr as it starts so that a profiler attaches to one of them.
+        for (what, skip) in [("skipped", true), ("whole", false)] {
+            app.control_plane().skip_quiet_passes(skip);
+            eprintln!(
+                "quiet: spinning ({what} pass) for {spin:?} (pid {})",
+                std::process::id()
+            );
+            let until = Instant::now() + spin;
+            let mut ticks = 0u64;
+            while Instant::now() < until {
+                support::quiet_tick(&mut app).await;
+                ticks += 1;
+            }
+            eprintln!("quiet: spun {ticks} ticks ({what} pass)");
+        }
+    }
+
+    let names = [
+        "quiet tick, push (ControlPlane::tick; the pass skipped)",
+        "the same tick with the whole pass (skipping off: as before this change)",
+        "its ledger reads alone (attempts_to_stop, jobs_in(timed_out, lost), ready_jobs)",
+    ];
+    let rows = names
+        .into_iter()
+        .zip(samples)
+        .map(|(scenario, mut s)| {
+            s.sort();
+            Row {
+                scenario,
+                n,
+                median: s[s.len() / 2],
+                fastest: s[0],
+                slowest: s[s.len() - 1],
+                runs: s.len(),
+            }
+        })
+        .collect();
+    ledger.close().await;
+    drop(app);
+    world.sim.shutdown().await;
+    phase("shut down");
+    rows
+}
+
+/// Fills the migrated ledger at `url` with `n` running jobs (alternately of the two configured
+/// repositories, from the local source), each with its running attempt (thread `thread-ID`) and
+/// the events of its dispatch, as the state machine records them.
+async fn seed_ledger(url: &str, n: usize) {
+    let now = Utc::now().timestamp_millis();
+    let body = format!("{}Keep working until stopped. [sim:hang]", PARAGRAPH.repeat(6));
+    let pool = sqlx::SqlitePool::connect(url).await.expect("the SQLite file");
+    let statements = [
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+                 dispatch_tries, not_before_ms, last_error, created_ms, updated_ms, reported) \
+             SELECT CASE WHEN i % 2 = 0 THEN 'acme/api' ELSE 'acme/web' END, i, 'Issue ' || i, $1, \
+                 '[\"afk\"]', 2, 'local', 'running', 1, 1, NULL, NULL, {now}, {now}, NULL FROM n"
+        ),
+        format!(
+            "INSERT INTO attempts (job_id, number, state, thread_id, project_id, create_command_id, \
+                 turn_command_id, message_id, title, branch, prompt, dispatch_tries, last_error, \
+                 stop_pending, created_ms, updated_ms, ended_ms) \
+             SELECT id, 1, 'running', 'thread-' || id, \
+                 CASE WHEN repo = 'acme/api' THEN 'proj-api' ELSE 'proj-web' END, 'create-' || id, \
+                 'turn-' || id, 'message-' || id, title, 'afk/issue-' || number, $1, 1, NULL, FALSE, \
+                 {now}, {now}, NULL FROM jobs WHERE state = 'running'"
+        ),
+        "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+         SELECT id, 1, 'queued', 'dispatching', CASE WHEN $1 = '' THEN '' ELSE 'dispatching' END, \
+             created_ms FROM jobs"
+            .to_owned(),
+        "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+         SELECT id, 1, 'dispatching', 'running', CASE WHEN $1 = '' THEN '' ELSE 'running' END, \
+             created_ms FROM jobs"
+            .to_owned(),
+    ];
+    for sql in statements {
+        sqlx::query(&sql)
+            .bind(&body)
+            .execute(&pool)
+            .await
+            .expect("seeded");
+    }
+    // No ANALYZE: afk never runs it, and with every job in one state SQLite's statistics would
+    // make it scan all jobs for `jobs_in` and `ready_jobs` instead of searching `jobs_state`
+    // (BENCHMARKS.md).
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+        .expect("checkpointed");
+    pool.close().await;
+}
+
+/// The `thread.create` afk sends for job `job`'s first attempt (no worktree bootstrap).
+fn thread_create(thread: &str, job: i64) -> serde_json::Value {
+    let project = if job % 2 == 0 { "proj-api" } else { "proj-web" };
+    serde_json::json!({
+        "type": "thread.create",
+        "commandId": format!("create-{job}"),
+        "threadId": thread,
+        "projectId": project,
+        "title": format!("Issue {job}"),
+        "modelSelection": {"instanceId": "claudeAgent", "model": "claude-sonnet-4-5"},
+        "runtimeMode": "full-access",
+        "interactionMode": "default",
+        "branch": format!("afk/issue-{job}"),
+        "worktreePath": null,
+        "createdAt": t3_client::wire::Timestamp::now(),
+    })
+}
+
+/// The `thread.turn.start` of that attempt: a turn that never ends by itself.
+fn turn_start(thread: &str, job: i64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "thread.turn.start",
+        "commandId": format!("turn-{job}"),
+        "threadId": thread,
+        "message": {
+            "messageId": format!("message-{job}"),
+            "role": "user",
+            "text": "Keep working until stopped. [sim:hang]",
+            "attachments": [],
+        },
+        "runtimeMode": "full-access",
+        "interactionMode": "default",
+        "createdAt": t3_client::wire::Timestamp::now(),
+    })
+}
+
+/// Waits until T3 shows all `n` threads running (their sessions past the stand-in's startup
+/// delay); panics after ten minutes.
+async fn wait_all_running(world: &World, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let model = world.sim.read_model();
+        let running = model
+            .threads
+            .iter()
+            .filter(|t| ThreadState::of(Some(t)) == ThreadState::Running)
+            .count();
+        if running == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {running} of {n} threads running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_table(rows: &[Row], baseline: usize) {
+    println!("| scenario | N running | median | fastest | slowest | runs | median vs N={baseline} |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut scenarios: Vec<&str> = Vec::new();
+    for row in rows {
+        if !scenarios.contains(&row.scenario) {
+            scenarios.push(row.scenario);
+        }
+    }
+    for scenario in scenarios {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let base = of.iter().find(|r| r.n == baseline).map(|r| r.median);
+        for row in of {
+            let ratio = base.map_or("-".to_string(), |b| {
+                format!("{:.2}x", row.median.as_secs_f64() / b.as_secs_f64())
+            });
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.scenario,
+                row.n,
+                support::human_secs(row.median.as_secs_f64()),
+                support::human_secs(row.fastest.as_secs_f64()),
+                support::human_secs(row.slowest.as_secs_f64()),
+                row.runs,
+                ratio
+            );
+        }
+    }
+}
