@@ -99,7 +99,8 @@ impl BudgetSettings {
     }
 }
 
-/// An optional duration written as text (`30m`, `4h`), longer than zero.
+/// An optional duration written as text (`30m`, `4h`), longer than zero and at most ten years
+/// (as `[budget]` in afk.toml: past that, instants computed from it would overflow).
 mod duration_text {
     use std::time::Duration;
 
@@ -120,6 +121,9 @@ mod duration_text {
             Ok(d) if d.is_zero() => Err(serde::de::Error::custom(format!(
                 "{text:?} must be longer than zero"
             ))),
+            Ok(d) if d > Duration::from_secs(3650 * 24 * 3600) => Err(serde::de::Error::custom(
+                format!("{text:?} is longer than ten years"),
+            )),
             Ok(d) => Ok(Some(d)),
             Err(e) => Err(serde::de::Error::custom(format!(
                 "{text:?} is not a duration like 30m or 4h ({e})"

@@ -376,8 +376,11 @@ impl<'a> Plan<'a> {
         match &transition.attempt {
             None => {
                 // A refusal fails the job without an attempt, and a job gives up before its next
-                // attempt (its budget spent): the note is the only reason there is.
-                if matches!(transition.to, JobState::Failed | JobState::GivenUp) {
+                // attempt (its budget spent): the note is the only reason there is. (A job that
+                // gives up as its last attempt settles keeps that attempt's error.)
+                if transition.to == JobState::Failed
+                    || (transition.to == JobState::GivenUp && transition.from == JobState::RetryWait)
+                {
                     plan.last_error = Some(transition.note.clone());
                 }
             }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use afk_core::{AgentTimeOverrun, AttemptState, BudgetLimits, Event, JobState, Repo};
 use afk_ledger::{Job, Ledger, LedgerError, Wait, WatchedAttempt};
 use chrono::{DateTime, Utc};
+use t3_client::{Fleet, ThreadState};
 
 use super::record::Recorder;
 use super::ControlError;
@@ -127,8 +128,8 @@ pub(crate) fn turn_deadline(policies: &Policies, live: &[WatchedAttempt]) -> Opt
         .filter(|a| a.job_state == JobState::Running && a.state == AttemptState::Running)
         .filter_map(|a| {
             let limit = policies.budget(&a.issue.repo).job_agent_time?;
-            let after = chrono::Duration::from_std(limit + a.input_waited).ok()?;
-            Some(a.updated_at + after)
+            let after = chrono::Duration::from_std(limit.checked_add(a.input_waited)?).ok()?;
+            a.updated_at.checked_add_signed(after)
         })
         .min()
 }
@@ -140,12 +141,23 @@ pub(crate) fn turn_deadline(policies: &Policies, live: &[WatchedAttempt]) -> Opt
 pub(crate) async fn stop_over_budget(
     recorder: &mut Recorder,
     policies: &Policies,
+    fleet: &Fleet,
     live: &[WatchedAttempt],
     now: DateTime<Utc>,
 ) -> Result<bool, ControlError> {
     let mut recorded = false;
     for attempt in live {
         if attempt.job_state != JobState::Running || attempt.state != AttemptState::Running {
+            continue;
+        }
+        // Only a turn T3 shows working: one that ended (its success not confirmed yet) or that
+        // afk cannot read is the watcher's to settle, not a budget's to stop.
+        let working = fleet.unreadable(&attempt.thread_id).is_none()
+            && matches!(
+                ThreadState::of(fleet.thread(&attempt.thread_id)),
+                ThreadState::Starting | ThreadState::Running
+            );
+        if !working {
             continue;
         }
         let limits = policies.budget(&attempt.issue.repo);
