@@ -402,6 +402,10 @@ fn sighting(
     }
 }
 
+/// How long the first tick waits for T3's shell stream to synchronize (or fail) before it reads
+/// the HTTP snapshot instead.
+const FIRST_STREAM_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Follows T3 and acts on what its threads do.
 pub(crate) struct Watcher {
     /// Reads the snapshot: the operate client unless a read-only token was configured.
@@ -468,6 +472,11 @@ impl Watcher {
         // Each switch (stream up or down, T3 reachable) is logged once, when it happens.
         let base = redact_url(self.reader.base_url()).into_owned();
         if let Some(feed) = &self.feed {
+            if self.following_stream.is_none() && may_read {
+                // The first view: the stream's first snapshot is usually on its way, and the HTTP
+                // snapshot read beside it would hold the whole fleet twice at once.
+                feed.settled(FIRST_STREAM_PATIENCE).await;
+            }
             if let Some(fleet) = feed.fleet() {
                 if self.following_stream.replace(true) != Some(true) {
                     tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
