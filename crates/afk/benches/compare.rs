@@ -446,7 +446,11 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
     let profile = std::env::var("AFK_COMPARE_PROFILE").ok();
     let mut command = match &profile {
         Some(dir) => {
-            let stem = config_file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let stem = config_file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let mut command = Command::new("heaptrack");
             command.arg("-o").arg(Path::new(dir).join(stem)).arg(AFK);
             // Its own process group, so that Ctrl-C reaches afk and heaptrack alike.

@@ -235,19 +235,27 @@ impl From<ShellItem> for FleetItem {
         };
         match item {
             ShellItem::Snapshot { snapshot: s } => snapshot(s, Vec::new()),
-            ShellItem::PartialSnapshot { snapshot: s, unreadable } => snapshot(s, unreadable),
+            ShellItem::PartialSnapshot {
+                snapshot: s,
+                unreadable,
+            } => snapshot(s, unreadable),
             ShellItem::Synchronized => FleetItem::Synchronized,
-            ShellItem::ProjectUpserted { sequence, project } => FleetItem::ProjectUpserted { sequence, project },
-            ShellItem::ProjectRemoved { sequence, project_id } => FleetItem::ProjectRemoved {
-                sequence,
-                project_id,
-            },
+            ShellItem::ProjectUpserted { sequence, project } => {
+                FleetItem::ProjectUpserted { sequence, project }
+            }
+            ShellItem::ProjectRemoved { sequence, project_id } => {
+                FleetItem::ProjectRemoved { sequence, project_id }
+            }
             ShellItem::ThreadUpserted { sequence, thread } => FleetItem::ThreadUpserted {
                 sequence,
                 thread: thread.into(),
             },
-            ShellItem::ThreadUnreadable { sequence, thread } => FleetItem::ThreadUnreadable { sequence, thread },
-            ShellItem::ThreadRemoved { sequence, thread_id } => FleetItem::ThreadRemoved { sequence, thread_id },
+            ShellItem::ThreadUnreadable { sequence, thread } => {
+                FleetItem::ThreadUnreadable { sequence, thread }
+            }
+            ShellItem::ThreadRemoved { sequence, thread_id } => {
+                FleetItem::ThreadRemoved { sequence, thread_id }
+            }
             ShellItem::Other => FleetItem::Other,
         }
     }

@@ -711,7 +711,10 @@ fn route(book: &Book, frame: tungstenite::Utf8Bytes, url: &str) -> Routed {
                 .iter()
                 .filter_map(|v| serde_json::value::to_raw_value(v).ok())
                 .collect();
-            book.deliver(request_id.0, Delivery::Chunk(ChunkValues(ChunkRepr::Owned(values))));
+            book.deliver(
+                request_id.0,
+                Delivery::Chunk(ChunkValues(ChunkRepr::Owned(values))),
+            );
             Routed::Done
         }
         Ok(ServerMessage::Pong) => Routed::Pong,

@@ -105,7 +105,10 @@ fn check_read_model(body: &[u8]) {
         }
         Err(_) => {
             assert!(strict.is_err(), "what decodes strictly decodes per thread");
-            assert!(compact.is_err(), "the watcher's decoding fails where the read model's does");
+            assert!(
+                compact.is_err(),
+                "the watcher's decoding fails where the read model's does"
+            );
         }
     }
 }
@@ -122,7 +125,10 @@ fn check_shell_item(text: &str) {
             view.apply(compact);
             assert_eq!(seen(&view), seen(&fleet));
         }
-        Err(_) => assert!(compact.is_err(), "the watcher's decoding fails where ShellItem's does"),
+        Err(_) => assert!(
+            compact.is_err(),
+            "the watcher's decoding fails where ShellItem's does"
+        ),
     }
 }
 

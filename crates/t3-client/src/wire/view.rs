@@ -689,7 +689,9 @@ impl FleetItem {
         let parts: Parts<'_> = serde_json::from_str(text)?;
         Ok(match parts.kind.as_ref() {
             "snapshot" => {
-                let snapshot = parts.snapshot.ok_or_else(|| de::Error::missing_field("snapshot"))?;
+                let snapshot = parts
+                    .snapshot
+                    .ok_or_else(|| de::Error::missing_field("snapshot"))?;
                 FleetItem::Snapshot(Box::new(ViewSnapshot(decode_shell(snapshot.get())?)))
             }
             "synchronized" => FleetItem::Synchronized,
@@ -780,6 +782,9 @@ mod tests {
             FleetItem::ThreadUnreadable { sequence: 10, .. }
         ));
         assert!(FleetItem::decode(r#"{"kind":"thread-removed","sequence":"x"}"#).is_err());
-        assert_eq!(FleetItem::decode(r#"{"kind":"space-upserted","x":1}"#).unwrap(), FleetItem::Other);
+        assert_eq!(
+            FleetItem::decode(r#"{"kind":"space-upserted","x":1}"#).unwrap(),
+            FleetItem::Other
+        );
     }
 }
