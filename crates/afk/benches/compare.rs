@@ -86,8 +86,10 @@ fn main() {
         eprintln!("compare: N={n}");
         runtime.block_on(fleet(n, &mut table));
     }
-    eprintln!("compare: dispatch");
-    runtime.block_on(dispatch(&mut table));
+    if !memory_only() {
+        eprintln!("compare: dispatch");
+        runtime.block_on(dispatch(&mut table));
+    }
     table.print();
 }
 
@@ -437,8 +439,27 @@ impl Seed {
 
 /// Watches the fleet with the real `afk run` for `RUN_FOR`, then returns its peak resident memory
 /// (VmHWM) in bytes.
+///
+/// With `AFK_COMPARE_PROFILE=DIR`, `afk run` runs under `heaptrack -o DIR/...` instead (its
+/// figures are heaptrack's then, not afk's: for profiling, not for the table).
 fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
-    let mut child = Command::new(AFK)
+    let profile = std::env::var("AFK_COMPARE_PROFILE").ok();
+    let mut command = match &profile {
+        Some(dir) => {
+            let stem = config_file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let mut command = Command::new("heaptrack");
+            command.arg("-o").arg(Path::new(dir).join(stem)).arg(AFK);
+            // Its own process group, so that Ctrl-C reaches afk and heaptrack alike.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            command
+        }
+        None => Command::new(AFK),
+    };
+    let mut child = command
         .args(["run", "--config"])
         .arg(config_file)
         .env("AFK_LOG", "info")
@@ -468,6 +489,20 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
     }
     std::thread::sleep(RUN_FOR);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    if profile.is_some() {
+        // Ctrl-C to the group heaptrack and afk run in, then give heaptrack a minute to write.
+        let group = -i32::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) with a negative pid signals the process group this bench made above.
+        unsafe { libc::kill(group, libc::SIGINT) };
+        let mut process = process;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while process.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // SAFETY: as above; whatever of the group is still running is stopped.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        return None;
+    }
     drop(process);
     status
         .lines()
@@ -615,6 +650,10 @@ async fn fleet(n: usize, table: &mut Table) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let sim = Sim::start();
     let config = running_fleet(n, &sim, dir.path()).await;
+    if memory_only() {
+        peak_memory(n, dir.path(), None, table);
+        return;
+    }
     let mut watch_only = config.clone();
     watch_only.source.local = None;
     let mut plane = App::build(watch_only.clone())
@@ -763,12 +802,22 @@ async fn fleet(n: usize, table: &mut Table) {
     drop(plane);
     drop(push_plane);
     ledger.close().await;
+    peak_memory(n, dir.path(), seed_rss, table);
+    decode(n, dir.path(), seed.as_mut(), table).await;
+}
 
-    // Peak memory of the real binary watching the same fleet.
+/// True with `AFK_COMPARE_ONLY=memory`: only the peak memory rows (no timed rounds, no seed).
+fn memory_only() -> bool {
+    std::env::var("AFK_COMPARE_ONLY").is_ok_and(|v| v == "memory")
+}
+
+/// Peak memory of the real binary watching the fleet of `n` in `dir`, polling and following the
+/// stream.
+fn peak_memory(n: usize, dir: &Path, seed_rss: Option<f64>, table: &mut Table) {
     // The file `config_for` wrote has no source: watch only.
-    let run_config = dir.path().join("afk-run.toml");
+    let run_config = dir.join("afk-run.toml");
     let peak = tokio::task::block_in_place(|| afk_run_peak_memory(&run_config));
-    let push_config = dir.path().join("afk-run-push.toml");
+    let push_config = dir.join("afk-run-push.toml");
     let text = std::fs::read_to_string(&run_config).expect("the run config");
     std::fs::write(&push_config, text.replace("push = false", "push = true")).expect("the push config");
     let memory_target = if n >= 10_000 {
@@ -796,8 +845,6 @@ async fn fleet(n: usize, table: &mut Table) {
         Unit::Bytes,
         memory_target,
     );
-
-    decode(n, dir.path(), seed.as_mut(), table).await;
 }
 
 // ---- decoding a snapshot --------------------------------------------------------------------
@@ -825,14 +872,19 @@ async fn decode(n: usize, dir: &Path, mut seed: Option<&mut Seed>, table: &mut T
         Arc::new(Canned(json.clone())),
         Arc::new(afk_secrets::LiteralProvider::new(TOKEN)),
     );
-    // 0 afk typed, 1 seed json.loads, 2 IgnoredAny, 3 Value
-    let mut rounds = Rounds::new(4);
+    // 0 afk typed, 1 seed json.loads, 2 IgnoredAny, 3 Value, 4 afk's watcher view
+    let mut rounds = Rounds::new(5);
     while rounds.next() {
         let t = Instant::now();
         let model = client.snapshot().await.expect("the read model decodes");
         rounds.push(0, t.elapsed().as_secs_f64());
         assert_eq!(model.threads.len(), n);
         drop(model);
+        let t = Instant::now();
+        let fleet = client.fleet().await.expect("the watcher's view decodes");
+        rounds.push(4, t.elapsed().as_secs_f64());
+        assert_eq!(fleet.len(), n);
+        drop(fleet);
         if let Some(seed) = seed.as_deref_mut() {
             let reply = seed.call(json!({"op": "parse", "path": path}));
             rounds.push(1, Seed::secs(&reply, "secs"));
@@ -846,13 +898,22 @@ async fn decode(n: usize, dir: &Path, mut seed: Option<&mut Seed>, table: &mut T
         drop(value);
     }
     table.row(
-        "snapshot decode (afk: typed structs; seed: json.loads; floor: serde_json IgnoredAny)",
+        "snapshot decode, the watcher's view (afk: T3Client::fleet, what a polling tick decodes; seed: json.loads; floor: serde_json IgnoredAny)",
+        n,
+        rounds.median(4),
+        rounds.median(1),
+        rounds.median(2),
+        Unit::Time,
+        Target::Floor(2.0),
+    );
+    table.row(
+        "snapshot decode, the whole read model (afk: T3Client::snapshot, typed structs of every field; seed: json.loads; floor: serde_json IgnoredAny)",
         n,
         rounds.median(0),
         rounds.median(1),
         rounds.median(2),
         Unit::Time,
-        Target::Floor(2.0),
+        Target::None,
     );
     if let (Some(value), Some(floor)) = (rounds.median(3), rounds.median(2)) {
         table.note(format!(

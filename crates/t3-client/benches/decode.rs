@@ -6,6 +6,8 @@
 //!
 //! - `afk_snapshot`: [`T3Client::snapshot`] over an in-memory transport, exactly the decode afk
 //!   runs on every tick (the transport's copy of the body included: a memcpy, about 2% of it);
+//! - `afk_fleet`: [`T3Client::fleet`] over the same transport: the watcher's view, what a polling
+//!   tick decodes (only what afk reads of each thread, the rest checked but not kept);
 //! - `typed`: `serde_json::from_slice` into [`ReadModel`], afk's typed structs alone;
 //! - `ignored_any`: `serde_json` into [`serde::de::IgnoredAny`]: the parse floor, every byte
 //!   read and validated, nothing kept;
@@ -59,6 +61,23 @@ fn afk_snapshot(bencher: Bencher, n: usize) {
         let model = runtime.block_on(client.snapshot()).expect("the snapshot decodes");
         assert_eq!(model.threads.len(), n);
         model
+    });
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn afk_fleet(bencher: Bencher, n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a Tokio runtime");
+    let client = T3Client::new(
+        "http://t3.invalid",
+        Arc::new(Canned(support::read_model_json(n))),
+        Arc::new(afk_secrets::LiteralProvider::new("bench-token")),
+    );
+    bencher.bench_local(|| {
+        let fleet = runtime.block_on(client.fleet()).expect("the view decodes");
+        assert_eq!(fleet.len(), n);
+        fleet
     });
 }
 

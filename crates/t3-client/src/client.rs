@@ -765,10 +765,13 @@ impl T3Client {
     /// thread, so that a thread afk cannot read is set aside in the view
     /// ([`Fleet::unreadable`]) instead of failing it. A document that cannot be read otherwise
     /// fails as [`T3Client::snapshot`] does.
+    ///
+    /// Decoded straight into the watcher's compact threads ([`crate::wire::FleetThread`]), the
+    /// body let go before the view is returned: no full [`ReadModel`] is built.
     pub async fn fleet(&self) -> Result<crate::Fleet, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
-        match ReadModel::decode_per_thread(&reply) {
-            Ok((model, unreadable)) => Ok(crate::Fleet::from_read_model(model, unreadable)),
+        match crate::Fleet::decode_snapshot(&reply) {
+            Ok(fleet) => Ok(fleet),
             // Decoded again for the error's path.
             Err(_) => decode::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
         }
@@ -779,8 +782,8 @@ impl T3Client {
     /// (`hasPendingUserInput`, `hasPendingApprovals`; the snapshot has no such flags).
     pub async fn shell(&self) -> Result<crate::Fleet, T3Error> {
         let reply = self.request("shell", Method::Get, SHELL_PATH, None).await?;
-        match ShellSnapshot::decode_per_thread(&reply) {
-            Ok((shell, unreadable)) => Ok(crate::Fleet::from_shell_with(shell, unreadable)),
+        match crate::Fleet::decode_shell(&reply) {
+            Ok(fleet) => Ok(fleet),
             Err(_) => decode::<ShellSnapshot>("shell", &reply).map(crate::Fleet::from_shell),
         }
     }

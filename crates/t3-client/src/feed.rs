@@ -22,9 +22,9 @@ use tracing::{debug, info, warn};
 use crate::client::T3Client;
 use crate::error::{excerpt, T3Error};
 use crate::fleet::{Fleet, FleetChange};
-use crate::rpc::{RpcConnection, RpcSettings};
+use crate::rpc::{ChunkValues, RpcConnection, RpcSettings};
 use crate::wire::rpc::SUBSCRIBE_SHELL;
-use crate::wire::{ShellItem, SubscribeShell};
+use crate::wire::{FleetItem, SubscribeShell};
 
 /// How a [`ShellFeed`] connects and reconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,9 +147,25 @@ impl ShellFeed {
         self.shared.view().status.clone()
     }
 
-    /// A counter bumped on every fleet change that is not [`FleetChange::Quiet`] and on every
-    /// transition between live and not live; await `changed()` on it to react within
-    /// milliseconds. The value itself means nothing.
+    /// Waits, at most `limit`, until the feed has either synchronized or failed once since it
+    /// started (at once when it has). A caller about to read the HTTP snapshot for want of the
+    /// stream's view calls it first: the stream's first snapshot (the whole fleet) and the HTTP
+    /// one then need not be held at once, and the view usually comes from the stream.
+    pub async fn settled(&self, limit: Duration) {
+        let mut changes = self.changes.clone();
+        let settle = async {
+            while self.status() == FeedStatus::Connecting {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, settle).await;
+    }
+
+    /// A counter bumped on every fleet change that is not [`FleetChange::Quiet`], on every
+    /// transition between live and not live, and on the first failure to become live; await
+    /// `changed()` on it to react within milliseconds. The value itself means nothing.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
     }
@@ -219,7 +235,7 @@ impl Feeder {
             Err(error) => return error,
         };
         loop {
-            let values = match stream.next_chunk().await {
+            let values = match stream.next_values().await {
                 Some(Ok(values)) => values,
                 Some(Err(error)) => return error,
                 None => {
@@ -237,8 +253,8 @@ impl Feeder {
         }
     }
 
-    /// Applies one chunk and publishes the result; the next `next_chunk` Acks it.
-    fn apply(&mut self, values: Vec<Box<serde_json::value::RawValue>>) -> Result<(), T3Error> {
+    /// Applies one chunk and publishes the result; the next `next_values` Acks it.
+    fn apply(&mut self, values: ChunkValues) -> Result<(), T3Error> {
         let mut changed = false;
         let mut synchronized = false;
         // Decode the whole chunk first, so that a bad item leaves the view as it was (the feed
@@ -246,10 +262,10 @@ impl Feeder {
         let items = values
             .iter()
             .map(|value| {
-                ShellItem::decode(value.get()).map_err(|e| T3Error::MalformedReply {
+                FleetItem::decode(value).map_err(|e| T3Error::MalformedReply {
                     what: SUBSCRIBE_SHELL.to_owned(),
                     detail: format!("not a shell stream item: {e}"),
-                    body_excerpt: excerpt(value.get().as_bytes()),
+                    body_excerpt: excerpt(value.as_bytes()),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -266,8 +282,8 @@ impl Feeder {
         let fleet = Arc::make_mut(&mut self.fleet);
         for item in items {
             match item {
-                ShellItem::Synchronized => synchronized = true,
-                ShellItem::Snapshot { .. } | ShellItem::PartialSnapshot { .. } => {
+                FleetItem::Synchronized => synchronized = true,
+                FleetItem::Snapshot(_) => {
                     self.has_base = true;
                     fleet.apply(item);
                     changed = true;
@@ -302,18 +318,20 @@ impl Feeder {
     fn went_down(&mut self, error: &T3Error) {
         let error = error.to_string();
         let was_live = std::mem::replace(&mut self.live, false);
-        {
+        let was_connecting = {
             let mut view = self.shared.view();
             view.fleet = None;
-            view.status = FeedStatus::Down { error: error.clone() };
-        }
+            let before = std::mem::replace(&mut view.status, FeedStatus::Down { error: error.clone() });
+            before == FeedStatus::Connecting
+        };
         if !self.outage_logged {
             warn!(error = %error, "T3's shell stream is down; reconnecting (the HTTP snapshot serves meanwhile)");
             self.outage_logged = true;
         } else {
             debug!(error = %error, "t3 shell feed: still down");
         }
-        if was_live {
+        // Also the first failure, which ends [`ShellFeed::settled`]'s wait.
+        if was_live || was_connecting {
             self.shared.bump();
         }
     }

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use crate::ids::{ProjectId, ThreadId};
-use crate::wire::{ProjectShell, ReadModel, ShellItem, ShellSnapshot, Thread, ThreadState, UnreadableThread};
+use crate::wire::{
+    FleetItem, FleetThread, ProjectShell, ReadModel, ShellItem, ShellSnapshot, ThreadState, Threads,
+    UnreadableThread, ViewParts, ViewSnapshot,
+};
 
 /// T3's threads and projects as of one event sequence. A thread T3 deleted keeps its entry with
 /// `deletedAt` set (the snapshot lists deleted threads so; a `thread-removed` event marks it so),
@@ -14,10 +17,13 @@ use crate::wire::{ProjectShell, ReadModel, ShellItem, ShellSnapshot, Thread, Thr
 /// A thread T3 lists but afk cannot read (see [`UnreadableThread`]), or lists twice in one view,
 /// is in neither [`Fleet::thread`] nor lost: [`Fleet::unreadable`] says why, and its attempt is
 /// unknown until T3 describes it readably again.
+///
+/// Threads are kept as [`FleetThread`]s, only what afk reads of them: at 10,000 threads the view
+/// is most of `afk run`'s memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {
     sequence: u64,
-    threads: HashMap<ThreadId, Thread>,
+    threads: HashMap<ThreadId, FleetThread>,
     projects: HashMap<ProjectId, ProjectShell>,
     unreadable: HashMap<ThreadId, String>,
     /// Built from T3's shell (stream or `GET /api/orchestration/shell`), whose threads carry the
@@ -44,19 +50,52 @@ impl Fleet {
 
     /// The view of a shell snapshot that also listed `unreadable` threads.
     pub fn from_shell_with(snapshot: ShellSnapshot, unreadable: Vec<UnreadableThread>) -> Self {
-        let threads = snapshot.threads.into_iter().map(|t| t.into_thread());
-        Self {
+        let threads = snapshot.threads.into_iter().map(FleetThread::from);
+        Self::of_shell(ViewParts {
             sequence: snapshot.snapshot_sequence,
             projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+            threads: Threads::of(threads, unreadable),
+        })
+    }
+
+    /// The view of a snapshot document (`GET /api/orchestration/snapshot`'s body), decoded thread
+    /// by thread straight into [`FleetThread`]s: what [`ReadModel::decode_per_thread`] and
+    /// [`Fleet::from_read_model`] make of it, without building the read model. Fails where they
+    /// fail.
+    pub fn decode_snapshot(body: &[u8]) -> Result<Fleet, serde_json::Error> {
+        crate::wire::decode_snapshot(body).map(Fleet::of_snapshot)
+    }
+
+    /// The view of a shell document (`GET /api/orchestration/shell`'s body), decoded like
+    /// [`Fleet::decode_snapshot`]: what [`ShellSnapshot::decode_per_thread`] and
+    /// [`Fleet::from_shell_with`] make of it.
+    pub fn decode_shell(body: &[u8]) -> Result<Fleet, serde_json::Error> {
+        crate::wire::decode_shell_bytes(body).map(Fleet::of_shell)
+    }
+
+    /// The view of a shell snapshot decoded in the watcher's form.
+    pub(crate) fn of_shell(parts: ViewParts) -> Self {
+        Self {
             shows_waits: true,
-            ..Self::of_threads(threads, unreadable)
+            ..Self::of_snapshot(parts)
+        }
+    }
+
+    /// The view of a read model decoded in the watcher's form (no flags for waits).
+    pub(crate) fn of_snapshot(parts: ViewParts) -> Self {
+        Self {
+            sequence: parts.sequence,
+            threads: parts.threads.readable,
+            projects: parts.projects,
+            unreadable: parts.threads.unreadable,
+            shows_waits: false,
         }
     }
 
     /// The view of a read model that also listed `unreadable` threads (deleted projects left
     /// out).
     pub fn from_read_model(model: ReadModel, unreadable: Vec<UnreadableThread>) -> Self {
-        Self {
+        Self::of_snapshot(ViewParts {
             sequence: model.snapshot_sequence,
             projects: model
                 .projects
@@ -64,29 +103,8 @@ impl Fleet {
                 .filter(|p| p.deleted_at.is_none())
                 .map(|p| (p.id.clone(), ProjectShell::from(p)))
                 .collect(),
-            ..Self::of_threads(model.threads.into_iter(), unreadable)
-        }
-    }
-
-    /// The threads of one view: an id listed twice says two things at once about one thread, so
-    /// it is unreadable, not the last (or first) of its entries.
-    fn of_threads(listed: impl Iterator<Item = Thread>, unreadable: Vec<UnreadableThread>) -> Self {
-        let mut threads = HashMap::with_capacity(listed.size_hint().0);
-        let mut unreadable: HashMap<ThreadId, String> =
-            unreadable.into_iter().map(|u| (u.id, u.reason)).collect();
-        for thread in listed {
-            if unreadable.contains_key(&thread.id) {
-                unreadable.insert(thread.id, "listed more than once in one view".into());
-            } else if let Some(twice) = threads.insert(thread.id.clone(), thread) {
-                threads.remove(&twice.id);
-                unreadable.insert(twice.id, "listed more than once in one view".into());
-            }
-        }
-        Self {
-            threads,
-            unreadable,
-            ..Self::default()
-        }
+            threads: Threads::of(model.threads.into_iter().map(FleetThread::from), unreadable),
+        })
     }
 
     /// True when this view came from T3's shell, so that [`Thread::waits_for_person`] can be read
@@ -112,12 +130,12 @@ impl Fleet {
     }
 
     /// The thread with this id, if T3 knows it (deleted ones included).
-    pub fn thread(&self, id: &ThreadId) -> Option<&Thread> {
+    pub fn thread(&self, id: &ThreadId) -> Option<&FleetThread> {
         self.threads.get(id)
     }
 
     /// [`Fleet::thread`] by the id's text (as a ledger stores it), without building an id.
-    pub fn thread_by_id(&self, id: &str) -> Option<&Thread> {
+    pub fn thread_by_id(&self, id: &str) -> Option<&FleetThread> {
         self.threads.get(id)
     }
 
@@ -127,7 +145,7 @@ impl Fleet {
     }
 
     /// Every thread, deleted ones included, in no particular order.
-    pub fn threads(&self) -> impl Iterator<Item = &Thread> {
+    pub fn threads(&self) -> impl Iterator<Item = &FleetThread> {
         self.threads.values()
     }
 
@@ -141,19 +159,14 @@ impl Fleet {
         self.threads.is_empty()
     }
 
-    /// Applies one shell stream item. Events at or below the view's sequence are ignored (a replay
-    /// after a reconnect may repeat them), so applying a stream twice changes nothing.
-    pub fn apply(&mut self, item: ShellItem) -> FleetChange {
-        match item {
-            ShellItem::Snapshot { snapshot } => {
-                *self = Fleet::from_shell(snapshot);
-                return FleetChange::Replaced;
-            }
-            ShellItem::PartialSnapshot { snapshot, unreadable } => {
-                *self = Fleet::from_shell_with(snapshot, unreadable);
-                return FleetChange::Replaced;
-            }
-            _ => {}
+    /// Applies one shell stream item (a [`ShellItem`] or, as the feed decodes them, a
+    /// [`FleetItem`]). Events at or below the view's sequence are ignored (a replay after a
+    /// reconnect may repeat them), so applying a stream twice changes nothing.
+    pub fn apply(&mut self, item: impl Into<FleetItem>) -> FleetChange {
+        let item = item.into();
+        if let FleetItem::Snapshot(snapshot) = item {
+            *self = Fleet::of_shell(snapshot.0);
+            return FleetChange::Replaced;
         }
         let Some(sequence) = item.sequence() else {
             return FleetChange::Quiet;
@@ -163,7 +176,7 @@ impl Fleet {
         }
         self.sequence = sequence;
         match item {
-            ShellItem::ThreadUnreadable { thread, .. } => {
+            FleetItem::ThreadUnreadable { thread, .. } => {
                 self.threads.remove(&thread.id);
                 let id = thread.id.clone();
                 let changed = self.unreadable.insert(thread.id, thread.reason).is_none();
@@ -173,8 +186,7 @@ impl Fleet {
                     FleetChange::Quiet
                 }
             }
-            ShellItem::ThreadUpserted { thread, .. } => {
-                let thread = thread.into_thread();
+            FleetItem::ThreadUpserted { thread, .. } => {
                 let was_unreadable = self.unreadable.remove(&thread.id).is_some();
                 // A thread beginning or ending a wait for a person changes what afk does too.
                 let before = self
@@ -190,7 +202,7 @@ impl Fleet {
                     FleetChange::Threads(vec![id])
                 }
             }
-            ShellItem::ThreadRemoved { thread_id, .. } => match self.threads.get_mut(&thread_id) {
+            FleetItem::ThreadRemoved { thread_id, .. } => match self.threads.get_mut(&thread_id) {
                 Some(thread) if thread.deleted_at.is_none() => {
                     // The event carries no time; the thread's last change is the closest known.
                     thread.deleted_at = Some(thread.updated_at);
@@ -198,18 +210,53 @@ impl Fleet {
                 }
                 _ => FleetChange::Quiet,
             },
-            ShellItem::ProjectUpserted { project, .. } => {
+            FleetItem::ProjectUpserted { project, .. } => {
                 self.projects.insert(project.id.clone(), project);
                 FleetChange::Quiet
             }
-            ShellItem::ProjectRemoved { project_id, .. } => {
+            FleetItem::ProjectRemoved { project_id, .. } => {
                 self.projects.remove(&project_id);
                 FleetChange::Quiet
             }
-            ShellItem::Snapshot { .. }
-            | ShellItem::PartialSnapshot { .. }
-            | ShellItem::Synchronized
-            | ShellItem::Other => FleetChange::Quiet,
+            FleetItem::Snapshot(_) | FleetItem::Synchronized | FleetItem::Other => FleetChange::Quiet,
+        }
+    }
+}
+
+impl From<ShellItem> for FleetItem {
+    fn from(item: ShellItem) -> Self {
+        let snapshot = |snapshot: ShellSnapshot, unreadable: Vec<UnreadableThread>| {
+            let threads = snapshot.threads.into_iter().map(FleetThread::from);
+            FleetItem::Snapshot(Box::new(ViewSnapshot(ViewParts {
+                sequence: snapshot.snapshot_sequence,
+                projects: snapshot.projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+                threads: Threads::of(threads, unreadable),
+            })))
+        };
+        match item {
+            ShellItem::Snapshot { snapshot: s } => snapshot(s, Vec::new()),
+            ShellItem::PartialSnapshot {
+                snapshot: s,
+                unreadable,
+            } => snapshot(s, unreadable),
+            ShellItem::Synchronized => FleetItem::Synchronized,
+            ShellItem::ProjectUpserted { sequence, project } => {
+                FleetItem::ProjectUpserted { sequence, project }
+            }
+            ShellItem::ProjectRemoved { sequence, project_id } => {
+                FleetItem::ProjectRemoved { sequence, project_id }
+            }
+            ShellItem::ThreadUpserted { sequence, thread } => FleetItem::ThreadUpserted {
+                sequence,
+                thread: thread.into(),
+            },
+            ShellItem::ThreadUnreadable { sequence, thread } => {
+                FleetItem::ThreadUnreadable { sequence, thread }
+            }
+            ShellItem::ThreadRemoved { sequence, thread_id } => {
+                FleetItem::ThreadRemoved { sequence, thread_id }
+            }
+            ShellItem::Other => FleetItem::Other,
         }
     }
 }

@@ -42,7 +42,7 @@ pub use error::T3Error;
 pub use feed::{FeedSettings, FeedStatus, ShellFeed};
 pub use fleet::{Fleet, FleetChange};
 pub use ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
-pub use rpc::{RpcConnection, RpcSettings, RpcStream};
+pub use rpc::{ChunkValues, RpcConnection, RpcSettings, RpcStream};
 pub use transport::{
     Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,
 };

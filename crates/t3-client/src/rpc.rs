@@ -121,7 +121,7 @@ enum Pending {
 /// what it was doing.
 #[derive(Debug)]
 enum Delivery {
-    Chunk(Vec<Box<RawValue>>),
+    Chunk(ChunkValues),
     Exit(RpcExit),
     /// The socket is gone, for this reason.
     Lost(String),
@@ -159,7 +159,7 @@ impl Book {
                 let delivery = match delivery {
                     Delivery::Chunk(values) => Delivery::Malformed {
                         detail: "T3 sent a stream chunk for a unary call".into(),
-                        excerpt: excerpt(values.first().map(|v| v.get()).unwrap_or_default().as_bytes()),
+                        excerpt: excerpt(values.iter().next().unwrap_or_default().as_bytes()),
                     },
                     other => other,
                 };
@@ -471,8 +471,14 @@ impl RpcStream {
     ///
     /// The values come as raw JSON text, for the consumer to decode into its own types: a chunk
     /// can be a whole fleet, and a `serde_json::Value` tree of it would cost several times its
-    /// size.
+    /// size. Each value is copied out of T3's frame; [`RpcStream::next_values`] does not copy.
     pub async fn next_chunk(&mut self) -> Option<Result<Vec<Box<RawValue>>, T3Error>> {
+        Some(self.next_values().await?.map(ChunkValues::into_raw))
+    }
+
+    /// [`RpcStream::next_chunk`], the values left in the frame T3 sent them in: a first shell
+    /// snapshot is the whole fleet in one frame, and copying its values out held it twice.
+    pub async fn next_values(&mut self) -> Option<Result<ChunkValues, T3Error>> {
         if self.finished {
             return None;
         }
@@ -567,7 +573,7 @@ async fn run_socket<S>(
                         None => "T3 closed the socket".to_owned(),
                     });
                 }
-                Some(Ok(Message::Text(text))) => match route(&book, text.as_str(), &url) {
+                Some(Ok(Message::Text(text))) => match route(&book, text, &url) {
                     Routed::Done => {}
                     Routed::Pong => unanswered = 0,
                     Routed::AnswerPing => {
@@ -609,22 +615,100 @@ enum Routed {
     Fatal(String),
 }
 
-/// A `Chunk` message with its values left as raw JSON text.
+/// A `Chunk` message with its values left as raw JSON text, borrowed from the frame.
 #[derive(serde::Deserialize)]
-struct RawChunk {
-    #[serde(rename = "_tag")]
-    tag: String,
+struct RawChunk<'a> {
+    #[serde(rename = "_tag", borrow)]
+    tag: std::borrow::Cow<'a, str>,
     #[serde(rename = "requestId")]
     request_id: RpcId,
-    values: Vec<Box<RawValue>>,
+    #[serde(borrow)]
+    values: Vec<&'a RawValue>,
+}
+
+/// The values of one stream chunk as raw JSON text, left in the frame T3 sent (no copy).
+#[derive(Debug)]
+pub struct ChunkValues(ChunkRepr);
+
+#[derive(Debug)]
+enum ChunkRepr {
+    /// The frame and where in it each value is.
+    Frame {
+        frame: tungstenite::Utf8Bytes,
+        values: Vec<std::ops::Range<usize>>,
+    },
+    /// Values that are not slices of one frame.
+    Owned(Vec<Box<RawValue>>),
+}
+
+impl ChunkValues {
+    /// The values of `chunk`, parsed from `frame`: slices of it where they are (as serde_json
+    /// borrows them), copies otherwise.
+    fn of(frame: &tungstenite::Utf8Bytes, values: &[&RawValue]) -> Self {
+        let text = frame.as_str();
+        let base = text.as_ptr() as usize;
+        let ranges: Option<Vec<_>> = values
+            .iter()
+            .map(|value| {
+                let start = (value.get().as_ptr() as usize).checked_sub(base)?;
+                let range = start..start + value.get().len();
+                (text.get(range.clone()) == Some(value.get())).then_some(range)
+            })
+            .collect();
+        match ranges {
+            Some(values) => ChunkValues(ChunkRepr::Frame {
+                frame: frame.clone(),
+                values,
+            }),
+            None => ChunkValues(ChunkRepr::Owned(values.iter().map(|&v| v.to_owned()).collect())),
+        }
+    }
+
+    /// Each value's JSON text, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (frame, ranges, owned): (&str, &[std::ops::Range<usize>], &[Box<RawValue>]) = match &self.0 {
+            ChunkRepr::Frame { frame, values } => (frame.as_str(), values, &[]),
+            ChunkRepr::Owned(values) => ("", &[], values),
+        };
+        ranges
+            .iter()
+            .map(move |r| &frame[r.clone()])
+            .chain(owned.iter().map(|v| v.get()))
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            ChunkRepr::Frame { values, .. } => values.len(),
+            ChunkRepr::Owned(values) => values.len(),
+        }
+    }
+
+    /// True when the chunk has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values, each copied out on its own.
+    pub fn into_raw(self) -> Vec<Box<RawValue>> {
+        match self.0 {
+            ChunkRepr::Owned(values) => values,
+            ChunkRepr::Frame { frame, values } => values
+                .into_iter()
+                .filter_map(|r| RawValue::from_string(frame.as_str()[r].to_owned()).ok())
+                .collect(),
+        }
+    }
 }
 
 /// Hands one text frame from T3 to whoever waits for it.
-fn route(book: &Book, text: &str, url: &str) -> Routed {
-    // Chunks first, their values kept as raw text (see `RpcStream::next_chunk`).
-    if let Ok(chunk) = serde_json::from_str::<RawChunk>(text) {
+fn route(book: &Book, frame: tungstenite::Utf8Bytes, url: &str) -> Routed {
+    let text = frame.as_str();
+    // Chunks first, their values kept as raw text in the frame (see `RpcStream::next_values`).
+    if let Ok(chunk) = serde_json::from_str::<RawChunk<'_>>(text) {
         if chunk.tag == "Chunk" {
-            book.deliver(chunk.request_id.0, Delivery::Chunk(chunk.values));
+            let values = ChunkValues::of(&frame, &chunk.values);
+            book.deliver(chunk.request_id.0, Delivery::Chunk(values));
             return Routed::Done;
         }
     }
@@ -639,7 +723,10 @@ fn route(book: &Book, text: &str, url: &str) -> Routed {
                 .iter()
                 .filter_map(|v| serde_json::value::to_raw_value(v).ok())
                 .collect();
-            book.deliver(request_id.0, Delivery::Chunk(values));
+            book.deliver(
+                request_id.0,
+                Delivery::Chunk(ChunkValues(ChunkRepr::Owned(values))),
+            );
             Routed::Done
         }
         Ok(ServerMessage::Pong) => Routed::Pong,

@@ -1,12 +1,23 @@
 //! Fuzzing T3's read model and shell items (proptest): whatever T3 sends, decoding never panics,
 //! and a document afk can read gives a [`Fleet`] in which every thread listed is either readable
-//! or set aside as unreadable. Cheap by default (proptest's 256 cases); `PROPTEST_CASES=N` runs
-//! longer.
+//! or set aside as unreadable; the watcher's compact decoding ([`Fleet::decode_snapshot`],
+//! [`FleetItem::decode`]) reads and sets aside exactly the threads the full wire types do. Cheap by
+//! default (proptest's 256 cases); `PROPTEST_CASES=N` runs longer.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use t3_client::wire::ShellItem;
-use t3_client::{Fleet, ReadModel};
+use t3_client::wire::{FleetItem, FleetThread, ShellItem};
+use t3_client::{Fleet, ReadModel, ThreadId};
+
+/// The view's threads (sorted by id) and the ids it sets aside (sorted): what the watcher reads.
+/// The reasons given for setting a thread aside may word a type's name differently.
+fn seen(fleet: &Fleet) -> (u64, Vec<FleetThread>, Vec<ThreadId>) {
+    let mut threads: Vec<FleetThread> = fleet.threads().cloned().collect();
+    threads.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut unreadable: Vec<ThreadId> = fleet.unreadable_threads().map(|(id, _)| id.clone()).collect();
+    unreadable.sort();
+    (fleet.sequence(), threads, unreadable)
+}
 
 fn thread(id: &str) -> Value {
     json!({
@@ -83,21 +94,41 @@ fn mutate(doc: &mut Value, path: &[usize], with: Value) {
 
 fn check_read_model(body: &[u8]) {
     let strict = serde_json::from_slice::<ReadModel>(body);
+    let compact = Fleet::decode_snapshot(body);
     match ReadModel::decode_per_thread(body) {
         Ok((model, unreadable)) => {
             let listed = model.threads.len() + unreadable.len();
             let fleet = Fleet::from_read_model(model, unreadable);
             assert!(fleet.len() + fleet.unreadable_threads().count() <= listed);
+            let compact = compact.expect("the watcher's decoding reads what the read model's does");
+            assert_eq!(seen(&compact), seen(&fleet));
         }
-        Err(_) => assert!(strict.is_err(), "what decodes strictly decodes per thread"),
+        Err(_) => {
+            assert!(strict.is_err(), "what decodes strictly decodes per thread");
+            assert!(
+                compact.is_err(),
+                "the watcher's decoding fails where the read model's does"
+            );
+        }
     }
 }
 
 fn check_shell_item(text: &str) {
-    if let Ok(item) = ShellItem::decode(text) {
-        let mut fleet = Fleet::default();
-        let _ = item.sequence();
-        fleet.apply(item);
+    let compact = FleetItem::decode(text);
+    match ShellItem::decode(text) {
+        Ok(item) => {
+            let mut fleet = Fleet::default();
+            let _ = item.sequence();
+            fleet.apply(item);
+            let compact = compact.expect("the watcher's decoding reads what ShellItem's does");
+            let mut view = Fleet::default();
+            view.apply(compact);
+            assert_eq!(seen(&view), seen(&fleet));
+        }
+        Err(_) => assert!(
+            compact.is_err(),
+            "the watcher's decoding fails where ShellItem's does"
+        ),
     }
 }
 

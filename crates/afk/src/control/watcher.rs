@@ -414,6 +414,10 @@ fn sighting(
     }
 }
 
+/// How long the first tick waits for T3's shell stream to synchronize (or fail) before it reads
+/// the HTTP snapshot instead.
+const FIRST_STREAM_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Follows T3 and acts on what its threads do.
 pub(crate) struct Watcher {
     /// Reads the snapshot: the operate client unless a read-only token was configured.
@@ -593,6 +597,11 @@ impl Watcher {
         let base = redact_url(self.reader.base_url()).into_owned();
         self.view_bumps = None;
         if let Some(feed) = &self.feed {
+            if self.following_stream.is_none() && may_read {
+                // The first view: the stream's first snapshot is usually on its way, and the HTTP
+                // snapshot read beside it would hold the whole fleet twice at once.
+                feed.settled(FIRST_STREAM_PATIENCE).await;
+            }
             // Read before the view: a view replaced after this read bumps it past this value.
             self.view_bumps = Some(*feed.changes().borrow());
             if let Some(fleet) = feed.fleet() {

@@ -13,12 +13,15 @@ pub mod rpc;
 mod server;
 mod shell;
 pub mod vcs;
+mod view;
 
 pub use commands::*;
 pub use errors::*;
 pub use read_model::*;
 pub use server::*;
 pub use shell::*;
+pub(crate) use view::{decode_shell_bytes, decode_snapshot, Threads, ViewParts};
+pub use view::{FleetItem, FleetThread, SessionSummary, ViewSnapshot};
 
 use std::fmt;
 

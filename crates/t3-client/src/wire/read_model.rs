@@ -476,18 +476,61 @@ pub enum ThreadState {
     Lost,
 }
 
+/// What [`ThreadState::of`] reads of a thread: the wire's [`Thread`] and the fleet's compact
+/// [`super::FleetThread`] both answer it, so that both read by the one rule.
+pub trait ThreadFacts {
+    /// T3 deleted the thread.
+    fn is_deleted(&self) -> bool;
+    /// Its provider session's status, `None` when no session was started.
+    fn session_status(&self) -> Option<SessionStatus>;
+    /// The session's last failure, in T3's words.
+    fn last_error(&self) -> Option<&str>;
+    /// Its latest turn's state, `None` before the first turn.
+    fn turn_state(&self) -> Option<TurnState>;
+}
+
+impl<T: ThreadFacts + ?Sized> ThreadFacts for &T {
+    fn is_deleted(&self) -> bool {
+        (**self).is_deleted()
+    }
+    fn session_status(&self) -> Option<SessionStatus> {
+        (**self).session_status()
+    }
+    fn last_error(&self) -> Option<&str> {
+        (**self).last_error()
+    }
+    fn turn_state(&self) -> Option<TurnState> {
+        (**self).turn_state()
+    }
+}
+
+impl ThreadFacts for Thread {
+    fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+    fn session_status(&self) -> Option<SessionStatus> {
+        self.session.as_ref().map(|s| s.status)
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.session.as_ref().and_then(|s| s.last_error.as_deref())
+    }
+    fn turn_state(&self) -> Option<TurnState> {
+        self.latest_turn.as_ref().map(|t| t.state)
+    }
+}
+
 impl ThreadState {
     /// The state of the attempt whose thread is `thread` (`None` when the snapshot lacks it).
-    pub fn of(thread: Option<&Thread>) -> ThreadState {
+    pub fn of<T: ThreadFacts + ?Sized>(thread: Option<&T>) -> ThreadState {
         let Some(thread) = thread else {
             return ThreadState::Lost;
         };
-        if thread.deleted_at.is_some() {
+        if thread.is_deleted() {
             return ThreadState::Lost;
         }
-        let session_status = thread.session.as_ref().map(|s| s.status);
-        let turn_state = thread.latest_turn.as_ref().map(|t| t.state);
-        let last_error = thread.session.as_ref().and_then(|s| s.last_error.clone());
+        let session_status = thread.session_status();
+        let turn_state = thread.turn_state();
+        let last_error = thread.last_error().map(str::to_owned);
         // A session that could not start: `error`, or (claudeAgent) `stopped` with a
         // `lastError` and never a turn.
         let start_failed =
@@ -522,7 +565,7 @@ impl ThreadState {
 /// error), but without allocating and, for the one form T3 writes (`2026-11-24T19:14:36.116Z`),
 /// without chrono's general parser: a read model carries seven or so timestamps per thread, and
 /// their decoding was a sixth of the typed decode's instructions (see BENCHMARKS.md).
-fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+pub(crate) fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
     struct Iso;
     impl Visitor<'_> for Iso {
         type Value = Timestamp;
@@ -544,7 +587,9 @@ fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D:
 }
 
 /// [`timestamp`] for a key that may be `null`.
-fn nullable_timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
+pub(crate) fn nullable_timestamp<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Timestamp>, D::Error> {
     struct Fast(Timestamp);
     impl<'de> Deserialize<'de> for Fast {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -688,7 +733,7 @@ mod tests {
             let thread = thread(turn, session, last_error, deleted);
             assert_eq!(ThreadState::of(Some(&thread)), expected, "{why}");
         }
-        assert_eq!(ThreadState::of(None), ThreadState::Lost, "absent");
+        assert_eq!(ThreadState::of(None::<&Thread>), ThreadState::Lost, "absent");
     }
     fn waiting_thread(turn: &str, session: &str, flag: bool, activities: serde_json::Value) -> Thread {
         serde_json::from_value::<Thread>(serde_json::json!({

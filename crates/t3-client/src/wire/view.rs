@@ -1,0 +1,790 @@
+//! What afk reads of T3's threads ([`FleetThread`]), decoded straight from the snapshot
+//! (`GET /api/orchestration/snapshot`), the shell (`GET /api/orchestration/shell`) and the shell
+//! stream's items, without building the full wire types first.
+//!
+//! At 10,000 threads the full [`Thread`] costs about three times what afk reads of it (a dozen
+//! owned strings, the model selection, the empty hydrated arrays): the watcher holds one view
+//! (two while polling: the snapshot and the shell), so that is most of `afk run`'s memory
+//! (BENCHMARKS.md, "Memory"). The fields afk does not keep are still checked exactly as the full
+//! types check them (ids non-empty and trimmed, strings valid UTF-8 without lone surrogates,
+//! enums known, timestamps ISO 8601, required keys present) but without allocating, so a thread
+//! reads as unreadable here exactly when it does in [`super::ReadModel::decode_per_thread`] and
+//! [`super::ShellItem::decode`] (`tests/fuzz.rs` holds the two side by side).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::read_model::{nullable_timestamp, timestamp, ThreadFacts};
+use super::{
+    required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
+    Thread, ThreadShell, ThreadState, Timestamp, TurnState, UnreadableThread,
+};
+use crate::ids::{InvalidId, ProjectId, ThreadId};
+
+/// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
+/// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetThread {
+    /// Its id.
+    pub id: ThreadId,
+    /// Its git branch.
+    pub branch: Option<String>,
+    /// Its checkout, `None` for the project's workspace root.
+    pub worktree_path: Option<String>,
+    /// The most recent turn, `None` before the first turn is admitted.
+    pub latest_turn: Option<LatestTurn>,
+    /// Last change of anything in the thread.
+    pub updated_at: Timestamp,
+    /// Set once deleted (the snapshot lists deleted threads; the stream's `thread-removed` marks
+    /// them so).
+    pub deleted_at: Option<Timestamp>,
+    /// The provider session, `None` when none was started.
+    pub session: Option<SessionSummary>,
+    /// The agent waits for a person's answer (shell only; `false` from the snapshot).
+    pub has_pending_user_input: bool,
+    /// The agent waits for a person's approval (shell only).
+    pub has_pending_approvals: bool,
+}
+
+/// What afk reads of a provider session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    /// Its status.
+    pub status: SessionStatus,
+    /// The last failure, in T3's words.
+    pub last_error: Option<String>,
+}
+
+impl FleetThread {
+    /// True when the agent waits for a person; the same rule as [`Thread::waits_for_person`].
+    pub fn waits_for_person(&self) -> bool {
+        (self.has_pending_user_input || self.has_pending_approvals)
+            && self.session_status() == Some(SessionStatus::Running)
+            && ThreadState::of(Some(self)) == ThreadState::Running
+    }
+}
+
+impl ThreadFacts for FleetThread {
+    fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+    fn session_status(&self) -> Option<SessionStatus> {
+        self.session.as_ref().map(|s| s.status)
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.session.as_ref().and_then(|s| s.last_error.as_deref())
+    }
+    fn turn_state(&self) -> Option<TurnState> {
+        self.latest_turn.as_ref().map(|t| t.state)
+    }
+}
+
+impl From<Thread> for FleetThread {
+    fn from(t: Thread) -> Self {
+        Self {
+            id: t.id,
+            branch: t.branch,
+            worktree_path: t.worktree_path,
+            latest_turn: t.latest_turn,
+            updated_at: t.updated_at,
+            deleted_at: t.deleted_at,
+            session: t.session.map(|s| SessionSummary {
+                status: s.status,
+                last_error: s.last_error,
+            }),
+            has_pending_user_input: t.has_pending_user_input,
+            has_pending_approvals: t.has_pending_approvals,
+        }
+    }
+}
+
+impl From<ThreadShell> for FleetThread {
+    fn from(t: ThreadShell) -> Self {
+        Self {
+            id: t.id,
+            branch: t.branch,
+            worktree_path: t.worktree_path,
+            latest_turn: t.latest_turn,
+            updated_at: t.updated_at,
+            deleted_at: None,
+            session: t.session.map(|s| SessionSummary {
+                status: s.status,
+                last_error: s.last_error,
+            }),
+            has_pending_user_input: t.has_pending_user_input,
+            has_pending_approvals: t.has_pending_approvals,
+        }
+    }
+}
+
+// ---- checks that keep nothing ---------------------------------------------------------------
+
+/// Any JSON value, checked as a [`serde_json::Value`] would be (strings valid, escapes paired),
+/// kept not at all.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Valid;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any valid JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Valid, D::Error> {
+                Valid::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+                while map.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A JSON array of any values, checked as a `Vec<serde_json::Value>` would be.
+#[derive(Default)]
+struct ValidArray;
+
+impl<'de> Deserialize<'de> for ValidArray {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ValidArray;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValidArray, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(ValidArray)
+            }
+        }
+        deserializer.deserialize_seq(V)
+    }
+}
+
+/// A string that passes `check` (the message of its refusal otherwise), kept not at all.
+fn checked_str<'de, D, F>(deserializer: D, check: F) -> Result<(), D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<(), String>,
+{
+    struct V<F>(F);
+    impl<F: FnOnce(&str) -> Result<(), String>> Visitor<'_> for V<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+            (self.0)(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_string(V(check))
+}
+
+/// Any string ([`String`]'s check).
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, |_| Ok(())).map(|()| Text)
+    }
+}
+
+/// An id's text, checked as the id types check it.
+struct IdText;
+
+impl<'de> Deserialize<'de> for IdText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, |text| {
+            if text.is_empty() || text.trim() != text {
+                Err(InvalidId(text.to_owned()).to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .map(|()| IdText)
+    }
+}
+
+/// A [`super::NonEmptyString`]'s check.
+struct NonEmpty;
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        checked_str(deserializer, |text| {
+            if text.trim().is_empty() {
+                Err("must be a non-empty string".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .map(|()| NonEmpty)
+    }
+}
+
+/// [`super::ModelSelection`]'s checks.
+#[derive(Deserialize)]
+#[serde(rename = "ModelSelection", rename_all = "camelCase")]
+#[allow(dead_code)] // Read to be checked, not kept.
+struct ModelCheck {
+    instance_id: NonEmpty,
+    model: NonEmpty,
+    #[serde(default)]
+    options: Option<Valid>,
+}
+
+/// [`super::Session`], keeping what [`SessionSummary`] keeps.
+#[derive(Deserialize)]
+#[serde(rename = "Session", rename_all = "camelCase")]
+#[allow(dead_code)] // Read to be checked, not kept.
+struct SessionRaw {
+    thread_id: IdText,
+    status: SessionStatus,
+    #[serde(deserialize_with = "required_nullable")]
+    provider_name: Option<Text>,
+    runtime_mode: RuntimeMode,
+    #[serde(deserialize_with = "required_nullable")]
+    active_turn_id: Option<IdText>,
+    #[serde(deserialize_with = "required_nullable")]
+    last_error: Option<String>,
+    #[serde(deserialize_with = "timestamp")]
+    updated_at: Timestamp,
+}
+
+impl From<SessionRaw> for SessionSummary {
+    fn from(s: SessionRaw) -> Self {
+        Self {
+            status: s.status,
+            last_error: s.last_error,
+        }
+    }
+}
+
+/// A snapshot thread, with [`Thread`]'s keys in its order and its checks.
+#[derive(Deserialize)]
+#[serde(rename = "Thread", rename_all = "camelCase")]
+#[allow(dead_code)] // Read to be checked, not kept.
+struct SnapshotThread {
+    id: ThreadId,
+    project_id: IdText,
+    title: Text,
+    model_selection: ModelCheck,
+    runtime_mode: RuntimeMode,
+    interaction_mode: InteractionMode,
+    #[serde(deserialize_with = "required_nullable")]
+    branch: Option<String>,
+    #[serde(deserialize_with = "required_nullable")]
+    worktree_path: Option<String>,
+    #[serde(deserialize_with = "required_nullable")]
+    latest_turn: Option<LatestTurn>,
+    #[serde(deserialize_with = "timestamp")]
+    created_at: Timestamp,
+    #[serde(deserialize_with = "timestamp")]
+    updated_at: Timestamp,
+    #[serde(default, deserialize_with = "nullable_timestamp")]
+    archived_at: Option<Timestamp>,
+    #[serde(deserialize_with = "nullable_timestamp")]
+    deleted_at: Option<Timestamp>,
+    #[serde(default)]
+    messages: ValidArray,
+    #[serde(default)]
+    activities: ValidArray,
+    #[serde(default)]
+    checkpoints: ValidArray,
+    #[serde(deserialize_with = "required_nullable")]
+    session: Option<SessionRaw>,
+    #[serde(default)]
+    has_pending_user_input: bool,
+    #[serde(default)]
+    has_pending_approvals: bool,
+}
+
+impl From<SnapshotThread> for FleetThread {
+    fn from(t: SnapshotThread) -> Self {
+        Self {
+            id: t.id,
+            branch: t.branch,
+            worktree_path: t.worktree_path,
+            latest_turn: t.latest_turn,
+            updated_at: t.updated_at,
+            deleted_at: t.deleted_at,
+            session: t.session.map(SessionSummary::from),
+            has_pending_user_input: t.has_pending_user_input,
+            has_pending_approvals: t.has_pending_approvals,
+        }
+    }
+}
+
+/// A shell thread, with [`ThreadShell`]'s keys in its order and its checks.
+#[derive(Deserialize)]
+#[serde(rename = "ThreadShell", rename_all = "camelCase")]
+#[allow(dead_code)] // Read to be checked, not kept.
+struct ShellThread {
+    id: ThreadId,
+    project_id: IdText,
+    title: Text,
+    model_selection: ModelCheck,
+    runtime_mode: RuntimeMode,
+    interaction_mode: InteractionMode,
+    #[serde(deserialize_with = "required_nullable")]
+    branch: Option<String>,
+    #[serde(deserialize_with = "required_nullable")]
+    worktree_path: Option<String>,
+    #[serde(deserialize_with = "required_nullable")]
+    latest_turn: Option<LatestTurn>,
+    #[serde(deserialize_with = "timestamp")]
+    created_at: Timestamp,
+    #[serde(deserialize_with = "timestamp")]
+    updated_at: Timestamp,
+    #[serde(default, deserialize_with = "nullable_timestamp")]
+    archived_at: Option<Timestamp>,
+    #[serde(deserialize_with = "required_nullable")]
+    session: Option<SessionRaw>,
+    #[serde(default, deserialize_with = "nullable_timestamp")]
+    latest_user_message_at: Option<Timestamp>,
+    #[serde(default)]
+    has_pending_approvals: bool,
+    #[serde(default)]
+    has_pending_user_input: bool,
+    #[serde(default)]
+    has_actionable_proposed_plan: bool,
+}
+
+impl From<ShellThread> for FleetThread {
+    fn from(t: ShellThread) -> Self {
+        Self {
+            id: t.id,
+            branch: t.branch,
+            worktree_path: t.worktree_path,
+            latest_turn: t.latest_turn,
+            updated_at: t.updated_at,
+            deleted_at: None,
+            session: t.session.map(SessionSummary::from),
+            has_pending_user_input: t.has_pending_user_input,
+            has_pending_approvals: t.has_pending_approvals,
+        }
+    }
+}
+
+// ---- views ----------------------------------------------------------------------------------
+
+const LISTED_TWICE: &str = "listed more than once in one view";
+
+/// The threads of one view by id, and those afk cannot read with why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Threads {
+    pub(crate) readable: HashMap<ThreadId, FleetThread>,
+    pub(crate) unreadable: HashMap<ThreadId, String>,
+}
+
+impl Threads {
+    /// The threads of one view: an id listed twice says two things at once about one thread, so
+    /// it is unreadable, not the last (or first) of its entries.
+    pub(crate) fn of(listed: impl Iterator<Item = FleetThread>, unreadable: Vec<UnreadableThread>) -> Self {
+        let mut threads = Threads {
+            readable: HashMap::with_capacity(listed.size_hint().0),
+            unreadable: unreadable.into_iter().map(|u| (u.id, u.reason)).collect(),
+        };
+        for thread in listed {
+            threads.add(thread);
+        }
+        threads
+    }
+
+    fn add(&mut self, thread: FleetThread) {
+        if let Some(reason) = self.unreadable.get_mut(&thread.id) {
+            LISTED_TWICE.clone_into(reason);
+        } else if let Some(twice) = self.readable.insert(thread.id.clone(), thread) {
+            self.readable.remove(&twice.id);
+            self.unreadable.insert(twice.id, LISTED_TWICE.into());
+        }
+    }
+}
+
+/// Decodes a JSON array of `R` straight into [`Threads`] (no list of them first), failing at the
+/// first thread that cannot be read.
+fn threads_strict<'de, R, D>(deserializer: D) -> Result<Threads, D::Error>
+where
+    D: Deserializer<'de>,
+    R: Deserialize<'de> + Into<FleetThread>,
+{
+    struct V<R>(PhantomData<R>);
+    impl<'de, R: Deserialize<'de> + Into<FleetThread>> Visitor<'de> for V<R> {
+        type Value = Threads;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Threads, A::Error> {
+            let mut threads = Threads::default();
+            while let Some(thread) = seq.next_element::<R>()? {
+                threads.add(thread.into());
+            }
+            Ok(threads)
+        }
+    }
+    deserializer.deserialize_seq(V::<R>(PhantomData))
+}
+
+/// Only the id of a thread, for naming one whose other fields cannot be read.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: ThreadId,
+}
+
+/// Decodes each of `raw` on its own as `R`: a thread that cannot be read is set aside with why.
+/// `Err` when a thread's id itself cannot be read.
+fn threads_loose<'a, R>(raw: Vec<&'a RawValue>) -> Result<Threads, serde_json::Error>
+where
+    R: Deserialize<'a> + Into<FleetThread>,
+{
+    let mut readable = Vec::with_capacity(raw.len());
+    let mut unreadable = Vec::new();
+    for thread in raw {
+        match serde_json::from_str::<R>(thread.get()) {
+            Ok(thread) => readable.push(thread.into()),
+            Err(error) => unreadable.push(UnreadableThread {
+                id: serde_json::from_str::<IdOnly>(thread.get())?.id,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    Ok(Threads::of(readable.into_iter(), unreadable))
+}
+
+/// A view's parts: its sequence, its live projects, its threads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ViewParts {
+    pub(crate) sequence: u64,
+    pub(crate) projects: HashMap<ProjectId, ProjectShell>,
+    pub(crate) threads: Threads,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "ReadModel", rename_all = "camelCase")]
+struct SnapshotDoc {
+    snapshot_sequence: u64,
+    projects: Vec<Project>,
+    #[serde(deserialize_with = "threads_strict::<SnapshotThread, _>")]
+    threads: Threads,
+    #[serde(deserialize_with = "timestamp")]
+    #[allow(dead_code)] // Read to be checked, not kept.
+    updated_at: Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseSnapshotDoc<'a> {
+    snapshot_sequence: u64,
+    projects: Vec<Project>,
+    #[serde(borrow)]
+    threads: Vec<&'a RawValue>,
+    #[serde(deserialize_with = "timestamp")]
+    #[allow(dead_code)] // Read to be checked, not kept.
+    updated_at: Timestamp,
+}
+
+fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
+    projects
+        .iter()
+        .filter(|p| p.deleted_at.is_none())
+        .map(|p| (p.id.clone(), ProjectShell::from(p)))
+        .collect()
+}
+
+/// The snapshot document (`GET /api/orchestration/snapshot`) as the watcher keeps it, thread by
+/// thread like [`super::ReadModel::decode_per_thread`] (deleted projects left out). Fails where
+/// that fails.
+pub(crate) fn decode_snapshot(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
+    if let Ok(doc) = serde_json::from_slice::<SnapshotDoc>(body) {
+        return Ok(ViewParts {
+            sequence: doc.snapshot_sequence,
+            projects: live_projects(doc.projects),
+            threads: doc.threads,
+        });
+    }
+    let loose: LooseSnapshotDoc<'_> = serde_json::from_slice(body)?;
+    Ok(ViewParts {
+        sequence: loose.snapshot_sequence,
+        projects: live_projects(loose.projects),
+        threads: threads_loose::<SnapshotThread>(loose.threads)?,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "ShellSnapshot", rename_all = "camelCase")]
+struct ShellDoc {
+    snapshot_sequence: u64,
+    projects: Vec<ProjectShell>,
+    #[serde(deserialize_with = "threads_strict::<ShellThread, _>")]
+    threads: Threads,
+    #[serde(deserialize_with = "timestamp")]
+    #[allow(dead_code)] // Read to be checked, not kept.
+    updated_at: Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LooseShellDoc<'a> {
+    snapshot_sequence: u64,
+    projects: Vec<ProjectShell>,
+    #[serde(borrow)]
+    threads: Vec<&'a RawValue>,
+    #[serde(deserialize_with = "timestamp")]
+    #[allow(dead_code)] // Read to be checked, not kept.
+    updated_at: Timestamp,
+}
+
+/// A shell snapshot (`GET /api/orchestration/shell`, or a stream's `snapshot` item) as the watcher
+/// keeps it, thread by thread like [`super::ShellSnapshot::decode_per_thread`].
+pub(crate) fn decode_shell(body: &str) -> Result<ViewParts, serde_json::Error> {
+    decode_shell_bytes(body.as_bytes())
+}
+
+/// [`decode_shell`] of bytes (an HTTP body).
+pub(crate) fn decode_shell_bytes(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
+    let parts = |sequence, projects: Vec<ProjectShell>, threads| ViewParts {
+        sequence,
+        projects: projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
+        threads,
+    };
+    if let Ok(doc) = serde_json::from_slice::<ShellDoc>(body) {
+        return Ok(parts(doc.snapshot_sequence, doc.projects, doc.threads));
+    }
+    let loose: LooseShellDoc<'_> = serde_json::from_slice(body)?;
+    let threads = threads_loose::<ShellThread>(loose.threads)?;
+    Ok(parts(loose.snapshot_sequence, loose.projects, threads))
+}
+
+/// One shell stream item as the fleet applies it: [`super::ShellItem`] with its threads in the
+/// watcher's form, decoded by [`FleetItem::decode`] without a copy of a snapshot's whole tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FleetItem {
+    /// A (shell) snapshot: the whole view, replacing what there was.
+    Snapshot(Box<ViewSnapshot>),
+    /// The snapshot or replay before it is complete.
+    Synchronized,
+    /// A project was created or changed.
+    ProjectUpserted {
+        /// The event's sequence.
+        sequence: u64,
+        /// The project as it is now.
+        project: ProjectShell,
+    },
+    /// A project was deleted.
+    ProjectRemoved {
+        /// The event's sequence.
+        sequence: u64,
+        /// The project.
+        project_id: ProjectId,
+    },
+    /// A thread was created or changed.
+    ThreadUpserted {
+        /// The event's sequence.
+        sequence: u64,
+        /// The thread as it is now.
+        thread: FleetThread,
+    },
+    /// A thread upsert afk cannot read.
+    ThreadUnreadable {
+        /// The event's sequence.
+        sequence: u64,
+        /// The thread and why it cannot be read.
+        thread: UnreadableThread,
+    },
+    /// A thread was deleted.
+    ThreadRemoved {
+        /// The event's sequence.
+        sequence: u64,
+        /// The thread.
+        thread_id: ThreadId,
+    },
+    /// A kind this crate does not know; skipped.
+    Other,
+}
+
+/// A decoded shell snapshot, as [`FleetItem::Snapshot`] carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSnapshot(pub(crate) ViewParts);
+
+impl FleetItem {
+    /// The event's sequence, for the kinds that carry one.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            FleetItem::Snapshot(snapshot) => Some(snapshot.0.sequence),
+            FleetItem::ProjectUpserted { sequence, .. }
+            | FleetItem::ProjectRemoved { sequence, .. }
+            | FleetItem::ThreadUpserted { sequence, .. }
+            | FleetItem::ThreadUnreadable { sequence, .. }
+            | FleetItem::ThreadRemoved { sequence, .. } => Some(*sequence),
+            FleetItem::Synchronized | FleetItem::Other => None,
+        }
+    }
+
+    /// Decodes one stream item as [`super::ShellItem::decode`] does (a thread afk cannot read is
+    /// set aside, never fails the item; an item of a known kind with another shape fails), but
+    /// straight into the watcher's form: the item's parts are sliced out of `text` (borrowed, no
+    /// copy) and each decoded once.
+    pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
+        /// Every key an item of a known kind has, its value left raw.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Parts<'a> {
+            #[serde(borrow)]
+            kind: Cow<'a, str>,
+            #[serde(borrow, default)]
+            sequence: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            snapshot: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            project: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            project_id: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            thread: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            thread_id: Option<&'a RawValue>,
+        }
+        fn field<'a, T: Deserialize<'a>>(
+            value: Option<&'a RawValue>,
+            name: &'static str,
+        ) -> Result<T, serde_json::Error> {
+            match value {
+                Some(value) => serde_json::from_str(value.get()),
+                None => Err(de::Error::missing_field(name)),
+            }
+        }
+        let parts: Parts<'_> = serde_json::from_str(text)?;
+        Ok(match parts.kind.as_ref() {
+            "snapshot" => {
+                let snapshot = parts
+                    .snapshot
+                    .ok_or_else(|| de::Error::missing_field("snapshot"))?;
+                FleetItem::Snapshot(Box::new(ViewSnapshot(decode_shell(snapshot.get())?)))
+            }
+            "synchronized" => FleetItem::Synchronized,
+            "project-upserted" => FleetItem::ProjectUpserted {
+                sequence: field(parts.sequence, "sequence")?,
+                project: field(parts.project, "project")?,
+            },
+            "project-removed" => FleetItem::ProjectRemoved {
+                sequence: field(parts.sequence, "sequence")?,
+                project_id: field(parts.project_id, "projectId")?,
+            },
+            "thread-upserted" => {
+                let sequence = field(parts.sequence, "sequence")?;
+                let thread = parts.thread.ok_or_else(|| de::Error::missing_field("thread"))?;
+                match serde_json::from_str::<ShellThread>(thread.get()) {
+                    Ok(thread) => FleetItem::ThreadUpserted {
+                        sequence,
+                        thread: thread.into(),
+                    },
+                    Err(error) => FleetItem::ThreadUnreadable {
+                        sequence,
+                        thread: UnreadableThread {
+                            id: serde_json::from_str::<IdOnly>(thread.get())?.id,
+                            reason: error.to_string(),
+                        },
+                    },
+                }
+            }
+            "thread-removed" => FleetItem::ThreadRemoved {
+                sequence: field(parts.sequence, "sequence")?,
+                thread_id: field(parts.thread_id, "threadId")?,
+            },
+            _ => FleetItem::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fleet;
+
+    fn shell_thread(id: &str, state: &str, title: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","projectId":"p","title":"{title}",
+            "modelSelection":{{"instanceId":"codex","model":"m"}},"runtimeMode":"full-access",
+            "interactionMode":"default","branch":"b-{id}","worktreePath":"/w/{id}",
+            "latestTurn":{{"turnId":"t1","state":"{state}","requestedAt":"2026-11-24T19:14:36.116Z",
+              "startedAt":null,"completedAt":null,"assistantMessageId":null}},
+            "createdAt":"2026-11-24T19:14:36.116Z","updatedAt":"2026-11-24T19:14:37.000Z",
+            "archivedAt":null,"session":{{"threadId":"{id}","status":"running","providerName":"codex",
+              "runtimeMode":"full-access","activeTurnId":"t1","lastError":null,
+              "updatedAt":"2026-11-24T19:14:36.116Z"}},"hasPendingUserInput":true}}"#
+        )
+    }
+
+    #[test]
+    fn a_stream_snapshot_keeps_what_afk_reads_and_sets_aside_what_it_cannot() {
+        let text = format!(
+            r#"{{"kind":"snapshot","snapshot":{{"snapshotSequence":9,"updatedAt":"2026-11-24T19:14:40.000Z",
+            "projects":[],"threads":[{},{},{}]}}}}"#,
+            shell_thread("a", "running", "fine"),
+            shell_thread("b", "paused", "fine"),
+            shell_thread("c", "running", "\\ud800 lone"),
+        );
+        let mut fleet = Fleet::default();
+        fleet.apply(FleetItem::decode(&text).expect("the item decodes"));
+        assert_eq!(fleet.sequence(), 9);
+        let a = fleet.thread_by_id("a").expect("a is readable");
+        assert_eq!(a.branch.as_deref(), Some("b-a"));
+        assert_eq!(a.worktree_path.as_deref(), Some("/w/a"));
+        assert!(a.waits_for_person(), "the shell's flag is kept");
+        assert_eq!(ThreadState::of(Some(a)), ThreadState::Running);
+        let b = ThreadId::new("b").unwrap();
+        assert!(fleet.unreadable(&b).is_some_and(|why| why.contains("paused")));
+        let c = ThreadId::new("c").unwrap();
+        assert!(
+            fleet.unreadable(&c).is_some_and(|why| why.contains("escape")),
+            "a title afk does not keep is still checked: {:?}",
+            fleet.unreadable(&c)
+        );
+        let upsert = format!(
+            r#"{{"kind":"thread-upserted","sequence":10,"thread":{}}}"#,
+            shell_thread("a", "paused", "x")
+        );
+        assert!(matches!(
+            FleetItem::decode(&upsert).expect("decodes"),
+            FleetItem::ThreadUnreadable { sequence: 10, .. }
+        ));
+        assert!(FleetItem::decode(r#"{"kind":"thread-removed","sequence":"x"}"#).is_err());
+        assert_eq!(
+            FleetItem::decode(r#"{"kind":"space-upserted","x":1}"#).unwrap(),
+            FleetItem::Other
+        );
+    }
+}
