@@ -121,9 +121,9 @@ mod duration_text {
             Ok(d) if d.is_zero() => Err(serde::de::Error::custom(format!(
                 "{text:?} must be longer than zero"
             ))),
-            Ok(d) if d > Duration::from_secs(3650 * 24 * 3600) => Err(serde::de::Error::custom(
-                format!("{text:?} is longer than ten years"),
-            )),
+            Ok(d) if d > Duration::from_secs(3650 * 24 * 3600) => Err(serde::de::Error::custom(format!(
+                "{text:?} is longer than ten years"
+            ))),
             Ok(d) => Ok(Some(d)),
             Err(e) => Err(serde::de::Error::custom(format!(
                 "{text:?} is not a duration like 30m or 4h ({e})"

@@ -146,8 +146,11 @@ pub struct FollowUpStatus {
     pub max_turns: u32,
     /// What the latest follow-up answered, one line.
     pub latest_cause: Option<String>,
-    /// Past the limit: what waits for a person, one line.
+    /// Not followed up: what waits for a person, one line.
     pub waiting_for_person: Option<String>,
+    /// Why that was not followed up when it is not the limit of follow-up turns: the job's
+    /// agent time budget, with its figures.
+    pub held_by_budget: Option<String>,
 }
 
 /// The status comment on GitHub.
@@ -734,10 +737,11 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
             }
         }
         if let Some(waiting) = &follow.waiting_for_person {
-            out.push_str(&format!(
-                "- **Waiting for a person**: {waiting} (the limit of {} follow-up turns is reached)\n",
-                follow.max_turns
-            ));
+            let why = match &follow.held_by_budget {
+                Some(budget) => budget.clone(),
+                None => format!("the limit of {} follow-up turns is reached", follow.max_turns),
+            };
+            out.push_str(&format!("- **Waiting for a person**: {waiting} ({why})\n"));
         }
     }
     if let Some(error) = &report.last_error {
@@ -831,6 +835,48 @@ mod tests {
         assert!(text.contains("[`th-1`](http://t3.local/th-1)"), "{text}");
         assert!(text.contains("Duration: 3m 12s"), "{text}");
         assert!(text.contains("````\nboom ``` fence\n````"), "{text}");
+    }
+
+    #[test]
+    fn a_follow_up_not_started_says_whether_the_limit_or_the_budget_held_it() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let follow = |used, held_by_budget: Option<&str>| FollowUpStatus {
+            used,
+            max_turns: 3,
+            latest_cause: None,
+            waiting_for_person: Some("check `ci` failed".into()),
+            held_by_budget: held_by_budget.map(str::to_owned),
+        };
+        let report = |follow_ups| StatusReport {
+            issue: issue(3),
+            attempt: 1,
+            state: JobState::InReview,
+            thread: None,
+            started_at: Some(t0),
+            finished_at: None,
+            last_error: None,
+            pull_request: None,
+            question: None,
+            follow_ups: Some(follow_ups),
+        };
+        let text = render_comment(&report(follow(3, None)), t0);
+        assert!(
+            text.contains(
+                "**Waiting for a person**: check `ci` failed (the limit of 3 follow-up turns is reached)"
+            ),
+            "{text}"
+        );
+        let text = render_comment(
+            &report(follow(1, Some("agent time budget: used 4h 12m of 4h"))),
+            t0,
+        );
+        assert!(
+            text.contains(
+                "**Waiting for a person**: check `ci` failed (agent time budget: used 4h 12m of 4h)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("limit of 3"), "{text}");
     }
 
     #[test]

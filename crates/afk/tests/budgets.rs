@@ -28,8 +28,10 @@ async fn notes(app: &afk::app::App) -> Vec<String> {
 async fn a_job_whose_turns_spend_its_agent_time_gives_up_before_its_next_attempt_with_the_figures() {
     let mut world = World::new(Duration::from_millis(200)).await;
     world.config.limits.max_attempts = 10;
-    world.config.budget.job_agent_time = Some(Duration::from_millis(700));
-    world.add_issue(REPO_A, 1, "Always breaks. [sim:fail]");
+    // Turns of 600 ms against 1.5 s: two or three of them spend it, and one alone (600 ms and
+    // afk's lag in seeing its end) stays well below it, so none is stopped mid-turn.
+    world.config.budget.job_agent_time = Some(Duration::from_millis(1500));
+    world.add_issue(REPO_A, 1, "Always breaks. [sim:fail] [sim:duration=600]");
     let mut app = world.app().await;
     let jobs = tick_until_all_final(&mut app, 1).await;
     let job = &jobs[0];
@@ -40,7 +42,7 @@ async fn a_job_whose_turns_spend_its_agent_time_gives_up_before_its_next_attempt
     );
     let error = job.last_error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("agent time budget: used") && error.ends_with("of 700ms"),
+        error.contains("agent time budget: used") && error.ends_with("of 1s 500ms"),
         "{error}"
     );
     let notes = notes(&app).await;

@@ -72,8 +72,9 @@ impl Default for RpcSettings {
 
 /// The most one message (or frame) from T3 may hold. The shell stream's first item is the whole
 /// fleet in one message, about 0.8 KB a thread: tungstenite's defaults (64 MiB a message, 16 MiB a
-/// frame) refused it from about 20,000 threads on, and the stream then never came up.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// frame) refused it from about 20,000 threads on, and the stream then never came up. 256 MiB
+/// holds a fleet of about 300,000 threads and still bounds what a faulty peer can make afk hold.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// The socket's limits: [`MAX_MESSAGE_BYTES`] for a message and for a frame.
 fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {

@@ -459,7 +459,8 @@ impl ControlPlane {
         } else {
             let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
-            recorded |= budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, &live, now).await?;
+            recorded |=
+                budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, &live, now).await?;
             recorded
         };
         // A timeout the watcher just recorded adds a thread to stop: read them again then.

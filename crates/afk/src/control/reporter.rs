@@ -116,7 +116,19 @@ impl StatusReporter {
             ) {
                 let used = ledger.follow_ups_used(job.id).await?;
                 let latest = ledger.latest_follow_up(job.id).await?;
+                // Unanswered below the limit: the job's agent time budget held it back.
+                let held_by_budget = if job.state == JobState::InReview
+                    && used < self.max_turns
+                    && latest.as_ref().is_some_and(|(n, _)| n.is_none())
+                {
+                    super::budget::job_gate_at_review(&ledger, &job, &policies.budget(&job.issue.repo))
+                        .await?
+                        .map(|overrun| overrun.to_string())
+                } else {
+                    None
+                };
                 (used > 0 || job.state != JobState::Running).then(|| FollowUpStatus {
+                    held_by_budget,
                     used,
                     max_turns: self.max_turns,
                     latest_cause: latest

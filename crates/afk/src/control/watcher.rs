@@ -225,10 +225,11 @@ pub const STARTING_PATIENCE: Duration = Duration::from_secs(120);
 /// session start reaches later), and T3 does not stop a session still starting.
 pub const NO_SESSION_GRACE: Duration = Duration::from_secs(10);
 
-/// How to go on stopping a thread T3 shows as `sighting`, after `sent`; `starting_for` is how
-/// long it has been seen with no turn and its session starting or absent. A stop is sent once, and again
-/// only when T3's view shows the thread still working after it.
-pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) -> StopStep {
+/// How to go on stopping a thread T3 shows as `sighting`, after `sent`; `idle_for` is how long it
+/// has been seen with no turn and its session as it is now (absent and starting count as one;
+/// stopped on its own). A stop is sent once, and again only when T3's view shows the thread
+/// still working after it.
+pub fn stop_step(sighting: &Sighting, sent: StopSent, idle_for: Duration) -> StopStep {
     let (has_turn, session) = match sighting {
         Sighting::Missing { for_good: true } => return StopStep::Stopped,
         Sighting::Missing { for_good: false } => return StopStep::Wait,
@@ -241,11 +242,14 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
         Sighting::Seen { .. } => return StopStep::Stopped,
     };
     let step = match (has_turn, session) {
-        // A session stopped before any turn (a stop of a session that never came up) runs
-        // nothing, and stopping it again would change nothing: delete the thread.
+        // A session stopped before any turn runs nothing, and stopping it again would change
+        // nothing: delete the thread, once it has read stopped for a while. A stop that raced a
+        // session start reads stopped too, until the start brings the session back: a delete
+        // then would orphan the agent (T3 stops a deleted thread's session only if it is up).
+        (false, Some(SessionStatus::Stopped)) if idle_for < NO_SESSION_GRACE => StopStep::Wait,
         (false, Some(SessionStatus::Stopped)) => StopStep::Delete,
-        (false, Some(SessionStatus::Starting)) if starting_for < STARTING_PATIENCE => StopStep::Wait,
-        (false, None) if starting_for < NO_SESSION_GRACE => StopStep::Wait,
+        (false, Some(SessionStatus::Starting)) if idle_for < STARTING_PATIENCE => StopStep::Wait,
+        (false, None) if idle_for < NO_SESSION_GRACE => StopStep::Wait,
         _ => StopStep::StopSession,
     };
     if sent == StopSent::Unanswered {
@@ -255,14 +259,15 @@ pub fn stop_step(sighting: &Sighting, sent: StopSent, starting_for: Duration) ->
     }
 }
 
-/// A stop afk is carrying out: what it sent last, and since when the thread's session has been
-/// seen starting.
+/// A stop afk is carrying out: what it sent last, and since when the thread has been seen with
+/// no turn and its session as it is.
 #[derive(Debug, Clone)]
 struct StopMemo {
     /// T3's `updatedAt` of the thread when the stop was last sent, and when it was sent.
     sent: Option<(Option<Timestamp>, DateTime<Utc>)>,
-    /// When the thread was first seen with no turn and its session starting or absent.
-    starting_since: Option<DateTime<Utc>>,
+    /// Since when the thread has been seen with no turn and its session starting or absent
+    /// (`false`), or stopped (`true`).
+    idle_since: Option<(bool, DateTime<Utc>)>,
 }
 
 /// Remembers when each running thread's `updatedAt` last moved, to detect stalls, and how long
@@ -910,26 +915,33 @@ impl Watcher {
             let updated_at = fleet.thread(thread).map(|t| t.updated_at);
             let memo = self.stops.entry(thread.clone()).or_insert(StopMemo {
                 sent: None,
-                starting_since: None,
+                idle_since: None,
             });
-            let starting = matches!(
-                &seen,
+            let idle = match &seen {
                 Sighting::Seen {
                     has_turn: false,
                     session: None | Some(SessionStatus::Starting),
                     ..
+                } => Some(false),
+                Sighting::Seen {
+                    has_turn: false,
+                    session: Some(SessionStatus::Stopped),
+                    ..
+                } => Some(true),
+                _ => None,
+            };
+            let idle_for = match (idle, memo.idle_since) {
+                (Some(stopped), Some((was, since))) if stopped == was => {
+                    (now - since).to_std().unwrap_or_default()
                 }
-            );
-            if !starting {
-                memo.starting_since = None;
-            }
-            let starting_for = match (starting, memo.starting_since) {
-                (true, Some(since)) => (now - since).to_std().unwrap_or_default(),
-                (true, None) => {
-                    memo.starting_since = Some(now);
+                (Some(stopped), _) => {
+                    memo.idle_since = Some((stopped, now));
                     Duration::ZERO
                 }
-                (false, _) => Duration::ZERO,
+                (None, _) => {
+                    memo.idle_since = None;
+                    Duration::ZERO
+                }
             };
             let sent = match memo.sent {
                 None => StopSent::Nothing,
@@ -940,7 +952,7 @@ impl Watcher {
                 }
                 Some(_) => StopSent::Unheeded,
             };
-            let step = stop_step(&seen, sent, starting_for);
+            let step = stop_step(&seen, sent, idle_for);
             match step {
                 StopStep::Stopped => {
                     tracing::info!(
@@ -1353,8 +1365,10 @@ mod tests {
                 "still none after the grace: stopped, then deleted once the session reads stopped"),
             (with_session(Starting, false, None), Unanswered, soon, Wait, "stopped once: T3 has not moved since"),
             (with_session(Starting, false, Some(S::Stopped)), Unanswered, soon, Wait, "deleted once: T3 has not moved since"),
-            (with_session(Starting, false, Some(S::Stopped)), Nothing, soon, Delete,
-                "its session stopped before any turn (stopped after STARTING_PATIENCE): nothing runs, delete"),
+            (with_session(Starting, false, Some(S::Stopped)), Nothing, soon, Wait,
+                "stopped before any turn: maybe a stop that raced a session start, which brings it back"),
+            (with_session(Starting, false, Some(S::Stopped)), Unheeded, NO_SESSION_GRACE, Delete,
+                "stopped before any turn for the grace: nothing runs, delete"),
             (with_session(Starting, false, Some(S::Stopped)), Unheeded, long, Delete,
                 "and never a stop again, which would leave the attempt stopping for ever"),
             (seen(Succeeded, true, 0), Unanswered, soon, Stopped, "ended"),
@@ -1364,9 +1378,9 @@ mod tests {
             (Sighting::Missing { for_good: false }, Nothing, soon, Wait, "a request in flight may still create it"),
             (Sighting::Missing { for_good: true }, Unanswered, soon, Stopped, "gone for good"),
         ];
-        for (sighting, sent, starting_for, expected, why) in cases {
+        for (sighting, sent, idle_for, expected, why) in cases {
             assert_eq!(
-                stop_step(&sighting, sent, starting_for),
+                stop_step(&sighting, sent, idle_for),
                 expected,
                 "{why}: {sighting:?} after {sent:?}"
             );
