@@ -435,7 +435,10 @@ impl ControlPlane {
         // Nothing changed at T3 nor in the ledger since a pass that decided nothing, and no
         // deadline it met has come: the walks over every live attempt below would decide nothing
         // again, so a quiet tick costs the same whatever the size of the fleet.
-        let skip = self.watcher.may_skip(&view, &live, !to_stop.is_empty(), now);
+        let budgets = self.policies.budget_generation();
+        let skip = self
+            .watcher
+            .may_skip(&view, &live, !to_stop.is_empty(), budgets, now);
         // Whether the pass runs on the view as read, not on a snapshot that replaced it.
         let (fleet, as_read) = if skip {
             (view, true)
@@ -497,6 +500,7 @@ impl ControlPlane {
                 stopped_any || !stopping.is_empty(),
                 dispatching_until(&live, now)
                     .map(|until| watcher::earliest(until, budget::turn_deadline(&self.policies, &live))),
+                budgets,
             );
         }
         self.dispatcher

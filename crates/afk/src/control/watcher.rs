@@ -480,6 +480,9 @@ struct QuietPass {
     bumps: Option<u64>,
     live: Arc<Vec<WatchedAttempt>>,
     until: Option<DateTime<Utc>>,
+    /// [`crate::policy::Policies::budget_generation`] then: a budget lowered since moves the
+    /// deadline of the pass's budget stop (`budget::turn_deadline`).
+    budgets: u64,
 }
 
 impl Watcher {
@@ -514,6 +517,7 @@ impl Watcher {
         view: &Fleet,
         live: &Arc<Vec<WatchedAttempt>>,
         stopping_any: bool,
+        budgets: u64,
         now: DateTime<Utc>,
     ) -> bool {
         let skip = self.may_skip_passes
@@ -524,6 +528,7 @@ impl Watcher {
                 quiet.sequence == view.sequence()
                     && quiet.bumps == self.view_bumps
                     && Arc::ptr_eq(&quiet.live, live)
+                    && quiet.budgets == budgets
                     && quiet.until.is_none_or(|until| now < until)
             });
         if skip {
@@ -545,6 +550,7 @@ impl Watcher {
         live: &Arc<Vec<WatchedAttempt>>,
         stopping_any: bool,
         also_until: Result<Option<DateTime<Utc>>, ()>,
+        budgets: u64,
     ) {
         self.quiet = match (self.last_pass, also_until) {
             (PassOutcome::Quiet { until }, Ok(also))
@@ -555,6 +561,7 @@ impl Watcher {
                     bumps: self.view_bumps,
                     live: live.clone(),
                     until: earliest(until, also),
+                    budgets,
                 })
             }
             _ => None,

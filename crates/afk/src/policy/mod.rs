@@ -85,6 +85,8 @@ pub struct Policies {
     resolved: HashMap<Repo, RepoPolicy>,
     /// `[budget]`.
     budget: BudgetLimits,
+    /// Moves on whenever a repository's resolved budgets change (its `AFK.md` lowered them).
+    budget_generation: u64,
 }
 
 impl Policies {
@@ -97,6 +99,7 @@ impl Policies {
             afk_md: None,
             resolved: HashMap::new(),
             budget: BudgetLimits::default(),
+            budget_generation: 0,
         }
     }
 
@@ -111,6 +114,12 @@ impl Policies {
     /// job to without asking GitHub on every tick.
     pub fn budget(&self, repo: &Repo) -> BudgetLimits {
         self.resolved.get(repo).map_or(self.budget, |p| p.budget)
+    }
+
+    /// Moves on whenever [`Policies::budget`] of some repository changes: what was decided from
+    /// the budgets before is to be decided again.
+    pub fn budget_generation(&self) -> u64 {
+        self.budget_generation
     }
 
     /// Reads each GitHub job's `AFK.md` through `afk_md` from now on.
@@ -179,6 +188,9 @@ impl Policies {
             Err(error) => return Resolution::Refused(error.to_string()),
         };
         let policy = configured.with_afk_md(&file.settings);
+        if self.budget(&job.issue.repo) != policy.budget {
+            self.budget_generation += 1;
+        }
         self.resolved.insert(job.issue.repo.clone(), policy.clone());
         Resolution::Ready { policy, prompt }
     }
