@@ -200,6 +200,43 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
     );
 }
 
+/// After a restart, a running job is held to the budget its repository's `AFK.md` sets, before
+/// any new dispatch of that repository resolves it again.
+#[tokio::test]
+async fn after_a_restart_a_running_job_keeps_the_budget_its_afk_md_sets() {
+    let (mut world, github) = World::new(Duration::from_millis(100))
+        .await
+        .on_github(Duration::from_millis(50), Arc::new(SystemClock))
+        .await;
+    world.config.budget.job_agent_time = Some(Duration::from_secs(3600));
+    github.set_file(
+        REPO_A,
+        "AFK.md",
+        "---\nbudget:\n  job_agent_time: 2s\n---\nFix {{ issue.title }}: {{ issue.body }}\n",
+    );
+    let number = github.open_issue(REPO_A, "octocat", "Endless", "Never ends. [sim:hang]");
+    github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
+    let mut app = world.app().await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    drop(app);
+
+    // A new afk on the same ledger: no dispatch of the repository resolves its AFK.md again.
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
+    assert_eq!(jobs[0].state, JobState::GivenUp, "{jobs:#?}");
+    let error = jobs[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("of 2s"),
+        "AFK.md's budget holds after the restart: {error}"
+    );
+}
+
 #[tokio::test]
 async fn afk_md_cannot_raise_a_repository_budget() {
     let (mut world, github) = World::new(Duration::from_millis(50))

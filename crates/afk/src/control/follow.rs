@@ -113,7 +113,7 @@ impl FollowThrough {
         &self,
         recorder: &mut Recorder,
         reporter: &Reporter,
-        policies: &Policies,
+        policies: &mut Policies,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         // A job whose follow-up turn is working (or waits for a person) is read too: its pull
@@ -199,6 +199,7 @@ impl FollowThrough {
                 line,
             };
             // A safe point of the job's agent time budget ([budget]): past it, no turn of its own.
+            policies.load_budgets(std::slice::from_ref(&job.issue.repo)).await;
             let over_budget =
                 super::budget::job_gate_at_review(recorder.ledger(), &job, &policies.budget(&job.issue.repo))
                     .await?;

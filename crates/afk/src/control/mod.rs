@@ -399,7 +399,7 @@ impl ControlPlane {
             };
             if self.follow.due(woken, interval) {
                 self.follow
-                    .follow(&mut self.recorder, reporter.github(), &self.policies, now)
+                    .follow(&mut self.recorder, reporter.github(), &mut self.policies, now)
                     .await?;
             }
             if t3_reachable {
@@ -461,6 +461,14 @@ impl ControlPlane {
             false
         } else {
             let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
+            // After a restart, the budgets the running jobs' AFK.md sets (once per repository).
+            let mut repos: Vec<Repo> = (live.iter())
+                .map(|a| a.issue.repo.clone())
+                .filter(|r| self.github_repos.contains(r) && !self.policies.budgets_known(r))
+                .collect();
+            repos.sort();
+            repos.dedup();
+            self.policies.load_budgets(&repos).await;
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
             recorded |=
                 budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, &live, now).await?;

@@ -87,6 +87,8 @@ pub struct Policies {
     budget: BudgetLimits,
     /// Moves on whenever a repository's resolved budgets change (its `AFK.md` lowered them).
     budget_generation: u64,
+    /// Repositories whose `AFK.md` [`Policies::load_budgets`] found unusable.
+    budgets_unusable: std::collections::HashSet<Repo>,
 }
 
 impl Policies {
@@ -100,6 +102,7 @@ impl Policies {
             resolved: HashMap::new(),
             budget: BudgetLimits::default(),
             budget_generation: 0,
+            budgets_unusable: Default::default(),
         }
     }
 
@@ -114,6 +117,44 @@ impl Policies {
     /// job to without asking GitHub on every tick.
     pub fn budget(&self, repo: &Repo) -> BudgetLimits {
         self.resolved.get(repo).map_or(self.budget, |p| p.budget)
+    }
+
+    /// Reads, once per repository, the budgets `AFK.md` sets for those of `repos` no dispatch of
+    /// this process resolved (after a restart: the repositories of running and reviewed jobs),
+    /// so that [`Policies::budget`] holds their jobs to them. An `AFK.md` that cannot be fetched
+    /// now is read at a later call; one afk cannot use leaves `[budget]`'s limits (its next
+    /// dispatch is refused, saying why).
+    pub async fn load_budgets(&mut self, repos: &[Repo]) {
+        for repo in repos {
+            if self.budgets_known(repo) {
+                continue;
+            }
+            let (Some(afk_md), Ok(configured)) = (self.afk_md.as_ref(), self.configured(repo)) else {
+                continue;
+            };
+            match afk_md.policy(repo).await {
+                Ok(file) => {
+                    let policy = configured.with_afk_md(&file.settings);
+                    if self.budget(repo) != policy.budget {
+                        self.budget_generation += 1;
+                    }
+                    self.resolved.insert(repo.clone(), policy);
+                }
+                Err(error @ PolicyError::Fetch { .. }) => {
+                    tracing::debug!("{repo}: cannot read AFK.md's budgets yet: {error}");
+                }
+                Err(error) => {
+                    tracing::debug!("{repo}: AFK.md's budgets are not used: {error}");
+                    self.budgets_unusable.insert(repo.clone());
+                }
+            }
+        }
+    }
+
+    /// True when `repo`'s budgets are known: resolved by a dispatch or read by
+    /// [`Policies::load_budgets`] (or its `AFK.md` found unusable).
+    pub fn budgets_known(&self, repo: &Repo) -> bool {
+        self.resolved.contains_key(repo) || self.budgets_unusable.contains(repo)
     }
 
     /// Moves on whenever [`Policies::budget`] of some repository changes: what was decided from
