@@ -37,7 +37,10 @@ pub async fn jobs(ledger: &Ledger) -> Result<Vec<JobView>, LedgerError> {
         views.extend(page.iter().map(JobView::of));
         match page.last() {
             Some(last) if page.len() == afk_ledger::MAX_PAGE => after = Some(last.id),
-            _ => return Ok(views),
+            _ => {
+                JobView::held(&mut views, &ledger.waits().await?);
+                return Ok(views);
+            }
         }
     }
 }
@@ -61,6 +64,7 @@ pub async fn newest_jobs(
             _ => break,
         }
     }
+    JobView::held(&mut views, &ledger.waits().await?);
     Ok(views)
 }
 
@@ -77,7 +81,10 @@ pub fn jobs_table(views: &[JobView]) -> String {
                 v.state.clone(),
                 v.attempts.to_string(),
                 v.thread_id.clone().unwrap_or_else(|| "-".into()),
-                truncate(&afk_core::first_line(v.last_error.as_deref().unwrap_or("-")), 60),
+                truncate(
+                    &afk_core::first_line(v.last_error.as_deref().or(v.held.as_deref()).unwrap_or("-")),
+                    60,
+                ),
             ]
         })
         .collect();
@@ -90,7 +97,7 @@ pub fn jobs_table(views: &[JobView]) -> String {
             "state",
             "attempts",
             "thread",
-            "last error",
+            "last error (or why it waits)",
         ],
         &rows,
     )

@@ -163,6 +163,18 @@ async fn a_repository_over_its_daily_new_jobs_keeps_the_rest_queued_until_utc_mi
         "queued: repository acme/api used its daily budget of 2 new jobs; resumes at 00:00 UTC"
     );
     assert!(!wait.needs_person);
+    // `afk jobs` says it beside each job it holds.
+    let listed = afk::views::newest_jobs(app.ledger(), &Default::default(), 50)
+        .await
+        .unwrap();
+    let held: Vec<_> = listed.iter().filter(|v| v.state == "queued").collect();
+    assert_eq!(held.len(), 2, "{listed:#?}");
+    assert!(
+        held.iter()
+            .all(|v| v.held.as_deref() == Some(wait.message.as_str())),
+        "{held:#?}"
+    );
+    assert!(afk::views::jobs_table(&listed).contains("queued: repository acme/api used its daily budget"));
     // Past midnight (UTC) the rest start, and the wait is over.
     let morning: DateTime<Utc> = "2026-12-01T00:00:01Z".parse().unwrap();
     let jobs = tick_at_until(&mut app, morning, succeeded(5)).await;

@@ -194,11 +194,9 @@ async fn jobs(State(hub): State<Arc<Hub>>, RawQuery(query): RawQuery) -> Result<
     let next_after = (page.len() == limit)
         .then(|| page.last().map(|j| j.id.0))
         .flatten();
-    Ok(Json(JobPage {
-        jobs: page.iter().map(JobView::of).collect(),
-        next_after,
-    })
-    .into_response())
+    let mut jobs: Vec<JobView> = page.iter().map(JobView::of).collect();
+    JobView::held(&mut jobs, &hub.ledger.waits().await.map_err(ApiError::ledger)?);
+    Ok(Json(JobPage { jobs, next_after }).into_response())
 }
 
 /// The issue a path names, or a JSON 400 saying what is wrong with it.

@@ -395,6 +395,10 @@ pub struct JobView {
     pub branch: Option<String>,
     /// Why it is cancelled, while it is.
     pub cancel_reason: Option<String>,
+    /// Why a queued job is not started now: its repository used a daily budget (`[budget]`),
+    /// e.g. `queued: repository acme/api used its daily budget of 5 new jobs; resumes at 00:00
+    /// UTC`. Set by [`JobView::held`].
+    pub held: Option<String>,
     /// This job in the API.
     pub api_path: String,
 }
@@ -421,7 +425,17 @@ impl JobView {
             attempt_state: a.map(|a| a.state.to_string()),
             branch: a.map(|a| a.branch.clone()),
             cancel_reason: job.cancel_reason.map(|r| r.as_str().to_owned()),
+            held: None,
             api_path: api_path(&job.issue),
+        }
+    }
+
+    /// Says, for each queued job of `views`, why it is not started when `waits` (the ledger's
+    /// wait rows) hold its repository to a daily budget.
+    pub fn held(views: &mut [JobView], waits: &[afk_ledger::Wait]) {
+        for view in views.iter_mut().filter(|v| v.state == "queued") {
+            let topic = format!("budget:{}", view.repo);
+            view.held = waits.iter().find(|w| w.topic == topic).map(|w| w.message.clone());
         }
     }
 }
