@@ -188,8 +188,10 @@ async fn a_repository_over_its_daily_new_jobs_keeps_the_rest_queued_until_utc_mi
         .all(|w| !w.topic.starts_with("budget:")));
 }
 
-#[tokio::test]
-async fn afk_md_lowers_a_job_budget_for_its_repository() {
+/// A world on the stand-in GitHub whose `[budget] job_agent_time` is an hour, whose repository's
+/// `AFK.md` lowers it to `budget`, with one labelled issue whose turn never ends (the stand-in
+/// GitHub lives as long as the handle returned beside the world).
+async fn endless_issue_under_afk_md_budget(budget: &str) -> (World, afk_github::testing::GitHubStandIn) {
     let (mut world, github) = World::new(Duration::from_millis(100))
         .await
         .on_github(Duration::from_millis(50), Arc::new(SystemClock))
@@ -198,10 +200,16 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
     github.set_file(
         REPO_A,
         "AFK.md",
-        "---\nbudget:\n  job_agent_time: 300ms\n---\nFix {{ issue.title }}: {{ issue.body }}\n",
+        &format!("---\nbudget:\n  job_agent_time: {budget}\n---\nFix {{{{ issue.title }}}}: {{{{ issue.body }}}}\n"),
     );
     let number = github.open_issue(REPO_A, "octocat", "Endless", "Never ends. [sim:hang]");
     github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
+    (world, github)
+}
+
+#[tokio::test]
+async fn afk_md_lowers_a_job_budget_for_its_repository() {
+    let (world, _github) = endless_issue_under_afk_md_budget("300ms").await;
     let mut app = world.app().await;
     let jobs = tick_until_all_final(&mut app, 1).await;
     assert_eq!(jobs[0].state, JobState::GivenUp);
@@ -216,18 +224,7 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
 /// any new dispatch of that repository resolves it again.
 #[tokio::test]
 async fn after_a_restart_a_running_job_keeps_the_budget_its_afk_md_sets() {
-    let (mut world, github) = World::new(Duration::from_millis(100))
-        .await
-        .on_github(Duration::from_millis(50), Arc::new(SystemClock))
-        .await;
-    world.config.budget.job_agent_time = Some(Duration::from_secs(3600));
-    github.set_file(
-        REPO_A,
-        "AFK.md",
-        "---\nbudget:\n  job_agent_time: 2s\n---\nFix {{ issue.title }}: {{ issue.body }}\n",
-    );
-    let number = github.open_issue(REPO_A, "octocat", "Endless", "Never ends. [sim:hang]");
-    github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
+    let (world, _github) = endless_issue_under_afk_md_budget("2s").await;
     let mut app = world.app().await;
     tick_until(
         &mut app,
