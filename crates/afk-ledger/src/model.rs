@@ -227,6 +227,16 @@ pub(crate) struct JobRow {
     pub(crate) input_waited_ms: i64,
 }
 
+/// The issue of a `jobs` row from its `repo` and `number` columns, or why they are corrupt.
+pub(crate) fn issue_key(repo: String, number: i64) -> Result<IssueKey, LedgerError> {
+    let corrupt = |column: &str, why: String| LedgerError::Corrupt {
+        what: format!("jobs.{column} of issue {repo}#{number}: {why}"),
+    };
+    let number = u64::try_from(number).map_err(|e| corrupt("number", e.to_string()))?;
+    let repo = Repo::new(repo.clone()).map_err(|e| corrupt("repo", e.to_string()))?;
+    Ok(IssueKey { repo, number })
+}
+
 impl JobRow {
     pub(crate) fn into_job(self) -> Result<Job, LedgerError> {
         let id = self.id;

@@ -32,6 +32,32 @@ impl Ledger {
         rows.into_iter().map(JobRow::into_job).collect()
     }
 
+    /// The issues of `source`'s jobs that are not final (queued, live, waiting or in review),
+    /// in no particular order: keys only, so that a source can see which of its open jobs lost
+    /// their issue without reading every job (and its body) the ledger ever held.
+    pub async fn open_issues(&self, source: JobSource) -> Result<Vec<IssueKey>, LedgerError> {
+        let open: Vec<JobState> = JobState::ALL
+            .iter()
+            .copied()
+            .filter(|state| !state.is_final())
+            .collect();
+        let placeholders: Vec<String> = (2..open.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT repo, number FROM jobs WHERE source = $1 AND state IN ({})",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(source.as_str());
+            for state in &open {
+                query = query.bind(state.as_str());
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(repo, number)| crate::model::issue_key(repo, number))
+            .collect()
+    }
+
     /// The jobs in any of `states`, ordered by id. No states, no jobs.
     pub async fn jobs_in(&self, states: &[JobState]) -> Result<Vec<Job>, LedgerError> {
         if states.is_empty() {

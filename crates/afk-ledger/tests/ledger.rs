@@ -221,6 +221,7 @@ on_both_backends!(
     transient_dispatch_errors_keep_the_attempt_and_count_tries,
     a_refused_job_fails_with_its_reason,
     jobs_in_filters_by_state,
+    open_issues_are_the_source_s_jobs_that_are_not_final,
     newest_jobs_page_backwards_by_state_and_repository_and_count_what_is_left,
     concurrent_starts_of_one_job_make_exactly_one_attempt,
     concurrent_upserts_of_one_issue_make_one_job,
@@ -1190,6 +1191,33 @@ async fn a_refused_job_fails_with_its_reason(fx: &Fixture) {
     assert_eq!(
         ledger.job(other.id).await.unwrap().unwrap().state,
         JobState::Queued
+    );
+}
+
+async fn open_issues_are_the_source_s_jobs_that_are_not_final(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    queued(ledger, 80, 2, t0()).await;
+    running(ledger, 81, "thread-81").await;
+    let done = queued(ledger, 82, 2, t0()).await;
+    step(
+        ledger,
+        &done,
+        Event::Cancel {
+            reason: CancelReason::FileRemoved,
+        },
+        None,
+        at(1),
+    )
+    .await;
+    let mut from_github = new_job(83, 2);
+    from_github.source = JobSource::GitHub;
+    ledger.upsert_job(&from_github, t0()).await.unwrap();
+    let mut open = ledger.open_issues(JobSource::Local).await.unwrap();
+    open.sort();
+    assert_eq!(open, vec![issue(80), issue(81)]);
+    assert_eq!(
+        ledger.open_issues(JobSource::GitHub).await.unwrap(),
+        vec![issue(83)]
     );
 }
 

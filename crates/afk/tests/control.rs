@@ -183,6 +183,59 @@ async fn an_issue_removed_while_running_is_interrupted_and_cancelled_and_requeue
 }
 
 #[tokio::test]
+async fn an_issue_file_edited_after_it_was_taken_changes_its_job() {
+    let world = World::new(Duration::from_millis(50)).await;
+    let file = world.add_issue(REPO_A, 1, "First text. [sim:hang]");
+    let mut app = world.app().await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
+    // Several scans of the same file in between: the intake remembers what it took.
+    app.tick(chrono::Utc::now()).await.unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("First text.", "Second text.")).unwrap();
+    let jobs = tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.body.contains("Second text.")),
+    )
+    .await;
+    assert_eq!(
+        jobs[0].state,
+        JobState::Running,
+        "an edit does not restart the work"
+    );
+}
+
+#[tokio::test]
+async fn a_job_requeued_by_a_person_after_its_file_was_removed_is_cancelled_again() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.max_attempts = 1;
+    let file = world.add_issue(REPO_A, 1, "Fails. [sim:fail]");
+    let mut app = world.app().await;
+    let jobs = tick_until_all_final(&mut app, 1).await;
+    assert_eq!(jobs[0].state, JobState::GivenUp);
+    std::fs::remove_file(&file).unwrap();
+    app.tick(chrono::Utc::now()).await.unwrap();
+    // `afk dispatch`: the job is queued again, but its file is gone, and the folder says what
+    // afk works on.
+    let requeue = afk_core::apply(
+        jobs[0].status(),
+        &afk_core::Event::Requeue {
+            by: afk_core::RequeueBy::Person,
+        },
+        &afk_core::RetryPolicy::default(),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    app.ledger()
+        .record(jobs[0].id, &requeue, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    let jobs = tick_until_first_job_is(&mut app, JobState::Cancelled).await;
+    assert_eq!(jobs[0].attempts, 1, "no attempt was started for it");
+}
+
+#[tokio::test]
 async fn t3_answering_5xx_for_a_while_delays_but_loses_nothing() {
     let world = World::new(Duration::from_millis(50)).await;
     world.add_issues(REPO_A, 1..=3);

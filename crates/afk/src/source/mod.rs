@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use afk_core::{IssueKey, Priority};
 
 /// One issue as a source sees it: what the job is created from (the body is Markdown).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceIssue {
     pub key: IssueKey,
     pub title: String,

@@ -1,7 +1,8 @@
 //! Intake from the local issue folder: a new file queues a job, a removed file cancels it, and a
 //! file that comes back requeues the job it had.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState, RequeueBy};
@@ -13,11 +14,37 @@ use crate::control::ControlError;
 use crate::source::local::{self, LocalIssueError};
 use crate::source::SourceIssue;
 
-/// The local folder as a source: where it is, and which of its files were said to be unusable (each
-/// is said once, and again only when why changes).
+/// The local folder as a source: where it is, which of its files were said to be unusable (each
+/// is said once, and again only when why changes), and what each file said when its job was last
+/// brought in line with it.
 pub(crate) struct LocalIntake {
     dir: PathBuf,
     warned: HashMap<PathBuf, String>,
+    taken: Taken,
+}
+
+/// A fingerprint of each issue as it was last taken (title, body, labels, priority), so that a
+/// scan reads from the ledger only the jobs of files that are new or changed since, not every job
+/// the ledger ever held: the folder is scanned on every tick and the ledger grows for a year.
+/// A file that leaves the folder loses its fingerprint, so its return is taken again (a requeue).
+#[derive(Default)]
+struct Taken(HashMap<IssueKey, u64>);
+
+impl Taken {
+    fn fingerprint(issue: &SourceIssue) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        issue.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// True when `issue` is exactly what was last taken for its key.
+    fn unchanged(&self, issue: &SourceIssue) -> bool {
+        self.0.get(&issue.key) == Some(&Self::fingerprint(issue))
+    }
+
+    fn took(&mut self, issue: &SourceIssue) {
+        self.0.insert(issue.key.clone(), Self::fingerprint(issue));
+    }
 }
 
 impl LocalIntake {
@@ -25,6 +52,7 @@ impl LocalIntake {
         Self {
             dir,
             warned: HashMap::new(),
+            taken: Taken::default(),
         }
     }
 
@@ -39,7 +67,7 @@ impl LocalIntake {
             .await
             .unwrap_or_default();
         let mut problems = std::mem::take(&mut scan.problems);
-        problems.extend(sync(&self.dir, scan, recorder, now).await?);
+        problems.extend(sync(&self.dir, scan, &mut self.taken, recorder, now).await?);
         self.warned
             .retain(|path, _| problems.iter().any(|p| &p.path == path));
         for problem in problems {
@@ -59,46 +87,57 @@ fn is_bad_value(error: &ControlError) -> bool {
 }
 
 /// Brings the ledger in line with `scan`; returns the files whose issue the ledger refused.
+///
+/// Reads the job of each file that is new or changed since it was last taken (one indexed read
+/// each) and, when the scan is complete, the keys of the open local jobs: never every job.
 async fn sync(
     dir: &Path,
     mut scan: crate::source::Scan,
+    taken: &mut Taken,
     recorder: &mut Recorder,
     now: DateTime<Utc>,
 ) -> Result<Vec<LocalIssueError>, ControlError> {
     let mut refused = Vec::new();
-    let known: BTreeMap<IssueKey, Job> = recorder
-        .ledger()
-        .jobs()
-        .await?
-        .into_iter()
-        .map(|job| (job.issue.clone(), job))
-        .collect();
-    let mut present = BTreeSet::new();
+    let mut present = HashSet::new();
     for issue in &scan.issues {
         present.insert(issue.key.clone());
-        let taken = take(dir, issue, known.get(&issue.key), recorder, now).await;
-        if let Err(error) = taken {
-            if !is_bad_value(&error) {
-                return Err(error);
+        if taken.unchanged(issue) {
+            continue;
+        }
+        let known = recorder.ledger().job_by_issue(&issue.key).await?;
+        match take(dir, issue, known.as_ref(), recorder, now).await {
+            Ok(()) => taken.took(issue),
+            Err(error) if is_bad_value(&error) => {
+                // One issue the ledger cannot take: skipped (said once), the others go on, and
+                // its job (if any) is neither cancelled nor changed.
+                refused.push(LocalIssueError {
+                    path: scan.files.remove(&issue.key).unwrap_or_else(|| dir.to_owned()),
+                    message: format!("cannot be taken: {error}; skipped"),
+                });
             }
-            // One issue the ledger cannot take: skipped (said once), the others go on, and its
-            // job (if any) is neither cancelled nor changed.
-            refused.push(LocalIssueError {
-                path: scan.files.remove(&issue.key).unwrap_or_else(|| dir.to_owned()),
-                message: format!("cannot be taken: {error}; skipped"),
-            });
+            Err(error) => return Err(error),
         }
     }
     if !scan.complete {
-        // A file that could not be read may still describe a job: cancel nothing on a partial view.
+        // A file that could not be read may still describe a job: cancel nothing on a partial
+        // view, and keep the fingerprints of the files not seen this time.
         return Ok(refused);
     }
+    taken.0.retain(|key, _| present.contains(key));
     let removed = Event::Cancel {
         reason: CancelReason::FileRemoved,
     };
-    for job in known.values() {
-        if job.source == JobSource::Local && !job.state.is_final() && !present.contains(&job.issue) {
-            recorder.record(job, &removed, None, now).await?;
+    // Every open local job, not only those whose file was seen to go: a job a person requeued
+    // after its file was removed is cancelled again, as the folder says.
+    for key in recorder.ledger().open_issues(JobSource::Local).await? {
+        if present.contains(&key) {
+            continue;
+        }
+        let Some(job) = recorder.ledger().job_by_issue(&key).await? else {
+            continue;
+        };
+        if job.source == JobSource::Local && !job.state.is_final() {
+            recorder.record(&job, &removed, None, now).await?;
         }
     }
     Ok(refused)
