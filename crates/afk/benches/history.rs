@@ -246,6 +246,7 @@ async fn print_plans(s: &Subject) {
         "SELECT * FROM jobs WHERE id IN (SELECT job_id FROM attempts WHERE stop_pending) ORDER BY id",
         "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.id < 109000 LIMIT 10000) capped",
         "SELECT j.id FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts WHERE j.id < 9223372036854775807 ORDER BY j.id DESC LIMIT 50",
+        "SELECT repo, number FROM jobs WHERE source = 'github' AND state IN ('queued', 'dispatching', 'running', 'needs_input', 'retry_wait', 'timed_out', 'lost', 'in_review')",
     ];
     println!("Query plans, {} with {} finished jobs:\n", s.backend, s.history);
     println!("```");
