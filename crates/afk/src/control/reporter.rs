@@ -9,15 +9,25 @@
 
 use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState};
 use afk_github::{
-    FollowUpStatus, PullRequestMatch, PullRequestSearch, ReportOutcome, Reporter, StatusReport, ThreadLink,
-    UntrustedEdit,
+    FollowUpStatus, IssueGone, PullRequestMatch, PullRequestSearch, RecentPulls, ReportOutcome, Reporter,
+    StatusReport, ThreadLink, UntrustedEdit,
 };
+use afk_ledger::Job;
 use chrono::{DateTime, Utc};
 
 use super::record::Recorder;
 use super::ControlError;
 use crate::policy::Policies;
 use crate::views;
+
+/// A job whose status comment was written in this pass; its labels come next.
+struct Commented {
+    job: Job,
+    /// What [`afk_ledger::Ledger::mark_reported`] records once its labels are in step too.
+    marker: String,
+    /// It succeeded and no pull request was found for it (said in the log once reported).
+    pull_request_not_found: bool,
+}
 
 /// Reports on GitHub issues through `afk-github`'s [`Reporter`].
 pub struct StatusReporter {
@@ -54,6 +64,14 @@ impl StatusReporter {
     /// since it was last reported up to date. Failures are logged and retried on the next tick;
     /// only a ledger error ends it.
     ///
+    /// **Comments first:** the status comment of every job is written before any job's labels
+    /// are put in step, so when many jobs change together (fifty turns finishing in the same
+    /// second) the last one's comment waits for the comments before it, not for their label
+    /// housekeeping too (three to five more requests each). Requests stay one at a time, as
+    /// GitHub asks of integrations (concurrent writes trip its secondary rate limits). A job is
+    /// marked reported only once both are done: one whose comment or labels failed is reported
+    /// again, whole, on the next tick (its comment is then edited to the same text).
+    ///
     /// When GitHub no longer has a job's issue, a live job is cancelled with
     /// [`CancelReason::IssueGone`] (recorded before anything else happens to it) and nothing more
     /// is written to the issue.
@@ -64,6 +82,10 @@ impl StatusReporter {
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         let ledger = recorder.ledger().clone();
+        let started = std::time::Instant::now();
+        // The pull request searches of this pass read each repository's latest pull requests once.
+        let mut recent = RecentPulls::default();
+        let mut commented: Vec<Commented> = Vec::new();
         for job in ledger.jobs_to_report(JobSource::GitHub).await? {
             let marker = format!("{}:{}", job.state, job.attempts);
             if job.cancel_reason == Some(CancelReason::IssueGone) {
@@ -75,115 +97,42 @@ impl StatusReporter {
             if job.attempts == 0 && job.state != JobState::Failed {
                 continue;
             }
-            let attempts = ledger.attempts(job.id).await?;
-            let last = attempts.last();
-            let pull_request = if matches!(
-                job.state,
-                JobState::Succeeded | JobState::InReview | JobState::Merged | JobState::Closed
-            ) {
-                match self
-                    .reporter
-                    // Any attempt's branch: an earlier attempt may have opened the pull request.
-                    .find_pull_request(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()))
-                    .await
-                {
-                    // Only the pull request of an attempt's own branch is followed: follow-up
-                    // turns push to that branch. One that merely says it closes the issue (a
-                    // person's, a fork's) is linked, not followed.
-                    Ok(PullRequestSearch::Found(pr))
-                        if job.state == JobState::Succeeded && pr.matched_by == PullRequestMatch::Branch =>
-                    {
-                        // Followed from now on: recorded before anything is reported, and the
-                        // job is reported `in_review` on the next pass.
-                        let follow = Event::FollowPullRequest {
-                            pull_request: format!("#{} {}", pr.number, pr.url),
-                        };
-                        recorder.record(&job, &follow, None, now).await?;
-                        continue;
-                    }
-                    Ok(found) => Some(found),
-                    Err(error) => {
-                        tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
-                        continue;
-                    }
-                }
-            } else {
-                None
+            let Some(status) = self.status_of(&job, recorder, policies, &mut recent, now).await? else {
+                continue;
             };
-            let follow_ups = if matches!(
-                job.state,
-                JobState::InReview | JobState::Merged | JobState::Closed | JobState::Running
-            ) {
-                let used = ledger.follow_ups_used(job.id).await?;
-                let latest = ledger.latest_follow_up(job.id).await?;
-                // Unanswered below the limit: the job's agent time budget held it back.
-                let held_by_budget = if job.state == JobState::InReview
-                    && used < self.max_turns
-                    && latest.as_ref().is_some_and(|(n, _)| n.is_none())
-                {
-                    super::budget::job_gate_at_review(&ledger, &job, &policies.budget(&job.issue.repo))
-                        .await?
-                        .map(|overrun| overrun.to_string())
-                } else {
-                    None
-                };
-                (used > 0 || job.state != JobState::Running).then(|| FollowUpStatus {
-                    held_by_budget,
-                    used,
-                    max_turns: self.max_turns,
-                    latest_cause: latest
-                        .as_ref()
-                        .filter(|(n, _)| n.is_some())
-                        .map(|(_, c)| c.clone()),
-                    waiting_for_person: latest
-                        .filter(|(n, _)| n.is_none() && job.state == JobState::InReview)
-                        .map(|(_, c)| c),
-                })
-            } else {
-                None
-            };
-            let status = StatusReport {
-                issue: job.issue.clone(),
-                attempt: job.attempts,
-                state: job.state,
-                thread: last.map(|a| ThreadLink {
-                    id: a.thread_id.to_string(),
-                    url: self
-                        .thread_url_base
-                        .as_ref()
-                        .and_then(|base| url::Url::parse(&format!("{base}/{}", a.thread_id)).ok()),
+            match self.reporter.report_comment(&status).await {
+                Ok(ReportOutcome::Reported(_)) => commented.push(Commented {
+                    pull_request_not_found: matches!(
+                        status.pull_request,
+                        Some(PullRequestSearch::NotFound { .. })
+                    ),
+                    job,
+                    marker,
                 }),
-                started_at: last.map(|a| a.created_at),
-                finished_at: last.and_then(|a| a.ended_at),
-                // Its first line: T3's error can be a multi-kilobyte stack trace, which belongs
-                // in `afk jobs --json`, not in a comment on the issue.
-                last_error: views::last_error(&job, last).map(|e| afk_core::first_line(&e).into_owned()),
-                pull_request,
-                question: job.input_question.clone(),
-                follow_ups,
-            };
-            match self.reporter.report(&status).await {
-                Ok(ReportOutcome::Reported(_)) => {}
                 Ok(ReportOutcome::IssueGone(gone)) => {
-                    // There is nowhere to report, now or later: the job ends (its thread is
-                    // stopped as for a withdrawn issue) and the issue is left alone.
-                    let cancel = Event::Cancel {
-                        reason: CancelReason::IssueGone,
-                    };
-                    if !job.state.is_final() {
-                        tracing::warn!(
-                            "{}: {gone}; its job ends and afk no longer looks at it",
-                            job.issue
-                        );
-                        recorder.record(&job, &cancel, None, now).await?;
-                        // Its cancellation is reported (to nobody) on the next tick.
-                        continue;
-                    }
-                    ledger.mark_reported(job.id, &marker).await?;
-                    continue;
+                    self.issue_gone(recorder, &job, &gone, &marker, now).await?;
                 }
                 Err(error) => {
                     tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
+                }
+            }
+        }
+        let comments_written = started.elapsed();
+        let count = commented.len();
+        for Commented {
+            job,
+            marker,
+            pull_request_not_found,
+        } in commented
+        {
+            match self.reporter.report_labels(&job.issue, job.state).await {
+                Ok(None) => {}
+                Ok(Some(gone)) => {
+                    self.issue_gone(recorder, &job, &gone, &marker, now).await?;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!("{}: cannot update the issue's labels on GitHub yet: {error}", job.issue);
                     continue;
                 }
             }
@@ -204,7 +153,7 @@ impl StatusReporter {
                 // Tried again at the next tick (the comment is then edited to the same text).
                 continue;
             }
-            if let Some(PullRequestSearch::NotFound { .. }) = &status.pull_request {
+            if pull_request_not_found {
                 tracing::info!(
                     "{}: succeeded, but no pull request for it was found: nothing to follow",
                     job.issue
@@ -212,6 +161,138 @@ impl StatusReporter {
             }
             ledger.mark_reported(job.id, &marker).await?;
         }
+        if count > 0 {
+            tracing::debug!(
+                comments = count,
+                "reported on GitHub: {count} status comments in {} ms, their labels after them in {} ms",
+                comments_written.as_millis(),
+                (started.elapsed() - comments_written).as_millis()
+            );
+        }
+        Ok(())
+    }
+
+    /// What `job`'s status comment says now; `None` when it is not to be reported in this pass
+    /// (its pull request was just found and is followed from now on: reported `in_review` on the
+    /// next pass; or the pull request search failed: tried again on the next tick).
+    async fn status_of(
+        &self,
+        job: &Job,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        recent: &mut RecentPulls,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StatusReport>, ControlError> {
+        let ledger = recorder.ledger().clone();
+        let attempts = ledger.attempts(job.id).await?;
+        let last = attempts.last();
+        let pull_request = if matches!(
+            job.state,
+            JobState::Succeeded | JobState::InReview | JobState::Merged | JobState::Closed
+        ) {
+            match self
+                .reporter
+                // Any attempt's branch: an earlier attempt may have opened the pull request.
+                .find_pull_request_in(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()), recent)
+                .await
+            {
+                // Only the pull request of an attempt's own branch is followed: follow-up
+                // turns push to that branch. One that merely says it closes the issue (a
+                // person's, a fork's) is linked, not followed.
+                Ok(PullRequestSearch::Found(pr))
+                    if job.state == JobState::Succeeded && pr.matched_by == PullRequestMatch::Branch =>
+                {
+                    // Followed from now on: recorded before anything is reported, and the
+                    // job is reported `in_review` on the next pass.
+                    let follow = Event::FollowPullRequest {
+                        pull_request: format!("#{} {}", pr.number, pr.url),
+                    };
+                    recorder.record(job, &follow, None, now).await?;
+                    return Ok(None);
+                }
+                Ok(found) => Some(found),
+                Err(error) => {
+                    tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
+                    return Ok(None);
+                }
+            }
+        } else {
+            None
+        };
+        let follow_ups = if matches!(
+            job.state,
+            JobState::InReview | JobState::Merged | JobState::Closed | JobState::Running
+        ) {
+            let used = ledger.follow_ups_used(job.id).await?;
+            let latest = ledger.latest_follow_up(job.id).await?;
+            // Unanswered below the limit: the job's agent time budget held it back.
+            let held_by_budget = if job.state == JobState::InReview
+                && used < self.max_turns
+                && latest.as_ref().is_some_and(|(n, _)| n.is_none())
+            {
+                super::budget::job_gate_at_review(&ledger, job, &policies.budget(&job.issue.repo))
+                    .await?
+                    .map(|overrun| overrun.to_string())
+            } else {
+                None
+            };
+            (used > 0 || job.state != JobState::Running).then(|| FollowUpStatus {
+                held_by_budget,
+                used,
+                max_turns: self.max_turns,
+                latest_cause: latest
+                    .as_ref()
+                    .filter(|(n, _)| n.is_some())
+                    .map(|(_, c)| c.clone()),
+                waiting_for_person: latest
+                    .filter(|(n, _)| n.is_none() && job.state == JobState::InReview)
+                    .map(|(_, c)| c),
+            })
+        } else {
+            None
+        };
+        Ok(Some(StatusReport {
+            issue: job.issue.clone(),
+            attempt: job.attempts,
+            state: job.state,
+            thread: last.map(|a| ThreadLink {
+                id: a.thread_id.to_string(),
+                url: self
+                    .thread_url_base
+                    .as_ref()
+                    .and_then(|base| url::Url::parse(&format!("{base}/{}", a.thread_id)).ok()),
+            }),
+            started_at: last.map(|a| a.created_at),
+            finished_at: last.and_then(|a| a.ended_at),
+            // Its first line: T3's error can be a multi-kilobyte stack trace, which belongs
+            // in `afk jobs --json`, not in a comment on the issue.
+            last_error: views::last_error(job, last).map(|e| afk_core::first_line(&e).into_owned()),
+            pull_request,
+            question: job.input_question.clone(),
+            follow_ups,
+        }))
+    }
+
+    /// GitHub no longer has `job`'s issue: there is nowhere to report, now or later. A live job
+    /// ends (its thread is stopped as for a withdrawn issue; its cancellation is reported, to
+    /// nobody, on the next tick) and the issue is left alone; a final one is marked reported.
+    async fn issue_gone(
+        &self,
+        recorder: &mut Recorder,
+        job: &Job,
+        gone: &IssueGone,
+        marker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        if !job.state.is_final() {
+            tracing::warn!("{}: {gone}; its job ends and afk no longer looks at it", job.issue);
+            let cancel = Event::Cancel {
+                reason: CancelReason::IssueGone,
+            };
+            recorder.record(job, &cancel, None, now).await?;
+            return Ok(());
+        }
+        recorder.ledger().mark_reported(job.id, marker).await?;
         Ok(())
     }
 
