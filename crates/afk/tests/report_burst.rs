@@ -23,14 +23,19 @@ const DONE: &str = "· **done**";
 /// `N` issues handed over by a maintainer, each running a turn that never ends by itself, with
 /// their `running` comment and label on GitHub.
 async fn running_together() -> (World, GitHubStandIn, App, Vec<u64>) {
+    running(N).await
+}
+
+/// [`running_together`] with `n` issues.
+async fn running(n: usize) -> (World, GitHubStandIn, App, Vec<u64>) {
     let (mut world, github) = World::new(Duration::from_millis(100))
         .await
         .on_github(Duration::from_millis(50), Arc::new(SystemClock))
         .await;
     world.config.watch.push = false;
-    world.config.limits.max_concurrent = N as u32;
-    world.config.limits.per_repo = N as u32;
-    let numbers: Vec<u64> = (0..N)
+    world.config.limits.max_concurrent = n as u32;
+    world.config.limits.per_repo = n as u32;
+    let numbers: Vec<u64> = (0..n)
         .map(|i| {
             let number = github.open_issue(REPO_A, "octocat", &format!("Job {i}"), "Work. [sim:hang]");
             github.add_label(REPO_A, number, "afk", GITHUB_WRITER);
@@ -42,7 +47,7 @@ async fn running_together() -> (World, GitHubStandIn, App, Vec<u64>) {
         &mut app,
         Duration::from_secs(20),
         |_| {},
-        |jobs| jobs.len() == N && jobs.iter().all(|j| j.state == JobState::Running),
+        |jobs| jobs.len() == n && jobs.iter().all(|j| j.state == JobState::Running),
     )
     .await;
     tick_until_true(&mut app, || {
@@ -130,6 +135,37 @@ async fn jobs_finishing_together_have_every_done_comment_written_before_any_labe
     // Nothing is left to report: the next tick writes nothing.
     let requests = tick(&mut app, &github).await;
     assert!(!requests.iter().any(RecordedRequest::is_write), "{requests:#?}");
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_a_pass_of_labels_has_every_comment_at_once_and_its_labels_over_the_next_passes() {
+    // Fifteen: the labels of ten jobs in a pass.
+    let (world, github, mut app, numbers) = running(15).await;
+    finish_all(&world, &app).await;
+    let labels_done = |github: &GitHubStandIn| {
+        (numbers.iter())
+            .filter(|n| github.labels(REPO_A, **n).contains(&"afk:done".to_owned()))
+            .count()
+    };
+
+    let first = tick(&mut app, &github).await;
+    assert_eq!(first.iter().filter(|r| is_comment_edit(r)).count(), 15);
+    for &number in &numbers {
+        assert!(says_done(&github, number), "#{number}");
+    }
+    assert_eq!(labels_done(&github), 10, "the labels of ten jobs, the oldest");
+    assert!(app.control_plane().reporter_has_labels_to_do(), "the loop ticks again at once");
+
+    let second = tick(&mut app, &github).await;
+    assert_eq!(
+        second.iter().filter(|r| is_comment_edit(r)).count(),
+        0,
+        "written already: not edited again"
+    );
+    assert_all_reported_done(&github, &numbers);
+    assert!(!app.control_plane().reporter_has_labels_to_do());
+    let third = tick(&mut app, &github).await;
+    assert!(!third.iter().any(RecordedRequest::is_write), "all marked reported: {third:#?}");
 }
 
 #[tokio::test]

@@ -14,13 +14,21 @@ use afk_github::{
 };
 use afk_ledger::Job;
 use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use super::record::Recorder;
 use super::ControlError;
 use crate::policy::Policies;
 use crate::views;
 
-/// A job whose status comment was written in this pass; its labels come next.
+/// The lock's value even if a panic poisoned it (what it guards stays consistent: plain pushes
+/// and pops).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A job whose status comment is written; its labels come next.
 struct Commented {
     job: Job,
     /// What [`afk_ledger::Ledger::mark_reported`] records once its labels are in step too.
@@ -29,9 +37,19 @@ struct Commented {
     pull_request_not_found: bool,
 }
 
+/// How many jobs' labels one pass puts in step at most, after every status comment of the pass.
+/// The rest wait for the next passes, which the run loop makes at once
+/// ([`StatusReporter::has_labels_to_do`]): so a burst of reports (fifty jobs finishing together,
+/// three to five label requests each) does not hold back the next tick's intake, dispatch and
+/// status comments, which people see, behind labels.
+pub(crate) const LABELS_PER_PASS: usize = 10;
+
 /// Reports on GitHub issues through `afk-github`'s [`Reporter`].
 pub struct StatusReporter {
     reporter: Reporter,
+    /// Jobs whose status comment is written and whose labels are still to do, oldest first
+    /// (in memory: after a restart they are not marked reported, so they are reported again).
+    labels_to_do: Mutex<VecDeque<Commented>>,
     /// T3's web UI, for links to threads (`{base}/{thread id}`).
     thread_url_base: Option<String>,
     /// `[followup] max_turns`, for the status comment.
@@ -43,6 +61,7 @@ impl StatusReporter {
     pub fn new(reporter: Reporter, thread_url_base: Option<String>) -> Self {
         Self {
             reporter,
+            labels_to_do: Mutex::new(VecDeque::new()),
             thread_url_base: thread_url_base.map(|b| b.trim_end_matches('/').to_owned()),
             max_turns: 3,
         }
@@ -67,10 +86,12 @@ impl StatusReporter {
     /// **Comments first:** the status comment of every job is written before any job's labels
     /// are put in step, so when many jobs change together (fifty turns finishing in the same
     /// second) the last one's comment waits for the comments before it, not for their label
-    /// housekeeping too (three to five more requests each). Requests stay one at a time, as
-    /// GitHub asks of integrations (concurrent writes trip its secondary rate limits). A job is
-    /// marked reported only once both are done: one whose comment or labels failed is reported
-    /// again, whole, on the next tick (its comment is then edited to the same text).
+    /// housekeeping too (three to five more requests each). Then the labels of at most
+    /// [`LABELS_PER_PASS`] jobs, oldest first; the rest wait for the next passes. Requests stay
+    /// one at a time, as GitHub asks of integrations (concurrent writes trip its secondary rate
+    /// limits). A job is marked reported only once both are done: one whose comment or labels
+    /// failed is reported again, whole, on the next tick (an unchanged comment is not edited
+    /// again).
     ///
     /// When GitHub no longer has a job's issue, a live job is cancelled with
     /// [`CancelReason::IssueGone`] (recorded before anything else happens to it) and nothing more
@@ -85,11 +106,12 @@ impl StatusReporter {
         let started = std::time::Instant::now();
         // The pull request searches of this pass read each repository's latest pull requests once.
         let mut recent = RecentPulls::default();
-        let mut commented: Vec<Commented> = Vec::new();
+        let mut comments = 0;
         for job in ledger.jobs_to_report(JobSource::GitHub).await? {
             let marker = format!("{}:{}", job.state, job.attempts);
             if job.cancel_reason == Some(CancelReason::IssueGone) {
                 // GitHub no longer has the issue: there is nothing to write to.
+                self.forget_labels_to_do(&job, None);
                 ledger.mark_reported(job.id, &marker).await?;
                 continue;
             }
@@ -97,18 +119,25 @@ impl StatusReporter {
             if job.attempts == 0 && job.state != JobState::Failed {
                 continue;
             }
+            // Its comment says this already; only its labels wait.
+            if self.forget_labels_to_do(&job, Some(&marker)) {
+                continue;
+            }
             let Some(status) = self.status_of(&job, recorder, policies, &mut recent, now).await? else {
                 continue;
             };
             match self.reporter.report_comment(&status).await {
-                Ok(ReportOutcome::Reported(_)) => commented.push(Commented {
-                    pull_request_not_found: matches!(
-                        status.pull_request,
-                        Some(PullRequestSearch::NotFound { .. })
-                    ),
-                    job,
-                    marker,
-                }),
+                Ok(ReportOutcome::Reported(_)) => {
+                    comments += 1;
+                    lock(&self.labels_to_do).push_back(Commented {
+                        pull_request_not_found: matches!(
+                            status.pull_request,
+                            Some(PullRequestSearch::NotFound { .. })
+                        ),
+                        job,
+                        marker,
+                    });
+                }
                 Ok(ReportOutcome::IssueGone(gone)) => {
                     self.issue_gone(recorder, &job, &gone, &marker, now).await?;
                 }
@@ -118,58 +147,104 @@ impl StatusReporter {
             }
         }
         let comments_written = started.elapsed();
-        let count = commented.len();
-        for Commented {
-            job,
-            marker,
-            pull_request_not_found,
-        } in commented
-        {
-            match self.reporter.report_labels(&job.issue, job.state).await {
-                Ok(None) => {}
-                Ok(Some(gone)) => {
-                    self.issue_gone(recorder, &job, &gone, &marker, now).await?;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!("{}: cannot update the issue's labels on GitHub yet: {error}", job.issue);
-                    continue;
-                }
+        let mut labels = 0;
+        while labels < LABELS_PER_PASS {
+            let Some(commented) = lock(&self.labels_to_do).pop_front() else {
+                break;
+            };
+            labels += 1;
+            if !self.finish(commented, recorder, policies, now).await? {
+                // GitHub failed (or limits afk): the others wait for the next tick as it comes,
+                // not one at once (which would spin while a rate limit holds).
+                lock(&self.labels_to_do).clear();
+                break;
             }
-            let first_report_of_attempt = job
-                .reported
-                .as_deref()
-                .and_then(|r| r.rsplit_once(':'))
-                .is_none_or(|(_, n)| n != job.attempts.to_string());
-            if job.state == JobState::Running || first_report_of_attempt {
-                let extra = policies.extra_labels(&job.issue.repo);
-                if !extra.is_empty() && !job.state.is_final() {
-                    if let Err(error) = self.reporter.add_labels(&job.issue, extra).await {
-                        tracing::warn!("{}: cannot add labels {extra:?}: {error}", job.issue);
-                    }
-                }
-            }
-            if job.state.is_final() && !self.remove_extra_labels(&job.issue, policies).await {
-                // Tried again at the next tick (the comment is then edited to the same text).
-                continue;
-            }
-            if pull_request_not_found {
-                tracing::info!(
-                    "{}: succeeded, but no pull request for it was found: nothing to follow",
-                    job.issue
-                );
-            }
-            ledger.mark_reported(job.id, &marker).await?;
         }
-        if count > 0 {
+        if comments + labels > 0 {
             tracing::debug!(
-                comments = count,
-                "reported on GitHub: {count} status comments in {} ms, their labels after them in {} ms",
+                comments,
+                labels,
+                "reported on GitHub: {comments} status comments in {} ms, then {labels} jobs' labels in {} ms ({} left for the next pass)",
                 comments_written.as_millis(),
-                (started.elapsed() - comments_written).as_millis()
+                (started.elapsed() - comments_written).as_millis(),
+                lock(&self.labels_to_do).len()
             );
         }
         Ok(())
+    }
+
+    /// True while jobs whose status comment is written wait for their labels: the run loop ticks
+    /// again at once rather than a poll interval later.
+    pub(crate) fn has_labels_to_do(&self) -> bool {
+        !lock(&self.labels_to_do).is_empty()
+    }
+
+    /// Drops `job`'s entry among the labels to do unless it is for `marker` (its comment is
+    /// written as the job is now). True when one for `marker` is there.
+    fn forget_labels_to_do(&self, job: &Job, marker: Option<&str>) -> bool {
+        let mut to_do = lock(&self.labels_to_do);
+        let mut current = false;
+        to_do.retain(|c| {
+            if c.job.id != job.id {
+                return true;
+            }
+            current |= Some(c.marker.as_str()) == marker;
+            Some(c.marker.as_str()) == marker
+        });
+        current
+    }
+
+    /// The labels of a job whose status comment is written, then its mark: reported. False when
+    /// they failed: it is not marked, and a later pass reports it again (the comment, unchanged,
+    /// is not edited again).
+    async fn finish(
+        &self,
+        commented: Commented,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControlError> {
+        let Commented {
+            job,
+            marker,
+            pull_request_not_found,
+        } = commented;
+        match self.reporter.report_labels(&job.issue, job.state).await {
+            Ok(None) => {}
+            Ok(Some(gone)) => {
+                self.issue_gone(recorder, &job, &gone, &marker, now).await?;
+                return Ok(true);
+            }
+            Err(error) => {
+                tracing::warn!("{}: cannot update the issue's labels on GitHub yet: {error}", job.issue);
+                return Ok(false);
+            }
+        }
+        let first_report_of_attempt = job
+            .reported
+            .as_deref()
+            .and_then(|r| r.rsplit_once(':'))
+            .is_none_or(|(_, n)| n != job.attempts.to_string());
+        if job.state == JobState::Running || first_report_of_attempt {
+            let extra = policies.extra_labels(&job.issue.repo);
+            if !extra.is_empty() && !job.state.is_final() {
+                if let Err(error) = self.reporter.add_labels(&job.issue, extra).await {
+                    tracing::warn!("{}: cannot add labels {extra:?}: {error}", job.issue);
+                }
+            }
+        }
+        if job.state.is_final() && !self.remove_extra_labels(&job.issue, policies).await {
+            // Tried again at the next tick.
+            return Ok(false);
+        }
+        if pull_request_not_found {
+            tracing::info!(
+                "{}: succeeded, but no pull request for it was found: nothing to follow",
+                job.issue
+            );
+        }
+        recorder.ledger().mark_reported(job.id, &marker).await?;
+        Ok(true)
     }
 
     /// What `job`'s status comment says now; `None` when it is not to be reported in this pass
