@@ -511,6 +511,14 @@ impl ControlPlane {
                 budgets,
             );
         }
+        if recorded {
+            // Jobs moved (turns ended): their status comments before this tick's dispatches.
+            if let Some(reporter) = &self.reporter {
+                reporter
+                    .report_comments(&mut self.recorder, &self.policies, now)
+                    .await?;
+            }
+        }
         self.dispatcher
             .dispatch_ready(
                 &mut self.recorder,

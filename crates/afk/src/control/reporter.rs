@@ -102,8 +102,66 @@ impl StatusReporter {
         policies: &Policies,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
-        let ledger = recorder.ledger().clone();
         let started = std::time::Instant::now();
+        let comments = self.write_comments(recorder, policies, now).await?;
+        let comments_written = started.elapsed();
+        let mut labels = 0;
+        while labels < LABELS_PER_PASS {
+            let Some(commented) = lock(&self.labels_to_do).pop_front() else {
+                break;
+            };
+            labels += 1;
+            if !self.finish(commented, recorder, policies, now).await? {
+                // GitHub failed (or limits afk): the others wait for the next tick as it comes,
+                // not one at once (which would spin while a rate limit holds).
+                lock(&self.labels_to_do).clear();
+                break;
+            }
+        }
+        if comments + labels > 0 {
+            tracing::debug!(
+                comments,
+                labels,
+                "reported on GitHub: {comments} status comments in {} ms, then {labels} jobs' labels in {} ms ({} left for the next pass)",
+                comments_written.as_millis(),
+                (started.elapsed() - comments_written).as_millis(),
+                lock(&self.labels_to_do).len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The status comments of [`Self::report`] alone: the jobs' labels wait for the next
+    /// [`Self::report`]. The control plane calls it when its watcher recorded that jobs moved,
+    /// before it dispatches new ones, so a person learns that a job ended without waiting for
+    /// the dispatches of the same tick. How many comments it wrote.
+    pub(crate) async fn report_comments(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ControlError> {
+        let started = std::time::Instant::now();
+        let comments = self.write_comments(recorder, policies, now).await?;
+        if comments > 0 {
+            tracing::debug!(
+                comments,
+                "reported on GitHub before dispatching: {comments} status comments in {} ms",
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(comments)
+    }
+
+    /// Writes the status comment of every job due a report whose comment does not say its state
+    /// yet, and queues its labels. How many it wrote.
+    async fn write_comments(
+        &self,
+        recorder: &mut Recorder,
+        policies: &Policies,
+        now: DateTime<Utc>,
+    ) -> Result<usize, ControlError> {
+        let ledger = recorder.ledger().clone();
         // The pull request searches of this pass read each repository's latest pull requests once.
         let mut recent = RecentPulls::default();
         let mut comments = 0;
@@ -146,31 +204,7 @@ impl StatusReporter {
                 }
             }
         }
-        let comments_written = started.elapsed();
-        let mut labels = 0;
-        while labels < LABELS_PER_PASS {
-            let Some(commented) = lock(&self.labels_to_do).pop_front() else {
-                break;
-            };
-            labels += 1;
-            if !self.finish(commented, recorder, policies, now).await? {
-                // GitHub failed (or limits afk): the others wait for the next tick as it comes,
-                // not one at once (which would spin while a rate limit holds).
-                lock(&self.labels_to_do).clear();
-                break;
-            }
-        }
-        if comments + labels > 0 {
-            tracing::debug!(
-                comments,
-                labels,
-                "reported on GitHub: {comments} status comments in {} ms, then {labels} jobs' labels in {} ms ({} left for the next pass)",
-                comments_written.as_millis(),
-                (started.elapsed() - comments_written).as_millis(),
-                lock(&self.labels_to_do).len()
-            );
-        }
-        Ok(())
+        Ok(comments)
     }
 
     /// True while jobs whose status comment is written wait for their labels: the run loop ticks
