@@ -258,7 +258,11 @@ impl Reporter {
     /// The housekeeping half of [`Self::report`]: puts the status labels in step with `state`
     /// ([`Self::set_status_labels`]). `Ok(Some(gone))` when GitHub no longer has the issue (and
     /// nothing more is sent for it), `Ok(None)` once the labels are right.
-    pub async fn report_labels(&self, issue: &IssueKey, state: JobState) -> Result<Option<IssueGone>, GitHubError> {
+    pub async fn report_labels(
+        &self,
+        issue: &IssueKey,
+        state: JobState,
+    ) -> Result<Option<IssueGone>, GitHubError> {
         if let Some(gone) = lock(&self.gone).get(issue).cloned() {
             return Ok(Some(gone));
         }
@@ -612,7 +616,11 @@ impl Reporter {
             let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
             recent.by_repo.insert(issue.repo.clone(), pulls);
         }
-        let latest = recent.by_repo.get(&issue.repo).map(Vec::as_slice).unwrap_or_default();
+        let latest = recent
+            .by_repo
+            .get(&issue.repo)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let on_a_branch =
             |p: &model::Pull| wanted.iter().any(|b| &p.head.branch == b) && from_repository(p, issue);
         let mut on_branch: Vec<model::Pull> = latest.iter().filter(|p| on_a_branch(p)).cloned().collect();

@@ -291,7 +291,7 @@ fn profile_done_reports(windows: &mut [(f64, u64, Vec<&afk_github::testing::Reco
         *kinds.entry(request_kind(r)).or_default() += 1;
     }
     let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     let listed: Vec<String> = kinds.iter().map(|(k, n)| format!("{n}× {k}")).collect();
     println!(
         "- the slowest, #{number} ({}): {} requests in its window: {}",

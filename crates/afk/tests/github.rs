@@ -881,26 +881,43 @@ async fn past_the_check_budget_a_late_label_is_checked_alone_not_answered_by_rea
         .collect();
     for n in &burst {
         let body = labeled_delivery(*n);
-        assert_eq!(deliver(addr, secret, &format!("many-{n}"), body).await.status(), 202);
+        assert_eq!(
+            deliver(addr, secret, &format!("many-{n}"), body).await.status(),
+            202
+        );
     }
-    tick_until(&mut app, Duration::from_secs(20), |_| {}, |jobs| jobs.len() == burst.len()).await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == burst.len(),
+    )
+    .await;
 
     // One more label in the same poll interval, the budget spent.
     let late = handed_over(&github, "Late", "Do it. [sim:hang]");
     let (requests_before, listings_before) = (github.requests().len(), listings(&github));
     assert_eq!(
-        deliver(addr, secret, "many-late", labeled_delivery(late)).await.status(),
+        deliver(addr, secret, "many-late", labeled_delivery(late))
+            .await
+            .status(),
         202
     );
-    tick_until(&mut app, Duration::from_secs(20), |_| {}, |jobs| jobs.len() == burst.len() + 1).await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == burst.len() + 1,
+    )
+    .await;
 
     let requests = &github.requests()[requests_before..];
     let about_others = requests
         .iter()
         .filter(|r| {
-            others
-                .iter()
-                .any(|n| r.path.contains(&format!("/issues/{n}/")) || r.path.ends_with(&format!("/issues/{n}")))
+            others.iter().any(|n| {
+                r.path.contains(&format!("/issues/{n}/")) || r.path.ends_with(&format!("/issues/{n}"))
+            })
         })
         .count();
     assert_eq!(
@@ -910,7 +927,9 @@ async fn past_the_check_budget_a_late_label_is_checked_alone_not_answered_by_rea
         others.len() + burst.len()
     );
     assert!(
-        requests.iter().any(|r| r.path.ends_with(&format!("/issues/{late}"))),
+        requests
+            .iter()
+            .any(|r| r.path.ends_with(&format!("/issues/{late}"))),
         "its issue was read: {requests:#?}"
     );
 }

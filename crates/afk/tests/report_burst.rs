@@ -62,7 +62,9 @@ async fn running(n: usize) -> (World, GitHubStandIn, App, Vec<u64>) {
 /// Ends every running turn at T3 at once.
 async fn finish_all(world: &World, app: &App) {
     for attempt in app.ledger().watched_attempts().await.unwrap() {
-        assert!(world.sim.finish_turn(attempt.thread_id.as_str(), TurnOutcome::Completed));
+        assert!(world
+            .sim
+            .finish_turn(attempt.thread_id.as_str(), TurnOutcome::Completed));
     }
 }
 
@@ -84,7 +86,11 @@ fn status_comments(github: &GitHubStandIn, number: u64) -> Vec<String> {
 /// The issue's one status comment says done (and there is exactly one).
 fn says_done(github: &GitHubStandIn, number: u64) -> bool {
     let comments = status_comments(github, number);
-    assert_eq!(comments.len(), 1, "one status comment on #{number}: {comments:#?}");
+    assert_eq!(
+        comments.len(),
+        1,
+        "one status comment on #{number}: {comments:#?}"
+    );
     comments[0].contains(DONE)
 }
 
@@ -99,10 +105,17 @@ fn is_label_write(r: &RecordedRequest) -> bool {
 /// Every job's labels are the done ones, and its status comment is the one comment afk wrote.
 fn assert_all_reported_done(github: &GitHubStandIn, numbers: &[u64]) {
     for &number in numbers {
-        assert!(says_done(github, number), "#{number}: {:#?}", status_comments(github, number));
+        assert!(
+            says_done(github, number),
+            "#{number}: {:#?}",
+            status_comments(github, number)
+        );
         let labels = github.labels(REPO_A, number);
         assert!(labels.contains(&"afk:done".to_owned()), "#{number}: {labels:?}");
-        assert!(!labels.contains(&"afk:running".to_owned()), "#{number}: {labels:?}");
+        assert!(
+            !labels.contains(&"afk:running".to_owned()),
+            "#{number}: {labels:?}"
+        );
     }
 }
 
@@ -113,7 +126,10 @@ async fn jobs_finishing_together_have_every_done_comment_written_before_any_labe
 
     let requests = tick(&mut app, &github).await;
     for &number in &numbers {
-        assert!(says_done(&github, number), "#{number} is reported in the tick that saw it finish");
+        assert!(
+            says_done(&github, number),
+            "#{number} is reported in the tick that saw it finish"
+        );
     }
     let edits: Vec<usize> = (requests.iter().enumerate())
         .filter(|(_, r)| is_comment_edit(r))
@@ -138,7 +154,8 @@ async fn jobs_finishing_together_have_every_done_comment_written_before_any_labe
 }
 
 #[tokio::test]
-async fn a_burst_larger_than_a_pass_of_labels_has_every_comment_at_once_and_its_labels_over_the_next_passes() {
+async fn a_burst_larger_than_a_pass_of_labels_has_every_comment_at_once_and_its_labels_over_the_next_passes()
+{
     // Fifteen: the labels of ten jobs in a pass.
     let (world, github, mut app, numbers) = running(15).await;
     finish_all(&world, &app).await;
@@ -154,7 +171,10 @@ async fn a_burst_larger_than_a_pass_of_labels_has_every_comment_at_once_and_its_
         assert!(says_done(&github, number), "#{number}");
     }
     assert_eq!(labels_done(&github), 10, "the labels of ten jobs, the oldest");
-    assert!(app.control_plane().reporter_has_labels_to_do(), "the loop ticks again at once");
+    assert!(
+        app.control_plane().reporter_has_labels_to_do(),
+        "the loop ticks again at once"
+    );
 
     let second = tick(&mut app, &github).await;
     assert_eq!(
@@ -165,7 +185,10 @@ async fn a_burst_larger_than_a_pass_of_labels_has_every_comment_at_once_and_its_
     assert_all_reported_done(&github, &numbers);
     assert!(!app.control_plane().reporter_has_labels_to_do());
     let third = tick(&mut app, &github).await;
-    assert!(!third.iter().any(RecordedRequest::is_write), "all marked reported: {third:#?}");
+    assert!(
+        !third.iter().any(RecordedRequest::is_write),
+        "all marked reported: {third:#?}"
+    );
 }
 
 #[tokio::test]
@@ -184,7 +207,13 @@ async fn turns_that_ended_are_reported_done_before_the_tick_dispatches_the_jobs_
     }
     let mut app = world.app().await;
     let running = |jobs: &[afk_ledger::Job]| jobs.iter().filter(|j| j.state == JobState::Running).count();
-    tick_until(&mut app, Duration::from_secs(20), |_| {}, |jobs| jobs.len() == 8 && running(jobs) == 4).await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == 8 && running(jobs) == 4,
+    )
+    .await;
     let first: Vec<u64> = (app.ledger().jobs().await.unwrap().iter())
         .filter(|j| j.state == JobState::Running)
         .map(|j| j.issue.number)
@@ -228,7 +257,11 @@ async fn a_done_comment_github_fails_to_edit_is_written_again_and_holds_back_no_
     finish_all(&world, &app).await;
 
     let requests = tick(&mut app, &github).await;
-    assert_eq!(requests.iter().filter(|r| r.status == 502).count(), 1, "{requests:#?}");
+    assert_eq!(
+        requests.iter().filter(|r| r.status == 502).count(),
+        1,
+        "{requests:#?}"
+    );
     for &number in numbers.iter().filter(|n| **n != refused) {
         assert!(says_done(&github, number), "#{number}: reported in the same tick");
     }
@@ -266,11 +299,9 @@ async fn a_secondary_rate_limit_on_one_done_comment_loses_none_and_afk_waits_it_
 
     // Once the limit is over (Retry-After: 1 s), every report is made, none twice.
     tick_until_true(&mut app, || {
-        numbers.iter().all(|n| {
-            github
-                .labels(REPO_A, *n)
-                .contains(&"afk:done".to_owned())
-        })
+        numbers
+            .iter()
+            .all(|n| github.labels(REPO_A, *n).contains(&"afk:done".to_owned()))
     })
     .await;
     assert_all_reported_done(&github, &numbers);

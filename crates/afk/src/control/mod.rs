@@ -638,7 +638,9 @@ impl ControlPlane {
     /// True while the reporter has written status comments whose labels wait for the next
     /// passes (the run loop then ticks again at once).
     pub fn reporter_has_labels_to_do(&self) -> bool {
-        self.reporter.as_ref().is_some_and(StatusReporter::has_labels_to_do)
+        self.reporter
+            .as_ref()
+            .is_some_and(StatusReporter::has_labels_to_do)
     }
 
     /// Forgets what this control plane cached of the ledger: called when it (again) takes the

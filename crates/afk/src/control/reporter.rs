@@ -250,7 +250,10 @@ impl StatusReporter {
                 return Ok(true);
             }
             Err(error) => {
-                tracing::warn!("{}: cannot update the issue's labels on GitHub yet: {error}", job.issue);
+                tracing::warn!(
+                    "{}: cannot update the issue's labels on GitHub yet: {error}",
+                    job.issue
+                );
                 return Ok(false);
             }
         }
@@ -302,7 +305,11 @@ impl StatusReporter {
             match self
                 .reporter
                 // Any attempt's branch: an earlier attempt may have opened the pull request.
-                .find_pull_request_in(&job.issue, attempts.iter().rev().map(|a| a.branch.as_str()), recent)
+                .find_pull_request_in(
+                    &job.issue,
+                    attempts.iter().rev().map(|a| a.branch.as_str()),
+                    recent,
+                )
                 .await
             {
                 // Only the pull request of an attempt's own branch is followed: follow-up
@@ -394,7 +401,10 @@ impl StatusReporter {
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
         if !job.state.is_final() {
-            tracing::warn!("{}: {gone}; its job ends and afk no longer looks at it", job.issue);
+            tracing::warn!(
+                "{}: {gone}; its job ends and afk no longer looks at it",
+                job.issue
+            );
             let cancel = Event::Cancel {
                 reason: CancelReason::IssueGone,
             };
