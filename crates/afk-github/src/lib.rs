@@ -72,8 +72,9 @@ pub use policy::{
 pub use rate_limit::{RateLimitBlock, RateLimitKind};
 pub use report::{
     closes_issue, render_comment, status_label, FollowUpStatus, PullRequestMatch, PullRequestRef,
-    PullRequestSearch, ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink, LABEL_CLOSED,
-    LABEL_DONE, LABEL_FAILED, LABEL_IN_REVIEW, LABEL_MERGED, LABEL_NEEDS_YOU, LABEL_RUNNING, STATUS_MARKER,
+    PullRequestSearch, RecentPulls, ReportOutcome, Reporter, StatusComment, StatusReport, ThreadLink,
+    LABEL_CLOSED, LABEL_DONE, LABEL_FAILED, LABEL_IN_REVIEW, LABEL_MERGED, LABEL_NEEDS_YOU, LABEL_RUNNING,
+    STATUS_MARKER,
 };
 pub use trust::{Login, Permission};
 pub use webhook::{

@@ -188,6 +188,9 @@ pub struct Reporter {
     /// Who may author a pull request afk names (cached as long as intake's default).
     pub(crate) permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
+    /// What this process last wrote in each issue's status comment ([`content_of`] its body)
+    /// and the comment it is in.
+    last_written: Mutex<HashMap<IssueKey, (u64, StatusComment)>>,
     /// Untrusted-edit notices already on GitHub: (issue, marker).
     noticed: Mutex<HashSet<(IssueKey, String)>>,
     /// Issues GitHub no longer has: nothing more is sent for them.
@@ -209,6 +212,7 @@ impl Reporter {
             permissions: Permissions::new(client.clone(), PERMISSION_TTL),
             client,
             comment_ids: Mutex::new(HashMap::new()),
+            last_written: Mutex::new(HashMap::new()),
             gone: Mutex::new(HashMap::new()),
             noticed: Mutex::new(HashSet::new()),
             issue_locks: Mutex::new(HashMap::new()),
@@ -222,39 +226,86 @@ impl Reporter {
     /// report, now or later, so this reporter sends nothing more for that issue, and the caller
     /// cancels the job with that reason. A 404 for the whole repository stays an `Err`.
     pub async fn report(&self, report: &StatusReport) -> Result<ReportOutcome, GitHubError> {
+        match self.report_comment(report).await? {
+            ReportOutcome::Reported(comment) => Ok(self
+                .report_labels(&report.issue, report.state)
+                .await?
+                .map_or(ReportOutcome::Reported(comment), ReportOutcome::IssueGone)),
+            gone => Ok(gone),
+        }
+    }
+
+    /// The user-visible half of [`Self::report`]: creates or edits the status comment only (the
+    /// labels are [`Self::report_labels`]'s). A caller with many reports to make writes every
+    /// comment first and the labels after, so that the last of a burst of reports does not wait
+    /// for everybody else's label housekeeping. The same outcomes as [`Self::report`]: an issue
+    /// GitHub no longer has is `Ok(ReportOutcome::IssueGone)`, and nothing more is sent for it.
+    pub async fn report_comment(&self, report: &StatusReport) -> Result<ReportOutcome, GitHubError> {
         if let Some(gone) = lock(&self.gone).get(&report.issue).cloned() {
             return Ok(ReportOutcome::IssueGone(gone));
         }
-        let issue_lock = lock(&self.issue_locks)
-            .entry(report.issue.clone())
-            .or_default()
-            .clone();
+        let issue_lock = self.issue_lock(&report.issue);
         let _guard = issue_lock.lock().await;
         let body = render_comment(report, self.client.clock().now());
-        let written = match self.upsert_comment(&report.issue, &body).await {
-            Ok(comment) => self
-                .set_status_labels(&report.issue, report.state)
-                .await
-                .map(|()| comment),
-            Err(e) => Err(e),
-        };
-        match written {
+        match self.upsert_comment(&report.issue, &body).await {
             Ok(comment) => Ok(ReportOutcome::Reported(comment)),
-            Err(error) => match self.client.issue_gone(&report.issue.repo, &error).await? {
-                Some(gone) => {
-                    tracing::warn!(
-                        issue = %report.issue,
-                        "{gone}; afk stops reporting on it"
-                    );
-                    lock(&self.gone).insert(report.issue.clone(), gone.clone());
-                    Ok(ReportOutcome::IssueGone(gone))
-                }
-                None => Err(error),
-            },
+            Err(error) => Ok(ReportOutcome::IssueGone(
+                self.gone_or(&report.issue, error).await?,
+            )),
+        }
+    }
+
+    /// The housekeeping half of [`Self::report`]: puts the status labels in step with `state`
+    /// ([`Self::set_status_labels`]). `Ok(Some(gone))` when GitHub no longer has the issue (and
+    /// nothing more is sent for it), `Ok(None)` once the labels are right.
+    pub async fn report_labels(
+        &self,
+        issue: &IssueKey,
+        state: JobState,
+    ) -> Result<Option<IssueGone>, GitHubError> {
+        if let Some(gone) = lock(&self.gone).get(issue).cloned() {
+            return Ok(Some(gone));
+        }
+        let issue_lock = self.issue_lock(issue);
+        let _guard = issue_lock.lock().await;
+        match self.set_status_labels(issue, state).await {
+            Ok(()) => Ok(None),
+            Err(error) => Ok(Some(self.gone_or(issue, error).await?)),
+        }
+    }
+
+    /// One report at a time per issue, so two quick transitions cannot both create a comment.
+    fn issue_lock(&self, issue: &IssueKey) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.issue_locks).entry(issue.clone()).or_default().clone()
+    }
+
+    /// Why `error` happened: the issue is gone (remembered: nothing more is sent for it), or
+    /// `error` itself.
+    async fn gone_or(&self, issue: &IssueKey, error: GitHubError) -> Result<IssueGone, GitHubError> {
+        match self.client.issue_gone(&issue.repo, &error).await? {
+            Some(gone) => {
+                tracing::warn!(%issue, "{gone}; afk stops reporting on it");
+                lock(&self.gone).insert(issue.clone(), gone.clone());
+                Ok(gone)
+            }
+            None => Err(error),
         }
     }
 
     async fn upsert_comment(&self, issue: &IssueKey, body: &str) -> Result<StatusComment, GitHubError> {
+        let content = content_of(body);
+        // Written already with these words (a report tried again because its labels failed, or
+        // a rate limit cut its pass short): editing it again would change nothing a person sees
+        // and spend one of GitHub's content-creating requests.
+        if let Some((_, comment)) = lock(&self.last_written).get(issue).filter(|(c, _)| *c == content) {
+            return Ok(comment.clone());
+        }
+        let comment = self.upsert_comment_now(issue, body).await?;
+        lock(&self.last_written).insert(issue.clone(), (content, comment.clone()));
+        Ok(comment)
+    }
+
+    async fn upsert_comment_now(&self, issue: &IssueKey, body: &str) -> Result<StatusComment, GitHubError> {
         let remembered = lock(&self.comment_ids).get(issue).copied();
         if let Some(id) = remembered {
             match self.edit_comment(issue, id, body).await {
@@ -522,6 +573,27 @@ impl Reporter {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        self.find_pull_request_in(issue, branches, &mut RecentPulls::default())
+            .await
+    }
+
+    /// [`Self::find_pull_request`], reading each repository's latest pull requests once per
+    /// `recent` (one pass of reports): the searches of many jobs that finished together cost
+    /// GitHub one listing, not one or two requests each. The listing (the latest
+    /// [`RECENT_PULLS`], newest first) answers both steps when it holds every pull request of the
+    /// repository (fewer than [`RECENT_PULLS`]); otherwise the branches are also asked for one
+    /// by one, as an older pull request may be on one of them. Same answers as a fresh search,
+    /// as of when `recent` read the repository.
+    pub async fn find_pull_request_in<I, S>(
+        &self,
+        issue: &IssueKey,
+        branches: I,
+        recent: &mut RecentPulls,
+    ) -> Result<PullRequestSearch, GitHubError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         let mut wanted: Vec<String> = Vec::new();
         for branch in branches {
             let branch = branch.as_ref();
@@ -530,38 +602,47 @@ impl Reporter {
             }
         }
         let (owner, name) = (issue.repo.owner(), issue.repo.name());
-        let mut on_branch: Vec<model::Pull> = Vec::new();
-        for branch in &wanted {
-            let head = format!("{owner}:{branch}");
+        if !recent.by_repo.contains_key(&issue.repo) {
+            let per_page = RECENT_PULLS.to_string();
             let url = self.client.url(
                 &["repos", owner, name, "pulls"],
-                &[("state", "all"), ("head", &head), ("per_page", "100")],
+                &[
+                    ("state", "all"),
+                    ("sort", "created"),
+                    ("direction", "desc"),
+                    ("per_page", &per_page),
+                ],
             );
             let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
-            on_branch.extend(
-                pulls
-                    .into_iter()
-                    .filter(|p| &p.head.branch == branch && from_repository(p, issue)),
-            );
+            recent.by_repo.insert(issue.repo.clone(), pulls);
+        }
+        let latest = recent
+            .by_repo
+            .get(&issue.repo)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let on_a_branch =
+            |p: &model::Pull| wanted.iter().any(|b| &p.head.branch == b) && from_repository(p, issue);
+        let mut on_branch: Vec<model::Pull> = latest.iter().filter(|p| on_a_branch(p)).cloned().collect();
+        if latest.len() >= RECENT_PULLS {
+            // Not every pull request of the repository: an older one may be on a branch.
+            for branch in &wanted {
+                let head = format!("{owner}:{branch}");
+                let url = self.client.url(
+                    &["repos", owner, name, "pulls"],
+                    &[("state", "all"), ("head", &head), ("per_page", "100")],
+                );
+                let pulls: Vec<model::Pull> = self.client.get_json(url).await?;
+                on_branch.extend(pulls.into_iter().filter(|p| on_a_branch(p)));
+            }
         }
         if let Some(pull) = on_branch.into_iter().max_by_key(|p| (p.created_at, p.number)) {
             return pull_ref(pull, PullRequestMatch::Branch);
         }
-        let url = self.client.url(
-            &["repos", owner, name, "pulls"],
-            &[
-                ("state", "all"),
-                ("sort", "created"),
-                ("direction", "desc"),
-                ("per_page", "100"),
-            ],
-        );
-        let mut closing: Vec<model::Pull> = self
-            .client
-            .get_json::<Vec<model::Pull>>(url)
-            .await?
-            .into_iter()
+        let mut closing: Vec<model::Pull> = latest
+            .iter()
             .filter(|p| p.body.as_deref().is_some_and(|b| closes_issue(b, issue)))
+            .cloned()
             .collect();
         closing.sort_by_key(|p| std::cmp::Reverse((p.created_at, p.number)));
         let mut me: Option<Login> = None;
@@ -586,6 +667,30 @@ impl Reporter {
         Ok(PullRequestSearch::NotFound { branches: wanted })
     }
 }
+
+/// How many of a repository's latest pull requests a search reads in one request (GitHub's
+/// largest page).
+pub const RECENT_PULLS: usize = 100;
+
+/// The latest pull requests of each repository, as read once for a pass of searches
+/// ([`Reporter::find_pull_request_in`]). Make a new one per pass: what it holds ages.
+#[derive(Debug, Default)]
+pub struct RecentPulls {
+    by_repo: HashMap<afk_core::Repo, Vec<model::Pull>>,
+}
+
+/// What a status comment's `body` says, as a hash, but for the time of its update (its last
+/// line): two bodies with the same content say the same to a person.
+fn content_of(body: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let said = body.rsplit_once(UPDATED_LINE).map_or(body, |(said, _)| said);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    said.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// How the last line of the status comment starts.
+const UPDATED_LINE: &str = "\n<sub>Updated by afk at ";
 
 /// True when `comment` was written by `me`.
 fn by(comment: &model::Comment, me: &Login) -> bool {
@@ -754,7 +859,7 @@ pub fn render_comment(report: &StatusReport, now: DateTime<Utc>) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n<sub>Updated by afk at {}.</sub>\n",
+        "{UPDATED_LINE}{}.</sub>\n",
         now.format("%Y-%m-%d %H:%M UTC")
     ));
     out

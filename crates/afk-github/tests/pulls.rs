@@ -5,7 +5,7 @@ mod common;
 
 use afk_core::{IssueKey, JobState};
 use afk_github::testing::{GitHubStandIn, STAND_IN_LOGIN};
-use afk_github::{PullRequestMatch, PullRequestSearch, Reporter, StatusReport};
+use afk_github::{PullRequestMatch, PullRequestSearch, RecentPulls, Reporter, StatusReport};
 use common::*;
 
 /// A stand-in with a labelled issue, and a reporter for it.
@@ -166,4 +166,60 @@ async fn the_comment_names_the_pull_request_or_says_plainly_there_is_none() {
     let comment = &s.github.comments(REPO, s.key.number)[0];
     assert!(comment.contains(&format!("Pull request: #{pr} ")), "{comment}");
     assert!(comment.contains("opened from the attempt's branch"), "{comment}");
+}
+
+/// The `GET .../pulls` requests the stand-in answered.
+fn pull_listings(github: &GitHubStandIn) -> usize {
+    github
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with(&format!("/repos/{REPO}/pulls")))
+        .count()
+}
+
+#[tokio::test]
+async fn the_searches_of_one_pass_read_the_latest_pull_requests_once() {
+    let s = scene().await;
+    let other = labelled_issue(&s.github, "Two", MAINTAINER);
+    let pr = s
+        .github
+        .open_pull_request(REPO, STAND_IN_LOGIN, "afk/issue-2", "Fix two", "");
+    let before = pull_listings(&s.github);
+
+    let mut recent = RecentPulls::default();
+    let first = s
+        .reporter
+        .find_pull_request_in(&s.key, ["afk/issue-1"], &mut recent)
+        .await
+        .unwrap();
+    let second = s
+        .reporter
+        .find_pull_request_in(&key(other), ["afk/issue-2"], &mut recent)
+        .await
+        .unwrap();
+
+    assert_eq!(found(&first), None);
+    assert_eq!(found(&second), Some((pr, PullRequestMatch::Branch)));
+    assert_eq!(
+        pull_listings(&s.github) - before,
+        1,
+        "one listing answers both: it holds every pull request of the repository"
+    );
+}
+
+#[tokio::test]
+async fn an_older_pull_request_than_the_latest_hundred_is_still_found_by_its_branch() {
+    let s = scene().await;
+    let old = s
+        .github
+        .open_pull_request(REPO, STAND_IN_LOGIN, "afk/issue-1", "Fix it", "");
+    for i in 0..afk_github::report::RECENT_PULLS {
+        s.github
+            .open_pull_request(REPO, MAINTAINER, &format!("work-{i}"), "Other work", "");
+    }
+
+    assert_eq!(
+        found(&s.search(&["afk/issue-1"]).await),
+        Some((old, PullRequestMatch::Branch))
+    );
 }

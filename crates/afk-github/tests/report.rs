@@ -343,3 +343,29 @@ async fn an_app_finds_its_own_comment_as_its_bot_account() {
     assert!(comments[0].contains("someone else's afk"));
     assert!(comments[1].contains("**done**"), "{}", comments[1]);
 }
+
+#[tokio::test]
+async fn a_report_made_again_with_the_same_words_does_not_edit_the_comment_again() {
+    let (github, clock) = world().await;
+    let number = labelled_issue(&github, "One", MAINTAINER);
+    let reporter = Reporter::new(client(&github, &clock));
+    let edits = |github: &afk_github::testing::GitHubStandIn| github.comment_writes(REPO).len();
+    let done = report(number, JobState::Succeeded, 1);
+    let first = posted(&reporter, &report(number, JobState::Running, 1)).await;
+    let second = posted(&reporter, &done).await;
+    let written = edits(&github);
+
+    // Tried again (its labels failed, say) two minutes later: the comment says the same but for
+    // the time of its update.
+    clock.advance(std::time::Duration::from_secs(120));
+    let again = reporter.report_comment(&done).await.unwrap();
+
+    assert_eq!(again, ReportOutcome::Reported(second.clone()));
+    assert_eq!(first.id, second.id);
+    assert_eq!(edits(&github), written, "nothing new to say");
+    // Anything new is written.
+    let mut failed = done.clone();
+    failed.state = JobState::Failed;
+    posted(&reporter, &failed).await;
+    assert_eq!(edits(&github), written + 1);
+}

@@ -185,6 +185,9 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
     let mut running = Vec::new();
     let mut reported = Vec::new();
     let mut retried = 0;
+    let requests = github.requests();
+    // Per issue reported done: what GitHub answered between the turn's end and the done comment.
+    let mut windows: Vec<(f64, u64, Vec<&afk_github::testing::RecordedRequest>)> = Vec::new();
     for (number, at) in &sent {
         let Some(turns) = threads.get(number) else {
             continue;
@@ -204,10 +207,13 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
                 .find(|w| w.issue == *number && w.at >= end && w.body.contains(DONE))
             {
                 reported.push(secs(write.at - end));
+                let window = (requests.iter())
+                    .filter(|r| r.at >= end && r.at <= write.at)
+                    .collect();
+                windows.push((secs(write.at - end), *number, window));
             }
         }
     }
-    let requests = github.requests();
     let writes_total = requests.iter().filter(|r| r.is_write()).count();
     let charged = github.charged_requests();
     // One per poll of the labelled issues (its first page).
@@ -253,6 +259,72 @@ async fn run(issues: usize, in_flight: usize, turn: Duration, bound: Duration) {
         requests.len(),
         charged as f64 / sent.len().max(1) as f64
     );
+    profile_done_reports(&mut windows);
+}
+
+/// What GitHub answered between each turn's end and its done comment (the stand-in's request
+/// log): how many requests, and for the slowest report, which ones, in kinds.
+fn profile_done_reports(windows: &mut [(f64, u64, Vec<&afk_github::testing::RecordedRequest>)]) {
+    if windows.is_empty() {
+        return;
+    }
+    windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut counts: Vec<f64> = windows.iter().map(|(_, _, w)| w.len() as f64).collect();
+    counts.sort_by(f64::total_cmp);
+    let mut writes: Vec<f64> = (windows.iter())
+        .map(|(_, _, w)| w.iter().filter(|r| r.is_write()).count() as f64)
+        .collect();
+    writes.sort_by(f64::total_cmp);
+    let show = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.0}"));
+    println!(
+        "- requests GitHub answered between a turn's end and its done comment: p50 {}, p99 {}, max {} (of them writes: p50 {}, p99 {}, max {})",
+        show(percentile(&counts, 0.5)),
+        show(percentile(&counts, 0.99)),
+        show(counts.last().copied()),
+        show(percentile(&writes, 0.5)),
+        show(percentile(&writes, 0.99)),
+        show(writes.last().copied()),
+    );
+    let (latency, number, window) = &windows[windows.len() - 1];
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for r in window {
+        *kinds.entry(request_kind(r)).or_default() += 1;
+    }
+    let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    let listed: Vec<String> = kinds.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+    println!(
+        "- the slowest, #{number} ({}): {} requests in its window: {}",
+        support::human_secs(*latency),
+        window.len(),
+        listed.join(", ")
+    );
+}
+
+/// A request's method and path with numbers and query values blanked: `PATCH /repos/R/issues/comments/N`.
+fn request_kind(r: &afk_github::testing::RecordedRequest) -> String {
+    let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+    let path = path.replace(&format!("/repos/{REPO}"), "/repos/R");
+    let path: Vec<String> = path
+        .split('/')
+        .map(|seg| {
+            if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
+                "N".to_owned()
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect();
+    let keys: Vec<&str> = (query.split('&'))
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .filter(|k| *k == "head" || *k == "page")
+        .collect();
+    let status = if r.status == 304 { " (304)" } else { "" };
+    if keys.is_empty() {
+        format!("{} {}{status}", r.method, path.join("/"))
+    } else {
+        format!("{} {}?{}{status}", r.method, path.join("/"), keys.join("&"))
+    }
 }
 
 /// One row of the table: `samples` (seconds) sorted in place.

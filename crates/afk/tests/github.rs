@@ -858,3 +858,78 @@ fn listings(github: &GitHubStandIn) -> usize {
         .filter(|r| r.path.contains("/issues?state=open") && !r.path.contains("&page="))
         .count()
 }
+
+#[tokio::test]
+async fn past_the_check_budget_a_late_label_is_checked_alone_not_answered_by_reading_every_labelled_issue() {
+    let secret = "whsec-many-3";
+    let (world, github) = webhook_world(secret).await;
+    // Many issues labelled by someone without write access: a poll lists them all and reads
+    // each one's events (who labelled it).
+    let others: Vec<u64> = (0..200)
+        .map(|i| {
+            let n = github.open_issue(REPO_A, "octocat", &format!("Not handed over {i}"), "...");
+            github.add_label(REPO_A, n, "afk", OUTSIDER);
+            n
+        })
+        .collect();
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    app.tick(chrono::Utc::now()).await.unwrap();
+    // A burst past the interval's budget of checks: its early poll takes them.
+    let burst: Vec<u64> = (0..11)
+        .map(|i| handed_over(&github, &format!("Burst {i}"), "Do it. [sim:hang]"))
+        .collect();
+    for n in &burst {
+        let body = labeled_delivery(*n);
+        assert_eq!(
+            deliver(addr, secret, &format!("many-{n}"), body).await.status(),
+            202
+        );
+    }
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == burst.len(),
+    )
+    .await;
+
+    // One more label in the same poll interval, the budget spent.
+    let late = handed_over(&github, "Late", "Do it. [sim:hang]");
+    let (requests_before, listings_before) = (github.requests().len(), listings(&github));
+    assert_eq!(
+        deliver(addr, secret, "many-late", labeled_delivery(late))
+            .await
+            .status(),
+        202
+    );
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.len() == burst.len() + 1,
+    )
+    .await;
+
+    let requests = &github.requests()[requests_before..];
+    let about_others = requests
+        .iter()
+        .filter(|r| {
+            others.iter().any(|n| {
+                r.path.contains(&format!("/issues/{n}/")) || r.path.ends_with(&format!("/issues/{n}"))
+            })
+        })
+        .count();
+    assert_eq!(
+        (listings(&github) - listings_before, about_others),
+        (0, 0),
+        "the late label's issue was checked on its own, not by a poll of all {} labelled issues",
+        others.len() + burst.len()
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.ends_with(&format!("/issues/{late}"))),
+        "its issue was read: {requests:#?}"
+    );
+}

@@ -76,6 +76,9 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Whether it was charged against the rate limit (304s and 401s are not).
     pub charged: bool,
+    /// When the stand-in answered it, by the system's wall clock (as [`CommentWrite::at`]), for
+    /// latency profiles.
+    pub at: DateTime<Utc>,
 }
 
 impl RecordedRequest {
@@ -268,6 +271,24 @@ pub(crate) struct World {
     pub(crate) bot_login: String,
     /// Reaction requests still to fail with 502 ([`GitHubStandIn::fail_reactions`]).
     pub(crate) failing_reactions: u32,
+    /// The next edit of a comment on these issues is refused so
+    /// ([`GitHubStandIn::refuse_comment_edit`]): (repository, issue number, how).
+    pub(crate) refused_edits: Vec<(String, u64, EditRefusal)>,
+}
+
+/// How the stand-in refuses a comment edit it was told to refuse
+/// ([`GitHubStandIn::refuse_comment_edit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditRefusal {
+    /// `502 Bad Gateway`, as when GitHub fails for a moment; nothing else changes.
+    ServerError,
+    /// GitHub's secondary rate limit: `403` with its "secondary rate limit" message and
+    /// `Retry-After: retry_after` seconds, and every request is refused as long (on the
+    /// stand-in's clock), as GitHub does once it limits a client.
+    SecondaryLimit {
+        /// Seconds, said in `Retry-After`.
+        retry_after: u64,
+    },
 }
 
 impl World {
@@ -350,6 +371,7 @@ impl GitHubStandIn {
             next_id: 1000,
             bot_login: STAND_IN_LOGIN.to_owned(),
             failing_reactions: 0,
+            refused_edits: Vec::new(),
         }));
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = server::router(world.clone());
@@ -952,6 +974,12 @@ impl GitHubStandIn {
     /// Makes the next `count` reaction requests fail with 502 (afk must try them again later).
     pub fn fail_reactions(&self, count: u32) {
         self.world().failing_reactions = count;
+    }
+
+    /// Refuses the next edit (`PATCH`) of a comment on issue `number` of `repo` as `how` says;
+    /// the comment stays as it was. Each call refuses one edit.
+    pub fn refuse_comment_edit(&self, repo: &str, number: u64, how: EditRefusal) {
+        self.world().refused_edits.push((repo.to_owned(), number, how));
     }
 
     /// The body of an `issue_comment` `created` webhook delivery (GitHub's shape) for the comment

@@ -138,6 +138,9 @@ async fn handle(
             "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
         );
     }
+    if let Some(response) = refuse_planned_edit(&mut world, &method, &segs, &path) {
+        return response;
+    }
     if world.rate.remaining == 0 {
         let (status, retry_after) = (world.rate.refusal.status(), world.rate.retry_after);
         return refuse(
@@ -237,12 +240,63 @@ fn refuse(
     response
 }
 
+/// The refusal [`super::GitHubStandIn::refuse_comment_edit`] planned for this request, if it is
+/// the edit of a comment on such an issue.
+fn refuse_planned_edit(world: &mut World, method: &Method, segs: &[&str], path: &str) -> Option<Response> {
+    let ["repos", owner, name, "issues", "comments", id] = segs else {
+        return None;
+    };
+    if *method != Method::PATCH {
+        return None;
+    }
+    let repo = format!("{owner}/{name}");
+    let issue = world
+        .repos
+        .get(&repo)?
+        .comments
+        .iter()
+        .find(|c| id.parse() == Ok(c.id))?
+        .issue;
+    let at = world
+        .refused_edits
+        .iter()
+        .position(|(r, n, _)| *r == repo && *n == issue)?;
+    let (_, _, how) = world.refused_edits.remove(at);
+    Some(match how {
+        super::EditRefusal::ServerError => {
+            record(world, method, path, StatusCode::BAD_GATEWAY, false);
+            (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(json!({ "message": "Server Error" })),
+            )
+                .into_response()
+        }
+        super::EditRefusal::SecondaryLimit { retry_after } => {
+            let until = world.clock.now() + chrono::Duration::seconds(retry_after as i64);
+            world.secondary = Some(super::SecondaryLimit {
+                until,
+                refusal: super::RateLimitRefusal::Forbidden,
+                retry_after: Some(retry_after),
+            });
+            refuse(
+                world,
+                method,
+                path,
+                StatusCode::FORBIDDEN,
+                Some(retry_after),
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            )
+        }
+    })
+}
+
 fn record(world: &mut World, method: &Method, path: &str, status: StatusCode, charged: bool) {
     world.requests.push(RecordedRequest {
         method: method.to_string(),
         path: path.to_owned(),
         status: status.as_u16(),
         charged,
+        at: chrono::Utc::now(),
     });
 }
 

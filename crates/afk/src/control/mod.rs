@@ -511,6 +511,14 @@ impl ControlPlane {
                 budgets,
             );
         }
+        if recorded {
+            // Jobs moved (turns ended): their status comments before this tick's dispatches.
+            if let Some(reporter) = &self.reporter {
+                reporter
+                    .report_comments(&mut self.recorder, &self.policies, now)
+                    .await?;
+            }
+        }
         self.dispatcher
             .dispatch_ready(
                 &mut self.recorder,
@@ -603,6 +611,13 @@ impl ControlPlane {
                 Some(due) => poll_interval.min(due.saturating_duration_since(std::time::Instant::now())),
                 None => poll_interval,
             };
+            // Status comments written whose labels wait (a pass does a few): the next tick at
+            // once, after anything that came meanwhile.
+            let sleep = if self.reporter_has_labels_to_do() {
+                Duration::ZERO
+            } else {
+                sleep
+            };
             let woken_by = tokio::select! {
                 _ = &mut shutdown => return RunEnd::Stopped,
                 _ = tokio::time::sleep(sleep) => None,
@@ -618,6 +633,14 @@ impl ControlPlane {
                 self.intake.defer(event);
             }
         }
+    }
+
+    /// True while the reporter has written status comments whose labels wait for the next
+    /// passes (the run loop then ticks again at once).
+    pub fn reporter_has_labels_to_do(&self) -> bool {
+        self.reporter
+            .as_ref()
+            .is_some_and(StatusReporter::has_labels_to_do)
     }
 
     /// Forgets what this control plane cached of the ledger: called when it (again) takes the

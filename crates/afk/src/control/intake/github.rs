@@ -41,6 +41,14 @@ pub struct GitHubIntake {
     notices: Vec<(IssueKey, UntrustedEdit)>,
     /// What webhook deliveries cost GitHub in the current poll interval.
     budget: CheckBudget,
+    /// Deliveries past the check budget, after the interval's first early poll: answered
+    /// together when [`Self::early_poll`] comes, by checking their issues or by a poll, whichever
+    /// costs GitHub less ([`answer_held`]).
+    held: Vec<WebhookEvent>,
+    /// When held deliveries were last answered by checks (the gap applies to them as to polls).
+    last_batch: Option<Instant>,
+    /// How many labelled issues the last complete poll listed: what another poll would cost.
+    labelled: usize,
     /// Comments webhooks delivered, for the comment commands (`control/commands.rs`).
     comment_events: Vec<WebhookEvent>,
     /// A pull request, review or check delivery arrived since the follow-through last asked.
@@ -52,12 +60,14 @@ pub struct GitHubIntake {
 /// deliveries costs GitHub about one poll's worth of requests.
 const WEBHOOK_CHECKS_PER_POLL: u32 = 10;
 
-/// How soon after a poll an early poll may follow it. Deliveries past the check budget are
-/// answered by a poll at once the first time in a poll interval, then by a poll at most this long
-/// after the last one (never later than the regular poll),
-/// so a steady stream of labels waits this long at most instead of the rest of the poll interval,
-/// while costing GitHub at most one listing per gap (the pages and issues that did not change
-/// since are answered 304, which GitHub does not charge).
+/// How soon after a poll an early answer may follow it. Deliveries past the check budget are
+/// answered by a poll at once the first time in a poll interval; later ones are held and answered
+/// together at most this long after the last poll or answer (never later than the regular poll),
+/// by checking their issues or by a poll, whichever costs GitHub fewer requests ([`answer_held`]).
+/// So a steady stream of labels waits this long at most instead of the rest of the poll interval,
+/// while costing GitHub per gap at most the smaller of a check per labelled issue delivered and
+/// one poll (whose unchanged pages and issues are answered 304, which GitHub does not charge, but
+/// which are requests all the same: thousands in a repository with thousands of labelled issues).
 const EARLY_POLL_GAP: Duration = Duration::from_millis(250);
 
 /// The checks webhook deliveries spent since `since`, and whether the interval's first early
@@ -99,6 +109,35 @@ fn early_poll_at(last_poll: Option<Instant>, next_poll: Option<Instant>, now: In
     let next = next_poll?;
     let early = last_poll.map_or(now, |last| (last + EARLY_POLL_GAP).max(now));
     Some(next.min(early))
+}
+
+/// About what one check of an issue costs GitHub: the issue, its events, the labeller's
+/// permission (cached) and its text's last edit (GraphQL).
+const CHECK_REQUESTS: usize = 4;
+
+/// How held deliveries about `issues` distinct issues are answered, when the last poll listed
+/// `labelled` labelled issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldAnswer {
+    /// Check each issue: fewer requests than a poll.
+    Checks,
+    /// Poll: it reads every labelled issue (a page per hundred, then each one's events), which
+    /// costs less than checking this many.
+    Poll,
+}
+
+/// The cheaper way to answer held deliveries about `issues` issues: a poll costs about a request
+/// per labelled issue and one per page of a hundred, a check [`CHECK_REQUESTS`]. So a steady
+/// stream of labels past the budget costs GitHub what its own issues cost, not a listing of
+/// every labelled issue (thousands of requests in a large repository) every
+/// [`EARLY_POLL_GAP`].
+fn answer_held(issues: usize, labelled: usize) -> HeldAnswer {
+    let poll = labelled + labelled / 100 + 1;
+    if issues.saturating_mul(CHECK_REQUESTS) < poll {
+        HeldAnswer::Checks
+    } else {
+        HeldAnswer::Poll
+    }
 }
 
 /// The deliveries of one sync about one issue: one check of the issue answers them all.
@@ -165,6 +204,9 @@ impl GitHubIntake {
             poll_outcome: None,
             notices: Vec::new(),
             budget: CheckBudget::default(),
+            held: Vec::new(),
+            last_batch: None,
+            labelled: 0,
             comment_events: Vec::new(),
             pull_request_activity: false,
         }
@@ -263,46 +305,46 @@ impl GitHubIntake {
         }
         let trigger = self.trigger().to_owned();
         let mut pending = coalesce(events, &trigger).into_iter();
+        // This sync polls at once: it answers every delivery past the budget.
+        let mut polls_now = self.next_poll.is_none();
         while let Some(group) = pending.next() {
             if !(group.withdraws || group.may_take) {
                 continue;
             }
             if !self.budget.spend(self.poll_interval, Instant::now()) {
-                // Past the interval's budget: a poll answers this delivery and the rest, soon
-                // (not at the next regular poll, which may be many seconds away).
-                self.next_poll = if self.budget.first_early_poll() {
+                // Past the interval's budget: answered soon (not at the next regular poll, which
+                // may be many seconds away), together with the rest.
+                if polls_now {
+                    continue;
+                }
+                if self.budget.first_early_poll() {
                     tracing::info!(
                         "more webhook deliveries than {WEBHOOK_CHECKS_PER_POLL} per poll interval: \
                          polling GitHub instead of checking each issue"
                     );
-                    // The first time in the interval: at once (a burst is answered in this tick).
-                    None
-                } else {
-                    early_poll_at(self.last_poll, self.next_poll, Instant::now())
-                };
-                self.early_poll = self.next_poll.or(Some(Instant::now()));
+                    // The first time in the interval: a poll at once (a burst is answered in
+                    // this tick).
+                    self.next_poll = None;
+                    self.early_poll = Some(Instant::now());
+                    polls_now = true;
+                    continue;
+                }
+                // Later ones wait for the next gap, and are then checked or polled for together.
+                self.held.extend(group.events);
+                let last = self.last_poll.max(self.last_batch);
+                self.early_poll = early_poll_at(last, self.next_poll, Instant::now());
                 continue;
             }
-            let first = group.events[0].clone();
-            match self
-                .on_event(first, group.withdraws, group.may_take, recorder, now)
-                .await
-            {
-                Ok(()) => {}
-                Err(ControlError::Ledger(error)) if error.is_bad_value() => {
-                    let delivery = &group.events[0].delivery;
-                    tracing::warn!(%delivery, "webhook delivery {delivery} skipped: {error}");
-                }
-                Err(error) => {
-                    // The ledger failed: keep these deliveries and the ones after them for the
-                    // next sync (GitHub does not send a delivery again, and the next poll may be
-                    // an hour away).
-                    self.deferred.extend(group.events);
-                    self.deferred.extend(pending.flat_map(|g| g.events));
-                    self.bound_deferred();
-                    return Err(error);
-                }
+            if let Err(error) = self.answer(group, recorder, now).await {
+                // The ledger failed: keep the deliveries after this one for the next sync (GitHub
+                // does not send a delivery again, and the next poll may be an hour away).
+                self.deferred.extend(pending.flat_map(|g| g.events));
+                self.bound_deferred();
+                return Err(error);
             }
+        }
+        if may_poll && !polls_now && !self.held.is_empty() {
+            self.answer_held(recorder, now).await?;
         }
         if !may_poll {
             // GitHub is left alone for now: the deliveries wait for the poll after the wait.
@@ -316,6 +358,8 @@ impl GitHubIntake {
         self.next_poll = Some(polled + self.poll_interval);
         self.last_poll = Some(polled);
         self.early_poll = None;
+        // The poll answers every delivery held for an early answer.
+        self.held.clear();
         let scan = self.intake.scan().await;
         for skipped in &scan.skipped {
             tracing::debug!("{}#{}: skipped: {}", skipped.repo, skipped.number, skipped.reason);
@@ -350,6 +394,7 @@ impl GitHubIntake {
             self.take(issue, recorder, now).await?;
         }
         if scan.complete {
+            self.labelled = listed.len();
             // Only the jobs not yet final: reading every job would make each poll cost the
             // ledger's whole history (issue #18).
             let open: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_final()).collect();
@@ -357,6 +402,62 @@ impl GitHubIntake {
                 if job.source == JobSource::GitHub && !listed.contains(&job.issue) {
                     self.left(&job, recorder, now).await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the issue of one sync's deliveries about it and acts on it. A delivery the ledger
+    /// refuses as a bad value is skipped (said); on any other ledger failure the deliveries are
+    /// kept for the next sync and the error returned.
+    async fn answer(
+        &mut self,
+        group: IssueDeliveries,
+        recorder: &mut Recorder,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControlError> {
+        let first = group.events[0].clone();
+        match self
+            .on_event(first, group.withdraws, group.may_take, recorder, now)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(ControlError::Ledger(error)) if error.is_bad_value() => {
+                let delivery = &group.events[0].delivery;
+                tracing::warn!(%delivery, "webhook delivery {delivery} skipped: {error}");
+                Ok(())
+            }
+            Err(error) => {
+                self.deferred.extend(group.events);
+                self.bound_deferred();
+                Err(error)
+            }
+        }
+    }
+
+    /// Answers the deliveries held past the check budget once their early answer is due: by
+    /// checking their issues, or by polling now when that costs GitHub less ([`answer_held`]).
+    async fn answer_held(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+        let at = Instant::now();
+        if self.early_poll.is_some_and(|due| at < due) || self.next_poll.is_none_or(|next| next <= at) {
+            // Not yet; or the regular poll is due in this sync and answers them.
+            return Ok(());
+        }
+        let trigger = self.trigger().to_owned();
+        let groups = coalesce(std::mem::take(&mut self.held), &trigger);
+        if answer_held(groups.len(), self.labelled) == HeldAnswer::Poll {
+            // The poll below answers them all.
+            self.next_poll = None;
+            return Ok(());
+        }
+        self.last_batch = Some(Instant::now());
+        self.early_poll = None;
+        let mut groups = groups.into_iter();
+        while let Some(group) = groups.next() {
+            if let Err(error) = self.answer(group, recorder, now).await {
+                self.deferred.extend(groups.flat_map(|g| g.events));
+                self.bound_deferred();
+                return Err(error);
             }
         }
         Ok(())
@@ -655,6 +756,20 @@ mod tests {
         let soon = now + EARLY_POLL_GAP / 4;
         assert_eq!(early_poll_at(Some(now), Some(soon), now), Some(soon));
         assert_eq!(early_poll_at(None, None, now), None);
+    }
+
+    #[test]
+    fn held_deliveries_are_checked_unless_a_poll_of_the_labelled_issues_costs_less() {
+        // Thousands of labelled issues: a few deliveries are checked, not answered by a listing
+        // of them all.
+        assert_eq!(answer_held(1, 5_000), HeldAnswer::Checks);
+        assert_eq!(answer_held(200, 5_000), HeldAnswer::Checks);
+        // As many deliveries as labelled issues, or no poll to go by yet: a poll answers them.
+        assert_eq!(answer_held(50, 60), HeldAnswer::Poll);
+        assert_eq!(answer_held(1, 0), HeldAnswer::Poll);
+        // At the crossing, the cheaper side: 4 checks cost 16 requests, a poll of 15 issues 16.
+        assert_eq!(answer_held(4, 15), HeldAnswer::Poll);
+        assert_eq!(answer_held(4, 16), HeldAnswer::Checks);
     }
 
     #[test]
