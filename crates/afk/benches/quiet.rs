@@ -27,7 +27,8 @@
 //!   pass (`ControlPlane::skipped_passes`);
 //! - `a tick after one thread changed`: one thread's agent starts another turn in T3 (a
 //!   `thread.turn.start` applied in process: the thread changes, its job does not), then
-//!   `App::tick`, checked to visit that thread's attempt alone (`ControlPlane::partial_passes`,
+//!   `App::tick`, checked to visit only that thread's attempt, and the one changed the round
+//!   before, whose new turn T3 admits a moment later (`ControlPlane::partial_passes`,
 //!   `ControlPlane::visited_attempts`); a tick that came before the stream brought the change
 //!   (it skipped) is not counted, and the next is tried;
 //! - the same tick with skipping off (`ControlPlane::skip_quiet_passes(false)`): the whole pass
@@ -227,10 +228,11 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
             let took = t.elapsed();
             let plane = app.control_plane();
             if plane.partial_passes() > partial {
-                assert_eq!(
-                    plane.visited_attempts(),
-                    visited + 1,
-                    "the tick visited the changed thread's attempt alone"
+                // T3 admits a started turn a moment later (the stand-in's startup delay): the
+                // thread changed the round before may come along.
+                assert!(
+                    plane.visited_attempts() - visited <= 2,
+                    "the tick visited the changed threads' attempts alone"
                 );
                 break took;
             }

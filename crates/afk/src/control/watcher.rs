@@ -462,6 +462,10 @@ pub(crate) struct Watcher {
     visited: u64,
     /// How many passes visited only the attempts of changed threads so far.
     partial: u64,
+    /// The live attempts by thread, made the first time a tick visits only changed threads, for
+    /// as long as the live attempts are that read (a weak reference: the read itself is not
+    /// kept alive, and its address is not reused while this is held).
+    index: Option<(std::sync::Weak<Vec<WatchedAttempt>>, HashMap<ThreadId, usize>)>,
     /// False when passes are never skipped (benchmarks measure the whole pass so).
     may_skip_passes: bool,
 }
@@ -497,8 +501,6 @@ struct QuietPass {
     /// The stream's count of replaced views when that view was taken: the threads changed since
     /// are known only within one ([`ShellFeed::threads_changed`]).
     replacements: Option<u64>,
-    /// `live`'s attempts by thread, made the first time a tick visits only changed threads.
-    index: Option<Arc<HashMap<ThreadId, usize>>>,
 }
 
 /// What a tick's pass over the live attempts visits: see [`Watcher::plan`].
@@ -533,6 +535,7 @@ impl Watcher {
             partial_base: None,
             visited: 0,
             partial: 0,
+            index: None,
             may_skip_passes: true,
         }
     }
@@ -572,7 +575,7 @@ impl Watcher {
                 && quiet.budgets == budgets
                 && quiet.until.is_none_or(|until| now < until)
         });
-        let Some(mut quiet) = quiet else {
+        let Some(quiet) = quiet else {
             return Pass::Whole;
         };
         if quiet.sequence == view.sequence() && quiet.bumps == self.view_bumps {
@@ -589,14 +592,21 @@ impl Watcher {
         let Some(changed) = changed else {
             return Pass::Whole;
         };
-        let index = quiet.index.get_or_insert_with(|| {
-            Arc::new(
-                live.iter()
-                    .enumerate()
-                    .map(|(i, attempt)| (attempt.thread_id.clone(), i))
-                    .collect(),
-            )
-        });
+        if !self
+            .index
+            .as_ref()
+            .is_some_and(|(of, _)| std::sync::Weak::as_ptr(of) == Arc::as_ptr(live))
+        {
+            let by_thread = live
+                .iter()
+                .enumerate()
+                .map(|(i, attempt)| (attempt.thread_id.clone(), i))
+                .collect();
+            self.index = Some((Arc::downgrade(live), by_thread));
+        }
+        let Some((_, index)) = &self.index else {
+            return Pass::Whole;
+        };
         let mut visit: Vec<usize> = changed.iter().filter_map(|t| index.get(t).copied()).collect();
         visit.sort_unstable();
         visit.dedup();
@@ -643,9 +653,6 @@ impl Watcher {
                     },
                     budgets,
                     replacements: self.view_replacements,
-                    index: base
-                        .filter(|base| Arc::ptr_eq(&base.live, live))
-                        .and_then(|base| base.index),
                 })
             }
             _ => None,
