@@ -465,7 +465,7 @@ pub(crate) struct Watcher {
     /// The live attempts by thread, made the first time a tick visits only changed threads, for
     /// as long as the live attempts are that read (a weak reference: the read itself is not
     /// kept alive, and its address is not reused while this is held).
-    index: Option<(std::sync::Weak<Vec<WatchedAttempt>>, HashMap<ThreadId, usize>)>,
+    index: Option<LiveIndex>,
     /// False when passes are never skipped (benchmarks measure the whole pass so).
     may_skip_passes: bool,
 }
@@ -502,6 +502,9 @@ struct QuietPass {
     /// are known only within one ([`ShellFeed::threads_changed`]).
     replacements: Option<u64>,
 }
+
+/// A read of the live attempts (held weakly) and its attempts' indexes by thread.
+type LiveIndex = (std::sync::Weak<Vec<WatchedAttempt>>, HashMap<ThreadId, usize>);
 
 /// What a tick's pass over the live attempts visits: see [`Watcher::plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -592,10 +595,10 @@ impl Watcher {
         let Some(changed) = changed else {
             return Pass::Whole;
         };
-        if !self
+        if self
             .index
             .as_ref()
-            .is_some_and(|(of, _)| std::sync::Weak::as_ptr(of) == Arc::as_ptr(live))
+            .is_none_or(|(of, _)| std::sync::Weak::as_ptr(of) != Arc::as_ptr(live))
         {
             let by_thread = live
                 .iter()
