@@ -11,6 +11,11 @@ use crate::{
     WatchedAttempt, LIVE,
 };
 
+/// A reading of [`Ledger::watched_changes`]: equal readings mean that nothing the live attempts'
+/// read returns changed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WatchedChanges(pub i64);
+
 impl Ledger {
     /// The job with id `id`, if any.
     pub async fn job(&self, id: JobId) -> Result<Option<Job>, LedgerError> {
@@ -167,6 +172,23 @@ impl Ledger {
         };
         let rows: Vec<WatchedRow> = fetch!(self, fetch_all, sql);
         rows.into_iter().map(WatchedRow::into_watched).collect()
+    }
+
+    /// How many changes to what [`Ledger::watched_attempts`] reads the ledger has seen: a count
+    /// that triggers (migration 0018) move in the very transaction of every insert, delete or
+    /// change of a job's, live attempt's or follow-up's column that read returns, whoever writes
+    /// (this handle, another process, a person's SQL). Never goes back.
+    ///
+    /// A cache of the live attempts read *after* this count read `n` holds every change counted
+    /// up to `n`; while the count still reads `n`, nothing it holds changed. One row read by its
+    /// key: the same cost whatever the size of the ledger.
+    pub async fn watched_changes(&self) -> Result<WatchedChanges, LedgerError> {
+        let counter: i64 = with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT counter FROM watched_changes WHERE id = 1"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(WatchedChanges(counter))
     }
 
     /// Every attempt whose thread must still be interrupted and its session stopped (recorded by

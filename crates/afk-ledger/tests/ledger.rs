@@ -231,6 +231,7 @@ on_both_backends!(
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
+    every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_else_does,
     a_wait_is_kept_per_topic_until_it_is_over,
     inspecting_changes_nothing_and_sees_migrations_and_the_leader,
     a_leader_that_lost_its_lock_notices_and_cannot_write,
@@ -1655,6 +1656,73 @@ async fn a_reported_job_is_not_to_report_until_it_changes(fx: &Fixture) {
     assert_eq!(to_report(ledger).await, vec![job.id], "it moved on since");
     ledger.mark_reported(job.id, "dispatching:1").await.unwrap();
     assert!(to_report(ledger).await.is_empty());
+}
+
+/// `afk run` re-reads the live attempts only when [`Ledger::watched_changes`] moved: every write
+/// to what that read returns moves it, from this handle, another process's or a person's SQL;
+/// the marks afk keeps beside (a report, a stop carried out, a title) do not.
+async fn every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_else_does(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    // Another process's handle on the same database.
+    let other = Ledger::open(&fx.url).await.expect("a second handle");
+    let count = || async { ledger.watched_changes().await.expect("the count") };
+    let start = count().await;
+    assert_eq!(count().await, start, "reading moves nothing");
+
+    let job = queued(&other, 31, 2, t0()).await;
+    let queued_at = count().await;
+    assert!(queued_at > start, "a new job, written by another handle");
+    let (_, created) = other.upsert_job(&new_job(31, 2), at(1)).await.unwrap();
+    assert!(!created);
+    let mut retitled = new_job(31, 2);
+    retitled.title = "A new title".into();
+    other.upsert_job(&retitled, at(2)).await.unwrap();
+    ledger.mark_reported(job.id, "queued:0").await.unwrap();
+    assert_eq!(
+        count().await,
+        queued_at,
+        "a repeated upsert, a new title, a report mark"
+    );
+
+    let job = step(&other, &job, Event::StartAttempt, Some(&ids("t-31")), at(3)).await;
+    let started = count().await;
+    assert!(started > queued_at, "an attempt started");
+    let watched = ledger.watched_attempts().await.unwrap();
+    let job = step(ledger, &job, Event::Dispatched, None, at(4)).await;
+    let running = count().await;
+    assert!(running > started, "it runs");
+    assert_ne!(ledger.watched_attempts().await.unwrap(), watched);
+
+    fx.raw_execute(&format!(
+        "UPDATE attempts SET updated_ms = 99 WHERE job_id = {}",
+        job.id.0
+    ))
+    .await
+    .unwrap();
+    let by_hand = count().await;
+    assert!(by_hand > running, "a person's SQL on a watched column");
+    fx.raw_execute(&format!("UPDATE jobs SET reported = 'x' WHERE id = {}", job.id.0))
+        .await
+        .unwrap();
+    assert_eq!(count().await, by_hand, "a column watching does not read");
+
+    let job = step(
+        &other,
+        &job,
+        Event::Cancel {
+            reason: CancelReason::ByHand,
+        },
+        None,
+        at(5),
+    )
+    .await;
+    let cancelled = count().await;
+    assert!(cancelled > by_hand, "the job ended");
+    let stop = &ledger.attempts_to_stop().await.unwrap()[0].1;
+    ledger.mark_thread_stopped(stop.id).await.unwrap();
+    assert_eq!(count().await, cancelled, "a stop carried out");
+    assert_eq!(job.state, JobState::Cancelled);
+    other.close().await;
 }
 
 async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture) {

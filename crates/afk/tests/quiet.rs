@@ -52,9 +52,27 @@ fn first_is(state: JobState) -> impl Fn(&[Job]) -> bool {
     move |jobs: &[Job]| jobs.first().is_some_and(|j| j.state == state)
 }
 
-/// Ticks at `clock` until two ticks in a row skip the watcher's pass (the stand-in has settled:
-/// its session is up and nothing moves any more), each recording nothing; panics after 20 s.
-async fn tick_until_skipping(app: &mut App, clock: &Clock) {
+/// Ticks at `clock` until T3 shows a turn in every thread (the stand-in admits a turn a moment
+/// after it accepts it: a late event), then until two ticks in a row skip the watcher's pass,
+/// each recording nothing; panics after 20 s.
+async fn tick_until_skipping(world: &World, app: &mut App, clock: &Clock) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let settled = || {
+        world
+            .sim
+            .read_model()
+            .threads
+            .iter()
+            .all(|t| t.latest_turn.is_some())
+    };
+    while !settled() {
+        app.tick(clock.now()).await.expect("a tick");
+        assert!(
+            Instant::now() < deadline,
+            "T3 admitted no turn in some thread within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut in_a_row = 0;
     while in_a_row < 2 {
@@ -73,13 +91,30 @@ async fn tick_until_skipping(app: &mut App, clock: &Clock) {
     assert!(app.control_plane().is_following_stream());
 }
 
-/// One tick at `clock`: whether it skipped the watcher's pass, and the transitions it recorded.
+/// One tick at `clock`: whether it made the watcher's whole pass (rather than skipping it, or
+/// visiting only the attempts of threads that changed at T3: the stand-in may still bring a late
+/// event of a thread that settled), and the transitions it recorded.
 async fn tick_once(app: &mut App, clock: &Clock) -> (bool, Vec<(JobState, JobState)>) {
-    let before = app.control_plane().skipped_passes();
+    let plane = app.control_plane();
+    let before = (
+        plane.skipped_passes(),
+        plane.partial_passes(),
+        plane.watched_reads(),
+    );
     let report = app.tick(clock.now()).await.expect("a tick");
-    let skipped = app.control_plane().skipped_passes() > before;
+    let plane = app.control_plane();
+    let (skipped, partial) = (
+        plane.skipped_passes() > before.0,
+        plane.partial_passes() > before.1,
+    );
+    // Said on failure: which kind of pass each tick made.
+    eprintln!(
+        "tick: skipped {skipped}, partial {partial}, live attempts read {}",
+        plane.watched_reads() - before.2
+    );
+    let whole = !skipped && !partial;
     let moves = report.progress.iter().map(|p| (p.from, p.to)).collect();
-    (skipped, moves)
+    (whole, moves)
 }
 
 /// A world with one issue whose turn never ends, running in T3, followed through the stream.
@@ -93,19 +128,20 @@ async fn running_world(body: &str, tune: impl FnOnce(&mut World)) -> (World, App
     let mut app = world.app().await;
     let clock = Clock::default();
     tick_at_until(&mut app, &clock, first_is(JobState::Running)).await;
-    tick_until_skipping(&mut app, &clock).await;
+    tick_until_skipping(&world, &mut app, &clock).await;
     (world, app, clock)
 }
 
 #[tokio::test]
 async fn a_change_at_t3_after_skipped_ticks_is_seen_on_the_next_tick() {
     let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |_| {}).await;
-    let skipped = app.control_plane().skipped_passes();
     for _ in 0..3 {
-        let (skip, moves) = tick_once(&mut app, &clock).await;
-        assert!(skip && moves.is_empty(), "a quiet tick skips its pass: {moves:?}");
+        let (whole, moves) = tick_once(&mut app, &clock).await;
+        assert!(
+            !whole && moves.is_empty(),
+            "a quiet tick skips its pass: {moves:?}"
+        );
     }
-    assert_eq!(app.control_plane().skipped_passes(), skipped + 3);
 
     let thread = app.ledger().watched_attempts().await.unwrap()[0]
         .thread_id
@@ -131,11 +167,11 @@ async fn a_turn_timeout_passes_with_nothing_changed_at_t3_and_still_fires() {
     })
     .await;
     clock.jump(9 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(skip && moves.is_empty(), "before the turn timeout: {moves:?}");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(!whole && moves.is_empty(), "before the turn timeout: {moves:?}");
     clock.jump(2 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(!skip, "the turn timeout has passed: the pass runs");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the turn timeout has passed: the pass runs");
     assert!(
         moves.contains(&(JobState::Running, JobState::TimedOut)),
         "the very tick past the timeout records it: {moves:?}"
@@ -155,11 +191,11 @@ async fn a_stall_passes_with_nothing_changed_at_t3_and_still_fires() {
     })
     .await;
     clock.jump(9 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(skip && moves.is_empty(), "before the stall timeout: {moves:?}");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(!whole && moves.is_empty(), "before the stall timeout: {moves:?}");
     clock.jump(2 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(!skip, "the stall timeout has passed: the pass runs");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the stall timeout has passed: the pass runs");
     assert!(
         moves.contains(&(JobState::Running, JobState::TimedOut)),
         "the very tick past the stall timeout records it: {moves:?}"
@@ -179,14 +215,14 @@ async fn a_wait_for_a_person_is_given_up_on_time_with_nothing_changed_at_t3() {
     let mut app = world.app().await;
     let mut clock = Clock::default();
     tick_at_until(&mut app, &clock, first_is(JobState::NeedsInput)).await;
-    tick_until_skipping(&mut app, &clock).await;
+    tick_until_skipping(&world, &mut app, &clock).await;
     // Far past the turn and stall timeouts (60 s), short of the answer timeout: skipped.
     clock.jump(59 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(skip && moves.is_empty(), "the wait goes on: {moves:?}");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(!whole && moves.is_empty(), "the wait goes on: {moves:?}");
     clock.jump(2 * MINUTE);
-    let (skip, moves) = tick_once(&mut app, &clock).await;
-    assert!(!skip, "the answer timeout has passed: the pass runs");
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the answer timeout has passed: the pass runs");
     assert!(
         moves.iter().any(|(from, _)| *from == JobState::NeedsInput),
         "the very tick past the answer timeout gives up on the wait: {moves:?}"
@@ -204,8 +240,172 @@ async fn polling_never_skips_the_pass() {
     let clock = Clock::default();
     tick_at_until(&mut app, &clock, first_is(JobState::Running)).await;
     for _ in 0..5 {
-        let (skip, moves) = tick_once(&mut app, &clock).await;
-        assert!(!skip && moves.is_empty(), "{moves:?}");
+        let (whole, moves) = tick_once(&mut app, &clock).await;
+        assert!(whole && moves.is_empty(), "{moves:?}");
     }
     assert_eq!(app.control_plane().skipped_passes(), 0);
+}
+
+#[tokio::test]
+async fn a_quiet_tick_reads_no_live_attempts_and_another_processs_write_is_seen_by_the_next_tick() {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |_| {}).await;
+    let reads = app.control_plane().watched_reads();
+    for _ in 0..3 {
+        let (whole, moves) = tick_once(&mut app, &clock).await;
+        assert!(
+            !whole && moves.is_empty(),
+            "a quiet tick skips its pass: {moves:?}"
+        );
+    }
+    assert_eq!(
+        app.control_plane().watched_reads(),
+        reads,
+        "a quiet tick does not read the live attempts again"
+    );
+
+    // Another process (its own handle on the same ledger file) moves the running job: it now
+    // waits for a person, which its thread in T3 does not.
+    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("a second handle");
+    let job = other.jobs().await.unwrap().remove(0);
+    let asked = afk_core::Event::InputRequested {
+        question: "asked elsewhere".into(),
+    };
+    let transition = afk_core::apply(
+        job.status(),
+        &asked,
+        &afk_core::RetryPolicy::default(),
+        clock.now(),
+    )
+    .unwrap();
+    other
+        .record(job.id, &transition, None, clock.now())
+        .await
+        .unwrap();
+    other.close().await;
+
+    // No clock jump, nothing changed at T3: only the ledger's news can move the job back.
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the ledger changed: the pass runs");
+    assert_eq!(
+        app.control_plane().watched_reads(),
+        reads + 1,
+        "the live attempts were read once"
+    );
+    assert!(
+        moves.contains(&(JobState::NeedsInput, JobState::Running)),
+        "the very next tick sees that the thread asks nothing: {moves:?}"
+    );
+}
+
+/// A world with `n` issues whose turns never end, all running in T3, followed through the stream,
+/// ticking until its passes are skipped.
+async fn running_fleet(n: u64) -> (World, App, Clock) {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.watch.push = true;
+    world.config.watch.turn_timeout = HOUR;
+    world.config.watch.stall_timeout = HOUR;
+    world.config.limits.max_concurrent = 8;
+    world.config.limits.per_repo = 8;
+    for number in 1..=n {
+        world.add_issue(REPO_A, number, "Keep working. [sim:hang]");
+    }
+    let mut app = world.app().await;
+    let clock = Clock::default();
+    let all_running =
+        move |jobs: &[Job]| jobs.len() as u64 == n && jobs.iter().all(|j| j.state == JobState::Running);
+    tick_at_until(&mut app, &clock, all_running).await;
+    tick_until_skipping(&world, &mut app, &clock).await;
+    (world, app, clock)
+}
+
+#[tokio::test]
+async fn a_change_to_one_thread_among_many_is_acted_on_visiting_only_its_attempt() {
+    let (world, mut app, clock) = running_fleet(6).await;
+    let live = app.ledger().watched_attempts().await.unwrap();
+    let (done, others): (Vec<_>, Vec<_>) = live.iter().partition(|a| a.issue.number == 3);
+    assert!(world
+        .sim
+        .finish_turn(done[0].thread_id.as_str(), TurnOutcome::Completed));
+
+    // Every tick until the job succeeds visits at most the changed thread's attempt: T3's events
+    // for it arrive over a few ticks, and the one that ends it records the success.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let plane = app.control_plane();
+        let (visited, partial) = (plane.visited_attempts(), plane.partial_passes());
+        let (whole, moves) = tick_once(&mut app, &clock).await;
+        let plane = app.control_plane();
+        let visits = plane.visited_attempts() - visited;
+        assert!(
+            visits <= 1,
+            "a tick visited {visits} attempts for one changed thread"
+        );
+        assert!(!whole, "never the whole pass for one changed thread");
+        if visits > 0 {
+            assert_eq!(
+                plane.partial_passes(),
+                partial + 1,
+                "only the changed thread's attempt"
+            );
+        }
+        if !moves.is_empty() {
+            assert_eq!(moves, vec![(JobState::Running, JobState::Succeeded)]);
+            assert_eq!(visits, 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the finished turn was never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jobs = app.ledger().jobs().await.unwrap();
+    for job in &jobs {
+        let expected = if job.issue.number == 3 {
+            JobState::Succeeded
+        } else {
+            JobState::Running
+        };
+        assert_eq!(job.state, expected, "{jobs:#?}");
+    }
+    assert_eq!(others.len(), 5);
+    // The ledger changed (the success): the next tick reads it and makes the whole pass again,
+    // then the fleet is quiet once more.
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole && moves.is_empty(), "{moves:?}");
+    tick_until_skipping(&world, &mut app, &clock).await;
+}
+
+#[tokio::test]
+async fn a_dispatch_back_off_that_ends_during_skipped_ticks_is_resumed_on_time() {
+    let (world, mut app, mut clock) = running_world("Keep working. [sim:hang]", |w| {
+        w.config.retry.initial = 10 * MINUTE;
+        w.config.retry.cap = 10 * MINUTE;
+    })
+    .await;
+    // T3 refuses every request for one tick: the second issue's dispatch is deferred.
+    world.add_issue(REPO_A, 2, "Keep working too. [sim:hang]");
+    world.sim.set_faults(t3_sim::FaultPlan {
+        error_rate: 1.0,
+        ..t3_sim::FaultPlan::default()
+    });
+    app.tick(clock.now()).await.expect("a tick");
+    world.sim.set_faults(t3_sim::FaultPlan::default());
+    let second = |jobs: &[Job]| jobs.iter().find(|j| j.issue.number == 2).cloned().unwrap();
+    let deferred = second(&app.ledger().jobs().await.unwrap());
+    assert_eq!(deferred.state, JobState::Dispatching, "{deferred:#?}");
+    assert!(deferred.not_before.is_some(), "a back-off: {deferred:#?}");
+
+    // Until the back-off ends nothing is due: the ticks skip their pass.
+    tick_until_skipping(&world, &mut app, &clock).await;
+    clock.jump(9 * MINUTE);
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(!whole && moves.is_empty(), "the back-off goes on: {moves:?}");
+    clock.jump(2 * MINUTE);
+    let (whole, _) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the back-off has ended: the pass runs");
+    let jobs = tick_at_until(&mut app, &clock, |jobs| {
+        jobs.iter().all(|j| j.state == JobState::Running)
+    })
+    .await;
+    assert_eq!(second(&jobs).attempts, 1, "the same attempt, resumed: {jobs:#?}");
 }

@@ -11,6 +11,7 @@
 //! (or sends a fresh snapshot, which replaces the fleet). Chunks are Acked as they are applied, so
 //! T3 never runs ahead of the view.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::client::T3Client;
 use crate::error::{excerpt, T3Error};
 use crate::fleet::{Fleet, FleetChange};
+use crate::ids::ThreadId;
 use crate::rpc::{ChunkValues, RpcConnection, RpcSettings};
 use crate::wire::rpc::SUBSCRIBE_SHELL;
 use crate::wire::{FleetItem, SubscribeShell};
@@ -91,6 +93,54 @@ struct View {
     /// The fleet, only while synchronized.
     fleet: Option<Arc<Fleet>>,
     status: FeedStatus,
+    /// Which threads the events applied to the fleet changed: see [`ShellFeed::threads_changed`].
+    log: ChangeLog,
+}
+
+/// The threads each applied thread event changed, by sequence, since the view was last replaced
+/// by a snapshot, so that a reader who saw the view at one sequence can visit only what changed
+/// since (issue 18: a tick's work in proportion to what changed).
+#[derive(Debug, Default)]
+struct ChangeLog {
+    /// How many times a snapshot replaced the view.
+    replacements: u64,
+    /// Every thread event applied after this sequence is in `entries`.
+    complete_after: u64,
+    /// (the event's sequence, its thread), oldest first.
+    entries: VecDeque<(u64, ThreadId)>,
+}
+
+/// The most thread events [`ChangeLog`] keeps: about 3 MB, minutes of a busy fleet of 100,000
+/// threads. A reader further behind is told to look at the whole view.
+const CHANGE_LOG_MAX: usize = 65_536;
+
+impl ChangeLog {
+    /// A snapshot at `sequence` replaced the view: nothing before it can be compared with it.
+    fn replaced(&mut self, sequence: u64) {
+        self.replacements = self.replacements.wrapping_add(1);
+        self.complete_after = sequence;
+        self.entries.clear();
+    }
+
+    /// The event at `sequence` changed `thread`.
+    fn push(&mut self, sequence: u64, thread: ThreadId) {
+        if self.entries.len() >= CHANGE_LOG_MAX {
+            if let Some((dropped, _)) = self.entries.pop_front() {
+                self.complete_after = dropped;
+            }
+        }
+        self.entries.push_back((sequence, thread));
+    }
+}
+
+/// The thread a stream item changes, when it is a thread event.
+fn changed_thread(item: &FleetItem) -> Option<&ThreadId> {
+    match item {
+        FleetItem::ThreadUpserted { thread, .. } => Some(&thread.id),
+        FleetItem::ThreadUnreadable { thread, .. } => Some(&thread.id),
+        FleetItem::ThreadRemoved { thread_id, .. } => Some(thread_id),
+        _ => None,
+    }
 }
 
 impl Shared {
@@ -114,6 +164,7 @@ impl ShellFeed {
             view: Mutex::new(View {
                 fleet: None,
                 status: FeedStatus::Connecting,
+                log: ChangeLog::default(),
             }),
             changes: changes_tx,
         });
@@ -140,6 +191,37 @@ impl ShellFeed {
     /// shared, copied by the task only when it changes while someone holds it.
     pub fn fleet(&self) -> Option<Arc<Fleet>> {
         self.shared.view().fleet.clone()
+    }
+
+    /// How many times a snapshot replaced the stream's view (at the first synchronization, and
+    /// after a reconnect T3 could not replay): read it before [`ShellFeed::fleet`] and hand it to
+    /// [`ShellFeed::threads_changed`] later.
+    pub fn replacements(&self) -> u64 {
+        self.shared.view().log.replacements
+    }
+
+    /// Every thread whose entry in the view may differ between the view at sequence `after` and
+    /// the one at `upto` (upserted, removed or made unreadable by an event in between), when both
+    /// views belong to the one that `replacements` ([`ShellFeed::replacements`], read before the
+    /// first of them) counted; possibly with repeats. Any event on a thread counts, even one that
+    /// changes only its `updatedAt`. `None` when that cannot be told: a snapshot replaced the
+    /// view since, `upto` is before `after`, or the log no longer reaches back to `after` (it
+    /// keeps the last 65,536 thread events). The caller then looks at the whole view.
+    pub fn threads_changed(&self, replacements: u64, after: u64, upto: u64) -> Option<Vec<ThreadId>> {
+        let view = self.shared.view();
+        let log = &view.log;
+        if log.replacements != replacements || after < log.complete_after || upto < after {
+            return None;
+        }
+        // Sequences only grow in the log: the events after `after` are its tail.
+        let start = log.entries.partition_point(|(sequence, _)| *sequence <= after);
+        Some(
+            log.entries
+                .range(start..)
+                .take_while(|(sequence, _)| *sequence <= upto)
+                .map(|(_, thread)| thread.clone())
+                .collect(),
+        )
     }
 
     /// Where the feed stands.
@@ -286,9 +368,18 @@ impl Feeder {
                 FleetItem::Snapshot(_) => {
                     self.has_base = true;
                     fleet.apply(item);
+                    view.log.replaced(fleet.sequence());
                     changed = true;
                 }
-                item => changed |= fleet.apply(item) != FleetChange::Quiet,
+                item => {
+                    let thread = changed_thread(&item).cloned();
+                    let before = fleet.sequence();
+                    changed |= fleet.apply(item) != FleetChange::Quiet;
+                    // Applied (not a replay of an event the view has): its thread changed.
+                    if let Some(thread) = thread.filter(|_| fleet.sequence() > before) {
+                        view.log.push(fleet.sequence(), thread);
+                    }
+                }
             }
         }
         let became_live = synchronized && !self.live;

@@ -210,3 +210,95 @@ async fn dropping_the_feed_closes_its_socket() {
     .await
     .expect("the socket closes once the feed is dropped");
 }
+
+#[tokio::test]
+async fn the_feed_tells_which_threads_changed_since_a_sequence_until_a_snapshot_replaces_its_view() {
+    let mut t3 = FakeT3::start().await;
+    let feed = start(&t3);
+    let mut changes = feed.changes();
+    let mut peer = t3.next_peer().await;
+    let (id, _, _) = peer.recv_request().await;
+    let at = |s: u32| format!("2026-11-24T19:00:0{s}.000Z");
+    peer.chunk(
+        &id,
+        vec![
+            snapshot(
+                3,
+                vec![
+                    thread("a", Some("running"), &at(1)),
+                    thread("b", Some("running"), &at(1)),
+                    thread("c", Some("running"), &at(1)),
+                ],
+            ),
+            synchronized(),
+        ],
+    );
+    until(&mut changes, || feed.fleet().is_some()).await;
+    acked(&mut peer, &id).await;
+    let view = feed.replacements();
+    let ids = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| ThreadId::new(*n).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(feed.threads_changed(view, 3, 3), Some(vec![]));
+
+    // An `updatedAt` tick of a (it wakes nobody, yet a stall clock must see it), then b ends.
+    peer.chunk(
+        &id,
+        vec![
+            upsert(4, thread("a", Some("running"), &at(2))),
+            upsert(5, thread("b", Some("completed"), &at(2))),
+        ],
+    );
+    until(&mut changes, || feed.fleet().is_some_and(|f| f.sequence() == 5)).await;
+    acked(&mut peer, &id).await;
+    assert_eq!(feed.threads_changed(view, 3, 5), Some(ids(&["a", "b"])));
+    assert_eq!(feed.threads_changed(view, 4, 5), Some(ids(&["b"])));
+    assert_eq!(
+        feed.threads_changed(view, 3, 4),
+        Some(ids(&["a"])),
+        "up to a view at 4"
+    );
+    assert_eq!(
+        feed.threads_changed(view, 5, 4),
+        None,
+        "a view older than the base"
+    );
+
+    // A reconnect at the same sequence: nothing was missed, nothing changed.
+    drop(peer);
+    until(&mut changes, || matches!(feed.status(), FeedStatus::Down { .. })).await;
+    let mut peer = t3.next_peer().await;
+    let (id, _, payload) = peer.recv_request().await;
+    assert_eq!(payload["afterSequence"], json!(5));
+    peer.chunk(&id, vec![synchronized()]);
+    until(&mut changes, || feed.fleet().is_some()).await;
+    assert_eq!(feed.replacements(), view, "replayed, not replaced");
+    assert_eq!(feed.threads_changed(view, 5, 5), Some(vec![]));
+    assert_eq!(feed.threads_changed(view, 3, 5), Some(ids(&["a", "b"])));
+
+    // A T3 that cannot replay sends a snapshot: nothing before it compares with it.
+    drop(peer);
+    until(&mut changes, || matches!(feed.status(), FeedStatus::Down { .. })).await;
+    let mut peer = t3.next_peer().await;
+    let (id, _, _) = peer.recv_request().await;
+    peer.chunk(
+        &id,
+        vec![
+            snapshot(7, vec![thread("c", Some("running"), &at(3))]),
+            synchronized(),
+        ],
+    );
+    until(&mut changes, || feed.fleet().is_some()).await;
+    assert_ne!(feed.replacements(), view);
+    assert_eq!(feed.threads_changed(view, 5, 7), None);
+    let replaced = feed.replacements();
+    assert_eq!(feed.threads_changed(replaced, 7, 7), Some(vec![]));
+    assert_eq!(
+        feed.threads_changed(replaced, 5, 7),
+        None,
+        "from before the snapshot"
+    );
+}

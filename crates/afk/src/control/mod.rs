@@ -317,6 +317,26 @@ impl ControlPlane {
         self.watcher.skipped_passes()
     }
 
+    /// How many times so far a tick read the live attempts from the ledger: only when the
+    /// ledger's count of changes to them moved ([`Ledger::watched_changes`]: a transition this
+    /// control plane recorded, or any other process's write), never on a quiet tick. For tests
+    /// and benchmarks; nothing depends on it.
+    pub fn watched_reads(&self) -> u64 {
+        self.recorder.watched_reads()
+    }
+
+    /// How many ticks so far visited only the live attempts whose threads changed at T3 since a
+    /// pass that decided nothing (push watching only). For tests and benchmarks.
+    pub fn partial_passes(&self) -> u64 {
+        self.watcher.partial_passes()
+    }
+
+    /// How many live attempts the watcher's passes visited so far: every one on a whole pass,
+    /// the changed threads' on a partial one, none on a skipped one. For tests and benchmarks.
+    pub fn visited_attempts(&self) -> u64 {
+        self.watcher.visited_attempts()
+    }
+
     /// Skips quiet passes (`true`, the default) or never (`false`): for benchmarks, to measure
     /// what a quiet tick costs when the whole pass runs, as after any change at T3. Decisions are
     /// the same either way.
@@ -434,13 +454,14 @@ impl ControlPlane {
         let to_stop = self.recorder.ledger().attempts_to_stop().await?;
         // Nothing changed at T3 nor in the ledger since a pass that decided nothing, and no
         // deadline it met has come: the walks over every live attempt below would decide nothing
-        // again, so a quiet tick costs the same whatever the size of the fleet.
+        // again, so a quiet tick costs the same whatever the size of the fleet; and when only
+        // some threads changed at T3, only their attempts are visited.
         let budgets = self.policies.budget_generation();
-        let skip = self
-            .watcher
-            .may_skip(&view, &live, !to_stop.is_empty(), budgets, now);
+        let pass = self.watcher.plan(&view, &live, !to_stop.is_empty(), budgets, now);
+        let skip = pass == watcher::Pass::Skip;
         // Whether the pass runs on the view as read, not on a snapshot that replaced it.
-        let (fleet, as_read) = if skip {
+        let (fleet, as_read) = if pass != watcher::Pass::Whole {
+            // No visited thread is missing (`Watcher::plan`): nothing to confirm.
             (view, true)
         } else {
             let Some(fleet) = self.watcher.confirmed(view.clone(), &live, &to_stop).await else {
@@ -451,8 +472,17 @@ impl ControlPlane {
             drop(view);
             (fleet, as_read)
         };
+        // The attempts this tick visits: all, none, or the changed threads' (copied: a few).
+        let changed: Vec<afk_ledger::WatchedAttempt> = match &pass {
+            watcher::Pass::Changed(visit) => visit.iter().map(|&i| live[i].clone()).collect(),
+            _ => Vec::new(),
+        };
+        let visited: &[afk_ledger::WatchedAttempt] = match &pass {
+            watcher::Pass::Whole => &live,
+            _ => &changed,
+        };
         if let (Some(status), false) = (&self.status, skip) {
-            status.saw_worktrees(live.iter().filter_map(|a| {
+            status.saw_worktrees(visited.iter().filter_map(|a| {
                 let path = fleet.thread(&a.thread_id)?.worktree_path.clone()?;
                 Some((a.thread_id.to_string(), path))
             }));
@@ -460,9 +490,13 @@ impl ControlPlane {
         let recorded = if skip {
             false
         } else {
-            let mut recorded = self.watcher.watch(&mut self.recorder, &fleet, &live, now).await?;
+            let whole = pass == watcher::Pass::Whole;
+            let mut recorded = self
+                .watcher
+                .watch(&mut self.recorder, &fleet, visited, whole, now)
+                .await?;
             // After a restart, the budgets the running jobs' AFK.md sets (once per repository).
-            let mut repos: Vec<Repo> = (live.iter())
+            let mut repos: Vec<Repo> = (visited.iter())
                 .map(|a| a.issue.repo.clone())
                 .filter(|r| self.github_repos.contains(r) && !self.policies.budgets_known(r))
                 .collect();
@@ -471,7 +505,7 @@ impl ControlPlane {
             self.policies.load_budgets(&repos).await;
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
             recorded |=
-                budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, &live, now).await?;
+                budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, visited, now).await?;
             recorded
         };
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
@@ -487,9 +521,9 @@ impl ControlPlane {
             .await?;
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
         let may_send = self.waits.may_try(Topic::T3Operate, now);
-        // A skipped tick has no dispatch to resume: a pass is only skipped when every
-        // dispatching attempt waits out a back-off that has not passed.
-        let resumable: &[afk_ledger::WatchedAttempt] = if skip { &[] } else { &live };
+        // A skipped or partial tick has no dispatch to resume: a pass is only skipped (or made
+        // partial) when every dispatching attempt waits out a back-off that has not passed.
+        let resumable: &[afk_ledger::WatchedAttempt] = if pass == watcher::Pass::Whole { &live } else { &[] };
         self.dispatcher
             .resume(
                 &mut self.recorder,
@@ -501,13 +535,20 @@ impl ControlPlane {
             )
             .await?;
         if !skip {
+            // A partial visit's other deadlines (dispatch back-offs, budgets) are its base's:
+            // the live attempts are the same read, and the budgets the same generation.
+            let also_until = if pass == watcher::Pass::Whole {
+                dispatching_until(&live, now)
+                    .map(|until| watcher::earliest(until, budget::turn_deadline(&self.policies, &live)))
+            } else {
+                Ok(None)
+            };
             self.watcher.pass_was_quiet(
                 &fleet,
                 as_read,
                 &live,
                 stopped_any || !stopping.is_empty(),
-                dispatching_until(&live, now)
-                    .map(|until| watcher::earliest(until, budget::turn_deadline(&self.policies, &live))),
+                also_until,
                 budgets,
             );
         }

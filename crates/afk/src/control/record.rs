@@ -3,18 +3,13 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
-use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt};
+use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges};
 use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
 
 use super::{ControlError, Progress};
-
-/// How long a cached read of the live attempts may be reused at most, even when this control plane
-/// recorded nothing: a bound on trusting that nothing else wrote the ledger.
-const WATCHED_REREAD: Duration = Duration::from_secs(30);
 
 /// `event` with every secret value afk holds (and every credential form) removed from the outside
 /// text it carries: T3's or the agent's error, which may echo a token, goes into the ledger, the
@@ -53,9 +48,11 @@ pub(crate) struct Recorder {
     retry: RetryPolicy,
     /// The transitions recorded since the last [`Recorder::take_progress`].
     progress: Vec<Progress>,
-    /// The live attempts as last read, reused while nothing was recorded: see
-    /// [`Recorder::watched_attempts`].
-    watched: Option<(Arc<Vec<WatchedAttempt>>, Instant)>,
+    /// The live attempts as last read, with the ledger's count of changes to them read just
+    /// before, reused while that count stands: see [`Recorder::watched_attempts`].
+    watched: Option<(Arc<Vec<WatchedAttempt>>, WatchedChanges)>,
+    /// How many times the live attempts were read from the ledger.
+    watched_reads: u64,
     /// The status surface's metrics, told of every transition recorded.
     metrics: Option<Arc<crate::status::Metrics>>,
 }
@@ -67,6 +64,7 @@ impl Recorder {
             retry,
             progress: Vec::new(),
             watched: None,
+            watched_reads: 0,
             metrics: None,
         }
     }
@@ -277,18 +275,22 @@ impl Recorder {
         std::mem::take(&mut self.progress)
     }
 
-    /// The live attempts, read from the ledger only when a transition was recorded since the last
-    /// read (every change to an attempt goes through [`Recorder::record`], and one control plane
-    /// holds the ledger) or the last read is older than [`WATCHED_REREAD`]: a quiet tick over a
-    /// large fleet then reads nothing. The same `Arc` (by [`Arc::ptr_eq`]) is returned for as
-    /// long as the live attempts are unchanged, re-reads included: a new one means a transition
-    /// was recorded since, or the ledger changed.
+    /// The live attempts, read from the ledger only when the ledger's count of changes to them
+    /// ([`Ledger::watched_changes`], moved by every write to them, from this process or any
+    /// other) moved since the last read, or this recorder recorded a transition since: a quiet
+    /// tick over a large fleet then reads one row. The same `Arc` (by [`Arc::ptr_eq`]) is
+    /// returned for as long as the live attempts are unchanged, re-reads included: a new one
+    /// means a transition was recorded since, or the ledger changed.
     pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
-        if let Some((live, at)) = &self.watched {
-            if at.elapsed() < WATCHED_REREAD {
+        // Read before the attempts: a read that follows holds every change counted so far, so a
+        // change made in between only costs one more read, never a missed one.
+        let changes = self.ledger.watched_changes().await?;
+        if let Some((live, read_at)) = &self.watched {
+            if *read_at == changes {
                 return Ok(live.clone());
             }
         }
+        self.watched_reads += 1;
         let read = self.ledger.watched_attempts().await?;
         // A re-read that finds what was cached keeps the cached read itself: the watcher then
         // knows, by identity, that the ledger changed nothing it watches.
@@ -296,8 +298,13 @@ impl Recorder {
             Some((cached, _)) if *cached == read => cached,
             _ => Arc::new(read),
         };
-        self.watched = Some((live.clone(), Instant::now()));
+        self.watched = Some((live.clone(), changes));
         Ok(live)
+    }
+
+    /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
+    pub(crate) fn watched_reads(&self) -> u64 {
+        self.watched_reads
     }
 }
 

@@ -445,12 +445,27 @@ pub(crate) struct Watcher {
     /// What the last [`Watcher::watch`] pass concluded nothing from, and until when nothing can
     /// come of it without a change: see [`Watcher::pass_was_quiet`].
     last_pass: PassOutcome,
-    /// The pass the control plane may skip: see [`Watcher::may_skip`].
+    /// The pass the control plane may skip, or visit the changed threads of: see
+    /// [`Watcher::plan`].
     quiet: Option<QuietPass>,
     /// How many passes were skipped so far (for tests and benchmarks).
     skipped: u64,
     /// The stream's change counter, read just before the current view was taken from it.
     view_bumps: Option<u64>,
+    /// The stream's count of snapshots that replaced its view, read just before the current view
+    /// was taken from it ([`ShellFeed::replacements`]).
+    view_replacements: Option<u64>,
+    /// The quiet pass a tick visits only the changed threads of ([`Pass::Changed`]), until
+    /// [`Watcher::pass_was_quiet`] says how that visit ended.
+    partial_base: Option<QuietPass>,
+    /// How many attempts the passes visited so far (for tests and benchmarks).
+    visited: u64,
+    /// How many passes visited only the attempts of changed threads so far.
+    partial: u64,
+    /// The live attempts by thread, made the first time a tick visits only changed threads, for
+    /// as long as the live attempts are that read (a weak reference: the read itself is not
+    /// kept alive, and its address is not reused while this is held).
+    index: Option<LiveIndex>,
     /// False when passes are never skipped (benchmarks measure the whole pass so).
     may_skip_passes: bool,
 }
@@ -483,6 +498,24 @@ struct QuietPass {
     /// [`crate::policy::Policies::budget_generation`] then: a budget lowered since moves the
     /// deadline of the pass's budget stop (`budget::turn_deadline`).
     budgets: u64,
+    /// The stream's count of replaced views when that view was taken: the threads changed since
+    /// are known only within one ([`ShellFeed::threads_changed`]).
+    replacements: Option<u64>,
+}
+
+/// A read of the live attempts (held weakly) and its attempts' indexes by thread.
+type LiveIndex = (std::sync::Weak<Vec<WatchedAttempt>>, HashMap<ThreadId, usize>);
+
+/// What a tick's pass over the live attempts visits: see [`Watcher::plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// Nothing: nothing changed since a pass that decided nothing, and no deadline has come.
+    Skip,
+    /// Only these attempts (indexes into the live attempts): their threads are the only ones T3
+    /// changed since a pass that decided nothing, and no deadline has come.
+    Changed(Vec<usize>),
+    /// Every live attempt.
+    Whole,
 }
 
 impl Watcher {
@@ -501,48 +534,101 @@ impl Watcher {
             quiet: None,
             skipped: 0,
             view_bumps: None,
+            view_replacements: None,
+            partial_base: None,
+            visited: 0,
+            partial: 0,
+            index: None,
             may_skip_passes: true,
         }
     }
 
-    /// True when the pass over `live` on `view` (read at `now`, with no thread to stop) may be
-    /// skipped, and counts it: the view is the shell stream's at the same sequence as a pass that
-    /// decided nothing (T3 changed nothing since), `live` is the very read that pass watched (the
-    /// ledger changed nothing afk watches), and `now` is before the earliest deadline that pass
-    /// met. Every decision of [`thread_event`], [`wait_event`] and [`stop_step`] would then be
-    /// the same "nothing": only what is visited changes, never what is decided. Never while
-    /// polling: each snapshot is a new read.
-    pub(crate) fn may_skip(
+    /// What the pass over `live` on `view` (read at `now`, with no thread to stop) must visit:
+    ///
+    /// - [`Pass::Skip`] when the view is the shell stream's at the same sequence as a pass that
+    ///   decided nothing (T3 changed nothing since), `live` is the very read that pass watched
+    ///   (the ledger changed nothing afk watches), and `now` is before the earliest deadline that
+    ///   pass met (counted: [`Watcher::skipped_passes`]);
+    /// - [`Pass::Changed`] in the same case but for a view that moved on: the attempts of the
+    ///   threads T3's events changed since ([`ShellFeed::threads_changed`]), when the stream can
+    ///   tell them and none of them is missing, deleted or unreadable in `view` (judged only on
+    ///   the whole pass, which confirms absences against T3's snapshot);
+    /// - [`Pass::Whole`] otherwise (polling, a snapshot that replaced the view, a ledger change,
+    ///   a deadline come, a thread being stopped).
+    ///
+    /// Every attempt left out would get from [`thread_event`], [`wait_event`] and [`stop_step`]
+    /// the same inputs as at that quiet pass, and so the same "nothing": only what is visited
+    /// changes, never what is decided.
+    pub(crate) fn plan(
         &mut self,
         view: &Fleet,
         live: &Arc<Vec<WatchedAttempt>>,
         stopping_any: bool,
         budgets: u64,
         now: DateTime<Utc>,
-    ) -> bool {
-        let skip = self.may_skip_passes
-            && !stopping_any
-            && self.is_following_stream()
-            && view.shows_waits()
-            && self.quiet.as_ref().is_some_and(|quiet| {
-                quiet.sequence == view.sequence()
-                    && quiet.bumps == self.view_bumps
-                    && Arc::ptr_eq(&quiet.live, live)
-                    && quiet.budgets == budgets
-                    && quiet.until.is_none_or(|until| now < until)
-            });
-        if skip {
+    ) -> Pass {
+        // A base left by a tick that failed before it ended is stale.
+        self.partial_base = None;
+        let quiet = self.quiet.take().filter(|quiet| {
+            self.may_skip_passes
+                && !stopping_any
+                && self.is_following_stream()
+                && view.shows_waits()
+                && Arc::ptr_eq(&quiet.live, live)
+                && quiet.budgets == budgets
+                && quiet.until.is_none_or(|until| now < until)
+        });
+        let Some(quiet) = quiet else {
+            return Pass::Whole;
+        };
+        if quiet.sequence == view.sequence() && quiet.bumps == self.view_bumps {
             self.skipped += 1;
-        } else {
-            self.quiet = None;
+            self.quiet = Some(quiet);
+            return Pass::Skip;
         }
-        skip
+        let changed = match (&self.feed, quiet.replacements) {
+            (Some(feed), Some(replacements)) => {
+                feed.threads_changed(replacements, quiet.sequence, view.sequence())
+            }
+            _ => None,
+        };
+        let Some(changed) = changed else {
+            return Pass::Whole;
+        };
+        if self
+            .index
+            .as_ref()
+            .is_none_or(|(of, _)| std::sync::Weak::as_ptr(of) != Arc::as_ptr(live))
+        {
+            let by_thread = live
+                .iter()
+                .enumerate()
+                .map(|(i, attempt)| (attempt.thread_id.clone(), i))
+                .collect();
+            self.index = Some((Arc::downgrade(live), by_thread));
+        }
+        let Some((_, index)) = &self.index else {
+            return Pass::Whole;
+        };
+        let mut visit: Vec<usize> = changed.iter().filter_map(|t| index.get(t).copied()).collect();
+        visit.sort_unstable();
+        visit.dedup();
+        let unsure = visit.iter().any(|&i| {
+            let thread = &live[i].thread_id;
+            fleet_lacks(view, thread) || view.unreadable(thread).is_some()
+        });
+        if unsure {
+            return Pass::Whole;
+        }
+        self.partial += 1;
+        self.partial_base = Some(quiet);
+        Pass::Changed(visit)
     }
 
     /// Notes how the tick that just ran its pass over `live` on `view` ended: when the pass
     /// decided nothing, ran on the stream's own view, nothing was being stopped and nothing else
     /// in the tick waits on time before `also_until` (`Err`: something does now), the next ticks
-    /// may skip it ([`Watcher::may_skip`]).
+    /// may skip it, or visit only what changed ([`Watcher::plan`]).
     pub(crate) fn pass_was_quiet(
         &mut self,
         view: &Fleet,
@@ -552,16 +638,24 @@ impl Watcher {
         also_until: Result<Option<DateTime<Utc>>, ()>,
         budgets: u64,
     ) {
+        // A visit of the changed threads only: the deadlines of the others stand (possibly
+        // earlier than needed, never later: a pass then runs early and decides nothing).
+        let base = self.partial_base.take();
         self.quiet = match (self.last_pass, also_until) {
             (PassOutcome::Quiet { until }, Ok(also))
                 if on_stream_view && !stopping_any && self.is_following_stream() && view.shows_waits() =>
             {
+                let until = earliest(until, also);
                 Some(QuietPass {
                     sequence: view.sequence(),
                     bumps: self.view_bumps,
                     live: live.clone(),
-                    until: earliest(until, also),
+                    until: match &base {
+                        Some(base) => earliest(base.until, until),
+                        None => until,
+                    },
                     budgets,
+                    replacements: self.view_replacements,
                 })
             }
             _ => None,
@@ -573,9 +667,19 @@ impl Watcher {
         self.may_skip_passes = on;
     }
 
-    /// How many passes [`Watcher::may_skip`] skipped so far.
+    /// How many passes [`Watcher::plan`] skipped so far.
     pub(crate) fn skipped_passes(&self) -> u64 {
         self.skipped
+    }
+
+    /// How many passes visited only the attempts of changed threads so far ([`Pass::Changed`]).
+    pub(crate) fn partial_passes(&self) -> u64 {
+        self.partial
+    }
+
+    /// How many attempts the passes visited so far.
+    pub(crate) fn visited_attempts(&self) -> u64 {
+        self.visited
     }
 
     pub(crate) fn read_with(&mut self, reader: T3Client) {
@@ -608,6 +712,7 @@ impl Watcher {
         // Each switch (stream up or down, T3 reachable) is logged once, when it happens.
         let base = redact_url(self.reader.base_url()).into_owned();
         self.view_bumps = None;
+        self.view_replacements = None;
         if let Some(feed) = &self.feed {
             if self.following_stream.is_none() && may_read {
                 // The first view: the stream's first snapshot is usually on its way, and the HTTP
@@ -616,6 +721,7 @@ impl Watcher {
             }
             // Read before the view: a view replaced after this read bumps it past this value.
             self.view_bumps = Some(*feed.changes().borrow());
+            self.view_replacements = Some(feed.replacements());
             if let Some(fleet) = feed.fleet() {
                 if self.following_stream.replace(true) != Some(true) {
                     tracing::info!("following T3's shell stream at {base} ({} threads)", fleet.len());
@@ -670,16 +776,21 @@ impl Watcher {
         }
     }
 
-    /// Records the event each running attempt's thread calls for. Returns true when it recorded
-    /// any.
+    /// Records the event each running attempt's thread calls for: of every live attempt when
+    /// `whole`, else of those in `live` only (a [`Pass::Changed`], the others unchanged since a
+    /// quiet pass: what is remembered of them stays). Returns true when it recorded any.
     pub(crate) async fn watch(
         &mut self,
         recorder: &mut Recorder,
         fleet: &Fleet,
         live: &[WatchedAttempt],
+        whole: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, ControlError> {
-        self.stalls.pass += 1;
+        if whole {
+            self.stalls.pass += 1;
+        }
+        self.visited += live.len() as u64;
         let mut absent = HashSet::new();
         let mut recorded = false;
         // Whether this pass concluded anything (or left anything to retry), and the earliest
@@ -702,6 +813,10 @@ impl Watcher {
                 // Unknown until T3 describes it readably: neither lost nor ended.
                 self.stalls.unreadable(&attempt.thread_id, reason);
                 continue;
+            }
+            if !whole {
+                // Readable again (the whole pass's sweep below does this for all).
+                self.stalls.warned_unreadable.forget(&attempt.thread_id);
             }
             let seen = sighting(
                 fleet,
@@ -804,14 +919,17 @@ impl Watcher {
                 .await?
                 .is_some();
         }
-        // Forget threads this pass did not observe, and absences that did not last.
-        let pass = self.stalls.pass;
-        self.stalls.seen.retain(|_, entry| entry.2 == pass);
-        self.stalls
-            .warned_unreadable
-            .retain(|thread| fleet.unreadable(thread).is_some());
-        self.stalls.absent.retain(|thread, _| absent.contains(thread));
-        self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
+        // Forget threads this pass did not observe, and absences that did not last (a partial
+        // visit follows a quiet pass, which left no absence, and observes no others).
+        if whole {
+            let pass = self.stalls.pass;
+            self.stalls.seen.retain(|_, entry| entry.2 == pass);
+            self.stalls
+                .warned_unreadable
+                .retain(|thread| fleet.unreadable(thread).is_some());
+            self.stalls.absent.retain(|thread, _| absent.contains(thread));
+            self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
+        }
         self.last_pass = if busy || recorded || !absent.is_empty() {
             PassOutcome::Busy
         } else {
@@ -1103,11 +1221,7 @@ fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool 
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
 fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
-    let lacks = |thread_id: &ThreadId| {
-        fleet
-            .thread(thread_id)
-            .is_none_or(|thread| thread.deleted_at.is_some())
-    };
+    let lacks = |thread_id: &ThreadId| fleet_lacks(fleet, thread_id);
     live.iter()
         .filter(|a| {
             a.state == AttemptState::Running
@@ -1115,6 +1229,11 @@ fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)])
         })
         .any(|a| lacks(&a.thread_id))
         || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
+}
+
+/// True when `fleet` lacks the thread `id` or shows it deleted.
+fn fleet_lacks(fleet: &Fleet, id: &ThreadId) -> bool {
+    fleet.thread(id).is_none_or(|thread| thread.deleted_at.is_some())
 }
 
 #[cfg(test)]
