@@ -66,6 +66,12 @@ async fn sync(
     now: DateTime<Utc>,
 ) -> Result<Vec<LocalIssueError>, ControlError> {
     let mut refused = Vec::new();
+    if scan.issues.is_empty() && !scan.complete {
+        // Nothing to take and nothing to cancel (the folder is missing or unreadable): the
+        // ledger's jobs, issue texts and all (most of `afk run`'s peak memory at 10,000 jobs),
+        // are not read.
+        return Ok(refused);
+    }
     let known: BTreeMap<IssueKey, Job> = recorder
         .ledger()
         .jobs()
