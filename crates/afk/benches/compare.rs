@@ -479,7 +479,7 @@ fn afk_run_peak_memory(afk: &Path, config_file: &Path) -> Option<f64> {
             if line.contains("is reachable") || line.contains("following T3's shell stream") {
                 let _ = ready_tx.send(());
             }
-            if line.contains("ERROR") || line.contains(" -> ") {
+            if line.contains("ERROR") || line.contains(" -> ") || std::env::var_os("AFK_COMPARE_VERBOSE").is_some() {
                 eprintln!("compare: afk run: {line}");
             }
         }
@@ -506,11 +506,28 @@ fn afk_run_peak_memory(afk: &Path, config_file: &Path) -> Option<f64> {
         return None;
     }
     drop(process);
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb * 1024.0)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb * 1024.0)
+    };
+    // What the resident memory is made of at the end (the peak itself is not broken down by the
+    // kernel): the heap and stacks (anonymous) against the binary and libraries (file).
+    let mb = |name: &str| field(name).map_or("-".to_owned(), |b| format!("{:.1} MB", b / 1048576.0));
+    eprintln!(
+        "compare: afk run ended with VmRSS {} (RssAnon {}, RssFile {}), {} threads",
+        mb("VmRSS:"),
+        mb("RssAnon:"),
+        mb("RssFile:"),
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap_or("?")
+            .trim()
+    );
+    field("VmHWM:")
 }
 
 // ---- the floor ------------------------------------------------------------------------------
@@ -559,10 +576,12 @@ fn config_for(sim: &Sim, dir: &Path, n: usize) -> Config {
              worktree_path = \"/srv/worktrees/{{name}}/{{issue}}\" }}\n"
         ));
     }
-    // Nothing may time out or stall while the bench runs, however slow the machine.
+    // Nothing may time out or stall while the bench runs, however slow the machine. `afk run`
+    // serves its status surface as it would, on a free port: 8787 may be taken on a shared machine.
     text.push_str(&format!(
         "\n[ledger]\nurl = \"sqlite://{}\"\n\n[limits]\nmax_concurrent = {n}\nper_repo = {n}\n\n\
-         [watch]\npoll_interval = \"250ms\"\nstall_timeout = \"24h\"\nturn_timeout = \"24h\"\npush = false\n",
+         [watch]\npoll_interval = \"250ms\"\nstall_timeout = \"24h\"\nturn_timeout = \"24h\"\npush = false\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("afk.db").display()
     ));
     let path = dir.join("afk-run.toml");
