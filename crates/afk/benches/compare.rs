@@ -479,7 +479,10 @@ fn afk_run_peak_memory(afk: &Path, config_file: &Path) -> Option<f64> {
             if line.contains("is reachable") || line.contains("following T3's shell stream") {
                 let _ = ready_tx.send(());
             }
-            if line.contains("ERROR") || line.contains(" -> ") || std::env::var_os("AFK_COMPARE_VERBOSE").is_some() {
+            if line.contains("ERROR")
+                || line.contains(" -> ")
+                || std::env::var_os("AFK_COMPARE_VERBOSE").is_some()
+            {
                 eprintln!("compare: afk run: {line}");
             }
         }
