@@ -193,8 +193,7 @@ proptest! {
             for t in threads.iter_mut().step_by(2).filter_map(Value::as_object_mut) {
                 t.insert("hasPendingUserInput".into(), json!(true));
             }
-            if path.len() % 3 == 1 {
-                let again = threads[0].clone();
+            if let Some(again) = threads.first().filter(|_| path.len() % 3 == 1).cloned() {
                 threads.push(again);
             }
         }
