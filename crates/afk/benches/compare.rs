@@ -21,7 +21,9 @@
 //!   and `process_time` for Python.
 //! - **peak memory**: the real `afk run` binary watching the same fleet (watch only), VmHWM from
 //!   `/proc/PID/status` after it has ticked for a few seconds; against the Python driver's peak
-//!   RSS after its snapshot rounds (`ru_maxrss`).
+//!   RSS after its snapshot rounds (`ru_maxrss`). `AFK_COMPARE_MEMORY_RUNS=N` measures each peak N
+//!   times, interleaved (the median in the table); `AFK_COMPARE_MEMORY_BINS=name=path,...` also
+//!   measures other `afk` builds on the same fleet (stderr only).
 //! - **snapshot decode**: a read model of N threads in T3's real shapes (generated, about 950
 //!   bytes per thread), decoded by `T3Client::snapshot` over an in-memory transport (afk's typed
 //!   structs, exactly as a tick decodes), by Python's `json.loads` (the seed's `resp.json()`), and
@@ -442,7 +444,7 @@ impl Seed {
 ///
 /// With `AFK_COMPARE_PROFILE=DIR`, `afk run` runs under `heaptrack -o DIR/...` instead (its
 /// figures are heaptrack's then, not afk's: for profiling, not for the table).
-fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
+fn afk_run_peak_memory(afk: &Path, config_file: &Path) -> Option<f64> {
     let profile = std::env::var("AFK_COMPARE_PROFILE").ok();
     let mut command = match &profile {
         Some(dir) => {
@@ -452,12 +454,12 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
                 .to_string_lossy()
                 .into_owned();
             let mut command = Command::new("heaptrack");
-            command.arg("-o").arg(Path::new(dir).join(stem)).arg(AFK);
+            command.arg("-o").arg(Path::new(dir).join(stem)).arg(afk);
             // Its own process group, so that Ctrl-C reaches afk and heaptrack alike.
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             command
         }
-        None => Command::new(AFK),
+        None => Command::new(afk),
     };
     let mut child = command
         .args(["run", "--config"])
@@ -477,7 +479,10 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
             if line.contains("is reachable") || line.contains("following T3's shell stream") {
                 let _ = ready_tx.send(());
             }
-            if line.contains("ERROR") || line.contains(" -> ") {
+            if line.contains("ERROR")
+                || line.contains(" -> ")
+                || std::env::var_os("AFK_COMPARE_VERBOSE").is_some()
+            {
                 eprintln!("compare: afk run: {line}");
             }
         }
@@ -504,11 +509,28 @@ fn afk_run_peak_memory(config_file: &Path) -> Option<f64> {
         return None;
     }
     drop(process);
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb * 1024.0)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb * 1024.0)
+    };
+    // What the resident memory is made of at the end (the peak itself is not broken down by the
+    // kernel): the heap and stacks (anonymous) against the binary and libraries (file).
+    let mb = |name: &str| field(name).map_or("-".to_owned(), |b| format!("{:.1} MB", b / 1048576.0));
+    eprintln!(
+        "compare: afk run ended with VmRSS {} (RssAnon {}, RssFile {}), {} threads",
+        mb("VmRSS:"),
+        mb("RssAnon:"),
+        mb("RssFile:"),
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap_or("?")
+            .trim()
+    );
+    field("VmHWM:")
 }
 
 // ---- the floor ------------------------------------------------------------------------------
@@ -557,10 +579,12 @@ fn config_for(sim: &Sim, dir: &Path, n: usize) -> Config {
              worktree_path = \"/srv/worktrees/{{name}}/{{issue}}\" }}\n"
         ));
     }
-    // Nothing may time out or stall while the bench runs, however slow the machine.
+    // Nothing may time out or stall while the bench runs, however slow the machine. `afk run`
+    // serves its status surface as it would, on a free port: 8787 may be taken on a shared machine.
     text.push_str(&format!(
         "\n[ledger]\nurl = \"sqlite://{}\"\n\n[limits]\nmax_concurrent = {n}\nper_repo = {n}\n\n\
-         [watch]\npoll_interval = \"250ms\"\nstall_timeout = \"24h\"\nturn_timeout = \"24h\"\npush = false\n",
+         [watch]\npoll_interval = \"250ms\"\nstall_timeout = \"24h\"\nturn_timeout = \"24h\"\npush = false\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("afk.db").display()
     ));
     let path = dir.join("afk-run.toml");
@@ -811,12 +835,35 @@ fn memory_only() -> bool {
     std::env::var("AFK_COMPARE_ONLY").is_ok_and(|v| v == "memory")
 }
 
+/// How many times each peak is measured (`AFK_COMPARE_MEMORY_RUNS`, default 1): the table shows
+/// the median, every run is printed on stderr.
+fn memory_runs() -> usize {
+    std::env::var("AFK_COMPARE_MEMORY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&runs| runs > 0)
+        .unwrap_or(1)
+}
+
+/// Other `afk` binaries to measure beside this build's (`AFK_COMPARE_MEMORY_BINS`, comma-separated
+/// `name=path`), for comparing two builds on one fleet: printed on stderr, not in the table.
+fn other_binaries() -> Vec<(String, std::path::PathBuf)> {
+    std::env::var("AFK_COMPARE_MEMORY_BINS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let (name, path) = entry.split_once('=')?;
+            Some((name.trim().to_owned(), path.trim().into()))
+        })
+        .collect()
+}
+
 /// Peak memory of the real binary watching the fleet of `n` in `dir`, polling and following the
-/// stream.
+/// stream. With several runs or binaries the measurements are interleaved (polling then push, one
+/// binary after the other, run after run), so that a shared machine's load falls on all alike.
 fn peak_memory(n: usize, dir: &Path, seed_rss: Option<f64>, table: &mut Table) {
     // The file `config_for` wrote has no source: watch only.
     let run_config = dir.join("afk-run.toml");
-    let peak = tokio::task::block_in_place(|| afk_run_peak_memory(&run_config));
     let push_config = dir.join("afk-run-push.toml");
     let text = std::fs::read_to_string(&run_config).expect("the run config");
     std::fs::write(&push_config, text.replace("push = false", "push = true")).expect("the push config");
@@ -825,11 +872,37 @@ fn peak_memory(n: usize, dir: &Path, seed_rss: Option<f64>, table: &mut Table) {
     } else {
         Target::None
     };
-    let push_peak = tokio::task::block_in_place(|| afk_run_peak_memory(&push_config));
+    let mut binaries = vec![("this build".to_owned(), std::path::PathBuf::from(AFK))];
+    binaries.extend(other_binaries());
+    // Per binary: the polling peaks and the push peaks.
+    let mut peaks = vec![(Vec::new(), Vec::new()); binaries.len()];
+    for run in 1..=memory_runs() {
+        for ((name, afk), (polling, push)) in binaries.iter().zip(&mut peaks) {
+            for (mode, config, peaks) in [
+                ("polling", &run_config, &mut *polling),
+                ("push", &push_config, push),
+            ] {
+                let peak = tokio::task::block_in_place(|| afk_run_peak_memory(afk, config));
+                let shown = peak.map_or("-".to_owned(), |p| format!("{:.1} MB", p / 1048576.0));
+                eprintln!("compare: N={n}: peak memory, {mode}, {name}, run {run}: {shown}");
+                peaks.extend(peak);
+            }
+        }
+    }
+    for ((name, _), (polling, push)) in binaries.iter().zip(&peaks).skip(1) {
+        let shown =
+            |values: &Vec<f64>| median(values).map_or("-".to_owned(), |p| format!("{:.1} MB", p / 1048576.0));
+        eprintln!(
+            "compare: N={n}: {name}: median peak {} polling, {} push",
+            shown(polling),
+            shown(push)
+        );
+    }
+    let (polling, push) = peaks.swap_remove(0);
     table.row(
         "peak memory (afk: `afk run` VmHWM; seed: driver's max RSS)",
         n,
-        peak,
+        median(&polling),
         seed_rss,
         None,
         Unit::Bytes,
@@ -839,7 +912,7 @@ fn peak_memory(n: usize, dir: &Path, seed_rss: Option<f64>, table: &mut Table) {
     table.row(
         "peak memory, push (afk: `afk run` VmHWM following the shell stream; seed: driver's max RSS)",
         n,
-        push_peak,
+        median(&push),
         seed_rss,
         None,
         Unit::Bytes,

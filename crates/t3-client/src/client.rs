@@ -788,6 +788,18 @@ impl T3Client {
         }
     }
 
+    /// Of T3's shell view (`GET /api/orchestration/shell`), only which threads wait for a person
+    /// ([`crate::wire::ShellWaits`]): what [`T3Client::shell`] would say of each thread, without
+    /// holding a second view of the whole fleet beside the snapshot's. Fails where
+    /// [`T3Client::shell`] fails.
+    pub async fn shell_waits(&self) -> Result<crate::wire::ShellWaits, T3Error> {
+        let reply = self.request("shell", Method::Get, SHELL_PATH, None).await?;
+        match crate::wire::ShellWaits::decode(&reply) {
+            Ok(waits) => Ok(waits),
+            Err(_) => decode::<ShellSnapshot>("shell", &reply).map(crate::wire::ShellWaits::from),
+        }
+    }
+
     /// One thread with its messages and activities (`GET /api/orchestration/threads/:id`);
     /// `None` when T3 answers 404 (no such thread, or a deleted one).
     pub async fn thread_detail(&self, thread: &ThreadId) -> Result<Option<ThreadDetail>, T3Error> {

@@ -1,12 +1,13 @@
 //! Fuzzing T3's read model and shell items (proptest): whatever T3 sends, decoding never panics,
 //! and a document afk can read gives a [`Fleet`] in which every thread listed is either readable
 //! or set aside as unreadable; the watcher's compact decoding ([`Fleet::decode_snapshot`],
-//! [`FleetItem::decode`]) reads and sets aside exactly the threads the full wire types do. Cheap by
+//! [`FleetItem::decode`], [`ShellWaits::decode`]) reads and sets aside exactly the threads the full
+//! wire types do. Cheap by
 //! default (proptest's 256 cases); `PROPTEST_CASES=N` runs longer.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use t3_client::wire::{FleetItem, FleetThread, ShellItem};
+use t3_client::wire::{FleetItem, FleetThread, ShellItem, ShellSnapshot, ShellWaits};
 use t3_client::{Fleet, ReadModel, ThreadId};
 
 /// The view's threads (sorted by id) and the ids it sets aside (sorted): what the watcher reads.
@@ -132,11 +133,40 @@ fn check_shell_item(text: &str) {
     }
 }
 
+/// The polling watcher's read of the shell ([`ShellWaits::decode`]) says of every thread what the
+/// shell's full view says: whether it waits for a person where it is readable, nothing otherwise;
+/// and fails where that view fails.
+fn check_shell_waits(body: &[u8]) {
+    let waits = ShellWaits::decode(body);
+    match ShellSnapshot::decode_per_thread(body) {
+        Ok((shell, unreadable)) => {
+            let fleet = Fleet::from_shell_with(shell, unreadable);
+            let waits = waits.expect("the waits decode where the shell's view does");
+            assert_eq!(waits.len(), fleet.len(), "one entry per readable thread");
+            for thread in fleet.threads() {
+                assert_eq!(
+                    waits.waits_for_person(&thread.id),
+                    Some(thread.waits_for_person())
+                );
+            }
+            for (id, _) in fleet.unreadable_threads() {
+                assert_eq!(
+                    waits.waits_for_person(id),
+                    None,
+                    "an unreadable thread says nothing"
+                );
+            }
+        }
+        Err(_) => assert!(waits.is_err(), "the waits fail where the shell's view does"),
+    }
+}
+
 proptest! {
     #[test]
     fn any_bytes_never_panic_the_read_model_or_a_shell_item(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_read_model(&bytes);
         check_shell_item(&String::from_utf8_lossy(&bytes));
+        check_shell_waits(&bytes);
     }
 
     #[test]
@@ -156,6 +186,19 @@ proptest! {
             }
         }
         check_shell_item(&json!({"kind": "snapshot", "snapshot": shell}).to_string());
+        // The shell over HTTP, as the polling watcher reads it for who waits for a person: some
+        // threads wait, and one may be listed twice.
+        let mut waiting = shell.clone();
+        if let Some(threads) = waiting.get_mut("threads").and_then(Value::as_array_mut) {
+            for t in threads.iter_mut().step_by(2).filter_map(Value::as_object_mut) {
+                t.insert("hasPendingUserInput".into(), json!(true));
+            }
+            if let Some(again) = threads.first().filter(|_| path.len() % 3 == 1).cloned() {
+                threads.push(again);
+            }
+        }
+        check_shell_waits(shell.to_string().as_bytes());
+        check_shell_waits(waiting.to_string().as_bytes());
         let upsert = json!({"kind": "thread-upserted", "sequence": 3, "thread": shell["threads"][0].clone()});
         check_shell_item(&upsert.to_string());
     }

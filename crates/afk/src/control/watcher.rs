@@ -14,7 +14,7 @@ use afk_core::{AttemptState, Event, JobId, JobState};
 use afk_ledger::{Attempt, Job, Ledger, WatchedAttempt};
 use afk_secrets::redact::redact_url;
 use chrono::{DateTime, Utc};
-use t3_client::wire::{PendingRequest, SessionStatus, Timestamp};
+use t3_client::wire::{PendingRequest, SessionStatus, ShellWaits, Timestamp};
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 use tracing::Instrument;
 
@@ -798,10 +798,14 @@ impl Watcher {
         let mut busy = false;
         let mut until: Option<DateTime<Utc>> = None;
         let shell = self.waits_view(fleet, live).await;
-        let waits = if fleet.shows_waits() {
-            Some(fleet)
-        } else {
-            shell.as_ref()
+        // Whether a thread waits for a person: from the view itself when it is the shell's, else
+        // from the shell read beside it; `None` when neither can say.
+        let waits_for_person = |thread: &ThreadId| {
+            if fleet.shows_waits() {
+                fleet.thread(thread).map(|t| t.waits_for_person())
+            } else {
+                shell.as_ref()?.waits_for_person(thread)
+            }
         };
         for attempt in live {
             let waiting = attempt.job_state == JobState::NeedsInput;
@@ -837,7 +841,7 @@ impl Watcher {
                 .saturating_sub(attempt.input_waited);
             // Whether the thread waits for a person; `None` when T3's shell cannot say this tick.
             // A thread the shell does not list says nothing either way (never "answered").
-            let asks = waits.and_then(|view| view.thread(&attempt.thread_id).map(|t| t.waits_for_person()));
+            let asks = waits_for_person(&attempt.thread_id);
             let waited = attempt
                 .input_wait_since
                 .map(|since| (now - since).to_std().unwrap_or_default());
@@ -938,11 +942,12 @@ impl Watcher {
         Ok(recorded)
     }
 
-    /// T3's shell view, read over HTTP (`GET /api/orchestration/shell`) when `fleet` is the
-    /// snapshot's (which cannot say who waits for a person) and a running or waiting attempt's
+    /// Who waits for a person in T3's shell view, read over HTTP (`GET /api/orchestration/shell`)
+    /// when `fleet` is the snapshot's (which cannot say so) and a running or waiting attempt's
     /// thread runs in it; `None` when not needed or when T3 does not answer (then nothing about a
-    /// wait is concluded this tick).
-    async fn waits_view(&mut self, fleet: &Fleet, live: &[WatchedAttempt]) -> Option<Fleet> {
+    /// wait is concluded this tick). Only the waits are kept: the snapshot's view is held
+    /// meanwhile, and a second view of the whole fleet beside it doubled `afk run`'s memory.
+    async fn waits_view(&mut self, fleet: &Fleet, live: &[WatchedAttempt]) -> Option<ShellWaits> {
         if fleet.shows_waits() {
             return None;
         }
@@ -956,7 +961,7 @@ impl Watcher {
         if !needed {
             return None;
         }
-        match self.reader.shell().await {
+        match self.reader.shell_waits().await {
             Ok(shell) => Some(shell),
             Err(error) => {
                 tracing::debug!("cannot read T3's shell to see which threads wait for a person: {error}");

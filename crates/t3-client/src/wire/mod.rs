@@ -14,6 +14,7 @@ mod server;
 mod shell;
 pub mod vcs;
 mod view;
+mod waits;
 
 pub use commands::*;
 pub use errors::*;
@@ -22,6 +23,7 @@ pub use server::*;
 pub use shell::*;
 pub(crate) use view::{decode_shell_bytes, decode_snapshot, Threads, ViewParts};
 pub use view::{FleetItem, FleetThread, SessionSummary, ViewSnapshot};
+pub use waits::ShellWaits;
 
 use std::fmt;
 

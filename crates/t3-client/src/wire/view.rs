@@ -352,7 +352,7 @@ impl From<SnapshotThread> for FleetThread {
 #[derive(Deserialize)]
 #[serde(rename = "ThreadShell", rename_all = "camelCase")]
 #[allow(dead_code)] // Read to be checked, not kept.
-struct ShellThread {
+pub(super) struct ShellThread {
     id: ThreadId,
     project_id: IdText,
     title: Text,
@@ -460,8 +460,8 @@ where
 
 /// Only the id of a thread, for naming one whose other fields cannot be read.
 #[derive(Deserialize)]
-struct IdOnly {
-    id: ThreadId,
+pub(super) struct IdOnly {
+    pub(super) id: ThreadId,
 }
 
 /// Decodes each of `raw` on its own as `R`: a thread that cannot be read is set aside with why.
