@@ -13,8 +13,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use t3_client::wire::{
-    InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ProjectShell, ReadModel, RuntimeMode,
-    Session, SessionStatus, ShellSnapshot, Thread, ThreadShell, Timestamp, TurnState,
+    InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ProjectShell, ReadModel,
+    RuntimeMode, Session, SessionStatus, ShellSnapshot, Thread, ThreadShell, Timestamp, TurnState,
 };
 use t3_client::{MessageId, ProjectId, ThreadId, TurnId};
 
