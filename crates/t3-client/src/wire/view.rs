@@ -20,7 +20,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::read_model::{nullable_timestamp, timestamp, ThreadFacts};
+use super::read_model::{nullable_timestamp, timestamp, waits_for_person, ThreadFacts};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, ThreadState, Timestamp, TurnState, UnreadableThread,
@@ -64,9 +64,7 @@ pub struct SessionSummary {
 impl FleetThread {
     /// True when the agent waits for a person; the same rule as [`Thread::waits_for_person`].
     pub fn waits_for_person(&self) -> bool {
-        (self.has_pending_user_input || self.has_pending_approvals)
-            && self.session_status() == Some(SessionStatus::Running)
-            && ThreadState::of(Some(self)) == ThreadState::Running
+        waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
     }
 }
 
