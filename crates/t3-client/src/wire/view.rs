@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::read_model::{nullable_timestamp, timestamp, waits_for_person, ThreadFacts};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
-    Thread, ThreadShell, ThreadState, Timestamp, TurnState, UnreadableThread,
+    Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
 use crate::ids::{InvalidId, ProjectId, ThreadId};
 
@@ -765,6 +765,7 @@ impl FleetItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ThreadState;
     use crate::Fleet;
 
     fn shell_thread(id: &str, state: &str, title: &str) -> String {
