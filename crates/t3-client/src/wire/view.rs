@@ -25,7 +25,7 @@ use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{InvalidId, ProjectId, ThreadId};
+use crate::ids::{is_ascii_white, is_trimmed_non_empty, InvalidId, ProjectId, ThreadId};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
 /// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
@@ -227,7 +227,7 @@ struct IdText;
 impl<'de> Deserialize<'de> for IdText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, |text| {
-            if text.is_empty() || text.trim() != text {
+            if !is_trimmed_non_empty(text) {
                 Err(InvalidId(text.to_owned()).to_string())
             } else {
                 Ok(())
@@ -243,7 +243,13 @@ struct NonEmpty;
 impl<'de> Deserialize<'de> for NonEmpty {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, |text| {
-            if text.trim().is_empty() {
+            // `text.trim().is_empty()`, without trimming when the text starts with an ASCII
+            // character that is not white space (model slugs do).
+            let starts_solid = text
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| b.is_ascii() && !is_ascii_white(b));
+            if !starts_solid && text.trim().is_empty() {
                 Err("must be a non-empty string".to_owned())
             } else {
                 Ok(())
