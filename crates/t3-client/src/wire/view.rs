@@ -613,12 +613,16 @@ pub(crate) fn decode_shell_bytes(body: &[u8]) -> Result<ViewParts, serde_json::E
     decode_shell_body(Body::of(body))
 }
 
-fn decode_shell_body(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
-    let parts = |sequence, projects: Vec<ProjectShell>, threads| ViewParts {
+fn shell_parts(sequence: u64, projects: Vec<ProjectShell>, threads: Threads) -> ViewParts {
+    ViewParts {
         sequence,
         projects: projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
         threads,
-    };
+    }
+}
+
+fn decode_shell_body(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
+    let parts = shell_parts;
     if let Ok(doc) = body.decode::<ShellDoc>() {
         return Ok(parts(doc.snapshot_sequence, doc.projects, doc.threads));
     }
@@ -725,6 +729,9 @@ impl FleetItem {
                 None => Err(de::Error::missing_field(name)),
             }
         }
+        if let Some(snapshot) = snapshot_in_one_pass(text) {
+            return Ok(FleetItem::Snapshot(Box::new(ViewSnapshot(snapshot))));
+        }
         let parts: Parts<'_> = serde_json::from_str(text)?;
         Ok(match parts.kind.as_ref() {
             "snapshot" => {
@@ -766,6 +773,59 @@ impl FleetItem {
             _ => FleetItem::Other,
         })
     }
+}
+
+/// A `snapshot` item decoded in one pass, `None` unless it is one that starts with its `kind` and
+/// whose threads all read: the stream's first item is the whole fleet, and
+/// [`FleetItem::decode`]'s general path parses it twice (once to slice the parts out of the item,
+/// once to decode them). `Some` only where that path gives the same snapshot: every key it reads
+/// present at most once and valid JSON, no trailing text, the snapshot decoded by the same
+/// [`ShellDoc`]. Anything else (another kind, a key out of that order, an unreadable thread, an
+/// error) is left to the general path, which then says what it says now.
+fn snapshot_in_one_pass(text: &str) -> Option<ViewParts> {
+    struct OnePass;
+    impl<'de> Visitor<'de> for OnePass {
+        type Value = Option<ViewParts>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a shell stream item")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            const RAW_KEYS: [&str; 5] = ["sequence", "project", "projectId", "thread", "threadId"];
+            let mut kind = false;
+            let mut doc: Option<ShellDoc> = None;
+            let mut raw_seen = [false; RAW_KEYS.len()];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match key.as_ref() {
+                    // Only an item that starts with its kind: any other is left at once, so that
+                    // no other item is parsed twice for want of knowing its kind.
+                    _ if !kind && key != "kind" => return Ok(None),
+                    "kind" if !kind => {
+                        kind = true;
+                        if map.next_value::<Cow<'de, str>>()? != "snapshot" {
+                            return Ok(None);
+                        }
+                    }
+                    "snapshot" if kind && doc.is_none() => doc = Some(map.next_value()?),
+                    "kind" | "snapshot" => return Ok(None),
+                    other => match RAW_KEYS.iter().position(|k| *k == other) {
+                        Some(i) if raw_seen[i] => return Ok(None),
+                        Some(i) => {
+                            raw_seen[i] = true;
+                            map.next_value::<Option<&'de RawValue>>()?;
+                        }
+                        None => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    },
+                }
+            }
+            Ok(doc.map(|doc| shell_parts(doc.snapshot_sequence, doc.projects, doc.threads)))
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parts = deserializer.deserialize_map(OnePass).ok()??;
+    deserializer.end().ok()?;
+    Some(parts)
 }
 
 #[cfg(test)]
