@@ -698,8 +698,9 @@ impl FleetItem {
 
     /// Decodes one stream item as [`super::ShellItem::decode`] does (a thread afk cannot read is
     /// set aside, never fails the item; an item of a known kind with another shape fails), but
-    /// straight into the watcher's form: the item's parts are sliced out of `text` (borrowed, no
-    /// copy) and each decoded once.
+    /// straight into the watcher's form: a `snapshot` item that starts with its kind is decoded in
+    /// one pass; any other has its parts sliced out of `text` (borrowed, no copy), each then
+    /// decoded once.
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
         /// Every key an item of a known kind has, its value left raw.
         #[derive(Deserialize)]
