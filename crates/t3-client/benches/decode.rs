@@ -8,11 +8,21 @@
 //!   runs on every tick (the transport's copy of the body included: a memcpy, about 2% of it);
 //! - `afk_fleet`: [`T3Client::fleet`] over the same transport: the watcher's view, what a polling
 //!   tick decodes (only what afk reads of each thread, the rest checked but not kept);
+//! - `afk_shell`: [`T3Client::shell`] over a transport serving the shell document of the same
+//!   fleet (`support::shell_json`): the watcher's view of the shell, what a polling tick also
+//!   decodes while a thread runs;
+//! - `afk_stream_snapshot`: [`FleetItem::decode`] of the shell stream's first item (that shell
+//!   document as a `snapshot` item): what afk's default mode (`push = true`) decodes when it
+//!   (re)subscribes;
 //! - `typed`: `serde_json::from_slice` into [`ReadModel`], afk's typed structs alone;
 //! - `ignored_any`: `serde_json` into [`serde::de::IgnoredAny`]: the parse floor, every byte
-//!   read and validated, nothing kept;
+//!   read and validated, nothing kept; `ignored_any_shell` and `ignored_any_stream_snapshot`, the
+//!   same of the shell document and of the stream item (the floors of the two rows above);
 //! - `value`: `serde_json` into a [`serde_json::Value`] tree, what an untyped client keeps;
 //! - `derive_states`: [`ThreadState::of`] over every thread of a decoded model.
+//!
+//! Issue 18's target is the watcher's decodes (`afk_fleet`, `afk_shell`, `afk_stream_snapshot`)
+//! within 2x their floors; BENCHMARKS.md, "Typed decode against the floor (issue 18)".
 //!
 //! `afk`'s `compare` bench times the same decodes interleaved with everything else and prints
 //! their ratios; this bench is for looking at decode alone.
@@ -24,6 +34,7 @@ use std::sync::Arc;
 
 use divan::{black_box, Bencher};
 use t3_client::transport::{Method, Request, Response};
+use t3_client::wire::FleetItem;
 use t3_client::{ReadModel, T3Client, ThreadState, Transport, TransportError};
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
@@ -79,6 +90,57 @@ fn afk_fleet(bencher: Bencher, n: usize) {
         assert_eq!(fleet.len(), n);
         fleet
     });
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn afk_shell(bencher: Bencher, n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a Tokio runtime");
+    let client = T3Client::new(
+        "http://t3.invalid",
+        Arc::new(Canned(support::shell_json(n))),
+        Arc::new(afk_secrets::LiteralProvider::new("bench-token")),
+    );
+    bencher.bench_local(|| {
+        let fleet = runtime.block_on(client.shell()).expect("the shell decodes");
+        assert_eq!(fleet.len(), support::shell_threads(n));
+        fleet
+    });
+}
+
+/// The shell stream's first item: `{"kind":"snapshot","snapshot":<the shell document>}`.
+fn stream_snapshot(n: usize) -> String {
+    let shell = String::from_utf8(support::shell_json(n)).expect("JSON is UTF-8");
+    format!(r#"{{"kind":"snapshot","snapshot":{shell}}}"#)
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn afk_stream_snapshot(bencher: Bencher, n: usize) {
+    let text = stream_snapshot(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench_local(|| {
+            let item = FleetItem::decode(black_box(&text)).expect("the item decodes");
+            assert!(matches!(item, FleetItem::Snapshot(_)));
+            item
+        });
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn ignored_any_shell(bencher: Bencher, n: usize) {
+    let json = support::shell_json(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(json.len()))
+        .bench_local(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&json)).expect("parses"));
+}
+
+#[divan::bench(args = SIZES, max_time = 3)]
+fn ignored_any_stream_snapshot(bencher: Bencher, n: usize) {
+    let text = stream_snapshot(n);
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench_local(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(&text)).expect("parses"));
 }
 
 #[divan::bench(args = SIZES, max_time = 3)]

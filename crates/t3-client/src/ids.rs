@@ -11,6 +11,25 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[error("an id must be a non-empty string without surrounding whitespace, got {0:?}")]
 pub struct InvalidId(pub String);
 
+/// True when `text` is non-empty and trimmed (`text.trim() == text`), as T3's schema demands of
+/// an id. The same answer as that comparison, without trimming when both ends are ASCII (a
+/// snapshot decodes several ids per thread: see BENCHMARKS.md, "Typed decode against the floor").
+pub(crate) fn is_trimmed_non_empty(text: &str) -> bool {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (None, _) | (_, None) => false,
+        (Some(&first), Some(&last)) if first.is_ascii() && last.is_ascii() => {
+            !is_ascii_white(first) && !is_ascii_white(last)
+        }
+        _ => text.trim() == text,
+    }
+}
+
+/// An ASCII byte that `char::is_whitespace` (so `str::trim`) counts as white space: unlike
+/// `u8::is_ascii_whitespace`, it includes the vertical tab.
+pub(crate) fn is_ascii_white(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -27,7 +46,7 @@ macro_rules! id_type {
             /// Accepts `value` when it is non-empty and trimmed, as T3's schema demands.
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
                 let value = value.into();
-                if value.is_empty() || value.trim() != value {
+                if !is_trimmed_non_empty(&value) {
                     return Err(InvalidId(value));
                 }
                 Ok(Self(value))
@@ -112,6 +131,37 @@ id_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_is_trimmed_exactly_when_str_trim_says_so() {
+        for text in [
+            "",
+            "a",
+            "abc",
+            " a",
+            "a ",
+            "\ta",
+            "a\n",
+            "\u{b}a",
+            "a\u{c}",
+            "\ra",
+            "\u{1}a",
+            "a\u{7f}",
+            "\u{85}a",
+            "a\u{85}",
+            "\u{a0}",
+            "é",
+            "aé",
+            "éa",
+            "a\u{3000}",
+            "\u{2028}a",
+            "a b",
+        ] {
+            let by_trim = !text.is_empty() && text.trim() == text;
+            assert_eq!(is_trimmed_non_empty(text), by_trim, "{text:?}");
+            assert_eq!(ThreadId::new(text).is_ok(), by_trim, "{text:?}");
+        }
+    }
 
     #[test]
     fn ids_must_be_non_empty_and_trimmed() {

@@ -1,9 +1,9 @@
 //! Fuzzing T3's read model and shell items (proptest): whatever T3 sends, decoding never panics,
 //! and a document afk can read gives a [`Fleet`] in which every thread listed is either readable
 //! or set aside as unreadable; the watcher's compact decoding ([`Fleet::decode_snapshot`],
-//! [`FleetItem::decode`], [`ShellWaits::decode`]) reads and sets aside exactly the threads the full
-//! wire types do. Cheap by
-//! default (proptest's 256 cases); `PROPTEST_CASES=N` runs longer.
+//! [`Fleet::decode_shell`], [`FleetItem::decode`], [`ShellWaits::decode`]) reads and sets aside
+//! exactly the threads the full wire types do. Cheap by default (proptest's 256 cases);
+//! `PROPTEST_CASES=N` runs longer.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -114,6 +114,21 @@ fn check_read_model(body: &[u8]) {
     }
 }
 
+fn check_shell_doc(body: &[u8]) {
+    let compact = Fleet::decode_shell(body);
+    match ShellSnapshot::decode_per_thread(body) {
+        Ok((shell, unreadable)) => {
+            let fleet = Fleet::from_shell_with(shell, unreadable);
+            let compact = compact.expect("the watcher's decoding reads what the shell's does");
+            assert_eq!(seen(&compact), seen(&fleet));
+        }
+        Err(_) => assert!(
+            compact.is_err(),
+            "the watcher's decoding fails where the shell's does"
+        ),
+    }
+}
+
 fn check_shell_item(text: &str) {
     let compact = FleetItem::decode(text);
     match ShellItem::decode(text) {
@@ -165,6 +180,7 @@ proptest! {
     #[test]
     fn any_bytes_never_panic_the_read_model_or_a_shell_item(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         check_read_model(&bytes);
+        check_shell_doc(&bytes);
         check_shell_item(&String::from_utf8_lossy(&bytes));
         check_shell_waits(&bytes);
     }
@@ -185,6 +201,7 @@ proptest! {
                 t.remove("deletedAt");
             }
         }
+        check_shell_doc(shell.to_string().as_bytes());
         check_shell_item(&json!({"kind": "snapshot", "snapshot": shell}).to_string());
         // The shell over HTTP, as the polling watcher reads it for who waits for a person: some
         // threads wait, and one may be listed twice.
@@ -199,8 +216,45 @@ proptest! {
         }
         check_shell_waits(shell.to_string().as_bytes());
         check_shell_waits(waiting.to_string().as_bytes());
+        // The stream's first item decodes in one pass only when it starts with its kind; the
+        // same snapshot with its keys in the other order, twice, or after other keys.
+        check_shell_item(&format!(r#"{{"snapshot":{shell},"kind":"snapshot"}}"#));
+        check_shell_item(&format!(r#"{{"kind":"snapshot","snapshot":{shell},"snapshot":{shell}}}"#));
+        check_shell_item(&format!(r#"{{"kind":"snapshot","x":[1],"thread":null,"snapshot":{shell}}} "#));
         let upsert = json!({"kind": "thread-upserted", "sequence": 3, "thread": shell["threads"][0].clone()});
         check_shell_item(&upsert.to_string());
+    }
+
+    /// Bytes that need not be UTF-8, in a title (the full types refuse the thread, or the
+    /// document when the JSON around it breaks) and in a key the full types skip unread (where
+    /// `serde_json` never checks them, so the document still reads): the watcher's decoding, which
+    /// reads a valid UTF-8 body as text, must agree on both.
+    #[test]
+    fn raw_bytes_in_a_title_or_a_skipped_key_read_as_the_full_types_do(
+        raw in prop::collection::vec(any::<u8>(), 0..8),
+        in_title in any::<bool>(),
+    ) {
+        let text = snapshot(2).to_string();
+        let (at, len) = if in_title {
+            (text.find("acme/widgets#42: Fix").unwrap(), "acme/widgets#42: Fix".len())
+        } else {
+            (1, 0)
+        };
+        let mut body = text.as_bytes()[..at].to_vec();
+        if !in_title {
+            body.extend_from_slice(b"\"skipped\":\"");
+        }
+        body.extend_from_slice(&raw);
+        if !in_title {
+            body.extend_from_slice(b"\",");
+        }
+        body.extend_from_slice(&text.as_bytes()[at + len..]);
+        check_read_model(&body);
+        check_shell_doc(&body);
+        let mut shell = b"{\"kind\":\"snapshot\",\"snapshot\":".to_vec();
+        shell.extend_from_slice(&body);
+        shell.push(b'}');
+        check_shell_item(&String::from_utf8_lossy(&shell));
     }
 
     #[test]

@@ -13,8 +13,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use t3_client::wire::{
-    InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ReadModel, RuntimeMode, Session,
-    SessionStatus, Thread, Timestamp, TurnState,
+    InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ProjectShell, ReadModel,
+    RuntimeMode, Session, SessionStatus, ShellSnapshot, Thread, ThreadShell, Timestamp, TurnState,
 };
 use t3_client::{MessageId, ProjectId, ThreadId, TurnId};
 
@@ -192,4 +192,28 @@ pub fn read_model(n: usize) -> ReadModel {
 /// The JSON document T3 would serve for [`read_model`]`(n)`.
 pub fn read_model_json(n: usize) -> Vec<u8> {
     serde_json::to_vec(&read_model(n)).expect("a read model serialises")
+}
+
+/// The shell document (`GET /api/orchestration/shell`, or the `snapshot` of the shell stream's
+/// first item) T3 would serve beside [`read_model`]`(n)`: the same projects and threads in the
+/// shell's shape, the deleted threads left out (1 in 100).
+pub fn shell_json(n: usize) -> Vec<u8> {
+    let model = read_model(n);
+    let shell = ShellSnapshot {
+        snapshot_sequence: model.snapshot_sequence,
+        projects: model.projects.iter().map(ProjectShell::from).collect(),
+        threads: model
+            .threads
+            .iter()
+            .filter(|t| t.deleted_at.is_none())
+            .map(ThreadShell::of)
+            .collect(),
+        updated_at: model.updated_at,
+    };
+    serde_json::to_vec(&shell).expect("a shell snapshot serialises")
+}
+
+/// The number of threads [`shell_json`]`(n)` lists.
+pub fn shell_threads(n: usize) -> usize {
+    n - n / 100
 }

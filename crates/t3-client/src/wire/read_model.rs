@@ -217,9 +217,7 @@ impl Thread {
     /// only while the thread runs with its session `running`: on T3 the flag stays true for good
     /// after a session stop, and once showed while the session was still starting.
     pub fn waits_for_person(&self) -> bool {
-        (self.has_pending_user_input || self.has_pending_approvals)
-            && self.session.as_ref().map(|s| s.status) == Some(SessionStatus::Running)
-            && ThreadState::of(Some(self)) == ThreadState::Running
+        waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
     }
 
     /// What the agent asks people and nobody answered yet, oldest first, as the thread's detail
@@ -517,6 +515,15 @@ impl ThreadFacts for Thread {
     fn turn_state(&self) -> Option<TurnState> {
         self.latest_turn.as_ref().map(|t| t.state)
     }
+}
+
+/// The rule of [`Thread::waits_for_person`] for any thread that answers [`ThreadFacts`]:
+/// `flagged` (the shell's `hasPendingUserInput` or `hasPendingApprovals`) counts only while the
+/// thread runs with its session `running`.
+pub(crate) fn waits_for_person<T: ThreadFacts + ?Sized>(thread: &T, flagged: bool) -> bool {
+    flagged
+        && thread.session_status() == Some(SessionStatus::Running)
+        && ThreadState::of(Some(thread)) == ThreadState::Running
 }
 
 impl ThreadState {

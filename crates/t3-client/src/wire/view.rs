@@ -20,12 +20,12 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::read_model::{nullable_timestamp, timestamp, ThreadFacts};
+use super::read_model::{nullable_timestamp, timestamp, waits_for_person, ThreadFacts};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
-    Thread, ThreadShell, ThreadState, Timestamp, TurnState, UnreadableThread,
+    Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{InvalidId, ProjectId, ThreadId};
+use crate::ids::{is_ascii_white, is_trimmed_non_empty, InvalidId, ProjectId, ThreadId};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
 /// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
@@ -64,9 +64,7 @@ pub struct SessionSummary {
 impl FleetThread {
     /// True when the agent waits for a person; the same rule as [`Thread::waits_for_person`].
     pub fn waits_for_person(&self) -> bool {
-        (self.has_pending_user_input || self.has_pending_approvals)
-            && self.session_status() == Some(SessionStatus::Running)
-            && ThreadState::of(Some(self)) == ThreadState::Running
+        waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
     }
 }
 
@@ -229,7 +227,7 @@ struct IdText;
 impl<'de> Deserialize<'de> for IdText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, |text| {
-            if text.is_empty() || text.trim() != text {
+            if !is_trimmed_non_empty(text) {
                 Err(InvalidId(text.to_owned()).to_string())
             } else {
                 Ok(())
@@ -245,7 +243,13 @@ struct NonEmpty;
 impl<'de> Deserialize<'de> for NonEmpty {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         checked_str(deserializer, |text| {
-            if text.trim().is_empty() {
+            // `text.trim().is_empty()`, without trimming when the text starts with an ASCII
+            // character that is not white space (model slugs do).
+            let starts_solid = text
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| b.is_ascii() && !is_ascii_white(b));
+            if !starts_solid && text.trim().is_empty() {
                 Err("must be a non-empty string".to_owned())
             } else {
                 Ok(())
@@ -524,18 +528,49 @@ fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
         .collect()
 }
 
+/// A document to decode, as text when it is valid UTF-8.
+///
+/// `serde_json::from_slice` checks each string it hands out (every key, every value) with
+/// `str::from_utf8` on its own; `from_str` trusts the text's own guarantee. One check of the whole
+/// body is cheaper than thousands of checks of short strings (callgrind: see BENCHMARKS.md,
+/// "Typed decode against the floor"). A body that is not valid UTF-8 is decoded from its bytes as
+/// before, so that every outcome (and every error) stays what `from_slice` gives: on valid UTF-8,
+/// `from_str` and `from_slice` run the same parser and differ only in that check.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Body<'a> {
+    fn of(body: &'a [u8]) -> Self {
+        match std::str::from_utf8(body) {
+            Ok(text) => Body::Text(text),
+            Err(_) => Body::Bytes(body),
+        }
+    }
+
+    fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Body::Text(text) => serde_json::from_str(text),
+            Body::Bytes(bytes) => serde_json::from_slice(bytes),
+        }
+    }
+}
+
 /// The snapshot document (`GET /api/orchestration/snapshot`) as the watcher keeps it, thread by
 /// thread like [`super::ReadModel::decode_per_thread`] (deleted projects left out). Fails where
 /// that fails.
 pub(crate) fn decode_snapshot(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
-    if let Ok(doc) = serde_json::from_slice::<SnapshotDoc>(body) {
+    let body = Body::of(body);
+    if let Ok(doc) = body.decode::<SnapshotDoc>() {
         return Ok(ViewParts {
             sequence: doc.snapshot_sequence,
             projects: live_projects(doc.projects),
             threads: doc.threads,
         });
     }
-    let loose: LooseSnapshotDoc<'_> = serde_json::from_slice(body)?;
+    let loose: LooseSnapshotDoc<'_> = body.decode()?;
     Ok(ViewParts {
         sequence: loose.snapshot_sequence,
         projects: live_projects(loose.projects),
@@ -570,20 +605,28 @@ struct LooseShellDoc<'a> {
 /// A shell snapshot (`GET /api/orchestration/shell`, or a stream's `snapshot` item) as the watcher
 /// keeps it, thread by thread like [`super::ShellSnapshot::decode_per_thread`].
 pub(crate) fn decode_shell(body: &str) -> Result<ViewParts, serde_json::Error> {
-    decode_shell_bytes(body.as_bytes())
+    decode_shell_body(Body::Text(body))
 }
 
 /// [`decode_shell`] of bytes (an HTTP body).
 pub(crate) fn decode_shell_bytes(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
-    let parts = |sequence, projects: Vec<ProjectShell>, threads| ViewParts {
+    decode_shell_body(Body::of(body))
+}
+
+fn shell_parts(sequence: u64, projects: Vec<ProjectShell>, threads: Threads) -> ViewParts {
+    ViewParts {
         sequence,
         projects: projects.into_iter().map(|p| (p.id.clone(), p)).collect(),
         threads,
-    };
-    if let Ok(doc) = serde_json::from_slice::<ShellDoc>(body) {
+    }
+}
+
+fn decode_shell_body(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
+    let parts = shell_parts;
+    if let Ok(doc) = body.decode::<ShellDoc>() {
         return Ok(parts(doc.snapshot_sequence, doc.projects, doc.threads));
     }
-    let loose: LooseShellDoc<'_> = serde_json::from_slice(body)?;
+    let loose: LooseShellDoc<'_> = body.decode()?;
     let threads = threads_loose::<ShellThread>(loose.threads)?;
     Ok(parts(loose.snapshot_sequence, loose.projects, threads))
 }
@@ -655,8 +698,9 @@ impl FleetItem {
 
     /// Decodes one stream item as [`super::ShellItem::decode`] does (a thread afk cannot read is
     /// set aside, never fails the item; an item of a known kind with another shape fails), but
-    /// straight into the watcher's form: the item's parts are sliced out of `text` (borrowed, no
-    /// copy) and each decoded once.
+    /// straight into the watcher's form: a `snapshot` item that starts with its kind is decoded in
+    /// one pass; any other has its parts sliced out of `text` (borrowed, no copy), each then
+    /// decoded once.
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
         /// Every key an item of a known kind has, its value left raw.
         #[derive(Deserialize)]
@@ -685,6 +729,9 @@ impl FleetItem {
                 Some(value) => serde_json::from_str(value.get()),
                 None => Err(de::Error::missing_field(name)),
             }
+        }
+        if let Some(snapshot) = snapshot_in_one_pass(text) {
+            return Ok(FleetItem::Snapshot(Box::new(ViewSnapshot(snapshot))));
         }
         let parts: Parts<'_> = serde_json::from_str(text)?;
         Ok(match parts.kind.as_ref() {
@@ -729,9 +776,63 @@ impl FleetItem {
     }
 }
 
+/// A `snapshot` item decoded in one pass, `None` unless it is one that starts with its `kind` and
+/// whose threads all read: the stream's first item is the whole fleet, and
+/// [`FleetItem::decode`]'s general path parses it twice (once to slice the parts out of the item,
+/// once to decode them). `Some` only where that path gives the same snapshot: every key it reads
+/// present at most once and valid JSON, no trailing text, the snapshot decoded by the same
+/// [`ShellDoc`]. Anything else (another kind, a key out of that order, an unreadable thread, an
+/// error) is left to the general path, which then says what it says now.
+fn snapshot_in_one_pass(text: &str) -> Option<ViewParts> {
+    struct OnePass;
+    impl<'de> Visitor<'de> for OnePass {
+        type Value = Option<ViewParts>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a shell stream item")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            const RAW_KEYS: [&str; 5] = ["sequence", "project", "projectId", "thread", "threadId"];
+            let mut kind = false;
+            let mut doc: Option<ShellDoc> = None;
+            let mut raw_seen = [false; RAW_KEYS.len()];
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match key.as_ref() {
+                    // Only an item that starts with its kind: any other is left at once, so that
+                    // no other item is parsed twice for want of knowing its kind.
+                    _ if !kind && key != "kind" => return Ok(None),
+                    "kind" if !kind => {
+                        kind = true;
+                        if map.next_value::<Cow<'de, str>>()? != "snapshot" {
+                            return Ok(None);
+                        }
+                    }
+                    "snapshot" if kind && doc.is_none() => doc = Some(map.next_value()?),
+                    "kind" | "snapshot" => return Ok(None),
+                    other => match RAW_KEYS.iter().position(|k| *k == other) {
+                        Some(i) if raw_seen[i] => return Ok(None),
+                        Some(i) => {
+                            raw_seen[i] = true;
+                            map.next_value::<Option<&'de RawValue>>()?;
+                        }
+                        None => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    },
+                }
+            }
+            Ok(doc.map(|doc| shell_parts(doc.snapshot_sequence, doc.projects, doc.threads)))
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parts = deserializer.deserialize_map(OnePass).ok()??;
+    deserializer.end().ok()?;
+    Some(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ThreadState;
     use crate::Fleet;
 
     fn shell_thread(id: &str, state: &str, title: &str) -> String {
