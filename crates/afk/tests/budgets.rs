@@ -246,6 +246,36 @@ async fn after_a_restart_a_running_job_keeps_the_budget_its_afk_md_sets() {
     );
 }
 
+/// After a restart, an `AFK.md` that GitHub did not let afk read when the running job was first
+/// visited is read again on the next ticks, though the job's thread stays quiet (its ticks are
+/// skipped): the budget it sets then holds.
+#[tokio::test]
+async fn after_a_restart_an_afk_md_github_refused_is_read_again_while_the_thread_stays_quiet() {
+    let (mut world, github) = endless_issue_under_afk_md_budget("2s").await;
+    world.config.watch.push = true;
+    let mut app = world.app().await;
+    tick_until(
+        &mut app,
+        Duration::from_secs(20),
+        |_| {},
+        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
+    )
+    .await;
+    drop(app);
+
+    // GitHub refuses everything (its rate limit ran out) while the new afk first visits the job.
+    github.set_rate_limit(5000, 0, Some(1), afk_github::testing::RateLimitRefusal::Forbidden);
+    let mut app = world.app().await;
+    for _ in 0..5 {
+        let _ = app.tick(Utc::now()).await;
+    }
+    github.set_rate_limit(5000, 5000, None, afk_github::testing::RateLimitRefusal::Forbidden);
+    let jobs = tick_until_all_final(&mut app, 1).await;
+    assert_eq!(jobs[0].state, JobState::GivenUp, "{jobs:#?}");
+    let error = jobs[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("of 2s"), "AFK.md's budget holds: {error}");
+}
+
 #[tokio::test]
 async fn afk_md_cannot_raise_a_repository_budget() {
     let (mut world, github) = World::new(Duration::from_millis(50))

@@ -31,7 +31,7 @@ mod reporter;
 pub mod waiting;
 pub mod watcher;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -223,6 +223,9 @@ pub struct ControlPlane {
     commands: Option<commands::CommentIntake>,
     /// The configured GitHub repositories (jobs are keyed by their spelling).
     github_repos: Vec<Repo>,
+    /// Repositories with live jobs whose AFK.md budgets could not be read yet: asked again on
+    /// every tick until they are known.
+    budgets_pending: BTreeSet<Repo>,
     /// Why afk waits now, if it does (kept in the ledger too, for `afk status`).
     waits: Waits,
     /// The token the watcher reads T3 with.
@@ -257,6 +260,7 @@ impl ControlPlane {
             reporter: None,
             commands: None,
             github_repos: Vec::new(),
+            budgets_pending: BTreeSet::new(),
             waits: Waits::new(settings.timeouts.lost_after),
             read_credential: Credential::OPERATE,
             status: None,
@@ -456,6 +460,15 @@ impl ControlPlane {
         // deadline it met has come: the walks over every live attempt below would decide nothing
         // again, so a quiet tick costs the same whatever the size of the fleet; and when only
         // some threads changed at T3, only their attempts are visited.
+        // A repository whose AFK.md could not be read when its jobs were visited is asked again
+        // on every tick, skipped or not: a partial or skipped pass may not visit its jobs for a
+        // long while, and a budget it then finds moves the generation, so the pass is whole.
+        if !self.budgets_pending.is_empty() {
+            let pending: Vec<Repo> = self.budgets_pending.iter().cloned().collect();
+            self.policies.load_budgets(&pending).await;
+            let policies = &self.policies;
+            self.budgets_pending.retain(|r| !policies.budgets_known(r));
+        }
         let budgets = self.policies.budget_generation();
         let pass = self.watcher.plan(&view, &live, !to_stop.is_empty(), budgets, now);
         let skip = pass == watcher::Pass::Skip;
@@ -503,6 +516,9 @@ impl ControlPlane {
             repos.sort();
             repos.dedup();
             self.policies.load_budgets(&repos).await;
+            let policies = &self.policies;
+            self.budgets_pending
+                .extend(repos.into_iter().filter(|r| !policies.budgets_known(r)));
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
             recorded |=
                 budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, visited, now).await?;
