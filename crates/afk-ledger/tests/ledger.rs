@@ -1706,6 +1706,29 @@ async fn every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_
         .unwrap();
     assert_eq!(count().await, by_hand, "a column watching does not read");
 
+    // Follow-ups: a new one is read by watching (the latest one's time), its `sent` mark is not.
+    fx.raw_execute(&format!(
+        "INSERT INTO follow_ups (job_id, attempt, number, cause_key, cause, prompt, created_ms) \
+         VALUES ({}, 1, 1, 'k', 'a review', 'Fix it.', 100)",
+        job.id.0
+    ))
+    .await
+    .unwrap();
+    let followed = count().await;
+    assert!(followed > by_hand, "a follow-up recorded");
+    fx.raw_execute(&format!(
+        "UPDATE follow_ups SET sent = TRUE WHERE job_id = {}",
+        job.id.0
+    ))
+    .await
+    .unwrap();
+    assert_eq!(count().await, followed, "a follow-up marked sent");
+    fx.raw_execute(&format!("DELETE FROM follow_ups WHERE job_id = {}", job.id.0))
+        .await
+        .unwrap();
+    let by_hand = count().await;
+    assert!(by_hand > followed, "a row deleted by hand");
+
     let job = step(
         &other,
         &job,

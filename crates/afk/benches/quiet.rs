@@ -219,7 +219,13 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
         let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
         world.sim.apply_command(command).expect("T3 takes it");
         let applied = world.sim.sequence();
+        let mut tries = 0;
         let changed = loop {
+            tries += 1;
+            assert!(
+                tries <= 1000,
+                "no tick after the change made a partial pass (a whole pass each time?)"
+            );
             // The stream brings the change within milliseconds; a tick before it skips.
             tokio::time::sleep(Duration::from_millis(5)).await;
             let plane = app.control_plane();

@@ -5,6 +5,11 @@
 -- Only the columns `watched_attempts` reads fire the triggers: a job's report mark, title or body,
 -- an attempt's `stop_pending`, a follow-up's `sent` leave the count alone. Row triggers, so that a
 -- statement that changes no row (the intake's conditional upsert) bumps nothing.
+-- The one counter row is locked by each transaction that bumps it until that transaction ends:
+-- such writers take turns (one leader writes nearly all of them), and a transaction left open in
+-- a SQL shell holds them all up. Every ledger transaction writes its `jobs` row first, then the
+-- attempts and follow-ups, and touches one job: keep it so, or two writers can deadlock over the
+-- counter and a job row (PostgreSQL would then abort one of them).
 CREATE TABLE watched_changes (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
     counter BIGINT  NOT NULL
