@@ -409,3 +409,50 @@ async fn a_dispatch_back_off_that_ends_during_skipped_ticks_is_resumed_on_time()
     .await;
     assert_eq!(second(&jobs).attempts, 1, "the same attempt, resumed: {jobs:#?}");
 }
+
+/// A thread deleted at T3 among many: the tick that sees it goes missing does not trust a
+/// partial pass (an absence needs the whole view and a confirming snapshot), and the job is
+/// found lost, as it would be without the quiet ticks.
+#[tokio::test]
+async fn a_thread_deleted_at_t3_among_many_makes_the_whole_pass_and_its_job_is_lost() {
+    let (world, mut app, mut clock) = running_fleet(6).await;
+    let live = app.ledger().watched_attempts().await.unwrap();
+    let gone = live.iter().find(|a| a.issue.number == 3).unwrap();
+    let delete = serde_json::json!({
+        "type": "thread.delete",
+        "commandId": "test-delete-3",
+        "threadId": gone.thread_id.as_str(),
+    });
+    world
+        .sim
+        .apply_command(serde_json::from_value(delete).expect("a valid command"))
+        .expect("T3 deletes it");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut saw_whole = false;
+    loop {
+        let partial = app.control_plane().partial_passes();
+        let (whole, moves) = tick_once(&mut app, &clock).await;
+        assert_eq!(
+            app.control_plane().partial_passes(),
+            partial,
+            "no partial pass while a visited thread is missing"
+        );
+        saw_whole |= whole;
+        if moves.contains(&(JobState::Running, JobState::Lost)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted thread's job was never found lost"
+        );
+        // Past any grace afk gives a missing thread before it calls it lost.
+        clock.jump(MINUTE);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_whole, "the deletion was seen by a whole pass");
+    let jobs = app.ledger().jobs().await.unwrap();
+    let others = jobs.iter().filter(|j| j.issue.number != 3);
+    assert!(others.clone().all(|j| j.state == JobState::Running), "{jobs:#?}");
+    assert_eq!(others.count(), 5);
+}
