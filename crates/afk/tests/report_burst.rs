@@ -303,6 +303,36 @@ async fn one_job_whose_labels_github_keeps_failing_holds_back_no_other_jobs_labe
     );
 }
 
+#[tokio::test]
+async fn on_taking_the_lead_again_a_report_tried_again_rewrites_a_status_comment_edited_meanwhile() {
+    let (world, github, mut app, numbers) = running_together().await;
+    let number = numbers[0];
+    // Its labels fail: its report is tried again, whole, every tick.
+    github.fail_labels(REPO_A, number);
+    finish_all(&world, &app).await;
+    tick_until_true(&mut app, || says_done(&github, number)).await;
+    let comment = (github.comment_writes(REPO_A).into_iter())
+        .find(|w| w.issue == number && w.body.contains(DONE))
+        .expect("its done comment")
+        .comment;
+    github.edit_comment(REPO_A, comment, "edited by a person");
+    tick(&mut app, &github).await;
+    // This process trusts what it wrote itself while it leads: the same words are not sent again.
+    assert_eq!(
+        github.comments(REPO_A, number),
+        vec!["edited by a person".to_owned()]
+    );
+
+    // Another afk may have written the comment while this one stood by.
+    app.control_plane().forget_cached_ledger();
+    tick(&mut app, &github).await;
+    assert!(
+        says_done(&github, number),
+        "{:?}",
+        github.comments(REPO_A, number)
+    );
+}
+
 /// True when the job of issue `number` is marked reported as it is now.
 async fn is_marked_reported(app: &App, number: u64) -> bool {
     let job = (app.ledger().jobs().await.unwrap().into_iter())
