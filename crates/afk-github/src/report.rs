@@ -189,7 +189,9 @@ pub struct Reporter {
     pub(crate) permissions: Permissions,
     comment_ids: Mutex<HashMap<IssueKey, u64>>,
     /// What this process last wrote in each issue's status comment ([`content_of`] its body)
-    /// and the comment it is in.
+    /// and the comment it is in. Trusted without asking GitHub: a status comment a person
+    /// deletes or edits meanwhile is put back with the next report that says something else (the
+    /// job's next change), not by a report tried again with the same words.
     last_written: Mutex<HashMap<IssueKey, (u64, StatusComment)>>,
     /// Untrusted-edit notices already on GitHub: (issue, marker).
     noticed: Mutex<HashSet<(IssueKey, String)>>,
@@ -274,6 +276,13 @@ impl Reporter {
         }
     }
 
+    /// Forgets what this reporter last wrote in each status comment, so that the next report of
+    /// each issue edits its comment even with the same words: for a process that (again) takes
+    /// the lead, as another afk may have written the comments meanwhile.
+    pub fn forget_written(&self) {
+        lock(&self.last_written).clear();
+    }
+
     /// One report at a time per issue, so two quick transitions cannot both create a comment.
     fn issue_lock(&self, issue: &IssueKey) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.issue_locks).entry(issue.clone()).or_default().clone()
@@ -296,7 +305,8 @@ impl Reporter {
         let content = content_of(body);
         // Written already with these words (a report tried again because its labels failed, or
         // a rate limit cut its pass short): editing it again would change nothing a person sees
-        // and spend one of GitHub's content-creating requests.
+        // and spend one of GitHub's content-creating requests. (So a comment deleted meanwhile
+        // comes back with the next report that says something else; see `last_written`.)
         if let Some((_, comment)) = lock(&self.last_written).get(issue).filter(|(c, _)| *c == content) {
             return Ok(comment.clone());
         }

@@ -265,7 +265,10 @@ async fn a_done_comment_github_fails_to_edit_is_written_again_and_holds_back_no_
     for &number in numbers.iter().filter(|n| **n != refused) {
         assert!(says_done(&github, number), "#{number}: reported in the same tick");
     }
-    // It is not marked reported until its comment is written: written by a later pass.
+    // Not tried again in the same tick, and not marked reported until its comment is written:
+    // the next tick writes it.
+    assert!(!says_done(&github, refused));
+    assert!(!is_marked_reported(&app, refused).await);
     tick_until_true(&mut app, || {
         github.labels(REPO_A, refused).contains(&"afk:done".to_owned())
     })
@@ -275,6 +278,67 @@ async fn a_done_comment_github_fails_to_edit_is_written_again_and_holds_back_no_
         .filter(|w| w.body.contains(DONE))
         .count();
     assert_eq!(done_edits, N, "each job's done comment is written once");
+}
+
+#[tokio::test]
+async fn one_job_whose_labels_github_keeps_failing_holds_back_no_other_jobs_labels() {
+    let (world, github, mut app, numbers) = running_together().await;
+    // The oldest: first in every pass's labels.
+    let failing = numbers[0];
+    github.fail_labels(REPO_A, failing);
+    finish_all(&world, &app).await;
+
+    let others: Vec<u64> = numbers.iter().copied().filter(|n| *n != failing).collect();
+    tick_until_true(&mut app, || {
+        others
+            .iter()
+            .all(|n| github.labels(REPO_A, *n).contains(&"afk:done".to_owned()))
+    })
+    .await;
+    assert_all_reported_done(&github, &others);
+    assert!(says_done(&github, failing), "its comment is written all the same");
+    assert!(
+        !is_marked_reported(&app, failing).await,
+        "reported again while its labels fail"
+    );
+}
+
+#[tokio::test]
+async fn on_taking_the_lead_again_a_report_tried_again_rewrites_a_status_comment_edited_meanwhile() {
+    let (world, github, mut app, numbers) = running_together().await;
+    let number = numbers[0];
+    // Its labels fail: its report is tried again, whole, every tick.
+    github.fail_labels(REPO_A, number);
+    finish_all(&world, &app).await;
+    tick_until_true(&mut app, || says_done(&github, number)).await;
+    let comment = (github.comment_writes(REPO_A).into_iter())
+        .find(|w| w.issue == number && w.body.contains(DONE))
+        .expect("its done comment")
+        .comment;
+    github.edit_comment(REPO_A, comment, "edited by a person");
+    tick(&mut app, &github).await;
+    // This process trusts what it wrote itself while it leads: the same words are not sent again.
+    assert_eq!(
+        github.comments(REPO_A, number),
+        vec!["edited by a person".to_owned()]
+    );
+
+    // Another afk may have written the comment while this one stood by.
+    app.control_plane().forget_cached_ledger();
+    tick(&mut app, &github).await;
+    assert!(
+        says_done(&github, number),
+        "{:?}",
+        github.comments(REPO_A, number)
+    );
+}
+
+/// True when the job of issue `number` is marked reported as it is now.
+async fn is_marked_reported(app: &App, number: u64) -> bool {
+    let job = (app.ledger().jobs().await.unwrap().into_iter())
+        .find(|j| j.issue.number == number)
+        .expect("its job");
+    job.reported.as_deref() == Some(format!("{}:{}", job.state, job.attempts).as_str())
 }
 
 #[tokio::test]

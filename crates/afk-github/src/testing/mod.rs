@@ -274,6 +274,9 @@ pub(crate) struct World {
     /// The next edit of a comment on these issues is refused so
     /// ([`GitHubStandIn::refuse_comment_edit`]): (repository, issue number, how).
     pub(crate) refused_edits: Vec<(String, u64, EditRefusal)>,
+    /// Issues whose label requests all fail with 502 ([`GitHubStandIn::fail_labels`]):
+    /// (repository, issue number).
+    pub(crate) failing_labels: Vec<(String, u64)>,
 }
 
 /// How the stand-in refuses a comment edit it was told to refuse
@@ -372,6 +375,7 @@ impl GitHubStandIn {
             bot_login: STAND_IN_LOGIN.to_owned(),
             failing_reactions: 0,
             refused_edits: Vec::new(),
+            failing_labels: Vec::new(),
         }));
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = server::router(world.clone());
@@ -980,6 +984,12 @@ impl GitHubStandIn {
     /// the comment stays as it was. Each call refuses one edit.
     pub fn refuse_comment_edit(&self, repo: &str, number: u64, how: EditRefusal) {
         self.world().refused_edits.push((repo.to_owned(), number, how));
+    }
+
+    /// Fails every request about the labels of issue `number` of `repo` (reading, adding or
+    /// removing them) with `502 Bad Gateway` from now on; the labels stay as they are.
+    pub fn fail_labels(&self, repo: &str, number: u64) {
+        self.world().failing_labels.push((repo.to_owned(), number));
     }
 
     /// The body of an `issue_comment` `created` webhook delivery (GitHub's shape) for the comment

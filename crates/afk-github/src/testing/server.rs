@@ -141,6 +141,17 @@ async fn handle(
     if let Some(response) = refuse_planned_edit(&mut world, &method, &segs, &path) {
         return response;
     }
+    if let ["repos", owner, name, "issues", number, "labels", ..] = segs.as_slice() {
+        let repo = format!("{owner}/{name}");
+        if (world.failing_labels.iter()).any(|(r, n)| *r == repo && number.parse() == Ok(*n)) {
+            record(&mut world, &method, &path, StatusCode::BAD_GATEWAY, false);
+            return (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(json!({ "message": "Server Error" })),
+            )
+                .into_response();
+        }
+    }
     if world.rate.remaining == 0 {
         let (status, retry_after) = (world.rate.refusal.status(), world.rate.retry_after);
         return refuse(

@@ -362,6 +362,9 @@ impl ControlPlane {
         if let Some(status) = &self.status {
             status.tick_started();
         }
+        if let Some(reporter) = &self.reporter {
+            reporter.begin_tick();
+        }
         let outcome = self.tick_inner(now).await;
         if let Some(status) = &self.status {
             let streaming = self.has_feed.then(|| self.watcher.is_following_stream());
@@ -646,11 +649,12 @@ impl ControlPlane {
         let mut changes = self.watcher.changes();
         loop {
             let now = Utc::now();
-            match self.tick(now).await {
+            let went_through = match self.tick(now).await {
                 Ok(report) => {
                     // A tick that went through wrote the ledger (or could have).
                     let _ = self.wait_over(Topic::Ledger).await;
-                    on_tick(&report)
+                    on_tick(&report);
+                    true
                 }
                 Err(ControlError::Ledger(error)) if error.is_deposed() => {
                     return RunEnd::Deposed(error);
@@ -660,8 +664,9 @@ impl ControlPlane {
                 Err(ControlError::Ledger(error)) => {
                     let waiting = Waiting::ledger(self.recorder.ledger().url_redacted(), &error);
                     let _ = self.wait_on(waiting, now).await;
+                    false
                 }
-            }
+            };
             // Webhook deliveries past GitHub's check budget wait for an early poll: tick when
             // it is due rather than a whole poll interval later.
             let sleep = match self.intake.github_early_poll_due() {
@@ -669,8 +674,9 @@ impl ControlPlane {
                 None => poll_interval,
             };
             // Status comments written whose labels wait (a pass does a few): the next tick at
-            // once, after anything that came meanwhile.
-            let sleep = if self.reporter_has_labels_to_do() {
+            // once, after anything that came meanwhile. Not after a failed tick: the labels
+            // wait as long as the ledger, or the loop would spin on its error.
+            let sleep = if went_through && self.reporter_has_labels_to_do() {
                 Duration::ZERO
             } else {
                 sleep
@@ -704,6 +710,11 @@ impl ControlPlane {
     /// lead, since another afk may have written the ledger meanwhile.
     pub fn forget_cached_ledger(&mut self) {
         self.recorder.forget_cache();
+        // What the reporter queued or wrote while leading before may be stale: another afk may
+        // have reported since (the jobs not marked reported are reported again, whole).
+        if let Some(reporter) = &self.reporter {
+            reporter.forget();
+        }
     }
 }
 

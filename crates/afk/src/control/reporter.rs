@@ -7,14 +7,14 @@
 //! is made after the restart and one already made is not repeated. An issue GitHub no longer has
 //! (deleted, transferred) ends its job ([`CancelReason::IssueGone`]) and is not written to again.
 
-use afk_core::{CancelReason, Event, IssueKey, JobSource, JobState};
+use afk_core::{CancelReason, Event, IssueKey, JobId, JobSource, JobState};
 use afk_github::{
-    FollowUpStatus, IssueGone, PullRequestMatch, PullRequestSearch, RecentPulls, ReportOutcome, Reporter,
-    StatusReport, ThreadLink, UntrustedEdit,
+    FollowUpStatus, GitHubError, IssueGone, PullRequestMatch, PullRequestSearch, RecentPulls, ReportOutcome,
+    Reporter, StatusReport, ThreadLink, UntrustedEdit,
 };
 use afk_ledger::Job;
 use chrono::{DateTime, Utc};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use super::record::Recorder;
@@ -37,6 +37,35 @@ struct Commented {
     pull_request_not_found: bool,
 }
 
+/// What this tick's passes learnt of GitHub: which jobs' reports failed (not tried again in the
+/// same tick) and whether GitHub is out of reach or limits afk (nothing more is sent this tick).
+#[derive(Default)]
+struct TickFailures {
+    jobs: HashSet<JobId>,
+    out_of_reach: bool,
+}
+
+/// True when `error` says every request to GitHub would fail now or cost a timeout: it limits
+/// afk ([`GitHubError::RateLimited`]; the client sends nothing until then) or cannot be reached
+/// (refused, timed out). Other errors concern one request, so the other jobs' reports go on.
+fn out_of_reach(error: &GitHubError) -> bool {
+    matches!(
+        error,
+        GitHubError::RateLimited { .. } | GitHubError::Transport { .. }
+    )
+}
+
+/// How the labels of one job went ([`StatusReporter::finish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Labels {
+    /// In step, or nothing more to do: the job is marked reported (or ended, its issue gone).
+    Done,
+    /// Failed for this job alone: it is reported again on the next tick; the others go on.
+    Failed,
+    /// GitHub limits afk or cannot be reached: the others wait for the next tick too.
+    OutOfReach,
+}
+
 /// How many jobs' labels one pass puts in step at most, after every status comment of the pass.
 /// The rest wait for the next passes, which the run loop makes at once
 /// ([`StatusReporter::has_labels_to_do`]): so a burst of reports (fifty jobs finishing together,
@@ -50,6 +79,8 @@ pub struct StatusReporter {
     /// Jobs whose status comment is written and whose labels are still to do, oldest first
     /// (in memory: after a restart they are not marked reported, so they are reported again).
     labels_to_do: Mutex<VecDeque<Commented>>,
+    /// This tick's failures ([`Self::begin_tick`] forgets them).
+    failures: Mutex<TickFailures>,
     /// T3's web UI, for links to threads (`{base}/{thread id}`).
     thread_url_base: Option<String>,
     /// `[followup] max_turns`, for the status comment.
@@ -62,6 +93,7 @@ impl StatusReporter {
         Self {
             reporter,
             labels_to_do: Mutex::new(VecDeque::new()),
+            failures: Mutex::new(TickFailures::default()),
             thread_url_base: thread_url_base.map(|b| b.trim_end_matches('/').to_owned()),
             max_turns: 3,
         }
@@ -91,7 +123,9 @@ impl StatusReporter {
     /// one at a time, as GitHub asks of integrations (concurrent writes trip its secondary rate
     /// limits). A job is marked reported only once both are done: one whose comment or labels
     /// failed is reported again, whole, on the next tick (an unchanged comment is not edited
-    /// again).
+    /// again). A job whose report failed earlier in the tick ([`Self::report_comments`]) is not
+    /// tried again before the next tick; one failing job's labels do not hold back the others';
+    /// once GitHub limits afk or cannot be reached, nothing more is sent until the next tick.
     ///
     /// When GitHub no longer has a job's issue, a live job is cancelled with
     /// [`CancelReason::IssueGone`] (recorded before anything else happens to it) and nothing more
@@ -107,15 +141,24 @@ impl StatusReporter {
         let comments_written = started.elapsed();
         let mut labels = 0;
         while labels < LABELS_PER_PASS {
+            if lock(&self.failures).out_of_reach {
+                // The others wait for the next tick as it comes, not one at once (which would
+                // spin while a rate limit holds, or pay a timeout each).
+                lock(&self.labels_to_do).clear();
+                break;
+            }
             let Some(commented) = lock(&self.labels_to_do).pop_front() else {
                 break;
             };
             labels += 1;
-            if !self.finish(commented, recorder, policies, now).await? {
-                // GitHub failed (or limits afk): the others wait for the next tick as it comes,
-                // not one at once (which would spin while a rate limit holds).
-                lock(&self.labels_to_do).clear();
-                break;
+            let job = commented.job.id;
+            match self.finish(commented, recorder, policies, now).await? {
+                Labels::Done => {}
+                // Out of the queue: reported again, whole, on the next tick.
+                Labels::Failed => {
+                    lock(&self.failures).jobs.insert(job);
+                }
+                Labels::OutOfReach => lock(&self.failures).out_of_reach = true,
             }
         }
         if comments + labels > 0 {
@@ -131,10 +174,29 @@ impl StatusReporter {
         Ok(())
     }
 
+    /// Forgets the failures of the last tick: called as each tick starts, so that a job whose
+    /// report failed is tried again once per tick.
+    pub(crate) fn begin_tick(&self) {
+        *lock(&self.failures) = TickFailures::default();
+    }
+
+    /// Forgets every job whose labels wait and what was last written in each status comment:
+    /// called when this afk (again) takes the lead, since another afk may have reported
+    /// meanwhile (the jobs not marked reported are reported again, whole).
+    pub(crate) fn forget(&self) {
+        lock(&self.labels_to_do).clear();
+        *lock(&self.failures) = TickFailures::default();
+        self.reporter.forget_written();
+    }
+
     /// The status comments of [`Self::report`] alone: the jobs' labels wait for the next
     /// [`Self::report`]. The control plane calls it when its watcher recorded that jobs moved,
     /// before it dispatches new ones, so a person learns that a job ended without waiting for
-    /// the dispatches of the same tick. How many comments it wrote.
+    /// the dispatches of the same tick. It covers every job due a report (not only those that
+    /// moved), but stops at the first sign that GitHub limits afk or cannot be reached, so a
+    /// GitHub that times out costs the dispatches one timeout, not one per job; the jobs that
+    /// failed are not tried again by the [`Self::report`] of the same tick. How many comments it
+    /// wrote.
     pub(crate) async fn report_comments(
         &self,
         recorder: &mut Recorder,
@@ -154,7 +216,8 @@ impl StatusReporter {
     }
 
     /// Writes the status comment of every job due a report whose comment does not say its state
-    /// yet, and queues its labels. How many it wrote.
+    /// yet and whose report did not fail earlier in this tick, and queues its labels; stops once
+    /// GitHub limits afk or cannot be reached ([`out_of_reach`]). How many it wrote.
     async fn write_comments(
         &self,
         recorder: &mut Recorder,
@@ -166,6 +229,9 @@ impl StatusReporter {
         let mut recent = RecentPulls::default();
         let mut comments = 0;
         for job in ledger.jobs_to_report(JobSource::GitHub).await? {
+            if lock(&self.failures).out_of_reach {
+                break;
+            }
             let marker = format!("{}:{}", job.state, job.attempts);
             if job.cancel_reason == Some(CancelReason::IssueGone) {
                 // GitHub no longer has the issue: there is nothing to write to.
@@ -181,8 +247,17 @@ impl StatusReporter {
             if self.forget_labels_to_do(&job, Some(&marker)) {
                 continue;
             }
-            let Some(status) = self.status_of(&job, recorder, policies, &mut recent, now).await? else {
+            if lock(&self.failures).jobs.contains(&job.id) {
                 continue;
+            }
+            let status = match self.status_of(&job, recorder, policies, &mut recent, now).await? {
+                Ok(Some(status)) => status,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
+                    self.failed(job.id, &error);
+                    continue;
+                }
             };
             match self.reporter.report_comment(&status).await {
                 Ok(ReportOutcome::Reported(_)) => {
@@ -201,10 +276,18 @@ impl StatusReporter {
                 }
                 Err(error) => {
                     tracing::warn!("{}: cannot update the issue on GitHub yet: {error}", job.issue);
+                    self.failed(job.id, &error);
                 }
             }
         }
         Ok(comments)
+    }
+
+    /// Notes that `job`'s report failed with `error` in this tick.
+    fn failed(&self, job: JobId, error: &GitHubError) {
+        let mut failures = lock(&self.failures);
+        failures.jobs.insert(job);
+        failures.out_of_reach |= out_of_reach(error);
     }
 
     /// True while jobs whose status comment is written wait for their labels: the run loop ticks
@@ -228,16 +311,16 @@ impl StatusReporter {
         current
     }
 
-    /// The labels of a job whose status comment is written, then its mark: reported. False when
-    /// they failed: it is not marked, and a later pass reports it again (the comment, unchanged,
-    /// is not edited again).
+    /// The labels of a job whose status comment is written, then its mark: reported. When they
+    /// failed it is not marked, and the next tick reports it again (the comment, unchanged, is
+    /// not edited again); [`Labels::OutOfReach`] when GitHub limits afk or cannot be reached.
     async fn finish(
         &self,
         commented: Commented,
         recorder: &mut Recorder,
         policies: &Policies,
         now: DateTime<Utc>,
-    ) -> Result<bool, ControlError> {
+    ) -> Result<Labels, ControlError> {
         let Commented {
             job,
             marker,
@@ -247,14 +330,18 @@ impl StatusReporter {
             Ok(None) => {}
             Ok(Some(gone)) => {
                 self.issue_gone(recorder, &job, &gone, &marker, now).await?;
-                return Ok(true);
+                return Ok(Labels::Done);
             }
             Err(error) => {
                 tracing::warn!(
                     "{}: cannot update the issue's labels on GitHub yet: {error}",
                     job.issue
                 );
-                return Ok(false);
+                return Ok(if out_of_reach(&error) {
+                    Labels::OutOfReach
+                } else {
+                    Labels::Failed
+                });
             }
         }
         let first_report_of_attempt = job
@@ -272,7 +359,7 @@ impl StatusReporter {
         }
         if job.state.is_final() && !self.remove_extra_labels(&job.issue, policies).await {
             // Tried again at the next tick.
-            return Ok(false);
+            return Ok(Labels::Failed);
         }
         if pull_request_not_found {
             tracing::info!(
@@ -281,12 +368,13 @@ impl StatusReporter {
             );
         }
         recorder.ledger().mark_reported(job.id, &marker).await?;
-        Ok(true)
+        Ok(Labels::Done)
     }
 
-    /// What `job`'s status comment says now; `None` when it is not to be reported in this pass
-    /// (its pull request was just found and is followed from now on: reported `in_review` on the
-    /// next pass; or the pull request search failed: tried again on the next tick).
+    /// What `job`'s status comment says now; `Ok(None)` when it is not to be reported in this
+    /// pass (its pull request was just found and is followed from now on: reported `in_review`
+    /// on the next pass); the inner `Err` when the pull request search failed (tried again on the
+    /// next tick).
     async fn status_of(
         &self,
         job: &Job,
@@ -294,7 +382,7 @@ impl StatusReporter {
         policies: &Policies,
         recent: &mut RecentPulls,
         now: DateTime<Utc>,
-    ) -> Result<Option<StatusReport>, ControlError> {
+    ) -> Result<Result<Option<StatusReport>, GitHubError>, ControlError> {
         let ledger = recorder.ledger().clone();
         let attempts = ledger.attempts(job.id).await?;
         let last = attempts.last();
@@ -324,13 +412,10 @@ impl StatusReporter {
                         pull_request: format!("#{} {}", pr.number, pr.url),
                     };
                     recorder.record(job, &follow, None, now).await?;
-                    return Ok(None);
+                    return Ok(Ok(None));
                 }
                 Ok(found) => Some(found),
-                Err(error) => {
-                    tracing::warn!("{}: cannot look for the pull request yet: {error}", job.issue);
-                    return Ok(None);
-                }
+                Err(error) => return Ok(Err(error)),
             }
         } else {
             None
@@ -367,7 +452,7 @@ impl StatusReporter {
         } else {
             None
         };
-        Ok(Some(StatusReport {
+        Ok(Ok(Some(StatusReport {
             issue: job.issue.clone(),
             attempt: job.attempts,
             state: job.state,
@@ -386,7 +471,7 @@ impl StatusReporter {
             pull_request,
             question: job.input_question.clone(),
             follow_ups,
-        }))
+        })))
     }
 
     /// GitHub no longer has `job`'s issue: there is nowhere to report, now or later. A live job

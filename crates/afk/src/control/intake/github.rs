@@ -18,6 +18,22 @@ use crate::control::ControlError;
 /// How many webhook deliveries wait for the ledger at most ([`GitHubIntake::defer`]).
 const MAX_DEFERRED: usize = 10_000;
 
+/// How many webhook deliveries wait for an early answer at most ([`GitHubIntake::held`]).
+const MAX_HELD: usize = MAX_DEFERRED;
+
+/// Adds `events` to the deliveries `held` for an early answer, unless that makes more than
+/// [`MAX_HELD`] (a long wait on GitHub under a stream of webhooks would otherwise grow them
+/// without bound): then every one is dropped and true says that a poll, which sees every
+/// labelled issue as it is, is to answer them instead.
+fn hold(held: &mut Vec<WebhookEvent>, events: Vec<WebhookEvent>) -> bool {
+    if held.len() + events.len() > MAX_HELD {
+        held.clear();
+        return true;
+    }
+    held.extend(events);
+    false
+}
+
 /// The GitHub source: trusted intake by poll and webhook, and the latest view of each eligible
 /// issue (its author and URL, for prompts; the ledger keeps neither).
 pub struct GitHubIntake {
@@ -330,7 +346,16 @@ impl GitHubIntake {
                     continue;
                 }
                 // Later ones wait for the next gap, and are then checked or polled for together.
-                self.held.extend(group.events);
+                if hold(&mut self.held, group.events) {
+                    tracing::warn!(
+                        "more than {MAX_HELD} webhook deliveries wait for an early answer: dropping them; GitHub is polled instead"
+                    );
+                    // A poll as soon as GitHub may be asked (this sync, unless afk waits on it).
+                    self.next_poll = None;
+                    self.early_poll = Some(Instant::now());
+                    polls_now = true;
+                    continue;
+                }
                 let last = self.last_poll.max(self.last_batch);
                 self.early_poll = early_poll_at(last, self.next_poll, Instant::now());
                 continue;
@@ -770,6 +795,25 @@ mod tests {
         // At the crossing, the cheaper side: 4 checks cost 16 requests, a poll of 15 issues 16.
         assert_eq!(answer_held(4, 15), HeldAnswer::Poll);
         assert_eq!(answer_held(4, 16), HeldAnswer::Checks);
+    }
+
+    fn delivery(number: u64) -> WebhookEvent {
+        WebhookEvent {
+            repo: "octo/app".parse().expect("a repository"),
+            number,
+            kind: afk_github::WebhookEventKind::Closed,
+            delivery: format!("d{number}"),
+        }
+    }
+
+    #[test]
+    fn held_deliveries_past_the_cap_are_dropped_for_a_poll() {
+        let mut held = Vec::new();
+        assert!(!hold(&mut held, (0..MAX_HELD as u64 - 1).map(delivery).collect()));
+        assert!(!hold(&mut held, vec![delivery(1)]), "up to the cap they are kept");
+        assert_eq!(held.len(), MAX_HELD);
+        assert!(hold(&mut held, vec![delivery(2)]), "past it a poll answers them");
+        assert!(held.is_empty(), "none is kept once a poll is to answer them all");
     }
 
     #[test]
