@@ -1,9 +1,16 @@
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any other thread exists: the runtime's workers are started below.
     tune_allocator();
-    afk::cli::main().await
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("afk: cannot start its async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(afk::cli::main())
 }
 
 /// Blocks of 128 KiB and more (T3's snapshot and shell bodies, about 10 MB at 10,000 threads; the
@@ -18,8 +25,8 @@ fn tune_allocator() {
     {
         /// glibc's own default, held fixed.
         const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
-        // SAFETY: mallopt only changes a malloc parameter; it is called before afk allocates
-        // anything large, and glibc serialises it against concurrent allocation.
+        // SAFETY: mallopt only changes a malloc parameter, and it is called while the process
+        // has a single thread (before the runtime starts its workers), for every subcommand.
         let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
     }
 }

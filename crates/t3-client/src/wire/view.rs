@@ -849,6 +849,31 @@ mod tests {
         )
     }
 
+    /// The one-pass decode is taken for the snapshot as T3 sends it (kind first, every thread
+    /// readable), and left to the general path for anything else: it is a shortcut, never an
+    /// answer of its own.
+    #[test]
+    fn a_stream_snapshot_as_t3_sends_it_is_decoded_in_one_pass() {
+        let snapshot = format!(
+            r#"{{"snapshotSequence":4,"updatedAt":"2026-11-24T19:14:40.000Z","projects":[],"threads":[{},{}]}}"#,
+            shell_thread("a", "running", "fine"),
+            shell_thread("b", "completed", "fine"),
+        );
+        let as_sent = format!(r#"{{"kind":"snapshot","snapshot":{snapshot}}}"#);
+        assert!(snapshot_in_one_pass(&as_sent).is_some(), "decoded in one pass");
+        let mut fleet = Fleet::default();
+        fleet.apply(FleetItem::decode(&as_sent).expect("the item decodes"));
+        assert_eq!((fleet.sequence(), fleet.len()), (4, 2));
+        let reordered = format!(r#"{{"snapshot":{snapshot},"kind":"snapshot"}}"#);
+        assert!(snapshot_in_one_pass(&reordered).is_none(), "kind not first");
+        let unreadable = as_sent.replace(r#""state":"completed""#, r#""state":"paused""#);
+        assert!(
+            snapshot_in_one_pass(&unreadable).is_none(),
+            "an unreadable thread"
+        );
+        assert!(FleetItem::decode(&reordered).is_ok() && FleetItem::decode(&unreadable).is_ok());
+    }
+
     #[test]
     fn a_stream_snapshot_keeps_what_afk_reads_and_sets_aside_what_it_cannot() {
         let text = format!(
