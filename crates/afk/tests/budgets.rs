@@ -226,13 +226,7 @@ async fn afk_md_lowers_a_job_budget_for_its_repository() {
 async fn after_a_restart_a_running_job_keeps_the_budget_its_afk_md_sets() {
     let (world, _github) = endless_issue_under_afk_md_budget("2s").await;
     let mut app = world.app().await;
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
     drop(app);
 
     // A new afk on the same ledger: no dispatch of the repository resolves its AFK.md again.
@@ -254,13 +248,7 @@ async fn after_a_restart_an_afk_md_github_refused_is_read_again_while_the_thread
     let (mut world, github) = endless_issue_under_afk_md_budget("2s").await;
     world.config.watch.push = true;
     let mut app = world.app().await;
-    tick_until(
-        &mut app,
-        Duration::from_secs(20),
-        |_| {},
-        |jobs| jobs.first().is_some_and(|j| j.state == JobState::Running),
-    )
-    .await;
+    tick_until_first_job_is(&mut app, JobState::Running).await;
     drop(app);
 
     // GitHub refuses everything (its rate limit ran out) while the new afk first visits the job.
