@@ -466,12 +466,8 @@ impl ControlPlane {
         // A repository whose AFK.md could not be read when its jobs were visited is asked again
         // on every tick, skipped or not: a partial or skipped pass may not visit its jobs for a
         // long while, and a budget it then finds moves the generation, so the pass is whole.
-        if !self.budgets_pending.is_empty() {
-            let pending: Vec<Repo> = self.budgets_pending.iter().cloned().collect();
-            self.policies.load_budgets(&pending).await;
-            let policies = &self.policies;
-            self.budgets_pending.retain(|r| !policies.budgets_known(r));
-        }
+        let pending: Vec<Repo> = self.budgets_pending.iter().cloned().collect();
+        self.load_budgets(pending).await;
         let budgets = self.policies.budget_generation();
         let pass = self.watcher.plan(&view, &live, !to_stop.is_empty(), budgets, now);
         let skip = pass == watcher::Pass::Skip;
@@ -512,16 +508,18 @@ impl ControlPlane {
                 .watch(&mut self.recorder, &fleet, visited, whole, now)
                 .await?;
             // After a restart, the budgets the running jobs' AFK.md sets (once per repository).
+            // (Those still pending were asked again at the start of this tick.)
             let mut repos: Vec<Repo> = (visited.iter())
                 .map(|a| a.issue.repo.clone())
-                .filter(|r| self.github_repos.contains(r) && !self.policies.budgets_known(r))
+                .filter(|r| {
+                    self.github_repos.contains(r)
+                        && !self.policies.budgets_known(r)
+                        && !self.budgets_pending.contains(r)
+                })
                 .collect();
             repos.sort();
             repos.dedup();
-            self.policies.load_budgets(&repos).await;
-            let policies = &self.policies;
-            self.budgets_pending
-                .extend(repos.into_iter().filter(|r| !policies.budgets_known(r)));
+            self.load_budgets(repos).await;
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
             recorded |=
                 budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, visited, now).await?;
@@ -696,6 +694,19 @@ impl ControlPlane {
                 self.intake.defer(event);
             }
         }
+    }
+
+    /// Reads the AFK.md budgets of `repos`; those GitHub did not let afk read stay pending,
+    /// asked again on every tick until they are known.
+    async fn load_budgets(&mut self, repos: Vec<Repo>) {
+        if repos.is_empty() {
+            return;
+        }
+        self.policies.load_budgets(&repos).await;
+        let policies = &self.policies;
+        self.budgets_pending.retain(|r| !policies.budgets_known(r));
+        self.budgets_pending
+            .extend(repos.into_iter().filter(|r| !policies.budgets_known(r)));
     }
 
     /// True while the reporter has written status comments whose labels wait for the next
