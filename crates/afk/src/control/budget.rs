@@ -55,6 +55,13 @@ impl RepoHolds {
         self.held.contains_key(repo)
     }
 
+    /// Whether [`RepoHolds::may_start`] reads the repository's use of the day from the ledger
+    /// for `job`: a new job (no attempt yet) under a daily budget.
+    pub(crate) fn reads_usage(job: &Job, limits: &BudgetLimits) -> bool {
+        job.attempts == 0
+            && (limits.repo_new_jobs_per_day.is_some() || limits.repo_agent_time_per_day.is_some())
+    }
+
     /// Whether `job`, a new job (no attempt yet) of a repository under `limits`, may start now:
     /// false when its repository used a daily budget, which is then remembered until the next
     /// day, said once in the log and kept as a wait row for `afk status`.
@@ -65,9 +72,7 @@ impl RepoHolds {
         limits: &BudgetLimits,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        if job.attempts > 0
-            || (limits.repo_new_jobs_per_day.is_none() && limits.repo_agent_time_per_day.is_none())
-        {
+        if !Self::reads_usage(job, limits) {
             return Ok(true);
         }
         let repo = &job.issue.repo;

@@ -42,6 +42,15 @@ fn scrubbed(event: &Event) -> Cow<'_, Event> {
     Cow::Owned(event)
 }
 
+/// One move for [`Recorder::record_all`]: `event` applied to `job` as read, at `at`, with the ids
+/// of the attempt it starts, if any.
+pub(crate) struct ToRecord<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) event: &'a Event,
+    pub(crate) new_attempt: Option<&'a NewAttempt>,
+    pub(crate) at: DateTime<Utc>,
+}
+
 /// Decides and records transitions, and keeps what the tick reports of them.
 pub(crate) struct Recorder {
     ledger: Ledger,
@@ -114,6 +123,56 @@ impl Recorder {
         };
         self.recorded(job, &transition, &updated, new_attempt.map(|a| &a.thread_id), now);
         Ok(Some((transition, updated)))
+    }
+
+    /// Records each of `moves` as [`Recorder::record`] does, in one ledger transaction (one
+    /// commit for all: [`Ledger::record_many`]); the answers in order, `None` for an event that
+    /// does not apply to its job's state or a job that moved meanwhile. An error of the ledger
+    /// records none of them.
+    pub(crate) async fn record_all(
+        &mut self,
+        moves: &[ToRecord<'_>],
+    ) -> Result<Vec<Option<(Transition, Job)>>, ControlError> {
+        let mut answers: Vec<Option<(Transition, Job)>> = vec![None; moves.len()];
+        let mut taken = Vec::with_capacity(moves.len());
+        for (i, m) in moves.iter().enumerate() {
+            let event = &scrubbed(m.event);
+            match apply(m.job.status(), event, &self.retry, m.at) {
+                Ok(transition) => taken.push((i, transition)),
+                Err(invalid) => tracing::debug!("job {}: {invalid}", m.job.issue),
+            }
+        }
+        if taken.is_empty() {
+            return Ok(answers);
+        }
+        self.watched = None;
+        let ledger_moves: Vec<afk_ledger::Move<'_>> = (taken.iter())
+            .map(|(i, transition)| afk_ledger::Move {
+                job: moves[*i].job.id,
+                transition,
+                new_attempt: moves[*i].new_attempt,
+                at: moves[*i].at,
+            })
+            .collect();
+        let written = self.ledger.record_many(&ledger_moves).await?;
+        for ((i, transition), written) in taken.into_iter().zip(written) {
+            let m = &moves[i];
+            match written {
+                Ok(updated) => {
+                    let thread = m.new_attempt.map(|a| &a.thread_id);
+                    self.recorded(m.job, &transition, &updated, thread, m.at);
+                    answers[i] = Some((transition, updated));
+                }
+                Err(refused) => {
+                    tracing::debug!(
+                        "job {}: changed under us, skipping {:?}: {refused}",
+                        m.job.issue,
+                        m.event
+                    );
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// Answers the taken comment command `command` in one ledger transaction with the job's move:

@@ -89,6 +89,9 @@ pub struct Policies {
     budget_generation: u64,
     /// Repositories whose `AFK.md` [`Policies::load_budgets`] found unusable.
     budgets_unusable: std::collections::HashSet<Repo>,
+    /// The `AFK.md` of each repository as fetched in this dispatch pass
+    /// ([`Policies::begin_pass`]): one request per repository and pass, not one per job.
+    this_pass: HashMap<Repo, std::sync::Arc<afk_github::RepoPolicy>>,
 }
 
 impl Policies {
@@ -103,7 +106,16 @@ impl Policies {
             budget: BudgetLimits::default(),
             budget_generation: 0,
             budgets_unusable: Default::default(),
+            this_pass: HashMap::new(),
         }
+    }
+
+    /// Starts a dispatch pass: [`Policies::resolve`] fetches each repository's `AFK.md` once
+    /// from now on, and answers its next jobs from that fetch, until the next call. A pass lasts
+    /// a tick's dispatches (well under a second): an edit to `AFK.md` made meanwhile is read by
+    /// the next pass, as one made just after the pass would be.
+    pub fn begin_pass(&mut self) {
+        self.this_pass.clear();
     }
 
     /// Applies `[budget]`'s limits (none by default) to every repository's jobs.
@@ -205,8 +217,15 @@ impl Policies {
         let Some(issue) = issue else {
             return Resolution::NotNow;
         };
-        let file = match afk_md.policy(&job.issue.repo).await {
-            Ok(file) => file,
+        let fetched = match self.this_pass.get(&job.issue.repo) {
+            Some(file) => Ok(file.clone()),
+            None => afk_md.policy(&job.issue.repo).await,
+        };
+        let file = match fetched {
+            Ok(file) => {
+                self.this_pass.insert(job.issue.repo.clone(), file.clone());
+                file
+            }
             Err(error @ PolicyError::Fetch { .. }) => {
                 tracing::warn!("{}: {error}; trying again next tick", job.issue);
                 return Resolution::NotNow;
