@@ -224,7 +224,7 @@ impl Dispatcher {
         self.unanswered
             .retain(|_, sent| sent.elapsed() < UNANSWERED_PATIENCE);
         let mut seen: Vec<(Job, Event)> = Vec::new();
-        let mut resends: VecDeque<Resend> = VecDeque::new();
+        let mut resends: VecDeque<Box<Resend>> = VecDeque::new();
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
@@ -387,14 +387,14 @@ impl Dispatcher {
             Resent::Bootstrap(w) | Resent::Finish { worktree: w, .. } => Some(w.clone()),
             Resent::Turn | Resent::CreateAndTurn => None,
         };
-        Ok(Resumption::Send(Resend {
+        Ok(Resumption::Send(Box::new(Resend {
             job,
             client,
             plan,
             how,
             worktree,
             span,
-        }))
+        })))
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
@@ -752,13 +752,15 @@ async fn send(
 }
 
 /// How to carry on with one interrupted dispatch this tick.
+// A few per tick, held briefly: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Resumption {
     /// Nothing yet (T3 cannot show the thread, a bootstrap may still run, afk may not send).
     Nothing,
     /// Record this event: T3's view tells how the dispatch went.
     Record(Job, Event),
     /// Send again, with the attempt's ids.
-    Send(Resend),
+    Send(Box<Resend>),
 }
 
 /// What an interrupted dispatch sends again.
@@ -786,7 +788,10 @@ struct Resend {
 
 impl Resend {
     /// Sends it (a bootstrap in its `turn` of its checkout, as [`send`] does).
-    async fn send(self, turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>) -> Sent {
+    async fn send(
+        self: Box<Self>,
+        turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    ) -> Sent {
         let Resend {
             job,
             client,
@@ -794,7 +799,7 @@ impl Resend {
             how,
             span,
             ..
-        } = self;
+        } = *self;
         let _done = take_turn(turn).await;
         let outcome = async {
             match &how {
