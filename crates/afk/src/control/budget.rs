@@ -62,7 +62,8 @@ impl RepoHolds {
             && (limits.repo_new_jobs_per_day.is_some() || limits.repo_agent_time_per_day.is_some())
     }
 
-    /// Whether `job`, a new job (no attempt yet) of a repository under `limits`, may start now:
+    /// Whether `job`, a new job (no attempt yet) of a repository under `limits`, may start now,
+    /// `unrecorded` new jobs of its repository being already decided but not yet in the ledger:
     /// false when its repository used a daily budget, which is then remembered until the next
     /// day, said once in the log and kept as a wait row for `afk status`.
     pub(crate) async fn may_start(
@@ -70,13 +71,15 @@ impl RepoHolds {
         ledger: &Ledger,
         job: &Job,
         limits: &BudgetLimits,
+        unrecorded: u32,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
         if !Self::reads_usage(job, limits) {
             return Ok(true);
         }
         let repo = &job.issue.repo;
-        let usage = ledger.repo_day_usage(repo, day_start(now)).await?;
+        let mut usage = ledger.repo_day_usage(repo, day_start(now)).await?;
+        usage.new_jobs = usage.new_jobs.saturating_add(unrecorded);
         let Some(hold) = repo_hold(repo, usage, limits, now) else {
             return Ok(true);
         };

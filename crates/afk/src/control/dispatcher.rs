@@ -499,10 +499,10 @@ impl Dispatcher {
 
     /// Decides the next starts, in priority order, up to `slots` of them, taking them off the
     /// front of `ready` and counting them in `counts` (the limits); records at once the jobs that
-    /// are refused or over their budget. Stops early at a limit, once T3 refused the token, and
-    /// before a new job whose repository's daily budget must be read from the ledger while
-    /// starts decided before it are not yet recorded (it is then decided again first in the next
-    /// batch, with them counted).
+    /// are refused or over their budget. Stops early at a limit and once T3 refused the token. A
+    /// repository's daily budget counts the new jobs decided before in the same batch (not yet
+    /// in the ledger) with those the ledger holds, so a burst under a daily budget is decided
+    /// in one batch and never past the budget.
     #[allow(clippy::too_many_arguments)]
     async fn decide(
         &mut self,
@@ -517,6 +517,8 @@ impl Dispatcher {
         clock: TickClock,
     ) -> Result<Vec<(Job, Box<Start>)>, ControlError> {
         let mut decided: Vec<(Job, Box<Start>)> = Vec::new();
+        // Per repository, the new jobs (first attempts) decided in this batch, not yet recorded.
+        let mut new_in_batch: HashMap<Repo, u32> = HashMap::new();
         while decided.len() < slots {
             if counts.total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
                 ready.clear();
@@ -556,18 +558,18 @@ impl Dispatcher {
                     .await?;
                 continue;
             }
-            // The repository's use of the day is read from the ledger: the starts decided
-            // before this one are recorded first.
-            if !decided.is_empty() && RepoHolds::reads_usage(&job, &start.budget) {
-                ready.push_front(job);
-                break;
-            }
+            // The repository's use of the day is read from the ledger, which does not hold the
+            // new jobs decided before this one in this batch yet: they are counted with it.
+            let unrecorded = new_in_batch.get(&job.issue.repo).copied().unwrap_or(0);
             if !self
                 .holds
-                .may_start(ledger, &job, &start.budget, clock.now())
+                .may_start(ledger, &job, &start.budget, unrecorded, clock.now())
                 .await?
             {
                 continue;
+            }
+            if job.attempts == 0 {
+                *new_in_batch.entry(job.issue.repo.clone()).or_default() += 1;
             }
             counts.add(&job.issue.repo);
             decided.push((job, start));
