@@ -438,7 +438,6 @@ impl Dispatcher {
         for job in busy {
             counts.add(&job.issue.repo);
         }
-        policies.begin_pass();
         let parallel = self.limits.parallel_dispatches.max(1);
         let mut sends: JoinSet<Sent> = JoinSet::new();
         // The real T3 cannot add two worktrees to one checkout at once (both write its git
@@ -451,8 +450,10 @@ impl Dispatcher {
         loop {
             // What the answers that arrived say (a refused token stops the starts), then the
             // starts that fill the free slots, recorded with those answers in one transaction.
+            // `AFK.md` is read afresh each round: a pass may last long (serial bootstraps).
             let answers = self.read_answers(std::mem::take(&mut arrived));
-            let decided = self
+            policies.begin_round();
+            let decided = match self
                 .decide(
                     recorder,
                     policies,
@@ -464,7 +465,20 @@ impl Dispatcher {
                     parallel.saturating_sub(sends.len()),
                     clock,
                 )
-                .await?;
+                .await
+            {
+                Ok(decided) => decided,
+                Err(error) => {
+                    // The answers taken are T3's word on dispatches it already got: recorded
+                    // before giving up the pass, or a dispatch T3 accepted would be resumed.
+                    if let Err(also) =
+                        (self.record_batch(recorder, answers, Vec::new(), &mut counts, clock)).await
+                    {
+                        tracing::warn!("the dispatches' answers could not be recorded either: {also}");
+                    }
+                    return Err(error);
+                }
+            };
             let decided_any = !decided.is_empty();
             let started = self
                 .record_batch(recorder, answers, decided, &mut counts, clock)

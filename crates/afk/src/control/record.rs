@@ -164,10 +164,11 @@ impl Recorder {
                     answers[i] = Some((transition, updated));
                 }
                 Err(refused) => {
+                    // T3's error text in the event may echo a secret: the scrubbed copy.
                     tracing::debug!(
                         "job {}: changed under us, skipping {:?}: {refused}",
                         m.job.issue,
-                        m.event
+                        scrubbed(m.event)
                     );
                 }
             }
