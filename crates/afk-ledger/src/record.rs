@@ -305,9 +305,10 @@ impl Ledger {
 
     /// Records each of `moves` as [`Ledger::record`] does, each at its own time, in ONE
     /// transaction (one commit, where each would cost its own): the answer for each move, in
-    /// order. Each move is written in a savepoint of its own, so a move the ledger refuses alone
-    /// ([`LedgerError::Conflict`]: the job moved meanwhile; [`LedgerError::NotFound`]) is undone
-    /// alone and answered in its place while the others are kept. A malformed move (a start
+    /// order. A move the ledger refuses alone ([`LedgerError::Conflict`]: the job moved meanwhile;
+    /// [`LedgerError::NotFound`]) writes nothing (it is refused by its first statement, the
+    /// compare-and-set on the job's state) and is answered in its place while the others are
+    /// kept. A malformed move (a start
     /// without its attempt's ids) fails the whole batch before it is begun. Any other error (the database, a reused thread id, a lost leadership)
     /// rolls back every move and is returned: nothing of the batch was recorded.
     pub async fn record_many(
@@ -326,17 +327,15 @@ impl Ledger {
             fence!(self, tx);
             let mut rows = Vec::with_capacity(moves.len());
             for (m, plan) in moves.iter().zip(&plans) {
-                let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+                // No savepoint per move (two more round trips each on PostgreSQL): a refusal is
+                // found by the move's first statement, the compare-and-set on the job's state,
+                // which then wrote nothing (and a read that fails fails the batch anyway).
                 let written: Result<JobRow, LedgerError> =
-                    async { Ok(record_in!(savepoint, m.job, m.transition, *plan, millis(m.at))) }.await;
+                    async { Ok(record_in!(tx, m.job, m.transition, *plan, millis(m.at))) }.await;
                 match written {
-                    Ok(row) => {
-                        savepoint.commit().await?;
-                        rows.push(Ok(row));
-                    }
+                    Ok(row) => rows.push(Ok(row)),
                     Err(refused @ (LedgerError::Conflict { .. } | LedgerError::NotFound(_))) => {
-                        savepoint.rollback().await?;
-                        rows.push(Err(refused));
+                        rows.push(Err(refused))
                     }
                     Err(other) => return Err(other),
                 }
