@@ -1000,3 +1000,42 @@ async fn a_burst_of_issues_is_dispatched_in_priority_order_with_one_read_of_afk_
     expected.extend(&numbers[..5]);
     assert_eq!(order, expected, "bootstraps in priority order, then by age");
 }
+
+/// An edit to `AFK.md` while a tick's dispatches go on (here the first held by T3, one
+/// dispatch at a time) is read by the next start of the same tick: the file is read again for
+/// each round of starts, not once for the tick's whole dispatch pass.
+#[tokio::test]
+async fn an_afk_md_edit_during_a_dispatch_pass_reaches_its_later_starts() {
+    let (mut world, github) = github_world(Duration::from_secs(30)).await;
+    world.config.limits.per_repo = 2;
+    world.config.limits.parallel_dispatches = 1;
+    github.set_file(REPO_A, "AFK.md", "Old: {{ issue.title }}\n");
+    let first = handed_over(&github, "First", "Do it.");
+    let second = handed_over(&github, "Second", "Do it.");
+    let held = world
+        .sim
+        .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
+    let mut app = world.app().await;
+    let tick = tokio::spawn(async move {
+        let report = app.tick(chrono::Utc::now()).await.map(drop);
+        (app, report)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while held.held() < 1 {
+        assert!(std::time::Instant::now() < deadline, "no bootstrap was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    github.set_file(REPO_A, "AFK.md", "New: {{ issue.title }}\n");
+    held.release();
+    let (app, report) = tick.await.expect("the tick");
+    report.expect("a tick");
+    let jobs = app.ledger().jobs().await.unwrap();
+    let mut prompts = Vec::new();
+    for number in [first, second] {
+        let job = job(&jobs, REPO_A, number);
+        let attempts = app.ledger().attempts(job.id).await.unwrap();
+        prompts.push(attempts.first().map(|a| a.prompt.clone()).unwrap_or_default());
+    }
+    assert!(prompts[0].ends_with("Old: First\n"), "{prompts:#?}");
+    assert!(prompts[1].ends_with("New: Second\n"), "{prompts:#?}");
+}
