@@ -303,6 +303,51 @@ impl Ledger {
         row.into_job()
     }
 
+    /// Records each of `moves` as [`Ledger::record`] does, each at its own time, in ONE
+    /// transaction (one commit, where each would cost its own): the answer for each move, in
+    /// order. A move the ledger refuses alone ([`LedgerError::Conflict`]: the job moved meanwhile;
+    /// [`LedgerError::NotFound`]) writes nothing (it is refused by its first statement, the
+    /// compare-and-set on the job's state) and is answered in its place while the others are
+    /// kept. A malformed move (a start
+    /// without its attempt's ids) fails the whole batch before it is begun. Any other error (the database, a reused thread id, a lost leadership)
+    /// rolls back every move and is returned: nothing of the batch was recorded.
+    pub async fn record_many(
+        &self,
+        moves: &[Move<'_>],
+    ) -> Result<Vec<Result<Job, LedgerError>>, LedgerError> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Worked out before the database is touched, as `record` does: a malformed move fails
+        // the batch without a transaction.
+        let plans = (moves.iter())
+            .map(|m| Plan::new(m.job, m.transition, m.new_attempt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows: Vec<Result<JobRow, LedgerError>> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
+            let mut rows = Vec::with_capacity(moves.len());
+            for (m, plan) in moves.iter().zip(&plans) {
+                // No savepoint per move (two more round trips each on PostgreSQL): a refusal is
+                // found by the move's first statement, the compare-and-set on the job's state,
+                // which then wrote nothing (and a read that fails fails the batch anyway).
+                let written: Result<JobRow, LedgerError> =
+                    async { Ok(record_in!(tx, m.job, m.transition, *plan, millis(m.at))) }.await;
+                match written {
+                    Ok(row) => rows.push(Ok(row)),
+                    Err(refused @ (LedgerError::Conflict { .. } | LedgerError::NotFound(_))) => {
+                        rows.push(Err(refused))
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            Ok(rows)
+        }))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.and_then(JobRow::into_job))
+            .collect())
+    }
+
     /// Records that the thread of `attempt` was interrupted and its session stopped: it leaves
     /// [`Ledger::attempts_to_stop`]. Idempotent; [`LedgerError::NotFound`] for an unknown attempt.
     pub async fn mark_thread_stopped(&self, attempt: AttemptId) -> Result<(), LedgerError> {
@@ -335,6 +380,20 @@ impl Ledger {
         }))?;
         found.map(drop).ok_or(LedgerError::NotFound(RecordRef::Job(job)))
     }
+}
+
+/// One move of [`Ledger::record_many`]: `transition` of `job`, with the ids of the attempt it
+/// starts (`new_attempt`, as [`Ledger::record`] takes them).
+#[derive(Debug, Clone, Copy)]
+pub struct Move<'a> {
+    /// The job that moves.
+    pub job: JobId,
+    /// The machine's transition, from the job's state as the caller read it.
+    pub transition: &'a Transition,
+    /// The ids of the attempt a `Start` transition inserts (required for it, ignored otherwise).
+    pub new_attempt: Option<&'a NewAttempt>,
+    /// When it happened (the event's and the rows' time).
+    pub at: DateTime<Utc>,
 }
 
 /// What [`Ledger::record`] writes, worked out before the database is touched so that a malformed

@@ -2288,3 +2288,127 @@ async fn agent_time_is_summed_per_job_budget_and_per_repository_day(fx: &Fixture
         Duration::ZERO
     );
 }
+
+on_both_backends!(
+    record_many_keeps_every_move_but_the_one_refused,
+    record_many_records_nothing_when_a_move_breaks_the_schema
+);
+
+/// A batch (the dispatcher's starts and outcomes of one round): every move is recorded as
+/// `record` would, each at its own time; one whose job moved meanwhile is refused alone.
+async fn record_many_keeps_every_move_but_the_one_refused(fx: &Fixture) {
+    use afk_ledger::Move;
+    let ledger = &fx.ledger;
+    let first = queued(ledger, 1, 2, t0()).await;
+    let second = queued(ledger, 2, 2, t0()).await;
+    let third = running(ledger, 3, "thread-3").await;
+    // Another writer started the second job after it was read.
+    let stale = second.clone();
+    step(
+        ledger,
+        &second,
+        Event::StartAttempt,
+        Some(&ids("thread-2")),
+        at(1),
+    )
+    .await;
+
+    let (a, b) = (ids("thread-1"), ids("thread-2b"));
+    let start_first = transition(&first, Event::StartAttempt, at(2));
+    let start_stale = transition(&stale, Event::StartAttempt, at(2));
+    let end_third = transition(&third, Event::ThreadSucceeded, at(3));
+    let answers = ledger
+        .record_many(&[
+            Move {
+                job: first.id,
+                transition: &start_first,
+                new_attempt: Some(&a),
+                at: at(2),
+            },
+            Move {
+                job: stale.id,
+                transition: &start_stale,
+                new_attempt: Some(&b),
+                at: at(2),
+            },
+            Move {
+                job: third.id,
+                transition: &end_third,
+                new_attempt: None,
+                at: at(3),
+            },
+        ])
+        .await
+        .expect("the batch is recorded");
+    assert_eq!(answers.len(), 3);
+    let first_now = answers[0].as_ref().expect("the first job started");
+    assert_eq!((first_now.state, first_now.attempts), (JobState::Dispatching, 1));
+    assert!(
+        matches!(
+            &answers[1],
+            Err(LedgerError::Conflict {
+                actual: JobState::Dispatching,
+                ..
+            })
+        ),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(
+        answers[2].as_ref().expect("the third ended").state,
+        JobState::Succeeded
+    );
+
+    // As `record` writes them: the attempt with its ids, one event each, at its own time.
+    let attempts = ledger.attempts(first.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].thread_id, "thread-1");
+    assert_eq!(attempts[0].state, AttemptState::Dispatching);
+    let events = ledger.events(third.id).await.unwrap();
+    assert_eq!(
+        events.last().map(|e| (e.to, e.at)),
+        Some((JobState::Succeeded, at(3)))
+    );
+    // The refused move left nothing: the other writer's attempt alone.
+    let attempts = ledger.attempts(second.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].thread_id, "thread-2");
+    assert_eq!(ledger.events(second.id).await.unwrap().len(), 1);
+}
+
+/// A move the schema rejects (a thread id used before) is not one job's conflict: the whole
+/// batch is rolled back, and the ledger is as before it.
+async fn record_many_records_nothing_when_a_move_breaks_the_schema(fx: &Fixture) {
+    use afk_ledger::Move;
+    let ledger = &fx.ledger;
+    running(ledger, 1, "thread-used").await;
+    let first = queued(ledger, 2, 2, t0()).await;
+    let second = queued(ledger, 3, 2, t0()).await;
+    let (fresh, reused) = (ids("thread-fresh"), ids("thread-used"));
+    let start_first = transition(&first, Event::StartAttempt, at(2));
+    let start_second = transition(&second, Event::StartAttempt, at(2));
+    let error = ledger
+        .record_many(&[
+            Move {
+                job: first.id,
+                transition: &start_first,
+                new_attempt: Some(&fresh),
+                at: at(2),
+            },
+            Move {
+                job: second.id,
+                transition: &start_second,
+                new_attempt: Some(&reused),
+                at: at(2),
+            },
+        ])
+        .await
+        .expect_err("a reused thread id");
+    assert!(error.is_unique_violation(), "{error:?}");
+    for job in [&first, &second] {
+        let now = ledger.job(job.id).await.unwrap().unwrap();
+        assert_eq!((now.state, now.attempts), (JobState::Queued, 0), "{now:#?}");
+        assert!(ledger.attempts(job.id).await.unwrap().is_empty());
+        assert!(ledger.events(job.id).await.unwrap().is_empty());
+    }
+}

@@ -7,7 +7,9 @@
 //! Run with `cargo bench -p afk --bench latency`. Knobs: `AFK_LATENCY_ISSUES` (default 200),
 //! `AFK_LATENCY_IN_FLIGHT` (50), `AFK_LATENCY_TURN_MS` (the stand-in's turn, 1000),
 //! `AFK_LATENCY_TIMEOUT_S` (the whole run's bound, 240; the bench reports what it measured by
-//! then), `AFK_LATENCY_LOG` (a file for `afk run`'s log, with `AFK_LOG` passed through).
+//! then), `AFK_LATENCY_LOG` (a file for `afk run`'s log, with `AFK_LOG` passed through),
+//! `AFK_LATENCY_BIN` (another `afk` binary to run, such as a copy built from an earlier commit,
+//! for before-and-after pairs against the same stand-ins; default: this build's).
 //!
 //! What is timed, for each issue, on the stand-ins' own clocks (the system's wall clock, which all
 //! three processes share; T3's stamps have millisecond resolution):
@@ -516,14 +518,15 @@ listen = "127.0.0.1:0"
 /// its log. Its log goes to `AFK_LATENCY_LOG` when set; warnings and errors go to stderr.
 fn start_afk(config: &Path, bound: Duration) -> (AfkRun, SocketAddr) {
     let level = std::env::var("AFK_LOG").unwrap_or_else(|_| "info".into());
-    let mut child = Command::new(AFK)
+    let bin = std::env::var("AFK_LATENCY_BIN").unwrap_or_else(|_| AFK.to_owned());
+    let mut child = Command::new(&bin)
         .args(["run", "--config"])
         .arg(config)
         .env("AFK_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("afk run starts");
+        .unwrap_or_else(|e| panic!("afk run ({bin}) starts: {e}"));
     let stderr = child.stderr.take().expect("its stderr");
     let afk = AfkRun { child };
     let mut log = std::env::var("AFK_LATENCY_LOG")

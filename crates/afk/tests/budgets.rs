@@ -188,6 +188,51 @@ async fn a_repository_over_its_daily_new_jobs_keeps_the_rest_queued_until_utc_mi
         .all(|w| !w.topic.starts_with("budget:")));
 }
 
+/// A burst under a daily budget of new jobs is dispatched at once, not one start per answer
+/// from T3: while T3 holds a bootstrap of acme/api, acme/web's is sent all the same; and the
+/// starts decided together never go past the budget (acme/api's third job stays queued).
+#[tokio::test]
+async fn a_burst_under_a_daily_budget_is_dispatched_at_once_within_the_budget() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.limits.per_repo = 3;
+    world.config.budget.repo_new_jobs_per_day = Some(2);
+    world.add_issues(REPO_A, 1..=3);
+    world.add_issue(REPO_B, 4, "Another repository's budget is its own.");
+    let held = world.sim.pause("thread.turn.start", PausePhase::BeforeApply);
+    let mut app = world.app().await;
+    // Lets the bootstraps go once two are held at once (one per checkout: acme/api's second
+    // waits for its first), or after 5 s (then the dispatcher waited for an answer).
+    let releaser = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while held.held() < 2 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let sent = held.held();
+            held.release();
+            sent
+        })
+    };
+    let noon: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+    let within_budget = |jobs: &[afk_ledger::Job]| {
+        let started = (jobs.iter())
+            .filter(|j| j.issue.repo.as_str() == REPO_A && j.attempts > 0)
+            .count();
+        assert!(started <= 2, "past the budget of 2: {jobs:#?}");
+        jobs.iter().filter(|j| j.state == JobState::Succeeded).count() == 3
+    };
+    let jobs = tick_at_until(&mut app, noon, within_budget).await;
+    assert_eq!(
+        releaser.await.expect("the releaser"),
+        2,
+        "both repositories' bootstraps in flight at once"
+    );
+    let queued: Vec<_> = jobs.iter().filter(|j| j.state == JobState::Queued).collect();
+    assert_eq!(queued.len(), 1, "{jobs:#?}");
+    assert!(queued[0].issue.repo.as_str() == REPO_A && queued[0].attempts == 0);
+}
+
 /// A world on the stand-in GitHub whose `[budget] job_agent_time` is an hour, whose repository's
 /// `AFK.md` lowers it to `budget`, with one labelled issue whose turn never ends (the stand-in
 /// GitHub lives as long as the handle returned beside the world).

@@ -313,3 +313,82 @@ async fn polling_takes_over_while_the_stream_is_down() {
     assert!(jobs.iter().all(|j| j.state == JobState::Succeeded), "{jobs:#?}");
     assert!(world.sim.ws_connections() >= 2, "afk kept trying the stream");
 }
+
+/// Interrupted dispatches are resumed concurrently, as new ones are sent (issue 18): after a
+/// restart, while T3 holds one repository's resent bootstrap, the other repository's is sent
+/// all the same; the second bootstrap into the held one's checkout waits for it.
+#[tokio::test]
+async fn interrupted_dispatches_of_two_repositories_are_resumed_at_once() {
+    let mut world = World::new(Duration::from_millis(100)).await;
+    world.config.limits.per_repo = 2;
+    // Long enough that a resumption waiting for the held bootstrap's answer shows.
+    world.config.t3.request_timeout = Duration::from_secs(30);
+    let read_file = world.dir.path().join("t3-read-token");
+    std::fs::write(&read_file, "t3-read-only-resume").unwrap();
+    world
+        .sim
+        .grant_token(t3_sim::TokenGrant::read_only("t3-read-only-resume"));
+    world.config.t3.read_token_file = Some(read_file);
+    world.add_issue(REPO_A, 1, "One. [sim:duration=50]");
+    world.add_issue(REPO_A, 2, "Two. [sim:duration=50]");
+    world.add_issue(REPO_B, 3, "Three. [sim:duration=50]");
+    // The first afk's operate token is refused: its three attempts are recorded, never reach T3.
+    std::fs::write(&world.config.t3.token_file, "expired-operate-token").unwrap();
+    let mut first = world.app().await;
+    first.tick(chrono::Utc::now()).await.unwrap();
+    let jobs = first.ledger().jobs().await.unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Dispatching && j.attempts == 1),
+        "{jobs:#?}"
+    );
+    assert!(world.sim.threads().is_empty());
+    drop(first);
+
+    // Restarted with a good token: the three dispatches are resumed with their ids.
+    std::fs::write(&world.config.t3.token_file, TOKEN).unwrap();
+    let held = world
+        .sim
+        .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
+    let app = world.app().await;
+    let releaser = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while held.held() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} resumed bootstrap was sent while one was held",
+                    held.held()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let sent = held.held();
+            held.release();
+            sent
+        })
+    };
+    let (ledger, jobs) = run_until(app, Duration::from_secs(30), |_| {}, all_final(3)).await;
+    assert_eq!(
+        releaser.await.expect("the releaser"),
+        2,
+        "one bootstrap per checkout at a time, both repositories at once"
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.attempts == 1),
+        "resumed, not started again: {jobs:#?}"
+    );
+    let threads = world.sim.threads();
+    assert_eq!(threads.len(), 3, "one thread per attempt: {threads:#?}");
+    for job in &jobs {
+        assert_eq!(
+            transitions(&ledger, job).await,
+            [
+                (JobState::Queued, JobState::Dispatching),
+                (JobState::Dispatching, JobState::Running),
+                (JobState::Running, JobState::Succeeded),
+            ]
+        );
+    }
+}

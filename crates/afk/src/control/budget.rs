@@ -55,7 +55,15 @@ impl RepoHolds {
         self.held.contains_key(repo)
     }
 
-    /// Whether `job`, a new job (no attempt yet) of a repository under `limits`, may start now:
+    /// Whether [`RepoHolds::may_start`] reads the repository's use of the day from the ledger
+    /// for `job`: a new job (no attempt yet) under a daily budget.
+    pub(crate) fn reads_usage(job: &Job, limits: &BudgetLimits) -> bool {
+        job.attempts == 0
+            && (limits.repo_new_jobs_per_day.is_some() || limits.repo_agent_time_per_day.is_some())
+    }
+
+    /// Whether `job`, a new job (no attempt yet) of a repository under `limits`, may start now,
+    /// `unrecorded` new jobs of its repository being already decided but not yet in the ledger:
     /// false when its repository used a daily budget, which is then remembered until the next
     /// day, said once in the log and kept as a wait row for `afk status`.
     pub(crate) async fn may_start(
@@ -63,15 +71,15 @@ impl RepoHolds {
         ledger: &Ledger,
         job: &Job,
         limits: &BudgetLimits,
+        unrecorded: u32,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        if job.attempts > 0
-            || (limits.repo_new_jobs_per_day.is_none() && limits.repo_agent_time_per_day.is_none())
-        {
+        if !Self::reads_usage(job, limits) {
             return Ok(true);
         }
         let repo = &job.issue.repo;
-        let usage = ledger.repo_day_usage(repo, day_start(now)).await?;
+        let mut usage = ledger.repo_day_usage(repo, day_start(now)).await?;
+        usage.new_jobs = usage.new_jobs.saturating_add(unrecorded);
         let Some(hold) = repo_hold(repo, usage, limits, now) else {
             return Ok(true);
         };

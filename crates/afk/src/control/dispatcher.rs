@@ -7,23 +7,22 @@
 //! [`Dispatcher`] reads the ledger and T3's view, records the attempt before sending it, sends,
 //! and records the outcome.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use afk_core::{AttemptNo, Effect, Event, JobId, JobState, Repo};
 use afk_ledger::{Attempt, Job, NewAttempt, WatchedAttempt};
-use chrono::{DateTime, Utc};
 use t3_client::{
     DispatchError, DispatchIds, DispatchPlan, DispatchStage, Fleet, IssueRef, T3Client, T3Error, ThreadId,
     WorktreePlan,
 };
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::budget::{job_gate, RepoHolds};
 use super::intake::Intake;
-use super::record::Recorder;
+use super::record::{Recorder, ToRecord};
 use super::{job_span, ControlError, Limits, TickClock};
 use crate::policy::{attempt_branch, Dispatch, Policies, RepoPolicy, RepoTarget, Resolution};
 
@@ -206,7 +205,10 @@ impl Dispatcher {
 
     /// Resumes every attempt left in `dispatching` whose back-off has passed, as [`resume_step`]
     /// says from T3's view; sends nothing unless `may_send` (afk leaves T3 alone while a refused
-    /// operate token backs off), and nothing more once T3 refused the token.
+    /// operate token backs off), and nothing more once T3 refused the token. What T3's view
+    /// already tells is recorded in one transaction; the sends go up to
+    /// [`Limits::parallel_dispatches`] at once (a checkout's bootstraps one after another, in
+    /// the order of `live`), their outcomes recorded in batches as they arrive.
     pub(crate) async fn resume(
         &mut self,
         recorder: &mut Recorder,
@@ -221,6 +223,8 @@ impl Dispatcher {
         // Past its patience an unanswered send no longer matters: forget it.
         self.unanswered
             .retain(|_, sent| sent.elapsed() < UNANSWERED_PATIENCE);
+        let mut seen: Vec<(Job, Event)> = Vec::new();
+        let mut resends: VecDeque<Box<Resend>> = VecDeque::new();
         for watched in live {
             if watched.job_state != JobState::Dispatching || watched.job_not_before.is_some_and(|t| t > now) {
                 continue;
@@ -231,47 +235,76 @@ impl Dispatcher {
                 Some(watched.number),
                 Some(&watched.thread_id),
             );
-            let mut tokens = std::mem::take(&mut self.tokens);
-            let mut unanswered = std::mem::take(&mut self.unanswered);
-            let resumed = self
-                .resume_one(
-                    recorder,
-                    policies,
-                    fleet,
-                    watched,
-                    &mut tokens,
-                    &mut unanswered,
-                    clock,
-                )
+            match self
+                .resumption(recorder, policies, fleet, watched, span.clone())
                 .instrument(span)
-                .await;
-            self.tokens = tokens;
-            self.unanswered = unanswered;
-            resumed?;
+                .await?
+            {
+                Resumption::Nothing => {}
+                Resumption::Record(job, event) => seen.push((job, event)),
+                Resumption::Send(resend) => resends.push_back(resend),
+            }
+        }
+        let at = clock.now();
+        let moves: Vec<ToRecord<'_>> = (seen.iter())
+            .map(|(job, event)| ToRecord {
+                job,
+                event,
+                new_attempt: None,
+                at,
+            })
+            .collect();
+        recorder.record_all(&moves).await?;
+        if self.held || resends.is_empty() {
+            return Ok(());
+        }
+        let parallel = self.limits.parallel_dispatches.max(1);
+        let mut sends: JoinSet<Sent> = JoinSet::new();
+        let mut checkouts: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+        loop {
+            while sends.len() < parallel && self.tokens.refused.is_none() {
+                let Some(resend) = resends.pop_front() else {
+                    break;
+                };
+                self.unanswered
+                    .insert(resend.plan.ids.thread_id.clone(), std::time::Instant::now());
+                let turn = resend.worktree.as_ref().map(|w| {
+                    let (done, next) = oneshot::channel();
+                    (checkouts.insert(w.project_cwd.clone(), next), done)
+                });
+                sends.spawn(resend.send(turn));
+            }
+            let Some(joined) = sends.join_next().await else {
+                break;
+            };
+            let mut arrived: Vec<Sent> = joined_sent(joined).into_iter().collect();
+            while let Some(joined) = sends.try_join_next() {
+                arrived.extend(joined_sent(joined));
+            }
+            let answers = self.read_answers(arrived);
+            self.record_batch(recorder, answers, Vec::new(), &mut Counts::default(), clock)
+                .await?;
         }
         Ok(())
     }
 
-    /// Resumes the dispatch of `watched`, as [`resume_step`] says from `fleet` (recording what
-    /// T3's view tells, and sending only when `may_send`).
-    #[allow(clippy::too_many_arguments)]
-    async fn resume_one(
+    /// What to do for the dispatch of `watched`, as [`resume_step`] says from `fleet`: record
+    /// what T3's view tells, send again (with the same ids), or nothing yet.
+    async fn resumption(
         &self,
-        recorder: &mut Recorder,
+        recorder: &Recorder,
         policies: &Policies,
         fleet: &Fleet,
         watched: &WatchedAttempt,
-        tokens: &mut TokenCheck,
-        unanswered: &mut HashMap<ThreadId, std::time::Instant>,
-        clock: TickClock,
-    ) -> Result<(), ControlError> {
+        span: tracing::Span,
+    ) -> Result<Resumption, ControlError> {
         // The whole rows (issue, prompt) only for the few attempts being dispatched.
         let ledger = recorder.ledger();
         let (Some(job), Some(attempt)) = (
             ledger.job(watched.job_id).await?,
             ledger.live_attempt(watched.job_id).await?,
         ) else {
-            return Ok(());
+            return Ok(Resumption::Nothing);
         };
         // The repository's configured part only: the rest of the policy is in the attempt.
         let target = policies.configured(&job.issue.repo).ok().map(|p| p.target);
@@ -280,7 +313,7 @@ impl Dispatcher {
         let client = client_for(&self.t3, None, attempt.model.as_deref());
         if fleet.unreadable(&plan.ids.thread_id).is_some() {
             // Unknown: T3 lists the thread but afk cannot read it; wait until it can.
-            return Ok(());
+            return Ok(Resumption::Nothing);
         }
         let seen = fleet.thread(&plan.ids.thread_id).map(|t| SeenThread {
             has_turn: t.latest_turn.is_some(),
@@ -289,7 +322,8 @@ impl Dispatcher {
             has_worktree: t.worktree_path.is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
-        let in_doubt = unanswered
+        let in_doubt = self
+            .unanswered
             .get(&plan.ids.thread_id)
             .is_some_and(|sent| sent.elapsed() < UNANSWERED_PATIENCE);
         let step = match resume_step(seen, worktrees.is_some(), in_doubt) {
@@ -304,25 +338,18 @@ impl Dispatcher {
             step => step,
         };
         let sends = !matches!(step, ResumeStep::Record(_) | ResumeStep::Wait);
-        if sends && (self.held || tokens.refused.is_some()) {
-            return Ok(());
+        if sends && (self.held || self.tokens.refused.is_some()) {
+            return Ok(Resumption::Nothing);
         }
-        let finish = step == ResumeStep::FinishBootstrap;
-        if sends {
-            unanswered.insert(plan.ids.thread_id.clone(), std::time::Instant::now());
-        }
-        let outcome = match step {
-            ResumeStep::Wait => return Ok(()),
-            ResumeStep::Record(event) => {
-                recorder.record(&job, &event, None, clock.now()).await?;
-                return Ok(());
-            }
+        let how = match step {
+            ResumeStep::Wait => return Ok(Resumption::Nothing),
+            ResumeStep::Record(event) => return Ok(Resumption::Record(job, event)),
             ResumeStep::Bootstrap | ResumeStep::FinishBootstrap => {
                 let Some((target, settings)) = target.as_ref().zip(worktrees) else {
-                    return Ok(());
+                    return Ok(Resumption::Nothing);
                 };
                 match worktree_plan(target, settings, fleet) {
-                    Ok(worktree) if finish => {
+                    Ok(worktree) if step == ResumeStep::FinishBootstrap => {
                         tracing::info!(
                             "{} attempt {}: T3 left thread {} half made (no worktree, no session); finishing its setup",
                             job.issue,
@@ -342,37 +369,42 @@ impl Dispatcher {
                                 plan.branch
                             );
                         }
-                        client.finish_isolated(&plan, &worktree, !foreign).await.map(drop)
+                        Resent::Finish {
+                            worktree,
+                            may_adopt: !foreign,
+                        }
                     }
-                    Ok(worktree) => client.dispatch_isolated(&plan, &worktree).await.map(drop),
+                    Ok(worktree) => Resent::Bootstrap(worktree),
                     Err(error) => {
-                        let event = Event::DispatchRejected { error };
-                        recorder.record(&job, &event, None, clock.now()).await?;
-                        return Ok(());
+                        return Ok(Resumption::Record(job, Event::DispatchRejected { error }));
                     }
                 }
             }
-            ResumeStep::Turn => client
-                .start_turn(&plan)
-                .await
-                .map(drop)
-                .map_err(|error| DispatchError {
-                    stage: DispatchStage::Turn,
-                    error,
-                }),
-            ResumeStep::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
+            ResumeStep::Turn => Resent::Turn,
+            ResumeStep::CreateAndTurn => Resent::CreateAndTurn,
         };
-        note_answer(unanswered, &plan.ids.thread_id, &outcome);
-        conclude(recorder, &job, &plan.ids.thread_id, outcome, tokens, clock.now()).await
+        let worktree = match &how {
+            Resent::Bootstrap(w) | Resent::Finish { worktree: w, .. } => Some(w.clone()),
+            Resent::Turn | Resent::CreateAndTurn => None,
+        };
+        Ok(Resumption::Send(Box::new(Resend {
+            job,
+            client,
+            plan,
+            how,
+            worktree,
+            span,
+        })))
     }
 
     /// Starts a new attempt for each ready job, in priority order, while the global and
     /// per-repository limits allow, under the job's resolved [`RepoPolicy`]. The attempt's ids
     /// are recorded with the transition, before the first request; up to
     /// [`Limits::parallel_dispatches`] dispatches are in flight at once, and each outcome is
-    /// recorded when it arrives, stamped with its own time (the turn timeout counts from it).
-    /// Nothing at all while afk leaves T3 alone ([`Dispatcher::resume`]'s `may_send`), and
-    /// nothing more once T3 refused the operate token.
+    /// recorded stamped with its own arrival time (the turn timeout counts from it). The starts
+    /// that fill the free slots and the outcomes that arrived meanwhile are recorded together, in
+    /// one ledger transaction. Nothing at all while afk leaves T3 alone ([`Dispatcher::resume`]'s
+    /// `may_send`), and nothing more once T3 refused the operate token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn dispatch_ready(
         &mut self,
@@ -399,30 +431,116 @@ impl Dispatcher {
             .await?;
         // A thread still being stopped may still be working: it counts against the limits, and
         // its job gets no new attempt until the stop is confirmed.
-        let mut total = 0;
-        let mut per_repo: HashMap<Repo, usize> = HashMap::new();
+        let mut counts = Counts::default();
         let busy = in_flight
             .iter()
             .chain(stopping.values().filter(|j| !j.state.has_live_attempt()));
         for job in busy {
-            total += 1;
-            *per_repo.entry(job.issue.repo.clone()).or_default() += 1;
+            counts.add(&job.issue.repo);
         }
         let parallel = self.limits.parallel_dispatches.max(1);
         let mut sends: JoinSet<Sent> = JoinSet::new();
         // The real T3 cannot add two worktrees to one checkout at once (both write its git
-        // config; one fails, after its branch was made): a checkout's bootstraps queue on its
-        // lock, in order, while other repositories' go on.
-        let mut checkouts: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
-        for job in ready {
-            // At the bound, the next dispatch waits for one in flight to be answered (which may
-            // be T3 refusing the token: then nothing more is started).
-            while sends.len() >= parallel {
-                self.conclude_next(recorder, &mut sends, clock).await?;
+        // config; one fails, after its branch was made): a checkout's bootstraps go one after
+        // another, in priority order, while other repositories' go on. Per checkout, the signal
+        // its last bootstrap handed out gives when it is answered (or its task ends).
+        let mut checkouts: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+        let mut ready: VecDeque<Job> = ready.into();
+        let mut arrived: Vec<Sent> = Vec::new();
+        loop {
+            // What the answers that arrived say (a refused token stops the starts), then the
+            // starts that fill the free slots, recorded with those answers in one transaction.
+            // `AFK.md` is read afresh each round: a pass may last long (serial bootstraps).
+            let answers = self.read_answers(std::mem::take(&mut arrived));
+            policies.begin_round();
+            let decided = match self
+                .decide(
+                    recorder,
+                    policies,
+                    intake,
+                    fleet,
+                    stopping,
+                    &mut ready,
+                    &mut counts,
+                    parallel.saturating_sub(sends.len()),
+                    clock,
+                )
+                .await
+            {
+                Ok(decided) => decided,
+                Err(error) => {
+                    // The answers taken are T3's word on dispatches it already got: recorded
+                    // before giving up the pass, or a dispatch T3 accepted would be resumed.
+                    if let Err(also) =
+                        (self.record_batch(recorder, answers, Vec::new(), &mut counts, clock)).await
+                    {
+                        tracing::warn!("the dispatches' answers could not be recorded either: {also}");
+                    }
+                    return Err(error);
+                }
+            };
+            let decided_any = !decided.is_empty();
+            let started = self
+                .record_batch(recorder, answers, decided, &mut counts, clock)
+                .await?;
+            for (start, job, span) in started {
+                let turn = start.worktree.as_ref().map(|w| {
+                    let (done, next) = oneshot::channel();
+                    (checkouts.insert(w.project_cwd.clone(), next), done)
+                });
+                sends.spawn(send(start, job, turn, span));
             }
-            if total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
+            if sends.is_empty() {
+                // Nothing in flight. Decided starts the machine did not take (a job gave up)
+                // leave room for the next ready jobs; else every ready job was decided, or a
+                // limit or T3 stops the rest.
+                if decided_any && !ready.is_empty() {
+                    continue;
+                }
                 break;
             }
+            let Some(joined) = sends.join_next().await else {
+                break;
+            };
+            // The first answer, and every other that came with it.
+            arrived.extend(joined_sent(joined));
+            while let Some(joined) = sends.try_join_next() {
+                arrived.extend(joined_sent(joined));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides the next starts, in priority order, up to `slots` of them, taking them off the
+    /// front of `ready` and counting them in `counts` (the limits); records at once the jobs that
+    /// are refused or over their budget. Stops early at a limit and once T3 refused the token. A
+    /// repository's daily budget counts the new jobs decided before in the same batch (not yet
+    /// in the ledger) with those the ledger holds, so a burst under a daily budget is decided
+    /// in one batch and never past the budget.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &mut self,
+        recorder: &mut Recorder,
+        policies: &mut Policies,
+        intake: &Intake,
+        fleet: &Fleet,
+        stopping: &HashMap<JobId, Job>,
+        ready: &mut VecDeque<Job>,
+        counts: &mut Counts,
+        slots: usize,
+        clock: TickClock,
+    ) -> Result<Vec<(Job, Box<Start>)>, ControlError> {
+        let mut decided: Vec<(Job, Box<Start>)> = Vec::new();
+        // Per repository, the new jobs (first attempts) decided in this batch, not yet recorded.
+        let mut new_in_batch: HashMap<Repo, u32> = HashMap::new();
+        while decided.len() < slots {
+            if counts.total >= self.limits.max_concurrent || self.tokens.refused.is_some() {
+                ready.clear();
+                break;
+            }
+            let Some(job) = ready.pop_front() else {
+                break;
+            };
             if stopping.contains_key(&job.id) {
                 continue;
             }
@@ -430,11 +548,11 @@ impl Dispatcher {
             if job.attempts == 0 && self.holds.holds(&job.issue.repo) {
                 continue;
             }
-            let repo_count = per_repo.entry(job.issue.repo.clone()).or_default();
+            let in_repo = counts.in_repo(&job.issue.repo);
             // A person's `/afk <instruction>` for this job, if any, goes with its prompt.
             let instruction = recorder.ledger().job_instruction(job.id).await?;
             let start = match self
-                .next_for(&job, *repo_count, policies, intake, fleet, instruction.as_ref())
+                .next_for(&job, in_repo, policies, intake, fleet, instruction.as_ref())
                 .await
             {
                 Next::Wait => continue,
@@ -454,79 +572,134 @@ impl Dispatcher {
                     .await?;
                 continue;
             }
+            // The repository's use of the day is read from the ledger, which does not hold the
+            // new jobs decided before this one in this batch yet: they are counted with it.
+            let unrecorded = new_in_batch.get(&job.issue.repo).copied().unwrap_or(0);
             if !self
                 .holds
-                .may_start(ledger, &job, &start.budget, clock.now())
+                .may_start(ledger, &job, &start.budget, unrecorded, clock.now())
                 .await?
             {
                 continue;
             }
+            if job.attempts == 0 {
+                *new_in_batch.entry(job.issue.repo.clone()).or_default() += 1;
+            }
+            counts.add(&job.issue.repo);
+            decided.push((job, start));
+        }
+        Ok(decided)
+    }
+
+    /// The events the answers of `arrived` call for ([`dispatch_event`]), each with when its
+    /// answer came; a dispatch blocked by the operate token calls for none and is noted in
+    /// `tokens`, for the control plane to say why afk waits (and nothing more is started).
+    fn read_answers(&mut self, arrived: Vec<Sent>) -> Vec<(Job, Event, std::time::Instant)> {
+        let mut outcomes = Vec::with_capacity(arrived.len());
+        for sent in arrived {
+            note_answer(&mut self.unanswered, &sent.thread, &sent.outcome);
+            match (dispatch_event(&sent.outcome, &sent.thread), sent.outcome) {
+                (Some(event), outcome) => {
+                    self.tokens.accepted |= outcome.is_ok();
+                    outcomes.push((sent.job, event, sent.at));
+                }
+                (None, Err(e)) => {
+                    let _span = sent.span.enter();
+                    tracing::debug!("{}: the operate token was refused: {}", sent.job.issue, e.error);
+                    self.tokens.refused = Some(e.error);
+                }
+                (None, Ok(())) => {}
+            }
+        }
+        outcomes
+    }
+
+    /// Records, in one ledger transaction, the events of the dispatches answered (`outcomes`,
+    /// each stamped with when its answer came) and the start of each attempt of `decided`; the
+    /// starts recorded, to be sent. A start the machine did not take after all (its budget is
+    /// spent, or the job moved) is taken off `counts` again.
+    async fn record_batch(
+        &mut self,
+        recorder: &mut Recorder,
+        outcomes: Vec<(Job, Event, std::time::Instant)>,
+        decided: Vec<(Job, Box<Start>)>,
+        counts: &mut Counts,
+        clock: TickClock,
+    ) -> Result<Vec<(Start, Job, tracing::Span)>, ControlError> {
+        let start_event = Event::StartAttempt;
+        let at = clock.now();
+        let moves: Vec<ToRecord<'_>> = (outcomes.iter())
+            .map(|(job, event, arrived)| ToRecord {
+                job,
+                event,
+                new_attempt: None,
+                at: clock.at_instant(*arrived),
+            })
+            .chain(decided.iter().map(|(job, start)| ToRecord {
+                job,
+                event: &start_event,
+                new_attempt: Some(&start.attempt),
+                at,
+            }))
+            .collect();
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = recorder.record_all(&moves).await?;
+        drop(moves);
+        let mut started = Vec::with_capacity(decided.len());
+        for ((job, start), answer) in decided.into_iter().zip(answers.into_iter().skip(outcomes.len())) {
+            // The machine starts no attempt for a job whose budget is spent (it gives up).
+            let Some((_, recorded)) = answer.filter(|(t, _)| t.effect == Some(Effect::Dispatch)) else {
+                counts.remove(&job.issue.repo);
+                continue;
+            };
+            let job = recorded;
             let span = job_span(
                 &job.issue,
                 job.id,
-                Some(AttemptNo(job.attempts + 1)),
+                Some(AttemptNo(job.attempts)),
                 Some(&start.plan.ids.thread_id),
             );
-            let Some(job) = record_start(recorder, &job, &start, clock)
-                .instrument(span.clone())
-                .await?
-            else {
-                continue;
-            };
-            total += 1;
-            *repo_count += 1;
             self.unanswered
                 .insert(start.plan.ids.thread_id.clone(), std::time::Instant::now());
-            let checkout = start
-                .worktree
-                .as_ref()
-                .map(|w| checkouts.entry(w.project_cwd.clone()).or_default().clone());
-            sends.spawn(send(*start, job, checkout, span));
+            started.push((*start, job, span));
         }
-        while !sends.is_empty() {
-            self.conclude_next(recorder, &mut sends, clock).await?;
-        }
-        Ok(())
+        Ok(started)
+    }
+}
+
+/// What is live in each repository and in all, against the limits.
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_repo: HashMap<Repo, usize>,
+}
+
+impl Counts {
+    fn add(&mut self, repo: &Repo) {
+        self.total += 1;
+        *self.per_repo.entry(repo.clone()).or_default() += 1;
     }
 
-    /// Waits for the next dispatch in `sends` to be answered and records its outcome, stamped
-    /// with when it arrived.
-    async fn conclude_next(
-        &mut self,
-        recorder: &mut Recorder,
-        sends: &mut JoinSet<Sent>,
-        clock: TickClock,
-    ) -> Result<(), ControlError> {
-        let Some(joined) = sends.join_next().await else {
-            return Ok(());
-        };
-        let Sent {
-            job,
-            thread,
-            outcome,
-            at,
-            span,
-        } = match joined {
-            Ok(sent) => sent,
-            // A send cannot panic short of a bug; its attempt stays `dispatching` and is resumed
-            // from T3's view next tick.
-            Err(error) => {
-                tracing::error!("a dispatch task failed: {error}");
-                return Ok(());
-            }
-        };
-        note_answer(&mut self.unanswered, &thread, &outcome);
-        conclude(
-            recorder,
-            &job,
-            &thread,
-            outcome,
-            &mut self.tokens,
-            clock.at_instant(at),
-        )
-        .instrument(span)
-        .await
+    fn remove(&mut self, repo: &Repo) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_repo.get_mut(repo) {
+            *n = n.saturating_sub(1);
+        }
     }
+
+    fn in_repo(&self, repo: &Repo) -> usize {
+        self.per_repo.get(repo).copied().unwrap_or(0)
+    }
+}
+
+/// The dispatch a send task answered; `None` (logged) when the task failed, which cannot happen
+/// short of a bug: its attempt stays `dispatching` and is resumed from T3's view next tick.
+fn joined_sent(joined: Result<Sent, tokio::task::JoinError>) -> Option<Sent> {
+    joined
+        .inspect_err(|error| tracing::error!("a dispatch task failed: {error}"))
+        .ok()
 }
 
 /// Forgets `thread`'s send once T3 answered it either way; keeps it when the call ended without
@@ -560,12 +733,13 @@ struct Sent {
     span: tracing::Span,
 }
 
-/// Sends `start`'s commands for `job` (recorded `dispatching` already), a worktree bootstrap
-/// once it holds its `checkout`'s lock.
+/// Sends `start`'s commands for `job` (recorded `dispatching` already). A worktree bootstrap
+/// takes its `turn` in its checkout: it waits for the bootstrap handed out before it there to be
+/// answered (or its task to end), and signals the next one when its own answer came.
 async fn send(
     start: Start,
     job: Job,
-    checkout: Option<Arc<tokio::sync::Mutex<()>>>,
+    turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
     span: tracing::Span,
 ) -> Sent {
     let Start {
@@ -574,10 +748,8 @@ async fn send(
         worktree,
         ..
     } = start;
-    let _turn = match &checkout {
-        Some(lock) => Some(lock.lock().await),
-        None => None,
-    };
+    // Dropped when this task ends, answered or not: the checkout's next bootstrap goes then.
+    let _done = take_turn(turn).await;
     let outcome = async {
         match &worktree {
             Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
@@ -593,6 +765,100 @@ async fn send(
         at: std::time::Instant::now(),
         span,
     }
+}
+
+/// How to carry on with one interrupted dispatch this tick.
+// A few per tick, held briefly: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Resumption {
+    /// Nothing yet (T3 cannot show the thread, a bootstrap may still run, afk may not send).
+    Nothing,
+    /// Record this event: T3's view tells how the dispatch went.
+    Record(Job, Event),
+    /// Send again, with the attempt's ids.
+    Send(Box<Resend>),
+}
+
+/// What an interrupted dispatch sends again.
+enum Resent {
+    /// The worktree bootstrap (T3 has no thread).
+    Bootstrap(WorktreePlan),
+    /// The bootstrap of a half-made thread, without creating it ([`T3Client::finish_isolated`]).
+    Finish { worktree: WorktreePlan, may_adopt: bool },
+    /// The turn alone.
+    Turn,
+    /// `thread.create` and the turn (over HTTP).
+    CreateAndTurn,
+}
+
+/// An interrupted dispatch of `job` to send again, as first planned.
+struct Resend {
+    job: Job,
+    client: T3Client,
+    plan: DispatchPlan,
+    how: Resent,
+    /// The checkout its bootstrap goes to, when it sends one.
+    worktree: Option<WorktreePlan>,
+    span: tracing::Span,
+}
+
+impl Resend {
+    /// Sends it (a bootstrap in its `turn` of its checkout, as [`send`] does).
+    async fn send(
+        self: Box<Self>,
+        turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    ) -> Sent {
+        let Resend {
+            job,
+            client,
+            plan,
+            how,
+            span,
+            ..
+        } = *self;
+        let _done = take_turn(turn).await;
+        let outcome = async {
+            match &how {
+                Resent::Bootstrap(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
+                Resent::Finish { worktree, may_adopt } => client
+                    .finish_isolated(&plan, worktree, *may_adopt)
+                    .await
+                    .map(drop),
+                Resent::Turn => client
+                    .start_turn(&plan)
+                    .await
+                    .map(drop)
+                    .map_err(|error| DispatchError {
+                        stage: DispatchStage::Turn,
+                        error,
+                    }),
+                Resent::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        Sent {
+            job,
+            thread: plan.ids.thread_id,
+            outcome,
+            at: std::time::Instant::now(),
+            span,
+        }
+    }
+}
+
+/// Waits for a bootstrap's `turn` in its checkout (the bootstrap handed out before it there
+/// answered, or its task ended); the signal to hold until this one is answered, whose drop lets
+/// the next one go.
+async fn take_turn(
+    turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+) -> Option<oneshot::Sender<()>> {
+    let (before, done) = turn?;
+    if let Some(before) = before {
+        // An error only says the one before ended without signalling: its turn is over.
+        let _ = before.await;
+    }
+    Some(done)
 }
 
 /// What a ready job gets this tick.
@@ -674,48 +940,6 @@ impl Dispatcher {
             Err(error) => Next::Refuse(error.to_string()),
         }
     }
-}
-
-/// Records `start`'s attempt for `job`; the job as recorded when the machine started the
-/// attempt and it is to be sent, `None` when it started none after all (its budget is spent).
-async fn record_start(
-    recorder: &mut Recorder,
-    job: &Job,
-    start: &Start,
-    clock: TickClock,
-) -> Result<Option<Job>, ControlError> {
-    let Some((transition, job)) = recorder
-        .record(job, &Event::StartAttempt, Some(&start.attempt), clock.now())
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok((transition.effect == Some(Effect::Dispatch)).then_some(job))
-}
-
-/// Records how a dispatch went ([`dispatch_event`]); a dispatch blocked by the operate token
-/// records nothing and is noted in `tokens`, for the control plane to say why afk waits (the
-/// token's provider, or T3 refusing it).
-async fn conclude(
-    recorder: &mut Recorder,
-    job: &Job,
-    thread: &ThreadId,
-    outcome: Result<(), DispatchError>,
-    tokens: &mut TokenCheck,
-    now: DateTime<Utc>,
-) -> Result<(), ControlError> {
-    match (dispatch_event(&outcome, thread), outcome) {
-        (Some(event), outcome) => {
-            tokens.accepted |= outcome.is_ok();
-            recorder.record(job, &event, None, now).await?;
-        }
-        (None, Err(e)) => {
-            tracing::debug!("{}: the operate token was refused: {}", job.issue, e.error);
-            tokens.refused = Some(e.error);
-        }
-        (None, Ok(())) => {}
-    }
-    Ok(())
 }
 
 /// The attempt `plan` starts, under `policy`: its ids, chosen now and stored before the first

@@ -42,6 +42,15 @@ fn scrubbed(event: &Event) -> Cow<'_, Event> {
     Cow::Owned(event)
 }
 
+/// One move for [`Recorder::record_all`]: `event` applied to `job` as read, at `at`, with the ids
+/// of the attempt it starts, if any.
+pub(crate) struct ToRecord<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) event: &'a Event,
+    pub(crate) new_attempt: Option<&'a NewAttempt>,
+    pub(crate) at: DateTime<Utc>,
+}
+
 /// Decides and records transitions, and keeps what the tick reports of them.
 pub(crate) struct Recorder {
     ledger: Ledger,
@@ -114,6 +123,57 @@ impl Recorder {
         };
         self.recorded(job, &transition, &updated, new_attempt.map(|a| &a.thread_id), now);
         Ok(Some((transition, updated)))
+    }
+
+    /// Records each of `moves` as [`Recorder::record`] does, in one ledger transaction (one
+    /// commit for all: [`Ledger::record_many`]); the answers in order, `None` for an event that
+    /// does not apply to its job's state or a job that moved meanwhile. An error of the ledger
+    /// records none of them.
+    pub(crate) async fn record_all(
+        &mut self,
+        moves: &[ToRecord<'_>],
+    ) -> Result<Vec<Option<(Transition, Job)>>, ControlError> {
+        let mut answers: Vec<Option<(Transition, Job)>> = vec![None; moves.len()];
+        let mut taken = Vec::with_capacity(moves.len());
+        for (i, m) in moves.iter().enumerate() {
+            let event = &scrubbed(m.event);
+            match apply(m.job.status(), event, &self.retry, m.at) {
+                Ok(transition) => taken.push((i, transition)),
+                Err(invalid) => tracing::debug!("job {}: {invalid}", m.job.issue),
+            }
+        }
+        if taken.is_empty() {
+            return Ok(answers);
+        }
+        self.watched = None;
+        let ledger_moves: Vec<afk_ledger::Move<'_>> = (taken.iter())
+            .map(|(i, transition)| afk_ledger::Move {
+                job: moves[*i].job.id,
+                transition,
+                new_attempt: moves[*i].new_attempt,
+                at: moves[*i].at,
+            })
+            .collect();
+        let written = self.ledger.record_many(&ledger_moves).await?;
+        for ((i, transition), written) in taken.into_iter().zip(written) {
+            let m = &moves[i];
+            match written {
+                Ok(updated) => {
+                    let thread = m.new_attempt.map(|a| &a.thread_id);
+                    self.recorded(m.job, &transition, &updated, thread, m.at);
+                    answers[i] = Some((transition, updated));
+                }
+                Err(refused) => {
+                    // T3's error text in the event may echo a secret: the scrubbed copy.
+                    tracing::debug!(
+                        "job {}: changed under us, skipping {:?}: {refused}",
+                        m.job.issue,
+                        scrubbed(m.event)
+                    );
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// Answers the taken comment command `command` in one ledger transaction with the job's move:
@@ -314,6 +374,7 @@ mod tests {
     use afk_core::{IssueKey, JobSource, Priority, Repo};
     use afk_ledger::NewJob;
     use afk_secrets::Secret;
+    use std::sync::{Arc, Mutex};
 
     #[tokio::test]
     async fn an_outside_error_echoing_a_secret_is_recorded_without_it() {
@@ -357,5 +418,74 @@ mod tests {
             events.iter().all(|e| !e.note.contains(token.expose())),
             "{events:#?}"
         );
+    }
+
+    /// The log lines written while the returned guard lives (this thread: a current-thread test).
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(written.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || sink.clone())
+            .finish();
+        (written, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test]
+    async fn a_refused_move_of_a_batch_is_logged_without_the_secret_its_event_echoes() {
+        let token = Secret::new("t3-operate-echoed-batch-51c2e8");
+        let ledger = Ledger::open("sqlite::memory:").await.unwrap();
+        let now = Utc::now();
+        let new = NewJob {
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number: 2,
+            },
+            title: "t".into(),
+            body: "b".into(),
+            labels: vec![],
+            priority: Priority::DEFAULT,
+            source: JobSource::Local,
+        };
+        let (stale, _) = ledger.upsert_job(&new, now).await.unwrap();
+        let mut recorder = Recorder::new(ledger.clone(), RetryPolicy::default());
+        // The job moves on meanwhile: the batch's move, decided on the stale read, is refused.
+        let moved = Event::Refused {
+            error: "first".into(),
+        };
+        recorder
+            .record(&stale, &moved, None, now)
+            .await
+            .unwrap()
+            .expect("recorded");
+        let event = Event::Refused {
+            error: format!("T3 answered 400: echo {}", token.expose()),
+        };
+        let (written, guard) = capture_logs();
+        let answers = recorder
+            .record_all(&[ToRecord {
+                job: &stale,
+                event: &event,
+                new_attempt: None,
+                at: now,
+            }])
+            .await
+            .unwrap();
+        drop(guard);
+        assert!(answers[0].is_none(), "the stale move is refused");
+        let logs = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("changed under us"), "{logs}");
+        assert!(!logs.contains(token.expose()), "{logs}");
     }
 }

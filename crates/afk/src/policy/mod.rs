@@ -89,6 +89,9 @@ pub struct Policies {
     budget_generation: u64,
     /// Repositories whose `AFK.md` [`Policies::load_budgets`] found unusable.
     budgets_unusable: std::collections::HashSet<Repo>,
+    /// The `AFK.md` of each repository as fetched in this dispatch round
+    /// ([`Policies::begin_round`]): one request per repository and round, not one per job.
+    this_round: HashMap<Repo, std::sync::Arc<afk_github::RepoPolicy>>,
 }
 
 impl Policies {
@@ -103,7 +106,18 @@ impl Policies {
             budget: BudgetLimits::default(),
             budget_generation: 0,
             budgets_unusable: Default::default(),
+            this_round: HashMap::new(),
         }
+    }
+
+    /// Starts a dispatch round (the starts decided together, before any is sent):
+    /// [`Policies::resolve`] fetches each repository's `AFK.md` once from now on, and answers
+    /// its next jobs from that fetch, until the next call. A round is decided at once, without
+    /// waiting for T3, so an edit to `AFK.md` made meanwhile is read by the next round, as one
+    /// made just after the round would be; a pass's later rounds (after T3's answers, or a
+    /// checkout's serial bootstraps) fetch it again.
+    pub fn begin_round(&mut self) {
+        self.this_round.clear();
     }
 
     /// Applies `[budget]`'s limits (none by default) to every repository's jobs.
@@ -205,8 +219,15 @@ impl Policies {
         let Some(issue) = issue else {
             return Resolution::NotNow;
         };
-        let file = match afk_md.policy(&job.issue.repo).await {
-            Ok(file) => file,
+        let fetched = match self.this_round.get(&job.issue.repo) {
+            Some(file) => Ok(file.clone()),
+            None => afk_md.policy(&job.issue.repo).await,
+        };
+        let file = match fetched {
+            Ok(file) => {
+                self.this_round.insert(job.issue.repo.clone(), file.clone());
+                file
+            }
             Err(error @ PolicyError::Fetch { .. }) => {
                 tracing::warn!("{}: {error}; trying again next tick", job.issue);
                 return Resolution::NotNow;
