@@ -20,7 +20,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::read_model::{nullable_timestamp, timestamp, waits_for_person, ThreadFacts};
+use super::read_model::{nullable_timestamp, timestamp, waits_for_person, CheckedTimestamp, ThreadFacts};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
@@ -284,8 +284,7 @@ struct SessionRaw {
     active_turn_id: Option<IdText>,
     #[serde(deserialize_with = "required_nullable")]
     last_error: Option<String>,
-    #[serde(deserialize_with = "timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 impl From<SessionRaw> for SessionSummary {
@@ -314,12 +313,11 @@ struct SnapshotThread {
     worktree_path: Option<String>,
     #[serde(deserialize_with = "required_nullable")]
     latest_turn: Option<LatestTurn>,
-    #[serde(deserialize_with = "timestamp")]
-    created_at: Timestamp,
+    created_at: CheckedTimestamp,
     #[serde(deserialize_with = "timestamp")]
     updated_at: Timestamp,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    archived_at: Option<Timestamp>,
+    #[serde(default)]
+    archived_at: Option<CheckedTimestamp>,
     #[serde(deserialize_with = "nullable_timestamp")]
     deleted_at: Option<Timestamp>,
     #[serde(default)]
@@ -369,16 +367,15 @@ pub(super) struct ShellThread {
     worktree_path: Option<String>,
     #[serde(deserialize_with = "required_nullable")]
     latest_turn: Option<LatestTurn>,
-    #[serde(deserialize_with = "timestamp")]
-    created_at: Timestamp,
+    created_at: CheckedTimestamp,
     #[serde(deserialize_with = "timestamp")]
     updated_at: Timestamp,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    archived_at: Option<Timestamp>,
+    #[serde(default)]
+    archived_at: Option<CheckedTimestamp>,
     #[serde(deserialize_with = "required_nullable")]
     session: Option<SessionRaw>,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    latest_user_message_at: Option<Timestamp>,
+    #[serde(default)]
+    latest_user_message_at: Option<CheckedTimestamp>,
     #[serde(default)]
     has_pending_approvals: bool,
     #[serde(default)]
@@ -503,9 +500,8 @@ struct SnapshotDoc {
     projects: Vec<Project>,
     #[serde(deserialize_with = "threads_strict::<SnapshotThread, _>")]
     threads: Threads,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -515,9 +511,8 @@ struct LooseSnapshotDoc<'a> {
     projects: Vec<Project>,
     #[serde(borrow)]
     threads: Vec<&'a RawValue>,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
@@ -585,9 +580,8 @@ struct ShellDoc {
     projects: Vec<ProjectShell>,
     #[serde(deserialize_with = "threads_strict::<ShellThread, _>")]
     threads: Threads,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -597,9 +591,8 @@ struct LooseShellDoc<'a> {
     projects: Vec<ProjectShell>,
     #[serde(borrow)]
     threads: Vec<&'a RawValue>,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 /// A shell snapshot (`GET /api/orchestration/shell`, or a stream's `snapshot` item) as the watcher

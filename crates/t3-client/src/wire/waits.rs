@@ -13,7 +13,8 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::view::{IdOnly, ShellThread};
-use super::{FleetThread, ProjectShell, ShellSnapshot, Timestamp};
+use super::read_model::CheckedTimestamp;
+use super::{FleetThread, ProjectShell, ShellSnapshot};
 use crate::ids::ThreadId;
 
 /// For each thread T3's shell lists readably (once), whether its agent waits for a person
@@ -152,8 +153,7 @@ struct WaitsDoc {
     projects: Vec<ProjectShell>,
     #[serde(deserialize_with = "waits_strict")]
     threads: Building,
-    #[serde(deserialize_with = "super::read_model::timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -164,8 +164,7 @@ struct LooseWaitsDoc<'a> {
     projects: Vec<ProjectShell>,
     #[serde(borrow)]
     threads: Vec<&'a serde_json::value::RawValue>,
-    #[serde(deserialize_with = "super::read_model::timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[cfg(test)]
