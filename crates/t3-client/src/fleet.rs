@@ -1,9 +1,7 @@
 //! [`Fleet`]: the watcher's view of T3's threads, indexed by id, built from the HTTP snapshot or
 //! kept up to date from the shell stream.
 
-use std::collections::HashMap;
-
-use crate::ids::{ProjectId, ThreadId};
+use crate::ids::{IdMap, ProjectId, ThreadId};
 use crate::wire::{
     FleetItem, FleetThread, ProjectShell, ReadModel, ShellItem, ShellSnapshot, ThreadState, Threads,
     UnreadableThread, ViewParts, ViewSnapshot,
@@ -23,9 +21,9 @@ use crate::wire::{
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {
     sequence: u64,
-    threads: HashMap<ThreadId, FleetThread>,
-    projects: HashMap<ProjectId, ProjectShell>,
-    unreadable: HashMap<ThreadId, String>,
+    threads: IdMap<ThreadId, FleetThread>,
+    projects: IdMap<ProjectId, ProjectShell>,
+    unreadable: IdMap<ThreadId, String>,
     /// Built from T3's shell (stream or `GET /api/orchestration/shell`), whose threads carry the
     /// flags that say who waits for a person; the snapshot's do not.
     shows_waits: bool,

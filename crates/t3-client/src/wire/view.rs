@@ -12,7 +12,6 @@
 //! [`super::ShellItem::decode`] (`tests/fuzz.rs` holds the two side by side).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -25,7 +24,7 @@ use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{is_ascii_white, is_trimmed_non_empty, InvalidId, ProjectId, ThreadId};
+use crate::ids::{is_ascii_white, is_trimmed_non_empty, IdMap, InvalidId, ProjectId, ThreadId};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
 /// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
@@ -407,8 +406,8 @@ const LISTED_TWICE: &str = "listed more than once in one view";
 /// The threads of one view by id, and those afk cannot read with why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Threads {
-    pub(crate) readable: HashMap<ThreadId, FleetThread>,
-    pub(crate) unreadable: HashMap<ThreadId, String>,
+    pub(crate) readable: IdMap<ThreadId, FleetThread>,
+    pub(crate) unreadable: IdMap<ThreadId, String>,
 }
 
 impl Threads {
@@ -416,7 +415,7 @@ impl Threads {
     /// it is unreadable, not the last (or first) of its entries.
     pub(crate) fn of(listed: impl Iterator<Item = FleetThread>, unreadable: Vec<UnreadableThread>) -> Self {
         let mut threads = Threads {
-            readable: HashMap::with_capacity(listed.size_hint().0),
+            readable: IdMap::with_capacity_and_hasher(listed.size_hint().0, Default::default()),
             unreadable: unreadable.into_iter().map(|u| (u.id, u.reason)).collect(),
         };
         for thread in listed {
@@ -489,7 +488,7 @@ where
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ViewParts {
     pub(crate) sequence: u64,
-    pub(crate) projects: HashMap<ProjectId, ProjectShell>,
+    pub(crate) projects: IdMap<ProjectId, ProjectShell>,
     pub(crate) threads: Threads,
 }
 
@@ -515,7 +514,7 @@ struct LooseSnapshotDoc<'a> {
     updated_at: CheckedTimestamp,
 }
 
-fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
+fn live_projects(projects: Vec<Project>) -> IdMap<ProjectId, ProjectShell> {
     projects
         .iter()
         .filter(|p| p.deleted_at.is_none())
@@ -532,20 +531,20 @@ fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
 /// before, so that every outcome (and every error) stays what `from_slice` gives: on valid UTF-8,
 /// `from_str` and `from_slice` run the same parser and differ only in that check.
 #[derive(Clone, Copy)]
-enum Body<'a> {
+pub(super) enum Body<'a> {
     Text(&'a str),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Body<'a> {
-    fn of(body: &'a [u8]) -> Self {
+    pub(super) fn of(body: &'a [u8]) -> Self {
         match std::str::from_utf8(body) {
             Ok(text) => Body::Text(text),
             Err(_) => Body::Bytes(body),
         }
     }
 
-    fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
+    pub(super) fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
         match self {
             Body::Text(text) => serde_json::from_str(text),
             Body::Bytes(bytes) => serde_json::from_slice(bytes),
