@@ -11,8 +11,10 @@
 //! reads as unreadable here exactly when it does in [`super::ReadModel::decode_per_thread`] and
 //! [`super::ShellItem::decode`] (`tests/fuzz.rs` holds the two side by side).
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -24,7 +26,7 @@ use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{is_ascii_white, is_trimmed_non_empty, IdMap, InvalidId, ProjectId, ThreadId};
+use crate::ids::{is_ascii_white, is_trimmed_non_empty, IdHasher, IdMap, InvalidId, ProjectId, ThreadId};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
 /// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
@@ -403,10 +405,100 @@ impl From<ShellThread> for FleetThread {
 
 const LISTED_TWICE: &str = "listed more than once in one view";
 
+/// Threads looked up by their own id: each [`FleetThread`] is stored once, its id not copied into
+/// a key as a map from [`ThreadId`] would (one heap string fewer per thread, in decode time and in
+/// the view's memory).
+#[derive(Clone, Default)]
+pub(crate) struct ThreadsById(HashSet<ById, IdHasher>);
+
+/// A thread hashed and compared by its id alone (`str`'s hash of it, which is [`ThreadId`]'s), so
+/// that the set can be searched with the id's text. Private to [`ThreadsById`]: as a whole thread's
+/// equality it would be wrong.
+#[derive(Clone)]
+struct ById(FleetThread);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id.as_str()
+    }
+}
+
+impl ThreadsById {
+    fn with_capacity(capacity: usize) -> Self {
+        Self(HashSet::with_capacity_and_hasher(capacity, IdHasher::default()))
+    }
+
+    /// The thread with this id.
+    pub(crate) fn get(&self, id: &str) -> Option<&FleetThread> {
+        self.0.get(id).map(|t| &t.0)
+    }
+
+    /// Adds `thread`, replacing the one with its id, which is returned.
+    pub(crate) fn insert(&mut self, thread: FleetThread) -> Option<FleetThread> {
+        self.0.replace(ById(thread)).map(|t| t.0)
+    }
+
+    /// Takes the thread with this id out.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<FleetThread> {
+        self.0.take(id).map(|t| t.0)
+    }
+
+    /// Changes the thread with this id (`None` when there is none) with `change`, whose answer is
+    /// returned. `change` must not change the id.
+    pub(crate) fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut FleetThread) -> T) -> Option<T> {
+        // A set hands out no `&mut` to what it hashes: the thread is taken out and put back.
+        let mut thread = self.remove(id)?;
+        let answer = change(&mut thread);
+        debug_assert_eq!(thread.id.as_str(), id, "the id is the key");
+        self.insert(thread);
+        Some(answer)
+    }
+
+    /// Every thread, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &FleetThread> {
+        self.0.iter().map(|t| &t.0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq for ThreadsById {
+    /// The same threads, whole (not only the same ids).
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|t| other.get(t.id.as_str()) == Some(t))
+    }
+}
+
+impl fmt::Debug for ThreadsById {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter().map(|t| (&t.id, t))).finish()
+    }
+}
+
 /// The threads of one view by id, and those afk cannot read with why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Threads {
-    pub(crate) readable: IdMap<ThreadId, FleetThread>,
+    pub(crate) readable: ThreadsById,
     pub(crate) unreadable: IdMap<ThreadId, String>,
 }
 
@@ -415,7 +507,7 @@ impl Threads {
     /// it is unreadable, not the last (or first) of its entries.
     pub(crate) fn of(listed: impl Iterator<Item = FleetThread>, unreadable: Vec<UnreadableThread>) -> Self {
         let mut threads = Threads {
-            readable: IdMap::with_capacity_and_hasher(listed.size_hint().0, Default::default()),
+            readable: ThreadsById::with_capacity(listed.size_hint().0),
             unreadable: unreadable.into_iter().map(|u| (u.id, u.reason)).collect(),
         };
         for thread in listed {
@@ -427,8 +519,8 @@ impl Threads {
     fn add(&mut self, thread: FleetThread) {
         if let Some(reason) = self.unreadable.get_mut(&thread.id) {
             LISTED_TWICE.clone_into(reason);
-        } else if let Some(twice) = self.readable.insert(thread.id.clone(), thread) {
-            self.readable.remove(&twice.id);
+        } else if let Some(twice) = self.readable.insert(thread) {
+            self.readable.remove(twice.id.as_str());
             self.unreadable.insert(twice.id, LISTED_TWICE.into());
         }
     }

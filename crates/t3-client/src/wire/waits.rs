@@ -6,14 +6,15 @@
 //! `afk run`'s peak at 10,000 threads (BENCHMARKS.md, "Memory"). Here each shell thread is decoded
 //! and checked exactly as [`crate::Fleet::decode_shell`] does, then let go: one flag is kept.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::view::{Body, IdOnly, ShellThread};
 use super::read_model::CheckedTimestamp;
+use super::view::{Body, IdOnly, ShellThread};
 use super::{FleetThread, ProjectShell, ShellSnapshot};
 use crate::ids::{IdHasher, IdMap, ThreadId};
 
@@ -103,9 +104,14 @@ impl Building {
             return;
         }
         let waits = thread.waits_for_person();
-        if self.threads.insert(thread.id.clone(), waits).is_some() {
-            self.threads.remove(&thread.id);
-            self.twice.insert(thread.id);
+        // The id moves into the map (no copy of it); a second listing moves it on to `twice`.
+        match self.threads.entry(thread.id) {
+            Entry::Vacant(entry) => {
+                entry.insert(waits);
+            }
+            Entry::Occupied(entry) => {
+                self.twice.insert(entry.remove_entry().0);
+            }
         }
     }
 
