@@ -671,9 +671,8 @@ fn is_t3_form(text: &str) -> bool {
 /// The seven numbers of `YYYY-MM-DDTHH:MM:SS.mmmZ` (year, month, day, hour, minute, second,
 /// millisecond), none of them range-checked; `None` when `text` has another shape.
 fn t3_form_fields(text: &str) -> Option<[u32; 7]> {
-    let b = text.as_bytes();
-    if b.len() != 24
-        || b[4] != b'-'
+    let b: &[u8; 24] = text.as_bytes().try_into().ok()?;
+    if b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
         || b[13] != b':'
@@ -683,19 +682,19 @@ fn t3_form_fields(text: &str) -> Option<[u32; 7]> {
     {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
+    let digit = |i: usize| {
+        let value = b[i].wrapping_sub(b'0');
+        (value < 10).then_some(u32::from(value))
     };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
     Some([
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-        num(20..23)?,
+        two(0)? * 100 + two(2)?,
+        two(5)?,
+        two(8)?,
+        two(11)?,
+        two(14)?,
+        two(17)?,
+        two(20)? * 10 + digit(22)?,
     ])
 }
 
