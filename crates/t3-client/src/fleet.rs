@@ -1,12 +1,10 @@
 //! [`Fleet`]: the watcher's view of T3's threads, indexed by id, built from the HTTP snapshot or
 //! kept up to date from the shell stream.
 
-use std::collections::HashMap;
-
-use crate::ids::{ProjectId, ThreadId};
+use crate::ids::{IdMap, ProjectId, ThreadId};
 use crate::wire::{
     FleetItem, FleetThread, ProjectShell, ReadModel, ShellItem, ShellSnapshot, ThreadState, Threads,
-    UnreadableThread, ViewParts, ViewSnapshot,
+    ThreadsById, UnreadableThread, ViewParts, ViewSnapshot,
 };
 
 /// T3's threads and projects as of one event sequence. A thread T3 deleted keeps its entry with
@@ -23,9 +21,9 @@ use crate::wire::{
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {
     sequence: u64,
-    threads: HashMap<ThreadId, FleetThread>,
-    projects: HashMap<ProjectId, ProjectShell>,
-    unreadable: HashMap<ThreadId, String>,
+    threads: ThreadsById,
+    projects: IdMap<ProjectId, ProjectShell>,
+    unreadable: IdMap<ThreadId, String>,
     /// Built from T3's shell (stream or `GET /api/orchestration/shell`), whose threads carry the
     /// flags that say who waits for a person; the snapshot's do not.
     shows_waits: bool,
@@ -131,7 +129,7 @@ impl Fleet {
 
     /// The thread with this id, if T3 knows it (deleted ones included).
     pub fn thread(&self, id: &ThreadId) -> Option<&FleetThread> {
-        self.threads.get(id)
+        self.threads.get(id.as_str())
     }
 
     /// [`Fleet::thread`] by the id's text (as a ledger stores it), without building an id.
@@ -146,7 +144,7 @@ impl Fleet {
 
     /// Every thread, deleted ones included, in no particular order.
     pub fn threads(&self) -> impl Iterator<Item = &FleetThread> {
-        self.threads.values()
+        self.threads.iter()
     }
 
     /// How many threads there are, deleted ones included.
@@ -177,7 +175,7 @@ impl Fleet {
         self.sequence = sequence;
         match item {
             FleetItem::ThreadUnreadable { thread, .. } => {
-                self.threads.remove(&thread.id);
+                self.threads.remove(thread.id.as_str());
                 let id = thread.id.clone();
                 let changed = self.unreadable.insert(thread.id, thread.reason).is_none();
                 if changed {
@@ -191,25 +189,32 @@ impl Fleet {
                 // A thread beginning or ending a wait for a person changes what afk does too.
                 let before = self
                     .threads
-                    .get(&thread.id)
+                    .get(thread.id.as_str())
                     .map(|t| (ThreadState::of(Some(t)), t.waits_for_person()));
                 let after = (ThreadState::of(Some(&thread)), thread.waits_for_person());
                 let id = thread.id.clone();
-                self.threads.insert(id.clone(), thread);
+                self.threads.insert(thread);
                 if before.as_ref() == Some(&after) && !was_unreadable {
                     FleetChange::Quiet
                 } else {
                     FleetChange::Threads(vec![id])
                 }
             }
-            FleetItem::ThreadRemoved { thread_id, .. } => match self.threads.get_mut(&thread_id) {
-                Some(thread) if thread.deleted_at.is_none() => {
-                    // The event carries no time; the thread's last change is the closest known.
-                    thread.deleted_at = Some(thread.updated_at);
+            FleetItem::ThreadRemoved { thread_id, .. } => {
+                let marked = self.threads.update(thread_id.as_str(), |thread| {
+                    let newly = thread.deleted_at.is_none();
+                    if newly {
+                        // The event carries no time; the thread's last change is the closest known.
+                        thread.deleted_at = Some(thread.updated_at);
+                    }
+                    newly
+                });
+                if marked == Some(true) {
                     FleetChange::Threads(vec![thread_id])
+                } else {
+                    FleetChange::Quiet
                 }
-                _ => FleetChange::Quiet,
-            },
+            }
             FleetItem::ProjectUpserted { project, .. } => {
                 self.projects.insert(project.id.clone(), project);
                 FleetChange::Quiet

@@ -11,6 +11,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[error("an id must be a non-empty string without surrounding whitespace, got {0:?}")]
 pub struct InvalidId(pub String);
 
+/// The hasher of the maps keyed by T3's ids (the fleet's threads and projects, the shell's waits):
+/// foldhash, which hashes a UUID in a fraction of std's SipHash (SipHash was 3% of the fleet's
+/// decode, BENCHMARKS.md "Typed decode against the floor"). SipHash's defence against HashDoS is
+/// not needed for these keys: they are ids that afk itself generates or that the T3 server it
+/// trusts with its agents minted, never text from an untrusted party; and foldhash's `RandomState`
+/// still seeds each map from a per-process random value.
+pub(crate) type IdHasher = foldhash::fast::RandomState;
+
+/// A map keyed by T3 ids, with [`IdHasher`].
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasher>;
+
 /// True when `text` is non-empty and trimmed (`text.trim() == text`), as T3's schema demands of
 /// an id. The same answer as that comparison, without trimming when both ends are ASCII (a
 /// snapshot decodes several ids per thread: see BENCHMARKS.md, "Typed decode against the floor").

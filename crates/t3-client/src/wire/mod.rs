@@ -21,7 +21,7 @@ pub use errors::*;
 pub use read_model::*;
 pub use server::*;
 pub use shell::*;
-pub(crate) use view::{decode_shell_bytes, decode_snapshot, Threads, ViewParts};
+pub(crate) use view::{decode_shell_bytes, decode_snapshot, Threads, ThreadsById, ViewParts};
 pub use view::{FleetItem, FleetThread, SessionSummary, ViewSnapshot};
 pub use waits::ShellWaits;
 

@@ -578,16 +578,14 @@ pub(crate) fn timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Ti
         type Value = Timestamp;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an ISO 8601 date-time string")
+            f.write_str(EXPECTING_TIMESTAMP)
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Timestamp, E> {
-            if let Some(t) = t3_form(text) {
-                return Ok(t);
+            match t3_form(text) {
+                Some(t) => Ok(t),
+                None => rfc3339(text),
             }
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| Timestamp(t.with_timezone(&Utc)))
-                .map_err(|e| E::custom(format!("not an ISO 8601 date-time {text:?}: {e}")))
         }
     }
     deserializer.deserialize_str(Iso)
@@ -606,12 +604,75 @@ pub(crate) fn nullable_timestamp<'de, D: Deserializer<'de>>(
     Ok(Option::<Fast>::deserialize(deserializer)?.map(|f| f.0))
 }
 
+/// A timestamp afk checks but does not keep (a thread's `createdAt`, a session's `updatedAt`):
+/// accepted and refused exactly as [`timestamp`] decodes it, with the same error, but T3's own
+/// form is only validated ([`is_t3_form`]), no date built. As `Option<CheckedTimestamp>` it is
+/// [`nullable_timestamp`]'s check.
+pub(crate) struct CheckedTimestamp;
+
+impl<'de> Deserialize<'de> for CheckedTimestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Check;
+        impl Visitor<'_> for Check {
+            type Value = CheckedTimestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTING_TIMESTAMP)
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<CheckedTimestamp, E> {
+                if !is_t3_form(text) {
+                    rfc3339::<E>(text)?;
+                }
+                Ok(CheckedTimestamp)
+            }
+        }
+        deserializer.deserialize_str(Check)
+    }
+}
+
+const EXPECTING_TIMESTAMP: &str = "an ISO 8601 date-time string";
+
+/// Any RFC 3339 date-time, as [`Timestamp`]'s own `Deserialize` reads it (and refuses it).
+fn rfc3339<E: de::Error>(text: &str) -> Result<Timestamp, E> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Timestamp(t.with_timezone(&Utc)))
+        .map_err(|e| E::custom(format!("not an ISO 8601 date-time {text:?}: {e}")))
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form T3 writes, or `None` for anything else (which the caller
 /// hands to chrono's RFC 3339 parser: a leap second, an offset, other precisions).
 fn t3_form(text: &str) -> Option<Timestamp> {
-    let b = text.as_bytes();
-    if b.len() != 24
-        || b[4] != b'-'
+    let [year, month, day, hour, minute, second, milli] = t3_form_fields(text)?;
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let time = date.and_hms_milli_opt(hour, minute, second, milli)?;
+    Some(Timestamp(time.and_utc()))
+}
+
+/// True exactly when [`t3_form`] gives a timestamp, without building it: chrono's calendar
+/// (proleptic Gregorian; the years' four digits are all within its range) and clock (no leap
+/// second: three digits of milliseconds never reach the 1,000 that chrono needs for one).
+/// `tests::the_t3_form_is_validated_as_it_is_built` holds the two side by side.
+fn is_t3_form(text: &str) -> bool {
+    let Some([year, month, day, hour, minute, second, _milli]) = t3_form_fields(text) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && hour < 24 && minute < 60 && second < 60
+}
+
+/// The seven numbers of `YYYY-MM-DDTHH:MM:SS.mmmZ` (year, month, day, hour, minute, second,
+/// millisecond), none of them range-checked; `None` when `text` has another shape.
+fn t3_form_fields(text: &str) -> Option<[u32; 7]> {
+    let b: &[u8; 24] = text.as_bytes().try_into().ok()?;
+    if b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
         || b[13] != b':'
@@ -621,14 +682,20 @@ fn t3_form(text: &str) -> Option<Timestamp> {
     {
         return None;
     }
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
+    let digit = |i: usize| {
+        let value = b[i].wrapping_sub(b'0');
+        (value < 10).then_some(u32::from(value))
     };
-    let date = NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)?;
-    let time = date.and_hms_milli_opt(num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?)?;
-    Some(Timestamp(time.and_utc()))
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    Some([
+        two(0)? * 100 + two(2)?,
+        two(5)?,
+        two(8)?,
+        two(11)?,
+        two(14)?,
+        two(17)?,
+        two(20)? * 10 + digit(22)?,
+    ])
 }
 
 #[cfg(test)]
@@ -671,6 +738,113 @@ mod tests {
             assert!(by_chrono(text).is_err(), "{text}");
             let error = by_read_model(text).expect_err(text);
             assert!(error.contains("not an ISO 8601 date-time"), "{error}");
+        }
+    }
+
+    /// What the check of a timestamp afk does not keep makes of `text`.
+    fn by_check(text: &str) -> Result<(), String> {
+        CheckedTimestamp::deserialize(serde_json::Value::String(text.into()))
+            .map(|CheckedTimestamp| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A timestamp only checked is accepted and refused as one decoded, with the same error,
+    /// through serde (where a thread's `createdAt` meets it) and on its own.
+    #[test]
+    fn a_checked_timestamp_is_accepted_and_refused_as_a_decoded_one() {
+        for text in [
+            "2026-11-24T19:14:36.116Z",
+            "2024-02-29T23:59:59.999Z",
+            "2023-02-29T23:59:59.999Z",
+            "1900-02-29T00:00:00.000Z",
+            "2000-02-29T00:00:00.000Z",
+            "0000-02-29T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-00-10T00:00:00.000Z",
+            "2026-11-00T00:00:00.000Z",
+            "2026-11-24T19:60:00.000Z",
+            "2026-11-24T19:14:60.000Z",
+            "2016-12-31T23:59:60.000Z",
+            "2026-11-24T19:14:36Z",
+            "2026-11-24T21:14:36.116+02:00",
+            "2026-11-24t19:14:36.116z",
+            "2026-11-24T24:00:00.000Z",
+            "2026-11-24T19:14:36.1a6Z",
+            "+026-11-24T19:14:36.116Z",
+            "",
+        ] {
+            assert_eq!(by_check(text), by_read_model(text).map(|_| ()), "{text}");
+        }
+        let session = |updated: &str| {
+            serde_json::from_str::<Option<CheckedTimestamp>>(updated)
+                .map(|t| t.is_some())
+                .map_err(|e| e.to_string())
+        };
+        let decoded = |updated: &str| {
+            let mut de = serde_json::Deserializer::from_str(updated);
+            nullable_timestamp(&mut de)
+                .map(|t| t.is_some())
+                .map_err(|e| e.to_string())
+        };
+        for json in [
+            "null",
+            "\"2026-11-24T19:14:36.116Z\"",
+            "\"2026-02-30T00:00:00.000Z\"",
+            "12",
+            "{}",
+        ] {
+            assert_eq!(session(json), decoded(json), "{json}");
+        }
+        assert!(session("12").is_err_and(|e| e.contains("an ISO 8601 date-time string")));
+    }
+
+    /// `is_t3_form` against building the date with chrono (`t3_form`): every day of every month
+    /// (and the ones past its end) of years where the leap-year rule turns, February in every
+    /// year T3's form can write, and the clock's limits.
+    #[test]
+    fn the_t3_form_is_validated_as_it_is_built() {
+        let text = |y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32| {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.123Z")
+        };
+        let same = |t: &str| assert_eq!(is_t3_form(t), t3_form(t).is_some(), "{t}");
+        for year in [
+            0, 1, 4, 100, 200, 400, 1600, 1700, 1900, 1970, 2000, 2023, 2024, 2100, 2400, 9996, 9999,
+        ] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    same(&text(year, month, day, 12, 0, 0));
+                }
+            }
+        }
+        for year in 0..=9999 {
+            for day in 28..=30 {
+                same(&text(year, 2, day, 0, 0, 0));
+            }
+        }
+        for hour in 0..=25 {
+            for minute in [0, 59, 60, 99] {
+                for second in [0, 59, 60, 61, 99] {
+                    same(&text(2026, 11, 24, hour, minute, second));
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any numbers in T3's form, and any text near it: validated exactly as built.
+        #[test]
+        fn any_t3_form_is_validated_as_it_is_built(
+            y in 0u32..=9999, mo in 0u32..=14, d in 0u32..=33, h in 0u32..=25, mi in 0u32..=61,
+            s in 0u32..=61, ms in 0u32..=999,
+            near in "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}[.,][0-9]{3}[Z+]",
+            other in ".{0,30}",
+        ) {
+            let t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+            for t in [t.as_str(), near.as_str(), other.as_str()] {
+                proptest::prop_assert_eq!(is_t3_form(t), t3_form(t).is_some(), "{}", t);
+                proptest::prop_assert_eq!(by_check(t), by_read_model(t).map(|_| ()), "{}", t);
+            }
         }
     }
 

@@ -11,21 +11,22 @@
 //! reads as unreadable here exactly when it does in [`super::ReadModel::decode_per_thread`] and
 //! [`super::ShellItem::decode`] (`tests/fuzz.rs` holds the two side by side).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::borrow::{Borrow, Cow};
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::read_model::{nullable_timestamp, timestamp, waits_for_person, ThreadFacts};
+use super::read_model::{nullable_timestamp, timestamp, waits_for_person, CheckedTimestamp, ThreadFacts};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{is_ascii_white, is_trimmed_non_empty, InvalidId, ProjectId, ThreadId};
+use crate::ids::{is_ascii_white, is_trimmed_non_empty, IdHasher, IdMap, InvalidId, ProjectId, ThreadId};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
 /// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
@@ -284,8 +285,7 @@ struct SessionRaw {
     active_turn_id: Option<IdText>,
     #[serde(deserialize_with = "required_nullable")]
     last_error: Option<String>,
-    #[serde(deserialize_with = "timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 impl From<SessionRaw> for SessionSummary {
@@ -314,12 +314,11 @@ struct SnapshotThread {
     worktree_path: Option<String>,
     #[serde(deserialize_with = "required_nullable")]
     latest_turn: Option<LatestTurn>,
-    #[serde(deserialize_with = "timestamp")]
-    created_at: Timestamp,
+    created_at: CheckedTimestamp,
     #[serde(deserialize_with = "timestamp")]
     updated_at: Timestamp,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    archived_at: Option<Timestamp>,
+    #[serde(default)]
+    archived_at: Option<CheckedTimestamp>,
     #[serde(deserialize_with = "nullable_timestamp")]
     deleted_at: Option<Timestamp>,
     #[serde(default)]
@@ -369,16 +368,15 @@ pub(super) struct ShellThread {
     worktree_path: Option<String>,
     #[serde(deserialize_with = "required_nullable")]
     latest_turn: Option<LatestTurn>,
-    #[serde(deserialize_with = "timestamp")]
-    created_at: Timestamp,
+    created_at: CheckedTimestamp,
     #[serde(deserialize_with = "timestamp")]
     updated_at: Timestamp,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    archived_at: Option<Timestamp>,
+    #[serde(default)]
+    archived_at: Option<CheckedTimestamp>,
     #[serde(deserialize_with = "required_nullable")]
     session: Option<SessionRaw>,
-    #[serde(default, deserialize_with = "nullable_timestamp")]
-    latest_user_message_at: Option<Timestamp>,
+    #[serde(default)]
+    latest_user_message_at: Option<CheckedTimestamp>,
     #[serde(default)]
     has_pending_approvals: bool,
     #[serde(default)]
@@ -407,11 +405,101 @@ impl From<ShellThread> for FleetThread {
 
 const LISTED_TWICE: &str = "listed more than once in one view";
 
+/// Threads looked up by their own id: each [`FleetThread`] is stored once, its id not copied into
+/// a key as a map from [`ThreadId`] would (one heap string fewer per thread, in decode time and in
+/// the view's memory).
+#[derive(Clone, Default)]
+pub(crate) struct ThreadsById(HashSet<ById, IdHasher>);
+
+/// A thread hashed and compared by its id alone (`str`'s hash of it, which is [`ThreadId`]'s), so
+/// that the set can be searched with the id's text. Private to [`ThreadsById`]: as a whole thread's
+/// equality it would be wrong.
+#[derive(Clone)]
+struct ById(FleetThread);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id.as_str()
+    }
+}
+
+impl ThreadsById {
+    fn with_capacity(capacity: usize) -> Self {
+        Self(HashSet::with_capacity_and_hasher(capacity, IdHasher::default()))
+    }
+
+    /// The thread with this id.
+    pub(crate) fn get(&self, id: &str) -> Option<&FleetThread> {
+        self.0.get(id).map(|t| &t.0)
+    }
+
+    /// Adds `thread`, replacing the one with its id, which is returned.
+    pub(crate) fn insert(&mut self, thread: FleetThread) -> Option<FleetThread> {
+        self.0.replace(ById(thread)).map(|t| t.0)
+    }
+
+    /// Takes the thread with this id out.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<FleetThread> {
+        self.0.take(id).map(|t| t.0)
+    }
+
+    /// Changes the thread with this id (`None` when there is none) with `change`, whose answer is
+    /// returned. `change` must not change the id.
+    pub(crate) fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut FleetThread) -> T) -> Option<T> {
+        // A set hands out no `&mut` to what it hashes: the thread is taken out and put back.
+        let mut thread = self.remove(id)?;
+        let answer = change(&mut thread);
+        debug_assert_eq!(thread.id.as_str(), id, "the id is the key");
+        self.insert(thread);
+        Some(answer)
+    }
+
+    /// Every thread, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &FleetThread> {
+        self.0.iter().map(|t| &t.0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq for ThreadsById {
+    /// The same threads, whole (not only the same ids).
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|t| other.get(t.id.as_str()) == Some(t))
+    }
+}
+
+impl fmt::Debug for ThreadsById {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter().map(|t| (&t.id, t))).finish()
+    }
+}
+
 /// The threads of one view by id, and those afk cannot read with why.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Threads {
-    pub(crate) readable: HashMap<ThreadId, FleetThread>,
-    pub(crate) unreadable: HashMap<ThreadId, String>,
+    pub(crate) readable: ThreadsById,
+    pub(crate) unreadable: IdMap<ThreadId, String>,
 }
 
 impl Threads {
@@ -419,7 +507,7 @@ impl Threads {
     /// it is unreadable, not the last (or first) of its entries.
     pub(crate) fn of(listed: impl Iterator<Item = FleetThread>, unreadable: Vec<UnreadableThread>) -> Self {
         let mut threads = Threads {
-            readable: HashMap::with_capacity(listed.size_hint().0),
+            readable: ThreadsById::with_capacity(listed.size_hint().0),
             unreadable: unreadable.into_iter().map(|u| (u.id, u.reason)).collect(),
         };
         for thread in listed {
@@ -431,8 +519,8 @@ impl Threads {
     fn add(&mut self, thread: FleetThread) {
         if let Some(reason) = self.unreadable.get_mut(&thread.id) {
             LISTED_TWICE.clone_into(reason);
-        } else if let Some(twice) = self.readable.insert(thread.id.clone(), thread) {
-            self.readable.remove(&twice.id);
+        } else if let Some(twice) = self.readable.insert(thread) {
+            self.readable.remove(twice.id.as_str());
             self.unreadable.insert(twice.id, LISTED_TWICE.into());
         }
     }
@@ -492,7 +580,7 @@ where
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ViewParts {
     pub(crate) sequence: u64,
-    pub(crate) projects: HashMap<ProjectId, ProjectShell>,
+    pub(crate) projects: IdMap<ProjectId, ProjectShell>,
     pub(crate) threads: Threads,
 }
 
@@ -503,9 +591,8 @@ struct SnapshotDoc {
     projects: Vec<Project>,
     #[serde(deserialize_with = "threads_strict::<SnapshotThread, _>")]
     threads: Threads,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -515,12 +602,11 @@ struct LooseSnapshotDoc<'a> {
     projects: Vec<Project>,
     #[serde(borrow)]
     threads: Vec<&'a RawValue>,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
-fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
+fn live_projects(projects: Vec<Project>) -> IdMap<ProjectId, ProjectShell> {
     projects
         .iter()
         .filter(|p| p.deleted_at.is_none())
@@ -537,20 +623,20 @@ fn live_projects(projects: Vec<Project>) -> HashMap<ProjectId, ProjectShell> {
 /// before, so that every outcome (and every error) stays what `from_slice` gives: on valid UTF-8,
 /// `from_str` and `from_slice` run the same parser and differ only in that check.
 #[derive(Clone, Copy)]
-enum Body<'a> {
+pub(super) enum Body<'a> {
     Text(&'a str),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Body<'a> {
-    fn of(body: &'a [u8]) -> Self {
+    pub(super) fn of(body: &'a [u8]) -> Self {
         match std::str::from_utf8(body) {
             Ok(text) => Body::Text(text),
             Err(_) => Body::Bytes(body),
         }
     }
 
-    fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
+    pub(super) fn decode<T: Deserialize<'a>>(self) -> Result<T, serde_json::Error> {
         match self {
             Body::Text(text) => serde_json::from_str(text),
             Body::Bytes(bytes) => serde_json::from_slice(bytes),
@@ -585,9 +671,8 @@ struct ShellDoc {
     projects: Vec<ProjectShell>,
     #[serde(deserialize_with = "threads_strict::<ShellThread, _>")]
     threads: Threads,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -597,9 +682,8 @@ struct LooseShellDoc<'a> {
     projects: Vec<ProjectShell>,
     #[serde(borrow)]
     threads: Vec<&'a RawValue>,
-    #[serde(deserialize_with = "timestamp")]
     #[allow(dead_code)] // Read to be checked, not kept.
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 /// A shell snapshot (`GET /api/orchestration/shell`, or a stream's `snapshot` item) as the watcher

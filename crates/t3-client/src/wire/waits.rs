@@ -6,15 +6,17 @@
 //! `afk run`'s peak at 10,000 threads (BENCHMARKS.md, "Memory"). Here each shell thread is decoded
 //! and checked exactly as [`crate::Fleet::decode_shell`] does, then let go: one flag is kept.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::view::{IdOnly, ShellThread};
-use super::{FleetThread, ProjectShell, ShellSnapshot, Timestamp};
-use crate::ids::ThreadId;
+use super::read_model::CheckedTimestamp;
+use super::view::{Body, IdOnly, ShellThread};
+use super::{FleetThread, ProjectShell, ShellSnapshot};
+use crate::ids::{IdHasher, IdMap, ThreadId};
 
 /// For each thread T3's shell lists readably (once), whether its agent waits for a person
 /// ([`FleetThread::waits_for_person`]). A thread the shell does not list, lists twice, or lists in
@@ -22,7 +24,7 @@ use crate::ids::ThreadId;
 /// [`crate::Fleet::thread`] of the shell's view says nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShellWaits {
-    threads: HashMap<ThreadId, bool>,
+    threads: IdMap<ThreadId, bool>,
 }
 
 impl ShellWaits {
@@ -46,11 +48,14 @@ impl ShellWaits {
     /// thread as [`crate::Fleet::decode_shell`] decodes it: it fails where that fails, and a thread
     /// is left out exactly when that view sets it aside as unreadable.
     pub fn decode(body: &[u8]) -> Result<ShellWaits, serde_json::Error> {
-        if let Ok(doc) = serde_json::from_slice::<WaitsDoc>(body) {
+        // As text when it is valid UTF-8, as the view decodes it (`Body`: one check of the whole
+        // body instead of one per string).
+        let body = Body::of(body);
+        if let Ok(doc) = body.decode::<WaitsDoc>() {
             return Ok(doc.threads.done());
         }
         // A thread that cannot be read: each decoded on its own, as the view does.
-        let loose: LooseWaitsDoc<'_> = serde_json::from_slice(body)?;
+        let loose: LooseWaitsDoc<'_> = body.decode()?;
         let mut building = Building::default();
         for thread in loose.threads {
             match serde_json::from_str::<ShellThread>(thread.get()) {
@@ -88,9 +93,9 @@ impl From<ShellSnapshot> for ShellWaits {
 /// is one listed unreadably.
 #[derive(Default)]
 struct Building {
-    threads: HashMap<ThreadId, bool>,
+    threads: IdMap<ThreadId, bool>,
     /// Listed twice, or unreadably: left out.
-    twice: HashSet<ThreadId>,
+    twice: HashSet<ThreadId, IdHasher>,
 }
 
 impl Building {
@@ -99,9 +104,14 @@ impl Building {
             return;
         }
         let waits = thread.waits_for_person();
-        if self.threads.insert(thread.id.clone(), waits).is_some() {
-            self.threads.remove(&thread.id);
-            self.twice.insert(thread.id);
+        // The id moves into the map (no copy of it); a second listing moves it on to `twice`.
+        match self.threads.entry(thread.id) {
+            Entry::Vacant(entry) => {
+                entry.insert(waits);
+            }
+            Entry::Occupied(entry) => {
+                self.twice.insert(entry.remove_entry().0);
+            }
         }
     }
 
@@ -152,8 +162,7 @@ struct WaitsDoc {
     projects: Vec<ProjectShell>,
     #[serde(deserialize_with = "waits_strict")]
     threads: Building,
-    #[serde(deserialize_with = "super::read_model::timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[derive(Deserialize)]
@@ -164,8 +173,7 @@ struct LooseWaitsDoc<'a> {
     projects: Vec<ProjectShell>,
     #[serde(borrow)]
     threads: Vec<&'a serde_json::value::RawValue>,
-    #[serde(deserialize_with = "super::read_model::timestamp")]
-    updated_at: Timestamp,
+    updated_at: CheckedTimestamp,
 }
 
 #[cfg(test)]
