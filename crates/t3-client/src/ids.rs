@@ -14,9 +14,9 @@ pub struct InvalidId(pub String);
 /// The hasher of the maps keyed by T3's ids (the fleet's threads and projects, the shell's waits):
 /// foldhash, which hashes a UUID in a fraction of std's SipHash (SipHash was 3% of the fleet's
 /// decode, BENCHMARKS.md "Typed decode against the floor"). SipHash's defence against HashDoS is
-/// not needed for these keys: they are ids that afk itself generates or that the T3 server it
-/// trusts with its agents minted, never text from an untrusted party; and foldhash's `RandomState`
-/// still seeds each map from a per-process random value.
+/// not needed for these keys: they are chosen by afk or by T3's other clients (`thread.create`'s
+/// id is the client's), every one of them holding a token for the T3 that afk trusts with its
+/// agents; and foldhash's `RandomState` still seeds each map from a per-process random value.
 pub(crate) type IdHasher = foldhash::fast::RandomState;
 
 /// A map keyed by T3 ids, with [`IdHasher`].

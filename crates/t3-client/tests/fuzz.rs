@@ -251,6 +251,7 @@ proptest! {
         body.extend_from_slice(&text.as_bytes()[at + len..]);
         check_read_model(&body);
         check_shell_doc(&body);
+        check_shell_waits(&body);
         let mut shell = b"{\"kind\":\"snapshot\",\"snapshot\":".to_vec();
         shell.extend_from_slice(&body);
         shell.push(b'}');
