@@ -56,7 +56,7 @@ pub use inspect::Inspection;
 pub use leader::{Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobFilter, JobSummary, LedgerSize, MAX_PAGE};
-pub use query::WatchedChanges;
+pub use query::{Changes, LedgerChanges, WatchedChanges};
 pub use record::Move;
 pub use redact::redact_url;
 pub use waits::Wait;

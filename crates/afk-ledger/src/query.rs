@@ -16,6 +16,22 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WatchedChanges(pub i64);
 
+/// A reading of the count of every change to a job or an attempt, whatever the column (migration
+/// 0021): equal readings mean that no job and no attempt changed in between, so that any read of
+/// those two tables alone (the attempts to stop, the jobs in some states, the ready jobs at one
+/// instant) would answer the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LedgerChanges(pub i64);
+
+/// Both counts of [`Ledger::changes`], read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Changes {
+    /// Changes to what [`Ledger::watched_attempts`] returns.
+    pub watched: WatchedChanges,
+    /// Changes to any job or attempt.
+    pub ledger: LedgerChanges,
+}
+
 impl Ledger {
     /// The job with id `id`, if any.
     pub async fn job(&self, id: JobId) -> Result<Option<Job>, LedgerError> {
@@ -189,6 +205,40 @@ impl Ledger {
         .fetch_one(pool)
         .await?);
         Ok(WatchedChanges(counter))
+    }
+
+    /// Both change counts in one read of one row by its key (the same cost whatever the size of
+    /// the ledger): [`Ledger::watched_changes`]'s, and the count of every insert, delete or
+    /// change of any column of a job or an attempt (migration 0021), moved by triggers in the
+    /// very transaction of the change whoever writes. Neither ever goes back.
+    ///
+    /// A read of jobs and attempts alone made *after* this read returned `n` holds every change
+    /// counted up to `n`; while [`Changes::ledger`] still reads `n`, that read would answer the
+    /// same (at the same instant, for a read that depends on time).
+    pub async fn changes(&self) -> Result<Changes, LedgerError> {
+        let (watched, ledger): (i64, i64) = with_pool!(self, |pool| sqlx::query_as(
+            "SELECT counter, ledger_counter FROM watched_changes WHERE id = 1"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(Changes {
+            watched: WatchedChanges(watched),
+            ledger: LedgerChanges(ledger),
+        })
+    }
+
+    /// The earliest instant after `now` at which a job becomes ready ([`Ledger::ready_jobs`])
+    /// with no write to the ledger: the end of the soonest back-off of a `retry_wait` job still
+    /// waiting at `now`; `None` when none waits. Until then, with no change to the jobs
+    /// ([`Changes::ledger`]), `ready_jobs` at any instant from `now` on answers as at `now`.
+    pub async fn next_ready_at(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let sql = "SELECT MIN(not_before_ms) FROM jobs WHERE state = 'retry_wait' AND not_before_ms > $1";
+        let at: Option<i64> = with_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(millis(now))
+            .fetch_one(pool)
+            .await?);
+        at.map(|ms| crate::model::instant(ms).map_err(|what| LedgerError::Corrupt { what }))
+            .transpose()
     }
 
     /// Every attempt whose thread must still be interrupted and its session stopped (recorded by

@@ -232,6 +232,8 @@ on_both_backends!(
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
     every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_else_does,
+    every_change_to_a_job_or_an_attempt_moves_the_ledger_count_whoever_writes,
+    the_next_ready_instant_is_the_soonest_backoff_still_running,
     a_wait_is_kept_per_topic_until_it_is_over,
     inspecting_changes_nothing_and_sees_migrations_and_the_leader,
     a_leader_that_lost_its_lock_notices_and_cannot_write,
@@ -1746,6 +1748,95 @@ async fn every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_
     assert_eq!(count().await, cancelled, "a stop carried out");
     assert_eq!(job.state, JobState::Cancelled);
     other.close().await;
+}
+
+/// `afk run` reuses its last read of the attempts to stop, the jobs to settle and the ready jobs
+/// while [`Ledger::changes`]' ledger count stands: every write to a job or an attempt moves it,
+/// whatever the column and whoever writes, the marks that the watched count leaves out included.
+async fn every_change_to_a_job_or_an_attempt_moves_the_ledger_count_whoever_writes(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let other = Ledger::open(&fx.url).await.expect("a second handle");
+    let count = || async { ledger.changes().await.expect("the counts") };
+    let start = count().await;
+    assert_eq!(count().await, start, "reading moves nothing");
+    assert_eq!(
+        start.watched,
+        ledger.watched_changes().await.unwrap(),
+        "one row holds both counts"
+    );
+
+    let job = queued(&other, 41, 2, t0()).await;
+    let queued_at = count().await;
+    assert!(queued_at.ledger > start.ledger, "a new job, by another handle");
+    let mut retitled = new_job(41, 2);
+    retitled.title = "A new title".into();
+    other.upsert_job(&retitled, at(1)).await.unwrap();
+    let retitled_at = count().await;
+    assert!(retitled_at.ledger > queued_at.ledger, "a new title");
+    ledger.mark_reported(job.id, "queued:0").await.unwrap();
+    let reported = count().await;
+    assert!(reported.ledger > retitled_at.ledger, "a report mark");
+    assert_eq!(reported.watched, queued_at.watched, "neither is watched");
+
+    let job = step(&other, &job, Event::StartAttempt, Some(&ids("t-41")), at(2)).await;
+    let job = step(&other, &job, Event::Dispatched, None, at(3)).await;
+    let running = count().await;
+    assert!(running.ledger > reported.ledger && running.watched > reported.watched);
+
+    // A stop requested by a person's SQL alone: the watched count stands, this one moves.
+    fx.raw_execute(&format!(
+        "UPDATE attempts SET stop_pending = TRUE WHERE job_id = {}",
+        job.id.0
+    ))
+    .await
+    .unwrap();
+    let stop_asked = count().await;
+    assert!(stop_asked.ledger > running.ledger, "a stop requested by hand");
+    assert_eq!(stop_asked.watched, running.watched);
+    let stop = &ledger.attempts_to_stop().await.unwrap()[0].1;
+    other.mark_thread_stopped(stop.id).await.unwrap();
+    let stopped = count().await;
+    assert!(stopped.ledger > stop_asked.ledger, "a stop carried out");
+    fx.raw_execute(&format!("UPDATE jobs SET priority = 0 WHERE id = {}", job.id.0))
+        .await
+        .unwrap();
+    let reprioritised = count().await;
+    assert!(reprioritised.ledger > stopped.ledger, "any column, by hand");
+    fx.raw_execute(&format!("DELETE FROM attempts WHERE job_id = {}", job.id.0))
+        .await
+        .unwrap();
+    let deleted = count().await;
+    assert!(deleted.ledger > reprioritised.ledger, "a row deleted by hand");
+    other.close().await;
+}
+
+/// A job in `retry_wait` becomes ready when its back-off ends, with no write: the soonest end
+/// still to come is the instant until which the ready jobs read now stay the same.
+async fn the_next_ready_instant_is_the_soonest_backoff_still_running(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    assert_eq!(ledger.next_ready_at(t0()).await.unwrap(), None, "no job");
+    queued(ledger, 51, 2, t0()).await;
+    for (number, ends) in [(52, 100), (53, 50), (54, 10)] {
+        let job = queued(ledger, number, 2, t0()).await;
+        fx.raw_execute(&format!(
+            "UPDATE jobs SET state = 'retry_wait', not_before_ms = {} WHERE id = {}",
+            at(ends).timestamp_millis(),
+            job.id.0
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(ledger.next_ready_at(at(20)).await.unwrap(), Some(at(50)));
+    assert_eq!(ledger.ready_jobs(at(20), 10).await.unwrap().len(), 2);
+    let just_before = at(50) - chrono::Duration::microseconds(1);
+    assert_eq!(ledger.ready_jobs(just_before, 10).await.unwrap().len(), 2);
+    assert_eq!(ledger.ready_jobs(at(50), 10).await.unwrap().len(), 3);
+    assert_eq!(
+        ledger.next_ready_at(at(50)).await.unwrap(),
+        Some(at(100)),
+        "a back-off that ends at that very instant is over"
+    );
+    assert_eq!(ledger.next_ready_at(at(100)).await.unwrap(), None);
 }
 
 async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture) {

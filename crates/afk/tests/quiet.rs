@@ -456,3 +456,205 @@ async fn a_thread_deleted_at_t3_among_many_makes_the_whole_pass_and_its_job_is_l
     assert!(others.clone().all(|j| j.state == JobState::Running), "{jobs:#?}");
     assert_eq!(others.count(), 5);
 }
+
+/// Ticks skipping their pass until one also reuses every other read of the last tick (the
+/// attempts to stop, the jobs to settle, the ready jobs): a tick that just recorded a move reads
+/// them once more; panics after 20 s.
+async fn tick_until_reads_are_reused(app: &mut App, clock: &Clock) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reads = app.control_plane().tick_reads();
+        let (whole, moves) = tick_once(app, clock).await;
+        if !whole && moves.is_empty() && app.control_plane().tick_reads() == reads {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quiet tick reused its reads within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ticks at `clock` that skip their pass, record nothing and read nothing but the ledger's
+/// change counts, `n` of them.
+async fn quiet_ticks_read_nothing(app: &mut App, clock: &Clock, n: usize) {
+    let reads = (
+        app.control_plane().tick_reads(),
+        app.control_plane().watched_reads(),
+    );
+    for _ in 0..n {
+        let (whole, moves) = tick_once(app, clock).await;
+        assert!(!whole && moves.is_empty(), "a quiet tick: {moves:?}");
+    }
+    let plane = app.control_plane();
+    assert_eq!(
+        (plane.tick_reads(), plane.watched_reads()),
+        reads,
+        "quiet ticks read neither the live attempts nor the attempts to stop, the jobs to settle \
+         or the ready jobs"
+    );
+}
+
+/// How many `kind` commands T3 received for `thread` so far.
+fn received(world: &World, kind: &str, thread: &str) -> usize {
+    (world.sim.commands_received().iter())
+        .filter(|(k, t)| *k == kind && t.as_ref().is_some_and(|t| t.as_str() == thread))
+        .count()
+}
+
+#[tokio::test]
+async fn a_stop_requested_by_hand_after_quiet_ticks_is_carried_out_at_the_next_tick() {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |_| {}).await;
+    tick_until_reads_are_reused(&mut app, &clock).await;
+    quiet_ticks_read_nothing(&mut app, &clock, 3).await;
+    let thread = app.ledger().watched_attempts().await.unwrap()[0]
+        .thread_id
+        .clone();
+    assert_eq!(received(&world, "thread.session.stop", thread.as_str()), 0);
+
+    // A person's SQL, on its own connection: the attempt's stop request alone, no job moved (the
+    // live attempts' own count does not move for it).
+    let person = sqlx::SqlitePool::connect(&world.config.ledger.url)
+        .await
+        .expect("a connection of its own");
+    sqlx::query("UPDATE attempts SET stop_pending = TRUE WHERE state = 'running'")
+        .execute(&person)
+        .await
+        .expect("the stop request");
+    person.close().await;
+
+    let reads = app.control_plane().tick_reads();
+    app.tick(clock.now()).await.expect("a tick");
+    assert!(
+        app.control_plane().tick_reads() > reads,
+        "the ledger changed: its reads are made again"
+    );
+    assert_eq!(
+        received(&world, "thread.session.stop", thread.as_str()),
+        1,
+        "the very next tick stops the thread's session: {:?}",
+        world.sim.commands_received()
+    );
+}
+
+#[tokio::test]
+async fn a_job_cancelled_by_another_handle_after_quiet_ticks_has_its_thread_stopped_at_the_next_tick() {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |_| {}).await;
+    tick_until_reads_are_reused(&mut app, &clock).await;
+    quiet_ticks_read_nothing(&mut app, &clock, 3).await;
+    let thread = app.ledger().watched_attempts().await.unwrap()[0]
+        .thread_id
+        .clone();
+
+    // `afk jobs cancel` in another process: its own handle on the same ledger file.
+    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("a second handle");
+    let job = other.jobs().await.unwrap().remove(0);
+    let cancel = afk_core::Event::Cancel {
+        reason: afk_core::CancelReason::ByHand,
+    };
+    let transition = afk_core::apply(
+        job.status(),
+        &cancel,
+        &afk_core::RetryPolicy::default(),
+        clock.now(),
+    )
+    .unwrap();
+    other
+        .record(job.id, &transition, None, clock.now())
+        .await
+        .unwrap();
+    other.close().await;
+
+    app.tick(clock.now()).await.expect("a tick");
+    assert_eq!(
+        received(&world, "thread.session.stop", thread.as_str()),
+        1,
+        "the very next tick stops the cancelled job's session: {:?}",
+        world.sim.commands_received()
+    );
+}
+
+#[tokio::test]
+async fn a_job_requeued_by_another_handle_after_quiet_ticks_is_dispatched_at_the_next_tick() {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |w| {
+        w.config.limits.max_attempts = 1;
+    })
+    .await;
+    // A second issue whose only attempt fails: its job ends without success.
+    world.add_issue(REPO_A, 2, "Breaks. [sim:fail]");
+    tick_at_until(&mut app, &clock, |jobs| {
+        (jobs.iter()).any(|j| j.issue.number == 2 && j.state.is_final() && j.state != JobState::Succeeded)
+    })
+    .await;
+    tick_until_skipping(&world, &mut app, &clock).await;
+    tick_until_reads_are_reused(&mut app, &clock).await;
+    quiet_ticks_read_nothing(&mut app, &clock, 3).await;
+
+    // `afk enqueue` in another process brings the failed job back: queued, to start again.
+    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("a second handle");
+    let failed = (other.jobs().await.unwrap().into_iter())
+        .find(|j| j.issue.number == 2)
+        .unwrap();
+    let requeue = afk_core::Event::Requeue {
+        by: afk_core::RequeueBy::Person,
+    };
+    let transition = afk_core::apply(
+        failed.status(),
+        &requeue,
+        &afk_core::RetryPolicy::default(),
+        clock.now(),
+    )
+    .unwrap();
+    other
+        .record(failed.id, &transition, None, clock.now())
+        .await
+        .unwrap();
+    other.close().await;
+
+    let (_, moves) = tick_once(&mut app, &clock).await;
+    assert!(
+        moves.contains(&(JobState::Queued, JobState::Dispatching)),
+        "the very next tick starts the requeued job: {moves:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_back_off_that_ends_during_quiet_ticks_is_dispatched_on_time() {
+    let (world, mut app, mut clock) = running_world("Keep working. [sim:hang]", |w| {
+        w.config.limits.max_attempts = 2;
+        w.config.retry.initial = 10 * MINUTE;
+        w.config.retry.cap = 10 * MINUTE;
+    })
+    .await;
+    // A second issue whose first attempt fails: its job waits out a 10 min back-off.
+    world.add_issue(REPO_A, 2, "Breaks once. [sim:fail-times=1]");
+    let jobs = tick_at_until(&mut app, &clock, |jobs| {
+        jobs.iter()
+            .any(|j| j.issue.number == 2 && j.state == JobState::RetryWait)
+    })
+    .await;
+    let waiting = jobs.iter().find(|j| j.issue.number == 2).unwrap();
+    let ends = waiting.not_before.expect("a back-off");
+    tick_until_skipping(&world, &mut app, &clock).await;
+    tick_until_reads_are_reused(&mut app, &clock).await;
+    assert!(
+        clock.now() + 9 * MINUTE < ends,
+        "the back-off goes on past the jump below"
+    );
+
+    // Short of the back-off's end: quiet, nothing read again.
+    clock.jump(9 * MINUTE);
+    quiet_ticks_read_nothing(&mut app, &clock, 2).await;
+    // Past it, with nothing written anywhere: the very next tick starts the job again.
+    clock.jump(2 * MINUTE);
+    let (_, moves) = tick_once(&mut app, &clock).await;
+    assert!(
+        moves.contains(&(JobState::RetryWait, JobState::Dispatching)),
+        "the tick past the back-off's end starts the second attempt: {moves:?}"
+    );
+}

@@ -419,14 +419,15 @@ impl Dispatcher {
         if self.held || self.tokens.refused.is_some() {
             return Ok(());
         }
-        let ledger = recorder.ledger();
-        self.holds.expire(ledger, now).await?;
-        let ready = ledger.ready_jobs(now, usize::MAX).await?;
+        self.holds.expire(recorder.ledger(), now).await?;
+        // Reused while no job changed and no back-off ended since the last tick's read.
+        let ready = recorder.ready_jobs(now).await?;
         if ready.is_empty() {
             return Ok(());
         }
         // A thread waiting for a person is live too: it holds its slot (and its checkout).
-        let in_flight = ledger
+        let in_flight = recorder
+            .ledger()
             .jobs_in(&[JobState::Dispatching, JobState::Running, JobState::NeedsInput])
             .await?;
         // A thread still being stopped may still be working: it counts against the limits, and

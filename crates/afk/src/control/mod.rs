@@ -329,6 +329,15 @@ impl ControlPlane {
         self.recorder.watched_reads()
     }
 
+    /// How many times so far a tick read the attempts to stop, the jobs to settle or the ready
+    /// jobs from the ledger: only when a job or an attempt changed since the last read
+    /// ([`afk_ledger::Ledger::changes`]: any write, from this control plane or any other
+    /// process), this tick recorded a move before the read, or (for the ready jobs) a back-off
+    /// ended; never on a quiet tick. For tests and benchmarks; nothing depends on it.
+    pub fn tick_reads(&self) -> u64 {
+        self.recorder.tick_reads()
+    }
+
     /// How many ticks so far visited only the live attempts whose threads changed at T3 since a
     /// pass that decided nothing (push watching only). For tests and benchmarks.
     pub fn partial_passes(&self) -> u64 {
@@ -387,6 +396,7 @@ impl ControlPlane {
         let clock = TickClock::started(now);
         // What a failed tick recorded was logged; the report covers this tick only.
         self.recorder.take_progress();
+        self.recorder.begin_tick();
         if let Some(status) = &mut self.status {
             actions::carry_out(&mut self.recorder, status, now).await?;
         }
@@ -457,8 +467,10 @@ impl ControlPlane {
         self.wait_over(Topic::T3Read).await?;
         // Read once and shared: the watcher looks only at running attempts and resumption only
         // at dispatching ones, and nothing in between moves a dispatching job.
+        // Reads the ledger's change counts first: the reads below are reused from the last tick
+        // while no job or attempt changed since (a quiet tick reads that one row alone).
         let live = self.recorder.watched_attempts().await?;
-        let to_stop = self.recorder.ledger().attempts_to_stop().await?;
+        let to_stop = self.recorder.attempts_to_stop().await?;
         // Nothing changed at T3 nor in the ledger since a pass that decided nothing, and no
         // deadline it met has come: the walks over every live attempt below would decide nothing
         // again, so a quiet tick costs the same whatever the size of the fleet; and when only
@@ -528,10 +540,14 @@ impl ControlPlane {
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
         let stopped_any = !to_stop.is_empty();
         let to_stop = if recorded {
-            self.recorder.ledger().attempts_to_stop().await?
+            self.recorder.attempts_to_stop().await?
         } else {
             to_stop
         };
+        if !to_stop.is_empty() {
+            // A stop carried out is marked on its attempt: not through the recorder.
+            self.recorder.wrote();
+        }
         let stopping = self
             .watcher
             .stop_threads(self.recorder.ledger(), &fleet, to_stop, now)

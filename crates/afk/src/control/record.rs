@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
-use afk_ledger::{Job, Ledger, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges};
+use afk_ledger::{
+    Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges,
+};
 use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
 
@@ -62,6 +64,13 @@ pub(crate) struct Recorder {
     watched: Option<(Arc<Vec<WatchedAttempt>>, WatchedChanges)>,
     /// How many times the live attempts were read from the ledger.
     watched_reads: u64,
+    /// The other reads a quiet tick makes, kept while no job or attempt changes.
+    reads: TickReads,
+    /// How many times this recorder wrote (or tried to write) a job's move: a read cached in this
+    /// tick before a write is not reused after it.
+    writes: u64,
+    /// How many times the reads kept in `reads` were made from the ledger.
+    tick_reads: u64,
     /// The status surface's metrics, told of every transition recorded.
     metrics: Option<Arc<crate::status::Metrics>>,
 }
@@ -74,6 +83,9 @@ impl Recorder {
             progress: Vec::new(),
             watched: None,
             watched_reads: 0,
+            reads: TickReads::default(),
+            writes: 0,
+            tick_reads: 0,
             metrics: None,
         }
     }
@@ -113,6 +125,7 @@ impl Recorder {
         // Whatever the outcome, the cached live attempts may be stale now (a conflict means
         // someone else moved the job).
         self.watched = None;
+        self.wrote();
         let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
             Ok(updated) => updated,
             Err(LedgerError::Conflict { .. }) => {
@@ -204,6 +217,7 @@ impl Recorder {
             }
         };
         self.watched = None;
+        self.wrote();
         let updated = match self
             .ledger
             .answer_comment_command(command, job.id, transition.as_ref(), answer, now)
@@ -237,6 +251,7 @@ impl Recorder {
             }
         };
         self.watched = None;
+        self.wrote();
         let updated = match self
             .ledger
             .record_follow_up(job.id, &transition, follow_up, now)
@@ -325,9 +340,99 @@ impl Recorder {
         });
     }
 
-    /// Forgets the cached live attempts: the next read goes to the ledger.
+    /// Forgets the cached live attempts and the other reads kept: the next reads go to the
+    /// ledger.
     pub(crate) fn forget_cache(&mut self) {
         self.watched = None;
+        self.reads = TickReads::default();
+    }
+
+    /// Notes that a tick begins: the reads kept are reused only after this tick read the
+    /// ledger's change counts ([`Recorder::watched_attempts`]).
+    pub(crate) fn begin_tick(&mut self) {
+        self.reads.tick = None;
+    }
+
+    /// Notes that the caller wrote a job or an attempt (or may have) other than through this
+    /// recorder: no read kept is reused in this tick from now on. The next tick's change counts
+    /// tell whether they still stand.
+    pub(crate) fn wrote(&mut self) {
+        self.writes += 1;
+    }
+
+    /// The count of changes to jobs and attempts this tick read, while this recorder wrote
+    /// nothing since: a read kept under that count answers as the ledger would now.
+    fn standing(&self) -> Option<LedgerChanges> {
+        self.reads
+            .tick
+            .filter(|&(_, writes)| writes == self.writes)
+            .map(|(count, _)| count)
+    }
+
+    /// The count under which a read made now is kept: this tick's, even after a write of this
+    /// recorder (that write moved the count, so the next tick reads again).
+    fn keep_under(&self) -> Option<LedgerChanges> {
+        self.reads.tick.map(|(count, _)| count)
+    }
+
+    /// [`Ledger::attempts_to_stop`], reused from the last read while no job or attempt changed
+    /// since ([`Ledger::changes`], read once a tick by [`Recorder::watched_attempts`]) and this
+    /// recorder wrote nothing in this tick: an attempt's stop request (`stop_pending`) by any
+    /// writer moves that count.
+    pub(crate) async fn attempts_to_stop(&mut self) -> Result<Vec<(Job, Attempt)>, ControlError> {
+        if let (Some(count), Some((at, kept))) = (self.standing(), &self.reads.to_stop) {
+            if *at == count {
+                return Ok(kept.clone());
+            }
+        }
+        self.tick_reads += 1;
+        let read = self.ledger.attempts_to_stop().await?;
+        self.reads.to_stop = self.keep_under().map(|count| (count, read.clone()));
+        Ok(read)
+    }
+
+    /// The jobs the retry policy is to settle (`timed_out`, `lost`): [`Ledger::jobs_in`], reused
+    /// as [`Recorder::attempts_to_stop`] is.
+    pub(crate) async fn jobs_to_settle(&mut self) -> Result<Vec<Job>, ControlError> {
+        if let (Some(count), Some((at, kept))) = (self.standing(), &self.reads.to_settle) {
+            if *at == count {
+                return Ok(kept.clone());
+            }
+        }
+        self.tick_reads += 1;
+        let read = self.ledger.jobs_in(&[JobState::TimedOut, JobState::Lost]).await?;
+        self.reads.to_settle = self.keep_under().map(|count| (count, read.clone()));
+        Ok(read)
+    }
+
+    /// The jobs that may start an attempt at `now` ([`Ledger::ready_jobs`], all of them), reused
+    /// from the last read while no job or attempt changed since, this recorder wrote nothing in
+    /// this tick, and `now` is between that read's instant and the next back-off end it found
+    /// ([`Ledger::next_ready_at`]): the answer depends on the time only through those back-offs.
+    pub(crate) async fn ready_jobs(&mut self, now: DateTime<Utc>) -> Result<Vec<Job>, ControlError> {
+        if let (Some(count), Some(kept)) = (self.standing(), &self.reads.ready) {
+            if kept.answers(count, now) {
+                return Ok(kept.jobs.clone());
+            }
+        }
+        self.tick_reads += 1;
+        let jobs = self.ledger.ready_jobs(now, usize::MAX).await?;
+        // After the jobs: a back-off that a write ends in between moves the count (read again
+        // next tick); one that ends on its own is found here or was found ready above.
+        let until = self.ledger.next_ready_at(now).await?;
+        self.reads.ready = self.keep_under().map(|at| ReadyRead {
+            at,
+            read_at: now,
+            until,
+            jobs: jobs.clone(),
+        });
+        Ok(jobs)
+    }
+
+    /// How many times the attempts to stop, the jobs to settle or the ready jobs were read from
+    /// the ledger rather than reused.
+    pub(crate) fn tick_reads(&self) -> u64 {
+        self.tick_reads
     }
 
     /// The transitions recorded since the last call.
@@ -343,8 +448,11 @@ impl Recorder {
     /// means a transition was recorded since, or the ledger changed.
     pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
         // Read before the attempts: a read that follows holds every change counted so far, so a
-        // change made in between only costs one more read, never a missed one.
-        let changes = self.ledger.watched_changes().await?;
+        // change made in between only costs one more read, never a missed one. Both counts in one
+        // read: the second says whether the tick's other reads may be reused.
+        let both = self.ledger.changes().await?;
+        self.reads.tick = Some((both.ledger, self.writes));
+        let changes = both.watched;
         if let Some((live, read_at)) = &self.watched {
             if *read_at == changes {
                 return Ok(live.clone());
@@ -365,6 +473,40 @@ impl Recorder {
     /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
     pub(crate) fn watched_reads(&self) -> u64 {
         self.watched_reads
+    }
+}
+
+/// The reads of a tick besides the live attempts, each with the count of changes to jobs and
+/// attempts ([`Ledger::changes`]) read before it.
+#[derive(Default)]
+struct TickReads {
+    /// This tick's count, read before anything kept here was read in this tick, with the
+    /// recorder's writes then; `None` until this tick read it.
+    tick: Option<(LedgerChanges, u64)>,
+    /// [`Ledger::attempts_to_stop`].
+    to_stop: Option<(LedgerChanges, Vec<(Job, Attempt)>)>,
+    /// The jobs to settle.
+    to_settle: Option<(LedgerChanges, Vec<Job>)>,
+    /// The ready jobs.
+    ready: Option<ReadyRead>,
+}
+
+/// A read of the ready jobs: at `read_at`, under the count `at`.
+struct ReadyRead {
+    at: LedgerChanges,
+    read_at: DateTime<Utc>,
+    /// The next back-off end after `read_at` ([`Ledger::next_ready_at`]).
+    until: Option<DateTime<Utc>>,
+    jobs: Vec<Job>,
+}
+
+impl ReadyRead {
+    /// Whether [`Ledger::ready_jobs`] at `now`, under the count `count`, answers `self.jobs`:
+    /// nothing changed, and no back-off ended between the read and `now` (the ledger compares
+    /// whole milliseconds: `read_at <= now < until` keeps each back-off on the same side).
+    /// A clock that went back reads again.
+    fn answers(&self, count: LedgerChanges, now: DateTime<Utc>) -> bool {
+        self.at == count && self.read_at <= now && self.until.is_none_or(|until| now < until)
     }
 }
 

@@ -1135,10 +1135,8 @@ impl Watcher {
         stopping: &HashMap<JobId, Job>,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
-        let ended = recorder
-            .ledger()
-            .jobs_in(&[JobState::TimedOut, JobState::Lost])
-            .await?;
+        // Reused while no job changed since the last tick's read (a quiet tick reads nothing).
+        let ended = recorder.jobs_to_settle().await?;
         for job in ended {
             if !stopping.contains_key(&job.id) {
                 recorder.record(&job, &Event::Settle, None, now).await?;
