@@ -158,7 +158,9 @@ impl Recorder {
         if taken.is_empty() {
             return Ok(answers);
         }
+        // As in `record`: the cached live attempts and this tick's kept reads may be stale now.
         self.watched = None;
+        self.wrote();
         let ledger_moves: Vec<afk_ledger::Move<'_>> = (taken.iter())
             .map(|(i, transition)| afk_ledger::Move {
                 job: moves[*i].job.id,
