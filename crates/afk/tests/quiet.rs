@@ -161,11 +161,14 @@ async fn a_change_at_t3_after_skipped_ticks_is_seen_on_the_next_tick() {
 
 #[tokio::test]
 async fn a_turn_timeout_passes_with_nothing_changed_at_t3_and_still_fires() {
-    let (_world, mut app, mut clock) = running_world("Never ends. [sim:hang]", |w| {
+    let (world, mut app, mut clock) = running_world("Never ends. [sim:hang]", |w| {
         w.config.watch.turn_timeout = 10 * MINUTE;
         w.config.limits.max_attempts = 1;
     })
     .await;
+    let thread = app.ledger().watched_attempts().await.unwrap()[0]
+        .thread_id
+        .clone();
     clock.jump(9 * MINUTE);
     let (whole, moves) = tick_once(&mut app, &clock).await;
     assert!(!whole && moves.is_empty(), "before the turn timeout: {moves:?}");
@@ -175,6 +178,14 @@ async fn a_turn_timeout_passes_with_nothing_changed_at_t3_and_still_fires() {
     assert!(
         moves.contains(&(JobState::Running, JobState::TimedOut)),
         "the very tick past the timeout records it: {moves:?}"
+    );
+    // The timeout's own write asks for the stop: the same tick reads that again rather than
+    // reusing the attempts to stop it read before writing, so the stop does not slip a tick.
+    assert_eq!(
+        received(&world, "thread.session.stop", thread.as_str()),
+        1,
+        "the very tick past the timeout stops the thread's session: {:?}",
+        world.sim.commands_received()
     );
     let job = &app.ledger().jobs().await.unwrap()[0];
     let attempts = app.ledger().attempts(job.id).await.unwrap();
