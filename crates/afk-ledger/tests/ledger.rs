@@ -1813,9 +1813,15 @@ async fn every_change_to_a_job_or_an_attempt_moves_the_ledger_count_whoever_writ
         let before = count().await;
         fx.raw_execute("TRUNCATE attempts CASCADE").await.unwrap();
         let attempts_emptied = count().await;
-        assert!(attempts_emptied.ledger > before.ledger, "attempts truncated by hand");
+        assert!(
+            attempts_emptied.ledger > before.ledger,
+            "attempts truncated by hand"
+        );
         fx.raw_execute("TRUNCATE jobs CASCADE").await.unwrap();
-        assert!(count().await.ledger > attempts_emptied.ledger, "jobs truncated by hand");
+        assert!(
+            count().await.ledger > attempts_emptied.ledger,
+            "jobs truncated by hand"
+        );
     }
     other.close().await;
 }
@@ -1836,7 +1842,10 @@ async fn the_next_ready_instant_is_the_soonest_backoff_still_running(fx: &Fixtur
         .await
         .unwrap();
     }
-    assert_eq!(ledger.next_ready_at(at(20)).await.unwrap(), Some(at(50).timestamp_millis()));
+    assert_eq!(
+        ledger.next_ready_at(at(20)).await.unwrap(),
+        Some(at(50).timestamp_millis())
+    );
     assert_eq!(ledger.ready_jobs(at(20), 10).await.unwrap().len(), 2);
     let just_before = at(50) - chrono::Duration::microseconds(1);
     assert_eq!(ledger.ready_jobs(just_before, 10).await.unwrap().len(), 2);

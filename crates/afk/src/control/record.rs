@@ -450,7 +450,9 @@ impl ReadyRead {
     fn answers(&self, count: LedgerChanges, now: DateTime<Utc>) -> bool {
         self.at == count
             && self.read_at <= now
-            && self.until_ms.is_none_or(|until_ms| now.timestamp_millis() < until_ms)
+            && self
+                .until_ms
+                .is_none_or(|until_ms| now.timestamp_millis() < until_ms)
     }
 }
 
