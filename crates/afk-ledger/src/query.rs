@@ -228,17 +228,24 @@ impl Ledger {
     }
 
     /// The earliest instant after `now` at which a job becomes ready ([`Ledger::ready_jobs`])
-    /// with no write to the ledger: the end of the soonest back-off of a `retry_wait` job still
-    /// waiting at `now`; `None` when none waits. Until then, with no change to the jobs
+    /// with no write to the ledger, in the ledger's own milliseconds since the epoch: the end of
+    /// the soonest back-off of a `retry_wait` job still waiting at `now`; `None` when none waits.
+    /// Until then (while `now`'s milliseconds are below it), with no change to the jobs
     /// ([`Changes::ledger`]), `ready_jobs` at any instant from `now` on answers as at `now`.
-    pub async fn next_ready_at(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        let sql = "SELECT MIN(not_before_ms) FROM jobs WHERE state = 'retry_wait' AND not_before_ms > $1";
+    ///
+    /// Raw milliseconds, not an instant: a back-off end no date can hold (a job parked by hand
+    /// with `i64::MAX`) is still a value `ready_jobs` compares, never an error.
+    pub async fn next_ready_at(&self, now: DateTime<Utc>) -> Result<Option<i64>, LedgerError> {
+        // MIN before the cast keeps SQLite's own order (numbers before text, which `ready_jobs`
+        // never finds ready); a text left by hand then casts to a number no later than where it
+        // sorts, so it only costs a read, and the column holds nothing else on PostgreSQL.
+        let sql = "SELECT CAST(MIN(not_before_ms) AS BIGINT) FROM jobs \
+                   WHERE state = 'retry_wait' AND not_before_ms > $1";
         let at: Option<i64> = with_pool!(self, |pool| sqlx::query_scalar(sql)
             .bind(millis(now))
             .fetch_one(pool)
             .await?);
-        at.map(|ms| crate::model::instant(ms).map_err(|what| LedgerError::Corrupt { what }))
-            .transpose()
+        Ok(at)
     }
 
     /// Every attempt whose thread must still be interrupted and its session stopped (recorded by

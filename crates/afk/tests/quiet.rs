@@ -161,11 +161,14 @@ async fn a_change_at_t3_after_skipped_ticks_is_seen_on_the_next_tick() {
 
 #[tokio::test]
 async fn a_turn_timeout_passes_with_nothing_changed_at_t3_and_still_fires() {
-    let (_world, mut app, mut clock) = running_world("Never ends. [sim:hang]", |w| {
+    let (world, mut app, mut clock) = running_world("Never ends. [sim:hang]", |w| {
         w.config.watch.turn_timeout = 10 * MINUTE;
         w.config.limits.max_attempts = 1;
     })
     .await;
+    let thread = app.ledger().watched_attempts().await.unwrap()[0]
+        .thread_id
+        .clone();
     clock.jump(9 * MINUTE);
     let (whole, moves) = tick_once(&mut app, &clock).await;
     assert!(!whole && moves.is_empty(), "before the turn timeout: {moves:?}");
@@ -175,6 +178,14 @@ async fn a_turn_timeout_passes_with_nothing_changed_at_t3_and_still_fires() {
     assert!(
         moves.contains(&(JobState::Running, JobState::TimedOut)),
         "the very tick past the timeout records it: {moves:?}"
+    );
+    // The timeout's own write asks for the stop: the same tick reads that again rather than
+    // reusing the attempts to stop it read before writing, so the stop does not slip a tick.
+    assert_eq!(
+        received(&world, "thread.session.stop", thread.as_str()),
+        1,
+        "the very tick past the timeout stops the thread's session: {:?}",
+        world.sim.commands_received()
     );
     let job = &app.ledger().jobs().await.unwrap()[0];
     let attempts = app.ledger().attempts(job.id).await.unwrap();
@@ -656,5 +667,56 @@ async fn a_retry_back_off_that_ends_during_quiet_ticks_is_dispatched_on_time() {
     assert!(
         moves.contains(&(JobState::RetryWait, JobState::Dispatching)),
         "the tick past the back-off's end starts the second attempt: {moves:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_parked_by_hand_past_any_date_does_not_stop_another_from_being_dispatched() {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |w| {
+        w.config.limits.max_attempts = 2;
+        w.config.retry.initial = 10 * MINUTE;
+        w.config.retry.cap = 10 * MINUTE;
+    })
+    .await;
+    // A second issue whose first attempt fails: its job waits out a back-off...
+    world.add_issue(REPO_A, 2, "Breaks once. [sim:fail-times=1]");
+    let jobs = tick_at_until(&mut app, &clock, |jobs| {
+        jobs.iter()
+            .any(|j| j.issue.number == 2 && j.state == JobState::RetryWait)
+    })
+    .await;
+    let parked = jobs.iter().find(|j| j.issue.number == 2).unwrap().id;
+    // ...which a person's SQL stretches past any date chrono can hold, to park the job.
+    let person = sqlx::SqlitePool::connect(&world.config.ledger.url)
+        .await
+        .expect("a connection of its own");
+    sqlx::query("UPDATE jobs SET not_before_ms = $1 WHERE id = $2")
+        .bind(i64::MAX)
+        .bind(parked.0)
+        .execute(&person)
+        .await
+        .expect("the job parked");
+    person.close().await;
+
+    // A third issue is still started, and the parked job stays parked. (The whole job list
+    // cannot be read: no date holds the parked job's back-off end.)
+    world.add_issue(REPO_A, 3, "Keep working. [sim:hang]");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        app.tick(clock.now()).await.expect("a tick");
+        let running = app.ledger().jobs_in(&[JobState::Running]).await.unwrap();
+        if running.iter().any(|j| j.issue.number == 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "issue 3 not started within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let active = (app.ledger())
+        .jobs_in(&[JobState::Queued, JobState::Dispatching, JobState::Running])
+        .await
+        .unwrap();
+    assert!(
+        !active.iter().any(|j| j.id == parked),
+        "the parked job is not started"
     );
 }

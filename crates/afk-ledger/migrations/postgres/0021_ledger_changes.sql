@@ -7,10 +7,14 @@
 -- `stop_pending`, a job's report mark, title, body, priority...): those reads return them.
 -- Follow-ups are not counted here: none of those reads looks at them.
 -- Row triggers, so that a statement that changes no row (the intake's conditional upsert) bumps
--- nothing. As with 0018, each transaction that writes a job or an attempt now holds the counter
--- row until it ends (for any column, not only the watched ones): every ledger transaction writes
--- its `jobs` row first and touches one job; keep it so, or two writers can deadlock over the
--- counter and a job row (PostgreSQL would then abort one of them).
+-- nothing; and statement triggers for TRUNCATE, which fires no row trigger. As with 0018, each
+-- transaction that writes a job or an attempt now holds the counter row until it ends (for any
+-- column, not only the watched ones). What keeps two writers from deadlocking over the counter
+-- and a job's or attempt's row: a leader's write takes the leadership row (its fence) before any
+-- other, so leader writes take turns there before they lock anything else (the dashboard's and
+-- `afk jobs`' actions are carried out by the leader); a write that does not lead (`afk dispatch`
+-- from the CLI) touches one job: its `jobs` row first, then that job's live attempt. Keep it so,
+-- or PostgreSQL may abort one of two such writers as deadlocked.
 ALTER TABLE watched_changes ADD COLUMN ledger_counter BIGINT NOT NULL DEFAULT 0;
 
 CREATE FUNCTION ledger_changed() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -25,3 +29,9 @@ AFTER INSERT OR DELETE OR UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION ledger_ch
 
 CREATE TRIGGER ledger_attempts_changed
 AFTER INSERT OR DELETE OR UPDATE ON attempts FOR EACH ROW EXECUTE FUNCTION ledger_changed();
+
+CREATE TRIGGER ledger_jobs_truncated
+AFTER TRUNCATE ON jobs FOR EACH STATEMENT EXECUTE FUNCTION ledger_changed();
+
+CREATE TRIGGER ledger_attempts_truncated
+AFTER TRUNCATE ON attempts FOR EACH STATEMENT EXECUTE FUNCTION ledger_changed();

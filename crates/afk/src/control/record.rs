@@ -421,11 +421,11 @@ impl Recorder {
         let jobs = self.ledger.ready_jobs(now, usize::MAX).await?;
         // After the jobs: a back-off that a write ends in between moves the count (read again
         // next tick); one that ends on its own is found here or was found ready above.
-        let until = self.ledger.next_ready_at(now).await?;
+        let until_ms = self.ledger.next_ready_at(now).await?;
         self.reads.ready = self.keep_under().map(|at| ReadyRead {
             at,
             read_at: now,
-            until,
+            until_ms,
             jobs: jobs.clone(),
         });
         Ok(jobs)
@@ -497,18 +497,24 @@ struct TickReads {
 struct ReadyRead {
     at: LedgerChanges,
     read_at: DateTime<Utc>,
-    /// The next back-off end after `read_at` ([`Ledger::next_ready_at`]).
-    until: Option<DateTime<Utc>>,
+    /// The next back-off end after `read_at`, in the ledger's milliseconds
+    /// ([`Ledger::next_ready_at`]): raw, as a parked job's end may be no representable instant.
+    until_ms: Option<i64>,
     jobs: Vec<Job>,
 }
 
 impl ReadyRead {
     /// Whether [`Ledger::ready_jobs`] at `now`, under the count `count`, answers `self.jobs`:
     /// nothing changed, and no back-off ended between the read and `now` (the ledger compares
-    /// whole milliseconds: `read_at <= now < until` keeps each back-off on the same side).
-    /// A clock that went back reads again.
+    /// whole milliseconds, `not_before_ms <= millis(now)`: `read_at <= now` and
+    /// `millis(now) < until_ms` keep each back-off on the same side). A clock that went back
+    /// reads again.
     fn answers(&self, count: LedgerChanges, now: DateTime<Utc>) -> bool {
-        self.at == count && self.read_at <= now && self.until.is_none_or(|until| now < until)
+        self.at == count
+            && self.read_at <= now
+            && self
+                .until_ms
+                .is_none_or(|until_ms| now.timestamp_millis() < until_ms)
     }
 }
 
