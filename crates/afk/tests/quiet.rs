@@ -132,6 +132,23 @@ async fn running_world(body: &str, tune: impl FnOnce(&mut World)) -> (World, App
     (world, app, clock)
 }
 
+/// Records `event` for the job `pick` chooses through a second handle on the same ledger file,
+/// as another process (`afk jobs`, `afk enqueue`) does, and closes that handle.
+async fn record_from_another_process(
+    world: &World,
+    pick: impl FnOnce(Vec<Job>) -> Job,
+    event: &afk_core::Event,
+    now: DateTime<Utc>,
+) {
+    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
+        .await
+        .expect("a second handle");
+    let job = pick(other.jobs().await.unwrap());
+    let transition = afk_core::apply(job.status(), event, &afk_core::RetryPolicy::default(), now).unwrap();
+    other.record(job.id, &transition, None, now).await.unwrap();
+    other.close().await;
+}
+
 #[tokio::test]
 async fn a_change_at_t3_after_skipped_ticks_is_seen_on_the_next_tick() {
     let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |_| {}).await;
@@ -276,25 +293,10 @@ async fn a_quiet_tick_reads_no_live_attempts_and_another_processs_write_is_seen_
 
     // Another process (its own handle on the same ledger file) moves the running job: it now
     // waits for a person, which its thread in T3 does not.
-    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
-        .await
-        .expect("a second handle");
-    let job = other.jobs().await.unwrap().remove(0);
     let asked = afk_core::Event::InputRequested {
         question: "asked elsewhere".into(),
     };
-    let transition = afk_core::apply(
-        job.status(),
-        &asked,
-        &afk_core::RetryPolicy::default(),
-        clock.now(),
-    )
-    .unwrap();
-    other
-        .record(job.id, &transition, None, clock.now())
-        .await
-        .unwrap();
-    other.close().await;
+    record_from_another_process(&world, |mut jobs| jobs.remove(0), &asked, clock.now()).await;
 
     // No clock jump, nothing changed at T3: only the ledger's news can move the job back.
     let (whole, moves) = tick_once(&mut app, &clock).await;
@@ -559,25 +561,10 @@ async fn a_job_cancelled_by_another_handle_after_quiet_ticks_has_its_thread_stop
         .clone();
 
     // `afk jobs cancel` in another process: its own handle on the same ledger file.
-    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
-        .await
-        .expect("a second handle");
-    let job = other.jobs().await.unwrap().remove(0);
     let cancel = afk_core::Event::Cancel {
         reason: afk_core::CancelReason::ByHand,
     };
-    let transition = afk_core::apply(
-        job.status(),
-        &cancel,
-        &afk_core::RetryPolicy::default(),
-        clock.now(),
-    )
-    .unwrap();
-    other
-        .record(job.id, &transition, None, clock.now())
-        .await
-        .unwrap();
-    other.close().await;
+    record_from_another_process(&world, |mut jobs| jobs.remove(0), &cancel, clock.now()).await;
 
     app.tick(clock.now()).await.expect("a tick");
     assert_eq!(
@@ -605,27 +592,11 @@ async fn a_job_requeued_by_another_handle_after_quiet_ticks_is_dispatched_at_the
     quiet_ticks_read_nothing(&mut app, &clock, 3).await;
 
     // `afk enqueue` in another process brings the failed job back: queued, to start again.
-    let other = afk_ledger::Ledger::open(&world.config.ledger.url)
-        .await
-        .expect("a second handle");
-    let failed = (other.jobs().await.unwrap().into_iter())
-        .find(|j| j.issue.number == 2)
-        .unwrap();
     let requeue = afk_core::Event::Requeue {
         by: afk_core::RequeueBy::Person,
     };
-    let transition = afk_core::apply(
-        failed.status(),
-        &requeue,
-        &afk_core::RetryPolicy::default(),
-        clock.now(),
-    )
-    .unwrap();
-    other
-        .record(failed.id, &transition, None, clock.now())
-        .await
-        .unwrap();
-    other.close().await;
+    let failed = |jobs: Vec<Job>| jobs.into_iter().find(|j| j.issue.number == 2).unwrap();
+    record_from_another_process(&world, failed, &requeue, clock.now()).await;
 
     let (_, moves) = tick_once(&mut app, &clock).await;
     assert!(

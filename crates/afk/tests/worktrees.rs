@@ -47,6 +47,30 @@ async fn run_until(
 }
 
 /// The transitions of `job` as `from -> to` pairs.
+/// Lets the `held` bootstraps go once two are held at once (one per checkout), failing when
+/// only one was sent `within`; answers how many were held then.
+fn release_when_two_are_held(
+    held: &t3_sim::Pause,
+    within: Duration,
+    what: &'static str,
+) -> tokio::task::JoinHandle<u32> {
+    let held = held.clone();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + within;
+        while held.held() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} {what} was sent while one was held",
+                held.held()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sent = held.held();
+        held.release();
+        sent
+    })
+}
+
 async fn transitions(ledger: &Ledger, job: &Job) -> Vec<(JobState, JobState)> {
     let events = ledger.events(job.id).await.expect("events");
     events.iter().map(|e| (e.from, e.to)).collect()
@@ -107,23 +131,7 @@ async fn one_slow_bootstrap_does_not_hold_another_repositorys() {
         .sim
         .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
     let app = world.app().await;
-    let releaser = {
-        let held = held.clone();
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while held.held() < 2 {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} bootstrap was sent while one was held",
-                    held.held()
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let sent = held.held();
-            held.release();
-            sent
-        })
-    };
+    let releaser = release_when_two_are_held(&held, Duration::from_secs(30), "bootstrap");
     let (_, jobs) = run_until(app, Duration::from_secs(30), |_| {}, all_final(3)).await;
     assert_eq!(
         releaser.await.expect("the releaser"),
@@ -351,23 +359,7 @@ async fn interrupted_dispatches_of_two_repositories_are_resumed_at_once() {
         .sim
         .pause("thread.turn.start", t3_sim::PausePhase::BeforeApply);
     let app = world.app().await;
-    let releaser = {
-        let held = held.clone();
-        tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while held.held() < 2 {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} resumed bootstrap was sent while one was held",
-                    held.held()
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let sent = held.held();
-            held.release();
-            sent
-        })
-    };
+    let releaser = release_when_two_are_held(&held, Duration::from_secs(10), "resumed bootstrap");
     let (ledger, jobs) = run_until(app, Duration::from_secs(30), |_| {}, all_final(3)).await;
     assert_eq!(
         releaser.await.expect("the releaser"),
