@@ -587,6 +587,8 @@ impl ControlPlane {
         }
         if recorded {
             // Jobs moved (turns ended): their status comments before this tick's dispatches.
+            // Their report marks bypass the recorder; the move recorded first already made it
+            // drop its kept reads for this tick (`Recorder::wrote`), so `ready_jobs` reads anew.
             if let Some(reporter) = &self.reporter {
                 reporter
                     .report_comments(&mut self.recorder, &self.policies, now)
