@@ -132,6 +132,25 @@ async fn running_world(body: &str, tune: impl FnOnce(&mut World)) -> (World, App
     (world, app, clock)
 }
 
+/// A running job (issue 1, hanging) and a second (issue 2) whose first attempt failed: it waits
+/// out a 10 min back-off before its second and last attempt; that job as the ledger holds it.
+async fn a_job_in_back_off() -> (World, App, Clock, Job) {
+    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |w| {
+        w.config.limits.max_attempts = 2;
+        w.config.retry.initial = 10 * MINUTE;
+        w.config.retry.cap = 10 * MINUTE;
+    })
+    .await;
+    world.add_issue(REPO_A, 2, "Breaks once. [sim:fail-times=1]");
+    let jobs = tick_at_until(&mut app, &clock, |jobs| {
+        jobs.iter()
+            .any(|j| j.issue.number == 2 && j.state == JobState::RetryWait)
+    })
+    .await;
+    let waiting = jobs.into_iter().find(|j| j.issue.number == 2).unwrap();
+    (world, app, clock, waiting)
+}
+
 /// Records `event` for the job `pick` chooses through a second handle on the same ledger file,
 /// as another process (`afk jobs`, `afk enqueue`) does, and closes that handle.
 async fn record_from_another_process(
@@ -607,20 +626,7 @@ async fn a_job_requeued_by_another_handle_after_quiet_ticks_is_dispatched_at_the
 
 #[tokio::test]
 async fn a_retry_back_off_that_ends_during_quiet_ticks_is_dispatched_on_time() {
-    let (world, mut app, mut clock) = running_world("Keep working. [sim:hang]", |w| {
-        w.config.limits.max_attempts = 2;
-        w.config.retry.initial = 10 * MINUTE;
-        w.config.retry.cap = 10 * MINUTE;
-    })
-    .await;
-    // A second issue whose first attempt fails: its job waits out a 10 min back-off.
-    world.add_issue(REPO_A, 2, "Breaks once. [sim:fail-times=1]");
-    let jobs = tick_at_until(&mut app, &clock, |jobs| {
-        jobs.iter()
-            .any(|j| j.issue.number == 2 && j.state == JobState::RetryWait)
-    })
-    .await;
-    let waiting = jobs.iter().find(|j| j.issue.number == 2).unwrap();
+    let (world, mut app, mut clock, waiting) = a_job_in_back_off().await;
     let ends = waiting.not_before.expect("a back-off");
     tick_until_skipping(&world, &mut app, &clock).await;
     tick_until_reads_are_reused(&mut app, &clock).await;
@@ -643,20 +649,9 @@ async fn a_retry_back_off_that_ends_during_quiet_ticks_is_dispatched_on_time() {
 
 #[tokio::test]
 async fn a_job_parked_by_hand_past_any_date_does_not_stop_another_from_being_dispatched() {
-    let (world, mut app, clock) = running_world("Keep working. [sim:hang]", |w| {
-        w.config.limits.max_attempts = 2;
-        w.config.retry.initial = 10 * MINUTE;
-        w.config.retry.cap = 10 * MINUTE;
-    })
-    .await;
-    // A second issue whose first attempt fails: its job waits out a back-off...
-    world.add_issue(REPO_A, 2, "Breaks once. [sim:fail-times=1]");
-    let jobs = tick_at_until(&mut app, &clock, |jobs| {
-        jobs.iter()
-            .any(|j| j.issue.number == 2 && j.state == JobState::RetryWait)
-    })
-    .await;
-    let parked = jobs.iter().find(|j| j.issue.number == 2).unwrap().id;
+    // A second job waits out a back-off...
+    let (world, mut app, clock, waiting) = a_job_in_back_off().await;
+    let parked = waiting.id;
     // ...which a person's SQL stretches past any date chrono can hold, to park the job.
     let person = sqlx::SqlitePool::connect(&world.config.ledger.url)
         .await
