@@ -749,19 +749,31 @@ async fn send(
         worktree,
         ..
     } = start;
-    // Dropped when this task ends, answered or not: the checkout's next bootstrap goes then.
-    let _done = take_turn(turn).await;
-    let outcome = async {
+    let thread = plan.ids.thread_id.clone();
+    let dispatch = async {
         match &worktree {
             Some(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
             None => client.dispatch_plan(&plan).await.map(drop),
         }
-    }
-    .instrument(span.clone())
-    .await;
+    };
+    send_in_turn(job, thread, turn, span, dispatch).await
+}
+
+/// Sends `dispatch` for `job`'s `thread` (in `span`) once its `turn` in its checkout came (see
+/// [`take_turn`]); what T3 answered, stamped with its arrival.
+async fn send_in_turn(
+    job: Job,
+    thread: ThreadId,
+    turn: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    span: tracing::Span,
+    dispatch: impl std::future::Future<Output = Result<(), DispatchError>>,
+) -> Sent {
+    // Dropped when this task ends, answered or not: the checkout's next bootstrap goes then.
+    let _done = take_turn(turn).await;
+    let outcome = dispatch.instrument(span.clone()).await;
     Sent {
         job,
-        thread: plan.ids.thread_id,
+        thread,
         outcome,
         at: std::time::Instant::now(),
         span,
@@ -817,8 +829,8 @@ impl Resend {
             span,
             ..
         } = *self;
-        let _done = take_turn(turn).await;
-        let outcome = async {
+        let thread = plan.ids.thread_id.clone();
+        let dispatch = async {
             match &how {
                 Resent::Bootstrap(worktree) => client.dispatch_isolated(&plan, worktree).await.map(drop),
                 Resent::Finish { worktree, may_adopt } => client
@@ -835,16 +847,8 @@ impl Resend {
                     }),
                 Resent::CreateAndTurn => client.dispatch_plan(&plan).await.map(drop),
             }
-        }
-        .instrument(span.clone())
-        .await;
-        Sent {
-            job,
-            thread: plan.ids.thread_id,
-            outcome,
-            at: std::time::Instant::now(),
-            span,
-        }
+        };
+        send_in_turn(job, thread, turn, span, dispatch).await
     }
 }
 
