@@ -4,10 +4,18 @@
 //! [`Fleet::decode_shell`], [`FleetItem::decode`], [`ShellWaits::decode`]) reads and sets aside
 //! exactly the threads the full wire types do. Cheap by default (proptest's 256 cases);
 //! `PROPTEST_CASES=N` runs longer.
+//!
+//! The watcher's decodes read a document with a scanner written for T3's thread shape and fall
+//! back to their `serde` path where it declines (`t3_client::wire::oracle` exposes both): every
+//! document here is also decoded both ways, and the scanner must give nothing or exactly what
+//! `serde` gives, and the decode as a whole exactly `serde`'s answer or error.
+
+#[path = "../benches/support/read_model.rs"]
+mod shapes;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use t3_client::wire::{FleetItem, FleetThread, ShellItem, ShellSnapshot, ShellWaits};
+use t3_client::wire::{oracle, FleetItem, FleetThread, ShellItem, ShellSnapshot, ShellWaits};
 use t3_client::{Fleet, ReadModel, ThreadId};
 
 /// The view's threads (sorted by id) and the ids it sets aside (sorted): what the watcher reads.
@@ -94,6 +102,7 @@ fn mutate(doc: &mut Value, path: &[usize], with: Value) {
 }
 
 fn check_read_model(body: &[u8]) {
+    scanner_agrees_on_snapshot(body);
     let strict = serde_json::from_slice::<ReadModel>(body);
     let compact = Fleet::decode_snapshot(body);
     match ReadModel::decode_per_thread(body) {
@@ -115,6 +124,7 @@ fn check_read_model(body: &[u8]) {
 }
 
 fn check_shell_doc(body: &[u8]) {
+    scanner_agrees_on_shell(body);
     let compact = Fleet::decode_shell(body);
     match ShellSnapshot::decode_per_thread(body) {
         Ok((shell, unreadable)) => {
@@ -130,6 +140,7 @@ fn check_shell_doc(body: &[u8]) {
 }
 
 fn check_shell_item(text: &str) {
+    scanner_agrees_on_item(text);
     let compact = FleetItem::decode(text);
     match ShellItem::decode(text) {
         Ok(item) => {
@@ -152,6 +163,7 @@ fn check_shell_item(text: &str) {
 /// shell's full view says: whether it waits for a person where it is readable, nothing otherwise;
 /// and fails where that view fails.
 fn check_shell_waits(body: &[u8]) {
+    scanner_agrees_on_waits(body);
     let waits = ShellWaits::decode(body);
     match ShellSnapshot::decode_per_thread(body) {
         Ok((shell, unreadable)) => {
@@ -174,6 +186,420 @@ fn check_shell_waits(body: &[u8]) {
         }
         Err(_) => assert!(waits.is_err(), "the waits fail where the shell's view does"),
     }
+}
+
+/// The same answer, or the same error in the same words.
+fn same<T: PartialEq + std::fmt::Debug>(
+    a: &Result<T, serde_json::Error>,
+    b: &Result<T, serde_json::Error>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
+
+/// The snapshot decode (scanner, else `serde`) answers exactly as `serde` alone, and the scanner,
+/// where it answers, gives what `serde` gives. Returns whether the scanner answered.
+fn scanner_agrees_on_snapshot(body: &[u8]) -> bool {
+    let by_serde = oracle::snapshot_by_serde(body);
+    let decoded = Fleet::decode_snapshot(body);
+    assert!(
+        same(&decoded, &by_serde),
+        "{decoded:?}\nagainst serde's {by_serde:?}"
+    );
+    let scanned = std::str::from_utf8(body)
+        .ok()
+        .and_then(oracle::snapshot_by_scanner);
+    if let Some(scanned) = &scanned {
+        assert_eq!(
+            Some(scanned),
+            by_serde.as_ref().ok(),
+            "the scanner answers only as serde does"
+        );
+    }
+    scanned.is_some()
+}
+
+fn scanner_agrees_on_shell(body: &[u8]) -> bool {
+    let by_serde = oracle::shell_by_serde(body);
+    let decoded = Fleet::decode_shell(body);
+    assert!(
+        same(&decoded, &by_serde),
+        "{decoded:?}\nagainst serde's {by_serde:?}"
+    );
+    let scanned = std::str::from_utf8(body).ok().and_then(oracle::shell_by_scanner);
+    if let Some(scanned) = &scanned {
+        assert_eq!(
+            Some(scanned),
+            by_serde.as_ref().ok(),
+            "the scanner answers only as serde does"
+        );
+    }
+    scanned.is_some()
+}
+
+fn scanner_agrees_on_item(text: &str) -> bool {
+    let by_serde = oracle::item_by_serde(text);
+    let decoded = FleetItem::decode(text);
+    assert!(
+        same(&decoded, &by_serde),
+        "{decoded:?}\nagainst serde's {by_serde:?}"
+    );
+    let scanned = oracle::item_by_scanner(text);
+    if let Some(scanned) = &scanned {
+        assert_eq!(
+            Some(scanned),
+            by_serde.as_ref().ok(),
+            "the scanner answers only as serde does"
+        );
+    }
+    scanned.is_some()
+}
+
+fn scanner_agrees_on_waits(body: &[u8]) -> bool {
+    let by_serde = oracle::waits_by_serde(body);
+    let decoded = ShellWaits::decode(body);
+    assert!(
+        same(&decoded, &by_serde),
+        "{decoded:?}\nagainst serde's {by_serde:?}"
+    );
+    let scanned = std::str::from_utf8(body).ok().and_then(oracle::waits_by_scanner);
+    if let Some(scanned) = &scanned {
+        assert_eq!(
+            Some(scanned),
+            by_serde.as_ref().ok(),
+            "the scanner answers only as serde does"
+        );
+    }
+    scanned.is_some()
+}
+
+/// All four decodes of one snapshot text and its shell form (`deletedAt` keys dropped by the
+/// caller or not: the shell skips them unread): the snapshot, the shell, the stream item, the waits.
+fn scanner_agrees_everywhere(text: &str) {
+    scanner_agrees_on_snapshot(text.as_bytes());
+    scanner_agrees_on_shell(text.as_bytes());
+    scanner_agrees_on_waits(text.as_bytes());
+    scanner_agrees_on_item(&format!(r#"{{"kind":"snapshot","snapshot":{text}}}"#));
+}
+
+/// The bench's documents (T3's real shapes: UUIDs, every state, deleted threads) are read by the
+/// scanner, not left to `serde`: the shortcut is taken where it pays, and gives `serde`'s answer.
+#[test]
+fn the_scanner_reads_documents_as_t3_sends_them() {
+    let snapshot = shapes::read_model_json(300);
+    let shell = shapes::shell_json(300);
+    assert!(scanner_agrees_on_snapshot(&snapshot), "the snapshot is scanned");
+    assert!(scanner_agrees_on_shell(&shell), "the shell is scanned");
+    assert!(scanner_agrees_on_waits(&shell), "the shell's waits are scanned");
+    let shell = String::from_utf8(shell).expect("UTF-8");
+    let item = format!(r#"{{"kind":"snapshot","snapshot":{shell}}}"#);
+    assert!(
+        scanner_agrees_on_item(&item),
+        "the stream's snapshot item is scanned"
+    );
+    let fleet = Fleet::decode_snapshot(&snapshot).expect("decodes");
+    assert_eq!(fleet.len(), 300);
+    assert!(fleet.unreadable_threads().next().is_none());
+}
+
+/// One edit to the text of a document: `Some` edited text, `None` when it does not apply.
+fn edit(text: &str, at: usize, cut: usize, with: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    let at = at % (bytes.len() + 1);
+    let end = (at + cut).min(bytes.len());
+    bytes.splice(at..end, with.bytes());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What an edit writes: JSON's punctuation, literals, escapes (surrogates among them), numbers,
+/// keys of the thread shape, timestamps good and bad, white space, a multi-byte character.
+fn splice() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "",
+            "\"",
+            "\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\t",
+            "\n",
+            "null",
+            "true",
+            "false",
+            "0",
+            "-0",
+            "01",
+            "1.5",
+            "1e3",
+            "-",
+            "12345678901234567890",
+            "\\u0041",
+            "\\ud83d\\ude00",
+            "\\ud800",
+            "\\udc00",
+            "\\ud800\\u0041",
+            "\\x",
+            "\\/",
+            "\u{1}",
+            "é",
+            "\u{2028}",
+            "\"id\":",
+            "\"id\":\"t0\",",
+            "\"i\\u0064\":\"t9\",",
+            "\"title\":1,",
+            "\"x\":[[[]]],",
+            "\"deletedAt\":null,",
+            "\"session\":null,",
+            "\"latestTurn\":null,",
+            "\"2026-11-24T19:14:36.116Z\"",
+            "\"2026-02-30T00:00:00.000Z\"",
+            "\"2026-11-24T19:14:36Z\"",
+            "\"2026-11-24T19:14:36.116+01:00\"",
+            "running",
+            "paused",
+            "\"hasPendingApprovals\":true,",
+        ])
+        .prop_map(str::to_owned),
+        "[ -~]{0,6}",
+    ]
+}
+
+/// A text of many threads (some deleted) as `serde_json` writes T3's snapshot.
+fn real_snapshot(threads: usize) -> String {
+    String::from_utf8(shapes::read_model_json(threads)).expect("UTF-8")
+}
+
+proptest! {
+    /// Byte-level edits (one to three) of real-shaped documents: wherever they land (a key, a
+    /// string, an escape, a number, between tokens), the scanner answers as `serde` or declines.
+    #[test]
+    fn an_edited_document_is_read_as_serde_reads_it(
+        edits in prop::collection::vec((any::<usize>(), 0usize..4, splice()), 1..4),
+        threads in 1usize..4,
+        base in 0usize..2,
+    ) {
+        let mut text = if base == 0 { real_snapshot(threads) } else { snapshot(threads).to_string() };
+        for (at, cut, with) in &edits {
+            text = edit(&text, *at, *cut, with);
+        }
+        scanner_agrees_everywhere(&text);
+        let shell = text.replace(r#""deletedAt":null,"#, "");
+        scanner_agrees_everywhere(&shell);
+    }
+
+    /// Edits near the threads' keys and values, where most of the scanner's decisions are.
+    #[test]
+    fn an_edit_in_a_thread_is_read_as_serde_reads_it(
+        key in prop::sample::select(vec![
+            "\"id\"", "\"projectId\"", "\"title\"", "\"modelSelection\"", "\"instanceId\"", "\"model\"",
+            "\"runtimeMode\"", "\"interactionMode\"", "\"branch\"", "\"worktreePath\"", "\"latestTurn\"",
+            "\"turnId\"", "\"state\"", "\"requestedAt\"", "\"startedAt\"", "\"completedAt\"",
+            "\"assistantMessageId\"", "\"createdAt\"", "\"updatedAt\"", "\"archivedAt\"", "\"deletedAt\"",
+            "\"messages\"", "\"session\"", "\"threadId\"", "\"status\"", "\"providerName\"",
+            "\"activeTurnId\"", "\"lastError\"", "\"snapshotSequence\"", "\"projects\"", "\"threads\"",
+        ]),
+        nth in 0usize..8,
+        offset in 0usize..40,
+        cut in 0usize..6,
+        with in splice(),
+    ) {
+        let text = real_snapshot(3);
+        let found: Vec<usize> = text.match_indices(key).map(|(i, _)| i).collect();
+        let at = found[nth % found.len()] + offset;
+        let text = edit(&text, at, cut, &with);
+        scanner_agrees_everywhere(&text);
+    }
+}
+
+/// Each edge the scanner must read as `serde` does, on a two-thread snapshot: whether it declines
+/// or answers, the decode gives `serde`'s answer; where the answer is plain, it is checked too.
+#[test]
+fn each_edge_reads_as_serde_reads_it() {
+    let base = snapshot(2).to_string();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "a key written with an escape",
+            base.replacen(r#""branch""#, r#""br\u0061nch""#, 1),
+        ),
+        (
+            "a key listed twice in a thread",
+            base.replacen(r#""title":"acme"#, r#""title":"a","title":"acme"#, 1),
+        ),
+        (
+            "a key listed twice in the document",
+            base.replacen(
+                r#""snapshotSequence":12"#,
+                r#""snapshotSequence":12,"snapshotSequence":13"#,
+                1,
+            ),
+        ),
+        (
+            "an unknown key",
+            base.replacen(
+                r#""title":"acme"#,
+                r#""extra":{"a":[1,2.5,-3,"x",null,true]},"title":"acme"#,
+                1,
+            ),
+        ),
+        (
+            "an unknown key with an exponent",
+            base.replacen(r#""title":"acme"#, r#""extra":1e999,"title":"acme"#, 1),
+        ),
+        (
+            "an exponent in the messages",
+            base.replacen(r#""title":"acme"#, r#""messages":[1e999],"title":"acme"#, 1),
+        ),
+        (
+            "a huge integer in the messages",
+            base.replacen(
+                r#""title":"acme"#,
+                r#""messages":[123456789012345678901234567890],"title":"acme"#,
+                1,
+            ),
+        ),
+        (
+            "null messages",
+            base.replacen(r#""title":"acme"#, r#""messages":null,"title":"acme"#, 1),
+        ),
+        (
+            "a null title",
+            base.replacen(r#""title":"acme/widgets#42: Fix""#, r#""title":null"#, 1),
+        ),
+        (
+            "a number for a timestamp",
+            base.replacen(r#""deletedAt":null"#, r#""deletedAt":1"#, 1),
+        ),
+        (
+            "a missing required key",
+            base.replacen(r#","worktreePath":null"#, "", 1),
+        ),
+        (
+            "a missing optional key",
+            base.replacen(r#""archivedAt":null,"#, "", 1),
+        ),
+        ("a lone leading surrogate", base.replacen("Fix", r"Fix \ud800", 1)),
+        (
+            "a lone trailing surrogate",
+            base.replacen("Fix", r"Fix \udc00", 1),
+        ),
+        ("a surrogate pair", base.replacen("Fix", r"Fix \ud83d\ude00", 1)),
+        (
+            "escapes in a kept string",
+            base.replacen("afk/issue-42", r"afk\/issue-42\n\t\u00e9", 1),
+        ),
+        (
+            "escapes in an id",
+            base.replacen(r#""id":"t0""#, r#""id":"\u0074\u0030""#, 1),
+        ),
+        (
+            "an id of white space",
+            base.replacen(r#""id":"t0""#, r#""id":" t0""#, 1),
+        ),
+        ("an unknown escape", base.replacen("Fix", r"Fix \x", 1)),
+        ("a control character", base.replacen("Fix", "Fix \u{1}", 1)),
+        (
+            "a bad timestamp",
+            base.replacen("2026-11-24T19:14:40.000Z", "2026-02-30T19:14:40.000Z", 1),
+        ),
+        (
+            "another timestamp form",
+            base.replacen("2026-11-24T19:14:40.000Z", "2026-11-24T20:14:40+01:00", 1),
+        ),
+        (
+            "an unknown state",
+            base.replacen(r#""state":"running""#, r#""state":"paused""#, 1),
+        ),
+        (
+            "a thread listed twice",
+            snapshot(1).to_string().replacen(
+                r#""threads":[{"#,
+                &format!(r#""threads":[{},{{"#, thread("t0")),
+                1,
+            ),
+        ),
+        (
+            "a thread as an array",
+            base.replacen(r#""threads":[{"#, r#""threads":[["t9"],{"#, 1),
+        ),
+        (
+            "deep nesting",
+            base.replacen(
+                r#""title":"acme"#,
+                &format!(r#""x":{}{},"title":"acme"#, "[".repeat(130), "]".repeat(130)),
+                1,
+            ),
+        ),
+        ("trailing text", format!("{base} x")),
+        ("trailing white space", format!("{base} \n")),
+        (
+            "a leading zero",
+            base.replacen(r#""snapshotSequence":12"#, r#""snapshotSequence":012"#, 1),
+        ),
+        (
+            "a sequence out of range",
+            base.replacen(
+                r#""snapshotSequence":12"#,
+                r#""snapshotSequence":18446744073709551616"#,
+                1,
+            ),
+        ),
+        (
+            "a negative sequence",
+            base.replacen(r#""snapshotSequence":12"#, r#""snapshotSequence":-1"#, 1),
+        ),
+        (
+            "a float sequence",
+            base.replacen(r#""snapshotSequence":12"#, r#""snapshotSequence":12.0"#, 1),
+        ),
+        (
+            "a trailing comma",
+            base.replacen(r#""worktreePath":null}"#, r#""worktreePath":null,}"#, 1),
+        ),
+        (
+            "options of any shape",
+            base.replacen(
+                r#""model":"claude-sonnet-4-5""#,
+                r#""model":"claude-sonnet-4-5","options":{"effort":["x",{"y":0.5}]}"#,
+                1,
+            ),
+        ),
+        (
+            "a blank model",
+            base.replacen(r#""model":"claude-sonnet-4-5""#, r#""model":" \u0009 ""#, 1),
+        ),
+    ];
+    for (what, text) in &cases {
+        let snapshot_ok = oracle::snapshot_by_serde(text.as_bytes()).is_ok();
+        scanner_agrees_everywhere(text);
+        let scanned = oracle::snapshot_by_scanner(text).is_some();
+        assert!(!scanned || snapshot_ok, "{what}: scanned what serde refuses");
+    }
+    // Where the scanner must answer (so that the shortcut covers what T3 sends), and where it
+    // must decline.
+    let answers = |i: usize| oracle::snapshot_by_scanner(&cases[i].1).is_some();
+    for i in [3, 11, 14, 15, 16, 21, 23, 27, 33] {
+        assert!(answers(i), "{}: the scanner answers", cases[i].0);
+    }
+    for i in [
+        0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 13, 17, 18, 19, 20, 22, 24, 25, 26, 28, 29, 30, 31, 32, 34,
+    ] {
+        assert!(!answers(i), "{}: the scanner declines", cases[i].0);
+    }
+    // A body that is not UTF-8 is left to serde, which reads it as before.
+    let mut bytes = base.replacen("Fix", "Fix \u{1F600}", 1).into_bytes();
+    let at = bytes.iter().position(|&b| b == 0xF0).unwrap();
+    bytes[at + 1] = 0x28;
+    scanner_agrees_on_snapshot(&bytes);
+    scanner_agrees_on_shell(&bytes);
+    scanner_agrees_on_waits(&bytes);
 }
 
 proptest! {

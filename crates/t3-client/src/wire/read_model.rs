@@ -631,6 +631,17 @@ impl<'de> Deserialize<'de> for CheckedTimestamp {
     }
 }
 
+/// What [`timestamp`] makes of a string's text (`None` where it refuses it), for the scanner
+/// (`wire::scan`), which reads strings itself.
+pub(crate) fn parse_timestamp(text: &str) -> Option<Timestamp> {
+    t3_form(text).or_else(|| rfc3339::<serde_json::Error>(text).ok())
+}
+
+/// True exactly when [`CheckedTimestamp`] accepts a string of this text.
+pub(crate) fn is_timestamp(text: &str) -> bool {
+    is_t3_form(text) || DateTime::parse_from_rfc3339(text).is_ok()
+}
+
 const EXPECTING_TIMESTAMP: &str = "an ISO 8601 date-time string";
 
 /// Any RFC 3339 date-time, as [`Timestamp`]'s own `Deserialize` reads it (and refuses it).

@@ -17,11 +17,13 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
+use serde::de::DeserializeOwned;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::read_model::{nullable_timestamp, timestamp, waits_for_person, CheckedTimestamp, ThreadFacts};
+use super::scan::{self, Shape};
 use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
@@ -649,6 +651,29 @@ impl<'a> Body<'a> {
 /// that fails.
 pub(crate) fn decode_snapshot(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
     let body = Body::of(body);
+    match scanned::<Project>(body, Shape::Snapshot) {
+        Some((sequence, projects, threads)) => Ok(ViewParts {
+            sequence,
+            projects: live_projects(projects),
+            threads,
+        }),
+        None => decode_snapshot_by_serde(body),
+    }
+}
+
+/// The scanner's reading of a document (`wire::scan`): its sequence, projects and threads, `None`
+/// where it declines (and always for a body that is not UTF-8, which it does not read).
+fn scanned<P: DeserializeOwned>(body: Body<'_>, shape: Shape) -> Option<(u64, Vec<P>, Threads)> {
+    let Body::Text(text) = body else {
+        return None;
+    };
+    let mut threads = Threads::default();
+    let doc = scan::document::<P>(text, shape, |thread| threads.add(thread))?;
+    Some((doc.sequence, doc.projects, threads))
+}
+
+/// [`decode_snapshot`] by `serde` alone: the strict decode, then thread by thread.
+fn decode_snapshot_by_serde(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
     if let Ok(doc) = body.decode::<SnapshotDoc>() {
         return Ok(ViewParts {
             sequence: doc.snapshot_sequence,
@@ -706,6 +731,14 @@ fn shell_parts(sequence: u64, projects: Vec<ProjectShell>, threads: Threads) -> 
 }
 
 fn decode_shell_body(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
+    match scanned::<ProjectShell>(body, Shape::Shell) {
+        Some((sequence, projects, threads)) => Ok(shell_parts(sequence, projects, threads)),
+        None => decode_shell_by_serde(body),
+    }
+}
+
+/// [`decode_shell`] by `serde` alone: the strict decode, then thread by thread.
+fn decode_shell_by_serde(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
     let parts = shell_parts;
     if let Ok(doc) = body.decode::<ShellDoc>() {
         return Ok(parts(doc.snapshot_sequence, doc.projects, doc.threads));
@@ -786,6 +819,16 @@ impl FleetItem {
     /// one pass; any other has its parts sliced out of `text` (borrowed, no copy), each then
     /// decoded once.
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
+        let mut threads = Threads::default();
+        if let Some(doc) = scan::stream_snapshot::<ProjectShell>(text, |thread| threads.add(thread)) {
+            let parts = shell_parts(doc.sequence, doc.projects, threads);
+            return Ok(FleetItem::Snapshot(Box::new(ViewSnapshot(parts))));
+        }
+        Self::decode_by_serde(text)
+    }
+
+    /// [`FleetItem::decode`] by `serde` alone.
+    fn decode_by_serde(text: &str) -> Result<FleetItem, serde_json::Error> {
         /// Every key an item of a known kind has, its value left raw.
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -911,6 +954,63 @@ fn snapshot_in_one_pass(text: &str) -> Option<ViewParts> {
     let parts = deserializer.deserialize_map(OnePass).ok()??;
     deserializer.end().ok()?;
     Some(parts)
+}
+
+/// Each watcher decode by its `serde` path alone and by the scanner alone (`wire::scan`), for
+/// `tests/fuzz.rs`, which holds them side by side: not part of the API.
+#[doc(hidden)]
+pub mod oracle {
+    use super::*;
+    use crate::Fleet;
+
+    /// [`Fleet::decode_snapshot`] by `serde` alone.
+    pub fn snapshot_by_serde(body: &[u8]) -> Result<Fleet, serde_json::Error> {
+        decode_snapshot_by_serde(Body::of(body)).map(Fleet::of_snapshot)
+    }
+
+    /// [`Fleet::decode_snapshot`] by the scanner alone; `None` where it declines.
+    pub fn snapshot_by_scanner(text: &str) -> Option<Fleet> {
+        let (sequence, projects, threads) = scanned::<Project>(Body::Text(text), Shape::Snapshot)?;
+        Some(Fleet::of_snapshot(ViewParts {
+            sequence,
+            projects: live_projects(projects),
+            threads,
+        }))
+    }
+
+    /// [`Fleet::decode_shell`] by `serde` alone.
+    pub fn shell_by_serde(body: &[u8]) -> Result<Fleet, serde_json::Error> {
+        decode_shell_by_serde(Body::of(body)).map(Fleet::of_shell)
+    }
+
+    /// [`Fleet::decode_shell`] by the scanner alone; `None` where it declines.
+    pub fn shell_by_scanner(text: &str) -> Option<Fleet> {
+        let (sequence, projects, threads) = scanned::<ProjectShell>(Body::Text(text), Shape::Shell)?;
+        Some(Fleet::of_shell(shell_parts(sequence, projects, threads)))
+    }
+
+    /// [`FleetItem::decode`] by `serde` alone.
+    pub fn item_by_serde(text: &str) -> Result<FleetItem, serde_json::Error> {
+        FleetItem::decode_by_serde(text)
+    }
+
+    /// [`FleetItem::decode`] of a `snapshot` item by the scanner alone; `None` where it declines.
+    pub fn item_by_scanner(text: &str) -> Option<FleetItem> {
+        let mut threads = Threads::default();
+        let doc = scan::stream_snapshot::<ProjectShell>(text, |thread| threads.add(thread))?;
+        let parts = shell_parts(doc.sequence, doc.projects, threads);
+        Some(FleetItem::Snapshot(Box::new(ViewSnapshot(parts))))
+    }
+
+    /// [`crate::wire::ShellWaits::decode`] by `serde` alone.
+    pub fn waits_by_serde(body: &[u8]) -> Result<crate::wire::ShellWaits, serde_json::Error> {
+        crate::wire::ShellWaits::decode_by_serde(Body::of(body))
+    }
+
+    /// [`crate::wire::ShellWaits::decode`] by the scanner alone; `None` where it declines.
+    pub fn waits_by_scanner(text: &str) -> Option<crate::wire::ShellWaits> {
+        crate::wire::ShellWaits::scanned(Body::Text(text))
+    }
 }
 
 #[cfg(test)]

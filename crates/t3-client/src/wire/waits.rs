@@ -14,6 +14,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::read_model::CheckedTimestamp;
+use super::scan::{self, Shape};
 use super::view::{Body, IdOnly, ShellThread};
 use super::{FleetThread, ProjectShell, ShellSnapshot};
 use crate::ids::{IdHasher, IdMap, ThreadId};
@@ -51,6 +52,24 @@ impl ShellWaits {
         // As text when it is valid UTF-8, as the view decodes it (`Body`: one check of the whole
         // body instead of one per string).
         let body = Body::of(body);
+        match Self::scanned(body) {
+            Some(waits) => Ok(waits),
+            None => Self::decode_by_serde(body),
+        }
+    }
+
+    /// The scanner's reading of the shell (`wire::scan`), `None` where it declines.
+    pub(super) fn scanned(body: Body<'_>) -> Option<ShellWaits> {
+        let Body::Text(text) = body else {
+            return None;
+        };
+        let mut building = Building::default();
+        scan::document::<ProjectShell>(text, Shape::Shell, |thread| building.add(thread))?;
+        Some(building.done())
+    }
+
+    /// [`ShellWaits::decode`] by `serde` alone: the strict decode, then thread by thread.
+    pub(super) fn decode_by_serde(body: Body<'_>) -> Result<ShellWaits, serde_json::Error> {
         if let Ok(doc) = body.decode::<WaitsDoc>() {
             return Ok(doc.threads.done());
         }

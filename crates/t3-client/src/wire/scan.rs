@@ -1,0 +1,861 @@
+//! A reader written for T3's thread shape: the watcher's hot decodes (the snapshot into the
+//! fleet, the shell, the shell stream's `snapshot` item) read by a byte scanner over the body
+//! instead of `serde_json`'s derived visitors.
+//!
+//! It is a shortcut, never an answer of its own: each entry point gives `Some` only for a
+//! document that the `serde` path ([`super::view`]'s strict decode) reads whole, and then exactly
+//! what that path gives; for anything it is not sure of it gives `None` (it *declines*) and the
+//! caller runs the `serde` path, which then accepts, sets aside or refuses as it always has, with
+//! its own errors. So the scanner may be stricter than `serde_json` (it declines where in doubt),
+//! never looser. It declines on:
+//!
+//! - any thread the `serde` path would set aside (a wrong type, an unknown state, a bad
+//!   timestamp, a missing key, a key listed twice): the `serde` path then sets it aside with its
+//!   reason;
+//! - any escape it does not fully understand (a `\u` surrogate that is not a valid pair, an
+//!   unknown escape), a control character in a string, a key written with escapes;
+//! - numbers with an exponent or more than 18 digits in either part (where `serde_json`'s
+//!   `Value` and `IgnoredAny` differ on what they accept), nesting deeper than [`MAX_DEPTH`] (well
+//!   under `serde_json`'s 128, so the projects, decoded by `serde_json` on their own, are read as
+//!   they are in place), a struct written as an array, trailing text.
+//!
+//! Why: ~65% of the typed decode's instructions were `serde_json`'s string scanning and per-key
+//! matching (BENCHMARKS.md, "Typed decode against the floor"). Here keys are matched as byte
+//! slices, strings are found with a word-at-a-time scan and borrowed (no per-key allocation), and
+//! values afk does not keep are checked as the wire types check them without being built.
+//! `tests/fuzz.rs` holds the scanner and the `serde` path side by side on mutated real-shaped
+//! documents and on random bytes.
+
+use std::borrow::Cow;
+
+use serde::de::DeserializeOwned;
+
+use super::read_model::{is_timestamp, parse_timestamp};
+use super::{FleetThread, LatestTurn, SessionStatus, SessionSummary, TurnState};
+use crate::ids::{is_trimmed_non_empty, MessageId, ThreadId, TurnId};
+
+/// Deepest nesting the scanner reads (the document itself is depth 1); deeper, it declines.
+const MAX_DEPTH: u32 = 64;
+
+/// Which thread type's keys and checks apply: the snapshot's [`super::Thread`] or the shell's
+/// [`super::ThreadShell`] (`view::SnapshotThread` / `view::ShellThread`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Snapshot,
+    Shell,
+}
+
+/// A document's sequence and projects, as its `serde` decode gives them.
+pub(super) struct Doc<P> {
+    pub(super) sequence: u64,
+    pub(super) projects: Vec<P>,
+}
+
+/// Reads a snapshot or shell document (`{"snapshotSequence", "projects", "threads",
+/// "updatedAt"}`), handing each thread to `each` in order; `None` to decline (see the module).
+/// `P` is the projects' wire type ([`super::Project`] or [`super::ProjectShell`]).
+pub(super) fn document<P: DeserializeOwned>(
+    text: &str,
+    shape: Shape,
+    each: impl FnMut(FleetThread),
+) -> Option<Doc<P>> {
+    let mut scan = Scan::new(text);
+    let doc = scan.document(shape, each)?;
+    scan.end()?;
+    Some(doc)
+}
+
+/// Reads a shell stream item written `{"kind":"snapshot","snapshot":<shell document>}` (the two
+/// keys in that order, no other), as [`document`] reads the document; `None` to decline.
+pub(super) fn stream_snapshot<P: DeserializeOwned>(
+    text: &str,
+    each: impl FnMut(FleetThread),
+) -> Option<Doc<P>> {
+    let mut scan = Scan::new(text);
+    scan.open(b'{')?;
+    if scan.key()? != "kind" || scan.string()? != "snapshot" {
+        return None;
+    }
+    scan.next_in(b'}')?.then_some(())?;
+    if scan.key()? != "snapshot" {
+        return None;
+    }
+    let doc = scan.document(Shape::Shell, each)?;
+    (!scan.next_in(b'}')?).then_some(())?;
+    scan.end()?;
+    Some(doc)
+}
+
+/// Keys already read in one object, one bit each: a key listed twice is a `serde` error
+/// ("duplicate field"), so the scanner declines.
+#[derive(Default)]
+struct Seen(u32);
+
+impl Seen {
+    fn first(&mut self, bit: u32) -> Option<()> {
+        let mask = 1 << bit;
+        if self.0 & mask != 0 {
+            return None;
+        }
+        self.0 |= mask;
+        Some(())
+    }
+
+    fn all(&self, required: u32) -> Option<()> {
+        (self.0 & required == required).then_some(())
+    }
+}
+
+struct Scan<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    depth: u32,
+}
+
+impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    // ---- tokens -------------------------------------------------------------------------------
+
+    /// The next byte that is not JSON white space (`serde_json`'s four), not consumed.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.bytes.get(self.at) {
+            if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                return Some(b);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    #[inline]
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.peek()? == want).then(|| self.at += 1)
+    }
+
+    /// Only white space left.
+    fn end(&mut self) -> Option<()> {
+        self.peek().is_none().then_some(())
+    }
+
+    /// Opens an object or an array (`open` is `{` or `[`), one level deeper.
+    #[inline]
+    fn open(&mut self, open: u8) -> Option<()> {
+        self.eat(open)?;
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// After an object's or array's opening: `true` when it has a first member (`close` not next;
+    /// the member is then read by the caller), `false` when it is empty (closed here).
+    #[inline]
+    fn first_in(&mut self, close: u8) -> Option<bool> {
+        if self.peek()? == close {
+            self.at += 1;
+            self.depth -= 1;
+            Some(false)
+        } else {
+            Some(true)
+        }
+    }
+
+    /// After a member: `true` when another follows (`,` read), `false` at `close` (read).
+    #[inline]
+    fn next_in(&mut self, close: u8) -> Option<bool> {
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(true)
+            }
+            b if b == close => {
+                self.at += 1;
+                self.depth -= 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// An object's key and its `:`; a key written with escapes declines (`serde` would match its
+    /// unescaped text).
+    #[inline]
+    fn key(&mut self) -> Option<&'a str> {
+        let (key, escaped) = self.raw_string()?;
+        if escaped {
+            return None;
+        }
+        self.eat(b':')?;
+        Some(key)
+    }
+
+    /// Reads each member of an object with `member(scan, key)`.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.open(b'{')?;
+        if self.first_in(b'}')? {
+            loop {
+                let key = self.key()?;
+                member(self, key)?;
+                if !self.next_in(b'}')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Reads each item of an array with `item(scan)`.
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.open(b'[')?;
+        if self.first_in(b']')? {
+            loop {
+                item(self)?;
+                if !self.next_in(b']')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// `null` (consumed: `true`) or something else (not consumed: `false`).
+    #[inline]
+    fn null(&mut self) -> Option<bool> {
+        if self.peek()? != b'n' {
+            return Some(false);
+        }
+        self.literal(b"null")?;
+        Some(true)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// A `u64` as `serde_json` reads one: digits without a leading zero, no sign, no fraction or
+    /// exponent, within range.
+    fn u64(&mut self) -> Option<u64> {
+        self.peek()?;
+        let start = self.at;
+        let mut value: u64 = 0;
+        while let Some(&b) = self.bytes.get(self.at) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        if digits == 0 || (digits > 1 && self.bytes[start] == b'0') {
+            return None;
+        }
+        match self.bytes.get(self.at) {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(value),
+        }
+    }
+
+    /// A number of any kind, checked and skipped (see the module for what declines).
+    fn skip_number(&mut self) -> Option<()> {
+        if self.bytes.get(self.at) == Some(&b'-') {
+            self.at += 1;
+        }
+        let digits = self.digits()?;
+        if digits > 1 && self.bytes[self.at - digits] == b'0' {
+            return None;
+        }
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        match self.bytes.get(self.at) {
+            Some(b'e' | b'E') => None,
+            _ => Some(()),
+        }
+    }
+
+    /// One to 18 digits.
+    fn digits(&mut self) -> Option<usize> {
+        let start = self.at;
+        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let n = self.at - start;
+        (1..=18).contains(&n).then_some(n)
+    }
+
+    // ---- strings ------------------------------------------------------------------------------
+
+    /// A string's raw text (between its quotes, escapes as written) and whether it has escapes.
+    /// Its escapes are checked as `serde_json` checks a string it hands out (known escapes, `\u`
+    /// surrogates paired); a control character, or an escape the scanner is not sure of, declines.
+    #[inline]
+    fn raw_string(&mut self) -> Option<(&'a str, bool)> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            self.at = start_of_special(self.bytes, self.at);
+            match *self.bytes.get(self.at)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.at += 1;
+                    self.escape()?;
+                }
+                _ => return None, // A control character: `serde_json` refuses it.
+            }
+        }
+        let raw = self.text.get(start..self.at)?;
+        self.at += 1;
+        Some((raw, escaped))
+    }
+
+    /// One escape after its `\`; `\u` surrogates only as a valid pair.
+    fn escape(&mut self) -> Option<()> {
+        match *self.bytes.get(self.at)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                self.at += 1;
+                Some(())
+            }
+            b'u' => {
+                self.at += 1;
+                let n = self.hex4()?;
+                match n {
+                    0xD800..=0xDBFF => {
+                        self.literal(b"\\u")?;
+                        (0xDC00..=0xDFFF).contains(&self.hex4()?).then_some(())
+                    }
+                    0xDC00..=0xDFFF => None,
+                    _ => Some(()),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.at..self.at + 4)?;
+        let mut n = 0;
+        for &d in digits {
+            n = n * 16 + char::from(d).to_digit(16)?;
+        }
+        self.at += 4;
+        Some(n)
+    }
+
+    /// A string's text, unescaped (borrowed when it has no escapes).
+    #[inline]
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let (raw, escaped) = self.raw_string()?;
+        if escaped {
+            unescape(raw).map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(raw))
+        }
+    }
+
+    // ---- values afk checks but does not keep ----------------------------------------------------
+
+    /// Any JSON value, checked as a [`serde_json::Value`] would be and skipped (see the module for
+    /// what declines).
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.raw_string().map(drop),
+            b'{' => self.open(b'{').and_then(|()| self.skip_members()),
+            b'[' => self.array(Self::skip_value),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => None,
+        }
+    }
+
+    /// An object's members after its `{`: keys of any text (checked as strings are), any values.
+    fn skip_members(&mut self) -> Option<()> {
+        if self.first_in(b'}')? {
+            loop {
+                self.raw_string()?;
+                self.eat(b':')?;
+                self.skip_value()?;
+                if !self.next_in(b'}')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// An id's text, checked as the id types check it, not kept (`view::IdText`).
+    fn id_text(&mut self) -> Option<()> {
+        is_trimmed_non_empty(&self.string()?).then_some(())
+    }
+
+    fn thread_id(&mut self) -> Option<ThreadId> {
+        ThreadId::new(self.string()?.into_owned()).ok()
+    }
+
+    /// Any string, not kept (`view::Text`).
+    fn text(&mut self) -> Option<()> {
+        self.raw_string().map(drop)
+    }
+
+    /// `null` or a string.
+    fn nullable_string(&mut self) -> Option<Option<String>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.string().map(|s| Some(s.into_owned()))
+    }
+
+    /// A timestamp checked as `read_model::CheckedTimestamp` checks it.
+    fn checked_timestamp(&mut self) -> Option<()> {
+        is_timestamp(&self.string()?).then_some(())
+    }
+
+    /// `null` or a checked timestamp (`Option<CheckedTimestamp>`).
+    fn nullable_checked_timestamp(&mut self) -> Option<()> {
+        if self.null()? {
+            return Some(());
+        }
+        self.checked_timestamp()
+    }
+
+    fn timestamp(&mut self) -> Option<super::Timestamp> {
+        parse_timestamp(&self.string()?)
+    }
+
+    fn nullable_timestamp(&mut self) -> Option<Option<super::Timestamp>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.timestamp().map(Some)
+    }
+
+    /// One of `names` (a unit enum's variants as T3 writes them): its index.
+    fn variant(&mut self, names: &[&str]) -> Option<usize> {
+        let text = self.string()?;
+        names.iter().position(|n| *n == text)
+    }
+
+    fn runtime_mode(&mut self) -> Option<()> {
+        self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])
+            .map(drop)
+    }
+
+    fn bare_array(&mut self) -> Option<()> {
+        if self.peek()? != b'[' {
+            return None;
+        }
+        self.array(Self::skip_value)
+    }
+
+    // ---- T3's shapes ----------------------------------------------------------------------------
+
+    fn document<P: DeserializeOwned>(
+        &mut self,
+        shape: Shape,
+        mut each: impl FnMut(FleetThread),
+    ) -> Option<Doc<P>> {
+        let mut seen = Seen::default();
+        let mut sequence = 0;
+        let mut projects = None;
+        self.object(|scan, key| {
+            match key {
+                "snapshotSequence" => {
+                    seen.first(0)?;
+                    sequence = scan.u64()?;
+                }
+                "projects" => {
+                    seen.first(1)?;
+                    // Few, and of many shapes: decoded by their own wire type, from their text.
+                    scan.peek()?;
+                    let start = scan.at;
+                    scan.bare_array()?;
+                    projects = Some(serde_json::from_str::<Vec<P>>(&scan.text[start..scan.at]).ok()?);
+                }
+                "threads" => {
+                    seen.first(2)?;
+                    if scan.peek()? != b'[' {
+                        return None;
+                    }
+                    scan.array(|scan| {
+                        each(scan.thread(shape)?);
+                        Some(())
+                    })?;
+                }
+                "updatedAt" => {
+                    seen.first(3)?;
+                    scan.checked_timestamp()?;
+                }
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        seen.all(0b1111)?;
+        Some(Doc {
+            sequence,
+            projects: projects?,
+        })
+    }
+
+    /// One thread with the checks of `view::SnapshotThread` or `view::ShellThread`.
+    fn thread(&mut self, shape: Shape) -> Option<FleetThread> {
+        let snapshot = shape == Shape::Snapshot;
+        let mut seen = Seen::default();
+        let mut id = None;
+        let mut branch = None;
+        let mut worktree_path = None;
+        let mut latest_turn = None;
+        let mut updated_at = None;
+        let mut deleted_at = None;
+        let mut session = None;
+        let mut has_pending_user_input = false;
+        let mut has_pending_approvals = false;
+        self.object(|scan, key| {
+            match key {
+                "id" => {
+                    seen.first(0)?;
+                    id = Some(scan.thread_id()?);
+                }
+                "projectId" => {
+                    seen.first(1)?;
+                    scan.id_text()?;
+                }
+                "title" => {
+                    seen.first(2)?;
+                    scan.text()?;
+                }
+                "modelSelection" => {
+                    seen.first(3)?;
+                    scan.model_selection()?;
+                }
+                "runtimeMode" => {
+                    seen.first(4)?;
+                    scan.runtime_mode()?;
+                }
+                "interactionMode" => {
+                    seen.first(5)?;
+                    scan.variant(&["default", "plan"])?;
+                }
+                "branch" => {
+                    seen.first(6)?;
+                    branch = scan.nullable_string()?;
+                }
+                "worktreePath" => {
+                    seen.first(7)?;
+                    worktree_path = scan.nullable_string()?;
+                }
+                "latestTurn" => {
+                    seen.first(8)?;
+                    latest_turn = if scan.null()? {
+                        None
+                    } else {
+                        Some(scan.latest_turn()?)
+                    };
+                }
+                "createdAt" => {
+                    seen.first(9)?;
+                    scan.checked_timestamp()?;
+                }
+                "updatedAt" => {
+                    seen.first(10)?;
+                    updated_at = Some(scan.timestamp()?);
+                }
+                "archivedAt" => {
+                    seen.first(11)?;
+                    scan.nullable_checked_timestamp()?;
+                }
+                "session" => {
+                    seen.first(12)?;
+                    session = if scan.null()? { None } else { Some(scan.session()?) };
+                }
+                "hasPendingUserInput" => {
+                    seen.first(13)?;
+                    has_pending_user_input = scan.bool()?;
+                }
+                "hasPendingApprovals" => {
+                    seen.first(14)?;
+                    has_pending_approvals = scan.bool()?;
+                }
+                "deletedAt" if snapshot => {
+                    seen.first(15)?;
+                    deleted_at = scan.nullable_timestamp()?;
+                }
+                "messages" if snapshot => {
+                    seen.first(16)?;
+                    scan.bare_array()?;
+                }
+                "activities" if snapshot => {
+                    seen.first(17)?;
+                    scan.bare_array()?;
+                }
+                "checkpoints" if snapshot => {
+                    seen.first(18)?;
+                    scan.bare_array()?;
+                }
+                "latestUserMessageAt" if !snapshot => {
+                    seen.first(15)?;
+                    scan.nullable_checked_timestamp()?;
+                }
+                "hasActionableProposedPlan" if !snapshot => {
+                    seen.first(16)?;
+                    scan.bool()?;
+                }
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        // id, projectId, title, modelSelection, runtimeMode, interactionMode, branch,
+        // worktreePath, latestTurn, createdAt, updatedAt, session; and the snapshot's deletedAt.
+        let required = 0b1_0111_1111_1111 | if snapshot { 1 << 15 } else { 0 };
+        seen.all(required)?;
+        Some(FleetThread {
+            id: id?,
+            branch,
+            worktree_path,
+            latest_turn,
+            updated_at: updated_at?,
+            deleted_at,
+            session,
+            has_pending_user_input,
+            has_pending_approvals,
+        })
+    }
+
+    /// `view::ModelCheck`.
+    fn model_selection(&mut self) -> Option<()> {
+        let mut seen = Seen::default();
+        let non_empty = |scan: &mut Self| (!scan.string()?.trim().is_empty()).then_some(());
+        self.object(|scan, key| {
+            match key {
+                "instanceId" => {
+                    seen.first(0)?;
+                    non_empty(scan)?;
+                }
+                "model" => {
+                    seen.first(1)?;
+                    non_empty(scan)?;
+                }
+                "options" => {
+                    seen.first(2)?;
+                    scan.skip_value()?;
+                }
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        seen.all(0b11)
+    }
+
+    /// [`LatestTurn`].
+    fn latest_turn(&mut self) -> Option<LatestTurn> {
+        let mut seen = Seen::default();
+        let mut turn_id = None;
+        let mut state = None;
+        let mut requested_at = None;
+        let mut started_at = None;
+        let mut completed_at = None;
+        let mut assistant_message_id = None;
+        self.object(|scan, key| {
+            match key {
+                "turnId" => {
+                    seen.first(0)?;
+                    turn_id = Some(TurnId::new(scan.string()?.into_owned()).ok()?);
+                }
+                "state" => {
+                    seen.first(1)?;
+                    const STATES: [TurnState; 4] = [
+                        TurnState::Running,
+                        TurnState::Interrupted,
+                        TurnState::Completed,
+                        TurnState::Error,
+                    ];
+                    state = Some(STATES[scan.variant(&["running", "interrupted", "completed", "error"])?]);
+                }
+                "requestedAt" => {
+                    seen.first(2)?;
+                    requested_at = Some(scan.timestamp()?);
+                }
+                "startedAt" => {
+                    seen.first(3)?;
+                    started_at = scan.nullable_timestamp()?;
+                }
+                "completedAt" => {
+                    seen.first(4)?;
+                    completed_at = scan.nullable_timestamp()?;
+                }
+                "assistantMessageId" => {
+                    seen.first(5)?;
+                    assistant_message_id = match scan.nullable_string()? {
+                        None => None,
+                        Some(text) => Some(MessageId::new(text).ok()?),
+                    };
+                }
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        seen.all(0b11_1111)?;
+        Some(LatestTurn {
+            turn_id: turn_id?,
+            state: state?,
+            requested_at: requested_at?,
+            started_at,
+            completed_at,
+            assistant_message_id,
+        })
+    }
+
+    /// `view::SessionRaw`, kept as a [`SessionSummary`].
+    fn session(&mut self) -> Option<SessionSummary> {
+        let mut seen = Seen::default();
+        let mut status = None;
+        let mut last_error = None;
+        self.object(|scan, key| {
+            match key {
+                "threadId" => {
+                    seen.first(0)?;
+                    scan.id_text()?;
+                }
+                "status" => {
+                    seen.first(1)?;
+                    const STATUSES: [SessionStatus; 7] = [
+                        SessionStatus::Idle,
+                        SessionStatus::Starting,
+                        SessionStatus::Running,
+                        SessionStatus::Ready,
+                        SessionStatus::Interrupted,
+                        SessionStatus::Stopped,
+                        SessionStatus::Error,
+                    ];
+                    let names = [
+                        "idle",
+                        "starting",
+                        "running",
+                        "ready",
+                        "interrupted",
+                        "stopped",
+                        "error",
+                    ];
+                    status = Some(STATUSES[scan.variant(&names)?]);
+                }
+                "providerName" => {
+                    seen.first(2)?;
+                    if !scan.null()? {
+                        scan.text()?;
+                    }
+                }
+                "runtimeMode" => {
+                    seen.first(3)?;
+                    scan.runtime_mode()?;
+                }
+                "activeTurnId" => {
+                    seen.first(4)?;
+                    if !scan.null()? {
+                        scan.id_text()?;
+                    }
+                }
+                "lastError" => {
+                    seen.first(5)?;
+                    last_error = scan.nullable_string()?;
+                }
+                "updatedAt" => {
+                    seen.first(6)?;
+                    scan.checked_timestamp()?;
+                }
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        seen.all(0b111_1111)?;
+        Some(SessionSummary {
+            status: status?,
+            last_error,
+        })
+    }
+}
+
+/// Where the next `"`, `\` or control character is, from `at` (`bytes.len()` when none): eight
+/// bytes at a time (the word-at-a-time test `serde_json` uses too).
+#[inline]
+fn start_of_special(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let quote = quote.wrapping_sub(ONES) & !quote;
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let backslash = backslash.wrapping_sub(ONES) & !backslash;
+        let found = (control | quote | backslash) & HIGH;
+        if found != 0 {
+            return at + found.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    while let Some(&b) = bytes.get(at) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return at;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// The text of a string's raw contents whose escapes [`Scan::raw_string`] already checked.
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let bytes = rest.as_bytes();
+        let (ch, used) = match bytes.get(at + 1)? {
+            b'"' => ('"', 2),
+            b'\\' => ('\\', 2),
+            b'/' => ('/', 2),
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'n' => ('\n', 2),
+            b'r' => ('\r', 2),
+            b't' => ('\t', 2),
+            b'u' => {
+                let hex = |from: usize| u32::from_str_radix(rest.get(from..from + 4)?, 16).ok();
+                let n = hex(at + 2)?;
+                if (0xD800..=0xDBFF).contains(&n) {
+                    let low = hex(at + 8)?;
+                    (
+                        char::from_u32(0x1_0000 + ((n - 0xD800) << 10) + (low - 0xDC00))?,
+                        12,
+                    )
+                } else {
+                    (char::from_u32(n)?, 6)
+                }
+            }
+            _ => return None,
+        };
+        out.push(ch);
+        rest = &rest[at + used..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
