@@ -86,6 +86,14 @@ pub(super) fn stream_snapshot<P: DeserializeOwned>(
     Some(doc)
 }
 
+/// Whether a stream item starts with its `kind` key (`{"kind":`), as [`stream_snapshot`] and the
+/// one-pass decode of a `snapshot` item both require: `false` also for an item the scanner cannot
+/// tell (an escaped key, text that is not an object).
+pub(super) fn starts_with_kind(text: &str) -> bool {
+    let mut scan = Scan::new(text);
+    scan.open(b'{').is_some() && scan.key() == Some("kind")
+}
+
 /// Keys already read in one object, one bit each: a key listed twice is a `serde` error
 /// ("duplicate field"), so the scanner declines.
 #[derive(Default)]

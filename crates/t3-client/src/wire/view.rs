@@ -648,7 +648,9 @@ impl<'a> Body<'a> {
 
 /// The snapshot document (`GET /api/orchestration/snapshot`) as the watcher keeps it, thread by
 /// thread like [`super::ReadModel::decode_per_thread`] (deleted projects left out). Fails where
-/// that fails.
+/// that fails. Read by the scanner (`wire::scan`) where it can, which answers exactly as `serde`
+/// does or declines; where it declines (and for a body that is not UTF-8), by `serde`: the strict
+/// decode, then, if that fails, thread by thread.
 pub(crate) fn decode_snapshot(body: &[u8]) -> Result<ViewParts, serde_json::Error> {
     let body = Body::of(body);
     match scanned::<Project>(body, Shape::Snapshot) {
@@ -712,7 +714,8 @@ struct LooseShellDoc<'a> {
 }
 
 /// A shell snapshot (`GET /api/orchestration/shell`, or a stream's `snapshot` item) as the watcher
-/// keeps it, thread by thread like [`super::ShellSnapshot::decode_per_thread`].
+/// keeps it, thread by thread like [`super::ShellSnapshot::decode_per_thread`]: by the scanner
+/// where it can, else by `serde`, as [`decode_snapshot`] reads its document.
 pub(crate) fn decode_shell(body: &str) -> Result<ViewParts, serde_json::Error> {
     decode_shell_body(Body::Text(body))
 }
@@ -735,6 +738,11 @@ fn decode_shell_body(body: Body<'_>) -> Result<ViewParts, serde_json::Error> {
         Some((sequence, projects, threads)) => Ok(shell_parts(sequence, projects, threads)),
         None => decode_shell_by_serde(body),
     }
+}
+
+/// [`decode_shell`] of text by `serde` alone.
+fn shell_by_serde(text: &str) -> Result<ViewParts, serde_json::Error> {
+    decode_shell_by_serde(Body::Text(text))
 }
 
 /// [`decode_shell`] by `serde` alone: the strict decode, then thread by thread.
@@ -815,20 +823,36 @@ impl FleetItem {
 
     /// Decodes one stream item as [`super::ShellItem::decode`] does (a thread afk cannot read is
     /// set aside, never fails the item; an item of a known kind with another shape fails), but
-    /// straight into the watcher's form: a `snapshot` item that starts with its kind is decoded in
-    /// one pass; any other has its parts sliced out of `text` (borrowed, no copy), each then
-    /// decoded once.
+    /// straight into the watcher's form. A `snapshot` item written `{"kind":"snapshot",
+    /// "snapshot":...}` is read by the scanner (`wire::scan`) in one pass. Where the scanner
+    /// declines, `serde`'s path: a `snapshot` item that starts with its kind is decoded in one
+    /// pass by `serde`; any other item has its parts sliced out of `text` (borrowed, no copy),
+    /// each then decoded once, a sliced snapshot by the scanner first only when the item does not
+    /// start with its kind (one that does was already offered to the scanner, and is not again).
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
         let mut threads = Threads::default();
         if let Some(doc) = scan::stream_snapshot::<ProjectShell>(text, |thread| threads.add(thread)) {
             let parts = shell_parts(doc.sequence, doc.projects, threads);
             return Ok(FleetItem::Snapshot(Box::new(ViewSnapshot(parts))));
         }
-        Self::decode_by_serde(text)
+        if scan::starts_with_kind(text) {
+            Self::decode_parts(text, shell_by_serde)
+        } else {
+            Self::decode_parts(text, decode_shell)
+        }
     }
 
-    /// [`FleetItem::decode`] by `serde` alone.
+    /// [`FleetItem::decode`] by `serde` alone (its snapshot too, never the scanner).
     fn decode_by_serde(text: &str) -> Result<FleetItem, serde_json::Error> {
+        Self::decode_parts(text, shell_by_serde)
+    }
+
+    /// `serde`'s path of [`FleetItem::decode`]: a kind-first `snapshot` item in one pass, any
+    /// other item's parts sliced out and decoded once each, a sliced snapshot by `shell`.
+    fn decode_parts(
+        text: &str,
+        shell: fn(&str) -> Result<ViewParts, serde_json::Error>,
+    ) -> Result<FleetItem, serde_json::Error> {
         /// Every key an item of a known kind has, its value left raw.
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -866,7 +890,7 @@ impl FleetItem {
                 let snapshot = parts
                     .snapshot
                     .ok_or_else(|| de::Error::missing_field("snapshot"))?;
-                FleetItem::Snapshot(Box::new(ViewSnapshot(decode_shell(snapshot.get())?)))
+                FleetItem::Snapshot(Box::new(ViewSnapshot(shell(snapshot.get())?)))
             }
             "synchronized" => FleetItem::Synchronized,
             "project-upserted" => FleetItem::ProjectUpserted {
@@ -989,7 +1013,8 @@ pub mod oracle {
         Some(Fleet::of_shell(shell_parts(sequence, projects, threads)))
     }
 
-    /// [`FleetItem::decode`] by `serde` alone.
+    /// [`FleetItem::decode`] by `serde` alone: the item's snapshot too is decoded by `serde`, never
+    /// by the scanner, so that the scanner is held against `serde` and not against itself.
     pub fn item_by_serde(text: &str) -> Result<FleetItem, serde_json::Error> {
         FleetItem::decode_by_serde(text)
     }
