@@ -23,7 +23,13 @@
 //!   `ignored_any_shell` and `ignored_any_stream_snapshot`, the same of the shell document and of
 //!   the stream item (the floors of the shell rows and of `afk_stream_snapshot`);
 //! - `value`: `serde_json` into a [`serde_json::Value`] tree, what an untyped client keeps;
-//! - `derive_states`: [`ThreadState::of`] over every thread of a decoded model.
+//! - `derive_states`: [`ThreadState::of`] over every thread of a decoded model;
+//! - `declined_*`: the cost when the scanner declines (one thread afk cannot read, the last
+//!   running turn made `"state":"paused"`, so that it must be set aside by `serde`'s per-thread decode):
+//!   `declined_fleet` ([`Fleet::decode_snapshot`]: the scanner, then `serde`'s strict decode, then
+//!   its loose one) against `declined_fleet_by_serde` (`serde`'s path alone, what the code before
+//!   the scanner ran), and `declined_stream_snapshot` ([`FleetItem::decode`]) against
+//!   `declined_stream_snapshot_by_serde`, on 100 and 1,000 threads.
 //!
 //! Issue 18's target is the watcher's decodes (`afk_fleet`, `afk_shell`, `afk_shell_waits`,
 //! `afk_stream_snapshot`) within 2x their floors; BENCHMARKS.md, "Typed decode against the floor
@@ -39,8 +45,8 @@ use std::sync::{Arc, Mutex};
 
 use divan::{black_box, Bencher};
 use t3_client::transport::{Method, Request, Response};
-use t3_client::wire::FleetItem;
-use t3_client::{ReadModel, T3Client, ThreadState, Transport, TransportError};
+use t3_client::wire::{oracle, FleetItem};
+use t3_client::{Fleet, ReadModel, T3Client, ThreadState, Transport, TransportError};
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 
@@ -215,4 +221,51 @@ fn derive_states(bencher: Bencher, n: usize) {
             .filter(|t| ThreadState::of(Some(t)) == ThreadState::Running)
             .count()
     });
+}
+
+/// `body` with its last running turn made `"state":"paused"`: one thread afk cannot read, the
+/// scanner's worst case (it reads every thread before it, then declines).
+fn one_unreadable(mut body: String) -> String {
+    let running = r#""state":"running""#;
+    let at = body.rfind(running).expect("a running turn to pause");
+    body.replace_range(at..at + running.len(), r#""state":"paused""#);
+    body
+}
+
+const DECLINED_SIZES: [usize; 2] = [100, 1_000];
+
+#[divan::bench(args = DECLINED_SIZES, max_time = 3)]
+fn declined_fleet(bencher: Bencher, n: usize) {
+    let body = one_unreadable(String::from_utf8(support::read_model_json(n)).expect("UTF-8"));
+    floor(bencher, body.into_bytes(), |body| {
+        let fleet = Fleet::decode_snapshot(body).expect("the view decodes");
+        assert_eq!(fleet.unreadable_threads().count(), 1);
+        fleet
+    });
+}
+
+#[divan::bench(args = DECLINED_SIZES, max_time = 3)]
+fn declined_fleet_by_serde(bencher: Bencher, n: usize) {
+    let body = one_unreadable(String::from_utf8(support::read_model_json(n)).expect("UTF-8"));
+    floor(bencher, body.into_bytes(), |body| {
+        let fleet = oracle::snapshot_by_serde(body).expect("the view decodes");
+        assert_eq!(fleet.unreadable_threads().count(), 1);
+        fleet
+    });
+}
+
+#[divan::bench(args = DECLINED_SIZES, max_time = 3)]
+fn declined_stream_snapshot(bencher: Bencher, n: usize) {
+    let text = one_unreadable(stream_snapshot(n));
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench_local(|| FleetItem::decode(black_box(&text)).expect("the item decodes"));
+}
+
+#[divan::bench(args = DECLINED_SIZES, max_time = 3)]
+fn declined_stream_snapshot_by_serde(bencher: Bencher, n: usize) {
+    let text = one_unreadable(stream_snapshot(n));
+    bencher
+        .counter(divan::counter::BytesCount::new(text.len()))
+        .bench_local(|| oracle::item_by_serde(black_box(&text)).expect("the item decodes"));
 }
