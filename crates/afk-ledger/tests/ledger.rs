@@ -2544,7 +2544,8 @@ async fn counted_afresh(raw: &Raw, now: DateTime<Utc>) -> (Vec<(JobState, u64)>,
                   (SELECT CAST(COALESCE(SUM(COALESCE(ended_ms, $1) - created_ms), 0) AS BIGINT) \
                    FROM attempts)";
     let now_ms = now.timestamp_millis();
-    let (rows, (jobs, attempts, events, agent_ms)): (Vec<(String, i64)>, (i64, i64, i64, i64)) = match raw {
+    type Counted = (Vec<(String, i64)>, (i64, i64, i64, i64));
+    let (rows, (jobs, attempts, events, agent_ms)): Counted = match raw {
         Raw::Sqlite(pool) => (
             sqlx::query_as(by_state).fetch_all(pool).await.unwrap(),
             sqlx::query_as(totals).bind(now_ms).fetch_one(pool).await.unwrap(),
