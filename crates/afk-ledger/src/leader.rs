@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
 use crate::model::millis;
@@ -33,6 +34,16 @@ pub(crate) const PG_TRY_LOCK: &str =
 /// Gives the advisory lock of the ledger's schema back on this session.
 pub(crate) const PG_UNLOCK: &str =
     "SELECT pg_advisory_unlock(hashtext('afk-ledger-leader:' || current_schema()))";
+
+/// Whether a session holds the advisory lock of the ledger's schema, read from `pg_locks` without
+/// taking it. A single-`bigint` advisory key shows as its high 32 bits in `classid` and its low
+/// ones in `objid`, with `objsubid` 1 (`hashtext` gives an `int4`, widened with its sign).
+const PG_LOCK_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks l, \
+     (SELECT CAST(hashtext('afk-ledger-leader:' || current_schema()) AS BIGINT) AS k) key \
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND CAST(l.classid AS BIGINT) = ((key.k >> 32) & 4294967295) \
+     AND CAST(l.objid AS BIGINT) = (key.k & 4294967295))";
 
 /// How long [`Leadership::check`] waits for the database before it counts the lock as lost.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,7 +153,53 @@ impl Leadership {
     }
 }
 
+/// Who leads a ledger, as [`Ledger::leader`] sees it from outside: what `afk status` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderSeen {
+    /// Whether some process (an `afk run`) holds the ledger's leadership now; `None` when this
+    /// cannot be told without taking the lock (an in-memory ledger; a SQLite ledger on a system
+    /// other than Linux, whose kernel lists held locks in `/proc/locks`).
+    pub held: Option<bool>,
+    /// The leadership epoch: how many times a leader took the lead (0: never).
+    pub epoch: i64,
+    /// When the current leader (with none, the last one) took the lead; `None` before any.
+    pub taken_at: Option<DateTime<Utc>>,
+}
+
 impl Ledger {
+    /// Who leads the ledger: whether a process holds the lock [`Ledger::try_lead`] takes (the
+    /// `PATH.lock` file of SQLite, seen in the kernel's list of held locks; the schema's advisory
+    /// lock of PostgreSQL, seen in `pg_locks`), and the epoch and instant of the last lead taken.
+    /// Never takes the lock, so an `afk run` starting meanwhile is not turned away.
+    pub async fn leader(&self) -> Result<LeaderSeen, LedgerError> {
+        let (epoch, taken_ms): (i64, i64) = fetch!(
+            self,
+            fetch_one,
+            "SELECT epoch, taken_ms FROM leadership WHERE id = 1"
+        );
+        let held = match &self.pool {
+            Pool::Sqlite(pool) => {
+                let options = pool.connect_options();
+                let path = options.get_filename();
+                if is_memory(&path.to_string_lossy()) {
+                    None
+                } else {
+                    lock_file_held_seen(&lock_path(path)).map_err(io)?
+                }
+            }
+            Pool::Postgres(pool) => Some(sqlx::query_scalar(PG_LOCK_HELD).fetch_one(pool).await?),
+        };
+        let taken_at = match epoch {
+            0 => None,
+            _ => DateTime::from_timestamp_millis(taken_ms),
+        };
+        Ok(LeaderSeen {
+            held,
+            epoch,
+            taken_at,
+        })
+    }
+
     /// Takes the ledger's leadership if no other process holds it: `Ok(None)` when another does.
     /// Never waits; call again to retry.
     ///
@@ -252,6 +309,49 @@ pub(crate) fn lock_file_held(path: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Whether some process holds a lock on the file at `path`, read from the kernel's list of held
+/// locks (`/proc/locks`) rather than by trying the lock, which would turn away an `afk run` trying
+/// it at the same instant. A missing file is never held.
+#[cfg(target_os = "linux")]
+fn lock_file_held_seen(path: &Path) -> std::io::Result<Option<bool>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match std::fs::metadata(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(false)),
+        Err(e) => return Err(e),
+    };
+    match std::fs::read_to_string("/proc/locks") {
+        Ok(table) => Ok(Some(held_in_lock_table(&table, file.dev(), file.ino()))),
+        // No procfs mounted: cannot tell.
+        Err(_) => Ok(None),
+    }
+}
+
+/// Elsewhere there is no list of held locks to read, and trying the lock is what must not happen.
+#[cfg(not(target_os = "linux"))]
+fn lock_file_held_seen(_path: &Path) -> std::io::Result<Option<bool>> {
+    Ok(None)
+}
+
+/// Whether Linux's lock table (`/proc/locks`: `ID: KIND MODE ACCESS PID MAJOR:MINOR:INODE START
+/// END` a line, waiters marked `ID: -> ...`) lists a granted lock on the file of device `dev` and
+/// inode `ino`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn held_in_lock_table(table: &str, dev: u64, ino: u64) -> bool {
+    // glibc's encoding of a device number; the kernel prints major and minor in hex.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{ino}");
+    table.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        match fields.next() {
+            None | Some("->") => false,
+            // KIND, then MODE, ACCESS and PID before the file.
+            Some(_) => fields.nth(3) == Some(wanted.as_str()),
+        }
+    })
+}
+
 /// True when `path` still names the file `locked` was opened as: a lock file deleted (and maybe
 /// made again by a standby) is no lock any more.
 #[cfg(unix)]
@@ -266,4 +366,28 @@ fn same_file(locked: &File, path: &Path) -> bool {
 #[cfg(not(unix))]
 fn same_file(_locked: &File, path: &Path) -> bool {
     path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_in_lock_table;
+
+    const TABLE: &str = "1: FLOCK  ADVISORY  WRITE 4778 fe:00:10117985 0 EOF\n\
+                         1: -> FLOCK  ADVISORY  WRITE 4790 fe:00:555 0 EOF\n\
+                         2: POSIX  ADVISORY  WRITE 3801 103:05:770064 0 EOF\n";
+
+    #[test]
+    fn a_lock_held_on_the_file_is_found_by_device_and_inode() {
+        assert!(held_in_lock_table(TABLE, 0xfe00, 10117985));
+        // Device 259:5 (an NVMe partition) in glibc's encoding.
+        assert!(held_in_lock_table(TABLE, (259 << 8) | 5, 770064));
+    }
+
+    #[test]
+    fn a_waiter_another_device_or_another_inode_is_no_lock_held() {
+        assert!(!held_in_lock_table(TABLE, 0xfe00, 555), "only waiting for it");
+        assert!(!held_in_lock_table(TABLE, 0xfe01, 10117985), "another device");
+        assert!(!held_in_lock_table(TABLE, 0xfe00, 1011798), "another inode");
+        assert!(!held_in_lock_table("", 0xfe00, 10117985));
+    }
 }

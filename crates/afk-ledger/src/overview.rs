@@ -269,20 +269,28 @@ impl Ledger {
     }
 
     /// Attempts ever started and the agent time they took (live ones counted until `now`).
+    ///
+    /// Read from the running totals the ledger's triggers keep beside every write (migration
+    /// 0022): one row, whatever the history's length.
     pub async fn attempt_totals(&self, now: DateTime<Utc>) -> Result<AttemptTotals, LedgerError> {
-        // CAST: PostgreSQL sums BIGINTs into NUMERIC.
-        let sql = "SELECT COUNT(*), CAST(SUM(COALESCE(ended_ms, $1) - created_ms) AS BIGINT) FROM attempts";
-        let (attempts, agent_ms): (i64, Option<i64>) = fetch!(self, fetch_one, sql, millis(now));
+        // Σ(ended − created) over the ended attempts + Σ(now − created) over the open ones.
+        let sql = "SELECT attempts, ended_agent_ms + open_attempts * $1 - open_created_ms \
+                   FROM ledger_totals WHERE id = 1";
+        let (attempts, agent_ms): (i64, i64) = fetch!(self, fetch_one, sql, millis(now));
         Ok(AttemptTotals {
             attempts: u64::try_from(attempts).unwrap_or(0),
-            agent_ms: agent_ms.unwrap_or(0).max(0),
+            agent_ms: agent_ms.max(0),
         })
     }
 
     /// How many rows each table holds.
+    ///
+    /// Read from the running totals the ledger's triggers keep beside every write (migration
+    /// 0022): a few rows, whatever the history's length.
     pub async fn size(&self) -> Result<LedgerSize, LedgerError> {
-        let sql = "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM attempts), \
-                   (SELECT COUNT(*) FROM events)";
+        // CAST: PostgreSQL sums BIGINTs into NUMERIC.
+        let sql = "SELECT (SELECT CAST(COALESCE(SUM(jobs), 0) AS BIGINT) FROM job_counts), \
+                   attempts, events FROM ledger_totals WHERE id = 1";
         let (jobs, attempts, events): (i64, i64, i64) = fetch!(self, fetch_one, sql);
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(LedgerSize {

@@ -312,9 +312,16 @@ impl Ledger {
 
     /// How many jobs are in each state: every [`JobState`], in lifecycle order
     /// ([`JobState::ALL`]), zeros included.
+    ///
+    /// Read from the per-state counts the ledger's triggers keep beside every write (migration
+    /// 0022), not by counting the jobs: a row per state, whatever the history's length.
     pub async fn counts_by_state(&self) -> Result<Vec<(JobState, u64)>, LedgerError> {
-        let rows: Vec<(String, i64)> =
-            fetch!(self, fetch_all, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+        // A state no job is in any more keeps its row at 0: only those in use must be known.
+        let rows: Vec<(String, i64)> = fetch!(
+            self,
+            fetch_all,
+            "SELECT state, jobs FROM job_counts WHERE jobs <> 0"
+        );
         let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
         for (state, n) in rows {
             let state: JobState =

@@ -2532,3 +2532,394 @@ async fn record_many_records_nothing_when_a_move_breaks_the_schema(fx: &Fixture)
         assert!(ledger.events(job.id).await.unwrap().is_empty());
     }
 }
+
+on_both_backends!(the_running_totals_match_a_fresh_count_after_every_write_path);
+
+/// What `counts_by_state`, `size` and `attempt_totals` must say at `now`, counted afresh from the
+/// tables through `raw` (bypassing the running totals): jobs per state, rows per table, agent time.
+async fn counted_afresh(raw: &Raw, now: DateTime<Utc>) -> (Vec<(JobState, u64)>, [u64; 3], u64, i64) {
+    let by_state = "SELECT state, COUNT(*) FROM jobs GROUP BY state";
+    let totals = "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM attempts), \
+                  (SELECT COUNT(*) FROM events), \
+                  (SELECT CAST(COALESCE(SUM(COALESCE(ended_ms, $1) - created_ms), 0) AS BIGINT) \
+                   FROM attempts)";
+    let now_ms = now.timestamp_millis();
+    type Counted = (Vec<(String, i64)>, (i64, i64, i64, i64));
+    let (rows, (jobs, attempts, events, agent_ms)): Counted = match raw {
+        Raw::Sqlite(pool) => (
+            sqlx::query_as(by_state).fetch_all(pool).await.unwrap(),
+            sqlx::query_as(totals).bind(now_ms).fetch_one(pool).await.unwrap(),
+        ),
+        Raw::Postgres(pool) => (
+            sqlx::query_as(by_state).fetch_all(pool).await.unwrap(),
+            sqlx::query_as(totals).bind(now_ms).fetch_one(pool).await.unwrap(),
+        ),
+    };
+    let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+    for (state, n) in rows {
+        let state: JobState = state.parse().expect("a known state");
+        counts.iter_mut().find(|(s, _)| *s == state).unwrap().1 = n as u64;
+    }
+    let size = [jobs as u64, attempts as u64, events as u64];
+    (counts, size, attempts as u64, agent_ms.max(0))
+}
+
+/// Asserts that what the ledger reports of its whole history (jobs per state, rows per table,
+/// attempts and agent time until `now`) is what counting the tables afresh says.
+async fn assert_totals_exact(ledger: &Ledger, raw: &Raw, now: DateTime<Utc>, after: &str) {
+    let (counts, size, attempts, agent_ms) = counted_afresh(raw, now).await;
+    assert_eq!(
+        ledger.counts_by_state().await.unwrap(),
+        counts,
+        "jobs per state after {after}"
+    );
+    let kept = ledger.size().await.unwrap();
+    assert_eq!(
+        [kept.jobs, kept.attempts, kept.events],
+        size,
+        "rows per table after {after}"
+    );
+    let totals = ledger.attempt_totals(now).await.unwrap();
+    assert_eq!(
+        (totals.attempts, totals.agent_ms),
+        (attempts, agent_ms),
+        "attempts and agent time after {after}"
+    );
+}
+
+/// `afk status` reads running totals the ledger's triggers keep (migration 0022) instead of
+/// counting the history: after every way a job, an attempt or an event is written (the recorder
+/// one move or a batch at a time, a refused batch, another handle, a cancel and a requeue, a
+/// reopened attempt, a person's SQL inserting, moving, deleting and emptying tables), they are
+/// what a fresh count says.
+async fn the_running_totals_match_a_fresh_count_after_every_write_path(fx: &Fixture) {
+    use afk_ledger::Move;
+    let ledger = &fx.ledger;
+    let other = Ledger::open(&fx.url).await.expect("a second handle");
+    let exact = |now: DateTime<Utc>, after: &'static str| assert_totals_exact(ledger, &fx.raw, now, after);
+    exact(t0(), "nothing").await;
+
+    let first = queued(ledger, 1, 2, t0()).await;
+    let second = queued(ledger, 2, 2, t0()).await;
+    let third = queued(&other, 3, 1, t0()).await;
+    let (again, created) = ledger.upsert_job(&new_job(1, 3), at(1)).await.unwrap();
+    assert!(!created && again.id == first.id);
+    exact(at(1), "jobs queued by two handles and one upserted again").await;
+
+    let first = step(ledger, &first, Event::StartAttempt, Some(&ids("t-1")), at(2)).await;
+    let first = step(ledger, &first, Event::Dispatched, None, at(3)).await;
+    exact(at(40), "an attempt running: its agent time counts until now").await;
+    let first = step(ledger, &first, Event::ThreadSucceeded, None, at(50)).await;
+    assert_eq!(first.state, JobState::Succeeded);
+    exact(at(90), "an attempt ended").await;
+
+    let second = step(ledger, &second, Event::StartAttempt, Some(&ids("t-2")), at(4)).await;
+    let second = step(ledger, &second, Event::Dispatched, None, at(5)).await;
+    let second = step(
+        ledger,
+        &second,
+        Event::ThreadFailed { error: "boom".into() },
+        None,
+        at(20),
+    )
+    .await;
+    assert_eq!(second.state, JobState::RetryWait);
+    exact(at(21), "an attempt failed, its job waiting out a back-off").await;
+
+    // A batch: the second job's retry and the third's start, then one the schema refuses whole.
+    let later = second.not_before.expect("a back-off") + chrono::Duration::seconds(1);
+    let retry = transition(&second, Event::StartAttempt, later);
+    let start = transition(&third, Event::StartAttempt, later);
+    let (a, b) = (ids("t-2b"), ids("t-3"));
+    let answers = other
+        .record_many(&[
+            Move {
+                job: second.id,
+                transition: &retry,
+                new_attempt: Some(&a),
+                at: later,
+            },
+            Move {
+                job: third.id,
+                transition: &start,
+                new_attempt: Some(&b),
+                at: later,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    exact(later, "a batch of two starts by another handle").await;
+    let third = ledger.job(third.id).await.unwrap().unwrap();
+    let fourth = queued(ledger, 4, 2, later).await;
+    let start_fourth = transition(&fourth, Event::StartAttempt, later);
+    let dispatched = transition(&third, Event::Dispatched, later);
+    let refused = ledger
+        .record_many(&[
+            Move {
+                job: third.id,
+                transition: &dispatched,
+                new_attempt: None,
+                at: later,
+            },
+            // A thread id used before: the schema refuses it, and the whole batch with it.
+            Move {
+                job: fourth.id,
+                transition: &start_fourth,
+                new_attempt: Some(&ids("t-1")),
+                at: later,
+            },
+        ])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    exact(later, "a batch rolled back").await;
+    let stale = step(ledger, &fourth, Event::StartAttempt, Some(&ids("t-4")), later).await;
+    let conflict = ledger
+        .record(fourth.id, &start_fourth, Some(&ids("t-4b")), later)
+        .await;
+    assert!(
+        matches!(conflict, Err(LedgerError::Conflict { .. })),
+        "{conflict:?}"
+    );
+    exact(later, "a move refused as stale").await;
+
+    let cancelled = step(
+        ledger,
+        &stale,
+        Event::Cancel {
+            reason: CancelReason::ByHand,
+        },
+        None,
+        later + chrono::Duration::seconds(5),
+    )
+    .await;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    exact(
+        later + chrono::Duration::seconds(6),
+        "a cancel that ends its attempt",
+    )
+    .await;
+    let requeued = step(
+        &other,
+        &cancelled,
+        Event::Requeue {
+            by: RequeueBy::Person,
+        },
+        None,
+        later + chrono::Duration::seconds(7),
+    )
+    .await;
+    assert_eq!(requeued.state, JobState::Queued);
+    exact(later + chrono::Duration::seconds(8), "a requeue").await;
+
+    // A person's SQL: an attempt reopened and moved back in time, jobs and events by hand.
+    let hand = |sql: String| async move { fx.raw_execute(&sql).await.expect(&sql) };
+    hand("UPDATE attempts SET ended_ms = NULL WHERE thread_id = 't-1'".to_owned()).await;
+    hand("UPDATE attempts SET created_ms = created_ms - 60000 WHERE thread_id = 't-2'".to_owned()).await;
+    exact(
+        later + chrono::Duration::seconds(9),
+        "attempts reopened and moved by hand",
+    )
+    .await;
+    hand(
+        "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+         dispatch_tries, created_ms, updated_ms) \
+         VALUES ('acme/widgets', 90, 't', 'b', '[]', 2, 'local', 'lost', 1, 0, 0, 0)"
+            .to_owned(),
+    )
+    .await;
+    hand(
+        raw_attempt_insert(JobId(0), 1, "lost", "t-90")
+            .replace("VALUES (0,", "VALUES ((SELECT id FROM jobs WHERE number = 90),"),
+    )
+    .await;
+    hand(
+        "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+         SELECT id, 1, 'running', 'lost', 'by hand', 0 FROM jobs WHERE number = 90"
+            .to_owned(),
+    )
+    .await;
+    hand("UPDATE jobs SET state = 'given_up' WHERE number IN (2, 90)".to_owned()).await;
+    hand("UPDATE jobs SET state = state, title = 'same state' WHERE number = 1".to_owned()).await;
+    exact(
+        later + chrono::Duration::seconds(10),
+        "rows inserted and moved by hand",
+    )
+    .await;
+    for table in ["events", "attempts"] {
+        hand(format!(
+            "DELETE FROM {table} WHERE job_id = (SELECT id FROM jobs WHERE number = 90)"
+        ))
+        .await;
+    }
+    hand("DELETE FROM jobs WHERE number = 90".to_owned()).await;
+    exact(later + chrono::Duration::seconds(11), "rows deleted by hand").await;
+
+    if ledger.backend() == Backend::Postgres {
+        // TRUNCATE fires no row trigger: statement triggers empty the totals.
+        hand("TRUNCATE events".to_owned()).await;
+        exact(later, "events truncated").await;
+        hand("TRUNCATE attempts CASCADE".to_owned()).await;
+        exact(later, "attempts truncated").await;
+        hand("TRUNCATE jobs CASCADE".to_owned()).await;
+    } else {
+        hand("DELETE FROM events".to_owned()).await;
+        hand("DELETE FROM attempts".to_owned()).await;
+        for table in [
+            "follow_ups",
+            "agent_turns",
+            "comment_commands",
+            "job_instructions",
+            "jobs",
+        ] {
+            hand(format!("DELETE FROM {table}")).await;
+        }
+    }
+    exact(later, "every table emptied by hand").await;
+    running(&other, 5, "t-5").await;
+    exact(later, "a job started on the emptied ledger").await;
+    other.close().await;
+}
+
+/// A ledger an older afk filled (before migration 0022) reports its whole history right at once
+/// after this afk opens (and migrates) it, and keeps it right through the next write.
+async fn an_older_ledger_gets_its_running_totals_at_once(url: &str, raw: Raw, backend: &str) {
+    migrate_before(22, backend, &raw).await;
+    let mut statements = Vec::new();
+    for (number, state) in [
+        (1, "succeeded"),
+        (2, "succeeded"),
+        (3, "running"),
+        (4, "queued"),
+        (5, "given_up"),
+    ] {
+        statements.push(format!(
+            "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+             dispatch_tries, created_ms, updated_ms) \
+             VALUES ('acme/widgets', {number}, 't', 'b', '[]', 2, 'local', '{state}', 1, 0, 0, 0)"
+        ));
+        statements.push(format!(
+            "INSERT INTO events (job_id, attempt, from_state, to_state, note, at_ms) \
+             SELECT id, NULL, 'queued', '{state}', 'by an older afk', 0 FROM jobs WHERE number = {number}"
+        ));
+    }
+    // Attempts that ended (1, 2, 5) and one still running (3), with their lengths.
+    for (number, state, created, ended) in [
+        (1, "succeeded", 1_000, "61000"),
+        (2, "succeeded", 2_000, "5000"),
+        (3, "running", t0().timestamp_millis() - 30_000, "NULL"),
+        (5, "failed", 7_000, "9000"),
+    ] {
+        statements.push(format!(
+            "INSERT INTO attempts (job_id, number, state, thread_id, project_id, create_command_id, \
+             turn_command_id, message_id, title, branch, prompt, dispatch_tries, stop_pending, \
+             created_ms, updated_ms, ended_ms) \
+             SELECT id, 1, '{state}', 't-{number}', 'p', 'c-{number}', 'u-{number}', 'm-{number}', \
+             'title', 'branch', 'prompt', 0, FALSE, {created}, {created}, {ended} \
+             FROM jobs WHERE number = {number}"
+        ));
+    }
+    for sql in statements {
+        match &raw {
+            Raw::Sqlite(pool) => sqlx::query(&sql).execute(pool).await.map(drop),
+            Raw::Postgres(pool) => sqlx::query(&sql).execute(pool).await.map(drop),
+        }
+        .expect("an older afk's row");
+    }
+    let ledger = Ledger::open(url).await.expect("this afk opens and migrates it");
+    assert_totals_exact(&ledger, &raw, t0(), "the migration").await;
+    let size = ledger.size().await.unwrap();
+    assert_eq!(
+        (size.jobs, size.attempts, size.events),
+        (5, 4, 5),
+        "what the older afk wrote"
+    );
+    let totals = ledger.attempt_totals(t0()).await.unwrap();
+    assert_eq!(
+        totals.agent_ms,
+        60_000 + 3_000 + 30_000 + 2_000,
+        "ended ones and the running one until now"
+    );
+    let job = ledger
+        .job_by_issue(&issue(4))
+        .await
+        .unwrap()
+        .expect("the queued job");
+    step(&ledger, &job, Event::StartAttempt, Some(&ids("t-4")), at(1)).await;
+    assert_totals_exact(&ledger, &raw, at(2), "a write after the migration").await;
+    ledger.close().await;
+}
+
+mod an_older_ledger_gets_its_running_totals_at_once {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let raw = sqlx::SqlitePool::connect_with(options).await.expect("raw SQLite");
+        an_older_ledger_gets_its_running_totals_at_once(&url, Raw::Sqlite(raw), "sqlite").await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some((url, schema)) = PgSchema::create().await else {
+            return;
+        };
+        let raw = sqlx::PgPool::connect(&url).await.expect("raw PostgreSQL");
+        let outcome = tokio::spawn(async move {
+            an_older_ledger_gets_its_running_totals_at_once(&url, Raw::Postgres(raw), "postgres").await
+        })
+        .await;
+        schema.drop_now().await;
+        if let Err(error) = outcome {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+}
+
+on_both_backends!(who_leads_is_seen_without_taking_the_lead);
+
+/// `afk status` says whether an `afk run` leads the ledger, from another process, without taking
+/// the lock: a leader's standby and a newcomer are never turned away by it.
+async fn who_leads_is_seen_without_taking_the_lead(fx: &Fixture) {
+    let status = Ledger::open(&fx.url)
+        .await
+        .expect("a second handle: `afk status`");
+    let never = status.leader().await.unwrap();
+    assert_eq!(
+        (never.held, never.epoch, never.taken_at),
+        (Some(false), 0, None),
+        "never led"
+    );
+
+    let lead = fx.ledger.try_lead().await.unwrap().expect("an afk run leads");
+    let seen = status.leader().await.unwrap();
+    assert_eq!((seen.held, seen.epoch), (Some(true), 1), "{seen:?}");
+    assert!(seen.taken_at.is_some());
+    assert_eq!(
+        fx.ledger.leader().await.unwrap().held,
+        Some(true),
+        "the leader's own process sees itself lead"
+    );
+    lead.release().await;
+    let gone = status.leader().await.unwrap();
+    assert_eq!((gone.held, gone.epoch), (Some(false), 1), "the leader stopped");
+    assert_eq!(gone.taken_at, seen.taken_at, "when the last lead was taken");
+
+    // Looking, however often, leaves the lock free: the next afk run takes it at once.
+    for _ in 0..3 {
+        status.leader().await.unwrap();
+        let next = fx
+            .ledger
+            .try_lead()
+            .await
+            .unwrap()
+            .expect("free for the next afk run");
+        next.release().await;
+    }
+    status.close().await;
+}

@@ -16,9 +16,10 @@
 //! wait out a retry back-off that has not passed in the quiet tick and has in the busy one.
 //!
 //! Each ledger is opened with `Ledger::open` and holds its leadership (`Ledger::try_lead`), as
-//! `afk run` does. The four ledgers are timed round-robin, read by read, so a burst of load from
+//! `afk run` does. After the reads, a second table times writes: a new job's upsert and its three
+//! recorded transitions (start, dispatch, success), round-robin again, on each ledger. The four ledgers are timed round-robin, read by read, so a burst of load from
 //! the shared machine falls on all of them alike; the table gives medians (and the fastest round) and the ratio of the
-//! year's history to the empty one. Only reads are timed (nothing changes between rounds): a
+//! year's history to the empty one. The reads are timed first (nothing changes between rounds): a
 //! tick's work beside the ledger (the T3 feed, the watcher's decisions) does not depend on the
 //! history and is measured by `fleet` and `compare`.
 
@@ -101,6 +102,19 @@ fn main() {
             }
         }
         print_table(&subjects, &times, history, runs);
+        // Then the writes (which change the ledgers, so after every read): round-robin too.
+        let mut writes: Vec<Vec<Vec<Duration>>> = vec![vec![Vec::new(); WRITES.len()]; subjects.len()];
+        for round in 0..WARM_UP + runs {
+            for (i, s) in subjects.iter().enumerate() {
+                let took = write(&s.ledger, round, busy).await;
+                if round >= WARM_UP {
+                    for (w, t) in took.into_iter().enumerate() {
+                        writes[i][w].extend(t);
+                    }
+                }
+            }
+        }
+        print_rows(&subjects, &writes, &WRITES, "write", history, runs);
         for s in &subjects {
             print_plans(s).await;
         }
@@ -116,6 +130,61 @@ fn main() {
             }
         }
     });
+}
+
+/// The writes timed, in their table's order.
+const WRITES: [&str; 2] = [
+    "a new job (`upsert_job`)",
+    "a recorded transition (`record`: a start with its attempt, its dispatch, its success; each with its event)",
+];
+
+/// Writes one new job's life (queued, started, running, succeeded) through the ledger as the
+/// control plane does, round `round` of the bench; returns how long each write of [`WRITES`] took
+/// (one upsert, three transitions).
+async fn write(ledger: &Ledger, round: usize, now: DateTime<Utc>) -> Vec<Vec<Duration>> {
+    use afk_core::{apply, Event, IssueKey, Priority, Repo, RetryPolicy};
+    use afk_ledger::{NewAttempt, NewJob};
+    use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
+    let number = 50_000_000 + round as u64;
+    let new = NewJob {
+        issue: IssueKey {
+            repo: Repo::new("acme/bench").expect("a repository"),
+            number,
+        },
+        title: format!("Issue {number}"),
+        body: body(),
+        labels: vec!["afk".into()],
+        priority: Priority::new(2).expect("a priority"),
+        source: JobSource::GitHub,
+    };
+    let started = Instant::now();
+    let (mut job, created) = ledger.upsert_job(&new, now).await.expect("a new job");
+    let upserted = started.elapsed();
+    assert!(created);
+    let thread = format!("bench-write-{number}");
+    let attempt = NewAttempt {
+        thread_id: ThreadId::new(&thread).expect("an id"),
+        project_id: ProjectId::new("proj-api").expect("an id"),
+        create_command_id: CommandId::new(format!("{thread}-create")).expect("an id"),
+        turn_command_id: CommandId::new(format!("{thread}-turn")).expect("an id"),
+        message_id: MessageId::new(format!("{thread}-message")).expect("an id"),
+        title: new.title.clone(),
+        branch: format!("afk/issue-{number}"),
+        prompt: body(),
+        model: None,
+    };
+    let mut recorded = Vec::new();
+    for (event, with) in [
+        (Event::StartAttempt, Some(&attempt)),
+        (Event::Dispatched, None),
+        (Event::ThreadSucceeded, None),
+    ] {
+        let t = apply(job.status(), &event, &RetryPolicy::default(), now).expect("an allowed move");
+        let started = Instant::now();
+        job = ledger.record(job.id, &t, with, now).await.expect("recorded");
+        recorded.push(started.elapsed());
+    }
+    vec![vec![upserted], recorded]
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -202,11 +271,23 @@ fn fastest(times: &[Duration]) -> f64 {
 }
 
 fn print_table(subjects: &[Subject], times: &[Vec<Vec<Duration>>], history: u64, runs: usize) {
+    print_rows(subjects, times, &READS, "read", history, runs);
+}
+
+/// A table of `rows` (`what`: read or write), each cell the median (and fastest) of its timings.
+fn print_rows(
+    subjects: &[Subject],
+    times: &[Vec<Vec<Duration>>],
+    rows: &[&str],
+    what: &str,
+    history: u64,
+    runs: usize,
+) {
     println!(
-        "\n| read: median (fastest) of {runs} rounds | SQLite, empty history | SQLite, {history} finished | ratio | PostgreSQL, empty history | PostgreSQL, {history} finished | ratio |"
+        "\n| {what}: median (fastest) of {runs} rounds | SQLite, empty history | SQLite, {history} finished | ratio | PostgreSQL, empty history | PostgreSQL, {history} finished | ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (r, name) in READS.iter().enumerate() {
+    for (r, name) in rows.iter().enumerate() {
         let mut row = format!("| {name} |");
         for backend in ["SQLite", "PostgreSQL"] {
             let of = |size: u64| {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use afk_core::JobState;
-use afk_ledger::{Attempt, Job, Ledger, LedgerError, Wait};
+use afk_ledger::{Attempt, Job, LeaderSeen, Ledger, LedgerError, Wait};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -145,12 +145,54 @@ pub struct StatusView {
     pub jobs: BTreeMap<String, u64>,
     /// Attempts in flight.
     pub live: Vec<LiveView>,
+    /// Whether an `afk run` leads the ledger (only the leader dispatches, watches and reports).
+    pub leader: LeaderView,
     /// Why the running `afk run` waits, if it does: one reason per part of the work held up.
     pub waiting: Vec<Wait>,
     /// The status surface's view: counts, running attempts, retry back-offs, recent outcomes,
     /// jobs that need a person, totals.
     #[serde(flatten)]
     pub state: StateView,
+}
+
+/// Who leads the ledger: whether an `afk run` holds its leadership now, seen without taking it.
+#[derive(Debug, Serialize)]
+pub struct LeaderView {
+    /// True while an `afk run` leads (holds the lock `afk run` takes: `PATH.lock` for SQLite, the
+    /// schema's advisory lock for PostgreSQL); false when none does, so nothing is dispatched,
+    /// watched or reported; null when it cannot be told without taking the lock (an in-memory
+    /// ledger, a SQLite ledger on a system other than Linux).
+    pub leading: Option<bool>,
+    /// How many times an `afk run` took the lead of this ledger (0: never).
+    pub epoch: i64,
+    /// When the current leader took the lead (with none leading: the last one); null before any.
+    pub since: Option<String>,
+}
+
+impl LeaderView {
+    fn of(seen: &LeaderSeen) -> LeaderView {
+        LeaderView {
+            leading: seen.held,
+            epoch: seen.epoch,
+            since: seen.taken_at.map(crate::status::views::instant),
+        }
+    }
+
+    /// One line for `afk status`.
+    fn text(&self) -> String {
+        let last = match &self.since {
+            Some(since) => format!(" (the last one took the lead at {since})"),
+            None => " (none ever did)".to_owned(),
+        };
+        match (self.leading, &self.since) {
+            (Some(true), Some(since)) => format!("leader: an afk run leads this ledger (since {since})"),
+            (Some(true), None) => "leader: an afk run leads this ledger".to_owned(),
+            (Some(false), _) => {
+                format!("leader: none: no afk run leads this ledger, nothing is dispatched{last}")
+            }
+            (None, _) => format!("leader: cannot tell here without taking the lock{last}"),
+        }
+    }
 }
 
 /// One attempt in flight.
@@ -203,6 +245,7 @@ pub async fn status_with(
         ledger: ledger.url_redacted().to_owned(),
         jobs,
         live,
+        leader: LeaderView::of(&ledger.leader().await?),
         waiting: ledger.waits().await?,
         state,
     })
@@ -216,7 +259,12 @@ impl StatusView {
             .iter()
             .map(|s| format!("{} {}", self.jobs.get(s.as_str()).copied().unwrap_or(0), s))
             .collect();
-        let mut out = format!("ledger: {}\njobs: {}\n", self.ledger, counts.join(", "));
+        let mut out = format!(
+            "ledger: {}\n{}\njobs: {}\n",
+            self.ledger,
+            self.leader.text(),
+            counts.join(", ")
+        );
         for wait in &self.waiting {
             let who = match wait.needs_person {
                 true => "a person must act",

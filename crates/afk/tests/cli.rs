@@ -259,6 +259,57 @@ async fn status_links_each_live_attempt_to_its_thread_in_t3() {
     );
 }
 
+#[tokio::test]
+async fn status_says_whether_an_afk_run_leads_the_ledger() {
+    let world = World::new(Duration::from_secs(3600)).await;
+    let config = world.write_config();
+    let config = config.to_str().unwrap();
+    let ledger = world.ledger().await;
+    let status = || async {
+        let json = afk(&["status", "--config", config, "--json"]).await;
+        assert!(json.status.success(), "{}", stderr(&json));
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+        let text = afk(&["status", "--config", config]).await;
+        assert!(text.status.success(), "{}", stderr(&text));
+        (json["leader"].clone(), stdout(&text))
+    };
+
+    let (leader, text) = status().await;
+    assert_eq!(leader["leading"], false, "{leader}");
+    assert_eq!(leader["since"], serde_json::Value::Null);
+    assert!(
+        text.contains("leader: none: no afk run leads this ledger"),
+        "{text}"
+    );
+
+    // As `afk run` holds it.
+    let lead = ledger.try_lead().await.unwrap().expect("nobody else leads");
+    let (leader, text) = status().await;
+    assert_eq!(
+        (&leader["leading"], &leader["epoch"]),
+        (&true.into(), &1.into()),
+        "{leader}"
+    );
+    let since = leader["since"]
+        .as_str()
+        .expect("when it took the lead")
+        .to_owned();
+    assert!(
+        text.contains(&format!("leader: an afk run leads this ledger (since {since})")),
+        "{text}"
+    );
+
+    lead.release().await;
+    let (leader, text) = status().await;
+    assert_eq!(leader["leading"], false, "{leader}");
+    assert!(
+        text.contains(&format!("the last one took the lead at {since}")),
+        "{text}"
+    );
+    // `afk status` looked without taking the lock: the next afk run leads at once.
+    assert!(ledger.try_lead().await.unwrap().is_some());
+}
+
 /// A ledger at the world's URL holding `count` queued jobs, REPO_A's issues 1.. then REPO_B's.
 async fn ledger_with_jobs(world: &World, for_a: u64, for_b: u64) {
     let ledger = afk_ledger::Ledger::open(&world.config.ledger.url)
