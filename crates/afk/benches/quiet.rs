@@ -41,6 +41,11 @@
 //!   still makes, the ledger's change counts (`Ledger::changes`). Over all rounds the bench
 //!   checks that no tick made those reads again (`ControlPlane::tick_reads`).
 //!
+//! - `the next quiet tick at once`: a second quiet tick right after the first (a quiet stretch's
+//!   steady state; the first follows a whole pass over the fleet, which leaves the caches full of
+//!   it), with what it allocated, counted by this bench's allocator (a second table: the same
+//!   count at every size means no copy or walk of anything sized by the fleet).
+//!
 //! Medians and ratios from one run; the machine is shared, so absolute times are only indicative.
 
 #[path = "../tests/common/mod.rs"]
