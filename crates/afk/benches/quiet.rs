@@ -41,12 +41,19 @@
 //!   still makes, the ledger's change counts (`Ledger::changes`). Over all rounds the bench
 //!   checks that no tick made those reads again (`ControlPlane::tick_reads`).
 //!
+//! - `the next quiet tick at once`: a second quiet tick right after the first (a quiet stretch's
+//!   steady state; the first follows a whole pass over the fleet, which leaves the caches full of
+//!   it), with what it allocated, counted by this bench's allocator (a second table: the same
+//!   count at every size means no copy or walk of anything sized by the fleet).
+//!
 //! Medians and ratios from one run; the machine is shared, so absolute times are only indicative.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use afk::app::App;
@@ -68,6 +75,53 @@ const PARAGRAPH: &str = "When a request to /api/orders carries an empty cursor t
     500 instead of the first page. Steps: call GET /api/orders?cursor= with a valid token. Expected: \
     the first page, as without the parameter. Actual: a stack trace in the logs.\n\n";
 
+/// The process's allocator, counting: how many allocations a tick makes, and how many bytes,
+/// tells work that grows with the fleet (a copy or a walk of a fleet-sized structure allocates or
+/// moves in proportion) from a tick that does the same work at every size.
+struct Counting;
+
+/// Allocations (and growths) made so far, by every thread of the process.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes asked for by those allocations.
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is handed to `System` unchanged; only counted on the way.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(new_size as u64, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// The allocations and bytes counted so far.
+fn allocations() -> (u64, u64) {
+    (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED.load(Ordering::Relaxed),
+    )
+}
+
 struct Row {
     scenario: &'static str,
     n: usize,
@@ -85,13 +139,18 @@ fn main() {
         .map(Duration::from_secs);
     let runtime = support::runtime();
     let mut rows = Vec::new();
+    let mut allocated = Vec::new();
     let largest = sizes.iter().copied().max().unwrap_or(0);
     for &n in &sizes {
         eprintln!("quiet: {n} running threads");
         let spin = spin.filter(|_| n == largest);
-        rows.extend(runtime.block_on(quiet(n, spin)));
+        let (of_size, allocs) = runtime.block_on(quiet(n, spin));
+        rows.extend(of_size);
+        allocated.push(allocs);
     }
     print_table(&rows, sizes[0]);
+    println!();
+    print_allocations(&allocated);
 }
 
 /// The sizes from `AFK_QUIET_SIZES` (comma-separated), else 1,000, 10,000 and 100,000.
@@ -112,7 +171,17 @@ fn sizes() -> Vec<usize> {
     sizes
 }
 
-async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
+/// What the quiet ticks right after a quiet tick allocated, at one size: the median, fewest and
+/// most allocations of a tick, and the median bytes.
+struct Allocated {
+    n: usize,
+    median: u64,
+    fewest: u64,
+    most: u64,
+    bytes: u64,
+}
+
+async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
     let clock = Instant::now();
     let phase = |what: &str| eprintln!("quiet: N={n}: {what} ({:.1?} in)", clock.elapsed());
     let mut world = World::new(Duration::from_secs(3600)).await;
@@ -167,7 +236,8 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
     drop(jobs);
     let sequence = world.sim.sequence();
 
-    let mut samples: [Vec<Duration>; 5] = Default::default();
+    let mut samples: [Vec<Duration>; 6] = Default::default();
+    let mut allocated: Vec<(u64, u64)> = Vec::new();
     // A first tick after the stream came up may still have read (its reads follow a move).
     support::quiet_tick(&mut app).await;
     let reads_before = app.control_plane().watched_reads();
@@ -206,6 +276,20 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
             assert!(tries < 100, "the quiet tick never skipped its pass");
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
+        // The next quiet tick at once: a quiet stretch's steady state, not the first tick after
+        // a whole pass over the fleet (which leaves the CPU's caches full of the fleet), with
+        // what it allocated (every thread of the process).
+        let skipped = app.control_plane().skipped_passes();
+        let before = allocations();
+        let t = Instant::now();
+        support::quiet_tick(&mut app).await;
+        let again = t.elapsed();
+        let after = allocations();
+        assert_eq!(
+            app.control_plane().skipped_passes(),
+            skipped + 1,
+            "a quiet tick right after a quiet tick skipped its pass"
+        );
         // One thread changes at T3: its agent starts another turn (its job does not move).
         let (thread, job) = &threads[round % threads.len()];
         let command = serde_json::json!({
@@ -278,6 +362,8 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
             samples[2].push(whole);
             samples[3].push(reads);
             samples[4].push(counts);
+            samples[5].push(again);
+            allocated.push((after.0 - before.0, after.1 - before.1));
         }
         round += 1;
         let timed = round.saturating_sub(WARM_UP);
@@ -329,6 +415,7 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
         "the same quiet tick with the whole pass (skipping off: as any tick after a change before)",
         "the ledger reads a quiet tick no longer makes (attempts_to_stop, jobs_in(timed_out, lost), ready_jobs)",
         "the one ledger read a quiet tick makes (Ledger::changes: one row by key)",
+        "the next quiet tick at once (a quiet tick after a quiet tick)",
     ];
     let rows = names
         .into_iter()
@@ -349,7 +436,18 @@ async fn quiet(n: usize, spin: Option<Duration>) -> Vec<Row> {
     drop(app);
     world.sim.shutdown().await;
     phase("shut down");
-    rows
+    let mut counts: Vec<u64> = allocated.iter().map(|a| a.0).collect();
+    counts.sort_unstable();
+    let mut bytes: Vec<u64> = allocated.iter().map(|a| a.1).collect();
+    bytes.sort_unstable();
+    let allocated = Allocated {
+        n,
+        median: counts[counts.len() / 2],
+        fewest: counts[0],
+        most: counts[counts.len() - 1],
+        bytes: bytes[bytes.len() / 2],
+    };
+    (rows, allocated)
 }
 
 /// Fills the migrated ledger at `url` with `n` running jobs (alternately of the two configured
@@ -484,5 +582,16 @@ fn print_table(rows: &[Row], baseline: usize) {
                 ratio
             );
         }
+    }
+}
+
+fn print_allocations(of: &[Allocated]) {
+    println!("| allocations of a quiet tick after a quiet tick (whole process) | N running | median | fewest | most | median bytes |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for a in of {
+        println!(
+            "| ControlPlane::tick, the pass skipped | {} | {} | {} | {} | {} |",
+            a.n, a.median, a.fewest, a.most, a.bytes
+        );
     }
 }
