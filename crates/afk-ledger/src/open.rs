@@ -88,7 +88,13 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, Ledger
         options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS)
+        // No ping before each acquire: a connection to a local file does not go stale, and the
+        // ping is a second hand-off to sqlx's worker thread for every read (half of what a quiet
+        // tick costs; BENCHMARKS.md "A quiet tick that does no work"). A statement on a broken
+        // connection still fails with its error.
+        SqlitePoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .test_before_acquire(false)
     };
     let pool_options = pool_options.acquire_timeout(ACQUIRE_TIMEOUT);
     let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
