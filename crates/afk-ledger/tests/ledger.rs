@@ -2532,3 +2532,66 @@ async fn record_many_records_nothing_when_a_move_breaks_the_schema(fx: &Fixture)
         assert!(ledger.events(job.id).await.unwrap().is_empty());
     }
 }
+
+/// A burst of new issues (intake's): queued in one transaction, each once; an issue the ledger
+/// knows is left as it is, one it cannot hold is refused alone.
+async fn queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let known = queued(ledger, 1, 2, t0()).await;
+    let known = step(ledger, &known, Event::StartAttempt, Some(&ids("thread-1")), at(1)).await;
+    let mut edited = new_job(1, 2);
+    edited.title = "Edited while it runs".into();
+    let mut bad = new_job(3, 2);
+    bad.body = "a NUL \0 byte".into();
+    let answers = ledger
+        .queue_jobs(&[edited, new_job(2, 2), bad, new_job(4, 1), new_job(2, 2)], at(2))
+        .await
+        .expect("the batch is written");
+    assert_eq!(answers.len(), 5);
+    assert!(matches!(answers[0], Ok(None)), "known: {:?}", answers[0]);
+    let second = answers[1].as_ref().expect("queued").as_ref().expect("new");
+    assert_eq!((second.issue.number, second.state), (2, JobState::Queued));
+    assert!(
+        matches!(answers[2], Err(LedgerError::OutOfRange { .. })),
+        "{:?}",
+        answers[2]
+    );
+    let fourth = answers[3].as_ref().expect("queued").as_ref().expect("new");
+    assert_eq!((fourth.issue.number, fourth.state), (4, JobState::Queued));
+    assert!(
+        matches!(answers[4], Ok(None)),
+        "the same issue twice is queued once"
+    );
+
+    let jobs = ledger.jobs().await.unwrap();
+    let numbers: Vec<u64> = jobs.iter().map(|j| j.issue.number).collect();
+    assert_eq!(numbers, vec![1, 2, 4]);
+    assert_eq!(jobs[0], known, "the known job is untouched");
+}
+
+/// A batch whose transaction fails writes nothing: none of the new issues is queued.
+async fn queue_jobs_queues_nothing_when_the_transaction_fails(fx: &Fixture) {
+    let old = &fx.ledger;
+    let lead = old.try_lead().await.unwrap().expect("the first one leads");
+    break_the_lock(fx).await;
+    let standby = Ledger::open(&fx.url).await.unwrap();
+    let new_lead = standby
+        .try_lead()
+        .await
+        .unwrap()
+        .expect("a standby takes the lead");
+    assert!(new_lead.epoch() > lead.epoch());
+
+    // The old leader's batch is refused by its fence, after its first statement: all or none.
+    let refused = old
+        .queue_jobs(&[new_job(1, 2), new_job(2, 2)], t0())
+        .await
+        .expect_err("a deposed leader writes nothing");
+    assert!(refused.is_deposed(), "{refused}");
+    assert!(standby.jobs().await.unwrap().is_empty(), "nothing of the batch");
+}
+
+on_both_backends!(
+    queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are,
+    queue_jobs_queues_nothing_when_the_transaction_fails
+);

@@ -1039,3 +1039,115 @@ async fn an_afk_md_edit_during_a_dispatch_pass_reaches_its_later_starts() {
     assert!(prompts[0].ends_with("Old: First\n"), "{prompts:#?}");
     assert!(prompts[1].ends_with("New: Second\n"), "{prompts:#?}");
 }
+
+/// A trigger on `ledger_url`'s SQLite ledger that refuses to insert the job of issue `number`
+/// (every other write goes through); dropped by [`allow_inserts`].
+async fn refuse_insert_of(ledger_url: &str, number: u64) {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(ledger_url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER test_refuse_insert BEFORE INSERT ON jobs WHEN NEW.number = {number} \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+async fn allow_inserts(ledger_url: &str) {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(ledger_url).await.unwrap();
+    sqlx::query("DROP TRIGGER test_refuse_insert")
+        .execute(&mut db)
+        .await
+        .unwrap();
+}
+
+/// The issue numbers of the ledger's jobs, sorted (a job queued twice would show twice).
+async fn job_numbers(app: &afk::app::App) -> Vec<u64> {
+    let mut numbers: Vec<u64> = app
+        .ledger()
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.issue.number)
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[tokio::test]
+async fn labeled_deliveries_of_one_tick_are_queued_together_once_each_and_none_is_lost_when_that_fails() {
+    let secret = "whsec-batch-1";
+    let (world, github) = webhook_world(secret).await;
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert!(job_numbers(&app).await.is_empty());
+
+    // Five issues handed over at once; the first one's delivery arrives twice.
+    let numbers: Vec<u64> = (0..5)
+        .map(|i| handed_over(&github, &format!("Burst {i}"), "Do it."))
+        .collect();
+    let labeled = |number: u64| {
+        serde_json::json!({
+            "action": "labeled",
+            "label": {"name": "afk"},
+            "issue": {"number": number},
+            "repository": {"full_name": REPO_A},
+        })
+        .to_string()
+    };
+    for number in &numbers {
+        let delivered = deliver(addr, secret, &format!("d-{number}"), labeled(*number)).await;
+        assert_eq!(delivered.status(), 202);
+    }
+    let again = deliver(addr, secret, "d-again", labeled(numbers[0])).await;
+    assert!(again.status().is_success());
+
+    // The ledger refuses the last one's job: the burst is one transaction, so none is queued
+    // (one commit per issue would have queued the four before it).
+    refuse_insert_of(&world.config.ledger.url, numbers[4]).await;
+    assert!(
+        app.tick(chrono::Utc::now()).await.is_err(),
+        "the tick fails on the ledger"
+    );
+    assert!(job_numbers(&app).await.is_empty(), "nothing of the burst");
+
+    // The next tick queues all five, once each (GitHub sends no delivery again).
+    allow_inserts(&world.config.ledger.url).await;
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers);
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers, "no job queued twice");
+}
+
+#[tokio::test]
+async fn a_polls_new_issues_whose_write_fails_are_queued_at_the_next_tick_not_the_next_poll() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    if let Some(gh) = world.config.github.as_mut() {
+        // One poll in this test: what the next tick queues comes from it.
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let numbers: Vec<u64> = (0..3)
+        .map(|i| handed_over(&github, &format!("Listed {i}"), "Do it."))
+        .collect();
+    let mut app = world.app().await;
+    refuse_insert_of(&world.config.ledger.url, numbers[1]).await;
+    assert!(
+        app.tick(chrono::Utc::now()).await.is_err(),
+        "the tick fails on the ledger"
+    );
+    assert!(job_numbers(&app).await.is_empty(), "nothing of the poll");
+
+    allow_inserts(&world.config.ledger.url).await;
+    let polls = github.requests().len();
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers);
+    let listed = github.requests()[polls..]
+        .iter()
+        .filter(|r| r.path.contains("labels=afk"))
+        .count();
+    assert_eq!(listed, 0, "queued from the poll before, not a new one");
+}

@@ -69,6 +69,11 @@ pub struct GitHubIntake {
     comment_events: Vec<WebhookEvent>,
     /// A pull request, review or check delivery arrived since the follow-through last asked.
     pull_request_activity: bool,
+    /// Eligible issues taken with no job yet, to be queued together in one ledger transaction
+    /// ([`Self::queue_taken`]): a burst costs one commit, not one per issue. Kept when that
+    /// transaction fails, and queued first at the next sync (a delivery is not sent again, and the
+    /// next poll may be an hour away).
+    to_queue: Vec<NewJob>,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -225,6 +230,7 @@ impl GitHubIntake {
             labelled: 0,
             comment_events: Vec::new(),
             pull_request_activity: false,
+            to_queue: Vec::new(),
         }
     }
 
@@ -302,6 +308,8 @@ impl GitHubIntake {
         may_poll: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        // What a failed transaction left, before anything newer about those issues.
+        self.queue_taken(recorder, now).await?;
         let mut events = std::mem::take(&mut self.deferred);
         if let Some(rx) = self.events.as_mut() {
             while let Ok(event) = rx.try_recv() {
@@ -371,6 +379,8 @@ impl GitHubIntake {
         if may_poll && !polls_now && !self.held.is_empty() {
             self.answer_held(recorder, now).await?;
         }
+        // The new issues the deliveries took, queued together.
+        self.queue_taken(recorder, now).await?;
         if !may_poll {
             // GitHub is left alone for now: the deliveries wait for the poll after the wait.
             self.early_poll = None;
@@ -418,6 +428,8 @@ impl GitHubIntake {
         for issue in scan.eligible {
             self.take(issue, recorder, now).await?;
         }
+        // The poll's new issues, queued together before the jobs it did not list are looked at.
+        self.queue_taken(recorder, now).await?;
         if scan.complete {
             self.labelled = listed.len();
             // Only the jobs not yet final: reading every job would make each poll cost the
@@ -427,6 +439,26 @@ impl GitHubIntake {
                 if job.source == JobSource::GitHub && !listed.contains(&job.issue) {
                     self.left(&job, recorder, now).await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the new issues taken since the last call in one ledger transaction
+    /// ([`afk_ledger::Ledger::queue_jobs`]), each said once. An issue that got a job meanwhile is
+    /// left as it is (its next delivery or poll is taken as a known issue's); one the ledger
+    /// cannot hold (a NUL byte) is skipped, said. When the transaction fails nothing of it was
+    /// written: the issues stay for the next call and the error is returned.
+    async fn queue_taken(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+        if self.to_queue.is_empty() {
+            return Ok(());
+        }
+        let answers = recorder.ledger().queue_jobs(&self.to_queue, now).await?;
+        for (new, answer) in std::mem::take(&mut self.to_queue).into_iter().zip(answers) {
+            match answer {
+                Ok(Some(job)) => recorder.queued(&job, "GitHub"),
+                Ok(None) => tracing::debug!("{}: has a job already; left as it is", new.issue),
+                Err(error) => tracing::warn!("{}: not queued: {error}", new.issue),
             }
         }
         Ok(())
@@ -565,6 +597,8 @@ impl GitHubIntake {
             _ => return self.held_back(key, reason, recorder).await,
         };
         self.issues.remove(&key);
+        // Taken earlier but not queued yet: not to be queued now.
+        self.to_queue.retain(|new| new.issue != key);
         if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
             if let SkipReason::Gone(gone) = &reason {
                 tracing::warn!("{key}: {gone}; its job ends and afk no longer looks at it");
@@ -650,7 +684,8 @@ impl GitHubIntake {
         Ok(())
     }
 
-    /// Queues (or refreshes, or requeues) the job of an eligible issue.
+    /// Takes an eligible issue: one with no job is queued with the others of this sync
+    /// ([`Self::queue_taken`]); a known one's job is refreshed or requeued at once.
     async fn take(
         &mut self,
         issue: EligibleIssue,
@@ -670,8 +705,9 @@ impl GitHubIntake {
         self.issues.insert(key.clone(), issue);
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
-                let (job, _) = recorder.ledger().upsert_job(&new, now).await?;
-                recorder.queued(&job, "GitHub");
+                // The latest view, once, if it is taken twice before it is queued.
+                self.to_queue.retain(|pending| pending.issue != key);
+                self.to_queue.push(new);
             }
             Some(job) => {
                 // A trusted person applied the trigger label after the job ended without success
