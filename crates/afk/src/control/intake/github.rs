@@ -74,6 +74,9 @@ pub struct GitHubIntake {
     /// transaction fails, and queued first at the next sync (a delivery is not sent again, and the
     /// next poll may be an hour away).
     to_queue: Vec<NewJob>,
+    /// New issues the ledger refused as a bad value, as they were then: a refusal is warned about
+    /// once per issue content, not at every poll that takes the issue again.
+    refused: HashMap<IssueKey, NewJob>,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -231,6 +234,7 @@ impl GitHubIntake {
             comment_events: Vec::new(),
             pull_request_activity: false,
             to_queue: Vec::new(),
+            refused: HashMap::new(),
         }
     }
 
@@ -446,27 +450,88 @@ impl GitHubIntake {
 
     /// Queues the new issues taken since the last call in one ledger transaction
     /// ([`afk_ledger::Ledger::queue_jobs`]), each said once. An issue that got a job meanwhile is
-    /// left as it is (its next delivery or poll is taken as a known issue's); one the ledger
-    /// cannot hold (a NUL byte) is skipped, said. When the transaction fails nothing of it was
-    /// written: the issues stay for the next call and the error is returned.
+    /// left as it is (its next delivery or poll is taken as a known issue's). When the database
+    /// refuses a value of the batch (a bad value, [`afk_ledger::LedgerError::is_bad_value`], which
+    /// it would refuse again at every retry), each is queued on its own and only the refused one
+    /// is left out, warned about once per content; one the ledger cannot hold before writing (a
+    /// NUL byte) is left out the same way. On any other failure nothing of the batch was written:
+    /// the issues not yet queued stay for the next call and the error is returned.
     async fn queue_taken(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
         if self.to_queue.is_empty() {
             return Ok(());
         }
-        let answers = recorder.ledger().queue_jobs(&self.to_queue, now).await?;
-        for (new, answer) in std::mem::take(&mut self.to_queue).into_iter().zip(answers) {
-            match answer {
-                Ok(Some(job)) => recorder.queued(&job, "GitHub"),
-                Ok(None) => tracing::debug!("{}: has a job already; left as it is", new.issue),
-                Err(error) => tracing::warn!("{}: not queued: {error}", new.issue),
+        let batch = std::mem::take(&mut self.to_queue);
+        match recorder.ledger().queue_jobs(&batch, now).await {
+            Ok(answers) => {
+                for (new, answer) in batch.into_iter().zip(answers) {
+                    self.queued(new, answer, recorder);
+                }
+                Ok(())
+            }
+            Err(error) if error.is_bad_value() => {
+                tracing::debug!("the batch of new issues was refused ({error}); queued one at a time");
+                let mut batch = batch.into_iter();
+                while let Some(new) = batch.next() {
+                    match recorder
+                        .ledger()
+                        .queue_jobs(std::slice::from_ref(&new), now)
+                        .await
+                    {
+                        Ok(mut answer) => {
+                            let answer = answer.pop().unwrap_or(Ok(None));
+                            self.queued(new, answer, recorder);
+                        }
+                        Err(refused) if refused.is_bad_value() => self.queued(new, Err(refused), recorder),
+                        Err(error) => {
+                            // Those before it are queued (and said); it and the rest wait.
+                            self.to_queue.push(new);
+                            self.to_queue.extend(batch);
+                            return Err(error.into());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.to_queue = batch;
+                Err(error.into())
             }
         }
-        Ok(())
     }
 
-    /// Checks the issue of one sync's deliveries about it and acts on it. A delivery the ledger
-    /// refuses as a bad value is skipped (said); on any other ledger failure the deliveries are
-    /// kept for the next sync and the error returned.
+    /// Says what became of `new`, taken with no job, once the ledger answered for it.
+    fn queued(
+        &mut self,
+        new: NewJob,
+        answer: Result<Option<Job>, afk_ledger::LedgerError>,
+        recorder: &mut Recorder,
+    ) {
+        match answer {
+            Ok(Some(job)) => {
+                self.refused.remove(&new.issue);
+                recorder.queued(&job, "GitHub");
+            }
+            // Another write queued it meanwhile, or a commit whose reply was lost did.
+            Ok(None) => tracing::info!("{}: already has a job; left as it is", new.issue),
+            Err(error) => {
+                if self.refused.get(&new.issue) != Some(&new) {
+                    tracing::warn!(
+                        "{}: not queued: {error}; afk takes it again once its title, body or labels change",
+                        new.issue
+                    );
+                    self.refused.insert(new.issue.clone(), new);
+                } else {
+                    tracing::debug!("{}: not queued again: {error}", new.issue);
+                }
+            }
+        }
+    }
+
+    /// Checks the issue of one sync's deliveries about it and acts on it. A new issue is only
+    /// taken here, its job queued later with the sync's others ([`Self::queue_taken`], which
+    /// leaves out one the ledger refuses); a delivery whose write here (a known issue's job
+    /// refreshed, requeued or cancelled) the ledger refuses as a bad value is skipped (said); on
+    /// any other ledger failure the deliveries are kept for the next sync and the error returned.
     async fn answer(
         &mut self,
         group: IssueDeliveries,
@@ -621,11 +686,13 @@ impl GitHubIntake {
         let SkipReason::UntrustedEdit(edit) = reason else {
             return Ok(());
         };
-        let taken = recorder
-            .ledger()
-            .job_by_issue(&key)
-            .await?
-            .is_some_and(|job| job.state != JobState::Cancelled);
+        // One taken this sync and waiting to be queued is taken too.
+        let taken = self.to_queue.iter().any(|new| new.issue == key)
+            || recorder
+                .ledger()
+                .job_by_issue(&key)
+                .await?
+                .is_some_and(|job| job.state != JobState::Cancelled);
         if !taken {
             self.notices.push((key, *edit));
         }
