@@ -2569,26 +2569,42 @@ async fn queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are
     assert_eq!(jobs[0], known, "the known job is untouched");
 }
 
-/// A batch whose transaction fails writes nothing: none of the new issues is queued.
+/// A batch whose transaction fails writes nothing: none of the new issues is queued, not even
+/// those written before the failing one.
 async fn queue_jobs_queues_nothing_when_the_transaction_fails(fx: &Fixture) {
-    let old = &fx.ledger;
-    let lead = old.try_lead().await.unwrap().expect("the first one leads");
-    break_the_lock(fx).await;
-    let standby = Ledger::open(&fx.url).await.unwrap();
-    let new_lead = standby
-        .try_lead()
+    let ledger = &fx.ledger;
+    // The database refuses the batch's SECOND row, after the first was inserted in the same
+    // transaction: only a rollback of the whole batch leaves the first out.
+    if ledger.backend() == Backend::Postgres {
+        fx.raw_execute(
+            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'refused by the test'; END $$",
+        )
         .await
-        .unwrap()
-        .expect("a standby takes the lead");
-    assert!(new_lead.epoch() > lead.epoch());
-
-    // The old leader's batch is refused by its fence, after its first statement: all or none.
-    let refused = old
-        .queue_jobs(&[new_job(1, 2), new_job(2, 2)], t0())
+        .unwrap();
+        fx.raw_execute(
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON jobs FOR EACH ROW \
+             WHEN (NEW.number = 2) EXECUTE FUNCTION test_refuse()",
+        )
         .await
-        .expect_err("a deposed leader writes nothing");
-    assert!(refused.is_deposed(), "{refused}");
-    assert!(standby.jobs().await.unwrap().is_empty(), "nothing of the batch");
+        .unwrap();
+    } else {
+        fx.raw_execute(
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON jobs WHEN NEW.number = 2 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await
+        .unwrap();
+    }
+    let refused = ledger
+        .queue_jobs(&[new_job(1, 2), new_job(2, 2), new_job(3, 2)], t0())
+        .await
+        .expect_err("the database refuses the second job");
+    assert!(!refused.is_deposed(), "{refused}");
+    assert!(
+        ledger.jobs().await.unwrap().is_empty(),
+        "nothing of the batch, not even the first"
+    );
 }
 
 on_both_backends!(
