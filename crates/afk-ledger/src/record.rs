@@ -191,22 +191,12 @@ impl Ledger {
     /// `false`) and keeps its state, attempts and source: upserting is idempotent and never moves
     /// a job. `updated_at` changes only when something did.
     pub async fn upsert_job(&self, job: &NewJob, now: DateTime<Utc>) -> Result<(Job, bool), LedgerError> {
-        let number = issue_number(&job.issue)?;
-        // Refused here for both backends alike: PostgreSQL's text cannot hold a NUL.
-        let nul = [
-            ("title", job.title.contains('\0')),
-            ("body", job.body.contains('\0')),
-            ("labels", job.labels.iter().any(|l| l.contains('\0'))),
-        ];
-        if let Some((part, _)) = nul.iter().find(|(_, has)| *has) {
-            return Err(LedgerError::OutOfRange {
-                what: format!("the {part} of {} (it holds a NUL byte)", job.issue),
-            });
-        }
-        let labels = serde_json::to_string(&job.labels).map_err(|e| LedgerError::OutOfRange {
-            what: format!("the labels of {}: {e}", job.issue),
-        })?;
-        let priority = i64::from(job.priority.level());
+        let PreparedJob {
+            number,
+            labels,
+            priority,
+            ..
+        } = PreparedJob::new(job)?;
         let now = millis(now);
         let row: Option<JobRow> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
@@ -257,6 +247,62 @@ impl Ledger {
                 Ok((job, false))
             }
         }
+    }
+
+    /// Queues each of `jobs` whose issue the ledger does not know yet, as [`Ledger::upsert_job`]
+    /// queues a new one, in ONE transaction (one commit where each would cost its own: a burst of
+    /// new issues is queued together): the answer for each, in order: `Some(job)` queued now,
+    /// `None` the issue has a job already (left exactly as it is: the caller decides what a known
+    /// issue means for it; and the same issue twice in `jobs` is queued once). An issue is never
+    /// queued twice: the schema keeps one job per issue. A job whose values the ledger cannot hold
+    /// ([`LedgerError::OutOfRange`]) is refused alone, before the transaction, and answered in its
+    /// place. Any other error (the database, a lost leadership) rolls back every one and is
+    /// returned: nothing of the batch was queued.
+    pub async fn queue_jobs(
+        &self,
+        jobs: &[NewJob],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Option<Job>, LedgerError>>, LedgerError> {
+        // Worked out before the database is touched: a bad value is refused alone.
+        let prepared: Vec<Result<PreparedJob<'_>, LedgerError>> = jobs.iter().map(PreparedJob::new).collect();
+        if prepared.iter().all(Result::is_err) {
+            // Nothing to write (or nothing at all): no transaction.
+            return Ok(prepared.into_iter().filter_map(Result::err).map(Err).collect());
+        }
+        let now = millis(now);
+        let rows: Vec<Option<JobRow>> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+            fence!(self, tx);
+            let mut rows = Vec::with_capacity(prepared.len());
+            for job in prepared.iter().filter_map(|p| p.as_ref().ok()) {
+                let row: Option<JobRow> = sqlx::query_as(
+                    "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+                     dispatch_tries, created_ms, updated_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, 0, $8, $9) \
+                     ON CONFLICT (repo, number) DO NOTHING RETURNING *",
+                )
+                .bind(job.job.issue.repo.as_str())
+                .bind(job.number)
+                .bind(&job.job.title)
+                .bind(&job.job.body)
+                .bind(&job.labels)
+                .bind(job.priority)
+                .bind(job.job.source.as_str())
+                .bind(now)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                rows.push(row);
+            }
+            Ok(rows)
+        }))?;
+        let mut rows = rows.into_iter();
+        Ok(prepared
+            .into_iter()
+            .map(|prepared| match prepared {
+                Err(refused) => Err(refused),
+                Ok(_) => rows.next().flatten().map(JobRow::into_job).transpose(),
+            })
+            .collect())
     }
 
     /// Records `transition` for `job` atomically, in one database transaction, and returns the
@@ -379,6 +425,41 @@ impl Ledger {
                 .await?)
         }))?;
         found.map(drop).ok_or(LedgerError::NotFound(RecordRef::Job(job)))
+    }
+}
+
+/// A [`NewJob`] checked and encoded for the `jobs` table.
+struct PreparedJob<'a> {
+    job: &'a NewJob,
+    number: i64,
+    labels: String,
+    priority: i64,
+}
+
+impl<'a> PreparedJob<'a> {
+    /// `job`'s columns, or why the ledger cannot hold it.
+    fn new(job: &'a NewJob) -> Result<PreparedJob<'a>, LedgerError> {
+        let number = issue_number(&job.issue)?;
+        // Refused here for both backends alike: PostgreSQL's text cannot hold a NUL.
+        let nul = [
+            ("title", job.title.contains('\0')),
+            ("body", job.body.contains('\0')),
+            ("labels", job.labels.iter().any(|l| l.contains('\0'))),
+        ];
+        if let Some((part, _)) = nul.iter().find(|(_, has)| *has) {
+            return Err(LedgerError::OutOfRange {
+                what: format!("the {part} of {} (it holds a NUL byte)", job.issue),
+            });
+        }
+        let labels = serde_json::to_string(&job.labels).map_err(|e| LedgerError::OutOfRange {
+            what: format!("the labels of {}: {e}", job.issue),
+        })?;
+        Ok(PreparedJob {
+            job,
+            number,
+            labels,
+            priority: i64::from(job.priority.level()),
+        })
     }
 }
 

@@ -2923,3 +2923,82 @@ async fn who_leads_is_seen_without_taking_the_lead(fx: &Fixture) {
     }
     status.close().await;
 }
+
+/// A burst of new issues (intake's): queued in one transaction, each once; an issue the ledger
+/// knows is left as it is, one it cannot hold is refused alone.
+async fn queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let known = queued(ledger, 1, 2, t0()).await;
+    let known = step(ledger, &known, Event::StartAttempt, Some(&ids("thread-1")), at(1)).await;
+    let mut edited = new_job(1, 2);
+    edited.title = "Edited while it runs".into();
+    let mut bad = new_job(3, 2);
+    bad.body = "a NUL \0 byte".into();
+    let answers = ledger
+        .queue_jobs(&[edited, new_job(2, 2), bad, new_job(4, 1), new_job(2, 2)], at(2))
+        .await
+        .expect("the batch is written");
+    assert_eq!(answers.len(), 5);
+    assert!(matches!(answers[0], Ok(None)), "known: {:?}", answers[0]);
+    let second = answers[1].as_ref().expect("queued").as_ref().expect("new");
+    assert_eq!((second.issue.number, second.state), (2, JobState::Queued));
+    assert!(
+        matches!(answers[2], Err(LedgerError::OutOfRange { .. })),
+        "{:?}",
+        answers[2]
+    );
+    let fourth = answers[3].as_ref().expect("queued").as_ref().expect("new");
+    assert_eq!((fourth.issue.number, fourth.state), (4, JobState::Queued));
+    assert!(
+        matches!(answers[4], Ok(None)),
+        "the same issue twice is queued once"
+    );
+
+    let jobs = ledger.jobs().await.unwrap();
+    let numbers: Vec<u64> = jobs.iter().map(|j| j.issue.number).collect();
+    assert_eq!(numbers, vec![1, 2, 4]);
+    assert_eq!(jobs[0], known, "the known job is untouched");
+}
+
+/// A batch whose transaction fails writes nothing: none of the new issues is queued, not even
+/// those written before the failing one.
+async fn queue_jobs_queues_nothing_when_the_transaction_fails(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    // The database refuses the batch's SECOND row, after the first was inserted in the same
+    // transaction: only a rollback of the whole batch leaves the first out.
+    if ledger.backend() == Backend::Postgres {
+        fx.raw_execute(
+            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'refused by the test'; END $$",
+        )
+        .await
+        .unwrap();
+        fx.raw_execute(
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON jobs FOR EACH ROW \
+             WHEN (NEW.number = 2) EXECUTE FUNCTION test_refuse()",
+        )
+        .await
+        .unwrap();
+    } else {
+        fx.raw_execute(
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON jobs WHEN NEW.number = 2 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await
+        .unwrap();
+    }
+    let refused = ledger
+        .queue_jobs(&[new_job(1, 2), new_job(2, 2), new_job(3, 2)], t0())
+        .await
+        .expect_err("the database refuses the second job");
+    assert!(!refused.is_deposed(), "{refused}");
+    assert!(
+        ledger.jobs().await.unwrap().is_empty(),
+        "nothing of the batch, not even the first"
+    );
+}
+
+on_both_backends!(
+    queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are,
+    queue_jobs_queues_nothing_when_the_transaction_fails
+);

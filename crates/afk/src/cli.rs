@@ -46,7 +46,8 @@ enum Command {
     #[command(subcommand)]
     T3(cmd::t3::Command),
     /// Run the T3 stand-in on a port until Ctrl-C.
-    Sim(cmd::sim::Args),
+    // Boxed: the stand-in's many flags would make every `Command` as large as this one.
+    Sim(Box<cmd::sim::Args>),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code; errors are
@@ -67,7 +68,7 @@ pub async fn main() -> ExitCode {
         Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Dispatch(args) => cmd::enqueue::run(args).await,
         Command::T3(command) => cmd::t3::run(command).await,
-        Command::Sim(args) => cmd::sim::run(args).await,
+        Command::Sim(args) => cmd::sim::run(*args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

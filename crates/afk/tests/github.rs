@@ -1039,3 +1039,186 @@ async fn an_afk_md_edit_during_a_dispatch_pass_reaches_its_later_starts() {
     assert!(prompts[0].ends_with("Old: First\n"), "{prompts:#?}");
     assert!(prompts[1].ends_with("New: Second\n"), "{prompts:#?}");
 }
+
+/// A trigger on `ledger_url`'s SQLite ledger that refuses to insert the job of issue `number`
+/// (every other write goes through); dropped by [`allow_inserts`].
+async fn refuse_insert_of(ledger_url: &str, number: u64) {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(ledger_url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER test_refuse_insert BEFORE INSERT ON jobs WHEN NEW.number = {number} \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+async fn allow_inserts(ledger_url: &str) {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(ledger_url).await.unwrap();
+    sqlx::query("DROP TRIGGER test_refuse_insert")
+        .execute(&mut db)
+        .await
+        .unwrap();
+}
+
+/// The issue numbers of the ledger's jobs, sorted (a job queued twice would show twice).
+async fn job_numbers(app: &afk::app::App) -> Vec<u64> {
+    let mut numbers: Vec<u64> = app
+        .ledger()
+        .jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.issue.number)
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[tokio::test]
+async fn labeled_deliveries_of_one_tick_are_queued_together_once_each_and_none_is_lost_when_that_fails() {
+    let secret = "whsec-batch-1";
+    let (world, github) = webhook_world(secret).await;
+    let mut app = world.app().await;
+    let addr = app.http_addr().expect("afk listens");
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert!(job_numbers(&app).await.is_empty());
+
+    // Five issues handed over at once; the first one's delivery arrives twice.
+    let numbers: Vec<u64> = (0..5)
+        .map(|i| handed_over(&github, &format!("Burst {i}"), "Do it."))
+        .collect();
+    let labeled = |number: u64| {
+        serde_json::json!({
+            "action": "labeled",
+            "label": {"name": "afk"},
+            "issue": {"number": number},
+            "repository": {"full_name": REPO_A},
+        })
+        .to_string()
+    };
+    for number in &numbers {
+        let delivered = deliver(addr, secret, &format!("d-{number}"), labeled(*number)).await;
+        assert_eq!(delivered.status(), 202);
+    }
+    let again = deliver(addr, secret, "d-again", labeled(numbers[0])).await;
+    assert!(again.status().is_success());
+
+    // The ledger refuses the last one's job: the burst is one transaction, so none is queued
+    // (one commit per issue would have queued the four before it).
+    refuse_insert_of(&world.config.ledger.url, numbers[4]).await;
+    assert!(
+        app.tick(chrono::Utc::now()).await.is_err(),
+        "the tick fails on the ledger"
+    );
+    assert!(job_numbers(&app).await.is_empty(), "nothing of the burst");
+
+    // The next tick queues all five, once each (GitHub sends no delivery again).
+    allow_inserts(&world.config.ledger.url).await;
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers);
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers, "no job queued twice");
+}
+
+#[tokio::test]
+async fn a_polls_new_issues_whose_write_fails_are_queued_at_the_next_tick_not_the_next_poll() {
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    if let Some(gh) = world.config.github.as_mut() {
+        // One poll in this test: what the next tick queues comes from it.
+        gh.poll_interval = Duration::from_secs(3600);
+    }
+    let numbers: Vec<u64> = (0..3)
+        .map(|i| handed_over(&github, &format!("Listed {i}"), "Do it."))
+        .collect();
+    let mut app = world.app().await;
+    refuse_insert_of(&world.config.ledger.url, numbers[1]).await;
+    assert!(
+        app.tick(chrono::Utc::now()).await.is_err(),
+        "the tick fails on the ledger"
+    );
+    assert!(job_numbers(&app).await.is_empty(), "nothing of the poll");
+
+    allow_inserts(&world.config.ledger.url).await;
+    let polls = github.requests().len();
+    app.tick(chrono::Utc::now()).await.unwrap();
+    assert_eq!(job_numbers(&app).await, numbers);
+    let listed = github.requests()[polls..]
+        .iter()
+        .filter(|r| r.path.contains("labels=afk"))
+        .count();
+    assert_eq!(listed, 0, "queued from the poll before, not a new one");
+}
+
+/// A fresh schema in the test PostgreSQL (`AFK_TEST_PG_URL`) and its URL, or `None` (after a
+/// `SKIP:` line) when it is not reachable and `AFK_REQUIRE_PG` is not `1`.
+async fn pg_schema() -> Option<(String, String)> {
+    use sqlx::Connection;
+    let base = std::env::var("AFK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            assert!(
+                std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
+                "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
+            );
+            eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
+            return None;
+        }
+    };
+    let schema = format!("afk_github_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{base}{separator}options=-csearch_path%3D{schema}"),
+        schema,
+    ))
+}
+
+#[tokio::test]
+async fn a_new_issue_postgresql_refuses_as_a_bad_value_is_left_out_and_the_others_are_queued() {
+    let Some((url, schema)) = pg_schema().await else {
+        return;
+    };
+    let (mut world, github) = github_world(Duration::from_millis(100)).await;
+    world.config.ledger.url = url.clone();
+    let first = handed_over(&github, "Fine 1", "Do it.");
+    let refused = handed_over(&github, "Refused", "Do it.");
+    let last = handed_over(&github, "Fine 2", "Do it.");
+    let mut app = world.app().await;
+    // A data exception (SQLSTATE class 22) for that one title, as for text PostgreSQL cannot store:
+    // the same row is refused at every try.
+    let pg = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$; \
+         CREATE TRIGGER test_refuse BEFORE INSERT ON jobs FOR EACH ROW \
+         WHEN (NEW.title = 'Refused') EXECUTE FUNCTION test_refuse();",
+    )
+    .execute(&pg)
+    .await
+    .unwrap();
+
+    app.tick(chrono::Utc::now())
+        .await
+        .expect("the refused issue does not fail the tick");
+    assert_eq!(job_numbers(&app).await, vec![first, last]);
+    // Later ticks (and polls, which take the refused issue again) go on.
+    for _ in 0..3 {
+        app.tick(chrono::Utc::now()).await.expect("later ticks succeed");
+    }
+    assert_eq!(job_numbers(&app).await, vec![first, last]);
+    assert!(!job_numbers(&app).await.contains(&refused));
+
+    drop(app);
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&pg)
+        .await
+        .unwrap();
+}

@@ -37,6 +37,12 @@ pub struct FeedSettings {
     pub reconnect_initial: Duration,
     /// The longest wait between reconnects (default 10 s).
     pub reconnect_max: Duration,
+    /// While a subscription is catching up (subscribed, not yet `synchronized`): how long T3 may
+    /// send nothing before the feed closes the socket and reconnects (default 30 s). T3 sends the
+    /// snapshot or replay as soon as its database answers, then `synchronized` once it is acked,
+    /// so a longer silence means the subscription is stuck. Once synchronized, silence is a quiet
+    /// fleet and never ends the stream.
+    pub sync_timeout: Duration,
 }
 
 impl Default for FeedSettings {
@@ -45,6 +51,7 @@ impl Default for FeedSettings {
             rpc: RpcSettings::default(),
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            sync_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -155,9 +162,11 @@ impl Shared {
 
 impl ShellFeed {
     /// Spawns the feed's task for `client`'s T3 (its base URL and bearer provider): connect,
-    /// subscribe with `requestCompletionMarker`, apply every item, Ack as it goes; on a lost socket
-    /// reconnect with back-off and resume after the last sequence seen. An outage is logged once
-    /// (warn) and the recovery once (info). Must be called within a Tokio runtime.
+    /// subscribe with `requestCompletionMarker`, apply every item, Ack as it goes; on a lost socket,
+    /// or a subscription that stays silent for [`FeedSettings::sync_timeout`] before it is
+    /// synchronized, reconnect with back-off and resume after the last sequence seen. An outage is
+    /// logged once (warn), every silent subscription once (warn), and the recovery once (info).
+    /// Must be called within a Tokio runtime.
     pub fn start(client: &T3Client, settings: FeedSettings) -> ShellFeed {
         let (changes_tx, changes) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -288,23 +297,24 @@ impl Feeder {
     async fn run(mut self) {
         let mut backoff = self.settings.reconnect_initial;
         loop {
-            let error = self.follow().await;
+            let ended = self.follow().await;
             if self.live {
                 // The stream was live before this failure: start the back-off afresh.
                 backoff = self.settings.reconnect_initial;
             }
-            self.went_down(&error);
+            self.went_down(ended);
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(self.settings.reconnect_max);
         }
     }
 
-    /// One connection: subscribe and apply items until the stream fails or ends.
-    async fn follow(&mut self) -> T3Error {
+    /// One connection: subscribe and apply items until the stream fails, ends, or stays silent
+    /// too long while catching up.
+    async fn follow(&mut self) -> Ended {
         let connection =
             match RpcConnection::connect(&self.base_url, self.bearer.clone(), self.settings.rpc).await {
                 Ok(connection) => connection,
-                Err(error) => return error,
+                Err(error) => return Ended::Failed(error),
             };
         let request = SubscribeShell {
             after_sequence: self.has_base.then(|| self.fleet.sequence()),
@@ -314,23 +324,39 @@ impl Feeder {
         let payload = serde_json::to_value(&request).unwrap_or_default();
         let mut stream = match connection.stream(SUBSCRIBE_SHELL, payload).await {
             Ok(stream) => stream,
-            Err(error) => return error,
+            Err(error) => return Ended::Failed(error),
         };
         loop {
-            let values = match stream.next_values().await {
+            let next = if self.live {
+                // Synchronized: silence is a quiet fleet (the socket's pings watch the peer).
+                stream.next_values().await
+            } else {
+                // Catching up: T3 owes the snapshot (or replay) and `synchronized`. Returning
+                // drops the stream and its connection, which closes the socket.
+                match tokio::time::timeout(self.settings.sync_timeout, stream.next_values()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        return Ended::Silent {
+                            url: connection.url().to_owned(),
+                            waited: self.settings.sync_timeout,
+                        }
+                    }
+                }
+            };
+            let values = match next {
                 Some(Ok(values)) => values,
-                Some(Err(error)) => return error,
+                Some(Err(error)) => return Ended::Failed(error),
                 None => {
-                    return T3Error::Socket {
+                    return Ended::Failed(T3Error::Socket {
                         what: SUBSCRIBE_SHELL.to_owned(),
                         url: connection.url().to_owned(),
                         detail: "T3 ended the stream".into(),
                         status: None,
-                    }
+                    })
                 }
             };
             if let Err(error) = self.apply(values) {
-                return error;
+                return Ended::Failed(error);
             }
         }
     }
@@ -405,9 +431,10 @@ impl Feeder {
         Ok(())
     }
 
-    /// Hides the view after `error`: logs the outage once and bumps the counter on the way down.
-    fn went_down(&mut self, error: &T3Error) {
-        let error = error.to_string();
+    /// Hides the view after `ended`: logs the outage once (a silent subscription every time) and
+    /// bumps the counter on the way down.
+    fn went_down(&mut self, ended: Ended) {
+        let error = ended.to_string();
         let was_live = std::mem::replace(&mut self.live, false);
         let was_connecting = {
             let mut view = self.shared.view();
@@ -415,7 +442,16 @@ impl Feeder {
             let before = std::mem::replace(&mut view.status, FeedStatus::Down { error: error.clone() });
             before == FeedStatus::Connecting
         };
-        if !self.outage_logged {
+        if let Ended::Silent { url, waited } = &ended {
+            // Each one, however long the outage: a T3 that keeps doing this should be seen.
+            warn!(
+                url = %url,
+                "T3 sent nothing on the shell stream for {} before it was synchronized; \
+                 reconnecting (the HTTP snapshot serves meanwhile)",
+                humanize(*waited)
+            );
+            self.outage_logged = true;
+        } else if !self.outage_logged {
             warn!(error = %error, "T3's shell stream is down; reconnecting (the HTTP snapshot serves meanwhile)");
             self.outage_logged = true;
         } else {
@@ -425,6 +461,42 @@ impl Feeder {
         if was_live || was_connecting {
             self.shared.bump();
         }
+    }
+}
+
+/// Why one connection's subscription ended.
+enum Ended {
+    /// The socket or the stream failed, or T3 ended the stream.
+    Failed(T3Error),
+    /// T3 sent nothing for `waited` while the subscription was catching up.
+    Silent {
+        /// The WebSocket URL.
+        url: String,
+        /// [`FeedSettings::sync_timeout`].
+        waited: Duration,
+    },
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Failed(error) => error.fmt(f),
+            Ended::Silent { url, waited } => write!(
+                f,
+                "{SUBSCRIBE_SHELL}: WebSocket {url}: T3 sent nothing for {} before the stream \
+                 was synchronized",
+                humanize(*waited)
+            ),
+        }
+    }
+}
+
+/// `d` as a person reads it: `30s`, `250ms`.
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
     }
 }
 

@@ -23,6 +23,7 @@ fn settings() -> FeedSettings {
         },
         reconnect_initial: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(100),
+        sync_timeout: Duration::from_secs(30),
     }
 }
 

@@ -48,6 +48,7 @@ Scenario file (TOML, every key optional; flags override it, tokens and projects 
   lost_reply_rate = 0.01
   unavailable = { after = \"30s\", for = \"5s\" }
   ws_drop_after_items = 50
+  silent_subscriptions = 1
 
 Faults are drawn from one generator seeded with --seed, in request order, so runs repeat.
 
@@ -119,6 +120,9 @@ pub struct SimArgs {
     /// Drop a WebSocket after it has sent this many shell stream items.
     #[arg(long, value_name = "N")]
     pub ws_drop_after_items: Option<u64>,
+    /// Answer the first N shell subscriptions with silence (no snapshot, no synchronized).
+    #[arg(long, value_name = "N")]
+    pub silent_subscriptions: Option<u64>,
     /// A scenario file (TOML) with any of these settings; see below.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
@@ -157,6 +161,7 @@ impl fmt::Debug for SimArgs {
             .field("unavailable_for", &self.unavailable_for)
             .field("worktrees_dir", &self.worktrees_dir)
             .field("ws_drop_after_items", &self.ws_drop_after_items)
+            .field("silent_subscriptions", &self.silent_subscriptions)
             .field("scenario", &self.scenario)
             .finish()
     }
@@ -217,6 +222,9 @@ impl SimArgs {
         }
         if let Some(items) = self.ws_drop_after_items {
             config.faults.ws_drop_after_items = Some(items);
+        }
+        if let Some(silent) = self.silent_subscriptions {
+            config.faults.silent_subscriptions = silent;
         }
         config.faults.validate()?;
         Ok(config)
@@ -353,6 +361,8 @@ mod tests {
             "/w/trees",
             "--ws-drop-after-items",
             "5",
+            "--silent-subscriptions",
+            "1",
         ]);
         let config = args.to_config().expect("valid flags");
         assert_eq!(config.tokens[0].token, "abc==:x");
@@ -364,6 +374,7 @@ mod tests {
         assert_eq!(config.faults.error_rate, 0.1);
         assert_eq!(config.worktrees_dir, PathBuf::from("/w/trees"));
         assert_eq!(config.faults.ws_drop_after_items, Some(5));
+        assert_eq!(config.faults.silent_subscriptions, 1);
         assert_eq!(
             config.faults.unavailable,
             Some((Duration::from_secs(1), Duration::from_secs(2)))

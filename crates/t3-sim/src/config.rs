@@ -202,6 +202,11 @@ pub struct FaultPlan {
     /// shell stream items (`subscribeShell` values, counted per connection over all its
     /// streams). A chunk that would pass the count is cut at it. `None`: never.
     pub ws_drop_after_items: Option<u64>,
+    /// WebSocket only: the first this many `orchestration.subscribeShell` requests after the plan
+    /// takes effect are answered with silence: no snapshot, no replay, no `synchronized`, ever,
+    /// while the socket stays open and its pings are answered (a subscription stuck in T3). The
+    /// stream ends only when the client interrupts it or leaves. Default 0.
+    pub silent_subscriptions: u64,
 }
 
 impl FaultPlan {
@@ -292,6 +297,7 @@ pub enum ConfigError {
 /// lost_reply_rate = 0.01
 /// unavailable = { after = "30s", for = "5s" }
 /// ws_drop_after_items = 50      # WebSocket: drop a socket after 50 shell stream items
+/// silent_subscriptions = 1      # WebSocket: the first subscribeShell is answered with silence
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -378,6 +384,8 @@ pub struct ScenarioFaults {
     pub unavailable: Option<ScenarioOutage>,
     /// [`FaultPlan::ws_drop_after_items`].
     pub ws_drop_after_items: Option<u64>,
+    /// [`FaultPlan::silent_subscriptions`].
+    pub silent_subscriptions: Option<u64>,
 }
 
 /// `unavailable = { after = "30s", for = "5s" }`.
@@ -485,6 +493,9 @@ impl Scenario {
         if let Some(items) = faults.ws_drop_after_items {
             config.faults.ws_drop_after_items = Some(items);
         }
+        if let Some(silent) = faults.silent_subscriptions {
+            config.faults.silent_subscriptions = silent;
+        }
     }
 }
 
@@ -524,6 +535,7 @@ mod tests {
             error_rate = 0.25
             unavailable = { after = "1s", for = "2s" }
             ws_drop_after_items = 3
+            silent_subscriptions = 2
             "#,
         )
         .expect("valid scenario");
@@ -541,6 +553,7 @@ mod tests {
             Some((Duration::from_secs(1), Duration::from_secs(2)))
         );
         assert_eq!(config.faults.ws_drop_after_items, Some(3));
+        assert_eq!(config.faults.silent_subscriptions, 2);
     }
 
     #[test]

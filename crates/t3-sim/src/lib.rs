@@ -102,6 +102,7 @@
 //! [`SimServer::revoke_token`]). On the WebSocket the same plan applies per call (an outage or a
 //! dropped connection drops the socket, an injected 500 refuses the call unapplied, a lost reply
 //! drops the socket after applying), plus [`FaultPlan::ws_drop_after_items`],
+//! [`FaultPlan::silent_subscriptions`] (a shell subscription answered with nothing at all),
 //! [`SimServer::drop_sockets`] (TCP closed without a close frame) and
 //! [`SimServer::stall_sockets`] (nothing sent, not even pongs, while the socket stays open);
 //! [`SimServer::ws_connections`] counts connections so that a test can see a reconnect. Every random choice comes from one generator seeded with

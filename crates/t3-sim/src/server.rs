@@ -121,6 +121,7 @@ impl SimServer {
                 plan: config.faults.clone(),
                 since: now,
                 rng: SplitMix64::new(config.seed),
+                silenced: 0,
             }),
             forced_unavailable: AtomicBool::new(false),
             tokens: Mutex::new(tokens),
@@ -232,6 +233,7 @@ impl SimServer {
         let mut state = lock(&self.shared.faults);
         state.plan = plan;
         state.since = Instant::now();
+        state.silenced = 0;
     }
 
     /// While `on`, every request is answered 503, whatever the fault plan says.

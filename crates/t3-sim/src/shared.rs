@@ -48,6 +48,9 @@ pub(crate) struct FaultState {
     /// When the plan took effect: its outage window counts from here.
     pub(crate) since: Instant,
     pub(crate) rng: SplitMix64,
+    /// `subscribeShell` requests answered with silence since the plan took effect (for
+    /// [`FaultPlan::silent_subscriptions`]).
+    pub(crate) silenced: u64,
 }
 
 /// What the handlers share.

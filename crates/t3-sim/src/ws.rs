@@ -596,6 +596,13 @@ struct ShellStream {
 /// (it does not ack) gets a fresh snapshot instead of the events it missed.
 async fn shell_stream(mut stream: ShellStream) {
     let shared = stream.shared.clone();
+    if silenced(&shared) {
+        // Nothing at all until the client gives up on the stream (or the connection ends, which
+        // ends this task with it).
+        let _ = stream.interrupt.wait_for(|i| *i).await;
+        stream.replies.interrupted(&stream.id);
+        return;
+    }
     let (mut head, mut pending, mut cursor) = {
         let world = lock(&shared.world);
         let mut head = world.watch_sequence();
@@ -680,6 +687,18 @@ async fn shell_stream(mut stream: ShellStream) {
             acked = stream.acks.wait_for(|n| *n >= chunks) => if acked.is_err() { return },
         }
     }
+}
+
+/// Whether this subscription is one the fault plan answers with silence
+/// ([`crate::FaultPlan::silent_subscriptions`]); counts it when it is.
+fn silenced(shared: &Shared) -> bool {
+    let mut faults = lock(&shared.faults);
+    let silent = faults.silenced < faults.plan.silent_subscriptions;
+    if silent {
+        faults.silenced += 1;
+        info!("shell subscription answered with silence (injected)");
+    }
+    silent
 }
 
 fn snapshot_item(world: &world::World) -> Arc<ShellItem> {

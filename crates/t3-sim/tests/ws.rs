@@ -1,6 +1,7 @@
 //! T3's WebSocket RPC (`GET /ws`), driven with a raw WebSocket client: auth on the upgrade,
 //! scopes per call, dispatch with a worktree bootstrap, the shell stream (snapshot, live events,
-//! backpressure, resume), Effect's protocol answers and the socket faults.
+//! backpressure, resume), Effect's protocol answers and the socket faults; and the client's
+//! [`ShellFeed`] against the subscription faults.
 
 mod common;
 
@@ -12,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use t3_client::ids::ThreadId;
 use t3_client::wire::{ShellItem, ThreadState, TurnState};
-use t3_client::Fleet;
+use t3_client::{FeedSettings, FeedStatus, Fleet, RpcSettings, ShellFeed};
 use t3_sim::{FaultPlan, PausePhase, SimConfig, SimServer, SimThreadState, TokenGrant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -848,4 +849,126 @@ async fn server_get_config_reports_the_provider_instances_to_a_reader() {
         exit["cause"][0]["error"]["requiredScope"], "orchestration:read",
         "as T3 does, server.getConfig needs the read scope: {exit}"
     );
+}
+
+#[tokio::test]
+async fn the_first_subscriptions_can_be_answered_with_silence_while_pings_are_answered() {
+    let server = start(ws_config()).await;
+    server.set_faults(FaultPlan {
+        silent_subscriptions: 1,
+        ..FaultPlan::default()
+    });
+    let mut rpc = Rpc::connect(&server, READ_ONLY).await;
+    let silent = rpc.subscribe(json!({"requestCompletionMarker": true})).await;
+    rpc.expect_silence("no snapshot, no synchronized").await;
+    rpc.send(json!({"_tag": "Ping"})).await;
+    assert_eq!(rpc.recv().await["_tag"], "Pong", "the socket still answers");
+
+    // Only the first: the next subscription, on the same socket, is served as usual.
+    let served = rpc.subscribe(json!({"requestCompletionMarker": true})).await;
+    assert_eq!(items(rpc.chunk(&served).await).len(), 1, "the snapshot");
+    rpc.ack(&served).await;
+    assert!(matches!(
+        items(rpc.chunk(&served).await).as_slice(),
+        [ShellItem::Synchronized]
+    ));
+
+    // The silent one ends when the client gives up on it.
+    rpc.send(json!({"_tag": "Interrupt", "requestId": silent})).await;
+    let exit = rpc.exit_of(&silent).await;
+    assert_eq!(exit["_tag"], "Failure", "{exit}");
+    server.shutdown().await;
+}
+
+/// A feed with fast pings and back-off, and `sync_timeout` for a silent subscription.
+fn feed(server: &SimServer, sync_timeout: Duration) -> ShellFeed {
+    let settings = FeedSettings {
+        rpc: RpcSettings {
+            ping_interval: Duration::from_millis(50),
+            missed_pongs: 10,
+            connect_timeout: PROMPT,
+            call_timeout: PROMPT,
+        },
+        reconnect_initial: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(100),
+        sync_timeout,
+    };
+    ShellFeed::start(&client(server, READ_ONLY), settings)
+}
+
+/// Waits (bounded) until `condition` holds, re-checking on every bump of the feed's counter.
+async fn until(feed: &ShellFeed, what: &str, mut condition: impl FnMut(&ShellFeed) -> bool) {
+    let mut changes = feed.changes();
+    tokio::time::timeout(PATIENCE, async {
+        while !condition(feed) {
+            changes.changed().await.expect("the feed runs");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("gave up waiting for {what}; the feed is {}", feed.status()));
+}
+
+#[tokio::test]
+async fn a_feed_whose_subscription_stays_silent_reconnects_and_synchronizes() {
+    let server = start(ws_config()).await;
+    apply(&server, thread_create("c1", "t1"));
+    server.set_faults(FaultPlan {
+        silent_subscriptions: 1,
+        ..FaultPlan::default()
+    });
+    // Long enough that a slow round trip on a loaded machine does not end the second
+    // subscription too (a third connection).
+    let feed = feed(&server, Duration::from_secs(2));
+
+    // The connection answers pings (the feed's 500 ms pong limit would otherwise end it first,
+    // and the error would name missed pongs): what ends the first subscription is the stream's
+    // silence, as the error says.
+    until(&feed, "the silent subscription given up", |f| {
+        matches!(f.status(), FeedStatus::Down { .. })
+    })
+    .await;
+    let FeedStatus::Down { error } = feed.status() else {
+        unreachable!()
+    };
+    assert!(error.contains("T3 sent nothing for 2s"), "{error}");
+    assert!(feed.fleet().is_none(), "no view while catching up");
+
+    until(&feed, "the feed live again", |f| f.fleet().is_some()).await;
+    assert_eq!(server.ws_connections(), 2, "one reconnect");
+    let fleet = feed.fleet().expect("live");
+    let t1 = ThreadId::new("t1").expect("a valid id");
+    assert!(fleet.thread(&t1).is_some(), "the fleet came with the reconnect");
+    // The silent socket is closed, not left open beside the new one.
+    eventually("the silent socket closed", || async {
+        (server.ws_open_connections() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(server.ws_connections(), 2, "still one reconnect");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_quiet_synchronized_feed_is_not_reconnected() {
+    let server = start(ws_config()).await;
+    let sync_timeout = Duration::from_millis(100);
+    let feed = feed(&server, sync_timeout);
+    until(&feed, "the feed live", |f| f.fleet().is_some()).await;
+    let live = feed.status();
+
+    // Nothing changes at T3 for several times the catch-up limit: the feed stays as it was.
+    let mut changes = feed.changes();
+    changes.borrow_and_update();
+    let moved = tokio::time::timeout(sync_timeout * 5, changes.changed()).await;
+    assert!(moved.is_err(), "a quiet fleet moves nothing: {}", feed.status());
+    assert_eq!(feed.status(), live);
+    assert_eq!(server.ws_connections(), 1, "no reconnect");
+
+    // And the stream still carries what happens next, on the same socket.
+    let sequence = apply(&server, thread_create("c1", "t1"));
+    until(&feed, "the new thread on the stream", |f| {
+        f.fleet().is_some_and(|fleet| fleet.sequence() == sequence)
+    })
+    .await;
+    assert_eq!(server.ws_connections(), 1);
+    server.shutdown().await;
 }

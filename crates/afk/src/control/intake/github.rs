@@ -69,6 +69,14 @@ pub struct GitHubIntake {
     comment_events: Vec<WebhookEvent>,
     /// A pull request, review or check delivery arrived since the follow-through last asked.
     pull_request_activity: bool,
+    /// Eligible issues taken with no job yet, to be queued together in one ledger transaction
+    /// ([`Self::queue_taken`]): a burst costs one commit, not one per issue. Kept when that
+    /// transaction fails, and queued first at the next sync (a delivery is not sent again, and the
+    /// next poll may be an hour away).
+    to_queue: Vec<NewJob>,
+    /// New issues the ledger refused as a bad value, as they were then: a refusal is warned about
+    /// once per issue content, not at every poll that takes the issue again.
+    refused: HashMap<IssueKey, NewJob>,
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -225,6 +233,8 @@ impl GitHubIntake {
             labelled: 0,
             comment_events: Vec::new(),
             pull_request_activity: false,
+            to_queue: Vec::new(),
+            refused: HashMap::new(),
         }
     }
 
@@ -302,6 +312,8 @@ impl GitHubIntake {
         may_poll: bool,
         now: DateTime<Utc>,
     ) -> Result<(), ControlError> {
+        // What a failed transaction left, before anything newer about those issues.
+        self.queue_taken(recorder, now).await?;
         let mut events = std::mem::take(&mut self.deferred);
         if let Some(rx) = self.events.as_mut() {
             while let Ok(event) = rx.try_recv() {
@@ -371,6 +383,8 @@ impl GitHubIntake {
         if may_poll && !polls_now && !self.held.is_empty() {
             self.answer_held(recorder, now).await?;
         }
+        // The new issues the deliveries took, queued together.
+        self.queue_taken(recorder, now).await?;
         if !may_poll {
             // GitHub is left alone for now: the deliveries wait for the poll after the wait.
             self.early_poll = None;
@@ -418,6 +432,8 @@ impl GitHubIntake {
         for issue in scan.eligible {
             self.take(issue, recorder, now).await?;
         }
+        // The poll's new issues, queued together before the jobs it did not list are looked at.
+        self.queue_taken(recorder, now).await?;
         if scan.complete {
             self.labelled = listed.len();
             // Only the jobs not yet final: reading every job would make each poll cost the
@@ -432,9 +448,90 @@ impl GitHubIntake {
         Ok(())
     }
 
-    /// Checks the issue of one sync's deliveries about it and acts on it. A delivery the ledger
-    /// refuses as a bad value is skipped (said); on any other ledger failure the deliveries are
-    /// kept for the next sync and the error returned.
+    /// Queues the new issues taken since the last call in one ledger transaction
+    /// ([`afk_ledger::Ledger::queue_jobs`]), each said once. An issue that got a job meanwhile is
+    /// left as it is (its next delivery or poll is taken as a known issue's). When the database
+    /// refuses a value of the batch (a bad value, [`afk_ledger::LedgerError::is_bad_value`], which
+    /// it would refuse again at every retry), each is queued on its own and only the refused one
+    /// is left out, warned about once per content; one the ledger cannot hold before writing (a
+    /// NUL byte) is left out the same way. On any other failure nothing of the batch was written:
+    /// the issues not yet queued stay for the next call and the error is returned.
+    async fn queue_taken(&mut self, recorder: &mut Recorder, now: DateTime<Utc>) -> Result<(), ControlError> {
+        if self.to_queue.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.to_queue);
+        match recorder.ledger().queue_jobs(&batch, now).await {
+            Ok(answers) => {
+                for (new, answer) in batch.into_iter().zip(answers) {
+                    self.queued(new, answer, recorder);
+                }
+                Ok(())
+            }
+            Err(error) if error.is_bad_value() => {
+                tracing::debug!("the batch of new issues was refused ({error}); queued one at a time");
+                let mut batch = batch.into_iter();
+                while let Some(new) = batch.next() {
+                    match recorder
+                        .ledger()
+                        .queue_jobs(std::slice::from_ref(&new), now)
+                        .await
+                    {
+                        Ok(mut answer) => {
+                            let answer = answer.pop().unwrap_or(Ok(None));
+                            self.queued(new, answer, recorder);
+                        }
+                        Err(refused) if refused.is_bad_value() => self.queued(new, Err(refused), recorder),
+                        Err(error) => {
+                            // Those before it are queued (and said); it and the rest wait.
+                            self.to_queue.push(new);
+                            self.to_queue.extend(batch);
+                            return Err(error.into());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.to_queue = batch;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Says what became of `new`, taken with no job, once the ledger answered for it.
+    fn queued(
+        &mut self,
+        new: NewJob,
+        answer: Result<Option<Job>, afk_ledger::LedgerError>,
+        recorder: &mut Recorder,
+    ) {
+        match answer {
+            Ok(Some(job)) => {
+                self.refused.remove(&new.issue);
+                recorder.queued(&job, "GitHub");
+            }
+            // Another write queued it meanwhile, or a commit whose reply was lost did.
+            Ok(None) => tracing::info!("{}: already has a job; left as it is", new.issue),
+            Err(error) => {
+                if self.refused.get(&new.issue) != Some(&new) {
+                    tracing::warn!(
+                        "{}: not queued: {error}; afk takes it again once its title, body or labels change",
+                        new.issue
+                    );
+                    self.refused.insert(new.issue.clone(), new);
+                } else {
+                    tracing::debug!("{}: not queued again: {error}", new.issue);
+                }
+            }
+        }
+    }
+
+    /// Checks the issue of one sync's deliveries about it and acts on it. A new issue is only
+    /// taken here, its job queued later with the sync's others ([`Self::queue_taken`], which
+    /// leaves out one the ledger refuses); a delivery whose write here (a known issue's job
+    /// refreshed, requeued or cancelled) the ledger refuses as a bad value is skipped (said); on
+    /// any other ledger failure the deliveries are kept for the next sync and the error returned.
     async fn answer(
         &mut self,
         group: IssueDeliveries,
@@ -565,6 +662,8 @@ impl GitHubIntake {
             _ => return self.held_back(key, reason, recorder).await,
         };
         self.issues.remove(&key);
+        // Taken earlier but not queued yet: not to be queued now.
+        self.to_queue.retain(|new| new.issue != key);
         if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
             if let SkipReason::Gone(gone) = &reason {
                 tracing::warn!("{key}: {gone}; its job ends and afk no longer looks at it");
@@ -587,11 +686,13 @@ impl GitHubIntake {
         let SkipReason::UntrustedEdit(edit) = reason else {
             return Ok(());
         };
-        let taken = recorder
-            .ledger()
-            .job_by_issue(&key)
-            .await?
-            .is_some_and(|job| job.state != JobState::Cancelled);
+        // One taken this sync and waiting to be queued is taken too.
+        let taken = self.to_queue.iter().any(|new| new.issue == key)
+            || recorder
+                .ledger()
+                .job_by_issue(&key)
+                .await?
+                .is_some_and(|job| job.state != JobState::Cancelled);
         if !taken {
             self.notices.push((key, *edit));
         }
@@ -650,7 +751,8 @@ impl GitHubIntake {
         Ok(())
     }
 
-    /// Queues (or refreshes, or requeues) the job of an eligible issue.
+    /// Takes an eligible issue: one with no job is queued with the others of this sync
+    /// ([`Self::queue_taken`]); a known one's job is refreshed or requeued at once.
     async fn take(
         &mut self,
         issue: EligibleIssue,
@@ -670,8 +772,9 @@ impl GitHubIntake {
         self.issues.insert(key.clone(), issue);
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
-                let (job, _) = recorder.ledger().upsert_job(&new, now).await?;
-                recorder.queued(&job, "GitHub");
+                // The latest view, once, if it is taken twice before it is queued.
+                self.to_queue.retain(|pending| pending.issue != key);
+                self.to_queue.push(new);
             }
             Some(job) => {
                 // A trusted person applied the trigger label after the job ended without success
