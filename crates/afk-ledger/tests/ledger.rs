@@ -2881,6 +2881,57 @@ mod an_older_ledger_gets_its_running_totals_at_once {
     }
 }
 
+/// A person's session whose `search_path` is `public` (the default) writing a ledger kept in
+/// another schema, naming its tables: the running totals of that ledger follow, because the
+/// triggers of migration 0022 resolve their tables in the ledger's own schema, not the writer's.
+#[tokio::test]
+async fn a_write_from_a_session_on_another_schema_keeps_the_running_totals() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    let schema = fx.schema.as_ref().expect("a PostgreSQL schema").name.clone();
+    let base = fx.schema.as_ref().unwrap().base.clone();
+    run(fx, move |fx| async move {
+        let ledger = &fx.ledger;
+        queued(ledger, 1, 2, t0()).await;
+        let mut person = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("a session on the default search_path");
+        let search_path: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut person)
+            .await
+            .unwrap();
+        assert_ne!(search_path, schema, "the person's session is elsewhere");
+        for sql in [
+            format!(
+                "INSERT INTO {schema}.jobs (repo, number, title, body, labels, priority, source, \
+                 state, attempts, dispatch_tries, created_ms, updated_ms) \
+                 VALUES ('acme/widgets', 90, 't', 'b', '[]', 2, 'local', 'running', 1, 0, 0, 0)"
+            ),
+            raw_attempt_insert(JobId(0), 1, "running", "t-90")
+                .replace("INSERT INTO attempts", &format!("INSERT INTO {schema}.attempts"))
+                .replace(
+                    "VALUES (0,",
+                    &format!("VALUES ((SELECT id FROM {schema}.jobs WHERE number = 90),"),
+                ),
+            format!(
+                "INSERT INTO {schema}.events (job_id, attempt, from_state, to_state, note, at_ms) \
+                 SELECT id, 1, 'queued', 'running', 'by hand', 0 FROM {schema}.jobs \
+                 WHERE number = 90"
+            ),
+            format!("UPDATE {schema}.jobs SET state = 'given_up' WHERE number = 1"),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut person)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let _ = person.close().await;
+        assert_totals_exact(ledger, &fx.raw, at(5), "writes from a session on public").await;
+    })
+    .await;
+}
+
 on_both_backends!(who_leads_is_seen_without_taking_the_lead);
 
 /// `afk status` says whether an `afk run` leads the ledger, from another process, without taking

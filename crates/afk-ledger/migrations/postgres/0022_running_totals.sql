@@ -113,6 +113,27 @@ BEGIN
 END;
 $$;
 
+-- The functions name their tables unqualified; afk keeps one ledger per schema (the URL's
+-- `search_path`), and a trigger runs with the search_path of whichever session writes: a person's
+-- `psql` on `public` writing `ledger_x.jobs` would otherwise count into another schema's
+-- `job_counts` or fail. Each function is pinned to the schema this migration runs in, the one
+-- its tables were just created in (`current_schema()`, not the `search_path` text, which may say
+-- `"$user"` and resolve differently for another user). The functions of 0018 and 0021 (already
+-- applied, so not edited) had the same fault, and a write from such a session failed on
+-- `watched_changes`: they are pinned here too.
+DO $$
+DECLARE
+    f TEXT;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['totals_jobs_changed', 'totals_attempts_changed',
+                             'totals_events_changed', 'totals_truncated',
+                             'watched_changed', 'ledger_changed'] LOOP
+        EXECUTE format('ALTER FUNCTION %I.%I() SET search_path = %I, pg_temp',
+                       current_schema(), f, current_schema());
+    END LOOP;
+END;
+$$;
+
 CREATE TRIGGER totals_jobs_changed
 AFTER INSERT OR DELETE OR UPDATE OF state ON jobs
 FOR EACH ROW EXECUTE FUNCTION totals_jobs_changed();
