@@ -14,7 +14,7 @@ use afk_core::{
     apply, AttemptNo, AttemptState, CancelReason, Event, IssueKey, JobId, JobSource, JobState, Priority,
     Repo, RequeueBy, RetryPolicy, Transition,
 };
-use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
+use afk_ledger::{Backend, Job, LeaderState, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
@@ -2934,6 +2934,24 @@ async fn a_write_from_a_session_on_another_schema_keeps_the_running_totals() {
 
 on_both_backends!(who_leads_is_seen_without_taking_the_lead);
 
+/// A SQLite lock file that cannot be inspected (here a symbolic link to itself) does not fail the
+/// look at who leads: it cannot tell, and the epoch is still read.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_lock_file_that_cannot_be_inspected_leaves_the_leader_untold() {
+    let fx = Fixture::sqlite().await;
+    run(fx, |fx| async move {
+        let Some(db) = fx.url.strip_prefix("sqlite://") else {
+            panic!("a SQLite file URL: {}", fx.url);
+        };
+        let lock = format!("{db}.lock");
+        std::os::unix::fs::symlink(&lock, &lock).expect("a symbolic link loop");
+        let seen = fx.ledger.leader().await.expect("who leads, even so");
+        assert_eq!((seen.held, seen.epoch), (LeaderState::CannotTell, 0));
+    })
+    .await;
+}
+
 /// `afk status` says whether an `afk run` leads the ledger, from another process, without taking
 /// the lock: a leader's standby and a newcomer are never turned away by it.
 async fn who_leads_is_seen_without_taking_the_lead(fx: &Fixture) {
@@ -2943,22 +2961,26 @@ async fn who_leads_is_seen_without_taking_the_lead(fx: &Fixture) {
     let never = status.leader().await.unwrap();
     assert_eq!(
         (never.held, never.epoch, never.taken_at),
-        (Some(false), 0, None),
+        (LeaderState::NoLeaderSeen, 0, None),
         "never led"
     );
 
     let lead = fx.ledger.try_lead().await.unwrap().expect("an afk run leads");
     let seen = status.leader().await.unwrap();
-    assert_eq!((seen.held, seen.epoch), (Some(true), 1), "{seen:?}");
+    assert_eq!((seen.held, seen.epoch), (LeaderState::Leading, 1), "{seen:?}");
     assert!(seen.taken_at.is_some());
     assert_eq!(
         fx.ledger.leader().await.unwrap().held,
-        Some(true),
+        LeaderState::Leading,
         "the leader's own process sees itself lead"
     );
     lead.release().await;
     let gone = status.leader().await.unwrap();
-    assert_eq!((gone.held, gone.epoch), (Some(false), 1), "the leader stopped");
+    assert_eq!(
+        (gone.held, gone.epoch),
+        (LeaderState::NoLeaderSeen, 1),
+        "the leader stopped"
+    );
     assert_eq!(gone.taken_at, seen.taken_at, "when the last lead was taken");
 
     // Looking, however often, leaves the lock free: the next afk run takes it at once.
