@@ -15,10 +15,16 @@
 -- triggers.
 -- Locks: a transaction that changes a job or an attempt already holds 0021's counter row
 -- (`ledger_jobs_changed` and `ledger_attempts_changed` fire first: PostgreSQL fires a row's
--- triggers in name order, and `ledger_` sorts before `totals_`), so these rows are only ever
--- locked by the holder of that one row, and writers cannot deadlock over them. An event insert
--- takes that row too before it counts (a transaction that writes events alone, e.g. by hand, would
+-- triggers in name order, and `ledger_` sorts before `totals_`), so these rows are only locked by
+-- the holder of that one row, and row writers cannot deadlock over them. An event insert takes
+-- that row too before it counts (a transaction that writes events alone, e.g. by hand, would
 -- otherwise take the totals before a job).
+-- TRUNCATE does not follow that order: it locks its whole table first and only then runs its
+-- statement triggers, which take the counter row (jobs, attempts) or the totals row (events).
+-- A person's TRUNCATE while a recorder's transaction holds those rows and next writes to the
+-- truncated table can therefore deadlock; PostgreSQL detects it and aborts one of the two (the
+-- recorder's write then fails as any failed database write does, or the TRUNCATE must be run
+-- again). Nothing is counted wrong either way: the aborted transaction leaves no trace.
 CREATE TABLE job_counts (
     state TEXT   PRIMARY KEY,
     jobs  BIGINT NOT NULL
