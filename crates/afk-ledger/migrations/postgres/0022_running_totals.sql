@@ -25,6 +25,11 @@
 -- truncated table can therefore deadlock; PostgreSQL detects it and aborts one of the two (the
 -- recorder's write then fails as any failed database write does, or the TRUNCATE must be run
 -- again). Nothing is counted wrong either way: the aborted transaction leaves no trace.
+-- What the totals do not see: writes that run no trigger. `ALTER TABLE ... DISABLE TRIGGER` and
+-- `SET session_replication_role = replica` (a logical-replication apply, `pg_restore
+-- --disable-triggers`) write rows these totals never count; after such a write, empty both tables
+-- and fill them again with the two INSERTs at the end of this file (a person, with no writer
+-- running).
 CREATE TABLE job_counts (
     state TEXT   PRIMARY KEY,
     jobs  BIGINT NOT NULL
