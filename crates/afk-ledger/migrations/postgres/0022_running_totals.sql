@@ -1,8 +1,7 @@
 -- Running totals of the whole history, kept by triggers in the very transaction of each write,
 -- whoever writes (`afk run`'s recorder, another afk, `afk enqueue`, `afk jobs cancel|requeue`, a
 -- person with a SQL shell), so that `afk status`, `GET /api/v1/state` and `/metrics` read a few
--- rows instead of counting every job, attempt and event ever recorded (issue 18): their cost no
--- longer grows with the ledger's history.
+-- rows instead of counting every job, attempt and event ever recorded (issue 18).
 --   job_counts: jobs per state (a row per state ever seen; `jobs` may be 0).
 --   ledger_totals: attempts and events ever recorded, and what agent time needs: the summed
 --     length of the attempts that ended (`ended_ms - created_ms`), and the number and summed
