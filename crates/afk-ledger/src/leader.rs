@@ -153,13 +153,39 @@ impl Leadership {
     }
 }
 
+/// Whether an `afk run` leads a ledger, seen from outside without taking its lock.
+///
+/// Serialized as the status API's `leading`: `true`, `false`, `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderState {
+    /// A process holds the ledger's leadership now.
+    Leading,
+    /// No holder of the lock was seen. For PostgreSQL this means none holds it; for SQLite the
+    /// kernel's list of held locks (`/proc/locks`) showed none on the lock file, but that list
+    /// hides the locks of processes in another pid namespace (another container sharing the
+    /// file), so a leader may still run there.
+    NoLeaderSeen,
+    /// Cannot be told without taking the lock: an in-memory ledger, a SQLite ledger on a system
+    /// other than Linux or without `/proc`, a lock file whose metadata cannot be read.
+    CannotTell,
+}
+
+impl serde::Serialize for LeaderState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LeaderState::Leading => serializer.serialize_bool(true),
+            LeaderState::NoLeaderSeen => serializer.serialize_bool(false),
+            LeaderState::CannotTell => serializer.serialize_none(),
+        }
+    }
+}
+
 /// Who leads a ledger, as [`Ledger::leader`] sees it from outside: what `afk status` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderSeen {
-    /// Whether some process (an `afk run`) holds the ledger's leadership now; `None` when this
-    /// cannot be told without taking the lock (an in-memory ledger; a SQLite ledger on a system
-    /// other than Linux, whose kernel lists held locks in `/proc/locks`).
-    pub held: Option<bool>,
+    /// Whether some process (an `afk run`) holds the ledger's leadership now, as far as can be
+    /// seen without taking the lock.
+    pub held: LeaderState,
     /// The leadership epoch: how many times a leader took the lead (0: never).
     pub epoch: i64,
     /// When the current leader (with none, the last one) took the lead; `None` before any.
@@ -170,7 +196,9 @@ impl Ledger {
     /// Who leads the ledger: whether a process holds the lock [`Ledger::try_lead`] takes (the
     /// `PATH.lock` file of SQLite, seen in the kernel's list of held locks; the schema's advisory
     /// lock of PostgreSQL, seen in `pg_locks`), and the epoch and instant of the last lead taken.
-    /// Never takes the lock, so an `afk run` starting meanwhile is not turned away.
+    /// Never takes the lock, so an `afk run` starting meanwhile is not turned away. A lock file
+    /// that cannot be inspected gives [`LeaderState::CannotTell`], not an error: only the
+    /// database failing fails this.
     pub async fn leader(&self) -> Result<LeaderSeen, LedgerError> {
         let (epoch, taken_ms): (i64, i64) = fetch!(
             self,
@@ -182,12 +210,15 @@ impl Ledger {
                 let options = pool.connect_options();
                 let path = options.get_filename();
                 if is_memory(&path.to_string_lossy()) {
-                    None
+                    LeaderState::CannotTell
                 } else {
-                    lock_file_held_seen(&lock_path(path)).map_err(io)?
+                    lock_file_held_seen(&lock_path(path))
                 }
             }
-            Pool::Postgres(pool) => Some(sqlx::query_scalar(PG_LOCK_HELD).fetch_one(pool).await?),
+            Pool::Postgres(pool) => match sqlx::query_scalar(PG_LOCK_HELD).fetch_one(pool).await? {
+                true => LeaderState::Leading,
+                false => LeaderState::NoLeaderSeen,
+            },
         };
         let taken_at = match epoch {
             0 => None,
@@ -312,42 +343,119 @@ pub(crate) fn lock_file_held(path: &Path) -> std::io::Result<bool> {
 /// Whether some process holds a lock on the file at `path`, read from the kernel's list of held
 /// locks (`/proc/locks`) rather than by trying the lock, which would turn away an `afk run` trying
 /// it at the same instant. A missing file is never held.
+///
+/// The list names a file by device and inode, and its device is the filesystem's, which is not
+/// always what `stat` says (a btrfs subvolume, overlayfs): a line matches on the inode with
+/// either `stat`'s device or that of the mount the file lies on (`/proc/self/mountinfo`).
 #[cfg(target_os = "linux")]
-fn lock_file_held_seen(path: &Path) -> std::io::Result<Option<bool>> {
+fn lock_file_held_seen(path: &Path) -> LeaderState {
     use std::os::unix::fs::MetadataExt;
     let file = match std::fs::metadata(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(false)),
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return LeaderState::NoLeaderSeen,
+        Err(e) => {
+            tracing::debug!("cannot tell who leads: lock file {}: {e}", path.display());
+            return LeaderState::CannotTell;
+        }
     };
-    match std::fs::read_to_string("/proc/locks") {
-        Ok(table) => Ok(Some(held_in_lock_table(&table, file.dev(), file.ino()))),
-        // No procfs mounted: cannot tell.
-        Err(_) => Ok(None),
+    let Ok(table) = std::fs::read_to_string("/proc/locks") else {
+        // No procfs mounted.
+        return LeaderState::CannotTell;
+    };
+    let mut devices = vec![device_numbers(file.dev())];
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .zip(std::fs::canonicalize(path).ok())
+        .and_then(|(mountinfo, path)| mount_device(&mountinfo, &path));
+    devices.extend(mount);
+    match held_in_lock_table(&table, &devices, file.ino()) {
+        true => LeaderState::Leading,
+        false => LeaderState::NoLeaderSeen,
     }
 }
 
 /// Elsewhere there is no list of held locks to read, and trying the lock is what must not happen.
 #[cfg(not(target_os = "linux"))]
-fn lock_file_held_seen(_path: &Path) -> std::io::Result<Option<bool>> {
-    Ok(None)
+fn lock_file_held_seen(_path: &Path) -> LeaderState {
+    LeaderState::CannotTell
+}
+
+/// A device number (`st_dev`) as major and minor, in glibc's encoding.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn device_numbers(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// The device (major, minor) of the mount `path` (absolute, symbolic links resolved) lies on,
+/// from Linux's `/proc/self/mountinfo` (`ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ...` a line,
+/// blanks in the mount point written `\040`): the deepest mount point above it, the last one
+/// mounted when several are stacked there.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn mount_device(mountinfo: &str, path: &Path) -> Option<(u64, u64)> {
+    let mut best: Option<(usize, (u64, u64))> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(device), Some(point)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
+        let Some((major, minor)) = device.split_once(':') else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mount_point(point));
+        let depth = point.components().count();
+        if path.starts_with(&point) && best.is_none_or(|(deepest, _)| depth >= deepest) {
+            best = Some((depth, (major, minor)));
+        }
+    }
+    best.map(|(_, device)| device)
+}
+
+/// A mount point as `mountinfo` writes it, with its octal escapes (`\040` a blank) undone.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn unescape_mount_point(escaped: &str) -> String {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let digits = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(digits, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether Linux's lock table (`/proc/locks`: `ID: KIND MODE ACCESS PID MAJOR:MINOR:INODE START
-/// END` a line, waiters marked `ID: -> ...`) lists a granted lock on the file of device `dev` and
-/// inode `ino`.
+/// END` a line, waiters marked `ID: -> ...`) lists a granted lock on inode `ino` of one of the
+/// `devices` (major, minor).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn held_in_lock_table(table: &str, dev: u64, ino: u64) -> bool {
-    // glibc's encoding of a device number; the kernel prints major and minor in hex.
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let wanted = format!("{major:02x}:{minor:02x}:{ino}");
+fn held_in_lock_table(table: &str, devices: &[(u64, u64)], ino: u64) -> bool {
+    // The kernel prints major and minor in hex.
+    let wanted: Vec<String> = devices
+        .iter()
+        .map(|(major, minor)| format!("{major:02x}:{minor:02x}:{ino}"))
+        .collect();
     table.lines().any(|line| {
         let mut fields = line.split_whitespace().skip(1);
         match fields.next() {
             None | Some("->") => false,
             // KIND, then MODE, ACCESS and PID before the file.
-            Some(_) => fields.nth(3) == Some(wanted.as_str()),
+            Some(_) => fields.nth(3).is_some_and(|file| wanted.iter().any(|w| w == file)),
         }
     })
 }
@@ -370,7 +478,9 @@ fn same_file(_locked: &File, path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::held_in_lock_table;
+    use std::path::Path;
+
+    use super::{device_numbers, held_in_lock_table, mount_device};
 
     const TABLE: &str = "1: FLOCK  ADVISORY  WRITE 4778 fe:00:10117985 0 EOF\n\
                          1: -> FLOCK  ADVISORY  WRITE 4790 fe:00:555 0 EOF\n\
@@ -378,16 +488,47 @@ mod tests {
 
     #[test]
     fn a_lock_held_on_the_file_is_found_by_device_and_inode() {
-        assert!(held_in_lock_table(TABLE, 0xfe00, 10117985));
+        assert!(held_in_lock_table(TABLE, &[device_numbers(0xfe00)], 10117985));
         // Device 259:5 (an NVMe partition) in glibc's encoding.
-        assert!(held_in_lock_table(TABLE, (259 << 8) | 5, 770064));
+        assert!(held_in_lock_table(
+            TABLE,
+            &[device_numbers((259 << 8) | 5)],
+            770064
+        ));
+        // `stat` said another device (a btrfs subvolume), the file's mount says the listed one.
+        assert!(held_in_lock_table(TABLE, &[(0, 52), (0xfe, 0)], 10117985));
     }
 
     #[test]
     fn a_waiter_another_device_or_another_inode_is_no_lock_held() {
-        assert!(!held_in_lock_table(TABLE, 0xfe00, 555), "only waiting for it");
-        assert!(!held_in_lock_table(TABLE, 0xfe01, 10117985), "another device");
-        assert!(!held_in_lock_table(TABLE, 0xfe00, 1011798), "another inode");
-        assert!(!held_in_lock_table("", 0xfe00, 10117985));
+        let fe00 = [device_numbers(0xfe00)];
+        assert!(!held_in_lock_table(TABLE, &fe00, 555), "only waiting for it");
+        assert!(
+            !held_in_lock_table(TABLE, &[(0xfe, 1), (0, 52)], 10117985),
+            "other devices"
+        );
+        assert!(!held_in_lock_table(TABLE, &fe00, 1011798), "another inode");
+        assert!(!held_in_lock_table("", &fe00, 10117985));
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw\n\
+30 22 0:52 /@home /home rw,relatime shared:2 - btrfs /dev/nvme0n1p2 rw,subvol=/@home\n\
+31 30 259:5 / /home/me/my\\040data rw - ext4 /dev/nvme0n1p3 rw\n\
+32 22 0:60 / /home/other rw - tmpfs tmpfs rw\n\
+33 30 0:61 / /home rw - tmpfs tmpfs rw\n";
+
+    #[test]
+    fn a_file_lies_on_the_deepest_mount_above_it_the_last_one_stacked_there() {
+        let at = |path: &str| mount_device(MOUNTINFO, Path::new(path));
+        assert_eq!(at("/var/afk/ledger.db.lock"), Some((0, 21)), "the root");
+        assert_eq!(at("/home/me/ledger.db.lock"), Some((0, 61)), "mounted over /home");
+        assert_eq!(at("/home/me/my data/ledger.db.lock"), Some((259, 5)), "a blank");
+        assert_eq!(
+            at("/home/otherwise/l.lock"),
+            Some((0, 61)),
+            "whole components only"
+        );
+        assert_eq!(mount_device("", Path::new("/x")), None);
     }
 }

@@ -14,7 +14,7 @@ use afk_core::{
     apply, AttemptNo, AttemptState, CancelReason, Event, IssueKey, JobId, JobSource, JobState, Priority,
     Repo, RequeueBy, RetryPolicy, Transition,
 };
-use afk_ledger::{Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
+use afk_ledger::{Backend, Job, LeaderState, Ledger, LedgerError, NewAttempt, NewJob, Wait, WatchedAttempt};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use t3_client::{CommandId, MessageId, ProjectId, ThreadId};
@@ -2881,7 +2881,76 @@ mod an_older_ledger_gets_its_running_totals_at_once {
     }
 }
 
+/// A person's session whose `search_path` is `public` (the default) writing a ledger kept in
+/// another schema, naming its tables: the running totals of that ledger follow, because the
+/// triggers of migration 0022 resolve their tables in the ledger's own schema, not the writer's.
+#[tokio::test]
+async fn a_write_from_a_session_on_another_schema_keeps_the_running_totals() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    let schema = fx.schema.as_ref().expect("a PostgreSQL schema").name.clone();
+    let base = fx.schema.as_ref().unwrap().base.clone();
+    run(fx, move |fx| async move {
+        let ledger = &fx.ledger;
+        queued(ledger, 1, 2, t0()).await;
+        let mut person = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("a session on the default search_path");
+        let search_path: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&mut person)
+            .await
+            .unwrap();
+        assert_ne!(search_path, schema, "the person's session is elsewhere");
+        for sql in [
+            format!(
+                "INSERT INTO {schema}.jobs (repo, number, title, body, labels, priority, source, \
+                 state, attempts, dispatch_tries, created_ms, updated_ms) \
+                 VALUES ('acme/widgets', 90, 't', 'b', '[]', 2, 'local', 'running', 1, 0, 0, 0)"
+            ),
+            raw_attempt_insert(JobId(0), 1, "running", "t-90")
+                .replace("INSERT INTO attempts", &format!("INSERT INTO {schema}.attempts"))
+                .replace(
+                    "VALUES (0,",
+                    &format!("VALUES ((SELECT id FROM {schema}.jobs WHERE number = 90),"),
+                ),
+            format!(
+                "INSERT INTO {schema}.events (job_id, attempt, from_state, to_state, note, at_ms) \
+                 SELECT id, 1, 'queued', 'running', 'by hand', 0 FROM {schema}.jobs \
+                 WHERE number = 90"
+            ),
+            format!("UPDATE {schema}.jobs SET state = 'given_up' WHERE number = 1"),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut person)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let _ = person.close().await;
+        assert_totals_exact(ledger, &fx.raw, at(5), "writes from a session on public").await;
+    })
+    .await;
+}
+
 on_both_backends!(who_leads_is_seen_without_taking_the_lead);
+
+/// A SQLite lock file that cannot be inspected (here a symbolic link to itself) does not fail the
+/// look at who leads: it cannot tell, and the epoch is still read.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_lock_file_that_cannot_be_inspected_leaves_the_leader_untold() {
+    let fx = Fixture::sqlite().await;
+    run(fx, |fx| async move {
+        let Some(db) = fx.url.strip_prefix("sqlite://") else {
+            panic!("a SQLite file URL: {}", fx.url);
+        };
+        let lock = format!("{db}.lock");
+        std::os::unix::fs::symlink(&lock, &lock).expect("a symbolic link loop");
+        let seen = fx.ledger.leader().await.expect("who leads, even so");
+        assert_eq!((seen.held, seen.epoch), (LeaderState::CannotTell, 0));
+    })
+    .await;
+}
 
 /// `afk status` says whether an `afk run` leads the ledger, from another process, without taking
 /// the lock: a leader's standby and a newcomer are never turned away by it.
@@ -2892,22 +2961,26 @@ async fn who_leads_is_seen_without_taking_the_lead(fx: &Fixture) {
     let never = status.leader().await.unwrap();
     assert_eq!(
         (never.held, never.epoch, never.taken_at),
-        (Some(false), 0, None),
+        (LeaderState::NoLeaderSeen, 0, None),
         "never led"
     );
 
     let lead = fx.ledger.try_lead().await.unwrap().expect("an afk run leads");
     let seen = status.leader().await.unwrap();
-    assert_eq!((seen.held, seen.epoch), (Some(true), 1), "{seen:?}");
+    assert_eq!((seen.held, seen.epoch), (LeaderState::Leading, 1), "{seen:?}");
     assert!(seen.taken_at.is_some());
     assert_eq!(
         fx.ledger.leader().await.unwrap().held,
-        Some(true),
+        LeaderState::Leading,
         "the leader's own process sees itself lead"
     );
     lead.release().await;
     let gone = status.leader().await.unwrap();
-    assert_eq!((gone.held, gone.epoch), (Some(false), 1), "the leader stopped");
+    assert_eq!(
+        (gone.held, gone.epoch),
+        (LeaderState::NoLeaderSeen, 1),
+        "the leader stopped"
+    );
     assert_eq!(gone.taken_at, seen.taken_at, "when the last lead was taken");
 
     // Looking, however often, leaves the lock free: the next afk run takes it at once.

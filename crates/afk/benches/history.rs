@@ -16,12 +16,13 @@
 //! wait out a retry back-off that has not passed in the quiet tick and has in the busy one.
 //!
 //! Each ledger is opened with `Ledger::open` and holds its leadership (`Ledger::try_lead`), as
-//! `afk run` does. After the reads, a second table times writes: a new job's upsert and its three
-//! recorded transitions (start, dispatch, success), round-robin again, on each ledger. The four ledgers are timed round-robin, read by read, so a burst of load from
-//! the shared machine falls on all of them alike; the table gives medians (and the fastest round) and the ratio of the
-//! year's history to the empty one. The reads are timed first (nothing changes between rounds): a
-//! tick's work beside the ledger (the T3 feed, the watcher's decisions) does not depend on the
-//! history and is measured by `fleet` and `compare`.
+//! `afk run` does. The four ledgers are timed round-robin, read by read, so a burst of load from
+//! the shared machine falls on all of them alike; the table gives medians (and the fastest round)
+//! and the ratio of the year's history to the empty one. The reads are timed first (nothing
+//! changes between rounds): a tick's work beside the ledger (the T3 feed, the watcher's decisions)
+//! does not depend on the history and is measured by `fleet` and `compare`. After the reads, a
+//! second table times writes: a new job's upsert and its three recorded transitions (start,
+//! dispatch, success), round-robin again, on each ledger.
 
 mod support;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use afk_core::JobState;
-use afk_ledger::{Attempt, Job, LeaderSeen, Ledger, LedgerError, Wait};
+use afk_ledger::{Attempt, Job, LeaderSeen, LeaderState, Ledger, LedgerError, Wait};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -159,10 +159,11 @@ pub struct StatusView {
 #[derive(Debug, Serialize)]
 pub struct LeaderView {
     /// True while an `afk run` leads (holds the lock `afk run` takes: `PATH.lock` for SQLite, the
-    /// schema's advisory lock for PostgreSQL); false when none does, so nothing is dispatched,
-    /// watched or reported; null when it cannot be told without taking the lock (an in-memory
-    /// ledger, a SQLite ledger on a system other than Linux).
-    pub leading: Option<bool>,
+    /// schema's advisory lock for PostgreSQL); false when no holder is seen (for SQLite, a leader
+    /// in another pid namespace, e.g. another container, is not seen); null when it cannot be
+    /// told without taking the lock (an in-memory ledger, a SQLite ledger on a system other than
+    /// Linux, a lock file that cannot be inspected).
+    pub leading: LeaderState,
     /// How many times an `afk run` took the lead of this ledger (0: never).
     pub epoch: i64,
     /// When the current leader took the lead (with none leading: the last one); null before any.
@@ -185,12 +186,14 @@ impl LeaderView {
             None => " (none ever did)".to_owned(),
         };
         match (self.leading, &self.since) {
-            (Some(true), Some(since)) => format!("leader: an afk run leads this ledger (since {since})"),
-            (Some(true), None) => "leader: an afk run leads this ledger".to_owned(),
-            (Some(false), _) => {
-                format!("leader: none: no afk run leads this ledger, nothing is dispatched{last}")
+            (LeaderState::Leading, Some(since)) => {
+                format!("leader: an afk run leads this ledger (since {since})")
             }
-            (None, _) => format!("leader: cannot tell here without taking the lock{last}"),
+            (LeaderState::Leading, None) => "leader: an afk run leads this ledger".to_owned(),
+            (LeaderState::NoLeaderSeen, _) => format!("leader: no afk run seen leading this ledger{last}"),
+            (LeaderState::CannotTell, _) => {
+                format!("leader: cannot tell here without taking the lock{last}")
+            }
         }
     }
 }

@@ -278,7 +278,7 @@ async fn status_says_whether_an_afk_run_leads_the_ledger() {
     assert_eq!(leader["leading"], false, "{leader}");
     assert_eq!(leader["since"], serde_json::Value::Null);
     assert!(
-        text.contains("leader: none: no afk run leads this ledger"),
+        text.contains("leader: no afk run seen leading this ledger (none ever did)"),
         "{text}"
     );
 

@@ -1,8 +1,7 @@
 -- Running totals of the whole history, kept by triggers in the very transaction of each write,
 -- whoever writes (`afk run`'s recorder, another afk, `afk enqueue`, `afk jobs cancel|requeue`, a
 -- person with a SQL shell), so that `afk status`, `GET /api/v1/state` and `/metrics` read a few
--- rows instead of counting every job, attempt and event ever recorded (issue 18): their cost no
--- longer grows with the ledger's history.
+-- rows instead of counting every job, attempt and event ever recorded (issue 18).
 --   job_counts: jobs per state (a row per state ever seen; `jobs` may be 0).
 --   ledger_totals: attempts and events ever recorded, and what agent time needs: the summed
 --     length of the attempts that ended (`ended_ms - created_ms`), and the number and summed
@@ -15,10 +14,21 @@
 -- triggers.
 -- Locks: a transaction that changes a job or an attempt already holds 0021's counter row
 -- (`ledger_jobs_changed` and `ledger_attempts_changed` fire first: PostgreSQL fires a row's
--- triggers in name order, and `ledger_` sorts before `totals_`), so these rows are only ever
--- locked by the holder of that one row, and writers cannot deadlock over them. An event insert
--- takes that row too before it counts (a transaction that writes events alone, e.g. by hand, would
+-- triggers in name order, and `ledger_` sorts before `totals_`), so these rows are only locked by
+-- the holder of that one row, and row writers cannot deadlock over them. An event insert takes
+-- that row too before it counts (a transaction that writes events alone, e.g. by hand, would
 -- otherwise take the totals before a job).
+-- TRUNCATE does not follow that order: it locks its whole table first and only then runs its
+-- statement triggers, which take the counter row (jobs, attempts) or the totals row (events).
+-- A person's TRUNCATE while a recorder's transaction holds those rows and next writes to the
+-- truncated table can therefore deadlock; PostgreSQL detects it and aborts one of the two (the
+-- recorder's write then fails as any failed database write does, or the TRUNCATE must be run
+-- again). Nothing is counted wrong either way: the aborted transaction leaves no trace.
+-- What the totals do not see: writes that run no trigger. `ALTER TABLE ... DISABLE TRIGGER` and
+-- `SET session_replication_role = replica` (a logical-replication apply, `pg_restore
+-- --disable-triggers`) write rows these totals never count; after such a write, empty both tables
+-- and fill them again with the two INSERTs at the end of this file (a person, with no writer
+-- running).
 CREATE TABLE job_counts (
     state TEXT   PRIMARY KEY,
     jobs  BIGINT NOT NULL
@@ -110,6 +120,27 @@ BEGIN
         UPDATE ledger_totals SET events = 0 WHERE id = 1;
     END IF;
     RETURN NULL;
+END;
+$$;
+
+-- The functions name their tables unqualified; afk keeps one ledger per schema (the URL's
+-- `search_path`), and a trigger runs with the search_path of whichever session writes: a person's
+-- `psql` on `public` writing `ledger_x.jobs` would otherwise count into another schema's
+-- `job_counts` or fail. Each function is pinned to the schema this migration runs in, the one
+-- its tables were just created in (`current_schema()`, not the `search_path` text, which may say
+-- `"$user"` and resolve differently for another user). The functions of 0018 and 0021 (already
+-- applied, so not edited) had the same fault, and a write from such a session failed on
+-- `watched_changes`: they are pinned here too.
+DO $$
+DECLARE
+    f TEXT;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['totals_jobs_changed', 'totals_attempts_changed',
+                             'totals_events_changed', 'totals_truncated',
+                             'watched_changed', 'ledger_changed'] LOOP
+        EXECUTE format('ALTER FUNCTION %I.%I() SET search_path = %I, pg_temp',
+                       current_schema(), f, current_schema());
+    END LOOP;
 END;
 $$;
 

@@ -1,8 +1,7 @@
 -- Running totals of the whole history, kept by triggers in the very transaction of each write,
 -- whoever writes (`afk run`'s recorder, another afk, `afk enqueue`, `afk jobs cancel|requeue`, a
 -- person with a SQL shell), so that `afk status`, `GET /api/v1/state` and `/metrics` read a few
--- rows instead of counting every job, attempt and event ever recorded (issue 18): their cost no
--- longer grows with the ledger's history.
+-- rows instead of counting every job, attempt and event ever recorded (issue 18).
 --   job_counts: jobs per state (a row per state ever seen; `jobs` may be 0).
 --   ledger_totals: attempts and events ever recorded, and what agent time needs: the summed
 --     length of the attempts that ended (`ended_ms - created_ms`), and the number and summed
@@ -10,6 +9,11 @@
 --     `ended_agent_ms + open_attempts * now - open_created_ms`, exactly the former
 --     `SUM(COALESCE(ended_ms, now) - created_ms)`.
 -- Filled from the rows already there, so that an upgraded ledger is right at once.
+-- What the totals do not see: a row that the REPLACE conflict resolution deletes (`INSERT OR
+-- REPLACE`, `REPLACE INTO`, by hand; afk never writes one) fires no delete trigger unless
+-- `PRAGMA recursive_triggers` is on, so it stays counted beside its replacement. After such a
+-- write, empty both tables and fill them again with the two INSERTs below (a person, with no
+-- writer running).
 -- NB: as for 0018 and 0021, SQLite refuses to drop a column a trigger names (these name `state`
 -- of jobs, `created_ms` and `ended_ms` of attempts), and a later step that rebuilds `jobs`,
 -- `attempts` or `events` (the CHECK-change pattern of 0014 and 0019) drops every trigger on the
