@@ -1152,38 +1152,9 @@ async fn a_polls_new_issues_whose_write_fails_are_queued_at_the_next_tick_not_th
     assert_eq!(listed, 0, "queued from the poll before, not a new one");
 }
 
-/// A fresh schema in the test PostgreSQL (`AFK_TEST_PG_URL`) and its URL, or `None` (after a
-/// `SKIP:` line) when it is not reachable and `AFK_REQUIRE_PG` is not `1`.
-async fn pg_schema() -> Option<(String, String)> {
-    use sqlx::Connection;
-    let base = std::env::var("AFK_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(admin) => admin,
-        Err(e) => {
-            assert!(
-                std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
-                "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
-            );
-            eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
-            return None;
-        }
-    };
-    let schema = format!("afk_github_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some((
-        format!("{base}{separator}options=-csearch_path%3D{schema}"),
-        schema,
-    ))
-}
-
 #[tokio::test]
 async fn a_new_issue_postgresql_refuses_as_a_bad_value_is_left_out_and_the_others_are_queued() {
-    let Some((url, schema)) = pg_schema().await else {
+    let Some((url, schema)) = pg_schema("afk_github").await else {
         return;
     };
     let (mut world, github) = github_world(Duration::from_millis(100)).await;

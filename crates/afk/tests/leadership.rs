@@ -17,8 +17,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// `afk run --config CONFIG`, its log lines sent to the returned channel.
 fn spawn_afk(config: &std::path::Path) -> (Child, mpsc::UnboundedReceiver<String>) {
     let mut afk = Command::new(env!("CARGO_BIN_EXE_afk"))
@@ -167,7 +165,7 @@ async fn a_paused_leader_whose_lock_file_was_deleted_stands_down_when_resumed() 
 /// first notices within a tick and stands by; the work is done once, within the limits.
 #[tokio::test]
 async fn a_leader_whose_postgres_lock_session_was_terminated_stands_down() {
-    let Some((url, schema)) = pg_schema().await else {
+    let Some((url, schema)) = pg_schema("afk_lead").await else {
         return;
     };
     let mut world = World::new(Duration::from_millis(400)).await;
@@ -244,31 +242,4 @@ async fn a_leader_that_has_not_noticed_its_loss_cannot_write_or_dispatch() {
     assert_eq!(standby.ledger().jobs().await.unwrap(), before, "nothing written");
     assert_eq!(world.sim.threads().len(), threads, "nothing sent to T3");
     new_lead.release().await;
-}
-
-/// A fresh schema in the test PostgreSQL and its URL, or `None` (after a `SKIP:` line) when it
-/// is not reachable and `AFK_REQUIRE_PG` is not `1`.
-async fn pg_schema() -> Option<(String, String)> {
-    let base = std::env::var("AFK_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(admin) => admin,
-        Err(e) => {
-            assert!(
-                std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
-                "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
-            );
-            eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
-            return None;
-        }
-    };
-    let schema = format!("afk_lead_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Some((
-        format!("{base}{separator}options=-csearch_path%3D{schema}"),
-        schema,
-    ))
 }

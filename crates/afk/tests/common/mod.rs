@@ -347,3 +347,33 @@ pub fn first_thread_interrupted(sim: &SimServer) -> bool {
         stopped || t.deleted_at.is_some()
     })
 }
+
+/// A fresh schema named `{prefix}_{uuid}` in the test PostgreSQL (`AFK_TEST_PG_URL`, else the
+/// local one) and a URL whose connections use it, or `None` (after a `SKIP:` line) when it is not
+/// reachable and `AFK_REQUIRE_PG` is not `1`. The caller drops the schema.
+pub async fn pg_schema(prefix: &str) -> Option<(String, String)> {
+    use sqlx::Connection;
+    let base = std::env::var("AFK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            assert!(
+                std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
+                "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
+            );
+            eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
+            return None;
+        }
+    };
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some((
+        format!("{base}{separator}options=-csearch_path%3D{schema}"),
+        schema,
+    ))
+}
