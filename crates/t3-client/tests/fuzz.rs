@@ -203,69 +203,45 @@ fn same<T: PartialEq + std::fmt::Debug>(
 /// The snapshot decode (scanner, else `serde`) answers exactly as `serde` alone, and the scanner,
 /// where it answers, gives what `serde` gives. Returns whether the scanner answered.
 fn scanner_agrees_on_snapshot(body: &[u8]) -> bool {
-    let by_serde = oracle::snapshot_by_serde(body);
-    let decoded = Fleet::decode_snapshot(body);
-    assert!(
-        same(&decoded, &by_serde),
-        "{decoded:?}\nagainst serde's {by_serde:?}"
-    );
     let scanned = std::str::from_utf8(body)
         .ok()
         .and_then(oracle::snapshot_by_scanner);
-    if let Some(scanned) = &scanned {
-        assert_eq!(
-            Some(scanned),
-            by_serde.as_ref().ok(),
-            "the scanner answers only as serde does"
-        );
-    }
-    scanned.is_some()
+    scanner_agrees(
+        Fleet::decode_snapshot(body),
+        oracle::snapshot_by_serde(body),
+        scanned,
+    )
 }
 
 fn scanner_agrees_on_shell(body: &[u8]) -> bool {
-    let by_serde = oracle::shell_by_serde(body);
-    let decoded = Fleet::decode_shell(body);
-    assert!(
-        same(&decoded, &by_serde),
-        "{decoded:?}\nagainst serde's {by_serde:?}"
-    );
     let scanned = std::str::from_utf8(body).ok().and_then(oracle::shell_by_scanner);
-    if let Some(scanned) = &scanned {
-        assert_eq!(
-            Some(scanned),
-            by_serde.as_ref().ok(),
-            "the scanner answers only as serde does"
-        );
-    }
-    scanned.is_some()
+    scanner_agrees(Fleet::decode_shell(body), oracle::shell_by_serde(body), scanned)
 }
 
 fn scanner_agrees_on_item(text: &str) -> bool {
-    let by_serde = oracle::item_by_serde(text);
-    let decoded = FleetItem::decode(text);
-    assert!(
-        same(&decoded, &by_serde),
-        "{decoded:?}\nagainst serde's {by_serde:?}"
-    );
-    let scanned = oracle::item_by_scanner(text);
-    if let Some(scanned) = &scanned {
-        assert_eq!(
-            Some(scanned),
-            by_serde.as_ref().ok(),
-            "the scanner answers only as serde does"
-        );
-    }
-    scanned.is_some()
+    scanner_agrees(
+        FleetItem::decode(text),
+        oracle::item_by_serde(text),
+        oracle::item_by_scanner(text),
+    )
 }
 
 fn scanner_agrees_on_waits(body: &[u8]) -> bool {
-    let by_serde = oracle::waits_by_serde(body);
-    let decoded = ShellWaits::decode(body);
+    let scanned = std::str::from_utf8(body).ok().and_then(oracle::waits_by_scanner);
+    scanner_agrees(ShellWaits::decode(body), oracle::waits_by_serde(body), scanned)
+}
+
+/// The decode afk runs (`decoded`: scanner, else `serde`) answers exactly as `serde` alone, and the
+/// scanner, where it answered (`scanned`), gives `serde`'s `Ok`. Returns whether it answered.
+fn scanner_agrees<T: PartialEq + std::fmt::Debug>(
+    decoded: Result<T, serde_json::Error>,
+    by_serde: Result<T, serde_json::Error>,
+    scanned: Option<T>,
+) -> bool {
     assert!(
         same(&decoded, &by_serde),
         "{decoded:?}\nagainst serde's {by_serde:?}"
     );
-    let scanned = std::str::from_utf8(body).ok().and_then(oracle::waits_by_scanner);
     if let Some(scanned) = &scanned {
         assert_eq!(
             Some(scanned),
