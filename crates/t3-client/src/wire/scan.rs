@@ -14,8 +14,9 @@
 //!   reason;
 //! - any escape it does not fully understand (a `\u` surrogate that is not a valid pair, an
 //!   unknown escape), a control character in a string, a key written with escapes;
-//! - numbers with an exponent or more than 18 digits in either part (where `serde_json`'s
-//!   `Value` and `IgnoredAny` differ on what they accept), nesting deeper than [`MAX_DEPTH`] (well
+//! - numbers with more than 18 digits in either part or more than two in the exponent (where
+//!   `serde_json`'s `Value` and `IgnoredAny` differ on what they accept; a `u64` field, the
+//!   sequence, declines any fraction or exponent), nesting deeper than [`MAX_DEPTH`] (well
 //!   under `serde_json`'s 128, so the projects, decoded by `serde_json` on their own, are read as
 //!   they are in place), a struct written as an array, trailing text.
 //!
@@ -33,6 +34,13 @@ use serde::de::DeserializeOwned;
 use super::read_model::{is_timestamp, parse_timestamp};
 use super::{FleetThread, LatestTurn, SessionStatus, SessionSummary, TurnState};
 use crate::ids::{is_trimmed_non_empty, MessageId, ThreadId, TurnId};
+
+/// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
+macro_rules! written {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
 
 /// Deepest nesting the scanner reads (the document itself is depth 1); deeper, it declines.
 const MAX_DEPTH: u32 = 64;
@@ -220,6 +228,59 @@ impl<'a> Scan<'a> {
         Some(())
     }
 
+    /// Reads each member of an object whose keys afk knows, `keys` (each key as T3 writes it,
+    /// [`written!`], and what it means) in the order T3 writes them: `member(scan, key)` for each
+    /// known key, any other key's value checked and skipped. T3 writes its keys in a fixed order
+    /// and without white space, so the key after the last one matched is tried first, as bytes in
+    /// place (`"name":`, no scan of the string, no match on its text); any other key, or an order
+    /// or spacing other than T3's, takes the general path ([`Self::key`] and a look-up in `keys`),
+    /// with the same answer.
+    fn object_keyed<K: Copy>(
+        &mut self,
+        keys: &[(&str, K)],
+        mut member: impl FnMut(&mut Self, K) -> Option<()>,
+    ) -> Option<()> {
+        self.open(b'{')?;
+        if self.first_in(b'}')? {
+            let mut next = 0;
+            loop {
+                let found = match keys.get(next) {
+                    Some(&(written, key)) if self.written_key(written) => Some((next, key)),
+                    _ => {
+                        let text = self.key()?;
+                        keys.iter()
+                            .position(|&(written, _)| name_of(written) == text)
+                            .map(|at| (at, keys[at].1))
+                    }
+                };
+                match found {
+                    Some((at, key)) => {
+                        member(self, key)?;
+                        next = at + 1;
+                    }
+                    None => self.skip_value()?,
+                }
+                if !self.next_in(b'}')? {
+                    break;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Whether the next key is written exactly `written` (`"name":`, the name without escapes),
+    /// read if so; if not, nothing is read. Such a key is what [`Self::key`] reads as `name`: the
+    /// quote right after the name's bytes ends the string there, as a name holds no `"`, `\` or
+    /// control character.
+    #[inline]
+    fn written_key(&mut self, written: &str) -> bool {
+        if self.peek() != Some(b'"') || !starts_with(&self.bytes[self.at..], written.as_bytes()) {
+            return false;
+        }
+        self.at += written.len();
+        true
+    }
+
     /// Reads each item of an array with `item(scan)`.
     fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.open(b'[')?;
@@ -293,10 +354,27 @@ impl<'a> Scan<'a> {
             self.at += 1;
             self.digits()?;
         }
-        match self.bytes.get(self.at) {
-            Some(b'e' | b'E') => None,
-            _ => Some(()),
+        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+            self.exponent()?;
         }
+        Some(())
+    }
+
+    /// A number's exponent after its `e`/`E` (an optional sign, then one or two digits); three
+    /// digits or more decline. Why two: with at most 18 digits on either side of the point, the
+    /// number is then within 1e-117 to 1e117, so `serde_json` reads it as a finite `f64` (a
+    /// `Value`) exactly as it skips it (`IgnoredAny`); with more, `Value` can refuse what
+    /// `IgnoredAny` accepts ("number out of range").
+    fn exponent(&mut self) -> Option<()> {
+        self.at += 1;
+        if matches!(self.bytes.get(self.at), Some(b'+' | b'-')) {
+            self.at += 1;
+        }
+        let start = self.at;
+        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        (1..=2).contains(&(self.at - start)).then_some(())
     }
 
     /// One to 18 digits.
@@ -527,7 +605,10 @@ impl<'a> Scan<'a> {
 
     /// One thread with the checks of `view::SnapshotThread` or `view::ShellThread`.
     fn thread(&mut self, shape: Shape) -> Option<FleetThread> {
-        let snapshot = shape == Shape::Snapshot;
+        let keys: &[(&str, ThreadKey)] = match shape {
+            Shape::Snapshot => &SNAPSHOT_THREAD_KEYS,
+            Shape::Shell => &SHELL_THREAD_KEYS,
+        };
         let mut seen = Seen::default();
         let mut id = None;
         let mut branch = None;
@@ -538,104 +619,43 @@ impl<'a> Scan<'a> {
         let mut session = None;
         let mut has_pending_user_input = false;
         let mut has_pending_approvals = false;
-        self.object(|scan, key| {
+        self.object_keyed(keys, |scan, key| {
+            seen.first(key as u32)?;
             match key {
-                "id" => {
-                    seen.first(0)?;
-                    id = Some(scan.thread_id()?);
-                }
-                "projectId" => {
-                    seen.first(1)?;
-                    scan.id_text()?;
-                }
-                "title" => {
-                    seen.first(2)?;
-                    scan.text()?;
-                }
-                "modelSelection" => {
-                    seen.first(3)?;
-                    scan.model_selection()?;
-                }
-                "runtimeMode" => {
-                    seen.first(4)?;
-                    scan.runtime_mode()?;
-                }
-                "interactionMode" => {
-                    seen.first(5)?;
-                    scan.variant(&["default", "plan"])?;
-                }
-                "branch" => {
-                    seen.first(6)?;
-                    branch = scan.nullable_string()?;
-                }
-                "worktreePath" => {
-                    seen.first(7)?;
-                    worktree_path = scan.nullable_string()?;
-                }
-                "latestTurn" => {
-                    seen.first(8)?;
+                ThreadKey::Id => id = Some(scan.thread_id()?),
+                ThreadKey::ProjectId => scan.id_text()?,
+                ThreadKey::Title => scan.text()?,
+                ThreadKey::ModelSelection => scan.model_selection()?,
+                ThreadKey::RuntimeMode => scan.runtime_mode()?,
+                ThreadKey::InteractionMode => scan.variant(&["default", "plan"]).map(drop)?,
+                ThreadKey::Branch => branch = scan.nullable_string()?,
+                ThreadKey::WorktreePath => worktree_path = scan.nullable_string()?,
+                ThreadKey::LatestTurn => {
                     latest_turn = if scan.null()? {
                         None
                     } else {
                         Some(scan.latest_turn()?)
                     };
                 }
-                "createdAt" => {
-                    seen.first(9)?;
-                    scan.checked_timestamp()?;
-                }
-                "updatedAt" => {
-                    seen.first(10)?;
-                    updated_at = Some(scan.timestamp()?);
-                }
-                "archivedAt" => {
-                    seen.first(11)?;
+                ThreadKey::CreatedAt => scan.checked_timestamp()?,
+                ThreadKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
+                ThreadKey::ArchivedAt | ThreadKey::LatestUserMessageAt => {
                     scan.nullable_checked_timestamp()?;
                 }
-                "session" => {
-                    seen.first(12)?;
+                ThreadKey::Session => {
                     session = if scan.null()? { None } else { Some(scan.session()?) };
                 }
-                "hasPendingUserInput" => {
-                    seen.first(13)?;
-                    has_pending_user_input = scan.bool()?;
-                }
-                "hasPendingApprovals" => {
-                    seen.first(14)?;
-                    has_pending_approvals = scan.bool()?;
-                }
-                "deletedAt" if snapshot => {
-                    seen.first(15)?;
-                    deleted_at = scan.nullable_timestamp()?;
-                }
-                "messages" if snapshot => {
-                    seen.first(16)?;
+                ThreadKey::HasPendingUserInput => has_pending_user_input = scan.bool()?,
+                ThreadKey::HasPendingApprovals => has_pending_approvals = scan.bool()?,
+                ThreadKey::HasActionableProposedPlan => scan.bool().map(drop)?,
+                ThreadKey::DeletedAt => deleted_at = scan.nullable_timestamp()?,
+                ThreadKey::Messages | ThreadKey::Activities | ThreadKey::Checkpoints => {
                     scan.bare_array()?;
                 }
-                "activities" if snapshot => {
-                    seen.first(17)?;
-                    scan.bare_array()?;
-                }
-                "checkpoints" if snapshot => {
-                    seen.first(18)?;
-                    scan.bare_array()?;
-                }
-                "latestUserMessageAt" if !snapshot => {
-                    seen.first(15)?;
-                    scan.nullable_checked_timestamp()?;
-                }
-                "hasActionableProposedPlan" if !snapshot => {
-                    seen.first(16)?;
-                    scan.bool()?;
-                }
-                _ => scan.skip_value()?,
             }
             Some(())
         })?;
-        // id, projectId, title, modelSelection, runtimeMode, interactionMode, branch,
-        // worktreePath, latestTurn, createdAt, updatedAt, session; and the snapshot's deletedAt.
-        let required = 0b1_0111_1111_1111 | if snapshot { 1 << 15 } else { 0 };
-        seen.all(required)?;
+        seen.all(ThreadKey::required(shape))?;
         Some(FleetThread {
             id: id?,
             branch,
@@ -653,25 +673,14 @@ impl<'a> Scan<'a> {
     fn model_selection(&mut self) -> Option<()> {
         let mut seen = Seen::default();
         let non_empty = |scan: &mut Self| (!scan.string()?.trim().is_empty()).then_some(());
-        self.object(|scan, key| {
+        self.object_keyed(&MODEL_KEYS, |scan, key| {
+            seen.first(key as u32)?;
             match key {
-                "instanceId" => {
-                    seen.first(0)?;
-                    non_empty(scan)?;
-                }
-                "model" => {
-                    seen.first(1)?;
-                    non_empty(scan)?;
-                }
-                "options" => {
-                    seen.first(2)?;
-                    scan.skip_value()?;
-                }
-                _ => scan.skip_value()?,
+                ModelKey::InstanceId | ModelKey::Model => non_empty(scan),
+                ModelKey::Options => scan.skip_value(),
             }
-            Some(())
         })?;
-        seen.all(0b11)
+        seen.all(ModelKey::REQUIRED)
     }
 
     /// [`LatestTurn`].
@@ -683,14 +692,11 @@ impl<'a> Scan<'a> {
         let mut started_at = None;
         let mut completed_at = None;
         let mut assistant_message_id = None;
-        self.object(|scan, key| {
+        self.object_keyed(&TURN_KEYS, |scan, key| {
+            seen.first(key as u32)?;
             match key {
-                "turnId" => {
-                    seen.first(0)?;
-                    turn_id = Some(TurnId::new(scan.string()?.into_owned()).ok()?);
-                }
-                "state" => {
-                    seen.first(1)?;
+                TurnKey::TurnId => turn_id = Some(TurnId::new(scan.string()?.into_owned()).ok()?),
+                TurnKey::State => {
                     const STATES: [TurnState; 4] = [
                         TurnState::Running,
                         TurnState::Interrupted,
@@ -699,30 +705,19 @@ impl<'a> Scan<'a> {
                     ];
                     state = Some(STATES[scan.variant(&["running", "interrupted", "completed", "error"])?]);
                 }
-                "requestedAt" => {
-                    seen.first(2)?;
-                    requested_at = Some(scan.timestamp()?);
-                }
-                "startedAt" => {
-                    seen.first(3)?;
-                    started_at = scan.nullable_timestamp()?;
-                }
-                "completedAt" => {
-                    seen.first(4)?;
-                    completed_at = scan.nullable_timestamp()?;
-                }
-                "assistantMessageId" => {
-                    seen.first(5)?;
+                TurnKey::RequestedAt => requested_at = Some(scan.timestamp()?),
+                TurnKey::StartedAt => started_at = scan.nullable_timestamp()?,
+                TurnKey::CompletedAt => completed_at = scan.nullable_timestamp()?,
+                TurnKey::AssistantMessageId => {
                     assistant_message_id = match scan.nullable_string()? {
                         None => None,
                         Some(text) => Some(MessageId::new(text).ok()?),
                     };
                 }
-                _ => scan.skip_value()?,
             }
             Some(())
         })?;
-        seen.all(0b11_1111)?;
+        seen.all(TurnKey::REQUIRED)?;
         Some(LatestTurn {
             turn_id: turn_id?,
             state: state?,
@@ -738,14 +733,11 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         let mut status = None;
         let mut last_error = None;
-        self.object(|scan, key| {
+        self.object_keyed(&SESSION_KEYS, |scan, key| {
+            seen.first(key as u32)?;
             match key {
-                "threadId" => {
-                    seen.first(0)?;
-                    scan.id_text()?;
-                }
-                "status" => {
-                    seen.first(1)?;
+                SessionKey::ThreadId => scan.id_text()?,
+                SessionKey::Status => {
                     const STATUSES: [SessionStatus; 7] = [
                         SessionStatus::Idle,
                         SessionStatus::Starting,
@@ -766,39 +758,234 @@ impl<'a> Scan<'a> {
                     ];
                     status = Some(STATUSES[scan.variant(&names)?]);
                 }
-                "providerName" => {
-                    seen.first(2)?;
+                SessionKey::ProviderName => {
                     if !scan.null()? {
                         scan.text()?;
                     }
                 }
-                "runtimeMode" => {
-                    seen.first(3)?;
-                    scan.runtime_mode()?;
-                }
-                "activeTurnId" => {
-                    seen.first(4)?;
+                SessionKey::RuntimeMode => scan.runtime_mode()?,
+                SessionKey::ActiveTurnId => {
                     if !scan.null()? {
                         scan.id_text()?;
                     }
                 }
-                "lastError" => {
-                    seen.first(5)?;
-                    last_error = scan.nullable_string()?;
-                }
-                "updatedAt" => {
-                    seen.first(6)?;
-                    scan.checked_timestamp()?;
-                }
-                _ => scan.skip_value()?,
+                SessionKey::LastError => last_error = scan.nullable_string()?,
+                SessionKey::UpdatedAt => scan.checked_timestamp()?,
             }
             Some(())
         })?;
-        seen.all(0b111_1111)?;
+        seen.all(SessionKey::REQUIRED)?;
         Some(SessionSummary {
             status: status?,
             last_error,
         })
+    }
+}
+
+/// A thread's keys that afk reads (any other is checked and skipped); each one's value is its
+/// bit in [`Seen`].
+#[derive(Clone, Copy)]
+enum ThreadKey {
+    Id,
+    ProjectId,
+    Title,
+    ModelSelection,
+    RuntimeMode,
+    InteractionMode,
+    Branch,
+    WorktreePath,
+    LatestTurn,
+    CreatedAt,
+    UpdatedAt,
+    ArchivedAt,
+    Session,
+    HasPendingUserInput,
+    HasPendingApprovals,
+    /// The snapshot's only.
+    DeletedAt,
+    /// The snapshot's only.
+    Messages,
+    /// The snapshot's only.
+    Activities,
+    /// The snapshot's only.
+    Checkpoints,
+    /// The shell's only.
+    LatestUserMessageAt,
+    /// The shell's only.
+    HasActionableProposedPlan,
+}
+
+impl ThreadKey {
+    /// The keys `serde` requires of a thread of `shape` (the others have defaults).
+    fn required(shape: Shape) -> u32 {
+        let both = [
+            Self::Id,
+            Self::ProjectId,
+            Self::Title,
+            Self::ModelSelection,
+            Self::RuntimeMode,
+            Self::InteractionMode,
+            Self::Branch,
+            Self::WorktreePath,
+            Self::LatestTurn,
+            Self::CreatedAt,
+            Self::UpdatedAt,
+            Self::Session,
+        ]
+        .iter()
+        .fold(0, |bits, &key| bits | 1 << key as u32);
+        match shape {
+            Shape::Snapshot => both | 1 << Self::DeletedAt as u32,
+            Shape::Shell => both,
+        }
+    }
+}
+
+/// `view::SnapshotThread`'s keys, in the order T3 writes a snapshot's thread.
+const SNAPSHOT_THREAD_KEYS: [(&str, ThreadKey); 19] = [
+    (written!("id"), ThreadKey::Id),
+    (written!("projectId"), ThreadKey::ProjectId),
+    (written!("title"), ThreadKey::Title),
+    (written!("modelSelection"), ThreadKey::ModelSelection),
+    (written!("runtimeMode"), ThreadKey::RuntimeMode),
+    (written!("interactionMode"), ThreadKey::InteractionMode),
+    (written!("branch"), ThreadKey::Branch),
+    (written!("worktreePath"), ThreadKey::WorktreePath),
+    (written!("latestTurn"), ThreadKey::LatestTurn),
+    (written!("createdAt"), ThreadKey::CreatedAt),
+    (written!("updatedAt"), ThreadKey::UpdatedAt),
+    (written!("archivedAt"), ThreadKey::ArchivedAt),
+    (written!("deletedAt"), ThreadKey::DeletedAt),
+    (written!("messages"), ThreadKey::Messages),
+    (written!("activities"), ThreadKey::Activities),
+    (written!("checkpoints"), ThreadKey::Checkpoints),
+    (written!("session"), ThreadKey::Session),
+    (written!("hasPendingUserInput"), ThreadKey::HasPendingUserInput),
+    (written!("hasPendingApprovals"), ThreadKey::HasPendingApprovals),
+];
+
+/// `view::ShellThread`'s keys, in the order T3 writes a shell's thread.
+const SHELL_THREAD_KEYS: [(&str, ThreadKey); 17] = [
+    (written!("id"), ThreadKey::Id),
+    (written!("projectId"), ThreadKey::ProjectId),
+    (written!("title"), ThreadKey::Title),
+    (written!("modelSelection"), ThreadKey::ModelSelection),
+    (written!("runtimeMode"), ThreadKey::RuntimeMode),
+    (written!("interactionMode"), ThreadKey::InteractionMode),
+    (written!("branch"), ThreadKey::Branch),
+    (written!("worktreePath"), ThreadKey::WorktreePath),
+    (written!("latestTurn"), ThreadKey::LatestTurn),
+    (written!("createdAt"), ThreadKey::CreatedAt),
+    (written!("updatedAt"), ThreadKey::UpdatedAt),
+    (written!("archivedAt"), ThreadKey::ArchivedAt),
+    (written!("session"), ThreadKey::Session),
+    (written!("latestUserMessageAt"), ThreadKey::LatestUserMessageAt),
+    (written!("hasPendingApprovals"), ThreadKey::HasPendingApprovals),
+    (written!("hasPendingUserInput"), ThreadKey::HasPendingUserInput),
+    (
+        written!("hasActionableProposedPlan"),
+        ThreadKey::HasActionableProposedPlan,
+    ),
+];
+
+/// `view::ModelCheck`'s keys; each one's value is its bit in [`Seen`].
+#[derive(Clone, Copy)]
+enum ModelKey {
+    InstanceId,
+    Model,
+    Options,
+}
+
+impl ModelKey {
+    /// `options` has a default.
+    const REQUIRED: u32 = 1 << Self::InstanceId as u32 | 1 << Self::Model as u32;
+}
+
+const MODEL_KEYS: [(&str, ModelKey); 3] = [
+    (written!("instanceId"), ModelKey::InstanceId),
+    (written!("model"), ModelKey::Model),
+    (written!("options"), ModelKey::Options),
+];
+
+/// [`LatestTurn`]'s keys (all required); each one's value is its bit in [`Seen`].
+#[derive(Clone, Copy)]
+enum TurnKey {
+    TurnId,
+    State,
+    RequestedAt,
+    StartedAt,
+    CompletedAt,
+    AssistantMessageId,
+}
+
+impl TurnKey {
+    const REQUIRED: u32 = (1 << TURN_KEYS.len()) - 1;
+}
+
+const TURN_KEYS: [(&str, TurnKey); 6] = [
+    (written!("turnId"), TurnKey::TurnId),
+    (written!("state"), TurnKey::State),
+    (written!("requestedAt"), TurnKey::RequestedAt),
+    (written!("startedAt"), TurnKey::StartedAt),
+    (written!("completedAt"), TurnKey::CompletedAt),
+    (written!("assistantMessageId"), TurnKey::AssistantMessageId),
+];
+
+/// `view::SessionRaw`'s keys (all required); each one's value is its bit in [`Seen`].
+#[derive(Clone, Copy)]
+enum SessionKey {
+    ThreadId,
+    Status,
+    ProviderName,
+    RuntimeMode,
+    ActiveTurnId,
+    LastError,
+    UpdatedAt,
+}
+
+impl SessionKey {
+    const REQUIRED: u32 = (1 << SESSION_KEYS.len()) - 1;
+}
+
+const SESSION_KEYS: [(&str, SessionKey); 7] = [
+    (written!("threadId"), SessionKey::ThreadId),
+    (written!("status"), SessionKey::Status),
+    (written!("providerName"), SessionKey::ProviderName),
+    (written!("runtimeMode"), SessionKey::RuntimeMode),
+    (written!("activeTurnId"), SessionKey::ActiveTurnId),
+    (written!("lastError"), SessionKey::LastError),
+    (written!("updatedAt"), SessionKey::UpdatedAt),
+];
+
+/// The name in a key written `"name":` ([`written!`]).
+fn name_of(written: &str) -> &str {
+    &written[1..written.len() - 2]
+}
+
+/// Whether `bytes` starts with `pattern`, compared a word at a time (keys are short and many; a
+/// call to `memcmp` for each cost more than the compare).
+#[inline]
+fn starts_with(bytes: &[u8], pattern: &[u8]) -> bool {
+    let n = pattern.len();
+    let Some(head) = bytes.get(..n) else {
+        return false;
+    };
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("eight bytes"));
+    let half = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().expect("four bytes"));
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(head, i) != word(pattern, i) {
+                return false;
+            }
+            i += 8;
+        }
+        // The last eight bytes, overlapping those compared when `n` is not a multiple of eight.
+        word(head, n - 8) == word(pattern, n - 8)
+    } else if n >= 4 {
+        half(head, 0) == half(pattern, 0) && half(head, n - 4) == half(pattern, n - 4)
+    } else {
+        head == pattern
     }
 }
 
