@@ -462,8 +462,22 @@ fn each_edge_reads_as_serde_reads_it() {
             Answers,
         ),
         (
+            "exponents at the bound: 18 digits each side of the point, two in the exponent",
+            base.replacen(
+                r#""title":"acme"#,
+                r#""messages":[999999999999999999.999999999999999999e99,-0.000000000000000001e-99,1e-99],"title":"acme"#,
+                1,
+            ),
+            Answers,
+        ),
+        (
             "an exponent of three digits",
             base.replacen(r#""title":"acme"#, r#""messages":[1e100],"title":"acme"#, 1),
+            Declines,
+        ),
+        (
+            "a signed exponent of three digits",
+            base.replacen(r#""title":"acme"#, r#""messages":[1e+100],"title":"acme"#, 1),
             Declines,
         ),
         (
