@@ -269,7 +269,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Whether the next key is written exactly `written` (`"name":`, the name without escapes),
-    /// read if so; if not, nothing is read. Such a key is what [`Self::key`] reads as `name`: the
+    /// read if so; if not, only the white space before it is read. Such a key is what [`Self::key`] reads as `name`: the
     /// quote right after the name's bytes ends the string there, as a name holds no `"`, `\` or
     /// control character.
     #[inline]
