@@ -901,9 +901,11 @@ impl ModelKey {
     const REQUIRED: u32 = 1 << Self::InstanceId as u32 | 1 << Self::Model as u32;
 }
 
+/// In the order T3's encoder writes a `ModelSelection` (`model` first; afk's own types, and so
+/// the bench's documents, write `instanceId` first and take the general path for these two).
 const MODEL_KEYS: [(&str, ModelKey); 3] = [
-    (written!("instanceId"), ModelKey::InstanceId),
     (written!("model"), ModelKey::Model),
+    (written!("instanceId"), ModelKey::InstanceId),
     (written!("options"), ModelKey::Options),
 ];
 
