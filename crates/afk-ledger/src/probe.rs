@@ -170,6 +170,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_probe_reads_a_write_by_another_connection_on_the_wal_ledger_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ledger = file_ledger(dir.path()).await;
+        let probe = ledger
+            .change_probe
+            .clone()
+            .expect("a ledger file reads its counts in place");
+        let before = ledger.changes().await.expect("the counts");
+        assert_eq!(
+            probe.read(),
+            Some((before.watched.0, before.ledger.0)),
+            "read in place"
+        );
+        // Another writer (a person's SQL) moves both counts.
+        let writer = Connection::open(dir.path().join("ledger.db")).expect("another connection");
+        writer
+            .execute_batch(
+                "UPDATE watched_changes SET counter = counter + 1, ledger_counter = ledger_counter + 1 \
+                 WHERE id = 1",
+            )
+            .expect("the write");
+        let moved = (before.watched.0 + 1, before.ledger.0 + 1);
+        assert_eq!(
+            probe.read(),
+            Some(moved),
+            "the probe sees the other writer's commit"
+        );
+        let after = ledger.changes().await.expect("the counts");
+        assert_eq!((after.watched.0, after.ledger.0), moved);
+    }
+
+    #[tokio::test]
     async fn a_closed_ledger_reads_no_counts() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ledger = file_ledger(dir.path()).await;
