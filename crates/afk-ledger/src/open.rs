@@ -109,8 +109,13 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<(SqlitePool, Optio
         // ping is a second hand-off to sqlx's worker thread for every read (half of what a quiet
         // tick costs; BENCHMARKS.md "A quiet tick that does no work"). A statement on a broken
         // connection still fails with its error.
+        // One connection kept open: quiet ticks read their change counts in place (`probe.rs`),
+        // not through the pool, which would otherwise idle down to none in a quiet stretch and
+        // make the first tick after a change open a connection (a worker thread, the file,
+        // its PRAGMAs).
         SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
+            .min_connections(1)
             .test_before_acquire(false)
     };
     let pool_options = pool_options.acquire_timeout(ACQUIRE_TIMEOUT);
@@ -118,7 +123,7 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<(SqlitePool, Optio
     loop {
         let attempt = async {
             if !in_memory {
-                probe(&options).await.map_err(open_error)?;
+                connect_once(&options).await.map_err(open_error)?;
             }
             let pool = pool_options
                 .clone()
@@ -179,7 +184,7 @@ async fn open_postgres(url: &str, url_redacted: &str) -> Result<PgPool, LedgerEr
         source,
     };
     let options = PgConnectOptions::from_str(url).map_err(open_error)?;
-    probe(&options).await.map_err(open_error)?;
+    connect_once(&options).await.map_err(open_error)?;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -199,7 +204,7 @@ async fn open_postgres(url: &str, url_redacted: &str) -> Result<PgPool, LedgerEr
 /// Connects once, without retrying, and hangs up: a database that refuses us (wrong password, no
 /// such file or server) is reported at once, where the pool would keep retrying until its acquire
 /// timeout.
-async fn probe<O>(options: &O) -> Result<(), sqlx::Error>
+async fn connect_once<O>(options: &O) -> Result<(), sqlx::Error>
 where
     O: ConnectOptions,
     O::Connection: Sized,
