@@ -396,7 +396,8 @@ impl QuietFleet {
         let mut again_pool = Vec::with_capacity(AGAIN);
         let mut allocated = Vec::with_capacity(AGAIN);
         for i in 0..2 * AGAIN {
-            let in_place = i % 2 == 0;
+            // Which goes first alternates by round: the first is nearest the whole pass.
+            let in_place = (i + round) % 2 == 0;
             app.control_plane().ledger().read_changes_in_place(in_place);
             let skipped = app.control_plane().skipped_passes();
             let before = allocations();
@@ -473,7 +474,12 @@ impl QuietFleet {
         }
         let upto = self.world.sim.sequence();
         let caught_up = Instant::now() + Duration::from_secs(30);
-        while app.control_plane().stream_sequence().is_some_and(|at| at < upto) {
+        loop {
+            let at = (app.control_plane().stream_sequence())
+                .expect("afk still follows the stream (a snapshot view would not tell)");
+            if at >= upto {
+                break;
+            }
             assert!(Instant::now() < caught_up, "the stream brought T3's events");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
