@@ -29,6 +29,8 @@
 //!   the same transaction as the job's move, and the instruction a job's prompt carries;
 //! - `budgets.rs`: the figures the budgets are decided on (a job's agent time, a repository's
 //!   use of a day);
+//! - `probe.rs`: a SQLite file's change counts read on the caller's thread, without sqlx's
+//!   hand-off to its worker thread ([`Ledger::changes`]);
 //! - `waits.rs`: why the running afk waits ([`Wait`]), for `afk status`;
 //! - `inspect.rs`: a look that changes nothing ([`Ledger::inspect`]), for `afk doctor`;
 //! - `error.rs`, `redact.rs`: errors a person can act on, without a password in them.
@@ -131,6 +133,9 @@ pub struct Ledger {
     /// The leadership epoch this handle (and its clones) took with [`Ledger::try_lead`]; 0 when it
     /// never led. Once set, every write checks it in its own transaction.
     fence: Arc<AtomicI64>,
+    /// A SQLite file's change counts read on the caller's thread ([`Ledger::changes`]); `None`
+    /// for PostgreSQL, an in-memory database, or a file it could not open.
+    change_probe: Option<Arc<probe::ChangeProbe>>,
 }
 
 impl fmt::Debug for Ledger {
@@ -177,6 +182,7 @@ mod record;
 mod budgets;
 mod commands;
 mod follow_ups;
+mod probe;
 mod waits;
 
 impl Ledger {
@@ -198,8 +204,21 @@ impl Ledger {
         Some(self.fence.load(Ordering::SeqCst)).filter(|&epoch| epoch > 0)
     }
 
+    /// Reads [`Ledger::changes`] on the caller's thread when it can (`true`, the default) or
+    /// always through the connection pool (`false`), for this handle and its clones: for
+    /// benchmarks, to measure both in one run. The counts read are the same either way; no-op
+    /// where the counts are always read through the pool (PostgreSQL, in-memory SQLite).
+    pub fn read_changes_in_place(&self, on: bool) {
+        if let Some(probe) = &self.change_probe {
+            probe.read_in_place(on);
+        }
+    }
+
     /// Closes every connection; waits for queries in flight. Other clones stop working.
     pub async fn close(&self) {
+        if let Some(probe) = &self.change_probe {
+            probe.close();
+        }
         with_pool!(self, |pool| pool.close().await)
     }
 }

@@ -1,6 +1,8 @@
 //! Opening a ledger: connecting to its database and bringing the schema up to date.
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -8,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::probe::ChangeProbe;
 use crate::{redact_url, Ledger, LedgerError, Pool};
 
 pub(crate) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -35,10 +38,21 @@ impl Ledger {
     /// Errors name the URL with its password redacted.
     pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
         let url_redacted = redact_url(url);
-        let pool = if url.starts_with("sqlite:") {
-            Pool::Sqlite(open_sqlite(url, &url_redacted).await?)
+        let (pool, change_probe) = if url.starts_with("sqlite:") {
+            let (pool, file) = open_sqlite(url, &url_redacted).await?;
+            let probe = file.and_then(|file| match ChangeProbe::open(&file) {
+                Ok(probe) => Some(Arc::new(probe)),
+                Err(error) => {
+                    // Not fatal: the change counts are then read through the pool.
+                    tracing::warn!(
+                        "ledger at {url_redacted}: no read-only connection for the change counts: {error}"
+                    );
+                    None
+                }
+            });
+            (Pool::Sqlite(pool), probe)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Pool::Postgres(open_postgres(url, &url_redacted).await?)
+            (Pool::Postgres(open_postgres(url, &url_redacted).await?), None)
         } else {
             return Err(LedgerError::UnsupportedUrl { url_redacted });
         };
@@ -47,6 +61,7 @@ impl Ledger {
             pool,
             url_redacted,
             fence: Default::default(),
+            change_probe,
         })
     }
 }
@@ -58,7 +73,9 @@ impl Ledger {
 /// locked" or the loser's `CREATE TABLE` fail with "already exists". Both are passing states, so
 /// the whole open is tried again for up to the busy timeout; each migration commits with its
 /// record, so a retry skips what the winner applied.
-async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, LedgerError> {
+///
+/// Returns the pool and, for a file (not an in-memory database), the file's path.
+async fn open_sqlite(url: &str, url_redacted: &str) -> Result<(SqlitePool, Option<PathBuf>), LedgerError> {
     let open_error = |source: sqlx::Error| LedgerError::Open {
         url_redacted: url_redacted.to_owned(),
         source,
@@ -92,8 +109,13 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, Ledger
         // ping is a second hand-off to sqlx's worker thread for every read (half of what a quiet
         // tick costs; BENCHMARKS.md "A quiet tick that does no work"). A statement on a broken
         // connection still fails with its error.
+        // One connection kept open: quiet ticks read their change counts in place (`probe.rs`),
+        // not through the pool, which would otherwise idle down to none in a quiet stretch and
+        // make the first tick after a change open a connection (a worker thread, the file,
+        // its PRAGMAs).
         SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
+            .min_connections(1)
             .test_before_acquire(false)
     };
     let pool_options = pool_options.acquire_timeout(ACQUIRE_TIMEOUT);
@@ -101,7 +123,7 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, Ledger
     loop {
         let attempt = async {
             if !in_memory {
-                probe(&options).await.map_err(open_error)?;
+                connect_once(&options).await.map_err(open_error)?;
             }
             let pool = pool_options
                 .clone()
@@ -118,7 +140,10 @@ async fn open_sqlite(url: &str, url_redacted: &str) -> Result<SqlitePool, Ledger
             Ok(pool)
         };
         match attempt.await {
-            Ok(pool) => return Ok(pool),
+            Ok(pool) => {
+                let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+                return Ok((pool, file));
+            }
             Err(error) if is_passing_sqlite_race(&error) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!("ledger at {url_redacted} busy while opening, trying again: {error}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -159,7 +184,7 @@ async fn open_postgres(url: &str, url_redacted: &str) -> Result<PgPool, LedgerEr
         source,
     };
     let options = PgConnectOptions::from_str(url).map_err(open_error)?;
-    probe(&options).await.map_err(open_error)?;
+    connect_once(&options).await.map_err(open_error)?;
     let pool = PgPoolOptions::new()
         .max_connections(POSTGRES_MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -179,7 +204,7 @@ async fn open_postgres(url: &str, url_redacted: &str) -> Result<PgPool, LedgerEr
 /// Connects once, without retrying, and hangs up: a database that refuses us (wrong password, no
 /// such file or server) is reported at once, where the pool would keep retrying until its acquire
 /// timeout.
-async fn probe<O>(options: &O) -> Result<(), sqlx::Error>
+async fn connect_once<O>(options: &O) -> Result<(), sqlx::Error>
 where
     O: ConnectOptions,
     O::Connection: Sized,

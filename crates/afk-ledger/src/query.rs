@@ -6,6 +6,7 @@ use afk_core::{JobId, JobSource, JobState};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, AttemptRow, EventRow, JobRow, WatchedRow};
+use crate::probe::CHANGES_SQL;
 use crate::{
     issue_number, Attempt, AttemptId, Backend, EventRecord, IssueKey, Job, Ledger, LedgerError, Pool,
     WatchedAttempt, LIVE,
@@ -215,12 +216,16 @@ impl Ledger {
     /// A read of jobs and attempts alone made *after* this read returned `n` holds every change
     /// counted up to `n`; while [`Changes::ledger`] still reads `n`, that read would answer the
     /// same (at the same instant, for a read that depends on time).
+    ///
+    /// On a SQLite file the row is read on the caller's thread through a read-only connection of
+    /// its own (`probe.rs`: no hand-off to sqlx's worker thread), and through the pool when that
+    /// read fails or the file is busy; PostgreSQL reads it through the pool.
     pub async fn changes(&self) -> Result<Changes, LedgerError> {
-        let (watched, ledger): (i64, i64) = with_pool!(self, |pool| sqlx::query_as(
-            "SELECT counter, ledger_counter FROM watched_changes WHERE id = 1"
-        )
-        .fetch_one(pool)
-        .await?);
+        let in_place = self.change_probe.as_ref().and_then(|probe| probe.read());
+        let (watched, ledger): (i64, i64) = match in_place {
+            Some(counts) => counts,
+            None => with_pool!(self, |pool| sqlx::query_as(CHANGES_SQL).fetch_one(pool).await?),
+        };
         Ok(Changes {
             watched: WatchedChanges(watched),
             ledger: LedgerChanges(ledger),

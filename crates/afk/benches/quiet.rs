@@ -9,8 +9,11 @@
 //! (`quiet: spinning (skipped pass) ... (pid PID)`), for attaching a profiler (`perf record -p
 //! PID`) to the quiet ticks alone.
 //!
-//! Every size gets a fresh world: the T3 stand-in (`t3-sim`) on loopback and a SQLite ledger
-//! file. Dispatching 100,000 jobs through T3's HTTP commands would take minutes, so the world is
+//! Every size gets its own world: the T3 stand-in (`t3-sim`) on loopback and a SQLite ledger
+//! file. All the worlds are built first and stay up together; the rounds then run size after
+//! size in turn (each round starting at another size), so that the load of the shared machine
+//! falls on every size alike (the resident memory is said on stderr as each world comes up).
+//! Dispatching 100,000 jobs through T3's HTTP commands would take minutes, so each world is
 //! **seeded directly**: the ledger by SQL shaped as the state machine records a dispatch (N
 //! `running` jobs from the local source, each with its `running` attempt and the events
 //! `queued → dispatching → running`), and the stand-in by applying each attempt's `thread.create`
@@ -28,7 +31,8 @@
 //! - `a tick after one thread changed`: one thread's agent starts another turn in T3 (a
 //!   `thread.turn.start` applied in process: the thread changes, its job does not), then
 //!   `App::tick`, checked to visit that thread's attempt alone (`ControlPlane::partial_passes`,
-//!   `ControlPlane::visited_attempts`; T3's admission of the turn, a moment later, is waited for
+//!   `ControlPlane::visited_attempts`; T3's admission of the turn, a moment later, and the
+//!   stream's view reaching T3's sequence (`ControlPlane::stream_sequence`) are waited for
 //!   before the next round); a tick that came before the stream brought the change
 //!   (it skipped) is not counted, and the next is tried;
 //! - the same tick with skipping off (`ControlPlane::skip_quiet_passes(false)`): the whole pass
@@ -41,10 +45,13 @@
 //!   still makes, the ledger's change counts (`Ledger::changes`). Over all rounds the bench
 //!   checks that no tick made those reads again (`ControlPlane::tick_reads`).
 //!
-//! - `the next quiet tick at once`: a second quiet tick right after the first (a quiet stretch's
+//! - `the next quiet tick at once`: five quiet ticks right after the first (a quiet stretch's
 //!   steady state; the first follows a whole pass over the fleet, which leaves the caches full of
 //!   it), with what it allocated, counted by this bench's allocator (a second table: the same
-//!   count at every size means no copy or walk of anything sized by the fleet).
+//!   count at every size means no copy or walk of anything sized by the fleet); and, each in
+//!   turn with those, five with the change counts read as before, through sqlx's pool
+//!   (`Ledger::read_changes_in_place(false)`), and that read alone: before and after in the very
+//!   same rounds and load.
 //!
 //! Medians and ratios from one run; the machine is shared, so absolute times are only indicative.
 
@@ -138,19 +145,84 @@ fn main() {
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs);
     let runtime = support::runtime();
-    let mut rows = Vec::new();
-    let mut allocated = Vec::new();
-    let largest = sizes.iter().copied().max().unwrap_or(0);
-    for &n in &sizes {
-        eprintln!("quiet: {n} running threads");
-        let spin = spin.filter(|_| n == largest);
-        let (of_size, allocs) = runtime.block_on(quiet(n, spin));
-        rows.extend(of_size);
-        allocated.push(allocs);
-    }
+    let (rows, allocated) = runtime.block_on(async {
+        // Every size's world is built first and stays alive to the end: the rounds then run
+        // size after size in turn, so that the load of the shared machine (and whatever the
+        // largest world costs the process) falls on every size alike.
+        let mut fleets = Vec::new();
+        for &n in &sizes {
+            eprintln!("quiet: {n} running threads");
+            fleets.push(QuietFleet::build(n).await);
+            eprintln!(
+                "quiet: resident memory with {} world(s) up: {}",
+                fleets.len(),
+                resident()
+            );
+        }
+        let mut round = 0;
+        let mut started = Instant::now();
+        loop {
+            if round == WARM_UP {
+                started = Instant::now();
+            }
+            // Each round starts at another size: none always follows the largest one's whole
+            // pass (which leaves the caches full of its fleet).
+            for k in 0..fleets.len() {
+                let i = (round + k) % fleets.len();
+                fleets[i].round(round, round >= WARM_UP).await;
+            }
+            round += 1;
+            let timed = round.saturating_sub(WARM_UP);
+            let budget = BUDGET * u32::try_from(fleets.len()).expect("a few sizes");
+            if timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= budget) {
+                break;
+            }
+        }
+        eprintln!(
+            "quiet: {} timed rounds; peak resident memory {}",
+            round - WARM_UP,
+            peak_resident()
+        );
+        for fleet in &mut fleets {
+            fleet.check();
+        }
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        if let Some(spin) = spin {
+            if let Some(fleet) = fleets.iter_mut().find(|f| f.n == largest) {
+                fleet.spin(spin).await;
+            }
+        }
+        let mut rows = Vec::new();
+        let mut allocated = Vec::new();
+        for fleet in fleets {
+            let (of_size, allocs) = fleet.finish().await;
+            rows.extend(of_size);
+            allocated.push(allocs);
+        }
+        (rows, allocated)
+    });
     print_table(&rows, sizes[0]);
     println!();
     print_allocations(&allocated);
+}
+
+/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`), or `?` where there is none.
+fn proc_status(key: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .map_or_else(|| "?".to_owned(), |value| value.trim().to_owned())
+}
+
+/// The process's resident memory now.
+fn resident() -> String {
+    proc_status("VmRSS")
+}
+
+/// The process's peak resident memory so far.
+fn peak_resident() -> String {
+    proc_status("VmHWM")
 }
 
 /// The sizes from `AFK_QUIET_SIZES` (comma-separated), else 1,000, 10,000 and 100,000.
@@ -181,117 +253,173 @@ struct Allocated {
     bytes: u64,
 }
 
-async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
-    let clock = Instant::now();
-    let phase = |what: &str| eprintln!("quiet: N={n}: {what} ({:.1?} in)", clock.elapsed());
-    let mut world = World::new(Duration::from_secs(3600)).await;
-    // Nothing may time out or stall while the bench runs, however slow the machine.
-    world.config.watch.stall_timeout = Duration::from_secs(24 * 3600);
-    world.config.watch.turn_timeout = Duration::from_secs(24 * 3600);
-    world.config.watch.push = true;
-    world.config.t3.request_timeout = Duration::from_secs(300);
-    world.config.limits.max_concurrent = u32::try_from(n).expect("a size that fits u32");
-    world.config.limits.per_repo = world.config.limits.max_concurrent;
-    world.config.source.local = None;
+/// Quiet ticks timed one after the other in each round, right after the round's first quiet
+/// tick: a quiet stretch's steady state.
+const AGAIN: usize = 5;
 
-    let ledger = Ledger::open(&world.config.ledger.url)
-        .await
-        .expect("the ledger opens");
-    seed_ledger(&world.config.ledger.url, n).await;
-    phase("ledger seeded");
-    let live = ledger.watched_attempts().await.expect("the live attempts");
-    assert_eq!(live.len(), n, "every job has its running attempt");
-    for attempt in &live {
-        for command in [
-            thread_create(attempt.thread_id.as_str(), attempt.job_id.0),
-            turn_start(attempt.thread_id.as_str(), attempt.job_id.0),
-        ] {
-            let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
-            world.sim.apply_command(command).expect("T3 takes it");
+/// One size's world (T3 stand-in, ledger, afk) and what its rounds measured.
+struct QuietFleet {
+    n: usize,
+    world: World,
+    app: App,
+    /// The bench's own handle on the ledger, for the reads timed beside the ticks.
+    ledger: Ledger,
+    /// Every live attempt's thread and job, in the ledger's order: round `r` changes the
+    /// thread `r % n`.
+    threads: Vec<(String, i64)>,
+    /// T3's event sequence once every thread ran.
+    sequence: u64,
+    reads_before: u64,
+    tick_reads_before: u64,
+    samples: [Vec<Duration>; 8],
+    allocated: Vec<(u64, u64)>,
+    /// Quiet ticks after a whole pass that did not skip (a change still arriving): not timed.
+    retried: u64,
+}
+
+impl QuietFleet {
+    /// Builds and seeds the world of `n` running threads and ticks afk until it follows the
+    /// stream.
+    async fn build(n: usize) -> QuietFleet {
+        let clock = Instant::now();
+        let phase = |what: &str| eprintln!("quiet: N={n}: {what} ({:.1?} in)", clock.elapsed());
+        let mut world = World::new(Duration::from_secs(3600)).await;
+        // Nothing may time out or stall while the bench runs, however slow the machine.
+        world.config.watch.stall_timeout = Duration::from_secs(24 * 3600);
+        world.config.watch.turn_timeout = Duration::from_secs(24 * 3600);
+        world.config.watch.push = true;
+        world.config.t3.request_timeout = Duration::from_secs(300);
+        world.config.limits.max_concurrent = u32::try_from(n).expect("a size that fits u32");
+        world.config.limits.per_repo = world.config.limits.max_concurrent;
+        world.config.source.local = None;
+
+        let ledger = Ledger::open(&world.config.ledger.url)
+            .await
+            .expect("the ledger opens");
+        seed_ledger(&world.config.ledger.url, n).await;
+        phase("ledger seeded");
+        let live = ledger.watched_attempts().await.expect("the live attempts");
+        assert_eq!(live.len(), n, "every job has its running attempt");
+        for attempt in &live {
+            for command in [
+                thread_create(attempt.thread_id.as_str(), attempt.job_id.0),
+                turn_start(attempt.thread_id.as_str(), attempt.job_id.0),
+            ] {
+                let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
+                world.sim.apply_command(command).expect("T3 takes it");
+            }
         }
-    }
-    drop(live);
-    phase("T3 seeded");
-    wait_all_running(&world, n).await;
-    phase("all running in T3");
+        drop(live);
+        phase("T3 seeded");
+        wait_all_running(&world, n).await;
+        phase("all running in T3");
 
-    let mut app = App::build(world.config.clone())
-        .await
-        .expect("the control plane is wired");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+        let mut app = App::build(world.config.clone())
+            .await
+            .expect("the control plane is wired");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            support::quiet_tick(&mut app).await;
+            if app.control_plane().is_following_stream() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the shell stream never synchronized");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        phase("following the stream");
+        let jobs = ledger
+            .jobs_in(&[JobState::Running])
+            .await
+            .expect("the running jobs");
+        assert_eq!(jobs.len(), n, "all jobs running");
+        drop(jobs);
+        let sequence = world.sim.sequence();
+        // A first tick after the stream came up may still have read (its reads follow a move).
         support::quiet_tick(&mut app).await;
-        if app.control_plane().is_following_stream() {
-            break;
+        let reads_before = app.control_plane().watched_reads();
+        let tick_reads_before = app.control_plane().tick_reads();
+        let live = ledger.watched_attempts().await.expect("the live attempts");
+        let threads: Vec<(String, i64)> = live
+            .iter()
+            .map(|a| (a.thread_id.as_str().to_owned(), a.job_id.0))
+            .collect();
+        drop(live);
+        QuietFleet {
+            n,
+            world,
+            app,
+            ledger,
+            threads,
+            sequence,
+            reads_before,
+            tick_reads_before,
+            samples: Default::default(),
+            allocated: Vec::new(),
+            retried: 0,
         }
-        assert!(Instant::now() < deadline, "the shell stream never synchronized");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    phase("following the stream");
-    let jobs = ledger
-        .jobs_in(&[JobState::Running])
-        .await
-        .expect("the running jobs");
-    assert_eq!(jobs.len(), n, "all jobs running");
-    drop(jobs);
-    let sequence = world.sim.sequence();
 
-    let mut samples: [Vec<Duration>; 6] = Default::default();
-    let mut allocated: Vec<(u64, u64)> = Vec::new();
-    // A first tick after the stream came up may still have read (its reads follow a move).
-    support::quiet_tick(&mut app).await;
-    let reads_before = app.control_plane().watched_reads();
-    let tick_reads_before = app.control_plane().tick_reads();
-    let live = ledger.watched_attempts().await.expect("the live attempts");
-    let threads: Vec<(String, i64)> = live
-        .iter()
-        .map(|a| (a.thread_id.as_str().to_owned(), a.job_id.0))
-        .collect();
-    drop(live);
-    let mut round = 0;
-    let mut started = Instant::now();
-    loop {
-        if round == WARM_UP {
-            started = Instant::now();
-        }
+    /// One round: the whole pass, the quiet tick, the next quiet ticks at once, a tick after
+    /// one thread changed, and the ledger reads; kept when `timed`.
+    async fn round(&mut self, round: usize, timed: bool) {
+        let app = &mut self.app;
         // The whole pass, as every quiet tick made it before passes were skipped (and as any
         // tick after a change at T3 still does).
         app.control_plane().skip_quiet_passes(false);
         let t = Instant::now();
-        support::quiet_tick(&mut app).await;
+        support::quiet_tick(app).await;
         let whole = t.elapsed();
         app.control_plane().skip_quiet_passes(true);
-        // The quiet tick; one that still brings a late event of the last changed thread (its
-        // turn starting) visits it and is not counted: the next is tried.
+        // The quiet tick. The stream brought every change of the last round before it ended
+        // (waited for there); a tick that still visits is not counted (and counted as a retry),
+        // and the next is tried.
         let mut tries = 0;
         let tick = loop {
             let skipped = app.control_plane().skipped_passes();
             let t = Instant::now();
-            support::quiet_tick(&mut app).await;
+            support::quiet_tick(app).await;
             let tick = t.elapsed();
             if app.control_plane().skipped_passes() == skipped + 1 {
                 break tick;
             }
             tries += 1;
+            self.retried += 1;
             assert!(tries < 100, "the quiet tick never skipped its pass");
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        // The next quiet tick at once: a quiet stretch's steady state, not the first tick after
+        // The next quiet ticks at once: a quiet stretch's steady state, not the first tick after
         // a whole pass over the fleet (which leaves the CPU's caches full of the fleet), with
-        // what it allocated (every thread of the process).
-        let skipped = app.control_plane().skipped_passes();
-        let before = allocations();
-        let t = Instant::now();
-        support::quiet_tick(&mut app).await;
-        let again = t.elapsed();
-        let after = allocations();
-        assert_eq!(
-            app.control_plane().skipped_passes(),
-            skipped + 1,
-            "a quiet tick right after a quiet tick skipped its pass"
-        );
+        // what each allocated (every thread of the process).
+        // Each in turn with the change counts read as before this round, through sqlx's pool
+        // (`Ledger::read_changes_in_place(false)`): the same tick, load and sizes.
+        let mut again = Vec::with_capacity(AGAIN);
+        let mut again_pool = Vec::with_capacity(AGAIN);
+        let mut allocated = Vec::with_capacity(AGAIN);
+        for i in 0..2 * AGAIN {
+            // Which goes first alternates by round: the first is nearest the whole pass.
+            let in_place = (i + round) % 2 == 0;
+            app.control_plane().ledger().read_changes_in_place(in_place);
+            let skipped = app.control_plane().skipped_passes();
+            let before = allocations();
+            let t = Instant::now();
+            support::quiet_tick(app).await;
+            let took = t.elapsed();
+            let after = allocations();
+            if in_place {
+                again.push(took);
+                allocated.push((after.0 - before.0, after.1 - before.1));
+            } else {
+                again_pool.push(took);
+            }
+            assert_eq!(
+                app.control_plane().skipped_passes(),
+                skipped + 1,
+                "a quiet tick right after a quiet tick skipped its pass"
+            );
+        }
+        app.control_plane().ledger().read_changes_in_place(true);
         // One thread changes at T3: its agent starts another turn (its job does not move).
-        let (thread, job) = &threads[round % threads.len()];
+        let (thread, job) = &self.threads[round % self.threads.len()];
         let command = serde_json::json!({
             "type": "thread.turn.start",
             "commandId": format!("bench-turn-{round}"),
@@ -307,8 +435,8 @@ async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
             "createdAt": t3_client::wire::Timestamp::now(),
         });
         let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
-        world.sim.apply_command(command).expect("T3 takes it");
-        let applied = world.sim.sequence();
+        self.world.sim.apply_command(command).expect("T3 takes it");
+        let applied = self.world.sim.sequence();
         let mut tries = 0;
         let changed = loop {
             tries += 1;
@@ -321,12 +449,12 @@ async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
             let plane = app.control_plane();
             let (partial, visited) = (plane.partial_passes(), plane.visited_attempts());
             let t = Instant::now();
-            support::quiet_tick(&mut app).await;
+            support::quiet_tick(app).await;
             let took = t.elapsed();
             let plane = app.control_plane();
             if plane.partial_passes() > partial {
-                // T3 admits the turn a moment later (waited for below); a tick that saw both the
-                // start and the admission still visits the one attempt.
+                // Every change before this round's was in the stream's view before the round
+                // began (waited for below): only this thread can have changed since.
                 assert_eq!(
                     plane.visited_attempts() - visited,
                     1,
@@ -335,12 +463,27 @@ async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
                 break took;
             }
         };
-        // T3 admits the new turn after the stand-in's startup delay: waited for here, so that
-        // the next round's whole pass takes it in and its quiet tick finds nothing new.
-        let admitted = Instant::now() + Duration::from_secs(5);
-        while world.sim.sequence() == applied && Instant::now() < admitted {
+        // T3 admits the new turn after the stand-in's startup delay (one more event on the
+        // thread); then the stream's view must reach T3's sequence before the next round.
+        // Without this wait, an admission that reached afk's view only after the next round's
+        // quiet ticks made that round's changed thread the second one its tick visited.
+        let admitted = Instant::now() + Duration::from_secs(30);
+        while self.world.sim.sequence() == applied {
+            assert!(Instant::now() < admitted, "T3 admitted the new turn");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let upto = self.world.sim.sequence();
+        let caught_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let at = (app.control_plane().stream_sequence())
+                .expect("afk still follows the stream (a snapshot view would not tell)");
+            if at >= upto {
+                break;
+            }
+            assert!(Instant::now() < caught_up, "the stream brought T3's events");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ledger = &self.ledger;
         let t = Instant::now();
         let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
         let ended = ledger
@@ -356,98 +499,114 @@ async fn quiet(n: usize, spin: Option<Duration>) -> (Vec<Row>, Allocated) {
         let t = Instant::now();
         ledger.changes().await.expect("the change counts");
         let counts = t.elapsed();
-        if round >= WARM_UP {
-            samples[0].push(tick);
-            samples[1].push(changed);
-            samples[2].push(whole);
-            samples[3].push(reads);
-            samples[4].push(counts);
-            samples[5].push(again);
-            allocated.push((after.0 - before.0, after.1 - before.1));
-        }
-        round += 1;
-        let timed = round.saturating_sub(WARM_UP);
-        if timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= BUDGET) {
-            break;
+        ledger.read_changes_in_place(false);
+        let t = Instant::now();
+        ledger.changes().await.expect("the change counts");
+        let counts_pool = t.elapsed();
+        ledger.read_changes_in_place(true);
+        if timed {
+            self.samples[0].push(tick);
+            self.samples[1].push(changed);
+            self.samples[2].push(whole);
+            self.samples[3].push(reads);
+            self.samples[4].push(counts);
+            self.samples[5].extend(again);
+            self.samples[6].extend(again_pool);
+            self.samples[7].push(counts_pool);
+            self.allocated.extend(allocated);
         }
     }
-    assert!(
-        world.sim.sequence() > sequence,
-        "the changed threads' turns reached T3"
-    );
-    assert_eq!(
-        app.control_plane().watched_reads(),
-        reads_before,
-        "no tick read the live attempts again: nothing changed in the ledger"
-    );
-    assert_eq!(
-        app.control_plane().tick_reads(),
-        tick_reads_before,
-        "no tick read the attempts to stop, the jobs to settle or the ready jobs again"
-    );
-    assert!(
-        app.control_plane().is_following_stream(),
-        "still following the stream"
-    );
-    phase("measured");
-    if let Some(spin) = spin {
-        // First the ticks as they are (the pass skipped), then with the whole pass, each said on
-        // stderr as it starts so that a profiler attaches to one of them.
+
+    /// The checks over all rounds: the changes reached T3, no tick re-read what nothing changed.
+    fn check(&mut self) {
+        eprintln!(
+            "quiet: N={}: {} quiet tick(s) after a whole pass retried",
+            self.n, self.retried
+        );
+        let plane = self.app.control_plane();
+        assert!(
+            self.world.sim.sequence() > self.sequence,
+            "the changed threads' turns reached T3"
+        );
+        assert_eq!(
+            plane.watched_reads(),
+            self.reads_before,
+            "no tick read the live attempts again: nothing changed in the ledger"
+        );
+        assert_eq!(
+            plane.tick_reads(),
+            self.tick_reads_before,
+            "no tick read the attempts to stop, the jobs to settle or the ready jobs again"
+        );
+        assert!(plane.is_following_stream(), "still following the stream");
+    }
+
+    /// Ticks for `spin` with the pass skipped, then for `spin` with the whole pass, each said
+    /// on stderr as it starts so that a profiler attaches to one of them.
+    async fn spin(&mut self, spin: Duration) {
         for (what, skip) in [("skipped", true), ("whole", false)] {
-            app.control_plane().skip_quiet_passes(skip);
+            self.app.control_plane().skip_quiet_passes(skip);
             eprintln!(
-                "quiet: spinning ({what} pass) for {spin:?} (pid {})",
+                "quiet: N={}: spinning ({what} pass) for {spin:?} (pid {})",
+                self.n,
                 std::process::id()
             );
             let until = Instant::now() + spin;
             let mut ticks = 0u64;
             while Instant::now() < until {
-                support::quiet_tick(&mut app).await;
+                support::quiet_tick(&mut self.app).await;
                 ticks += 1;
             }
             eprintln!("quiet: spun {ticks} ticks ({what} pass)");
         }
+        self.app.control_plane().skip_quiet_passes(true);
     }
 
-    let names = [
-        "quiet tick, push (ControlPlane::tick; the pass skipped)",
-        "a tick after one thread changed at T3 (its attempt alone visited)",
-        "the same quiet tick with the whole pass (skipping off: as any tick after a change before)",
-        "the ledger reads a quiet tick no longer makes (attempts_to_stop, jobs_in(timed_out, lost), ready_jobs)",
-        "the one ledger read a quiet tick makes (Ledger::changes: one row by key)",
-        "the next quiet tick at once (a quiet tick after a quiet tick)",
-    ];
-    let rows = names
-        .into_iter()
-        .zip(samples)
-        .map(|(scenario, mut s)| {
-            s.sort();
-            Row {
-                scenario,
-                n,
-                median: s[s.len() / 2],
-                fastest: s[0],
-                slowest: s[s.len() - 1],
-                runs: s.len(),
-            }
-        })
-        .collect();
-    ledger.close().await;
-    drop(app);
-    world.sim.shutdown().await;
-    phase("shut down");
-    let mut counts: Vec<u64> = allocated.iter().map(|a| a.0).collect();
-    counts.sort_unstable();
-    let mut bytes: Vec<u64> = allocated.iter().map(|a| a.1).collect();
-    bytes.sort_unstable();
-    let allocated = Allocated {
-        n,
-        median: counts[counts.len() / 2],
-        fewest: counts[0],
-        most: counts[counts.len() - 1],
-        bytes: bytes[bytes.len() / 2],
-    };
-    (rows, allocated)
+    /// The rows of this size, its allocations; the world shut down.
+    async fn finish(self) -> (Vec<Row>, Allocated) {
+        let n = self.n;
+        let names = [
+            "quiet tick, push (ControlPlane::tick; the pass skipped)",
+            "a tick after one thread changed at T3 (its attempt alone visited)",
+            "the same quiet tick with the whole pass (skipping off: as any tick after a change before)",
+            "the ledger reads a quiet tick no longer makes (attempts_to_stop, jobs_in(timed_out, lost), ready_jobs)",
+            "the one ledger read a quiet tick makes (Ledger::changes: one row by key, read in place)",
+            "the next quiet tick at once (a quiet tick after a quiet tick)",
+            "the next quiet tick at once, its counts read through sqlx's pool (as before this round)",
+            "Ledger::changes through sqlx's pool (as before this round)",
+        ];
+        let rows = names
+            .into_iter()
+            .zip(self.samples)
+            .map(|(scenario, mut s)| {
+                s.sort();
+                Row {
+                    scenario,
+                    n,
+                    median: s[s.len() / 2],
+                    fastest: s[0],
+                    slowest: s[s.len() - 1],
+                    runs: s.len(),
+                }
+            })
+            .collect();
+        self.ledger.close().await;
+        drop(self.app);
+        self.world.sim.shutdown().await;
+        eprintln!("quiet: N={n}: shut down");
+        let mut counts: Vec<u64> = self.allocated.iter().map(|a| a.0).collect();
+        counts.sort_unstable();
+        let mut bytes: Vec<u64> = self.allocated.iter().map(|a| a.1).collect();
+        bytes.sort_unstable();
+        let allocated = Allocated {
+            n,
+            median: counts[counts.len() / 2],
+            fewest: counts[0],
+            most: counts[counts.len() - 1],
+            bytes: bytes[bytes.len() / 2],
+        };
+        (rows, allocated)
+    }
 }
 
 /// Fills the migrated ledger at `url` with `n` running jobs (alternately of the two configured

@@ -314,6 +314,14 @@ impl ControlPlane {
         self.watcher.is_following_stream()
     }
 
+    /// The event sequence T3's view from the shell stream has reached now (the stream's task
+    /// applies T3's events as they come, between ticks too); `None` without a live, synchronized
+    /// stream. Once it reaches T3's own sequence, the next tick sees every change made so far.
+    /// For tests and benchmarks; nothing depends on it.
+    pub fn stream_sequence(&self) -> Option<u64> {
+        self.watcher.stream_sequence()
+    }
+
     /// How many ticks so far skipped the watcher's pass over the live attempts because nothing
     /// changed at T3 or in the ledger since a pass that decided nothing and no timeout was due
     /// (push watching only). For tests and benchmarks; nothing depends on it.

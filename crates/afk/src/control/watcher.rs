@@ -699,6 +699,12 @@ impl Watcher {
         self.following_stream == Some(true)
     }
 
+    /// The event sequence of the shell stream's view now; `None` without a live, synchronized
+    /// stream.
+    pub(crate) fn stream_sequence(&self) -> Option<u64> {
+        self.feed.as_ref()?.fleet().map(|fleet| fleet.sequence())
+    }
+
     /// The T3 this watcher reads, as configured (it may carry a password: redact it to show it).
     pub(crate) fn base_url(&self) -> &str {
         self.reader.base_url()
