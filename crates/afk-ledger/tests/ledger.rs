@@ -2819,7 +2819,10 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     assert_eq!(hand(raw_jobs_insert(300, 1000, states)).await, 300);
     let jobs_in = counts().await;
     assert!(jobs_in.ledger > start.ledger, "300 jobs inserted");
-    assert!(jobs_in.watched > start.watched, "300 jobs inserted: watching reads them");
+    assert!(
+        jobs_in.watched > start.watched,
+        "300 jobs inserted: watching reads them"
+    );
     exact("300 jobs inserted by one statement").await;
 
     // Running jobs get an open attempt, succeeded ones an ended one of a length of their own.
@@ -2847,12 +2850,15 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     exact("200 attempts and 300 events inserted by one statement each").await;
 
     // Many rows moved by one statement each: states, attempts ended, attempts moved in time.
-    let moved = hand("UPDATE jobs SET state = 'given_up' WHERE state = 'running' AND number > 1000".to_owned()).await;
+    let moved =
+        hand("UPDATE jobs SET state = 'given_up' WHERE state = 'running' AND number > 1000".to_owned()).await;
     assert_eq!(moved, 100);
     let given_up = counts().await;
     assert!(given_up.ledger > attempts_in.ledger && given_up.watched > attempts_in.watched);
-    hand("UPDATE attempts SET state = 'lost', ended_ms = created_ms + 7000 WHERE ended_ms IS NULL".to_owned())
-        .await;
+    hand(
+        "UPDATE attempts SET state = 'lost', ended_ms = created_ms + 7000 WHERE ended_ms IS NULL".to_owned(),
+    )
+    .await;
     let ended = counts().await;
     assert!(ended.ledger > given_up.ledger && ended.watched > given_up.watched);
     exact("100 jobs given up and their attempts ended by one statement each").await;
