@@ -2862,8 +2862,12 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     let ended = counts().await;
     assert!(ended.ledger > given_up.ledger && ended.watched > given_up.watched);
     exact("100 jobs given up and their attempts ended by one statement each").await;
-    hand("UPDATE attempts SET created_ms = created_ms - 1000, ended_ms = NULL WHERE thread_id LIKE 'bulk-%' AND number = 1 AND state = 'succeeded'".to_owned())
-        .await;
+    hand(
+        "UPDATE attempts SET created_ms = created_ms - 1000, ended_ms = NULL \
+         WHERE thread_id LIKE 'bulk-%' AND state = 'succeeded'"
+            .to_owned(),
+    )
+    .await;
     exact("100 attempts reopened and moved back by one statement").await;
 
     // Many rows written by one statement, none in a column the live attempts' read returns.
