@@ -2783,7 +2783,7 @@ async fn the_running_totals_match_a_fresh_count_after_every_write_path(fx: &Fixt
 
 on_both_backends!(
     statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_totals_exact,
-    a_statement_writing_twenty_thousand_jobs_takes_seconds_not_minutes,
+    a_twenty_thousand_job_import_in_one_statement_keeps_the_totals_exact,
 );
 
 /// A `WITH` clause numbering `1..=count` as `n(i)`, for a statement that writes `count` rows.
@@ -2811,7 +2811,12 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     let ledger = &fx.ledger;
     let hand = |sql: String| async move { fx.raw_execute(&sql).await.expect(&sql) };
     let counts = || async { ledger.changes().await.expect("the counts") };
-    let exact = |after: &'static str| assert_totals_exact(ledger, &fx.raw, t0(), after);
+    // At two instants: open attempts' agent time grows with `now`, so an error in their count
+    // and one in their summed start cannot cancel out at both.
+    let exact = |after: &'static str| async move {
+        assert_totals_exact(ledger, &fx.raw, t0(), after).await;
+        assert_totals_exact(ledger, &fx.raw, at(3600), after).await;
+    };
     queued(ledger, 1, 2, t0()).await;
 
     let start = counts().await;
@@ -2819,6 +2824,17 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     assert_eq!(hand(raw_jobs_insert(300, 1000, states)).await, 300);
     let jobs_in = counts().await;
     assert!(jobs_in.ledger > start.ledger, "300 jobs inserted");
+    // PostgreSQL moves the count once per statement (migration 0023), SQLite once per row.
+    let per_statement = if ledger.backend() == Backend::Postgres {
+        1
+    } else {
+        300
+    };
+    assert_eq!(
+        jobs_in.ledger.0 - start.ledger.0,
+        per_statement,
+        "one statement's move"
+    );
     assert!(
         jobs_in.watched > start.watched,
         "300 jobs inserted: watching reads them"
@@ -2877,6 +2893,17 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
     let marked = counts().await;
     assert!(marked.ledger > unwatched.ledger, "jobs and attempts written");
     assert_eq!(marked.watched, unwatched.watched, "no column watching reads");
+    // A watched column set to the value it has: PostgreSQL compares values (migration 0023),
+    // SQLite's `UPDATE OF` triggers fire on the column being set.
+    hand("UPDATE jobs SET state = state WHERE number > 1000".to_owned()).await;
+    let rewritten = counts().await;
+    assert!(rewritten.ledger > marked.ledger);
+    if ledger.backend() == Backend::Postgres {
+        assert_eq!(rewritten.watched, marked.watched, "no watched value changed");
+    } else {
+        assert!(rewritten.watched > marked.watched, "SQLite counts the column set");
+    }
+    let marked = rewritten;
     // A statement that matches no row moves nothing.
     hand("UPDATE jobs SET state = 'queued' WHERE number > 5000".to_owned()).await;
     hand("DELETE FROM attempts WHERE thread_id = 'none'".to_owned()).await;
@@ -2897,13 +2924,13 @@ async fn statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_
 }
 
 /// A first import of a large backlog written in one statement (here 20,000 jobs, then their
-/// attempts and events) finishes in seconds and leaves the running totals exact. Before
-/// migration 0023, PostgreSQL's row triggers updated the same counter and totals rows once per
-/// row inside the statement's transaction, each update walking every earlier version of the
-/// row: about 45 s for these 20,000 jobs alone on the machine where this was written (quadratic:
-/// 6.7 s at 8,000), and more than 20 minutes for `bench/history`'s 100,000.
-async fn a_statement_writing_twenty_thousand_jobs_takes_seconds_not_minutes(fx: &Fixture) {
-    let started = std::time::Instant::now();
+/// attempts and events) leaves the running totals exact. It took 4.4 s with migration 0023 and
+/// 248.9 s before it on PostgreSQL (2 shared cores, load 9 to 13): its row triggers updated the
+/// same counter and totals rows once per row inside the statement's transaction, each update
+/// walking every earlier version of the row. No time bound here (it would flake under load);
+/// [`statements_writing_many_jobs_and_attempts_move_the_counts_and_keep_the_totals_exact`]
+/// checks the once-per-statement move itself.
+async fn a_twenty_thousand_job_import_in_one_statement_keeps_the_totals_exact(fx: &Fixture) {
     fx.raw_execute(&raw_jobs_insert(20_000, 0, "'succeeded'"))
         .await
         .expect("20,000 jobs");
@@ -2923,13 +2950,6 @@ async fn a_statement_writing_twenty_thousand_jobs_takes_seconds_not_minutes(fx: 
     )
     .await
     .expect("their events");
-    let took = started.elapsed();
-    // Linear, it takes about a second even on a loaded machine; the bound leaves room for a
-    // slow one and still fails the quadratic cost by far.
-    assert!(
-        took < Duration::from_secs(15),
-        "20,000 jobs, attempts and events in one statement each took {took:?}"
-    );
     assert_totals_exact(&fx.ledger, &fx.raw, t0(), "a 20,000-job import").await;
     let size = fx.ledger.size().await.unwrap();
     assert_eq!((size.jobs, size.attempts, size.events), (20_000, 20_000, 20_000));
