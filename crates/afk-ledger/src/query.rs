@@ -194,7 +194,9 @@ impl Ledger {
     /// How many changes to what [`Ledger::watched_attempts`] reads the ledger has seen: a count
     /// that triggers (migration 0018) move in the very transaction of every insert, delete or
     /// change of a job's, live attempt's or follow-up's column that read returns, whoever writes
-    /// (this handle, another process, a person's SQL). Never goes back.
+    /// (this handle, another process, a person's SQL). Never goes back. On PostgreSQL it moves
+    /// once per statement, and for an update only when such a value changed (migration 0023);
+    /// on SQLite once per row, also when such a column is set to the value it had.
     ///
     /// A cache of the live attempts read *after* this count read `n` holds every change counted
     /// up to `n`; while the count still reads `n`, nothing it holds changed. One row read by its
@@ -211,7 +213,8 @@ impl Ledger {
     /// Both change counts in one read of one row by its key (the same cost whatever the size of
     /// the ledger): [`Ledger::watched_changes`]'s, and the count of every insert, delete or
     /// change of any column of a job or an attempt (migration 0021), moved by triggers in the
-    /// very transaction of the change whoever writes. Neither ever goes back.
+    /// very transaction of the change whoever writes (on PostgreSQL once per statement that
+    /// wrote a row, migration 0023; on SQLite once per row). Neither ever goes back.
     ///
     /// A read of jobs and attempts alone made *after* this read returned `n` holds every change
     /// counted up to `n`; while [`Changes::ledger`] still reads `n`, that read would answer the
