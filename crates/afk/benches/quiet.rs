@@ -397,7 +397,7 @@ impl QuietFleet {
         let mut allocated = Vec::with_capacity(AGAIN);
         for i in 0..2 * AGAIN {
             // Which goes first alternates by round: the first is nearest the whole pass.
-            let in_place = (i + round) % 2 == 0;
+            let in_place = (i + round).is_multiple_of(2);
             app.control_plane().ledger().read_changes_in_place(in_place);
             let skipped = app.control_plane().skipped_passes();
             let before = allocations();
