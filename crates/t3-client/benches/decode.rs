@@ -51,7 +51,10 @@ use t3_client::{Fleet, ReadModel, T3Client, ThreadState, Transport, TransportErr
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 
 fn main() {
-    divan::main();
+    match std::env::var("AFK_DECODE_CPU_TIME") {
+        Ok(reps) => cpu_time::run(reps.parse().unwrap_or(cpu_time::REPS)),
+        Err(_) => divan::main(),
+    }
 }
 
 /// Answers each request with the body it was last handed, as T3 would, moving it rather than
@@ -268,4 +271,199 @@ fn declined_stream_snapshot_by_serde(bencher: Bencher, n: usize) {
     bencher
         .counter(divan::counter::BytesCount::new(text.len()))
         .bench_local(|| oracle::item_by_serde(black_box(&text)).expect("the item decodes"));
+}
+
+/// The CPU-time mode (`AFK_DECODE_CPU_TIME=REPS cargo bench -p t3-client --bench decode`, in place
+/// of divan's rows): each watch-path decode and its floor on the same body, timed by the thread's
+/// own CPU clock (`CLOCK_THREAD_CPUTIME_ID`), which does not run while the thread waits for a core,
+/// so that a preemption by the machine's other load does not stretch a sample the way it
+/// stretches wall time. REPS pairs per row and size (default [`REPS`]), the decode and its floor
+/// interleaved (their order alternating), after one warm-up pair. Per row it prints the median and
+/// the fastest of each and three ratios: of the medians, of the fastest, and the median of the
+/// pairs' ratios.
+///
+/// What it does not remove: the other load's share of the caches (a sample after a preemption
+/// starts colder), and page faults and their kernel time, which are the thread's own CPU time and
+/// counted (as they are in production). As `afk run` does (`crates/afk/src/main.rs`), glibc's
+/// mmap threshold is fixed at its default (128 KiB) so that the allocator behaves as it does
+/// there: a large block (the view's table) is mapped afresh on each decode, not reused.
+mod cpu_time {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Pairs per row and size when `AFK_DECODE_CPU_TIME` is not a number.
+    pub const REPS: usize = 200;
+
+    /// The thread's CPU time so far.
+    fn thread_cpu() -> Duration {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to fill; the clock id is a constant.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is readable");
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    /// The thread CPU time of `work`; its output is dropped after the clock is read, as divan
+    /// drops a row's outputs outside the timing.
+    fn timed<O>(work: impl FnOnce() -> O) -> Duration {
+        let start = thread_cpu();
+        let out = black_box(work());
+        let took = thread_cpu() - start;
+        drop(out);
+        took
+    }
+
+    /// One decode of a watch-path row and one of its floor, each on a fresh copy of the body
+    /// (copied outside the timing).
+    struct Row {
+        name: &'static str,
+        floor: &'static str,
+        afk: Box<dyn FnMut() -> Duration>,
+        parse: Box<dyn FnMut() -> Duration>,
+    }
+
+    /// The floor of a body handed by value: parsed into `IgnoredAny`, freed inside the timing.
+    fn floor_of(body: Vec<u8>) -> Box<dyn FnMut() -> Duration> {
+        Box::new(move || {
+            let copy = body.clone();
+            timed(|| {
+                serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&copy)).expect("parses");
+                drop(copy);
+            })
+        })
+    }
+
+    /// A client row: the body handed to the [`Canned`] transport (outside the timing), then
+    /// `decode` run on the client (inside).
+    fn client_row<O>(
+        body: Vec<u8>,
+        decode: impl Fn(&tokio::runtime::Runtime, &T3Client) -> O + 'static,
+    ) -> Box<dyn FnMut() -> Duration> {
+        let (runtime, client, canned) = canned_client();
+        Box::new(move || {
+            canned.hand(body.clone());
+            timed(|| decode(&runtime, &client))
+        })
+    }
+
+    fn rows(n: usize) -> Vec<Row> {
+        let snapshot = support::read_model_json(n);
+        let shell = support::shell_json(n);
+        let item = stream_snapshot(n);
+        let item_floor = item.clone();
+        vec![
+            Row {
+                name: "afk_fleet",
+                floor: "ignored_any",
+                afk: client_row(snapshot.clone(), |r, c| {
+                    r.block_on(c.fleet()).expect("the view decodes")
+                }),
+                parse: floor_of(snapshot),
+            },
+            Row {
+                name: "afk_shell",
+                floor: "ignored_any_shell",
+                afk: client_row(shell.clone(), |r, c| {
+                    r.block_on(c.shell()).expect("the shell decodes")
+                }),
+                parse: floor_of(shell.clone()),
+            },
+            Row {
+                name: "afk_shell_waits",
+                floor: "ignored_any_shell",
+                afk: client_row(shell.clone(), |r, c| {
+                    r.block_on(c.shell_waits()).expect("the shell decodes")
+                }),
+                parse: floor_of(shell),
+            },
+            Row {
+                name: "afk_stream_snapshot",
+                floor: "ignored_any_stream_snapshot",
+                afk: Box::new(move || {
+                    timed(|| FleetItem::decode(black_box(&item)).expect("the item decodes"))
+                }),
+                parse: Box::new(move || {
+                    timed(|| {
+                        serde_json::from_str::<serde::de::IgnoredAny>(black_box(&item_floor)).expect("parses")
+                    })
+                }),
+            },
+        ]
+    }
+
+    fn median(mut xs: Vec<f64>) -> f64 {
+        xs.sort_by(f64::total_cmp);
+        let mid = xs.len() / 2;
+        if xs.len() % 2 == 1 {
+            xs[mid]
+        } else {
+            (xs[mid - 1] + xs[mid]) / 2.0
+        }
+    }
+
+    fn fastest(xs: &[f64]) -> f64 {
+        xs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    fn shown(micros: f64) -> String {
+        if micros >= 1_000.0 {
+            format!("{:.2} ms", micros / 1_000.0)
+        } else {
+            format!("{micros:.1} µs")
+        }
+    }
+
+    pub fn run(reps: usize) {
+        const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes a malloc parameter; the bench has one thread here.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        let reps = reps.max(1);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "decode, thread CPU time (CLOCK_THREAD_CPUTIME_ID), {reps} interleaved pairs per row; \
+             load average at the start: {}",
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        println!();
+        println!("| row (floor) | threads | median | fastest | floor median | floor fastest | medians' ratio | fastest's ratio | median of pair ratios |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for n in SIZES {
+            for mut row in rows(n) {
+                // One warm-up pair, not counted.
+                (row.afk)();
+                (row.parse)();
+                let mut afk = Vec::with_capacity(reps);
+                let mut floor = Vec::with_capacity(reps);
+                for rep in 0..reps {
+                    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+                    if rep % 2 == 0 {
+                        afk.push(micros((row.afk)()));
+                        floor.push(micros((row.parse)()));
+                    } else {
+                        floor.push(micros((row.parse)()));
+                        afk.push(micros((row.afk)()));
+                    }
+                }
+                let pairs = afk.iter().zip(&floor).map(|(a, f)| a / f).collect();
+                let (afk_fastest, floor_fastest) = (fastest(&afk), fastest(&floor));
+                let (afk_median, floor_median) = (median(afk), median(floor));
+                println!(
+                    "| `{}` (`{}`) | {n} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+                    row.name,
+                    row.floor,
+                    shown(afk_median),
+                    shown(afk_fastest),
+                    shown(floor_median),
+                    shown(floor_fastest),
+                    afk_median / floor_median,
+                    afk_fastest / floor_fastest,
+                    median(pairs),
+                );
+            }
+        }
+    }
 }

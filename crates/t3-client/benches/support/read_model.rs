@@ -189,9 +189,56 @@ pub fn read_model(n: usize) -> ReadModel {
     }
 }
 
-/// The JSON document T3 would serve for [`read_model`]`(n)`.
+/// The JSON document T3 would serve for [`read_model`]`(n)`, with the keys T3 writes that afk's
+/// types do not ([`as_t3_writes`]).
 pub fn read_model_json(n: usize) -> Vec<u8> {
-    serde_json::to_vec(&read_model(n)).expect("a read model serialises")
+    let json = serde_json::to_string(&read_model(n)).expect("a read model serialises");
+    as_t3_writes(&json, Document::Snapshot).into_bytes()
+}
+
+/// Which of T3's documents [`as_t3_writes`] completes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Document {
+    Snapshot,
+    Shell,
+}
+
+/// T3's thread lifecycle keys that afk does not read, as T3 writes them for a thread none of
+/// them applies to (`OrchestrationThread` / `OrchestrationThreadShell`, T3 0.0.33), after
+/// `archivedAt`.
+const LIFECYCLE: &str = r#""settledOverride":null,"settledAt":null,"snoozedUntil":null,"snoozedAt":null,"pinnedAt":null,"pinOrderKey":null,"titleRegeneration":null,"#;
+
+/// `json` (a snapshot or shell document as afk's own types write it) as T3 writes it: T3's
+/// `ModelSelection` encoder writes `model` before `instanceId`, a session says its
+/// `providerInstanceId`, and each thread has the keys afk's types do not have, where T3 puts
+/// them (its `ProjectionSnapshotQuery`: `retention` before `latestTurn`, the lifecycle keys after
+/// `archivedAt`, `proposedPlans` after `messages` in the snapshot; `backgroundLiveness` and
+/// `planProgress` last in the shell). Nine keys a thread in each document, so that the bench
+/// decodes the bytes afk decodes in production, not a shorter document.
+fn as_t3_writes(json: &str, document: Document) -> String {
+    let at = json.find(r#""threads":["#).expect("a threads key");
+    let (head, threads) = json.split_at(at);
+    let threads = match document {
+        Document::Snapshot => threads
+            .replace(r#""latestTurn":"#, r#""retention":"retained","latestTurn":"#)
+            .replace(r#","deletedAt":"#, &format!(r#",{LIFECYCLE}"deletedAt":"#))
+            .replace(r#""messages":[],"#, r#""messages":[],"proposedPlans":[],"#),
+        Document::Shell => threads
+            .replace(r#","session":"#, &format!(r#",{LIFECYCLE}"session":"#))
+            .replace(
+                r#""hasActionableProposedPlan":false"#,
+                r#""hasActionableProposedPlan":false,"backgroundLiveness":null,"planProgress":null"#,
+            ),
+    };
+    format!("{head}{threads}")
+        .replace(
+            r#"{"instanceId":"claudeAgent","model":"claude-sonnet-4-5"}"#,
+            r#"{"model":"claude-sonnet-4-5","instanceId":"claudeAgent"}"#,
+        )
+        .replace(
+            r#""providerName":"claudeAgent","#,
+            r#""providerName":"claudeAgent","providerInstanceId":"claudeAgent","#,
+        )
 }
 
 /// The shell document (`GET /api/orchestration/shell`, or the `snapshot` of the shell stream's
@@ -210,7 +257,8 @@ pub fn shell_json(n: usize) -> Vec<u8> {
             .collect(),
         updated_at: model.updated_at,
     };
-    serde_json::to_vec(&shell).expect("a shell snapshot serialises")
+    let json = serde_json::to_string(&shell).expect("a shell snapshot serialises");
+    as_t3_writes(&json, Document::Shell).into_bytes()
 }
 
 /// The number of threads [`shell_json`]`(n)` lists.

@@ -32,7 +32,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use super::read_model::{is_timestamp, parse_timestamp};
-use super::{FleetThread, LatestTurn, SessionStatus, SessionSummary, TurnState};
+use super::{FleetThread, LatestTurn, SessionStatus, SessionSummary, ThreadFacts, Timestamp, TurnState};
 use crate::ids::{is_trimmed_non_empty, MessageId, ThreadId, TurnId};
 
 /// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
@@ -62,10 +62,10 @@ pub(super) struct Doc<P> {
 /// Reads a snapshot or shell document (`{"snapshotSequence", "projects", "threads",
 /// "updatedAt"}`), handing each thread to `each` in order; `None` to decline (see the module).
 /// `P` is the projects' wire type ([`super::Project`] or [`super::ProjectShell`]).
-pub(super) fn document<P: DeserializeOwned>(
-    text: &str,
+pub(super) fn document<'a, P: DeserializeOwned>(
+    text: &'a str,
     shape: Shape,
-    each: impl FnMut(FleetThread),
+    each: impl FnMut(ThreadRead<'a>) -> Option<()>,
 ) -> Option<Doc<P>> {
     let mut scan = Scan::new(text);
     let doc = scan.document(shape, each)?;
@@ -75,9 +75,9 @@ pub(super) fn document<P: DeserializeOwned>(
 
 /// Reads a shell stream item written `{"kind":"snapshot","snapshot":<shell document>}` (the two
 /// keys in that order, no other), as [`document`] reads the document; `None` to decline.
-pub(super) fn stream_snapshot<P: DeserializeOwned>(
-    text: &str,
-    each: impl FnMut(FleetThread),
+pub(super) fn stream_snapshot<'a, P: DeserializeOwned>(
+    text: &'a str,
+    each: impl FnMut(ThreadRead<'a>) -> Option<()>,
 ) -> Option<Doc<P>> {
     let mut scan = Scan::new(text);
     scan.open(b'{')?;
@@ -495,8 +495,11 @@ impl<'a> Scan<'a> {
         is_trimmed_non_empty(&self.string()?).then_some(())
     }
 
-    fn thread_id(&mut self) -> Option<ThreadId> {
-        ThreadId::new(self.string()?.into_owned()).ok()
+    /// An id's text, checked as the id types check it ([`ThreadId::new`] and the others),
+    /// borrowed.
+    fn id(&mut self) -> Option<Cow<'a, str>> {
+        let text = self.string()?;
+        is_trimmed_non_empty(&text).then_some(text)
     }
 
     /// Any string, not kept (`view::Text`).
@@ -504,12 +507,12 @@ impl<'a> Scan<'a> {
         self.raw_string().map(drop)
     }
 
-    /// `null` or a string.
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    /// `null` or a string (borrowed).
+    fn nullable_string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.null()? {
             return Some(None);
         }
-        self.string().map(|s| Some(s.into_owned()))
+        self.string().map(Some)
     }
 
     /// A timestamp checked as `read_model::CheckedTimestamp` checks it.
@@ -525,11 +528,11 @@ impl<'a> Scan<'a> {
         self.checked_timestamp()
     }
 
-    fn timestamp(&mut self) -> Option<super::Timestamp> {
+    fn timestamp(&mut self) -> Option<Timestamp> {
         parse_timestamp(&self.string()?)
     }
 
-    fn nullable_timestamp(&mut self) -> Option<Option<super::Timestamp>> {
+    fn nullable_timestamp(&mut self) -> Option<Option<Timestamp>> {
         if self.null()? {
             return Some(None);
         }
@@ -559,7 +562,7 @@ impl<'a> Scan<'a> {
     fn document<P: DeserializeOwned>(
         &mut self,
         shape: Shape,
-        mut each: impl FnMut(FleetThread),
+        mut each: impl FnMut(ThreadRead<'a>) -> Option<()>,
     ) -> Option<Doc<P>> {
         let mut seen = Seen::default();
         let mut sequence = 0;
@@ -583,10 +586,7 @@ impl<'a> Scan<'a> {
                     if scan.peek()? != b'[' {
                         return None;
                     }
-                    scan.array(|scan| {
-                        each(scan.thread(shape)?);
-                        Some(())
-                    })?;
+                    scan.array(|scan| each(scan.thread(shape)?))?;
                 }
                 "updatedAt" => {
                     seen.first(3)?;
@@ -603,8 +603,9 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// One thread with the checks of `view::SnapshotThread` or `view::ShellThread`.
-    fn thread(&mut self, shape: Shape) -> Option<FleetThread> {
+    /// One thread with the checks of `view::SnapshotThread` or `view::ShellThread`, its texts
+    /// borrowed.
+    fn thread(&mut self, shape: Shape) -> Option<ThreadRead<'a>> {
         let keys: &[(&str, ThreadKey)] = match shape {
             Shape::Snapshot => &SNAPSHOT_THREAD_KEYS,
             Shape::Shell => &SHELL_THREAD_KEYS,
@@ -620,9 +621,14 @@ impl<'a> Scan<'a> {
         let mut has_pending_user_input = false;
         let mut has_pending_approvals = false;
         self.object_keyed(keys, |scan, key| {
+            if let ThreadKey::Other = key {
+                // A key of T3's that afk does not read: checked and skipped as any unknown key
+                // is (and, as for one, listing it twice is no error).
+                return scan.skip_value();
+            }
             seen.first(key as u32)?;
             match key {
-                ThreadKey::Id => id = Some(scan.thread_id()?),
+                ThreadKey::Id => id = Some(scan.id()?),
                 ThreadKey::ProjectId => scan.id_text()?,
                 ThreadKey::Title => scan.text()?,
                 ThreadKey::ModelSelection => scan.model_selection()?,
@@ -652,11 +658,12 @@ impl<'a> Scan<'a> {
                 ThreadKey::Messages | ThreadKey::Activities | ThreadKey::Checkpoints => {
                     scan.bare_array()?;
                 }
+                ThreadKey::Other => unreachable!("skipped above"),
             }
             Some(())
         })?;
         seen.all(ThreadKey::required(shape))?;
-        Some(FleetThread {
+        Some(ThreadRead {
             id: id?,
             branch,
             worktree_path,
@@ -683,8 +690,8 @@ impl<'a> Scan<'a> {
         seen.all(ModelKey::REQUIRED)
     }
 
-    /// [`LatestTurn`].
-    fn latest_turn(&mut self) -> Option<LatestTurn> {
+    /// [`LatestTurn`], its ids borrowed.
+    fn latest_turn(&mut self) -> Option<TurnRead<'a>> {
         let mut seen = Seen::default();
         let mut turn_id = None;
         let mut state = None;
@@ -695,7 +702,7 @@ impl<'a> Scan<'a> {
         self.object_keyed(&TURN_KEYS, |scan, key| {
             seen.first(key as u32)?;
             match key {
-                TurnKey::TurnId => turn_id = Some(TurnId::new(scan.string()?.into_owned()).ok()?),
+                TurnKey::TurnId => turn_id = Some(scan.id()?),
                 TurnKey::State => {
                     const STATES: [TurnState; 4] = [
                         TurnState::Running,
@@ -709,16 +716,13 @@ impl<'a> Scan<'a> {
                 TurnKey::StartedAt => started_at = scan.nullable_timestamp()?,
                 TurnKey::CompletedAt => completed_at = scan.nullable_timestamp()?,
                 TurnKey::AssistantMessageId => {
-                    assistant_message_id = match scan.nullable_string()? {
-                        None => None,
-                        Some(text) => Some(MessageId::new(text).ok()?),
-                    };
+                    assistant_message_id = if scan.null()? { None } else { Some(scan.id()?) };
                 }
             }
             Some(())
         })?;
         seen.all(TurnKey::REQUIRED)?;
-        Some(LatestTurn {
+        Some(TurnRead {
             turn_id: turn_id?,
             state: state?,
             requested_at: requested_at?,
@@ -728,12 +732,15 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// `view::SessionRaw`, kept as a [`SessionSummary`].
-    fn session(&mut self) -> Option<SessionSummary> {
+    /// `view::SessionRaw`, kept as a [`SessionSummary`] (its error borrowed).
+    fn session(&mut self) -> Option<SessionRead<'a>> {
         let mut seen = Seen::default();
         let mut status = None;
         let mut last_error = None;
         self.object_keyed(&SESSION_KEYS, |scan, key| {
+            if let SessionKey::Other = key {
+                return scan.skip_value();
+            }
             seen.first(key as u32)?;
             match key {
                 SessionKey::ThreadId => scan.id_text()?,
@@ -771,14 +778,111 @@ impl<'a> Scan<'a> {
                 }
                 SessionKey::LastError => last_error = scan.nullable_string()?,
                 SessionKey::UpdatedAt => scan.checked_timestamp()?,
+                SessionKey::Other => unreachable!("skipped above"),
             }
             Some(())
         })?;
         seen.all(SessionKey::REQUIRED)?;
-        Some(SessionSummary {
+        Some(SessionRead {
             status: status?,
             last_error,
         })
+    }
+}
+
+/// A thread as the scanner read it: checked exactly as its `serde` decode checks it (the ids
+/// trimmed and non-empty, the timestamps, the enums), its texts borrowed from the document (owned
+/// only where written with escapes). Nothing is allocated until a caller keeps it: the view builds
+/// a [`FleetThread`] ([`ThreadRead::into_fleet`], the only allocations of a thread), the shell's
+/// waits read one flag of it in place and keep only its id.
+pub(super) struct ThreadRead<'a> {
+    id: Cow<'a, str>,
+    branch: Option<Cow<'a, str>>,
+    worktree_path: Option<Cow<'a, str>>,
+    latest_turn: Option<TurnRead<'a>>,
+    updated_at: Timestamp,
+    deleted_at: Option<Timestamp>,
+    session: Option<SessionRead<'a>>,
+    has_pending_user_input: bool,
+    has_pending_approvals: bool,
+}
+
+/// A [`LatestTurn`] as read, its ids borrowed.
+struct TurnRead<'a> {
+    turn_id: Cow<'a, str>,
+    state: TurnState,
+    requested_at: Timestamp,
+    started_at: Option<Timestamp>,
+    completed_at: Option<Timestamp>,
+    assistant_message_id: Option<Cow<'a, str>>,
+}
+
+/// A [`SessionSummary`] as read, its error borrowed.
+struct SessionRead<'a> {
+    status: SessionStatus,
+    last_error: Option<Cow<'a, str>>,
+}
+
+impl ThreadRead<'_> {
+    /// The thread's id, owned: the one allocation of a thread whose waits are all that is kept.
+    /// `None` never happens (the id was checked as it was read); it declines rather than panic.
+    pub(super) fn thread_id(&self) -> Option<ThreadId> {
+        ThreadId::new(self.id.clone().into_owned()).ok()
+    }
+
+    /// [`FleetThread::waits_for_person`] of the thread this reads as, without building it.
+    pub(super) fn waits_for_person(&self) -> bool {
+        super::read_model::waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
+    }
+
+    /// The [`FleetThread`] the `serde` path decodes of the same text. `None` never happens (each
+    /// id was checked as it was read); it declines rather than panic.
+    pub(super) fn into_fleet(self) -> Option<FleetThread> {
+        let latest_turn = match self.latest_turn {
+            None => None,
+            Some(turn) => Some(LatestTurn {
+                turn_id: TurnId::new(turn.turn_id.into_owned()).ok()?,
+                state: turn.state,
+                requested_at: turn.requested_at,
+                started_at: turn.started_at,
+                completed_at: turn.completed_at,
+                assistant_message_id: match turn.assistant_message_id {
+                    None => None,
+                    Some(id) => Some(MessageId::new(id.into_owned()).ok()?),
+                },
+            }),
+        };
+        Some(FleetThread {
+            id: ThreadId::new(self.id.into_owned()).ok()?,
+            branch: self.branch.map(Cow::into_owned),
+            worktree_path: self.worktree_path.map(Cow::into_owned),
+            latest_turn,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+            session: self.session.map(|s| SessionSummary {
+                status: s.status,
+                last_error: s.last_error.map(Cow::into_owned),
+            }),
+            has_pending_user_input: self.has_pending_user_input,
+            has_pending_approvals: self.has_pending_approvals,
+        })
+    }
+}
+
+/// The same facts as the [`FleetThread`] it builds ([`ThreadRead::into_fleet`]), so that
+/// [`ThreadRead::waits_for_person`] is that thread's answer by the one rule.
+impl ThreadFacts for ThreadRead<'_> {
+    fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+    fn session_status(&self) -> Option<SessionStatus> {
+        self.session.as_ref().map(|s| s.status)
+    }
+    fn last_error(&self) -> Option<&str> {
+        self.session.as_ref().and_then(|s| s.last_error.as_deref())
+    }
+    fn turn_state(&self) -> Option<TurnState> {
+        self.latest_turn.as_ref().map(|t| t.state)
     }
 }
 
@@ -813,6 +917,9 @@ enum ThreadKey {
     LatestUserMessageAt,
     /// The shell's only.
     HasActionableProposedPlan,
+    /// A key T3 writes that afk does not read (no bit in [`Seen`]): in the tables only so that
+    /// T3's documents take the in-place match for it, not the general path.
+    Other,
 }
 
 impl ThreadKey {
@@ -841,8 +948,10 @@ impl ThreadKey {
     }
 }
 
-/// `view::SnapshotThread`'s keys, in the order T3 writes a snapshot's thread.
-const SNAPSHOT_THREAD_KEYS: [(&str, ThreadKey); 19] = [
+/// `view::SnapshotThread`'s keys, and those T3 writes beside them that afk does not read
+/// ([`ThreadKey::Other`]), in the order T3 writes a snapshot's thread (its `OrchestrationThread`
+/// schema and `ProjectionSnapshotQuery.getSnapshot`, T3 0.0.33).
+const SNAPSHOT_THREAD_KEYS: [(&str, ThreadKey); 28] = [
     (written!("id"), ThreadKey::Id),
     (written!("projectId"), ThreadKey::ProjectId),
     (written!("title"), ThreadKey::Title),
@@ -851,12 +960,21 @@ const SNAPSHOT_THREAD_KEYS: [(&str, ThreadKey); 19] = [
     (written!("interactionMode"), ThreadKey::InteractionMode),
     (written!("branch"), ThreadKey::Branch),
     (written!("worktreePath"), ThreadKey::WorktreePath),
+    (written!("retention"), ThreadKey::Other),
     (written!("latestTurn"), ThreadKey::LatestTurn),
     (written!("createdAt"), ThreadKey::CreatedAt),
     (written!("updatedAt"), ThreadKey::UpdatedAt),
     (written!("archivedAt"), ThreadKey::ArchivedAt),
+    (written!("settledOverride"), ThreadKey::Other),
+    (written!("settledAt"), ThreadKey::Other),
+    (written!("snoozedUntil"), ThreadKey::Other),
+    (written!("snoozedAt"), ThreadKey::Other),
+    (written!("pinnedAt"), ThreadKey::Other),
+    (written!("pinOrderKey"), ThreadKey::Other),
+    (written!("titleRegeneration"), ThreadKey::Other),
     (written!("deletedAt"), ThreadKey::DeletedAt),
     (written!("messages"), ThreadKey::Messages),
+    (written!("proposedPlans"), ThreadKey::Other),
     (written!("activities"), ThreadKey::Activities),
     (written!("checkpoints"), ThreadKey::Checkpoints),
     (written!("session"), ThreadKey::Session),
@@ -864,8 +982,10 @@ const SNAPSHOT_THREAD_KEYS: [(&str, ThreadKey); 19] = [
     (written!("hasPendingApprovals"), ThreadKey::HasPendingApprovals),
 ];
 
-/// `view::ShellThread`'s keys, in the order T3 writes a shell's thread.
-const SHELL_THREAD_KEYS: [(&str, ThreadKey); 17] = [
+/// `view::ShellThread`'s keys, and those T3 writes beside them that afk does not read
+/// ([`ThreadKey::Other`]), in the order T3 writes a shell's thread (its `OrchestrationThreadShell`
+/// schema and `ProjectionSnapshotQuery.getShellSnapshot`, T3 0.0.33).
+const SHELL_THREAD_KEYS: [(&str, ThreadKey); 26] = [
     (written!("id"), ThreadKey::Id),
     (written!("projectId"), ThreadKey::ProjectId),
     (written!("title"), ThreadKey::Title),
@@ -878,6 +998,13 @@ const SHELL_THREAD_KEYS: [(&str, ThreadKey); 17] = [
     (written!("createdAt"), ThreadKey::CreatedAt),
     (written!("updatedAt"), ThreadKey::UpdatedAt),
     (written!("archivedAt"), ThreadKey::ArchivedAt),
+    (written!("settledOverride"), ThreadKey::Other),
+    (written!("settledAt"), ThreadKey::Other),
+    (written!("snoozedUntil"), ThreadKey::Other),
+    (written!("snoozedAt"), ThreadKey::Other),
+    (written!("pinnedAt"), ThreadKey::Other),
+    (written!("pinOrderKey"), ThreadKey::Other),
+    (written!("titleRegeneration"), ThreadKey::Other),
     (written!("session"), ThreadKey::Session),
     (written!("latestUserMessageAt"), ThreadKey::LatestUserMessageAt),
     (written!("hasPendingApprovals"), ThreadKey::HasPendingApprovals),
@@ -886,6 +1013,8 @@ const SHELL_THREAD_KEYS: [(&str, ThreadKey); 17] = [
         written!("hasActionableProposedPlan"),
         ThreadKey::HasActionableProposedPlan,
     ),
+    (written!("backgroundLiveness"), ThreadKey::Other),
+    (written!("planProgress"), ThreadKey::Other),
 ];
 
 /// `view::ModelCheck`'s keys; each one's value is its bit in [`Seen`].
@@ -943,16 +1072,22 @@ enum SessionKey {
     ActiveTurnId,
     LastError,
     UpdatedAt,
+    /// A key T3 writes that afk does not read (`providerInstanceId`): skipped, no bit in
+    /// [`Seen`].
+    Other,
 }
 
 impl SessionKey {
-    const REQUIRED: u32 = (1 << SESSION_KEYS.len()) - 1;
+    const REQUIRED: u32 = (1 << (Self::UpdatedAt as u32 + 1)) - 1;
 }
 
-const SESSION_KEYS: [(&str, SessionKey); 7] = [
+/// In the order T3 writes a session (`OrchestrationSession`), with T3's `providerInstanceId`
+/// (written when set) as [`SessionKey::Other`].
+const SESSION_KEYS: [(&str, SessionKey); 8] = [
     (written!("threadId"), SessionKey::ThreadId),
     (written!("status"), SessionKey::Status),
     (written!("providerName"), SessionKey::ProviderName),
+    (written!("providerInstanceId"), SessionKey::Other),
     (written!("runtimeMode"), SessionKey::RuntimeMode),
     (written!("activeTurnId"), SessionKey::ActiveTurnId),
     (written!("lastError"), SessionKey::LastError),

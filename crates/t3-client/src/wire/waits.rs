@@ -64,7 +64,10 @@ impl ShellWaits {
             return None;
         };
         let mut building = Building::default();
-        scan::document::<ProjectShell>(text, Shape::Shell, |thread| building.add(thread))?;
+        // Each thread read in place: only its id is kept (no branch, worktree or turn id built).
+        scan::document::<ProjectShell>(text, Shape::Shell, |thread| {
+            Some(building.add(thread.thread_id()?, thread.waits_for_person()))
+        })?;
         Some(building.done())
     }
 
@@ -78,7 +81,7 @@ impl ShellWaits {
         let mut building = Building::default();
         for thread in loose.threads {
             match serde_json::from_str::<ShellThread>(thread.get()) {
-                Ok(readable) => building.add(readable.into()),
+                Ok(readable) => building.add_thread(readable.into()),
                 Err(_) => building.set_aside(serde_json::from_str::<IdOnly>(thread.get())?.id),
             }
         }
@@ -118,13 +121,18 @@ struct Building {
 }
 
 impl Building {
-    fn add(&mut self, thread: FleetThread) {
-        if self.twice.contains(&thread.id) {
+    fn add_thread(&mut self, thread: FleetThread) {
+        let waits = thread.waits_for_person();
+        self.add(thread.id, waits);
+    }
+
+    /// The thread `id`, listed readably, whose agent `waits` for a person or not.
+    fn add(&mut self, id: ThreadId, waits: bool) {
+        if self.twice.contains(&id) {
             return;
         }
-        let waits = thread.waits_for_person();
         // The id moves into the map (no copy of it); a second listing moves it on to `twice`.
-        match self.threads.entry(thread.id) {
+        match self.threads.entry(id) {
             Entry::Vacant(entry) => {
                 entry.insert(waits);
             }
@@ -163,7 +171,7 @@ fn waits_strict<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Building, 
                 building.threads.reserve(size);
             }
             while let Some(thread) = seq.next_element::<ShellThread>()? {
-                building.add(thread.into());
+                building.add_thread(thread.into());
             }
             Ok(building)
         }
