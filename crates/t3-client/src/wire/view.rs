@@ -670,7 +670,10 @@ fn scanned<P: DeserializeOwned>(body: Body<'_>, shape: Shape) -> Option<(u64, Ve
         return None;
     };
     let mut threads = Threads::default();
-    let doc = scan::document::<P>(text, shape, |thread| Some(threads.add(thread.into_fleet()?)))?;
+    let doc = scan::document::<P>(text, shape, |thread| {
+        threads.add(thread.into_fleet()?);
+        Some(())
+    })?;
     Some((doc.sequence, doc.projects, threads))
 }
 
@@ -831,9 +834,10 @@ impl FleetItem {
     /// start with its kind (one that does was already offered to the scanner, and is not again).
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
         let mut threads = Threads::default();
-        if let Some(doc) =
-            scan::stream_snapshot::<ProjectShell>(text, |thread| Some(threads.add(thread.into_fleet()?)))
-        {
+        if let Some(doc) = scan::stream_snapshot::<ProjectShell>(text, |thread| {
+            threads.add(thread.into_fleet()?);
+            Some(())
+        }) {
             let parts = shell_parts(doc.sequence, doc.projects, threads);
             return Ok(FleetItem::Snapshot(Box::new(ViewSnapshot(parts))));
         }
@@ -1024,8 +1028,10 @@ pub mod oracle {
     /// [`FleetItem::decode`] of a `snapshot` item by the scanner alone; `None` where it declines.
     pub fn item_by_scanner(text: &str) -> Option<FleetItem> {
         let mut threads = Threads::default();
-        let doc =
-            scan::stream_snapshot::<ProjectShell>(text, |thread| Some(threads.add(thread.into_fleet()?)))?;
+        let doc = scan::stream_snapshot::<ProjectShell>(text, |thread| {
+            threads.add(thread.into_fleet()?);
+            Some(())
+        })?;
         let parts = shell_parts(doc.sequence, doc.projects, threads);
         Some(FleetItem::Snapshot(Box::new(ViewSnapshot(parts))))
     }

@@ -66,7 +66,8 @@ impl ShellWaits {
         let mut building = Building::default();
         // Each thread read in place: only its id is kept (no branch, worktree or turn id built).
         scan::document::<ProjectShell>(text, Shape::Shell, |thread| {
-            Some(building.add(thread.thread_id()?, thread.waits_for_person()))
+            building.add(thread.thread_id()?, thread.waits_for_person());
+            Some(())
         })?;
         Some(building.done())
     }
