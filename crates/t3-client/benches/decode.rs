@@ -35,6 +35,13 @@
 //! `afk_stream_snapshot`) within 2x their floors; BENCHMARKS.md, "Typed decode against the floor
 //! (issue 18)".
 //!
+//! The documents carry the keys the real T3 writes that afk's types do not (`support`'s
+//! `as_t3_writes`), so that the bench decodes what afk decodes in production.
+//!
+//! With `AFK_DECODE_CPU_TIME=PAIRS` set, the bench runs its CPU-time mode instead of divan's
+//! rows ([`cpu_time`]): the four watch-path decodes against their floors by the thread's own CPU
+//! clock, which the machine's other load does not stretch.
+//!
 //! `afk`'s `compare` bench times the same decodes interleaved with everything else and prints
 //! their ratios; this bench is for looking at decode alone.
 
