@@ -1,17 +1,21 @@
 //! A look at a ledger that changes nothing, for `afk doctor`: can it be reached, are its
-//! migrations current, and does an `afk run` lead it. [`Ledger::open`] would migrate it and
-//! create a missing SQLite file; this does neither.
+//! migrations current, does an `afk run` lead it (seen without taking its lock), and do its
+//! running totals match a recount. [`Ledger::open`] would migrate it and create a missing SQLite
+//! file; this does neither. [`Ledger::repair_totals`] is the one write here, asked for by name.
 
 use std::str::FromStr;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgConnection, SqliteConnection};
 
-use crate::leader::{is_memory, lock_file_held, lock_path, PG_TRY_LOCK, PG_UNLOCK};
+use crate::leader::{is_memory, lock_file_held_seen, lock_path, PG_LOCK_HELD};
 use crate::open::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
-use crate::{redact_url, Backend, Ledger, LedgerError};
+use crate::{redact_url, Backend, LeaderState, Ledger, LedgerError};
+
+/// The migration that made the running totals (`job_counts`, `ledger_totals`).
+const TOTALS_MIGRATION: i64 = 22;
 
 /// What [`Ledger::inspect`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +34,35 @@ pub struct Inspection {
     pub unknown: Vec<i64>,
     /// Migrations that started but did not finish.
     pub failed: Vec<i64>,
-    /// Another process (an `afk run`) holds the ledger's leadership now.
-    pub led: bool,
+    /// Whether a process (an `afk run`) holds the ledger's leadership now, as far as can be seen
+    /// without taking its lock (as [`Ledger::leader`] sees it).
+    pub leader: LeaderState,
+    /// The running totals (migration 0022) that differ from a recount of the rows, read in one
+    /// snapshot: empty when every one matches; `None` when they were not looked at (a ledger that
+    /// does not exist, or whose migrations are not 0022's: pending, failed or a newer afk's).
+    pub totals: Option<Vec<TotalDrift>>,
+}
+
+/// One running total of the ledger (migration 0022: what `afk status` reads instead of counting
+/// the history) that differs from what counting the rows says. The triggers keep them exact for
+/// every write that runs them; a write that runs none (SQLite's `REPLACE`, PostgreSQL with its
+/// triggers disabled, a restore that disables them) leaves them wrong until
+/// [`Ledger::repair_totals`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalDrift {
+    /// Which total, in words: `jobs queued` (jobs in one state), `attempts`, `events`,
+    /// `ended attempts' agent ms`, `open attempts`, `open attempts' summed start ms`.
+    pub total: String,
+    /// What the running total says.
+    pub kept: i64,
+    /// What a recount of the rows says.
+    pub counted: i64,
+}
+
+impl std::fmt::Display for TotalDrift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} kept, {} counted", self.total, self.kept, self.counted)
+    }
 }
 
 impl Ledger {
@@ -70,17 +101,23 @@ impl Ledger {
                 }
                 None => Vec::new(),
             };
+            // Read from the kernel's list of held locks, never by trying the lock: an `afk run`
+            // trying it at the same instant would be turned away.
+            let leader = match in_memory {
+                true => LeaderState::CannotTell,
+                false => lock_file_held_seen(&lock_path(&path)),
+            };
+            let mut inspection =
+                Inspection::of(url_redacted, Backend::Sqlite, &SQLITE_MIGRATIONS, &ran, leader);
+            if inspection.totals_comparable(&ran) {
+                // One read transaction: one snapshot of the totals and the rows (WAL: no writer
+                // waits for it).
+                let mut tx = connection.begin().await?;
+                inspection.totals = Some(sqlite_drift(&mut tx).await?);
+                tx.rollback().await?;
+            }
             let _ = connection.close().await;
-            let led = !in_memory
-                && lock_file_held(&lock_path(&path))
-                    .map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
-            Ok(Inspection::of(
-                url_redacted,
-                Backend::Sqlite,
-                &SQLITE_MIGRATIONS,
-                &ran,
-                led,
-            ))
+            Ok(inspection)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(open_error)?;
             let mut connection = options.connect().await.map_err(open_error)?;
@@ -98,22 +135,33 @@ impl Ledger {
                 }
                 false => Vec::new(),
             };
-            // The lock `try_lead` takes, taken and given back at once: held elsewhere, it is led.
-            let free: bool = sqlx::query_scalar(PG_TRY_LOCK).fetch_one(&mut connection).await?;
-            if free {
-                // Given back on this connection before it closes: a backend ends after the client
-                // has gone, and until it does, the lock would still refuse the `afk run` that a
-                // person starts right after `afk doctor`.
-                sqlx::query(PG_UNLOCK).execute(&mut connection).await?;
-            }
-            let _ = connection.close().await;
-            Ok(Inspection::of(
+            // Read from `pg_locks`, never by trying the lock: an `afk run` trying it at the same
+            // instant would be turned away.
+            let held: bool = sqlx::query_scalar(PG_LOCK_HELD)
+                .fetch_one(&mut connection)
+                .await?;
+            let leader = match held {
+                true => LeaderState::Leading,
+                false => LeaderState::NoLeaderSeen,
+            };
+            let mut inspection = Inspection::of(
                 url_redacted,
                 Backend::Postgres,
                 &POSTGRES_MIGRATIONS,
                 &ran,
-                !free,
-            ))
+                leader,
+            );
+            if inspection.totals_comparable(&ran) {
+                // One snapshot of the totals and the rows, blocking no writer.
+                let mut tx = connection.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                inspection.totals = Some(pg_drift(&mut tx).await?);
+                tx.rollback().await?;
+            }
+            let _ = connection.close().await;
+            Ok(inspection)
         } else {
             Err(LedgerError::UnsupportedUrl { url_redacted })
         }
@@ -125,8 +173,16 @@ impl Inspection {
     fn fresh(url_redacted: String, backend: Backend, migrator: &Migrator) -> Self {
         Inspection {
             exists: false,
-            ..Self::of(url_redacted, backend, migrator, &[], false)
+            ..Self::of(url_redacted, backend, migrator, &[], LeaderState::NoLeaderSeen)
         }
+    }
+
+    /// Whether the running totals mean what this afk knows them to mean: migration 0022 ran,
+    /// and no migration failed or came from a newer afk.
+    fn totals_comparable(&self, ran: &[(i64, bool)]) -> bool {
+        self.unknown.is_empty()
+            && self.failed.is_empty()
+            && ran.iter().any(|(v, ok)| *v == TOTALS_MIGRATION && *ok)
     }
 
     fn of(
@@ -134,7 +190,7 @@ impl Inspection {
         backend: Backend,
         migrator: &Migrator,
         ran: &[(i64, bool)],
-        led: bool,
+        leader: LeaderState,
     ) -> Self {
         let known: Vec<i64> = migrator
             .iter()
@@ -151,7 +207,163 @@ impl Inspection {
             pending: known.iter().copied().filter(|v| !ran_ok(v)).collect(),
             unknown: ran.iter().map(|(v, _)| *v).filter(|v| !is_known(v)).collect(),
             failed: ran.iter().filter(|(_, ok)| !ok).map(|(v, _)| *v).collect(),
-            led,
+            leader,
+            totals: None,
         }
+    }
+}
+
+/// The running totals of `job_counts` (jobs per state).
+const KEPT_COUNTS: &str = "SELECT state, jobs FROM job_counts";
+/// The same, counted from the rows.
+const COUNTED_COUNTS: &str = "SELECT state, COUNT(*) FROM jobs GROUP BY state";
+/// The running totals of `ledger_totals`, in [`TOTALS`]' order.
+const KEPT_TOTALS: &str = "SELECT attempts, events, ended_agent_ms, open_attempts, open_created_ms \
+                           FROM ledger_totals WHERE id = 1";
+/// The same, counted from the rows (as migration 0022 first filled them).
+const COUNTED_TOTALS: &str = "SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM events), \
+     (SELECT CAST(COALESCE(SUM(ended_ms - created_ms), 0) AS BIGINT) FROM attempts \
+      WHERE ended_ms IS NOT NULL), \
+     (SELECT COUNT(*) FROM attempts WHERE ended_ms IS NULL), \
+     (SELECT CAST(COALESCE(SUM(created_ms), 0) AS BIGINT) FROM attempts WHERE ended_ms IS NULL)";
+/// The names of `ledger_totals`' columns, for a person.
+const TOTALS: [&str; 5] = [
+    "attempts",
+    "events",
+    "ended attempts' agent ms",
+    "open attempts",
+    "open attempts' summed start ms",
+];
+/// Takes the lock every writer of the totals takes before it moves them, as a first statement
+/// that is a write: SQLite's write lock; on PostgreSQL the change-count row, which each statement
+/// writing jobs, attempts or events locks (by its triggers, 0021 to 0023) before it moves a total.
+const LOCK_WRITERS: &str = "UPDATE watched_changes SET counter = counter WHERE id = 1";
+/// Sets the running totals to a recount, in the transaction that holds [`LOCK_WRITERS`].
+const REFILL: [&str; 4] = [
+    "DELETE FROM job_counts",
+    "INSERT INTO job_counts (state, jobs) SELECT state, COUNT(*) FROM jobs GROUP BY state",
+    "DELETE FROM ledger_totals",
+    // `COUNTED_TOTALS`, with the row's id.
+    "INSERT INTO ledger_totals (id, attempts, events, ended_agent_ms, open_attempts, open_created_ms) \
+     SELECT 1, (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM events), \
+     (SELECT CAST(COALESCE(SUM(ended_ms - created_ms), 0) AS BIGINT) FROM attempts \
+      WHERE ended_ms IS NOT NULL), \
+     (SELECT COUNT(*) FROM attempts WHERE ended_ms IS NULL), \
+     (SELECT CAST(COALESCE(SUM(created_ms), 0) AS BIGINT) FROM attempts WHERE ended_ms IS NULL)",
+];
+
+type Totals = (i64, i64, i64, i64, i64);
+
+/// The totals read through `$tx` (either backend's connection or transaction) that differ from a
+/// recount made through it.
+macro_rules! drift_in {
+    ($tx:expr) => {{
+        let kept_counts: Vec<(String, i64)> = sqlx::query_as(KEPT_COUNTS).fetch_all(&mut *$tx).await?;
+        let counted_counts: Vec<(String, i64)> = sqlx::query_as(COUNTED_COUNTS).fetch_all(&mut *$tx).await?;
+        let kept: Option<Totals> = sqlx::query_as(KEPT_TOTALS).fetch_optional(&mut *$tx).await?;
+        let counted: Totals = sqlx::query_as(COUNTED_TOTALS).fetch_one(&mut *$tx).await?;
+        Ok::<_, LedgerError>(drift(&kept_counts, &counted_counts, kept, counted))
+    }};
+}
+
+async fn sqlite_drift(tx: &mut SqliteConnection) -> Result<Vec<TotalDrift>, LedgerError> {
+    drift_in!(tx)
+}
+
+async fn pg_drift(tx: &mut PgConnection) -> Result<Vec<TotalDrift>, LedgerError> {
+    drift_in!(tx)
+}
+
+/// The totals that differ between what is `kept` and what was `counted`: jobs per state (a state
+/// missing on one side counts 0 there), then the totals row (a missing row keeps 0 of each).
+fn drift(
+    kept_counts: &[(String, i64)],
+    counted_counts: &[(String, i64)],
+    kept: Option<Totals>,
+    counted: Totals,
+) -> Vec<TotalDrift> {
+    let mut states: Vec<&str> = (kept_counts.iter().chain(counted_counts))
+        .map(|(state, _)| state.as_str())
+        .collect();
+    states.sort_unstable();
+    states.dedup();
+    let of =
+        |rows: &[(String, i64)], state: &str| rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+    let mut drifts: Vec<TotalDrift> = states
+        .into_iter()
+        .map(|state| TotalDrift {
+            total: format!("jobs {state}"),
+            kept: of(kept_counts, state),
+            counted: of(counted_counts, state),
+        })
+        .collect();
+    let (k, c) = (kept.unwrap_or_default(), counted);
+    let pairs = [(k.0, c.0), (k.1, c.1), (k.2, c.2), (k.3, c.3), (k.4, c.4)];
+    drifts.extend(
+        TOTALS
+            .iter()
+            .zip(pairs)
+            .map(|(total, (kept, counted))| TotalDrift {
+                total: (*total).to_owned(),
+                kept,
+                counted,
+            }),
+    );
+    // A totals row that is missing altogether is wrong even where the rows count 0.
+    drifts.retain(|d| d.kept != d.counted || (kept.is_none() && TOTALS.contains(&d.total.as_str())));
+    drifts
+}
+
+impl Ledger {
+    /// Sets the running totals of the ledger at `url` (migration 0022: jobs per state, attempts,
+    /// events, agent time) to a recount of its rows when they differ, and returns what differed
+    /// (empty: nothing was written). No migration is run; a ledger without the totals
+    /// (0022 not applied) is [`LedgerError::Corrupt`].
+    ///
+    /// Safe while an `afk run` writes: the recount and the rewrite are one transaction that first
+    /// takes the lock every writer of the totals takes before it moves them, so no write lands
+    /// between the count and the rewrite and every later one moves the new totals. Writers wait
+    /// for it (about as long as one count of the history takes). Not fenced: it writes no job.
+    pub async fn repair_totals(url: &str) -> Result<Vec<TotalDrift>, LedgerError> {
+        let seen = Ledger::inspect(url).await?;
+        if seen.totals.is_none() {
+            return Err(LedgerError::Corrupt {
+                what: format!(
+                    "the ledger {} has no running totals this afk can recount (migration 0022 not \
+                     applied, or a newer afk's)",
+                    seen.url_redacted
+                ),
+            });
+        }
+        let open_error = |source: sqlx::Error| LedgerError::Open {
+            url_redacted: seen.url_redacted.clone(),
+            source,
+        };
+        macro_rules! repair_on {
+            ($connection:expr) => {{
+                let mut connection = $connection;
+                let mut tx = connection.begin().await?;
+                sqlx::query(LOCK_WRITERS).execute(&mut *tx).await?;
+                let drifts: Vec<TotalDrift> = drift_in!(tx)?;
+                if !drifts.is_empty() {
+                    for sql in REFILL {
+                        sqlx::query(sql).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                let _ = connection.close().await;
+                drifts
+            }};
+        }
+        Ok(match seen.backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url).map_err(open_error)?;
+                repair_on!(options.connect().await.map_err(open_error)?)
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+                repair_on!(options.connect().await.map_err(open_error)?)
+            }
+        })
     }
 }

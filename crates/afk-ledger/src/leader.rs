@@ -31,14 +31,10 @@ use crate::{Ledger, LedgerError, Pool};
 pub(crate) const PG_TRY_LOCK: &str =
     "SELECT pg_try_advisory_lock(hashtext('afk-ledger-leader:' || current_schema()))";
 
-/// Gives the advisory lock of the ledger's schema back on this session.
-pub(crate) const PG_UNLOCK: &str =
-    "SELECT pg_advisory_unlock(hashtext('afk-ledger-leader:' || current_schema()))";
-
 /// Whether a session holds the advisory lock of the ledger's schema, read from `pg_locks` without
 /// taking it. A single-`bigint` advisory key shows as its high 32 bits in `classid` and its low
 /// ones in `objid`, with `objsubid` 1 (`hashtext` gives an `int4`, widened with its sign).
-const PG_LOCK_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks l, \
+pub(crate) const PG_LOCK_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks l, \
      (SELECT CAST(hashtext('afk-ledger-leader:' || current_schema()) AS BIGINT) AS k) key \
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
@@ -330,16 +326,6 @@ fn try_lock(file: File) -> std::io::Result<Option<File>> {
     }
 }
 
-/// True when another process holds the lock file at `path` (a missing file is never held, and
-/// none is made). Taken and given back at once: dropping the file unlocks it.
-pub(crate) fn lock_file_held(path: &Path) -> std::io::Result<bool> {
-    match OpenOptions::new().write(true).open(path) {
-        Ok(file) => Ok(try_lock(file)?.is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Whether some process holds a lock on the file at `path`, read from the kernel's list of held
 /// locks (`/proc/locks`) rather than by trying the lock, which would turn away an `afk run` trying
 /// it at the same instant. A missing file is never held.
@@ -348,7 +334,7 @@ pub(crate) fn lock_file_held(path: &Path) -> std::io::Result<bool> {
 /// always what `stat` says (a btrfs subvolume, overlayfs): a line matches on the inode with
 /// either `stat`'s device or that of the mount the file lies on (`/proc/self/mountinfo`).
 #[cfg(target_os = "linux")]
-fn lock_file_held_seen(path: &Path) -> LeaderState {
+pub(crate) fn lock_file_held_seen(path: &Path) -> LeaderState {
     use std::os::unix::fs::MetadataExt;
     let file = match std::fs::metadata(path) {
         Ok(file) => file,
@@ -376,7 +362,7 @@ fn lock_file_held_seen(path: &Path) -> LeaderState {
 
 /// Elsewhere there is no list of held locks to read, and trying the lock is what must not happen.
 #[cfg(not(target_os = "linux"))]
-fn lock_file_held_seen(_path: &Path) -> LeaderState {
+pub(crate) fn lock_file_held_seen(_path: &Path) -> LeaderState {
     LeaderState::CannotTell
 }
 

@@ -206,7 +206,7 @@ pub struct EventRecord {
 pub(crate) struct JobRow {
     id: i64,
     pub(crate) repo: String,
-    number: i64,
+    pub(crate) number: i64,
     title: String,
     body: String,
     labels: String,

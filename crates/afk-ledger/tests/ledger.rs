@@ -1977,16 +1977,25 @@ async fn inspecting_changes_nothing_and_sees_migrations_and_the_leader(fx: &Fixt
         seen.pending.is_empty() && seen.unknown.is_empty() && seen.failed.is_empty(),
         "{seen:?}"
     );
-    assert!(!seen.led, "nobody leads it");
+    assert_eq!(seen.leader, LeaderState::NoLeaderSeen, "nobody leads it");
+    assert_eq!(
+        seen.totals,
+        Some(vec![]),
+        "a fresh ledger's totals match a recount"
+    );
     assert!(!seen.url_redacted.contains("password"));
     let leadership = fx.ledger.try_lead().await.unwrap().expect("the lead");
     let seen = Ledger::inspect(&fx.url).await.unwrap();
     match fx.ledger.backend() {
         Backend::Sqlite if fx.url.contains(":memory:") => {}
-        _ => assert!(seen.led, "an afk run leads it: {seen:?}"),
+        _ => assert_eq!(seen.leader, LeaderState::Leading, "an afk run leads it: {seen:?}"),
     }
     leadership.release().await;
-    assert!(!Ledger::inspect(&fx.url).await.unwrap().led, "given up");
+    assert_eq!(
+        Ledger::inspect(&fx.url).await.unwrap().leader,
+        LeaderState::NoLeaderSeen,
+        "given up"
+    );
     // A newer afk's migration, and one that did not finish.
     fx.raw_execute(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -1996,6 +2005,7 @@ async fn inspecting_changes_nothing_and_sees_migrations_and_the_leader(fx: &Fixt
     .unwrap();
     let seen = Ledger::inspect(&fx.url).await.unwrap();
     assert_eq!(seen.unknown, [9999]);
+    assert_eq!(seen.totals, None, "a newer afk's totals are not judged");
 }
 
 #[tokio::test]
@@ -2005,7 +2015,7 @@ async fn inspecting_a_sqlite_ledger_that_does_not_exist_creates_nothing() {
     let seen = Ledger::inspect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert!(!seen.exists && !seen.led);
+    assert!(!seen.exists && seen.leader == LeaderState::NoLeaderSeen && seen.totals.is_none());
     assert!(
         seen.pending.len() >= 7 && seen.applied == 0,
         "every migration is pending: {seen:?}"
@@ -3249,3 +3259,256 @@ on_both_backends!(
     queue_jobs_queues_the_new_issues_once_and_leaves_known_ones_as_they_are,
     queue_jobs_queues_nothing_when_the_transaction_fails
 );
+
+on_both_backends!(
+    a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_the_totals_exact,
+    running_totals_a_write_bypassed_are_found_by_a_recount_and_repaired,
+    inspecting_never_takes_the_leader_lock,
+);
+
+/// The change count of 0021 (`ledger_counter`), read through `raw`.
+async fn ledger_counter(raw: &Raw) -> i64 {
+    let sql = "SELECT ledger_counter FROM watched_changes WHERE id = 1";
+    match raw {
+        Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+/// A first sync of thousands of labelled issues (`queue_jobs`), more than one statement holds:
+/// each issue answered in its place (new, known, the same issue again in the batch, even in
+/// another statement's share, a value the ledger cannot hold), the new jobs numbered in the
+/// batch's order, nothing queued twice, and the running totals what a recount says. On
+/// PostgreSQL the batch is a few statements, not one per issue (0023 moves the count once per
+/// statement): 2,305 issues move it by 3.
+async fn a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_the_totals_exact(
+    fx: &Fixture,
+) {
+    let ledger = &fx.ledger;
+    let _lead = ledger
+        .try_lead()
+        .await
+        .unwrap()
+        .expect("the lead, as afk run holds it");
+    // Known before the burst: one queued, one running.
+    let known_queued = queued(ledger, 10, 2, t0()).await;
+    let known_running = running(ledger, 1500, "thread-1500").await;
+    let mut burst: Vec<NewJob> = (1..=2300).map(|n| new_job(n, 3)).collect();
+    // The same issue again, in the first statement's share and in a later one's.
+    burst.insert(700, new_job(5, 1));
+    burst.insert(1700, new_job(5, 1));
+    burst.insert(2200, new_job(1999, 1));
+    let mut bad = new_job(9000, 2);
+    bad.title = "a NUL \0 byte".into();
+    burst.insert(1000, bad);
+    burst.push(new_job(2300, 1));
+    assert_eq!(burst.len(), 2305);
+    let counter_before = ledger_counter(&fx.raw).await;
+    let answers = ledger
+        .queue_jobs(&burst, at(5))
+        .await
+        .expect("the burst is queued");
+    let counter_moves = ledger_counter(&fx.raw).await - counter_before;
+
+    assert_eq!(answers.len(), burst.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut last_id = 0;
+    for (asked, answer) in burst.iter().zip(&answers) {
+        let number = asked.issue.number;
+        match answer {
+            Err(LedgerError::OutOfRange { .. }) => assert_eq!(number, 9000),
+            Err(other) => panic!("issue {number}: {other}"),
+            Ok(None) => assert!(
+                [10, 1500].contains(&number) || !seen.insert(number),
+                "issue {number} answered known the first time it came"
+            ),
+            Ok(Some(job)) => {
+                assert!(seen.insert(number), "issue {number} queued twice");
+                assert!(![10, 1500, 9000].contains(&number));
+                assert_eq!(
+                    (
+                        job.issue.number,
+                        job.state,
+                        job.title.as_str(),
+                        job.priority.level()
+                    ),
+                    (
+                        number,
+                        JobState::Queued,
+                        asked.title.as_str(),
+                        asked.priority.level()
+                    )
+                );
+                assert!(job.id.0 > last_id, "issue {number}: ids in the batch's order");
+                last_id = job.id.0;
+            }
+        }
+    }
+    let new = answers.iter().filter(|a| matches!(a, Ok(Some(_)))).count();
+    assert_eq!(new, 2300 - 2, "every issue but the two known ones, once");
+    let jobs = ledger.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 2300);
+    assert!(
+        jobs.contains(&known_queued) && jobs.contains(&known_running),
+        "known jobs untouched"
+    );
+    assert_totals_exact(ledger, &fx.raw, at(6), "a burst of 2,305 issues").await;
+    if ledger.backend() == Backend::Postgres {
+        assert_eq!(counter_moves, 3, "one statement per 1,000 new issues");
+    } else {
+        assert_eq!(counter_moves, 2298, "SQLite counts a row at a time");
+    }
+
+    // The same burst again: every issue known, nothing written, the totals unmoved.
+    let again = ledger.queue_jobs(&burst, at(7)).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .zip(&burst)
+            .all(|(a, b)| matches!(a, Ok(None)) || (b.issue.number == 9000 && a.is_err())),
+        "all known"
+    );
+    assert_totals_exact(ledger, &fx.raw, at(8), "the same burst again").await;
+
+    // Another process took the lead meanwhile (its epoch is the ledger's now): nothing is queued.
+    fx.raw_execute("UPDATE leadership SET epoch = epoch + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let deposed = ledger.queue_jobs(&[new_job(5000, 2)], at(9)).await;
+    assert!(matches!(&deposed, Err(e) if e.is_deposed()), "{deposed:?}");
+    assert_eq!(
+        ledger.jobs().await.unwrap().len(),
+        2300,
+        "nothing queued by a deposed leader"
+    );
+}
+
+/// A write that runs no trigger (SQLite's `REPLACE`, PostgreSQL with the table's triggers
+/// disabled, a restore of an older totals row) leaves the running totals wrong, and `afk status`
+/// shows them so: `Ledger::inspect` (`afk doctor`) names each total that differs from a recount,
+/// `Ledger::repair_totals` (`afk doctor --repair`) sets them to the recount, and the writes after
+/// it move them right again.
+async fn running_totals_a_write_bypassed_are_found_by_a_recount_and_repaired(fx: &Fixture) {
+    use afk_ledger::TotalDrift;
+    let ledger = &fx.ledger;
+    queued(ledger, 1, 2, t0()).await;
+    queued(ledger, 2, 2, t0()).await;
+    running(ledger, 3, "thread-3").await;
+    assert_eq!(Ledger::inspect(&fx.url).await.unwrap().totals, Some(vec![]));
+    assert!(
+        Ledger::repair_totals(&fx.url).await.unwrap().is_empty(),
+        "nothing to repair: nothing written"
+    );
+
+    let events_n = ledger.size().await.unwrap().events as i64;
+    // Job 1 fails by a write that runs no trigger; the totals row is restored from an older copy.
+    match ledger.backend() {
+        Backend::Sqlite => {
+            fx.raw_execute(
+                "REPLACE INTO jobs (id, repo, number, title, body, labels, priority, source, state, \
+                 attempts, dispatch_tries, created_ms, updated_ms) \
+                 SELECT id, repo, number, title, body, labels, priority, source, 'failed', attempts, \
+                 dispatch_tries, created_ms, updated_ms FROM jobs WHERE number = 1",
+            )
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            for sql in [
+                "ALTER TABLE jobs DISABLE TRIGGER USER",
+                "UPDATE jobs SET state = 'failed' WHERE number = 1",
+                "ALTER TABLE jobs ENABLE TRIGGER USER",
+            ] {
+                fx.raw_execute(sql).await.unwrap();
+            }
+        }
+    }
+    fx.raw_execute("UPDATE ledger_totals SET events = events + 5 WHERE id = 1")
+        .await
+        .unwrap();
+    let shown = ledger.counts_by_state().await.unwrap();
+    assert!(
+        shown.contains(&(JobState::Queued, 2)),
+        "the status is wrong: {shown:?}"
+    );
+
+    let drift = |total: &str, kept: i64, counted: i64| TotalDrift {
+        total: total.to_owned(),
+        kept,
+        counted,
+    };
+    let events = drift("events", events_n + 5, events_n);
+    let found = Ledger::inspect(&fx.url).await.unwrap().totals.expect("looked at");
+    assert!(found.contains(&drift("jobs queued", 2, 1)), "{found:?}");
+    assert!(found.contains(&events), "{found:?}");
+    assert!(
+        found.iter().all(|d| d.total.starts_with("jobs ") || *d == events),
+        "only those: {found:?}"
+    );
+    // PostgreSQL's bypassed move counted the job nowhere new; SQLite's REPLACE counted its
+    // insert: either way the recount has it where it is.
+    assert!(
+        found
+            .iter()
+            .filter(|d| d.total == "jobs failed")
+            .all(|d| d.counted == 1),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[0].to_string(),
+        format!(
+            "{} {} kept, {} counted",
+            found[0].total, found[0].kept, found[0].counted
+        )
+    );
+
+    let repaired = Ledger::repair_totals(&fx.url).await.unwrap();
+    assert_eq!(repaired, found, "what was repaired is what was found");
+    assert_eq!(Ledger::inspect(&fx.url).await.unwrap().totals, Some(vec![]));
+    assert_totals_exact(ledger, &fx.raw, at(10), "the repair").await;
+    let job = ledger.job_by_issue(&issue(2)).await.unwrap().unwrap();
+    step(ledger, &job, Event::StartAttempt, Some(&ids("thread-2")), at(11)).await;
+    queued(ledger, 4, 2, at(11)).await;
+    assert_totals_exact(ledger, &fx.raw, at(12), "writes after the repair").await;
+
+    // A totals row gone altogether (a restore without it): each of its totals is named.
+    fx.raw_execute("DELETE FROM ledger_totals").await.unwrap();
+    let found = Ledger::inspect(&fx.url).await.unwrap().totals.expect("looked at");
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert_eq!(Ledger::repair_totals(&fx.url).await.unwrap(), found);
+    assert_totals_exact(ledger, &fx.raw, at(13), "the totals row made again").await;
+}
+
+/// `afk doctor` sees who leads without ever taking the leader lock, so an `afk run` starting at
+/// that very instant is never turned away by it. Made visible here by a lock that cannot be tried
+/// without failing: on SQLite the lock file is a directory (opening it to lock it fails), on
+/// PostgreSQL this schema's own `pg_try_advisory_lock(integer)`, which the lock statement calls
+/// before the catalog's `(bigint)`, raises.
+async fn inspecting_never_takes_the_leader_lock(fx: &Fixture) {
+    match fx.ledger.backend() {
+        Backend::Sqlite => {
+            let db = fx.url.strip_prefix("sqlite://").expect("a SQLite file");
+            std::fs::create_dir(format!("{db}.lock")).expect("a lock file no one can lock");
+        }
+        Backend::Postgres => {
+            fx.raw_execute(
+                "CREATE FUNCTION pg_try_advisory_lock(key integer) RETURNS boolean LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'the leader lock was tried'; END $$",
+            )
+            .await
+            .unwrap();
+            let tried = fx
+                .raw_execute(
+                    "SELECT pg_try_advisory_lock(hashtext('afk-ledger-leader:' || current_schema()))",
+                )
+                .await;
+            assert!(
+                tried.is_err(),
+                "the lock statement reaches this schema's function"
+            );
+        }
+    }
+    let seen = Ledger::inspect(&fx.url).await.expect("a look that tries no lock");
+    assert_eq!(seen.leader, LeaderState::NoLeaderSeen, "{seen:?}");
+    assert_eq!(seen.totals, Some(vec![]), "{seen:?}");
+}

@@ -87,8 +87,13 @@ webhook_secret_file = "{secret}"
     }
 
     async fn diagnose(&self, edit: impl FnOnce(String) -> String) -> Report {
+        self.diagnose_and(edit, false).await
+    }
+
+    /// [`Setup::diagnose`], repairing what the doctor repairs with `repair` (`--repair`).
+    async fn diagnose_and(&self, edit: impl FnOnce(String) -> String, repair: bool) -> Report {
         let path = self.config(edit);
-        let report = diagnose(Some(&path), &|_| None).await;
+        let report = diagnose(Some(&path), &|_| None, repair).await;
         for secret in [TOKEN, READ, JWT, GITHUB_TOKEN, WEBHOOK_SECRET] {
             let shown = serde_json::to_string(&report).unwrap() + &report.text();
             assert!(!shown.contains(secret), "a secret was shown: {shown}");
@@ -545,4 +550,95 @@ async fn the_command_exits_non_zero_with_one_line_per_check_and_json_for_scripts
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Running totals that drifted from the ledger's rows (a write that ran no trigger, a restore of
+/// an older copy) fail `ledger.totals` in one line naming each, with the repair in the fix;
+/// `afk doctor --repair` recounts them and says so, and the next look finds them right. On SQLite
+/// and on PostgreSQL.
+#[tokio::test]
+async fn running_totals_that_drifted_are_named_and_repaired_on_request() {
+    let setup = Setup::new().await;
+    let sqlite = setup.world.config.ledger.url.clone();
+    drifted_totals_are_repaired(&setup, &sqlite).await;
+    if let Some((url, schema)) = pg_schema("afk_doctor").await {
+        drifted_totals_are_repaired(&setup, &url).await;
+        let pg = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pg)
+            .await
+            .unwrap();
+    }
+}
+
+async fn drifted_totals_are_repaired(setup: &Setup, url: &str) {
+    let ledger = Ledger::open(url).await.unwrap();
+    let new_job = afk_ledger::NewJob {
+        issue: afk_core::IssueKey {
+            repo: afk_core::Repo::new(REPO_A).unwrap(),
+            number: 7,
+        },
+        title: "Seven".into(),
+        body: "Body".into(),
+        labels: vec![],
+        priority: afk_core::Priority::new(2).unwrap(),
+        source: afk_core::JobSource::Local,
+    };
+    ledger.upsert_job(&new_job, chrono::Utc::now()).await.unwrap();
+    // An older copy of the totals row restored: 3 attempts where the ledger has none.
+    let corrupt = "UPDATE ledger_totals SET attempts = attempts + 3 WHERE id = 1";
+    match ledger.backend() {
+        afk_ledger::Backend::Sqlite => {
+            let raw = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(corrupt).execute(&raw).await.unwrap();
+            raw.close().await;
+        }
+        afk_ledger::Backend::Postgres => {
+            let raw = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(corrupt).execute(&raw).await.unwrap();
+            raw.close().await;
+        }
+    }
+    let at = |text: String| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("url = \"sqlite"))
+            .unwrap()
+            .to_owned();
+        text.replace(&line, &format!("url = \"{url}\""))
+    };
+    let report = setup.diagnose(at).await;
+    let text = report.text();
+    let check = report.check("ledger.totals").unwrap_or_else(|| panic!("{text}"));
+    assert!(!check.ok && !check.will_pass, "a person must act: {text}");
+    assert!(
+        text.contains(
+            "✗ ledger.totals: 1 running total(s) differ from a recount of the rows (attempts 3 kept, \
+             0 counted): afk status shows them wrong — run afk doctor --repair"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        ledger.size().await.unwrap().attempts,
+        3,
+        "still wrong: the doctor only looked"
+    );
+
+    let report = setup.diagnose_and(at, true).await;
+    let text = report.text();
+    assert!(
+        text.contains(
+            "✓ ledger.totals: 1 running total(s) differ from a recount of the rows (attempts 3 kept, \
+             0 counted): recounted and repaired"
+        ),
+        "{text}"
+    );
+    assert_eq!(ledger.size().await.unwrap().attempts, 0, "repaired");
+    let report = setup.diagnose(at).await;
+    assert!(
+        report.text().contains("✓ ledger.totals: its running totals"),
+        "{}",
+        report.text()
+    );
+    ledger.close().await;
 }

@@ -11,7 +11,9 @@
 //!    docs/github.md lists, each repository is readable with the access afk needs, webhooks can be
 //!    received when a secret is set;
 //! 5. the ledger: reachable (without changing it), its migrations current, whether an `afk run`
-//!    leads it.
+//!    leads it (seen without taking its lock, so a starting `afk run` is never turned away), its
+//!    running totals equal to a recount of its rows (`--repair` recounts them when they differ:
+//!    the one thing the doctor changes, and only when asked).
 //!
 //! One line per check, `✓` or `✗` with the fix in a sentence (`--json`: one object). A check that
 //! depends on one that failed is left out. The command fails (exit status 1) when a check a
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use afk_core::Repo;
 use afk_github::{AppCredentials, AppId, ClientConfig, Credentials, GitHubClient, InstallationId};
-use afk_ledger::Ledger;
+use afk_ledger::{LeaderState, Ledger, TotalDrift};
 use afk_secrets::redact::{redact_url, scrub};
 use afk_secrets::{Freshness, ProviderSpec, SecretProvider};
 use serde::Serialize;
@@ -45,12 +47,16 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Repair what the doctor can repair in place: the ledger's running totals (the counts
+    /// `afk status` reads), recounted from its rows when they differ. Safe while `afk run` runs.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// Runs every check and prints the report; fails when a person must fix something.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let path = args.config.path();
-    let report = diagnose(path.as_deref(), &|name| std::env::var(name).ok()).await;
+    let report = diagnose(path.as_deref(), &|name| std::env::var(name).ok(), args.repair).await;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -68,7 +74,7 @@ pub struct Check {
     /// What was checked, stable for scripts: `config`, `secret.t3_token`, `t3.reachable`,
     /// `t3.read`, `t3.operate`, `t3.project.OWNER/NAME`, `t3.websocket`, `t3.provider`,
     /// `github.credentials`, `github.app_permissions`, `github.repo.OWNER/NAME`, `github.webhooks`,
-    /// `ledger.reachable`, `ledger.migrations`, `ledger.leader`.
+    /// `ledger.reachable`, `ledger.migrations`, `ledger.leader`, `ledger.totals`.
     pub id: String,
     /// It passed.
     pub ok: bool,
@@ -163,8 +169,8 @@ impl Report {
 }
 
 /// Runs every check for the configuration at `path` (none: the built-in defaults) with the
-/// environment `env`.
-pub async fn diagnose(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Report {
+/// environment `env`; with `repair`, recounts the ledger's running totals when they differ.
+pub async fn diagnose(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, repair: bool) -> Report {
     let source = path.map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
     let mut checks = Vec::new();
     match Config::load(path, env) {
@@ -174,7 +180,7 @@ pub async fn diagnose(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>)
             check_t3(&config, &tokens, &mut checks).await;
             check_local_source(&config, &mut checks);
             check_github(&config, &tokens, &mut checks).await;
-            check_ledger(&config, &mut checks).await;
+            check_ledger(&config, &mut checks, repair).await;
         }
         Err(error) => checks.push(Check::failed(
             "config",
@@ -770,8 +776,9 @@ async fn check_github(config: &Config, tokens: &Tokens, checks: &mut Vec<Check>)
     }
 }
 
-/// The ledger, looked at without changing it.
-async fn check_ledger(config: &Config, checks: &mut Vec<Check>) {
+/// The ledger, looked at without changing it (with `repair`, its running totals recounted when
+/// they differ).
+async fn check_ledger(config: &Config, checks: &mut Vec<Check>, repair: bool) {
     let inspection = match Ledger::inspect(&config.ledger.url).await {
         Ok(inspection) => inspection,
         Err(error) => {
@@ -832,9 +839,55 @@ async fn check_ledger(config: &Config, checks: &mut Vec<Check>) {
     }
     checks.push(Check::ok(
         "ledger.leader",
-        match inspection.led {
-            true => "an afk run leads it now (a second one would stand by)",
-            false => "no afk run leads it now",
+        match inspection.leader {
+            LeaderState::Leading => "an afk run leads it now (a second one would stand by)",
+            LeaderState::NoLeaderSeen => "no afk run seen leading it now",
+            LeaderState::CannotTell => "cannot tell here whether an afk run leads it without taking its lock",
         },
     ));
+    if let Some(drifts) = &inspection.totals {
+        checks.push(check_totals(&config.ledger.url, drifts, repair).await);
+    }
+}
+
+/// The ledger's running totals against a recount (`drifts`: those that differ), repaired with
+/// `repair`.
+async fn check_totals(url: &str, drifts: &[TotalDrift], repair: bool) -> Check {
+    let said = |drifts: &[TotalDrift]| {
+        let list: Vec<String> = drifts.iter().map(TotalDrift::to_string).collect();
+        format!(
+            "{} running total(s) differ from a recount of the rows ({})",
+            drifts.len(),
+            list.join("; ")
+        )
+    };
+    if drifts.is_empty() {
+        return Check::ok(
+            "ledger.totals",
+            "its running totals (jobs per state, attempts, events, agent time) match a recount",
+        );
+    }
+    if !repair {
+        return Check::failed(
+            "ledger.totals",
+            format!("{}: afk status shows them wrong", said(drifts)),
+            "run afk doctor --repair to recount them (safe while afk run runs); a write that ran no \
+             trigger (SQLite's REPLACE, PostgreSQL with triggers disabled, a restore) does this",
+        );
+    }
+    match Ledger::repair_totals(url).await {
+        Ok(repaired) if repaired.is_empty() => Check::ok(
+            "ledger.totals",
+            "its running totals match a recount (a write set them right meanwhile)",
+        ),
+        Ok(repaired) => Check::ok(
+            "ledger.totals",
+            format!("{}: recounted and repaired", said(&repaired)),
+        ),
+        Err(error) => Check::failed(
+            "ledger.totals",
+            format!("{}; the repair failed: {error}", said(drifts)),
+            "run afk doctor --repair again once the database answers",
+        ),
+    }
 }
