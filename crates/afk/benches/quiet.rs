@@ -423,7 +423,7 @@ struct QuietFleet {
     /// The bench's own handle on the ledger, for the reads timed beside the ticks.
     ledger: Ledger,
     /// Every live attempt's thread and job, in the ledger's order: round `r` changes the
-    /// thread `r % n`.
+    /// thread `r % n`, and finishes one from the end (`finished`).
     threads: Vec<(String, i64)>,
     /// T3's event sequence once every thread ran.
     sequence: u64,
