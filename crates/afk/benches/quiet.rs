@@ -53,6 +53,24 @@
 //!   (`Ledger::read_changes_in_place(false)`), and that read alone: before and after in the very
 //!   same rounds and load.
 //!
+//! - `control: a quiet tick after evicting the caches`: one more quiet tick right after those
+//!   (no pass before it), but after the bench wrote through a buffer of `AFK_QUIET_EVICT_MB`
+//!   (256) MB, larger than the caches and than any size's fleet: if the first quiet tick after a
+//!   whole pass costs more at 100,000 only because of the caches that pass left, this one costs
+//!   the same at every size, about what that one costs at the largest;
+//! - `a tick after afk recorded one transition`: one thread (from the end of the list, never one
+//!   a round changes) starts a turn that ends at once (`[sim:duration=1]`); afk ticks until it
+//!   records its job's move (`running -> succeeded`), and the tick after that is timed: what
+//!   follows every transition afk records itself (checked to read the live attempts again and
+//!   to make a whole pass over them). The fleet shrinks by one thread a round.
+//!
+//! Every row also gives the median CPU time of the bench's own thread during the call
+//! (`CLOCK_THREAD_CPUTIME_ID`: the tick runs there; not stretched by other processes the way
+//! wall time is) and its minor page faults (`getrusage(RUSAGE_THREAD)`). `AFK_QUIET_ROUNDS=R`
+//! times exactly R rounds. Under callgrind, the quiet ticks of the three kinds above are polled
+//! through a function of their own (`FirstQuietTick`, `NextQuietTick`, `EvictedQuietTick`:
+//! `--toggle-collect='*FirstQuietTick*::poll'` counts the first alone; BENCHMARKS.md says how).
+//!
 //! Medians and ratios from one run; the machine is shared, so absolute times are only indicative.
 
 #[path = "../tests/common/mod.rs"]
@@ -74,6 +92,11 @@ use t3_client::ThreadState;
 /// Untimed rounds first, to warm caches and the allocator.
 const WARM_UP: usize = 3;
 const MIN_RUNS: usize = 15;
+/// `AFK_QUIET_ROUNDS`: exactly this many timed rounds instead, after one untimed round (under
+/// valgrind, say 1).
+fn fixed_rounds() -> Option<usize> {
+    std::env::var("AFK_QUIET_ROUNDS").ok()?.parse().ok()
+}
 const MAX_RUNS: usize = 201;
 /// Roughly how long the timed rounds of one size may take.
 const BUDGET: Duration = Duration::from_secs(3);
@@ -136,6 +159,131 @@ struct Row {
     fastest: Duration,
     slowest: Duration,
     runs: usize,
+    /// The median CPU time of the bench's own thread (the one the tick runs on).
+    cpu: Duration,
+    /// The median minor page faults of that thread.
+    faults: u64,
+}
+
+/// What one timed call cost: wall time, the CPU time of the calling thread
+/// (`CLOCK_THREAD_CPUTIME_ID`: the tick runs on the thread that blocks on the runtime, so this is
+/// its own work, not stretched by other processes the way wall time is while it waits for a
+/// core) and that thread's minor page faults (`getrusage(RUSAGE_THREAD)`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+    faults: u64,
+}
+
+/// The CPU time this thread has run so far.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer to a timespec, for the lifetime of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    assert_eq!(rc, 0, "the thread's CPU clock reads");
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// This thread's minor page faults so far.
+fn thread_faults() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out pointer to a rusage, for the lifetime of the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut usage) };
+    assert_eq!(rc, 0, "the thread's resource usage reads");
+    u64::try_from(usage.ru_minflt).unwrap_or(0)
+}
+
+/// A point to measure a [`Sample`] from.
+struct Clock {
+    wall: Instant,
+    cpu: Duration,
+    faults: u64,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        let faults = thread_faults();
+        let cpu = thread_cpu();
+        Clock {
+            wall: Instant::now(),
+            cpu,
+            faults,
+        }
+    }
+
+    fn sample(&self) -> Sample {
+        let wall = self.wall.elapsed();
+        let cpu = thread_cpu().saturating_sub(self.cpu);
+        Sample {
+            wall,
+            cpu,
+            faults: thread_faults().saturating_sub(self.faults),
+        }
+    }
+}
+
+/// Futures polled through a function of their own that is never inlined, one type per kind of
+/// quiet tick, so that a profiler counts each kind alone:
+/// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*FirstQuietTick*::poll'`
+/// counts the instructions of the first quiet tick after a whole pass (and all it calls) and
+/// nothing else; `NextQuietTick` is the first of the next quiet ticks at once, `EvictedQuietTick`
+/// the control's.
+macro_rules! marked_future {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        struct $name<F>(std::pin::Pin<Box<F>>);
+
+        impl<F: std::future::Future> std::future::Future for $name<F> {
+            type Output = F::Output;
+
+            #[inline(never)]
+            fn poll(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<F::Output> {
+                self.0.as_mut().poll(cx)
+            }
+        }
+    )*};
+}
+
+marked_future! {
+    /// The first quiet tick after a whole pass.
+    FirstQuietTick;
+    /// The first of the next quiet ticks at once.
+    NextQuietTick;
+    /// The control's quiet tick after the caches were evicted.
+    EvictedQuietTick;
+}
+
+/// Bytes the control row writes through before its quiet tick: more than any last-level cache,
+/// and as many pages as a TLB maps many times over, so that the tick runs as on the caches a
+/// pass over a large fleet leaves (`AFK_QUIET_EVICT_MB` changes it).
+fn evict_bytes() -> usize {
+    std::env::var("AFK_QUIET_EVICT_MB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(256)
+        << 20
+}
+
+/// Writes one byte in every 64 of `buffer` (each cache line once): the caches and TLB then hold
+/// `buffer`'s lines and pages, not the fleet's.
+#[inline(never)]
+fn evict(buffer: &mut [u8], round: usize) {
+    let value = u8::try_from(round % 251).unwrap_or(0);
+    for line in buffer.chunks_mut(64) {
+        line[0] = value;
+    }
+    std::hint::black_box(buffer);
 }
 
 fn main() {
@@ -159,28 +307,35 @@ fn main() {
                 resident()
             );
         }
+        eprintln!("quiet: worlds up, timing (pid {})", std::process::id());
+        let mut buffer = vec![0u8; evict_bytes()];
+        let warm_up = if fixed_rounds().is_some() { 1 } else { WARM_UP };
         let mut round = 0;
         let mut started = Instant::now();
         loop {
-            if round == WARM_UP {
+            if round == warm_up {
                 started = Instant::now();
             }
             // Each round starts at another size: none always follows the largest one's whole
             // pass (which leaves the caches full of its fleet).
             for k in 0..fleets.len() {
                 let i = (round + k) % fleets.len();
-                fleets[i].round(round, round >= WARM_UP).await;
+                fleets[i].round(round, round >= warm_up, &mut buffer).await;
             }
             round += 1;
-            let timed = round.saturating_sub(WARM_UP);
+            let timed = round.saturating_sub(warm_up);
             let budget = BUDGET * u32::try_from(fleets.len()).expect("a few sizes");
-            if timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= budget) {
+            let done = match fixed_rounds() {
+                Some(rounds) => timed >= rounds,
+                None => timed >= MIN_RUNS && (timed >= MAX_RUNS || started.elapsed() >= budget),
+            };
+            if done {
                 break;
             }
         }
         eprintln!(
             "quiet: {} timed rounds; peak resident memory {}",
-            round - WARM_UP,
+            round - warm_up,
             peak_resident()
         );
         for fleet in &mut fleets {
@@ -257,6 +412,9 @@ struct Allocated {
 /// tick: a quiet stretch's steady state.
 const AGAIN: usize = 5;
 
+/// The scenarios a round times (the rows of the table, in order: see [`QuietFleet::finish`]).
+const SCENARIOS: usize = 10;
+
 /// One size's world (T3 stand-in, ledger, afk) and what its rounds measured.
 struct QuietFleet {
     n: usize,
@@ -265,13 +423,19 @@ struct QuietFleet {
     /// The bench's own handle on the ledger, for the reads timed beside the ticks.
     ledger: Ledger,
     /// Every live attempt's thread and job, in the ledger's order: round `r` changes the
-    /// thread `r % n`.
+    /// thread `r % n`, and finishes one from the end (`finished`).
     threads: Vec<(String, i64)>,
     /// T3's event sequence once every thread ran.
     sequence: u64,
     reads_before: u64,
     tick_reads_before: u64,
-    samples: [Vec<Duration>; 8],
+    samples: [Vec<Sample>; SCENARIOS],
+    /// Threads finished at T3 so far (one a round, from the end of `threads`).
+    finished: usize,
+    /// Reads of the live attempts the ticks after those transitions made (one each).
+    transition_reads: u64,
+    /// Other reads (attempts to stop, jobs to settle, ready jobs) those ticks made.
+    transition_tick_reads: u64,
     allocated: Vec<(u64, u64)>,
     /// Quiet ticks after a whole pass that did not skip (a change still arriving): not timed.
     retried: u64,
@@ -317,7 +481,12 @@ impl QuietFleet {
         let mut app = App::build(world.config.clone())
             .await
             .expect("the control plane is wired");
-        let deadline = Instant::now() + Duration::from_secs(600);
+        // Ten minutes; `AFK_QUIET_SYNC_S` more under valgrind (100,000 threads take longer).
+        let patience = std::env::var("AFK_QUIET_SYNC_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600);
+        let deadline = Instant::now() + Duration::from_secs(patience);
         loop {
             support::quiet_tick(&mut app).await;
             if app.control_plane().is_following_stream() {
@@ -354,21 +523,25 @@ impl QuietFleet {
             reads_before,
             tick_reads_before,
             samples: Default::default(),
+            finished: 0,
+            transition_reads: 0,
+            transition_tick_reads: 0,
             allocated: Vec::new(),
             retried: 0,
         }
     }
 
-    /// One round: the whole pass, the quiet tick, the next quiet ticks at once, a tick after
-    /// one thread changed, and the ledger reads; kept when `timed`.
-    async fn round(&mut self, round: usize, timed: bool) {
+    /// One round: the whole pass, the quiet tick, the next quiet ticks at once, a quiet tick
+    /// after the caches were evicted, a tick after one thread changed, the ledger reads, and a
+    /// tick after afk recorded one transition; kept when `timed`.
+    async fn round(&mut self, round: usize, timed: bool, buffer: &mut [u8]) {
         let app = &mut self.app;
         // The whole pass, as every quiet tick made it before passes were skipped (and as any
-        // tick after a change at T3 still does).
+        // tick after a change in the ledger still does).
         app.control_plane().skip_quiet_passes(false);
-        let t = Instant::now();
+        let clock = Clock::start();
         support::quiet_tick(app).await;
-        let whole = t.elapsed();
+        let whole = clock.sample();
         app.control_plane().skip_quiet_passes(true);
         // The quiet tick. The stream brought every change of the last round before it ended
         // (waited for there); a tick that still visits is not counted (and counted as a retry),
@@ -376,9 +549,9 @@ impl QuietFleet {
         let mut tries = 0;
         let tick = loop {
             let skipped = app.control_plane().skipped_passes();
-            let t = Instant::now();
-            support::quiet_tick(app).await;
-            let tick = t.elapsed();
+            let clock = Clock::start();
+            FirstQuietTick(Box::pin(support::quiet_tick(app))).await;
+            let tick = clock.sample();
             if app.control_plane().skipped_passes() == skipped + 1 {
                 break tick;
             }
@@ -401,9 +574,13 @@ impl QuietFleet {
             app.control_plane().ledger().read_changes_in_place(in_place);
             let skipped = app.control_plane().skipped_passes();
             let before = allocations();
-            let t = Instant::now();
-            support::quiet_tick(app).await;
-            let took = t.elapsed();
+            let clock = Clock::start();
+            if in_place && again.is_empty() {
+                NextQuietTick(Box::pin(support::quiet_tick(app))).await;
+            } else {
+                support::quiet_tick(app).await;
+            }
+            let took = clock.sample();
             let after = allocations();
             if in_place {
                 again.push(took);
@@ -418,6 +595,21 @@ impl QuietFleet {
             );
         }
         app.control_plane().ledger().read_changes_in_place(true);
+        // The control: the same quiet tick, right after the ones above (no pass before it), but
+        // with the caches and TLB holding a buffer larger than any size's fleet instead of what
+        // the tick last touched. If only the caches make the first quiet tick after a whole pass
+        // dearer at 100,000, this one costs the same at every size, about what that one costs
+        // at the largest.
+        evict(buffer, round);
+        let skipped = app.control_plane().skipped_passes();
+        let clock = Clock::start();
+        EvictedQuietTick(Box::pin(support::quiet_tick(app))).await;
+        let evicted = clock.sample();
+        assert_eq!(
+            app.control_plane().skipped_passes(),
+            skipped + 1,
+            "the quiet tick after the eviction skipped its pass"
+        );
         // One thread changes at T3: its agent starts another turn (its job does not move).
         let (thread, job) = &self.threads[round % self.threads.len()];
         let command = serde_json::json!({
@@ -448,9 +640,9 @@ impl QuietFleet {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let plane = app.control_plane();
             let (partial, visited) = (plane.partial_passes(), plane.visited_attempts());
-            let t = Instant::now();
+            let clock = Clock::start();
             support::quiet_tick(app).await;
-            let took = t.elapsed();
+            let took = clock.sample();
             let plane = app.control_plane();
             if plane.partial_passes() > partial {
                 // Every change before this round's was in the stream's view before the round
@@ -472,19 +664,9 @@ impl QuietFleet {
             assert!(Instant::now() < admitted, "T3 admitted the new turn");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let upto = self.world.sim.sequence();
-        let caught_up = Instant::now() + Duration::from_secs(30);
-        loop {
-            let at = (app.control_plane().stream_sequence())
-                .expect("afk still follows the stream (a snapshot view would not tell)");
-            if at >= upto {
-                break;
-            }
-            assert!(Instant::now() < caught_up, "the stream brought T3's events");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        catch_up(app, &self.world).await;
         let ledger = &self.ledger;
-        let t = Instant::now();
+        let clock = Clock::start();
         let stop = ledger.attempts_to_stop().await.expect("the attempts to stop");
         let ended = ledger
             .jobs_in(&[JobState::TimedOut, JobState::Lost])
@@ -494,16 +676,17 @@ impl QuietFleet {
             .ready_jobs(Utc::now(), usize::MAX)
             .await
             .expect("the ready jobs");
-        let reads = t.elapsed();
+        let reads = clock.sample();
         assert!(stop.is_empty() && ended.is_empty() && ready.is_empty());
-        let t = Instant::now();
+        let clock = Clock::start();
         ledger.changes().await.expect("the change counts");
-        let counts = t.elapsed();
+        let counts = clock.sample();
         ledger.read_changes_in_place(false);
-        let t = Instant::now();
+        let clock = Clock::start();
         ledger.changes().await.expect("the change counts");
-        let counts_pool = t.elapsed();
+        let counts_pool = clock.sample();
         ledger.read_changes_in_place(true);
+        let transition = self.transition(round).await;
         if timed {
             self.samples[0].push(tick);
             self.samples[1].push(changed);
@@ -513,8 +696,95 @@ impl QuietFleet {
             self.samples[5].extend(again);
             self.samples[6].extend(again_pool);
             self.samples[7].push(counts_pool);
+            self.samples[8].push(evicted);
+            self.samples[9].push(transition);
             self.allocated.extend(allocated);
         }
+    }
+
+    /// One thread finishes at T3 (its agent starts a turn that ends at once, on a thread from
+    /// the end of the list: never one a round changes), afk records its job's move (ticking until
+    /// it has: the stream brings the end within milliseconds), and the tick after that is timed:
+    /// the tick that follows any transition afk records itself in production (a thread finished,
+    /// a job dispatched), checked to read the live attempts again and to make a whole pass.
+    async fn transition(&mut self, round: usize) -> Sample {
+        self.finished += 1;
+        let index = self.threads.len() - self.finished;
+        assert!(
+            index > round,
+            "the finished threads stay apart from the changed ones"
+        );
+        let (thread, job) = self.threads[index].clone();
+        let (section_reads, section_tick_reads) = {
+            let plane = self.app.control_plane();
+            (plane.watched_reads(), plane.tick_reads())
+        };
+        let command = serde_json::json!({
+            "type": "thread.turn.start",
+            "commandId": format!("bench-finish-{round}"),
+            "threadId": thread,
+            "message": {
+                "messageId": format!("bench-finish-message-{round}"),
+                "role": "user",
+                "text": format!("Wrap up issue {job}. [sim:duration=1]"),
+                "attachments": [],
+            },
+            "runtimeMode": "full-access",
+            "interactionMode": "default",
+            "createdAt": t3_client::wire::Timestamp::now(),
+        });
+        let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
+        self.world.sim.apply_command(command).expect("T3 takes it");
+        let app = &mut self.app;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "afk recorded the finished thread's move"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let report = app.tick(Utc::now()).await.expect("a tick");
+            assert!(report.t3_reachable, "T3 answered");
+            if report.progress.is_empty() {
+                continue;
+            }
+            assert_eq!(report.progress.len(), 1, "one move: {:?}", report.progress);
+            let moved = &report.progress[0];
+            assert_eq!(
+                (moved.from, moved.to),
+                (JobState::Running, JobState::Succeeded),
+                "the finished thread's job succeeded"
+            );
+            break;
+        }
+        catch_up(app, &self.world).await;
+        let plane = app.control_plane();
+        let reads = plane.watched_reads();
+        let (skipped, partial) = (plane.skipped_passes(), plane.partial_passes());
+        let visited = plane.visited_attempts();
+        let clock = Clock::start();
+        support::quiet_tick(app).await;
+        let took = clock.sample();
+        let plane = app.control_plane();
+        assert_eq!(
+            plane.watched_reads(),
+            reads + 1,
+            "the tick after a transition read the live attempts again"
+        );
+        assert_eq!(
+            (plane.skipped_passes(), plane.partial_passes()),
+            (skipped, partial),
+            "the tick after a transition made a whole pass"
+        );
+        assert_eq!(
+            plane.visited_attempts() - visited,
+            (self.n - self.finished) as u64,
+            "the whole pass visited every live attempt"
+        );
+        // The whole section, the tick that recorded the move included.
+        self.transition_reads += plane.watched_reads() - section_reads;
+        self.transition_tick_reads += plane.tick_reads() - section_tick_reads;
+        took
     }
 
     /// The checks over all rounds: the changes reached T3, no tick re-read what nothing changed.
@@ -528,15 +798,20 @@ impl QuietFleet {
             self.world.sim.sequence() > self.sequence,
             "the changed threads' turns reached T3"
         );
+        // The ticks around a transition afk recorded read again (counted there); no other did.
+        assert_eq!(
+            self.transition_reads, self.finished as u64,
+            "each transition made the live attempts be read once more"
+        );
         assert_eq!(
             plane.watched_reads(),
-            self.reads_before,
-            "no tick read the live attempts again: nothing changed in the ledger"
+            self.reads_before + self.transition_reads,
+            "no other tick read the live attempts again: nothing else changed in the ledger"
         );
         assert_eq!(
             plane.tick_reads(),
-            self.tick_reads_before,
-            "no tick read the attempts to stop, the jobs to settle or the ready jobs again"
+            self.tick_reads_before + self.transition_tick_reads,
+            "no other tick read the attempts to stop, the jobs to settle or the ready jobs again"
         );
         assert!(plane.is_following_stream(), "still following the stream");
     }
@@ -574,19 +849,28 @@ impl QuietFleet {
             "the next quiet tick at once (a quiet tick after a quiet tick)",
             "the next quiet tick at once, its counts read through sqlx's pool (as before this round)",
             "Ledger::changes through sqlx's pool (as before this round)",
+            "control: a quiet tick after evicting the caches (no pass before; AFK_QUIET_EVICT_MB written through)",
+            "a tick after afk recorded one transition (one thread finished at T3): the live attempts re-read, a whole pass",
         ];
         let rows = names
             .into_iter()
             .zip(self.samples)
-            .map(|(scenario, mut s)| {
-                s.sort();
+            .map(|(scenario, s)| {
+                let mut wall: Vec<Duration> = s.iter().map(|s| s.wall).collect();
+                wall.sort();
+                let mut cpu: Vec<Duration> = s.iter().map(|s| s.cpu).collect();
+                cpu.sort();
+                let mut faults: Vec<u64> = s.iter().map(|s| s.faults).collect();
+                faults.sort_unstable();
                 Row {
                     scenario,
                     n,
-                    median: s[s.len() / 2],
-                    fastest: s[0],
-                    slowest: s[s.len() - 1],
-                    runs: s.len(),
+                    median: wall[wall.len() / 2],
+                    fastest: wall[0],
+                    slowest: wall[wall.len() - 1],
+                    runs: wall.len(),
+                    cpu: cpu[cpu.len() / 2],
+                    faults: faults[faults.len() / 2],
                 }
             })
             .collect();
@@ -606,6 +890,22 @@ impl QuietFleet {
             bytes: bytes[bytes.len() / 2],
         };
         (rows, allocated)
+    }
+}
+
+/// Waits until afk's view of the shell stream reaches T3's sequence now: every change made at T3
+/// so far is then in the view the next tick reads.
+async fn catch_up(app: &mut App, world: &World) {
+    let upto = world.sim.sequence();
+    let caught_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let at = (app.control_plane().stream_sequence())
+            .expect("afk still follows the stream (a snapshot view would not tell)");
+        if at >= upto {
+            return;
+        }
+        assert!(Instant::now() < caught_up, "the stream brought T3's events");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -715,8 +1015,8 @@ async fn wait_all_running(world: &World, n: usize) {
 }
 
 fn print_table(rows: &[Row], baseline: usize) {
-    println!("| scenario | N running | median | fastest | slowest | runs | median vs N={baseline} |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| scenario | N running | median | fastest | slowest | runs | median vs N={baseline} | thread CPU, median | vs N={baseline} | minor faults, median |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut scenarios: Vec<&str> = Vec::new();
     for row in rows {
         if !scenarios.contains(&row.scenario) {
@@ -725,20 +1025,26 @@ fn print_table(rows: &[Row], baseline: usize) {
     }
     for scenario in scenarios {
         let of: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
-        let base = of.iter().find(|r| r.n == baseline).map(|r| r.median);
+        let base = of.iter().find(|r| r.n == baseline).copied();
+        let ratio = |of: Duration, base: Duration| {
+            format!("{:.2}x", of.as_secs_f64() / base.as_secs_f64().max(1e-12))
+        };
         for row in of {
-            let ratio = base.map_or("-".to_string(), |b| {
-                format!("{:.2}x", row.median.as_secs_f64() / b.as_secs_f64())
+            let (wall_ratio, cpu_ratio) = base.map_or(("-".to_owned(), "-".to_owned()), |b| {
+                (ratio(row.median, b.median), ratio(row.cpu, b.cpu))
             });
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.scenario,
                 row.n,
                 support::human_secs(row.median.as_secs_f64()),
                 support::human_secs(row.fastest.as_secs_f64()),
                 support::human_secs(row.slowest.as_secs_f64()),
                 row.runs,
-                ratio
+                wall_ratio,
+                support::human_secs(row.cpu.as_secs_f64()),
+                cpu_ratio,
+                row.faults
             );
         }
     }

@@ -407,6 +407,61 @@ async fn a_change_to_one_thread_among_many_is_acted_on_visiting_only_its_attempt
     tick_until_skipping(&world, &mut app, &clock).await;
 }
 
+/// Ticks until the job of `number` succeeds after its thread's turn was finished at T3: every
+/// tick visits at most that thread's attempt, and none indexes the live attempts by thread.
+async fn finish_one_visiting_it_alone(world: &World, app: &mut App, clock: &Clock, number: u64) {
+    let live = app.ledger().watched_attempts().await.unwrap();
+    let done = live.iter().find(|a| a.issue.number == number).unwrap();
+    assert!(world
+        .sim
+        .finish_turn(done.thread_id.as_str(), TurnOutcome::Completed));
+    let builds = app.control_plane().live_index_builds();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let visited = app.control_plane().visited_attempts();
+        let (whole, moves) = tick_once(app, clock).await;
+        let plane = app.control_plane();
+        let visits = plane.visited_attempts() - visited;
+        assert!(!whole && visits <= 1, "visited {visits} for one changed thread");
+        assert_eq!(
+            plane.live_index_builds(),
+            builds,
+            "a tick visiting one changed thread indexed the whole fleet"
+        );
+        if !moves.is_empty() {
+            assert_eq!(moves, vec![(JobState::Running, JobState::Succeeded)]);
+            return;
+        }
+        assert!(Instant::now() < deadline, "the finished turn was never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a move afk recorded itself, the next tick reads the live attempts again and makes the
+/// whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
+/// the changed thread's attempt alone without walking the fleet to index it (it did, before).
+#[tokio::test]
+async fn after_a_recorded_move_a_change_to_one_thread_costs_only_that_thread() {
+    let (world, mut app, clock) = running_fleet(6).await;
+    finish_one_visiting_it_alone(&world, &mut app, &clock, 3).await;
+    let builds = app.control_plane().live_index_builds();
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole && moves.is_empty(), "{moves:?}");
+    assert_eq!(
+        app.control_plane().live_index_builds(),
+        builds + 1,
+        "the whole pass over the new read indexed it"
+    );
+    tick_until_skipping(&world, &mut app, &clock).await;
+    finish_one_visiting_it_alone(&world, &mut app, &clock, 4).await;
+    let jobs = app.ledger().jobs().await.unwrap();
+    let succeeded: Vec<u64> = (jobs.iter())
+        .filter(|j| j.state == JobState::Succeeded)
+        .map(|j| j.issue.number)
+        .collect();
+    assert_eq!(succeeded, vec![3, 4], "{jobs:#?}");
+}
+
 #[tokio::test]
 async fn a_dispatch_back_off_that_ends_during_skipped_ticks_is_resumed_on_time() {
     let (world, mut app, mut clock) = running_world("Keep working. [sim:hang]", |w| {

@@ -352,6 +352,13 @@ impl ControlPlane {
         self.watcher.partial_passes()
     }
 
+    /// How many times the watcher indexed a read of the live attempts by thread (once per read
+    /// that a quiet pass watched; a pass visiting changed threads only looks them up). For tests
+    /// and benchmarks.
+    pub fn live_index_builds(&self) -> u64 {
+        self.watcher.index_builds()
+    }
+
     /// How many live attempts the watcher's passes visited so far: every one on a whole pass,
     /// the changed threads' on a partial one, none on a skipped one. For tests and benchmarks.
     pub fn visited_attempts(&self) -> u64 {

@@ -466,6 +466,8 @@ pub(crate) struct Watcher {
     /// as long as the live attempts are that read (a weak reference: the read itself is not
     /// kept alive, and its address is not reused while this is held).
     index: Option<LiveIndex>,
+    /// How many times `index` was made.
+    index_builds: u64,
     /// False when passes are never skipped (benchmarks measure the whole pass so).
     may_skip_passes: bool,
 }
@@ -539,6 +541,7 @@ impl Watcher {
             visited: 0,
             partial: 0,
             index: None,
+            index_builds: 0,
             may_skip_passes: true,
         }
     }
@@ -595,18 +598,8 @@ impl Watcher {
         let Some(changed) = changed else {
             return Pass::Whole;
         };
-        if self
-            .index
-            .as_ref()
-            .is_none_or(|(of, _)| std::sync::Weak::as_ptr(of) != Arc::as_ptr(live))
-        {
-            let by_thread = live
-                .iter()
-                .enumerate()
-                .map(|(i, attempt)| (attempt.thread_id.clone(), i))
-                .collect();
-            self.index = Some((Arc::downgrade(live), by_thread));
-        }
+        // Made when the quiet pass ended (`Watcher::pass_was_quiet`); here only if it was not.
+        self.index_live(live);
         let Some((_, index)) = &self.index else {
             return Pass::Whole;
         };
@@ -660,6 +653,34 @@ impl Watcher {
             }
             _ => None,
         };
+        if self.quiet.is_some() {
+            // Now, on the tick that already walked them all (a whole pass after a re-read), not
+            // on the next tick that visits a changed thread, which then costs what changed.
+            self.index_live(live);
+        }
+    }
+
+    /// Indexes `live` by thread unless the index is already of that very read: once per read of
+    /// the live attempts, so that a pass visiting only changed threads costs what changed.
+    fn index_live(&mut self, live: &Arc<Vec<WatchedAttempt>>) {
+        if self
+            .index
+            .as_ref()
+            .is_none_or(|(of, _)| std::sync::Weak::as_ptr(of) != Arc::as_ptr(live))
+        {
+            self.index_builds += 1;
+            let by_thread = live
+                .iter()
+                .enumerate()
+                .map(|(i, attempt)| (attempt.thread_id.clone(), i))
+                .collect();
+            self.index = Some((Arc::downgrade(live), by_thread));
+        }
+    }
+
+    /// How many times the live attempts were indexed by thread (for tests and benchmarks).
+    pub(crate) fn index_builds(&self) -> u64 {
+        self.index_builds
     }
 
     /// Never skips a pass when `on` is false (the cost of the whole pass, for benchmarks).
