@@ -349,15 +349,64 @@ pub(crate) fn lock_file_held_seen(path: &Path) -> LeaderState {
         return LeaderState::CannotTell;
     };
     let mut devices = vec![device_numbers(file.dev())];
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .zip(std::fs::canonicalize(path).ok())
-        .and_then(|(mountinfo, path)| mount_device(&mountinfo, &path));
+    let mount = mount_device_kept(&MOUNT_SEEN, path, file.dev(), file.ino(), || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .zip(std::fs::canonicalize(path).ok())
+            .and_then(|(mountinfo, path)| mount_device(&mountinfo, &path))
+    });
     devices.extend(mount);
     match held_in_lock_table(&table, &devices, file.ino()) {
         true => LeaderState::Leading,
         false => LeaderState::NoLeaderSeen,
     }
+}
+
+/// The mount the last lock file looked at lies on, kept for [`lock_file_held_seen`]'s next look
+/// (`afk status` and the dashboard's `/api/v1/state` ask at every poll). Only the list of held
+/// locks, which is the answer, is read again each time.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+static MOUNT_SEEN: std::sync::Mutex<Option<MountSeen>> = std::sync::Mutex::new(None);
+
+/// The mount device found for the lock file at `path`, which `stat` gave as inode `ino` of
+/// device `dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct MountSeen {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    device: (u64, u64),
+}
+
+/// The device of the mount the file at `path` (inode `ino` of `dev`) lies on: what `kept` holds
+/// for that very file, else what `find` says (kept when found). The mount a file lies on cannot
+/// change under it: a mount over one of its directories makes the path name another file (of
+/// another device or inode), which is looked up afresh. What `find` does not find is looked up
+/// again next time (`/proc` not mounted yet, say).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn mount_device_kept(
+    kept: &std::sync::Mutex<Option<MountSeen>>,
+    path: &Path,
+    dev: u64,
+    ino: u64,
+    find: impl FnOnce() -> Option<(u64, u64)>,
+) -> Option<(u64, u64)> {
+    // A poisoned lock only means a panic elsewhere mid-update: the value is whole either way.
+    let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(seen) = kept.as_ref() {
+        if seen.path == path && seen.dev == dev && seen.ino == ino {
+            return Some(seen.device);
+        }
+    }
+    let device = find()?;
+    *kept = Some(MountSeen {
+        path: path.to_owned(),
+        dev,
+        ino,
+        device,
+    });
+    Some(device)
 }
 
 /// Elsewhere there is no list of held locks to read, and trying the lock is what must not happen.
@@ -466,7 +515,7 @@ fn same_file(_locked: &File, path: &Path) -> bool {
 mod tests {
     use std::path::Path;
 
-    use super::{device_numbers, held_in_lock_table, mount_device};
+    use super::{device_numbers, held_in_lock_table, mount_device, mount_device_kept};
 
     const TABLE: &str = "1: FLOCK  ADVISORY  WRITE 4778 fe:00:10117985 0 EOF\n\
                          1: -> FLOCK  ADVISORY  WRITE 4790 fe:00:555 0 EOF\n\
@@ -516,5 +565,51 @@ mod tests {
             "whole components only"
         );
         assert_eq!(mount_device("", Path::new("/x")), None);
+    }
+
+    #[test]
+    fn the_mount_of_a_lock_file_is_looked_up_once_per_file() {
+        let kept = std::sync::Mutex::new(None);
+        let lookups = std::cell::Cell::new(0);
+        let find = |device: Option<(u64, u64)>| {
+            let lookups = &lookups;
+            move || {
+                lookups.set(lookups.get() + 1);
+                device
+            }
+        };
+        let path = Path::new("/srv/afk/ledger.db.lock");
+        assert_eq!(
+            mount_device_kept(&kept, path, 52, 7, find(Some((0, 52)))),
+            Some((0, 52))
+        );
+        assert_eq!(
+            mount_device_kept(&kept, path, 52, 7, find(Some((9, 9)))),
+            Some((0, 52))
+        );
+        assert_eq!(lookups.get(), 1, "the same file: the mount it lies on is kept");
+        // The file made again (a new inode), the path mounted over (another device), another
+        // ledger's lock file: looked up afresh.
+        assert_eq!(
+            mount_device_kept(&kept, path, 52, 8, find(Some((0, 53)))),
+            Some((0, 53))
+        );
+        assert_eq!(
+            mount_device_kept(&kept, path, 60, 8, find(Some((0, 60)))),
+            Some((0, 60))
+        );
+        let other = Path::new("/srv/other/ledger.db.lock");
+        assert_eq!(
+            mount_device_kept(&kept, other, 60, 8, find(Some((0, 61)))),
+            Some((0, 61))
+        );
+        assert_eq!(lookups.get(), 4);
+        // Not found (no /proc yet): nothing kept, asked again next time.
+        assert_eq!(mount_device_kept(&kept, path, 70, 1, find(None)), None);
+        assert_eq!(
+            mount_device_kept(&kept, path, 70, 1, find(Some((0, 70)))),
+            Some((0, 70))
+        );
+        assert_eq!(lookups.get(), 6);
     }
 }
