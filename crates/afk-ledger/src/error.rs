@@ -128,6 +128,25 @@ impl LedgerError {
         }
     }
 
+    /// True when the database gave up waiting for a lock another transaction held: SQLite's
+    /// `database is locked` after its busy timeout, PostgreSQL's `lock_timeout` (SQLSTATE
+    /// 55P03). Nothing was written; it may pass once that transaction ends.
+    pub fn is_lock_timeout(&self) -> bool {
+        let LedgerError::Database(e) = self else {
+            return false;
+        };
+        let Some(database) = e.as_database_error() else {
+            return false;
+        };
+        let code = database.code();
+        let code = code.as_deref().unwrap_or_default();
+        match database.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            // Its extended result code in decimal: SQLITE_BUSY (5) in the low byte.
+            Some(_) => code.parse::<i64>().is_ok_and(|c| c & 0xff == 5),
+            None => code == "55P03",
+        }
+    }
+
     /// True when the write was refused because another process leads the ledger now.
     pub fn is_deposed(&self) -> bool {
         matches!(self, LedgerError::Deposed { .. })

@@ -88,19 +88,7 @@ impl Ledger {
                 ));
             }
             let mut connection = options.connect().await.map_err(open_error)?;
-            let has_table: Option<(String,)> = sqlx::query_as(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-            )
-            .fetch_optional(&mut connection)
-            .await?;
-            let ran = match has_table {
-                Some(_) => {
-                    sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
-                        .fetch_all(&mut connection)
-                        .await?
-                }
-                None => Vec::new(),
-            };
+            let ran = sqlite_ran(&mut connection).await?;
             // Read from the kernel's list of held locks, never by trying the lock: an `afk run`
             // trying it at the same instant would be turned away.
             let leader = match in_memory {
@@ -109,7 +97,7 @@ impl Ledger {
             };
             let mut inspection =
                 Inspection::of(url_redacted, Backend::Sqlite, &SQLITE_MIGRATIONS, &ran, leader);
-            if inspection.totals_comparable(&ran) {
+            if totals_comparable(&SQLITE_MIGRATIONS, &ran) {
                 // One read transaction: one snapshot of the totals and the rows (WAL: no writer
                 // waits for it).
                 let mut tx = connection.begin().await?;
@@ -121,20 +109,7 @@ impl Ledger {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(open_error)?;
             let mut connection = options.connect().await.map_err(open_error)?;
-            let has_table: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations')",
-            )
-            .fetch_one(&mut connection)
-            .await?;
-            let ran: Vec<(i64, bool)> = match has_table {
-                true => {
-                    sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
-                        .fetch_all(&mut connection)
-                        .await?
-                }
-                false => Vec::new(),
-            };
+            let ran = pg_ran(&mut connection).await?;
             // Read from `pg_locks`, never by trying the lock: an `afk run` trying it at the same
             // instant would be turned away.
             let held: bool = sqlx::query_scalar(PG_LOCK_HELD)
@@ -151,7 +126,7 @@ impl Ledger {
                 &ran,
                 leader,
             );
-            if inspection.totals_comparable(&ran) {
+            if totals_comparable(&POSTGRES_MIGRATIONS, &ran) {
                 // One snapshot of the totals and the rows, blocking no writer.
                 let mut tx = connection.begin().await?;
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -177,14 +152,7 @@ impl Inspection {
         }
     }
 
-    /// Whether the running totals mean what this afk knows them to mean: migration 0022 ran,
-    /// and no migration failed or came from a newer afk.
-    fn totals_comparable(&self, ran: &[(i64, bool)]) -> bool {
-        self.unknown.is_empty()
-            && self.failed.is_empty()
-            && ran.iter().any(|(v, ok)| *v == TOTALS_MIGRATION && *ok)
-    }
-
+    /// What the migrations `ran` (version, finished) say against those `migrator` knows.
     fn of(
         url_redacted: String,
         backend: Backend,
@@ -211,6 +179,51 @@ impl Inspection {
             totals: None,
         }
     }
+}
+
+/// Whether the running totals mean what this afk knows them to mean: migration 0022 ran, and
+/// no migration (of those `ran`) failed or came from a newer afk than `migrator`'s.
+fn totals_comparable(migrator: &Migrator, ran: &[(i64, bool)]) -> bool {
+    let known =
+        |version: i64| (migrator.iter()).any(|m| m.migration_type.is_up_migration() && m.version == version);
+    ran.iter().all(|(version, ok)| *ok && known(*version))
+        && ran.iter().any(|(version, _)| *version == TOTALS_MIGRATION)
+}
+
+/// The migrations that ran on a SQLite ledger (version, finished); none when it has no
+/// migration table.
+async fn sqlite_ran(connection: &mut SqliteConnection) -> Result<Vec<(i64, bool)>, LedgerError> {
+    let has_table: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            .fetch_optional(&mut *connection)
+            .await?;
+    Ok(match has_table {
+        Some(_) => {
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                .fetch_all(&mut *connection)
+                .await?
+        }
+        None => Vec::new(),
+    })
+}
+
+/// The migrations that ran on a PostgreSQL ledger (its schema: the URL's `search_path`); none
+/// when it has no migration table.
+async fn pg_ran(connection: &mut PgConnection) -> Result<Vec<(i64, bool)>, LedgerError> {
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(match has_table {
+        true => {
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                .fetch_all(&mut *connection)
+                .await?
+        }
+        false => Vec::new(),
+    })
 }
 
 /// The running totals of `job_counts` (jobs per state).
@@ -314,35 +327,47 @@ fn drift(
     drifts
 }
 
+/// How long [`Ledger::repair_totals`] waits for the writers' lock before it gives up: a writer
+/// holds it for one short transaction, so a longer wait is a transaction left open (a SQL
+/// session, an import), which a person must end first.
+const REPAIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Ledger {
     /// Sets the running totals of the ledger at `url` (migration 0022: jobs per state, attempts,
     /// events, agent time) to a recount of its rows when they differ, and returns what differed
-    /// (empty: nothing was written). No migration is run; a ledger without the totals
-    /// (0022 not applied) is [`LedgerError::Corrupt`].
+    /// (empty: nothing was written). No migration is run and no file is created; a ledger
+    /// without the totals this afk knows (0022 not applied, a migration failed or came from a
+    /// newer afk) is [`LedgerError::Corrupt`], naming why.
     ///
     /// Safe while an `afk run` writes: the recount and the rewrite are one transaction that first
-    /// takes the lock every writer of the totals takes before it moves them, so no write lands
-    /// between the count and the rewrite and every later one moves the new totals. Writers wait
-    /// for it (about as long as one count of the history takes). Not fenced: it writes no job.
+    /// takes the lock every writer of the totals takes before it moves them (SQLite's write lock;
+    /// PostgreSQL's change-count row), so no write lands between the count and the rewrite and
+    /// every later one moves the new totals. Writers wait for it (about as long as one count of
+    /// the history takes). It waits at most 10 s for that lock: a transaction holding it longer
+    /// fails it with an error for which [`LedgerError::is_lock_timeout`] holds. Not fenced: it
+    /// writes no job.
     pub async fn repair_totals(url: &str) -> Result<Vec<TotalDrift>, LedgerError> {
-        let seen = Ledger::inspect(url).await?;
-        if seen.totals.is_none() {
-            return Err(LedgerError::Corrupt {
-                what: format!(
-                    "the ledger {} has no running totals this afk can recount (migration 0022 not \
-                     applied, or a newer afk's)",
-                    seen.url_redacted
-                ),
-            });
-        }
+        let url_redacted = redact_url(url);
         let open_error = |source: sqlx::Error| LedgerError::Open {
-            url_redacted: seen.url_redacted.clone(),
+            url_redacted: url_redacted.clone(),
             source,
         };
+        let not_comparable = || LedgerError::Corrupt {
+            what: format!(
+                "the running totals of {url_redacted} cannot be recounted by this afk: migration \
+                 0022 has not run (afk run applies it), a migration failed, or a newer afk wrote it"
+            ),
+        };
         macro_rules! repair_on {
-            ($connection:expr) => {{
+            ($connection:expr, $ran:ident, $migrator:expr, $($lock_wait:literal)?) => {{
                 let mut connection = $connection;
+                let ran = $ran(&mut connection).await?;
+                if !totals_comparable($migrator, &ran) {
+                    let _ = connection.close().await;
+                    return Err(not_comparable());
+                }
                 let mut tx = connection.begin().await?;
+                $(sqlx::query($lock_wait).execute(&mut *tx).await?;)?
                 sqlx::query(LOCK_WRITERS).execute(&mut *tx).await?;
                 let drifts: Vec<TotalDrift> = drift_in!(tx)?;
                 if !drifts.is_empty() {
@@ -355,15 +380,27 @@ impl Ledger {
                 drifts
             }};
         }
-        Ok(match seen.backend {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url).map_err(open_error)?;
-                repair_on!(options.connect().await.map_err(open_error)?)
-            }
-            Backend::Postgres => {
-                let options = PgConnectOptions::from_str(url).map_err(open_error)?;
-                repair_on!(options.connect().await.map_err(open_error)?)
-            }
-        })
+        if url.starts_with("sqlite:") {
+            // As the ledger's own connections wait for a writer (`open.rs`), but never creating
+            // a missing file.
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(open_error)?
+                .busy_timeout(REPAIR_LOCK_WAIT);
+            Ok(repair_on!(
+                options.connect().await.map_err(open_error)?,
+                sqlite_ran,
+                &SQLITE_MIGRATIONS,
+            ))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            Ok(repair_on!(
+                options.connect().await.map_err(open_error)?,
+                pg_ran,
+                &POSTGRES_MIGRATIONS,
+                "SET LOCAL lock_timeout = '10s'"
+            ))
+        } else {
+            Err(LedgerError::UnsupportedUrl { url_redacted })
+        }
     }
 }

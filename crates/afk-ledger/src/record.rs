@@ -7,9 +7,7 @@ use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Trans
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
-use crate::{
-    issue_number, AttemptId, Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE,
-};
+use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE};
 
 /// The writes of [`Ledger::record`] after its fence, inside the caller's transaction `$tx`:
 /// evaluates to the job's updated row, or ends the enclosing body with the error (so the caller's
@@ -264,10 +262,12 @@ impl Ledger {
     /// place. Any other error (the database, a lost leadership) rolls back every one and is
     /// returned: nothing of the batch was queued. New jobs get their ids in the order of `jobs`.
     ///
-    /// The issues are written by multi-row statements of up to 1,000 rows each, not one
-    /// statement per issue: on PostgreSQL every statement that writes jobs moves the change counts
-    /// and the running totals once (migration 0023), and in one transaction each such move costs
-    /// more than the last, so a burst of thousands of single-row statements was quadratic.
+    /// The issues are written by multi-row statements, not one statement per issue: on
+    /// PostgreSQL every statement that writes jobs moves the change counts and the running totals
+    /// once (migration 0023), and in one transaction each such move costs more than the last, so
+    /// a burst of thousands of single-row statements was quadratic. PostgreSQL takes the whole
+    /// batch in one statement (its columns bound as arrays, see [`PG_QUEUE_SQL`]), SQLite in
+    /// statements of up to 1,000 issues (the parameters one statement may bind).
     pub async fn queue_jobs(
         &self,
         jobs: &[NewJob],
@@ -295,31 +295,57 @@ impl Ledger {
         let mut rows: HashMap<(String, i64), JobRow> = HashMap::new();
         if !inserts.is_empty() {
             let now = millis(now);
-            let written: Vec<JobRow> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
-                fence!(self, tx);
-                let mut written = Vec::with_capacity(inserts.len());
-                for chunk in inserts.chunks(QUEUE_CHUNK) {
-                    let sql = queue_sql(chunk.len(), self.backend());
-                    // A full chunk's statement is the same every time: prepared once and kept;
-                    // the last, shorter one would only crowd the connection's statement cache.
-                    let mut query = sqlx::query_as(&sql).persistent(chunk.len() == QUEUE_CHUNK);
-                    for job in chunk {
-                        query = query
-                            .bind(job.job.issue.repo.as_str())
-                            .bind(job.number)
-                            .bind(&job.job.title)
-                            .bind(&job.job.body)
-                            .bind(&job.labels)
-                            .bind(job.priority)
-                            .bind(job.job.source.as_str())
-                            .bind(now)
-                            .bind(now);
+            let written: Vec<JobRow> = match &self.pool {
+                Pool::Sqlite(pool) => in_transaction!(pool, |tx| {
+                    fence!(self, tx);
+                    let mut written = Vec::with_capacity(inserts.len());
+                    for chunk in inserts.chunks(QUEUE_CHUNK) {
+                        let sql = sqlite_queue_sql(chunk.len());
+                        // A full chunk's statement is the same every time: prepared once and
+                        // kept; the last, shorter one would only crowd the statement cache.
+                        let mut query = sqlx::query_as(&sql).persistent(chunk.len() == QUEUE_CHUNK);
+                        for job in chunk {
+                            query = query
+                                .bind(job.job.issue.repo.as_str())
+                                .bind(job.number)
+                                .bind(&job.job.title)
+                                .bind(&job.job.body)
+                                .bind(&job.labels)
+                                .bind(job.priority)
+                                .bind(job.job.source.as_str())
+                                .bind(now)
+                                .bind(now);
+                        }
+                        let chunk_rows: Vec<JobRow> = query.fetch_all(&mut *tx).await?;
+                        written.extend(chunk_rows);
                     }
-                    let chunk_rows: Vec<JobRow> = query.fetch_all(&mut *tx).await?;
-                    written.extend(chunk_rows);
+                    Ok(written)
+                })?,
+                Pool::Postgres(pool) => {
+                    let repos: Vec<&str> = inserts.iter().map(|job| job.job.issue.repo.as_str()).collect();
+                    let titles: Vec<&str> = inserts.iter().map(|job| job.job.title.as_str()).collect();
+                    let bodies: Vec<&str> = inserts.iter().map(|job| job.job.body.as_str()).collect();
+                    let labels: Vec<&str> = inserts.iter().map(|job| job.labels.as_str()).collect();
+                    let sources: Vec<&str> = inserts.iter().map(|job| job.job.source.as_str()).collect();
+                    let numbers: Vec<i64> = inserts.iter().map(|job| job.number).collect();
+                    let priorities: Vec<i64> = inserts.iter().map(|job| job.priority).collect();
+                    in_transaction!(pool, |tx| {
+                        fence!(self, tx);
+                        let written: Vec<JobRow> = sqlx::query_as(PG_QUEUE_SQL)
+                            .bind(&repos)
+                            .bind(&numbers)
+                            .bind(&titles)
+                            .bind(&bodies)
+                            .bind(&labels)
+                            .bind(&priorities)
+                            .bind(&sources)
+                            .bind(now)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        Ok(written)
+                    })?
                 }
-                Ok(written)
-            }))?;
+            };
             // RETURNING gives the inserted rows in no promised order: matched by issue, which the
             // batch holds once.
             rows.extend(
@@ -497,9 +523,9 @@ impl<'a> PreparedJob<'a> {
     }
 }
 
-/// How many new issues [`Ledger::queue_jobs`] writes in one statement: 9 bound parameters a row,
-/// far under the most a statement may bind (SQLite 32,766, PostgreSQL 65,535), and few
-/// statements for a burst (8,000 issues: 8).
+/// How many new issues [`Ledger::queue_jobs`] writes in one SQLite statement: 9 bound
+/// parameters a row, far under the most a statement may bind (32,766), and few statements for a
+/// burst (8,000 issues: 8). PostgreSQL writes a whole batch in one statement ([`PG_QUEUE_SQL`]).
 pub(crate) const QUEUE_CHUNK: usize = 1_000;
 
 /// What [`Ledger::queue_jobs`] does with one issue of its batch.
@@ -510,13 +536,16 @@ enum Queue<'a> {
     Again,
 }
 
-/// The statement of [`Ledger::queue_jobs`] for `rows` issues on `backend`: 9 parameters per
-/// issue (repo, number, title, body, labels, priority, source, and the time twice), in the
-/// batch's order. SQLite's are anonymous (`?`): it looks a numbered parameter's name up by a walk
-/// of every name, once per parameter bound, which made a 1,000-row statement cost more than
-/// 1,000 single-row ones (measured: `sqlite3VListNumToName` 43 % of the burst's samples).
-fn queue_sql(rows: usize, backend: Backend) -> String {
-    let mut sql = String::with_capacity(200 + rows * 64);
+/// The SQLite statement of [`Ledger::queue_jobs`] for `rows` issues: 9 parameters per issue
+/// (repo, number, title, body, labels, priority, source, and the time twice), in the batch's
+/// order. SQLite inserts the rows of a `VALUES` list in its order, each taking the next rowid as
+/// it is inserted: the ids follow the batch. The parameters are anonymous (`?`): SQLite looks a
+/// numbered parameter's name up by a walk of every name, once per parameter bound, which made a
+/// 1,000-row statement cost more than 1,000 single-row ones (measured: `sqlite3VListNumToName`
+/// 43 % of the burst's samples).
+fn sqlite_queue_sql(rows: usize) -> String {
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0)";
+    let mut sql = String::with_capacity(200 + rows * (ROW.len() + 2));
     sql.push_str(
         "INSERT INTO jobs (repo, number, title, body, labels, priority, source, created_ms, \
          updated_ms, state, attempts, dispatch_tries) VALUES ",
@@ -525,21 +554,32 @@ fn queue_sql(rows: usize, backend: Backend) -> String {
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        for column in 0..9 {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => sql.push_str(&format!("${}", 1 + row * 9 + column)),
-            }
-        }
-        sql.push_str(", 'queued', 0, 0)");
+        sql.push_str(ROW);
     }
     sql.push_str(" ON CONFLICT (repo, number) DO NOTHING RETURNING *");
     sql
 }
+
+/// The PostgreSQL statement of [`Ledger::queue_jobs`]: a whole batch in one statement, whatever
+/// its size, its columns bound as 7 arrays in the batch's order (`$1` repos, `$2` numbers, `$3`
+/// titles, `$4` bodies, `$5` labels, `$6` priorities, `$7` sources) and `$8` the time.
+///
+/// One statement, not one per 1,000 issues: each statement's triggers take the change-count row
+/// (0023) and hold it until the commit, so a second statement of the same transaction that then
+/// waits on an issue another writer is inserting (an `afk dispatch` of that very issue, whose
+/// own trigger waits for the count row) would deadlock with it.
+///
+/// The ids follow the batch: the rows are fed to the insert sorted by their place in the batch
+/// (`WITH ORDINALITY ... ORDER BY`), and each takes its identity as it is inserted. A `VALUES`
+/// list would keep its order too in practice, but nothing documents it; a sorted subquery's
+/// rows reach the insert in its order.
+const PG_QUEUE_SQL: &str = "INSERT INTO jobs (repo, number, title, body, labels, priority, source, \
+     created_ms, updated_ms, state, attempts, dispatch_tries) \
+     SELECT repo, number, title, body, labels, priority, source, $8, $8, 'queued', 0, 0 \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+     $7::text[]) WITH ORDINALITY AS batch (repo, number, title, body, labels, priority, source, place) \
+     ORDER BY place \
+     ON CONFLICT (repo, number) DO NOTHING RETURNING *";
 
 /// One move of [`Ledger::record_many`]: `transition` of `job`, with the ids of the attempt it
 /// starts (`new_attempt`, as [`Ledger::record`] takes them).

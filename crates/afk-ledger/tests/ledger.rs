@@ -3279,8 +3279,8 @@ async fn ledger_counter(raw: &Raw) -> i64 {
 /// each issue answered in its place (new, known, the same issue again in the batch, even in
 /// another statement's share, a value the ledger cannot hold), the new jobs numbered in the
 /// batch's order, nothing queued twice, and the running totals what a recount says. On
-/// PostgreSQL the batch is a few statements, not one per issue (0023 moves the count once per
-/// statement): 2,305 issues move it by 3.
+/// PostgreSQL the batch is one statement, not one per issue (0023 moves the count once per
+/// statement): 2,305 issues move it by 1; SQLite writes it 1,000 issues a statement.
 async fn a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_the_totals_exact(
     fx: &Fixture,
 ) {
@@ -3354,7 +3354,7 @@ async fn a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_t
     );
     assert_totals_exact(ledger, &fx.raw, at(6), "a burst of 2,305 issues").await;
     if ledger.backend() == Backend::Postgres {
-        assert_eq!(counter_moves, 3, "one statement per 1,000 new issues");
+        assert_eq!(counter_moves, 1, "one statement for the whole batch");
     } else {
         assert_eq!(counter_moves, 2298, "SQLite counts a row at a time");
     }
@@ -3511,4 +3511,259 @@ async fn inspecting_never_takes_the_leader_lock(fx: &Fixture) {
     let seen = Ledger::inspect(&fx.url).await.expect("a look that tries no lock");
     assert_eq!(seen.leader, LeaderState::NoLeaderSeen, "{seen:?}");
     assert_eq!(seen.totals, Some(vec![]), "{seen:?}");
+}
+
+on_both_backends!(
+    repairing_the_totals_beside_a_writer_loses_nothing_and_leaves_them_exact,
+    a_burst_beside_a_hand_queued_issue_of_it_queues_each_issue_once,
+    inspecting_beside_a_leader_reports_it_and_leaves_its_lock_alone,
+    emptying_the_watched_tables_wholesale_moves_the_watched_count,
+);
+
+/// `afk doctor --repair` while an `afk run` writes (another handle, leading: new issues queued
+/// in bursts, attempts started, dispatched and ended, in the very rounds the repair runs): each
+/// repair finds the totals made wrong before its round and sets them right, no write waits
+/// forever or is refused, no job is lost or queued twice, and afterwards every total is what a
+/// recount says. Each round starts both at once (a barrier); many rounds interleave them
+/// differently.
+async fn repairing_the_totals_beside_a_writer_loses_nothing_and_leaves_them_exact(fx: &Fixture) {
+    const ROUNDS: u64 = 12;
+    const BURST: u64 = 30;
+    let writer = Ledger::open(&fx.url).await.expect("afk run's handle");
+    let _lead = writer.try_lead().await.unwrap().expect("afk run leads");
+    for round in 0..ROUNDS {
+        // Wrong totals, as a write that ran no trigger leaves them: the repair has work to do.
+        fx.raw_execute("UPDATE ledger_totals SET events = events + 3 WHERE id = 1")
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let writes = tokio::spawn({
+            let (writer, barrier) = (writer.clone(), Arc::clone(&barrier));
+            async move {
+                let first = 1 + round * BURST;
+                let burst: Vec<NewJob> = (first..first + BURST).map(|n| new_job(n, 2)).collect();
+                let now = at(10 * round as i64);
+                barrier.wait().await;
+                let answers = writer.queue_jobs(&burst, now).await.expect("the burst is queued");
+                let queued: Vec<Job> = answers
+                    .into_iter()
+                    .map(|a| a.expect("a value the ledger holds").expect("a new issue"))
+                    .collect();
+                // Started, dispatched and (for half of them) ended: attempts, events, agent time.
+                for (i, job) in queued.iter().take(4).enumerate() {
+                    let thread = format!("thread-{}", job.issue.number);
+                    let job = step(&writer, job, Event::StartAttempt, Some(&ids(&thread)), now).await;
+                    let job = step(&writer, &job, Event::Dispatched, None, now).await;
+                    if i % 2 == 0 {
+                        step(
+                            &writer,
+                            &job,
+                            Event::ThreadSucceeded,
+                            None,
+                            at(10 * round as i64 + 5),
+                        )
+                        .await;
+                    }
+                }
+                queued.len()
+            }
+        });
+        let repair = tokio::spawn({
+            let (url, barrier) = (fx.url.clone(), Arc::clone(&barrier));
+            async move {
+                barrier.wait().await;
+                Ledger::repair_totals(&url).await
+            }
+        });
+        // A bound on a deadlock, not a synchronisation: each round takes milliseconds.
+        let (written, repaired) =
+            tokio::time::timeout(Duration::from_secs(60), async { (writes.await, repair.await) })
+                .await
+                .expect("neither waits for the other forever");
+        assert_eq!(written.expect("the writes"), BURST as usize, "round {round}");
+        let repaired = repaired.unwrap().expect("the repair beside a writer");
+        assert!(
+            repaired
+                .iter()
+                .any(|d| d.total == "events" && d.kept == d.counted + 3),
+            "round {round}: the wrong total found and nothing else: {repaired:?}"
+        );
+        assert_eq!(repaired.len(), 1, "round {round}: {repaired:?}");
+        assert_totals_exact(
+            &writer,
+            &fx.raw,
+            at(10 * round as i64 + 9),
+            "a repair beside writes",
+        )
+        .await;
+    }
+    let jobs = writer.jobs().await.unwrap();
+    let mut numbers: Vec<u64> = jobs.iter().map(|j| j.issue.number).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=ROUNDS * BURST).collect::<Vec<_>>(),
+        "every issue once"
+    );
+    assert_eq!(
+        Ledger::inspect(&fx.url).await.unwrap().totals,
+        Some(vec![]),
+        "nothing left to repair"
+    );
+    writer.close().await;
+}
+
+/// A first sync's burst of new issues (`afk run`'s intake, leading) while a person queues some of
+/// them by hand (`afk dispatch`, another handle that does not lead), one at a time: no write
+/// fails or waits forever, each issue gets one job, and the burst answers each as known or as
+/// queued by it, as the ledger says. On PostgreSQL the burst is one statement: a second statement of its transaction
+/// would hold the change-count row while waiting for the hand-queued issue's row, whose own
+/// statement waits for that count row (a deadlock PostgreSQL would end by failing one).
+async fn a_burst_beside_a_hand_queued_issue_of_it_queues_each_issue_once(fx: &Fixture) {
+    const ROUNDS: u64 = 6;
+    const BURST: u64 = 1_200;
+    const HAND: u64 = 150;
+    let _lead = fx.ledger.try_lead().await.unwrap().expect("afk run leads");
+    let by_hand = Ledger::open(&fx.url).await.expect("the CLI's handle");
+    for round in 0..ROUNDS {
+        let first = 1 + round * BURST;
+        // The burst's last issues, one at a time from its end (so that some come while its
+        // first thousand are being written), and one of its first thousand.
+        let hand: Vec<u64> = (0..HAND)
+            .map(|i| first + BURST - 1 - i)
+            .chain([first + round])
+            .collect();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let burst = tokio::spawn({
+            let (ledger, barrier) = (fx.ledger.clone(), Arc::clone(&barrier));
+            async move {
+                let burst: Vec<NewJob> = (first..first + BURST).map(|n| new_job(n, 2)).collect();
+                barrier.wait().await;
+                ledger.queue_jobs(&burst, at(round as i64)).await
+            }
+        });
+        let hand_queued = tokio::spawn({
+            let (ledger, barrier, hand) = (by_hand.clone(), Arc::clone(&barrier), hand.clone());
+            async move {
+                barrier.wait().await;
+                let mut jobs = Vec::new();
+                for number in hand {
+                    jobs.push(ledger.upsert_job(&new_job(number, 1), at(round as i64)).await);
+                }
+                jobs
+            }
+        });
+        let (burst, hand_queued) = tokio::time::timeout(Duration::from_secs(60), async {
+            (burst.await.unwrap(), hand_queued.await.unwrap())
+        })
+        .await
+        .expect("neither waits for the other forever");
+        let answers = burst.expect("the burst is queued beside the hand-queued issues");
+        for (number, queued) in hand.iter().zip(hand_queued) {
+            let (job, created) = queued.expect("the issue is queued by hand beside the burst");
+            let answer = answers[(number - first) as usize]
+                .as_ref()
+                .expect("a value it holds");
+            match (created, answer) {
+                (true, None) => {}
+                (false, Some(by_burst)) => assert_eq!(by_burst.id, job.id),
+                other => panic!("round {round}, issue {number}: queued twice or by nobody: {other:?}"),
+            }
+        }
+    }
+    let jobs = fx.ledger.jobs().await.unwrap();
+    let mut numbers: Vec<u64> = jobs.iter().map(|j| j.issue.number).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=ROUNDS * BURST).collect::<Vec<_>>(),
+        "every issue once"
+    );
+    by_hand.close().await;
+}
+
+/// `afk doctor` (and `afk status`) beside a leading `afk run`: it says who leads, and the leader
+/// keeps its lock throughout, uninterrupted (it still leads, its writes land, a standby is still
+/// turned away). On PostgreSQL, trying the lock fails here once the leader holds it (this
+/// schema's own `pg_try_advisory_lock(integer)` raises, as in
+/// `inspecting_never_takes_the_leader_lock`), so a look that tried it would fail. On SQLite a
+/// lock tried beside a held one is only refused, harming no leader; what trying would harm, a
+/// starting `afk run`, is what `inspecting_never_takes_the_leader_lock` covers.
+async fn inspecting_beside_a_leader_reports_it_and_leaves_its_lock_alone(fx: &Fixture) {
+    let run = Ledger::open(&fx.url).await.expect("afk run's handle");
+    let mut lead = run.try_lead().await.unwrap().expect("afk run leads");
+    let standby = Ledger::open(&fx.url).await.expect("a second afk run");
+    assert!(standby.try_lead().await.unwrap().is_none(), "held");
+    if fx.ledger.backend() == Backend::Postgres {
+        fx.raw_execute(
+            "CREATE FUNCTION pg_try_advisory_lock(key integer) RETURNS boolean LANGUAGE plpgsql \
+             AS $$ BEGIN RAISE EXCEPTION 'the leader lock was tried'; END $$",
+        )
+        .await
+        .unwrap();
+        assert!(standby.try_lead().await.is_err(), "trying the lock now fails");
+    }
+    for _ in 0..3 {
+        let seen = Ledger::inspect(&fx.url).await.expect("a look that tries no lock");
+        assert_eq!(seen.leader, LeaderState::Leading, "{seen:?}");
+        assert_eq!(
+            fx.ledger.leader().await.unwrap().held,
+            LeaderState::Leading,
+            "afk status says it too"
+        );
+        lead.check().await.expect("afk run still leads, uninterrupted");
+    }
+    let (job, created) = run
+        .upsert_job(&new_job(1, 2), t0())
+        .await
+        .expect("its writes land");
+    assert!(created && job.issue.number == 1);
+    if fx.ledger.backend() == Backend::Postgres {
+        fx.raw_execute("DROP FUNCTION pg_try_advisory_lock(integer)")
+            .await
+            .unwrap();
+    }
+    assert!(
+        standby.try_lead().await.unwrap().is_none(),
+        "the lock was held throughout"
+    );
+    assert_eq!(
+        lead.epoch(),
+        run.current_epoch().await.unwrap(),
+        "nobody else took it"
+    );
+    lead.release().await;
+    standby.close().await;
+    run.close().await;
+}
+
+/// Emptying the tables the live attempts' read looks at wholesale (PostgreSQL's TRUNCATE, which
+/// fires no row trigger; SQLite has none, and a `DELETE` without `WHERE` runs the row triggers)
+/// moves the count that read is cached by, so no `afk run` keeps serving what it read before.
+/// On PostgreSQL each TRUNCATE moves it, even of an empty table (a statement trigger).
+async fn emptying_the_watched_tables_wholesale_moves_the_watched_count(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    running(ledger, 1, "thread-1").await;
+    queued(ledger, 2, 2, t0()).await;
+    assert_eq!(ledger.watched_attempts().await.unwrap().len(), 1);
+    let before = ledger.changes().await.unwrap();
+    match ledger.backend() {
+        Backend::Postgres => {
+            let mut last = before;
+            for sql in ["TRUNCATE follow_ups", "TRUNCATE jobs CASCADE"] {
+                fx.raw_execute(sql).await.unwrap();
+                let now = ledger.changes().await.unwrap();
+                assert_ne!(now.watched, last.watched, "{sql}: the watched count moves");
+                last = now;
+            }
+        }
+        Backend::Sqlite => {
+            for sql in ["DELETE FROM events", "DELETE FROM attempts", "DELETE FROM jobs"] {
+                fx.raw_execute(sql).await.unwrap();
+            }
+            assert_ne!(ledger.changes().await.unwrap().watched, before.watched);
+        }
+    }
+    assert!(ledger.watched_attempts().await.unwrap().is_empty());
+    assert!(ledger.jobs().await.unwrap().is_empty());
 }

@@ -162,7 +162,7 @@ async fn a_working_setup_passes_every_check_in_order() {
 
     // With a ledger: its migrations, and whether an afk run leads it.
     let ledger = Ledger::open(&setup.world.config.ledger.url).await.unwrap();
-    let leadership = ledger.try_lead().await.unwrap().unwrap();
+    let mut leadership = ledger.try_lead().await.unwrap().unwrap();
     let report = setup.diagnose(same).await;
     let text = report.text();
     assert!(
@@ -173,6 +173,14 @@ async fn a_working_setup_passes_every_check_in_order() {
         text.contains("✓ ledger.leader: an afk run leads it now"),
         "{text}"
     );
+    // Seen without taking the lock: the afk run still leads, and a second one still stands by.
+    leadership.check().await.expect("the afk run still leads");
+    let standby = Ledger::open(&setup.world.config.ledger.url).await.unwrap();
+    assert!(
+        standby.try_lead().await.unwrap().is_none(),
+        "the lock is still held"
+    );
+    standby.close().await;
     leadership.release().await;
 }
 

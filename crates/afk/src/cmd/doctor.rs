@@ -884,6 +884,15 @@ async fn check_totals(url: &str, drifts: &[TotalDrift], repair: bool) -> Check {
             "ledger.totals",
             format!("{}: recounted and repaired", said(&repaired)),
         ),
+        Err(error) if error.is_lock_timeout() => Check::failed(
+            "ledger.totals",
+            format!(
+                "{}; the repair waited 10 s for the ledger's writers in vain: {error}",
+                said(drifts)
+            ),
+            "a transaction has held the ledger for long (a SQL session left in a transaction, an \
+             import): end it, then run afk doctor --repair again",
+        ),
         Err(error) => Check::failed(
             "ledger.totals",
             format!("{}; the repair failed: {error}", said(drifts)),
