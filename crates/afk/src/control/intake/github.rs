@@ -73,10 +73,54 @@ pub struct GitHubIntake {
     /// ([`Self::queue_taken`]): a burst costs one commit, not one per issue. Kept when that
     /// transaction fails, and queued first at the next sync (a delivery is not sent again, and the
     /// next poll may be an hour away).
-    to_queue: Vec<NewJob>,
+    to_queue: Pending,
     /// New issues the ledger refused as a bad value, as they were then: a refusal is warned about
     /// once per issue content, not at every poll that takes the issue again.
     refused: HashMap<IssueKey, NewJob>,
+}
+
+/// Eligible issues taken with no job yet, waiting to be queued together
+/// ([`GitHubIntake::queue_taken`]): the latest view of each, in the order last taken. Taking,
+/// dropping and asking after one issue cost the same however many wait (a first sync takes
+/// thousands, and each once).
+#[derive(Debug, Default)]
+struct Pending {
+    /// The views in the order taken; `None` where the issue was dropped or taken again later.
+    views: Vec<Option<NewJob>>,
+    /// Where each waiting issue's view is in `views`.
+    at: HashMap<IssueKey, usize>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// Whether `key` waits to be queued.
+    fn contains(&self, key: &IssueKey) -> bool {
+        self.at.contains_key(key)
+    }
+
+    /// `new` waits to be queued, after every other: the one view of its issue (an earlier view
+    /// is replaced).
+    fn push(&mut self, new: NewJob) {
+        self.remove(&new.issue);
+        self.at.insert(new.issue.clone(), self.views.len());
+        self.views.push(Some(new));
+    }
+
+    /// The issue `key` no longer waits (a no-op when it did not).
+    fn remove(&mut self, key: &IssueKey) {
+        if let Some(place) = self.at.remove(key) {
+            self.views[place] = None;
+        }
+    }
+
+    /// Every waiting view, in order; none waits afterwards.
+    fn take(&mut self) -> Vec<NewJob> {
+        self.at.clear();
+        std::mem::take(&mut self.views).into_iter().flatten().collect()
+    }
 }
 
 /// Issue checks webhook deliveries may cost GitHub per poll interval. Past it, the deliveries of
@@ -233,7 +277,7 @@ impl GitHubIntake {
             labelled: 0,
             comment_events: Vec::new(),
             pull_request_activity: false,
-            to_queue: Vec::new(),
+            to_queue: Pending::default(),
             refused: HashMap::new(),
         }
     }
@@ -460,7 +504,7 @@ impl GitHubIntake {
         if self.to_queue.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.to_queue);
+        let batch = self.to_queue.take();
         match recorder.ledger().queue_jobs(&batch, now).await {
             Ok(answers) => {
                 for (new, answer) in batch.into_iter().zip(answers) {
@@ -485,7 +529,7 @@ impl GitHubIntake {
                         Err(error) => {
                             // Those before it are queued (and said); it and the rest wait.
                             self.to_queue.push(new);
-                            self.to_queue.extend(batch);
+                            batch.for_each(|new| self.to_queue.push(new));
                             return Err(error.into());
                         }
                     }
@@ -493,7 +537,7 @@ impl GitHubIntake {
                 Ok(())
             }
             Err(error) => {
-                self.to_queue = batch;
+                batch.into_iter().for_each(|new| self.to_queue.push(new));
                 Err(error.into())
             }
         }
@@ -663,7 +707,7 @@ impl GitHubIntake {
         };
         self.issues.remove(&key);
         // Taken earlier but not queued yet: not to be queued now.
-        self.to_queue.retain(|new| new.issue != key);
+        self.to_queue.remove(&key);
         if let Some(job) = recorder.ledger().job_by_issue(&key).await? {
             if let SkipReason::Gone(gone) = &reason {
                 tracing::warn!("{key}: {gone}; its job ends and afk no longer looks at it");
@@ -687,7 +731,7 @@ impl GitHubIntake {
             return Ok(());
         };
         // One taken this sync and waiting to be queued is taken too.
-        let taken = self.to_queue.iter().any(|new| new.issue == key)
+        let taken = self.to_queue.contains(&key)
             || recorder
                 .ledger()
                 .job_by_issue(&key)
@@ -773,7 +817,6 @@ impl GitHubIntake {
         match recorder.ledger().job_by_issue(&key).await? {
             None => {
                 // The latest view, once, if it is taken twice before it is queued.
-                self.to_queue.retain(|pending| pending.issue != key);
                 self.to_queue.push(new);
             }
             Some(job) => {
@@ -917,6 +960,53 @@ mod tests {
         assert_eq!(held.len(), MAX_HELD);
         assert!(hold(&mut held, vec![delivery(2)]), "past it a poll answers them");
         assert!(held.is_empty(), "none is kept once a poll is to answer them all");
+    }
+
+    fn view(number: u64, title: &str) -> NewJob {
+        NewJob {
+            issue: IssueKey {
+                repo: "octo/app".parse().expect("a repository"),
+                number,
+            },
+            title: title.into(),
+            body: String::new(),
+            labels: vec![],
+            priority: afk_core::Priority::new(2).expect("a priority"),
+            source: JobSource::GitHub,
+        }
+    }
+
+    #[test]
+    fn issues_wait_to_be_queued_once_each_as_last_seen_in_the_order_last_taken() {
+        let mut pending = Pending::default();
+        assert!(pending.is_empty());
+        for number in 1..=4 {
+            pending.push(view(number, "first"));
+        }
+        // Taken again: its latest view, moved behind the others.
+        pending.push(view(2, "edited"));
+        // Withdrawn, and withdrawn again (nothing to do).
+        pending.remove(&view(3, "").issue);
+        pending.remove(&view(3, "").issue);
+        // What `held_back` asks: an issue taken this sync is taken, even before it is queued.
+        assert!(pending.contains(&view(2, "").issue));
+        assert!(!pending.contains(&view(3, "").issue), "withdrawn");
+        assert!(!pending.contains(&view(9, "").issue), "never taken");
+        let batch: Vec<(u64, String)> = pending
+            .take()
+            .into_iter()
+            .map(|new| (new.issue.number, new.title))
+            .collect();
+        assert_eq!(
+            batch,
+            [(1, "first".into()), (4, "first".into()), (2, "edited".into())]
+        );
+        assert!(pending.is_empty() && !pending.contains(&view(1, "").issue));
+        // A batch put back after a failed write waits as before, in its order.
+        for new in [view(1, "a"), view(4, "b")] {
+            pending.push(new);
+        }
+        assert_eq!(pending.take().len(), 2);
     }
 
     #[test]
