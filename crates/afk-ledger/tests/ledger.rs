@@ -3767,3 +3767,43 @@ async fn emptying_the_watched_tables_wholesale_moves_the_watched_count(fx: &Fixt
     assert!(ledger.watched_attempts().await.unwrap().is_empty());
     assert!(ledger.jobs().await.unwrap().is_empty());
 }
+
+on_both_backends!(a_repair_gives_up_on_a_transaction_left_open_and_says_so);
+
+/// A transaction left open on the ledger (a SQL session that wrote and never committed) holds
+/// the lock every writer of the totals takes: `afk doctor --repair` waits for it a bounded time
+/// (10 s), then fails with a lock timeout a person can act on, having written nothing; once that
+/// transaction ends, the repair goes through.
+async fn a_repair_gives_up_on_a_transaction_left_open_and_says_so(fx: &Fixture) {
+    queued(&fx.ledger, 1, 2, t0()).await;
+    fx.raw_execute("UPDATE ledger_totals SET events = events + 2 WHERE id = 1")
+        .await
+        .unwrap();
+    let hold = "UPDATE jobs SET state = 'failed' WHERE number = 1";
+    let refused = match &fx.raw {
+        Raw::Sqlite(pool) => {
+            let mut session = pool.acquire().await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *session)
+                .await
+                .unwrap();
+            sqlx::query(hold).execute(&mut *session).await.unwrap();
+            let refused = Ledger::repair_totals(&fx.url).await;
+            sqlx::query("ROLLBACK").execute(&mut *session).await.unwrap();
+            refused
+        }
+        Raw::Postgres(pool) => {
+            let mut session = pool.begin().await.unwrap();
+            sqlx::query(hold).execute(&mut *session).await.unwrap();
+            let refused = Ledger::repair_totals(&fx.url).await;
+            session.rollback().await.unwrap();
+            refused
+        }
+    };
+    let error = refused.expect_err("the repair cannot take the writers' lock");
+    assert!(error.is_lock_timeout(), "{error}");
+    let found = Ledger::inspect(&fx.url).await.unwrap().totals.expect("looked at");
+    assert_eq!(found.len(), 1, "nothing was repaired: {found:?}");
+    assert_eq!(Ledger::repair_totals(&fx.url).await.unwrap(), found);
+    assert_totals_exact(&fx.ledger, &fx.raw, at(1), "the repair once the session ended").await;
+}
