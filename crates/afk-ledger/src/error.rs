@@ -99,6 +99,13 @@ pub enum LedgerError {
         /// Which row and column, and what is wrong with it.
         what: String,
     },
+    /// The ledger's schema is not the one this afk knows for what was asked (its migrations
+    /// pending, failed or from a newer afk): which, and what to do, in `what`.
+    #[error("{what}")]
+    NotMigrated {
+        /// What is not migrated, which migrations, and the fix.
+        what: String,
+    },
     /// This handle took the ledger's leadership as `epoch`, but another `afk run` has taken it
     /// since (this one lost its lock: a terminated database session, a deleted lock file, a
     /// pause). Nothing was written; this process must stop acting as the leader.
@@ -141,8 +148,10 @@ impl LedgerError {
         let code = database.code();
         let code = code.as_deref().unwrap_or_default();
         match database.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-            // Its extended result code in decimal: SQLITE_BUSY (5) in the low byte.
-            Some(_) => code.parse::<i64>().is_ok_and(|c| c & 0xff == 5),
+            // Its extended result code in decimal: SQLITE_BUSY (5) once the busy timeout ran
+            // out, or SQLITE_BUSY_TIMEOUT (773); not the immediate BUSY_RECOVERY or
+            // BUSY_SNAPSHOT, which no wait would have helped.
+            Some(_) => matches!(code, "5" | "773"),
             None => code == "55P03",
         }
     }

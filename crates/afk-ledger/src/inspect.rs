@@ -330,44 +330,80 @@ fn drift(
 /// How long [`Ledger::repair_totals`] waits for the writers' lock before it gives up: a writer
 /// holds it for one short transaction, so a longer wait is a transaction left open (a SQL
 /// session, an import), which a person must end first.
-const REPAIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const REPAIR_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Ledger {
     /// Sets the running totals of the ledger at `url` (migration 0022: jobs per state, attempts,
     /// events, agent time) to a recount of its rows when they differ, and returns what differed
     /// (empty: nothing was written). No migration is run and no file is created; a ledger
     /// without the totals this afk knows (0022 not applied, a migration failed or came from a
-    /// newer afk) is [`LedgerError::Corrupt`], naming why.
+    /// newer afk) is [`LedgerError::NotMigrated`], naming those migrations.
     ///
     /// Safe while an `afk run` writes: the recount and the rewrite are one transaction that first
     /// takes the lock every writer of the totals takes before it moves them (SQLite's write lock;
     /// PostgreSQL's change-count row), so no write lands between the count and the rewrite and
     /// every later one moves the new totals. Writers wait for it (about as long as one count of
-    /// the history takes). It waits at most 10 s for that lock: a transaction holding it longer
-    /// fails it with an error for which [`LedgerError::is_lock_timeout`] holds. Not fenced: it
-    /// writes no job.
+    /// the history takes: a few milliseconds on a small ledger, not measured on a large one; an
+    /// `afk run` write that waits past its own busy timeout, 10 s, fails as any failed write
+    /// does). It waits at most [`REPAIR_LOCK_WAIT`] for that lock: a transaction holding it
+    /// longer fails it with an error for which [`LedgerError::is_lock_timeout`] holds. Not
+    /// fenced: it writes no job.
     pub async fn repair_totals(url: &str) -> Result<Vec<TotalDrift>, LedgerError> {
+        Self::repair_totals_within(url, REPAIR_LOCK_WAIT).await
+    }
+
+    /// [`Ledger::repair_totals`] waiting at most `wait` for the writers' lock (tests: a short
+    /// wait).
+    #[doc(hidden)]
+    pub async fn repair_totals_within(
+        url: &str,
+        wait: std::time::Duration,
+    ) -> Result<Vec<TotalDrift>, LedgerError> {
         let url_redacted = redact_url(url);
         let open_error = |source: sqlx::Error| LedgerError::Open {
             url_redacted: url_redacted.clone(),
             source,
         };
-        let not_comparable = || LedgerError::Corrupt {
-            what: format!(
-                "the running totals of {url_redacted} cannot be recounted by this afk: migration \
-                 0022 has not run (afk run applies it), a migration failed, or a newer afk wrote it"
-            ),
+        let not_comparable = |migrator: &Migrator, ran: &[(i64, bool)]| {
+            let seen = Inspection::of(
+                url_redacted.clone(),
+                Backend::Sqlite,
+                migrator,
+                ran,
+                LeaderState::CannotTell,
+            );
+            let mut why = Vec::new();
+            if !seen.unknown.is_empty() {
+                why.push(format!(
+                    "a newer afk applied migration(s) {:?} this afk does not know (use that afk)",
+                    seen.unknown
+                ));
+            }
+            if !seen.failed.is_empty() {
+                why.push(format!(
+                    "migration(s) {:?} started and did not finish (see afk doctor)",
+                    seen.failed
+                ));
+            }
+            if why.is_empty() {
+                why.push(format!(
+                    "migration {TOTALS_MIGRATION:04} that made them has not run (afk run applies it)"
+                ));
+            }
+            LedgerError::NotMigrated {
+                what: format!("the running totals of {url_redacted}: {}", why.join("; ")),
+            }
         };
         macro_rules! repair_on {
-            ($connection:expr, $ran:ident, $migrator:expr, $($lock_wait:literal)?) => {{
+            ($connection:expr, $ran:ident, $migrator:expr, $($lock_wait:expr)?) => {{
                 let mut connection = $connection;
                 let ran = $ran(&mut connection).await?;
                 if !totals_comparable($migrator, &ran) {
                     let _ = connection.close().await;
-                    return Err(not_comparable());
+                    return Err(not_comparable($migrator, &ran));
                 }
                 let mut tx = connection.begin().await?;
-                $(sqlx::query($lock_wait).execute(&mut *tx).await?;)?
+                $(sqlx::query(&$lock_wait).execute(&mut *tx).await?;)?
                 sqlx::query(LOCK_WRITERS).execute(&mut *tx).await?;
                 let drifts: Vec<TotalDrift> = drift_in!(tx)?;
                 if !drifts.is_empty() {
@@ -385,7 +421,8 @@ impl Ledger {
             // a missing file.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(open_error)?
-                .busy_timeout(REPAIR_LOCK_WAIT);
+                .create_if_missing(false)
+                .busy_timeout(wait);
             Ok(repair_on!(
                 options.connect().await.map_err(open_error)?,
                 sqlite_ran,
@@ -397,7 +434,7 @@ impl Ledger {
                 options.connect().await.map_err(open_error)?,
                 pg_ran,
                 &POSTGRES_MIGRATIONS,
-                "SET LOCAL lock_timeout = '10s'"
+                format!("SET LOCAL lock_timeout = '{}ms'", wait.as_millis().max(1))
             ))
         } else {
             Err(LedgerError::UnsupportedUrl { url_redacted })

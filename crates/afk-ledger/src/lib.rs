@@ -54,7 +54,7 @@ pub use commands::{
 };
 pub use error::{LedgerError, RecordRef};
 pub use follow_ups::{FollowUpToSend, NewFollowUp};
-pub use inspect::{Inspection, TotalDrift};
+pub use inspect::{Inspection, TotalDrift, REPAIR_LOCK_WAIT};
 pub use leader::{LeaderSeen, LeaderState, Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobFilter, JobSummary, LedgerSize, MAX_PAGE};

@@ -569,10 +569,13 @@ fn sqlite_queue_sql(rows: usize) -> String {
 /// waits on an issue another writer is inserting (an `afk dispatch` of that very issue, whose
 /// own trigger waits for the count row) would deadlock with it.
 ///
-/// The ids follow the batch: the rows are fed to the insert sorted by their place in the batch
-/// (`WITH ORDINALITY ... ORDER BY`), and each takes its identity as it is inserted. A `VALUES`
-/// list would keep its order too in practice, but nothing documents it; a sorted subquery's
-/// rows reach the insert in its order.
+/// The ids follow the batch, though PostgreSQL documents the order of neither a `VALUES` list
+/// nor an `INSERT ... SELECT ... ORDER BY`. What is relied on: the rows are sorted by their
+/// place in the batch (`WITH ORDINALITY ... ORDER BY place`: a Sort below the insert, as a
+/// subquery with ORDER BY is not flattened), an INSERT's plan is never parallel, and the
+/// identity default is evaluated per row as the insert takes it from the sort. The burst test
+/// (`a_burst_of_thousands_...`) checks the order on every run, though it would also pass on a
+/// `VALUES` list, which keeps its order in practice.
 const PG_QUEUE_SQL: &str = "INSERT INTO jobs (repo, number, title, body, labels, priority, source, \
      created_ms, updated_ms, state, attempts, dispatch_tries) \
      SELECT repo, number, title, body, labels, priority, source, $8, $8, 'queued', 0, 0 \

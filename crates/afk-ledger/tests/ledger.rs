@@ -2006,6 +2006,11 @@ async fn inspecting_changes_nothing_and_sees_migrations_and_the_leader(fx: &Fixt
     let seen = Ledger::inspect(&fx.url).await.unwrap();
     assert_eq!(seen.unknown, [9999]);
     assert_eq!(seen.totals, None, "a newer afk's totals are not judged");
+    let refused = Ledger::repair_totals(&fx.url).await.expect_err("nor repaired");
+    assert!(
+        matches!(&refused, LedgerError::NotMigrated { what } if what.contains("[9999]") && what.contains("use that afk")),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -3261,7 +3266,7 @@ on_both_backends!(
 );
 
 on_both_backends!(
-    a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_the_totals_exact,
+    a_burst_of_thousands_answers_each_issue_in_order_and_keeps_the_totals_exact,
     running_totals_a_write_bypassed_are_found_by_a_recount_and_repaired,
     inspecting_never_takes_the_leader_lock,
 );
@@ -3275,15 +3280,13 @@ async fn ledger_counter(raw: &Raw) -> i64 {
     }
 }
 
-/// A first sync of thousands of labelled issues (`queue_jobs`), more than one statement holds:
-/// each issue answered in its place (new, known, the same issue again in the batch, even in
-/// another statement's share, a value the ledger cannot hold), the new jobs numbered in the
+/// A first sync of thousands of labelled issues (`queue_jobs`), more than one SQLite statement
+/// holds: each issue answered in its place (new, known, the same issue again in the batch, even
+/// in another statement's share, a value the ledger cannot hold), the new jobs numbered in the
 /// batch's order, nothing queued twice, and the running totals what a recount says. On
 /// PostgreSQL the batch is one statement, not one per issue (0023 moves the count once per
 /// statement): 2,305 issues move it by 1; SQLite writes it 1,000 issues a statement.
-async fn a_burst_larger_than_a_statement_answers_each_issue_in_order_and_keeps_the_totals_exact(
-    fx: &Fixture,
-) {
+async fn a_burst_of_thousands_answers_each_issue_in_order_and_keeps_the_totals_exact(fx: &Fixture) {
     let ledger = &fx.ledger;
     let _lead = ledger
         .try_lead()
@@ -3525,7 +3528,8 @@ on_both_backends!(
 /// repair finds the totals made wrong before its round and sets them right, no write waits
 /// forever or is refused, no job is lost or queued twice, and afterwards every total is what a
 /// recount says. Each round starts both at once (a barrier); many rounds interleave them
-/// differently.
+/// differently, but none is made to overlap: a smoke test (it failed without the writers' lock
+/// when tried). `a_repair_waits_for_a_write_in_flight_and_counts_it` is the deterministic one.
 async fn repairing_the_totals_beside_a_writer_loses_nothing_and_leaves_them_exact(fx: &Fixture) {
     const ROUNDS: u64 = 12;
     const BURST: u64 = 30;
@@ -3616,9 +3620,10 @@ async fn repairing_the_totals_beside_a_writer_loses_nothing_and_leaves_them_exac
 /// A first sync's burst of new issues (`afk run`'s intake, leading) while a person queues some of
 /// them by hand (`afk dispatch`, another handle that does not lead), one at a time: no write
 /// fails or waits forever, each issue gets one job, and the burst answers each as known or as
-/// queued by it, as the ledger says. On PostgreSQL the burst is one statement: a second statement of its transaction
-/// would hold the change-count row while waiting for the hand-queued issue's row, whose own
-/// statement waits for that count row (a deadlock PostgreSQL would end by failing one).
+/// queued by it, as the ledger says. On PostgreSQL the burst is one statement: a second
+/// statement of its transaction would hold the change-count row while waiting for the
+/// hand-queued issue's row, whose own statement waits for that count row (a deadlock PostgreSQL
+/// would end by failing one; this test failed so on the former 1,000-issue statements).
 async fn a_burst_beside_a_hand_queued_issue_of_it_queues_each_issue_once(fx: &Fixture) {
     const ROUNDS: u64 = 6;
     const BURST: u64 = 1_200;
@@ -3683,12 +3688,12 @@ async fn a_burst_beside_a_hand_queued_issue_of_it_queues_each_issue_once(fx: &Fi
 }
 
 /// `afk doctor` (and `afk status`) beside a leading `afk run`: it says who leads, and the leader
-/// keeps its lock throughout, uninterrupted (it still leads, its writes land, a standby is still
-/// turned away). On PostgreSQL, trying the lock fails here once the leader holds it (this
-/// schema's own `pg_try_advisory_lock(integer)` raises, as in
-/// `inspecting_never_takes_the_leader_lock`), so a look that tried it would fail. On SQLite a
-/// lock tried beside a held one is only refused, harming no leader; what trying would harm, a
-/// starting `afk run`, is what `inspecting_never_takes_the_leader_lock` covers.
+/// is undisturbed (it still leads, its writes land, a standby is still turned away). On
+/// PostgreSQL, trying the lock fails here once the leader holds it (this schema's own
+/// `pg_try_advisory_lock(integer)` raises, as in `inspecting_never_takes_the_leader_lock`), so
+/// a look that tried it would fail this test. On SQLite a lock tried beside a held one is only
+/// refused, harming no leader, so this cannot tell a look that tries it: what trying would harm,
+/// a starting `afk run`, is what `inspecting_never_takes_the_leader_lock` covers there.
 async fn inspecting_beside_a_leader_reports_it_and_leaves_its_lock_alone(fx: &Fixture) {
     let run = Ledger::open(&fx.url).await.expect("afk run's handle");
     let mut lead = run.try_lead().await.unwrap().expect("afk run leads");
@@ -3750,7 +3755,12 @@ async fn emptying_the_watched_tables_wholesale_moves_the_watched_count(fx: &Fixt
     match ledger.backend() {
         Backend::Postgres => {
             let mut last = before;
-            for sql in ["TRUNCATE follow_ups", "TRUNCATE jobs CASCADE"] {
+            // Each table's own trigger: attempts (and what hangs on them) before the jobs.
+            for sql in [
+                "TRUNCATE follow_ups",
+                "TRUNCATE attempts CASCADE",
+                "TRUNCATE jobs CASCADE",
+            ] {
                 fx.raw_execute(sql).await.unwrap();
                 let now = ledger.changes().await.unwrap();
                 assert_ne!(now.watched, last.watched, "{sql}: the watched count moves");
@@ -3772,8 +3782,8 @@ on_both_backends!(a_repair_gives_up_on_a_transaction_left_open_and_says_so);
 
 /// A transaction left open on the ledger (a SQL session that wrote and never committed) holds
 /// the lock every writer of the totals takes: `afk doctor --repair` waits for it a bounded time
-/// (10 s), then fails with a lock timeout a person can act on, having written nothing; once that
-/// transaction ends, the repair goes through.
+/// (10 s; 200 ms here), then fails with a lock timeout a person can act on, having written
+/// nothing; once that transaction ends, the repair goes through.
 async fn a_repair_gives_up_on_a_transaction_left_open_and_says_so(fx: &Fixture) {
     queued(&fx.ledger, 1, 2, t0()).await;
     fx.raw_execute("UPDATE ledger_totals SET events = events + 2 WHERE id = 1")
@@ -3788,14 +3798,14 @@ async fn a_repair_gives_up_on_a_transaction_left_open_and_says_so(fx: &Fixture) 
                 .await
                 .unwrap();
             sqlx::query(hold).execute(&mut *session).await.unwrap();
-            let refused = Ledger::repair_totals(&fx.url).await;
+            let refused = Ledger::repair_totals_within(&fx.url, Duration::from_millis(200)).await;
             sqlx::query("ROLLBACK").execute(&mut *session).await.unwrap();
             refused
         }
         Raw::Postgres(pool) => {
             let mut session = pool.begin().await.unwrap();
             sqlx::query(hold).execute(&mut *session).await.unwrap();
-            let refused = Ledger::repair_totals(&fx.url).await;
+            let refused = Ledger::repair_totals_within(&fx.url, Duration::from_millis(200)).await;
             session.rollback().await.unwrap();
             refused
         }
@@ -3806,4 +3816,74 @@ async fn a_repair_gives_up_on_a_transaction_left_open_and_says_so(fx: &Fixture) 
     assert_eq!(found.len(), 1, "nothing was repaired: {found:?}");
     assert_eq!(Ledger::repair_totals(&fx.url).await.unwrap(), found);
     assert_totals_exact(&fx.ledger, &fx.raw, at(1), "the repair once the session ended").await;
+}
+
+/// The repair overlapping a write, made to happen (PostgreSQL, where the wait can be seen in
+/// `pg_stat_activity`): a writer's transaction inserted a job and holds the change-count row;
+/// the repair, started then, waits for it before it counts anything; once the writer commits,
+/// the repair counts that job, reports what differed with it counted on both sides, and the
+/// totals equal a recount. A repair that counted before it took the writers' lock would report
+/// the counts from before the write (2 kept, 1 counted); its rewrite, a statement of its own
+/// after the lock, would still be right on PostgreSQL. (On SQLite the writer's lock is the whole
+/// database's: `a_repair_gives_up_...` shows the repair cannot pass it.)
+#[tokio::test]
+async fn a_repair_waits_for_a_write_in_flight_and_counts_it() {
+    let Some(fixture) = Fixture::postgres().await else {
+        return;
+    };
+    run(fixture, |fx| async move {
+        queued(&fx.ledger, 1, 2, t0()).await;
+        fx.raw_execute("UPDATE job_counts SET jobs = jobs + 1 WHERE state = 'queued'")
+            .await
+            .unwrap();
+        let Raw::Postgres(pool) = &fx.raw else {
+            unreachable!("a PostgreSQL fixture")
+        };
+        let mut writer = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (repo, number, title, body, labels, priority, source, state, attempts, \
+             dispatch_tries, created_ms, updated_ms) \
+             VALUES ('acme/widgets', 2, 't', 'b', '[]', 2, 'local', 'queued', 0, 0, 0, 0)",
+        )
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+        let repair = tokio::spawn({
+            let url = fx.url.clone();
+            async move { Ledger::repair_totals(&url).await }
+        });
+        // Until the repair's session waits for the count row the writer holds (a condition,
+        // polled at most 10 s).
+        let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                       AND wait_event_type = 'Lock' AND query LIKE 'UPDATE watched_changes SET counter = counter%'";
+        let mut seen_waiting = false;
+        for _ in 0..1_000 {
+            let n: i64 = sqlx::query_scalar(waiting).fetch_one(pool).await.unwrap();
+            if n > 0 {
+                seen_waiting = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen_waiting, "the repair waits for the write in flight");
+        assert!(!repair.is_finished(), "and has not finished");
+        writer.commit().await.unwrap();
+        let repaired = tokio::time::timeout(Duration::from_secs(60), repair)
+            .await
+            .expect("the repair goes on once the write commits")
+            .unwrap()
+            .expect("the repair");
+        assert_eq!(
+            repaired,
+            [afk_ledger::TotalDrift {
+                total: "jobs queued".into(),
+                kept: 3,
+                counted: 2
+            }],
+            "the job written meanwhile counted on both sides"
+        );
+        assert_totals_exact(&fx.ledger, &fx.raw, at(1), "a repair that waited for a write").await;
+        assert_eq!(fx.ledger.jobs().await.unwrap().len(), 2);
+    })
+    .await;
 }

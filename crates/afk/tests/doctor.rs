@@ -173,7 +173,8 @@ async fn a_working_setup_passes_every_check_in_order() {
         text.contains("✓ ledger.leader: an afk run leads it now"),
         "{text}"
     );
-    // Seen without taking the lock: the afk run still leads, and a second one still stands by.
+    // The afk run is undisturbed: it still leads, and a second one still stands by. (A look that
+    // tried the lock would only be refused here; the ledger's tests make trying it fail.)
     leadership.check().await.expect("the afk run still leads");
     let standby = Ledger::open(&setup.world.config.ledger.url).await.unwrap();
     assert!(

@@ -887,8 +887,9 @@ async fn check_totals(url: &str, drifts: &[TotalDrift], repair: bool) -> Check {
         Err(error) if error.is_lock_timeout() => Check::failed(
             "ledger.totals",
             format!(
-                "{}; the repair waited 10 s for the ledger's writers in vain: {error}",
-                said(drifts)
+                "{}; the repair waited {} s for the ledger's writers in vain: {error}",
+                said(drifts),
+                afk_ledger::REPAIR_LOCK_WAIT.as_secs()
             ),
             "a transaction has held the ledger for long (a SQL session left in a transaction, an \
              import): end it, then run afk doctor --repair again",

@@ -222,7 +222,9 @@ impl Waiting {
     pub fn ledger(url_redacted: &str, error: &LedgerError) -> Waiting {
         let ledger = format!("the ledger at {url_redacted}");
         let action = match error {
-            LedgerError::Migrate { .. } | LedgerError::UnsupportedUrl { .. } => {
+            LedgerError::Migrate { .. }
+            | LedgerError::UnsupportedUrl { .. }
+            | LedgerError::NotMigrated { .. } => {
                 Some("a person must fix [ledger] url or the database (afk doctor)")
             }
             LedgerError::Corrupt { .. } => Some("a person must repair or remove the row named"),

@@ -85,7 +85,8 @@ pub struct GitHubIntake {
 /// thousands, and each once).
 #[derive(Debug, Default)]
 struct Pending {
-    /// The views in the order taken; `None` where the issue was dropped or taken again later.
+    /// The views in the order taken; `None` where the issue was dropped or taken again later
+    /// (kept until [`Pending::take`]: at most one per take or drop since the last batch).
     views: Vec<Option<NewJob>>,
     /// Where each waiting issue's view is in `views`.
     at: HashMap<IssueKey, usize>,
