@@ -651,3 +651,39 @@ async fn drifted_totals_are_repaired(setup: &Setup, url: &str) {
     );
     ledger.close().await;
 }
+
+/// `afk doctor --repair` while a transaction is left open on the ledger (a SQL session that wrote
+/// and never committed): the repair waits its bounded time for the ledger's writers, then the
+/// check fails saying so and what to end, and the totals are left as they were.
+#[tokio::test]
+async fn a_repair_blocked_by_a_transaction_left_open_says_what_to_end() {
+    let setup = Setup::new().await;
+    let url = setup.world.config.ledger.url.clone();
+    let ledger = Ledger::open(&url).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE ledger_totals SET attempts = attempts + 3 WHERE id = 1")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let mut session = raw.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    let report = setup.diagnose_and(same, true).await;
+    sqlx::query("ROLLBACK").execute(&mut *session).await.unwrap();
+    let text = report.text();
+    let check = report.check("ledger.totals").unwrap_or_else(|| panic!("{text}"));
+    assert!(!check.ok && !check.will_pass, "{text}");
+    assert!(
+        text.contains(&format!(
+            "the repair waited {} s for the ledger's writers in vain",
+            afk_ledger::REPAIR_LOCK_WAIT.as_secs()
+        )) && text.contains("a SQL session left in a transaction"),
+        "{text}"
+    );
+    assert_eq!(ledger.size().await.unwrap().attempts, 3, "nothing was repaired");
+    drop(session);
+    raw.close().await;
+    ledger.close().await;
+}
