@@ -793,7 +793,7 @@ impl<'a> Scan<'a> {
 /// A thread as the scanner read it: checked exactly as its `serde` decode checks it (the ids
 /// trimmed and non-empty, the timestamps, the enums), its texts borrowed from the document (owned
 /// only where written with escapes). Nothing is allocated until a caller keeps it: the view builds
-/// a [`FleetThread`] ([`ThreadRead::into_fleet`], the only allocations of a thread), the shell's
+/// a [`FleetThread`] ([`ThreadRead::into_fleet`], one allocation for all its texts), the shell's
 /// waits read one flag of it in place and keep only its id.
 pub(super) struct ThreadRead<'a> {
     id: Cow<'a, str>,

@@ -39,7 +39,7 @@ use crate::ids::{
 ///
 /// Its texts (the ids, the branch, the worktree path, the session's last error) are kept in one
 /// heap block and read through [`FleetThread::id`], [`FleetThread::branch`], ...: one allocation a
-/// thread where one a text cost four or five, and a struct of ~150 bytes instead of ~230 (the
+/// thread where one a text cost four or five, and a struct of 144 bytes instead of ~225 (the
 /// watcher holds 10,000 of them; BENCHMARKS.md, "Typed decode against the floor").
 #[derive(Clone, PartialEq)]
 pub struct FleetThread {
