@@ -143,7 +143,7 @@ impl ChangeLog {
 /// The thread a stream item changes, when it is a thread event.
 fn changed_thread(item: &FleetItem) -> Option<ThreadId> {
     match item {
-        FleetItem::ThreadUpserted { thread, .. } => Some(thread.id().to_owned()),
+        FleetItem::ThreadUpserted { thread, .. } => Some(thread.id().to_id()),
         FleetItem::ThreadUnreadable { thread, .. } => Some(thread.id.clone()),
         FleetItem::ThreadRemoved { thread_id, .. } => Some(thread_id.clone()),
         _ => None,

@@ -192,7 +192,7 @@ impl Fleet {
                     .get(thread.id().as_str())
                     .map(|t| (ThreadState::of(Some(t)), t.waits_for_person()));
                 let after = (ThreadState::of(Some(&thread)), thread.waits_for_person());
-                let id = thread.id().to_owned();
+                let id = thread.id().to_id();
                 self.threads.insert(thread);
                 if before.as_ref() == Some(&after) && !was_unreadable {
                     FleetChange::Quiet

@@ -44,7 +44,7 @@ pub(crate) fn is_ascii_white(byte: u8) -> bool {
 
 /// An id of kind `K` ([`ThreadId`], [`TurnId`], ...) borrowed from a text already checked as `K`
 /// checks it (non-empty and trimmed): what a [`crate::wire::FleetThread`] hands out of the one
-/// block of text it keeps, without allocating. [`IdRef::to_owned`] makes the `K`.
+/// block of text it keeps, without allocating. `to_id` makes the `K`.
 pub struct IdRef<'a, K> {
     text: &'a str,
     kind: PhantomData<fn() -> K>,
@@ -185,8 +185,8 @@ macro_rules! id_type {
         }
 
         impl<'a> IdRef<'a, $name> {
-            /// The owned id (one allocation).
-            pub fn to_owned(self) -> $name {
+            /// The owned id (one allocation). Not `to_owned`, which `Clone` makes an `IdRef`'s.
+            pub fn to_id(self) -> $name {
                 $name(self.text.to_owned())
             }
         }
@@ -278,6 +278,30 @@ mod tests {
             let by_trim = !text.is_empty() && text.trim() == text;
             assert_eq!(is_trimmed_non_empty(text), by_trim, "{text:?}");
             assert_eq!(ThreadId::new(text).is_ok(), by_trim, "{text:?}");
+        }
+    }
+
+    /// A borrowed id hashes, compares and orders as its owned id and its text do, so that a map
+    /// keyed by either (or by `str`) finds it, and sorting by it sorts as by the ids.
+    #[test]
+    fn a_borrowed_id_hashes_and_orders_as_the_owned_id() {
+        use std::hash::BuildHasher;
+        let hasher = IdHasher::default();
+        let texts = ["a", "b", "ab", "é", "0f3c-11"];
+        for a in texts {
+            let owned = ThreadId::new(a).unwrap();
+            let borrowed = IdRef::<ThreadId>::of_checked(a);
+            assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
+            assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(a));
+            assert_eq!(borrowed, owned);
+            assert_eq!(owned, borrowed);
+            assert_eq!(borrowed, a);
+            assert_eq!(borrowed.to_id(), owned);
+            for b in texts {
+                let other = ThreadId::new(b).unwrap();
+                assert_eq!(borrowed.cmp(&IdRef::of_checked(b)), owned.cmp(&other), "{a} {b}");
+                assert_eq!(borrowed == other, a == b);
+            }
         }
     }
 

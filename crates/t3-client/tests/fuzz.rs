@@ -172,7 +172,7 @@ fn check_shell_waits(body: &[u8]) {
             assert_eq!(waits.len(), fleet.len(), "one entry per readable thread");
             for thread in fleet.threads() {
                 assert_eq!(
-                    waits.waits_for_person(&thread.id().to_owned()),
+                    waits.waits_for_person(&thread.id().to_id()),
                     Some(thread.waits_for_person())
                 );
             }

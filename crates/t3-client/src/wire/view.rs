@@ -16,6 +16,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
+use indexmap::set::MutableValues;
 use indexmap::IndexSet;
 use serde::de::DeserializeOwned;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -117,8 +118,11 @@ pub(super) enum Slot {
 }
 
 impl Slot {
-    const COUNT: usize = 6;
+    const COUNT: usize = Slot::LastError as usize + 1;
 }
+
+// `Texts::present` has a bit for each.
+const _: () = assert!(Slot::COUNT <= u8::BITS as usize);
 
 impl Texts {
     /// The block of `id` and `others` (in [`Slot`]'s order after the id): one allocation.
@@ -154,8 +158,9 @@ impl Texts {
 }
 
 impl FleetThread {
-    /// The thread of these parts; `turn_ids` are its latest turn's (`latest_turn`'s) id and
-    /// assistant message id, `last_error` its session's.
+    /// The thread of these parts: `latest_turn` with its id and assistant message id, `session`
+    /// with its last error. Each id must have been checked as its id type checks it (the scanner's
+    /// `Scan::id`, or the id newtypes on `serde`'s path).
     #[allow(clippy::too_many_arguments)] // One per field of the thread, named at each call.
     pub(super) fn of(
         id: &str,
@@ -173,6 +178,13 @@ impl FleetThread {
             None => (None, None),
         };
         let last_error = session.and_then(|(_, error)| error);
+        debug_assert!(
+            [Some(id), turn_id, message_id]
+                .into_iter()
+                .flatten()
+                .all(is_trimmed_non_empty),
+            "a thread's ids are checked before it is built"
+        );
         Self {
             texts: Texts::new(id, [turn_id, message_id, branch, worktree_path, last_error]),
             latest_turn: latest_turn.map(|(turn, _, _)| turn),
@@ -199,18 +211,22 @@ impl FleetThread {
         self.texts.get(Slot::WorktreePath)
     }
 
-    /// Its latest turn's id, `None` before the first turn.
+    /// Its latest turn's id, `None` before the first turn (and whenever `latest_turn` is `None`,
+    /// even if a caller cleared it).
     pub fn turn_id(&self) -> Option<IdRef<'_, TurnId>> {
+        self.latest_turn?;
         self.texts.get(Slot::TurnId).map(IdRef::of_checked)
     }
 
-    /// Its latest turn's reply message, once there is one.
+    /// Its latest turn's reply message, once there is one (`None` while `latest_turn` is).
     pub fn assistant_message_id(&self) -> Option<IdRef<'_, MessageId>> {
+        self.latest_turn?;
         self.texts.get(Slot::AssistantMessageId).map(IdRef::of_checked)
     }
 
-    /// Its session's last failure, in T3's words.
+    /// Its session's last failure, in T3's words (`None` while `session` is).
     pub fn last_error(&self) -> Option<&str> {
+        self.session?;
         self.texts.get(Slot::LastError)
     }
 
@@ -247,7 +263,7 @@ impl ThreadFacts for FleetThread {
         self.session.as_ref().map(|s| s.status)
     }
     fn last_error(&self) -> Option<&str> {
-        self.texts.get(Slot::LastError)
+        FleetThread::last_error(self)
     }
     fn turn_state(&self) -> Option<TurnState> {
         self.latest_turn.as_ref().map(|t| t.state)
@@ -255,8 +271,8 @@ impl ThreadFacts for FleetThread {
 }
 
 /// A wire thread's latest turn as [`FleetThread::of`] takes it.
-fn turn_parts(turn: &Option<LatestTurn>) -> Option<(FleetTurn, &str, Option<&str>)> {
-    turn.as_ref().map(|t| {
+fn turn_parts(turn: Option<&LatestTurn>) -> Option<(FleetTurn, &str, Option<&str>)> {
+    turn.map(|t| {
         (
             FleetTurn::from(t),
             t.turn_id.as_str(),
@@ -271,7 +287,7 @@ impl From<Thread> for FleetThread {
             t.id.as_str(),
             t.branch.as_deref(),
             t.worktree_path.as_deref(),
-            turn_parts(&t.latest_turn),
+            turn_parts(t.latest_turn.as_ref()),
             t.updated_at,
             t.deleted_at,
             t.session.as_ref().map(|s| (s.status, s.last_error.as_deref())),
@@ -287,7 +303,7 @@ impl From<ThreadShell> for FleetThread {
             t.id.as_str(),
             t.branch.as_deref(),
             t.worktree_path.as_deref(),
-            turn_parts(&t.latest_turn),
+            turn_parts(t.latest_turn.as_ref()),
             t.updated_at,
             None,
             t.session.as_ref().map(|s| (s.status, s.last_error.as_deref())),
@@ -513,7 +529,7 @@ impl From<SnapshotThread> for FleetThread {
             t.id.as_str(),
             t.branch.as_deref(),
             t.worktree_path.as_deref(),
-            turn_parts(&t.latest_turn),
+            turn_parts(t.latest_turn.as_ref()),
             t.updated_at,
             t.deleted_at,
             t.session.as_ref().map(SessionRaw::parts),
@@ -563,7 +579,7 @@ impl From<ShellThread> for FleetThread {
             t.id.as_str(),
             t.branch.as_deref(),
             t.worktree_path.as_deref(),
-            turn_parts(&t.latest_turn),
+            turn_parts(t.latest_turn.as_ref()),
             t.updated_at,
             None,
             t.session.as_ref().map(SessionRaw::parts),
@@ -584,8 +600,10 @@ const LISTED_TWICE: &str = "listed more than once in one view";
 /// An [`IndexSet`]: the threads in a vector, the hash table holding only their indices. A view is
 /// built without knowing its size (a JSON array does not say its length first), so its table
 /// grows as threads arrive; growing a table of indices moves 8 bytes a thread where a table of
-/// threads moved each whole thread, and the vector grows by reallocation (for a large one,
-/// glibc remaps its pages rather than copying them).
+/// threads moved each whole thread, and the vector grows by reallocation (for a mapped block,
+/// glibc remaps its pages rather than copying them: large blocks are mapped in `afk run`, which
+/// fixes the mmap threshold, `crates/afk/src/main.rs`; with glibc's dynamic threshold a large
+/// vector may come from the heap and be copied as it grows).
 #[derive(Clone, Default)]
 pub(crate) struct ThreadsById(IndexSet<ById, IdHasher>);
 
@@ -639,11 +657,10 @@ impl ThreadsById {
     /// Changes the thread with this id (`None` when there is none) with `change`, whose answer is
     /// returned. `change` must not change the id.
     pub(crate) fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut FleetThread) -> T) -> Option<T> {
-        // A set hands out no `&mut` to what it hashes: the thread is taken out and put back.
-        let mut thread = self.remove(id)?;
-        let answer = change(&mut thread);
-        debug_assert_eq!(thread.id().as_str(), id, "the id is the key");
-        self.insert(thread);
+        // In place: `change` keeps the id, so the thread's hash and slot stay right.
+        let (_, thread) = self.0.get_full_mut2(id)?;
+        let answer = change(&mut thread.0);
+        debug_assert_eq!(thread.0.id().as_str(), id, "the id is the key");
         Some(answer)
     }
 
@@ -700,7 +717,7 @@ impl Threads {
             LISTED_TWICE.clone_into(reason);
         } else if let Some(twice) = self.readable.insert(thread) {
             self.readable.remove(twice.id().as_str());
-            self.unreadable.insert(twice.id().to_owned(), LISTED_TWICE.into());
+            self.unreadable.insert(twice.id().to_id(), LISTED_TWICE.into());
         }
     }
 }
@@ -1273,6 +1290,10 @@ mod tests {
                 false,
                 false,
             );
+            let no_session = FleetThread::of("t-2", branch, worktree, None, at, None, None, false, false);
+            assert_eq!(no_session.branch(), branch, "mask {mask}");
+            assert_eq!(no_session.worktree_path(), worktree, "mask {mask}");
+            assert_eq!((no_session.turn_id(), no_session.last_error()), (None, None));
             assert_eq!(thread.id(), "t-1");
             assert_eq!(thread.branch(), branch, "mask {mask}");
             assert_eq!(thread.worktree_path(), worktree, "mask {mask}");
@@ -1284,6 +1305,12 @@ mod tests {
             );
             assert_eq!(thread.last_error(), error, "mask {mask}");
             assert_eq!(ThreadFacts::last_error(&thread), error);
+            // A caller that clears the turn or the session clears what they said.
+            let mut cleared = thread.clone();
+            (cleared.latest_turn, cleared.session) = (None, None);
+            assert_eq!(cleared.turn_id(), None);
+            assert_eq!(cleared.assistant_message_id(), None);
+            assert_eq!(cleared.last_error(), None);
         }
     }
 
