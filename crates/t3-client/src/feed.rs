@@ -141,11 +141,11 @@ impl ChangeLog {
 }
 
 /// The thread a stream item changes, when it is a thread event.
-fn changed_thread(item: &FleetItem) -> Option<&ThreadId> {
+fn changed_thread(item: &FleetItem) -> Option<ThreadId> {
     match item {
-        FleetItem::ThreadUpserted { thread, .. } => Some(&thread.id),
-        FleetItem::ThreadUnreadable { thread, .. } => Some(&thread.id),
-        FleetItem::ThreadRemoved { thread_id, .. } => Some(thread_id),
+        FleetItem::ThreadUpserted { thread, .. } => Some(thread.id().to_id()),
+        FleetItem::ThreadUnreadable { thread, .. } => Some(thread.id.clone()),
+        FleetItem::ThreadRemoved { thread_id, .. } => Some(thread_id.clone()),
         _ => None,
     }
 }
@@ -398,7 +398,7 @@ impl Feeder {
                     changed = true;
                 }
                 item => {
-                    let thread = changed_thread(&item).cloned();
+                    let thread = changed_thread(&item);
                     let before = fleet.sequence();
                     changed |= fleet.apply(item) != FleetChange::Quiet;
                     // Applied (not a replay of an event the view has): its thread changed.

@@ -185,14 +185,14 @@ impl Fleet {
                 }
             }
             FleetItem::ThreadUpserted { thread, .. } => {
-                let was_unreadable = self.unreadable.remove(&thread.id).is_some();
+                let was_unreadable = self.unreadable.remove(thread.id().as_str()).is_some();
                 // A thread beginning or ending a wait for a person changes what afk does too.
                 let before = self
                     .threads
-                    .get(thread.id.as_str())
+                    .get(thread.id().as_str())
                     .map(|t| (ThreadState::of(Some(t)), t.waits_for_person()));
                 let after = (ThreadState::of(Some(&thread)), thread.waits_for_person());
-                let id = thread.id.clone();
+                let id = thread.id().to_id();
                 self.threads.insert(thread);
                 if before.as_ref() == Some(&after) && !was_unreadable {
                     FleetChange::Quiet

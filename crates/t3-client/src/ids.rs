@@ -3,6 +3,7 @@
 //! `commandId`).
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -39,6 +40,87 @@ pub(crate) fn is_trimmed_non_empty(text: &str) -> bool {
 /// `u8::is_ascii_whitespace`, it includes the vertical tab.
 pub(crate) fn is_ascii_white(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
+/// An id of kind `K` ([`ThreadId`], [`TurnId`], ...) borrowed from a text already checked as `K`
+/// checks it (non-empty and trimmed): what a [`crate::wire::FleetThread`] hands out of the one
+/// block of text it keeps, without allocating. `to_id` makes the `K`.
+pub struct IdRef<'a, K> {
+    text: &'a str,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<'a, K> IdRef<'a, K> {
+    /// `text`, which the caller has checked as `K` checks an id ([`is_trimmed_non_empty`]).
+    pub(crate) fn of_checked(text: &'a str) -> Self {
+        debug_assert!(
+            is_trimmed_non_empty(text),
+            "an id's text is checked before it is kept"
+        );
+        Self {
+            text,
+            kind: PhantomData,
+        }
+    }
+
+    /// The id as T3 sends it.
+    pub fn as_str(self) -> &'a str {
+        self.text
+    }
+}
+
+// By hand, not derived: a derive would demand the same of `K`, which only names the kind.
+impl<K> Clone for IdRef<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for IdRef<'_, K> {}
+
+impl<K> PartialEq for IdRef<'_, K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<K> Eq for IdRef<'_, K> {}
+
+impl<K> PartialOrd for IdRef<'_, K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for IdRef<'_, K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(other.text)
+    }
+}
+
+// As the owned id's (and `str`'s) hash, so that either can look up a map keyed by the other.
+impl<K> std::hash::Hash for IdRef<'_, K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl<K> fmt::Display for IdRef<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text)
+    }
+}
+
+impl<K> PartialEq<str> for IdRef<'_, K> {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl<K> PartialEq<&str> for IdRef<'_, K> {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
 }
 
 macro_rules! id_type {
@@ -99,6 +181,31 @@ macro_rules! id_type {
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
                 self.0 == *other
+            }
+        }
+
+        impl<'a> IdRef<'a, $name> {
+            /// The owned id (one allocation). Not `to_owned`, which `Clone` makes an `IdRef`'s.
+            pub fn to_id(self) -> $name {
+                $name(self.text.to_owned())
+            }
+        }
+
+        impl fmt::Debug for IdRef<'_, $name> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.text)
+            }
+        }
+
+        impl PartialEq<$name> for IdRef<'_, $name> {
+            fn eq(&self, other: &$name) -> bool {
+                self.text == other.0
+            }
+        }
+
+        impl PartialEq<IdRef<'_, $name>> for $name {
+            fn eq(&self, other: &IdRef<'_, $name>) -> bool {
+                self.0 == other.text
             }
         }
 
@@ -171,6 +278,30 @@ mod tests {
             let by_trim = !text.is_empty() && text.trim() == text;
             assert_eq!(is_trimmed_non_empty(text), by_trim, "{text:?}");
             assert_eq!(ThreadId::new(text).is_ok(), by_trim, "{text:?}");
+        }
+    }
+
+    /// A borrowed id hashes, compares and orders as its owned id and its text do, so that a map
+    /// keyed by either (or by `str`) finds it, and sorting by it sorts as by the ids.
+    #[test]
+    fn a_borrowed_id_hashes_and_orders_as_the_owned_id() {
+        use std::hash::BuildHasher;
+        let hasher = IdHasher::default();
+        let texts = ["a", "b", "ab", "é", "0f3c-11"];
+        for a in texts {
+            let owned = ThreadId::new(a).unwrap();
+            let borrowed = IdRef::<ThreadId>::of_checked(a);
+            assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
+            assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(a));
+            assert_eq!(borrowed, owned);
+            assert_eq!(owned, borrowed);
+            assert_eq!(borrowed, a);
+            assert_eq!(borrowed.to_id(), owned);
+            for b in texts {
+                let other = ThreadId::new(b).unwrap();
+                assert_eq!(borrowed.cmp(&IdRef::of_checked(b)), owned.cmp(&other), "{a} {b}");
+                assert_eq!(borrowed == other, a == b);
+            }
         }
     }
 

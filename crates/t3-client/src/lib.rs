@@ -41,7 +41,7 @@ pub use client::{
 pub use error::T3Error;
 pub use feed::{FeedSettings, FeedStatus, ShellFeed};
 pub use fleet::{Fleet, FleetChange};
-pub use ids::{CommandId, MessageId, ProjectId, ThreadId, TurnId};
+pub use ids::{CommandId, IdRef, MessageId, ProjectId, ThreadId, TurnId};
 pub use rpc::{ChunkValues, RpcConnection, RpcSettings, RpcStream};
 pub use transport::{
     Recorder, ReqwestTransport, Transport, TransportConfig, TransportError, TransportErrorKind,

@@ -22,7 +22,7 @@ use t3_client::{Fleet, ReadModel, ThreadId};
 /// The reasons given for setting a thread aside may word a type's name differently.
 fn seen(fleet: &Fleet) -> (u64, Vec<FleetThread>, Vec<ThreadId>) {
     let mut threads: Vec<FleetThread> = fleet.threads().cloned().collect();
-    threads.sort_by(|a, b| a.id.cmp(&b.id));
+    threads.sort_by(|a, b| a.id().cmp(&b.id()));
     let mut unreadable: Vec<ThreadId> = fleet.unreadable_threads().map(|(id, _)| id.clone()).collect();
     unreadable.sort();
     (fleet.sequence(), threads, unreadable)
@@ -172,7 +172,7 @@ fn check_shell_waits(body: &[u8]) {
             assert_eq!(waits.len(), fleet.len(), "one entry per readable thread");
             for thread in fleet.threads() {
                 assert_eq!(
-                    waits.waits_for_person(&thread.id),
+                    waits.waits_for_person(&thread.id().to_id()),
                     Some(thread.waits_for_person())
                 );
             }

@@ -319,7 +319,7 @@ impl Dispatcher {
             has_turn: t.latest_turn.is_some(),
             deleted: t.deleted_at.is_some(),
             has_session: t.session.is_some(),
-            has_worktree: t.worktree_path.is_some(),
+            has_worktree: t.worktree_path().is_some(),
         });
         let worktrees = target.as_ref().and_then(worktree_target);
         let in_doubt = self
@@ -359,7 +359,7 @@ impl Dispatcher {
                         // A branch another thread of T3's records is never adopted (its worktree
                         // would be removed): T3 then refuses the finish, and the attempt ends.
                         let foreign = fleet.threads().any(|t| {
-                            t.id != plan.ids.thread_id && t.branch.as_deref() == Some(plan.branch.as_str())
+                            t.id() != plan.ids.thread_id && t.branch() == Some(plan.branch.as_str())
                         });
                         if foreign {
                             tracing::warn!(

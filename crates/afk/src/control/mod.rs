@@ -522,7 +522,7 @@ impl ControlPlane {
         };
         if let (Some(status), false) = (&self.status, skip) {
             status.saw_worktrees(visited.iter().filter_map(|a| {
-                let path = fleet.thread(&a.thread_id)?.worktree_path.clone()?;
+                let path = fleet.thread(&a.thread_id)?.worktree_path()?.to_owned();
                 Some((a.thread_id.to_string(), path))
             }));
         }

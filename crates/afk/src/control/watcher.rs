@@ -1018,7 +1018,7 @@ impl Watcher {
     /// A detail that cannot be read is said at WARN (once per distinct error): the attempt stays
     /// running, never recorded succeeded unconfirmed, so a person must see why.
     async fn interrupted(&mut self, fleet: &Fleet, thread: &ThreadId) -> Option<bool> {
-        let turn = fleet.thread(thread)?.latest_turn.as_ref()?.turn_id.clone();
+        let turn = fleet.thread(thread)?.turn_id()?.to_id();
         let problem = match self.reader.thread_detail(thread).await {
             Ok(Some(detail)) => {
                 self.unconfirmed.forget(thread);

@@ -23,7 +23,7 @@ pub use read_model::*;
 pub use server::*;
 pub use shell::*;
 pub(crate) use view::{decode_shell_bytes, decode_snapshot, Threads, ThreadsById, ViewParts};
-pub use view::{oracle, FleetItem, FleetThread, SessionSummary, ViewSnapshot};
+pub use view::{oracle, FleetItem, FleetThread, FleetTurn, SessionSummary, ViewSnapshot};
 pub use waits::ShellWaits;
 
 use std::fmt;

@@ -32,8 +32,8 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use super::read_model::{is_timestamp, parse_timestamp};
-use super::{FleetThread, LatestTurn, SessionStatus, SessionSummary, ThreadFacts, Timestamp, TurnState};
-use crate::ids::{is_trimmed_non_empty, MessageId, ThreadId, TurnId};
+use super::{FleetThread, FleetTurn, SessionStatus, ThreadFacts, Timestamp, TurnState};
+use crate::ids::{is_trimmed_non_empty, ThreadId};
 
 /// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
 macro_rules! written {
@@ -690,7 +690,7 @@ impl<'a> Scan<'a> {
         seen.all(ModelKey::REQUIRED)
     }
 
-    /// [`LatestTurn`], its ids borrowed.
+    /// [`super::LatestTurn`], its ids borrowed.
     fn latest_turn(&mut self) -> Option<TurnRead<'a>> {
         let mut seen = Seen::default();
         let mut turn_id = None;
@@ -732,7 +732,7 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// `view::SessionRaw`, kept as a [`SessionSummary`] (its error borrowed).
+    /// `view::SessionRaw`, its status and error kept (its error borrowed).
     fn session(&mut self) -> Option<SessionRead<'a>> {
         let mut seen = Seen::default();
         let mut status = None;
@@ -793,7 +793,7 @@ impl<'a> Scan<'a> {
 /// A thread as the scanner read it: checked exactly as its `serde` decode checks it (the ids
 /// trimmed and non-empty, the timestamps, the enums), its texts borrowed from the document (owned
 /// only where written with escapes). Nothing is allocated until a caller keeps it: the view builds
-/// a [`FleetThread`] ([`ThreadRead::into_fleet`], the only allocations of a thread), the shell's
+/// a [`FleetThread`] ([`ThreadRead::into_fleet`], one allocation for all its texts), the shell's
 /// waits read one flag of it in place and keep only its id.
 pub(super) struct ThreadRead<'a> {
     id: Cow<'a, str>,
@@ -807,7 +807,7 @@ pub(super) struct ThreadRead<'a> {
     has_pending_approvals: bool,
 }
 
-/// A [`LatestTurn`] as read, its ids borrowed.
+/// A [`super::LatestTurn`] as read, its ids borrowed.
 struct TurnRead<'a> {
     turn_id: Cow<'a, str>,
     state: TurnState,
@@ -817,7 +817,7 @@ struct TurnRead<'a> {
     assistant_message_id: Option<Cow<'a, str>>,
 }
 
-/// A [`SessionSummary`] as read, its error borrowed.
+/// A session as read (what a [`FleetThread`] keeps of it), its error borrowed.
 struct SessionRead<'a> {
     status: SessionStatus,
     last_error: Option<Cow<'a, str>>,
@@ -835,37 +835,32 @@ impl ThreadRead<'_> {
         super::read_model::waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
     }
 
-    /// The [`FleetThread`] the `serde` path decodes of the same text. `None` never happens (each
-    /// id was checked as it was read); it declines rather than panic.
-    pub(super) fn into_fleet(self) -> Option<FleetThread> {
-        let latest_turn = match self.latest_turn {
-            None => None,
-            Some(turn) => Some(LatestTurn {
-                turn_id: TurnId::new(turn.turn_id.into_owned()).ok()?,
-                state: turn.state,
-                requested_at: turn.requested_at,
-                started_at: turn.started_at,
-                completed_at: turn.completed_at,
-                assistant_message_id: match turn.assistant_message_id {
-                    None => None,
-                    Some(id) => Some(MessageId::new(id.into_owned()).ok()?),
+    /// The [`FleetThread`] the `serde` path decodes of the same text: its texts copied into the
+    /// thread's one block (each id was checked as it was read).
+    pub(super) fn into_fleet(self) -> FleetThread {
+        let latest_turn = self.latest_turn.as_ref().map(|turn| {
+            (
+                FleetTurn {
+                    state: turn.state,
+                    requested_at: turn.requested_at,
+                    started_at: turn.started_at,
+                    completed_at: turn.completed_at,
                 },
-            }),
-        };
-        Some(FleetThread {
-            id: ThreadId::new(self.id.into_owned()).ok()?,
-            branch: self.branch.map(Cow::into_owned),
-            worktree_path: self.worktree_path.map(Cow::into_owned),
+                turn.turn_id.as_ref(),
+                turn.assistant_message_id.as_deref(),
+            )
+        });
+        FleetThread::of(
+            &self.id,
+            self.branch.as_deref(),
+            self.worktree_path.as_deref(),
             latest_turn,
-            updated_at: self.updated_at,
-            deleted_at: self.deleted_at,
-            session: self.session.map(|s| SessionSummary {
-                status: s.status,
-                last_error: s.last_error.map(Cow::into_owned),
-            }),
-            has_pending_user_input: self.has_pending_user_input,
-            has_pending_approvals: self.has_pending_approvals,
-        })
+            self.updated_at,
+            self.deleted_at,
+            self.session.as_ref().map(|s| (s.status, s.last_error.as_deref())),
+            self.has_pending_user_input,
+            self.has_pending_approvals,
+        )
     }
 }
 
@@ -1038,7 +1033,7 @@ const MODEL_KEYS: [(&str, ModelKey); 3] = [
     (written!("options"), ModelKey::Options),
 ];
 
-/// [`LatestTurn`]'s keys (all required); each one's value is its bit in [`Seen`].
+/// [`super::LatestTurn`]'s keys (all required); each one's value is its bit in [`Seen`].
 #[derive(Clone, Copy)]
 enum TurnKey {
     TurnId,

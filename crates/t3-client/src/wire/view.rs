@@ -12,11 +12,12 @@
 //! [`super::ShellItem::decode`] (`tests/fuzz.rs` holds the two side by side).
 
 use std::borrow::{Borrow, Cow};
-use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
+use indexmap::set::MutableValues;
+use indexmap::IndexSet;
 use serde::de::DeserializeOwned;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -28,26 +29,32 @@ use super::{
     required_nullable, InteractionMode, LatestTurn, Project, ProjectShell, RuntimeMode, SessionStatus,
     Thread, ThreadShell, Timestamp, TurnState, UnreadableThread,
 };
-use crate::ids::{is_ascii_white, is_trimmed_non_empty, IdHasher, IdMap, InvalidId, ProjectId, ThreadId};
+use crate::ids::{
+    is_ascii_white, is_trimmed_non_empty, IdHasher, IdMap, IdRef, InvalidId, MessageId, ProjectId, ThreadId,
+    TurnId,
+};
 
 /// A thread as the watcher keeps it: only what afk reads (its state, its turn, its branch and
-/// worktree, whether it waits for a person). Field names and types are those of [`Thread`].
-#[derive(Debug, Clone, PartialEq)]
+/// worktree, whether it waits for a person), in the meaning of [`Thread`]'s fields of the same
+/// names.
+///
+/// Its texts (the ids, the branch, the worktree path, the session's last error) are kept in one
+/// heap block and read through [`FleetThread::id`], [`FleetThread::branch`], ...: one allocation a
+/// thread where one a text cost four or five, and a struct of 144 bytes instead of ~225 (the
+/// watcher holds 10,000 of them; BENCHMARKS.md, "Typed decode against the floor").
+#[derive(Clone, PartialEq)]
 pub struct FleetThread {
-    /// Its id.
-    pub id: ThreadId,
-    /// Its git branch.
-    pub branch: Option<String>,
-    /// Its checkout, `None` for the project's workspace root.
-    pub worktree_path: Option<String>,
-    /// The most recent turn, `None` before the first turn is admitted.
-    pub latest_turn: Option<LatestTurn>,
+    texts: Texts,
+    /// The most recent turn, `None` before the first turn is admitted (its ids:
+    /// [`FleetThread::turn_id`], [`FleetThread::assistant_message_id`]).
+    pub latest_turn: Option<FleetTurn>,
     /// Last change of anything in the thread.
     pub updated_at: Timestamp,
     /// Set once deleted (the snapshot lists deleted threads; the stream's `thread-removed` marks
     /// them so).
     pub deleted_at: Option<Timestamp>,
-    /// The provider session, `None` when none was started.
+    /// The provider session, `None` when none was started (its last error:
+    /// [`FleetThread::last_error`]).
     pub session: Option<SessionSummary>,
     /// The agent waits for a person's answer (shell only; `false` from the snapshot).
     pub has_pending_user_input: bool,
@@ -55,19 +62,196 @@ pub struct FleetThread {
     pub has_pending_approvals: bool,
 }
 
-/// What afk reads of a provider session.
-#[derive(Debug, Clone, PartialEq)]
+/// What afk reads of a thread's latest turn besides its ids (which its [`FleetThread`] keeps):
+/// [`LatestTurn`]'s fields of the same names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FleetTurn {
+    /// Its state.
+    pub state: TurnState,
+    /// When it was asked for.
+    pub requested_at: Timestamp,
+    /// When the agent started on it.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub completed_at: Option<Timestamp>,
+}
+
+impl From<&LatestTurn> for FleetTurn {
+    fn from(turn: &LatestTurn) -> Self {
+        Self {
+            state: turn.state,
+            requested_at: turn.requested_at,
+            started_at: turn.started_at,
+            completed_at: turn.completed_at,
+        }
+    }
+}
+
+/// What afk reads of a provider session (its last error: [`FleetThread::last_error`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionSummary {
     /// Its status.
     pub status: SessionStatus,
-    /// The last failure, in T3's words.
-    pub last_error: Option<String>,
+}
+
+/// A thread's texts in one block, one after the other in the order of [`Slot`]: the id (always
+/// there), then each optional text when it is there.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Texts {
+    text: Box<str>,
+    /// Where each [`Slot`] ends in `text` (an absent one is empty).
+    ends: [usize; Slot::COUNT],
+    /// Which [`Slot`]s are there: bit `Slot as u8`.
+    present: u8,
+}
+
+/// The texts of a [`FleetThread`], in their order in [`Texts`].
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(super) enum Slot {
+    Id,
+    TurnId,
+    AssistantMessageId,
+    Branch,
+    WorktreePath,
+    LastError,
+}
+
+impl Slot {
+    const COUNT: usize = Slot::LastError as usize + 1;
+}
+
+// `Texts::present` has a bit for each.
+const _: () = assert!(Slot::COUNT <= u8::BITS as usize);
+
+impl Texts {
+    /// The block of `id` and `others` (in [`Slot`]'s order after the id): one allocation.
+    pub(super) fn new(id: &str, others: [Option<&str>; Slot::COUNT - 1]) -> Self {
+        let len = id.len() + others.iter().flatten().map(|t| t.len()).sum::<usize>();
+        let mut text = String::with_capacity(len);
+        let mut ends = [0; Slot::COUNT];
+        let mut present = 1;
+        text.push_str(id);
+        ends[0] = text.len();
+        for (i, other) in others.iter().enumerate() {
+            if let Some(other) = other {
+                text.push_str(other);
+                present |= 1 << (i + 1);
+            }
+            ends[i + 1] = text.len();
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    pub(super) fn get(&self, which: Slot) -> Option<&str> {
+        let i = which as usize;
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..self.ends[i])
+    }
 }
 
 impl FleetThread {
+    /// The thread of these parts: `latest_turn` with its id and assistant message id, `session`
+    /// with its last error. Each id must have been checked as its id type checks it (the scanner's
+    /// `Scan::id`, or the id newtypes on `serde`'s path).
+    #[allow(clippy::too_many_arguments)] // One per field of the thread, named at each call.
+    pub(super) fn of(
+        id: &str,
+        branch: Option<&str>,
+        worktree_path: Option<&str>,
+        latest_turn: Option<(FleetTurn, &str, Option<&str>)>,
+        updated_at: Timestamp,
+        deleted_at: Option<Timestamp>,
+        session: Option<(SessionStatus, Option<&str>)>,
+        has_pending_user_input: bool,
+        has_pending_approvals: bool,
+    ) -> Self {
+        let (turn_id, message_id) = match latest_turn {
+            Some((_, turn_id, message_id)) => (Some(turn_id), message_id),
+            None => (None, None),
+        };
+        let last_error = session.and_then(|(_, error)| error);
+        debug_assert!(
+            [Some(id), turn_id, message_id]
+                .into_iter()
+                .flatten()
+                .all(is_trimmed_non_empty),
+            "a thread's ids are checked before it is built"
+        );
+        Self {
+            texts: Texts::new(id, [turn_id, message_id, branch, worktree_path, last_error]),
+            latest_turn: latest_turn.map(|(turn, _, _)| turn),
+            updated_at,
+            deleted_at,
+            session: session.map(|(status, _)| SessionSummary { status }),
+            has_pending_user_input,
+            has_pending_approvals,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> IdRef<'_, ThreadId> {
+        IdRef::of_checked(self.texts.get(Slot::Id).unwrap_or_default())
+    }
+
+    /// Its git branch.
+    pub fn branch(&self) -> Option<&str> {
+        self.texts.get(Slot::Branch)
+    }
+
+    /// Its checkout, `None` for the project's workspace root.
+    pub fn worktree_path(&self) -> Option<&str> {
+        self.texts.get(Slot::WorktreePath)
+    }
+
+    /// Its latest turn's id, `None` before the first turn (and whenever `latest_turn` is `None`,
+    /// even if a caller cleared it).
+    pub fn turn_id(&self) -> Option<IdRef<'_, TurnId>> {
+        self.latest_turn?;
+        self.texts.get(Slot::TurnId).map(IdRef::of_checked)
+    }
+
+    /// Its latest turn's reply message, once there is one (`None` while `latest_turn` is).
+    pub fn assistant_message_id(&self) -> Option<IdRef<'_, MessageId>> {
+        self.latest_turn?;
+        self.texts.get(Slot::AssistantMessageId).map(IdRef::of_checked)
+    }
+
+    /// Its session's last failure, in T3's words (`None` while `session` is).
+    pub fn last_error(&self) -> Option<&str> {
+        self.session?;
+        self.texts.get(Slot::LastError)
+    }
+
     /// True when the agent waits for a person; the same rule as [`Thread::waits_for_person`].
     pub fn waits_for_person(&self) -> bool {
         waits_for_person(self, self.has_pending_user_input || self.has_pending_approvals)
+    }
+}
+
+impl fmt::Debug for FleetThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetThread")
+            .field("id", &self.id())
+            .field("branch", &self.branch())
+            .field("worktree_path", &self.worktree_path())
+            .field("latest_turn", &self.latest_turn)
+            .field("turn_id", &self.turn_id())
+            .field("assistant_message_id", &self.assistant_message_id())
+            .field("updated_at", &self.updated_at)
+            .field("deleted_at", &self.deleted_at)
+            .field("session", &self.session)
+            .field("last_error", &self.last_error())
+            .field("has_pending_user_input", &self.has_pending_user_input)
+            .field("has_pending_approvals", &self.has_pending_approvals)
+            .finish()
     }
 }
 
@@ -79,48 +263,53 @@ impl ThreadFacts for FleetThread {
         self.session.as_ref().map(|s| s.status)
     }
     fn last_error(&self) -> Option<&str> {
-        self.session.as_ref().and_then(|s| s.last_error.as_deref())
+        FleetThread::last_error(self)
     }
     fn turn_state(&self) -> Option<TurnState> {
         self.latest_turn.as_ref().map(|t| t.state)
     }
 }
 
+/// A wire thread's latest turn as [`FleetThread::of`] takes it.
+fn turn_parts(turn: Option<&LatestTurn>) -> Option<(FleetTurn, &str, Option<&str>)> {
+    turn.map(|t| {
+        (
+            FleetTurn::from(t),
+            t.turn_id.as_str(),
+            t.assistant_message_id.as_ref().map(MessageId::as_str),
+        )
+    })
+}
+
 impl From<Thread> for FleetThread {
     fn from(t: Thread) -> Self {
-        Self {
-            id: t.id,
-            branch: t.branch,
-            worktree_path: t.worktree_path,
-            latest_turn: t.latest_turn,
-            updated_at: t.updated_at,
-            deleted_at: t.deleted_at,
-            session: t.session.map(|s| SessionSummary {
-                status: s.status,
-                last_error: s.last_error,
-            }),
-            has_pending_user_input: t.has_pending_user_input,
-            has_pending_approvals: t.has_pending_approvals,
-        }
+        Self::of(
+            t.id.as_str(),
+            t.branch.as_deref(),
+            t.worktree_path.as_deref(),
+            turn_parts(t.latest_turn.as_ref()),
+            t.updated_at,
+            t.deleted_at,
+            t.session.as_ref().map(|s| (s.status, s.last_error.as_deref())),
+            t.has_pending_user_input,
+            t.has_pending_approvals,
+        )
     }
 }
 
 impl From<ThreadShell> for FleetThread {
     fn from(t: ThreadShell) -> Self {
-        Self {
-            id: t.id,
-            branch: t.branch,
-            worktree_path: t.worktree_path,
-            latest_turn: t.latest_turn,
-            updated_at: t.updated_at,
-            deleted_at: None,
-            session: t.session.map(|s| SessionSummary {
-                status: s.status,
-                last_error: s.last_error,
-            }),
-            has_pending_user_input: t.has_pending_user_input,
-            has_pending_approvals: t.has_pending_approvals,
-        }
+        Self::of(
+            t.id.as_str(),
+            t.branch.as_deref(),
+            t.worktree_path.as_deref(),
+            turn_parts(t.latest_turn.as_ref()),
+            t.updated_at,
+            None,
+            t.session.as_ref().map(|s| (s.status, s.last_error.as_deref())),
+            t.has_pending_user_input,
+            t.has_pending_approvals,
+        )
     }
 }
 
@@ -273,7 +462,7 @@ struct ModelCheck {
     options: Option<Valid>,
 }
 
-/// [`super::Session`], keeping what [`SessionSummary`] keeps.
+/// [`super::Session`], keeping what a [`FleetThread`] keeps of it (its status and last error).
 #[derive(Deserialize)]
 #[serde(rename = "Session", rename_all = "camelCase")]
 #[allow(dead_code)] // Read to be checked, not kept.
@@ -290,12 +479,9 @@ struct SessionRaw {
     updated_at: CheckedTimestamp,
 }
 
-impl From<SessionRaw> for SessionSummary {
-    fn from(s: SessionRaw) -> Self {
-        Self {
-            status: s.status,
-            last_error: s.last_error,
-        }
+impl SessionRaw {
+    fn parts(&self) -> (SessionStatus, Option<&str>) {
+        (self.status, self.last_error.as_deref())
     }
 }
 
@@ -339,17 +525,17 @@ struct SnapshotThread {
 
 impl From<SnapshotThread> for FleetThread {
     fn from(t: SnapshotThread) -> Self {
-        Self {
-            id: t.id,
-            branch: t.branch,
-            worktree_path: t.worktree_path,
-            latest_turn: t.latest_turn,
-            updated_at: t.updated_at,
-            deleted_at: t.deleted_at,
-            session: t.session.map(SessionSummary::from),
-            has_pending_user_input: t.has_pending_user_input,
-            has_pending_approvals: t.has_pending_approvals,
-        }
+        Self::of(
+            t.id.as_str(),
+            t.branch.as_deref(),
+            t.worktree_path.as_deref(),
+            turn_parts(t.latest_turn.as_ref()),
+            t.updated_at,
+            t.deleted_at,
+            t.session.as_ref().map(SessionRaw::parts),
+            t.has_pending_user_input,
+            t.has_pending_approvals,
+        )
     }
 }
 
@@ -389,17 +575,17 @@ pub(super) struct ShellThread {
 
 impl From<ShellThread> for FleetThread {
     fn from(t: ShellThread) -> Self {
-        Self {
-            id: t.id,
-            branch: t.branch,
-            worktree_path: t.worktree_path,
-            latest_turn: t.latest_turn,
-            updated_at: t.updated_at,
-            deleted_at: None,
-            session: t.session.map(SessionSummary::from),
-            has_pending_user_input: t.has_pending_user_input,
-            has_pending_approvals: t.has_pending_approvals,
-        }
+        Self::of(
+            t.id.as_str(),
+            t.branch.as_deref(),
+            t.worktree_path.as_deref(),
+            turn_parts(t.latest_turn.as_ref()),
+            t.updated_at,
+            None,
+            t.session.as_ref().map(SessionRaw::parts),
+            t.has_pending_user_input,
+            t.has_pending_approvals,
+        )
     }
 }
 
@@ -410,8 +596,16 @@ const LISTED_TWICE: &str = "listed more than once in one view";
 /// Threads looked up by their own id: each [`FleetThread`] is stored once, its id not copied into
 /// a key as a map from [`ThreadId`] would (one heap string fewer per thread, in decode time and in
 /// the view's memory).
+///
+/// An [`IndexSet`]: the threads in a vector, the hash table holding only their indices. A view is
+/// built without knowing its size (a JSON array does not say its length first), so its table
+/// grows as threads arrive; growing a table of indices moves 8 bytes a thread where a table of
+/// threads moved each whole thread, and the vector grows by reallocation (for a mapped block,
+/// glibc remaps its pages rather than copying them: large blocks are mapped in `afk run`, which
+/// fixes the mmap threshold, `crates/afk/src/main.rs`; with glibc's dynamic threshold a large
+/// vector may come from the heap and be copied as it grows).
 #[derive(Clone, Default)]
-pub(crate) struct ThreadsById(HashSet<ById, IdHasher>);
+pub(crate) struct ThreadsById(IndexSet<ById, IdHasher>);
 
 /// A thread hashed and compared by its id alone (`str`'s hash of it, which is [`ThreadId`]'s), so
 /// that the set can be searched with the id's text. Private to [`ThreadsById`]: as a whole thread's
@@ -421,13 +615,13 @@ struct ById(FleetThread);
 
 impl Hash for ById {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id.as_str().hash(state);
+        self.0.id().as_str().hash(state);
     }
 }
 
 impl PartialEq for ById {
     fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
+        self.0.id() == other.0.id()
     }
 }
 
@@ -435,13 +629,13 @@ impl Eq for ById {}
 
 impl Borrow<str> for ById {
     fn borrow(&self) -> &str {
-        self.0.id.as_str()
+        self.0.id().as_str()
     }
 }
 
 impl ThreadsById {
     fn with_capacity(capacity: usize) -> Self {
-        Self(HashSet::with_capacity_and_hasher(capacity, IdHasher::default()))
+        Self(IndexSet::with_capacity_and_hasher(capacity, IdHasher::default()))
     }
 
     /// The thread with this id.
@@ -456,17 +650,17 @@ impl ThreadsById {
 
     /// Takes the thread with this id out.
     pub(crate) fn remove(&mut self, id: &str) -> Option<FleetThread> {
-        self.0.take(id).map(|t| t.0)
+        // Order is not kept (the view's threads have none): the last thread fills the gap.
+        self.0.swap_take(id).map(|t| t.0)
     }
 
     /// Changes the thread with this id (`None` when there is none) with `change`, whose answer is
     /// returned. `change` must not change the id.
     pub(crate) fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut FleetThread) -> T) -> Option<T> {
-        // A set hands out no `&mut` to what it hashes: the thread is taken out and put back.
-        let mut thread = self.remove(id)?;
-        let answer = change(&mut thread);
-        debug_assert_eq!(thread.id.as_str(), id, "the id is the key");
-        self.insert(thread);
+        // In place: `change` keeps the id, so the thread's hash and slot stay right.
+        let (_, thread) = self.0.get_full_mut2(id)?;
+        let answer = change(&mut thread.0);
+        debug_assert_eq!(thread.0.id().as_str(), id, "the id is the key");
         Some(answer)
     }
 
@@ -487,13 +681,13 @@ impl ThreadsById {
 impl PartialEq for ThreadsById {
     /// The same threads, whole (not only the same ids).
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|t| other.get(t.id.as_str()) == Some(t))
+        self.len() == other.len() && self.iter().all(|t| other.get(t.id().as_str()) == Some(t))
     }
 }
 
 impl fmt::Debug for ThreadsById {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter().map(|t| (&t.id, t))).finish()
+        f.debug_map().entries(self.iter().map(|t| (t.id(), t))).finish()
     }
 }
 
@@ -519,11 +713,11 @@ impl Threads {
     }
 
     fn add(&mut self, thread: FleetThread) {
-        if let Some(reason) = self.unreadable.get_mut(&thread.id) {
+        if let Some(reason) = self.unreadable.get_mut(thread.id().as_str()) {
             LISTED_TWICE.clone_into(reason);
         } else if let Some(twice) = self.readable.insert(thread) {
-            self.readable.remove(twice.id.as_str());
-            self.unreadable.insert(twice.id, LISTED_TWICE.into());
+            self.readable.remove(twice.id().as_str());
+            self.unreadable.insert(twice.id().to_id(), LISTED_TWICE.into());
         }
     }
 }
@@ -671,7 +865,7 @@ fn scanned<P: DeserializeOwned>(body: Body<'_>, shape: Shape) -> Option<(u64, Ve
     };
     let mut threads = Threads::default();
     let doc = scan::document::<P>(text, shape, |thread| {
-        threads.add(thread.into_fleet()?);
+        threads.add(thread.into_fleet());
         Some(())
     })?;
     Some((doc.sequence, doc.projects, threads))
@@ -835,7 +1029,7 @@ impl FleetItem {
     pub fn decode(text: &str) -> Result<FleetItem, serde_json::Error> {
         let mut threads = Threads::default();
         if let Some(doc) = scan::stream_snapshot::<ProjectShell>(text, |thread| {
-            threads.add(thread.into_fleet()?);
+            threads.add(thread.into_fleet());
             Some(())
         }) {
             let parts = shell_parts(doc.sequence, doc.projects, threads);
@@ -1029,7 +1223,7 @@ pub mod oracle {
     pub fn item_by_scanner(text: &str) -> Option<FleetItem> {
         let mut threads = Threads::default();
         let doc = scan::stream_snapshot::<ProjectShell>(text, |thread| {
-            threads.add(thread.into_fleet()?);
+            threads.add(thread.into_fleet());
             Some(())
         })?;
         let parts = shell_parts(doc.sequence, doc.projects, threads);
@@ -1065,6 +1259,71 @@ mod tests {
               "runtimeMode":"full-access","activeTurnId":"t1","lastError":null,
               "updatedAt":"2026-11-24T19:14:36.116Z"}},"hasPendingUserInput":true}}"#
         )
+    }
+
+    /// Each text of a thread reads back as it was given, an empty one as empty and an absent one
+    /// as absent, whichever of the others are there (they share one block).
+    #[test]
+    fn a_threads_texts_read_back_as_given() {
+        let at = Timestamp::now();
+        let turn = FleetTurn {
+            state: TurnState::Running,
+            requested_at: at,
+            started_at: None,
+            completed_at: None,
+        };
+        for mask in 0..32u32 {
+            let pick = |bit: u32, text: &'static str| (mask & (1 << bit) != 0).then_some(text);
+            let branch = pick(0, "");
+            let worktree = pick(1, "/w/é");
+            let message = pick(2, "m-1");
+            let error = pick(3, "boom \u{2028} bang");
+            let has_turn = mask & (1 << 4) != 0;
+            let thread = FleetThread::of(
+                "t-1",
+                branch,
+                worktree,
+                has_turn.then_some((turn, "turn-1", message)),
+                at,
+                None,
+                Some((SessionStatus::Error, error)),
+                false,
+                false,
+            );
+            let no_session = FleetThread::of("t-2", branch, worktree, None, at, None, None, false, false);
+            assert_eq!(no_session.branch(), branch, "mask {mask}");
+            assert_eq!(no_session.worktree_path(), worktree, "mask {mask}");
+            assert_eq!((no_session.turn_id(), no_session.last_error()), (None, None));
+            assert_eq!(thread.id(), "t-1");
+            assert_eq!(thread.branch(), branch, "mask {mask}");
+            assert_eq!(thread.worktree_path(), worktree, "mask {mask}");
+            assert_eq!(thread.turn_id().map(IdRef::as_str), has_turn.then_some("turn-1"));
+            assert_eq!(
+                thread.assistant_message_id().map(IdRef::as_str),
+                message.filter(|_| has_turn),
+                "mask {mask}"
+            );
+            assert_eq!(thread.last_error(), error, "mask {mask}");
+            assert_eq!(ThreadFacts::last_error(&thread), error);
+            // A caller that clears the turn or the session clears what they said.
+            let mut cleared = thread.clone();
+            (cleared.latest_turn, cleared.session) = (None, None);
+            assert_eq!(cleared.turn_id(), None);
+            assert_eq!(cleared.assistant_message_id(), None);
+            assert_eq!(cleared.last_error(), None);
+        }
+    }
+
+    /// What the watcher holds of each of up to 10,000 threads: this struct (in the view's vector)
+    /// and one block of its texts. It was ~225 bytes and four or five strings (BENCHMARKS.md,
+    /// "Typed decode against the floor").
+    #[test]
+    fn a_fleet_thread_is_compact() {
+        assert!(
+            std::mem::size_of::<FleetThread>() <= 144,
+            "{} bytes",
+            std::mem::size_of::<FleetThread>()
+        );
     }
 
     /// The one-pass decode is taken for the snapshot as T3 sends it (kind first, every thread
@@ -1105,8 +1364,8 @@ mod tests {
         fleet.apply(FleetItem::decode(&text).expect("the item decodes"));
         assert_eq!(fleet.sequence(), 9);
         let a = fleet.thread_by_id("a").expect("a is readable");
-        assert_eq!(a.branch.as_deref(), Some("b-a"));
-        assert_eq!(a.worktree_path.as_deref(), Some("/w/a"));
+        assert_eq!(a.branch(), Some("b-a"));
+        assert_eq!(a.worktree_path(), Some("/w/a"));
         assert!(a.waits_for_person(), "the shell's flag is kept");
         assert_eq!(ThreadState::of(Some(a)), ThreadState::Running);
         let b = ThreadId::new("b").unwrap();

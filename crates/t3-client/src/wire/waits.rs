@@ -99,7 +99,7 @@ impl From<&crate::Fleet> for ShellWaits {
         ShellWaits {
             threads: fleet
                 .threads()
-                .map(|t| (t.id.clone(), t.waits_for_person()))
+                .map(|t| (t.id().to_id(), t.waits_for_person()))
                 .collect(),
         }
     }
@@ -124,7 +124,7 @@ struct Building {
 impl Building {
     fn add_thread(&mut self, thread: FleetThread) {
         let waits = thread.waits_for_person();
-        self.add(thread.id, waits);
+        self.add(thread.id().to_id(), waits);
     }
 
     /// The thread `id`, listed readably, whose agent `waits` for a person or not.
