@@ -4,9 +4,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use afk_core::JobId;
 use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
 use afk_ledger::{
     Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges,
+    WatchedMoves,
 };
 use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
@@ -59,11 +61,15 @@ pub(crate) struct Recorder {
     retry: RetryPolicy,
     /// The transitions recorded since the last [`Recorder::take_progress`].
     progress: Vec<Progress>,
-    /// The live attempts as last read, with the ledger's count of changes to them read just
-    /// before, reused while that count stands: see [`Recorder::watched_attempts`].
-    watched: Option<(Arc<Vec<WatchedAttempt>>, WatchedChanges)>,
+    /// The live attempts as last read and patched since with this recorder's own writes, reused
+    /// while the ledger's count of changes to them reads what it expects: see
+    /// [`Recorder::watched_attempts`].
+    watched: Option<Watched>,
     /// How many times the live attempts were read from the ledger.
     watched_reads: u64,
+    /// How many times the live attempts of the jobs this recorder just wrote were read from the
+    /// ledger, to patch the cache with them ([`Ledger::watched_attempts_of`]).
+    watched_patch_reads: u64,
     /// The other reads a quiet tick makes, kept while no job or attempt changes.
     reads: TickReads,
     /// How many times this recorder wrote (or tried to write) a job's move: a read cached in this
@@ -83,6 +89,7 @@ impl Recorder {
             progress: Vec::new(),
             watched: None,
             watched_reads: 0,
+            watched_patch_reads: 0,
             reads: TickReads::default(),
             writes: 0,
             tick_reads: 0,
@@ -122,17 +129,27 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        // Whatever the outcome, the cached live attempts may be stale now (a conflict means
-        // someone else moved the job).
-        self.watched = None;
         self.wrote();
-        let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
-            Ok(updated) => updated,
-            Err(LedgerError::Conflict { .. }) => {
-                tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
-                return Ok(None);
+        let written = (self.ledger)
+            .record_counted(job.id, &transition, new_attempt, now)
+            .await;
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.patch_watched(&[job.id], moves).await;
+                updated
             }
-            Err(other) => return Err(other.into()),
+            Err(error) => {
+                // The cached live attempts may be stale now (a conflict means someone else
+                // moved the job; another error may come after a commit).
+                self.watched = None;
+                match error {
+                    LedgerError::Conflict { .. } => {
+                        tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
+                        return Ok(None);
+                    }
+                    other => return Err(other.into()),
+                }
+            }
         };
         self.recorded(job, &transition, &updated, new_attempt.map(|a| &a.thread_id), now);
         Ok(Some((transition, updated)))
@@ -158,8 +175,7 @@ impl Recorder {
         if taken.is_empty() {
             return Ok(answers);
         }
-        // As in `record`: the cached live attempts and this tick's kept reads may be stale now.
-        self.watched = None;
+        // As in `record`: this tick's kept reads may be stale now.
         self.wrote();
         let ledger_moves: Vec<afk_ledger::Move<'_>> = (taken.iter())
             .map(|(i, transition)| afk_ledger::Move {
@@ -169,7 +185,18 @@ impl Recorder {
                 at: moves[*i].at,
             })
             .collect();
-        let written = self.ledger.record_many(&ledger_moves).await?;
+        let (written, watched_moves) = match self.ledger.record_many_counted(&ledger_moves).await {
+            Ok(written) => written,
+            Err(error) => {
+                self.watched = None;
+                return Err(error.into());
+            }
+        };
+        let jobs: Vec<JobId> = (ledger_moves.iter().zip(&written))
+            .filter(|(_, written)| written.is_ok())
+            .map(|(m, _)| m.job)
+            .collect();
+        self.patch_watched(&jobs, watched_moves).await;
         for ((i, transition), written) in taken.into_iter().zip(written) {
             let m = &moves[i];
             match written {
@@ -218,16 +245,22 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        self.watched = None;
         self.wrote();
-        let updated = match self
-            .ledger
-            .answer_comment_command(command, job.id, transition.as_ref(), answer, now)
-            .await
-        {
-            Ok(updated) => updated,
-            Err(LedgerError::Conflict { .. } | LedgerError::NotFound(_)) => return Ok(None),
-            Err(other) => return Err(other.into()),
+        let written = (self.ledger)
+            .answer_comment_command_counted(command, job.id, transition.as_ref(), answer, now)
+            .await;
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.patch_watched(&[job.id], moves).await;
+                updated
+            }
+            Err(error) => {
+                self.watched = None;
+                match error {
+                    LedgerError::Conflict { .. } | LedgerError::NotFound(_) => return Ok(None),
+                    other => return Err(other.into()),
+                }
+            }
         };
         if let (Some(transition), Some(updated)) = (&transition, &updated) {
             self.recorded(job, transition, updated, None, now);
@@ -252,14 +285,18 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        self.watched = None;
         self.wrote();
-        let updated = match self
-            .ledger
-            .record_follow_up(job.id, &transition, follow_up, now)
-            .await
-        {
-            Ok(updated) => updated,
+        let written = (self.ledger)
+            .record_follow_up_counted(job.id, &transition, follow_up, now)
+            .await;
+        if written.is_err() {
+            self.watched = None;
+        }
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.patch_watched(&[job.id], moves).await;
+                updated
+            }
             Err(LedgerError::Conflict { .. }) => {
                 tracing::debug!("job {}: changed under us, skipping its follow-up", job.issue);
                 return Ok(None);
@@ -444,10 +481,15 @@ impl Recorder {
 
     /// The live attempts, read from the ledger only when the ledger's count of changes to them
     /// ([`Ledger::watched_changes`], moved by every write to them, from this process or any
-    /// other) moved since the last read, or this recorder recorded a transition since: a quiet
-    /// tick over a large fleet then reads one row. The same `Arc` (by [`Arc::ptr_eq`]) is
-    /// returned for as long as the live attempts are unchanged, re-reads included: a new one
-    /// means a transition was recorded since, or the ledger changed.
+    /// other) does not read what the cache expects: the count read before the cache's last full
+    /// read, plus the moves this recorder's own writes made since (each measured by the ledger in
+    /// the write's transaction, [`WatchedMoves`]), after which the cache took in the written jobs'
+    /// live attempts ([`Recorder::patch_watched`]). So a quiet tick over a large fleet reads one
+    /// row, and a tick after this recorder's transitions one row and what it wrote; any other
+    /// writer moves the count past what is expected and the next call reads everything again.
+    /// The same `Arc` (by [`Arc::ptr_eq`]) is returned for as long as the live attempts are
+    /// unchanged, re-reads and patches included: a new one means a transition was recorded
+    /// since, or the ledger changed.
     pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
         // Read before the attempts: a read that follows holds every change counted so far, so a
         // change made in between only costs one more read, never a missed one. Both counts in one
@@ -455,27 +497,114 @@ impl Recorder {
         let both = self.ledger.changes().await?;
         self.reads.tick = Some((both.ledger, self.writes));
         let changes = both.watched;
-        if let Some((live, read_at)) = &self.watched {
-            if *read_at == changes {
-                return Ok(live.clone());
+        if let Some(cached) = &self.watched {
+            if cached.expect == changes {
+                return Ok(cached.live.clone());
             }
         }
         self.watched_reads += 1;
-        let read = self.ledger.watched_attempts().await?;
+        let read = match self.ledger.watched_attempts().await {
+            Ok(read) => read,
+            Err(error) => {
+                self.watched = None;
+                return Err(error.into());
+            }
+        };
         // A re-read that finds what was cached keeps the cached read itself: the watcher then
         // knows, by identity, that the ledger changed nothing it watches.
         let live = match self.watched.take() {
-            Some((cached, _)) if *cached == read => cached,
+            Some(cached) if *cached.live == read => cached.live,
             _ => Arc::new(read),
         };
-        self.watched = Some((live.clone(), changes));
+        self.watched = Some(Watched {
+            live: live.clone(),
+            expect: changes,
+        });
         Ok(live)
+    }
+
+    /// Takes this recorder's write of `jobs` into the cached live attempts, when the ledger
+    /// measured how many times that write moved its count (`moves`): their live attempts are
+    /// read again (those jobs only) and put in the place of the cached ones, and the count the
+    /// cache expects moves as much. A write whose moves are not known drops the cache: the next
+    /// [`Recorder::watched_attempts`] reads everything, as does one after a read that failed.
+    async fn patch_watched(&mut self, jobs: &[JobId], moves: WatchedMoves) {
+        let (Some(cached), Some(moves)) = (self.watched.take(), moves.known()) else {
+            return;
+        };
+        let Ok(moves) = i64::try_from(moves) else {
+            return;
+        };
+        if moves == 0 {
+            // Nothing the live attempts' read returns was written (every move refused).
+            self.watched = Some(cached);
+            return;
+        }
+        self.watched_patch_reads += 1;
+        let fresh = match self.ledger.watched_attempts_of(jobs).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::debug!("reading the live attempts of the jobs just written: {error}");
+                return;
+            }
+        };
+        self.watched = Some(Watched {
+            live: spliced(&cached.live, jobs, fresh),
+            expect: WatchedChanges(cached.expect.0.saturating_add(moves)),
+        });
     }
 
     /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
     pub(crate) fn watched_reads(&self) -> u64 {
         self.watched_reads
     }
+
+    /// How many times the live attempts of the jobs this recorder wrote were read to patch the
+    /// cache of [`Recorder::watched_attempts`] (never all of them).
+    pub(crate) fn watched_patch_reads(&self) -> u64 {
+        self.watched_patch_reads
+    }
+}
+
+/// The cache of [`Recorder::watched_attempts`]: the live attempts, and the count of changes
+/// ([`afk_ledger::Changes::watched`]) under which they are what the ledger holds.
+struct Watched {
+    live: Arc<Vec<WatchedAttempt>>,
+    expect: WatchedChanges,
+}
+
+/// `live` (ordered by job id, one entry per job at most, as [`Ledger::watched_attempts`] reads
+/// it) with the entries of `jobs` replaced by `fresh` (their live attempts as read now, ordered
+/// by job id): what that read would return now, when only `jobs` changed. `live` itself when
+/// the entries of `jobs` are unchanged, so that identity still says "nothing changed".
+fn spliced(
+    live: &Arc<Vec<WatchedAttempt>>,
+    jobs: &[JobId],
+    fresh: Vec<WatchedAttempt>,
+) -> Arc<Vec<WatchedAttempt>> {
+    let mut jobs = jobs.to_vec();
+    jobs.sort_unstable();
+    jobs.dedup();
+    let written = |job: &JobId| jobs.binary_search(job).is_ok();
+    let old: Vec<&WatchedAttempt> = (jobs.iter())
+        .filter_map(|job| {
+            let at = live.binary_search_by_key(job, |a| a.job_id).ok()?;
+            Some(&live[at])
+        })
+        .collect();
+    if old.len() == fresh.len() && old.iter().zip(&fresh).all(|(a, b)| *a == b) {
+        return live.clone();
+    }
+    let mut out = Vec::with_capacity(live.len() + fresh.len() - old.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for kept in live.iter().filter(|a| !written(&a.job_id)) {
+        while let Some(new) = fresh.next_if(|new| new.job_id < kept.job_id) {
+            out.push(new);
+        }
+        out.push(kept.clone());
+    }
+    out.extend(fresh);
+    Arc::new(out)
 }
 
 /// The reads of a tick besides the live attempts, each with the count of changes to jobs and
