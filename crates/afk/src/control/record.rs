@@ -699,6 +699,282 @@ mod tests {
         );
     }
 
+    fn new_job(number: u64) -> NewJob {
+        NewJob {
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number,
+            },
+            title: "t".into(),
+            body: "b".into(),
+            labels: vec![],
+            priority: Priority::DEFAULT,
+            source: JobSource::Local,
+        }
+    }
+
+    fn new_attempt(n: u64) -> NewAttempt {
+        use t3_client::ids::{CommandId, MessageId, ProjectId, ThreadId};
+        NewAttempt {
+            thread_id: ThreadId::new(format!("thread-{n}")).unwrap(),
+            project_id: ProjectId::new("project").unwrap(),
+            create_command_id: CommandId::new(format!("create-{n}")).unwrap(),
+            turn_command_id: CommandId::new(format!("turn-{n}")).unwrap(),
+            message_id: MessageId::new(format!("message-{n}")).unwrap(),
+            title: "t".into(),
+            branch: format!("afk/{n}"),
+            prompt: "p".into(),
+            model: None,
+        }
+    }
+
+    /// The live attempts `recorder` hands out now equal a fresh read of the ledger's; whether
+    /// they came from its cache (`true`: patched, nothing read but the count) or a full read.
+    async fn cache_is_fresh(recorder: &mut Recorder, ledger: &Ledger, after: &str) -> bool {
+        let reads = recorder.watched_reads();
+        let cached = recorder.watched_attempts().await.unwrap();
+        let fresh = ledger.watched_attempts().await.unwrap();
+        assert_eq!(*cached, fresh, "after {after}");
+        recorder.watched_reads() == reads
+    }
+
+    /// Every kind of write of the recorder, then writes by another handle, on the ledger at
+    /// `url`: the cache patched with the recorder's own writes is what a full read returns, and
+    /// is reused without one; another handle's write (alone, or beside the recorder's) is read.
+    async fn patched_cache_stays_true(url: &str) {
+        let ledger = Ledger::open(url).await.unwrap();
+        let other = Ledger::open(url).await.unwrap();
+        let sqlite = ledger.backend() == afk_ledger::Backend::Sqlite;
+        let now = Utc::now();
+        let mut ids = Vec::new();
+        for n in 1..=6 {
+            ids.push(ledger.upsert_job(&new_job(n), now).await.unwrap().0.id);
+        }
+        let job = |i: usize| {
+            let ledger = ledger.clone();
+            let id = ids[i];
+            async move { ledger.job(id).await.unwrap().unwrap() }
+        };
+        let mut recorder = Recorder::new(ledger.clone(), RetryPolicy::default());
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "the first read").await);
+        let patches = recorder.watched_patch_reads();
+
+        // One move: an attempt inserted.
+        let j0 = job(0).await;
+        let a0 = new_attempt(0);
+        recorder
+            .record(&j0, &Event::StartAttempt, Some(&a0), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a start").await);
+        assert_eq!(
+            recorder.watched_patch_reads(),
+            patches + 1,
+            "one read of the job written"
+        );
+
+        // A batch: three attempts inserted in one transaction.
+        let (j1, j2, j3) = (job(1).await, job(2).await, job(3).await);
+        let attempts = [new_attempt(1), new_attempt(2), new_attempt(3)];
+        let moves: Vec<ToRecord<'_>> = [&j1, &j2, &j3]
+            .into_iter()
+            .zip(&attempts)
+            .map(|(job, attempt)| ToRecord {
+                job,
+                event: &Event::StartAttempt,
+                new_attempt: Some(attempt),
+                at: now,
+            })
+            .collect();
+        let answers = recorder.record_all(&moves).await.unwrap();
+        assert!(answers.iter().all(Option::is_some));
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a batch of starts").await);
+
+        // Running, a wait for a person and its end: the job's and the attempt's columns.
+        let later = now + chrono::Duration::seconds(5);
+        recorder
+            .record(&job(0).await, &Event::Dispatched, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "dispatched").await);
+        let asked = Event::InputRequested {
+            question: "which?".into(),
+        };
+        recorder
+            .record(&job(0).await, &asked, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a question").await);
+        let answered_at = later + chrono::Duration::seconds(7);
+        recorder
+            .record(&job(0).await, &Event::InputAnswered, None, answered_at)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "an answer").await);
+
+        // A dispatch deferred keeps the state: known on SQLite (a move per row), not on
+        // PostgreSQL (a move only when a value changed), where it is read again.
+        let deferred = Event::DispatchDeferred {
+            error: "T3 busy".into(),
+        };
+        recorder
+            .record(&job(1).await, &deferred, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cache_is_fresh(&mut recorder, &ledger, "a deferral").await, sqlite);
+
+        // A turn that ends: its attempt leaves the live ones; a follow-up brings it back.
+        recorder
+            .record(&job(1).await, &Event::Dispatched, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        recorder
+            .record(&job(1).await, &Event::ThreadSucceeded, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a success").await);
+        let follow_up = Event::FollowUp {
+            by: afk_core::FollowUpBy::Person,
+            cause: "please also".into(),
+            used: 0,
+            max_turns: 3,
+            over_budget: None,
+        };
+        let turn = afk_ledger::NewFollowUp {
+            cause_key: "comment:1".into(),
+            cause: "please also".into(),
+            prompt: "also".into(),
+            turn_command_id: t3_client::ids::CommandId::new("follow-1").unwrap(),
+            message_id: t3_client::ids::MessageId::new("follow-message-1").unwrap(),
+        };
+        let followed_at = later + chrono::Duration::seconds(9);
+        (recorder.record_follow_up(&job(1).await, &follow_up, &turn, followed_at))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a follow-up").await);
+
+        // A comment command answered: without a move (nothing watched written, the same read
+        // kept), then with one (a stop ends the attempt).
+        let mut command_ids = Vec::new();
+        for comment_id in [11, 12] {
+            let command = afk_ledger::NewCommentCommand {
+                repo: Repo::new("acme/api").unwrap(),
+                comment_id,
+                number: 3,
+                job: ids[2],
+                author: "octo".into(),
+                kind: afk_ledger::CommentCommandKind::Stop,
+                argument: None,
+            };
+            assert!(ledger.take_comment_command(&command, false, now).await.unwrap());
+        }
+        for command in ledger.open_comment_commands(None, 10).await.unwrap() {
+            command_ids.push(command.id);
+        }
+        let answer = afk_ledger::CommandAnswer {
+            reaction: afk_ledger::Reaction::Eyes,
+            reply: None,
+            instruction: afk_ledger::InstructionChange::Keep,
+        };
+        let before = recorder.watched_attempts().await.unwrap();
+        (recorder.answer_command(&job(2).await, None, "octo", command_ids[0], &answer, later))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "an answer without a move").await);
+        let after = recorder.watched_attempts().await.unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "nothing watched changed: the same read"
+        );
+        let stop = Event::Cancel {
+            reason: afk_core::CancelReason::StoppedByCommand,
+        };
+        (recorder.answer_command(&job(2).await, Some(&stop), "octo", command_ids[1], &answer, later))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a stop by command").await);
+
+        // Another handle's writes: a cancel, an enqueue; each is read at the next call.
+        let cancel = Event::Cancel {
+            reason: afk_core::CancelReason::ByHand,
+        };
+        let j3 = job(3).await;
+        let t = afk_core::apply(j3.status(), &cancel, &RetryPolicy::default(), later).unwrap();
+        other.record(j3.id, &t, None, later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "a cancel by another handle").await);
+        other.upsert_job(&new_job(40), later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "an enqueue by another handle").await);
+        // Beside a write of the recorder's own: the count moved past what it expects.
+        let a4 = new_attempt(4);
+        recorder
+            .record(&job(4).await, &Event::StartAttempt, Some(&a4), later)
+            .await
+            .unwrap()
+            .unwrap();
+        other.upsert_job(&new_job(41), later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "both wrote").await);
+        // And a move the ledger refuses (the job moved under the recorder): read again.
+        let stale = job(5).await;
+        let t = afk_core::apply(stale.status(), &cancel, &RetryPolicy::default(), later).unwrap();
+        other.record(stale.id, &t, None, later).await.unwrap();
+        assert!(recorder
+            .record(&stale, &Event::StartAttempt, Some(&new_attempt(5)), later)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "a refused move").await);
+        assert!(cache_is_fresh(&mut recorder, &ledger, "nothing more").await);
+        ledger.close().await;
+        other.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_live_attempts_patched_with_the_recorders_writes_are_the_ledgers_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        patched_cache_stays_true(&url).await;
+    }
+
+    #[tokio::test]
+    async fn the_live_attempts_patched_with_the_recorders_writes_are_the_ledgers_on_postgres() {
+        use sqlx::Connection;
+        let base = std::env::var("AFK_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let mut admin = match sqlx::PgConnection::connect(&base).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                assert!(
+                    std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
+                    "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
+                );
+                eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
+                return;
+            }
+        };
+        let schema = format!("afk_patch_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        patched_cache_stays_true(&url).await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
     /// The log lines written while the returned guard lives (this thread: a current-thread test).
     fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
         #[derive(Clone)]
