@@ -337,6 +337,14 @@ impl ControlPlane {
         self.recorder.watched_reads()
     }
 
+    /// How many times so far the live attempts of the jobs this control plane just moved were
+    /// read back (those jobs only, [`Ledger::watched_attempts_of`]) to bring its cached read of
+    /// the live attempts up to date, in place of a read of them all ([`ControlPlane::watched_reads`]).
+    /// For tests and benchmarks; nothing depends on it.
+    pub fn watched_patch_reads(&self) -> u64 {
+        self.recorder.watched_patch_reads()
+    }
+
     /// How many times so far a tick read the attempts to stop, the jobs to settle or the ready
     /// jobs from the ledger: only when a job or an attempt changed since the last read
     /// ([`afk_ledger::Ledger::changes`]: any write, from this control plane or any other
