@@ -337,6 +337,14 @@ impl ControlPlane {
         self.recorder.watched_reads()
     }
 
+    /// Brings its cached read of the live attempts up to date with its own moves by reading back
+    /// the moved jobs' (`true`, the default), or drops it after every move so that the next tick
+    /// reads them all (`false`, as before): for benchmarks, to measure both in one run. Decisions
+    /// are the same either way.
+    pub fn patch_live_attempts(&mut self, on: bool) {
+        self.recorder.patch_live_attempts(on);
+    }
+
     /// How many times so far the live attempts of the jobs this control plane just moved were
     /// read back (those jobs only, [`Ledger::watched_attempts_of`]) to bring its cached read of
     /// the live attempts up to date, in place of a read of them all ([`ControlPlane::watched_reads`]).

@@ -70,6 +70,9 @@ pub(crate) struct Recorder {
     /// How many times the live attempts of the jobs this recorder just wrote were read from the
     /// ledger, to patch the cache with them ([`Ledger::watched_attempts_of`]).
     watched_patch_reads: u64,
+    /// False when the cache is dropped after every write instead of patched (benchmarks measure
+    /// the tick after a transition both ways so).
+    patch_watched: bool,
     /// The other reads a quiet tick makes, kept while no job or attempt changes.
     reads: TickReads,
     /// How many times this recorder wrote (or tried to write) a job's move: a read cached in this
@@ -90,6 +93,7 @@ impl Recorder {
             watched: None,
             watched_reads: 0,
             watched_patch_reads: 0,
+            patch_watched: true,
             reads: TickReads::default(),
             writes: 0,
             tick_reads: 0,
@@ -529,7 +533,8 @@ impl Recorder {
     /// cache expects moves as much. A write whose moves are not known drops the cache: the next
     /// [`Recorder::watched_attempts`] reads everything, as does one after a read that failed.
     async fn patch_watched(&mut self, jobs: &[JobId], moves: WatchedMoves) {
-        let (Some(cached), Some(moves)) = (self.watched.take(), moves.known()) else {
+        let (Some(cached), Some(moves), true) = (self.watched.take(), moves.known(), self.patch_watched)
+        else {
             return;
         };
         let Ok(moves) = i64::try_from(moves) else {
@@ -557,6 +562,13 @@ impl Recorder {
     /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
     pub(crate) fn watched_reads(&self) -> u64 {
         self.watched_reads
+    }
+
+    /// Patches the cached live attempts with this recorder's writes (`true`, the default) or
+    /// drops them after every write (`false`, as before patching): for benchmarks, to measure
+    /// both in one run. What [`Recorder::watched_attempts`] returns is the same either way.
+    pub(crate) fn patch_live_attempts(&mut self, on: bool) {
+        self.patch_watched = on;
     }
 
     /// How many times the live attempts of the jobs this recorder wrote were read to patch the
