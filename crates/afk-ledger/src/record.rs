@@ -57,6 +57,7 @@ impl Counting {
 
     /// Notes the first write: the count read just after it, and whether its state changed.
     pub(crate) fn first_write(&mut self, counter: i64, state_changed: bool) {
+        debug_assert!(self.wants_first(), "one first write per transaction");
         let moves = match self.backend {
             Backend::Sqlite => Some(1),
             Backend::Postgres => state_changed.then_some(1),
@@ -68,7 +69,8 @@ impl Counting {
         self.on && self.first.is_some()
     }
 
-    /// The moves of the transaction, given the count read at its end (when `wants_end`).
+    /// The moves of the transaction, given the count read at its end (when `wants_end`). Never
+    /// more than the transaction made: one too many could hide another writer's move.
     pub(crate) fn moves(&self, end: Option<i64>) -> WatchedMoves {
         if !self.on {
             return WatchedMoves(None);
@@ -812,5 +814,60 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_moves_counted_are_the_transactions_own_or_unknown() {
+        let off = Counting::new(Backend::Sqlite, false);
+        assert!(!off.wants_first() && !off.wants_end());
+        assert_eq!(off.moves(None), WatchedMoves(None), "not measured: unknown");
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let none = Counting::new(backend, true);
+            assert!(!none.wants_end(), "nothing written: nothing to read");
+            assert_eq!(
+                none.moves(None),
+                WatchedMoves(Some(0)),
+                "no compare-and-set went through"
+            );
+            let mut moved = Counting::new(backend, true);
+            assert!(moved.wants_first());
+            moved.first_write(40, true);
+            assert!(!moved.wants_first() && moved.wants_end());
+            assert_eq!(
+                moved.moves(Some(40)),
+                WatchedMoves(Some(1)),
+                "the first write alone"
+            );
+            assert_eq!(
+                moved.moves(Some(43)),
+                WatchedMoves(Some(4)),
+                "and three more after it"
+            );
+            assert_eq!(moved.moves(None), WatchedMoves(None), "the end unread: unknown");
+            assert_eq!(
+                moved.moves(Some(39)),
+                WatchedMoves(None),
+                "a count gone back: unknown"
+            );
+        }
+        let mut sqlite = Counting::new(Backend::Sqlite, true);
+        sqlite.first_write(7, false);
+        assert_eq!(
+            sqlite.moves(Some(7)),
+            WatchedMoves(Some(1)),
+            "a row trigger fires whatever the value"
+        );
+        let mut postgres = Counting::new(Backend::Postgres, true);
+        postgres.first_write(7, false);
+        assert_eq!(
+            postgres.moves(Some(9)),
+            WatchedMoves(None),
+            "the same state: moved or not, unknown"
+        );
     }
 }

@@ -4,8 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use afk_core::JobId;
-use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
+use afk_core::{apply, Event, JobId, JobState, RetryPolicy, Transition};
 use afk_ledger::{
     Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges,
     WatchedMoves,
@@ -72,7 +71,7 @@ pub(crate) struct Recorder {
     watched_patch_reads: u64,
     /// False when the cache is dropped after every write instead of patched (benchmarks measure
     /// the tick after a transition both ways so).
-    patch_watched: bool,
+    patching: bool,
     /// The other reads a quiet tick makes, kept while no job or attempt changes.
     reads: TickReads,
     /// How many times this recorder wrote (or tried to write) a job's move: a read cached in this
@@ -93,7 +92,7 @@ impl Recorder {
             watched: None,
             watched_reads: 0,
             watched_patch_reads: 0,
-            patch_watched: true,
+            patching: true,
             reads: TickReads::default(),
             writes: 0,
             tick_reads: 0,
@@ -139,7 +138,7 @@ impl Recorder {
             .await;
         let updated = match written {
             Ok((updated, moves)) => {
-                self.patch_watched(&[job.id], moves).await;
+                self.note_written(&[job.id], moves);
                 updated
             }
             Err(error) => {
@@ -200,7 +199,7 @@ impl Recorder {
             .filter(|(_, written)| written.is_ok())
             .map(|(m, _)| m.job)
             .collect();
-        self.patch_watched(&jobs, watched_moves).await;
+        self.note_written(&jobs, watched_moves);
         for ((i, transition), written) in taken.into_iter().zip(written) {
             let m = &moves[i];
             match written {
@@ -255,7 +254,7 @@ impl Recorder {
             .await;
         let updated = match written {
             Ok((updated, moves)) => {
-                self.patch_watched(&[job.id], moves).await;
+                self.note_written(&[job.id], moves);
                 updated
             }
             Err(error) => {
@@ -294,11 +293,12 @@ impl Recorder {
             .record_follow_up_counted(job.id, &transition, follow_up, now)
             .await;
         if written.is_err() {
+            // As in `record`: the cached live attempts may be stale now.
             self.watched = None;
         }
         let updated = match written {
             Ok((updated, moves)) => {
-                self.patch_watched(&[job.id], moves).await;
+                self.note_written(&[job.id], moves);
                 updated
             }
             Err(LedgerError::Conflict { .. }) => {
@@ -487,8 +487,9 @@ impl Recorder {
     /// ([`Ledger::watched_changes`], moved by every write to them, from this process or any
     /// other) does not read what the cache expects: the count read before the cache's last full
     /// read, plus the moves this recorder's own writes made since (each measured by the ledger in
-    /// the write's transaction, [`WatchedMoves`]), after which the cache took in the written jobs'
-    /// live attempts ([`Recorder::patch_watched`]). So a quiet tick over a large fleet reads one
+    /// the write's transaction, [`WatchedMoves`]; [`Recorder::note_written`]). When the count
+    /// reads that, only the live attempts of the jobs written since are read (once for all those
+    /// writes) and put in place of the cached ones. So a quiet tick over a large fleet reads one
     /// row, and a tick after this recorder's transitions one row and what it wrote; any other
     /// writer moves the count past what is expected and the next call reads everything again.
     /// The same `Arc` (by [`Arc::ptr_eq`]) is returned for as long as the live attempts are
@@ -501,10 +502,38 @@ impl Recorder {
         let both = self.ledger.changes().await?;
         self.reads.tick = Some((both.ledger, self.writes));
         let changes = both.watched;
-        if let Some(cached) = &self.watched {
-            if cached.expect == changes {
-                return Ok(cached.live.clone());
+        match self.watched.take() {
+            Some(cached) if cached.expected == changes && cached.written.is_empty() => {
+                let live = cached.live.clone();
+                self.watched = Some(cached);
+                return Ok(live);
             }
+            // Only this recorder wrote since: its jobs' live attempts alone are read, once for
+            // all its writes since the last call, unless they are a good part of the fleet (read
+            // by index, one statement per 500 jobs, they would then cost more than reading all).
+            Some(cached)
+                if cached.expected == changes
+                    && cached.written.len() <= (cached.live.len() / 4).max(PATCH_AT_LEAST) =>
+            {
+                self.watched_patch_reads += 1;
+                match self.ledger.watched_attempts_of(&cached.written).await {
+                    Ok(fresh) => {
+                        let live = spliced(&cached.live, &cached.written, fresh);
+                        self.watched = Some(Watched {
+                            live: live.clone(),
+                            expected: changes,
+                            written: Vec::new(),
+                        });
+                        return Ok(live);
+                    }
+                    Err(error) => {
+                        tracing::debug!("reading the live attempts of the jobs just written: {error}");
+                        // Kept for the comparison below: the full read may find them unchanged.
+                        self.watched = Some(cached);
+                    }
+                }
+            }
+            cached => self.watched = cached,
         }
         self.watched_reads += 1;
         let read = match self.ledger.watched_attempts().await {
@@ -522,41 +551,32 @@ impl Recorder {
         };
         self.watched = Some(Watched {
             live: live.clone(),
-            expect: changes,
+            expected: changes,
+            written: Vec::new(),
         });
         Ok(live)
     }
 
-    /// Takes this recorder's write of `jobs` into the cached live attempts, when the ledger
-    /// measured how many times that write moved its count (`moves`): their live attempts are
-    /// read again (those jobs only) and put in the place of the cached ones, and the count the
-    /// cache expects moves as much. A write whose moves are not known drops the cache: the next
-    /// [`Recorder::watched_attempts`] reads everything, as does one after a read that failed.
-    async fn patch_watched(&mut self, jobs: &[JobId], moves: WatchedMoves) {
-        let (Some(cached), Some(moves), true) = (self.watched.take(), moves.known(), self.patch_watched)
+    /// Notes this recorder's write of `jobs`, which moved the ledger's count of changes to the
+    /// live attempts `moves` times as the ledger measured it in the write's transaction: the
+    /// cache expects the count to move as much, and the next [`Recorder::watched_attempts`]
+    /// reads those jobs' live attempts back and puts them in place of the cached ones (once for
+    /// all the writes in between). A write whose moves are not known drops the cache: the next
+    /// call reads everything.
+    fn note_written(&mut self, jobs: &[JobId], moves: WatchedMoves) {
+        let (Some(mut cached), Some(moves), true) = (self.watched.take(), moves.known(), self.patching)
         else {
             return;
         };
         let Ok(moves) = i64::try_from(moves) else {
             return;
         };
-        if moves == 0 {
-            // Nothing the live attempts' read returns was written (every move refused).
-            self.watched = Some(cached);
-            return;
+        if moves > 0 {
+            cached.expected = WatchedChanges(cached.expected.0.saturating_add(moves));
+            cached.written.extend_from_slice(jobs);
         }
-        self.watched_patch_reads += 1;
-        let fresh = match self.ledger.watched_attempts_of(jobs).await {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::debug!("reading the live attempts of the jobs just written: {error}");
-                return;
-            }
-        };
-        self.watched = Some(Watched {
-            live: spliced(&cached.live, jobs, fresh),
-            expect: WatchedChanges(cached.expect.0.saturating_add(moves)),
-        });
+        // Otherwise nothing the live attempts' read returns was written (every move refused).
+        self.watched = Some(cached);
     }
 
     /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
@@ -568,7 +588,7 @@ impl Recorder {
     /// drops them after every write (`false`, as before patching): for benchmarks, to measure
     /// both in one run. What [`Recorder::watched_attempts`] returns is the same either way.
     pub(crate) fn patch_live_attempts(&mut self, on: bool) {
-        self.patch_watched = on;
+        self.patching = on;
     }
 
     /// How many times the live attempts of the jobs this recorder wrote were read to patch the
@@ -578,11 +598,18 @@ impl Recorder {
     }
 }
 
-/// The cache of [`Recorder::watched_attempts`]: the live attempts, and the count of changes
-/// ([`afk_ledger::Changes::watched`]) under which they are what the ledger holds.
+/// How many written jobs [`Recorder::watched_attempts`] reads back rather than every live attempt,
+/// whatever the fleet's size (beyond, while they are at most a quarter of the fleet).
+const PATCH_AT_LEAST: usize = 64;
+
+/// The cache of [`Recorder::watched_attempts`]: the live attempts as last read, the jobs this
+/// recorder wrote since, and the count of changes ([`afk_ledger::Changes::watched`]) under which
+/// `live` with those jobs' entries read again is what the ledger holds.
 struct Watched {
     live: Arc<Vec<WatchedAttempt>>,
-    expect: WatchedChanges,
+    expected: WatchedChanges,
+    /// The jobs written since `live` was read or patched (a job may come more than once).
+    written: Vec<JobId>,
 }
 
 /// `live` (ordered by job id, one entry per job at most, as [`Ledger::watched_attempts`] reads
@@ -759,7 +786,7 @@ mod tests {
         let sqlite = ledger.backend() == afk_ledger::Backend::Sqlite;
         let now = Utc::now();
         let mut ids = Vec::new();
-        for n in 1..=6 {
+        for n in 1..=10 {
             ids.push(ledger.upsert_job(&new_job(n), now).await.unwrap().0.id);
         }
         let job = |i: usize| {
@@ -916,6 +943,84 @@ mod tests {
             .unwrap();
         assert!(cache_is_fresh(&mut recorder, &ledger, "a stop by command").await);
 
+        // Two writes before the next read, one a batch with a move refused (the job moved under
+        // its stale copy) beside one written: one read back for both.
+        let patches = recorder.watched_patch_reads();
+        let stale = job(7).await;
+        let (a6, a7, a7_again) = (new_attempt(6), new_attempt(7), new_attempt(70));
+        recorder
+            .record(&stale, &Event::StartAttempt, Some(&a7), later)
+            .await
+            .unwrap()
+            .unwrap();
+        let j6 = job(6).await;
+        let batch = [
+            ToRecord {
+                job: &j6,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a6),
+                at: later,
+            },
+            ToRecord {
+                job: &stale,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a7_again),
+                at: later,
+            },
+        ];
+        let answers = recorder.record_all(&batch).await.unwrap();
+        assert!(
+            answers[0].is_some() && answers[1].is_none(),
+            "the stale move is refused"
+        );
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a batch with a refused move").await);
+        assert_eq!(
+            recorder.watched_patch_reads(),
+            patches + 1,
+            "one read back for two writes"
+        );
+
+        // A turn that fails (its attempt ends), a batch whose first move keeps its state (known
+        // on SQLite only, as above), a cancel of a dispatching attempt.
+        let failed = Event::ThreadFailed { error: "boom".into() };
+        recorder
+            .record(&job(0).await, &failed, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a failure").await);
+        let (j6, j8) = (job(6).await, job(8).await);
+        let a8 = new_attempt(8);
+        let batch = [
+            ToRecord {
+                job: &j6,
+                event: &deferred,
+                new_attempt: None,
+                at: later,
+            },
+            ToRecord {
+                job: &j8,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a8),
+                at: later,
+            },
+        ];
+        let answers = recorder.record_all(&batch).await.unwrap();
+        assert!(answers.iter().all(Option::is_some));
+        assert_eq!(
+            cache_is_fresh(&mut recorder, &ledger, "a batch led by a deferral").await,
+            sqlite
+        );
+        let by_hand = Event::Cancel {
+            reason: afk_core::CancelReason::ByHand,
+        };
+        recorder
+            .record(&job(7).await, &by_hand, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a cancel while dispatching").await);
+
         // Another handle's writes: a cancel, an enqueue; each is read at the next call.
         let cancel = Event::Cancel {
             reason: afk_core::CancelReason::ByHand,
@@ -935,6 +1040,15 @@ mod tests {
             .unwrap();
         other.upsert_job(&new_job(41), later).await.unwrap();
         assert!(!cache_is_fresh(&mut recorder, &ledger, "both wrote").await);
+        // The other way round: another handle first, then the recorder, no read in between.
+        other.upsert_job(&new_job(42), later).await.unwrap();
+        let a9 = new_attempt(9);
+        recorder
+            .record(&job(9).await, &Event::StartAttempt, Some(&a9), later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "another handle, then the recorder").await);
         // And a move the ledger refuses (the job moved under the recorder): read again.
         let stale = job(5).await;
         let t = afk_core::apply(stale.status(), &cancel, &RetryPolicy::default(), later).unwrap();
@@ -985,6 +1099,57 @@ mod tests {
             .execute(&mut admin)
             .await
             .unwrap();
+    }
+
+    fn watched(job: i64, tag: u8) -> WatchedAttempt {
+        WatchedAttempt {
+            job_id: JobId(job),
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number: job as u64,
+            },
+            job_state: JobState::Running,
+            job_not_before: None,
+            attempt_id: afk_core::AttemptId(job * 10 + i64::from(tag)),
+            number: afk_core::AttemptNo(1),
+            state: afk_core::AttemptState::Running,
+            thread_id: t3_client::ids::ThreadId::new(format!("t-{job}-{tag}")).unwrap(),
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            input_wait_since: None,
+            input_waited: std::time::Duration::ZERO,
+            follow_up_at: None,
+        }
+    }
+
+    proptest::proptest! {
+        /// `spliced` is the model "the old entries of other jobs, and the fresh ones, by job id",
+        /// and the very same read when the written jobs' entries did not change.
+        #[test]
+        fn a_splice_is_the_read_with_the_written_jobs_entries_replaced(
+            live_jobs in proptest::collection::btree_set(0i64..60, 0..40),
+            written in proptest::collection::vec(0i64..60, 0..20),
+            fresh_jobs in proptest::collection::btree_set(0i64..60, 0..20),
+            tag in 0u8..2,
+        ) {
+            let live = Arc::new(live_jobs.iter().map(|&j| watched(j, 0)).collect::<Vec<_>>());
+            let ids: Vec<JobId> = written.iter().map(|&j| JobId(j)).collect();
+            // The fresh read holds only written jobs (that is what it reads).
+            let fresh: Vec<WatchedAttempt> = (fresh_jobs.iter())
+                .filter(|j| written.contains(j))
+                .map(|&j| watched(j, tag))
+                .collect();
+            let mut model: Vec<WatchedAttempt> = (live.iter())
+                .filter(|a| !written.contains(&a.job_id.0))
+                .cloned()
+                .chain(fresh.iter().cloned())
+                .collect();
+            model.sort_by_key(|a| a.job_id);
+            let unchanged = fresh.len() == live.iter().filter(|a| written.contains(&a.job_id.0)).count()
+                && fresh.iter().all(|f| live.contains(f));
+            let out = spliced(&live, &ids, fresh);
+            proptest::prop_assert_eq!(&*out, &model);
+            proptest::prop_assert_eq!(Arc::ptr_eq(&out, &live), unchanged);
+        }
     }
 
     /// The log lines written while the returned guard lives (this thread: a current-thread test).
