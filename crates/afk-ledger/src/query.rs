@@ -214,8 +214,8 @@ impl Ledger {
         let mut watched = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(WATCHED_OF_CHUNK) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            // Over the attempts' UNIQUE (job_id, number) index: the jobs' attempts, then the
-            // live one among them.
+            // One search per job of the partial index of live attempts by job (SQLite's plan:
+            // `attempts_one_live_per_job`), then the job by its key.
             let sql = format!(
                 "{WATCHED_COLUMNS} FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.job_id IN ({}) AND a.state IN ('dispatching', 'running') ORDER BY a.job_id",

@@ -400,8 +400,8 @@ async fn a_change_to_one_thread_among_many_is_acted_on_visiting_only_its_attempt
         assert_eq!(job.state, expected, "{jobs:#?}");
     }
     assert_eq!(others.len(), 5);
-    // The ledger changed (the success): the next tick reads it and makes the whole pass again,
-    // then the fleet is quiet once more.
+    // The ledger changed (the success): the next tick reads back the moved job's live attempts
+    // (a new read) and makes the whole pass again, then the fleet is quiet once more.
     let (whole, moves) = tick_once(&mut app, &clock).await;
     assert!(whole && moves.is_empty(), "{moves:?}");
     tick_until_skipping(&world, &mut app, &clock).await;
@@ -485,8 +485,8 @@ async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_o
     );
 }
 
-/// After a move afk recorded itself, the next tick reads the live attempts again and makes the
-/// whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
+/// After a move afk recorded itself, the next tick patches its read of the live attempts (a new
+/// read, by identity) and makes the whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
 /// the changed thread's attempt alone without walking the fleet to index it (it did, before).
 #[tokio::test]
 async fn after_a_recorded_move_a_change_to_one_thread_costs_only_that_thread() {

@@ -329,10 +329,12 @@ impl ControlPlane {
         self.watcher.skipped_passes()
     }
 
-    /// How many times so far a tick read the live attempts from the ledger: only when the
-    /// ledger's count of changes to them moved ([`Ledger::watched_changes`]: a transition this
-    /// control plane recorded, or any other process's write), never on a quiet tick. For tests
-    /// and benchmarks; nothing depends on it.
+    /// How many times so far a tick read every live attempt from the ledger: only when the
+    /// ledger's count of changes to them moved past what the cache expects
+    /// ([`Ledger::watched_changes`]: another process's write, or a move of this control plane's
+    /// whose count the ledger could not measure), never on a quiet tick, nor after this control
+    /// plane's own measured moves ([`ControlPlane::watched_patch_reads`]). For tests and
+    /// benchmarks; nothing depends on it.
     pub fn watched_reads(&self) -> u64 {
         self.recorder.watched_reads()
     }
