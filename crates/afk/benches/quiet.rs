@@ -62,9 +62,9 @@
 //!   a round changes) starts a turn that ends at once (`[sim:duration=1]`); afk ticks until it
 //!   records its job's move (`running -> succeeded`), and the tick after that is timed: what
 //!   follows every transition afk records itself (checked to make a whole pass over the live
-//!   attempts, with its read of them patched by reading back the moved job's alone); and, in
-//!   turn first with it, the same on another thread with the read dropped after the move as
-//!   before (`ControlPlane::patch_live_attempts(false)`: every live attempt read again). The
+//!   attempts, with its read of them patched by reading back the moved job's alone); and, the
+//!   two alternating which comes first, the same on another thread with the read dropped after
+//!   the move as before (`ControlPlane::patch_live_attempts(false)`: every live attempt read again). The
 //!   fleet shrinks by two threads a round.
 //!
 //! Every row also gives the median CPU time of the bench's own thread during the call
