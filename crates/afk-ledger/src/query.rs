@@ -214,8 +214,9 @@ impl Ledger {
         let mut watched = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(WATCHED_OF_CHUNK) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            // One search per job of the partial index of live attempts by job (SQLite's plan:
-            // `attempts_one_live_per_job`), then the job by its key.
+            // One search per job of the partial index of live attempts by job
+            // (`attempts_one_live_per_job`, the plan of both backends: EXPLAIN at 10,000 live
+            // among 20,000), then the job by its key.
             let sql = format!(
                 "{WATCHED_COLUMNS} FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.job_id IN ({}) AND a.state IN ('dispatching', 'running') ORDER BY a.job_id",
