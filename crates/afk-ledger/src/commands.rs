@@ -15,7 +15,7 @@ use afk_core::{CancelReason, JobId, Repo, Transition};
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
-use crate::record::{AttemptWrite, Plan};
+use crate::record::{AttemptWrite, Counting, Plan, WatchedMoves};
 use crate::{Job, Ledger, LedgerError, Pool, RecordRef, LIVE};
 
 /// A comment command's ledger id.
@@ -313,11 +313,42 @@ impl Ledger {
         answer: &CommandAnswer,
         now: DateTime<Utc>,
     ) -> Result<Option<Job>, LedgerError> {
+        let (job, _) = (self.answer_measured(id, job, transition, answer, now, false)).await?;
+        Ok(job)
+    }
+
+    /// [`Ledger::answer_comment_command`], and how many times it moved the count of changes to
+    /// the live attempts ([`WatchedMoves`], measured inside its transaction).
+    pub async fn answer_comment_command_counted(
+        &self,
+        id: CommentCommandId,
+        job: JobId,
+        transition: Option<&Transition>,
+        answer: &CommandAnswer,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<Job>, WatchedMoves), LedgerError> {
+        self.answer_measured(id, job, transition, answer, now, true).await
+    }
+
+    async fn answer_measured(
+        &self,
+        id: CommentCommandId,
+        job: JobId,
+        transition: Option<&Transition>,
+        answer: &CommandAnswer,
+        now: DateTime<Utc>,
+        measure: bool,
+    ) -> Result<(Option<Job>, WatchedMoves), LedgerError> {
         let plan = transition.map(|t| Plan::new(job, t, None)).transpose()?;
         let now = millis(now);
-        let row: Option<JobRow> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
-            fence!(self, tx);
-            let answered: Option<(i64,)> = sqlx::query_as(
+        let mut counting = Counting::new(self.backend(), measure);
+        // Only the job's move writes what the count counts: the command's row and the job's
+        // instruction are tables of their own (no trigger of migrations 0018, 0021 or 0023).
+        let (row, moves): (Option<JobRow>, WatchedMoves) = with_pool!(self, |pool| in_transaction!(
+            pool,
+            |tx| {
+                fence!(self, tx);
+                let answered: Option<(i64,)> = sqlx::query_as(
                 "UPDATE comment_commands SET state = 'answered', reaction = $1, reply = $2, answered_ms = $3 \
                  WHERE id = $4 AND state = 'taken' RETURNING id",
             )
@@ -327,23 +358,25 @@ impl Ledger {
             .bind(id.0)
             .fetch_optional(&mut *tx)
             .await?;
-            if answered.is_none() {
-                return Err(LedgerError::NotFound(RecordRef::Job(job)));
-            }
-            let row = match (transition, plan) {
-                (Some(transition), Some(plan)) => Some(record_in!(tx, job, transition, plan, now)),
-                _ => None,
-            };
-            match &answer.instruction {
-                InstructionChange::Keep => {}
-                InstructionChange::Clear => {
-                    sqlx::query("DELETE FROM job_instructions WHERE job_id = $1")
-                        .bind(job.0)
-                        .execute(&mut *tx)
-                        .await?;
+                if answered.is_none() {
+                    return Err(LedgerError::NotFound(RecordRef::Job(job)));
                 }
-                InstructionChange::Set { text, author } => {
-                    sqlx::query(
+                let row = match (transition, plan) {
+                    (Some(transition), Some(plan)) => {
+                        Some(record_in!(tx, job, transition, plan, now, &mut counting))
+                    }
+                    _ => None,
+                };
+                match &answer.instruction {
+                    InstructionChange::Keep => {}
+                    InstructionChange::Clear => {
+                        sqlx::query("DELETE FROM job_instructions WHERE job_id = $1")
+                            .bind(job.0)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    InstructionChange::Set { text, author } => {
+                        sqlx::query(
                         "INSERT INTO job_instructions (job_id, instruction, author, set_ms) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (job_id) DO UPDATE SET instruction = $2, author = $3, set_ms = $4",
                     )
@@ -353,11 +386,12 @@ impl Ledger {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    }
                 }
+                Ok((row, count_end!(tx, counting)))
             }
-            Ok(row)
-        }))?;
-        row.map(JobRow::into_job).transpose()
+        ))?;
+        Ok((row.map(JobRow::into_job).transpose()?, moves))
     }
 
     /// Marks the answered command `id` acknowledged (fenced): its reaction (and reply) went out.

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use t3_client::ids::{CommandId, MessageId, ThreadId};
 
 use crate::model::{count, id_of, instant, millis, JobRow};
+use crate::record::{Counting, WatchedMoves};
 use crate::{Job, Ledger, LedgerError, Pool, RecordRef};
 
 /// A follow-up to store with its transition.
@@ -100,6 +101,32 @@ impl Ledger {
         follow_up: &NewFollowUp,
         now: DateTime<Utc>,
     ) -> Result<Job, LedgerError> {
+        let (job, _) = (self.follow_up_measured(job, transition, follow_up, now, false)).await?;
+        Ok(job)
+    }
+
+    /// [`Ledger::record_follow_up`], and how many times it moved the count of changes to the
+    /// live attempts ([`WatchedMoves`], measured inside its transaction).
+    pub async fn record_follow_up_counted(
+        &self,
+        job: JobId,
+        transition: &Transition,
+        follow_up: &NewFollowUp,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, WatchedMoves), LedgerError> {
+        self.follow_up_measured(job, transition, follow_up, now, true)
+            .await
+    }
+
+    async fn follow_up_measured(
+        &self,
+        job: JobId,
+        transition: &Transition,
+        follow_up: &NewFollowUp,
+        now: DateTime<Utc>,
+        measure: bool,
+    ) -> Result<(Job, WatchedMoves), LedgerError> {
+        let mut counting = Counting::new(self.backend(), measure);
         let number = match &transition.attempt {
             Some(AttemptChange::FollowUp { number }) => Some(i64::from(*number)),
             None => None,
@@ -110,7 +137,7 @@ impl Ledger {
             }
         };
         let now = millis(now);
-        let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+        let (row, moves): (JobRow, WatchedMoves) = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
             let updated: Option<JobRow> = sqlx::query_as(
                 // A follow-up turn starts with no waiting time: its turn timeout counts its own running.
@@ -127,6 +154,7 @@ impl Ledger {
             let Some(updated) = updated else {
                 return Err(refused_move!(tx, job, transition.from));
             };
+            count_first_write!(tx, counting, transition.from != transition.to);
             let attempt = updated.attempts;
             if number.is_some() {
                 // The last attempt, which succeeded, works again on its thread.
@@ -171,9 +199,9 @@ impl Ledger {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            Ok(updated)
+            Ok((updated, count_end!(tx, counting)))
         }))?;
-        row.into_job()
+        Ok((row.into_job()?, moves))
     }
 
     /// The causes (`cause_key`) of `job` already answered, with a turn or not.

@@ -59,7 +59,7 @@ pub use leader::{LeaderSeen, LeaderState, Leadership, LeadershipLost};
 pub use model::{Attempt, EventRecord, Job, NewAttempt, NewJob, WatchedAttempt};
 pub use overview::{AttemptSummary, AttemptTotals, JobFilter, JobSummary, LedgerSize, MAX_PAGE};
 pub use query::{Changes, LedgerChanges, WatchedChanges};
-pub use record::Move;
+pub use record::{Move, WatchedMoves};
 pub use redact::redact_url;
 pub use waits::Wait;
 

@@ -9,6 +9,112 @@ use chrono::{DateTime, Utc};
 use crate::model::{millis, JobRow};
 use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE};
 
+/// How many times one write moved the count of changes to the live attempts
+/// ([`crate::Changes::watched`]), as the ledger measured it inside the write's own transaction:
+/// what a cache of [`Ledger::watched_attempts`] patched with that write's jobs must expect the
+/// count to read next, when no one else wrote. `None` when the ledger cannot tell exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchedMoves(pub(crate) Option<u64>);
+
+impl WatchedMoves {
+    /// The exact number of moves, when known.
+    pub fn known(self) -> Option<u64> {
+        self.0
+    }
+}
+
+/// Measures [`WatchedMoves`] over one transaction. The count's row is read twice inside it: right
+/// after the transaction's first successful compare-and-set on a job, and at its end. From that
+/// first write on, the transaction holds what every other writer of the count waits for (SQLite:
+/// the database's write lock; PostgreSQL: the count's row, which the trigger of that very
+/// statement updated, migrations 0021 and 0023), so the difference is this transaction's own
+/// moves and no one else's. The first write's own move is known from what it wrote: on SQLite its
+/// row trigger fires once for the one job row (`UPDATE OF state`, whatever the value); on
+/// PostgreSQL the statement's trigger moves it when a watched value changed, which is certain
+/// when the state changed and unknown otherwise.
+pub(crate) struct Counting {
+    backend: Backend,
+    on: bool,
+    /// The count just after the first write, and that write's own moves (if known).
+    first: Option<(i64, Option<u64>)>,
+}
+
+impl Counting {
+    /// Measures when `on` (two more reads in the transaction); otherwise answers "unknown".
+    pub(crate) fn new(backend: Backend, on: bool) -> Self {
+        Self {
+            backend,
+            on,
+            first: None,
+        }
+    }
+
+    pub(crate) fn wants_first(&self) -> bool {
+        self.on && self.first.is_none()
+    }
+
+    /// Notes the first write: the count read just after it, and whether its state changed.
+    pub(crate) fn first_write(&mut self, counter: i64, state_changed: bool) {
+        debug_assert!(self.wants_first(), "one first write per transaction");
+        let moves = match self.backend {
+            Backend::Sqlite => Some(1),
+            Backend::Postgres => state_changed.then_some(1),
+        };
+        self.first = Some((counter, moves));
+    }
+
+    pub(crate) fn wants_end(&self) -> bool {
+        self.on && self.first.is_some()
+    }
+
+    /// The moves of the transaction, given the count read at its end (when `wants_end`). Never
+    /// more than the transaction made: one too many could hide another writer's move.
+    pub(crate) fn moves(&self, end: Option<i64>) -> WatchedMoves {
+        if !self.on {
+            return WatchedMoves(None);
+        }
+        match (self.first, end) {
+            // No compare-and-set succeeded: no job, attempt or follow-up was written.
+            (None, _) => WatchedMoves(Some(0)),
+            (Some((after_first, first)), Some(end)) => {
+                WatchedMoves(first.and_then(|first| Some(first + u64::try_from(end - after_first).ok()?)))
+            }
+            (Some(_), None) => WatchedMoves(None),
+        }
+    }
+}
+
+/// The count of changes to the live attempts, read inside the transaction `$tx`.
+macro_rules! watched_counter {
+    ($tx:ident) => {{
+        let counter: i64 = sqlx::query_scalar("SELECT counter FROM watched_changes WHERE id = 1")
+            .fetch_one(&mut *$tx)
+            .await?;
+        counter
+    }};
+}
+
+/// Notes a successful compare-and-set on a job for `$counting` ([`Counting`]), in `$tx`.
+macro_rules! count_first_write {
+    ($tx:ident, $counting:expr, $state_changed:expr) => {{
+        if $counting.wants_first() {
+            let counter = watched_counter!($tx);
+            $counting.first_write(counter, $state_changed);
+        }
+    }};
+}
+
+/// The [`WatchedMoves`] of `$counting`'s transaction `$tx`, read as its last statement.
+macro_rules! count_end {
+    ($tx:ident, $counting:expr) => {{
+        let end = match $counting.wants_end() {
+            true => Some(watched_counter!($tx)),
+            false => None,
+        };
+        $counting.moves(end)
+    }};
+}
+
 /// The writes of [`Ledger::record`] after its fence, inside the caller's transaction `$tx`:
 /// evaluates to the job's updated row, or ends the enclosing body with the error (so the caller's
 /// transaction is rolled back). Shared with the writes that must move a job in the same
@@ -37,8 +143,9 @@ macro_rules! refused_move {
 }
 
 macro_rules! record_in {
-    ($tx:ident, $job:expr, $transition:expr, $plan:expr, $now:expr) => {{
+    ($tx:ident, $job:expr, $transition:expr, $plan:expr, $now:expr, $counting:expr) => {{
         let (job, transition, plan, now): (JobId, &Transition, &Plan<'_>, i64) = ($job, $transition, &$plan, $now);
+        let counting: &mut Counting = $counting;
         let updated: Option<JobRow> = sqlx::query_as(
             "UPDATE jobs SET state = $1, attempts = attempts + $2, \
              dispatch_tries = COALESCE($3, dispatch_tries), not_before_ms = $4, \
@@ -62,6 +169,7 @@ macro_rules! record_in {
         let Some(updated) = updated else {
             return Err(refused_move!($tx, job, transition.from));
         };
+        count_first_write!($tx, counting, transition.from != transition.to);
         // The wait for a person, in a statement of its own so the compare-and-set above stays
         // the transaction's first write; its row is the job as it now is.
         let updated: JobRow = match (&transition.input_wait, plan.attempts_added > 0) {
@@ -397,16 +505,45 @@ impl Ledger {
         new_attempt: Option<&NewAttempt>,
         now: DateTime<Utc>,
     ) -> Result<Job, LedgerError> {
+        let (job, _) = self
+            .record_measured(job, transition, new_attempt, now, false)
+            .await?;
+        Ok(job)
+    }
+
+    /// [`Ledger::record`], and how many times it moved the count of changes to the live attempts
+    /// ([`WatchedMoves`], measured inside its transaction: two more reads of one row).
+    pub async fn record_counted(
+        &self,
+        job: JobId,
+        transition: &Transition,
+        new_attempt: Option<&NewAttempt>,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, WatchedMoves), LedgerError> {
+        self.record_measured(job, transition, new_attempt, now, true)
+            .await
+    }
+
+    async fn record_measured(
+        &self,
+        job: JobId,
+        transition: &Transition,
+        new_attempt: Option<&NewAttempt>,
+        now: DateTime<Utc>,
+        measure: bool,
+    ) -> Result<(Job, WatchedMoves), LedgerError> {
         let plan = Plan::new(job, transition, new_attempt)?;
         let now = millis(now);
+        let mut counting = Counting::new(self.backend(), measure);
         // The fence (for a leader) and then the compare-and-set are the transaction's first
         // statements and writes, so SQLite takes its write lock (waiting out the busy timeout)
         // before reading anything: no lock upgrade can deadlock.
-        let row: JobRow = with_pool!(self, |pool| in_transaction!(pool, |tx| {
+        let (row, moves): (JobRow, WatchedMoves) = with_pool!(self, |pool| in_transaction!(pool, |tx| {
             fence!(self, tx);
-            Ok(record_in!(tx, job, transition, plan, now))
+            let row = record_in!(tx, job, transition, plan, now, &mut counting);
+            Ok((row, count_end!(tx, counting)))
         }))?;
-        row.into_job()
+        Ok((row.into_job()?, moves))
     }
 
     /// Records each of `moves` as [`Ledger::record`] does, each at its own time, in ONE
@@ -421,37 +558,61 @@ impl Ledger {
         &self,
         moves: &[Move<'_>],
     ) -> Result<Vec<Result<Job, LedgerError>>, LedgerError> {
+        let (answers, _) = self.record_many_measured(moves, false).await?;
+        Ok(answers)
+    }
+
+    /// [`Ledger::record_many`], and how many times the batch moved the count of changes to the
+    /// live attempts ([`WatchedMoves`], measured inside its transaction: two more reads of one
+    /// row).
+    pub async fn record_many_counted(
+        &self,
+        moves: &[Move<'_>],
+    ) -> Result<(Vec<Result<Job, LedgerError>>, WatchedMoves), LedgerError> {
+        self.record_many_measured(moves, true).await
+    }
+
+    async fn record_many_measured(
+        &self,
+        moves: &[Move<'_>],
+        measure: bool,
+    ) -> Result<(Vec<Result<Job, LedgerError>>, WatchedMoves), LedgerError> {
+        let mut counting = Counting::new(self.backend(), measure);
         if moves.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), counting.moves(None)));
         }
         // Worked out before the database is touched, as `record` does: a malformed move fails
         // the batch without a transaction.
         let plans = (moves.iter())
             .map(|m| Plan::new(m.job, m.transition, m.new_attempt))
             .collect::<Result<Vec<_>, _>>()?;
-        let rows: Vec<Result<JobRow, LedgerError>> = with_pool!(self, |pool| in_transaction!(pool, |tx| {
-            fence!(self, tx);
-            let mut rows = Vec::with_capacity(moves.len());
-            for (m, plan) in moves.iter().zip(&plans) {
-                // No savepoint per move (two more round trips each on PostgreSQL): a refusal is
-                // found by the move's first statement, the compare-and-set on the job's state,
-                // which then wrote nothing (and a read that fails fails the batch anyway).
-                let written: Result<JobRow, LedgerError> =
-                    async { Ok(record_in!(tx, m.job, m.transition, *plan, millis(m.at))) }.await;
-                match written {
-                    Ok(row) => rows.push(Ok(row)),
-                    Err(refused @ (LedgerError::Conflict { .. } | LedgerError::NotFound(_))) => {
-                        rows.push(Err(refused))
+        let (rows, watched_moves): (Vec<Result<JobRow, LedgerError>>, WatchedMoves) =
+            with_pool!(self, |pool| in_transaction!(pool, |tx| {
+                fence!(self, tx);
+                let mut rows = Vec::with_capacity(moves.len());
+                for (m, plan) in moves.iter().zip(&plans) {
+                    // No savepoint per move (two more round trips each on PostgreSQL): a refusal is
+                    // found by the move's first statement, the compare-and-set on the job's state,
+                    // which then wrote nothing (and a read that fails fails the batch anyway).
+                    let counting = &mut counting;
+                    let written: Result<JobRow, LedgerError> =
+                        async { Ok(record_in!(tx, m.job, m.transition, *plan, millis(m.at), counting)) }
+                            .await;
+                    match written {
+                        Ok(row) => rows.push(Ok(row)),
+                        Err(refused @ (LedgerError::Conflict { .. } | LedgerError::NotFound(_))) => {
+                            rows.push(Err(refused))
+                        }
+                        Err(other) => return Err(other),
                     }
-                    Err(other) => return Err(other),
                 }
-            }
-            Ok(rows)
-        }))?;
-        Ok(rows
+                Ok((rows, count_end!(tx, counting)))
+            }))?;
+        let answers = rows
             .into_iter()
             .map(|row| row.and_then(JobRow::into_job))
-            .collect())
+            .collect();
+        Ok((answers, watched_moves))
     }
 
     /// Records that the thread of `attempt` was interrupted and its session stopped: it leaves
@@ -696,5 +857,60 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_moves_counted_are_the_transactions_own_or_unknown() {
+        let off = Counting::new(Backend::Sqlite, false);
+        assert!(!off.wants_first() && !off.wants_end());
+        assert_eq!(off.moves(None), WatchedMoves(None), "not measured: unknown");
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let none = Counting::new(backend, true);
+            assert!(!none.wants_end(), "nothing written: nothing to read");
+            assert_eq!(
+                none.moves(None),
+                WatchedMoves(Some(0)),
+                "no compare-and-set went through"
+            );
+            let mut moved = Counting::new(backend, true);
+            assert!(moved.wants_first());
+            moved.first_write(40, true);
+            assert!(!moved.wants_first() && moved.wants_end());
+            assert_eq!(
+                moved.moves(Some(40)),
+                WatchedMoves(Some(1)),
+                "the first write alone"
+            );
+            assert_eq!(
+                moved.moves(Some(43)),
+                WatchedMoves(Some(4)),
+                "and three more after it"
+            );
+            assert_eq!(moved.moves(None), WatchedMoves(None), "the end unread: unknown");
+            assert_eq!(
+                moved.moves(Some(39)),
+                WatchedMoves(None),
+                "a count gone back: unknown"
+            );
+        }
+        let mut sqlite = Counting::new(Backend::Sqlite, true);
+        sqlite.first_write(7, false);
+        assert_eq!(
+            sqlite.moves(Some(7)),
+            WatchedMoves(Some(1)),
+            "a row trigger fires whatever the value"
+        );
+        let mut postgres = Counting::new(Backend::Postgres, true);
+        postgres.first_write(7, false);
+        assert_eq!(
+            postgres.moves(Some(9)),
+            WatchedMoves(None),
+            "the same state: moved or not, unknown"
+        );
     }
 }

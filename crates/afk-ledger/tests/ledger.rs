@@ -231,6 +231,7 @@ on_both_backends!(
     one_process_leads_the_ledger_at_a_time,
     a_reported_job_is_not_to_report_until_it_changes,
     watched_attempts_are_the_live_attempts_without_their_text,
+    the_live_attempts_of_some_jobs_are_the_full_reads_entries_of_them,
     every_change_watching_reads_moves_the_count_whoever_writes_and_nothing_else_does,
     every_change_to_a_job_or_an_attempt_moves_the_ledger_count_whoever_writes,
     the_next_ready_instant_is_the_soonest_backoff_still_running,
@@ -1923,6 +1924,47 @@ async fn watched_attempts_are_the_live_attempts_without_their_text(fx: &Fixture)
     );
     assert_eq!(watched[1].job_id, dispatching.id);
     assert_eq!(watched[1].job_state, JobState::Dispatching);
+}
+
+/// `watched_attempts_of` over more jobs than one statement takes (500), in no order, with
+/// repeats, jobs without a live attempt and a job that does not exist: the full read's entries of
+/// those jobs, in its order.
+async fn the_live_attempts_of_some_jobs_are_the_full_reads_entries_of_them(fx: &Fixture) {
+    let ledger = &fx.ledger;
+    let jobs: Vec<NewJob> = (1..=1_200).map(|n| new_job(n, 2)).collect();
+    let queued: Vec<Job> = (ledger.queue_jobs(&jobs, t0()).await.unwrap().into_iter())
+        .map(|job| job.unwrap().unwrap())
+        .collect();
+    // Every third job stays queued (no live attempt); the others run, by SQL (fast).
+    for job in queued.iter().filter(|job| job.issue.number % 3 != 0) {
+        let thread = format!("thread-{}", job.issue.number);
+        fx.raw_execute(&raw_attempt_insert(job.id, 1, "running", &thread))
+            .await
+            .unwrap();
+    }
+    fx.raw_execute(
+        "UPDATE jobs SET state = 'running', attempts = 1 WHERE id IN \
+                    (SELECT job_id FROM attempts)",
+    )
+    .await
+    .unwrap();
+    let full = ledger.watched_attempts().await.unwrap();
+    assert_eq!(full.len(), 800);
+    // Every fifth job (either kind), backwards, some twice, and an unknown one.
+    let mut asked: Vec<JobId> = (queued.iter().rev())
+        .filter(|job| job.issue.number % 5 == 0)
+        .map(|job| job.id)
+        .collect();
+    asked.extend(asked.clone().into_iter().take(30));
+    asked.push(JobId(i64::MAX));
+    let of = ledger.watched_attempts_of(&asked).await.unwrap();
+    let expected: Vec<WatchedAttempt> = (full.iter())
+        .filter(|w| asked.contains(&w.job_id))
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 160, "240 jobs asked, a third of them queued");
+    assert_eq!(of, expected);
+    assert!(ledger.watched_attempts_of(&[]).await.unwrap().is_empty());
 }
 
 async fn a_wait_is_kept_per_topic_until_it_is_over(fx: &Fixture) {

@@ -61,8 +61,11 @@
 //! - `a tick after afk recorded one transition`: one thread (from the end of the list, never one
 //!   a round changes) starts a turn that ends at once (`[sim:duration=1]`); afk ticks until it
 //!   records its job's move (`running -> succeeded`), and the tick after that is timed: what
-//!   follows every transition afk records itself (checked to read the live attempts again and
-//!   to make a whole pass over them). The fleet shrinks by one thread a round.
+//!   follows every transition afk records itself (checked to make a whole pass over the live
+//!   attempts, with its read of them patched by reading back the moved job's alone); and, the
+//!   two alternating which comes first, the same on another thread with the read dropped after
+//!   the move as before (`ControlPlane::patch_live_attempts(false)`: every live attempt read again). The
+//!   fleet shrinks by two threads a round.
 //!
 //! Every row also gives the median CPU time of the bench's own thread during the call
 //! (`CLOCK_THREAD_CPUTIME_ID`: the tick runs there; not stretched by other processes the way
@@ -413,7 +416,7 @@ struct Allocated {
 const AGAIN: usize = 5;
 
 /// The scenarios a round times (the rows of the table, in order: see [`QuietFleet::finish`]).
-const SCENARIOS: usize = 10;
+const SCENARIOS: usize = 11;
 
 /// One size's world (T3 stand-in, ledger, afk) and what its rounds measured.
 struct QuietFleet {
@@ -423,16 +426,20 @@ struct QuietFleet {
     /// The bench's own handle on the ledger, for the reads timed beside the ticks.
     ledger: Ledger,
     /// Every live attempt's thread and job, in the ledger's order: round `r` changes the
-    /// thread `r % n`, and finishes one from the end (`finished`).
+    /// thread `r % n`, and finishes two from the end (`finished`).
     threads: Vec<(String, i64)>,
     /// T3's event sequence once every thread ran.
     sequence: u64,
     reads_before: u64,
     tick_reads_before: u64,
     samples: [Vec<Sample>; SCENARIOS],
-    /// Threads finished at T3 so far (one a round, from the end of `threads`).
+    /// Threads finished at T3 so far (two a round, from the end of `threads`).
     finished: usize,
-    /// Reads of the live attempts the ticks after those transitions made (one each).
+    /// Of those, the transitions timed with the live attempts read whole after them (as before
+    /// afk patched its read with its own moves).
+    finished_unpatched: usize,
+    /// Reads of the live attempts the ticks after those transitions made (one each, for those
+    /// timed as before; none for the others).
     transition_reads: u64,
     /// Other reads (attempts to stop, jobs to settle, ready jobs) those ticks made.
     transition_tick_reads: u64,
@@ -524,6 +531,7 @@ impl QuietFleet {
             tick_reads_before,
             samples: Default::default(),
             finished: 0,
+            finished_unpatched: 0,
             transition_reads: 0,
             transition_tick_reads: 0,
             allocated: Vec::new(),
@@ -686,7 +694,14 @@ impl QuietFleet {
         ledger.changes().await.expect("the change counts");
         let counts_pool = clock.sample();
         ledger.read_changes_in_place(true);
-        let transition = self.transition(round).await;
+        // Patched and as before, in turn first, each on its own finished thread.
+        let (transition, transition_before) = if round.is_multiple_of(2) {
+            let patched = self.transition(round, true).await;
+            (patched, self.transition(round, false).await)
+        } else {
+            let before = self.transition(round, false).await;
+            (self.transition(round, true).await, before)
+        };
         if timed {
             self.samples[0].push(tick);
             self.samples[1].push(changed);
@@ -698,6 +713,7 @@ impl QuietFleet {
             self.samples[7].push(counts_pool);
             self.samples[8].push(evicted);
             self.samples[9].push(transition);
+            self.samples[10].push(transition_before);
             self.allocated.extend(allocated);
         }
     }
@@ -706,14 +722,20 @@ impl QuietFleet {
     /// the end of the list: never one a round changes), afk records its job's move (ticking until
     /// it has: the stream brings the end within milliseconds), and the tick after that is timed:
     /// the tick that follows any transition afk records itself in production (a thread finished,
-    /// a job dispatched), checked to read the live attempts again and to make a whole pass.
-    async fn transition(&mut self, round: usize) -> Sample {
+    /// a job dispatched), checked to make a whole pass, and to read back the moved job's live
+    /// attempts alone (`patched`) or, as before (`ControlPlane::patch_live_attempts(false)`), to
+    /// read every live attempt again.
+    async fn transition(&mut self, round: usize, patched: bool) -> Sample {
         self.finished += 1;
+        if !patched {
+            self.finished_unpatched += 1;
+        }
         let index = self.threads.len() - self.finished;
         assert!(
             index > round,
             "the finished threads stay apart from the changed ones"
         );
+        self.app.control_plane().patch_live_attempts(patched);
         let (thread, job) = self.threads[index].clone();
         let (section_reads, section_tick_reads) = {
             let plane = self.app.control_plane();
@@ -721,10 +743,10 @@ impl QuietFleet {
         };
         let command = serde_json::json!({
             "type": "thread.turn.start",
-            "commandId": format!("bench-finish-{round}"),
+            "commandId": format!("bench-finish-{}", self.finished),
             "threadId": thread,
             "message": {
-                "messageId": format!("bench-finish-message-{round}"),
+                "messageId": format!("bench-finish-message-{}", self.finished),
                 "role": "user",
                 "text": format!("Wrap up issue {job}. [sim:duration=1]"),
                 "attachments": [],
@@ -766,10 +788,11 @@ impl QuietFleet {
         support::quiet_tick(app).await;
         let took = clock.sample();
         let plane = app.control_plane();
+        plane.patch_live_attempts(true);
         assert_eq!(
             plane.watched_reads(),
-            reads + 1,
-            "the tick after a transition read the live attempts again"
+            reads + u64::from(!patched),
+            "the tick after a transition read the live attempts again only as before"
         );
         assert_eq!(
             (plane.skipped_passes(), plane.partial_passes()),
@@ -798,10 +821,11 @@ impl QuietFleet {
             self.world.sim.sequence() > self.sequence,
             "the changed threads' turns reached T3"
         );
-        // The ticks around a transition afk recorded read again (counted there); no other did.
+        // The ticks around a transition afk recorded as before read again (counted there); no
+        // other did.
         assert_eq!(
-            self.transition_reads, self.finished as u64,
-            "each transition made the live attempts be read once more"
+            self.transition_reads, self.finished_unpatched as u64,
+            "each transition timed as before made the live attempts be read once more, no other"
         );
         assert_eq!(
             plane.watched_reads(),
@@ -850,7 +874,8 @@ impl QuietFleet {
             "the next quiet tick at once, its counts read through sqlx's pool (as before this round)",
             "Ledger::changes through sqlx's pool (as before this round)",
             "control: a quiet tick after evicting the caches (no pass before; AFK_QUIET_EVICT_MB written through)",
-            "a tick after afk recorded one transition (one thread finished at T3): the live attempts re-read, a whole pass",
+            "a tick after afk recorded one transition (one thread finished at T3): the moved job's live attempts read back, a whole pass",
+            "the same tick as before: every live attempt re-read (ControlPlane::patch_live_attempts(false)), a whole pass",
         ];
         let rows = names
             .into_iter()

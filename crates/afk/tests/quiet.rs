@@ -400,8 +400,8 @@ async fn a_change_to_one_thread_among_many_is_acted_on_visiting_only_its_attempt
         assert_eq!(job.state, expected, "{jobs:#?}");
     }
     assert_eq!(others.len(), 5);
-    // The ledger changed (the success): the next tick reads it and makes the whole pass again,
-    // then the fleet is quiet once more.
+    // The ledger changed (the success): the next tick reads back the moved job's live attempts
+    // (a new read) and makes the whole pass again, then the fleet is quiet once more.
     let (whole, moves) = tick_once(&mut app, &clock).await;
     assert!(whole && moves.is_empty(), "{moves:?}");
     tick_until_skipping(&world, &mut app, &clock).await;
@@ -437,8 +437,56 @@ async fn finish_one_visiting_it_alone(world: &World, app: &mut App, clock: &Cloc
     }
 }
 
-/// After a move afk recorded itself, the next tick reads the live attempts again and makes the
-/// whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
+/// A move afk records itself (a turn that finished, among many running) is taken into its read
+/// of the live attempts by reading back that job's alone: neither that tick nor the next reads
+/// them all; the next makes the whole pass over the patched read (a pass over the changed
+/// attempts alone is not done yet), which sees the job's attempt gone. Another handle's write
+/// after it is read whole at the very next tick.
+#[tokio::test]
+async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_only() {
+    let (world, mut app, clock) = running_fleet(6).await;
+    let (reads, patches) = {
+        let plane = app.control_plane();
+        (plane.watched_reads(), plane.watched_patch_reads())
+    };
+    finish_one_visiting_it_alone(&world, &mut app, &clock, 3).await;
+    let visited = app.control_plane().visited_attempts();
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole && moves.is_empty(), "{moves:?}");
+    let plane = app.control_plane();
+    assert_eq!(plane.watched_reads(), reads, "no read of every live attempt");
+    assert_eq!(
+        plane.watched_patch_reads(),
+        patches + 1,
+        "the finished job's live attempts were read back once"
+    );
+    assert_eq!(
+        plane.visited_attempts() - visited,
+        5,
+        "the whole pass visits the five still running, not the finished one"
+    );
+    // Another handle's write: the count moved past what afk expects, so it reads everything.
+    let asked = afk_core::Event::InputRequested {
+        question: "asked elsewhere".into(),
+    };
+    record_from_another_process(
+        &world,
+        |jobs| jobs.into_iter().find(|j| j.state == JobState::Running).unwrap(),
+        &asked,
+        clock.now(),
+    )
+    .await;
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "the ledger changed: the pass runs");
+    assert_eq!(app.control_plane().watched_reads(), reads + 1, "read whole once");
+    assert!(
+        moves.contains(&(JobState::NeedsInput, JobState::Running)),
+        "{moves:?}"
+    );
+}
+
+/// After a move afk recorded itself, the next tick patches its read of the live attempts (a new
+/// read, by identity) and makes the whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
 /// the changed thread's attempt alone without walking the fleet to index it (it did, before).
 #[tokio::test]
 async fn after_a_recorded_move_a_change_to_one_thread_costs_only_that_thread() {

@@ -329,12 +329,30 @@ impl ControlPlane {
         self.watcher.skipped_passes()
     }
 
-    /// How many times so far a tick read the live attempts from the ledger: only when the
-    /// ledger's count of changes to them moved ([`Ledger::watched_changes`]: a transition this
-    /// control plane recorded, or any other process's write), never on a quiet tick. For tests
-    /// and benchmarks; nothing depends on it.
+    /// How many times so far a tick read every live attempt from the ledger: only when the
+    /// ledger's count of changes to them moved past what the cache expects
+    /// ([`Ledger::watched_changes`]: another process's write, or a move of this control plane's
+    /// whose count the ledger could not measure), never on a quiet tick, nor after this control
+    /// plane's own measured moves ([`ControlPlane::watched_patch_reads`]). For tests and
+    /// benchmarks; nothing depends on it.
     pub fn watched_reads(&self) -> u64 {
         self.recorder.watched_reads()
+    }
+
+    /// Brings its cached read of the live attempts up to date with its own moves by reading back
+    /// the moved jobs' (`true`, the default), or drops it after every move so that the next tick
+    /// reads them all (`false`, as before): for benchmarks, to measure both in one run. Decisions
+    /// are the same either way.
+    pub fn patch_live_attempts(&mut self, on: bool) {
+        self.recorder.patch_live_attempts(on);
+    }
+
+    /// How many times so far the live attempts of the jobs this control plane just moved were
+    /// read back (those jobs only, [`Ledger::watched_attempts_of`]) to bring its cached read of
+    /// the live attempts up to date, in place of a read of them all ([`ControlPlane::watched_reads`]).
+    /// For tests and benchmarks; nothing depends on it.
+    pub fn watched_patch_reads(&self) -> u64 {
+        self.recorder.watched_patch_reads()
     }
 
     /// How many times so far a tick read the attempts to stop, the jobs to settle or the ready

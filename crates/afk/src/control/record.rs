@@ -4,9 +4,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use afk_core::{apply, Event, JobState, RetryPolicy, Transition};
+use afk_core::{apply, Event, JobId, JobState, RetryPolicy, Transition};
 use afk_ledger::{
     Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges,
+    WatchedMoves,
 };
 use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
@@ -59,11 +60,18 @@ pub(crate) struct Recorder {
     retry: RetryPolicy,
     /// The transitions recorded since the last [`Recorder::take_progress`].
     progress: Vec<Progress>,
-    /// The live attempts as last read, with the ledger's count of changes to them read just
-    /// before, reused while that count stands: see [`Recorder::watched_attempts`].
-    watched: Option<(Arc<Vec<WatchedAttempt>>, WatchedChanges)>,
+    /// The live attempts as last read and patched since with this recorder's own writes, reused
+    /// while the ledger's count of changes to them reads what it expects: see
+    /// [`Recorder::watched_attempts`].
+    watched: Option<Watched>,
     /// How many times the live attempts were read from the ledger.
     watched_reads: u64,
+    /// How many times the live attempts of the jobs this recorder just wrote were read from the
+    /// ledger, to patch the cache with them ([`Ledger::watched_attempts_of`]).
+    watched_patch_reads: u64,
+    /// False when the cache is dropped after every write instead of patched (benchmarks measure
+    /// the tick after a transition both ways so).
+    patching: bool,
     /// The other reads a quiet tick makes, kept while no job or attempt changes.
     reads: TickReads,
     /// How many times this recorder wrote (or tried to write) a job's move: a read cached in this
@@ -83,6 +91,8 @@ impl Recorder {
             progress: Vec::new(),
             watched: None,
             watched_reads: 0,
+            watched_patch_reads: 0,
+            patching: true,
             reads: TickReads::default(),
             writes: 0,
             tick_reads: 0,
@@ -122,17 +132,27 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        // Whatever the outcome, the cached live attempts may be stale now (a conflict means
-        // someone else moved the job).
-        self.watched = None;
         self.wrote();
-        let updated = match self.ledger.record(job.id, &transition, new_attempt, now).await {
-            Ok(updated) => updated,
-            Err(LedgerError::Conflict { .. }) => {
-                tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
-                return Ok(None);
+        let written = (self.ledger)
+            .record_counted(job.id, &transition, new_attempt, now)
+            .await;
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.note_written(&[job.id], moves);
+                updated
             }
-            Err(other) => return Err(other.into()),
+            Err(error) => {
+                // The cached live attempts may be stale now (a conflict means someone else
+                // moved the job; another error may come after a commit).
+                self.watched = None;
+                match error {
+                    LedgerError::Conflict { .. } => {
+                        tracing::debug!("job {}: changed under us, skipping {event:?}", job.issue);
+                        return Ok(None);
+                    }
+                    other => return Err(other.into()),
+                }
+            }
         };
         self.recorded(job, &transition, &updated, new_attempt.map(|a| &a.thread_id), now);
         Ok(Some((transition, updated)))
@@ -158,8 +178,7 @@ impl Recorder {
         if taken.is_empty() {
             return Ok(answers);
         }
-        // As in `record`: the cached live attempts and this tick's kept reads may be stale now.
-        self.watched = None;
+        // As in `record`: this tick's kept reads may be stale now.
         self.wrote();
         let ledger_moves: Vec<afk_ledger::Move<'_>> = (taken.iter())
             .map(|(i, transition)| afk_ledger::Move {
@@ -169,7 +188,18 @@ impl Recorder {
                 at: moves[*i].at,
             })
             .collect();
-        let written = self.ledger.record_many(&ledger_moves).await?;
+        let (written, watched_moves) = match self.ledger.record_many_counted(&ledger_moves).await {
+            Ok(written) => written,
+            Err(error) => {
+                self.watched = None;
+                return Err(error.into());
+            }
+        };
+        let jobs: Vec<JobId> = (ledger_moves.iter().zip(&written))
+            .filter(|(_, written)| written.is_ok())
+            .map(|(m, _)| m.job)
+            .collect();
+        self.note_written(&jobs, watched_moves);
         for ((i, transition), written) in taken.into_iter().zip(written) {
             let m = &moves[i];
             match written {
@@ -218,16 +248,22 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        self.watched = None;
         self.wrote();
-        let updated = match self
-            .ledger
-            .answer_comment_command(command, job.id, transition.as_ref(), answer, now)
-            .await
-        {
-            Ok(updated) => updated,
-            Err(LedgerError::Conflict { .. } | LedgerError::NotFound(_)) => return Ok(None),
-            Err(other) => return Err(other.into()),
+        let written = (self.ledger)
+            .answer_comment_command_counted(command, job.id, transition.as_ref(), answer, now)
+            .await;
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.note_written(&[job.id], moves);
+                updated
+            }
+            Err(error) => {
+                self.watched = None;
+                match error {
+                    LedgerError::Conflict { .. } | LedgerError::NotFound(_) => return Ok(None),
+                    other => return Err(other.into()),
+                }
+            }
         };
         if let (Some(transition), Some(updated)) = (&transition, &updated) {
             self.recorded(job, transition, updated, None, now);
@@ -252,14 +288,19 @@ impl Recorder {
                 return Ok(None);
             }
         };
-        self.watched = None;
         self.wrote();
-        let updated = match self
-            .ledger
-            .record_follow_up(job.id, &transition, follow_up, now)
-            .await
-        {
-            Ok(updated) => updated,
+        let written = (self.ledger)
+            .record_follow_up_counted(job.id, &transition, follow_up, now)
+            .await;
+        if written.is_err() {
+            // As in `record`: the cached live attempts may be stale now.
+            self.watched = None;
+        }
+        let updated = match written {
+            Ok((updated, moves)) => {
+                self.note_written(&[job.id], moves);
+                updated
+            }
             Err(LedgerError::Conflict { .. }) => {
                 tracing::debug!("job {}: changed under us, skipping its follow-up", job.issue);
                 return Ok(None);
@@ -444,10 +485,16 @@ impl Recorder {
 
     /// The live attempts, read from the ledger only when the ledger's count of changes to them
     /// ([`Ledger::watched_changes`], moved by every write to them, from this process or any
-    /// other) moved since the last read, or this recorder recorded a transition since: a quiet
-    /// tick over a large fleet then reads one row. The same `Arc` (by [`Arc::ptr_eq`]) is
-    /// returned for as long as the live attempts are unchanged, re-reads included: a new one
-    /// means a transition was recorded since, or the ledger changed.
+    /// other) does not read what the cache expects: the count read before the cache's last full
+    /// read, plus the moves this recorder's own writes made since (each measured by the ledger in
+    /// the write's transaction, [`WatchedMoves`]; [`Recorder::note_written`]). When the count
+    /// reads that, only the live attempts of the jobs written since are read (once for all those
+    /// writes) and put in place of the cached ones. So a quiet tick over a large fleet reads one
+    /// row, and a tick after this recorder's transitions one row and what it wrote; any other
+    /// writer moves the count past what is expected and the next call reads everything again.
+    /// The same `Arc` (by [`Arc::ptr_eq`]) is returned for as long as the live attempts are
+    /// unchanged, re-reads and patches included: a new one means a transition was recorded
+    /// since, or the ledger changed.
     pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
         // Read before the attempts: a read that follows holds every change counted so far, so a
         // change made in between only costs one more read, never a missed one. Both counts in one
@@ -455,27 +502,148 @@ impl Recorder {
         let both = self.ledger.changes().await?;
         self.reads.tick = Some((both.ledger, self.writes));
         let changes = both.watched;
-        if let Some((live, read_at)) = &self.watched {
-            if *read_at == changes {
-                return Ok(live.clone());
+        match self.watched.take() {
+            Some(cached) if cached.expected == changes && cached.written.is_empty() => {
+                let live = cached.live.clone();
+                self.watched = Some(cached);
+                return Ok(live);
             }
+            // Only this recorder wrote since: its jobs' live attempts alone are read, once for
+            // all its writes since the last call, unless they are a good part of the fleet (read
+            // by index, one statement per 500 jobs, they would then cost more than reading all).
+            Some(cached)
+                if cached.expected == changes
+                    && cached.written.len() <= (cached.live.len() / 4).max(PATCH_AT_LEAST) =>
+            {
+                self.watched_patch_reads += 1;
+                match self.ledger.watched_attempts_of(&cached.written).await {
+                    Ok(fresh) => {
+                        let live = spliced(&cached.live, &cached.written, fresh);
+                        self.watched = Some(Watched {
+                            live: live.clone(),
+                            expected: changes,
+                            written: Vec::new(),
+                        });
+                        return Ok(live);
+                    }
+                    Err(error) => {
+                        tracing::debug!("reading the live attempts of the jobs just written: {error}");
+                        // Kept for the comparison below: the full read may find them unchanged.
+                        self.watched = Some(cached);
+                    }
+                }
+            }
+            cached => self.watched = cached,
         }
         self.watched_reads += 1;
-        let read = self.ledger.watched_attempts().await?;
+        let read = match self.ledger.watched_attempts().await {
+            Ok(read) => read,
+            Err(error) => {
+                self.watched = None;
+                return Err(error.into());
+            }
+        };
         // A re-read that finds what was cached keeps the cached read itself: the watcher then
         // knows, by identity, that the ledger changed nothing it watches.
         let live = match self.watched.take() {
-            Some((cached, _)) if *cached == read => cached,
+            Some(cached) if *cached.live == read => cached.live,
             _ => Arc::new(read),
         };
-        self.watched = Some((live.clone(), changes));
+        self.watched = Some(Watched {
+            live: live.clone(),
+            expected: changes,
+            written: Vec::new(),
+        });
         Ok(live)
+    }
+
+    /// Notes this recorder's write of `jobs`, which moved the ledger's count of changes to the
+    /// live attempts `moves` times as the ledger measured it in the write's transaction: the
+    /// cache expects the count to move as much, and the next [`Recorder::watched_attempts`]
+    /// reads those jobs' live attempts back and puts them in place of the cached ones (once for
+    /// all the writes in between). A write whose moves are not known drops the cache: the next
+    /// call reads everything.
+    fn note_written(&mut self, jobs: &[JobId], moves: WatchedMoves) {
+        let (Some(mut cached), Some(moves), true) = (self.watched.take(), moves.known(), self.patching)
+        else {
+            return;
+        };
+        let Ok(moves) = i64::try_from(moves) else {
+            return;
+        };
+        if moves > 0 {
+            cached.expected = WatchedChanges(cached.expected.0.saturating_add(moves));
+            cached.written.extend_from_slice(jobs);
+        }
+        // Otherwise nothing the live attempts' read returns was written (every move refused).
+        self.watched = Some(cached);
     }
 
     /// How many times [`Recorder::watched_attempts`] read the live attempts from the ledger.
     pub(crate) fn watched_reads(&self) -> u64 {
         self.watched_reads
     }
+
+    /// Patches the cached live attempts with this recorder's writes (`true`, the default) or
+    /// drops them after every write (`false`, as before patching): for benchmarks, to measure
+    /// both in one run. What [`Recorder::watched_attempts`] returns is the same either way.
+    pub(crate) fn patch_live_attempts(&mut self, on: bool) {
+        self.patching = on;
+    }
+
+    /// How many times the live attempts of the jobs this recorder wrote were read to patch the
+    /// cache of [`Recorder::watched_attempts`] (never all of them).
+    pub(crate) fn watched_patch_reads(&self) -> u64 {
+        self.watched_patch_reads
+    }
+}
+
+/// How many written jobs [`Recorder::watched_attempts`] reads back rather than every live attempt,
+/// whatever the fleet's size (beyond, while they are at most a quarter of the fleet).
+const PATCH_AT_LEAST: usize = 64;
+
+/// The cache of [`Recorder::watched_attempts`]: the live attempts as last read, the jobs this
+/// recorder wrote since, and the count of changes ([`afk_ledger::Changes::watched`]) under which
+/// `live` with those jobs' entries read again is what the ledger holds.
+struct Watched {
+    live: Arc<Vec<WatchedAttempt>>,
+    expected: WatchedChanges,
+    /// The jobs written since `live` was read or patched (a job may come more than once).
+    written: Vec<JobId>,
+}
+
+/// `live` (ordered by job id, one entry per job at most, as [`Ledger::watched_attempts`] reads
+/// it) with the entries of `jobs` replaced by `fresh` (their live attempts as read now, ordered
+/// by job id): what that read would return now, when only `jobs` changed. `live` itself when
+/// the entries of `jobs` are unchanged, so that identity still says "nothing changed".
+fn spliced(
+    live: &Arc<Vec<WatchedAttempt>>,
+    jobs: &[JobId],
+    fresh: Vec<WatchedAttempt>,
+) -> Arc<Vec<WatchedAttempt>> {
+    let mut jobs = jobs.to_vec();
+    jobs.sort_unstable();
+    jobs.dedup();
+    let written = |job: &JobId| jobs.binary_search(job).is_ok();
+    let old: Vec<&WatchedAttempt> = (jobs.iter())
+        .filter_map(|job| {
+            let at = live.binary_search_by_key(job, |a| a.job_id).ok()?;
+            Some(&live[at])
+        })
+        .collect();
+    if old.len() == fresh.len() && old.iter().zip(&fresh).all(|(a, b)| *a == b) {
+        return live.clone();
+    }
+    let mut out = Vec::with_capacity(live.len() + fresh.len() - old.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for kept in live.iter().filter(|a| !written(&a.job_id)) {
+        while let Some(new) = fresh.next_if(|new| new.job_id < kept.job_id) {
+            out.push(new);
+        }
+        out.push(kept.clone());
+    }
+    out.extend(fresh);
+    Arc::new(out)
 }
 
 /// The reads of a tick besides the live attempts, each with the count of changes to jobs and
@@ -568,6 +736,420 @@ mod tests {
             events.iter().all(|e| !e.note.contains(token.expose())),
             "{events:#?}"
         );
+    }
+
+    fn new_job(number: u64) -> NewJob {
+        NewJob {
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number,
+            },
+            title: "t".into(),
+            body: "b".into(),
+            labels: vec![],
+            priority: Priority::DEFAULT,
+            source: JobSource::Local,
+        }
+    }
+
+    fn new_attempt(n: u64) -> NewAttempt {
+        use t3_client::ids::{CommandId, MessageId, ProjectId, ThreadId};
+        NewAttempt {
+            thread_id: ThreadId::new(format!("thread-{n}")).unwrap(),
+            project_id: ProjectId::new("project").unwrap(),
+            create_command_id: CommandId::new(format!("create-{n}")).unwrap(),
+            turn_command_id: CommandId::new(format!("turn-{n}")).unwrap(),
+            message_id: MessageId::new(format!("message-{n}")).unwrap(),
+            title: "t".into(),
+            branch: format!("afk/{n}"),
+            prompt: "p".into(),
+            model: None,
+        }
+    }
+
+    /// The live attempts `recorder` hands out now equal a fresh read of the ledger's; whether
+    /// they came from its cache (`true`: patched, nothing read but the count) or a full read.
+    async fn cache_is_fresh(recorder: &mut Recorder, ledger: &Ledger, after: &str) -> bool {
+        let reads = recorder.watched_reads();
+        let cached = recorder.watched_attempts().await.unwrap();
+        let fresh = ledger.watched_attempts().await.unwrap();
+        assert_eq!(*cached, fresh, "after {after}");
+        recorder.watched_reads() == reads
+    }
+
+    /// Every kind of write of the recorder, then writes by another handle, on the ledger at
+    /// `url`: the cache patched with the recorder's own writes is what a full read returns, and
+    /// is reused without one; another handle's write (alone, or beside the recorder's) is read.
+    async fn patched_cache_stays_true(url: &str) {
+        let ledger = Ledger::open(url).await.unwrap();
+        let other = Ledger::open(url).await.unwrap();
+        let sqlite = ledger.backend() == afk_ledger::Backend::Sqlite;
+        let now = Utc::now();
+        let mut ids = Vec::new();
+        for n in 1..=10 {
+            ids.push(ledger.upsert_job(&new_job(n), now).await.unwrap().0.id);
+        }
+        let job = |i: usize| {
+            let ledger = ledger.clone();
+            let id = ids[i];
+            async move { ledger.job(id).await.unwrap().unwrap() }
+        };
+        let mut recorder = Recorder::new(ledger.clone(), RetryPolicy::default());
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "the first read").await);
+        let patches = recorder.watched_patch_reads();
+
+        // One move: an attempt inserted.
+        let j0 = job(0).await;
+        let a0 = new_attempt(0);
+        recorder
+            .record(&j0, &Event::StartAttempt, Some(&a0), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a start").await);
+        assert_eq!(
+            recorder.watched_patch_reads(),
+            patches + 1,
+            "one read of the job written"
+        );
+
+        // A batch: three attempts inserted in one transaction.
+        let (j1, j2, j3) = (job(1).await, job(2).await, job(3).await);
+        let attempts = [new_attempt(1), new_attempt(2), new_attempt(3)];
+        let moves: Vec<ToRecord<'_>> = [&j1, &j2, &j3]
+            .into_iter()
+            .zip(&attempts)
+            .map(|(job, attempt)| ToRecord {
+                job,
+                event: &Event::StartAttempt,
+                new_attempt: Some(attempt),
+                at: now,
+            })
+            .collect();
+        let answers = recorder.record_all(&moves).await.unwrap();
+        assert!(answers.iter().all(Option::is_some));
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a batch of starts").await);
+
+        // Running, a wait for a person and its end: the job's and the attempt's columns.
+        let later = now + chrono::Duration::seconds(5);
+        recorder
+            .record(&job(0).await, &Event::Dispatched, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "dispatched").await);
+        let asked = Event::InputRequested {
+            question: "which?".into(),
+        };
+        recorder
+            .record(&job(0).await, &asked, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a question").await);
+        let answered_at = later + chrono::Duration::seconds(7);
+        recorder
+            .record(&job(0).await, &Event::InputAnswered, None, answered_at)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "an answer").await);
+
+        // A dispatch deferred keeps the state: known on SQLite (a move per row), not on
+        // PostgreSQL (a move only when a value changed), where it is read again.
+        let deferred = Event::DispatchDeferred {
+            error: "T3 busy".into(),
+        };
+        recorder
+            .record(&job(1).await, &deferred, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cache_is_fresh(&mut recorder, &ledger, "a deferral").await, sqlite);
+
+        // A turn that ends: its attempt leaves the live ones; a follow-up brings it back.
+        recorder
+            .record(&job(1).await, &Event::Dispatched, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        recorder
+            .record(&job(1).await, &Event::ThreadSucceeded, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a success").await);
+        let follow_up = Event::FollowUp {
+            by: afk_core::FollowUpBy::Person,
+            cause: "please also".into(),
+            used: 0,
+            max_turns: 3,
+            over_budget: None,
+        };
+        let turn = afk_ledger::NewFollowUp {
+            cause_key: "comment:1".into(),
+            cause: "please also".into(),
+            prompt: "also".into(),
+            turn_command_id: t3_client::ids::CommandId::new("follow-1").unwrap(),
+            message_id: t3_client::ids::MessageId::new("follow-message-1").unwrap(),
+        };
+        let followed_at = later + chrono::Duration::seconds(9);
+        (recorder.record_follow_up(&job(1).await, &follow_up, &turn, followed_at))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a follow-up").await);
+
+        // A comment command answered: without a move (nothing watched written, the same read
+        // kept), then with one (a stop ends the attempt).
+        let mut command_ids = Vec::new();
+        for comment_id in [11, 12] {
+            let command = afk_ledger::NewCommentCommand {
+                repo: Repo::new("acme/api").unwrap(),
+                comment_id,
+                number: 3,
+                job: ids[2],
+                author: "octo".into(),
+                kind: afk_ledger::CommentCommandKind::Stop,
+                argument: None,
+            };
+            assert!(ledger.take_comment_command(&command, false, now).await.unwrap());
+        }
+        for command in ledger.open_comment_commands(None, 10).await.unwrap() {
+            command_ids.push(command.id);
+        }
+        let answer = afk_ledger::CommandAnswer {
+            reaction: afk_ledger::Reaction::Eyes,
+            reply: None,
+            instruction: afk_ledger::InstructionChange::Keep,
+        };
+        let before = recorder.watched_attempts().await.unwrap();
+        (recorder.answer_command(&job(2).await, None, "octo", command_ids[0], &answer, later))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "an answer without a move").await);
+        let after = recorder.watched_attempts().await.unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "nothing watched changed: the same read"
+        );
+        let stop = Event::Cancel {
+            reason: afk_core::CancelReason::StoppedByCommand,
+        };
+        (recorder.answer_command(&job(2).await, Some(&stop), "octo", command_ids[1], &answer, later))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a stop by command").await);
+
+        // Two writes before the next read, one a batch with a move refused (the job moved under
+        // its stale copy) beside one written: one read back for both.
+        let patches = recorder.watched_patch_reads();
+        let stale = job(7).await;
+        let (a6, a7, a7_again) = (new_attempt(6), new_attempt(7), new_attempt(70));
+        recorder
+            .record(&stale, &Event::StartAttempt, Some(&a7), later)
+            .await
+            .unwrap()
+            .unwrap();
+        let j6 = job(6).await;
+        let batch = [
+            ToRecord {
+                job: &j6,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a6),
+                at: later,
+            },
+            ToRecord {
+                job: &stale,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a7_again),
+                at: later,
+            },
+        ];
+        let answers = recorder.record_all(&batch).await.unwrap();
+        assert!(
+            answers[0].is_some() && answers[1].is_none(),
+            "the stale move is refused"
+        );
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a batch with a refused move").await);
+        assert_eq!(
+            recorder.watched_patch_reads(),
+            patches + 1,
+            "one read back for two writes"
+        );
+
+        // A turn that fails (its attempt ends), a batch whose first move keeps its state (known
+        // on SQLite only, as above), a cancel of a dispatching attempt.
+        let failed = Event::ThreadFailed { error: "boom".into() };
+        recorder
+            .record(&job(0).await, &failed, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a failure").await);
+        let (j6, j8) = (job(6).await, job(8).await);
+        let a8 = new_attempt(8);
+        let batch = [
+            ToRecord {
+                job: &j6,
+                event: &deferred,
+                new_attempt: None,
+                at: later,
+            },
+            ToRecord {
+                job: &j8,
+                event: &Event::StartAttempt,
+                new_attempt: Some(&a8),
+                at: later,
+            },
+        ];
+        let answers = recorder.record_all(&batch).await.unwrap();
+        assert!(answers.iter().all(Option::is_some));
+        assert_eq!(
+            cache_is_fresh(&mut recorder, &ledger, "a batch led by a deferral").await,
+            sqlite
+        );
+        let by_hand = Event::Cancel {
+            reason: afk_core::CancelReason::ByHand,
+        };
+        recorder
+            .record(&job(7).await, &by_hand, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cache_is_fresh(&mut recorder, &ledger, "a cancel while dispatching").await);
+
+        // Another handle's writes: a cancel, an enqueue; each is read at the next call.
+        let cancel = Event::Cancel {
+            reason: afk_core::CancelReason::ByHand,
+        };
+        let j3 = job(3).await;
+        let t = afk_core::apply(j3.status(), &cancel, &RetryPolicy::default(), later).unwrap();
+        other.record(j3.id, &t, None, later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "a cancel by another handle").await);
+        other.upsert_job(&new_job(40), later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "an enqueue by another handle").await);
+        // Beside a write of the recorder's own: the count moved past what it expects.
+        let a4 = new_attempt(4);
+        recorder
+            .record(&job(4).await, &Event::StartAttempt, Some(&a4), later)
+            .await
+            .unwrap()
+            .unwrap();
+        other.upsert_job(&new_job(41), later).await.unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "both wrote").await);
+        // The other way round: another handle first, then the recorder, no read in between.
+        other.upsert_job(&new_job(42), later).await.unwrap();
+        let a9 = new_attempt(9);
+        recorder
+            .record(&job(9).await, &Event::StartAttempt, Some(&a9), later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "another handle, then the recorder").await);
+        // And a move the ledger refuses (the job moved under the recorder): read again.
+        let stale = job(5).await;
+        let t = afk_core::apply(stale.status(), &cancel, &RetryPolicy::default(), later).unwrap();
+        other.record(stale.id, &t, None, later).await.unwrap();
+        assert!(recorder
+            .record(&stale, &Event::StartAttempt, Some(&new_attempt(5)), later)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!cache_is_fresh(&mut recorder, &ledger, "a refused move").await);
+        assert!(cache_is_fresh(&mut recorder, &ledger, "nothing more").await);
+        ledger.close().await;
+        other.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_live_attempts_patched_with_the_recorders_writes_are_the_ledgers_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        patched_cache_stays_true(&url).await;
+    }
+
+    #[tokio::test]
+    async fn the_live_attempts_patched_with_the_recorders_writes_are_the_ledgers_on_postgres() {
+        use sqlx::Connection;
+        let base = std::env::var("AFK_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let mut admin = match sqlx::PgConnection::connect(&base).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                assert!(
+                    std::env::var("AFK_REQUIRE_PG").as_deref() != Ok("1"),
+                    "PostgreSQL not reachable at {base} and AFK_REQUIRE_PG=1: {e}"
+                );
+                eprintln!("SKIP: PostgreSQL not reachable at {base}: {e}");
+                return;
+            }
+        };
+        let schema = format!("afk_patch_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        patched_cache_stays_true(&url).await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    fn watched(job: i64, tag: u8) -> WatchedAttempt {
+        WatchedAttempt {
+            job_id: JobId(job),
+            issue: IssueKey {
+                repo: Repo::new("acme/api").unwrap(),
+                number: job as u64,
+            },
+            job_state: JobState::Running,
+            job_not_before: None,
+            attempt_id: afk_core::AttemptId(job * 10 + i64::from(tag)),
+            number: afk_core::AttemptNo(1),
+            state: afk_core::AttemptState::Running,
+            thread_id: t3_client::ids::ThreadId::new(format!("t-{job}-{tag}")).unwrap(),
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            input_wait_since: None,
+            input_waited: std::time::Duration::ZERO,
+            follow_up_at: None,
+        }
+    }
+
+    proptest::proptest! {
+        /// `spliced` is the model "the old entries of other jobs, and the fresh ones, by job id",
+        /// and the very same read when the written jobs' entries did not change.
+        #[test]
+        fn a_splice_is_the_read_with_the_written_jobs_entries_replaced(
+            live_jobs in proptest::collection::btree_set(0i64..60, 0..40),
+            written in proptest::collection::vec(0i64..60, 0..20),
+            fresh_jobs in proptest::collection::btree_set(0i64..60, 0..20),
+            tag in 0u8..2,
+        ) {
+            let live = Arc::new(live_jobs.iter().map(|&j| watched(j, 0)).collect::<Vec<_>>());
+            let ids: Vec<JobId> = written.iter().map(|&j| JobId(j)).collect();
+            // The fresh read holds only written jobs (that is what it reads).
+            let fresh: Vec<WatchedAttempt> = (fresh_jobs.iter())
+                .filter(|j| written.contains(j))
+                .map(|&j| watched(j, tag))
+                .collect();
+            let mut model: Vec<WatchedAttempt> = (live.iter())
+                .filter(|a| !written.contains(&a.job_id.0))
+                .cloned()
+                .chain(fresh.iter().cloned())
+                .collect();
+            model.sort_by_key(|a| a.job_id);
+            let unchanged = fresh.len() == live.iter().filter(|a| written.contains(&a.job_id.0)).count()
+                && fresh.iter().all(|f| live.contains(f));
+            let out = spliced(&live, &ids, fresh);
+            proptest::prop_assert_eq!(&*out, &model);
+            proptest::prop_assert_eq!(Arc::ptr_eq(&out, &live), unchanged);
+        }
     }
 
     /// The log lines written while the returned guard lives (this thread: a current-thread test).
