@@ -7,7 +7,9 @@ use afk_core::{AttemptChange, AttemptState, CancelReason, JobId, JobState, Trans
 use chrono::{DateTime, Utc};
 
 use crate::model::{millis, JobRow};
-use crate::{issue_number, AttemptId, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE};
+use crate::{
+    issue_number, AttemptId, Backend, Job, Ledger, LedgerError, NewAttempt, NewJob, Pool, RecordRef, LIVE,
+};
 
 /// How many times one write moved the count of changes to the live attempts
 /// ([`crate::Changes::watched`]), as the ledger measured it inside the write's own transaction:
