@@ -195,10 +195,10 @@ impl Recorder {
                 return Err(error.into());
             }
         };
-        let jobs: Vec<JobId> = (ledger_moves.iter().zip(&written))
-            .filter(|(_, written)| written.is_ok())
-            .map(|(m, _)| m.job)
-            .collect();
+        // Every job of the batch is read back, not only those answered `Ok`: a move can commit
+        // and still come back as an error (its row failed to decode), and its moves are counted;
+        // a refused job read back again costs a row, a written one missed would stay stale.
+        let jobs: Vec<JobId> = ledger_moves.iter().map(|m| m.job).collect();
         self.note_written(&jobs, watched_moves);
         for ((i, transition), written) in taken.into_iter().zip(written) {
             let m = &moves[i];
@@ -1069,6 +1069,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
         patched_cache_stays_true(&url).await;
+    }
+
+    /// A move of a batch that commits but whose job then fails to decode (its stored
+    /// labels no longer JSON, by hand) is still read back: its attempt is in the next live attempts.
+    #[tokio::test]
+    async fn a_batch_move_written_but_unreadable_is_still_read_back() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let now = Utc::now();
+        let job = ledger.upsert_job(&new_job(1), now).await.unwrap().0;
+        let mut recorder = Recorder::new(ledger.clone(), RetryPolicy::default());
+        assert!(recorder.watched_attempts().await.unwrap().is_empty());
+        // A hand edit of a column the live attempts' read does not return: the cache stands.
+        let mut hand = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE jobs SET labels = 'not json' WHERE id = ?")
+            .bind(job.id.0)
+            .execute(&mut hand)
+            .await
+            .unwrap();
+        hand.close().await.unwrap();
+        let attempt = new_attempt(1);
+        let batch = [ToRecord {
+            job: &job,
+            event: &Event::StartAttempt,
+            new_attempt: Some(&attempt),
+            at: now,
+        }];
+        // Written, but its answer could not be read: the batch says so its own way.
+        let _ = recorder.record_all(&batch).await;
+        let live = recorder.watched_attempts().await.unwrap();
+        assert_eq!(*live, ledger.watched_attempts().await.unwrap());
+        assert_eq!(live.len(), 1, "the started attempt is watched");
+        ledger.close().await;
     }
 
     #[tokio::test]
