@@ -474,7 +474,12 @@ impl QuietFleet {
         for attempt in &live {
             for command in [
                 thread_create(attempt.thread_id.as_str(), attempt.job_id.0),
-                turn_start(attempt.thread_id.as_str(), attempt.job_id.0),
+                turn_start(
+                    attempt.thread_id.as_str(),
+                    &format!("turn-{}", attempt.job_id.0),
+                    &format!("message-{}", attempt.job_id.0),
+                    "Keep working until stopped. [sim:hang]",
+                ),
             ] {
                 let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
                 world.sim.apply_command(command).expect("T3 takes it");
@@ -620,20 +625,12 @@ impl QuietFleet {
         );
         // One thread changes at T3: its agent starts another turn (its job does not move).
         let (thread, job) = &self.threads[round % self.threads.len()];
-        let command = serde_json::json!({
-            "type": "thread.turn.start",
-            "commandId": format!("bench-turn-{round}"),
-            "threadId": thread,
-            "message": {
-                "messageId": format!("bench-message-{round}"),
-                "role": "user",
-                "text": format!("Go on with issue {job}. [sim:hang]"),
-                "attachments": [],
-            },
-            "runtimeMode": "full-access",
-            "interactionMode": "default",
-            "createdAt": t3_client::wire::Timestamp::now(),
-        });
+        let command = turn_start(
+            thread,
+            &format!("bench-turn-{round}"),
+            &format!("bench-message-{round}"),
+            &format!("Go on with issue {job}. [sim:hang]"),
+        );
         let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
         self.world.sim.apply_command(command).expect("T3 takes it");
         let applied = self.world.sim.sequence();
@@ -741,20 +738,12 @@ impl QuietFleet {
             let plane = self.app.control_plane();
             (plane.watched_reads(), plane.tick_reads())
         };
-        let command = serde_json::json!({
-            "type": "thread.turn.start",
-            "commandId": format!("bench-finish-{}", self.finished),
-            "threadId": thread,
-            "message": {
-                "messageId": format!("bench-finish-message-{}", self.finished),
-                "role": "user",
-                "text": format!("Wrap up issue {job}. [sim:duration=1]"),
-                "attachments": [],
-            },
-            "runtimeMode": "full-access",
-            "interactionMode": "default",
-            "createdAt": t3_client::wire::Timestamp::now(),
-        });
+        let command = turn_start(
+            &thread,
+            &format!("bench-finish-{}", self.finished),
+            &format!("bench-finish-message-{}", self.finished),
+            &format!("Wrap up issue {job}. [sim:duration=1]"),
+        );
         let command: ClientCommand = serde_json::from_value(command).expect("a valid command");
         self.world.sim.apply_command(command).expect("T3 takes it");
         let app = &mut self.app;
@@ -1002,16 +991,18 @@ fn thread_create(thread: &str, job: i64) -> serde_json::Value {
     })
 }
 
-/// The `thread.turn.start` of that attempt: a turn that never ends by itself.
-fn turn_start(thread: &str, job: i64) -> serde_json::Value {
+/// A `thread.turn.start` of `thread` with the user message `text` (its `[sim:...]` directive says
+/// how the stand-in's turn goes): the seed's turn that never ends, a round's change, a turn that
+/// ends at once.
+fn turn_start(thread: &str, command_id: &str, message_id: &str, text: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "thread.turn.start",
-        "commandId": format!("turn-{job}"),
+        "commandId": command_id,
         "threadId": thread,
         "message": {
-            "messageId": format!("message-{job}"),
+            "messageId": message_id,
             "role": "user",
-            "text": "Keep working until stopped. [sim:hang]",
+            "text": text,
             "attachments": [],
         },
         "runtimeMode": "full-access",
