@@ -401,9 +401,15 @@ async fn a_change_to_one_thread_among_many_is_acted_on_visiting_only_its_attempt
     }
     assert_eq!(others.len(), 5);
     // The ledger changed (the success): the next tick reads back the moved job's live attempts
-    // (a new read) and makes the whole pass again, then the fleet is quiet once more.
+    // and visits what changed, its attempt, gone: nothing; then the fleet is quiet once more.
+    let visited = app.control_plane().visited_attempts();
     let (whole, moves) = tick_once(&mut app, &clock).await;
-    assert!(whole && moves.is_empty(), "{moves:?}");
+    assert!(!whole && moves.is_empty(), "{moves:?}");
+    assert_eq!(
+        app.control_plane().visited_attempts(),
+        visited,
+        "nothing left to visit"
+    );
     tick_until_skipping(&world, &mut app, &clock).await;
 }
 
@@ -439,9 +445,9 @@ async fn finish_one_visiting_it_alone(world: &World, app: &mut App, clock: &Cloc
 
 /// A move afk records itself (a turn that finished, among many running) is taken into its read
 /// of the live attempts by reading back that job's alone: neither that tick nor the next reads
-/// them all; the next makes the whole pass over the patched read (a pass over the changed
-/// attempts alone is not done yet), which sees the job's attempt gone. Another handle's write
-/// after it is read whole at the very next tick.
+/// them all, and the next visits only what changed (the job's attempt, gone: nothing), not the
+/// five still running. Another handle's write after it is read whole at the very next tick,
+/// which makes the whole pass.
 #[tokio::test]
 async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_only() {
     let (world, mut app, clock) = running_fleet(6).await;
@@ -450,9 +456,12 @@ async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_o
         (plane.watched_reads(), plane.watched_patch_reads())
     };
     finish_one_visiting_it_alone(&world, &mut app, &clock, 3).await;
-    let visited = app.control_plane().visited_attempts();
+    let (visited, partial) = {
+        let plane = app.control_plane();
+        (plane.visited_attempts(), plane.partial_passes())
+    };
     let (whole, moves) = tick_once(&mut app, &clock).await;
-    assert!(whole && moves.is_empty(), "{moves:?}");
+    assert!(!whole && moves.is_empty(), "{moves:?}");
     let plane = app.control_plane();
     assert_eq!(plane.watched_reads(), reads, "no read of every live attempt");
     assert_eq!(
@@ -460,10 +469,11 @@ async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_o
         patches + 1,
         "the finished job's live attempts were read back once"
     );
+    assert_eq!(plane.partial_passes(), partial + 1, "a pass over what changed");
     assert_eq!(
-        plane.visited_attempts() - visited,
-        5,
-        "the whole pass visits the five still running, not the finished one"
+        plane.visited_attempts(),
+        visited,
+        "neither the five still running nor the finished one (no longer live) are visited"
     );
     // Another handle's write: the count moved past what afk expects, so it reads everything.
     let asked = afk_core::Event::InputRequested {
@@ -486,19 +496,20 @@ async fn a_tick_after_a_recorded_move_reads_the_live_attempts_of_the_moved_job_o
 }
 
 /// After a move afk recorded itself, the next tick patches its read of the live attempts (a new
-/// read, by identity) and makes the whole pass, which indexes that read by thread; the next tick a change at T3 wakes then visits
-/// the changed thread's attempt alone without walking the fleet to index it (it did, before).
+/// version) and its index of them by thread, visiting only what changed; the next tick a change
+/// at T3 wakes then visits the changed thread's attempt alone, and no tick walks the fleet to
+/// index it (a whole pass over the patched read did, before).
 #[tokio::test]
 async fn after_a_recorded_move_a_change_to_one_thread_costs_only_that_thread() {
     let (world, mut app, clock) = running_fleet(6).await;
-    finish_one_visiting_it_alone(&world, &mut app, &clock, 3).await;
     let builds = app.control_plane().live_index_builds();
+    finish_one_visiting_it_alone(&world, &mut app, &clock, 3).await;
     let (whole, moves) = tick_once(&mut app, &clock).await;
-    assert!(whole && moves.is_empty(), "{moves:?}");
+    assert!(!whole && moves.is_empty(), "{moves:?}");
     assert_eq!(
         app.control_plane().live_index_builds(),
-        builds + 1,
-        "the whole pass over the new read indexed it"
+        builds,
+        "the index of the patched read was patched, not made anew"
     );
     tick_until_skipping(&world, &mut app, &clock).await;
     finish_one_visiting_it_alone(&world, &mut app, &clock, 4).await;
@@ -788,4 +799,363 @@ async fn a_job_parked_by_hand_past_any_date_does_not_stop_another_from_being_dis
         !active.iter().any(|j| j.id == parked),
         "the parked job is not started"
     );
+}
+
+/// Waits (without ticking) until afk's view from the shell stream has every event T3 applied so
+/// far: the next tick then sees every thread T3 has, and a pass over what changed is not made
+/// whole by a thread the stream has yet to bring. Panics after 20 s.
+async fn stream_caught_up(world: &World, app: &mut App) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .control_plane()
+        .stream_sequence()
+        .is_none_or(|at| at < world.sim.sequence())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not catch up within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ticks (each on a stream caught up with T3) until two in a row skip their pass: none of them
+/// makes the whole pass, reads every live attempt or indexes them anew, and each visits at most
+/// one attempt. Returns how many attempts they visited.
+async fn tick_partially_until_skipping(world: &World, app: &mut App, clock: &Clock) -> u64 {
+    let plane = app.control_plane();
+    let (reads, builds, visited) = (
+        plane.watched_reads(),
+        plane.live_index_builds(),
+        plane.visited_attempts(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut in_a_row = 0;
+    while in_a_row < 2 {
+        stream_caught_up(world, app).await;
+        let (skipped, before) = {
+            let plane = app.control_plane();
+            (plane.skipped_passes(), plane.visited_attempts())
+        };
+        let (whole, moves) = tick_once(app, clock).await;
+        let plane = app.control_plane();
+        let visits = plane.visited_attempts() - before;
+        assert!(
+            !whole && visits <= 1,
+            "a whole pass, or {visits} visits: {moves:?}"
+        );
+        assert_eq!(plane.watched_reads(), reads, "no read of every live attempt");
+        assert_eq!(plane.live_index_builds(), builds, "no index made anew");
+        if plane.skipped_passes() > skipped {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            assert!(Instant::now() < deadline, "no tick skipped its pass within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    app.control_plane().visited_attempts() - visited
+}
+
+/// A dispatch afk records among many running threads (a new issue, started while six others
+/// run): the ticks after it visit the new job's attempt alone (the move patched into the live
+/// attempts, then its thread's changes at T3), never the six others, until the fleet is quiet.
+#[tokio::test]
+async fn a_dispatch_recorded_among_many_running_threads_is_followed_visiting_its_attempt_alone() {
+    let (world, mut app, clock) = running_fleet(6).await;
+    world.add_issue(REPO_A, 7, "Keep working too. [sim:hang]");
+    let partial = app.control_plane().partial_passes();
+    tick_at_until(&mut app, &clock, |jobs| {
+        jobs.iter()
+            .any(|j| j.issue.number == 7 && j.state == JobState::Running)
+    })
+    .await;
+    let visited = tick_partially_until_skipping(&world, &mut app, &clock).await;
+    assert!(visited >= 1, "the new attempt was visited");
+    assert!(app.control_plane().partial_passes() > partial);
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert!(jobs.iter().all(|j| j.state == JobState::Running), "{jobs:#?}");
+}
+
+/// The turn timeout of an attempt that became running by a move afk recorded (a dispatch), with
+/// nothing else changing after it: the passes after the dispatch visit that attempt alone, and
+/// its deadline, met there, still ends the skipped ticks on time (the other job waits for a
+/// person: it has no turn timeout).
+#[tokio::test]
+async fn a_turn_timeout_of_an_attempt_started_by_a_recorded_dispatch_fires_on_time() {
+    let mut world = World::new(Duration::from_millis(50)).await;
+    world.config.watch.push = true;
+    world.config.watch.turn_timeout = HOUR;
+    world.config.watch.stall_timeout = 3 * HOUR;
+    world.config.limits.answer_timeout = 10 * HOUR;
+    world.add_issue(REPO_A, 1, "[sim:ask] Do it.");
+    let mut app = world.app().await;
+    let mut clock = Clock::default();
+    tick_at_until(&mut app, &clock, first_is(JobState::NeedsInput)).await;
+    tick_until_skipping(&world, &mut app, &clock).await;
+
+    world.add_issue(REPO_A, 2, "Keep working. [sim:hang]");
+    let second_runs = |jobs: &[Job]| {
+        jobs.iter()
+            .any(|j| j.issue.number == 2 && j.state == JobState::Running)
+    };
+    tick_at_until(&mut app, &clock, second_runs).await;
+    tick_partially_until_skipping(&world, &mut app, &clock).await;
+
+    clock.jump(59 * MINUTE);
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(!whole && moves.is_empty(), "before its turn timeout: {moves:?}");
+    clock.jump(2 * MINUTE);
+    let (whole, moves) = tick_once(&mut app, &clock).await;
+    assert!(whole, "its turn timeout came: the pass runs");
+    assert!(
+        moves.contains(&(JobState::Running, JobState::TimedOut)),
+        "{moves:?}"
+    );
+    let jobs = app.ledger().jobs().await.unwrap();
+    assert_eq!(jobs[0].state, JobState::NeedsInput, "{jobs:#?}");
+}
+
+/// One step of [`passes_over_what_changed_decide_as_whole_passes_over_fresh_reads`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// A new issue whose agent works until stopped (0), asks a person (1), or fails its first
+    /// turn and works on in its second (2).
+    Issue(u8),
+    /// A new issue (its agent works until stopped) arrives while T3 refuses every request: its
+    /// dispatch is deferred (a back-off), with nothing changed at T3.
+    IssueRefused,
+    /// The turn of the `k`-th thread T3 runs (by issue, modulo) ends: completed or failed.
+    Finish { k: usize, ok: bool },
+    /// The `k`-th thread T3 runs is deleted in T3.
+    Delete(usize),
+    /// Another handle on the ledger cancels the `k`-th running job (`afk jobs cancel`).
+    Cancel(usize),
+    /// Time passes (minutes): across turn, stall, answer and back-off deadlines.
+    Jump(u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..3).prop_map(Step::Issue),
+        Just(Step::IssueRefused),
+        (0usize..8, any::<bool>()).prop_map(|(k, ok)| Step::Finish { k, ok }),
+        (0usize..8).prop_map(Step::Delete),
+        (0usize..8).prop_map(Step::Cancel),
+        proptest::sample::select(vec![10u64, 20, 31]).prop_map(Step::Jump),
+    ]
+}
+
+/// One control plane over its own T3 stand-in and ledger, for the equivalence below.
+struct Plane {
+    world: World,
+    app: App,
+    clock: Clock,
+    /// The plane of reference: every cache of the ledger forgotten before each tick, and no
+    /// pass ever skipped or made partial.
+    reference: bool,
+    next_issue: u64,
+}
+
+impl Plane {
+    async fn new(reference: bool) -> Plane {
+        let mut world = World::new(Duration::from_millis(50)).await;
+        world.config.watch.push = true;
+        world.config.watch.turn_timeout = 30 * MINUTE;
+        world.config.watch.stall_timeout = 50 * MINUTE;
+        world.config.limits.answer_timeout = 20 * MINUTE;
+        world.config.limits.max_attempts = 2;
+        world.config.retry.initial = 10 * MINUTE;
+        world.config.retry.cap = 10 * MINUTE;
+        let mut plane = Plane {
+            app: world.app().await,
+            world,
+            clock: Clock::default(),
+            reference,
+            next_issue: 1,
+        };
+        if reference {
+            plane.app.control_plane().skip_quiet_passes(false);
+        }
+        for kind in [0, 0, 1] {
+            plane.add_issue(kind);
+        }
+        plane.settle().await;
+        plane
+    }
+
+    fn add_issue(&mut self, kind: u8) {
+        let body = match kind {
+            0 => "Keep working. [sim:hang]",
+            1 => "[sim:ask] Do it.",
+            _ => "Breaks once, then works. [sim:fail-times=1] [sim:hang]",
+        };
+        self.world.add_issue(REPO_A, self.next_issue, body);
+        self.next_issue += 1;
+    }
+
+    async fn tick(&mut self) -> Vec<(JobState, JobState)> {
+        if self.reference {
+            self.app.control_plane().forget_cached_ledger();
+        }
+        let report = self.app.tick(self.clock.now()).await.expect("a tick");
+        report.progress.iter().map(|p| (p.from, p.to)).collect()
+    }
+
+    /// Ticks until nothing is left to happen: T3 admitted every turn it accepted, the stream has
+    /// every event, and three ticks in a row recorded nothing while T3 changed nothing.
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut quiet = 0;
+        while quiet < 3 {
+            let sequence = self.world.sim.sequence();
+            let moves = self.tick().await;
+            let admitted = (self.world.sim.read_model().threads.iter())
+                .all(|t| t.deleted_at.is_some() || t.latest_turn.is_some() || t.session.is_none());
+            let caught_up = self.app.control_plane().stream_sequence() == Some(self.world.sim.sequence());
+            if moves.is_empty() && admitted && caught_up && sequence == self.world.sim.sequence() {
+                quiet += 1;
+            } else {
+                quiet = 0;
+            }
+            assert!(Instant::now() < deadline, "not settled within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The threads T3 runs now (not deleted, their turn running), by issue number.
+    async fn running_threads(&self) -> Vec<String> {
+        let mut live = self.app.ledger().watched_attempts().await.unwrap();
+        live.sort_by_key(|a| a.issue.number);
+        let model = self.world.sim.read_model();
+        live.into_iter()
+            .filter(|a| {
+                model.threads.iter().any(|t| {
+                    t.id.as_str() == a.thread_id.as_str()
+                        && t.deleted_at.is_none()
+                        && t.latest_turn
+                            .as_ref()
+                            .is_some_and(|turn| turn.completed_at.is_none())
+                })
+            })
+            .map(|a| a.thread_id.to_string())
+            .collect()
+    }
+
+    async fn apply(&mut self, step: &Step) {
+        match step {
+            Step::Issue(kind) => self.add_issue(*kind),
+            Step::IssueRefused => {
+                self.world.sim.set_faults(t3_sim::FaultPlan {
+                    error_rate: 1.0,
+                    ..t3_sim::FaultPlan::default()
+                });
+                self.add_issue(0);
+                self.tick().await;
+                self.world.sim.set_faults(t3_sim::FaultPlan::default());
+            }
+            Step::Finish { k, ok } => {
+                let threads = self.running_threads().await;
+                if let Some(thread) = threads.get(k % threads.len().max(1)) {
+                    let outcome = if *ok {
+                        TurnOutcome::Completed
+                    } else {
+                        TurnOutcome::Error("the agent broke".into())
+                    };
+                    self.world.sim.finish_turn(thread, outcome);
+                }
+            }
+            Step::Delete(k) => {
+                let threads = self.running_threads().await;
+                if let Some(thread) = threads.get(k % threads.len().max(1)) {
+                    let delete = serde_json::json!({
+                        "type": "thread.delete",
+                        "commandId": format!("test-delete-{thread}"),
+                        "threadId": thread,
+                    });
+                    let command = serde_json::from_value(delete).expect("a delete command");
+                    self.world.sim.apply_command(command).expect("deleted");
+                }
+            }
+            Step::Cancel(k) => {
+                let running = self.app.ledger().jobs_in(&[JobState::Running]).await.unwrap();
+                if !running.is_empty() {
+                    let number = running[k % running.len()].issue.number;
+                    let cancel = afk_core::Event::Cancel {
+                        reason: afk_core::CancelReason::ByHand,
+                    };
+                    let pick = |jobs: Vec<Job>| jobs.into_iter().find(|j| j.issue.number == number).unwrap();
+                    record_from_another_process(&self.world, pick, &cancel, self.clock.now()).await;
+                }
+            }
+            Step::Jump(minutes) => self.clock.jump(Duration::from_secs(*minutes * 60)),
+        }
+        self.settle().await;
+    }
+
+    /// Each job's issue, state and attempts, and the moves recorded for it, in order.
+    async fn ledger(&self) -> Vec<(u64, JobState, u32, Vec<(JobState, JobState)>)> {
+        let mut out = Vec::new();
+        for job in self.app.ledger().jobs().await.unwrap() {
+            let events = self.app.ledger().events(job.id).await.unwrap();
+            let moves = events.iter().map(|e| (e.from, e.to)).collect();
+            out.push((job.issue.number, job.state, job.attempts, moves));
+        }
+        out.sort_by_key(|(number, ..)| *number);
+        out
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 8,
+        max_shrink_iters: 8,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// What the passes over what changed (and the skipped ones, and the live attempts patched
+    /// with afk's own moves) decide is what whole passes over fresh reads decide: two control
+    /// planes, each over its own T3 and ledger, take the same random steps (threads finishing,
+    /// failing, deleted in T3, agents asking a person, new issues dispatched or their dispatch
+    /// deferred by a refusing T3, a job cancelled by
+    /// another handle, time passing across the turn, stall, answer and back-off deadlines);
+    /// after each step both have settled and their ledgers hold the same jobs in the same states
+    /// with the same moves. The reference forgets its caches before every tick and never skips
+    /// or narrows a pass. (Whether a move comes a tick earlier or later is not compared: the
+    /// stand-in's timing differs between the two worlds; what each step leads to is.)
+    #[test]
+    fn passes_over_what_changed_decide_as_whole_passes_over_fresh_reads(
+        steps in proptest::collection::vec(step(), 1..10),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut fast = Plane::new(false).await;
+            let mut reference = Plane::new(true).await;
+            assert_eq!(fast.ledger().await, reference.ledger().await, "at the start");
+            for (i, step) in steps.iter().enumerate() {
+                fast.apply(step).await;
+                reference.apply(step).await;
+                assert_eq!(
+                    fast.ledger().await,
+                    reference.ledger().await,
+                    "after step {i} of {steps:?}"
+                );
+            }
+            let plane = fast.app.control_plane();
+            eprintln!(
+                "passes: {} partial, {} skipped; reference: {} partial, {} skipped",
+                plane.partial_passes(),
+                plane.skipped_passes(),
+                reference.app.control_plane().partial_passes(),
+                reference.app.control_plane().skipped_passes(),
+            );
+            assert_eq!(reference.app.control_plane().partial_passes(), 0);
+        });
+    }
 }

@@ -128,18 +128,17 @@ pub(crate) async fn job_gate_at_review(
     Ok(job_overrun(finished, limits))
 }
 
-/// The earliest instant a running turn of `live` alone reaches its job's agent time budget (as
-/// last resolved for its repository), when [`stop_over_budget`] may first record anything: a
-/// tick that skips the watcher's pass skips that too, so it must not skip past this.
-pub(crate) fn turn_deadline(policies: &Policies, live: &[WatchedAttempt]) -> Option<DateTime<Utc>> {
-    live.iter()
-        .filter(|a| a.job_state == JobState::Running && a.state == AttemptState::Running)
-        .filter_map(|a| {
-            let limit = policies.budget(&a.issue.repo).job_agent_time?;
-            let after = chrono::Duration::from_std(limit.checked_add(a.input_waited)?).ok()?;
-            a.updated_at.checked_add_signed(after)
-        })
-        .min()
+/// The instant the running turn of `attempt` alone reaches its job's agent time budget (as last
+/// resolved for its repository), when [`stop_over_budget`] may first record anything for it
+/// (`None`: not running, or no budget): a tick that skips the watcher's pass skips that too, so
+/// it must not skip past this.
+pub(crate) fn turn_deadline(policies: &Policies, attempt: &WatchedAttempt) -> Option<DateTime<Utc>> {
+    if attempt.job_state != JobState::Running || attempt.state != AttemptState::Running {
+        return None;
+    }
+    let limit = policies.budget(&attempt.issue.repo).job_agent_time?;
+    let after = chrono::Duration::from_std(limit.checked_add(attempt.input_waited)?).ok()?;
+    attempt.updated_at.checked_add_signed(after)
 }
 
 /// Stops each running turn of `live` that alone ran past its job's agent time budget (as last
@@ -150,7 +149,7 @@ pub(crate) async fn stop_over_budget(
     recorder: &mut Recorder,
     policies: &Policies,
     fleet: &Fleet,
-    live: &[WatchedAttempt],
+    live: &[&WatchedAttempt],
     now: DateTime<Utc>,
 ) -> Result<bool, ControlError> {
     let mut recorded = false;

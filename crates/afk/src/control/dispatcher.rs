@@ -214,7 +214,7 @@ impl Dispatcher {
         recorder: &mut Recorder,
         policies: &Policies,
         fleet: &Fleet,
-        live: &[WatchedAttempt],
+        live: &[&WatchedAttempt],
         may_send: bool,
         clock: TickClock,
     ) -> Result<(), ControlError> {

@@ -26,6 +26,7 @@ pub mod commands;
 pub mod dispatcher;
 mod follow;
 mod intake;
+mod live;
 mod record;
 mod reporter;
 pub mod waiting;
@@ -516,27 +517,24 @@ impl ControlPlane {
         let budgets = self.policies.budget_generation();
         let pass = self.watcher.plan(&view, &live, !to_stop.is_empty(), budgets, now);
         let skip = pass == watcher::Pass::Skip;
+        // The attempts this tick visits: all, none, or the changed ones (looked up by job).
+        let visited: Vec<&afk_ledger::WatchedAttempt> = match &pass {
+            watcher::Pass::Whole => live.iter().collect(),
+            watcher::Pass::Changed(jobs) => jobs.iter().filter_map(|job| live.get(job)).collect(),
+            watcher::Pass::Skip => Vec::new(),
+        };
         // Whether the pass runs on the view as read, not on a snapshot that replaced it.
         let (fleet, as_read) = if pass != watcher::Pass::Whole {
             // No visited thread is missing (`Watcher::plan`): nothing to confirm.
             (view, true)
         } else {
-            let Some(fleet) = self.watcher.confirmed(view.clone(), &live, &to_stop).await else {
+            let Some(fleet) = self.watcher.confirmed(view.clone(), &visited, &to_stop).await else {
                 return Ok(true);
             };
             let as_read = std::sync::Arc::ptr_eq(&view, &fleet);
             // Held no longer than needed: the stream's task copies a view someone still holds.
             drop(view);
             (fleet, as_read)
-        };
-        // The attempts this tick visits: all, none, or the changed threads' (copied: a few).
-        let changed: Vec<afk_ledger::WatchedAttempt> = match &pass {
-            watcher::Pass::Changed(visit) => visit.iter().map(|&i| live[i].clone()).collect(),
-            _ => Vec::new(),
-        };
-        let visited: &[afk_ledger::WatchedAttempt] = match &pass {
-            watcher::Pass::Whole => &live,
-            _ => &changed,
         };
         if let (Some(status), false) = (&self.status, skip) {
             status.saw_worktrees(visited.iter().filter_map(|a| {
@@ -550,7 +548,7 @@ impl ControlPlane {
             let whole = pass == watcher::Pass::Whole;
             let mut recorded = self
                 .watcher
-                .watch(&mut self.recorder, &fleet, visited, whole, now)
+                .watch(&mut self.recorder, &fleet, &visited, whole, now)
                 .await?;
             // After a restart, the budgets the running jobs' AFK.md sets (once per repository).
             // (Those still pending were asked again at the start of this tick.)
@@ -567,7 +565,7 @@ impl ControlPlane {
             self.load_budgets(repos).await;
             // A turn that alone ran past its job's agent time budget is stopped ([budget]).
             recorded |=
-                budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, visited, now).await?;
+                budget::stop_over_budget(&mut self.recorder, &self.policies, &fleet, &visited, now).await?;
             recorded
         };
         // A timeout the watcher just recorded adds a thread to stop: read them again then.
@@ -587,28 +585,23 @@ impl ControlPlane {
             .await?;
         self.watcher.settle(&mut self.recorder, &stopping, now).await?;
         let may_send = self.waits.may_try(Topic::T3Operate, now);
-        // A skipped or partial tick has no dispatch to resume: a pass is only skipped (or made
-        // partial) when every dispatching attempt waits out a back-off that has not passed.
-        let resumable: &[afk_ledger::WatchedAttempt] = if pass == watcher::Pass::Whole { &live } else { &[] };
+        // Only the visited dispatches are resumed: a pass is only skipped (or made partial) when
+        // every dispatching attempt left out waits out a back-off that has not passed (its end is
+        // the quiet base's deadline); a changed one (a dispatch just deferred) is visited.
         self.dispatcher
             .resume(
                 &mut self.recorder,
                 &self.policies,
                 &fleet,
-                resumable,
+                &visited,
                 may_send,
                 clock,
             )
             .await?;
         if !skip {
             // A partial visit's other deadlines (dispatch back-offs, budgets) are its base's:
-            // the live attempts are the same read, and the budgets the same generation.
-            let also_until = if pass == watcher::Pass::Whole {
-                dispatching_until(&live, now)
-                    .map(|until| watcher::earliest(until, budget::turn_deadline(&self.policies, &live)))
-            } else {
-                Ok(None)
-            };
+            // the attempts left out are unchanged, and the budgets the same generation.
+            let also_until = other_deadlines(&self.policies, &visited, now);
             self.watcher.pass_was_quiet(
                 &fleet,
                 as_read,
@@ -780,21 +773,28 @@ impl ControlPlane {
     }
 }
 
-/// The earliest instant at which a dispatching attempt of `live` is to be resumed, while none is
-/// due at `now` (`None`: none waits); `Err` when one is due now (its resumption may need the
-/// next tick too, so no tick is skipped).
-fn dispatching_until(
-    live: &[afk_ledger::WatchedAttempt],
+/// Per attempt of `visited` (by job), the earliest instant at which the tick's steps besides
+/// the watcher's could act on it with nothing changed: a dispatching attempt's resumption (its
+/// back-off's end) and a running turn's budget stop ([`budget::turn_deadline`]); `Err` when a
+/// dispatch is due now (its resumption may need the next tick too, so no tick is skipped).
+fn other_deadlines(
+    policies: &Policies,
+    visited: &[&afk_ledger::WatchedAttempt],
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, ()> {
-    let mut until = None;
-    for attempt in live.iter().filter(|a| a.job_state == JobState::Dispatching) {
-        match attempt.job_not_before {
-            Some(at) if at > now => until = watcher::earliest(until, Some(at)),
-            _ => return Err(()),
+) -> Result<Vec<(JobId, DateTime<Utc>)>, ()> {
+    let mut deadlines = Vec::new();
+    for attempt in visited {
+        if attempt.job_state == JobState::Dispatching {
+            match attempt.job_not_before {
+                Some(at) if at > now => deadlines.push((attempt.job_id, at)),
+                _ => return Err(()),
+            }
+        }
+        if let Some(at) = budget::turn_deadline(policies, attempt) {
+            deadlines.push((attempt.job_id, at));
         }
     }
-    Ok(until)
+    Ok(deadlines)
 }
 
 /// Why [`ControlPlane::run`] returned.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use afk_core::{apply, Event, JobId, JobState, RetryPolicy, Transition};
 use afk_ledger::{
-    Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedAttempt, WatchedChanges,
-    WatchedMoves,
+    Attempt, Job, Ledger, LedgerChanges, LedgerError, NewAttempt, WatchedChanges, WatchedMoves,
 };
 use afk_secrets::redact::scrub;
 use chrono::{DateTime, Utc};
 
+use super::live::LiveAttempts;
 use super::{ControlError, Progress};
 
 /// `event` with every secret value afk holds (and every credential form) removed from the outside
@@ -64,6 +64,8 @@ pub(crate) struct Recorder {
     /// while the ledger's count of changes to them reads what it expects: see
     /// [`Recorder::watched_attempts`].
     watched: Option<Watched>,
+    /// The last version handed to [`LiveAttempts`] (never reused: a version names its attempts).
+    versions: u64,
     /// How many times the live attempts were read from the ledger.
     watched_reads: u64,
     /// How many times the live attempts of the jobs this recorder just wrote were read from the
@@ -90,6 +92,7 @@ impl Recorder {
             retry,
             progress: Vec::new(),
             watched: None,
+            versions: 0,
             watched_reads: 0,
             watched_patch_reads: 0,
             patching: true,
@@ -492,10 +495,11 @@ impl Recorder {
     /// writes) and put in place of the cached ones. So a quiet tick over a large fleet reads one
     /// row, and a tick after this recorder's transitions one row and what it wrote; any other
     /// writer moves the count past what is expected and the next call reads everything again.
-    /// The same `Arc` (by [`Arc::ptr_eq`]) is returned for as long as the live attempts are
-    /// unchanged, re-reads and patches included: a new one means a transition was recorded
-    /// since, or the ledger changed.
-    pub(crate) async fn watched_attempts(&mut self) -> Result<Arc<Vec<WatchedAttempt>>, ControlError> {
+    /// The same version ([`LiveAttempts::version`]) is returned for as long as the live attempts
+    /// are unchanged, re-reads and patches included: a new one means a transition was recorded
+    /// since, or the ledger changed; after a patch, [`LiveAttempts::changed_since`] names the
+    /// jobs whose entries it changed. A copy costs O(1), a patch of k jobs O(k log n).
+    pub(crate) async fn watched_attempts(&mut self) -> Result<LiveAttempts, ControlError> {
         // Read before the attempts: a read that follows holds every change counted so far, so a
         // change made in between only costs one more read, never a missed one. Both counts in one
         // read: the second says whether the tick's other reads may be reused.
@@ -518,7 +522,14 @@ impl Recorder {
                 self.watched_patch_reads += 1;
                 match self.ledger.watched_attempts_of(&cached.written).await {
                     Ok(fresh) => {
-                        let live = spliced(&cached.live, &cached.written, fresh);
+                        let live = match cached.live.patched(&cached.written, fresh, self.versions + 1) {
+                            Some(patched) => {
+                                self.versions += 1;
+                                patched
+                            }
+                            // Nothing they return changed: the same version.
+                            None => cached.live,
+                        };
                         self.watched = Some(Watched {
                             live: live.clone(),
                             expected: changes,
@@ -543,11 +554,14 @@ impl Recorder {
                 return Err(error.into());
             }
         };
-        // A re-read that finds what was cached keeps the cached read itself: the watcher then
-        // knows, by identity, that the ledger changed nothing it watches.
+        // A re-read that finds what was cached keeps the cached version: the watcher then
+        // knows that the ledger changed nothing it watches.
         let live = match self.watched.take() {
-            Some(cached) if *cached.live == read => cached.live,
-            _ => Arc::new(read),
+            Some(cached) if cached.live.holds(&read) => cached.live,
+            _ => {
+                self.versions += 1;
+                LiveAttempts::read(read, self.versions)
+            }
         };
         self.watched = Some(Watched {
             live: live.clone(),
@@ -606,44 +620,10 @@ const PATCH_AT_LEAST: usize = 64;
 /// recorder wrote since, and the count of changes ([`afk_ledger::Changes::watched`]) under which
 /// `live` with those jobs' entries read again is what the ledger holds.
 struct Watched {
-    live: Arc<Vec<WatchedAttempt>>,
+    live: LiveAttempts,
     expected: WatchedChanges,
     /// The jobs written since `live` was read or patched (a job may come more than once).
     written: Vec<JobId>,
-}
-
-/// `live` (ordered by job id, one entry per job at most, as [`Ledger::watched_attempts`] reads
-/// it) with the entries of `jobs` replaced by `fresh` (their live attempts as read now, ordered
-/// by job id): what that read would return now, when only `jobs` changed. `live` itself when
-/// the entries of `jobs` are unchanged, so that identity still says "nothing changed".
-fn spliced(
-    live: &Arc<Vec<WatchedAttempt>>,
-    jobs: &[JobId],
-    fresh: Vec<WatchedAttempt>,
-) -> Arc<Vec<WatchedAttempt>> {
-    let mut jobs = jobs.to_vec();
-    jobs.sort_unstable();
-    jobs.dedup();
-    let written = |job: &JobId| jobs.binary_search(job).is_ok();
-    let old: Vec<&WatchedAttempt> = (jobs.iter())
-        .filter_map(|job| {
-            let at = live.binary_search_by_key(job, |a| a.job_id).ok()?;
-            Some(&live[at])
-        })
-        .collect();
-    if old.len() == fresh.len() && old.iter().zip(&fresh).all(|(a, b)| *a == b) {
-        return live.clone();
-    }
-    let mut out = Vec::with_capacity(live.len() + fresh.len() - old.len());
-    let mut fresh = fresh.into_iter().peekable();
-    for kept in live.iter().filter(|a| !written(&a.job_id)) {
-        while let Some(new) = fresh.next_if(|new| new.job_id < kept.job_id) {
-            out.push(new);
-        }
-        out.push(kept.clone());
-    }
-    out.extend(fresh);
-    Arc::new(out)
 }
 
 /// The reads of a tick besides the live attempts, each with the count of changes to jobs and
@@ -773,7 +753,7 @@ mod tests {
         let reads = recorder.watched_reads();
         let cached = recorder.watched_attempts().await.unwrap();
         let fresh = ledger.watched_attempts().await.unwrap();
-        assert_eq!(*cached, fresh, "after {after}");
+        assert!(cached.holds(&fresh), "after {after}: {fresh:#?}");
         recorder.watched_reads() == reads
     }
 
@@ -930,9 +910,10 @@ mod tests {
             .unwrap();
         assert!(cache_is_fresh(&mut recorder, &ledger, "an answer without a move").await);
         let after = recorder.watched_attempts().await.unwrap();
-        assert!(
-            Arc::ptr_eq(&before, &after),
-            "nothing watched changed: the same read"
+        assert_eq!(
+            before.version(),
+            after.version(),
+            "nothing watched changed: the same version"
         );
         let stop = Event::Cancel {
             reason: afk_core::CancelReason::StoppedByCommand,
@@ -1101,7 +1082,7 @@ mod tests {
         // Written, but its answer could not be read: the batch says so its own way.
         let _ = recorder.record_all(&batch).await;
         let live = recorder.watched_attempts().await.unwrap();
-        assert_eq!(*live, ledger.watched_attempts().await.unwrap());
+        assert!(live.holds(&ledger.watched_attempts().await.unwrap()));
         assert_eq!(live.len(), 1, "the started attempt is watched");
         ledger.close().await;
     }
@@ -1134,57 +1115,6 @@ mod tests {
             .execute(&mut admin)
             .await
             .unwrap();
-    }
-
-    fn watched(job: i64, tag: u8) -> WatchedAttempt {
-        WatchedAttempt {
-            job_id: JobId(job),
-            issue: IssueKey {
-                repo: Repo::new("acme/api").unwrap(),
-                number: job as u64,
-            },
-            job_state: JobState::Running,
-            job_not_before: None,
-            attempt_id: afk_core::AttemptId(job * 10 + i64::from(tag)),
-            number: afk_core::AttemptNo(1),
-            state: afk_core::AttemptState::Running,
-            thread_id: t3_client::ids::ThreadId::new(format!("t-{job}-{tag}")).unwrap(),
-            updated_at: DateTime::<Utc>::UNIX_EPOCH,
-            input_wait_since: None,
-            input_waited: std::time::Duration::ZERO,
-            follow_up_at: None,
-        }
-    }
-
-    proptest::proptest! {
-        /// `spliced` is the model "the old entries of other jobs, and the fresh ones, by job id",
-        /// and the very same read when the written jobs' entries did not change.
-        #[test]
-        fn a_splice_is_the_read_with_the_written_jobs_entries_replaced(
-            live_jobs in proptest::collection::btree_set(0i64..60, 0..40),
-            written in proptest::collection::vec(0i64..60, 0..20),
-            fresh_jobs in proptest::collection::btree_set(0i64..60, 0..20),
-            tag in 0u8..2,
-        ) {
-            let live = Arc::new(live_jobs.iter().map(|&j| watched(j, 0)).collect::<Vec<_>>());
-            let ids: Vec<JobId> = written.iter().map(|&j| JobId(j)).collect();
-            // The fresh read holds only written jobs (that is what it reads).
-            let fresh: Vec<WatchedAttempt> = (fresh_jobs.iter())
-                .filter(|j| written.contains(j))
-                .map(|&j| watched(j, tag))
-                .collect();
-            let mut model: Vec<WatchedAttempt> = (live.iter())
-                .filter(|a| !written.contains(&a.job_id.0))
-                .cloned()
-                .chain(fresh.iter().cloned())
-                .collect();
-            model.sort_by_key(|a| a.job_id);
-            let unchanged = fresh.len() == live.iter().filter(|a| written.contains(&a.job_id.0)).count()
-                && fresh.iter().all(|f| live.contains(f));
-            let out = spliced(&live, &ids, fresh);
-            proptest::prop_assert_eq!(&*out, &model);
-            proptest::prop_assert_eq!(Arc::ptr_eq(&out, &live), unchanged);
-        }
     }
 
     /// The log lines written while the returned guard lives (this thread: a current-thread test).

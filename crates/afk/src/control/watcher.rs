@@ -6,7 +6,7 @@
 //! The decisions are the plain functions [`thread_event`] and [`stop_step`]; the [`Watcher`]
 //! reads T3 and the ledger, asks them, records through the recorder and sends the stops.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use t3_client::wire::{PendingRequest, SessionStatus, ShellWaits, Timestamp};
 use t3_client::{CommandId, Fleet, ShellFeed, T3Client, T3Error, ThreadId, ThreadState};
 use tracing::Instrument;
 
+use super::live::LiveAttempts;
 use super::record::Recorder;
 use super::{job_span, ControlError, Timeouts};
 
@@ -340,6 +341,14 @@ impl Absence {
 }
 
 impl StallTracker {
+    /// Forgets all it remembers of `thread`, whose attempt is no longer live (or has another
+    /// thread now): what the whole pass's sweep does for the threads it does not visit.
+    fn forget(&mut self, thread: &ThreadId) {
+        self.seen.remove(thread);
+        self.absent.remove(thread);
+        self.warned_unreadable.forget(thread);
+    }
+
     /// Notes that afk's thread `thread` cannot be read (`reason`): warned once per reason. Its
     /// absence and stall clocks stop: it is not missing, and its changes cannot be seen.
     fn unreadable(&mut self, thread: &ThreadId, reason: &str) {
@@ -409,7 +418,14 @@ fn sighting(
         ThreadState::Starting | ThreadState::Running if purpose == Purpose::Watch => {
             stalls.observe(id, thread.updated_at, now)
         }
-        _ => Duration::ZERO,
+        _ => {
+            if purpose == Purpose::Watch {
+                // Not working: its stall clock ends here (the whole pass's sweep would drop it;
+                // a pass over the changed threads only does not sweep).
+                stalls.seen.remove(id);
+            }
+            Duration::ZERO
+        }
     };
     Sighting::Seen {
         state,
@@ -460,11 +476,16 @@ pub(crate) struct Watcher {
     partial_base: Option<QuietPass>,
     /// How many attempts the passes visited so far (for tests and benchmarks).
     visited: u64,
+    /// The deadlines of the passes since the last whole one, per job: the quiet base's `until`
+    /// is the earliest.
+    deadlines: Deadlines,
+    /// The jobs a pass over what changed visits or saw change (their deadlines are replaced by
+    /// what it finds), until [`Watcher::pass_was_quiet`].
+    partial_jobs: Vec<JobId>,
     /// How many passes visited only the attempts of changed threads so far.
     partial: u64,
-    /// The live attempts by thread, made the first time a tick visits only changed threads, for
-    /// as long as the live attempts are that read (a weak reference: the read itself is not
-    /// kept alive, and its address is not reused while this is held).
+    /// The live attempts by thread, made by the first quiet pass over a full read of them and
+    /// patched since with what changed ([`LiveAttempts::changed_since`]).
     index: Option<LiveIndex>,
     /// How many times `index` was made.
     index_builds: u64,
@@ -473,21 +494,70 @@ pub(crate) struct Watcher {
 }
 
 /// What a [`Watcher::watch`] pass decided, for knowing whether the next one may be skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PassOutcome {
-    /// It recorded something, or left something for later that may be decided differently
-    /// without any change (a thread missing, a detail that could not be read, a recording the
-    /// ledger refused): the next pass must run.
+    /// It left something for later that may be decided differently without any change (a
+    /// thread missing, a detail that could not be read, a recording the ledger refused, a
+    /// timeout not concluded): the next pass must run whole.
     Busy,
-    /// It decided nothing, and nothing can be decided before `until` (the earliest turn, stall
-    /// or answer deadline it met; `None`: no deadline at all) unless T3's view or the live
-    /// attempts change.
-    Quiet { until: Option<DateTime<Utc>> },
+    /// It decided nothing but the moves it recorded, on the jobs of `recorded` (visited again by
+    /// the next pass: their entries change with the move), and nothing else can be decided
+    /// before `until` (the earliest turn, stall or answer deadline it met; `None`: no deadline
+    /// at all) unless T3's view or the live attempts change.
+    Quiet {
+        deadlines: Vec<(JobId, DateTime<Utc>)>,
+        recorded: Vec<JobId>,
+    },
 }
 
-/// A pass that decided nothing on the shell stream's view: while the stream shows the same
-/// sequence, the live attempts are the same read and `now` is before `until`, a new pass would
-/// visit the same threads with the same inputs and decide nothing again.
+/// The deadlines the passes met, per job: the earliest instant at which each visited attempt
+/// could call for something with nothing changed. Kept per job so that a pass over what changed
+/// replaces its attempts' deadlines (an attempt that moved no longer holds its old one), and the
+/// earliest of all is at hand (O(log n)).
+#[derive(Debug, Default)]
+struct Deadlines {
+    of: HashMap<JobId, DateTime<Utc>>,
+    order: BTreeSet<(DateTime<Utc>, JobId)>,
+}
+
+impl Deadlines {
+    /// Notes `at` for `job`, unless it already has an earlier one.
+    fn note(&mut self, job: JobId, at: DateTime<Utc>) {
+        match self.of.get(&job) {
+            Some(&held) if held <= at => {}
+            held => {
+                if let Some(&held) = held {
+                    self.order.remove(&(held, job));
+                }
+                self.of.insert(job, at);
+                self.order.insert((at, job));
+            }
+        }
+    }
+
+    /// Forgets `job`'s deadline.
+    fn forget(&mut self, job: JobId) {
+        if let Some(held) = self.of.remove(&job) {
+            self.order.remove(&(held, job));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.of.clear();
+        self.order.clear();
+    }
+
+    /// The earliest deadline of all.
+    fn earliest(&self) -> Option<DateTime<Utc>> {
+        self.order.first().map(|(at, _)| *at)
+    }
+}
+
+/// A pass that decided nothing (but the moves it recorded) on the shell stream's view: while the
+/// stream shows the same sequence, the live attempts are the same version, it recorded nothing
+/// and `now` is before `until`, a new pass would visit the same threads with the same inputs and
+/// decide nothing again; while only some threads, live attempts or recorded jobs changed, only
+/// theirs would differ.
 #[derive(Debug, Clone)]
 struct QuietPass {
     sequence: u64,
@@ -495,7 +565,11 @@ struct QuietPass {
     /// snapshot after a reconnect, say from a T3 that restarted its sequence) bumps it even at
     /// the same sequence.
     bumps: Option<u64>,
-    live: Arc<Vec<WatchedAttempt>>,
+    /// The version of the live attempts it watched ([`LiveAttempts::version`]).
+    live: u64,
+    /// The jobs whose moves it recorded: visited by the next pass whatever else changed.
+    recorded: Vec<JobId>,
+    /// The earliest deadline the passes since the last whole one met ([`Deadlines`]).
     until: Option<DateTime<Utc>>,
     /// [`crate::policy::Policies::budget_generation`] then: a budget lowered since moves the
     /// deadline of the pass's budget stop (`budget::turn_deadline`).
@@ -505,17 +579,21 @@ struct QuietPass {
     replacements: Option<u64>,
 }
 
-/// A read of the live attempts (held weakly) and its attempts' indexes by thread.
-type LiveIndex = (std::sync::Weak<Vec<WatchedAttempt>>, HashMap<ThreadId, usize>);
+/// The live attempts (a copy: O(1), sharing the recorder's) and their jobs by thread.
+struct LiveIndex {
+    of: LiveAttempts,
+    by_thread: HashMap<ThreadId, JobId>,
+}
 
 /// What a tick's pass over the live attempts visits: see [`Watcher::plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Pass {
     /// Nothing: nothing changed since a pass that decided nothing, and no deadline has come.
     Skip,
-    /// Only these attempts (indexes into the live attempts): their threads are the only ones T3
-    /// changed since a pass that decided nothing, and no deadline has come.
-    Changed(Vec<usize>),
+    /// Only the live attempts of these jobs (ordered, each once): the only ones whose threads T3
+    /// changed, whose entries the ledger changed, or whose moves were recorded, since a pass
+    /// that decided nothing else, and no deadline has come.
+    Changed(Vec<JobId>),
     /// Every live attempt.
     Whole,
 }
@@ -539,6 +617,8 @@ impl Watcher {
             view_replacements: None,
             partial_base: None,
             visited: 0,
+            deadlines: Deadlines::default(),
+            partial_jobs: Vec::new(),
             partial: 0,
             index: None,
             index_builds: 0,
@@ -549,15 +629,19 @@ impl Watcher {
     /// What the pass over `live` on `view` (read at `now`, with no thread to stop) must visit:
     ///
     /// - [`Pass::Skip`] when the view is the shell stream's at the same sequence as a pass that
-    ///   decided nothing (T3 changed nothing since), `live` is the very read that pass watched
-    ///   (the ledger changed nothing afk watches), and `now` is before the earliest deadline that
-    ///   pass met (counted: [`Watcher::skipped_passes`]);
-    /// - [`Pass::Changed`] in the same case but for a view that moved on: the attempts of the
-    ///   threads T3's events changed since ([`ShellFeed::threads_changed`]), when the stream can
-    ///   tell them and none of them is missing, deleted or unreadable in `view` (judged only on
-    ///   the whole pass, which confirms absences against T3's snapshot);
-    /// - [`Pass::Whole`] otherwise (polling, a snapshot that replaced the view, a ledger change,
-    ///   a deadline come, a thread being stopped).
+    ///   decided nothing (T3 changed nothing since), `live` is the very version that pass watched
+    ///   (the ledger changed nothing afk watches), that pass recorded nothing, and `now` is
+    ///   before the earliest deadline that pass met (counted: [`Watcher::skipped_passes`]);
+    /// - [`Pass::Changed`] in the same case but for what moved since: the attempts of the
+    ///   threads T3's events changed ([`ShellFeed::threads_changed`]), of the jobs whose live
+    ///   attempt the ledger changed ([`LiveAttempts::changed_since`]: afk's own moves, patched
+    ///   in by the recorder) and of the jobs that pass recorded a move of, when the stream and
+    ///   the live attempts can tell them and none of their threads is missing, deleted or
+    ///   unreadable in `view` (judged only on the whole pass, which confirms absences against
+    ///   T3's snapshot). What is remembered of the threads of attempts gone since is forgotten,
+    ///   as the whole pass would;
+    /// - [`Pass::Whole`] otherwise (polling, a snapshot that replaced the view, another writer's
+    ///   change to the ledger, a deadline come, a thread being stopped).
     ///
     /// Every attempt left out would get from [`thread_event`], [`wait_event`] and [`stop_step`]
     /// the same inputs as at that quiet pass, and so the same "nothing": only what is visited
@@ -565,49 +649,72 @@ impl Watcher {
     pub(crate) fn plan(
         &mut self,
         view: &Fleet,
-        live: &Arc<Vec<WatchedAttempt>>,
+        live: &LiveAttempts,
         stopping_any: bool,
         budgets: u64,
         now: DateTime<Utc>,
     ) -> Pass {
         // A base left by a tick that failed before it ended is stale.
         self.partial_base = None;
+        self.partial_jobs.clear();
         let quiet = self.quiet.take().filter(|quiet| {
             self.may_skip_passes
                 && !stopping_any
                 && self.is_following_stream()
                 && view.shows_waits()
-                && Arc::ptr_eq(&quiet.live, live)
                 && quiet.budgets == budgets
                 && quiet.until.is_none_or(|until| now < until)
         });
         let Some(quiet) = quiet else {
             return Pass::Whole;
         };
-        if quiet.sequence == view.sequence() && quiet.bumps == self.view_bumps {
+        // Unknown after a full read that found a change (another writer) or too many patches.
+        let Some(changed_jobs) = live.changed_since(quiet.live) else {
+            return Pass::Whole;
+        };
+        let same_view = quiet.sequence == view.sequence() && quiet.bumps == self.view_bumps;
+        if same_view && changed_jobs.is_empty() && quiet.recorded.is_empty() {
             self.skipped += 1;
             self.quiet = Some(quiet);
             return Pass::Skip;
         }
-        let changed = match (&self.feed, quiet.replacements) {
-            (Some(feed), Some(replacements)) => {
-                feed.threads_changed(replacements, quiet.sequence, view.sequence())
-            }
-            _ => None,
+        let changed_threads = if same_view {
+            Vec::new()
+        } else {
+            let changed = match (&self.feed, quiet.replacements) {
+                (Some(feed), Some(replacements)) => {
+                    feed.threads_changed(replacements, quiet.sequence, view.sequence())
+                }
+                _ => None,
+            };
+            let Some(changed) = changed else {
+                return Pass::Whole;
+            };
+            changed
         };
-        let Some(changed) = changed else {
+        // Made when the quiet pass ended (`Watcher::pass_was_quiet`) and patched here with what
+        // changed since; made anew only if it was not (then what is gone is not known).
+        let Some(gone) = self.index_live(live) else {
             return Pass::Whole;
         };
-        // Made when the quiet pass ended (`Watcher::pass_was_quiet`); here only if it was not.
-        self.index_live(live);
-        let Some((_, index)) = &self.index else {
+        for thread in &gone {
+            self.stalls.forget(thread);
+            self.unconfirmed.forget(thread);
+        }
+        let Some(index) = &self.index else {
             return Pass::Whole;
         };
-        let mut visit: Vec<usize> = changed.iter().filter_map(|t| index.get(t).copied()).collect();
-        visit.sort_unstable();
-        visit.dedup();
-        let unsure = visit.iter().any(|&i| {
-            let thread = &live[i].thread_id;
+        let mut jobs: BTreeSet<JobId> = (changed_threads.iter())
+            .filter_map(|t| index.by_thread.get(t).copied())
+            .chain(changed_jobs)
+            .chain(quiet.recorded.iter().copied())
+            .collect();
+        // Their deadlines are replaced by what the visit finds; those gone have none.
+        self.partial_jobs = jobs.iter().copied().collect();
+        jobs.retain(|job| live.get(job).is_some());
+        let visit = jobs;
+        let unsure = visit.iter().filter_map(|job| live.get(job)).any(|attempt| {
+            let thread = &attempt.thread_id;
             fleet_lacks(view, thread) || view.unreadable(thread).is_some()
         });
         if unsure {
@@ -615,38 +722,48 @@ impl Watcher {
         }
         self.partial += 1;
         self.partial_base = Some(quiet);
-        Pass::Changed(visit)
+        Pass::Changed(visit.into_iter().collect())
     }
 
     /// Notes how the tick that just ran its pass over `live` on `view` ended: when the pass
-    /// decided nothing, ran on the stream's own view, nothing was being stopped and nothing else
-    /// in the tick waits on time before `also_until` (`Err`: something does now), the next ticks
-    /// may skip it, or visit only what changed ([`Watcher::plan`]).
+    /// decided nothing but moves it recorded, ran on the stream's own view, nothing was being
+    /// stopped and nothing else in the tick waits on time (`also`: the other steps' deadlines of
+    /// the attempts visited, by job; `Err`: something is due now), the next ticks may skip it, or
+    /// visit only what changed ([`Watcher::plan`]), until the earliest deadline met.
     pub(crate) fn pass_was_quiet(
         &mut self,
         view: &Fleet,
         on_stream_view: bool,
-        live: &Arc<Vec<WatchedAttempt>>,
+        live: &LiveAttempts,
         stopping_any: bool,
-        also_until: Result<Option<DateTime<Utc>>, ()>,
+        also: Result<Vec<(JobId, DateTime<Utc>)>, ()>,
         budgets: u64,
     ) {
-        // A visit of the changed threads only: the deadlines of the others stand (possibly
-        // earlier than needed, never later: a pass then runs early and decides nothing).
         let base = self.partial_base.take();
-        self.quiet = match (self.last_pass, also_until) {
-            (PassOutcome::Quiet { until }, Ok(also))
+        let visited_jobs = std::mem::take(&mut self.partial_jobs);
+        let outcome = std::mem::replace(&mut self.last_pass, PassOutcome::Busy);
+        self.quiet = match (outcome, also) {
+            (PassOutcome::Quiet { deadlines, recorded }, Ok(also))
                 if on_stream_view && !stopping_any && self.is_following_stream() && view.shows_waits() =>
             {
-                let until = earliest(until, also);
+                if base.is_some() {
+                    // A visit of what changed: the deadlines of the others stand; those of the
+                    // jobs visited or gone are replaced by what it found.
+                    for job in visited_jobs {
+                        self.deadlines.forget(job);
+                    }
+                } else {
+                    self.deadlines.clear();
+                }
+                for (job, at) in deadlines.into_iter().chain(also) {
+                    self.deadlines.note(job, at);
+                }
                 Some(QuietPass {
                     sequence: view.sequence(),
                     bumps: self.view_bumps,
-                    live: live.clone(),
-                    until: match &base {
-                        Some(base) => earliest(base.until, until),
-                        None => until,
-                    },
+                    live: live.version(),
+                    recorded,
+                    until: self.deadlines.earliest(),
                     budgets,
                     replacements: self.view_replacements,
                 })
@@ -654,28 +771,54 @@ impl Watcher {
             _ => None,
         };
         if self.quiet.is_some() {
-            // Now, on the tick that already walked them all (a whole pass after a re-read), not
-            // on the next tick that visits a changed thread, which then costs what changed.
+            // Now, on the tick that already walked them all (a whole pass after a full read), or
+            // patched with what changed, not on the next tick that visits a changed thread,
+            // which then costs what changed.
             self.index_live(live);
+        } else if (self.index.as_ref()).is_some_and(|index| live.changed_since(index.of.version()).is_none())
+        {
+            // An index that can no longer be patched holds an old read alive: dropped.
+            self.index = None;
         }
     }
 
-    /// Indexes `live` by thread unless the index is already of that very read: once per read of
-    /// the live attempts, so that a pass visiting only changed threads costs what changed.
-    fn index_live(&mut self, live: &Arc<Vec<WatchedAttempt>>) {
-        if self
-            .index
-            .as_ref()
-            .is_none_or(|(of, _)| std::sync::Weak::as_ptr(of) != Arc::as_ptr(live))
-        {
+    /// Brings the index of the live attempts by thread to `live`: patched with the jobs changed
+    /// since the read it indexes, or made anew (counted) when those are not known or are many.
+    /// The threads whose attempt is gone or has another thread since, when patched; `None` when
+    /// made anew.
+    fn index_live(&mut self, live: &LiveAttempts) -> Option<Vec<ThreadId>> {
+        let changed = (self.index.as_ref())
+            .and_then(|index| live.changed_since(index.of.version()))
+            .filter(|jobs| jobs.len() <= (live.len() / 4).max(64));
+        let (Some(index), Some(changed)) = (self.index.as_mut(), changed) else {
             self.index_builds += 1;
             let by_thread = live
                 .iter()
-                .enumerate()
-                .map(|(i, attempt)| (attempt.thread_id.clone(), i))
+                .map(|attempt| (attempt.thread_id.clone(), attempt.job_id))
                 .collect();
-            self.index = Some((Arc::downgrade(live), by_thread));
+            self.index = Some(LiveIndex {
+                of: live.clone(),
+                by_thread,
+            });
+            return None;
+        };
+        let mut gone = Vec::new();
+        for job in &changed {
+            let (old, new) = (index.of.get(job), live.get(job));
+            if let Some(old) = old {
+                if new.is_none_or(|new| new.thread_id != old.thread_id) {
+                    index.by_thread.remove(&old.thread_id);
+                    gone.push(old.thread_id.clone());
+                }
+            }
         }
+        for job in &changed {
+            if let Some(new) = live.get(job) {
+                index.by_thread.insert(new.thread_id.clone(), *job);
+            }
+        }
+        index.of = live.clone();
+        Some(gone)
     }
 
     /// How many times the live attempts were indexed by thread (for tests and benchmarks).
@@ -786,7 +929,7 @@ impl Watcher {
     pub(crate) async fn confirmed(
         &self,
         view: Arc<Fleet>,
-        live: &[WatchedAttempt],
+        live: &[&WatchedAttempt],
         to_stop: &[(Job, Attempt)],
     ) -> Option<Arc<Fleet>> {
         if !self.is_following_stream() || !lacks_any(&view, live, to_stop) {
@@ -810,20 +953,23 @@ impl Watcher {
         &mut self,
         recorder: &mut Recorder,
         fleet: &Fleet,
-        live: &[WatchedAttempt],
+        live: &[&WatchedAttempt],
         whole: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, ControlError> {
+        // Until this pass ends: a pass cut short by an error leaves no quiet base.
+        self.last_pass = PassOutcome::Busy;
         if whole {
             self.stalls.pass += 1;
         }
         self.visited += live.len() as u64;
         let mut absent = HashSet::new();
-        let mut recorded = false;
-        // Whether this pass concluded anything (or left anything to retry), and the earliest
-        // time at which one of its "nothing yet" could turn into an event with no change at T3.
+        // The jobs whose moves this pass recorded.
+        let mut recorded = Vec::new();
+        // Whether this pass left anything to retry, and per job the earliest time at which one
+        // of its "nothing yet" could turn into an event with no change at T3.
         let mut busy = false;
-        let mut until: Option<DateTime<Utc>> = None;
+        let mut deadlines = Vec::new();
         let shell = self.waits_view(fleet, live).await;
         // Whether a thread waits for a person: from the view itself when it is the shell's, else
         // from the shell read beside it; `None` when neither can say.
@@ -834,7 +980,7 @@ impl Watcher {
                 shell.as_ref()?.waits_for_person(thread)
             }
         };
-        for attempt in live {
+        for &attempt in live {
             let waiting = attempt.job_state == JobState::NeedsInput;
             if attempt.state != AttemptState::Running || !(attempt.job_state == JobState::Running || waiting)
             {
@@ -881,20 +1027,21 @@ impl Watcher {
                     // Counted per view: the next pass must count it again.
                     busy = true;
                 }
-                until = earliest(
-                    until,
-                    quiet_until(&seen, waiting, asks, running_for, waited, &self.timeouts, now),
-                );
+                if let Some(at) = quiet_until(&seen, waiting, asks, running_for, waited, &self.timeouts, now)
+                {
+                    deadlines.push((attempt.job_id, at));
+                }
                 continue;
             };
-            // Every branch below records, or leaves the attempt to a later pass.
-            busy = true;
+            // Every branch below records (then the next pass visits the job again: its move
+            // changes its live attempt), or leaves the attempt to a later pass (busy).
             // On T3 a thread waiting for a person looks stalled (its `updatedAt` stands still):
             // while the shell cannot tell whether it waits, no timeout is concluded.
             let may_wait = fleet
                 .thread(&attempt.thread_id)
                 .is_some_and(|t| ThreadState::of(Some(t)) == ThreadState::Running);
             if asks.is_none() && may_wait && matches!(event, Event::TimedOut { .. }) {
+                busy = true;
                 continue;
             }
             // A follow-up turn T3 has not started yet: the thread still shows the turn it follows
@@ -906,6 +1053,7 @@ impl Watcher {
                     .is_some_and(|since| ended_before(fleet, &attempt.thread_id, since))
             {
                 if running_for <= self.timeouts.stall {
+                    busy = true;
                     continue;
                 }
                 Event::TimedOut {
@@ -935,20 +1083,24 @@ impl Watcher {
                 Event::ThreadSucceeded => match self.interrupted(fleet, &attempt.thread_id).await {
                     Some(true) => Event::ThreadInterrupted,
                     Some(false) => Event::ThreadSucceeded,
-                    None => continue,
+                    None => {
+                        busy = true;
+                        continue;
+                    }
                 },
                 other => other,
             };
             // Only now is the whole job read: a quiet tick reads no issue text at all.
             let Some(job) = recorder.ledger().job(attempt.job_id).await? else {
+                busy = true;
                 continue;
             };
             let span = job_span(&job.issue, job.id, Some(attempt.number), Some(&attempt.thread_id));
-            recorded |= recorder
-                .record(&job, &event, None, now)
-                .instrument(span)
-                .await?
-                .is_some();
+            match recorder.record(&job, &event, None, now).instrument(span).await? {
+                Some(_) => recorded.push(attempt.job_id),
+                // Refused: the job moved under a stale read; decided again next pass.
+                None => busy = true,
+            }
         }
         // Forget threads this pass did not observe, and absences that did not last (a partial
         // visit follows a quiet pass, which left no absence, and observes no others).
@@ -961,12 +1113,13 @@ impl Watcher {
             self.stalls.absent.retain(|thread, _| absent.contains(thread));
             self.unconfirmed.retain(|thread| fleet.thread(thread).is_some());
         }
-        self.last_pass = if busy || recorded || !absent.is_empty() {
+        let any = !recorded.is_empty();
+        self.last_pass = if busy || !absent.is_empty() {
             PassOutcome::Busy
         } else {
-            PassOutcome::Quiet { until }
+            PassOutcome::Quiet { deadlines, recorded }
         };
-        Ok(recorded)
+        Ok(any)
     }
 
     /// Who waits for a person in T3's shell view, read over HTTP (`GET /api/orchestration/shell`)
@@ -974,7 +1127,7 @@ impl Watcher {
     /// thread runs in it; `None` when not needed or when T3 does not answer (then nothing about a
     /// wait is concluded this tick). Only the waits are kept: the snapshot's view is held
     /// meanwhile, and a second view of the whole fleet beside it doubled `afk run`'s memory.
-    async fn waits_view(&mut self, fleet: &Fleet, live: &[WatchedAttempt]) -> Option<ShellWaits> {
+    async fn waits_view(&mut self, fleet: &Fleet, live: &[&WatchedAttempt]) -> Option<ShellWaits> {
         if fleet.shows_waits() {
             return None;
         }
@@ -1250,7 +1403,7 @@ fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool 
 /// True when `fleet` lacks (or shows deleted) the thread of a running attempt or of one being
 /// stopped: what a lagging or stalled stream would show wrongly, so it is checked against T3's
 /// snapshot before anything is concluded from it.
-fn lacks_any(fleet: &Fleet, live: &[WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
+fn lacks_any(fleet: &Fleet, live: &[&WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
     let lacks = |thread_id: &ThreadId| fleet_lacks(fleet, thread_id);
     live.iter()
         .filter(|a| {
