@@ -713,9 +713,12 @@ impl Watcher {
         self.partial_jobs = jobs.iter().copied().collect();
         jobs.retain(|job| live.get(job).is_some());
         let visit = jobs;
+        // As the whole pass confirms (`lacks_any`): a running attempt's thread missing; and any
+        // thread afk cannot read. (A deferred dispatch's thread may not exist yet: resuming it
+        // reads the view as the whole pass does.)
         let unsure = visit.iter().filter_map(|job| live.get(job)).any(|attempt| {
             let thread = &attempt.thread_id;
-            fleet_lacks(view, thread) || view.unreadable(thread).is_some()
+            (is_watched(attempt) && fleet_lacks(view, thread)) || view.unreadable(thread).is_some()
         });
         if unsure {
             return Pass::Whole;
@@ -1405,13 +1408,15 @@ fn ended_before(fleet: &Fleet, thread: &ThreadId, since: DateTime<Utc>) -> bool 
 /// snapshot before anything is concluded from it.
 fn lacks_any(fleet: &Fleet, live: &[&WatchedAttempt], to_stop: &[(Job, Attempt)]) -> bool {
     let lacks = |thread_id: &ThreadId| fleet_lacks(fleet, thread_id);
-    live.iter()
-        .filter(|a| {
-            a.state == AttemptState::Running
-                && matches!(a.job_state, JobState::Running | JobState::NeedsInput)
-        })
-        .any(|a| lacks(&a.thread_id))
+    live.iter().filter(|a| is_watched(a)).any(|a| lacks(&a.thread_id))
         || to_stop.iter().any(|(_, a)| lacks(&a.thread_id))
+}
+
+/// True for an attempt whose thread the watcher judges (running, its job running or waiting for
+/// a person): its thread missing from the view is concluded on only after T3's snapshot.
+fn is_watched(attempt: &WatchedAttempt) -> bool {
+    attempt.state == AttemptState::Running
+        && matches!(attempt.job_state, JobState::Running | JobState::NeedsInput)
 }
 
 /// True when `fleet` lacks the thread `id` or shows it deleted.
