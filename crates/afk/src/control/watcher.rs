@@ -6,7 +6,8 @@
 //! The decisions are the plain functions [`thread_event`] and [`stop_step`]; the [`Watcher`]
 //! reads T3 and the ledger, asks them, records through the recorder and sends the stops.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -513,43 +514,57 @@ enum PassOutcome {
 /// The deadlines the passes met, per job: the earliest instant at which each visited attempt
 /// could call for something with nothing changed. Kept per job so that a pass over what changed
 /// replaces its attempts' deadlines (an attempt that moved no longer holds its old one), and the
-/// earliest of all is at hand (O(log n)).
+/// earliest of all is at hand.
+///
+/// A whole pass's deadlines are a min-heap made at once (O(n), no map of the fleet); a pass
+/// over what changed notes its jobs as replaced and pushes their new deadlines (O(k log n)); an
+/// entry a replacement made stale is dropped when it comes to the top.
 #[derive(Debug, Default)]
 struct Deadlines {
-    of: HashMap<JobId, DateTime<Utc>>,
-    order: BTreeSet<(DateTime<Utc>, JobId)>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
+    /// The jobs whose deadline a pass over what changed replaced since the last whole pass,
+    /// with their earliest one now (`None`: none).
+    replaced: HashMap<JobId, Option<DateTime<Utc>>>,
 }
 
 impl Deadlines {
-    /// Notes `at` for `job`, unless it already has an earlier one.
-    fn note(&mut self, job: JobId, at: DateTime<Utc>) {
-        match self.of.get(&job) {
-            Some(&held) if held <= at => {}
-            held => {
-                if let Some(&held) = held {
-                    self.order.remove(&(held, job));
-                }
-                self.of.insert(job, at);
-                self.order.insert((at, job));
-            }
+    /// The deadlines of a whole pass, `all` (a job may come more than once: its earliest
+    /// counts).
+    fn of_pass(all: Vec<(JobId, DateTime<Utc>)>) -> Self {
+        let entries: Vec<Reverse<(DateTime<Utc>, JobId)>> =
+            all.into_iter().map(|(job, at)| Reverse((at, job))).collect();
+        Self {
+            heap: BinaryHeap::from(entries),
+            replaced: HashMap::new(),
         }
     }
 
-    /// Forgets `job`'s deadline.
+    /// Forgets `job`'s deadlines: a pass over what changed visits it (or it is gone), and notes
+    /// what it finds ([`Deadlines::note`]).
     fn forget(&mut self, job: JobId) {
-        if let Some(held) = self.of.remove(&job) {
-            self.order.remove(&(held, job));
-        }
+        self.replaced.insert(job, None);
     }
 
-    fn clear(&mut self) {
-        self.of.clear();
-        self.order.clear();
+    /// Notes `at` for `job`, forgotten before in this pass, unless it has an earlier one now.
+    fn note(&mut self, job: JobId, at: DateTime<Utc>) {
+        let held = self.replaced.entry(job).or_insert(None);
+        if held.is_none_or(|held| at < held) {
+            *held = Some(at);
+            self.heap.push(Reverse((at, job)));
+        }
     }
 
     /// The earliest deadline of all.
-    fn earliest(&self) -> Option<DateTime<Utc>> {
-        self.order.first().map(|(at, _)| *at)
+    fn earliest(&mut self) -> Option<DateTime<Utc>> {
+        while let Some(&Reverse((at, job))) = self.heap.peek() {
+            // Stale: its job's deadline was replaced by another (or by none).
+            let stale = self.replaced.get(&job).is_some_and(|now| *now != Some(at));
+            if !stale {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
     }
 }
 
@@ -749,17 +764,18 @@ impl Watcher {
             (PassOutcome::Quiet { deadlines, recorded }, Ok(also))
                 if on_stream_view && !stopping_any && self.is_following_stream() && view.shows_waits() =>
             {
+                let found = deadlines.into_iter().chain(also);
                 if base.is_some() {
                     // A visit of what changed: the deadlines of the others stand; those of the
                     // jobs visited or gone are replaced by what it found.
                     for job in visited_jobs {
                         self.deadlines.forget(job);
                     }
+                    for (job, at) in found {
+                        self.deadlines.note(job, at);
+                    }
                 } else {
-                    self.deadlines.clear();
-                }
-                for (job, at) in deadlines.into_iter().chain(also) {
-                    self.deadlines.note(job, at);
+                    self.deadlines = Deadlines::of_pass(found.collect());
                 }
                 Some(QuietPass {
                     sequence: view.sequence(),
@@ -1459,6 +1475,41 @@ mod tests {
         ThreadState::Failed {
             reason: reason.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn the_deadlines_kept_per_job_give_the_earliest_and_a_visit_replaces_its_jobs() {
+        let t0 = Utc::now();
+        let at = |minutes: i64| t0 + chrono::Duration::minutes(minutes);
+        // A whole pass: a job may come twice (the watcher's deadline and a budget's).
+        let mut book = Deadlines::of_pass(vec![
+            (JobId(1), at(30)),
+            (JobId(2), at(10)),
+            (JobId(1), at(5)),
+            (JobId(3), at(20)),
+        ]);
+        assert_eq!(book.earliest(), Some(at(5)), "job 1's earlier one");
+        // A visit of job 1 (moved: its old deadline no longer holds) and job 2 (gone).
+        book.forget(JobId(1));
+        book.forget(JobId(2));
+        assert_eq!(book.earliest(), Some(at(20)), "job 3's stands");
+        book.note(JobId(1), at(50));
+        book.note(JobId(1), at(40));
+        book.note(JobId(1), at(45));
+        assert_eq!(book.earliest(), Some(at(20)));
+        // A visit of job 3 finds two (the watcher's and a budget's): the earlier counts.
+        book.forget(JobId(3));
+        book.note(JobId(3), at(25));
+        book.note(JobId(3), at(35));
+        assert_eq!(book.earliest(), Some(at(25)), "its old one no longer holds");
+        book.forget(JobId(3));
+        assert_eq!(book.earliest(), Some(at(40)), "job 1's earliest of its three");
+        book.forget(JobId(1));
+        assert_eq!(book.earliest(), None);
+        assert!(book.heap.is_empty(), "stale entries dropped");
+        // The next whole pass starts afresh.
+        let mut book = Deadlines::of_pass(vec![(JobId(2), at(7)), (JobId(1), at(8))]);
+        assert_eq!(book.earliest(), Some(at(7)));
     }
 
     #[test]
