@@ -516,12 +516,15 @@ enum PassOutcome {
 /// replaces its attempts' deadlines (an attempt that moved no longer holds its old one), and the
 /// earliest of all is at hand.
 ///
-/// A whole pass's deadlines are a min-heap made at once (O(n), no map of the fleet); a pass
-/// over what changed notes its jobs as replaced and pushes their new deadlines (O(k log n)); an
-/// entry a replacement made stale is dropped when it comes to the top.
+/// A whole pass's deadlines are a min-heap made at once (O(n), no map of the fleet) and never
+/// pushed to (a push could grow it: a copy of the fleet's deadlines in a tick that visits one
+/// attempt); a pass over what changed notes its jobs as replaced and pushes their new deadlines
+/// to a heap of their own (O(k log k)); an entry a replacement made stale is dropped when it
+/// comes to the top.
 #[derive(Debug, Default)]
 struct Deadlines {
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
+    whole: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
+    since: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
     /// The jobs whose deadline a pass over what changed replaced since the last whole pass,
     /// with their earliest one now (`None`: none).
     replaced: HashMap<JobId, Option<DateTime<Utc>>>,
@@ -534,7 +537,8 @@ impl Deadlines {
         let entries: Vec<Reverse<(DateTime<Utc>, JobId)>> =
             all.into_iter().map(|(job, at)| Reverse((at, job))).collect();
         Self {
-            heap: BinaryHeap::from(entries),
+            whole: BinaryHeap::from(entries),
+            since: BinaryHeap::new(),
             replaced: HashMap::new(),
         }
     }
@@ -550,19 +554,31 @@ impl Deadlines {
         let held = self.replaced.entry(job).or_insert(None);
         if held.is_none_or(|held| at < held) {
             *held = Some(at);
-            self.heap.push(Reverse((at, job)));
+            self.since.push(Reverse((at, job)));
         }
     }
 
     /// The earliest deadline of all.
     fn earliest(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(&Reverse((at, job))) = self.heap.peek() {
+        let replaced = &self.replaced;
+        earliest(
+            Self::top(&mut self.whole, replaced),
+            Self::top(&mut self.since, replaced),
+        )
+    }
+
+    /// The earliest deadline in `heap` that no replacement made stale (those above it dropped).
+    fn top(
+        heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
+        replaced: &HashMap<JobId, Option<DateTime<Utc>>>,
+    ) -> Option<DateTime<Utc>> {
+        while let Some(&Reverse((at, job))) = heap.peek() {
             // Stale: its job's deadline was replaced by another (or by none).
-            let stale = self.replaced.get(&job).is_some_and(|now| *now != Some(at));
+            let stale = replaced.get(&job).is_some_and(|now| *now != Some(at));
             if !stale {
                 return Some(at);
             }
-            self.heap.pop();
+            heap.pop();
         }
         None
     }
@@ -1506,7 +1522,10 @@ mod tests {
         assert_eq!(book.earliest(), Some(at(40)), "job 1's earliest of its three");
         book.forget(JobId(1));
         assert_eq!(book.earliest(), None);
-        assert!(book.heap.is_empty(), "stale entries dropped");
+        assert!(
+            book.whole.is_empty() && book.since.is_empty(),
+            "stale entries dropped"
+        );
         // The next whole pass starts afresh.
         let mut book = Deadlines::of_pass(vec![(JobId(2), at(7)), (JobId(1), at(8))]);
         assert_eq!(book.earliest(), Some(at(7)));
