@@ -780,7 +780,8 @@ impl Watcher {
             (PassOutcome::Quiet { deadlines, recorded }, Ok(also))
                 if on_stream_view && !stopping_any && self.is_following_stream() && view.shows_waits() =>
             {
-                let found = deadlines.into_iter().chain(also);
+                let mut found = deadlines;
+                found.extend(also);
                 if base.is_some() {
                     // A visit of what changed: the deadlines of the others stand; those of the
                     // jobs visited or gone are replaced by what it found.
@@ -791,7 +792,7 @@ impl Watcher {
                         self.deadlines.note(job, at);
                     }
                 } else {
-                    self.deadlines = Deadlines::of_pass(found.collect());
+                    self.deadlines = Deadlines::of_pass(found);
                 }
                 Some(QuietPass {
                     sequence: view.sequence(),
@@ -1004,7 +1005,8 @@ impl Watcher {
         // Whether this pass left anything to retry, and per job the earliest time at which one
         // of its "nothing yet" could turn into an event with no change at T3.
         let mut busy = false;
-        let mut deadlines = Vec::new();
+        // Sized once for a whole pass: grown by doubling, it was copied over and over.
+        let mut deadlines = Vec::with_capacity(if whole { live.len() } else { 0 });
         let shell = self.waits_view(fleet, live).await;
         // Whether a thread waits for a person: from the view itself when it is the shell's, else
         // from the shell read beside it; `None` when neither can say.
