@@ -33,7 +33,7 @@ pub(crate) struct LiveAttempts {
     /// it changed (added, replaced or removed). Versions only grow (one counter per recorder,
     /// and a full read starts anew above every version before it), so a version at or after
     /// `known_from` is one of this value's past. Shared between copies.
-    log: Arc<VecDeque<(u64, Vec<JobId>)>>,
+    log: Arc<VecDeque<(u64, Arc<[JobId]>)>>,
 }
 
 impl LiveAttempts {
@@ -84,7 +84,8 @@ impl LiveAttempts {
         debug_assert!(version > self.version, "a patch makes a newer version");
         let mut log = self.log.clone();
         let entries = Arc::make_mut(&mut log);
-        entries.push_back((version, changed));
+        // Shared by every copy: a patch copies the log's entries, not their lists of jobs.
+        entries.push_back((version, changed.into()));
         let mut known_from = self.known_from;
         while entries.len() > PATCHES_KEPT {
             // What changed up to the dropped patch's version is forgotten.

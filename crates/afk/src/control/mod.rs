@@ -525,7 +525,8 @@ impl ControlPlane {
         };
         // Whether the pass runs on the view as read, not on a snapshot that replaced it.
         let (fleet, as_read) = if pass != watcher::Pass::Whole {
-            // No visited thread is missing (`Watcher::plan`): nothing to confirm.
+            // No visited running or waiting attempt's thread is missing (`Watcher::plan`; a
+            // deferred dispatch's may be, as on the whole pass): nothing to confirm.
             (view, true)
         } else {
             let Some(fleet) = self.watcher.confirmed(view.clone(), &visited, &to_stop).await else {

@@ -523,7 +523,9 @@ enum PassOutcome {
 /// comes to the top.
 #[derive(Debug, Default)]
 struct Deadlines {
+    /// The last whole pass's deadlines (and, after a compaction, those still standing).
     whole: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
+    /// The deadlines the passes over what changed found since.
     since: BinaryHeap<Reverse<(DateTime<Utc>, JobId)>>,
     /// The jobs whose deadline a pass over what changed replaced since the last whole pass,
     /// with their earliest one now (`None`: none).
@@ -560,11 +562,30 @@ impl Deadlines {
 
     /// The earliest deadline of all.
     fn earliest(&mut self) -> Option<DateTime<Utc>> {
+        // Between whole passes the replacements pile up (stale entries with far deadlines never
+        // reach the top): once they outnumber the whole pass's, what stands is made one heap
+        // again, so memory stays in proportion to the live attempts (amortized O(1) a note).
+        if self.since.len() + self.replaced.len() > self.whole.len().max(1024) {
+            self.compact();
+        }
         let replaced = &self.replaced;
         earliest(
             Self::top(&mut self.whole, replaced),
             Self::top(&mut self.since, replaced),
         )
+    }
+
+    /// Keeps only the entries no replacement made stale, in one heap.
+    fn compact(&mut self) {
+        let replaced = std::mem::take(&mut self.replaced);
+        let stands = |&Reverse((at, job)): &Reverse<(DateTime<Utc>, JobId)>| {
+            replaced.get(&job).is_none_or(|now| *now == Some(at))
+        };
+        let mut all: Vec<_> = std::mem::take(&mut self.whole).into_vec();
+        all.extend(std::mem::take(&mut self.since).into_vec());
+        all.retain(stands);
+        // A job noted twice at one instant stands twice: harmless (the same deadline).
+        self.whole = BinaryHeap::from(all);
     }
 
     /// The earliest deadline in `heap` that no replacement made stale (those above it dropped).
@@ -1531,6 +1552,16 @@ mod tests {
         // The next whole pass starts afresh.
         let mut book = Deadlines::of_pass(vec![(JobId(2), at(7)), (JobId(1), at(8))]);
         assert_eq!(book.earliest(), Some(at(7)));
+        // Many passes over what changed without a whole one: what piles up is compacted, and
+        // what stands is kept (job 2's first deadline, job 1's last).
+        for pass in 0..5_000i64 {
+            book.forget(JobId(1));
+            book.note(JobId(1), at(10_000 - pass));
+            assert_eq!(book.earliest(), Some(at(7)));
+        }
+        assert!(book.whole.len() + book.since.len() + book.replaced.len() <= 2 * 1024 + 4);
+        book.forget(JobId(2));
+        assert_eq!(book.earliest(), Some(at(10_000 - 4_999)));
     }
 
     #[test]
