@@ -758,7 +758,11 @@ impl T3Client {
     /// read model fails with an error naming the offending path.
     pub async fn snapshot(&self) -> Result<ReadModel, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
-        decode("snapshot", &reply)
+        match ReadModel::decode(&reply) {
+            Ok(model) => Ok(model),
+            // Decoded again for the error's path.
+            Err(_) => decode("snapshot", &reply),
+        }
     }
 
     /// The fleet as the watcher reads it: `GET /api/orchestration/snapshot`, decoded thread by
@@ -860,7 +864,10 @@ impl T3Client {
     /// The snapshot as raw JSON, for `afk t3 snapshot --json` (checked to decode first).
     pub async fn snapshot_json(&self) -> Result<serde_json::Value, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
-        decode::<ReadModel>("snapshot", &reply)?;
+        if ReadModel::decode(&reply).is_err() {
+            // Decoded again for the error's path.
+            decode::<ReadModel>("snapshot", &reply)?;
+        }
         decode("snapshot", &reply)
     }
 

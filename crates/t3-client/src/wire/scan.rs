@@ -1,6 +1,7 @@
 //! A reader written for T3's thread shape: the watcher's hot decodes (the snapshot into the
-//! fleet, the shell, the shell stream's `snapshot` item) read by a byte scanner over the body
-//! instead of `serde_json`'s derived visitors.
+//! fleet, the shell, the shell stream's `snapshot` item) and the full read model
+//! ([`super::ReadModel::decode`], what `T3Client::snapshot` returns to `afk t3` and `afk doctor`)
+//! read by a byte scanner over the body instead of `serde_json`'s derived visitors.
 //!
 //! It is a shortcut, never an answer of its own: each entry point gives `Some` only for a
 //! document that the `serde` path ([`super::view`]'s strict decode) reads whole, and then exactly
@@ -32,8 +33,11 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use super::read_model::{is_timestamp, parse_timestamp};
-use super::{FleetThread, FleetTurn, SessionStatus, ThreadFacts, Timestamp, TurnState};
-use crate::ids::{is_trimmed_non_empty, ThreadId};
+use super::{
+    FleetThread, FleetTurn, InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ReadModel,
+    RuntimeMode, Session, SessionStatus, Thread, ThreadFacts, Timestamp, TurnState,
+};
+use crate::ids::{is_trimmed_non_empty, MessageId, ProjectId, ThreadId, TurnId};
 
 /// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
 macro_rules! written {
@@ -57,6 +61,8 @@ pub(super) enum Shape {
 pub(super) struct Doc<P> {
     pub(super) sequence: u64,
     pub(super) projects: Vec<P>,
+    /// The document's `updatedAt`.
+    pub(super) updated_at: Timestamp,
 }
 
 /// Reads a snapshot or shell document (`{"snapshotSequence", "projects", "threads",
@@ -68,9 +74,31 @@ pub(super) fn document<'a, P: DeserializeOwned>(
     each: impl FnMut(ThreadRead<'a>) -> Option<()>,
 ) -> Option<Doc<P>> {
     let mut scan = Scan::new(text);
-    let doc = scan.document(shape, each)?;
+    let mut each = each;
+    let doc = scan.document(|scan| each(scan.thread(shape)?))?;
     scan.end()?;
     Some(doc)
+}
+
+/// Reads a snapshot document (`GET /api/orchestration/snapshot`) whole into afk's full
+/// [`ReadModel`]: exactly what `serde_json::from_str::<ReadModel>` gives of `text`, or `None` to
+/// decline (see the module; the caller then runs `serde`). Each thread's texts are copied out of
+/// the document once, into the thread's own `String`s; its `messages`, `activities` and
+/// `checkpoints` (empty in the snapshot) are handed to `serde` when they are not.
+pub(super) fn read_model(text: &str) -> Option<ReadModel> {
+    let mut scan = Scan::new(text);
+    let mut threads = Vec::new();
+    let doc = scan.document::<Project>(|scan| {
+        threads.push(scan.full_thread()?);
+        Some(())
+    })?;
+    scan.end()?;
+    Some(ReadModel {
+        snapshot_sequence: doc.sequence,
+        projects: doc.projects,
+        threads,
+        updated_at: doc.updated_at,
+    })
 }
 
 /// Reads a shell stream item written `{"kind":"snapshot","snapshot":<shell document>}` (the two
@@ -88,7 +116,8 @@ pub(super) fn stream_snapshot<'a, P: DeserializeOwned>(
     if scan.key()? != "snapshot" {
         return None;
     }
-    let doc = scan.document(Shape::Shell, each)?;
+    let mut each = each;
+    let doc = scan.document(|scan| each(scan.thread(Shape::Shell)?))?;
     (!scan.next_in(b'}')?).then_some(())?;
     scan.end()?;
     Some(doc)
@@ -559,14 +588,16 @@ impl<'a> Scan<'a> {
 
     // ---- T3's shapes ----------------------------------------------------------------------------
 
+    /// A document's members, each thread read by `thread` (which reads one whole thread and hands
+    /// it on).
     fn document<P: DeserializeOwned>(
         &mut self,
-        shape: Shape,
-        mut each: impl FnMut(ThreadRead<'a>) -> Option<()>,
+        mut thread: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<Doc<P>> {
         let mut seen = Seen::default();
         let mut sequence = 0;
         let mut projects = None;
+        let mut updated_at = None;
         self.object(|scan, key| {
             match key {
                 "snapshotSequence" => {
@@ -586,11 +617,11 @@ impl<'a> Scan<'a> {
                     if scan.peek()? != b'[' {
                         return None;
                     }
-                    scan.array(|scan| each(scan.thread(shape)?))?;
+                    scan.array(&mut thread)?;
                 }
                 "updatedAt" => {
                     seen.first(3)?;
-                    scan.checked_timestamp()?;
+                    updated_at = Some(scan.timestamp()?);
                 }
                 _ => scan.skip_value()?,
             }
@@ -600,6 +631,7 @@ impl<'a> Scan<'a> {
         Some(Doc {
             sequence,
             projects: projects?,
+            updated_at: updated_at?,
         })
     }
 
@@ -744,27 +776,7 @@ impl<'a> Scan<'a> {
             seen.first(key as u32)?;
             match key {
                 SessionKey::ThreadId => scan.id_text()?,
-                SessionKey::Status => {
-                    const STATUSES: [SessionStatus; 7] = [
-                        SessionStatus::Idle,
-                        SessionStatus::Starting,
-                        SessionStatus::Running,
-                        SessionStatus::Ready,
-                        SessionStatus::Interrupted,
-                        SessionStatus::Stopped,
-                        SessionStatus::Error,
-                    ];
-                    let names = [
-                        "idle",
-                        "starting",
-                        "running",
-                        "ready",
-                        "interrupted",
-                        "stopped",
-                        "error",
-                    ];
-                    status = Some(STATUSES[scan.variant(&names)?]);
-                }
+                SessionKey::Status => status = Some(scan.session_status()?),
                 SessionKey::ProviderName => {
                     if !scan.null()? {
                         scan.text()?;
@@ -786,6 +798,257 @@ impl<'a> Scan<'a> {
         Some(SessionRead {
             status: status?,
             last_error,
+        })
+    }
+    /// A session's `status`.
+    fn session_status(&mut self) -> Option<SessionStatus> {
+        const STATUSES: [SessionStatus; 7] = [
+            SessionStatus::Idle,
+            SessionStatus::Starting,
+            SessionStatus::Running,
+            SessionStatus::Ready,
+            SessionStatus::Interrupted,
+            SessionStatus::Stopped,
+            SessionStatus::Error,
+        ];
+        let names = [
+            "idle",
+            "starting",
+            "running",
+            "ready",
+            "interrupted",
+            "stopped",
+            "error",
+        ];
+        Some(STATUSES[self.variant(&names)?])
+    }
+
+    // ---- afk's full read model (`T3Client::snapshot`) ------------------------------------------
+
+    /// An id's text, checked as the id types check it, owned (the one copy of it).
+    fn owned_id(&mut self) -> Option<String> {
+        self.id().map(Cow::into_owned)
+    }
+
+    /// `null` or an id.
+    fn nullable_owned_id(&mut self) -> Option<Option<String>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.owned_id().map(Some)
+    }
+
+    /// `null` or a string, owned.
+    fn nullable_owned_string(&mut self) -> Option<Option<String>> {
+        Some(self.nullable_string()?.map(Cow::into_owned))
+    }
+
+    /// A value afk keeps as `serde_json` builds it (a thread detail's messages, a model's
+    /// options): checked and skipped in place, then built by `serde_json` from its text (as
+    /// `serde` would build it in place; the projects are read the same way).
+    fn value<T: DeserializeOwned>(&mut self) -> Option<T> {
+        self.peek()?;
+        let start = self.at;
+        self.skip_value()?;
+        serde_json::from_str(&self.text[start..self.at]).ok()
+    }
+
+    /// A `Vec` that `serde` defaults to empty: `[]` without building anything (the snapshot's
+    /// `messages`, `activities`, `checkpoints`), else built by `serde_json` from its text.
+    fn array_value<T: DeserializeOwned>(&mut self) -> Option<Vec<T>> {
+        if self.peek()? != b'[' {
+            return None;
+        }
+        if self.bytes.get(self.at + 1) == Some(&b']') {
+            self.at += 2;
+            return Some(Vec::new());
+        }
+        self.value()
+    }
+
+    fn full_runtime_mode(&mut self) -> Option<RuntimeMode> {
+        const MODES: [RuntimeMode; 4] = [
+            RuntimeMode::ApprovalRequired,
+            RuntimeMode::AutoAcceptEdits,
+            RuntimeMode::Auto,
+            RuntimeMode::FullAccess,
+        ];
+        Some(MODES[self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])?])
+    }
+
+    /// One of a snapshot's threads as [`Thread`]'s `Deserialize` reads it (see the module for
+    /// where this declines instead).
+    fn full_thread(&mut self) -> Option<Thread> {
+        let mut seen = Seen::default();
+        let mut id = None;
+        let mut project_id = None;
+        let mut title = None;
+        let mut model_selection = None;
+        let mut runtime_mode = None;
+        let mut interaction_mode = None;
+        let mut branch = None;
+        let mut worktree_path = None;
+        let mut latest_turn = None;
+        let mut created_at = None;
+        let mut updated_at = None;
+        let mut archived_at = None;
+        let mut deleted_at = None;
+        let mut messages = Vec::new();
+        let mut activities = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut session = None;
+        let mut has_pending_user_input = false;
+        let mut has_pending_approvals = false;
+        self.object_keyed(&SNAPSHOT_THREAD_KEYS, |scan, key| {
+            if let ThreadKey::Other = key {
+                return scan.skip_value();
+            }
+            seen.first(key as u32)?;
+            match key {
+                ThreadKey::Id => id = Some(scan.owned_id()?),
+                ThreadKey::ProjectId => project_id = Some(scan.owned_id()?),
+                ThreadKey::Title => title = Some(scan.string()?.into_owned()),
+                ThreadKey::ModelSelection => model_selection = Some(scan.full_model_selection()?),
+                ThreadKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
+                ThreadKey::InteractionMode => {
+                    const MODES: [InteractionMode; 2] = [InteractionMode::Default, InteractionMode::Plan];
+                    interaction_mode = Some(MODES[scan.variant(&["default", "plan"])?]);
+                }
+                ThreadKey::Branch => branch = Some(scan.nullable_owned_string()?),
+                ThreadKey::WorktreePath => worktree_path = Some(scan.nullable_owned_string()?),
+                ThreadKey::LatestTurn => {
+                    latest_turn = Some(if scan.null()? {
+                        None
+                    } else {
+                        Some(scan.full_latest_turn()?)
+                    });
+                }
+                ThreadKey::CreatedAt => created_at = Some(scan.timestamp()?),
+                ThreadKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
+                ThreadKey::ArchivedAt => archived_at = scan.nullable_timestamp()?,
+                ThreadKey::DeletedAt => deleted_at = Some(scan.nullable_timestamp()?),
+                ThreadKey::Messages => messages = scan.array_value()?,
+                ThreadKey::Activities => activities = scan.array_value()?,
+                ThreadKey::Checkpoints => checkpoints = scan.array_value()?,
+                ThreadKey::Session => {
+                    session = Some(if scan.null()? {
+                        None
+                    } else {
+                        Some(scan.full_session()?)
+                    });
+                }
+                ThreadKey::HasPendingUserInput => has_pending_user_input = scan.bool()?,
+                ThreadKey::HasPendingApprovals => has_pending_approvals = scan.bool()?,
+                // Not in the snapshot's table: such keys are unknown to `Thread`, skipped above.
+                ThreadKey::LatestUserMessageAt | ThreadKey::HasActionableProposedPlan | ThreadKey::Other => {
+                    return None
+                }
+            }
+            Some(())
+        })?;
+        seen.all(ThreadKey::required(Shape::Snapshot))?;
+        Some(Thread {
+            id: ThreadId::new(id?).ok()?,
+            project_id: ProjectId::new(project_id?).ok()?,
+            title: title?,
+            model_selection: model_selection?,
+            runtime_mode: runtime_mode?,
+            interaction_mode: interaction_mode?,
+            branch: branch?,
+            worktree_path: worktree_path?,
+            latest_turn: latest_turn?,
+            created_at: created_at?,
+            updated_at: updated_at?,
+            archived_at,
+            deleted_at: deleted_at?,
+            messages,
+            activities,
+            checkpoints,
+            session: session?,
+            has_pending_user_input,
+            has_pending_approvals,
+        })
+    }
+
+    /// [`ModelSelection`] as its `Deserialize` reads it: the two names trimmed.
+    fn full_model_selection(&mut self) -> Option<ModelSelection> {
+        let mut seen = Seen::default();
+        let mut instance_id = None;
+        let mut model = None;
+        let mut options = None;
+        let non_empty = |scan: &mut Self| NonEmptyString::new(scan.string()?.trim());
+        self.object_keyed(&MODEL_KEYS, |scan, key| {
+            seen.first(key as u32)?;
+            match key {
+                ModelKey::InstanceId => instance_id = Some(non_empty(scan)?),
+                ModelKey::Model => model = Some(non_empty(scan)?),
+                ModelKey::Options => options = scan.value::<Option<serde_json::Value>>()?,
+            }
+            Some(())
+        })?;
+        seen.all(ModelKey::REQUIRED)?;
+        Some(ModelSelection {
+            instance_id: instance_id?,
+            model: model?,
+            options,
+        })
+    }
+
+    /// [`LatestTurn`], its ids owned.
+    fn full_latest_turn(&mut self) -> Option<LatestTurn> {
+        let turn = self.latest_turn()?;
+        Some(LatestTurn {
+            turn_id: TurnId::new(turn.turn_id.into_owned()).ok()?,
+            state: turn.state,
+            requested_at: turn.requested_at,
+            started_at: turn.started_at,
+            completed_at: turn.completed_at,
+            assistant_message_id: match turn.assistant_message_id {
+                Some(id) => Some(MessageId::new(id.into_owned()).ok()?),
+                None => None,
+            },
+        })
+    }
+
+    /// [`Session`] as its `Deserialize` reads it.
+    fn full_session(&mut self) -> Option<Session> {
+        let mut seen = Seen::default();
+        let mut thread_id = None;
+        let mut status = None;
+        let mut provider_name = None;
+        let mut runtime_mode = None;
+        let mut active_turn_id = None;
+        let mut last_error = None;
+        let mut updated_at = None;
+        self.object_keyed(&SESSION_KEYS, |scan, key| {
+            if let SessionKey::Other = key {
+                return scan.skip_value();
+            }
+            seen.first(key as u32)?;
+            match key {
+                SessionKey::ThreadId => thread_id = Some(scan.owned_id()?),
+                SessionKey::Status => status = Some(scan.session_status()?),
+                SessionKey::ProviderName => provider_name = Some(scan.nullable_owned_string()?),
+                SessionKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
+                SessionKey::ActiveTurnId => active_turn_id = Some(scan.nullable_owned_id()?),
+                SessionKey::LastError => last_error = Some(scan.nullable_owned_string()?),
+                SessionKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
+                SessionKey::Other => unreachable!("skipped above"),
+            }
+            Some(())
+        })?;
+        seen.all(SessionKey::REQUIRED)?;
+        Some(Session {
+            thread_id: ThreadId::new(thread_id?).ok()?,
+            status: status?,
+            provider_name: provider_name?,
+            runtime_mode: runtime_mode?,
+            active_turn_id: match active_turn_id? {
+                Some(id) => Some(TurnId::new(id).ok()?),
+                None => None,
+            },
+            last_error: last_error?,
+            updated_at: updated_at?,
         })
     }
 }
