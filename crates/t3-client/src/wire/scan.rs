@@ -87,12 +87,19 @@ pub(super) fn document<'a, P: DeserializeOwned>(
 /// `checkpoints` (empty in the snapshot) are handed to `serde` when they are not.
 pub(super) fn read_model(text: &str) -> Option<ReadModel> {
     let mut scan = Scan::new(text);
-    let mut threads = Vec::new();
+    // Sized from the document, not grown: a JSON array does not say its length, and growing a
+    // vector of half-kilobyte threads copies it (or remaps it) at each doubling. T3 writes a
+    // thread in more than `THREAD_BYTES` (about 950 bytes as T3 0.0.33 writes one), so this
+    // over-reserves; the unused tail is given back below, without a copy (the pages a vector
+    // never wrote were never mapped in).
+    const THREAD_BYTES: usize = 512;
+    let mut threads = Vec::with_capacity(text.len() / THREAD_BYTES);
     let doc = scan.document::<Project>(|scan| {
         threads.push(scan.full_thread()?);
         Some(())
     })?;
     scan.end()?;
+    threads.shrink_to_fit();
     Some(ReadModel {
         snapshot_sequence: doc.sequence,
         projects: doc.projects,
