@@ -37,7 +37,7 @@ use super::{
     FleetThread, FleetTurn, InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ReadModel,
     RuntimeMode, Session, SessionStatus, Thread, ThreadFacts, Timestamp, TurnState,
 };
-use crate::ids::{is_trimmed_non_empty, MessageId, ProjectId, ThreadId, TurnId};
+use crate::ids::{is_trimmed_non_empty, IdRef, MessageId, ProjectId, ThreadId, TurnId};
 
 /// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
 macro_rules! written {
@@ -832,17 +832,12 @@ impl<'a> Scan<'a> {
 
     // ---- afk's full read model (`T3Client::snapshot`) ------------------------------------------
 
-    /// An id's text, checked as the id types check it, owned (the one copy of it).
-    fn owned_id(&mut self) -> Option<String> {
-        self.id().map(Cow::into_owned)
-    }
-
-    /// `null` or an id.
-    fn nullable_owned_id(&mut self) -> Option<Option<String>> {
+    /// `null` or an id's text, checked as the id types check it, borrowed.
+    fn nullable_id(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.null()? {
             return Some(None);
         }
-        self.owned_id().map(Some)
+        self.id().map(Some)
     }
 
     /// `null` or a string, owned.
@@ -912,8 +907,8 @@ impl<'a> Scan<'a> {
             }
             seen.first(key as u32)?;
             match key {
-                ThreadKey::Id => id = Some(scan.owned_id()?),
-                ThreadKey::ProjectId => project_id = Some(scan.owned_id()?),
+                ThreadKey::Id => id = Some(scan.id()?),
+                ThreadKey::ProjectId => project_id = Some(scan.id()?),
                 ThreadKey::Title => title = Some(scan.string()?.into_owned()),
                 ThreadKey::ModelSelection => model_selection = Some(scan.full_model_selection()?),
                 ThreadKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
@@ -955,8 +950,8 @@ impl<'a> Scan<'a> {
         })?;
         seen.all(ThreadKey::required(Shape::Snapshot))?;
         Some(Thread {
-            id: ThreadId::new(id?).ok()?,
-            project_id: ProjectId::new(project_id?).ok()?,
+            id: IdRef::<ThreadId>::of_checked(&id?).to_id(),
+            project_id: IdRef::<ProjectId>::of_checked(&project_id?).to_id(),
             title: title?,
             model_selection: model_selection?,
             runtime_mode: runtime_mode?,
@@ -983,7 +978,16 @@ impl<'a> Scan<'a> {
         let mut instance_id = None;
         let mut model = None;
         let mut options = None;
-        let non_empty = |scan: &mut Self| NonEmptyString::new(scan.string()?.trim());
+        let non_empty = |scan: &mut Self| {
+            let text = scan.string()?;
+            // Trimmed already, as T3 writes names: kept as read (`str::trim` walks both ends by
+            // characters, and did so twice a name).
+            if is_trimmed_non_empty(&text) {
+                Some(NonEmptyString(text.into_owned()))
+            } else {
+                NonEmptyString::new(text.trim())
+            }
+        };
         self.object_keyed(&MODEL_KEYS, |scan, key| {
             seen.first(key as u32)?;
             match key {
@@ -1005,15 +1009,14 @@ impl<'a> Scan<'a> {
     fn full_latest_turn(&mut self) -> Option<LatestTurn> {
         let turn = self.latest_turn()?;
         Some(LatestTurn {
-            turn_id: TurnId::new(turn.turn_id.into_owned()).ok()?,
+            turn_id: IdRef::<TurnId>::of_checked(&turn.turn_id).to_id(),
             state: turn.state,
             requested_at: turn.requested_at,
             started_at: turn.started_at,
             completed_at: turn.completed_at,
-            assistant_message_id: match turn.assistant_message_id {
-                Some(id) => Some(MessageId::new(id.into_owned()).ok()?),
-                None => None,
-            },
+            assistant_message_id: turn
+                .assistant_message_id
+                .map(|id| IdRef::<MessageId>::of_checked(&id).to_id()),
         })
     }
 
@@ -1033,11 +1036,11 @@ impl<'a> Scan<'a> {
             }
             seen.first(key as u32)?;
             match key {
-                SessionKey::ThreadId => thread_id = Some(scan.owned_id()?),
+                SessionKey::ThreadId => thread_id = Some(scan.id()?),
                 SessionKey::Status => status = Some(scan.session_status()?),
                 SessionKey::ProviderName => provider_name = Some(scan.nullable_owned_string()?),
                 SessionKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
-                SessionKey::ActiveTurnId => active_turn_id = Some(scan.nullable_owned_id()?),
+                SessionKey::ActiveTurnId => active_turn_id = Some(scan.nullable_id()?),
                 SessionKey::LastError => last_error = Some(scan.nullable_owned_string()?),
                 SessionKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
                 SessionKey::Other => unreachable!("skipped above"),
@@ -1046,14 +1049,11 @@ impl<'a> Scan<'a> {
         })?;
         seen.all(SessionKey::REQUIRED)?;
         Some(Session {
-            thread_id: ThreadId::new(thread_id?).ok()?,
+            thread_id: IdRef::<ThreadId>::of_checked(&thread_id?).to_id(),
             status: status?,
             provider_name: provider_name?,
             runtime_mode: runtime_mode?,
-            active_turn_id: match active_turn_id? {
-                Some(id) => Some(TurnId::new(id).ok()?),
-                None => None,
-            },
+            active_turn_id: active_turn_id?.map(|id| IdRef::<TurnId>::of_checked(&id).to_id()),
             last_error: last_error?,
             updated_at: updated_at?,
         })
