@@ -734,6 +734,25 @@ fn each_edge_reads_as_serde_reads_it() {
             Answers,
         ),
         (
+            "activities that are not an array",
+            base.replacen(r#""worktreePath":null"#, r#""worktreePath":null,"activities":5"#, 1),
+            Declines,
+        ),
+        (
+            "null activities",
+            base.replacen(r#""worktreePath":null"#, r#""worktreePath":null,"activities":null"#, 1),
+            Declines,
+        ),
+        (
+            "options holding the largest float",
+            base.replacen(
+                r#""model":"claude-sonnet-4-5""#,
+                r#""model":"claude-sonnet-4-5","options":{"x":1.7976931348623157e308}"#,
+                1,
+            ),
+            Declines,
+        ),
+        (
             "a model name with white space around it (kept trimmed)",
             base.replacen(r#""model":"claude-sonnet-4-5""#, r#""model":" claude-sonnet-4-5\t""#, 1),
             Answers,
@@ -873,6 +892,12 @@ proptest! {
         with in any_json(),
     ) {
         let mut doc = snapshot(threads);
+        // The values the full read model's scanner hands to `serde_json` from their text (a
+        // thread detail's arrays, a model's options), so that mutations land in them too.
+        doc["threads"][0]["messages"] = json!([]);
+        doc["threads"][0]["activities"] = json!([{"kind": "x", "payload": {"n": 1.5}}]);
+        doc["threads"][0]["checkpoints"] = json!([]);
+        doc["threads"][0]["modelSelection"]["options"] = json!({});
         mutate(&mut doc, &path, with);
         check_read_model(doc.to_string().as_bytes());
         // The same mutation inside a shell snapshot and a thread upsert.

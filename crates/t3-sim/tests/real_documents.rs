@@ -155,20 +155,12 @@ async fn the_scanner_reads_the_real_t3s_documents_as_serde_does() {
     }
     scanner_reads_what_t3_sends(&t3, 2, "after a turn").await;
 
-    // The thread's detail (its messages filled in; the stand-in agent leaves no activities):
-    // every key afk's `Thread` writes again is what T3 sent, and its activities read.
+    // The thread's detail (its messages filled in): every key afk's `Thread` writes again is what
+    // T3 sent. (The stand-in agent leaves no activities; what afk reads of a real T3's
+    // activities, an interrupt, is `tests/real_t3.rs`'s `person_interrupts` in `crates/afk`.)
     let detail = body(&t3, &format!("/api/orchestration/threads/{ran}")).await;
     let decoded: ThreadDetail = serde_json::from_str(&detail).expect("the detail decodes");
     assert!(!decoded.thread.messages.is_empty(), "{detail}");
     let sent: Value = serde_json::from_str(&detail).expect("JSON");
     within(&serde_json::to_value(&decoded).expect("writes"), &sent, "").unwrap_or_else(|e| panic!("{e}"));
-    let turn = decoded
-        .thread
-        .latest_turn
-        .as_ref()
-        .expect("a turn")
-        .turn_id
-        .clone();
-    assert!(!decoded.thread.turn_was_interrupted(&turn), "{detail}");
-    assert!(decoded.thread.pending_requests().is_empty(), "{detail}");
 }

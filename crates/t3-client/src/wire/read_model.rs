@@ -82,8 +82,8 @@ impl ReadModel {
     /// `serde_json::from_slice::<ReadModel>` gives, the same model or the same error. Read by the
     /// scanner written for T3's shapes (`wire::scan`), which gives `serde`'s answer or declines;
     /// where it declines (and for a body that is not UTF-8), by `serde`. What `T3Client::snapshot`
-    /// runs: `serde`'s derived visitors took 3.1× to 3.9× the time of parsing the document into
-    /// nothing, the scanner under 2× (BENCHMARKS.md, "Typed decode against the floor").
+    /// runs, in about half the time of `serde`'s derived visitors (BENCHMARKS.md, "Typed decode
+    /// against the floor").
     pub fn decode(body: &[u8]) -> Result<ReadModel, serde_json::Error> {
         let body = Body::of(body);
         if let Body::Text(text) = body {

@@ -4,7 +4,8 @@
 //! read by a byte scanner over the body instead of `serde_json`'s derived visitors.
 //!
 //! It is a shortcut, never an answer of its own: each entry point gives `Some` only for a
-//! document that the `serde` path ([`super::view`]'s strict decode) reads whole, and then exactly
+//! document that the `serde` path ([`super::view`]'s strict decode for the watcher's decodes,
+//! [`super::ReadModel`]'s own `Deserialize` for [`read_model`]) reads whole, and then exactly
 //! what that path gives; for anything it is not sure of it gives `None` (it *declines*) and the
 //! caller runs the `serde` path, which then accepts, sets aside or refuses as it always has, with
 //! its own errors. So the scanner may be stricter than `serde_json` (it declines where in doubt),
@@ -581,9 +582,26 @@ impl<'a> Scan<'a> {
         names.iter().position(|n| *n == text)
     }
 
+    /// A runtime mode, checked ([`Self::runtime_mode_kept`]), not kept.
     fn runtime_mode(&mut self) -> Option<()> {
-        self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])
-            .map(drop)
+        self.runtime_mode_kept().map(drop)
+    }
+
+    /// A runtime mode as [`RuntimeMode`]'s `Deserialize` reads it.
+    fn runtime_mode_kept(&mut self) -> Option<RuntimeMode> {
+        const MODES: [RuntimeMode; 4] = [
+            RuntimeMode::ApprovalRequired,
+            RuntimeMode::AutoAcceptEdits,
+            RuntimeMode::Auto,
+            RuntimeMode::FullAccess,
+        ];
+        Some(MODES[self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])?])
+    }
+
+    /// An interaction mode as [`InteractionMode`]'s `Deserialize` reads it.
+    fn interaction_mode_kept(&mut self) -> Option<InteractionMode> {
+        const MODES: [InteractionMode; 2] = [InteractionMode::Default, InteractionMode::Plan];
+        Some(MODES[self.variant(&["default", "plan"])?])
     }
 
     fn bare_array(&mut self) -> Option<()> {
@@ -672,7 +690,7 @@ impl<'a> Scan<'a> {
                 ThreadKey::Title => scan.text()?,
                 ThreadKey::ModelSelection => scan.model_selection()?,
                 ThreadKey::RuntimeMode => scan.runtime_mode()?,
-                ThreadKey::InteractionMode => scan.variant(&["default", "plan"]).map(drop)?,
+                ThreadKey::InteractionMode => scan.interaction_mode_kept().map(drop)?,
                 ThreadKey::Branch => branch = scan.nullable_string()?,
                 ThreadKey::WorktreePath => worktree_path = scan.nullable_string()?,
                 ThreadKey::LatestTurn => {
@@ -807,6 +825,7 @@ impl<'a> Scan<'a> {
             last_error,
         })
     }
+
     /// A session's `status`.
     fn session_status(&mut self) -> Option<SessionStatus> {
         const STATUSES: [SessionStatus; 7] = [
@@ -868,16 +887,6 @@ impl<'a> Scan<'a> {
         self.value()
     }
 
-    fn full_runtime_mode(&mut self) -> Option<RuntimeMode> {
-        const MODES: [RuntimeMode; 4] = [
-            RuntimeMode::ApprovalRequired,
-            RuntimeMode::AutoAcceptEdits,
-            RuntimeMode::Auto,
-            RuntimeMode::FullAccess,
-        ];
-        Some(MODES[self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])?])
-    }
-
     /// One of a snapshot's threads as [`Thread`]'s `Deserialize` reads it (see the module for
     /// where this declines instead).
     fn full_thread(&mut self) -> Option<Thread> {
@@ -902,7 +911,11 @@ impl<'a> Scan<'a> {
         let mut has_pending_user_input = false;
         let mut has_pending_approvals = false;
         self.object_keyed(&SNAPSHOT_THREAD_KEYS, |scan, key| {
-            if let ThreadKey::Other = key {
+            // Keys `Thread` does not have (T3's others; the shell's own, should a snapshot carry
+            // them): checked and skipped, as `serde` ignores them, listed twice or not.
+            if let ThreadKey::Other | ThreadKey::LatestUserMessageAt | ThreadKey::HasActionableProposedPlan =
+                key
+            {
                 return scan.skip_value();
             }
             seen.first(key as u32)?;
@@ -911,11 +924,8 @@ impl<'a> Scan<'a> {
                 ThreadKey::ProjectId => project_id = Some(scan.id()?),
                 ThreadKey::Title => title = Some(scan.string()?.into_owned()),
                 ThreadKey::ModelSelection => model_selection = Some(scan.full_model_selection()?),
-                ThreadKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
-                ThreadKey::InteractionMode => {
-                    const MODES: [InteractionMode; 2] = [InteractionMode::Default, InteractionMode::Plan];
-                    interaction_mode = Some(MODES[scan.variant(&["default", "plan"])?]);
-                }
+                ThreadKey::RuntimeMode => runtime_mode = Some(scan.runtime_mode_kept()?),
+                ThreadKey::InteractionMode => interaction_mode = Some(scan.interaction_mode_kept()?),
                 ThreadKey::Branch => branch = Some(scan.nullable_owned_string()?),
                 ThreadKey::WorktreePath => worktree_path = Some(scan.nullable_owned_string()?),
                 ThreadKey::LatestTurn => {
@@ -941,9 +951,8 @@ impl<'a> Scan<'a> {
                 }
                 ThreadKey::HasPendingUserInput => has_pending_user_input = scan.bool()?,
                 ThreadKey::HasPendingApprovals => has_pending_approvals = scan.bool()?,
-                // Not in the snapshot's table: such keys are unknown to `Thread`, skipped above.
                 ThreadKey::LatestUserMessageAt | ThreadKey::HasActionableProposedPlan | ThreadKey::Other => {
-                    return None
+                    unreachable!("skipped above")
                 }
             }
             Some(())
@@ -1039,7 +1048,7 @@ impl<'a> Scan<'a> {
                 SessionKey::ThreadId => thread_id = Some(scan.id()?),
                 SessionKey::Status => status = Some(scan.session_status()?),
                 SessionKey::ProviderName => provider_name = Some(scan.nullable_owned_string()?),
-                SessionKey::RuntimeMode => runtime_mode = Some(scan.full_runtime_mode()?),
+                SessionKey::RuntimeMode => runtime_mode = Some(scan.runtime_mode_kept()?),
                 SessionKey::ActiveTurnId => active_turn_id = Some(scan.nullable_id()?),
                 SessionKey::LastError => last_error = Some(scan.nullable_owned_string()?),
                 SessionKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
