@@ -758,7 +758,11 @@ impl T3Client {
     /// read model fails with an error naming the offending path.
     pub async fn snapshot(&self) -> Result<ReadModel, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
-        decode("snapshot", &reply)
+        match ReadModel::decode(&reply) {
+            Ok(model) => Ok(model),
+            // Decoded again for the error's path.
+            Err(_) => decode_with_path("snapshot", &reply),
+        }
     }
 
     /// The fleet as the watcher reads it: `GET /api/orchestration/snapshot`, decoded thread by
@@ -773,7 +777,7 @@ impl T3Client {
         match crate::Fleet::decode_snapshot(&reply) {
             Ok(fleet) => Ok(fleet),
             // Decoded again for the error's path.
-            Err(_) => decode::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
+            Err(_) => decode_with_path::<ReadModel>("snapshot", &reply).map(crate::Fleet::from),
         }
     }
 
@@ -784,7 +788,7 @@ impl T3Client {
         let reply = self.request("shell", Method::Get, SHELL_PATH, None).await?;
         match crate::Fleet::decode_shell(&reply) {
             Ok(fleet) => Ok(fleet),
-            Err(_) => decode::<ShellSnapshot>("shell", &reply).map(crate::Fleet::from_shell),
+            Err(_) => decode_with_path::<ShellSnapshot>("shell", &reply).map(crate::Fleet::from_shell),
         }
     }
 
@@ -796,7 +800,7 @@ impl T3Client {
         let reply = self.request("shell", Method::Get, SHELL_PATH, None).await?;
         match crate::wire::ShellWaits::decode(&reply) {
             Ok(waits) => Ok(waits),
-            Err(_) => decode::<ShellSnapshot>("shell", &reply).map(crate::wire::ShellWaits::from),
+            Err(_) => decode_with_path::<ShellSnapshot>("shell", &reply).map(crate::wire::ShellWaits::from),
         }
     }
 
@@ -860,7 +864,10 @@ impl T3Client {
     /// The snapshot as raw JSON, for `afk t3 snapshot --json` (checked to decode first).
     pub async fn snapshot_json(&self) -> Result<serde_json::Value, T3Error> {
         let reply = self.request("snapshot", Method::Get, SNAPSHOT_PATH, None).await?;
-        decode::<ReadModel>("snapshot", &reply)?;
+        if ReadModel::decode(&reply).is_err() {
+            // Decoded again for the error's path.
+            decode_with_path::<ReadModel>("snapshot", &reply)?;
+        }
         decode("snapshot", &reply)
     }
 
@@ -933,18 +940,28 @@ fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, T3Error> {
     if let Ok(value) = serde_json::from_slice(body) {
         return Ok(value);
     }
+    decode_with_path(what, body)
+}
+
+/// [`decode`] without its fast path, for a body that a decode of the same type has already
+/// refused (or, should it not, decoded by `serde` after all): the error names the path.
+fn decode_with_path<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, T3Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let malformed = |detail: String| T3Error::MalformedReply {
+        what: what.to_owned(),
+        detail,
+        body_excerpt: excerpt(body),
+    };
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let detail = if path == "." {
+        malformed(if path == "." {
             e.inner().to_string()
         } else {
             format!("at {path}: {}", e.inner())
-        };
-        T3Error::MalformedReply {
-            what: what.to_owned(),
-            detail,
-            body_excerpt: excerpt(body),
-        }
-    })
+        })
+    })?;
+    // As `serde_json::from_slice` does: nothing but white space after the document (without this,
+    // a document with trailing text, refused by the fast path, was accepted here).
+    de.end().map_err(|e| malformed(e.to_string()))?;
+    Ok(value)
 }

@@ -103,6 +103,7 @@ fn mutate(doc: &mut Value, path: &[usize], with: Value) {
 
 fn check_read_model(body: &[u8]) {
     scanner_agrees_on_snapshot(body);
+    scanner_agrees_on_read_model(body);
     let strict = serde_json::from_slice::<ReadModel>(body);
     let compact = Fleet::decode_snapshot(body);
     match ReadModel::decode_per_thread(body) {
@@ -213,6 +214,20 @@ fn scanner_agrees_on_snapshot(body: &[u8]) -> bool {
     )
 }
 
+/// The full read model's decode ([`ReadModel::decode`], what `T3Client::snapshot` runs) answers
+/// exactly as `serde_json::from_slice::<ReadModel>`, and its scanner, where it answers, gives
+/// `serde`'s model. Returns whether the scanner answered.
+fn scanner_agrees_on_read_model(body: &[u8]) -> bool {
+    let scanned = std::str::from_utf8(body)
+        .ok()
+        .and_then(oracle::read_model_by_scanner);
+    scanner_agrees(
+        ReadModel::decode(body),
+        serde_json::from_slice::<ReadModel>(body),
+        scanned,
+    )
+}
+
 fn scanner_agrees_on_shell(body: &[u8]) -> bool {
     let scanned = std::str::from_utf8(body).ok().and_then(oracle::shell_by_scanner);
     scanner_agrees(Fleet::decode_shell(body), oracle::shell_by_serde(body), scanned)
@@ -256,6 +271,7 @@ fn scanner_agrees<T: PartialEq + std::fmt::Debug>(
 /// caller or not: the shell skips them unread): the snapshot, the shell, the stream item, the waits.
 fn scanner_agrees_everywhere(text: &str) {
     scanner_agrees_on_snapshot(text.as_bytes());
+    scanner_agrees_on_read_model(text.as_bytes());
     scanner_agrees_on_shell(text.as_bytes());
     scanner_agrees_on_waits(text.as_bytes());
     scanner_agrees_on_item(&format!(r#"{{"kind":"snapshot","snapshot":{text}}}"#));
@@ -268,6 +284,10 @@ fn the_scanner_reads_documents_as_t3_sends_them() {
     let snapshot = shapes::read_model_json(300);
     let shell = shapes::shell_json(300);
     assert!(scanner_agrees_on_snapshot(&snapshot), "the snapshot is scanned");
+    assert!(
+        scanner_agrees_on_read_model(&snapshot),
+        "the full read model is scanned"
+    );
     assert!(scanner_agrees_on_shell(&shell), "the shell is scanned");
     assert!(scanner_agrees_on_waits(&shell), "the shell's waits are scanned");
     let shell = String::from_utf8(shell).expect("UTF-8");
@@ -279,6 +299,63 @@ fn the_scanner_reads_documents_as_t3_sends_them() {
     let fleet = Fleet::decode_snapshot(&snapshot).expect("decodes");
     assert_eq!(fleet.len(), 300);
     assert!(fleet.unreadable_threads().next().is_none());
+}
+
+/// Whether everything `written` says is in `sent`: each key of an object with a value within
+/// the sent one, arrays item by item, anything else equal. `sent` may say more (keys T3 writes
+/// that afk's types do not have).
+fn within(written: &Value, sent: &Value, path: &str) -> Result<(), String> {
+    match (written, sent) {
+        (Value::Object(w), Value::Object(s)) => w.iter().try_for_each(|(key, value)| {
+            let at = format!("{path}/{key}");
+            within(value, s.get(key).ok_or(format!("{at}: not sent"))?, &at)
+        }),
+        (Value::Array(w), Value::Array(s)) if w.len() == s.len() => w
+            .iter()
+            .zip(s)
+            .enumerate()
+            .try_for_each(|(i, (w, s))| within(w, s, &format!("{path}/{i}"))),
+        _ if written == sent => Ok(()),
+        _ => Err(format!("{path}: {written} was sent as {sent}")),
+    }
+}
+
+/// The full read model as afk decodes it ([`ReadModel::decode`], the scanner) says what the
+/// document says: from the bench's documents (T3's shapes, with the keys T3 writes that afk's
+/// types do not), the model that wrote them, every key it writes again sent with that value;
+/// from a thread with every key afk's types know filled in (a thread detail's messages,
+/// activities and checkpoints, a model's options, the shell's flags), written again, the very
+/// document.
+#[test]
+fn the_read_model_written_again_is_what_was_sent() {
+    for n in [1, 100, 300] {
+        let body = shapes::read_model_json(n);
+        assert!(oracle::read_model_by_scanner(std::str::from_utf8(&body).unwrap()).is_some());
+        let model = ReadModel::decode(&body).expect("decodes");
+        assert_eq!(model, shapes::read_model(n), "{n} threads");
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        within(&serde_json::to_value(&model).unwrap(), &sent, "").unwrap();
+    }
+    let mut full = snapshot(2);
+    let thread = &mut full["threads"][0];
+    thread["archivedAt"] = json!("2026-11-24T19:15:00.000Z");
+    thread["modelSelection"]["options"] = json!({"effort": "high", "n": [1, 2.5, null]});
+    thread["messages"] = json!([{"id": "m1", "role": "user", "text": "Fix it \u{e9}", "turnId": null}]);
+    thread["activities"] = json!([{"id": "a1", "tone": "info", "kind": "checkpoint.captured",
+        "summary": "s", "payload": {"status": "missing"}, "turnId": "turn-1",
+        "createdAt": "2026-11-24T19:14:37.000Z"}]);
+    thread["checkpoints"] = json!([{"turnId": "turn-1", "checkpointTurnCount": 1}]);
+    thread["hasPendingUserInput"] = json!(true);
+    for thread in full["threads"].as_array_mut().unwrap() {
+        for key in ["messages", "activities", "checkpoints"] {
+            thread.as_object_mut().unwrap().entry(key).or_insert(json!([]));
+        }
+    }
+    let body = full.to_string();
+    assert!(oracle::read_model_by_scanner(&body).is_some());
+    let model = ReadModel::decode(body.as_bytes()).expect("decodes");
+    assert_eq!(serde_json::to_value(&model).unwrap(), full);
+    assert!(model.threads[0].turn_was_interrupted(&"turn-1".parse().unwrap()));
 }
 
 /// One edit to the text of a document: `cut` bytes from `at` (taken modulo the length, clamped at
@@ -648,6 +725,39 @@ fn each_edge_reads_as_serde_reads_it() {
             Answers,
         ),
         (
+            "a thread with its messages, activities and checkpoints (a thread detail's)",
+            base.replacen(
+                r#""worktreePath":null"#,
+                r#""worktreePath":null,"messages":[{"id":"m1","text":"hi \u00e9"}],"activities":[{"kind":"x","payload":{"n":1.5}}],"checkpoints":[[]]"#,
+                1,
+            ),
+            Answers,
+        ),
+        (
+            "activities that are not an array",
+            base.replacen(r#""worktreePath":null"#, r#""worktreePath":null,"activities":5"#, 1),
+            Declines,
+        ),
+        (
+            "null activities",
+            base.replacen(r#""worktreePath":null"#, r#""worktreePath":null,"activities":null"#, 1),
+            Declines,
+        ),
+        (
+            "options holding the largest float",
+            base.replacen(
+                r#""model":"claude-sonnet-4-5""#,
+                r#""model":"claude-sonnet-4-5","options":{"x":1.7976931348623157e308}"#,
+                1,
+            ),
+            Declines,
+        ),
+        (
+            "a model name with white space around it (kept trimmed)",
+            base.replacen(r#""model":"claude-sonnet-4-5""#, r#""model":" claude-sonnet-4-5\t""#, 1),
+            Answers,
+        ),
+        (
             "a blank model",
             base.replacen(r#""model":"claude-sonnet-4-5""#, r#""model":" \u0009 ""#, 1),
             Declines,
@@ -664,6 +774,14 @@ fn each_edge_reads_as_serde_reads_it() {
         match scanner {
             Scanner::Answers => assert!(scanned, "{what}: the scanner answers"),
             Scanner::Declines => assert!(!scanned, "{what}: the scanner declines"),
+        }
+        // The full read model's scanner answers wherever the view's does and `serde` reads the
+        // whole model (a thread set aside by the view fails the whole model).
+        if scanned && serde_json::from_slice::<ReadModel>(text.as_bytes()).is_ok() {
+            assert!(
+                oracle::read_model_by_scanner(text).is_some(),
+                "{what}: the read model's scanner answers"
+            );
         }
     }
     // A thread's timestamp written as a number sets that thread aside, not the document.
@@ -774,6 +892,12 @@ proptest! {
         with in any_json(),
     ) {
         let mut doc = snapshot(threads);
+        // The values the full read model's scanner hands to `serde_json` from their text (a
+        // thread detail's arrays, a model's options), so that mutations land in them too.
+        doc["threads"][0]["messages"] = json!([]);
+        doc["threads"][0]["activities"] = json!([{"kind": "x", "payload": {"n": 1.5}}]);
+        doc["threads"][0]["checkpoints"] = json!([]);
+        doc["threads"][0]["modelSelection"]["options"] = json!({});
         mutate(&mut doc, &path, with);
         check_read_model(doc.to_string().as_bytes());
         // The same mutation inside a shell snapshot and a thread upsert.

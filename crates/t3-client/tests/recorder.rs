@@ -298,6 +298,20 @@ async fn a_malformed_snapshot_names_the_offending_path() {
     assert!(err.to_string().contains("threads[0].session.status"), "{err}");
 }
 
+/// A snapshot with text after the document is refused, by the full read model and by the
+/// watcher's view alike (the decode that names the path once accepted it).
+#[tokio::test]
+async fn a_snapshot_with_trailing_text_is_refused() {
+    let (recorder, _, client) = setup();
+    let body = format!("{} x", sample_snapshot());
+    recorder.reply(200, body.clone());
+    let err = client.snapshot().await.unwrap_err();
+    assert!(err.to_string().contains("trailing characters"), "{err}");
+    recorder.reply(200, body);
+    let err = client.fleet().await.unwrap_err();
+    assert!(err.to_string().contains("trailing characters"), "{err}");
+}
+
 #[tokio::test]
 async fn the_snapshot_ignores_unknown_fields() {
     let (recorder, _, client) = setup();

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use t3_client::wire::oracle;
-use t3_client::Fleet;
+use t3_client::wire::{oracle, ThreadDetail};
+use t3_client::{Fleet, ReadModel};
 use t3_sim::real::{self, Agent, RealT3};
 
 /// How long the real T3 may take to finish a short turn (it is slow on two cores).
@@ -51,6 +51,22 @@ async fn scanner_reads_what_t3_sends(t3: &RealT3, threads: usize, when: &str) {
     assert_eq!(by_scanner, by_serde, "{when}: the snapshot");
     assert_eq!(Fleet::decode_snapshot(snapshot.as_bytes()).ok(), Some(by_serde));
 
+    // The full read model (`T3Client::snapshot`, for `afk t3` and `afk doctor`): the scanner
+    // reads it, as `serde` does, and every key afk's types write again is what T3 sent.
+    let by_serde: ReadModel = serde_json::from_str(&snapshot).expect("serde reads the read model");
+    assert_eq!(
+        by_serde.threads.len(),
+        threads,
+        "{when}: the read model's threads"
+    );
+    let model = oracle::read_model_by_scanner(&snapshot)
+        .unwrap_or_else(|| panic!("{when}: the scanner declines T3's read model: {snapshot}"));
+    assert_eq!(model, by_serde, "{when}: the read model");
+    assert_eq!(ReadModel::decode(snapshot.as_bytes()).ok(), Some(by_serde));
+    let sent: Value = serde_json::from_str(&snapshot).expect("JSON");
+    within(&serde_json::to_value(&model).expect("writes"), &sent, "")
+        .unwrap_or_else(|e| panic!("{when}: {e}"));
+
     let shell = body(t3, "/api/orchestration/shell").await;
     let by_serde = oracle::shell_by_serde(shell.as_bytes()).expect("serde reads the shell");
     assert_eq!(by_serde.len(), threads, "{when}: the shell's threads");
@@ -61,6 +77,24 @@ async fn scanner_reads_what_t3_sends(t3: &RealT3, threads: usize, when: &str) {
         .unwrap_or_else(|| panic!("{when}: the scanner declines T3's shell's waits: {shell}"));
     let by_serde = oracle::waits_by_serde(shell.as_bytes()).expect("serde reads the waits");
     assert_eq!(waits, by_serde, "{when}: the waits");
+}
+
+/// Whether everything `written` says is in `sent`: each key of an object with a value within
+/// the sent one, arrays item by item, anything else equal (T3 sends keys afk's types lack).
+fn within(written: &Value, sent: &Value, path: &str) -> Result<(), String> {
+    match (written, sent) {
+        (Value::Object(w), Value::Object(s)) => w.iter().try_for_each(|(key, value)| {
+            let at = format!("{path}/{key}");
+            within(value, s.get(key).ok_or(format!("{at}: not sent"))?, &at)
+        }),
+        (Value::Array(w), Value::Array(s)) if w.len() == s.len() => w
+            .iter()
+            .zip(s)
+            .enumerate()
+            .try_for_each(|(i, (w, s))| within(w, s, &format!("{path}/{i}"))),
+        _ if written == sent => Ok(()),
+        _ => Err(format!("{path}: {written} was sent as {sent}")),
+    }
 }
 
 /// Two threads, one that has run a turn to completion (turn, session, message ids filled in) and
@@ -120,4 +154,13 @@ async fn the_scanner_reads_the_real_t3s_documents_as_serde_does() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     scanner_reads_what_t3_sends(&t3, 2, "after a turn").await;
+
+    // The thread's detail (its messages filled in): every key afk's `Thread` writes again is what
+    // T3 sent. (The stand-in agent leaves no activities; what afk reads of a real T3's
+    // activities, an interrupt, is `tests/real_t3.rs`'s `person_interrupts` in `crates/afk`.)
+    let detail = body(&t3, &format!("/api/orchestration/threads/{ran}")).await;
+    let decoded: ThreadDetail = serde_json::from_str(&detail).expect("the detail decodes");
+    assert!(!decoded.thread.messages.is_empty(), "{detail}");
+    let sent: Value = serde_json::from_str(&detail).expect("JSON");
+    within(&serde_json::to_value(&decoded).expect("writes"), &sent, "").unwrap_or_else(|e| panic!("{e}"));
 }

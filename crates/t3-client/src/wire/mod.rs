@@ -125,6 +125,9 @@ impl NonEmptyString {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             None
+        } else if trimmed.len() == value.len() {
+            // Already trimmed (as T3 writes them): kept, not copied.
+            Some(Self(value))
         } else {
             Some(Self(trimmed.to_owned()))
         }

@@ -1,9 +1,11 @@
 //! A reader written for T3's thread shape: the watcher's hot decodes (the snapshot into the
-//! fleet, the shell, the shell stream's `snapshot` item) read by a byte scanner over the body
-//! instead of `serde_json`'s derived visitors.
+//! fleet, the shell, the shell stream's `snapshot` item) and the full read model
+//! ([`super::ReadModel::decode`], what `T3Client::snapshot` returns to `afk t3` and `afk doctor`)
+//! read by a byte scanner over the body instead of `serde_json`'s derived visitors.
 //!
 //! It is a shortcut, never an answer of its own: each entry point gives `Some` only for a
-//! document that the `serde` path ([`super::view`]'s strict decode) reads whole, and then exactly
+//! document that the `serde` path ([`super::view`]'s strict decode for the watcher's decodes,
+//! [`super::ReadModel`]'s own `Deserialize` for [`read_model`]) reads whole, and then exactly
 //! what that path gives; for anything it is not sure of it gives `None` (it *declines*) and the
 //! caller runs the `serde` path, which then accepts, sets aside or refuses as it always has, with
 //! its own errors. So the scanner may be stricter than `serde_json` (it declines where in doubt),
@@ -32,8 +34,11 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use super::read_model::{is_timestamp, parse_timestamp};
-use super::{FleetThread, FleetTurn, SessionStatus, ThreadFacts, Timestamp, TurnState};
-use crate::ids::{is_trimmed_non_empty, ThreadId};
+use super::{
+    FleetThread, FleetTurn, InteractionMode, LatestTurn, ModelSelection, NonEmptyString, Project, ReadModel,
+    RuntimeMode, Session, SessionStatus, Thread, ThreadFacts, Timestamp, TurnState,
+};
+use crate::ids::{is_trimmed_non_empty, IdRef, MessageId, ProjectId, ThreadId, TurnId};
 
 /// A key as T3 writes it, `"name":`, for [`Scan::object_keyed`]'s tables.
 macro_rules! written {
@@ -57,6 +62,8 @@ pub(super) enum Shape {
 pub(super) struct Doc<P> {
     pub(super) sequence: u64,
     pub(super) projects: Vec<P>,
+    /// The document's `updatedAt`.
+    pub(super) updated_at: Timestamp,
 }
 
 /// Reads a snapshot or shell document (`{"snapshotSequence", "projects", "threads",
@@ -68,9 +75,38 @@ pub(super) fn document<'a, P: DeserializeOwned>(
     each: impl FnMut(ThreadRead<'a>) -> Option<()>,
 ) -> Option<Doc<P>> {
     let mut scan = Scan::new(text);
-    let doc = scan.document(shape, each)?;
+    let mut each = each;
+    let doc = scan.document(|scan| each(scan.thread(shape)?))?;
     scan.end()?;
     Some(doc)
+}
+
+/// Reads a snapshot document (`GET /api/orchestration/snapshot`) whole into afk's full
+/// [`ReadModel`]: exactly what `serde_json::from_str::<ReadModel>` gives of `text`, or `None` to
+/// decline (see the module; the caller then runs `serde`). Each thread's texts are copied out of
+/// the document once, into the thread's own `String`s; its `messages`, `activities` and
+/// `checkpoints` (empty in the snapshot) are handed to `serde` when they are not.
+pub(super) fn read_model(text: &str) -> Option<ReadModel> {
+    let mut scan = Scan::new(text);
+    // Sized from the document, not grown: a JSON array does not say its length, and growing a
+    // vector of half-kilobyte threads copies it (or remaps it) at each doubling. T3 writes a
+    // thread in more than `THREAD_BYTES` (about 950 bytes as T3 0.0.33 writes one), so this
+    // over-reserves; the unused tail is given back below, without a copy (the pages a vector
+    // never wrote were never mapped in).
+    const THREAD_BYTES: usize = 512;
+    let mut threads = Vec::with_capacity(text.len() / THREAD_BYTES);
+    let doc = scan.document::<Project>(|scan| {
+        threads.push(scan.full_thread()?);
+        Some(())
+    })?;
+    scan.end()?;
+    threads.shrink_to_fit();
+    Some(ReadModel {
+        snapshot_sequence: doc.sequence,
+        projects: doc.projects,
+        threads,
+        updated_at: doc.updated_at,
+    })
 }
 
 /// Reads a shell stream item written `{"kind":"snapshot","snapshot":<shell document>}` (the two
@@ -88,7 +124,8 @@ pub(super) fn stream_snapshot<'a, P: DeserializeOwned>(
     if scan.key()? != "snapshot" {
         return None;
     }
-    let doc = scan.document(Shape::Shell, each)?;
+    let mut each = each;
+    let doc = scan.document(|scan| each(scan.thread(Shape::Shell)?))?;
     (!scan.next_in(b'}')?).then_some(())?;
     scan.end()?;
     Some(doc)
@@ -545,9 +582,26 @@ impl<'a> Scan<'a> {
         names.iter().position(|n| *n == text)
     }
 
+    /// A runtime mode, checked ([`Self::runtime_mode_kept`]), not kept.
     fn runtime_mode(&mut self) -> Option<()> {
-        self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])
-            .map(drop)
+        self.runtime_mode_kept().map(drop)
+    }
+
+    /// A runtime mode as [`RuntimeMode`]'s `Deserialize` reads it.
+    fn runtime_mode_kept(&mut self) -> Option<RuntimeMode> {
+        const MODES: [RuntimeMode; 4] = [
+            RuntimeMode::ApprovalRequired,
+            RuntimeMode::AutoAcceptEdits,
+            RuntimeMode::Auto,
+            RuntimeMode::FullAccess,
+        ];
+        Some(MODES[self.variant(&["approval-required", "auto-accept-edits", "auto", "full-access"])?])
+    }
+
+    /// An interaction mode as [`InteractionMode`]'s `Deserialize` reads it.
+    fn interaction_mode_kept(&mut self) -> Option<InteractionMode> {
+        const MODES: [InteractionMode; 2] = [InteractionMode::Default, InteractionMode::Plan];
+        Some(MODES[self.variant(&["default", "plan"])?])
     }
 
     fn bare_array(&mut self) -> Option<()> {
@@ -559,14 +613,16 @@ impl<'a> Scan<'a> {
 
     // ---- T3's shapes ----------------------------------------------------------------------------
 
+    /// A document's members, each thread read by `thread` (which reads one whole thread and hands
+    /// it on).
     fn document<P: DeserializeOwned>(
         &mut self,
-        shape: Shape,
-        mut each: impl FnMut(ThreadRead<'a>) -> Option<()>,
+        mut thread: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<Doc<P>> {
         let mut seen = Seen::default();
         let mut sequence = 0;
         let mut projects = None;
+        let mut updated_at = None;
         self.object(|scan, key| {
             match key {
                 "snapshotSequence" => {
@@ -586,11 +642,11 @@ impl<'a> Scan<'a> {
                     if scan.peek()? != b'[' {
                         return None;
                     }
-                    scan.array(|scan| each(scan.thread(shape)?))?;
+                    scan.array(&mut thread)?;
                 }
                 "updatedAt" => {
                     seen.first(3)?;
-                    scan.checked_timestamp()?;
+                    updated_at = Some(scan.timestamp()?);
                 }
                 _ => scan.skip_value()?,
             }
@@ -600,6 +656,7 @@ impl<'a> Scan<'a> {
         Some(Doc {
             sequence,
             projects: projects?,
+            updated_at: updated_at?,
         })
     }
 
@@ -633,7 +690,7 @@ impl<'a> Scan<'a> {
                 ThreadKey::Title => scan.text()?,
                 ThreadKey::ModelSelection => scan.model_selection()?,
                 ThreadKey::RuntimeMode => scan.runtime_mode()?,
-                ThreadKey::InteractionMode => scan.variant(&["default", "plan"]).map(drop)?,
+                ThreadKey::InteractionMode => scan.interaction_mode_kept().map(drop)?,
                 ThreadKey::Branch => branch = scan.nullable_string()?,
                 ThreadKey::WorktreePath => worktree_path = scan.nullable_string()?,
                 ThreadKey::LatestTurn => {
@@ -744,27 +801,7 @@ impl<'a> Scan<'a> {
             seen.first(key as u32)?;
             match key {
                 SessionKey::ThreadId => scan.id_text()?,
-                SessionKey::Status => {
-                    const STATUSES: [SessionStatus; 7] = [
-                        SessionStatus::Idle,
-                        SessionStatus::Starting,
-                        SessionStatus::Running,
-                        SessionStatus::Ready,
-                        SessionStatus::Interrupted,
-                        SessionStatus::Stopped,
-                        SessionStatus::Error,
-                    ];
-                    let names = [
-                        "idle",
-                        "starting",
-                        "running",
-                        "ready",
-                        "interrupted",
-                        "stopped",
-                        "error",
-                    ];
-                    status = Some(STATUSES[scan.variant(&names)?]);
-                }
+                SessionKey::Status => status = Some(scan.session_status()?),
                 SessionKey::ProviderName => {
                     if !scan.null()? {
                         scan.text()?;
@@ -786,6 +823,248 @@ impl<'a> Scan<'a> {
         Some(SessionRead {
             status: status?,
             last_error,
+        })
+    }
+
+    /// A session's `status`.
+    fn session_status(&mut self) -> Option<SessionStatus> {
+        const STATUSES: [SessionStatus; 7] = [
+            SessionStatus::Idle,
+            SessionStatus::Starting,
+            SessionStatus::Running,
+            SessionStatus::Ready,
+            SessionStatus::Interrupted,
+            SessionStatus::Stopped,
+            SessionStatus::Error,
+        ];
+        let names = [
+            "idle",
+            "starting",
+            "running",
+            "ready",
+            "interrupted",
+            "stopped",
+            "error",
+        ];
+        Some(STATUSES[self.variant(&names)?])
+    }
+
+    // ---- afk's full read model (`T3Client::snapshot`) ------------------------------------------
+
+    /// `null` or an id's text, checked as the id types check it, borrowed.
+    fn nullable_id(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.id().map(Some)
+    }
+
+    /// `null` or a string, owned.
+    fn nullable_owned_string(&mut self) -> Option<Option<String>> {
+        Some(self.nullable_string()?.map(Cow::into_owned))
+    }
+
+    /// A value afk keeps as `serde_json` builds it (a thread detail's messages, a model's
+    /// options): checked and skipped in place, then built by `serde_json` from its text (as
+    /// `serde` would build it in place; the projects are read the same way).
+    fn value<T: DeserializeOwned>(&mut self) -> Option<T> {
+        self.peek()?;
+        let start = self.at;
+        self.skip_value()?;
+        serde_json::from_str(&self.text[start..self.at]).ok()
+    }
+
+    /// A `Vec` that `serde` defaults to empty: `[]` without building anything (the snapshot's
+    /// `messages`, `activities`, `checkpoints`), else built by `serde_json` from its text.
+    fn array_value<T: DeserializeOwned>(&mut self) -> Option<Vec<T>> {
+        if self.peek()? != b'[' {
+            return None;
+        }
+        if self.bytes.get(self.at + 1) == Some(&b']') {
+            self.at += 2;
+            return Some(Vec::new());
+        }
+        self.value()
+    }
+
+    /// One of a snapshot's threads as [`Thread`]'s `Deserialize` reads it (see the module for
+    /// where this declines instead).
+    fn full_thread(&mut self) -> Option<Thread> {
+        let mut seen = Seen::default();
+        let mut id = None;
+        let mut project_id = None;
+        let mut title = None;
+        let mut model_selection = None;
+        let mut runtime_mode = None;
+        let mut interaction_mode = None;
+        let mut branch = None;
+        let mut worktree_path = None;
+        let mut latest_turn = None;
+        let mut created_at = None;
+        let mut updated_at = None;
+        let mut archived_at = None;
+        let mut deleted_at = None;
+        let mut messages = Vec::new();
+        let mut activities = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut session = None;
+        let mut has_pending_user_input = false;
+        let mut has_pending_approvals = false;
+        self.object_keyed(&SNAPSHOT_THREAD_KEYS, |scan, key| {
+            // Keys `Thread` does not have (T3's others; the shell's own, should a snapshot carry
+            // them): checked and skipped, as `serde` ignores them, listed twice or not.
+            if let ThreadKey::Other | ThreadKey::LatestUserMessageAt | ThreadKey::HasActionableProposedPlan =
+                key
+            {
+                return scan.skip_value();
+            }
+            seen.first(key as u32)?;
+            match key {
+                ThreadKey::Id => id = Some(scan.id()?),
+                ThreadKey::ProjectId => project_id = Some(scan.id()?),
+                ThreadKey::Title => title = Some(scan.string()?.into_owned()),
+                ThreadKey::ModelSelection => model_selection = Some(scan.full_model_selection()?),
+                ThreadKey::RuntimeMode => runtime_mode = Some(scan.runtime_mode_kept()?),
+                ThreadKey::InteractionMode => interaction_mode = Some(scan.interaction_mode_kept()?),
+                ThreadKey::Branch => branch = Some(scan.nullable_owned_string()?),
+                ThreadKey::WorktreePath => worktree_path = Some(scan.nullable_owned_string()?),
+                ThreadKey::LatestTurn => {
+                    latest_turn = Some(if scan.null()? {
+                        None
+                    } else {
+                        Some(scan.full_latest_turn()?)
+                    });
+                }
+                ThreadKey::CreatedAt => created_at = Some(scan.timestamp()?),
+                ThreadKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
+                ThreadKey::ArchivedAt => archived_at = scan.nullable_timestamp()?,
+                ThreadKey::DeletedAt => deleted_at = Some(scan.nullable_timestamp()?),
+                ThreadKey::Messages => messages = scan.array_value()?,
+                ThreadKey::Activities => activities = scan.array_value()?,
+                ThreadKey::Checkpoints => checkpoints = scan.array_value()?,
+                ThreadKey::Session => {
+                    session = Some(if scan.null()? {
+                        None
+                    } else {
+                        Some(scan.full_session()?)
+                    });
+                }
+                ThreadKey::HasPendingUserInput => has_pending_user_input = scan.bool()?,
+                ThreadKey::HasPendingApprovals => has_pending_approvals = scan.bool()?,
+                ThreadKey::LatestUserMessageAt | ThreadKey::HasActionableProposedPlan | ThreadKey::Other => {
+                    unreachable!("skipped above")
+                }
+            }
+            Some(())
+        })?;
+        seen.all(ThreadKey::required(Shape::Snapshot))?;
+        Some(Thread {
+            id: IdRef::<ThreadId>::of_checked(&id?).to_id(),
+            project_id: IdRef::<ProjectId>::of_checked(&project_id?).to_id(),
+            title: title?,
+            model_selection: model_selection?,
+            runtime_mode: runtime_mode?,
+            interaction_mode: interaction_mode?,
+            branch: branch?,
+            worktree_path: worktree_path?,
+            latest_turn: latest_turn?,
+            created_at: created_at?,
+            updated_at: updated_at?,
+            archived_at,
+            deleted_at: deleted_at?,
+            messages,
+            activities,
+            checkpoints,
+            session: session?,
+            has_pending_user_input,
+            has_pending_approvals,
+        })
+    }
+
+    /// [`ModelSelection`] as its `Deserialize` reads it: the two names trimmed.
+    fn full_model_selection(&mut self) -> Option<ModelSelection> {
+        let mut seen = Seen::default();
+        let mut instance_id = None;
+        let mut model = None;
+        let mut options = None;
+        let non_empty = |scan: &mut Self| {
+            let text = scan.string()?;
+            // Trimmed already, as T3 writes names: kept as read (`str::trim` walks both ends by
+            // characters, and did so twice a name).
+            if is_trimmed_non_empty(&text) {
+                Some(NonEmptyString(text.into_owned()))
+            } else {
+                NonEmptyString::new(text.trim())
+            }
+        };
+        self.object_keyed(&MODEL_KEYS, |scan, key| {
+            seen.first(key as u32)?;
+            match key {
+                ModelKey::InstanceId => instance_id = Some(non_empty(scan)?),
+                ModelKey::Model => model = Some(non_empty(scan)?),
+                ModelKey::Options => options = scan.value::<Option<serde_json::Value>>()?,
+            }
+            Some(())
+        })?;
+        seen.all(ModelKey::REQUIRED)?;
+        Some(ModelSelection {
+            instance_id: instance_id?,
+            model: model?,
+            options,
+        })
+    }
+
+    /// [`LatestTurn`], its ids owned.
+    fn full_latest_turn(&mut self) -> Option<LatestTurn> {
+        let turn = self.latest_turn()?;
+        Some(LatestTurn {
+            turn_id: IdRef::<TurnId>::of_checked(&turn.turn_id).to_id(),
+            state: turn.state,
+            requested_at: turn.requested_at,
+            started_at: turn.started_at,
+            completed_at: turn.completed_at,
+            assistant_message_id: turn
+                .assistant_message_id
+                .map(|id| IdRef::<MessageId>::of_checked(&id).to_id()),
+        })
+    }
+
+    /// [`Session`] as its `Deserialize` reads it.
+    fn full_session(&mut self) -> Option<Session> {
+        let mut seen = Seen::default();
+        let mut thread_id = None;
+        let mut status = None;
+        let mut provider_name = None;
+        let mut runtime_mode = None;
+        let mut active_turn_id = None;
+        let mut last_error = None;
+        let mut updated_at = None;
+        self.object_keyed(&SESSION_KEYS, |scan, key| {
+            if let SessionKey::Other = key {
+                return scan.skip_value();
+            }
+            seen.first(key as u32)?;
+            match key {
+                SessionKey::ThreadId => thread_id = Some(scan.id()?),
+                SessionKey::Status => status = Some(scan.session_status()?),
+                SessionKey::ProviderName => provider_name = Some(scan.nullable_owned_string()?),
+                SessionKey::RuntimeMode => runtime_mode = Some(scan.runtime_mode_kept()?),
+                SessionKey::ActiveTurnId => active_turn_id = Some(scan.nullable_id()?),
+                SessionKey::LastError => last_error = Some(scan.nullable_owned_string()?),
+                SessionKey::UpdatedAt => updated_at = Some(scan.timestamp()?),
+                SessionKey::Other => unreachable!("skipped above"),
+            }
+            Some(())
+        })?;
+        seen.all(SessionKey::REQUIRED)?;
+        Some(Session {
+            thread_id: IdRef::<ThreadId>::of_checked(&thread_id?).to_id(),
+            status: status?,
+            provider_name: provider_name?,
+            runtime_mode: runtime_mode?,
+            active_turn_id: active_turn_id?.map(|id| IdRef::<TurnId>::of_checked(&id).to_id()),
+            last_error: last_error?,
+            updated_at: updated_at?,
         })
     }
 }

@@ -1202,6 +1202,11 @@ pub mod oracle {
         }))
     }
 
+    /// [`crate::ReadModel::decode`] by the scanner alone; `None` where it declines.
+    pub fn read_model_by_scanner(text: &str) -> Option<crate::ReadModel> {
+        scan::read_model(text)
+    }
+
     /// [`Fleet::decode_shell`] by `serde` alone.
     pub fn shell_by_serde(body: &[u8]) -> Result<Fleet, serde_json::Error> {
         decode_shell_by_serde(Body::of(body)).map(Fleet::of_shell)
