@@ -301,25 +301,6 @@ fn the_scanner_reads_documents_as_t3_sends_them() {
     assert!(fleet.unreadable_threads().next().is_none());
 }
 
-/// Whether everything `written` says is in `sent`: each key of an object with a value within
-/// the sent one, arrays item by item, anything else equal. `sent` may say more (keys T3 writes
-/// that afk's types do not have).
-fn within(written: &Value, sent: &Value, path: &str) -> Result<(), String> {
-    match (written, sent) {
-        (Value::Object(w), Value::Object(s)) => w.iter().try_for_each(|(key, value)| {
-            let at = format!("{path}/{key}");
-            within(value, s.get(key).ok_or(format!("{at}: not sent"))?, &at)
-        }),
-        (Value::Array(w), Value::Array(s)) if w.len() == s.len() => w
-            .iter()
-            .zip(s)
-            .enumerate()
-            .try_for_each(|(i, (w, s))| within(w, s, &format!("{path}/{i}"))),
-        _ if written == sent => Ok(()),
-        _ => Err(format!("{path}: {written} was sent as {sent}")),
-    }
-}
-
 /// The full read model as afk decodes it ([`ReadModel::decode`], the scanner) says what the
 /// document says: from the bench's documents (T3's shapes, with the keys T3 writes that afk's
 /// types do not), the model that wrote them, every key it writes again sent with that value;
@@ -334,7 +315,7 @@ fn the_read_model_written_again_is_what_was_sent() {
         let model = ReadModel::decode(&body).expect("decodes");
         assert_eq!(model, shapes::read_model(n), "{n} threads");
         let sent: Value = serde_json::from_slice(&body).unwrap();
-        within(&serde_json::to_value(&model).unwrap(), &sent, "").unwrap();
+        oracle::within(&serde_json::to_value(&model).unwrap(), &sent, "").unwrap();
     }
     let mut full = snapshot(2);
     let thread = &mut full["threads"][0];

@@ -64,7 +64,7 @@ async fn scanner_reads_what_t3_sends(t3: &RealT3, threads: usize, when: &str) {
     assert_eq!(model, by_serde, "{when}: the read model");
     assert_eq!(ReadModel::decode(snapshot.as_bytes()).ok(), Some(by_serde));
     let sent: Value = serde_json::from_str(&snapshot).expect("JSON");
-    within(&serde_json::to_value(&model).expect("writes"), &sent, "")
+    oracle::within(&serde_json::to_value(&model).expect("writes"), &sent, "")
         .unwrap_or_else(|e| panic!("{when}: {e}"));
 
     let shell = body(t3, "/api/orchestration/shell").await;
@@ -77,24 +77,6 @@ async fn scanner_reads_what_t3_sends(t3: &RealT3, threads: usize, when: &str) {
         .unwrap_or_else(|| panic!("{when}: the scanner declines T3's shell's waits: {shell}"));
     let by_serde = oracle::waits_by_serde(shell.as_bytes()).expect("serde reads the waits");
     assert_eq!(waits, by_serde, "{when}: the waits");
-}
-
-/// Whether everything `written` says is in `sent`: each key of an object with a value within
-/// the sent one, arrays item by item, anything else equal (T3 sends keys afk's types lack).
-fn within(written: &Value, sent: &Value, path: &str) -> Result<(), String> {
-    match (written, sent) {
-        (Value::Object(w), Value::Object(s)) => w.iter().try_for_each(|(key, value)| {
-            let at = format!("{path}/{key}");
-            within(value, s.get(key).ok_or(format!("{at}: not sent"))?, &at)
-        }),
-        (Value::Array(w), Value::Array(s)) if w.len() == s.len() => w
-            .iter()
-            .zip(s)
-            .enumerate()
-            .try_for_each(|(i, (w, s))| within(w, s, &format!("{path}/{i}"))),
-        _ if written == sent => Ok(()),
-        _ => Err(format!("{path}: {written} was sent as {sent}")),
-    }
 }
 
 /// Two threads, one that has run a turn to completion (turn, session, message ids filled in) and
@@ -162,5 +144,6 @@ async fn the_scanner_reads_the_real_t3s_documents_as_serde_does() {
     let decoded: ThreadDetail = serde_json::from_str(&detail).expect("the detail decodes");
     assert!(!decoded.thread.messages.is_empty(), "{detail}");
     let sent: Value = serde_json::from_str(&detail).expect("JSON");
-    within(&serde_json::to_value(&decoded).expect("writes"), &sent, "").unwrap_or_else(|e| panic!("{e}"));
+    oracle::within(&serde_json::to_value(&decoded).expect("writes"), &sent, "")
+        .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1187,6 +1187,27 @@ pub mod oracle {
     use super::*;
     use crate::Fleet;
 
+    /// Whether everything `written` says is in `sent`: each key of an object with a value within
+    /// the sent one, arrays item by item, anything else equal. `sent` may say more (keys T3 writes
+    /// that afk's types do not have).
+    pub fn within(written: &serde_json::Value, sent: &serde_json::Value, path: &str) -> Result<(), String> {
+        match (written, sent) {
+            (serde_json::Value::Object(w), serde_json::Value::Object(s)) => {
+                w.iter().try_for_each(|(key, value)| {
+                    let at = format!("{path}/{key}");
+                    within(value, s.get(key).ok_or(format!("{at}: not sent"))?, &at)
+                })
+            }
+            (serde_json::Value::Array(w), serde_json::Value::Array(s)) if w.len() == s.len() => w
+                .iter()
+                .zip(s)
+                .enumerate()
+                .try_for_each(|(i, (w, s))| within(w, s, &format!("{path}/{i}"))),
+            _ if written == sent => Ok(()),
+            _ => Err(format!("{path}: {written} was sent as {sent}")),
+        }
+    }
+
     /// [`Fleet::decode_snapshot`] by `serde` alone.
     pub fn snapshot_by_serde(body: &[u8]) -> Result<Fleet, serde_json::Error> {
         decode_snapshot_by_serde(Body::of(body)).map(Fleet::of_snapshot)
